@@ -1,0 +1,436 @@
+"""Recurrent Mixture-of-Pathways (MoP) policy and the plain GRU baseline.
+
+The idea (Cook et al. 2025, "Brain-like processing pathways form in models with heterogeneous
+experts"): every layer holds experts of *different* sizes, including a size-0 identity expert, and
+a recurrent router mixes them with softmax weights. Charging each expert its size squared
+(Learned Pathway Complexity, LPC, eq. 1) pushes easy inputs onto cheap pathways, so where the
+router sends its weight tells us how much computation the policy thinks a state needs.
+
+    input = obs (152 or one-hot) ⊕ mission embedding (lang_dim)
+          → Linear(intermediate_dim) → L × MoELayer → Linear(num_actions) = action logits
+    MoELayer: router GRU(router_hidden_size) → Linear → softmax over experts (B, E)
+              expert j: GRU(intermediate → s_j) → Linear(s_j → intermediate); s_j = 0 is identity
+              output = Σ_j w_j · expert_j(x)            (dense soft mixture)
+
+Recurrent memory is ONE flat tensor per batch row, (B, memory_size): the hidden states of every
+router and every non-identity expert, concatenated layer by layer. Resetting, detaching, slicing
+per env and storing are then plain tensor operations; `reset_memory` is the one place that zeroes
+finished episodes.
+
+Two forward paths share the same `nn.GRU` weights:
+- `step(obs, lang, memory)`: one time step, used to act (no graph needed);
+- `forward_sequence(obs, lang, memory, done)`: a whole unroll of T steps, with episode ends inside
+  it, used by the learner. Episodes are re-packed into right-padded segments so each GRU runs once
+  over the sequence (about 2.5x faster than stepping with graph); tests check both paths agree.
+
+Example:
+    policy = MixtureOfExpertsPolicy(MoPConfig(expert_hidden_sizes=((0, 16, 32),) * 3))
+    out = policy.step(obs, lang, policy.init_memory(16))   # out.logits, out.memory, out.router_weights
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NUM_ACTIONS = 7  # minigrid Actions: left, right, forward, pickup, drop, toggle, done
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def normalize_expert_sizes(sizes: object) -> tuple[tuple[int, ...], ...]:
+    """Expert sizes as one tuple per layer. A flat list means one layer; raises ValueError.
+
+    Accepts a nested/flat list, or a string: "[[0,16,32],[0,16,32]]", "[32,64,128]" or the
+    integration guide's layer syntax "16,32,64;32,64,128" (layers separated by ';').
+    """
+    original = sizes
+    if isinstance(sizes, str):
+        text = sizes.strip()
+        try:
+            if text.startswith("["):
+                sizes = ast.literal_eval(text)
+            else:
+                sizes = [[int(s) for s in layer.split(",") if s.strip()] for layer in text.split(";")]
+        except (ValueError, SyntaxError):
+            raise ValueError(
+                f"expert sizes {original!r} are malformed: use '[[0,16,32],[0,16,32]]', "
+                "'[32,64,128]' or '16,32,64;32,64,128'"
+            ) from None
+    if isinstance(sizes, (list, tuple)) and sizes and all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes
+    ):
+        sizes = [sizes]
+    if not isinstance(sizes, (list, tuple)) or not sizes:
+        raise ValueError(f"expert sizes {original!r} must be a non-empty list of layers")
+    layers = []
+    for i, layer in enumerate(sizes):
+        if not isinstance(layer, (list, tuple)) or not layer:
+            raise ValueError(f"expert sizes {original!r}: layer {i} must be a non-empty list of ints")
+        for s in layer:
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
+                raise ValueError(
+                    f"expert sizes {original!r}: layer {i} has {s!r}; sizes are integers >= 0"
+                )
+        layers.append(tuple(int(s) for s in layer))
+    return tuple(layers)
+
+
+@dataclass(frozen=True)
+class MoPConfig:
+    obs_dim: int = 152
+    lang_dim: int = 32
+    intermediate_dim: int = 64
+    expert_hidden_sizes: tuple[tuple[int, ...], ...] = field(default=((0, 16, 32),) * 3)
+    router_hidden_size: int = 64
+    num_actions: int = NUM_ACTIONS
+    # Routing-dependent expert dropout (Cook et al. 2025): an expert with weight w < gamma is
+    # dropped with probability beta * (1 - w / gamma) during training. beta = 0 turns it off.
+    expert_dropout_beta: float = 0.0
+    expert_dropout_gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "expert_hidden_sizes", normalize_expert_sizes(self.expert_hidden_sizes)
+        )
+
+
+class PolicyOutput(NamedTuple):
+    logits: torch.Tensor  # (B, A) from step, (T, B, A) from forward_sequence
+    memory: torch.Tensor  # (B, memory_size): memory after the last step
+    router_weights: list[torch.Tensor]  # per layer (B, E) or (T, B, E); empty for the GRU baseline
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def reset_memory(memory: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+    """Zero the memory rows of envs whose episode just ended. memory (B, M), done (B,) bool."""
+    return memory * (~done.bool()).unsqueeze(-1).to(memory.dtype)
+
+
+def _segment_plan(done: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Cut a (T, B) unroll at episode ends into right-padded segments, one per (env, episode).
+
+    done[t, b] means env b's episode ended after step t, so its memory restarts at t + 1.
+    Returns index tensors: `gather` (L, S) into the flattened (T*B) steps (T*B = padding row),
+    `valid` (L, S), `env` (S,) the env of each segment, `first` (S,) whether it continues the
+    memory carried in, `last_pos` (S,) the index of its final step, `last_of_env` (B,) segment ids.
+    """
+    T, B = done.shape
+    d = done.detach().cpu().numpy().astype(bool)
+    starts, lengths, envs, firsts = [], [], [], []
+    last_of_env = np.zeros(B, dtype=np.int64)
+    for b in range(B):
+        t0 = 0
+        ends = np.flatnonzero(d[:, b]).tolist()
+        if not ends or ends[-1] != T - 1:
+            ends.append(T - 1)
+        for t_end in ends:
+            starts.append(t0)
+            lengths.append(t_end - t0 + 1)
+            envs.append(b)
+            firsts.append(t0 == 0)
+            t0 = t_end + 1
+        last_of_env[b] = len(starts) - 1
+    L, S = max(lengths), len(starts)
+    tau = np.arange(L)[:, None]  # (L, 1)
+    starts_a, lengths_a, envs_a = np.array(starts), np.array(lengths), np.array(envs)
+    valid = tau < lengths_a[None, :]  # (L, S)
+    gather = np.where(valid, (starts_a[None, :] + tau) * B + envs_a[None, :], T * B)
+    return {
+        "gather": torch.as_tensor(gather),
+        "valid": torch.as_tensor(valid),
+        "env": torch.as_tensor(envs_a),
+        "first": torch.as_tensor(np.array(firsts)),
+        "last_pos": torch.as_tensor(lengths_a - 1),
+        "last_of_env": torch.as_tensor(last_of_env),
+    }
+
+
+class RecurrentPolicy(nn.Module):
+    """Shared step / sequence machinery. Subclasses implement `_run` over (L, S, D) inputs."""
+
+    memory_sizes: list[int]  # widths of the recurrent states inside the flat memory
+
+    @property
+    def memory_size(self) -> int:
+        return sum(self.memory_sizes)
+
+    def init_memory(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.zeros(batch_size, self.memory_size, device=device)
+
+    def _run(
+        self, x: torch.Tensor, memory: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """x (L, S, D), memory (S, M) -> logits (L, S, A), router weights [(L, S, E)], memory (L, S, M)."""
+        raise NotImplementedError
+
+    def step(self, obs: torch.Tensor, lang: torch.Tensor, memory: torch.Tensor) -> PolicyOutput:
+        """One time step for B envs: obs (B, obs_dim), lang (B, lang_dim), memory (B, M)."""
+        x = torch.cat([obs, lang], dim=-1).unsqueeze(0)  # (1, B, D)
+        logits, weights, mem_seq = self._run(x, memory)
+        return PolicyOutput(logits[0], mem_seq[0], [w[0] for w in weights])
+
+    def forward_sequence(
+        self, obs: torch.Tensor, lang: torch.Tensor, memory: torch.Tensor, done: torch.Tensor
+    ) -> PolicyOutput:
+        """A T-step unroll: obs (T, B, obs_dim), lang (T, B, lang_dim), memory (B, M) at t = 0,
+        done (T, B) = episode ended after step t. Equals T calls of `step` with `reset_memory`."""
+        T, B = done.shape
+        plan = _segment_plan(done)
+        x = torch.cat([obs, lang], dim=-1).reshape(T * B, -1)  # (T*B, D)
+        x = torch.cat([x, x.new_zeros(1, x.shape[-1])])[plan["gather"]]  # (L, S, D)
+        mem0 = memory[plan["env"]] * plan["first"].unsqueeze(-1).to(memory.dtype)  # (S, M)
+        logits, weights, mem_seq = self._run(x, mem0)
+        valid, flat_idx = plan["valid"], plan["gather"][plan["valid"]]
+
+        def unpack(y: torch.Tensor) -> torch.Tensor:  # (L, S, K) -> (T, B, K)
+            out = y.new_zeros(T * B, y.shape[-1]).index_copy(0, flat_idx, y[valid])
+            return out.reshape(T, B, -1)
+
+        last = plan["last_of_env"]
+        final = mem_seq[plan["last_pos"][last], last]  # (B, M)
+        final = reset_memory(final, done[-1])
+        return PolicyOutput(unpack(logits), final, [unpack(w) for w in weights])
+
+
+# ----------------------------------------------------------------------------- MoP modules
+
+
+FusedWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def fuse_gru_weights(grus: Sequence[nn.GRU]) -> FusedWeights:
+    """(w_ih (3H, D), b_ih, w_hh (3H, H) block-diagonal per gate, b_hh) of GRUs sharing one input."""
+    if len(grus) == 1:
+        g = grus[0]
+        return g.weight_ih_l0, g.bias_ih_l0, g.weight_hh_l0, g.bias_hh_l0
+    sizes = [g.hidden_size for g in grus]
+
+    def gates(name: str) -> list[list[torch.Tensor]]:  # [gate][gru] blocks, each (h_k, ...)
+        return [[getattr(g, name)[i * h : (i + 1) * h] for g, h in zip(grus, sizes)] for i in range(3)]
+
+    return (
+        torch.cat([torch.cat(blocks) for blocks in gates("weight_ih_l0")]),
+        torch.cat([torch.cat(blocks) for blocks in gates("bias_ih_l0")]),
+        torch.cat([torch.block_diag(*blocks) for blocks in gates("weight_hh_l0")]),
+        torch.cat([torch.cat(blocks) for blocks in gates("bias_hh_l0")]),
+    )
+
+
+class FusedGRUs(nn.Module):
+    """Several single-layer GRUs that read the same input, run as ONE recurrence.
+
+    PyTorch's CPU GRU backward is a Python-level loop of small ops per GRU, so fusing the router
+    and the experts of a layer (input projections of all steps in one matmul, one block-diagonal
+    matmul per step) cuts the learner's op count about threefold. The weights stay in the
+    `nn.GRU` modules (gate order r, z, n), so checkpoints keep the standard names; a test checks
+    this equals calling each `nn.GRU` on its own.
+    """
+
+    def __init__(self, grus: Sequence[nn.GRU]):
+        super().__init__()
+        self._grus = list(grus)  # not registered: the owning modules hold the parameters
+        self.sizes = [g.hidden_size for g in grus]
+        self._cache: tuple[tuple, FusedWeights] | None = None
+
+    def weights(self) -> FusedWeights:
+        if torch.is_grad_enabled():
+            return fuse_gru_weights(self._grus)
+        # Acting runs without grad and with fixed weights: fuse once per weight version.
+        key = tuple((p.data_ptr(), p._version) for g in self._grus for p in g.parameters())
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, fuse_gru_weights(self._grus))
+        return self._cache[1]
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        """x (L, S, D), h0 (S, H) with H = sum of hidden sizes -> hidden sequence (L, S, H)."""
+        return gru_recurrence(x, h0, self.weights())
+
+
+def gru_recurrence(x: torch.Tensor, h0: torch.Tensor, weights: FusedWeights) -> torch.Tensor:
+    """The GRU equations (PyTorch's convention) over x (L, S, D) from h0 (S, H) -> (L, S, H)."""
+    w_ih, b_ih, w_hh, b_hh = weights
+    H = w_hh.shape[1]
+    # Input gates for every step at once; unbind (not indexing) so backward does not allocate a
+    # full (L, S, 3H) gradient per step.
+    gi_rz = F.linear(x, w_ih[: 2 * H], b_ih[: 2 * H]).unbind(0)  # L x (S, 2H)
+    gi_n = F.linear(x, w_ih[2 * H :], b_ih[2 * H :]).unbind(0)  # L x (S, H)
+    w_hh_rz, b_hh_rz, w_hh_n, b_hh_n = w_hh[: 2 * H], b_hh[: 2 * H], w_hh[2 * H :], b_hh[2 * H :]
+    h, out = h0, []
+    for t in range(x.shape[0]):
+        rz = torch.sigmoid(gi_rz[t] + F.linear(h, w_hh_rz, b_hh_rz))  # (S, 2H)
+        r, z = rz.chunk(2, dim=-1)
+        n = torch.tanh(gi_n[t] + r * F.linear(h, w_hh_n, b_hh_n))  # (S, H)
+        h = n + z * (h - n)  # (1 - z) * n + z * h
+        out.append(h)
+    return torch.stack(out)  # (L, S, H)
+
+
+class Expert(nn.Module):
+    """GRU(in -> size) + Linear(size -> in); size 0 is the identity (a free skip pathway)."""
+
+    def __init__(self, dim: int, size: int):
+        super().__init__()
+        self.size = size
+        if size > 0:
+            self.gru = nn.GRU(dim, size)
+            self.out = nn.Linear(size, dim)
+
+
+class Router(nn.Module):
+    """GRU over the layer input, then a linear map to one logit per expert."""
+
+    def __init__(self, dim: int, hidden_size: int, num_experts: int):
+        super().__init__()
+        self.gru = nn.GRU(dim, hidden_size)
+        self.out = nn.Linear(hidden_size, num_experts)
+
+
+def routing_dependent_dropout(weights: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    """Cook et al. 2025: drop expert j with probability beta * (1 - w_j / gamma) if w_j < gamma,
+    then renormalise the surviving weights. The largest expert of a row is never dropped, so
+    a row can never lose all its experts. weights (..., E) -> (..., E)."""
+    with torch.no_grad():
+        p_drop = beta * (1.0 - weights / gamma).clamp(min=0.0)
+        keep = torch.bernoulli(1.0 - p_drop.clamp(max=1.0)).bool()
+        keep |= F.one_hot(weights.argmax(-1), weights.shape[-1]).bool()
+    kept = weights * keep.to(weights.dtype)
+    return kept / kept.sum(-1, keepdim=True)
+
+
+class MoELayer(nn.Module):
+    def __init__(self, dim: int, sizes: Sequence[int], router_hidden_size: int):
+        super().__init__()
+        self.sizes = tuple(sizes)
+        self.router = Router(dim, router_hidden_size, len(sizes))
+        self.experts = nn.ModuleList(Expert(dim, s) for s in sizes)
+        self.grus = FusedGRUs([self.router.gru] + [e.gru for e in self.experts if e.size > 0])
+        self.memory_sizes = self.grus.sizes
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor, dropout: tuple[float, float] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (L, S, D), h0 (S, R + sum s_j) = [router, experts with s_j > 0].
+        Returns output (L, S, D), router weights (L, S, E), hidden sequence (L, S, R + sum s_j)."""
+        h_seq = self.grus(x, h0)
+        parts = torch.split(h_seq, self.memory_sizes, dim=-1)
+        weights = torch.softmax(self.router.out(parts[0]), dim=-1)  # (L, S, E)
+        if dropout is not None:
+            weights = routing_dependent_dropout(weights, *dropout)
+        outs, k = [], 1
+        for expert in self.experts:
+            if expert.size == 0:
+                outs.append(x)
+            else:
+                outs.append(expert.out(parts[k]))
+                k += 1
+        mixed = (torch.stack(outs, dim=-2) * weights.unsqueeze(-1)).sum(-2)  # (L, S, E, D) -> (L, S, D)
+        return mixed, weights, h_seq
+
+
+class MixtureOfExpertsPolicy(RecurrentPolicy):
+    def __init__(self, config: MoPConfig):
+        super().__init__()
+        self.config = config
+        self.expert_sizes = config.expert_hidden_sizes
+        self.input_projection = nn.Linear(config.obs_dim + config.lang_dim, config.intermediate_dim)
+        self.layers = nn.ModuleList(
+            MoELayer(config.intermediate_dim, sizes, config.router_hidden_size)
+            for sizes in self.expert_sizes
+        )
+        self.head = nn.Linear(config.intermediate_dim, config.num_actions)
+        self.layer_memory_sizes = [sum(layer.memory_sizes) for layer in self.layers]
+        self.memory_sizes = [s for layer in self.layers for s in layer.memory_sizes]
+
+    def _run(self, x, memory):
+        states = torch.split(memory, self.layer_memory_sizes, dim=-1)
+        dropout = None
+        if self.training and self.config.expert_dropout_beta > 0:
+            dropout = (self.config.expert_dropout_beta, self.config.expert_dropout_gamma)
+        h = self.input_projection(x)  # (L, S, intermediate)
+        weights, seqs = [], []
+        for layer, h0 in zip(self.layers, states):
+            h, w, h_seq = layer(h, h0, dropout)
+            weights.append(w)
+            seqs.append(h_seq)
+        return self.head(h), weights, torch.cat(seqs, dim=-1)
+
+
+# ----------------------------------------------------------------------------- GRU baseline
+
+
+class GRUPolicy(RecurrentPolicy):
+    """The baseline of train.py: obs ⊕ mission → one GRU(hidden_size) → Linear(num_actions)."""
+
+    def __init__(self, obs_dim: int, lang_dim: int, hidden_size: int, num_actions: int = NUM_ACTIONS):
+        super().__init__()
+        self.gru = nn.GRU(obs_dim + lang_dim, hidden_size)
+        self.head = nn.Linear(hidden_size, num_actions)
+        self.grus = FusedGRUs([self.gru])
+        self.memory_sizes = [hidden_size]
+        self.expert_sizes: tuple[tuple[int, ...], ...] = ()
+
+    def _run(self, x, memory):
+        h_seq = self.grus(x, memory)  # (L, S, H)
+        return self.head(h_seq), [], h_seq
+
+
+# ----------------------------------------------------------------------------- LPC
+
+
+def compute_lpc(
+    router_weights: Sequence[torch.Tensor],
+    expert_sizes: Sequence[Sequence[int]],
+    exponent: float = 2.0,
+    reduction: str = "none",
+) -> torch.Tensor:
+    """Learned Pathway Complexity (Cook et al. 2025, eq. 1): Σ_layers Σ_j w_j · s_j^exponent.
+
+    router_weights: per layer (..., E). reduction "none" gives one value per sample (...),
+    "mean" the batch mean. The identity expert (s = 0) costs nothing.
+    """
+    if len(router_weights) != len(expert_sizes):
+        raise ValueError(f"{len(router_weights)} layers of weights but {len(expert_sizes)} of sizes")
+    if not router_weights:
+        raise ValueError("compute_lpc needs at least one MoE layer")
+    total = 0
+    for w, sizes in zip(router_weights, expert_sizes):
+        cost = torch.tensor([float(s) ** exponent for s in sizes], dtype=w.dtype, device=w.device)
+        total = total + (w * cost).sum(-1)
+    if reduction == "mean":
+        return total.mean()
+    if reduction != "none":
+        raise ValueError(f"reduction must be 'none' or 'mean', got {reduction!r}")
+    return total
+
+
+def max_lpc(expert_sizes: Sequence[Sequence[int]], exponent: float = 2.0) -> float:
+    """Largest possible LPC (all weight on every layer's largest expert), for --normalize_lpc scales."""
+    return float(sum(max(sizes) ** exponent for sizes in expert_sizes))
+
+
+def build_policy(config: dict) -> RecurrentPolicy:
+    """Rebuild a policy from a run config (checkpoint['config']); the one place both kinds are made."""
+    if config.get("policy_type", "mop") == "gru":
+        return GRUPolicy(config["input_dim"], config["lang_dim"], config["hidden_size"], config["num_actions"])
+    return MixtureOfExpertsPolicy(
+        MoPConfig(
+            obs_dim=config["input_dim"],
+            lang_dim=config["lang_dim"],
+            intermediate_dim=config["intermediate_dim"],
+            expert_hidden_sizes=config["expert_hidden_sizes"],
+            router_hidden_size=config["router_hidden_size"],
+            num_actions=config["num_actions"],
+            expert_dropout_beta=config.get("expert_dropout_beta", 0.0),
+            expert_dropout_gamma=config.get("expert_dropout_gamma", 0.1),
+        )
+    )
