@@ -268,7 +268,9 @@ class _Slot:
         bot_steps = None
         if self.measure_bot_path and success:
             bot_steps = bot_path_length(self.task_id, self.seed, self.max_steps)
-        return Episode(self.env_index, self.seed, self.steps, success, failure, bot_steps, self.obs["mission"])
+        return Episode(
+            self.env_index, self.seed, self.steps, success, failure, bot_steps, self.obs["mission"]
+        )
 
     def state(self) -> dict:
         return {"episode_index": self.episode_index, "rng": self.rng.bit_generator.state}
@@ -479,10 +481,8 @@ class ParallelCollector:
             proc.start()
             child.close()
             self.workers.append((proc, parent))
-        for _ in self.workers:
-            pass
-        for w, (proc, conn) in enumerate(self.workers):
-            self._receive(w)
+        for w in range(len(self.workers)):
+            self._receive(w)  # wait until every worker has built its envs (or report why not)
 
     def _receive(self, w: int) -> Any:
         proc, conn = self.workers[w]
@@ -513,7 +513,7 @@ class ParallelCollector:
         return [s for w in range(len(self.workers)) for s in self._receive(w)]
 
     def close(self) -> None:
-        for proc, conn in self.workers:
+        for _, conn in self.workers:
             try:
                 conn.send(("close", None))
             except (OSError, BrokenPipeError):

@@ -26,10 +26,11 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
@@ -44,7 +45,10 @@ class ConfigError(ValueError):
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
     if isinstance(default, list):
-        return field(default_factory=lambda: [list(x) if isinstance(x, list) else x for x in default], metadata={"help": text})
+        return field(
+            default_factory=lambda: [list(x) if isinstance(x, list) else x for x in default],
+            metadata={"help": text},
+        )
     return field(default=default, metadata={"help": text}, **kw)
 
 
@@ -53,18 +57,18 @@ class TrainConfig:
     # What to train
     task_id: str = _help("BabyAI level (a registered gymnasium id)", "BabyAI-GoToLocal-v0")
     trial: int = _help("experiment number; checkpoints go to <checkpoint_dir>/<task_id>/trial_<N>/", 0)
-    seed: Optional[int] = _help(
+    seed: int | None = _help(
         "run seed (weights, layouts, teacher forcing). null: seed 0, checkpoints directly under "
         "trial_<N>/; an integer S: checkpoints under trial_<N>/seed_<S>/",
         None,
     )
     # Environments and collection
     num_envs: int = _help("parallel environments, each labelled by its own BabyAI bot", 16)
-    num_workers: Optional[int] = _help(
+    num_workers: int | None = _help(
         "env worker processes (null: the CPU cores available; 0 or 1: everything in this process)", None
     )
     unroll_len: int = _help("steps per env per update (truncated BPTT length)", 32)
-    max_steps: Optional[int] = _help(
+    max_steps: int | None = _help(
         "episode step limit (null: the level's own default, UnlockPickup fixed to 288)", None
     )
     teacher_forcing: float = _help(
@@ -77,12 +81,17 @@ class TrainConfig:
     )
     # Optimisation
     num_updates: int = _help("optimizer steps; each uses num_envs x unroll_len labelled steps", 2000)
-    lr: float = _help("Adam learning rate", 1e-3)
-    max_grad_norm: Optional[float] = _help("clip the gradient norm to this (null: no clipping)", 1.0)
+    lr: float = _help("Adam learning rate", 3e-3)
+    max_grad_norm: float | None = _help("clip the gradient norm to this (null: no clipping)", 1.0)
     # Inputs
     obs_encoding: str = _help(
         "observation encoding: 'raw' (the seed's 152 integer codes) or 'onehot' (per image channel, 985)",
         "onehot",
+    )
+    input_encoder: str = _help(
+        "how obs and mission enter the policy: 'linear' (the seed's Linear(obs ⊕ mission)) or 'bilinear' "
+        "(per-cell detectors whose weights the mission sets; needs obs_encoding onehot)",
+        "bilinear",
     )
     lang_encoder: str = _help(
         "mission encoder: 'bow' (learned bag of words over the BabyAI vocabulary, offline) or "
@@ -108,7 +117,9 @@ class TrainConfig:
     # LPC regulariser (train_mop.py)
     lpc_alpha: float = _help("weight of the Learned Pathway Complexity cost (0: logged, not trained on)", 0.0)
     lpc_exponent: float = _help("LPC = sum of w_j * size_j ** lpc_exponent", 2.0)
-    normalize_lpc: bool = _help("use alpha * LPC / (eps + CE) (Cook et al. 2025, eq. 2) instead of alpha * LPC", False)
+    normalize_lpc: bool = _help(
+        "use alpha * LPC / (eps + CE) (Cook et al. 2025, eq. 2) instead of alpha * LPC", False
+    )
     lpc_normalize_detach: bool = _help(
         "with --normalize_lpc, stop gradients through the CE denominator (so the cost cannot be "
         "lowered by raising CE); --no-lpc_normalize_detach lets them flow, as the paper's code does",
@@ -119,16 +130,23 @@ class TrainConfig:
     hidden_size: int = _help("GRU size of the baseline policy (train.py)", 64)
     # Output
     checkpoint_dir: str = _help("root folder for checkpoints and metrics.jsonl", "checkpoints")
-    checkpoint_interval: Optional[int] = _help("save every N updates (null: only the final checkpoint)", 500)
+    checkpoint_interval: int | None = _help("save every N updates (null: only the final checkpoint)", 500)
     log_interval: int = _help("updates between log lines / metrics.jsonl rows", 25)
     recent_window: int = _help("episodes in the 'recent' success and path-ratio averages", 100)
-    wandb_project: Optional[str] = _help("also log to this Weights & Biases project (null: off)", None)
+    wandb_project: str | None = _help("also log to this Weights & Biases project (null: off)", None)
 
 
 CONFIG_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
 _TYPES = get_type_hints(TrainConfig)
 # Keys that may change when a run is resumed; everything else must match the checkpoint.
-RESUMABLE_OVERRIDES = {"num_updates", "num_workers", "log_interval", "checkpoint_interval", "wandb_project", "checkpoint_dir"}
+RESUMABLE_OVERRIDES = {
+    "num_updates",
+    "num_workers",
+    "log_interval",
+    "checkpoint_interval",
+    "wandb_project",
+    "checkpoint_dir",
+}
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -175,7 +193,9 @@ def _coerce(key: str, value: Any) -> Any:
             return value
     except (TypeError, ValueError):
         pass
-    raise ConfigError(f"config key {key!r} must be {tp.__name__}{' or null' if optional else ''}, got {value!r}")
+    raise ConfigError(
+        f"config key {key!r} must be {tp.__name__}{' or null' if optional else ''}, got {value!r}"
+    )
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -186,8 +206,17 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         check_task_id(cfg.task_id)
     except ValueError as e:
         raise ConfigError(f"task_id: {e}") from None
-    for key in ("num_envs", "unroll_len", "num_updates", "log_interval", "lang_dim", "intermediate_dim",
-                "router_hidden_size", "hidden_size", "recent_window"):
+    for key in (
+        "num_envs",
+        "unroll_len",
+        "num_updates",
+        "log_interval",
+        "lang_dim",
+        "intermediate_dim",
+        "router_hidden_size",
+        "hidden_size",
+        "recent_window",
+    ):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {getattr(cfg, key)}")
     for key in ("checkpoint_interval", "max_steps"):
@@ -209,6 +238,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("lpc_alpha and lpc_exponent must be >= 0 and lpc_epsilon > 0")
     if cfg.obs_encoding not in OBS_ENCODINGS:
         raise ConfigError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {cfg.obs_encoding!r}")
+    if cfg.input_encoder not in ("linear", "bilinear"):
+        raise ConfigError(f"input_encoder must be 'linear' or 'bilinear', got {cfg.input_encoder!r}")
+    if cfg.input_encoder == "bilinear" and cfg.obs_encoding != "onehot":
+        raise ConfigError("input_encoder 'bilinear' needs obs_encoding 'onehot'")
     if cfg.lang_encoder not in ("bow", "distilbert"):
         raise ConfigError(f"lang_encoder must be 'bow' or 'distilbert', got {cfg.lang_encoder!r}")
     return cfg
@@ -250,21 +283,38 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
     return validate(TrainConfig(**values))
 
 
-def build_arg_parser(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
+def build_arg_parser(
+    description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.ArgumentParser:
     """One --flag per config key (help from the schema), plus --config and --resume."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="YAML file of defaults (default: config.yaml if present)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in the checkpoint folder from its latest checkpoint")
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config", default=None, help="YAML file of defaults (default: config.yaml if present)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in the checkpoint folder from its latest checkpoint",
+    )
     for f in dataclasses.fields(TrainConfig):
         tp, optional = _base_type(_TYPES[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         text = f"{f.metadata['help']} (default: {json.dumps(default)})"
         if tp is bool:
-            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+            parser.add_argument(
+                f"--{f.name}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
+            )
         else:
             parser.add_argument(f"--{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(), help=text)
-    parser.add_argument("--mop_layers", dest="expert_hidden_sizes", default=argparse.SUPPRESS, metavar="SPEC",
-                        help="alias of --expert_hidden_sizes in the integration guide's syntax, e.g. '16,32,64;32,64,128'")
+    parser.add_argument(
+        "--mop_layers",
+        dest="expert_hidden_sizes",
+        default=argparse.SUPPRESS,
+        metavar="SPEC",
+        help="alias of --expert_hidden_sizes in the integration guide's syntax, e.g. '16,32,64;32,64,128'",
+    )
     if extra:
         extra(parser)
     return parser
@@ -301,7 +351,8 @@ def seed_everything(seed: int) -> None:
 def rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
-        "numpy": list(np.random.get_state(legacy=True)[1].tolist()) + [int(np.random.get_state(legacy=True)[2])],
+        "numpy": list(np.random.get_state(legacy=True)[1].tolist())
+        + [int(np.random.get_state(legacy=True)[2])],
         "python": [list(random.getstate()[1]), random.getstate()[0]],
     }
 
@@ -349,7 +400,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as e:
         raise ValueError(f"checkpoint {str(path)!r} is unreadable or corrupt ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "policy_state_dict" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"checkpoint {str(path)!r} has no policy_state_dict/config: not a checkpoint of this project")
+        raise ValueError(
+            f"checkpoint {str(path)!r} has no policy_state_dict/config: not a checkpoint of this project"
+        )
     return ckpt
 
 
@@ -391,9 +444,13 @@ class MetricLogger:
             try:
                 import wandb  # lazy: wandb is optional
             except ImportError:
-                raise ConfigError("wandb_project is set but wandb is not installed (pip install wandb)") from None
+                raise ConfigError(
+                    "wandb_project is set but wandb is not installed (pip install wandb)"
+                ) from None
             name = f"{cfg.task_id}-t{cfg.trial}" + (f"-s{cfg.seed}" if cfg.seed is not None else "")
-            self.wandb = wandb.init(project=cfg.wandb_project, name=name, config=dataclasses.asdict(cfg), resume="allow")
+            self.wandb = wandb.init(
+                project=cfg.wandb_project, name=name, config=dataclasses.asdict(cfg), resume="allow"
+            )
         if not resume:
             self.path.unlink(missing_ok=True)
 
@@ -426,6 +483,7 @@ class RunStats:
     bot_failures: int = 0
     recent_success: list = field(default_factory=list)
     recent_path_ratio: list = field(default_factory=list)
+    elapsed_s: float = 0.0
 
 
 def default_num_workers() -> int:
@@ -459,9 +517,13 @@ def run_imitation(
     if resume:
         ckpt = load_checkpoint(latest_checkpoint(directory))
         if ckpt["update"] >= cfg.num_updates:
-            raise ConfigError(f"--resume: the run in {str(directory)!r} already reached update {ckpt['update']}; raise --num_updates to continue")
+            raise ConfigError(
+                f"--resume: the run in {str(directory)!r} already reached update {ckpt['update']}; raise --num_updates to continue"
+            )
     elif checkpoint_paths(directory) or (directory / "checkpoint_final.pt").exists():
-        raise ConfigError(f"{str(directory)!r} already holds checkpoints; use --resume, or another --trial/--seed/--checkpoint_dir")
+        raise ConfigError(
+            f"{str(directory)!r} already holds checkpoints; use --resume, or another --trial/--seed/--checkpoint_dir"
+        )
 
     seed = run_seed(cfg)
     seed_everything(seed)
@@ -475,7 +537,9 @@ def run_imitation(
         "effective_max_steps": int(probe.max_steps),
     }
     policy = build_policy_fn(model_config)
-    encoder_factory = partial(build_mission_encoder, cfg.lang_encoder, cfg.lang_dim, cfg.distilbert_path, None, seed)
+    encoder_factory = partial(
+        build_mission_encoder, cfg.lang_encoder, cfg.lang_dim, cfg.distilbert_path, None, seed
+    )
     encoder = encoder_factory()
     params = list(policy.parameters()) + [p for p in encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
@@ -495,6 +559,7 @@ def run_imitation(
 
     def save(update: int, name: str) -> Path:
         stats.recent_success, stats.recent_path_ratio = list(recent_success), list(recent_ratio)
+        stats.elapsed_s = time.perf_counter() - started
         encoder_state = encoder.encoder_state()
         payload = {
             "format_version": CHECKPOINT_FORMAT,
@@ -530,15 +595,26 @@ def run_imitation(
     ) as collector:
         from tqdm.auto import tqdm
 
-        bar = tqdm(range(start_update + 1, cfg.num_updates + 1), initial=start_update, total=cfg.num_updates,
-                   desc=f"{cfg.task_id} t{cfg.trial}", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            range(start_update + 1, cfg.num_updates + 1),
+            initial=start_update,
+            total=cfg.num_updates,
+            desc=f"{cfg.task_id} t{cfg.trial}",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        started = time.perf_counter() - (ckpt["stats"].get("elapsed_s", 0.0) if ckpt is not None else 0.0)
         window = {"frames": 0, "time": time.perf_counter(), "sums": {}, "n": 0}
         for update in bar:
             chunk = collector.collect(policy, encoder, cfg.unroll_len)
             policy.train()
             encoder.train()
-            obs = encode_obs(torch.from_numpy(chunk["image"]), torch.from_numpy(chunk["direction"]),
-                             torch.from_numpy(chunk["carrying"]), cfg.obs_encoding)  # (T, N, obs_dim)
+            obs = encode_obs(
+                torch.from_numpy(chunk["image"]),
+                torch.from_numpy(chunk["direction"]),
+                torch.from_numpy(chunk["carrying"]),
+                cfg.obs_encoding,
+            )  # (T, N, obs_dim)
             lang = encoder(chunk["missions"])[torch.from_numpy(chunk["mission_index"])]  # (T, N, lang_dim)
             out = policy.forward_sequence(obs, lang, chunk["memory"], torch.from_numpy(chunk["done"]))
             labels = torch.from_numpy(chunk["label"])
@@ -568,15 +644,23 @@ def run_imitation(
                 now = time.perf_counter()
                 row = {"update": update, "frames": stats.frames}
                 row.update({k: v / window["n"] for k, v in window["sums"].items()})
-                row["train/success_recent"] = float(np.mean(recent_success)) if recent_success else float("nan")
-                row["train/path_ratio_recent"] = float(np.mean(recent_ratio)) if recent_ratio else float("nan")
+                row["train/success_recent"] = (
+                    float(np.mean(recent_success)) if recent_success else float("nan")
+                )
+                row["train/path_ratio_recent"] = (
+                    float(np.mean(recent_ratio)) if recent_ratio else float("nan")
+                )
                 row["episodes/total"] = stats.episodes
                 row["episodes/recent_window"] = len(recent_success)
                 row["episodes/bot_failures"] = stats.bot_failures
                 row["perf/frames_per_s"] = window["frames"] / max(now - window["time"], 1e-9)
+                row["time/elapsed_s"] = now - started
                 logger.log(row)
                 bar.write(format_log_line(row))
-                bar.set_postfix(succ=f"{row['train/success_recent']:.2f}", loss=f"{row.get('train/loss', float('nan')):.3f}")
+                bar.set_postfix(
+                    succ=f"{row['train/success_recent']:.2f}",
+                    loss=f"{row.get('train/loss', float('nan')):.3f}",
+                )
                 window = {"frames": 0, "time": now, "sums": {}, "n": 0}
             if cfg.checkpoint_interval and update % cfg.checkpoint_interval == 0 and update < cfg.num_updates:
                 written.append(str(save(update, f"checkpoint_{update}.pt")))
@@ -584,22 +668,35 @@ def run_imitation(
         written += [str(final), str(save(cfg.num_updates, "checkpoint_final.pt"))]
         bar.close()
     logger.close()
-    return {"run_dir": str(directory), "checkpoints": written, "metrics_path": str(logger.path), "final": row,
-            "episodes": stats.episodes, "bot_failures": stats.bot_failures}
+    return {
+        "run_dir": str(directory),
+        "checkpoints": written,
+        "metrics_path": str(logger.path),
+        "final": row,
+        "episodes": stats.episodes,
+        "bot_failures": stats.bot_failures,
+    }
 
 
 def format_log_line(row: dict) -> str:
-    parts = [f"upd {row['update']:>5}", f"loss {row.get('train/loss', float('nan')):.3f}",
-             f"acc {row.get('train/accuracy', float('nan')):.3f}",
-             f"succ {row['train/success_recent']:.3f} ({row['episodes/recent_window']} ep)",
-             f"path {row['train/path_ratio_recent']:.2f}"]
+    parts = [
+        f"upd {row['update']:>5}",
+        f"loss {row.get('train/loss', float('nan')):.3f}",
+        f"acc {row.get('train/accuracy', float('nan')):.3f}",
+        f"succ {row['train/success_recent']:.3f} ({row['episodes/recent_window']} ep)",
+        f"path {row['train/path_ratio_recent']:.2f}",
+    ]
     if "train/lpc" in row:
         parts.append(f"lpc {row['train/lpc']:.0f}")
         layers = sorted({k.split("/")[1] for k in row if k.startswith("routing/")})
         for layer in layers:
             ws = [row[k] for k in sorted(k for k in row if k.startswith(f"routing/{layer}/"))]
             parts.append(f"{layer.replace('layer_', 'L')} " + "/".join(f"{w:.2f}" for w in ws))
-    parts += [f"{row['perf/frames_per_s']:.0f} f/s", f"ep {row['episodes/total']}", f"botfail {row['episodes/bot_failures']}"]
+    parts += [
+        f"{row['perf/frames_per_s']:.0f} f/s",
+        f"ep {row['episodes/total']}",
+        f"botfail {row['episodes/bot_failures']}",
+    ]
     return " | ".join(parts)
 
 

@@ -105,9 +105,7 @@ class MissionEncoderError(RuntimeError):
 def _word_to_id(vocab: tuple[str, ...]) -> dict[str, int]:
     # Cached per vocabulary so that tokenize() does not rebuild the map on every call.
     if tuple(vocab[:2]) != (PAD, UNK):
-        raise ValueError(
-            f"vocab must start with {PAD!r}, {UNK!r}; got {tuple(vocab[:2])!r}"
-        )
+        raise ValueError(f"vocab must start with {PAD!r}, {UNK!r}; got {tuple(vocab[:2])!r}")
     if len(set(vocab)) != len(vocab):
         raise ValueError("vocab has duplicate words")
     return {w: i for i, w in enumerate(vocab)}
@@ -139,9 +137,7 @@ class BagOfWordsEncoder(nn.Module):
         self.vocab: tuple[str, ...] = tuple(vocab)
         # padding_idx keeps the <pad> row at zero and untrained; EmbeddingBag "mean"
         # also leaves it out of the average, and an empty mission gives a zero vector.
-        self.embedding = nn.EmbeddingBag(
-            len(self.vocab), self.lang_dim, mode="mean", padding_idx=PAD_ID
-        )
+        self.embedding = nn.EmbeddingBag(len(self.vocab), self.lang_dim, mode="mean", padding_idx=PAD_ID)
         # Token ids per distinct mission string, kept on CPU: a run sees few distinct
         # missions relative to steps, so tokenising each only once saves Python work.
         self._ids_cache: dict[str, Tensor] = {}
@@ -171,8 +167,7 @@ class BagOfWordsEncoder(nn.Module):
             "kind": self.kind,
             "lang_dim": self.lang_dim,
             "embedding_state_dict": {
-                k: v.detach().cpu().clone()
-                for k, v in self.embedding.state_dict().items()
+                k: v.detach().cpu().clone() for k, v in self.embedding.state_dict().items()
             },
             "vocab": list(self.vocab),
         }
@@ -242,12 +237,8 @@ class DistilBertEncoder(nn.Module):
         gen = torch.Generator().manual_seed(self.generator_seed)
         bound = 1.0 / math.sqrt(self.dim)
         with torch.no_grad():
-            self.lang_proj.weight.copy_(
-                (torch.rand(self.lang_dim, self.dim, generator=gen) * 2 - 1) * bound
-            )
-            self.lang_proj.bias.copy_(
-                (torch.rand(self.lang_dim, generator=gen) * 2 - 1) * bound
-            )
+            self.lang_proj.weight.copy_((torch.rand(self.lang_dim, self.dim, generator=gen) * 2 - 1) * bound)
+            self.lang_proj.bias.copy_((torch.rand(self.lang_dim, generator=gen) * 2 - 1) * bound)
         self.lang_proj.requires_grad_(False)
         self._cls_cache: dict[str, Tensor] = {}
 
@@ -269,11 +260,7 @@ class DistilBertEncoder(nn.Module):
             max_length=self.max_length,
             return_tensors="pt",
         )
-        batch = {
-            k: v.to(device)
-            for k, v in batch.items()
-            if k in ("input_ids", "attention_mask")
-        }
+        batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
         with torch.no_grad():
             hidden = backbone(**batch).last_hidden_state  # (n, seq, dim)
         for mission, row in zip(missions, hidden[:, 0]):
@@ -290,9 +277,7 @@ class DistilBertEncoder(nn.Module):
         # Cached rows follow the projection's device/dtype if the module was moved/cast.
         weight = self.lang_proj.weight
         with torch.no_grad():
-            cls = torch.stack(
-                [self._cls_cache[m].to(device, weight.dtype) for m in missions]
-            )
+            cls = torch.stack([self._cls_cache[m].to(device, weight.dtype) for m in missions])
             return self.lang_proj(cls)
 
     def encoder_state(self) -> dict[str, Any]:
@@ -301,8 +286,7 @@ class DistilBertEncoder(nn.Module):
             "kind": self.kind,
             "lang_dim": self.lang_dim,
             "lang_proj_state_dict": {
-                k: v.detach().cpu().clone()
-                for k, v in self.lang_proj.state_dict().items()
+                k: v.detach().cpu().clone() for k, v in self.lang_proj.state_dict().items()
             },
             "model_name_or_path": self.model_name_or_path,
         }
@@ -318,9 +302,7 @@ class DistilBertEncoder(nn.Module):
         self.lang_proj.load_state_dict(state["lang_proj_state_dict"])
 
     @classmethod
-    def from_state(
-        cls, state: dict[str, Any], model_name_or_path: str | None = None
-    ) -> DistilBertEncoder:
+    def from_state(cls, state: dict[str, Any], model_name_or_path: str | None = None) -> DistilBertEncoder:
         """Rebuild from encoder_state(); the weights come from `model_name_or_path`, else the saved one."""
         _check_state_kind(state, cls.kind)
         lang_dim = int(state["lang_proj_state_dict"]["weight"].shape[0])
@@ -344,9 +326,7 @@ def _load_distilbert(model_name_or_path: str) -> tuple[Any, nn.Module]:
     try:
         # local_files_only: never reach for the network (runs are offline); a name is
         # looked up in the local Hugging Face cache, a directory is read directly.
-        tokenizer = AutoTokenizer.from_pretrained(
-            model_name_or_path, local_files_only=True
-        )
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, local_files_only=True)
         model = AutoModel.from_pretrained(model_name_or_path, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise MissionEncoderError(
@@ -355,16 +335,12 @@ def _load_distilbert(model_name_or_path: str) -> tuple[Any, nn.Module]:
             "cache here, or pass a local directory holding a tokenizer and model saved with save_pretrained"
         ) from exc
     if not hasattr(model.config, "dim") and not hasattr(model.config, "hidden_size"):
-        raise MissionEncoderError(
-            f"{model_name_or_path!r} is not a DistilBERT-like encoder (no hidden size)"
-        )
+        raise MissionEncoderError(f"{model_name_or_path!r} is not a DistilBERT-like encoder (no hidden size)")
     return tokenizer, model
 
 
 def _check_state_kind(state: dict[str, Any], kind: str) -> None:
-    saved = state.get(
-        "kind", kind
-    )  # states without "kind" are accepted as the expected kind
+    saved = state.get("kind", kind)  # states without "kind" are accepted as the expected kind
     if saved != kind:
         raise ValueError(f"encoder state is for kind {saved!r}, not {kind!r}")
 
@@ -391,15 +367,11 @@ def build_mission_encoder(
         if state is not None:
             enc = BagOfWordsEncoder.from_state(state)
             if enc.lang_dim != int(lang_dim):
-                raise ValueError(
-                    f"saved BoW encoder has lang_dim {enc.lang_dim}, asked for {lang_dim}"
-                )
+                raise ValueError(f"saved BoW encoder has lang_dim {enc.lang_dim}, asked for {lang_dim}")
             return enc
         return BagOfWordsEncoder(lang_dim)
     if kind == "distilbert":
-        enc = DistilBertEncoder(
-            lang_dim, model_name_or_path=distilbert_path, generator_seed=seed
-        )
+        enc = DistilBertEncoder(lang_dim, model_name_or_path=distilbert_path, generator_seed=seed)
         if state is not None:
             enc.load_encoder_state(state)
         return enc

@@ -63,7 +63,12 @@ def make_loss(cfg: TrainConfig, expert_sizes: list[list[int]]):
 def main(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train; returns {run_dir, checkpoints, metrics_path, final, ...}."""
     return run_imitation(
-        cfg, POLICY_TYPE, build_policy, make_loss(cfg, cfg.expert_hidden_sizes), resume=resume, progress=progress
+        cfg,
+        POLICY_TYPE,
+        build_policy,
+        make_loss(cfg, cfg.expert_hidden_sizes),
+        resume=resume,
+        progress=progress,
     )
 
 

@@ -244,10 +244,7 @@ def tiny_distilbert(tmp_path_factory: pytest.TempPathFactory) -> str:
     vocab_file.write_text("\n".join(words) + "\n")
     # Positional path: the vocab file in transformers 4.x and 5.x alike.
     tokenizer = transformers.DistilBertTokenizerFast(str(vocab_file))
-    assert (
-        tokenizer.unk_token_id
-        not in tokenizer("go to the red ball, then open a door")["input_ids"]
-    )
+    assert tokenizer.unk_token_id not in tokenizer("go to the red ball, then open a door")["input_ids"]
     config = transformers.DistilBertConfig(
         vocab_size=len(words),
         dim=32,
@@ -263,16 +260,9 @@ def tiny_distilbert(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def test_distilbert_shapes_and_frozen(
-    tiny_distilbert: str, missions: list[str]
-) -> None:
+def test_distilbert_shapes_and_frozen(tiny_distilbert: str, missions: list[str]) -> None:
     enc = DistilBertEncoder(lang_dim=8, model_name_or_path=tiny_distilbert)
-    assert (
-        enc.kind == "distilbert"
-        and enc.trainable is False
-        and enc.lang_dim == 8
-        and enc.dim == 32
-    )
+    assert enc.kind == "distilbert" and enc.trainable is False and enc.lang_dim == 8 and enc.dim == 32
     assert all(not p.requires_grad for p in enc.parameters())
     assert all(not p.requires_grad for p in enc.backbone.parameters())
     assert not enc.backbone.training
@@ -321,18 +311,12 @@ def test_distilbert_projection_seeded_without_touching_global_rng(
     assert torch.equal(a.lang_proj.weight, b.lang_proj.weight)
     assert torch.equal(a.lang_proj.bias, b.lang_proj.bias)
     assert not torch.equal(a.lang_proj.weight, c.lang_proj.weight)
-    built = build_mission_encoder(
-        "distilbert", 8, distilbert_path=tiny_distilbert, seed=3
-    )
+    built = build_mission_encoder("distilbert", 8, distilbert_path=tiny_distilbert, seed=3)
     assert torch.equal(built.lang_proj.weight, a.lang_proj.weight)
 
 
-def test_distilbert_state_round_trip(
-    tiny_distilbert: str, tmp_path: Path, missions: list[str]
-) -> None:
-    enc = build_mission_encoder(
-        "distilbert", 8, distilbert_path=tiny_distilbert, seed=7
-    )
+def test_distilbert_state_round_trip(tiny_distilbert: str, tmp_path: Path, missions: list[str]) -> None:
+    enc = build_mission_encoder("distilbert", 8, distilbert_path=tiny_distilbert, seed=7)
     expected = enc(missions)
     path = tmp_path / "enc.pt"
     torch.save(enc.encoder_state(), path)
@@ -340,15 +324,11 @@ def test_distilbert_state_round_trip(
     assert set(state) >= {"lang_proj_state_dict", "model_name_or_path"}
     assert state["model_name_or_path"] == tiny_distilbert
     # A different seed proves the projection comes from the state, not from re-seeding.
-    rebuilt = build_mission_encoder(
-        "distilbert", 8, distilbert_path=tiny_distilbert, state=state, seed=99
-    )
+    rebuilt = build_mission_encoder("distilbert", 8, distilbert_path=tiny_distilbert, state=state, seed=99)
     assert torch.equal(rebuilt(missions), expected)
     assert torch.equal(DistilBertEncoder.from_state(state)(missions), expected)
     with pytest.raises(ValueError, match="lang_proj"):
-        build_mission_encoder(
-            "distilbert", 9, distilbert_path=tiny_distilbert, state=state
-        )
+        build_mission_encoder("distilbert", 9, distilbert_path=tiny_distilbert, state=state)
     with pytest.raises(ValueError, match="kind"):
         build_mission_encoder("bow", 8, state=state)
 

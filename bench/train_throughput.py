@@ -1,0 +1,122 @@
+"""Training throughput (frames/s) of train_mop's loop vs a plain sequential step-with-graph loop.
+
+Frames = labelled env steps used for training. Ours is measured through train_mop.main itself
+(default config: 16 envs x 32 steps on BabyAI-GoToLocal-v0) with 1 worker and with all cores,
+after a warm-up; the baseline is the straightforward loop in one process: step every env and
+ask its bot in Python, run the policy one step at a time with graph, backward once per unroll.
+All three run in this one invocation, so the ratios compare like with like on a noisy machine.
+
+    python bench/train_throughput.py
+    python bench/train_throughput.py --updates 60 --task BabyAI-GoToLocal-v0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import train_mop  # noqa: E402
+from babyai_env import SafeBot, encode_obs, make_env, obs_dim, quiet_reset, train_episode_seed  # noqa: E402
+from experiment import default_num_workers, load_config, read_metrics  # noqa: E402
+from language import build_mission_encoder  # noqa: E402
+from mixture_of_experts import build_policy, compute_lpc, reset_memory  # noqa: E402
+
+
+def ours(task: str, updates: int, workers: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(
+            None,
+            {
+                "task_id": task,
+                "num_updates": updates,
+                "log_interval": 10,
+                "num_workers": workers,
+                "checkpoint_dir": tmp,
+                "checkpoint_interval": None,
+            },
+        )
+        summary = train_mop.main(cfg, progress=False)
+        rows = read_metrics(summary["metrics_path"])
+    return float(np.median([r["perf/frames_per_s"] for r in rows[1:]]))  # skip the warm-up window
+
+
+def baseline(task: str, updates: int) -> float:
+    """The straightforward loop, as a first implementation would write it."""
+    cfg = load_config(None, {"task_id": task})
+    torch.set_num_threads(1)
+    config = {**dataclasses.asdict(cfg), "input_dim": obs_dim(cfg.obs_encoding), "num_actions": 7}
+    policy, encoder = build_policy(config), build_mission_encoder("bow", cfg.lang_dim)
+    optimizer = torch.optim.Adam(list(policy.parameters()) + list(encoder.parameters()), lr=cfg.lr)
+    envs = [make_env(task) for _ in range(cfg.num_envs)]
+    obs = [quiet_reset(env, train_episode_seed(0, i, 0)) for i, env in enumerate(envs)]
+    bots = [SafeBot(env) for env in envs]
+    prev = [None] * cfg.num_envs
+    episodes = [1] * cfg.num_envs
+    memory = policy.init_memory(cfg.num_envs)
+    frames, start = 0, None
+    for update in range(updates):
+        if update == 2:
+            frames, start = 0, time.perf_counter()
+        memory = memory.detach()
+        losses = []
+        for _ in range(cfg.unroll_len):
+            labels = torch.tensor([b.label(p) if True else 0 for b, p in zip(bots, prev)])
+            x = encode_obs(
+                torch.from_numpy(np.stack([o["image"] for o in obs])),
+                torch.tensor([o["direction"] for o in obs]),
+                torch.tensor([env.carrying is not None for env in envs]),
+                cfg.obs_encoding,
+            )
+            out = policy.step(x, encoder([o["mission"] for o in obs]), memory)
+            losses.append(
+                F.cross_entropy(out.logits, labels)
+                + cfg.lpc_alpha * compute_lpc(out.router_weights, cfg.expert_hidden_sizes, reduction="mean")
+            )
+            actions = out.logits.argmax(-1).tolist()
+            done = torch.zeros(cfg.num_envs, dtype=torch.bool)
+            for i, env in enumerate(envs):
+                obs[i], _, terminated, truncated, _ = env.step(actions[i])
+                prev[i] = actions[i]
+                if terminated or truncated:
+                    obs[i] = quiet_reset(env, train_episode_seed(0, i, episodes[i]))
+                    episodes[i] += 1
+                    bots[i], prev[i], done[i] = SafeBot(env), None, True
+            memory = reset_memory(out.memory, done)
+            frames += cfg.num_envs
+        optimizer.zero_grad()
+        torch.stack(losses).mean().backward()
+        optimizer.step()
+    return frames / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--task", default="BabyAI-GoToLocal-v0")
+    parser.add_argument("--updates", type=int, default=50, help="updates per measurement (default 50)")
+    args = parser.parse_args()
+    all_workers = default_num_workers()
+    print(f"task {args.task}, 16 envs x 32 steps, default MoP model, {all_workers} cores")
+    base = baseline(args.task, max(args.updates // 2, 6))
+    print(f"baseline  sequential step-with-graph loop : {base:7.0f} frames/s   1.00x")
+    one = ours(args.task, args.updates, 1)
+    print(f"ours      1 worker (in-process)           : {one:7.0f} frames/s   {one / base:.2f}x")
+    many = ours(args.task, args.updates, all_workers)
+    print(
+        f"ours      {all_workers} workers                       : {many:7.0f} frames/s   {many / base:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Tier 1: env construction, seeds, observation encoding, the safe bot and the collector."""
+
+import multiprocessing
+import threading
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+import babyai_env
+from babyai_env import (
+    EVAL_SEED_START,
+    TRAIN_SEED_START,
+    Collector,
+    ParallelCollector,
+    SafeBot,
+    ViewCache,
+    check_task_id,
+    encode_obs,
+    make_env,
+    merge_chunks,
+    obs_dim,
+    quiet_reset,
+    train_episode_seed,
+)
+from language import build_mission_encoder
+from mixture_of_experts import build_policy
+
+TASK = "BabyAI-GoToLocal-v0"
+POLICY_CONFIG = dict(
+    policy_type="mop",
+    input_dim=152,
+    lang_dim=8,
+    num_actions=7,
+    intermediate_dim=16,
+    router_hidden_size=8,
+    expert_hidden_sizes=[[0, 8], [0, 8]],
+    hidden_size=8,
+)
+
+
+def small_agent(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_policy(POLICY_CONFIG), build_mission_encoder("bow", 8)
+
+
+def test_unknown_task_suggests_close_matches():
+    assert check_task_id(TASK) == TASK
+    with pytest.raises(ValueError, match="BabyAI-GoToLocal-v0"):
+        check_task_id("BabyAI-GoToLocl-v0")
+
+
+def test_max_steps_really_sets_the_episode_limit():
+    env = make_env("BabyAI-UnlockPickup-v0")
+    quiet_reset(env, 0)
+    assert env.max_steps == 288  # minigrid's typo would leave 72
+    env = make_env("BabyAI-UnlockPickup-v0", max_steps=300)
+    quiet_reset(env, 0)
+    assert env.max_steps == 300
+    env = make_env("BabyAI-GoToImpUnlock-v0", max_steps=1500)
+    quiet_reset(env, 0)
+    assert env.max_steps == 1500
+
+
+def test_training_seeds_are_disjoint_from_evaluation_seeds():
+    seeds = {train_episode_seed(r, e, i) for r in (0, 1, 7) for e in (0, 1, 15) for i in (0, 1, 999_999)}
+    assert len(seeds) == 27
+    assert min(seeds) >= TRAIN_SEED_START > EVAL_SEED_START + 10**8
+
+
+def test_same_seed_same_layout():
+    a, b = make_env(TASK), make_env(TASK)
+    oa, ob = quiet_reset(a, 5), quiet_reset(b, 5)
+    assert oa["mission"] == ob["mission"] and np.array_equal(oa["image"], ob["image"])
+
+
+def test_encode_obs_raw_and_onehot():
+    env = make_env(TASK)
+    obs = quiet_reset(env, 1)
+    image = torch.from_numpy(obs["image"])[None]
+    raw = encode_obs(image, torch.tensor([obs["direction"]]), torch.tensor([1]), "raw")
+    assert raw.shape == (1, obs_dim("raw")) == (1, 152)
+    assert raw[0, :147].tolist() == torch.from_numpy(obs["image"]).permute(2, 0, 1).flatten().float().tolist()
+    assert raw[0, 147 + obs["direction"]] == 1 and raw[0, 147:151].sum() == 1 and raw[0, -1] == 1
+    onehot = encode_obs(image, torch.tensor([obs["direction"]]), torch.tensor([0]), "onehot")
+    assert onehot.shape == (1, obs_dim("onehot")) == (1, 985)
+    cells = onehot[0, :980].reshape(49, 20)
+    assert torch.all(cells[:, :11].sum(-1) == 1) and torch.all(cells[:, 11:17].sum(-1) == 1)
+    with pytest.raises(ValueError, match="obs_encoding"):
+        obs_dim("pixels")
+
+
+@pytest.mark.parametrize("seed", [6, 14, 35])
+def test_bot_that_would_loop_forever_fails_cleanly(seed):
+    """minigrid's replan never returns on these GoToImpUnlock layouts (its subgoal stack grows
+    without end), even when the bot drives. SafeBot must report a failure instead."""
+    threads = threading.active_count()
+    env = make_env("BabyAI-GoToImpUnlock-v0")
+    quiet_reset(env, seed)
+    bot = SafeBot(env)
+    for _ in range(env.max_steps):
+        action = bot.label(None)
+        if action is None:
+            break
+        _, _, terminated, truncated, _ = env.step(action)
+        assert not (terminated or truncated), "expected this layout to trip the bot"
+    assert action is None and "subgoal stack" in bot.failure
+    assert threading.active_count() == threads  # no thread left behind
+    assert bot.label(None) is None  # stays failed
+
+
+def test_bot_survives_normal_layouts_of_the_same_level():
+    env = make_env("BabyAI-GoToImpUnlock-v0")
+    quiet_reset(env, 2)
+    bot = SafeBot(env)
+    for _ in range(env.max_steps):
+        _, reward, terminated, truncated, _ = env.step(bot.label(None))
+        if terminated or truncated:
+            break
+    assert terminated and reward > 0
+
+
+def test_toggling_a_box_is_a_bot_failure_not_a_crash():
+    env = make_env("BabyAI-UnlockPickup-v0")
+    for seed in range(20):
+        quiet_reset(env, seed)
+        bot, previous = SafeBot(env), None
+        for _ in range(env.max_steps):
+            label = bot.label(previous)
+            if label is None:
+                assert "DisappearedBoxError" in bot.failure
+                return
+            front = env.grid.get(*env.front_pos)
+            previous = env.actions.toggle if front is not None and front.type == "box" else label
+            _, _, terminated, truncated, _ = env.step(previous)
+            if terminated or truncated:
+                break
+    pytest.fail("no layout led the student to toggle a box")
+
+
+def test_view_cache_does_not_change_bot_labels():
+    def labels(cached: bool):
+        env = make_env("BabyAI-GoToLocal-v0")
+        view = ViewCache(env) if cached else None
+        out = []
+        for seed in range(3):
+            if view:
+                view.invalidate()
+            quiet_reset(env, seed)
+            bot, rng = SafeBot(env), np.random.default_rng(seed)
+            for _ in range(30):
+                label = bot.label(None if not out else out[-1][1])
+                action = int(rng.integers(0, 3)) if rng.random() < 0.5 else label  # wander off the bot path
+                out.append((label, action))
+                if view:
+                    view.invalidate()
+                _, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    break
+        return out
+
+    assert labels(True) == labels(False)
+
+
+def collector(indices=(0, 1, 2, 3), **kw):
+    return Collector(TASK, list(indices), run_seed=3, max_steps=None, obs_encoding="raw", **kw)
+
+
+def test_collector_is_reproducible_and_split_invariant():
+    policy, encoder = small_agent()
+    whole = collector().collect(policy, encoder, 20)
+    again = collector().collect(policy, encoder, 20)
+    split = merge_chunks(
+        [collector((0, 1)).collect(policy, encoder, 20), collector((2, 3)).collect(policy, encoder, 20)]
+    )
+    for key in ("image", "direction", "label", "label_mask", "done"):
+        assert np.array_equal(whole[key], again[key]), key
+        assert np.array_equal(whole[key], split[key]), key
+    assert [whole["missions"][i] for i in whole["mission_index"].flat] == [
+        split["missions"][i] for i in split["mission_index"].flat
+    ]
+    assert whole["label_mask"].all() and whole["label"].min() >= 0
+
+
+def test_success_needs_positive_reward(monkeypatch):
+    c = collector((0,))
+    policy, encoder = small_agent()
+    env = c.slots[0].env
+    outcomes = iter([0.0, 0.7])
+
+    def fake_step(action):  # minigrid terminates with reward 0 on a failed instruction
+        return env.gen_obs(), next(outcomes), True, False, {}
+
+    monkeypatch.setattr(env, "step", fake_step)
+    chunk = c.collect(policy, encoder, 2)
+    assert [ep.success for _, ep in chunk["episodes"]] == [False, True]
+    assert chunk["done"].all()
+
+
+def test_bot_failure_masks_the_step_and_resets(monkeypatch):
+    hang_seeds = iter([6, 14, 35] + [2] * 100)  # GoToImpUnlock layouts where the bot loops forever
+    monkeypatch.setattr(babyai_env, "train_episode_seed", lambda *a: next(hang_seeds))
+    policy, encoder = small_agent()
+    c = Collector(
+        "BabyAI-GoToImpUnlock-v0", [0], run_seed=0, max_steps=None, obs_encoding="raw", teacher_forcing=1.0
+    )
+    chunk = c.collect(policy, encoder, 800)
+    failures = [ep for _, ep in chunk["episodes"] if ep.bot_failure]
+    assert len(failures) == 3 and all("subgoal stack" in ep.bot_failure for ep in failures)
+    failed_steps = ~chunk["label_mask"][:, 0]
+    assert failed_steps.sum() == 3
+    assert chunk["done"][failed_steps, 0].all()  # the env was reset right there
+    assert (chunk["label"][failed_steps, 0] == -1).all()
+
+
+def test_parallel_workers_match_one_process_and_shut_down():
+    policy, encoder = small_agent()
+    kw = dict(
+        run_seed=3,
+        max_steps=None,
+        obs_encoding="raw",
+        policy_factory=partial(build_policy, POLICY_CONFIG),
+        encoder_factory=partial(build_mission_encoder, "bow", 8),
+    )
+    with ParallelCollector(TASK, 4, 1, **kw) as local:
+        a = [local.collect(policy, encoder, 10) for _ in range(2)]
+    with ParallelCollector(TASK, 4, 2, **kw) as par:
+        b = [par.collect(policy, encoder, 10) for _ in range(2)]
+        procs = [p for p, _ in par.workers]
+        state = par.state()
+    assert len(state) == 4
+    for x, y in zip(a, b):
+        assert np.array_equal(x["label"], y["label"]) and np.array_equal(x["image"], y["image"])
+        torch.testing.assert_close(x["memory"], y["memory"])
+    assert not any(p.is_alive() for p in procs)
+    assert not multiprocessing.active_children()

@@ -1,0 +1,249 @@
+"""Tier 1: config schema and CLI errors, checkpoints; tier 2: tiny real training runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+import train_mop
+from experiment import (
+    ConfigError,
+    TrainConfig,
+    atomic_torch_save,
+    build_arg_parser,
+    config_from_args,
+    load_checkpoint,
+    load_config,
+    read_metrics,
+    run_dir,
+)
+from mixture_of_experts import GRUPolicy, MixtureOfExpertsPolicy, build_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_config_yaml_matches_the_schema_defaults():
+    from_file = load_config(ROOT / "config.yaml")
+    assert from_file == TrainConfig()  # config.yaml is the documented copy of the defaults
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"num_envs": 0}, "num_envs"),
+        ({"unroll_len": -3}, "unroll_len"),
+        ({"lr": "fast"}, "lr"),
+        ({"num_updates": 2.5}, "num_updates"),
+        ({"expert_hidden_sizes": "[[0,16],[8,-1]]"}, "expert_hidden_sizes"),
+        ({"expert_hidden_sizes": "[[0,16"}, "expert_hidden_sizes"),
+        ({"task_id": "BabyAI-GoToLocl-v0"}, "GoToLocal"),
+        ({"teacher_forcing": 1.5}, "teacher_forcing"),
+        ({"obs_encoding": "raw", "input_encoder": "bilinear"}, "onehot"),
+        ({"num_envz": 4}, "num_envs"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_yaml_problems(tmp_path):
+    (tmp_path / "typo.yaml").write_text("lpc_alpa: 0.1\n")
+    with pytest.raises(ConfigError, match="did you mean 'lpc_alpha'"):
+        load_config(tmp_path / "typo.yaml")
+    (tmp_path / "broken.yaml").write_text("num_envs: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_flags_override_yaml_and_mop_layers_alias(tmp_path):
+    (tmp_path / "c.yaml").write_text("num_envs: 4\nlr: 0.01\n")
+    parser = build_arg_parser("x")
+    args = parser.parse_args(
+        [
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--lr",
+            "1e-4",
+            "--normalize_lpc",
+            "--mop_layers",
+            "16,32,64;32,64,128",
+            "--max_steps",
+            "null",
+        ]
+    )
+    cfg, resume = config_from_args(args)
+    assert (cfg.num_envs, cfg.lr, cfg.normalize_lpc, resume, cfg.max_steps) == (4, 1e-4, True, False, None)
+    assert cfg.expert_hidden_sizes == [[16, 32, 64], [32, 64, 128]]
+
+
+def test_every_config_key_is_a_documented_flag():
+    help_text = build_arg_parser("x").format_help()
+    for key in TrainConfig.__dataclass_fields__:
+        assert f"--{key}" in help_text
+
+
+def run_cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train_mop.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task_id", "BabyAI-GoToLocl-v0"], "BabyAI-GoToLocal-v0"),
+        (["--expert_hidden_sizes", "[[0,16],[x]]"], "expert_hidden_sizes"),
+        (["--num_envs", "0"], "num_envs"),
+        (["--config", "nope.yaml"], "nope.yaml"),
+        (["--resume"], "no checkpoint to resume"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
+    result = run_cli(*args, "--checkpoint_dir", str(tmp_path / "ck"), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "ck").exists()  # a failed start writes nothing
+
+
+def test_checkpoint_round_trip_and_corrupt_file(tmp_path):
+    policy = build_policy(
+        {
+            "input_dim": 152,
+            "lang_dim": 8,
+            "num_actions": 7,
+            "intermediate_dim": 16,
+            "router_hidden_size": 8,
+            "expert_hidden_sizes": [[0, 8]],
+        }
+    )
+    atomic_torch_save({"policy_state_dict": policy.state_dict(), "config": {"a": [1, 2]}}, tmp_path / "c.pt")
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    for k, v in policy.state_dict().items():
+        torch.testing.assert_close(loaded["policy_state_dict"][k], v)
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp files left behind
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+# ----------------------------------------------------------------------------- tier 2: real runs
+
+TINY = dict(
+    task_id="BabyAI-GoToRedBallGrey-v0",
+    num_envs=4,
+    unroll_len=8,
+    num_updates=4,
+    log_interval=2,
+    checkpoint_interval=2,
+    num_workers=0,
+    intermediate_dim=16,
+    router_hidden_size=8,
+    expert_hidden_sizes=[[0, 8, 16], [0, 8]],
+    lang_dim=8,
+    hidden_size=16,
+    path_ratio_fraction=0.5,
+)
+
+
+def tiny(tmp_path, **kw):
+    return load_config(None, {**TINY, "checkpoint_dir": str(tmp_path / "ck"), **kw})
+
+
+def test_tiny_real_training_run_writes_loadable_checkpoints(tmp_path):
+    cfg = tiny(tmp_path, seed=1, lpc_alpha=1e-4, normalize_lpc=True)
+    summary = train_mop.main(cfg, progress=False)
+    directory = tmp_path / "ck" / "BabyAI-GoToRedBallGrey-v0" / "trial_0" / "seed_1"
+    assert Path(summary["run_dir"]) == directory == run_dir(cfg)
+    assert sorted(p.name for p in directory.glob("*.pt")) == [
+        "checkpoint_2.pt",
+        "checkpoint_4.pt",
+        "checkpoint_final.pt",
+    ]
+    ckpt = torch.load(directory / "checkpoint_final.pt", weights_only=True)
+    for key in (
+        "task_id",
+        "trial",
+        "input_dim",
+        "intermediate_dim",
+        "expert_hidden_sizes",
+        "router_hidden_size",
+        "num_actions",
+        "lang_dim",
+        "lr",
+        "lpc_alpha",
+        "num_updates",
+        "unroll_len",
+        "max_steps",
+        "seed",
+        "update",
+    ):
+        assert key in ckpt["config"], key
+    assert ckpt["update"] == 4 and ckpt["config"]["effective_max_steps"] > 0
+    policy = build_policy(ckpt["config"])
+    policy.load_state_dict(ckpt["policy_state_dict"])
+    assert isinstance(policy, MixtureOfExpertsPolicy)
+    rows = read_metrics(directory / "metrics.jsonl")
+    assert [r["update"] for r in rows] == [2, 4]
+    for r in rows:
+        assert torch.isfinite(torch.tensor(r["train/loss"])) and r["train/lpc"] > 0
+        assert "routing/layer_1/expert_1" in r and r["perf/frames_per_s"] > 0
+
+
+def test_same_seed_same_loss_curve(tmp_path):
+    a = train_mop.main(tiny(tmp_path / "a", seed=3), progress=False)
+    b = train_mop.main(tiny(tmp_path / "b", seed=3), progress=False)
+    c = train_mop.main(tiny(tmp_path / "c", seed=4), progress=False)
+    losses = [[r["train/loss"] for r in read_metrics(s["metrics_path"])] for s in (a, b, c)]
+    assert losses[0] == losses[1]
+    assert losses[0] != losses[2]
+
+
+def test_existing_run_is_not_overwritten_and_resume_continues(tmp_path):
+    train_mop.main(tiny(tmp_path, num_updates=2), progress=False)
+    directory = tmp_path / "ck" / "BabyAI-GoToRedBallGrey-v0" / "trial_0"
+    before = (directory / "checkpoint_final.pt").read_bytes()
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train_mop.main(tiny(tmp_path, num_updates=4), progress=False)
+    assert (directory / "checkpoint_final.pt").read_bytes() == before
+    train_mop.main(tiny(tmp_path, num_updates=4), resume=True, progress=False)
+    ckpt = torch.load(directory / "checkpoint_final.pt", weights_only=True)
+    assert ckpt["update"] == 4
+    assert [r["update"] for r in read_metrics(directory / "metrics.jsonl")] == [2, 4]
+    first_seeds = {s["episode_index"] for s in ckpt["collector_state"]}
+    assert min(first_seeds) > 0  # episode counters continued, so no layout was replayed
+    with pytest.raises(ConfigError, match="already reached update 4"):
+        train_mop.main(tiny(tmp_path, num_updates=4), resume=True, progress=False)
+
+
+def test_gru_baseline_writes_the_same_formats(tmp_path):
+    summary = train.main(tiny(tmp_path), progress=False)
+    ckpt = torch.load(Path(summary["run_dir"]) / "checkpoint_final.pt", weights_only=True)
+    assert ckpt["config"]["policy_type"] == "gru"
+    policy = build_policy(ckpt["config"])
+    policy.load_state_dict(ckpt["policy_state_dict"])
+    assert isinstance(policy, GRUPolicy)
+    rows = read_metrics(summary["metrics_path"])
+    assert json.dumps(rows) and all("train/lpc" not in r for r in rows) and rows[-1]["update"] == 4
+
+
+def test_parallel_workers_train(tmp_path):
+    summary = train_mop.main(
+        tiny(tmp_path, num_workers=2, num_updates=2, checkpoint_interval=None), progress=False
+    )
+    assert Path(summary["checkpoints"][-1]).name == "checkpoint_final.pt"

@@ -1,0 +1,165 @@
+"""Tier 1: the MoP model and the GRU baseline (shapes, LPC, identity expert, memory, both paths)."""
+
+import pytest
+import torch
+from torch import nn
+
+from mixture_of_experts import (
+    FusedGRUs,
+    GRUPolicy,
+    MixtureOfExpertsPolicy,
+    MoPConfig,
+    build_policy,
+    compute_lpc,
+    max_lpc,
+    normalize_expert_sizes,
+    reset_memory,
+    routing_dependent_dropout,
+)
+
+SIZES = ((0, 16, 32), (0, 8), (4, 16, 32, 0))
+
+
+def make_policy(**kw) -> MixtureOfExpertsPolicy:
+    torch.manual_seed(0)
+    return MixtureOfExpertsPolicy(
+        MoPConfig(
+            obs_dim=20,
+            lang_dim=6,
+            intermediate_dim=12,
+            router_hidden_size=10,
+            expert_hidden_sizes=kw.pop("sizes", SIZES),
+            **kw,
+        )
+    )
+
+
+def test_step_shapes_and_router_weights_every_call():
+    p = make_policy()
+    out = p.step(torch.randn(5, 20), torch.randn(5, 6), p.init_memory(5))
+    assert out.logits.shape == (5, 7)
+    assert out.memory.shape == (5, p.memory_size) == (5, 3 * 10 + 16 + 32 + 8 + 4 + 16 + 32)
+    assert [w.shape for w in out.router_weights] == [(5, 3), (5, 2), (5, 4)]
+    for w in out.router_weights:
+        torch.testing.assert_close(w.sum(-1), torch.ones(5))
+
+
+def test_expert_sizes_parsing():
+    assert normalize_expert_sizes([32, 64, 128]) == ((32, 64, 128),)
+    assert normalize_expert_sizes("[[0,16,32],[0,16,32]]") == ((0, 16, 32), (0, 16, 32))
+    assert normalize_expert_sizes("16,32,64;32,64,128") == ((16, 32, 64), (32, 64, 128))
+    for bad in ("[[0,16],[]]", "[1,-2]", "[[1.5]]", "abc", "[]", [[0, True]]):
+        with pytest.raises(ValueError):
+            normalize_expert_sizes(bad)
+
+
+def test_lpc_matches_hand_computation():
+    w0 = torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])
+    w1 = torch.tensor([[0.5, 0.5], [0.25, 0.75]])
+    sizes = [[0, 16, 32], [4, 8]]
+    expected = torch.tensor([0.3 * 256 + 0.5 * 1024 + 0.5 * 16 + 0.5 * 64, 0.25 * 16 + 0.75 * 64])
+    torch.testing.assert_close(compute_lpc([w0, w1], sizes), expected)
+    torch.testing.assert_close(compute_lpc([w0, w1], sizes, reduction="mean"), expected.mean())
+    cubic = compute_lpc([w0[:1]], [[0, 16, 32]], exponent=3)
+    torch.testing.assert_close(cubic, torch.tensor([0.3 * 16**3 + 0.5 * 32**3]))
+    assert max_lpc(sizes) == 1024 + 64
+    with pytest.raises(ValueError):
+        compute_lpc([w0], sizes)
+
+
+def test_size_zero_expert_is_identity():
+    p = make_policy(sizes=((0, 8),))
+    layer = p.layers[0]
+    with torch.no_grad():  # all router weight on the identity expert
+        layer.router.out.weight.zero_()
+        layer.router.out.bias.copy_(torch.tensor([50.0, -50.0]))
+    x = torch.randn(3, 4, 12)
+    y, w, _ = layer(x, torch.zeros(4, layer.grus.sizes[0] + 8))
+    torch.testing.assert_close(y, x, atol=1e-5, rtol=0)
+    assert torch.all(w[..., 0] > 0.999)
+
+
+def test_reset_memory_zeroes_only_finished_rows():
+    m = torch.randn(4, 7)
+    out = reset_memory(m, torch.tensor([False, True, False, True]))
+    assert torch.all(out[[1, 3]] == 0)
+    torch.testing.assert_close(out[[0, 2]], m[[0, 2]])
+
+
+def test_fused_grus_equal_separate_nn_gru():
+    torch.manual_seed(1)
+    grus = [nn.GRU(9, h) for h in (10, 4, 6)]
+    x, h0 = torch.randn(7, 3, 9), torch.randn(3, 20)
+    expected = torch.cat(
+        [g(x, h.unsqueeze(0).contiguous())[0] for g, h in zip(grus, h0.split([10, 4, 6], -1))], -1
+    )
+    torch.testing.assert_close(FusedGRUs(grus)(x, h0), expected, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():  # the cached no-grad path sees weight updates
+        first = FusedGRUs(grus)
+        a = first(x, h0)
+        grus[1].weight_hh_l0.add_(0.5)
+        b = first(x, h0)
+        assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("kind", ["mop", "gru"])
+def test_step_by_step_equals_sequence_pass_with_resets(kind):
+    torch.manual_seed(2)
+    p = make_policy() if kind == "mop" else GRUPolicy(20, 6, 16)
+    T, B = 12, 5
+    obs, lang = torch.randn(T, B, 20), torch.randn(T, B, 6)
+    done = torch.zeros(T, B, dtype=torch.bool)
+    done[3, 0] = done[4, 0] = done[11, 1] = done[0, 2] = done[6, 4] = True
+    memory = torch.randn(B, p.memory_size)
+    seq = p.forward_sequence(obs, lang, memory, done)
+    m, logits, weights = memory, [], []
+    for t in range(T):
+        out = p.step(obs[t], lang[t], m)
+        logits.append(out.logits)
+        weights.append(out.router_weights)
+        m = reset_memory(out.memory, done[t])
+    torch.testing.assert_close(seq.logits, torch.stack(logits), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(seq.memory, m, atol=1e-5, rtol=1e-4)
+    for k, w in enumerate(seq.router_weights):
+        torch.testing.assert_close(w, torch.stack([ws[k] for ws in weights]), atol=1e-5, rtol=1e-4)
+
+
+def test_gradients_reach_every_expert_and_router():
+    p = make_policy()
+    obs, lang = torch.randn(6, 3, 20), torch.randn(6, 3, 6)
+    out = p.forward_sequence(obs, lang, p.init_memory(3), torch.zeros(6, 3, dtype=torch.bool))
+    (out.logits.square().mean() + compute_lpc(out.router_weights, SIZES, reduction="mean") * 1e-4).backward()
+    for name, param in p.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_routing_dependent_dropout():
+    torch.manual_seed(3)
+    w = torch.softmax(torch.randn(1000, 4) * 3, -1)
+    dropped = routing_dependent_dropout(w, beta=1.0, gamma=0.3)
+    torch.testing.assert_close(dropped.sum(-1), torch.ones(1000))
+    assert torch.all(dropped.argmax(-1) == w.argmax(-1))  # the largest expert always survives
+    low = w < 0.3
+    assert (dropped[low] == 0).float().mean() > 0.3  # low-weight experts are really dropped
+    assert torch.all(dropped[~low] > 0)  # experts above gamma never are
+    p = make_policy(expert_dropout_beta=1.0, expert_dropout_gamma=0.5)
+    x = torch.randn(4, 20)
+    p.eval()
+    a = p.step(x, torch.zeros(4, 6), p.init_memory(4)).logits
+    b = p.step(x, torch.zeros(4, 6), p.init_memory(4)).logits
+    torch.testing.assert_close(a, b)  # no dropout outside training
+
+
+def test_build_policy_from_config_dict():
+    base = dict(
+        input_dim=20,
+        lang_dim=6,
+        num_actions=7,
+        intermediate_dim=12,
+        router_hidden_size=10,
+        expert_hidden_sizes=[[0, 8]],
+        hidden_size=16,
+    )
+    assert isinstance(build_policy({**base, "policy_type": "mop"}), MixtureOfExpertsPolicy)
+    gru = build_policy({**base, "policy_type": "gru"})
+    assert isinstance(gru, GRUPolicy) and gru.memory_size == 16
