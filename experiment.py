@@ -25,6 +25,7 @@ import random
 import sys
 import tempfile
 import time
+import types
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,7 +151,7 @@ RESUMABLE_OVERRIDES = {
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
-    if get_origin(tp) is Union:
+    if get_origin(tp) in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
         return args[0], True
     return tp, False
@@ -656,7 +657,8 @@ def run_imitation(
                 row["perf/frames_per_s"] = window["frames"] / max(now - window["time"], 1e-9)
                 row["time/elapsed_s"] = now - started
                 logger.log(row)
-                bar.write(format_log_line(row))
+                if progress:
+                    bar.write(format_log_line(row))
                 bar.set_postfix(
                     succ=f"{row['train/success_recent']:.2f}",
                     loss=f"{row.get('train/loss', float('nan')):.3f}",
