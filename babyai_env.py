@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import io
 import multiprocessing as mp
@@ -376,6 +377,7 @@ class Collector:
             self.memory = reset_memory(out.memory, torch.from_numpy(chunk["done"][t]))
         inverse = {i: m for m, i in mission_ids.items()}
         chunk["missions"] = [inverse[i] for i in range(len(inverse))]
+        chunk["slot_states"] = self.state()  # where each env stands after this chunk (for --resume)
         return chunk
 
 
@@ -383,13 +385,14 @@ def merge_chunks(chunks: list[dict]) -> dict:
     """Concatenate worker chunks along the env axis (workers hold consecutive env slices)."""
     if len(chunks) == 1:
         return chunks[0]
-    merged: dict[str, Any] = {"missions": [], "episodes": []}
+    merged: dict[str, Any] = {"missions": [], "episodes": [], "slot_states": []}
     offset_index = []
     for c in chunks:
         remap = np.array([len(merged["missions"]) + i for i in range(len(c["missions"]))], np.int64)
         merged["missions"].extend(c["missions"])
         offset_index.append(remap[c["mission_index"]] if len(remap) else c["mission_index"])
         merged["episodes"].extend(c["episodes"])
+        merged["slot_states"].extend(c["slot_states"])
     for key in ("image", "direction", "carrying", "label", "label_mask", "done"):
         merged[key] = np.concatenate([c[key] for c in chunks], axis=1)
     merged["mission_index"] = np.concatenate(offset_index, axis=1)
@@ -419,8 +422,6 @@ def _worker_main(conn: Any, collector_kwargs: dict, policy_factory: Any, encoder
                 policy.load_state_dict(policy_state)
                 encoder.load_state_dict(encoder_state)
                 conn.send(("ok", collector.collect(policy, encoder, unroll_len)))
-            elif command == "state":
-                conn.send(("ok", collector.state()))
             elif command == "close":
                 return
         except KeyboardInterrupt:
@@ -432,9 +433,10 @@ def _worker_main(conn: Any, collector_kwargs: dict, policy_factory: Any, encoder
 class ParallelCollector:
     """`num_envs` training envs split over `num_workers` processes (0 or 1: this process).
 
-    Each collect sends the current weights to every worker, which acts for `unroll_len` steps and
-    returns its chunk; the chunks are merged in env order. Use as a context manager so workers are
-    always shut down."""
+    `submit` sends the current weights to every worker, which acts for `unroll_len` steps; `result`
+    waits for the chunks and merges them in env order. Between the two the caller may compute
+    (the learner overlaps its update with the next collection). Use as a context manager so
+    workers are always shut down."""
 
     def __init__(
         self,
@@ -463,6 +465,7 @@ class ParallelCollector:
         )
         self.local: Collector | None = None
         self.workers: list[tuple[Any, Any]] = []
+        self.pending: Any = None
         states = slot_states or [None] * num_envs
         if num_workers == 1:
             self.local = Collector(env_indices=self.slices[0], slot_states=slot_states, **common)
@@ -496,21 +499,38 @@ class ParallelCollector:
             raise RuntimeError(f"env worker {w} failed:\n{payload}")
         return payload
 
-    def collect(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int) -> dict:
-        if self.local is not None:
-            return self.local.collect(policy, encoder, unroll_len)
+    def submit(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int) -> None:
+        """Start collecting the next chunk with (a snapshot of) the current weights."""
+        if self.pending is not None:
+            raise RuntimeError("submit() called twice without result()")
+        if self.local is not None:  # in-process: nothing runs in the background, collect in result()
+            self.pending = (copy.deepcopy(policy.state_dict()), copy.deepcopy(encoder.state_dict()), policy, encoder, unroll_len)
+            return
+        self.pending = True
         payload = ("collect", (policy.state_dict(), encoder.state_dict(), unroll_len))
         for _, conn in self.workers:
             conn.send(payload)
+
+    def result(self) -> dict:
+        """The submitted chunk: envs concatenated in index order; `slot_states` for --resume."""
+        if self.pending is None:
+            raise RuntimeError("result() called without submit()")
+        pending, self.pending = self.pending, None
+        if self.local is not None:
+            policy_state, encoder_state, policy, encoder, unroll_len = pending
+            current = (copy.deepcopy(policy.state_dict()), copy.deepcopy(encoder.state_dict()))
+            policy.load_state_dict(policy_state)  # act with the weights given at submit()
+            encoder.load_state_dict(encoder_state)
+            try:
+                return self.local.collect(policy, encoder, unroll_len)
+            finally:
+                policy.load_state_dict(current[0])
+                encoder.load_state_dict(current[1])
         return merge_chunks([self._receive(w) for w in range(len(self.workers))])
 
-    def state(self) -> list[dict]:
-        """Per-env episode counters and RNG states, for checkpoints and --resume."""
-        if self.local is not None:
-            return self.local.state()
-        for _, conn in self.workers:
-            conn.send(("state", None))
-        return [s for w in range(len(self.workers)) for s in self._receive(w)]
+    def collect(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int) -> dict:
+        self.submit(policy, encoder, unroll_len)
+        return self.result()
 
     def close(self) -> None:
         for _, conn in self.workers:

@@ -69,6 +69,12 @@ class TrainConfig:
         "env worker processes (null: the CPU cores available; 0 or 1: everything in this process)", None
     )
     unroll_len: int = _help("steps per env per update (truncated BPTT length)", 32)
+    async_collection: bool = _help(
+        "collect the next unroll while the learner updates on this one, i.e. with the weights from "
+        "one update earlier (faster with workers; still reproducible). --no-async_collection acts "
+        "with the newest weights, so the learner's replay equals the acting pass exactly",
+        True,
+    )
     max_steps: int | None = _help(
         "episode step limit (null: the level's own default, UnlockPickup fixed to 288)", None
     )
@@ -570,7 +576,7 @@ def run_imitation(
             "config": {**model_config, "update": update},
             "update": update,
             "rng": rng_state(),
-            "collector_state": collector.state(),
+            "collector_state": slot_states,
             "stats": dataclasses.asdict(stats),
         }
         if "lang_proj_state_dict" in encoder_state:
@@ -606,8 +612,13 @@ def run_imitation(
         )
         started = time.perf_counter() - (ckpt["stats"].get("elapsed_s", 0.0) if ckpt is not None else 0.0)
         window = {"frames": 0, "time": time.perf_counter(), "sums": {}, "n": 0}
+        slot_states = ckpt["collector_state"] if ckpt is not None else None
+        collector.submit(policy, encoder, cfg.unroll_len)
         for update in bar:
-            chunk = collector.collect(policy, encoder, cfg.unroll_len)
+            chunk = collector.result()
+            slot_states = chunk["slot_states"]
+            if cfg.async_collection and update < cfg.num_updates:
+                collector.submit(policy, encoder, cfg.unroll_len)  # overlaps with this update
             policy.train()
             encoder.train()
             obs = encode_obs(
@@ -626,6 +637,8 @@ def run_imitation(
             if cfg.max_grad_norm is not None:
                 parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             optimizer.step()
+            if not cfg.async_collection and update < cfg.num_updates:
+                collector.submit(policy, encoder, cfg.unroll_len)
 
             frames = int(np.prod(chunk["done"].shape))
             stats.frames += frames
