@@ -147,13 +147,34 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise BotFailure(f"replan took longer than {BOT_TIMEOUT_S}s")
 
 
+class _FastBot(BabyAIBot):
+    """BabyAIBot with `_process_obs` vectorised (same result; the original loops over the 49 view
+    cells in Python, ~20% of collection time). A test checks labels match the original's."""
+
+    def _process_obs(self) -> None:
+        env = self.mission.unwrapped
+        _, vis_mask = env.gen_obs_grid()
+        view_size = env.agent_view_size
+        f_vec, r_vec = np.asarray(env.dir_vec), np.asarray(env.right_vec)
+        top_left = np.asarray(env.agent_pos) + f_vec * (view_size - 1) - r_vec * (view_size // 2)
+        vis_i, vis_j = np.nonzero(vis_mask)
+        cells = top_left - np.outer(vis_j, f_vec) + np.outer(vis_i, r_vec)  # (n, 2) world coords
+        inside = (
+            (cells[:, 0] >= 0)
+            & (cells[:, 0] < self.vis_mask.shape[0])
+            & (cells[:, 1] >= 0)
+            & (cells[:, 1] < self.vis_mask.shape[1])
+        )
+        self.vis_mask[cells[inside, 0], cells[inside, 1]] = True
+
+
 class SafeBot:
     """BabyAIBot that never crashes, hangs or leaks a thread: `label()` returns an action or None."""
 
     def __init__(self, env: Any):
         self.failure: str | None = None
         try:
-            self.bot = BabyAIBot(env)
+            self.bot = _FastBot(env)
             self.bot.stack = _BoundedStack(self.bot.stack)
         except Exception as e:  # an instruction the bot cannot parse: a layout it cannot solve
             self.bot = None
@@ -504,7 +525,13 @@ class ParallelCollector:
         if self.pending is not None:
             raise RuntimeError("submit() called twice without result()")
         if self.local is not None:  # in-process: nothing runs in the background, collect in result()
-            self.pending = (copy.deepcopy(policy.state_dict()), copy.deepcopy(encoder.state_dict()), policy, encoder, unroll_len)
+            self.pending = (
+                copy.deepcopy(policy.state_dict()),
+                copy.deepcopy(encoder.state_dict()),
+                policy,
+                encoder,
+                unroll_len,
+            )
             return
         self.pending = True
         payload = ("collect", (policy.state_dict(), encoder.state_dict(), unroll_len))

@@ -3,7 +3,8 @@
 Frames = labelled env steps used for training. Ours is measured through train_mop.main itself
 (default config: 16 envs x 32 steps on BabyAI-GoToLocal-v0) with 1 worker and with all cores,
 with sync and async collection (the default), after a warm-up; the baseline is the straightforward loop in one process: step every env and
-ask its bot in Python, run the policy one step at a time with graph, backward once per unroll.
+ask minigrid's own BabyAIBot in Python, run the policy one step at a time with graph, backward
+once per unroll (same model, same fused GRU kernels).
 All three run in this one invocation, so the ratios compare like with like on a noisy machine.
 
     python bench/train_throughput.py
@@ -22,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from minigrid.utils.baby_ai_bot import BabyAIBot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train_mop  # noqa: E402
-from babyai_env import SafeBot, encode_obs, make_env, obs_dim, quiet_reset, train_episode_seed  # noqa: E402
+from babyai_env import encode_obs, make_env, obs_dim, quiet_reset, train_episode_seed  # noqa: E402
 from experiment import default_num_workers, load_config, read_metrics  # noqa: E402
 from language import build_mission_encoder  # noqa: E402
 from mixture_of_experts import build_policy, compute_lpc, reset_memory  # noqa: E402
@@ -60,7 +62,7 @@ def baseline(task: str, updates: int) -> float:
     optimizer = torch.optim.Adam(list(policy.parameters()) + list(encoder.parameters()), lr=cfg.lr)
     envs = [make_env(task) for _ in range(cfg.num_envs)]
     obs = [quiet_reset(env, train_episode_seed(0, i, 0)) for i, env in enumerate(envs)]
-    bots = [SafeBot(env) for env in envs]
+    bots = [BabyAIBot(env) for env in envs]
     prev = [None] * cfg.num_envs
     episodes = [1] * cfg.num_envs
     memory = policy.init_memory(cfg.num_envs)
@@ -71,7 +73,7 @@ def baseline(task: str, updates: int) -> float:
         memory = memory.detach()
         losses = []
         for _ in range(cfg.unroll_len):
-            labels = torch.tensor([b.label(p) if True else 0 for b, p in zip(bots, prev)])
+            labels = torch.tensor([int(b.replan(p)) for b, p in zip(bots, prev)])
             x = encode_obs(
                 torch.from_numpy(np.stack([o["image"] for o in obs])),
                 torch.tensor([o["direction"] for o in obs]),
@@ -91,7 +93,7 @@ def baseline(task: str, updates: int) -> float:
                 if terminated or truncated:
                     obs[i] = quiet_reset(env, train_episode_seed(0, i, episodes[i]))
                     episodes[i] += 1
-                    bots[i], prev[i], done[i] = SafeBot(env), None, True
+                    bots[i], prev[i], done[i] = BabyAIBot(env), None, True
             memory = reset_memory(out.memory, done)
             frames += cfg.num_envs
         optimizer.zero_grad()

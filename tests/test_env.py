@@ -7,6 +7,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from minigrid.utils.baby_ai_bot import BabyAIBot
 
 import babyai_env
 from babyai_env import (
@@ -139,20 +140,26 @@ def test_toggling_a_box_is_a_bot_failure_not_a_crash():
     pytest.fail("no layout led the student to toggle a box")
 
 
-def test_view_cache_does_not_change_bot_labels():
-    def labels(cached: bool):
-        env = make_env("BabyAI-GoToLocal-v0")
-        view = ViewCache(env) if cached else None
+@pytest.mark.parametrize("task", ["BabyAI-GoToLocal-v0", "BabyAI-UnlockPickup-v0", "BabyAI-GoToImpUnlock-v0"])
+def test_view_cache_and_fast_bot_do_not_change_bot_labels(task):
+    """Our speed-ups (cached view, vectorised _process_obs) against minigrid's own BabyAIBot."""
+
+    def labels(fast: bool):
+        env = make_env(task)
+        view = ViewCache(env) if fast else None
         out = []
-        for seed in range(3):
+        for seed in range(4):
             if view:
                 view.invalidate()
             quiet_reset(env, seed)
-            bot, rng = SafeBot(env), np.random.default_rng(seed)
-            for _ in range(30):
-                label = bot.label(None if not out else out[-1][1])
+            bot = SafeBot(env) if fast else BabyAIBot(env)
+            rng = np.random.default_rng(seed)
+            previous = None
+            for _ in range(40):
+                label = int(bot.label(previous) if fast else bot.replan(previous))
                 action = int(rng.integers(0, 3)) if rng.random() < 0.5 else label  # wander off the bot path
                 out.append((label, action))
+                previous = action
                 if view:
                     view.invalidate()
                 _, _, terminated, truncated, _ = env.step(action)
@@ -228,7 +235,9 @@ def test_parallel_workers_match_one_process_and_shut_down():
     with ParallelCollector(TASK, 4, 2, **kw) as par:
         b = [par.collect(policy, encoder, 10) for _ in range(2)]
         procs = [p for p, _ in par.workers]
-    assert [s["episode_index"] for s in b[-1]["slot_states"]] == [s["episode_index"] for s in a[-1]["slot_states"]]
+    assert [s["episode_index"] for s in b[-1]["slot_states"]] == [
+        s["episode_index"] for s in a[-1]["slot_states"]
+    ]
     for x, y in zip(a, b):
         assert np.array_equal(x["label"], y["label"]) and np.array_equal(x["image"], y["image"])
         torch.testing.assert_close(x["memory"], y["memory"])
