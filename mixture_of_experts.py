@@ -278,10 +278,28 @@ def routing_dependent_dropout(weights: torch.Tensor, beta: float, gamma: float) 
     return kept / kept.sum(-1, keepdim=True)
 
 
+def apply_knockout(
+    weights: torch.Tensor, disabled: torch.Tensor | None, threshold: float | None
+) -> torch.Tensor:
+    """Expert knockout at inference (Cook et al. 2025): zero the `disabled` experts (E,) bool and,
+    with a threshold, every expert whose weight is below it (a row's largest surviving expert is
+    always kept), then renormalise the rest. weights (..., E) -> (..., E)."""
+    keep = torch.ones_like(weights, dtype=torch.bool)
+    if disabled is not None:
+        keep &= ~disabled.to(weights.device)
+    if threshold is not None:
+        masked = weights.masked_fill(~keep, -1.0)
+        keep &= (weights >= threshold) | F.one_hot(masked.argmax(-1), weights.shape[-1]).bool()
+    kept = weights * keep.to(weights.dtype)
+    return kept / kept.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
 class MoELayer(nn.Module):
     def __init__(self, dim: int, sizes: Sequence[int], router_hidden_size: int):
         super().__init__()
         self.sizes = tuple(sizes)
+        self.knockout: torch.Tensor | None = None  # (E,) bool: experts disabled at inference
+        self.knockout_threshold: float | None = None
         self.router = Router(dim, router_hidden_size, len(sizes))
         self.experts = nn.ModuleList(Expert(dim, s) for s in sizes)
         self.grus = FusedGRUs([self.router.gru] + [e.gru for e in self.experts if e.size > 0])
@@ -301,6 +319,8 @@ class MoELayer(nn.Module):
         weights = torch.softmax(self.router.out(parts[0]), dim=-1)  # (L, S, E)
         if dropout is not None:
             weights = routing_dependent_dropout(weights, *dropout)
+        if self.knockout is not None or self.knockout_threshold is not None:
+            weights = apply_knockout(weights, self.knockout, self.knockout_threshold)
         outs, k = [], 1
         for expert in self.experts:
             if expert.size == 0:
@@ -372,6 +392,23 @@ class MixtureOfExpertsPolicy(RecurrentPolicy):
         self.head = nn.Linear(config.intermediate_dim, config.num_actions)
         self.layer_memory_sizes = [sum(layer.memory_sizes) for layer in self.layers]
         self.memory_sizes = [s for layer in self.layers for s in layer.memory_sizes]
+
+    def set_knockout(
+        self, disabled: Sequence[Sequence[bool]] | None = None, threshold: float | None = None
+    ) -> None:
+        """Disable experts at inference: disabled[k][j] for layer k, expert j, and/or every expert
+        whose router weight is below `threshold`; the remaining weights are renormalised.
+        set_knockout() restores the full model."""
+        if disabled is not None and len(disabled) != len(self.layers):
+            raise ValueError(f"knockout lists {len(disabled)} layers, the policy has {len(self.layers)}")
+        for k, layer in enumerate(self.layers):
+            mask = None if disabled is None else torch.tensor(list(disabled[k]), dtype=torch.bool)
+            if mask is not None and (mask.numel() != len(layer.sizes) or bool(mask.all())):
+                raise ValueError(
+                    f"knockout of layer {k} must leave at least one of its {len(layer.sizes)} experts"
+                )
+            layer.knockout = mask if mask is not None and bool(mask.any()) else None
+            layer.knockout_threshold = threshold
 
     def _input(self, x):
         return self.input_projection(x)  # (..., intermediate_dim)

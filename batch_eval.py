@@ -1,0 +1,464 @@
+"""Evaluate every checkpoint that evaluation_results.csv does not hold yet, and cache its routing.
+
+Scans checkpoints/ and modal_checkpoints/ (or --checkpoint_dir, repeatable) for
+<task_id>/trial_<N>/[seed_<S>/]checkpoint_<update|final>.pt, evaluates each with eval_mop.evaluate,
+merges one row per (checkpoint, evaluated task, knockout) into the results CSV and writes the routing
+cache under evaluation_cache/. Rows are merged under a file lock and the CSV is replaced atomically,
+so several batch_eval processes (or Modal jobs) never lose or duplicate a row, and a crash leaves
+the previous file intact. Bot path lengths of the evaluation layouts are computed once per task and
+reused by every checkpoint (evaluation_cache/_bot_paths/).
+
+    python batch_eval.py                              # every checkpoint not yet in the CSV
+    python batch_eval.py --num_episodes 200 --task BabyAI-GoToRedBall-v0 --trial 0 --seed 3 --update 1500
+    python batch_eval.py --final_only --skip_routing --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import multiprocessing as mp
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+DEFAULT_CHECKPOINT_DIRS = ("checkpoints", "modal_checkpoints")
+
+# The seed's columns first (users' scripts read them), then ours; usage_layer_<k>_expert_<j> follow.
+SEED_COLUMNS = [
+    "checkpoint_path",
+    "task_id",
+    "trial",
+    "num_episodes",
+    "success_rate",
+    "path_ratio",
+    "mean_lpc",
+    "bot_plan_failures",
+    "num_updates",
+    "unroll_len",
+    "lr",
+    "lpc_alpha",
+    "expert_hidden_sizes",
+    "intermediate_dim",
+    "router_hidden_size",
+    "max_steps",
+    "lang_dim",
+    "evaluated_at",
+]
+EXTRA_COLUMNS = [
+    "seed",
+    "update",
+    "eval_task_id",
+    "knockout",
+    "sample",
+    "success_ci_low",
+    "success_ci_high",
+    "mean_episode_length",
+    "mean_entropy",
+    "policy_type",
+    "normalize_lpc",
+    "obs_encoding",
+    "input_encoder",
+    "lang_encoder",
+    "hidden_size",
+    "eval_max_steps",
+    "cache_path",
+]
+KEY = ["checkpoint_path", "eval_task_id", "knockout"]
+_USAGE = re.compile(r"^usage_layer_\d+_expert_\d+$")
+_CHECKPOINT = re.compile(r"^checkpoint_(\d+|final)\.pt$")
+
+
+class BatchEvalError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    path: str  # as found, POSIX, relative to where batch_eval runs when the dir was relative
+    task_id: str
+    trial: int
+    seed: int | None
+    update: int | None  # None for checkpoint_final.pt
+
+
+def discover(checkpoint_dirs: list[str]) -> list[CheckpointRef]:
+    """Every checkpoint under the given roots, in the trial/seed/update layout."""
+    found = []
+    for root in checkpoint_dirs:
+        root_path = Path(root)
+        if not root_path.is_dir():
+            continue
+        for p in sorted(root_path.rglob("checkpoint_*.pt")):
+            m = _CHECKPOINT.match(p.name)
+            rel = p.relative_to(root_path).parts
+            if not m or len(rel) not in (3, 4) or not rel[1].startswith("trial_"):
+                continue
+            seed = None
+            if len(rel) == 4:
+                if not rel[2].startswith("seed_") or not rel[2][5:].isdigit():
+                    continue
+                seed = int(rel[2][5:])
+            if not rel[1][6:].isdigit():
+                continue
+            update = None if m.group(1) == "final" else int(m.group(1))
+            found.append(CheckpointRef(p.as_posix(), rel[0], int(rel[1][6:]), seed, update))
+    return found
+
+
+def select(
+    refs: list[CheckpointRef],
+    task: str | None,
+    trial: int | None,
+    seed: int | None,
+    update: int | None,
+    final_only: bool,
+) -> list[CheckpointRef]:
+    out = []
+    for r in refs:
+        if task and r.task_id != task or trial is not None and r.trial != trial:
+            continue
+        if seed is not None and r.seed != seed:
+            continue
+        if final_only and r.update is not None or update is not None and r.update != update:
+            continue
+        out.append(r)
+    return out
+
+
+# ----------------------------------------------------------------------------- the results CSV
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside `path` (fcntl: processes on this machine or one shared volume)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_results(path: str | os.PathLike) -> pd.DataFrame:
+    """The results CSV (empty if absent); refuses a CSV with columns this project does not write."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=SEED_COLUMNS + EXTRA_COLUMNS)
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise BatchEvalError(f"results CSV {str(path)!r} is unreadable: {str(e).splitlines()[0]}") from None
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=SEED_COLUMNS + EXTRA_COLUMNS)
+    foreign = [c for c in df.columns if c not in SEED_COLUMNS + EXTRA_COLUMNS and not _USAGE.match(c)]
+    if foreign:
+        raise BatchEvalError(
+            f"results CSV {str(path)!r} has columns this project does not write ({', '.join(foreign[:5])}); "
+            "pass another --results_path"
+        )
+    if "checkpoint_path" not in df.columns:
+        raise BatchEvalError(f"results CSV {str(path)!r} has no checkpoint_path column")
+    # Rows from the seed's tool: one default evaluation on the training task.
+    if "eval_task_id" not in df.columns:
+        df["eval_task_id"] = df["task_id"]
+    df["eval_task_id"] = df["eval_task_id"].fillna(df["task_id"])
+    df["knockout"] = df["knockout"].fillna("none") if "knockout" in df.columns else "none"
+    return df
+
+
+def merge_results(path: str | os.PathLike, rows: list[dict]) -> pd.DataFrame:
+    """Merge rows into the CSV (a new row replaces the one with the same checkpoint, evaluated task
+    and knockout), under a lock and with an atomic replace. The one merge used locally and by Modal."""
+    path = Path(path)
+    with locked(path):
+        current = read_results(path)
+        new = pd.DataFrame(rows)
+        if len(new):
+            keys = set(map(tuple, new[KEY].astype(str).to_numpy()))
+            keep = [tuple(k) not in keys for k in current[KEY].astype(str).to_numpy()] if len(current) else []
+            current = pd.concat([current[keep] if len(current) else current, new], ignore_index=True)
+        usage = sorted(
+            (c for c in current.columns if _USAGE.match(c)),
+            key=lambda c: [int(x) for x in re.findall(r"\d+", c)],
+        )
+        columns = SEED_COLUMNS + EXTRA_COLUMNS + usage
+        current = current.reindex(columns=columns)
+        sort = [c for c in ("task_id", "trial", "seed", "update", "eval_task_id", "knockout") if c in current]
+        current = current.sort_values(sort, na_position="last", kind="stable").reset_index(drop=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            current.to_csv(tmp, index=False)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return current
+
+
+def result_row(ref: CheckpointRef, config: dict, metrics: dict, cache_path: str | None) -> dict:
+    """One CSV row: the checkpoint's training config and the evaluation's metrics."""
+    sizes = config.get("expert_hidden_sizes")
+    row = {
+        "checkpoint_path": ref.path,
+        "task_id": config.get("task_id", ref.task_id),
+        "trial": config.get("trial", ref.trial),
+        "seed": ref.seed,
+        "update": config.get("update") if ref.update is None else ref.update,
+        "expert_hidden_sizes": json.dumps(sizes) if config.get("policy_type", "mop") == "mop" else None,
+        "eval_max_steps": metrics.get("max_steps"),
+        "cache_path": cache_path,
+    }
+    for key in (
+        "num_updates",
+        "unroll_len",
+        "lr",
+        "lpc_alpha",
+        "intermediate_dim",
+        "router_hidden_size",
+        "max_steps",
+        "lang_dim",
+        "policy_type",
+        "normalize_lpc",
+        "obs_encoding",
+        "input_encoder",
+        "lang_encoder",
+        "hidden_size",
+    ):
+        row[key] = config.get(key)
+    for key, value in metrics.items():
+        if key in SEED_COLUMNS + EXTRA_COLUMNS and key not in row or key.startswith("usage_"):
+            row[key] = value
+    return row
+
+
+# ----------------------------------------------------------------------------- bot path cache
+
+
+def _bot_path_file(cache_dir: str, task_id: str, max_steps: int | None) -> Path:
+    return (
+        Path(cache_dir) / "_bot_paths" / f"{task_id}__max_steps_{max_steps if max_steps else 'default'}.json"
+    )
+
+
+def load_bot_paths(cache_dir: str, task_id: str, max_steps: int | None) -> dict[int, int | None]:
+    path = _bot_path_file(cache_dir, task_id, max_steps)
+    try:
+        return {int(k): v for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_bot_paths(cache_dir: str, task_id: str, max_steps: int | None, paths: dict[int, int | None]) -> None:
+    path = _bot_path_file(cache_dir, task_id, max_steps)
+    with locked(path):
+        merged = {**load_bot_paths(cache_dir, task_id, max_steps), **paths}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        Path(tmp).write_text(json.dumps({str(k): v for k, v in sorted(merged.items())}))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- evaluation jobs
+
+
+def evaluate_one(ref: CheckpointRef, options: dict) -> dict:
+    """Evaluate one checkpoint, write its cache, merge its row; returns the row (or an error)."""
+    import torch
+
+    from eval_mop import EvalError, evaluate, load_policy, save_evaluation
+
+    torch.set_num_threads(1)
+    try:
+        _, _, config = load_policy(ref.path)
+        eval_task = options.get("eval_task_id") or config["task_id"]
+        max_steps = options.get("max_steps") or config.get("max_steps")
+        bot_paths = load_bot_paths(options["cache_dir"], eval_task, max_steps)
+        known = len(bot_paths)
+        result = evaluate(
+            ref.path,
+            eval_task,
+            options["num_episodes"],
+            options["num_envs"],
+            max_steps,
+            options.get("sample", False),
+            options.get("knockout"),
+            options.get("knockout_threshold"),
+            record=not options["skip_routing"],
+            bot_paths=bot_paths,
+            progress=options.get("progress", False),
+        )
+        if len(bot_paths) > known:
+            save_bot_paths(options["cache_dir"], eval_task, max_steps, bot_paths)
+        cache = None
+        if not options["skip_routing"]:
+            cache = save_evaluation(
+                result, ref.path, config, options["cache_dir"], options["formats"]
+            ).as_posix()
+        row = result_row(ref, config, result.metrics, cache)
+        merge_results(options["results_path"], [row])
+        return row
+    except EvalError as e:
+        return {"checkpoint_path": ref.path, "error": str(e)}
+
+
+def _pool_job(args: tuple) -> dict:
+    return evaluate_one(*args)
+
+
+def plan(
+    refs: list[CheckpointRef], results: pd.DataFrame, eval_task_id: str | None, knockout: str, force: bool
+) -> list[CheckpointRef]:
+    """Checkpoints that still need this evaluation (all of them with force)."""
+    if force or results.empty:
+        return list(refs)
+    done = set()
+    for path, task, eval_task, ko in (
+        results[["checkpoint_path", "task_id", "eval_task_id", "knockout"]].astype(str).to_numpy()
+    ):
+        done.add((path, eval_task if eval_task != "nan" else task, ko))
+    return [r for r in refs if (r.path, eval_task_id or r.task_id, knockout) not in done]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint_dir",
+        action="append",
+        default=None,
+        help=f"folder to scan, repeatable (default: {' and '.join(DEFAULT_CHECKPOINT_DIRS)})",
+    )
+    parser.add_argument(
+        "--results_path",
+        default="evaluation_results.csv",
+        help="results CSV (default evaluation_results.csv)",
+    )
+    parser.add_argument(
+        "--cache_dir", default="evaluation_cache", help="routing cache root (default evaluation_cache)"
+    )
+    parser.add_argument(
+        "--num_episodes", type=int, default=1000, help="episodes per checkpoint (default 1000)"
+    )
+    parser.add_argument("--num_envs", type=int, default=16, help="envs stepped together (default 16)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="checkpoints evaluated in parallel processes (default 1)"
+    )
+    parser.add_argument("--force", action="store_true", help="re-evaluate checkpoints already in the CSV")
+    parser.add_argument("--task", default=None, help="only checkpoints trained on this task")
+    parser.add_argument("--trial", type=int, default=None, help="only this trial")
+    parser.add_argument("--seed", type=int, default=None, help="only this seed folder")
+    parser.add_argument("--update", type=int, default=None, help="only checkpoint_<update>.pt")
+    parser.add_argument("--final_only", action="store_true", help="only checkpoint_final.pt")
+    parser.add_argument("--skip_routing", action="store_true", help="metrics only, no routing cache (faster)")
+    parser.add_argument(
+        "--eval_task_id", default=None, help="evaluate on this level instead of the training one"
+    )
+    parser.add_argument("--max_steps", type=int, default=None, help="episode limit (default: each run's own)")
+    parser.add_argument("--sample", action="store_true", help="sample actions instead of the argmax")
+    parser.add_argument("--knockout", default=None, help="as eval_mop.py: 'largest' or 'layer_<k>:<j>[,...]'")
+    parser.add_argument("--knockout_threshold", type=float, default=None, help="as eval_mop.py")
+    parser.add_argument(
+        "--cache_format",
+        choices=["parquet", "json", "both"],
+        default="parquet",
+        help="json also writes the seed's routing_data.json shape",
+    )
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except BatchEvalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from eval_mop import knockout_label
+
+    if args.num_episodes <= 0 or args.workers <= 0 or args.num_envs <= 0:
+        raise BatchEvalError("--num_episodes, --num_envs and --workers must be positive")
+    if args.eval_task_id:
+        from babyai_env import check_task_id
+
+        try:
+            check_task_id(args.eval_task_id)
+        except ValueError as e:
+            raise BatchEvalError(str(e)) from None
+    dirs = args.checkpoint_dir or list(DEFAULT_CHECKPOINT_DIRS)
+    refs = discover(dirs)
+    if not refs:
+        raise BatchEvalError(
+            f"no checkpoints (<task>/trial_<N>/[seed_<S>/]checkpoint_*.pt) under {', '.join(dirs)}"
+        )
+    refs = select(refs, args.task, args.trial, args.seed, args.update, args.final_only)
+    if not refs:
+        raise BatchEvalError("no checkpoint matches --task/--trial/--seed/--update/--final_only")
+    knockout = knockout_label(args.knockout, args.knockout_threshold)
+    todo = plan(refs, read_results(args.results_path), args.eval_task_id, knockout, args.force)
+    print(f"{len(refs)} checkpoints found, {len(todo)} to evaluate ({args.num_episodes} episodes each)")
+    formats = {"parquet": ("parquet",), "json": ("parquet", "json"), "both": ("parquet", "json")}[
+        args.cache_format
+    ]
+    options = {
+        "num_episodes": args.num_episodes,
+        "num_envs": args.num_envs,
+        "skip_routing": args.skip_routing,
+        "cache_dir": args.cache_dir,
+        "results_path": args.results_path,
+        "formats": formats,
+        "eval_task_id": args.eval_task_id,
+        "max_steps": args.max_steps,
+        "sample": args.sample,
+        "knockout": args.knockout,
+        "knockout_threshold": args.knockout_threshold,
+    }
+    from tqdm.auto import tqdm
+
+    rows, errors = [], []
+    with tqdm(total=len(todo), desc="checkpoints", dynamic_ncols=True) as bar:
+        if args.workers > 1 and len(todo) > 1:
+            with mp.get_context("spawn").Pool(min(args.workers, len(todo))) as pool:
+                for out in pool.imap_unordered(_pool_job, [(r, options) for r in todo]):
+                    (errors if "error" in out else rows).append(out)
+                    bar.update(1)
+        else:
+            for ref in todo:
+                out = evaluate_one(ref, {**options, "progress": True})
+                (errors if "error" in out else rows).append(out)
+                bar.update(1)
+    for row in sorted(rows, key=lambda r: r["checkpoint_path"]):
+        ci = f"[{row['success_ci_low']:.2f}, {row['success_ci_high']:.2f}]"
+        lpc = (
+            ""
+            if row.get("mean_lpc") is None or math.isnan(row["mean_lpc"])
+            else f"  lpc {row['mean_lpc']:.0f}"
+        )
+        print(
+            f"{row['checkpoint_path']}: success {row['success_rate']:.3f} {ci}  path {row['path_ratio']:.2f}{lpc}"
+        )
+    for e in errors:
+        print(f"skipped {e['checkpoint_path']}: {e['error']}", file=sys.stderr)
+    print(
+        f"results: {args.results_path}" + ("" if args.skip_routing else f"; routing cache: {args.cache_dir}/")
+    )
+    if errors and not rows:
+        raise BatchEvalError(f"every checkpoint failed; first: {errors[0]['error']}")
+    return {"evaluated": rows, "errors": errors, "results_path": args.results_path}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The routing cache: what evaluation records at every step, stored columnar for the notebooks.
+
+One cache folder per (checkpoint, evaluated task, knockout) holds
+    steps.parquet     one row per agent step (episode, t, position, router weights, logits, phases...)
+    episodes.parquet  one row per episode (seed, mission, outcome, lengths, start layout as JSON)
+    metadata.json     schema version, checkpoint path, config, metrics, evaluation settings
+and, with --cache_format json, `routing_data.json` in the seed's shape for older tools.
+
+Folder layout (`cache_dir_for`): <cache_dir>/<task_id>/trial_<N>/[seed_<S>/][update_<U>/][<variant>/]
+where update_<U> is left out for checkpoint_final.pt and <variant> is `eval_<task>` and/or
+`knockout_<spec>` when the evaluation was not the default one.
+
+    data = load_cache("evaluation_cache/BabyAI-GoToLocal-v0/trial_0")
+    data.steps.groupby("episode")["lpc"].mean(); data.meta["metrics"]["success_rate"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SCHEMA_VERSION = 1
+STEPS_FILE, EPISODES_FILE, META_FILE, JSON_FILE = (
+    "steps.parquet",
+    "episodes.parquet",
+    "metadata.json",
+    "routing_data.json",
+)
+
+# Per-step columns, besides the router weights `layer_<k>_expert_<j>` and logits `logit_<a>`.
+STEP_COLUMNS = {
+    "episode": "episode index within this evaluation (its layout seed is in episodes.parquet)",
+    "t": "step index within the episode (0 = first decision)",
+    "env_slot": "which parallel env ran the episode",
+    "x": "agent column before acting",
+    "y": "agent row before acting",
+    "direction": "agent direction before acting (0 right, 1 down, 2 left, 3 up)",
+    "lpc": "Learned Pathway Complexity of this step (sum over layers of w_j * size_j^2)",
+    "action": "action taken (0 left, 1 right, 2 forward, 3 pickup, 4 drop, 5 toggle, 6 done)",
+    "entropy": "entropy of the policy's action distribution, in nats",
+    "carrying": "1 if the agent carries an object before acting",
+    "door_unlocked": "1 once the episode's first door has been opened (t_unlocked is set)",
+    "t_unlocked": "step at which the first door was opened, if that has happened by now, else NaN",
+    "t_pick": "step at which the agent first picked something up, if by now, else NaN",
+    "t_drop": "step of the first drop after that pickup, if by now, else NaN",
+    "dist_to_door": "straight-line distance to the door opened first in this episode (else the "
+    "mission's door, else the only door; NaN if none)",
+    "dist_to_key": "straight-line distance to the key's current position (0 while carried; NaN: no key)",
+    "dist_to_target": "straight-line distance to the current position of the mission's first target "
+    "in execution order (0 while carried; NaN: no object target)",
+}
+
+
+class CacheError(ValueError):
+    """A cache folder that is missing, incomplete or of an unknown schema."""
+
+
+@dataclass
+class CacheData:
+    steps: pd.DataFrame
+    episodes: pd.DataFrame
+    meta: dict
+    path: Path
+
+    @property
+    def expert_sizes(self) -> list[list[int]]:
+        return self.meta["config"].get("expert_hidden_sizes", [])
+
+    def weight_columns(self, layer: int) -> list[str]:
+        return sorted(
+            (c for c in self.steps.columns if c.startswith(f"layer_{layer}_expert_")),
+            key=lambda c: int(c.rsplit("_", 1)[1]),
+        )
+
+    def contexts(self) -> list[dict]:
+        """The start-of-episode env context of every episode, as dicts."""
+        return [json.loads(s) for s in self.episodes["env_context"]]
+
+
+def weight_column(layer: int, expert: int) -> str:
+    return f"layer_{layer}_expert_{expert}"
+
+
+def knockout_slug(spec: str | None) -> str | None:
+    if not spec:
+        return None
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", spec).strip("-")
+
+
+def cache_dir_for(
+    cache_root: str | os.PathLike,
+    config: dict,
+    checkpoint_path: str | os.PathLike,
+    eval_task_id: str | None = None,
+    knockout: str | None = None,
+) -> Path:
+    """Where the cache of one evaluation lives (see the module docstring)."""
+    d = Path(cache_root) / config["task_id"] / f"trial_{config['trial']}"
+    if config.get("seed") is not None:
+        d = d / f"seed_{config['seed']}"
+    stem = Path(checkpoint_path).stem.removeprefix("checkpoint_")
+    if stem != "final":
+        d = d / f"update_{stem if stem.isdigit() else config.get('update', 'unknown')}"
+    if eval_task_id and eval_task_id != config["task_id"]:
+        d = d / f"eval_{eval_task_id}"
+    if knockout:
+        d = d / f"knockout_{knockout_slug(knockout)}"
+    return d
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; caches are shared read-only data
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def write_cache(
+    directory: str | os.PathLike,
+    steps: pd.DataFrame,
+    episodes: pd.DataFrame,
+    meta: dict,
+    formats: tuple[str, ...] = ("parquet",),
+) -> Path:
+    """Write one evaluation's cache (each file atomically; metadata last, so a reader that finds
+    metadata.json finds complete tables)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = _jsonable({**meta, "schema_version": SCHEMA_VERSION, "step_columns": STEP_COLUMNS})
+    if "parquet" in formats:
+        _atomic_write(directory / STEPS_FILE, lambda p: steps.to_parquet(p, index=False))
+        _atomic_write(directory / EPISODES_FILE, lambda p: episodes.to_parquet(p, index=False))
+    if "json" in formats:
+        _atomic_write(directory / JSON_FILE, lambda p: _write_seed_json(p, steps, episodes, meta))
+    _atomic_write(directory / META_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+    return directory
+
+
+def load_cache(directory: str | os.PathLike) -> CacheData:
+    """Read a cache folder into DataFrames; refuses unknown schema versions with a clear message."""
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise CacheError(f"{str(directory)!r} is not a routing cache (no {META_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CacheError(f"{str(meta_path)!r} is unreadable: {e}") from None
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        newer = isinstance(version, int) and version > SCHEMA_VERSION
+        raise CacheError(
+            f"cache {str(directory)!r} has schema version {version!r}; this code reads version {SCHEMA_VERSION}"
+            + ("; update this project to read it" if newer else "; re-evaluate with batch_eval.py --force")
+        )
+    if not (directory / STEPS_FILE).is_file():
+        raise CacheError(
+            f"cache {str(directory)!r} has no {STEPS_FILE} (written with --cache_format json only?)"
+        )
+    steps = pd.read_parquet(directory / STEPS_FILE)
+    episodes = pd.read_parquet(directory / EPISODES_FILE)
+    return CacheData(steps, episodes, meta, directory)
+
+
+def find_caches(root: str | os.PathLike) -> list[Path]:
+    """Every cache folder under root (any depth), sorted."""
+    return sorted(p.parent for p in Path(root).rglob(META_FILE))
+
+
+def _write_seed_json(path: str, steps: pd.DataFrame, episodes: pd.DataFrame, meta: dict) -> None:
+    """The seed's routing_data.json: one record per step with position, layer_routing, lpc and
+    the episode's env_context (field names and nesting as the seed documents them)."""
+    contexts = {int(e): json.loads(c) for e, c in zip(episodes["episode"], episodes["env_context"])}
+    layers = sorted({int(c.split("_")[1]) for c in steps.columns if c.startswith("layer_")})
+    columns = {k: [c for c in steps.columns if c.startswith(f"layer_{k}_expert_")] for k in layers}
+    for k in layers:
+        columns[k].sort(key=lambda c: int(c.rsplit("_", 1)[1]))
+    weights = {k: steps[columns[k]].to_numpy().tolist() for k in layers}
+    xs, ys, lpcs, eps = (steps[c].tolist() for c in ("x", "y", "lpc", "episode"))
+    records = [
+        {
+            "position": [int(xs[i]), int(ys[i])],
+            "layer_routing": {f"layer_{k}": weights[k][i] for k in layers},
+            "lpc": float(lpcs[i]),
+            "env_context": contexts[int(eps[i])],
+        }
+        for i in range(len(steps))
+    ]
+    metrics = meta.get("metrics", {})
+    doc = {
+        "checkpoint_path": meta.get("checkpoint_path"),
+        "num_episodes": meta.get("num_episodes"),
+        "metrics": {
+            k: metrics.get(k) for k in ("success_rate", "path_ratio", "mean_lpc", "bot_plan_failures")
+        },
+        "routing_data": records,
+    }
+    with open(path, "w") as f:
+        json.dump(_jsonable(doc), f)

@@ -1,0 +1,329 @@
+"""Evaluation: metric definitions, exact episode counts, phases, the cache, the CSV, bad input."""
+
+import json
+import multiprocessing as mp
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from minigrid.core.world_object import Ball, Key
+from minigrid.envs.babyai.core.verifier import AfterInstr, BeforeInstr, GoToInstr, ObjDesc, PickupInstr
+
+import batch_eval
+import train_mop
+from babyai_env import SafeBot, make_env, quiet_reset
+from eval_mop import EvalError, _ordered_instructions, _Tracker, compute_metrics, evaluate, wilson_interval
+from experiment import load_config
+from routing_cache import JSON_FILE, SCHEMA_VERSION, CacheError, cache_dir_for, load_cache, write_cache
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK = "BabyAI-GoToRedBallGrey-v0"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny MoP checkpoint trained for real (tier 2), shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("run")
+    cfg = load_config(
+        None,
+        {
+            "task_id": TASK,
+            "num_envs": 4,
+            "unroll_len": 8,
+            "num_updates": 6,
+            "log_interval": 3,
+            "checkpoint_interval": 3,
+            "num_workers": 0,
+            "intermediate_dim": 16,
+            "router_hidden_size": 8,
+            "expert_hidden_sizes": [[0, 8, 16], [0, 8]],
+            "lang_dim": 8,
+            "checkpoint_dir": str(root / "checkpoints"),
+            "path_ratio_fraction": 0.0,
+        },
+    )
+    train_mop.main(cfg, progress=False)
+    return root
+
+
+def hand_episodes():
+    return pd.DataFrame(
+        {
+            "success": [True, True, False, True],
+            "length": [10, 20, 64, 5],
+            "optimal_length": pd.array([5, None, 8, 5], dtype="Int64"),
+            "mean_lpc": [100.0, 200.0, 50.0, 0.0],
+            "mean_entropy": [1.0, 1.0, 1.0, 1.0],
+            "layer_0_expert_0": [1.0, 0.0, 0.5, 0.0],
+            "layer_0_expert_1": [0.0, 1.0, 0.5, 1.0],
+        }
+    )
+
+
+def test_metrics_on_hand_made_episodes():
+    m = compute_metrics(hand_episodes(), [[0, 10]])
+    assert m["success_rate"] == 0.75 and m["num_episodes"] == 4
+    assert m["path_ratio"] == pytest.approx((10 / 5 + 5 / 5) / 2)  # successful episodes with a bot path only
+    assert m["mean_lpc"] == pytest.approx((100 * 10 + 200 * 20 + 50 * 64 + 0) / 99)  # per step
+    assert m["bot_plan_failures"] == 1
+    assert m["usage_layer_0_expert_0"] == pytest.approx((10 + 32) / 99)
+    assert m["mean_episode_length"] == pytest.approx(99 / 4)
+    low, high = wilson_interval(3, 4)
+    assert (m["success_ci_low"], m["success_ci_high"]) == (low, high) and 0.3 < low < 0.75 < high <= 1.0
+    assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(50, 50)[1] == pytest.approx(1.0)
+
+
+def test_execution_order_of_compound_missions():
+    ball, key = GoToInstr(ObjDesc("ball", "red")), PickupInstr(ObjDesc("key", "blue"))
+    assert _ordered_instructions(AfterInstr(ball, key)) == [key, ball]  # "go to ball after you pick up key"
+    assert _ordered_instructions(BeforeInstr(ball, key)) == [ball, key]
+
+
+def test_multi_door_phase_fields_follow_the_door_opened_first():
+    """OpenTwoDoors: t_unlocked is the first opening, and the door distance is to that door."""
+    env = make_env("BabyAI-OpenTwoDoors-v0")
+    for seed in range(3):
+        quiet_reset(env, seed)
+        tracker, bot = _Tracker(env), SafeBot(env)
+        doors = list(tracker.closed_at_start)
+        assert len(doors) == 2
+        first_open = None
+        for t in range(env.max_steps):
+            tracker.observe(t)
+            opened = [p for p in doors if env.grid.get(*p).is_open]
+            if first_open is None and opened:
+                first_open = (opened[0], t)
+            _, _, terminated, truncated, _ = env.step(bot.label(None))
+            if terminated or truncated:
+                tracker.observe(t + 1)
+                break
+        assert first_open is not None
+        assert tracker.first_door == first_open[0] and tracker.t_unlocked == first_open[1]
+        assert tracker.door_of_episode() == first_open[0]
+
+
+def test_carried_target_and_key_distance_is_zero():
+    env = make_env("BabyAI-UnlockPickup-v0")
+    quiet_reset(env, 1)
+    tracker = _Tracker(env)
+    assert isinstance(tracker.key, Key)
+    env.carrying = tracker.key
+    fields = tracker.observe(0)
+    assert fields[0] == 1 and fields[5] == 0.0  # carrying, dist_to_key
+    assert tracker.t_pick == 0
+    env.carrying = None
+    tracker.observe(3)
+    assert tracker.t_drop == 3
+    assert not isinstance(tracker.targets[0], Ball)
+
+
+def test_evaluation_is_exact_reproducible_and_split_invariant(trained):
+    ckpt = trained / "checkpoints" / TASK / "trial_0" / "checkpoint_final.pt"
+    a = evaluate(ckpt, num_episodes=13, num_envs=4)
+    b = evaluate(ckpt, num_episodes=13, num_envs=3)
+    c = evaluate(ckpt, num_episodes=13, num_envs=4, num_workers=2)
+    assert len(a.episodes) == 13 and a.episodes["episode"].tolist() == list(range(13))
+    assert a.episodes["seed"].tolist() == list(range(13))  # evaluation seeds, disjoint from training
+    for other in (b, c):
+        pd.testing.assert_frame_equal(
+            a.episodes.drop(columns="env_slot"), other.episodes.drop(columns="env_slot")
+        )
+        assert a.metrics["success_rate"] == other.metrics["success_rate"]
+    # every recorded step belongs to a counted episode, and every counted step is recorded
+    assert set(a.steps["episode"]) == set(range(13))
+    lengths = a.steps.groupby("episode").size()
+    assert (lengths.to_numpy() == a.episodes["length"].to_numpy()).all()
+    assert (a.steps.groupby("episode")["t"].max() + 1 == lengths).all()
+    w = a.steps[[c for c in a.steps.columns if c.startswith("layer_0_expert_")]].to_numpy()
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-5)
+
+
+def test_knockout_changes_routing_and_is_named(trained):
+    ckpt = trained / "checkpoints" / TASK / "trial_0" / "checkpoint_final.pt"
+    r = evaluate(ckpt, num_episodes=6, knockout="largest")
+    assert r.metrics["knockout"] == "largest"
+    assert r.steps["layer_0_expert_2"].max() == 0 and r.steps["layer_1_expert_1"].max() == 0
+    t = evaluate(ckpt, num_episodes=6, knockout_threshold=0.4, record=False)
+    assert t.metrics["knockout"] == "threshold_0.4" and t.steps.empty
+    for bad in ("layer_5:0", "layer_0:9", "layer_0-1", "layer_1:0,layer_1:1"):
+        with pytest.raises(EvalError):
+            evaluate(ckpt, num_episodes=2, knockout=bad)
+
+
+def test_cache_round_trip_json_shape_and_schema(trained, tmp_path):
+    ckpt = trained / "checkpoints" / TASK / "trial_0" / "checkpoint_3.pt"
+    r = evaluate(ckpt, num_episodes=5)
+    config = {"task_id": TASK, "trial": 0, "seed": 2, "expert_hidden_sizes": [[0, 8, 16], [0, 8]]}
+    directory = cache_dir_for(tmp_path, config, ckpt)
+    assert directory == tmp_path / TASK / "trial_0" / "seed_2" / "update_3"
+    assert cache_dir_for(tmp_path, config, "x/checkpoint_final.pt", "BabyAI-GoToLocal-v0", "layer_0:1") == (
+        tmp_path / TASK / "trial_0" / "seed_2" / "eval_BabyAI-GoToLocal-v0" / "knockout_layer_0-1"
+    )
+    write_cache(
+        directory,
+        r.steps,
+        r.episodes,
+        {"checkpoint_path": str(ckpt), "num_episodes": 5, "config": config, "metrics": r.metrics},
+        formats=("parquet", "json"),
+    )
+    data = load_cache(directory)
+    pd.testing.assert_frame_equal(data.steps, r.steps)
+    pd.testing.assert_frame_equal(data.episodes, r.episodes)
+    assert data.meta["metrics"]["success_rate"] == r.metrics["success_rate"] and data.expert_sizes == [
+        [0, 8, 16],
+        [0, 8],
+    ]
+    doc = json.loads((directory / JSON_FILE).read_text())
+    assert list(doc) == ["checkpoint_path", "num_episodes", "metrics", "routing_data"]
+    assert set(doc["metrics"]) == {"success_rate", "path_ratio", "mean_lpc", "bot_plan_failures"}
+    record = doc["routing_data"][0]
+    assert list(record) == ["position", "layer_routing", "lpc", "env_context"]
+    assert (
+        list(record["layer_routing"]) == ["layer_0", "layer_1"]
+        and len(record["layer_routing"]["layer_0"]) == 3
+    )
+    assert {
+        "grid_size",
+        "agent_start_pos",
+        "agent_start_room",
+        "room_grid_shape",
+        "goals",
+        "doors",
+        "keys",
+        "balls",
+        "boxes",
+    } <= set(record["env_context"])
+    assert len(doc["routing_data"]) == len(r.steps)
+    meta = json.loads((directory / "metadata.json").read_text())
+    meta["schema_version"] = SCHEMA_VERSION + 1
+    (directory / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(CacheError, match="update this project"):
+        load_cache(directory)
+
+
+def _append_rows(args):
+    path, worker = args
+    for i in range(10):
+        batch_eval.merge_results(
+            path,
+            [
+                {
+                    "checkpoint_path": f"w{worker}/c{i}.pt",
+                    "task_id": "T",
+                    "trial": worker,
+                    "eval_task_id": "T",
+                    "knockout": "none",
+                    "success_rate": i / 10,
+                }
+            ],
+        )
+
+
+def test_concurrent_csv_writers_lose_and_duplicate_nothing(tmp_path):
+    path = tmp_path / "evaluation_results.csv"
+    with mp.get_context("spawn").Pool(4) as pool:
+        pool.map(_append_rows, [(path, w) for w in range(4)])
+    df = pd.read_csv(path)
+    assert len(df) == 40 and df["checkpoint_path"].is_unique
+    batch_eval.merge_results(
+        path,
+        [
+            {
+                "checkpoint_path": "w0/c0.pt",
+                "task_id": "T",
+                "trial": 0,
+                "eval_task_id": "T",
+                "knockout": "none",
+                "success_rate": 0.99,
+            }
+        ],
+    )
+    df = pd.read_csv(path)
+    assert len(df) == 40 and df.loc[df["checkpoint_path"] == "w0/c0.pt", "success_rate"].item() == 0.99
+
+
+def test_crash_mid_write_leaves_the_previous_csv(tmp_path, monkeypatch):
+    path = tmp_path / "r.csv"
+    batch_eval.merge_results(
+        path, [{"checkpoint_path": "a.pt", "task_id": "T", "eval_task_id": "T", "knockout": "none"}]
+    )
+    before = path.read_bytes()
+
+    def boom(self, *a, **k):
+        Path(a[0]).write_text("half a fi")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", boom)
+    with pytest.raises(OSError):
+        batch_eval.merge_results(
+            path, [{"checkpoint_path": "b.pt", "task_id": "T", "eval_task_id": "T", "knockout": "none"}]
+        )
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_foreign_csv_is_refused(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("name,score\nx,1\n")
+    before = path.read_bytes()
+    with pytest.raises(batch_eval.BatchEvalError, match="name"):
+        batch_eval.merge_results(path, [{"checkpoint_path": "a.pt"}])
+    assert path.read_bytes() == before
+
+
+def test_batch_eval_end_to_end_and_planning(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(trained)
+    results, cache = tmp_path / "res.csv", tmp_path / "cache"
+    common = ["--num_episodes", "4", "--results_path", str(results), "--cache_dir", str(cache)]
+    out = batch_eval.main(common)
+    assert len(out["evaluated"]) == 3  # checkpoint_3, checkpoint_6, checkpoint_final
+    df = pd.read_csv(results)
+    assert list(df.columns[:18]) == batch_eval.SEED_COLUMNS and len(df) == 3
+    assert set(df["update"]) == {3, 6} and df["checkpoint_path"].str.startswith("checkpoints/").all()
+    assert (cache / TASK / "trial_0" / "update_3" / "steps.parquet").exists()
+    assert (cache / TASK / "trial_0" / "steps.parquet").exists()  # checkpoint_final
+    assert batch_eval.main(common)["evaluated"] == []  # nothing new
+    again = batch_eval.main([*common, "--force", "--final_only", "--skip_routing"])
+    assert len(again["evaluated"]) == 1 and len(pd.read_csv(results)) == 3
+    ko = batch_eval.main([*common, "--update", "3", "--knockout", "largest"])
+    assert len(ko["evaluated"]) == 1 and len(pd.read_csv(results)) == 4
+
+
+def run_cli(script, *args, cwd):
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_bad_input(trained, tmp_path):
+    ckpt = str(trained / "checkpoints" / TASK / "trial_0" / "checkpoint_final.pt")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    cases = [
+        ("eval_mop.py", ["--checkpoint", str(tmp_path / "missing.pt")], "does not exist"),
+        ("eval_mop.py", ["--checkpoint", str(tmp_path / "bad.pt")], "corrupt"),
+        ("eval_mop.py", ["--checkpoint", ckpt, "--task_id", "BabyAI-GoToObjj-v0"], "BabyAI-GoToObj-v0"),
+        ("batch_eval.py", ["--checkpoint_dir", str(tmp_path / "empty")], "no checkpoints"),
+    ]
+    for script, args, message in cases:
+        result = run_cli(script, *args, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith("error:") and message in lines[-1] and "Traceback" not in result.stderr
+
+
+def test_incompatible_checkpoint_is_named(trained, tmp_path):
+    import torch
+
+    ckpt = torch.load(trained / "checkpoints" / TASK / "trial_0" / "checkpoint_final.pt", weights_only=True)
+    ckpt["config"]["expert_hidden_sizes"] = [[0, 4]]
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(EvalError, match="does not match its config"):
+        evaluate(tmp_path / "other.pt", num_episodes=2)
