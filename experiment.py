@@ -518,7 +518,7 @@ def run_imitation(
     same algorithm as stepping with graph, only faster.
     """
     from babyai_env import ParallelCollector, encode_obs, make_env, obs_dim
-    from language import build_mission_encoder
+    from language import MissionEncoderError, build_mission_encoder
 
     directory = run_dir(cfg)
     ckpt = None
@@ -548,7 +548,10 @@ def run_imitation(
     encoder_factory = partial(
         build_mission_encoder, cfg.lang_encoder, cfg.lang_dim, cfg.distilbert_path, None, seed
     )
-    encoder = encoder_factory()
+    try:
+        encoder = encoder_factory()
+    except MissionEncoderError as e:  # e.g. DistilBERT weights absent: one line, nothing written
+        raise ConfigError(str(e)) from None
     params = list(policy.parameters()) + [p for p in encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     stats, start_update = RunStats(), 0

@@ -327,3 +327,31 @@ def test_incompatible_checkpoint_is_named(trained, tmp_path):
     torch.save(ckpt, tmp_path / "other.pt")
     with pytest.raises(EvalError, match="does not match its config"):
         evaluate(tmp_path / "other.pt", num_episodes=2)
+
+
+def test_distilbert_encoder_trains_and_evaluates(tiny_distilbert, tmp_path):
+    """The seed's language option end to end, on a small randomly initialised DistilBERT."""
+    import torch
+
+    cfg = load_config(
+        None,
+        {
+            "task_id": TASK,
+            "num_envs": 2,
+            "unroll_len": 4,
+            "num_updates": 2,
+            "num_workers": 0,
+            "checkpoint_interval": None,
+            "intermediate_dim": 8,
+            "router_hidden_size": 4,
+            "expert_hidden_sizes": [[0, 4]],
+            "lang_dim": 8,
+            "lang_encoder": "distilbert",
+            "distilbert_path": tiny_distilbert,
+            "checkpoint_dir": str(tmp_path),
+        },
+    )
+    ckpt_path = train_mop.main(cfg, progress=False)["checkpoints"][-1]
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert ckpt["lang_proj_state_dict"]["weight"].shape == (8, 32)
+    assert evaluate(ckpt_path, num_episodes=3, record=False).metrics["num_episodes"] == 3

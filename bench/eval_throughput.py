@@ -1,0 +1,78 @@
+"""Evaluation speed and routing-cache cost, measured in one run.
+
+1. episodes/s of eval_mop.evaluate on BabyAI-GoToLocal-v0 with routing recording off and on
+   (1 process and all cores): the recording overhead is the ratio of the two.
+2. A 1,000-episode evaluation written as the Parquet cache and as the seed's routing_data.json:
+   size on disk and time to load each back (load_cache vs json.load).
+
+Needs a checkpoint; without --checkpoint it trains a small one first (about a minute).
+
+    python bench/eval_throughput.py
+    python bench/eval_throughput.py --checkpoint checkpoints/BabyAI-GoToLocal-v0/trial_0/checkpoint_final.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import train_mop  # noqa: E402
+from eval_mop import evaluate, load_policy, save_evaluation  # noqa: E402
+from experiment import default_num_workers, load_config  # noqa: E402
+from routing_cache import JSON_FILE, load_cache  # noqa: E402
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (default: train a small one)")
+    parser.add_argument("--episodes", type=int, default=1000, help="episodes per measurement (default 1000)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            print("training a small GoToLocal checkpoint (300 updates) ...")
+            cfg = load_config(None, {"task_id": "BabyAI-GoToLocal-v0", "num_updates": 300, "checkpoint_dir": tmp,
+                                     "checkpoint_interval": None})
+            checkpoint = train_mop.main(cfg, progress=False)["checkpoints"][-1]
+        workers = default_num_workers()
+        bot_paths: dict = {}
+        evaluate(checkpoint, num_episodes=args.episodes, record=False, bot_paths=bot_paths)  # warm the bot-path cache
+        rates = {}
+        for record in (False, True):
+            for n in (1, workers):
+                result, seconds = timed(lambda: evaluate(checkpoint, num_episodes=args.episodes, record=record,
+                                                         num_workers=n, bot_paths=bot_paths))
+                rates[record, n] = args.episodes / seconds
+                if record and n == 1:
+                    recorded = result
+        print(f"{args.episodes} episodes of BabyAI-GoToLocal-v0, success {recorded.metrics['success_rate']:.3f}, "
+              f"{len(recorded.steps)} steps")
+        for n in (1, workers):
+            overhead = rates[False, n] / rates[True, n] - 1
+            print(f"{n} worker(s): {rates[False, n]:6.1f} episodes/s without recording, {rates[True, n]:6.1f} with "
+                  f"-> recording costs {overhead:+.0%}")
+        _, _, config = load_policy(checkpoint)
+        directory = save_evaluation(recorded, checkpoint, config, Path(tmp) / "cache", ("parquet", "json"))
+        parquet_bytes = sum((directory / f).stat().st_size for f in ("steps.parquet", "episodes.parquet", "metadata.json"))
+        json_bytes = (directory / JSON_FILE).stat().st_size
+        _, parquet_s = timed(lambda: load_cache(directory))
+        _, json_s = timed(lambda: json.loads((directory / JSON_FILE).read_text()))
+        print(f"cache size: parquet {parquet_bytes / 1e6:.2f} MB, json {json_bytes / 1e6:.2f} MB "
+              f"-> {json_bytes / parquet_bytes:.1f}x smaller")
+        print(f"load time:  parquet {parquet_s * 1e3:.0f} ms, json {json_s * 1e3:.0f} ms -> {json_s / parquet_s:.1f}x faster")
+
+
+if __name__ == "__main__":
+    main()
