@@ -453,7 +453,7 @@ def run_episodes(
                         "t_drop": tracker.t_drop,
                         "door_x": None if door is None else door[0],
                         "door_y": None if door is None else door[1],
-                        "env_context": json.dumps(sums["context"]),
+                        "env_context": json.dumps(sums["context"], separators=(",", ":")),
                         **{
                             weight_column(kk, j): float(w[j] / length)
                             for kk, w in enumerate(sums["weights"])

@@ -444,7 +444,7 @@ def latest_checkpoint(directory: Path) -> Path | None:
 class MetricLogger:
     """metrics.jsonl in the run folder (slash names), and wandb when a project is given."""
 
-    def __init__(self, directory: Path, cfg: TrainConfig, resume: bool):
+    def __init__(self, directory: Path, cfg: TrainConfig, resume: bool, resume_update: int | None = None):
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "metrics.jsonl"
         self.wandb = None
@@ -461,6 +461,10 @@ class MetricLogger:
             )
         if not resume:
             self.path.unlink(missing_ok=True)
+        elif self.path.exists() and resume_update is not None:
+            # Rows logged after the checkpoint we resume from will be logged again: drop them.
+            kept = [r for r in read_metrics(self.path) if r.get("update", 0) <= resume_update]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def log(self, row: dict) -> None:
         with open(self.path, "a") as f:
@@ -564,7 +568,7 @@ def run_imitation(
         start_update = int(ckpt["update"])
     num_workers = cfg.num_workers if cfg.num_workers is not None else default_num_workers()
     torch.set_num_threads(1)  # small matrices: one thread is faster, and workers use the other cores
-    logger = MetricLogger(directory, cfg, resume)
+    logger = MetricLogger(directory, cfg, resume, start_update if resume else None)
     recent_success = deque(stats.recent_success, maxlen=cfg.recent_window)
     recent_ratio = deque(stats.recent_path_ratio, maxlen=cfg.recent_window)
 

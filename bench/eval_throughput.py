@@ -35,43 +35,73 @@ def timed(fn):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (default: train a small one)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, help="checkpoint to evaluate (default: train a small one)"
+    )
     parser.add_argument("--episodes", type=int, default=1000, help="episodes per measurement (default 1000)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint
         if checkpoint is None:
             print("training a small GoToLocal checkpoint (300 updates) ...")
-            cfg = load_config(None, {"task_id": "BabyAI-GoToLocal-v0", "num_updates": 300, "checkpoint_dir": tmp,
-                                     "checkpoint_interval": None})
+            cfg = load_config(
+                None,
+                {
+                    "task_id": "BabyAI-GoToLocal-v0",
+                    "num_updates": 300,
+                    "checkpoint_dir": tmp,
+                    "checkpoint_interval": None,
+                },
+            )
             checkpoint = train_mop.main(cfg, progress=False)["checkpoints"][-1]
         workers = default_num_workers()
         bot_paths: dict = {}
-        evaluate(checkpoint, num_episodes=args.episodes, record=False, bot_paths=bot_paths)  # warm the bot-path cache
+        evaluate(
+            checkpoint, num_episodes=args.episodes, record=False, bot_paths=bot_paths
+        )  # warm the bot-path cache
         rates = {}
         for record in (False, True):
             for n in (1, workers):
-                result, seconds = timed(lambda: evaluate(checkpoint, num_episodes=args.episodes, record=record,
-                                                         num_workers=n, bot_paths=bot_paths))
+                result, seconds = timed(
+                    lambda: evaluate(
+                        checkpoint,
+                        num_episodes=args.episodes,
+                        record=record,
+                        num_workers=n,
+                        bot_paths=bot_paths,
+                    )
+                )
                 rates[record, n] = args.episodes / seconds
                 if record and n == 1:
                     recorded = result
-        print(f"{args.episodes} episodes of BabyAI-GoToLocal-v0, success {recorded.metrics['success_rate']:.3f}, "
-              f"{len(recorded.steps)} steps")
+        print(
+            f"{args.episodes} episodes of BabyAI-GoToLocal-v0, success {recorded.metrics['success_rate']:.3f}, "
+            f"{len(recorded.steps)} steps"
+        )
         for n in (1, workers):
             overhead = rates[False, n] / rates[True, n] - 1
-            print(f"{n} worker(s): {rates[False, n]:6.1f} episodes/s without recording, {rates[True, n]:6.1f} with "
-                  f"-> recording costs {overhead:+.0%}")
+            print(
+                f"{n} worker(s): {rates[False, n]:6.1f} episodes/s without recording, {rates[True, n]:6.1f} with "
+                f"-> recording costs {overhead:+.0%}"
+            )
         _, _, config = load_policy(checkpoint)
         directory = save_evaluation(recorded, checkpoint, config, Path(tmp) / "cache", ("parquet", "json"))
-        parquet_bytes = sum((directory / f).stat().st_size for f in ("steps.parquet", "episodes.parquet", "metadata.json"))
+        parquet_bytes = sum(
+            (directory / f).stat().st_size for f in ("steps.parquet", "episodes.parquet", "metadata.json")
+        )
         json_bytes = (directory / JSON_FILE).stat().st_size
         _, parquet_s = timed(lambda: load_cache(directory))
         _, json_s = timed(lambda: json.loads((directory / JSON_FILE).read_text()))
-        print(f"cache size: parquet {parquet_bytes / 1e6:.2f} MB, json {json_bytes / 1e6:.2f} MB "
-              f"-> {json_bytes / parquet_bytes:.1f}x smaller")
-        print(f"load time:  parquet {parquet_s * 1e3:.0f} ms, json {json_s * 1e3:.0f} ms -> {json_s / parquet_s:.1f}x faster")
+        print(
+            f"cache size: parquet {parquet_bytes / 1e6:.2f} MB, json {json_bytes / 1e6:.2f} MB "
+            f"-> {json_bytes / parquet_bytes:.1f}x smaller"
+        )
+        print(
+            f"load time:  parquet {parquet_s * 1e3:.0f} ms, json {json_s * 1e3:.0f} ms -> {json_s / parquet_s:.1f}x faster"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,573 @@
+"""Train and evaluate on Modal: the same train_mop/train/batch_eval code as on a workstation, one
+container per run, checkpoints and results on two Modal volumes.
+
+Volumes (created on first use):
+- `rl-mop`: checkpoints in the local layout, <task_id>/trial_<N>/[seed_<S>/]checkpoint_*.pt and
+  metrics.jsonl, so `modal volume get rl-mop / ./modal_checkpoints/` gives the folder batch_eval.py
+  scans.
+- `rl-mop-eval`: evaluation_results.csv and evaluation_cache/ in the local layout, plus
+  pending_rows/ (one JSON row per evaluated checkpoint, waiting to be merged into the CSV).
+
+Every setting goes through the local schema (`experiment.load_config` on config.yaml plus flags),
+and is checked on this machine before anything starts in the cloud. A run resumes from its latest
+checkpoint on the volume, and one that already reached --num-updates is reported and skipped, so
+re-running a command after a preemption, timeout or crash continues where it stopped.
+
+    modal run --detach modal_app.py::main --task-ids "BabyAI-GoToObj-v0,BabyAI-UnlockPickup-v0" --trials "0,1,2"
+    modal run --detach modal_app.py::main_seeds --task-ids "BabyAI-UnlockPickup-v0" --trials "20,21" \
+        --seeds "0,1,2,3" --checkpoint-interval 250 --lpc-alpha 1e-4 --normalize-lpc --num-updates 5000
+    modal run modal_app.py::eval_parallel --num-episodes 500 --task BabyAI-UnlockPickup-v0
+    modal volume get rl-mop-eval /evaluation_results.csv ./evaluation_results.csv
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import modal
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ROOT = Path(__file__).resolve().parent  # the repo here; /root in the container
+CONFIG_PATH = ROOT / "config.yaml"
+
+# ----------------------------------------------------------------------------- app, image, volumes
+
+app = modal.App("rl-mop")
+
+# The project's own modules, added explicitly (not the working directory: no checkpoints, caches or
+# notebooks travel with every launch). Mounted at container start, so code edits need no rebuild.
+PROJECT_MODULES = (
+    "mixture_of_experts",
+    "babyai_env",
+    "language",
+    "experiment",
+    "train_mop",
+    "train",
+    "eval_mop",
+    "batch_eval",
+    "routing_cache",
+)
+# requirements.txt pins torch==2.13.0. Locally that is the CPU build (2.13.0+cpu from the PyTorch
+# CPU index); on Modal's Linux pip takes PyPI's 2.13.0 wheel, which bundles CUDA: a bigger image,
+# the same version (numbers may still differ from the laptop's in the last bits).
+image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .pip_install_from_requirements(str(ROOT / "requirements.txt"))
+    # Container logs are not a terminal: refresh tqdm's bar once a minute; the loop still prints
+    # one line per --log-interval updates.
+    .env({"TQDM_MININTERVAL": "60"})
+    .add_local_python_source(*PROJECT_MODULES)
+    .add_local_file(ROOT / "config.yaml", "/root/config.yaml")
+)
+
+CHECKPOINT_VOLUME, EVAL_VOLUME = "rl-mop", "rl-mop-eval"
+checkpoint_volume = modal.Volume.from_name(CHECKPOINT_VOLUME, create_if_missing=True)
+eval_volume = modal.Volume.from_name(EVAL_VOLUME, create_if_missing=True)
+# The checkpoint volume is mounted at .../modal_checkpoints and evaluation runs from its parent, so a
+# checkpoint is named `modal_checkpoints/<task>/trial_<N>/...`, exactly as a local batch_eval.py of
+# the downloaded volume names it: rows from Modal and from the workstation share one key.
+CHECKPOINT_ROOT = "/vol/modal_checkpoints"
+EVAL_ROOT = "/vol/eval"
+RESULTS_FILE, CACHE_DIR, PENDING_DIR = "evaluation_results.csv", "evaluation_cache", "pending_rows"
+LOCAL_RESULTS = "evaluation_results.csv"  # the workstation's CSV, when eval_parallel plans
+
+# Training and evaluation are CPU-bound: every step is a minigrid env step plus a BabyAI bot plan
+# (pure Python), and the learner's GRUs are small. So a training container asks for one core per
+# env worker process (num_workers is pinned to it: inside a container os.sched_getaffinity may
+# report the host's cores, not the reservation). --gpu T4 adds a GPU, but the loop never moves the
+# learner to CUDA today, so it would sit idle; evaluation runs one process per checkpoint.
+TRAIN_CPUS = 4.0
+EVAL_CPUS = 1.0
+# Each env worker process imports torch (~0.25 GB with the CPU wheel, more with the CUDA one).
+TRAIN_MEMORY_MB, EVAL_MEMORY_MB = 4096, 2048
+# 23 h per run (Modal's cap is 24 h): the launcher that waits on the runs gets 24 h, so a run hits
+# its own limit first. Retries are safe because every attempt resumes from the latest checkpoint on
+# the volume, committed every COMMIT_EVERY_S while training runs and at the end: a preemption or
+# crash loses only the updates since the last committed checkpoint. A run longer than 23 h: re-run
+# the same command; it resumes.
+TRAIN_TIMEOUT_S = 23 * 3600
+LAUNCH_TIMEOUT_S = 24 * 3600
+EVAL_TIMEOUT_S = 3 * 3600
+COMMIT_EVERY_S = 600
+TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=30.0, backoff_coefficient=2.0)
+EVAL_RETRIES = modal.Retries(max_retries=2, initial_delay=10.0)
+
+# Training flags of main/main_seeds: each maps onto the config key of the same name.
+OVERRIDE_FLAGS = (
+    "num_updates",
+    "checkpoint_interval",
+    "lpc_alpha",
+    "normalize_lpc",
+    "max_steps",
+    "lr",
+    "num_envs",
+    "num_workers",
+    "unroll_len",
+    "expert_hidden_sizes",
+    "intermediate_dim",
+    "router_hidden_size",
+)
+SCRIPTS = ("train_mop.py", "train.py")
+
+
+class LaunchError(ValueError):
+    """A bad flag; raised on this machine before anything is started in the cloud."""
+
+
+# ----------------------------------------------------------------------------- bodies (plain Python)
+
+
+@contextlib.contextmanager
+def _committing(commit: Callable[[], None] | None, every_s: float = COMMIT_EVERY_S) -> Iterator[None]:
+    """Run commit() every every_s seconds from a daemon thread while the block runs, and once at the
+    end (also after a failure: the checkpoints written so far are kept). The block stays on the main
+    thread, where the bot's SIGALRM timeout works."""
+    if commit is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            try:
+                commit()
+            except Exception as e:  # e.g. a file open at that instant; the next commit picks it up
+                print(f"volume commit failed, retrying in {every_s:.0f}s: {e}", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=loop, name="volume-commit", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        commit()
+
+
+def _train_body(
+    overrides: dict,
+    checkpoint_root: str,
+    script: str = "train_mop.py",
+    commit: Callable[[], None] | None = None,
+    commit_every_s: float = COMMIT_EVERY_S,
+) -> dict:
+    """Train one (task, trial, seed) into checkpoint_root: resume from its latest checkpoint, skip it
+    if it already reached num_updates. Returns the trainer's summary, or {"skipped"} / {"error"}."""
+    import experiment
+
+    trainer = importlib.import_module(script.removesuffix(".py"))  # train_mop or train: same main()
+    overrides = {**overrides, "checkpoint_dir": checkpoint_root}
+    try:
+        cfg = experiment.load_config(CONFIG_PATH, overrides)
+        latest = experiment.latest_checkpoint(experiment.run_dir(cfg))
+        if latest is not None:  # the run's own config; only RESUMABLE_OVERRIDES may differ
+            cfg = experiment.resume_config(CONFIG_PATH, overrides)
+            done = experiment.checkpoint_paths(experiment.run_dir(cfg))[-1][0]
+            if done >= cfg.num_updates:
+                return {"run_dir": str(experiment.run_dir(cfg)), "skipped": f"already at update {done}"}
+        with _committing(commit, commit_every_s):
+            summary = trainer.main(cfg, resume=latest is not None)
+    except experiment.ConfigError as e:  # a settings problem: returned, since a retry cannot fix it
+        return {"error": str(e)}
+    return {**summary, "resumed_from": None if latest is None else str(latest)}
+
+
+def _fan_out(spawn: Callable[..., Any], jobs: list[dict]) -> list[dict]:
+    """Start every job, then wait for each; a failed job becomes {"label", "error"}."""
+    calls = [(job, spawn(job["overrides"], job["script"])) for job in jobs]
+    results = []
+    for job, call in calls:
+        try:
+            results.append({"label": job["label"], **call.get()})
+        except Exception as e:
+            results.append({"label": job["label"], "error": f"{type(e).__name__}: {e}"})
+        print(
+            f"{job['label']}: {results[-1].get('error') or results[-1].get('skipped') or 'done'}", flush=True
+        )
+    return results
+
+
+def _list_body(checkpoint_root: str, eval_root: str) -> dict:
+    """What the volumes hold: the checkpoints (named modal_checkpoints/...), the results CSV's text,
+    and the checkpoints whose row waits in pending_rows/."""
+    import batch_eval
+
+    root = Path(checkpoint_root)
+    with contextlib.chdir(root.parent):
+        refs = batch_eval.discover([root.name])
+    csv = Path(eval_root) / RESULTS_FILE
+    pending = sorted((Path(eval_root) / PENDING_DIR).glob("*.json"))
+    return {
+        "refs": [dataclasses.asdict(r) for r in refs],
+        "results_csv": csv.read_text() if csv.exists() else None,
+        "pending": [json.loads(p.read_text())["checkpoint_path"] for p in pending],
+    }
+
+
+def plan_eval(
+    refs: list[dict], results: pd.DataFrame, pending: list[str], task: str = "", force: bool = False
+) -> list[dict]:
+    """The checkpoints to evaluate: those of `task` (all if empty) whose path is neither in the
+    results table nor waiting in pending_rows/ (all of them with force). Same rule as batch_eval."""
+    import batch_eval
+
+    selected = batch_eval.select(
+        [batch_eval.CheckpointRef(**r) for r in refs], task or None, None, None, None, False
+    )
+    todo = batch_eval.plan(selected, results, None, "none", force)
+    waiting = set() if force else set(pending)
+    return [dataclasses.asdict(r) for r in todo if r.path not in waiting]
+
+
+def _row_file(eval_root: str, checkpoint_path: str) -> Path:
+    return Path(eval_root) / PENDING_DIR / (checkpoint_path.replace("/", "__") + ".json")
+
+
+def _eval_body(ref: dict, options: dict, checkpoint_root: str, eval_root: str) -> dict:
+    """Evaluate one checkpoint of the volume with batch_eval.evaluate_one: its routing cache goes to
+    <eval_root>/evaluation_cache/, its row to its own file in pending_rows/, so parallel jobs never
+    write the same file (the bot path lengths in evaluation_cache/_bot_paths/ aside: if two jobs
+    commit that file, the last wins and the other's layouts are recomputed another time). Returns
+    the row or {"error"}."""
+    import batch_eval
+
+    root, out = Path(checkpoint_root), Path(eval_root)
+    if not ref["path"].startswith(root.name + "/"):
+        raise ValueError(f"{ref['path']!r} is not under {root.name}/")
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(root.parent):
+        # evaluate_one also merges its row into options["results_path"]: a throwaway file here.
+        opts = {
+            **options,
+            "cache_dir": str(out / CACHE_DIR),
+            "results_path": str(Path(scratch) / RESULTS_FILE),
+        }
+        row = batch_eval.evaluate_one(batch_eval.CheckpointRef(**ref), opts)
+    if "error" in row:
+        return row
+    if row.get("cache_path"):  # as a local batch_eval writes it: evaluation_cache/<task>/...
+        row["cache_path"] = Path(row["cache_path"]).relative_to(out).as_posix()
+    path = _row_file(eval_root, row["checkpoint_path"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(row, default=_plain))
+    os.replace(tmp, path)
+    return row
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _reduce_body(eval_root: str) -> dict:
+    """Merge every pending row into evaluation_results.csv with batch_eval.merge_results (a row
+    replaces the one with the same key), then delete the merged row files."""
+    import batch_eval
+
+    files = sorted((Path(eval_root) / PENDING_DIR).glob("*.json"))
+    rows = [json.loads(p.read_text()) for p in files]
+    table = batch_eval.merge_results(Path(eval_root) / RESULTS_FILE, rows)
+    for p in files:
+        p.unlink()
+    return {"merged": len(rows), "rows": len(table)}
+
+
+def _eval_all_body(
+    refs: list[dict], options: dict, checkpoint_root: str, eval_root: str, commit: Callable[[], None] | None
+) -> dict:
+    """eval_main in one container: evaluate each checkpoint in turn, then merge."""
+    with _committing(commit):
+        results = [_eval_body(ref, options, checkpoint_root, eval_root) for ref in refs]
+        merged = _reduce_body(eval_root)
+    return {"results": results, **merged}
+
+
+# ----------------------------------------------------------------------------- Modal functions
+
+
+@app.function(
+    image=image,
+    cpu=TRAIN_CPUS,
+    memory=TRAIN_MEMORY_MB,
+    timeout=TRAIN_TIMEOUT_S,
+    retries=TRAIN_RETRIES,
+    volumes={CHECKPOINT_ROOT: checkpoint_volume},
+)
+def train_run(overrides: dict, script: str = "train_mop.py") -> dict:
+    """One training run (task, trial, seed) in its own container."""
+    return _train_body(overrides, CHECKPOINT_ROOT, script, commit=checkpoint_volume.commit)
+
+
+@app.function(image=image, timeout=LAUNCH_TIMEOUT_S)
+def train_all(jobs: list[dict], cpu: float = TRAIN_CPUS, gpu: str = "") -> list[dict]:
+    """Start one train_run per job and wait for all. The fan-out runs in the cloud, not in the
+    launching terminal, because a detached local entrypoint keeps only the last Function call it
+    made alive once the terminal goes away (Modal's warning): that call is this one."""
+    options = {"cpu": cpu} | ({"gpu": gpu} if gpu else {})
+    run = train_run.with_options(**options) if cpu != TRAIN_CPUS or gpu else train_run
+    return _fan_out(run.spawn, jobs)
+
+
+@app.function(image=image, timeout=600, volumes={CHECKPOINT_ROOT: checkpoint_volume, EVAL_ROOT: eval_volume})
+def list_checkpoints() -> dict:
+    """The checkpoints on rl-mop and the results on rl-mop-eval (nothing is downloaded)."""
+    return _list_body(CHECKPOINT_ROOT, EVAL_ROOT)
+
+
+@app.function(
+    image=image,
+    cpu=EVAL_CPUS,
+    memory=EVAL_MEMORY_MB,
+    timeout=EVAL_TIMEOUT_S,
+    retries=EVAL_RETRIES,
+    volumes={CHECKPOINT_ROOT: checkpoint_volume, EVAL_ROOT: eval_volume},
+)
+def eval_checkpoint(ref: dict, options: dict) -> dict:
+    """Evaluate one checkpoint; its cache and row file land on rl-mop-eval."""
+    row = _eval_body(ref, options, CHECKPOINT_ROOT, EVAL_ROOT)
+    eval_volume.commit()
+    return row
+
+
+@app.function(image=image, timeout=1800, volumes={EVAL_ROOT: eval_volume})
+def reduce_rows() -> dict:
+    """The one writer of evaluation_results.csv: merge the rows the jobs committed."""
+    eval_volume.reload()  # see the row files other containers committed after this one started
+    summary = _reduce_body(EVAL_ROOT)
+    eval_volume.commit()
+    return summary
+
+
+@app.function(
+    image=image,
+    cpu=EVAL_CPUS,
+    memory=EVAL_MEMORY_MB,
+    timeout=LAUNCH_TIMEOUT_S,
+    volumes={CHECKPOINT_ROOT: checkpoint_volume, EVAL_ROOT: eval_volume},
+)
+def eval_all(refs: list[dict], options: dict) -> dict:
+    """eval_main: every checkpoint in turn in this one container, then the merge. No retries: a
+    re-run skips what is merged or pending and merges leftovers."""
+    return _eval_all_body(refs, options, CHECKPOINT_ROOT, EVAL_ROOT, commit=eval_volume.commit)
+
+
+# ----------------------------------------------------------------------------- launching (this machine)
+
+
+def _split(text: str, name: str, cast: Callable[[str], Any] = str) -> list:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    try:
+        values = list(dict.fromkeys(cast(s) for s in items))
+    except ValueError:
+        raise LaunchError(f"--{name} must be a comma-separated list, got {text!r}") from None
+    if not values:
+        raise LaunchError(f"--{name} is empty")
+    return values
+
+
+def training_jobs(task_ids: str, trials: str, seeds: str, script: str, overrides: dict) -> list[dict]:
+    """One job per (task, trial, seed), each validated against the local schema; raises LaunchError
+    or experiment.ConfigError before anything is started."""
+    import experiment
+
+    if script not in SCRIPTS:
+        raise LaunchError(f"--script must be one of {', '.join(SCRIPTS)}, got {script!r}")
+    overrides = {k: v for k, v in overrides.items() if v is not None and v != ""}
+    tasks, trial_list = _split(task_ids, "task-ids"), _split(trials, "trials", int)
+    seed_list = _split(seeds, "seeds", int) if seeds else [None]
+    jobs = []
+    for task in tasks:
+        for trial in trial_list:
+            for seed in seed_list:
+                run = {**overrides, "task_id": task, "trial": trial} | (
+                    {} if seed is None else {"seed": seed}
+                )
+                experiment.load_config(CONFIG_PATH, run)
+                label = f"{task} trial {trial}" + ("" if seed is None else f" seed {seed}")
+                jobs.append({"label": label, "overrides": run, "script": script})
+    return jobs
+
+
+def _launch_training(task_ids: str, trials: str, seeds: str, script: str, gpu: str, flags: dict) -> None:
+    import experiment
+
+    overrides = {k: flags[k] for k in OVERRIDE_FLAGS}
+    if overrides["num_workers"] is None:
+        overrides["num_workers"] = int(TRAIN_CPUS)
+    cpu = float(max(1, overrides["num_workers"]))  # a core per env worker (0 or 1: in-process)
+    try:
+        if gpu and not re.fullmatch(r"[A-Za-z0-9-]+(:\d+)?", gpu):
+            raise LaunchError(f"--gpu must be a Modal GPU type such as T4 or A10G, got {gpu!r}")
+        jobs = training_jobs(task_ids, trials, seeds, script, overrides)
+    except (LaunchError, experiment.ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if gpu:
+        print(f"note: {script} trains on the CPU; the {gpu} GPU will be allocated but stay idle")
+    print(
+        f"launching {len(jobs)} run(s) on Modal ({cpu:g} cores each), checkpoints to volume {CHECKPOINT_VOLUME}"
+    )
+    for result in train_all.remote(jobs, cpu, gpu):
+        if "error" in result:
+            print(f"✗ {result['label']}: {result['error']}")
+        elif "skipped" in result:
+            print(f"- {result['label']}: skipped, {result['skipped']}")
+        else:
+            succ = result.get("final", {}).get("train/success_recent", float("nan"))
+            print(f"✓ {result['label']}: {result['run_dir']} (recent success {succ:.3f})")
+    print(f"download: modal volume get {CHECKPOINT_VOLUME} / ./modal_checkpoints/")
+
+
+@app.local_entrypoint()
+def main(
+    task_ids: str,
+    trials: str,
+    script: str = "train_mop.py",
+    num_updates: int | None = None,
+    checkpoint_interval: int | None = None,
+    lpc_alpha: float | None = None,
+    normalize_lpc: bool | None = None,
+    max_steps: int | None = None,
+    lr: float | None = None,
+    num_envs: int | None = None,
+    num_workers: int | None = None,
+    unroll_len: int | None = None,
+    expert_hidden_sizes: str = "",
+    intermediate_dim: int | None = None,
+    router_hidden_size: int | None = None,
+    gpu: str = "",
+) -> None:
+    """Train every task x trial, one container each (comma-separated lists). Flags left out take
+    config.yaml's value; --expert-hidden-sizes as in train_mop.py, e.g. "0,16,32;0,16,32"."""
+    _launch_training(task_ids, trials, "", script, gpu, locals())
+
+
+@app.local_entrypoint()
+def main_seeds(
+    task_ids: str,
+    trials: str,
+    seeds: str,
+    script: str = "train_mop.py",
+    num_updates: int | None = None,
+    checkpoint_interval: int | None = None,
+    lpc_alpha: float | None = None,
+    normalize_lpc: bool | None = None,
+    max_steps: int | None = None,
+    lr: float | None = None,
+    num_envs: int | None = None,
+    num_workers: int | None = None,
+    unroll_len: int | None = None,
+    expert_hidden_sizes: str = "",
+    intermediate_dim: int | None = None,
+    router_hidden_size: int | None = None,
+    gpu: str = "",
+) -> None:
+    """Train every task x trial x seed, one container each; checkpoints go to trial_<N>/seed_<S>/."""
+    _launch_training(task_ids, trials, seeds, script, gpu, locals())
+
+
+def _results_table(local_path: str, remote_csv: str | None) -> tuple[pd.DataFrame, str]:
+    """The results to compare with: the local CSV if there is one, else the volume's."""
+    import batch_eval
+
+    if Path(local_path).exists():
+        return batch_eval.read_results(local_path), local_path
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / RESULTS_FILE
+        if remote_csv is not None:
+            path.write_text(remote_csv)
+        source = f"{EVAL_VOLUME}:/{RESULTS_FILE}" if remote_csv is not None else "no results yet"
+        return batch_eval.read_results(path), source
+
+
+def _plan_remote(num_episodes: int, num_envs: int, force: bool, task: str, skip_routing: bool) -> tuple:
+    """Validate the flags here, list the volumes remotely, and plan: (todo, pending, options)."""
+    from babyai_env import check_task_id
+
+    try:  # ConfigError, BatchEvalError and LaunchError are all ValueErrors with one clear line
+        if num_episodes <= 0 or num_envs <= 0:
+            raise LaunchError("--num-episodes and --num-envs must be positive")
+        if task:
+            check_task_id(task)
+        state = list_checkpoints.remote()
+        results, source = _results_table(LOCAL_RESULTS, state["results_csv"])
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    todo = plan_eval(state["refs"], results, state["pending"], task, force)
+    print(
+        f"{len(state['refs'])} checkpoints on {CHECKPOINT_VOLUME}, {len(state['pending'])} rows pending, "
+        f"{len(todo)} to evaluate ({num_episodes} episodes each; compared with {source})"
+    )
+    options = {
+        "num_episodes": num_episodes,
+        "num_envs": num_envs,
+        "skip_routing": skip_routing,
+        "formats": ["parquet"],
+        "eval_task_id": None,
+        "max_steps": None,
+        "sample": False,
+        "knockout": None,
+        "knockout_threshold": None,
+    }
+    return todo, state["pending"], options
+
+
+def _report(results: list, merged: dict) -> None:
+    for r in results:
+        if isinstance(r, BaseException):
+            print(f"✗ {type(r).__name__}: {r}")
+        elif "error" in r:
+            print(f"✗ {r['checkpoint_path']}: {r['error']}")
+    print(
+        f"evaluated {sum(1 for r in results if isinstance(r, dict) and 'error' not in r)} of {len(results)}"
+    )
+    print(f"merged {merged['merged']} rows; {EVAL_VOLUME}:/{RESULTS_FILE} holds {merged['rows']}")
+    print(f"download: modal volume get {EVAL_VOLUME} /{RESULTS_FILE} ./{RESULTS_FILE} --force")
+    print(f"          modal volume get {EVAL_VOLUME} /{CACHE_DIR} . --force")
+
+
+@app.local_entrypoint()
+def eval_parallel(
+    num_episodes: int = 1000,
+    force: bool = False,
+    task: str = "",
+    num_envs: int = 16,
+    skip_routing: bool = False,
+) -> None:
+    """Evaluate every checkpoint on rl-mop that the results lack, one container each, then merge."""
+    todo, pending, options = _plan_remote(num_episodes, num_envs, force, task, skip_routing)
+    if not todo and not pending:
+        return
+    results = list(eval_checkpoint.map(todo, kwargs={"options": options}, return_exceptions=True))
+    _report(results, reduce_rows.remote())
+
+
+@app.local_entrypoint()
+def eval_main(
+    num_episodes: int = 1000,
+    force: bool = False,
+    task: str = "",
+    num_envs: int = 16,
+    skip_routing: bool = False,
+) -> None:
+    """As eval_parallel, but every checkpoint in turn in one container."""
+    todo, pending, options = _plan_remote(num_episodes, num_envs, force, task, skip_routing)
+    if not todo and not pending:
+        return
+    summary = eval_all.remote(todo, options)
+    _report(summary["results"], summary)

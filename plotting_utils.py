@@ -1,0 +1,1426 @@
+"""Plots of the routing caches: pure functions, data in, `matplotlib.figure.Figure` out.
+
+Reads what `routing_cache.load_cache` returns (steps and episodes DataFrames, metadata), rows of
+evaluation_results.csv (knockouts) and of a run's metrics.jsonl (training curves). It never runs a
+model or an env: the level image comes in as an RGB array from the caller. Figures are plain
+`Figure` objects, never registered with pyplot, so nothing pops up and nothing needs closing;
+`save_figures` writes PNGs. Grid heatmaps put row 0 at the top, as minigrid renders the level;
+hatched grey cells were never visited. Layers and experts are numbered from 0, as in the cache's
+`layer_<k>_expert_<j>` columns and in knockout specs.
+
+    data = routing_cache.load_cache("evaluation_cache/BabyAI-GoToLocal-v0/trial_0")
+    fig = plot_overall_routing(data.steps, data.expert_sizes, env_image=image, grid_info=grid_info_for(data.steps, data.episodes))
+    save_figures(standard_figures(data, metrics_rows=rows), "plots/BabyAI-GoToLocal-v0/trial_0")
+
+    python plotting_utils.py evaluation_cache/BabyAI-GoToLocal-v0/trial_0 --out plots/GoToLocal
+    python plotting_utils.py evaluation_cache/BabyAI-UnlockPickup-v0/trial_0 --metrics checkpoints/BabyAI-UnlockPickup-v0/trial_0/metrics.jsonl --results evaluation_results.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import re
+import sys
+import textwrap
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LinearSegmentedColormap, Normalize, to_rgb
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.legend import Legend
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator, MultipleLocator
+
+from routing_cache import CacheData
+
+# ----------------------------------------------------------------------------- constants
+
+# One hue per expert index (tab10's first six, colour-blind-tolerable), as pale-to-dark ramps so
+# a heatmap cell's hue says which expert dominates and its depth how strongly.
+_EXPERT_HUES = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
+
+
+def _ramp(name: str, hue: str) -> LinearSegmentedColormap:
+    rgb = np.array(to_rgb(hue))
+    return LinearSegmentedColormap.from_list(name, [0.8 + 0.2 * rgb, rgb, 0.55 * rgb])
+
+
+EXPERT_CMAPS: tuple[LinearSegmentedColormap, ...] = tuple(
+    _ramp(f"expert_{j}", h) for j, h in enumerate(_EXPERT_HUES)
+)
+EXPERT_COLORS: tuple[str, ...] = _EXPERT_HUES
+UNVISITED_COLOR = "#d4d4d4"
+UNVISITED_HATCH_COLOR = "#8c8c8c"
+ACTION_NAMES: tuple[str, ...] = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
+EVENT_NAMES = {"t_pick": "first pickup", "t_unlocked": "door opened", "t_drop": "first drop"}
+KEY_PHASES = ("before pickup", "carrying key", "door open", "after drop")
+ANALYSES = (
+    "overall",
+    "by_starting_room",
+    "by_door_location",
+    "by_carrying_phase",
+    "by_door_unlocked_phase",
+    "by_key_phase",
+    "by_quadrant",
+)
+_WEIGHT_RE = re.compile(r"^layer_(\d+)_expert_(\d+)$")
+# Paper sizes: ~3.3 in per panel and 8-9 pt text stay readable when printed at 1x.
+_PANEL = 3.3
+_STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.title_fontsize": 8,
+    "figure.titlesize": 10,
+    "hatch.linewidth": 0.6,
+}
+
+
+def _styled(fn: Callable) -> Callable:
+    """Create every artist under the paper style (font sizes are fixed when an artist is made)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with matplotlib.rc_context(_STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _heat_size(grid_info: Mapping[str, int], width: float = 2.6) -> tuple[float, float]:
+    """(width, height) in inches of one grid panel: fixed width, height from the level's aspect
+    (an 11x6 two-room level gets a flat panel, not a square one with empty bands)."""
+    aspect = grid_info["grid_height"] / grid_info["grid_width"]
+    return width, float(np.clip(width * aspect, 1.0, 1.4 * width))
+
+
+def expert_label(layer: int, expert: int, size: int | None) -> str:
+    """'layer 1 · 32 units'; 'layer 1 · identity' for the size-0 skip expert; the expert index when
+    the size is unknown."""
+    if size is None:
+        return f"layer {layer} · expert {expert}"
+    return f"layer {layer} · identity" if int(size) == 0 else f"layer {layer} · {int(size)} units"
+
+
+def _short_size(size: int | None, expert: int) -> str:
+    return f"e{expert}" if size is None else ("id" if int(size) == 0 else str(int(size)))
+
+
+# ----------------------------------------------------------------------------- columns and checks
+
+
+def routing_layers(columns: Iterable[str]) -> dict[int, list[str]]:
+    """{layer: its weight columns in expert order} from `layer_<k>_expert_<j>` column names."""
+    found: dict[int, list[tuple[int, str]]] = {}
+    for c in columns:
+        m = _WEIGHT_RE.match(str(c))
+        if m:
+            found.setdefault(int(m.group(1)), []).append((int(m.group(2)), c))
+    return {k: [c for _, c in sorted(v)] for k, v in sorted(found.items())}
+
+
+def has_routing(steps: pd.DataFrame) -> bool:
+    """Whether a table holds router weights (a GRU-baseline cache does not)."""
+    return bool(routing_layers(steps.columns))
+
+
+def _require_routing(table: pd.DataFrame, what: str) -> dict[int, list[str]]:
+    layers = routing_layers(table.columns)
+    if not layers:
+        raise ValueError(
+            f"{what} needs router weights (layer_<k>_expert_<j> columns) and this table has none: "
+            "a GRU-baseline cache has no routing to plot; use the behaviour plots instead"
+        )
+    return layers
+
+
+def _size(expert_sizes: Sequence[Sequence[int]] | None, layer: int, expert: int) -> int | None:
+    try:
+        return int(expert_sizes[layer][expert])  # type: ignore[index]
+    except (TypeError, IndexError, KeyError):
+        return None
+
+
+def _labels(expert_sizes: Sequence[Sequence[int]] | None, layer: int, n: int) -> list[str]:
+    return [expert_label(layer, j, _size(expert_sizes, layer, j)) for j in range(n)]
+
+
+def _size_name(size: int | None, expert: int) -> str:
+    return f"expert {expert}" if size is None else ("identity" if int(size) == 0 else f"{int(size)} units")
+
+
+def _expert_legend(
+    fig: Figure,
+    layers: Mapping[int, list[str]],
+    expert_sizes: Sequence[Sequence[int]] | None,
+    kind: str = "line",
+) -> Legend:
+    """One legend under all panels naming every expert by size. Colour follows the expert index;
+    when every layer has the same sizes one entry per expert says it all, else a column per layer."""
+    sizes = {k: [_size(expert_sizes, k, j) for j in range(len(c))] for k, c in layers.items()}
+
+    def handle(j: int, label: str) -> Any:
+        color = EXPERT_COLORS[j % len(EXPERT_COLORS)]
+        return (
+            Line2D([], [], color=color, linewidth=2, label=label)
+            if kind == "line"
+            else Patch(color=color, label=label)
+        )
+
+    first = next(iter(sizes.values()))
+    if len({tuple(v) for v in sizes.values()}) == 1 and None not in first:
+        handles = [handle(j, _size_name(s, j)) for j, s in enumerate(first)]
+        return fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncol=len(handles),
+            frameon=False,
+            title="expert (every layer)",
+        )
+    most = max(len(v) for v in sizes.values())
+    handles = [
+        handle(j, expert_label(k, j, v[j])) if j < len(v) else Patch(visible=False, label=" ")
+        for k, v in sizes.items()
+        for j in range(most)
+    ]
+    return fig.legend(
+        handles=handles, loc="outside lower center", ncol=len(sizes), frameon=False, title="expert"
+    )
+
+
+# ----------------------------------------------------------------------------- grids
+
+
+def compute_grid_bounds(positions: Any, grid_size: Sequence[int] | None = None) -> dict[str, int]:
+    """x_min/x_max/y_min/y_max/grid_width/grid_height of the cells to draw: the whole level when
+    grid_size (width, height) is given (so heatmaps line up with the level image), else the
+    bounding box of the positions ((N, 2) array or a DataFrame with x, y)."""
+    if grid_size is not None:
+        w, h = int(grid_size[0]), int(grid_size[1])
+        return {"x_min": 0, "x_max": w - 1, "y_min": 0, "y_max": h - 1, "grid_width": w, "grid_height": h}
+    if isinstance(positions, pd.DataFrame):
+        xy = positions[["x", "y"]].to_numpy()
+    else:
+        xy = np.asarray(positions, dtype=int).reshape(-1, 2)
+    if len(xy) == 0:
+        raise ValueError("compute_grid_bounds: no positions and no grid_size")
+    x_min, y_min = (int(v) for v in xy.min(0))
+    x_max, y_max = (int(v) for v in xy.max(0))
+    return {
+        "x_min": x_min,
+        "x_max": x_max,
+        "y_min": y_min,
+        "y_max": y_max,
+        "grid_width": x_max - x_min + 1,
+        "grid_height": y_max - y_min + 1,
+    }
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_context(text: str) -> dict:
+    # Cached: every grouping re-reads the same 10^3 JSON strings; callers treat the dicts as read-only.
+    return json.loads(text)
+
+
+def _contexts(episodes: pd.DataFrame | None) -> list[dict]:
+    if episodes is None or "env_context" not in episodes.columns:
+        return []
+    return [_parse_context(c) if isinstance(c, str) else dict(c) for c in episodes["env_context"]]
+
+
+def grid_info_for(steps: pd.DataFrame, episodes: pd.DataFrame | None = None) -> dict[str, int]:
+    """Grid bounds of the whole level (largest grid_size in the episodes' env_context), else of
+    the visited cells."""
+    sizes = [c["grid_size"] for c in _contexts(episodes) if c.get("grid_size")]
+    if sizes:
+        return compute_grid_bounds(None, (max(s[0] for s in sizes), max(s[1] for s in sizes)))
+    return compute_grid_bounds(steps)
+
+
+def _to_grid(agg: pd.DataFrame, values: np.ndarray, grid_info: Mapping[str, int]) -> np.ndarray:
+    """Scatter per-cell values (rows of agg, indexed by (x, y)) into a (height, width, ...) array of
+    NaN, so unvisited cells stay NaN."""
+    shape = (grid_info["grid_height"], grid_info["grid_width"]) + values.shape[1:]
+    grid = np.full(shape, np.nan)
+    xs = agg.index.get_level_values("x").to_numpy() - grid_info["x_min"]
+    ys = agg.index.get_level_values("y").to_numpy() - grid_info["y_min"]
+    inside = (xs >= 0) & (xs < shape[1]) & (ys >= 0) & (ys < shape[0])
+    grid[ys[inside], xs[inside]] = values[inside]
+    return grid
+
+
+def _grid_axes(ax: Axes, grid_info: Mapping[str, int]) -> tuple[float, float, float, float]:
+    """Cell-centred extent with row 0 at the top, integer ticks, and a hatched grey backdrop that
+    shows through wherever a cell was never visited."""
+    x0, x1 = grid_info["x_min"] - 0.5, grid_info["x_max"] + 0.5
+    y0, y1 = grid_info["y_min"] - 0.5, grid_info["y_max"] + 0.5
+    ax.add_patch(
+        Rectangle(
+            (x0, y0),
+            x1 - x0,
+            y1 - y0,
+            facecolor=UNVISITED_COLOR,
+            edgecolor=UNVISITED_HATCH_COLOR,
+            hatch="///",
+            linewidth=0,
+            zorder=0,
+        )
+    )
+    step = 1 if grid_info["grid_width"] <= 10 and grid_info["grid_height"] <= 10 else 2
+    if max(grid_info["grid_width"], grid_info["grid_height"]) > 20:
+        step = 5
+    # Locators, not set_ticks: tick artists are then made only when drawn (creation stays cheap).
+    ax.xaxis.set_major_locator(MultipleLocator(step))
+    ax.yaxis.set_major_locator(MultipleLocator(step))
+    ax.set_xlabel("x (cell)")
+    ax.set_ylabel("y (cell)")
+    return (x0, x1, y1, y0)
+
+
+def _unvisited_handle(text: str = "unvisited") -> Patch:
+    return Patch(facecolor=UNVISITED_COLOR, edgecolor=UNVISITED_HATCH_COLOR, hatch="///", label=text)
+
+
+def _unvisited_legend(fig: Figure, text: str = "never visited") -> None:
+    fig.legend(handles=[_unvisited_handle(text)], loc="outside lower right", frameon=False)
+
+
+def _value_heatmap(
+    ax: Axes,
+    grid: np.ndarray,
+    grid_info: Mapping[str, int],
+    cmap: str,
+    label: str,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: bool = True,
+    location: str = "right",
+) -> AxesImage:
+    extent = _grid_axes(ax, grid_info)
+    masked = np.ma.masked_invalid(grid)
+    cm = matplotlib.colormaps[cmap].with_extremes(bad=(0, 0, 0, 0))  # masked cells show the hatch
+    image = ax.imshow(
+        masked,
+        cmap=cm,
+        vmin=vmin,
+        vmax=vmax,
+        origin="upper",
+        extent=extent,
+        interpolation="nearest",
+        zorder=1,
+    )
+    if colorbar:
+        bottom = location == "bottom"
+        ax.figure.colorbar(
+            image,
+            ax=ax,
+            label=label,
+            location=location,
+            shrink=0.9,
+            fraction=0.06 if bottom else 0.15,
+            pad=0.02,
+        )
+    return image
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def aggregate_routing_by_position(
+    steps: pd.DataFrame, filter_fn: Callable[[pd.DataFrame], Any] | None = None
+) -> pd.DataFrame:
+    """Per visited (x, y): mean router weight of every layer/expert, mean LPC (and policy entropy
+    when recorded), and `visits` (steps spent there). filter_fn(steps) -> boolean mask keeps a
+    subset first (vectorised, e.g. `lambda s: s.carrying == 1`)."""
+    if filter_fn is not None:
+        steps = steps[np.asarray(filter_fn(steps), dtype=bool)]
+    cols = [c for cols in routing_layers(steps.columns).values() for c in cols]
+    cols += [c for c in ("lpc", "entropy") if c in steps.columns]
+    grouped = steps.groupby(["x", "y"], sort=True)
+    agg = grouped[cols].mean()
+    agg["visits"] = grouped.size()
+    return agg
+
+
+def routing_entropy(steps: pd.DataFrame, layer: int) -> np.ndarray:
+    """Entropy of the router's weights in one layer at every step, in nats (0 log 0 = 0)."""
+    cols = _require_routing(steps, "routing_entropy").get(layer)
+    if cols is None:
+        raise ValueError(f"no layer {layer} in this table (layers {list(routing_layers(steps.columns))})")
+    w = steps[cols].to_numpy(dtype=float)
+    return -(w * np.log(np.where(w > 0, w, 1.0))).sum(1)
+
+
+def expert_usage(source: Any) -> dict[int, np.ndarray]:
+    """{layer: mean weight of each expert}. source: a steps table (step-weighted mean), an
+    evaluation metrics dict or results row (usage_layer_<k>_expert_<j>), or training metrics
+    (routing/layer_<k>/expert_<j>; of a list of rows, the last row that has them)."""
+    if isinstance(source, pd.DataFrame) and routing_layers(source.columns):
+        layers = routing_layers(source.columns)
+        return {k: source[cols].to_numpy(dtype=float).mean(0) for k, cols in layers.items()}
+    if isinstance(source, pd.DataFrame):
+        source = source.to_dict("records")
+    if isinstance(source, (list, tuple)):
+        rows = [r for r in source if any(str(k).startswith("routing/") for k in r)]
+        if not rows:
+            raise ValueError("expert_usage: no row holds routing/layer_<k>/expert_<j> (a GRU-baseline run?)")
+        source = rows[-1]
+    usage: dict[int, dict[int, float]] = {}
+    for key, value in dict(source).items():
+        m = re.match(r"^(?:usage_layer_(\d+)_expert_(\d+)|routing/layer_(\d+)/expert_(\d+))$", str(key))
+        if m and value is not None and not pd.isna(value):
+            k, j = (int(g) for g in m.groups() if g is not None)
+            usage.setdefault(k, {})[j] = float(value)
+    if not usage:
+        raise ValueError("expert_usage: no usage_layer_<k>_expert_<j> or routing/ keys (a GRU-baseline run?)")
+    return {k: np.array([v[j] for j in sorted(v)]) for k, v in sorted(usage.items())}
+
+
+def action_kl_by_cell(steps: pd.DataFrame, reference: str = "global", min_visits: int = 5) -> pd.DataFrame:
+    """KL(p_cell || q) in nats for every visited cell (index x, y; columns visits, kl).
+
+    p_cell is the cell's action distribution with the Jeffreys prior (add 1/2 to every action's
+    count), so a cell with few visits and an unseen action does not give an infinite KL. q is the
+    whole table's action distribution ('global') or the pooled counts of the cell's 4 neighbours
+    ('neighbours'), smoothed the same way. kl is NaN where the cell, or its neighbours pooled, have
+    fewer than min_visits steps."""
+    if reference not in ("global", "neighbours"):
+        raise ValueError(f"reference must be 'global' or 'neighbours', not {reference!r}")
+    num_actions = max(len(ACTION_NAMES), int(steps["action"].max()) + 1 if len(steps) else 0)
+    counts = (
+        steps.groupby(["x", "y", "action"])
+        .size()
+        .unstack("action", fill_value=0)
+        .reindex(columns=range(num_actions), fill_value=0)
+    )  # (cells, A)
+    n = counts.to_numpy(dtype=float)
+    visits = n.sum(1)
+    p = (n + 0.5) / (visits[:, None] + 0.5 * num_actions)
+    if reference == "global":
+        total = n.sum(0)
+        q = np.broadcast_to((total + 0.5) / (total.sum() + 0.5 * num_actions), n.shape)
+        ref_visits = np.full(len(n), total.sum())
+    else:
+        info = compute_grid_bounds(steps)
+        grid = np.nan_to_num(_to_grid(counts, n, info))  # (H, W, A)
+        padded = np.pad(grid, ((1, 1), (1, 1), (0, 0)))
+        neighbours = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]
+        xs = counts.index.get_level_values("x").to_numpy() - info["x_min"]
+        ys = counts.index.get_level_values("y").to_numpy() - info["y_min"]
+        m = neighbours[ys, xs]  # (cells, A)
+        ref_visits = m.sum(1)
+        q = (m + 0.5) / (ref_visits[:, None] + 0.5 * num_actions)
+    kl = (p * (np.log(p) - np.log(q))).sum(1)
+    kl[(visits < min_visits) | (ref_visits < min_visits)] = np.nan
+    return pd.DataFrame({"visits": visits.astype(int), "kl": kl}, index=counts.index)
+
+
+# ----------------------------------------------------------------------------- routing heatmaps
+
+
+def _shade(expert: int, strength: np.ndarray) -> np.ndarray:
+    """RGBA of `expert`'s ramp at strength 0..1 (kept off the palest end so weak cells still show
+    their hue against the grey of unvisited ones)."""
+    return EXPERT_CMAPS[expert % len(EXPERT_CMAPS)](0.12 + 0.88 * np.clip(strength, 0.0, 1.0))
+
+
+def _add_expert_key(fig: Figure, axes: Axes | list[Axes], num_experts: int, sizes: list[int | None]) -> Axes:
+    """The heatmap's legend: one row per expert, named by its size, showing its ramp from weight 1/E
+    (a tie) to 1 (all weight on it) - hue names the dominant expert, depth how dominant it is."""
+    low = 1.0 / num_experts if num_experts > 1 else 0.0
+    bar = fig.colorbar(
+        ScalarMappable(Normalize(low, 1.0), EXPERT_CMAPS[0]),
+        ax=axes,
+        location="bottom",
+        fraction=0.05 * num_experts,
+        aspect=24 / num_experts,
+        pad=0.02,
+    )
+    ramp = np.linspace(0.0, 1.0, 64)
+    image = np.stack([_shade(j, ramp) for j in range(num_experts)], axis=0)  # (E, 64, 4)
+    bar.ax.imshow(image, extent=(low, 1, 0, 1), aspect="auto", origin="upper", zorder=3)
+    bar.ax.yaxis.set_ticks_position("left")
+    bar.ax.set_yticks(1 - (np.arange(num_experts) + 0.5) / num_experts)
+    bar.ax.set_yticklabels([_size_name(s, j) for j, s in enumerate(sizes)])
+    bar.set_label("weight of the dominant expert")
+    bar.ax.set_label("expert_key")
+    return bar.ax
+
+
+@_styled
+def render_routing_heatmap(
+    ax: Axes,
+    agg: pd.DataFrame,
+    grid_info: Mapping[str, int],
+    layer: int,
+    expert_sizes: Sequence[Sequence[int]] | None,
+    key: bool = True,
+) -> AxesImage:
+    """One layer on a grid: the dominant expert's hue, deeper the more weight it holds (its max
+    weight rescaled from 1/E to 1); hatched grey where never visited. agg comes from
+    aggregate_routing_by_position. key: draw the legend below the axes (a ramp per expert, named by
+    its size). Returns the image (RGBA, alpha 0 where unvisited)."""
+    cols = _require_routing(agg, "render_routing_heatmap").get(layer)
+    if cols is None:
+        raise ValueError(f"no layer {layer} in this table (layers {list(routing_layers(agg.columns))})")
+    num_experts = len(cols)
+    weights = agg[cols].to_numpy(dtype=float)  # (cells, E)
+    dominant = weights.argmax(1)
+    low = 1.0 / num_experts
+    strength = (weights.max(1) - low) / (1 - low) if num_experts > 1 else np.ones(len(weights))
+    rgba = np.zeros((len(weights), 4))
+    for j in range(num_experts):
+        rows = dominant == j
+        rgba[rows] = _shade(j, strength[rows])
+    grid = np.nan_to_num(_to_grid(agg, rgba, grid_info))  # unvisited: alpha 0, shows the hatch
+    extent = _grid_axes(ax, grid_info)
+    image = ax.imshow(grid, origin="upper", extent=extent, interpolation="nearest", zorder=1)
+    ax.set_title(f"layer {layer}: dominant expert")
+    ax.set_label(f"routing_layer_{layer}")
+    if key:
+        _add_expert_key(
+            ax.figure, ax, num_experts, [_size(expert_sizes, layer, j) for j in range(num_experts)]
+        )
+    return image
+
+
+@_styled
+def render_lpc_heatmap(
+    ax: Axes,
+    agg: pd.DataFrame,
+    grid_info: Mapping[str, int],
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar: bool = True,
+) -> AxesImage:
+    """Mean LPC per cell (viridis; hatched grey where never visited)."""
+    grid = _to_grid(agg, agg["lpc"].to_numpy(dtype=float), grid_info)
+    image = _value_heatmap(ax, grid, grid_info, "viridis", "LPC (Σ w·size²)", vmin, vmax, colorbar, "bottom")
+    ax.set_title("mean LPC per cell")
+    ax.set_label("lpc")
+    return image
+
+
+def _env_panel(ax: Axes, env_image: np.ndarray | None, mission: str | None, title: str = "level") -> None:
+    if env_image is not None:
+        ax.imshow(np.asarray(env_image))
+    ax.set_axis_off()
+    ax.set_label("env_image")
+    text = title if not mission else f"{title}\n" + textwrap.fill(f'"{mission}"', 34)
+    ax.set_title(text)
+
+
+@_styled
+def plot_overall_routing(
+    steps: pd.DataFrame,
+    expert_sizes: Sequence[Sequence[int]] | None,
+    env_image: np.ndarray | None = None,
+    env_mission: str | None = None,
+    filter_fn: Callable[[pd.DataFrame], Any] | None = None,
+    title_suffix: str = "",
+    grid_info: Mapping[str, int] | None = None,
+) -> Figure:
+    """Level image (when given), one dominant-expert heatmap per layer, and the LPC heatmap."""
+    layers = _require_routing(steps, "plot_overall_routing")
+    agg = aggregate_routing_by_position(steps, filter_fn)
+    if agg.empty:
+        raise ValueError("plot_overall_routing: no steps left after filter_fn")
+    grid_info = grid_info or compute_grid_bounds(steps)
+    panels = len(layers) + 1 + (env_image is not None)
+    w, h = _heat_size(grid_info)
+    fig = _figure((w + 0.7) * panels, h + 2.3)
+    axes = list(fig.subplots(1, panels, squeeze=False)[0])
+    if env_image is not None:
+        _env_panel(axes.pop(0), env_image, env_mission)
+    for ax, layer in zip(axes, layers):
+        render_routing_heatmap(ax, agg, grid_info, layer, expert_sizes)
+    render_lpc_heatmap(axes[-1], agg, grid_info)
+    n_ep = steps["episode"].nunique() if "episode" in steps.columns else "?"
+    fig.suptitle(f"Routing by position{title_suffix} ({int(agg['visits'].sum())} steps, {n_ep} episodes)")
+    _unvisited_legend(fig)
+    return fig
+
+
+@_styled
+def plot_lpc_heatmap(steps: pd.DataFrame, grid_info: Mapping[str, int] | None = None) -> Figure:
+    """Mean LPC per cell, on its own (same panel as in plot_overall_routing)."""
+    _require_routing(steps, "plot_lpc_heatmap")
+    grid_info = grid_info or compute_grid_bounds(steps)
+    w, h = _heat_size(grid_info)
+    fig = _figure(w + 0.8, h + 1.6)
+    render_lpc_heatmap(
+        fig.subplots(), aggregate_routing_by_position(steps), grid_info or compute_grid_bounds(steps)
+    )
+    fig.suptitle(f"LPC by position ({len(steps)} steps)")
+    _unvisited_legend(fig)
+    return fig
+
+
+# ----------------------------------------------------------------------------- groupings
+
+
+def get_available_analyses(steps: pd.DataFrame, episodes: pd.DataFrame) -> list[str]:
+    """The groupings this cache supports, in ANALYSES order: 'overall' always; 'by_starting_room'
+    when the level has several rooms and episodes start in more than one; 'by_door_location' when
+    an episode has a door; the carrying / door phases when those events happened; key phases when
+    a key and a locked door exist and something was picked up;
+    'by_quadrant' when episodes have a target. Routing plots additionally need has_routing(steps)."""
+    contexts = _contexts(episodes)
+    found = ["overall"]
+    shapes = [c.get("room_grid_shape") for c in contexts]
+    rooms = {tuple(c["agent_start_room"]) for c in contexts if c.get("agent_start_room") is not None}
+    if any(s is not None and s[0] * s[1] > 1 for s in shapes) and len(rooms) > 1:
+        found.append("by_starting_room")
+    if (
+        "door_x" in episodes.columns
+        and any(c.get("doors") for c in contexts)
+        and episodes["door_x"].notna().any()
+    ):
+        found.append("by_door_location")
+    carrying = "carrying" in steps.columns and bool((steps["carrying"] == 1).any())
+    if carrying:
+        found.append("by_carrying_phase")
+    if "door_unlocked" in steps.columns and bool((steps["door_unlocked"] == 1).any()):
+        found.append("by_door_unlocked_phase")
+    # Key phases mean something only where a key opens a locked door (not for distractor keys).
+    locked = any(c.get("keys") and any(len(d) > 4 and d[4] for d in c.get("doors", [])) for c in contexts)
+    if locked and "t_pick" in steps.columns and steps["t_pick"].notna().any():
+        found.append("by_key_phase")
+    if any(c.get("target_pos") is not None for c in contexts):
+        found.append("by_quadrant")
+    return found
+
+
+def room_labels_for_groups(
+    sorted_keys: Sequence[Sequence[int]],
+    room_grid_shape: Sequence[int],
+    grid_size: Sequence[int] | None = None,
+) -> list[str]:
+    """Names like 'Top-Left' for rooms given by their top-left cell (x, y), in a room grid of
+    room_grid_shape (columns, rows). Room pitch comes from grid_size (width, height) when given,
+    else from the keys themselves."""
+    cols, rows = int(room_grid_shape[0]), int(room_grid_shape[1])
+    xs = [int(k[0]) for k in sorted_keys]
+    ys = [int(k[1]) for k in sorted_keys]
+
+    def pitch(values: list[int], count: int, extent: int | None) -> int:
+        # RoomGrid levels are (room_size - 1) * count + 1 cells wide: neighbours share a wall.
+        if extent is not None:
+            return max(1, (int(extent) - 1) // count)
+        nonzero = [v for v in values if v > 0]
+        return math.gcd(*nonzero) if nonzero else 1
+
+    px = pitch(xs, cols, grid_size[0] if grid_size is not None else None)
+    py = pitch(ys, rows, grid_size[1] if grid_size is not None else None)
+    col_names = {1: [""], 2: ["Left", "Right"], 3: ["Left", "Center", "Right"]}.get(cols)
+    row_names = {1: [""], 2: ["Top", "Bottom"], 3: ["Top", "Middle", "Bottom"]}.get(rows)
+    labels = []
+    for x, y in zip(xs, ys):
+        c, r = min(x // px, cols - 1), min(y // py, rows - 1)
+        col = col_names[c] if col_names else f"Col {c}"
+        row = row_names[r] if row_names else f"Row {r}"
+        labels.append("-".join(p for p in (row, col) if p) or "Only room")
+    return labels
+
+
+def _per_step(steps: pd.DataFrame, episodes: pd.DataFrame, per_episode: Sequence[Any]) -> np.ndarray:
+    lookup = pd.Series(list(per_episode), index=episodes["episode"].to_numpy())
+    return steps["episode"].map(lookup).to_numpy()
+
+
+def _door_side(ctx: dict, door_x: float, door_y: float) -> str:
+    if not np.isfinite(door_x) or not np.isfinite(door_y):
+        return "no door identified"
+    x0, y0, x1, y1 = ctx.get("room_bounds") or (1, 1, ctx["grid_size"][0] - 2, ctx["grid_size"][1] - 2)
+    along_y = ("upper", "middle", "lower")
+    along_x = ("left part", "middle", "right part")
+
+    def third(v: float, lo: float, hi: float) -> int:
+        return int(min(2, max(0, (v - lo) / max(hi - lo + 1, 1) * 3)))
+
+    if door_x > x1:
+        return f"right wall, {along_y[third(door_y, y0, y1)]}"
+    if door_x < x0:
+        return f"left wall, {along_y[third(door_y, y0, y1)]}"
+    if door_y < y0:
+        return f"top wall, {along_x[third(door_x, x0, x1)]}"
+    if door_y > y1:
+        return f"bottom wall, {along_x[third(door_x, x0, x1)]}"
+    return "not on start room's wall"
+
+
+def group_labels(steps: pd.DataFrame, episodes: pd.DataFrame, group_by: str) -> tuple[pd.Series, list[str]]:
+    """(label of every step, labels in display order) for one of ANALYSES."""
+    n = len(steps)
+    if group_by == "overall":
+        return pd.Series(["all steps"] * n, index=steps.index), ["all steps"]
+    if group_by not in ANALYSES:
+        raise ValueError(f"unknown grouping {group_by!r}; choose from {list(ANALYSES)}")
+    contexts = _contexts(episodes)
+    if group_by == "by_starting_room":
+        rooms = [tuple(c.get("agent_start_room") or (0, 0)) for c in contexts]
+        keys = sorted(set(rooms), key=lambda r: (r[1], r[0]))
+        shape = next((c["room_grid_shape"] for c in contexts if c.get("room_grid_shape")), (1, 1))
+        grid = max((c["grid_size"] for c in contexts), key=lambda s: s[0] * s[1])
+        names = dict(zip(keys, room_labels_for_groups(keys, shape, grid)))
+        labels = _per_step(steps, episodes, [names[r] for r in rooms])
+        order = [names[k] for k in keys]
+    elif group_by == "by_door_location":
+        dx = episodes["door_x"].to_numpy(dtype=float, na_value=np.nan)
+        dy = episodes["door_y"].to_numpy(dtype=float, na_value=np.nan)
+        sides = [_door_side(c, x, y) for c, x, y in zip(contexts, dx, dy)]
+        labels = _per_step(steps, episodes, sides)
+        walls = ("top", "right", "bottom", "left", "not", "no")
+        parts = ("upper", "left part", "middle", "lower", "right part")
+
+        def rank(side: str) -> tuple[int, int]:
+            wall = next(i for i, w in enumerate(walls) if side.startswith(w))
+            return wall, next((i for i, p in enumerate(parts) if side.endswith(p)), 0)
+
+        order = sorted(set(sides), key=rank)
+    elif group_by == "by_carrying_phase":
+        labels = np.where(steps["carrying"].to_numpy() == 1, "carrying", "not carrying")
+        order = ["not carrying", "carrying"]
+    elif group_by == "by_door_unlocked_phase":
+        labels = np.where(steps["door_unlocked"].to_numpy() == 1, "door opened", "door not yet opened")
+        order = ["door not yet opened", "door opened"]
+    elif group_by == "by_key_phase":
+        # Later events win: the phases are a progression (pick up the key, open the door, drop it).
+        labels = np.full(n, KEY_PHASES[0], dtype=object)
+        labels[steps["t_pick"].notna().to_numpy()] = KEY_PHASES[1]
+        labels[steps["door_unlocked"].to_numpy() == 1] = KEY_PHASES[2]
+        labels[steps["t_drop"].notna().to_numpy()] = KEY_PHASES[3]
+        order = list(KEY_PHASES)
+    else:  # by_quadrant: where the agent stands relative to the target it must reach
+        targets = [c.get("target_pos") or (np.nan, np.nan) for c in contexts]
+        tx = _per_step(steps, episodes, [float(t[0]) for t in targets]).astype(float)
+        ty = _per_step(steps, episodes, [float(t[1]) for t in targets]).astype(float)
+        dx, dy = steps["x"].to_numpy() - tx, steps["y"].to_numpy() - ty
+        vertical = np.where(dy < 0, "above", "below")
+        horizontal = np.where(dx < 0, "left", "right")
+        labels = np.char.add(np.char.add(vertical.astype(str), "-"), horizontal.astype(str)).astype(object)
+        labels[(dx == 0) | (dy == 0)] = "same row or column"
+        labels[np.isnan(tx)] = "no target"
+        order = ["above-left", "above-right", "below-left", "below-right", "same row or column", "no target"]
+    series = pd.Series(labels, index=steps.index, dtype=object)
+    present = set(series.unique())
+    return series, [g for g in order if g in present]
+
+
+def group_routing_data(steps: pd.DataFrame, episodes: pd.DataFrame, group_by: str) -> dict[str, pd.DataFrame]:
+    """{group label: its steps}, in display order; the groups partition the steps."""
+    labels, order = group_labels(steps, episodes, group_by)
+    return {g: steps[labels == g] for g in order}
+
+
+_GROUP_TITLES = {
+    "overall": "all steps",
+    "by_starting_room": "starting room",
+    "by_door_location": "door position on the start room's wall",
+    "by_carrying_phase": "carrying or not",
+    "by_door_unlocked_phase": "door opened yet",
+    "by_key_phase": "key phase",
+    "by_quadrant": "agent position relative to target",
+}
+
+
+@_styled
+def plot_grouped_routing(
+    steps: pd.DataFrame,
+    episodes: pd.DataFrame,
+    group_by: str,
+    expert_sizes: Sequence[Sequence[int]] | None,
+    env_images: Mapping[str, np.ndarray] | np.ndarray | None = None,
+    grid_info: Mapping[str, int] | None = None,
+) -> Figure:
+    """One row per group: level image (env_images[label], or one image for every row), one
+    dominant-expert heatmap per layer, LPC on one colour scale shared by all rows."""
+    layers = _require_routing(steps, "plot_grouped_routing")
+    if group_by == "overall":
+        return plot_overall_routing(steps, expert_sizes, grid_info=grid_info)
+    groups = group_routing_data(steps, episodes, group_by)
+    grid_info = grid_info or grid_info_for(steps, episodes)
+    aggs = {g: aggregate_routing_by_position(s) for g, s in groups.items()}
+    lpc_min = min(a["lpc"].min() for a in aggs.values())
+    lpc_max = max(a["lpc"].max() for a in aggs.values())
+    show_env = env_images is not None
+    ncols = len(layers) + 1 + show_env
+    w, h = _heat_size(grid_info, 2.4)
+    fig = _figure((w + 0.6) * ncols + 0.4, (h + 0.55) * len(groups) + 1.6)
+    axes = fig.subplots(len(groups), ncols, squeeze=False)
+    for r, (group, agg) in enumerate(aggs.items()):
+        row = list(axes[r])
+        if show_env:
+            image = env_images.get(group) if isinstance(env_images, Mapping) else env_images
+            _env_panel(row.pop(0), image, None, title=group)
+        for ax, layer in zip(row, layers):
+            render_routing_heatmap(ax, agg, grid_info, layer, expert_sizes, key=False)
+        render_lpc_heatmap(row[-1], agg, grid_info, lpc_min, lpc_max, colorbar=False)
+        n_steps, n_ep = int(agg["visits"].sum()), groups[group]["episode"].nunique()
+        for ax in row[1:]:
+            ax.set_ylabel("")
+        for ax in row if r < len(groups) - 1 else []:
+            ax.set_xlabel("")
+        for ax in row if r > 0 else []:
+            ax.set_title("")
+        row[0].set_ylabel(f"{group}\n({n_steps} steps, {n_ep} episodes)\ny (cell)")
+    offset = int(show_env)
+    for i, (layer, cols) in enumerate(layers.items()):
+        _add_expert_key(
+            fig,
+            list(axes[:, offset + i]),
+            len(cols),
+            [_size(expert_sizes, layer, j) for j in range(len(cols))],
+        )
+    image = axes[0, -1].get_images()[0]
+    fig.colorbar(
+        image, ax=list(axes[:, -1]), label="LPC (Σ w·size²)", location="bottom", fraction=0.05, pad=0.02
+    )
+    fig.suptitle(f"Routing by {_GROUP_TITLES[group_by]} ({len(steps)} steps)")
+    _unvisited_legend(fig)
+    return fig
+
+
+# ----------------------------------------------------------------------------- behaviour
+
+
+@_styled
+def plot_action_frequency(steps: pd.DataFrame, by_carrying: bool = False) -> Figure:
+    """Fraction of steps on each action (bars per carrying state when by_carrying)."""
+    fig = _figure(_PANEL * 1.3, _PANEL * 0.9)
+    ax = fig.subplots()
+    num_actions = len(ACTION_NAMES)
+    splits = {"all steps": steps}
+    if by_carrying:
+        carrying = steps["carrying"] == 1
+        splits = {"not carrying": steps[~carrying], "carrying": steps[carrying]}
+        splits = {k: v for k, v in splits.items() if len(v)}
+    width = 0.8 / len(splits)
+    for i, (name, part) in enumerate(splits.items()):
+        freq = part["action"].value_counts(normalize=True).reindex(range(num_actions), fill_value=0.0)
+        xs = np.arange(num_actions) + (i - (len(splits) - 1) / 2) * width
+        ax.bar(xs, freq.to_numpy(), width, label=f"{name} (n={len(part)})", color=EXPERT_COLORS[i])
+    ax.set_xticks(range(num_actions), ACTION_NAMES, rotation=30)
+    ax.set_xlabel("action")
+    ax.set_ylabel("fraction of steps")
+    ax.set_ylim(0, 1)
+    ax.legend(frameon=False)
+    ax.set_title(f"Action frequency ({len(steps)} steps)")
+    return fig
+
+
+@_styled
+def plot_entropy_heatmap(steps: pd.DataFrame, grid_info: Mapping[str, int] | None = None) -> Figure:
+    """Mean entropy of the policy's action distribution per cell, in nats."""
+    agg = steps.groupby(["x", "y"])["entropy"].mean().to_frame()
+    grid_info = grid_info or compute_grid_bounds(steps)
+    w, h = _heat_size(grid_info)
+    fig = _figure(w + 1.2, h + 1.1)
+    ax = fig.subplots()
+    grid = _to_grid(agg, agg["entropy"].to_numpy(), grid_info)
+    _value_heatmap(ax, grid, grid_info, "magma", "policy entropy (nats)", 0.0, math.log(len(ACTION_NAMES)))
+    ax.set_title(f"Policy entropy per cell ({len(steps)} steps)")
+    ax.set_label("entropy")
+    _unvisited_legend(fig)
+    return fig
+
+
+@_styled
+def plot_kl_heatmap(
+    steps: pd.DataFrame,
+    reference: str = "global",
+    min_visits: int = 5,
+    grid_info: Mapping[str, int] | None = None,
+) -> Figure:
+    """Per cell, KL of its action distribution from the global one or from its 4 neighbours'
+    pooled distribution (see action_kl_by_cell for the smoothing)."""
+    kl = action_kl_by_cell(steps, reference, min_visits)
+    grid_info = grid_info or compute_grid_bounds(steps)
+    w, h = _heat_size(grid_info)
+    fig = _figure(w + 1.2, h + 1.3)
+    ax = fig.subplots()
+    grid = _to_grid(kl, kl["kl"].to_numpy(), grid_info)
+    _value_heatmap(ax, grid, grid_info, "plasma", "KL (nats)", 0.0, None)
+    against = "all steps' actions" if reference == "global" else "4-neighbour cells' actions"
+    ax.set_title(f"Action KL vs {against}\nJeffreys prior (+½ per action)")
+    ax.set_label(f"kl_{reference}")
+    where = " (cell or its neighbours)" if reference != "global" else ""
+    _unvisited_legend(fig, f"unvisited or < {min_visits} visits{where}")
+    return fig
+
+
+@_styled
+def plot_cell_action_distribution(steps: pd.DataFrame, x: int, y: int) -> Figure:
+    """Action distribution at one cell against the global one, with the cell's KL."""
+    here = steps[(steps["x"] == x) & (steps["y"] == y)]
+    if here.empty:
+        raise ValueError(f"cell ({x}, {y}) was never visited")
+    kl = action_kl_by_cell(steps, "global", min_visits=1).loc[(x, y), "kl"]
+    fig = _figure(_PANEL * 1.3, _PANEL * 0.9)
+    ax = fig.subplots()
+    num_actions = len(ACTION_NAMES)
+    for i, (name, part) in enumerate({f"cell ({x}, {y}), n={len(here)}": here, "all cells": steps}.items()):
+        freq = part["action"].value_counts(normalize=True).reindex(range(num_actions), fill_value=0.0)
+        ax.bar(
+            np.arange(num_actions) + (i - 0.5) * 0.4, freq.to_numpy(), 0.4, label=name, color=EXPERT_COLORS[i]
+        )
+    ax.set_xticks(range(num_actions), ACTION_NAMES, rotation=30)
+    ax.set_xlabel("action")
+    ax.set_ylabel("fraction of steps")
+    ax.set_ylim(0, 1)
+    ax.legend(frameon=False)
+    ax.set_title(f"Actions at ({x}, {y}): KL vs global = {kl:.3f} nats")
+    return fig
+
+
+# ----------------------------------------------------------------------------- time
+
+
+def _event_lines(ax: Axes, events: Mapping[str, float]) -> None:
+    styles = {"t_pick": ":", "t_unlocked": "--", "t_drop": "-."}
+    for event, t in events.items():
+        if np.isfinite(t):
+            ax.axvline(t, color="k", linestyle=styles[event], linewidth=1, label=EVENT_NAMES[event])
+
+
+@_styled
+def plot_episode_routing(
+    steps: pd.DataFrame,
+    episode: int,
+    expert_sizes: Sequence[Sequence[int]] | None,
+    mission: str | None = None,
+) -> Figure:
+    """Every expert's weight at every step of one episode (a panel per layer, then LPC), with the
+    first pickup / door opening / drop marked where they happened (at the first step after)."""
+    layers = _require_routing(steps, "plot_episode_routing")
+    ep = steps[steps["episode"] == episode].sort_values("t")
+    if ep.empty:
+        raise ValueError(f"episode {episode} is not in this table")
+    events = {e: float(ep[e].max()) for e in EVENT_NAMES if e in ep.columns}
+    fig = _figure(_PANEL * 2, 1.45 * (len(layers) + 1) + 1.0)
+    axes = fig.subplots(len(layers) + 1, 1, sharex=True, squeeze=False)[:, 0]
+    t = ep["t"].to_numpy()
+    marker = "." if len(t) <= 40 else None  # short episodes: show the individual steps
+    for ax, (layer, cols) in zip(axes, layers.items()):
+        for j, col in enumerate(cols):
+            ax.plot(
+                t,
+                ep[col].to_numpy(),
+                color=EXPERT_COLORS[j % len(EXPERT_COLORS)],
+                marker=marker,
+                linewidth=1.2,
+            )
+        _event_lines(ax, events)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("router weight")
+        ax.set_title(f"layer {layer}")
+    axes[-1].plot(t, ep["lpc"].to_numpy(), color="k", linewidth=1.2, marker=marker)
+    _event_lines(axes[-1], events)
+    axes[-1].set_ylabel("LPC (Σ w·size²)")
+    axes[-1].set_xlabel("step in episode")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1].set_title("LPC")
+    if any(np.isfinite(v) for v in events.values()):
+        handles = axes[-1].get_legend_handles_labels()[0]
+        fig.legend(
+            handles=handles, loc="outside right upper", frameon=False, title="event\n(first step after)"
+        )
+    _expert_legend(fig, layers, expert_sizes)
+    about = f': "{mission}"' if mission else ""
+    fig.suptitle(f"Routing over episode {episode}{about} ({len(ep)} steps)")
+    return fig
+
+
+@_styled
+def plot_event_aligned_routing(
+    steps: pd.DataFrame,
+    event: str = "t_pick",
+    window: int = 10,
+    expert_sizes: Sequence[Sequence[int]] | None = None,
+) -> Figure:
+    """Mean ± SEM (over episodes) of every expert's weight from `window` steps before to `window`
+    after an event, aligned at the event (0 = first step after the action that caused it)."""
+    layers = _require_routing(steps, "plot_event_aligned_routing")
+    if event not in EVENT_NAMES:
+        raise ValueError(f"event must be one of {list(EVENT_NAMES)}, not {event!r}")
+    # The t_* columns are NaN until the event; the episode's max is its event step.
+    when = steps.groupby("episode")[event].transform("max")
+    rel = steps["t"] - when
+    # assign before filtering: assigning a Series to an empty frame would adopt the Series' index.
+    near = steps.assign(rel=rel)[(rel.abs() <= window) & when.notna()]
+    if near.empty:
+        raise ValueError(f"no episode in this table has a {EVENT_NAMES[event]} ({event})")
+    n_episodes = near["episode"].nunique()
+    fig = _figure(_PANEL * 1.15 * len(layers), _PANEL * 0.95)
+    axes = fig.subplots(1, len(layers), squeeze=False)[0]
+    for ax, (layer, cols) in zip(axes, layers.items()):
+        stats = near.groupby("rel")[cols].agg(["mean", "sem"])
+        xs = stats.index.to_numpy()
+        for j, (col, label) in enumerate(zip(cols, _labels(expert_sizes, layer, len(cols)))):
+            mean, sem = stats[(col, "mean")].to_numpy(), np.nan_to_num(stats[(col, "sem")].to_numpy())
+            color = EXPERT_COLORS[j % len(EXPERT_COLORS)]
+            ax.plot(xs, mean, color=color, label=label)
+            ax.fill_between(xs, mean - sem, mean + sem, color=color, alpha=0.25, linewidth=0)
+        ax.axvline(0, color="k", linestyle="--", linewidth=1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(f"steps relative to {EVENT_NAMES[event]}")
+        ax.set_ylabel("router weight (mean ± SEM)")
+        ax.set_title(f"layer {layer}")
+    _expert_legend(fig, layers, expert_sizes)
+    fig.suptitle(f"Routing around the {EVENT_NAMES[event]} ({n_episodes} episodes; 0 = first step after it)")
+    return fig
+
+
+# ----------------------------------------------------------------------------- distributions
+
+
+@_styled
+def plot_weight_histograms(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None) -> Figure:
+    """Distribution over steps of each expert's router weight, a panel per layer."""
+    layers = _require_routing(steps, "plot_weight_histograms")
+    fig = _figure(_PANEL * 1.1 * len(layers), _PANEL * 0.95)
+    axes = fig.subplots(1, len(layers), squeeze=False)[0]
+    bins = np.linspace(0, 1, 26)
+    for ax, (layer, cols) in zip(axes, layers.items()):
+        for j, (col, label) in enumerate(zip(cols, _labels(expert_sizes, layer, len(cols)))):
+            counts, _ = np.histogram(steps[col].to_numpy(), bins=bins)
+            ax.stairs(
+                counts / max(len(steps), 1),
+                bins,
+                color=EXPERT_COLORS[j % len(EXPERT_COLORS)],
+                label=label,
+                linewidth=1.5,
+            )
+        ax.set_yscale("log")
+        ax.set_ylim(0.5 / max(len(steps), 1), 1.5)  # from half a step to all steps, whatever the data
+        ax.set_xlabel("router weight")
+        ax.set_ylabel("fraction of steps (log)")
+        ax.set_title(f"layer {layer}")
+    _expert_legend(fig, layers, expert_sizes)
+    fig.suptitle(f"Router weight distributions ({len(steps)} steps)")
+    return fig
+
+
+@_styled
+def plot_routing_entropy(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None = None) -> Figure:
+    """Per layer, the distribution over steps of the router's weight entropy (nats); dashed: a
+    uniform split (log E), solid: the mean."""
+    layers = _require_routing(steps, "plot_routing_entropy")
+    fig = _figure(_PANEL * 1.05 * len(layers), _PANEL * 0.85)
+    axes = fig.subplots(1, len(layers), squeeze=False)[0]
+    for ax, (layer, cols) in zip(axes, layers.items()):
+        h = routing_entropy(steps, layer)
+        top = math.log(len(cols))
+        bins = np.linspace(0, max(top, 1e-6), 26)
+        counts, _ = np.histogram(h, bins=bins)
+        ax.stairs(counts / max(len(h), 1), bins, fill=True, color="#4c72b0", alpha=0.8)
+        ax.axvline(top, color="k", linestyle="--", linewidth=1, label=f"uniform (ln {len(cols)} = {top:.2f})")
+        ax.axvline(h.mean(), color="#c44e52", linewidth=1.5, label=f"mean {h.mean():.2f}")
+        ax.set_xlabel("router entropy (nats)")
+        ax.set_ylabel("fraction of steps")
+        sizes = ", ".join(_short_size(_size(expert_sizes, layer, j), j) for j in range(len(cols)))
+        ax.set_title(f"layer {layer} (experts {sizes})")
+        ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(0, 1.0), fontsize=7)
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.3)  # headroom so the legend does not cover the bars
+    fig.suptitle(f"Router entropy ({len(steps)} steps)")
+    return fig
+
+
+@_styled
+def plot_expert_usage(source: Any, expert_sizes: Sequence[Sequence[int]] | None = None) -> Figure:
+    """Stacked bar per layer of the experts' mean weights (see expert_usage for the sources)."""
+    usage = expert_usage(source)
+    fig = _figure(_PANEL * 1.3, _PANEL * 0.9)
+    ax = fig.subplots()
+    layers = list(usage)
+    bottoms = np.zeros(len(layers))
+    most = max(len(u) for u in usage.values())
+    for j in range(most):
+        heights = np.array([usage[k][j] if j < len(usage[k]) else 0.0 for k in layers])
+        sizes = {_size(expert_sizes, k, j) for k in layers if j < len(usage[k])}
+        name = (
+            expert_label(0, j, sizes.pop()).split(" · ", 1)[1]
+            if len(sizes) == 1 and None not in sizes
+            else f"expert {j}"
+        )
+        ax.bar(
+            range(len(layers)),
+            heights,
+            0.6,
+            bottom=bottoms,
+            color=EXPERT_COLORS[j % 6],
+            label=name,
+            edgecolor="white",
+        )
+        for i, (b, hgt) in enumerate(zip(bottoms, heights)):
+            if hgt >= 0.06:
+                size = _size(expert_sizes, layers[i], j)
+                text = f"{hgt:.2f}" if size is None else f"{_short_size(size, j)}: {hgt:.2f}"
+                ax.text(i, b + hgt / 2, text, ha="center", va="center", fontsize=7, color="white")
+        bottoms += heights
+    ax.set_xticks(range(len(layers)), [f"layer {k}" for k in layers])
+    ax.set_ylabel("mean router weight")
+    ax.set_ylim(0, 1.0)
+    ax.set_title("Expert usage per layer")
+    ax.legend(title="expert", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return fig
+
+
+# ----------------------------------------------------------------------------- specialisation
+
+
+def _grouped_bars(
+    ax: Axes, means: np.ndarray, errors: np.ndarray, names: list[str], labels: list[str], mark_max: bool
+) -> None:
+    """means/errors (groups, E): a cluster of E bars per group; a star over each group's
+    largest bar when mark_max."""
+    groups, experts = means.shape
+    width = 0.8 / experts
+    for j in range(experts):
+        xs = np.arange(groups) + (j - (experts - 1) / 2) * width
+        ax.bar(
+            xs, means[:, j], width, yerr=errors[:, j], capsize=2, color=EXPERT_COLORS[j % 6], label=labels[j]
+        )
+    if mark_max:
+        for g in range(groups):
+            j = int(np.nanargmax(means[g]))
+            x = g + (j - (experts - 1) / 2) * width
+            ax.text(
+                x, means[g, j] + np.nan_to_num(errors[g, j]) + 0.02, "★", ha="center", va="bottom", fontsize=9
+            )
+    ax.set_xticks(range(groups), names, rotation=20 if groups > 2 else 0)
+    ax.set_ylim(0, 1.12)
+
+
+@_styled
+def plot_phase_specialisation(
+    steps: pd.DataFrame,
+    episodes: pd.DataFrame,
+    expert_sizes: Sequence[Sequence[int]] | None,
+    group_by: str = "by_key_phase",
+) -> Figure:
+    """Mean weight of every expert in every group (mean over episodes of each episode's mean in
+    that group, ± SEM over episodes); ★ marks each group's dominant expert."""
+    layers = _require_routing(steps, "plot_phase_specialisation")
+    available = get_available_analyses(steps, episodes)
+    if group_by not in available:
+        raise ValueError(f"grouping {group_by!r} is not available for this cache (available: {available})")
+    labels, order = group_labels(steps, episodes, group_by)
+    cols = [c for cs in layers.values() for c in cs]
+    per_episode = steps[cols].groupby([labels.rename("group"), steps["episode"]]).mean()
+    stats = per_episode.groupby(level="group").agg(["mean", "sem"]).reindex(order)
+    counts = labels.value_counts()
+    names = [f"{g}\n(n={counts[g]})" for g in order]
+    fig = _figure(max(_PANEL * 1.3, 0.55 * len(order) * 3) * len(layers) / 1.3 + 0.5, _PANEL * 1.05)
+    axes = fig.subplots(1, len(layers), squeeze=False, sharey=True)[0]
+    for ax, (layer, lcols) in zip(axes, layers.items()):
+        means = np.stack([stats[(c, "mean")].to_numpy() for c in lcols], 1)
+        errors = np.nan_to_num(np.stack([stats[(c, "sem")].to_numpy() for c in lcols], 1))
+        _grouped_bars(ax, means, errors, names, _labels(expert_sizes, layer, len(lcols)), mark_max=True)
+        ax.set_title(f"layer {layer}")
+        ax.set_ylabel("mean router weight")
+    _expert_legend(fig, layers, expert_sizes, kind="patch")
+    fig.suptitle(f"Expert weight by {_GROUP_TITLES[group_by]} (★ dominant; ± SEM over episodes; n = steps)")
+    return fig
+
+
+@_styled
+def plot_success_vs_failure(
+    steps: pd.DataFrame, episodes: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None
+) -> Figure:
+    """Per layer, each expert's episode-mean weight in successful vs failed episodes (± SEM over
+    episodes), then mean LPC per episode."""
+    layers = _require_routing(episodes, "plot_success_vs_failure")
+    _require_routing(steps, "plot_success_vs_failure")
+    outcomes = {"success": episodes[episodes["success"]], "failure": episodes[~episodes["success"]]}
+    outcomes = {k: v for k, v in outcomes.items() if len(v)}
+    fig = _figure(_PANEL * 1.0 * (len(layers) + 1), _PANEL * 1.0)
+    axes = fig.subplots(1, len(layers) + 1, squeeze=False)[0]
+    colors = {"success": "#2ca02c", "failure": "#d62728"}
+    width = 0.8 / len(outcomes)
+    for ax, (layer, cols) in zip(axes, layers.items()):
+        for i, (name, part) in enumerate(outcomes.items()):
+            xs = np.arange(len(cols)) + (i - (len(outcomes) - 1) / 2) * width
+            mean, sem = part[cols].mean().to_numpy(), np.nan_to_num(part[cols].sem().to_numpy())
+            ax.bar(xs, mean, width, yerr=sem, capsize=2, color=colors[name], label=f"{name} (n={len(part)})")
+        sizes = [_short_size(_size(expert_sizes, layer, j), j) for j in range(len(cols))]
+        ax.set_xticks(range(len(cols)), [s if s == "id" else f"{s} units" for s in sizes])
+        ax.set_xlabel("expert (hidden size)")
+        ax.set_ylabel("episode-mean router weight")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"layer {layer}")
+        ax.legend(frameon=False, loc="upper right")
+    ax = axes[-1]
+    for i, (name, part) in enumerate(outcomes.items()):
+        ax.bar(
+            i,
+            part["mean_lpc"].mean(),
+            0.6,
+            yerr=np.nan_to_num(part["mean_lpc"].sem()),
+            capsize=3,
+            color=colors[name],
+        )
+    ax.set_xticks(range(len(outcomes)), list(outcomes))
+    ax.set_ylabel("episode-mean LPC (Σ w·size²)")
+    ax.set_title("LPC")
+    missing = [k for k in ("success", "failure") if k not in outcomes]
+    note = f"; no {missing[0]} episodes" if missing else ""
+    fig.suptitle(f"Routing in successful vs failed episodes ({len(episodes)} episodes{note})")
+    return fig
+
+
+@_styled
+def plot_knockout_comparison(results_df: pd.DataFrame, checkpoint_path: str | None = None) -> Figure:
+    """Success rate (95% Wilson CI) of one checkpoint under each knockout condition, from
+    evaluation_results.csv rows. Default checkpoint: the one evaluated under most conditions."""
+    df = results_df.copy()
+    if df.empty:
+        raise ValueError("plot_knockout_comparison: no rows")
+    df["knockout"] = df["knockout"].fillna("none") if "knockout" in df.columns else "none"
+    if checkpoint_path is None:
+        checkpoint_path = (
+            df.groupby("checkpoint_path")["knockout"].nunique().sort_values(kind="stable").index[-1]
+        )
+    df = df[df["checkpoint_path"].astype(str) == str(checkpoint_path)]
+    if df.empty:
+        raise ValueError(f"no rows for checkpoint {checkpoint_path!r}")
+    task = df["task_id"].iloc[0] if "task_id" in df.columns else "?"
+    eval_task = (
+        df["eval_task_id"].fillna(task) if "eval_task_id" in df.columns else pd.Series(task, index=df.index)
+    )
+    df = df.assign(
+        label=np.where(eval_task == task, df["knockout"], df["knockout"] + "\non " + eval_task.astype(str))
+    )
+    df = df.sort_values(["label"], key=lambda s: s.map(lambda v: (not v.startswith("none"), v)))
+    rate = df["success_rate"].to_numpy(dtype=float)
+    low = df["success_ci_low"].to_numpy(dtype=float) if "success_ci_low" in df.columns else rate
+    high = df["success_ci_high"].to_numpy(dtype=float) if "success_ci_high" in df.columns else rate
+    fig = _figure(max(_PANEL, 0.9 * len(df) + 1.2), _PANEL * 0.9)
+    ax = fig.subplots()
+    colors = ["#7f7f7f" if str(k).startswith("none") else "#d62728" for k in df["label"]]
+    err = np.nan_to_num(np.vstack([rate - low, high - rate]))
+    ax.bar(range(len(df)), rate, 0.6, yerr=err, capsize=3, color=colors)
+    for i, r in enumerate(rate):
+        ax.text(i, min(r + err[1, i] + 0.02, 1.05), f"{r:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(df)), [str(v).replace("none", "no knockout") for v in df["label"]], rotation=20)
+    ax.set_xlabel("knockout condition")
+    ax.set_ylabel("success rate (95% CI)")
+    ax.set_ylim(0, 1.12)
+    n = df["num_episodes"].iloc[0] if "num_episodes" in df.columns else "?"
+    ax.set_title(
+        f"Knockouts: {Path(str(checkpoint_path)).parent.name}/{Path(str(checkpoint_path)).stem}\n{task}, {n} episodes"
+    )
+    return fig
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@_styled
+def plot_training_curves(
+    rows: Sequence[Mapping[str, Any]] | pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None = None
+) -> Figure:
+    """Loss, accuracy against the bot, recent success (and path ratio), and, for MoP runs, LPC and
+    every layer's mean expert weights, against the update (metrics.jsonl rows)."""
+    df = pd.DataFrame(list(rows)) if not isinstance(rows, pd.DataFrame) else rows
+    if df.empty or "update" not in df.columns:
+        raise ValueError("plot_training_curves: no rows with an 'update' column")
+    df = df.sort_values("update")
+    routing: dict[int, dict[int, str]] = {}
+    for c in df.columns:
+        m = re.match(r"^routing/layer_(\d+)/expert_(\d+)$", str(c))
+        if m:
+            routing.setdefault(int(m.group(1)), {})[int(m.group(2))] = c
+    panels: list[tuple[str, list[tuple[str, str]], str]] = [
+        ("loss", [("train/loss", "total"), ("train/ce", "cross-entropy")], "loss (nats)"),
+        ("accuracy vs bot", [("train/accuracy", "accuracy")], "fraction of labelled steps"),
+        ("recent episodes", [("train/success_recent", "success rate")], "success rate"),
+    ]
+    if "train/path_ratio_recent" in df.columns:
+        panels.append(
+            ("path ratio (recent)", [("train/path_ratio_recent", "path ratio")], "steps / bot steps")
+        )
+    if "train/lpc" in df.columns:
+        panels.append(("LPC", [("train/lpc", "LPC")], "LPC (Σ w·size²)"))
+    for k, experts in sorted(routing.items()):
+        series = [(experts[j], expert_label(k, j, _size(expert_sizes, k, j))) for j in sorted(experts)]
+        panels.append((f"layer {k} routing", series, "mean router weight"))
+    panels = [(t, [(c, n) for c, n in s if c in df.columns], u) for t, s, u in panels]
+    panels = [p for p in panels if p[1]]
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = _figure(_PANEL * 1.05 * ncols, _PANEL * 0.8 * nrows + 0.4)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    x = df["update"].to_numpy()
+    for ax, (title, series, unit) in zip(axes, panels):
+        for i, (col, name) in enumerate(series):
+            is_routing = col.startswith("routing/")
+            color = EXPERT_COLORS[int(col.rsplit("_", 1)[1]) % 6] if is_routing else f"C{i}"
+            marker = "o" if len(x) <= 20 else None  # a few log rows: show the points, not a bare line
+            ax.plot(
+                x,
+                df[col].to_numpy(dtype=float),
+                label=name,
+                color=color,
+                linewidth=1.3,
+                marker=marker,
+                markersize=3,
+            )
+        if title.startswith("layer") or title in ("accuracy vs bot", "recent episodes"):
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title)
+        ax.set_xlabel("update")
+        ax.set_ylabel(unit)
+        if len(series) > 1:
+            ax.legend(frameon=False, fontsize=7)
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    fig.suptitle("Training curves")
+    return fig
+
+
+# ----------------------------------------------------------------------------- the standard set
+
+
+def pick_example_episode(episodes: pd.DataFrame) -> int:
+    """A typical episode to draw step by step: among those with the most phase events (pickup,
+    door, drop), successful ones first, the one of median length (lowest index on ties)."""
+    events = sum(episodes[c].notna().astype(int) for c in EVENT_NAMES if c in episodes.columns)
+    pool = episodes[events == events.max()] if len(episodes) else episodes
+    if "success" in pool.columns and pool["success"].any():
+        pool = pool[pool["success"]]
+    if pool.empty:
+        raise ValueError("pick_example_episode: no episodes")
+    gap = (pool["length"] - pool["length"].median()).abs()
+    return int(pool.assign(gap=gap).sort_values(["gap", "episode"])["episode"].iloc[0])
+
+
+def standard_figures(
+    data: CacheData,
+    env_image: np.ndarray | None = None,
+    metrics_rows: Sequence[Mapping[str, Any]] | None = None,
+    results_df: pd.DataFrame | None = None,
+) -> dict[str, Figure]:
+    """Every figure this cache supports, keyed by file stem. Routing figures only when the cache
+    has router weights; event, phase and knockout figures only when those events / rows exist."""
+    steps, episodes = data.steps, data.episodes
+    sizes = data.expert_sizes
+    grid_info = grid_info_for(steps, episodes)
+    analyses = get_available_analyses(steps, episodes)
+    figs: dict[str, Figure] = {}
+    mission = episodes["mission"].iloc[0] if env_image is not None and len(episodes) else None
+    if has_routing(steps):
+        figs["routing_overall"] = plot_overall_routing(steps, sizes, env_image, mission, grid_info=grid_info)
+        for analysis in analyses[1:]:
+            figs[f"routing_{analysis}"] = plot_grouped_routing(
+                steps, episodes, analysis, sizes, grid_info=grid_info
+            )
+        figs["lpc_overall"] = plot_lpc_heatmap(steps, grid_info)
+    figs["action_frequency"] = plot_action_frequency(steps, by_carrying="by_carrying_phase" in analyses)
+    figs["entropy_heatmap"] = plot_entropy_heatmap(steps, grid_info)
+    for reference in ("global", "neighbours"):
+        if action_kl_by_cell(steps, reference)["kl"].notna().any():
+            figs[f"kl_{reference}"] = plot_kl_heatmap(steps, reference, grid_info=grid_info)
+    if has_routing(steps):
+        figs["weights_histograms"] = plot_weight_histograms(steps, sizes)
+        figs["routing_entropy"] = plot_routing_entropy(steps, sizes)
+        figs["expert_usage"] = plot_expert_usage(steps, sizes)
+        for event in ("t_pick", "t_unlocked"):
+            if event in steps.columns and steps[event].notna().any():
+                figs[f"event_aligned_{event}"] = plot_event_aligned_routing(steps, event, 10, sizes)
+        phase = next(
+            (
+                a
+                for a in (
+                    "by_key_phase",
+                    "by_door_unlocked_phase",
+                    "by_carrying_phase",
+                    "by_quadrant",
+                    "by_starting_room",
+                )
+                if a in analyses
+            ),
+            None,
+        )
+        if phase is not None:
+            figs["phase_specialisation"] = plot_phase_specialisation(steps, episodes, sizes, phase)
+        figs["success_vs_failure"] = plot_success_vs_failure(steps, episodes, sizes)
+        example = pick_example_episode(episodes)
+        mission = (
+            episodes.set_index("episode")["mission"].get(example) if "mission" in episodes.columns else None
+        )
+        figs[f"episode_{example}_routing"] = plot_episode_routing(steps, example, sizes, mission)
+    if metrics_rows:
+        figs["training_curves"] = plot_training_curves(metrics_rows, sizes)
+    if results_df is not None and not results_df.empty:
+        mine = results_df[results_df["checkpoint_path"].astype(str) == str(data.meta.get("checkpoint_path"))]
+        if "knockout" in mine.columns and mine["knockout"].fillna("none").nunique() > 1:
+            figs["knockout_comparison"] = plot_knockout_comparison(mine, str(data.meta["checkpoint_path"]))
+    return figs
+
+
+def save_figures(figures: Mapping[str, Figure], out_dir: str | os.PathLike, dpi: int = 150) -> list[Path]:
+    """Write every figure as <out_dir>/<name>.png; returns the paths. Figures that pyplot holds
+    (made outside this module) are closed so they do not pile up in its registry."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pyplot = sys.modules.get("matplotlib.pyplot")  # only figures pyplot made can be registered there
+    paths = []
+    for name, fig in figures.items():
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=dpi, facecolor="white")
+        if pyplot is not None:
+            pyplot.close(fig)
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Render a cache's standard figures (no level image: that needs the env, see routing_viz)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("cache", help="a routing cache folder (has metadata.json)")
+    parser.add_argument(
+        "--out", default=None, help="output folder (default: plots/<task_id>/<cache folder name>)"
+    )
+    parser.add_argument("--metrics", default=None, help="the run's metrics.jsonl, for the training curves")
+    parser.add_argument("--results", default=None, help="evaluation_results.csv, for the knockout comparison")
+    parser.add_argument("--dpi", type=int, default=150)
+    args = parser.parse_args(argv)
+    from routing_cache import load_cache
+
+    data = load_cache(args.cache)
+    rows = None
+    if args.metrics:
+        with open(args.metrics) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    results = pd.read_csv(args.results) if args.results else None
+    out = args.out or Path("plots") / data.meta["config"]["task_id"] / Path(args.cache).name
+    paths = save_figures(standard_figures(data, metrics_rows=rows, results_df=results), out, args.dpi)
+    for p in paths:
+        print(p)
+    return {"paths": [str(p) for p in paths]}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""modal_app.py offline: the app's shape and flags, and its function bodies run here on a tiny real
+BabyAI run, with temporary folders standing in for the rl-mop and rl-mop-eval volumes and fakes
+standing in for .remote/.spawn/.map (no Modal account or network needed)."""
+
+import ast
+import inspect
+import shutil
+import threading
+import time
+import types
+import typing
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+modal = pytest.importorskip("modal", reason="the Modal client (pip install modal==1.6.4) is not installed")
+
+import batch_eval  # noqa: E402
+import experiment  # noqa: E402
+import modal_app  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK = "BabyAI-GoToRedBallGrey-v0"
+TINY = {
+    "task_id": TASK,
+    "trial": 0,
+    "seed": 1,
+    "num_envs": 4,
+    "unroll_len": 8,
+    "num_updates": 2,
+    "checkpoint_interval": 1,
+    "log_interval": 1,
+    "num_workers": 0,
+    "intermediate_dim": 16,
+    "router_hidden_size": 8,
+    "expert_hidden_sizes": [[0, 8], [0, 8]],
+    "lang_dim": 8,
+    "path_ratio_fraction": 0.0,
+}
+EVAL_OPTIONS = {
+    "num_episodes": 4,
+    "num_envs": 2,
+    "skip_routing": False,
+    "formats": ["parquet"],
+    "eval_task_id": None,
+    "max_steps": None,
+    "sample": False,
+    "knockout": None,
+    "knockout_threshold": None,
+}
+RUN = Path(TASK) / "trial_0" / "seed_1"
+
+
+class Fake:
+    """Stands in for a Modal Function: records calls, runs `body` here."""
+
+    def __init__(self, body=None):
+        self.body, self.calls = body, []
+
+    def remote(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.body(*args, **kwargs)
+
+    def spawn(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        raise AssertionError("spawn must not be called")
+
+    def map(self, items, kwargs=None, return_exceptions=False):
+        self.calls.append((items, kwargs))
+        return [self.body(item, **(kwargs or {})) for item in items]
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory):
+    """A checkpoint 'volume' holding one tiny trained run (updates 1, 2, final)."""
+    base = tmp_path_factory.mktemp("vol")
+    commits = []
+    summary = modal_app._train_body(TINY, str(base / "modal_checkpoints"), commit=lambda: commits.append(1))
+    return types.SimpleNamespace(
+        base=base, checkpoints=base / "modal_checkpoints", summary=summary, commits=commits
+    )
+
+
+# ----------------------------------------------------------------------------- shape
+
+
+def test_app_functions_volumes_and_image_contents():
+    assert modal_app.app.name == "rl-mop"
+    for name in ("train_run", "train_all", "list_checkpoints", "eval_checkpoint", "reduce_rows", "eval_all"):
+        assert isinstance(getattr(modal_app, name), modal.Function), name
+    for name in ("main", "main_seeds", "eval_parallel", "eval_main"):
+        assert isinstance(getattr(modal_app, name), modal.app.LocalEntrypoint), name
+    assert modal_app.checkpoint_volume.name == "rl-mop"
+    assert modal_app.eval_volume.name == "rl-mop-eval"
+    # Which volume each function mounts where (the spec is the decorator's arguments).
+    spec = {n: getattr(modal_app, n)._spec_ for n in ("train_run", "eval_checkpoint", "reduce_rows")}
+    mounts = {n: {path: vol.name for path, vol in s.volumes.items()} for n, s in spec.items()}
+    checkpoints, evals = modal_app.CHECKPOINT_ROOT, modal_app.EVAL_ROOT
+    assert mounts["train_run"] == {checkpoints: "rl-mop"}
+    assert mounts["eval_checkpoint"] == {checkpoints: "rl-mop", evals: "rl-mop-eval"}
+    assert mounts["reduce_rows"] == {evals: "rl-mop-eval"}
+    assert spec["train_run"].cpu == modal_app.TRAIN_CPUS and spec["train_run"].gpus is None
+    assert Path(modal_app.CHECKPOINT_ROOT).name == "modal_checkpoints"  # row keys match local batch_eval
+    assert modal_app.TRAIN_TIMEOUT_S < modal_app.LAUNCH_TIMEOUT_S <= 24 * 3600
+    # Every project module that an added module imports is added too.
+    local = {p.stem for p in ROOT.glob("*.py")}
+    for name in modal_app.PROJECT_MODULES:
+        tree = ast.parse((ROOT / f"{name}.py").read_text())
+        imported = {
+            a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        }
+        imported |= {
+            n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+        }
+        missing = (imported & local) - set(modal_app.PROJECT_MODULES)
+        assert not missing, f"{name} imports {missing}, which the image does not add"
+
+
+def _hints(entrypoint) -> tuple[inspect.Signature, dict]:
+    raw = entrypoint.info.raw_f
+    return inspect.signature(raw), typing.get_type_hints(raw)
+
+
+def test_entrypoints_are_typed_and_match_the_config_schema():
+    schema = typing.get_type_hints(experiment.TrainConfig)
+    for ep in (modal_app.main, modal_app.main_seeds, modal_app.eval_parallel, modal_app.eval_main):
+        sig, hints = _hints(ep)
+        for name in sig.parameters:
+            assert hints[name] in (str, int, float, bool, int | None, float | None, bool | None), name
+    for ep in (modal_app.main, modal_app.main_seeds):
+        sig, hints = _hints(ep)
+        assert {"task_ids", "trials", "script", "gpu"} <= set(sig.parameters)
+        for key in modal_app.OVERRIDE_FLAGS:
+            assert key in experiment.CONFIG_KEYS and key in sig.parameters, key
+            base = [t for t in typing.get_args(schema[key]) if t is not type(None)] or [schema[key]]
+            expected = str if base[0] is list else base[0] | None
+            assert hints[key] == expected, key
+    assert "seeds" in _hints(modal_app.main_seeds)[0].parameters
+    sig, hints = _hints(modal_app.eval_parallel)
+    assert sig.parameters["num_episodes"].default == 1000 and hints["force"] is bool
+
+
+def test_the_readme_commands_parse():
+    from modal.cli.run import _get_click_command_for_local_entrypoint as command
+
+    def parse(entrypoint, args):
+        return command(modal_app.app, entrypoint).make_context("modal run", args).params
+
+    p = parse(
+        modal_app.main, ["--task-ids", "BabyAI-GoToObj-v0", "--trials", "0", "--script", "train_mop.py"]
+    )
+    assert (p["task_ids"], p["trials"], p["script"], p["num_updates"], p["normalize_lpc"]) == (
+        "BabyAI-GoToObj-v0",
+        "0",
+        "train_mop.py",
+        None,
+        None,
+    )
+    args = ["--task-ids", "BabyAI-UnlockPickup-v0", "--trials", "20,21", "--seeds", "0,1,2,3"]
+    args += [
+        "--checkpoint-interval",
+        "250",
+        "--lpc-alpha",
+        "1e-4",
+        "--normalize-lpc",
+        "--num-updates",
+        "5000",
+    ]
+    p = parse(modal_app.main_seeds, args)
+    assert (p["seeds"], p["checkpoint_interval"], p["lpc_alpha"], p["normalize_lpc"], p["num_updates"]) == (
+        "0,1,2,3",
+        250,
+        1e-4,
+        True,
+        5000,
+    )
+    p = parse(
+        modal_app.eval_parallel, ["--num-episodes", "500", "--force", "--task", "BabyAI-UnlockPickup-v0"]
+    )
+    assert (p["num_episodes"], p["force"], p["task"]) == (500, True, "BabyAI-UnlockPickup-v0")
+    assert parse(modal_app.eval_main, [])["num_episodes"] == 1000
+
+
+# ----------------------------------------------------------------------------- launching training
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"task_ids": "BabyAI-NoSuchLevel-v0", "trials": "0"}, "task_id"),
+        ({"task_ids": TASK, "trials": "0", "lr": -1.0}, "lr"),
+        ({"task_ids": TASK, "trials": "0,x"}, "--trials"),
+        ({"task_ids": TASK, "trials": "0", "script": "train_gru.py"}, "--script"),
+        ({"task_ids": TASK, "trials": "0", "expert_hidden_sizes": "8,a"}, "expert_hidden_sizes"),
+    ],
+)
+def test_bad_flags_fail_here_before_anything_starts(monkeypatch, capsys, kwargs, message):
+    launcher = Fake()
+    monkeypatch.setattr(modal_app, "train_all", launcher)
+    with pytest.raises(SystemExit) as exit_info:
+        modal_app.main(**kwargs)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert launcher.calls == []
+
+
+def test_main_seeds_launches_one_validated_job_per_task_trial_seed(monkeypatch, capsys):
+    launcher = Fake(
+        lambda jobs, cpu, gpu: [{"label": j["label"], "skipped": "already at update 5"} for j in jobs]
+    )
+    monkeypatch.setattr(modal_app, "train_all", launcher)
+    modal_app.main_seeds(
+        task_ids=TASK, trials="20,21", seeds="0,3", lpc_alpha=1e-4, normalize_lpc=True, num_updates=50
+    )
+    (jobs, cpu, gpu), _ = launcher.calls[0]
+    assert len(launcher.calls) == 1 and cpu == modal_app.TRAIN_CPUS and gpu == ""
+    assert [(j["overrides"]["trial"], j["overrides"]["seed"]) for j in jobs] == [
+        (20, 0),
+        (20, 3),
+        (21, 0),
+        (21, 3),
+    ]
+    for job in jobs:
+        assert job["script"] == "train_mop.py"
+        cfg = experiment.load_config(modal_app.CONFIG_PATH, job["overrides"])
+        assert (cfg.lpc_alpha, cfg.normalize_lpc, cfg.num_updates) == (1e-4, True, 50)
+        assert cfg.num_workers == modal_app.TRAIN_CPUS  # pinned to the container's cores
+        assert "lr" not in job["overrides"]  # flags left out keep config.yaml's value
+    assert capsys.readouterr().out.count("skipped") == 4
+
+
+def test_fan_out_starts_everything_and_reports_each_failure():
+    class Call:
+        def __init__(self, result):
+            self.result = result
+
+        def get(self):
+            if isinstance(self.result, Exception):
+                raise self.result
+            return self.result
+
+    started = []
+
+    def spawn(overrides, script):
+        started.append(overrides["trial"])
+        return Call(RuntimeError("preempted too often") if overrides["trial"] == 1 else {"run_dir": "x"})
+
+    jobs = [{"label": f"t{i}", "overrides": {"trial": i}, "script": "train.py"} for i in range(3)]
+    results = modal_app._fan_out(spawn, jobs)
+    assert started == [0, 1, 2]
+    assert [r.get("error", "") for r in results] == ["", "RuntimeError: preempted too often", ""]
+
+
+# ----------------------------------------------------------------------------- the training body
+
+
+def test_training_writes_the_volume_layout_and_commits(volumes):
+    run = volumes.checkpoints / RUN
+    assert sorted(p.name for p in run.glob("checkpoint_*.pt")) == [
+        "checkpoint_1.pt",
+        "checkpoint_2.pt",
+        "checkpoint_final.pt",
+    ]
+    assert (run / "metrics.jsonl").exists() and volumes.summary["resumed_from"] is None
+    assert len(volumes.commits) >= 1
+
+
+def test_a_finished_run_is_skipped_and_a_longer_one_resumes(volumes, tmp_path):
+    root = tmp_path / "modal_checkpoints"
+    shutil.copytree(volumes.checkpoints, root)
+    before = {p.name: p.stat().st_mtime_ns for p in (root / RUN).iterdir()}
+    out = modal_app._train_body(TINY, str(root))
+    assert out["skipped"] == "already at update 2"
+    assert {p.name: p.stat().st_mtime_ns for p in (root / RUN).iterdir()} == before
+
+    out = modal_app._train_body({**TINY, "num_updates": 3}, str(root))
+    assert out["resumed_from"].endswith("checkpoint_2.pt")
+    assert experiment.load_checkpoint(root / RUN / "checkpoint_3.pt")["update"] == 3
+    rows = experiment.read_metrics(root / RUN / "metrics.jsonl")
+    assert [r["update"] for r in rows] == [1, 2, 3]
+
+    out = modal_app._train_body({**TINY, "num_updates": 4, "lpc_alpha": 0.5}, str(root))
+    assert "lpc_alpha" in out["error"]  # a different experiment in the same folder: refused, not retried
+
+
+def test_committing_commits_periodically_and_at_the_end_even_after_a_failure():
+    calls = []
+    lock = threading.Lock()
+
+    def commit():
+        with lock:
+            calls.append(time.monotonic())
+        if len(calls) == 2:
+            raise RuntimeError("open file")  # an interim failure is logged, not fatal
+
+    with modal_app._committing(commit, every_s=0.02):
+        time.sleep(0.2)
+    assert len(calls) >= 4
+    calls.clear()
+    with pytest.raises(KeyError), modal_app._committing(lambda: calls.append(1), every_s=60):
+        raise KeyError("crash")
+    assert calls == [1]
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def test_listing_and_planning(volumes, tmp_path):
+    state = modal_app._list_body(str(volumes.checkpoints), str(tmp_path))
+    paths = [r["path"] for r in state["refs"]]
+    prefix = f"modal_checkpoints/{RUN.as_posix()}/"
+    assert paths == [prefix + n for n in ("checkpoint_1.pt", "checkpoint_2.pt", "checkpoint_final.pt")]
+    assert state["results_csv"] is None and state["pending"] == []
+
+    done = pd.DataFrame(
+        {"checkpoint_path": [paths[0]], "task_id": [TASK], "eval_task_id": [TASK], "knockout": ["none"]}
+    )
+    todo = modal_app.plan_eval(state["refs"], done, [paths[2]])
+    assert [r["path"] for r in todo] == [paths[1]]
+    assert len(modal_app.plan_eval(state["refs"], done, [paths[2]], force=True)) == 3
+    assert modal_app.plan_eval(state["refs"], done, [], task="BabyAI-GoToObj-v0") == []
+    assert len(modal_app.plan_eval(state["refs"], done, [], task=TASK)) == 2
+
+
+def test_rows_and_reduce_give_one_row_per_checkpoint_like_local_batch_eval(volumes, tmp_path, monkeypatch):
+    eval_root = tmp_path / "eval"
+    refs = modal_app._list_body(str(volumes.checkpoints), str(eval_root))["refs"]
+    for _ in range(2):  # evaluating everything twice still leaves one row per checkpoint
+        for ref in refs:
+            row = modal_app._eval_body(ref, EVAL_OPTIONS, str(volumes.checkpoints), str(eval_root))
+            assert modal_app._row_file(str(eval_root), row["checkpoint_path"]).exists()
+        assert modal_app._reduce_body(str(eval_root)) == {"merged": 3, "rows": 3}
+        assert list((eval_root / "pending_rows").iterdir()) == []
+    table = batch_eval.read_results(eval_root / "evaluation_results.csv")
+    assert sorted(table["checkpoint_path"]) == [r["path"] for r in refs]
+    for cache in table["cache_path"]:
+        assert cache.startswith("evaluation_cache/") and (eval_root / cache / "metadata.json").exists()
+    assert modal_app._reduce_body(str(eval_root)) == {"merged": 0, "rows": 3}
+
+    # A local batch_eval of the downloaded volume names the checkpoint and its cache the same way.
+    monkeypatch.chdir(volumes.base)
+    ref = batch_eval.discover(["modal_checkpoints"])[1]
+    local = batch_eval.evaluate_one(
+        ref, {**EVAL_OPTIONS, "cache_dir": "evaluation_cache", "results_path": str(tmp_path / "local.csv")}
+    )
+    shutil.rmtree(volumes.base / "evaluation_cache")
+    remote = table.set_index("checkpoint_path").loc[local["checkpoint_path"]]
+    assert local["cache_path"] == remote["cache_path"]
+    assert (local["success_rate"], local["mean_lpc"]) == pytest.approx(
+        (remote["success_rate"], remote["mean_lpc"])
+    )
+
+
+def test_eval_parallel_plans_against_the_local_csv_first(volumes, tmp_path, monkeypatch, capsys):
+    eval_root = tmp_path / "eval"
+    work = tmp_path / "workstation"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    lister = Fake(lambda: modal_app._list_body(str(volumes.checkpoints), str(eval_root)))
+    evaluator = Fake(
+        lambda ref, options: modal_app._eval_body(ref, options, str(volumes.checkpoints), str(eval_root))
+    )
+    reducer = Fake(lambda: modal_app._reduce_body(str(eval_root)))
+    for name, fake in [
+        ("list_checkpoints", lister),
+        ("eval_checkpoint", evaluator),
+        ("reduce_rows", reducer),
+    ]:
+        monkeypatch.setattr(modal_app, name, fake)
+
+    modal_app.eval_parallel(num_episodes=4, num_envs=2)  # no CSV anywhere: everything
+    assert [len(items) for items, _ in evaluator.calls] == [3]
+    assert len(pd.read_csv(eval_root / "evaluation_results.csv")) == 3
+
+    modal_app.eval_parallel(num_episodes=4, num_envs=2)  # the volume's CSV has them all
+    assert len(evaluator.calls) == 1 and len(reducer.calls) == 1
+
+    table = pd.read_csv(eval_root / "evaluation_results.csv")
+    table.iloc[:1].to_csv(work / "evaluation_results.csv", index=False)  # a local CSV wins
+    capsys.readouterr()
+    modal_app.eval_parallel(num_episodes=4, num_envs=2)
+    assert "2 to evaluate" in capsys.readouterr().out and len(evaluator.calls[-1][0]) == 2
+    table = pd.read_csv(eval_root / "evaluation_results.csv")
+    assert len(table) == 3 and table["checkpoint_path"].is_unique
+
+    calls = len(lister.calls)
+    with pytest.raises(SystemExit):
+        modal_app.eval_parallel(task="BabyAI-NoSuchLevel-v0")
+    assert len(lister.calls) == calls
+
+
+def test_eval_all_body_evaluates_in_turn_and_merges(volumes, tmp_path):
+    refs = modal_app._list_body(str(volumes.checkpoints), str(tmp_path))["refs"][:1]
+    commits = []
+    out = modal_app._eval_all_body(
+        refs, EVAL_OPTIONS, str(volumes.checkpoints), str(tmp_path), commit=lambda: commits.append(1)
+    )
+    assert (out["merged"], out["rows"], len(commits)) == (1, 1, 1)
+    assert out["results"][0]["checkpoint_path"] == refs[0]["path"]

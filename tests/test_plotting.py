@@ -1,0 +1,525 @@
+"""plotting_utils: numbers on hand-made tables (tier 1) and every figure on real caches (tier 2).
+
+The module fixture trains a tiny MoP on BabyAI-UnlockPickup-v0 with the bot driving (so episodes
+contain pickups, door openings and drops), evaluates it with sampled actions and with a knockout,
+and does the same for a tiny GRU baseline on BabyAI-GoToRedBallGrey-v0 (no routing columns).
+"""
+
+import json
+import math
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+import eval_mop
+import plotting_utils as pu
+import routing_cache
+import train
+import train_mop
+from experiment import load_config, read_metrics
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def _evaluate(ckpt, root, **kw):
+    res = eval_mop.evaluate(ckpt, sample=True, **kw)
+    _, _, config = eval_mop.load_policy(ckpt)
+    return res, routing_cache.load_cache(eval_mop.save_evaluation(res, ckpt, config, root / "cache"))
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    """Real caches: MoP on UnlockPickup (60 episodes), the same under a knockout, GRU on GoToRedBallGrey."""
+    root = tmp_path_factory.mktemp("plotting")
+    cfg = load_config(
+        None,
+        {
+            "task_id": "BabyAI-UnlockPickup-v0",
+            "num_envs": 4,
+            "unroll_len": 16,
+            "num_updates": 6,
+            "log_interval": 2,
+            "num_workers": 0,
+            "checkpoint_interval": None,
+            "checkpoint_dir": str(root / "ck"),
+            "intermediate_dim": 16,
+            "router_hidden_size": 8,
+            "expert_hidden_sizes": [[0, 8, 16], [0, 8]],
+            "lang_dim": 8,
+            "teacher_forcing": 0.9,
+        },
+    )
+    out = train_mop.main(cfg, progress=False)
+    ckpt = out["checkpoints"][-1]
+    res, mop = _evaluate(ckpt, root, num_episodes=60)
+    knocked, _ = _evaluate(ckpt, root, num_episodes=20, knockout="largest")
+    results = pd.DataFrame(
+        [
+            {
+                "checkpoint_path": mop.meta["checkpoint_path"],
+                "num_episodes": r.metrics["num_episodes"],
+                **r.metrics,
+            }
+            for r in (res, knocked)
+        ]
+    )
+    gru_cfg = load_config(
+        None,
+        {
+            "task_id": "BabyAI-GoToRedBallGrey-v0",
+            "num_envs": 4,
+            "unroll_len": 16,
+            "num_updates": 4,
+            "log_interval": 2,
+            "num_workers": 0,
+            "checkpoint_interval": None,
+            "checkpoint_dir": str(root / "ckg"),
+            "hidden_size": 16,
+            "lang_dim": 8,
+        },
+    )
+    gru_out = train.main(gru_cfg, progress=False)
+    _, gru = _evaluate(gru_out["checkpoints"][-1], root, num_episodes=12)
+    return {
+        "mop": mop,
+        "gru": gru,
+        "results": results,
+        "metrics": read_metrics(out["metrics_path"]),
+        "gru_metrics": read_metrics(gru_out["metrics_path"]),
+        "root": root,
+    }
+
+
+@pytest.fixture(scope="module")
+def mop(caches):
+    return caches["mop"]
+
+
+@pytest.fixture(scope="module")
+def gru(caches):
+    return caches["gru"]
+
+
+def main_axes(fig: Figure) -> list:
+    """Axes that are panels (not colour bars or keys)."""
+    return [
+        ax
+        for ax in fig.axes
+        if ax.get_label() and not ax.get_label().startswith(("<colorbar>", "expert_key"))
+    ]
+
+
+def labelled(fig: Figure, prefix: str) -> list:
+    return [ax for ax in fig.axes if ax.get_label().startswith(prefix)]
+
+
+def visited_cells(ax) -> int:
+    image = ax.get_images()[0].get_array()
+    if np.ma.isMaskedArray(image) and image.ndim == 2:
+        return int((~np.ma.getmaskarray(image)).sum())
+    return int((np.asarray(image)[..., 3] > 0).sum())
+
+
+def colorbar_labels(fig: Figure) -> list[str]:
+    labels = []
+    for ax in fig.axes:
+        if ax.get_label() in ("<colorbar>", "expert_key"):
+            labels += [ax.get_xlabel(), ax.get_ylabel()]
+    return labels
+
+
+# ----------------------------------------------------------------------------- tier 1: hand-made tables
+
+
+def hand_steps() -> pd.DataFrame:
+    """Two cells of one row; layer 0 has 3 experts, layer 1 has 2."""
+    return pd.DataFrame(
+        {
+            "episode": [0, 0, 0, 1, 1, 1],
+            "t": [0, 1, 2, 0, 1, 2],
+            "x": [1, 1, 2, 1, 2, 2],
+            "y": [1, 1, 1, 1, 1, 1],
+            "action": [2, 2, 0, 2, 1, 1],
+            "lpc": [0.0, 100.0, 50.0, 10.0, 20.0, 30.0],
+            "entropy": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+            "layer_0_expert_0": [1.0, 0.5, 1 / 3, 0.0, 0.2, 0.2],
+            "layer_0_expert_1": [0.0, 0.5, 1 / 3, 0.0, 0.3, 0.3],
+            "layer_0_expert_2": [0.0, 0.0, 1 / 3, 1.0, 0.5, 0.5],
+            "layer_1_expert_0": [0.5, 0.5, 0.9, 0.1, 0.0, 1.0],
+            "layer_1_expert_1": [0.5, 0.5, 0.1, 0.9, 1.0, 0.0],
+        }
+    )
+
+
+def test_constants_and_expert_label():
+    assert len(pu.EXPERT_CMAPS) >= 6
+    assert len({tuple(np.round(c(1.0), 3)) for c in pu.EXPERT_CMAPS}) == len(pu.EXPERT_CMAPS)
+    assert pu.ACTION_NAMES[3] == "pickup" and len(pu.ACTION_NAMES) == 7
+    assert pu.expert_label(1, 2, 32) == "layer 1 · 32 units"
+    assert pu.expert_label(1, 0, 0) == "layer 1 · identity"
+    assert pu.expert_label(0, 2, None) == "layer 0 · expert 2"
+    # Unvisited cells must not look like any expert's weakest shade.
+    unvisited = np.array(matplotlib.colors.to_rgb(pu.UNVISITED_COLOR))
+    for j in range(6):
+        assert np.abs(pu._shade(j, np.array(0.0))[:3] - unvisited).max() > 0.05
+
+
+def test_grid_bounds():
+    assert pu.compute_grid_bounds([(2, 3), (5, 1)]) == {
+        "x_min": 2, "x_max": 5, "y_min": 1, "y_max": 3, "grid_width": 4, "grid_height": 3
+    }  # fmt: skip
+    full = pu.compute_grid_bounds(None, (11, 6))
+    assert (full["x_min"], full["x_max"], full["grid_width"], full["grid_height"]) == (0, 10, 11, 6)
+    with pytest.raises(ValueError):
+        pu.compute_grid_bounds([])
+
+
+def test_aggregate_routing_by_position_means_and_visits():
+    agg = pu.aggregate_routing_by_position(hand_steps())
+    assert agg.loc[(1, 1), "visits"] == 3 and agg.loc[(2, 1), "visits"] == 3
+    assert agg.loc[(1, 1), "lpc"] == pytest.approx((0 + 100 + 10) / 3)
+    assert agg.loc[(1, 1), "layer_0_expert_2"] == pytest.approx(1 / 3)
+    only = pu.aggregate_routing_by_position(hand_steps(), lambda s: s.episode == 0)
+    assert only.loc[(1, 1), "visits"] == 2 and only.loc[(2, 1), "lpc"] == 50.0
+
+
+def test_routing_entropy_and_usage_by_hand():
+    steps = hand_steps()
+    h = pu.routing_entropy(steps, 0)
+    expected = [0.0, math.log(2), math.log(3), 0.0]
+    assert h[:4] == pytest.approx(expected)
+    assert h[4] == pytest.approx(-(0.2 * math.log(0.2) + 0.3 * math.log(0.3) + 0.5 * math.log(0.5)))
+    usage = pu.expert_usage(steps)
+    assert usage[0] == pytest.approx(
+        [(1 + 0.5 + 1 / 3 + 0 + 0.2 + 0.2) / 6, (0.5 + 1 / 3 + 0.6) / 6, (1 / 3 + 2) / 6]
+    )
+    assert usage[1].sum() == pytest.approx(1.0)
+    assert pu.expert_usage(
+        {"usage_layer_0_expert_1": 0.25, "usage_layer_0_expert_0": 0.75, "success_rate": 1}
+    )[0] == pytest.approx([0.75, 0.25])
+    rows = [{"update": 1, "routing/layer_0/expert_0": 0.1, "routing/layer_0/expert_1": 0.9}, {"update": 2}]
+    assert pu.expert_usage(rows)[0] == pytest.approx([0.1, 0.9])
+    with pytest.raises(ValueError):
+        pu.expert_usage([{"update": 1, "train/loss": 1.0}])
+    # The stacked bars of plot_expert_usage are these numbers.
+    fig = pu.plot_expert_usage(steps, [[0, 8, 16], [0, 8]])
+    bars = [p for p in fig.axes[0].patches]
+    assert sorted(round(b.get_height(), 6) for b in bars) == sorted(
+        round(v, 6) for v in list(usage[0]) + list(usage[1]) + [0.0]
+    )
+
+
+def _kl(p_counts, q_counts, num_actions=7):
+    p = [(c + 0.5) / (sum(p_counts) + 0.5 * num_actions) for c in p_counts]
+    q = [(c + 0.5) / (sum(q_counts) + 0.5 * num_actions) for c in q_counts]
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+
+
+def test_action_kl_against_hand_values():
+    steps = hand_steps()  # cell (1,1): actions 2,2,2; cell (2,1): 0,1,1
+    kl = pu.action_kl_by_cell(steps, "global", min_visits=1)
+    cell_11 = [0, 0, 3, 0, 0, 0, 0]
+    cell_21 = [1, 2, 0, 0, 0, 0, 0]
+    total = [1, 2, 3, 0, 0, 0, 0]
+    # Jeffreys prior by hand: p_a = (n_a + 1/2) / (N + 7/2)
+    assert kl.loc[(1, 1), "kl"] == pytest.approx(_kl(cell_11, total))
+    assert kl.loc[(2, 1), "kl"] == pytest.approx(_kl(cell_21, total))
+    # The number itself: p = (.5, .5, 3.5, .5, .5, .5, .5)/6.5, q = (1.5, 2.5, 3.5, .5, .5, .5, .5)/9.5.
+    assert kl.loc[(1, 1), "kl"] == pytest.approx(0.171178, abs=1e-6)
+    nb = pu.action_kl_by_cell(steps, "neighbours", min_visits=1)
+    assert nb.loc[(1, 1), "kl"] == pytest.approx(_kl(cell_11, cell_21))  # its only neighbour
+    assert nb.loc[(2, 1), "kl"] == pytest.approx(_kl(cell_21, cell_11))
+    assert pu.action_kl_by_cell(steps, "global", min_visits=4)["kl"].isna().all()
+    same = pd.DataFrame({"x": [1] * 4 + [2] * 4, "y": [1] * 8, "action": [2] * 8})
+    # Same counts on both sides smooth identically: zero KL from the neighbour.
+    assert pu.action_kl_by_cell(same, "neighbours", min_visits=1)["kl"].to_numpy() == pytest.approx(
+        [0.0, 0.0]
+    )
+    with pytest.raises(ValueError, match="reference"):
+        pu.action_kl_by_cell(steps, "elsewhere")
+
+
+def test_room_labels():
+    keys = [(0, 0), (7, 0), (0, 7), (7, 7)]
+    assert pu.room_labels_for_groups(keys, (2, 2), (15, 15)) == [
+        "Top-Left",
+        "Top-Right",
+        "Bottom-Left",
+        "Bottom-Right",
+    ]
+    assert pu.room_labels_for_groups(keys, (2, 2)) == ["Top-Left", "Top-Right", "Bottom-Left", "Bottom-Right"]
+    assert pu.room_labels_for_groups([(0, 0), (12, 0)], (3, 1), (19, 7)) == ["Left", "Right"]
+    assert pu.room_labels_for_groups([(6, 6)], (3, 3), (19, 19)) == ["Middle-Center"]
+    assert pu.room_labels_for_groups([(0, 0)], (1, 1), (8, 8)) == ["Only room"]
+    assert pu.room_labels_for_groups([(18, 0)], (4, 1), (25, 7)) == ["Col 3"]
+
+
+def test_key_phases_follow_events():
+    steps = pd.DataFrame(
+        {
+            "episode": [0] * 5,
+            "x": [1] * 5,
+            "y": [1] * 5,
+            "carrying": [0, 1, 1, 0, 0],
+            "door_unlocked": [0, 0, 1, 1, 1],
+            "t_pick": [np.nan, 1, 1, 1, 1],
+            "t_drop": [np.nan, np.nan, np.nan, 3, 3],
+        }
+    )
+    ctx = {
+        "grid_size": [8, 8],
+        "keys": [[2, 2, "red"]],
+        "doors": [[4, 4, "red", False, True]],
+        "target_pos": None,
+    }
+    episodes = pd.DataFrame({"episode": [0], "env_context": [json.dumps(ctx)]})
+    labels, order = pu.group_labels(steps, episodes, "by_key_phase")
+    assert labels.tolist() == ["before pickup", "carrying key", "door open", "after drop", "after drop"]
+    assert order == list(pu.KEY_PHASES)
+    assert "by_key_phase" in pu.get_available_analyses(steps, episodes)
+    unlocked = ctx | {"doors": [[4, 4, "red", False, False]]}  # a distractor key: no key phases
+    assert "by_key_phase" not in pu.get_available_analyses(
+        steps, episodes.assign(env_context=json.dumps(unlocked))
+    )
+
+
+def test_starting_rooms_and_quadrants_on_hand_episodes():
+    def ctx(room, target):
+        return json.dumps(
+            {"grid_size": [15, 15], "agent_start_room": room, "room_grid_shape": [2, 2], "target_pos": target,
+             "room_bounds": [room[0] + 1, room[1] + 1, room[0] + 6, room[1] + 6], "doors": [], "keys": []}
+        )  # fmt: skip
+
+    episodes = pd.DataFrame({"episode": [0, 1], "env_context": [ctx([0, 0], [3, 3]), ctx([7, 7], [9, 9])]})
+    steps = pd.DataFrame({"episode": [0, 0, 0, 1, 1], "x": [1, 5, 3, 8, 12], "y": [1, 1, 5, 12, 9]})
+    assert "by_starting_room" in pu.get_available_analyses(steps, episodes)
+    groups = pu.group_routing_data(steps, episodes, "by_starting_room")
+    assert {k: len(v) for k, v in groups.items()} == {"Top-Left": 3, "Bottom-Right": 2}
+    labels, _ = pu.group_labels(steps, episodes, "by_quadrant")
+    assert labels.tolist() == [
+        "above-left",
+        "above-right",
+        "same row or column",
+        "below-left",
+        "same row or column",
+    ]
+
+
+# ----------------------------------------------------------------------------- tier 2: groupings on real caches
+
+
+def test_available_analyses(mop, gru):
+    found = pu.get_available_analyses(mop.steps, mop.episodes)
+    assert found[0] == "overall"
+    assert {"by_key_phase", "by_carrying_phase", "by_door_location", "by_quadrant"} <= set(found)
+    assert "by_starting_room" not in found  # UnlockPickup always starts in the left room
+    single = pu.get_available_analyses(gru.steps, gru.episodes)
+    # GoToRedBallGrey has grey keys as distractors and no door: no key phases, no door grouping.
+    assert (
+        "by_key_phase" not in single and "by_door_location" not in single and "by_starting_room" not in single
+    )
+    assert pu.has_routing(mop.steps) and not pu.has_routing(gru.steps)
+
+
+def test_groups_partition_the_steps(mop):
+    for analysis in pu.get_available_analyses(mop.steps, mop.episodes):
+        groups = pu.group_routing_data(mop.steps, mop.episodes, analysis)
+        assert sum(len(g) for g in groups.values()) == len(mop.steps), analysis
+        index = np.concatenate([g.index.to_numpy() for g in groups.values()])
+        assert len(np.unique(index)) == len(mop.steps), analysis
+        assert all(len(g) for g in groups.values())
+    phases = pu.group_routing_data(mop.steps, mop.episodes, "by_key_phase")
+    assert list(phases)[0] == "before pickup" and "carrying key" in phases
+    assert (phases["carrying key"]["carrying"] == 1).all()
+    with pytest.raises(ValueError, match="unknown grouping"):
+        pu.group_routing_data(mop.steps, mop.episodes, "by_moon_phase")
+
+
+# ----------------------------------------------------------------------------- tier 2: figures
+
+
+def test_overall_routing_figure(mop):
+    info = pu.grid_info_for(mop.steps, mop.episodes)
+    image = np.zeros((6 * 32, 11 * 32, 3), dtype=np.uint8)
+    fig = pu.plot_overall_routing(mop.steps, mop.expert_sizes, image, "pick up the box", grid_info=info)
+    assert isinstance(fig, Figure)
+    assert [ax.get_label() for ax in main_axes(fig)] == [
+        "env_image",
+        "routing_layer_0",
+        "routing_layer_1",
+        "lpc",
+    ]
+    assert len(labelled(fig, "expert_key")) == 2
+    assert "LPC (Σ w·size²)" in colorbar_labels(fig)
+    for ax in main_axes(fig)[1:]:
+        assert ax.get_xlabel() == "x (cell)" and ax.get_ylabel() == "y (cell)" and ax.get_title()
+        assert 0 < visited_cells(ax) < info["grid_width"] * info["grid_height"]  # walls stay unvisited
+        bottom, top = ax.get_ylim()
+        assert bottom > top  # row 0 at the top, as minigrid draws the level
+    # The keys name every expert by its size, per layer.
+    key_names = [[t.get_text() for t in k.get_yticklabels()] for k in labelled(fig, "expert_key")]
+    assert key_names == [["identity", "8 units", "16 units"], ["identity", "8 units"]]
+    assert "pick up the box" in main_axes(fig)[0].get_title()
+    assert fig._suptitle is not None and "steps" in fig._suptitle.get_text()
+
+
+def test_heatmap_cell_values(mop):
+    """The LPC image holds each cell's mean LPC at [y, x]."""
+    info = pu.grid_info_for(mop.steps, mop.episodes)
+    fig = pu.plot_lpc_heatmap(mop.steps, info)
+    grid = labelled(fig, "lpc")[0].get_images()[0].get_array()
+    x, y = int(mop.steps["x"].iloc[0]), int(mop.steps["y"].iloc[0])
+    here = mop.steps[(mop.steps.x == x) & (mop.steps.y == y)]
+    assert grid[y, x] == pytest.approx(here["lpc"].mean())
+    assert np.ma.getmaskarray(grid)[0, 0]  # a corner wall
+
+
+def test_grouped_routing_one_row_per_group(mop):
+    for analysis in ("by_key_phase", "by_door_location"):
+        groups = pu.group_routing_data(mop.steps, mop.episodes, analysis)
+        fig = pu.plot_grouped_routing(mop.steps, mop.episodes, analysis, mop.expert_sizes)
+        heatmaps = labelled(fig, "routing_layer_")
+        assert len(heatmaps) == 2 * len(groups) and len(labelled(fig, "lpc")) == len(groups)
+        assert all(visited_cells(ax) > 0 for ax in heatmaps + labelled(fig, "lpc"))
+        row_labels = [ax.get_ylabel() for ax in labelled(fig, "routing_layer_0")]
+        assert [r.split("\n")[0] for r in row_labels] == list(groups)
+    images = {g: np.zeros((10, 10, 3), dtype=np.uint8) for g in groups}
+    fig = pu.plot_grouped_routing(
+        mop.steps, mop.episodes, "by_door_location", mop.expert_sizes, env_images=images
+    )
+    assert len(labelled(fig, "env_image")) == len(groups)
+
+
+def test_behaviour_figures(mop, gru):
+    for data in (mop, gru):
+        fig = pu.plot_action_frequency(data.steps, by_carrying=True)
+        ax = fig.axes[0]
+        assert ax.get_ylabel() == "fraction of steps" and [
+            t.get_text() for t in ax.get_xticklabels()
+        ] == list(pu.ACTION_NAMES)
+        heights = [p.get_height() for p in ax.patches]
+        assert sum(heights) == pytest.approx(len(ax.get_legend().get_texts()))  # each split sums to 1
+        fig = pu.plot_entropy_heatmap(data.steps)
+        assert (
+            "policy entropy (nats)" in colorbar_labels(fig) and visited_cells(labelled(fig, "entropy")[0]) > 0
+        )
+    for reference in ("global", "neighbours"):
+        fig = pu.plot_kl_heatmap(mop.steps, reference)
+        assert "KL (nats)" in colorbar_labels(fig)
+        ax = labelled(fig, f"kl_{reference}")[0]
+        assert visited_cells(ax) > 0 and "Jeffreys" in ax.get_title()
+    x, y = int(mop.steps.x.iloc[0]), int(mop.steps.y.iloc[0])
+    fig = pu.plot_cell_action_distribution(mop.steps, x, y)
+    assert f"({x}, {y})" in fig.axes[0].get_title() and len(fig.axes[0].patches) == 14
+    with pytest.raises(ValueError, match="never visited"):
+        pu.plot_cell_action_distribution(mop.steps, 0, 0)
+
+
+def test_time_figures(mop):
+    episode = pu.pick_example_episode(mop.episodes)
+    fig = pu.plot_episode_routing(mop.steps, episode, mop.expert_sizes)
+    assert len(fig.axes) == 3  # two layers, then LPC
+    assert len(fig.axes[0].get_lines()) >= 3 and fig.axes[-1].get_xlabel() == "step in episode"
+    legend_text = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    assert "layer 0 · 16 units" in legend_text and "layer 1 · identity" in legend_text
+    events = mop.steps[mop.steps.episode == episode][["t_pick", "t_unlocked", "t_drop"]].max()
+    marked = [
+        t.get_text() for lg in fig.legends for t in lg.get_texts() if t.get_text() in pu.EVENT_NAMES.values()
+    ]
+    assert len(marked) == events.notna().sum()
+    fig = pu.plot_event_aligned_routing(mop.steps, "t_pick", 5, mop.expert_sizes)
+    assert len(fig.axes) == 2
+    assert all(ax.get_xlabel() == "steps relative to first pickup" for ax in fig.axes)
+    line = fig.axes[1].get_lines()[0]  # layer 1 identity, mean over episodes aligned at the pickup
+    when = mop.steps.groupby("episode")["t_pick"].transform("max")
+    at_event = mop.steps[mop.steps.t == when]["layer_1_expert_0"].mean()
+    assert line.get_ydata()[list(line.get_xdata()).index(0)] == pytest.approx(at_event)
+    with pytest.raises(ValueError, match="event must be"):
+        pu.plot_event_aligned_routing(mop.steps, "t_moon", 5, mop.expert_sizes)
+    no_events = mop.steps.assign(t_unlocked=np.nan)
+    with pytest.raises(ValueError, match="no episode"):
+        pu.plot_event_aligned_routing(no_events, "t_unlocked", 5, mop.expert_sizes)
+
+
+def test_distribution_figures(mop):
+    fig = pu.plot_weight_histograms(mop.steps, mop.expert_sizes)
+    assert len(fig.axes) == 2 and all(ax.get_xlabel() == "router weight" for ax in fig.axes)
+    fig = pu.plot_routing_entropy(mop.steps, mop.expert_sizes)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["router entropy (nats)"] * 2
+    uniform = [ln.get_xdata()[0] for ln in fig.axes[0].get_lines()][0]
+    assert uniform == pytest.approx(math.log(3))
+    fig = pu.plot_expert_usage(mop.meta["metrics"], mop.expert_sizes)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["layer 0", "layer 1"]
+
+
+def test_specialisation_figures(mop, caches):
+    fig = pu.plot_phase_specialisation(mop.steps, mop.episodes, mop.expert_sizes)
+    groups = pu.group_routing_data(mop.steps, mop.episodes, "by_key_phase")
+    assert len(fig.axes) == 2
+    stars = [t for t in fig.axes[0].texts if t.get_text() == "★"]
+    assert len(stars) == len(groups)  # one dominant expert per phase
+    with pytest.raises(ValueError, match="not available"):
+        pu.plot_phase_specialisation(mop.steps, mop.episodes, mop.expert_sizes, "by_starting_room")
+    fig = pu.plot_success_vs_failure(mop.steps, mop.episodes, mop.expert_sizes)
+    assert len(fig.axes) == 3 and fig.axes[-1].get_title() == "LPC"
+    fig = pu.plot_knockout_comparison(caches["results"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["no knockout", "largest"]
+    assert [p.get_height() for p in ax.patches] == pytest.approx(caches["results"]["success_rate"].tolist())
+    assert ax.get_ylabel() == "success rate (95% CI)"
+
+
+def test_training_curves(caches):
+    fig = pu.plot_training_curves(caches["metrics"], caches["mop"].expert_sizes)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert {"loss", "accuracy vs bot", "recent episodes", "LPC", "layer 0 routing", "layer 1 routing"} <= set(
+        titles
+    )
+    assert all(ax.get_xlabel() == "update" for ax in fig.axes if ax.get_title())
+    fig = pu.plot_training_curves(pd.DataFrame(caches["gru_metrics"]))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert "loss" in titles and not any(t.startswith("layer") or t == "LPC" for t in titles)
+
+
+def test_gru_cache_refuses_routing_plots(gru):
+    sizes = gru.expert_sizes
+    for call in (
+        lambda: pu.plot_overall_routing(gru.steps, sizes),
+        lambda: pu.plot_grouped_routing(gru.steps, gru.episodes, "by_quadrant", sizes),
+        lambda: pu.plot_episode_routing(gru.steps, 0, sizes),
+        lambda: pu.plot_weight_histograms(gru.steps, sizes),
+        lambda: pu.plot_routing_entropy(gru.steps, sizes),
+        lambda: pu.plot_expert_usage(gru.steps, sizes),
+        lambda: pu.plot_success_vs_failure(gru.steps, gru.episodes, sizes),
+    ):
+        with pytest.raises(ValueError, match="GRU-baseline"):
+            call()
+
+
+def test_standard_figures_and_save(caches, tmp_path):
+    import matplotlib.pyplot as plt
+
+    mop = caches["mop"]
+    figs = pu.standard_figures(mop, np.zeros((64, 64, 3), np.uint8), caches["metrics"], caches["results"])
+    expected = {
+        "routing_overall", "routing_by_key_phase", "routing_by_carrying_phase", "routing_by_door_location",
+        "lpc_overall", "action_frequency", "entropy_heatmap", "kl_global", "weights_histograms",
+        "routing_entropy", "expert_usage", "event_aligned_t_pick", "phase_specialisation",
+        "success_vs_failure", "training_curves", "knockout_comparison",
+    }  # fmt: skip
+    assert expected <= set(figs)
+    assert any(k.startswith("episode_") and k.endswith("_routing") for k in figs)
+    assert all(isinstance(f, Figure) for f in figs.values())
+    gru_figs = pu.standard_figures(caches["gru"])
+    assert {"action_frequency", "entropy_heatmap", "kl_global"} <= set(gru_figs)
+    assert not any(k.startswith(("routing", "lpc", "weights", "expert", "episode_")) for k in gru_figs)
+    paths = pu.save_figures(
+        {**figs, **{f"gru_{k}": v for k, v in gru_figs.items()}}, tmp_path / "plots", dpi=40
+    )
+    assert len(paths) == len(figs) + len(gru_figs)
+    for p in paths:
+        assert p.suffix == ".png" and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
+    assert plt.get_fignums() == []  # nothing left in pyplot's registry
