@@ -1033,14 +1033,13 @@ def plot_routing_entropy(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[in
         bins = np.linspace(0, max(top, 1e-6), 26)
         counts, _ = np.histogram(h, bins=bins)
         ax.stairs(counts / max(len(h), 1), bins, fill=True, color="#4c72b0", alpha=0.8)
-        ax.axvline(top, color="k", linestyle="--", linewidth=1, label=f"uniform (ln {len(cols)} = {top:.2f})")
-        ax.axvline(h.mean(), color="#c44e52", linewidth=1.5, label=f"mean {h.mean():.2f}")
+        ax.axvline(top, color="k", linestyle="--", linewidth=1, label="uniform split (ln E)")
+        ax.axvline(h.mean(), color="#c44e52", linewidth=1.5, label="mean")
         ax.set_xlabel("router entropy (nats)")
         ax.set_ylabel("fraction of steps")
         sizes = ", ".join(_short_size(_size(expert_sizes, layer, j), j) for j in range(len(cols)))
-        ax.set_title(f"layer {layer} (experts {sizes})")
-        ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(0, 1.0), fontsize=7)
-        ax.set_ylim(top=ax.get_ylim()[1] * 1.3)  # headroom so the legend does not cover the bars
+        ax.set_title(f"layer {layer} (experts {sizes})\nmean {h.mean():.2f} of max {top:.2f} nats")
+    fig.legend(handles=axes[0].get_lines(), loc="outside lower center", ncol=2, frameon=False)
     fig.suptitle(f"Router entropy ({len(steps)} steps)")
     return fig
 

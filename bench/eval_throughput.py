@@ -18,6 +18,7 @@ import json
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -65,15 +66,8 @@ def main() -> None:
         rates = {}
         for record in (False, True):
             for n in (1, workers):
-                result, seconds = timed(
-                    lambda: evaluate(
-                        checkpoint,
-                        num_episodes=args.episodes,
-                        record=record,
-                        num_workers=n,
-                        bot_paths=bot_paths,
-                    )
-                )
+                job = partial(evaluate, checkpoint, num_episodes=args.episodes, record=record, num_workers=n)
+                result, seconds = timed(partial(job, bot_paths=bot_paths))
                 rates[record, n] = args.episodes / seconds
                 if record and n == 1:
                     recorded = result
