@@ -757,9 +757,15 @@ def plot_grouped_routing(
     layers = _require_routing(steps, "plot_grouped_routing")
     if group_by == "overall":
         return plot_overall_routing(steps, expert_sizes, grid_info=grid_info)
-    groups = group_routing_data(steps, episodes, group_by)
+    labels, groups = group_labels(steps, episodes, group_by)
     grid_info = grid_info or grid_info_for(steps, episodes)
-    aggs = {g: aggregate_routing_by_position(s) for g, s in groups.items()}
+    # One groupby over (group, x, y) instead of copying every group's rows out of 10^5 steps.
+    by_group = steps.assign(group=labels)
+    cols = [c for cs in layers.values() for c in cs] + ["lpc"]
+    grouped = by_group.groupby(["group", "x", "y"], sort=True)
+    stacked = grouped[cols].mean().assign(visits=grouped.size())
+    aggs = {g: stacked.xs(g, level="group") for g in groups}
+    episodes_in = by_group.groupby("group")["episode"].nunique()
     lpc_min = min(a["lpc"].min() for a in aggs.values())
     lpc_max = max(a["lpc"].max() for a in aggs.values())
     show_env = env_images is not None
@@ -775,7 +781,7 @@ def plot_grouped_routing(
         for ax, layer in zip(row, layers):
             render_routing_heatmap(ax, agg, grid_info, layer, expert_sizes, key=False)
         render_lpc_heatmap(row[-1], agg, grid_info, lpc_min, lpc_max, colorbar=False)
-        n_steps, n_ep = int(agg["visits"].sum()), groups[group]["episode"].nunique()
+        n_steps, n_ep = int(agg["visits"].sum()), int(episodes_in[group])
         for ax in row[1:]:
             ax.set_ylabel("")
         for ax in row if r < len(groups) - 1 else []:
@@ -837,7 +843,8 @@ def plot_entropy_heatmap(steps: pd.DataFrame, grid_info: Mapping[str, int] | Non
     fig = _figure(w + 1.2, h + 1.1)
     ax = fig.subplots()
     grid = _to_grid(agg, agg["entropy"].to_numpy(), grid_info)
-    _value_heatmap(ax, grid, grid_info, "magma", "policy entropy (nats)", 0.0, math.log(len(ACTION_NAMES)))
+    top = f"policy entropy (nats; max ln {len(ACTION_NAMES)} = {math.log(len(ACTION_NAMES)):.2f})"
+    _value_heatmap(ax, grid, grid_info, "magma", top, 0.0, None)
     ax.set_title(f"Policy entropy per cell ({len(steps)} steps)")
     ax.set_label("entropy")
     _unvisited_legend(fig)
@@ -1129,7 +1136,7 @@ def plot_phase_specialisation(
     stats = per_episode.groupby(level="group").agg(["mean", "sem"]).reindex(order)
     counts = labels.value_counts()
     names = [f"{g}\n(n={counts[g]})" for g in order]
-    fig = _figure(max(_PANEL * 1.3, 0.55 * len(order) * 3) * len(layers) / 1.3 + 0.5, _PANEL * 1.05)
+    fig = _figure(max(3.0, 0.75 * len(order)) * len(layers) + 0.4, _PANEL * 1.05)
     axes = fig.subplots(1, len(layers), squeeze=False, sharey=True)[0]
     for ax, (layer, lcols) in zip(axes, layers.items()):
         means = np.stack([stats[(c, "mean")].to_numpy() for c in lcols], 1)
@@ -1220,7 +1227,23 @@ def plot_knockout_comparison(results_df: pd.DataFrame, checkpoint_path: str | No
     ax.bar(range(len(df)), rate, 0.6, yerr=err, capsize=3, color=colors)
     for i, r in enumerate(rate):
         ax.text(i, min(r + err[1, i] + 0.02, 1.05), f"{r:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(df)), [str(v).replace("none", "no knockout") for v in df["label"]], rotation=20)
+    known = (
+        df["expert_hidden_sizes"].dropna()
+        if "expert_hidden_sizes" in df.columns
+        else pd.Series([], dtype=object)
+    )
+    sizes = json.loads(known.iloc[0]) if len(known) and isinstance(known.iloc[0], str) else None
+
+    def readable(label: str) -> str:
+        # 'layer_1:2' -> 'layer 1 · 32 units' when the row says the sizes; specs stay 0-based.
+        label = label.replace("none", "no knockout").replace("largest", "largest per layer")
+        return re.sub(
+            r"layer_(\d+):(\d+)",
+            lambda m: expert_label(int(m[1]), int(m[2]), _size(sizes, int(m[1]), int(m[2]))),
+            label,
+        )
+
+    ax.set_xticks(range(len(df)), [readable(str(v)) for v in df["label"]], rotation=20, ha="right")
     ax.set_xlabel("knockout condition")
     ax.set_ylabel("success rate (95% CI)")
     ax.set_ylim(0, 1.12)

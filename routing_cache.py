@@ -143,7 +143,7 @@ def _jsonable(value: Any) -> Any:
 
 
 # Step columns that are functions of others and of the episode row: not stored, rebuilt on load.
-DERIVED_STEP_COLUMNS = ("door_unlocked", "t_unlocked", "t_pick", "t_drop", "dist_to_door")
+DERIVED_STEP_COLUMNS = ("door_unlocked", "t_unlocked", "t_pick", "t_drop", "dist_to_door", "lpc", "entropy")
 
 
 def _storage_steps(steps: pd.DataFrame) -> pd.DataFrame:
@@ -163,27 +163,75 @@ def _storage_steps(steps: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _restore_steps(stored: pd.DataFrame, episodes: pd.DataFrame, order: list[str] | None) -> pd.DataFrame:
-    """Inverse of _storage_steps: float32 weights/logits, float64 elsewhere, derived columns rebuilt
-    exactly (an event time is visible from the step it happened on; the door distance uses the
-    episode's door)."""
-    df = stored
-    for c in df.columns:
-        if df[c].dtype == np.float16:
-            df[c] = df[c].astype(np.float32)
-        elif df[c].dtype == np.float32:
-            df[c] = df[c].astype(np.float64)
-        elif pd.api.types.is_integer_dtype(df[c]):
-            df[c] = df[c].astype(np.int64)
-    by_episode = episodes.set_index("episode")
+def _lookup(episodes: pd.DataFrame, column: str, episode_of_step: np.ndarray) -> np.ndarray:
+    """episodes[column] for each step's episode, as float (NaN for missing)."""
+    values = episodes[column].to_numpy(dtype=float, na_value=np.nan)
+    order = np.argsort(episodes["episode"].to_numpy())
+    position = order[np.searchsorted(episodes["episode"].to_numpy()[order], episode_of_step)]
+    return values[position]
+
+
+def _restore_steps(
+    stored: dict[str, np.ndarray], episodes: pd.DataFrame, order: list[str] | None, config: dict
+) -> pd.DataFrame:
+    """Inverse of _storage_steps, on numpy columns (one DataFrame built at the end keeps loading
+    fast): float32 weights/logits, float64 other floats, int64 integers, and the derived columns
+    rebuilt (an event time is visible from the step it happened on; the door distance uses the
+    episode's door; LPC and entropy come from the stored weights and logits)."""
+    cols: dict[str, np.ndarray] = {}
+    for name, values in stored.items():
+        if values.dtype == np.float16:
+            cols[name] = values.astype(np.float32)
+        elif values.dtype == np.float32:
+            cols[name] = values.astype(np.float64)
+        elif np.issubdtype(values.dtype, np.integer):
+            cols[name] = values.astype(np.int64)
+        else:
+            cols[name] = values
+    episode, t = cols["episode"], cols["t"]
     for name in ("t_unlocked", "t_pick", "t_drop"):
-        when = df["episode"].map(by_episode[name].astype("float64"))
-        df[name] = when.where(when <= df["t"])
-    df["door_unlocked"] = df["t_unlocked"].notna().astype(np.int64)
-    door_x = df["episode"].map(by_episode["door_x"].astype("float64"))
-    door_y = df["episode"].map(by_episode["door_y"].astype("float64"))
-    df["dist_to_door"] = np.hypot(df["x"] - door_x, df["y"] - door_y)
-    return df[order] if order else df
+        when = _lookup(episodes, name, episode)
+        cols[name] = np.where(when <= t, when, np.nan)
+    cols["door_unlocked"] = (~np.isnan(cols["t_unlocked"])).astype(np.int64)
+    door_x, door_y = _lookup(episodes, "door_x", episode), _lookup(episodes, "door_y", episode)
+    cols["dist_to_door"] = np.hypot(cols["x"] - door_x, cols["y"] - door_y)
+    exponent = float(config.get("lpc_exponent", 2.0))
+    lpc = np.zeros(len(episode))
+    for k, sizes in enumerate(config.get("expert_hidden_sizes") or []):
+        names = [weight_column(k, j) for j in range(len(sizes))]
+        if all(c in cols for c in names):
+            weights = np.stack([cols[c] for c in names], axis=1).astype(np.float64)
+            lpc += weights @ (np.asarray(sizes, dtype=np.float64) ** exponent)
+    cols["lpc"] = lpc
+    logit_columns = sorted((c for c in cols if c.startswith("logit_")), key=lambda c: int(c[6:]))
+    if logit_columns:
+        logits = np.stack([cols[c] for c in logit_columns], axis=1).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        cols["entropy"] = -(np.exp(log_p) * log_p).sum(axis=1)
+    return pd.DataFrame({c: cols[c] for c in (order or cols)})
+
+
+# Per-episode means that are averages of the steps: not stored, recomputed on load.
+def _episode_means(episodes: pd.DataFrame) -> list[str]:
+    return [c for c in episodes.columns if c in ("mean_lpc", "mean_entropy") or c.startswith("layer_")]
+
+
+def _restore_episodes(stored: pd.DataFrame, steps: pd.DataFrame, order: list[str] | None) -> pd.DataFrame:
+    names = [c for c in (order or []) if c not in stored.columns]
+    if not names:
+        return stored
+    # steps are sorted by (episode, t): per-episode means by segment sums
+    episode = steps["episode"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
+    counts = np.diff(np.r_[starts, len(episode)])
+    values = np.stack([steps[c.removeprefix("mean_")].to_numpy(np.float64) for c in names], axis=1)
+    means = np.add.reduceat(values, starts, axis=0) / counts[:, None]
+    position = np.searchsorted(episode[starts], stored["episode"].to_numpy())
+    restored = stored.copy()
+    for i, c in enumerate(names):
+        restored[c] = means[position, i]
+    return restored[order]
 
 
 def write_cache(
@@ -203,13 +251,16 @@ def write_cache(
             "schema_version": SCHEMA_VERSION,
             "step_columns": STEP_COLUMNS,
             "step_column_order": list(steps.columns),
+            "episode_column_order": list(episodes.columns),
         }
     )
     if "parquet" in formats:
         stored = _storage_steps(steps)
         _atomic_write(directory / STEPS_FILE, lambda p: stored.to_parquet(p, index=False, compression="zstd"))
+        stored_episodes = episodes.drop(columns=_episode_means(episodes))
         _atomic_write(
-            directory / EPISODES_FILE, lambda p: episodes.to_parquet(p, index=False, compression="zstd")
+            directory / EPISODES_FILE,
+            lambda p: stored_episodes.to_parquet(p, index=False, compression="zstd"),
         )
     if "json" in formats:
         _atomic_write(directory / JSON_FILE, lambda p: _write_seed_json(p, steps, episodes, meta))
@@ -239,7 +290,13 @@ def load_cache(directory: str | os.PathLike) -> CacheData:
             f"cache {str(directory)!r} has no {STEPS_FILE} (written with --cache_format json only?)"
         )
     episodes = pd.read_parquet(directory / EPISODES_FILE)
-    steps = _restore_steps(pd.read_parquet(directory / STEPS_FILE), episodes, meta.get("step_column_order"))
+    steps = _restore_steps(
+        pd.read_parquet(directory / STEPS_FILE),
+        episodes,
+        meta.get("step_column_order"),
+        meta.get("config", {}),
+    )
+    episodes = _restore_episodes(episodes, steps, meta.get("episode_column_order"))
     return CacheData(steps, episodes, meta, directory)
 
 

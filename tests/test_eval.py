@@ -178,7 +178,7 @@ def test_cache_round_trip_json_shape_and_schema(trained, tmp_path):
         if not c.startswith(("logit_", "layer_", "lpc", "entropy", "dist_to_k", "dist_to_t"))
     ]
     pd.testing.assert_frame_equal(data.steps[exact], r.steps[exact])
-    pd.testing.assert_frame_equal(data.episodes, r.episodes)
+    pd.testing.assert_frame_equal(data.episodes, r.episodes, check_exact=False, rtol=1e-3, atol=1e-3)
     assert data.meta["metrics"]["success_rate"] == r.metrics["success_rate"] and data.expert_sizes == [
         [0, 8, 16],
         [0, 8],
