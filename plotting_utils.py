@@ -1341,15 +1341,21 @@ def standard_figures(
     env_image: np.ndarray | None = None,
     metrics_rows: Sequence[Mapping[str, Any]] | None = None,
     results_df: pd.DataFrame | None = None,
+    env_mission: str | None = None,
 ) -> dict[str, Figure]:
     """Every figure this cache supports, keyed by file stem. Routing figures only when the cache
-    has router weights; event, phase and knockout figures only when those events / rows exist."""
+    has router weights; event, phase and knockout figures only when those events / rows exist.
+    env_image: a rendering of one layout (shown beside the overall heatmaps, with env_mission, by
+    default the first episode's mission); metrics_rows: the run's metrics.jsonl rows;
+    results_df: evaluation_results.csv (its rows for this checkpoint, if several knockouts)."""
     steps, episodes = data.steps, data.episodes
     sizes = data.expert_sizes
     grid_info = grid_info_for(steps, episodes)
     analyses = get_available_analyses(steps, episodes)
     figs: dict[str, Figure] = {}
-    mission = episodes["mission"].iloc[0] if env_image is not None and len(episodes) else None
+    mission = env_mission
+    if mission is None and env_image is not None and len(episodes):
+        mission = episodes["mission"].iloc[0]
     if has_routing(steps):
         figs["routing_overall"] = plot_overall_routing(steps, sizes, env_image, mission, grid_info=grid_info)
         for analysis in analyses[1:]:

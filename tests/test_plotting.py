@@ -529,3 +529,6 @@ def test_standard_figures_and_save(caches, tmp_path):
     for p in paths:
         assert p.suffix == ".png" and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
     assert plt.get_fignums() == []  # nothing left in pyplot's registry
+    # The command line renders the same set (the GRU cache: behaviour figures only).
+    summary = pu.main([str(caches["gru"].path), "--out", str(tmp_path / "cli"), "--dpi", "40"])
+    assert sorted(p.rsplit("/", 1)[1] for p in summary["paths"]) == sorted(f"{k}.png" for k in gru_figs)
