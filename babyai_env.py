@@ -84,7 +84,9 @@ def train_episode_seed(run_seed: int, env_index: int, episode_index: int) -> int
     return TRAIN_SEED_START + run_seed * _TRAIN_RUN_STRIDE + env_index * _TRAIN_ENV_STRIDE + episode_index
 
 
-def render_layout(task_id: str, seed: int, max_steps: int | None = None, tile_size: int = 24) -> tuple[np.ndarray, str]:
+def render_layout(
+    task_id: str, seed: int, max_steps: int | None = None, tile_size: int = 24
+) -> tuple[np.ndarray, str]:
     """minigrid's own picture (RGB array, no view highlight) of the start layout of `seed`, and
     its mission: the level image beside routing heatmaps (one tile per grid cell)."""
     env = make_env(task_id, max_steps)

@@ -18,7 +18,6 @@ hatched grey cells were never visited. Layers and experts are numbered from 0, a
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -1422,33 +1421,9 @@ def save_figures(figures: Mapping[str, Figure], out_dir: str | os.PathLike, dpi:
     return paths
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Render a cache's standard figures (no level image: that needs the env, see routing_viz)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("cache", help="a routing cache folder (has metadata.json)")
-    parser.add_argument(
-        "--out", default=None, help="output folder (default: plots/<task_id>/<cache folder name>)"
-    )
-    parser.add_argument("--metrics", default=None, help="the run's metrics.jsonl, for the training curves")
-    parser.add_argument("--results", default=None, help="evaluation_results.csv, for the knockout comparison")
-    parser.add_argument("--dpi", type=int, default=150)
-    args = parser.parse_args(argv)
-    from routing_cache import load_cache
-
-    data = load_cache(args.cache)
-    rows = None
-    if args.metrics:
-        with open(args.metrics) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    results = pd.read_csv(args.results) if args.results else None
-    out = args.out or Path("plots") / data.meta["config"]["task_id"] / Path(args.cache).name
-    paths = save_figures(standard_figures(data, metrics_rows=rows, results_df=results), out, args.dpi)
-    for p in paths:
-        print(p)
-    return {"paths": [str(p) for p in paths]}
-
-
 if __name__ == "__main__":
-    main()
+    # The headless command lives in render_plots.py (it needs the env to draw the level); this
+    # module stays free of env imports when imported.
+    import render_plots
+
+    render_plots.main()

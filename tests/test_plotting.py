@@ -529,6 +529,15 @@ def test_standard_figures_and_save(caches, tmp_path):
     for p in paths:
         assert p.suffix == ".png" and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
     assert plt.get_fignums() == []  # nothing left in pyplot's registry
-    # The command line renders the same set (the GRU cache: behaviour figures only).
-    summary = pu.main([str(caches["gru"].path), "--out", str(tmp_path / "cli"), "--dpi", "40"])
-    assert sorted(p.rsplit("/", 1)[1] for p in summary["paths"]) == sorted(f"{k}.png" for k in gru_figs)
+    # The headless command renders the same set (the GRU cache: behaviour figures only), into the
+    # cache's layout below plots/.
+    import render_plots
+
+    summary = render_plots.main(
+        ["--cache", str(caches["gru"].path), "--out", str(tmp_path / "cli"), "--dpi", "40"]
+    )
+    names = {p.rsplit("/", 1)[1] for p in summary["paths"]}
+    # plus the training curves from the run's metrics.jsonl beside the checkpoint
+    assert names == {f"{k}.png" for k in gru_figs} | {"training_curves.png"}
+    task = caches["gru"].meta["config"]["task_id"]
+    assert all(f"/cli/{task}/trial_0/" in p for p in summary["paths"])

@@ -1,0 +1,456 @@
+"""Where do Mixture-of-Pathways routers send their weight? Heatmaps of one evaluation's routing.
+
+A marimo notebook over one routing cache (or a fresh evaluation of a checkpoint): metrics, the
+dominant expert per grid cell by grouping (starting room, door, phase...), LPC, routing over time,
+weight distributions and phase specialisation. The plots live in plotting_utils.py; this file is
+wiring. Paths default to the project layout under the working directory; environment variables
+override them: ROUTING_CACHE_DIR (evaluation_cache), CHECKPOINT_DIRS (checkpoints:modal_checkpoints,
+os.pathsep-separated), RESULTS_CSV (evaluation_results.csv), PLOTS_DIR (plots).
+
+    marimo run routing_viz.py            # the app
+    marimo edit routing_viz.py           # the notebook
+    python routing_viz.py                # headless, as a script
+"""
+
+import marimo
+
+__generated_with = "0.25.2"
+app = marimo.App(width="medium", app_title="MoP routing")
+
+with app.setup:
+    import os
+    from pathlib import Path
+
+    import marimo as mo
+
+    import babyai_env
+    import batch_eval
+    import eval_mop
+    import experiment
+    import plotting_utils as pu
+    import routing_cache
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md("""
+    # Mixture-of-Pathways routing on BabyAI
+
+    **Which expert does the router pick, where in the level and when in the episode, and what does
+    that cost?** Each layer mixes GRU experts of different sizes (*identity* = the free size-0
+    pathway); a cell's hue names its dominant expert and its depth how dominant it is; LPC
+    (Σ weight · size²) is the computation spent.
+
+    Reads a routing cache written by `batch_eval.py` under `evaluation_cache/` (`ROUTING_CACHE_DIR`),
+    or evaluates a checkpoint from `checkpoints/` / `modal_checkpoints/` (`CHECKPOINT_DIRS`) on the
+    spot. **Save figures** writes PNGs under `plots/` (`PLOTS_DIR`), mirroring the cache's folder.
+    """)
+    return
+
+
+@app.cell
+def _():
+    cache_root = Path(os.environ.get("ROUTING_CACHE_DIR", "evaluation_cache"))
+    checkpoint_dirs = os.environ.get(
+        "CHECKPOINT_DIRS", os.pathsep.join(batch_eval.DEFAULT_CHECKPOINT_DIRS)
+    ).split(os.pathsep)
+    results_csv = Path(os.environ.get("RESULTS_CSV", "evaluation_results.csv"))
+    plots_root = Path(os.environ.get("PLOTS_DIR", "plots"))
+    # "BabyAI-UnlockPickup-v0 · trial 0 · seed 2 · update 1500" from .../trial_0/seed_2/update_1500
+    caches = {
+        " · ".join(_p.replace("_", " ", 1) for _p in _c.relative_to(cache_root).parts): str(_c)
+        for _c in routing_cache.find_caches(cache_root)
+    }
+    checkpoints = {
+        f"{_r.task_id} · trial {_r.trial}"
+        + ("" if _r.seed is None else f" · seed {_r.seed}")
+        + (" · final" if _r.update is None else f" · update {_r.update}"): _r.path
+        for _r in batch_eval.discover(checkpoint_dirs)
+    }
+    return cache_root, caches, checkpoint_dirs, checkpoints, plots_root, results_csv
+
+
+@app.cell
+def _(caches, checkpoints):
+    use_cache = mo.ui.switch(value=bool(caches) or not checkpoints, label="use cached routing data")
+    cache_dropdown = mo.ui.dropdown(
+        caches, value=next(iter(caches), None), label="cache", searchable=True
+    )
+    checkpoint_dropdown = mo.ui.dropdown(
+        checkpoints, value=next(iter(checkpoints), None), label="checkpoint", searchable=True
+    )
+    episodes_slider = mo.ui.slider(10, 1000, step=10, value=100, label="episodes", show_value=True)
+    envs_slider = mo.ui.slider(1, 32, value=16, label="parallel envs", show_value=True)
+    evaluate_button = mo.ui.run_button(label="evaluate")
+    return (
+        cache_dropdown,
+        checkpoint_dropdown,
+        envs_slider,
+        episodes_slider,
+        evaluate_button,
+        use_cache,
+    )
+
+
+@app.cell(hide_code=True)
+def _(
+    cache_dropdown,
+    checkpoint_dropdown,
+    envs_slider,
+    episodes_slider,
+    evaluate_button,
+    use_cache,
+):
+    mo.hstack(
+        [use_cache, cache_dropdown]
+        if use_cache.value
+        else [use_cache, checkpoint_dropdown, episodes_slider, envs_slider, evaluate_button],
+        justify="start",
+        gap=1.5,
+        wrap=True,
+    )
+    return
+
+
+@app.cell
+def _(
+    cache_dropdown,
+    cache_root,
+    checkpoint_dirs,
+    checkpoint_dropdown,
+    envs_slider,
+    episodes_slider,
+    evaluate_button,
+    use_cache,
+):
+    mo.stop(
+        use_cache.value and cache_dropdown.value is None,
+        mo.callout(
+            mo.md(f"""
+            **No routing cache under `{cache_root}`.** Create one by evaluating checkpoints:
+            `python batch_eval.py --cache_dir {cache_root}` (or point `ROUTING_CACHE_DIR` at one),
+            or switch *use cached routing data* off to evaluate a checkpoint here.
+            """),
+            kind="warn",
+        ),
+    )
+    mo.stop(
+        not use_cache.value and checkpoint_dropdown.value is None,
+        mo.callout(
+            mo.md(f"""
+            **No checkpoint under {", ".join(f"`{d}`" for d in checkpoint_dirs)}.** Train one:
+            `python train_mop.py --task_id BabyAI-GoToLocal-v0 --trial 0` (or set `CHECKPOINT_DIRS`).
+            """),
+            kind="warn",
+        ),
+    )
+    mo.stop(
+        not use_cache.value and not evaluate_button.value,
+        mo.md("Choose a checkpoint and press **evaluate** (greedy actions, evaluation layouts)."),
+    )
+    if use_cache.value:
+        data = routing_cache.load_cache(cache_dropdown.value)
+        # plots/ mirrors the cache's folder below the cache root
+        plot_dir = Path(cache_dropdown.value).relative_to(cache_root)
+    else:
+        with mo.status.spinner(title=f"Evaluating {episodes_slider.value} episodes..."):
+            _result = eval_mop.evaluate(
+                checkpoint_dropdown.value,
+                num_episodes=episodes_slider.value,
+                num_envs=envs_slider.value,
+                record=True,
+            )
+        _config = eval_mop.load_policy(checkpoint_dropdown.value)[2]
+        _meta = {"checkpoint_path": checkpoint_dropdown.value, "config": _config, "metrics": _result.metrics}
+        data = routing_cache.CacheData(
+            _result.steps, _result.episodes, _meta, Path(checkpoint_dropdown.value)
+        )
+        plot_dir = routing_cache.cache_dir_for("", _config, checkpoint_dropdown.value)
+    return data, plot_dir
+
+
+@app.cell
+def _(data):
+    grid_info = pu.grid_info_for(data.steps, data.episodes)
+    analyses = pu.get_available_analyses(data.steps, data.episodes)
+    has_routing = pu.has_routing(data.steps)
+    eval_task = data.meta["metrics"].get("eval_task_id") or data.meta["config"]["task_id"]
+    return analyses, eval_task, grid_info, has_routing
+
+
+@app.cell(hide_code=True)
+def _(data, eval_task, has_routing):
+    _m = data.meta["metrics"]
+    _fmt = lambda v, f="{:.2f}": "–" if v is None or v != v else f.format(v)  # noqa: E731  (None/NaN)
+    _usage = pu.expert_usage(_m) if has_routing else {}
+    _size = lambda k, j: data.expert_sizes[k][j] if k < len(data.expert_sizes) else None  # noqa: E731
+    _rows = [
+        f"| layer {k} | "
+        + " · ".join(
+            f"{'identity' if _size(k, j) == 0 else f'{_size(k, j)} units'} **{w:.2f}**"
+            for j, w in enumerate(u)
+        )
+        + " |"
+        for k, u in _usage.items()
+    ]
+    _ko = _m.get("knockout", "none")
+    mo.vstack(
+        [
+            mo.md(
+                f"**{eval_task}** · `{data.meta.get('checkpoint_path')}`"
+                + ("" if _ko in (None, "none") else f" · knockout **{_ko}**")
+            ),
+            mo.hstack(
+                [
+                    mo.stat(
+                        _fmt(_m.get("success_rate")),
+                        label="success rate",
+                        caption=f"95% CI [{_fmt(_m.get('success_ci_low'))}, {_fmt(_m.get('success_ci_high'))}]"
+                        f" · {len(data.episodes)} episodes",
+                        bordered=True,
+                    ),
+                    mo.stat(
+                        _fmt(_m.get("path_ratio")),
+                        label="path ratio",
+                        caption="agent / bot steps (successes)",
+                        bordered=True,
+                    ),
+                    mo.stat(
+                        _fmt(_m.get("mean_lpc"), "{:.1f}"),
+                        label="mean LPC",
+                        caption="Σ w·size² per step",
+                        bordered=True,
+                    ),
+                    mo.stat(
+                        _fmt(_m.get("mean_episode_length"), "{:.1f}"),
+                        label="episode length",
+                        caption=f"steps; {_m.get('bot_plan_failures', 0)} bot plan failures",
+                        bordered=True,
+                    ),
+                ],
+                justify="start",
+                widths="equal",
+            ),
+            mo.md("| expert usage (mean router weight) | |\n|---|---|\n" + "\n".join(_rows))
+            if _rows
+            else mo.md("*No router weights in this cache (a GRU baseline): see `logit_viz.py`.*"),
+        ]
+    )
+    return
+
+
+@app.cell
+def _(analyses, data, has_routing):
+    # Every family's controls live in the cell that defines the tabs, so moving a slider does not
+    # rebuild the tabs (and jump back to the first one); plot cells below read `family.value`.
+    analysis_dropdown = mo.ui.dropdown(
+        {a.replace("_", " "): a for a in analyses}, value="overall", label="group by"
+    )
+    _episodes = data.episodes["episode"]
+    episode_slider = mo.ui.slider(
+        int(_episodes.min()),
+        int(_episodes.max()),
+        value=pu.pick_example_episode(data.episodes) if has_routing else int(_episodes.min()),
+        label="episode",
+        include_input=True,
+    )
+    _events = {
+        name: e for e, name in pu.EVENT_NAMES.items() if e in data.steps and data.steps[e].notna().any()
+    }
+    event_dropdown = mo.ui.dropdown(_events, value=next(iter(_events), None), label="align on")
+    window_slider = mo.ui.slider(3, 40, value=10, label="steps either side", show_value=True)
+    _groupings = {a.replace("_", " "): a for a in analyses if a != "overall"}
+    _preferred = ("by key phase", "by door unlocked phase", "by carrying phase", "by quadrant")
+    phase_dropdown = mo.ui.dropdown(
+        _groupings,
+        value=next((g for g in _preferred if g in _groupings), next(iter(_groupings), None)),
+        label="group by",
+    )
+    family = mo.ui.tabs(
+        {
+            "spatial routing": analysis_dropdown,
+            "LPC": mo.md("Mean LPC per cell (Σ w·size², the computation the router spends there)."),
+            "time": mo.hstack([episode_slider, event_dropdown, window_slider], justify="start", gap=2),
+            "distributions": mo.md("Router weights and router entropy over all steps; mean usage."),
+            "specialisation": mo.hstack(
+                [phase_dropdown, mo.md("and routing in successful vs failed episodes")], justify="start"
+            ),
+        }
+    )
+    family
+    return (
+        analysis_dropdown,
+        episode_slider,
+        event_dropdown,
+        family,
+        phase_dropdown,
+        window_slider,
+    )
+
+
+@app.cell
+def _(analysis_dropdown, data, eval_task):
+    # Level images: one episode starting in each room for the starting-room grouping, else episode 0's.
+    _seeds = data.episodes.set_index("episode")["seed"].sort_index()
+    _max_steps = data.meta["metrics"].get("max_steps")
+    level_image, level_mission = babyai_env.render_layout(eval_task, int(_seeds.iloc[0]), _max_steps)
+    if analysis_dropdown.value == "by_starting_room":
+        _labels, _rooms = pu.group_labels(data.steps, data.episodes, "by_starting_room")
+        _first = data.steps.groupby(_labels.to_numpy())["episode"].first()
+        level_images = {
+            g: babyai_env.render_layout(eval_task, int(_seeds[_first[g]]), _max_steps)[0] for g in _rooms
+        }
+    else:
+        level_images = level_image
+    return level_image, level_images, level_mission
+
+
+@app.cell
+def _(
+    analysis_dropdown,
+    data,
+    family,
+    grid_info,
+    has_routing,
+    level_image,
+    level_images,
+    level_mission,
+):
+    mo.stop(family.value != "spatial routing")
+    mo.stop(not has_routing, mo.md("*No router weights in this cache: nothing to route.*"))
+    fig_routing = (
+        pu.plot_overall_routing(
+            data.steps, data.expert_sizes, level_image, level_mission, grid_info=grid_info
+        )
+        if analysis_dropdown.value == "overall"
+        else pu.plot_grouped_routing(
+            data.steps,
+            data.episodes,
+            analysis_dropdown.value,
+            data.expert_sizes,
+            env_images=level_images,
+            grid_info=grid_info,
+        )
+    )
+    fig_routing
+    return
+
+
+@app.cell
+def _(data, family, grid_info, has_routing):
+    mo.stop(family.value != "LPC" or not has_routing)
+    fig_lpc = pu.plot_lpc_heatmap(data.steps, grid_info)
+    fig_lpc
+    return
+
+
+@app.cell
+def _(data, episode_slider, family, has_routing):
+    mo.stop(family.value != "time" or not has_routing)
+    _mission = data.episodes.set_index("episode")["mission"].get(episode_slider.value)
+    fig_episode = pu.plot_episode_routing(
+        data.steps, episode_slider.value, data.expert_sizes, _mission
+    )
+    fig_episode
+    return
+
+
+@app.cell
+def _(data, event_dropdown, family, has_routing, window_slider):
+    mo.stop(family.value != "time" or not has_routing)
+    mo.stop(
+        event_dropdown.value is None,
+        mo.md("*No pickup, door opening or drop happened in these episodes: nothing to align on.*"),
+    )
+    fig_event = pu.plot_event_aligned_routing(
+        data.steps, event_dropdown.value, window_slider.value, data.expert_sizes
+    )
+    fig_event
+    return
+
+
+@app.cell
+def _(data, family, has_routing):
+    mo.stop(family.value != "distributions" or not has_routing)
+    fig_histograms = pu.plot_weight_histograms(data.steps, data.expert_sizes)
+    fig_histograms
+    return
+
+
+@app.cell
+def _(data, family, has_routing):
+    mo.stop(family.value != "distributions" or not has_routing)
+    fig_router_entropy = pu.plot_routing_entropy(data.steps, data.expert_sizes)
+    fig_router_entropy
+    return
+
+
+@app.cell
+def _(data, family, has_routing):
+    mo.stop(family.value != "distributions" or not has_routing)
+    fig_usage = pu.plot_expert_usage(data.steps, data.expert_sizes)
+    fig_usage
+    return
+
+
+@app.cell
+def _(data, family, has_routing, phase_dropdown):
+    mo.stop(family.value != "specialisation" or not has_routing)
+    mo.stop(phase_dropdown.value is None, mo.md("*This cache supports no grouping besides 'overall'.*"))
+    fig_phases = pu.plot_phase_specialisation(
+        data.steps, data.episodes, data.expert_sizes, phase_dropdown.value
+    )
+    fig_phases
+    return
+
+
+@app.cell
+def _(data, family, has_routing):
+    mo.stop(family.value != "specialisation" or not has_routing)
+    fig_outcome = pu.plot_success_vs_failure(data.steps, data.episodes, data.expert_sizes)
+    fig_outcome
+    return
+
+
+@app.cell(hide_code=True)
+def _(plot_dir, plots_root):
+    save_button = mo.ui.run_button(label="save figures")
+    mo.hstack(
+        [save_button, mo.md(f"every figure of this evaluation as PNG under `{plots_root / plot_dir}/`")],
+        justify="start",
+    )
+    return (save_button,)
+
+
+@app.cell
+def _(
+    analysis_dropdown,
+    data,
+    level_image,
+    level_images,
+    level_mission,
+    plot_dir,
+    plots_root,
+    results_csv,
+    save_button,
+):
+    mo.stop(not save_button.value)
+    _metrics_file = Path(str(data.meta.get("checkpoint_path"))).parent / "metrics.jsonl"
+    _figures = pu.standard_figures(
+        data,
+        env_image=level_image,
+        env_mission=level_mission,
+        metrics_rows=experiment.read_metrics(_metrics_file) if _metrics_file.is_file() else None,
+        results_df=batch_eval.read_results(results_csv),
+    )
+    if analysis_dropdown.value != "overall" and pu.has_routing(data.steps):
+        _figures[f"routing_{analysis_dropdown.value}"] = pu.plot_grouped_routing(
+            data.steps, data.episodes, analysis_dropdown.value, data.expert_sizes, env_images=level_images
+        )
+    saved = pu.save_figures(_figures, plots_root / plot_dir)
+    mo.md(f"Saved {len(saved)} figures to `{plots_root / plot_dir}/`: " + ", ".join(p.name for p in saved))
+    return
+
+
+if __name__ == "__main__":
+    app.run()
