@@ -372,12 +372,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the argmax")
     parser.add_argument("--knockout", default=None, help="as eval_mop.py: 'largest' or 'layer_<k>:<j>[,...]'")
     parser.add_argument("--knockout_threshold", type=float, default=None, help="as eval_mop.py")
-    parser.add_argument(
-        "--cache_format",
-        choices=["parquet", "json", "both"],
-        default="parquet",
-        help="json also writes the seed's routing_data.json shape",
-    )
+    from eval_mop import add_cache_format_argument
+
+    add_cache_format_argument(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)
@@ -387,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from eval_mop import knockout_label
+    from eval_mop import cache_formats, knockout_label
 
     if args.num_episodes <= 0 or args.workers <= 0 or args.num_envs <= 0:
         raise BatchEvalError("--num_episodes, --num_envs and --workers must be positive")
@@ -410,9 +407,7 @@ def run(args: argparse.Namespace) -> dict:
     knockout = knockout_label(args.knockout, args.knockout_threshold)
     todo = plan(refs, read_results(args.results_path), args.eval_task_id, knockout, args.force)
     print(f"{len(refs)} checkpoints found, {len(todo)} to evaluate ({args.num_episodes} episodes each)")
-    formats = {"parquet": ("parquet",), "json": ("parquet", "json"), "both": ("parquet", "json")}[
-        args.cache_format
-    ]
+    formats = cache_formats(args.cache_format)
     options = {
         "num_episodes": args.num_episodes,
         "num_envs": args.num_envs,

@@ -259,6 +259,27 @@ class _Tracker:
 # ----------------------------------------------------------------------------- evaluation loop
 
 
+# Per-step fields recorded in Python (weights and logits are recorded as arrays).
+_RECORDED = (
+    "episode",
+    "t",
+    "env_slot",
+    "x",
+    "y",
+    "direction",
+    "carrying",
+    "door_unlocked",
+    "t_unlocked",
+    "t_pick",
+    "t_drop",
+    "dist_to_key",
+    "dist_to_target",
+    "action",
+    "lpc",
+    "entropy",
+)
+
+
 @dataclass
 class EvalResult:
     metrics: dict
@@ -306,27 +327,7 @@ def run_episodes(
     slot_rng: list[np.random.Generator | None] = [None] * n
     slot_sums: list[dict] = [{}] * n
     episode_rows: list[dict] = []
-    step_cols: dict[str, list] = {
-        k: []
-        for k in (
-            "episode",
-            "t",
-            "env_slot",
-            "x",
-            "y",
-            "direction",
-            "carrying",
-            "door_unlocked",
-            "t_unlocked",
-            "t_pick",
-            "t_drop",
-            "dist_to_key",
-            "dist_to_target",
-            "action",
-            "lpc",
-            "entropy",
-        )
-    }
+    step_cols: dict[str, list] = {k: [] for k in _RECORDED}
     step_arrays: dict[str, list[np.ndarray]] = {
         "logits": [],
         **{f"w{k}": [] for k in range(len(expert_sizes))},
@@ -391,24 +392,7 @@ def run_episodes(
             if record:
                 phase = slot_tracker[i].observe(t)
                 for key, value in zip(
-                    (
-                        "episode",
-                        "t",
-                        "env_slot",
-                        "x",
-                        "y",
-                        "direction",
-                        "carrying",
-                        "door_unlocked",
-                        "t_unlocked",
-                        "t_pick",
-                        "t_drop",
-                        "dist_to_key",
-                        "dist_to_target",
-                        "action",
-                        "lpc",
-                        "entropy",
-                    ),
+                    _RECORDED,
                     (
                         slot_episode[i],
                         t,
@@ -685,6 +669,19 @@ def save_evaluation(
     return write_cache(directory, result.steps, result.episodes, meta, formats)
 
 
+def add_cache_format_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache_format",
+        choices=["parquet", "json", "both"],
+        default="parquet",
+        help="json (or both) also writes the seed's routing_data.json shape beside the Parquet files",
+    )
+
+
+def cache_formats(choice: str) -> tuple[str, ...]:
+    return ("parquet",) if choice == "parquet" else ("parquet", "json")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -714,12 +711,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--cache_dir", default=None, help="write the routing cache under this folder (e.g. evaluation_cache)"
     )
-    parser.add_argument(
-        "--cache_format",
-        choices=["parquet", "json", "both"],
-        default="parquet",
-        help="json also writes the seed's routing_data.json shape",
-    )
+    add_cache_format_argument(parser)
     args = parser.parse_args(argv)
     try:
         result = evaluate(
@@ -751,9 +743,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {"metrics": m}
     if args.cache_dir:
         _, _, config = load_policy(args.checkpoint)
-        formats = {"parquet": ("parquet",), "json": ("parquet", "json"), "both": ("parquet", "json")}[
-            args.cache_format
-        ]
+        formats = cache_formats(args.cache_format)
         summary["cache"] = str(save_evaluation(result, args.checkpoint, config, args.cache_dir, formats))
         print("cache:", summary["cache"])
     return summary
