@@ -1222,7 +1222,7 @@ def plot_knockout_comparison(results_df: pd.DataFrame, checkpoint_path: str | No
     fig = _figure(max(_PANEL, 0.9 * len(df) + 1.2), _PANEL * 0.9)
     ax = fig.subplots()
     colors = ["#7f7f7f" if str(k).startswith("none") else "#d62728" for k in df["label"]]
-    err = np.nan_to_num(np.vstack([rate - low, high - rate]))
+    err = np.clip(np.nan_to_num(np.vstack([rate - low, high - rate])), 0.0, None)  # rounding at 0 and 1
     ax.bar(range(len(df)), rate, 0.6, yerr=err, capsize=3, color=colors)
     for i, r in enumerate(rate):
         ax.text(i, min(r + err[1, i] + 0.02, 1.05), f"{r:.2f}", ha="center", va="bottom", fontsize=8)
