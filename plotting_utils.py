@@ -1193,6 +1193,112 @@ def plot_success_vs_failure(
     return fig
 
 
+def _default_runs(results_df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of default evaluations (no knockout, on the training task, greedy)."""
+    df = results_df.copy()
+    if "knockout" in df.columns:
+        df = df[df["knockout"].fillna("none") == "none"]
+    if "eval_task_id" in df.columns:
+        df = df[df["eval_task_id"].fillna(df["task_id"]) == df["task_id"]]
+    if "sample" in df.columns:
+        df = df[~df["sample"].fillna(False).astype(bool)]
+    if df.empty:
+        raise ValueError("no default evaluations (knockout none, on the training task) in the results")
+    return df
+
+
+@_styled
+def plot_success_vs_lpc(results_df: pd.DataFrame) -> Figure:
+    """Success rate (95% Wilson CI) against mean LPC per step, one point per evaluated checkpoint,
+    colour = task, one panel per lpc_alpha: the accuracy/computation trade-off across runs."""
+    df = _default_runs(results_df)
+    df = df[df["mean_lpc"].notna()]
+    if df.empty:
+        raise ValueError("no MoP evaluations with an LPC (the GRU baseline has none)")
+    alphas = sorted(df["lpc_alpha"].fillna(0.0).unique()) if "lpc_alpha" in df.columns else [0.0]
+    tasks = sorted(df["task_id"].unique())
+    colors = {t: f"C{i % 10}" for i, t in enumerate(tasks)}
+    fig = _figure(_PANEL * len(alphas) + 0.4, _PANEL * 0.95)
+    axes = np.atleast_1d(fig.subplots(1, len(alphas), sharey=True, squeeze=False)[0])
+    for ax, alpha in zip(axes, alphas):
+        sub = df[df.get("lpc_alpha", pd.Series(0.0, index=df.index)).fillna(0.0) == alpha]
+        for task in tasks:
+            rows = sub[sub["task_id"] == task]
+            if rows.empty:
+                continue
+            rate = rows["success_rate"].to_numpy(float)
+            low = rows.get("success_ci_low", rows["success_rate"]).to_numpy(float)
+            high = rows.get("success_ci_high", rows["success_rate"]).to_numpy(float)
+            err = np.clip(np.nan_to_num(np.vstack([rate - low, high - rate])), 0.0, None)
+            ax.errorbar(
+                rows["mean_lpc"],
+                rate,
+                yerr=err,
+                fmt="o",
+                ms=4,
+                capsize=2,
+                color=colors[task],
+                label=task.removeprefix("BabyAI-"),
+            )
+        ax.set_title(f"lpc_alpha = {alpha:g}")
+        ax.set_xlabel("mean LPC per step (Σ w·size²)")
+        ax.set_ylim(-0.03, 1.05)
+    axes[0].set_ylabel("success rate (95% CI)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        h, lab = ax.get_legend_handles_labels()
+        handles += [x for x, y in zip(h, lab) if y not in labels]
+        labels += [y for y in lab if y not in labels]
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), title="task")
+    fig.suptitle(f"Success vs routing cost ({len(df)} checkpoints)")
+    return fig
+
+
+@_styled
+def plot_metrics_vs_update(results_df: pd.DataFrame) -> Figure:
+    """Success rate (with its 95% CI band) and mean LPC against training update, one line per run
+    (task, trial, seed); checkpoint_final rows are placed at their update."""
+    df = _default_runs(results_df)
+    df = df[df["update"].notna()].copy()
+    if df.empty:
+        raise ValueError("no evaluations with an update number")
+    df["run"] = (
+        df["task_id"].str.removeprefix("BabyAI-")
+        + " · t"
+        + df["trial"].astype(str)
+        + np.where(
+            df.get("seed", pd.Series(np.nan, index=df.index)).notna(),
+            " · s" + df.get("seed", pd.Series("", index=df.index)).astype(str).str.removesuffix(".0"),
+            "",
+        )
+    )
+    # checkpoint_final duplicates the last numbered checkpoint: keep one row per (run, update)
+    df = df.sort_values("checkpoint_path").drop_duplicates(["run", "update"], keep="first")
+    fig = _figure(2 * _PANEL + 0.6, _PANEL * 0.95)
+    ax_success, ax_lpc = fig.subplots(1, 2)
+    for i, (run, rows) in enumerate(df.sort_values("update").groupby("run", sort=True)):
+        color = f"C{i % 10}"
+        x = rows["update"].to_numpy(float)
+        ax_success.plot(x, rows["success_rate"], marker="o", ms=3, color=color, label=run)
+        if {"success_ci_low", "success_ci_high"} <= set(rows.columns):
+            ax_success.fill_between(
+                x,
+                rows["success_ci_low"].astype(float),
+                rows["success_ci_high"].astype(float),
+                color=color,
+                alpha=0.2,
+                lw=0,
+            )
+        if rows["mean_lpc"].notna().any():
+            ax_lpc.plot(x, rows["mean_lpc"], marker="o", ms=3, color=color, label=run)
+    ax_success.set(title="success rate (95% CI)", xlabel="update", ylabel="success rate", ylim=(-0.03, 1.05))
+    ax_lpc.set(title="routing cost", xlabel="update", ylabel="mean LPC per step (Σ w·size²)")
+    handles, labels = ax_success.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), title="run")
+    fig.suptitle("Evaluation over training")
+    return fig
+
+
 @_styled
 def plot_knockout_comparison(results_df: pd.DataFrame, checkpoint_path: str | None = None) -> Figure:
     """Success rate (95% Wilson CI) of one checkpoint under each knockout condition, from

@@ -48,6 +48,21 @@ def _():
     return
 
 
+@app.function
+def cache_subpath(folder: str | Path) -> Path:
+    """<task>/trial_<N>/[seed_<S>/][update_<U>/][eval_*/][knockout_*/] of a cache folder, whatever its root."""
+    parts = Path(folder).parts
+    return Path(
+        *next((parts[i - 1 :] for i, p in enumerate(parts) if i and p.startswith("trial_")), parts[-1:])
+    )
+
+
+@app.function
+def cache_label(folder: str | Path) -> str:
+    """'BabyAI-UnlockPickup-v0 · trial 0 · seed 2 · update 1500' for .../trial_0/seed_2/update_1500."""
+    return " · ".join(p.replace("_", " ", 1) for p in cache_subpath(folder).parts)
+
+
 @app.cell
 def _():
     cache_root = Path(os.environ.get("ROUTING_CACHE_DIR", "evaluation_cache"))
@@ -56,11 +71,7 @@ def _():
     ).split(os.pathsep)
     results_csv = Path(os.environ.get("RESULTS_CSV", "evaluation_results.csv"))
     plots_root = Path(os.environ.get("PLOTS_DIR", "plots"))
-    # "BabyAI-UnlockPickup-v0 · trial 0 · seed 2 · update 1500" from .../trial_0/seed_2/update_1500
-    caches = {
-        " · ".join(_p.replace("_", " ", 1) for _p in _c.relative_to(cache_root).parts): str(_c)
-        for _c in routing_cache.find_caches(cache_root)
-    }
+    caches = {cache_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
     checkpoints = {
         f"{_r.task_id} · trial {_r.trial}"
         + ("" if _r.seed is None else f" · seed {_r.seed}")
@@ -73,9 +84,7 @@ def _():
 @app.cell
 def _(caches, checkpoints):
     use_cache = mo.ui.switch(value=bool(caches) or not checkpoints, label="use cached routing data")
-    cache_dropdown = mo.ui.dropdown(
-        caches, value=next(iter(caches), None), label="cache", searchable=True
-    )
+    cache_dropdown = mo.ui.dropdown(caches, value=next(iter(caches), None), label="cache", searchable=True)
     checkpoint_dropdown = mo.ui.dropdown(
         checkpoints, value=next(iter(checkpoints), None), label="checkpoint", searchable=True
     )
@@ -150,8 +159,7 @@ def _(
     )
     if use_cache.value:
         data = routing_cache.load_cache(cache_dropdown.value)
-        # plots/ mirrors the cache's folder below the cache root
-        plot_dir = Path(cache_dropdown.value).relative_to(cache_root)
+        plot_dir = cache_subpath(cache_dropdown.value)  # plots/ mirrors the cache's folder
     else:
         with mo.status.spinner(title=f"Evaluating {episodes_slider.value} episodes..."):
             _result = eval_mop.evaluate(
@@ -181,17 +189,17 @@ def _(data):
 @app.cell(hide_code=True)
 def _(data, eval_task, has_routing):
     _m = data.meta["metrics"]
-    _fmt = lambda v, f="{:.2f}": "–" if v is None or v != v else f.format(v)  # noqa: E731  (None/NaN)
-    _usage = pu.expert_usage(_m) if has_routing else {}
-    _size = lambda k, j: data.expert_sizes[k][j] if k < len(data.expert_sizes) else None  # noqa: E731
+
+    def _fmt(value, pattern="{:.2f}"):
+        return "–" if value is None or value != value else pattern.format(value)  # None or NaN
+
     _rows = [
-        f"| layer {k} | "
+        f"layer {k}: "
         + " · ".join(
-            f"{'identity' if _size(k, j) == 0 else f'{_size(k, j)} units'} **{w:.2f}**"
-            for j, w in enumerate(u)
+            f"{'identity' if size == 0 else f'{size} units'} **{w:.2f}**"
+            for size, w in zip(data.expert_sizes[k], u)
         )
-        + " |"
-        for k, u in _usage.items()
+        for k, u in (pu.expert_usage(_m) if has_routing else {}).items()
     ]
     _ko = _m.get("knockout", "none")
     mo.vstack(
@@ -231,7 +239,7 @@ def _(data, eval_task, has_routing):
                 justify="start",
                 widths="equal",
             ),
-            mo.md("| expert usage (mean router weight) | |\n|---|---|\n" + "\n".join(_rows))
+            mo.md("**Expert usage** (mean router weight per step) — " + "; ".join(_rows))
             if _rows
             else mo.md("*No router weights in this cache (a GRU baseline): see `logit_viz.py`.*"),
         ]
@@ -348,9 +356,7 @@ def _(data, family, grid_info, has_routing):
 def _(data, episode_slider, family, has_routing):
     mo.stop(family.value != "time" or not has_routing)
     _mission = data.episodes.set_index("episode")["mission"].get(episode_slider.value)
-    fig_episode = pu.plot_episode_routing(
-        data.steps, episode_slider.value, data.expert_sizes, _mission
-    )
+    fig_episode = pu.plot_episode_routing(data.steps, episode_slider.value, data.expert_sizes, _mission)
     fig_episode
     return
 

@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    import babyai_env  # noqa: F401  (torch, minigrid)
     import marimo  # noqa: F401
+
+    import babyai_env  # noqa: F401  (torch, minigrid)
     import plotting_utils  # noqa: F401
     import routing_cache
 
@@ -123,7 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"first render: {first:.2f} s")
     again = [render_once(cache)[0] for _ in range(args.repeat)]
     if again:
-        print(f"later renders: median {statistics.median(again):.2f} s (min {min(again):.2f}, n={len(again)})")
+        print(
+            f"later renders: median {statistics.median(again):.2f} s (min {min(again):.2f}, n={len(again)})"
+        )
     if tmp is not None:
         tmp.cleanup()
     return {"cache": str(cache), "first_render_s": first, "later_render_s": again, "imports_s": imports}

@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Set everything up, then run the test suite (tier 1 and tier 2, a few minutes on 2 cores).
+# Set everything up (venv, pinned packages, Debian's chromium), then run the test suite
+# (tier 1, tier 2 and the browser tests: a few minutes on 2 cores).
 # Extra arguments go to pytest, e.g. scripts/test.sh -k model
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh requirements-dev.txt
+# Debian's chromium for the notebook browser tests (apt-get, as root). CI must have it; elsewhere
+# the browser tests are skipped with a reason if it cannot be installed.
+if [ "${CI:-}" = "true" ]; then
+    bash scripts/install_browser.sh
+else
+    bash scripts/install_browser.sh || echo "warning: no chromium; the browser tests will be skipped"
+fi
 .venv/bin/python -m pytest -q "$@"

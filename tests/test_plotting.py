@@ -541,3 +541,41 @@ def test_standard_figures_and_save(caches, tmp_path):
     assert names == {f"{k}.png" for k in gru_figs} | {"training_curves.png"}
     task = caches["gru"].meta["config"]["task_id"]
     assert all(f"/cli/{task}/trial_0/" in p for p in summary["paths"])
+
+
+def test_cross_task_figures_from_results_rows():
+    rows = pd.DataFrame(
+        {
+            "checkpoint_path": [
+                "a/checkpoint_100.pt",
+                "a/checkpoint_200.pt",
+                "a/checkpoint_final.pt",
+                "b/checkpoint_100.pt",
+                "a/checkpoint_200.pt",
+            ],
+            "task_id": ["BabyAI-GoToLocal-v0"] * 3 + ["BabyAI-UnlockPickup-v0", "BabyAI-GoToLocal-v0"],
+            "trial": [0, 0, 0, 1, 0],
+            "seed": [np.nan] * 5,
+            "update": [100, 200, 200, 100, 200],
+            "lpc_alpha": [0.0, 0.0, 0.0, 1e-4, 0.0],
+            "knockout": ["none", "none", "none", "none", "largest"],
+            "eval_task_id": ["BabyAI-GoToLocal-v0"] * 3 + ["BabyAI-UnlockPickup-v0", "BabyAI-GoToLocal-v0"],
+            "success_rate": [0.5, 0.9, 0.9, 0.7, 0.2],
+            "success_ci_low": [0.4, 0.85, 0.85, 0.6, 0.1],
+            "success_ci_high": [0.6, 0.95, 0.95, 0.8, 0.3],
+            "mean_lpc": [300.0, 500.0, 500.0, 100.0, 50.0],
+        }
+    )
+    fig = pu.plot_success_vs_lpc(rows)
+    panels = [ax for ax in fig.axes if ax.get_title().startswith("lpc_alpha")]
+    assert [ax.get_title() for ax in panels] == ["lpc_alpha = 0", "lpc_alpha = 0.0001"]
+    assert sum(len(c.lines[0].get_xdata()) for c in panels[0].containers) == 3  # knockout row left out
+    fig = pu.plot_metrics_vs_update(rows)
+    success_axis = fig.axes[0]
+    lines = {line.get_label(): list(line.get_xdata()) for line in success_axis.get_lines()}
+    assert lines == {
+        "GoToLocal-v0 · t0": [100.0, 200.0],
+        "UnlockPickup-v0 · t1": [100.0],
+    }  # final deduplicated
+    with pytest.raises(ValueError, match="default evaluations"):
+        pu.plot_success_vs_lpc(rows[rows["knockout"] == "largest"])

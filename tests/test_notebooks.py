@@ -1,0 +1,451 @@
+"""The marimo notebooks (routing_viz, logit_viz, cross_task_viz) on a real tier-2 chain.
+
+The module fixture trains a tiny MoP on BabyAI-UnlockPickup-v0 (checkpoints at updates 3 and 6 and
+final), runs batch_eval on every checkpoint and once more on the final one under a knockout, and
+points the notebooks at it through their environment variables. Each notebook must pass
+`marimo check`, run as a script, build its figures when run in-process (and show a message instead
+of crashing when there is no data), and export to HTML. The browser tests serve each notebook with
+`marimo run` on 127.0.0.1 and open it in Debian's headless Chromium through Playwright; they are
+skipped only when /usr/bin/chromium is absent (install it with scripts/install_browser.sh).
+
+    pytest tests/test_notebooks.py
+    pytest tests/test_notebooks.py -k browser -s      # prints where the screenshots are
+"""
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from matplotlib.figure import Figure
+
+import batch_eval
+import routing_cache
+import train_mop
+from experiment import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ["routing_viz.py", "logit_viz.py", "cross_task_viz.py"]
+TASK = "BabyAI-UnlockPickup-v0"
+EPISODES = 12
+CHROMIUM = "/usr/bin/chromium"
+PNG = 'img[src^="data:image/png"]'  # how marimo shows a matplotlib Figure
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# What marimo's front end shows when a cell fails (an app shows the first as a toast).
+ERROR_TEXTS = (
+    "An internal error occurred",
+    "This cell wasn't run because it has errors",
+    "Ancestor prevented from running",
+    "Traceback (most recent call last)",
+)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> dict:
+    """A tiny trained run, batch-evaluated into a results CSV and routing caches; returns the
+    notebooks' environment variables and what the chain wrote."""
+    root = tmp_path_factory.mktemp("notebooks")
+    cfg = load_config(
+        None,
+        {
+            "task_id": TASK,
+            "num_envs": 4,
+            "unroll_len": 16,
+            "num_updates": 6,
+            "log_interval": 2,
+            "num_workers": 0,
+            "checkpoint_interval": 3,
+            "checkpoint_dir": str(root / "checkpoints"),
+            "intermediate_dim": 16,
+            "router_hidden_size": 8,
+            "expert_hidden_sizes": [[0, 8, 16], [0, 8]],
+            "lang_dim": 8,
+            "teacher_forcing": 0.9,
+            "max_steps": 64,  # short failed episodes keep the evaluations quick
+        },
+    )
+    train_mop.main(cfg, progress=False)
+    common = [
+        "--checkpoint_dir",
+        str(root / "checkpoints"),
+        "--results_path",
+        str(root / "evaluation_results.csv"),
+        "--cache_dir",
+        str(root / "evaluation_cache"),
+    ]
+    batch_eval.main([*common, "--num_episodes", str(EPISODES)])
+    batch_eval.main([*common, "--num_episodes", "8", "--final_only", "--knockout", "largest"])
+    env = {
+        "ROUTING_CACHE_DIR": str(root / "evaluation_cache"),
+        "CHECKPOINT_DIRS": str(root / "checkpoints"),
+        "RESULTS_CSV": str(root / "evaluation_results.csv"),
+        "PLOTS_DIR": str(root / "plots"),
+        "MPLBACKEND": "Agg",
+    }
+    return {"root": root, "env": env}
+
+
+@pytest.fixture()
+def empty_env(tmp_path) -> dict:
+    """Environment variables that point at folders with nothing in them."""
+    return {
+        "ROUTING_CACHE_DIR": str(tmp_path / "no_cache"),
+        "CHECKPOINT_DIRS": str(tmp_path / "no_checkpoints"),
+        "RESULTS_CSV": str(tmp_path / "no_results.csv"),
+        "PLOTS_DIR": str(tmp_path / "plots"),
+        "MPLBACKEND": "Agg",
+    }
+
+
+def run_notebook(name: str, env: dict, monkeypatch, with_outputs: bool = False):
+    """Run a notebook's app in this process (as `python name` does); returns its definitions
+    (and, with_outputs, first the cells' outputs)."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    spec = importlib.util.spec_from_file_location(f"notebook_{Path(name).stem}", ROOT / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    outputs, defs = module.app.run()
+    return (outputs, defs) if with_outputs else defs
+
+
+def subprocess_env(env: dict) -> dict:
+    return {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+
+
+# ----------------------------------------------------------------------------- static and headless
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_marimo_check_passes(notebook):
+    out = subprocess.run(
+        [sys.executable, "-m", "marimo", "check", notebook], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_runs_as_a_script(notebook, project):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / notebook)],
+        cwd=ROOT,
+        env=subprocess_env(project["env"]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_exports_to_html(notebook, project, tmp_path):
+    # Export a copy: marimo writes a session snapshot into __marimo__/ beside the notebook it exports.
+    copy = tmp_path / notebook
+    shutil.copy(ROOT / notebook, copy)
+    html = tmp_path / f"{Path(notebook).stem}.html"
+    out = subprocess.run(
+        [sys.executable, "-m", "marimo", "export", "html", str(copy), "-o", str(html)],
+        cwd=ROOT,
+        env=subprocess_env(project["env"]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "data:image/png" in html.read_text()  # at least one figure was rendered into the page
+
+
+def test_routing_viz_builds_the_default_view(project, monkeypatch):
+    defs = run_notebook("routing_viz.py", project["env"], monkeypatch)
+    data = defs["data"]
+    assert len(data.episodes) == EPISODES and data.meta["config"]["task_id"] == TASK
+    # The dropdown lists every cache folder; the default (first) is the final checkpoint's.
+    assert set(defs["caches"]) == {
+        f"{TASK} · trial 0",
+        f"{TASK} · trial 0 · knockout largest",
+        f"{TASK} · trial 0 · update 3",
+        f"{TASK} · trial 0 · update 6",
+    }
+    assert defs["plot_dir"] == Path(TASK, "trial_0")
+    assert isinstance(defs["fig_routing"], Figure)
+    assert defs["level_image"].ndim == 3 and defs["level_image"].shape[2] == 3
+    assert defs["analysis_dropdown"].value == "overall" and defs["family"].value == "spatial routing"
+    assert set(defs["checkpoints"]) == {
+        f"{TASK} · trial 0 · update 3",
+        f"{TASK} · trial 0 · update 6",
+        f"{TASK} · trial 0 · final",
+    }
+
+
+def test_logit_viz_builds_every_figure(project, monkeypatch):
+    defs = run_notebook("logit_viz.py", project["env"], monkeypatch)
+    for name in ("fig_actions", "fig_entropy", "fig_kl_global", "fig_kl_neighbours", "fig_cell"):
+        assert isinstance(defs[name], Figure), name
+    # The cell selectors start on the most visited cell.
+    steps = defs["data"].steps
+    busiest = steps.groupby(["x", "y"]).size().idxmax()
+    assert (defs["x_slider"].value, defs["y_slider"].value) == tuple(int(v) for v in busiest)
+
+
+def test_cross_task_viz_reads_results_caches_and_metrics(project, monkeypatch):
+    defs = run_notebook("cross_task_viz.py", project["env"], monkeypatch)
+    runs = defs["runs"]
+    # Default evaluations only: the three checkpoints, not the knockout row.
+    assert len(runs) == 3 and set(runs["knockout"]) == {"none"}
+    assert len(defs["results"]) == 4
+    assert isinstance(defs["fig_knockout"], Figure)
+    assert isinstance(defs["fig_training"], Figure)
+    assert list(defs["loaded"]) == [f"{TASK} · trial 0"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_without_data_says_how_to_make_it(notebook, empty_env, monkeypatch):
+    outputs, defs = run_notebook(notebook, empty_env, monkeypatch, with_outputs=True)
+    assert "data" not in defs and "runs" not in defs  # the data cells stopped instead of raising
+    shown = " ".join(getattr(o, "text", "") for o in outputs if o is not None)
+    assert "batch_eval.py" in shown  # the message names the command that writes the data
+
+
+# ----------------------------------------------------------------------------- in a browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def marimo_server(notebook: str, env: dict, log: Path):
+    """`marimo run` on 127.0.0.1 at a free port; yields its URL once it answers; always stops it."""
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "marimo",
+                "run",
+                "--headless",
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                str(ROOT / notebook),
+            ],
+            cwd=ROOT,
+            env=subprocess_env(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so its children stop with it
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError(f"marimo run exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"marimo run did not serve {url} within 90 s:\n{log.read_text()[-3000:]}"
+                )
+            time.sleep(0.3)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+
+
+# marimo's app shows a failing cell as a toast that disappears after ~5 s: record every error text
+# that appears in the page at any time, from before the first render.
+RECORD_ERRORS = """
+window.__marimoErrors = [];
+new MutationObserver((mutations) => {
+  for (const m of mutations) {
+    for (const node of m.addedNodes) {
+      const text = node.textContent || "";
+      for (const e of ERROR_TEXTS) {
+        if (text.includes(e) && !window.__marimoErrors.includes(e)) window.__marimoErrors.push(e);
+      }
+    }
+  }
+}).observe(document, {subtree: true, childList: true});
+""".replace("ERROR_TEXTS", json.dumps(list(ERROR_TEXTS)))
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.add_init_script(RECORD_ERRORS)
+    page.goto(url)
+    return page
+
+
+def marimo_errors(page, log: Path) -> list[str]:
+    """Error texts the page shows or showed, and a traceback in the server's log."""
+    text = page.inner_text("body")
+    seen = set(page.evaluate("window.__marimoErrors")) | {t for t in ERROR_TEXTS if t in text}
+    if "Traceback (most recent call last)" in log.read_text():
+        seen.add("traceback in the server log:\n" + log.read_text()[-3000:])
+    return sorted(seen)
+
+
+def skip_without_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent: install it with `bash scripts/install_browser.sh` (as root)")
+
+
+def launch(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+FAILING_NOTEBOOK = """
+import marimo
+
+app = marimo.App()
+
+
+@app.cell
+def _():
+    import marimo as mo
+
+    mo.md("before the failure")
+    return
+
+
+@app.cell
+def _():
+    raise ValueError("this cell fails on purpose")
+    return
+
+
+if __name__ == "__main__":
+    app.run()
+"""
+
+
+def test_browser_error_check_sees_a_failing_cell(tmp_path):
+    """The error check below is not vacuous: it reports a notebook whose cell raises."""
+    skip_without_chromium()
+    from playwright.sync_api import sync_playwright
+
+    notebook, log = tmp_path / "failing.py", tmp_path / "marimo_run.log"
+    notebook.write_text(FAILING_NOTEBOOK)
+    with marimo_server(str(notebook), {}, log) as url, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = open_page(browser, url)
+            page.get_by_text("before the failure").wait_for(timeout=60_000)
+            page.wait_for_function("window.__marimoErrors.length > 0", timeout=30_000)
+            errors = marimo_errors(page, log)
+        finally:
+            browser.close()
+    assert "An internal error occurred" in errors
+    assert any(e.startswith("traceback in the server log") and "on purpose" in e for e in errors)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_browser_renders_the_app(notebook, project, tmp_path):
+    skip_without_chromium()
+    from playwright.sync_api import sync_playwright
+
+    log = tmp_path / "marimo_run.log"
+    shot = tmp_path / f"{Path(notebook).stem}.png"
+    with marimo_server(notebook, project["env"], log) as url, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = open_page(browser, url)
+            # A figure cell's output is an <img> holding the PNG marimo rendered from the Figure.
+            figure = page.wait_for_selector(PNG, timeout=120_000)
+            assert figure.evaluate("img => img.naturalWidth") > 300
+            page.wait_for_timeout(1500)  # let the remaining cells settle
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"screenshot: {shot}")
+            assert marimo_errors(page, log) == []
+            if notebook == "routing_viz.py":
+                # Each tab shows its own figures (the other tabs' cells stop): wait until the page
+                # holds exactly that many PNGs, none of them left over from the previous tab.
+                steps = routing_cache.load_cache(
+                    Path(project["env"]["ROUTING_CACHE_DIR"], TASK, "trial_0")
+                ).steps
+                events = any(steps[e].notna().any() for e in ("t_pick", "t_unlocked", "t_drop"))
+                tabs = {"distributions": 3, "time": 1 + events, "specialisation": 2, "LPC": 1}
+                for tab, count in tabs.items():
+                    old = page.eval_on_selector_all(PNG, "imgs => imgs.map(i => i.src)")
+                    page.get_by_role("tab", name=tab).click()
+                    page.wait_for_function(
+                        """([selector, old, count]) => {
+                            const now = [...document.querySelectorAll(selector)].map(i => i.src);
+                            return now.length === count && now.every(src => !old.includes(src));
+                        }""",
+                        arg=[PNG, old, count],
+                        timeout=60_000,
+                    )
+                page.get_by_role("tab", name="spatial routing").click()
+                page.get_by_role("button", name="save figures").click()
+                page.get_by_text("Saved ").wait_for(timeout=120_000)
+                saved = Path(project["env"]["PLOTS_DIR"], TASK, "trial_0")
+                assert (saved / "routing_overall.png").is_file()
+                assert (saved / "knockout_comparison.png").is_file()  # the CSV holds a knockout row
+                assert marimo_errors(page, log) == []
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+
+
+def test_browser_routing_viz_evaluates_a_checkpoint(project, tmp_path):
+    """With the cache switch off, 'evaluate' runs eval_mop.evaluate on the chosen checkpoint."""
+    skip_without_chromium()
+    from playwright.sync_api import sync_playwright
+
+    log = tmp_path / "marimo_run.log"
+    with marimo_server("routing_viz.py", project["env"], log) as url, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = open_page(browser, url)
+            page.wait_for_selector(PNG, timeout=120_000)
+            page.get_by_role("switch").click()
+            page.get_by_text("press evaluate").wait_for(timeout=60_000)
+            assert page.locator(PNG).count() == 0  # nothing until evaluated
+            page.get_by_role("button", name="evaluate").click()
+            page.wait_for_selector(PNG, timeout=120_000)
+            # The default checkpoint is the first found: update 3, evaluated on 100 episodes.
+            page.get_by_text("checkpoint_3.pt").wait_for(timeout=30_000)
+            assert page.get_by_text("100 episodes").count() >= 1
+            page.screenshot(path=str(tmp_path / "routing_viz_fresh.png"), full_page=True)
+            assert marimo_errors(page, log) == []
+        finally:
+            browser.close()
