@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 1
 STEPS_FILE, EPISODES_FILE, META_FILE, JSON_FILE = (
@@ -163,12 +164,16 @@ def _storage_steps(steps: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _lookup(episodes: pd.DataFrame, column: str, episode_of_step: np.ndarray) -> np.ndarray:
-    """episodes[column] for each step's episode, as float (NaN for missing)."""
-    values = episodes[column].to_numpy(dtype=float, na_value=np.nan)
-    order = np.argsort(episodes["episode"].to_numpy())
-    position = order[np.searchsorted(episodes["episode"].to_numpy()[order], episode_of_step)]
-    return values[position]
+def _episode_positions(episodes: pd.DataFrame, episode_of_step: np.ndarray) -> np.ndarray:
+    """Row of `episodes` holding each step's episode."""
+    ids = episodes["episode"].to_numpy()
+    order = np.argsort(ids, kind="stable")
+    return order[np.searchsorted(ids[order], episode_of_step)]
+
+
+def _column(episodes: pd.DataFrame, column: str, position: np.ndarray) -> np.ndarray:
+    """episodes[column] for each step (via _episode_positions), as float with NaN for missing."""
+    return episodes[column].to_numpy(dtype=float, na_value=np.nan)[position]
 
 
 def _restore_steps(
@@ -188,15 +193,15 @@ def _restore_steps(
             cols[name] = values.astype(np.int64)
         else:
             cols[name] = values
-    episode, t = cols["episode"], cols["t"]
+    position, t = _episode_positions(episodes, cols["episode"]), cols["t"]
     for name in ("t_unlocked", "t_pick", "t_drop"):
-        when = _lookup(episodes, name, episode)
+        when = _column(episodes, name, position)
         cols[name] = np.where(when <= t, when, np.nan)
     cols["door_unlocked"] = (~np.isnan(cols["t_unlocked"])).astype(np.int64)
-    door_x, door_y = _lookup(episodes, "door_x", episode), _lookup(episodes, "door_y", episode)
+    door_x, door_y = _column(episodes, "door_x", position), _column(episodes, "door_y", position)
     cols["dist_to_door"] = np.hypot(cols["x"] - door_x, cols["y"] - door_y)
     exponent = float(config.get("lpc_exponent", 2.0))
-    lpc = np.zeros(len(episode))
+    lpc = np.zeros(len(t))
     for k, sizes in enumerate(config.get("expert_hidden_sizes") or []):
         names = [weight_column(k, j) for j in range(len(sizes))]
         if all(c in cols for c in names):
@@ -228,10 +233,8 @@ def _restore_episodes(stored: pd.DataFrame, steps: pd.DataFrame, order: list[str
     values = np.stack([steps[c.removeprefix("mean_")].to_numpy(np.float64) for c in names], axis=1)
     means = np.add.reduceat(values, starts, axis=0) / counts[:, None]
     position = np.searchsorted(episode[starts], stored["episode"].to_numpy())
-    restored = stored.copy()
-    for i, c in enumerate(names):
-        restored[c] = means[position, i]
-    return restored[order]
+    columns = {c: stored[c] for c in stored.columns} | {c: means[position, i] for i, c in enumerate(names)}
+    return pd.DataFrame({c: columns[c] for c in order})
 
 
 def write_cache(
@@ -289,9 +292,11 @@ def load_cache(directory: str | os.PathLike) -> CacheData:
         raise CacheError(
             f"cache {str(directory)!r} has no {STEPS_FILE} (written with --cache_format json only?)"
         )
-    episodes = pd.read_parquet(directory / EPISODES_FILE)
+    episodes = pq.ParquetFile(directory / EPISODES_FILE).read().to_pandas()
+    table = pq.ParquetFile(directory / STEPS_FILE).read()  # lighter than pd.read_parquet for one file
+    stored = {name: table.column(name).to_numpy() for name in table.column_names}
     steps = _restore_steps(
-        pd.read_parquet(directory / STEPS_FILE),
+        stored,
         episodes,
         meta.get("step_column_order"),
         meta.get("config", {}),
