@@ -144,6 +144,7 @@ def _jsonable(value: Any) -> Any:
 
 
 # Step columns that are functions of others and of the episode row: not stored, rebuilt on load.
+# (The episode table is small and stored whole.)
 DERIVED_STEP_COLUMNS = ("door_unlocked", "t_unlocked", "t_pick", "t_drop", "dist_to_door", "lpc", "entropy")
 
 
@@ -217,26 +218,6 @@ def _restore_steps(
     return pd.DataFrame({c: cols[c] for c in (order or cols)})
 
 
-# Per-episode means that are averages of the steps: not stored, recomputed on load.
-def _episode_means(episodes: pd.DataFrame) -> list[str]:
-    return [c for c in episodes.columns if c in ("mean_lpc", "mean_entropy") or c.startswith("layer_")]
-
-
-def _restore_episodes(stored: pd.DataFrame, steps: pd.DataFrame, order: list[str] | None) -> pd.DataFrame:
-    names = [c for c in (order or []) if c not in stored.columns]
-    if not names:
-        return stored
-    # steps are sorted by (episode, t): per-episode means by segment sums
-    episode = steps["episode"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
-    counts = np.diff(np.r_[starts, len(episode)])
-    values = np.stack([steps[c.removeprefix("mean_")].to_numpy(np.float64) for c in names], axis=1)
-    means = np.add.reduceat(values, starts, axis=0) / counts[:, None]
-    position = np.searchsorted(episode[starts], stored["episode"].to_numpy())
-    columns = {c: stored[c] for c in stored.columns} | {c: means[position, i] for i, c in enumerate(names)}
-    return pd.DataFrame({c: columns[c] for c in order})
-
-
 def write_cache(
     directory: str | os.PathLike,
     steps: pd.DataFrame,
@@ -254,16 +235,14 @@ def write_cache(
             "schema_version": SCHEMA_VERSION,
             "step_columns": STEP_COLUMNS,
             "step_column_order": list(steps.columns),
-            "episode_column_order": list(episodes.columns),
         }
     )
     if "parquet" in formats:
         stored = _storage_steps(steps)
         _atomic_write(directory / STEPS_FILE, lambda p: stored.to_parquet(p, index=False, compression="zstd"))
-        stored_episodes = episodes.drop(columns=_episode_means(episodes))
         _atomic_write(
             directory / EPISODES_FILE,
-            lambda p: stored_episodes.to_parquet(p, index=False, compression="zstd"),
+            lambda p: episodes.to_parquet(p, index=False, compression="zstd"),
         )
     if "json" in formats:
         _atomic_write(directory / JSON_FILE, lambda p: _write_seed_json(p, steps, episodes, meta))
@@ -301,7 +280,6 @@ def load_cache(directory: str | os.PathLike) -> CacheData:
         meta.get("step_column_order"),
         meta.get("config", {}),
     )
-    episodes = _restore_episodes(episodes, steps, meta.get("episode_column_order"))
     return CacheData(steps, episodes, meta, directory)
 
 
