@@ -373,7 +373,11 @@ def run_episodes(
         memory[idx] = out.memory
         log_probs = torch.log_softmax(out.logits, -1)
         entropy = -(log_probs.exp() * log_probs).sum(-1).numpy()
-        lpc = compute_lpc(out.router_weights, expert_sizes).numpy() if is_mop else np.zeros(len(active))
+        lpc = (
+            compute_lpc(out.router_weights, expert_sizes, config.get("lpc_exponent", 2.0)).numpy()
+            if is_mop
+            else np.zeros(len(active))
+        )
         weights = [w.numpy() for w in out.router_weights]
         if sample:
             probs = log_probs.exp().double().numpy()
