@@ -305,9 +305,7 @@ def evaluate_one(ref: CheckpointRef, options: dict) -> dict:
             save_bot_paths(options["cache_dir"], eval_task, max_steps, bot_paths)
         cache = None
         if not options["skip_routing"]:
-            cache = save_evaluation(
-                result, ref.path, config, options["cache_dir"], options["formats"]
-            ).as_posix()
+            cache = save_evaluation(result, ref.path, options["cache_dir"], options["formats"]).as_posix()
         row = result_row(ref, config, result.metrics, cache)
         merge_results(options["results_path"], [row])
         return row

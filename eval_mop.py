@@ -285,6 +285,7 @@ class EvalResult:
     metrics: dict
     steps: pd.DataFrame  # empty when record=False
     episodes: pd.DataFrame
+    config: dict  # the checkpoint's run config (what save_evaluation and the cache need)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -647,7 +648,7 @@ def evaluate(
             "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     )
-    return EvalResult(metrics, steps, episodes)
+    return EvalResult(metrics, steps, episodes, config)
 
 
 def knockout_label(knockout: str | None, threshold: float | None) -> str:
@@ -658,11 +659,11 @@ def knockout_label(knockout: str | None, threshold: float | None) -> str:
 def save_evaluation(
     result: EvalResult,
     checkpoint_path: str | os.PathLike,
-    config: dict,
     cache_root: str | os.PathLike,
     formats: tuple[str, ...] = ("parquet",),
 ) -> Path:
     """Write the routing cache of one evaluation; returns its folder."""
+    config = result.config
     knockout = None if result.metrics["knockout"] == "none" else result.metrics["knockout"]
     directory = cache_dir_for(cache_root, config, checkpoint_path, result.metrics["eval_task_id"], knockout)
     meta = {
@@ -748,9 +749,8 @@ def main(argv: list[str] | None = None) -> dict:
         print("expert usage", usage)
     summary = {"metrics": m}
     if args.cache_dir:
-        _, _, config = load_policy(args.checkpoint)
         formats = cache_formats(args.cache_format)
-        summary["cache"] = str(save_evaluation(result, args.checkpoint, config, args.cache_dir, formats))
+        summary["cache"] = str(save_evaluation(result, args.checkpoint, args.cache_dir, formats))
         print("cache:", summary["cache"])
     return summary
 

@@ -168,7 +168,7 @@ def _(
                 num_envs=envs_slider.value,
                 record=True,
             )
-        _config = eval_mop.load_policy(checkpoint_dropdown.value)[2]
+        _config = _result.config
         _meta = {"checkpoint_path": checkpoint_dropdown.value, "config": _config, "metrics": _result.metrics}
         data = routing_cache.CacheData(
             _result.steps, _result.episodes, _meta, Path(checkpoint_dropdown.value)

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train_mop  # noqa: E402
-from eval_mop import evaluate, load_policy, save_evaluation  # noqa: E402
+from eval_mop import evaluate, save_evaluation  # noqa: E402
 from experiment import default_num_workers, load_config  # noqa: E402
 from routing_cache import JSON_FILE, load_cache  # noqa: E402
 
@@ -85,8 +85,7 @@ def main() -> None:
                 f"{n} worker(s): {rates[False, n]:6.1f} episodes/s without recording, {rates[True, n]:6.1f} with "
                 f"-> recording costs {overhead:+.0%}"
             )
-        _, _, config = load_policy(checkpoint)
-        directory = save_evaluation(recorded, checkpoint, config, Path(tmp) / "cache", ("parquet", "json"))
+        directory = save_evaluation(recorded, checkpoint, Path(tmp) / "cache", ("parquet", "json"))
         parquet_bytes = sum(
             (directory / f).stat().st_size for f in ("steps.parquet", "episodes.parquet", "metadata.json")
         )

@@ -55,8 +55,7 @@ def build_cache(out: Path, task_id: str, num_episodes: int) -> Path:
     ckpt = train_mop.main(cfg, progress=False)["checkpoints"][-1]
     workers = max(1, min(os.cpu_count() or 1, 8))
     result = eval_mop.evaluate(ckpt, num_episodes=num_episodes, num_envs=16, num_workers=workers)
-    _, _, config = eval_mop.load_policy(ckpt)
-    return eval_mop.save_evaluation(result, ckpt, config, out / "evaluation_cache")
+    return eval_mop.save_evaluation(result, ckpt, out / "evaluation_cache")
 
 
 def render_once(cache: Path) -> tuple[float, int, list[str]]:

@@ -26,8 +26,7 @@ from experiment import load_config, read_metrics
 
 def _evaluate(ckpt, root, **kw):
     res = eval_mop.evaluate(ckpt, sample=True, **kw)
-    _, _, config = eval_mop.load_policy(ckpt)
-    return res, routing_cache.load_cache(eval_mop.save_evaluation(res, ckpt, config, root / "cache"))
+    return res, routing_cache.load_cache(eval_mop.save_evaluation(res, ckpt, root / "cache"))
 
 
 @pytest.fixture(scope="module")
