@@ -13,11 +13,13 @@ fill a quota, and only the counted episodes reach the cache. Greedy actions unle
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing as mp
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from babyai_env import (
     EVAL_SEED_START,
@@ -528,52 +531,15 @@ def _worker(args: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
     return run_episodes(policy, encoder, config, task_id, block, **kwargs)
 
 
-def _run_all(
-    checkpoint_path,
-    policy,
-    encoder,
-    config,
-    task_id,
-    num_episodes,
-    num_workers,
-    kwargs,
-    ko,
-    bot_paths,
-    progress,
-):
-    """All episodes, in this process or split over worker processes (same numbers either way)."""
-    episodes_all = list(range(num_episodes))
-    from tqdm.auto import tqdm
-
-    with tqdm(
-        total=num_episodes,
-        desc=f"eval {Path(checkpoint_path).name} on {task_id}",
-        disable=not progress,
-        dynamic_ncols=True,
-        leave=False,
-    ) as bar:
-        if num_workers <= 1 or num_episodes < 2 * num_workers:
-            steps, episodes = run_episodes(
-                policy, encoder, config, task_id, episodes_all, progress=bar, **kwargs
-            )
-        else:
-            blocks = [b.tolist() for b in np.array_split(episodes_all, num_workers)]
-            worker_kwargs = {**kwargs, "bot_paths": dict(bot_paths or {})}
-            with mp.get_context("spawn").Pool(num_workers) as pool:
-                parts = pool.map(
-                    _worker, [(str(checkpoint_path), task_id, b, worker_kwargs, ko) for b in blocks]
-                )
-            bar.update(num_episodes)
-            steps = pd.concat([p[0] for p in parts], ignore_index=True)
-            episodes = pd.concat([p[1] for p in parts], ignore_index=True)
-            if bot_paths is not None:
-                bot_paths.update(
-                    {
-                        int(s): (None if pd.isna(o) else int(o))
-                        for s, o in zip(episodes["seed"], episodes["optimal_length"])
-                    }
-                )
-    return steps, episodes
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Batches of <= num_envs rows: extra torch threads only add contention (10x slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def evaluate(
@@ -619,24 +585,35 @@ def evaluate(
             f"checkpoint {str(checkpoint_path)!r}: input_dim {config.get('input_dim')} does not match obs_encoding"
         )
     kwargs = dict(num_envs=num_envs, max_steps=max_steps, sample=sample, record=record, bot_paths=bot_paths)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batch of <= num_envs rows: extra threads only add contention
-    try:
-        steps, episodes = _run_all(
-            checkpoint_path,
-            policy,
-            encoder,
-            config,
-            task_id,
-            num_episodes,
-            num_workers,
-            kwargs,
-            ko,
-            bot_paths,
-            progress,
-        )
-    finally:
-        torch.set_num_threads(threads)
+    episodes_all = list(range(num_episodes))
+    description = f"eval {Path(checkpoint_path).name} on {task_id}"
+    with (
+        _one_torch_thread(),
+        tqdm(
+            total=num_episodes, desc=description, disable=not progress, dynamic_ncols=True, leave=False
+        ) as bar,
+    ):
+        if num_workers <= 1 or num_episodes < 2 * num_workers:
+            steps, episodes = run_episodes(
+                policy, encoder, config, task_id, episodes_all, progress=bar, **kwargs
+            )
+        else:  # contiguous blocks of episodes per process; the same numbers either way
+            blocks = [b.tolist() for b in np.array_split(episodes_all, num_workers)]
+            worker_kwargs = {**kwargs, "bot_paths": dict(bot_paths or {})}
+            with mp.get_context("spawn").Pool(num_workers) as pool:
+                parts = pool.map(
+                    _worker, [(str(checkpoint_path), task_id, b, worker_kwargs, ko) for b in blocks]
+                )
+            bar.update(num_episodes)
+            steps = pd.concat([p[0] for p in parts], ignore_index=True)
+            episodes = pd.concat([p[1] for p in parts], ignore_index=True)
+            if bot_paths is not None:
+                bot_paths.update(
+                    {
+                        int(s): (None if pd.isna(o) else int(o))
+                        for s, o in zip(episodes["seed"], episodes["optimal_length"])
+                    }
+                )
     metrics = compute_metrics(episodes, expert_sizes)
     metrics.update(
         {
