@@ -29,15 +29,6 @@ with app.setup:
     import routing_cache
 
 
-@app.function
-def run_label(path: str | Path) -> str:
-    """'BabyAI-UnlockPickup-v0 · trial 0 · seed 2 · update 1500' for .../trial_0/seed_2/update_1500
-    (a cache folder, a checkpoint or a run folder), whatever the root."""
-    parts = Path(path).with_suffix("").parts
-    parts = next((parts[i - 1 :] for i, p in enumerate(parts) if i and p.startswith("trial_")), parts[-1:])
-    return " · ".join(p.replace("_", " ", 1) for p in parts)
-
-
 @app.cell(hide_code=True)
 def _():
     mo.md("""
@@ -168,7 +159,7 @@ def _(runs):
 @app.cell
 def _(results):
     _conditions = results.groupby("checkpoint_path")["knockout"].nunique()
-    _checkpoints = {run_label(c): c for c in _conditions[_conditions > 1].index}
+    _checkpoints = {routing_cache.run_label(c): c for c in _conditions[_conditions > 1].index}
     knockout_dropdown = mo.ui.dropdown(
         _checkpoints, value=next(iter(_checkpoints), None), label="checkpoint", searchable=True
     )
@@ -192,7 +183,7 @@ def _(knockout_dropdown, results_csv):
 
 @app.cell
 def _(cache_root):
-    caches = {run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
+    caches = {routing_cache.run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
     # Default: one cache per task (the first of its own evaluations: the final checkpoint's if any), up to 3.
     _own = [label for label in caches if not any(w in label for w in ("eval ", "knockout "))]
     _defaults = list({label.split(" · ")[0]: label for label in reversed(_own)}.values())[::-1][:3]
@@ -218,7 +209,9 @@ def _(cache_root, cache_select, caches):
         mo.md(f"*No routing cache under `{cache_root}`: `python batch_eval.py --cache_dir {cache_root}`.*"),
     )
     loaded = {
-        run_label(path): routing_cache.load_cache(path) for path in cache_select.value if path is not None
+        routing_cache.run_label(path): routing_cache.load_cache(path)
+        for path in cache_select.value
+        if path is not None
     }
     return (loaded,)
 
@@ -251,8 +244,8 @@ def _(figure_dropdown, loaded):
 def _(checkpoint_dirs):
     _files = sorted(f for d in checkpoint_dirs for f in Path(d).rglob("metrics.jsonl"))
     metrics_dropdown = mo.ui.dropdown(
-        {run_label(f.parent): str(f) for f in _files},
-        value=run_label(_files[0].parent) if _files else None,
+        {routing_cache.run_label(f.parent): str(f) for f in _files},
+        value=routing_cache.run_label(_files[0].parent) if _files else None,
         label="run",
         searchable=True,
     )

@@ -25,14 +25,6 @@ with app.setup:
     import routing_cache
 
 
-@app.function
-def cache_label(folder: str | Path) -> str:
-    """'BabyAI-UnlockPickup-v0 · trial 0 · seed 2 · update 1500' for .../trial_0/seed_2/update_1500."""
-    parts = Path(folder).parts
-    parts = next((parts[i - 1 :] for i, p in enumerate(parts) if i and p.startswith("trial_")), parts[-1:])
-    return " · ".join(p.replace("_", " ", 1) for p in parts)
-
-
 @app.cell(hide_code=True)
 def _():
     mo.md("""
@@ -49,7 +41,7 @@ def _():
 @app.cell
 def _():
     cache_root = Path(os.environ.get("ROUTING_CACHE_DIR", "evaluation_cache"))
-    caches = {cache_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
+    caches = {routing_cache.run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
     cache_dropdown = mo.ui.dropdown(caches, value=next(iter(caches), None), label="cache", searchable=True)
     cache_dropdown
     return cache_dropdown, cache_root

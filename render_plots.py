@@ -17,15 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from routing_cache import CacheError, find_caches, load_cache
-
-
-def plot_dir_for(cache_folder: Path, data, out_root: Path) -> Path:
-    """out_root / the cache folder's path from its task folder on (same layout as the cache)."""
-    parts = cache_folder.resolve().parts
-    task = data.meta["config"]["task_id"]
-    start = len(parts) - 1 - parts[::-1].index(task) if task in parts else len(parts) - 1
-    return out_root.joinpath(*parts[start:])
+from routing_cache import CacheError, find_caches, load_cache, run_subpath
 
 
 def render_cache(
@@ -53,7 +45,7 @@ def render_cache(
     figures = standard_figures(
         data, env_image=image, metrics_rows=rows, results_df=results, env_mission=mission
     )
-    return save_figures(figures, plot_dir_for(folder, data, Path(out_root)), dpi)
+    return save_figures(figures, Path(out_root) / run_subpath(folder.resolve()), dpi)
 
 
 def main(argv: list[str] | None = None) -> dict:

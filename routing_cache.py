@@ -283,6 +283,20 @@ def load_cache(directory: str | os.PathLike) -> CacheData:
     return CacheData(steps, episodes, meta, directory)
 
 
+def run_subpath(path: str | os.PathLike) -> Path:
+    """<task>/trial_<N>/[seed_<S>/][update_<U>/][eval_*/][knockout_*/] of a cache folder, run folder
+    or checkpoint (its .pt suffix dropped), whatever the root: where its plots go below plots/."""
+    path = Path(path)
+    parts = (path.with_suffix("") if path.suffix == ".pt" else path).parts
+    start = next((i - 1 for i, p in enumerate(parts) if i and p.startswith("trial_")), len(parts) - 1)
+    return Path(*parts[start:])
+
+
+def run_label(path: str | os.PathLike) -> str:
+    """'BabyAI-UnlockPickup-v0 · trial 0 · seed 2 · update 1500' for .../trial_0/seed_2/update_1500."""
+    return " · ".join(p.replace("_", " ", 1) for p in run_subpath(path).parts)
+
+
 def find_caches(root: str | os.PathLike) -> list[Path]:
     """Every cache folder under root (any depth), sorted."""
     return sorted(p.parent for p in Path(root).rglob(META_FILE))

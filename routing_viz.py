@@ -48,21 +48,6 @@ def _():
     return
 
 
-@app.function
-def cache_subpath(folder: str | Path) -> Path:
-    """<task>/trial_<N>/[seed_<S>/][update_<U>/][eval_*/][knockout_*/] of a cache folder, whatever its root."""
-    parts = Path(folder).parts
-    return Path(
-        *next((parts[i - 1 :] for i, p in enumerate(parts) if i and p.startswith("trial_")), parts[-1:])
-    )
-
-
-@app.function
-def cache_label(folder: str | Path) -> str:
-    """'BabyAI-UnlockPickup-v0 · trial 0 · seed 2 · update 1500' for .../trial_0/seed_2/update_1500."""
-    return " · ".join(p.replace("_", " ", 1) for p in cache_subpath(folder).parts)
-
-
 @app.cell
 def _():
     cache_root = Path(os.environ.get("ROUTING_CACHE_DIR", "evaluation_cache"))
@@ -71,7 +56,7 @@ def _():
     ).split(os.pathsep)
     results_csv = Path(os.environ.get("RESULTS_CSV", "evaluation_results.csv"))
     plots_root = Path(os.environ.get("PLOTS_DIR", "plots"))
-    caches = {cache_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
+    caches = {routing_cache.run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
     checkpoints = {
         f"{_r.task_id} · trial {_r.trial}"
         + ("" if _r.seed is None else f" · seed {_r.seed}")
@@ -159,7 +144,7 @@ def _(
     )
     if use_cache.value:
         data = routing_cache.load_cache(cache_dropdown.value)
-        plot_dir = cache_subpath(cache_dropdown.value)  # plots/ mirrors the cache's folder
+        plot_dir = routing_cache.run_subpath(cache_dropdown.value)  # plots/ mirrors the cache's folder
     else:
         with mo.status.spinner(title=f"Evaluating {episodes_slider.value} episodes..."):
             _result = eval_mop.evaluate(

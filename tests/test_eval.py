@@ -394,3 +394,16 @@ def test_derived_phase_columns_are_rebuilt_exactly(tmp_path):
     )
     write_cache(tmp_path, steps, episodes, {"config": {}})
     pd.testing.assert_frame_equal(load_cache(tmp_path).steps, steps)
+
+
+def test_run_paths_and_labels_from_any_root():
+    from routing_cache import run_label, run_subpath
+
+    cache = "/x/evaluation_cache/BabyAI-UnlockPickup-v0/trial_0/seed_2/update_1500/knockout_threshold_0.1"
+    assert run_subpath(cache) == Path(
+        "BabyAI-UnlockPickup-v0/trial_0/seed_2/update_1500/knockout_threshold_0.1"
+    )
+    assert run_label("modal_checkpoints/BabyAI-GoToObj-v0/trial_3/checkpoint_250.pt") == (
+        "BabyAI-GoToObj-v0 · trial 3 · checkpoint 250"
+    )
+    assert run_label("evaluation_cache/BabyAI-GoToObj-v0/trial_3") == "BabyAI-GoToObj-v0 · trial 3"
