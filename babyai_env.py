@@ -461,6 +461,10 @@ def _worker_main(conn: Any, collector_kwargs: dict, policy_factory: Any, encoder
             conn.send(("error", traceback.format_exc()))
 
 
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 class ParallelCollector:
     """`num_envs` training envs split over `num_workers` processes (0 or 1: this process).
 
@@ -544,7 +548,10 @@ class ParallelCollector:
             )
             return
         self.pending = True
-        payload = ("collect", (policy.state_dict(), encoder.state_dict(), unroll_len))
+        # Send copies: torch pickles tensors for worker processes by moving their storage to shared
+        # memory, so sending state_dict() itself would let the learner's next optimizer step change
+        # the weights a worker is still loading (an async run was then not reproducible).
+        payload = ("collect", (_snapshot(policy), _snapshot(encoder), unroll_len))
         for _, conn in self.workers:
             conn.send(payload)
 

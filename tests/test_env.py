@@ -243,3 +243,28 @@ def test_parallel_workers_match_one_process_and_shut_down():
         torch.testing.assert_close(x["memory"], y["memory"])
     assert not any(p.is_alive() for p in procs)
     assert not multiprocessing.active_children()
+
+
+def test_workers_act_on_the_weights_given_at_submit():
+    """With async collection the learner steps while workers collect: changing the weights right
+    after submit() must not reach the chunk being collected (they must get a snapshot, not the
+    shared storage torch would otherwise hand them)."""
+    policy, encoder = small_agent()
+    kw = dict(
+        run_seed=3,
+        max_steps=None,
+        obs_encoding="raw",
+        policy_factory=partial(build_policy, POLICY_CONFIG),
+        encoder_factory=partial(build_mission_encoder, "bow", 8),
+    )
+    with ParallelCollector(TASK, 4, 1, **kw) as local:
+        expected = local.collect(policy, encoder, 12)
+    with ParallelCollector(TASK, 4, 2, **kw) as par:
+        par.submit(policy, encoder, 12)
+        with torch.no_grad():  # the learner's optimizer step, while the workers run
+            for p in list(policy.parameters()) + list(encoder.parameters()):
+                p.mul_(-3.0)
+        got = par.result()
+    assert np.array_equal(got["image"], expected["image"]) and np.array_equal(
+        got["direction"], expected["direction"]
+    )
