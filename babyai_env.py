@@ -1,43 +1,38 @@
-"""BabyAI environments for online imitation: construction, seeds, observation encoding, the bot
-wrapper and its failure handling, and the (optionally multi-process) step collector.
+"""BabyAI environments: construction, seeds, observation encoding, the bot wrapper and its failure
+handling, and the layout/phase knowledge of a level (targets, doors, phase times, start context).
 
-Everything that training and evaluation must agree on lives here, once:
+Everything that training, evaluation and the analyses must agree on about the env lives here, once.
+It knows nothing of the policy (the acting loop is collection.py):
 - `make_env(task_id, max_steps)`: a minigrid level, with the UnlockPickup episode-limit typo fixed;
 - seed ranges: training episodes draw layouts from `train_episode_seed(...)` (>= 10**9), evaluation
   from `EVAL_SEED_START + k` (< 10**9), so no evaluation layout is ever trained on;
-- `encode_obs`: the policy input, "raw" (the seed's 152 numbers) or "onehot" (per image channel);
+- `encode_obs`: the policy input, "raw" (the earlier system's 152 numbers) or "onehot" (per image channel);
 - `SafeBot`: minigrid's `BabyAIBot` with a bounded subgoal stack and a watchdog, so a bot that raises
   or would loop forever reports a failure instead of crashing or hanging the run;
-- `Collector` / `ParallelCollector`: N envs, each labelled by its own bot at every step, acting with
-  a copy of the current policy; worker processes each own a slice of the envs and return whole
-  chunks of steps (numpy arrays) for the learner to replay with gradients.
+- `env_context` / `PhaseTracker`: the start layout of an episode and its phase events (door opened,
+  first pickup, first drop) and distances (key, the mission's first target), as the routing cache
+  records them.
 
 Example:
-    env = make_env("BabyAI-GoToLocal-v0"); env.reset(seed=EVAL_SEED_START)
-    with ParallelCollector("BabyAI-GoToLocal-v0", num_envs=16, num_workers=2, run_seed=0, ...) as c:
-        chunk = c.collect(policy, encoder, unroll_len=32)
+    env = make_env("BabyAI-GoToLocal-v0"); obs = quiet_reset(env, EVAL_SEED_START)
+    bot = SafeBot(env); action = bot.label(None)
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import difflib
 import io
-import multiprocessing as mp
+import math
 import signal
 import threading
-import traceback
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the BabyAI-* ids with gymnasium)
 import numpy as np
 import torch
 from minigrid.utils.baby_ai_bot import BabyAIBot
-
-from mixture_of_experts import reset_memory
 
 # ----------------------------------------------------------------------------- tasks and seeds
 
@@ -102,7 +97,7 @@ _CHANNEL_SIZES = (11, 6, 3)  # minigrid OBJECT_TO_IDX, COLOR_TO_IDX, STATE_TO_ID
 
 def obs_dim(encoding: str) -> int:
     if encoding == "raw":
-        return 3 * 7 * 7 + 4 + 1  # 152, the seed's input_dim
+        return 3 * 7 * 7 + 4 + 1  # 152, the earlier system's input_dim
     if encoding == "onehot":
         return sum(_CHANNEL_SIZES) * 7 * 7 + 4 + 1  # 985
     raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {encoding!r}")
@@ -227,7 +222,7 @@ def bot_path_length(task_id: str, seed: int, max_steps: int | None = None) -> in
     return None
 
 
-# ----------------------------------------------------------------------------- collection
+# ----------------------------------------------------------------------------- stepping
 
 
 class ViewCache:
@@ -263,335 +258,147 @@ def quiet_reset(env: Any, seed: int) -> dict:
     return obs
 
 
-@dataclass
-class Episode:
-    """A finished training episode, as logged."""
-
-    env_index: int
-    seed: int
-    length: int
-    success: bool  # terminated with reward > 0 (minigrid also terminates on a failed instruction)
-    bot_failure: str | None  # why the bot gave up, if it did (the episode was then cut short)
-    bot_steps: int | None  # bot path length of this layout, when it was measured
-    mission: str
+# ----------------------------------------------------------------------------- env context and phases
 
 
-class _Slot:
-    """One env, its bot and its episode bookkeeping."""
-
-    def __init__(self, task_id: str, env_index: int, run_seed: int, max_steps: int | None, rng_seed: int):
-        self.task_id, self.env_index, self.run_seed, self.max_steps = task_id, env_index, run_seed, max_steps
-        self.env = make_env(task_id, max_steps)
-        self.view = ViewCache(self.env)
-        self.episode_index = 0
-        self.rng = np.random.default_rng(rng_seed)  # teacher forcing and path-ratio sampling
-
-    def start_episode(self, path_ratio_fraction: float) -> None:
-        self.seed = train_episode_seed(self.run_seed, self.env_index, self.episode_index)
-        self.episode_index += 1
-        self.view.invalidate()
-        self.obs = quiet_reset(self.env, self.seed)
-        self.bot = SafeBot(self.env)
-        self.prev_action: int | None = None
-        self.steps = 0
-        self.measure_bot_path = path_ratio_fraction > 0 and self.rng.random() < path_ratio_fraction
-
-    def finish(self, success: bool, failure: str | None) -> Episode:
-        bot_steps = None
-        if self.measure_bot_path and success:
-            bot_steps = bot_path_length(self.task_id, self.seed, self.max_steps)
-        return Episode(
-            self.env_index, self.seed, self.steps, success, failure, bot_steps, self.obs["mission"]
-        )
-
-    def state(self) -> dict:
-        return {"episode_index": self.episode_index, "rng": self.rng.bit_generator.state}
-
-    def load_state(self, state: dict) -> None:
-        self.episode_index = int(state["episode_index"])
-        self.rng.bit_generator.state = state["rng"]
+def _objects(env: Any) -> dict[str, list]:
+    found: dict[str, list] = {"goals": [], "doors": [], "keys": [], "balls": [], "boxes": []}
+    names = {"goal": "goals", "door": "doors", "key": "keys", "ball": "balls", "box": "boxes"}
+    for y in range(env.grid.height):
+        for x in range(env.grid.width):
+            obj = env.grid.get(x, y)
+            if obj is None or obj.type not in names:
+                continue
+            entry = [x, y, obj.color]
+            if obj.type == "door":
+                entry += [bool(obj.is_open), bool(obj.is_locked)]
+            found[names[obj.type]].append(entry)
+    return found
 
 
-class Collector:
-    """Runs a slice of the training envs in this process and returns chunks of labelled steps.
+def ordered_instructions(instr: Any) -> list:
+    """Leaf instructions in execution order: AfterInstr(a, b) runs b first."""
+    name = type(instr).__name__
+    if name == "AfterInstr":
+        return ordered_instructions(instr.instr_b) + ordered_instructions(instr.instr_a)
+    if name in ("BeforeInstr", "AndInstr"):
+        return ordered_instructions(instr.instr_a) + ordered_instructions(instr.instr_b)
+    return [instr]
 
-    Each env's layouts, teacher-forcing draws and path-ratio samples depend only on (run_seed,
-    env_index), so a run is reproducible and does not depend on how envs are split over workers.
-    """
 
-    def __init__(
-        self,
-        task_id: str,
-        env_indices: list[int],
-        run_seed: int,
-        max_steps: int | None,
-        obs_encoding: str,
-        teacher_forcing: float = 0.0,
-        path_ratio_fraction: float = 0.0,
-        slot_states: list[dict] | None = None,
-    ):
-        self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
-        self.path_ratio_fraction = path_ratio_fraction
-        self.slots = [
-            _Slot(task_id, i, run_seed, max_steps, rng_seed=run_seed * 1_000_003 + i) for i in env_indices
+def target_objects(env: Any) -> tuple[list, list]:
+    """(objects of the first target in execution order, door objects named by the mission)."""
+    leaves = ordered_instructions(env.instrs)
+    first = leaves[0]
+    desc = getattr(first, "desc_move", None) or getattr(first, "desc", None)
+    targets = list(getattr(desc, "obj_set", []) or [])
+    doors = [
+        o
+        for leaf in leaves
+        for o in (getattr(getattr(leaf, "desc", None), "obj_set", []) or [])
+        if o.type == "door"
+    ]
+    return targets, doors
+
+
+def env_context(env: Any, targets: list) -> dict:
+    """The layout at episode start, as the earlier system's env_context plus room bounds and target."""
+    ctx: dict[str, Any] = {
+        "grid_size": [env.grid.width, env.grid.height],
+        "agent_start_pos": [int(v) for v in env.agent_pos],
+    }
+    if hasattr(env, "room_grid"):
+        room = env.room_from_pos(*env.agent_pos)
+        ctx["agent_start_room"] = [int(v) for v in room.top]
+        ctx["room_grid_shape"] = [env.num_cols, env.num_rows]
+        (x0, y0), (w, h) = room.top, room.size
+        ctx["room_bounds"] = [x0 + 1, y0 + 1, x0 + w - 2, y0 + h - 2]
+    else:
+        ctx["agent_start_room"] = None
+        ctx["room_grid_shape"] = None
+        ctx["room_bounds"] = [1, 1, env.grid.width - 2, env.grid.height - 2]
+    ctx.update(_objects(env))
+    positions = [o.cur_pos for o in targets if o.cur_pos is not None]
+    if positions:
+        start = np.asarray(env.agent_pos)
+        nearest = min(positions, key=lambda p: float(np.hypot(*(np.asarray(p) - start))))
+        ctx["target_pos"] = [int(v) for v in nearest]
+    else:
+        ctx["target_pos"] = None
+    return ctx
+
+
+class StepPhase(NamedTuple):
+    """The phase fields evaluation records at a step (before the step's action)."""
+
+    carrying: int  # 1 if the agent carries an object
+    dist_to_key: float  # to the key's current position (0 while carried; NaN: no key)
+    dist_to_target: float  # to the mission's first target in execution order (0 while carried)
+
+
+class PhaseTracker:
+    """Phase timestamps and distances for one episode (what the routing analyses group by)."""
+
+    def __init__(self, env: Any):
+        self.env = env
+        self.targets, self.mission_doors = target_objects(env)
+        self.doors = [
+            (x, y)
+            for y in range(env.grid.height)
+            for x in range(env.grid.width)
+            if (o := env.grid.get(x, y)) is not None and o.type == "door"
         ]
-        for k, slot in enumerate(self.slots):
-            if slot_states is not None:
-                slot.load_state(slot_states[k])
-            slot.start_episode(path_ratio_fraction)
-        self.memory: torch.Tensor | None = None
-
-    def state(self) -> list[dict]:
-        return [slot.state() for slot in self.slots]
-
-    @torch.no_grad()
-    def collect(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int) -> dict:
-        """Act for `unroll_len` steps in every env; every state is labelled by its bot."""
-        n, T = len(self.slots), unroll_len
-        if self.memory is None or self.memory.shape[-1] != policy.memory_size:
-            self.memory = policy.init_memory(n)
-        policy.eval()
-        encoder.eval()
-        lang_cache: dict[str, torch.Tensor] = {}  # weights are fixed during a chunk
-        chunk = {
-            "image": np.zeros((T, n, 7, 7, 3), np.uint8),
-            "direction": np.zeros((T, n), np.int64),
-            "carrying": np.zeros((T, n), np.uint8),
-            "mission_index": np.zeros((T, n), np.int64),
-            "label": np.zeros((T, n), np.int64),
-            "label_mask": np.zeros((T, n), bool),
-            "done": np.zeros((T, n), bool),
-            "memory": self.memory.clone(),
-            "missions": [],
-            "episodes": [],
-        }
-        mission_ids: dict[str, int] = {}
-        for t in range(T):
-            missions = [slot.obs["mission"] for slot in self.slots]
-            for k, slot in enumerate(self.slots):
-                chunk["image"][t, k] = slot.obs["image"]
-                chunk["direction"][t, k] = slot.obs["direction"]
-                chunk["carrying"][t, k] = slot.env.carrying is not None
-                chunk["mission_index"][t, k] = mission_ids.setdefault(missions[k], len(mission_ids))
-                label = slot.bot.label(slot.prev_action)
-                chunk["label_mask"][t, k] = label is not None
-                chunk["label"][t, k] = -1 if label is None else label
-            new = [m for m in dict.fromkeys(missions) if m not in lang_cache]
-            if new:
-                lang_cache.update(zip(new, encoder(new)))
-            obs = encode_obs(
-                torch.from_numpy(chunk["image"][t]),
-                torch.from_numpy(chunk["direction"][t]),
-                torch.from_numpy(chunk["carrying"][t]),
-                self.obs_encoding,
-            )
-            lang = torch.stack([lang_cache[m] for m in missions])
-            out = policy.step(obs, lang, self.memory)
-            actions = out.logits.argmax(-1).tolist()
-            for k, slot in enumerate(self.slots):
-                label = int(chunk["label"][t, k])
-                if self.teacher_forcing > 0 and slot.rng.random() < self.teacher_forcing and label >= 0:
-                    actions[k] = label
-                if label < 0:  # the bot failed: no label enters the loss; cut the episode short
-                    chunk["episodes"].append((t, slot.finish(False, slot.bot.failure)))
-                    chunk["done"][t, k] = True
-                    slot.start_episode(self.path_ratio_fraction)
-                    continue
-                slot.view.invalidate()
-                slot.obs, reward, terminated, truncated, _ = slot.env.step(actions[k])
-                slot.steps += 1
-                slot.prev_action = actions[k]
-                if terminated or truncated:
-                    chunk["episodes"].append((t, slot.finish(bool(terminated and reward > 0), None)))
-                    chunk["done"][t, k] = True
-                    slot.start_episode(self.path_ratio_fraction)
-            self.memory = reset_memory(out.memory, torch.from_numpy(chunk["done"][t]))
-        inverse = {i: m for m, i in mission_ids.items()}
-        chunk["missions"] = [inverse[i] for i in range(len(inverse))]
-        chunk["slot_states"] = self.state()  # where each env stands after this chunk (for --resume)
-        return chunk
-
-
-def merge_chunks(chunks: list[dict]) -> dict:
-    """Concatenate worker chunks along the env axis (workers hold consecutive env slices)."""
-    if len(chunks) == 1:
-        return chunks[0]
-    merged: dict[str, Any] = {"missions": [], "episodes": [], "slot_states": []}
-    offset_index = []
-    for c in chunks:
-        remap = np.array([len(merged["missions"]) + i for i in range(len(c["missions"]))], np.int64)
-        merged["missions"].extend(c["missions"])
-        offset_index.append(remap[c["mission_index"]] if len(remap) else c["mission_index"])
-        merged["episodes"].extend(c["episodes"])
-        merged["slot_states"].extend(c["slot_states"])
-    for key in ("image", "direction", "carrying", "label", "label_mask", "done"):
-        merged[key] = np.concatenate([c[key] for c in chunks], axis=1)
-    merged["mission_index"] = np.concatenate(offset_index, axis=1)
-    merged["memory"] = torch.cat([c["memory"] for c in chunks])
-    # Finished episodes in (step, env) order, so logs do not depend on the worker split.
-    merged["episodes"].sort(key=lambda te: (te[0], te[1].env_index))
-    return merged
-
-
-def _worker_main(conn: Any, collector_kwargs: dict, policy_factory: Any, encoder_factory: Any) -> None:
-    torch.set_num_threads(1)
-    try:
-        collector = Collector(**collector_kwargs)
-        policy, encoder = policy_factory(), encoder_factory()
-        conn.send(("ready", None))
-    except Exception:
-        conn.send(("error", traceback.format_exc()))
-        return
-    while True:
-        try:
-            command, payload = conn.recv()
-        except (EOFError, KeyboardInterrupt):
-            return
-        try:
-            if command == "collect":
-                policy_state, encoder_state, unroll_len = payload
-                policy.load_state_dict(policy_state)
-                encoder.load_state_dict(encoder_state)
-                conn.send(("ok", collector.collect(policy, encoder, unroll_len)))
-            elif command == "close":
-                return
-        except KeyboardInterrupt:
-            return
-        except Exception:
-            conn.send(("error", traceback.format_exc()))
-
-
-def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-class ParallelCollector:
-    """`num_envs` training envs split over `num_workers` processes (0 or 1: this process).
-
-    `submit` sends the current weights to every worker, which acts for `unroll_len` steps; `result`
-    waits for the chunks and merges them in env order. Between the two the caller may compute
-    (the learner overlaps its update with the next collection). Use as a context manager so
-    workers are always shut down."""
-
-    def __init__(
-        self,
-        task_id: str,
-        num_envs: int,
-        num_workers: int,
-        run_seed: int,
-        max_steps: int | None,
-        obs_encoding: str,
-        policy_factory: Any,
-        encoder_factory: Any,
-        teacher_forcing: float = 0.0,
-        path_ratio_fraction: float = 0.0,
-        slot_states: list[dict] | None = None,
-    ):
-        num_workers = max(1, min(num_workers, num_envs))
-        bounds = np.linspace(0, num_envs, num_workers + 1).round().astype(int)
-        self.slices = [list(range(bounds[w], bounds[w + 1])) for w in range(num_workers)]
-        common = dict(
-            task_id=task_id,
-            run_seed=run_seed,
-            max_steps=max_steps,
-            obs_encoding=obs_encoding,
-            teacher_forcing=teacher_forcing,
-            path_ratio_fraction=path_ratio_fraction,
+        self.closed_at_start = {p for p in self.doors if not env.grid.get(*p).is_open}
+        self.key = next(
+            (
+                env.grid.get(x, y)
+                for y in range(env.grid.height)
+                for x in range(env.grid.width)
+                if (o := env.grid.get(x, y)) is not None and o.type == "key"
+            ),
+            None,
         )
-        self.local: Collector | None = None
-        self.workers: list[tuple[Any, Any]] = []
-        self.pending: Any = None
-        states = slot_states or [None] * num_envs
-        if num_workers == 1:
-            self.local = Collector(env_indices=self.slices[0], slot_states=slot_states, **common)
-            return
-        ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-        for indices in self.slices:
-            kwargs = dict(
-                env_indices=indices,
-                slot_states=None if slot_states is None else [states[i] for i in indices],
-                **common,
-            )
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=_worker_main, args=(child, kwargs, policy_factory, encoder_factory), daemon=True
-            )
-            proc.start()
-            child.close()
-            self.workers.append((proc, parent))
-        for w in range(len(self.workers)):
-            self._receive(w)  # wait until every worker has built its envs (or report why not)
+        self.t_unlocked = self.t_pick = self.t_drop = None
+        self.first_door: tuple[int, int] | None = None
 
-    def _receive(self, w: int) -> Any:
-        proc, conn = self.workers[w]
-        try:
-            status, payload = conn.recv()
-        except EOFError:
-            self.close()
-            raise RuntimeError(f"env worker {w} died (exit code {proc.exitcode})") from None
-        if status == "error":
-            self.close()
-            raise RuntimeError(f"env worker {w} failed:\n{payload}")
-        return payload
+    def _distance_to(self, objects: list) -> float:
+        pos = np.asarray(self.env.agent_pos, dtype=float)
+        best = math.nan
+        for o in objects:
+            if self.env.carrying is o:
+                return 0.0
+            if o.cur_pos is None or o.cur_pos[0] < 0:
+                continue
+            d = float(np.hypot(*(np.asarray(o.cur_pos) - pos)))
+            best = d if math.isnan(best) else min(best, d)
+        return best
 
-    def submit(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int) -> None:
-        """Start collecting the next chunk with (a snapshot of) the current weights."""
-        if self.pending is not None:
-            raise RuntimeError("submit() called twice without result()")
-        if self.local is not None:  # in-process: nothing runs in the background, collect in result()
-            self.pending = (
-                copy.deepcopy(policy.state_dict()),
-                copy.deepcopy(encoder.state_dict()),
-                policy,
-                encoder,
-                unroll_len,
-            )
-            return
-        self.pending = True
-        # Send copies: torch pickles tensors for worker processes by moving their storage to shared
-        # memory, so sending state_dict() itself would let the learner's next optimizer step change
-        # the weights a worker is still loading (an async run was then not reproducible).
-        payload = ("collect", (_snapshot(policy), _snapshot(encoder), unroll_len))
-        for _, conn in self.workers:
-            conn.send(payload)
+    def observe(self, t: int) -> StepPhase:
+        """Update the event times from the state before step t's action (door opened, first pickup,
+        first drop after it); return what evaluation records of this step. The per-step event
+        columns of the routing cache are derived from the event times (routing_cache)."""
+        env = self.env
+        if self.t_unlocked is None:
+            for p in self.closed_at_start:
+                if env.grid.get(*p).is_open:
+                    self.t_unlocked, self.first_door = t, p
+                    break
+        carrying = env.carrying is not None
+        if self.t_pick is None and carrying:
+            self.t_pick = t
+        elif self.t_pick is not None and self.t_drop is None and not carrying:
+            self.t_drop = t
+        return StepPhase(
+            int(carrying),
+            math.nan if self.key is None else self._distance_to([self.key]),
+            self._distance_to(self.targets) if self.targets else math.nan,
+        )
 
-    def result(self) -> dict:
-        """The submitted chunk: envs concatenated in index order; `slot_states` for --resume."""
-        if self.pending is None:
-            raise RuntimeError("result() called without submit()")
-        pending, self.pending = self.pending, None
-        if self.local is not None:
-            policy_state, encoder_state, policy, encoder, unroll_len = pending
-            current = (copy.deepcopy(policy.state_dict()), copy.deepcopy(encoder.state_dict()))
-            policy.load_state_dict(policy_state)  # act with the weights given at submit()
-            encoder.load_state_dict(encoder_state)
-            try:
-                return self.local.collect(policy, encoder, unroll_len)
-            finally:
-                policy.load_state_dict(current[0])
-                encoder.load_state_dict(current[1])
-        return merge_chunks([self._receive(w) for w in range(len(self.workers))])
-
-    def collect(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int) -> dict:
-        self.submit(policy, encoder, unroll_len)
-        return self.result()
-
-    def close(self) -> None:
-        for _, conn in self.workers:
-            try:
-                conn.send(("close", None))
-            except (OSError, BrokenPipeError):
-                pass
-        for proc, conn in self.workers:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join()
-            conn.close()
-        self.workers = []
-
-    def __enter__(self) -> ParallelCollector:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def door_of_episode(self) -> tuple[int, int] | None:
+        """The door opened first; else the mission's first door; else the only door."""
+        if self.first_door is not None:
+            return self.first_door
+        for o in self.mission_doors:
+            if o.cur_pos is not None:
+                return tuple(int(v) for v in o.cur_pos)
+        return self.doors[0] if len(self.doors) == 1 else None

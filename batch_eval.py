@@ -10,31 +10,30 @@ reused by every checkpoint (evaluation_cache/_bot_paths/).
 
     python batch_eval.py                              # every checkpoint not yet in the CSV
     python batch_eval.py --num_episodes 200 --task BabyAI-GoToRedBall-v0 --trial 0 --seed 3 --update 1500
-    python batch_eval.py --final_only --skip_routing --workers 2
+    python batch_eval.py --final_only --skip_routing --num_workers 2
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import math
 import multiprocessing as mp
 import os
 import re
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
+from eval_mop import EvalOptions
+from runs import CheckpointRef, atomic_write, atomic_write_text, find_checkpoints, locked
+
 DEFAULT_CHECKPOINT_DIRS = ("checkpoints", "modal_checkpoints")
 
-# The seed's columns first (users' scripts read them), then ours; usage_layer_<k>_expert_<j> follow.
-SEED_COLUMNS = [
+# The earlier system's columns first (LEGACY_COLUMNS) (users' scripts read them), then ours; usage_layer_<k>_expert_<j> follow.
+LEGACY_COLUMNS = [
     "checkpoint_path",
     "task_id",
     "trial",
@@ -75,44 +74,32 @@ EXTRA_COLUMNS = [
 ]
 KEY = ["checkpoint_path", "eval_task_id", "knockout"]
 _USAGE = re.compile(r"^usage_layer_\d+_expert_\d+$")
-_CHECKPOINT = re.compile(r"^checkpoint_(\d+|final)\.pt$")
 
 
 class BatchEvalError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class CheckpointRef:
-    path: str  # as found, POSIX, relative to where batch_eval runs when the dir was relative
-    task_id: str
-    trial: int
-    seed: int | None
-    update: int | None  # None for checkpoint_final.pt
-
-
 def discover(checkpoint_dirs: list[str]) -> list[CheckpointRef]:
-    """Every checkpoint under the given roots, in the trial/seed/update layout."""
-    found = []
-    for root in checkpoint_dirs:
-        root_path = Path(root)
-        if not root_path.is_dir():
-            continue
-        for p in sorted(root_path.rglob("checkpoint_*.pt")):
-            m = _CHECKPOINT.match(p.name)
-            rel = p.relative_to(root_path).parts
-            if not m or len(rel) not in (3, 4) or not rel[1].startswith("trial_"):
-                continue
-            seed = None
-            if len(rel) == 4:
-                if not rel[2].startswith("seed_") or not rel[2][5:].isdigit():
-                    continue
-                seed = int(rel[2][5:])
-            if not rel[1][6:].isdigit():
-                continue
-            update = None if m.group(1) == "final" else int(m.group(1))
-            found.append(CheckpointRef(p.as_posix(), rel[0], int(rel[1][6:]), seed, update))
-    return found
+    """Every checkpoint under the given roots in the run layout, with the numbered checkpoints
+    that hold the same weights as their run's checkpoint_final.pt left out (runs written before
+    the final weights were stored once, and the earlier system's, keep both files): the final
+    weights are evaluated once, under the earlier system's checkpoint_final.pt name."""
+    refs = find_checkpoints(checkpoint_dirs)
+    finals = {Path(r.path).parent: r for r in refs if r.update is None}
+    aliased = {Path(r.path).parent: final_update(Path(r.path)) for r in finals.values()}
+    return [r for r in refs if r.update is None or aliased.get(Path(r.path).parent) != r.update]
+
+
+def final_update(path: Path) -> int | None:
+    """The update checkpoint_final.pt was written at (None if it cannot be read)."""
+    from experiment import load_checkpoint
+
+    try:
+        update = load_checkpoint(path)["config"].get("update")
+    except ValueError:
+        return None
+    return int(update) if update is not None else None
 
 
 def select(
@@ -138,30 +125,18 @@ def select(
 # ----------------------------------------------------------------------------- the results CSV
 
 
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside `path` (fcntl: processes on this machine or one shared volume)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """The results CSV (empty if absent); refuses a CSV with columns this project does not write."""
     path = Path(path)
     if not path.exists():
-        return pd.DataFrame(columns=SEED_COLUMNS + EXTRA_COLUMNS)
+        return pd.DataFrame(columns=LEGACY_COLUMNS + EXTRA_COLUMNS)
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
         raise BatchEvalError(f"results CSV {str(path)!r} is unreadable: {str(e).splitlines()[0]}") from None
     except pd.errors.EmptyDataError:
-        return pd.DataFrame(columns=SEED_COLUMNS + EXTRA_COLUMNS)
-    foreign = [c for c in df.columns if c not in SEED_COLUMNS + EXTRA_COLUMNS and not _USAGE.match(c)]
+        return pd.DataFrame(columns=LEGACY_COLUMNS + EXTRA_COLUMNS)
+    foreign = [c for c in df.columns if c not in LEGACY_COLUMNS + EXTRA_COLUMNS and not _USAGE.match(c)]
     if foreign:
         raise BatchEvalError(
             f"results CSV {str(path)!r} has columns this project does not write ({', '.join(foreign[:5])}); "
@@ -169,7 +144,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
         )
     if "checkpoint_path" not in df.columns:
         raise BatchEvalError(f"results CSV {str(path)!r} has no checkpoint_path column")
-    # Rows from the seed's tool: one default evaluation on the training task.
+    # Rows from the earlier system's tool: one default evaluation on the training task.
     if "eval_task_id" not in df.columns:
         df["eval_task_id"] = df["task_id"]
     df["eval_task_id"] = df["eval_task_id"].fillna(df["task_id"])
@@ -192,19 +167,11 @@ def merge_results(path: str | os.PathLike, rows: list[dict]) -> pd.DataFrame:
             (c for c in current.columns if _USAGE.match(c)),
             key=lambda c: [int(x) for x in re.findall(r"\d+", c)],
         )
-        columns = SEED_COLUMNS + EXTRA_COLUMNS + usage
+        columns = LEGACY_COLUMNS + EXTRA_COLUMNS + usage
         current = current.reindex(columns=columns)
         sort = [c for c in ("task_id", "trial", "seed", "update", "eval_task_id", "knockout") if c in current]
         current = current.sort_values(sort, na_position="last", kind="stable").reset_index(drop=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            current.to_csv(tmp, index=False)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda tmp: current.to_csv(tmp, index=False))
     return current
 
 
@@ -239,7 +206,7 @@ def result_row(ref: CheckpointRef, config: dict, metrics: dict, cache_path: str 
     ):
         row[key] = config.get(key)
     for key, value in metrics.items():
-        if key in SEED_COLUMNS + EXTRA_COLUMNS and key not in row or key.startswith("usage_"):
+        if key in LEGACY_COLUMNS + EXTRA_COLUMNS and key not in row or key.startswith("usage_"):
             row[key] = value
     return row
 
@@ -265,17 +232,28 @@ def save_bot_paths(cache_dir: str, task_id: str, max_steps: int | None, paths: d
     path = _bot_path_file(cache_dir, task_id, max_steps)
     with locked(path):
         merged = {**load_bot_paths(cache_dir, task_id, max_steps), **paths}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        Path(tmp).write_text(json.dumps({str(k): v for k, v in sorted(merged.items())}))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps({str(k): v for k, v in sorted(merged.items())}))
 
 
 # ----------------------------------------------------------------------------- evaluation jobs
 
 
-def evaluate_one(ref: CheckpointRef, options: dict) -> dict:
+@dataclass(frozen=True)
+class BatchOptions:
+    """One batch evaluation: how each checkpoint is evaluated, and where its results go. The
+    EvalOptions' task_id is the level to evaluate on (None: each checkpoint's training level)."""
+
+    eval: EvalOptions = field(default_factory=lambda: EvalOptions(num_episodes=1000))
+    cache_dir: str = "evaluation_cache"
+    results_path: str = "evaluation_results.csv"
+    formats: tuple[str, ...] = ("parquet",)
+
+    @property
+    def skip_routing(self) -> bool:
+        return not self.eval.record
+
+
+def evaluate_one(ref: CheckpointRef, options: BatchOptions) -> dict:
     """Evaluate one checkpoint, write its cache, merge its row; returns the row (or an error)."""
     import torch
 
@@ -283,31 +261,22 @@ def evaluate_one(ref: CheckpointRef, options: dict) -> dict:
 
     torch.set_num_threads(1)
     try:
-        _, _, config = load_policy(ref.path)
-        eval_task = options.get("eval_task_id") or config["task_id"]
-        max_steps = options.get("max_steps") or config.get("max_steps")
-        bot_paths = load_bot_paths(options["cache_dir"], eval_task, max_steps)
+        try:
+            _, _, config = load_policy(ref.path)
+        except ValueError as e:
+            raise EvalError(str(e)) from None
+        eval_task = options.eval.task_id or config["task_id"]
+        max_steps = options.eval.max_steps or config.get("max_steps")
+        bot_paths = load_bot_paths(options.cache_dir, eval_task, max_steps)
         known = len(bot_paths)
-        result = evaluate(
-            ref.path,
-            eval_task,
-            options["num_episodes"],
-            options["num_envs"],
-            max_steps,
-            options.get("sample", False),
-            options.get("knockout"),
-            options.get("knockout_threshold"),
-            record=not options["skip_routing"],
-            bot_paths=bot_paths,
-            progress=options.get("progress", False),
-        )
+        result = evaluate(ref.path, replace(options.eval, task_id=eval_task, max_steps=max_steps), bot_paths)
         if len(bot_paths) > known:
-            save_bot_paths(options["cache_dir"], eval_task, max_steps, bot_paths)
+            save_bot_paths(options.cache_dir, eval_task, max_steps, bot_paths)
         cache = None
-        if not options["skip_routing"]:
-            cache = save_evaluation(result, ref.path, options["cache_dir"], options["formats"]).as_posix()
+        if options.eval.record:
+            cache = save_evaluation(result, ref.path, options.cache_dir, options.formats).as_posix()
         row = result_row(ref, config, result.metrics, cache)
-        merge_results(options["results_path"], [row])
+        merge_results(options.results_path, [row])
         return row
     except EvalError as e:
         return {"checkpoint_path": ref.path, "error": str(e)}
@@ -354,10 +323,21 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--num_envs", type=int, default=16, help="envs stepped together (default 16)")
     parser.add_argument(
-        "--workers", type=int, default=1, help="checkpoints evaluated in parallel processes (default 1)"
+        "--num_workers",
+        "--workers",
+        dest="num_workers",
+        type=int,
+        default=1,
+        help="checkpoints evaluated in parallel processes (default 1; --workers is an alias)",
     )
     parser.add_argument("--force", action="store_true", help="re-evaluate checkpoints already in the CSV")
-    parser.add_argument("--task", default=None, help="only checkpoints trained on this task")
+    parser.add_argument(
+        "--task_id",
+        "--task",
+        dest="task_id",
+        default=None,
+        help="only checkpoints trained on this level (--task is the earlier system's spelling)",
+    )
     parser.add_argument("--trial", type=int, default=None, help="only this trial")
     parser.add_argument("--seed", type=int, default=None, help="only this seed folder")
     parser.add_argument("--update", type=int, default=None, help="only checkpoint_<update>.pt")
@@ -384,8 +364,8 @@ def main(argv: list[str] | None = None) -> dict:
 def run(args: argparse.Namespace) -> dict:
     from eval_mop import cache_formats, knockout_label
 
-    if args.num_episodes <= 0 or args.workers <= 0 or args.num_envs <= 0:
-        raise BatchEvalError("--num_episodes, --num_envs and --workers must be positive")
+    if args.num_episodes <= 0 or args.num_workers <= 0 or args.num_envs <= 0:
+        raise BatchEvalError("--num_episodes, --num_envs and --num_workers must be positive")
     if args.eval_task_id:
         from babyai_env import check_task_id
 
@@ -399,38 +379,40 @@ def run(args: argparse.Namespace) -> dict:
         raise BatchEvalError(
             f"no checkpoints (<task>/trial_<N>/[seed_<S>/]checkpoint_*.pt) under {', '.join(dirs)}"
         )
-    refs = select(refs, args.task, args.trial, args.seed, args.update, args.final_only)
+    refs = select(refs, args.task_id, args.trial, args.seed, args.update, args.final_only)
     if not refs:
-        raise BatchEvalError("no checkpoint matches --task/--trial/--seed/--update/--final_only")
+        raise BatchEvalError("no checkpoint matches --task_id/--trial/--seed/--update/--final_only")
     knockout = knockout_label(args.knockout, args.knockout_threshold)
     todo = plan(refs, read_results(args.results_path), args.eval_task_id, knockout, args.force)
     print(f"{len(refs)} checkpoints found, {len(todo)} to evaluate ({args.num_episodes} episodes each)")
     formats = cache_formats(args.cache_format)
-    options = {
-        "num_episodes": args.num_episodes,
-        "num_envs": args.num_envs,
-        "skip_routing": args.skip_routing,
-        "cache_dir": args.cache_dir,
-        "results_path": args.results_path,
-        "formats": formats,
-        "eval_task_id": args.eval_task_id,
-        "max_steps": args.max_steps,
-        "sample": args.sample,
-        "knockout": args.knockout,
-        "knockout_threshold": args.knockout_threshold,
-    }
+    options = BatchOptions(
+        eval=EvalOptions(
+            task_id=args.eval_task_id,
+            num_episodes=args.num_episodes,
+            num_envs=args.num_envs,
+            max_steps=args.max_steps,
+            sample=args.sample,
+            knockout=args.knockout,
+            knockout_threshold=args.knockout_threshold,
+            record=not args.skip_routing,
+        ),
+        cache_dir=args.cache_dir,
+        results_path=args.results_path,
+        formats=formats,
+    )
     from tqdm.auto import tqdm
 
     rows, errors = [], []
     with tqdm(total=len(todo), desc="checkpoints", dynamic_ncols=True) as bar:
-        if args.workers > 1 and len(todo) > 1:
-            with mp.get_context("spawn").Pool(min(args.workers, len(todo))) as pool:
+        if args.num_workers > 1 and len(todo) > 1:
+            with mp.get_context("spawn").Pool(min(args.num_workers, len(todo))) as pool:
                 for out in pool.imap_unordered(_pool_job, [(r, options) for r in todo]):
                     (errors if "error" in out else rows).append(out)
                     bar.update(1)
         else:
             for ref in todo:
-                out = evaluate_one(ref, {**options, "progress": True})
+                out = evaluate_one(ref, replace(options, eval=replace(options.eval, progress=True)))
                 (errors if "error" in out else rows).append(out)
                 bar.update(1)
     for row in sorted(rows, key=lambda r: r["checkpoint_path"]):

@@ -3,10 +3,11 @@
 A marimo notebook over evaluation_results.csv (one row per evaluated checkpoint), several routing
 caches and, optionally, a run's metrics.jsonl: success rate against mean LPC per task and lpc_alpha,
 success and LPC against the training update, the table behind them, knockouts, routing of several
-caches side by side, and training curves. The plots live in plotting_utils.py; this file is
-wiring. Paths default to the project layout under the working directory; environment variables
-override them: RESULTS_CSV (evaluation_results.csv), ROUTING_CACHE_DIR (evaluation_cache),
-CHECKPOINT_DIRS (checkpoints:modal_checkpoints, os.pathsep-separated; where metrics.jsonl files are).
+caches side by side, and training curves. The plots live in plotting_utils.py, the numbers in
+routing_analysis.py; this file is wiring. Paths default to the project layout under the working
+directory; environment variables override them: RESULTS_CSV (evaluation_results.csv),
+ROUTING_CACHE_DIR (evaluation_cache), CHECKPOINT_DIRS (checkpoints:modal_checkpoints,
+os.pathsep-separated; where metrics.jsonl files are).
 
     marimo run cross_task_viz.py
     python cross_task_viz.py
@@ -26,7 +27,9 @@ with app.setup:
     import batch_eval
     import experiment
     import plotting_utils as pu
+    import routing_analysis as ra
     import routing_cache
+    from runs import run_label
 
 
 @app.cell(hide_code=True)
@@ -159,7 +162,7 @@ def _(runs):
 @app.cell
 def _(results):
     _conditions = results.groupby("checkpoint_path")["knockout"].nunique()
-    _checkpoints = {routing_cache.run_label(c): c for c in _conditions[_conditions > 1].index}
+    _checkpoints = {run_label(c): c for c in _conditions[_conditions > 1].index}
     knockout_dropdown = mo.ui.dropdown(
         _checkpoints, value=next(iter(_checkpoints), None), label="checkpoint", searchable=True
     )
@@ -183,7 +186,7 @@ def _(knockout_dropdown, results_csv):
 
 @app.cell
 def _(cache_root):
-    caches = {routing_cache.run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
+    caches = {run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
     # Default: one cache per task (the first of its own evaluations: the final checkpoint's if any), up to 3.
     _own = [label for label in caches if not any(w in label for w in ("eval ", "knockout "))]
     _defaults = list({label.split(" · ")[0]: label for label in reversed(_own)}.values())[::-1][:3]
@@ -209,9 +212,7 @@ def _(cache_root, cache_select, caches):
         mo.md(f"*No routing cache under `{cache_root}`: `python batch_eval.py --cache_dir {cache_root}`.*"),
     )
     loaded = {
-        routing_cache.run_label(path): routing_cache.load_cache(path)
-        for path in cache_select.value
-        if path is not None
+        run_label(path): routing_cache.load_cache(path) for path in cache_select.value if path is not None
     }
     return (loaded,)
 
@@ -222,15 +223,15 @@ def _(figure_dropdown, loaded):
     _plot = {
         "expert usage": lambda d: pu.plot_expert_usage(d.steps, d.expert_sizes),
         "routing by position": lambda d: pu.plot_overall_routing(
-            d.steps, d.expert_sizes, grid_info=pu.grid_info_for(d.steps, d.episodes)
+            d.steps, d.expert_sizes, grid_info=ra.grid_info_for(d.steps, d.episodes)
         ),
-        "LPC by position": lambda d: pu.plot_lpc_heatmap(d.steps, pu.grid_info_for(d.steps, d.episodes)),
+        "LPC by position": lambda d: pu.plot_lpc_heatmap(d.steps, ra.grid_info_for(d.steps, d.episodes)),
         "router entropy": lambda d: pu.plot_routing_entropy(d.steps, d.expert_sizes),
     }[figure_dropdown.value]
     mo.hstack(
         [
             mo.vstack([mo.md(f"**{label}**"), _plot(d)])
-            if pu.has_routing(d.steps)
+            if ra.has_routing(d.steps)
             else mo.md(f"**{label}**: no router weights (GRU baseline)")
             for label, d in loaded.items()
         ],
@@ -244,8 +245,8 @@ def _(figure_dropdown, loaded):
 def _(checkpoint_dirs):
     _files = sorted(f for d in checkpoint_dirs for f in Path(d).rglob("metrics.jsonl"))
     metrics_dropdown = mo.ui.dropdown(
-        {routing_cache.run_label(f.parent): str(f) for f in _files},
-        value=routing_cache.run_label(_files[0].parent) if _files else None,
+        {run_label(f.parent): str(f) for f in _files},
+        value=run_label(_files[0].parent) if _files else None,
         label="run",
         searchable=True,
     )

@@ -32,65 +32,26 @@ from tqdm.auto import tqdm
 
 from babyai_env import (
     EVAL_SEED_START,
+    PhaseTracker,
     bot_path_length,
     check_task_id,
-    encode_obs,
+    env_context,
     make_env,
     obs_dim,
     quiet_reset,
 )
-from experiment import load_checkpoint
-from language import MissionEncoderError, build_mission_encoder
-from mixture_of_experts import MixtureOfExpertsPolicy, build_policy, compute_lpc
-from routing_cache import cache_dir_for, weight_column, write_cache
+from collection import MissionCache, ObsBatch, act
+from experiment import CheckpointError, load_policy
+from mixture_of_experts import MixtureOfExpertsPolicy, compute_lpc
+from routing_cache import RECORDED_STEP_COLUMNS, derive_step_columns, weight_column, write_cache
+from runs import cache_dir_for
 
 
 class EvalError(ValueError):
     """A bad checkpoint, task or option; the message names it."""
 
 
-# ----------------------------------------------------------------------------- loading
-
-
-def load_policy(checkpoint_path: str | os.PathLike) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
-    """(policy, mission encoder, config) of a checkpoint, in eval mode. Raises EvalError."""
-    try:
-        ckpt = load_checkpoint(checkpoint_path)
-    except ValueError as e:
-        raise EvalError(str(e)) from None
-    config = dict(ckpt["config"])
-    # Checkpoints of the seed's format predate these keys.
-    config.setdefault("policy_type", "mop")
-    config.setdefault("obs_encoding", "raw")
-    config.setdefault("input_encoder", "linear")
-    config.setdefault("num_actions", 7)
-    config.setdefault("update", ckpt.get("update"))
-    missing = [k for k in ("task_id", "input_dim", "lang_dim") if k not in config]
-    if missing:
-        raise EvalError(f"checkpoint {str(checkpoint_path)!r} has no {', '.join(missing)} in its config")
-    try:
-        policy = build_policy(config)
-        policy.load_state_dict(ckpt["policy_state_dict"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise EvalError(f"checkpoint {str(checkpoint_path)!r} does not match its config: {first}") from None
-    state = ckpt.get("encoder_state")
-    kind = config.get("lang_encoder", "distilbert" if "lang_proj_state_dict" in ckpt else "bow")
-    if state is None and "lang_proj_state_dict" in ckpt:
-        state = {
-            "kind": "distilbert",
-            "lang_dim": config["lang_dim"],
-            "lang_proj_state_dict": ckpt["lang_proj_state_dict"],
-        }
-    try:
-        encoder = build_mission_encoder(
-            kind, config["lang_dim"], config.get("distilbert_path", "distilbert-base-uncased"), state=state
-        )
-    except (MissionEncoderError, ValueError) as e:
-        raise EvalError(f"checkpoint {str(checkpoint_path)!r}: {e}") from None
-    policy.eval()
-    encoder.eval()
-    return policy, encoder, config
+# ----------------------------------------------------------------------------- knockout
 
 
 def parse_knockout(spec: str | None, expert_sizes: list[list[int]]) -> list[list[bool]] | None:
@@ -118,169 +79,7 @@ def parse_knockout(spec: str | None, expert_sizes: list[list[int]]) -> list[list
     return disabled
 
 
-# ----------------------------------------------------------------------------- env context and phases
-
-
-def _objects(env: Any) -> dict[str, list]:
-    found: dict[str, list] = {"goals": [], "doors": [], "keys": [], "balls": [], "boxes": []}
-    names = {"goal": "goals", "door": "doors", "key": "keys", "ball": "balls", "box": "boxes"}
-    for y in range(env.grid.height):
-        for x in range(env.grid.width):
-            obj = env.grid.get(x, y)
-            if obj is None or obj.type not in names:
-                continue
-            entry = [x, y, obj.color]
-            if obj.type == "door":
-                entry += [bool(obj.is_open), bool(obj.is_locked)]
-            found[names[obj.type]].append(entry)
-    return found
-
-
-def _ordered_instructions(instr: Any) -> list:
-    """Leaf instructions in execution order: AfterInstr(a, b) runs b first."""
-    name = type(instr).__name__
-    if name == "AfterInstr":
-        return _ordered_instructions(instr.instr_b) + _ordered_instructions(instr.instr_a)
-    if name in ("BeforeInstr", "AndInstr"):
-        return _ordered_instructions(instr.instr_a) + _ordered_instructions(instr.instr_b)
-    return [instr]
-
-
-def _target_objects(env: Any) -> tuple[list, list]:
-    """(objects of the first target in execution order, door objects named by the mission)."""
-    leaves = _ordered_instructions(env.instrs)
-    first = leaves[0]
-    desc = getattr(first, "desc_move", None) or getattr(first, "desc", None)
-    targets = list(getattr(desc, "obj_set", []) or [])
-    doors = [
-        o
-        for leaf in leaves
-        for o in (getattr(getattr(leaf, "desc", None), "obj_set", []) or [])
-        if o.type == "door"
-    ]
-    return targets, doors
-
-
-def env_context(env: Any, targets: list) -> dict:
-    """The layout at episode start, as the seed's env_context plus room bounds and target."""
-    ctx: dict[str, Any] = {
-        "grid_size": [env.grid.width, env.grid.height],
-        "agent_start_pos": [int(v) for v in env.agent_pos],
-    }
-    if hasattr(env, "room_grid"):
-        room = env.room_from_pos(*env.agent_pos)
-        ctx["agent_start_room"] = [int(v) for v in room.top]
-        ctx["room_grid_shape"] = [env.num_cols, env.num_rows]
-        (x0, y0), (w, h) = room.top, room.size
-        ctx["room_bounds"] = [x0 + 1, y0 + 1, x0 + w - 2, y0 + h - 2]
-    else:
-        ctx["agent_start_room"] = None
-        ctx["room_grid_shape"] = None
-        ctx["room_bounds"] = [1, 1, env.grid.width - 2, env.grid.height - 2]
-    ctx.update(_objects(env))
-    positions = [o.cur_pos for o in targets if o.cur_pos is not None]
-    if positions:
-        start = np.asarray(env.agent_pos)
-        nearest = min(positions, key=lambda p: float(np.hypot(*(np.asarray(p) - start))))
-        ctx["target_pos"] = [int(v) for v in nearest]
-    else:
-        ctx["target_pos"] = None
-    return ctx
-
-
-class _Tracker:
-    """Phase timestamps and distances for one episode (what the routing analyses group by)."""
-
-    def __init__(self, env: Any):
-        self.env = env
-        self.targets, self.mission_doors = _target_objects(env)
-        self.doors = [
-            (x, y)
-            for y in range(env.grid.height)
-            for x in range(env.grid.width)
-            if (o := env.grid.get(x, y)) is not None and o.type == "door"
-        ]
-        self.closed_at_start = {p for p in self.doors if not env.grid.get(*p).is_open}
-        self.key = next(
-            (
-                env.grid.get(x, y)
-                for y in range(env.grid.height)
-                for x in range(env.grid.width)
-                if (o := env.grid.get(x, y)) is not None and o.type == "key"
-            ),
-            None,
-        )
-        self.t_unlocked = self.t_pick = self.t_drop = None
-        self.first_door: tuple[int, int] | None = None
-
-    def _distance_to(self, objects: list) -> float:
-        pos = np.asarray(self.env.agent_pos, dtype=float)
-        best = math.nan
-        for o in objects:
-            if self.env.carrying is o:
-                return 0.0
-            if o.cur_pos is None or o.cur_pos[0] < 0:
-                continue
-            d = float(np.hypot(*(np.asarray(o.cur_pos) - pos)))
-            best = d if math.isnan(best) else min(best, d)
-        return best
-
-    def observe(self, t: int) -> tuple:
-        """Update timestamps from the state before step t's action; return this step's phase fields."""
-        env = self.env
-        if self.t_unlocked is None:
-            for p in self.closed_at_start:
-                if env.grid.get(*p).is_open:
-                    self.t_unlocked, self.first_door = t, p
-                    break
-        carrying = env.carrying is not None
-        if self.t_pick is None and carrying:
-            self.t_pick = t
-        elif self.t_pick is not None and self.t_drop is None and not carrying:
-            self.t_drop = t
-        nan = math.nan
-        return (
-            int(carrying),
-            int(self.t_unlocked is not None),
-            nan if self.t_unlocked is None else self.t_unlocked,
-            nan if self.t_pick is None else self.t_pick,
-            nan if self.t_drop is None else self.t_drop,
-            nan if self.key is None else self._distance_to([self.key]),
-            self._distance_to(self.targets) if self.targets else nan,
-        )
-
-    def door_of_episode(self) -> tuple[int, int] | None:
-        """The door opened first; else the mission's first door; else the only door."""
-        if self.first_door is not None:
-            return self.first_door
-        for o in self.mission_doors:
-            if o.cur_pos is not None:
-                return tuple(int(v) for v in o.cur_pos)
-        return self.doors[0] if len(self.doors) == 1 else None
-
-
 # ----------------------------------------------------------------------------- evaluation loop
-
-
-# Per-step fields recorded in Python (weights and logits are recorded as arrays).
-_RECORDED = (
-    "episode",
-    "t",
-    "env_slot",
-    "x",
-    "y",
-    "direction",
-    "carrying",
-    "door_unlocked",
-    "t_unlocked",
-    "t_pick",
-    "t_drop",
-    "dist_to_key",
-    "dist_to_target",
-    "action",
-    "lpc",
-    "entropy",
-)
 
 
 @dataclass
@@ -304,6 +103,45 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return low, high
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate a checkpoint (eval_mop's flags; batch_eval, Modal and the notebooks pass one)."""
+
+    task_id: str | None = None  # level to evaluate on (None: the training level)
+    num_episodes: int = 100  # on evaluation seeds EVAL_SEED_START + 0..N-1
+    num_envs: int = 16  # envs stepped together
+    max_steps: int | None = None  # episode limit (None: the training run's)
+    sample: bool = False  # sample actions (seeded per episode) instead of the argmax
+    knockout: str | None = None  # 'largest' or 'layer_<k>:<j>[,...]'
+    knockout_threshold: float | None = None  # also disable experts below this weight
+    record: bool = True  # keep the per-step routing record (the cache)
+    num_workers: int = 1  # processes to split the episodes over (same numbers)
+    progress: bool = False  # a tqdm bar
+
+    @property
+    def knockout_label(self) -> str:
+        return knockout_label(self.knockout, self.knockout_threshold)
+
+
+class _EvalSlot:
+    """One env of the evaluation batch and the episode it is running."""
+
+    def __init__(self, env: Any, index: int):
+        self.env, self.index = env, index
+        self.episode: int | None = None
+
+    def start(self, episode: int, sample: bool, num_layers_sizes: list[list[int]]) -> None:
+        self.episode, self.t = episode, 0
+        self.seed = EVAL_SEED_START + episode
+        self.obs = quiet_reset(self.env, self.seed)
+        self.tracker = PhaseTracker(self.env)
+        self.rng = np.random.default_rng(self.seed) if sample else None
+        self.context = env_context(self.env, self.tracker.targets)
+        self.mission = self.obs["mission"]
+        self.lpc_sum = self.entropy_sum = 0.0
+        self.weight_sums = [np.zeros(len(s)) for s in num_layers_sizes]
+
+
 @torch.no_grad()
 def run_episodes(
     policy: torch.nn.Module,
@@ -318,62 +156,33 @@ def run_episodes(
     bot_paths: dict[int, int | None] | None = None,
     progress: Any = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run exactly the given evaluation episodes (layout seed EVAL_SEED_START + index)."""
+    """Run exactly the given evaluation episodes (layout seed EVAL_SEED_START + index), acting
+    through collection.act like training does. Returns (steps, episodes); steps holds the recorded
+    columns plus those routing_cache derives from them (empty when record is False)."""
     expert_sizes = [list(s) for s in getattr(policy, "expert_sizes", ())]
     is_mop = isinstance(policy, MixtureOfExpertsPolicy)
     queue = list(episode_indices)[::-1]
-    n = min(num_envs, len(queue))
-    envs = [make_env(task_id, max_steps) for _ in range(n)]
-    memory = policy.init_memory(n)
-    lang_cache: dict[str, torch.Tensor] = {}
-    slot_episode: list[int | None] = [None] * n
-    slot_obs: list[dict] = [{}] * n
-    slot_t = [0] * n
-    slot_tracker: list[_Tracker | None] = [None] * n
-    slot_rng: list[np.random.Generator | None] = [None] * n
-    slot_sums: list[dict] = [{}] * n
+    slots = [_EvalSlot(make_env(task_id, max_steps), i) for i in range(min(num_envs, len(queue)))]
+    memory = policy.init_memory(len(slots))
+    missions = MissionCache(encoder)
     episode_rows: list[dict] = []
-    step_cols: dict[str, list] = {k: [] for k in _RECORDED}
+    recorded: dict[str, list] = {k: [] for k in RECORDED_STEP_COLUMNS}
     step_arrays: dict[str, list[np.ndarray]] = {
         "logits": [],
         **{f"w{k}": [] for k in range(len(expert_sizes))},
     }
-    finished: dict[int, dict] = {}
 
-    def start(i: int) -> None:
-        k = queue.pop()
-        seed = EVAL_SEED_START + k
-        slot_episode[i], slot_t[i] = k, 0
-        slot_obs[i] = quiet_reset(envs[i], seed)
-        slot_tracker[i] = _Tracker(envs[i])
-        slot_rng[i] = np.random.default_rng(seed) if sample else None
-        slot_sums[i] = {
-            "lpc": 0.0,
-            "weights": [np.zeros(len(s)) for s in expert_sizes],
-            "entropy": 0.0,
-            "context": env_context(envs[i], slot_tracker[i].targets),
-            "mission": slot_obs[i]["mission"],
-            "seed": seed,
-            "max_steps": int(envs[i].max_steps),
-        }
-        memory[i] = 0.0
+    def start(slot: _EvalSlot) -> None:
+        slot.start(queue.pop(), sample, expert_sizes)
+        memory[slot.index] = 0.0
 
-    for i in range(n):
-        start(i)
-    while any(e is not None for e in slot_episode):
-        active = [i for i in range(n) if slot_episode[i] is not None]
-        idx = torch.tensor(active)
-        obs = encode_obs(
-            torch.from_numpy(np.stack([slot_obs[i]["image"] for i in active])),
-            torch.tensor([slot_obs[i]["direction"] for i in active]),
-            torch.tensor([envs[i].carrying is not None for i in active]),
-            config["obs_encoding"],
-        )
-        missions = [slot_obs[i]["mission"] for i in active]
-        new = [m for m in dict.fromkeys(missions) if m not in lang_cache]
-        if new:
-            lang_cache.update(zip(new, encoder(new)))
-        out = policy.step(obs, torch.stack([lang_cache[m] for m in missions]), memory[idx])
+    for slot in slots:
+        start(slot)
+    active = list(slots)
+    while active:
+        idx = torch.tensor([slot.index for slot in active])
+        batch = ObsBatch.of([slot.env for slot in active], [slot.obs for slot in active])
+        out = act(policy, missions, batch, memory[idx], config["obs_encoding"])
         memory[idx] = out.memory
         log_probs = torch.log_softmax(out.logits, -1)
         entropy = -(log_probs.exp() * log_probs).sum(-1).numpy()
@@ -385,113 +194,108 @@ def run_episodes(
         weights = [w.numpy() for w in out.router_weights]
         if sample:
             probs = log_probs.exp().double().numpy()
-            actions = [int(slot_rng[i].choice(len(p), p=p / p.sum())) for i, p in zip(active, probs)]
+            actions = [int(slot.rng.choice(len(p), p=p / p.sum())) for slot, p in zip(active, probs)]
         else:
             actions = out.logits.argmax(-1).tolist()
         if record:
             step_arrays["logits"].append(out.logits.numpy())
             for k, w in enumerate(weights):
                 step_arrays[f"w{k}"].append(w)
-        for r, i in enumerate(active):
-            env, t = envs[i], slot_t[i]
-            sums = slot_sums[i]
-            sums["lpc"] += float(lpc[r])
-            sums["entropy"] += float(entropy[r])
+        for r, slot in enumerate(active):
+            env, t = slot.env, slot.t
+            slot.lpc_sum += float(lpc[r])
+            slot.entropy_sum += float(entropy[r])
             for k, w in enumerate(weights):
-                sums["weights"][k] += w[r]
+                slot.weight_sums[k] += w[r]
+            phase = slot.tracker.observe(t)._asdict()
             if record:
-                phase = slot_tracker[i].observe(t)
-                for key, value in zip(
-                    _RECORDED,
-                    (
-                        slot_episode[i],
-                        t,
-                        i,
-                        int(env.agent_pos[0]),
-                        int(env.agent_pos[1]),
-                        int(env.agent_dir),
-                        *phase,
-                        actions[r],
-                        float(lpc[r]),
-                        float(entropy[r]),
-                    ),
+                for key, value in (
+                    ("episode", slot.episode),
+                    ("t", t),
+                    ("env_slot", slot.index),
+                    ("x", int(env.agent_pos[0])),
+                    ("y", int(env.agent_pos[1])),
+                    ("direction", int(env.agent_dir)),
+                    ("action", actions[r]),
+                    *phase.items(),
                 ):
-                    step_cols[key].append(value)
-            else:
-                slot_tracker[i].observe(t)
-            slot_obs[i], reward, terminated, truncated, _ = env.step(actions[r])
-            slot_t[i] = t + 1
+                    recorded[key].append(value)
+            slot.obs, reward, terminated, truncated, _ = env.step(actions[r])
+            slot.t = t + 1
             if terminated or truncated:
-                k = slot_episode[i]
-                tracker = slot_tracker[i]
-                tracker.observe(t + 1)  # events caused by the last action
-                length = t + 1
-                success = bool(terminated and reward > 0)
-                door = tracker.door_of_episode()
-                episode_rows.append(
-                    {
-                        "episode": k,
-                        "seed": sums["seed"],
-                        "env_slot": i,
-                        "mission": sums["mission"],
-                        "success": success,
-                        "terminated": bool(terminated),
-                        "truncated": bool(truncated),
-                        "reward": float(reward),
-                        "length": length,
-                        "max_steps": sums["max_steps"],
-                        "mean_lpc": sums["lpc"] / length,
-                        "mean_entropy": sums["entropy"] / length,
-                        "t_unlocked": tracker.t_unlocked,
-                        "t_pick": tracker.t_pick,
-                        "t_drop": tracker.t_drop,
-                        "door_x": None if door is None else door[0],
-                        "door_y": None if door is None else door[1],
-                        "env_context": json.dumps(sums["context"], separators=(",", ":")),
-                        **{
-                            weight_column(kk, j): float(w[j] / length)
-                            for kk, w in enumerate(sums["weights"])
-                            for j in range(len(w))
-                        },
-                    }
-                )
-                finished[k] = episode_rows[-1]
+                episode_rows.append(_episode_row(slot, reward, terminated, truncated))
                 if progress is not None:
                     progress.update(1)
                 if queue:
-                    start(i)
+                    start(slot)
                 else:
-                    slot_episode[i] = None
+                    slot.episode = None
+        active = [slot for slot in active if slot.episode is not None]
 
     episodes = pd.DataFrame(episode_rows).sort_values("episode").reset_index(drop=True)
-    # Bot path lengths: the path_ratio denominator, shared by every checkpoint on this layout.
-    optimal = []
-    for seed in episodes["seed"]:
-        if bot_paths is not None and int(seed) in bot_paths:
-            optimal.append(bot_paths[int(seed)])
-        else:
-            steps_needed = bot_path_length(task_id, int(seed), max_steps)
-            optimal.append(steps_needed)
-            if bot_paths is not None:
-                bot_paths[int(seed)] = steps_needed
-    episodes["optimal_length"] = pd.array(optimal, dtype="Int64")
+    episodes["optimal_length"] = pd.array(
+        [_bot_path(task_id, int(seed), max_steps, bot_paths) for seed in episodes["seed"]], dtype="Int64"
+    )
     for col in ("t_unlocked", "t_pick", "t_drop", "door_x", "door_y"):
         episodes[col] = pd.array(episodes[col].tolist(), dtype="Int64")
     if not record:
         return pd.DataFrame(), episodes
-    steps = pd.DataFrame(step_cols)
+    columns = {k: np.asarray(v) for k, v in recorded.items()}
     logits = np.concatenate(step_arrays["logits"]) if step_arrays["logits"] else np.zeros((0, 7))
     for a in range(logits.shape[1]):
-        steps[f"logit_{a}"] = logits[:, a]
+        columns[f"logit_{a}"] = logits[:, a]
     for k, sizes in enumerate(expert_sizes):
         w = np.concatenate(step_arrays[f"w{k}"])
         for j in range(len(sizes)):
-            steps[weight_column(k, j)] = w[:, j]
-    steps = steps.sort_values(["episode", "t"], kind="stable").reset_index(drop=True)
-    door_x = steps["episode"].map(episodes.set_index("episode")["door_x"]).astype(float)
-    door_y = steps["episode"].map(episodes.set_index("episode")["door_y"]).astype(float)
-    steps["dist_to_door"] = np.hypot(steps["x"] - door_x, steps["y"] - door_y)
+            columns[weight_column(k, j)] = w[:, j]
+    order = np.lexsort((columns["t"], columns["episode"]))
+    steps = derive_step_columns({k: v[order] for k, v in columns.items()}, episodes, config)
     return steps, episodes
+
+
+def _episode_row(slot: _EvalSlot, reward: float, terminated: bool, truncated: bool) -> dict:
+    """The episodes.parquet row of the episode `slot` just finished."""
+    tracker, length = slot.tracker, slot.t
+    tracker.observe(length)  # events caused by the last action
+    door = tracker.door_of_episode()
+    return {
+        "episode": slot.episode,
+        "seed": slot.seed,
+        "env_slot": slot.index,
+        "mission": slot.mission,
+        "success": bool(terminated and reward > 0),
+        "terminated": bool(terminated),
+        "truncated": bool(truncated),
+        "reward": float(reward),
+        "length": length,
+        "max_steps": int(slot.env.max_steps),
+        "mean_lpc": slot.lpc_sum / length,
+        "mean_entropy": slot.entropy_sum / length,
+        "t_unlocked": tracker.t_unlocked,
+        "t_pick": tracker.t_pick,
+        "t_drop": tracker.t_drop,
+        "door_x": None if door is None else door[0],
+        "door_y": None if door is None else door[1],
+        "env_context": json.dumps(slot.context, separators=(",", ":")),
+        **{
+            weight_column(k, j): float(w[j] / length)
+            for k, w in enumerate(slot.weight_sums)
+            for j in range(len(w))
+        },
+    }
+
+
+def _bot_path(
+    task_id: str, seed: int, max_steps: int | None, known: dict[int, int | None] | None
+) -> int | None:
+    """Bot path length of an evaluation layout (the path_ratio denominator), shared by every
+    checkpoint evaluated on it through `known`."""
+    if known is not None and seed in known:
+        return known[seed]
+    steps_needed = bot_path_length(task_id, seed, max_steps)
+    if known is not None:
+        known[seed] = steps_needed
+    return steps_needed
 
 
 def compute_metrics(episodes: pd.DataFrame, expert_sizes: list[list[int]]) -> dict:
@@ -544,74 +348,71 @@ def _one_torch_thread() -> Iterator[None]:
 
 def evaluate(
     checkpoint_path: str | os.PathLike,
-    task_id: str | None = None,
-    num_episodes: int = 100,
-    num_envs: int = 16,
-    max_steps: int | None = None,
-    sample: bool = False,
-    knockout: str | None = None,
-    knockout_threshold: float | None = None,
-    record: bool = True,
-    num_workers: int = 1,
+    options: EvalOptions = EvalOptions(),
     bot_paths: dict[int, int | None] | None = None,
-    progress: bool = False,
 ) -> EvalResult:
     """Evaluate one checkpoint: the function eval_mop, batch_eval, the notebooks and Modal share.
 
-    task_id: level to evaluate on (default: the one it was trained on); max_steps: default the
-    training run's. num_workers > 1 splits the episodes over processes (same numbers)."""
-    if num_episodes <= 0 or num_envs <= 0 or num_workers <= 0:
+    bot_paths: known bot path lengths of evaluation layouts by seed, read and extended (shared by
+    every checkpoint evaluated on the same level). num_workers > 1 splits the episodes over
+    processes (same numbers)."""
+    o = options
+    if o.num_episodes <= 0 or o.num_envs <= 0 or o.num_workers <= 0:
         raise EvalError("num_episodes, num_envs and num_workers must be positive")
-    policy, encoder, config = load_policy(checkpoint_path)
-    task_id = task_id or config["task_id"]
+    try:
+        policy, encoder, config = load_policy(checkpoint_path)
+    except CheckpointError as e:
+        raise EvalError(str(e)) from None
+    task_id = o.task_id or config["task_id"]
     try:
         check_task_id(task_id)
     except ValueError as e:
         raise EvalError(str(e)) from None
-    if max_steps is None:
-        max_steps = config.get("max_steps")
+    max_steps = config.get("max_steps") if o.max_steps is None else o.max_steps
     expert_sizes = [list(s) for s in getattr(policy, "expert_sizes", ())]
     ko = None
-    if knockout or knockout_threshold is not None:
+    if o.knockout or o.knockout_threshold is not None:
         if not isinstance(policy, MixtureOfExpertsPolicy):
             raise EvalError("knockout needs a MoP checkpoint (the GRU baseline has no experts)")
-        ko = (parse_knockout(knockout, expert_sizes), knockout_threshold)
+        ko = (parse_knockout(o.knockout, expert_sizes), o.knockout_threshold)
         try:
             policy.set_knockout(*ko)
         except ValueError as e:
-            raise EvalError(f"--knockout {knockout!r}: {e}") from None
+            raise EvalError(f"--knockout {o.knockout!r}: {e}") from None
     if config.get("input_dim") != obs_dim(config["obs_encoding"]):
         raise EvalError(
             f"checkpoint {str(checkpoint_path)!r}: input_dim {config.get('input_dim')} does not match obs_encoding"
         )
-    kwargs = dict(num_envs=num_envs, max_steps=max_steps, sample=sample, record=record, bot_paths=bot_paths)
-    episodes_all = list(range(num_episodes))
+    kwargs = dict(
+        num_envs=o.num_envs, max_steps=max_steps, sample=o.sample, record=o.record, bot_paths=bot_paths
+    )
+    episodes_all = list(range(o.num_episodes))
     description = f"eval {Path(checkpoint_path).name} on {task_id}"
     with (
         _one_torch_thread(),
         tqdm(
-            total=num_episodes, desc=description, disable=not progress, dynamic_ncols=True, leave=False
+            total=o.num_episodes, desc=description, disable=not o.progress, dynamic_ncols=True, leave=False
         ) as bar,
     ):
-        if num_workers <= 1 or num_episodes < 2 * num_workers:
+        if o.num_workers <= 1 or o.num_episodes < 2 * o.num_workers:
             steps, episodes = run_episodes(
                 policy, encoder, config, task_id, episodes_all, progress=bar, **kwargs
             )
         else:  # contiguous blocks of episodes per process; the same numbers either way
-            blocks = [b.tolist() for b in np.array_split(episodes_all, num_workers)]
+            blocks = [b.tolist() for b in np.array_split(episodes_all, o.num_workers)]
             worker_kwargs = {**kwargs, "bot_paths": dict(bot_paths or {})}
-            with mp.get_context("spawn").Pool(num_workers) as pool:
+            with mp.get_context("spawn").Pool(o.num_workers) as pool:
                 parts = pool.map(
                     _worker, [(str(checkpoint_path), task_id, b, worker_kwargs, ko) for b in blocks]
                 )
-            bar.update(num_episodes)
+            bar.update(o.num_episodes)
             steps = pd.concat([p[0] for p in parts], ignore_index=True)
             episodes = pd.concat([p[1] for p in parts], ignore_index=True)
             if bot_paths is not None:
                 bot_paths.update(
                     {
-                        int(s): (None if pd.isna(o) else int(o))
-                        for s, o in zip(episodes["seed"], episodes["optimal_length"])
+                        int(s): (None if pd.isna(n) else int(n))
+                        for s, n in zip(episodes["seed"], episodes["optimal_length"])
                     }
                 )
     metrics = compute_metrics(episodes, expert_sizes)
@@ -619,8 +420,8 @@ def evaluate(
         {
             "task_id": config["task_id"],
             "eval_task_id": task_id,
-            "knockout": knockout_label(knockout, knockout_threshold),
-            "sample": sample,
+            "knockout": o.knockout_label,
+            "sample": o.sample,
             "max_steps": max_steps,
             "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
@@ -658,7 +459,7 @@ def add_cache_format_argument(parser: argparse.ArgumentParser) -> None:
         "--cache_format",
         choices=["parquet", "json", "both"],
         default="parquet",
-        help="json (or both) also writes the seed's routing_data.json shape beside the Parquet files",
+        help="json (or both) also writes the earlier system's routing_data.json shape beside the Parquet files",
     )
 
 
@@ -671,7 +472,13 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint .pt file (MoP or GRU baseline)")
-    parser.add_argument("--task_id", default=None, help="level to evaluate on (default: the training level)")
+    parser.add_argument(
+        "--eval_task_id",
+        "--task_id",
+        dest="eval_task_id",
+        default=None,
+        help="level to evaluate on (default: the training level); --task_id is an alias",
+    )
     parser.add_argument(
         "--num_episodes", type=int, default=100, help="episodes, on evaluation seeds 0..N-1 (default 100)"
     )
@@ -698,19 +505,19 @@ def main(argv: list[str] | None = None) -> dict:
     add_cache_format_argument(parser)
     args = parser.parse_args(argv)
     try:
-        result = evaluate(
-            args.checkpoint,
-            args.task_id,
-            args.num_episodes,
-            args.num_envs,
-            args.max_steps,
-            args.sample,
-            args.knockout,
-            args.knockout_threshold,
+        options = EvalOptions(
+            task_id=args.eval_task_id,
+            num_episodes=args.num_episodes,
+            num_envs=args.num_envs,
+            max_steps=args.max_steps,
+            sample=args.sample,
+            knockout=args.knockout,
+            knockout_threshold=args.knockout_threshold,
             record=args.cache_dir is not None,
             num_workers=args.num_workers,
             progress=True,
         )
+        result = evaluate(args.checkpoint, options)
     except EvalError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,16 +1,18 @@
-"""Run plumbing shared by every stage: the config schema and its loading, seeding, checkpoints,
-metric logging, and the online-imitation loop that train.py and train_mop.py both run.
+"""The experiment's plumbing, shared by every stage: the config schema and its loading, seeding,
+checkpoint save/load (one place, with its format version and the upgrade of older formats), and
+metric logging. The imitation loop that uses them is imitation.py; run folders are runs.py.
 
 - `TrainConfig`: every key of config.yaml, typed and documented; `load_config` merges YAML and CLI
   flags and rejects unknown keys, wrong types and impossible values with a message naming the key.
 - checkpoints: plain dicts of tensors and plain types, written atomically, loadable with
-  `torch.load(weights_only=True)`, under `<checkpoint_dir>/<task_id>/trial_<N>/[seed_<S>/]`.
-- `run_imitation(cfg, policy, loss_fn)`: the DAgger-style loop (workers act, the learner replays
-  each unroll as whole sequences with gradients), logging to tqdm, stdout, metrics.jsonl, wandb.
+  `torch.load(weights_only=True)`; `load_checkpoint` checks `format_version` and brings older
+  checkpoints (the earlier system's included) to the current form in `upgrade_checkpoint`;
+  `load_policy` rebuilds the policy and mission encoder of any checkpoint.
+- `MetricLogger`: metrics.jsonl in the run folder (slash names), and wandb when asked.
 
 Example:
     cfg = load_config("config.yaml", {"task_id": "BabyAI-GoToLocal-v0", "num_updates": 10})
-    python train_mop.py --help    # every key, with its meaning and default
+    policy, encoder, config = load_policy("checkpoints/BabyAI-GoToLocal-v0/trial_0/checkpoint_final.pt")
 """
 
 from __future__ import annotations
@@ -23,13 +25,9 @@ import math
 import os
 import random
 import sys
-import tempfile
-import time
 import types
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -37,6 +35,11 @@ import numpy as np
 import torch
 import yaml
 
+from runs import RunId, atomic_write, resume_candidates
+from runs import run_dir as _run_dir
+
+# Version of the checkpoint dict written by save_checkpoint. Checkpoints without `format_version`
+# (the earlier system's, and this project's before it was checked) are format 0.
 CHECKPOINT_FORMAT = 1
 
 
@@ -92,11 +95,11 @@ class TrainConfig:
     max_grad_norm: float | None = _help("clip the gradient norm to this (null: no clipping)", 1.0)
     # Inputs
     obs_encoding: str = _help(
-        "observation encoding: 'raw' (the seed's 152 integer codes) or 'onehot' (per image channel, 985)",
+        "observation encoding: 'raw' (the earlier system's 152 integer codes) or 'onehot' (per image channel, 985)",
         "onehot",
     )
     input_encoder: str = _help(
-        "how obs and mission enter the policy: 'linear' (the seed's Linear(obs ⊕ mission)) or 'bilinear' "
+        "how obs and mission enter the policy: 'linear' (the earlier system's Linear(obs ⊕ mission)) or 'bilinear' "
         "(per-cell detectors whose weights the mission sets; needs obs_encoding onehot)",
         "bilinear",
     )
@@ -341,12 +344,20 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
 
 
 def run_dir(cfg: TrainConfig) -> Path:
-    d = Path(cfg.checkpoint_dir) / cfg.task_id / f"trial_{cfg.trial}"
-    return d / f"seed_{cfg.seed}" if cfg.seed is not None else d
+    """The run folder of a config: <checkpoint_dir>/<task_id>/trial_<N>/[seed_<S>/]."""
+    return _run_dir(cfg.checkpoint_dir, RunId(cfg.task_id, cfg.trial, cfg.seed))
 
 
 def run_seed(cfg: TrainConfig) -> int:
     return cfg.seed if cfg.seed is not None else 0
+
+
+def default_num_workers() -> int:
+    """The CPU cores this process may use (what num_workers null means)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def seed_everything(seed: int) -> None:
@@ -375,52 +386,115 @@ def set_rng_state(state: dict) -> None:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_paths(directory: Path) -> list[tuple[int, Path]]:
-    """Numbered checkpoints in a run folder, sorted by update."""
-    out = []
-    for p in Path(directory).glob("checkpoint_*.pt"):
-        stem = p.stem.removeprefix("checkpoint_")
-        if stem.isdigit():
-            out.append((int(stem), p))
-    return sorted(out)
+class CheckpointError(ValueError):
+    """A file that is not a loadable checkpoint of this project (or of the earlier system)."""
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Write a checkpoint dict atomically, stamped with CHECKPOINT_FORMAT."""
+    return atomic_write(path, lambda tmp: torch.save({"format_version": CHECKPOINT_FORMAT, **payload}, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint safely (weights_only); raise ValueError with one clear line if it is not one."""
+    """Load a checkpoint safely (weights_only), check its format version and upgrade an older one;
+    raise CheckpointError with one clear line if it is not a checkpoint this code can read."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist")
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"checkpoint {str(path)!r} is unreadable or corrupt ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "policy_state_dict" not in ckpt or "config" not in ckpt:
-        raise ValueError(
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is unreadable or corrupt ({type(e).__name__})"
+        ) from None
+    if (
+        not isinstance(ckpt, dict)
+        or "policy_state_dict" not in ckpt
+        or not isinstance(ckpt.get("config"), dict)
+    ):
+        raise CheckpointError(
             f"checkpoint {str(path)!r} has no policy_state_dict/config: not a checkpoint of this project"
         )
-    return ckpt
+    version = ckpt.get("format_version", 0)
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format version {version!r}; this code reads up to "
+            f"{CHECKPOINT_FORMAT}: update this project to read it"
+        )
+    return upgrade_checkpoint(ckpt)
+
+
+def upgrade_checkpoint(ckpt: dict) -> dict:
+    """Bring a checkpoint of any older format to the current one (the one place that knows them).
+
+    Format 0 (the earlier system's): the config predates `policy_type`,
+    `obs_encoding`, `input_encoder` (the earlier system's raw 152 inputs through a linear layer), carries no
+    `update` (it is top-level, if anywhere), and the mission encoder is a bare
+    `lang_proj_state_dict` (DistilBERT)."""
+    config = dict(ckpt["config"])
+    config.setdefault("policy_type", "mop")
+    config.setdefault("obs_encoding", "raw")
+    config.setdefault("input_encoder", "linear")
+    config.setdefault("num_actions", 7)
+    config.setdefault("update", ckpt.get("update"))
+    if "lang_encoder" not in config:
+        config["lang_encoder"] = "distilbert" if "lang_proj_state_dict" in ckpt else "bow"
+    out = {**ckpt, "config": config, "format_version": CHECKPOINT_FORMAT}
+    if out.get("encoder_state") is None and "lang_proj_state_dict" in ckpt:
+        out["encoder_state"] = {
+            "kind": "distilbert",
+            "lang_dim": config.get("lang_dim"),
+            "lang_proj_state_dict": ckpt["lang_proj_state_dict"],
+        }
+    return out
+
+
+def load_policy(
+    checkpoint_path: str | os.PathLike, ckpt: dict | None = None
+) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """(policy, mission encoder, config) of a checkpoint, in eval mode. Raises CheckpointError."""
+    from language import MissionEncoderError, build_mission_encoder
+    from mixture_of_experts import build_policy
+
+    ckpt = load_checkpoint(checkpoint_path) if ckpt is None else ckpt
+    config = ckpt["config"]
+    missing = [k for k in ("task_id", "input_dim", "lang_dim") if k not in config]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint_path)!r} has no {', '.join(missing)} in its config"
+        )
+    try:
+        policy = build_policy(config)
+        policy.load_state_dict(ckpt["policy_state_dict"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint_path)!r} does not match its config: {first}"
+        ) from None
+    try:
+        encoder = build_mission_encoder(
+            config["lang_encoder"],
+            config["lang_dim"],
+            config.get("distilbert_path", "distilbert-base-uncased"),
+            state=ckpt.get("encoder_state"),
+        )
+    except (MissionEncoderError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {str(checkpoint_path)!r}: {e}") from None
+    policy.eval()
+    encoder.eval()
+    return policy, encoder, config
 
 
 def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfig:
     """The config of the run to resume: the checkpoint's, with only RESUMABLE_OVERRIDES changed."""
     base = load_config(path, overrides)
-    latest = latest_checkpoint(run_dir(base))
-    if latest is None:
+    candidates = resume_candidates(run_dir(base))
+    if not candidates:
         raise ConfigError(f"--resume: no checkpoint to resume in {str(run_dir(base))!r}")
-    saved = load_checkpoint(latest)["config"]
+    try:
+        saved = load_checkpoint(candidates[0])["config"]
+    except CheckpointError as e:
+        raise ConfigError(f"--resume: {e}") from None
     stored = {k: saved[k] for k in CONFIG_KEYS if k in saved}
     for key, value in overrides.items():
         if key in RESUMABLE_OVERRIDES:
@@ -431,11 +505,6 @@ def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfi
                 f"only {', '.join(sorted(RESUMABLE_OVERRIDES))} may change"
             )
     return validate(TrainConfig(**{k: _coerce(k, v) for k, v in stored.items()}))
-
-
-def latest_checkpoint(directory: Path) -> Path | None:
-    numbered = checkpoint_paths(directory)
-    return numbered[-1][1] if numbered else None
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -480,247 +549,6 @@ class MetricLogger:
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-# ----------------------------------------------------------------------------- the loop
-
-
-@dataclass
-class RunStats:
-    """Counters that survive --resume."""
-
-    frames: int = 0
-    episodes: int = 0
-    successes: int = 0
-    bot_failures: int = 0
-    recent_success: list = field(default_factory=list)
-    recent_path_ratio: list = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-
-def default_num_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def run_imitation(
-    cfg: TrainConfig,
-    policy_type: str,
-    build_policy_fn: Callable[[dict], torch.nn.Module],
-    loss_fn: Callable[..., tuple[torch.Tensor, dict]],
-    resume: bool = False,
-    progress: bool = True,
-) -> dict:
-    """Online imitation on cfg.task_id; returns a summary (paths written, final metrics).
-
-    Each update: the envs act for unroll_len steps with the current policy (in worker processes),
-    the bot labels every visited state, then the learner replays the unroll as whole sequences
-    with gradients from the memory the workers started from, and takes one Adam step on
-    loss_fn(...). The replay equals the acting pass (a test checks the logits), so this is the
-    same algorithm as stepping with graph, only faster.
-    """
-    from babyai_env import ParallelCollector, encode_obs, make_env, obs_dim
-    from language import MissionEncoderError, build_mission_encoder
-
-    directory = run_dir(cfg)
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(latest_checkpoint(directory))
-        if ckpt["update"] >= cfg.num_updates:
-            raise ConfigError(
-                f"--resume: the run in {str(directory)!r} already reached update {ckpt['update']}; raise --num_updates to continue"
-            )
-    elif checkpoint_paths(directory) or (directory / "checkpoint_final.pt").exists():
-        raise ConfigError(
-            f"{str(directory)!r} already holds checkpoints; use --resume, or another --trial/--seed/--checkpoint_dir"
-        )
-
-    seed = run_seed(cfg)
-    seed_everything(seed)
-    probe = make_env(cfg.task_id, cfg.max_steps)
-    probe.reset(seed=0)
-    model_config = {
-        **dataclasses.asdict(cfg),
-        "policy_type": policy_type,
-        "input_dim": obs_dim(cfg.obs_encoding),
-        "num_actions": int(probe.action_space.n),
-        "effective_max_steps": int(probe.max_steps),
-    }
-    policy = build_policy_fn(model_config)
-    encoder_factory = partial(
-        build_mission_encoder, cfg.lang_encoder, cfg.lang_dim, cfg.distilbert_path, None, seed
-    )
-    try:
-        encoder = encoder_factory()
-    except MissionEncoderError as e:  # e.g. DistilBERT weights absent: one line, nothing written
-        raise ConfigError(str(e)) from None
-    params = list(policy.parameters()) + [p for p in encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    stats, start_update = RunStats(), 0
-    if ckpt is not None:
-        policy.load_state_dict(ckpt["policy_state_dict"])
-        encoder.load_encoder_state(ckpt["encoder_state"])
-        optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-        set_rng_state(ckpt["rng"])
-        stats = RunStats(**ckpt["stats"])
-        start_update = int(ckpt["update"])
-    num_workers = cfg.num_workers if cfg.num_workers is not None else default_num_workers()
-    torch.set_num_threads(1)  # small matrices: one thread is faster, and workers use the other cores
-    logger = MetricLogger(directory, cfg, resume, start_update if resume else None)
-    recent_success = deque(stats.recent_success, maxlen=cfg.recent_window)
-    recent_ratio = deque(stats.recent_path_ratio, maxlen=cfg.recent_window)
-
-    def save(update: int, name: str) -> Path:
-        stats.recent_success, stats.recent_path_ratio = list(recent_success), list(recent_ratio)
-        stats.elapsed_s = time.perf_counter() - started
-        encoder_state = encoder.encoder_state()
-        payload = {
-            "format_version": CHECKPOINT_FORMAT,
-            "policy_state_dict": policy.state_dict(),
-            "encoder_state": encoder_state,
-            "optimizer_state_dict": optimizer.state_dict(),
-            "config": {**model_config, "update": update},
-            "update": update,
-            "rng": rng_state(),
-            "collector_state": slot_states,
-            "stats": dataclasses.asdict(stats),
-        }
-        if "lang_proj_state_dict" in encoder_state:
-            payload["lang_proj_state_dict"] = encoder_state["lang_proj_state_dict"]
-        path = directory / name
-        atomic_torch_save(payload, path)
-        return path
-
-    written: list[str] = []
-    row: dict = {}
-    with ParallelCollector(
-        cfg.task_id,
-        cfg.num_envs,
-        num_workers,
-        run_seed=seed,
-        max_steps=cfg.max_steps,
-        obs_encoding=cfg.obs_encoding,
-        policy_factory=partial(build_policy_fn, model_config),
-        encoder_factory=encoder_factory,
-        teacher_forcing=cfg.teacher_forcing,
-        path_ratio_fraction=cfg.path_ratio_fraction,
-        slot_states=ckpt["collector_state"] if ckpt is not None else None,
-    ) as collector:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            range(start_update + 1, cfg.num_updates + 1),
-            initial=start_update,
-            total=cfg.num_updates,
-            desc=f"{cfg.task_id} t{cfg.trial}",
-            disable=not progress,
-            dynamic_ncols=True,
-        )
-        started = time.perf_counter() - (ckpt["stats"].get("elapsed_s", 0.0) if ckpt is not None else 0.0)
-        window = {"frames": 0, "time": time.perf_counter(), "sums": {}, "n": 0}
-        slot_states = ckpt["collector_state"] if ckpt is not None else None
-        collector.submit(policy, encoder, cfg.unroll_len)
-        for update in bar:
-            chunk = collector.result()
-            slot_states = chunk["slot_states"]
-            if cfg.async_collection and update < cfg.num_updates:
-                collector.submit(policy, encoder, cfg.unroll_len)  # overlaps with this update
-            policy.train()
-            encoder.train()
-            obs = encode_obs(
-                torch.from_numpy(chunk["image"]),
-                torch.from_numpy(chunk["direction"]),
-                torch.from_numpy(chunk["carrying"]),
-                cfg.obs_encoding,
-            )  # (T, N, obs_dim)
-            lang = encoder(chunk["missions"])[torch.from_numpy(chunk["mission_index"])]  # (T, N, lang_dim)
-            out = policy.forward_sequence(obs, lang, chunk["memory"], torch.from_numpy(chunk["done"]))
-            labels = torch.from_numpy(chunk["label"])
-            mask = torch.from_numpy(chunk["label_mask"])
-            loss, parts = loss_fn(out, labels, mask)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm is not None:
-                parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-            optimizer.step()
-            if not cfg.async_collection and update < cfg.num_updates:
-                collector.submit(policy, encoder, cfg.unroll_len)
-
-            frames = int(np.prod(chunk["done"].shape))
-            stats.frames += frames
-            window["frames"] += frames
-            for _, ep in chunk["episodes"]:
-                stats.episodes += 1
-                stats.successes += ep.success
-                stats.bot_failures += ep.bot_failure is not None
-                recent_success.append(float(ep.success))
-                if ep.bot_steps:
-                    recent_ratio.append(ep.length / ep.bot_steps)
-            for k, v in parts.items():
-                window["sums"][k] = window["sums"].get(k, 0.0) + float(v)
-            window["n"] += 1
-
-            if update % cfg.log_interval == 0 or update == cfg.num_updates:
-                now = time.perf_counter()
-                row = {"update": update, "frames": stats.frames}
-                row.update({k: v / window["n"] for k, v in window["sums"].items()})
-                row["train/success_recent"] = (
-                    float(np.mean(recent_success)) if recent_success else float("nan")
-                )
-                row["train/path_ratio_recent"] = (
-                    float(np.mean(recent_ratio)) if recent_ratio else float("nan")
-                )
-                row["episodes/total"] = stats.episodes
-                row["episodes/recent_window"] = len(recent_success)
-                row["episodes/bot_failures"] = stats.bot_failures
-                row["perf/frames_per_s"] = window["frames"] / max(now - window["time"], 1e-9)
-                row["time/elapsed_s"] = now - started
-                logger.log(row)
-                if progress:
-                    bar.write(format_log_line(row))
-                bar.set_postfix(
-                    succ=f"{row['train/success_recent']:.2f}",
-                    loss=f"{row.get('train/loss', float('nan')):.3f}",
-                )
-                window = {"frames": 0, "time": now, "sums": {}, "n": 0}
-            if cfg.checkpoint_interval and update % cfg.checkpoint_interval == 0 and update < cfg.num_updates:
-                written.append(str(save(update, f"checkpoint_{update}.pt")))
-        final = save(cfg.num_updates, f"checkpoint_{cfg.num_updates}.pt")
-        written += [str(final), str(save(cfg.num_updates, "checkpoint_final.pt"))]
-        bar.close()
-    logger.close()
-    return {
-        "run_dir": str(directory),
-        "checkpoints": written,
-        "metrics_path": str(logger.path),
-        "final": row,
-        "episodes": stats.episodes,
-        "bot_failures": stats.bot_failures,
-    }
-
-
-def format_log_line(row: dict) -> str:
-    parts = [
-        f"upd {row['update']:>5}",
-        f"loss {row.get('train/loss', float('nan')):.3f}",
-        f"acc {row.get('train/accuracy', float('nan')):.3f}",
-        f"succ {row['train/success_recent']:.3f} ({row['episodes/recent_window']} ep)",
-        f"path {row['train/path_ratio_recent']:.2f}",
-    ]
-    if "train/lpc" in row:
-        parts.append(f"lpc {row['train/lpc']:.0f}")
-        layers = sorted({k.split("/")[1] for k in row if k.startswith("routing/")})
-        for layer in layers:
-            ws = [row[k] for k in sorted(k for k in row if k.startswith(f"routing/{layer}/"))]
-            parts.append(f"{layer.replace('layer_', 'L')} " + "/".join(f"{w:.2f}" for w in ws))
-    parts += [
-        f"{row['perf/frames_per_s']:.0f} f/s",
-        f"ep {row['episodes/total']}",
-        f"botfail {row['episodes/bot_failures']}",
-    ]
-    return " | ".join(parts)
 
 
 def cli_main(main: Callable[[TrainConfig, bool], dict], description: str) -> None:

@@ -1,10 +1,10 @@
 """What does the policy do, and where is it unsure? Action statistics of one evaluation's cache.
 
 A marimo notebook over one routing cache (MoP or GRU baseline): action frequencies (split by whether
-the agent carries something), the policy's entropy per grid cell, where a cell's actions differ
-from all steps' or from its neighbours' (KL), and one cell's action distribution. The plots live in
-plotting_utils.py; this file is wiring. ROUTING_CACHE_DIR overrides the cache root
-(default evaluation_cache under the working directory).
+the agent carries something), the policy's entropy per grid cell, where a cell's actions differ from
+all steps' or from its neighbours' (KL), and one cell's action distribution. The plots live in
+plotting_utils.py, the numbers in routing_analysis.py; this file is wiring. ROUTING_CACHE_DIR
+overrides the cache root (default evaluation_cache under the working directory).
 
     marimo run logit_viz.py
     python logit_viz.py
@@ -22,7 +22,9 @@ with app.setup:
     import marimo as mo
 
     import plotting_utils as pu
+    import routing_analysis as ra
     import routing_cache
+    from runs import run_label
 
 
 @app.cell(hide_code=True)
@@ -41,7 +43,7 @@ def _():
 @app.cell
 def _():
     cache_root = Path(os.environ.get("ROUTING_CACHE_DIR", "evaluation_cache"))
-    caches = {routing_cache.run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
+    caches = {run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
     cache_dropdown = mo.ui.dropdown(caches, value=next(iter(caches), None), label="cache", searchable=True)
     cache_dropdown
     return cache_dropdown, cache_root
@@ -65,7 +67,7 @@ def _(cache_dropdown, cache_root):
 
 @app.cell
 def _(data):
-    grid_info = pu.grid_info_for(data.steps, data.episodes)
+    grid_info = ra.grid_info_for(data.steps, data.episodes)
     _m = data.meta["metrics"]
     mo.md(
         f"**{_m.get('eval_task_id') or data.meta['config']['task_id']}** · "

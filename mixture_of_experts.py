@@ -93,7 +93,7 @@ class MoPConfig:
     expert_hidden_sizes: tuple[tuple[int, ...], ...] = field(default=((0, 16, 32),) * 3)
     router_hidden_size: int = 64
     num_actions: int = NUM_ACTIONS
-    input_encoder: str = "linear"  # "linear" (the seed's) or "bilinear" (needs the one-hot observation)
+    input_encoder: str = "linear"  # "linear" (earlier system) or "bilinear" (needs one-hot obs)
     # Routing-dependent expert dropout (Cook et al. 2025): an expert with weight w < gamma is
     # dropped with probability beta * (1 - w / gamma) during training. beta = 0 turns it off.
     expert_dropout_beta: float = 0.0
@@ -447,7 +447,7 @@ class GRUPolicy(RecurrentPolicy):
         super().__init__()
         self.input_projection = None
         in_dim = obs_dim + lang_dim
-        if input_encoder != "linear":  # the seed's baseline feeds obs ⊕ mission straight to the GRU
+        if input_encoder != "linear":  # the earlier system's baseline feeds obs ⊕ mission straight to the GRU
             self.input_projection = make_input_encoder(input_encoder, obs_dim, lang_dim, hidden_size)
             in_dim = hidden_size
         self.gru = nn.GRU(in_dim, hidden_size)

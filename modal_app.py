@@ -8,12 +8,15 @@ Volumes (created on first use):
 - `rl-mop-eval`: evaluation_results.csv and evaluation_cache/ in the local layout, plus
   pending_rows/ (one JSON row per evaluated checkpoint, waiting to be merged into the CSV).
 
-Every setting goes through the local schema (`experiment.load_config` on config.yaml plus flags),
-and is checked on this machine before anything starts in the cloud. A run resumes from its latest
-checkpoint on the volume, and one that already reached --num-updates is reported and skipped, so
-re-running a command after a preemption, timeout or crash continues where it stopped.
+Every setting goes through the local schema (`experiment.load_config` on config.yaml plus the
+overrides), and is checked on this machine before anything starts in the cloud: any config key can be
+set with --set "key=value ..." or a --config YAML file. A run resumes from its latest checkpoint on
+the volume, and one that already reached num_updates is reported and skipped, so re-running a command
+after a preemption, timeout or crash continues where it stopped.
 
     modal run --detach modal_app.py::main --task-ids "BabyAI-GoToObj-v0,BabyAI-UnlockPickup-v0" --trials "0,1,2"
+    modal run --detach modal_app.py::main --task-ids "BabyAI-GoToObj-v0" --trials "0" --script train.py \
+        --set "hidden_size=128 lr=1e-3" --config my_defaults.yaml
     modal run --detach modal_app.py::main_seeds --task-ids "BabyAI-UnlockPickup-v0" --trials "20,21" \
         --seeds "0,1,2,3" --checkpoint-interval 250 --lpc-alpha 1e-4 --normalize-lpc --num-updates 5000
     modal run modal_app.py::eval_parallel --num-episodes 500 --task BabyAI-UnlockPickup-v0
@@ -25,8 +28,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import inspect
 import json
-import os
 import re
 import sys
 import tempfile
@@ -40,6 +43,8 @@ import modal
 if TYPE_CHECKING:
     import pandas as pd
 
+    import batch_eval
+
 ROOT = Path(__file__).resolve().parent  # the repo here; /root in the container
 CONFIG_PATH = ROOT / "config.yaml"
 
@@ -49,16 +54,20 @@ app = modal.App("rl-mop")
 
 # The project's own modules, added explicitly (not the working directory: no checkpoints, caches or
 # notebooks travel with every launch). Mounted at container start, so code edits need no rebuild.
-PROJECT_MODULES = (
-    "mixture_of_experts",
-    "babyai_env",
-    "language",
-    "experiment",
-    "train_mop",
-    "train",
-    "eval_mop",
-    "batch_eval",
-    "routing_cache",
+# The list is derived, not written out, so a new module (runs.py, imitation.py, ...) can never be
+# missing from the image: every top-level *.py of the repo is a project module, except the marimo
+# notebooks (*_viz.py, never imported by training or evaluation) and this file (Modal adds it
+# itself). bench/, tests/ and scripts/ are folders, so the glob never sees them. Shipping a module no
+# run imports costs a few kilobytes; missing one costs a ModuleNotFoundError an hour into a launch.
+NOTEBOOK_SUFFIX = "_viz"
+PROJECT_MODULES = tuple(
+    sorted(
+        p.stem
+        for p in ROOT.glob("*.py")
+        if p.stem.isidentifier()
+        and not p.stem.endswith(NOTEBOOK_SUFFIX)
+        and p.stem not in ("modal_app", "conftest")
+    )
 )
 # requirements.txt pins torch==2.13.0. Locally that is the CPU build (2.13.0+cpu from the PyTorch
 # CPU index); on Modal's Linux pip takes PyPI's 2.13.0 wheel, which bundles CUDA: a bigger image,
@@ -105,21 +114,16 @@ COMMIT_EVERY_S = 600
 TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=30.0, backoff_coefficient=2.0)
 EVAL_RETRIES = modal.Retries(max_retries=2, initial_delay=10.0)
 
-# Training flags of main/main_seeds: each maps onto the config key of the same name.
-OVERRIDE_FLAGS = (
-    "num_updates",
-    "checkpoint_interval",
-    "lpc_alpha",
-    "normalize_lpc",
-    "max_steps",
-    "lr",
-    "num_envs",
-    "num_workers",
-    "unroll_len",
-    "expert_hidden_sizes",
-    "intermediate_dim",
-    "router_hidden_size",
-)
+# The typed shorthands of main: each is the config key of the same name, exactly as if given in
+# --set (they are the earlier system's documented flags). Every other key goes through --set or --config.
+OVERRIDE_FLAGS = ("num_updates", "checkpoint_interval", "lpc_alpha", "normalize_lpc")
+# Keys the launcher decides: --task-ids, --trials and --seeds name the runs, the volume holds them.
+LAUNCHER_KEYS = {
+    "task_id": "--task-ids",
+    "trial": "--trials",
+    "seed": "--seeds",
+    "checkpoint_dir": "the volume",
+}
 SCRIPTS = ("train_mop.py", "train.py")
 
 
@@ -167,15 +171,17 @@ def _train_body(
     """Train one (task, trial, seed) into checkpoint_root: resume from its latest checkpoint, skip it
     if it already reached num_updates. Returns the trainer's summary, or {"skipped"} / {"error"}."""
     import experiment
+    import runs
 
     trainer = importlib.import_module(script.removesuffix(".py"))  # train_mop or train: same main()
     overrides = {**overrides, "checkpoint_dir": checkpoint_root}
     try:
         cfg = experiment.load_config(CONFIG_PATH, overrides)
-        latest = experiment.latest_checkpoint(experiment.run_dir(cfg))
+        candidates = runs.resume_candidates(experiment.run_dir(cfg))
+        latest = candidates[0] if candidates else None
         if latest is not None:  # the run's own config; only RESUMABLE_OVERRIDES may differ
             cfg = experiment.resume_config(CONFIG_PATH, overrides)
-            done = experiment.checkpoint_paths(experiment.run_dir(cfg))[-1][0]
+            done = experiment.load_checkpoint(latest)["update"]
             if done >= cfg.num_updates:
                 return {"run_dir": str(experiment.run_dir(cfg)), "skipped": f"already at update {done}"}
         with _committing(commit, commit_every_s):
@@ -236,7 +242,7 @@ def _row_file(eval_root: str, checkpoint_path: str) -> Path:
     return Path(eval_root) / PENDING_DIR / (checkpoint_path.replace("/", "__") + ".json")
 
 
-def _eval_body(ref: dict, options: dict, checkpoint_root: str, eval_root: str) -> dict:
+def _eval_body(ref: dict, options: batch_eval.BatchOptions, checkpoint_root: str, eval_root: str) -> dict:
     """Evaluate one checkpoint of the volume with batch_eval.evaluate_one: its routing cache goes to
     <eval_root>/evaluation_cache/, its row to its own file in pending_rows/, so parallel jobs never
     write the same file (the bot path lengths in evaluation_cache/_bot_paths/ aside: if two jobs
@@ -248,22 +254,18 @@ def _eval_body(ref: dict, options: dict, checkpoint_root: str, eval_root: str) -
     if not ref["path"].startswith(root.name + "/"):
         raise ValueError(f"{ref['path']!r} is not under {root.name}/")
     with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(root.parent):
-        # evaluate_one also merges its row into options["results_path"]: a throwaway file here.
-        opts = {
-            **options,
-            "cache_dir": str(out / CACHE_DIR),
-            "results_path": str(Path(scratch) / RESULTS_FILE),
-        }
+        # evaluate_one also merges its row into options.results_path: a throwaway file here.
+        opts = dataclasses.replace(
+            options, cache_dir=str(out / CACHE_DIR), results_path=str(Path(scratch) / RESULTS_FILE)
+        )
         row = batch_eval.evaluate_one(batch_eval.CheckpointRef(**ref), opts)
     if "error" in row:
         return row
     if row.get("cache_path"):  # as a local batch_eval writes it: evaluation_cache/<task>/...
         row["cache_path"] = Path(row["cache_path"]).relative_to(out).as_posix()
-    path = _row_file(eval_root, row["checkpoint_path"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(row, default=_plain))
-    os.replace(tmp, path)
+    import runs
+
+    runs.atomic_write_text(_row_file(eval_root, row["checkpoint_path"]), json.dumps(row, default=_plain))
     return row
 
 
@@ -287,7 +289,11 @@ def _reduce_body(eval_root: str) -> dict:
 
 
 def _eval_all_body(
-    refs: list[dict], options: dict, checkpoint_root: str, eval_root: str, commit: Callable[[], None] | None
+    refs: list[dict],
+    options: batch_eval.BatchOptions,
+    checkpoint_root: str,
+    eval_root: str,
+    commit: Callable[[], None] | None,
 ) -> dict:
     """eval_main in one container: evaluate each checkpoint in turn, then merge."""
     with _committing(commit):
@@ -336,7 +342,7 @@ def list_checkpoints() -> dict:
     retries=EVAL_RETRIES,
     volumes={CHECKPOINT_ROOT: checkpoint_volume, EVAL_ROOT: eval_volume},
 )
-def eval_checkpoint(ref: dict, options: dict) -> dict:
+def eval_checkpoint(ref: dict, options: batch_eval.BatchOptions) -> dict:
     """Evaluate one checkpoint; its cache and row file land on rl-mop-eval."""
     row = _eval_body(ref, options, CHECKPOINT_ROOT, EVAL_ROOT)
     eval_volume.commit()
@@ -359,7 +365,7 @@ def reduce_rows() -> dict:
     timeout=LAUNCH_TIMEOUT_S,
     volumes={CHECKPOINT_ROOT: checkpoint_volume, EVAL_ROOT: eval_volume},
 )
-def eval_all(refs: list[dict], options: dict) -> dict:
+def eval_all(refs: list[dict], options: batch_eval.BatchOptions) -> dict:
     """eval_main: every checkpoint in turn in this one container, then the merge. No retries: a
     re-run skips what is merged or pending and merges leftovers."""
     return _eval_all_body(refs, options, CHECKPOINT_ROOT, EVAL_ROOT, commit=eval_volume.commit)
@@ -379,14 +385,65 @@ def _split(text: str, name: str, cast: Callable[[str], Any] = str) -> list:
     return values
 
 
+# One key=value pair starts at each space that is followed by `name=`, so a value may hold spaces
+# inside brackets or quotes: --set "expert_hidden_sizes=[[0, 16], [0, 16]] lr=1e-3".
+_PAIR_START = re.compile(r"\s+(?=[A-Za-z_]\w*=)")
+
+
+def parse_set(text: str) -> dict:
+    """--set "lpc_alpha=1e-4 hidden_size=128" -> {"lpc_alpha": "1e-4", "hidden_size": 128}: space-separated
+    key=value pairs, each value read as YAML (a number, true/false, null, [[0,16,32]], a string).
+    Types are the schema's business (load_config converts "1e-4", which YAML 1.1 reads as a string)."""
+    import yaml
+
+    values: dict = {}
+    for pair in _PAIR_START.split(text.strip()) if text.strip() else []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key or not raw:
+            raise LaunchError(
+                f'--set takes space-separated key=value pairs ("lr=1e-3 hidden_size=128"), got {pair!r}'
+            )
+        if key in values:
+            raise LaunchError(f"--set gives {key} twice")
+        try:
+            values[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise LaunchError(f"--set {key}: {raw!r} is not a YAML value") from None
+    return values
+
+
+def training_overrides(set_text: str, config_file: str, flags: dict) -> dict:
+    """The settings every run gets over config.yaml: the --config file's, then --set's and the typed
+    flags' (a key given both by --set and by its flag is refused). Only the keys given, so the rest
+    keep config.yaml's value; the launcher's own keys come from --task-ids/--trials/--seeds."""
+    import experiment
+
+    from_file = experiment.load_yaml(config_file or None)
+    experiment.check_keys(from_file, f"--config {config_file!r}")
+    if "checkpoint_dir" in from_file:
+        print(
+            f"note: checkpoint_dir of {config_file} is ignored; checkpoints go to volume {CHECKPOINT_VOLUME}"
+        )
+        del from_file["checkpoint_dir"]
+    from_set = parse_set(set_text)
+    experiment.check_keys(from_set, "--set")
+    typed = {k: v for k, v in flags.items() if v is not None}
+    for key in from_set:
+        if key in LAUNCHER_KEYS:
+            raise LaunchError(f"--set {key}: {key} is set by {LAUNCHER_KEYS[key]}")
+        if key in typed:
+            raise LaunchError(f"{key} is given twice, by --set and by --{key.replace('_', '-')}")
+    return {**from_file, **from_set, **typed}
+
+
 def training_jobs(task_ids: str, trials: str, seeds: str, script: str, overrides: dict) -> list[dict]:
-    """One job per (task, trial, seed), each validated against the local schema; raises LaunchError
-    or experiment.ConfigError before anything is started."""
+    """One job per (task, trial, seed), each validated against the local schema with the same
+    load_config call the container makes; raises LaunchError or experiment.ConfigError before
+    anything is started. A job carries the given keys with the schema's types."""
     import experiment
 
     if script not in SCRIPTS:
         raise LaunchError(f"--script must be one of {', '.join(SCRIPTS)}, got {script!r}")
-    overrides = {k: v for k, v in overrides.items() if v is not None and v != ""}
     tasks, trial_list = _split(task_ids, "task-ids"), _split(trials, "trials", int)
     seed_list = _split(seeds, "seeds", int) if seeds else [None]
     jobs = []
@@ -396,31 +453,37 @@ def training_jobs(task_ids: str, trials: str, seeds: str, script: str, overrides
                 run = {**overrides, "task_id": task, "trial": trial} | (
                     {} if seed is None else {"seed": seed}
                 )
-                experiment.load_config(CONFIG_PATH, run)
-                label = f"{task} trial {trial}" + ("" if seed is None else f" seed {seed}")
+                cfg = experiment.load_config(CONFIG_PATH, run)
+                run = {k: getattr(cfg, k) for k in run}
+                label = f"{task} trial {trial}" + ("" if cfg.seed is None else f" seed {cfg.seed}")
                 jobs.append({"label": label, "overrides": run, "script": script})
     return jobs
 
 
-def _launch_training(task_ids: str, trials: str, seeds: str, script: str, gpu: str, flags: dict) -> None:
+def _launch_training(flags: dict) -> None:
+    """main's body: validate everything here (one `error:` line and exit 2 on a bad flag, nothing
+    started), then hand the jobs to train_all and report each run."""
     import experiment
 
-    overrides = {k: flags[k] for k in OVERRIDE_FLAGS}
-    if overrides["num_workers"] is None:
-        overrides["num_workers"] = int(TRAIN_CPUS)
-    cpu = float(max(1, overrides["num_workers"]))  # a core per env worker (0 or 1: in-process)
+    gpu = flags["gpu"]
     try:
         if gpu and not re.fullmatch(r"[A-Za-z0-9-]+(:\d+)?", gpu):
             raise LaunchError(f"--gpu must be a Modal GPU type such as T4 or A10G, got {gpu!r}")
-        jobs = training_jobs(task_ids, trials, seeds, script, overrides)
+        overrides = training_overrides(flags["set"], flags["config"], {k: flags[k] for k in OVERRIDE_FLAGS})
+        if overrides.get("num_workers") is None:  # null means "the host's cores": pin to the reservation
+            overrides["num_workers"] = int(TRAIN_CPUS)
+        jobs = training_jobs(flags["task_ids"], flags["trials"], flags["seeds"], flags["script"], overrides)
     except (LaunchError, experiment.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    cpu = float(max(1, jobs[0]["overrides"]["num_workers"]))  # a core per env worker (0 or 1: in-process)
     if gpu:
-        print(f"note: {script} trains on the CPU; the {gpu} GPU will be allocated but stay idle")
+        print(f"note: {flags['script']} trains on the CPU; the {gpu} GPU will be allocated but stay idle")
+    shown = ", ".join(f"{k}={v}" for k, v in jobs[0]["overrides"].items() if k not in LAUNCHER_KEYS)
     print(
         f"launching {len(jobs)} run(s) on Modal ({cpu:g} cores each), checkpoints to volume {CHECKPOINT_VOLUME}"
     )
+    print(f"settings over config.yaml: {shown}")
     for result in train_all.remote(jobs, cpu, gpu):
         if "error" in result:
             print(f"✗ {result['label']}: {result['error']}")
@@ -436,48 +499,37 @@ def _launch_training(task_ids: str, trials: str, seeds: str, script: str, gpu: s
 def main(
     task_ids: str,
     trials: str,
+    seeds: str = "",
     script: str = "train_mop.py",
+    set: str = "",
+    config: str = "",
     num_updates: int | None = None,
     checkpoint_interval: int | None = None,
     lpc_alpha: float | None = None,
     normalize_lpc: bool | None = None,
-    max_steps: int | None = None,
-    lr: float | None = None,
-    num_envs: int | None = None,
-    num_workers: int | None = None,
-    unroll_len: int | None = None,
-    expert_hidden_sizes: str = "",
-    intermediate_dim: int | None = None,
-    router_hidden_size: int | None = None,
     gpu: str = "",
 ) -> None:
-    """Train every task x trial, one container each (comma-separated lists). Flags left out take
-    config.yaml's value; --expert-hidden-sizes as in train_mop.py, e.g. "0,16,32;0,16,32"."""
-    _launch_training(task_ids, trials, "", script, gpu, locals())
+    """Train every task x trial [x seed] (comma-separated lists), one container each. Any config key:
+    --set "key=value ..." (YAML values) over --config FILE (read here) over config.yaml; the typed
+    flags are shorthands for --set. With --seeds, checkpoints go to trial_<N>/seed_<S>/."""
+    _launch_training(locals())
 
 
-@app.local_entrypoint()
-def main_seeds(
-    task_ids: str,
-    trials: str,
-    seeds: str,
-    script: str = "train_mop.py",
-    num_updates: int | None = None,
-    checkpoint_interval: int | None = None,
-    lpc_alpha: float | None = None,
-    normalize_lpc: bool | None = None,
-    max_steps: int | None = None,
-    lr: float | None = None,
-    num_envs: int | None = None,
-    num_workers: int | None = None,
-    unroll_len: int | None = None,
-    expert_hidden_sizes: str = "",
-    intermediate_dim: int | None = None,
-    router_hidden_size: int | None = None,
-    gpu: str = "",
-) -> None:
-    """Train every task x trial x seed, one container each; checkpoints go to trial_<N>/seed_<S>/."""
-    _launch_training(task_ids, trials, seeds, script, gpu, locals())
+def _main_seeds(seeds: str, **flags: Any) -> None:
+    """main with --seeds required (the earlier system's entrypoint for seed sweeps)."""
+    main(seeds=seeds, **flags)
+
+
+# main_seeds takes main's flags, copied from main's signature (Modal builds the CLI from
+# __signature__ and the annotations) so the two cannot drift; only --seeds becomes required.
+_main_seeds.__signature__ = inspect.signature(main.info.raw_f).replace(
+    parameters=[
+        p.replace(default=inspect.Parameter.empty) if p.name == "seeds" else p
+        for p in inspect.signature(main.info.raw_f).parameters.values()
+    ]
+)
+_main_seeds.__annotations__ = dict(main.info.raw_f.__annotations__)
+main_seeds = app.local_entrypoint(name="main_seeds")(_main_seeds)
 
 
 def _results_table(local_path: str, remote_csv: str | None) -> tuple[pd.DataFrame, str]:
@@ -513,17 +565,12 @@ def _plan_remote(num_episodes: int, num_envs: int, force: bool, task: str, skip_
         f"{len(state['refs'])} checkpoints on {CHECKPOINT_VOLUME}, {len(state['pending'])} rows pending, "
         f"{len(todo)} to evaluate ({num_episodes} episodes each; compared with {source})"
     )
-    options = {
-        "num_episodes": num_episodes,
-        "num_envs": num_envs,
-        "skip_routing": skip_routing,
-        "formats": ["parquet"],
-        "eval_task_id": None,
-        "max_steps": None,
-        "sample": False,
-        "knockout": None,
-        "knockout_threshold": None,
-    }
+    import batch_eval
+    import eval_mop
+
+    options = batch_eval.BatchOptions(
+        eval=eval_mop.EvalOptions(num_episodes=num_episodes, num_envs=num_envs, record=not skip_routing)
+    )
     return todo, state["pending"], options
 
 

@@ -12,8 +12,10 @@ hatched grey cells were never visited. Layers and experts are numbered from 0, a
     fig = plot_overall_routing(data.steps, data.expert_sizes, env_image=image, grid_info=grid_info_for(data.steps, data.episodes))
     save_figures(standard_figures(data, metrics_rows=rows), "plots/BabyAI-GoToLocal-v0/trial_0")
 
-    python plotting_utils.py evaluation_cache/BabyAI-GoToLocal-v0/trial_0 --out plots/GoToLocal
-    python plotting_utils.py evaluation_cache/BabyAI-UnlockPickup-v0/trial_0 --metrics checkpoints/BabyAI-UnlockPickup-v0/trial_0/metrics.jsonl --results evaluation_results.csv
+The numbers behind the figures (groupings, per-cell aggregates, KL, entropy, usage) live in
+routing_analysis.py; this module only draws them. The headless command is render_plots.py:
+
+    python render_plots.py --cache evaluation_cache/BabyAI-GoToLocal-v0/trial_0 --out plots/
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import re
 import sys
 import textwrap
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,28 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
+from routing_analysis import (
+    ACTION_NAMES,
+    EVENT_NAMES,
+    action_kl_by_cell,
+    default_runs,
+    expert_usage,
+    grid_info_for,
+    group_labels,
+    has_routing,
+    pick_example_episode,
+    require_routing,
+    routing_entropy,
+    routing_layers,
+    to_grid,
+)
+
+# Defined in routing_analysis; re-exported because users' scripts call them as plotting_utils.<name>.
+from routing_analysis import aggregate_routing_by_position as aggregate_routing_by_position
+from routing_analysis import compute_grid_bounds as compute_grid_bounds
+from routing_analysis import get_available_analyses as get_available_analyses
+from routing_analysis import group_routing_data as group_routing_data
+from routing_analysis import room_labels_for_groups as room_labels_for_groups
 from routing_cache import CacheData
 
 # ----------------------------------------------------------------------------- constants
@@ -62,19 +86,6 @@ EXPERT_CMAPS: tuple[LinearSegmentedColormap, ...] = tuple(
 EXPERT_COLORS: tuple[str, ...] = _EXPERT_HUES
 UNVISITED_COLOR = "#d4d4d4"
 UNVISITED_HATCH_COLOR = "#8c8c8c"
-ACTION_NAMES: tuple[str, ...] = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
-EVENT_NAMES = {"t_pick": "first pickup", "t_unlocked": "door opened", "t_drop": "first drop"}
-KEY_PHASES = ("before pickup", "carrying key", "door open", "after drop")
-ANALYSES = (
-    "overall",
-    "by_starting_room",
-    "by_door_location",
-    "by_carrying_phase",
-    "by_door_unlocked_phase",
-    "by_key_phase",
-    "by_quadrant",
-)
-_WEIGHT_RE = re.compile(r"^layer_(\d+)_expert_(\d+)$")
 # Paper sizes: ~3.3 in per panel and 8-9 pt text stay readable when printed at 1x.
 _PANEL = 3.3
 _STYLE = {
@@ -124,32 +135,7 @@ def _short_size(size: int | None, expert: int) -> str:
     return f"e{expert}" if size is None else ("id" if int(size) == 0 else str(int(size)))
 
 
-# ----------------------------------------------------------------------------- columns and checks
-
-
-def routing_layers(columns: Iterable[str]) -> dict[int, list[str]]:
-    """{layer: its weight columns in expert order} from `layer_<k>_expert_<j>` column names."""
-    found: dict[int, list[tuple[int, str]]] = {}
-    for c in columns:
-        m = _WEIGHT_RE.match(str(c))
-        if m:
-            found.setdefault(int(m.group(1)), []).append((int(m.group(2)), c))
-    return {k: [c for _, c in sorted(v)] for k, v in sorted(found.items())}
-
-
-def has_routing(steps: pd.DataFrame) -> bool:
-    """Whether a table holds router weights (a GRU-baseline cache does not)."""
-    return bool(routing_layers(steps.columns))
-
-
-def _require_routing(table: pd.DataFrame, what: str) -> dict[int, list[str]]:
-    layers = routing_layers(table.columns)
-    if not layers:
-        raise ValueError(
-            f"{what} needs router weights (layer_<k>_expert_<j> columns) and this table has none: "
-            "a GRU-baseline cache has no routing to plot; use the behaviour plots instead"
-        )
-    return layers
+# ----------------------------------------------------------------------------- expert names and legends
 
 
 def _size(expert_sizes: Sequence[Sequence[int]] | None, layer: int, expert: int) -> int | None:
@@ -207,64 +193,6 @@ def _expert_legend(
 
 
 # ----------------------------------------------------------------------------- grids
-
-
-def compute_grid_bounds(positions: Any, grid_size: Sequence[int] | None = None) -> dict[str, int]:
-    """x_min/x_max/y_min/y_max/grid_width/grid_height of the cells to draw: the whole level when
-    grid_size (width, height) is given (so heatmaps line up with the level image), else the
-    bounding box of the positions ((N, 2) array or a DataFrame with x, y)."""
-    if grid_size is not None:
-        w, h = int(grid_size[0]), int(grid_size[1])
-        return {"x_min": 0, "x_max": w - 1, "y_min": 0, "y_max": h - 1, "grid_width": w, "grid_height": h}
-    if isinstance(positions, pd.DataFrame):
-        xy = positions[["x", "y"]].to_numpy()
-    else:
-        xy = np.asarray(positions, dtype=int).reshape(-1, 2)
-    if len(xy) == 0:
-        raise ValueError("compute_grid_bounds: no positions and no grid_size")
-    x_min, y_min = (int(v) for v in xy.min(0))
-    x_max, y_max = (int(v) for v in xy.max(0))
-    return {
-        "x_min": x_min,
-        "x_max": x_max,
-        "y_min": y_min,
-        "y_max": y_max,
-        "grid_width": x_max - x_min + 1,
-        "grid_height": y_max - y_min + 1,
-    }
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _parse_context(text: str) -> dict:
-    # Cached: every grouping re-reads the same 10^3 JSON strings; callers treat the dicts as read-only.
-    return json.loads(text)
-
-
-def _contexts(episodes: pd.DataFrame | None) -> list[dict]:
-    if episodes is None or "env_context" not in episodes.columns:
-        return []
-    return [_parse_context(c) if isinstance(c, str) else dict(c) for c in episodes["env_context"]]
-
-
-def grid_info_for(steps: pd.DataFrame, episodes: pd.DataFrame | None = None) -> dict[str, int]:
-    """Grid bounds of the whole level (largest grid_size in the episodes' env_context), else of
-    the visited cells."""
-    sizes = [c["grid_size"] for c in _contexts(episodes) if c.get("grid_size")]
-    if sizes:
-        return compute_grid_bounds(None, (max(s[0] for s in sizes), max(s[1] for s in sizes)))
-    return compute_grid_bounds(steps)
-
-
-def _to_grid(agg: pd.DataFrame, values: np.ndarray, grid_info: Mapping[str, int]) -> np.ndarray:
-    """Scatter per-cell values (rows of agg, indexed by (x, y)) into a (height, width, ...) array of
-    NaN, so unvisited cells stay NaN."""
-    shape = (grid_info["grid_height"], grid_info["grid_width"]) + values.shape[1:]
-    grid = np.full(shape, np.nan)
-    xs = agg.index.get_level_values("x").to_numpy() - grid_info["x_min"]
-    ys = agg.index.get_level_values("y").to_numpy() - grid_info["y_min"]
-    inside = (xs >= 0) & (xs < shape[1]) & (ys >= 0) & (ys < shape[0])
-    grid[ys[inside], xs[inside]] = values[inside]
-    return grid
 
 
 def _grid_axes(ax: Axes, grid_info: Mapping[str, int]) -> tuple[float, float, float, float]:
@@ -341,98 +269,6 @@ def _value_heatmap(
     return image
 
 
-# ----------------------------------------------------------------------------- aggregation
-
-
-def aggregate_routing_by_position(
-    steps: pd.DataFrame, filter_fn: Callable[[pd.DataFrame], Any] | None = None
-) -> pd.DataFrame:
-    """Per visited (x, y): mean router weight of every layer/expert, mean LPC (and policy entropy
-    when recorded), and `visits` (steps spent there). filter_fn(steps) -> boolean mask keeps a
-    subset first (vectorised, e.g. `lambda s: s.carrying == 1`)."""
-    if filter_fn is not None:
-        steps = steps[np.asarray(filter_fn(steps), dtype=bool)]
-    cols = [c for cols in routing_layers(steps.columns).values() for c in cols]
-    cols += [c for c in ("lpc", "entropy") if c in steps.columns]
-    grouped = steps.groupby(["x", "y"], sort=True)
-    agg = grouped[cols].mean()
-    agg["visits"] = grouped.size()
-    return agg
-
-
-def routing_entropy(steps: pd.DataFrame, layer: int) -> np.ndarray:
-    """Entropy of the router's weights in one layer at every step, in nats (0 log 0 = 0)."""
-    cols = _require_routing(steps, "routing_entropy").get(layer)
-    if cols is None:
-        raise ValueError(f"no layer {layer} in this table (layers {list(routing_layers(steps.columns))})")
-    w = steps[cols].to_numpy(dtype=float)
-    return -(w * np.log(np.where(w > 0, w, 1.0))).sum(1)
-
-
-def expert_usage(source: Any) -> dict[int, np.ndarray]:
-    """{layer: mean weight of each expert}. source: a steps table (step-weighted mean), an
-    evaluation metrics dict or results row (usage_layer_<k>_expert_<j>), or training metrics
-    (routing/layer_<k>/expert_<j>; of a list of rows, the last row that has them)."""
-    if isinstance(source, pd.DataFrame) and routing_layers(source.columns):
-        layers = routing_layers(source.columns)
-        return {k: source[cols].to_numpy(dtype=float).mean(0) for k, cols in layers.items()}
-    if isinstance(source, pd.DataFrame):
-        source = source.to_dict("records")
-    if isinstance(source, (list, tuple)):
-        rows = [r for r in source if any(str(k).startswith("routing/") for k in r)]
-        if not rows:
-            raise ValueError("expert_usage: no row holds routing/layer_<k>/expert_<j> (a GRU-baseline run?)")
-        source = rows[-1]
-    usage: dict[int, dict[int, float]] = {}
-    for key, value in dict(source).items():
-        m = re.match(r"^(?:usage_layer_(\d+)_expert_(\d+)|routing/layer_(\d+)/expert_(\d+))$", str(key))
-        if m and value is not None and not pd.isna(value):
-            k, j = (int(g) for g in m.groups() if g is not None)
-            usage.setdefault(k, {})[j] = float(value)
-    if not usage:
-        raise ValueError("expert_usage: no usage_layer_<k>_expert_<j> or routing/ keys (a GRU-baseline run?)")
-    return {k: np.array([v[j] for j in sorted(v)]) for k, v in sorted(usage.items())}
-
-
-def action_kl_by_cell(steps: pd.DataFrame, reference: str = "global", min_visits: int = 5) -> pd.DataFrame:
-    """KL(p_cell || q) in nats for every visited cell (index x, y; columns visits, kl).
-
-    p_cell is the cell's action distribution with the Jeffreys prior (add 1/2 to every action's
-    count), so a cell with few visits and an unseen action does not give an infinite KL. q is the
-    whole table's action distribution ('global') or the pooled counts of the cell's 4 neighbours
-    ('neighbours'), smoothed the same way. kl is NaN where the cell, or its neighbours pooled, have
-    fewer than min_visits steps."""
-    if reference not in ("global", "neighbours"):
-        raise ValueError(f"reference must be 'global' or 'neighbours', not {reference!r}")
-    num_actions = max(len(ACTION_NAMES), int(steps["action"].max()) + 1 if len(steps) else 0)
-    counts = (
-        steps.groupby(["x", "y", "action"])
-        .size()
-        .unstack("action", fill_value=0)
-        .reindex(columns=range(num_actions), fill_value=0)
-    )  # (cells, A)
-    n = counts.to_numpy(dtype=float)
-    visits = n.sum(1)
-    p = (n + 0.5) / (visits[:, None] + 0.5 * num_actions)
-    if reference == "global":
-        total = n.sum(0)
-        q = np.broadcast_to((total + 0.5) / (total.sum() + 0.5 * num_actions), n.shape)
-        ref_visits = np.full(len(n), total.sum())
-    else:
-        info = compute_grid_bounds(steps)
-        grid = np.nan_to_num(_to_grid(counts, n, info))  # (H, W, A)
-        padded = np.pad(grid, ((1, 1), (1, 1), (0, 0)))
-        neighbours = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]
-        xs = counts.index.get_level_values("x").to_numpy() - info["x_min"]
-        ys = counts.index.get_level_values("y").to_numpy() - info["y_min"]
-        m = neighbours[ys, xs]  # (cells, A)
-        ref_visits = m.sum(1)
-        q = (m + 0.5) / (ref_visits[:, None] + 0.5 * num_actions)
-    kl = (p * (np.log(p) - np.log(q))).sum(1)
-    kl[(visits < min_visits) | (ref_visits < min_visits)] = np.nan
-    return pd.DataFrame({"visits": visits.astype(int), "kl": kl}, index=counts.index)
-
-
 # ----------------------------------------------------------------------------- routing heatmaps
 
 
@@ -478,7 +314,7 @@ def render_routing_heatmap(
     weight rescaled from 1/E to 1); hatched grey where never visited. agg comes from
     aggregate_routing_by_position. key: draw the legend below the axes (a ramp per expert, named by
     its size). Returns the image (RGBA, alpha 0 where unvisited)."""
-    cols = _require_routing(agg, "render_routing_heatmap").get(layer)
+    cols = require_routing(agg, "render_routing_heatmap").get(layer)
     if cols is None:
         raise ValueError(f"no layer {layer} in this table (layers {list(routing_layers(agg.columns))})")
     num_experts = len(cols)
@@ -490,7 +326,7 @@ def render_routing_heatmap(
     for j in range(num_experts):
         rows = dominant == j
         rgba[rows] = _shade(j, strength[rows])
-    grid = np.nan_to_num(_to_grid(agg, rgba, grid_info))  # unvisited: alpha 0, shows the hatch
+    grid = np.nan_to_num(to_grid(agg, rgba, grid_info))  # unvisited: alpha 0, shows the hatch
     extent = _grid_axes(ax, grid_info)
     image = ax.imshow(grid, origin="upper", extent=extent, interpolation="nearest", zorder=1)
     ax.set_title(f"layer {layer}: dominant expert")
@@ -512,7 +348,7 @@ def render_lpc_heatmap(
     colorbar: bool = True,
 ) -> AxesImage:
     """Mean LPC per cell (viridis; hatched grey where never visited)."""
-    grid = _to_grid(agg, agg["lpc"].to_numpy(dtype=float), grid_info)
+    grid = to_grid(agg, agg["lpc"].to_numpy(dtype=float), grid_info)
     image = _value_heatmap(ax, grid, grid_info, "viridis", "LPC (Σ w·size²)", vmin, vmax, colorbar, "bottom")
     ax.set_title("mean LPC per cell")
     ax.set_label("lpc")
@@ -539,7 +375,7 @@ def plot_overall_routing(
     grid_info: Mapping[str, int] | None = None,
 ) -> Figure:
     """Level image (when given), one dominant-expert heatmap per layer, and the LPC heatmap."""
-    layers = _require_routing(steps, "plot_overall_routing")
+    layers = require_routing(steps, "plot_overall_routing")
     agg = aggregate_routing_by_position(steps, filter_fn)
     if agg.empty:
         raise ValueError("plot_overall_routing: no steps left after filter_fn")
@@ -562,7 +398,7 @@ def plot_overall_routing(
 @_styled
 def plot_lpc_heatmap(steps: pd.DataFrame, grid_info: Mapping[str, int] | None = None) -> Figure:
     """Mean LPC per cell, on its own (same panel as in plot_overall_routing)."""
-    _require_routing(steps, "plot_lpc_heatmap")
+    require_routing(steps, "plot_lpc_heatmap")
     grid_info = grid_info or compute_grid_bounds(steps)
     w, h = _heat_size(grid_info)
     fig = _figure(w + 0.8, h + 1.6)
@@ -575,161 +411,6 @@ def plot_lpc_heatmap(steps: pd.DataFrame, grid_info: Mapping[str, int] | None = 
 
 
 # ----------------------------------------------------------------------------- groupings
-
-
-def get_available_analyses(steps: pd.DataFrame, episodes: pd.DataFrame) -> list[str]:
-    """The groupings this cache supports, in ANALYSES order: 'overall' always; 'by_starting_room'
-    when the level has several rooms and episodes start in more than one; 'by_door_location' when
-    an episode has a door; the carrying / door phases when those events happened; key phases when
-    a key and a locked door exist and something was picked up;
-    'by_quadrant' when episodes have a target. Routing plots additionally need has_routing(steps)."""
-    contexts = _contexts(episodes)
-    found = ["overall"]
-    shapes = [c.get("room_grid_shape") for c in contexts]
-    rooms = {tuple(c["agent_start_room"]) for c in contexts if c.get("agent_start_room") is not None}
-    if any(s is not None and s[0] * s[1] > 1 for s in shapes) and len(rooms) > 1:
-        found.append("by_starting_room")
-    if (
-        "door_x" in episodes.columns
-        and any(c.get("doors") for c in contexts)
-        and episodes["door_x"].notna().any()
-    ):
-        found.append("by_door_location")
-    carrying = "carrying" in steps.columns and bool((steps["carrying"] == 1).any())
-    if carrying:
-        found.append("by_carrying_phase")
-    if "door_unlocked" in steps.columns and bool((steps["door_unlocked"] == 1).any()):
-        found.append("by_door_unlocked_phase")
-    # Key phases mean something only where a key opens a locked door (not for distractor keys).
-    locked = any(c.get("keys") and any(len(d) > 4 and d[4] for d in c.get("doors", [])) for c in contexts)
-    if locked and "t_pick" in steps.columns and steps["t_pick"].notna().any():
-        found.append("by_key_phase")
-    if any(c.get("target_pos") is not None for c in contexts):
-        found.append("by_quadrant")
-    return found
-
-
-def room_labels_for_groups(
-    sorted_keys: Sequence[Sequence[int]],
-    room_grid_shape: Sequence[int],
-    grid_size: Sequence[int] | None = None,
-) -> list[str]:
-    """Names like 'Top-Left' for rooms given by their top-left cell (x, y), in a room grid of
-    room_grid_shape (columns, rows). Room pitch comes from grid_size (width, height) when given,
-    else from the keys themselves."""
-    cols, rows = int(room_grid_shape[0]), int(room_grid_shape[1])
-    xs = [int(k[0]) for k in sorted_keys]
-    ys = [int(k[1]) for k in sorted_keys]
-
-    def pitch(values: list[int], count: int, extent: int | None) -> int:
-        # RoomGrid levels are (room_size - 1) * count + 1 cells wide: neighbours share a wall.
-        if extent is not None:
-            return max(1, (int(extent) - 1) // count)
-        nonzero = [v for v in values if v > 0]
-        return math.gcd(*nonzero) if nonzero else 1
-
-    px = pitch(xs, cols, grid_size[0] if grid_size is not None else None)
-    py = pitch(ys, rows, grid_size[1] if grid_size is not None else None)
-    col_names = {1: [""], 2: ["Left", "Right"], 3: ["Left", "Center", "Right"]}.get(cols)
-    row_names = {1: [""], 2: ["Top", "Bottom"], 3: ["Top", "Middle", "Bottom"]}.get(rows)
-    labels = []
-    for x, y in zip(xs, ys):
-        c, r = min(x // px, cols - 1), min(y // py, rows - 1)
-        col = col_names[c] if col_names else f"Col {c}"
-        row = row_names[r] if row_names else f"Row {r}"
-        labels.append("-".join(p for p in (row, col) if p) or "Only room")
-    return labels
-
-
-def _per_step(steps: pd.DataFrame, episodes: pd.DataFrame, per_episode: Sequence[Any]) -> np.ndarray:
-    lookup = pd.Series(list(per_episode), index=episodes["episode"].to_numpy())
-    return steps["episode"].map(lookup).to_numpy()
-
-
-def _door_side(ctx: dict, door_x: float, door_y: float) -> str:
-    if not np.isfinite(door_x) or not np.isfinite(door_y):
-        return "no door identified"
-    x0, y0, x1, y1 = ctx.get("room_bounds") or (1, 1, ctx["grid_size"][0] - 2, ctx["grid_size"][1] - 2)
-    along_y = ("upper", "middle", "lower")
-    along_x = ("left part", "middle", "right part")
-
-    def third(v: float, lo: float, hi: float) -> int:
-        return int(min(2, max(0, (v - lo) / max(hi - lo + 1, 1) * 3)))
-
-    if door_x > x1:
-        return f"right wall, {along_y[third(door_y, y0, y1)]}"
-    if door_x < x0:
-        return f"left wall, {along_y[third(door_y, y0, y1)]}"
-    if door_y < y0:
-        return f"top wall, {along_x[third(door_x, x0, x1)]}"
-    if door_y > y1:
-        return f"bottom wall, {along_x[third(door_x, x0, x1)]}"
-    return "not on start room's wall"
-
-
-def group_labels(steps: pd.DataFrame, episodes: pd.DataFrame, group_by: str) -> tuple[pd.Series, list[str]]:
-    """(label of every step, labels in display order) for one of ANALYSES."""
-    n = len(steps)
-    if group_by == "overall":
-        return pd.Series(["all steps"] * n, index=steps.index), ["all steps"]
-    if group_by not in ANALYSES:
-        raise ValueError(f"unknown grouping {group_by!r}; choose from {list(ANALYSES)}")
-    contexts = _contexts(episodes)
-    if group_by == "by_starting_room":
-        rooms = [tuple(c.get("agent_start_room") or (0, 0)) for c in contexts]
-        keys = sorted(set(rooms), key=lambda r: (r[1], r[0]))
-        shape = next((c["room_grid_shape"] for c in contexts if c.get("room_grid_shape")), (1, 1))
-        grid = max((c["grid_size"] for c in contexts), key=lambda s: s[0] * s[1])
-        names = dict(zip(keys, room_labels_for_groups(keys, shape, grid)))
-        labels = _per_step(steps, episodes, [names[r] for r in rooms])
-        order = [names[k] for k in keys]
-    elif group_by == "by_door_location":
-        dx = episodes["door_x"].to_numpy(dtype=float, na_value=np.nan)
-        dy = episodes["door_y"].to_numpy(dtype=float, na_value=np.nan)
-        sides = [_door_side(c, x, y) for c, x, y in zip(contexts, dx, dy)]
-        labels = _per_step(steps, episodes, sides)
-        walls = ("top", "right", "bottom", "left", "not", "no")
-        parts = ("upper", "left part", "middle", "lower", "right part")
-
-        def rank(side: str) -> tuple[int, int]:
-            wall = next(i for i, w in enumerate(walls) if side.startswith(w))
-            return wall, next((i for i, p in enumerate(parts) if side.endswith(p)), 0)
-
-        order = sorted(set(sides), key=rank)
-    elif group_by == "by_carrying_phase":
-        labels = np.where(steps["carrying"].to_numpy() == 1, "carrying", "not carrying")
-        order = ["not carrying", "carrying"]
-    elif group_by == "by_door_unlocked_phase":
-        labels = np.where(steps["door_unlocked"].to_numpy() == 1, "door opened", "door not yet opened")
-        order = ["door not yet opened", "door opened"]
-    elif group_by == "by_key_phase":
-        # Later events win: the phases are a progression (pick up the key, open the door, drop it).
-        labels = np.full(n, KEY_PHASES[0], dtype=object)
-        labels[steps["t_pick"].notna().to_numpy()] = KEY_PHASES[1]
-        labels[steps["door_unlocked"].to_numpy() == 1] = KEY_PHASES[2]
-        labels[steps["t_drop"].notna().to_numpy()] = KEY_PHASES[3]
-        order = list(KEY_PHASES)
-    else:  # by_quadrant: where the agent stands relative to the target it must reach
-        targets = [c.get("target_pos") or (np.nan, np.nan) for c in contexts]
-        tx = _per_step(steps, episodes, [float(t[0]) for t in targets]).astype(float)
-        ty = _per_step(steps, episodes, [float(t[1]) for t in targets]).astype(float)
-        dx, dy = steps["x"].to_numpy() - tx, steps["y"].to_numpy() - ty
-        vertical = np.where(dy < 0, "above", "below")
-        horizontal = np.where(dx < 0, "left", "right")
-        labels = np.char.add(np.char.add(vertical.astype(str), "-"), horizontal.astype(str)).astype(object)
-        labels[(dx == 0) | (dy == 0)] = "same row or column"
-        labels[np.isnan(tx)] = "no target"
-        order = ["above-left", "above-right", "below-left", "below-right", "same row or column", "no target"]
-    series = pd.Series(labels, index=steps.index, dtype=object)
-    present = set(series.unique())
-    return series, [g for g in order if g in present]
-
-
-def group_routing_data(steps: pd.DataFrame, episodes: pd.DataFrame, group_by: str) -> dict[str, pd.DataFrame]:
-    """{group label: its steps}, in display order; the groups partition the steps."""
-    labels, order = group_labels(steps, episodes, group_by)
-    return {g: steps[labels == g] for g in order}
-
 
 _GROUP_TITLES = {
     "overall": "all steps",
@@ -753,7 +434,7 @@ def plot_grouped_routing(
 ) -> Figure:
     """One row per group: level image (env_images[label], or one image for every row), one
     dominant-expert heatmap per layer, LPC on one colour scale shared by all rows."""
-    layers = _require_routing(steps, "plot_grouped_routing")
+    layers = require_routing(steps, "plot_grouped_routing")
     if group_by == "overall":
         return plot_overall_routing(steps, expert_sizes, grid_info=grid_info)
     labels, groups = group_labels(steps, episodes, group_by)
@@ -841,7 +522,7 @@ def plot_entropy_heatmap(steps: pd.DataFrame, grid_info: Mapping[str, int] | Non
     w, h = _heat_size(grid_info)
     fig = _figure(w + 1.2, h + 1.1)
     ax = fig.subplots()
-    grid = _to_grid(agg, agg["entropy"].to_numpy(), grid_info)
+    grid = to_grid(agg, agg["entropy"].to_numpy(), grid_info)
     top = f"policy entropy (nats; max ln {len(ACTION_NAMES)} = {math.log(len(ACTION_NAMES)):.2f})"
     _value_heatmap(ax, grid, grid_info, "magma", top, 0.0, None)
     ax.set_title(f"Policy entropy per cell ({len(steps)} steps)")
@@ -864,7 +545,7 @@ def plot_kl_heatmap(
     w, h = _heat_size(grid_info)
     fig = _figure(w + 1.2, h + 1.3)
     ax = fig.subplots()
-    grid = _to_grid(kl, kl["kl"].to_numpy(), grid_info)
+    grid = to_grid(kl, kl["kl"].to_numpy(), grid_info)
     _value_heatmap(ax, grid, grid_info, "plasma", "KL (nats)", 0.0, None)
     against = "all steps' actions" if reference == "global" else "4-neighbour cells' actions"
     ax.set_title(f"Action KL vs {against}\nJeffreys prior (+½ per action)")
@@ -917,7 +598,7 @@ def plot_episode_routing(
 ) -> Figure:
     """Every expert's weight at every step of one episode (a panel per layer, then LPC), with the
     first pickup / door opening / drop marked where they happened (at the first step after)."""
-    layers = _require_routing(steps, "plot_episode_routing")
+    layers = require_routing(steps, "plot_episode_routing")
     ep = steps[steps["episode"] == episode].sort_values("t")
     if ep.empty:
         raise ValueError(f"episode {episode} is not in this table")
@@ -965,7 +646,7 @@ def plot_event_aligned_routing(
 ) -> Figure:
     """Mean ± SEM (over episodes) of every expert's weight from `window` steps before to `window`
     after an event, aligned at the event (0 = first step after the action that caused it)."""
-    layers = _require_routing(steps, "plot_event_aligned_routing")
+    layers = require_routing(steps, "plot_event_aligned_routing")
     if event not in EVENT_NAMES:
         raise ValueError(f"event must be one of {list(EVENT_NAMES)}, not {event!r}")
     # The t_* columns are NaN until the event; the episode's max is its event step.
@@ -1002,7 +683,7 @@ def plot_event_aligned_routing(
 @_styled
 def plot_weight_histograms(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None) -> Figure:
     """Distribution over steps of each expert's router weight, a panel per layer."""
-    layers = _require_routing(steps, "plot_weight_histograms")
+    layers = require_routing(steps, "plot_weight_histograms")
     fig = _figure(_PANEL * 1.1 * len(layers), _PANEL * 0.95)
     axes = fig.subplots(1, len(layers), squeeze=False)[0]
     bins = np.linspace(0, 1, 26)
@@ -1030,7 +711,7 @@ def plot_weight_histograms(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[
 def plot_routing_entropy(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None = None) -> Figure:
     """Per layer, the distribution over steps of the router's weight entropy (nats); dashed: a
     uniform split (log E), solid: the mean."""
-    layers = _require_routing(steps, "plot_routing_entropy")
+    layers = require_routing(steps, "plot_routing_entropy")
     fig = _figure(_PANEL * 1.05 * len(layers), _PANEL * 0.85)
     axes = fig.subplots(1, len(layers), squeeze=False)[0]
     for ax, (layer, cols) in zip(axes, layers.items()):
@@ -1125,7 +806,7 @@ def plot_phase_specialisation(
 ) -> Figure:
     """Mean weight of every expert in every group (mean over episodes of each episode's mean in
     that group, ± SEM over episodes); ★ marks each group's dominant expert."""
-    layers = _require_routing(steps, "plot_phase_specialisation")
+    layers = require_routing(steps, "plot_phase_specialisation")
     available = get_available_analyses(steps, episodes)
     if group_by not in available:
         raise ValueError(f"grouping {group_by!r} is not available for this cache (available: {available})")
@@ -1154,8 +835,8 @@ def plot_success_vs_failure(
 ) -> Figure:
     """Per layer, each expert's episode-mean weight in successful vs failed episodes (± SEM over
     episodes), then mean LPC per episode."""
-    layers = _require_routing(episodes, "plot_success_vs_failure")
-    _require_routing(steps, "plot_success_vs_failure")
+    layers = require_routing(episodes, "plot_success_vs_failure")
+    require_routing(steps, "plot_success_vs_failure")
     outcomes = {"success": episodes[episodes["success"]], "failure": episodes[~episodes["success"]]}
     outcomes = {k: v for k, v in outcomes.items() if len(v)}
     fig = _figure(_PANEL * 1.0 * (len(layers) + 1), _PANEL * 1.0)
@@ -1193,25 +874,11 @@ def plot_success_vs_failure(
     return fig
 
 
-def _default_runs(results_df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of default evaluations (no knockout, on the training task, greedy)."""
-    df = results_df.copy()
-    if "knockout" in df.columns:
-        df = df[df["knockout"].fillna("none") == "none"]
-    if "eval_task_id" in df.columns:
-        df = df[df["eval_task_id"].fillna(df["task_id"]) == df["task_id"]]
-    if "sample" in df.columns:
-        df = df[~df["sample"].fillna(False).astype(bool)]
-    if df.empty:
-        raise ValueError("no default evaluations (knockout none, on the training task) in the results")
-    return df
-
-
 @_styled
 def plot_success_vs_lpc(results_df: pd.DataFrame) -> Figure:
     """Success rate (95% Wilson CI) against mean LPC per step, one point per evaluated checkpoint,
     colour = task, one panel per lpc_alpha: the accuracy/computation trade-off across runs."""
-    df = _default_runs(results_df)
+    df = default_runs(results_df)
     df = df[df["mean_lpc"].notna()]
     if df.empty:
         raise ValueError("no MoP evaluations with an LPC (the GRU baseline has none)")
@@ -1258,7 +925,7 @@ def plot_success_vs_lpc(results_df: pd.DataFrame) -> Figure:
 def plot_metrics_vs_update(results_df: pd.DataFrame) -> Figure:
     """Success rate (with its 95% CI band) and mean LPC against training update, one line per run
     (task, trial, seed); checkpoint_final rows are placed at their update."""
-    df = _default_runs(results_df)
+    df = default_runs(results_df)
     df = df[df["update"].notna()].copy()
     if df.empty:
         raise ValueError("no evaluations with an update number")
@@ -1272,8 +939,6 @@ def plot_metrics_vs_update(results_df: pd.DataFrame) -> Figure:
             "",
         )
     )
-    # checkpoint_final duplicates the last numbered checkpoint: keep one row per (run, update)
-    df = df.sort_values("checkpoint_path").drop_duplicates(["run", "update"], keep="first")
     fig = _figure(2 * _PANEL + 0.6, _PANEL * 0.95)
     ax_success, ax_lpc = fig.subplots(1, 2)
     for i, (run, rows) in enumerate(df.sort_values("update").groupby("run", sort=True)):
@@ -1428,19 +1093,6 @@ def plot_training_curves(
 # ----------------------------------------------------------------------------- the standard set
 
 
-def pick_example_episode(episodes: pd.DataFrame) -> int:
-    """A typical episode to draw step by step: among those with the most phase events (pickup,
-    door, drop), successful ones first, the one of median length (lowest index on ties)."""
-    events = sum(episodes[c].notna().astype(int) for c in EVENT_NAMES if c in episodes.columns)
-    pool = episodes[events == events.max()] if len(episodes) else episodes
-    if "success" in pool.columns and pool["success"].any():
-        pool = pool[pool["success"]]
-    if pool.empty:
-        raise ValueError("pick_example_episode: no episodes")
-    gap = (pool["length"] - pool["length"].median()).abs()
-    return int(pool.assign(gap=gap).sort_values(["gap", "episode"])["episode"].iloc[0])
-
-
 def standard_figures(
     data: CacheData,
     env_image: np.ndarray | None = None,
@@ -1525,11 +1177,3 @@ def save_figures(figures: Mapping[str, Figure], out_dir: str | os.PathLike, dpi:
             pyplot.close(fig)
         paths.append(path)
     return paths
-
-
-if __name__ == "__main__":
-    # The headless command lives in render_plots.py (it needs the env to draw the level); this
-    # module stays free of env imports when imported.
-    import render_plots
-
-    render_plots.main()

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from routing_cache import CacheError, find_caches, load_cache, run_subpath
+from routing_cache import CacheError, find_caches, load_cache
+from runs import run_subpath
 
 
 def render_cache(
@@ -26,7 +27,8 @@ def render_cache(
     """Render one cache's standard figures; returns the PNG paths."""
     from babyai_env import render_layout
     from experiment import read_metrics
-    from plotting_utils import pick_example_episode, save_figures, standard_figures
+    from plotting_utils import save_figures, standard_figures
+    from routing_analysis import pick_example_episode
 
     folder = Path(cache_folder)
     data = load_cache(folder)

@@ -4,7 +4,7 @@ One cache folder per (checkpoint, evaluated task, knockout) holds
     steps.parquet     one row per agent step (episode, t, position, router weights, logits, phases...)
     episodes.parquet  one row per episode (seed, mission, outcome, lengths, start layout as JSON)
     metadata.json     schema version, checkpoint path, config, metrics, evaluation settings
-and, with --cache_format json, `routing_data.json` in the seed's shape for older tools.
+and, with --cache_format json, `routing_data.json` in the earlier system's shape for its tools.
 
 Folder layout (`cache_dir_for`): <cache_dir>/<task_id>/trial_<N>/[seed_<S>/][update_<U>/][<variant>/]
 where update_<U> is left out for checkpoint_final.pt and <variant> is `eval_<task>` and/or
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+
+from runs import atomic_write
 
 SCHEMA_VERSION = 1
 STEPS_FILE, EPISODES_FILE, META_FILE, JSON_FILE = (
@@ -90,45 +90,6 @@ def weight_column(layer: int, expert: int) -> str:
     return f"layer_{layer}_expert_{expert}"
 
 
-def knockout_slug(spec: str | None) -> str | None:
-    if not spec:
-        return None
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", spec).strip("-")
-
-
-def cache_dir_for(
-    cache_root: str | os.PathLike,
-    config: dict,
-    checkpoint_path: str | os.PathLike,
-    eval_task_id: str | None = None,
-    knockout: str | None = None,
-) -> Path:
-    """Where the cache of one evaluation lives (see the module docstring)."""
-    d = Path(cache_root) / config["task_id"] / f"trial_{config['trial']}"
-    if config.get("seed") is not None:
-        d = d / f"seed_{config['seed']}"
-    stem = Path(checkpoint_path).stem.removeprefix("checkpoint_")
-    if stem != "final":
-        d = d / f"update_{stem if stem.isdigit() else config.get('update', 'unknown')}"
-    if eval_task_id and eval_task_id != config["task_id"]:
-        d = d / f"eval_{eval_task_id}"
-    if knockout:
-        d = d / f"knockout_{knockout_slug(knockout)}"
-    return d
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; caches are shared read-only data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -143,8 +104,21 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-# Step columns that are functions of others and of the episode row: not stored, rebuilt on load.
-# (The episode table is small and stored whole.)
+# The split between what evaluation records at each step and what is a function of those columns
+# and of the episode row. Derived columns are computed once, by `derive_step_columns`: evaluation
+# calls it on what it recorded, `load_cache` on what it read; they are never stored.
+RECORDED_STEP_COLUMNS = (
+    "episode",
+    "t",
+    "env_slot",
+    "x",
+    "y",
+    "direction",
+    "action",
+    "carrying",
+    "dist_to_key",
+    "dist_to_target",
+)  # besides the router weights layer_<k>_expert_<j> and the logits logit_<a>
 DERIVED_STEP_COLUMNS = ("door_unlocked", "t_unlocked", "t_pick", "t_drop", "dist_to_door", "lpc", "entropy")
 
 
@@ -152,7 +126,7 @@ def _storage_steps(steps: pd.DataFrame) -> pd.DataFrame:
     """What steps.parquet holds: router weights and logits as float16 (relative error < 0.05%,
     far below anything a routing plot shows; metrics are computed before, at full precision),
     other floats as float32, small integers downcast, derived columns dropped. This is what
-    makes the cache ~10x smaller than the seed's JSON: those 16 noisy floats per step do not
+    makes the cache ~10x smaller than the earlier system's JSON: those 16 noisy floats per step do not
     compress."""
     df = steps.drop(columns=[c for c in DERIVED_STEP_COLUMNS if c in steps.columns])
     for c in df.columns:
@@ -177,13 +151,8 @@ def _column(episodes: pd.DataFrame, column: str, position: np.ndarray) -> np.nda
     return episodes[column].to_numpy(dtype=float, na_value=np.nan)[position]
 
 
-def _restore_steps(
-    stored: dict[str, np.ndarray], episodes: pd.DataFrame, order: list[str] | None, config: dict
-) -> pd.DataFrame:
-    """Inverse of _storage_steps, on numpy columns (one DataFrame built at the end keeps loading
-    fast): float32 weights/logits, float64 other floats, int64 integers, and the derived columns
-    rebuilt (an event time is visible from the step it happened on; the door distance uses the
-    episode's door; LPC and entropy come from the stored weights and logits)."""
+def _restore_types(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Inverse of _storage_steps' downcasts: float32 weights/logits, float64 other floats, int64."""
     cols: dict[str, np.ndarray] = {}
     for name, values in stored.items():
         if values.dtype == np.float16:
@@ -194,6 +163,30 @@ def _restore_steps(
             cols[name] = values.astype(np.int64)
         else:
             cols[name] = values
+    return cols
+
+
+def step_column_order(columns: list[str] | Any) -> list[str]:
+    """The canonical order of a steps table: STEP_COLUMNS' order, then logits, then router weights."""
+    columns = list(columns)
+    logits = sorted((c for c in columns if c.startswith("logit_")), key=lambda c: int(c[6:]))
+    weights = sorted(
+        (c for c in columns if c.startswith("layer_")),
+        key=lambda c: [int(v) for v in c.removeprefix("layer_").split("_expert_")],
+    )
+    known = [c for c in STEP_COLUMNS if c in columns]
+    rest = [c for c in columns if c not in known and c not in logits and c not in weights]
+    return known + rest + logits + weights
+
+
+def derive_step_columns(
+    recorded: dict[str, np.ndarray], episodes: pd.DataFrame, config: dict
+) -> pd.DataFrame:
+    """The full steps table from the recorded columns (numpy arrays, rows sorted by episode and
+    t), the episodes table and the run config: an event time is visible from the step it happened
+    on; the door distance uses the episode's door; LPC (with the run's lpc_exponent) and the policy
+    entropy come from the router weights and logits. One DataFrame is built at the end (fast)."""
+    cols = dict(recorded)
     position, t = _episode_positions(episodes, cols["episode"]), cols["t"]
     for name in ("t_unlocked", "t_pick", "t_drop"):
         when = _column(episodes, name, position)
@@ -215,7 +208,7 @@ def _restore_steps(
         logits -= logits.max(axis=1, keepdims=True)
         log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         cols["entropy"] = -(np.exp(log_p) * log_p).sum(axis=1)
-    return pd.DataFrame({c: cols[c] for c in (order or cols)})
+    return pd.DataFrame({c: cols[c] for c in step_column_order(cols)})
 
 
 def write_cache(
@@ -239,14 +232,14 @@ def write_cache(
     )
     if "parquet" in formats:
         stored = _storage_steps(steps)
-        _atomic_write(directory / STEPS_FILE, lambda p: stored.to_parquet(p, index=False, compression="zstd"))
-        _atomic_write(
+        atomic_write(directory / STEPS_FILE, lambda p: stored.to_parquet(p, index=False, compression="zstd"))
+        atomic_write(
             directory / EPISODES_FILE,
             lambda p: episodes.to_parquet(p, index=False, compression="zstd"),
         )
     if "json" in formats:
-        _atomic_write(directory / JSON_FILE, lambda p: _write_seed_json(p, steps, episodes, meta))
-    _atomic_write(directory / META_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+        atomic_write(directory / JSON_FILE, lambda p: _write_legacy_json(p, steps, episodes, meta))
+    atomic_write(directory / META_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
     return directory
 
 
@@ -274,27 +267,11 @@ def load_cache(directory: str | os.PathLike) -> CacheData:
     episodes = pq.ParquetFile(directory / EPISODES_FILE).read().to_pandas()
     table = pq.ParquetFile(directory / STEPS_FILE).read()  # lighter than pd.read_parquet for one file
     stored = {name: table.column(name).to_numpy() for name in table.column_names}
-    steps = _restore_steps(
-        stored,
-        episodes,
-        meta.get("step_column_order"),
-        meta.get("config", {}),
-    )
+    steps = derive_step_columns(_restore_types(stored), episodes, meta.get("config", {}))
+    order = meta.get("step_column_order")
+    if order and set(order) <= set(steps.columns):  # the columns, in the order, evaluation returned
+        steps = steps[order]
     return CacheData(steps, episodes, meta, directory)
-
-
-def run_subpath(path: str | os.PathLike) -> Path:
-    """<task>/trial_<N>/[seed_<S>/][update_<U>/][eval_*/][knockout_*/] of a cache folder, run folder
-    or checkpoint (its .pt suffix dropped), whatever the root: where its plots go below plots/."""
-    path = Path(path)
-    parts = (path.with_suffix("") if path.suffix == ".pt" else path).parts
-    start = next((i - 1 for i, p in enumerate(parts) if i and p.startswith("trial_")), len(parts) - 1)
-    return Path(*parts[start:])
-
-
-def run_label(path: str | os.PathLike) -> str:
-    """'BabyAI-UnlockPickup-v0 · trial 0 · seed 2 · update 1500' for .../trial_0/seed_2/update_1500."""
-    return " · ".join(p.replace("_", " ", 1) for p in run_subpath(path).parts)
 
 
 def find_caches(root: str | os.PathLike) -> list[Path]:
@@ -302,9 +279,9 @@ def find_caches(root: str | os.PathLike) -> list[Path]:
     return sorted(p.parent for p in Path(root).rglob(META_FILE))
 
 
-def _write_seed_json(path: str, steps: pd.DataFrame, episodes: pd.DataFrame, meta: dict) -> None:
-    """The seed's routing_data.json: one record per step with position, layer_routing, lpc and
-    the episode's env_context (field names and nesting as the seed documents them)."""
+def _write_legacy_json(path: str, steps: pd.DataFrame, episodes: pd.DataFrame, meta: dict) -> None:
+    """The earlier system's routing_data.json: one record per step with position, layer_routing, lpc and
+    the episode's env_context (field names and nesting as the earlier system documents them)."""
     contexts = {int(e): json.loads(c) for e, c in zip(episodes["episode"], episodes["env_context"])}
     layers = sorted({int(c.split("_")[1]) for c in steps.columns if c.startswith("layer_")})
     columns = {k: [c for c in steps.columns if c.startswith(f"layer_{k}_expert_")] for k in layers}

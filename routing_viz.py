@@ -2,10 +2,11 @@
 
 A marimo notebook over one routing cache (or a fresh evaluation of a checkpoint): metrics, the
 dominant expert per grid cell by grouping (starting room, door, phase...), LPC, routing over time,
-weight distributions and phase specialisation. The plots live in plotting_utils.py; this file is
-wiring. Paths default to the project layout under the working directory; environment variables
-override them: ROUTING_CACHE_DIR (evaluation_cache), CHECKPOINT_DIRS (checkpoints:modal_checkpoints,
-os.pathsep-separated), RESULTS_CSV (evaluation_results.csv), PLOTS_DIR (plots).
+weight distributions and phase specialisation. The plots live in plotting_utils.py, the numbers in
+routing_analysis.py; this file is wiring. Paths default to the project layout under the working
+directory; environment variables override them: ROUTING_CACHE_DIR (evaluation_cache),
+CHECKPOINT_DIRS (checkpoints:modal_checkpoints, os.pathsep-separated), RESULTS_CSV
+(evaluation_results.csv), PLOTS_DIR (plots).
 
     marimo run routing_viz.py            # the app
     marimo edit routing_viz.py           # the notebook
@@ -28,7 +29,9 @@ with app.setup:
     import eval_mop
     import experiment
     import plotting_utils as pu
+    import routing_analysis as ra
     import routing_cache
+    from runs import cache_dir_for, run_label, run_subpath
 
 
 @app.cell(hide_code=True)
@@ -56,7 +59,7 @@ def _():
     ).split(os.pathsep)
     results_csv = Path(os.environ.get("RESULTS_CSV", "evaluation_results.csv"))
     plots_root = Path(os.environ.get("PLOTS_DIR", "plots"))
-    caches = {routing_cache.run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
+    caches = {run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
     checkpoints = {
         f"{_r.task_id} · trial {_r.trial}"
         + ("" if _r.seed is None else f" · seed {_r.seed}")
@@ -144,29 +147,27 @@ def _(
     )
     if use_cache.value:
         data = routing_cache.load_cache(cache_dropdown.value)
-        plot_dir = routing_cache.run_subpath(cache_dropdown.value)  # plots/ mirrors the cache's folder
+        plot_dir = run_subpath(cache_dropdown.value)  # plots/ mirrors the cache's folder
     else:
         with mo.status.spinner(title=f"Evaluating {episodes_slider.value} episodes..."):
             _result = eval_mop.evaluate(
                 checkpoint_dropdown.value,
-                num_episodes=episodes_slider.value,
-                num_envs=envs_slider.value,
-                record=True,
+                eval_mop.EvalOptions(num_episodes=episodes_slider.value, num_envs=envs_slider.value),
             )
         _config = _result.config
         _meta = {"checkpoint_path": checkpoint_dropdown.value, "config": _config, "metrics": _result.metrics}
         data = routing_cache.CacheData(
             _result.steps, _result.episodes, _meta, Path(checkpoint_dropdown.value)
         )
-        plot_dir = routing_cache.cache_dir_for("", _config, checkpoint_dropdown.value)
+        plot_dir = cache_dir_for("", _config, checkpoint_dropdown.value)
     return data, plot_dir
 
 
 @app.cell
 def _(data):
-    grid_info = pu.grid_info_for(data.steps, data.episodes)
-    analyses = pu.get_available_analyses(data.steps, data.episodes)
-    has_routing = pu.has_routing(data.steps)
+    grid_info = ra.grid_info_for(data.steps, data.episodes)
+    analyses = ra.get_available_analyses(data.steps, data.episodes)
+    has_routing = ra.has_routing(data.steps)
     eval_task = data.meta["metrics"].get("eval_task_id") or data.meta["config"]["task_id"]
     return analyses, eval_task, grid_info, has_routing
 
@@ -184,7 +185,7 @@ def _(data, eval_task, has_routing):
             f"{'identity' if size == 0 else f'{size} units'} **{w:.2f}**"
             for size, w in zip(data.expert_sizes[k], u)
         )
-        for k, u in (pu.expert_usage(_m) if has_routing else {}).items()
+        for k, u in (ra.expert_usage(_m) if has_routing else {}).items()
     ]
     _ko = _m.get("knockout", "none")
     mo.vstack(
@@ -243,12 +244,12 @@ def _(analyses, data, has_routing):
     episode_slider = mo.ui.slider(
         int(_episodes.min()),
         int(_episodes.max()),
-        value=pu.pick_example_episode(data.episodes) if has_routing else int(_episodes.min()),
+        value=ra.pick_example_episode(data.episodes) if has_routing else int(_episodes.min()),
         label="episode",
         include_input=True,
     )
     _events = {
-        name: e for e, name in pu.EVENT_NAMES.items() if e in data.steps and data.steps[e].notna().any()
+        name: e for e, name in ra.EVENT_NAMES.items() if e in data.steps and data.steps[e].notna().any()
     }
     event_dropdown = mo.ui.dropdown(_events, value=next(iter(_events), None), label="align on")
     window_slider = mo.ui.slider(3, 40, value=10, label="steps either side", show_value=True)
@@ -288,7 +289,7 @@ def _(analysis_dropdown, data, eval_task):
     _max_steps = data.meta["metrics"].get("max_steps")
     level_image, level_mission = babyai_env.render_layout(eval_task, int(_seeds.iloc[0]), _max_steps)
     if analysis_dropdown.value == "by_starting_room":
-        _labels, _rooms = pu.group_labels(data.steps, data.episodes, "by_starting_room")
+        _labels, _rooms = ra.group_labels(data.steps, data.episodes, "by_starting_room")
         _first = data.steps.groupby(_labels.to_numpy())["episode"].first()
         level_images = {
             g: babyai_env.render_layout(eval_task, int(_seeds[_first[g]]), _max_steps)[0] for g in _rooms
@@ -434,7 +435,7 @@ def _(
         metrics_rows=experiment.read_metrics(_metrics_file) if _metrics_file.is_file() else None,
         results_df=batch_eval.read_results(results_csv),
     )
-    if analysis_dropdown.value != "overall" and pu.has_routing(data.steps):
+    if analysis_dropdown.value != "overall" and ra.has_routing(data.steps):
         _figures[f"routing_{analysis_dropdown.value}"] = pu.plot_grouped_routing(
             data.steps, data.episodes, analysis_dropdown.value, data.expert_sizes, env_images=level_images
         )

@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from experiment import TrainConfig, cli_main, run_imitation
+from experiment import TrainConfig, cli_main
+from imitation import run_imitation
 from mixture_of_experts import PolicyOutput, build_policy, compute_lpc
 
 POLICY_TYPE = "mop"

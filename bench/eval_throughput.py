@@ -2,7 +2,7 @@
 
 1. episodes/s of eval_mop.evaluate on BabyAI-GoToLocal-v0 with routing recording off and on
    (1 process and all cores): the recording overhead is the ratio of the two.
-2. A 1,000-episode evaluation written as the Parquet cache and as the seed's routing_data.json:
+2. A 1,000-episode evaluation written as the Parquet cache and as the earlier system's routing_data.json:
    size on disk and time to load each back (load_cache vs json.loads; best of 5 reads each).
 
 Needs a checkpoint; without --checkpoint it trains a small one first (about a minute).
@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train_mop  # noqa: E402
-from eval_mop import evaluate, save_evaluation  # noqa: E402
+from eval_mop import EvalOptions, evaluate, save_evaluation  # noqa: E402
 from experiment import default_num_workers, load_config  # noqa: E402
 from routing_cache import JSON_FILE, load_cache  # noqa: E402
 
@@ -65,13 +65,13 @@ def main() -> None:
         workers = default_num_workers()
         bot_paths: dict = {}
         evaluate(
-            checkpoint, num_episodes=args.episodes, record=False, bot_paths=bot_paths
+            checkpoint, EvalOptions(num_episodes=args.episodes, record=False), bot_paths
         )  # warm the bot-path cache
         rates = {}
         for record in (False, True):
             for n in (1, workers):
-                job = partial(evaluate, checkpoint, num_episodes=args.episodes, record=record, num_workers=n)
-                result, seconds = timed(partial(job, bot_paths=bot_paths))
+                options = EvalOptions(num_episodes=args.episodes, record=record, num_workers=n)
+                result, seconds = timed(partial(evaluate, checkpoint, options, bot_paths))
                 rates[record, n] = args.episodes / seconds
                 if record and n == 1:
                     recorded = result

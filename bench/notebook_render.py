@@ -54,7 +54,9 @@ def build_cache(out: Path, task_id: str, num_episodes: int) -> Path:
     )
     ckpt = train_mop.main(cfg, progress=False)["checkpoints"][-1]
     workers = max(1, min(os.cpu_count() or 1, 8))
-    result = eval_mop.evaluate(ckpt, num_episodes=num_episodes, num_envs=16, num_workers=workers)
+    result = eval_mop.evaluate(
+        ckpt, eval_mop.EvalOptions(num_episodes=num_episodes, num_envs=16, num_workers=workers)
+    )
     return eval_mop.save_evaluation(result, ckpt, out / "evaluation_cache")
 
 
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import babyai_env  # noqa: F401  (torch, minigrid)
     import plotting_utils  # noqa: F401
+    import routing_analysis  # noqa: F401
     import routing_cache
 
     imports = time.perf_counter() - start

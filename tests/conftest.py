@@ -1,4 +1,7 @@
-"""Shared fixtures."""
+"""Shared fixtures: a tiny DistilBERT, the tiny preset and one tiny run shared by the modules."""
+
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -29,3 +32,63 @@ def tiny_distilbert(tmp_path_factory) -> str:
     tokenizer.save_pretrained(str(path))
     model.save_pretrained(str(path))
     return str(path)
+
+
+# ----------------------------------------------------------------------------- tiers
+
+# Fixtures that train or evaluate for real: a test that uses one is tier 2 (marked slow), so
+# `pytest -m "not slow and not browser"` is the seconds-long tier 1.
+TIER2_FIXTURES = {"tiny_run", "trained", "project", "caches", "mop", "gru", "volumes", "tiny_distilbert"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TIER2_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+# ----------------------------------------------------------------------------- the tiny preset
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_PRESET = ROOT / "configs" / "tiny.yaml"
+
+
+def tiny_config(checkpoint_dir, **overrides):
+    """configs/tiny.yaml (seconds to train) with a checkpoint folder and any overrides."""
+    from experiment import load_config
+
+    return load_config(TINY_PRESET, {"checkpoint_dir": str(checkpoint_dir), **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One tiny MoP run trained for real, batch-evaluated and cached, shared by every test module
+    that only reads it (tier 2): checkpoints/<task>/trial_0/checkpoint_{3,final}.pt under `root`,
+    evaluation_results.csv and evaluation_cache/ beside them."""
+    import batch_eval
+    import train_mop
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    cfg = tiny_config(root / "checkpoints")
+    summary = train_mop.main(cfg, progress=False)
+    results, cache = root / "evaluation_results.csv", root / "evaluation_cache"
+    batch_eval.main(
+        [
+            "--checkpoint_dir",
+            str(root / "checkpoints"),
+            "--num_episodes",
+            "6",
+            "--results_path",
+            str(results),
+            "--cache_dir",
+            str(cache),
+        ]
+    )
+    return SimpleNamespace(
+        root=root,
+        config=cfg,
+        run_dir=Path(summary["run_dir"]),
+        checkpoints=[Path(p) for p in summary["checkpoints"]],
+        results=results,
+        cache_root=cache,
+    )

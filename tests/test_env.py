@@ -9,22 +9,20 @@ import pytest
 import torch
 from minigrid.utils.baby_ai_bot import BabyAIBot
 
-import babyai_env
+import collection
 from babyai_env import (
     EVAL_SEED_START,
     TRAIN_SEED_START,
-    Collector,
-    ParallelCollector,
     SafeBot,
     ViewCache,
     check_task_id,
     encode_obs,
     make_env,
-    merge_chunks,
     obs_dim,
     quiet_reset,
     train_episode_seed,
 )
+from collection import Collector, ParallelCollector, merge_chunks
 from language import build_mission_encoder
 from mixture_of_experts import build_policy
 
@@ -207,7 +205,7 @@ def test_success_needs_positive_reward(monkeypatch):
 
 def test_bot_failure_masks_the_step_and_resets(monkeypatch):
     hang_seeds = iter([6, 14, 35] + [2] * 100)  # GoToImpUnlock layouts where the bot loops forever
-    monkeypatch.setattr(babyai_env, "train_episode_seed", lambda *a: next(hang_seeds))
+    monkeypatch.setattr(collection, "train_episode_seed", lambda *a: next(hang_seeds))
     policy, encoder = small_agent()
     c = Collector(
         "BabyAI-GoToImpUnlock-v0", [0], run_seed=0, max_steps=None, obs_encoding="raw", teacher_forcing=1.0

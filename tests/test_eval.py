@@ -14,39 +14,21 @@ from minigrid.envs.babyai.core.verifier import AfterInstr, BeforeInstr, GoToInst
 
 import batch_eval
 import train_mop
-from babyai_env import SafeBot, make_env, quiet_reset
-from eval_mop import EvalError, _ordered_instructions, _Tracker, compute_metrics, evaluate, wilson_interval
+from babyai_env import PhaseTracker, SafeBot, make_env, ordered_instructions, quiet_reset
+from eval_mop import EvalError, EvalOptions, compute_metrics, evaluate, wilson_interval
 from experiment import load_config
-from routing_cache import JSON_FILE, SCHEMA_VERSION, CacheError, cache_dir_for, load_cache, write_cache
+from routing_cache import JSON_FILE, SCHEMA_VERSION, CacheError, load_cache, write_cache
+from runs import cache_dir_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "BabyAI-GoToRedBallGrey-v0"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny MoP checkpoint trained for real (tier 2), shared by the tests of this module."""
-    root = tmp_path_factory.mktemp("run")
-    cfg = load_config(
-        None,
-        {
-            "task_id": TASK,
-            "num_envs": 4,
-            "unroll_len": 8,
-            "num_updates": 6,
-            "log_interval": 3,
-            "checkpoint_interval": 3,
-            "num_workers": 0,
-            "intermediate_dim": 16,
-            "router_hidden_size": 8,
-            "expert_hidden_sizes": [[0, 8, 16], [0, 8]],
-            "lang_dim": 8,
-            "checkpoint_dir": str(root / "checkpoints"),
-            "path_ratio_fraction": 0.0,
-        },
-    )
-    train_mop.main(cfg, progress=False)
-    return root
+def trained(tiny_run):
+    """The session's tiny MoP run (configs/tiny.yaml: checkpoint_3.pt and checkpoint_final.pt,
+    update 6) under <root>/checkpoints/ (tier 2)."""
+    return tiny_run.root
 
 
 def hand_episodes():
@@ -78,8 +60,8 @@ def test_metrics_on_hand_made_episodes():
 
 def test_execution_order_of_compound_missions():
     ball, key = GoToInstr(ObjDesc("ball", "red")), PickupInstr(ObjDesc("key", "blue"))
-    assert _ordered_instructions(AfterInstr(ball, key)) == [key, ball]  # "go to ball after you pick up key"
-    assert _ordered_instructions(BeforeInstr(ball, key)) == [ball, key]
+    assert ordered_instructions(AfterInstr(ball, key)) == [key, ball]  # "go to ball after you pick up key"
+    assert ordered_instructions(BeforeInstr(ball, key)) == [ball, key]
 
 
 def test_multi_door_phase_fields_follow_the_door_opened_first():
@@ -87,7 +69,7 @@ def test_multi_door_phase_fields_follow_the_door_opened_first():
     env = make_env("BabyAI-OpenTwoDoors-v0")
     for seed in range(3):
         quiet_reset(env, seed)
-        tracker, bot = _Tracker(env), SafeBot(env)
+        tracker, bot = PhaseTracker(env), SafeBot(env)
         doors = list(tracker.closed_at_start)
         assert len(doors) == 2
         first_open = None
@@ -108,11 +90,11 @@ def test_multi_door_phase_fields_follow_the_door_opened_first():
 def test_carried_target_and_key_distance_is_zero():
     env = make_env("BabyAI-UnlockPickup-v0")
     quiet_reset(env, 1)
-    tracker = _Tracker(env)
+    tracker = PhaseTracker(env)
     assert isinstance(tracker.key, Key)
     env.carrying = tracker.key
     fields = tracker.observe(0)
-    assert fields[0] == 1 and fields[5] == 0.0  # carrying, dist_to_key
+    assert fields.carrying == 1 and fields.dist_to_key == 0.0
     assert tracker.t_pick == 0
     env.carrying = None
     tracker.observe(3)
@@ -122,9 +104,9 @@ def test_carried_target_and_key_distance_is_zero():
 
 def test_evaluation_is_exact_reproducible_and_split_invariant(trained):
     ckpt = trained / "checkpoints" / TASK / "trial_0" / "checkpoint_final.pt"
-    a = evaluate(ckpt, num_episodes=13, num_envs=4)
-    b = evaluate(ckpt, num_episodes=13, num_envs=3)
-    c = evaluate(ckpt, num_episodes=13, num_envs=4, num_workers=2)
+    a = evaluate(ckpt, EvalOptions(num_episodes=13, num_envs=4))
+    b = evaluate(ckpt, EvalOptions(num_episodes=13, num_envs=3))
+    c = evaluate(ckpt, EvalOptions(num_episodes=13, num_envs=4, num_workers=2))
     assert len(a.episodes) == 13 and a.episodes["episode"].tolist() == list(range(13))
     assert a.episodes["seed"].tolist() == list(range(13))  # evaluation seeds, disjoint from training
     for other in (b, c):
@@ -143,19 +125,19 @@ def test_evaluation_is_exact_reproducible_and_split_invariant(trained):
 
 def test_knockout_changes_routing_and_is_named(trained):
     ckpt = trained / "checkpoints" / TASK / "trial_0" / "checkpoint_final.pt"
-    r = evaluate(ckpt, num_episodes=6, knockout="largest")
+    r = evaluate(ckpt, EvalOptions(num_episodes=6, knockout="largest"))
     assert r.metrics["knockout"] == "largest"
     assert r.steps["layer_0_expert_2"].max() == 0 and r.steps["layer_1_expert_1"].max() == 0
-    t = evaluate(ckpt, num_episodes=6, knockout_threshold=0.4, record=False)
+    t = evaluate(ckpt, EvalOptions(num_episodes=6, knockout_threshold=0.4, record=False))
     assert t.metrics["knockout"] == "threshold_0.4" and t.steps.empty
     for bad in ("layer_5:0", "layer_0:9", "layer_0-1", "layer_1:0,layer_1:1"):
         with pytest.raises(EvalError):
-            evaluate(ckpt, num_episodes=2, knockout=bad)
+            evaluate(ckpt, EvalOptions(num_episodes=2, knockout=bad))
 
 
 def test_cache_round_trip_json_shape_and_schema(trained, tmp_path):
     ckpt = trained / "checkpoints" / TASK / "trial_0" / "checkpoint_3.pt"
-    r = evaluate(ckpt, num_episodes=5)
+    r = evaluate(ckpt, EvalOptions(num_episodes=5))
     config = {"task_id": TASK, "trial": 0, "seed": 2, "expert_hidden_sizes": [[0, 8, 16], [0, 8]]}
     directory = cache_dir_for(tmp_path, config, ckpt)
     assert directory == tmp_path / TASK / "trial_0" / "seed_2" / "update_3"
@@ -286,17 +268,29 @@ def test_batch_eval_end_to_end_and_planning(trained, tmp_path, monkeypatch):
     results, cache = tmp_path / "res.csv", tmp_path / "cache"
     common = ["--num_episodes", "4", "--results_path", str(results), "--cache_dir", str(cache)]
     out = batch_eval.main(common)
-    assert len(out["evaluated"]) == 3  # checkpoint_3, checkpoint_6, checkpoint_final
+    assert len(out["evaluated"]) == 2  # checkpoint_3, checkpoint_final (update 6, stored once)
     df = pd.read_csv(results)
-    assert list(df.columns[:18]) == batch_eval.SEED_COLUMNS and len(df) == 3
+    assert list(df.columns[:18]) == batch_eval.LEGACY_COLUMNS and len(df) == 2
     assert set(df["update"]) == {3, 6} and df["checkpoint_path"].str.startswith("checkpoints/").all()
     assert (cache / TASK / "trial_0" / "update_3" / "steps.parquet").exists()
     assert (cache / TASK / "trial_0" / "steps.parquet").exists()  # checkpoint_final
     assert batch_eval.main(common)["evaluated"] == []  # nothing new
     again = batch_eval.main([*common, "--force", "--final_only", "--skip_routing"])
-    assert len(again["evaluated"]) == 1 and len(pd.read_csv(results)) == 3
+    assert len(again["evaluated"]) == 1 and len(pd.read_csv(results)) == 2
     ko = batch_eval.main([*common, "--update", "3", "--knockout", "largest"])
-    assert len(ko["evaluated"]) == 1 and len(pd.read_csv(results)) == 4
+    assert len(ko["evaluated"]) == 1 and len(pd.read_csv(results)) == 3
+
+
+def test_a_numbered_alias_of_the_final_checkpoint_is_evaluated_once(trained, tmp_path):
+    """Runs written before the final weights were stored once (and the earlier system's) hold
+    checkpoint_<N>.pt and checkpoint_final.pt with the same weights: one row, named final."""
+    import shutil
+
+    run = tmp_path / "ck" / TASK / "trial_0"
+    shutil.copytree(trained / "checkpoints" / TASK / "trial_0", run)
+    shutil.copy(run / "checkpoint_final.pt", run / "checkpoint_6.pt")
+    names = sorted(Path(r.path).name for r in batch_eval.discover([str(tmp_path / "ck")]))
+    assert names == ["checkpoint_3.pt", "checkpoint_final.pt"]
 
 
 def run_cli(script, *args, cwd):
@@ -333,11 +327,11 @@ def test_incompatible_checkpoint_is_named(trained, tmp_path):
     ckpt["config"]["expert_hidden_sizes"] = [[0, 4]]
     torch.save(ckpt, tmp_path / "other.pt")
     with pytest.raises(EvalError, match="does not match its config"):
-        evaluate(tmp_path / "other.pt", num_episodes=2)
+        evaluate(tmp_path / "other.pt", EvalOptions(num_episodes=2))
 
 
 def test_distilbert_encoder_trains_and_evaluates(tiny_distilbert, tmp_path):
-    """The seed's language option end to end, on a small randomly initialised DistilBERT."""
+    """The earlier system's language option end to end, on a small randomly initialised DistilBERT."""
     import torch
 
     cfg = load_config(
@@ -361,7 +355,7 @@ def test_distilbert_encoder_trains_and_evaluates(tiny_distilbert, tmp_path):
     ckpt_path = train_mop.main(cfg, progress=False)["checkpoints"][-1]
     ckpt = torch.load(ckpt_path, weights_only=True)
     assert ckpt["lang_proj_state_dict"]["weight"].shape == (8, 32)
-    assert evaluate(ckpt_path, num_episodes=3, record=False).metrics["num_episodes"] == 3
+    assert evaluate(ckpt_path, EvalOptions(num_episodes=3, record=False)).metrics["num_episodes"] == 3
 
 
 def test_derived_phase_columns_are_rebuilt_exactly(tmp_path):
@@ -397,7 +391,7 @@ def test_derived_phase_columns_are_rebuilt_exactly(tmp_path):
 
 
 def test_run_paths_and_labels_from_any_root():
-    from routing_cache import run_label, run_subpath
+    from runs import run_label, run_subpath
 
     cache = "/x/evaluation_cache/BabyAI-UnlockPickup-v0/trial_0/seed_2/update_1500/knockout_threshold_0.1"
     assert run_subpath(cache) == Path(

@@ -7,19 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config
 
 import train
 import train_mop
 from experiment import (
     ConfigError,
     TrainConfig,
-    atomic_torch_save,
     build_arg_parser,
     config_from_args,
     load_checkpoint,
     load_config,
     read_metrics,
     run_dir,
+    save_checkpoint,
 )
 from mixture_of_experts import GRUPolicy, MixtureOfExpertsPolicy, build_policy
 
@@ -130,7 +131,7 @@ def test_checkpoint_round_trip_and_corrupt_file(tmp_path):
             "expert_hidden_sizes": [[0, 8]],
         }
     )
-    atomic_torch_save({"policy_state_dict": policy.state_dict(), "config": {"a": [1, 2]}}, tmp_path / "c.pt")
+    save_checkpoint(tmp_path / "c.pt", {"policy_state_dict": policy.state_dict(), "config": {"a": [1, 2]}})
     loaded = load_checkpoint(tmp_path / "c.pt")
     for k, v in policy.state_dict().items():
         torch.testing.assert_close(loaded["policy_state_dict"][k], v)
@@ -144,37 +145,24 @@ def test_checkpoint_round_trip_and_corrupt_file(tmp_path):
 
 # ----------------------------------------------------------------------------- tier 2: real runs
 
-TINY = dict(
-    task_id="BabyAI-GoToRedBallGrey-v0",
-    num_envs=4,
-    unroll_len=8,
-    num_updates=4,
-    log_interval=2,
-    checkpoint_interval=2,
-    num_workers=0,
-    intermediate_dim=16,
-    router_hidden_size=8,
-    expert_hidden_sizes=[[0, 8, 16], [0, 8]],
-    lang_dim=8,
-    hidden_size=16,
-    path_ratio_fraction=0.5,
-)
-
 
 def tiny(tmp_path, **kw):
-    return load_config(None, {**TINY, "checkpoint_dir": str(tmp_path / "ck"), **kw})
+    """configs/tiny.yaml, 4 updates with checkpoints every 2."""
+    overrides = dict(num_updates=4, log_interval=2, checkpoint_interval=2, path_ratio_fraction=0.5)
+    return tiny_config(tmp_path / "ck", **{**overrides, **kw})
 
 
+@pytest.mark.slow
 def test_tiny_real_training_run_writes_loadable_checkpoints(tmp_path):
     cfg = tiny(tmp_path, seed=1, lpc_alpha=1e-4, normalize_lpc=True)
     summary = train_mop.main(cfg, progress=False)
     directory = tmp_path / "ck" / "BabyAI-GoToRedBallGrey-v0" / "trial_0" / "seed_1"
     assert Path(summary["run_dir"]) == directory == run_dir(cfg)
-    assert sorted(p.name for p in directory.glob("*.pt")) == [
+    assert sorted(p.name for p in directory.glob("*.pt")) == [  # the final weights are stored once
         "checkpoint_2.pt",
-        "checkpoint_4.pt",
         "checkpoint_final.pt",
     ]
+    assert json.loads((directory / "config.json").read_text())["task_id"] == "BabyAI-GoToRedBallGrey-v0"
     ckpt = torch.load(directory / "checkpoint_final.pt", weights_only=True)
     for key in (
         "task_id",
@@ -205,6 +193,7 @@ def test_tiny_real_training_run_writes_loadable_checkpoints(tmp_path):
         assert "routing/layer_1/expert_1" in r and r["perf/frames_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_loss_curve(tmp_path):
     a = train_mop.main(tiny(tmp_path / "a", seed=3), progress=False)
     b = train_mop.main(tiny(tmp_path / "b", seed=3), progress=False)
@@ -214,6 +203,7 @@ def test_same_seed_same_loss_curve(tmp_path):
     assert losses[0] != losses[2]
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten_and_resume_continues(tmp_path):
     train_mop.main(tiny(tmp_path, num_updates=2), progress=False)
     directory = tmp_path / "ck" / "BabyAI-GoToRedBallGrey-v0" / "trial_0"
@@ -233,6 +223,7 @@ def test_existing_run_is_not_overwritten_and_resume_continues(tmp_path):
         train_mop.main(tiny(tmp_path, num_updates=4), resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_gru_baseline_writes_the_same_formats(tmp_path):
     summary = train.main(tiny(tmp_path), progress=False)
     ckpt = torch.load(Path(summary["run_dir"]) / "checkpoint_final.pt", weights_only=True)
@@ -244,6 +235,7 @@ def test_gru_baseline_writes_the_same_formats(tmp_path):
     assert json.dumps(rows) and all("train/lpc" not in r for r in rows) and rows[-1]["update"] == 4
 
 
+@pytest.mark.slow
 def test_parallel_workers_train(tmp_path):
     summary = train_mop.main(
         tiny(tmp_path, num_workers=2, num_updates=2, checkpoint_interval=None), progress=False

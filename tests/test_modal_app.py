@@ -3,8 +3,13 @@ BabyAI run, with temporary folders standing in for the rl-mop and rl-mop-eval vo
 standing in for .remote/.spawn/.map (no Modal account or network needed)."""
 
 import ast
+import dataclasses
 import inspect
+import re
+import shlex
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import types
@@ -13,12 +18,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 modal = pytest.importorskip("modal", reason="the Modal client (pip install modal==1.6.4) is not installed")
+
+import click  # noqa: E402  (Modal's CLI library)
 
 import batch_eval  # noqa: E402
 import experiment  # noqa: E402
 import modal_app  # noqa: E402
+from eval_mop import EvalOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "BabyAI-GoToRedBallGrey-v0"
@@ -28,7 +37,7 @@ TINY = {
     "seed": 1,
     "num_envs": 4,
     "unroll_len": 8,
-    "num_updates": 2,
+    "num_updates": 3,
     "checkpoint_interval": 1,
     "log_interval": 1,
     "num_workers": 0,
@@ -38,17 +47,7 @@ TINY = {
     "lang_dim": 8,
     "path_ratio_fraction": 0.0,
 }
-EVAL_OPTIONS = {
-    "num_episodes": 4,
-    "num_envs": 2,
-    "skip_routing": False,
-    "formats": ["parquet"],
-    "eval_task_id": None,
-    "max_steps": None,
-    "sample": False,
-    "knockout": None,
-    "knockout_threshold": None,
-}
+EVAL_OPTIONS = batch_eval.BatchOptions(eval=EvalOptions(num_episodes=4, num_envs=2))
 RUN = Path(TASK) / "trial_0" / "seed_1"
 
 
@@ -73,7 +72,7 @@ class Fake:
 
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory):
-    """A checkpoint 'volume' holding one tiny trained run (updates 1, 2, final)."""
+    """A checkpoint 'volume' holding one tiny trained run (updates 1, 2, final = 3)."""
     base = tmp_path_factory.mktemp("vol")
     commits = []
     summary = modal_app._train_body(TINY, str(base / "modal_checkpoints"), commit=lambda: commits.append(1))
@@ -115,6 +114,13 @@ def test_app_functions_volumes_and_image_contents():
         }
         missing = (imported & local) - set(modal_app.PROJECT_MODULES)
         assert not missing, f"{name} imports {missing}, which the image does not add"
+    # The list is derived from the repo, so it covers every module the entry scripts reach.
+    entry = {"train_mop", "train", "batch_eval", "eval_mop", "experiment"}
+    assert entry <= set(modal_app.PROJECT_MODULES)
+    assert not {"modal_app", "routing_viz", "logit_viz", "cross_task_viz"} & set(modal_app.PROJECT_MODULES)
+    assert set(modal_app.PROJECT_MODULES) == {
+        p.stem for p in ROOT.glob("*.py") if not p.stem.endswith("_viz") and p.stem != "modal_app"
+    }
 
 
 def _hints(entrypoint) -> tuple[inspect.Signature, dict]:
@@ -180,6 +186,66 @@ def test_the_readme_commands_parse():
     )
     assert (p["num_episodes"], p["force"], p["task"]) == (500, True, "BabyAI-UnlockPickup-v0")
     assert parse(modal_app.eval_main, [])["num_episodes"] == 1000
+    p = parse(
+        modal_app.main,
+        ["--task-ids", TASK, "--trials", "0", "--seeds", "1", "--set", "hidden_size=128 lr=1e-3"]
+        + ["--config", "my.yaml", "--script", "train.py"],
+    )
+    assert (p["seeds"], p["set"], p["config"]) == ("1", "hidden_size=128 lr=1e-3", "my.yaml")
+    with pytest.raises(click.MissingParameter):  # main_seeds is main with --seeds required
+        parse(modal_app.main_seeds, ["--task-ids", TASK, "--trials", "0"])
+
+
+def _documented_commands() -> list[list[str]]:
+    """Every `modal run` command of README.md's Modal section and of modal_app's docstring."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Cloud runs on Modal", 1)[1].split("\n## ", 1)[0]
+    text = (section + "\n" + modal_app.__doc__).replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("modal run")]
+    # README marks optional flags as [--flag value]
+    return [[t.strip("[]") for t in shlex.split(line) if t.strip("[]")] for line in lines]
+
+
+def test_every_documented_command_parses_and_its_training_settings_validate(monkeypatch, tmp_path):
+    """Each `modal run` line of the README and the docstring goes through Modal's own CLI parser; the
+    training ones then run main's local validation (with a fake launcher) without an error."""
+    from modal.cli.run import _get_click_command_for_local_entrypoint as command
+
+    monkeypatch.chdir(tmp_path)
+    launcher = Fake(lambda jobs, cpu, gpu: [{"label": j["label"], "skipped": "at update 5"} for j in jobs])
+    monkeypatch.setattr(modal_app, "train_all", launcher)
+    commands = _documented_commands()
+    names = [re.search(r"modal_app\.py::(\w+)", " ".join(c)).group(1) for c in commands]
+    assert {"main", "main_seeds", "eval_parallel", "eval_main"} <= set(names)
+    readme = (ROOT / "README.md").read_text()
+    assert "--set" in readme and "--config" in readme and "--seeds" in readme
+    for args, name in zip(commands, names):
+        rest = args[args.index(f"modal_app.py::{name}") + 1 :]
+        entrypoint = getattr(modal_app, name)
+        params = command(modal_app.app, entrypoint).make_context("modal run", rest).params
+        if name in ("main", "main_seeds"):
+            if params["config"]:
+                Path(params["config"]).write_text("lr: 0.001\n")
+            before = len(launcher.calls)
+            entrypoint(**params)
+            assert len(launcher.calls) == before + 1, args
+
+
+def test_modal_cli_builds_main_seeds_from_mains_signature():
+    """`modal run modal_app.py::main_seeds --help` (offline): main's flags, --seeds required."""
+    modal_cli = Path(sys.executable).parent / "modal"
+    out = subprocess.run(
+        [str(modal_cli), "run", "modal_app.py::main_seeds", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    flags = dict(re.findall(r"^\s+(--[\w-]+)[^\n]*?(\[required\])?$", out.stdout, re.M))
+    main_flags = {"--" + n.replace("_", "-") for n in inspect.signature(modal_app.main.info.raw_f).parameters}
+    assert main_flags <= set(flags)
+    assert {f for f, req in flags.items() if req} == {"--task-ids", "--trials", "--seeds"}
 
 
 # ----------------------------------------------------------------------------- launching training
@@ -189,20 +255,107 @@ def test_the_readme_commands_parse():
     "kwargs, message",
     [
         ({"task_ids": "BabyAI-NoSuchLevel-v0", "trials": "0"}, "task_id"),
-        ({"task_ids": TASK, "trials": "0", "lr": -1.0}, "lr"),
+        ({"task_ids": TASK, "trials": "0", "set": "lr=-1"}, "lr"),
         ({"task_ids": TASK, "trials": "0,x"}, "--trials"),
         ({"task_ids": TASK, "trials": "0", "script": "train_gru.py"}, "--script"),
-        ({"task_ids": TASK, "trials": "0", "expert_hidden_sizes": "8,a"}, "expert_hidden_sizes"),
+        ({"task_ids": TASK, "trials": "0", "set": "expert_hidden_sizes=8,a"}, "expert_hidden_sizes"),
+        ({"task_ids": TASK, "trials": "0", "set": "hiden_size=128"}, "did you mean 'hidden_size'"),
+        ({"task_ids": TASK, "trials": "0", "set": "hidden_size=big"}, "hidden_size"),
+        ({"task_ids": TASK, "trials": "0", "set": "hidden_size=[1"}, "--set hidden_size"),
+        ({"task_ids": TASK, "trials": "0", "set": "lpc_alpha 1e-4"}, "key=value"),
+        ({"task_ids": TASK, "trials": "0", "set": "lr=1e-3 lr=1e-2"}, "twice"),
+        ({"task_ids": TASK, "trials": "0", "set": "lpc_alpha=0.1", "lpc_alpha": 0.2}, "twice"),
+        ({"task_ids": TASK, "trials": "0", "set": "trial=3"}, "--trials"),
+        ({"task_ids": TASK, "trials": "0", "set": "checkpoint_dir=/tmp"}, "volume"),
+        ({"task_ids": TASK, "trials": "0", "config": "no_such_file.yaml"}, "cannot read"),
+        ({"task_ids": TASK, "trials": "0", "config": "{tmp}/typo.yaml"}, "unknown key 'lpc_alfa'"),
+        ({"task_ids": TASK, "trials": "0", "config": "{tmp}/bad.yaml"}, "normalize_lpc"),
+        ({"task_ids": TASK, "trials": "0", "seeds": "1", "gpu": "T4 x2"}, "--gpu"),
     ],
 )
-def test_bad_flags_fail_here_before_anything_starts(monkeypatch, capsys, kwargs, message):
-    launcher = Fake()
+def test_bad_flags_fail_here_before_anything_starts(monkeypatch, capsys, tmp_path, kwargs, message):
+    (tmp_path / "typo.yaml").write_text("lpc_alfa: 0.1\n")
+    (tmp_path / "bad.yaml").write_text("normalize_lpc: maybe\n")
+    launcher, runner = Fake(), Fake()
     monkeypatch.setattr(modal_app, "train_all", launcher)
+    monkeypatch.setattr(modal_app, "train_run", runner)
+    kwargs = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in kwargs.items()}
     with pytest.raises(SystemExit) as exit_info:
         modal_app.main(**kwargs)
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
-    assert launcher.calls == []
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.startswith("error: ") and err.count("\n") == 1  # one line
+    assert launcher.calls == [] and runner.calls == []
+
+
+def test_set_parses_space_separated_yaml_pairs():
+    assert modal_app.parse_set("") == {}
+    got = modal_app.parse_set(
+        "lpc_alpha=1e-4  hidden_size=128 expert_hidden_sizes=[[0, 16, 32], [0, 8]] max_steps=null"
+        " normalize_lpc=true wandb_project='my project'"
+    )
+    assert got == {
+        "lpc_alpha": "1e-4",  # YAML 1.1 reads 1e-4 as a string; the schema makes it a float
+        "hidden_size": 128,
+        "expert_hidden_sizes": [[0, 16, 32], [0, 8]],
+        "max_steps": None,
+        "normalize_lpc": True,
+        "wandb_project": "my project",
+    }
+    assert modal_app.parse_set("expert_hidden_sizes=0,16,32;0,8") == {"expert_hidden_sizes": "0,16,32;0,8"}
+
+
+class Done:
+    """A finished Modal FunctionCall."""
+
+    def __init__(self, result):
+        self.result = result
+
+    def get(self):
+        return self.result
+
+
+def test_config_file_and_set_reach_the_trained_run(monkeypatch, capsys, tmp_path):
+    """--config (read here) < --set < typed flags, every key of the schema (hidden_size: the GRU
+    baseline's, which no typed flag exposes), down to the checkpoint a train.py run writes."""
+    defaults = {k: v for k, v in TINY.items() if k not in ("trial", "seed")}
+    defaults |= {"task_id": "BabyAI-GoToObj-v0", "lr": 0.01, "hidden_size": 8, "checkpoint_dir": "elsewhere"}
+    config = tmp_path / "defaults.yaml"
+    config.write_text(yaml.safe_dump(defaults))
+    root = tmp_path / "modal_checkpoints"
+    spawn = Fake()
+    spawn.spawn = lambda overrides, script: Done(modal_app._train_body(overrides, str(root), script))
+    launcher = Fake(lambda jobs, cpu, gpu: modal_app._fan_out(spawn.spawn, jobs))
+    monkeypatch.setattr(modal_app, "train_all", launcher)
+
+    modal_app.main(
+        task_ids=TASK,
+        trials="3",
+        script="train.py",
+        config=str(config),
+        set="hidden_size=12 max_steps=null lpc_exponent=1.5",
+        num_updates=1,
+    )
+    (jobs, cpu, _), _ = launcher.calls[0]
+    assert cpu == 1.0  # num_workers: 0 from the file, so one core
+    (job,) = jobs
+    assert job["script"] == "train.py" and job["label"] == f"{TASK} trial 3"
+    o = job["overrides"]
+    assert (o["task_id"], o["trial"], o["hidden_size"], o["lr"], o["num_updates"]) == (TASK, 3, 12, 0.01, 1)
+    assert o["lpc_exponent"] == 1.5 and o["max_steps"] is None and "checkpoint_dir" not in o
+    out = capsys.readouterr().out
+    assert "checkpoint_dir" in out and f"✓ {TASK} trial 3" in out
+
+    ckpt = experiment.load_checkpoint(root / TASK / "trial_3" / "checkpoint_final.pt")
+    assert (ckpt["config"]["hidden_size"], ckpt["config"]["lr"], ckpt["config"]["update"]) == (12, 0.01, 1)
+    assert any(t.shape[-1] == 12 for t in ckpt["policy_state_dict"].values())  # the GRU is 12 wide
+
+    capsys.readouterr()
+    modal_app.main(
+        task_ids=TASK, trials="3", script="train.py", config=str(config), set="hidden_size=12", num_updates=1
+    )
+    assert "skipped, already at update 1" in capsys.readouterr().out  # a re-run resumes or skips
 
 
 def test_main_seeds_launches_one_validated_job_per_task_trial_seed(monkeypatch, capsys):
@@ -271,16 +424,17 @@ def test_a_finished_run_is_skipped_and_a_longer_one_resumes(volumes, tmp_path):
     shutil.copytree(volumes.checkpoints, root)
     before = {p.name: p.stat().st_mtime_ns for p in (root / RUN).iterdir()}
     out = modal_app._train_body(TINY, str(root))
-    assert out["skipped"] == "already at update 2"
+    assert out["skipped"] == "already at update 3"
     assert {p.name: p.stat().st_mtime_ns for p in (root / RUN).iterdir()} == before
 
-    out = modal_app._train_body({**TINY, "num_updates": 3}, str(root))
-    assert out["resumed_from"].endswith("checkpoint_2.pt")
-    assert experiment.load_checkpoint(root / RUN / "checkpoint_3.pt")["update"] == 3
+    out = modal_app._train_body({**TINY, "num_updates": 4}, str(root))
+    assert out["resumed_from"].endswith("checkpoint_final.pt")  # the newest: update 3
+    assert experiment.load_checkpoint(root / RUN / "checkpoint_3.pt")["update"] == 3  # kept, renamed
+    assert experiment.load_checkpoint(root / RUN / "checkpoint_final.pt")["update"] == 4
     rows = experiment.read_metrics(root / RUN / "metrics.jsonl")
-    assert [r["update"] for r in rows] == [1, 2, 3]
+    assert [r["update"] for r in rows] == [1, 2, 3, 4]
 
-    out = modal_app._train_body({**TINY, "num_updates": 4, "lpc_alpha": 0.5}, str(root))
+    out = modal_app._train_body({**TINY, "num_updates": 5, "lpc_alpha": 0.5}, str(root))
     assert "lpc_alpha" in out["error"]  # a different experiment in the same folder: refused, not retried
 
 
@@ -342,7 +496,10 @@ def test_rows_and_reduce_give_one_row_per_checkpoint_like_local_batch_eval(volum
     monkeypatch.chdir(volumes.base)
     ref = batch_eval.discover(["modal_checkpoints"])[1]
     local = batch_eval.evaluate_one(
-        ref, {**EVAL_OPTIONS, "cache_dir": "evaluation_cache", "results_path": str(tmp_path / "local.csv")}
+        ref,
+        dataclasses.replace(
+            EVAL_OPTIONS, cache_dir="evaluation_cache", results_path=str(tmp_path / "local.csv")
+        ),
     )
     shutil.rmtree(volumes.base / "evaluation_cache")
     remote = table.set_index("checkpoint_path").loc[local["checkpoint_path"]]

@@ -9,7 +9,8 @@ of crashing when there is no data), and export to HTML. The browser tests serve 
 skipped only when /usr/bin/chromium is absent (install it with scripts/install_browser.sh).
 
     pytest tests/test_notebooks.py
-    pytest tests/test_notebooks.py -k browser -s      # prints where the screenshots are
+    pytest tests/test_notebooks.py -m browser -s      # prints where the screenshots are
+    pytest tests/test_notebooks.py -m "not browser"   # without Chromium
 """
 
 import contextlib
@@ -26,12 +27,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config
 from matplotlib.figure import Figure
 
 import batch_eval
 import routing_cache
 import train_mop
-from experiment import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["routing_viz.py", "logit_viz.py", "cross_task_viz.py"]
@@ -66,24 +67,14 @@ def project(tmp_path_factory) -> dict:
     """A tiny trained run, batch-evaluated into a results CSV and routing caches; returns the
     notebooks' environment variables and what the chain wrote."""
     root = tmp_path_factory.mktemp("notebooks")
-    cfg = load_config(
-        None,
-        {
-            "task_id": TASK,
-            "num_envs": 4,
-            "unroll_len": 16,
-            "num_updates": 6,
-            "log_interval": 2,
-            "num_workers": 0,
-            "checkpoint_interval": 3,
-            "checkpoint_dir": str(root / "checkpoints"),
-            "intermediate_dim": 16,
-            "router_hidden_size": 8,
-            "expert_hidden_sizes": [[0, 8, 16], [0, 8]],
-            "lang_dim": 8,
-            "teacher_forcing": 0.9,
-            "max_steps": 64,  # short failed episodes keep the evaluations quick
-        },
+    cfg = tiny_config(
+        root / "checkpoints",
+        task_id=TASK,
+        unroll_len=16,
+        log_interval=2,
+        teacher_forcing=0.9,
+        max_steps=64,  # short failed episodes keep the evaluations quick
+        path_ratio_fraction=0.1,
     )
     train_mop.main(cfg, progress=False)
     common = [
@@ -181,12 +172,12 @@ def test_routing_viz_builds_the_default_view(project, monkeypatch):
     defs = run_notebook("routing_viz.py", project["env"], monkeypatch)
     data = defs["data"]
     assert len(data.episodes) == EPISODES and data.meta["config"]["task_id"] == TASK
-    # The dropdown lists every cache folder; the default (first) is the final checkpoint's.
+    # The dropdown lists every cache folder; the default (first) is the final checkpoint's (update 6,
+    # whose weights are stored once, as checkpoint_final.pt).
     assert set(defs["caches"]) == {
         f"{TASK} · trial 0",
         f"{TASK} · trial 0 · knockout largest",
         f"{TASK} · trial 0 · update 3",
-        f"{TASK} · trial 0 · update 6",
     }
     assert defs["plot_dir"] == Path(TASK, "trial_0")
     assert isinstance(defs["fig_routing"], Figure)
@@ -194,7 +185,6 @@ def test_routing_viz_builds_the_default_view(project, monkeypatch):
     assert defs["analysis_dropdown"].value == "overall" and defs["family"].value == "spatial routing"
     assert set(defs["checkpoints"]) == {
         f"{TASK} · trial 0 · update 3",
-        f"{TASK} · trial 0 · update 6",
         f"{TASK} · trial 0 · final",
     }
 
@@ -212,9 +202,9 @@ def test_logit_viz_builds_every_figure(project, monkeypatch):
 def test_cross_task_viz_reads_results_caches_and_metrics(project, monkeypatch):
     defs = run_notebook("cross_task_viz.py", project["env"], monkeypatch)
     runs = defs["runs"]
-    # Default evaluations only: the three checkpoints, not the knockout row.
-    assert len(runs) == 3 and set(runs["knockout"]) == {"none"}
-    assert len(defs["results"]) == 4
+    # Default evaluations only: the two checkpoints (3 and final), not the knockout row.
+    assert len(runs) == 2 and set(runs["knockout"]) == {"none"}
+    assert len(defs["results"]) == 3
     assert isinstance(defs["fig_knockout"], Figure)
     assert isinstance(defs["fig_training"], Figure)
     assert list(defs["loaded"]) == [f"{TASK} · trial 0"]
@@ -357,6 +347,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.browser
 def test_browser_error_check_sees_a_failing_cell(tmp_path):
     """The error check below is not vacuous: it reports a notebook whose cell raises."""
     skip_without_chromium()
@@ -377,6 +368,7 @@ def test_browser_error_check_sees_a_failing_cell(tmp_path):
     assert any(e.startswith("traceback in the server log") and "on purpose" in e for e in errors)
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_browser_renders_the_app(notebook, project, tmp_path):
     skip_without_chromium()
@@ -426,6 +418,7 @@ def test_browser_renders_the_app(notebook, project, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
+@pytest.mark.browser
 def test_browser_routing_viz_evaluates_a_checkpoint(project, tmp_path):
     """With the cache switch off, 'evaluate' runs eval_mop.evaluate on the chosen checkpoint."""
     skip_without_chromium()

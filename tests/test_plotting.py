@@ -1,31 +1,33 @@
-"""plotting_utils: numbers on hand-made tables (tier 1) and every figure on real caches (tier 2).
+"""plotting_utils: every figure on real caches (tier 2), and the groupings of routing_analysis on
+the same caches (the numbers on hand-made tables are in test_analysis.py).
 
 The module fixture trains a tiny MoP on BabyAI-UnlockPickup-v0 with the bot driving (so episodes
 contain pickups, door openings and drops), evaluates it with sampled actions and with a knockout,
 and does the same for a tiny GRU baseline on BabyAI-GoToRedBallGrey-v0 (no routing columns).
 """
 
-import json
 import math
 
 import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 from matplotlib.figure import Figure
 
 import eval_mop
 import plotting_utils as pu
+import routing_analysis as ra
 import routing_cache
 import train
 import train_mop
-from experiment import load_config, read_metrics
+from experiment import read_metrics
 
 # ----------------------------------------------------------------------------- fixtures
 
 
 def _evaluate(ckpt, root, **kw):
-    res = eval_mop.evaluate(ckpt, sample=True, **kw)
+    res = eval_mop.evaluate(ckpt, eval_mop.EvalOptions(sample=True, **kw))
     return res, routing_cache.load_cache(eval_mop.save_evaluation(res, ckpt, root / "cache"))
 
 
@@ -33,23 +35,14 @@ def _evaluate(ckpt, root, **kw):
 def caches(tmp_path_factory):
     """Real caches: MoP on UnlockPickup (60 episodes), the same under a knockout, GRU on GoToRedBallGrey."""
     root = tmp_path_factory.mktemp("plotting")
-    cfg = load_config(
-        None,
-        {
-            "task_id": "BabyAI-UnlockPickup-v0",
-            "num_envs": 4,
-            "unroll_len": 16,
-            "num_updates": 6,
-            "log_interval": 2,
-            "num_workers": 0,
-            "checkpoint_interval": None,
-            "checkpoint_dir": str(root / "ck"),
-            "intermediate_dim": 16,
-            "router_hidden_size": 8,
-            "expert_hidden_sizes": [[0, 8, 16], [0, 8]],
-            "lang_dim": 8,
-            "teacher_forcing": 0.9,
-        },
+    cfg = tiny_config(
+        root / "ck",
+        task_id="BabyAI-UnlockPickup-v0",
+        unroll_len=16,
+        log_interval=2,
+        checkpoint_interval=None,
+        teacher_forcing=0.9,
+        path_ratio_fraction=0.1,
     )
     out = train_mop.main(cfg, progress=False)
     ckpt = out["checkpoints"][-1]
@@ -65,20 +58,13 @@ def caches(tmp_path_factory):
             for r in (res, knocked)
         ]
     )
-    gru_cfg = load_config(
-        None,
-        {
-            "task_id": "BabyAI-GoToRedBallGrey-v0",
-            "num_envs": 4,
-            "unroll_len": 16,
-            "num_updates": 4,
-            "log_interval": 2,
-            "num_workers": 0,
-            "checkpoint_interval": None,
-            "checkpoint_dir": str(root / "ckg"),
-            "hidden_size": 16,
-            "lang_dim": 8,
-        },
+    gru_cfg = tiny_config(
+        root / "ckg",
+        unroll_len=16,
+        num_updates=4,
+        log_interval=2,
+        checkpoint_interval=None,
+        path_ratio_fraction=0.1,
     )
     gru_out = train.main(gru_cfg, progress=False)
     _, gru = _evaluate(gru_out["checkpoints"][-1], root, num_episodes=12)
@@ -130,33 +116,12 @@ def colorbar_labels(fig: Figure) -> list[str]:
     return labels
 
 
-# ----------------------------------------------------------------------------- tier 1: hand-made tables
-
-
-def hand_steps() -> pd.DataFrame:
-    """Two cells of one row; layer 0 has 3 experts, layer 1 has 2."""
-    return pd.DataFrame(
-        {
-            "episode": [0, 0, 0, 1, 1, 1],
-            "t": [0, 1, 2, 0, 1, 2],
-            "x": [1, 1, 2, 1, 2, 2],
-            "y": [1, 1, 1, 1, 1, 1],
-            "action": [2, 2, 0, 2, 1, 1],
-            "lpc": [0.0, 100.0, 50.0, 10.0, 20.0, 30.0],
-            "entropy": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
-            "layer_0_expert_0": [1.0, 0.5, 1 / 3, 0.0, 0.2, 0.2],
-            "layer_0_expert_1": [0.0, 0.5, 1 / 3, 0.0, 0.3, 0.3],
-            "layer_0_expert_2": [0.0, 0.0, 1 / 3, 1.0, 0.5, 0.5],
-            "layer_1_expert_0": [0.5, 0.5, 0.9, 0.1, 0.0, 1.0],
-            "layer_1_expert_1": [0.5, 0.5, 0.1, 0.9, 1.0, 0.0],
-        }
-    )
+# ----------------------------------------------------------------------------- tier 1: colours and names
 
 
 def test_constants_and_expert_label():
     assert len(pu.EXPERT_CMAPS) >= 6
     assert len({tuple(np.round(c(1.0), 3)) for c in pu.EXPERT_CMAPS}) == len(pu.EXPERT_CMAPS)
-    assert pu.ACTION_NAMES[3] == "pickup" and len(pu.ACTION_NAMES) == 7
     assert pu.expert_label(1, 2, 32) == "layer 1 · 32 units"
     assert pu.expert_label(1, 0, 0) == "layer 1 · identity"
     assert pu.expert_label(0, 2, None) == "layer 0 · expert 2"
@@ -166,182 +131,41 @@ def test_constants_and_expert_label():
         assert np.abs(pu._shade(j, np.array(0.0))[:3] - unvisited).max() > 0.05
 
 
-def test_grid_bounds():
-    assert pu.compute_grid_bounds([(2, 3), (5, 1)]) == {
-        "x_min": 2, "x_max": 5, "y_min": 1, "y_max": 3, "grid_width": 4, "grid_height": 3
-    }  # fmt: skip
-    full = pu.compute_grid_bounds(None, (11, 6))
-    assert (full["x_min"], full["x_max"], full["grid_width"], full["grid_height"]) == (0, 10, 11, 6)
-    with pytest.raises(ValueError):
-        pu.compute_grid_bounds([])
-
-
-def test_aggregate_routing_by_position_means_and_visits():
-    agg = pu.aggregate_routing_by_position(hand_steps())
-    assert agg.loc[(1, 1), "visits"] == 3 and agg.loc[(2, 1), "visits"] == 3
-    assert agg.loc[(1, 1), "lpc"] == pytest.approx((0 + 100 + 10) / 3)
-    assert agg.loc[(1, 1), "layer_0_expert_2"] == pytest.approx(1 / 3)
-    only = pu.aggregate_routing_by_position(hand_steps(), lambda s: s.episode == 0)
-    assert only.loc[(1, 1), "visits"] == 2 and only.loc[(2, 1), "lpc"] == 50.0
-
-
-def test_routing_entropy_and_usage_by_hand():
-    steps = hand_steps()
-    h = pu.routing_entropy(steps, 0)
-    expected = [0.0, math.log(2), math.log(3), 0.0]
-    assert h[:4] == pytest.approx(expected)
-    assert h[4] == pytest.approx(-(0.2 * math.log(0.2) + 0.3 * math.log(0.3) + 0.5 * math.log(0.5)))
-    usage = pu.expert_usage(steps)
-    assert usage[0] == pytest.approx(
-        [(1 + 0.5 + 1 / 3 + 0 + 0.2 + 0.2) / 6, (0.5 + 1 / 3 + 0.6) / 6, (1 / 3 + 2) / 6]
-    )
-    assert usage[1].sum() == pytest.approx(1.0)
-    assert pu.expert_usage(
-        {"usage_layer_0_expert_1": 0.25, "usage_layer_0_expert_0": 0.75, "success_rate": 1}
-    )[0] == pytest.approx([0.75, 0.25])
-    rows = [{"update": 1, "routing/layer_0/expert_0": 0.1, "routing/layer_0/expert_1": 0.9}, {"update": 2}]
-    assert pu.expert_usage(rows)[0] == pytest.approx([0.1, 0.9])
-    with pytest.raises(ValueError):
-        pu.expert_usage([{"update": 1, "train/loss": 1.0}])
-    # The stacked bars of plot_expert_usage are these numbers.
-    fig = pu.plot_expert_usage(steps, [[0, 8, 16], [0, 8]])
-    bars = [p for p in fig.axes[0].patches]
-    assert sorted(round(b.get_height(), 6) for b in bars) == sorted(
-        round(v, 6) for v in list(usage[0]) + list(usage[1]) + [0.0]
-    )
-
-
-def _kl(p_counts, q_counts, num_actions=7):
-    p = [(c + 0.5) / (sum(p_counts) + 0.5 * num_actions) for c in p_counts]
-    q = [(c + 0.5) / (sum(q_counts) + 0.5 * num_actions) for c in q_counts]
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
-
-
-def test_action_kl_against_hand_values():
-    steps = hand_steps()  # cell (1,1): actions 2,2,2; cell (2,1): 0,1,1
-    kl = pu.action_kl_by_cell(steps, "global", min_visits=1)
-    cell_11 = [0, 0, 3, 0, 0, 0, 0]
-    cell_21 = [1, 2, 0, 0, 0, 0, 0]
-    total = [1, 2, 3, 0, 0, 0, 0]
-    # Jeffreys prior by hand: p_a = (n_a + 1/2) / (N + 7/2)
-    assert kl.loc[(1, 1), "kl"] == pytest.approx(_kl(cell_11, total))
-    assert kl.loc[(2, 1), "kl"] == pytest.approx(_kl(cell_21, total))
-    # The number itself: p = (.5, .5, 3.5, .5, .5, .5, .5)/6.5, q = (1.5, 2.5, 3.5, .5, .5, .5, .5)/9.5.
-    assert kl.loc[(1, 1), "kl"] == pytest.approx(0.171178, abs=1e-6)
-    nb = pu.action_kl_by_cell(steps, "neighbours", min_visits=1)
-    assert nb.loc[(1, 1), "kl"] == pytest.approx(_kl(cell_11, cell_21))  # its only neighbour
-    assert nb.loc[(2, 1), "kl"] == pytest.approx(_kl(cell_21, cell_11))
-    assert pu.action_kl_by_cell(steps, "global", min_visits=4)["kl"].isna().all()
-    same = pd.DataFrame({"x": [1] * 4 + [2] * 4, "y": [1] * 8, "action": [2] * 8})
-    # Same counts on both sides smooth identically: zero KL from the neighbour.
-    assert pu.action_kl_by_cell(same, "neighbours", min_visits=1)["kl"].to_numpy() == pytest.approx(
-        [0.0, 0.0]
-    )
-    with pytest.raises(ValueError, match="reference"):
-        pu.action_kl_by_cell(steps, "elsewhere")
-
-
-def test_room_labels():
-    keys = [(0, 0), (7, 0), (0, 7), (7, 7)]
-    assert pu.room_labels_for_groups(keys, (2, 2), (15, 15)) == [
-        "Top-Left",
-        "Top-Right",
-        "Bottom-Left",
-        "Bottom-Right",
-    ]
-    assert pu.room_labels_for_groups(keys, (2, 2)) == ["Top-Left", "Top-Right", "Bottom-Left", "Bottom-Right"]
-    assert pu.room_labels_for_groups([(0, 0), (12, 0)], (3, 1), (19, 7)) == ["Left", "Right"]
-    assert pu.room_labels_for_groups([(6, 6)], (3, 3), (19, 19)) == ["Middle-Center"]
-    assert pu.room_labels_for_groups([(0, 0)], (1, 1), (8, 8)) == ["Only room"]
-    assert pu.room_labels_for_groups([(18, 0)], (4, 1), (25, 7)) == ["Col 3"]
-
-
-def test_key_phases_follow_events():
-    steps = pd.DataFrame(
-        {
-            "episode": [0] * 5,
-            "x": [1] * 5,
-            "y": [1] * 5,
-            "carrying": [0, 1, 1, 0, 0],
-            "door_unlocked": [0, 0, 1, 1, 1],
-            "t_pick": [np.nan, 1, 1, 1, 1],
-            "t_drop": [np.nan, np.nan, np.nan, 3, 3],
-        }
-    )
-    ctx = {
-        "grid_size": [8, 8],
-        "keys": [[2, 2, "red"]],
-        "doors": [[4, 4, "red", False, True]],
-        "target_pos": None,
-    }
-    episodes = pd.DataFrame({"episode": [0], "env_context": [json.dumps(ctx)]})
-    labels, order = pu.group_labels(steps, episodes, "by_key_phase")
-    assert labels.tolist() == ["before pickup", "carrying key", "door open", "after drop", "after drop"]
-    assert order == list(pu.KEY_PHASES)
-    assert "by_key_phase" in pu.get_available_analyses(steps, episodes)
-    unlocked = ctx | {"doors": [[4, 4, "red", False, False]]}  # a distractor key: no key phases
-    assert "by_key_phase" not in pu.get_available_analyses(
-        steps, episodes.assign(env_context=json.dumps(unlocked))
-    )
-
-
-def test_starting_rooms_and_quadrants_on_hand_episodes():
-    def ctx(room, target):
-        return json.dumps(
-            {"grid_size": [15, 15], "agent_start_room": room, "room_grid_shape": [2, 2], "target_pos": target,
-             "room_bounds": [room[0] + 1, room[1] + 1, room[0] + 6, room[1] + 6], "doors": [], "keys": []}
-        )  # fmt: skip
-
-    episodes = pd.DataFrame({"episode": [0, 1], "env_context": [ctx([0, 0], [3, 3]), ctx([7, 7], [9, 9])]})
-    steps = pd.DataFrame({"episode": [0, 0, 0, 1, 1], "x": [1, 5, 3, 8, 12], "y": [1, 1, 5, 12, 9]})
-    assert "by_starting_room" in pu.get_available_analyses(steps, episodes)
-    groups = pu.group_routing_data(steps, episodes, "by_starting_room")
-    assert {k: len(v) for k, v in groups.items()} == {"Top-Left": 3, "Bottom-Right": 2}
-    labels, _ = pu.group_labels(steps, episodes, "by_quadrant")
-    assert labels.tolist() == [
-        "above-left",
-        "above-right",
-        "same row or column",
-        "below-left",
-        "same row or column",
-    ]
-
-
 # ----------------------------------------------------------------------------- tier 2: groupings on real caches
 
 
 def test_available_analyses(mop, gru):
-    found = pu.get_available_analyses(mop.steps, mop.episodes)
+    found = ra.get_available_analyses(mop.steps, mop.episodes)
     assert found[0] == "overall"
     assert {"by_key_phase", "by_carrying_phase", "by_door_location", "by_quadrant"} <= set(found)
     assert "by_starting_room" not in found  # UnlockPickup always starts in the left room
-    single = pu.get_available_analyses(gru.steps, gru.episodes)
+    single = ra.get_available_analyses(gru.steps, gru.episodes)
     # GoToRedBallGrey has grey keys as distractors and no door: no key phases, no door grouping.
     assert (
         "by_key_phase" not in single and "by_door_location" not in single and "by_starting_room" not in single
     )
-    assert pu.has_routing(mop.steps) and not pu.has_routing(gru.steps)
+    assert ra.has_routing(mop.steps) and not ra.has_routing(gru.steps)
 
 
 def test_groups_partition_the_steps(mop):
-    for analysis in pu.get_available_analyses(mop.steps, mop.episodes):
-        groups = pu.group_routing_data(mop.steps, mop.episodes, analysis)
+    for analysis in ra.get_available_analyses(mop.steps, mop.episodes):
+        groups = ra.group_routing_data(mop.steps, mop.episodes, analysis)
         assert sum(len(g) for g in groups.values()) == len(mop.steps), analysis
         index = np.concatenate([g.index.to_numpy() for g in groups.values()])
         assert len(np.unique(index)) == len(mop.steps), analysis
         assert all(len(g) for g in groups.values())
-    phases = pu.group_routing_data(mop.steps, mop.episodes, "by_key_phase")
+    phases = ra.group_routing_data(mop.steps, mop.episodes, "by_key_phase")
     assert list(phases)[0] == "before pickup" and "carrying key" in phases
     assert (phases["carrying key"]["carrying"] == 1).all()
     with pytest.raises(ValueError, match="unknown grouping"):
-        pu.group_routing_data(mop.steps, mop.episodes, "by_moon_phase")
+        ra.group_routing_data(mop.steps, mop.episodes, "by_moon_phase")
 
 
 # ----------------------------------------------------------------------------- tier 2: figures
 
 
 def test_overall_routing_figure(mop):
-    info = pu.grid_info_for(mop.steps, mop.episodes)
+    info = ra.grid_info_for(mop.steps, mop.episodes)
     image = np.zeros((6 * 32, 11 * 32, 3), dtype=np.uint8)
     fig = pu.plot_overall_routing(mop.steps, mop.expert_sizes, image, "pick up the box", grid_info=info)
     assert isinstance(fig, Figure)
@@ -367,7 +191,7 @@ def test_overall_routing_figure(mop):
 
 def test_heatmap_cell_values(mop):
     """The LPC image holds each cell's mean LPC at [y, x]."""
-    info = pu.grid_info_for(mop.steps, mop.episodes)
+    info = ra.grid_info_for(mop.steps, mop.episodes)
     fig = pu.plot_lpc_heatmap(mop.steps, info)
     grid = labelled(fig, "lpc")[0].get_images()[0].get_array()
     x, y = int(mop.steps["x"].iloc[0]), int(mop.steps["y"].iloc[0])
@@ -378,7 +202,7 @@ def test_heatmap_cell_values(mop):
 
 def test_grouped_routing_one_row_per_group(mop):
     for analysis in ("by_key_phase", "by_door_location"):
-        groups = pu.group_routing_data(mop.steps, mop.episodes, analysis)
+        groups = ra.group_routing_data(mop.steps, mop.episodes, analysis)
         fig = pu.plot_grouped_routing(mop.steps, mop.episodes, analysis, mop.expert_sizes)
         heatmaps = labelled(fig, "routing_layer_")
         assert len(heatmaps) == 2 * len(groups) and len(labelled(fig, "lpc")) == len(groups)
@@ -398,7 +222,7 @@ def test_behaviour_figures(mop, gru):
         ax = fig.axes[0]
         assert ax.get_ylabel() == "fraction of steps" and [
             t.get_text() for t in ax.get_xticklabels()
-        ] == list(pu.ACTION_NAMES)
+        ] == list(ra.ACTION_NAMES)
         heights = [p.get_height() for p in ax.patches]
         assert sum(heights) == pytest.approx(len(ax.get_legend().get_texts()))  # each split sums to 1
         fig = pu.plot_entropy_heatmap(data.steps)
@@ -419,7 +243,7 @@ def test_behaviour_figures(mop, gru):
 
 
 def test_time_figures(mop):
-    episode = pu.pick_example_episode(mop.episodes)
+    episode = ra.pick_example_episode(mop.episodes)
     fig = pu.plot_episode_routing(mop.steps, episode, mop.expert_sizes)
     assert len(fig.axes) == 3  # two layers, then LPC
     assert len(fig.axes[0].get_lines()) >= 3 and fig.axes[-1].get_xlabel() == "step in episode"
@@ -427,7 +251,7 @@ def test_time_figures(mop):
     assert "layer 0 · 16 units" in legend_text and "layer 1 · identity" in legend_text
     events = mop.steps[mop.steps.episode == episode][["t_pick", "t_unlocked", "t_drop"]].max()
     marked = [
-        t.get_text() for lg in fig.legends for t in lg.get_texts() if t.get_text() in pu.EVENT_NAMES.values()
+        t.get_text() for lg in fig.legends for t in lg.get_texts() if t.get_text() in ra.EVENT_NAMES.values()
     ]
     assert len(marked) == events.notna().sum()
     fig = pu.plot_event_aligned_routing(mop.steps, "t_pick", 5, mop.expert_sizes)
@@ -453,11 +277,18 @@ def test_distribution_figures(mop):
     assert uniform == pytest.approx(math.log(3))
     fig = pu.plot_expert_usage(mop.meta["metrics"], mop.expert_sizes)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["layer 0", "layer 1"]
+    # The stacked bars of plot_expert_usage are these numbers.
+    usage = ra.expert_usage(mop.steps)
+    fig = pu.plot_expert_usage(mop.steps, [[0, 8, 16], [0, 8]])
+    bars = [p for p in fig.axes[0].patches]
+    assert sorted(round(b.get_height(), 6) for b in bars) == sorted(
+        round(v, 6) for v in list(usage[0]) + list(usage[1]) + [0.0]
+    )
 
 
 def test_specialisation_figures(mop, caches):
     fig = pu.plot_phase_specialisation(mop.steps, mop.episodes, mop.expert_sizes)
-    groups = pu.group_routing_data(mop.steps, mop.episodes, "by_key_phase")
+    groups = ra.group_routing_data(mop.steps, mop.episodes, "by_key_phase")
     assert len(fig.axes) == 2
     stars = [t for t in fig.axes[0].texts if t.get_text() == "★"]
     assert len(stars) == len(groups)  # one dominant expert per phase

@@ -1,0 +1,412 @@
+"""Acting with a policy in BabyAI envs: the one acting step, and the training collector.
+
+- `act(policy, encoder, batch, memory)`: encode a batch of observations and missions and take one
+  policy step. Training collection, evaluation (eval_mop) and everything built on them act through
+  it, so a policy sees the same inputs wherever it runs.
+- `Collector` / `ParallelCollector`: N training envs, each labelled by its own bot at every step,
+  acting with a copy of the current policy; worker processes each own a slice of the envs and
+  return whole chunks of steps (numpy arrays) for the learner to replay with gradients.
+
+Example:
+    with ParallelCollector("BabyAI-GoToLocal-v0", num_envs=16, num_workers=2, run_seed=0, ...) as c:
+        chunk = c.collect(policy, encoder, unroll_len=32)
+"""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing as mp
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from babyai_env import (
+    SafeBot,
+    ViewCache,
+    bot_path_length,
+    encode_obs,
+    make_env,
+    quiet_reset,
+    train_episode_seed,
+)
+from mixture_of_experts import PolicyOutput, reset_memory
+
+# ----------------------------------------------------------------------------- the acting step
+
+
+@dataclass
+class ObsBatch:
+    """What a policy reads for a batch of envs at one step."""
+
+    image: np.ndarray  # (B, 7, 7, 3) uint8
+    direction: np.ndarray  # (B,)
+    carrying: np.ndarray  # (B,) 0/1
+    missions: list[str]
+
+    @classmethod
+    def of(cls, envs: list[Any], observations: list[dict]) -> ObsBatch:
+        return cls(
+            np.stack([o["image"] for o in observations]),
+            np.array([o["direction"] for o in observations], np.int64),
+            np.array([env.carrying is not None for env in envs], np.uint8),
+            [o["mission"] for o in observations],
+        )
+
+
+class MissionCache:
+    """Mission embeddings of one set of encoder weights, each distinct string encoded once."""
+
+    def __init__(self, encoder: torch.nn.Module):
+        self.encoder, self.cache = encoder, {}
+
+    def __call__(self, missions: list[str]) -> torch.Tensor:
+        new = [m for m in dict.fromkeys(missions) if m not in self.cache]
+        if new:
+            self.cache.update(zip(new, self.encoder(new)))
+        return torch.stack([self.cache[m] for m in missions])
+
+
+@torch.no_grad()
+def act(
+    policy: torch.nn.Module, missions: MissionCache, batch: ObsBatch, memory: torch.Tensor, obs_encoding: str
+) -> PolicyOutput:
+    """One policy step for a batch of envs: logits (B, A), new memory (B, M), router weights."""
+    obs = encode_obs(
+        torch.from_numpy(batch.image),
+        torch.from_numpy(batch.direction),
+        torch.from_numpy(batch.carrying),
+        obs_encoding,
+    )
+    return policy.step(obs, missions(batch.missions), memory)
+
+
+# ----------------------------------------------------------------------------- training collection
+
+
+@dataclass
+class Episode:
+    """A finished training episode, as logged."""
+
+    env_index: int
+    seed: int
+    length: int
+    success: bool  # terminated with reward > 0 (minigrid also terminates on a failed instruction)
+    bot_failure: str | None  # why the bot gave up, if it did (the episode was then cut short)
+    bot_steps: int | None  # bot path length of this layout, when it was measured
+    mission: str
+
+
+class _Slot:
+    """One env, its bot and its episode bookkeeping."""
+
+    def __init__(self, task_id: str, env_index: int, run_seed: int, max_steps: int | None, rng_seed: int):
+        self.task_id, self.env_index, self.run_seed, self.max_steps = task_id, env_index, run_seed, max_steps
+        self.env = make_env(task_id, max_steps)
+        self.view = ViewCache(self.env)
+        self.episode_index = 0
+        self.rng = np.random.default_rng(rng_seed)  # teacher forcing and path-ratio sampling
+
+    def start_episode(self, path_ratio_fraction: float) -> None:
+        self.seed = train_episode_seed(self.run_seed, self.env_index, self.episode_index)
+        self.episode_index += 1
+        self.view.invalidate()
+        self.obs = quiet_reset(self.env, self.seed)
+        self.bot = SafeBot(self.env)
+        self.prev_action: int | None = None
+        self.steps = 0
+        self.measure_bot_path = path_ratio_fraction > 0 and self.rng.random() < path_ratio_fraction
+
+    def finish(self, success: bool, failure: str | None) -> Episode:
+        bot_steps = None
+        if self.measure_bot_path and success:
+            bot_steps = bot_path_length(self.task_id, self.seed, self.max_steps)
+        return Episode(
+            self.env_index, self.seed, self.steps, success, failure, bot_steps, self.obs["mission"]
+        )
+
+    def state(self) -> dict:
+        return {"episode_index": self.episode_index, "rng": self.rng.bit_generator.state}
+
+    def load_state(self, state: dict) -> None:
+        self.episode_index = int(state["episode_index"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+class Collector:
+    """Runs a slice of the training envs in this process and returns chunks of labelled steps.
+
+    Each env's layouts, teacher-forcing draws and path-ratio samples depend only on (run_seed,
+    env_index), so a run is reproducible and does not depend on how envs are split over workers.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        env_indices: list[int],
+        run_seed: int,
+        max_steps: int | None,
+        obs_encoding: str,
+        teacher_forcing: float = 0.0,
+        path_ratio_fraction: float = 0.0,
+        slot_states: list[dict] | None = None,
+    ):
+        self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
+        self.path_ratio_fraction = path_ratio_fraction
+        self.slots = [
+            _Slot(task_id, i, run_seed, max_steps, rng_seed=run_seed * 1_000_003 + i) for i in env_indices
+        ]
+        for k, slot in enumerate(self.slots):
+            if slot_states is not None:
+                slot.load_state(slot_states[k])
+            slot.start_episode(path_ratio_fraction)
+        self.memory: torch.Tensor | None = None
+
+    def state(self) -> list[dict]:
+        return [slot.state() for slot in self.slots]
+
+    @torch.no_grad()
+    def collect(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int) -> dict:
+        """Act for `unroll_len` steps in every env; every state is labelled by its bot."""
+        n, T = len(self.slots), unroll_len
+        if self.memory is None or self.memory.shape[-1] != policy.memory_size:
+            self.memory = policy.init_memory(n)
+        policy.eval()
+        encoder.eval()
+        missions = MissionCache(encoder)  # weights are fixed during a chunk
+        chunk = {
+            "image": np.zeros((T, n, 7, 7, 3), np.uint8),
+            "direction": np.zeros((T, n), np.int64),
+            "carrying": np.zeros((T, n), np.uint8),
+            "mission_index": np.zeros((T, n), np.int64),
+            "label": np.zeros((T, n), np.int64),
+            "label_mask": np.zeros((T, n), bool),
+            "done": np.zeros((T, n), bool),
+            "memory": self.memory.clone(),
+            "missions": [],
+            "episodes": [],
+        }
+        mission_ids: dict[str, int] = {}
+        for t in range(T):
+            batch = ObsBatch.of([slot.env for slot in self.slots], [slot.obs for slot in self.slots])
+            chunk["image"][t], chunk["direction"][t], chunk["carrying"][t] = (
+                batch.image,
+                batch.direction,
+                batch.carrying,
+            )
+            for k, slot in enumerate(self.slots):
+                chunk["mission_index"][t, k] = mission_ids.setdefault(batch.missions[k], len(mission_ids))
+                label = slot.bot.label(slot.prev_action)
+                chunk["label_mask"][t, k] = label is not None
+                chunk["label"][t, k] = -1 if label is None else label
+            out = act(policy, missions, batch, self.memory, self.obs_encoding)
+            actions = out.logits.argmax(-1).tolist()
+            for k, slot in enumerate(self.slots):
+                label = int(chunk["label"][t, k])
+                if self.teacher_forcing > 0 and slot.rng.random() < self.teacher_forcing and label >= 0:
+                    actions[k] = label
+                if label < 0:  # the bot failed: no label enters the loss; cut the episode short
+                    chunk["episodes"].append((t, slot.finish(False, slot.bot.failure)))
+                    chunk["done"][t, k] = True
+                    slot.start_episode(self.path_ratio_fraction)
+                    continue
+                slot.view.invalidate()
+                slot.obs, reward, terminated, truncated, _ = slot.env.step(actions[k])
+                slot.steps += 1
+                slot.prev_action = actions[k]
+                if terminated or truncated:
+                    chunk["episodes"].append((t, slot.finish(bool(terminated and reward > 0), None)))
+                    chunk["done"][t, k] = True
+                    slot.start_episode(self.path_ratio_fraction)
+            self.memory = reset_memory(out.memory, torch.from_numpy(chunk["done"][t]))
+        inverse = {i: m for m, i in mission_ids.items()}
+        chunk["missions"] = [inverse[i] for i in range(len(inverse))]
+        chunk["slot_states"] = self.state()  # where each env stands after this chunk (for --resume)
+        return chunk
+
+
+def merge_chunks(chunks: list[dict]) -> dict:
+    """Concatenate worker chunks along the env axis (workers hold consecutive env slices)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    merged: dict[str, Any] = {"missions": [], "episodes": [], "slot_states": []}
+    offset_index = []
+    for c in chunks:
+        remap = np.array([len(merged["missions"]) + i for i in range(len(c["missions"]))], np.int64)
+        merged["missions"].extend(c["missions"])
+        offset_index.append(remap[c["mission_index"]] if len(remap) else c["mission_index"])
+        merged["episodes"].extend(c["episodes"])
+        merged["slot_states"].extend(c["slot_states"])
+    for key in ("image", "direction", "carrying", "label", "label_mask", "done"):
+        merged[key] = np.concatenate([c[key] for c in chunks], axis=1)
+    merged["mission_index"] = np.concatenate(offset_index, axis=1)
+    merged["memory"] = torch.cat([c["memory"] for c in chunks])
+    # Finished episodes in (step, env) order, so logs do not depend on the worker split.
+    merged["episodes"].sort(key=lambda te: (te[0], te[1].env_index))
+    return merged
+
+
+def _worker_main(conn: Any, collector_kwargs: dict, policy_factory: Any, encoder_factory: Any) -> None:
+    torch.set_num_threads(1)
+    try:
+        collector = Collector(**collector_kwargs)
+        policy, encoder = policy_factory(), encoder_factory()
+        conn.send(("ready", None))
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+        return
+    while True:
+        try:
+            command, payload = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        try:
+            if command == "collect":
+                policy_state, encoder_state, unroll_len = payload
+                policy.load_state_dict(policy_state)
+                encoder.load_state_dict(encoder_state)
+                conn.send(("ok", collector.collect(policy, encoder, unroll_len)))
+            elif command == "close":
+                return
+        except KeyboardInterrupt:
+            return
+        except Exception:
+            conn.send(("error", traceback.format_exc()))
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class ParallelCollector:
+    """`num_envs` training envs split over `num_workers` processes (0 or 1: this process).
+
+    `submit` sends the current weights to every worker, which acts for `unroll_len` steps; `result`
+    waits for the chunks and merges them in env order. Between the two the caller may compute
+    (the learner overlaps its update with the next collection). Use as a context manager so
+    workers are always shut down."""
+
+    def __init__(
+        self,
+        task_id: str,
+        num_envs: int,
+        num_workers: int,
+        run_seed: int,
+        max_steps: int | None,
+        obs_encoding: str,
+        policy_factory: Any,
+        encoder_factory: Any,
+        teacher_forcing: float = 0.0,
+        path_ratio_fraction: float = 0.0,
+        slot_states: list[dict] | None = None,
+    ):
+        num_workers = max(1, min(num_workers, num_envs))
+        bounds = np.linspace(0, num_envs, num_workers + 1).round().astype(int)
+        self.slices = [list(range(bounds[w], bounds[w + 1])) for w in range(num_workers)]
+        common = dict(
+            task_id=task_id,
+            run_seed=run_seed,
+            max_steps=max_steps,
+            obs_encoding=obs_encoding,
+            teacher_forcing=teacher_forcing,
+            path_ratio_fraction=path_ratio_fraction,
+        )
+        self.local: Collector | None = None
+        self.workers: list[tuple[Any, Any]] = []
+        self.pending: Any = None
+        states = slot_states or [None] * num_envs
+        if num_workers == 1:
+            self.local = Collector(env_indices=self.slices[0], slot_states=slot_states, **common)
+            return
+        ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
+        for indices in self.slices:
+            kwargs = dict(
+                env_indices=indices,
+                slot_states=None if slot_states is None else [states[i] for i in indices],
+                **common,
+            )
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_worker_main, args=(child, kwargs, policy_factory, encoder_factory), daemon=True
+            )
+            proc.start()
+            child.close()
+            self.workers.append((proc, parent))
+        for w in range(len(self.workers)):
+            self._receive(w)  # wait until every worker has built its envs (or report why not)
+
+    def _receive(self, w: int) -> Any:
+        proc, conn = self.workers[w]
+        try:
+            status, payload = conn.recv()
+        except EOFError:
+            self.close()
+            raise RuntimeError(f"env worker {w} died (exit code {proc.exitcode})") from None
+        if status == "error":
+            self.close()
+            raise RuntimeError(f"env worker {w} failed:\n{payload}")
+        return payload
+
+    def submit(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int) -> None:
+        """Start collecting the next chunk with (a snapshot of) the current weights."""
+        if self.pending is not None:
+            raise RuntimeError("submit() called twice without result()")
+        if self.local is not None:  # in-process: nothing runs in the background, collect in result()
+            self.pending = (
+                copy.deepcopy(policy.state_dict()),
+                copy.deepcopy(encoder.state_dict()),
+                policy,
+                encoder,
+                unroll_len,
+            )
+            return
+        self.pending = True
+        # Send copies: torch pickles tensors for worker processes by moving their storage to shared
+        # memory, so sending state_dict() itself would let the learner's next optimizer step change
+        # the weights a worker is still loading (an async run was then not reproducible).
+        payload = ("collect", (_snapshot(policy), _snapshot(encoder), unroll_len))
+        for _, conn in self.workers:
+            conn.send(payload)
+
+    def result(self) -> dict:
+        """The submitted chunk: envs concatenated in index order; `slot_states` for --resume."""
+        if self.pending is None:
+            raise RuntimeError("result() called without submit()")
+        pending, self.pending = self.pending, None
+        if self.local is not None:
+            policy_state, encoder_state, policy, encoder, unroll_len = pending
+            current = (copy.deepcopy(policy.state_dict()), copy.deepcopy(encoder.state_dict()))
+            policy.load_state_dict(policy_state)  # act with the weights given at submit()
+            encoder.load_state_dict(encoder_state)
+            try:
+                return self.local.collect(policy, encoder, unroll_len)
+            finally:
+                policy.load_state_dict(current[0])
+                encoder.load_state_dict(current[1])
+        return merge_chunks([self._receive(w) for w in range(len(self.workers))])
+
+    def collect(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int) -> dict:
+        self.submit(policy, encoder, unroll_len)
+        return self.result()
+
+    def close(self) -> None:
+        for _, conn in self.workers:
+            try:
+                conn.send(("close", None))
+            except (OSError, BrokenPipeError):
+                pass
+        for proc, conn in self.workers:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+            conn.close()
+        self.workers = []
+
+    def __enter__(self) -> ParallelCollector:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

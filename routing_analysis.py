@@ -1,0 +1,410 @@
+"""Numbers from routing caches: groupings, per-cell aggregates, action KL, router entropy, usage.
+
+Reads what `routing_cache.load_cache` returns (steps and episodes DataFrames; the episodes'
+env_context JSON for rooms, doors and targets), evaluation metrics and results rows
+(evaluation_results.csv), and metrics.jsonl rows. Writes nothing and draws nothing: no matplotlib
+here, so notebooks, stats scripts and tests can compute without a plotting backend;
+`plotting_utils.py` turns these tables into figures. Grid cells are (x, y) as in the cache, row 0
+at the top; layers and experts are numbered from 0, as in the `layer_<k>_expert_<j>` columns.
+
+    data = routing_cache.load_cache("evaluation_cache/BabyAI-UnlockPickup-v0/trial_0")
+    groups = group_routing_data(data.steps, data.episodes, "by_key_phase")  # {phase: its steps}
+    kl = action_kl_by_cell(data.steps, "neighbours")  # per cell: visits, kl (nats)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# ----------------------------------------------------------------------------- constants
+
+ACTION_NAMES: tuple[str, ...] = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
+EVENT_NAMES = {"t_pick": "first pickup", "t_unlocked": "door opened", "t_drop": "first drop"}
+KEY_PHASES = ("before pickup", "carrying key", "door open", "after drop")
+ANALYSES = (
+    "overall",
+    "by_starting_room",
+    "by_door_location",
+    "by_carrying_phase",
+    "by_door_unlocked_phase",
+    "by_key_phase",
+    "by_quadrant",
+)
+_WEIGHT_RE = re.compile(r"^layer_(\d+)_expert_(\d+)$")
+
+# ----------------------------------------------------------------------------- columns and checks
+
+
+def routing_layers(columns: Iterable[str]) -> dict[int, list[str]]:
+    """{layer: its weight columns in expert order} from `layer_<k>_expert_<j>` column names."""
+    found: dict[int, list[tuple[int, str]]] = {}
+    for c in columns:
+        m = _WEIGHT_RE.match(str(c))
+        if m:
+            found.setdefault(int(m.group(1)), []).append((int(m.group(2)), c))
+    return {k: [c for _, c in sorted(v)] for k, v in sorted(found.items())}
+
+
+def has_routing(steps: pd.DataFrame) -> bool:
+    """Whether a table holds router weights (a GRU-baseline cache does not)."""
+    return bool(routing_layers(steps.columns))
+
+
+def require_routing(table: pd.DataFrame, what: str) -> dict[int, list[str]]:
+    """routing_layers(table.columns), or a ValueError naming `what` when the table has no router
+    weights (a GRU-baseline cache)."""
+    layers = routing_layers(table.columns)
+    if not layers:
+        raise ValueError(
+            f"{what} needs router weights (layer_<k>_expert_<j> columns) and this table has none: "
+            "a GRU-baseline cache has no routing to plot; use the behaviour plots instead"
+        )
+    return layers
+
+
+# ----------------------------------------------------------------------------- grids
+
+
+def compute_grid_bounds(positions: Any, grid_size: Sequence[int] | None = None) -> dict[str, int]:
+    """x_min/x_max/y_min/y_max/grid_width/grid_height of the cells to draw: the whole level when
+    grid_size (width, height) is given (so heatmaps line up with the level image), else the
+    bounding box of the positions ((N, 2) array or a DataFrame with x, y)."""
+    if grid_size is not None:
+        w, h = int(grid_size[0]), int(grid_size[1])
+        return {"x_min": 0, "x_max": w - 1, "y_min": 0, "y_max": h - 1, "grid_width": w, "grid_height": h}
+    if isinstance(positions, pd.DataFrame):
+        xy = positions[["x", "y"]].to_numpy()
+    else:
+        xy = np.asarray(positions, dtype=int).reshape(-1, 2)
+    if len(xy) == 0:
+        raise ValueError("compute_grid_bounds: no positions and no grid_size")
+    x_min, y_min = (int(v) for v in xy.min(0))
+    x_max, y_max = (int(v) for v in xy.max(0))
+    return {
+        "x_min": x_min,
+        "x_max": x_max,
+        "y_min": y_min,
+        "y_max": y_max,
+        "grid_width": x_max - x_min + 1,
+        "grid_height": y_max - y_min + 1,
+    }
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_context(text: str) -> dict:
+    # Cached: every grouping re-reads the same 10^3 JSON strings; callers treat the dicts as read-only.
+    return json.loads(text)
+
+
+def _contexts(episodes: pd.DataFrame | None) -> list[dict]:
+    if episodes is None or "env_context" not in episodes.columns:
+        return []
+    return [_parse_context(c) if isinstance(c, str) else dict(c) for c in episodes["env_context"]]
+
+
+def grid_info_for(steps: pd.DataFrame, episodes: pd.DataFrame | None = None) -> dict[str, int]:
+    """Grid bounds of the whole level (largest grid_size in the episodes' env_context), else of
+    the visited cells."""
+    sizes = [c["grid_size"] for c in _contexts(episodes) if c.get("grid_size")]
+    if sizes:
+        return compute_grid_bounds(None, (max(s[0] for s in sizes), max(s[1] for s in sizes)))
+    return compute_grid_bounds(steps)
+
+
+def to_grid(agg: pd.DataFrame, values: np.ndarray, grid_info: Mapping[str, int]) -> np.ndarray:
+    """Scatter per-cell values (rows of agg, indexed by (x, y)) into a (height, width, ...) array of
+    NaN, so unvisited cells stay NaN."""
+    shape = (grid_info["grid_height"], grid_info["grid_width"]) + values.shape[1:]
+    grid = np.full(shape, np.nan)
+    xs = agg.index.get_level_values("x").to_numpy() - grid_info["x_min"]
+    ys = agg.index.get_level_values("y").to_numpy() - grid_info["y_min"]
+    inside = (xs >= 0) & (xs < shape[1]) & (ys >= 0) & (ys < shape[0])
+    grid[ys[inside], xs[inside]] = values[inside]
+    return grid
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def aggregate_routing_by_position(
+    steps: pd.DataFrame, filter_fn: Callable[[pd.DataFrame], Any] | None = None
+) -> pd.DataFrame:
+    """Per visited (x, y): mean router weight of every layer/expert, mean LPC (and policy entropy
+    when recorded), and `visits` (steps spent there). filter_fn(steps) -> boolean mask keeps a
+    subset first (vectorised, e.g. `lambda s: s.carrying == 1`)."""
+    if filter_fn is not None:
+        steps = steps[np.asarray(filter_fn(steps), dtype=bool)]
+    cols = [c for cols in routing_layers(steps.columns).values() for c in cols]
+    cols += [c for c in ("lpc", "entropy") if c in steps.columns]
+    grouped = steps.groupby(["x", "y"], sort=True)
+    agg = grouped[cols].mean()
+    agg["visits"] = grouped.size()
+    return agg
+
+
+def routing_entropy(steps: pd.DataFrame, layer: int) -> np.ndarray:
+    """Entropy of the router's weights in one layer at every step, in nats (0 log 0 = 0)."""
+    cols = require_routing(steps, "routing_entropy").get(layer)
+    if cols is None:
+        raise ValueError(f"no layer {layer} in this table (layers {list(routing_layers(steps.columns))})")
+    w = steps[cols].to_numpy(dtype=float)
+    return -(w * np.log(np.where(w > 0, w, 1.0))).sum(1)
+
+
+def expert_usage(source: Any) -> dict[int, np.ndarray]:
+    """{layer: mean weight of each expert}. source: a steps table (step-weighted mean), an
+    evaluation metrics dict or results row (usage_layer_<k>_expert_<j>), or training metrics
+    (routing/layer_<k>/expert_<j>; of a list of rows, the last row that has them)."""
+    if isinstance(source, pd.DataFrame) and routing_layers(source.columns):
+        layers = routing_layers(source.columns)
+        return {k: source[cols].to_numpy(dtype=float).mean(0) for k, cols in layers.items()}
+    if isinstance(source, pd.DataFrame):
+        source = source.to_dict("records")
+    if isinstance(source, (list, tuple)):
+        rows = [r for r in source if any(str(k).startswith("routing/") for k in r)]
+        if not rows:
+            raise ValueError("expert_usage: no row holds routing/layer_<k>/expert_<j> (a GRU-baseline run?)")
+        source = rows[-1]
+    usage: dict[int, dict[int, float]] = {}
+    for key, value in dict(source).items():
+        m = re.match(r"^(?:usage_layer_(\d+)_expert_(\d+)|routing/layer_(\d+)/expert_(\d+))$", str(key))
+        if m and value is not None and not pd.isna(value):
+            k, j = (int(g) for g in m.groups() if g is not None)
+            usage.setdefault(k, {})[j] = float(value)
+    if not usage:
+        raise ValueError("expert_usage: no usage_layer_<k>_expert_<j> or routing/ keys (a GRU-baseline run?)")
+    return {k: np.array([v[j] for j in sorted(v)]) for k, v in sorted(usage.items())}
+
+
+def action_kl_by_cell(steps: pd.DataFrame, reference: str = "global", min_visits: int = 5) -> pd.DataFrame:
+    """KL(p_cell || q) in nats for every visited cell (index x, y; columns visits, kl).
+
+    p_cell is the cell's action distribution with the Jeffreys prior (add 1/2 to every action's
+    count), so a cell with few visits and an unseen action does not give an infinite KL. q is the
+    whole table's action distribution ('global') or the pooled counts of the cell's 4 neighbours
+    ('neighbours'), smoothed the same way. kl is NaN where the cell, or its neighbours pooled, have
+    fewer than min_visits steps."""
+    if reference not in ("global", "neighbours"):
+        raise ValueError(f"reference must be 'global' or 'neighbours', not {reference!r}")
+    num_actions = max(len(ACTION_NAMES), int(steps["action"].max()) + 1 if len(steps) else 0)
+    counts = (
+        steps.groupby(["x", "y", "action"])
+        .size()
+        .unstack("action", fill_value=0)
+        .reindex(columns=range(num_actions), fill_value=0)
+    )  # (cells, A)
+    n = counts.to_numpy(dtype=float)
+    visits = n.sum(1)
+    p = (n + 0.5) / (visits[:, None] + 0.5 * num_actions)
+    if reference == "global":
+        total = n.sum(0)
+        q = np.broadcast_to((total + 0.5) / (total.sum() + 0.5 * num_actions), n.shape)
+        ref_visits = np.full(len(n), total.sum())
+    else:
+        info = compute_grid_bounds(steps)
+        grid = np.nan_to_num(to_grid(counts, n, info))  # (H, W, A)
+        padded = np.pad(grid, ((1, 1), (1, 1), (0, 0)))
+        neighbours = padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]
+        xs = counts.index.get_level_values("x").to_numpy() - info["x_min"]
+        ys = counts.index.get_level_values("y").to_numpy() - info["y_min"]
+        m = neighbours[ys, xs]  # (cells, A)
+        ref_visits = m.sum(1)
+        q = (m + 0.5) / (ref_visits[:, None] + 0.5 * num_actions)
+    kl = (p * (np.log(p) - np.log(q))).sum(1)
+    kl[(visits < min_visits) | (ref_visits < min_visits)] = np.nan
+    return pd.DataFrame({"visits": visits.astype(int), "kl": kl}, index=counts.index)
+
+
+# ----------------------------------------------------------------------------- groupings
+
+
+def get_available_analyses(steps: pd.DataFrame, episodes: pd.DataFrame) -> list[str]:
+    """The groupings this cache supports, in ANALYSES order: 'overall' always; 'by_starting_room'
+    when the level has several rooms and episodes start in more than one; 'by_door_location' when
+    an episode has a door; the carrying / door phases when those events happened; key phases when
+    a key and a locked door exist and something was picked up;
+    'by_quadrant' when episodes have a target. Routing plots additionally need has_routing(steps)."""
+    contexts = _contexts(episodes)
+    found = ["overall"]
+    shapes = [c.get("room_grid_shape") for c in contexts]
+    rooms = {tuple(c["agent_start_room"]) for c in contexts if c.get("agent_start_room") is not None}
+    if any(s is not None and s[0] * s[1] > 1 for s in shapes) and len(rooms) > 1:
+        found.append("by_starting_room")
+    if (
+        "door_x" in episodes.columns
+        and any(c.get("doors") for c in contexts)
+        and episodes["door_x"].notna().any()
+    ):
+        found.append("by_door_location")
+    carrying = "carrying" in steps.columns and bool((steps["carrying"] == 1).any())
+    if carrying:
+        found.append("by_carrying_phase")
+    if "door_unlocked" in steps.columns and bool((steps["door_unlocked"] == 1).any()):
+        found.append("by_door_unlocked_phase")
+    # Key phases mean something only where a key opens a locked door (not for distractor keys).
+    locked = any(c.get("keys") and any(len(d) > 4 and d[4] for d in c.get("doors", [])) for c in contexts)
+    if locked and "t_pick" in steps.columns and steps["t_pick"].notna().any():
+        found.append("by_key_phase")
+    if any(c.get("target_pos") is not None for c in contexts):
+        found.append("by_quadrant")
+    return found
+
+
+def room_labels_for_groups(
+    sorted_keys: Sequence[Sequence[int]],
+    room_grid_shape: Sequence[int],
+    grid_size: Sequence[int] | None = None,
+) -> list[str]:
+    """Names like 'Top-Left' for rooms given by their top-left cell (x, y), in a room grid of
+    room_grid_shape (columns, rows). Room pitch comes from grid_size (width, height) when given,
+    else from the keys themselves."""
+    cols, rows = int(room_grid_shape[0]), int(room_grid_shape[1])
+    xs = [int(k[0]) for k in sorted_keys]
+    ys = [int(k[1]) for k in sorted_keys]
+
+    def pitch(values: list[int], count: int, extent: int | None) -> int:
+        # RoomGrid levels are (room_size - 1) * count + 1 cells wide: neighbours share a wall.
+        if extent is not None:
+            return max(1, (int(extent) - 1) // count)
+        nonzero = [v for v in values if v > 0]
+        return math.gcd(*nonzero) if nonzero else 1
+
+    px = pitch(xs, cols, grid_size[0] if grid_size is not None else None)
+    py = pitch(ys, rows, grid_size[1] if grid_size is not None else None)
+    col_names = {1: [""], 2: ["Left", "Right"], 3: ["Left", "Center", "Right"]}.get(cols)
+    row_names = {1: [""], 2: ["Top", "Bottom"], 3: ["Top", "Middle", "Bottom"]}.get(rows)
+    labels = []
+    for x, y in zip(xs, ys):
+        c, r = min(x // px, cols - 1), min(y // py, rows - 1)
+        col = col_names[c] if col_names else f"Col {c}"
+        row = row_names[r] if row_names else f"Row {r}"
+        labels.append("-".join(p for p in (row, col) if p) or "Only room")
+    return labels
+
+
+def _per_step(steps: pd.DataFrame, episodes: pd.DataFrame, per_episode: Sequence[Any]) -> np.ndarray:
+    lookup = pd.Series(list(per_episode), index=episodes["episode"].to_numpy())
+    return steps["episode"].map(lookup).to_numpy()
+
+
+def _door_side(ctx: dict, door_x: float, door_y: float) -> str:
+    if not np.isfinite(door_x) or not np.isfinite(door_y):
+        return "no door identified"
+    x0, y0, x1, y1 = ctx.get("room_bounds") or (1, 1, ctx["grid_size"][0] - 2, ctx["grid_size"][1] - 2)
+    along_y = ("upper", "middle", "lower")
+    along_x = ("left part", "middle", "right part")
+
+    def third(v: float, lo: float, hi: float) -> int:
+        return int(min(2, max(0, (v - lo) / max(hi - lo + 1, 1) * 3)))
+
+    if door_x > x1:
+        return f"right wall, {along_y[third(door_y, y0, y1)]}"
+    if door_x < x0:
+        return f"left wall, {along_y[third(door_y, y0, y1)]}"
+    if door_y < y0:
+        return f"top wall, {along_x[third(door_x, x0, x1)]}"
+    if door_y > y1:
+        return f"bottom wall, {along_x[third(door_x, x0, x1)]}"
+    return "not on start room's wall"
+
+
+def group_labels(steps: pd.DataFrame, episodes: pd.DataFrame, group_by: str) -> tuple[pd.Series, list[str]]:
+    """(label of every step, labels in display order) for one of ANALYSES."""
+    n = len(steps)
+    if group_by == "overall":
+        return pd.Series(["all steps"] * n, index=steps.index), ["all steps"]
+    if group_by not in ANALYSES:
+        raise ValueError(f"unknown grouping {group_by!r}; choose from {list(ANALYSES)}")
+    contexts = _contexts(episodes)
+    if group_by == "by_starting_room":
+        rooms = [tuple(c.get("agent_start_room") or (0, 0)) for c in contexts]
+        keys = sorted(set(rooms), key=lambda r: (r[1], r[0]))
+        shape = next((c["room_grid_shape"] for c in contexts if c.get("room_grid_shape")), (1, 1))
+        grid = max((c["grid_size"] for c in contexts), key=lambda s: s[0] * s[1])
+        names = dict(zip(keys, room_labels_for_groups(keys, shape, grid)))
+        labels = _per_step(steps, episodes, [names[r] for r in rooms])
+        order = [names[k] for k in keys]
+    elif group_by == "by_door_location":
+        dx = episodes["door_x"].to_numpy(dtype=float, na_value=np.nan)
+        dy = episodes["door_y"].to_numpy(dtype=float, na_value=np.nan)
+        sides = [_door_side(c, x, y) for c, x, y in zip(contexts, dx, dy)]
+        labels = _per_step(steps, episodes, sides)
+        walls = ("top", "right", "bottom", "left", "not", "no")
+        parts = ("upper", "left part", "middle", "lower", "right part")
+
+        def rank(side: str) -> tuple[int, int]:
+            wall = next(i for i, w in enumerate(walls) if side.startswith(w))
+            return wall, next((i for i, p in enumerate(parts) if side.endswith(p)), 0)
+
+        order = sorted(set(sides), key=rank)
+    elif group_by == "by_carrying_phase":
+        labels = np.where(steps["carrying"].to_numpy() == 1, "carrying", "not carrying")
+        order = ["not carrying", "carrying"]
+    elif group_by == "by_door_unlocked_phase":
+        labels = np.where(steps["door_unlocked"].to_numpy() == 1, "door opened", "door not yet opened")
+        order = ["door not yet opened", "door opened"]
+    elif group_by == "by_key_phase":
+        # Later events win: the phases are a progression (pick up the key, open the door, drop it).
+        labels = np.full(n, KEY_PHASES[0], dtype=object)
+        labels[steps["t_pick"].notna().to_numpy()] = KEY_PHASES[1]
+        labels[steps["door_unlocked"].to_numpy() == 1] = KEY_PHASES[2]
+        labels[steps["t_drop"].notna().to_numpy()] = KEY_PHASES[3]
+        order = list(KEY_PHASES)
+    else:  # by_quadrant: where the agent stands relative to the target it must reach
+        targets = [c.get("target_pos") or (np.nan, np.nan) for c in contexts]
+        tx = _per_step(steps, episodes, [float(t[0]) for t in targets]).astype(float)
+        ty = _per_step(steps, episodes, [float(t[1]) for t in targets]).astype(float)
+        dx, dy = steps["x"].to_numpy() - tx, steps["y"].to_numpy() - ty
+        vertical = np.where(dy < 0, "above", "below")
+        horizontal = np.where(dx < 0, "left", "right")
+        labels = np.char.add(np.char.add(vertical.astype(str), "-"), horizontal.astype(str)).astype(object)
+        labels[(dx == 0) | (dy == 0)] = "same row or column"
+        labels[np.isnan(tx)] = "no target"
+        order = ["above-left", "above-right", "below-left", "below-right", "same row or column", "no target"]
+    series = pd.Series(labels, index=steps.index, dtype=object)
+    present = set(series.unique())
+    return series, [g for g in order if g in present]
+
+
+def group_routing_data(steps: pd.DataFrame, episodes: pd.DataFrame, group_by: str) -> dict[str, pd.DataFrame]:
+    """{group label: its steps}, in display order; the groups partition the steps."""
+    labels, order = group_labels(steps, episodes, group_by)
+    return {g: steps[labels == g] for g in order}
+
+
+# ----------------------------------------------------------------------------- runs and episodes
+
+
+def default_runs(results_df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of default evaluations (no knockout, on the training task, greedy)."""
+    df = results_df.copy()
+    if "knockout" in df.columns:
+        df = df[df["knockout"].fillna("none") == "none"]
+    if "eval_task_id" in df.columns:
+        df = df[df["eval_task_id"].fillna(df["task_id"]) == df["task_id"]]
+    if "sample" in df.columns:
+        df = df[~df["sample"].fillna(False).astype(bool)]
+    if df.empty:
+        raise ValueError("no default evaluations (knockout none, on the training task) in the results")
+    return df
+
+
+def pick_example_episode(episodes: pd.DataFrame) -> int:
+    """A typical episode to draw step by step: among those with the most phase events (pickup,
+    door, drop), successful ones first, the one of median length (lowest index on ties)."""
+    events = sum(episodes[c].notna().astype(int) for c in EVENT_NAMES if c in episodes.columns)
+    pool = episodes[events == events.max()] if len(episodes) else episodes
+    if "success" in pool.columns and pool["success"].any():
+        pool = pool[pool["success"]]
+    if pool.empty:
+        raise ValueError("pick_example_episode: no episodes")
+    gap = (pool["length"] - pool["length"].median()).abs()
+    return int(pool.assign(gap=gap).sort_values(["gap", "episode"])["episode"].iloc[0])

@@ -1,0 +1,297 @@
+"""Run identity and run files: the one place that knows how a run is laid out on disk.
+
+A run is (task_id, trial, seed). Its folder is `<root>/<task_id>/trial_<N>/[seed_<S>/]` (no
+`seed_<S>/` when the run was started without --seed), and holds
+    checkpoint_<update>.pt ...  every --checkpoint_interval updates
+    checkpoint_final.pt         the end of training (the only copy of the final weights)
+    metrics.jsonl               one row per log interval
+    config.json                 the resolved config, readable without torch
+Evaluation caches mirror the run folder: `<cache_root>/<task_id>/trial_<N>/[seed_<S>/][update_<U>/]
+[eval_<task>/][knockout_<spec>/]` (no `update_<U>/` for checkpoint_final.pt).
+
+Everything here is torch-free (notebooks and Modal's local side import it), and every path built
+from a file's contents goes through `safe_name`, so no task id, trial, seed, update or knockout
+label read from a checkpoint can point a write outside the chosen root.
+
+    run = RunId("BabyAI-GoToLocal-v0", trial=0, seed=None); run_dir("checkpoints", run)
+    find_checkpoints(["checkpoints", "modal_checkpoints"])   # every checkpoint in that layout
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FINAL = "final"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+_CHECKPOINT = re.compile(r"^checkpoint_(\d+|final)\.pt$")
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+
+
+class RunPathError(ValueError):
+    """A name that cannot be one component of a path under a root (e.g. '../x', 'a/b')."""
+
+
+def safe_name(value: Any, what: str) -> str:
+    """`value` as one path component, or RunPathError: letters, digits and . _ + = - only, no
+    leading dot (so never '..'), at most 200 characters."""
+    text = str(value)
+    if not _SAFE.match(text) or len(text) > 200:
+        raise RunPathError(f"{what} {text!r} cannot be used in a path (letters, digits, '._+=-' only)")
+    return text
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = -1
+        if number < 0 or str(number) != str(value).strip():
+            raise RunPathError(f"{what} {value!r} is not a non-negative integer")
+        value = number
+    return int(value)
+
+
+@dataclass(frozen=True)
+class RunId:
+    """Which run: the level, the experiment number and (optionally) the RNG seed."""
+
+    task_id: str
+    trial: int
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        safe_name(self.task_id, "task_id")
+        object.__setattr__(self, "trial", _count(self.trial, "trial"))
+        if self.seed is not None:
+            object.__setattr__(self, "seed", _count(self.seed, "seed"))
+
+    @classmethod
+    def of(cls, config: dict) -> RunId:
+        """The run a (checkpoint's) config belongs to."""
+        return cls(config["task_id"], config.get("trial", 0), config.get("seed"))
+
+    @property
+    def subpath(self) -> Path:
+        d = Path(self.task_id) / f"trial_{self.trial}"
+        return d / f"seed_{self.seed}" if self.seed is not None else d
+
+    @property
+    def label(self) -> str:
+        return f"{self.task_id}-t{self.trial}" + (f"-s{self.seed}" if self.seed is not None else "")
+
+
+def run_dir(root: str | os.PathLike, run: RunId) -> Path:
+    return Path(root) / run.subpath
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_name(update: int | None) -> str:
+    """checkpoint_<update>.pt, or checkpoint_final.pt for None."""
+    return f"checkpoint_{FINAL if update is None else _count(update, 'update')}.pt"
+
+
+def parse_checkpoint_name(name: str) -> int | str | None:
+    """The update of checkpoint_<update>.pt, FINAL for checkpoint_final.pt, None for other files."""
+    m = _CHECKPOINT.match(name)
+    if not m:
+        return None
+    return FINAL if m.group(1) == FINAL else int(m.group(1))
+
+
+def checkpoint_paths(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Numbered checkpoints in a run folder, sorted by update."""
+    out = []
+    for p in Path(directory).glob("checkpoint_*.pt"):
+        update = parse_checkpoint_name(p.name)
+        if isinstance(update, int):
+            out.append((update, p))
+    return sorted(out)
+
+
+def final_checkpoint(directory: str | os.PathLike) -> Path | None:
+    path = Path(directory) / checkpoint_name(None)
+    return path if path.is_file() else None
+
+
+def resume_candidates(directory: str | os.PathLike) -> list[Path]:
+    """Checkpoints to resume from, newest first: the final one (written last), then the numbered
+    ones by update."""
+    final = final_checkpoint(directory)
+    numbered = [p for _, p in reversed(checkpoint_paths(directory))]
+    return ([final] if final else []) + numbered
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A checkpoint found in the run layout under some root."""
+
+    path: str  # as found, POSIX (relative when the root was relative)
+    task_id: str
+    trial: int
+    seed: int | None
+    update: int | None  # None for checkpoint_final.pt
+
+    @property
+    def run(self) -> RunId:
+        return RunId(self.task_id, self.trial, self.seed)
+
+
+def parse_run_path(path: str | os.PathLike) -> tuple[RunId, int | None] | None:
+    """(run, update) of `.../<task>/trial_<N>/[seed_<S>/]checkpoint_<U|final>.pt`, else None."""
+    parts = Path(path).parts
+    update = parse_checkpoint_name(parts[-1]) if parts else None
+    if update is None or len(parts) < 3:
+        return None
+    seed = None
+    rest = parts[:-1]
+    if rest[-1].startswith("seed_"):
+        if not rest[-1][5:].isdigit() or len(rest) < 3:
+            return None
+        seed, rest = int(rest[-1][5:]), rest[:-1]
+    if not rest[-1].startswith("trial_") or not rest[-1][6:].isdigit():
+        return None
+    try:
+        run = RunId(rest[-2], int(rest[-1][6:]), seed)
+    except RunPathError:
+        return None
+    return run, None if update == FINAL else int(update)
+
+
+def find_checkpoints(roots: list[str | os.PathLike]) -> list[CheckpointRef]:
+    """Every checkpoint under the given roots in the run layout, sorted by path."""
+    found = []
+    for root in roots:
+        root_path = Path(root)
+        if not root_path.is_dir():
+            continue
+        for p in sorted(root_path.rglob("checkpoint_*.pt")):
+            rel = p.relative_to(root_path)
+            if len(rel.parts) not in (3, 4):
+                continue
+            parsed = parse_run_path(rel)
+            if parsed is None:
+                continue
+            run, update = parsed
+            found.append(CheckpointRef(p.as_posix(), run.task_id, run.trial, run.seed, update))
+    return found
+
+
+# ----------------------------------------------------------------------------- caches and plots
+
+
+def knockout_slug(spec: str | None) -> str | None:
+    if not spec:
+        return None
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", spec).strip("-") or None
+
+
+def cache_dir_for(
+    cache_root: str | os.PathLike,
+    config: dict,
+    checkpoint_path: str | os.PathLike,
+    eval_task_id: str | None = None,
+    knockout: str | None = None,
+) -> Path:
+    """Where the routing cache of one evaluation lives (see the module docstring). Every component
+    is checked with safe_name: a checkpoint whose config names '../x' is refused, never followed."""
+    d = Path(cache_root) / RunId.of(config).subpath
+    update = parse_checkpoint_name(Path(checkpoint_path).name)
+    if update is None:  # a checkpoint not named in the layout: use the update it stores
+        update = config.get("update")
+        update = "unknown" if update is None else _count(update, "update")
+    if update != FINAL:
+        d = d / f"update_{update}"
+    if eval_task_id and eval_task_id != config["task_id"]:
+        d = d / f"eval_{safe_name(eval_task_id, 'eval_task_id')}"
+    if knockout:
+        d = d / f"knockout_{safe_name(knockout_slug(knockout), 'knockout')}"
+    return d
+
+
+def run_subpath(path: str | os.PathLike) -> Path:
+    """<task>/trial_<N>/[seed_<S>/][update_<U>/][eval_*/][knockout_*/] of a cache folder, run folder
+    or checkpoint (its .pt suffix dropped), whatever the root: where its plots go below plots/."""
+    path = Path(path)
+    parts = (path.with_suffix("") if path.suffix == ".pt" else path).parts
+    start = next((i - 1 for i, p in enumerate(parts) if i and p.startswith("trial_")), len(parts) - 1)
+    return Path(*parts[start:])
+
+
+def run_label(path: str | os.PathLike) -> str:
+    """'BabyAI-UnlockPickup-v0 · trial 0 · seed 2 · update 1500' for .../trial_0/seed_2/update_1500."""
+    return " · ".join(p.replace("_", " ", 1) for p in run_subpath(path).parts)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], mode: int = 0o644) -> Path:
+    """Write via `write(tmp_path)` to a temp file beside `path`, then rename it over `path`: a
+    reader sees the old file or the new one, never half of one. The temp file is removed if
+    anything fails (a full disk included)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, mode)  # mkstemp makes 0600; run files are shared read-only data
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Temp files a killed atomic_write left behind in `directory` (not recursive); removes them."""
+    stale = sorted(Path(directory).glob(".*.tmp")) if Path(directory).is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+@contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive, blocking lock beside `path` (fcntl: processes on this machine or one volume)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_run_config(directory: str | os.PathLike, config: dict) -> Path:
+    """config.json: the resolved config of the run, so a notebook can label it without torch."""
+    return atomic_write_text(
+        Path(directory) / CONFIG_FILE, json.dumps(config, indent=1, sort_keys=True) + "\n"
+    )
+
+
+def read_run_config(directory: str | os.PathLike) -> dict | None:
+    """config.json of a run folder, or None if absent or unreadable."""
+    try:
+        data = json.loads((Path(directory) / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
