@@ -27,6 +27,7 @@ with app.setup:
     import batch_eval
     import experiment
     import plotting_utils as pu
+    import results_plots as rp
     import routing_analysis as ra
     import routing_cache
     from runs import run_label
@@ -100,17 +101,7 @@ def _(runs):
 @app.cell
 def _(runs):
     mo.stop(runs.empty, mo.md("*No default evaluations for these tasks.*"))
-    mo.stop(
-        not hasattr(pu, "plot_success_vs_lpc"),
-        mo.callout(
-            mo.md(
-                "`plotting_utils.plot_success_vs_lpc(results_df)` is not there yet: "
-                "the numbers are in the table below."
-            ),
-            kind="neutral",
-        ),
-    )
-    fig_success_vs_lpc = pu.plot_success_vs_lpc(runs)
+    fig_success_vs_lpc = rp.plot_success_vs_lpc(runs)
     fig_success_vs_lpc
     return
 
@@ -124,17 +115,7 @@ def _(runs):
 @app.cell
 def _(runs):
     mo.stop(runs.empty, mo.md("*No default evaluations for these tasks.*"))
-    mo.stop(
-        not hasattr(pu, "plot_metrics_vs_update"),
-        mo.callout(
-            mo.md(
-                "`plotting_utils.plot_metrics_vs_update(results_df)` is not there yet: "
-                "the numbers are in the table below (sort by update)."
-            ),
-            kind="neutral",
-        ),
-    )
-    fig_vs_update = pu.plot_metrics_vs_update(runs)
+    fig_vs_update = rp.plot_metrics_vs_update(runs)
     fig_vs_update
     return
 
@@ -179,7 +160,7 @@ def _(knockout_dropdown, results_csv):
             f"`python batch_eval.py --final_only --knockout largest --results_path {results_csv}`."
         ),
     )
-    fig_knockout = pu.plot_knockout_comparison(batch_eval.read_results(results_csv), knockout_dropdown.value)
+    fig_knockout = rp.plot_knockout_comparison(batch_eval.read_results(results_csv), knockout_dropdown.value)
     fig_knockout
     return
 
@@ -266,7 +247,7 @@ def _(checkpoint_dirs, metrics_dropdown):
         experiment.load_checkpoint(_checkpoint)["config"].get("expert_hidden_sizes") if _checkpoint else None
     )
     mo.stop(not _rows, mo.md("*This metrics.jsonl is empty.*"))
-    fig_training = pu.plot_training_curves(_rows, _sizes)
+    fig_training = rp.plot_training_curves(_rows, _sizes)
     fig_training
     return
 

@@ -20,11 +20,8 @@ routing_analysis.py; this module only draws them. The headless command is render
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import os
-import re
 import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +33,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import LinearSegmentedColormap, Normalize, to_rgb
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.legend import Legend
@@ -44,11 +41,24 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
+from plot_style import (
+    EXPERT_CMAPS,
+    EXPERT_COLORS,
+    PANEL,
+    UNVISITED_COLOR,
+    UNVISITED_HATCH_COLOR,
+    expert_label,
+    expert_size,
+    heat_size,
+    new_figure,
+    short_size,
+    styled,
+)
+from results_plots import plot_knockout_comparison, plot_training_curves
 from routing_analysis import (
     ACTION_NAMES,
     EVENT_NAMES,
     action_kl_by_cell,
-    default_runs,
     expert_usage,
     grid_info_for,
     group_labels,
@@ -68,85 +78,11 @@ from routing_analysis import group_routing_data as group_routing_data
 from routing_analysis import room_labels_for_groups as room_labels_for_groups
 from routing_cache import CacheData
 
-# ----------------------------------------------------------------------------- constants
-
-# One hue per expert index (tab10's first six, colour-blind-tolerable), as pale-to-dark ramps so
-# a heatmap cell's hue says which expert dominates and its depth how strongly.
-_EXPERT_HUES = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
-
-
-def _ramp(name: str, hue: str) -> LinearSegmentedColormap:
-    rgb = np.array(to_rgb(hue))
-    return LinearSegmentedColormap.from_list(name, [0.8 + 0.2 * rgb, rgb, 0.55 * rgb])
-
-
-EXPERT_CMAPS: tuple[LinearSegmentedColormap, ...] = tuple(
-    _ramp(f"expert_{j}", h) for j, h in enumerate(_EXPERT_HUES)
-)
-EXPERT_COLORS: tuple[str, ...] = _EXPERT_HUES
-UNVISITED_COLOR = "#d4d4d4"
-UNVISITED_HATCH_COLOR = "#8c8c8c"
-# Paper sizes: ~3.3 in per panel and 8-9 pt text stay readable when printed at 1x.
-_PANEL = 3.3
-_STYLE = {
-    "font.size": 9,
-    "axes.titlesize": 9,
-    "axes.labelsize": 9,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "legend.fontsize": 8,
-    "legend.title_fontsize": 8,
-    "figure.titlesize": 10,
-    "hatch.linewidth": 0.6,
-}
-
-
-def _styled(fn: Callable) -> Callable:
-    """Create every artist under the paper style (font sizes are fixed when an artist is made)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with matplotlib.rc_context(_STYLE):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _heat_size(grid_info: Mapping[str, int], width: float = 2.6) -> tuple[float, float]:
-    """(width, height) in inches of one grid panel: fixed width, height from the level's aspect
-    (an 11x6 two-room level gets a flat panel, not a square one with empty bands)."""
-    aspect = grid_info["grid_height"] / grid_info["grid_width"]
-    return width, float(np.clip(width * aspect, 1.0, 1.4 * width))
-
-
-def expert_label(layer: int, expert: int, size: int | None) -> str:
-    """'layer 1 · 32 units'; 'layer 1 · identity' for the size-0 skip expert; the expert index when
-    the size is unknown."""
-    if size is None:
-        return f"layer {layer} · expert {expert}"
-    return f"layer {layer} · identity" if int(size) == 0 else f"layer {layer} · {int(size)} units"
-
-
-def _short_size(size: int | None, expert: int) -> str:
-    return f"e{expert}" if size is None else ("id" if int(size) == 0 else str(int(size)))
-
-
 # ----------------------------------------------------------------------------- expert names and legends
 
 
-def _size(expert_sizes: Sequence[Sequence[int]] | None, layer: int, expert: int) -> int | None:
-    try:
-        return int(expert_sizes[layer][expert])  # type: ignore[index]
-    except (TypeError, IndexError, KeyError):
-        return None
-
-
 def _labels(expert_sizes: Sequence[Sequence[int]] | None, layer: int, n: int) -> list[str]:
-    return [expert_label(layer, j, _size(expert_sizes, layer, j)) for j in range(n)]
+    return [expert_label(layer, j, expert_size(expert_sizes, layer, j)) for j in range(n)]
 
 
 def _size_name(size: int | None, expert: int) -> str:
@@ -161,7 +97,7 @@ def _expert_legend(
 ) -> Legend:
     """One legend under all panels naming every expert by size. Colour follows the expert index;
     when every layer has the same sizes one entry per expert says it all, else a column per layer."""
-    sizes = {k: [_size(expert_sizes, k, j) for j in range(len(c))] for k, c in layers.items()}
+    sizes = {k: [expert_size(expert_sizes, k, j) for j in range(len(c))] for k, c in layers.items()}
 
     def handle(j: int, label: str) -> Any:
         color = EXPERT_COLORS[j % len(EXPERT_COLORS)]
@@ -301,7 +237,7 @@ def _add_expert_key(fig: Figure, axes: Axes | list[Axes], num_experts: int, size
     return bar.ax
 
 
-@_styled
+@styled
 def render_routing_heatmap(
     ax: Axes,
     agg: pd.DataFrame,
@@ -333,12 +269,12 @@ def render_routing_heatmap(
     ax.set_label(f"routing_layer_{layer}")
     if key:
         _add_expert_key(
-            ax.figure, ax, num_experts, [_size(expert_sizes, layer, j) for j in range(num_experts)]
+            ax.figure, ax, num_experts, [expert_size(expert_sizes, layer, j) for j in range(num_experts)]
         )
     return image
 
 
-@_styled
+@styled
 def render_lpc_heatmap(
     ax: Axes,
     agg: pd.DataFrame,
@@ -364,7 +300,7 @@ def _env_panel(ax: Axes, env_image: np.ndarray | None, mission: str | None, titl
     ax.set_title(text)
 
 
-@_styled
+@styled
 def plot_overall_routing(
     steps: pd.DataFrame,
     expert_sizes: Sequence[Sequence[int]] | None,
@@ -381,8 +317,8 @@ def plot_overall_routing(
         raise ValueError("plot_overall_routing: no steps left after filter_fn")
     grid_info = grid_info or compute_grid_bounds(steps)
     panels = len(layers) + 1 + (env_image is not None)
-    w, h = _heat_size(grid_info)
-    fig = _figure((w + 0.7) * panels, h + 2.3)
+    w, h = heat_size(grid_info)
+    fig = new_figure((w + 0.7) * panels, h + 2.3)
     axes = list(fig.subplots(1, panels, squeeze=False)[0])
     if env_image is not None:
         _env_panel(axes.pop(0), env_image, env_mission)
@@ -395,13 +331,13 @@ def plot_overall_routing(
     return fig
 
 
-@_styled
+@styled
 def plot_lpc_heatmap(steps: pd.DataFrame, grid_info: Mapping[str, int] | None = None) -> Figure:
     """Mean LPC per cell, on its own (same panel as in plot_overall_routing)."""
     require_routing(steps, "plot_lpc_heatmap")
     grid_info = grid_info or compute_grid_bounds(steps)
-    w, h = _heat_size(grid_info)
-    fig = _figure(w + 0.8, h + 1.6)
+    w, h = heat_size(grid_info)
+    fig = new_figure(w + 0.8, h + 1.6)
     render_lpc_heatmap(
         fig.subplots(), aggregate_routing_by_position(steps), grid_info or compute_grid_bounds(steps)
     )
@@ -423,7 +359,7 @@ _GROUP_TITLES = {
 }
 
 
-@_styled
+@styled
 def plot_grouped_routing(
     steps: pd.DataFrame,
     episodes: pd.DataFrame,
@@ -450,8 +386,8 @@ def plot_grouped_routing(
     lpc_max = max(a["lpc"].max() for a in aggs.values())
     show_env = env_images is not None
     ncols = len(layers) + 1 + show_env
-    w, h = _heat_size(grid_info, 2.4)
-    fig = _figure((w + 0.6) * ncols + 0.4, (h + 0.55) * len(groups) + 1.6)
+    w, h = heat_size(grid_info, 2.4)
+    fig = new_figure((w + 0.6) * ncols + 0.4, (h + 0.55) * len(groups) + 1.6)
     axes = fig.subplots(len(groups), ncols, squeeze=False)
     for r, (group, agg) in enumerate(aggs.items()):
         row = list(axes[r])
@@ -475,7 +411,7 @@ def plot_grouped_routing(
             fig,
             list(axes[:, offset + i]),
             len(cols),
-            [_size(expert_sizes, layer, j) for j in range(len(cols))],
+            [expert_size(expert_sizes, layer, j) for j in range(len(cols))],
         )
     image = axes[0, -1].get_images()[0]
     fig.colorbar(
@@ -489,10 +425,10 @@ def plot_grouped_routing(
 # ----------------------------------------------------------------------------- behaviour
 
 
-@_styled
+@styled
 def plot_action_frequency(steps: pd.DataFrame, by_carrying: bool = False) -> Figure:
     """Fraction of steps on each action (bars per carrying state when by_carrying)."""
-    fig = _figure(_PANEL * 1.3, _PANEL * 0.9)
+    fig = new_figure(PANEL * 1.3, PANEL * 0.9)
     ax = fig.subplots()
     num_actions = len(ACTION_NAMES)
     splits = {"all steps": steps}
@@ -514,13 +450,13 @@ def plot_action_frequency(steps: pd.DataFrame, by_carrying: bool = False) -> Fig
     return fig
 
 
-@_styled
+@styled
 def plot_entropy_heatmap(steps: pd.DataFrame, grid_info: Mapping[str, int] | None = None) -> Figure:
     """Mean entropy of the policy's action distribution per cell, in nats."""
     agg = steps.groupby(["x", "y"])["entropy"].mean().to_frame()
     grid_info = grid_info or compute_grid_bounds(steps)
-    w, h = _heat_size(grid_info)
-    fig = _figure(w + 1.2, h + 1.1)
+    w, h = heat_size(grid_info)
+    fig = new_figure(w + 1.2, h + 1.1)
     ax = fig.subplots()
     grid = to_grid(agg, agg["entropy"].to_numpy(), grid_info)
     top = f"policy entropy (nats; max ln {len(ACTION_NAMES)} = {math.log(len(ACTION_NAMES)):.2f})"
@@ -531,7 +467,7 @@ def plot_entropy_heatmap(steps: pd.DataFrame, grid_info: Mapping[str, int] | Non
     return fig
 
 
-@_styled
+@styled
 def plot_kl_heatmap(
     steps: pd.DataFrame,
     reference: str = "global",
@@ -542,8 +478,8 @@ def plot_kl_heatmap(
     pooled distribution (see action_kl_by_cell for the smoothing)."""
     kl = action_kl_by_cell(steps, reference, min_visits)
     grid_info = grid_info or compute_grid_bounds(steps)
-    w, h = _heat_size(grid_info)
-    fig = _figure(w + 1.2, h + 1.3)
+    w, h = heat_size(grid_info)
+    fig = new_figure(w + 1.2, h + 1.3)
     ax = fig.subplots()
     grid = to_grid(kl, kl["kl"].to_numpy(), grid_info)
     _value_heatmap(ax, grid, grid_info, "plasma", "KL (nats)", 0.0, None)
@@ -555,14 +491,14 @@ def plot_kl_heatmap(
     return fig
 
 
-@_styled
+@styled
 def plot_cell_action_distribution(steps: pd.DataFrame, x: int, y: int) -> Figure:
     """Action distribution at one cell against the global one, with the cell's KL."""
     here = steps[(steps["x"] == x) & (steps["y"] == y)]
     if here.empty:
         raise ValueError(f"cell ({x}, {y}) was never visited")
     kl = action_kl_by_cell(steps, "global", min_visits=1).loc[(x, y), "kl"]
-    fig = _figure(_PANEL * 1.3, _PANEL * 0.9)
+    fig = new_figure(PANEL * 1.3, PANEL * 0.9)
     ax = fig.subplots()
     num_actions = len(ACTION_NAMES)
     for i, (name, part) in enumerate({f"cell ({x}, {y}), n={len(here)}": here, "all cells": steps}.items()):
@@ -589,7 +525,7 @@ def _event_lines(ax: Axes, events: Mapping[str, float]) -> None:
             ax.axvline(t, color="k", linestyle=styles[event], linewidth=1, label=EVENT_NAMES[event])
 
 
-@_styled
+@styled
 def plot_episode_routing(
     steps: pd.DataFrame,
     episode: int,
@@ -603,7 +539,7 @@ def plot_episode_routing(
     if ep.empty:
         raise ValueError(f"episode {episode} is not in this table")
     events = {e: float(ep[e].max()) for e in EVENT_NAMES if e in ep.columns}
-    fig = _figure(_PANEL * 2, 1.45 * (len(layers) + 1) + 1.0)
+    fig = new_figure(PANEL * 2, 1.45 * (len(layers) + 1) + 1.0)
     axes = fig.subplots(len(layers) + 1, 1, sharex=True, squeeze=False)[:, 0]
     t = ep["t"].to_numpy()
     marker = "." if len(t) <= 40 else None  # short episodes: show the individual steps
@@ -637,7 +573,7 @@ def plot_episode_routing(
     return fig
 
 
-@_styled
+@styled
 def plot_event_aligned_routing(
     steps: pd.DataFrame,
     event: str = "t_pick",
@@ -657,7 +593,7 @@ def plot_event_aligned_routing(
     if near.empty:
         raise ValueError(f"no episode in this table has a {EVENT_NAMES[event]} ({event})")
     n_episodes = near["episode"].nunique()
-    fig = _figure(_PANEL * 1.15 * len(layers), _PANEL * 0.95)
+    fig = new_figure(PANEL * 1.15 * len(layers), PANEL * 0.95)
     axes = fig.subplots(1, len(layers), squeeze=False)[0]
     for ax, (layer, cols) in zip(axes, layers.items()):
         stats = near.groupby("rel")[cols].agg(["mean", "sem"])
@@ -680,11 +616,11 @@ def plot_event_aligned_routing(
 # ----------------------------------------------------------------------------- distributions
 
 
-@_styled
+@styled
 def plot_weight_histograms(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None) -> Figure:
     """Distribution over steps of each expert's router weight, a panel per layer."""
     layers = require_routing(steps, "plot_weight_histograms")
-    fig = _figure(_PANEL * 1.1 * len(layers), _PANEL * 0.95)
+    fig = new_figure(PANEL * 1.1 * len(layers), PANEL * 0.95)
     axes = fig.subplots(1, len(layers), squeeze=False)[0]
     bins = np.linspace(0, 1, 26)
     for ax, (layer, cols) in zip(axes, layers.items()):
@@ -707,12 +643,12 @@ def plot_weight_histograms(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[
     return fig
 
 
-@_styled
+@styled
 def plot_routing_entropy(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None = None) -> Figure:
     """Per layer, the distribution over steps of the router's weight entropy (nats); dashed: a
     uniform split (log E), solid: the mean."""
     layers = require_routing(steps, "plot_routing_entropy")
-    fig = _figure(_PANEL * 1.05 * len(layers), _PANEL * 0.85)
+    fig = new_figure(PANEL * 1.05 * len(layers), PANEL * 0.85)
     axes = fig.subplots(1, len(layers), squeeze=False)[0]
     for ax, (layer, cols) in zip(axes, layers.items()):
         h = routing_entropy(steps, layer)
@@ -724,25 +660,25 @@ def plot_routing_entropy(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[in
         ax.axvline(h.mean(), color="#c44e52", linewidth=1.5, label="mean")
         ax.set_xlabel("router entropy (nats)")
         ax.set_ylabel("fraction of steps")
-        sizes = ", ".join(_short_size(_size(expert_sizes, layer, j), j) for j in range(len(cols)))
+        sizes = ", ".join(short_size(expert_size(expert_sizes, layer, j), j) for j in range(len(cols)))
         ax.set_title(f"layer {layer} (experts {sizes})\nmean {h.mean():.2f} of max {top:.2f} nats")
     fig.legend(handles=axes[0].get_lines(), loc="outside lower center", ncol=2, frameon=False)
     fig.suptitle(f"Router entropy ({len(steps)} steps)")
     return fig
 
 
-@_styled
+@styled
 def plot_expert_usage(source: Any, expert_sizes: Sequence[Sequence[int]] | None = None) -> Figure:
     """Stacked bar per layer of the experts' mean weights (see expert_usage for the sources)."""
     usage = expert_usage(source)
-    fig = _figure(_PANEL * 1.3, _PANEL * 0.9)
+    fig = new_figure(PANEL * 1.3, PANEL * 0.9)
     ax = fig.subplots()
     layers = list(usage)
     bottoms = np.zeros(len(layers))
     most = max(len(u) for u in usage.values())
     for j in range(most):
         heights = np.array([usage[k][j] if j < len(usage[k]) else 0.0 for k in layers])
-        sizes = {_size(expert_sizes, k, j) for k in layers if j < len(usage[k])}
+        sizes = {expert_size(expert_sizes, k, j) for k in layers if j < len(usage[k])}
         name = (
             expert_label(0, j, sizes.pop()).split(" · ", 1)[1]
             if len(sizes) == 1 and None not in sizes
@@ -759,8 +695,8 @@ def plot_expert_usage(source: Any, expert_sizes: Sequence[Sequence[int]] | None 
         )
         for i, (b, hgt) in enumerate(zip(bottoms, heights)):
             if hgt >= 0.06:
-                size = _size(expert_sizes, layers[i], j)
-                text = f"{hgt:.2f}" if size is None else f"{_short_size(size, j)}: {hgt:.2f}"
+                size = expert_size(expert_sizes, layers[i], j)
+                text = f"{hgt:.2f}" if size is None else f"{short_size(size, j)}: {hgt:.2f}"
                 ax.text(i, b + hgt / 2, text, ha="center", va="center", fontsize=7, color="white")
         bottoms += heights
     ax.set_xticks(range(len(layers)), [f"layer {k}" for k in layers])
@@ -797,7 +733,7 @@ def _grouped_bars(
     ax.set_ylim(0, 1.12)
 
 
-@_styled
+@styled
 def plot_phase_specialisation(
     steps: pd.DataFrame,
     episodes: pd.DataFrame,
@@ -816,7 +752,7 @@ def plot_phase_specialisation(
     stats = per_episode.groupby(level="group").agg(["mean", "sem"]).reindex(order)
     counts = labels.value_counts()
     names = [f"{g}\n(n={counts[g]})" for g in order]
-    fig = _figure(max(3.0, 0.75 * len(order)) * len(layers) + 0.4, _PANEL * 1.05)
+    fig = new_figure(max(3.0, 0.75 * len(order)) * len(layers) + 0.4, PANEL * 1.05)
     axes = fig.subplots(1, len(layers), squeeze=False, sharey=True)[0]
     for ax, (layer, lcols) in zip(axes, layers.items()):
         means = np.stack([stats[(c, "mean")].to_numpy() for c in lcols], 1)
@@ -829,7 +765,7 @@ def plot_phase_specialisation(
     return fig
 
 
-@_styled
+@styled
 def plot_success_vs_failure(
     steps: pd.DataFrame, episodes: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None
 ) -> Figure:
@@ -839,7 +775,7 @@ def plot_success_vs_failure(
     require_routing(steps, "plot_success_vs_failure")
     outcomes = {"success": episodes[episodes["success"]], "failure": episodes[~episodes["success"]]}
     outcomes = {k: v for k, v in outcomes.items() if len(v)}
-    fig = _figure(_PANEL * 1.0 * (len(layers) + 1), _PANEL * 1.0)
+    fig = new_figure(PANEL * 1.0 * (len(layers) + 1), PANEL * 1.0)
     axes = fig.subplots(1, len(layers) + 1, squeeze=False)[0]
     colors = {"success": "#2ca02c", "failure": "#d62728"}
     width = 0.8 / len(outcomes)
@@ -848,7 +784,7 @@ def plot_success_vs_failure(
             xs = np.arange(len(cols)) + (i - (len(outcomes) - 1) / 2) * width
             mean, sem = part[cols].mean().to_numpy(), np.nan_to_num(part[cols].sem().to_numpy())
             ax.bar(xs, mean, width, yerr=sem, capsize=2, color=colors[name], label=f"{name} (n={len(part)})")
-        sizes = [_short_size(_size(expert_sizes, layer, j), j) for j in range(len(cols))]
+        sizes = [short_size(expert_size(expert_sizes, layer, j), j) for j in range(len(cols))]
         ax.set_xticks(range(len(cols)), [s if s == "id" else f"{s} units" for s in sizes])
         ax.set_xlabel("expert (hidden size)")
         ax.set_ylabel("episode-mean router weight")
@@ -871,222 +807,6 @@ def plot_success_vs_failure(
     missing = [k for k in ("success", "failure") if k not in outcomes]
     note = f"; no {missing[0]} episodes" if missing else ""
     fig.suptitle(f"Routing in successful vs failed episodes ({len(episodes)} episodes{note})")
-    return fig
-
-
-@_styled
-def plot_success_vs_lpc(results_df: pd.DataFrame) -> Figure:
-    """Success rate (95% Wilson CI) against mean LPC per step, one point per evaluated checkpoint,
-    colour = task, one panel per lpc_alpha: the accuracy/computation trade-off across runs."""
-    df = default_runs(results_df)
-    df = df[df["mean_lpc"].notna()]
-    if df.empty:
-        raise ValueError("no MoP evaluations with an LPC (the GRU baseline has none)")
-    alphas = sorted(df["lpc_alpha"].fillna(0.0).unique()) if "lpc_alpha" in df.columns else [0.0]
-    tasks = sorted(df["task_id"].unique())
-    colors = {t: f"C{i % 10}" for i, t in enumerate(tasks)}
-    fig = _figure(_PANEL * len(alphas) + 0.4, _PANEL * 0.95)
-    axes = np.atleast_1d(fig.subplots(1, len(alphas), sharey=True, squeeze=False)[0])
-    for ax, alpha in zip(axes, alphas):
-        sub = df[df.get("lpc_alpha", pd.Series(0.0, index=df.index)).fillna(0.0) == alpha]
-        for task in tasks:
-            rows = sub[sub["task_id"] == task]
-            if rows.empty:
-                continue
-            rate = rows["success_rate"].to_numpy(float)
-            low = rows.get("success_ci_low", rows["success_rate"]).to_numpy(float)
-            high = rows.get("success_ci_high", rows["success_rate"]).to_numpy(float)
-            err = np.clip(np.nan_to_num(np.vstack([rate - low, high - rate])), 0.0, None)
-            ax.errorbar(
-                rows["mean_lpc"],
-                rate,
-                yerr=err,
-                fmt="o",
-                ms=4,
-                capsize=2,
-                color=colors[task],
-                label=task.removeprefix("BabyAI-"),
-            )
-        ax.set_title(f"lpc_alpha = {alpha:g}")
-        ax.set_xlabel("mean LPC per step (Σ w·size²)")
-        ax.set_ylim(-0.03, 1.05)
-    axes[0].set_ylabel("success rate (95% CI)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    for ax in axes[1:]:
-        h, lab = ax.get_legend_handles_labels()
-        handles += [x for x, y in zip(h, lab) if y not in labels]
-        labels += [y for y in lab if y not in labels]
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), title="task")
-    fig.suptitle(f"Success vs routing cost ({len(df)} checkpoints)")
-    return fig
-
-
-@_styled
-def plot_metrics_vs_update(results_df: pd.DataFrame) -> Figure:
-    """Success rate (with its 95% CI band) and mean LPC against training update, one line per run
-    (task, trial, seed); checkpoint_final rows are placed at their update."""
-    df = default_runs(results_df)
-    df = df[df["update"].notna()].copy()
-    if df.empty:
-        raise ValueError("no evaluations with an update number")
-    df["run"] = (
-        df["task_id"].str.removeprefix("BabyAI-")
-        + " · t"
-        + df["trial"].astype(str)
-        + np.where(
-            df.get("seed", pd.Series(np.nan, index=df.index)).notna(),
-            " · s" + df.get("seed", pd.Series("", index=df.index)).astype(str).str.removesuffix(".0"),
-            "",
-        )
-    )
-    fig = _figure(2 * _PANEL + 0.6, _PANEL * 0.95)
-    ax_success, ax_lpc = fig.subplots(1, 2)
-    for i, (run, rows) in enumerate(df.sort_values("update").groupby("run", sort=True)):
-        color = f"C{i % 10}"
-        x = rows["update"].to_numpy(float)
-        ax_success.plot(x, rows["success_rate"], marker="o", ms=3, color=color, label=run)
-        if {"success_ci_low", "success_ci_high"} <= set(rows.columns):
-            ax_success.fill_between(
-                x,
-                rows["success_ci_low"].astype(float),
-                rows["success_ci_high"].astype(float),
-                color=color,
-                alpha=0.2,
-                lw=0,
-            )
-        if rows["mean_lpc"].notna().any():
-            ax_lpc.plot(x, rows["mean_lpc"], marker="o", ms=3, color=color, label=run)
-    ax_success.set(title="success rate (95% CI)", xlabel="update", ylabel="success rate", ylim=(-0.03, 1.05))
-    ax_lpc.set(title="routing cost", xlabel="update", ylabel="mean LPC per step (Σ w·size²)")
-    handles, labels = ax_success.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), title="run")
-    fig.suptitle("Evaluation over training")
-    return fig
-
-
-@_styled
-def plot_knockout_comparison(results_df: pd.DataFrame, checkpoint_path: str | None = None) -> Figure:
-    """Success rate (95% Wilson CI) of one checkpoint under each knockout condition, from
-    evaluation_results.csv rows. Default checkpoint: the one evaluated under most conditions."""
-    df = results_df.copy()
-    if df.empty:
-        raise ValueError("plot_knockout_comparison: no rows")
-    df["knockout"] = df["knockout"].fillna("none") if "knockout" in df.columns else "none"
-    if checkpoint_path is None:
-        checkpoint_path = (
-            df.groupby("checkpoint_path")["knockout"].nunique().sort_values(kind="stable").index[-1]
-        )
-    df = df[df["checkpoint_path"].astype(str) == str(checkpoint_path)]
-    if df.empty:
-        raise ValueError(f"no rows for checkpoint {checkpoint_path!r}")
-    task = df["task_id"].iloc[0] if "task_id" in df.columns else "?"
-    eval_task = (
-        df["eval_task_id"].fillna(task) if "eval_task_id" in df.columns else pd.Series(task, index=df.index)
-    )
-    df = df.assign(
-        label=np.where(eval_task == task, df["knockout"], df["knockout"] + "\non " + eval_task.astype(str))
-    )
-    df = df.sort_values(["label"], key=lambda s: s.map(lambda v: (not v.startswith("none"), v)))
-    rate = df["success_rate"].to_numpy(dtype=float)
-    low = df["success_ci_low"].to_numpy(dtype=float) if "success_ci_low" in df.columns else rate
-    high = df["success_ci_high"].to_numpy(dtype=float) if "success_ci_high" in df.columns else rate
-    fig = _figure(max(_PANEL, 0.9 * len(df) + 1.2), _PANEL * 0.9)
-    ax = fig.subplots()
-    colors = ["#7f7f7f" if str(k).startswith("none") else "#d62728" for k in df["label"]]
-    err = np.clip(np.nan_to_num(np.vstack([rate - low, high - rate])), 0.0, None)  # rounding at 0 and 1
-    ax.bar(range(len(df)), rate, 0.6, yerr=err, capsize=3, color=colors)
-    for i, r in enumerate(rate):
-        ax.text(i, min(r + err[1, i] + 0.02, 1.05), f"{r:.2f}", ha="center", va="bottom", fontsize=8)
-    known = (
-        df["expert_hidden_sizes"].dropna()
-        if "expert_hidden_sizes" in df.columns
-        else pd.Series([], dtype=object)
-    )
-    sizes = json.loads(known.iloc[0]) if len(known) and isinstance(known.iloc[0], str) else None
-
-    def readable(label: str) -> str:
-        # 'layer_1:2' -> 'layer 1 · 32 units' when the row says the sizes; specs stay 0-based.
-        label = label.replace("none", "no knockout").replace("largest", "largest per layer")
-        return re.sub(
-            r"layer_(\d+):(\d+)",
-            lambda m: expert_label(int(m[1]), int(m[2]), _size(sizes, int(m[1]), int(m[2]))),
-            label,
-        )
-
-    ax.set_xticks(range(len(df)), [readable(str(v)) for v in df["label"]], rotation=20, ha="right")
-    ax.set_xlabel("knockout condition")
-    ax.set_ylabel("success rate (95% CI)")
-    ax.set_ylim(0, 1.12)
-    n = df["num_episodes"].iloc[0] if "num_episodes" in df.columns else "?"
-    ax.set_title(
-        f"Knockouts: {Path(str(checkpoint_path)).parent.name}/{Path(str(checkpoint_path)).stem}\n{task}, {n} episodes"
-    )
-    return fig
-
-
-# ----------------------------------------------------------------------------- training
-
-
-@_styled
-def plot_training_curves(
-    rows: Sequence[Mapping[str, Any]] | pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None = None
-) -> Figure:
-    """Loss, accuracy against the bot, recent success (and path ratio), and, for MoP runs, LPC and
-    every layer's mean expert weights, against the update (metrics.jsonl rows)."""
-    df = pd.DataFrame(list(rows)) if not isinstance(rows, pd.DataFrame) else rows
-    if df.empty or "update" not in df.columns:
-        raise ValueError("plot_training_curves: no rows with an 'update' column")
-    df = df.sort_values("update")
-    routing: dict[int, dict[int, str]] = {}
-    for c in df.columns:
-        m = re.match(r"^routing/layer_(\d+)/expert_(\d+)$", str(c))
-        if m:
-            routing.setdefault(int(m.group(1)), {})[int(m.group(2))] = c
-    panels: list[tuple[str, list[tuple[str, str]], str]] = [
-        ("loss", [("train/loss", "total"), ("train/ce", "cross-entropy")], "loss (nats)"),
-        ("accuracy vs bot", [("train/accuracy", "accuracy")], "fraction of labelled steps"),
-        ("recent episodes", [("train/success_recent", "success rate")], "success rate"),
-    ]
-    if "train/path_ratio_recent" in df.columns:
-        panels.append(
-            ("path ratio (recent)", [("train/path_ratio_recent", "path ratio")], "steps / bot steps")
-        )
-    if "train/lpc" in df.columns:
-        panels.append(("LPC", [("train/lpc", "LPC")], "LPC (Σ w·size²)"))
-    for k, experts in sorted(routing.items()):
-        series = [(experts[j], expert_label(k, j, _size(expert_sizes, k, j))) for j in sorted(experts)]
-        panels.append((f"layer {k} routing", series, "mean router weight"))
-    panels = [(t, [(c, n) for c, n in s if c in df.columns], u) for t, s, u in panels]
-    panels = [p for p in panels if p[1]]
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = _figure(_PANEL * 1.05 * ncols, _PANEL * 0.8 * nrows + 0.4)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    x = df["update"].to_numpy()
-    for ax, (title, series, unit) in zip(axes, panels):
-        for i, (col, name) in enumerate(series):
-            is_routing = col.startswith("routing/")
-            color = EXPERT_COLORS[int(col.rsplit("_", 1)[1]) % 6] if is_routing else f"C{i}"
-            marker = "o" if len(x) <= 20 else None  # a few log rows: show the points, not a bare line
-            ax.plot(
-                x,
-                df[col].to_numpy(dtype=float),
-                label=name,
-                color=color,
-                linewidth=1.3,
-                marker=marker,
-                markersize=3,
-            )
-        if title.startswith("layer") or title in ("accuracy vs bot", "recent episodes"):
-            ax.set_ylim(-0.02, 1.02)
-        ax.set_title(title)
-        ax.set_xlabel("update")
-        ax.set_ylabel(unit)
-        if len(series) > 1:
-            ax.legend(frameon=False, fontsize=7)
-    for ax in axes[len(panels) :]:
-        ax.set_axis_off()
-    fig.suptitle("Training curves")
     return fig
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
 
 import train
 import train_mop
+from conftest import tiny_config
 from experiment import (
     ConfigError,
     TrainConfig,

@@ -27,12 +27,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
 from matplotlib.figure import Figure
 
 import batch_eval
 import routing_cache
 import train_mop
+from conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["routing_viz.py", "logit_viz.py", "cross_task_viz.py"]

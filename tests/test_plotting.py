@@ -12,15 +12,17 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
 from matplotlib.figure import Figure
 
 import eval_mop
+import plot_style
 import plotting_utils as pu
+import results_plots as rp
 import routing_analysis as ra
 import routing_cache
 import train
 import train_mop
+from conftest import tiny_config
 from experiment import read_metrics
 
 # ----------------------------------------------------------------------------- fixtures
@@ -122,9 +124,9 @@ def colorbar_labels(fig: Figure) -> list[str]:
 def test_constants_and_expert_label():
     assert len(pu.EXPERT_CMAPS) >= 6
     assert len({tuple(np.round(c(1.0), 3)) for c in pu.EXPERT_CMAPS}) == len(pu.EXPERT_CMAPS)
-    assert pu.expert_label(1, 2, 32) == "layer 1 · 32 units"
-    assert pu.expert_label(1, 0, 0) == "layer 1 · identity"
-    assert pu.expert_label(0, 2, None) == "layer 0 · expert 2"
+    assert plot_style.expert_label(1, 2, 32) == "layer 1 · 32 units"
+    assert plot_style.expert_label(1, 0, 0) == "layer 1 · identity"
+    assert plot_style.expert_label(0, 2, None) == "layer 0 · expert 2"
     # Unvisited cells must not look like any expert's weakest shade.
     unvisited = np.array(matplotlib.colors.to_rgb(pu.UNVISITED_COLOR))
     for j in range(6):
@@ -296,7 +298,7 @@ def test_specialisation_figures(mop, caches):
         pu.plot_phase_specialisation(mop.steps, mop.episodes, mop.expert_sizes, "by_starting_room")
     fig = pu.plot_success_vs_failure(mop.steps, mop.episodes, mop.expert_sizes)
     assert len(fig.axes) == 3 and fig.axes[-1].get_title() == "LPC"
-    fig = pu.plot_knockout_comparison(caches["results"])
+    fig = rp.plot_knockout_comparison(caches["results"])
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["no knockout", "largest per layer"]
     assert [p.get_height() for p in ax.patches] == pytest.approx(caches["results"]["success_rate"].tolist())
@@ -304,18 +306,18 @@ def test_specialisation_figures(mop, caches):
     rows = caches["results"].assign(
         knockout=["none", "layer_0:2"], expert_hidden_sizes="[[0, 8, 16], [0, 8]]"
     )
-    labels = [t.get_text() for t in pu.plot_knockout_comparison(rows).axes[0].get_xticklabels()]
+    labels = [t.get_text() for t in rp.plot_knockout_comparison(rows).axes[0].get_xticklabels()]
     assert labels == ["no knockout", "layer 0 · 16 units"]
 
 
 def test_training_curves(caches):
-    fig = pu.plot_training_curves(caches["metrics"], caches["mop"].expert_sizes)
+    fig = rp.plot_training_curves(caches["metrics"], caches["mop"].expert_sizes)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert {"loss", "accuracy vs bot", "recent episodes", "LPC", "layer 0 routing", "layer 1 routing"} <= set(
         titles
     )
     assert all(ax.get_xlabel() == "update" for ax in fig.axes if ax.get_title())
-    fig = pu.plot_training_curves(pd.DataFrame(caches["gru_metrics"]))
+    fig = rp.plot_training_curves(pd.DataFrame(caches["gru_metrics"]))
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert "loss" in titles and not any(t.startswith("layer") or t == "LPC" for t in titles)
 
@@ -396,11 +398,11 @@ def test_cross_task_figures_from_results_rows():
             "mean_lpc": [300.0, 500.0, 500.0, 100.0, 50.0],
         }
     )
-    fig = pu.plot_success_vs_lpc(rows)
+    fig = rp.plot_success_vs_lpc(rows)
     panels = [ax for ax in fig.axes if ax.get_title().startswith("lpc_alpha")]
     assert [ax.get_title() for ax in panels] == ["lpc_alpha = 0", "lpc_alpha = 0.0001"]
     assert sum(len(c.lines[0].get_xdata()) for c in panels[0].containers) == 3  # knockout row left out
-    fig = pu.plot_metrics_vs_update(rows)
+    fig = rp.plot_metrics_vs_update(rows)
     success_axis = fig.axes[0]
     lines = {line.get_label(): list(line.get_xdata()) for line in success_axis.get_lines()}
     assert lines == {
@@ -408,4 +410,4 @@ def test_cross_task_figures_from_results_rows():
         "UnlockPickup-v0 · t1": [100.0],
     }  # final deduplicated
     with pytest.raises(ValueError, match="default evaluations"):
-        pu.plot_success_vs_lpc(rows[rows["knockout"] == "largest"])
+        rp.plot_success_vs_lpc(rows[rows["knockout"] == "largest"])

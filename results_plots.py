@@ -1,0 +1,245 @@
+"""Figures over many evaluations and runs: success against LPC, metrics against training update,
+the knockout comparison (rows of evaluation_results.csv) and training curves (a run's
+metrics.jsonl). Pure functions, data in, `matplotlib.figure.Figure` out, drawn with plot_style;
+the figures of one routing cache are plotting_utils.py.
+
+    fig = plot_success_vs_lpc(batch_eval.read_results("evaluation_results.csv"))
+    fig = plot_training_curves(experiment.read_metrics("checkpoints/BabyAI-GoToLocal-v0/trial_0/metrics.jsonl"))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from plot_style import EXPERT_COLORS, PANEL, expert_label, expert_size, new_figure, styled
+from routing_analysis import default_runs
+
+# ----------------------------------------------------------------------------- across evaluations
+
+
+@styled
+def plot_success_vs_lpc(results_df: pd.DataFrame) -> Figure:
+    """Success rate (95% Wilson CI) against mean LPC per step, one point per evaluated checkpoint,
+    colour = task, one panel per lpc_alpha: the accuracy/computation trade-off across runs."""
+    df = default_runs(results_df)
+    df = df[df["mean_lpc"].notna()]
+    if df.empty:
+        raise ValueError("no MoP evaluations with an LPC (the GRU baseline has none)")
+    alphas = sorted(df["lpc_alpha"].fillna(0.0).unique()) if "lpc_alpha" in df.columns else [0.0]
+    tasks = sorted(df["task_id"].unique())
+    colors = {t: f"C{i % 10}" for i, t in enumerate(tasks)}
+    fig = new_figure(PANEL * len(alphas) + 0.4, PANEL * 0.95)
+    axes = np.atleast_1d(fig.subplots(1, len(alphas), sharey=True, squeeze=False)[0])
+    for ax, alpha in zip(axes, alphas):
+        sub = df[df.get("lpc_alpha", pd.Series(0.0, index=df.index)).fillna(0.0) == alpha]
+        for task in tasks:
+            rows = sub[sub["task_id"] == task]
+            if rows.empty:
+                continue
+            rate = rows["success_rate"].to_numpy(float)
+            low = rows.get("success_ci_low", rows["success_rate"]).to_numpy(float)
+            high = rows.get("success_ci_high", rows["success_rate"]).to_numpy(float)
+            err = np.clip(np.nan_to_num(np.vstack([rate - low, high - rate])), 0.0, None)
+            ax.errorbar(
+                rows["mean_lpc"],
+                rate,
+                yerr=err,
+                fmt="o",
+                ms=4,
+                capsize=2,
+                color=colors[task],
+                label=task.removeprefix("BabyAI-"),
+            )
+        ax.set_title(f"lpc_alpha = {alpha:g}")
+        ax.set_xlabel("mean LPC per step (Σ w·size²)")
+        ax.set_ylim(-0.03, 1.05)
+    axes[0].set_ylabel("success rate (95% CI)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        h, lab = ax.get_legend_handles_labels()
+        handles += [x for x, y in zip(h, lab) if y not in labels]
+        labels += [y for y in lab if y not in labels]
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), title="task")
+    fig.suptitle(f"Success vs routing cost ({len(df)} checkpoints)")
+    return fig
+
+
+@styled
+def plot_metrics_vs_update(results_df: pd.DataFrame) -> Figure:
+    """Success rate (with its 95% CI band) and mean LPC against training update, one line per run
+    (task, trial, seed); checkpoint_final rows are placed at their update."""
+    df = default_runs(results_df)
+    df = df[df["update"].notna()].copy()
+    if df.empty:
+        raise ValueError("no evaluations with an update number")
+    df["run"] = (
+        df["task_id"].str.removeprefix("BabyAI-")
+        + " · t"
+        + df["trial"].astype(str)
+        + np.where(
+            df.get("seed", pd.Series(np.nan, index=df.index)).notna(),
+            " · s" + df.get("seed", pd.Series("", index=df.index)).astype(str).str.removesuffix(".0"),
+            "",
+        )
+    )
+    # CSVs written before the final weights were stored once (and the earlier system's) hold a
+    # numbered row and a checkpoint_final row for the same update: one point per (run, update).
+    df = df.sort_values("checkpoint_path").drop_duplicates(["run", "update"], keep="first")
+    fig = new_figure(2 * PANEL + 0.6, PANEL * 0.95)
+    ax_success, ax_lpc = fig.subplots(1, 2)
+    for i, (run, rows) in enumerate(df.sort_values("update").groupby("run", sort=True)):
+        color = f"C{i % 10}"
+        x = rows["update"].to_numpy(float)
+        ax_success.plot(x, rows["success_rate"], marker="o", ms=3, color=color, label=run)
+        if {"success_ci_low", "success_ci_high"} <= set(rows.columns):
+            ax_success.fill_between(
+                x,
+                rows["success_ci_low"].astype(float),
+                rows["success_ci_high"].astype(float),
+                color=color,
+                alpha=0.2,
+                lw=0,
+            )
+        if rows["mean_lpc"].notna().any():
+            ax_lpc.plot(x, rows["mean_lpc"], marker="o", ms=3, color=color, label=run)
+    ax_success.set(title="success rate (95% CI)", xlabel="update", ylabel="success rate", ylim=(-0.03, 1.05))
+    ax_lpc.set(title="routing cost", xlabel="update", ylabel="mean LPC per step (Σ w·size²)")
+    handles, labels = ax_success.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), title="run")
+    fig.suptitle("Evaluation over training")
+    return fig
+
+
+@styled
+def plot_knockout_comparison(results_df: pd.DataFrame, checkpoint_path: str | None = None) -> Figure:
+    """Success rate (95% Wilson CI) of one checkpoint under each knockout condition, from
+    evaluation_results.csv rows. Default checkpoint: the one evaluated under most conditions."""
+    df = results_df.copy()
+    if df.empty:
+        raise ValueError("plot_knockout_comparison: no rows")
+    df["knockout"] = df["knockout"].fillna("none") if "knockout" in df.columns else "none"
+    if checkpoint_path is None:
+        checkpoint_path = (
+            df.groupby("checkpoint_path")["knockout"].nunique().sort_values(kind="stable").index[-1]
+        )
+    df = df[df["checkpoint_path"].astype(str) == str(checkpoint_path)]
+    if df.empty:
+        raise ValueError(f"no rows for checkpoint {checkpoint_path!r}")
+    task = df["task_id"].iloc[0] if "task_id" in df.columns else "?"
+    eval_task = (
+        df["eval_task_id"].fillna(task) if "eval_task_id" in df.columns else pd.Series(task, index=df.index)
+    )
+    df = df.assign(
+        label=np.where(eval_task == task, df["knockout"], df["knockout"] + "\non " + eval_task.astype(str))
+    )
+    df = df.sort_values(["label"], key=lambda s: s.map(lambda v: (not v.startswith("none"), v)))
+    rate = df["success_rate"].to_numpy(dtype=float)
+    low = df["success_ci_low"].to_numpy(dtype=float) if "success_ci_low" in df.columns else rate
+    high = df["success_ci_high"].to_numpy(dtype=float) if "success_ci_high" in df.columns else rate
+    fig = new_figure(max(PANEL, 0.9 * len(df) + 1.2), PANEL * 0.9)
+    ax = fig.subplots()
+    colors = ["#7f7f7f" if str(k).startswith("none") else "#d62728" for k in df["label"]]
+    err = np.clip(np.nan_to_num(np.vstack([rate - low, high - rate])), 0.0, None)  # rounding at 0 and 1
+    ax.bar(range(len(df)), rate, 0.6, yerr=err, capsize=3, color=colors)
+    for i, r in enumerate(rate):
+        ax.text(i, min(r + err[1, i] + 0.02, 1.05), f"{r:.2f}", ha="center", va="bottom", fontsize=8)
+    known = (
+        df["expert_hidden_sizes"].dropna()
+        if "expert_hidden_sizes" in df.columns
+        else pd.Series([], dtype=object)
+    )
+    sizes = json.loads(known.iloc[0]) if len(known) and isinstance(known.iloc[0], str) else None
+
+    def readable(label: str) -> str:
+        # 'layer_1:2' -> 'layer 1 · 32 units' when the row says the sizes; specs stay 0-based.
+        label = label.replace("none", "no knockout").replace("largest", "largest per layer")
+        return re.sub(
+            r"layer_(\d+):(\d+)",
+            lambda m: expert_label(int(m[1]), int(m[2]), expert_size(sizes, int(m[1]), int(m[2]))),
+            label,
+        )
+
+    ax.set_xticks(range(len(df)), [readable(str(v)) for v in df["label"]], rotation=20, ha="right")
+    ax.set_xlabel("knockout condition")
+    ax.set_ylabel("success rate (95% CI)")
+    ax.set_ylim(0, 1.12)
+    n = df["num_episodes"].iloc[0] if "num_episodes" in df.columns else "?"
+    ax.set_title(
+        f"Knockouts: {Path(str(checkpoint_path)).parent.name}/{Path(str(checkpoint_path)).stem}\n{task}, {n} episodes"
+    )
+    return fig
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@styled
+def plot_training_curves(
+    rows: Sequence[Mapping[str, Any]] | pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None = None
+) -> Figure:
+    """Loss, accuracy against the bot, recent success (and path ratio), and, for MoP runs, LPC and
+    every layer's mean expert weights, against the update (metrics.jsonl rows)."""
+    df = pd.DataFrame(list(rows)) if not isinstance(rows, pd.DataFrame) else rows
+    if df.empty or "update" not in df.columns:
+        raise ValueError("plot_training_curves: no rows with an 'update' column")
+    df = df.sort_values("update")
+    routing: dict[int, dict[int, str]] = {}
+    for c in df.columns:
+        m = re.match(r"^routing/layer_(\d+)/expert_(\d+)$", str(c))
+        if m:
+            routing.setdefault(int(m.group(1)), {})[int(m.group(2))] = c
+    panels: list[tuple[str, list[tuple[str, str]], str]] = [
+        ("loss", [("train/loss", "total"), ("train/ce", "cross-entropy")], "loss (nats)"),
+        ("accuracy vs bot", [("train/accuracy", "accuracy")], "fraction of labelled steps"),
+        ("recent episodes", [("train/success_recent", "success rate")], "success rate"),
+    ]
+    if "train/path_ratio_recent" in df.columns:
+        panels.append(
+            ("path ratio (recent)", [("train/path_ratio_recent", "path ratio")], "steps / bot steps")
+        )
+    if "train/lpc" in df.columns:
+        panels.append(("LPC", [("train/lpc", "LPC")], "LPC (Σ w·size²)"))
+    for k, experts in sorted(routing.items()):
+        series = [(experts[j], expert_label(k, j, expert_size(expert_sizes, k, j))) for j in sorted(experts)]
+        panels.append((f"layer {k} routing", series, "mean router weight"))
+    panels = [(t, [(c, n) for c, n in s if c in df.columns], u) for t, s, u in panels]
+    panels = [p for p in panels if p[1]]
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = new_figure(PANEL * 1.05 * ncols, PANEL * 0.8 * nrows + 0.4)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    x = df["update"].to_numpy()
+    for ax, (title, series, unit) in zip(axes, panels):
+        for i, (col, name) in enumerate(series):
+            is_routing = col.startswith("routing/")
+            color = EXPERT_COLORS[int(col.rsplit("_", 1)[1]) % 6] if is_routing else f"C{i}"
+            marker = "o" if len(x) <= 20 else None  # a few log rows: show the points, not a bare line
+            ax.plot(
+                x,
+                df[col].to_numpy(dtype=float),
+                label=name,
+                color=color,
+                linewidth=1.3,
+                marker=marker,
+                markersize=3,
+            )
+        if title.startswith("layer") or title in ("accuracy vs bot", "recent episodes"):
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title)
+        ax.set_xlabel("update")
+        ax.set_ylabel(unit)
+        if len(series) > 1:
+            ax.legend(frameon=False, fontsize=7)
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    fig.suptitle("Training curves")
+    return fig
