@@ -3,12 +3,14 @@ handling, and the layout/phase knowledge of a level (targets, doors, phase times
 
 Everything that training, evaluation and the analyses must agree on about the env lives here, once.
 It knows nothing of the policy (the acting loop is collection.py):
-- `make_env(task_id, max_steps)`: a minigrid level, with the UnlockPickup episode-limit typo fixed;
+- `make_env(task_id, max_steps, fast)`: a minigrid level, with the UnlockPickup episode-limit typo
+  fixed; fast (the default) serves its observations from fast_grid.FastView (identical, ~10x faster);
 - seed ranges: training episodes draw layouts from `train_episode_seed(...)` (>= 10**9), evaluation
   from `EVAL_SEED_START + k` (< 10**9), so no evaluation layout is ever trained on;
 - `encode_obs`: the policy input, "raw" (the earlier system's 152 numbers) or "onehot" (per image channel);
-- `SafeBot`: minigrid's `BabyAIBot` with a bounded subgoal stack and a watchdog, so a bot that raises
-  or would loop forever reports a failure instead of crashing or hanging the run;
+- `SafeBot`: minigrid's `BabyAIBot` (fast: fast_grid.FastBot, same labels) with a bounded subgoal
+  stack and a watchdog, so a bot that raises or would loop forever reports a failure instead of
+  crashing or hanging the run;
 - `env_context` / `PhaseTracker`: the start layout of an episode and its phase events (door opened,
   first pickup, first drop) and distances (key, the mission's first target), as the routing cache
   records them.
@@ -33,6 +35,9 @@ import minigrid  # noqa: F401  (registers the BabyAI-* ids with gymnasium)
 import numpy as np
 import torch
 from minigrid.utils.baby_ai_bot import BabyAIBot
+
+import fast_grid
+from fast_grid import FastBot
 
 # ----------------------------------------------------------------------------- tasks and seeds
 
@@ -60,15 +65,19 @@ def check_task_id(task_id: str) -> str:
     raise ValueError(f"unknown task_id {task_id!r}{hint}")
 
 
-def make_env(task_id: str, max_steps: int | None = None) -> Any:
+def make_env(task_id: str, max_steps: int | None = None, fast: bool = True) -> Any:
     """A minigrid BabyAI level (unwrapped: we call the bot and read the grid directly).
 
-    max_steps None means the level's own limit (with the UnlockPickup typo fixed)."""
+    max_steps None means the level's own limit (with the UnlockPickup typo fixed). fast: observations
+    from fast_grid.FastView (equal to minigrid's own gen_obs); False: minigrid's own code."""
     check_task_id(task_id)
     if max_steps is None:
         max_steps = _UPSTREAM_MAX_STEPS_FIX.get(task_id)
     kwargs = {} if max_steps is None else {"max_steps": int(max_steps)}
-    return gym.make(task_id, **kwargs).unwrapped
+    env = gym.make(task_id, **kwargs).unwrapped
+    if fast:
+        fast_grid.install(env)
+    return env
 
 
 def train_episode_seed(run_seed: int, env_index: int, episode_index: int) -> int:
@@ -93,6 +102,7 @@ def render_layout(
 
 OBS_ENCODINGS = ("raw", "onehot")
 _CHANNEL_SIZES = (11, 6, 3)  # minigrid OBJECT_TO_IDX, COLOR_TO_IDX, STATE_TO_IDX
+CHANNEL_SIZES = _CHANNEL_SIZES  # public: the generative model decodes these categories
 
 
 def obs_dim(encoding: str) -> int:
@@ -152,34 +162,15 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise BotFailure(f"replan took longer than {BOT_TIMEOUT_S}s")
 
 
-class _FastBot(BabyAIBot):
-    """BabyAIBot with `_process_obs` vectorised (same result; the original loops over the 49 view
-    cells in Python, ~20% of collection time). A test checks labels match the original's."""
-
-    def _process_obs(self) -> None:
-        env = self.mission.unwrapped
-        _, vis_mask = env.gen_obs_grid()
-        view_size = env.agent_view_size
-        f_vec, r_vec = np.asarray(env.dir_vec), np.asarray(env.right_vec)
-        top_left = np.asarray(env.agent_pos) + f_vec * (view_size - 1) - r_vec * (view_size // 2)
-        vis_i, vis_j = np.nonzero(vis_mask)
-        cells = top_left - np.outer(vis_j, f_vec) + np.outer(vis_i, r_vec)  # (n, 2) world coords
-        inside = (
-            (cells[:, 0] >= 0)
-            & (cells[:, 0] < self.vis_mask.shape[0])
-            & (cells[:, 1] >= 0)
-            & (cells[:, 1] < self.vis_mask.shape[1])
-        )
-        self.vis_mask[cells[inside, 0], cells[inside, 1]] = True
-
-
 class SafeBot:
-    """BabyAIBot that never crashes, hangs or leaks a thread: `label()` returns an action or None."""
+    """BabyAIBot that never crashes, hangs or leaks a thread: `label()` returns an action or None.
 
-    def __init__(self, env: Any):
+    fast: fast_grid.FastBot (minigrid's labels, its view and searches on arrays); False: BabyAIBot."""
+
+    def __init__(self, env: Any, fast: bool = True):
         self.failure: str | None = None
         try:
-            self.bot = _FastBot(env)
+            self.bot = FastBot(env) if fast else BabyAIBot(env)
             self.bot.stack = _BoundedStack(self.bot.stack)
         except Exception as e:  # an instruction the bot cannot parse: a layout it cannot solve
             self.bot = None
@@ -204,14 +195,18 @@ class SafeBot:
                 signal.signal(signal.SIGALRM, previous)
 
 
-def bot_path_length(task_id: str, seed: int, max_steps: int | None = None) -> int | None:
+def bot_path_length(
+    task_id: str, seed: int, max_steps: int | None = None, fast: bool = True, env: Any = None
+) -> int | None:
     """Steps the bot needs to solve the layout of `seed` (the path_ratio denominator).
 
     None if the bot fails or does not finish with reward > 0. The bot explores a partially
-    observed grid, so this is the bot's path, not the shortest one."""
-    env = make_env(task_id, max_steps)
+    observed grid, so this is the bot's path, not the shortest one. env: an env made by
+    make_env(task_id, max_steps, fast) to reuse (making one costs more than a GoToLocal rollout);
+    reset with the seed, it lays out the same level as a new one."""
+    env = make_env(task_id, max_steps, fast) if env is None else env
     quiet_reset(env, seed)
-    bot = SafeBot(env)
+    bot = SafeBot(env, fast)
     for steps in range(1, env.max_steps + 1):
         action = bot.label(None)
         if action is None:
@@ -223,32 +218,6 @@ def bot_path_length(task_id: str, seed: int, max_steps: int | None = None) -> in
 
 
 # ----------------------------------------------------------------------------- stepping
-
-
-class ViewCache:
-    """Serve minigrid's second computation of the agent's view from the first.
-
-    minigrid builds the agent's partial view twice per step: env.step for the observation, and the
-    bot's replan (`_process_obs`) again for the same, unchanged state. That view is about 40% of
-    collection time. Installed on one env instance, this returns the cached view until
-    `invalidate()` is called, which the owner does before every env.step / env.reset.
-    """
-
-    def __init__(self, env: Any):
-        self.compute = env.gen_obs_grid
-        self.version = 0
-        self.cached: tuple[int, Any] | None = None
-        env.gen_obs_grid = self
-
-    def invalidate(self) -> None:
-        self.version += 1
-
-    def __call__(self, agent_view_size: int | None = None) -> Any:
-        if agent_view_size is not None:
-            return self.compute(agent_view_size)
-        if self.cached is None or self.cached[0] != self.version:
-            self.cached = (self.version, self.compute())
-        return self.cached[1]
 
 
 def quiet_reset(env: Any, seed: int) -> dict:

@@ -20,6 +20,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import posixpath
 import re
 import sys
 from dataclasses import dataclass, field, replace
@@ -28,15 +29,29 @@ from pathlib import Path
 import pandas as pd
 
 from eval_mop import EvalOptions
-from runs import CheckpointRef, atomic_write, atomic_write_text, find_checkpoints, locked
+from runs import (
+    CheckpointRef,
+    OutputError,
+    RunId,
+    atomic_write,
+    atomic_write_text,
+    check_writable_dir,
+    check_writable_file,
+    find_checkpoints,
+    locked,
+    safe_name,
+)
 
 DEFAULT_CHECKPOINT_DIRS = ("checkpoints", "modal_checkpoints")
 
-# The earlier system's columns first (LEGACY_COLUMNS) (users' scripts read them), then ours; usage_layer_<k>_expert_<j> follow.
+# The earlier system's columns first, in its batch_eval's order (users' scripts read them), then
+# ours; usage_layer_<k>_expert_<j> follow.
 LEGACY_COLUMNS = [
     "checkpoint_path",
     "task_id",
     "trial",
+    "seed",
+    "update",
     "num_episodes",
     "success_rate",
     "path_ratio",
@@ -54,8 +69,6 @@ LEGACY_COLUMNS = [
     "evaluated_at",
 ]
 EXTRA_COLUMNS = [
-    "seed",
-    "update",
     "eval_task_id",
     "knockout",
     "sample",
@@ -74,6 +87,35 @@ EXTRA_COLUMNS = [
 ]
 KEY = ["checkpoint_path", "eval_task_id", "knockout"]
 _USAGE = re.compile(r"^usage_layer_\d+_expert_\d+$")
+# Whole numbers, kept integers (nullable Int64) through empty cells: otherwise one empty seed turns
+# the column to float and 0 is written back as 0.0, which the earlier system's tools do not match.
+INTEGER_COLUMNS = [
+    "trial",
+    "seed",
+    "update",
+    "num_episodes",
+    "bot_plan_failures",
+    "num_updates",
+    "unroll_len",
+    "intermediate_dim",
+    "router_hidden_size",
+    "max_steps",
+    "lang_dim",
+    "hidden_size",
+    "eval_max_steps",
+]
+# The earlier system filled lang_dim, absent from its oldest rows, with its default then.
+LEGACY_LANG_DIM = 128
+
+
+def _integers(df: pd.DataFrame) -> pd.DataFrame:
+    """INTEGER_COLUMNS as Int64 where every value is a whole number (left alone otherwise)."""
+    for col in INTEGER_COLUMNS:
+        if col in df.columns:
+            values = pd.to_numeric(df[col], errors="coerce")
+            if values.notna().sum() == df[col].notna().sum() and (values.dropna() % 1 == 0).all():
+                df[col] = values.astype("Int64")
+    return df
 
 
 class BatchEvalError(ValueError):
@@ -142,14 +184,32 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
             f"results CSV {str(path)!r} has columns this project does not write ({', '.join(foreign[:5])}); "
             "pass another --results_path"
         )
-    if "checkpoint_path" not in df.columns:
-        raise BatchEvalError(f"results CSV {str(path)!r} has no checkpoint_path column")
+    missing = [c for c in ("checkpoint_path", "task_id") if c not in df.columns]
+    if missing:
+        raise BatchEvalError(f"results CSV {str(path)!r} has no {' or '.join(missing)} column")
     # Rows from the earlier system's tool: one default evaluation on the training task.
     if "eval_task_id" not in df.columns:
         df["eval_task_id"] = df["task_id"]
     df["eval_task_id"] = df["eval_task_id"].fillna(df["task_id"])
     df["knockout"] = df["knockout"].fillna("none") if "knockout" in df.columns else "none"
-    return df
+    df["lang_dim"] = df["lang_dim"].fillna(LEGACY_LANG_DIM) if "lang_dim" in df.columns else LEGACY_LANG_DIM
+    return _integers(normalise_keys(df))
+
+
+def normalise_keys(df: pd.DataFrame) -> pd.DataFrame:
+    """One spelling per row key (KEY): checkpoint paths normalised ('./checkpoints/x.pt' is
+    'checkpoints/x.pt'), knockout labels in eval_mop's one spelling (' layer_0:1' is 'layer_0:1');
+    of rows that then share a key the last is kept, so one evaluation is one row."""
+    from eval_mop import canonical_knockout_label
+
+    if not len(df):
+        return df
+    df["checkpoint_path"] = [
+        posixpath.normpath(p) if isinstance(p, str) else p for p in df["checkpoint_path"]
+    ]
+    if "knockout" in df.columns:
+        df["knockout"] = [canonical_knockout_label(k) for k in df["knockout"]]
+    return df.drop_duplicates(subset=[c for c in KEY if c in df.columns], keep="last").reset_index(drop=True)
 
 
 def merge_results(path: str | os.PathLike, rows: list[dict]) -> pd.DataFrame:
@@ -158,7 +218,7 @@ def merge_results(path: str | os.PathLike, rows: list[dict]) -> pd.DataFrame:
     path = Path(path)
     with locked(path):
         current = read_results(path)
-        new = pd.DataFrame(rows)
+        new = normalise_keys(pd.DataFrame(rows))
         if len(new):
             keys = set(map(tuple, new[KEY].astype(str).to_numpy()))
             keep = [tuple(k) not in keys for k in current[KEY].astype(str).to_numpy()] if len(current) else []
@@ -168,7 +228,7 @@ def merge_results(path: str | os.PathLike, rows: list[dict]) -> pd.DataFrame:
             key=lambda c: [int(x) for x in re.findall(r"\d+", c)],
         )
         columns = LEGACY_COLUMNS + EXTRA_COLUMNS + usage
-        current = current.reindex(columns=columns)
+        current = _integers(current.reindex(columns=columns))
         sort = [c for c in ("task_id", "trial", "seed", "update", "eval_task_id", "knockout") if c in current]
         current = current.sort_values(sort, na_position="last", kind="stable").reset_index(drop=True)
         atomic_write(path, lambda tmp: current.to_csv(tmp, index=False))
@@ -215,9 +275,8 @@ def result_row(ref: CheckpointRef, config: dict, metrics: dict, cache_path: str 
 
 
 def _bot_path_file(cache_dir: str, task_id: str, max_steps: int | None) -> Path:
-    return (
-        Path(cache_dir) / "_bot_paths" / f"{task_id}__max_steps_{max_steps if max_steps else 'default'}.json"
-    )
+    name = f"{safe_name(task_id, 'task_id')}__max_steps_{int(max_steps) if max_steps else 'default'}.json"
+    return Path(cache_dir) / "_bot_paths" / name
 
 
 def load_bot_paths(cache_dir: str, task_id: str, max_steps: int | None) -> dict[int, int | None]:
@@ -262,7 +321,8 @@ def evaluate_one(ref: CheckpointRef, options: BatchOptions) -> dict:
     torch.set_num_threads(1)
     try:
         try:
-            _, _, config = load_policy(ref.path)
+            _, _, config = load_policy(ref.path, distilbert_path=options.eval.distilbert_path)
+            RunId.of(config)  # names the cache folder and the bot-path file: refuse '../x' first
         except ValueError as e:
             raise EvalError(str(e)) from None
         eval_task = options.eval.task_id or config["task_id"]
@@ -301,9 +361,9 @@ def plan(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from experiment import ArgumentParser
+
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--checkpoint_dir",
         action="append",
@@ -350,9 +410,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the argmax")
     parser.add_argument("--knockout", default=None, help="as eval_mop.py: 'largest' or 'layer_<k>:<j>[,...]'")
     parser.add_argument("--knockout_threshold", type=float, default=None, help="as eval_mop.py")
-    from eval_mop import add_cache_format_argument
+    from eval_mop import add_cache_format_argument, add_distilbert_path_argument
 
     add_cache_format_argument(parser)
+    add_distilbert_path_argument(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)
@@ -362,10 +423,27 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from eval_mop import cache_formats, knockout_label
+    from eval_mop import EvalError, cache_formats
 
-    if args.num_episodes <= 0 or args.num_workers <= 0 or args.num_envs <= 0:
-        raise BatchEvalError("--num_episodes, --num_envs and --num_workers must be positive")
+    try:  # every flag and output is checked before any checkpoint is looked at
+        evaluation = EvalOptions(
+            task_id=args.eval_task_id,
+            num_episodes=args.num_episodes,
+            num_envs=args.num_envs,
+            max_steps=args.max_steps,
+            sample=args.sample,
+            knockout=args.knockout,
+            knockout_threshold=args.knockout_threshold,
+            record=not args.skip_routing,
+            distilbert_path=args.distilbert_path,
+        )
+        if args.num_workers < 1:
+            raise EvalError(f"--num_workers must be at least 1, got {args.num_workers}")
+        check_writable_file(args.results_path, "--results_path")
+        if not args.skip_routing:
+            check_writable_dir(args.cache_dir, "--cache_dir")
+    except (EvalError, OutputError) as e:
+        raise BatchEvalError(str(e)) from None
     if args.eval_task_id:
         from babyai_env import check_task_id
 
@@ -382,21 +460,13 @@ def run(args: argparse.Namespace) -> dict:
     refs = select(refs, args.task_id, args.trial, args.seed, args.update, args.final_only)
     if not refs:
         raise BatchEvalError("no checkpoint matches --task_id/--trial/--seed/--update/--final_only")
-    knockout = knockout_label(args.knockout, args.knockout_threshold)
-    todo = plan(refs, read_results(args.results_path), args.eval_task_id, knockout, args.force)
+    todo = plan(
+        refs, read_results(args.results_path), args.eval_task_id, evaluation.knockout_label, args.force
+    )
     print(f"{len(refs)} checkpoints found, {len(todo)} to evaluate ({args.num_episodes} episodes each)")
     formats = cache_formats(args.cache_format)
     options = BatchOptions(
-        eval=EvalOptions(
-            task_id=args.eval_task_id,
-            num_episodes=args.num_episodes,
-            num_envs=args.num_envs,
-            max_steps=args.max_steps,
-            sample=args.sample,
-            knockout=args.knockout,
-            knockout_threshold=args.knockout_threshold,
-            record=not args.skip_routing,
-        ),
+        eval=evaluation,
         cache_dir=args.cache_dir,
         results_path=args.results_path,
         formats=formats,
@@ -404,7 +474,8 @@ def run(args: argparse.Namespace) -> dict:
     from tqdm.auto import tqdm
 
     rows, errors = [], []
-    with tqdm(total=len(todo), desc="checkpoints", dynamic_ncols=True) as bar:
+    bars = sys.stderr.isatty()  # progress bars for a terminal; a log or a pipe gets the lines below
+    with tqdm(total=len(todo), desc="checkpoints", dynamic_ncols=True, disable=not bars) as bar:
         if args.num_workers > 1 and len(todo) > 1:
             with mp.get_context("spawn").Pool(min(args.num_workers, len(todo))) as pool:
                 for out in pool.imap_unordered(_pool_job, [(r, options) for r in todo]):
@@ -412,7 +483,7 @@ def run(args: argparse.Namespace) -> dict:
                     bar.update(1)
         else:
             for ref in todo:
-                out = evaluate_one(ref, replace(options, eval=replace(options.eval, progress=True)))
+                out = evaluate_one(ref, replace(options, eval=replace(options.eval, progress=bars)))
                 (errors if "error" in out else rows).append(out)
                 bar.update(1)
     for row in sorted(rows, key=lambda r: r["checkpoint_path"]):
@@ -425,13 +496,14 @@ def run(args: argparse.Namespace) -> dict:
         print(
             f"{row['checkpoint_path']}: success {row['success_rate']:.3f} {ci}  path {row['path_ratio']:.2f}{lpc}"
         )
+    if errors and not rows:  # one line: the first reason (the same for all, as a bad flag usually is)
+        more = f" (and {len(errors) - 1} more checkpoints)" if len(errors) > 1 else ""
+        raise BatchEvalError(f"no checkpoint could be evaluated{more}: {errors[0]['error']}")
     for e in errors:
         print(f"skipped {e['checkpoint_path']}: {e['error']}", file=sys.stderr)
     print(
         f"results: {args.results_path}" + ("" if args.skip_routing else f"; routing cache: {args.cache_dir}/")
     )
-    if errors and not rows:
-        raise BatchEvalError(f"every checkpoint failed; first: {errors[0]['error']}")
     return {"evaluated": rows, "errors": errors, "results_path": args.results_path}
 
 

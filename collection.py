@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import multiprocessing as mp
+import signal
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,6 @@ import torch
 
 from babyai_env import (
     SafeBot,
-    ViewCache,
     bot_path_length,
     encode_obs,
     make_env,
@@ -102,19 +102,21 @@ class Episode:
 class _Slot:
     """One env, its bot and its episode bookkeeping."""
 
-    def __init__(self, task_id: str, env_index: int, run_seed: int, max_steps: int | None, rng_seed: int):
+    def __init__(
+        self, task_id: str, env_index: int, run_seed: int, max_steps: int | None, rng_seed: int, fast: bool
+    ):
         self.task_id, self.env_index, self.run_seed, self.max_steps = task_id, env_index, run_seed, max_steps
-        self.env = make_env(task_id, max_steps)
-        self.view = ViewCache(self.env)
+        self.fast = fast
+        self.env = make_env(task_id, max_steps, fast)
+        self.path_env: Any = None  # made on first use: the bot's own rollouts for path_ratio
         self.episode_index = 0
         self.rng = np.random.default_rng(rng_seed)  # teacher forcing and path-ratio sampling
 
     def start_episode(self, path_ratio_fraction: float) -> None:
         self.seed = train_episode_seed(self.run_seed, self.env_index, self.episode_index)
         self.episode_index += 1
-        self.view.invalidate()
         self.obs = quiet_reset(self.env, self.seed)
-        self.bot = SafeBot(self.env)
+        self.bot = SafeBot(self.env, self.fast)
         self.prev_action: int | None = None
         self.steps = 0
         self.measure_bot_path = path_ratio_fraction > 0 and self.rng.random() < path_ratio_fraction
@@ -122,7 +124,9 @@ class _Slot:
     def finish(self, success: bool, failure: str | None) -> Episode:
         bot_steps = None
         if self.measure_bot_path and success:
-            bot_steps = bot_path_length(self.task_id, self.seed, self.max_steps)
+            if self.path_env is None:
+                self.path_env = make_env(self.task_id, self.max_steps, self.fast)
+            bot_steps = bot_path_length(self.task_id, self.seed, self.max_steps, self.fast, self.path_env)
         return Episode(
             self.env_index, self.seed, self.steps, success, failure, bot_steps, self.obs["mission"]
         )
@@ -152,11 +156,13 @@ class Collector:
         teacher_forcing: float = 0.0,
         path_ratio_fraction: float = 0.0,
         slot_states: list[dict] | None = None,
+        fast_env: bool = True,
     ):
         self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
         self.path_ratio_fraction = path_ratio_fraction
         self.slots = [
-            _Slot(task_id, i, run_seed, max_steps, rng_seed=run_seed * 1_000_003 + i) for i in env_indices
+            _Slot(task_id, i, run_seed, max_steps, rng_seed=run_seed * 1_000_003 + i, fast=fast_env)
+            for i in env_indices
         ]
         for k, slot in enumerate(self.slots):
             if slot_states is not None:
@@ -168,9 +174,18 @@ class Collector:
         return [slot.state() for slot in self.slots]
 
     @torch.no_grad()
-    def collect(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int) -> dict:
-        """Act for `unroll_len` steps in every env; every state is labelled by its bot."""
+    def collect(
+        self,
+        policy: torch.nn.Module,
+        encoder: torch.nn.Module,
+        unroll_len: int,
+        teacher_forcing: float | None = None,
+    ) -> dict:
+        """Act for `unroll_len` steps in every env; every state is labelled by its bot.
+        teacher_forcing: this chunk's probability of executing the bot's label (None: the
+        constructor's), so a schedule (DAgger's beta_i) can change it every update."""
         n, T = len(self.slots), unroll_len
+        beta = self.teacher_forcing if teacher_forcing is None else float(teacher_forcing)
         if self.memory is None or self.memory.shape[-1] != policy.memory_size:
             self.memory = policy.init_memory(n)
         policy.eval()
@@ -187,6 +202,7 @@ class Collector:
             "memory": self.memory.clone(),
             "missions": [],
             "episodes": [],
+            "teacher_forcing": beta,
         }
         mission_ids: dict[str, int] = {}
         for t in range(T):
@@ -205,14 +221,13 @@ class Collector:
             actions = out.logits.argmax(-1).tolist()
             for k, slot in enumerate(self.slots):
                 label = int(chunk["label"][t, k])
-                if self.teacher_forcing > 0 and slot.rng.random() < self.teacher_forcing and label >= 0:
+                if beta > 0 and slot.rng.random() < beta and label >= 0:
                     actions[k] = label
                 if label < 0:  # the bot failed: no label enters the loss; cut the episode short
                     chunk["episodes"].append((t, slot.finish(False, slot.bot.failure)))
                     chunk["done"][t, k] = True
                     slot.start_episode(self.path_ratio_fraction)
                     continue
-                slot.view.invalidate()
                 slot.obs, reward, terminated, truncated, _ = slot.env.step(actions[k])
                 slot.steps += 1
                 slot.prev_action = actions[k]
@@ -232,6 +247,7 @@ def merge_chunks(chunks: list[dict]) -> dict:
     if len(chunks) == 1:
         return chunks[0]
     merged: dict[str, Any] = {"missions": [], "episodes": [], "slot_states": []}
+    merged["teacher_forcing"] = chunks[0].get("teacher_forcing")
     offset_index = []
     for c in chunks:
         remap = np.array([len(merged["missions"]) + i for i in range(len(c["missions"]))], np.int64)
@@ -249,6 +265,9 @@ def merge_chunks(chunks: list[dict]) -> dict:
 
 
 def _worker_main(conn: Any, collector_kwargs: dict, policy_factory: Any, encoder_factory: Any) -> None:
+    # Ctrl-C reaches the whole process group: only the parent handles it (and closes the workers);
+    # a worker interrupted mid-send printed a ConnectionResetError traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     try:
         collector = Collector(**collector_kwargs)
@@ -260,24 +279,31 @@ def _worker_main(conn: Any, collector_kwargs: dict, policy_factory: Any, encoder
     while True:
         try:
             command, payload = conn.recv()
-        except (EOFError, KeyboardInterrupt):
+        except (EOFError, KeyboardInterrupt, ConnectionResetError, BrokenPipeError):
             return
         try:
             if command == "collect":
-                policy_state, encoder_state, unroll_len = payload
-                policy.load_state_dict(policy_state)
-                encoder.load_state_dict(encoder_state)
-                conn.send(("ok", collector.collect(policy, encoder, unroll_len)))
+                policy_state, encoder_state, unroll_len, teacher_forcing = payload
+                policy.load_state_dict({k: torch.from_numpy(v) for k, v in policy_state.items()})
+                encoder.load_state_dict({k: torch.from_numpy(v) for k, v in encoder_state.items()})
+                with torch.inference_mode():  # ~10% faster acting; its tensors never reach autograd here
+                    chunk = collector.collect(policy, encoder, unroll_len, teacher_forcing)
+                chunk["memory"] = chunk["memory"].numpy()  # see _snapshot
+                conn.send(("ok", chunk))
             elif command == "close":
                 return
-        except KeyboardInterrupt:
-            return
+        except (KeyboardInterrupt, ConnectionResetError, BrokenPipeError):
+            return  # the parent is gone: nobody to send to
         except Exception:
             conn.send(("error", traceback.format_exc()))
 
 
-def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+def _snapshot(module: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The weights as numpy copies, for a worker. Not tensors: torch pickles a tensor for another
+    process by moving its storage to a new shared-memory segment, one per tensor, which took
+    ~40x longer than pickling the same numbers as arrays (62 tensors of the default MoP policy);
+    and a copy, so the learner's next optimizer step cannot reach weights a worker still loads."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
 
 
 class ParallelCollector:
@@ -301,6 +327,7 @@ class ParallelCollector:
         teacher_forcing: float = 0.0,
         path_ratio_fraction: float = 0.0,
         slot_states: list[dict] | None = None,
+        fast_env: bool = True,
     ):
         num_workers = max(1, min(num_workers, num_envs))
         bounds = np.linspace(0, num_envs, num_workers + 1).round().astype(int)
@@ -312,6 +339,7 @@ class ParallelCollector:
             obs_encoding=obs_encoding,
             teacher_forcing=teacher_forcing,
             path_ratio_fraction=path_ratio_fraction,
+            fast_env=fast_env,
         )
         self.local: Collector | None = None
         self.workers: list[tuple[Any, Any]] = []
@@ -349,7 +377,13 @@ class ParallelCollector:
             raise RuntimeError(f"env worker {w} failed:\n{payload}")
         return payload
 
-    def submit(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int) -> None:
+    def submit(
+        self,
+        policy: torch.nn.Module,
+        encoder: torch.nn.Module,
+        unroll_len: int,
+        teacher_forcing: float | None = None,
+    ) -> None:
         """Start collecting the next chunk with (a snapshot of) the current weights."""
         if self.pending is not None:
             raise RuntimeError("submit() called twice without result()")
@@ -360,13 +394,11 @@ class ParallelCollector:
                 policy,
                 encoder,
                 unroll_len,
+                teacher_forcing,
             )
             return
         self.pending = True
-        # Send copies: torch pickles tensors for worker processes by moving their storage to shared
-        # memory, so sending state_dict() itself would let the learner's next optimizer step change
-        # the weights a worker is still loading (an async run was then not reproducible).
-        payload = ("collect", (_snapshot(policy), _snapshot(encoder), unroll_len))
+        payload = ("collect", (_snapshot(policy), _snapshot(encoder), unroll_len, teacher_forcing))
         for _, conn in self.workers:
             conn.send(payload)
 
@@ -376,19 +408,28 @@ class ParallelCollector:
             raise RuntimeError("result() called without submit()")
         pending, self.pending = self.pending, None
         if self.local is not None:
-            policy_state, encoder_state, policy, encoder, unroll_len = pending
+            policy_state, encoder_state, policy, encoder, unroll_len, teacher_forcing = pending
             current = (copy.deepcopy(policy.state_dict()), copy.deepcopy(encoder.state_dict()))
             policy.load_state_dict(policy_state)  # act with the weights given at submit()
             encoder.load_state_dict(encoder_state)
             try:
-                return self.local.collect(policy, encoder, unroll_len)
+                return self.local.collect(policy, encoder, unroll_len, teacher_forcing)
             finally:
                 policy.load_state_dict(current[0])
                 encoder.load_state_dict(current[1])
-        return merge_chunks([self._receive(w) for w in range(len(self.workers))])
+        chunks = [self._receive(w) for w in range(len(self.workers))]
+        for chunk in chunks:
+            chunk["memory"] = torch.from_numpy(chunk["memory"])
+        return merge_chunks(chunks)
 
-    def collect(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int) -> dict:
-        self.submit(policy, encoder, unroll_len)
+    def collect(
+        self,
+        policy: torch.nn.Module,
+        encoder: torch.nn.Module,
+        unroll_len: int,
+        teacher_forcing: float | None = None,
+    ) -> dict:
+        self.submit(policy, encoder, unroll_len, teacher_forcing)
         return self.result()
 
     def close(self) -> None:

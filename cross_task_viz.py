@@ -54,8 +54,16 @@ def _():
     checkpoint_dirs = os.environ.get(
         "CHECKPOINT_DIRS", os.pathsep.join(batch_eval.DEFAULT_CHECKPOINT_DIRS)
     ).split(os.pathsep)
-    results = batch_eval.read_results(results_csv)
-    return cache_root, checkpoint_dirs, results, results_csv
+    return cache_root, checkpoint_dirs, results_csv
+
+
+@app.cell
+def _(results_csv):
+    try:
+        results = batch_eval.read_results(results_csv)
+    except batch_eval.BatchEvalError as _e:  # the project's one-line reason, not a traceback
+        mo.stop(True, mo.callout(mo.md(f"**Cannot read the results.** {_e}"), kind="danger"))
+    return (results,)
 
 
 @app.cell
@@ -192,9 +200,12 @@ def _(cache_root, cache_select, caches):
         not caches,
         mo.md(f"*No routing cache under `{cache_root}`: `python batch_eval.py --cache_dir {cache_root}`.*"),
     )
-    loaded = {
-        run_label(path): routing_cache.load_cache(path) for path in cache_select.value if path is not None
-    }
+    try:
+        loaded = {
+            run_label(path): routing_cache.load_cache(path) for path in cache_select.value if path is not None
+        }
+    except routing_cache.CacheError as _e:
+        mo.stop(True, mo.callout(mo.md(f"**Cannot read a cache.** {_e}"), kind="danger"))
     return (loaded,)
 
 
@@ -241,11 +252,16 @@ def _(checkpoint_dirs, metrics_dropdown):
         metrics_dropdown.value is None,
         mo.md(f"*No metrics.jsonl under {', '.join(f'`{d}`' for d in checkpoint_dirs)}.*"),
     )
-    _rows = experiment.read_metrics(metrics_dropdown.value)
-    _checkpoint = next(Path(metrics_dropdown.value).parent.glob("checkpoint_*.pt"), None)
-    _sizes = (
-        experiment.load_checkpoint(_checkpoint)["config"].get("expert_hidden_sizes") if _checkpoint else None
-    )
+    try:  # a metrics.jsonl or checkpoint that is not ours: ValueError / CheckpointError
+        _rows = experiment.read_metrics(metrics_dropdown.value)
+        _checkpoint = next(Path(metrics_dropdown.value).parent.glob("checkpoint_*.pt"), None)
+        _sizes = (
+            experiment.load_checkpoint(_checkpoint)["config"].get("expert_hidden_sizes")
+            if _checkpoint
+            else None
+        )
+    except ValueError as _e:
+        mo.stop(True, mo.callout(mo.md(f"**Cannot read this run.** {_e}"), kind="danger"))
     mo.stop(not _rows, mo.md("*This metrics.jsonl is empty.*"))
     fig_training = rp.plot_training_curves(_rows, _sizes)
     fig_training

@@ -17,13 +17,15 @@ import contextlib
 import json
 import math
 import multiprocessing as mp
+import numbers
 import os
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -41,10 +43,10 @@ from babyai_env import (
     quiet_reset,
 )
 from collection import MissionCache, ObsBatch, act
-from experiment import CheckpointError, load_policy
-from mixture_of_experts import MixtureOfExpertsPolicy, compute_lpc
+from experiment import ArgumentParser, CheckpointError, load_policy
+from mixture_of_experts import MixtureOfExpertsPolicy, PolicyOutput, compute_lpc
 from routing_cache import RECORDED_STEP_COLUMNS, derive_step_columns, weight_column, write_cache
-from runs import cache_dir_for
+from runs import OutputError, RunId, RunPathError, cache_dir_for, check_writable_dir, inside
 
 
 class EvalError(ValueError):
@@ -54,9 +56,34 @@ class EvalError(ValueError):
 # ----------------------------------------------------------------------------- knockout
 
 
+_KNOCKOUT_PART = re.compile(r"^layer_(\d+):(\d+)$")
+
+
+def canonical_knockout(spec: str | None) -> str | None:
+    """The one spelling of a knockout spec (None for none): 'largest', or 'layer_<k>:<j>' parts
+    without spaces or leading zeros, sorted and unique, so one evaluation has one row key and one
+    cache folder. EvalError for anything else (negative indices included: they would knock out
+    an expert counted from the end while the row names another)."""
+    text = "" if spec is None else str(spec).strip()
+    if text in ("", "none"):
+        return None
+    if text == "largest":
+        return text
+    pairs = set()
+    for part in text.split(","):
+        m = _KNOCKOUT_PART.match(part.strip())
+        if m is None:
+            raise EvalError(
+                f"--knockout {spec!r}: use 'largest' or 'layer_<k>:<j>[,...]' with 0-based layer k and expert j"
+            )
+        pairs.add((int(m.group(1)), int(m.group(2))))
+    return ",".join(f"layer_{k}:{j}" for k, j in sorted(pairs))
+
+
 def parse_knockout(spec: str | None, expert_sizes: list[list[int]]) -> list[list[bool]] | None:
     """'largest' (every layer's largest expert) or 'layer_<k>:<j>[,layer_<k>:<j>...]' (0-based,
     as in the cache's column names) -> disabled[k][j]."""
+    spec = canonical_knockout(spec)
     if not spec:
         return None
     if not expert_sizes:
@@ -67,15 +94,13 @@ def parse_knockout(spec: str | None, expert_sizes: list[list[int]]) -> list[list
             disabled[k][int(np.argmax(sizes))] = True
         return disabled
     for part in spec.split(","):
-        try:
-            layer, expert = part.strip().removeprefix("layer_").split(":")
-            k, j = int(layer), int(expert)
-            disabled[k][j] = True
-        except (ValueError, IndexError):
+        k, j = (int(v) for v in _KNOCKOUT_PART.match(part).groups())
+        if k >= len(expert_sizes) or j >= len(expert_sizes[k]):
             raise EvalError(
-                f"--knockout {spec!r}: use 'largest' or 'layer_<k>:<j>' with k < {len(expert_sizes)} and j an expert "
-                f"index of that layer (sizes {expert_sizes})"
-            ) from None
+                f"--knockout {spec!r}: {part} is not an expert of this checkpoint (expert sizes per "
+                f"layer {expert_sizes}; 0-based)"
+            )
+        disabled[k][j] = True
     return disabled
 
 
@@ -117,10 +142,30 @@ class EvalOptions:
     record: bool = True  # keep the per-step routing record (the cache)
     num_workers: int = 1  # processes to split the episodes over (same numbers)
     progress: bool = False  # a tqdm bar
+    distilbert_path: str | None = None  # DistilBERT weights here (None: the run's distilbert_path)
+
+    def __post_init__(self) -> None:
+        """The one check of evaluation settings (eval_mop, batch_eval, Modal and the notebooks all
+        build one): EvalError naming the flag. The knockout spec is stored in its one spelling."""
+        for name, limit in EVAL_LIMITS.items():
+            value = getattr(self, name)
+            if value is None and name == "max_steps":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= limit:
+                raise EvalError(f"--{name} must be a whole number from 1 to {limit:,}, got {value!r}")
+        t = self.knockout_threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 < t <= 1):
+            raise EvalError(f"--knockout_threshold must be a router weight in (0, 1], got {t!r}")
+        object.__setattr__(self, "knockout", canonical_knockout(self.knockout))
 
     @property
     def knockout_label(self) -> str:
         return knockout_label(self.knockout, self.knockout_threshold)
+
+
+# Upper bounds of EvalOptions: episodes and envs are held in memory (the per-step record), and an
+# episode limit above the training one's bound never ends.
+EVAL_LIMITS = {"num_episodes": 1_000_000, "num_envs": 1000, "num_workers": 256, "max_steps": 10**6}
 
 
 class _EvalSlot:
@@ -142,6 +187,19 @@ class _EvalSlot:
         self.weight_sums = [np.zeros(len(s)) for s in num_layers_sizes]
 
 
+class ActedStep(NamedTuple):
+    """One batched step of run_episodes, as `on_step` sees it (rows: the envs that acted)."""
+
+    episode: list[int]
+    t: list[int]
+    batch: ObsBatch  # what the policy read
+    memory: torch.Tensor  # (B, M) the memory before the step
+    out: PolicyOutput  # logits, memory after, router weights
+    action: list[int]
+    reward: list[float]
+    done: list[bool]
+
+
 @torch.no_grad()
 def run_episodes(
     policy: torch.nn.Module,
@@ -155,10 +213,14 @@ def run_episodes(
     record: bool = True,
     bot_paths: dict[int, int | None] | None = None,
     progress: Any = None,
+    on_step: Callable[[ActedStep], None] | None = None,
+    measure_bot_paths: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run exactly the given evaluation episodes (layout seed EVAL_SEED_START + index), acting
     through collection.act like training does. Returns (steps, episodes); steps holds the recorded
-    columns plus those routing_cache derives from them (empty when record is False)."""
+    columns plus those routing_cache derives from them (empty when record is False).
+    on_step: called after every batched step with what was acted on (record.py keeps it);
+    measure_bot_paths False leaves optimal_length empty (no bot replay of every layout)."""
     expert_sizes = [list(s) for s in getattr(policy, "expert_sizes", ())]
     is_mop = isinstance(policy, MixtureOfExpertsPolicy)
     queue = list(episode_indices)[::-1]
@@ -182,7 +244,10 @@ def run_episodes(
     while active:
         idx = torch.tensor([slot.index for slot in active])
         batch = ObsBatch.of([slot.env for slot in active], [slot.obs for slot in active])
-        out = act(policy, missions, batch, memory[idx], config["obs_encoding"])
+        memory_before = memory[idx]
+        episode_of, t_of = [slot.episode for slot in active], [slot.t for slot in active]
+        rewards, dones = [], []
+        out = act(policy, missions, batch, memory_before, config["obs_encoding"])
         memory[idx] = out.memory
         log_probs = torch.log_softmax(out.logits, -1)
         entropy = -(log_probs.exp() * log_probs).sum(-1).numpy()
@@ -221,6 +286,8 @@ def run_episodes(
                 ):
                     recorded[key].append(value)
             slot.obs, reward, terminated, truncated, _ = env.step(actions[r])
+            rewards.append(float(reward))
+            dones.append(bool(terminated or truncated))
             slot.t = t + 1
             if terminated or truncated:
                 episode_rows.append(_episode_row(slot, reward, terminated, truncated))
@@ -230,11 +297,17 @@ def run_episodes(
                     start(slot)
                 else:
                     slot.episode = None
+        if on_step is not None:
+            on_step(ActedStep(episode_of, t_of, batch, memory_before, out, actions, rewards, dones))
         active = [slot for slot in active if slot.episode is not None]
 
     episodes = pd.DataFrame(episode_rows).sort_values("episode").reset_index(drop=True)
     episodes["optimal_length"] = pd.array(
-        [_bot_path(task_id, int(seed), max_steps, bot_paths) for seed in episodes["seed"]], dtype="Int64"
+        [
+            _bot_path(task_id, int(seed), max_steps, bot_paths) if measure_bot_paths else None
+            for seed in episodes["seed"]
+        ],
+        dtype="Int64",
     )
     for col in ("t_unlocked", "t_pick", "t_drop", "door_x", "door_y"):
         episodes[col] = pd.array(episodes[col].tolist(), dtype="Int64")
@@ -328,8 +401,8 @@ def compute_metrics(episodes: pd.DataFrame, expert_sizes: list[list[int]]) -> di
 
 def _worker(args: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
     torch.set_num_threads(1)
-    checkpoint_path, task_id, block, kwargs, knockout = args
-    policy, encoder, config = load_policy(checkpoint_path)
+    checkpoint_path, task_id, block, kwargs, knockout, distilbert_path = args
+    policy, encoder, config = load_policy(checkpoint_path, distilbert_path=distilbert_path)
     if knockout is not None:
         policy.set_knockout(*knockout)
     return run_episodes(policy, encoder, config, task_id, block, **kwargs)
@@ -356,13 +429,14 @@ def evaluate(
     bot_paths: known bot path lengths of evaluation layouts by seed, read and extended (shared by
     every checkpoint evaluated on the same level). num_workers > 1 splits the episodes over
     processes (same numbers)."""
-    o = options
-    if o.num_episodes <= 0 or o.num_envs <= 0 or o.num_workers <= 0:
-        raise EvalError("num_episodes, num_envs and num_workers must be positive")
+    o = options  # checked when it was built (EvalOptions.__post_init__)
     try:
-        policy, encoder, config = load_policy(checkpoint_path)
+        policy, encoder, config = load_policy(checkpoint_path, distilbert_path=o.distilbert_path)
+        RunId.of(config)  # its task/trial/seed name the cache folder: refuse '../x' before any work
     except CheckpointError as e:
         raise EvalError(str(e)) from None
+    except RunPathError as e:
+        raise EvalError(f"checkpoint {str(checkpoint_path)!r}: {e}") from None
     task_id = o.task_id or config["task_id"]
     try:
         check_task_id(task_id)
@@ -403,7 +477,11 @@ def evaluate(
             worker_kwargs = {**kwargs, "bot_paths": dict(bot_paths or {})}
             with mp.get_context("spawn").Pool(o.num_workers) as pool:
                 parts = pool.map(
-                    _worker, [(str(checkpoint_path), task_id, b, worker_kwargs, ko) for b in blocks]
+                    _worker,
+                    [
+                        (str(checkpoint_path), task_id, b, worker_kwargs, ko, o.distilbert_path)
+                        for b in blocks
+                    ],
                 )
             bar.update(o.num_episodes)
             steps = pd.concat([p[0] for p in parts], ignore_index=True)
@@ -430,8 +508,25 @@ def evaluate(
 
 
 def knockout_label(knockout: str | None, threshold: float | None) -> str:
+    """The knockout column and cache-folder label: 'none', 'largest', 'layer_0:1+threshold_0.1'..."""
+    knockout = canonical_knockout(knockout)
     parts = ([knockout] if knockout else []) + ([f"threshold_{threshold:g}"] if threshold is not None else [])
     return "+".join(parts) if parts else "none"
+
+
+def canonical_knockout_label(label: Any) -> str:
+    """A knockout label as knockout_label spells it (results rows written before, or by hand,
+    may differ in spaces or order); a label that is not one of ours is kept as written."""
+    text = "" if not isinstance(label, str) else label.strip()
+    parts = [p.strip() for p in text.split("+") if p.strip() and p.strip() != "none"]
+    spec = [p for p in parts if not p.startswith("threshold_")]
+    thresholds = [p.removeprefix("threshold_") for p in parts if p.startswith("threshold_")]
+    try:
+        if len(spec) > 1 or len(thresholds) > 1:
+            raise ValueError
+        return knockout_label(spec[0] if spec else None, float(thresholds[0]) if thresholds else None)
+    except ValueError:  # EvalError included
+        return text
 
 
 def save_evaluation(
@@ -443,7 +538,10 @@ def save_evaluation(
     """Write the routing cache of one evaluation; returns its folder."""
     config = result.config
     knockout = None if result.metrics["knockout"] == "none" else result.metrics["knockout"]
-    directory = cache_dir_for(cache_root, config, checkpoint_path, result.metrics["eval_task_id"], knockout)
+    directory = inside(
+        cache_root,
+        cache_dir_for(cache_root, config, checkpoint_path, result.metrics["eval_task_id"], knockout),
+    )
     meta = {
         "checkpoint_path": Path(checkpoint_path).as_posix(),
         "num_episodes": result.metrics["num_episodes"],
@@ -463,14 +561,23 @@ def add_cache_format_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_distilbert_path_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--distilbert_path",
+        default=None,
+        metavar="DIR",
+        help="DistilBERT weights for checkpoints with the DistilBERT mission encoder (the earlier "
+        "system's all have it): a directory saved with save_pretrained, or a Hugging Face id in the "
+        "local cache (default: the path the run was trained with)",
+    )
+
+
 def cache_formats(choice: str) -> tuple[str, ...]:
     return ("parquet",) if choice == "parquet" else ("parquet", "json")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint .pt file (MoP or GRU baseline)")
     parser.add_argument(
         "--eval_task_id",
@@ -503,7 +610,16 @@ def main(argv: list[str] | None = None) -> dict:
         "--cache_dir", default=None, help="write the routing cache under this folder (e.g. evaluation_cache)"
     )
     add_cache_format_argument(parser)
+    add_distilbert_path_argument(parser)
     args = parser.parse_args(argv)
+    if args.cache_format != "parquet" and args.cache_dir is None:
+        # Refuse rather than guess a folder: without --cache_dir eval_mop records and writes nothing.
+        print(
+            f"error: --cache_format {args.cache_format} writes a cache and needs --cache_dir "
+            "(e.g. --cache_dir evaluation_cache)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     try:
         options = EvalOptions(
             task_id=args.eval_task_id,
@@ -516,9 +632,12 @@ def main(argv: list[str] | None = None) -> dict:
             record=args.cache_dir is not None,
             num_workers=args.num_workers,
             progress=True,
+            distilbert_path=args.distilbert_path,
         )
+        if args.cache_dir is not None:  # before the work, not after it
+            check_writable_dir(args.cache_dir, "--cache_dir")
         result = evaluate(args.checkpoint, options)
-    except EvalError as e:
+    except (EvalError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     m = result.metrics

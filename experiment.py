@@ -18,29 +18,43 @@ Example:
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import json
 import math
 import os
 import random
+import re
 import sys
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
 import yaml
 
-from runs import RunId, atomic_write, resume_candidates
+from runs import OutputError, RunId, RunLockedError, atomic_write, atomic_write_text, resume_candidates
 from runs import run_dir as _run_dir
 
 # Version of the checkpoint dict written by save_checkpoint. Checkpoints without `format_version`
 # (the earlier system's, and this project's before it was checked) are format 0.
 CHECKPOINT_FORMAT = 1
+
+# What torch.load(weights_only=True) may build beyond tensors and plain types: the earlier system
+# stored config["num_actions"] as gymnasium's numpy.int64, pickled as scalar(dtype('i8'), bytes).
+# numpy 1.x writers name the reconstructor numpy.core.multiarray.scalar, numpy 2 numpy._core....
+# Nothing else is allowed; upgrade_checkpoint turns the scalars into Python ints.
+_NUMPY_SCALAR = np._core.multiarray.scalar
+CHECKPOINT_SAFE_GLOBALS = [
+    _NUMPY_SCALAR,
+    (_NUMPY_SCALAR, "numpy.core.multiarray.scalar"),
+    np.dtype,
+    np.dtypes.Int64DType,
+]
 
 
 class ConfigError(ValueError):
@@ -84,10 +98,26 @@ class TrainConfig:
     teacher_forcing: float = _help(
         "probability of executing the bot's action instead of the student's (0: pure DAgger)", 0.0
     )
+    teacher_forcing_final: float | None = _help(
+        "teacher forcing at the end of its schedule (DAgger's beta_i): it goes linearly from "
+        "--teacher_forcing at update 1 to this over --teacher_forcing_decay_updates updates, then "
+        "stays (null: no schedule, --teacher_forcing throughout)",
+        None,
+    )
+    teacher_forcing_decay_updates: int = _help(
+        "updates over which teacher forcing goes from --teacher_forcing to --teacher_forcing_final "
+        "(0: constant --teacher_forcing)",
+        0,
+    )
     path_ratio_fraction: float = _help(
         "fraction of training episodes whose bot path length is measured for path_ratio "
         "(each costs one extra bot rollout of the layout; 0 disables)",
         0.1,
+    )
+    fast_env: bool = _help(
+        "serve observations and bot labels from fast_grid (numpy view, array search; identical to "
+        "minigrid's, several times faster). --no-fast_env runs minigrid's own gen_obs and BabyAIBot",
+        True,
     )
     # Optimisation
     num_updates: int = _help("optimizer steps; each uses num_envs x unroll_len labelled steps", 2000)
@@ -104,8 +134,10 @@ class TrainConfig:
         "bilinear",
     )
     lang_encoder: str = _help(
-        "mission encoder: 'bow' (learned bag of words over the BabyAI vocabulary, offline) or "
-        "'distilbert' (frozen DistilBERT CLS + frozen random projection)",
+        "mission encoder: 'bow' (learned bag of words over the BabyAI vocabulary, offline; blind to "
+        "word order, so it cannot tell which object a PutNext mission moves), 'gru' (learned word "
+        "embeddings read in order by a GRU, as BabyAI's) or 'distilbert' (frozen DistilBERT CLS + "
+        "frozen random projection)",
         "bow",
     )
     distilbert_path: str = _help(
@@ -118,8 +150,8 @@ class TrainConfig:
         "'16,32,64;32,64,128' (alias --mop_layers)",
         [[0, 16, 32], [0, 16, 32], [0, 16, 32]],
     )
-    intermediate_dim: int = _help("width between MoE layers", 64)
-    router_hidden_size: int = _help("router GRU size", 64)
+    intermediate_dim: int = _help("width between MoE layers (alias --mop_intermediate_dim)", 64)
+    router_hidden_size: int = _help("router GRU size (alias --mop_router_dim)", 64)
     expert_dropout_beta: float = _help(
         "routing-dependent expert dropout (Cook et al. 2025): max drop probability beta; 0 = off", 0.0
     )
@@ -148,6 +180,13 @@ class TrainConfig:
 
 CONFIG_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
 _TYPES = get_type_hints(TrainConfig)
+# The MoP integration guide's spellings (YAML keys and flags) -> config keys. `mop_layers` may be
+# a list of one "16,32,64" string per layer, or one "16,32,64;32,64,128" string.
+CONFIG_ALIASES = {
+    "mop_layers": "expert_hidden_sizes",
+    "mop_intermediate_dim": "intermediate_dim",
+    "mop_router_dim": "router_hidden_size",
+}
 # Keys that may change when a run is resumed; everything else must match the checkpoint.
 RESUMABLE_OVERRIDES = {
     "num_updates",
@@ -178,6 +217,8 @@ def _coerce(key: str, value: Any) -> Any:
     if key == "expert_hidden_sizes":
         from mixture_of_experts import normalize_expert_sizes
 
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            value = ";".join(value)  # the integration guide's YAML: one "16,32,64" string per layer
         try:
             return [list(layer) for layer in normalize_expert_sizes(value)]
         except ValueError as e:
@@ -196,20 +237,64 @@ def _coerce(key: str, value: Any) -> Any:
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if math.isfinite(number):  # one rule for every float key: nan and inf are never a setting
+                return number
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
         if tp is str:
             if not isinstance(value, str):
                 raise ValueError
             return value
-    except (TypeError, ValueError):
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, OverflowError):
         pass
     raise ConfigError(
         f"config key {key!r} must be {tp.__name__}{' or null' if optional else ''}, got {value!r}"
     )
 
 
+# Upper bounds where a larger value cannot work (each says why); `validate` applies them and
+# README "Bad input" lists them. Memory: one update holds num_envs x unroll_len labelled steps
+# (<= MAX_STEPS_PER_UPDATE) and GRUs of the given sizes; seeds: numpy's legacy seeding takes < 2**32,
+# and babyai_env's training layout seeds leave room for 1000 envs per run seed.
+LIMITS = {
+    "seed": (2**32 - 1, "numpy's RNG takes seeds below 2**32"),
+    "num_envs": (1000, "training layout seeds leave room for 1000 envs per run"),
+    "num_workers": (1000, "more worker processes than envs only idle"),
+    "unroll_len": (10_000, "memory"),
+    "num_updates": (10**9, "a run of more updates would not end"),
+    "max_steps": (10**6, "an episode longer than this would not end"),
+    "log_interval": (10**9, "at most num_updates"),
+    "checkpoint_interval": (10**9, "at most num_updates"),
+    "recent_window": (10**6, "memory (the window is stored in every checkpoint)"),
+    "lang_dim": (4096, "memory"),
+    "intermediate_dim": (4096, "memory"),
+    "router_hidden_size": (4096, "memory"),
+    "hidden_size": (4096, "memory"),
+    "expert_hidden_sizes": (4096, "memory (each expert's GRU size)"),
+    "lr": (1.0, "Adam diverges at once above it"),
+}
+MAX_STEPS_PER_UPDATE = 2**20
+
+
+def _check_limits(cfg: TrainConfig) -> None:
+    for key, (limit, why) in LIMITS.items():
+        value = getattr(cfg, key)
+        values = [s for layer in value for s in layer] if key == "expert_hidden_sizes" else [value]
+        if any(v is not None and v > limit for v in values):
+            raise ConfigError(f"{key} must be at most {limit:g} ({why}), got {value}")
+    if cfg.num_envs * cfg.unroll_len > MAX_STEPS_PER_UPDATE:
+        raise ConfigError(
+            f"num_envs x unroll_len must be at most {MAX_STEPS_PER_UPDATE} steps per update (memory), "
+            f"got {cfg.num_envs} x {cfg.unroll_len}"
+        )
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Raise ConfigError on impossible values (each message names the key)."""
+    """Raise ConfigError on impossible values (each message names the key): negative or zero
+    counts, probabilities outside [0, 1], and values above LIMITS (non-finite floats never get
+    here: `_coerce` refuses them for every float key)."""
     from babyai_env import OBS_ENCODINGS, check_task_id
 
     try:
@@ -242,6 +327,18 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("teacher_forcing", "path_ratio_fraction", "expert_dropout_beta"):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise ConfigError(f"{key} must be in [0, 1], got {getattr(cfg, key)}")
+    if cfg.teacher_forcing_final is not None and not 0.0 <= cfg.teacher_forcing_final <= 1.0:
+        raise ConfigError(f"teacher_forcing_final must be in [0, 1], got {cfg.teacher_forcing_final}")
+    if cfg.teacher_forcing_decay_updates < 0:
+        raise ConfigError(
+            "teacher_forcing_decay_updates must be >= 0 (a schedule cannot end before it starts), "
+            f"got {cfg.teacher_forcing_decay_updates}"
+        )
+    if (cfg.teacher_forcing_decay_updates > 0) != (cfg.teacher_forcing_final is not None):
+        raise ConfigError(
+            "teacher_forcing_final and teacher_forcing_decay_updates go together: give both (a schedule) "
+            f"or neither, got {cfg.teacher_forcing_final} and {cfg.teacher_forcing_decay_updates}"
+        )
     if not 0.0 < cfg.expert_dropout_gamma <= 1.0:
         raise ConfigError(f"expert_dropout_gamma must be in (0, 1], got {cfg.expert_dropout_gamma}")
     if cfg.lpc_alpha < 0 or cfg.lpc_epsilon <= 0 or cfg.lpc_exponent < 0:
@@ -252,8 +349,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"input_encoder must be 'linear' or 'bilinear', got {cfg.input_encoder!r}")
     if cfg.input_encoder == "bilinear" and cfg.obs_encoding != "onehot":
         raise ConfigError("input_encoder 'bilinear' needs obs_encoding 'onehot'")
-    if cfg.lang_encoder not in ("bow", "distilbert"):
-        raise ConfigError(f"lang_encoder must be 'bow' or 'distilbert', got {cfg.lang_encoder!r}")
+    if cfg.lang_encoder not in ("bow", "gru", "distilbert"):
+        raise ConfigError(f"lang_encoder must be 'bow', 'gru' or 'distilbert', got {cfg.lang_encoder!r}")
+    for key, tp in _TYPES.items():  # also for a TrainConfig built without load_config
+        if _base_type(tp)[0] is float:
+            _coerce(key, getattr(cfg, key))
+    _check_limits(cfg)
     return cfg
 
 
@@ -261,10 +362,12 @@ def load_yaml(path: str | os.PathLike | None) -> dict:
     if path is None:
         return {}
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except OSError as e:
         raise ConfigError(f"cannot read config {str(path)!r}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {str(path)!r} is not a text file (not UTF-8)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
     if data is None:
@@ -282,24 +385,41 @@ def check_keys(values: dict, source: str) -> None:
             raise ConfigError(f"unknown key {key!r} in {source}{hint}")
 
 
+def resolve_aliases(values: dict, source: str) -> dict:
+    """CONFIG_ALIASES renamed to their config keys; giving both spellings is an error naming both."""
+    out = dict(values)
+    for alias, key in CONFIG_ALIASES.items():
+        if alias in out:
+            if key in out:
+                raise ConfigError(f"{source} gives both {alias!r} and {key!r} (the same setting): keep one")
+            out[key] = out.pop(alias)
+    return out
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
     """Defaults <- YAML file <- overrides (CLI flags), validated."""
-    data = load_yaml(path)
+    data = resolve_aliases(load_yaml(path), f"config {str(path)!r}")
     check_keys(data, f"config {str(path)!r}")
-    overrides = overrides or {}
+    overrides = resolve_aliases(overrides or {}, "overrides")
     check_keys(overrides, "overrides")
     merged = {**data, **overrides}
     values = {k: _coerce(k, v) for k, v in merged.items()}
     return validate(TrainConfig(**values))
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one `error:` line and exit code 2, as every other bad input
+    of the project's command lines (--help is unchanged). Every CLI of the project uses it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def build_arg_parser(
     description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
 ) -> argparse.ArgumentParser:
     """One --flag per config key (help from the schema), plus --config and --resume."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--config", default=None, help="YAML file of defaults (default: config.yaml if present)"
     )
@@ -318,20 +438,22 @@ def build_arg_parser(
             )
         else:
             parser.add_argument(f"--{f.name}", default=argparse.SUPPRESS, metavar=f.name.upper(), help=text)
-    parser.add_argument(
-        "--mop_layers",
-        dest="expert_hidden_sizes",
-        default=argparse.SUPPRESS,
-        metavar="SPEC",
-        help="alias of --expert_hidden_sizes in the integration guide's syntax, e.g. '16,32,64;32,64,128'",
-    )
+    for alias, key in CONFIG_ALIASES.items():  # also accepted as YAML keys
+        example = ", e.g. '16,32,64;32,64,128'" if alias == "mop_layers" else ""
+        parser.add_argument(
+            f"--{alias}",
+            default=argparse.SUPPRESS,
+            metavar=key.upper(),
+            help=f"alias of --{key} (the MoP integration guide's spelling){example}",
+        )
     if extra:
         extra(parser)
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
-    overrides = {k: v for k, v in vars(args).items() if k in CONFIG_KEYS}
+    given = {k: v for k, v in vars(args).items() if k in CONFIG_KEYS or k in CONFIG_ALIASES}
+    overrides = resolve_aliases(given, "the command line")
     path = args.config
     if path is None and Path("config.yaml").exists():
         path = "config.yaml"
@@ -402,7 +524,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(CHECKPOINT_SAFE_GLOBALS):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is unreadable or corrupt ({type(e).__name__})"
@@ -424,14 +547,63 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return upgrade_checkpoint(ckpt)
 
 
+# The earlier system's train_mop wrote these when its config left them out; its eval fell back to
+# them (and to lang_dim 32) too (reference §1.7, §1.8).
+FORMAT0_DEFAULTS = {
+    "expert_hidden_sizes": [32, 64, 128],
+    "intermediate_dim": 256,
+    "router_hidden_size": 64,
+    "num_actions": 7,
+}
+# The earlier system's parameter names -> ours. Its single-layer version (before moe_layers) had
+# the router and experts at the top level.
+_LEGACY_KEY_RENAMES = [
+    (re.compile(r"^moe_layers\.(\d+)\."), r"layers.\1."),
+    (re.compile(r"^(router|experts)\."), r"layers.0.\1."),
+    (re.compile(r"^(layers\.\d+\.router)\.fc\."), r"\1.out."),
+    (re.compile(r"^(layers\.\d+\.experts\.\d+)\.projection\."), r"\1.out."),
+]
+
+
+def _rename_legacy_key(key: str) -> str:
+    for pattern, replacement in _LEGACY_KEY_RENAMES:
+        key = pattern.sub(replacement, key)
+    return key
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (anywhere in dicts, lists, tuples) -> Python numbers; tensors untouched."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 def upgrade_checkpoint(ckpt: dict) -> dict:
     """Bring a checkpoint of any older format to the current one (the one place that knows them).
 
     Format 0 (the earlier system's): the config predates `policy_type`,
     `obs_encoding`, `input_encoder` (the earlier system's raw 152 inputs through a linear layer), carries no
     `update` (it is top-level, if anywhere), and the mission encoder is a bare
-    `lang_proj_state_dict` (DistilBERT)."""
+    `lang_proj_state_dict` (DistilBERT). The earlier system also stored `num_actions` as a
+    numpy.int64, named its modules `moe_layers.K.router.fc` / `moe_layers.K.experts.J.projection`
+    (ours: `layers.K.router.out` / `layers.K.experts.J.out`; GRU, input and head names agree) and
+    left out architecture keys it had defaults for (FORMAT0_DEFAULTS)."""
+    ckpt = {k: v if k == "policy_state_dict" else _plain(v) for k, v in ckpt.items()}
     config = dict(ckpt["config"])
+    if ckpt.get("format_version", 0) == 0:
+        if config.get("policy_type", "mop") == "mop":
+            ckpt["policy_state_dict"] = {
+                _rename_legacy_key(k): v for k, v in ckpt["policy_state_dict"].items()
+            }
+            for key, value in FORMAT0_DEFAULTS.items():
+                config.setdefault(key, copy.deepcopy(value))
+        if "lang_dim" not in config:  # its eval fell back to 32; a saved projection knows better
+            proj = (ckpt.get("lang_proj_state_dict") or {}).get("weight")
+            config["lang_dim"] = int(proj.shape[0]) if proj is not None else 32
     config.setdefault("policy_type", "mop")
     config.setdefault("obs_encoding", "raw")
     config.setdefault("input_encoder", "linear")
@@ -450,9 +622,12 @@ def upgrade_checkpoint(ckpt: dict) -> dict:
 
 
 def load_policy(
-    checkpoint_path: str | os.PathLike, ckpt: dict | None = None
+    checkpoint_path: str | os.PathLike, ckpt: dict | None = None, distilbert_path: str | None = None
 ) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
-    """(policy, mission encoder, config) of a checkpoint, in eval mode. Raises CheckpointError."""
+    """(policy, mission encoder, config) of a checkpoint, in eval mode. Raises CheckpointError.
+
+    distilbert_path: where this machine keeps the DistilBERT weights of a DistilBERT checkpoint
+    (a directory or a Hugging Face id in the local cache); None: the run's `distilbert_path`."""
     from language import MissionEncoderError, build_mission_encoder
     from mixture_of_experts import build_policy
 
@@ -475,26 +650,42 @@ def load_policy(
         encoder = build_mission_encoder(
             config["lang_encoder"],
             config["lang_dim"],
-            config.get("distilbert_path", "distilbert-base-uncased"),
+            distilbert_path or config.get("distilbert_path", "distilbert-base-uncased"),
             state=ckpt.get("encoder_state"),
         )
     except (MissionEncoderError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {str(checkpoint_path)!r}: {e}") from None
+        hint = " (eval_mop.py and batch_eval.py: --distilbert_path DIR)" if distilbert_path is None else ""
+        raise CheckpointError(f"checkpoint {str(checkpoint_path)!r}: {e}{hint}") from None
     policy.eval()
     encoder.eval()
     return policy, encoder, config
 
 
+def newest_checkpoint(directory: str | os.PathLike, report: bool = True) -> tuple[Path, dict]:
+    """(path, checkpoint) of the newest readable checkpoint of a run folder (runs.resume_candidates'
+    order). A bad one (truncated, not a checkpoint, a refused pickle) is skipped, named on stderr
+    when `report`, and left in place (the run overwrites it when it gets there). ConfigError in one
+    line if there is none."""
+    candidates = resume_candidates(directory)
+    if not candidates:
+        raise ConfigError(f"--resume: no checkpoint to resume in {str(directory)!r}")
+    bad = []
+    for path in candidates:
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as e:
+            bad.append(str(e))
+            continue
+        if bad and report:
+            print(f"warning: {'; '.join(bad)}; resuming from {path.name}", file=sys.stderr)
+        return path, ckpt
+    raise ConfigError(f"--resume: no readable checkpoint in {str(directory)!r} ({'; '.join(bad)})")
+
+
 def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfig:
     """The config of the run to resume: the checkpoint's, with only RESUMABLE_OVERRIDES changed."""
     base = load_config(path, overrides)
-    candidates = resume_candidates(run_dir(base))
-    if not candidates:
-        raise ConfigError(f"--resume: no checkpoint to resume in {str(run_dir(base))!r}")
-    try:
-        saved = load_checkpoint(candidates[0])["config"]
-    except CheckpointError as e:
-        raise ConfigError(f"--resume: {e}") from None
+    saved = newest_checkpoint(run_dir(base), report=False)[1]["config"]
     stored = {k: saved[k] for k in CONFIG_KEYS if k in saved}
     for key, value in overrides.items():
         if key in RESUMABLE_OVERRIDES:
@@ -528,16 +719,22 @@ class MetricLogger:
             self.wandb = wandb.init(
                 project=cfg.wandb_project, name=name, config=dataclasses.asdict(cfg), resume="allow"
             )
-        if not resume:
-            self.path.unlink(missing_ok=True)
-        elif self.path.exists() and resume_update is not None:
-            # Rows logged after the checkpoint we resume from will be logged again: drop them.
-            kept = [r for r in read_metrics(self.path) if r.get("update", 0) <= resume_update]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        # A new run replaces an old metrics.jsonl with its first row, not before: a start that
+        # fails before logging anything leaves the file of a killed run as it was.
+        self.fresh = not resume
+        if resume and self.path.exists() and resume_update is not None:
+            # Rows logged after the checkpoint we resume from will be logged again: drop them (and
+            # a last line torn by a kill).
+            try:
+                kept = [r for r in read_metrics(self.path) if r.get("update", 0) <= resume_update]
+            except ValueError as e:
+                raise ConfigError(f"--resume: {e}") from None
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def log(self, row: dict) -> None:
-        with open(self.path, "a") as f:
+        with open(self.path, "w" if self.fresh else "a") as f:
             f.write(json.dumps(row) + "\n")
+        self.fresh = False
         if self.wandb is not None:
             self.wandb.log(row, step=row["update"])
 
@@ -547,8 +744,24 @@ class MetricLogger:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The rows of a metrics.jsonl. A last line that is not JSON (torn by a kill mid-write) is
+    dropped; a bad line before it is a ValueError naming the file and line."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+    rows = []
+    for n, line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if n == lines[-1][0]:
+                break
+            raise ValueError(
+                f"{str(path)!r} line {n} is not JSON: not a metrics.jsonl of this project"
+            ) from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{str(path)!r} line {n} is not a row of metrics")
+        rows.append(row)
+    return rows
 
 
 def cli_main(main: Callable[[TrainConfig, bool], dict], description: str) -> None:
@@ -557,7 +770,7 @@ def cli_main(main: Callable[[TrainConfig, bool], dict], description: str) -> Non
     try:
         cfg, resume = config_from_args(args)
         main(cfg, resume=resume)
-    except ConfigError as e:
+    except (ConfigError, RunLockedError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

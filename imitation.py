@@ -10,6 +10,11 @@ One update, as the loop body reads:
 The replay equals the acting pass (a test checks the logits), so this is the same algorithm as
 stepping with graph, only faster. The policy and the loss come from the stage script.
 
+--resume restores weights, Adam, RNGs, counters and each env's episode counter and RNG, but not the
+envs' episodes in progress (minigrid and bot state are not plain tensors): every env starts its
+next episode with zeroed memory. So a resumed run is reproducible and equal to the uninterrupted
+one up to the checkpoint, and differs after it (README "Resuming"; tests/test_hardening.py).
+
     summary = run_imitation(cfg, "mop", build_policy, loss_fn)   # what train_mop.main does
     python train_mop.py --task_id BabyAI-GoToLocal-v0 --num_updates 300
 """
@@ -23,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +40,8 @@ from experiment import (
     MetricLogger,
     TrainConfig,
     default_num_workers,
-    load_checkpoint,
+    newest_checkpoint,
+    read_metrics,
     rng_state,
     run_dir,
     run_seed,
@@ -43,7 +50,16 @@ from experiment import (
     set_rng_state,
 )
 from language import MissionEncoderError, build_mission_encoder
-from runs import checkpoint_name, checkpoint_paths, final_checkpoint, resume_candidates, write_run_config
+from runs import (
+    METRICS_FILE,
+    check_writable_dir,
+    checkpoint_name,
+    checkpoint_paths,
+    final_checkpoint,
+    remove_stale_temp_files,
+    run_lock,
+    write_run_config,
+)
 
 LossFn = Callable[..., tuple[torch.Tensor, dict]]
 
@@ -64,8 +80,11 @@ class RunStats:
 # ----------------------------------------------------------------------------- start or resume
 
 
-def checkpoint_to_resume(cfg: TrainConfig, resume: bool) -> dict | None:
-    """The checkpoint a run continues from (None for a new run); refuses to overwrite a run."""
+def checkpoint_to_resume(cfg: TrainConfig, resume: bool) -> tuple[Path, dict] | None:
+    """(path, checkpoint) a run continues from: the newest readable one (None for a new run);
+    refuses to overwrite a run. A run killed after its last numbered checkpoint at num_updates but
+    before checkpoint_final.pt (runs that stored the final weights twice) is returned too: the
+    loop then only completes what is missing."""
     directory = run_dir(cfg)
     if not resume:
         if checkpoint_paths(directory) or final_checkpoint(directory):
@@ -73,15 +92,17 @@ def checkpoint_to_resume(cfg: TrainConfig, resume: bool) -> dict | None:
                 f"{str(directory)!r} already holds checkpoints; use --resume, or another --trial/--seed/--checkpoint_dir"
             )
         return None
-    candidates = resume_candidates(directory)
-    if not candidates:
-        raise ConfigError(f"--resume: no checkpoint to resume in {str(directory)!r}")
-    ckpt = load_checkpoint(candidates[0])
-    if ckpt["update"] >= cfg.num_updates:
+    path, ckpt = newest_checkpoint(directory)
+    finished = path.name == checkpoint_name(None)
+    if ckpt["update"] > cfg.num_updates or (finished and ckpt["update"] == cfg.num_updates):
         raise ConfigError(
             f"--resume: the run in {str(directory)!r} already reached update {ckpt['update']}; raise --num_updates to continue"
         )
-    return ckpt
+    return path, ckpt
+
+
+class TrainingDiverged(ConfigError):
+    """The loss or the weights became non-finite; nothing is saved over the last good checkpoint."""
 
 
 @dataclass
@@ -146,12 +167,24 @@ class Learner:
         loss, parts = self.loss_fn(
             out, torch.from_numpy(chunk["label"]), torch.from_numpy(chunk["label_mask"])
         )
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the loss became {loss.item()} ({_loss_parts(parts)})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.max_grad_norm is not None:
             parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
         self.optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in self.params):
+            raise TrainingDiverged(
+                f"the weights became non-finite after a finite loss ({_loss_parts(parts)})"
+            )
         return parts
+
+
+def _loss_parts(parts: dict) -> str:
+    return ", ".join(
+        f"{k.removeprefix('train/')} {v:.4g}" for k, v in parts.items() if k.startswith("train/")
+    )
 
 
 @dataclass
@@ -253,10 +286,21 @@ def open_collector(
         teacher_forcing=cfg.teacher_forcing,
         path_ratio_fraction=cfg.path_ratio_fraction,
         slot_states=state.slot_states,
+        fast_env=cfg.fast_env,
     )
 
 
 # ----------------------------------------------------------------------------- the loop
+
+
+def teacher_forcing_at(cfg: TrainConfig, update: int) -> float:
+    """DAgger's beta_i for update `update` (1-based): the probability that the bot's label, not the
+    student's action, is executed. Linear from teacher_forcing at update 1 to teacher_forcing_final
+    at update 1 + teacher_forcing_decay_updates, constant after; decay 0: constant teacher_forcing."""
+    if cfg.teacher_forcing_decay_updates == 0 or cfg.teacher_forcing_final is None:
+        return cfg.teacher_forcing
+    progress = min(max(update - 1, 0) / cfg.teacher_forcing_decay_updates, 1.0)
+    return cfg.teacher_forcing + (cfg.teacher_forcing_final - cfg.teacher_forcing) * progress
 
 
 def run_imitation(
@@ -267,11 +311,43 @@ def run_imitation(
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Online imitation on cfg.task_id; returns a summary (paths written, final metrics)."""
+    """Online imitation on cfg.task_id; returns a summary (paths written, final metrics). Holds
+    the run folder's lock (runs.run_lock) throughout: a second start of the same run is refused."""
+    check_writable_dir(cfg.checkpoint_dir, "checkpoint_dir")
+    with run_lock(run_dir(cfg)):
+        remove_stale_temp_files(run_dir(cfg))  # left by a kill mid-write; no one else writes here now
+        return _run_locked(cfg, policy_type, build_policy_fn, loss_fn, resume, progress)
+
+
+def _run_locked(
+    cfg: TrainConfig,
+    policy_type: str,
+    build_policy_fn: Callable[[dict], torch.nn.Module],
+    loss_fn: LossFn,
+    resume: bool,
+    progress: bool,
+) -> dict:
     from tqdm.auto import tqdm
 
     directory = run_dir(cfg)
-    ckpt = checkpoint_to_resume(cfg, resume)
+    resumed = checkpoint_to_resume(cfg, resume)
+    ckpt = None if resumed is None else resumed[1]
+    if ckpt is not None and ckpt["update"] == cfg.num_updates:
+        # Killed between its last numbered checkpoint and checkpoint_final.pt: only the name is missing.
+        final = directory / checkpoint_name(None)
+        os.replace(resumed[0], final)
+        print(
+            f"{str(directory)!r} had reached update {cfg.num_updates}: {resumed[0].name} is now {final.name}"
+        )
+        rows = read_metrics(directory / METRICS_FILE) if (directory / METRICS_FILE).exists() else []
+        return {
+            "run_dir": str(directory),
+            "checkpoints": [str(final)],
+            "metrics_path": str(directory / METRICS_FILE),
+            "final": rows[-1] if rows else {},
+            "episodes": ckpt["stats"]["episodes"],
+            "bot_failures": ckpt["stats"]["bot_failures"],
+        }
     seed_everything(run_seed(cfg))
     learner = Learner.build(cfg, policy_type, build_policy_fn, loss_fn, ckpt)
     if ckpt is not None:
@@ -288,9 +364,10 @@ def run_imitation(
         # Only now, with every worker up, does the run touch its folder: a failed start changes nothing.
         logger = MetricLogger(directory, cfg, resume, state.update if resume else None)
         write_run_config(directory, learner.model_config)
-        final = final_checkpoint(directory)
-        if resume and final is not None:  # a finished run goes on: its final weights keep their update
-            os.replace(final, directory / checkpoint_name(state.update))
+        if resumed is not None and resumed[0].name == checkpoint_name(None):
+            # A finished run goes on: its final weights keep their update. (A bad checkpoint_final.pt
+            # skipped by newest_checkpoint stays until this run writes a new one over it.)
+            os.replace(resumed[0], directory / checkpoint_name(state.update))
         bar = tqdm(
             range(state.update + 1, cfg.num_updates + 1),
             initial=state.update,
@@ -300,15 +377,29 @@ def run_imitation(
             dynamic_ncols=True,
         )
         state.reset_window()
-        collector.submit(learner.policy, learner.encoder, cfg.unroll_len)
+        collector.submit(
+            learner.policy, learner.encoder, cfg.unroll_len, teacher_forcing_at(cfg, state.update + 1)
+        )
         for update in bar:
             state.update, last = update, update == cfg.num_updates
             chunk = collector.result()
             if cfg.async_collection and not last:  # the next unroll overlaps with this update
-                collector.submit(learner.policy, learner.encoder, cfg.unroll_len)
-            parts = learner.step(chunk)
+                collector.submit(
+                    learner.policy, learner.encoder, cfg.unroll_len, teacher_forcing_at(cfg, update + 1)
+                )
+            try:
+                parts = learner.step(chunk)
+            except TrainingDiverged as e:
+                saved = Path(written[-1]).name if written else "none yet"
+                raise TrainingDiverged(
+                    f"update {update}: {e}; training stopped and nothing was saved (last checkpoint: "
+                    f"{saved}); lower --lr or --lpc_alpha"
+                ) from None
             if not cfg.async_collection and not last:
-                collector.submit(learner.policy, learner.encoder, cfg.unroll_len)
+                collector.submit(
+                    learner.policy, learner.encoder, cfg.unroll_len, teacher_forcing_at(cfg, update + 1)
+                )
+            parts["train/teacher_forcing"] = chunk["teacher_forcing"]  # the value this chunk acted with
             state.record(chunk, parts)
             if update % cfg.log_interval == 0 or last:
                 row = state.log_row()

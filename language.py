@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import pickle
 import string
 from collections.abc import Sequence
 from typing import Any
@@ -191,6 +192,69 @@ class BagOfWordsEncoder(nn.Module):
         return enc
 
 
+class GRUMissionEncoder(nn.Module):
+    """Learned word embeddings read in order by a GRU (BabyAI's "gru" instruction encoder):
+    (n missions) -> (n, lang_dim), the GRU's last hidden state.
+
+    Word order matters here, unlike the bag of words: "put the yellow ball next to the grey box",
+    "put the grey box next to the yellow ball" and "put the yellow box next to the grey ball" are
+    one bag of words, so with "bow" the PutNext levels cannot tell which object to move where.
+    """
+
+    kind = "gru"
+    trainable = True
+
+    def __init__(self, lang_dim: int, vocab: tuple[str, ...] = BABYAI_VOCAB) -> None:
+        super().__init__()
+        _word_to_id(tuple(vocab))
+        self.lang_dim = int(lang_dim)
+        self.vocab: tuple[str, ...] = tuple(vocab)
+        self.embedding = nn.Embedding(len(self.vocab), self.lang_dim, padding_idx=PAD_ID)
+        self.gru = nn.GRU(self.lang_dim, self.lang_dim, batch_first=True)
+        self._ids_cache: dict[str, Tensor] = {}
+
+    def _ids(self, mission: str) -> Tensor:
+        ids = self._ids_cache.get(mission)
+        if ids is None:
+            ids = torch.tensor(tokenize(mission, self.vocab) or [PAD_ID], dtype=torch.long)
+            self._ids_cache[mission] = ids
+        return ids
+
+    def forward(self, missions: Sequence[str]) -> Tensor:
+        if len(missions) == 0:
+            return self.embedding.weight.new_zeros((0, self.lang_dim))
+        ids = [self._ids(m) for m in missions]
+        lengths = torch.tensor([len(x) for x in ids])
+        padded = nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=PAD_ID)  # (n, L)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.embedding(padded), lengths, batch_first=True, enforce_sorted=False
+        )
+        _, hidden = self.gru(packed)  # (1, n, lang_dim)
+        return hidden[0]
+
+    def encoder_state(self) -> dict[str, Any]:
+        """Plain dict (tensors, str, int, list) loadable with torch.load(weights_only=True)."""
+        return {
+            "kind": self.kind,
+            "lang_dim": self.lang_dim,
+            "gru_encoder_state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
+            "vocab": list(self.vocab),
+        }
+
+    def load_encoder_state(self, state: dict[str, Any]) -> None:
+        _check_state_kind(state, self.kind)
+        if list(state["vocab"]) != list(self.vocab):
+            raise ValueError("saved GRU-encoder vocab differs from this encoder's; use from_state")
+        self.load_state_dict(state["gru_encoder_state_dict"])
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> GRUMissionEncoder:
+        _check_state_kind(state, cls.kind)
+        enc = cls(lang_dim=int(state["lang_dim"]), vocab=tuple(state["vocab"]))
+        enc.load_encoder_state(state)
+        return enc
+
+
 class DistilBertEncoder(nn.Module):
     """Frozen DistilBERT [CLS] vector -> frozen random Linear(dim, lang_dim): (n missions) -> (n, lang_dim).
 
@@ -334,6 +398,11 @@ def _load_distilbert(model_name_or_path: str) -> tuple[Any, nn.Module]:
             f"run `hf download {model_name_or_path}` once on a machine with internet and copy its Hugging Face "
             "cache here, or pass a local directory holding a tokenizer and model saved with save_pretrained"
         ) from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:  # e.g. a .bin holding code, truncated
+        raise MissionEncoderError(
+            f"DistilBERT weights in {model_name_or_path!r} are corrupt or refused by torch's safe loader "
+            f"({type(exc).__name__}): save the model again with save_pretrained (safetensors)"
+        ) from None
     if not hasattr(model.config, "dim") and not hasattr(model.config, "hidden_size"):
         raise MissionEncoderError(f"{model_name_or_path!r} is not a DistilBERT-like encoder (no hidden size)")
     return tokenizer, model
@@ -345,7 +414,7 @@ def _check_state_kind(state: dict[str, Any], kind: str) -> None:
         raise ValueError(f"encoder state is for kind {saved!r}, not {kind!r}")
 
 
-MISSION_ENCODER_KINDS: tuple[str, ...] = ("bow", "distilbert")
+MISSION_ENCODER_KINDS: tuple[str, ...] = ("bow", "gru", "distilbert")
 
 
 def build_mission_encoder(
@@ -370,6 +439,13 @@ def build_mission_encoder(
                 raise ValueError(f"saved BoW encoder has lang_dim {enc.lang_dim}, asked for {lang_dim}")
             return enc
         return BagOfWordsEncoder(lang_dim)
+    if kind == "gru":
+        if state is not None:
+            enc = GRUMissionEncoder.from_state(state)
+            if enc.lang_dim != int(lang_dim):
+                raise ValueError(f"saved GRU encoder has lang_dim {enc.lang_dim}, asked for {lang_dim}")
+            return enc
+        return GRUMissionEncoder(lang_dim)
     if kind == "distilbert":
         enc = DistilBertEncoder(lang_dim, model_name_or_path=distilbert_path, generator_seed=seed)
         if state is not None:

@@ -61,7 +61,10 @@ def _(cache_dropdown, cache_root):
             kind="warn",
         ),
     )
-    data = routing_cache.load_cache(cache_dropdown.value)
+    try:
+        data = routing_cache.load_cache(cache_dropdown.value)
+    except routing_cache.CacheError as _e:  # the project's one-line reason, not a traceback
+        mo.stop(True, mo.callout(mo.md(f"**Cannot read this cache.** {_e}"), kind="danger"))
     return (data,)
 
 

@@ -19,6 +19,8 @@ after a preemption, timeout or crash continues where it stopped.
         --set "hidden_size=128 lr=1e-3" --config my_defaults.yaml
     modal run --detach modal_app.py::main_seeds --task-ids "BabyAI-UnlockPickup-v0" --trials "20,21" \
         --seeds "0,1,2,3" --checkpoint-interval 250 --lpc-alpha 1e-4 --normalize-lpc --num-updates 5000
+    modal run --detach modal_app.py::sweep --task-id BabyAI-UnlockPickup-v0 --lpc-alpha "0,1e-5,1e-4" \
+        --seeds 0-4 --num-updates 5000
     modal run modal_app.py::eval_parallel --num-episodes 500 --task BabyAI-UnlockPickup-v0
     modal volume get rl-mop-eval /evaluation_results.csv ./evaluation_results.csv
 """
@@ -181,8 +183,12 @@ def _train_body(
         latest = candidates[0] if candidates else None
         if latest is not None:  # the run's own config; only RESUMABLE_OVERRIDES may differ
             cfg = experiment.resume_config(CONFIG_PATH, overrides)
-            done = experiment.load_checkpoint(latest)["update"]
-            if done >= cfg.num_updates:
+            latest, ckpt = experiment.newest_checkpoint(experiment.run_dir(cfg))  # skips bad files
+            done = ckpt["update"]
+            # (a numbered checkpoint at num_updates without checkpoint_final.pt: the loop finishes it)
+            if done > cfg.num_updates or (
+                done == cfg.num_updates and latest.name == runs.checkpoint_name(None)
+            ):
                 return {"run_dir": str(experiment.run_dir(cfg)), "skipped": f"already at update {done}"}
         with _committing(commit, commit_every_s):
             summary = trainer.main(cfg, resume=latest is not None)
@@ -239,7 +245,10 @@ def plan_eval(
 
 
 def _row_file(eval_root: str, checkpoint_path: str) -> Path:
-    return Path(eval_root) / PENDING_DIR / (checkpoint_path.replace("/", "__") + ".json")
+    import runs
+
+    name = runs.safe_name(checkpoint_path.replace("/", "__") + ".json", "checkpoint path")
+    return runs.inside(Path(eval_root) / PENDING_DIR, Path(eval_root) / PENDING_DIR / name)
 
 
 def _eval_body(ref: dict, options: batch_eval.BatchOptions, checkpoint_root: str, eval_root: str) -> dict:
@@ -532,6 +541,58 @@ _main_seeds.__annotations__ = dict(main.info.raw_f.__annotations__)
 main_seeds = app.local_entrypoint(name="main_seeds")(_main_seeds)
 
 
+@app.local_entrypoint()
+def sweep(
+    task_id: str,
+    lpc_alpha: str,
+    seeds: str,
+    first_trial: int = 0,
+    name: str = "",
+    set: str = "",
+    config: str = "",
+    num_updates: int | None = None,
+    checkpoint_interval: int | None = None,
+    normalize_lpc: bool | None = None,
+) -> None:
+    """sweep.py's grid on Modal: trial first_trial + i holds the i-th α, every seed; the manifest
+    sweeps/<name>.json is written here, the runs go through train_all like main's. Then
+    eval_parallel and stats.py (or sweep.py's stages) on the downloaded results."""
+    import experiment
+    import sweep as grid
+
+    try:
+        alphas, seed_list = grid.parse_alphas(lpc_alpha), grid.parse_seeds(seeds)
+        flags = {"num_updates": num_updates, "checkpoint_interval": checkpoint_interval, "lpc_alpha": None}
+        overrides = training_overrides(set, config, flags | {"normalize_lpc": normalize_lpc})
+        if "lpc_alpha" in overrides:
+            raise LaunchError("lpc_alpha is set by --lpc-alpha (the sweep's list), not by --set or --config")
+        if overrides.get("num_workers") is None:
+            overrides["num_workers"] = int(TRAIN_CPUS)
+        seed_text = ",".join(map(str, seed_list))
+        jobs = [
+            job
+            for i, alpha in enumerate(alphas)
+            for job in training_jobs(
+                task_id, str(first_trial + i), seed_text, "train_mop.py", {**overrides, "lpc_alpha": alpha}
+            )
+        ]
+        runs = [j["overrides"] for j in jobs]
+        last = first_trial + len(alphas) - 1
+        path = grid.manifest(
+            name or f"{task_id}_trial{first_trial}-{last}", runs, ["modal", "run", *sys.argv[1:]]
+        )
+    except (LaunchError, grid.SweepError, experiment.ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"sweep: {len(jobs)} runs ({len(alphas)} α × {len(seed_list)} seeds); manifest {path}")
+    for result in train_all.remote(jobs, float(max(1, overrides["num_workers"])), ""):
+        status = result.get("error") or result.get("skipped") or result.get("run_dir")
+        print(f"{'✗' if 'error' in result else '✓'} {result['label']}: {status}")
+    print(
+        f"next: modal run modal_app.py::eval_parallel --task {task_id}; then python stats.py --task_id {task_id}"
+    )
+
+
 def _results_table(local_path: str, remote_csv: str | None) -> tuple[pd.DataFrame, str]:
     """The results to compare with: the local CSV if there is one, else the volume's."""
     import batch_eval
@@ -548,11 +609,14 @@ def _results_table(local_path: str, remote_csv: str | None) -> tuple[pd.DataFram
 
 def _plan_remote(num_episodes: int, num_envs: int, force: bool, task: str, skip_routing: bool) -> tuple:
     """Validate the flags here, list the volumes remotely, and plan: (todo, pending, options)."""
+    import batch_eval
+    import eval_mop
     from babyai_env import check_task_id
 
-    try:  # ConfigError, BatchEvalError and LaunchError are all ValueErrors with one clear line
-        if num_episodes <= 0 or num_envs <= 0:
-            raise LaunchError("--num-episodes and --num-envs must be positive")
+    try:  # ConfigError, BatchEvalError, EvalError and LaunchError: ValueErrors with one clear line
+        evaluation = eval_mop.EvalOptions(
+            num_episodes=num_episodes, num_envs=num_envs, record=not skip_routing
+        )
         if task:
             check_task_id(task)
         state = list_checkpoints.remote()
@@ -565,13 +629,7 @@ def _plan_remote(num_episodes: int, num_envs: int, force: bool, task: str, skip_
         f"{len(state['refs'])} checkpoints on {CHECKPOINT_VOLUME}, {len(state['pending'])} rows pending, "
         f"{len(todo)} to evaluate ({num_episodes} episodes each; compared with {source})"
     )
-    import batch_eval
-    import eval_mop
-
-    options = batch_eval.BatchOptions(
-        eval=eval_mop.EvalOptions(num_episodes=num_episodes, num_envs=num_envs, record=not skip_routing)
-    )
-    return todo, state["pending"], options
+    return todo, state["pending"], batch_eval.BatchOptions(eval=evaluation)
 
 
 def _report(results: list, merged: dict) -> None:

@@ -868,7 +868,8 @@ def standard_figures(
         )
         if phase is not None:
             figs["phase_specialisation"] = plot_phase_specialisation(steps, episodes, sizes, phase)
-        figs["success_vs_failure"] = plot_success_vs_failure(steps, episodes, sizes)
+        if episodes["success"].notna().all():  # the earlier system's caches record no outcome
+            figs["success_vs_failure"] = plot_success_vs_failure(steps, episodes, sizes)
         example = pick_example_episode(episodes)
         mission = (
             episodes.set_index("episode")["mission"].get(example) if "mission" in episodes.columns else None

@@ -12,48 +12,67 @@ writes plotting_utils.standard_figures to plots/<task_id>/trial_<N>/[seed_<S>/][
 from __future__ import annotations
 
 import argparse
+import posixpath
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from routing_cache import CacheError, find_caches, load_cache
-from runs import run_subpath
+from runs import OutputError, RunPathError, check_writable_dir, inside, run_subpath
 
 
 def render_cache(
     cache_folder: str | Path, out_root: str | Path = "plots", results_path: str | None = None, dpi: int = 150
 ) -> list[Path]:
     """Render one cache's standard figures; returns the PNG paths."""
-    from babyai_env import render_layout
+    from babyai_env import check_task_id, render_layout
+    from batch_eval import read_results
     from experiment import read_metrics
     from plotting_utils import save_figures, standard_figures
     from routing_analysis import pick_example_episode
 
     folder = Path(cache_folder)
     data = load_cache(folder)
-    task = data.meta.get("metrics", {}).get("eval_task_id") or data.meta["config"]["task_id"]
+    out = inside(out_root, Path(out_root) / run_subpath(folder.resolve()))
+    metrics = data.meta.get("metrics") if isinstance(data.meta.get("metrics"), dict) else {}
+    task = metrics.get("eval_task_id") or data.meta["config"].get("task_id")
+    try:
+        check_task_id(str(task))
+    except ValueError as e:
+        raise CacheError(f"cache {str(folder)!r} names no level to draw: {e}") from None
+    if data.episodes.empty:
+        raise CacheError(f"cache {str(folder)!r} holds no episodes")
     example = pick_example_episode(data.episodes)
-    seed = int(data.episodes.loc[data.episodes["episode"] == example, "seed"].iloc[0])
-    image, mission = render_layout(task, seed, data.meta.get("metrics", {}).get("max_steps"))
-    checkpoint = Path(data.meta.get("checkpoint_path", ""))
+    seed = data.episodes.loc[data.episodes["episode"] == example, "seed"].iloc[0]
+    image, mission = None, None  # the earlier system's caches record no layout seed: no level picture
+    if pd.notna(seed):
+        image, mission = render_layout(task, int(seed), metrics.get("max_steps"))
+    checkpoint = Path(str(data.meta.get("checkpoint_path", "")))
     metrics_file = checkpoint.parent / "metrics.jsonl"
-    rows = read_metrics(metrics_file) if metrics_file.is_file() else None
+    try:
+        rows = read_metrics(metrics_file) if metrics_file.is_file() else None
+    except ValueError as e:
+        raise CacheError(f"the run's metrics of cache {str(folder)!r}: {e}") from None
     results = None
     if results_path and Path(results_path).is_file():
-        table = pd.read_csv(results_path)
-        results = table[table["checkpoint_path"] == checkpoint.as_posix()]
+        table = read_results(results_path)  # BatchEvalError for a CSV that is not ours
+        results = table[table["checkpoint_path"] == posixpath.normpath(checkpoint.as_posix())]
         results = results if len(results) else None
     figures = standard_figures(
         data, env_image=image, metrics_rows=rows, results_df=results, env_mission=mission
     )
-    return save_figures(figures, Path(out_root) / run_subpath(folder.resolve()), dpi)
+    return save_figures(figures, out, dpi)
+
+
+DPI_RANGE = (10, 1200)  # a 1200-dpi figure set is already ~100 MB of PNGs
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from batch_eval import BatchEvalError
+    from experiment import ArgumentParser
+
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", action="append", default=None, help="a routing cache folder (repeatable)")
     parser.add_argument("--all", action="store_true", help="every cache under --cache_dir")
     parser.add_argument(
@@ -65,6 +84,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--dpi", type=int, default=150)
     args = parser.parse_args(argv)
+    if not DPI_RANGE[0] <= args.dpi <= DPI_RANGE[1]:
+        parser.error(f"--dpi must be from {DPI_RANGE[0]} to {DPI_RANGE[1]}, got {args.dpi}")
+    try:
+        check_writable_dir(args.out, "--out")
+    except OutputError as e:
+        parser.error(str(e))
     folders = [Path(c) for c in args.cache or []]
     if args.all:
         folders += find_caches(args.cache_dir)
@@ -81,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     for folder in tqdm(folders, desc="caches", disable=len(folders) < 2):
         try:
             paths = render_cache(folder, args.out, args.results_path, args.dpi)
-        except CacheError as e:
+        except (CacheError, BatchEvalError, RunPathError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         written += paths

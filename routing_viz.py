@@ -146,14 +146,20 @@ def _(
         mo.md("Choose a checkpoint and press **evaluate** (greedy actions, evaluation layouts)."),
     )
     if use_cache.value:
-        data = routing_cache.load_cache(cache_dropdown.value)
+        try:
+            data = routing_cache.load_cache(cache_dropdown.value)
+        except routing_cache.CacheError as _e:  # the project's one-line reason, not a traceback
+            mo.stop(True, mo.callout(mo.md(f"**Cannot read this cache.** {_e}"), kind="danger"))
         plot_dir = run_subpath(cache_dropdown.value)  # plots/ mirrors the cache's folder
     else:
-        with mo.status.spinner(title=f"Evaluating {episodes_slider.value} episodes..."):
-            _result = eval_mop.evaluate(
-                checkpoint_dropdown.value,
-                eval_mop.EvalOptions(num_episodes=episodes_slider.value, num_envs=envs_slider.value),
-            )
+        try:
+            with mo.status.spinner(title=f"Evaluating {episodes_slider.value} episodes..."):
+                _result = eval_mop.evaluate(
+                    checkpoint_dropdown.value,
+                    eval_mop.EvalOptions(num_episodes=episodes_slider.value, num_envs=envs_slider.value),
+                )
+        except eval_mop.EvalError as _e:
+            mo.stop(True, mo.callout(mo.md(f"**Cannot evaluate this checkpoint.** {_e}"), kind="danger"))
         _config = _result.config
         _meta = {"checkpoint_path": checkpoint_dropdown.value, "config": _config, "metrics": _result.metrics}
         data = routing_cache.CacheData(
@@ -287,8 +293,10 @@ def _(analysis_dropdown, data, eval_task):
     # Level images: one episode starting in each room for the starting-room grouping, else episode 0's.
     _seeds = data.episodes.set_index("episode")["seed"].sort_index()
     _max_steps = data.meta["metrics"].get("max_steps")
-    level_image, level_mission = babyai_env.render_layout(eval_task, int(_seeds.iloc[0]), _max_steps)
-    if analysis_dropdown.value == "by_starting_room":
+    level_image, level_mission = None, None  # the earlier system's caches record no layout seed
+    if _seeds.notna().all():
+        level_image, level_mission = babyai_env.render_layout(eval_task, int(_seeds.iloc[0]), _max_steps)
+    if analysis_dropdown.value == "by_starting_room" and level_image is not None:
         _labels, _rooms = ra.group_labels(data.steps, data.episodes, "by_starting_room")
         _first = data.steps.groupby(_labels.to_numpy())["episode"].first()
         level_images = {
@@ -428,12 +436,17 @@ def _(
 ):
     mo.stop(not save_button.value)
     _metrics_file = Path(str(data.meta.get("checkpoint_path"))).parent / "metrics.jsonl"
+    try:
+        _rows = experiment.read_metrics(_metrics_file) if _metrics_file.is_file() else None
+        _results = batch_eval.read_results(results_csv)
+    except ValueError as _e:  # BatchEvalError, or a metrics.jsonl that is not ours
+        mo.stop(True, mo.callout(mo.md(f"**Nothing saved.** {_e}"), kind="danger"))
     _figures = pu.standard_figures(
         data,
         env_image=level_image,
         env_mission=level_mission,
-        metrics_rows=experiment.read_metrics(_metrics_file) if _metrics_file.is_file() else None,
-        results_df=batch_eval.read_results(results_csv),
+        metrics_rows=_rows,
+        results_df=_results,
     )
     if analysis_dropdown.value != "overall" and ra.has_routing(data.steps):
         _figures[f"routing_{analysis_dropdown.value}"] = pu.plot_grouped_routing(

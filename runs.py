@@ -19,11 +19,14 @@ label read from a checkpoint can point a write outside the chosen root.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -223,11 +226,24 @@ def cache_dir_for(
 
 def run_subpath(path: str | os.PathLike) -> Path:
     """<task>/trial_<N>/[seed_<S>/][update_<U>/][eval_*/][knockout_*/] of a cache folder, run folder
-    or checkpoint (its .pt suffix dropped), whatever the root: where its plots go below plots/."""
+    or checkpoint (its .pt suffix dropped), whatever the root: where its plots go below plots/.
+    Always relative, without '..' (the root '/' or a '..' of the given path is never kept)."""
     path = Path(path)
-    parts = (path.with_suffix("") if path.suffix == ".pt" else path).parts
+    path = path.with_suffix("") if path.suffix == ".pt" else path
+    parts = tuple(p for p in path.parts if p not in (path.anchor, "..", "."))
+    if not parts:
+        raise RunPathError(f"{str(path)!r} names no folder to mirror")
     start = next((i - 1 for i, p in enumerate(parts) if i and p.startswith("trial_")), len(parts) - 1)
     return Path(*parts[start:])
+
+
+def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """`path`, or RunPathError if it does not lie under `root` (symlinks and '..' resolved): the
+    last check before a write whose folder was built from a file's contents."""
+    real_root, real = Path(root).resolve(), Path(path).resolve()
+    if real != real_root and real_root not in real.parents:
+        raise RunPathError(f"{str(path)!r} lies outside {str(root)!r}; refusing to write there")
+    return Path(path)
 
 
 def run_label(path: str | os.PathLike) -> str:
@@ -279,6 +295,89 @@ def locked(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+RUN_LOCK_FILE = ".train.lock"
+
+
+class RunLockedError(RuntimeError):
+    """The run folder is held by another training process (the message says which)."""
+
+
+@contextmanager
+def run_lock(directory: str | os.PathLike) -> Iterator[Path]:
+    """Hold the run folder for one training process: a non-blocking fcntl lock on
+    `<directory>/.train.lock`, which holds the owner's pid, host and start time. A second start
+    gets RunLockedError naming the owner. On exit the lock file is removed, and so are the folders
+    this call created if they are still empty, so a start that fails leaves the disk as it was.
+    Where the filesystem has no fcntl locks (some network volumes) the run goes on unlocked."""
+    directory = Path(directory)
+    created = [p for p in [directory, *directory.parents] if not p.exists()]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / RUN_LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                break  # no locks on this filesystem: go on without one
+            owner = os.read(fd, 1000).decode("utf-8", "replace").strip() or "another process (starting)"
+            os.close(fd)
+            raise RunLockedError(
+                f"{str(directory)!r} is being trained by {owner}; wait for it to end, or stop it first"
+            ) from None
+        try:  # the holder before us may have removed the file it locked: lock the one at `path`
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode())
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+        for folder in created:  # deepest first; stops at the first one something was written to
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+class OutputError(ValueError):
+    """An output path that cannot be written (a file where a folder is needed, a read-only folder)."""
+
+
+def check_writable_dir(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a folder this process can create files in (it may not exist yet); OutputError
+    otherwise. Checked by creating and removing a probe file in the nearest existing folder, so it
+    is true for read-only mounts and root alike. Creates nothing that stays."""
+    path = Path(path)
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise OutputError(f"{what} {str(path)!r} cannot be a folder: {str(existing)!r} is a file")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write_probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(
+            f"{what} {str(path)!r} is not writable ({e.strerror} in {str(existing)!r})"
+        ) from None
+    return path
+
+
+def check_writable_file(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a file that can be replaced atomically: not a folder, in a writable folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {str(path)!r} is a folder, not a file")
+    check_writable_dir(path.parent, what + " folder")
+    return path
 
 
 def write_run_config(directory: str | os.PathLike, config: dict) -> Path:

@@ -8,7 +8,7 @@ once per unroll (same model, same fused GRU kernels).
 All three run in this one invocation, so the ratios compare like with like on a noisy machine.
 
     python bench/train_throughput.py
-    python bench/train_throughput.py --updates 60 --task BabyAI-GoToLocal-v0
+    python bench/train_throughput.py --updates 60 --task BabyAI-GoToLocal-v0 --rounds 3
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def baseline(task: str, updates: int) -> float:
     config = {**dataclasses.asdict(cfg), "input_dim": obs_dim(cfg.obs_encoding), "num_actions": 7}
     policy, encoder = build_policy(config), build_mission_encoder("bow", cfg.lang_dim)
     optimizer = torch.optim.Adam(list(policy.parameters()) + list(encoder.parameters()), lr=cfg.lr)
-    envs = [make_env(task) for _ in range(cfg.num_envs)]
+    envs = [make_env(task, fast=False) for _ in range(cfg.num_envs)]  # minigrid's own gen_obs
     obs = [quiet_reset(env, train_episode_seed(0, i, 0)) for i, env in enumerate(envs)]
     bots = [BabyAIBot(env) for env in envs]
     prev = [None] * cfg.num_envs
@@ -108,16 +108,30 @@ def main() -> None:
     )
     parser.add_argument("--task", default="BabyAI-GoToLocal-v0")
     parser.add_argument("--updates", type=int, default=50, help="updates per measurement (default 50)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every setting this many times, in turn; report the best",
+    )
     args = parser.parse_args()
     all_workers = default_num_workers()
     print(f"task {args.task}, 16 envs x 32 steps, default MoP model, {all_workers} cores")
-    base = baseline(args.task, max(args.updates // 2, 6))
+    settings = ((1, False), (all_workers, False), (all_workers, True))
+    best = {"base": 0.0, **{s: 0.0 for s in settings}}
+    for _ in range(args.rounds):  # on a shared machine, the best of a few rounds is the least disturbed
+        best["base"] = max(best["base"], baseline(args.task, max(args.updates // 2, 6)))
+        for s in settings:
+            best[s] = max(best[s], ours(args.task, args.updates, *s))
+    base = best["base"]
     print(f"baseline  {'sequential step-with-graph loop':<32}: {base:7.0f} frames/s   1.00x")
-    for workers, async_collection in ((1, False), (all_workers, False), (all_workers, True)):
-        fps = ours(args.task, args.updates, workers, async_collection)
+    for workers, async_collection in settings:
+        fps = best[(workers, async_collection)]
         mode = "async" if async_collection else "sync"
         name = f"{workers} worker(s), {mode} collection"
         print(f"ours      {name:<32}: {fps:7.0f} frames/s   {fps / base:.2f}x")
+    one, two = best[settings[0]], best[settings[2]]
+    print(f"{all_workers} workers async / 1 worker sync: {two / one:.2f}x")
 
 
 if __name__ == "__main__":

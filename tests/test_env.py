@@ -7,14 +7,12 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from minigrid.utils.baby_ai_bot import BabyAIBot
 
 import collection
 from babyai_env import (
     EVAL_SEED_START,
     TRAIN_SEED_START,
     SafeBot,
-    ViewCache,
     check_task_id,
     encode_obs,
     make_env,
@@ -139,33 +137,21 @@ def test_toggling_a_box_is_a_bot_failure_not_a_crash():
 
 
 @pytest.mark.parametrize("task", ["BabyAI-GoToLocal-v0", "BabyAI-UnlockPickup-v0", "BabyAI-GoToImpUnlock-v0"])
-def test_view_cache_and_fast_bot_do_not_change_bot_labels(task):
-    """Our speed-ups (cached view, vectorised _process_obs) against minigrid's own BabyAIBot."""
+def test_fast_env_collects_what_minigrid_collects(task):
+    """fast_env (fast_grid's view and bot) against minigrid's own code, through the collector
+    (tests/test_fast_env.py checks every step of many levels in detail)."""
+    policy, encoder = small_agent()
 
-    def labels(fast: bool):
-        env = make_env(task)
-        view = ViewCache(env) if fast else None
-        out = []
-        for seed in range(4):
-            if view:
-                view.invalidate()
-            quiet_reset(env, seed)
-            bot = SafeBot(env) if fast else BabyAIBot(env)
-            rng = np.random.default_rng(seed)
-            previous = None
-            for _ in range(40):
-                label = int(bot.label(previous) if fast else bot.replan(previous))
-                action = int(rng.integers(0, 3)) if rng.random() < 0.5 else label  # wander off the bot path
-                out.append((label, action))
-                previous = action
-                if view:
-                    view.invalidate()
-                _, _, terminated, truncated, _ = env.step(action)
-                if terminated or truncated:
-                    break
-        return out
+    def chunk(fast: bool) -> dict:
+        c = Collector(
+            task, [0, 1], run_seed=1, max_steps=None, obs_encoding="raw", teacher_forcing=0.5, fast_env=fast
+        )
+        return c.collect(policy, encoder, 60)
 
-    assert labels(True) == labels(False)
+    fast, plain = chunk(True), chunk(False)
+    for key in ("image", "direction", "carrying", "label", "label_mask", "done"):
+        assert np.array_equal(fast[key], plain[key]), key
+    assert [e.seed for _, e in fast["episodes"]] == [e.seed for _, e in plain["episodes"]]
 
 
 def collector(indices=(0, 1, 2, 3), **kw):

@@ -17,7 +17,15 @@ import train_mop
 from babyai_env import PhaseTracker, SafeBot, make_env, ordered_instructions, quiet_reset
 from eval_mop import EvalError, EvalOptions, compute_metrics, evaluate, wilson_interval
 from experiment import load_config
-from routing_cache import JSON_FILE, SCHEMA_VERSION, CacheError, load_cache, write_cache
+from routing_cache import (
+    JSON_FILE,
+    LEGACY_RECORD_KEYS,
+    LEGACY_TOP_KEYS,
+    SCHEMA_VERSION,
+    CacheError,
+    load_cache,
+    write_cache,
+)
 from runs import cache_dir_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,26 +174,19 @@ def test_cache_round_trip_json_shape_and_schema(trained, tmp_path):
         [0, 8],
     ]
     doc = json.loads((directory / JSON_FILE).read_text())
-    assert list(doc) == ["checkpoint_path", "num_episodes", "metrics", "routing_data"]
+    # the earlier system's current (v3) shape; its field semantics: tests/test_legacy_cache.py
+    assert list(doc) == list(LEGACY_TOP_KEYS)
     assert set(doc["metrics"]) == {"success_rate", "path_ratio", "mean_lpc", "bot_plan_failures"}
     record = doc["routing_data"][0]
-    assert list(record) == ["position", "layer_routing", "lpc", "env_context"]
+    assert list(record) == list(LEGACY_RECORD_KEYS)
     assert (
         list(record["layer_routing"]) == ["layer_0", "layer_1"]
         and len(record["layer_routing"]["layer_0"]) == 3
     )
-    assert {
-        "grid_size",
-        "agent_start_pos",
-        "agent_start_room",
-        "room_grid_shape",
-        "goals",
-        "doors",
-        "keys",
-        "balls",
-        "boxes",
-    } <= set(record["env_context"])
-    assert len(doc["routing_data"]) == len(r.steps)
+    assert {"grid_size", "agent_start_pos", "goals", "doors", "keys", "balls", "boxes"} <= set(
+        doc["episodes"][record["episode"]]
+    )
+    assert len(doc["routing_data"]) == len(r.steps) and len(doc["episodes"]) == len(r.episodes)
     meta = json.loads((directory / "metadata.json").read_text())
     meta["schema_version"] = SCHEMA_VERSION + 1
     (directory / "metadata.json").write_text(json.dumps(meta))
@@ -270,7 +271,8 @@ def test_batch_eval_end_to_end_and_planning(trained, tmp_path, monkeypatch):
     out = batch_eval.main(common)
     assert len(out["evaluated"]) == 2  # checkpoint_3, checkpoint_final (update 6, stored once)
     df = pd.read_csv(results)
-    assert list(df.columns[:18]) == batch_eval.LEGACY_COLUMNS and len(df) == 2
+    assert list(df.columns[:20]) == batch_eval.LEGACY_COLUMNS and len(df) == 2
+    assert list(df.columns[3:5]) == ["seed", "update"]  # the earlier batch_eval's positions 4-5
     assert set(df["update"]) == {3, 6} and df["checkpoint_path"].str.startswith("checkpoints/").all()
     assert (cache / TASK / "trial_0" / "update_3" / "steps.parquet").exists()
     assert (cache / TASK / "trial_0" / "steps.parquet").exists()  # checkpoint_final

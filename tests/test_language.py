@@ -203,8 +203,8 @@ def test_bow_state_round_trip(tmp_path: Path, missions: list[str]) -> None:
 
 def test_build_unknown_kind() -> None:
     with pytest.raises(ValueError) as info:
-        build_mission_encoder("gru", 8)
-    assert "'gru'" in str(info.value)
+        build_mission_encoder("lstm", 8)  # "gru" is a kind now
+    assert "'lstm'" in str(info.value)
     assert "bow" in str(info.value) and "distilbert" in str(info.value)
 
 

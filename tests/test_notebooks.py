@@ -432,7 +432,10 @@ def test_browser_routing_viz_evaluates_a_checkpoint(project, tmp_path):
             page.wait_for_selector(PNG, timeout=120_000)
             page.get_by_role("switch").click()
             page.get_by_text("press evaluate").wait_for(timeout=60_000)
-            assert page.locator(PNG).count() == 0  # nothing until evaluated
+            # Nothing until evaluated: the cells that drew the cache's figures stop (marimo may
+            # repaint them a moment after the prompt appears, so wait for that state).
+            page.wait_for_function(f"() => document.querySelectorAll('{PNG}').length === 0", timeout=30_000)
+            assert page.locator(PNG).count() == 0
             page.get_by_role("button", name="evaluate").click()
             page.wait_for_selector(PNG, timeout=120_000)
             # The default checkpoint is the first found: update 3, evaluated on 100 episodes.

@@ -1,0 +1,75 @@
+"""What situations make a MoP agent route to its big experts? The generative model's analyses.
+
+A marimo notebook over one trained generative model (train_generative.py): its held-out
+reconstruction metrics, and each analysis of generative_analysis.py (samples from the prior,
+maximising a routing / LPC / action target, PCA of the memory, memory directions) run on demand.
+All logic lives in generative_analysis.py and generative_plots.py; this file is wiring. Models are
+looked for under GENERATIVE_DIR (default generative/).
+
+    marimo run generative_viz.py        # the app
+    python generative_viz.py            # headless, as a script
+"""
+
+import marimo
+
+__generated_with = "0.25.2"
+app = marimo.App(width="medium", app_title="MoP generative analyses")
+
+with app.setup:
+    import os
+    from pathlib import Path
+
+    import marimo as mo
+
+    import generative_analysis
+    from experiment import read_metrics
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md("""
+    # Generative visualisation of a MoP agent
+
+    **Which situations recruit the big experts?** A VAE whose decoder simulates BabyAI views with
+    the real, frozen agent inside the loop: decode rollouts from the prior, optimise the latent to
+    raise a router weight, and check the result on hard (argmax) views. Reads `model_final.pt`
+    files under `generative/` (`GENERATIVE_DIR`); analyses write next to the model.
+    """)
+    return
+
+
+@app.cell
+def _():
+    root = Path(os.environ.get("GENERATIVE_DIR", "generative"))
+    models = sorted(str(p) for p in root.rglob("model_final.pt")) if root.is_dir() else []
+    model_picker = mo.ui.dropdown(models, value=models[0] if models else None, label="model")
+    analysis_picker = mo.ui.dropdown(list(generative_analysis.ANALYSES), value="samples", label="analysis")
+    target = mo.ui.text(value="lpc", label="maximise target (layer_<k>:expert_<j> | lpc | action:<a>)")
+    run_button = mo.ui.run_button(label="run analysis")
+    mo.vstack([model_picker, analysis_picker, target, run_button])
+    return analysis_picker, model_picker, run_button, target
+
+
+@app.cell
+def _(model_picker):
+    mo.stop(model_picker.value is None, mo.md("No generative model found: run train_generative.py first."))
+    metrics = read_metrics(Path(model_picker.value).parent / "metrics.jsonl")
+    held_out = {k: v for k, v in (metrics[-1] if metrics else {}).items() if k.startswith("held_out/")}
+    mo.ui.table([{"metric": k, "value": v} for k, v in held_out.items()], label="held-out metrics")
+    return
+
+
+@app.cell
+def _(analysis_picker, model_picker, run_button, target):
+    mo.stop(not run_button.value or model_picker.value is None)
+    argv = ["--model", model_picker.value, "--analysis", analysis_picker.value]
+    if analysis_picker.value == "maximise":
+        argv += ["--target", target.value]
+    summary = generative_analysis.run(generative_analysis.build_parser().parse_args(argv))
+    images = [mo.image(src=f) for f in summary["files"] if f.endswith((".png", ".gif"))]
+    mo.vstack([mo.json({k: v for k, v in summary.items() if k != "files"}), *images])
+    return
+
+
+if __name__ == "__main__":
+    app.run()

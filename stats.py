@@ -1,0 +1,562 @@
+"""Statistics across checkpoints, seeds and lpc_alpha: does the compute the router chooses (LPC)
+track how decision-relevant a state is, per task phase, and what does α trade for it?
+
+Reads the routing caches of one task (<cache_dir>/<task>/trial_<N>/[seed_<S>/][update_<U>/], default
+evaluations only) and evaluation_results.csv (the one source of lpc_alpha: its per-row value, from
+the checkpoint's config; never guessed from the trial number). Writes, under --out (default
+stats/<task>/), all atomically and without asking:
+    seed_metrics.csv      one row per (trial, seed, update): α, success, path ratio, LPC, policy
+                          complexity, and r/p/n per phase and correlation (built incrementally: a
+                          cache already in it is skipped unless --force)
+    across_seeds.csv      per (α, phase, correlation): Fisher-z mean r, 95% CI, t-test p, n, share > 0
+    phase_pairs.csv       per (α, correlation, phase pair): paired t-test on z across runs, Holm-adjusted
+    knockouts.csv         per (α, knockout, metric): paired t-test of knockout vs none across runs
+    metrics_by_alpha.csv  success, LPC, policy complexity, path ratio per α: mean, 95% CI, n
+    *.png                 the figures of stats_plots.py
+
+    python stats.py --task_id BabyAI-UnlockPickup-v0
+    python stats.py --task_id BabyAI-GoToLocal-v0 --cache_dir evaluation_cache \\
+        --results_path evaluation_results.csv --out stats/gotolocal --update 5000 --force
+
+Per checkpoint (one cache). The spatial numbers are seed_metrics.py's (one home, see its docstring:
+state = cell, π̂ smoothed, bits, cells with >= --min_visits... visits; 5 as there):
+- r_<phase>_lpc_entropy / lpc_kl_local / lpc_kl_global: Pearson r over the phase's cells between the
+  cell's mean LPC and its H(A|S) / KL to the phase's P_a / KL to the cache's P_a. p: scipy.stats.pearsonr
+  with cells as the units. Cells are not independent (neighbouring cells share episodes and the router
+  is smooth in space), so this p is too small; it is kept per checkpoint as a description, and the
+  inference this module makes is across seeds (below), where the units are independent runs.
+- r_<phase>_lpc_dist / entropy_dist / kl_dist (per timestep): Pearson r over the phase's steps
+  between LPC and the distance to the phase's goal (PHASE_GOAL: the key before pickup, the door while
+  carrying it, the target after the door opens; door levels: the door, then the target; other
+  levels: the target, else the door), and between the step's cell H(A|S) / KL-global (cells with
+  enough visits) and that distance. p: scipy.stats.pearsonr with steps as units: steps of one episode
+  are autocorrelated, so again descriptive only.
+- policy_complexity (I(S;A), overall and per phase), mean_entropy_<p>, mean_lpc_<p>: seed_metrics'.
+- n_cells_<p> (cells with enough visits), n_steps_<p>: a phase with < 3 cells has no spatial r
+  (an empty cell in the table, counted in the printed notes, never dropped silently).
+
+Across seeds (the inference). Units: runs (trial, seed) at one update (--update, default each run's
+last evaluated one). r is clipped to ±0.9999 and z = artanh(r); the test is a one-sample t-test on z
+against 0 (scipy.stats.ttest_1samp) and the 95% CI is its t interval of the mean z, back-transformed
+with tanh. Why t on z, not on r: z is close to normal whatever r is (r is bounded and skewed near ±1),
+and why not the fixed-variance 1/(N-3) Fisher interval: that treats cells as independent and
+ignores the seed-to-seed spread, which is the variance that matters for "does this replicate". One run
+(n = 1): no inference, the p and CI cells say "n=1: no inference". Across α: the same, per α.
+Paired comparisons: phase vs phase, the same runs' z values, scipy.stats.ttest_rel (paired t, for the
+reason above; a Wilcoxon signed-rank test cannot reach p < 0.05 with n <= 5 seeds, two-sided);
+knockout vs none: success rate and mean LPC of the same checkpoint with and without the knockout
+(results CSV), paired t across runs. Holm's step-down correction over every test one figure or one
+table shows (holm(); scipy has Benjamini-Hochberg, not Holm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+import seed_metrics as sm
+from routing_cache import CacheData, CacheError, find_caches, load_cache
+from runs import atomic_write
+
+SPATIAL = sm.CORRELATIONS  # lpc_entropy, lpc_kl_local, lpc_kl_global
+TEMPORAL = ("lpc_dist", "entropy_dist", "kl_dist")
+CORRELATIONS = SPATIAL + TEMPORAL
+SCALARS = ("success_rate", "mean_lpc", "policy_complexity", "path_ratio")
+PHASE_GOAL = {
+    "pre_key": "dist_to_key",
+    "post_key_pre_unlock": "dist_to_door",
+    "with_key_post_unlock": "dist_to_target",
+    "post_unlock_post_key": "dist_to_target",
+    "pre_unlock": "dist_to_door",
+    "post_unlock": "dist_to_target",
+    "all": "dist_to_target",
+}
+NO_INFERENCE = "n=1: no inference"
+CLIP = 0.9999
+TABLE = "seed_metrics.csv"
+
+
+class StatsError(ValueError):
+    """Input these statistics cannot use (one line, names the problem)."""
+
+
+# ----------------------------------------------------------------------------- per checkpoint
+
+
+def columns_for(system: str) -> list[str]:
+    """seed_metrics.csv's columns: seed_metrics' own, then the per-timestep r/p and the phase sizes."""
+    cols = sm.columns_for(system)
+    for p in sm.PHASES[system]:
+        for c in TEMPORAL:
+            cols += [f"r_{p}_{c}", f"p_{p}_{c}"]
+        cols += [f"n_cells_{p}", f"n_steps_{p}"]
+    return cols + ["phase_system", "cache_path"]
+
+
+def goal_column(phase: str, steps: pd.DataFrame) -> str | None:
+    """The distance column of the phase's goal, the door's when a level has no target."""
+    goal = PHASE_GOAL[phase]
+    if goal in steps and steps[goal].notna().any():
+        return goal
+    return "dist_to_door" if "dist_to_door" in steps and steps["dist_to_door"].notna().any() else None
+
+
+def checkpoint_stats(data: CacheData, system: str, min_visits: int = sm.MIN_VISITS) -> dict[str, float]:
+    """Every number of one cache's row after lpc_alpha: seed_metrics.cache_metrics' (spatial r/p,
+    policy complexity...), plus per phase the per-timestep r/p and n_cells/n_steps."""
+    row = sm.cache_metrics(data, system)
+    steps = data.steps
+    acted = steps[steps["action"].notna()] if "action" in steps else steps.iloc[:0]
+    empty = {f"{k}_{p}_{c}": math.nan for p in sm.PHASES[system] for c in TEMPORAL for k in ("r", "p")}
+    if acted.empty:
+        return row | empty | {f"n_{w}_{p}": 0 for p in sm.PHASES[system] for w in ("cells", "steps")}
+    global_pa = sm.marginal(acted["action"].to_numpy(dtype=np.int64))
+    phase = sm.phase_of_steps(acted, data.episodes, system)
+    for p in sm.PHASES[system]:
+        part = acted[phase == p]
+        row[f"n_steps_{p}"] = len(part)
+        cells = sm.cell_statistics(part, global_pa) if len(part) else None
+        included = cells[cells["visits"] >= min_visits] if cells is not None else None
+        row[f"n_cells_{p}"] = 0 if included is None else len(included)
+        goal = goal_column(p, part) if len(part) else None
+        if goal is None:
+            row |= {k: v for k, v in empty.items() if f"_{p}_" in k}
+            continue
+        dist = part[goal].to_numpy(dtype=float)
+        row[f"r_{p}_lpc_dist"], row[f"p_{p}_lpc_dist"] = sm.pearson(part["lpc"].to_numpy(dtype=float), dist)
+        looked = part[["x", "y", goal]].join(included[["entropy", "kl"]], on=["x", "y"], how="inner")
+        d = looked[goal].to_numpy(dtype=float)
+        row[f"r_{p}_entropy_dist"], row[f"p_{p}_entropy_dist"] = sm.pearson(looked["entropy"].to_numpy(), d)
+        row[f"r_{p}_kl_dist"], row[f"p_{p}_kl_dist"] = sm.pearson(looked["kl"].to_numpy(), d)
+    return row
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def alpha_lookup(results: pd.DataFrame, task_id: str) -> dict:
+    """{cache_path: α} and {(trial, seed, update): α} of the task's default-evaluation rows."""
+    if results.empty or "lpc_alpha" not in results.columns:
+        return {}
+    rows = results[(results["task_id"] == task_id) & (results["knockout"].fillna("none") == "none")]
+    if "eval_task_id" in rows.columns:
+        rows = rows[rows["eval_task_id"].fillna(task_id) == task_id]
+    found: dict = {}
+    for r in rows.itertuples(index=False):
+        alpha = getattr(r, "lpc_alpha", math.nan)
+        if pd.isna(alpha):
+            continue
+        if isinstance(getattr(r, "cache_path", None), str):
+            found[Path(r.cache_path).as_posix()] = float(alpha)
+        key = tuple(None if pd.isna(v) else int(v) for v in (r.trial, r.seed, r.update))
+        found[key] = float(alpha)
+    return found
+
+
+def build_table(
+    cache_dir: str | Path,
+    task_id: str,
+    results: pd.DataFrame,
+    previous: pd.DataFrame | None = None,
+    force: bool = False,
+    min_visits: int = sm.MIN_VISITS,
+    notes: list[str] | None = None,
+) -> pd.DataFrame:
+    """seed_metrics.csv of one task: previous rows kept (their caches not re-read) unless force;
+    α from the results CSV (a cache without a row there: lpc_alpha empty, and a note)."""
+    notes = notes if notes is not None else []
+    system = sm.phase_system(task_id)
+    root = Path(cache_dir) / task_id
+    if not root.is_dir():
+        raise StatsError(f"no caches of {task_id} under {str(cache_dir)!r} (make them with batch_eval.py)")
+    keep = pd.DataFrame(columns=columns_for(system))
+    if previous is not None and not previous.empty and not force:
+        if set(previous.get("task_id", pd.Series([task_id]))) != {task_id}:
+            raise StatsError(f"{TABLE} holds other levels than {task_id}: pass another --out or --force")
+        keep = previous
+    done = set(keep["cache_path"]) if "cache_path" in keep else set()
+    alphas = alpha_lookup(results, task_id)
+    rows = []
+    for folder in find_caches(root):
+        if folder.as_posix() in done:
+            continue
+        try:
+            data = load_cache(folder)
+        except CacheError as e:
+            notes.append(f"skipped {folder}: {e}")
+            continue
+        fields = sm.run_fields(folder, root, data)
+        if fields is None:  # knockout_* / eval_* evaluations are not the checkpoint's own numbers
+            continue
+        alpha = alphas.get(folder.as_posix(), alphas.get((fields["trial"], fields["seed"], fields["update"])))
+        config_alpha = (data.meta.get("config") or {}).get("lpc_alpha")
+        if alpha is None:
+            notes.append(
+                f"lpc_alpha of {folder} is not in the results CSV: row kept with lpc_alpha empty, "
+                "left out of every per-α number (evaluate it with batch_eval.py)"
+            )
+            alpha = math.nan
+        elif config_alpha is not None and not math.isclose(alpha, float(config_alpha), rel_tol=1e-9):
+            notes.append(f"{folder}: results CSV says lpc_alpha {alpha:g}, the cache's config {config_alpha}")
+        base = {"task_id": task_id, **{k: fields[k] for k in ("trial", "seed", "update")}, "lpc_alpha": alpha}
+        extra = {"phase_system": system, "cache_path": folder.as_posix(), "_final": fields["final"]}
+        rows.append(base | checkpoint_stats(data, system, min_visits) | extra)
+    new = pd.DataFrame(rows, columns=[*columns_for(system), "_final"])
+    if not new.empty:  # a final checkpoint's cache beside the numbered one of the same update
+        new = new.sort_values(["trial", "seed", "update", "_final"], na_position="first", kind="stable")
+    new = new.drop(columns="_final")
+    table = pd.concat([keep, new], ignore_index=True) if len(keep) else new
+    table = table.drop_duplicates(["trial", "seed", "update"], keep="first")
+    for key in ("trial", "seed", "update"):
+        table[key] = pd.array(table[key].tolist(), dtype="Int64")
+    return table.sort_values(["trial", "seed", "update"], na_position="first").reset_index(drop=True)
+
+
+def final_rows(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
+    """One row per run (trial, seed): the given update, else each run's last."""
+    if update is not None:
+        return table[table["update"] == update]
+    order = table.assign(_u=table["update"].astype("Float64").fillna(-1.0))
+    return order.sort_values("_u").groupby(["trial", "seed"], dropna=False).tail(1).drop(columns="_u")
+
+
+def phases_of(table: pd.DataFrame) -> list[str]:
+    """The phases of the table's level (one level per table: StatsError if mixed)."""
+    tasks = table["task_id"].dropna().unique()
+    if len(tasks) > 1:
+        raise StatsError(
+            f"one aggregation mixes levels {', '.join(sorted(tasks))}: aggregate one task at a time"
+        )
+    systems = table["phase_system"].dropna().unique() if "phase_system" in table else []
+    system = systems[0] if len(systems) else sm.phase_system(str(tasks[0]))
+    return list(sm.PHASES[system])
+
+
+def check_phase(table: pd.DataFrame, phase: str) -> None:
+    phases = phases_of(table)
+    if phase not in phases:
+        raise StatsError(f"phase {phase!r} is not one of this level's phases ({', '.join(phases)})")
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def fisher_z(r: Any) -> np.ndarray:
+    return np.arctanh(np.clip(np.asarray(r, dtype=float), -CLIP, CLIP))
+
+
+def aggregate_r(r: Any) -> dict[str, Any]:
+    """Fisher aggregation of per-run r (NaN ignored): mean_r = tanh(mean z), 95% CI = tanh of the
+    t interval of mean z, p = one-sample t-test on z vs 0, n, share_positive. With one run, ci and
+    p are NO_INFERENCE; with none, everything is NaN."""
+    r = np.asarray(r, dtype=float)
+    r = r[np.isfinite(r)]
+    n = len(r)
+    out: dict[str, Any] = {"n": n, "mean_r": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
+    out["share_positive"] = float((r > 0).mean()) if n else math.nan
+    if n == 0:
+        return out
+    z = fisher_z(r)
+    out["mean_r"] = float(np.tanh(z.mean()))
+    if n == 1:
+        return out | {"ci_low": NO_INFERENCE, "ci_high": NO_INFERENCE, "p": NO_INFERENCE}
+    if np.ptp(z) == 0:  # every run the same r: the t statistic is undefined
+        return out | {"ci_low": out["mean_r"], "ci_high": out["mean_r"], "p": "no spread: no test"}
+    test = sps.ttest_1samp(z, 0.0)
+    ci = test.confidence_interval(0.95)
+    return out | {
+        "ci_low": float(np.tanh(ci.low)),
+        "ci_high": float(np.tanh(ci.high)),
+        "p": float(test.pvalue),
+    }
+
+
+def mean_ci(values: Any) -> dict[str, Any]:
+    """Mean and its 95% t interval over runs (scipy's), n; NO_INFERENCE with one run."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    out: dict[str, Any] = {"n": len(v), "mean": float(v.mean()) if len(v) else math.nan}
+    if len(v) < 2:
+        return out | {
+            "ci_low": NO_INFERENCE if len(v) else math.nan,
+            "ci_high": NO_INFERENCE if len(v) else math.nan,
+        }
+    if np.ptp(v) == 0:
+        return out | {"ci_low": out["mean"], "ci_high": out["mean"]}
+    ci = sps.ttest_1samp(v, 0.0).confidence_interval(0.95)
+    return out | {"ci_low": float(ci.low), "ci_high": float(ci.high)}
+
+
+def holm(pvalues: Any) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN and non-numbers stay NaN and are not counted)."""
+    p = np.array([v if isinstance(v, (int, float)) else math.nan for v in pvalues], dtype=float)
+    ok = np.flatnonzero(np.isfinite(p))
+    adjusted = np.full(len(p), math.nan)
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for i, idx in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[idx]))
+        adjusted[idx] = running
+    return adjusted
+
+
+def stars(p: Any) -> str:
+    if not isinstance(p, (int, float)) or not math.isfinite(p):
+        return ""
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "ns"
+
+
+def across_seeds(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
+    """Per (α, phase, correlation): aggregate_r over the runs at one update, Holm over the table."""
+    phases = phases_of(table)
+    runs = final_rows(table, update)
+    runs = runs[runs["lpc_alpha"].notna()]
+    out = []
+    for alpha, group in runs.groupby("lpc_alpha"):
+        for p in phases:
+            for c in CORRELATIONS:
+                col = f"r_{p}_{c}"
+                values = group[col] if col in group else pd.Series(dtype=float)
+                row = {"lpc_alpha": alpha, "phase": p, "correlation": c} | aggregate_r(values)
+                if row["n"] == 0:
+                    row["p"] = "empty: no run has this r (phase not reached or < 3 cells)"
+                out.append(row)
+    df = pd.DataFrame(
+        out,
+        columns=[
+            "lpc_alpha",
+            "phase",
+            "correlation",
+            "n",
+            "mean_r",
+            "ci_low",
+            "ci_high",
+            "p",
+            "share_positive",
+        ],
+    )
+    df["p_holm"] = holm(df["p"])
+    return df
+
+
+def phase_pairs(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
+    """Per (α, correlation, phase pair): paired t-test on the same runs' z (ttest_rel); Holm within
+    each (α, correlation)."""
+    phases = phases_of(table)
+    runs = final_rows(table, update)
+    runs = runs[runs["lpc_alpha"].notna()]
+    out = []
+    for alpha, group in runs.groupby("lpc_alpha"):
+        for c in CORRELATIONS:
+            family = []
+            for a, b in itertools.combinations(phases, 2):
+                za, zb = fisher_z(group[f"r_{a}_{c}"]), fisher_z(group[f"r_{b}_{c}"])
+                both = np.isfinite(za) & np.isfinite(zb)
+                n = int(both.sum())
+                row = {"lpc_alpha": alpha, "correlation": c, "phase_a": a, "phase_b": b, "n": n}
+                row["mean_r_a"] = float(np.tanh(za[both].mean())) if n else math.nan
+                row["mean_r_b"] = float(np.tanh(zb[both].mean())) if n else math.nan
+                if n < 2:
+                    row["p"] = NO_INFERENCE if n == 1 else "empty: no run has both phases"
+                elif np.ptp(za[both] - zb[both]) == 0:
+                    row["p"] = "no spread: no test"
+                else:
+                    row["p"] = float(sps.ttest_rel(za[both], zb[both]).pvalue)
+                family.append(row)
+            for row, adj in zip(family, holm([r["p"] for r in family])):
+                row["p_holm"] = adj
+            out += family
+    return pd.DataFrame(out)
+
+
+def knockout_pairs(results: pd.DataFrame, task_id: str, table: pd.DataFrame) -> pd.DataFrame:
+    """Per (α, knockout, metric): the same checkpoint with and without the knockout (results CSV,
+    checkpoints of `table`'s runs), paired t-test across them; Holm over the whole table."""
+    cols = ["lpc_alpha", "knockout", "metric", "n", "mean_none", "mean_knockout", "p", "p_holm"]
+    if results.empty or "knockout" not in results:
+        return pd.DataFrame(columns=cols)
+    rows = results[(results["task_id"] == task_id) & (results["eval_task_id"].fillna(task_id) == task_id)]
+    none = rows[rows["knockout"] == "none"].set_index("checkpoint_path")
+    out = []
+    for label, ko in rows[rows["knockout"] != "none"].groupby("knockout"):
+        ko = ko[ko["checkpoint_path"].isin(none.index)]
+        alpha = none.loc[ko["checkpoint_path"], "lpc_alpha"].to_numpy(dtype=float)
+        for a in sorted(set(alpha[np.isfinite(alpha)])):
+            sub = ko[alpha == a]
+            for metric in ("success_rate", "mean_lpc"):
+                x = none.loc[sub["checkpoint_path"], metric].to_numpy(dtype=float)
+                y = sub[metric].to_numpy(dtype=float)
+                ok = np.isfinite(x) & np.isfinite(y)
+                n = int(ok.sum())
+                row = {"lpc_alpha": a, "knockout": label, "metric": metric, "n": n}
+                row |= {
+                    "mean_none": x[ok].mean() if n else math.nan,
+                    "mean_knockout": y[ok].mean() if n else math.nan,
+                }
+                if n < 2:
+                    row["p"] = NO_INFERENCE if n else "empty"
+                elif np.ptp(x[ok] - y[ok]) == 0:
+                    row["p"] = "no spread: no test"
+                else:
+                    row["p"] = float(sps.ttest_rel(y[ok], x[ok]).pvalue)
+                out.append(row)
+    df = pd.DataFrame(out, columns=cols[:-1])
+    df["p_holm"] = holm(df["p"]) if len(df) else []
+    return df
+
+
+def metrics_by_alpha(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
+    """success, LPC, policy complexity, path ratio per α: mean, 95% CI over runs, n."""
+    runs = final_rows(table, update)
+    out = []
+    for alpha, group in runs[runs["lpc_alpha"].notna()].groupby("lpc_alpha"):
+        for m in SCALARS:
+            out.append({"lpc_alpha": alpha, "metric": m} | mean_ci(group[m]))
+    return pd.DataFrame(out, columns=["lpc_alpha", "metric", "n", "mean", "ci_low", "ci_high"])
+
+
+# ----------------------------------------------------------------------------- pooled cell grids
+
+
+def pooled_cells(
+    cache_dir: str | Path, table: pd.DataFrame, update: int | None = None, min_visits: int = sm.MIN_VISITS
+) -> dict[tuple[float, str], tuple[pd.DataFrame, dict]]:
+    """{(α, phase): (per-cell table of the pooled steps of every run of that α, grid info)} for the
+    phase × α heatmaps: mean LPC, H(A|S), KL to the pooled P_a, cells with >= min_visits visits."""
+    from routing_analysis import grid_info_for
+
+    phases = phases_of(table)
+    system = next(s for s, ph in sm.PHASES.items() if list(ph) == phases)
+    runs = final_rows(table, update)
+    out = {}
+    for alpha, group in runs[runs["lpc_alpha"].notna()].groupby("lpc_alpha"):
+        loaded = [load_cache(p) for p in group["cache_path"]]
+        steps = [
+            d.steps[d.steps["action"].notna()].assign(
+                _phase=sm.phase_of_steps(d.steps[d.steps["action"].notna()], d.episodes, system)
+            )
+            for d in loaded
+        ]
+        pooled = pd.concat(steps, ignore_index=True)
+        info = grid_info_for(pooled, pd.concat([d.episodes for d in loaded], ignore_index=True))
+        global_pa = sm.marginal(pooled["action"].to_numpy(dtype=np.int64))
+        for p in phases:
+            part = pooled[pooled["_phase"] == p]
+            cells = sm.cell_statistics(part, global_pa) if len(part) else pd.DataFrame()
+            out[(float(alpha), p)] = (cells[cells["visits"] >= min_visits] if len(cells) else cells, info)
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from experiment import ArgumentParser
+
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--task_id", "--task", dest="task_id", required=True, help="gymnasium id of the level"
+    )
+    parser.add_argument(
+        "--cache_dir", default="evaluation_cache", help="routing cache root (default evaluation_cache)"
+    )
+    parser.add_argument(
+        "--results_path", default="evaluation_results.csv", help="results CSV, the source of lpc_alpha"
+    )
+    parser.add_argument("--out", default=None, help="output folder (default stats/<task_id>)")
+    parser.add_argument(
+        "--update", type=int, default=None, help="aggregate this update (default: each run's last)"
+    )
+    parser.add_argument(
+        "--min_visits", type=int, default=sm.MIN_VISITS, help="visits for a cell to count (default 5)"
+    )
+    parser.add_argument("--force", action="store_true", help="recompute every cache's row")
+    parser.add_argument("--no_figures", action="store_true", help="tables only")
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (StatsError, CacheError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from batch_eval import read_results
+
+    out = Path(args.out or Path("stats") / args.task_id)
+    out.mkdir(parents=True, exist_ok=True)
+    results = read_results(args.results_path)
+    if "lpc_alpha" not in results.columns:
+        raise StatsError(f"results CSV {args.results_path!r} has no lpc_alpha column")
+    previous = pd.read_csv(out / TABLE) if (out / TABLE).is_file() and not args.force else None
+    notes: list[str] = []
+    before = 0 if previous is None else len(previous)
+    table = build_table(args.cache_dir, args.task_id, results, previous, args.force, args.min_visits, notes)
+    if table.empty:
+        raise StatsError(f"no default-evaluation caches of {args.task_id} under {args.cache_dir!r}")
+    atomic_write(out / TABLE, lambda p: table.to_csv(p, index=False))
+    print(f"{TABLE}: {len(table)} rows ({len(table) - before} new) -> {out / TABLE}")
+    phases = phases_of(table)
+    for p in phases:
+        few = table[table[f"n_cells_{p}"].fillna(0) < 3]
+        if len(few):
+            notes.append(
+                f"phase {p}: {len(few)} of {len(table)} checkpoints have < 3 cells: spatial r left empty"
+            )
+    seeds = across_seeds(table, args.update)
+    pairs = phase_pairs(table, args.update)
+    knock = knockout_pairs(results, args.task_id, table)
+    scalars = metrics_by_alpha(table, args.update)
+    written = {TABLE: out / TABLE}
+    for name, df in (
+        ("across_seeds.csv", seeds),
+        ("phase_pairs.csv", pairs),
+        ("knockouts.csv", knock),
+        ("metrics_by_alpha.csv", scalars),
+    ):
+        atomic_write(out / name, lambda p, df=df: df.to_csv(p, index=False))
+        written[name] = out / name
+    runs = final_rows(table, args.update)
+    if runs["seed"].nunique(dropna=False) < 2 and runs.groupby("lpc_alpha").size().max() < 2:
+        notes.append(f"one run per α: the tables report r only ('{NO_INFERENCE}' where a p would be)")
+    if not args.no_figures:
+        import stats_plots
+
+        figures = stats_plots.all_figures(table, seeds, scalars, args.cache_dir, args.update, notes)
+        for name, fig in figures.items():
+            atomic_write(out / f"{name}.png", lambda p, fig=fig: fig.savefig(p, dpi=150, format="png"))
+            written[f"{name}.png"] = out / f"{name}.png"
+    for note in notes:
+        print(f"note: {note}")
+    _print_summary(seeds)
+    print(f"wrote {len(written)} files to {out}/")
+    return {
+        "out": str(out),
+        "rows": len(table),
+        "written": {k: str(v) for k, v in written.items()},
+        "notes": notes,
+    }
+
+
+def _print_summary(seeds: pd.DataFrame) -> None:
+    show = seeds[seeds["correlation"].isin(SPATIAL)]
+    for r in show.itertuples(index=False):
+        p = r.p if isinstance(r.p, str) else f"p={r.p:.3g} (Holm {r.p_holm:.3g})"
+        ci = "" if isinstance(r.ci_low, str) or pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+        print(f"α={r.lpc_alpha:g} {r.phase:22s} {r.correlation:14s} r={r.mean_r:+.2f}{ci} n={r.n} {p}")
+
+
+if __name__ == "__main__":
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        main()

@@ -1,0 +1,115 @@
+"""Does LPC track decision-relevance, per phase, and what does lpc_alpha trade? stats.py's tables
+and figures, interactively.
+
+A marimo notebook over stats/<task>/seed_metrics.csv (written by `python stats.py --task_id ...`
+or sweep.py): seed-aggregated correlations per phase and α (Fisher z, 95% CI, t-test on z, Holm),
+metrics vs α and vs update, pooled scatter, correlation summary. The numbers live in stats.py, the
+figures in stats_plots.py; this file is wiring. STATS_DIR (default stats) overrides where it looks.
+
+    marimo run stats_viz.py
+    python stats_viz.py
+"""
+
+import marimo
+
+__generated_with = "0.25.2"
+app = marimo.App(width="medium", app_title="MoP statistics")
+
+with app.setup:
+    import os
+    from pathlib import Path
+
+    import marimo as mo
+    import pandas as pd
+
+    import stats
+    import stats_plots
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md("""
+    # LPC against decision-relevance, across seeds and α
+
+    **Does the compute the router chooses (LPC) follow how decision-relevant a state is (H(A|S),
+    KL from the marginal), per task phase, and what does the LPC strength α cost in success?**
+    Units of inference are runs (trial × seed); r is aggregated on Fisher's z with a t interval;
+    a single run per α is shown, never tested. Reads `stats/<task>/seed_metrics.csv` (`STATS_DIR`).
+    """)
+    return
+
+
+@app.cell
+def _():
+    stats_root = Path(os.environ.get("STATS_DIR", "stats"))
+    tables = {p.parent.name: str(p) for p in sorted(stats_root.glob(f"*/{stats.TABLE}"))}
+    return stats_root, tables
+
+
+@app.cell
+def _(tables):
+    task_dropdown = mo.ui.dropdown(tables, value=next(iter(tables), None), label="task")
+    task_dropdown
+    return (task_dropdown,)
+
+
+@app.cell
+def _(stats_root, task_dropdown):
+    mo.stop(
+        task_dropdown.value is None,
+        mo.md(f"No `{stats.TABLE}` under `{stats_root}/`: run `python stats.py --task_id <task>` first."),
+    )
+    table = pd.read_csv(task_dropdown.value)
+    updates = sorted(int(u) for u in table["update"].dropna().unique())
+    return table, updates
+
+
+@app.cell
+def _(updates):
+    update_dropdown = mo.ui.dropdown(
+        {"each run's last": None} | {str(u): u for u in updates}, value="each run's last", label="update"
+    )
+    update_dropdown
+    return (update_dropdown,)
+
+
+@app.cell
+def _(table, update_dropdown):
+    seeds = stats.across_seeds(table, update_dropdown.value)
+    scalars = stats.metrics_by_alpha(table, update_dropdown.value)
+    mo.ui.table(seeds, page_size=12, label="across seeds: mean r, 95% CI, t-test on z, Holm")
+    return scalars, seeds
+
+
+@app.cell
+def _(seeds, table, update_dropdown):
+    stats_plots.plot_r_vs_alpha(table, seeds, update_dropdown.value)
+    return
+
+
+@app.cell
+def _(scalars, table, update_dropdown):
+    stats_plots.plot_metrics_vs_alpha(table, scalars, update_dropdown.value)
+    return
+
+
+@app.cell
+def _(table):
+    stats_plots.plot_metrics_vs_update(table)
+    return
+
+
+@app.cell
+def _(table, update_dropdown):
+    stats_plots.plot_pooled_scatter(table, update_dropdown.value)
+    return
+
+
+@app.cell
+def _(table, update_dropdown):
+    stats_plots.plot_correlation_summary(table, update_dropdown.value)
+    return
+
+
+if __name__ == "__main__":
+    app.run()

@@ -1,0 +1,144 @@
+"""The imitation loop's recipe: why PutNextLocal stalled (the mission encoder), the teacher-forcing
+schedule (DAgger's beta_i) and its logging.
+
+    pytest tests/test_imitation.py -q
+"""
+
+from functools import partial
+
+import pytest
+import torch
+from minigrid.envs.babyai.core.verifier import PutNextInstr
+
+import train_mop
+from babyai_env import SafeBot, make_env, quiet_reset, train_episode_seed
+from collection import Collector
+from conftest import tiny_config
+from experiment import ConfigError, load_config, read_metrics
+from imitation import teacher_forcing_at
+from language import build_mission_encoder
+from mixture_of_experts import build_policy
+
+PUTNEXT = "BabyAI-PutNextLocal-v0"
+# One bag of words, three missions: which object moves, and which colour goes with which type.
+SAME_BAG = [
+    "put the yellow ball next to the grey box",
+    "put the grey box next to the yellow ball",
+    "put the yellow box next to the grey ball",
+]
+
+
+# ----------------------------------------------------------------------------- the PutNextLocal stall
+
+
+def first_pickup(env, instrs=None):
+    """The object the bot picks up first when it drives the episode (with `instrs` swapped in)."""
+    if instrs is not None:
+        env.instrs = instrs
+        instrs.reset_verifier(env)
+    bot = SafeBot(env)
+    for _ in range(env.max_steps):
+        action = bot.label(None)
+        assert action is not None, bot.failure
+        env.step(action)
+        if env.carrying is not None:
+            return env.carrying
+    raise AssertionError("the bot never picked anything up")
+
+
+def test_putnext_labels_depend_on_word_order():
+    """The bot moves a different object for the same words in another order: the labels for one
+    observation and one bag of words contradict each other, so a bag-of-words student cannot fit them
+    (the stall: training accuracy ~0.5 on PutNextLocal while GoToLocal, one object, reaches 99%)."""
+    differ = 0
+    for episode in range(5):
+        seed = train_episode_seed(0, 0, episode)
+        env = make_env(PUTNEXT)
+        quiet_reset(env, seed)
+        moved = first_pickup(env)
+        quiet_reset(env, seed)
+        swapped = PutNextInstr(env.instrs.desc_fixed, env.instrs.desc_move)
+        differ += first_pickup(env, swapped) is not moved
+    assert differ == 5
+
+
+def test_bow_is_blind_to_putnext_word_order_and_gru_is_not():
+    torch.manual_seed(0)
+    bow = build_mission_encoder("bow", 16)(SAME_BAG)
+    assert torch.allclose(bow[0], bow[1]) and torch.allclose(bow[0], bow[2])  # pinned: one input, 3 missions
+    assert load_config(None, {"lang_encoder": "gru"}).lang_encoder == "gru"
+    gru = build_mission_encoder("gru", 16)(SAME_BAG)
+    assert (gru[0] - gru[1]).abs().max() > 1e-3 and (gru[0] - gru[2]).abs().max() > 1e-3
+
+
+def test_gru_encoder_round_trip_and_gradients():
+    enc = build_mission_encoder("gru", 8)
+    out = enc(SAME_BAG + ["go to the red ball"])
+    assert out.shape == (4, 8)
+    out.sum().backward()
+    assert enc.embedding.weight.grad.abs().sum() > 0
+    again = build_mission_encoder("gru", 8, state=enc.encoder_state())
+    assert torch.equal(again(SAME_BAG), enc(SAME_BAG))
+    with pytest.raises(ValueError, match="lang_dim"):
+        build_mission_encoder("gru", 16, state=enc.encoder_state())
+
+
+# ----------------------------------------------------------------------------- teacher forcing
+
+
+def test_teacher_forcing_schedule_is_linear_then_constant(tmp_path):
+    cfg = tiny_config(
+        tmp_path, teacher_forcing=1.0, teacher_forcing_final=0.2, teacher_forcing_decay_updates=4
+    )
+    values = [teacher_forcing_at(cfg, u) for u in range(1, 8)]
+    assert values == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2, 0.2, 0.2])
+    constant = tiny_config(tmp_path, teacher_forcing=0.3)
+    assert {teacher_forcing_at(constant, u) for u in range(1, 5)} == {0.3}
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"teacher_forcing_decay_updates": -5, "teacher_forcing_final": 0.0}, "before it starts"),
+        ({"teacher_forcing_final": 1.5, "teacher_forcing_decay_updates": 3}, "teacher_forcing_final"),
+        ({"teacher_forcing_final": 0.1}, "go together"),
+        ({"teacher_forcing_decay_updates": 10}, "go together"),
+    ],
+)
+def test_bad_teacher_forcing_schedules_are_refused(tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_config(tmp_path, **overrides)
+
+
+def test_collector_acts_with_the_submitted_teacher_forcing():
+    """A collector built with 0 that is handed 1.0 executes the bot's labels: every episode it
+    finishes is a success (GoToRedBallGrey's bot always solves it)."""
+    config = {
+        "policy_type": "mop",
+        "input_dim": 985,
+        "num_actions": 7,
+        "lang_dim": 8,
+        "intermediate_dim": 16,
+        "router_hidden_size": 8,
+        "expert_hidden_sizes": [[0, 8]],
+        "obs_encoding": "onehot",
+        "input_encoder": "bilinear",
+    }
+    policy = build_policy({**tiny_config(".").__dict__, **config})
+    encoder = partial(build_mission_encoder, "bow", 8)()
+    collector = Collector("BabyAI-GoToRedBallGrey-v0", [0, 1], 0, None, "onehot", teacher_forcing=0.0)
+    chunk = collector.collect(policy, encoder, 40, teacher_forcing=1.0)
+    assert chunk["teacher_forcing"] == 1.0
+    assert chunk["episodes"] and all(ep.success for _, ep in chunk["episodes"])
+    assert (chunk["label"][chunk["label_mask"]] >= 0).all()
+
+
+def test_schedule_value_is_logged_per_row(tmp_path):
+    cfg = tiny_config(
+        tmp_path, teacher_forcing=1.0, teacher_forcing_final=0.0, teacher_forcing_decay_updates=5
+    )
+    summary = train_mop.main(cfg, progress=False)
+    rows = read_metrics(summary["metrics_path"])
+    logged = [row["train/teacher_forcing"] for row in rows]
+    # rows average updates 1-3 (1.0, 0.8, 0.6) and 4-6 (0.4, 0.2, 0.0)
+    assert logged == pytest.approx([0.8, 0.2])

@@ -1,0 +1,194 @@
+"""stats.py on hand-made caches whose answer is known (per-cell LPC = slope · H + noise): the
+per-checkpoint r is scipy's on the designed cells, the seed aggregate's CI covers the true ρ,
+Fisher aggregation and Holm match direct computations, and bad inputs give one clear line."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+import seed_metrics as sm
+import stats
+from bench.stats_speed import make_cache, results_rows
+from routing_cache import load_cache
+
+TASK = "BabyAI-GoToLocal-v0"
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """2 α × 6 seeds of GoToLocal-like caches (phase 'all'), and their results CSV rows."""
+    base = tmp_path_factory.mktemp("stats")
+    rng = np.random.default_rng(1)
+    made = [
+        make_cache(base / "cache", TASK, trial, seed, 10, alpha, rng, episodes=60, length=30, noise=noise)
+        for trial, (alpha, noise) in enumerate([(0.0, 20.0), (1e-4, 60.0)])
+        for seed in range(6)
+    ]
+    results = results_rows(made)
+    results.to_csv(base / "results.csv", index=False)
+    return base, made, results
+
+
+def test_checkpoint_r_is_scipys_pearson_on_the_designed_cells(grid):
+    _, made, _ = grid
+    m = made[0]
+    row = stats.checkpoint_stats(load_cache(m["folder"]), "none")
+    cells = m["cells"][m["cells"]["visits"] >= sm.MIN_VISITS]
+    direct = sps.pearsonr(cells["lpc"], cells["entropy"])
+    assert row["r_all_lpc_entropy"] == pytest.approx(direct.statistic, abs=2e-3)  # float16 weights
+    assert row["p_all_lpc_entropy"] == pytest.approx(direct.pvalue, rel=0.05)
+    assert row["n_cells_all"] == len(cells)
+    # per timestep: LPC vs distance to the target, as scipy gives it on the steps
+    steps = load_cache(m["folder"]).steps
+    d = sps.pearsonr(steps["lpc"], steps["dist_to_target"])
+    assert row["r_all_lpc_dist"] == pytest.approx(d.statistic) and row["p_all_lpc_dist"] == pytest.approx(
+        d.pvalue
+    )
+
+
+def test_seed_aggregate_recovers_r_and_its_ci_covers_the_truth(grid, tmp_path):
+    base, made, results = grid
+    table = stats.build_table(base / "cache", TASK, results)
+    assert len(table) == 12 and set(table["lpc_alpha"]) == {0.0, 1e-4}
+    agg = stats.across_seeds(table)
+    for alpha, noise in ((0.0, 20.0), (1e-4, 60.0)):
+        # ρ of (slope·H + e, H) over cells: slope·sd(H) / sqrt(slope²·var(H) + noise²)
+        sd_h = np.mean([m["cells"]["entropy"].std() for m in made if m["config"]["lpc_alpha"] == alpha])
+        rho = 50 * sd_h / math.sqrt((50 * sd_h) ** 2 + noise**2)
+        row = agg[(agg["lpc_alpha"] == alpha) & (agg["correlation"] == "lpc_entropy")].iloc[0]
+        assert row["n"] == 6 and row["ci_low"] <= rho <= row["ci_high"], (alpha, rho, row.to_dict())
+        assert row["p"] < 0.01 and row["share_positive"] == 1.0
+    low = agg[(agg["lpc_alpha"] == 1e-4) & (agg["correlation"] == "lpc_entropy")]["mean_r"].iloc[0]
+    high = agg[(agg["lpc_alpha"] == 0.0) & (agg["correlation"] == "lpc_entropy")]["mean_r"].iloc[0]
+    assert high > low  # more noise, smaller r
+
+
+def test_fisher_aggregation_matches_a_direct_computation():
+    r = np.array([0.2, 0.5, 0.35, 0.6, 0.1])
+    got = stats.aggregate_r(r)
+    z = np.arctanh(r)
+    se = z.std(ddof=1) / math.sqrt(len(z))
+    t = sps.t.ppf(0.975, len(z) - 1)
+    assert got["mean_r"] == pytest.approx(math.tanh(z.mean()))
+    assert got["ci_low"] == pytest.approx(math.tanh(z.mean() - t * se))
+    assert got["ci_high"] == pytest.approx(math.tanh(z.mean() + t * se))
+    tstat = z.mean() / se
+    assert got["p"] == pytest.approx(2 * sps.t.sf(abs(tstat), len(z) - 1))
+    assert got["p"] == pytest.approx(sps.ttest_1samp(z, 0).pvalue)  # on z, not on raw r
+    assert got["p"] != pytest.approx(sps.ttest_1samp(r, 0).pvalue)
+    assert got["n"] == 5 and got["share_positive"] == 1.0
+
+
+def test_holm_matches_the_step_down_definition():
+    p = [0.01, 0.04, 0.03, 0.005, "n=1: no inference", math.nan]
+    got = stats.holm(p)
+    ps = np.array([0.01, 0.04, 0.03, 0.005])
+    order = np.argsort(ps)
+    m = len(ps)
+    expected = np.empty(m)
+    running = 0
+    for i, idx in enumerate(order):
+        running = max(running, min(1, (m - i) * ps[idx]))
+        expected[idx] = running
+    assert np.allclose(got[:4], expected) and np.isnan(got[4:]).all()
+    assert np.allclose(got[:4], [0.03, 0.06, 0.06, 0.02])
+
+
+def test_single_seed_is_marked_never_a_nan_p():
+    got = stats.aggregate_r([0.4])
+    assert got["mean_r"] == pytest.approx(0.4) and got["p"] == stats.NO_INFERENCE
+    assert got["ci_low"] == stats.NO_INFERENCE
+    assert math.isnan(stats.aggregate_r([])["mean_r"])
+    assert stats.mean_ci([3.0])["ci_low"] == stats.NO_INFERENCE
+
+
+def test_phase_pairs_use_a_paired_t_test_on_z():
+    table = pd.DataFrame(
+        {
+            "task_id": "BabyAI-UnlockPickup-v0",
+            "phase_system": "key_phase",
+            "trial": [0] * 4,
+            "seed": [0, 1, 2, 3],
+            "update": [5] * 4,
+            "lpc_alpha": 1e-4,
+        }
+        | {f"r_{p}_{c}": np.nan for p in sm.PHASES["key_phase"] for c in stats.CORRELATIONS}
+    )
+    table["r_pre_key_lpc_entropy"] = [0.6, 0.5, 0.7, 0.65]
+    table["r_post_key_pre_unlock_lpc_entropy"] = [0.2, 0.3, 0.1, 0.25]
+    pairs = stats.phase_pairs(table)
+    row = pairs[(pairs["phase_a"] == "pre_key") & (pairs["phase_b"] == "post_key_pre_unlock")]
+    row = row[row["correlation"] == "lpc_entropy"].iloc[0]
+    direct = sps.ttest_rel(
+        np.arctanh(table["r_pre_key_lpc_entropy"]), np.arctanh(table["r_post_key_pre_unlock_lpc_entropy"])
+    )
+    assert row["p"] == pytest.approx(direct.pvalue) and row["n"] == 4
+    empty = pairs[
+        (pairs["phase_a"] == "with_key_post_unlock") & (pairs["correlation"] == "lpc_entropy")
+    ].iloc[0]
+    assert empty["p"].startswith("empty")
+
+
+def test_bad_inputs_give_one_line(grid, tmp_path, capsys):
+    base, made, results = grid
+    table = stats.build_table(base / "cache", TASK, results)
+    mixed = pd.concat([table, table.assign(task_id="BabyAI-UnlockPickup-v0")])
+    with pytest.raises(stats.StatsError, match="mixes levels"):
+        stats.across_seeds(mixed)
+    with pytest.raises(stats.StatsError, match="not one of this level's phases"):
+        stats.check_phase(table, "pre_key")
+    # α not in the results CSV: the row stays, lpc_alpha empty, a note says so
+    notes = []
+    partial = stats.build_table(base / "cache", TASK, results.iloc[1:], notes=notes)
+    assert len(partial) == 12 and partial["lpc_alpha"].isna().sum() == 1
+    assert any("not in the results CSV" in n for n in notes)
+    assert stats.across_seeds(partial)["n"].sum() < stats.across_seeds(table)["n"].sum()
+    # the CLI: one error line, exit 2
+    with pytest.raises(SystemExit) as e:
+        stats.main(
+            [
+                "--task_id",
+                "BabyAI-UnlockPickup-v0",
+                "--cache_dir",
+                str(base / "cache"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.slow  # draws every figure
+def test_cli_writes_tables_and_figures_and_is_incremental(grid, tmp_path, capsys):
+    base, made, _ = grid
+    args = [
+        "--task_id",
+        TASK,
+        "--cache_dir",
+        str(base / "cache"),
+        "--results_path",
+        str(base / "results.csv"),
+    ]
+    summary = stats.main(args + ["--out", str(tmp_path)])
+    names = set(summary["written"])
+    assert {"seed_metrics.csv", "across_seeds.csv", "phase_pairs.csv", "metrics_by_alpha.csv"} <= names
+    assert {"r_vs_alpha.png", "metrics_vs_alpha.png", "pooled_scatter.png", "phase_alpha_lpc.png"} <= names
+    table = pd.read_csv(tmp_path / "seed_metrics.csv")
+    assert list(table.columns) == stats.columns_for("none") and len(table) == 12
+    capsys.readouterr()
+    stats.main(args + ["--out", str(tmp_path), "--no_figures"])
+    assert "(0 new)" in capsys.readouterr().out
+    seeds = pd.read_csv(tmp_path / "across_seeds.csv")
+    assert seeds["p"].notna().all()  # a number, or a marked reason, never an empty p
+
+
+def test_one_seed_per_alpha_is_marked_in_the_table(grid):
+    base, _, results = grid
+    table = stats.build_table(base / "cache", TASK, results)
+    agg = stats.across_seeds(table[table["seed"] == 0])
+    assert (agg["n"] == 1).all() and (agg["p"] == stats.NO_INFERENCE).all()
+    assert agg["mean_r"].notna().all() and np.isnan(agg["p_holm"]).all()

@@ -1,0 +1,149 @@
+"""sweep.py: the grid, the manifest (one record of trial -> α), resuming and skipping runs, and
+modal_app.py::sweep's local side (Modal's CLI parses it; bad input is refused before any spawn)."""
+
+import json
+
+import pytest
+
+import experiment
+import sweep
+from conftest import TINY_PRESET, tiny_config
+
+TASK = "BabyAI-GoToRedBallGrey-v0"
+
+
+def test_alpha_and_seed_lists():
+    assert sweep.parse_alphas("0,1e-6,1e-5") == [0.0, 1e-6, 1e-5]
+    assert sweep.parse_seeds("0-2,5") == [0, 1, 2, 5]
+    for bad, fn in (
+        ("0,x", sweep.parse_alphas),
+        ("1e-4,1e-4", sweep.parse_alphas),
+        ("-1", sweep.parse_alphas),
+    ):
+        with pytest.raises(sweep.SweepError):
+            fn(bad)
+    for bad in ("a-b", "", "1,1", "3-1x"):
+        with pytest.raises(sweep.SweepError):
+            sweep.parse_seeds(bad)
+
+
+def test_plan_validates_every_run_and_the_manifest_maps_trials_to_alpha(tmp_path):
+    runs = sweep.plan(TASK, [0.0, 1e-4], [0, 1], 3, {"num_updates": 2}, TINY_PRESET)
+    assert [(r["trial"], r["seed"], r["lpc_alpha"]) for r in runs] == [
+        (3, 0, 0.0),
+        (3, 1, 0.0),
+        (4, 0, 1e-4),
+        (4, 1, 1e-4),
+    ]
+    with pytest.raises(sweep.SweepError, match="set by the sweep"):
+        sweep.plan(TASK, [0.0], [0], 0, {"seed": 3}, TINY_PRESET)
+    with pytest.raises(experiment.ConfigError, match="lr"):
+        sweep.plan(TASK, [0.0], [0], 0, {"lr": -1}, TINY_PRESET)
+    path = sweep.manifest("grid", runs, ["python", "sweep.py", "--seeds", "0-1"], tmp_path)
+    doc = json.loads(path.read_text())
+    assert doc["trials"] == {"3": 0.0, "4": 1e-4} and doc["seeds"] == [0, 1]
+    assert doc["command"] == "python sweep.py --seeds 0-1" and doc["settings"]["num_updates"] == 2
+    other = sweep.plan(TASK, [1e-3], [0], 3, {}, TINY_PRESET)
+    with pytest.raises(sweep.SweepError, match="maps trial 3"):
+        sweep.manifest("grid", other, ["python"], tmp_path)
+
+
+def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for argv, message in (
+        (["--task_id", TASK, "--seeds", "0"], "--lpc_alpha"),
+        (["--task_id", TASK, "--lpc_alpha", "0", "--seeds", "0", "--trial", "2"], "set by the sweep"),
+        (["--task_id", TASK, "--lpc_alpha", "0,x", "--seeds", "0"], "--lpc_alpha"),
+        (["--task_id", TASK, "--lpc_alpha", "0", "--seeds", "0", "--parallel", "0"], "--parallel"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            sweep.main(["--config", str(TINY_PRESET), *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_finished_run_is_skipped_and_a_killed_one_resumes(tmp_path):
+    cfg = tiny_config(tmp_path / "ck", task_id=TASK, trial=0, seed=0, num_updates=3, checkpoint_interval=3)
+    overrides = {k: getattr(cfg, k) for k in ("task_id", "trial", "seed", "lpc_alpha", "checkpoint_dir")}
+    overrides |= {"num_updates": 3, "checkpoint_interval": 3}
+    first = sweep.train_one(overrides, TINY_PRESET)
+    assert first["resumed"] is False
+    assert "already at update 3" in sweep.train_one(overrides, TINY_PRESET)["skipped"]
+    longer = sweep.train_one({**overrides, "num_updates": 6}, TINY_PRESET)  # as after a kill at 3
+    assert longer["resumed"] is True
+    assert experiment.newest_checkpoint(experiment.run_dir(cfg), report=False)[1]["update"] == 6
+
+
+# ----------------------------------------------------------------------------- modal_app.py::sweep
+
+modal = pytest.importorskip("modal", reason="the Modal client is not installed")
+
+
+class Launcher:
+    def __init__(self):
+        self.calls = []
+
+    def remote(self, jobs, cpu, gpu):
+        self.calls.append((jobs, cpu, gpu))
+        return [{"label": j["label"], "skipped": "already at update 5"} for j in jobs]
+
+    def spawn(self, *args, **kwargs):
+        raise AssertionError("spawn must not be called")
+
+
+def test_modal_sweep_parses_and_launches_one_job_per_alpha_and_seed(monkeypatch, tmp_path, capsys):
+    from modal.cli.run import _get_click_command_for_local_entrypoint as command
+
+    import modal_app
+
+    args = ["--task-id", "BabyAI-UnlockPickup-v0", "--lpc-alpha", "0,1e-6,1e-5", "--seeds", "0-1"]
+    args += ["--num-updates", "50", "--first-trial", "20"]
+    params = command(modal_app.app, modal_app.sweep).make_context("modal run", args).params
+    assert (params["lpc_alpha"], params["seeds"], params["first_trial"], params["num_updates"]) == (
+        "0,1e-6,1e-5",
+        "0-1",
+        20,
+        50,
+    )
+    monkeypatch.chdir(tmp_path)
+    launcher = Launcher()
+    monkeypatch.setattr(modal_app, "train_all", launcher)
+    modal_app.sweep(**params)
+    ((jobs, cpu, _),) = launcher.calls
+    assert [(j["overrides"]["trial"], j["overrides"]["seed"], j["overrides"]["lpc_alpha"]) for j in jobs] == [
+        (20, 0, 0.0),
+        (20, 1, 0.0),
+        (21, 0, 1e-6),
+        (21, 1, 1e-6),
+        (22, 0, 1e-5),
+        (22, 1, 1e-5),
+    ]
+    assert all(j["overrides"]["num_updates"] == 50 for j in jobs) and cpu == modal_app.TRAIN_CPUS
+    doc = json.loads((tmp_path / "sweeps" / "BabyAI-UnlockPickup-v0_trial20-22.json").read_text())
+    assert doc["trials"] == {"20": 0.0, "21": 1e-6, "22": 1e-5}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lpc_alpha": "0,x"}, "--lpc_alpha"),
+        ({"seeds": "a"}, "--seeds"),
+        ({"task_id": "BabyAI-NoSuchLevel-v0"}, "task_id"),
+        ({"set": "lpc_alpha=1e-3"}, "lpc_alpha is set by --lpc-alpha"),
+        ({"set": "seed=3"}, "--seeds"),
+        ({"set": "lr=-1"}, "lr"),
+    ],
+)
+def test_modal_sweep_refuses_bad_input_before_any_spawn(monkeypatch, tmp_path, capsys, kwargs, message):
+    import modal_app
+
+    monkeypatch.chdir(tmp_path)
+    launcher = Launcher()
+    monkeypatch.setattr(modal_app, "train_all", launcher)
+    base = {"task_id": TASK, "lpc_alpha": "0,1e-4", "seeds": "0-1"}
+    with pytest.raises(SystemExit) as e:
+        modal_app.sweep(**(base | kwargs))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and err.count("\n") == 1, err
+    assert launcher.calls == [] and not (tmp_path / "sweeps").exists()

@@ -1,0 +1,317 @@
+"""Train the generative model of agent-environment rollouts (generative.py) on a recording (record.py).
+
+The agent inside the simulator is the frozen agent the dataset was recorded from: its checkpoint is
+read from the recording's metadata (or --agent_checkpoint) and its weights hash must equal the
+recording's. Windows of num_init_steps + num_sim_steps steps of one episode are the examples; one
+episode in ten is held out, and held-out reconstruction accuracy per channel, agent-memory error
+and action agreement are logged to metrics.jsonl beside the checkpoints:
+    <out>/model_<update>.pt, model_final.pt, metrics.jsonl
+(default out: generative/<task>/trial_<N>/[seed_<S>/]<final|update_U>/, mirroring the recording).
+
+    python train_generative.py --dataset recordings/BabyAI-UnlockPickup-v0/trial_0/final \
+        --num_sim_steps 16 --num_init_steps 3 --num_updates 5000
+    python train_generative.py --dataset ... --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from experiment import ArgumentParser, CheckpointError, load_policy
+from generative import GenerativeConfig, GenerativeModel, losses, reconstruction_metrics
+from record import RecordingError, load_windows, read_metadata, weights_hash
+from runs import RunPathError, atomic_write, run_subpath
+
+MODEL_FORMAT = 1
+LOSS_NAMES = ("obs", "hx", "act_log_probs", "done", "kl")
+HELD_OUT_EVERY = 10  # episode % 10 == 0 is held out
+
+
+class GenerativeError(ValueError):
+    """A bad dataset, model file or option; one line."""
+
+
+def load_agent(
+    checkpoint_path: str, expected_hash: str | None
+) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """The frozen agent of a recording / model; GenerativeError if its weights are not the expected ones."""
+    try:
+        agent, encoder, config = load_policy(checkpoint_path)
+    except CheckpointError as e:
+        raise GenerativeError(str(e)) from None
+    if expected_hash is not None and weights_hash(agent, encoder) != expected_hash:
+        raise GenerativeError(
+            f"agent checkpoint {checkpoint_path!r} is not the agent the recording was made with "
+            "(weights hash differs): record again with this checkpoint"
+        )
+    for p in [*agent.parameters(), *encoder.parameters()]:
+        p.requires_grad_(False)
+    return agent, encoder, config
+
+
+@torch.no_grad()
+def mission_table(encoder: torch.nn.Module, missions: list[str]) -> torch.Tensor:
+    return encoder(missions).detach() if missions else torch.zeros(0)
+
+
+def load_model(path: str | Path) -> dict:
+    """A trained generative model with its agent: {model, agent, encoder, agent_config, lang_table,
+    meta (the recording's), ckpt}. GenerativeError in one line for a bad file or agent."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise GenerativeError(
+            f"model {str(path)!r} is missing, unreadable or corrupt ({type(e).__name__})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format_version") != MODEL_FORMAT:
+        raise GenerativeError(
+            f"{str(path)!r} is not a generative model of this project (format {MODEL_FORMAT})"
+        )
+    agent, encoder, agent_config = load_agent(ckpt["agent_checkpoint"], ckpt["agent_hash"])
+    config = GenerativeConfig(**ckpt["generative_config"])
+    model = GenerativeModel(
+        config, agent_config["obs_encoding"], agent_config["lang_dim"], agent_config["num_actions"]
+    )
+    model.load_state_dict(ckpt["model_state"])
+    model.eval()
+    return {
+        "model": model,
+        "agent": agent,
+        "encoder": encoder,
+        "agent_config": agent_config,
+        "lang_table": mission_table(encoder, ckpt["missions"]),
+        "ckpt": ckpt,
+    }
+
+
+def to_tensors(windows: dict[str, np.ndarray], index: np.ndarray) -> dict[str, torch.Tensor]:
+    out = {}
+    for k in ("image", "direction", "carrying", "mission_index", "memory", "logits", "action", "done"):
+        v = windows[k][index]
+        out[k] = torch.from_numpy(
+            v.astype(np.float32) if v.dtype in (np.float32, np.float64) else v.astype(np.int64)
+        )
+    return out
+
+
+def split_windows(windows: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) window indices: whole episodes held out (episode % 10 == 0)."""
+    episode = windows["episode"][:, 0]
+    held = episode % HELD_OUT_EVERY == 0
+    if held.all() or not held.any():  # tiny datasets: hold out the last tenth
+        held = np.zeros(len(episode), bool)
+        held[-max(1, len(episode) // HELD_OUT_EVERY) :] = True
+    train = np.flatnonzero(~held)
+    return (train if len(train) else np.flatnonzero(held)), np.flatnonzero(held)
+
+
+@torch.no_grad()
+def evaluate(model, agent, windows, index, lang_table, batch_size: int = 256) -> dict[str, float]:
+    """Held-out metrics with the posterior mean z, averaged over windows."""
+    model.eval()
+    totals: dict[str, float] = {}
+    n = 0
+    for lo in range(0, len(index), batch_size):
+        batch = to_tensors(windows, index[lo : lo + batch_size])
+        loss, sim = losses(model, agent, batch, lang_table, sample=False)
+        m = {
+            **{f"loss/{k}": float(v) for k, v in loss.items()},
+            **reconstruction_metrics(sim, batch, model.config.num_init_steps),
+        }
+        b = len(batch["image"])
+        for k, v in m.items():
+            totals[k] = totals.get(k, 0.0) + v * b
+        n += b
+    model.train()
+    return {f"held_out/{k}": v / n for k, v in totals.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="a recording folder (record.py)")
+    p.add_argument(
+        "--agent_checkpoint", default=None, help="the agent (default: the one the recording names)"
+    )
+    p.add_argument("--out", default=None, help="output folder (default generative/<task>/trial_<N>/...)")
+    p.add_argument("--num_init_steps", type=int, default=3)
+    p.add_argument("--num_sim_steps", type=int, default=16)
+    p.add_argument("--num_updates", type=int, default=5000)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--z_dim", type=int, default=32)
+    p.add_argument("--hidden_size", type=int, default=256)
+    p.add_argument("--obs_temperature", type=float, default=1.0)
+    p.add_argument("--loss_scale_obs", type=float, default=1.0)
+    p.add_argument("--loss_scale_hx", type=float, default=1.0)
+    p.add_argument("--loss_scale_act_log_probs", type=float, default=1.0)
+    p.add_argument("--loss_scale_done", type=float, default=0.1)
+    p.add_argument("--loss_scale_kl", type=float, default=0.01)
+    p.add_argument("--log_interval", type=int, default=100)
+    p.add_argument("--checkpoint_interval", type=int, default=1000)
+    p.add_argument("--max_windows", type=int, default=20_000, help="windows kept (a random subset)")
+    p.add_argument("--max_held_out", type=int, default=512, help="held-out windows evaluated per log")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest model_*.pt in --out")
+    p.add_argument("--no_progress", action="store_true")
+    return p
+
+
+def _newest_model(out: Path) -> Path | None:
+    if (out / "model_final.pt").exists():
+        return out / "model_final.pt"
+    found = sorted(
+        out.glob("model_*.pt"),
+        key=lambda p: int(p.stem.split("_")[1]) if p.stem.split("_")[1].isdigit() else -1,
+    )
+    return found[-1] if found else None
+
+
+def train(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.num_threads)
+    for name in ("num_updates", "batch_size", "log_interval", "checkpoint_interval"):
+        if getattr(args, name) < 1:
+            raise GenerativeError(f"--{name} must be >= 1")
+    try:
+        config = GenerativeConfig(
+            args.num_init_steps, args.num_sim_steps, args.z_dim, args.hidden_size, args.obs_temperature
+        )
+    except ValueError as e:
+        raise GenerativeError(str(e)) from None
+    meta = read_metadata(args.dataset)
+    agent_path = args.agent_checkpoint or meta["checkpoint_path"]
+    agent, encoder, agent_config = load_agent(agent_path, meta["agent_hash"])
+    out = Path(args.out) if args.out else Path("generative") / run_subpath(args.dataset)
+    resume_from = _newest_model(out) if args.resume else None
+    if args.resume and resume_from is None:
+        raise GenerativeError(f"--resume: no model_*.pt in {str(out)!r}")
+    if not args.resume and (out / "model_final.pt").exists():
+        raise GenerativeError(f"{str(out)!r} already holds model_final.pt; use --resume or another --out")
+    windows = load_windows(
+        args.dataset, config.window, max(1, config.window // 2), args.max_windows, args.seed
+    )
+    train_idx, held_idx = split_windows(windows)
+    held_idx = held_idx[: args.max_held_out]
+    lang_table = mission_table(encoder, meta["missions"])
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    model = GenerativeModel(
+        config, agent_config["obs_encoding"], agent_config["lang_dim"], agent_config["num_actions"]
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    start = 0
+    if resume_from is not None:
+        ckpt = torch.load(resume_from, map_location="cpu", weights_only=True)
+        if ckpt.get("agent_hash") != meta["agent_hash"]:
+            raise GenerativeError(
+                f"--resume: {str(resume_from)!r} was trained on another agent than this recording's"
+            )
+        if ckpt["generative_config"] != config.to_dict():
+            raise GenerativeError(
+                f"--resume: {str(resume_from)!r} has config {ckpt['generative_config']}, not {config.to_dict()}"
+            )
+        model.load_state_dict(ckpt["model_state"])
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        start = int(ckpt["update"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        rng = np.random.default_rng(args.seed + start)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.jsonl"
+    if resume_from is None:
+        metrics_path.unlink(missing_ok=True)
+    scales = {k: getattr(args, f"loss_scale_{k}") for k in LOSS_NAMES}
+
+    def save(update: int, final: bool) -> Path:
+        payload = {
+            "format_version": MODEL_FORMAT,
+            "model_state": model.state_dict(),
+            "optimizer_state": optimizer.state_dict(),
+            "generative_config": config.to_dict(),
+            "agent_checkpoint": str(agent_path),
+            "agent_hash": meta["agent_hash"],
+            "dataset": str(args.dataset),
+            "missions": meta["missions"],
+            "update": update,
+            "torch_rng": torch.get_rng_state(),
+            "args": {
+                k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))
+            },
+        }
+        name = "model_final.pt" if final else f"model_{update}.pt"
+        return atomic_write(out / name, lambda tmp: torch.save(payload, tmp))
+
+    model.train()
+    started = time.perf_counter()
+    last: dict = {}
+    bar = tqdm(
+        range(start, args.num_updates), desc="train_generative", disable=args.no_progress, dynamic_ncols=True
+    )
+    for update in bar:
+        batch = to_tensors(
+            windows, rng.choice(train_idx, size=args.batch_size, replace=len(train_idx) < args.batch_size)
+        )
+        loss, _ = losses(model, agent, batch, lang_table)
+        total = sum(scales[k] * loss[k] for k in LOSS_NAMES)
+        optimizer.zero_grad()
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        u = update + 1
+        if u % args.log_interval == 0 or u == args.num_updates:
+            row = {
+                "update": u,
+                "train/loss": total.item(),
+                **{f"train/{k}": v.item() for k, v in loss.items()},
+                "train/grad_norm": float(grad_norm),
+                **evaluate(model, agent, windows, held_idx, lang_table),
+                "time/elapsed_s": time.perf_counter() - started,
+            }
+            with open(metrics_path, "a") as f:
+                f.write(
+                    json.dumps(
+                        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+                    )
+                    + "\n"
+                )
+            last = row
+            bar.set_postfix(loss=f"{total.item():.3f}", cell=f"{row.get('held_out/acc/cell', math.nan):.3f}")
+        if u % args.checkpoint_interval == 0 and u != args.num_updates:
+            save(u, False)
+    bar.close()
+    final = save(args.num_updates, True)
+    return {
+        "out": str(out),
+        "model": str(final),
+        "num_train_windows": int(len(train_idx)),
+        "num_held_out_windows": int(len(held_idx)),
+        "seconds": round(time.perf_counter() - started, 1),
+        "metrics": last,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = train(args)
+    except (GenerativeError, RecordingError, RunPathError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    m = summary["metrics"]
+    keys = [k for k in m if k.startswith("held_out/acc/") or k.startswith("held_out/memory/")]
+    print(f"{summary['model']}  ({summary['seconds']} s)")
+    print("  ".join(f"{k.removeprefix('held_out/')} {m[k]:.4f}" for k in keys))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
