@@ -85,6 +85,15 @@ EXTRA_COLUMNS = [
     "eval_max_steps",
     "cache_path",
 ]
+# Columns copied from the checkpoint's training config as they are.
+CONFIG_COLUMNS = (
+    [
+        c
+        for c in LEGACY_COLUMNS[LEGACY_COLUMNS.index("num_updates") : LEGACY_COLUMNS.index("evaluated_at")]
+        if c != "expert_hidden_sizes"  # written as JSON, MoP checkpoints only
+    ]
+    + EXTRA_COLUMNS[EXTRA_COLUMNS.index("policy_type") : EXTRA_COLUMNS.index("eval_max_steps")]
+)
 KEY = ["checkpoint_path", "eval_task_id", "knockout"]
 _USAGE = re.compile(r"^usage_layer_\d+_expert_\d+$")
 # Whole numbers, kept integers (nullable Int64) through empty cells: otherwise one empty seed turns
@@ -248,22 +257,7 @@ def result_row(ref: CheckpointRef, config: dict, metrics: dict, cache_path: str 
         "eval_max_steps": metrics.get("max_steps"),
         "cache_path": cache_path,
     }
-    for key in (
-        "num_updates",
-        "unroll_len",
-        "lr",
-        "lpc_alpha",
-        "intermediate_dim",
-        "router_hidden_size",
-        "max_steps",
-        "lang_dim",
-        "policy_type",
-        "normalize_lpc",
-        "obs_encoding",
-        "input_encoder",
-        "lang_encoder",
-        "hidden_size",
-    ):
+    for key in CONFIG_COLUMNS:
         row[key] = config.get(key)
     for key, value in metrics.items():
         if key in LEGACY_COLUMNS + EXTRA_COLUMNS and key not in row or key.startswith("usage_"):
@@ -426,17 +420,7 @@ def run(args: argparse.Namespace) -> dict:
     from eval_mop import EvalError, cache_formats
 
     try:  # every flag and output is checked before any checkpoint is looked at
-        evaluation = EvalOptions(
-            task_id=args.eval_task_id,
-            num_episodes=args.num_episodes,
-            num_envs=args.num_envs,
-            max_steps=args.max_steps,
-            sample=args.sample,
-            knockout=args.knockout,
-            knockout_threshold=args.knockout_threshold,
-            record=not args.skip_routing,
-            distilbert_path=args.distilbert_path,
-        )
+        evaluation = EvalOptions.from_args(args, record=not args.skip_routing)
         if args.num_workers < 1:
             raise EvalError(f"--num_workers must be at least 1, got {args.num_workers}")
         check_writable_file(args.results_path, "--results_path")

@@ -158,6 +158,21 @@ class EvalOptions:
             raise EvalError(f"--knockout_threshold must be a router weight in (0, 1], got {t!r}")
         object.__setattr__(self, "knockout", canonical_knockout(self.knockout))
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **settings: Any) -> EvalOptions:
+        """The options eval_mop's and batch_eval's command lines share, plus `settings`."""
+        return cls(
+            task_id=args.eval_task_id,
+            num_episodes=args.num_episodes,
+            num_envs=args.num_envs,
+            max_steps=args.max_steps,
+            sample=args.sample,
+            knockout=args.knockout,
+            knockout_threshold=args.knockout_threshold,
+            distilbert_path=args.distilbert_path,
+            **settings,
+        )
+
     @property
     def knockout_label(self) -> str:
         return knockout_label(self.knockout, self.knockout_threshold)
@@ -621,18 +636,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         sys.exit(2)
     try:
-        options = EvalOptions(
-            task_id=args.eval_task_id,
-            num_episodes=args.num_episodes,
-            num_envs=args.num_envs,
-            max_steps=args.max_steps,
-            sample=args.sample,
-            knockout=args.knockout,
-            knockout_threshold=args.knockout_threshold,
-            record=args.cache_dir is not None,
-            num_workers=args.num_workers,
-            progress=True,
-            distilbert_path=args.distilbert_path,
+        options = EvalOptions.from_args(
+            args, record=args.cache_dir is not None, num_workers=args.num_workers, progress=True
         )
         if args.cache_dir is not None:  # before the work, not after it
             check_writable_dir(args.cache_dir, "--cache_dir")
