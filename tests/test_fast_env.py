@@ -4,11 +4,11 @@ Twelve levels are driven by a random student (all seven actions, so pickups, dro
 toggles happen) and by the bot (its label, with a random action one step in ten). At every step
 the fast env's observation must equal minigrid's own `MiniGridEnv.gen_obs`, its visibility
 `gen_obs_grid`'s mask, its grid encoding `Grid.encode()`, and `FastBot`'s label (or failure) and
-explored map those of a plain `BabyAIBot.replan` on the same env. Tier 1 runs 1,000 steps a level;
-the `slow` version 20,000.
+explored map those of a plain `BabyAIBot.replan` on the same env. Tier 1 runs 1,000 steps a level
+(~40 s in all on a quiet 2-core box); the `long` version 20,000 (~15 min).
 
     pytest tests/test_fast_env.py -m "not slow"
-    pytest tests/test_fast_env.py -m slow
+    pytest tests/test_fast_env.py -m long
 """
 
 import copy
