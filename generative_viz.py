@@ -23,6 +23,8 @@ with app.setup:
 
     import generative_analysis
     from experiment import read_metrics
+    from record import RecordingError
+    from train_generative import GenerativeError
 
 
 @app.cell(hide_code=True)
@@ -44,7 +46,7 @@ def _():
     models = sorted(str(p) for p in root.rglob("model_final.pt")) if root.is_dir() else []
     model_picker = mo.ui.dropdown(models, value=models[0] if models else None, label="model")
     analysis_picker = mo.ui.dropdown(list(generative_analysis.ANALYSES), value="samples", label="analysis")
-    target = mo.ui.text(value="lpc", label="maximise target (layer_<k>:expert_<j> | lpc | action:<a>)")
+    target = mo.ui.text(value="lpc", label="maximise target (`layer_<k>:expert_<j>` | `lpc` | `action:<a>`)")
     run_button = mo.ui.run_button(label="run analysis")
     mo.vstack([model_picker, analysis_picker, target, run_button])
     return analysis_picker, model_picker, run_button, target
@@ -53,7 +55,10 @@ def _():
 @app.cell
 def _(model_picker):
     mo.stop(model_picker.value is None, mo.md("No generative model found: run train_generative.py first."))
-    metrics = read_metrics(Path(model_picker.value).parent / "metrics.jsonl")
+    try:
+        metrics = read_metrics(Path(model_picker.value).parent / "metrics.jsonl")
+    except (OSError, ValueError) as _e:  # missing, or not this project's metrics.jsonl
+        mo.stop(True, mo.callout(mo.md(f"**No held-out metrics.** {_e}"), kind="warn"))
     held_out = {k: v for k, v in (metrics[-1] if metrics else {}).items() if k.startswith("held_out/")}
     mo.ui.table([{"metric": k, "value": v} for k, v in held_out.items()], label="held-out metrics")
     return
@@ -65,9 +70,20 @@ def _(analysis_picker, model_picker, run_button, target):
     argv = ["--model", model_picker.value, "--analysis", analysis_picker.value]
     if analysis_picker.value == "maximise":
         argv += ["--target", target.value]
-    summary = generative_analysis.run(generative_analysis.build_parser().parse_args(argv))
-    images = [mo.image(src=f) for f in summary["files"] if f.endswith((".png", ".gif"))]
-    mo.vstack([mo.json({k: v for k, v in summary.items() if k != "files"}), *images])
+    try:
+        summary = generative_analysis.run(generative_analysis.build_parser().parse_args(argv))
+    except (GenerativeError, RecordingError) as _e:  # the project's one-line reason, not a traceback
+        mo.stop(True, mo.callout(mo.md(f"**Cannot run this analysis.** {_e}"), kind="danger"))
+    # The GIFs are 84-pixel views: a row of them, enlarged with sharp cells (not stretched to the
+    # page's width, as a vstack would); the figures at their own size.
+    gifs = [
+        mo.image(src=f, width=168, style={"image-rendering": "pixelated"})
+        for f in summary["files"]
+        if f.endswith(".gif")
+    ]
+    figures = [mo.image(src=f) for f in summary["files"] if f.endswith(".png")]
+    shown = mo.json({k: v for k, v in summary.items() if k != "files"})
+    mo.vstack([shown, mo.hstack(gifs, justify="start", wrap=True), *figures], align="start")
     return
 
 

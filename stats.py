@@ -5,13 +5,15 @@ Reads the routing caches of one task (<cache_dir>/<task>/trial_<N>/[seed_<S>/][u
 evaluations only) and evaluation_results.csv (the one source of lpc_alpha: its per-row value, from
 the checkpoint's config; never guessed from the trial number). Writes, under --out (default
 stats/<task>/), all atomically and without asking:
-    seed_metrics.csv      one row per (trial, seed, update): α, success, path ratio, LPC, policy
-                          complexity, and r/p/n per phase and correlation (built incrementally: a
-                          cache already in it is skipped unless --force)
+    seed_metrics.csv      one row per (trial, seed, update): α, success (with its episode counts
+                          and 95% Wilson interval), path ratio, LPC, policy complexity, and r/p/n
+                          per phase and correlation (built incrementally: a cache already in it is
+                          skipped unless --force)
     across_seeds.csv      per (α, phase, correlation): Fisher-z mean r, 95% CI, t-test p, n, share > 0
     phase_pairs.csv       per (α, correlation, phase pair): paired t-test on z across runs, Holm-adjusted
     knockouts.csv         per (α, knockout, metric): paired t-test of knockout vs none across runs
-    metrics_by_alpha.csv  success, LPC, policy complexity, path ratio per α: mean, 95% CI, n
+    metrics_by_alpha.csv  success, LPC, policy complexity, path ratio per α: n, mean, 95% CI on
+                          the metric's scale and the estimate it is centred on
     *.png                 the figures of stats_plots.py
 
     python stats.py --task_id BabyAI-UnlockPickup-v0
@@ -34,6 +36,9 @@ state = cell, π̂ smoothed, bits, cells with >= --min_visits... visits; 5 as th
 - policy_complexity (I(S;A), overall and per phase), mean_entropy_<p>, mean_lpc_<p>: seed_metrics'.
 - n_cells_<p> (cells with enough visits), n_steps_<p>: a phase with < 3 cells has no spatial r
   (an empty cell in the table, counted in the printed notes, never dropped silently).
+- num_episodes, successes, success_ci_low/high: the counts behind success_rate (from the cache's
+  episodes table) and their 95% Wilson interval (scipy.stats.binomtest(k, n).proportion_ci), the
+  interval of that one run; NaN where the episodes do not give the counts.
 
 Across seeds (the inference). Units: runs (trial, seed) at one update (--update, default each run's
 last evaluated one). r is clipped to ±0.9999 and z = artanh(r); the test is a one-sample t-test on z
@@ -47,6 +52,18 @@ reason above; a Wilcoxon signed-rank test cannot reach p < 0.05 with n <= 5 seed
 knockout vs none: success rate and mean LPC of the same checkpoint with and without the knockout
 (results CSV), paired t across runs. Holm's step-down correction over every test one figure or one
 table shows (holm(); scipy has Benjamini-Hochberg, not Holm).
+Metrics across runs (metrics_by_alpha, the metrics-vs-α and vs-update figures): the 95% t interval
+of the mean on a scale where the metric's bounds hold, mapped back (mean_ci, SCALE_OF). Success
+rate: t interval of the mean logit, through expit, so it stays inside [0, 1] at any n (a t
+interval of raw rates leaves it at n = 3 for rates near 0 or 1, and clipping it would claim a
+coverage it does not have); a run's logit is the empirical one from its episode counts,
+log((k + ½) / (n − k + ½)), finite at 0 and n successes. Why not a bootstrap over seeds
+(scipy.stats.bootstrap): with 2-5 seeds it has only a handful of distinct resamples and its
+percentile interval never reaches beyond the runs' range, so it covers far less than 95%. Path
+ratio: t interval of the mean log (the geometric mean), so it stays > 0; not forced >= 1, as the
+bot is no shortest-path planner and an agent can beat it. LPC and policy complexity: the plain t
+interval. The `estimate` column is the back-transformed mean the interval is centred on (for r,
+as mean_r is tanh of the mean z); `mean` is the runs' arithmetic mean.
 """
 
 from __future__ import annotations
@@ -56,11 +73,13 @@ import itertools
 import math
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import special
 from scipy import stats as sps
 
 import seed_metrics as sm
@@ -71,6 +90,16 @@ SPATIAL = sm.CORRELATIONS  # lpc_entropy, lpc_kl_local, lpc_kl_global
 TEMPORAL = ("lpc_dist", "entropy_dist", "kl_dist")
 CORRELATIONS = SPATIAL + TEMPORAL
 SCALARS = ("success_rate", "mean_lpc", "policy_complexity", "path_ratio")
+# The scale each is aggregated on across runs (mean_ci): a rate's interval must stay in [0, 1]; the
+# path ratio is a positive ratio (not >= 1: the bot explores what it has not seen, so an agent can
+# beat it on a layout, reference_facts §1.5), so log.
+SCALE_OF = {"success_rate": "logit", "mean_lpc": "linear", "policy_complexity": "linear", "path_ratio": "log"}
+SCALES: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "linear": (lambda v: v, lambda v: v),
+    "log": (np.log, np.exp),
+    "logit": (special.logit, special.expit),
+}
+DOMAIN = {"linear": "the reals", "log": "(0, inf)", "logit": "(0, 1)"}
 PHASE_GOAL = {
     "pre_key": "dist_to_key",
     "post_key_pre_unlock": "dist_to_door",
@@ -80,6 +109,8 @@ PHASE_GOAL = {
     "post_unlock": "dist_to_target",
     "all": "dist_to_target",
 }
+# Per run, from the cache's episodes table: the counts behind success_rate and its Wilson interval.
+COUNT_COLUMNS = ("num_episodes", "successes", "success_ci_low", "success_ci_high")
 NO_INFERENCE = "n=1: no inference"
 CLIP = 0.9999
 TABLE = "seed_metrics.csv"
@@ -99,7 +130,7 @@ def columns_for(system: str) -> list[str]:
         for c in TEMPORAL:
             cols += [f"r_{p}_{c}", f"p_{p}_{c}"]
         cols += [f"n_cells_{p}", f"n_steps_{p}"]
-    return cols + ["phase_system", "cache_path"]
+    return cols + [*COUNT_COLUMNS, "phase_system", "cache_path"]
 
 
 def goal_column(phase: str, steps: pd.DataFrame) -> str | None:
@@ -110,10 +141,29 @@ def goal_column(phase: str, steps: pd.DataFrame) -> str | None:
     return "dist_to_door" if "dist_to_door" in steps and steps["dist_to_door"].notna().any() else None
 
 
+def success_counts(episodes: pd.DataFrame, success_rate: float) -> dict[str, float]:
+    """COUNT_COLUMNS of one cache: its episodes, their successes and the 95% Wilson interval of the
+    rate (scipy.stats.binomtest(...).proportion_ci(method="wilson")). NaN where the episodes table
+    does not say which episodes succeeded, or disagrees with the cache's success_rate (an earlier
+    system's cache whose episodes were rebuilt in part): then the counts are not known."""
+    success = episodes["success"] if "success" in episodes else pd.Series(dtype=float)
+    n = len(success)
+    unknown = {c: math.nan for c in COUNT_COLUMNS}
+    if n == 0 or success.isna().any():
+        return unknown
+    k = int(success.astype(bool).sum())
+    if math.isfinite(success_rate) and abs(k / n - success_rate) > 1e-9:
+        return unknown
+    ci = sps.binomtest(k, n).proportion_ci(0.95, method="wilson")
+    return {"num_episodes": n, "successes": k, "success_ci_low": ci.low, "success_ci_high": ci.high}
+
+
 def checkpoint_stats(data: CacheData, system: str, min_visits: int = sm.MIN_VISITS) -> dict[str, float]:
     """Every number of one cache's row after lpc_alpha: seed_metrics.cache_metrics' (spatial r/p,
-    policy complexity...), plus per phase the per-timestep r/p and n_cells/n_steps."""
+    policy complexity...), plus per phase the per-timestep r/p and n_cells/n_steps, and the
+    success counts (success_counts)."""
     row = sm.cache_metrics(data, system)
+    row |= success_counts(data.episodes, row["success_rate"])
     steps = data.steps
     acted = steps[steps["action"].notna()] if "action" in steps else steps.iloc[:0]
     empty = {f"{k}_{p}_{c}": math.nan for p in sm.PHASES[system] for c in TEMPORAL for k in ("r", "p")}
@@ -150,6 +200,8 @@ def alpha_lookup(results: pd.DataFrame, task_id: str) -> dict:
     rows = results[(results["task_id"] == task_id) & (results["knockout"].fillna("none") == "none")]
     if "eval_task_id" in rows.columns:
         rows = rows[rows["eval_task_id"].fillna(task_id) == task_id]
+    if "trained_tasks" in rows.columns:  # a multi-task run's row of this level: another run's trial
+        rows = rows[rows["trained_tasks"].isna()]
     found: dict = {}
     for r in rows.itertuples(index=False):
         alpha = getattr(r, "lpc_alpha", math.nan)
@@ -182,7 +234,9 @@ def build_table(
     if previous is not None and not previous.empty and not force:
         if set(previous.get("task_id", pd.Series([task_id]))) != {task_id}:
             raise StatsError(f"{TABLE} holds other levels than {task_id}: pass another --out or --force")
-        keep = previous
+        # a table from before a column existed: the column, empty, in its place
+        schema = columns_for(system)
+        keep = previous.reindex(columns=[*schema, *(c for c in previous.columns if c not in schema)])
     done = set(keep["cache_path"]) if "cache_path" in keep else set()
     alphas = alpha_lookup(results, task_id)
     rows = []
@@ -227,6 +281,12 @@ def final_rows(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
         return table[table["update"] == update]
     order = table.assign(_u=table["update"].astype("Float64").fillna(-1.0))
     return order.sort_values("_u").groupby(["trial", "seed"], dropna=False).tail(1).drop(columns="_u")
+
+
+def runs_by_alpha(table: pd.DataFrame, update: int | None = None) -> Iterator[tuple[float, pd.DataFrame]]:
+    """(α, its runs) in α order: final_rows of the runs whose α the results CSV gives."""
+    runs = final_rows(table, update)
+    yield from runs[runs["lpc_alpha"].notna()].groupby("lpc_alpha")
 
 
 def phases_of(table: pd.DataFrame) -> list[str]:
@@ -280,20 +340,64 @@ def aggregate_r(r: Any) -> dict[str, Any]:
     }
 
 
-def mean_ci(values: Any) -> dict[str, Any]:
-    """Mean and its 95% t interval over runs (scipy's), n; NO_INFERENCE with one run."""
+def mean_ci(values: Any, scale: str = "linear") -> dict[str, Any]:
+    """Runs' mean and a 95% t interval (scipy's) of the mean on `scale`, mapped back: "linear"
+    (the t interval of the mean), "log" (of the mean log, so of the geometric mean: stays > 0) or
+    "logit" (of the mean logit: stays inside (0, 1); needs every value strictly inside, see
+    success_ci for rates of exactly 0 or 1). Keys: n, mean (arithmetic, of the runs), estimate
+    (the back-transformed mean the interval is centred on; the mean on "linear"), ci_low, ci_high,
+    scale. NO_INFERENCE with one run; NaN without any."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
-    out: dict[str, Any] = {"n": len(v), "mean": float(v.mean()) if len(v) else math.nan}
-    if len(v) < 2:
-        return out | {
-            "ci_low": NO_INFERENCE if len(v) else math.nan,
-            "ci_high": NO_INFERENCE if len(v) else math.nan,
-        }
-    if np.ptp(v) == 0:
-        return out | {"ci_low": out["mean"], "ci_high": out["mean"]}
-    ci = sps.ttest_1samp(v, 0.0).confidence_interval(0.95)
-    return out | {"ci_low": float(ci.low), "ci_high": float(ci.high)}
+    forward, back = SCALES[scale]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = forward(v)
+    out = {"n": len(v), "mean": float(v.mean()) if len(v) else math.nan, "scale": scale}
+    if not np.isfinite(t).all():
+        reason = f"a value outside {DOMAIN[scale]}: no {scale}-scale interval"
+        return out | {"estimate": math.nan, "ci_low": reason, "ci_high": reason}
+    return out | _interval(t, back)
+
+
+def success_ci(rates: Any, successes: Any = None, episodes: Any = None) -> dict[str, Any]:
+    """mean_ci of success rates on the logit scale, so the interval stays inside [0, 1] at any n.
+    Where a run's episode counts are known, its logit is the empirical one, log((k + ½) / (n - k
+    + ½)) (Haldane-Anscombe; finite at 0 and at n successes); elsewhere the plain logit, and a rate of
+    exactly 0 or 1 without counts has no interval (the cells say so)."""
+    r = np.asarray(rates, dtype=float)
+    k = np.full(len(r), math.nan) if successes is None else np.asarray(successes, dtype=float)
+    n = np.full(len(r), math.nan) if episodes is None else np.asarray(episodes, dtype=float)
+    ok = np.isfinite(r)
+    r, k, n = r[ok], k[ok], n[ok]
+    known = np.isfinite(k) & np.isfinite(n) & (n > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logits = np.where(known, np.log((k + 0.5) / (n - k + 0.5)), special.logit(r))
+    out = {"n": len(r), "mean": float(r.mean()) if len(r) else math.nan, "scale": "logit"}
+    if not np.isfinite(logits).all():
+        reason = "a rate of 0 or 1 without episode counts: no interval (stats.py --force adds them)"
+        return out | {"estimate": math.nan, "ci_low": reason, "ci_high": reason}
+    return out | _interval(logits, special.expit)
+
+
+def _interval(t: np.ndarray, back: Callable[[Any], Any]) -> dict[str, Any]:
+    """estimate = back(mean t) and back() of the 95% t interval of mean t (finite t)."""
+    if len(t) < 2:
+        mark = NO_INFERENCE if len(t) else math.nan
+        return {"estimate": float(back(t[0])) if len(t) else math.nan, "ci_low": mark, "ci_high": mark}
+    estimate = float(back(t.mean()))
+    if np.ptp(t) == 0:  # every run the same: the t statistic is undefined
+        return {"estimate": estimate, "ci_low": estimate, "ci_high": estimate}
+    ci = sps.ttest_1samp(t, 0.0).confidence_interval(0.95)
+    return {"estimate": estimate, "ci_low": float(back(ci.low)), "ci_high": float(back(ci.high))}
+
+
+def scalar_ci(runs: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """The across-run interval of one SCALARS metric on its scale (SCALE_OF): success_ci with the
+    runs' episode counts where the table has them, else mean_ci."""
+    if metric == "success_rate":
+        counts = [runs[c] if c in runs else None for c in ("successes", "num_episodes")]
+        return success_ci(runs[metric], *counts)
+    return mean_ci(runs[metric], SCALE_OF[metric])
 
 
 def holm(pvalues: Any) -> np.ndarray:
@@ -319,10 +423,8 @@ def stars(p: Any) -> str:
 def across_seeds(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
     """Per (α, phase, correlation): aggregate_r over the runs at one update, Holm over the table."""
     phases = phases_of(table)
-    runs = final_rows(table, update)
-    runs = runs[runs["lpc_alpha"].notna()]
     out = []
-    for alpha, group in runs.groupby("lpc_alpha"):
+    for alpha, group in runs_by_alpha(table, update):
         for p in phases:
             for c in CORRELATIONS:
                 col = f"r_{p}_{c}"
@@ -353,10 +455,8 @@ def phase_pairs(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
     """Per (α, correlation, phase pair): paired t-test on the same runs' z (ttest_rel); Holm within
     each (α, correlation)."""
     phases = phases_of(table)
-    runs = final_rows(table, update)
-    runs = runs[runs["lpc_alpha"].notna()]
     out = []
-    for alpha, group in runs.groupby("lpc_alpha"):
+    for alpha, group in runs_by_alpha(table, update):
         for c in CORRELATIONS:
             family = []
             for a, b in itertools.combinations(phases, 2):
@@ -386,6 +486,8 @@ def knockout_pairs(results: pd.DataFrame, task_id: str, table: pd.DataFrame) -> 
     if results.empty or "knockout" not in results:
         return pd.DataFrame(columns=cols)
     rows = results[(results["task_id"] == task_id) & (results["eval_task_id"].fillna(task_id) == task_id)]
+    if "trained_tasks" in rows.columns:  # single-task runs only (multi-task rows name their level)
+        rows = rows[rows["trained_tasks"].isna()]
     none = rows[rows["knockout"] == "none"].set_index("checkpoint_path")
     out = []
     for label, ko in rows[rows["knockout"] != "none"].groupby("knockout"):
@@ -416,13 +518,15 @@ def knockout_pairs(results: pd.DataFrame, task_id: str, table: pd.DataFrame) -> 
 
 
 def metrics_by_alpha(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
-    """success, LPC, policy complexity, path ratio per α: mean, 95% CI over runs, n."""
-    runs = final_rows(table, update)
-    out = []
-    for alpha, group in runs[runs["lpc_alpha"].notna()].groupby("lpc_alpha"):
-        for m in SCALARS:
-            out.append({"lpc_alpha": alpha, "metric": m} | mean_ci(group[m]))
-    return pd.DataFrame(out, columns=["lpc_alpha", "metric", "n", "mean", "ci_low", "ci_high"])
+    """success, LPC, policy complexity, path ratio per α: n, mean, and the 95% CI over runs with
+    the estimate it is centred on, on the metric's scale (scalar_ci)."""
+    out = [
+        {"lpc_alpha": alpha, "metric": m} | scalar_ci(group, m)
+        for alpha, group in runs_by_alpha(table, update)
+        for m in SCALARS
+    ]
+    columns = ["lpc_alpha", "metric", "n", "mean", "estimate", "ci_low", "ci_high", "scale"]
+    return pd.DataFrame(out, columns=columns)
 
 
 # ----------------------------------------------------------------------------- pooled cell grids
@@ -437,9 +541,8 @@ def pooled_cells(
 
     phases = phases_of(table)
     system = next(s for s, ph in sm.PHASES.items() if list(ph) == phases)
-    runs = final_rows(table, update)
     out = {}
-    for alpha, group in runs[runs["lpc_alpha"].notna()].groupby("lpc_alpha"):
+    for alpha, group in runs_by_alpha(table, update):
         loaded = [load_cache(p) for p in group["cache_path"]]
         steps = [
             d.steps[d.steps["action"].notna()].assign(

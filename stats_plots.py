@@ -1,6 +1,7 @@
 """The figures of stats.py: correlations and metrics across seeds and lpc_alpha. Data in (the
 seed-metrics table and stats.py's aggregates), `matplotlib.figure.Figure` out, drawn with
-plot_style; the numbers (Fisher z, t intervals, Holm) all come from stats.py.
+plot_style; the numbers (Fisher z, t intervals on each metric's scale, Wilson, Holm) all come from
+stats.py.
 
     table = pd.read_csv("stats/BabyAI-UnlockPickup-v0/seed_metrics.csv")
     fig = plot_r_vs_alpha(table, stats.across_seeds(table)); fig = plot_metrics_vs_alpha(table, stats.metrics_by_alpha(table))
@@ -95,9 +96,16 @@ def plot_r_vs_alpha(table: pd.DataFrame, seeds: pd.DataFrame, update: int | None
     return fig
 
 
+def _interval_bars(estimate: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """errorbar's yerr of an interval around its estimate (0 where there is no interval)."""
+    return np.nan_to_num(np.vstack([estimate - low, high - estimate]))
+
+
 @styled
 def plot_metrics_vs_alpha(table: pd.DataFrame, scalars: pd.DataFrame, update: int | None = None) -> Figure:
-    """Success, LPC, policy complexity, path ratio against α: mean ± 95% t CI over runs, runs as dots."""
+    """Success, LPC, policy complexity, path ratio against α: the across-run estimate with its 95%
+    CI on the metric's scale (stats.scalar_ci: success on logit, path ratio on log), runs as dots
+    (success: with the run's own Wilson interval from its episodes)."""
     runs = stats.final_rows(table, update)
     runs = runs[runs["lpc_alpha"].notna()]
     alphas = sorted(runs["lpc_alpha"].unique())
@@ -105,43 +113,53 @@ def plot_metrics_vs_alpha(table: pd.DataFrame, scalars: pd.DataFrame, update: in
     x = np.arange(len(alphas))
     for ax, m in zip(fig.subplots(2, 2).ravel(), stats.SCALARS):
         rows = scalars[scalars["metric"] == m].set_index("lpc_alpha").reindex(alphas)
-        mean = rows["mean"].to_numpy(float)
+        estimate = rows["estimate"].to_numpy(float)
         low = np.array([_number(v) for v in rows["ci_low"]])
         high = np.array([_number(v) for v in rows["ci_high"]])
-        ax.errorbar(
-            x, mean, yerr=np.nan_to_num(np.vstack([mean - low, high - mean])), fmt="o-", capsize=3, ms=4
-        )
+        ax.errorbar(x, estimate, yerr=_interval_bars(estimate, low, high), fmt="o-", capsize=3, ms=4)
         for i, a in enumerate(alphas):
-            v = runs.loc[runs["lpc_alpha"] == a, m].to_numpy(float)
-            ax.plot(np.full(len(v), x[i]) + np.linspace(-0.08, 0.08, len(v)), v, ".", color="0.5", ms=3)
+            group = runs[runs["lpc_alpha"] == a]
+            v = group[m].to_numpy(float)
+            at = np.full(len(v), x[i]) + np.linspace(-0.08, 0.08, len(v))
+            if m == "success_rate" and "success_ci_low" in group:
+                wilson_low = group["success_ci_low"].to_numpy(float)
+                wilson_high = group["success_ci_high"].to_numpy(float)
+                ax.errorbar(
+                    at, v, yerr=_interval_bars(v, wilson_low, wilson_high), fmt="none", color="0.7", lw=0.6
+                )
+            ax.plot(at, v, ".", color="0.5", ms=3)
         ax.set_xticks(x, [_alpha_label(a) for a in alphas])
         ax.set_xlabel("lpc_alpha")
         ax.set_ylabel(LABELS[m])
     n = runs.groupby("lpc_alpha").size()
     span = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
-    fig.suptitle(f"Metrics vs α (mean, 95% t CI over {span} runs per α)")
+    fig.suptitle(
+        f"Metrics vs α (95% t CI over {span} runs per α; success on the logit scale,\n"
+        "path ratio on the log scale; grey: runs, success with its Wilson interval)"
+    )
     return fig
 
 
 @styled
 def plot_metrics_vs_update(table: pd.DataFrame) -> Figure:
-    """The four metrics against the checkpoint's update, one line per α (mean over runs, 95% CI band)."""
+    """The four metrics against the checkpoint's update, one line per α (the across-run estimate
+    and its 95% CI band on the metric's scale, stats.scalar_ci)."""
     df = table[table["lpc_alpha"].notna() & table["update"].notna()]
     fig = new_figure(PANEL * 2, PANEL * 1.7)
     axes = fig.subplots(2, 2).ravel()
     for k, (alpha, group) in enumerate(df.groupby("lpc_alpha")):
         for ax, m in zip(axes, stats.SCALARS):
-            rows = [(u, stats.mean_ci(g[m])) for u, g in group.groupby("update")]
+            rows = [(u, stats.scalar_ci(g, m)) for u, g in group.groupby("update")]
             u = np.array([r[0] for r in rows], dtype=float)
-            mean = np.array([r[1]["mean"] for r in rows])
-            ax.plot(u, mean, "o-", ms=3, color=f"C{k}", label=_alpha_label(alpha))
+            estimate = np.array([r[1]["estimate"] for r in rows])
+            ax.plot(u, estimate, "o-", ms=3, color=f"C{k}", label=_alpha_label(alpha))
             low = np.array([_number(r[1]["ci_low"]) for r in rows])
             high = np.array([_number(r[1]["ci_high"]) for r in rows])
             ax.fill_between(u, low, high, color=f"C{k}", alpha=0.15, lw=0)
             ax.set_xlabel("update")
             ax.set_ylabel(LABELS[m])
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", title="lpc_alpha")
-    fig.suptitle("Metrics vs training update (mean, 95% CI over runs)")
+    fig.suptitle("Metrics vs training update (95% CI over runs; success: logit, path ratio: log scale)")
     return fig
 
 

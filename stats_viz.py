@@ -33,8 +33,9 @@ def _():
 
     **Does the compute the router chooses (LPC) follow how decision-relevant a state is (H(A|S),
     KL from the marginal), per task phase, and what does the LPC strength α cost in success?**
-    Units of inference are runs (trial × seed); r is aggregated on Fisher's z with a t interval;
-    a single run per α is shown, never tested. Reads `stats/<task>/seed_metrics.csv` (`STATS_DIR`).
+    Units of inference are runs (trial × seed); r is aggregated on Fisher's z with a t interval,
+    success rate and path ratio on the logit and log scales (their intervals stay in bounds); a
+    single run per α is shown, never tested. Reads `stats/<task>/seed_metrics.csv` (`STATS_DIR`).
     """)
     return
 
@@ -59,8 +60,19 @@ def _(stats_root, task_dropdown):
         task_dropdown.value is None,
         mo.md(f"No `{stats.TABLE}` under `{stats_root}/`: run `python stats.py --task_id <task>` first."),
     )
-    table = pd.read_csv(task_dropdown.value)
-    updates = sorted(int(u) for u in table["update"].dropna().unique())
+    try:
+        table = pd.read_csv(task_dropdown.value)
+        _missing = sorted({"task_id", "trial", "seed", "update", "lpc_alpha"} - set(table.columns))
+        if _missing:
+            raise ValueError(f"no column {', '.join(_missing)}: not a {stats.TABLE} of stats.py")
+        stats.phases_of(table)  # one level per table (StatsError names the levels)
+        updates = sorted(int(u) for u in table["update"].dropna().unique())
+    except (OSError, ValueError) as _e:  # unreadable, not stats.py's table, levels mixed
+        mo.stop(True, mo.callout(mo.md(f"**Cannot use this table.** {_e}"), kind="danger"))
+    mo.stop(
+        table["lpc_alpha"].isna().all(),
+        mo.md("No run in this table has an lpc_alpha: evaluate its checkpoints with `batch_eval.py`."),
+    )
     return table, updates
 
 

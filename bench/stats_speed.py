@@ -155,31 +155,13 @@ def main(argv: list[str] | None = None) -> dict:
         ]
         results_rows(made).to_csv(base / "results.csv", index=False)
         made_s = time.perf_counter() - start
+        argv = ["--task_id", task, "--cache_dir", str(base / "cache")]
+        argv += ["--results_path", str(base / "results.csv"), "--out", str(base / "stats")]
         start = time.perf_counter()
-        summary = stats.main(
-            [
-                "--task_id",
-                task,
-                "--cache_dir",
-                str(base / "cache"),
-                "--results_path",
-                str(base / "results.csv"),
-            ]
-            + ["--out", str(base / "stats"), "--force"]
-        )
+        summary = stats.main([*argv, "--force"])
         took = time.perf_counter() - start
         start = time.perf_counter()
-        stats.main(
-            [
-                "--task_id",
-                task,
-                "--cache_dir",
-                str(base / "cache"),
-                "--results_path",
-                str(base / "results.csv"),
-            ]
-            + ["--out", str(base / "stats"), "--no_figures"]
-        )
+        stats.main([*argv, "--no_figures"])
         again = time.perf_counter() - start
     steps = args.episodes * args.length
     print(

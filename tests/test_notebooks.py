@@ -1,4 +1,5 @@
-"""The marimo notebooks (routing_viz, logit_viz, cross_task_viz) on a real tier-2 chain.
+"""The marimo notebooks (routing_viz, logit_viz, cross_task_viz, stats_viz, generative_viz) on real
+inputs.
 
 The module fixture trains a tiny MoP on BabyAI-UnlockPickup-v0 (checkpoints at updates 3 and 6 and
 final), runs batch_eval on every checkpoint and once more on the final one under a knockout, and
@@ -7,6 +8,9 @@ points the notebooks at it through their environment variables. Each notebook mu
 of crashing when there is no data), and export to HTML. The browser tests serve each notebook with
 `marimo run` on 127.0.0.1 and open it in Debian's headless Chromium through Playwright; they are
 skipped only when /usr/bin/chromium is absent (install it with scripts/install_browser.sh).
+stats_viz reads seed_metrics.csv tables that stats.py builds from synthetic caches of two levels
+(bench/stats_speed.make_cache, as tests/test_stats.py); generative_viz reads two tiny generative
+models trained on a recording of the session's tiny run (as tests/test_generative.py).
 
     pytest tests/test_notebooks.py
     pytest tests/test_notebooks.py -m browser -s      # prints where the screenshots are
@@ -26,16 +30,21 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
 import batch_eval
 import routing_cache
+import stats
 import train_mop
 from conftest import tiny_config
+from experiment import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["routing_viz.py", "logit_viz.py", "cross_task_viz.py"]
+NOTEBOOKS = ["routing_viz.py", "logit_viz.py", "cross_task_viz.py"]  # over the `project` chain
+ALL_NOTEBOOKS = [*NOTEBOOKS, "stats_viz.py", "generative_viz.py"]
 TASK = "BabyAI-UnlockPickup-v0"
 EPISODES = 12
 CHROMIUM = "/usr/bin/chromium"
@@ -97,6 +106,59 @@ def project(tmp_path_factory) -> dict:
     return {"root": root, "env": env}
 
 
+STATS_LEVELS = {"BabyAI-GoToLocal-v0": (10, 20), "BabyAI-UnlockPickup-v0": (20,)}  # level: updates
+
+
+@pytest.fixture(scope="module")
+def stats_tables(tmp_path_factory) -> dict:
+    """stats/<task>/seed_metrics.csv of two levels, built by stats.main from synthetic caches
+    (2 α × 3 seeds; GoToLocal at updates 10 and 20); returns stats_viz's environment variables."""
+    from bench.stats_speed import make_cache, results_rows
+
+    root = tmp_path_factory.mktemp("stats_viz")
+    rng = np.random.default_rng(0)
+    for task, updates in STATS_LEVELS.items():
+        made = [
+            make_cache(
+                root / "cache",
+                task,
+                trial,
+                seed,
+                update,
+                alpha,
+                rng,
+                episodes=20,
+                length=24,
+                key_phases=task == "BabyAI-UnlockPickup-v0",
+            )
+            for trial, alpha in enumerate([0.0, 1e-4])
+            for seed in range(3)
+            for update in updates
+        ]
+        results = root / f"results_{task}.csv"
+        results_rows(made).to_csv(results, index=False)
+        argv = ["--task_id", task, "--cache_dir", str(root / "cache"), "--results_path", str(results)]
+        stats.main([*argv, "--out", str(root / "stats" / task), "--no_figures"])
+    return {"STATS_DIR": str(root / "stats"), "MPLBACKEND": "Agg"}
+
+
+@pytest.fixture(scope="module")
+def generative_models(tiny_run, tmp_path_factory) -> dict:
+    """Two tiny generative models (2 and 3 updates) of a recording of the tiny run's final
+    checkpoint, under one GENERATIVE_DIR; returns generative_viz's environment variables."""
+    import record
+    import train_generative
+
+    root = tmp_path_factory.mktemp("generative_viz")
+    recording = root / "recording"
+    record.record(tiny_run.run_dir / "checkpoint_final.pt", recording, num_episodes=6, num_envs=3)
+    common = ["--dataset", str(recording), "--num_init_steps", "2", "--num_sim_steps", "4"]
+    common += ["--hidden_size", "32", "--z_dim", "4", "--log_interval", "1", "--no_progress"]
+    for name, updates in (("a", "2"), ("b", "3")):
+        train_generative.main([*common, "--out", str(root / "generative" / name), "--num_updates", updates])
+    return {"GENERATIVE_DIR": str(root / "generative"), "MPLBACKEND": "Agg"}
+
+
 @pytest.fixture()
 def empty_env(tmp_path) -> dict:
     """Environment variables that point at folders with nothing in them."""
@@ -128,7 +190,7 @@ def subprocess_env(env: dict) -> dict:
 # ----------------------------------------------------------------------------- static and headless
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS)
+@pytest.mark.parametrize("notebook", ALL_NOTEBOOKS)
 def test_marimo_check_passes(notebook):
     out = subprocess.run(
         [sys.executable, "-m", "marimo", "check", notebook], cwd=ROOT, capture_output=True, text=True
@@ -208,6 +270,29 @@ def test_cross_task_viz_reads_results_caches_and_metrics(project, monkeypatch):
     assert isinstance(defs["fig_knockout"], Figure)
     assert isinstance(defs["fig_training"], Figure)
     assert list(defs["loaded"]) == [f"{TASK} · trial 0"]
+
+
+def test_stats_viz_aggregates_the_first_table_and_names_an_unusable_one(stats_tables, tmp_path, monkeypatch):
+    defs = run_notebook("stats_viz.py", stats_tables, monkeypatch)
+    assert list(defs["tables"]) == list(STATS_LEVELS)
+    table = pd.read_csv(defs["task_dropdown"].value)
+    assert len(defs["seeds"]) == len(stats.across_seeds(table)) and defs["updates"] == [10, 20]
+    success = defs["scalars"][defs["scalars"]["metric"] == "success_rate"]
+    assert ((success["ci_low"] >= 0) & (success["ci_high"] <= 1)).all()
+    good = table
+    for name, bad, message in (
+        ("mixed", pd.concat([good, good.assign(task_id="BabyAI-UnlockPickup-v0")]), "mixes levels"),
+        ("no_alpha", good.assign(lpc_alpha=np.nan), "No run in this table has an lpc_alpha"),
+        ("foreign", good.drop(columns="lpc_alpha"), "no column lpc_alpha"),
+    ):
+        folder = tmp_path / name / "BabyAI-GoToLocal-v0"
+        folder.mkdir(parents=True)
+        bad.to_csv(folder / stats.TABLE, index=False)
+        env = {"STATS_DIR": str(tmp_path / name), "MPLBACKEND": "Agg"}
+        outputs, defs = run_notebook("stats_viz.py", env, monkeypatch, with_outputs=True)
+        assert "seeds" not in defs, name  # the cells after the table stopped instead of raising
+        shown = " ".join(getattr(o, "text", "") for o in outputs if o is not None)
+        assert message in shown, name
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
@@ -442,6 +527,125 @@ def test_browser_routing_viz_evaluates_a_checkpoint(project, tmp_path):
             page.get_by_text("checkpoint_3.pt").wait_for(timeout=30_000)
             assert page.get_by_text("100 episodes").count() >= 1
             page.screenshot(path=str(tmp_path / "routing_viz_fresh.png"), full_page=True)
+            assert marimo_errors(page, log) == []
+        finally:
+            browser.close()
+
+
+def png_sources(page) -> list[str]:
+    return page.eval_on_selector_all(PNG, "imgs => imgs.map(i => i.src)")
+
+
+def wait_for_pngs(page, old: list[str], count: int, new: int) -> None:
+    """Wait until the page holds `count` loaded figure PNGs, `new` of them not among `old`."""
+    page.wait_for_function(
+        """([selector, old, count, fresh]) => {
+            const now = [...document.querySelectorAll(selector)];
+            return now.length === count && now.every(i => i.complete && i.naturalWidth > 0)
+                && now.filter(i => !old.includes(i.src)).length === fresh;
+        }""",
+        arg=[PNG, old, count, new],
+        timeout=120_000,
+    )
+
+
+def dropdown(page, option: str):
+    """The <select> that offers `option`."""
+    return page.locator("select", has=page.locator("option", has_text=option))
+
+
+@pytest.mark.browser
+def test_browser_stats_viz_follows_its_task_and_update(stats_tables, tmp_path):
+    skip_without_chromium()
+    from playwright.sync_api import sync_playwright
+
+    root = Path(stats_tables["STATS_DIR"])
+    rows = {t: len(stats.across_seeds(pd.read_csv(root / t / stats.TABLE))) for t in STATS_LEVELS}
+    assert rows == {"BabyAI-GoToLocal-v0": 12, "BabyAI-UnlockPickup-v0": 48}  # 2 α × phases × 6
+    log = tmp_path / "marimo_run.log"
+    with marimo_server("stats_viz.py", stats_tables, log) as url, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = open_page(browser, url)
+            # The first task: the across-seeds table and the five figures.
+            wait_for_pngs(page, [], 5, 5)
+            widths = page.eval_on_selector_all(PNG, "imgs => imgs.map(i => i.naturalWidth)")
+            assert min(widths) > 300
+            page.get_by_text(f"{rows['BabyAI-GoToLocal-v0']} rows").first.wait_for(timeout=30_000)
+            assert marimo_errors(page, log) == []
+            # Another update: the four figures of one update are redrawn; metrics vs update is not.
+            old = png_sources(page)
+            dropdown(page, "each run's last").select_option(label="10")
+            wait_for_pngs(page, old, 5, 4)
+            assert png_sources(page)[2] == old[2]
+            # Another task: every figure, the table (four phases) and the update choices follow.
+            old = png_sources(page)
+            dropdown(page, "BabyAI-UnlockPickup-v0").select_option(label="BabyAI-UnlockPickup-v0")
+            wait_for_pngs(page, old, 5, 5)
+            page.get_by_text(f"{rows['BabyAI-UnlockPickup-v0']} rows").first.wait_for(timeout=30_000)
+            page.get_by_text("pre_key", exact=True).first.wait_for(timeout=30_000)
+            options = dropdown(page, "each run's last").locator("option").all_inner_texts()
+            assert options == ["each run's last", "20"]
+            page.screenshot(path=str(tmp_path / "stats_viz.png"), full_page=True)
+            assert marimo_errors(page, log) == []
+        finally:
+            browser.close()
+
+
+@pytest.mark.browser
+def test_browser_generative_viz_runs_the_chosen_analysis(generative_models, tmp_path):
+    skip_without_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    models = sorted(Path(generative_models["GENERATIVE_DIR"]).rglob("model_final.pt"))
+    # held_out/loss/obs of each model as the table starts to print it
+    loss = [str(read_metrics(m.parent / "metrics.jsonl")[-1]["held_out/loss/obs"])[:6] for m in models]
+    assert len(models) == 2 and loss[0] != loss[1]
+    gif, png = 'img[src$=".gif"]', 'img[src$=".png"]'  # analysis files, served by marimo as @file/
+    log = tmp_path / "marimo_run.log"
+    with marimo_server("generative_viz.py", generative_models, log) as url, sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = open_page(browser, url)
+            table = page.locator("table").first
+            page.get_by_text("held_out/loss/obs").wait_for(timeout=60_000)
+            assert loss[0] in table.inner_text() and loss[1] not in table.inner_text()
+            run = page.get_by_role("button", name="run analysis")
+            # samples (the default): a GIF per sample, shown at twice its size, and the strip figure
+            run.click()
+            page.wait_for_function(
+                f"""() => document.querySelectorAll('{gif}').length === 4
+                    && [...document.querySelectorAll('img')].every(i => i.complete)""",
+                timeout=120_000,
+            )
+            sizes = page.eval_on_selector_all(
+                gif, "imgs => imgs.map(i => [i.naturalWidth, i.getBoundingClientRect().width])"
+            )
+            assert sizes == [[84, 168]] * 4
+            assert page.eval_on_selector_all(png, "imgs => imgs.map(i => i.naturalWidth)")[0] > 300
+            page.get_by_text("simulated_actions").wait_for(timeout=10_000)
+            strip = page.eval_on_selector(png, "img => img.src")
+            # pca: choosing it clears the output until run; then its one figure, nothing else
+            dropdown(page, "directions").select_option(label="pca")
+            page.wait_for_function(f"() => document.querySelectorAll('{png}').length === 0", timeout=30_000)
+            run.click()
+            page.get_by_text("explained_variance_ratio").wait_for(timeout=120_000)
+            page.wait_for_selector(png, timeout=30_000)
+            assert page.locator(gif).count() == 0 and page.locator(png).count() == 1
+            assert page.eval_on_selector(png, "img => img.src") != strip
+            # maximise with a target this agent lacks: the one-line reason in the cell, no error
+            dropdown(page, "directions").select_option(label="maximise")
+            target = page.get_by_test_id("marimo-plugin-text-input")
+            target.fill("layer_9:expert_0")
+            target.press("Enter")
+            run.click()
+            page.get_by_text("Cannot run this analysis").wait_for(timeout=60_000)
+            assert page.get_by_text("not an expert of this agent").count() == 1
+            assert marimo_errors(page, log) == []
+            # the other model: its own held-out metrics
+            dropdown(page, str(models[1])).select_option(label=str(models[1]))
+            expect(table).to_contain_text(loss[1], timeout=60_000)  # the table is in a shadow root
+            page.screenshot(path=str(tmp_path / "generative_viz.png"), full_page=True)
             assert marimo_errors(page, log) == []
         finally:
             browser.close()

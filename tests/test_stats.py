@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import special
 from scipy import stats as sps
 
 import seed_metrics as sm
@@ -192,3 +193,80 @@ def test_one_seed_per_alpha_is_marked_in_the_table(grid):
     agg = stats.across_seeds(table[table["seed"] == 0])
     assert (agg["n"] == 1).all() and (agg["p"] == stats.NO_INFERENCE).all()
     assert agg["mean_r"].notna().all() and np.isnan(agg["p_holm"]).all()
+
+
+# Extreme success rates of 2 and 3 runs, with their episode counts: a t interval of raw rates
+# leaves [0, 1] on each.
+EXTREME_RUNS = [
+    ([0, 50], [50, 50]),
+    ([0, 50, 50], [50, 50, 50]),
+    ([49, 50, 50], [50, 50, 50]),
+    ([0, 0, 1], [40, 40, 40]),
+]
+
+
+@pytest.mark.parametrize(("successes", "episodes"), EXTREME_RUNS)
+def test_success_interval_stays_in_bounds_and_is_scipys(successes, episodes):
+    k, n = np.array(successes, float), np.array(episodes, float)
+    rates = k / n
+    raw = sps.ttest_1samp(rates, 0).confidence_interval(0.95)
+    assert raw.low < 0 or raw.high > 1  # what a plain t interval would report
+    got = stats.success_ci(rates, k, n)
+    assert 0 <= got["ci_low"] <= got["estimate"] <= got["ci_high"] <= 1
+    assert got["n"] == len(k) and got["mean"] == pytest.approx(rates.mean())
+    # direct: the t interval of the mean empirical logit, through expit
+    logit = np.log((k + 0.5) / (n - k + 0.5))
+    low, high = sps.t.interval(0.95, len(k) - 1, loc=logit.mean(), scale=sps.sem(logit))
+    assert got["ci_low"] == pytest.approx(special.expit(low))
+    assert got["ci_high"] == pytest.approx(special.expit(high))
+    assert got["estimate"] == pytest.approx(special.expit(logit.mean()))
+
+
+def test_success_interval_without_episode_counts():
+    rates = np.array([0.2, 0.9, 0.95])
+    got = stats.success_ci(rates)
+    low, high = sps.t.interval(0.95, 2, loc=special.logit(rates).mean(), scale=sps.sem(special.logit(rates)))
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((special.expit(low), special.expit(high)))
+    # a rate of exactly 1 has no logit without its counts: said in the cell, not NaN, not clipped
+    unknown = stats.success_ci([0.5, 1.0])
+    assert "without episode counts" in unknown["ci_low"] and math.isnan(unknown["estimate"])
+    assert stats.success_ci([0.5], [5], [10])["ci_low"] == stats.NO_INFERENCE
+
+
+@pytest.mark.parametrize("ratios", [[1.0, 6.0], [1.0, 1.02, 4.0], [0.9, 1.0, 12.0]])
+def test_path_ratio_interval_is_positive_and_on_the_log_scale(ratios):
+    got = stats.mean_ci(ratios, stats.SCALE_OF["path_ratio"])
+    assert sps.ttest_1samp(ratios, 0).confidence_interval(0.95).low < 0  # the plain one goes below 0
+    assert 0 < got["ci_low"] <= got["estimate"] <= got["ci_high"]
+    logs = np.log(ratios)
+    low, high = sps.t.interval(0.95, len(logs) - 1, loc=logs.mean(), scale=sps.sem(logs))
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((math.exp(low), math.exp(high)))
+    assert got["estimate"] == pytest.approx(math.exp(logs.mean()))  # the geometric mean
+    assert "no log-scale interval" in stats.mean_ci([1.2, 0.0], "log")["ci_low"]
+
+
+def test_each_run_has_its_wilson_interval_and_alpha_rows_use_the_counts(grid):
+    from eval_mop import wilson_interval  # evaluation's own formula, written out by hand
+
+    base, made, results = grid
+    table = stats.build_table(base / "cache", TASK, results)
+    assert (table["num_episodes"] == 60).all()
+    assert (table["successes"] == (table["success_rate"] * 60).round()).all()
+    for row in table.itertuples():
+        low, high = wilson_interval(int(row.successes), int(row.num_episodes))
+        assert (row.success_ci_low, row.success_ci_high) == pytest.approx((low, high))
+    scalars = stats.metrics_by_alpha(table)
+    for alpha, runs in table.groupby("lpc_alpha"):
+        row = scalars[(scalars["lpc_alpha"] == alpha) & (scalars["metric"] == "success_rate")].iloc[0]
+        direct = stats.success_ci(runs["success_rate"], runs["successes"], runs["num_episodes"])
+        assert row["scale"] == "logit" and (row["ci_low"], row["ci_high"]) == pytest.approx(
+            (direct["ci_low"], direct["ci_high"])
+        )
+        assert 0 <= row["ci_low"] <= row["ci_high"] <= 1
+        ratio = scalars[(scalars["lpc_alpha"] == alpha) & (scalars["metric"] == "path_ratio")].iloc[0]
+        assert ratio["scale"] == "log" and ratio["ci_low"] == ratio["ci_high"] == pytest.approx(1.2)
+    # a table written before the counts existed: its rows keep empty counts, in the schema's order
+    old = table.drop(columns=list(stats.COUNT_COLUMNS)).iloc[:5]
+    grown = stats.build_table(base / "cache", TASK, results, previous=old)
+    assert list(grown.columns) == stats.columns_for("none") and len(grown) == 12
+    assert grown["num_episodes"].isna().sum() == 5
