@@ -6,7 +6,10 @@ It knows nothing of the policy (the acting loop is collection.py):
 - `make_env(task_id, max_steps, fast)`: a minigrid level, with the UnlockPickup episode-limit typo
   fixed; fast (the default) serves its observations from fast_grid.FastView (identical, ~10x faster);
 - seed ranges: training episodes draw layouts from `train_episode_seed(...)` (>= 10**9), evaluation
-  from `EVAL_SEED_START + k` (< 10**9), so no evaluation layout is ever trained on;
+  from `EVAL_SEED_START + k` (< 10**6), bot demos from `demo_episode_seed(...)` (5*10**8 .. 10**9),
+  so no evaluation layout is ever trained on and demos never overlap either;
+- multi-task runs (task_id "A,B,C"): `check_task_ids` checks the levels, `env_levels` says which
+  level each training env index runs (by --task_weights, deterministic);
 - `encode_obs`: the policy input, "raw" (the earlier system's 152 numbers) or "onehot" (per image channel);
 - `SafeBot`: minigrid's `BabyAIBot` (fast: fast_grid.FastBot, same labels) with a bounded subgoal
   stack and a watchdog, so a bot that raises or would loop forever reports a failure instead of
@@ -45,6 +48,11 @@ EVAL_SEED_START = 0  # evaluation layouts: EVAL_SEED_START + episode index, alwa
 TRAIN_SEED_START = 10**9
 _TRAIN_ENV_STRIDE = 10**7  # episodes one training env may run before colliding with the next env
 _TRAIN_RUN_STRIDE = 10**10  # per run seed: room for 1000 envs
+# Bot demos for offline imitation (demos.py): DEMO_SEED_START + demo_seed * DEMO_SET_STRIDE + k,
+# between the evaluation seeds (< 10**6, eval_mop's limit) and the training seeds (>= 10**9).
+DEMO_SEED_START = 5 * 10**8
+DEMO_SET_STRIDE = 10**7  # demos per demo set
+DEMO_SETS = (TRAIN_SEED_START - DEMO_SEED_START) // DEMO_SET_STRIDE  # 50 disjoint demo sets
 
 # minigrid 3.2.0 UnlockPickup tests `if max is None` instead of `max_steps`, so its intended default
 # (8 * room_size**2 = 288) is never set and RoomGridLevel falls back to 72 steps.
@@ -63,6 +71,51 @@ def check_task_id(task_id: str) -> str:
     close = difflib.get_close_matches(task_id, ids, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see babyai_env.babyai_task_ids()"
     raise ValueError(f"unknown task_id {task_id!r}{hint}")
+
+
+def check_task_ids(task_id: str) -> list[str]:
+    """The levels of a task_id: one level, or a comma list of distinct levels (a multi-task run),
+    each checked by check_task_id; ValueError naming the bad one."""
+    if "," not in task_id:
+        return [check_task_id(task_id)]
+    levels = [t.strip() for t in task_id.split(",")]
+    if not all(levels):
+        raise ValueError(f"{task_id!r} has an empty level between its commas")
+    for level in levels:
+        check_task_id(level)
+    repeated = sorted({t for t in levels if levels.count(t) > 1})
+    if repeated:
+        raise ValueError(f"{task_id!r} names {', '.join(repeated)} more than once (use --task_weights)")
+    return levels
+
+
+def env_levels(levels: list[str], num_envs: int, weights: list[float] | None = None) -> list[str]:
+    """The level of each training env index of a multi-task run: each level gets a share of the
+    envs proportional to its weight (largest remainder, ties to the earlier level; default equal
+    weights), and the levels are interleaved over the env indices, so the consecutive env slices
+    of the workers each hold a mix. Deterministic: the same arguments give the same list.
+    ValueError if the weights do not fit the levels or a level would get no env."""
+    weights = [1.0] * len(levels) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(levels):
+        raise ValueError(
+            f"{len(weights)} task_weights for {len(levels)} level(s) in task_id: give one weight per level"
+        )
+    if not all(math.isfinite(w) and w > 0 for w in weights):
+        raise ValueError(f"task_weights must be positive finite numbers, got {weights}")
+    quotas = [num_envs * w / sum(weights) for w in weights]
+    counts = [math.floor(q) for q in quotas]
+    by_remainder = sorted(range(len(levels)), key=lambda k: (-(quotas[k] - counts[k]), k))
+    for k in by_remainder[: num_envs - sum(counts)]:
+        counts[k] += 1
+    empty = [levels[k] for k in range(len(levels)) if counts[k] == 0]
+    if empty:
+        raise ValueError(
+            f"num_envs {num_envs} leaves {', '.join(empty)} without an env at these weights: "
+            "raise num_envs or that level's weight"
+        )
+    # Env j of level k sits at (j + 0.5) / count_k of the index range: evenly spread, interleaved.
+    slots = sorted(((j + 0.5) / counts[k], k) for k in range(len(levels)) for j in range(counts[k]))
+    return [levels[k] for _, k in slots]
 
 
 def make_env(task_id: str, max_steps: int | None = None, fast: bool = True) -> Any:
@@ -86,6 +139,16 @@ def train_episode_seed(run_seed: int, env_index: int, episode_index: int) -> int
         raise ValueError(f"env_index {env_index} out of range")
     episode_index %= _TRAIN_ENV_STRIDE
     return TRAIN_SEED_START + run_seed * _TRAIN_RUN_STRIDE + env_index * _TRAIN_ENV_STRIDE + episode_index
+
+
+def demo_episode_seed(demo_seed: int, index: int) -> int:
+    """Layout seed of the `index`-th candidate demo of demo set `demo_seed`; never a training or an
+    evaluation seed."""
+    if not 0 <= demo_seed < DEMO_SETS:
+        raise ValueError(f"demo_seed must be in [0, {DEMO_SETS - 1}], got {demo_seed}")
+    if not 0 <= index < DEMO_SET_STRIDE:
+        raise ValueError(f"demo index {index} out of range (at most {DEMO_SET_STRIDE} per demo set)")
+    return DEMO_SEED_START + demo_seed * DEMO_SET_STRIDE + index
 
 
 def render_layout(

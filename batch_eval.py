@@ -11,6 +11,10 @@ reused by every checkpoint (evaluation_cache/_bot_paths/).
     python batch_eval.py                              # every checkpoint not yet in the CSV
     python batch_eval.py --num_episodes 200 --task BabyAI-GoToRedBall-v0 --trial 0 --seed 3 --update 1500
     python batch_eval.py --final_only --skip_routing --num_workers 2
+
+A multi-task checkpoint (checkpoints/multi_<A>+<B>/..., trained on "A,B") gets one row per level it
+was trained on (those of --task_id, when given): `task_id` is the evaluated level there, and
+`trained_tasks` (a column only CSVs with such rows have, after the EXTRA columns) its comma list.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -33,13 +38,17 @@ from runs import (
     CheckpointRef,
     OutputError,
     RunId,
+    RunPathError,
     atomic_write,
     atomic_write_text,
     check_writable_dir,
     check_writable_file,
     find_checkpoints,
+    is_multi_task,
     locked,
+    run_task_name,
     safe_name,
+    split_task_ids,
 )
 
 DEFAULT_CHECKPOINT_DIRS = ("checkpoints", "modal_checkpoints")
@@ -85,6 +94,9 @@ EXTRA_COLUMNS = [
     "eval_max_steps",
     "cache_path",
 ]
+# Multi-task checkpoints' rows also name the levels they were trained on (comma list); the column
+# is written only when some row has it, so a CSV of single-task runs keeps exactly its columns.
+MULTI_TASK_COLUMNS = ["trained_tasks"]
 # Columns copied from the checkpoint's training config as they are.
 CONFIG_COLUMNS = (
     [
@@ -153,6 +165,21 @@ def final_update(path: Path) -> int | None:
     return int(update) if update is not None else None
 
 
+def names_run(ref: CheckpointRef, task: str) -> bool:
+    """Whether `task` names the checkpoint's run as a whole: its level, its comma list of levels
+    or its folder name (multi_<A>+<B>)."""
+    try:
+        return task == ref.task_id or run_task_name(task) == ref.task_id
+    except RunPathError:
+        return False
+
+
+def trained_on(ref: CheckpointRef, task: str) -> bool:
+    """Whether a checkpoint's run trained on `task`: the run as a whole (names_run), a level of
+    it, or a comma list of levels one of which it trained on."""
+    return names_run(ref, task) or bool(set(ref.run.levels) & set(split_task_ids(task)))
+
+
 def select(
     refs: list[CheckpointRef],
     task: str | None,
@@ -163,7 +190,7 @@ def select(
 ) -> list[CheckpointRef]:
     out = []
     for r in refs:
-        if task and r.task_id != task or trial is not None and r.trial != trial:
+        if task and not trained_on(r, task) or trial is not None and r.trial != trial:
             continue
         if seed is not None and r.seed != seed:
             continue
@@ -187,7 +214,8 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
         raise BatchEvalError(f"results CSV {str(path)!r} is unreadable: {str(e).splitlines()[0]}") from None
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=LEGACY_COLUMNS + EXTRA_COLUMNS)
-    foreign = [c for c in df.columns if c not in LEGACY_COLUMNS + EXTRA_COLUMNS and not _USAGE.match(c)]
+    known = LEGACY_COLUMNS + EXTRA_COLUMNS + MULTI_TASK_COLUMNS
+    foreign = [c for c in df.columns if c not in known and not _USAGE.match(c)]
     if foreign:
         raise BatchEvalError(
             f"results CSV {str(path)!r} has columns this project does not write ({', '.join(foreign[:5])}); "
@@ -236,7 +264,8 @@ def merge_results(path: str | os.PathLike, rows: list[dict]) -> pd.DataFrame:
             (c for c in current.columns if _USAGE.match(c)),
             key=lambda c: [int(x) for x in re.findall(r"\d+", c)],
         )
-        columns = LEGACY_COLUMNS + EXTRA_COLUMNS + usage
+        multi = [c for c in MULTI_TASK_COLUMNS if c in current.columns and current[c].notna().any()]
+        columns = LEGACY_COLUMNS + EXTRA_COLUMNS + multi + usage
         current = _integers(current.reindex(columns=columns))
         sort = [c for c in ("task_id", "trial", "seed", "update", "eval_task_id", "knockout") if c in current]
         current = current.sort_values(sort, na_position="last", kind="stable").reset_index(drop=True)
@@ -247,9 +276,12 @@ def merge_results(path: str | os.PathLike, rows: list[dict]) -> pd.DataFrame:
 def result_row(ref: CheckpointRef, config: dict, metrics: dict, cache_path: str | None) -> dict:
     """One CSV row: the checkpoint's training config and the evaluation's metrics."""
     sizes = config.get("expert_hidden_sizes")
+    trained = config.get("task_id", ref.task_id)
+    multi = is_multi_task(trained)
     row = {
         "checkpoint_path": ref.path,
-        "task_id": config.get("task_id", ref.task_id),
+        # a multi-task checkpoint: one row per evaluated level, named here; its levels below
+        "task_id": metrics.get("eval_task_id", trained) if multi else trained,
         "trial": config.get("trial", ref.trial),
         "seed": ref.seed,
         "update": config.get("update") if ref.update is None else ref.update,
@@ -257,6 +289,8 @@ def result_row(ref: CheckpointRef, config: dict, metrics: dict, cache_path: str 
         "eval_max_steps": metrics.get("max_steps"),
         "cache_path": cache_path,
     }
+    if multi:
+        row["trained_tasks"] = trained
     for key in CONFIG_COLUMNS:
         row[key] = config.get(key)
     for key, value in metrics.items():
@@ -319,6 +353,11 @@ def evaluate_one(ref: CheckpointRef, options: BatchOptions) -> dict:
             RunId.of(config)  # names the cache folder and the bot-path file: refuse '../x' first
         except ValueError as e:
             raise EvalError(str(e)) from None
+        if options.eval.task_id is None and is_multi_task(config["task_id"]):
+            raise EvalError(
+                f"trained on several levels ({config['task_id']}): evaluate one at a time "
+                "(BatchOptions' eval.task_id; batch_eval.py's plan_jobs gives one job per level)"
+            )
         eval_task = options.eval.task_id or config["task_id"]
         max_steps = options.eval.max_steps or config.get("max_steps")
         bot_paths = load_bot_paths(options.cache_dir, eval_task, max_steps)
@@ -340,18 +379,52 @@ def _pool_job(args: tuple) -> dict:
     return evaluate_one(*args)
 
 
+def evaluation_levels(
+    ref: CheckpointRef, eval_task_id: str | None, task: str | None = None
+) -> list[str | None]:
+    """The levels one checkpoint is evaluated on: eval_task_id if given; else None (its training
+    level) for a single-task run, and every level of a multi-task run, or those of `task` (the
+    --task_id filter) unless it names the whole run."""
+    if eval_task_id:
+        return [eval_task_id]
+    if not is_multi_task(ref.task_id):
+        return [None]
+    if task and not names_run(ref, task):
+        return [t for t in ref.run.levels if t in split_task_ids(task)]
+    return ref.run.levels
+
+
+def plan_jobs(
+    refs: list[CheckpointRef],
+    results: pd.DataFrame,
+    eval_task_id: str | None,
+    knockout: str,
+    force: bool,
+    task: str | None = None,
+) -> list[tuple[CheckpointRef, str | None]]:
+    """(checkpoint, level) evaluations still missing from the results (all of them with force);
+    level None: the checkpoint's training level (single-task runs)."""
+    done = set()
+    if not force and not results.empty:
+        for path, row_task, eval_task, ko in (
+            results[["checkpoint_path", "task_id", "eval_task_id", "knockout"]].astype(str).to_numpy()
+        ):
+            done.add((path, eval_task if eval_task != "nan" else row_task, ko))
+    return [
+        (r, level)
+        for r in refs
+        for level in evaluation_levels(r, eval_task_id, task)
+        if (r.path, level or r.task_id, knockout) not in done
+    ]
+
+
 def plan(
     refs: list[CheckpointRef], results: pd.DataFrame, eval_task_id: str | None, knockout: str, force: bool
 ) -> list[CheckpointRef]:
-    """Checkpoints that still need this evaluation (all of them with force)."""
-    if force or results.empty:
-        return list(refs)
-    done = set()
-    for path, task, eval_task, ko in (
-        results[["checkpoint_path", "task_id", "eval_task_id", "knockout"]].astype(str).to_numpy()
-    ):
-        done.add((path, eval_task if eval_task != "nan" else task, ko))
-    return [r for r in refs if (r.path, eval_task_id or r.task_id, knockout) not in done]
+    """Checkpoints that still need this evaluation (all of them with force); a multi-task one
+    while any of its levels does."""
+    jobs = plan_jobs(refs, results, eval_task_id, knockout, force)
+    return list(dict.fromkeys(r for r, _ in jobs))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -390,7 +463,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--task",
         dest="task_id",
         default=None,
-        help="only checkpoints trained on this level (--task is the earlier system's spelling)",
+        help="only checkpoints trained on this level, or on any of a comma list of levels; a "
+        "multi-task checkpoint is then evaluated on those of its levels (--task is the earlier "
+        "system's spelling)",
     )
     parser.add_argument("--trial", type=int, default=None, help="only this trial")
     parser.add_argument("--seed", type=int, default=None, help="only this seed folder")
@@ -444,10 +519,19 @@ def run(args: argparse.Namespace) -> dict:
     refs = select(refs, args.task_id, args.trial, args.seed, args.update, args.final_only)
     if not refs:
         raise BatchEvalError("no checkpoint matches --task_id/--trial/--seed/--update/--final_only")
-    todo = plan(
-        refs, read_results(args.results_path), args.eval_task_id, evaluation.knockout_label, args.force
+    jobs = plan_jobs(
+        refs,
+        read_results(args.results_path),
+        args.eval_task_id,
+        evaluation.knockout_label,
+        args.force,
+        args.task_id,
     )
-    print(f"{len(refs)} checkpoints found, {len(todo)} to evaluate ({args.num_episodes} episodes each)")
+    todo = list(dict.fromkeys(r for r, _ in jobs))
+    levels = f" ({len(jobs)} evaluations: one per level of multi-task runs)" if len(jobs) > len(todo) else ""
+    print(
+        f"{len(refs)} checkpoints found, {len(todo)} to evaluate{levels} ({args.num_episodes} episodes each)"
+    )
     formats = cache_formats(args.cache_format)
     options = BatchOptions(
         eval=evaluation,
@@ -455,30 +539,35 @@ def run(args: argparse.Namespace) -> dict:
         results_path=args.results_path,
         formats=formats,
     )
+
+    def job_options(level: str | None, **settings: Any) -> BatchOptions:
+        return replace(options, eval=replace(options.eval, task_id=level or options.eval.task_id, **settings))
+
     from tqdm.auto import tqdm
 
     rows, errors = [], []
     bars = sys.stderr.isatty()  # progress bars for a terminal; a log or a pipe gets the lines below
-    with tqdm(total=len(todo), desc="checkpoints", dynamic_ncols=True, disable=not bars) as bar:
-        if args.num_workers > 1 and len(todo) > 1:
-            with mp.get_context("spawn").Pool(min(args.num_workers, len(todo))) as pool:
-                for out in pool.imap_unordered(_pool_job, [(r, options) for r in todo]):
+    with tqdm(total=len(jobs), desc="evaluations", dynamic_ncols=True, disable=not bars) as bar:
+        if args.num_workers > 1 and len(jobs) > 1:
+            with mp.get_context("spawn").Pool(min(args.num_workers, len(jobs))) as pool:
+                for out in pool.imap_unordered(_pool_job, [(r, job_options(t)) for r, t in jobs]):
                     (errors if "error" in out else rows).append(out)
                     bar.update(1)
         else:
-            for ref in todo:
-                out = evaluate_one(ref, replace(options, eval=replace(options.eval, progress=bars)))
+            for ref, level in jobs:
+                out = evaluate_one(ref, job_options(level, progress=bars))
                 (errors if "error" in out else rows).append(out)
                 bar.update(1)
-    for row in sorted(rows, key=lambda r: r["checkpoint_path"]):
+    for row in sorted(rows, key=lambda r: (r["checkpoint_path"], str(r.get("eval_task_id")))):
         ci = f"[{row['success_ci_low']:.2f}, {row['success_ci_high']:.2f}]"
         lpc = (
             ""
             if row.get("mean_lpc") is None or math.isnan(row["mean_lpc"])
             else f"  lpc {row['mean_lpc']:.0f}"
         )
+        on = f" on {row['eval_task_id']}" if row.get("trained_tasks") else ""
         print(
-            f"{row['checkpoint_path']}: success {row['success_rate']:.3f} {ci}  path {row['path_ratio']:.2f}{lpc}"
+            f"{row['checkpoint_path']}{on}: success {row['success_rate']:.3f} {ci}  path {row['path_ratio']:.2f}{lpc}"
         )
     if errors and not rows:  # one line: the first reason (the same for all, as a bad flag usually is)
         more = f" (and {len(errors) - 1} more checkpoints)" if len(errors) > 1 else ""

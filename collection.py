@@ -5,7 +5,9 @@
   it, so a policy sees the same inputs wherever it runs.
 - `Collector` / `ParallelCollector`: N training envs, each labelled by its own bot at every step,
   acting with a copy of the current policy; worker processes each own a slice of the envs and
-  return whole chunks of steps (numpy arrays) for the learner to replay with gradients.
+  return whole chunks of steps (numpy arrays) for the learner to replay with gradients. A
+  multi-task run (task_id "A,B,C") gives each env index its own level (babyai_env.env_levels);
+  its layouts still come from train_episode_seed(run_seed, env_index, episode_index).
 
 Example:
     with ParallelCollector("BabyAI-GoToLocal-v0", num_envs=16, num_workers=2, run_seed=0, ...) as c:
@@ -27,7 +29,9 @@ import torch
 from babyai_env import (
     SafeBot,
     bot_path_length,
+    check_task_ids,
     encode_obs,
+    env_levels,
     make_env,
     quiet_reset,
     train_episode_seed,
@@ -97,6 +101,7 @@ class Episode:
     bot_failure: str | None  # why the bot gave up, if it did (the episode was then cut short)
     bot_steps: int | None  # bot path length of this layout, when it was measured
     mission: str
+    task_id: str = ""  # the env's level (several in a multi-task run)
 
 
 class _Slot:
@@ -128,7 +133,14 @@ class _Slot:
                 self.path_env = make_env(self.task_id, self.max_steps, self.fast)
             bot_steps = bot_path_length(self.task_id, self.seed, self.max_steps, self.fast, self.path_env)
         return Episode(
-            self.env_index, self.seed, self.steps, success, failure, bot_steps, self.obs["mission"]
+            self.env_index,
+            self.seed,
+            self.steps,
+            success,
+            failure,
+            bot_steps,
+            self.obs["mission"],
+            self.task_id,
         )
 
     def state(self) -> dict:
@@ -144,11 +156,12 @@ class Collector:
 
     Each env's layouts, teacher-forcing draws and path-ratio samples depend only on (run_seed,
     env_index), so a run is reproducible and does not depend on how envs are split over workers.
+    task_id: one level for every env, or a list with the level of each of env_indices.
     """
 
     def __init__(
         self,
-        task_id: str,
+        task_id: str | list[str],
         env_indices: list[int],
         run_seed: int,
         max_steps: int | None,
@@ -160,9 +173,12 @@ class Collector:
     ):
         self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
         self.path_ratio_fraction = path_ratio_fraction
+        levels = [task_id] * len(env_indices) if isinstance(task_id, str) else list(task_id)
+        if len(levels) != len(env_indices):
+            raise ValueError(f"{len(levels)} levels for {len(env_indices)} envs")
         self.slots = [
-            _Slot(task_id, i, run_seed, max_steps, rng_seed=run_seed * 1_000_003 + i, fast=fast_env)
-            for i in env_indices
+            _Slot(level, i, run_seed, max_steps, rng_seed=run_seed * 1_000_003 + i, fast=fast_env)
+            for level, i in zip(levels, env_indices)
         ]
         for k, slot in enumerate(self.slots):
             if slot_states is not None:
@@ -308,6 +324,8 @@ def _snapshot(module: torch.nn.Module) -> dict[str, np.ndarray]:
 
 class ParallelCollector:
     """`num_envs` training envs split over `num_workers` processes (0 or 1: this process).
+    task_id: a level, or a comma list of levels whose envs are shared out by `task_weights`
+    (babyai_env.env_levels: interleaved, so every worker's slice holds a mix).
 
     `submit` sends the current weights to every worker, which acts for `unroll_len` steps; `result`
     waits for the chunks and merges them in env order. Between the two the caller may compute
@@ -328,12 +346,14 @@ class ParallelCollector:
         path_ratio_fraction: float = 0.0,
         slot_states: list[dict] | None = None,
         fast_env: bool = True,
+        task_weights: list[float] | None = None,
     ):
+        levels = check_task_ids(task_id)
+        self.env_levels = env_levels(levels, num_envs, task_weights) if len(levels) > 1 else None
         num_workers = max(1, min(num_workers, num_envs))
         bounds = np.linspace(0, num_envs, num_workers + 1).round().astype(int)
         self.slices = [list(range(bounds[w], bounds[w + 1])) for w in range(num_workers)]
         common = dict(
-            task_id=task_id,
             run_seed=run_seed,
             max_steps=max_steps,
             obs_encoding=obs_encoding,
@@ -345,12 +365,19 @@ class ParallelCollector:
         self.workers: list[tuple[Any, Any]] = []
         self.pending: Any = None
         states = slot_states or [None] * num_envs
+
+        def tasks(indices: list[int]) -> str | list[str]:
+            return task_id if self.env_levels is None else [self.env_levels[i] for i in indices]
+
         if num_workers == 1:
-            self.local = Collector(env_indices=self.slices[0], slot_states=slot_states, **common)
+            self.local = Collector(
+                tasks(self.slices[0]), env_indices=self.slices[0], slot_states=slot_states, **common
+            )
             return
         ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
         for indices in self.slices:
             kwargs = dict(
+                task_id=tasks(indices),
                 env_indices=indices,
                 slot_states=None if slot_states is None else [states[i] for i in indices],
                 **common,

@@ -8,6 +8,9 @@ fill a quota, and only the counted episodes reach the cache. Greedy actions unle
 
     python eval_mop.py --checkpoint checkpoints/BabyAI-GoToObj-v0/trial_0/checkpoint_final.pt --num_episodes 100
     python eval_mop.py --checkpoint ... --task_id BabyAI-GoToLocal-v0 --knockout largest --cache_dir evaluation_cache
+
+A multi-task checkpoint (trained on "A,B,C") is evaluated on each of its levels in turn (or on the
+levels of --task_id "A,C"), with one result and one routing cache (eval_<level>/) per level.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -43,10 +46,19 @@ from babyai_env import (
     quiet_reset,
 )
 from collection import MissionCache, ObsBatch, act
-from experiment import ArgumentParser, CheckpointError, load_policy
+from experiment import ArgumentParser, CheckpointError, load_checkpoint, load_policy
 from mixture_of_experts import MixtureOfExpertsPolicy, PolicyOutput, compute_lpc
 from routing_cache import RECORDED_STEP_COLUMNS, derive_step_columns, weight_column, write_cache
-from runs import OutputError, RunId, RunPathError, cache_dir_for, check_writable_dir, inside
+from runs import (
+    OutputError,
+    RunId,
+    RunPathError,
+    cache_dir_for,
+    check_writable_dir,
+    inside,
+    is_multi_task,
+    split_task_ids,
+)
 
 
 class EvalError(ValueError):
@@ -230,16 +242,21 @@ def run_episodes(
     progress: Any = None,
     on_step: Callable[[ActedStep], None] | None = None,
     measure_bot_paths: bool = True,
+    envs: list[Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run exactly the given evaluation episodes (layout seed EVAL_SEED_START + index), acting
     through collection.act like training does. Returns (steps, episodes); steps holds the recorded
     columns plus those routing_cache derives from them (empty when record is False).
     on_step: called after every batched step with what was acted on (record.py keeps it);
-    measure_bot_paths False leaves optimal_length empty (no bot replay of every layout)."""
+    measure_bot_paths False leaves optimal_length empty (no bot replay of every layout).
+    envs: envs of task_id to run in (at least min(num_envs, episodes) of them), reused across calls
+    (lmc.py swaps policies, not envs: every reset re-seeds the layout); None builds new ones."""
     expert_sizes = [list(s) for s in getattr(policy, "expert_sizes", ())]
     is_mop = isinstance(policy, MixtureOfExpertsPolicy)
     queue = list(episode_indices)[::-1]
-    slots = [_EvalSlot(make_env(task_id, max_steps), i) for i in range(min(num_envs, len(queue)))]
+    count = min(num_envs, len(queue))
+    built = envs[:count] if envs is not None else [make_env(task_id, max_steps) for _ in range(count)]
+    slots = [_EvalSlot(env, i) for i, env in enumerate(built)]
     memory = policy.init_memory(len(slots))
     missions = MissionCache(encoder)
     episode_rows: list[dict] = []
@@ -317,9 +334,16 @@ def run_episodes(
         active = [slot for slot in active if slot.episode is not None]
 
     episodes = pd.DataFrame(episode_rows).sort_values("episode").reset_index(drop=True)
+    path_env: list = []  # one env for every bot rollout of this call, made on first need
+
+    def bot_env() -> Any:
+        if not path_env:
+            path_env.append(make_env(task_id, max_steps))
+        return path_env[0]
+
     episodes["optimal_length"] = pd.array(
         [
-            _bot_path(task_id, int(seed), max_steps, bot_paths) if measure_bot_paths else None
+            _bot_path(task_id, int(seed), max_steps, bot_paths, bot_env) if measure_bot_paths else None
             for seed in episodes["seed"]
         ],
         dtype="Int64",
@@ -374,13 +398,18 @@ def _episode_row(slot: _EvalSlot, reward: float, terminated: bool, truncated: bo
 
 
 def _bot_path(
-    task_id: str, seed: int, max_steps: int | None, known: dict[int, int | None] | None
+    task_id: str,
+    seed: int,
+    max_steps: int | None,
+    known: dict[int, int | None] | None,
+    env: Callable[[], Any] | None = None,
 ) -> int | None:
     """Bot path length of an evaluation layout (the path_ratio denominator), shared by every
-    checkpoint evaluated on it through `known`."""
+    checkpoint evaluated on it through `known`; `env()` gives an env to reuse for the rollout (a
+    reset with the seed lays out the same level as a new env)."""
     if known is not None and seed in known:
         return known[seed]
-    steps_needed = bot_path_length(task_id, seed, max_steps)
+    steps_needed = bot_path_length(task_id, seed, max_steps, env=env() if env is not None else None)
     if known is not None:
         known[seed] = steps_needed
     return steps_needed
@@ -452,6 +481,11 @@ def evaluate(
         raise EvalError(str(e)) from None
     except RunPathError as e:
         raise EvalError(f"checkpoint {str(checkpoint_path)!r}: {e}") from None
+    if o.task_id is None and is_multi_task(config["task_id"]):
+        raise EvalError(
+            f"checkpoint {str(checkpoint_path)!r} was trained on several levels ({config['task_id']}): "
+            "evaluate one at a time (eval_levels; eval_mop.py and batch_eval.py evaluate each)"
+        )
     task_id = o.task_id or config["task_id"]
     try:
         check_task_id(task_id)
@@ -520,6 +554,20 @@ def evaluate(
         }
     )
     return EvalResult(metrics, steps, episodes, config)
+
+
+def eval_levels(trained_task_id: str, requested: str | None = None) -> list[str]:
+    """The levels to evaluate a checkpoint on: `requested` (a level or a comma list, each checked)
+    or else every level it was trained on (one for a single-task checkpoint)."""
+    levels = split_task_ids(requested or trained_task_id)
+    if not levels or len(set(levels)) != len(levels):
+        raise EvalError(f"--task_id {requested!r}: give distinct levels, separated by commas")
+    for level in levels:
+        try:
+            check_task_id(level)
+        except ValueError as e:
+            raise EvalError(str(e)) from None
+    return levels
 
 
 def knockout_label(knockout: str | None, threshold: float | None) -> str:
@@ -599,7 +647,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--task_id",
         dest="eval_task_id",
         default=None,
-        help="level to evaluate on (default: the training level); --task_id is an alias",
+        help="level to evaluate on, or a comma list of levels (default: the training level, or every "
+        "level of a multi-task checkpoint); --task_id is an alias",
     )
     parser.add_argument(
         "--num_episodes", type=int, default=100, help="episodes, on evaluation seeds 0..N-1 (default 100)"
@@ -641,10 +690,25 @@ def main(argv: list[str] | None = None) -> dict:
         )
         if args.cache_dir is not None:  # before the work, not after it
             check_writable_dir(args.cache_dir, "--cache_dir")
-        result = evaluate(args.checkpoint, options)
+        trained = None
+        if options.task_id is None:
+            try:
+                trained = str(load_checkpoint(args.checkpoint)["config"].get("task_id"))
+            except CheckpointError:
+                pass  # evaluate() says what is wrong with it
+        if not is_multi_task(options.task_id or trained or ""):
+            return _report(args, evaluate(args.checkpoint, options))
+        # a multi-task checkpoint, or several levels asked for: each level in turn
+        levels = eval_levels(trained or "", options.task_id)
+        summaries = [_report(args, evaluate(args.checkpoint, replace(options, task_id=t))) for t in levels]
     except (EvalError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    return {"evaluations": summaries}
+
+
+def _report(args: argparse.Namespace, result: EvalResult) -> dict:
+    """Print one evaluation's numbers (and write its cache with --cache_dir); its summary."""
     m = result.metrics
     print(f"{m['eval_task_id']}  knockout {m['knockout']}  {m['num_episodes']} episodes")
     print(

@@ -73,7 +73,17 @@ def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
 @dataclass
 class TrainConfig:
     # What to train
-    task_id: str = _help("BabyAI level (a registered gymnasium id)", "BabyAI-GoToLocal-v0")
+    task_id: str = _help(
+        "BabyAI level (a registered gymnasium id), or a comma list of levels for one multi-task "
+        "policy ('BabyAI-GoToLocal-v0,BabyAI-PickupLoc-v0'; checkpoints then under "
+        "multi_GoToLocal+PickupLoc/)",
+        "BabyAI-GoToLocal-v0",
+    )
+    task_weights: list | None = _help(
+        "multi-task runs: the share of the envs per level, one positive weight per level in "
+        "task_id's order, e.g. '0.5,0.25,0.25' (null: equal shares)",
+        None,
+    )
     trial: int = _help("experiment number; checkpoints go to <checkpoint_dir>/<task_id>/trial_<N>/", 0)
     seed: int | None = _help(
         "run seed (weights, layouts, teacher forcing). null: seed 0, checkpoints directly under "
@@ -119,6 +129,28 @@ class TrainConfig:
         "minigrid's, several times faster). --no-fast_env runs minigrid's own gen_obs and BabyAIBot",
         True,
     )
+    # Imitation data: online DAgger (default), its aggregation buffer, or offline bot demos
+    buffer_episodes: int = _help(
+        "DAgger aggregation buffer: keep this many whole labelled episodes (oldest leave first) and "
+        "replay them every update beside the fresh unroll, from their reset so the memory is exact "
+        "(0: off). Saved as buffer_<update>.npz beside each checkpoint; --resume restores it",
+        0,
+    )
+    replay_ratio: float = _help(
+        "with --buffer_episodes: the fraction of each update's frames that are replayed episodes, in [0, 1)",
+        0.5,
+    )
+    demos: int = _help(
+        "offline behavioural cloning (BabyAI's IL): generate this many bot demos once (cached as "
+        "<demos_dir>/<task>/<N>_<demo_seed>.npz, reused) and train on them only, in epochs "
+        "(0: online imitation)",
+        0,
+    )
+    demo_seed: int = _help(
+        "demo set: its layouts are seeds 5e8 + demo_seed x 1e7 + k, disjoint from training and evaluation (0..49)",
+        0,
+    )
+    demos_dir: str = _help("root of the demo cache", "demos")
     # Optimisation
     num_updates: int = _help("optimizer steps; each uses num_envs x unroll_len labelled steps", 2000)
     lr: float = _help("Adam learning rate", 3e-3)
@@ -179,6 +211,7 @@ class TrainConfig:
 
 
 CONFIG_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 _TYPES = get_type_hints(TrainConfig)
 # The MoP integration guide's spellings (YAML keys and flags) -> config keys. `mop_layers` may be
 # a list of one "16,32,64" string per layer, or one "16,32,64;32,64,128" string.
@@ -195,6 +228,7 @@ RESUMABLE_OVERRIDES = {
     "checkpoint_interval",
     "wandb_project",
     "checkpoint_dir",
+    "demos_dir",
 }
 
 
@@ -214,6 +248,17 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"config key {key!r} may not be null")
     if isinstance(value, str) and tp is not str and value.lower() in ("null", "none") and optional:
         return None
+    if key == "task_weights":
+        items = value.split(",") if isinstance(value, str) else value
+        try:
+            weights = [float(w) for w in items]
+            if isinstance(value, bool) or any(isinstance(w, bool) for w in items) or not weights:
+                raise TypeError
+        except (TypeError, ValueError):
+            raise ConfigError(f"task_weights must be a comma list of numbers, got {value!r}") from None
+        if not all(math.isfinite(w) and w > 0 for w in weights):
+            raise ConfigError(f"task_weights must be positive finite numbers, got {value!r}")
+        return weights
     if key == "expert_hidden_sizes":
         from mixture_of_experts import normalize_expert_sizes
 
@@ -274,6 +319,9 @@ LIMITS = {
     "hidden_size": (4096, "memory"),
     "expert_hidden_sizes": (4096, "memory (each expert's GRU size)"),
     "lr": (1.0, "Adam diverges at once above it"),
+    "buffer_episodes": (10**7, "memory"),
+    "demos": (10**7, "the layouts of one demo set (babyai_env.DEMO_SET_STRIDE)"),
+    "demo_seed": (49, "50 disjoint demo sets lie between the evaluation and training seeds"),
 }
 MAX_STEPS_PER_UPDATE = 2**20
 
@@ -295,10 +343,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ConfigError on impossible values (each message names the key): negative or zero
     counts, probabilities outside [0, 1], and values above LIMITS (non-finite floats never get
     here: `_coerce` refuses them for every float key)."""
-    from babyai_env import OBS_ENCODINGS, check_task_id
+    from babyai_env import OBS_ENCODINGS, check_task_ids, env_levels
 
     try:
-        check_task_id(cfg.task_id)
+        levels = check_task_ids(cfg.task_id)
     except ValueError as e:
         raise ConfigError(f"task_id: {e}") from None
     for key in (
@@ -327,6 +375,17 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("teacher_forcing", "path_ratio_fraction", "expert_dropout_beta"):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise ConfigError(f"{key} must be in [0, 1], got {getattr(cfg, key)}")
+    for key in ("buffer_episodes", "demos", "demo_seed"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0 (0: off), got {getattr(cfg, key)}")
+    if not 0.0 <= cfg.replay_ratio < 1.0:
+        raise ConfigError(f"replay_ratio must be in [0, 1), got {cfg.replay_ratio}")
+    if cfg.demos and "," in cfg.task_id:
+        raise ConfigError("--demos takes one level (demo caches are per level), not a multi-task task_id")
+    if cfg.demos and cfg.buffer_episodes:
+        raise ConfigError(
+            "--demos trains offline on bot demos only; --buffer_episodes is online DAgger's buffer: give one of them"
+        )
     if cfg.teacher_forcing_final is not None and not 0.0 <= cfg.teacher_forcing_final <= 1.0:
         raise ConfigError(f"teacher_forcing_final must be in [0, 1], got {cfg.teacher_forcing_final}")
     if cfg.teacher_forcing_decay_updates < 0:
@@ -355,6 +414,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if _base_type(tp)[0] is float:
             _coerce(key, getattr(cfg, key))
     _check_limits(cfg)
+    if cfg.task_weights is not None or len(levels) > 1:  # multi-task: every level gets envs
+        weights = None if cfg.task_weights is None else _coerce("task_weights", cfg.task_weights)
+        try:
+            env_levels(levels, cfg.num_envs, weights)
+        except ValueError as e:
+            raise ConfigError(f"{'task_weights' if weights else 'num_envs'}: {e}") from None
     return cfg
 
 
@@ -690,7 +755,7 @@ def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfi
     for key, value in overrides.items():
         if key in RESUMABLE_OVERRIDES:
             stored[key] = value
-        elif _coerce(key, value) != _coerce(key, stored.get(key)):
+        elif _coerce(key, value) != _coerce(key, stored.get(key, _DEFAULTS.get(key))):
             raise ConfigError(
                 f"--resume: {key}={value!r} differs from the checkpoint's {stored.get(key)!r}; "
                 f"only {', '.join(sorted(RESUMABLE_OVERRIDES))} may change"

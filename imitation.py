@@ -10,6 +10,14 @@ One update, as the loop body reads:
 The replay equals the acting pass (a test checks the logits), so this is the same algorithm as
 stepping with graph, only faster. The policy and the loss come from the stage script.
 
+Where the labelled steps come from (README "Training"):
+- online DAgger (default): the collector's chunk;
+- with `--buffer_episodes N` (`Replay`): the chunk plus whole episodes replayed from the DAgger
+  aggregation buffer (replay_buffer.py), `--replay_ratio` of the update's frames; the buffer is
+  saved as buffer_<update>.npz beside each checkpoint and restored by --resume;
+- with `--demos N` (`DemoSource`, in the collector's place): bot demos only (demos.py), offline
+  behavioural cloning in passes over the cached demos.
+
 --resume restores weights, Adam, RNGs, counters and each env's episode counter and RNG, but not the
 envs' episodes in progress (minigrid and bot state are not plain tensors): every env starts its
 next episode with zeroed memory. So a resumed run is reproducible and equal to the uninterrupted
@@ -29,11 +37,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from babyai_env import encode_obs, make_env, obs_dim
+from babyai_env import check_task_ids, encode_obs, make_env, obs_dim
 from collection import ParallelCollector
 from experiment import (
     ConfigError,
@@ -50,6 +59,14 @@ from experiment import (
     set_rng_state,
 )
 from language import MissionEncoderError, build_mission_encoder
+from replay_buffer import (
+    BufferError,
+    EpisodeAssembler,
+    EpisodeBuffer,
+    concat_chunks,
+    replay_columns,
+    replay_frames_for,
+)
 from runs import (
     METRICS_FILE,
     check_writable_dir,
@@ -75,6 +92,8 @@ class RunStats:
     recent_success: list = field(default_factory=list)
     recent_path_ratio: list = field(default_factory=list)
     elapsed_s: float = 0.0
+    # multi-task runs: {level: {"episodes": n, "success": [recent], "path_ratio": [recent]}}
+    recent_by_level: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- start or resume
@@ -127,15 +146,23 @@ class Learner:
         loss_fn: LossFn,
         ckpt: dict | None,
     ) -> Learner:
-        probe = make_env(cfg.task_id, cfg.max_steps)
-        probe.reset(seed=0)
+        levels = check_task_ids(cfg.task_id)  # several in a multi-task run, each its own max_steps
+        probes = {level: make_env(level, cfg.max_steps) for level in levels}
+        for probe in probes.values():
+            probe.reset(seed=0)
+        actions = {int(probe.action_space.n) for probe in probes.values()}
+        if len(actions) > 1:
+            raise ConfigError(f"task_id: the levels have different action sets ({sorted(actions)} actions)")
+        max_steps = {level: int(probe.max_steps) for level, probe in probes.items()}
         model_config = {
             **dataclasses.asdict(cfg),
             "policy_type": policy_type,
             "input_dim": obs_dim(cfg.obs_encoding),
-            "num_actions": int(probe.action_space.n),
-            "effective_max_steps": int(probe.max_steps),
+            "num_actions": actions.pop(),
+            "effective_max_steps": max(max_steps.values()),
         }
+        if len(levels) > 1:
+            model_config["level_max_steps"] = max_steps
         policy = build_policy_fn(model_config)
         encoder_factory = partial(
             build_mission_encoder, cfg.lang_encoder, cfg.lang_dim, cfg.distilbert_path, None, run_seed(cfg)
@@ -198,6 +225,7 @@ class TrainState:
     slot_states: list | None
     started: float  # perf_counter() at the (virtual) start of the run, resumed time included
     window: dict = field(default_factory=dict)
+    levels: list = field(default_factory=list)  # a multi-task run's levels (logged one by one)
 
     @classmethod
     def start(cls, cfg: TrainConfig, ckpt: dict | None) -> TrainState:
@@ -210,6 +238,10 @@ class TrainState:
             slot_states=ckpt["collector_state"] if ckpt is not None else None,
             started=time.perf_counter() - stats.elapsed_s,
         )
+        levels = check_task_ids(cfg.task_id)
+        state.levels = levels if len(levels) > 1 else []
+        for level in state.levels:
+            stats.recent_by_level.setdefault(level, {"episodes": 0, "success": [], "path_ratio": []})
         state.reset_window()
         return state
 
@@ -219,9 +251,10 @@ class TrainState:
     def record(self, chunk: dict, parts: dict) -> None:
         """Count the chunk's frames and finished episodes, and sum the loss parts for the log."""
         self.slot_states = chunk["slot_states"]
-        frames = int(np.prod(chunk["done"].shape))
+        frames = int(chunk["frames"]) if "frames" in chunk else int(np.prod(chunk["done"].shape))
         self.stats.frames += frames
         self.window["frames"] += frames
+        self.stats.episodes += int(chunk.get("demo_episodes", 0))  # offline: demos trained on
         for _, ep in chunk["episodes"]:
             self.stats.episodes += 1
             self.stats.successes += ep.success
@@ -229,9 +262,24 @@ class TrainState:
             self.recent_success.append(float(ep.success))
             if ep.bot_steps:
                 self.recent_ratio.append(ep.length / ep.bot_steps)
+            if self.levels:
+                self._record_level(ep)
         for k, v in parts.items():
             self.window["sums"][k] = self.window["sums"].get(k, 0.0) + float(v)
         self.window["n"] += 1
+
+    def _record_level(self, ep: Any) -> None:
+        """A multi-task run's per-level counters and recent windows (plain lists in RunStats, so
+        --resume keeps them; each as long as the overall window at most)."""
+        level = self.stats.recent_by_level[ep.task_id]
+        level["episodes"] += 1
+        for key, value in (
+            ("success", float(ep.success)),
+            ("path_ratio", ep.length / ep.bot_steps if ep.bot_steps else None),
+        ):
+            if value is not None:
+                level[key].append(value)
+                del level[key][: -self.recent_success.maxlen]
 
     def log_row(self) -> dict:
         """The metrics.jsonl row for the updates since the last one."""
@@ -241,6 +289,12 @@ class TrainState:
         recent, ratio = self.recent_success, self.recent_ratio
         row["train/success_recent"] = float(np.mean(recent)) if recent else float("nan")
         row["train/path_ratio_recent"] = float(np.mean(ratio)) if ratio else float("nan")
+        for name in self.levels:  # multi-task: the same, per level
+            level = self.stats.recent_by_level[name]
+            for key in ("success", "path_ratio"):
+                values = level[key]
+                row[f"train/{key}_recent/{name}"] = float(np.mean(values)) if values else float("nan")
+            row[f"episodes/total/{name}"] = level["episodes"]
         row["episodes/total"] = self.stats.episodes
         row["episodes/recent_window"] = len(recent)
         row["episodes/bot_failures"] = self.stats.bot_failures
@@ -270,6 +324,141 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
     return payload
 
 
+# ----------------------------------------------------------------------------- imitation data
+
+
+BUFFER_PREFIX = "buffer_"
+
+
+def buffer_path(directory: Path, update: int) -> Path:
+    """The DAgger buffer saved with the checkpoint of `update` (final included)."""
+    return directory / f"{BUFFER_PREFIX}{update}.npz"
+
+
+def _buffer_seed(cfg: TrainConfig) -> list[int]:
+    return [run_seed(cfg), 0xB0FFE7]  # its own stream: sampling never shifts the run's other draws
+
+
+@dataclass
+class Replay:
+    """Online DAgger's aggregation buffer: finished episodes of every chunk go in, and every
+    update trains on the fresh unroll plus replayed episodes making up cfg.replay_ratio of it."""
+
+    cfg: TrainConfig
+    buffer: EpisodeBuffer
+    assembler: EpisodeAssembler
+
+    @classmethod
+    def start(cls, cfg: TrainConfig, directory: Path, ckpt: dict | None) -> Replay | None:
+        if cfg.buffer_episodes == 0:
+            return None
+        if ckpt is None or int(ckpt["update"]) == 0:
+            buffer = EpisodeBuffer(cfg.buffer_episodes, cfg.task_id, _buffer_seed(cfg))
+        else:
+            path = buffer_path(directory, int(ckpt["update"]))
+            try:
+                buffer, _ = EpisodeBuffer.load(path, cfg.task_id)
+            except FileNotFoundError:
+                raise ConfigError(
+                    f"--resume: the run's replay buffer for update {ckpt['update']} ({path.name}) is missing; "
+                    "it is written beside each checkpoint and cannot be rebuilt"
+                ) from None
+            except BufferError as e:
+                raise ConfigError(f"--resume: {e}") from None
+        # The collector starts every env at a fresh episode (a new run, or a resumed one).
+        return cls(cfg, buffer, EpisodeAssembler(cfg.num_envs))
+
+    def training_batch(self, chunk: dict, learner: Learner) -> tuple[dict, dict]:
+        """(the learner's batch: chunk + replayed columns, log parts). Replayed episodes are drawn
+        before this chunk's finished episodes join the buffer, so nothing is trained on twice in
+        one update; their memory comes from the weights this update steps from."""
+        fresh = int(np.prod(chunk["done"].shape))
+        episodes = self.buffer.sample_frames(replay_frames_for(fresh, self.cfg.replay_ratio))
+        columns = replay_columns(
+            episodes, learner.policy, learner.encoder, self.cfg.unroll_len, self.cfg.obs_encoding
+        )
+        self.buffer.extend(self.assembler.add(chunk))
+        parts = {"train/replay_frames": float(columns["frames"]) if columns else 0.0}
+        return concat_chunks(chunk, columns), parts
+
+    def log_fields(self) -> dict:
+        """Where the buffer stands now (metrics.jsonl, beside the per-update averages)."""
+        return {
+            "buffer/episodes": len(self.buffer),
+            "buffer/frames": self.buffer.frames,
+            "buffer/added": self.buffer.added,
+        }
+
+    def save(self, directory: Path, update: int) -> None:
+        self.buffer.save(buffer_path(directory, update), update=update)
+
+    @staticmethod
+    def drop_older(directory: Path, keep: set[int]) -> None:
+        """Only the newest buffer (and those of `keep`, e.g. fork points) stays: each can be tens of MB."""
+        names = {buffer_path(directory, u).name for u in keep}
+        for p in directory.glob(f"{BUFFER_PREFIX}*.npz"):
+            if p.name not in names:
+                p.unlink(missing_ok=True)
+
+
+class DemoSource:
+    """Offline behavioural cloning: serves batches of bot demos in the collector's place. Each
+    update's batch holds about num_envs x unroll_len demo steps, whole episodes from their reset in
+    unroll_len windows (replay_columns), drawn pass after pass over the shuffled demos."""
+
+    def __init__(self, cfg: TrainConfig, ckpt: dict | None, progress: bool):
+        from demos import load_or_generate_demos
+
+        num_workers = cfg.num_workers if cfg.num_workers is not None else default_num_workers()
+        try:
+            self.buffer, self.meta, self.path = load_or_generate_demos(
+                cfg.task_id,
+                cfg.demos,
+                cfg.demo_seed,
+                cfg.demos_dir,
+                cfg.max_steps,
+                num_workers,
+                cfg.fast_env,
+                progress,
+            )
+        except BufferError as e:
+            raise ConfigError(str(e)) from None
+        self.buffer.rng = np.random.default_rng(_buffer_seed(cfg))
+        if ckpt is not None and "demo_sampler" in ckpt:
+            self.load_state(ckpt["demo_sampler"])
+        self.cfg = cfg
+        self.pending: tuple | None = None
+
+    def state(self) -> dict:
+        return {
+            "rng": self.buffer.rng.bit_generator.state,
+            "epoch": self.buffer.epoch,
+            "epoch_order": list(self.buffer._epoch_order),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.buffer.rng.bit_generator.state = state["rng"]
+        self.buffer.epoch = int(state["epoch"])
+        self.buffer._epoch_order = [int(i) for i in state["epoch_order"]]
+
+    def submit(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int, teacher_forcing: Any = None) -> None:
+        self.pending = (policy, encoder, unroll_len)
+
+    def result(self) -> dict:
+        policy, encoder, unroll_len = self.pending
+        self.pending = None
+        episodes = self.buffer.next_epoch_batch(self.cfg.num_envs * unroll_len)
+        chunk = replay_columns(episodes, policy, encoder, unroll_len, self.cfg.obs_encoding)
+        chunk.update(episodes=[], slot_states=None, teacher_forcing=1.0, demo_episodes=len(episodes))
+        return chunk
+
+    def __enter__(self) -> DemoSource:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
 def open_collector(
     cfg: TrainConfig, learner: Learner, build_policy_fn: Callable, state: TrainState
 ) -> ParallelCollector:
@@ -287,6 +476,7 @@ def open_collector(
         path_ratio_fraction=cfg.path_ratio_fraction,
         slot_states=state.slot_states,
         fast_env=cfg.fast_env,
+        task_weights=cfg.task_weights,
     )
 
 
@@ -303,6 +493,18 @@ def teacher_forcing_at(cfg: TrainConfig, update: int) -> float:
     return cfg.teacher_forcing + (cfg.teacher_forcing_final - cfg.teacher_forcing) * progress
 
 
+@dataclass
+class Fork:
+    """Start a new run from another run's state (lmc.py's children): the parent's checkpoint
+    payload at the fork point (weights, Adam, RNGs, counters, update) and this child's buffer.
+    A child with another cfg.seed than the parent runs its own layout and teacher-forcing
+    streams (those of its seed), so two children differ only in their data; a child with the
+    parent's seed and a copy of its buffer equals the parent resumed from that checkpoint."""
+
+    checkpoint: dict
+    buffer: EpisodeBuffer | None = None  # None with a buffer configured: the child starts empty
+
+
 def run_imitation(
     cfg: TrainConfig,
     policy_type: str,
@@ -310,120 +512,214 @@ def run_imitation(
     loss_fn: LossFn,
     resume: bool = False,
     progress: bool = True,
+    fork: Fork | None = None,
+    save_at: tuple[int, ...] = (),
 ) -> dict:
-    """Online imitation on cfg.task_id; returns a summary (paths written, final metrics). Holds
-    the run folder's lock (runs.run_lock) throughout: a second start of the same run is refused."""
+    """Online (or offline, --demos) imitation on cfg.task_id; returns a summary (paths written,
+    final metrics). Holds the run folder's lock (runs.run_lock) throughout: a second start of the
+    same run is refused. `fork`: start from another run's state (a new run folder); `save_at`:
+    also checkpoint at these updates, each with its buffer kept (LMC's fork points)."""
     check_writable_dir(cfg.checkpoint_dir, "checkpoint_dir")
     with run_lock(run_dir(cfg)):
         remove_stale_temp_files(run_dir(cfg))  # left by a kill mid-write; no one else writes here now
-        return _run_locked(cfg, policy_type, build_policy_fn, loss_fn, resume, progress)
+        finished = _complete_if_only_renaming(cfg, resume)
+        if finished is not None:
+            return finished
+        with ImitationRun(cfg, policy_type, build_policy_fn, loss_fn, resume, progress, fork, save_at) as run:
+            while not run.done:
+                run.update()
+        return run.summary()
 
 
-def _run_locked(
-    cfg: TrainConfig,
-    policy_type: str,
-    build_policy_fn: Callable[[dict], torch.nn.Module],
-    loss_fn: LossFn,
-    resume: bool,
-    progress: bool,
-) -> dict:
-    from tqdm.auto import tqdm
-
+def _complete_if_only_renaming(cfg: TrainConfig, resume: bool) -> dict | None:
+    """A run killed between its last numbered checkpoint at num_updates and checkpoint_final.pt:
+    only the name is missing (runs that stored the final weights twice). None otherwise."""
+    if not resume:
+        return None
     directory = run_dir(cfg)
     resumed = checkpoint_to_resume(cfg, resume)
-    ckpt = None if resumed is None else resumed[1]
-    if ckpt is not None and ckpt["update"] == cfg.num_updates:
-        # Killed between its last numbered checkpoint and checkpoint_final.pt: only the name is missing.
-        final = directory / checkpoint_name(None)
-        os.replace(resumed[0], final)
-        print(
-            f"{str(directory)!r} had reached update {cfg.num_updates}: {resumed[0].name} is now {final.name}"
-        )
-        rows = read_metrics(directory / METRICS_FILE) if (directory / METRICS_FILE).exists() else []
-        return {
-            "run_dir": str(directory),
-            "checkpoints": [str(final)],
-            "metrics_path": str(directory / METRICS_FILE),
-            "final": rows[-1] if rows else {},
-            "episodes": ckpt["stats"]["episodes"],
-            "bot_failures": ckpt["stats"]["bot_failures"],
-        }
-    seed_everything(run_seed(cfg))
-    learner = Learner.build(cfg, policy_type, build_policy_fn, loss_fn, ckpt)
-    if ckpt is not None:
-        set_rng_state(ckpt["rng"])
-    state = TrainState.start(cfg, ckpt)
-    torch.set_num_threads(1)  # small matrices: one thread is faster, and workers use the other cores
-
-    def save(name: str) -> str:
-        return str(save_checkpoint(directory / name, checkpoint_payload(learner, state)))
-
-    written: list[str] = []
-    row: dict = {}
-    with open_collector(cfg, learner, build_policy_fn, state) as collector:
-        # Only now, with every worker up, does the run touch its folder: a failed start changes nothing.
-        logger = MetricLogger(directory, cfg, resume, state.update if resume else None)
-        write_run_config(directory, learner.model_config)
-        if resumed is not None and resumed[0].name == checkpoint_name(None):
-            # A finished run goes on: its final weights keep their update. (A bad checkpoint_final.pt
-            # skipped by newest_checkpoint stays until this run writes a new one over it.)
-            os.replace(resumed[0], directory / checkpoint_name(state.update))
-        bar = tqdm(
-            range(state.update + 1, cfg.num_updates + 1),
-            initial=state.update,
-            total=cfg.num_updates,
-            desc=f"{cfg.task_id} t{cfg.trial}",
-            disable=not progress,
-            dynamic_ncols=True,
-        )
-        state.reset_window()
-        collector.submit(
-            learner.policy, learner.encoder, cfg.unroll_len, teacher_forcing_at(cfg, state.update + 1)
-        )
-        for update in bar:
-            state.update, last = update, update == cfg.num_updates
-            chunk = collector.result()
-            if cfg.async_collection and not last:  # the next unroll overlaps with this update
-                collector.submit(
-                    learner.policy, learner.encoder, cfg.unroll_len, teacher_forcing_at(cfg, update + 1)
-                )
-            try:
-                parts = learner.step(chunk)
-            except TrainingDiverged as e:
-                saved = Path(written[-1]).name if written else "none yet"
-                raise TrainingDiverged(
-                    f"update {update}: {e}; training stopped and nothing was saved (last checkpoint: "
-                    f"{saved}); lower --lr or --lpc_alpha"
-                ) from None
-            if not cfg.async_collection and not last:
-                collector.submit(
-                    learner.policy, learner.encoder, cfg.unroll_len, teacher_forcing_at(cfg, update + 1)
-                )
-            parts["train/teacher_forcing"] = chunk["teacher_forcing"]  # the value this chunk acted with
-            state.record(chunk, parts)
-            if update % cfg.log_interval == 0 or last:
-                row = state.log_row()
-                logger.log(row)
-                if progress:
-                    bar.write(format_log_line(row))
-                bar.set_postfix(
-                    succ=f"{row['train/success_recent']:.2f}",
-                    loss=f"{row.get('train/loss', float('nan')):.3f}",
-                )
-                state.reset_window()
-            if cfg.checkpoint_interval and update % cfg.checkpoint_interval == 0 and not last:
-                written.append(save(checkpoint_name(update)))
-        written.append(save(checkpoint_name(None)))  # the final weights, stored once
-        bar.close()
-    logger.close()
+    if resumed is None or resumed[1]["update"] != cfg.num_updates:
+        return None
+    path, ckpt = resumed
+    final = directory / checkpoint_name(None)
+    os.replace(path, final)
+    print(f"{str(directory)!r} had reached update {cfg.num_updates}: {path.name} is now {final.name}")
+    rows = read_metrics(directory / METRICS_FILE) if (directory / METRICS_FILE).exists() else []
     return {
         "run_dir": str(directory),
-        "checkpoints": written,
-        "metrics_path": str(logger.path),
-        "final": row,
-        "episodes": state.stats.episodes,
-        "bot_failures": state.stats.bot_failures,
+        "checkpoints": [str(final)],
+        "metrics_path": str(directory / METRICS_FILE),
+        "final": rows[-1] if rows else {},
+        "episodes": ckpt["stats"]["episodes"],
+        "bot_failures": ckpt["stats"]["bot_failures"],
     }
+
+
+class ImitationRun:
+    """One run, steppable: `with ImitationRun(...) as run: while not run.done: run.update()`.
+    run_imitation drives one; lmc.py drives two children in lockstep (its shared-buffer strategy).
+    The caller holds the run folder's lock. Entering starts the collector (worker processes) and
+    only then touches the run folder, so a failed start changes nothing."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        policy_type: str,
+        build_policy_fn: Callable[[dict], torch.nn.Module],
+        loss_fn: LossFn,
+        resume: bool = False,
+        progress: bool = True,
+        fork: Fork | None = None,
+        save_at: tuple[int, ...] = (),
+    ):
+        if fork is not None and resume:
+            raise ValueError("a forked run starts new; resume it as a normal run")
+        self.cfg, self.progress, self.save_at = cfg, progress, set(int(u) for u in save_at)
+        self.directory = directory = run_dir(cfg)
+        self.resumed = checkpoint_to_resume(cfg, resume)
+        ckpt = fork.checkpoint if fork is not None else (None if self.resumed is None else self.resumed[1])
+        self.resume_flag = resume
+        seed_everything(run_seed(cfg))
+        self.learner = Learner.build(cfg, policy_type, build_policy_fn, loss_fn, ckpt)
+        if ckpt is not None:
+            set_rng_state(ckpt["rng"])
+        self.state = TrainState.start(cfg, ckpt)
+        if fork is not None:
+            if cfg.seed != fork.checkpoint["config"].get("seed"):
+                self.state.slot_states = None  # another seed: its own layout and forcing streams
+            # (with the parent's seed the child continues the parent's streams: it equals the
+            # parent resumed from this checkpoint, which is how a test checks that forks are exact)
+            self.replay = None
+            if cfg.buffer_episodes:
+                buffer = fork.buffer or EpisodeBuffer(cfg.buffer_episodes, cfg.task_id, _buffer_seed(cfg))
+                self.replay = Replay(cfg, buffer, EpisodeAssembler(cfg.num_envs))
+        else:
+            self.replay = Replay.start(cfg, directory, ckpt)
+        torch.set_num_threads(1)  # small matrices: one thread is faster, and workers use the other cores
+        self.build_policy_fn, self.ckpt = build_policy_fn, ckpt
+        self.written: list[str] = []
+        self.row: dict = {}
+        self.collector: Any = None
+        self.logger: MetricLogger | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state.update >= self.cfg.num_updates
+
+    def __enter__(self) -> ImitationRun:
+        from tqdm.auto import tqdm
+
+        cfg, state, learner = self.cfg, self.state, self.learner
+        if cfg.demos:
+            self.collector = DemoSource(cfg, self.ckpt, self.progress)
+        else:
+            self.collector = open_collector(cfg, learner, self.build_policy_fn, state)
+        try:
+            continuing = self.resume_flag
+            self.logger = MetricLogger(self.directory, cfg, continuing, state.update if continuing else None)
+            write_run_config(self.directory, learner.model_config)
+            if self.resumed is not None and self.resumed[0].name == checkpoint_name(None):
+                # A finished run goes on: its final weights keep their update. (A bad
+                # checkpoint_final.pt skipped by newest_checkpoint stays until this run writes a new one.)
+                os.replace(self.resumed[0], self.directory / checkpoint_name(state.update))
+            self.bar = tqdm(
+                initial=state.update,
+                total=cfg.num_updates,
+                desc=f"{cfg.task_id} t{cfg.trial}" + (f" s{cfg.seed}" if cfg.seed is not None else ""),
+                disable=not self.progress,
+                dynamic_ncols=True,
+            )
+            state.reset_window()
+            if not self.done:
+                self._submit(state.update + 1)
+        except BaseException:
+            self.collector.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.collector is not None:
+            self.collector.__exit__(*exc)
+        if self.logger is not None:
+            self.logger.close()
+        if getattr(self, "bar", None) is not None:
+            self.bar.close()
+
+    def _submit(self, update: int) -> None:
+        learner = self.learner
+        self.collector.submit(learner.policy, learner.encoder, self.cfg.unroll_len, teacher_forcing_at(self.cfg, update))
+
+    def update(self) -> dict | None:
+        """One update (collect -> learner step -> record -> log -> save); the logged row, if any.
+        After the last update the final checkpoint is written."""
+        cfg, state, learner = self.cfg, self.state, self.learner
+        update = state.update + 1
+        state.update, last = update, update == cfg.num_updates
+        chunk = self.collector.result()
+        if cfg.async_collection and not last:  # the next unroll overlaps with this update
+            self._submit(update + 1)
+        batch, extra = self.replay.training_batch(chunk, learner) if self.replay is not None else (chunk, {})
+        try:
+            parts = learner.step(batch)
+        except TrainingDiverged as e:
+            saved = Path(self.written[-1]).name if self.written else "none yet"
+            raise TrainingDiverged(
+                f"update {update}: {e}; training stopped and nothing was saved (last checkpoint: "
+                f"{saved}); lower --lr or --lpc_alpha"
+            ) from None
+        if not cfg.async_collection and not last:
+            self._submit(update + 1)
+        parts["train/teacher_forcing"] = chunk["teacher_forcing"]  # the value this chunk acted with
+        parts.update(extra)
+        state.record(chunk, parts)
+        self.bar.update(1)
+        logged = None
+        if update % cfg.log_interval == 0 or last:
+            logged = self.row = state.log_row()
+            if self.replay is not None:
+                self.row.update(self.replay.log_fields())
+            if isinstance(self.collector, DemoSource):
+                self.row["demos/epoch"] = self.collector.buffer.epoch  # passes over the demos started
+            self.logger.log(self.row)
+            if self.progress:
+                self.bar.write(format_log_line(self.row))
+            self.bar.set_postfix(
+                succ=f"{self.row['train/success_recent']:.2f}",
+                loss=f"{self.row.get('train/loss', float('nan')):.3f}",
+            )
+            state.reset_window()
+        interval = cfg.checkpoint_interval and update % cfg.checkpoint_interval == 0
+        if (interval or update in self.save_at) and not last:
+            self.written.append(self.save(checkpoint_name(update)))
+        if last:
+            self.written.append(self.save(checkpoint_name(None)))  # the final weights, stored once
+        return logged
+
+    def payload(self) -> dict:
+        """The checkpoint payload of the run as it stands (what a fork starts from)."""
+        payload = checkpoint_payload(self.learner, self.state)
+        if isinstance(self.collector, DemoSource):
+            payload["demo_sampler"] = self.collector.state()
+        return payload
+
+    def save(self, name: str) -> str:
+        update = self.state.update
+        if self.replay is not None:  # the buffer first: a checkpoint on disk always has its buffer
+            self.replay.save(self.directory, update)
+        path = str(save_checkpoint(self.directory / name, self.payload()))
+        if self.replay is not None:
+            Replay.drop_older(self.directory, keep={update, *self.save_at})
+        return path
+
+    def summary(self) -> dict:
+        return {
+            "run_dir": str(self.directory),
+            "checkpoints": self.written,
+            "metrics_path": str(self.directory / METRICS_FILE),
+            "final": self.row,
+            "episodes": self.state.stats.episodes,
+            "bot_failures": self.state.stats.bot_failures,
+        }
 
 
 def format_log_line(row: dict) -> str:
@@ -440,6 +736,10 @@ def format_log_line(row: dict) -> str:
         for layer in layers:
             ws = [row[k] for k in sorted(k for k in row if k.startswith(f"routing/{layer}/"))]
             parts.append(f"{layer.replace('layer_', 'L')} " + "/".join(f"{w:.2f}" for w in ws))
+    if "buffer/episodes" in row:
+        parts.append(f"buf {row['buffer/episodes']} ep")
+    if "demos/epoch" in row:
+        parts.append(f"demo pass {row['demos/epoch']}")
     parts += [
         f"{row['perf/frames_per_s']:.0f} f/s",
         f"ep {row['episodes/total']}",

@@ -7,6 +7,12 @@ writes plotting_utils.standard_figures to plots/<task_id>/trial_<N>/[seed_<S>/][
 
     python render_plots.py --cache evaluation_cache/BabyAI-UnlockPickup-v0/trial_0 --out plots/
     python render_plots.py --all                  # every cache under evaluation_cache/
+    python render_plots.py --by_level             # routing by level of each multi-task checkpoint
+
+--by_level: every checkpoint evaluated on two or more levels (a multi-task one: batch_eval.py writes
+a row and a cache per level) gets plots/<task>/trial_<N>/[seed_<S>/][update_<U>/]routing_by_level.png,
+its numbers (routing_by_level.csv, routing_by_level_summary.json: routing_analysis.routing_by_level
+and level_difficulty_summary) and a printed table.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from routing_cache import CacheError, find_caches, load_cache
-from runs import OutputError, RunPathError, check_writable_dir, inside, run_subpath
+from runs import OutputError, RunPathError, check_writable_dir, inside, parse_run_path, run_subpath
 
 
 def render_cache(
@@ -65,6 +71,64 @@ def render_cache(
     return save_figures(figures, out, dpi)
 
 
+def level_episodes(results: pd.DataFrame, results_path: str | Path) -> dict[str, dict[str, pd.DataFrame]]:
+    """{checkpoint path: {evaluated level: its cache's episodes}} for every checkpoint with default
+    evaluations (no knockout, greedy) of two or more levels that have a routing cache. A cache
+    path is read as written (relative to the working folder) or else beside the results CSV."""
+    df = results.copy()
+    df = df[(df["knockout"].fillna("none") == "none") & ~df["sample"].fillna(False).astype(bool)]
+    df = df[df["cache_path"].notna()]
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    for checkpoint, rows in df.groupby("checkpoint_path", sort=True):
+        if rows["eval_task_id"].nunique() < 2:
+            continue
+        levels = {}
+        for level, cache in zip(rows["eval_task_id"], rows["cache_path"]):
+            folder = Path(cache)
+            if not folder.is_dir():
+                folder = Path(results_path).parent / cache
+            levels[str(level)] = load_cache(folder).episodes
+        out[str(checkpoint)] = levels
+    return out
+
+
+def render_levels(results_path: str | Path, out_root: str | Path = "plots", dpi: int = 150) -> list[Path]:
+    """The routing-by-level figure and numbers of every checkpoint level_episodes finds."""
+    import json
+
+    from batch_eval import read_results
+    from plotting_utils import save_figures
+    from results_plots import plot_routing_by_level
+    from routing_analysis import level_difficulty_summary, routing_by_level
+    from runs import atomic_write_text
+
+    results = read_results(results_path)
+    written = []
+    for checkpoint, episodes in level_episodes(results, results_path).items():
+        table = routing_by_level(episodes)
+        summary = level_difficulty_summary(table)
+        rows = results[results["checkpoint_path"] == checkpoint]
+        sizes = rows["expert_hidden_sizes"].dropna()
+        sizes = json.loads(sizes.iloc[0]) if len(sizes) else None
+        parsed = parse_run_path(checkpoint)  # the caches' layout: <run>/[update_<U>/]
+        where = run_subpath(checkpoint) if parsed is None else parsed[0].subpath
+        if parsed is not None and parsed[1] is not None:
+            where = where / f"update_{parsed[1]}"
+        out = inside(out_root, Path(out_root) / where)
+        fig = plot_routing_by_level(table, summary, sizes, title=f"Routing by level: {where}")
+        written += save_figures({"routing_by_level": fig}, out, dpi)
+        atomic_write_text(out / "routing_by_level.csv", table.to_csv(index=False))
+        atomic_write_text(
+            out / "routing_by_level_summary.json", json.dumps(summary, indent=1, default=str) + "\n"
+        )
+        columns = ["level", "curriculum_rank", "episodes", "success_rate", "mean_lpc", "lpc_ci_low"]
+        columns += ["lpc_ci_high", "successes", "lpc_success", "bot_path_mean", "r_lpc_bot_path"]
+        print(f"{checkpoint}:")
+        print(table[columns].to_string(index=False, float_format="%.3g"))
+        print(f"  {summary['verdict']}")
+    return written
+
+
 DPI_RANGE = (10, 1200)  # a 1200-dpi figure set is already ~100 MB of PNGs
 
 
@@ -75,6 +139,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", action="append", default=None, help="a routing cache folder (repeatable)")
     parser.add_argument("--all", action="store_true", help="every cache under --cache_dir")
+    parser.add_argument(
+        "--by_level",
+        action="store_true",
+        help="routing by level of every checkpoint evaluated on several levels (from --results_path)",
+    )
     parser.add_argument(
         "--cache_dir", default="evaluation_cache", help="cache root for --all (default evaluation_cache)"
     )
@@ -93,6 +162,21 @@ def main(argv: list[str] | None = None) -> dict:
     folders = [Path(c) for c in args.cache or []]
     if args.all:
         folders += find_caches(args.cache_dir)
+    level_paths: list[Path] = []
+    if args.by_level:
+        try:
+            level_paths = render_levels(args.results_path, args.out, args.dpi)
+        except (CacheError, BatchEvalError, RunPathError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        if not level_paths:
+            print(
+                f"error: no checkpoint in {args.results_path!r} is evaluated on two or more levels",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        if not folders:
+            return {"paths": [str(p) for p in level_paths]}
     if not folders:
         print(
             f"error: no cache given (--cache FOLDER) or found under {args.cache_dir!r} (--all); "
@@ -111,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
             sys.exit(2)
         written += paths
         print(f"{folder}: {len(paths)} figures -> {paths[0].parent if paths else '-'}")
-    return {"paths": [str(p) for p in written]}
+    return {"paths": [str(p) for p in level_paths + written]}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Figures over many evaluations and runs: success against LPC, metrics against training update,
-the knockout comparison (rows of evaluation_results.csv) and training curves (a run's
-metrics.jsonl). Pure functions, data in, `matplotlib.figure.Figure` out, drawn with plot_style;
+the knockout comparison (rows of evaluation_results.csv), training curves (a run's
+metrics.jsonl) and a multi-task policy's routing by level (routing_analysis.routing_by_level). Pure functions, data in, `matplotlib.figure.Figure` out, drawn with plot_style;
 the figures of one routing cache are plotting_utils.py.
 
     fig = plot_success_vs_lpc(batch_eval.read_results("evaluation_results.csv"))
@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from plot_style import EXPERT_COLORS, PANEL, expert_label, expert_size, new_figure, styled
-from routing_analysis import default_runs
+from routing_analysis import default_runs, routing_layers
 
 # ----------------------------------------------------------------------------- across evaluations
 
@@ -242,4 +242,151 @@ def plot_training_curves(
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
     fig.suptitle("Training curves")
+    return fig
+
+
+# ----------------------------------------------------------------------------- levels
+
+
+@styled
+def plot_routing_by_level(
+    table: pd.DataFrame,
+    summary: Mapping[str, Any] | None = None,
+    expert_sizes: Sequence[Sequence[int]] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Routing of one (multi-task) policy by level, from routing_analysis.routing_by_level: mean
+    LPC per step with its 95% CI per level (levels by mean bot path length, the measured
+    difficulty; BabyAI's curriculum rank and the success rate under each), each layer's expert
+    usage per level, and mean LPC against mean bot path length (both with CIs).
+    summary: routing_analysis.level_difficulty_summary (its verdict and rho go in the title)."""
+    if table.empty:
+        raise ValueError("plot_routing_by_level: no levels")
+    t = table.reset_index(drop=True)
+    x = np.arange(len(t))
+    fig = new_figure(3 * PANEL + 0.8, PANEL * 1.05)
+    ax_lpc, ax_usage, ax_path = fig.subplots(1, 3)
+
+    def labels() -> list[str]:
+        out = []
+        for _, r in t.iterrows():
+            rank = "bonus" if pd.isna(r["curriculum_rank"]) else f"#{int(r['curriculum_rank'])}"
+            out.append(
+                f"{str(r['level']).removeprefix('BabyAI-').removesuffix('-v0')}\n"
+                f"BabyAI {rank}\nsuccess {r['success_rate']:.2f}"
+            )
+        return out
+
+    lpc = t["mean_lpc"].to_numpy(float)
+    err = np.clip(np.nan_to_num(np.vstack([lpc - t["lpc_ci_low"], t["lpc_ci_high"] - lpc])), 0.0, None)
+    ax_lpc.bar(x, lpc, 0.6, yerr=err, capsize=3, color="#7f7f7f", label="all episodes")
+    ok = t["lpc_success"].to_numpy(float) if "lpc_success" in t.columns else np.full(len(t), np.nan)
+    if np.isfinite(ok).any():
+        ok_err = np.vstack([ok - t["lpc_success_ci_low"], t["lpc_success_ci_high"] - ok])
+        ok_err = np.clip(np.nan_to_num(ok_err), 0.0, None)
+        ax_lpc.errorbar(
+            x,
+            ok,
+            yerr=ok_err,
+            fmt="D",
+            ms=4,
+            mfc="white",
+            color="black",
+            capsize=2,
+            label="successful episodes",
+        )
+        ax_lpc.legend(frameon=False, fontsize=6, loc="upper left", ncols=2)
+        ax_lpc.set_ylim(0, 1.2 * np.nanmax(np.concatenate([t["lpc_ci_high"], t["lpc_success_ci_high"]])))
+    ax_lpc.set_xticks(x, labels(), fontsize=7)
+    ax_lpc.set(ylabel="mean LPC per step (Σ w·size², 95% CI)", title="routing cost by level")
+    ax_lpc.set_xlabel("level (by mean bot path length →)")
+
+    layers = routing_layers(c.removeprefix("usage_") for c in t.columns if c.startswith("usage_"))
+    width = 0.8 / max(len(layers), 1)
+    for k, cols in layers.items():
+        bottom = np.zeros(len(t))
+        for j, col in enumerate(cols):
+            w = t[f"usage_{col}"].to_numpy(float)
+            sizes = [expert_size(expert_sizes, layer, j) for layer in layers]
+            known = "/".join("id" if v == 0 else str(v) for v in sizes if v is not None)
+            ax_usage.bar(
+                x - 0.4 + width * (k + 0.5),
+                w,
+                width * 0.9,
+                bottom=bottom,
+                color=EXPERT_COLORS[j % len(EXPERT_COLORS)],
+                label=(f"expert {j}" + (f" ({known})" if known else "")) if k == 0 else "_nolegend_",
+                edgecolor="white",
+                linewidth=0.4,
+            )
+            bottom += w
+        for i in x:
+            ax_usage.text(i - 0.4 + width * (k + 0.5), 1.01, f"L{k}", ha="center", va="bottom", fontsize=6)
+    if layers:
+        ax_usage.legend(frameon=False, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=3)
+    names = [str(v).removeprefix("BabyAI-").removesuffix("-v0") for v in t["level"]]
+    ax_usage.set_xticks(x, names, fontsize=7)
+    ax_usage.set(
+        ylim=(0, 1.1), ylabel="mean router weight per step", title="expert usage per layer (L0, L1, ...)"
+    )
+
+    bot = t["bot_path_mean"].to_numpy(float)
+    xerr = np.clip(
+        np.nan_to_num(np.vstack([bot - t["bot_path_ci_low"], t["bot_path_ci_high"] - bot])), 0.0, None
+    )
+    for i in x:
+        ax_path.errorbar(
+            bot[i],
+            lpc[i],
+            xerr=xerr[:, i : i + 1],
+            yerr=err[:, i : i + 1],
+            fmt="o",
+            ms=5,
+            capsize=2,
+            color=f"C{i % 10}",
+        )
+        if np.isfinite(ok[i]):
+            ax_path.errorbar(
+                bot[i],
+                ok[i],
+                yerr=ok_err[:, i : i + 1],
+                fmt="D",
+                ms=4,
+                mfc="white",
+                capsize=2,
+                color=f"C{i % 10}",
+                alpha=0.7,
+            )
+        ax_path.annotate(
+            str(t["level"].iloc[i]).removeprefix("BabyAI-").removesuffix("-v0"),
+            (bot[i], lpc[i]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+        )
+    ax_path.set(
+        xlabel="mean bot path length (steps, 95% CI)",
+        ylabel="mean LPC per step (95% CI)",
+        title="routing cost vs level difficulty",
+    )
+    if np.isfinite(ok).any():
+        ax_path.text(
+            0.02,
+            0.98,
+            "● all episodes   ◇ successful episodes",
+            transform=ax_path.transAxes,
+            va="top",
+            fontsize=6,
+        )
+    head = title or "Routing by level"
+    if summary:
+        rho = summary.get("spearman_lpc_bot_path")
+        extra = (
+            f"Spearman ρ(LPC, bot path) = {rho:.2f} over {summary['n_levels']} levels · "
+            if rho is not None and rho == rho
+            else ""
+        )
+        verdict = str(summary.get("verdict", "")).replace("; ", "\n")
+        head += f"\n{extra}{verdict}"
+    fig.suptitle(head)
     return fig

@@ -10,6 +10,7 @@ at the top; layers and experts are numbered from 0, as in the `layer_<k>_expert_
     data = routing_cache.load_cache("evaluation_cache/BabyAI-UnlockPickup-v0/trial_0")
     groups = group_routing_data(data.steps, data.episodes, "by_key_phase")  # {phase: its steps}
     kl = action_kl_by_cell(data.steps, "neighbours")  # per cell: visits, kl (nats)
+    table = routing_by_level({level: load_cache(folder).episodes, ...})  # a multi-task policy, per level
 """
 
 from __future__ import annotations
@@ -408,3 +409,191 @@ def pick_example_episode(episodes: pd.DataFrame) -> int:
         raise ValueError("pick_example_episode: no episodes")
     gap = (pool["length"] - pool["length"].median()).abs()
     return int(pool.assign(gap=gap).sort_values(["gap", "episode"])["episode"].iloc[0])
+
+
+# ----------------------------------------------------------------------------- routing by level
+
+# BabyAI's ICLR 2019 levels in the order of its curriculum (Chevalier-Boisvert et al. 2019,
+# "BabyAI: a platform to study the sample efficiency of grounded language learning", Table 1 and
+# docs/iclr19_levels.md: each level adds competencies to those before it). Other levels (bonus
+# levels such as UnlockPickup) have no place in it: curriculum_rank gives None for them.
+BABYAI_CURRICULUM: tuple[str, ...] = (
+    "GoToObj",
+    "GoToRedBallGrey",
+    "GoToRedBall",
+    "GoToLocal",
+    "PutNextLocal",
+    "PickupLoc",
+    "GoToObjMaze",
+    "GoTo",
+    "Pickup",
+    "UnblockPickup",
+    "Open",
+    "Unlock",
+    "PutNext",
+    "Synth",
+    "SynthLoc",
+    "GoToSeq",
+    "SynthSeq",
+    "GoToImpUnlock",
+    "BossLevel",
+)
+
+
+def level_name(task_id: str) -> str:
+    """'GoToLocal' for BabyAI-GoToLocal-v0 (other ids as they are)."""
+    m = re.match(r"^BabyAI-([A-Za-z0-9]+)-v\d+$", str(task_id))
+    return m.group(1) if m else str(task_id)
+
+
+def curriculum_rank(task_id: str) -> int | None:
+    """1-based position of a level in BABYAI_CURRICULUM (1 = easiest), None if not in it."""
+    name = level_name(task_id)
+    return BABYAI_CURRICULUM.index(name) + 1 if name in BABYAI_CURRICULUM else None
+
+
+def _t_quantile(df: int, confidence: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + confidence / 2, df))
+
+
+def clustered_mean(values: Any, weights: Any, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, standard error, half-width of the confidence interval) of the weighted mean
+    Σ w_i v_i / Σ w_i over independent clusters i (episodes: v = the episode's mean per step,
+    w = its length, so the mean is per step, as evaluation_results.csv's mean_lpc). The standard
+    error is the ratio estimator's, clustered by episode (steps within an episode are not
+    independent); the interval uses Student's t with n - 1 degrees of freedom. n < 2: NaN error."""
+    v, w = np.asarray(values, float), np.asarray(weights, float)
+    keep = np.isfinite(v) & np.isfinite(w) & (w > 0)
+    v, w = v[keep], w[keep]
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    mean = float((w * v).sum() / w.sum())
+    if n < 2:
+        return mean, math.nan, math.nan
+    se = float(math.sqrt(n / (n - 1) * ((w * (v - mean)) ** 2).sum()) / w.sum())
+    return mean, se, se * _t_quantile(n - 1, confidence)
+
+
+def routing_by_level(episodes_by_level: Mapping[str, pd.DataFrame], confidence: float = 0.95) -> pd.DataFrame:
+    """One row per evaluated level of a (multi-task) policy, from each level's cache episodes table
+    (per-episode mean_lpc, length, success, optimal_length = the bot's path length of the layout,
+    and the per-episode mean router weights layer_<k>_expert_<j>), sorted by mean bot path length
+    (the measured difficulty), with:
+    level, curriculum_rank (BabyAI's order, None if not in it), episodes, success_rate,
+    mean_lpc with lpc_se / lpc_ci_low / lpc_ci_high (per step, clustered by episode),
+    the same over successful episodes only (successes, lpc_success, lpc_success_se,
+    lpc_success_ci_low/high: a failed episode runs to the step limit wherever the policy wanders,
+    so this separates "the level is harder" from "the policy has not learned it"),
+    bot_path_mean with bot_path_ci_low/high (t interval over the layouts the bot solved), bot_paths
+    (their number), mean_length, r_lpc_bot_path (Pearson r over episodes between an episode's mean
+    LPC and its layout's bot path length: within the level, are longer layouts given more LPC?), and
+    usage_layer_<k>_expert_<j> (mean router weight per step)."""
+    rows = []
+    for task_id, episodes in episodes_by_level.items():
+        if episodes.empty:
+            raise ValueError(f"routing_by_level: no episodes of {task_id}")
+        lengths = episodes["length"].to_numpy(float)
+        lpc = episodes["mean_lpc"].to_numpy(float)
+        success = episodes["success"].fillna(False).to_numpy(bool)
+        mean, se, half = clustered_mean(lpc, lengths, confidence)
+        ok_mean, ok_se, ok_half = clustered_mean(lpc[success], lengths[success], confidence)
+        bot = pd.to_numeric(episodes["optimal_length"], errors="coerce").to_numpy(float)
+        known = np.isfinite(bot)
+        bot_mean, bot_se, bot_half = clustered_mean(bot[known], np.ones(known.sum()), confidence)
+        pair = known & np.isfinite(lpc)
+        r = (
+            float(np.corrcoef(lpc[pair], bot[pair])[0, 1])
+            if pair.sum() > 2 and np.std(lpc[pair]) > 0 and np.std(bot[pair]) > 0
+            else math.nan
+        )
+        row = {
+            "level": task_id,
+            "curriculum_rank": curriculum_rank(task_id),
+            "episodes": len(episodes),
+            "success_rate": float(success.mean()),
+            "mean_lpc": mean,
+            "lpc_se": se,
+            "lpc_ci_low": mean - half,
+            "lpc_ci_high": mean + half,
+            "successes": int(success.sum()),
+            "lpc_success": ok_mean,
+            "lpc_success_se": ok_se,
+            "lpc_success_ci_low": ok_mean - ok_half,
+            "lpc_success_ci_high": ok_mean + ok_half,
+            "bot_path_mean": bot_mean,
+            "bot_path_ci_low": bot_mean - bot_half,
+            "bot_path_ci_high": bot_mean + bot_half,
+            "bot_paths": int(known.sum()),
+            "mean_length": float(lengths.mean()),
+            "r_lpc_bot_path": r,
+        }
+        for cols in routing_layers(episodes.columns).values():
+            for c in cols:
+                row[f"usage_{c}"] = float((episodes[c].to_numpy(float) * lengths).sum() / lengths.sum())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["curriculum_rank"] = table["curriculum_rank"].astype("Int64")
+    return table.sort_values(["bot_path_mean", "level"], na_position="last").reset_index(drop=True)
+
+
+def level_difficulty_summary(table: pd.DataFrame, confidence: float = 0.95) -> dict:
+    """Does the policy spend more LPC on harder levels? From routing_by_level's table:
+    n_levels; spearman_lpc_bot_path (Spearman rho of mean LPC against mean bot path length over
+    the levels) and spearman_lpc_curriculum (against BabyAI's curriculum rank, over the n_curriculum
+    levels that have one): None under 3 levels, descriptive only (a p-value only from 4 levels on:
+    with 3 the smallest possible p is 0.33); hardest / easiest (by bot path length) and
+    lpc_difference (hardest minus easiest) with its interval from the two clustered standard errors
+    (the levels' episodes are independent; Student's t with Welch-Satterthwaite degrees of freedom,
+    as a level may have few successful episodes), and the same on successful episodes only
+    (lpc_difference_success...; None without two successes on each); verdict, one line."""
+    from scipy import stats
+
+    t = table.dropna(subset=["mean_lpc", "bot_path_mean"]).sort_values("bot_path_mean")
+    out: dict[str, Any] = {"n_levels": len(t)}
+    if len(t) < 2:
+        out["verdict"] = "fewer than 2 levels with an LPC and a bot path length: nothing to compare"
+        return out
+
+    def spearman(x: pd.Series, y: pd.Series) -> tuple[float | None, float | None]:
+        if len(x) < 3:
+            return None, None
+        rho, p = stats.spearmanr(x.astype(float), y.astype(float))
+        return float(rho), float(p) if len(x) >= 4 else None
+
+    out["spearman_lpc_bot_path"], out["spearman_lpc_bot_path_p"] = spearman(t["mean_lpc"], t["bot_path_mean"])
+    ranked = t[t["curriculum_rank"].notna()]
+    out["n_curriculum"] = len(ranked)
+    out["spearman_lpc_curriculum"], out["spearman_lpc_curriculum_p"] = spearman(
+        ranked["mean_lpc"], ranked["curriculum_rank"]
+    )
+    hard, easy = t.iloc[-1], t.iloc[0]
+    out.update(hardest=hard["level"], easiest=easy["level"])
+    phrases = []
+    for suffix, column, se, n in (
+        ("", "mean_lpc", "lpc_se", "episodes"),
+        ("_success", "lpc_success", "lpc_success_se", "successes"),
+    ):
+        diff = float(hard[column] - easy[column])
+        v1, v2 = float(hard[se]) ** 2, float(easy[se]) ** 2
+        welch = (v1 + v2) ** 2 / (v1**2 / max(hard[n] - 1, 1) + v2**2 / max(easy[n] - 1, 1)) if v1 + v2 else 1
+        half = math.sqrt(v1 + v2) * _t_quantile(welch, confidence) if math.isfinite(v1 + v2) else math.nan
+        if not (math.isfinite(diff) and math.isfinite(half)):
+            out.update({f"lpc_difference{suffix}{k}": None for k in ("", "_ci_low", "_ci_high")})
+            phrases.append("too few episodes to tell")
+            continue
+        out[f"lpc_difference{suffix}"] = diff
+        out[f"lpc_difference{suffix}_ci_low"], out[f"lpc_difference{suffix}_ci_high"] = (
+            diff - half,
+            diff + half,
+        )
+        if diff - half > 0:
+            phrases.append(f"more LPC on the hardest level ({level_name(hard['level'])}) than on the easiest")
+        elif diff + half < 0:
+            phrases.append(f"less LPC on the hardest level ({level_name(hard['level'])}) than on the easiest")
+        else:
+            phrases.append("no clear LPC difference between the hardest and the easiest level")
+    out["verdict"] = f"{phrases[0]}; on successful episodes only: {phrases[1]}"
+    return out

@@ -9,12 +9,17 @@ A run is (task_id, trial, seed). Its folder is `<root>/<task_id>/trial_<N>/[seed
 Evaluation caches mirror the run folder: `<cache_root>/<task_id>/trial_<N>/[seed_<S>/][update_<U>/]
 [eval_<task>/][knockout_<spec>/]` (no `update_<U>/` for checkpoint_final.pt).
 
+A multi-task run (task_id a comma list of levels, train_mop.py --task_id "A,B,C") lives under one
+folder name for the list, `multi_<short>+<short>+...` (`run_task_name`; BabyAI-GoToLocal-v0 is
+GoToLocal), which `run_task_ids` turns back into the levels; everything else is as above.
+
 Everything here is torch-free (notebooks and Modal's local side import it), and every path built
 from a file's contents goes through `safe_name`, so no task id, trial, seed, update or knockout
 label read from a checkpoint can point a write outside the chosen root.
 
     run = RunId("BabyAI-GoToLocal-v0", trial=0, seed=None); run_dir("checkpoints", run)
     find_checkpoints(["checkpoints", "modal_checkpoints"])   # every checkpoint in that layout
+    run_task_name("BabyAI-GoToLocal-v0,BabyAI-PickupLoc-v0")  # 'multi_GoToLocal+PickupLoc'
 """
 
 from __future__ import annotations
@@ -65,15 +70,54 @@ def _count(value: Any, what: str) -> int:
     return int(value)
 
 
+MULTI_PREFIX = "multi_"
+_BABYAI_ID = re.compile(r"^BabyAI-([A-Za-z0-9]+)-v0$")
+
+
+def split_task_ids(task_id: str) -> list[str]:
+    """The levels of a task_id: one level, or a comma list of levels (a multi-task run)."""
+    return [t.strip() for t in str(task_id).split(",") if t.strip()]
+
+
+def is_multi_task(task_id: str) -> bool:
+    """Whether a task_id (a comma list) or a run folder name (multi_...) names several levels."""
+    return "," in str(task_id) or str(task_id).startswith(MULTI_PREFIX)
+
+
+def run_task_name(task_id: str) -> str:
+    """The folder name of a task_id: a single level as it is; a comma list as
+    multi_<level>+<level>+... with BabyAI-<Name>-v0 shortened to <Name> (other ids kept whole)."""
+    if "," not in str(task_id):  # one level, or already a folder name
+        return str(task_id)
+    levels = split_task_ids(task_id)
+    if len(set(levels)) != len(levels):
+        raise RunPathError(f"task_id {task_id!r} names a level twice")
+    shorts = []
+    for level in levels:
+        m = _BABYAI_ID.match(level)
+        shorts.append(m.group(1) if m else safe_name(level, "task_id level"))
+    return MULTI_PREFIX + "+".join(shorts)
+
+
+def run_task_ids(name: str) -> list[str]:
+    """The levels of a run folder name (run_task_name's inverse); [name] for a single level."""
+    if not name.startswith(MULTI_PREFIX):
+        return split_task_ids(name) if "," in name else [name]
+    return [p if "-" in p else f"BabyAI-{p}-v0" for p in name[len(MULTI_PREFIX) :].split("+") if p]
+
+
 @dataclass(frozen=True)
 class RunId:
-    """Which run: the level, the experiment number and (optionally) the RNG seed."""
+    """Which run: the level (or the folder name of a multi-task run's levels), the experiment
+    number and (optionally) the RNG seed. A comma list of levels is stored as its folder name
+    (run_task_name); `levels` gives them back."""
 
     task_id: str
     trial: int
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "task_id", run_task_name(self.task_id))
         safe_name(self.task_id, "task_id")
         object.__setattr__(self, "trial", _count(self.trial, "trial"))
         if self.seed is not None:
@@ -83,6 +127,11 @@ class RunId:
     def of(cls, config: dict) -> RunId:
         """The run a (checkpoint's) config belongs to."""
         return cls(config["task_id"], config.get("trial", 0), config.get("seed"))
+
+    @property
+    def levels(self) -> list[str]:
+        """The levels this run trained on (one for a single-task run)."""
+        return run_task_ids(self.task_id)
 
     @property
     def subpath(self) -> Path:

@@ -240,6 +240,8 @@ def _alpha(data: CacheData, results: pd.DataFrame | None, task_id: str, fields: 
     if results is None or results.empty or "lpc_alpha" not in results.columns:
         return math.nan
     rows = results[(results["task_id"] == task_id) & (results["trial"] == fields["trial"])]
+    if "trained_tasks" in rows.columns:  # a multi-task run's row of this level: another run
+        rows = rows[rows["trained_tasks"].isna()]
     if "knockout" in rows.columns:
         rows = rows[rows["knockout"].fillna("none") == "none"]
     same = rows

@@ -1,0 +1,147 @@
+"""Sample efficiency of offline behavioural cloning against BabyAI's imitation learning.
+
+Trains train_mop's recipe with `--demos 2^k` for each k of the grid (smallest first), each for
+`--epochs` passes over its demos (at least `--min_updates`, at most `--max_updates` updates),
+evaluates the final weights on `--eval_episodes` evaluation layouts (Wilson 95% interval), and
+prints the smallest demo count that reaches `--target`, beside BabyAI's estimate for the level
+(GoToLocal: 148.5-193.2 K demos to 99%, BabyAI 1.0/1.1). Stops at the first count that reaches
+the target unless `--all`. Resumable: counts already in the CSV (same recipe) are not retrained.
+
+    python bench/sample_efficiency.py --task BabyAI-GoToLocal-v0
+    python bench/sample_efficiency.py --task BabyAI-GoToLocal-v0 --k 8,10,12,14,16 --epochs 30 --all
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from runs import atomic_write_text  # noqa: E402
+
+BABYAI_DEMOS_TO_99 = {
+    "BabyAI-GoToLocal-v0": "148.5-193.2 K",
+    "BabyAI-PickupLoc-v0": "204-241 K",
+    "BabyAI-PutNextLocal-v0": "245-323 K",
+    "BabyAI-GoTo-v0": "341-409 K",
+}
+COLUMNS = [
+    "task", "recipe", "demos", "demo_steps", "updates", "epochs", "frames", "eval_episodes",
+    "eval_success", "eval_ci_low", "eval_ci_high", "train_s", "command",
+]  # fmt: skip
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def run_count(task: str, demos: int, args: argparse.Namespace, sets: dict, recipe: str) -> dict:
+    import train_mop
+    from demos import load_or_generate_demos
+    from eval_mop import EvalOptions, evaluate
+    from experiment import default_num_workers, load_config
+
+    base = load_config(None, {"task_id": task, **sets})
+    buf, _, _ = load_or_generate_demos(
+        task, demos, base.demo_seed, args.demos_dir, base.max_steps, default_num_workers(), base.fast_env, not args.quiet
+    )
+    per_update = base.num_envs * base.unroll_len
+    updates = min(args.max_updates, max(args.min_updates, round(args.epochs * buf.frames / per_update)))
+    overrides = {
+        "task_id": task,
+        **sets,
+        "demos": demos,
+        "demos_dir": args.demos_dir,
+        "num_updates": updates,
+        "checkpoint_interval": None,
+        "checkpoint_dir": str(Path(args.root) / recipe),
+        "trial": demos,
+    }
+    command = "python train_mop.py " + " ".join(f"--{k} {v}" for k, v in overrides.items())
+    print(f"[{demos} demos] {command}", flush=True)
+    started = time.perf_counter()
+    summary = train_mop.main(load_config(None, overrides), progress=not args.quiet)
+    train_s = time.perf_counter() - started
+    result = evaluate(summary["checkpoints"][-1], EvalOptions(num_episodes=args.eval_episodes, record=False), None)
+    m = result.metrics
+    return {
+        "task": task,
+        "recipe": recipe,
+        "demos": demos,
+        "demo_steps": buf.frames,
+        "updates": updates,
+        "epochs": round(updates * per_update / buf.frames, 2),
+        "frames": updates * per_update,
+        "eval_episodes": m["num_episodes"],
+        "eval_success": round(m["success_rate"], 4),
+        "eval_ci_low": round(m["success_ci_low"], 4),
+        "eval_ci_high": round(m["success_ci_high"], 4),
+        "train_s": round(train_s, 1),
+        "command": command,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="BabyAI-GoToLocal-v0")
+    parser.add_argument("--k", default="10,11,12,13,14,15,16", help="demo counts 2^k, comma list")
+    parser.add_argument("--epochs", type=float, default=20.0, help="passes over the demos per run")
+    parser.add_argument("--min_updates", type=int, default=200)
+    parser.add_argument("--max_updates", type=int, default=4000)
+    parser.add_argument("--eval_episodes", type=int, default=500)
+    parser.add_argument("--target", type=float, default=0.99)
+    parser.add_argument("--all", action="store_true", help="run every count, not only up to the first hit")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--demos_dir", default="demos")
+    parser.add_argument("--root", default="bench_runs/sample_efficiency")
+    parser.add_argument("--out", default="bench/results/sample_efficiency.csv")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    from levels import parse_sets, recipe_of  # bench/levels.py: the same recipe naming
+
+    sets = parse_sets(args.set)
+    recipe = recipe_of(None, {**sets, "epochs": args.epochs})
+    out = Path(args.out)
+    hit = None
+    for k in sorted(int(x) for x in args.k.split(",")):
+        demos = 2**k
+        done = [r for r in read_rows(out) if r["task"] == args.task and r["recipe"] == recipe and int(r["demos"]) == demos]
+        row = done[0] if done else run_count(args.task, demos, args, sets, recipe)
+        if not done:
+            write_rows(out, read_rows(out) + [row])
+        success = float(row["eval_success"])
+        print(
+            f"{args.task} {demos:>7} demos: success {success:.3f} "
+            f"[{float(row['eval_ci_low']):.3f}, {float(row['eval_ci_high']):.3f}] after {row['epochs']} epochs",
+            flush=True,
+        )
+        if success >= args.target and hit is None:
+            hit = demos
+            if not args.all:
+                break
+    babyai = BABYAI_DEMOS_TO_99.get(args.task, "not published")
+    print(
+        f"smallest demo count reaching {args.target:.0%}: {hit if hit else 'none in the grid'} "
+        f"(BabyAI IL: {babyai})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
