@@ -59,6 +59,22 @@ DEMO_SETS = (TRAIN_SEED_START - DEMO_SEED_START) // DEMO_SET_STRIDE  # 50 disjoi
 _UPSTREAM_MAX_STEPS_FIX = {"BabyAI-UnlockPickup-v0": 288, "BabyAI-UnlockPickupDist-v0": 288}
 
 
+# The levels of the level table (bench/levels.py) and of the fast env's equality check.
+LEVEL_TABLE = [
+    "BabyAI-GoToObj-v0",
+    "BabyAI-GoToLocal-v0",
+    "BabyAI-PickupLoc-v0",
+    "BabyAI-PutNextLocal-v0",
+    "BabyAI-UnlockPickup-v0",
+    "BabyAI-GoToObjMaze-v0",
+    "BabyAI-GoTo-v0",
+    "BabyAI-Pickup-v0",
+    "BabyAI-Unlock-v0",
+    "BabyAI-Synth-v0",
+    "BabyAI-GoToImpUnlock-v0",
+]
+
+
 def babyai_task_ids() -> list[str]:
     return sorted(k for k in gym.registry if k.startswith("BabyAI-"))
 

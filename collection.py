@@ -90,6 +90,21 @@ def act(
 # ----------------------------------------------------------------------------- training collection
 
 
+def empty_chunk(T: int, n: int, done: bool = False) -> dict[str, np.ndarray]:
+    """The per-step arrays of a chunk of T steps x n envs, as the learner reads them (collector
+    chunks and replay_buffer's replay windows share this layout)."""
+    return {
+        "image": np.zeros((T, n, 7, 7, 3), np.uint8),
+        "direction": np.zeros((T, n), np.int64),
+        "carrying": np.zeros((T, n), np.uint8),
+        "mission_index": np.zeros((T, n), np.int64),
+        "label": np.zeros((T, n), np.int64),
+        "label_mask": np.zeros((T, n), bool),
+        "done": np.full((T, n), done, bool),
+    }
+
+
+
 @dataclass
 class Episode:
     """A finished training episode, as logged."""
@@ -208,13 +223,7 @@ class Collector:
         encoder.eval()
         missions = MissionCache(encoder)  # weights are fixed during a chunk
         chunk = {
-            "image": np.zeros((T, n, 7, 7, 3), np.uint8),
-            "direction": np.zeros((T, n), np.int64),
-            "carrying": np.zeros((T, n), np.uint8),
-            "mission_index": np.zeros((T, n), np.int64),
-            "label": np.zeros((T, n), np.int64),
-            "label_mask": np.zeros((T, n), bool),
-            "done": np.zeros((T, n), bool),
+            **empty_chunk(T, n),
             "memory": self.memory.clone(),
             "missions": [],
             "episodes": [],

@@ -25,7 +25,7 @@ replays what the uninterrupted run would have.
     buf = EpisodeBuffer(capacity=1000, task_id="BabyAI-GoToLocal-v0", seed=0)
     assembler = EpisodeAssembler(num_envs=16)
     buf.extend(assembler.add(chunk))                  # finished episodes of a collector chunk
-    cols = buf.replay_columns(buf.sample_frames(512), policy, encoder, window=32, obs_encoding="onehot")
+    cols = replay_columns(buf.sample_frames(512), policy, encoder, window=32, obs_encoding="onehot")
 """
 
 from __future__ import annotations
@@ -154,18 +154,6 @@ class EpisodeBuffer:
             half.extend(list(self.episodes)[k::2])
             halves.append(half)
         return halves[0], halves[1]
-
-    # ------------------------------------------------------------------ replay batches
-
-    def replay_columns(
-        self,
-        episodes: list[StoredEpisode],
-        policy: torch.nn.Module,
-        encoder: torch.nn.Module,
-        window: int,
-        obs_encoding: str,
-    ) -> dict | None:
-        return replay_columns(episodes, policy, encoder, window, obs_encoding)
 
     # ------------------------------------------------------------------ persistence
 
@@ -322,16 +310,9 @@ def episodes_as_chunk(episodes: list[StoredEpisode], length: int | None = None) 
     B = len(episodes)
     missions = sorted({ep.mission for ep in episodes})
     index = {m: i for i, m in enumerate(missions)}
-    chunk = {
-        "image": np.zeros((L, B, 7, 7, 3), np.uint8),
-        "direction": np.zeros((L, B), np.int64),
-        "carrying": np.zeros((L, B), np.uint8),
-        "mission_index": np.zeros((L, B), np.int64),
-        "label": np.zeros((L, B), np.int64),
-        "label_mask": np.zeros((L, B), bool),
-        "done": np.ones((L, B), bool),
-        "missions": missions,
-    }
+    from collection import empty_chunk
+
+    chunk: dict[str, Any] = {**empty_chunk(L, B, done=True), "missions": missions}
     for b, ep in enumerate(episodes):
         n = len(ep)
         chunk["image"][:n, b] = ep.image

@@ -32,21 +32,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from babyai_env import LEVEL_TABLE  # noqa: E402
 from runs import atomic_write_text  # noqa: E402
 
-LEVELS = [
-    "BabyAI-GoToObj-v0",
-    "BabyAI-GoToLocal-v0",
-    "BabyAI-PickupLoc-v0",
-    "BabyAI-PutNextLocal-v0",
-    "BabyAI-UnlockPickup-v0",
-    "BabyAI-GoToObjMaze-v0",
-    "BabyAI-GoTo-v0",
-    "BabyAI-Pickup-v0",
-    "BabyAI-Unlock-v0",
-    "BabyAI-Synth-v0",
-    "BabyAI-GoToImpUnlock-v0",
-]
+LEVELS = LEVEL_TABLE
 
 # BabyAI's imitation learning from the bot. success_1m: % success with 1 M demos (BabyAI 1.0,
 # Chevalier-Boisvert et al. 2019, IL baseline table; transcribed by hand: check the paper before
@@ -110,9 +99,10 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
+def write_rows(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> None:
+    """The whole table, written atomically (a kill mid-write leaves the previous table)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())

@@ -14,15 +14,13 @@ the target unless `--all`. Resumable: counts already in the CSV (same recipe) ar
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runs import atomic_write_text  # noqa: E402
+from levels import parse_sets, read_rows, recipe_of, write_rows  # noqa: E402  (bench/levels.py)
 
 BABYAI_DEMOS_TO_99 = {
     "BabyAI-GoToLocal-v0": "148.5-193.2 K",
@@ -34,21 +32,6 @@ COLUMNS = [
     "task", "recipe", "demos", "demo_steps", "updates", "epochs", "frames", "eval_episodes",
     "eval_success", "eval_ci_low", "eval_ci_high", "train_s", "command",
 ]  # fmt: skip
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def run_count(task: str, demos: int, args: argparse.Namespace, sets: dict, recipe: str) -> dict:
@@ -113,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results/sample_efficiency.csv")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    from levels import parse_sets, recipe_of  # bench/levels.py: the same recipe naming
-
     sets = parse_sets(args.set)
     recipe = recipe_of(None, {**sets, "epochs": args.epochs})
     out = Path(args.out)
@@ -124,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         done = [r for r in read_rows(out) if r["task"] == args.task and r["recipe"] == recipe and int(r["demos"]) == demos]
         row = done[0] if done else run_count(args.task, demos, args, sets, recipe)
         if not done:
-            write_rows(out, read_rows(out) + [row])
+            write_rows(out, read_rows(out) + [row], COLUMNS)
         success = float(row["eval_success"])
         print(
             f"{args.task} {demos:>7} demos: success {success:.3f} "

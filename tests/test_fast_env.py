@@ -19,24 +19,11 @@ import pytest
 from minigrid.minigrid_env import MiniGridEnv
 from minigrid.utils.baby_ai_bot import BabyAIBot
 
-from babyai_env import _BoundedStack, bot_path_length, make_env, quiet_reset
+from babyai_env import LEVEL_TABLE, _BoundedStack, bot_path_length, make_env, quiet_reset
 from conftest import tiny_config
 from fast_grid import FastBot, FastView
 
-LEVELS = [
-    "BabyAI-GoToObj-v0",
-    "BabyAI-GoToLocal-v0",
-    "BabyAI-PickupLoc-v0",
-    "BabyAI-PutNextLocal-v0",
-    "BabyAI-UnlockPickup-v0",
-    "BabyAI-GoToObjMaze-v0",
-    "BabyAI-GoTo-v0",
-    "BabyAI-Pickup-v0",
-    "BabyAI-Unlock-v0",
-    "BabyAI-Synth-v0",
-    "BabyAI-GoToImpUnlock-v0",
-    "BabyAI-PutNextS7N4-v0",
-]
+LEVELS = [*LEVEL_TABLE, "BabyAI-PutNextS7N4-v0"]  # the level table's levels, and a PutNext
 
 
 def _replan(bot: BabyAIBot, action: int | None) -> int | str:
