@@ -29,6 +29,7 @@ one up to the checkpoint, and differs after it (README "Resuming"; tests/test_ha
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -577,7 +578,12 @@ class ImitationRun:
         self.cfg, self.progress, self.save_at = cfg, progress, set(int(u) for u in save_at)
         self.directory = directory = run_dir(cfg)
         self.resumed = checkpoint_to_resume(cfg, resume)
-        ckpt = fork.checkpoint if fork is not None else (None if self.resumed is None else self.resumed[1])
+        if fork is not None:
+            # Its own copy: Adam's load_state_dict keeps the given tensors and updates them in place,
+            # so two children forked from one payload would otherwise share optimizer state.
+            ckpt = copy.deepcopy(fork.checkpoint)
+        else:
+            ckpt = None if self.resumed is None else self.resumed[1]
         self.resume_flag = resume
         seed_everything(run_seed(cfg))
         self.learner = Learner.build(cfg, policy_type, build_policy_fn, loss_fn, ckpt)
@@ -591,7 +597,9 @@ class ImitationRun:
             # parent resumed from this checkpoint, which is how a test checks that forks are exact)
             self.replay = None
             if cfg.buffer_episodes:
-                buffer = fork.buffer or EpisodeBuffer(cfg.buffer_episodes, cfg.task_id, _buffer_seed(cfg))
+                buffer = fork.buffer
+                if buffer is None:  # (an empty buffer given is kept: the shared strategy's one buffer)
+                    buffer = EpisodeBuffer(cfg.buffer_episodes, cfg.task_id, _buffer_seed(cfg))
                 self.replay = Replay(cfg, buffer, EpisodeAssembler(cfg.num_envs))
         else:
             self.replay = Replay.start(cfg, directory, ckpt)
@@ -696,7 +704,8 @@ class ImitationRun:
         return logged
 
     def payload(self) -> dict:
-        """The checkpoint payload of the run as it stands (what a fork starts from)."""
+        """The checkpoint payload of the run as it stands (what a fork starts from). Its tensors
+        are the live ones (Fork copies what it is given)."""
         payload = checkpoint_payload(self.learner, self.state)
         if isinstance(self.collector, DemoSource):
             payload["demo_sampler"] = self.collector.state()

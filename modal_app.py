@@ -676,3 +676,179 @@ def eval_main(
         return
     summary = eval_all.remote(todo, options)
     _report(summary["results"], summary)
+
+
+# ----------------------------------------------------------------------------- linear mode connectivity (lmc.py)
+
+# LMC experiments live on their own volume in lmc.py's local layout, so `modal volume get rl-mop-lmc
+# / ./lmc_results/` gives the folders `python lmc.py analyze --results_dir ...` reads. The parent
+# trains in one container; then every child (a shared-buffer pair: both, in lockstep) trains in its
+# own container, every fork is evaluated in its own container, and the analysis runs last. A re-run
+# of the same command continues the experiment (finished runs and evaluations are kept).
+LMC_VOLUME = "rl-mop-lmc"
+lmc_volume = modal.Volume.from_name(LMC_VOLUME, create_if_missing=True)
+LMC_ROOT = "/vol/lmc_results"
+
+
+def _lmc_prepare_body(spec: dict, root: str) -> str:
+    """config.json and the held-out set of the experiment `spec` describes (its folder). On a
+    re-run the stored experiment is continued; other settings than it was started with are refused."""
+    import lmc
+
+    exp = lmc.build_experiment(spec["overrides"], spec["settings"], root, CONFIG_PATH)
+    resume = (exp.directory / lmc.CONFIG_FILE).exists()
+    return str(lmc.prepare(lmc.open_experiment(exp, resume, set(spec["given"]))).directory)
+
+
+def _lmc_train_body(directory: str, job: dict, commit: Callable[[], None] | None = None) -> dict:
+    """One training unit: the parent (fork None) or fork `fork`'s children; {run: what was done}."""
+    import lmc
+
+    exp = lmc.Experiment.load(directory)
+    with _committing(commit):
+        if job["fork"] is None:
+            return {"parent": lmc.train_parent(exp, progress=False)}
+        done = lmc.train_fork(exp, job["fork"], job["children"], progress=False)
+    return {f"{job['fork']}{c}": v for c, v in done.items()}
+
+
+def _lmc_eval_body(directory: str, fork: int) -> dict:
+    """One fork's interpolation evaluation (evaluations/fork_<k>.csv), unless it is there."""
+    import lmc
+
+    evaluated, seconds = lmc.evaluate_missing(lmc.Experiment.load(directory), [fork])
+    return {"fork": fork, "evaluated": bool(evaluated), "eval_s": seconds}
+
+
+def _lmc_experiment_body(spec: dict, root: str, train: Any, evaluate: Any, volume: Any) -> dict:
+    """lmc_experiment: prepare, the parent, the children in parallel containers, the forks'
+    evaluations in parallel containers, then the tables and figures. A failed container is
+    reported; analysis then names what is missing."""
+    import lmc
+
+    directory = _lmc_prepare_body(spec, root)
+    volume.commit()
+    trained, errors = train.remote(directory, {"fork": None}), []
+    exp = lmc.Experiment.load(directory)
+    calls = [(job, train.spawn(directory, job)) for job in lmc.training_jobs(exp)]
+    for job, call in calls:
+        try:
+            trained.update(call.get())
+        except Exception as e:
+            errors.append(f"fork {job['fork']} {'+'.join(job['children'])}: {type(e).__name__}: {e}")
+    volume.reload()
+    lmc.drop_stale_evaluations(exp, trained)
+    volume.commit()
+    forks = list(range(len(exp.fork_points)))
+    for result in evaluate.map([directory] * len(forks), forks, return_exceptions=True):
+        if isinstance(result, BaseException):
+            errors.append(f"evaluation: {type(result).__name__}: {result}")
+    volume.reload()
+    summary = lmc.analyze(directory)
+    volume.commit()
+    return {
+        "results_dir": directory,
+        "trained": trained,
+        "errors": errors,
+        "missing": summary["missing"],
+        "analysed": summary["analysed"],
+        "figures": summary.get("figures", []),
+    }
+
+
+@app.function(
+    image=image,
+    cpu=TRAIN_CPUS,
+    memory=TRAIN_MEMORY_MB,
+    timeout=TRAIN_TIMEOUT_S,
+    retries=TRAIN_RETRIES,
+    volumes={LMC_ROOT: lmc_volume},
+)
+def lmc_train(directory: str, job: dict) -> dict:
+    """The parent, or one fork's child (a shared pair: both), in its own container."""
+    lmc_volume.reload()  # the parent's fork checkpoints, committed by another container
+    return _lmc_train_body(directory, job, commit=lmc_volume.commit)
+
+
+@app.function(
+    image=image,
+    cpu=EVAL_CPUS,
+    memory=EVAL_MEMORY_MB,
+    timeout=EVAL_TIMEOUT_S,
+    retries=EVAL_RETRIES,
+    volumes={LMC_ROOT: lmc_volume},
+)
+def lmc_evaluate(directory: str, fork: int) -> dict:
+    """One fork's interpolation evaluation, in its own container."""
+    lmc_volume.reload()
+    result = _lmc_eval_body(directory, fork)
+    lmc_volume.commit()
+    return result
+
+
+@app.function(image=image, memory=EVAL_MEMORY_MB, timeout=LAUNCH_TIMEOUT_S, volumes={LMC_ROOT: lmc_volume})
+def lmc_experiment(spec: dict) -> dict:
+    """A whole LMC experiment, driven from the cloud (a detached launch keeps it going)."""
+    return _lmc_experiment_body(spec, LMC_ROOT, lmc_train, lmc_evaluate, lmc_volume)
+
+
+def lmc_spec(
+    task_id: str,
+    seed: int,
+    settings: dict,
+    set_text: str = "",
+    config_file: str = "",
+    flags: dict | None = None,
+) -> dict:
+    """What lmc_experiment receives, checked here with lmc.build_experiment (the same schema and
+    LMC rules as `python lmc.py`): LaunchError/ConfigError before anything starts."""
+    import lmc
+
+    overrides = training_overrides(set_text, config_file, flags or {})
+    for key in ("task_id", "seed"):
+        if key in overrides:
+            raise LaunchError(f"--set {key}: {key} is set by --{key.replace('_', '-')}")
+    overrides.update(task_id=task_id, seed=seed)
+    if overrides.get("num_workers") is None:  # a core per env worker, pinned to the reservation
+        overrides["num_workers"] = int(TRAIN_CPUS)
+    exp = lmc.build_experiment(overrides, settings, LMC_ROOT, CONFIG_PATH)
+    given = sorted(set(overrides) | (set(settings) - {"fork_buffer_strategy"}))
+    return {"overrides": {k: exp.train[k] for k in overrides}, "settings": settings, "given": given}
+
+
+@app.local_entrypoint()
+def lmc(
+    task_id: str,
+    seed: int = 0,
+    fork_points: str = "0.01,0.05,0.1,0.2,0.3,0.5,0.7,0.9",
+    fork_buffer_strategy: str = "",
+    alphas: int = 11,
+    num_updates: int | None = None,
+    eval_episodes: int = 100,
+    heldout_episodes: int = 100,
+    set: str = "",
+    config: str = "",
+) -> None:
+    """lmc.py's experiment on Modal, the children in parallel containers: results on volume
+    rl-mop-lmc as <task>/seed_<S>/<strategy>/. Training keys: --set "key=value ..." over --config
+    FILE over config.yaml (e.g. --set "buffer_episodes=2000"). --fork-buffer-strategy: copy | fresh
+    | shared | split (default: copy with a buffer, fresh without). Re-run the command to continue."""
+    import experiment
+
+    settings = {
+        "fork_points": fork_points,
+        "alphas": alphas,
+        "eval_episodes": eval_episodes,
+        "heldout_episodes": heldout_episodes,
+    } | ({"fork_buffer_strategy": fork_buffer_strategy} if fork_buffer_strategy else {})
+    try:
+        spec = lmc_spec(task_id, seed, settings, set, config, {"num_updates": num_updates})
+    except (LaunchError, experiment.ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"launching the LMC experiment {task_id} seed {seed} on Modal ({LMC_VOLUME} volume)")
+    result = lmc_experiment.remote(spec)
+    for line in result["errors"] + [f"missing: {m}" for m in result["missing"]]:
+        print(f"✗ {line}")
+    print(f"✓ {result['results_dir']}: analysed forks {result['analysed']}, {len(result['figures'])} figures")
+    print(f"download: modal volume get {LMC_VOLUME} / ./lmc_results/")

@@ -92,3 +92,20 @@ def tiny_run(tmp_path_factory):
         results=results,
         cache_root=cache,
     )
+
+
+def fake_episode(length: int, seed: int, mission: str = "go to the red ball"):
+    """A replay_buffer.StoredEpisode of random (but seed-fixed) steps, for buffer tests."""
+    import numpy as np
+
+    from replay_buffer import StoredEpisode
+
+    rng = np.random.default_rng(seed)
+    return StoredEpisode(
+        rng.integers(0, 11, (length, 7, 7, 3)).astype(np.uint8),
+        rng.integers(0, 4, length).astype(np.uint8),
+        rng.integers(0, 2, length).astype(np.uint8),
+        rng.integers(0, 7, length).astype(np.int8),
+        mission,
+        seed,
+    )

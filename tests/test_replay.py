@@ -7,31 +7,18 @@ import pytest
 import torch
 
 from babyai_env import DEMO_SEED_START, EVAL_SEED_START, TRAIN_SEED_START, demo_episode_seed
-from conftest import tiny_config
+from conftest import fake_episode, tiny_config
 from experiment import ConfigError, load_checkpoint
 from replay_buffer import (
     BufferError,
     EpisodeAssembler,
     EpisodeBuffer,
-    StoredEpisode,
     concat_chunks,
     replay_columns,
     replay_frames_for,
 )
 
 TASK = "BabyAI-GoToRedBallGrey-v0"
-
-
-def fake_episode(length: int, seed: int, mission: str = "go to the red ball") -> StoredEpisode:
-    rng = np.random.default_rng(seed)
-    return StoredEpisode(
-        rng.integers(0, 11, (length, 7, 7, 3)).astype(np.uint8),
-        rng.integers(0, 4, length).astype(np.uint8),
-        rng.integers(0, 2, length).astype(np.uint8),
-        rng.integers(0, 7, length).astype(np.int8),
-        mission,
-        seed,
-    )
 
 
 def test_buffer_is_bounded_oldest_first_and_round_trips(tmp_path):

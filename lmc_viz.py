@@ -1,0 +1,105 @@
+"""Are two children of a MoP training run linearly connected, and do they route alike? lmc.py's
+experiments, interactively.
+
+A marimo notebook over the analysed LMC experiments under LMC_RESULTS_DIR (default lmc_results):
+each folder's instability.csv (one row per fork: loss barrier, success drop, routing agreement) and
+interpolation.csv (one row per fork × α × metric). The numbers come from lmc.py, the figures from
+lmc_plots.py; this file is wiring.
+
+    marimo run lmc_viz.py
+    python lmc_viz.py
+"""
+
+import marimo
+
+__generated_with = "0.25.2"
+app = marimo.App(width="medium", app_title="MoP linear mode connectivity")
+
+with app.setup:
+    import os
+
+    import marimo as mo
+
+    import lmc
+    import lmc_plots
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md("""
+    # Linear mode connectivity of MoP policies
+
+    **From which fork point are two children of one training run linearly connected, and do they
+    route the same way?** A parent is forked at several points; two children that differ only in
+    their data train to the end; θ(α) = (1−α)·θ_A + α·θ_B is evaluated on fixed layouts and a
+    held-out set of bot-labelled states. Reads `interpolation.csv` and `instability.csv` of each
+    experiment under `LMC_RESULTS_DIR` (default `lmc_results`).
+    """)
+    return
+
+
+@app.cell
+def _():
+    results_root = os.environ.get("LMC_RESULTS_DIR", "lmc_results")
+    experiments = lmc.find_experiments(results_root)
+    return experiments, results_root
+
+
+@app.cell
+def _(experiments):
+    experiment_dropdown = mo.ui.dropdown(experiments, value=next(iter(experiments), None), label="experiment")
+    experiment_dropdown
+    return (experiment_dropdown,)
+
+
+@app.cell
+def _(experiment_dropdown, results_root):
+    mo.stop(
+        experiment_dropdown.value is None,
+        mo.md(
+            f"No analysed LMC experiment under `{results_root}/`: run `python lmc.py --task_id <task> "
+            "--seed <S>` (or `python lmc.py analyze --results_dir <folder>`) first."
+        ),
+    )
+    interp, table = lmc.load_results(experiment_dropdown.value)
+    forks = lmc.fork_names(interp)
+    names = {k: name for name, k in forks.items()}
+    expert_sizes = lmc.expert_sizes_of(experiment_dropdown.value)
+    mo.ui.table(table.round(4), page_size=10, label="instability and routing agreement, one row per fork")
+    return expert_sizes, forks, interp, names, table
+
+
+@app.cell
+def _(table):
+    lmc_plots.plot_instability(table)
+    return
+
+
+@app.cell
+def _(interp, names, table):
+    lmc_plots.plot_routing_agreement(table, interp, names)
+    return
+
+
+@app.cell
+def _(interp, names):
+    lmc_plots.plot_all_interpolations(interp, names)
+    return
+
+
+@app.cell
+def _(forks):
+    fork_dropdown = mo.ui.dropdown(forks, value=next(iter(forks)), label="fork")
+    fork_dropdown
+    return (fork_dropdown,)
+
+
+@app.cell
+def _(expert_sizes, fork_dropdown, interp, names):
+    fig_fork = lmc_plots.plot_fork_interpolation(interp, fork_dropdown.value, names, expert_sizes)
+    fig_fork
+    return (fig_fork,)
+
+
+if __name__ == "__main__":
+    app.run()
