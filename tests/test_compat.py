@@ -442,6 +442,8 @@ def test_every_readme_command_needs_only_requirements_txt():
         for name in _imports(path):
             if (ROOT / f"{name}.py").exists():
                 todo.append(ROOT / f"{name}.py")
+            elif (path.parent / f"{name}.py").exists():  # a script's sibling (its sys.path[0])
+                todo.append(path.parent / f"{name}.py")
             elif name not in sys.stdlib_module_names and name not in OPTIONAL:
                 if DISTRIBUTIONS.get(name, name).lower() not in required:
                     missing[name] = path.name
