@@ -11,6 +11,10 @@
               dominant expert, with episode trajectories
   directions  shift the agent's memory along a PCA direction inside the simulated rollout and
               measure how routing and action probabilities change
+  accuracy    where the decoded views are wrong on held-out windows (posterior-mean z): per
+              channel, per view cell, per simulated step, per object, changed vs unchanged
+              cells; closed loop (the world moves by the agent's own actions, the training
+              metric) and with the recorded actions
 Writes <out>/<analysis>/{summary.json, *.png, *.gif}; default out: the model's folder.
 
     python generative_analysis.py --model generative/BabyAI-UnlockPickup-v0/trial_0/final/model_final.pt --analysis samples
@@ -29,13 +33,20 @@ import numpy as np
 import torch
 
 from experiment import ArgumentParser
-from generative import Init, parse_target, run_agent, target_value
-from generative_plots import frames_to_gif, plot_direction_effects, plot_pca, plot_rollout_strips, render_view
+from generative import Init, accuracy_breakdown, losses, parse_target, run_agent, target_value
+from generative_plots import (
+    frames_to_gif,
+    plot_accuracy,
+    plot_direction_effects,
+    plot_pca,
+    plot_rollout_strips,
+    render_view,
+)
 from record import RecordingError, iter_chunks, load_windows, read_metadata
 from runs import atomic_write, atomic_write_text
 from train_generative import GenerativeError, load_model, split_windows, to_tensors
 
-ANALYSES = ("samples", "maximise", "pca", "directions")
+ANALYSES = ("samples", "maximise", "pca", "directions", "accuracy")
 
 
 def _dataset(loaded: dict, dataset: str | None) -> tuple[str, dict]:
@@ -47,13 +58,20 @@ def _dataset(loaded: dict, dataset: str | None) -> tuple[str, dict]:
     return path, meta
 
 
-def _contexts(loaded: dict, dataset: str, num: int, seed: int) -> tuple[dict[str, torch.Tensor], Init]:
-    """`num` held-out recorded windows and the Init of each."""
+def _contexts(
+    loaded: dict, dataset: str, num: int, seed: int, from_start: bool = False
+) -> tuple[dict[str, torch.Tensor], Init]:
+    """`num` held-out recorded windows and the Init of each (from_start: windows that begin at
+    an episode's first step)."""
     model = loaded["model"]
     windows = load_windows(
         dataset, model.config.window, stride=model.config.window, max_windows=2000, seed=seed
     )
     _, held = split_windows(windows)
+    if from_start:
+        held = held[windows["t"][held, 0] == 0]
+        if not len(held):
+            raise GenerativeError(f"no held-out window of {dataset!r} begins at an episode's first step")
     pick = np.random.default_rng(seed).permutation(held)[:num]
     batch = to_tensors(windows, pick)
     n_init = model.config.num_init_steps
@@ -73,6 +91,31 @@ def _save_fig(fig, path: Path) -> str:
     return str(path)
 
 
+ACTION_NAMES = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
+
+
+def scene_stats(sim) -> dict:
+    """What the decoded (argmax) views of a rollout show, as shares of simulated steps: carrying,
+    a key / a door (closed or locked, open) / a box in view, a wall or door right ahead, and the
+    agent's greedy actions. Describes the situations an optimised z decodes to."""
+    codes = torch.from_numpy(_decoded_codes(sim)).long()  # (B, S, 7, 7, 3)
+    obj, state = codes[..., 0].clone(), codes[..., 2]
+    obj[..., 3, 6] = 1  # the agent's own cell shows what it carries, not what is in view
+    door = obj == 4
+    actions = sim.agent.logits.argmax(-1)
+    share = lambda x: round(float(x.float().mean()), 3)  # noqa: E731
+    return {
+        "carrying": share(torch.stack([o.carrying.argmax(-1) for o in sim.obs_probs], 1) == 1),
+        "key_in_view": share((obj == 5).flatten(2).any(-1)),
+        "closed_door_in_view": share((door & (state > 0)).flatten(2).any(-1)),
+        "open_door_in_view": share((door & (state == 0)).flatten(2).any(-1)),
+        "box_in_view": share((obj == 7).flatten(2).any(-1)),
+        "wall_ahead": share(obj[..., 3, 5] == 2),
+        "door_ahead": share(obj[..., 3, 5] == 4),
+        "actions": {name: share(actions == a) for a, name in enumerate(ACTION_NAMES)},
+    }
+
+
 def _decoded_codes(sim) -> np.ndarray:
     """(B, S, 7, 7, 3) argmax codes of a simulated rollout."""
     return torch.stack([o.codes()[0] for o in sim.obs_probs], 1).numpy().astype(np.uint8)
@@ -82,11 +125,19 @@ def _decoded_codes(sim) -> np.ndarray:
 
 
 @torch.no_grad()
-def samples(loaded: dict, dataset: str, out: Path, num_samples: int, seed: int) -> dict:
+def samples(
+    loaded: dict,
+    dataset: str,
+    out: Path,
+    num_samples: int,
+    seed: int,
+    prior_scale: float = 1.0,
+    from_start: bool = False,
+) -> dict:
     model = loaded["model"]
-    batch, init = _contexts(loaded, dataset, num_samples, seed)
+    batch, init = _contexts(loaded, dataset, num_samples, seed, from_start)
     torch.manual_seed(seed)
-    z = torch.randn(len(init.memory), model.config.z_dim)
+    z = prior_scale * torch.randn(len(init.memory), model.config.latent_size)
     sim = model.simulate(loaded["agent"], init, z)
     decoded = _decoded_codes(sim)
     real = batch["image"].numpy().astype(np.uint8)
@@ -98,7 +149,8 @@ def samples(loaded: dict, dataset: str, out: Path, num_samples: int, seed: int) 
         gif = out / f"sample_{b}.gif"
         frames_to_gif([render_view(v) for v in list(real[b, :n_init]) + list(decoded[b])], gif)
         files.append(str(gif))
-    fig = plot_rollout_strips(rows, labels, f"{n_init} real init steps, then decoded from z ~ N(0, I)")
+    prior = "N(0, I)" if prior_scale == 1 else f"N(0, {prior_scale:g}² I)"
+    fig = plot_rollout_strips(rows, labels, f"{n_init} real init steps, then decoded from z ~ {prior}")
     files.append(_save_fig(fig, out / "samples.png"))
     actions = sim.agent.logits.argmax(-1).numpy()
     return {"files": files, "num_samples": len(decoded), "simulated_actions": actions.tolist()}
@@ -115,11 +167,12 @@ def maximise(
     kl_weight: float,
     minimise: bool,
     seed: int,
+    from_start: bool = False,
 ) -> dict:
     model, agent = loaded["model"], loaded["agent"]
     expert_sizes = [list(s) for s in getattr(agent, "expert_sizes", ())]
     target = parse_target(target_spec, expert_sizes, loaded["agent_config"]["num_actions"])
-    batch, init = _contexts(loaded, dataset, num_samples, seed)
+    batch, init = _contexts(loaded, dataset, num_samples, seed, from_start)
     sign = -1.0 if minimise else 1.0
     enc = model.obs_encoding
 
@@ -133,7 +186,7 @@ def maximise(
             hard = target_value(hard_trace, target, expert_sizes)
         return float(soft.mean()), float(hard.mean()), sim
 
-    z0 = torch.zeros(len(init.memory), model.config.z_dim)
+    z0 = torch.zeros(len(init.memory), model.config.latent_size)
     soft_before, hard_before, sim_before = measure(z0)
     z = z0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=lr)
@@ -174,6 +227,8 @@ def maximise(
         files.append(str(gif))
     carrying = torch.stack([o.carrying[..., 1] for o in sim_after.obs_probs], 1)
     return {
+        "scene_before": scene_stats(sim_before),
+        "scene_after": scene_stats(sim_after),
         "target": target_spec,
         "direction": word,
         "soft_before": soft_before,
@@ -277,7 +332,7 @@ def directions(
     direction = torch.from_numpy(components[component]).float()
     std = float(np.std((data["memory"] - mean) @ components[component]))
     _, init = _contexts(loaded, dataset, num_samples, seed)
-    z = torch.zeros(len(init.memory), model.config.z_dim)
+    z = torch.zeros(len(init.memory), model.config.latent_size)
     expert_sizes = [list(s) for s in getattr(agent, "expert_sizes", ())]
     routing: dict[str, list[float]] = {}
     action_probs = []
@@ -312,6 +367,33 @@ def directions(
     }
 
 
+@torch.no_grad()
+def accuracy(loaded: dict, dataset: str, out: Path, num_windows: int, seed: int) -> dict:
+    """The held-out windows train_generative.py evaluates (same windows, same order)."""
+    model, agent = loaded["model"], loaded["agent"]
+    window = model.config.window
+    windows = load_windows(dataset, window, max(1, window // 2), 20_000, seed)
+    _, held = split_windows(windows)
+    batch = to_tensors(windows, held[:num_windows])
+    result = {"num_windows": int(len(batch["image"]))}
+    for name, forcing in (("closed_loop", 0.0), ("recorded_actions", 1.0)):
+        torch.manual_seed(seed)
+        _, sim = losses(model, agent, batch, loaded["lang_table"], sample=False, action_forcing=forcing)
+        result[name] = accuracy_breakdown(sim, batch, model.config.num_init_steps)
+        result[name]["action_agreement"] = float(
+            (sim.agent.logits.argmax(-1) == batch["logits"][:, model.config.num_init_steps :].argmax(-1))
+            .float()
+            .mean()
+        )
+    fig = plot_accuracy(
+        np.asarray(result["closed_loop"]["by_view_cell"]),
+        {k: result[k]["by_step"] for k in ("closed_loop", "recorded_actions")},
+        f"held-out per-cell accuracy {result['closed_loop']['cell']:.3f} (closed loop)",
+    )
+    result["files"] = [_save_fig(fig, out / "accuracy.png")]
+    return result
+
+
 # ----------------------------------------------------------------------------- command line
 
 
@@ -322,8 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="recording for contexts (default: the model's)")
     p.add_argument("--out", default=None, help="output folder (default: <model folder>/<analysis>)")
     p.add_argument("--num_samples", type=int, default=4)
+    p.add_argument("--num_windows", type=int, default=512, help="accuracy: held-out windows")
+    p.add_argument(
+        "--prior_scale", type=float, default=1.0, help="samples: z ~ N(0, s^2 I) (0: the prior mean)"
+    )
     p.add_argument("--target", default=None, help="maximise: layer_<k>:expert_<j> | lpc | action:<a>")
     p.add_argument("--minimise", action="store_true", help="maximise: lower the target instead")
+    p.add_argument(
+        "--from_episode_start",
+        action="store_true",
+        help="samples/maximise: contexts that begin at an episode's first step",
+    )
     p.add_argument("--steps", type=int, default=100, help="maximise: gradient steps on z")
     p.add_argument("--lr", type=float, default=0.05, help="maximise: Adam step size on z")
     p.add_argument("--kl_weight", type=float, default=0.01, help="maximise: weight of the 0.5*|z|^2 leash")
@@ -357,7 +448,9 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out) if args.out else Path(args.model).parent / args.analysis
     out.mkdir(parents=True, exist_ok=True)
     if args.analysis == "samples":
-        summary = samples(loaded, dataset, out, args.num_samples, args.seed)
+        summary = samples(
+            loaded, dataset, out, args.num_samples, args.seed, args.prior_scale, args.from_episode_start
+        )
     elif args.analysis == "maximise":
         summary = maximise(
             loaded,
@@ -370,7 +463,10 @@ def run(args: argparse.Namespace) -> dict:
             args.kl_weight,
             args.minimise,
             args.seed,
+            args.from_episode_start,
         )
+    elif args.analysis == "accuracy":
+        summary = accuracy(loaded, dataset, out, args.num_windows, args.seed)
     elif args.analysis == "pca":
         summary = pca(loaded, dataset, out, args.max_steps, args.num_clusters, args.layer, args.seed)
     else:
@@ -390,11 +486,11 @@ def main(argv: list[str] | None = None) -> dict:
     except (GenerativeError, RecordingError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    shown = {
-        k: v
-        for k, v in summary.items()
-        if k not in ("files", "optimised_actions", "simulated_actions", "routing", "clusters")
-    }
+    hidden = ("files", "optimised_actions", "simulated_actions", "routing", "clusters")
+    shown = {k: v for k, v in summary.items() if k not in hidden}
+    for k in ("closed_loop", "recorded_actions"):  # the accuracy analysis: the headline numbers
+        if k in shown:
+            shown[k] = {m: shown[k][m] for m in ("cell", "channels", "action_agreement")}
     print(json.dumps(shown))
     print("wrote", Path(summary["files"][-1]).parent)
     return summary

@@ -131,3 +131,37 @@ def plot_direction_effects(
     ax_a.set_ylabel("mean action probability")
     fig.suptitle(title)
     return fig
+
+
+@styled
+def plot_accuracy(by_view_cell: np.ndarray, by_step: dict[str, Sequence[float]], title: str = "") -> Figure:
+    """Per-cell accuracy of decoded views on the agent's 7x7 view (agent at the bottom centre,
+    looking up) and by simulated step, one line per way of rolling out."""
+    fig = new_figure(2 * PANEL, PANEL)
+    ax_v, ax_s = fig.subplots(1, 2)
+    grid = np.asarray(by_view_cell).T  # [x][y] -> rows y (far at the top), columns x
+    image = ax_v.imshow(grid, vmin=min(0.5, float(grid.min())), vmax=1.0, cmap="viridis")
+    for y in range(grid.shape[0]):
+        for x in range(grid.shape[1]):
+            colour = "k" if grid[y, x] > 0.85 else "w"
+            ax_v.text(x, y - 0.1, f"{grid[y, x]:.2f}", ha="center", va="center", fontsize=6, color=colour)
+    ax_v.plot(3, 6.3, "r^", ms=4)
+    ax_v.set_xticks([])
+    ax_v.set_yticks([])
+    ax_v.set_title("by view cell (agent ▲)")
+    fig.colorbar(image, ax=ax_v, shrink=0.8)
+    for k, (name, values) in enumerate(by_step.items()):
+        ax_s.plot(
+            np.arange(1, len(values) + 1),
+            values,
+            "-o",
+            ms=3,
+            label=name,
+            color=EXPERT_COLORS[k % len(EXPERT_COLORS)],
+        )
+    ax_s.legend(fontsize=6)
+    ax_s.set_xlabel("simulated step")
+    ax_s.set_ylabel("per-cell accuracy")
+    if title:
+        fig.suptitle(title)
+    return fig

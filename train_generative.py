@@ -31,9 +31,10 @@ from generative import GenerativeConfig, GenerativeModel, losses, reconstruction
 from record import RecordingError, load_windows, read_metadata, weights_hash
 from runs import RunPathError, atomic_write, run_subpath
 
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2  # 2: the canvas decoder (format 1 models have no canvas: retrain them)
 LOSS_NAMES = ("obs", "hx", "act_log_probs", "done", "kl")
 HELD_OUT_EVERY = 10  # episode % 10 == 0 is held out
+LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of --lr
 
 
 class GenerativeError(ValueError):
@@ -73,9 +74,12 @@ def load_model(path: str | Path) -> dict:
         raise GenerativeError(
             f"model {str(path)!r} is missing, unreadable or corrupt ({type(e).__name__})"
         ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format_version") != MODEL_FORMAT:
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise GenerativeError(f"{str(path)!r} is not a generative model of this project")
+    if ckpt["format_version"] != MODEL_FORMAT:
         raise GenerativeError(
-            f"{str(path)!r} is not a generative model of this project (format {MODEL_FORMAT})"
+            f"{str(path)!r} is a format {ckpt['format_version']!r} generative model; this code reads "
+            f"format {MODEL_FORMAT} (the canvas decoder): train it again with train_generative.py"
         )
     agent, encoder, agent_config = load_agent(ckpt["agent_checkpoint"], ckpt["agent_hash"])
     config = GenerativeConfig(**ckpt["generative_config"])
@@ -92,6 +96,13 @@ def load_model(path: str | Path) -> dict:
         "lang_table": mission_table(encoder, ckpt["missions"]),
         "ckpt": ckpt,
     }
+
+
+def scheduled_lr(lr: float, schedule: str, progress: float) -> float:
+    """The learning rate at `progress` (0: start, 1: the end of the budget) of a schedule."""
+    if schedule == "constant":
+        return lr
+    return lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0))))
 
 
 def to_tensors(windows: dict[str, np.ndarray], index: np.ndarray) -> dict[str, torch.Tensor]:
@@ -147,18 +158,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_sim_steps", type=int, default=16)
     p.add_argument("--num_updates", type=int, default=5000)
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument(
+        "--lr_schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="cosine: from --lr down to 5%% of it as training progresses (the larger of the updates "
+        "done / --num_updates and, with --max_minutes, the time used / the time budget)",
+    )
     p.add_argument("--z_dim", type=int, default=32)
     p.add_argument("--hidden_size", type=int, default=256)
     p.add_argument("--obs_temperature", type=float, default=1.0)
+    p.add_argument("--decoder_channels", type=int, default=32, help="width of the per-cell view decoder")
+    p.add_argument(
+        "--map_channels", type=int, default=4, help="spatial latent: channels per canvas cell (0: none)"
+    )
+    p.add_argument(
+        "--action_forcing",
+        type=float,
+        default=1.0,
+        help="fraction of training windows whose world moves by the recorded actions (held-out "
+        "metrics always use the agent's own: the closed loop)",
+    )
     p.add_argument("--loss_scale_obs", type=float, default=1.0)
     p.add_argument("--loss_scale_hx", type=float, default=1.0)
     p.add_argument("--loss_scale_act_log_probs", type=float, default=1.0)
     p.add_argument("--loss_scale_done", type=float, default=0.1)
     p.add_argument("--loss_scale_kl", type=float, default=0.01)
+    p.add_argument(
+        "--max_minutes",
+        type=float,
+        default=None,
+        help="stop after this many minutes of this process (held-out metrics logged, model_final.pt "
+        "saved at the update reached; --resume with more --num_updates continues)",
+    )
     p.add_argument("--log_interval", type=int, default=100)
     p.add_argument("--checkpoint_interval", type=int, default=1000)
-    p.add_argument("--max_windows", type=int, default=20_000, help="windows kept (a random subset)")
+    p.add_argument(
+        "--max_windows",
+        type=int,
+        default=50_000,
+        help="windows kept (a random subset); about 1.2 windows per UnlockPickup episode, ~30 KB each",
+    )
     p.add_argument("--max_held_out", type=int, default=512, help="held-out windows evaluated per log")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_threads", type=int, default=1, help="torch threads (the machine is shared)")
@@ -182,9 +223,19 @@ def train(args: argparse.Namespace) -> dict:
     for name in ("num_updates", "batch_size", "log_interval", "checkpoint_interval"):
         if getattr(args, name) < 1:
             raise GenerativeError(f"--{name} must be >= 1")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise GenerativeError(f"--max_minutes must be > 0, got {args.max_minutes}")
+    if not 0 <= args.action_forcing <= 1:
+        raise GenerativeError(f"--action_forcing must be in [0, 1], got {args.action_forcing}")
     try:
         config = GenerativeConfig(
-            args.num_init_steps, args.num_sim_steps, args.z_dim, args.hidden_size, args.obs_temperature
+            num_init_steps=args.num_init_steps,
+            num_sim_steps=args.num_sim_steps,
+            z_dim=args.z_dim,
+            hidden_size=args.hidden_size,
+            obs_temperature=args.obs_temperature,
+            decoder_channels=args.decoder_channels,
+            map_channels=args.map_channels,
         )
     except ValueError as e:
         raise GenerativeError(str(e)) from None
@@ -212,6 +263,11 @@ def train(args: argparse.Namespace) -> dict:
     start = 0
     if resume_from is not None:
         ckpt = torch.load(resume_from, map_location="cpu", weights_only=True)
+        if ckpt.get("format_version") != MODEL_FORMAT:
+            raise GenerativeError(
+                f"--resume: {str(resume_from)!r} is a format {ckpt.get('format_version')!r} model, "
+                f"this code trains format {MODEL_FORMAT}; start a new --out"
+            )
         if ckpt.get("agent_hash") != meta["agent_hash"]:
             raise GenerativeError(
                 f"--resume: {str(resume_from)!r} was trained on another agent than this recording's"
@@ -256,23 +312,31 @@ def train(args: argparse.Namespace) -> dict:
     bar = tqdm(
         range(start, args.num_updates), desc="train_generative", disable=args.no_progress, dynamic_ncols=True
     )
+    u = start
     for update in bar:
+        progress = update / args.num_updates  # set every update: a resumed optimizer keeps its old lr
+        if args.max_minutes is not None:
+            progress = max(progress, (time.perf_counter() - started) / (60 * args.max_minutes))
+        for group in optimizer.param_groups:
+            group["lr"] = scheduled_lr(args.lr, args.lr_schedule, progress)
         batch = to_tensors(
             windows, rng.choice(train_idx, size=args.batch_size, replace=len(train_idx) < args.batch_size)
         )
-        loss, _ = losses(model, agent, batch, lang_table)
+        loss, _ = losses(model, agent, batch, lang_table, action_forcing=args.action_forcing)
         total = sum(scales[k] * loss[k] for k in LOSS_NAMES)
         optimizer.zero_grad()
         total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
         u = update + 1
-        if u % args.log_interval == 0 or u == args.num_updates:
+        out_of_time = args.max_minutes is not None and time.perf_counter() - started > 60 * args.max_minutes
+        if u % args.log_interval == 0 or u == args.num_updates or out_of_time:
             row = {
                 "update": u,
                 "train/loss": total.item(),
                 **{f"train/{k}": v.item() for k, v in loss.items()},
                 "train/grad_norm": float(grad_norm),
+                "train/lr": optimizer.param_groups[0]["lr"],
                 **evaluate(model, agent, windows, held_idx, lang_table),
                 "time/elapsed_s": time.perf_counter() - started,
             }
@@ -285,10 +349,12 @@ def train(args: argparse.Namespace) -> dict:
                 )
             last = row
             bar.set_postfix(loss=f"{total.item():.3f}", cell=f"{row.get('held_out/acc/cell', math.nan):.3f}")
-        if u % args.checkpoint_interval == 0 and u != args.num_updates:
+        if u % args.checkpoint_interval == 0 and u != args.num_updates and not out_of_time:
             save(u, False)
+        if out_of_time:
+            break
     bar.close()
-    final = save(args.num_updates, True)
+    final = save(u, True)
     return {
         "out": str(out),
         "model": str(final),

@@ -7,13 +7,31 @@ import numpy as np
 import pytest
 import torch
 
+import generative
 import generative_analysis
 import record
 import train_generative
-from babyai_env import encode_obs
+from babyai_env import encode_obs, make_env
 from eval_mop import run_episodes
 from experiment import load_policy
-from generative import ObsProbs, agent_input, exact_obs, parse_target, run_agent
+from generative import (
+    AGENT_CELL,
+    CANVAS_SIZE,
+    CELL_DIM,
+    GenerativeConfig,
+    GenerativeModel,
+    ObsProbs,
+    agent_input,
+    exact_obs,
+    motion_probs,
+    parse_target,
+    run_agent,
+    see_through,
+    soft_visibility,
+    start_frame_canvas,
+    turn_direction,
+    view_loss,
+)
 
 
 @pytest.fixture(scope="module")
@@ -131,18 +149,37 @@ def test_record_train_and_every_analysis(recording, tiny_run, tmp_path, capsys):
     assert summary["metrics"]["update"] == 2
     resumed = train_generative.main([*common, "--num_updates", "3", "--resume"])
     assert resumed["metrics"]["update"] == 3
+    # a time budget stops early with a final model at the update reached, which --resume continues
+    timed = train_generative.main(
+        [*common, "--out", str(tmp_path / "timed"), "--num_updates", "50", "--max_minutes", "1e-6"]
+    )
+    assert timed["metrics"]["update"] == 1 and (tmp_path / "timed" / "model_final.pt").exists()
+    more = train_generative.main(
+        [*common, "--out", str(tmp_path / "timed"), "--num_updates", "2", "--resume"]
+    )
+    assert more["metrics"]["update"] == 2
     model = str(out / "model_final.pt")
     for analysis, extra, produced in (
         ("samples", [], "samples.png"),
-        ("maximise", ["--target", "layer_0:expert_2", "--steps", "2"], "maximise_layer_0_expert_2.png"),
+        (
+            "maximise",
+            ["--target", "layer_0:expert_2", "--steps", "2", "--from_episode_start"],
+            "maximise_layer_0_expert_2.png",
+        ),
         ("pca", [], "pca.png"),
         ("directions", ["--alphas=-1,0,1"], "direction_pc1.png"),
+        ("accuracy", ["--num_windows", "4"], "accuracy.png"),
     ):
         s = generative_analysis.main(["--model", model, "--analysis", analysis, "--num_samples", "2", *extra])
         folder = out / analysis
         assert (folder / produced).stat().st_size > 0 and (folder / "summary.json").exists()
         assert s["analysis"] == analysis
-    assert np.isfinite(s["routing"]["layer_0:expert_2 (16)"]).all()
+    assert 0 <= s["closed_loop"]["cell"] <= 1 and len(s["recorded_actions"]["by_step"]) == 4
+    assert np.asarray(s["closed_loop"]["by_view_cell"]).shape == (7, 7)
+    scene = json.loads((out / "maximise" / "summary.json").read_text())["scene_after"]
+    assert 0 <= scene["key_in_view"] <= 1 and sum(scene["actions"].values()) == pytest.approx(1, abs=0.01)
+    directions = json.loads((out / "directions" / "summary.json").read_text())
+    assert np.isfinite(directions["routing"]["layer_0:expert_2 (16)"]).all()
     # bad input: one line, exit 2, nothing overwritten
     before = (out / "model_final.pt").read_bytes()
     for argv in (
@@ -158,3 +195,252 @@ def test_record_train_and_every_analysis(recording, tiny_run, tmp_path, capsys):
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert (out / "model_final.pt").read_bytes() == before
+
+
+def _random_walk(task_id: str, seeds: range, steps: int):
+    """(view before, action, view after, unmasked content of the view before, minigrid's mask) of
+    random actions in real levels, minigrid's own code (not fast_grid)."""
+    rng = np.random.default_rng(0)
+    for seed in seeds:
+        env = make_env(task_id, fast=False)
+        obs, _ = env.reset(seed=seed)
+        for _ in range(steps):
+            top_x, top_y, _, _ = env.get_view_exts()
+            grid = env.grid.slice(top_x, top_y, 7, 7)
+            for _ in range(env.agent_dir + 1):
+                grid = grid.rotate_left()
+            content = grid.encode()  # every cell, before occlusion
+            mask = grid.process_vis(agent_pos=AGENT_CELL)
+            action = int(rng.choice([0, 1, 2, 2, 2, 3, 4, 5]))
+            after, _, terminated, truncated, _ = env.step(action)
+            yield obs, action, after, content, mask
+            obs = after
+            if terminated or truncated:
+                break
+
+
+def test_soft_visibility_is_minigrids_occlusion():
+    checked = hidden = 0
+    for obs, _, _, content, mask in _random_walk("BabyAI-UnlockPickup-v0", range(3), 60):
+        codes = exact_obs(torch.from_numpy(content), torch.tensor(0), torch.tensor(0))
+        see = see_through(codes.cells[0], codes.cells[2])
+        see[AGENT_CELL] = 1.0  # the agent stands on a free cell
+        visible = soft_visibility(see[None])[0]
+        assert torch.equal(visible.bool(), torch.from_numpy(mask)), (visible, mask)
+        assert ((obs["image"][..., 0] == 0) == ~mask).all()  # the env's view hides exactly those
+        checked += 1
+        hidden += int((~mask).sum())
+    assert checked > 100 and hidden > 0  # occlusion happened
+    # a wall row decoded at 1 - 1e-5 leaks about 1e-5 behind it, not more the further back (a soft
+    # OR over the paths multiplied it about tenfold per row: 95% visible five rows behind the wall)
+    see = torch.ones(1, 7, 7)
+    see[0, :, 5] = 1e-5
+    visible = soft_visibility(see)
+    assert float(visible[0, :, :5].max()) <= 1e-5 and float(visible[0, :, 5:].min()) > 0.99999
+    # soft inputs give soft visibility, differentiable in the see-through probabilities
+    see = torch.full((1, 7, 7), 0.5, requires_grad=True)
+    visible = soft_visibility(see)
+    assert 0 < float(visible.detach()[0, 3, 0]) < 1 and visible.detach()[0, 3, 6] == 1
+    visible.sum().backward()
+    assert see.grad.abs().sum() > 0
+
+
+def test_canvas_moves_like_minigrid():
+    model = GenerativeModel(GenerativeConfig(hidden_size=8, z_dim=2), "onehot", lang_dim=4, num_actions=7)
+    counts = {}
+    for obs, action, after, _, _ in _random_walk("BabyAI-UnlockPickup-v0", range(3), 80):
+        before = exact_obs(
+            torch.from_numpy(obs["image"])[None], torch.tensor([obs["direction"]]), torch.tensor([0])
+        )
+        taken = torch.nn.functional.one_hot(torch.tensor([action]), 7).float()
+        motion = motion_probs(taken, before)
+        canvas = model.move_canvas(model.write_real_view(model.empty_canvas(1), before), motion)
+        window = canvas[0, model.view_index].reshape(7, 7, CELL_DIM + 1)
+        seen = (window[..., -1] > 0) & torch.from_numpy(after["image"][..., 0] != 0)
+        seen[AGENT_CELL] = False
+        if action not in (0, 1, 2):  # pickup, drop and toggle change the cell ahead
+            seen[3, 5] = False
+        expected = exact_obs(torch.from_numpy(after["image"]), torch.tensor(0), torch.tensor(0))
+        expected = torch.cat(expected.cells, -1)
+        assert torch.equal(window[..., :CELL_DIM][seen], expected[seen]), action
+        turned = turn_direction(
+            torch.nn.functional.one_hot(torch.tensor([obs["direction"]]), 4).float(), motion
+        )
+        assert int(turned.argmax()) == after["direction"] and float(turned.max()) == 1.0
+        moved = int(motion[0, 0]) == 1
+        kind = {0: "left", 1: "right"}.get(
+            action, "forward" if moved else ("blocked" if action == 2 else "stay")
+        )
+        counts[kind] = counts.get(kind, 0) + int(seen.sum())
+    assert all(counts.get(k, 0) > 50 for k in ("left", "right", "forward", "blocked", "stay")), counts
+
+
+def test_decoder_copies_an_unchanged_world():
+    """With its learned residual silenced, the decoder repeats what the canvas and the visibility
+    rule say: after a 'done' action (nothing moves) that is the previous view, unseen cells too."""
+    model = GenerativeModel(GenerativeConfig(hidden_size=8, z_dim=2), "onehot", lang_dim=4, num_actions=7)
+    with torch.no_grad():
+        model.cells_net[-1].weight.zero_()
+        model.cells_net[-1].bias.zero_()
+        model.copy_gain.fill_(1.0)
+    done = torch.nn.functional.one_hot(torch.tensor([6]), 7).float()
+    n = moved_carrying = 0
+    for obs, action, _, _, _ in _random_walk("BabyAI-UnlockPickup-v0", range(2), 40):
+        real = exact_obs(
+            torch.from_numpy(obs["image"])[None], torch.tensor([obs["direction"]]), torch.tensor([0])
+        )
+        canvas = model.write_real_view(model.empty_canvas(1), real)
+        canvas = torch.cat([canvas, torch.randn(1, canvas.shape[1], model.config.map_channels)], -1)
+        _, probs, _, _ = model.decode_step(
+            torch.zeros(1, 8), canvas, real, done, torch.zeros(1, 2), torch.zeros(1, 4)
+        )
+        image, direction, _ = probs.codes()
+        assert (
+            torch.equal(image[0], torch.from_numpy(obs["image"]).long())
+            and int(direction) == obs["direction"]
+        )
+        n += 1
+        if action in (0, 1, 2):  # what the agent carries moves with it (its cell is not the floor)
+            image = torch.from_numpy(obs["image"]).clone()
+            image[AGENT_CELL] = torch.tensor([5, 1, 0])  # a green key
+            held = exact_obs(image[None], torch.tensor([obs["direction"]]), torch.tensor([1]))
+            canvas = model.write_real_view(model.empty_canvas(1), held)
+            canvas = torch.cat([canvas, torch.zeros(1, canvas.shape[1], model.config.map_channels)], -1)
+            taken = torch.nn.functional.one_hot(torch.tensor([action]), 7).float()
+            _, probs, _, _ = model.decode_step(
+                torch.zeros(1, 8), canvas, held, taken, torch.zeros(1, 2), torch.zeros(1, 4)
+            )
+            assert probs.codes()[0][0, AGENT_CELL[0], AGENT_CELL[1]].tolist() == [5, 1, 0]
+            moved_carrying += int(action == 2 and obs["image"][3, 5, 0] == 1)
+    assert n > 20 and moved_carrying > 0
+
+
+def test_older_model_formats_are_refused(recording, tmp_path, capsys):
+    _, data, _ = recording
+    old = tmp_path / "old" / "model_final.pt"
+    old.parent.mkdir()
+    torch.save({"format_version": 1, "model_state": {}}, old)
+    with pytest.raises(train_generative.GenerativeError, match="format 1 generative model"):
+        train_generative.load_model(old)
+    with pytest.raises(SystemExit) as e:
+        generative_analysis.main(["--model", str(old), "--analysis", "samples"])
+    assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(SystemExit) as e:  # nor resumed
+        train_generative.main(
+            ["--dataset", str(data), "--out", str(old.parent), "--resume", "--num_updates", "2"]
+        )
+    assert e.value.code == 2 and "format 1" in capsys.readouterr().err
+
+
+def test_forced_actions_move_the_simulated_world(recording):
+    """Training moves the world by the recorded actions: forcing 'turn left' at every step turns
+    the decoded direction by one each step, whatever the agent would do."""
+    checkpoint, out, meta = recording
+    policy, encoder, config = load_policy(checkpoint)
+    w = record.load_windows(out, 6)
+    batch = train_generative.to_tensors(w, np.arange(min(4, len(w["image"]))))
+    model = GenerativeModel(
+        GenerativeConfig(num_init_steps=2, num_sim_steps=4, hidden_size=8, z_dim=2),
+        "onehot",
+        config["lang_dim"],
+        config["num_actions"],
+    )
+    with torch.no_grad():
+        model.cells_net[-1].weight.zero_()
+        model.cells_net[-1].bias.zero_()
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.zero_()
+        model.copy_gain.fill_(1.0)
+    lang_table = encoder(meta["missions"]).detach()
+    init = generative.batch_init(batch, 2, lang_table)
+    z = torch.zeros(len(batch["image"]), model.config.latent_size)
+    left = torch.zeros(len(batch["image"]), 4, dtype=torch.long)  # Actions.left
+    with torch.no_grad():
+        forced = model.simulate(policy, init, z, forced_actions=left)
+        own = model.simulate(policy, init, z, forced_actions=torch.full_like(left, -1))
+        free = model.simulate(policy, init, z)
+    start = batch["direction"][:, 1]
+    decoded = torch.stack([o.direction.argmax(-1) for o in forced.obs_probs], 1)
+    assert torch.equal(decoded, (start[:, None] - torch.arange(1, 5)) % 4)
+    for a, b in zip(own.obs_probs, free.obs_probs):  # -1: the agent's own actions
+        torch.testing.assert_close(a.direction, b.direction)
+
+
+def test_start_frame_canvas_is_the_world():
+    """The spatial latent's posterior reads the window's views laid out in the frame of its start
+    step: every cell written there is the level's cell at that place (turns and walks, blocked
+    walks included; the world does not change without pickup, drop or toggle)."""
+    from minigrid.core.constants import DIR_TO_VEC
+
+    rng = np.random.default_rng(1)
+    K, c = CANVAS_SIZE, CANVAS_SIZE // 2
+    for seed in range(3):
+        env = make_env("BabyAI-UnlockPickup-v0", fast=False)
+        obs, _ = env.reset(seed=seed)
+        images, actions, poses = [], [], []
+        for _ in range(24):
+            images.append(obs["image"])
+            poses.append((tuple(env.agent_pos), env.agent_dir))
+            actions.append(int(rng.choice([0, 1, 2, 2, 2])))
+            obs, *_ = env.step(actions[-1])
+        start = 5
+        views = torch.from_numpy(np.stack(images))[None]
+        canvas = start_frame_canvas(views, torch.tensor([actions]), start)[0]
+        (px, py), d = poses[start]
+        forward, right = np.asarray(DIR_TO_VEC[d]), np.asarray(DIR_TO_VEC[(d + 1) % 4])
+        seen = torch.nonzero(canvas[:, -1] > 0)[:, 0].tolist()
+        for flat in seen:
+            dx, dy = flat // K - c, flat % K - c
+            wx, wy = np.asarray([px, py]) + dx * right - dy * forward
+            cell = env.grid.get(int(wx), int(wy))
+            expected = exact_obs(
+                torch.tensor(cell.encode() if cell else (1, 0, 0)), torch.tensor(0), torch.tensor(0)
+            )
+            assert torch.equal(canvas[flat, :CELL_DIM], torch.cat(expected.cells, -1)), (seed, dx, dy)
+        assert len(seen) > 30
+
+
+def test_learning_rate_schedule():
+    lr = train_generative.scheduled_lr
+    assert lr(1e-3, "constant", 0.7) == 1e-3
+    assert lr(1e-3, "cosine", 0.0) == pytest.approx(1e-3)
+    assert lr(1e-3, "cosine", 0.5) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    assert lr(1e-3, "cosine", 1.0) == lr(1e-3, "cosine", 3.0) == pytest.approx(5e-5)
+
+
+def test_decoding_a_half_visible_cell():
+    """A grey wall seen with probability 0.6 decodes as a grey wall, not as a red one (the unseen
+    share's colour code 0 does not count for a seen cell); exact observations decode to themselves."""
+    objects = torch.zeros(11)
+    objects[0], objects[2] = 0.4, 0.6  # unseen or a wall
+    colours = torch.tensor([0.4, 0, 0, 0, 0, 0]) + 0.6 * torch.tensor([0.3, 0, 0, 0, 0, 0.7])
+    states = torch.tensor([1.0, 0, 0])
+    cell = lambda x: x.expand(7, 7, -1).clone()  # noqa: E731
+    direction, carrying = torch.tensor([1.0, 0, 0, 0]), torch.tensor([1.0, 0])
+    obs = ObsProbs([cell(objects), cell(colours), cell(states)], direction, carrying)
+    assert obs.codes()[0][0, 0].tolist() == [2, 5, 0]
+    assert [int(c.argmax()) for c in (objects, colours)] == [2, 0]  # channel by channel: a red wall
+    unseen = [cell(torch.nn.functional.one_hot(torch.tensor(0), n).float()) for n in (11, 6, 3)]
+    hidden = ObsProbs(unseen, direction, carrying)
+    assert hidden.codes()[0].sum() == 0
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(np.stack([rng.integers(0, n, (7, 7)) for n in (11, 6, 3)], -1))
+    image[image[..., 0] == 0] = 0  # minigrid: unseen cells are (0, 0, 0)
+    exact = exact_obs(image, torch.tensor(2), torch.tensor(1))
+    assert torch.equal(exact.codes()[0], image) and torch.equal(exact.argmax().features(), exact.features())
+
+
+def test_view_loss_scores_colour_and_state_only_where_seen():
+    image = torch.zeros(1, 1, 7, 7, 3, dtype=torch.long)
+    image[0, 0, 3, 5] = torch.tensor([2, 5, 0])  # a grey wall ahead, everything else unseen
+    logits = ObsProbs([torch.randn(1, 7, 7, n) for n in (11, 6, 3)], torch.zeros(1, 4), torch.zeros(1, 2))
+    base = view_loss([logits], image)
+    hidden = ObsProbs([c.clone() for c in logits.cells], logits.direction, logits.carrying)
+    hidden.cells[1][0, 0, 0] += torch.tensor([9.0, 0, 0, 0, 0, 0])  # colour of an unseen cell
+    assert view_loss([hidden], image) == base
+    shown = ObsProbs([c.clone() for c in logits.cells], logits.direction, logits.carrying)
+    shown.cells[1][0, 3, 5] += torch.tensor([9.0, 0, 0, 0, 0, 0])  # the wall's colour: red now
+    assert view_loss([shown], image) > base
+    unseen = ObsProbs([c.clone() for c in logits.cells], logits.direction, logits.carrying)
+    unseen.cells[0][0, 0, 0] += torch.tensor([9.0] + [0.0] * 10)  # more sure it is unseen
+    assert view_loss([unseen], image) < base
