@@ -47,9 +47,12 @@ def _():
     model_picker = mo.ui.dropdown(models, value=models[0] if models else None, label="model")
     analysis_picker = mo.ui.dropdown(list(generative_analysis.ANALYSES), value="samples", label="analysis")
     target = mo.ui.text(value="lpc", label="maximise target (`layer_<k>:expert_<j>` | `lpc` | `action:<a>`)")
+    from_start = mo.ui.checkbox(
+        value=False, label="samples/maximise: contexts from an episode's first step (the opening phase)"
+    )
     run_button = mo.ui.run_button(label="run analysis")
-    mo.vstack([model_picker, analysis_picker, target, run_button])
-    return analysis_picker, model_picker, run_button, target
+    mo.vstack([model_picker, analysis_picker, target, from_start, run_button])
+    return analysis_picker, from_start, model_picker, run_button, target
 
 
 @app.cell
@@ -65,11 +68,13 @@ def _(model_picker):
 
 
 @app.cell
-def _(analysis_picker, model_picker, run_button, target):
+def _(analysis_picker, from_start, model_picker, run_button, target):
     mo.stop(not run_button.value or model_picker.value is None)
     argv = ["--model", model_picker.value, "--analysis", analysis_picker.value]
     if analysis_picker.value == "maximise":
         argv += ["--target", target.value]
+    if from_start.value and analysis_picker.value in ("samples", "maximise"):
+        argv += ["--from_episode_start"]
     try:
         summary = generative_analysis.run(generative_analysis.build_parser().parse_args(argv))
     except (GenerativeError, RecordingError) as _e:  # the project's one-line reason, not a traceback
