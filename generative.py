@@ -264,11 +264,11 @@ def turn_direction(direction: torch.Tensor, motion: torch.Tensor) -> torch.Tenso
     )
 
 
-COPY_FLOOR = 1e-6  # the least probability a copied code keeps (log(0) would be -inf)
+COPY_FLOOR = 1e-6  # the least probability a copied or scored code keeps (log(0) would be -inf)
 
 
 def _log(probs: torch.Tensor) -> torch.Tensor:
-    """log of copied probabilities, floored: an unseen canvas cell (all 0) copies no preference."""
+    """log of probabilities, floored: an unseen canvas cell (all 0) copies no preference."""
     return torch.log(probs.clamp_min(COPY_FLOOR))
 
 
@@ -503,7 +503,7 @@ class GenerativeModel(nn.Module):
         # the colour and state of an unseen cell are always 0, and scoring the mixture on them
         # would teach a cell the decoder is unsure it can see to be red
         cell_logits = [
-            torch.log(cell_probs[0].clamp_min(1e-6)),
+            _log(cell_probs[0]),
             *[F.log_softmax(x / T, -1).reshape(B, VIEW_SIZE, VIEW_SIZE, -1) for x in (colours, states)],
         ]
         rest = self.head(torch.cat([h, torch.relu(self.view_in(prev.features()))], -1))
@@ -586,6 +586,11 @@ class GenerativeModel(nn.Module):
 
 
 # ----------------------------------------------------------------------------- losses and metrics
+
+
+def decoded_image(sim: SimOutput) -> torch.Tensor:
+    """(B, S, 7, 7, 3) long: the most likely codes (ObsProbs.codes) of every simulated view."""
+    return torch.stack([o.codes()[0] for o in sim.obs_probs], 1)
 
 
 def batch_init(batch: dict[str, torch.Tensor], num_init_steps: int, lang_table: torch.Tensor) -> Init:
@@ -672,7 +677,7 @@ def reconstruction_metrics(
     n_init = num_init_steps
     image = batch["image"][:, n_init:].long()
     out = {}
-    cells = torch.stack([o.codes()[0] for o in sim.obs_probs], 1)  # (B, S, 7, 7, 3)
+    cells = decoded_image(sim)
     for c, name in enumerate(CHANNEL_NAMES):
         out[f"acc/{name}"] = float((cells[..., c] == image[..., c]).float().mean())
     out["acc/cell"] = float((cells == image).all(-1).float().mean())
@@ -714,7 +719,7 @@ def accuracy_breakdown(sim: SimOutput, batch: dict[str, torch.Tensor], num_init_
     n_init = num_init_steps
     real = batch["image"][:, n_init:].long()  # (B, S, 7, 7, 3)
     before = batch["image"][:, n_init - 1 : -1].long()
-    decoded = torch.stack([o.codes()[0] for o in sim.obs_probs], 1)
+    decoded = decoded_image(sim)
     right = (decoded == real).all(-1).float()  # (B, S, 7, 7)
     changed = (real != before).any(-1)
     objects = real[..., 0]

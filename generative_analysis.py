@@ -33,7 +33,15 @@ import numpy as np
 import torch
 
 from experiment import ArgumentParser
-from generative import Init, accuracy_breakdown, losses, parse_target, run_agent, target_value
+from generative import (
+    Init,
+    accuracy_breakdown,
+    decoded_image,
+    losses,
+    parse_target,
+    run_agent,
+    target_value,
+)
 from generative_plots import (
     frames_to_gif,
     plot_accuracy,
@@ -44,7 +52,7 @@ from generative_plots import (
 )
 from record import RecordingError, iter_chunks, load_windows, read_metadata
 from runs import atomic_write, atomic_write_text
-from train_generative import GenerativeError, load_model, split_windows, to_tensors
+from train_generative import GenerativeError, load_model, split_windows, to_tensors, training_windows
 
 ANALYSES = ("samples", "maximise", "pca", "directions", "accuracy")
 
@@ -98,7 +106,7 @@ def scene_stats(sim) -> dict:
     """What the decoded (argmax) views of a rollout show, as shares of simulated steps: carrying,
     a key / a door (closed or locked, open) / a box in view, a wall or door right ahead, and the
     agent's greedy actions. Describes the situations an optimised z decodes to."""
-    codes = torch.from_numpy(_decoded_codes(sim)).long()  # (B, S, 7, 7, 3)
+    codes = decoded_image(sim)  # (B, S, 7, 7, 3)
     obj, state = codes[..., 0].clone(), codes[..., 2]
     obj[..., 3, 6] = 1  # the agent's own cell shows what it carries, not what is in view
     door = obj == 4
@@ -118,7 +126,7 @@ def scene_stats(sim) -> dict:
 
 def _decoded_codes(sim) -> np.ndarray:
     """(B, S, 7, 7, 3) argmax codes of a simulated rollout."""
-    return torch.stack([o.codes()[0] for o in sim.obs_probs], 1).numpy().astype(np.uint8)
+    return decoded_image(sim).numpy().astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- analyses
@@ -369,11 +377,11 @@ def directions(
 
 @torch.no_grad()
 def accuracy(loaded: dict, dataset: str, out: Path, num_windows: int, seed: int) -> dict:
-    """The held-out windows train_generative.py evaluates (same windows, same order)."""
+    """The held-out windows train_generative.py evaluates (same windows, same order: the model's own
+    --max_windows and --seed draw them)."""
     model, agent = loaded["model"], loaded["agent"]
-    window = model.config.window
-    windows = load_windows(dataset, window, max(1, window // 2), 20_000, seed)
-    _, held = split_windows(windows)
+    trained = loaded["ckpt"]["args"]
+    windows, _, held = training_windows(dataset, model.config, trained["max_windows"], trained["seed"])
     batch = to_tensors(windows, held[:num_windows])
     result = {"num_windows": int(len(batch["image"]))}
     for name, forcing in (("closed_loop", 0.0), ("recorded_actions", 1.0)):

@@ -126,6 +126,16 @@ def split_windows(windows: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
     return (train if len(train) else np.flatnonzero(held)), np.flatnonzero(held)
 
 
+def training_windows(
+    dataset: str, config: GenerativeConfig, max_windows: int, seed: int
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The windows a model with `config` trains on (a random subset of about max_windows, drawn
+    with `seed`) and their (train, held-out) split: train() and the accuracy analysis read the
+    same held-out windows, in the same order, when given the model's max_windows and seed."""
+    windows = load_windows(dataset, config.window, max(1, config.window // 2), max_windows, seed)
+    return (windows, *split_windows(windows))
+
+
 @torch.no_grad()
 def evaluate(model, agent, windows, index, lang_table, batch_size: int = 256) -> dict[str, float]:
     """Held-out metrics with the posterior mean z, averaged over windows."""
@@ -248,10 +258,7 @@ def train(args: argparse.Namespace) -> dict:
         raise GenerativeError(f"--resume: no model_*.pt in {str(out)!r}")
     if not args.resume and (out / "model_final.pt").exists():
         raise GenerativeError(f"{str(out)!r} already holds model_final.pt; use --resume or another --out")
-    windows = load_windows(
-        args.dataset, config.window, max(1, config.window // 2), args.max_windows, args.seed
-    )
-    train_idx, held_idx = split_windows(windows)
+    windows, train_idx, held_idx = training_windows(args.dataset, config, args.max_windows, args.seed)
     held_idx = held_idx[: args.max_held_out]
     lang_table = mission_table(encoder, meta["missions"])
     torch.manual_seed(args.seed)
