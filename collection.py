@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import multiprocessing as mp
 import signal
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -215,6 +216,7 @@ class Collector:
         """Act for `unroll_len` steps in every env; every state is labelled by its bot.
         teacher_forcing: this chunk's probability of executing the bot's label (None: the
         constructor's), so a schedule (DAgger's beta_i) can change it every update."""
+        started = time.perf_counter()
         n, T = len(self.slots), unroll_len
         beta = self.teacher_forcing if teacher_forcing is None else float(teacher_forcing)
         if self.memory is None or self.memory.shape[-1] != policy.memory_size:
@@ -264,6 +266,7 @@ class Collector:
         inverse = {i: m for m, i in mission_ids.items()}
         chunk["missions"] = [inverse[i] for i in range(len(inverse))]
         chunk["slot_states"] = self.state()  # where each env stands after this chunk (for --resume)
+        chunk["collect_s"] = time.perf_counter() - started  # this process's acting time (perf/ logs)
         return chunk
 
 
@@ -273,6 +276,7 @@ def merge_chunks(chunks: list[dict]) -> dict:
         return chunks[0]
     merged: dict[str, Any] = {"missions": [], "episodes": [], "slot_states": []}
     merged["teacher_forcing"] = chunks[0].get("teacher_forcing")
+    merged["collect_s"] = max(c.get("collect_s", 0.0) for c in chunks)  # the slowest worker
     offset_index = []
     for c in chunks:
         remap = np.array([len(merged["missions"]) + i for i in range(len(c["missions"]))], np.int64)

@@ -663,9 +663,14 @@ class ImitationRun:
         cfg, state, learner = self.cfg, self.state, self.learner
         update = state.update + 1
         state.update, last = update, update == cfg.num_updates
+        waited = time.perf_counter()
         chunk = self.collector.result()
+        waited = time.perf_counter() - waited
+        submitted = time.perf_counter()
         if cfg.async_collection and not last:  # the next unroll overlaps with this update
             self._submit(update + 1)
+        learning = time.perf_counter()
+        submitted = learning - submitted
         batch, extra = self.replay.training_batch(chunk, learner) if self.replay is not None else (chunk, {})
         try:
             parts = learner.step(batch)
@@ -675,8 +680,20 @@ class ImitationRun:
                 f"update {update}: {e}; training stopped and nothing was saved (last checkpoint: "
                 f"{saved}); lower --lr or --lpc_alpha"
             ) from None
+        learning = time.perf_counter() - learning
         if not cfg.async_collection and not last:
+            submitted = time.perf_counter()
             self._submit(update + 1)
+            submitted = time.perf_counter() - submitted
+        # Where the update's time went (means over the logged window): the learner waiting for the
+        # chunk, sending the weights for the next one, its own replay + step, and the slowest
+        # collector's acting for that chunk. In async runs wait ~ 0 means collection keeps up and
+        # the learner is the bottleneck.
+        parts["perf/wait_s"] = waited
+        parts["perf/submit_s"] = submitted
+        parts["perf/learn_s"] = learning
+        if "collect_s" in chunk:
+            parts["perf/collect_s"] = chunk["collect_s"]
         parts["train/teacher_forcing"] = chunk["teacher_forcing"]  # the value this chunk acted with
         parts.update(extra)
         state.record(chunk, parts)
