@@ -13,8 +13,9 @@
               measure how routing and action probabilities change
   accuracy    where the decoded views are wrong on held-out windows (posterior-mean z): per
               channel, per view cell, per simulated step, per object, changed vs unchanged
-              cells; closed loop (the world moves by the agent's own actions, the training
-              metric) and with the recorded actions
+              cells; closed loop (the world moves by the agent's own greedy actions, the
+              training metric) and with the recorded actions; agreeing_prefix: the same over
+              the steps the simulated agent reaches by taking the recorded actions
 Writes <out>/<analysis>/{summary.json, *.png, *.gif}; default out: the model's folder.
 
     python generative_analysis.py --model generative/BabyAI-UnlockPickup-v0/trial_0/final/model_final.pt --analysis samples
@@ -198,19 +199,20 @@ def maximise(
     soft_before, hard_before, sim_before = measure(z0)
     z = z0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=lr)
-    best: tuple[float, torch.Tensor] | None = None
+    best: tuple[float, torch.Tensor, int] | None = None
     started = time.perf_counter()
-    for _ in range(steps):
+    for step in range(steps):
         sim = model.simulate(agent, init, z)
         value = target_value(sim.agent, target, expert_sizes).mean()
         objective = sign * value - kl_weight * 0.5 * z.pow(2).sum(-1).mean()
         if best is None or objective.item() > best[0]:  # Adam on z can overshoot: keep the best z
-            best = (objective.item(), z.detach().clone())
+            best = (objective.item(), z.detach().clone(), step)
         optimizer.zero_grad()
         (-objective).backward()
         optimizer.step()
     seconds = time.perf_counter() - started
     z = best[1] if best is not None else z.detach()
+    best_step = best[2] if best is not None else 0
     soft_after, hard_after, sim_after = measure(z)
     moved_soft = soft_after - soft_before
     fidelity = (hard_after - hard_before) / moved_soft if abs(moved_soft) > 1e-9 else float("nan")
@@ -245,6 +247,7 @@ def maximise(
         "hard_after": hard_after,
         "fidelity": fidelity,
         "z_norm": float(z.detach().norm(dim=-1).mean()),
+        "best_step": best_step,  # the step on z whose z is kept (0: none beat z = 0)
         "optimised_mean_carrying": float(carrying.mean()),
         "optimised_actions": sim_after.agent.logits.argmax(-1).tolist(),
         "seconds": round(seconds, 2),
@@ -388,11 +391,6 @@ def accuracy(loaded: dict, dataset: str, out: Path, num_windows: int, seed: int)
         torch.manual_seed(seed)
         _, sim = losses(model, agent, batch, loaded["lang_table"], sample=False, action_forcing=forcing)
         result[name] = accuracy_breakdown(sim, batch, model.config.num_init_steps)
-        result[name]["action_agreement"] = float(
-            (sim.agent.logits.argmax(-1) == batch["logits"][:, model.config.num_init_steps :].argmax(-1))
-            .float()
-            .mean()
-        )
     fig = plot_accuracy(
         np.asarray(result["closed_loop"]["by_view_cell"]),
         {k: result[k]["by_step"] for k in ("closed_loop", "recorded_actions")},
@@ -423,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="samples/maximise: contexts that begin at an episode's first step",
     )
-    p.add_argument("--steps", type=int, default=100, help="maximise: gradient steps on z")
+    p.add_argument("--steps", type=int, default=60, help="maximise: gradient steps on z (default 60)")
     p.add_argument("--lr", type=float, default=0.05, help="maximise: Adam step size on z")
     p.add_argument("--kl_weight", type=float, default=0.01, help="maximise: weight of the 0.5*|z|^2 leash")
     p.add_argument("--max_steps", type=int, default=20_000, help="pca/directions: recorded steps used")
@@ -498,7 +496,7 @@ def main(argv: list[str] | None = None) -> dict:
     shown = {k: v for k, v in summary.items() if k not in hidden}
     for k in ("closed_loop", "recorded_actions"):  # the accuracy analysis: the headline numbers
         if k in shown:
-            shown[k] = {m: shown[k][m] for m in ("cell", "channels", "action_agreement")}
+            shown[k] = {m: shown[k][m] for m in ("cell", "channels", "action_agreement", "agreeing_prefix")}
     print(json.dumps(shown))
     print("wrote", Path(summary["files"][-1]).parent)
     return summary

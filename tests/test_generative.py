@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import generative
 import generative_analysis
@@ -18,11 +19,15 @@ from generative import (
     AGENT_CELL,
     CANVAS_SIZE,
     CELL_DIM,
+    AgentTrace,
     GenerativeConfig,
     GenerativeModel,
     ObsProbs,
+    SimOutput,
     agent_input,
+    agreeing_prefix,
     exact_obs,
+    greedy_actions,
     motion_probs,
     parse_target,
     run_agent,
@@ -444,3 +449,23 @@ def test_view_loss_scores_colour_and_state_only_where_seen():
     unseen = ObsProbs([c.clone() for c in logits.cells], logits.direction, logits.carrying)
     unseen.cells[0][0, 0, 0] += torch.tensor([9.0] + [0.0] * 10)  # more sure it is unseen
     assert view_loss([unseen], image) < base
+
+
+def test_the_simulated_agent_acts_greedily_without_gradient():
+    """Recorded agents act greedily: the simulated world moves by the one-hot argmax (not the
+    blur of the softmax); z reaches the agent only through the views (no gradient through the
+    choice, whose straight-through estimate misled maximise)."""
+    logits = torch.tensor([[0.2, 0.1, 0.5, -1.0], [2.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    act = greedy_actions(logits)
+    assert torch.equal(act, torch.tensor([[0.0, 0, 1, 0], [1, 0, 0, 0]])) and not act.requires_grad
+
+
+def test_agreeing_prefix_ends_at_the_first_disagreement():
+    """Views are compared with the recording only while the simulated agent has taken the
+    recorded actions: step s counts if every action before it agreed (step 0 always does)."""
+    n_init, A = 2, 4
+    recorded = torch.tensor([[0, 0, 1, 2, 3], [0, 0, 1, 2, 3]])  # greedy actions, (B, n_init + S)
+    simulated = torch.tensor([[1, 2, 3], [2, 2, 3]])  # the first row agrees, the second differs at 0
+    sim = SimOutput([], [], torch.zeros(2, 3), AgentTrace(F.one_hot(simulated, A).float(), None, []), None)
+    batch = {"logits": F.one_hot(recorded, A).float()}
+    assert agreeing_prefix(sim, batch, n_init).tolist() == [[True, True, True], [True, False, False]]
