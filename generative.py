@@ -7,23 +7,24 @@ MoP policies on BabyAI's symbolic views).
                action) ⊕ mission embedding -> q(z) = N(mu, sigma)
     context:   GRU over the first num_init_steps real views; the agent reads them too (exact
                one-hot) from its recorded memory, so its memory at the first simulated step is real
-    canvas:    an egocentric map (13x13 cells, agent at the centre facing up) of the last seen code
+    canvas:    an egocentric map (25x25 cells, agent at the centre facing up) of the last seen code
                probabilities of every cell. The real init views are written into it; before each
-               simulated step it is moved by the agent's own action probabilities (turn left, turn
-               right, forward times the probability that the cell ahead is free: exact index maps,
-               so a cell seen once stays where the world keeps it), and the decoded view is written
+               simulated step it is moved by the agent's own greedy action, as recorded agents act
+               (turn left, turn right, forward times the probability that the cell ahead is free:
+               exact index maps, so a cell seen once stays where the world keeps it), and the decoded view is written
                back where it is visible. Most cells do not change between steps: the decoder only has
                to say what does (the cell ahead after pickup/drop/toggle, newly seen cells, occlusion)
-    simulator: GRUCell(previous view, agent's action probabilities, z, mission) -> state h; a small
+    simulator: GRUCell(previous view, agent's action (one-hot), z, mission) -> state h; a small
                CNN over the 7x7 view reads, per cell, the canvas there, the previous view, a learned
                embedding of the cell and h/z/mission/action, and adds a residual to a copy of the
                canvas (and of the agent's own cell: what it carries) -> per cell categorical logits
                over object (11) / colour (6) / state (3); direction (the previous direction turned
-               by the action probabilities, plus a residual), carrying, done. The agent reads the
+               by the action, plus a residual), carrying, done. The agent reads the
                softmax of those logits as its one-hot input (a soft one-hot; "raw" agents read the
-               expected codes), updates its memory and routes, and its action probabilities drive
-               the next simulated step.
-Everything is differentiable from z to the agent's routing and logits, so z can be optimised
+               expected codes), updates its memory and routes, and its greedy action drives the
+               next simulated step.
+Everything is differentiable from z through the decoded views to the agent's routing and logits
+(not through the agent's discrete choice of action), so z can be optimised
 (generative_analysis.py --analysis maximise). The agent's weights are frozen and never stored
 here: a model names its agent checkpoint and the hash of its weights (record.weights_hash).
 
@@ -545,7 +546,7 @@ class GenerativeModel(nn.Module):
         simulated step (the directions analysis). forced_actions (B, S), if given, are the actions
         that move the world before each simulated step where >= 0 (training with the recorded
         actions: the world then follows the recording even where the agent would act otherwise);
-        elsewhere the agent's own action probabilities move it. forced_free (B, S): whether the
+        elsewhere the agent's own greedy action moves it. forced_free (B, S): whether the
         cell ahead was free before each step in the recording, for the forced forward moves.
         z (B, latent_size): the global latent ⊕ the spatial one, which is laid on the canvas in the
         frame of the first simulated step and moves with the world from then on."""
@@ -731,8 +732,9 @@ def reconstruction_metrics(
 def agreeing_prefix(sim: SimOutput, batch: dict[str, torch.Tensor], num_init_steps: int) -> torch.Tensor:
     """(B, S) bool: simulated step s is reached by the recorded actions, i.e. the simulated agent's
     greedy action agreed with the recorded one at every step before it (the move into the first
-    step is the agent's greedy action on the real context, which is the recorded one). After the first disagreement the simulated world rightly differs from
-    the recording, so comparing views there measures the divergence, not the decoder."""
+    step is the agent's greedy action on the real context, which is the recorded one). After the
+    first disagreement the simulated world rightly differs from the recording, so comparing views
+    there measures the divergence, not the decoder."""
     n_init = num_init_steps
     agree = sim.agent.logits.argmax(-1) == batch["logits"][:, n_init:].argmax(-1)  # action after step s
     reached = torch.cat([torch.ones_like(agree[:, :1]), agree[:, :-1]], 1)
