@@ -11,9 +11,10 @@ MoP policies on BabyAI's symbolic views).
                probabilities of every cell. The real init views are written into it; before each
                simulated step it is moved by the agent's own greedy action, as recorded agents act
                (turn left, turn right, forward times the probability that the cell ahead is free:
-               exact index maps, so a cell seen once stays where the world keeps it), and the decoded view is written
-               back where it is visible. Most cells do not change between steps: the decoder only has
-               to say what does (the cell ahead after pickup/drop/toggle, newly seen cells, occlusion)
+               exact index maps, so a cell seen once stays where the world keeps it), and the
+               decoded view is written back where it is visible. Most cells do not change between
+               steps: the decoder only has to say what does (the cell ahead after pickup/drop/toggle,
+               newly seen cells, occlusion)
     simulator: GRUCell(previous view, agent's action (one-hot), z, mission) -> state h; a small
                CNN over the 7x7 view reads, per cell, the canvas there, the previous view, a learned
                embedding of the cell and h/z/mission/action, and adds a residual to a copy of the
