@@ -720,14 +720,17 @@ def reconstruction_metrics(
         err = (sim.agent.memory[:, : S - 1] - target).pow(2).mean()
         out["memory/mse"] = float(err)
         out["memory/relative_mse"] = float(err / target.var().clamp_min(1e-12))
-    agreed = agreeing_prefix(sim, batch, n_init)
-    out["acc/action"] = float(
-        (sim.agent.logits.argmax(-1) == batch["logits"][:, n_init:].argmax(-1)).float().mean()
+    out["acc/action"] = float(action_agreement(sim, batch, n_init).float().mean())
+    prefix = prefix_accuracy(
+        (cells == image).all(-1).float().mean((2, 3)), agreeing_prefix(sim, batch, n_init)
     )
-    right = (cells == image).all(-1).float().mean((2, 3))  # (B, S)
-    out["acc/cell_agreeing"] = float(right[agreed].mean()) if agreed.any() else float("nan")
-    out["acc/agreeing_share"] = float(agreed.float().mean())
+    out["acc/cell_agreeing"], out["acc/agreeing_share"] = prefix["accuracy"], prefix["share"]
     return out
+
+
+def action_agreement(sim: SimOutput, batch: dict[str, torch.Tensor], num_init_steps: int) -> torch.Tensor:
+    """(B, S) bool: the simulated agent's greedy action after step s is the recorded agent's."""
+    return sim.agent.logits.argmax(-1) == batch["logits"][:, num_init_steps:].argmax(-1)
 
 
 def agreeing_prefix(sim: SimOutput, batch: dict[str, torch.Tensor], num_init_steps: int) -> torch.Tensor:
@@ -736,10 +739,23 @@ def agreeing_prefix(sim: SimOutput, batch: dict[str, torch.Tensor], num_init_ste
     step is the agent's greedy action on the real context, which is the recorded one). After the
     first disagreement the simulated world rightly differs from the recording, so comparing views
     there measures the divergence, not the decoder."""
-    n_init = num_init_steps
-    agree = sim.agent.logits.argmax(-1) == batch["logits"][:, n_init:].argmax(-1)  # action after step s
+    agree = action_agreement(sim, batch, num_init_steps)
     reached = torch.cat([torch.ones_like(agree[:, :1]), agree[:, :-1]], 1)
     return reached.long().cumprod(1).bool()
+
+
+def prefix_accuracy(per_step: torch.Tensor, agreed: torch.Tensor) -> dict[str, float]:
+    """Per-step view accuracy (B, S) split by agreeing_prefix (B, S): the share of steps reached by
+    the recorded actions, the accuracy there and after the divergence (nan where there are none)."""
+
+    def mean(mask: torch.Tensor) -> float:
+        return float(per_step[mask].mean()) if mask.any() else float("nan")
+
+    return {
+        "share": float(agreed.float().mean()),
+        "accuracy": mean(agreed),
+        "after_divergence": mean(~agreed),
+    }
 
 
 OBJECT_NAMES = ("unseen", "empty", "wall", "floor", "door", "key", "ball", "box", "goal", "lava", "agent")
@@ -755,7 +771,6 @@ def accuracy_breakdown(sim: SimOutput, batch: dict[str, torch.Tensor], num_init_
     before = batch["image"][:, n_init - 1 : -1].long()
     decoded = decoded_image(sim)
     right = (decoded == real).all(-1).float()  # (B, S, 7, 7)
-    per_step, agreed = right.mean((2, 3)), agreeing_prefix(sim, batch, n_init)
     changed = (real != before).any(-1)
     objects = real[..., 0]
     return {
@@ -776,14 +791,8 @@ def accuracy_breakdown(sim: SimOutput, batch: dict[str, torch.Tensor], num_init_
         "unchanged_cells": float(right[~changed].mean()) if (~changed).any() else float("nan"),
         "copy_previous_view": float((~changed).float().mean()),  # the accuracy of "nothing changes"
         "agent_cell": float(right[..., AGENT_CELL[0], AGENT_CELL[1]].mean()),
-        "action_agreement": float(
-            (sim.agent.logits.argmax(-1) == batch["logits"][:, n_init:].argmax(-1)).float().mean()
-        ),
-        "agreeing_prefix": {
-            "share": float(agreed.float().mean()),
-            "accuracy": float(per_step[agreed].mean()) if agreed.any() else float("nan"),
-            "after_divergence": float(per_step[~agreed].mean()) if (~agreed).any() else float("nan"),
-        },
+        "action_agreement": float(action_agreement(sim, batch, n_init).float().mean()),
+        "agreeing_prefix": prefix_accuracy(right.mean((2, 3)), agreeing_prefix(sim, batch, n_init)),
     }
 
 

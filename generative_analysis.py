@@ -37,6 +37,7 @@ from experiment import ArgumentParser
 from generative import (
     Init,
     accuracy_breakdown,
+    batch_init,
     decoded_image,
     losses,
     parse_target,
@@ -83,16 +84,7 @@ def _contexts(
             raise GenerativeError(f"no held-out window of {dataset!r} begins at an episode's first step")
     pick = np.random.default_rng(seed).permutation(held)[:num]
     batch = to_tensors(windows, pick)
-    n_init = model.config.num_init_steps
-    lang = loaded["lang_table"][batch["mission_index"][:, 0]]
-    init = Init(
-        batch["image"][:, :n_init],
-        batch["direction"][:, :n_init],
-        batch["carrying"][:, :n_init],
-        batch["memory"][:, 0],
-        lang,
-    )
-    return batch, init
+    return batch, batch_init(batch, model.config.num_init_steps, loaded["lang_table"])
 
 
 def _save_fig(fig, path: Path) -> str:
