@@ -653,9 +653,11 @@ class ImitationRun:
         if getattr(self, "bar", None) is not None:
             self.bar.close()
 
-    def _submit(self, update: int) -> None:
-        learner = self.learner
+    def _submit(self, update: int) -> float:
+        """Start collecting the chunk of `update`; the seconds this took (sending the weights)."""
+        started, learner = time.perf_counter(), self.learner
         self.collector.submit(learner.policy, learner.encoder, self.cfg.unroll_len, teacher_forcing_at(self.cfg, update))
+        return time.perf_counter() - started
 
     def update(self) -> dict | None:
         """One update (collect -> learner step -> record -> log -> save); the logged row, if any.
@@ -666,11 +668,10 @@ class ImitationRun:
         waited = time.perf_counter()
         chunk = self.collector.result()
         waited = time.perf_counter() - waited
-        submitted = time.perf_counter()
+        submitted = 0.0
         if cfg.async_collection and not last:  # the next unroll overlaps with this update
-            self._submit(update + 1)
+            submitted = self._submit(update + 1)
         learning = time.perf_counter()
-        submitted = learning - submitted
         batch, extra = self.replay.training_batch(chunk, learner) if self.replay is not None else (chunk, {})
         try:
             parts = learner.step(batch)
@@ -682,9 +683,7 @@ class ImitationRun:
             ) from None
         learning = time.perf_counter() - learning
         if not cfg.async_collection and not last:
-            submitted = time.perf_counter()
-            self._submit(update + 1)
-            submitted = time.perf_counter() - submitted
+            submitted = self._submit(update + 1)
         # Where the update's time went (means over the logged window): the learner waiting for the
         # chunk, sending the weights for the next one, its own replay + step, and the slowest
         # collector's acting for that chunk. In async runs wait ~ 0 means collection keeps up and
