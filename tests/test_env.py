@@ -1,13 +1,16 @@
 """Tier 1: env construction, seeds, observation encoding, the safe bot and the collector."""
 
 import multiprocessing
+import signal
 import threading
+import time
 from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
+import babyai_env
 import collection
 from babyai_env import (
     EVAL_SEED_START,
@@ -105,6 +108,36 @@ def test_bot_that_would_loop_forever_fails_cleanly(seed):
     assert action is None and "subgoal stack" in bot.failure
     assert threading.active_count() == threads  # no thread left behind
     assert bot.label(None) is None  # stays failed
+
+
+def test_a_replan_past_the_time_limit_is_a_bot_failure(monkeypatch):
+    env = make_env("BabyAI-GoToLocal-v0")
+    quiet_reset(env, 0)
+    bot = SafeBot(env)
+    assert bot.label(None) is not None  # an ordinary replan is not interrupted
+    monkeypatch.setattr(babyai_env, "BOT_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(bot.bot, "replan", lambda action: time.sleep(2))
+    started = time.perf_counter()
+    assert bot.label(None) is None and "longer than 0.05s" in bot.failure
+    assert time.perf_counter() - started < 1.5
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # nothing left armed
+
+
+def test_the_bot_timer_passes_other_alarms_to_the_handler_it_replaced():
+    """SafeBot's SIGALRM handler stays installed between labels (swapping it per label cost
+    ~4% of collection); an alarm that is not its own reaches the handler it replaced."""
+    seen = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: seen.append(signum))
+    try:
+        env = make_env("BabyAI-GoToLocal-v0")
+        quiet_reset(env, 0)
+        bot = SafeBot(env)
+        assert bot.label(None) is not None
+        signal.raise_signal(signal.SIGALRM)
+        assert seen == [signal.SIGALRM]
+        assert bot.label(None) is not None  # and SafeBot still times its own replans
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_bot_survives_normal_layouts_of_the_same_level():

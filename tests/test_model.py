@@ -8,6 +8,7 @@ from mixture_of_experts import (
     FusedGRUs,
     GRUPolicy,
     MixtureOfExpertsPolicy,
+    MoELayer,
     MoPConfig,
     build_policy,
     compute_lpc,
@@ -100,6 +101,33 @@ def test_fused_grus_equal_separate_nn_gru():
         grus[1].weight_hh_l0.add_(0.5)
         b = first(x, h0)
         assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("sizes", [(0, 16, 32), (16, 0, 8, 0), (8, 4), (0,)])
+def test_moe_layer_reads_out_the_same_with_and_without_grad(sizes):
+    """Without grad (acting) the router and the experts are read out by one block-diagonal
+    matmul; with grad each Linear reads its own slice. Both equal the layer written out by hand,
+    identity experts anywhere in the list included."""
+    torch.manual_seed(3)
+    layer = MoELayer(12, sizes, 10)
+    x, h0 = torch.randn(5, 3, 12), torch.randn(3, sum(layer.memory_sizes))
+    h_seq = layer.grus(x, h0)
+    parts = torch.split(h_seq, layer.memory_sizes, dim=-1)
+    weights = torch.softmax(layer.router.out(parts[0]), -1)
+    outs, k = [], 1
+    for expert in layer.experts:
+        outs.append(x if expert.size == 0 else expert.out(parts[k]))
+        k += expert.size > 0
+    expected = sum(w.unsqueeze(-1) * o for w, o in zip(weights.unbind(-1), outs))
+    with_grad = layer(x, h0)
+    with torch.no_grad():
+        without = layer(x, h0)
+        for layer_out in (with_grad, without):
+            torch.testing.assert_close(layer_out[0], expected, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(layer_out[1], weights, atol=1e-6, rtol=1e-5)
+        if any(sizes):  # the cached read-out sees a weight update
+            next(e for e in layer.experts if e.size > 0).out.bias.add_(1.0)
+            assert not torch.allclose(layer(x, h0)[0], without[0])
 
 
 @pytest.mark.parametrize("kind", ["mop", "gru"])
