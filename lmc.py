@@ -862,7 +862,8 @@ def layers_of(columns: Sequence[str], prefix: str) -> list[int]:
 
 
 def instability_table(interp: pd.DataFrame) -> pd.DataFrame:
-    """One row per fork: the loss barrier (held-out CE) and the success drop with their α, the
+    """One row per fork: the loss barrier (held-out CE) and the success drop with their α (and
+    the half-width of success's 95% Wilson interval there, the drop's noise scale), the
     endpoints, and the children's routing agreement per layer (JS in bits, dominant-expert
     agreement) and its mean over layers."""
     rows = []
@@ -879,6 +880,8 @@ def instability_table(interp: pd.DataFrame) -> pd.DataFrame:
             "loss_barrier_alpha": loss_at,
             "success_barrier": drop,
             "success_barrier_alpha": drop_at,
+            # the noise scale of that drop: half the 95% Wilson interval of success at its α
+            "success_barrier_ci": float((t["success_ci_high"] - t["success_ci_low"]).loc[drop_at] / 2.0),
             "heldout_ce_a": t["heldout_ce"].iloc[0],
             "heldout_ce_b": t["heldout_ce"].iloc[-1],
             "success_a": t["success_rate"].iloc[0],
@@ -1047,7 +1050,8 @@ def print_findings(table: pd.DataFrame) -> None:
         print(
             f"fork {int(r['fork'])} ({r['fork_point']:g}, update {r['fork_update']:g}): loss barrier "
             f"{r['loss_barrier']:.4f} at α {r['loss_barrier_alpha']:.2f}, success drop "
-            f"{r['success_barrier']:.3f} at α {r['success_barrier_alpha']:.2f}{routing}"
+            f"{r['success_barrier']:.3f} at α {r['success_barrier_alpha']:.2f} "
+            f"(95% interval ±{r['success_barrier_ci']:.3f}){routing}"
         )
 
 

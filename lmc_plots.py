@@ -188,7 +188,7 @@ def plot_fork_interpolation(
 def plot_instability(table: pd.DataFrame) -> Figure:
     """Barrier height against the fork point, one panel per metric: the held-out loss barrier
     (nats) and the success drop below the straight line (Frankle et al. 2020), with the α where
-    each peaks."""
+    each peaks; the drop's bars are half the 95% Wilson interval of success at that α."""
     t = table.sort_values("fork_point")
     fig = new_figure(PANEL * 2, PANEL)
     axes = fig.subplots(1, 2)
@@ -197,11 +197,21 @@ def plot_instability(table: pd.DataFrame) -> Figure:
         axes,
         (
             ("loss_barrier", "held-out loss barrier (nats)", "C3"),
-            ("success_barrier", "success drop below the line", "C0"),
+            ("success_barrier", "success drop below the line (±95% CI at α)", "C0"),
         ),
     ):
         y = t[metric].to_numpy(float)
         ax.plot(x, y, "o-", color=color, ms=4)
+        if metric == "success_barrier" and "success_barrier_ci" in t:  # older tables lack it
+            ax.errorbar(
+                x,
+                y,
+                yerr=t["success_barrier_ci"].to_numpy(float),
+                fmt="none",
+                ecolor=color,
+                capsize=2,
+                lw=0.8,
+            )
         for xi, yi, a in zip(x, y, t[f"{metric}_alpha"]):
             if yi > 0:
                 ax.annotate(

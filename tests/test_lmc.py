@@ -133,6 +133,8 @@ def test_instability_table_reads_barriers_and_children_routing_from_the_rows():
     assert list(table["fork"]) == [0, 1]
     assert table["loss_barrier"].tolist() == [1.0, 0.0] and table["loss_barrier_alpha"].tolist() == [0.5, 0.0]
     assert table["success_barrier"].tolist() == pytest.approx([0.4, 0.0])
+    # the drop's noise scale: half the success interval at its α (0.5 → [0.4, 0.6]; 0 → [0.8, 1])
+    assert table["success_barrier_ci"].tolist() == pytest.approx([0.1, 0.1])
     assert table["routing_js_layer_0"].tolist() == pytest.approx([0.4, 0.1])  # α = 0: A against B
     assert table["routing_agreement_mean"].tolist() == pytest.approx([0.6, 0.9])
     figures = __import__("lmc_plots").lmc_figures(interp, table)
