@@ -1,8 +1,9 @@
 """Acting with a policy in BabyAI envs: the one acting step, and the training collector.
 
 - `act(policy, encoder, batch, memory)`: encode a batch of observations and missions and take one
-  policy step. Training collection, evaluation (eval_mop) and everything built on them act through
-  it, so a policy sees the same inputs wherever it runs.
+  policy step. Evaluation (eval_mop) and everything built on it act through it, so a policy sees
+  the same inputs wherever it runs. Training collection takes `acting_step`: the same step in numpy
+  (numpy_policy.py, equal to float rounding and 2-3x faster), or `act` where numpy does not cover it.
 - `Collector` / `ParallelCollector`: N training envs, each labelled by its own bot at every step,
   acting with a copy of the current policy; worker processes each own a slice of the envs and
   return whole chunks of steps (numpy arrays) for the learner to replay with gradients. A
@@ -21,6 +22,7 @@ import multiprocessing as mp
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,7 @@ from babyai_env import (
     train_episode_seed,
 )
 from mixture_of_experts import PolicyOutput, reset_memory
+from numpy_policy import NumpyPolicy
 
 # ----------------------------------------------------------------------------- the acting step
 
@@ -86,6 +89,25 @@ def act(
         obs_encoding,
     )
     return policy.step(obs, missions(batch.missions), memory)
+
+
+def acting_step(
+    policy: torch.nn.Module, missions: MissionCache, obs_encoding: str
+) -> Callable[[ObsBatch, torch.Tensor], PolicyOutput]:
+    """`act` with the policy's current weights, as collection takes it: in numpy where
+    numpy_policy covers the policy (2-3x faster per step; equal to float rounding), else in torch.
+    Build it again whenever the weights change (here: once per chunk)."""
+    actor = NumpyPolicy.of(policy, missions, obs_encoding)
+    if actor is None:
+        return lambda batch, memory: act(policy, missions, batch, memory, obs_encoding)
+
+    def step(batch: ObsBatch, memory: torch.Tensor) -> PolicyOutput:
+        logits, memory_after, weights = actor.step(batch, memory.numpy())
+        return PolicyOutput(
+            torch.from_numpy(logits), torch.from_numpy(memory_after), [torch.from_numpy(w) for w in weights]
+        )
+
+    return step
 
 
 # ----------------------------------------------------------------------------- training collection
@@ -224,6 +246,7 @@ class Collector:
         policy.eval()
         encoder.eval()
         missions = MissionCache(encoder)  # weights are fixed during a chunk
+        step = acting_step(policy, missions, self.obs_encoding)
         chunk = {
             **empty_chunk(T, n),
             "memory": self.memory.clone(),
@@ -244,7 +267,7 @@ class Collector:
                 label = slot.bot.label(slot.prev_action)
                 chunk["label_mask"][t, k] = label is not None
                 chunk["label"][t, k] = -1 if label is None else label
-            out = act(policy, missions, batch, self.memory, self.obs_encoding)
+            out = step(batch, self.memory)
             actions = out.logits.argmax(-1).tolist()
             for k, slot in enumerate(self.slots):
                 label = int(chunk["label"][t, k])

@@ -1,0 +1,257 @@
+"""A policy's acting step in numpy: the same maths as `RecurrentPolicy.step`, for collection.
+
+Acting runs one step for a handful of envs at a time (8 rows per worker by default), so torch's
+per-op overhead, not arithmetic, sets its cost: about 100 small ops at 4-10 us each, against
+1-2 us for numpy's. `NumpyPolicy` reads a policy's weights once per chunk (they are fixed while a
+chunk is collected) and steps it in numpy, with two rewrites that are exact in real arithmetic:
+
+- The first affine map of the step (the input encoder, or a bare GRU's input gates) reads
+  obs ⊕ mission, so it splits into an image part, a direction/carrying part and a mission part;
+  the mission part (with the bias) is computed once per distinct mission, not every step.
+- The bilinear encoder's per-cell detector applied to a one-hot cell is the sum of three rows of
+  the mission's detector matrix, one per channel code. Per mission, a table of that sum (plus the
+  detector's bias) for every (object, colour, state) triple is built once; a step is then one
+  table lookup per cell, and the 980-wide one-hot view is never built.
+
+It covers what collection acts with: `MixtureOfExpertsPolicy` and `GRUPolicy`, the 'linear' and
+'bilinear' input encoders, the 'raw' and 'onehot' observation encodings, in eval mode and without
+knockout. `NumpyPolicy.of` returns None for anything else, and callers act with torch then.
+Logits, memory and router weights equal the torch step's to float rounding
+(tests/test_numpy_policy.py); the learner recomputes every unroll in torch from the chunk's initial
+memory, so the rounding never reaches a gradient.
+
+    actor = NumpyPolicy.of(policy, missions, "onehot")  # weights read now; missions: MissionCache
+    logits, memory, weights = actor.step(batch, memory)  # batch: collection.ObsBatch; numpy arrays
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from babyai_env import CHANNEL_SIZES
+from mixture_of_experts import (
+    ONEHOT_CELL_DIM,
+    ONEHOT_CELLS,
+    BilinearInput,
+    GRUPolicy,
+    MixtureOfExpertsPolicy,
+    MoELayer,
+    fuse_gru_weights,
+    fuse_linear_blocks,
+)
+
+EXTRA = 5  # direction one-hot (4) ⊕ carrying (1), after the image in every observation encoding
+_OFFSETS = np.cumsum((0,) + CHANNEL_SIZES[:-1])  # where each channel's codes start in a cell's 20
+_CODE_MAX = np.array(CHANNEL_SIZES, np.uint8) - 1  # encode_obs clamps codes into range
+_TRIPLE = np.array([CHANNEL_SIZES[1] * CHANNEL_SIZES[2], CHANNEL_SIZES[2], 1])  # (obj, colour, state) -> row
+TRIPLES = int(np.prod(CHANNEL_SIZES))  # 198 rows per mission's table
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32, copy=True)
+
+
+class _SplitAffine:
+    """x @ w + b for x = image (I) ⊕ direction one-hot (4) ⊕ carrying (1) ⊕ mission (L), with the
+    mission part and the bias computed once per mission. w is (I + 5 + L, O), as stored for addmm."""
+
+    def __init__(self, w: np.ndarray, b: np.ndarray, image_dim: int):
+        self.image = np.ascontiguousarray(w[:image_dim])
+        self.direction = np.ascontiguousarray(w[image_dim : image_dim + 4])
+        self.carrying = w[image_dim + 4].copy()
+        self.mission_w, self.b = np.ascontiguousarray(w[image_dim + EXTRA :]), b
+
+    def mission(self, lang: np.ndarray) -> np.ndarray:
+        """(L,) -> this mission's constant term (O,)."""
+        return lang @ self.mission_w + self.b
+
+    def __call__(
+        self, image: np.ndarray, direction: np.ndarray, carrying: np.ndarray, mission: np.ndarray
+    ) -> np.ndarray:
+        """image (B, I), direction (B,) int, carrying (B,) float, mission terms (B, O) -> (B, O)."""
+        y = image @ self.image
+        y += mission
+        y += self.direction.take(direction, axis=0)
+        y += carrying[:, None] * self.carrying
+        return y
+
+
+def _linear_t(linear: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
+    return _np(linear.weight).T.copy(), _np(linear.bias)
+
+
+class _GRUCell:
+    """Fused GRUs (gate order r, z, n) for one step, from precomputed input gates gi (B, 3H)."""
+
+    def __init__(self, grus: list[nn.GRU]):
+        self.w_ih, self.b_ih, self.w_hh, self.b_hh = (_np(t) for t in fuse_gru_weights(grus))
+        self.H = self.w_hh.shape[0]
+
+    def __call__(self, gi: np.ndarray, h: np.ndarray) -> np.ndarray:
+        H, H2 = self.H, 2 * self.H
+        gh = h @ self.w_hh
+        gh += self.b_hh
+        rz = gi[:, :H2] + gh[:, :H2]  # contiguous: the sigmoid runs in place on it
+        np.negative(rz, out=rz)
+        np.exp(rz, out=rz)
+        rz += 1.0
+        np.reciprocal(rz, out=rz)
+        n = gh[:, H2:]
+        n *= rz[:, :H]
+        n += gi[:, H2:]
+        np.tanh(n, out=n)
+        out = h - n  # (1 - z) * n + z * h
+        out *= rz[:, H:]
+        out += n
+        return out
+
+
+class _MoELayer:
+    def __init__(self, layer: MoELayer):
+        self.gru = _GRUCell([layer.router.gru] + [e.gru for e in layer.experts if e.size > 0])
+        bias, weight = fuse_linear_blocks(layer._outputs_modules)
+        self.out_b, self.out_w = _np(bias), _np(weight)
+        self.E, self.D = len(layer.sizes), layer.dim
+        self.gru_experts = [j for j, s in enumerate(layer.sizes) if s > 0]
+        self.identities = [j for j, s in enumerate(layer.sizes) if s == 0]
+
+    def __call__(self, x: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        gi = x @ self.gru.w_ih
+        gi += self.gru.b_ih
+        h = self.gru(gi, h0)
+        y = h @ self.out_w
+        y += self.out_b
+        weights = y[:, : self.E] - y[:, : self.E].max(axis=1, keepdims=True)
+        np.exp(weights, out=weights)
+        weights /= weights.sum(axis=1, keepdims=True)
+        E, D = self.E, self.D
+        if self.identities:  # size 0: the input itself
+            mixed = x * weights[:, self.identities].sum(axis=1, keepdims=True)
+        else:
+            mixed = np.zeros_like(x)
+        for g, j in enumerate(self.gru_experts):
+            mixed += y[:, E + g * D : E + (g + 1) * D] * weights[:, j : j + 1]
+        return mixed, weights, h
+
+
+class NumpyPolicy:
+    """A snapshot of a policy's weights that takes acting steps in numpy (see the module docstring).
+    `missions` maps mission strings to the encoder's (B, lang_dim) tensor (collection.MissionCache)."""
+
+    def __init__(self, policy: nn.Module, missions: Callable[[list[str]], torch.Tensor], obs_encoding: str):
+        self.encode_missions, self.obs_encoding = missions, obs_encoding
+        self.image_dim = 147 if obs_encoding == "raw" else ONEHOT_CELLS * ONEHOT_CELL_DIM
+        encoder = policy.input_projection
+        self.bilinear = isinstance(encoder, BilinearInput)
+        if self.bilinear:
+            self.cell_w, self.cell_w_b = _linear_t(encoder.cell_weights)
+            self.cell_b, self.cell_b_b = _linear_t(encoder.cell_bias)
+            self.cell_dim = encoder.cell_dim
+            self.first = _SplitAffine(*_linear_t(encoder.proj), ONEHOT_CELLS * self.cell_dim)
+        elif isinstance(encoder, nn.Linear):
+            self.first = _SplitAffine(*_linear_t(encoder), self.image_dim)
+        if isinstance(policy, MixtureOfExpertsPolicy):
+            self.layers = [_MoELayer(layer) for layer in policy.layers]
+            self.layer_sizes = list(policy.layer_memory_sizes)
+            self.gru = None
+        else:
+            self.layers, self.layer_sizes = [], []
+            self.gru = _GRUCell([policy.gru])
+            if encoder is None:  # obs ⊕ mission feeds the GRU: its input gates are the first map
+                self.first = _SplitAffine(self.gru.w_ih, self.gru.b_ih, self.image_dim)
+        self.head_w, self.head_b = _linear_t(policy.head)
+        self._index: dict[str, int] = {}  # mission -> row of the per-mission arrays
+        self._terms: list[np.ndarray] = []
+        self._tables: list[np.ndarray] = []
+        self._stacked: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    @classmethod
+    def of(
+        cls, policy: nn.Module, missions: Callable[[list[str]], torch.Tensor], obs_encoding: str
+    ) -> NumpyPolicy | None:
+        """The numpy actor of `policy`, or None where it does not cover the policy (training mode,
+        knockout, an encoder or class it does not know): act with torch then."""
+        if policy.training or obs_encoding not in ("raw", "onehot"):
+            return None
+        encoder = getattr(policy, "input_projection", "missing")
+        if type(policy) is MixtureOfExpertsPolicy:
+            if type(encoder) not in (nn.Linear, BilinearInput):
+                return None
+            if any(
+                layer.knockout is not None or layer.knockout_threshold is not None for layer in policy.layers
+            ):
+                return None
+        elif type(policy) is GRUPolicy:
+            if not (encoder is None or type(encoder) is BilinearInput):
+                return None
+        else:
+            return None
+        if type(encoder) is BilinearInput and (obs_encoding != "onehot" or encoder.extra != EXTRA):
+            return None
+        return cls(policy, missions, obs_encoding)
+
+    def _mission_rows(self, missions: list[str]) -> np.ndarray:
+        """Row of each mission in the per-mission arrays, computing them for missions not seen yet."""
+        new = [m for m in dict.fromkeys(missions) if m not in self._index]
+        if new:
+            with torch.no_grad():
+                langs = self.encode_missions(new).numpy()
+            for m, lang in zip(new, langs):
+                lang = lang.astype(np.float32)
+                self._index[m] = len(self._index)
+                self._terms.append(self.first.mission(lang))
+                if self.bilinear:  # the detector's response to each (object, colour, state) triple
+                    w = (lang @ self.cell_w + self.cell_w_b).reshape(ONEHOT_CELL_DIM, self.cell_dim)
+                    obj, col, state = np.unravel_index(np.arange(TRIPLES), CHANNEL_SIZES)
+                    table = w[obj] + w[_OFFSETS[1] + col] + w[_OFFSETS[2] + state]
+                    table += lang @ self.cell_b + self.cell_b_b
+                    self._tables.append(table)
+            self._stacked = (
+                np.stack(self._terms),
+                np.concatenate(self._tables) if self.bilinear else None,
+            )
+        return np.fromiter((self._index[m] for m in missions), np.intp, len(missions))
+
+    def _image(self, image: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(B, 7, 7, 3) uint8 -> what the first map's image part reads (B, I)."""
+        B = image.shape[0]
+        if self.obs_encoding == "raw":
+            return image.transpose(0, 3, 1, 2).reshape(B, 147).astype(np.float32)
+        codes = np.minimum(image.reshape(B, ONEHOT_CELLS, 3), _CODE_MAX)
+        if self.bilinear:
+            triple = codes @ _TRIPLE.astype(np.intp)  # (B, 49)
+            triple += (rows * TRIPLES)[:, None]
+            h = self._stacked[1].take(triple, axis=0)  # (B, 49, cell_dim)
+            np.maximum(h, 0.0, out=h)
+            return h.reshape(B, -1)
+        onehot = np.zeros((B, ONEHOT_CELLS, ONEHOT_CELL_DIM), np.float32)
+        np.put_along_axis(onehot, codes.astype(np.intp) + _OFFSETS, 1.0, axis=2)
+        return onehot.reshape(B, -1)
+
+    def step(self, batch: Any, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """batch: collection.ObsBatch of B envs, memory (B, M) float32 -> logits (B, A), memory
+        after the step (B, M), router weights [(B, E)] per layer (empty for a GRU policy)."""
+        rows = self._mission_rows(batch.missions)
+        h = self.first(
+            self._image(batch.image, rows),
+            batch.direction,
+            batch.carrying.astype(np.float32),
+            self._stacked[0].take(rows, axis=0),
+        )
+        if self.gru is not None:
+            if self.bilinear:  # the encoder's output feeds the GRU's input gates
+                h = h @ self.gru.w_ih + self.gru.b_ih
+            h = self.gru(h, memory)
+            return h @ self.head_w + self.head_b, h, []
+        weights, states, start = [], [], 0
+        for layer, size in zip(self.layers, self.layer_sizes):
+            h, w, state = layer(h, memory[:, start : start + size])
+            start += size
+            weights.append(w)
+            states.append(state)
+        return h @ self.head_w + self.head_b, np.concatenate(states, axis=1), weights

@@ -1,0 +1,167 @@
+"""Tier 1: the numpy acting step equals the torch one (numpy_policy.py) for every policy kind it
+covers, on real BabyAI observations and missions, and collection takes it only where it applies."""
+
+import numpy as np
+import pytest
+import torch
+
+import collection
+from babyai_env import make_env, obs_dim
+from collection import Collector, MissionCache, ObsBatch, act, acting_step
+from language import build_mission_encoder
+from mixture_of_experts import build_policy
+from numpy_policy import NumpyPolicy
+
+LEVEL = "BabyAI-PutNextLocal-v0"  # two objects per mission, carrying: every input part varies
+
+
+def _policy(policy_type, input_encoder, obs_encoding, sizes=((0, 16, 32), (0, 8), (4, 16, 32, 0))):
+    torch.manual_seed(1)
+    policy = build_policy(
+        {
+            "policy_type": policy_type,
+            "input_dim": obs_dim(obs_encoding),
+            "lang_dim": 12,
+            "hidden_size": 24,
+            "intermediate_dim": 20,
+            "expert_hidden_sizes": [list(s) for s in sizes],
+            "router_hidden_size": 10,
+            "num_actions": 7,
+            "input_encoder": input_encoder,
+        }
+    )
+    with torch.no_grad():  # larger weights than the init: saturated gates and peaked routing too
+        for p in policy.parameters():
+            p.mul_(3.0)
+    return policy.eval()
+
+
+def _rollout(policy, encoder, obs_encoding, steps=40, n=6, corrupt=False):
+    """Act with torch through real episodes; at every step compare the numpy step on the same
+    inputs and memory. Returns the largest differences (logits, memory, router weights)."""
+    envs = [make_env(LEVEL) for _ in range(n)]
+    obs = [env.reset(seed=100 + i)[0] for i, env in enumerate(envs)]
+    missions = MissionCache(encoder)
+    actor = NumpyPolicy.of(policy, missions, obs_encoding)
+    assert actor is not None
+    memory = policy.init_memory(n)
+    rng = np.random.default_rng(0)
+    worst = np.zeros(3)
+    for _ in range(steps):
+        batch = ObsBatch.of(envs, obs)
+        if corrupt:  # codes beyond minigrid's ranges are clamped by both encoders
+            batch.image[0, 0, 0] = 255
+        with torch.no_grad():
+            ref = act(policy, missions, batch, memory, obs_encoding)
+        logits, memory_np, weights = actor.step(batch, memory.numpy().copy())
+        worst = np.maximum(
+            worst,
+            [
+                np.abs(logits - ref.logits.numpy()).max(),
+                np.abs(memory_np - ref.memory.numpy()).max(),
+                max((np.abs(w - r.numpy()).max() for w, r in zip(weights, ref.router_weights)), default=0.0),
+            ],
+        )
+        assert len(weights) == len(ref.router_weights)
+        memory = ref.memory.clone()
+        for k, env in enumerate(envs):
+            obs[k], _, terminated, truncated, _ = env.step(int(rng.integers(7)))
+            if terminated or truncated:
+                obs[k] = env.reset(seed=200 + k)[0]
+                memory[k] = 0
+    return worst
+
+
+@pytest.mark.parametrize(
+    "policy_type,input_encoder,obs_encoding,lang",
+    [
+        ("mop", "bilinear", "onehot", "bow"),
+        ("mop", "bilinear", "onehot", "gru"),
+        ("mop", "linear", "onehot", "bow"),
+        ("mop", "linear", "raw", "bow"),
+        ("gru", "linear", "onehot", "bow"),
+        ("gru", "linear", "raw", "gru"),
+        ("gru", "bilinear", "onehot", "bow"),
+    ],
+)
+def test_numpy_step_equals_torch_step(policy_type, input_encoder, obs_encoding, lang):
+    torch.manual_seed(2)
+    encoder = build_mission_encoder(lang, 12).eval()
+    policy = _policy(policy_type, input_encoder, obs_encoding)
+    worst = _rollout(policy, encoder, obs_encoding)
+    assert worst.max() < 2e-5, worst
+
+
+@pytest.mark.parametrize("sizes", [((0,),), ((16,),), ((8, 0, 4), (0, 0, 16)), ((0, 16, 32),) * 3])
+def test_numpy_step_equals_torch_step_for_any_expert_layout(sizes):
+    """Identity-only layers, GRU-only layers, identities in the middle, the default layout."""
+    torch.manual_seed(2)
+    encoder = build_mission_encoder("bow", 12).eval()
+    policy = _policy("mop", "bilinear", "onehot", sizes)
+    assert _rollout(policy, encoder, "onehot", steps=15, corrupt=True).max() < 2e-5
+
+
+def test_numpy_policy_declines_what_it_does_not_cover():
+    missions = MissionCache(build_mission_encoder("bow", 12).eval())
+    policy = _policy("mop", "bilinear", "onehot")
+    assert NumpyPolicy.of(policy, missions, "onehot") is not None
+    assert NumpyPolicy.of(policy.train(), missions, "onehot") is None  # training: dropout may apply
+    policy.eval()
+    policy.set_knockout([[False, True, False], [False, False], [False, False, False, False]])
+    assert NumpyPolicy.of(policy, missions, "onehot") is None
+    policy.set_knockout(threshold=0.1)
+    assert NumpyPolicy.of(policy, missions, "onehot") is None
+    policy.set_knockout()
+    assert NumpyPolicy.of(policy, missions, "onehot") is not None
+    policy.input_projection = torch.nn.Sequential(policy.input_projection)  # an encoder it does not know
+    assert NumpyPolicy.of(policy, missions, "onehot") is None
+
+
+def test_a_new_weight_version_needs_a_new_actor():
+    """The actor is a snapshot: collection builds one per chunk, so the next chunk sees updates."""
+    encoder = build_mission_encoder("bow", 12).eval()
+    missions = MissionCache(encoder)
+    policy = _policy("mop", "bilinear", "onehot")
+    env = make_env(LEVEL)
+    batch = ObsBatch.of([env], [env.reset(seed=0)[0]])
+    memory = policy.init_memory(1)
+    before = NumpyPolicy.of(policy, missions, "onehot").step(batch, memory.numpy())[0]
+    with torch.no_grad():
+        policy.head.bias.add_(1.0)
+    assert np.allclose(
+        NumpyPolicy.of(policy, missions, "onehot").step(batch, memory.numpy())[0], before + 1.0, atol=1e-5
+    )
+
+
+def test_collection_with_the_numpy_step_equals_collection_with_torch(monkeypatch):
+    """Whole chunks (observations, labels, episode ends, memory) are the same either way."""
+
+    def chunks():
+        torch.manual_seed(3)
+        encoder = build_mission_encoder("bow", 12)
+        policy = _policy("mop", "bilinear", "onehot")
+        c = Collector(LEVEL, list(range(4)), run_seed=5, max_steps=24, obs_encoding="onehot")
+        return [c.collect(policy, encoder, unroll_len=16) for _ in range(3)]
+
+    fast = chunks()
+    monkeypatch.setattr(collection.NumpyPolicy, "of", classmethod(lambda cls, *a: None))
+    slow = chunks()
+    for a, b in zip(fast, slow):
+        for key in ("image", "direction", "carrying", "mission_index", "label", "label_mask", "done"):
+            assert np.array_equal(a[key], b[key]), key
+        assert a["missions"] == b["missions"]
+        assert torch.allclose(a["memory"], b["memory"], atol=1e-5)
+        assert [(t, e.seed, e.length, e.success) for t, e in a["episodes"]] == [
+            (t, e.seed, e.length, e.success) for t, e in b["episodes"]
+        ]
+
+
+def test_acting_step_falls_back_to_torch():
+    missions = MissionCache(build_mission_encoder("bow", 12).eval())
+    policy = _policy("mop", "bilinear", "onehot").train()
+    env = make_env(LEVEL)
+    batch = ObsBatch.of([env], [env.reset(seed=0)[0]])
+    with torch.no_grad():
+        out = acting_step(policy, missions, "onehot")(batch, policy.init_memory(1))
+        ref = act(policy, missions, batch, policy.init_memory(1), "onehot")
+    assert torch.equal(out.logits, ref.logits)
