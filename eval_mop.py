@@ -45,7 +45,7 @@ from babyai_env import (
     obs_dim,
     quiet_reset,
 )
-from collection import MissionCache, ObsBatch, act
+from collection import MissionCache, ObsBatch, acting_step
 from experiment import ArgumentParser, CheckpointError, load_checkpoint, load_policy
 from mixture_of_experts import MixtureOfExpertsPolicy, PolicyOutput, compute_lpc
 from routing_cache import RECORDED_STEP_COLUMNS, derive_step_columns, weight_column, write_cache
@@ -245,7 +245,8 @@ def run_episodes(
     envs: list[Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run exactly the given evaluation episodes (layout seed EVAL_SEED_START + index), acting
-    through collection.act like training does. Returns (steps, episodes); steps holds the recorded
+    through collection.acting_step like training does (numpy where it covers the policy; torch
+    with knockout). Returns (steps, episodes); steps holds the recorded
     columns plus those routing_cache derives from them (empty when record is False).
     on_step: called after every batched step with what was acted on (record.py keeps it);
     measure_bot_paths False leaves optimal_length empty (no bot replay of every layout).
@@ -259,6 +260,7 @@ def run_episodes(
     slots = [_EvalSlot(env, i) for i, env in enumerate(built)]
     memory = policy.init_memory(len(slots))
     missions = MissionCache(encoder)
+    step = acting_step(policy, missions, config["obs_encoding"])  # the weights are fixed from here on
     episode_rows: list[dict] = []
     recorded: dict[str, list] = {k: [] for k in RECORDED_STEP_COLUMNS}
     step_arrays: dict[str, list[np.ndarray]] = {
@@ -279,7 +281,7 @@ def run_episodes(
         memory_before = memory[idx]
         episode_of, t_of = [slot.episode for slot in active], [slot.t for slot in active]
         rewards, dones = [], []
-        out = act(policy, missions, batch, memory_before, config["obs_encoding"])
+        out = step(batch, memory_before)
         memory[idx] = out.memory
         log_probs = torch.log_softmax(out.logits, -1)
         entropy = -(log_probs.exp() * log_probs).sum(-1).numpy()

@@ -98,6 +98,7 @@ class _GRUCell:
         gh += self.b_hh
         rz = gi[:, :H2] + gh[:, :H2]  # contiguous: the sigmoid runs in place on it
         np.negative(rz, out=rz)
+        np.minimum(rz, 80.0, out=rz)  # exp(88.7) overflows float32; sigmoid(-80) is 0 to its precision
         np.exp(rz, out=rz)
         rz += 1.0
         np.reciprocal(rz, out=rz)

@@ -165,3 +165,18 @@ def test_acting_step_falls_back_to_torch():
         out = acting_step(policy, missions, "onehot")(batch, policy.init_memory(1))
         ref = act(policy, missions, batch, policy.init_memory(1), "onehot")
     assert torch.equal(out.logits, ref.logits)
+
+
+def test_saturated_gates_give_the_torch_values_without_overflow_warnings():
+    """Trained policies drive some gate pre-activations far past -88, where exp overflows float32."""
+    import warnings
+
+    torch.manual_seed(2)
+    encoder = build_mission_encoder("bow", 12).eval()
+    policy = _policy("mop", "bilinear", "onehot")
+    with torch.no_grad():
+        for layer in policy.layers:
+            layer.router.gru.bias_ih_l0.fill_(-500.0)  # r, z gates of the router: sigmoid(-500) = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _rollout(policy, encoder, "onehot", steps=5).max() < 2e-5
