@@ -1,9 +1,10 @@
 """Acting with a policy in BabyAI envs: the one acting step, and the training collector.
 
 - `act(policy, encoder, batch, memory)`: encode a batch of observations and missions and take one
-  policy step. Evaluation (eval_mop) and everything built on it act through it, so a policy sees
-  the same inputs wherever it runs. Training collection takes `acting_step`: the same step in numpy
-  (numpy_policy.py, equal to float rounding and 2-3x faster), or `act` where numpy does not cover it.
+  policy step in torch. `acting_step(policy, missions, obs_encoding)` gives the same step in numpy
+  (numpy_policy.py: equal to float rounding, 2-3x faster) or `act` where numpy does not cover the
+  policy (knockout); training collection, evaluation (eval_mop) and everything built on them act
+  through it, so a policy sees the same inputs wherever it runs.
 - `Collector` / `ParallelCollector`: N training envs, each labelled by its own bot at every step,
   acting with a copy of the current policy; worker processes each own a slice of the envs and
   return whole chunks of steps (numpy arrays) for the learner to replay with gradients. A
