@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from babyai_env import CHANNEL_SIZES
+from babyai_env import CHANNEL_SIZES, OBS_ENCODINGS, obs_dim
 from mixture_of_experts import (
     ONEHOT_CELL_DIM,
     ONEHOT_CELLS,
@@ -48,8 +48,10 @@ from mixture_of_experts import (
 EXTRA = 5  # direction one-hot (4) ⊕ carrying (1), after the image in every observation encoding
 _OFFSETS = np.cumsum((0,) + CHANNEL_SIZES[:-1])  # where each channel's codes start in a cell's 20
 _CODE_MAX = np.array(CHANNEL_SIZES, np.uint8) - 1  # encode_obs clamps codes into range
-_TRIPLE = np.array([CHANNEL_SIZES[1] * CHANNEL_SIZES[2], CHANNEL_SIZES[2], 1])  # (obj, colour, state) -> row
+# (obj, colour, state) -> row of a mission's table, and back
+_TRIPLE = np.array([CHANNEL_SIZES[1] * CHANNEL_SIZES[2], CHANNEL_SIZES[2], 1], np.intp)
 TRIPLES = int(np.prod(CHANNEL_SIZES))  # 198 rows per mission's table
+_TRIPLE_CODES = np.unravel_index(np.arange(TRIPLES), CHANNEL_SIZES)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -82,7 +84,9 @@ class _SplitAffine:
 
 
 def _linear_t(linear: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
-    return _np(linear.weight).T.copy(), _np(linear.bias)
+    """(weight (in, out), bias) in the layout the torch read-out uses (fuse_linear_blocks)."""
+    bias, weight = fuse_linear_blocks([linear])
+    return _np(weight), _np(bias)
 
 
 class _GRUCell:
@@ -146,7 +150,7 @@ class NumpyPolicy:
 
     def __init__(self, policy: nn.Module, missions: Callable[[list[str]], torch.Tensor], obs_encoding: str):
         self.encode_missions, self.obs_encoding = missions, obs_encoding
-        self.image_dim = 147 if obs_encoding == "raw" else ONEHOT_CELLS * ONEHOT_CELL_DIM
+        self.image_dim = obs_dim(obs_encoding) - EXTRA
         encoder = policy.input_projection
         self.bilinear = isinstance(encoder, BilinearInput)
         if self.bilinear:
@@ -177,7 +181,7 @@ class NumpyPolicy:
     ) -> NumpyPolicy | None:
         """The numpy actor of `policy`, or None where it does not cover the policy (training mode,
         knockout, an encoder or class it does not know): act with torch then."""
-        if policy.training or obs_encoding not in ("raw", "onehot"):
+        if policy.training or obs_encoding not in OBS_ENCODINGS:
             return None
         encoder = getattr(policy, "input_projection", "missing")
         if type(policy) is MixtureOfExpertsPolicy:
@@ -208,7 +212,7 @@ class NumpyPolicy:
                 self._terms.append(self.first.mission(lang))
                 if self.bilinear:  # the detector's response to each (object, colour, state) triple
                     w = (lang @ self.cell_w + self.cell_w_b).reshape(ONEHOT_CELL_DIM, self.cell_dim)
-                    obj, col, state = np.unravel_index(np.arange(TRIPLES), CHANNEL_SIZES)
+                    obj, col, state = _TRIPLE_CODES
                     table = w[obj] + w[_OFFSETS[1] + col] + w[_OFFSETS[2] + state]
                     table += lang @ self.cell_b + self.cell_b_b
                     self._tables.append(table)
@@ -222,10 +226,10 @@ class NumpyPolicy:
         """(B, 7, 7, 3) uint8 -> what the first map's image part reads (B, I)."""
         B = image.shape[0]
         if self.obs_encoding == "raw":
-            return image.transpose(0, 3, 1, 2).reshape(B, 147).astype(np.float32)
+            return image.transpose(0, 3, 1, 2).reshape(B, self.image_dim).astype(np.float32)
         codes = np.minimum(image.reshape(B, ONEHOT_CELLS, 3), _CODE_MAX)
         if self.bilinear:
-            triple = codes @ _TRIPLE.astype(np.intp)  # (B, 49)
+            triple = codes @ _TRIPLE  # (B, 49)
             triple += (rows * TRIPLES)[:, None]
             h = self._stacked[1].take(triple, axis=0)  # (B, 49, cell_dim)
             np.maximum(h, 0.0, out=h)
