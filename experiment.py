@@ -153,7 +153,15 @@ class TrainConfig:
     demos_dir: str = _help("root of the demo cache", "demos")
     # Optimisation
     num_updates: int = _help("optimizer steps; each uses num_envs x unroll_len labelled steps", 2000)
-    lr: float = _help("Adam learning rate", 3e-3)
+    lr: float = _help("Adam learning rate (at update 1, when --lr_final gives a schedule)", 3e-3)
+    lr_final: float | None = _help(
+        "learning rate at the end of its schedule: it goes linearly from --lr at update 1 to this "
+        "over --lr_decay_updates updates, then stays (null: no schedule, --lr throughout)",
+        None,
+    )
+    lr_decay_updates: int = _help(
+        "updates over which the learning rate goes from --lr to --lr_final (0: constant --lr)", 0
+    )
     max_grad_norm: float | None = _help("clip the gradient norm to this (null: no clipping)", 1.0)
     # Inputs
     obs_encoding: str = _help(
@@ -388,16 +396,19 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         )
     if cfg.teacher_forcing_final is not None and not 0.0 <= cfg.teacher_forcing_final <= 1.0:
         raise ConfigError(f"teacher_forcing_final must be in [0, 1], got {cfg.teacher_forcing_final}")
-    if cfg.teacher_forcing_decay_updates < 0:
-        raise ConfigError(
-            "teacher_forcing_decay_updates must be >= 0 (a schedule cannot end before it starts), "
-            f"got {cfg.teacher_forcing_decay_updates}"
-        )
-    if (cfg.teacher_forcing_decay_updates > 0) != (cfg.teacher_forcing_final is not None):
-        raise ConfigError(
-            "teacher_forcing_final and teacher_forcing_decay_updates go together: give both (a schedule) "
-            f"or neither, got {cfg.teacher_forcing_final} and {cfg.teacher_forcing_decay_updates}"
-        )
+    if cfg.lr_final is not None and not (cfg.lr_final > 0 and math.isfinite(cfg.lr_final)):
+        raise ConfigError(f"lr_final must be a positive number, got {cfg.lr_final}")
+    for name in ("teacher_forcing", "lr"):
+        final, decay = getattr(cfg, f"{name}_final"), getattr(cfg, f"{name}_decay_updates")
+        if decay < 0:
+            raise ConfigError(
+                f"{name}_decay_updates must be >= 0 (a schedule cannot end before it starts), got {decay}"
+            )
+        if (decay > 0) != (final is not None):
+            raise ConfigError(
+                f"{name}_final and {name}_decay_updates go together: give both (a schedule) "
+                f"or neither, got {final} and {decay}"
+            )
     if not 0.0 < cfg.expert_dropout_gamma <= 1.0:
         raise ConfigError(f"expert_dropout_gamma must be in (0, 1], got {cfg.expert_dropout_gamma}")
     if cfg.lpc_alpha < 0 or cfg.lpc_epsilon <= 0 or cfg.lpc_exponent < 0:

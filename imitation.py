@@ -180,8 +180,9 @@ class Learner:
             optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         return cls(cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn)
 
-    def step(self, chunk: dict) -> dict:
-        """Replay one chunk with gradients and take one optimizer step; returns the loss parts."""
+    def step(self, chunk: dict, lr: float | None = None) -> dict:
+        """Replay one chunk with gradients and take one optimizer step (at learning rate `lr`;
+        None: the optimizer's current one); returns the loss parts."""
         self.policy.train()
         self.encoder.train()
         obs = encode_obs(
@@ -201,6 +202,9 @@ class Learner:
         loss.backward()
         if self.cfg.max_grad_norm is not None:
             parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         self.optimizer.step()
         if not all(bool(torch.isfinite(p).all()) for p in self.params):
             raise TrainingDiverged(
@@ -484,14 +488,25 @@ def open_collector(
 # ----------------------------------------------------------------------------- the loop
 
 
+def linear_schedule(start: float, final: float | None, decay_updates: int, update: int) -> float:
+    """A value at `update` (1-based): linear from `start` at update 1 to `final` at update
+    1 + decay_updates, constant after; decay_updates 0 (or final None): `start` throughout."""
+    if decay_updates == 0 or final is None:
+        return start
+    progress = min(max(update - 1, 0) / decay_updates, 1.0)
+    return start + (final - start) * progress
+
+
 def teacher_forcing_at(cfg: TrainConfig, update: int) -> float:
-    """DAgger's beta_i for update `update` (1-based): the probability that the bot's label, not the
-    student's action, is executed. Linear from teacher_forcing at update 1 to teacher_forcing_final
-    at update 1 + teacher_forcing_decay_updates, constant after; decay 0: constant teacher_forcing."""
-    if cfg.teacher_forcing_decay_updates == 0 or cfg.teacher_forcing_final is None:
-        return cfg.teacher_forcing
-    progress = min(max(update - 1, 0) / cfg.teacher_forcing_decay_updates, 1.0)
-    return cfg.teacher_forcing + (cfg.teacher_forcing_final - cfg.teacher_forcing) * progress
+    """DAgger's beta_i: the probability that the bot's label, rather than the
+    student's action, is executed, on cfg's schedule (linear_schedule)."""
+    return linear_schedule(cfg.teacher_forcing, cfg.teacher_forcing_final, cfg.teacher_forcing_decay_updates, update)
+
+
+def lr_at(cfg: TrainConfig, update: int) -> float:
+    """The learning rate of `update`'s optimizer step, on cfg's schedule (linear_schedule). A
+    function of the update alone, so --resume and LMC forks continue it exactly."""
+    return linear_schedule(cfg.lr, cfg.lr_final, cfg.lr_decay_updates, update)
 
 
 @dataclass
@@ -674,7 +689,7 @@ class ImitationRun:
         learning = time.perf_counter()
         batch, extra = self.replay.training_batch(chunk, learner) if self.replay is not None else (chunk, {})
         try:
-            parts = learner.step(batch)
+            parts = learner.step(batch, lr_at(cfg, update))
         except TrainingDiverged as e:
             saved = Path(self.written[-1]).name if self.written else "none yet"
             raise TrainingDiverged(
@@ -694,6 +709,7 @@ class ImitationRun:
         if "collect_s" in chunk:
             parts["perf/collect_s"] = chunk["collect_s"]
         parts["train/teacher_forcing"] = chunk["teacher_forcing"]  # the value this chunk acted with
+        parts["train/lr"] = lr_at(cfg, update)
         parts.update(extra)
         state.record(chunk, parts)
         self.bar.update(1)

@@ -1,5 +1,5 @@
 """The imitation loop's recipe: why PutNextLocal stalled (the mission encoder), the teacher-forcing
-schedule (DAgger's beta_i) and its logging.
+schedule (DAgger's beta_i), the learning-rate schedule and their logging.
 
     pytest tests/test_imitation.py -q
 """
@@ -15,7 +15,7 @@ from babyai_env import SafeBot, make_env, quiet_reset, train_episode_seed
 from collection import Collector
 from conftest import tiny_config
 from experiment import ConfigError, load_config, read_metrics
-from imitation import teacher_forcing_at
+from imitation import lr_at, teacher_forcing_at
 from language import build_mission_encoder
 from mixture_of_experts import build_policy
 
@@ -142,3 +142,45 @@ def test_schedule_value_is_logged_per_row(tmp_path):
     logged = [row["train/teacher_forcing"] for row in rows]
     # rows average updates 1-3 (1.0, 0.8, 0.6) and 4-6 (0.4, 0.2, 0.0)
     assert logged == pytest.approx([0.8, 0.2])
+
+
+# ----------------------------------------------------------------------------- learning-rate schedule
+
+
+def test_lr_schedule_is_linear_then_constant(tmp_path):
+    cfg = tiny_config(tmp_path, lr=1e-3, lr_final=2e-4, lr_decay_updates=4)
+    assert [lr_at(cfg, u) for u in range(1, 8)] == pytest.approx([1e-3, 8e-4, 6e-4, 4e-4, 2e-4, 2e-4, 2e-4])
+    assert {lr_at(tiny_config(tmp_path, lr=5e-4), u) for u in range(1, 5)} == {5e-4}
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"lr_decay_updates": -5, "lr_final": 1e-4}, "before it starts"),
+        ({"lr_final": 0.0, "lr_decay_updates": 3}, "lr_final must be a positive"),
+        ({"lr_final": float("nan"), "lr_decay_updates": 3}, "lr_final"),
+        ({"lr_final": 1e-4}, "go together"),
+        ({"lr_decay_updates": 10}, "go together"),
+    ],
+)
+def test_bad_lr_schedules_are_refused(tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_config(tmp_path, **overrides)
+
+
+def test_the_optimizer_steps_at_the_scheduled_lr_and_resume_continues_it(tmp_path):
+    """Each update's Adam step uses lr_at(update) (logged as train/lr, averaged per row like every
+    train/ value); the checkpoint's optimizer holds the last step's rate, and a resumed run goes on
+    along the schedule, not from the saved rate."""
+    schedule = dict(lr=1e-3, lr_final=1e-4, lr_decay_updates=6, async_collection=False)
+    summary = train_mop.main(tiny_config(tmp_path / "a", num_updates=3, **schedule), progress=False)
+    saved = torch.load(summary["checkpoints"][-1], weights_only=True)
+    assert [g["lr"] for g in saved["optimizer_state_dict"]["param_groups"]] == pytest.approx([7e-4])
+    resumed = train_mop.main(tiny_config(tmp_path / "a", num_updates=9, **schedule), resume=True, progress=False)
+    logged = [row["train/lr"] for row in read_metrics(resumed["metrics_path"])]
+    # rows: updates 1-3 (1e-3, 8.5e-4, 7e-4), 4-6 (5.5e-4, 4e-4, 2.5e-4), 7-9 (1e-4 each)
+    assert logged == pytest.approx([8.5e-4, 4e-4, 1e-4])
+    final = torch.load(resumed["checkpoints"][-1], weights_only=True)
+    assert [g["lr"] for g in final["optimizer_state_dict"]["param_groups"]] == pytest.approx([1e-4])
+    # an old run (no schedule keys in its checkpoint) resumes at its constant rate
+    assert lr_at(tiny_config(tmp_path / "b"), 100) == tiny_config(tmp_path / "b").lr
