@@ -219,7 +219,9 @@ class TrainConfig:
 
 
 CONFIG_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
+}
 _TYPES = get_type_hints(TrainConfig)
 # The MoP integration guide's spellings (YAML keys and flags) -> config keys. `mop_layers` may be
 # a list of one "16,32,64" string per layer, or one "16,32,64;32,64,128" string.

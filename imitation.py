@@ -446,7 +446,9 @@ class DemoSource:
         self.buffer.epoch = int(state["epoch"])
         self.buffer._epoch_order = [int(i) for i in state["epoch_order"]]
 
-    def submit(self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int, teacher_forcing: Any = None) -> None:
+    def submit(
+        self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int, teacher_forcing: Any = None
+    ) -> None:
         self.pending = (policy, encoder, unroll_len)
 
     def result(self) -> dict:
@@ -500,7 +502,9 @@ def linear_schedule(start: float, final: float | None, decay_updates: int, updat
 def teacher_forcing_at(cfg: TrainConfig, update: int) -> float:
     """DAgger's beta_i: the probability that the bot's label, rather than the
     student's action, is executed, on cfg's schedule (linear_schedule)."""
-    return linear_schedule(cfg.teacher_forcing, cfg.teacher_forcing_final, cfg.teacher_forcing_decay_updates, update)
+    return linear_schedule(
+        cfg.teacher_forcing, cfg.teacher_forcing_final, cfg.teacher_forcing_decay_updates, update
+    )
 
 
 def lr_at(cfg: TrainConfig, update: int) -> float:
@@ -671,7 +675,9 @@ class ImitationRun:
     def _submit(self, update: int) -> float:
         """Start collecting the chunk of `update`; the seconds this took (sending the weights)."""
         started, learner = time.perf_counter(), self.learner
-        self.collector.submit(learner.policy, learner.encoder, self.cfg.unroll_len, teacher_forcing_at(self.cfg, update))
+        self.collector.submit(
+            learner.policy, learner.encoder, self.cfg.unroll_len, teacher_forcing_at(self.cfg, update)
+        )
         return time.perf_counter() - started
 
     def update(self) -> dict | None:

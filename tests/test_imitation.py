@@ -176,7 +176,9 @@ def test_the_optimizer_steps_at_the_scheduled_lr_and_resume_continues_it(tmp_pat
     summary = train_mop.main(tiny_config(tmp_path / "a", num_updates=3, **schedule), progress=False)
     saved = torch.load(summary["checkpoints"][-1], weights_only=True)
     assert [g["lr"] for g in saved["optimizer_state_dict"]["param_groups"]] == pytest.approx([7e-4])
-    resumed = train_mop.main(tiny_config(tmp_path / "a", num_updates=9, **schedule), resume=True, progress=False)
+    resumed = train_mop.main(
+        tiny_config(tmp_path / "a", num_updates=9, **schedule), resume=True, progress=False
+    )
     logged = [row["train/lr"] for row in read_metrics(resumed["metrics_path"])]
     # rows: updates 1-3 (1e-3, 8.5e-4, 7e-4), 4-6 (5.5e-4, 4e-4, 2.5e-4), 7-9 (1e-4 each)
     assert logged == pytest.approx([8.5e-4, 4e-4, 1e-4])
