@@ -329,6 +329,8 @@ LIMITS = {
     "hidden_size": (4096, "memory"),
     "expert_hidden_sizes": (4096, "memory (each expert's GRU size)"),
     "lr": (1.0, "Adam diverges at once above it"),
+    "lr_final": (1.0, "Adam diverges at once above it"),
+    "lr_decay_updates": (10**9, "at most num_updates"),
     "buffer_episodes": (10**7, "memory"),
     "demos": (10**7, "the layouts of one demo set (babyai_env.DEMO_SET_STRIDE)"),
     "demo_seed": (49, "50 disjoint demo sets lie between the evaluation and training seeds"),
@@ -396,21 +398,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(
             "--demos trains offline on bot demos only; --buffer_episodes is online DAgger's buffer: give one of them"
         )
-    if cfg.teacher_forcing_final is not None and not 0.0 <= cfg.teacher_forcing_final <= 1.0:
-        raise ConfigError(f"teacher_forcing_final must be in [0, 1], got {cfg.teacher_forcing_final}")
-    if cfg.lr_final is not None and not (cfg.lr_final > 0 and math.isfinite(cfg.lr_final)):
-        raise ConfigError(f"lr_final must be a positive number, got {cfg.lr_final}")
-    for name in ("teacher_forcing", "lr"):
-        final, decay = getattr(cfg, f"{name}_final"), getattr(cfg, f"{name}_decay_updates")
-        if decay < 0:
-            raise ConfigError(
-                f"{name}_decay_updates must be >= 0 (a schedule cannot end before it starts), got {decay}"
-            )
-        if (decay > 0) != (final is not None):
-            raise ConfigError(
-                f"{name}_final and {name}_decay_updates go together: give both (a schedule) "
-                f"or neither, got {final} and {decay}"
-            )
     if not 0.0 < cfg.expert_dropout_gamma <= 1.0:
         raise ConfigError(f"expert_dropout_gamma must be in (0, 1], got {cfg.expert_dropout_gamma}")
     if cfg.lpc_alpha < 0 or cfg.lpc_epsilon <= 0 or cfg.lpc_exponent < 0:
@@ -427,6 +414,21 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if _base_type(tp)[0] is float:
             _coerce(key, getattr(cfg, key))
     _check_limits(cfg)
+    if cfg.teacher_forcing_final is not None and not 0.0 <= cfg.teacher_forcing_final <= 1.0:
+        raise ConfigError(f"teacher_forcing_final must be in [0, 1], got {cfg.teacher_forcing_final}")
+    if cfg.lr_final is not None and not (cfg.lr_final > 0 and math.isfinite(cfg.lr_final)):
+        raise ConfigError(f"lr_final must be a positive number, got {cfg.lr_final}")
+    for name in ("teacher_forcing", "lr"):
+        final, decay = getattr(cfg, f"{name}_final"), getattr(cfg, f"{name}_decay_updates")
+        if decay < 0:
+            raise ConfigError(
+                f"{name}_decay_updates must be >= 0 (a schedule cannot end before it starts), got {decay}"
+            )
+        if (decay > 0) != (final is not None):
+            raise ConfigError(
+                f"{name}_final and {name}_decay_updates go together: give both (a schedule) "
+                f"or neither, got {final} and {decay}"
+            )
     if cfg.task_weights is not None or len(levels) > 1:  # multi-task: every level gets envs
         weights = None if cfg.task_weights is None else _coerce("task_weights", cfg.task_weights)
         try:

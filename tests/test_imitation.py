@@ -161,6 +161,7 @@ def test_lr_schedule_is_linear_then_constant(tmp_path):
         ({"lr_final": float("nan"), "lr_decay_updates": 3}, "lr_final"),
         ({"lr_final": 1e-4}, "go together"),
         ({"lr_decay_updates": 10}, "go together"),
+        ({"lr_final": 2.0, "lr_decay_updates": 3}, "at most 1"),
     ],
 )
 def test_bad_lr_schedules_are_refused(tmp_path, overrides, match):
