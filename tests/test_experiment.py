@@ -32,6 +32,15 @@ def test_config_yaml_matches_the_schema_defaults():
     assert from_file == TrainConfig()  # config.yaml is the documented copy of the defaults
 
 
+@pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_preset_loads(preset):
+    """configs/*.yaml: the tiny preset and the per-level recipes (configs/<level>.yaml, which
+    bench/levels.py picks up for its level) are valid configs; a level recipe names its level."""
+    cfg = load_config(preset)
+    if preset.stem.startswith("BabyAI-"):
+        assert cfg.task_id == preset.stem
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
