@@ -330,7 +330,7 @@ LIMITS = {
     "expert_hidden_sizes": (4096, "memory (each expert's GRU size)"),
     "lr": (1.0, "Adam diverges at once above it"),
     "lr_final": (1.0, "Adam diverges at once above it"),
-    "lr_decay_updates": (10**9, "at most num_updates"),
+    "lr_decay_updates": (10**9, "no run is longer: num_updates is at most 1e9"),
     "buffer_episodes": (10**7, "memory"),
     "demos": (10**7, "the layouts of one demo set (babyai_env.DEMO_SET_STRIDE)"),
     "demo_seed": (49, "50 disjoint demo sets lie between the evaluation and training seeds"),
@@ -380,8 +380,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("trial", "seed", "num_workers"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(cfg, key)}")
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise ConfigError(f"lr must be a positive number, got {cfg.lr}")
+    for key in ("lr", "lr_final"):
+        value = getattr(cfg, key)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{key} must be a positive number, got {value}")
     if cfg.max_grad_norm is not None and cfg.max_grad_norm <= 0:
         raise ConfigError(f"max_grad_norm must be positive or null, got {cfg.max_grad_norm}")
     for key in ("teacher_forcing", "path_ratio_fraction", "expert_dropout_beta"):
@@ -416,8 +418,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_limits(cfg)
     if cfg.teacher_forcing_final is not None and not 0.0 <= cfg.teacher_forcing_final <= 1.0:
         raise ConfigError(f"teacher_forcing_final must be in [0, 1], got {cfg.teacher_forcing_final}")
-    if cfg.lr_final is not None and not (cfg.lr_final > 0 and math.isfinite(cfg.lr_final)):
-        raise ConfigError(f"lr_final must be a positive number, got {cfg.lr_final}")
     for name in ("teacher_forcing", "lr"):
         final, decay = getattr(cfg, f"{name}_final"), getattr(cfg, f"{name}_decay_updates")
         if decay < 0:

@@ -185,5 +185,5 @@ def test_the_optimizer_steps_at_the_scheduled_lr_and_resume_continues_it(tmp_pat
     assert logged == pytest.approx([8.5e-4, 4e-4, 1e-4])
     final = torch.load(resumed["checkpoints"][-1], weights_only=True)
     assert [g["lr"] for g in final["optimizer_state_dict"]["param_groups"]] == pytest.approx([1e-4])
-    # an old run (no schedule keys in its checkpoint) resumes at its constant rate
+    # without a schedule (the defaults, as for a checkpoint saved before these keys) the rate is lr
     assert lr_at(tiny_config(tmp_path / "b"), 100) == tiny_config(tmp_path / "b").lr
