@@ -182,12 +182,20 @@ def plot_knockout_comparison(results_df: pd.DataFrame, checkpoint_path: str | No
 # ----------------------------------------------------------------------------- training
 
 
+def _varies(df: pd.DataFrame, col: str) -> bool:
+    values = (
+        pd.to_numeric(df[col], errors="coerce").dropna() if col in df.columns else pd.Series([], dtype=float)
+    )
+    return len(values) > 1 and values.max() > values.min()
+
+
 @styled
 def plot_training_curves(
     rows: Sequence[Mapping[str, Any]] | pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None = None
 ) -> Figure:
-    """Loss, accuracy against the bot, recent success (and path ratio), and, for MoP runs, LPC and
-    every layer's mean expert weights, against the update (metrics.jsonl rows)."""
+    """Loss, accuracy against the bot, recent success (and path ratio), for MoP runs LPC, the
+    learning-rate and teacher-forcing schedules when they change over the run, and every layer's
+    mean expert weights, against the update (metrics.jsonl rows)."""
     df = pd.DataFrame(list(rows)) if not isinstance(rows, pd.DataFrame) else rows
     if df.empty or "update" not in df.columns:
         raise ValueError("plot_training_curves: no rows with an 'update' column")
@@ -208,6 +216,13 @@ def plot_training_curves(
         )
     if "train/lpc" in df.columns:
         panels.append(("LPC", [("train/lpc", "LPC")], "LPC (Σ w·size²)"))
+    # A schedule's panel only when it changes over the run: a constant rate is a config value.
+    if _varies(df, "train/lr"):
+        panels.append(("learning rate", [("train/lr", "lr")], "Adam lr (log scale)"))
+    if _varies(df, "train/teacher_forcing"):
+        panels.append(
+            ("teacher forcing", [("train/teacher_forcing", "β")], "P(step acts with the bot label)")
+        )
     for k, experts in sorted(routing.items()):
         series = [(experts[j], expert_label(k, j, expert_size(expert_sizes, k, j))) for j in sorted(experts)]
         panels.append((f"layer {k} routing", series, "mean router weight"))
@@ -232,8 +247,10 @@ def plot_training_curves(
                 marker=marker,
                 markersize=3,
             )
-        if title.startswith("layer") or title in ("accuracy vs bot", "recent episodes"):
+        if title.startswith("layer") or title in ("accuracy vs bot", "recent episodes", "teacher forcing"):
             ax.set_ylim(-0.02, 1.02)
+        if title == "learning rate":
+            ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("update")
         ax.set_ylabel(unit)

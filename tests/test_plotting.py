@@ -322,6 +322,22 @@ def test_training_curves(caches):
     assert "loss" in titles and not any(t.startswith("layer") or t == "LPC" for t in titles)
 
 
+def test_training_curves_show_schedules_only_when_they_change():
+    rows = [
+        {"update": u, "train/loss": 1.0 / u, "train/lr": 3e-3, "train/teacher_forcing": 0.0}
+        for u in range(1, 6)
+    ]
+    titles = [ax.get_title() for ax in rp.plot_training_curves(rows).axes if ax.get_title()]
+    assert "learning rate" not in titles and "teacher forcing" not in titles
+    for r in rows:
+        r["train/lr"] = 3e-3 - 6e-4 * (r["update"] - 1)  # 3e-3 -> 6e-4
+        r["train/teacher_forcing"] = max(0.0, 1.0 - 0.5 * (r["update"] - 1))
+    axes = {ax.get_title(): ax for ax in rp.plot_training_curves(rows).axes if ax.get_title()}
+    assert axes["learning rate"].get_yscale() == "log"
+    assert axes["learning rate"].lines[0].get_ydata().tolist() == pytest.approx([r["train/lr"] for r in rows])
+    assert axes["teacher forcing"].get_ylim() == pytest.approx((-0.02, 1.02))
+
+
 def test_gru_cache_refuses_routing_plots(gru):
     sizes = gru.expert_sizes
     for call in (
