@@ -10,7 +10,9 @@ IL numbers (BABYAI below).
 
 Runnable one level at a time and resumable: a level whose row (same recipe and budget) is in the
 CSV is skipped; a level whose run was cut off resumes its training (train_mop --resume) and
-re-evaluates. The full table takes hours on 2 cores.
+re-evaluates. `train_s` is the run's own training time, read from its final checkpoint (summed
+over every session that trained it), so a resumed run reports its whole training. The full table
+takes hours on 2 cores.
 
     python bench/levels.py --levels BabyAI-GoToLocal-v0 --frames 1000000
     python bench/levels.py --levels BabyAI-PutNextLocal-v0 --frames 3000000 --set lang_encoder=gru
@@ -30,7 +32,8 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
 from babyai_env import LEVEL_TABLE  # noqa: E402
 from runs import atomic_write_text  # noqa: E402
@@ -86,10 +89,23 @@ def level_config(level: str, configs_dir: Path) -> Path | None:
     return path if path.exists() else None
 
 
+def _shown(path: Path) -> str:
+    """A path as the table shows it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def recipe_of(config: Path | None, sets: dict) -> str:
     """A short, stable name of the recipe: the config file and the --set overrides."""
     text = json.dumps({"config": config.name if config else "config.yaml", "set": sets}, sort_keys=True)
     return f"{config.stem if config else 'default'}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def same_row(row: dict, level: str, recipe: str, frames: int) -> bool:
+    """Whether a table row is this level's, under this recipe and frame budget."""
+    return row["level"] == level and row["recipe"] == recipe and int(row["frames_budget"]) == frames
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -138,9 +154,8 @@ def run_level(level: str, args: argparse.Namespace, sets: dict) -> dict:
         "checkpoint_dir": str(Path(args.root) / recipe_of(config, sets)),
     }
     cfg = load_config(config, overrides)
-    command = (
-        f"python train_mop.py {'--config ' + str(config) + ' ' if config else ''}"
-        + " ".join(f"--{k} {v}" for k, v in overrides.items())
+    command = f"python train_mop.py {'--config ' + _shown(config) + ' ' if config else ''}" + " ".join(
+        f"--{k} {v}" for k, v in overrides.items()
     )
     print(f"[{level}] {command}", flush=True)
     started = time.perf_counter()
@@ -154,19 +169,26 @@ def run_level(level: str, args: argparse.Namespace, sets: dict) -> dict:
         except ConfigError as e2:
             if "already reached update" not in str(e2):
                 raise
-    train_s = time.perf_counter() - started
+    wall_s = time.perf_counter() - started
 
     started = time.perf_counter()
     found = sorted(run_dir(cfg).glob("checkpoint_*.pt"))
     probes = []
-    for path in sorted(found, key=lambda p: int(torch.load(p, map_location="cpu", weights_only=True)["update"])):
+    for path in sorted(
+        found, key=lambda p: int(torch.load(p, map_location="cpu", weights_only=True)["update"])
+    ):
         stats = torch.load(path, map_location="cpu", weights_only=True)["stats"]
-        result = evaluate(path, EvalOptions(num_episodes=args.probe_episodes, num_envs=16, record=False), None)
+        result = evaluate(
+            path, EvalOptions(num_episodes=args.probe_episodes, num_envs=16, record=False), None
+        )
         probes.append((stats["frames"], stats["episodes"], result.metrics["success_rate"], path))
         print(f"[{level}] {path.name}: frames {probes[-1][0]:,} success {probes[-1][2]:.3f}", flush=True)
     reached = next((p for p in probes if p[2] >= args.target), None)
     best = max(probes, key=lambda p: (p[2], -p[0]))
     final = probes[-1][3]
+    # The run's own training time, summed over every session that trained it (a resumed or adopted
+    # run included), not this call's wall clock.
+    train_s = torch.load(final, map_location="cpu", weights_only=True)["stats"].get("elapsed_s", wall_s)
     result = evaluate(final, EvalOptions(num_episodes=args.eval_episodes, num_envs=16, record=False), None)
     m = result.metrics
     eval_s = time.perf_counter() - started
@@ -205,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval_episodes", type=int, default=500, help="evaluation layouts for the final row")
     parser.add_argument("--target", type=float, default=0.99, help="success to reach (default 0.99)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--configs_dir", default=str(Path(__file__).resolve().parent.parent / "configs"))
+    parser.add_argument("--configs_dir", default=str(REPO / "configs"), help="where configs/<level>.yaml are")
     parser.add_argument("--root", default="bench_runs/levels", help="where the runs go")
     parser.add_argument("--out", default="bench/results/levels.csv", help="the table (CSV)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -216,11 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     for level in levels:
         rows = read_rows(out)
         recipe = recipe_of(level_config(level, Path(args.configs_dir)), sets)
-        if any(r["level"] == level and r["recipe"] == recipe and int(r["frames_budget"]) == args.frames for r in rows):
+        if any(same_row(r, level, recipe, args.frames) for r in rows):
             print(f"[{level}] already in {out}: skipped")
             continue
         row = run_level(level, args, sets)
-        rows = [r for r in read_rows(out) if not (r["level"] == level and r["recipe"] == recipe and int(r["frames_budget"]) == args.frames)]
+        rows = [r for r in read_rows(out) if not same_row(r, level, recipe, args.frames)]
         write_rows(out, rows + [row])
         print(
             f"[{level}] success {row['eval_success']:.3f} [{row['eval_ci_low']:.3f}, {row['eval_ci_high']:.3f}] "
