@@ -15,8 +15,10 @@ over every session that trained it), so a resumed run reports its whole training
 takes hours on 2 cores.
 
     python bench/levels.py --levels BabyAI-GoToLocal-v0 --frames 1000000
-    python bench/levels.py --levels BabyAI-PutNextLocal-v0 --frames 3000000 --set lang_encoder=gru
+    python bench/levels.py --levels BabyAI-PutNextLocal-v0 --frames 3000320   # configs/<level>.yaml
+    python bench/levels.py --levels BabyAI-GoToObj-v0 --frames 512000 --set lr_final=3e-4 --set lr_decay_updates=800
     python bench/levels.py                      # all eleven levels, default budget (slow)
+    python bench/levels.py --markdown           # the CSV as the README's table
 """
 
 from __future__ import annotations
@@ -218,6 +220,52 @@ def run_level(level: str, args: argparse.Namespace, sets: dict) -> dict:
     }
 
 
+def _frames(n: str) -> str:
+    """1024000 -> '1.02 M', 128000 -> '128 K' (the README's units)."""
+    n = int(float(n))
+    return f"{n / 1e6:.2f} M" if n >= 1_000_000 else f"{n / 1e3:.0f} K" if n >= 1_000 else str(n)
+
+
+def markdown(rows: list[dict]) -> str:
+    """The table as the README shows it, one line per row of the CSV, in LEVELS order.
+    "≥ 90% of BabyAI": whether the final success is at least 90% of BabyAI's 1 M-demo success."""
+    order = {level: i for i, level in enumerate(LEVELS)}
+    lines = [
+        "| level | recipe | frames | eval success (500 layouts, 95% CI) | first probe ≥ 99% "
+        "(frames · student episodes) | best probe | training | BabyAI IL, 1 M demos | "
+        "BabyAI demos to 99% | ≥ 90% of BabyAI |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(
+        rows, key=lambda r: (order.get(r["level"], len(order)), r["recipe"], int(r["frames_budget"]))
+    ):
+        success = float(r["eval_success"]) * 100
+        eval_cell = (
+            f"{success:.1f}% [{float(r['eval_ci_low']) * 100:.1f}, {float(r['eval_ci_high']) * 100:.1f}]"
+        )
+        if r["eval_episodes"] != "500":
+            eval_cell += f" ({r['eval_episodes']} layouts)"
+        reached = (
+            f"{_frames(r['frames_to_target'])} · {int(r['episodes_to_target']) / 1e3:.1f} K"
+            if r["frames_to_target"] != ""
+            else "not reached"
+        )
+        best = f"{float(r['best_probe_success']) * 100:.0f}% at {_frames(r['best_probe_frames'])}"
+        baby = r["babyai_success_1m"]
+        ratio = "n/a" if baby == "" else ("yes" if success >= 0.9 * float(baby) else "no")
+        recipe = (
+            "default"
+            if r["recipe"].startswith("default-")
+            else f"configs/{r['recipe'].rsplit('-', 1)[0]}.yaml"
+        )
+        lines.append(
+            f"| {r['level'].removeprefix('BabyAI-').removesuffix('-v0')} | {recipe} | {_frames(r['frames'])} | "
+            f"{eval_cell} | {reached} | {best} | {float(r['train_s']) / 60:.0f} min | "
+            f"{baby + '%' if baby else 'n/a'} | {r['babyai_demos_to_99'] or 'n/a'} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default=",".join(LEVELS), help="comma list (default: all eleven)")
@@ -231,7 +279,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="bench_runs/levels", help="where the runs go")
     parser.add_argument("--out", default="bench/results/levels.csv", help="the table (CSV)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the CSV as the README's table; run nothing"
+    )
     args = parser.parse_args(argv)
+    if args.markdown:
+        rows = read_rows(Path(args.out))
+        if not rows:
+            raise SystemExit(f"error: {args.out} holds no rows")
+        print(markdown(rows))
+        return 0
     sets = parse_sets(args.set)
     levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
     out = Path(args.out)

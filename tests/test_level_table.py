@@ -51,6 +51,14 @@ def test_level_table_rows_skip_and_resume(tmp_path, capsys):
     assert row["command"].startswith(f"python train_mop.py --config {configs / LEVEL}.yaml --task_id {LEVEL}")
     assert "--num_updates 6 --checkpoint_interval 3" in row["command"]
 
+    (line,) = levels.markdown([row]).splitlines()[2:]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:3] == ["GoToObj", f"configs/{LEVEL}.yaml", "192"]
+    assert cells[3].startswith(f"{float(row['eval_success']) * 100:.1f}% [") and cells[3].endswith(
+        "(8 layouts)"
+    )
+    assert cells[-3:] == ["100.0%", "n/a", "yes" if float(row["eval_success"]) >= 0.9 else "no"]
+
     capsys.readouterr()
     assert levels.main(argv) == 0  # in the table: skipped, the table untouched
     assert "already in" in capsys.readouterr().out and rows_of(out) == [row]
@@ -65,6 +73,26 @@ def test_level_table_rows_skip_and_resume(tmp_path, capsys):
     resumed = torch.load(run / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     assert resumed["update"] == 6 and resumed["stats"]["elapsed_s"] > first["stats"]["elapsed_s"]
     assert float(again["train_s"]) == pytest.approx(resumed["stats"]["elapsed_s"], abs=0.06)
+
+
+def test_markdown_table_orders_levels_and_judges_against_babyai():
+    base = dict(
+        recipe="default-45fc690d", frames_budget="1024000", frames="1024000", eval_episodes="500",
+        eval_ci_low="0.9", eval_ci_high="0.95", frames_to_target="", episodes_to_target="",
+        best_probe_success="0.93", best_probe_frames="896000", train_s="600", babyai_demos_to_99="",
+    )  # fmt: skip
+    rows = [
+        {**base, "level": "BabyAI-GoTo-v0", "eval_success": "0.894", "babyai_success_1m": "99.4"},
+        {**base, "level": "BabyAI-UnlockPickup-v0", "eval_success": "0.5", "babyai_success_1m": ""},
+        {**base, "level": "BabyAI-GoToLocal-v0", "eval_success": "0.9", "babyai_success_1m": "99.8",
+         "frames_to_target": "896000", "episodes_to_target": "102427"},
+    ]  # fmt: skip
+    lines = levels.markdown(rows).splitlines()[2:]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert [c[0] for c in cells] == ["GoToLocal", "UnlockPickup", "GoTo"]  # the table's order
+    assert cells[0][4] == "896 K · 102.4 K" and cells[2][4] == "not reached"
+    assert [c[-1] for c in cells] == ["yes", "n/a", "no"]  # 89.4 < 0.9 x 99.4; 90.0 >= 0.9 x 99.8
+    assert cells[0][2] == "1.02 M" and cells[0][6] == "10 min"
 
 
 def test_shown_paths_are_relative_to_the_repository(tmp_path):
