@@ -253,11 +253,11 @@ def markdown(rows: list[dict]) -> str:
         best = f"{float(r['best_probe_success']) * 100:.0f}% at {_frames(r['best_probe_frames'])}"
         baby = r["babyai_success_1m"]
         ratio = "n/a" if baby == "" else ("yes" if success >= 0.9 * float(baby) else "no")
-        recipe = (
-            "default"
-            if r["recipe"].startswith("default-")
-            else f"configs/{r['recipe'].rsplit('-', 1)[0]}.yaml"
-        )
+        # config.yaml or configs/<level>.yaml as they are; a --set recipe by its id (see its command)
+        recipe = {
+            recipe_of(None, {}): "default",
+            recipe_of(Path(f"{r['level']}.yaml"), {}): f"configs/{r['level']}.yaml",
+        }.get(r["recipe"], r["recipe"])
         lines.append(
             f"| {r['level'].removeprefix('BabyAI-').removesuffix('-v0')} | {recipe} | {_frames(r['frames'])} | "
             f"{eval_cell} | {reached} | {best} | {float(r['train_s']) / 60:.0f} min | "

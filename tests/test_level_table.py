@@ -83,7 +83,8 @@ def test_markdown_table_orders_levels_and_judges_against_babyai():
     )  # fmt: skip
     rows = [
         {**base, "level": "BabyAI-GoTo-v0", "eval_success": "0.894", "babyai_success_1m": "99.4"},
-        {**base, "level": "BabyAI-UnlockPickup-v0", "eval_success": "0.5", "babyai_success_1m": ""},
+        {**base, "level": "BabyAI-UnlockPickup-v0", "eval_success": "0.5", "babyai_success_1m": "",
+         "recipe": levels.recipe_of(None, {"lr_final": 3e-4})},
         {**base, "level": "BabyAI-GoToLocal-v0", "eval_success": "0.9", "babyai_success_1m": "99.8",
          "frames_to_target": "896000", "episodes_to_target": "102427"},
     ]  # fmt: skip
@@ -93,6 +94,7 @@ def test_markdown_table_orders_levels_and_judges_against_babyai():
     assert cells[0][4] == "896 K · 102.4 K" and cells[2][4] == "not reached"
     assert [c[-1] for c in cells] == ["yes", "n/a", "no"]  # 89.4 < 0.9 x 99.4; 90.0 >= 0.9 x 99.8
     assert cells[0][2] == "1.02 M" and cells[0][6] == "10 min"
+    assert [c[1] for c in cells] == ["default", levels.recipe_of(None, {"lr_final": 3e-4}), "default"]
 
 
 def test_shown_paths_are_relative_to_the_repository(tmp_path):
