@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             f"[{level}] success {row['eval_success']:.3f} [{row['eval_ci_low']:.3f}, {row['eval_ci_high']:.3f}] "
             f"on {row['eval_episodes']} layouts after {row['frames']:,} frames; "
             f"to {args.target:.0%}: {str(row['frames_to_target']) + ' frames' if row['frames_to_target'] != '' else 'not reached'} "
-            f"(BabyAI 1 M demos: {row['babyai_success_1m'] or 'n/a'}%)",
+            f"(BabyAI 1 M demos: {str(row['babyai_success_1m']) + '%' if row['babyai_success_1m'] != '' else 'n/a'})",
             flush=True,
         )
     return 0

@@ -59,7 +59,7 @@ def test_level_table_rows_skip_and_resume(tmp_path, capsys):
     )
     assert cells[-3:] == ["100.0%", "n/a", "yes" if float(row["eval_success"]) >= 0.9 else "no"]
 
-    capsys.readouterr()
+    assert "(BabyAI 1 M demos: 100.0%)" in capsys.readouterr().out
     assert levels.main(argv) == 0  # in the table: skipped, the table untouched
     assert "already in" in capsys.readouterr().out and rows_of(out) == [row]
 
