@@ -136,9 +136,14 @@ def parse_sets(items: list[str]) -> dict:
     return sets
 
 
-def run_level(level: str, args: argparse.Namespace, sets: dict) -> dict:
+def _update_and_stats(path: Path) -> tuple[int, dict]:
     import torch
 
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return int(ckpt["update"]), ckpt["stats"]
+
+
+def run_level(level: str, args: argparse.Namespace, sets: dict) -> dict:
     import train_mop
     from eval_mop import EvalOptions, evaluate
     from experiment import ConfigError, load_config, run_dir
@@ -174,12 +179,11 @@ def run_level(level: str, args: argparse.Namespace, sets: dict) -> dict:
     wall_s = time.perf_counter() - started
 
     started = time.perf_counter()
-    found = sorted(run_dir(cfg).glob("checkpoint_*.pt"))
+    # Each checkpoint's stats, read once: ordered by update, they give the probes and train_s.
+    stats_of = {path: _update_and_stats(path) for path in run_dir(cfg).glob("checkpoint_*.pt")}
     probes = []
-    for path in sorted(
-        found, key=lambda p: int(torch.load(p, map_location="cpu", weights_only=True)["update"])
-    ):
-        stats = torch.load(path, map_location="cpu", weights_only=True)["stats"]
+    for path in sorted(stats_of, key=lambda p: stats_of[p][0]):
+        stats = stats_of[path][1]
         result = evaluate(
             path, EvalOptions(num_episodes=args.probe_episodes, num_envs=16, record=False), None
         )
@@ -190,7 +194,7 @@ def run_level(level: str, args: argparse.Namespace, sets: dict) -> dict:
     final = probes[-1][3]
     # The run's own training time, summed over every session that trained it (a resumed or adopted
     # run included), not this call's wall clock.
-    train_s = torch.load(final, map_location="cpu", weights_only=True)["stats"].get("elapsed_s", wall_s)
+    train_s = stats_of[final][1].get("elapsed_s", wall_s)
     result = evaluate(final, EvalOptions(num_episodes=args.eval_episodes, num_envs=16, record=False), None)
     m = result.metrics
     eval_s = time.perf_counter() - started
