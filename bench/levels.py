@@ -290,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         rows = read_rows(Path(args.out))
         if not rows:
-            raise SystemExit(f"error: {args.out} holds no rows")
+            raise SystemExit(
+                f"error: {args.out} {'holds no rows' if Path(args.out).exists() else 'does not exist'}"
+            )
         print(markdown(rows))
         return 0
     sets = parse_sets(args.set)

@@ -97,6 +97,14 @@ def test_markdown_table_orders_levels_and_judges_against_babyai():
     assert [c[1] for c in cells] == ["default", levels.recipe_of(None, {"lr_final": 3e-4}), "default"]
 
 
+def test_markdown_refuses_a_missing_or_empty_table(tmp_path):
+    with pytest.raises(SystemExit, match="does not exist"):
+        levels.main(["--markdown", "--out", str(tmp_path / "none.csv")])
+    levels.write_rows(tmp_path / "empty.csv", [])
+    with pytest.raises(SystemExit, match="holds no rows"):
+        levels.main(["--markdown", "--out", str(tmp_path / "empty.csv")])
+
+
 def test_shown_paths_are_relative_to_the_repository(tmp_path):
     assert levels._shown(levels.REPO / "configs" / "tiny.yaml") == "configs/tiny.yaml"
     assert levels._shown(tmp_path / "x.yaml") == str(tmp_path / "x.yaml")
