@@ -342,11 +342,10 @@ class BatchOptions:
 
 def evaluate_one(ref: CheckpointRef, options: BatchOptions) -> dict:
     """Evaluate one checkpoint, write its cache, merge its row; returns the row (or an error)."""
-    import torch
-
     from eval_mop import EvalError, evaluate, load_policy, save_evaluation
+    from numpy_policy import use_one_thread
 
-    torch.set_num_threads(1)
+    use_one_thread()
     try:
         try:
             _, _, config = load_policy(ref.path, distilbert_path=options.eval.distilbert_path)

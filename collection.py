@@ -41,7 +41,7 @@ from babyai_env import (
     train_episode_seed,
 )
 from mixture_of_experts import PolicyOutput, reset_memory
-from numpy_policy import NumpyPolicy
+from numpy_policy import NumpyPolicy, use_one_thread
 
 # ----------------------------------------------------------------------------- the acting step
 
@@ -126,7 +126,6 @@ def empty_chunk(T: int, n: int, done: bool = False) -> dict[str, np.ndarray]:
         "label_mask": np.zeros((T, n), bool),
         "done": np.full((T, n), done, bool),
     }
-
 
 
 @dataclass
@@ -321,7 +320,7 @@ def _worker_main(conn: Any, collector_kwargs: dict, policy_factory: Any, encoder
     # Ctrl-C reaches the whole process group: only the parent handles it (and closes the workers);
     # a worker interrupted mid-send printed a ConnectionResetError traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
+    use_one_thread()
     try:
         collector = Collector(**collector_kwargs)
         policy, encoder = policy_factory(), encoder_factory()

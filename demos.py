@@ -80,10 +80,10 @@ def _block(args: tuple) -> list[tuple[StoredEpisode | None, str | None]]:
 def _worker_init() -> None:
     import signal
 
-    import torch
+    from numpy_policy import use_one_thread
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes the pool
-    torch.set_num_threads(1)
+    use_one_thread()
 
 
 def generate_demos(
@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demos", type=int, required=True, help="number of solved demos")
     parser.add_argument("--demo_seed", type=int, default=0, help="demo set (0..49), disjoint layouts per set")
     parser.add_argument("--demos_dir", default="demos", help="cache root (default demos/)")
-    parser.add_argument("--max_steps", type=int, default=None, help="episode step limit (default: the level's)")
+    parser.add_argument(
+        "--max_steps", type=int, default=None, help="episode step limit (default: the level's)"
+    )
     parser.add_argument("--num_workers", type=int, default=None, help="worker processes (default: CPU cores)")
     args = parser.parse_args(argv)
     from babyai_env import check_task_id

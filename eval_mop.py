@@ -16,7 +16,6 @@ levels of --task_id "A,C"), with one result and one routing cache (eval_<level>/
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -24,7 +23,7 @@ import numbers
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +47,7 @@ from babyai_env import (
 from collection import MissionCache, ObsBatch, acting_step
 from experiment import ArgumentParser, CheckpointError, load_checkpoint, load_policy
 from mixture_of_experts import MixtureOfExpertsPolicy, PolicyOutput, compute_lpc
+from numpy_policy import one_thread, use_one_thread
 from routing_cache import RECORDED_STEP_COLUMNS, derive_step_columns, weight_column, write_cache
 from runs import (
     OutputError,
@@ -446,23 +446,12 @@ def compute_metrics(episodes: pd.DataFrame, expert_sizes: list[list[int]]) -> di
 
 
 def _worker(args: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
-    torch.set_num_threads(1)
+    use_one_thread()
     checkpoint_path, task_id, block, kwargs, knockout, distilbert_path = args
     policy, encoder, config = load_policy(checkpoint_path, distilbert_path=distilbert_path)
     if knockout is not None:
         policy.set_knockout(*knockout)
     return run_episodes(policy, encoder, config, task_id, block, **kwargs)
-
-
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Batches of <= num_envs rows: extra torch threads only add contention (10x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def evaluate(
@@ -514,7 +503,7 @@ def evaluate(
     episodes_all = list(range(o.num_episodes))
     description = f"eval {Path(checkpoint_path).name} on {task_id}"
     with (
-        _one_torch_thread(),
+        one_thread(),
         tqdm(
             total=o.num_episodes, desc=description, disable=not o.progress, dynamic_ncols=True, leave=False
         ) as bar,

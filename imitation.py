@@ -60,6 +60,7 @@ from experiment import (
     set_rng_state,
 )
 from language import MissionEncoderError, build_mission_encoder
+from numpy_policy import use_one_thread
 from replay_buffer import (
     BufferError,
     EpisodeAssembler,
@@ -622,7 +623,7 @@ class ImitationRun:
                 self.replay = Replay(cfg, buffer, EpisodeAssembler(cfg.num_envs))
         else:
             self.replay = Replay.start(cfg, directory, ckpt)
-        torch.set_num_threads(1)  # small matrices: one thread is faster, and workers use the other cores
+        use_one_thread()  # small matrices: one thread is faster, and workers use the other cores
         self.build_policy_fn, self.ckpt = build_policy_fn, ckpt
         self.written: list[str] = []
         self.row: dict = {}

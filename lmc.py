@@ -100,6 +100,7 @@ from experiment import (
 )
 from imitation import Fork, ImitationRun, buffer_path
 from mixture_of_experts import build_policy
+from numpy_policy import one_thread
 from replay_buffer import BufferError, EpisodeBuffer, StoredEpisode, episodes_as_chunk
 from runs import (
     OutputError,
@@ -724,9 +725,7 @@ class Evaluator:
     ) -> tuple[dict, list[np.ndarray]]:
         """(metrics, held-out router weights per layer) of one policy, as eval_mop.evaluate's."""
         started = time.perf_counter()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # as eval_mop.evaluate: batches of <= num_envs rows
-        try:
+        with one_thread():  # as eval_mop.evaluate: batches of <= num_envs rows
             _, episodes = run_episodes(
                 policy,
                 encoder,
@@ -742,8 +741,6 @@ class Evaluator:
             expert_sizes = [list(s) for s in getattr(policy, "expert_sizes", ())]
             metrics = compute_metrics(episodes, expert_sizes)
             held, weights = heldout_pass(policy, encoder, self.heldout, config["obs_encoding"])
-        finally:
-            torch.set_num_threads(threads)
         self.seconds += time.perf_counter() - started
         return {**metrics, **held}, weights
 

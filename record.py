@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from babyai_env import EVAL_SEED_START
 from eval_mop import ActedStep, run_episodes
 from experiment import ArgumentParser, CheckpointError, load_policy
+from numpy_policy import one_thread
 from runs import RunId, RunPathError, atomic_write, atomic_write_text, parse_checkpoint_name
 
 SCHEMA_VERSION = 1
@@ -167,9 +168,7 @@ def record(
             if step.done[r]:
                 writer.add_episode(open_episodes.pop(episode))
 
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batches of <= num_envs rows (eval_mop._one_torch_thread)
-    try:
+    with one_thread():
         with tqdm(total=num_episodes, desc="record", disable=not progress, dynamic_ncols=True) as bar:
             _, episodes = run_episodes(
                 policy,
@@ -184,8 +183,6 @@ def record(
                 on_step=on_step,
                 measure_bot_paths=False,
             )
-    finally:
-        torch.set_num_threads(torch_threads)
     writer.flush()
     meta = {
         "schema_version": SCHEMA_VERSION,

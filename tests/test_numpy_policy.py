@@ -180,3 +180,29 @@ def test_saturated_gates_give_the_torch_values_without_overflow_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _rollout(policy, encoder, "onehot", steps=5).max() < 2e-5
+
+
+def _blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+
+
+def test_acting_runs_torch_and_numpy_blas_on_one_thread_and_restores_them():
+    # Two BLAS threads spin-wait for each other on a busy machine (24 ms against 0.14 ms per
+    # product beside two training runs): acting must use one, and leave the caller's settings.
+    from threadpoolctl import threadpool_limits
+
+    from numpy_policy import one_thread
+
+    torch_before = torch.get_num_threads()
+    with threadpool_limits(3, user_api="blas"):
+        torch.set_num_threads(3)
+        try:
+            with one_thread():
+                assert torch.get_num_threads() == 1
+                assert _blas_threads() == 1
+            assert torch.get_num_threads() == 3
+            assert _blas_threads() == 3
+        finally:
+            torch.set_num_threads(torch_before)
