@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from babyai_env import check_task_ids, encode_obs, make_env, obs_dim
+from babyai_env import check_task_ids, encode_obs, make_env, obs_dim, quiet_reset
 from collection import ParallelCollector
 from experiment import (
     ConfigError,
@@ -151,7 +151,7 @@ class Learner:
         levels = check_task_ids(cfg.task_id)  # several in a multi-task run, each its own max_steps
         probes = {level: make_env(level, cfg.max_steps) for level in levels}
         for probe in probes.values():
-            probe.reset(seed=0)
+            quiet_reset(probe, 0)
         actions = {int(probe.action_space.n) for probe in probes.values()}
         if len(actions) > 1:
             raise ConfigError(f"task_id: the levels have different action sets ({sorted(actions)} actions)")

@@ -187,3 +187,13 @@ def test_the_optimizer_steps_at_the_scheduled_lr_and_resume_continues_it(tmp_pat
     assert [g["lr"] for g in final["optimizer_state_dict"]["param_groups"]] == pytest.approx([1e-4])
     # without a schedule (the defaults, as for a checkpoint saved before these keys) the rate is lr
     assert lr_at(tiny_config(tmp_path / "b"), 100) == tiny_config(tmp_path / "b").lr
+
+
+def test_training_start_prints_no_minigrid_sampling_chatter(tmp_path, capfd):
+    # The learner resets one probe env per level to read its action set and step limit; on
+    # BabyAI-Unlock-v0, seed 0's layout is rejected once and minigrid printed "Sampling rejected"
+    # into every training log.
+    cfg = tiny_config(tmp_path / "ck", task_id="BabyAI-Unlock-v0", num_updates=1, checkpoint_interval=None)
+    train_mop.main(cfg, progress=False)
+    out, err = capfd.readouterr()
+    assert "Sampling rejected" not in out + err
