@@ -762,6 +762,33 @@ def newest_checkpoint(directory: str | os.PathLike, report: bool = True) -> tupl
     raise ConfigError(f"--resume: no readable checkpoint in {str(directory)!r} ({'; '.join(bad)})")
 
 
+def recipe_keys(config: TrainConfig | dict) -> dict:
+    """The keys that decide what a run learns: every config key but RESUMABLE_OVERRIDES (length,
+    logging, workers and folders), as plain JSON values."""
+    values = dataclasses.asdict(config) if isinstance(config, TrainConfig) else config
+    return json.loads(
+        json.dumps({k: values[k] for k in CONFIG_KEYS if k in values and k not in RESUMABLE_OVERRIDES})
+    )
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """'key: old -> new' for each recipe key (recipe_keys) that differs between two configs. A key
+    one side lacks counts as its default: a config written before the key existed still matches."""
+    changes = []
+    for key in CONFIG_KEYS:
+        if key in RESUMABLE_OVERRIDES:
+            continue
+        before, after = (
+            _coerce(key, side[key] if key in side else _DEFAULTS[key])
+            if key in side or key in _DEFAULTS
+            else "(absent)"
+            for side in (old, new)
+        )
+        if before != after:
+            changes.append(f"{key}: {before!r} -> {after!r}")
+    return changes
+
+
 def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfig:
     """The config of the run to resume: the checkpoint's, with only RESUMABLE_OVERRIDES changed."""
     base = load_config(path, overrides)

@@ -10,7 +10,11 @@ IL numbers (BABYAI below).
 
 Runnable one level at a time and resumable: a level whose row (same recipe and budget) is in the
 CSV is skipped; a level whose run was cut off resumes its training (train_mop --resume) and
-re-evaluates. `train_s` is the run's own training time, read from its final checkpoint (summed
+re-evaluates; a longer budget continues the run of a shorter one (the schedules are functions of
+the update alone, so that equals a fresh run of the longer budget). A recipe is named by its config
+file and --set overrides (`recipe`), and its resolved keys are stored in the row (`config`, JSON):
+when configs/<level>.yaml or config.yaml changed since a row or a run folder was made, the level
+is refused with the keys that differ (exit 2), never skipped or resumed under the old recipe. `train_s` is the run's own training time, read from its final checkpoint (summed
 over every session that trained it), so a resumed run reports its whole training. The full table
 takes hours on 2 cores.
 
@@ -82,6 +86,7 @@ COLUMNS = [
     "train_s",
     "eval_s",
     "command",
+    "config",
 ]
 
 
@@ -126,12 +131,12 @@ def write_rows(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> No
     atomic_write_text(path, buf.getvalue())
 
 
-def parse_sets(items: list[str]) -> dict:
+def parse_sets(items: list[str], parser: argparse.ArgumentParser) -> dict:
     sets = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"error: --set takes key=value, got {item!r}")
+            parser.error(f"--set takes key=value, got {item!r}")
         sets[key.strip()] = yaml.safe_load(value)
     return sets
 
@@ -143,10 +148,33 @@ def _update_and_stats(path: Path) -> tuple[int, dict]:
     return int(ckpt["update"]), ckpt["stats"]
 
 
+def stale_row(row: dict, recipe: dict) -> list[str]:
+    """The recipe keys a table row was made with that differ from today's (config_changes); none
+    for a row written before rows stored their config (it cannot be checked)."""
+    from experiment import config_changes
+
+    return config_changes(json.loads(row["config"]), recipe) if row.get("config") else []
+
+
+def check_run_folder(directory: Path, recipe: dict) -> None:
+    """Refuse to resume or re-evaluate a run folder trained under another recipe."""
+    from experiment import ConfigError, config_changes, newest_checkpoint
+    from runs import resume_candidates
+
+    if not resume_candidates(directory):
+        return
+    changes = config_changes(newest_checkpoint(directory, report=False)[1]["config"], recipe)
+    if changes:
+        raise ConfigError(
+            f"{str(directory)!r} was trained with another recipe ({'; '.join(changes)}); "
+            "remove that run folder, or pass another --root"
+        )
+
+
 def run_level(level: str, args: argparse.Namespace, sets: dict) -> dict:
     import train_mop
     from eval_mop import EvalOptions, evaluate
-    from experiment import ConfigError, load_config, run_dir
+    from experiment import ConfigError, load_config, recipe_keys, run_dir
 
     config = level_config(level, Path(args.configs_dir))
     probe_cfg = load_config(config, {"task_id": level, **sets})
@@ -164,6 +192,7 @@ def run_level(level: str, args: argparse.Namespace, sets: dict) -> dict:
     command = f"python train_mop.py {'--config ' + _shown(config) + ' ' if config else ''}" + " ".join(
         f"--{k} {v}" for k, v in overrides.items()
     )
+    check_run_folder(run_dir(cfg), recipe_keys(cfg))
     print(f"[{level}] {command}", flush=True)
     started = time.perf_counter()
     try:
@@ -221,6 +250,7 @@ def run_level(level: str, args: argparse.Namespace, sets: dict) -> dict:
         "train_s": round(train_s, 1),
         "eval_s": round(eval_s, 1),
         "command": command,
+        "config": json.dumps(recipe_keys(cfg), sort_keys=True),
     }
 
 
@@ -271,7 +301,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from experiment import ArgumentParser, ConfigError
+
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default=",".join(LEVELS), help="comma list (default: all eleven)")
     parser.add_argument("--frames", type=int, default=3_000_000, help="training frame budget per level")
     parser.add_argument("--probe_every", type=int, default=250_000, help="frames between probed checkpoints")
@@ -290,31 +322,46 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         rows = read_rows(Path(args.out))
         if not rows:
-            raise SystemExit(
-                f"error: {args.out} {'holds no rows' if Path(args.out).exists() else 'does not exist'}"
-            )
+            parser.error(f"{args.out} {'holds no rows' if Path(args.out).exists() else 'does not exist'}")
         print(markdown(rows))
         return 0
-    sets = parse_sets(args.set)
+    sets = parse_sets(args.set, parser)
     levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
-    out = Path(args.out)
-    for level in levels:
-        rows = read_rows(out)
-        recipe = recipe_of(level_config(level, Path(args.configs_dir)), sets)
-        if any(same_row(r, level, recipe, args.frames) for r in rows):
-            print(f"[{level}] already in {out}: skipped")
-            continue
-        row = run_level(level, args, sets)
-        rows = [r for r in read_rows(out) if not same_row(r, level, recipe, args.frames)]
-        write_rows(out, rows + [row])
-        print(
-            f"[{level}] success {row['eval_success']:.3f} [{row['eval_ci_low']:.3f}, {row['eval_ci_high']:.3f}] "
-            f"on {row['eval_episodes']} layouts after {row['frames']:,} frames; "
-            f"to {args.target:.0%}: {str(row['frames_to_target']) + ' frames' if row['frames_to_target'] != '' else 'not reached'} "
-            f"(BabyAI 1 M demos: {str(row['babyai_success_1m']) + '%' if row['babyai_success_1m'] != '' else 'n/a'})",
-            flush=True,
-        )
+    try:
+        for level in levels:
+            run_or_skip(level, args, sets)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
+
+
+def run_or_skip(level: str, args: argparse.Namespace, sets: dict) -> None:
+    from experiment import ConfigError, load_config, recipe_keys
+
+    out = Path(args.out)
+    config = level_config(level, Path(args.configs_dir))
+    recipe = recipe_of(config, sets)
+    done = [r for r in read_rows(out) if same_row(r, level, recipe, args.frames)]
+    changes = stale_row(done[0], recipe_keys(load_config(config, {"task_id": level, **sets}))) if done else []
+    if changes:
+        raise ConfigError(
+            f"[{level}] {out}'s row for recipe {recipe} was made with another config ({'; '.join(changes)}); "
+            f"delete that row (and its run folder under {args.root}/{recipe}) to run the level again"
+        )
+    if done:
+        print(f"[{level}] already in {out}: skipped")
+        return
+    row = run_level(level, args, sets)
+    rows = [r for r in read_rows(out) if not same_row(r, level, recipe, args.frames)]
+    write_rows(out, rows + [row])
+    print(
+        f"[{level}] success {row['eval_success']:.3f} [{row['eval_ci_low']:.3f}, {row['eval_ci_high']:.3f}] "
+        f"on {row['eval_episodes']} layouts after {row['frames']:,} frames; "
+        f"to {args.target:.0%}: {str(row['frames_to_target']) + ' frames' if row['frames_to_target'] != '' else 'not reached'} "
+        f"(BabyAI 1 M demos: {str(row['babyai_success_1m']) + '%' if row['babyai_success_1m'] != '' else 'n/a'})",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -253,3 +253,20 @@ def test_parallel_workers_train(tmp_path):
         tiny(tmp_path, num_workers=2, num_updates=2, checkpoint_interval=None), progress=False
     )
     assert Path(summary["checkpoints"][-1]).name == "checkpoint_final.pt"
+
+
+def test_config_changes_names_recipe_keys_and_reads_missing_keys_as_defaults():
+    from experiment import _DEFAULTS, config_changes, recipe_keys
+
+    overrides = {"lr_final": 3e-4, "lr_decay_updates": 5, "num_updates": 7, "num_workers": 0}
+    cfg = recipe_keys(load_config(None, overrides))
+    assert "num_updates" not in cfg and "checkpoint_dir" not in cfg and cfg["lr_final"] == 3e-4
+    assert config_changes(cfg, {**cfg, "num_updates": 99, "log_interval": 1}) == []  # resumable keys
+    assert config_changes(cfg, {**cfg, "lr_final": 1e-3}) == ["lr_final: 0.0003 -> 0.001"]
+    # A config written before a key existed (an older run's config.json) counts it as its default.
+    older = {k: v for k, v in cfg.items() if k != "fast_env"}
+    assert config_changes(older, {**cfg, "fast_env": _DEFAULTS["fast_env"]}) == []
+    assert config_changes(older, {**cfg, "fast_env": not _DEFAULTS["fast_env"]}) != []
+    # Values are compared as the schema reads them: [[0, 16]] and "0,16" are one expert list.
+    sizes = {**cfg, "expert_hidden_sizes": [[0, 16]]}
+    assert config_changes(sizes, {**cfg, "expert_hidden_sizes": ["0,16"]}) == []

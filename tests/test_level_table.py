@@ -8,6 +8,7 @@ the run's own training time (summed over sessions), not its wall clock.
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -97,12 +98,70 @@ def test_markdown_table_orders_levels_and_judges_against_babyai():
     assert [c[1] for c in cells] == ["default", levels.recipe_of(None, {"lr_final": 3e-4}), "default"]
 
 
-def test_markdown_refuses_a_missing_or_empty_table(tmp_path):
-    with pytest.raises(SystemExit, match="does not exist"):
+def test_a_changed_recipe_is_refused_not_skipped_or_resumed(tmp_path, capsys):
+    """A row stores its resolved recipe; editing configs/<level>.yaml afterwards refuses the level
+    (exit 2, the keys that differ) instead of skipping it as done or resuming the old run folder. A
+    longer budget continues the run; a row written before rows stored their config is skipped."""
+    configs, out, root = tmp_path / "configs", tmp_path / "levels.csv", tmp_path / "runs"
+    configs.mkdir()
+    preset = {**yaml.safe_load(TINY_PRESET.read_text()), "task_id": LEVEL, "lr": 0.001}
+    (configs / f"{LEVEL}.yaml").write_text(yaml.safe_dump(preset))
+    argv = [
+        "--levels", LEVEL, "--frames", "96", "--probe_every", "96", "--probe_episodes", "2",
+        "--eval_episodes", "2", "--configs_dir", str(configs), "--root", str(root), "--out", str(out),
+        "--quiet",
+    ]  # fmt: skip
+    assert levels.main(argv) == 0
+    (row,) = rows_of(out)
+    assert json.loads(row["config"])["lr"] == preset["lr"] and "num_updates" not in json.loads(row["config"])
+    run = root / row["recipe"] / LEVEL / "trial_0"
+    capsys.readouterr()
+
+    (configs / f"{LEVEL}.yaml").write_text(yaml.safe_dump({**preset, "lr": preset["lr"] * 2}))
+    assert levels.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert f"lr: {preset['lr']!r} -> {preset['lr'] * 2!r}" in err and "delete that row" in err
+    assert rows_of(out) == [row]
+    # Without the row, the run folder alone still refuses it: nothing is resumed or overwritten.
+    before = sorted(p.name for p in run.iterdir())
+    out.unlink()
+    assert levels.main(argv) == 2
+    assert "was trained with another recipe (lr: " in capsys.readouterr().err and not out.exists()
+    assert sorted(p.name for p in run.iterdir()) == before
+
+    # Back to the recipe: a longer budget continues that run (3 updates -> 5), beside the old row.
+    (configs / f"{LEVEL}.yaml").write_text(yaml.safe_dump(preset))
+    levels.write_rows(out, [row])
+    assert levels.main([*argv[:2], "--frames", "160", *argv[4:]]) == 0
+    first, longer = rows_of(out)
+    assert first == row and (int(longer["updates"]), int(longer["frames"])) == (5, 160)
+    assert torch.load(run / "checkpoint_final.pt", map_location="cpu", weights_only=True)["update"] == 5
+
+    # A row from before rows stored their config cannot be checked: it is skipped as it was.
+    legacy = [c for c in levels.COLUMNS if c != "config"]
+    levels.write_rows(out, [{c: row[c] for c in legacy}], legacy)
+    (configs / f"{LEVEL}.yaml").write_text(yaml.safe_dump({**preset, "lr": preset["lr"] * 2}))
+    assert levels.main(argv) == 0 and "already in" in capsys.readouterr().out
+
+
+def test_markdown_refuses_a_missing_or_empty_table(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
         levels.main(["--markdown", "--out", str(tmp_path / "none.csv")])
+    assert e.value.code == 2 and "none.csv does not exist" in capsys.readouterr().err
     levels.write_rows(tmp_path / "empty.csv", [])
-    with pytest.raises(SystemExit, match="holds no rows"):
+    with pytest.raises(SystemExit) as e:
         levels.main(["--markdown", "--out", str(tmp_path / "empty.csv")])
+    assert e.value.code == 2 and "empty.csv holds no rows" in capsys.readouterr().err
+
+
+def test_bad_set_and_unknown_keys_are_one_line_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        levels.main(["--levels", LEVEL, "--set", "lr", "--out", str(tmp_path / "t.csv")])
+    assert e.value.code == 2 and "--set takes key=value, got 'lr'" in capsys.readouterr().err
+    assert levels.main(["--levels", LEVEL, "--set", "lrr=1", "--out", str(tmp_path / "t.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "lrr" in err and len(err.strip().splitlines()) == 1
 
 
 def test_shown_paths_are_relative_to_the_repository(tmp_path):
