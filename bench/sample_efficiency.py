@@ -5,7 +5,9 @@ Trains train_mop's recipe with `--demos 2^k` for each k of the grid (smallest fi
 evaluates the final weights on `--eval_episodes` evaluation layouts (Wilson 95% interval), and
 prints the smallest demo count that reaches `--target`, beside BabyAI's estimate for the level
 (GoToLocal: 148.5-193.2 K demos to 99%, BabyAI 1.0/1.1). Stops at the first count that reaches
-the target unless `--all`. Resumable: counts already in the CSV (same recipe) are not retrained.
+the target unless `--all`. Resumable: counts already in the CSV (same recipe) are not retrained;
+each row stores its resolved config (`config`, JSON), and a count whose row was made under another
+config (config.yaml edited since) is refused with the keys that differ (exit 2), not reused.
 
     python bench/sample_efficiency.py --task BabyAI-GoToLocal-v0
     python bench/sample_efficiency.py --task BabyAI-GoToLocal-v0 --k 8,10,12,14,16 --epochs 30 --all
@@ -14,13 +16,15 @@ the target unless `--all`. Resumable: counts already in the CSV (same recipe) ar
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# the repository (train_mop, ...) and bench/ (levels), when run as a script or imported as bench.*
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
-from levels import parse_sets, read_rows, recipe_of, write_rows  # noqa: E402  (bench/levels.py)
+from levels import parse_sets, read_rows, recipe_of, stale_row, write_rows  # noqa: E402  (bench/levels.py)
 
 BABYAI_DEMOS_TO_99 = {
     "BabyAI-GoToLocal-v0": "148.5-193.2 K",
@@ -30,7 +34,7 @@ BABYAI_DEMOS_TO_99 = {
 }
 COLUMNS = [
     "task", "recipe", "demos", "demo_steps", "updates", "epochs", "frames", "eval_episodes",
-    "eval_success", "eval_ci_low", "eval_ci_high", "train_s", "command",
+    "eval_success", "eval_ci_low", "eval_ci_high", "train_s", "command", "config",
 ]  # fmt: skip
 
 
@@ -38,11 +42,18 @@ def run_count(task: str, demos: int, args: argparse.Namespace, sets: dict, recip
     import train_mop
     from demos import load_or_generate_demos
     from eval_mop import EvalOptions, evaluate
-    from experiment import default_num_workers, load_config
+    from experiment import default_num_workers, load_config, recipe_keys
 
     base = load_config(None, {"task_id": task, **sets})
     buf, _, _ = load_or_generate_demos(
-        task, demos, base.demo_seed, args.demos_dir, base.max_steps, default_num_workers(), base.fast_env, not args.quiet
+        task,
+        demos,
+        base.demo_seed,
+        args.demos_dir,
+        base.max_steps,
+        default_num_workers(),
+        base.fast_env,
+        not args.quiet,
     )
     per_update = base.num_envs * base.unroll_len
     updates = min(args.max_updates, max(args.min_updates, round(args.epochs * buf.frames / per_update)))
@@ -59,9 +70,12 @@ def run_count(task: str, demos: int, args: argparse.Namespace, sets: dict, recip
     command = "python train_mop.py " + " ".join(f"--{k} {v}" for k, v in overrides.items())
     print(f"[{demos} demos] {command}", flush=True)
     started = time.perf_counter()
-    summary = train_mop.main(load_config(None, overrides), progress=not args.quiet)
+    cfg = load_config(None, overrides)
+    summary = train_mop.main(cfg, progress=not args.quiet)
     train_s = time.perf_counter() - started
-    result = evaluate(summary["checkpoints"][-1], EvalOptions(num_episodes=args.eval_episodes, record=False), None)
+    result = evaluate(
+        summary["checkpoints"][-1], EvalOptions(num_episodes=args.eval_episodes, record=False), None
+    )
     m = result.metrics
     return {
         "task": task,
@@ -77,11 +91,14 @@ def run_count(task: str, demos: int, args: argparse.Namespace, sets: dict, recip
         "eval_ci_high": round(m["success_ci_high"], 4),
         "train_s": round(train_s, 1),
         "command": command,
+        "config": json.dumps(recipe_keys(cfg), sort_keys=True),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from experiment import ArgumentParser, ConfigError
+
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="BabyAI-GoToLocal-v0")
     parser.add_argument("--k", default="10,11,12,13,14,15,16", help="demo counts 2^k, comma list")
     parser.add_argument("--epochs", type=float, default=20.0, help="passes over the demos per run")
@@ -96,13 +113,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results/sample_efficiency.csv")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    sets = parse_sets(args.set)
+    sets = parse_sets(args.set, parser)
+    try:
+        ks = sorted(int(x) for x in args.k.split(","))
+    except ValueError:
+        parser.error(f"--k takes a comma list of integers, got {args.k!r}")
+    try:
+        hit = run_grid(args, sets, ks)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    babyai = BABYAI_DEMOS_TO_99.get(args.task, "not published")
+    print(
+        f"smallest demo count reaching {args.target:.0%}: {hit if hit else 'none in the grid'} "
+        f"(BabyAI IL: {babyai})"
+    )
+    return 0
+
+
+def run_grid(args: argparse.Namespace, sets: dict, ks: list[int]) -> int | None:
+    """Each count of the grid, trained or read from the CSV; the smallest reaching the target."""
+    from experiment import ConfigError, load_config, recipe_keys
+
     recipe = recipe_of(None, {**sets, "epochs": args.epochs})
     out = Path(args.out)
     hit = None
-    for k in sorted(int(x) for x in args.k.split(",")):
+    for k in ks:
         demos = 2**k
-        done = [r for r in read_rows(out) if r["task"] == args.task and r["recipe"] == recipe and int(r["demos"]) == demos]
+        done = [
+            r
+            for r in read_rows(out)
+            if r["task"] == args.task and r["recipe"] == recipe and int(r["demos"]) == demos
+        ]
+        # run_count's recipe keys for this count (it also sets num_updates and folders, not compared)
+        now = recipe_keys(load_config(None, {"task_id": args.task, **sets, "demos": demos, "trial": demos}))
+        changes = stale_row(done[0], now) if done else []
+        if changes:
+            raise ConfigError(
+                f"{out}'s row for {demos} demos (recipe {recipe}) was made with another config "
+                f"({'; '.join(changes)}); delete that row (and its run folder under {args.root}/{recipe}) to run it again"
+            )
         row = done[0] if done else run_count(args.task, demos, args, sets, recipe)
         if not done:
             write_rows(out, read_rows(out) + [row], COLUMNS)
@@ -116,12 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             hit = demos
             if not args.all:
                 break
-    babyai = BABYAI_DEMOS_TO_99.get(args.task, "not published")
-    print(
-        f"smallest demo count reaching {args.target:.0%}: {hit if hit else 'none in the grid'} "
-        f"(BabyAI IL: {babyai})"
-    )
-    return 0
+    return hit
 
 
 if __name__ == "__main__":

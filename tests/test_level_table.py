@@ -167,3 +167,43 @@ def test_bad_set_and_unknown_keys_are_one_line_exit_2(tmp_path, capsys):
 def test_shown_paths_are_relative_to_the_repository(tmp_path):
     assert levels._shown(levels.REPO / "configs" / "tiny.yaml") == "configs/tiny.yaml"
     assert levels._shown(tmp_path / "x.yaml") == str(tmp_path / "x.yaml")
+
+
+def test_sample_efficiency_bench_trains_each_count_skips_done_ones_and_refuses_a_stale_row(tmp_path, capsys):
+    from bench import sample_efficiency
+
+    out = tmp_path / "se.csv"
+    argv = [
+        "--task", LEVEL, "--k", "3,2", "--epochs", "1", "--min_updates", "2", "--max_updates", "3",
+        "--eval_episodes", "4", "--all", "--demos_dir", str(tmp_path / "demos"), "--root",
+        str(tmp_path / "runs"), "--out", str(out), "--quiet",
+        "--set", "num_envs=4", "--set", "unroll_len=8", "--set", "num_workers=0",
+        "--set", "expert_hidden_sizes=[[0, 8, 16], [0, 8]]", "--set", "intermediate_dim=16",
+        "--set", "router_hidden_size=8", "--set", "lang_dim=8", "--set", "path_ratio_fraction=0.0",
+    ]  # fmt: skip
+    assert sample_efficiency.main(argv) == 0
+    rows = rows_of(out)
+    assert [int(r["demos"]) for r in rows] == [4, 8]  # smallest first
+    for r in rows:
+        config = json.loads(r["config"])
+        assert config["demos"] == int(r["demos"]) == config["trial"] and config["task_id"] == LEVEL
+        assert 2 <= int(r["updates"]) <= 3 and int(r["eval_episodes"]) == 4
+        assert (tmp_path / "demos" / LEVEL / f"{r['demos']}_0.npz").exists()
+    printed = capsys.readouterr().out
+    assert "smallest demo count reaching 99%" in printed and "(BabyAI IL: not published)" in printed
+
+    assert sample_efficiency.main(argv) == 0  # both counts in the CSV: nothing retrained
+    assert rows_of(out) == rows and "[4 demos] python train_mop.py" not in capsys.readouterr().out
+
+    # A row made under another config.yaml (here: its stored lr changed) is refused, not reused.
+    stale = {**json.loads(rows[0]["config"]), "lr": 0.5}
+    sample_efficiency.write_rows(
+        out, [{**rows[0], "config": json.dumps(stale)}, rows[1]], sample_efficiency.COLUMNS
+    )
+    assert sample_efficiency.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "row for 4 demos" in err and "lr: 0.5 -> " in err
+
+    with pytest.raises(SystemExit) as e:
+        sample_efficiency.main([*argv, "--k", "2,x"])
+    assert e.value.code == 2 and "--k takes a comma list of integers" in capsys.readouterr().err
