@@ -438,7 +438,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def load_yaml(path: str | os.PathLike | None) -> dict:
+def load_yaml(path: str | os.PathLike | None, _including: tuple[Path, ...] = ()) -> dict:
+    """A config file's keys. `base: other.yaml` (a path relative to the file) reads that file first
+    and lets this one's keys override it, so a per-level recipe can say only what differs."""
     if path is None:
         return {}
     try:
@@ -454,7 +456,18 @@ def load_yaml(path: str | os.PathLike | None) -> dict:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config {str(path)!r} must be a mapping of keys to values")
-    return data
+    if "base" not in data:
+        return data
+    base = data.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"config {str(path)!r}: base must name a YAML file, got {base!r}")
+    here = Path(path).resolve()
+    base_path = Path(path).parent / base
+    if base_path.resolve() in (*_including, here):
+        raise ConfigError(f"config {str(path)!r}: base {base!r} leads back to itself")
+    source = f"config {str(path)!r}"
+    inherited = resolve_aliases(load_yaml(base_path, (*_including, here)), f"config {str(base_path)!r}")
+    return {**inherited, **resolve_aliases(data, source)}
 
 
 def check_keys(values: dict, source: str) -> None:

@@ -270,3 +270,40 @@ def test_config_changes_names_recipe_keys_and_reads_missing_keys_as_defaults():
     # Values are compared as the schema reads them: [[0, 16]] and "0,16" are one expert list.
     sizes = {**cfg, "expert_hidden_sizes": [[0, 16]]}
     assert config_changes(sizes, {**cfg, "expert_hidden_sizes": ["0,16"]}) == []
+
+
+def test_a_config_may_build_on_a_base_file(tmp_path):
+    (tmp_path / "maze.yaml").write_text("unroll_len: 64\nlr: 0.002\nmop_intermediate_dim: 96\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "level.yaml").write_text("base: ../maze.yaml\ntask_id: BabyAI-GoTo-v0\nlr: 0.001\n")
+    (tmp_path / "top.yaml").write_text("base: sub/level.yaml\nintermediate_dim: 32\n")
+    cfg = load_config(tmp_path / "sub" / "level.yaml")  # base relative to the file, not the cwd
+    assert (cfg.task_id, cfg.unroll_len, cfg.lr, cfg.intermediate_dim) == ("BabyAI-GoTo-v0", 64, 0.001, 96)
+    top = load_config(tmp_path / "top.yaml", {"lr": 0.003})  # a chain; the child's alias spelling wins
+    assert (top.task_id, top.unroll_len, top.lr, top.intermediate_dim) == ("BabyAI-GoTo-v0", 64, 0.003, 32)
+
+    bad = {
+        "base: itself.yaml\n": "leads back to itself",
+        "base: [a.yaml]\n": "base must name a YAML file",
+        "base: missing.yaml\n": "cannot read config",
+        "base: maze.yaml\nlrr: 1\n": "unknown key 'lrr'",
+    }
+    for text, message in bad.items():
+        (tmp_path / "itself.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_config(tmp_path / "itself.yaml")
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_the_per_level_recipes_that_build_on_the_maze_recipe_resolve_to_it():
+    from experiment import config_changes, recipe_keys
+
+    maze = recipe_keys(load_config(ROOT / "configs" / "BabyAI-GoToObjMaze-v0.yaml"))
+    for level in ("GoTo", "Pickup", "Unlock", "Synth", "GoToImpUnlock"):
+        cfg = load_config(ROOT / "configs" / f"BabyAI-{level}-v0.yaml")
+        assert config_changes(maze, recipe_keys(cfg)) == [
+            f"task_id: 'BabyAI-GoToObjMaze-v0' -> 'BabyAI-{level}-v0'"
+        ]
