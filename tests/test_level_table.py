@@ -27,18 +27,24 @@ def rows_of(path):
         return list(csv.DictReader(f))
 
 
-def test_level_table_rows_skip_and_resume(tmp_path, capsys):
-    configs = tmp_path / "configs"
+def tiny_level(tmp_path, frames, probe_every, probe_episodes, eval_episodes, **preset_keys):
+    """A configs/ folder whose GoToObj recipe is the tiny preset (4 envs x 8 steps = 32 frames per
+    update), and the bench's argv for it: (argv, configs, out, root, preset)."""
+    configs, out, root = tmp_path / "configs", tmp_path / "levels.csv", tmp_path / "runs"
     configs.mkdir()
-    preset = yaml.safe_load(TINY_PRESET.read_text())
-    (configs / f"{LEVEL}.yaml").write_text(yaml.safe_dump({**preset, "task_id": LEVEL}))
-    out, root = tmp_path / "levels.csv", tmp_path / "runs"
-    # tiny: 4 envs x 8 steps = 32 frames per update; 192 frames = 6 updates, probes every 3
+    preset = {**yaml.safe_load(TINY_PRESET.read_text()), "task_id": LEVEL, **preset_keys}
+    (configs / f"{LEVEL}.yaml").write_text(yaml.safe_dump(preset))
     argv = [
-        "--levels", LEVEL, "--frames", "192", "--probe_every", "96", "--probe_episodes", "4",
-        "--eval_episodes", "8", "--configs_dir", str(configs), "--root", str(root), "--out", str(out),
-        "--quiet",
+        "--levels", LEVEL, "--frames", str(frames), "--probe_every", str(probe_every),
+        "--probe_episodes", str(probe_episodes), "--eval_episodes", str(eval_episodes),
+        "--configs_dir", str(configs), "--root", str(root), "--out", str(out), "--quiet",
     ]  # fmt: skip
+    return argv, configs, out, root, preset
+
+
+def test_level_table_rows_skip_and_resume(tmp_path, capsys):
+    # 192 frames = 6 updates, probes every 3
+    argv, configs, out, root, _ = tiny_level(tmp_path, 192, 96, 4, 8)
     assert levels.main(argv) == 0
     (row,) = rows_of(out)
     recipe = levels.recipe_of(configs / f"{LEVEL}.yaml", {})
@@ -102,15 +108,7 @@ def test_a_changed_recipe_is_refused_not_skipped_or_resumed(tmp_path, capsys):
     """A row stores its resolved recipe; editing configs/<level>.yaml afterwards refuses the level
     (exit 2, the keys that differ) instead of skipping it as done or resuming the old run folder. A
     longer budget continues the run; a row written before rows stored their config is skipped."""
-    configs, out, root = tmp_path / "configs", tmp_path / "levels.csv", tmp_path / "runs"
-    configs.mkdir()
-    preset = {**yaml.safe_load(TINY_PRESET.read_text()), "task_id": LEVEL, "lr": 0.001}
-    (configs / f"{LEVEL}.yaml").write_text(yaml.safe_dump(preset))
-    argv = [
-        "--levels", LEVEL, "--frames", "96", "--probe_every", "96", "--probe_episodes", "2",
-        "--eval_episodes", "2", "--configs_dir", str(configs), "--root", str(root), "--out", str(out),
-        "--quiet",
-    ]  # fmt: skip
+    argv, configs, out, root, preset = tiny_level(tmp_path, 96, 96, 2, 2, lr=0.001)
     assert levels.main(argv) == 0
     (row,) = rows_of(out)
     assert json.loads(row["config"])["lr"] == preset["lr"] and "num_updates" not in json.loads(row["config"])
