@@ -514,7 +514,10 @@ def build_arg_parser(
     """One --flag per config key (help from the schema), plus --config and --resume."""
     parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--config", default=None, help="YAML file of defaults (default: config.yaml if present)"
+        "--config",
+        default=None,
+        help="YAML file of defaults (default: config.yaml if present); it may build on another "
+        "with a 'base: other.yaml' key",
     )
     parser.add_argument(
         "--resume",
