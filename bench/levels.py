@@ -32,6 +32,7 @@ import csv
 import hashlib
 import io
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,14 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(REPO))
     except ValueError:
         return str(path)
+
+
+def train_command(config: Path | None, overrides: dict) -> str:
+    """The train_mop command line a bench row ran, ready to paste into a shell (values quoted)."""
+    flags = ([f"--config {shlex.quote(_shown(config))}"] if config else []) + [
+        f"--{k} {shlex.quote(str(v))}" for k, v in overrides.items()
+    ]
+    return " ".join(["python train_mop.py", *flags])
 
 
 def recipe_of(config: Path | None, sets: dict) -> str:
@@ -189,9 +198,7 @@ def run_level(level: str, args: argparse.Namespace, sets: dict) -> dict:
         "checkpoint_dir": str(Path(args.root) / recipe_of(config, sets)),
     }
     cfg = load_config(config, overrides)
-    command = f"python train_mop.py {'--config ' + _shown(config) + ' ' if config else ''}" + " ".join(
-        f"--{k} {v}" for k, v in overrides.items()
-    )
+    command = train_command(config, overrides)
     check_run_folder(run_dir(cfg), recipe_keys(cfg))
     print(f"[{level}] {command}", flush=True)
     started = time.perf_counter()

@@ -24,7 +24,7 @@ from pathlib import Path
 # the repository (train_mop, ...) and bench/ (levels), when run as a script or imported as bench.*
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
-from levels import parse_sets, read_rows, recipe_of, stale_row, write_rows  # noqa: E402  (bench/levels.py)
+from levels import parse_sets, read_rows, recipe_of, stale_row, train_command, write_rows  # noqa: E402  (bench/levels.py)
 
 BABYAI_DEMOS_TO_99 = {
     "BabyAI-GoToLocal-v0": "148.5-193.2 K",
@@ -67,7 +67,7 @@ def run_count(task: str, demos: int, args: argparse.Namespace, sets: dict, recip
         "checkpoint_dir": str(Path(args.root) / recipe),
         "trial": demos,
     }
-    command = "python train_mop.py " + " ".join(f"--{k} {v}" for k, v in overrides.items())
+    command = train_command(None, overrides)
     print(f"[{demos} demos] {command}", flush=True)
     started = time.perf_counter()
     cfg = load_config(None, overrides)

@@ -205,3 +205,20 @@ def test_sample_efficiency_bench_trains_each_count_skips_done_ones_and_refuses_a
     with pytest.raises(SystemExit) as e:
         sample_efficiency.main([*argv, "--k", "2,x"])
     assert e.value.code == 2 and "--k takes a comma list of integers" in capsys.readouterr().err
+
+
+def test_a_rows_command_pastes_into_a_shell_and_gives_the_rows_config():
+    import shlex
+
+    from experiment import build_arg_parser, config_from_args, load_config
+
+    config = levels.REPO / "configs" / "BabyAI-Unlock-v0.yaml"
+    overrides = {
+        "expert_hidden_sizes": [[0, 64, 128], [0, 64, 128]],
+        "num_updates": 3,
+        "checkpoint_interval": None,
+    }
+    words = shlex.split(levels.train_command(config, overrides))
+    assert words[:4] == ["python", "train_mop.py", "--config", "configs/BabyAI-Unlock-v0.yaml"]
+    args = build_arg_parser("x").parse_args(["--config", str(config), *words[4:]])
+    assert config_from_args(args)[0] == load_config(config, overrides)
