@@ -267,6 +267,31 @@ def _frames(n: str) -> str:
     return f"{n / 1e6:.2f} M" if n >= 1_000_000 else f"{n / 1e3:.0f} K" if n >= 1_000 else str(n)
 
 
+# train_mop flags the bench itself sets for every row; any other flag in a row's command is a --set
+BENCH_FLAGS = {"config", "task_id", "num_updates", "checkpoint_interval", "checkpoint_dir"}
+
+
+def recipe_shown(row: dict) -> str:
+    """A row's recipe as the README names it: 'default' (config.yaml) or configs/<level>.yaml, and
+    the --set overrides read back from the row's command ('configs/X.yaml + unroll_len=128'); the
+    recipe id where the command cannot be read."""
+    level = row["level"]
+    plain = {recipe_of(None, {}): "default", recipe_of(Path(f"{level}.yaml"), {}): f"configs/{level}.yaml"}
+    if row["recipe"] in plain:
+        return plain[row["recipe"]]
+    try:
+        words = shlex.split(row.get("command") or "")
+    except ValueError:
+        return row["recipe"]
+    pairs = list(zip(words[2::2], words[3::2], strict=False))
+    if len(words) < 2 or len(words) % 2 or not all(flag.startswith("--") for flag, _ in pairs):
+        return row["recipe"]
+    flags = {flag[2:]: value for flag, value in pairs}
+    base = flags.get("config", "default")
+    sets = [f"{k}={v}" for k, v in flags.items() if k not in BENCH_FLAGS]
+    return " + ".join([base, ", ".join(sets)]) if sets else row["recipe"]
+
+
 def markdown(rows: list[dict]) -> str:
     """The table as the README shows it, one line per row of the CSV, in LEVELS order.
     "≥ 90% of BabyAI": whether the final success is at least 90% of BabyAI's 1 M-demo success."""
@@ -294,13 +319,8 @@ def markdown(rows: list[dict]) -> str:
         best = f"{float(r['best_probe_success']) * 100:.0f}% at {_frames(r['best_probe_frames'])}"
         baby = r["babyai_success_1m"]
         ratio = "n/a" if baby == "" else ("yes" if success >= 0.9 * float(baby) else "no")
-        # config.yaml or configs/<level>.yaml as they are; a --set recipe by its id (see its command)
-        recipe = {
-            recipe_of(None, {}): "default",
-            recipe_of(Path(f"{r['level']}.yaml"), {}): f"configs/{r['level']}.yaml",
-        }.get(r["recipe"], r["recipe"])
         lines.append(
-            f"| {r['level'].removeprefix('BabyAI-').removesuffix('-v0')} | {recipe} | {_frames(r['frames'])} | "
+            f"| {r['level'].removeprefix('BabyAI-').removesuffix('-v0')} | {recipe_shown(r)} | {_frames(r['frames'])} | "
             f"{eval_cell} | {reached} | {best} | {float(r['train_s']) / 60:.0f} min | "
             f"{baby + '%' if baby else 'n/a'} | {r['babyai_demos_to_99'] or 'n/a'} | {ratio} |"
         )

@@ -103,6 +103,18 @@ def test_markdown_table_orders_levels_and_judges_against_babyai():
     assert cells[0][2] == "1.02 M" and cells[0][6] == "10 min"
     assert [c[1] for c in cells] == ["default", levels.recipe_of(None, {"lr_final": 3e-4}), "default"]
 
+    # A --set recipe is named by its config and the overrides its (quoted) command carries.
+    config = levels.REPO / "configs" / "BabyAI-Unlock-v0.yaml"
+    sets = {"unroll_len": 128, "expert_hidden_sizes": [[0, 64], [0, 64]]}
+    command = levels.train_command(config, {"task_id": "BabyAI-Unlock-v0", **sets, "num_updates": 9,
+                                            "checkpoint_interval": 3, "checkpoint_dir": "r"})  # fmt: skip
+    row = {**base, "level": "BabyAI-Unlock-v0", "eval_success": "0.9", "babyai_success_1m": "98.4",
+           "recipe": levels.recipe_of(config, sets), "command": command}  # fmt: skip
+    (line,) = levels.markdown([row]).splitlines()[2:]
+    shown = "configs/BabyAI-Unlock-v0.yaml + unroll_len=128, expert_hidden_sizes=[[0, 64], [0, 64]]"
+    assert line.split("|")[2].strip() == shown
+    assert levels.recipe_shown({**row, "command": "python train_mop.py --unroll_len"}) == row["recipe"]
+
 
 def test_a_changed_recipe_is_refused_not_skipped_or_resumed(tmp_path, capsys):
     """A row stores its resolved recipe; editing configs/<level>.yaml afterwards refuses the level
