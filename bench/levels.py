@@ -10,8 +10,8 @@ IL numbers (BABYAI below).
 
 Runnable one level at a time and resumable: a level whose row (same recipe and budget) is in the
 CSV is skipped; a level whose run was cut off resumes its training (train_mop --resume) and
-re-evaluates; a longer budget continues the run of a shorter one (the schedules are functions of
-the update alone, so that equals a fresh run of the longer budget). A recipe is named by its config
+re-evaluates; a longer budget continues the run of a shorter one as --resume does (the schedules
+are functions of the update alone; the envs' episodes in progress restart). A recipe is named by its config
 file and --set overrides (`recipe`), and its resolved keys are stored in the row (`config`, JSON):
 when configs/<level>.yaml or config.yaml changed since a row or a run folder was made, the level
 is refused with the keys that differ (exit 2), never skipped or resumed under the old recipe. `train_s` is the run's own training time, read from its final checkpoint (summed
@@ -303,7 +303,7 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(
-        rows, key=lambda r: (order.get(r["level"], len(order)), r["recipe"], int(r["frames_budget"]))
+        rows, key=lambda r: (order.get(r["level"], len(order)), recipe_shown(r), int(r["frames_budget"]))
     ):
         success = float(r["eval_success"]) * 100
         eval_cell = (
