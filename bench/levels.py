@@ -11,12 +11,13 @@ IL numbers (BABYAI below).
 Runnable one level at a time and resumable: a level whose row (same recipe and budget) is in the
 CSV is skipped; a level whose run was cut off resumes its training (train_mop --resume) and
 re-evaluates; a longer budget continues the run of a shorter one as --resume does (the schedules
-are functions of the update alone; the envs' episodes in progress restart). A recipe is named by its config
-file and --set overrides (`recipe`), and its resolved keys are stored in the row (`config`, JSON):
-when configs/<level>.yaml or config.yaml changed since a row or a run folder was made, the level
-is refused with the keys that differ (exit 2), never skipped or resumed under the old recipe. `train_s` is the run's own training time, read from its final checkpoint (summed
-over every session that trained it), so a resumed run reports its whole training. The full table
-takes hours on 2 cores.
+are functions of the update alone; the envs' episodes in progress restart). A recipe is named by
+its config file and --set overrides (`recipe`), and its resolved keys are stored in the row
+(`config`, JSON): when configs/<level>.yaml or config.yaml changed since a row or a run folder was
+made, the level is refused with the keys that differ (exit 2), never skipped or resumed under the
+old recipe. `train_s` is the run's own training time, read from its final checkpoint (summed over
+every session that trained it), so a resumed run reports its whole training. The full table takes
+hours on 2 cores.
 
     python bench/levels.py --levels BabyAI-GoToLocal-v0 --frames 1000000
     python bench/levels.py --levels BabyAI-PutNextLocal-v0 --frames 3000320   # configs/<level>.yaml
