@@ -37,6 +37,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -45,6 +46,9 @@ sys.path.insert(0, str(REPO))
 
 from babyai_env import LEVEL_TABLE  # noqa: E402
 from runs import atomic_write_text  # noqa: E402
+
+if TYPE_CHECKING:
+    from experiment import TrainConfig
 
 LEVELS = LEVEL_TABLE
 
@@ -181,13 +185,15 @@ def check_run_folder(directory: Path, recipe: dict) -> None:
         )
 
 
-def run_level(level: str, args: argparse.Namespace, sets: dict) -> dict:
+def run_level(
+    level: str, config: Path | None, probe_cfg: TrainConfig, args: argparse.Namespace, sets: dict
+) -> dict:
+    """Train (or resume) and evaluate one level under `config` + `sets`; probe_cfg is that recipe
+    resolved (load_config of it), before the bench's own length and folder overrides."""
     import train_mop
     from eval_mop import EvalOptions, evaluate
     from experiment import ConfigError, load_config, recipe_keys, run_dir
 
-    config = level_config(level, Path(args.configs_dir))
-    probe_cfg = load_config(config, {"task_id": level, **sets})
     frames_per_update = probe_cfg.num_envs * probe_cfg.unroll_len
     updates = max(1, round(args.frames / frames_per_update))
     probe = max(1, round(args.probe_every / frames_per_update))
@@ -370,8 +376,9 @@ def run_or_skip(level: str, args: argparse.Namespace, sets: dict) -> None:
     out = Path(args.out)
     config = level_config(level, Path(args.configs_dir))
     recipe = recipe_of(config, sets)
+    cfg = load_config(config, {"task_id": level, **sets})
     done = [r for r in read_rows(out) if same_row(r, level, recipe, args.frames)]
-    changes = stale_row(done[0], recipe_keys(load_config(config, {"task_id": level, **sets}))) if done else []
+    changes = stale_row(done[0], recipe_keys(cfg)) if done else []
     if changes:
         raise ConfigError(
             f"[{level}] {out}'s row for recipe {recipe} was made with another config ({'; '.join(changes)}); "
@@ -380,7 +387,7 @@ def run_or_skip(level: str, args: argparse.Namespace, sets: dict) -> None:
     if done:
         print(f"[{level}] already in {out}: skipped")
         return
-    row = run_level(level, args, sets)
+    row = run_level(level, config, cfg, args, sets)
     rows = [r for r in read_rows(out) if not same_row(r, level, recipe, args.frames)]
     write_rows(out, rows + [row])
     print(

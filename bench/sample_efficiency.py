@@ -20,11 +20,15 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # the repository (train_mop, ...) and bench/ (levels), when run as a script or imported as bench.*
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from levels import parse_sets, read_rows, recipe_of, stale_row, train_command, write_rows  # noqa: E402  (bench/levels.py)
+
+if TYPE_CHECKING:
+    from experiment import TrainConfig
 
 BABYAI_DEMOS_TO_99 = {
     "BabyAI-GoToLocal-v0": "148.5-193.2 K",
@@ -38,13 +42,21 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def run_count(task: str, demos: int, args: argparse.Namespace, sets: dict, recipe: str) -> dict:
+def count_recipe(task: str, demos: int, sets: dict) -> dict:
+    """The overrides that make one count's recipe (each count trains in its own trial folder);
+    run_count adds only the length and folders, which a stale-row check does not compare."""
+    return {"task_id": task, **sets, "demos": demos, "trial": demos}
+
+
+def run_count(counted: dict, base: TrainConfig, args: argparse.Namespace, recipe: str) -> dict:
+    """Train one count (`counted`: count_recipe's overrides; `base`: load_config of them) and
+    evaluate its final weights; one CSV row."""
     import train_mop
     from demos import load_or_generate_demos
     from eval_mop import EvalOptions, evaluate
     from experiment import default_num_workers, load_config, recipe_keys
 
-    base = load_config(None, {"task_id": task, **sets})
+    task, demos = base.task_id, base.demos
     buf, _, _ = load_or_generate_demos(
         task,
         demos,
@@ -58,14 +70,11 @@ def run_count(task: str, demos: int, args: argparse.Namespace, sets: dict, recip
     per_update = base.num_envs * base.unroll_len
     updates = min(args.max_updates, max(args.min_updates, round(args.epochs * buf.frames / per_update)))
     overrides = {
-        "task_id": task,
-        **sets,
-        "demos": demos,
+        **counted,
         "demos_dir": args.demos_dir,
         "num_updates": updates,
         "checkpoint_interval": None,
         "checkpoint_dir": str(Path(args.root) / recipe),
-        "trial": demos,
     }
     command = train_command(None, overrides)
     print(f"[{demos} demos] {command}", flush=True)
@@ -145,15 +154,15 @@ def run_grid(args: argparse.Namespace, sets: dict, ks: list[int]) -> int | None:
             for r in read_rows(out)
             if r["task"] == args.task and r["recipe"] == recipe and int(r["demos"]) == demos
         ]
-        # run_count's recipe keys for this count (it also sets num_updates and folders, not compared)
-        now = recipe_keys(load_config(None, {"task_id": args.task, **sets, "demos": demos, "trial": demos}))
-        changes = stale_row(done[0], now) if done else []
+        counted = count_recipe(args.task, demos, sets)
+        base = load_config(None, counted)
+        changes = stale_row(done[0], recipe_keys(base)) if done else []
         if changes:
             raise ConfigError(
                 f"{out}'s row for {demos} demos (recipe {recipe}) was made with another config "
                 f"({'; '.join(changes)}); delete that row (and its run folder under {args.root}/{recipe}) to run it again"
             )
-        row = done[0] if done else run_count(args.task, demos, args, sets, recipe)
+        row = done[0] if done else run_count(counted, base, args, recipe)
         if not done:
             write_rows(out, read_rows(out) + [row], COLUMNS)
         success = float(row["eval_success"])
