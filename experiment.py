@@ -790,19 +790,17 @@ def recipe_keys(config: TrainConfig | dict) -> dict:
 def config_changes(old: dict, new: dict) -> list[str]:
     """'key: old -> new' for each recipe key (recipe_keys) that differs between two configs. A key
     one side lacks counts as its default: a config written before the key existed still matches."""
-    changes = []
-    for key in CONFIG_KEYS:
-        if key in RESUMABLE_OVERRIDES:
-            continue
-        before, after = (
-            _coerce(key, side[key] if key in side else _DEFAULTS[key])
-            if key in side or key in _DEFAULTS
-            else "(absent)"
-            for side in (old, new)
-        )
-        if before != after:
-            changes.append(f"{key}: {before!r} -> {after!r}")
-    return changes
+
+    def value(config: dict, key: str) -> Any:
+        if key in config:
+            return _coerce(key, config[key])
+        return _coerce(key, _DEFAULTS[key]) if key in _DEFAULTS else "(absent)"
+
+    return [
+        f"{key}: {value(old, key)!r} -> {value(new, key)!r}"
+        for key in CONFIG_KEYS
+        if key not in RESUMABLE_OVERRIDES and value(old, key) != value(new, key)
+    ]
 
 
 def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfig:
