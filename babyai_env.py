@@ -149,6 +149,34 @@ def make_env(task_id: str, max_steps: int | None = None, fast: bool = True) -> A
     return env
 
 
+class RoomLayout(NamedTuple):
+    """The room grid of a level (minigrid's RoomGrid; a one-room level is 1 x 1)."""
+
+    room_size: int
+    num_rows: int
+    num_cols: int
+
+    @classmethod
+    def of(cls, env: Any) -> RoomLayout:
+        env = getattr(env, "unwrapped", env)
+        rows, cols = int(getattr(env, "num_rows", 1)), int(getattr(env, "num_cols", 1))
+        return cls(int(getattr(env, "room_size", max(env.width, env.height))), rows, cols)
+
+    @property
+    def num_rooms(self) -> int:
+        return self.num_rows * self.num_cols
+
+    def room_of(self, x: Any, y: Any) -> Any:
+        """Room index (row-major) of grid cells, as RoomGrid.room_from_pos (a doorway belongs to
+        the room on its right / below); ints or arrays."""
+        col = np.minimum(np.asarray(x) // (self.room_size - 1), self.num_cols - 1)
+        row = np.minimum(np.asarray(y) // (self.room_size - 1), self.num_rows - 1)
+        return row * self.num_cols + col
+
+
+MAX_ROOMS = 31  # rooms a visited-rooms bitmask (int32, -1 = unknown) can hold
+
+
 def train_episode_seed(run_seed: int, env_index: int, episode_index: int) -> int:
     """Layout seed of training env `env_index`'s `episode_index`-th episode; never an eval seed."""
     if not 0 <= env_index < _TRAIN_RUN_STRIDE // _TRAIN_ENV_STRIDE:
