@@ -9,7 +9,9 @@
   acting with a copy of the current policy; worker processes each own a slice of the envs and
   return whole chunks of steps (numpy arrays) for the learner to replay with gradients. A
   multi-task run (task_id "A,B,C") gives each env index its own level (babyai_env.env_levels);
-  its layouts still come from train_episode_seed(run_seed, env_index, episode_index).
+  its layouts still come from train_episode_seed(run_seed, env_index, episode_index). Besides
+  the bot's labels a chunk records `rooms_visited`, a bitmask of the rooms (babyai_env.RoomLayout)
+  the agent has stood in so far in its episode, the target of `--aux_rooms_weight`.
 
 Example:
     with ParallelCollector("BabyAI-GoToLocal-v0", num_envs=16, num_workers=2, run_seed=0, ...) as c:
@@ -31,6 +33,8 @@ import numpy as np
 import torch
 
 from babyai_env import (
+    MAX_ROOMS,
+    RoomLayout,
     SafeBot,
     bot_path_length,
     check_task_ids,
@@ -114,6 +118,10 @@ def acting_step(
 # ----------------------------------------------------------------------------- training collection
 
 
+# The per-step arrays a chunk holds besides mission_index (which is re-indexed when chunks join).
+STEP_KEYS = ("image", "direction", "carrying", "label", "label_mask", "done", "rooms_visited")
+
+
 def empty_chunk(T: int, n: int, done: bool = False) -> dict[str, np.ndarray]:
     """The per-step arrays of a chunk of T steps x n envs, as the learner reads them (collector
     chunks and replay_buffer's replay windows share this layout)."""
@@ -125,6 +133,7 @@ def empty_chunk(T: int, n: int, done: bool = False) -> dict[str, np.ndarray]:
         "label": np.zeros((T, n), np.int64),
         "label_mask": np.zeros((T, n), bool),
         "done": np.full((T, n), done, bool),
+        "rooms_visited": np.full((T, n), -1, np.int32),
     }
 
 
@@ -151,6 +160,8 @@ class _Slot:
         self.task_id, self.env_index, self.run_seed, self.max_steps = task_id, env_index, run_seed, max_steps
         self.fast = fast
         self.env = make_env(task_id, max_steps, fast)
+        layout = RoomLayout.of(self.env)
+        self.layout = layout if layout.num_rooms <= MAX_ROOMS else None  # None: rooms_visited stays -1
         self.path_env: Any = None  # made on first use: the bot's own rollouts for path_ratio
         self.episode_index = 0
         self.rng = np.random.default_rng(rng_seed)  # teacher forcing and path-ratio sampling
@@ -162,6 +173,7 @@ class _Slot:
         self.bot = SafeBot(self.env, self.fast)
         self.prev_action: int | None = None
         self.steps = 0
+        self.visited = 0  # bitmask of the rooms the agent has stood in this episode
         self.measure_bot_path = path_ratio_fraction > 0 and self.rng.random() < path_ratio_fraction
 
     def finish(self, success: bool, failure: str | None) -> Episode:
@@ -264,6 +276,9 @@ class Collector:
             )
             for k, slot in enumerate(self.slots):
                 chunk["mission_index"][t, k] = mission_ids.setdefault(batch.missions[k], len(mission_ids))
+                if slot.layout is not None:
+                    slot.visited |= 1 << int(slot.layout.room_of(*slot.env.agent_pos))
+                    chunk["rooms_visited"][t, k] = slot.visited
                 label = slot.bot.label(slot.prev_action)
                 chunk["label_mask"][t, k] = label is not None
                 chunk["label"][t, k] = -1 if label is None else label
@@ -307,7 +322,7 @@ def merge_chunks(chunks: list[dict]) -> dict:
         offset_index.append(remap[c["mission_index"]] if len(remap) else c["mission_index"])
         merged["episodes"].extend(c["episodes"])
         merged["slot_states"].extend(c["slot_states"])
-    for key in ("image", "direction", "carrying", "label", "label_mask", "done"):
+    for key in STEP_KEYS:
         merged[key] = np.concatenate([c[key] for c in chunks], axis=1)
     merged["mission_index"] = np.concatenate(offset_index, axis=1)
     merged["memory"] = torch.cat([c["memory"] for c in chunks])

@@ -163,6 +163,13 @@ class TrainConfig:
         "updates over which the learning rate goes from --lr to --lr_final (0: constant --lr)", 0
     )
     max_grad_norm: float | None = _help("clip the gradient norm to this (null: no clipping)", 1.0)
+    aux_rooms_weight: float = _help(
+        "auxiliary loss on levels of several rooms: a linear head reads, from the memory after each "
+        "step, which rooms the agent has stood in so far this episode (binary cross-entropy per "
+        "room, mean), added to the loss times this weight. Training only: the policy never sees "
+        "the rooms (0: off; memory_probe.py measures what the memory holds)",
+        0.0,
+    )
     # Inputs
     obs_encoding: str = _help(
         "observation encoding: 'raw' (the earlier system's 152 integer codes) or 'onehot' (per image channel, 985)",
@@ -399,6 +406,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.demos and cfg.buffer_episodes:
         raise ConfigError(
             "--demos trains offline on bot demos only; --buffer_episodes is online DAgger's buffer: give one of them"
+        )
+    if cfg.aux_rooms_weight < 0:
+        raise ConfigError(f"aux_rooms_weight must be >= 0 (0: off), got {cfg.aux_rooms_weight}")
+    if cfg.aux_rooms_weight and cfg.demos:
+        raise ConfigError(
+            "--aux_rooms_weight needs online imitation: bot demos do not record the rooms visited"
         )
     if not 0.0 < cfg.expert_dropout_gamma <= 1.0:
         raise ConfigError(f"expert_dropout_gamma must be in (0, 1], got {cfg.expert_dropout_gamma}")

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from babyai_env import check_task_ids, encode_obs, make_env, obs_dim, quiet_reset
+from babyai_env import MAX_ROOMS, RoomLayout, check_task_ids, encode_obs, make_env, obs_dim, quiet_reset
 from collection import ParallelCollector
 from experiment import (
     ConfigError,
@@ -138,6 +138,7 @@ class Learner:
     optimizer: torch.optim.Optimizer
     params: list[torch.nn.Parameter]
     loss_fn: LossFn
+    aux_head: torch.nn.Linear | None = None  # --aux_rooms_weight: memory -> rooms visited so far
 
     @classmethod
     def build(
@@ -174,12 +175,20 @@ class Learner:
         except MissionEncoderError as e:  # e.g. DistilBERT weights absent: one line, nothing written
             raise ConfigError(str(e)) from None
         params = list(policy.parameters()) + [p for p in encoder.parameters() if p.requires_grad]
+        aux_head = None
+        if cfg.aux_rooms_weight > 0:
+            aux_head = torch.nn.Linear(policy.memory_size, rooms_of(probes).num_rooms)
+            params += list(aux_head.parameters())
         optimizer = torch.optim.Adam(params, lr=cfg.lr)
         if ckpt is not None:
             policy.load_state_dict(ckpt["policy_state_dict"])
             encoder.load_encoder_state(ckpt["encoder_state"])
+            if aux_head is not None:
+                if "aux_head_state_dict" not in ckpt:
+                    raise ConfigError("the checkpoint has no aux_head_state_dict for --aux_rooms_weight")
+                aux_head.load_state_dict(ckpt["aux_head_state_dict"])
             optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-        return cls(cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn)
+        return cls(cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn, aux_head)
 
     def step(self, chunk: dict, lr: float | None = None) -> dict:
         """Replay one chunk with gradients and take one optimizer step (at learning rate `lr`;
@@ -197,6 +206,9 @@ class Learner:
         loss, parts = self.loss_fn(
             out, torch.from_numpy(chunk["label"]), torch.from_numpy(chunk["label_mask"])
         )
+        if self.aux_head is not None:
+            aux = aux_rooms_loss(self.aux_head, out, chunk["rooms_visited"], parts)
+            loss = loss + self.cfg.aux_rooms_weight * aux
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss.item()} ({_loss_parts(parts)})")
         self.optimizer.zero_grad(set_to_none=True)
@@ -212,6 +224,38 @@ class Learner:
                 f"the weights became non-finite after a finite loss ({_loss_parts(parts)})"
             )
         return parts
+
+
+def aux_rooms_loss(head: torch.nn.Linear, out: Any, rooms_visited: np.ndarray, parts: dict) -> torch.Tensor:
+    """--aux_rooms_weight's term: binary cross-entropy of the head's reading of the memory after
+    each step (out.memory_seq, forward_sequence's) against the rooms visited so far (the chunk's
+    bitmask; -1 = unknown, e.g. padding, is left out), mean over steps and rooms. Logs
+    train/aux_rooms and train/aux_rooms_accuracy (per room and step) into parts."""
+    visited = torch.from_numpy(rooms_visited.astype(np.int64))
+    known = visited >= 0
+    if not known.any():
+        return out.logits.sum() * 0.0
+    rooms = torch.arange(head.out_features)
+    target = ((visited[known].unsqueeze(-1) >> rooms) & 1).float()  # (K, R)
+    logits = head(out.memory_seq[known])
+    aux = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    parts["train/aux_rooms"] = aux.item()
+    parts["train/aux_rooms_accuracy"] = ((logits > 0).float() == target).float().mean().item()
+    return aux
+
+
+def rooms_of(envs: dict[str, Any]) -> RoomLayout:
+    """The room grid that every level of a run shares, for --aux_rooms_weight; ConfigError when one
+    has a single room, more than MAX_ROOMS, or the levels differ."""
+    layouts = {level: RoomLayout.of(env) for level, env in envs.items()}
+    for level, layout in layouts.items():
+        if not 2 <= layout.num_rooms <= MAX_ROOMS:
+            raise ConfigError(
+                f"--aux_rooms_weight needs levels of 2 to {MAX_ROOMS} rooms; {level} has {layout.num_rooms}"
+            )
+    if len(set(layouts.values())) > 1:
+        raise ConfigError(f"--aux_rooms_weight: the levels have different room grids ({layouts})")
+    return next(iter(layouts.values()))
 
 
 def _loss_parts(parts: dict) -> str:
@@ -325,6 +369,8 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
         "collector_state": state.slot_states,
         "stats": dataclasses.asdict(stats),
     }
+    if learner.aux_head is not None:
+        payload["aux_head_state_dict"] = learner.aux_head.state_dict()
     if "lang_proj_state_dict" in encoder_state:  # the earlier system's key, for its tools
         payload["lang_proj_state_dict"] = encoder_state["lang_proj_state_dict"]
     return payload

@@ -108,6 +108,7 @@ class PolicyOutput(NamedTuple):
     logits: torch.Tensor  # (B, A) from step, (T, B, A) from forward_sequence
     memory: torch.Tensor  # (B, memory_size): memory after the last step
     router_weights: list[torch.Tensor]  # per layer (B, E) or (T, B, E); empty for the GRU baseline
+    memory_seq: torch.Tensor | None = None  # forward_sequence: (T, B, M) memory after each step
 
 
 # ----------------------------------------------------------------------------- memory
@@ -163,7 +164,7 @@ class RecurrentPolicy(nn.Module):
         starts = torch.zeros_like(done, dtype=torch.bool)
         starts[1:] = done[:-1]  # memory restarts at t + 1 after an episode ends at t
         features, weights, mem_seq = self._recurrent(h, memory, starts)
-        return PolicyOutput(self._output(features), reset_memory(mem_seq[-1], done[-1]), weights)
+        return PolicyOutput(self._output(features), reset_memory(mem_seq[-1], done[-1]), weights, mem_seq)
 
 
 # ----------------------------------------------------------------------------- MoP modules

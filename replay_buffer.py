@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from collection import STEP_KEYS, empty_chunk
 from runs import atomic_write
 
 BUFFER_FORMAT_VERSION = 1
@@ -59,6 +60,7 @@ class StoredEpisode:
     label: np.ndarray  # (T,) int8, -1 = no label (the bot failed at that step)
     mission: str
     seed: int  # the layout seed it was played on
+    rooms_visited: np.ndarray | None = None  # (T,) int32 bitmask of rooms stood in so far; None: not recorded
 
     def __len__(self) -> int:
         return len(self.label)
@@ -70,6 +72,14 @@ class StoredEpisode:
             and all(
                 np.array_equal(getattr(self, k), getattr(other, k))
                 for k in ("image", "direction", "carrying", "label")
+            )
+            and (
+                (self.rooms_visited is None and other.rooms_visited is None)
+                or (
+                    self.rooms_visited is not None
+                    and other.rooms_visited is not None
+                    and np.array_equal(self.rooms_visited, other.rooms_visited)
+                )
             )
         )
 
@@ -163,7 +173,11 @@ class EpisodeBuffer:
         index = {m: i for i, m in enumerate(missions)}
 
         def cat(key: str, dtype: Any, shape: tuple) -> np.ndarray:
-            return np.concatenate([getattr(ep, key) for ep in eps]).astype(dtype) if eps else np.zeros(shape, dtype)
+            return (
+                np.concatenate([getattr(ep, key) for ep in eps]).astype(dtype)
+                if eps
+                else np.zeros(shape, dtype)
+            )
 
         meta = {
             "format_version": BUFFER_FORMAT_VERSION,
@@ -185,6 +199,11 @@ class EpisodeBuffer:
             "direction": cat("direction", np.uint8, (0,)),
             "carrying": cat("carrying", np.uint8, (0,)),
             "label": cat("label", np.int8, (0,)),
+            **(
+                {"rooms_visited": cat("rooms_visited", np.int32, (0,))}
+                if eps and all(ep.rooms_visited is not None for ep in eps)
+                else {}
+            ),
         }
 
     def save(self, path: str | os.PathLike, **extra_meta: Any) -> Path:
@@ -211,7 +230,9 @@ class EpisodeBuffer:
         except FileNotFoundError:
             raise
         except Exception as e:  # zip/npz/json damage: one line
-            raise BufferError(f"{str(path)!r} is not a readable episode buffer ({type(e).__name__})") from None
+            raise BufferError(
+                f"{str(path)!r} is not a readable episode buffer ({type(e).__name__})"
+            ) from None
         if meta.get("kind") not in ("episode_buffer", "demos"):
             raise BufferError(f"{str(path)!r} is not an episode buffer (kind {meta.get('kind')!r})")
         version = int(meta.get("format_version", -1))
@@ -236,6 +257,7 @@ class EpisodeBuffer:
                     arrays["label"][a:b],
                     missions[int(arrays["mission_index"][k])],
                     int(arrays["seeds"][k]),
+                    arrays["rooms_visited"][a:b] if "rooms_visited" in arrays else None,
                 )
             )
         buf.frames = int(arrays["lengths"].sum())
@@ -277,8 +299,11 @@ class EpisodeAssembler:
                             "image": chunk["image"][start:stop, k],
                             "direction": chunk["direction"][start:stop, k],
                             "carrying": chunk["carrying"][start:stop, k],
-                            "label": np.where(chunk["label_mask"][start:stop, k], chunk["label"][start:stop, k], -1),
+                            "label": np.where(
+                                chunk["label_mask"][start:stop, k], chunk["label"][start:stop, k], -1
+                            ),
                             "mission": chunk["missions"][int(chunk["mission_index"][start, k])],
+                            "rooms_visited": chunk["rooms_visited"][start:stop, k],
                         }
                     )
                 if finishes:
@@ -297,6 +322,10 @@ def _join(pieces: list[dict], seed: int) -> StoredEpisode:
         np.concatenate([p["label"] for p in pieces]).astype(np.int8),
         pieces[0]["mission"],
         int(seed),
+        rooms
+        if (rooms := np.concatenate([p["rooms_visited"] for p in pieces]).astype(np.int32)).min(initial=0)
+        >= 0
+        else None,
     )
 
 
@@ -310,8 +339,6 @@ def episodes_as_chunk(episodes: list[StoredEpisode], length: int | None = None) 
     B = len(episodes)
     missions = sorted({ep.mission for ep in episodes})
     index = {m: i for i, m in enumerate(missions)}
-    from collection import empty_chunk
-
     chunk: dict[str, Any] = {**empty_chunk(L, B, done=True), "missions": missions}
     for b, ep in enumerate(episodes):
         n = len(ep)
@@ -322,10 +349,21 @@ def episodes_as_chunk(episodes: list[StoredEpisode], length: int | None = None) 
         chunk["label"][:n, b] = np.maximum(ep.label, 0)
         chunk["label_mask"][:n, b] = ep.label >= 0
         chunk["done"][: n - 1, b] = False
+        if ep.rooms_visited is not None:
+            chunk["rooms_visited"][:n, b] = ep.rooms_visited
     return chunk
 
 
-_COLUMN_KEYS = ("image", "direction", "carrying", "mission_index", "label", "label_mask", "done")
+_COLUMN_KEYS = (
+    "image",
+    "direction",
+    "carrying",
+    "mission_index",
+    "label",
+    "label_mask",
+    "done",
+    "rooms_visited",
+)
 
 
 @torch.no_grad()
@@ -365,7 +403,10 @@ def replay_columns(
             obs_encoding,
         )
         out = policy.forward_sequence(
-            obs, lang_all[torch.from_numpy(full["mission_index"][s])], memory, torch.from_numpy(full["done"][s])
+            obs,
+            lang_all[torch.from_numpy(full["mission_index"][s])],
+            memory,
+            torch.from_numpy(full["done"][s]),
         )
         memory = out.memory
     policy.train(was_training[0])
@@ -392,7 +433,7 @@ def concat_chunks(a: dict, b: dict | None) -> dict:
     remap = np.array([where.setdefault(m, len(where)) for m in b["missions"]], np.int64)
     missions.extend(m for m in b["missions"] if m not in a["missions"])
     out["missions"] = missions
-    for key in ("image", "direction", "carrying", "label", "label_mask", "done"):
+    for key in STEP_KEYS:
         out[key] = np.concatenate([a[key], b[key]], axis=1)
     out["mission_index"] = np.concatenate([a["mission_index"], remap[b["mission_index"]]], axis=1)
     out["memory"] = torch.cat([a["memory"], b["memory"]])

@@ -165,19 +165,11 @@ def test_replayed_windows_give_the_logits_of_acting_through_the_episode(tmp_path
 
 
 def test_concat_keeps_missions_consistent():
-    a = {
-        "image": np.zeros((2, 1, 7, 7, 3), np.uint8),
-        "direction": np.zeros((2, 1), np.int64),
-        "carrying": np.zeros((2, 1), np.uint8),
-        "label": np.zeros((2, 1), np.int64),
-        "label_mask": np.ones((2, 1), bool),
-        "done": np.zeros((2, 1), bool),
-        "mission_index": np.zeros((2, 1), np.int64),
-        "missions": ["go to the red ball"],
-        "memory": torch.zeros(1, 4),
-    }
+    from collection import STEP_KEYS, empty_chunk
+
+    a = {**empty_chunk(2, 1), "missions": ["go to the red ball"], "memory": torch.zeros(1, 4)}
     b = dict(a, missions=["pick up the key", "go to the red ball"], mission_index=np.array([[0, 1], [0, 1]]))
-    b = {**b, **{k: np.concatenate([a[k], a[k]], 1) for k in ("image", "direction", "carrying", "label", "label_mask", "done")}}
+    b = {**b, **{k: np.concatenate([a[k], a[k]], 1) for k in STEP_KEYS}}
     b["memory"] = torch.zeros(2, 4)
     out = concat_chunks(a, b)
     names = [out["missions"][i] for i in out["mission_index"][0]]
