@@ -173,6 +173,11 @@ class RoomLayout(NamedTuple):
         row = np.minimum(np.asarray(y) // (self.room_size - 1), self.num_rows - 1)
         return row * self.num_cols + col
 
+    def room_at(self, x: int, y: int) -> int:
+        """room_of for one cell, in plain ints (the collector calls it for every env and step)."""
+        step = self.room_size - 1
+        return min(int(y) // step, self.num_rows - 1) * self.num_cols + min(int(x) // step, self.num_cols - 1)
+
 
 MAX_ROOMS = 31  # rooms a visited-rooms bitmask (int32, -1 = unknown) can hold
 

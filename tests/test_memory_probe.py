@@ -26,6 +26,7 @@ def test_room_of_agrees_with_minigrid_on_every_cell():
             room = env.room_from_pos(x, y)
             i, j = room.top[0] // (env.room_size - 1), room.top[1] // (env.room_size - 1)
             assert layout.room_of(np.array([x]), np.array([y]))[0] == j * env.num_cols + i, (x, y)
+            assert layout.room_at(x, y) == j * env.num_cols + i, (x, y)
 
 
 def test_a_one_room_level_is_refused():
