@@ -16,7 +16,7 @@ over the rooms with enough of both classes:
   without remembering one;
 - `all`: the whole memory; `layer k router`, `layer k expert j (size s)`: one block of it. Each
   memory probe reads the no-memory features too, so what it gains over that row is what the
-  memory adds: a memory that holds the visited rooms scores near 1.
+  memory adds (a memory that held the visited rooms exactly would score near 1).
 Columns: `auc` over every target; `auc_old` over visits at least --min_age steps ago (against the
 unvisited rooms): what the memory keeps; `auc_solved` / `auc_failed` on the episodes each ended so.
 
