@@ -73,14 +73,8 @@ class StoredEpisode:
                 np.array_equal(getattr(self, k), getattr(other, k))
                 for k in ("image", "direction", "carrying", "label")
             )
-            and (
-                (self.rooms_visited is None and other.rooms_visited is None)
-                or (
-                    self.rooms_visited is not None
-                    and other.rooms_visited is not None
-                    and np.array_equal(self.rooms_visited, other.rooms_visited)
-                )
-            )
+            and (self.rooms_visited is None) == (other.rooms_visited is None)
+            and (self.rooms_visited is None or np.array_equal(self.rooms_visited, other.rooms_visited))
         )
 
 
@@ -315,6 +309,7 @@ class EpisodeAssembler:
 
 
 def _join(pieces: list[dict], seed: int) -> StoredEpisode:
+    rooms = np.concatenate([p["rooms_visited"] for p in pieces]).astype(np.int32)
     return StoredEpisode(
         np.concatenate([p["image"] for p in pieces]).astype(np.uint8),
         np.concatenate([p["direction"] for p in pieces]).astype(np.uint8),
@@ -322,10 +317,7 @@ def _join(pieces: list[dict], seed: int) -> StoredEpisode:
         np.concatenate([p["label"] for p in pieces]).astype(np.int8),
         pieces[0]["mission"],
         int(seed),
-        rooms
-        if (rooms := np.concatenate([p["rooms_visited"] for p in pieces]).astype(np.int32)).min(initial=0)
-        >= 0
-        else None,
+        rooms if rooms.min(initial=0) >= 0 else None,  # -1: not recorded (more rooms than a bitmask holds)
     )
 
 
