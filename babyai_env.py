@@ -166,15 +166,9 @@ class RoomLayout(NamedTuple):
     def num_rooms(self) -> int:
         return self.num_rows * self.num_cols
 
-    def room_of(self, x: Any, y: Any) -> Any:
-        """Room index (row-major) of grid cells, as RoomGrid.room_from_pos (a doorway belongs to
-        the room on its right / below); ints or arrays."""
-        col = np.minimum(np.asarray(x) // (self.room_size - 1), self.num_cols - 1)
-        row = np.minimum(np.asarray(y) // (self.room_size - 1), self.num_rows - 1)
-        return row * self.num_cols + col
-
-    def room_at(self, x: int, y: int) -> int:
-        """room_of for one cell, in plain ints (the collector calls it for every env and step)."""
+    def room_of(self, x: int, y: int) -> int:
+        """Room index (row-major) of cell (x, y), as RoomGrid.room_from_pos (a doorway belongs to
+        the room on its right / below). Plain ints: the collector calls it for every env and step."""
         step = self.room_size - 1
         return min(int(y) // step, self.num_rows - 1) * self.num_cols + min(int(x) // step, self.num_cols - 1)
 

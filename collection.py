@@ -277,7 +277,7 @@ class Collector:
             for k, slot in enumerate(self.slots):
                 chunk["mission_index"][t, k] = mission_ids.setdefault(batch.missions[k], len(mission_ids))
                 if slot.layout is not None:
-                    slot.visited |= 1 << slot.layout.room_at(*slot.env.agent_pos)
+                    slot.visited |= 1 << slot.layout.room_of(*slot.env.agent_pos)
                     chunk["rooms_visited"][t, k] = slot.visited
                 label = slot.bot.label(slot.prev_action)
                 chunk["label_mask"][t, k] = label is not None

@@ -182,7 +182,7 @@ def mean_room_auc(
 
 def collect(checkpoint: str, task_id: str | None, num_episodes: int, sample: bool, num_envs: int = 16):
     """Play the episodes; returns (steps sorted by episode and t, with x, y and the episode's
-    success; the memory before each step (N, M); the policy; the level's room layout)."""
+    success; the memory before each step (N, M); the policy; the level played; its room layout)."""
     try:
         policy, encoder, config = load_policy(checkpoint)
     except CheckpointError as e:
@@ -218,15 +218,14 @@ def collect(checkpoint: str, task_id: str | None, num_episodes: int, sample: boo
     steps = steps.sort_values(["episode", "t"]).reset_index(drop=True)
     success = episodes.set_index("episode")["success"].astype(bool)
     steps["success"] = success.loc[steps["episode"]].to_numpy()
-    steps.attrs["task_id"] = task_id
     memory = np.stack([memories[(int(e), int(t))] for e, t in zip(steps["episode"], steps["t"])])
-    return steps, memory, policy, layout
+    return steps, memory, policy, task_id, layout
 
 
 def visit_targets(steps: pd.DataFrame, layout: RoomLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(room of each step (N,), visit ages (N, R), elsewhere (N, R)): elsewhere is False for the
     room the agent stands in, which its view shows and is no test of memory."""
-    rooms = layout.room_of(steps["x"].to_numpy(), steps["y"].to_numpy())
+    rooms = np.array([layout.room_of(x, y) for x, y in zip(steps["x"], steps["y"])], dtype=np.int64)
     ages = visit_ages(rooms, steps["episode"].to_numpy(), layout.num_rooms)
     elsewhere = np.ones_like(ages, dtype=bool)
     elsewhere[np.arange(len(rooms)), rooms] = False
@@ -321,13 +320,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             f"error: --num_episodes must be >= 4 (two folds of fit and check episodes), got {args.num_episodes}"
         )
     try:
-        steps, memory, policy, layout = collect(args.checkpoint, args.task_id, args.num_episodes, args.sample)
+        steps, memory, policy, task_id, layout = collect(
+            args.checkpoint, args.task_id, args.num_episodes, args.sample
+        )
         table = probe_table(steps, memory, memory_blocks(policy), layout, args.min_age, args.min_count)
     except ProbeError as e:
         raise SystemExit(f"error: {e}") from None
     success = steps.groupby("episode")["success"].first().mean()
     print(
-        f"{steps.attrs['task_id']}: {args.num_episodes} episodes ({'sampled' if args.sample else 'greedy'}), "
+        f"{task_id}: {args.num_episodes} episodes ({'sampled' if args.sample else 'greedy'}), "
         f"success {success:.1%}, {len(steps)} steps; mean per-room AUC, probes cross-fitted over two halves of the episodes"
     )
     print(format_table(table, args.min_age))

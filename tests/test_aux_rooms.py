@@ -37,7 +37,7 @@ def test_the_collector_records_the_rooms_each_episode_has_visited():
         assert RoomLayout.of(env) == layout
         visited = 0
         for t in range(ends[k] + 1):
-            visited |= 1 << int(layout.room_of(*env.agent_pos))
+            visited |= 1 << layout.room_of(*env.agent_pos)
             assert chunk["rooms_visited"][t, k] == visited, (k, t)
             env.step(int(chunk["label"][t, k]))
         assert bin(visited).count("1") >= 2  # the bot went through a door: more than one room

@@ -25,8 +25,7 @@ def test_room_of_agrees_with_minigrid_on_every_cell():
         for y in range(env.height - 1):
             room = env.room_from_pos(x, y)
             i, j = room.top[0] // (env.room_size - 1), room.top[1] // (env.room_size - 1)
-            assert layout.room_of(np.array([x]), np.array([y]))[0] == j * env.num_cols + i, (x, y)
-            assert layout.room_at(x, y) == j * env.num_cols + i, (x, y)
+            assert layout.room_of(x, y) == j * env.num_cols + i, (x, y)
 
 
 def test_a_one_room_level_is_refused():
@@ -63,7 +62,7 @@ def random_walks(num_episodes: int, length: int, seed: int = 0) -> pd.DataFrame:
 
 def test_a_probe_reads_visits_a_memory_holds_and_nothing_from_noise():
     steps = random_walks(60, 80)
-    rooms = LAYOUT.room_of(steps["x"].to_numpy(), steps["y"].to_numpy())
+    rooms = mp.visit_targets(steps, LAYOUT)[0]
     visited = mp.visit_ages(rooms, steps["episode"].to_numpy(), LAYOUT.num_rooms) > 0
     rng = np.random.default_rng(1)
     memory = np.concatenate(
