@@ -31,6 +31,7 @@ import io
 import math
 import signal
 import threading
+from collections import deque
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -414,6 +415,53 @@ def target_objects(env: Any) -> tuple[list, list]:
         if o.type == "door"
     ]
     return targets, doors
+
+
+def locked_doors(env: Any) -> list[tuple[int, int]]:
+    """Positions of the doors locked now."""
+    return [
+        (x, y)
+        for y in range(env.grid.height)
+        for x in range(env.grid.width)
+        if (o := env.grid.get(x, y)) is not None and o.type == "door" and o.is_locked
+    ]
+
+
+def reachable_cells(env: Any, walls: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Cells the agent can walk to from where it stands, through every door but `walls`
+    (objects count as passable: the bot moves one that blocks its way)."""
+    seen, queue = {tuple(env.agent_pos)}, deque([tuple(env.agent_pos)])
+    while queue:
+        x, y = queue.popleft()
+        for nx, ny in ((x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1)):
+            if (
+                (nx, ny) in seen
+                or (nx, ny) in walls
+                or not (0 <= nx < env.grid.width and 0 <= ny < env.grid.height)
+            ):
+                continue
+            cell = env.grid.get(nx, ny)
+            if cell is not None and cell.type == "wall":
+                continue
+            seen.add((nx, ny))
+            queue.append((nx, ny))
+    return seen
+
+
+def needs_key(env: Any) -> bool:
+    """Whether every target of the mission's first instruction is behind a locked door (or is
+    one): no target is next to a cell reachable with the locked doors as walls."""
+    locked = set(locked_doors(env))
+    if not locked:
+        return False
+    reach = reachable_cells(env, locked)
+    for o in target_objects(env)[0]:
+        if o.cur_pos is None or tuple(o.cur_pos) in locked:
+            continue
+        x, y = o.cur_pos
+        if any(p in reach for p in ((x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1), (x, y))):
+            return False
+    return True
 
 
 def env_context(env: Any, targets: list) -> dict:

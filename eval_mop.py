@@ -367,6 +367,50 @@ def run_episodes(
     return steps, episodes
 
 
+def play_checkpoint(
+    checkpoint: str,
+    task_id: str | None,
+    num_episodes: int,
+    sample: bool = False,
+    on_step: Callable[[ActedStep], None] | None = None,
+    num_envs: int = 16,
+    check_level: Callable[[str], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, torch.nn.Module, dict, str]:
+    """The analysis tools' way in (memory_probe, failures): load `checkpoint` and play evaluation
+    layouts 0..num_episodes-1 of one level (task_id None: the run's), greedy or sampled, at the
+    run's step limit, without measuring bot paths. Returns (steps sorted by episode and t,
+    episodes, policy, config, the level played). Raises EvalError (one line) for a checkpoint that
+    does not load, an unknown level or several levels. check_level(task_id) runs before any play:
+    a tool refuses a level it cannot analyse there (its exception propagates)."""
+    try:
+        policy, encoder, config = load_policy(checkpoint)
+    except CheckpointError as e:
+        raise EvalError(str(e)) from None
+    task_id = task_id or config["task_id"]
+    if is_multi_task(task_id):
+        raise EvalError(f"{task_id} names several levels: pass --task_id, one level at a time")
+    try:
+        check_task_id(task_id)
+    except ValueError as e:
+        raise EvalError(str(e)) from None
+    if check_level is not None:
+        check_level(task_id)
+    with one_thread():
+        steps, episodes = run_episodes(
+            policy,
+            encoder,
+            config,
+            task_id,
+            list(range(num_episodes)),
+            num_envs=num_envs,
+            max_steps=config.get("max_steps"),
+            sample=sample,
+            on_step=on_step,
+            measure_bot_paths=False,
+        )
+    return steps.sort_values(["episode", "t"]).reset_index(drop=True), episodes, policy, config, task_id
+
+
 def _episode_row(slot: _EvalSlot, reward: float, terminated: bool, truncated: bool) -> dict:
     """The episodes.parquet row of the episode `slot` just finished."""
     tracker, length = slot.tracker, slot.t

@@ -35,11 +35,10 @@ import pandas as pd
 import torch
 from scipy.stats import rankdata
 
-from babyai_env import RoomLayout, check_task_id, make_env
-from eval_mop import ActedStep, run_episodes
-from experiment import ArgumentParser, CheckpointError, load_policy
+from babyai_env import RoomLayout, make_env
+from eval_mop import ActedStep, EvalError, play_checkpoint
+from experiment import ArgumentParser
 from mixture_of_experts import MixtureOfExpertsPolicy
-from numpy_policy import one_thread
 
 NO_MEMORY = "no memory"
 
@@ -183,18 +182,6 @@ def mean_room_auc(
 def collect(checkpoint: str, task_id: str | None, num_episodes: int, sample: bool, num_envs: int = 16):
     """Play the episodes; returns (steps sorted by episode and t, with x, y and the episode's
     success; the memory before each step (N, M); the policy; the level played; its room layout)."""
-    try:
-        policy, encoder, config = load_policy(checkpoint)
-    except CheckpointError as e:
-        raise ProbeError(str(e)) from None
-    task_id = task_id or config["task_id"]
-    try:
-        check_task_id(task_id)
-    except ValueError as e:
-        raise ProbeError(str(e)) from None
-    if "," in task_id:
-        raise ProbeError(f"--task_id names several levels ({task_id}): probe one at a time")
-    layout = room_layout(task_id)  # refuses a one-room level before any play
     memories: dict[tuple[int, int], np.ndarray] = {}
 
     def keep(step: ActedStep) -> None:
@@ -202,20 +189,20 @@ def collect(checkpoint: str, task_id: str | None, num_episodes: int, sample: boo
         for r, (e, t) in enumerate(zip(step.episode, step.t)):
             memories[(e, t)] = mem[r].copy()
 
-    with one_thread():
-        steps, episodes = run_episodes(
-            policy,
-            encoder,
-            config,
+    layouts: list[RoomLayout] = []  # room_layout refuses a one-room level before any play
+    try:
+        steps, episodes, policy, _, task_id = play_checkpoint(
+            checkpoint,
             task_id,
-            list(range(num_episodes)),
-            num_envs=num_envs,
-            max_steps=config.get("max_steps"),
-            sample=sample,
-            on_step=keep,
-            measure_bot_paths=False,
+            num_episodes,
+            sample,
+            keep,
+            num_envs,
+            lambda t: layouts.append(room_layout(t)),
         )
-    steps = steps.sort_values(["episode", "t"]).reset_index(drop=True)
+    except EvalError as e:
+        raise ProbeError(str(e)) from None
+    layout = layouts[0]
     success = episodes.set_index("episode")["success"].astype(bool)
     steps["success"] = success.loc[steps["episode"]].to_numpy()
     memory = np.stack([memories[(int(e), int(t))] for e, t in zip(steps["episode"], steps["t"])])

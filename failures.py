@@ -1,0 +1,196 @@
+"""Where does a policy fail a locked-door level? The milestones of every episode.
+
+On Unlock, GoToImpUnlock and the Synth missions behind a locked door, the bot the student imitates
+finds the locked door, fetches a key of its colour (walking straight back to one it has seen, from
+its map of every cell it has seen), and unlocks the door. A student that fails runs to the step
+limit somewhere along that chain; this tool says where.
+
+The checkpoint plays `--num_episodes` evaluation layouts itself (eval_mop.run_episodes, greedy, or
+sampled with --sample); each episode is then replayed action by action in a fresh env of the same
+layout, recording the first step at which
+    door_seen   a locked door is in the agent's view
+    key_seen    a key of a locked door's colour is in view
+    key_held    the agent carries such a key
+    unlocked    a door locked at the start is no longer locked
+(steps count from 0; empty: never). A layout `needs the key` when no target of the mission's first
+instruction can be reached with the locked doors as walls (Unlock places the locked door's colour
+on another, unlocked door in about half of its layouts: opening that one succeeds too).
+
+The report: success on the layouts that need the key and on those that do not, then the failed
+episodes that needed the key by the furthest step of the chain they reached (unlocked, held a key,
+saw a key, saw nothing), split by whether they saw the locked door, and the share of the reachable
+cells they stood on against the solved episodes'.
+
+    python failures.py --checkpoint checkpoints/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt
+    python failures.py --checkpoint CK --num_episodes 500 --out failures.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+
+from babyai_env import EVAL_SEED_START, locked_doors, make_env, needs_key, quiet_reset, reachable_cells
+from eval_mop import EvalError, play_checkpoint
+from experiment import ArgumentParser
+
+MILESTONES = ("door_seen", "key_seen", "key_held", "unlocked")
+STAGES = (  # the furthest step of the chain a failed episode reached, furthest first
+    ("unlocked", "unlocked a locked door"),
+    ("key_held", "held a matching key, never unlocked"),
+    ("key_seen", "saw a matching key, never held one"),
+    ("none", "never saw a matching key"),
+)
+_DOOR, _KEY, _LOCKED = OBJECT_TO_IDX["door"], OBJECT_TO_IDX["key"], STATE_TO_IDX["locked"]
+
+
+class FailureError(ValueError):
+    """A checkpoint or level this tool cannot analyse; one line."""
+
+
+def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
+    """Replay an episode's actions in `env` from layout `seed`; the first step of each milestone
+    (None: never), whether the layout needs the key, the share of the reachable cells stood on,
+    and whether the replay succeeded (it must, where the recorded episode did)."""
+    obs = quiet_reset(env, seed)
+    locked = locked_doors(env)
+    colours = {COLOR_TO_IDX[env.grid.get(*p).color] for p in locked}
+    row: dict[str, Any] = {"locked_doors": len(locked), "needs_key": needs_key(env)}
+    reach = reachable_cells(env, set())
+    first: dict[str, int | None] = dict.fromkeys(MILESTONES)
+    stood = {tuple(env.agent_pos)}
+    success = False
+    for t, action in enumerate(actions):
+        image = obs["image"]
+        if first["door_seen"] is None and ((image[..., 0] == _DOOR) & (image[..., 2] == _LOCKED)).any():
+            first["door_seen"] = t
+        if (
+            first["key_seen"] is None
+            and ((image[..., 0] == _KEY) & np.isin(image[..., 1], list(colours))).any()
+        ):
+            first["key_seen"] = t
+        obs, reward, terminated, truncated, _ = env.step(int(action))
+        stood.add(tuple(env.agent_pos))
+        held = env.carrying
+        if (
+            first["key_held"] is None
+            and held is not None
+            and held.type == "key"
+            and COLOR_TO_IDX[held.color] in colours
+        ):
+            first["key_held"] = t
+        if first["unlocked"] is None and any(not env.grid.get(*p).is_locked for p in locked):
+            first["unlocked"] = t
+        if terminated or truncated:
+            success = reward > 0
+            break
+    row.update({f"t_{k}": v for k, v in first.items()})
+    row["cells_stood_on"] = len(stood & reach) / len(reach)
+    row["replay_success"] = success
+    return row
+
+
+def stage(row: pd.Series) -> str:
+    """The furthest step of the chain an episode reached (STAGES' key)."""
+    for key, _ in STAGES[:-1]:
+        if pd.notna(row[f"t_{key}"]):
+            return key
+    return "none"
+
+
+def anatomy(steps: pd.DataFrame, episodes: pd.DataFrame, task_id: str, max_steps: int | None) -> pd.DataFrame:
+    """One row per episode: episode, success, length, the milestones (replay_milestones), stage.
+    Raises FailureError when the replay disagrees with the recorded outcome."""
+    env = make_env(task_id, max_steps)
+    actions = steps.groupby("episode")["action"].apply(list)
+    rows = []
+    for ep in episodes.sort_values("episode").itertuples():
+        row = {"episode": int(ep.episode), "success": bool(ep.success), "length": int(ep.length)}
+        row.update(replay_milestones(env, EVAL_SEED_START + int(ep.episode), actions.get(ep.episode, [])))
+        if row["replay_success"] != row["success"]:
+            raise FailureError(f"episode {ep.episode} replays to a different outcome than it was played")
+        rows.append(row)
+    table = pd.DataFrame(rows).drop(columns="replay_success")
+    for k in MILESTONES:
+        table[f"t_{k}"] = table[f"t_{k}"].astype("Int64")
+    table["stage"] = table.apply(stage, axis=1)
+    return table
+
+
+def format_report(table: pd.DataFrame) -> str:
+    """The summary a researcher reads: success by layout kind; the failed key layouts by stage."""
+    lines = [f"{'layouts':<34}{'episodes':>9}{'success':>9}"]
+    for label, part in (
+        ("need the key", table[table.needs_key]),
+        ("met without the key", table[~table.needs_key]),
+    ):
+        rate = f"{part.success.mean():.1%}" if len(part) else "-"
+        lines.append(f"{label:<34}{len(part):>9}{rate:>9}")
+    failed = table[table.needs_key & ~table.success]
+    lines.append("")
+    lines.append(f"{len(failed)} failed episodes that needed the key, by the furthest step reached:")
+    lines.append(f"{'':<38}{'saw the door':>14}{'never saw it':>14}")
+    seen = failed.t_door_seen.notna()
+    for key, label in STAGES:
+        at = failed.stage == key
+        lines.append(f"  {label:<36}{int((at & seen).sum()):>14}{int((at & ~seen).sum()):>14}")
+    solved = table[table.needs_key & table.success]
+    if len(failed) and len(solved):
+        lines.append("")
+        lines.append(
+            f"reachable cells stood on (median): failed {failed.cells_stood_on.median():.0%}, "
+            f"solved {solved.cells_stood_on.median():.0%} (solved episodes are shorter)"
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt (MoP or GRU baseline)")
+    parser.add_argument("--task_id", default=None, help="level to play (default: the run's; one level)")
+    parser.add_argument("--num_episodes", type=int, default=200, help="evaluation layouts 0..N-1")
+    parser.add_argument("--sample", action="store_true", help="sample actions instead of the greedy argmax")
+    parser.add_argument("--out", default=None, help="CSV of the per-episode milestones")
+    return parser
+
+
+def check_locked_level(task_id: str, layouts: int = 20) -> None:
+    """Refuse a level none of whose first layouts holds a locked door (nothing to dissect)."""
+    env = make_env(task_id)
+    for k in range(layouts):
+        quiet_reset(env, EVAL_SEED_START + k)
+        if locked_doors(env):
+            return
+    raise FailureError(f"{task_id} has no locked door in its first {layouts} evaluation layouts")
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    args = build_parser().parse_args(argv)
+    if args.num_episodes < 1:
+        raise SystemExit(f"error: --num_episodes must be >= 1, got {args.num_episodes}")
+    try:
+        steps, episodes, _, config, task_id = play_checkpoint(
+            args.checkpoint, args.task_id, args.num_episodes, args.sample, check_level=check_locked_level
+        )
+        table = anatomy(steps, episodes, task_id, config.get("max_steps"))
+    except (EvalError, FailureError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(
+        f"{task_id}: {args.num_episodes} episodes ({'sampled' if args.sample else 'greedy'}), "
+        f"success {table.success.mean():.1%}"
+    )
+    print(format_report(table))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out, index=False)
+    return table
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

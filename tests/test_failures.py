@@ -1,0 +1,113 @@
+"""failures.py: which layouts need the key, the milestones of a replayed episode, and the CLI.
+
+pytest tests/test_failures.py
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import failures as fl
+from babyai_env import EVAL_SEED_START, SafeBot, make_env, needs_key, quiet_reset, target_objects
+
+
+def _objects(env):
+    return [o for o in env.grid.grid if o is not None]
+
+
+def test_unlock_needs_the_key_exactly_when_no_other_door_has_the_locked_colour():
+    # Unlock gives the locked door's colour to no other door in about half of its layouts;
+    # where another door has it, opening that one meets "open the <colour> door".
+    env = make_env("BabyAI-Unlock-v0")
+    kinds = []
+    for k in range(30):
+        quiet_reset(env, EVAL_SEED_START + k)
+        (locked,) = [o for o in _objects(env) if o.type == "door" and o.is_locked]
+        alone = sum(o.type == "door" and o.color == locked.color for o in _objects(env)) == 1
+        assert needs_key(env) == alone, k
+        kinds.append(alone)
+    assert 5 < sum(kinds) < 25  # both kinds are tested
+
+
+def test_gotoimpunlock_needs_the_key_exactly_when_only_the_locked_room_holds_the_target():
+    # The mission names an object of the locked room; an object elsewhere may match it too.
+    # (minigrid means to leave the locked room otherwise empty, but `i is not id` on numpy ints
+    # is always true, so its distractors land there as well: room membership decides, not counts.)
+    env = make_env("BabyAI-GoToImpUnlock-v0")
+    kinds = []
+    for k in range(30):
+        quiet_reset(env, EVAL_SEED_START + k)
+        (locked_room,) = [r for row in env.room_grid for r in row if r.locked]
+        (target,) = {(o.type, o.color) for o in target_objects(env)[0]}
+        inside = all(o in locked_room.objs for o in _objects(env) if (o.type, o.color) == target)
+        assert needs_key(env) == inside, k
+        kinds.append(inside)
+    assert 3 < sum(kinds) < 27
+
+
+def _bot_actions(env, seed):
+    quiet_reset(env, seed)
+    bot, actions = SafeBot(env), []
+    while True:
+        actions.append(bot.label(None))
+        _, reward, terminated, truncated, _ = env.step(actions[-1])
+        if terminated or truncated:
+            assert reward > 0
+            return actions
+
+
+def test_replaying_the_bot_reaches_every_milestone_in_order_and_a_cut_episode_stops_early():
+    env = make_env("BabyAI-Unlock-v0")
+    seed = next(
+        EVAL_SEED_START + k
+        for k in range(50)
+        if (quiet_reset(env, EVAL_SEED_START + k), needs_key(env))[1]
+    )
+    actions = _bot_actions(env, seed)
+    full = fl.replay_milestones(env, seed, actions)
+    assert full["needs_key"] and full["locked_doors"] == 1 and full["replay_success"]
+    assert full["t_key_seen"] <= full["t_key_held"] < full["t_unlocked"] == len(actions) - 1
+    assert full["t_door_seen"] is not None and 0 < full["cells_stood_on"] < 1
+    cut = fl.replay_milestones(env, seed, actions[: full["t_key_held"]])  # stops before the pickup
+    assert cut["t_key_held"] is None and cut["t_unlocked"] is None and not cut["replay_success"]
+    assert cut["t_key_seen"] == full["t_key_seen"]
+    row = pd.Series({f"t_{k}": cut[f"t_{k}"] for k in fl.MILESTONES})
+    assert fl.stage(row) == "key_seen"
+
+
+def test_a_level_without_a_locked_door_is_refused():
+    with pytest.raises(fl.FailureError, match="no locked door"):
+        fl.check_locked_level("BabyAI-GoToObjMaze-v0")
+    fl.check_locked_level("BabyAI-Unlock-v0")
+
+
+@pytest.mark.slow
+def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_path, capsys):
+    checkpoint = str(tiny_run.checkpoints[-1])
+    out = tmp_path / "failures.csv"
+    table = fl.main(
+        [
+            "--checkpoint",
+            checkpoint,
+            "--task_id",
+            "BabyAI-Unlock-v0",
+            "--num_episodes",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "BabyAI-Unlock-v0: 3 episodes (greedy)" in printed and "never saw a matching key" in printed
+    assert len(table) == 3 and list(pd.read_csv(out)["episode"]) == [0, 1, 2]
+    assert set(table["stage"]) <= {key for key, _ in fl.STAGES}
+    for argv, message in (
+        (["--task_id", "BabyAI-GoToLocal-v0"], "no locked door"),
+        (["--num_episodes", "0"], "--num_episodes must be >= 1"),
+        (["--task_id", "BabyAI-Unlock-v0,BabyAI-GoToLocal-v0"], "several levels"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            fl.main(["--checkpoint", checkpoint, *argv])
+    with pytest.raises(SystemExit, match="no-such"):
+        fl.main(["--checkpoint", str(tmp_path / "no-such.pt")])
