@@ -464,6 +464,17 @@ def needs_key(env: Any) -> bool:
     return True
 
 
+def check_locked_level(task_id: str, layouts: int = 20) -> None:
+    """ValueError for a level none of whose first layouts holds a locked door (failures.py has
+    nothing to dissect there, and --key_layout_share nothing to choose)."""
+    env = make_env(task_id)
+    for k in range(layouts):
+        quiet_reset(env, EVAL_SEED_START + k)
+        if locked_doors(env):
+            return
+    raise ValueError(f"{task_id} has no locked door in its first {layouts} evaluation layouts")
+
+
 def env_context(env: Any, targets: list) -> dict:
     """The layout at episode start, as the earlier system's env_context plus room bounds and target."""
     ctx: dict[str, Any] = {

@@ -41,6 +41,7 @@ from babyai_env import (
     encode_obs,
     env_levels,
     make_env,
+    needs_key,
     quiet_reset,
     train_episode_seed,
 )
@@ -119,6 +120,8 @@ def acting_step(
 
 
 # The per-step arrays a chunk holds besides mission_index (which is re-indexed when chunks join).
+KEY_LAYOUT_TRIES = 200  # --key_layout_share: seeds tried for a layout of the drawn kind (~2 on Unlock)
+
 STEP_KEYS = ("image", "direction", "carrying", "label", "label_mask", "done", "rooms_visited")
 
 
@@ -155,10 +158,17 @@ class _Slot:
     """One env, its bot and its episode bookkeeping."""
 
     def __init__(
-        self, task_id: str, env_index: int, run_seed: int, max_steps: int | None, rng_seed: int, fast: bool
+        self,
+        task_id: str,
+        env_index: int,
+        run_seed: int,
+        max_steps: int | None,
+        rng_seed: int,
+        fast: bool,
+        key_layout_share: float | None = None,
     ):
         self.task_id, self.env_index, self.run_seed, self.max_steps = task_id, env_index, run_seed, max_steps
-        self.fast = fast
+        self.fast, self.key_layout_share = fast, key_layout_share
         self.env = make_env(task_id, max_steps, fast)
         layout = RoomLayout.of(self.env)
         self.layout = layout if layout.num_rooms <= MAX_ROOMS else None  # None: rooms_visited stays -1
@@ -167,9 +177,15 @@ class _Slot:
         self.rng = np.random.default_rng(rng_seed)  # teacher forcing and path-ratio sampling
 
     def start_episode(self, path_ratio_fraction: float) -> None:
-        self.seed = train_episode_seed(self.run_seed, self.env_index, self.episode_index)
-        self.episode_index += 1
-        self.obs = quiet_reset(self.env, self.seed)
+        # --key_layout_share: draw the kind of layout, then take the env's next seeds until one is
+        # of that kind (the seeds skipped are never used; at most KEY_LAYOUT_TRIES of them).
+        want = None if self.key_layout_share is None else bool(self.rng.random() < self.key_layout_share)
+        for _ in range(KEY_LAYOUT_TRIES):
+            self.seed = train_episode_seed(self.run_seed, self.env_index, self.episode_index)
+            self.episode_index += 1
+            self.obs = quiet_reset(self.env, self.seed)
+            if want is None or needs_key(self.env) == want:
+                break
         self.bot = SafeBot(self.env, self.fast)
         self.prev_action: int | None = None
         self.steps = 0
@@ -220,6 +236,7 @@ class Collector:
         path_ratio_fraction: float = 0.0,
         slot_states: list[dict] | None = None,
         fast_env: bool = True,
+        key_layout_share: float | None = None,
     ):
         self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
         self.path_ratio_fraction = path_ratio_fraction
@@ -227,7 +244,7 @@ class Collector:
         if len(levels) != len(env_indices):
             raise ValueError(f"{len(levels)} levels for {len(env_indices)} envs")
         self.slots = [
-            _Slot(level, i, run_seed, max_steps, rng_seed=run_seed * 1_000_003 + i, fast=fast_env)
+            _Slot(level, i, run_seed, max_steps, run_seed * 1_000_003 + i, fast_env, key_layout_share)
             for level, i in zip(levels, env_indices)
         ]
         for k, slot in enumerate(self.slots):
@@ -398,6 +415,7 @@ class ParallelCollector:
         slot_states: list[dict] | None = None,
         fast_env: bool = True,
         task_weights: list[float] | None = None,
+        key_layout_share: float | None = None,
     ):
         levels = check_task_ids(task_id)
         self.env_levels = env_levels(levels, num_envs, task_weights) if len(levels) > 1 else None
@@ -411,6 +429,7 @@ class ParallelCollector:
             teacher_forcing=teacher_forcing,
             path_ratio_fraction=path_ratio_fraction,
             fast_env=fast_env,
+            key_layout_share=key_layout_share,
         )
         self.local: Collector | None = None
         self.workers: list[tuple[Any, Any]] = []

@@ -170,6 +170,13 @@ class TrainConfig:
         "the rooms (0: off; memory_probe.py measures what the memory holds)",
         0.0,
     )
+    key_layout_share: float | None = _help(
+        "locked-door levels: share of the training episodes played on layouts where the mission "
+        "needs the key (no target reachable without unlocking), the rest on layouts with a way "
+        "around (null: the level's own mix, about 0.6 on Unlock and 0.4 on GoToImpUnlock). "
+        "Evaluation always plays the level's own mix; failures.py scores the two kinds apart",
+        None,
+    )
     # Inputs
     obs_encoding: str = _help(
         "observation encoding: 'raw' (the earlier system's 152 integer codes) or 'onehot' (per image channel, 985)",
@@ -362,7 +369,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ConfigError on impossible values (each message names the key): negative or zero
     counts, probabilities outside [0, 1], and values above LIMITS (non-finite floats never get
     here: `_coerce` refuses them for every float key)."""
-    from babyai_env import OBS_ENCODINGS, check_task_ids, env_levels
+    from babyai_env import OBS_ENCODINGS, check_locked_level, check_task_ids, env_levels
 
     try:
         levels = check_task_ids(cfg.task_id)
@@ -413,6 +420,18 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(
             "--aux_rooms_weight needs online imitation: bot demos do not record the rooms visited"
         )
+    if cfg.key_layout_share is not None:
+        if not 0.0 <= cfg.key_layout_share <= 1.0:
+            raise ConfigError(f"key_layout_share must be in [0, 1] or null, got {cfg.key_layout_share}")
+        if cfg.demos:
+            raise ConfigError(
+                "--key_layout_share chooses the layouts the student acts in; bot demos have none"
+            )
+        for level in check_task_ids(cfg.task_id):
+            try:
+                check_locked_level(level)
+            except ValueError as e:
+                raise ConfigError(f"--key_layout_share: {e}") from None
     if not 0.0 < cfg.expert_dropout_gamma <= 1.0:
         raise ConfigError(f"expert_dropout_gamma must be in (0, 1], got {cfg.expert_dropout_gamma}")
     if cfg.lpc_alpha < 0 or cfg.lpc_epsilon <= 0 or cfg.lpc_exponent < 0:

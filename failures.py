@@ -36,7 +36,15 @@ import numpy as np
 import pandas as pd
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 
-from babyai_env import EVAL_SEED_START, locked_doors, make_env, needs_key, quiet_reset, reachable_cells
+from babyai_env import (
+    EVAL_SEED_START,
+    check_locked_level,
+    locked_doors,
+    make_env,
+    needs_key,
+    quiet_reset,
+    reachable_cells,
+)
 from eval_mop import EvalError, play_checkpoint
 from experiment import ArgumentParser
 
@@ -160,16 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_locked_level(task_id: str, layouts: int = 20) -> None:
-    """Refuse a level none of whose first layouts holds a locked door (nothing to dissect)."""
-    env = make_env(task_id)
-    for k in range(layouts):
-        quiet_reset(env, EVAL_SEED_START + k)
-        if locked_doors(env):
-            return
-    raise FailureError(f"{task_id} has no locked door in its first {layouts} evaluation layouts")
-
-
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
     if args.num_episodes < 1:
@@ -179,7 +177,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             args.checkpoint, args.task_id, args.num_episodes, args.sample, check_level=check_locked_level
         )
         table = anatomy(steps, episodes, task_id, config.get("max_steps"))
-    except (EvalError, FailureError) as e:
+    except (EvalError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     print(
         f"{task_id}: {args.num_episodes} episodes ({'sampled' if args.sample else 'greedy'}), "

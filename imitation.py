@@ -531,6 +531,7 @@ def open_collector(
         slot_states=state.slot_states,
         fast_env=cfg.fast_env,
         task_weights=cfg.task_weights,
+        key_layout_share=cfg.key_layout_share,
     )
 
 

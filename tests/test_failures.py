@@ -1,4 +1,5 @@
-"""failures.py: which layouts need the key, the milestones of a replayed episode, and the CLI.
+"""failures.py and --key_layout_share: which layouts need the key, the milestones of a replayed
+episode, the CLI, and training on a chosen share of key layouts.
 
 pytest tests/test_failures.py
 """
@@ -9,7 +10,19 @@ import pandas as pd
 import pytest
 
 import failures as fl
-from babyai_env import EVAL_SEED_START, SafeBot, make_env, needs_key, quiet_reset, target_objects
+from babyai_env import (
+    EVAL_SEED_START,
+    SafeBot,
+    check_locked_level,
+    make_env,
+    needs_key,
+    quiet_reset,
+    target_objects,
+)
+from collection import Collector
+from conftest import tiny_config
+from experiment import ConfigError
+from tests.test_env import small_agent
 
 
 def _objects(env):
@@ -60,9 +73,7 @@ def _bot_actions(env, seed):
 def test_replaying_the_bot_reaches_every_milestone_in_order_and_a_cut_episode_stops_early():
     env = make_env("BabyAI-Unlock-v0")
     seed = next(
-        EVAL_SEED_START + k
-        for k in range(50)
-        if (quiet_reset(env, EVAL_SEED_START + k), needs_key(env))[1]
+        EVAL_SEED_START + k for k in range(50) if (quiet_reset(env, EVAL_SEED_START + k), needs_key(env))[1]
     )
     actions = _bot_actions(env, seed)
     full = fl.replay_milestones(env, seed, actions)
@@ -77,9 +88,9 @@ def test_replaying_the_bot_reaches_every_milestone_in_order_and_a_cut_episode_st
 
 
 def test_a_level_without_a_locked_door_is_refused():
-    with pytest.raises(fl.FailureError, match="no locked door"):
-        fl.check_locked_level("BabyAI-GoToObjMaze-v0")
-    fl.check_locked_level("BabyAI-Unlock-v0")
+    with pytest.raises(ValueError, match="no locked door"):
+        check_locked_level("BabyAI-GoToObjMaze-v0")
+    check_locked_level("BabyAI-Unlock-v0")
 
 
 @pytest.mark.slow
@@ -111,3 +122,42 @@ def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_
             fl.main(["--checkpoint", checkpoint, *argv])
     with pytest.raises(SystemExit, match="no-such"):
         fl.main(["--checkpoint", str(tmp_path / "no-such.pt")])
+
+
+def _played_layouts(share, run_seed=0, steps=60):
+    """(seed, needs_key) of every episode two Unlock envs play in `steps` steps of 4 each."""
+    policy, encoder = small_agent()
+    collector = Collector(
+        "BabyAI-Unlock-v0", [0, 1], run_seed, 4, "raw", teacher_forcing=1.0, key_layout_share=share
+    )
+    chunk = collector.collect(policy, encoder, steps)
+    env = make_env("BabyAI-Unlock-v0")
+    out = []
+    for _, episode in chunk["episodes"]:
+        quiet_reset(env, episode.seed)
+        out.append((episode.seed, needs_key(env)))
+    return out
+
+
+def test_key_layout_share_trains_on_the_kind_of_layout_asked_for():
+    own = _played_layouts(None)
+    assert 0 < sum(k for _, k in own) < len(own) and len(own) >= 20  # the level's own mix has both
+    assert all(k for _, k in _played_layouts(1.0)) and not any(k for _, k in _played_layouts(0.0))
+    half = _played_layouts(0.5)
+    assert half == _played_layouts(0.5)  # reproducible for a run seed
+    assert 0 < sum(k for _, k in half) < len(half)
+    seeds = [s for s, _ in half]
+    assert len(set(seeds)) == len(seeds) and min(seeds) >= 10**9  # training seeds, none twice
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"key_layout_share": 1.5, "task_id": "BabyAI-Unlock-v0"}, "key_layout_share must be in"),
+        ({"key_layout_share": 0.8}, "GoToRedBallGrey-v0 has no locked door"),
+        ({"key_layout_share": 0.8, "task_id": "BabyAI-Unlock-v0", "demos": 10}, "bot demos"),
+    ],
+)
+def test_bad_key_layout_settings_are_refused(tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_config(tmp_path, **overrides)
