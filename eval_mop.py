@@ -411,6 +411,18 @@ def play_checkpoint(
     return steps.sort_values(["episode", "t"]).reset_index(drop=True), episodes, policy, config, task_id
 
 
+def played_line(task_id: str, num_episodes: int, sample: bool, success: float) -> str:
+    """The first line an analysis tool prints about what play_checkpoint played."""
+    return f"{task_id}: {num_episodes} episodes ({'sampled' if sample else 'greedy'}), success {success:.1%}"
+
+
+def save_table(table: pd.DataFrame, out: str | None) -> None:
+    """An analysis tool's --out: its table as CSV (folders made); nothing when out is None."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+
+
 def _episode_row(slot: _EvalSlot, reward: float, terminated: bool, truncated: bool) -> dict:
     """The episodes.parquet row of the episode `slot` just finished."""
     tracker, length = slot.tracker, slot.t

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +44,7 @@ from babyai_env import (
     quiet_reset,
     reachable_cells,
 )
-from eval_mop import EvalError, play_checkpoint
+from eval_mop import EvalError, play_checkpoint, played_line, save_table
 from experiment import ArgumentParser
 
 MILESTONES = ("door_seen", "key_seen", "key_held", "unlocked")
@@ -179,14 +178,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         table = anatomy(steps, episodes, task_id, config.get("max_steps"))
     except (EvalError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(
-        f"{task_id}: {args.num_episodes} episodes ({'sampled' if args.sample else 'greedy'}), "
-        f"success {table.success.mean():.1%}"
-    )
+    print(played_line(task_id, args.num_episodes, args.sample, table.success.mean()))
     print(format_report(table))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
+    save_table(table, args.out)
     return table
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,7 +35,7 @@ import torch
 from scipy.stats import rankdata
 
 from babyai_env import RoomLayout, make_env
-from eval_mop import ActedStep, EvalError, play_checkpoint
+from eval_mop import ActedStep, EvalError, play_checkpoint, played_line, save_table
 from experiment import ArgumentParser
 from mixture_of_experts import MixtureOfExpertsPolicy
 
@@ -315,13 +314,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         raise SystemExit(f"error: {e}") from None
     success = steps.groupby("episode")["success"].first().mean()
     print(
-        f"{task_id}: {args.num_episodes} episodes ({'sampled' if args.sample else 'greedy'}), "
-        f"success {success:.1%}, {len(steps)} steps; mean per-room AUC, probes cross-fitted over two halves of the episodes"
+        f"{played_line(task_id, args.num_episodes, args.sample, success)}, {len(steps)} steps; "
+        "mean per-room AUC, probes cross-fitted over two halves of the episodes"
     )
     print(format_table(table, args.min_age))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
+    save_table(table, args.out)
     return table
 
 
