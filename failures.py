@@ -1,9 +1,9 @@
 """Where does a policy fail a locked-door level? The milestones of every episode.
 
-On Unlock, GoToImpUnlock and the Synth missions behind a locked door, the bot the student imitates
-finds the locked door, fetches a key of its colour (walking straight back to one it has seen, from
-its map of every cell it has seen), and unlocks the door. A student that fails runs to the step
-limit somewhere along that chain; this tool says where.
+On Unlock and GoToImpUnlock the bot the student imitates finds the locked door, fetches a key of
+its colour (walking straight back to one it has seen: it keeps a map of every cell it has seen),
+and unlocks the door. A student that fails runs to the step limit somewhere along that chain; this
+tool says where.
 
 The checkpoint plays `--num_episodes` evaluation layouts itself (eval_mop.run_episodes, greedy, or
 sampled with --sample); each episode is then replayed action by action in a fresh env of the same
@@ -12,14 +12,17 @@ layout, recording the first step at which
     key_seen    a key of a locked door's colour is in view
     key_held    the agent carries such a key
     unlocked    a door locked at the start is no longer locked
-(steps count from 0; empty: never). A layout `needs the key` when no target of the mission's first
-instruction can be reached with the locked doors as walls (Unlock places the locked door's colour
-on another, unlocked door in about half of its layouts: opening that one succeeds too).
+(steps count from 0; empty: never), and the kind of the mission's instruction. A layout `needs the
+key` when no target of the mission's first instruction can be reached with the locked doors as
+walls: Unlock gives the locked door's colour to another, unlocked door in about 40% of its
+layouts (opening that one succeeds too), and GoToImpUnlock's target has a twin outside the locked
+room in about 60%.
 
-The report: success on the layouts that need the key and on those that do not, then the failed
-episodes that needed the key by the furthest step of the chain they reached (unlocked, held a key,
-saw a key, saw nothing), split by whether they saw the locked door, and the share of the reachable
-cells they stood on against the solved episodes'.
+The report: success on the layouts that need the key and on those that do not; by instruction
+kind where a level mixes them (Synth); the failed episodes that needed the key by the furthest
+step of the chain they reached (unlocked, held a key, saw a key, saw none), split by whether they
+saw the locked door; and the share of the reachable cells they stood on, against the solved
+episodes'. Any level with a locked door in its first 20 layouts can be dissected.
 
     python failures.py --checkpoint checkpoints/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt
     python failures.py --checkpoint CK --num_episodes 500 --out failures.csv
@@ -61,6 +64,19 @@ class FailureError(ValueError):
     """A checkpoint or level this tool cannot analyse; one line."""
 
 
+INSTRUCTION_KINDS = {
+    "GoToInstr": "go to",
+    "PickupInstr": "pick up",
+    "OpenInstr": "open",
+    "PutNextInstr": "put next",
+}
+
+
+def instruction_kind(instrs: Any) -> str:
+    """'go to', 'pick up', 'open' or 'put next'; 'two instructions' for and / then / after."""
+    return INSTRUCTION_KINDS.get(type(instrs).__name__, "two instructions")
+
+
 def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
     """Replay an episode's actions in `env` from layout `seed`; the first step of each milestone
     (None: never), whether the layout needs the key, the share of the reachable cells stood on,
@@ -68,7 +84,11 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
     obs = quiet_reset(env, seed)
     locked = locked_doors(env)
     colours = {COLOR_TO_IDX[env.grid.get(*p).color] for p in locked}
-    row: dict[str, Any] = {"locked_doors": len(locked), "needs_key": needs_key(env)}
+    row: dict[str, Any] = {
+        "instruction": instruction_kind(env.instrs),
+        "locked_doors": len(locked),
+        "needs_key": needs_key(env),
+    }
     reach = reachable_cells(env, set())
     first: dict[str, int | None] = dict.fromkeys(MILESTONES)
     stood = {tuple(env.agent_pos)}
@@ -139,7 +159,15 @@ def format_report(table: pd.DataFrame) -> str:
     ):
         rate = f"{part.success.mean():.1%}" if len(part) else "-"
         lines.append(f"{label:<34}{len(part):>9}{rate:>9}")
+    kinds = table.groupby("instruction", sort=False)["success"].agg(["size", "mean"])
+    if len(kinds) > 1:
+        lines.append("")
+        lines.append(f"{'instruction':<34}{'episodes':>9}{'success':>9}")
+        for kind in kinds.sort_values("mean").itertuples():
+            lines.append(f"{kind.Index:<34}{int(kind.size):>9}{kind.mean:>9.1%}")
     failed = table[table.needs_key & ~table.success]
+    if not len(failed):
+        return "\n".join([*lines, "", "no failed episode needed the key"])
     lines.append("")
     lines.append(f"{len(failed)} failed episodes that needed the key, by the furthest step reached:")
     lines.append(f"{'':<38}{'saw the door':>14}{'never saw it':>14}")

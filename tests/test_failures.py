@@ -161,3 +161,20 @@ def test_key_layout_share_trains_on_the_kind_of_layout_asked_for():
 def test_bad_key_layout_settings_are_refused(tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=match):
         tiny_config(tmp_path, **overrides)
+
+
+def test_instruction_kinds_follow_the_missions_verb():
+    env = make_env("BabyAI-Synth-v0")
+    prefixes = {"go to": "go to", "pick up": "pick up", "open": "open", "put next": "put"}
+    seen = set()
+    for k in range(40):
+        mission = quiet_reset(env, EVAL_SEED_START + k)["mission"]
+        kind = fl.instruction_kind(env.instrs)
+        assert mission.startswith(prefixes[kind]), (kind, mission)
+        seen.add(kind)
+    assert seen == set(prefixes)
+    boss = make_env("BabyAI-BossLevel-v0")
+    missions = [(quiet_reset(boss, k)["mission"], fl.instruction_kind(boss.instrs)) for k in range(30)]
+    assert any(
+        kind == "two instructions" and (" and " in m or "then" in m or "after" in m) for m, kind in missions
+    )
