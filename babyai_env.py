@@ -464,15 +464,24 @@ def needs_key(env: Any) -> bool:
     return True
 
 
-def check_locked_level(task_id: str, layouts: int = 20) -> None:
-    """ValueError for a level none of whose first layouts holds a locked door (failures.py has
-    nothing to dissect there, and --key_layout_share nothing to choose)."""
+def key_layout_counts(task_id: str, layouts: int = 40) -> tuple[int, int]:
+    """(layouts with a locked door, layouts whose mission needs the key) among the level's first
+    `layouts` evaluation layouts."""
     env = make_env(task_id)
+    locked = key = 0
     for k in range(layouts):
         quiet_reset(env, EVAL_SEED_START + k)
         if locked_doors(env):
-            return
-    raise ValueError(f"{task_id} has no locked door in its first {layouts} evaluation layouts")
+            locked += 1
+            key += needs_key(env)
+    return locked, key
+
+
+def check_locked_level(task_id: str, layouts: int = 40) -> None:
+    """ValueError for a level none of whose first layouts holds a locked door (failures.py has
+    nothing to dissect there)."""
+    if key_layout_counts(task_id, layouts)[0] == 0:
+        raise ValueError(f"{task_id} has no locked door in its first {layouts} evaluation layouts")
 
 
 def env_context(env: Any, targets: list) -> dict:

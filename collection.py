@@ -119,9 +119,9 @@ def acting_step(
 # ----------------------------------------------------------------------------- training collection
 
 
-# The per-step arrays a chunk holds besides mission_index (which is re-indexed when chunks join).
 KEY_LAYOUT_TRIES = 200  # --key_layout_share: seeds tried for a layout of the drawn kind (~2 on Unlock)
 
+# The per-step arrays a chunk holds besides mission_index (which is re-indexed when chunks join).
 STEP_KEYS = ("image", "direction", "carrying", "label", "label_mask", "done", "rooms_visited")
 
 

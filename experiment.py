@@ -369,7 +369,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ConfigError on impossible values (each message names the key): negative or zero
     counts, probabilities outside [0, 1], and values above LIMITS (non-finite floats never get
     here: `_coerce` refuses them for every float key)."""
-    from babyai_env import OBS_ENCODINGS, check_locked_level, check_task_ids, env_levels
+    from babyai_env import OBS_ENCODINGS, check_task_ids, env_levels, key_layout_counts
 
     try:
         levels = check_task_ids(cfg.task_id)
@@ -428,10 +428,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                 "--key_layout_share chooses the layouts the student acts in; bot demos have none"
             )
         for level in check_task_ids(cfg.task_id):
-            try:
-                check_locked_level(level)
-            except ValueError as e:
-                raise ConfigError(f"--key_layout_share: {e}") from None
+            _, key = key_layout_counts(level)
+            if cfg.key_layout_share > 0 and key == 0:
+                raise ConfigError(
+                    f"--key_layout_share: no mission of {level} needs a key in its first 40 layouts"
+                )
+            if cfg.key_layout_share < 1 and key == 40:
+                raise ConfigError(f"--key_layout_share: every mission of {level} needs a key: nothing to mix")
     if not 0.0 < cfg.expert_dropout_gamma <= 1.0:
         raise ConfigError(f"expert_dropout_gamma must be in (0, 1], got {cfg.expert_dropout_gamma}")
     if cfg.lpc_alpha < 0 or cfg.lpc_epsilon <= 0 or cfg.lpc_exponent < 0:

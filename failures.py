@@ -22,7 +22,7 @@ The report: success on the layouts that need the key and on those that do not; b
 kind where a level mixes them (Synth); the failed episodes that needed the key by the furthest
 step of the chain they reached (unlocked, held a key, saw a key, saw none), split by whether they
 saw the locked door; and the share of the reachable cells they stood on, against the solved
-episodes'. Any level with a locked door in its first 20 layouts can be dissected.
+episodes'. Any level with a locked door in its first 40 layouts can be dissected.
 
     python failures.py --checkpoint checkpoints/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt
     python failures.py --checkpoint CK --num_episodes 500 --out failures.csv

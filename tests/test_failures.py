@@ -154,7 +154,11 @@ def test_key_layout_share_trains_on_the_kind_of_layout_asked_for():
     "overrides, match",
     [
         ({"key_layout_share": 1.5, "task_id": "BabyAI-Unlock-v0"}, "key_layout_share must be in"),
-        ({"key_layout_share": 0.8}, "GoToRedBallGrey-v0 has no locked door"),
+        ({"key_layout_share": 0.8}, "no mission of BabyAI-GoToRedBallGrey-v0 needs a key"),
+        (
+            {"key_layout_share": 0.5, "task_id": "BabyAI-Synth-v0"},
+            "no mission of BabyAI-Synth-v0 needs a key",
+        ),
         ({"key_layout_share": 0.8, "task_id": "BabyAI-Unlock-v0", "demos": 10}, "bot demos"),
     ],
 )
