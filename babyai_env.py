@@ -464,7 +464,10 @@ def needs_key(env: Any) -> bool:
     return True
 
 
-def key_layout_counts(task_id: str, layouts: int = 40) -> tuple[int, int]:
+KEY_CHECK_LAYOUTS = 40  # evaluation layouts a level is checked on for locked doors and key layouts
+
+
+def key_layout_counts(task_id: str, layouts: int = KEY_CHECK_LAYOUTS) -> tuple[int, int]:
     """(layouts with a locked door, layouts whose mission needs the key) among the level's first
     `layouts` evaluation layouts."""
     env = make_env(task_id)
@@ -477,7 +480,7 @@ def key_layout_counts(task_id: str, layouts: int = 40) -> tuple[int, int]:
     return locked, key
 
 
-def check_locked_level(task_id: str, layouts: int = 40) -> None:
+def check_locked_level(task_id: str, layouts: int = KEY_CHECK_LAYOUTS) -> None:
     """ValueError for a level none of whose first layouts holds a locked door (failures.py has
     nothing to dissect there)."""
     if key_layout_counts(task_id, layouts)[0] == 0:

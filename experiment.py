@@ -369,7 +369,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ConfigError on impossible values (each message names the key): negative or zero
     counts, probabilities outside [0, 1], and values above LIMITS (non-finite floats never get
     here: `_coerce` refuses them for every float key)."""
-    from babyai_env import OBS_ENCODINGS, check_task_ids, env_levels, key_layout_counts
+    from babyai_env import KEY_CHECK_LAYOUTS, OBS_ENCODINGS, check_task_ids, env_levels, key_layout_counts
 
     try:
         levels = check_task_ids(cfg.task_id)
@@ -427,13 +427,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(
                 "--key_layout_share chooses the layouts the student acts in; bot demos have none"
             )
-        for level in check_task_ids(cfg.task_id):
+        for level in levels:
             _, key = key_layout_counts(level)
             if cfg.key_layout_share > 0 and key == 0:
                 raise ConfigError(
-                    f"--key_layout_share: no mission of {level} needs a key in its first 40 layouts"
+                    f"--key_layout_share: no mission of {level} needs a key in its first {KEY_CHECK_LAYOUTS} layouts"
                 )
-            if cfg.key_layout_share < 1 and key == 40:
+            if cfg.key_layout_share < 1 and key == KEY_CHECK_LAYOUTS:
                 raise ConfigError(f"--key_layout_share: every mission of {level} needs a key: nothing to mix")
     if not 0.0 < cfg.expert_dropout_gamma <= 1.0:
         raise ConfigError(f"expert_dropout_gamma must be in (0, 1], got {cfg.expert_dropout_gamma}")

@@ -176,7 +176,7 @@ def format_report(table: pd.DataFrame) -> str:
         at = failed.stage == key
         lines.append(f"  {label:<36}{int((at & seen).sum()):>14}{int((at & ~seen).sum()):>14}")
     solved = table[table.needs_key & table.success]
-    if len(failed) and len(solved):
+    if len(solved):
         lines.append("")
         lines.append(
             f"reachable cells stood on (median): failed {failed.cells_stood_on.median():.0%}, "
@@ -195,16 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_level(task_id: str) -> None:
+    """babyai_env.check_locked_level, as this tool's one-line error."""
+    try:
+        check_locked_level(task_id)
+    except ValueError as e:
+        raise FailureError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
     if args.num_episodes < 1:
         raise SystemExit(f"error: --num_episodes must be >= 1, got {args.num_episodes}")
     try:
         steps, episodes, _, config, task_id = play_checkpoint(
-            args.checkpoint, args.task_id, args.num_episodes, args.sample, check_level=check_locked_level
+            args.checkpoint, args.task_id, args.num_episodes, args.sample, check_level=_check_level
         )
         table = anatomy(steps, episodes, task_id, config.get("max_steps"))
-    except (EvalError, ValueError) as e:
+    except (EvalError, FailureError) as e:
         raise SystemExit(f"error: {e}") from None
     print(played_line(task_id, args.num_episodes, args.sample, table.success.mean()))
     print(format_report(table))
