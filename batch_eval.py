@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from eval_mop import EvalOptions
-from runs import (
+from mop.runs import (
     CheckpointRef,
     OutputError,
     RunId,
@@ -156,7 +156,7 @@ def discover(checkpoint_dirs: list[str]) -> list[CheckpointRef]:
 
 def final_update(path: Path) -> int | None:
     """The update checkpoint_final.pt was written at (None if it cannot be read)."""
-    from experiment import load_checkpoint
+    from mop.experiment import load_checkpoint
 
     try:
         update = load_checkpoint(path)["config"].get("update")
@@ -343,7 +343,7 @@ class BatchOptions:
 def evaluate_one(ref: CheckpointRef, options: BatchOptions) -> dict:
     """Evaluate one checkpoint, write its cache, merge its row; returns the row (or an error)."""
     from eval_mop import EvalError, evaluate, load_policy, save_evaluation
-    from numpy_policy import use_one_thread
+    from mop.numpy_policy import use_one_thread
 
     use_one_thread()
     try:
@@ -427,7 +427,7 @@ def plan(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from experiment import ArgumentParser
+    from mop.experiment import ArgumentParser
 
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -503,7 +503,7 @@ def run(args: argparse.Namespace) -> dict:
     except (EvalError, OutputError) as e:
         raise BatchEvalError(str(e)) from None
     if args.eval_task_id:
-        from babyai_env import check_task_id
+        from mop.babyai_env import check_task_id
 
         try:
             check_task_id(args.eval_task_id)

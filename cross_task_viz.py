@@ -25,12 +25,11 @@ with app.setup:
     import marimo as mo
 
     import batch_eval
-    import experiment
     import plotting_utils as pu
-    import results_plots as rp
-    import routing_analysis as ra
-    import routing_cache
-    from runs import run_label
+    from mop import experiment, routing_cache
+    from mop import results_plots as rp
+    from mop import routing_analysis as ra
+    from mop.runs import run_label
 
 
 @app.cell(hide_code=True)

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from babyai_env import SafeBot, demo_episode_seed, make_env, quiet_reset
-from replay_buffer import BufferError, EpisodeBuffer, StoredEpisode
-from runs import safe_name
+from mop.babyai_env import SafeBot, demo_episode_seed, make_env, quiet_reset
+from mop.replay_buffer import BufferError, EpisodeBuffer, StoredEpisode
+from mop.runs import safe_name
 
 BLOCK = 64  # candidate layouts per work item
 
@@ -80,7 +80,7 @@ def _block(args: tuple) -> list[tuple[StoredEpisode | None, str | None]]:
 def _worker_init() -> None:
     import signal
 
-    from numpy_policy import use_one_thread
+    from mop.numpy_policy import use_one_thread
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes the pool
     use_one_thread()
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--num_workers", type=int, default=None, help="worker processes (default: CPU cores)")
     args = parser.parse_args(argv)
-    from babyai_env import check_task_id
-    from experiment import default_num_workers
+    from mop.babyai_env import check_task_id
+    from mop.experiment import default_num_workers
 
     try:
         check_task_id(args.task_id)

@@ -34,7 +34,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from babyai_env import (
+from mixture_of_experts import MixtureOfExpertsPolicy, PolicyOutput, compute_lpc
+from mop.babyai_env import (
     EVAL_SEED_START,
     PhaseTracker,
     bot_path_length,
@@ -44,12 +45,11 @@ from babyai_env import (
     obs_dim,
     quiet_reset,
 )
-from collection import MissionCache, ObsBatch, acting_step
-from experiment import ArgumentParser, CheckpointError, load_checkpoint, load_policy
-from mixture_of_experts import MixtureOfExpertsPolicy, PolicyOutput, compute_lpc
-from numpy_policy import one_thread, use_one_thread
-from routing_cache import RECORDED_STEP_COLUMNS, derive_step_columns, weight_column, write_cache
-from runs import (
+from mop.collection import MissionCache, ObsBatch, acting_step
+from mop.experiment import ArgumentParser, CheckpointError, load_checkpoint, load_policy
+from mop.numpy_policy import one_thread, use_one_thread
+from mop.routing_cache import RECORDED_STEP_COLUMNS, derive_step_columns, weight_column, write_cache
+from mop.runs import (
     OutputError,
     RunId,
     RunPathError,

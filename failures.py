@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 
-from babyai_env import (
+from eval_mop import EvalError, play_checkpoint, played_line, save_table
+from mop.babyai_env import (
     EVAL_SEED_START,
     check_locked_level,
     locked_doors,
@@ -47,8 +48,7 @@ from babyai_env import (
     quiet_reset,
     reachable_cells,
 )
-from eval_mop import EvalError, play_checkpoint, played_line, save_table
-from experiment import ArgumentParser
+from mop.experiment import ArgumentParser
 
 MILESTONES = ("door_seen", "key_seen", "key_held", "unlocked")
 STAGES = (  # the furthest step of the chain a failed episode reached, furthest first

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiment import ArgumentParser
-from generative import (
+from mop.experiment import ArgumentParser
+from mop.generative import (
     Init,
     accuracy_breakdown,
     batch_init,
@@ -44,7 +44,7 @@ from generative import (
     run_agent,
     target_value,
 )
-from generative_plots import (
+from mop.generative_plots import (
     frames_to_gif,
     plot_accuracy,
     plot_direction_effects,
@@ -52,8 +52,8 @@ from generative_plots import (
     plot_rollout_strips,
     render_view,
 )
+from mop.runs import atomic_write, atomic_write_text
 from record import RecordingError, iter_chunks, load_windows, read_metadata
-from runs import atomic_write, atomic_write_text
 from train_generative import GenerativeError, load_model, split_windows, to_tensors, training_windows
 
 ANALYSES = ("samples", "maximise", "pca", "directions", "accuracy")

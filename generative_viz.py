@@ -22,7 +22,7 @@ with app.setup:
     import marimo as mo
 
     import generative_analysis
-    from experiment import read_metrics
+    from mop.experiment import read_metrics
     from record import RecordingError
     from train_generative import GenerativeError
 

@@ -81,9 +81,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from babyai_env import EVAL_SEED_START, check_task_id, encode_obs, make_env
 from eval_mop import EvalError, compute_metrics, run_episodes
-from experiment import (
+from mixture_of_experts import build_policy
+from mop.babyai_env import EVAL_SEED_START, check_task_id, encode_obs, make_env
+from mop.experiment import (
     CONFIG_ALIASES,
     CONFIG_KEYS,
     LIMITS,
@@ -98,11 +99,10 @@ from experiment import (
     resolve_aliases,
     run_dir,
 )
-from imitation import Fork, ImitationRun, buffer_path
-from mixture_of_experts import build_policy
-from numpy_policy import one_thread
-from replay_buffer import BufferError, EpisodeBuffer, StoredEpisode, episodes_as_chunk
-from runs import (
+from mop.imitation import Fork, ImitationRun, buffer_path
+from mop.numpy_policy import one_thread
+from mop.replay_buffer import BufferError, EpisodeBuffer, StoredEpisode, episodes_as_chunk
+from mop.runs import (
     OutputError,
     RunId,
     RunLockedError,
@@ -984,7 +984,7 @@ def write_tables_and_figures(
     directory: Path, interp: pd.DataFrame, names: dict[int, str] | None, expert_sizes: list | None
 ) -> dict:
     """interpolation.csv, instability.csv and fork_analysis/*.png of the given rows."""
-    import lmc_plots
+    from mop import lmc_plots
     from plotting_utils import save_figures
 
     interp = interp.sort_values(["fork", "metric", "alpha"]).reset_index(drop=True)[COLUMNS]
@@ -1346,7 +1346,7 @@ def experiment_from_args(args: argparse.Namespace) -> tuple[Experiment, set[str]
 
 
 def _analyze_main(argv: list[str]) -> dict:
-    from experiment import ArgumentParser
+    from mop.experiment import ArgumentParser
 
     parser = ArgumentParser(
         prog="lmc.py analyze",
@@ -1377,7 +1377,7 @@ def _analyze_main(argv: list[str]) -> dict:
 
 
 def _compare_main(argv: list[str]) -> dict:
-    from experiment import ArgumentParser
+    from mop.experiment import ArgumentParser
 
     parser = ArgumentParser(
         prog="lmc.py compare",

@@ -21,7 +21,7 @@ with app.setup:
     import marimo as mo
 
     import lmc
-    import lmc_plots
+    from mop import lmc_plots
 
 
 @app.cell(hide_code=True)

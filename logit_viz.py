@@ -22,9 +22,9 @@ with app.setup:
     import marimo as mo
 
     import plotting_utils as pu
-    import routing_analysis as ra
-    import routing_cache
-    from runs import run_label
+    from mop import routing_analysis as ra
+    from mop import routing_cache
+    from mop.runs import run_label
 
 
 @app.cell(hide_code=True)

@@ -34,10 +34,10 @@ import pandas as pd
 import torch
 from scipy.stats import rankdata
 
-from babyai_env import RoomLayout, make_env
 from eval_mop import ActedStep, EvalError, play_checkpoint, played_line, save_table
-from experiment import ArgumentParser
 from mixture_of_experts import MixtureOfExpertsPolicy
+from mop.babyai_env import RoomLayout, make_env
+from mop.experiment import ArgumentParser
 
 NO_MEMORY = "no memory"
 

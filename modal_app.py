@@ -56,13 +56,15 @@ app = modal.App("rl-mop")
 
 # The project's own modules, added explicitly (not the working directory: no checkpoints, caches or
 # notebooks travel with every launch). Mounted at container start, so code edits need no rebuild.
-# The list is derived, not written out, so a new module (runs.py, imitation.py, ...) can never be
-# missing from the image: every top-level *.py of the repo is a project module, except the marimo
-# notebooks (*_viz.py, never imported by training or evaluation) and this file (Modal adds it
-# itself). bench/, tests/ and scripts/ are folders, so the glob never sees them. Shipping a module no
-# run imports costs a few kilobytes; missing one costs a ModuleNotFoundError an hour into a launch.
+# The list is derived, not written out, so a new module can never be missing from the image: the
+# library package (`mop/`, every module the stages import) and every top-level *.py of the repo
+# except the marimo notebooks (*_viz.py, never imported by training or evaluation) and this file
+# (Modal adds it itself). bench/, tests/ and scripts/ are not packages, so they never travel. Shipping
+# a module no run imports costs a few kilobytes; missing one costs a ModuleNotFoundError an hour
+# into a launch.
+PACKAGE = "mop"
 NOTEBOOK_SUFFIX = "_viz"
-PROJECT_MODULES = tuple(
+PROJECT_MODULES = (PACKAGE,) + tuple(
     sorted(
         p.stem
         for p in ROOT.glob("*.py")
@@ -172,8 +174,7 @@ def _train_body(
 ) -> dict:
     """Train one (task, trial, seed) into checkpoint_root: resume from its latest checkpoint, skip it
     if it already reached num_updates. Returns the trainer's summary, or {"skipped"} / {"error"}."""
-    import experiment
-    import runs
+    from mop import experiment, runs
 
     trainer = importlib.import_module(script.removesuffix(".py"))  # train_mop or train: same main()
     overrides = {**overrides, "checkpoint_dir": checkpoint_root}
@@ -245,7 +246,7 @@ def plan_eval(
 
 
 def _row_file(eval_root: str, checkpoint_path: str) -> Path:
-    import runs
+    from mop import runs
 
     name = runs.safe_name(checkpoint_path.replace("/", "__") + ".json", "checkpoint path")
     return runs.inside(Path(eval_root) / PENDING_DIR, Path(eval_root) / PENDING_DIR / name)
@@ -272,7 +273,7 @@ def _eval_body(ref: dict, options: batch_eval.BatchOptions, checkpoint_root: str
         return row
     if row.get("cache_path"):  # as a local batch_eval writes it: evaluation_cache/<task>/...
         row["cache_path"] = Path(row["cache_path"]).relative_to(out).as_posix()
-    import runs
+    from mop import runs
 
     runs.atomic_write_text(_row_file(eval_root, row["checkpoint_path"]), json.dumps(row, default=_plain))
     return row
@@ -425,7 +426,7 @@ def training_overrides(set_text: str, config_file: str, flags: dict) -> dict:
     """The settings every run gets over config.yaml: the --config file's, then --set's and the typed
     flags' (a key given both by --set and by its flag is refused). Only the keys given, so the rest
     keep config.yaml's value; the launcher's own keys come from --task-ids/--trials/--seeds."""
-    import experiment
+    from mop import experiment
 
     from_file = experiment.load_yaml(config_file or None)
     experiment.check_keys(from_file, f"--config {config_file!r}")
@@ -449,7 +450,7 @@ def training_jobs(task_ids: str, trials: str, seeds: str, script: str, overrides
     """One job per (task, trial, seed), each validated against the local schema with the same
     load_config call the container makes; raises LaunchError or experiment.ConfigError before
     anything is started. A job carries the given keys with the schema's types."""
-    import experiment
+    from mop import experiment
 
     if script not in SCRIPTS:
         raise LaunchError(f"--script must be one of {', '.join(SCRIPTS)}, got {script!r}")
@@ -472,7 +473,7 @@ def training_jobs(task_ids: str, trials: str, seeds: str, script: str, overrides
 def _launch_training(flags: dict) -> None:
     """main's body: validate everything here (one `error:` line and exit 2 on a bad flag, nothing
     started), then hand the jobs to train_all and report each run."""
-    import experiment
+    from mop import experiment
 
     gpu = flags["gpu"]
     try:
@@ -557,8 +558,8 @@ def sweep(
     """sweep.py's grid on Modal: trial first_trial + i holds the i-th α, every seed; the manifest
     sweeps/<name>.json is written here, the runs go through train_all like main's. Then
     eval_parallel and stats.py (or sweep.py's stages) on the downloaded results."""
-    import experiment
     import sweep as grid
+    from mop import experiment
 
     try:
         alphas, seed_list = grid.parse_alphas(lpc_alpha), grid.parse_seeds(seeds)
@@ -611,7 +612,7 @@ def _plan_remote(num_episodes: int, num_envs: int, force: bool, task: str, skip_
     """Validate the flags here, list the volumes remotely, and plan: (todo, pending, options)."""
     import batch_eval
     import eval_mop
-    from babyai_env import check_task_id
+    from mop.babyai_env import check_task_id
 
     try:  # ConfigError, BatchEvalError, EvalError and LaunchError: ValueErrors with one clear line
         evaluation = eval_mop.EvalOptions(
@@ -833,7 +834,7 @@ def lmc(
     rl-mop-lmc as <task>/seed_<S>/<strategy>/. Training keys: --set "key=value ..." over --config
     FILE over config.yaml (e.g. --set "buffer_episodes=2000"). --fork-buffer-strategy: copy | fresh
     | shared | split (default: copy with a buffer, fresh without). Re-run the command to continue."""
-    import experiment
+    from mop import experiment
 
     settings = {
         "fork_points": fork_points,

@@ -41,7 +41,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
-from plot_style import (
+from mop.plot_style import (
     EXPERT_CMAPS,
     EXPERT_COLORS,
     PANEL,
@@ -54,8 +54,8 @@ from plot_style import (
     short_size,
     styled,
 )
-from results_plots import plot_knockout_comparison, plot_training_curves
-from routing_analysis import (
+from mop.results_plots import plot_knockout_comparison, plot_training_curves
+from mop.routing_analysis import (
     ACTION_NAMES,
     EVENT_NAMES,
     action_kl_by_cell,
@@ -71,12 +71,12 @@ from routing_analysis import (
 )
 
 # Defined in routing_analysis; re-exported because users' scripts call them as plotting_utils.<name>.
-from routing_analysis import aggregate_routing_by_position as aggregate_routing_by_position
-from routing_analysis import compute_grid_bounds as compute_grid_bounds
-from routing_analysis import get_available_analyses as get_available_analyses
-from routing_analysis import group_routing_data as group_routing_data
-from routing_analysis import room_labels_for_groups as room_labels_for_groups
-from routing_cache import CacheData
+from mop.routing_analysis import aggregate_routing_by_position as aggregate_routing_by_position
+from mop.routing_analysis import compute_grid_bounds as compute_grid_bounds
+from mop.routing_analysis import get_available_analyses as get_available_analyses
+from mop.routing_analysis import group_routing_data as group_routing_data
+from mop.routing_analysis import room_labels_for_groups as room_labels_for_groups
+from mop.routing_cache import CacheData
 
 # ----------------------------------------------------------------------------- expert names and legends
 

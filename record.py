@@ -35,11 +35,11 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from babyai_env import EVAL_SEED_START
 from eval_mop import ActedStep, run_episodes
-from experiment import ArgumentParser, CheckpointError, load_policy
-from numpy_policy import one_thread
-from runs import RunId, RunPathError, atomic_write, atomic_write_text, parse_checkpoint_name
+from mop.babyai_env import EVAL_SEED_START
+from mop.experiment import ArgumentParser, CheckpointError, load_policy
+from mop.numpy_policy import one_thread
+from mop.runs import RunId, RunPathError, atomic_write, atomic_write_text, parse_checkpoint_name
 
 SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"

@@ -24,19 +24,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from routing_cache import CacheError, find_caches, load_cache
-from runs import OutputError, RunPathError, check_writable_dir, inside, parse_run_path, run_subpath
+from mop.routing_cache import CacheError, find_caches, load_cache
+from mop.runs import OutputError, RunPathError, check_writable_dir, inside, parse_run_path, run_subpath
 
 
 def render_cache(
     cache_folder: str | Path, out_root: str | Path = "plots", results_path: str | None = None, dpi: int = 150
 ) -> list[Path]:
     """Render one cache's standard figures; returns the PNG paths."""
-    from babyai_env import check_task_id, render_layout
     from batch_eval import read_results
-    from experiment import read_metrics
+    from mop.babyai_env import check_task_id, render_layout
+    from mop.experiment import read_metrics
+    from mop.routing_analysis import pick_example_episode
     from plotting_utils import save_figures, standard_figures
-    from routing_analysis import pick_example_episode
 
     folder = Path(cache_folder)
     data = load_cache(folder)
@@ -97,10 +97,10 @@ def render_levels(results_path: str | Path, out_root: str | Path = "plots", dpi:
     import json
 
     from batch_eval import read_results
+    from mop.results_plots import plot_routing_by_level
+    from mop.routing_analysis import level_difficulty_summary, routing_by_level
+    from mop.runs import atomic_write_text
     from plotting_utils import save_figures
-    from results_plots import plot_routing_by_level
-    from routing_analysis import level_difficulty_summary, routing_by_level
-    from runs import atomic_write_text
 
     results = read_results(results_path)
     written = []
@@ -134,7 +134,7 @@ DPI_RANGE = (10, 1200)  # a 1200-dpi figure set is already ~100 MB of PNGs
 
 def main(argv: list[str] | None = None) -> dict:
     from batch_eval import BatchEvalError
-    from experiment import ArgumentParser
+    from mop.experiment import ArgumentParser
 
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", action="append", default=None, help="a routing cache folder (repeatable)")

@@ -24,14 +24,12 @@ with app.setup:
 
     import marimo as mo
 
-    import babyai_env
     import batch_eval
     import eval_mop
-    import experiment
     import plotting_utils as pu
-    import routing_analysis as ra
-    import routing_cache
-    from runs import cache_dir_for, run_label, run_subpath
+    from mop import babyai_env, experiment, routing_cache
+    from mop import routing_analysis as ra
+    from mop.runs import cache_dir_for, run_label, run_subpath
 
 
 @app.cell(hide_code=True)

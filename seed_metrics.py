@@ -57,9 +57,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from routing_analysis import group_labels
-from routing_cache import CacheData, CacheError, find_caches, load_cache
-from runs import atomic_write
+from mop.routing_analysis import group_labels
+from mop.routing_cache import CacheData, CacheError, find_caches, load_cache
+from mop.runs import atomic_write
 
 MIN_VISITS = 5
 SMOOTHING = 0.5  # Jeffreys prior on each action's count

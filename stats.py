@@ -83,8 +83,8 @@ from scipy import special
 from scipy import stats as sps
 
 import seed_metrics as sm
-from routing_cache import CacheData, CacheError, find_caches, load_cache
-from runs import atomic_write
+from mop.routing_cache import CacheData, CacheError, find_caches, load_cache
+from mop.runs import atomic_write
 
 SPATIAL = sm.CORRELATIONS  # lpc_entropy, lpc_kl_local, lpc_kl_global
 TEMPORAL = ("lpc_dist", "entropy_dist", "kl_dist")
@@ -537,7 +537,7 @@ def pooled_cells(
 ) -> dict[tuple[float, str], tuple[pd.DataFrame, dict]]:
     """{(α, phase): (per-cell table of the pooled steps of every run of that α, grid info)} for the
     phase × α heatmaps: mean LPC, H(A|S), KL to the pooled P_a, cells with >= min_visits visits."""
-    from routing_analysis import grid_info_for
+    from mop.routing_analysis import grid_info_for
 
     phases = phases_of(table)
     system = next(s for s, ph in sm.PHASES.items() if list(ph) == phases)
@@ -564,7 +564,7 @@ def pooled_cells(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from experiment import ArgumentParser
+    from mop.experiment import ArgumentParser
 
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -633,7 +633,7 @@ def run(args: argparse.Namespace) -> dict:
     if runs["seed"].nunique(dropna=False) < 2 and runs.groupby("lpc_alpha").size().max() < 2:
         notes.append(f"one run per α: the tables report r only ('{NO_INFERENCE}' where a p would be)")
     if not args.no_figures:
-        import stats_plots
+        from mop import stats_plots
 
         figures = stats_plots.all_figures(table, seeds, scalars, args.cache_dir, args.update, notes)
         for name, fig in figures.items():

@@ -23,7 +23,7 @@ with app.setup:
     import pandas as pd
 
     import stats
-    import stats_plots
+    from mop import stats_plots
 
 
 @app.cell(hide_code=True)

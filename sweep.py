@@ -26,8 +26,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-import experiment
-from runs import atomic_write_text, resume_candidates, safe_name
+from mop import experiment
+from mop.runs import atomic_write_text, resume_candidates, safe_name
 
 SWEEP_KEYS = ("task_id", "trial", "seed", "lpc_alpha")  # the sweep's, not settable as flags
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from experiment import TrainConfig, cli_main
-from imitation import run_imitation
 from mixture_of_experts import PolicyOutput, build_policy
+from mop.experiment import TrainConfig, cli_main
+from mop.imitation import run_imitation
 
 POLICY_TYPE = "gru"
 

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from experiment import ArgumentParser, CheckpointError, load_policy
-from generative import GenerativeConfig, GenerativeModel, losses, reconstruction_metrics
+from mop.experiment import ArgumentParser, CheckpointError, load_policy
+from mop.generative import GenerativeConfig, GenerativeModel, losses, reconstruction_metrics
+from mop.runs import RunPathError, atomic_write, run_subpath
 from record import RecordingError, load_windows, read_metadata, weights_hash
-from runs import RunPathError, atomic_write, run_subpath
 
 MODEL_FORMAT = 2  # 2: the canvas decoder (format 1 models have no canvas: retrain them)
 LOSS_NAMES = ("obs", "hx", "act_log_probs", "done", "kl")

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from babyai_env import SafeBot, make_env, quiet_reset  # noqa: E402
+from mop.babyai_env import SafeBot, make_env, quiet_reset  # noqa: E402
 
 TASKS = ["BabyAI-GoToLocal-v0", "BabyAI-UnlockPickup-v0", "BabyAI-GoToImpUnlock-v0"]
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train_mop  # noqa: E402
 from eval_mop import EvalOptions, evaluate, save_evaluation  # noqa: E402
-from experiment import default_num_workers, load_config  # noqa: E402
-from routing_cache import JSON_FILE, load_cache  # noqa: E402
+from mop.experiment import default_num_workers, load_config  # noqa: E402
+from mop.routing_cache import JSON_FILE, load_cache  # noqa: E402
 
 
 def timed(fn, repeat: int = 1):

@@ -44,11 +44,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from babyai_env import LEVEL_TABLE  # noqa: E402
-from runs import atomic_write_text  # noqa: E402
+from mop.babyai_env import LEVEL_TABLE  # noqa: E402
+from mop.runs import atomic_write_text  # noqa: E402
 
 if TYPE_CHECKING:
-    from experiment import TrainConfig
+    from mop.experiment import TrainConfig
 
 LEVELS = LEVEL_TABLE
 
@@ -165,15 +165,15 @@ def _update_and_stats(path: Path) -> tuple[int, dict]:
 def stale_row(row: dict, recipe: dict) -> list[str]:
     """The recipe keys a table row was made with that differ from today's (config_changes); none
     for a row written before rows stored their config (it cannot be checked)."""
-    from experiment import config_changes
+    from mop.experiment import config_changes
 
     return config_changes(json.loads(row["config"]), recipe) if row.get("config") else []
 
 
 def check_run_folder(directory: Path, recipe: dict) -> None:
     """Refuse to resume or re-evaluate a run folder trained under another recipe."""
-    from experiment import ConfigError, config_changes, newest_checkpoint
-    from runs import resume_candidates
+    from mop.experiment import ConfigError, config_changes, newest_checkpoint
+    from mop.runs import resume_candidates
 
     if not resume_candidates(directory):
         return
@@ -192,7 +192,7 @@ def run_level(
     resolved (load_config of it), before the bench's own length and folder overrides."""
     import train_mop
     from eval_mop import EvalOptions, evaluate
-    from experiment import ConfigError, load_config, recipe_keys, run_dir
+    from mop.experiment import ConfigError, load_config, recipe_keys, run_dir
 
     frames_per_update = probe_cfg.num_envs * probe_cfg.unroll_len
     updates = max(1, round(args.frames / frames_per_update))
@@ -335,7 +335,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from experiment import ArgumentParser, ConfigError
+    from mop.experiment import ArgumentParser, ConfigError
 
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default=",".join(LEVELS), help="comma list (default: all eleven)")
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_or_skip(level: str, args: argparse.Namespace, sets: dict) -> None:
-    from experiment import ConfigError, load_config, recipe_keys
+    from mop.experiment import ConfigError, load_config, recipe_keys
 
     out = Path(args.out)
     config = level_config(level, Path(args.configs_dir))

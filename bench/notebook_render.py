@@ -33,7 +33,7 @@ def build_cache(out: Path, task_id: str, num_episodes: int) -> Path:
     """Train a tiny checkpoint and evaluate it into a routing cache under out/evaluation_cache."""
     import eval_mop
     import train_mop
-    from experiment import load_config
+    from mop.experiment import load_config
 
     cfg = load_config(
         None,
@@ -97,10 +97,12 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     import marimo  # noqa: F401
 
-    import babyai_env  # noqa: F401  (torch, minigrid)
     import plotting_utils  # noqa: F401
-    import routing_analysis  # noqa: F401
-    import routing_cache
+    from mop import (
+        babyai_env,  # noqa: F401  (torch, minigrid)
+        routing_analysis,  # noqa: F401
+        routing_cache,
+    )
 
     imports = time.perf_counter() - start
     tmp = None

@@ -28,7 +28,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).
 from levels import parse_sets, read_rows, recipe_of, stale_row, train_command, write_rows  # noqa: E402  (bench/levels.py)
 
 if TYPE_CHECKING:
-    from experiment import TrainConfig
+    from mop.experiment import TrainConfig
 
 BABYAI_DEMOS_TO_99 = {
     "BabyAI-GoToLocal-v0": "148.5-193.2 K",
@@ -54,7 +54,7 @@ def run_count(counted: dict, base: TrainConfig, args: argparse.Namespace, recipe
     import train_mop
     from demos import load_or_generate_demos
     from eval_mop import EvalOptions, evaluate
-    from experiment import default_num_workers, load_config, recipe_keys
+    from mop.experiment import default_num_workers, load_config, recipe_keys
 
     task, demos = base.task_id, base.demos
     buf, _, _ = load_or_generate_demos(
@@ -105,7 +105,7 @@ def run_count(counted: dict, base: TrainConfig, args: argparse.Namespace, recipe
 
 
 def main(argv: list[str] | None = None) -> int:
-    from experiment import ArgumentParser, ConfigError
+    from mop.experiment import ArgumentParser, ConfigError
 
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="BabyAI-GoToLocal-v0")
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_grid(args: argparse.Namespace, sets: dict, ks: list[int]) -> int | None:
     """Each count of the grid, trained or read from the CSV; the smallest reaching the target."""
-    from experiment import ConfigError, load_config, recipe_keys
+    from mop.experiment import ConfigError, load_config, recipe_keys
 
     recipe = recipe_of(None, {**sets, "epochs": args.epochs})
     out = Path(args.out)

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import batch_eval  # noqa: E402
 import seed_metrics as sm  # noqa: E402
-from routing_cache import derive_step_columns, write_cache  # noqa: E402
-from runs import cache_dir_for  # noqa: E402
+from mop.routing_cache import derive_step_columns, write_cache  # noqa: E402
+from mop.runs import cache_dir_for  # noqa: E402
 
 SIZES = [[0, 16]]  # one layer: LPC = w_1 · 16² exactly
 WIDTH = 8

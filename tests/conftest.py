@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from language import BABYAI_VOCAB
+from mop.language import BABYAI_VOCAB
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +55,7 @@ TINY_PRESET = ROOT / "configs" / "tiny.yaml"
 
 def tiny_config(checkpoint_dir, **overrides):
     """configs/tiny.yaml (seconds to train) with a checkpoint folder and any overrides."""
-    from experiment import load_config
+    from mop.experiment import load_config
 
     return load_config(TINY_PRESET, {"checkpoint_dir": str(checkpoint_dir), **overrides})
 
@@ -98,7 +98,7 @@ def fake_episode(length: int, seed: int, mission: str = "go to the red ball"):
     """A replay_buffer.StoredEpisode of random (but seed-fixed) steps, for buffer tests."""
     import numpy as np
 
-    from replay_buffer import StoredEpisode
+    from mop.replay_buffer import StoredEpisode
 
     rng = np.random.default_rng(seed)
     return StoredEpisode(

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import routing_analysis as ra
+from mop import routing_analysis as ra
 
 
 def hand_steps() -> pd.DataFrame:
@@ -40,7 +40,7 @@ def hand_steps() -> pd.DataFrame:
 
 def test_imports_no_matplotlib():
     # Stats scripts and notebooks compute with this module alone: no plotting backend comes with it.
-    code = "import routing_analysis, sys; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    code = "import mop.routing_analysis, sys; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 

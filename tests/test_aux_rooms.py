@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from babyai_env import RoomLayout, make_env, quiet_reset, train_episode_seed
-from collection import Collector
 from conftest import fake_episode, tiny_config
-from experiment import ConfigError, load_checkpoint, read_metrics
-from replay_buffer import EpisodeAssembler, EpisodeBuffer, episodes_as_chunk
+from mop.babyai_env import RoomLayout, make_env, quiet_reset, train_episode_seed
+from mop.collection import Collector
+from mop.experiment import ConfigError, load_checkpoint, read_metrics
+from mop.replay_buffer import EpisodeAssembler, EpisodeBuffer, episodes_as_chunk
 from tests.test_env import small_agent
 
 MAZE = "BabyAI-Unlock-v0"
@@ -90,8 +90,8 @@ def test_assembled_episodes_carry_the_chunks_rooms():
 
 
 def test_the_aux_loss_reaches_every_recurrent_weight_and_skips_unknown_steps():
-    from babyai_env import encode_obs
-    from imitation import aux_rooms_loss
+    from mop.babyai_env import encode_obs
+    from mop.imitation import aux_rooms_loss
 
     policy, encoder = small_agent()
     chunk = Collector(MAZE, [0, 1], 0, None, "raw", teacher_forcing=1.0).collect(policy, encoder, 12)

@@ -25,8 +25,9 @@ from torch import nn
 
 import batch_eval
 import eval_mop
-import experiment
-from experiment import (
+from mixture_of_experts import build_policy
+from mop import experiment
+from mop.experiment import (
     CheckpointError,
     ConfigError,
     build_arg_parser,
@@ -35,7 +36,6 @@ from experiment import (
     load_config,
     load_policy,
 )
-from mixture_of_experts import build_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "BabyAI-GoToRedBallGrey-v0"
@@ -419,6 +419,10 @@ def _imports(path: Path) -> set[str]:
             names |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
+            if node.module == "mop":  # `from mop import runs`: the package's module runs.py
+                names |= {f"mop.{a.name}" for a in node.names}
+            elif node.module.startswith("mop."):
+                names.add(node.module)
     return names
 
 
@@ -440,8 +444,10 @@ def test_every_readme_command_needs_only_requirements_txt():
             continue
         seen.add(path)
         for name in _imports(path):
-            if (ROOT / f"{name}.py").exists():
-                todo.append(ROOT / f"{name}.py")
+            if name == "mop":  # the library package itself; its modules are followed by name
+                continue
+            if (ROOT / f"{name.replace('.', '/')}.py").exists():
+                todo.append(ROOT / f"{name.replace('.', '/')}.py")
             elif (path.parent / f"{name}.py").exists():  # a script's sibling (its sys.path[0])
                 todo.append(path.parent / f"{name}.py")
             elif name not in sys.stdlib_module_names and name not in OPTIONAL:

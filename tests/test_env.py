@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import babyai_env
-import collection
-from babyai_env import (
+from mixture_of_experts import build_policy
+from mop import babyai_env, collection
+from mop.babyai_env import (
     EVAL_SEED_START,
     TRAIN_SEED_START,
     SafeBot,
@@ -23,9 +23,8 @@ from babyai_env import (
     quiet_reset,
     train_episode_seed,
 )
-from collection import Collector, ParallelCollector, merge_chunks
-from language import build_mission_encoder
-from mixture_of_experts import build_policy
+from mop.collection import Collector, ParallelCollector, merge_chunks
+from mop.language import build_mission_encoder
 
 TASK = "BabyAI-GoToLocal-v0"
 POLICY_CONFIG = dict(

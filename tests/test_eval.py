@@ -14,10 +14,10 @@ from minigrid.envs.babyai.core.verifier import AfterInstr, BeforeInstr, GoToInst
 
 import batch_eval
 import train_mop
-from babyai_env import PhaseTracker, SafeBot, make_env, ordered_instructions, quiet_reset
 from eval_mop import EvalError, EvalOptions, compute_metrics, evaluate, wilson_interval
-from experiment import load_config
-from routing_cache import (
+from mop.babyai_env import PhaseTracker, SafeBot, make_env, ordered_instructions, quiet_reset
+from mop.experiment import load_config
+from mop.routing_cache import (
     JSON_FILE,
     LEGACY_RECORD_KEYS,
     LEGACY_TOP_KEYS,
@@ -26,7 +26,7 @@ from routing_cache import (
     load_cache,
     write_cache,
 )
-from runs import cache_dir_for
+from mop.runs import cache_dir_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "BabyAI-GoToRedBallGrey-v0"
@@ -393,7 +393,7 @@ def test_derived_phase_columns_are_rebuilt_exactly(tmp_path):
 
 
 def test_run_paths_and_labels_from_any_root():
-    from runs import run_label, run_subpath
+    from mop.runs import run_label, run_subpath
 
     cache = "/x/evaluation_cache/BabyAI-UnlockPickup-v0/trial_0/seed_2/update_1500/knockout_threshold_0.1"
     assert run_subpath(cache) == Path(

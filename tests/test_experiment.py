@@ -11,7 +11,8 @@ import torch
 import train
 import train_mop
 from conftest import tiny_config
-from experiment import (
+from mixture_of_experts import GRUPolicy, MixtureOfExpertsPolicy, build_policy
+from mop.experiment import (
     ConfigError,
     TrainConfig,
     build_arg_parser,
@@ -22,7 +23,6 @@ from experiment import (
     run_dir,
     save_checkpoint,
 )
-from mixture_of_experts import GRUPolicy, MixtureOfExpertsPolicy, build_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -256,7 +256,7 @@ def test_parallel_workers_train(tmp_path):
 
 
 def test_config_changes_names_recipe_keys_and_reads_missing_keys_as_defaults():
-    from experiment import _DEFAULTS, config_changes, recipe_keys
+    from mop.experiment import _DEFAULTS, config_changes, recipe_keys
 
     overrides = {"lr_final": 3e-4, "lr_decay_updates": 5, "num_updates": 7, "num_workers": 0}
     cfg = recipe_keys(load_config(None, overrides))
@@ -299,7 +299,7 @@ def test_a_config_may_build_on_a_base_file(tmp_path):
 
 
 def test_the_per_level_recipes_that_build_on_the_maze_recipe_resolve_to_it():
-    from experiment import config_changes, recipe_keys
+    from mop.experiment import config_changes, recipe_keys
 
     maze = recipe_keys(load_config(ROOT / "configs" / "BabyAI-GoToObjMaze-v0.yaml"))
     for level in ("GoTo", "Pickup", "Unlock", "Synth", "GoToImpUnlock"):

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 import failures as fl
-from babyai_env import (
+from conftest import tiny_config
+from mop.babyai_env import (
     EVAL_SEED_START,
     SafeBot,
     check_locked_level,
@@ -19,9 +20,8 @@ from babyai_env import (
     quiet_reset,
     target_objects,
 )
-from collection import Collector
-from conftest import tiny_config
-from experiment import ConfigError
+from mop.collection import Collector
+from mop.experiment import ConfigError
 from tests.test_env import small_agent
 
 

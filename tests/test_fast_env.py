@@ -19,9 +19,9 @@ import pytest
 from minigrid.minigrid_env import MiniGridEnv
 from minigrid.utils.baby_ai_bot import BabyAIBot
 
-from babyai_env import LEVEL_TABLE, _BoundedStack, bot_path_length, make_env, quiet_reset
 from conftest import tiny_config
-from fast_grid import FastBot, FastView
+from mop.babyai_env import LEVEL_TABLE, _BoundedStack, bot_path_length, make_env, quiet_reset
+from mop.fast_grid import FastBot, FastView
 
 LEVELS = [*LEVEL_TABLE, "BabyAI-PutNextS7N4-v0"]  # the level table's levels, and a PutNext
 

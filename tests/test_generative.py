@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import generative
 import generative_analysis
 import record
 import train_generative
-from babyai_env import encode_obs, make_env
 from eval_mop import run_episodes
-from experiment import load_policy
-from generative import (
+from mop import generative
+from mop.babyai_env import encode_obs, make_env
+from mop.experiment import load_policy
+from mop.generative import (
     AGENT_CELL,
     CANVAS_SIZE,
     CELL_DIM,

@@ -26,14 +26,13 @@ import torch
 
 import batch_eval
 import eval_mop
-import experiment
 import render_plots
-import runs
 import train
 import train_mop
 from conftest import TINY_PRESET, tiny_config
 from eval_mop import EvalError, EvalOptions, canonical_knockout, parse_knockout
-from experiment import LIMITS, ConfigError, load_config, read_metrics
+from mop import experiment, runs
+from mop.experiment import LIMITS, ConfigError, load_config, read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "BabyAI-GoToRedBallGrey-v0"

@@ -11,13 +11,13 @@ import torch
 from minigrid.envs.babyai.core.verifier import PutNextInstr
 
 import train_mop
-from babyai_env import SafeBot, make_env, quiet_reset, train_episode_seed
-from collection import Collector
 from conftest import tiny_config
-from experiment import ConfigError, load_config, read_metrics
-from imitation import lr_at, teacher_forcing_at
-from language import build_mission_encoder
 from mixture_of_experts import build_policy
+from mop.babyai_env import SafeBot, make_env, quiet_reset, train_episode_seed
+from mop.collection import Collector
+from mop.experiment import ConfigError, load_config, read_metrics
+from mop.imitation import lr_at, teacher_forcing_at
+from mop.language import build_mission_encoder
 
 PUTNEXT = "BabyAI-PutNextLocal-v0"
 # One bag of words, three missions: which object moves, and which colour goes with which type.

@@ -13,8 +13,8 @@ import torch
 from minigrid.core.constants import COLOR_NAMES
 from minigrid.envs.babyai.core.verifier import LOC_NAMES, OBJ_TYPES
 
-import language
-from language import (
+from mop import language
+from mop.language import (
     BABYAI_VOCAB,
     PAD_ID,
     UNK_ID,
@@ -212,7 +212,7 @@ def test_module_imports_and_reports_without_transformers() -> None:
     # A fresh interpreter where `import transformers` fails: BoW works, DistilBERT says what to install.
     code = (
         "import sys; sys.modules['transformers'] = None\n"
-        "import language\n"
+        "from mop import language\n"
         "assert language.build_mission_encoder('bow', 4)(['go to the red ball']).shape == (1, 4)\n"
         "try:\n"
         "    language.DistilBertEncoder(4)\n"

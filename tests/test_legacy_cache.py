@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import routing_analysis as ra
 import seed_metrics as sm
-from routing_cache import (
+from mop import routing_analysis as ra
+from mop.routing_cache import (
     JSON_FILE,
     LEGACY_RECORD_KEYS,
     LEGACY_TOP_KEYS,

@@ -222,7 +222,7 @@ def test_sample_efficiency_bench_trains_each_count_skips_done_ones_and_refuses_a
 def test_a_rows_command_pastes_into_a_shell_and_gives_the_rows_config():
     import shlex
 
-    from experiment import build_arg_parser, config_from_args, load_config
+    from mop.experiment import build_arg_parser, config_from_args, load_config
 
     config = levels.REPO / "configs" / "BabyAI-Unlock-v0.yaml"
     overrides = {

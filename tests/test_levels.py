@@ -13,7 +13,7 @@ test too, so the list stays true.
 import pytest
 import torch
 
-from babyai_env import (
+from mop.babyai_env import (
     EVAL_SEED_START,
     OBS_ENCODINGS,
     SafeBot,

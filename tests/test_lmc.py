@@ -27,10 +27,10 @@ from matplotlib.figure import Figure
 
 import lmc
 from conftest import TINY_PRESET, fake_episode
-from experiment import load_checkpoint, run_dir, save_checkpoint
-from imitation import buffer_path
-from replay_buffer import EpisodeBuffer, StoredEpisode
-from runs import checkpoint_name
+from mop.experiment import load_checkpoint, run_dir, save_checkpoint
+from mop.imitation import buffer_path
+from mop.replay_buffer import EpisodeBuffer, StoredEpisode
+from mop.runs import checkpoint_name
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "BabyAI-GoToRedBallGrey-v0"
@@ -137,7 +137,7 @@ def test_instability_table_reads_barriers_and_children_routing_from_the_rows():
     assert table["success_barrier_ci"].tolist() == pytest.approx([0.1, 0.1])
     assert table["routing_js_layer_0"].tolist() == pytest.approx([0.4, 0.1])  # α = 0: A against B
     assert table["routing_agreement_mean"].tolist() == pytest.approx([0.6, 0.9])
-    figures = __import__("lmc_plots").lmc_figures(interp, table)
+    figures = __import__("mop.lmc_plots", fromlist=["lmc_figures"]).lmc_figures(interp, table)
     assert set(figures) == {
         "all_interpolations",
         "interp_fork_0",
@@ -401,7 +401,7 @@ def test_checkpoints_are_in_the_standard_layout(experiment):
 @pytest.mark.slow
 def test_interpolation_endpoints_reproduce_each_childs_own_evaluation(experiment):
     from eval_mop import EvalOptions, evaluate
-    from experiment import load_policy
+    from mop.experiment import load_policy
 
     exp, _, _ = experiment
     interp, _ = lmc.load_results(exp.directory)
@@ -448,7 +448,7 @@ def state_equal(a: dict, b: dict) -> bool:
 @pytest.mark.slow
 def test_a_fork_with_the_parents_seed_equals_the_parent_resumed_from_that_checkpoint(experiment, tmp_path):
     import train_mop
-    from experiment import read_metrics
+    from mop.experiment import read_metrics
 
     exp, _, _ = experiment
     parent = exp.parent_config()

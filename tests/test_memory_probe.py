@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import memory_probe as mp
-from babyai_env import RoomLayout, make_env
+from mop.babyai_env import RoomLayout, make_env
 
 LAYOUT = RoomLayout(room_size=8, num_rows=3, num_cols=3)
 

@@ -25,9 +25,9 @@ modal = pytest.importorskip("modal", reason="the Modal client (pip install modal
 import click  # noqa: E402  (Modal's CLI library)
 
 import batch_eval  # noqa: E402
-import experiment  # noqa: E402
 import modal_app  # noqa: E402
 from eval_mop import EvalOptions  # noqa: E402
+from mop import experiment  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "BabyAI-GoToRedBallGrey-v0"
@@ -102,10 +102,12 @@ def test_app_functions_volumes_and_image_contents():
     assert spec["train_run"].cpu == modal_app.TRAIN_CPUS and spec["train_run"].gpus is None
     assert Path(modal_app.CHECKPOINT_ROOT).name == "modal_checkpoints"  # row keys match local batch_eval
     assert modal_app.TRAIN_TIMEOUT_S < modal_app.LAUNCH_TIMEOUT_S <= 24 * 3600
-    # Every project module that an added module imports is added too.
-    local = {p.stem for p in ROOT.glob("*.py")}
-    for name in modal_app.PROJECT_MODULES:
-        tree = ast.parse((ROOT / f"{name}.py").read_text())
+    # Every project module that an added module imports is added too (the package counts as one).
+    local = {p.stem for p in ROOT.glob("*.py")} | {modal_app.PACKAGE}
+    sources = [ROOT / f"{n}.py" for n in modal_app.PROJECT_MODULES if n != modal_app.PACKAGE]
+    sources += sorted((ROOT / modal_app.PACKAGE).glob("*.py"))
+    for path in sources:
+        tree = ast.parse(path.read_text())
         imported = {
             a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
         }
@@ -113,12 +115,13 @@ def test_app_functions_volumes_and_image_contents():
             n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
         }
         missing = (imported & local) - set(modal_app.PROJECT_MODULES)
-        assert not missing, f"{name} imports {missing}, which the image does not add"
+        assert not missing, f"{path.name} imports {missing}, which the image does not add"
     # The list is derived from the repo, so it covers every module the entry scripts reach.
-    entry = {"train_mop", "train", "batch_eval", "eval_mop", "experiment"}
+    entry = {"train_mop", "train", "batch_eval", "eval_mop", modal_app.PACKAGE}
     assert entry <= set(modal_app.PROJECT_MODULES)
+    assert (ROOT / modal_app.PACKAGE / "experiment.py").exists()  # the library travels inside the package
     assert not {"modal_app", "routing_viz", "logit_viz", "cross_task_viz"} & set(modal_app.PROJECT_MODULES)
-    assert set(modal_app.PROJECT_MODULES) == {
+    assert set(modal_app.PROJECT_MODULES) == {modal_app.PACKAGE} | {
         p.stem for p in ROOT.glob("*.py") if not p.stem.endswith("_viz") and p.stem != "modal_app"
     }
 

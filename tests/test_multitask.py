@@ -16,11 +16,11 @@ import pytest
 from scipy import stats as scipy_stats
 
 import batch_eval
-from babyai_env import check_task_ids, env_levels
-from collection import Episode, ParallelCollector
-from experiment import ConfigError, load_config
-from routing_analysis import clustered_mean, curriculum_rank, level_difficulty_summary, routing_by_level
-from runs import CheckpointRef, RunId, find_checkpoints, parse_run_path, run_task_ids, run_task_name
+from mop.babyai_env import check_task_ids, env_levels
+from mop.collection import Episode, ParallelCollector
+from mop.experiment import ConfigError, load_config
+from mop.routing_analysis import clustered_mean, curriculum_rank, level_difficulty_summary, routing_by_level
+from mop.runs import CheckpointRef, RunId, find_checkpoints, parse_run_path, run_task_ids, run_task_name
 
 LEVELS = ["BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0", "BabyAI-UnlockPickup-v0"]
 TASKS = ",".join(LEVELS)
@@ -102,7 +102,7 @@ def test_bad_multi_task_config_is_one_line(overrides, message):
 
 
 def test_per_level_success_is_logged_and_single_task_keys_are_unchanged():
-    from imitation import TrainState
+    from mop.imitation import TrainState
 
     def chunk(episodes):
         return {"slot_states": None, "done": np.zeros((2, 2), bool), "episodes": list(enumerate(episodes))}
@@ -285,7 +285,7 @@ def test_tiny_multi_task_run_evaluates_and_plots_per_level(tmp_path, monkeypatch
     import render_plots
     import train_mop
     from conftest import tiny_config
-    from experiment import read_metrics
+    from mop.experiment import read_metrics
 
     levels = ["BabyAI-GoToRedBallGrey-v0", "BabyAI-GoToLocal-v0"]
     cfg = tiny_config(tmp_path / "checkpoints", task_id=",".join(levels), task_weights="3,1")

@@ -36,11 +36,11 @@ import pytest
 from matplotlib.figure import Figure
 
 import batch_eval
-import routing_cache
 import stats
 import train_mop
 from conftest import tiny_config
-from experiment import read_metrics
+from mop import routing_cache
+from mop.experiment import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["routing_viz.py", "logit_viz.py", "cross_task_viz.py"]  # over the `project` chain

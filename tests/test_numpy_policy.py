@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-import collection
-from babyai_env import make_env, obs_dim
-from collection import Collector, MissionCache, ObsBatch, act, acting_step
-from language import build_mission_encoder
 from mixture_of_experts import build_policy
-from numpy_policy import NumpyPolicy
+from mop import collection
+from mop.babyai_env import make_env, obs_dim
+from mop.collection import Collector, MissionCache, ObsBatch, act, acting_step
+from mop.language import build_mission_encoder
+from mop.numpy_policy import NumpyPolicy
 
 LEVEL = "BabyAI-PutNextLocal-v0"  # two objects per mission, carrying: every input part varies
 
@@ -193,7 +193,7 @@ def test_acting_runs_torch_and_numpy_blas_on_one_thread_and_restores_them():
     # product beside two training runs): acting must use one, and leave the caller's settings.
     from threadpoolctl import threadpool_limits
 
-    from numpy_policy import one_thread
+    from mop.numpy_policy import one_thread
 
     torch_before = torch.get_num_threads()
     with threadpool_limits(3, user_api="blas"):

@@ -15,15 +15,14 @@ import pytest
 from matplotlib.figure import Figure
 
 import eval_mop
-import plot_style
 import plotting_utils as pu
-import results_plots as rp
-import routing_analysis as ra
-import routing_cache
 import train
 import train_mop
 from conftest import tiny_config
-from experiment import read_metrics
+from mop import plot_style, routing_cache
+from mop import results_plots as rp
+from mop import routing_analysis as ra
+from mop.experiment import read_metrics
 
 # ----------------------------------------------------------------------------- fixtures
 

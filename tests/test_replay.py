@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from babyai_env import DEMO_SEED_START, EVAL_SEED_START, TRAIN_SEED_START, demo_episode_seed
 from conftest import fake_episode, tiny_config
-from experiment import ConfigError, load_checkpoint
-from replay_buffer import (
+from mop.babyai_env import DEMO_SEED_START, EVAL_SEED_START, TRAIN_SEED_START, demo_episode_seed
+from mop.experiment import ConfigError, load_checkpoint
+from mop.replay_buffer import (
     BufferError,
     EpisodeAssembler,
     EpisodeBuffer,
@@ -82,12 +82,12 @@ def test_replay_frames_for_ratio():
 def _collect_episodes(cfg, chunks: int, window_policy=None):
     """Real collector chunks of a tiny policy acting (no teacher forcing), cut into episodes."""
     import train_mop
-    from collection import Collector
-    from experiment import run_seed
-    from language import build_mission_encoder
+    from mop.collection import Collector
+    from mop.experiment import run_seed
+    from mop.language import build_mission_encoder
 
     torch.manual_seed(0)
-    from babyai_env import make_env, obs_dim
+    from mop.babyai_env import make_env, obs_dim
 
     env = make_env(cfg.task_id)
     model_config = {
@@ -118,8 +118,8 @@ def test_assembled_episodes_are_the_collectors_episodes(tmp_path):
 
 def test_replayed_windows_give_the_logits_of_acting_through_the_episode(tmp_path):
     """The no-grad memory pass + windows equals stepping the policy through each episode."""
-    from babyai_env import encode_obs
-    from collection import MissionCache
+    from mop.babyai_env import encode_obs
+    from mop.collection import MissionCache
 
     cfg = tiny_config(tmp_path, num_envs=3, unroll_len=16, max_steps=20)
     policy, encoder, episodes, _ = _collect_episodes(cfg, chunks=4)
@@ -165,7 +165,7 @@ def test_replayed_windows_give_the_logits_of_acting_through_the_episode(tmp_path
 
 
 def test_concat_keeps_missions_consistent():
-    from collection import STEP_KEYS, empty_chunk
+    from mop.collection import STEP_KEYS, empty_chunk
 
     a = {**empty_chunk(2, 1), "missions": ["go to the red ball"], "memory": torch.zeros(1, 4)}
     b = dict(a, missions=["pick up the key", "go to the red ball"], mission_index=np.array([[0, 1], [0, 1]]))
@@ -261,7 +261,7 @@ def test_bad_buffer_and_demo_settings_are_refused(tmp_path, overrides, match):
 def test_dagger_with_buffer_trains_resumes_and_evaluates(tmp_path):
     import train_mop
     from eval_mop import EvalOptions, evaluate
-    from imitation import Replay
+    from mop.imitation import Replay
 
     cfg = tiny_config(tmp_path, buffer_episodes=20, replay_ratio=0.5, max_steps=12, num_updates=6)
     summary = train_mop.main(cfg, progress=False)
@@ -269,7 +269,7 @@ def test_dagger_with_buffer_trains_resumes_and_evaluates(tmp_path):
     assert sorted(p.name for p in run.glob("buffer_*.npz")) == ["buffer_6.npz"]  # only the newest kept
     saved, meta = EpisodeBuffer.load(run / "buffer_6.npz", TASK)
     assert meta["update"] == 6 and len(saved) > 0
-    rows = [r for r in __import__("experiment").read_metrics(run / "metrics.jsonl")]
+    rows = [r for r in __import__("mop.experiment", fromlist=["read_metrics"]).read_metrics(run / "metrics.jsonl")]
     assert rows[-1]["train/replay_frames"] > 0 and rows[-1]["buffer/episodes"] == len(saved)
     # the checkpoint stays weights_only-loadable (the buffer lives beside it)
     torch.load(run / "checkpoint_final.pt", weights_only=True)
@@ -310,7 +310,7 @@ def test_offline_bc_from_demos_trains_resumes_and_evaluates(tmp_path):
     summary = train_mop.main(cfg, progress=False)
     assert (demos_dir / TASK / "30_0.npz").exists()
     run = tmp_path / TASK / "trial_0"
-    rows = __import__("experiment").read_metrics(run / "metrics.jsonl")
+    rows = __import__("mop.experiment", fromlist=["read_metrics"]).read_metrics(run / "metrics.jsonl")
     assert rows[-1]["episodes/total"] > 30  # more than one pass over 30 short demos
     assert rows[-1]["demos/epoch"] >= 1 and rows[-1]["train/teacher_forcing"] == 1.0
     assert not list(run.glob("buffer_*.npz"))  # the demos are the cache, not a run buffer

@@ -13,7 +13,7 @@ from scipy import stats as sps
 import seed_metrics as sm
 import stats
 from bench.stats_speed import make_cache, results_rows
-from routing_cache import load_cache
+from mop.routing_cache import load_cache
 
 TASK = "BabyAI-GoToLocal-v0"
 

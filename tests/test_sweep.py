@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-import experiment
 import sweep
 from conftest import TINY_PRESET, tiny_config
+from mop import experiment
 
 TASK = "BabyAI-GoToRedBallGrey-v0"
 

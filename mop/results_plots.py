@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from plot_style import EXPERT_COLORS, PANEL, expert_label, expert_size, new_figure, styled
-from routing_analysis import default_runs, routing_layers
+from mop.plot_style import EXPERT_COLORS, PANEL, expert_label, expert_size, new_figure, styled
+from mop.routing_analysis import default_runs, routing_layers
 
 # ----------------------------------------------------------------------------- across evaluations
 

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import yaml
 
-from runs import OutputError, RunId, RunLockedError, atomic_write, atomic_write_text, resume_candidates
-from runs import run_dir as _run_dir
+from mop.runs import OutputError, RunId, RunLockedError, atomic_write, atomic_write_text, resume_candidates
+from mop.runs import run_dir as _run_dir
 
 # Version of the checkpoint dict written by save_checkpoint. Checkpoints without `format_version`
 # (the earlier system's, and this project's before it was checked) are format 0.
@@ -369,7 +369,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ConfigError on impossible values (each message names the key): negative or zero
     counts, probabilities outside [0, 1], and values above LIMITS (non-finite floats never get
     here: `_coerce` refuses them for every float key)."""
-    from babyai_env import KEY_CHECK_LAYOUTS, OBS_ENCODINGS, check_task_ids, env_levels, key_layout_counts
+    from mop.babyai_env import KEY_CHECK_LAYOUTS, OBS_ENCODINGS, check_task_ids, env_levels, key_layout_counts
 
     try:
         levels = check_task_ids(cfg.task_id)
@@ -759,8 +759,8 @@ def load_policy(
 
     distilbert_path: where this machine keeps the DistilBERT weights of a DistilBERT checkpoint
     (a directory or a Hugging Face id in the local cache); None: the run's `distilbert_path`."""
-    from language import MissionEncoderError, build_mission_encoder
     from mixture_of_experts import build_policy
+    from mop.language import MissionEncoderError, build_mission_encoder
 
     ckpt = load_checkpoint(checkpoint_path) if ckpt is None else ckpt
     config = ckpt["config"]

@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from scipy import stats as sps
 
 import stats
-from plot_style import PANEL, new_figure, styled
-from routing_analysis import to_grid
+from mop.plot_style import PANEL, new_figure, styled
+from mop.routing_analysis import to_grid
 
 LABELS = {
     "lpc_entropy": "LPC ~ H(A|S)",

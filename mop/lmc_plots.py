@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lmc import layers_of, wide
-from plot_style import EXPERT_COLORS, PANEL, new_figure, styled
+from mop.plot_style import EXPERT_COLORS, PANEL, new_figure, styled
 
 METRICS = {
     "success_rate": "success rate",

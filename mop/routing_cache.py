@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runs import atomic_write, parse_run_path
+from mop.runs import atomic_write, parse_run_path
 
 SCHEMA_VERSION = 1
 STEPS_FILE, EPISODES_FILE, META_FILE, JSON_FILE = (

@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from babyai_env import MAX_ROOMS, RoomLayout, check_task_ids, encode_obs, make_env, obs_dim, quiet_reset
-from collection import ParallelCollector
-from experiment import (
+from mop.babyai_env import MAX_ROOMS, RoomLayout, check_task_ids, encode_obs, make_env, obs_dim, quiet_reset
+from mop.collection import ParallelCollector
+from mop.experiment import (
     ConfigError,
     MetricLogger,
     TrainConfig,
@@ -59,9 +59,9 @@ from experiment import (
     seed_everything,
     set_rng_state,
 )
-from language import MissionEncoderError, build_mission_encoder
-from numpy_policy import use_one_thread
-from replay_buffer import (
+from mop.language import MissionEncoderError, build_mission_encoder
+from mop.numpy_policy import use_one_thread
+from mop.replay_buffer import (
     BufferError,
     EpisodeAssembler,
     EpisodeBuffer,
@@ -69,7 +69,7 @@ from replay_buffer import (
     replay_columns,
     replay_frames_for,
 )
-from runs import (
+from mop.runs import (
     METRICS_FILE,
     check_writable_dir,
     checkpoint_name,

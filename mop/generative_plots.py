@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from plot_style import EXPERT_COLORS, PANEL, new_figure, styled
+from mop.plot_style import EXPERT_COLORS, PANEL, new_figure, styled
 
 VIEW_TILE = 12
 _FALLBACK = np.array([[0, 0, 0], [40, 40, 40], [100, 100, 100], [200, 200, 200]], np.uint8)

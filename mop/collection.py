@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from babyai_env import (
+from mixture_of_experts import PolicyOutput, reset_memory
+from mop.babyai_env import (
     MAX_ROOMS,
     RoomLayout,
     SafeBot,
@@ -45,8 +46,7 @@ from babyai_env import (
     quiet_reset,
     train_episode_seed,
 )
-from mixture_of_experts import PolicyOutput, reset_memory
-from numpy_policy import NumpyPolicy, use_one_thread
+from mop.numpy_policy import NumpyPolicy, use_one_thread
 
 # ----------------------------------------------------------------------------- the acting step
 

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from minigrid.utils.baby_ai_bot import BabyAIBot
 
-import fast_grid
-from fast_grid import FastBot
+from mop import fast_grid
+from mop.fast_grid import FastBot
 
 # ----------------------------------------------------------------------------- tasks and seeds
 

@@ -35,7 +35,6 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from babyai_env import CHANNEL_SIZES, OBS_ENCODINGS, obs_dim
 from mixture_of_experts import (
     ONEHOT_CELL_DIM,
     ONEHOT_CELLS,
@@ -46,6 +45,7 @@ from mixture_of_experts import (
     fuse_gru_weights,
     fuse_linear_blocks,
 )
+from mop.babyai_env import CHANNEL_SIZES, OBS_ENCODINGS, obs_dim
 
 EXTRA = 5  # direction one-hot (4) ⊕ carrying (1), after the image in every observation encoding
 _OFFSETS = np.cumsum((0,) + CHANNEL_SIZES[:-1])  # where each channel's codes start in a cell's 20

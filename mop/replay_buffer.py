@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from collection import STEP_KEYS, empty_chunk
-from runs import atomic_write
+from mop.collection import STEP_KEYS, empty_chunk
+from mop.runs import atomic_write
 
 BUFFER_FORMAT_VERSION = 1
 
@@ -370,7 +370,7 @@ def replay_columns(
     at that point of its episode (a no-grad pass from the reset), as a chunk the learner trains on
     like a collector's: keys image, direction, carrying, mission_index, label, label_mask, done
     (window, C), memory (C, M), missions. None for no episodes."""
-    from babyai_env import encode_obs
+    from mop.babyai_env import encode_obs
 
     if not episodes:
         return None

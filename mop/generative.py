@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from babyai_env import CHANNEL_SIZES
 from mixture_of_experts import ONEHOT_CELLS, compute_lpc
+from mop.babyai_env import CHANNEL_SIZES
 
 CELL_DIM = sum(CHANNEL_SIZES)  # 20 codes per cell
 VIEW_DIM = ONEHOT_CELLS * CELL_DIM  # 980
