@@ -150,7 +150,10 @@ def test_collection_with_the_numpy_step_equals_collection_with_torch(monkeypatch
         for key in ("image", "direction", "carrying", "mission_index", "label", "label_mask", "done"):
             assert np.array_equal(a[key], b[key]), key
         assert a["missions"] == b["missions"]
-        assert torch.allclose(a["memory"], b["memory"], atol=1e-5)
+        # Two float32 kernels (numpy's BLAS, torch's) sum in different orders, and the rounding
+        # compounds through 48 recurrent steps: 1.7e-5 at most on an AMD EPYC, under 1e-5 on the
+        # Intel boxes before it. A wrong gate or a missed reset moves the memory by ~0.1.
+        assert torch.allclose(a["memory"], b["memory"], atol=1e-4)
         assert [(t, e.seed, e.length, e.success) for t, e in a["episodes"]] == [
             (t, e.seed, e.length, e.success) for t, e in b["episodes"]
         ]
