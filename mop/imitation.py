@@ -15,7 +15,7 @@ Where the labelled steps come from (README "Training"):
 - with `--buffer_episodes N` (`Replay`): the chunk plus whole episodes replayed from the DAgger
   aggregation buffer (replay_buffer.py), `--replay_ratio` of the update's frames; the buffer is
   saved as buffer_<update>.npz beside each checkpoint and restored by --resume;
-- with `--demos N` (`DemoSource`, in the collector's place): bot demos only (demos.py), offline
+- with `--demos N` (`DemoSource`, in the collector's place): bot demos only (mop/bot_demos.py), offline
   behavioural cloning in passes over the cached demos.
 
 --resume restores weights, Adam, RNGs, counters and each env's episode counter and RNG, but not the
@@ -459,7 +459,7 @@ class DemoSource:
     unroll_len windows (replay_columns), drawn pass after pass over the shuffled demos."""
 
     def __init__(self, cfg: TrainConfig, ckpt: dict | None, progress: bool):
-        from demos import load_or_generate_demos
+        from mop.bot_demos import load_or_generate_demos
 
         num_workers = cfg.num_workers if cfg.num_workers is not None else default_num_workers()
         try:

@@ -189,7 +189,7 @@ def test_demo_seeds_lie_between_evaluation_and_training():
 
 
 def test_demos_are_reproducible_cached_and_skip_what_the_bot_cannot_solve(tmp_path, monkeypatch):
-    import demos
+    from mop import bot_demos as demos
 
     a, info, path = demos.load_or_generate_demos(TASK, 12, 3, tmp_path, progress=False)
     assert path == tmp_path / TASK / "12_3.npz" and len(a) == 12
@@ -214,7 +214,7 @@ def test_demos_are_reproducible_cached_and_skip_what_the_bot_cannot_solve(tmp_pa
 
 
 def test_demo_cache_of_another_request_is_refused(tmp_path):
-    import demos
+    from mop import bot_demos as demos
 
     buf, info = demos.generate_demos(TASK, 4, 0, progress=False)
     wrong = demos.demo_path(tmp_path, TASK, 4, 1)  # a file saying demo set 0 under set 1's name
