@@ -52,8 +52,8 @@ def run_count(counted: dict, base: TrainConfig, args: argparse.Namespace, recipe
     """Train one count (`counted`: count_recipe's overrides; `base`: load_config of them) and
     evaluate its final weights; one CSV row."""
     import train_mop
-    from mop.bot_demos import load_or_generate_demos
     from eval_mop import EvalOptions, evaluate
+    from mop.bot_demos import load_or_generate_demos
     from mop.experiment import default_num_workers, load_config, recipe_keys
 
     task, demos = base.task_id, base.demos
