@@ -83,6 +83,7 @@ from scipy import special
 from scipy import stats as sps
 
 import seed_metrics as sm
+from mop.results import read_results
 from mop.routing_cache import CacheData, CacheError, find_caches, load_cache
 from mop.runs import atomic_write
 
@@ -594,8 +595,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from batch_eval import read_results
-
     out = Path(args.out or Path("stats") / args.task_id)
     out.mkdir(parents=True, exist_ok=True)
     results = read_results(args.results_path)
