@@ -24,12 +24,12 @@ with app.setup:
 
     import marimo as mo
 
-    import batch_eval
     import plotting_utils as pu
     from mop import experiment, routing_cache
     from mop import results_plots as rp
     from mop import routing_analysis as ra
-    from mop.runs import run_label
+    from mop.results import ResultsError, read_results
+    from mop.runs import DEFAULT_CHECKPOINT_DIRS, run_label
 
 
 @app.cell(hide_code=True)
@@ -50,17 +50,17 @@ def _():
 def _():
     results_csv = Path(os.environ.get("RESULTS_CSV", "evaluation_results.csv"))
     cache_root = Path(os.environ.get("ROUTING_CACHE_DIR", "evaluation_cache"))
-    checkpoint_dirs = os.environ.get(
-        "CHECKPOINT_DIRS", os.pathsep.join(batch_eval.DEFAULT_CHECKPOINT_DIRS)
-    ).split(os.pathsep)
+    checkpoint_dirs = os.environ.get("CHECKPOINT_DIRS", os.pathsep.join(DEFAULT_CHECKPOINT_DIRS)).split(
+        os.pathsep
+    )
     return cache_root, checkpoint_dirs, results_csv
 
 
 @app.cell
 def _(results_csv):
     try:
-        results = batch_eval.read_results(results_csv)
-    except batch_eval.BatchEvalError as _e:  # the project's one-line reason, not a traceback
+        results = read_results(results_csv)
+    except ResultsError as _e:  # the project's one-line reason, not a traceback
         mo.stop(True, mo.callout(mo.md(f"**Cannot read the results.** {_e}"), kind="danger"))
     return (results,)
 
@@ -167,7 +167,7 @@ def _(knockout_dropdown, results_csv):
             f"`python batch_eval.py --final_only --knockout largest --results_path {results_csv}`."
         ),
     )
-    fig_knockout = rp.plot_knockout_comparison(batch_eval.read_results(results_csv), knockout_dropdown.value)
+    fig_knockout = rp.plot_knockout_comparison(read_results(results_csv), knockout_dropdown.value)
     fig_knockout
     return
 

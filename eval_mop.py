@@ -21,7 +21,6 @@ import math
 import multiprocessing as mp
 import numbers
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -35,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mixture_of_experts import MixtureOfExpertsPolicy, PolicyOutput, compute_lpc
+from mop import results
 from mop.babyai_env import (
     EVAL_SEED_START,
     PhaseTracker,
@@ -48,6 +48,7 @@ from mop.babyai_env import (
 from mop.collection import MissionCache, ObsBatch, acting_step
 from mop.experiment import ArgumentParser, CheckpointError, load_checkpoint, load_policy
 from mop.numpy_policy import one_thread, use_one_thread
+from mop.results import knockout_label
 from mop.routing_cache import RECORDED_STEP_COLUMNS, derive_step_columns, weight_column, write_cache
 from mop.runs import (
     OutputError,
@@ -68,28 +69,13 @@ class EvalError(ValueError):
 # ----------------------------------------------------------------------------- knockout
 
 
-_KNOCKOUT_PART = re.compile(r"^layer_(\d+):(\d+)$")
-
-
 def canonical_knockout(spec: str | None) -> str | None:
-    """The one spelling of a knockout spec (None for none): 'largest', or 'layer_<k>:<j>' parts
-    without spaces or leading zeros, sorted and unique, so one evaluation has one row key and one
-    cache folder. EvalError for anything else (negative indices included: they would knock out
-    an expert counted from the end while the row names another)."""
-    text = "" if spec is None else str(spec).strip()
-    if text in ("", "none"):
-        return None
-    if text == "largest":
-        return text
-    pairs = set()
-    for part in text.split(","):
-        m = _KNOCKOUT_PART.match(part.strip())
-        if m is None:
-            raise EvalError(
-                f"--knockout {spec!r}: use 'largest' or 'layer_<k>:<j>[,...]' with 0-based layer k and expert j"
-            )
-        pairs.add((int(m.group(1)), int(m.group(2))))
-    return ",".join(f"layer_{k}:{j}" for k, j in sorted(pairs))
+    """mop.results.canonical_knockout (the one spelling of a knockout spec, None for none), a spec
+    it refuses as EvalError: --knockout is an evaluation option."""
+    try:
+        return results.canonical_knockout(spec)
+    except ValueError as e:
+        raise EvalError(str(e)) from None
 
 
 def parse_knockout(spec: str | None, expert_sizes: list[list[int]]) -> list[list[bool]] | None:
@@ -106,7 +92,7 @@ def parse_knockout(spec: str | None, expert_sizes: list[list[int]]) -> list[list
             disabled[k][int(np.argmax(sizes))] = True
         return disabled
     for part in spec.split(","):
-        k, j = (int(v) for v in _KNOCKOUT_PART.match(part).groups())
+        k, j = (int(v) for v in results.KNOCKOUT_PART.match(part).groups())
         if k >= len(expert_sizes) or j >= len(expert_sizes[k]):
             raise EvalError(
                 f"--knockout {spec!r}: {part} is not an expert of this checkpoint (expert sizes per "
@@ -615,28 +601,6 @@ def eval_levels(trained_task_id: str, requested: str | None = None) -> list[str]
         except ValueError as e:
             raise EvalError(str(e)) from None
     return levels
-
-
-def knockout_label(knockout: str | None, threshold: float | None) -> str:
-    """The knockout column and cache-folder label: 'none', 'largest', 'layer_0:1+threshold_0.1'..."""
-    knockout = canonical_knockout(knockout)
-    parts = ([knockout] if knockout else []) + ([f"threshold_{threshold:g}"] if threshold is not None else [])
-    return "+".join(parts) if parts else "none"
-
-
-def canonical_knockout_label(label: Any) -> str:
-    """A knockout label as knockout_label spells it (results rows written before, or by hand,
-    may differ in spaces or order); a label that is not one of ours is kept as written."""
-    text = "" if not isinstance(label, str) else label.strip()
-    parts = [p.strip() for p in text.split("+") if p.strip() and p.strip() != "none"]
-    spec = [p for p in parts if not p.startswith("threshold_")]
-    thresholds = [p.removeprefix("threshold_") for p in parts if p.startswith("threshold_")]
-    try:
-        if len(spec) > 1 or len(thresholds) > 1:
-            raise ValueError
-        return knockout_label(spec[0] if spec else None, float(thresholds[0]) if thresholds else None)
-    except ValueError:  # EvalError included
-        return text
 
 
 def save_evaluation(

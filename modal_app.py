@@ -286,13 +286,13 @@ def _plain(value: Any) -> Any:
 
 
 def _reduce_body(eval_root: str) -> dict:
-    """Merge every pending row into evaluation_results.csv with batch_eval.merge_results (a row
+    """Merge every pending row into evaluation_results.csv with mop.results.merge_results (a row
     replaces the one with the same key), then delete the merged row files."""
-    import batch_eval
+    from mop.results import merge_results
 
     files = sorted((Path(eval_root) / PENDING_DIR).glob("*.json"))
     rows = [json.loads(p.read_text()) for p in files]
-    table = batch_eval.merge_results(Path(eval_root) / RESULTS_FILE, rows)
+    table = merge_results(Path(eval_root) / RESULTS_FILE, rows)
     for p in files:
         p.unlink()
     return {"merged": len(rows), "rows": len(table)}
@@ -596,16 +596,16 @@ def sweep(
 
 def _results_table(local_path: str, remote_csv: str | None) -> tuple[pd.DataFrame, str]:
     """The results to compare with: the local CSV if there is one, else the volume's."""
-    import batch_eval
+    from mop.results import read_results
 
     if Path(local_path).exists():
-        return batch_eval.read_results(local_path), local_path
+        return read_results(local_path), local_path
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / RESULTS_FILE
         if remote_csv is not None:
             path.write_text(remote_csv)
         source = f"{EVAL_VOLUME}:/{RESULTS_FILE}" if remote_csv is not None else "no results yet"
-        return batch_eval.read_results(path), source
+        return read_results(path), source
 
 
 def _plan_remote(num_episodes: int, num_envs: int, force: bool, task: str, skip_routing: bool) -> tuple:
@@ -614,7 +614,7 @@ def _plan_remote(num_episodes: int, num_envs: int, force: bool, task: str, skip_
     import eval_mop
     from mop.babyai_env import check_task_id
 
-    try:  # ConfigError, BatchEvalError, EvalError and LaunchError: ValueErrors with one clear line
+    try:  # ConfigError, ResultsError, EvalError and LaunchError: ValueErrors with one clear line
         evaluation = eval_mop.EvalOptions(
             num_episodes=num_episodes, num_envs=num_envs, record=not skip_routing
         )

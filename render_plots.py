@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mop.results import ResultsError, read_results
 from mop.routing_cache import CacheError, find_caches, load_cache
 from mop.runs import OutputError, RunPathError, check_writable_dir, inside, parse_run_path, run_subpath
 
@@ -32,7 +33,6 @@ def render_cache(
     cache_folder: str | Path, out_root: str | Path = "plots", results_path: str | None = None, dpi: int = 150
 ) -> list[Path]:
     """Render one cache's standard figures; returns the PNG paths."""
-    from batch_eval import read_results
     from mop.babyai_env import check_task_id, render_layout
     from mop.experiment import read_metrics
     from mop.routing_analysis import pick_example_episode
@@ -62,7 +62,7 @@ def render_cache(
         raise CacheError(f"the run's metrics of cache {str(folder)!r}: {e}") from None
     results = None
     if results_path and Path(results_path).is_file():
-        table = read_results(results_path)  # BatchEvalError for a CSV that is not ours
+        table = read_results(results_path)  # ResultsError for a CSV that is not ours
         results = table[table["checkpoint_path"] == posixpath.normpath(checkpoint.as_posix())]
         results = results if len(results) else None
     figures = standard_figures(
@@ -96,7 +96,6 @@ def render_levels(results_path: str | Path, out_root: str | Path = "plots", dpi:
     """The routing-by-level figure and numbers of every checkpoint level_episodes finds."""
     import json
 
-    from batch_eval import read_results
     from mop.results_plots import plot_routing_by_level
     from mop.routing_analysis import level_difficulty_summary, routing_by_level
     from mop.runs import atomic_write_text
@@ -133,7 +132,6 @@ DPI_RANGE = (10, 1200)  # a 1200-dpi figure set is already ~100 MB of PNGs
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from batch_eval import BatchEvalError
     from mop.experiment import ArgumentParser
 
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.by_level:
         try:
             level_paths = render_levels(args.results_path, args.out, args.dpi)
-        except (CacheError, BatchEvalError, RunPathError, ValueError) as e:
+        except (CacheError, ResultsError, RunPathError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         if not level_paths:
@@ -190,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     for folder in tqdm(folders, desc="caches", disable=len(folders) < 2):
         try:
             paths = render_cache(folder, args.out, args.results_path, args.dpi)
-        except (CacheError, BatchEvalError, RunPathError) as e:
+        except (CacheError, ResultsError, RunPathError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         written += paths

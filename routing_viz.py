@@ -29,7 +29,8 @@ with app.setup:
     import plotting_utils as pu
     from mop import babyai_env, experiment, routing_cache
     from mop import routing_analysis as ra
-    from mop.runs import cache_dir_for, run_label, run_subpath
+    from mop.results import read_results
+    from mop.runs import DEFAULT_CHECKPOINT_DIRS, cache_dir_for, run_label, run_subpath
 
 
 @app.cell(hide_code=True)
@@ -52,9 +53,9 @@ def _():
 @app.cell
 def _():
     cache_root = Path(os.environ.get("ROUTING_CACHE_DIR", "evaluation_cache"))
-    checkpoint_dirs = os.environ.get(
-        "CHECKPOINT_DIRS", os.pathsep.join(batch_eval.DEFAULT_CHECKPOINT_DIRS)
-    ).split(os.pathsep)
+    checkpoint_dirs = os.environ.get("CHECKPOINT_DIRS", os.pathsep.join(DEFAULT_CHECKPOINT_DIRS)).split(
+        os.pathsep
+    )
     results_csv = Path(os.environ.get("RESULTS_CSV", "evaluation_results.csv"))
     plots_root = Path(os.environ.get("PLOTS_DIR", "plots"))
     caches = {run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
@@ -436,8 +437,8 @@ def _(
     _metrics_file = Path(str(data.meta.get("checkpoint_path"))).parent / "metrics.jsonl"
     try:
         _rows = experiment.read_metrics(_metrics_file) if _metrics_file.is_file() else None
-        _results = batch_eval.read_results(results_csv)
-    except ValueError as _e:  # BatchEvalError, or a metrics.jsonl that is not ours
+        _results = read_results(results_csv)
+    except ValueError as _e:  # ResultsError, or a metrics.jsonl that is not ours
         mo.stop(True, mo.callout(mo.md(f"**Nothing saved.** {_e}"), kind="danger"))
     _figures = pu.standard_figures(
         data,

@@ -57,19 +57,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mop.routing_analysis import group_labels
+from mop.phases import PHASES, SPATIAL, phase_of_steps, phase_system
 from mop.routing_cache import CacheData, CacheError, find_caches, load_cache
 from mop.runs import atomic_write
 
 MIN_VISITS = 5
 SMOOTHING = 0.5  # Jeffreys prior on each action's count
 NUM_ACTIONS = 7
-CORRELATIONS = ("lpc_entropy", "lpc_kl_local", "lpc_kl_global")
-PHASES = {
-    "key_phase": ("pre_key", "post_key_pre_unlock", "with_key_post_unlock", "post_unlock_post_key"),
-    "unlock_phase": ("pre_unlock", "post_unlock"),
-    "none": ("all",),
-}
 BASE_COLUMNS = (
     "task_id",
     "trial",
@@ -83,42 +77,16 @@ BASE_COLUMNS = (
 )
 
 
-def phase_system(task_id: str) -> str:
-    """'key_phase' where a key opens a locked door before the target (UnlockPickup levels),
-    'unlock_phase' on levels about opening or unlocking doors, else 'none'."""
-    name = task_id.removeprefix("BabyAI-")
-    if "UnlockPickup" in name:
-        return "key_phase"
-    if re.match(r"(Open|Unlock|KeyCorridor|KeyInBox|GoToImpUnlock)", name):
-        return "unlock_phase"
-    return "none"
-
-
 def columns_for(system: str) -> list[str]:
     """The CSV's columns, in order, for a phase system."""
     phases = PHASES[system]
     cols = list(BASE_COLUMNS)
     for p in phases:
-        for c in CORRELATIONS:
+        for c in SPATIAL:
             cols += [f"r_{p}_{c}", f"p_{p}_{c}"]
     for p in phases:
         cols += [f"policy_complexity_{p}", f"mean_entropy_{p}", f"mean_lpc_{p}"]
     return cols
-
-
-def phase_of_steps(steps: pd.DataFrame, episodes: pd.DataFrame, system: str) -> np.ndarray:
-    """The phase name of every step under `system`."""
-    n = len(steps)
-    if system == "none":
-        return np.full(n, "all", dtype=object)
-    if system == "unlock_phase":
-        labels, _ = group_labels(steps, episodes, "by_door_unlocked_phase")
-        return np.where(labels.to_numpy() == "door opened", "post_unlock", "pre_unlock").astype(object)
-    picked, opened, dropped = (steps[c].notna().to_numpy() for c in ("t_pick", "t_unlocked", "t_drop"))
-    names = PHASES["key_phase"]
-    return np.select([~picked, ~opened, ~dropped], [names[0], names[1], names[2]], default=names[3]).astype(
-        object
-    )
 
 
 def marginal(actions: np.ndarray) -> np.ndarray:
@@ -186,7 +154,7 @@ def cache_metrics(data: CacheData, system: str) -> dict[str, float]:
     for p in PHASES[system]:
         part = acted[phase == p]
         if part.empty:
-            for c in CORRELATIONS:
+            for c in SPATIAL:
                 row[f"r_{p}_{c}"] = row[f"p_{p}_{c}"] = math.nan
             per_phase |= {f"policy_complexity_{p}": math.nan, f"mean_entropy_{p}": math.nan}
             per_phase[f"mean_lpc_{p}"] = math.nan
@@ -195,7 +163,7 @@ def cache_metrics(data: CacheData, system: str) -> dict[str, float]:
         inc = cells[cells["included"]]
         local = cell_statistics(part)["kl"][cells["included"]].to_numpy()
         lpc = inc["lpc"].to_numpy()
-        for c, values in zip(CORRELATIONS, (inc["entropy"].to_numpy(), local, inc["kl"].to_numpy())):
+        for c, values in zip(SPATIAL, (inc["entropy"].to_numpy(), local, inc["kl"].to_numpy())):
             row[f"r_{p}_{c}"], row[f"p_{p}_{c}"] = pearson(lpc, values)
         per_phase[f"policy_complexity_{p}"] = float((inc["p_state"] * inc["kl"]).sum())
         per_phase[f"mean_entropy_{p}"] = float((inc["p_state"] * inc["entropy"]).sum())

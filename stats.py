@@ -69,37 +69,44 @@ as mean_r is tanh of the mean z); `mean` is the runs' arithmetic mean.
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from scipy import special
 from scipy import stats as sps
 
 import seed_metrics as sm
+from mop.inference import (
+    NO_INFERENCE,
+    SPATIAL,
+    TEMPORAL,
+    StatsError,
+    across_seeds,
+    correlation_summary,
+    final_rows,
+    knockout_pairs,
+    metrics_by_alpha,
+    metrics_by_update,
+    phase_fits,
+    phase_pairs,
+    phases_of,
+    runs_by_alpha,
+    runs_with_alpha,
+    spatial_for_figure,
+)
+from mop.phases import PHASES, phase_of_steps, phase_system
+from mop.results import read_results
 from mop.routing_cache import CacheData, CacheError, find_caches, load_cache
 from mop.runs import atomic_write
 
-SPATIAL = sm.CORRELATIONS  # lpc_entropy, lpc_kl_local, lpc_kl_global
-TEMPORAL = ("lpc_dist", "entropy_dist", "kl_dist")
-CORRELATIONS = SPATIAL + TEMPORAL
-SCALARS = ("success_rate", "mean_lpc", "policy_complexity", "path_ratio")
-# The scale each is aggregated on across runs (mean_ci): a rate's interval must stay in [0, 1]; the
-# path ratio is a positive ratio (not >= 1: the bot explores what it has not seen, so an agent can
-# beat it on a layout, reference_facts §1.5), so log.
-SCALE_OF = {"success_rate": "logit", "mean_lpc": "linear", "policy_complexity": "linear", "path_ratio": "log"}
-SCALES: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
-    "linear": (lambda v: v, lambda v: v),
-    "log": (np.log, np.exp),
-    "logit": (special.logit, special.expit),
-}
-DOMAIN = {"linear": "the reals", "log": "(0, inf)", "logit": "(0, 1)"}
+if TYPE_CHECKING:  # matplotlib is loaded only when figures are drawn
+    from matplotlib.figure import Figure
+
 PHASE_GOAL = {
     "pre_key": "dist_to_key",
     "post_key_pre_unlock": "dist_to_door",
@@ -111,13 +118,7 @@ PHASE_GOAL = {
 }
 # Per run, from the cache's episodes table: the counts behind success_rate and its Wilson interval.
 COUNT_COLUMNS = ("num_episodes", "successes", "success_ci_low", "success_ci_high")
-NO_INFERENCE = "n=1: no inference"
-CLIP = 0.9999
 TABLE = "seed_metrics.csv"
-
-
-class StatsError(ValueError):
-    """Input these statistics cannot use (one line, names the problem)."""
 
 
 # ----------------------------------------------------------------------------- per checkpoint
@@ -126,7 +127,7 @@ class StatsError(ValueError):
 def columns_for(system: str) -> list[str]:
     """seed_metrics.csv's columns: seed_metrics' own, then the per-timestep r/p and the phase sizes."""
     cols = sm.columns_for(system)
-    for p in sm.PHASES[system]:
+    for p in PHASES[system]:
         for c in TEMPORAL:
             cols += [f"r_{p}_{c}", f"p_{p}_{c}"]
         cols += [f"n_cells_{p}", f"n_steps_{p}"]
@@ -166,12 +167,12 @@ def checkpoint_stats(data: CacheData, system: str, min_visits: int = sm.MIN_VISI
     row |= success_counts(data.episodes, row["success_rate"])
     steps = data.steps
     acted = steps[steps["action"].notna()] if "action" in steps else steps.iloc[:0]
-    empty = {f"{k}_{p}_{c}": math.nan for p in sm.PHASES[system] for c in TEMPORAL for k in ("r", "p")}
+    empty = {f"{k}_{p}_{c}": math.nan for p in PHASES[system] for c in TEMPORAL for k in ("r", "p")}
     if acted.empty:
-        return row | empty | {f"n_{w}_{p}": 0 for p in sm.PHASES[system] for w in ("cells", "steps")}
+        return row | empty | {f"n_{w}_{p}": 0 for p in PHASES[system] for w in ("cells", "steps")}
     global_pa = sm.marginal(acted["action"].to_numpy(dtype=np.int64))
-    phase = sm.phase_of_steps(acted, data.episodes, system)
-    for p in sm.PHASES[system]:
+    phase = phase_of_steps(acted, data.episodes, system)
+    for p in PHASES[system]:
         part = acted[phase == p]
         row[f"n_steps_{p}"] = len(part)
         cells = sm.cell_statistics(part, global_pa) if len(part) else None
@@ -226,7 +227,7 @@ def build_table(
     """seed_metrics.csv of one task: previous rows kept (their caches not re-read) unless force;
     α from the results CSV (a cache without a row there: lpc_alpha empty, and a note)."""
     notes = notes if notes is not None else []
-    system = sm.phase_system(task_id)
+    system = phase_system(task_id)
     root = Path(cache_dir) / task_id
     if not root.is_dir():
         raise StatsError(f"no caches of {task_id} under {str(cache_dir)!r} (make them with batch_eval.py)")
@@ -275,260 +276,6 @@ def build_table(
     return table.sort_values(["trial", "seed", "update"], na_position="first").reset_index(drop=True)
 
 
-def final_rows(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
-    """One row per run (trial, seed): the given update, else each run's last."""
-    if update is not None:
-        return table[table["update"] == update]
-    order = table.assign(_u=table["update"].astype("Float64").fillna(-1.0))
-    return order.sort_values("_u").groupby(["trial", "seed"], dropna=False).tail(1).drop(columns="_u")
-
-
-def runs_by_alpha(table: pd.DataFrame, update: int | None = None) -> Iterator[tuple[float, pd.DataFrame]]:
-    """(α, its runs) in α order: final_rows of the runs whose α the results CSV gives."""
-    runs = final_rows(table, update)
-    yield from runs[runs["lpc_alpha"].notna()].groupby("lpc_alpha")
-
-
-def phases_of(table: pd.DataFrame) -> list[str]:
-    """The phases of the table's level (one level per table: StatsError if mixed)."""
-    tasks = table["task_id"].dropna().unique()
-    if len(tasks) > 1:
-        raise StatsError(
-            f"one aggregation mixes levels {', '.join(sorted(tasks))}: aggregate one task at a time"
-        )
-    systems = table["phase_system"].dropna().unique() if "phase_system" in table else []
-    system = systems[0] if len(systems) else sm.phase_system(str(tasks[0]))
-    return list(sm.PHASES[system])
-
-
-def check_phase(table: pd.DataFrame, phase: str) -> None:
-    phases = phases_of(table)
-    if phase not in phases:
-        raise StatsError(f"phase {phase!r} is not one of this level's phases ({', '.join(phases)})")
-
-
-# ----------------------------------------------------------------------------- inference
-
-
-def fisher_z(r: Any) -> np.ndarray:
-    return np.arctanh(np.clip(np.asarray(r, dtype=float), -CLIP, CLIP))
-
-
-def aggregate_r(r: Any) -> dict[str, Any]:
-    """Fisher aggregation of per-run r (NaN ignored): mean_r = tanh(mean z), 95% CI = tanh of the
-    t interval of mean z, p = one-sample t-test on z vs 0, n, share_positive. With one run, ci and
-    p are NO_INFERENCE; with none, everything is NaN."""
-    r = np.asarray(r, dtype=float)
-    r = r[np.isfinite(r)]
-    n = len(r)
-    out: dict[str, Any] = {"n": n, "mean_r": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
-    out["share_positive"] = float((r > 0).mean()) if n else math.nan
-    if n == 0:
-        return out
-    z = fisher_z(r)
-    out["mean_r"] = float(np.tanh(z.mean()))
-    if n == 1:
-        return out | {"ci_low": NO_INFERENCE, "ci_high": NO_INFERENCE, "p": NO_INFERENCE}
-    if np.ptp(z) == 0:  # every run the same r: the t statistic is undefined
-        return out | {"ci_low": out["mean_r"], "ci_high": out["mean_r"], "p": "no spread: no test"}
-    test = sps.ttest_1samp(z, 0.0)
-    ci = test.confidence_interval(0.95)
-    return out | {
-        "ci_low": float(np.tanh(ci.low)),
-        "ci_high": float(np.tanh(ci.high)),
-        "p": float(test.pvalue),
-    }
-
-
-def mean_ci(values: Any, scale: str = "linear") -> dict[str, Any]:
-    """Runs' mean and a 95% t interval (scipy's) of the mean on `scale`, mapped back: "linear"
-    (the t interval of the mean), "log" (of the mean log, so of the geometric mean: stays > 0) or
-    "logit" (of the mean logit: stays inside (0, 1); needs every value strictly inside, see
-    success_ci for rates of exactly 0 or 1). Keys: n, mean (arithmetic, of the runs), estimate
-    (the back-transformed mean the interval is centred on; the mean on "linear"), ci_low, ci_high,
-    scale. NO_INFERENCE with one run; NaN without any."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    forward, back = SCALES[scale]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = forward(v)
-    out = {"n": len(v), "mean": float(v.mean()) if len(v) else math.nan, "scale": scale}
-    if not np.isfinite(t).all():
-        reason = f"a value outside {DOMAIN[scale]}: no {scale}-scale interval"
-        return out | {"estimate": math.nan, "ci_low": reason, "ci_high": reason}
-    return out | _interval(t, back)
-
-
-def success_ci(rates: Any, successes: Any = None, episodes: Any = None) -> dict[str, Any]:
-    """mean_ci of success rates on the logit scale, so the interval stays inside [0, 1] at any n.
-    Where a run's episode counts are known, its logit is the empirical one, log((k + ½) / (n - k
-    + ½)) (Haldane-Anscombe; finite at 0 and at n successes); elsewhere the plain logit, and a rate of
-    exactly 0 or 1 without counts has no interval (the cells say so)."""
-    r = np.asarray(rates, dtype=float)
-    k = np.full(len(r), math.nan) if successes is None else np.asarray(successes, dtype=float)
-    n = np.full(len(r), math.nan) if episodes is None else np.asarray(episodes, dtype=float)
-    ok = np.isfinite(r)
-    r, k, n = r[ok], k[ok], n[ok]
-    known = np.isfinite(k) & np.isfinite(n) & (n > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logits = np.where(known, np.log((k + 0.5) / (n - k + 0.5)), special.logit(r))
-    out = {"n": len(r), "mean": float(r.mean()) if len(r) else math.nan, "scale": "logit"}
-    if not np.isfinite(logits).all():
-        reason = "a rate of 0 or 1 without episode counts: no interval (stats.py --force adds them)"
-        return out | {"estimate": math.nan, "ci_low": reason, "ci_high": reason}
-    return out | _interval(logits, special.expit)
-
-
-def _interval(t: np.ndarray, back: Callable[[Any], Any]) -> dict[str, Any]:
-    """estimate = back(mean t) and back() of the 95% t interval of mean t (finite t)."""
-    if len(t) < 2:
-        mark = NO_INFERENCE if len(t) else math.nan
-        return {"estimate": float(back(t[0])) if len(t) else math.nan, "ci_low": mark, "ci_high": mark}
-    estimate = float(back(t.mean()))
-    if np.ptp(t) == 0:  # every run the same: the t statistic is undefined
-        return {"estimate": estimate, "ci_low": estimate, "ci_high": estimate}
-    ci = sps.ttest_1samp(t, 0.0).confidence_interval(0.95)
-    return {"estimate": estimate, "ci_low": float(back(ci.low)), "ci_high": float(back(ci.high))}
-
-
-def scalar_ci(runs: pd.DataFrame, metric: str) -> dict[str, Any]:
-    """The across-run interval of one SCALARS metric on its scale (SCALE_OF): success_ci with the
-    runs' episode counts where the table has them, else mean_ci."""
-    if metric == "success_rate":
-        counts = [runs[c] if c in runs else None for c in ("successes", "num_episodes")]
-        return success_ci(runs[metric], *counts)
-    return mean_ci(runs[metric], SCALE_OF[metric])
-
-
-def holm(pvalues: Any) -> np.ndarray:
-    """Holm's step-down adjusted p-values (NaN and non-numbers stay NaN and are not counted)."""
-    p = np.array([v if isinstance(v, (int, float)) else math.nan for v in pvalues], dtype=float)
-    ok = np.flatnonzero(np.isfinite(p))
-    adjusted = np.full(len(p), math.nan)
-    order = ok[np.argsort(p[ok], kind="stable")]
-    m = len(order)
-    running = 0.0
-    for i, idx in enumerate(order):
-        running = max(running, min(1.0, (m - i) * p[idx]))
-        adjusted[idx] = running
-    return adjusted
-
-
-def stars(p: Any) -> str:
-    if not isinstance(p, (int, float)) or not math.isfinite(p):
-        return ""
-    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "ns"
-
-
-def across_seeds(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
-    """Per (α, phase, correlation): aggregate_r over the runs at one update, Holm over the table."""
-    phases = phases_of(table)
-    out = []
-    for alpha, group in runs_by_alpha(table, update):
-        for p in phases:
-            for c in CORRELATIONS:
-                col = f"r_{p}_{c}"
-                values = group[col] if col in group else pd.Series(dtype=float)
-                row = {"lpc_alpha": alpha, "phase": p, "correlation": c} | aggregate_r(values)
-                if row["n"] == 0:
-                    row["p"] = "empty: no run has this r (phase not reached or < 3 cells)"
-                out.append(row)
-    df = pd.DataFrame(
-        out,
-        columns=[
-            "lpc_alpha",
-            "phase",
-            "correlation",
-            "n",
-            "mean_r",
-            "ci_low",
-            "ci_high",
-            "p",
-            "share_positive",
-        ],
-    )
-    df["p_holm"] = holm(df["p"])
-    return df
-
-
-def phase_pairs(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
-    """Per (α, correlation, phase pair): paired t-test on the same runs' z (ttest_rel); Holm within
-    each (α, correlation)."""
-    phases = phases_of(table)
-    out = []
-    for alpha, group in runs_by_alpha(table, update):
-        for c in CORRELATIONS:
-            family = []
-            for a, b in itertools.combinations(phases, 2):
-                za, zb = fisher_z(group[f"r_{a}_{c}"]), fisher_z(group[f"r_{b}_{c}"])
-                both = np.isfinite(za) & np.isfinite(zb)
-                n = int(both.sum())
-                row = {"lpc_alpha": alpha, "correlation": c, "phase_a": a, "phase_b": b, "n": n}
-                row["mean_r_a"] = float(np.tanh(za[both].mean())) if n else math.nan
-                row["mean_r_b"] = float(np.tanh(zb[both].mean())) if n else math.nan
-                if n < 2:
-                    row["p"] = NO_INFERENCE if n == 1 else "empty: no run has both phases"
-                elif np.ptp(za[both] - zb[both]) == 0:
-                    row["p"] = "no spread: no test"
-                else:
-                    row["p"] = float(sps.ttest_rel(za[both], zb[both]).pvalue)
-                family.append(row)
-            for row, adj in zip(family, holm([r["p"] for r in family])):
-                row["p_holm"] = adj
-            out += family
-    return pd.DataFrame(out)
-
-
-def knockout_pairs(results: pd.DataFrame, task_id: str, table: pd.DataFrame) -> pd.DataFrame:
-    """Per (α, knockout, metric): the same checkpoint with and without the knockout (results CSV,
-    checkpoints of `table`'s runs), paired t-test across them; Holm over the whole table."""
-    cols = ["lpc_alpha", "knockout", "metric", "n", "mean_none", "mean_knockout", "p", "p_holm"]
-    if results.empty or "knockout" not in results:
-        return pd.DataFrame(columns=cols)
-    rows = results[(results["task_id"] == task_id) & (results["eval_task_id"].fillna(task_id) == task_id)]
-    if "trained_tasks" in rows.columns:  # single-task runs only (multi-task rows name their level)
-        rows = rows[rows["trained_tasks"].isna()]
-    none = rows[rows["knockout"] == "none"].set_index("checkpoint_path")
-    out = []
-    for label, ko in rows[rows["knockout"] != "none"].groupby("knockout"):
-        ko = ko[ko["checkpoint_path"].isin(none.index)]
-        alpha = none.loc[ko["checkpoint_path"], "lpc_alpha"].to_numpy(dtype=float)
-        for a in sorted(set(alpha[np.isfinite(alpha)])):
-            sub = ko[alpha == a]
-            for metric in ("success_rate", "mean_lpc"):
-                x = none.loc[sub["checkpoint_path"], metric].to_numpy(dtype=float)
-                y = sub[metric].to_numpy(dtype=float)
-                ok = np.isfinite(x) & np.isfinite(y)
-                n = int(ok.sum())
-                row = {"lpc_alpha": a, "knockout": label, "metric": metric, "n": n}
-                row |= {
-                    "mean_none": x[ok].mean() if n else math.nan,
-                    "mean_knockout": y[ok].mean() if n else math.nan,
-                }
-                if n < 2:
-                    row["p"] = NO_INFERENCE if n else "empty"
-                elif np.ptp(x[ok] - y[ok]) == 0:
-                    row["p"] = "no spread: no test"
-                else:
-                    row["p"] = float(sps.ttest_rel(y[ok], x[ok]).pvalue)
-                out.append(row)
-    df = pd.DataFrame(out, columns=cols[:-1])
-    df["p_holm"] = holm(df["p"]) if len(df) else []
-    return df
-
-
-def metrics_by_alpha(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
-    """success, LPC, policy complexity, path ratio per α: n, mean, and the 95% CI over runs with
-    the estimate it is centred on, on the metric's scale (scalar_ci)."""
-    out = [
-        {"lpc_alpha": alpha, "metric": m} | scalar_ci(group, m)
-        for alpha, group in runs_by_alpha(table, update)
-        for m in SCALARS
-    ]
-    columns = ["lpc_alpha", "metric", "n", "mean", "estimate", "ci_low", "ci_high", "scale"]
-    return pd.DataFrame(out, columns=columns)
-
-
 # ----------------------------------------------------------------------------- pooled cell grids
 
 
@@ -540,13 +287,13 @@ def pooled_cells(
     from mop.routing_analysis import grid_info_for
 
     phases = phases_of(table)
-    system = next(s for s, ph in sm.PHASES.items() if list(ph) == phases)
+    system = next(s for s, ph in PHASES.items() if list(ph) == phases)
     out = {}
     for alpha, group in runs_by_alpha(table, update):
         loaded = [load_cache(p) for p in group["cache_path"]]
         steps = [
             d.steps[d.steps["action"].notna()].assign(
-                _phase=sm.phase_of_steps(d.steps[d.steps["action"].notna()], d.episodes, system)
+                _phase=phase_of_steps(d.steps[d.steps["action"].notna()], d.episodes, system)
             )
             for d in loaded
         ]
@@ -558,6 +305,48 @@ def pooled_cells(
             cells = sm.cell_statistics(part, global_pa) if len(part) else pd.DataFrame()
             out[(float(alpha), p)] = (cells[cells["visits"] >= min_visits] if len(cells) else cells, info)
     return out
+
+
+def draw_figures(
+    table: pd.DataFrame,
+    seeds: pd.DataFrame,
+    scalars: pd.DataFrame,
+    cache_dir: str | Path,
+    update: int | None,
+    notes: list[str],
+) -> dict[str, Figure]:
+    """Every figure stats.py writes, by file stem: the aggregates computed here (mop.inference,
+    pooled_cells), drawn by mop.stats_plots; a figure that cannot be made is a note instead."""
+    from mop import stats_plots as plots
+
+    def pooled_scatter() -> Figure:
+        runs = final_rows(table, update)
+        return plots.plot_pooled_scatter(runs, phase_fits(runs, phases_of(table)))
+
+    makers: dict[str, Callable[[], Figure]] = {
+        "r_vs_alpha": lambda: plots.plot_r_vs_alpha(
+            runs_with_alpha(table, update), spatial_for_figure(seeds), phases_of(table)
+        ),
+        "metrics_vs_alpha": lambda: plots.plot_metrics_vs_alpha(runs_with_alpha(table, update), scalars),
+        "metrics_vs_update": lambda: plots.plot_metrics_vs_update(metrics_by_update(table)),
+        "pooled_scatter": pooled_scatter,
+        "correlation_summary": lambda: plots.plot_correlation_summary(
+            correlation_summary(table, update), len(final_rows(table, update))
+        ),
+    }
+    figures: dict[str, Figure] = {}
+    for name, make in makers.items():
+        try:
+            figures[name] = make()
+        except (ValueError, KeyError) as e:
+            notes.append(f"figure {name} not drawn: {e}")
+    try:
+        cells = pooled_cells(cache_dir, table, update)
+        for q in plots.QUANTITIES:
+            figures[f"phase_alpha_{q}"] = plots.plot_phase_alpha_grid(cells, q)
+    except (ValueError, KeyError, OSError) as e:
+        notes.append(f"phase × α heatmaps not drawn: {e}")
+    return figures
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -594,8 +383,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from batch_eval import read_results
-
     out = Path(args.out or Path("stats") / args.task_id)
     out.mkdir(parents=True, exist_ok=True)
     results = read_results(args.results_path)
@@ -633,9 +420,7 @@ def run(args: argparse.Namespace) -> dict:
     if runs["seed"].nunique(dropna=False) < 2 and runs.groupby("lpc_alpha").size().max() < 2:
         notes.append(f"one run per α: the tables report r only ('{NO_INFERENCE}' where a p would be)")
     if not args.no_figures:
-        from mop import stats_plots
-
-        figures = stats_plots.all_figures(table, seeds, scalars, args.cache_dir, args.update, notes)
+        figures = draw_figures(table, seeds, scalars, args.cache_dir, args.update, notes)
         for name, fig in figures.items():
             atomic_write(out / f"{name}.png", lambda p, fig=fig: fig.savefig(p, dpi=150, format="png"))
             written[f"{name}.png"] = out / f"{name}.png"

@@ -3,8 +3,9 @@ and figures, interactively.
 
 A marimo notebook over stats/<task>/seed_metrics.csv (written by `python stats.py --task_id ...`
 or sweep.py): seed-aggregated correlations per phase and α (Fisher z, 95% CI, t-test on z, Holm),
-metrics vs α and vs update, pooled scatter, correlation summary. The numbers live in stats.py, the
-figures in stats_plots.py; this file is wiring. STATS_DIR (default stats) overrides where it looks.
+metrics vs α and vs update, pooled scatter, correlation summary. The numbers live in
+mop/inference.py, the figures in mop/stats_plots.py; this file is wiring. STATS_DIR (default
+stats) overrides where it looks.
 
     marimo run stats_viz.py
     python stats_viz.py
@@ -23,7 +24,7 @@ with app.setup:
     import pandas as pd
 
     import stats
-    from mop import stats_plots
+    from mop import inference, stats_plots
 
 
 @app.cell(hide_code=True)
@@ -65,7 +66,7 @@ def _(stats_root, task_dropdown):
         _missing = sorted({"task_id", "trial", "seed", "update", "lpc_alpha"} - set(table.columns))
         if _missing:
             raise ValueError(f"no column {', '.join(_missing)}: not a {stats.TABLE} of stats.py")
-        stats.phases_of(table)  # one level per table (StatsError names the levels)
+        inference.phases_of(table)  # one level per table (StatsError names the levels)
         updates = sorted(int(u) for u in table["update"].dropna().unique())
     except (OSError, ValueError) as _e:  # unreadable, not stats.py's table, levels mixed
         mo.stop(True, mo.callout(mo.md(f"**Cannot use this table.** {_e}"), kind="danger"))
@@ -87,39 +88,47 @@ def _(updates):
 
 @app.cell
 def _(table, update_dropdown):
-    seeds = stats.across_seeds(table, update_dropdown.value)
-    scalars = stats.metrics_by_alpha(table, update_dropdown.value)
+    seeds = inference.across_seeds(table, update_dropdown.value)
+    scalars = inference.metrics_by_alpha(table, update_dropdown.value)
     mo.ui.table(seeds, page_size=12, label="across seeds: mean r, 95% CI, t-test on z, Holm")
     return scalars, seeds
 
 
 @app.cell
 def _(seeds, table, update_dropdown):
-    stats_plots.plot_r_vs_alpha(table, seeds, update_dropdown.value)
+    stats_plots.plot_r_vs_alpha(
+        inference.runs_with_alpha(table, update_dropdown.value),
+        inference.spatial_for_figure(seeds),
+        inference.phases_of(table),
+    )
     return
 
 
 @app.cell
 def _(scalars, table, update_dropdown):
-    stats_plots.plot_metrics_vs_alpha(table, scalars, update_dropdown.value)
+    stats_plots.plot_metrics_vs_alpha(inference.runs_with_alpha(table, update_dropdown.value), scalars)
     return
 
 
 @app.cell
 def _(table):
-    stats_plots.plot_metrics_vs_update(table)
+    stats_plots.plot_metrics_vs_update(inference.metrics_by_update(table))
     return
 
 
 @app.cell
 def _(table, update_dropdown):
-    stats_plots.plot_pooled_scatter(table, update_dropdown.value)
+    _runs = inference.final_rows(table, update_dropdown.value)
+    stats_plots.plot_pooled_scatter(_runs, inference.phase_fits(_runs, inference.phases_of(table)))
     return
 
 
 @app.cell
 def _(table, update_dropdown):
-    stats_plots.plot_correlation_summary(table, update_dropdown.value)
+    stats_plots.plot_correlation_summary(
+        inference.correlation_summary(table, update_dropdown.value),
+        len(inference.final_rows(table, update_dropdown.value)),
+    )
     return
 
 

@@ -20,8 +20,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import batch_eval  # noqa: E402
 import seed_metrics as sm  # noqa: E402
+from mop.results import EXTRA_COLUMNS, LEGACY_COLUMNS  # noqa: E402
 from mop.routing_cache import derive_step_columns, write_cache  # noqa: E402
 from mop.runs import cache_dir_for  # noqa: E402
 
@@ -119,7 +119,7 @@ def results_rows(made: list[dict]) -> pd.DataFrame:
             | {"knockout": "none", "cache_path": Path(m["folder"]).as_posix()}
             | m["metrics"]
         )
-    return pd.DataFrame(rows, columns=batch_eval.LEGACY_COLUMNS + batch_eval.EXTRA_COLUMNS)
+    return pd.DataFrame(rows, columns=LEGACY_COLUMNS + EXTRA_COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> dict:

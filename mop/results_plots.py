@@ -3,7 +3,7 @@ the knockout comparison (rows of evaluation_results.csv), training curves (a run
 metrics.jsonl) and a multi-task policy's routing by level (routing_analysis.routing_by_level). Pure functions, data in, `matplotlib.figure.Figure` out, drawn with plot_style;
 the figures of one routing cache are plotting_utils.py.
 
-    fig = plot_success_vs_lpc(batch_eval.read_results("evaluation_results.csv"))
+    fig = plot_success_vs_lpc(results.read_results("evaluation_results.csv"))
     fig = plot_training_curves(experiment.read_metrics("checkpoints/BabyAI-GoToLocal-v0/trial_0/metrics.jsonl"))
 """
 

@@ -222,6 +222,11 @@ def parse_run_path(path: str | os.PathLike) -> tuple[RunId, int | None] | None:
     return run, None if update == FINAL else int(update)
 
 
+# Where checkpoints are looked for by default: local training's root and the folder
+# `modal volume get rl-mop / ./modal_checkpoints/` fills.
+DEFAULT_CHECKPOINT_DIRS = ("checkpoints", "modal_checkpoints")
+
+
 def find_checkpoints(roots: list[str | os.PathLike]) -> list[CheckpointRef]:
     """Every checkpoint under the given roots in the run layout, sorted by path."""
     found = []

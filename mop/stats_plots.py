@@ -1,22 +1,27 @@
-"""The figures of stats.py: correlations and metrics across seeds and lpc_alpha. Data in (the
-seed-metrics table and stats.py's aggregates), `matplotlib.figure.Figure` out, drawn with
-plot_style; the numbers (Fisher z, t intervals on each metric's scale, Wilson, Holm) all come from
-stats.py.
+"""The figures of stats.py: correlations and metrics across seeds and lpc_alpha. Data in (runs of
+the seed-metrics table and the aggregates of mop.inference), `matplotlib.figure.Figure` out, drawn
+with plot_style; no statistic is computed here: the numbers (Fisher z, t intervals on each
+metric's scale, Wilson, OLS bands, Holm) all come from mop.inference, the pooled cells from
+stats.pooled_cells. Reads and writes nothing (stats.py saves the figures).
 
+    from mop import inference
     table = pd.read_csv("stats/BabyAI-UnlockPickup-v0/seed_metrics.csv")
-    fig = plot_r_vs_alpha(table, stats.across_seeds(table)); fig = plot_metrics_vs_alpha(table, stats.metrics_by_alpha(table))
+    runs, seeds = inference.runs_with_alpha(table), inference.across_seeds(table)
+    fig = plot_r_vs_alpha(runs, inference.spatial_for_figure(seeds), inference.phases_of(table))
+    fig = plot_metrics_vs_alpha(runs, inference.metrics_by_alpha(table))
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy import stats as sps
 
-import stats
+from mop.inference import NO_INFERENCE, SCALARS, SPATIAL, stars
 from mop.plot_style import PANEL, new_figure, styled
 from mop.routing_analysis import to_grid
 
@@ -41,25 +46,22 @@ def _number(v) -> float:
 
 
 @styled
-def plot_r_vs_alpha(table: pd.DataFrame, seeds: pd.DataFrame, update: int | None = None) -> Figure:
+def plot_r_vs_alpha(runs: pd.DataFrame, spatial: pd.DataFrame, phases: Sequence[str]) -> Figure:
     """Per phase, the seed-aggregated spatial r (tanh of mean z, 95% t band on z) against α
     (categorical), each run's r as a dot; stars: Holm-adjusted p of the t-test on z over every
-    point of the figure ('n=1' marks α with a single run: no inference)."""
-    phases = stats.phases_of(table)
-    runs = stats.final_rows(table, update)
-    runs = runs[runs["lpc_alpha"].notna()]
+    point of the figure ('n=1' marks α with a single run: no inference). runs: one row per run
+    with an α (inference.runs_with_alpha); spatial: inference.spatial_for_figure(across_seeds),
+    whose p_fig is that Holm; phases: the level's (inference.phases_of)."""
     alphas = sorted(runs["lpc_alpha"].unique())
     if not alphas:
         raise ValueError("no run with an lpc_alpha from the results CSV")
-    shown = seeds[seeds["correlation"].isin(stats.SPATIAL)].copy()
-    shown["p_fig"] = stats.holm(shown["p"])
     fig = new_figure(PANEL * len(phases) + 0.3, PANEL)
     axes = np.atleast_1d(fig.subplots(1, len(phases), sharey=True, squeeze=False)[0])
     x = np.arange(len(alphas))
     for ax, p in zip(axes, phases):
-        for k, c in enumerate(stats.SPATIAL):
+        for k, c in enumerate(SPATIAL):
             rows = (
-                shown[(shown["phase"] == p) & (shown["correlation"] == c)]
+                spatial[(spatial["phase"] == p) & (spatial["correlation"] == c)]
                 .set_index("lpc_alpha")
                 .reindex(alphas)
             )
@@ -72,9 +74,7 @@ def plot_r_vs_alpha(table: pd.DataFrame, seeds: pd.DataFrame, update: int | None
             for i, a in enumerate(alphas):
                 r = runs.loc[runs["lpc_alpha"] == a, f"r_{p}_{c}"].to_numpy(float)
                 ax.plot(np.full(len(r), x[i] + off), r, ".", color=f"C{k}", alpha=0.4, ms=3)
-                mark = (
-                    "n=1" if rows["p"].iloc[i] == stats.NO_INFERENCE else stats.stars(rows["p_fig"].iloc[i])
-                )
+                mark = "n=1" if rows["p"].iloc[i] == NO_INFERENCE else stars(rows["p_fig"].iloc[i])
                 if mark and mark != "ns" and np.isfinite(mean[i]):
                     ax.annotate(
                         mark,
@@ -102,16 +102,15 @@ def _interval_bars(estimate: np.ndarray, low: np.ndarray, high: np.ndarray) -> n
 
 
 @styled
-def plot_metrics_vs_alpha(table: pd.DataFrame, scalars: pd.DataFrame, update: int | None = None) -> Figure:
+def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame) -> Figure:
     """Success, LPC, policy complexity, path ratio against α: the across-run estimate with its 95%
-    CI on the metric's scale (stats.scalar_ci: success on logit, path ratio on log), runs as dots
-    (success: with the run's own Wilson interval from its episodes)."""
-    runs = stats.final_rows(table, update)
-    runs = runs[runs["lpc_alpha"].notna()]
+    CI on the metric's scale (inference.metrics_by_alpha: success on logit, path ratio on log), runs
+    (inference.runs_with_alpha) as dots (success: with the run's own Wilson interval from its
+    episodes)."""
     alphas = sorted(runs["lpc_alpha"].unique())
     fig = new_figure(PANEL * 2, PANEL * 1.7)
     x = np.arange(len(alphas))
-    for ax, m in zip(fig.subplots(2, 2).ravel(), stats.SCALARS):
+    for ax, m in zip(fig.subplots(2, 2).ravel(), SCALARS):
         rows = scalars[scalars["metric"] == m].set_index("lpc_alpha").reindex(alphas)
         estimate = rows["estimate"].to_numpy(float)
         low = np.array([_number(v) for v in rows["ci_low"]])
@@ -141,20 +140,19 @@ def plot_metrics_vs_alpha(table: pd.DataFrame, scalars: pd.DataFrame, update: in
 
 
 @styled
-def plot_metrics_vs_update(table: pd.DataFrame) -> Figure:
+def plot_metrics_vs_update(by_update: pd.DataFrame) -> Figure:
     """The four metrics against the checkpoint's update, one line per α (the across-run estimate
-    and its 95% CI band on the metric's scale, stats.scalar_ci)."""
-    df = table[table["lpc_alpha"].notna() & table["update"].notna()]
+    and its 95% CI band on the metric's scale: inference.metrics_by_update)."""
     fig = new_figure(PANEL * 2, PANEL * 1.7)
     axes = fig.subplots(2, 2).ravel()
-    for k, (alpha, group) in enumerate(df.groupby("lpc_alpha")):
-        for ax, m in zip(axes, stats.SCALARS):
-            rows = [(u, stats.scalar_ci(g, m)) for u, g in group.groupby("update")]
-            u = np.array([r[0] for r in rows], dtype=float)
-            estimate = np.array([r[1]["estimate"] for r in rows])
+    for k, (alpha, group) in enumerate(by_update.groupby("lpc_alpha")):
+        for ax, m in zip(axes, SCALARS):
+            rows = group[group["metric"] == m].sort_values("update", kind="stable")
+            u = rows["update"].to_numpy(dtype=float)
+            estimate = rows["estimate"].to_numpy(dtype=float)
             ax.plot(u, estimate, "o-", ms=3, color=f"C{k}", label=_alpha_label(alpha))
-            low = np.array([_number(r[1]["ci_low"]) for r in rows])
-            high = np.array([_number(r[1]["ci_high"]) for r in rows])
+            low = np.array([_number(v) for v in rows["ci_low"]])
+            high = np.array([_number(v) for v in rows["ci_high"]])
             ax.fill_between(u, low, high, color=f"C{k}", alpha=0.15, lw=0)
             ax.set_xlabel("update")
             ax.set_ylabel(LABELS[m])
@@ -198,12 +196,12 @@ def plot_phase_alpha_grid(cells: dict, quantity: str) -> Figure:
 
 
 @styled
-def plot_pooled_scatter(table: pd.DataFrame, update: int | None = None) -> Figure:
-    """Per phase, one point per run: mean LPC against mean H(A|S) of the phase, OLS line
-    (scipy.stats.linregress) with the 95% confidence band of the mean; r, p, N annotated (runs of
-    every α pooled: the points are runs, independent, but α varies along with both axes)."""
-    phases = stats.phases_of(table)
-    runs = stats.final_rows(table, update)
+def plot_pooled_scatter(runs: pd.DataFrame, fits: dict[str, dict[str, Any]]) -> Figure:
+    """Per phase, one point per run: mean LPC against mean H(A|S) of the phase, OLS line with the
+    95% confidence band of the mean; r, p, N annotated (runs of every α pooled: the points are
+    runs, independent, but α varies along with both axes). runs: one row per run
+    (inference.final_rows); fits: per phase in order, inference.phase_fits(runs, phases)."""
+    phases = list(fits)
     fig = new_figure(PANEL * len(phases), PANEL)
     axes = np.atleast_1d(fig.subplots(1, len(phases), squeeze=False)[0])
     for ax, p in zip(axes, phases):
@@ -214,21 +212,15 @@ def plot_pooled_scatter(table: pd.DataFrame, update: int | None = None) -> Figur
         sc = ax.scatter(x[ok], y[ok], c=np.log10(a[ok] + 1e-9), cmap="viridis", s=12)
         ax.set_title(p)
         ax.set_xlabel("mean H(A|S) in phase (bits)")
-        n = int(ok.sum())
-        if n >= 3 and np.ptp(x[ok]) > 0:
-            fit = sps.linregress(x[ok], y[ok])
-            grid = np.linspace(x[ok].min(), x[ok].max(), 50)
-            resid = y[ok] - (fit.intercept + fit.slope * x[ok])
-            s = np.sqrt((resid**2).sum() / (n - 2))
-            se = s * np.sqrt(1 / n + (grid - x[ok].mean()) ** 2 / ((x[ok] - x[ok].mean()) ** 2).sum())
-            t = sps.t.ppf(0.975, n - 2)
-            line = fit.intercept + fit.slope * grid
-            ax.plot(grid, line, color="C3")
-            ax.fill_between(grid, line - t * se, line + t * se, color="C3", alpha=0.2, lw=0)
+        fit = fits[p]
+        n = fit["n"]
+        if "line" in fit:
+            ax.plot(fit["grid"], fit["line"], color="C3")
+            ax.fill_between(fit["grid"], fit["low"], fit["high"], color="C3", alpha=0.2, lw=0)
             ax.text(
                 0.03,
                 0.95,
-                f"r={fit.rvalue:+.2f} p={fit.pvalue:.2g} N={n}",
+                f"r={fit['r']:+.2f} p={fit['p']:.2g} N={n}",
                 transform=ax.transAxes,
                 va="top",
                 fontsize=7,
@@ -243,25 +235,24 @@ def plot_pooled_scatter(table: pd.DataFrame, update: int | None = None) -> Figur
 
 
 @styled
-def plot_correlation_summary(table: pd.DataFrame, update: int | None = None) -> Figure:
+def plot_correlation_summary(summary: pd.DataFrame, n_runs: int) -> Figure:
     """Per phase × spatial correlation, the Fisher-aggregated r over every run (all α), 95% CI
-    whiskers, stars from the t-test on z, Holm over the bars."""
-    phases = stats.phases_of(table)
-    runs = stats.final_rows(table, update)
-    rows = [(p, c, stats.aggregate_r(runs[f"r_{p}_{c}"])) for p in phases for c in stats.SPATIAL]
-    adjusted = stats.holm([r[2]["p"] for r in rows])
+    whiskers, stars from the t-test on z, Holm over the bars. summary:
+    inference.correlation_summary (p_holm: that Holm); n_runs: the runs pooled, for the title."""
+    phases = list(dict.fromkeys(summary["phase"]))
     fig = new_figure(max(PANEL + 0.6, 1.1 * len(phases) + 1), PANEL)
     ax = fig.subplots()
     width = 0.25
-    for (p, c, agg), adj in zip(rows, adjusted):
-        i, k = phases.index(p), stats.SPATIAL.index(c)
+    for agg in summary.to_dict("records"):
+        p, c, adj = agg["phase"], agg["correlation"], agg["p_holm"]
+        i, k = phases.index(p), SPATIAL.index(c)
         xpos = i + (k - 1) * width
         mean = agg["mean_r"]
         low, high = _number(agg["ci_low"]), _number(agg["ci_high"])
         ax.bar(xpos, mean, width, color=f"C{k}", label=LABELS[c] if i == 0 else None)
         if np.isfinite(low):
             ax.errorbar(xpos, mean, yerr=[[mean - low], [high - mean]], color="k", capsize=2, lw=0.8)
-        mark = "n=1" if agg["p"] == stats.NO_INFERENCE else stats.stars(adj)
+        mark = "n=1" if agg["p"] == NO_INFERENCE else stars(adj)
         top = high if np.isfinite(high) else mean
         if np.isfinite(top):
             ax.text(xpos, top + 0.03 if top >= 0 else top - 0.1, mark, ha="center", fontsize=6)
@@ -270,40 +261,5 @@ def plot_correlation_summary(table: pd.DataFrame, update: int | None = None) -> 
     ax.set_ylabel("mean r (Fisher z), 95% CI")
     ax.set_ylim(-1.05, 1.15)
     ax.legend(fontsize=7)
-    ax.set_title(f"Spatial correlations,\n{len(runs)} runs pooled over α (stars: Holm)")
+    ax.set_title(f"Spatial correlations,\n{n_runs} runs pooled over α (stars: Holm)")
     return fig
-
-
-def all_figures(
-    table: pd.DataFrame,
-    seeds: pd.DataFrame,
-    scalars: pd.DataFrame,
-    cache_dir: str,
-    update: int | None,
-    notes: list[str],
-) -> dict[str, Figure]:
-    """Every figure stats.py writes, by file stem; a figure that cannot be drawn is a note."""
-    figures: dict[str, Figure] = {}
-    makers = {
-        "r_vs_alpha": lambda: plot_r_vs_alpha(table, seeds, update),
-        "metrics_vs_alpha": lambda: plot_metrics_vs_alpha(table, scalars, update),
-        "metrics_vs_update": lambda: plot_metrics_vs_update(table),
-        "pooled_scatter": lambda: plot_pooled_scatter(table, update),
-        "correlation_summary": lambda: plot_correlation_summary(table, update),
-    }
-    for name, make in makers.items():
-        try:
-            figures[name] = make()
-        except (ValueError, KeyError) as e:
-            notes.append(f"figure {name} not drawn: {e}")
-    try:
-        cells = stats.pooled_cells(cache_dir, table, update)
-        for q in stats_quantities():
-            figures[f"phase_alpha_{q}"] = plot_phase_alpha_grid(cells, q)
-    except (ValueError, KeyError, OSError) as e:
-        notes.append(f"phase × α heatmaps not drawn: {e}")
-    return figures
-
-
-def stats_quantities() -> tuple[str, ...]:
-    return tuple(QUANTITIES)

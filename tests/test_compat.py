@@ -36,6 +36,7 @@ from mop.experiment import (
     load_config,
     load_policy,
 )
+from mop.results import LEGACY_COLUMNS, merge_results
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "BabyAI-GoToRedBallGrey-v0"
@@ -314,7 +315,7 @@ def earlier_csv(path: Path, with_lang_dim: bool) -> pd.DataFrame:
             lang_dim=32,
             evaluated_at="2025-03-01T12:00:00.123456",
         )
-    columns = list(batch_eval.LEGACY_COLUMNS)
+    columns = list(LEGACY_COLUMNS)
     if not with_lang_dim:
         columns.remove("lang_dim")
     df = pd.DataFrame(rows)[columns]
@@ -326,7 +327,7 @@ def earlier_csv(path: Path, with_lang_dim: bool) -> pd.DataFrame:
 def test_an_earlier_csv_merges_and_round_trips(tmp_path, with_lang_dim):
     path = tmp_path / "evaluation_results.csv"
     original = earlier_csv(path, with_lang_dim)
-    assert batch_eval.LEGACY_COLUMNS[3:5] == ["seed", "update"] and len(batch_eval.LEGACY_COLUMNS) == 20
+    assert LEGACY_COLUMNS[3:5] == ["seed", "update"] and len(LEGACY_COLUMNS) == 20
     new = {
         "checkpoint_path": f"checkpoints/{TASK}/trial_1/seed_3/checkpoint_final.pt",
         "task_id": TASK,
@@ -338,9 +339,9 @@ def test_an_earlier_csv_merges_and_round_trips(tmp_path, with_lang_dim):
         "lang_dim": 32,
         "success_rate": 0.5,
     }
-    batch_eval.merge_results(path, [new])
+    merge_results(path, [new])
     text = pd.read_csv(path, dtype=str, keep_default_na=False)
-    assert list(text.columns[:20]) == batch_eval.LEGACY_COLUMNS
+    assert list(text.columns[:20]) == LEGACY_COLUMNS
     earlier = text[text["checkpoint_path"].str.startswith("modal_checkpoints/")].set_index("checkpoint_path")
     seeded = earlier.loc[original["checkpoint_path"][1]]
     assert (seeded["seed"], seeded["update"], seeded["trial"]) == ("0", "5000", "0")  # not 0.0
@@ -353,7 +354,7 @@ def test_an_earlier_csv_merges_and_round_trips(tmp_path, with_lang_dim):
     for col in original.columns.drop(["checkpoint_path", "seed"]):
         assert back[col].tolist() == original[col].tolist() or back[col].isna().all(), col
     before = path.read_bytes()
-    batch_eval.merge_results(path, [])
+    merge_results(path, [])
     assert path.read_bytes() == before
 
 
@@ -522,7 +523,7 @@ def test_batch_eval_evaluates_earlier_checkpoints_once(tiny_distilbert, earlier_
     out = batch_eval.main([*common, "--distilbert_path", tiny_distilbert])
     assert out["errors"] == [] and len(out["evaluated"]) == 1  # checkpoint_250 is final's alias
     text = pd.read_csv(results, dtype=str, keep_default_na=False)
-    assert list(text.columns[:20]) == batch_eval.LEGACY_COLUMNS and len(text) == 3
+    assert list(text.columns[:20]) == LEGACY_COLUMNS and len(text) == 3
     row = text[text["checkpoint_path"].str.endswith("seed_0/checkpoint_final.pt")].iloc[0]
     assert (row["trial"], row["seed"], row["update"], row["lang_dim"]) == ("0", "0", "250", "8")
     assert row["expert_hidden_sizes"] == "[[0, 8, 16], [0, 8, 16]]" and row["num_episodes"] == "3"

@@ -17,6 +17,7 @@ import train_mop
 from eval_mop import EvalError, EvalOptions, compute_metrics, evaluate, wilson_interval
 from mop.babyai_env import PhaseTracker, SafeBot, make_env, ordered_instructions, quiet_reset
 from mop.experiment import load_config
+from mop.results import LEGACY_COLUMNS, ResultsError, merge_results
 from mop.routing_cache import (
     JSON_FILE,
     LEGACY_RECORD_KEYS,
@@ -197,7 +198,7 @@ def test_cache_round_trip_json_shape_and_schema(trained, tmp_path):
 def _append_rows(args):
     path, worker = args
     for i in range(10):
-        batch_eval.merge_results(
+        merge_results(
             path,
             [
                 {
@@ -218,7 +219,7 @@ def test_concurrent_csv_writers_lose_and_duplicate_nothing(tmp_path):
         pool.map(_append_rows, [(path, w) for w in range(4)])
     df = pd.read_csv(path)
     assert len(df) == 40 and df["checkpoint_path"].is_unique
-    batch_eval.merge_results(
+    merge_results(
         path,
         [
             {
@@ -237,7 +238,7 @@ def test_concurrent_csv_writers_lose_and_duplicate_nothing(tmp_path):
 
 def test_crash_mid_write_leaves_the_previous_csv(tmp_path, monkeypatch):
     path = tmp_path / "r.csv"
-    batch_eval.merge_results(
+    merge_results(
         path, [{"checkpoint_path": "a.pt", "task_id": "T", "eval_task_id": "T", "knockout": "none"}]
     )
     before = path.read_bytes()
@@ -248,7 +249,7 @@ def test_crash_mid_write_leaves_the_previous_csv(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", boom)
     with pytest.raises(OSError):
-        batch_eval.merge_results(
+        merge_results(
             path, [{"checkpoint_path": "b.pt", "task_id": "T", "eval_task_id": "T", "knockout": "none"}]
         )
     assert path.read_bytes() == before
@@ -259,8 +260,8 @@ def test_foreign_csv_is_refused(tmp_path):
     path = tmp_path / "r.csv"
     path.write_text("name,score\nx,1\n")
     before = path.read_bytes()
-    with pytest.raises(batch_eval.BatchEvalError, match="name"):
-        batch_eval.merge_results(path, [{"checkpoint_path": "a.pt"}])
+    with pytest.raises(ResultsError, match="name"):
+        merge_results(path, [{"checkpoint_path": "a.pt"}])
     assert path.read_bytes() == before
 
 
@@ -271,7 +272,7 @@ def test_batch_eval_end_to_end_and_planning(trained, tmp_path, monkeypatch):
     out = batch_eval.main(common)
     assert len(out["evaluated"]) == 2  # checkpoint_3, checkpoint_final (update 6, stored once)
     df = pd.read_csv(results)
-    assert list(df.columns[:20]) == batch_eval.LEGACY_COLUMNS and len(df) == 2
+    assert list(df.columns[:20]) == LEGACY_COLUMNS and len(df) == 2
     assert list(df.columns[3:5]) == ["seed", "update"]  # the earlier batch_eval's positions 4-5
     assert set(df["update"]) == {3, 6} and df["checkpoint_path"].str.startswith("checkpoints/").all()
     assert (cache / TASK / "trial_0" / "update_3" / "steps.parquet").exists()

@@ -33,6 +33,7 @@ from conftest import TINY_PRESET, tiny_config
 from eval_mop import EvalError, EvalOptions, canonical_knockout, parse_knockout
 from mop import experiment, runs
 from mop.experiment import LIMITS, ConfigError, load_config, read_metrics
+from mop.results import merge_results
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "BabyAI-GoToRedBallGrey-v0"
@@ -442,10 +443,8 @@ def test_a_read_only_folder_is_refused(tmp_path):
 def test_one_evaluation_spelled_two_ways_is_one_row(tmp_path):
     path = tmp_path / "results.csv"
     row = {"task_id": TASK, "eval_task_id": TASK, "trial": 0, "success_rate": 0.5}
-    batch_eval.merge_results(
-        path, [{**row, "checkpoint_path": "./checkpoints/x.pt", "knockout": " layer_0:1"}]
-    )
-    table = batch_eval.merge_results(
+    merge_results(path, [{**row, "checkpoint_path": "./checkpoints/x.pt", "knockout": " layer_0:1"}])
+    table = merge_results(
         path, [{**row, "checkpoint_path": "checkpoints/x.pt", "knockout": "layer_0:1", "success_rate": 0.7}]
     )
     assert len(table) == 1 and table["success_rate"].tolist() == [0.7]
@@ -658,7 +657,7 @@ def test_bad_input_sweep_subprocesses(inputs, tmp_path):
 @pytest.mark.slow
 def test_notebooks_show_the_projects_message_for_bad_files(inputs, monkeypatch, tmp_path):
     """Corrupt, newer-schema and foreign files behind the notebooks' environment variables: the
-    cell shows the project's one-line reason (CacheError, BatchEvalError), not a traceback."""
+    cell shows the project's one-line reason (CacheError, ResultsError), not a traceback."""
     empty = {
         "CHECKPOINT_DIRS": str(tmp_path / "none"),
         "PLOTS_DIR": str(tmp_path / "plots"),

@@ -28,6 +28,7 @@ import batch_eval  # noqa: E402
 import modal_app  # noqa: E402
 from eval_mop import EvalOptions  # noqa: E402
 from mop import experiment  # noqa: E402
+from mop.results import read_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "BabyAI-GoToRedBallGrey-v0"
@@ -489,7 +490,7 @@ def test_rows_and_reduce_give_one_row_per_checkpoint_like_local_batch_eval(volum
             assert modal_app._row_file(str(eval_root), row["checkpoint_path"]).exists()
         assert modal_app._reduce_body(str(eval_root)) == {"merged": 3, "rows": 3}
         assert list((eval_root / "pending_rows").iterdir()) == []
-    table = batch_eval.read_results(eval_root / "evaluation_results.csv")
+    table = read_results(eval_root / "evaluation_results.csv")
     assert sorted(table["checkpoint_path"]) == [r["path"] for r in refs]
     for cache in table["cache_path"]:
         assert cache.startswith("evaluation_cache/") and (eval_root / cache / "metadata.json").exists()

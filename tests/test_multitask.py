@@ -19,6 +19,7 @@ import batch_eval
 from mop.babyai_env import check_task_ids, env_levels
 from mop.collection import Episode, ParallelCollector
 from mop.experiment import ConfigError, load_config
+from mop.results import EXTRA_COLUMNS, LEGACY_COLUMNS, merge_results, read_results, result_row
 from mop.routing_analysis import clustered_mean, curriculum_rank, level_difficulty_summary, routing_by_level
 from mop.runs import CheckpointRef, RunId, find_checkpoints, parse_run_path, run_task_ids, run_task_name
 
@@ -167,7 +168,7 @@ def test_batch_eval_plans_one_evaluation_per_level():
         None,
     )
     single = CheckpointRef("ck/BabyAI-GoToLocal-v0/trial_0/checkpoint_final.pt", LEVELS[0], 0, None, None)
-    empty = batch_eval.read_results("/nonexistent/results.csv")
+    empty = read_results("/nonexistent/results.csv")
     jobs = batch_eval.plan_jobs([multi, single], empty, None, "none", False)
     assert jobs == [(multi, t) for t in LEVELS] + [(single, None)]
     # --task_id keeps the runs trained on that level, and a multi-task run is evaluated on it only
@@ -185,23 +186,17 @@ def test_result_rows_name_the_level_and_the_trained_levels(tmp_path):
     config = {"task_id": TASKS, "trial": 0, "policy_type": "mop", "expert_hidden_sizes": [[0, 8]]}
     ref = CheckpointRef("ck/x/trial_0/checkpoint_final.pt", run_task_name(TASKS), 0, None, None)
     metrics = {"eval_task_id": LEVELS[1], "success_rate": 0.5, "knockout": "none"}
-    row = batch_eval.result_row(ref, config, metrics, None)
+    row = result_row(ref, config, metrics, None)
     assert (row["task_id"], row["eval_task_id"], row["trained_tasks"]) == (LEVELS[1], LEVELS[1], TASKS)
-    single = batch_eval.result_row(
-        ref, {**config, "task_id": LEVELS[0]}, {**metrics, "eval_task_id": LEVELS[0]}, None
-    )
+    single = result_row(ref, {**config, "task_id": LEVELS[0]}, {**metrics, "eval_task_id": LEVELS[0]}, None)
     assert "trained_tasks" not in single
     path = tmp_path / "results.csv"
-    table = batch_eval.merge_results(path, [single])
-    assert list(table.columns[: len(batch_eval.LEGACY_COLUMNS + batch_eval.EXTRA_COLUMNS)]) == (
-        batch_eval.LEGACY_COLUMNS + batch_eval.EXTRA_COLUMNS
-    )
+    table = merge_results(path, [single])
+    assert list(table.columns[: len(LEGACY_COLUMNS + EXTRA_COLUMNS)]) == (LEGACY_COLUMNS + EXTRA_COLUMNS)
     assert "trained_tasks" not in table.columns  # single-task CSVs keep exactly their columns
-    table = batch_eval.merge_results(path, [row])
-    assert list(table.columns).index("trained_tasks") == len(
-        batch_eval.LEGACY_COLUMNS + batch_eval.EXTRA_COLUMNS
-    )
-    assert batch_eval.read_results(path)["trained_tasks"].tolist().count(TASKS) == 1
+    table = merge_results(path, [row])
+    assert list(table.columns).index("trained_tasks") == len(LEGACY_COLUMNS + EXTRA_COLUMNS)
+    assert read_results(path)["trained_tasks"].tolist().count(TASKS) == 1
 
 
 # ----------------------------------------------------------------------------- routing by level
@@ -310,7 +305,7 @@ def test_tiny_multi_task_run_evaluates_and_plots_per_level(tmp_path, monkeypatch
 
     monkeypatch.chdir(tmp_path)
     batch_eval.main(["--num_episodes", "4", "--final_only"])
-    table = batch_eval.read_results("evaluation_results.csv")
+    table = read_results("evaluation_results.csv")
     assert sorted(table["task_id"]) == sorted(levels) == sorted(table["eval_task_id"])
     assert set(table["trained_tasks"]) == {",".join(levels)}
     for cache in table["cache_path"]:

@@ -39,7 +39,7 @@ import batch_eval
 import stats
 import train_mop
 from conftest import tiny_config
-from mop import routing_cache
+from mop import inference, routing_cache
 from mop.experiment import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,7 +276,7 @@ def test_stats_viz_aggregates_the_first_table_and_names_an_unusable_one(stats_ta
     defs = run_notebook("stats_viz.py", stats_tables, monkeypatch)
     assert list(defs["tables"]) == list(STATS_LEVELS)
     table = pd.read_csv(defs["task_dropdown"].value)
-    assert len(defs["seeds"]) == len(stats.across_seeds(table)) and defs["updates"] == [10, 20]
+    assert len(defs["seeds"]) == len(inference.across_seeds(table)) and defs["updates"] == [10, 20]
     success = defs["scalars"][defs["scalars"]["metric"] == "success_rate"]
     assert ((success["ci_low"] >= 0) & (success["ci_high"] <= 1)).all()
     good = table
@@ -560,7 +560,7 @@ def test_browser_stats_viz_follows_its_task_and_update(stats_tables, tmp_path):
     from playwright.sync_api import sync_playwright
 
     root = Path(stats_tables["STATS_DIR"])
-    rows = {t: len(stats.across_seeds(pd.read_csv(root / t / stats.TABLE))) for t in STATS_LEVELS}
+    rows = {t: len(inference.across_seeds(pd.read_csv(root / t / stats.TABLE))) for t in STATS_LEVELS}
     assert rows == {"BabyAI-GoToLocal-v0": 12, "BabyAI-UnlockPickup-v0": 48}  # 2 α × phases × 6
     log = tmp_path / "marimo_run.log"
     with marimo_server("stats_viz.py", stats_tables, log) as url, sync_playwright() as p:

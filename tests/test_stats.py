@@ -13,6 +13,7 @@ from scipy import stats as sps
 import seed_metrics as sm
 import stats
 from bench.stats_speed import make_cache, results_rows
+from mop import inference
 from mop.routing_cache import load_cache
 
 TASK = "BabyAI-GoToLocal-v0"
@@ -54,7 +55,7 @@ def test_seed_aggregate_recovers_r_and_its_ci_covers_the_truth(grid, tmp_path):
     base, made, results = grid
     table = stats.build_table(base / "cache", TASK, results)
     assert len(table) == 12 and set(table["lpc_alpha"]) == {0.0, 1e-4}
-    agg = stats.across_seeds(table)
+    agg = inference.across_seeds(table)
     for alpha, noise in ((0.0, 20.0), (1e-4, 60.0)):
         # ρ of (slope·H + e, H) over cells: slope·sd(H) / sqrt(slope²·var(H) + noise²)
         sd_h = np.mean([m["cells"]["entropy"].std() for m in made if m["config"]["lpc_alpha"] == alpha])
@@ -69,7 +70,7 @@ def test_seed_aggregate_recovers_r_and_its_ci_covers_the_truth(grid, tmp_path):
 
 def test_fisher_aggregation_matches_a_direct_computation():
     r = np.array([0.2, 0.5, 0.35, 0.6, 0.1])
-    got = stats.aggregate_r(r)
+    got = inference.aggregate_r(r)
     z = np.arctanh(r)
     se = z.std(ddof=1) / math.sqrt(len(z))
     t = sps.t.ppf(0.975, len(z) - 1)
@@ -85,7 +86,7 @@ def test_fisher_aggregation_matches_a_direct_computation():
 
 def test_holm_matches_the_step_down_definition():
     p = [0.01, 0.04, 0.03, 0.005, "n=1: no inference", math.nan]
-    got = stats.holm(p)
+    got = inference.holm(p)
     ps = np.array([0.01, 0.04, 0.03, 0.005])
     order = np.argsort(ps)
     m = len(ps)
@@ -99,11 +100,11 @@ def test_holm_matches_the_step_down_definition():
 
 
 def test_single_seed_is_marked_never_a_nan_p():
-    got = stats.aggregate_r([0.4])
-    assert got["mean_r"] == pytest.approx(0.4) and got["p"] == stats.NO_INFERENCE
-    assert got["ci_low"] == stats.NO_INFERENCE
-    assert math.isnan(stats.aggregate_r([])["mean_r"])
-    assert stats.mean_ci([3.0])["ci_low"] == stats.NO_INFERENCE
+    got = inference.aggregate_r([0.4])
+    assert got["mean_r"] == pytest.approx(0.4) and got["p"] == inference.NO_INFERENCE
+    assert got["ci_low"] == inference.NO_INFERENCE
+    assert math.isnan(inference.aggregate_r([])["mean_r"])
+    assert inference.mean_ci([3.0])["ci_low"] == inference.NO_INFERENCE
 
 
 def test_phase_pairs_use_a_paired_t_test_on_z():
@@ -116,11 +117,11 @@ def test_phase_pairs_use_a_paired_t_test_on_z():
             "update": [5] * 4,
             "lpc_alpha": 1e-4,
         }
-        | {f"r_{p}_{c}": np.nan for p in sm.PHASES["key_phase"] for c in stats.CORRELATIONS}
+        | {f"r_{p}_{c}": np.nan for p in sm.PHASES["key_phase"] for c in inference.CORRELATIONS}
     )
     table["r_pre_key_lpc_entropy"] = [0.6, 0.5, 0.7, 0.65]
     table["r_post_key_pre_unlock_lpc_entropy"] = [0.2, 0.3, 0.1, 0.25]
-    pairs = stats.phase_pairs(table)
+    pairs = inference.phase_pairs(table)
     row = pairs[(pairs["phase_a"] == "pre_key") & (pairs["phase_b"] == "post_key_pre_unlock")]
     row = row[row["correlation"] == "lpc_entropy"].iloc[0]
     direct = sps.ttest_rel(
@@ -137,16 +138,16 @@ def test_bad_inputs_give_one_line(grid, tmp_path, capsys):
     base, made, results = grid
     table = stats.build_table(base / "cache", TASK, results)
     mixed = pd.concat([table, table.assign(task_id="BabyAI-UnlockPickup-v0")])
-    with pytest.raises(stats.StatsError, match="mixes levels"):
-        stats.across_seeds(mixed)
-    with pytest.raises(stats.StatsError, match="not one of this level's phases"):
-        stats.check_phase(table, "pre_key")
+    with pytest.raises(inference.StatsError, match="mixes levels"):
+        inference.across_seeds(mixed)
+    with pytest.raises(inference.StatsError, match="not one of this level's phases"):
+        inference.check_phase(table, "pre_key")
     # α not in the results CSV: the row stays, lpc_alpha empty, a note says so
     notes = []
     partial = stats.build_table(base / "cache", TASK, results.iloc[1:], notes=notes)
     assert len(partial) == 12 and partial["lpc_alpha"].isna().sum() == 1
     assert any("not in the results CSV" in n for n in notes)
-    assert stats.across_seeds(partial)["n"].sum() < stats.across_seeds(table)["n"].sum()
+    assert inference.across_seeds(partial)["n"].sum() < inference.across_seeds(table)["n"].sum()
     # the CLI: one error line, exit 2
     with pytest.raises(SystemExit) as e:
         stats.main(
@@ -190,8 +191,8 @@ def test_cli_writes_tables_and_figures_and_is_incremental(grid, tmp_path, capsys
 def test_one_seed_per_alpha_is_marked_in_the_table(grid):
     base, _, results = grid
     table = stats.build_table(base / "cache", TASK, results)
-    agg = stats.across_seeds(table[table["seed"] == 0])
-    assert (agg["n"] == 1).all() and (agg["p"] == stats.NO_INFERENCE).all()
+    agg = inference.across_seeds(table[table["seed"] == 0])
+    assert (agg["n"] == 1).all() and (agg["p"] == inference.NO_INFERENCE).all()
     assert agg["mean_r"].notna().all() and np.isnan(agg["p_holm"]).all()
 
 
@@ -211,7 +212,7 @@ def test_success_interval_stays_in_bounds_and_is_scipys(successes, episodes):
     rates = k / n
     raw = sps.ttest_1samp(rates, 0).confidence_interval(0.95)
     assert raw.low < 0 or raw.high > 1  # what a plain t interval would report
-    got = stats.success_ci(rates, k, n)
+    got = inference.success_ci(rates, k, n)
     assert 0 <= got["ci_low"] <= got["estimate"] <= got["ci_high"] <= 1
     assert got["n"] == len(k) and got["mean"] == pytest.approx(rates.mean())
     # direct: the t interval of the mean empirical logit, through expit
@@ -224,25 +225,25 @@ def test_success_interval_stays_in_bounds_and_is_scipys(successes, episodes):
 
 def test_success_interval_without_episode_counts():
     rates = np.array([0.2, 0.9, 0.95])
-    got = stats.success_ci(rates)
+    got = inference.success_ci(rates)
     low, high = sps.t.interval(0.95, 2, loc=special.logit(rates).mean(), scale=sps.sem(special.logit(rates)))
     assert (got["ci_low"], got["ci_high"]) == pytest.approx((special.expit(low), special.expit(high)))
     # a rate of exactly 1 has no logit without its counts: said in the cell, not NaN, not clipped
-    unknown = stats.success_ci([0.5, 1.0])
+    unknown = inference.success_ci([0.5, 1.0])
     assert "without episode counts" in unknown["ci_low"] and math.isnan(unknown["estimate"])
-    assert stats.success_ci([0.5], [5], [10])["ci_low"] == stats.NO_INFERENCE
+    assert inference.success_ci([0.5], [5], [10])["ci_low"] == inference.NO_INFERENCE
 
 
 @pytest.mark.parametrize("ratios", [[1.0, 6.0], [1.0, 1.02, 4.0], [0.9, 1.0, 12.0]])
 def test_path_ratio_interval_is_positive_and_on_the_log_scale(ratios):
-    got = stats.mean_ci(ratios, stats.SCALE_OF["path_ratio"])
+    got = inference.mean_ci(ratios, inference.SCALE_OF["path_ratio"])
     assert sps.ttest_1samp(ratios, 0).confidence_interval(0.95).low < 0  # the plain one goes below 0
     assert 0 < got["ci_low"] <= got["estimate"] <= got["ci_high"]
     logs = np.log(ratios)
     low, high = sps.t.interval(0.95, len(logs) - 1, loc=logs.mean(), scale=sps.sem(logs))
     assert (got["ci_low"], got["ci_high"]) == pytest.approx((math.exp(low), math.exp(high)))
     assert got["estimate"] == pytest.approx(math.exp(logs.mean()))  # the geometric mean
-    assert "no log-scale interval" in stats.mean_ci([1.2, 0.0], "log")["ci_low"]
+    assert "no log-scale interval" in inference.mean_ci([1.2, 0.0], "log")["ci_low"]
 
 
 def test_each_run_has_its_wilson_interval_and_alpha_rows_use_the_counts(grid):
@@ -255,10 +256,10 @@ def test_each_run_has_its_wilson_interval_and_alpha_rows_use_the_counts(grid):
     for row in table.itertuples():
         low, high = wilson_interval(int(row.successes), int(row.num_episodes))
         assert (row.success_ci_low, row.success_ci_high) == pytest.approx((low, high))
-    scalars = stats.metrics_by_alpha(table)
+    scalars = inference.metrics_by_alpha(table)
     for alpha, runs in table.groupby("lpc_alpha"):
         row = scalars[(scalars["lpc_alpha"] == alpha) & (scalars["metric"] == "success_rate")].iloc[0]
-        direct = stats.success_ci(runs["success_rate"], runs["successes"], runs["num_episodes"])
+        direct = inference.success_ci(runs["success_rate"], runs["successes"], runs["num_episodes"])
         assert row["scale"] == "logit" and (row["ci_low"], row["ci_high"]) == pytest.approx(
             (direct["ci_low"], direct["ci_high"])
         )

@@ -1,0 +1,398 @@
+"""Inference across runs: from a table of per-run numbers to means, intervals, tests and Holm.
+
+The statistics half of stats.py, on tables only (no cache reading, no matplotlib, nothing written).
+Its input is the seed-metrics table stats.py builds (one row per (trial, seed, update) checkpoint:
+lpc_alpha, the SCALARS metrics, r_<phase>_<correlation> per phase) and, for knockouts, the results
+CSV (mop.results). Its outputs are the tables stats.py writes and the aggregates its figures draw
+(mop.stats_plots takes them as arguments).
+
+Units and choices (stats.py's --help says the same at length):
+- Units are runs (trial, seed) at one update (`final_rows`: the given update, else each run's
+  last); checkpoints of one run are never pooled as replicates. Conditions: lpc_alpha
+  (`runs_by_alpha`).
+- Correlations: r clipped to ±CLIP, z = artanh(r); one-sample t-test of the runs' z against 0 and
+  the 95% t interval of mean z, back-transformed with tanh (`aggregate_r`). A t interval over runs,
+  not the 1/(N-3) Fisher one, because the spread that matters is seed to seed, not cell to cell.
+- Metrics (`mean_ci`, `success_ci`, `scalar_ci`): the 95% t interval of the mean on a scale where
+  the metric's bounds hold (SCALE_OF), mapped back: success rate on the logit (a run's logit is the
+  empirical one from its episode counts, finite at 0 and n successes), path ratio on the log, LPC
+  and policy complexity as they are. No bootstrap: with 2-5 seeds it covers far less than 95%.
+- Paired comparisons (`phase_pairs`, `knockout_pairs`): paired t-tests on the same runs' values.
+- Multiplicity: Holm's step-down adjustment (`holm`) over every test one table or figure shows.
+- One run: no inference; the p and CI cells hold NO_INFERENCE, never a NaN that reads as "not
+  significant". A cell that cannot be computed holds its reason as text.
+
+    from mop import inference
+    table = pd.read_csv("stats/BabyAI-UnlockPickup-v0/seed_metrics.csv")
+    inference.across_seeds(table)          # per (α, phase, correlation): mean r, CI, p, Holm
+    inference.metrics_by_alpha(table)      # per (α, metric): n, mean, estimate, CI on its scale
+    inference.aggregate_r([0.3, 0.5, 0.4])  # one aggregate from bare numbers
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import special
+from scipy import stats as sps
+
+from mop.phases import PHASES, SPATIAL, phase_system
+
+# SPATIAL (per cell: lpc_entropy, lpc_kl_local, lpc_kl_global) and, per timestep, LPC / H(A|S) /
+# KL against the distance to the phase's goal: the r_<phase>_<c> columns of the table.
+TEMPORAL = ("lpc_dist", "entropy_dist", "kl_dist")
+CORRELATIONS = SPATIAL + TEMPORAL
+SCALARS = ("success_rate", "mean_lpc", "policy_complexity", "path_ratio")
+# The scale each is aggregated on across runs (mean_ci): a rate's interval must stay in [0, 1]; the
+# path ratio is a positive ratio (not >= 1: the bot explores what it has not seen, so an agent can
+# beat it on a layout, reference_facts §1.5), so log.
+SCALE_OF = {"success_rate": "logit", "mean_lpc": "linear", "policy_complexity": "linear", "path_ratio": "log"}
+SCALES: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "linear": (lambda v: v, lambda v: v),
+    "log": (np.log, np.exp),
+    "logit": (special.logit, special.expit),
+}
+DOMAIN = {"linear": "the reals", "log": "(0, inf)", "logit": "(0, 1)"}
+NO_INFERENCE = "n=1: no inference"
+CLIP = 0.9999
+
+
+class StatsError(ValueError):
+    """Input these statistics cannot use (one line, names the problem)."""
+
+
+# ----------------------------------------------------------------------------- the units: runs
+
+
+def final_rows(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
+    """One row per run (trial, seed): the given update, else each run's last."""
+    if update is not None:
+        return table[table["update"] == update]
+    order = table.assign(_u=table["update"].astype("Float64").fillna(-1.0))
+    return order.sort_values("_u").groupby(["trial", "seed"], dropna=False).tail(1).drop(columns="_u")
+
+
+def runs_with_alpha(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
+    """final_rows of the runs whose α the results CSV gives."""
+    runs = final_rows(table, update)
+    return runs[runs["lpc_alpha"].notna()]
+
+
+def runs_by_alpha(table: pd.DataFrame, update: int | None = None) -> Iterator[tuple[float, pd.DataFrame]]:
+    """(α, its runs) in α order: final_rows of the runs whose α the results CSV gives."""
+    runs = final_rows(table, update)
+    yield from runs[runs["lpc_alpha"].notna()].groupby("lpc_alpha")
+
+
+def phases_of(table: pd.DataFrame) -> list[str]:
+    """The phases of the table's level (one level per table: StatsError if mixed)."""
+    tasks = table["task_id"].dropna().unique()
+    if len(tasks) > 1:
+        raise StatsError(
+            f"one aggregation mixes levels {', '.join(sorted(tasks))}: aggregate one task at a time"
+        )
+    systems = table["phase_system"].dropna().unique() if "phase_system" in table else []
+    system = systems[0] if len(systems) else phase_system(str(tasks[0]))
+    return list(PHASES[system])
+
+
+def check_phase(table: pd.DataFrame, phase: str) -> None:
+    """StatsError unless `phase` is one of the table's level's phases."""
+    phases = phases_of(table)
+    if phase not in phases:
+        raise StatsError(f"phase {phase!r} is not one of this level's phases ({', '.join(phases)})")
+
+
+# ----------------------------------------------------------------------------- one aggregate
+
+
+def fisher_z(r: Any) -> np.ndarray:
+    """artanh of r clipped to ±CLIP (so r = ±1 gives a finite z)."""
+    return np.arctanh(np.clip(np.asarray(r, dtype=float), -CLIP, CLIP))
+
+
+def aggregate_r(r: Any) -> dict[str, Any]:
+    """Fisher aggregation of per-run r (NaN ignored): mean_r = tanh(mean z), 95% CI = tanh of the
+    t interval of mean z, p = one-sample t-test on z vs 0, n, share_positive. With one run, ci and
+    p are NO_INFERENCE; with none, everything is NaN."""
+    r = np.asarray(r, dtype=float)
+    r = r[np.isfinite(r)]
+    n = len(r)
+    out: dict[str, Any] = {"n": n, "mean_r": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
+    out["share_positive"] = float((r > 0).mean()) if n else math.nan
+    if n == 0:
+        return out
+    z = fisher_z(r)
+    out["mean_r"] = float(np.tanh(z.mean()))
+    if n == 1:
+        return out | {"ci_low": NO_INFERENCE, "ci_high": NO_INFERENCE, "p": NO_INFERENCE}
+    if np.ptp(z) == 0:  # every run the same r: the t statistic is undefined
+        return out | {"ci_low": out["mean_r"], "ci_high": out["mean_r"], "p": "no spread: no test"}
+    test = sps.ttest_1samp(z, 0.0)
+    ci = test.confidence_interval(0.95)
+    return out | {
+        "ci_low": float(np.tanh(ci.low)),
+        "ci_high": float(np.tanh(ci.high)),
+        "p": float(test.pvalue),
+    }
+
+
+def mean_ci(values: Any, scale: str = "linear") -> dict[str, Any]:
+    """Runs' mean and a 95% t interval (scipy's) of the mean on `scale`, mapped back: "linear"
+    (the t interval of the mean), "log" (of the mean log, so of the geometric mean: stays > 0) or
+    "logit" (of the mean logit: stays inside (0, 1); needs every value strictly inside, see
+    success_ci for rates of exactly 0 or 1). Keys: n, mean (arithmetic, of the runs), estimate
+    (the back-transformed mean the interval is centred on; the mean on "linear"), ci_low, ci_high,
+    scale. NO_INFERENCE with one run; NaN without any."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    forward, back = SCALES[scale]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = forward(v)
+    out = {"n": len(v), "mean": float(v.mean()) if len(v) else math.nan, "scale": scale}
+    if not np.isfinite(t).all():
+        reason = f"a value outside {DOMAIN[scale]}: no {scale}-scale interval"
+        return out | {"estimate": math.nan, "ci_low": reason, "ci_high": reason}
+    return out | _interval(t, back)
+
+
+def success_ci(rates: Any, successes: Any = None, episodes: Any = None) -> dict[str, Any]:
+    """mean_ci of success rates on the logit scale, so the interval stays inside [0, 1] at any n.
+    Where a run's episode counts are known, its logit is the empirical one, log((k + ½) / (n - k
+    + ½)) (Haldane-Anscombe; finite at 0 and at n successes); elsewhere the plain logit, and a rate of
+    exactly 0 or 1 without counts has no interval (the cells say so)."""
+    r = np.asarray(rates, dtype=float)
+    k = np.full(len(r), math.nan) if successes is None else np.asarray(successes, dtype=float)
+    n = np.full(len(r), math.nan) if episodes is None else np.asarray(episodes, dtype=float)
+    ok = np.isfinite(r)
+    r, k, n = r[ok], k[ok], n[ok]
+    known = np.isfinite(k) & np.isfinite(n) & (n > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logits = np.where(known, np.log((k + 0.5) / (n - k + 0.5)), special.logit(r))
+    out = {"n": len(r), "mean": float(r.mean()) if len(r) else math.nan, "scale": "logit"}
+    if not np.isfinite(logits).all():
+        reason = "a rate of 0 or 1 without episode counts: no interval (stats.py --force adds them)"
+        return out | {"estimate": math.nan, "ci_low": reason, "ci_high": reason}
+    return out | _interval(logits, special.expit)
+
+
+def _interval(t: np.ndarray, back: Callable[[Any], Any]) -> dict[str, Any]:
+    """estimate = back(mean t) and back() of the 95% t interval of mean t (finite t)."""
+    if len(t) < 2:
+        mark = NO_INFERENCE if len(t) else math.nan
+        return {"estimate": float(back(t[0])) if len(t) else math.nan, "ci_low": mark, "ci_high": mark}
+    estimate = float(back(t.mean()))
+    if np.ptp(t) == 0:  # every run the same: the t statistic is undefined
+        return {"estimate": estimate, "ci_low": estimate, "ci_high": estimate}
+    ci = sps.ttest_1samp(t, 0.0).confidence_interval(0.95)
+    return {"estimate": estimate, "ci_low": float(back(ci.low)), "ci_high": float(back(ci.high))}
+
+
+def scalar_ci(runs: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """The across-run interval of one SCALARS metric on its scale (SCALE_OF): success_ci with the
+    runs' episode counts where the table has them, else mean_ci."""
+    if metric == "success_rate":
+        counts = [runs[c] if c in runs else None for c in ("successes", "num_episodes")]
+        return success_ci(runs[metric], *counts)
+    return mean_ci(runs[metric], SCALE_OF[metric])
+
+
+def holm(pvalues: Any) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN and non-numbers stay NaN and are not counted)."""
+    p = np.array([v if isinstance(v, (int, float)) else math.nan for v in pvalues], dtype=float)
+    ok = np.flatnonzero(np.isfinite(p))
+    adjusted = np.full(len(p), math.nan)
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for i, idx in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[idx]))
+        adjusted[idx] = running
+    return adjusted
+
+
+def stars(p: Any) -> str:
+    """'***' / '**' / '*' / 'ns' at 0.001 / 0.01 / 0.05; '' for a p that is not a number."""
+    if not isinstance(p, (int, float)) or not math.isfinite(p):
+        return ""
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "ns"
+
+
+# ----------------------------------------------------------------------------- the tables
+
+
+def across_seeds(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
+    """Per (α, phase, correlation): aggregate_r over the runs at one update, Holm over the table."""
+    phases = phases_of(table)
+    out = []
+    for alpha, group in runs_by_alpha(table, update):
+        for p in phases:
+            for c in CORRELATIONS:
+                col = f"r_{p}_{c}"
+                values = group[col] if col in group else pd.Series(dtype=float)
+                row = {"lpc_alpha": alpha, "phase": p, "correlation": c} | aggregate_r(values)
+                if row["n"] == 0:
+                    row["p"] = "empty: no run has this r (phase not reached or < 3 cells)"
+                out.append(row)
+    df = pd.DataFrame(
+        out,
+        columns=[
+            "lpc_alpha",
+            "phase",
+            "correlation",
+            "n",
+            "mean_r",
+            "ci_low",
+            "ci_high",
+            "p",
+            "share_positive",
+        ],
+    )
+    df["p_holm"] = holm(df["p"])
+    return df
+
+
+def phase_pairs(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
+    """Per (α, correlation, phase pair): paired t-test on the same runs' z (ttest_rel); Holm within
+    each (α, correlation)."""
+    phases = phases_of(table)
+    out = []
+    for alpha, group in runs_by_alpha(table, update):
+        for c in CORRELATIONS:
+            family = []
+            for a, b in itertools.combinations(phases, 2):
+                za, zb = fisher_z(group[f"r_{a}_{c}"]), fisher_z(group[f"r_{b}_{c}"])
+                both = np.isfinite(za) & np.isfinite(zb)
+                n = int(both.sum())
+                row = {"lpc_alpha": alpha, "correlation": c, "phase_a": a, "phase_b": b, "n": n}
+                row["mean_r_a"] = float(np.tanh(za[both].mean())) if n else math.nan
+                row["mean_r_b"] = float(np.tanh(zb[both].mean())) if n else math.nan
+                if n < 2:
+                    row["p"] = NO_INFERENCE if n == 1 else "empty: no run has both phases"
+                elif np.ptp(za[both] - zb[both]) == 0:
+                    row["p"] = "no spread: no test"
+                else:
+                    row["p"] = float(sps.ttest_rel(za[both], zb[both]).pvalue)
+                family.append(row)
+            for row, adj in zip(family, holm([r["p"] for r in family])):
+                row["p_holm"] = adj
+            out += family
+    return pd.DataFrame(out)
+
+
+def knockout_pairs(results: pd.DataFrame, task_id: str, table: pd.DataFrame) -> pd.DataFrame:
+    """Per (α, knockout, metric): the same checkpoint with and without the knockout (results CSV,
+    checkpoints of `table`'s runs), paired t-test across them; Holm over the whole table."""
+    cols = ["lpc_alpha", "knockout", "metric", "n", "mean_none", "mean_knockout", "p", "p_holm"]
+    if results.empty or "knockout" not in results:
+        return pd.DataFrame(columns=cols)
+    rows = results[(results["task_id"] == task_id) & (results["eval_task_id"].fillna(task_id) == task_id)]
+    if "trained_tasks" in rows.columns:  # single-task runs only (multi-task rows name their level)
+        rows = rows[rows["trained_tasks"].isna()]
+    none = rows[rows["knockout"] == "none"].set_index("checkpoint_path")
+    out = []
+    for label, ko in rows[rows["knockout"] != "none"].groupby("knockout"):
+        ko = ko[ko["checkpoint_path"].isin(none.index)]
+        alpha = none.loc[ko["checkpoint_path"], "lpc_alpha"].to_numpy(dtype=float)
+        for a in sorted(set(alpha[np.isfinite(alpha)])):
+            sub = ko[alpha == a]
+            for metric in ("success_rate", "mean_lpc"):
+                x = none.loc[sub["checkpoint_path"], metric].to_numpy(dtype=float)
+                y = sub[metric].to_numpy(dtype=float)
+                ok = np.isfinite(x) & np.isfinite(y)
+                n = int(ok.sum())
+                row = {"lpc_alpha": a, "knockout": label, "metric": metric, "n": n}
+                row |= {
+                    "mean_none": x[ok].mean() if n else math.nan,
+                    "mean_knockout": y[ok].mean() if n else math.nan,
+                }
+                if n < 2:
+                    row["p"] = NO_INFERENCE if n else "empty"
+                elif np.ptp(x[ok] - y[ok]) == 0:
+                    row["p"] = "no spread: no test"
+                else:
+                    row["p"] = float(sps.ttest_rel(y[ok], x[ok]).pvalue)
+                out.append(row)
+    df = pd.DataFrame(out, columns=cols[:-1])
+    df["p_holm"] = holm(df["p"]) if len(df) else []
+    return df
+
+
+METRIC_COLUMNS = ["n", "mean", "estimate", "ci_low", "ci_high", "scale"]
+
+
+def metrics_by_alpha(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
+    """success, LPC, policy complexity, path ratio per α: n, mean, and the 95% CI over runs with
+    the estimate it is centred on, on the metric's scale (scalar_ci)."""
+    out = [
+        {"lpc_alpha": alpha, "metric": m} | scalar_ci(group, m)
+        for alpha, group in runs_by_alpha(table, update)
+        for m in SCALARS
+    ]
+    return pd.DataFrame(out, columns=["lpc_alpha", "metric", *METRIC_COLUMNS])
+
+
+def metrics_by_update(table: pd.DataFrame) -> pd.DataFrame:
+    """metrics_by_alpha at every update: per (α, metric, update) in that order, scalar_ci over the
+    runs' checkpoints of that update (rows without an α or an update left out)."""
+    df = table[table["lpc_alpha"].notna() & table["update"].notna()]
+    out = [
+        {"lpc_alpha": alpha, "metric": m, "update": u} | scalar_ci(g, m)
+        for alpha, group in df.groupby("lpc_alpha")
+        for m in SCALARS
+        for u, g in group.groupby("update")
+    ]
+    return pd.DataFrame(out, columns=["lpc_alpha", "metric", "update", *METRIC_COLUMNS])
+
+
+def correlation_summary(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
+    """Per phase × SPATIAL correlation, in that order: aggregate_r over every run (all α pooled),
+    p_holm: Holm over the rows."""
+    phases = phases_of(table)
+    runs = final_rows(table, update)
+    out = [{"phase": p, "correlation": c} | aggregate_r(runs[f"r_{p}_{c}"]) for p in phases for c in SPATIAL]
+    df = pd.DataFrame(out)
+    df["p_holm"] = holm([r["p"] for r in out])
+    return df
+
+
+# ----------------------------------------------------------------------------- figure aggregates
+
+
+def spatial_for_figure(seeds: pd.DataFrame) -> pd.DataFrame:
+    """across_seeds' SPATIAL rows with p_fig: Holm over every point of the one figure that shows
+    them (the table's p_holm counts the temporal rows too)."""
+    shown = seeds[seeds["correlation"].isin(SPATIAL)].copy()
+    shown["p_fig"] = holm(shown["p"])
+    return shown
+
+
+def ols_band(x: Any, y: Any, points: int = 50) -> dict[str, Any]:
+    """OLS of y on x over the finite pairs (scipy.stats.linregress) and the 95% confidence band of
+    the mean at `points` x values across their range: n always; with n >= 3 and x not constant
+    also r, p, grid, line, low, high."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    n = int(ok.sum())
+    if n < 3 or not np.ptp(x[ok]) > 0:
+        return {"n": n}
+    x, y = x[ok], y[ok]
+    fit = sps.linregress(x, y)
+    grid = np.linspace(x.min(), x.max(), points)
+    resid = y - (fit.intercept + fit.slope * x)
+    s = np.sqrt((resid**2).sum() / (n - 2))
+    se = s * np.sqrt(1 / n + (grid - x.mean()) ** 2 / ((x - x.mean()) ** 2).sum())
+    t = sps.t.ppf(0.975, n - 2)
+    line = fit.intercept + fit.slope * grid
+    band = {"low": line - t * se, "high": line + t * se}
+    return {"n": n, "r": fit.rvalue, "p": fit.pvalue, "grid": grid, "line": line} | band
+
+
+def phase_fits(runs: pd.DataFrame, phases: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per phase, ols_band of the runs' mean LPC in the phase on their mean H(A|S) in it."""
+    return {p: ols_band(runs[f"mean_entropy_{p}"], runs[f"mean_lpc_{p}"]) for p in phases}
