@@ -201,13 +201,15 @@ def test_the_readme_commands_parse():
 
 
 def _documented_commands() -> list[list[str]]:
-    """Every `modal run` command of README.md's Modal section and of modal_app's docstring."""
+    """Every `modal run` command of README.md, of docs/reference.md's Modal section and of
+    modal_app's docstring."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Cloud runs on Modal", 1)[1].split("\n## ", 1)[0]
-    text = (section + "\n" + modal_app.__doc__).replace("\\\n", " ")
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    section = reference.split("## Cloud runs on Modal", 1)[1].split("\n## ", 1)[0]
+    text = (readme + "\n" + section + "\n" + modal_app.__doc__).replace("\\\n", " ")
     lines = [line.strip() for line in text.splitlines() if line.strip().startswith("modal run")]
     # README marks optional flags as [--flag value]
-    return [[t.strip("[]") for t in shlex.split(line) if t.strip("[]")] for line in lines]
+    return [[t.strip("[]") for t in shlex.split(line, comments=True) if t.strip("[]")] for line in lines]
 
 
 def test_every_documented_command_parses_and_its_training_settings_validate(monkeypatch, tmp_path):
@@ -221,8 +223,8 @@ def test_every_documented_command_parses_and_its_training_settings_validate(monk
     commands = _documented_commands()
     names = [re.search(r"modal_app\.py::(\w+)", " ".join(c)).group(1) for c in commands]
     assert {"main", "main_seeds", "eval_parallel", "eval_main"} <= set(names)
-    readme = (ROOT / "README.md").read_text()
-    assert "--set" in readme and "--config" in readme and "--seeds" in readme
+    documented = (ROOT / "README.md").read_text() + (ROOT / "docs" / "reference.md").read_text()
+    assert "--set" in documented and "--config" in documented and "--seeds" in documented
     for args, name in zip(commands, names):
         rest = args[args.index(f"modal_app.py::{name}") + 1 :]
         entrypoint = getattr(modal_app, name)

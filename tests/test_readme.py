@@ -1,0 +1,143 @@
+"""README.md's commands work as written after the quickstart alone (issue 34): the environment is
+entered once, before the first bare command; every `python X.py` names a script that exists and
+takes every flag the command gives it (its own `--help` lists it); every notebook command names a
+marimo app; every checkpoint a command reads belongs to a run the quickstart or an earlier README
+command makes; and the README stays a guide (~350 lines). `modal run` lines are parsed by Modal's
+own CLI in tests/test_modal_app.py, and the imports of every command by tests/test_compat.py."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+ACTIVATE = "source .venv/bin/activate"
+QUICKSTART_RUN = ("BabyAI-GoToLocal-v0", 0)  # scripts/quickstart.sh: --task_id ... --trial 0
+MAX_LINES = 360
+
+
+def located_commands(text: str) -> list[tuple[int, str]]:
+    """(offset of its block, command) for every command line of the text's fenced shell blocks,
+    continuation lines joined."""
+    found = []
+    for block in re.finditer(r"```(?:bash|sh|console)?\n(.*?)```", text, re.S):
+        for line in block.group(1).replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                found.append((block.start(), line))
+    return found
+
+
+def commands(text: str) -> list[str]:
+    return [command for _, command in located_commands(text)]
+
+
+def words(command: str) -> list[str]:
+    """The command's words without its trailing comment; `[--flag value]` marks optional flags."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=False)
+    lexer.whitespace_split, lexer.commenters = True, "#"
+    return [w.strip("[]") for w in lexer if w.strip("[]")]
+
+
+def python_script(ws: list[str]) -> tuple[str, str | None, list[str]] | None:
+    """(script, subcommand, flags) of a `python X.py [sub] --flag ...` command."""
+    if len(ws) < 2 or ws[0] not in ("python", "python3") or not ws[1].endswith(".py"):
+        return None
+    sub = ws[2] if len(ws) > 2 and re.fullmatch(r"[a-z_]+", ws[2]) and not ws[2].endswith(".py") else None
+    flags = [w.split("=")[0] for w in ws[2:] if w.startswith("--")]
+    return ws[1], sub, flags
+
+
+@cache
+def help_text(script: str, sub: str | None) -> str:
+    argv = [sys.executable, str(ROOT / script), *([sub] if sub else []), "--help"]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, f"{script} {sub or ''} --help: {out.stderr[-500:]}"
+    return out.stdout
+
+
+def runs_made(cmds: list[str]) -> set[tuple[str, int]]:
+    """Runs (task, trial) that the quickstart or a README training command makes (its flags over
+    its --config file over config.yaml, as the trainers resolve them)."""
+    from mop.experiment import load_config
+
+    made = {QUICKSTART_RUN}
+    for command in cmds:
+        ws = words(command)
+        parsed = python_script(ws)
+        if parsed and Path(parsed[0]).name in ("train_mop.py", "train.py"):
+            value = {flag: ws[i + 1] for i, flag in enumerate(ws[:-1]) if flag.startswith("--")}
+            config = load_config(ROOT / value.get("--config", "config.yaml"))
+            task = value.get("--task_id", config.task_id)
+            made.add((task, int(value.get("--trial", config.trial))))
+    return made
+
+
+def test_readme_is_a_guide_with_the_two_quickstart_commands():
+    text = README.read_text()
+    assert len(text.splitlines()) <= MAX_LINES
+    quickstart = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    first_block = re.search(r"```bash\n(.*?)```", quickstart, re.S).group(1)
+    assert [words(c)[:2] for c in commands(f"```bash\n{first_block}```")] == [
+        ["bash", "scripts/quickstart.sh"],
+        ["bash", "scripts/test.sh"],
+    ]
+    assert (ROOT / ".ci/run").read_text().count("bash scripts/test.sh") == 1  # CI runs the second
+
+
+def test_the_environment_is_entered_before_the_first_bare_command():
+    text = README.read_text()
+    assert ACTIVATE in text
+    first_bare = min(at for at, c in located_commands(text) if words(c)[0] in ("python", "marimo", "pytest"))
+    assert text.index(ACTIVATE) < first_bare
+    assert (ROOT / ".venv/bin/activate").exists() or not (ROOT / ".venv").exists()
+
+
+def test_every_notebook_and_script_a_command_names_exists():
+    for command in commands(README.read_text()):
+        ws = words(command)
+        if ws[:2] == ["marimo", "run"] or ws[:3] == ["marimo", "export", "html"]:
+            notebook = ROOT / next(w for w in ws if w.endswith(".py"))
+            assert "marimo.App(" in notebook.read_text(), command
+        elif ws[:1] == ["bash"]:
+            assert (ROOT / ws[1]).exists(), command
+        elif parsed := python_script(ws):
+            assert (ROOT / parsed[0]).exists(), command
+
+
+@pytest.mark.slow
+def test_every_python_command_takes_the_flags_it_is_given():
+    for command in commands(README.read_text()):
+        parsed = python_script(words(command))
+        if parsed is None:
+            continue
+        script, sub, flags = parsed
+        helped = help_text(script, sub)
+        unknown = [f for f in flags if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", helped)]
+        assert unknown == [], f"{command}: {script} {sub or ''} does not take {unknown}"
+
+
+def test_every_checkpoint_a_command_reads_is_made_by_the_quickstart_or_an_earlier_command():
+    cmds = commands(README.read_text())
+    made = runs_made(cmds)
+    for command in cmds:
+        for task, trial in re.findall(r"checkpoints/(BabyAI-[\w-]+)/trial_(\d+)", command):
+            assert (task, int(trial)) in made, f"{command}: no README command makes {task} trial {trial}"
+
+
+def test_the_walker_catches_a_bad_command():  # the checks above can fail
+    assert python_script(words("python eval_mop.py --checkpoint x.pt --nope 3  # why")) == (
+        "eval_mop.py",
+        None,
+        ["--checkpoint", "--nope"],
+    )
+    assert python_script(words("python lmc.py analyze --results_dir d"))[1] == "analyze"
+    made = runs_made(["python train_mop.py --task_id BabyAI-GoToObj-v0 --trial 3"])
+    assert ("BabyAI-GoToObj-v0", 3) in made and ("BabyAI-GoToObj-v0", 0) not in made
