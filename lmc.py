@@ -84,6 +84,7 @@ import torch.nn.functional as F
 from eval_mop import EvalError, compute_metrics, run_episodes
 from mixture_of_experts import build_policy
 from mop.babyai_env import EVAL_SEED_START, check_task_id, encode_obs, make_env
+from mop.bot_paths import BotPaths
 from mop.experiment import (
     CONFIG_ALIASES,
     CONFIG_KEYS,
@@ -716,7 +717,7 @@ class Evaluator:
         self.episodes = list(range(episodes))
         self.num_envs = num_envs
         self.envs = [make_env(task_id, max_steps) for _ in range(min(num_envs, episodes))]
-        self.bot_paths: dict[int, int | None] = {}
+        self.bot_paths = BotPaths(task_id, max_steps)
         self.heldout = list(heldout)
         self.seconds = 0.0
 
