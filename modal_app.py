@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import modal
 
+from mop.lmc_settings import DEFAULTS as LMC_DEFAULTS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -822,12 +824,12 @@ def lmc_spec(
 def lmc(
     task_id: str,
     seed: int = 0,
-    fork_points: str = "0.01,0.05,0.1,0.2,0.3,0.5,0.7,0.9",
-    fork_buffer_strategy: str = "",
-    alphas: int = 11,
+    fork_points: str = LMC_DEFAULTS.fork_points,
+    fork_buffer_strategy: str | None = LMC_DEFAULTS.fork_buffer_strategy,
+    alphas: int = LMC_DEFAULTS.alphas,
     num_updates: int | None = None,
-    eval_episodes: int = 100,
-    heldout_episodes: int = 100,
+    eval_episodes: int = LMC_DEFAULTS.eval_episodes,
+    heldout_episodes: int = LMC_DEFAULTS.heldout_episodes,
     set: str = "",
     config: str = "",
 ) -> None:
