@@ -20,7 +20,6 @@ was trained on (those of --task_id, when given): `task_id` is the evaluated leve
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing as mp
 import sys
@@ -31,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from eval_mop import EvalOptions
+from mop.bot_paths import BotPaths
 from mop.results import ResultsError, merge_results, read_results, result_row
 from mop.runs import (
     DEFAULT_CHECKPOINT_DIRS,
@@ -38,14 +38,11 @@ from mop.runs import (
     OutputError,
     RunId,
     RunPathError,
-    atomic_write_text,
     check_writable_dir,
     check_writable_file,
     find_checkpoints,
     is_multi_task,
-    locked,
     run_task_name,
-    safe_name,
     split_task_ids,
 )
 
@@ -111,29 +108,6 @@ def select(
     return out
 
 
-# ----------------------------------------------------------------------------- bot path cache
-
-
-def _bot_path_file(cache_dir: str, task_id: str, max_steps: int | None) -> Path:
-    name = f"{safe_name(task_id, 'task_id')}__max_steps_{int(max_steps) if max_steps else 'default'}.json"
-    return Path(cache_dir) / "_bot_paths" / name
-
-
-def load_bot_paths(cache_dir: str, task_id: str, max_steps: int | None) -> dict[int, int | None]:
-    path = _bot_path_file(cache_dir, task_id, max_steps)
-    try:
-        return {int(k): v for k, v in json.loads(path.read_text()).items()}
-    except (OSError, ValueError):
-        return {}
-
-
-def save_bot_paths(cache_dir: str, task_id: str, max_steps: int | None, paths: dict[int, int | None]) -> None:
-    path = _bot_path_file(cache_dir, task_id, max_steps)
-    with locked(path):
-        merged = {**load_bot_paths(cache_dir, task_id, max_steps), **paths}
-        atomic_write_text(path, json.dumps({str(k): v for k, v in sorted(merged.items())}))
-
-
 # ----------------------------------------------------------------------------- evaluation jobs
 
 
@@ -171,11 +145,9 @@ def evaluate_one(ref: CheckpointRef, options: BatchOptions) -> dict:
             )
         eval_task = options.eval.task_id or config["task_id"]
         max_steps = options.eval.max_steps or config.get("max_steps")
-        bot_paths = load_bot_paths(options.cache_dir, eval_task, max_steps)
-        known = len(bot_paths)
+        bot_paths = BotPaths(eval_task, max_steps, options.cache_dir)  # shared by every checkpoint
         result = evaluate(ref.path, replace(options.eval, task_id=eval_task, max_steps=max_steps), bot_paths)
-        if len(bot_paths) > known:
-            save_bot_paths(options.cache_dir, eval_task, max_steps, bot_paths)
+        bot_paths.save()
         cache = None
         if options.eval.record:
             cache = save_evaluation(result, ref.path, options.cache_dir, options.formats).as_posix()

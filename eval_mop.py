@@ -38,13 +38,13 @@ from mop import results
 from mop.babyai_env import (
     EVAL_SEED_START,
     PhaseTracker,
-    bot_path_length,
     check_task_id,
     env_context,
     make_env,
     obs_dim,
     quiet_reset,
 )
+from mop.bot_paths import BotPaths
 from mop.collection import MissionCache, ObsBatch, acting_step
 from mop.experiment import ArgumentParser, CheckpointError, load_checkpoint, load_policy
 from mop.numpy_policy import one_thread, use_one_thread
@@ -224,7 +224,7 @@ def run_episodes(
     max_steps: int | None = None,
     sample: bool = False,
     record: bool = True,
-    bot_paths: dict[int, int | None] | None = None,
+    bot_paths: BotPaths | None = None,
     progress: Any = None,
     on_step: Callable[[ActedStep], None] | None = None,
     measure_bot_paths: bool = True,
@@ -235,7 +235,9 @@ def run_episodes(
     with knockout). Returns (steps, episodes); steps holds the recorded
     columns plus those routing_cache derives from them (empty when record is False).
     on_step: called after every batched step with what was acted on (record.py keeps it);
-    measure_bot_paths False leaves optimal_length empty (no bot replay of every layout).
+    bot_paths: the level's known bot path lengths at max_steps (mop.bot_paths), read and extended;
+    None: measured for this call only. measure_bot_paths False leaves optimal_length empty (no bot
+    replay of every layout).
     envs: envs of task_id to run in (at least min(num_envs, episodes) of them), reused across calls
     (lmc.py swaps policies, not envs: every reset re-seeds the layout); None builds new ones."""
     expert_sizes = [list(s) for s in getattr(policy, "expert_sizes", ())]
@@ -322,6 +324,9 @@ def run_episodes(
         active = [slot for slot in active if slot.episode is not None]
 
     episodes = pd.DataFrame(episode_rows).sort_values("episode").reset_index(drop=True)
+    if bot_paths is None:
+        bot_paths = BotPaths(task_id, max_steps)
+    bot_paths.check(task_id, max_steps)
     path_env: list = []  # one env for every bot rollout of this call, made on first need
 
     def bot_env() -> Any:
@@ -330,10 +335,7 @@ def run_episodes(
         return path_env[0]
 
     episodes["optimal_length"] = pd.array(
-        [
-            _bot_path(task_id, int(seed), max_steps, bot_paths, bot_env) if measure_bot_paths else None
-            for seed in episodes["seed"]
-        ],
+        [bot_paths.length(int(seed), bot_env) if measure_bot_paths else None for seed in episodes["seed"]],
         dtype="Int64",
     )
     for col in ("t_unlocked", "t_pick", "t_drop", "door_x", "door_y"):
@@ -441,24 +443,6 @@ def _episode_row(slot: _EvalSlot, reward: float, terminated: bool, truncated: bo
     }
 
 
-def _bot_path(
-    task_id: str,
-    seed: int,
-    max_steps: int | None,
-    known: dict[int, int | None] | None,
-    env: Callable[[], Any] | None = None,
-) -> int | None:
-    """Bot path length of an evaluation layout (the path_ratio denominator), shared by every
-    checkpoint evaluated on it through `known`; `env()` gives an env to reuse for the rollout (a
-    reset with the seed lays out the same level as a new env)."""
-    if known is not None and seed in known:
-        return known[seed]
-    steps_needed = bot_path_length(task_id, seed, max_steps, env=env() if env is not None else None)
-    if known is not None:
-        known[seed] = steps_needed
-    return steps_needed
-
-
 def compute_metrics(episodes: pd.DataFrame, expert_sizes: list[list[int]]) -> dict:
     """Summary numbers of one evaluation, from its episodes table (step-weighted where per step)."""
     n = len(episodes)
@@ -499,12 +483,13 @@ def _worker(args: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
 def evaluate(
     checkpoint_path: str | os.PathLike,
     options: EvalOptions = EvalOptions(),
-    bot_paths: dict[int, int | None] | None = None,
+    bot_paths: BotPaths | None = None,
 ) -> EvalResult:
     """Evaluate one checkpoint: the function eval_mop, batch_eval, the notebooks and Modal share.
 
-    bot_paths: known bot path lengths of evaluation layouts by seed, read and extended (shared by
-    every checkpoint evaluated on the same level). num_workers > 1 splits the episodes over
+    bot_paths: the known bot path lengths of the evaluated level's layouts at the evaluation's
+    max_steps (mop.bot_paths.BotPaths, shared by every checkpoint evaluated there), read and
+    extended; None: measured for this evaluation only. num_workers > 1 splits the episodes over
     processes (same numbers)."""
     o = options  # checked when it was built (EvalOptions.__post_init__)
     try:
@@ -525,6 +510,9 @@ def evaluate(
     except ValueError as e:
         raise EvalError(str(e)) from None
     max_steps = config.get("max_steps") if o.max_steps is None else o.max_steps
+    if bot_paths is None:
+        bot_paths = BotPaths(task_id, max_steps)
+    bot_paths.check(task_id, max_steps)
     expert_sizes = [list(s) for s in getattr(policy, "expert_sizes", ())]
     ko = None
     if o.knockout or o.knockout_threshold is not None:
@@ -556,25 +544,21 @@ def evaluate(
             )
         else:  # contiguous blocks of episodes per process; the same numbers either way
             blocks = [b.tolist() for b in np.array_split(episodes_all, o.num_workers)]
-            worker_kwargs = {**kwargs, "bot_paths": dict(bot_paths or {})}
             with mp.get_context("spawn").Pool(o.num_workers) as pool:
                 parts = pool.map(
                     _worker,
-                    [
-                        (str(checkpoint_path), task_id, b, worker_kwargs, ko, o.distilbert_path)
-                        for b in blocks
-                    ],
+                    [(str(checkpoint_path), task_id, b, kwargs, ko, o.distilbert_path) for b in blocks],
                 )
             bar.update(o.num_episodes)
             steps = pd.concat([p[0] for p in parts], ignore_index=True)
             episodes = pd.concat([p[1] for p in parts], ignore_index=True)
-            if bot_paths is not None:
-                bot_paths.update(
-                    {
-                        int(s): (None if pd.isna(n) else int(n))
-                        for s, n in zip(episodes["seed"], episodes["optimal_length"])
-                    }
-                )
+            # each worker extended its own copy of bot_paths: the lengths come back in the episodes
+            bot_paths.update(
+                {
+                    int(s): (None if pd.isna(n) else int(n))
+                    for s, n in zip(episodes["seed"], episodes["optimal_length"])
+                }
+            )
     metrics = compute_metrics(episodes, expert_sizes)
     metrics.update(
         {

@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import modal
 
+from mop.lmc_settings import DEFAULTS as LMC_DEFAULTS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -173,29 +175,30 @@ def _train_body(
     commit_every_s: float = COMMIT_EVERY_S,
 ) -> dict:
     """Train one (task, trial, seed) into checkpoint_root: resume from its latest checkpoint, skip it
-    if it already reached num_updates. Returns the trainer's summary, or {"skipped"} / {"error"}."""
-    from mop import experiment, runs
+    if it already reached num_updates (imitation.run_status decides both; the trainer's
+    run_imitation holds the run folder while it trains). Returns the trainer's summary, or
+    {"skipped"} / {"error"}."""
+    from mop import experiment, imitation
 
     trainer = importlib.import_module(script.removesuffix(".py"))  # train_mop or train: same main()
     overrides = {**overrides, "checkpoint_dir": checkpoint_root}
     try:
         cfg = experiment.load_config(CONFIG_PATH, overrides)
-        candidates = runs.resume_candidates(experiment.run_dir(cfg))
-        latest = candidates[0] if candidates else None
-        if latest is not None:  # the run's own config; only RESUMABLE_OVERRIDES may differ
+        status = imitation.run_status(cfg)
+        if status.state != imitation.NEW:  # the run's own config; only RESUMABLE_OVERRIDES may differ
             cfg = experiment.resume_config(CONFIG_PATH, overrides)
-            latest, ckpt = experiment.newest_checkpoint(experiment.run_dir(cfg))  # skips bad files
-            done = ckpt["update"]
+            status = imitation.run_status(cfg)  # against the num_updates it is given now
             # (a numbered checkpoint at num_updates without checkpoint_final.pt: the loop finishes it)
-            if done > cfg.num_updates or (
-                done == cfg.num_updates and latest.name == runs.checkpoint_name(None)
-            ):
-                return {"run_dir": str(experiment.run_dir(cfg)), "skipped": f"already at update {done}"}
+            if status.state == imitation.DONE:
+                return {
+                    "run_dir": str(experiment.run_dir(cfg)),
+                    "skipped": f"already at update {status.update}",
+                }
         with _committing(commit, commit_every_s):
-            summary = trainer.main(cfg, resume=latest is not None)
+            summary = trainer.main(cfg, resume=status.state != imitation.NEW)
     except experiment.ConfigError as e:  # a settings problem: returned, since a retry cannot fix it
         return {"error": str(e)}
-    return {**summary, "resumed_from": None if latest is None else str(latest)}
+    return {**summary, "resumed_from": None if status.path is None else str(status.path)}
 
 
 def _fan_out(spawn: Callable[..., Any], jobs: list[dict]) -> list[dict]:
@@ -821,12 +824,12 @@ def lmc_spec(
 def lmc(
     task_id: str,
     seed: int = 0,
-    fork_points: str = "0.01,0.05,0.1,0.2,0.3,0.5,0.7,0.9",
-    fork_buffer_strategy: str = "",
-    alphas: int = 11,
+    fork_points: str = LMC_DEFAULTS.fork_points,
+    fork_buffer_strategy: str | None = LMC_DEFAULTS.fork_buffer_strategy,
+    alphas: int = LMC_DEFAULTS.alphas,
     num_updates: int | None = None,
-    eval_episodes: int = 100,
-    heldout_episodes: int = 100,
+    eval_episodes: int = LMC_DEFAULTS.eval_episodes,
+    heldout_episodes: int = LMC_DEFAULTS.heldout_episodes,
     set: str = "",
     config: str = "",
 ) -> None:

@@ -23,12 +23,28 @@ envs' episodes in progress (minigrid and bot state are not plain tensors): every
 next episode with zeroed memory. So a resumed run is reproducible and equal to the uninterrupted
 one up to the checkpoint, and differs after it (README "Resuming"; tests/test_hardening.py).
 
+Where a run stands, and who drives it (the one owner of a run's state):
+- `run_status(cfg)`: 'new' (no checkpoint), 'partial' (a checkpoint to continue from, or a
+  numbered one at num_updates whose checkpoint_final.pt is missing) or 'done' (its newest readable
+  checkpoint is checkpoint_final.pt at num_updates, or any checkpoint beyond it), with that
+  checkpoint's path and update. Reads only.
+- `train_to_end(cfg, ...)`: holds the run folder (runs.own_run: the run lock, stale temp files
+  removed), decides from run_status under the lock and drives an ImitationRun to num_updates. With
+  resume=None the folder decides (done: nothing, partial: resume, new: start, from a Fork if given:
+  lmc.py's runs); with resume=True/False the caller decided (train_mop.py --resume; a new run over
+  checkpoints, or resuming a finished one, is refused). `run_imitation` (train_mop.py, train.py) is
+  its summary; modal_app.py decides skip/resume with run_status and trains through run_imitation.
+- `run_in_lockstep(runs)`: several ImitationRuns, one update each per round (lmc.py's shared
+  pair, whose folders it holds with runs.own_run).
+
     summary = run_imitation(cfg, "mop", build_policy, loss_fn)   # what train_mop.main does
+    state, summary = train_to_end(cfg, "mop", build_policy, loss_fn, resume=None)  # new|partial|done
     python train_mop.py --task_id BabyAI-GoToLocal-v0 --num_updates 300
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -75,8 +91,8 @@ from mop.runs import (
     checkpoint_name,
     checkpoint_paths,
     final_checkpoint,
-    remove_stale_temp_files,
-    run_lock,
+    own_run,
+    resume_candidates,
     write_run_config,
 )
 
@@ -99,6 +115,34 @@ class RunStats:
 
 
 # ----------------------------------------------------------------------------- start or resume
+
+NEW, PARTIAL, DONE = "new", "partial", "done"
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where a run stands: NEW, PARTIAL or DONE, and its newest readable checkpoint (path and
+    update; None for a new run, or for a partial one whose checkpoints are all unreadable)."""
+
+    state: str
+    path: Path | None = None
+    update: int | None = None
+
+
+def run_status(cfg: TrainConfig) -> RunStatus:
+    """Where the run of `cfg` stands against cfg.num_updates (see the module docstring). Reads
+    its checkpoints only; a caller that acts on the answer holds the run folder (train_to_end)."""
+    directory = run_dir(cfg)
+    if not resume_candidates(directory):
+        return RunStatus(NEW)
+    try:
+        path, ckpt = newest_checkpoint(directory, report=False)
+    except ConfigError:  # none readable: resuming names them
+        return RunStatus(PARTIAL)
+    update = int(ckpt["update"])
+    finished = path.name == checkpoint_name(None)
+    done = update > cfg.num_updates or (update == cfg.num_updates and finished)
+    return RunStatus(DONE if done else PARTIAL, path, update)
 
 
 def checkpoint_to_resume(cfg: TrainConfig, resume: bool) -> tuple[Path, dict] | None:
@@ -584,19 +628,54 @@ def run_imitation(
     save_at: tuple[int, ...] = (),
 ) -> dict:
     """Online (or offline, --demos) imitation on cfg.task_id; returns a summary (paths written,
-    final metrics). Holds the run folder's lock (runs.run_lock) throughout: a second start of the
-    same run is refused. `fork`: start from another run's state (a new run folder); `save_at`:
-    also checkpoint at these updates, each with its buffer kept (LMC's fork points)."""
+    final metrics). train_to_end with the caller's resume: a second start of the same run is
+    refused (the run lock), and so are a new run over checkpoints and resuming a finished one."""
+    return train_to_end(cfg, policy_type, build_policy_fn, loss_fn, resume, progress, fork, save_at)[1]
+
+
+def train_to_end(
+    cfg: TrainConfig,
+    policy_type: str,
+    build_policy_fn: Callable[[dict], torch.nn.Module],
+    loss_fn: LossFn,
+    resume: bool | None = None,
+    progress: bool = True,
+    fork: Fork | None = None,
+    save_at: tuple[int, ...] = (),
+) -> tuple[str, dict]:
+    """Train the run of `cfg` to cfg.num_updates, holding its folder throughout (runs.own_run):
+    (the state it was found in, NEW/PARTIAL/DONE, and the summary). resume None: run_status
+    decides under the lock (DONE trains nothing, PARTIAL resumes, NEW starts, from `fork` if
+    given); True/False: the caller's choice, checked by checkpoint_to_resume. `fork`: start from
+    another run's state (a new run folder); `save_at`: also checkpoint at these updates, each with
+    its buffer kept (LMC's fork points; 0: the initial state, before any update)."""
     check_writable_dir(cfg.checkpoint_dir, "checkpoint_dir")
-    with run_lock(run_dir(cfg)):
-        remove_stale_temp_files(run_dir(cfg))  # left by a kill mid-write; no one else writes here now
+    directory = run_dir(cfg)
+    with own_run(directory):
+        status = run_status(cfg)
+        if resume is None:
+            if status.state == DONE:
+                return DONE, {"run_dir": str(directory), "checkpoints": [], "update": status.update}
+            resume = status.state == PARTIAL
+            fork = fork if status.state == NEW else None
         finished = _complete_if_only_renaming(cfg, resume)
         if finished is not None:
-            return finished
-        with ImitationRun(cfg, policy_type, build_policy_fn, loss_fn, resume, progress, fork, save_at) as run:
-            while not run.done:
-                run.update()
-        return run.summary()
+            return status.state, finished
+        run = ImitationRun(cfg, policy_type, build_policy_fn, loss_fn, resume, progress, fork, save_at)
+        run_in_lockstep([run])
+        return status.state, run.summary()
+
+
+def run_in_lockstep(runs: list[ImitationRun]) -> None:
+    """Enter the runs and update them in turn, one update each per round, until each is done
+    (one run: the plain loop). The caller holds their folders (runs.own_run)."""
+    with contextlib.ExitStack() as stack:
+        for run in runs:
+            stack.enter_context(run)
+        while not all(run.done for run in runs):
+            for run in runs:
+                if not run.done:
+                    run.update()
 
 
 def _complete_if_only_renaming(cfg: TrainConfig, resume: bool) -> dict | None:
@@ -625,7 +704,7 @@ def _complete_if_only_renaming(cfg: TrainConfig, resume: bool) -> dict | None:
 
 class ImitationRun:
     """One run, steppable: `with ImitationRun(...) as run: while not run.done: run.update()`.
-    run_imitation drives one; lmc.py drives two children in lockstep (its shared-buffer strategy).
+    train_to_end drives one; lmc.py drives two children in lockstep (its shared-buffer strategy).
     The caller holds the run folder's lock. Entering starts the collector (worker processes) and
     only then touches the run folder, so a failed start changes nothing."""
 
@@ -707,6 +786,8 @@ class ImitationRun:
             state.reset_window()
             if not self.done:
                 self._submit(state.update + 1)
+            if state.update == 0 and 0 in self.save_at and not (self.directory / checkpoint_name(0)).exists():
+                self.written.append(self.save(checkpoint_name(0)))  # the initialisation (LMC fork point 0)
         except BaseException:
             self.collector.__exit__(None, None, None)
             raise
