@@ -28,6 +28,7 @@ import random
 import re
 import sys
 import types
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -648,19 +649,45 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return atomic_write(path, lambda tmp: torch.save({"format_version": CHECKPOINT_FORMAT, **payload}, tmp))
 
 
+# What torch's warnings about a file we refuse say it is: they are folded into the one error line
+# instead of being printed before it.
+_FOREIGN_KINDS = {
+    "TorchScript": "a TorchScript archive (torch.jit.save)",
+    "pickle protocol": "a plain pickle",
+}
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """torch.load(path, weights_only=True) (plus CHECKPOINT_SAFE_GLOBALS) of a file a user hands us,
+    or CheckpointError in one line. torch warns before it fails on some foreign files (a TorchScript
+    archive, a pickle of a newer protocol); those warnings are not printed, their gist goes into the
+    error line, so a refused file gives that line and nothing else. A file that loads gets its
+    warnings re-issued."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with torch.serialization.safe_globals(CHECKPOINT_SAFE_GLOBALS):
+                loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            said = " ".join(str(w.message) for w in caught)
+            kind = next((k for marker, k in _FOREIGN_KINDS.items() if marker in said), None)
+            if kind:
+                raise CheckpointError(f"{what} {str(path)!r} is {kind}, not a torch.save file") from None
+            raise CheckpointError(
+                f"{what} {str(path)!r} is unreadable or corrupt ({type(e).__name__})"
+            ) from None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return loaded
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint safely (weights_only), check its format version and upgrade an older one;
     raise CheckpointError with one clear line if it is not a checkpoint this code can read."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        with torch.serialization.safe_globals(CHECKPOINT_SAFE_GLOBALS):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is unreadable or corrupt ({type(e).__name__})"
-        ) from None
+    ckpt = load_torch_file(path)
     if (
         not isinstance(ckpt, dict)
         or "policy_state_dict" not in ckpt
