@@ -38,7 +38,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import modal
 
@@ -473,6 +473,23 @@ def training_jobs(task_ids: str, trials: str, seeds: str, script: str, overrides
     return jobs
 
 
+def training_plan(flags: dict) -> list[dict]:
+    """The jobs main's flags describe, every one validated (LaunchError/ConfigError before anything
+    starts); main's body and the check at import (check_modal_run) both call it."""
+    gpu = flags["gpu"]
+    if gpu and not re.fullmatch(r"[A-Za-z0-9-]+(:\d+)?", gpu):
+        raise LaunchError(f"--gpu must be a Modal GPU type such as T4 or A10G, got {gpu!r}")
+    overrides = training_overrides(flags["set"], flags["config"], {k: flags[k] for k in OVERRIDE_FLAGS})
+    if overrides.get("num_workers") is None:  # null means "the host's cores": pin to the reservation
+        overrides["num_workers"] = int(TRAIN_CPUS)
+    return training_jobs(flags["task_ids"], flags["trials"], flags["seeds"], flags["script"], overrides)
+
+
+def _refuse(error: Exception) -> NoReturn:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
 def _launch_training(flags: dict) -> None:
     """main's body: validate everything here (one `error:` line and exit 2 on a bad flag, nothing
     started), then hand the jobs to train_all and report each run."""
@@ -480,15 +497,9 @@ def _launch_training(flags: dict) -> None:
 
     gpu = flags["gpu"]
     try:
-        if gpu and not re.fullmatch(r"[A-Za-z0-9-]+(:\d+)?", gpu):
-            raise LaunchError(f"--gpu must be a Modal GPU type such as T4 or A10G, got {gpu!r}")
-        overrides = training_overrides(flags["set"], flags["config"], {k: flags[k] for k in OVERRIDE_FLAGS})
-        if overrides.get("num_workers") is None:  # null means "the host's cores": pin to the reservation
-            overrides["num_workers"] = int(TRAIN_CPUS)
-        jobs = training_jobs(flags["task_ids"], flags["trials"], flags["seeds"], flags["script"], overrides)
+        jobs = training_plan(flags)
     except (LaunchError, experiment.ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(e)
     cpu = float(max(1, jobs[0]["overrides"]["num_workers"]))  # a core per env worker (0 or 1: in-process)
     if gpu:
         print(f"note: {flags['script']} trains on the CPU; the {gpu} GPU will be allocated but stay idle")
@@ -545,6 +556,40 @@ _main_seeds.__annotations__ = dict(main.info.raw_f.__annotations__)
 main_seeds = app.local_entrypoint(name="main_seeds")(_main_seeds)
 
 
+def sweep_plan(
+    task_id: str,
+    lpc_alpha: str,
+    seeds: str,
+    first_trial: int = 0,
+    set: str = "",
+    config: str = "",
+    num_updates: int | None = None,
+    checkpoint_interval: int | None = None,
+    normalize_lpc: bool | None = None,
+    **_: Any,
+) -> tuple[list[dict], list[float], list[int], dict]:
+    """(jobs, alphas, seeds, overrides) of sweep's flags, every run validated (LaunchError,
+    SweepError, ConfigError); writes nothing (the body writes the manifest)."""
+    import sweep as grid
+
+    alphas, seed_list = grid.parse_alphas(lpc_alpha), grid.parse_seeds(seeds)
+    flags = {"num_updates": num_updates, "checkpoint_interval": checkpoint_interval, "lpc_alpha": None}
+    overrides = training_overrides(set, config, flags | {"normalize_lpc": normalize_lpc})
+    if "lpc_alpha" in overrides:
+        raise LaunchError("lpc_alpha is set by --lpc-alpha (the sweep's list), not by --set or --config")
+    if overrides.get("num_workers") is None:
+        overrides["num_workers"] = int(TRAIN_CPUS)
+    seed_text = ",".join(map(str, seed_list))
+    jobs = [
+        job
+        for i, alpha in enumerate(alphas)
+        for job in training_jobs(
+            task_id, str(first_trial + i), seed_text, "train_mop.py", {**overrides, "lpc_alpha": alpha}
+        )
+    ]
+    return jobs, alphas, seed_list, overrides
+
+
 @app.local_entrypoint()
 def sweep(
     task_id: str,
@@ -565,29 +610,24 @@ def sweep(
     from mop import experiment
 
     try:
-        alphas, seed_list = grid.parse_alphas(lpc_alpha), grid.parse_seeds(seeds)
-        flags = {"num_updates": num_updates, "checkpoint_interval": checkpoint_interval, "lpc_alpha": None}
-        overrides = training_overrides(set, config, flags | {"normalize_lpc": normalize_lpc})
-        if "lpc_alpha" in overrides:
-            raise LaunchError("lpc_alpha is set by --lpc-alpha (the sweep's list), not by --set or --config")
-        if overrides.get("num_workers") is None:
-            overrides["num_workers"] = int(TRAIN_CPUS)
-        seed_text = ",".join(map(str, seed_list))
-        jobs = [
-            job
-            for i, alpha in enumerate(alphas)
-            for job in training_jobs(
-                task_id, str(first_trial + i), seed_text, "train_mop.py", {**overrides, "lpc_alpha": alpha}
-            )
-        ]
+        jobs, alphas, seed_list, overrides = sweep_plan(
+            task_id,
+            lpc_alpha,
+            seeds,
+            first_trial,
+            set,
+            config,
+            num_updates,
+            checkpoint_interval,
+            normalize_lpc,
+        )
         runs = [j["overrides"] for j in jobs]
         last = first_trial + len(alphas) - 1
         path = grid.manifest(
             name or f"{task_id}_trial{first_trial}-{last}", runs, ["modal", "run", *sys.argv[1:]]
         )
     except (LaunchError, grid.SweepError, experiment.ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(e)
     print(f"sweep: {len(jobs)} runs ({len(alphas)} α × {len(seed_list)} seeds); manifest {path}")
     for result in train_all.remote(jobs, float(max(1, overrides["num_workers"])), ""):
         status = result.get("error") or result.get("skipped") or result.get("run_dir")
@@ -611,23 +651,30 @@ def _results_table(local_path: str, remote_csv: str | None) -> tuple[pd.DataFram
         return read_results(path), source
 
 
-def _plan_remote(num_episodes: int, num_envs: int, force: bool, task: str, skip_routing: bool) -> tuple:
-    """Validate the flags here, list the volumes remotely, and plan: (todo, pending, options)."""
-    import batch_eval
+def eval_settings(
+    num_episodes: int = 1000, num_envs: int = 16, task: str = "", skip_routing: bool = False, **_: Any
+) -> Any:
+    """The EvalOptions of eval_parallel's and eval_main's flags, validated (EvalError, or
+    ValueError for an unknown --task); reads nothing remote."""
     import eval_mop
     from mop.babyai_env import check_task_id
 
+    evaluation = eval_mop.EvalOptions(num_episodes=num_episodes, num_envs=num_envs, record=not skip_routing)
+    if task:
+        check_task_id(task)
+    return evaluation
+
+
+def _plan_remote(num_episodes: int, num_envs: int, force: bool, task: str, skip_routing: bool) -> tuple:
+    """Validate the flags here, list the volumes remotely, and plan: (todo, pending, options)."""
+    import batch_eval
+
     try:  # ConfigError, ResultsError, EvalError and LaunchError: ValueErrors with one clear line
-        evaluation = eval_mop.EvalOptions(
-            num_episodes=num_episodes, num_envs=num_envs, record=not skip_routing
-        )
-        if task:
-            check_task_id(task)
+        evaluation = eval_settings(num_episodes, num_envs, task, skip_routing)
         state = list_checkpoints.remote()
         results, source = _results_table(LOCAL_RESULTS, state["results_csv"])
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(e)
     todo = plan_eval(state["refs"], results, state["pending"], task, force)
     print(
         f"{len(state['refs'])} checkpoints on {CHECKPOINT_VOLUME}, {len(state['pending'])} rows pending, "
@@ -820,6 +867,29 @@ def lmc_spec(
     return {"overrides": {k: exp.train[k] for k in overrides}, "settings": settings, "given": given}
 
 
+def lmc_flags_spec(
+    task_id: str,
+    seed: int = 0,
+    fork_points: str = LMC_DEFAULTS.fork_points,
+    fork_buffer_strategy: str | None = LMC_DEFAULTS.fork_buffer_strategy,
+    alphas: int = LMC_DEFAULTS.alphas,
+    num_updates: int | None = None,
+    eval_episodes: int = LMC_DEFAULTS.eval_episodes,
+    heldout_episodes: int = LMC_DEFAULTS.heldout_episodes,
+    set: str = "",
+    config: str = "",
+    **_: Any,
+) -> dict:
+    """lmc_spec of the lmc entrypoint's flags (LaunchError/ConfigError before anything starts)."""
+    settings = {
+        "fork_points": fork_points,
+        "alphas": alphas,
+        "eval_episodes": eval_episodes,
+        "heldout_episodes": heldout_episodes,
+    } | ({"fork_buffer_strategy": fork_buffer_strategy} if fork_buffer_strategy else {})
+    return lmc_spec(task_id, seed, settings, set, config, {"num_updates": num_updates})
+
+
 @app.local_entrypoint()
 def lmc(
     task_id: str,
@@ -839,20 +909,98 @@ def lmc(
     | shared | split (default: copy with a buffer, fresh without). Re-run the command to continue."""
     from mop import experiment
 
-    settings = {
-        "fork_points": fork_points,
-        "alphas": alphas,
-        "eval_episodes": eval_episodes,
-        "heldout_episodes": heldout_episodes,
-    } | ({"fork_buffer_strategy": fork_buffer_strategy} if fork_buffer_strategy else {})
     try:
-        spec = lmc_spec(task_id, seed, settings, set, config, {"num_updates": num_updates})
+        spec = lmc_flags_spec(**locals())
     except (LaunchError, experiment.ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(e)
     print(f"launching the LMC experiment {task_id} seed {seed} on Modal ({LMC_VOLUME} volume)")
     result = lmc_experiment.remote(spec)
     for line in result["errors"] + [f"missing: {m}" for m in result["missing"]]:
         print(f"✗ {line}")
     print(f"✓ {result['results_dir']}: analysed forks {result['analysed']}, {len(result['figures'])} figures")
     print(f"download: modal volume get {LMC_VOLUME} / ./lmc_results/")
+
+
+# ----------------------------------------------------------------------------- checks before Modal connects
+
+# `modal run modal_app.py::main --flags` imports this file first, then connects to Modal (where a
+# missing token stops it: "Token missing"), builds the image, and only then runs the entrypoint's
+# body, whose checks therefore came after the login. So the flags of a local entrypoint are checked
+# here too, at import, by the same functions the bodies call: a bad flag is one `error:` line and
+# exit 2 before any login, image or container. Flags click itself refuses (an unknown flag, a
+# non-number for an int) are left to Modal, which reports them before connecting as well. Nothing
+# happens at import otherwise (the containers, tests, `modal deploy`, `python -c "import
+# modal_app"`): the check needs `modal run <this file>::<entrypoint>` in sys.argv.
+ENTRYPOINT_CHECKS: dict[str, Callable[..., Any]] = {
+    "main": lambda **flags: training_plan(flags),
+    "main_seeds": lambda **flags: training_plan(flags),
+    "sweep": sweep_plan,
+    "eval_parallel": eval_settings,
+    "eval_main": eval_settings,
+    "lmc": lmc_flags_spec,
+}
+_ENTRYPOINTS = {"main": main, "main_seeds": main_seeds, "sweep": sweep, "eval_parallel": eval_parallel}
+_ENTRYPOINTS |= {"eval_main": eval_main, "lmc": lmc}
+
+
+def modal_run_call(argv: list[str]) -> tuple[str, list[str]] | None:
+    """(entrypoint, its flags) when argv is `modal run [Modal's options] <this file>::<entrypoint>
+    [flags]` (or `-m modal_app::<entrypoint>`); None for anything else."""
+    if len(argv) < 3 or Path(argv[0]).name not in ("modal", "__main__.py") or argv[1] != "run":
+        return None
+    here = Path(__file__).resolve()
+    for i, arg in enumerate(argv[2:], start=2):
+        base, sep, name = arg.partition("::")
+        if not sep:
+            continue
+        this = base == __name__ or (base.endswith(".py") and Path(base).resolve() == here)
+        return (name, argv[i + 1 :]) if this and name in ENTRYPOINT_CHECKS else None
+    return None
+
+
+def entrypoint_flags(entrypoint: Any, args: list[str]) -> dict | None:
+    """The keyword arguments Modal's CLI would pass `entrypoint` for `args` (each parameter a
+    --dashed-flag, a bool --flag/--no-flag, the defaults filled in); None where click refuses them
+    (Modal then reports that itself)."""
+    import typing
+
+    import click
+
+    function = entrypoint.info.raw_f
+    hints = typing.get_type_hints(function)
+    parsed: dict = {}
+    command = click.Command("entrypoint", callback=lambda **kw: parsed.update(kw))
+    for param in inspect.signature(function).parameters.values():
+        kinds = [t for t in typing.get_args(hints[param.name]) if t is not type(None)] or [hints[param.name]]
+        flag = "--" + param.name.replace("_", "-")
+        if kinds[0] is bool:
+            flag += "/--no-" + param.name.replace("_", "-")
+        required = param.default is inspect.Parameter.empty
+        default = None if required else param.default
+        command.params.append(
+            click.Option([flag], param.name, type=kinds[0], default=default, required=required)
+        )
+    try:
+        command.main(list(args), standalone_mode=False)
+    except click.ClickException:
+        return None
+    return parsed
+
+
+def check_modal_run(argv: list[str]) -> None:
+    """At import under `modal run` (see above): the entrypoint's flags through its check; a bad
+    one is `error: ...` on stderr and exit 2, before Modal asks for a token."""
+    call = modal_run_call(argv)
+    if call is None or any(a in ("--help", "-h") for a in call[1]):
+        return
+    name, args = call
+    flags = entrypoint_flags(_ENTRYPOINTS[name], args)
+    if flags is None:
+        return
+    try:
+        ENTRYPOINT_CHECKS[name](**flags)
+    except ValueError as e:  # LaunchError, ConfigError, SweepError, EvalError: one line each
+        _refuse(e)
+
+
+check_modal_run(sys.argv)
