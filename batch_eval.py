@@ -11,6 +11,7 @@ reused by every checkpoint (evaluation_cache/_bot_paths/).
     python batch_eval.py                              # every checkpoint not yet in the CSV
     python batch_eval.py --num_episodes 200 --task BabyAI-GoToRedBall-v0 --trial 0 --seed 3 --update 1500
     python batch_eval.py --final_only --skip_routing --num_workers 2
+    python batch_eval.py --final-only --task BabyAI-UnlockPickup-v0   # the earlier system's spellings
 
 A multi-task checkpoint (checkpoints/multi_<A>+<B>/..., trained on "A,B") gets one row per level it
 was trained on (those of --task_id, when given): `task_id` is the evaluated level there, and
@@ -253,7 +254,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trial", type=int, default=None, help="only this trial")
     parser.add_argument("--seed", type=int, default=None, help="only this seed folder")
     parser.add_argument("--update", type=int, default=None, help="only checkpoint_<update>.pt")
-    parser.add_argument("--final_only", action="store_true", help="only checkpoint_final.pt")
+    parser.add_argument(
+        "--final_only",
+        "--final-only",
+        dest="final_only",
+        action="store_true",
+        help="only checkpoint_final.pt (--final-only is the earlier system's spelling)",
+    )
     parser.add_argument("--skip_routing", action="store_true", help="metrics only, no routing cache (faster)")
     parser.add_argument(
         "--eval_task_id", default=None, help="evaluate on this level instead of the training one"

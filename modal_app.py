@@ -425,9 +425,39 @@ def parse_set(text: str) -> dict:
     return values
 
 
-def training_overrides(set_text: str, config_file: str, flags: dict) -> dict:
-    """The settings every run gets over config.yaml: the --config file's, then --set's and the typed
-    flags' (a key given both by --set and by its flag is refused). Only the keys given, so the rest
+def parse_extra_args(text: str) -> dict:
+    """--extra-args "--lpc_alpha 1e-4 --num_updates 5000" (the earlier system's way to hand the
+    training script its flags) -> the config keys train_mop.py would read from them (aliases such
+    as --mop_layers resolved); LaunchError for anything that is not a config flag (--config and
+    --resume included: give --config to the entrypoint; a run on the volume resumes by itself)."""
+    import shlex
+
+    from mop import experiment
+
+    try:
+        tokens = shlex.split(text)
+    except ValueError as e:
+        raise LaunchError(f"--extra-args {text!r}: {e}") from None
+    parser = experiment.build_arg_parser("")
+
+    def refuse(message: str) -> NoReturn:
+        raise LaunchError(f"--extra-args: {message}")
+
+    parser.error = refuse  # type: ignore[method-assign]
+    args, unknown = parser.parse_known_args(tokens)
+    if unknown:
+        refuse(f"{' '.join(unknown)} is not a flag of the training scripts")
+    if args.config is not None or args.resume:
+        refuse("--config and --resume are the entrypoint's (--config FILE); runs resume by themselves")
+    given = {
+        k: v for k, v in vars(args).items() if k in experiment.CONFIG_KEYS or k in experiment.CONFIG_ALIASES
+    }
+    return experiment.resolve_aliases(given, "--extra-args")
+
+
+def training_overrides(set_text: str, config_file: str, flags: dict, extra_args: str = "") -> dict:
+    """The settings every run gets over config.yaml: the --config file's, then --set's, --extra-args'
+    and the typed flags' (a key given twice among them is refused). Only the keys given, so the rest
     keep config.yaml's value; the launcher's own keys come from --task-ids/--trials/--seeds."""
     from mop import experiment
 
@@ -440,13 +470,17 @@ def training_overrides(set_text: str, config_file: str, flags: dict) -> dict:
         del from_file["checkpoint_dir"]
     from_set = parse_set(set_text)
     experiment.check_keys(from_set, "--set")
+    from_extra = parse_extra_args(extra_args) if extra_args else {}
     typed = {k: v for k, v in flags.items() if v is not None}
-    for key in from_set:
-        if key in LAUNCHER_KEYS:
-            raise LaunchError(f"--set {key}: {key} is set by {LAUNCHER_KEYS[key]}")
-        if key in typed:
-            raise LaunchError(f"{key} is given twice, by --set and by --{key.replace('_', '-')}")
-    return {**from_file, **from_set, **typed}
+    for source, given in (("--set", from_set), ("--extra-args", from_extra)):
+        for key in given:
+            if key in LAUNCHER_KEYS:
+                raise LaunchError(f"{source} {key}: {key} is set by {LAUNCHER_KEYS[key]}")
+            if key in typed:
+                raise LaunchError(f"{key} is given twice, by {source} and by --{key.replace('_', '-')}")
+    for key in set(from_set) & set(from_extra):
+        raise LaunchError(f"{key} is given twice, by --set and by --extra-args")
+    return {**from_file, **from_set, **from_extra, **typed}
 
 
 def training_jobs(task_ids: str, trials: str, seeds: str, script: str, overrides: dict) -> list[dict]:
@@ -479,7 +513,9 @@ def training_plan(flags: dict) -> list[dict]:
     gpu = flags["gpu"]
     if gpu and not re.fullmatch(r"[A-Za-z0-9-]+(:\d+)?", gpu):
         raise LaunchError(f"--gpu must be a Modal GPU type such as T4 or A10G, got {gpu!r}")
-    overrides = training_overrides(flags["set"], flags["config"], {k: flags[k] for k in OVERRIDE_FLAGS})
+    overrides = training_overrides(
+        flags["set"], flags["config"], {k: flags[k] for k in OVERRIDE_FLAGS}, flags.get("extra_args", "")
+    )
     if overrides.get("num_workers") is None:  # null means "the host's cores": pin to the reservation
         overrides["num_workers"] = int(TRAIN_CPUS)
     return training_jobs(flags["task_ids"], flags["trials"], flags["seeds"], flags["script"], overrides)
@@ -532,10 +568,13 @@ def main(
     lpc_alpha: float | None = None,
     normalize_lpc: bool | None = None,
     gpu: str = "",
+    extra_args: str = "",
 ) -> None:
     """Train every task x trial [x seed] (comma-separated lists), one container each. Any config key:
     --set "key=value ..." (YAML values) over --config FILE (read here) over config.yaml; the typed
-    flags are shorthands for --set. With --seeds, checkpoints go to trial_<N>/seed_<S>/."""
+    flags are shorthands for --set, and --extra-args "--lpc_alpha 1e-4 --num_updates 5000" (the
+    earlier system's spelling: the training script's flags) works as --set does. With --seeds,
+    checkpoints go to trial_<N>/seed_<S>/."""
     _launch_training(locals())
 
 
