@@ -237,7 +237,12 @@ class Learner:
         try:
             encoder = encoder_factory()
         except MissionEncoderError as e:  # e.g. DistilBERT weights absent: one line, nothing written
-            raise ConfigError(str(e)) from None
+            hint = (
+                " (then --distilbert_path DIR; or --lang_encoder bow: a learned bag of words, offline)"
+                if cfg.lang_encoder == "distilbert"
+                else ""
+            )
+            raise ConfigError(f"{e}{hint}") from None
         params = list(policy.parameters()) + [p for p in encoder.parameters() if p.requires_grad]
         aux_head = None
         if cfg.aux_rooms_weight > 0:
