@@ -449,10 +449,8 @@ def parse_extra_args(text: str) -> dict:
         refuse(f"{' '.join(unknown)} is not a flag of the training scripts")
     if args.config is not None or args.resume:
         refuse("--config and --resume are the entrypoint's (--config FILE); runs resume by themselves")
-    given = {
-        k: v for k, v in vars(args).items() if k in experiment.CONFIG_KEYS or k in experiment.CONFIG_ALIASES
-    }
-    return experiment.resolve_aliases(given, "--extra-args")
+    keys = set(experiment.CONFIG_KEYS) | set(experiment.CONFIG_ALIASES)
+    return experiment.resolve_aliases({k: v for k, v in vars(args).items() if k in keys}, "--extra-args")
 
 
 def training_overrides(set_text: str, config_file: str, flags: dict, extra_args: str = "") -> dict:
@@ -962,14 +960,11 @@ def lmc(
 
 # ----------------------------------------------------------------------------- checks before Modal connects
 
-# `modal run modal_app.py::main --flags` imports this file first, then connects to Modal (where a
-# missing token stops it: "Token missing"), builds the image, and only then runs the entrypoint's
-# body, whose checks therefore came after the login. So the flags of a local entrypoint are checked
-# here too, at import, by the same functions the bodies call: a bad flag is one `error:` line and
-# exit 2 before any login, image or container. Flags click itself refuses (an unknown flag, a
-# non-number for an int) are left to Modal, which reports them before connecting as well. Nothing
-# happens at import otherwise (the containers, tests, `modal deploy`, `python -c "import
-# modal_app"`): the check needs `modal run <this file>::<entrypoint>` in sys.argv.
+# `modal run modal_app.py::main --flags` imports this file, then connects to Modal (no token: it
+# stops there), builds the image and only then runs the entrypoint's body. So an entrypoint's flags
+# are also checked here, at import, by the functions its body calls (mop/host_cli.py parses them as
+# Modal's CLI does): a bad flag is one `error:` line, exit 2, before any login. Without `modal run
+# <this file>::<entrypoint>` in sys.argv (containers, tests, `modal deploy`) this does nothing.
 ENTRYPOINT_CHECKS: dict[str, Callable[..., Any]] = {
     "main": lambda **flags: training_plan(flags),
     "main_seeds": lambda **flags: training_plan(flags),
@@ -982,58 +977,16 @@ _ENTRYPOINTS = {"main": main, "main_seeds": main_seeds, "sweep": sweep, "eval_pa
 _ENTRYPOINTS |= {"eval_main": eval_main, "lmc": lmc}
 
 
-def modal_run_call(argv: list[str]) -> tuple[str, list[str]] | None:
-    """(entrypoint, its flags) when argv is `modal run [Modal's options] <this file>::<entrypoint>
-    [flags]` (or `-m modal_app::<entrypoint>`); None for anything else."""
-    if len(argv) < 3 or Path(argv[0]).name not in ("modal", "__main__.py") or argv[1] != "run":
-        return None
-    here = Path(__file__).resolve()
-    for i, arg in enumerate(argv[2:], start=2):
-        base, sep, name = arg.partition("::")
-        if not sep:
-            continue
-        this = base == __name__ or (base.endswith(".py") and Path(base).resolve() == here)
-        return (name, argv[i + 1 :]) if this and name in ENTRYPOINT_CHECKS else None
-    return None
-
-
-def entrypoint_flags(entrypoint: Any, args: list[str]) -> dict | None:
-    """The keyword arguments Modal's CLI would pass `entrypoint` for `args` (each parameter a
-    --dashed-flag, a bool --flag/--no-flag, the defaults filled in); None where click refuses them
-    (Modal then reports that itself)."""
-    import typing
-
-    import click
-
-    function = entrypoint.info.raw_f
-    hints = typing.get_type_hints(function)
-    parsed: dict = {}
-    command = click.Command("entrypoint", callback=lambda **kw: parsed.update(kw))
-    for param in inspect.signature(function).parameters.values():
-        kinds = [t for t in typing.get_args(hints[param.name]) if t is not type(None)] or [hints[param.name]]
-        flag = "--" + param.name.replace("_", "-")
-        if kinds[0] is bool:
-            flag += "/--no-" + param.name.replace("_", "-")
-        required = param.default is inspect.Parameter.empty
-        default = None if required else param.default
-        command.params.append(
-            click.Option([flag], param.name, type=kinds[0], default=default, required=required)
-        )
-    try:
-        command.main(list(args), standalone_mode=False)
-    except click.ClickException:
-        return None
-    return parsed
-
-
 def check_modal_run(argv: list[str]) -> None:
     """At import under `modal run` (see above): the entrypoint's flags through its check; a bad
     one is `error: ...` on stderr and exit 2, before Modal asks for a token."""
-    call = modal_run_call(argv)
+    from mop.host_cli import entrypoint_flags, modal_run_call
+
+    call = modal_run_call(argv, __file__, __name__, set(ENTRYPOINT_CHECKS))
     if call is None or any(a in ("--help", "-h") for a in call[1]):
         return
     name, args = call
-    flags = entrypoint_flags(_ENTRYPOINTS[name], args)
+    flags = entrypoint_flags(_ENTRYPOINTS[name].info.raw_f, args)
     if flags is None:
         return
     try:

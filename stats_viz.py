@@ -25,7 +25,7 @@ with app.setup:
 
     import stats
     from mop import inference, stats_plots
-    from mop.notebook_script import refusal
+    from mop.host_cli import refusal
 
 
 @app.cell(hide_code=True)

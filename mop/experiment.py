@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import yaml
 
+from mop import legacy_config
 from mop.runs import OutputError, RunId, RunLockedError, atomic_write, atomic_write_text, resume_candidates
 from mop.runs import run_dir as _run_dir
 
@@ -180,10 +181,8 @@ class TrainConfig:
     )
     # Inputs
     input_dim: int | None = _help(
-        "the earlier system's key: the observation's size, without the mission. 152 selects its "
-        "network (obs_encoding raw: 147 view codes + 4 direction + 1 carrying; input_encoder "
-        "linear; lang_encoder distilbert) where the same file or command line does not set those "
-        "keys, 985 obs_encoding onehot; any other value is refused (null: from obs_encoding)",
+        "the earlier system's key, its observation size: 152 selects its network (obs_encoding raw, "
+        "input_encoder linear, lang_encoder distilbert, where not set), 985 onehot (null: from obs_encoding)",
         None,
     )
     obs_encoding: str = _help(
@@ -377,14 +376,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ConfigError on impossible values (each message names the key): negative or zero
     counts, probabilities outside [0, 1], and values above LIMITS (non-finite floats never get
     here: `_coerce` refuses them for every float key)."""
-    from mop.babyai_env import (
-        KEY_CHECK_LAYOUTS,
-        OBS_ENCODINGS,
-        check_task_ids,
-        env_levels,
-        key_layout_counts,
-        obs_dim,
-    )
+    from mop.babyai_env import KEY_CHECK_LAYOUTS, OBS_ENCODINGS, check_task_ids, env_levels, key_layout_counts
 
     try:
         levels = check_task_ids(cfg.task_id)
@@ -456,13 +448,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("lpc_alpha and lpc_exponent must be >= 0 and lpc_epsilon > 0")
     if cfg.obs_encoding not in OBS_ENCODINGS:
         raise ConfigError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {cfg.obs_encoding!r}")
-    if cfg.input_dim is not None and cfg.input_dim != obs_dim(cfg.obs_encoding):
-        if cfg.input_dim in INPUT_DIM_SETTINGS:
-            raise ConfigError(
-                f"input_dim {cfg.input_dim} is obs_encoding {INPUT_DIM_SETTINGS[cfg.input_dim]['obs_encoding']!r}, "
-                f"but obs_encoding is {cfg.obs_encoding!r} ({obs_dim(cfg.obs_encoding)} inputs): give one of them"
-            )
-        raise ConfigError(input_dim_problem(cfg.input_dim, cfg.lang_dim))
+    if cfg.input_dim is not None and (
+        problem := legacy_config.contradiction(cfg.input_dim, cfg.obs_encoding)
+    ):
+        raise ConfigError(problem)
     if cfg.input_encoder not in ("linear", "bilinear"):
         raise ConfigError(f"input_encoder must be 'linear' or 'bilinear', got {cfg.input_encoder!r}")
     if cfg.input_encoder == "bilinear" and cfg.obs_encoding != "onehot":
@@ -546,43 +535,21 @@ def resolve_aliases(values: dict, source: str) -> dict:
     return out
 
 
-# The earlier system's `input_dim` (in every config file of its): the observation's size without
-# the mission. Each size an observation encoding produces, and the settings it selects where the
-# source that gives it (a file, the command line) does not set them: 152 is its network (raw codes
-# through a linear input layer, the mission through frozen DistilBERT and a random projection).
-INPUT_DIM_SETTINGS = {
-    152: {"obs_encoding": "raw", "input_encoder": "linear", "lang_encoder": "distilbert"},
-    985: {"obs_encoding": "onehot"},
-}
-_NOTED: set[str] = set()
-
-
 def apply_input_dim(values: dict, source: str, lang_dim: Any = None) -> dict:
-    """`values` (one source's keys) with the settings its input_dim selects (INPUT_DIM_SETTINGS)
-    filled in where the source does not give them; ConfigError naming the sizes that work for an
-    input_dim no encoding produces. A key the source gives wins; `validate` then refuses an
-    obs_encoding whose size is not input_dim."""
+    """`values` (one source's keys) with the settings its `input_dim` (the earlier system's key,
+    mop/legacy_config.py) selects filled in where the source does not give them; ConfigError naming
+    the sizes that work for one no encoding produces."""
     if values.get("input_dim") is None:
         return values
     dim = _coerce("input_dim", values["input_dim"])
-    if dim not in INPUT_DIM_SETTINGS:
-        raise ConfigError(f"{source}: {input_dim_problem(dim, values.get('lang_dim', lang_dim))}")
-    return {**INPUT_DIM_SETTINGS[dim], **values, "input_dim": dim}
-
-
-def input_dim_problem(dim: Any, lang_dim: Any = None) -> str:
-    """Why input_dim `dim` is refused, naming the sizes that work."""
-    from mop.babyai_env import obs_dim
-
-    sizes = "152 (obs_encoding raw: 147 view codes + 4 direction + 1 carrying, the earlier system's network) or 985 (onehot)"
-    text = f"input_dim {dim} is no observation encoding's size: use {sizes}"
     try:
-        with_mission = int(dim) - int(lang_dim) in (obs_dim("raw"), obs_dim("onehot"))
-    except (TypeError, ValueError):
-        with_mission = False
-    if with_mission:
-        text += f"; input_dim counts the observation only (the mission's lang_dim {lang_dim} comes on top)"
-    return text
+        return {
+            **legacy_config.implied_settings(dim, values.get("lang_dim", lang_dim)),
+            **values,
+            "input_dim": dim,
+        }
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
@@ -602,20 +569,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
     values = {k: _coerce(k, v) for k, v in merged.items()}
     cfg = validate(TrainConfig(**values))
     if cfg.input_dim is not None:
-        _note_input_dim(cfg)
+        legacy_config.note(cfg.input_dim, cfg.obs_encoding, cfg.input_encoder, cfg.lang_encoder)
     return cfg
-
-
-def _note_input_dim(cfg: TrainConfig) -> None:
-    """The one line that says what a config's input_dim selected (once per process and setting)."""
-    what = "the earlier system's network: " if cfg.obs_encoding == "raw" else ""
-    note = (
-        f"note: input_dim {cfg.input_dim} trains {what}obs_encoding {cfg.obs_encoding}, "
-        f"input_encoder {cfg.input_encoder}, lang_encoder {cfg.lang_encoder}"
-    )
-    if note not in _NOTED:
-        _NOTED.add(note)
-        print(note)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -731,12 +686,8 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return atomic_write(path, lambda tmp: torch.save({"format_version": CHECKPOINT_FORMAT, **payload}, tmp))
 
 
-# What torch's warnings about a file we refuse say it is: they are folded into the one error line
-# instead of being printed before it.
-_FOREIGN_KINDS = {
-    "TorchScript": "a TorchScript archive (torch.jit.save)",
-    "pickle protocol": "a plain pickle",
-}
+# What torch's warnings about a file we refuse say it is (folded into the one error line).
+_FOREIGN_KINDS = {"TorchScript": "a TorchScript archive (torch.jit)", "pickle protocol": "a plain pickle"}
 
 
 def load_torch_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:

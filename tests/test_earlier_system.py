@@ -32,7 +32,7 @@ import modal_app
 import seed_metrics as sm
 import train_mop
 from conftest import tiny_config
-from mop import experiment, phases
+from mop import experiment, legacy_config, phases
 from mop.babyai_env import env_context, legacy_target_pos, make_env, quiet_reset, target_objects
 from mop.experiment import ConfigError, load_config
 from mop.results import LEGACY_COLUMNS, evaluation_identity, merge_results, read_results
@@ -213,7 +213,7 @@ def test_its_configs_select_its_network_and_say_so(tmp_path, capsys):
     guide, quick = tmp_path / "guide.yaml", tmp_path / "quick_test.yaml"
     guide.write_text(GUIDE_YAML)
     quick.write_text(QUICK_TEST_YAML)
-    experiment._NOTED.clear()
+    legacy_config._NOTED.clear()
     for path in (guide, quick):
         cfg = load_config(path)
         assert (cfg.input_dim, cfg.obs_encoding, cfg.input_encoder, cfg.lang_encoder) == (
