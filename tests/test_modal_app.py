@@ -56,7 +56,11 @@ class Fake:
     """Stands in for a Modal Function: records calls, runs `body` here."""
 
     def __init__(self, body=None):
-        self.body, self.calls = body, []
+        self.body, self.calls, self.options = body, [], []
+
+    def with_options(self, **options):  # a Function in a container with other resources
+        self.options.append(options)
+        return self
 
     def remote(self, *args, **kwargs):
         self.calls.append((args, kwargs))
