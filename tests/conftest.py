@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if TIER2_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        if no_cuda is not None and "gpu" in item.keywords:
+        if no_cuda is not None and item.get_closest_marker("gpu") is not None:
             item.add_marker(no_cuda)
 
 
