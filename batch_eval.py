@@ -11,6 +11,7 @@ reused by every checkpoint (evaluation_cache/_bot_paths/).
     python batch_eval.py                              # every checkpoint not yet in the CSV
     python batch_eval.py --num_episodes 200 --task BabyAI-GoToRedBall-v0 --trial 0 --seed 3 --update 1500
     python batch_eval.py --final_only --skip_routing --num_workers 2
+    python batch_eval.py --device cuda                # each checkpoint's envs act on the GPU
 
 A multi-task checkpoint (checkpoints/multi_<A>+<B>/..., trained on "A,B") gets one row per level it
 was trained on (those of --task_id, when given): `task_id` is the evaluated level there, and

@@ -8,6 +8,7 @@ fill a quota, and only the counted episodes reach the cache. Greedy actions unle
 
     python eval_mop.py --checkpoint checkpoints/BabyAI-GoToObj-v0/trial_0/checkpoint_final.pt --num_episodes 100
     python eval_mop.py --checkpoint ... --task_id BabyAI-GoToLocal-v0 --knockout largest --cache_dir evaluation_cache
+    python eval_mop.py --checkpoint ... --device cuda     # the batch of envs acts in one step on the GPU
 
 A multi-task checkpoint (trained on "A,B,C") is evaluated on each of its levels in turn (or on the
 levels of --task_id "A,C"), with one result and one routing cache (eval_<level>/) per level.

@@ -113,6 +113,7 @@ def bound_by(e2e: dict) -> str:
 
 
 def measure(recipe: str, args: argparse.Namespace, device: torch.device | None) -> dict:
+    print(f"{recipe}: collecting one batch, then timing the learner and the loop", flush=True)
     cfg = recipe_config(recipe, args, device="cpu", num_workers=args.workers)
     chunk, params = one_batch(cfg)
     result: dict = {"recipe": recipe, "params": params, "frames_per_update": cfg.num_envs * cfg.unroll_len}

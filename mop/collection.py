@@ -3,8 +3,10 @@
 - `act(policy, encoder, batch, memory)`: encode a batch of observations and missions and take one
   policy step in torch. `acting_step(policy, missions, obs_encoding)` gives the same step in numpy
   (numpy_policy.py: equal to float rounding, 2-3x faster) or `act` where numpy does not cover the
-  policy (knockout); training collection, evaluation (eval_mop) and everything built on them act
-  through it, so a policy sees the same inputs wherever it runs.
+  policy (knockout) or the policy is on a GPU (evaluation with --device cuda: the batch acts in
+  one torch step there, handed back in one transfer by `on_cpu`); training collection, evaluation
+  (eval_mop) and everything built on them act through it, so a policy sees the same inputs
+  wherever it runs. Training collection always acts on CPUs, whatever the learner's device.
 - `Collector` / `ParallelCollector`: N training envs, each labelled by its own bot at every step,
   acting with a copy of the current policy; worker processes each own a slice of the envs and
   return whole chunks of steps (numpy arrays) for the learner to replay with gradients. A

@@ -8,7 +8,9 @@ One update, as the loop body reads:
     state.record(chunk, parts)    counters, recent success and path ratio
     log / save                    metrics.jsonl (+ tqdm, stdout, wandb) and checkpoints
 The replay equals the acting pass (a test checks the logits), so this is the same algorithm as
-stepping with graph, only faster. The policy and the loss come from the stage script.
+stepping with graph, only faster. The policy and the loss come from the stage script. The learner
+runs on cfg.device (mop/devices.py; chunks, checkpoints and buffers are device-free), the
+collector's acting on CPUs.
 
 Where the labelled steps come from (README "Training"):
 - online DAgger (default): the collector's chunk;
