@@ -473,3 +473,17 @@ def test_recording_and_generative_training_on_cuda(tiny_run, tmp_path):
     train_generative.main([*argv, "--num_updates", "3", "--resume", "--device", "cpu"])
     model = torch.load(out / "model_final.pt", weights_only=True)
     assert model["update"] == 3 and {t.device.type for t in model["model_state"].values()} == {"cpu"}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["bow", "gru", "distilbert"])
+def test_every_mission_encoder_runs_on_cuda(kind, request):
+    path = request.getfixturevalue("tiny_distilbert") if kind == "distilbert" else "distilbert-base-uncased"
+    missions = ["go to the red ball", "open the door on your left", "go to the red ball"]
+    out = []
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)  # the learned encoders' init; DistilBERT's projection has its own seed
+        encoder = build_mission_encoder(kind, 8, path).eval().to(device)
+        with torch.no_grad():
+            out.append(encoder(missions).cpu())
+    torch.testing.assert_close(out[1], out[0], **TOLERANCE)
