@@ -1,4 +1,4 @@
-"""Train and evaluate on Modal: the same train_mop/train/batch_eval code as on a workstation, one
+r"""Train and evaluate on Modal: the same train_mop/train/batch_eval code as on a workstation, one
 container per run, checkpoints and results on two Modal volumes.
 
 Volumes (created on first use):
@@ -950,3 +950,39 @@ def lmc(
         print(f"✗ {line}")
     print(f"✓ {result['results_dir']}: analysed forks {result['analysed']}, {len(result['figures'])} figures")
     print(f"download: modal volume get {LMC_VOLUME} / ./lmc_results/")
+
+
+# ----------------------------------------------------------------------------- python modal_app.py
+
+
+def entrypoints() -> dict[str, modal.app.LocalEntrypoint]:
+    """This app's `modal run` entrypoints by name, in the order they are defined."""
+    found = {name: value for name, value in globals().items() if isinstance(value, modal.app.LocalEntrypoint)}
+    return dict(sorted(found.items(), key=lambda kv: kv[1].info.raw_f.__code__.co_firstlineno))
+
+
+def usage() -> str:
+    """What `python modal_app.py --help` prints: this docstring and each entrypoint's flags, spelled
+    as `modal run modal_app.py::NAME --help` spells them (underscores become dashes)."""
+    lines = [__doc__.strip(), "", "Entrypoints (modal run modal_app.py::NAME [flags]):"]
+    for name, entry in entrypoints().items():
+        raw = entry.info.raw_f
+        summary = (inspect.getdoc(raw) or "").split("\n\n")[0].replace("\n", " ")
+        lines += ["", f"  {name}: {summary}"]
+        for param in inspect.signature(raw).parameters.values():
+            flag = "--" + param.name.replace("_", "-")
+            default = "required" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
+            lines.append(f"      {flag} ({default})")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # `modal run` imports this file and never runs this block; `python modal_app.py` only explains.
+    if sys.argv[1:] in ([], ["--help"], ["-h"]):
+        print(usage())
+        sys.exit(0)
+    print(
+        "error: run an entrypoint with `modal run modal_app.py::NAME ...` (python modal_app.py --help)",
+        file=sys.stderr,
+    )
+    sys.exit(2)

@@ -567,6 +567,31 @@ def test_eval_all_body_evaluates_in_turn_and_merges(volumes, tmp_path):
     assert out["results"][0]["checkpoint_path"] == refs[0]["path"]
 
 
+def test_python_modal_app_help_lists_every_entrypoint_and_its_flags():
+    """`python modal_app.py --help` explains the app offline (it printed nothing before); any other
+    argument points at `modal run` with exit 2."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "modal_app.py"), "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stderr == ""
+    assert set(modal_app.entrypoints()) >= {
+        "main",
+        "main_seeds",
+        "sweep",
+        "eval_parallel",
+        "eval_main",
+        "lmc",
+    }
+    for name, entry in modal_app.entrypoints().items():
+        assert f"  {name}: " in out.stdout
+        for param in inspect.signature(entry.info.raw_f).parameters:
+            assert "--" + param.replace("_", "-") in out.stdout
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "modal_app.py"), "main"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "modal run" in bad.stderr
+
+
 # ----------------------------------------------------------------------------- GPUs (issue 33)
 
 
