@@ -12,6 +12,7 @@ reused by every checkpoint (evaluation_cache/_bot_paths/).
     python batch_eval.py --num_episodes 200 --task BabyAI-GoToRedBall-v0 --trial 0 --seed 3 --update 1500
     python batch_eval.py --final_only --skip_routing --num_workers 2
     python batch_eval.py --final-only --task BabyAI-UnlockPickup-v0   # the earlier system's spellings
+    python batch_eval.py --device cuda                # each checkpoint's envs act on the GPU
 
 A multi-task checkpoint (checkpoints/multi_<A>+<B>/..., trained on "A,B") gets one row per level it
 was trained on (those of --task_id, when given): `task_id` is the evaluated level there, and
@@ -279,10 +280,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the argmax")
     parser.add_argument("--knockout", default=None, help="as eval_mop.py: 'largest' or 'layer_<k>:<j>[,...]'")
     parser.add_argument("--knockout_threshold", type=float, default=None, help="as eval_mop.py")
-    from eval_mop import add_cache_format_argument, add_distilbert_path_argument
+    from eval_mop import add_cache_format_argument, add_device_argument, add_distilbert_path_argument
 
     add_cache_format_argument(parser)
     add_distilbert_path_argument(parser)
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)
@@ -292,10 +294,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from eval_mop import EvalError, cache_formats
+    from eval_mop import EvalError, cache_formats, eval_device
 
     try:  # every flag and output is checked before any checkpoint is looked at
         evaluation = EvalOptions.from_args(args, record=not args.skip_routing)
+        eval_device(evaluation)  # a GPU this machine lacks: one line, nothing written
         if args.num_workers < 1:
             raise EvalError(f"--num_workers must be at least 1, got {args.num_workers}")
         check_writable_file(args.results_path, "--results_path")

@@ -28,7 +28,7 @@ with app.setup:
     from mop import experiment, routing_cache
     from mop import results_plots as rp
     from mop import routing_analysis as ra
-    from mop.host_cli import refusal
+    from mop.notebook_script import refusal
     from mop.results import ResultsError, read_results
     from mop.runs import DEFAULT_CHECKPOINT_DIRS, run_label
 

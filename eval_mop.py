@@ -8,6 +8,7 @@ fill a quota, and only the counted episodes reach the cache. Greedy actions unle
 
     python eval_mop.py --checkpoint checkpoints/BabyAI-GoToObj-v0/trial_0/checkpoint_final.pt --num_episodes 100
     python eval_mop.py --checkpoint ... --task_id BabyAI-GoToLocal-v0 --knockout largest --cache_dir evaluation_cache
+    python eval_mop.py --checkpoint ... --device cuda     # the batch of envs acts in one step on the GPU
 
 A multi-task checkpoint (trained on "A,B,C") is evaluated on each of its levels in turn (or on the
 levels of --task_id "A,C"), with one result and one routing cache (eval_<level>/) per level.
@@ -46,6 +47,14 @@ from mop.babyai_env import (
 )
 from mop.bot_paths import BotPaths
 from mop.collection import MissionCache, ObsBatch, acting_step
+from mop.devices import (
+    DEVICE_HELP,
+    DeviceError,
+    check_device,
+    device_label,
+    resolve_device,
+    use_deterministic,
+)
 from mop.experiment import ArgumentParser, CheckpointError, load_checkpoint, load_policy
 from mop.numpy_policy import one_thread, use_one_thread
 from mop.results import knockout_label
@@ -143,6 +152,7 @@ class EvalOptions:
     num_workers: int = 1  # processes to split the episodes over (same numbers)
     progress: bool = False  # a tqdm bar
     distilbert_path: str | None = None  # DistilBERT weights here (None: the run's distilbert_path)
+    device: str = "auto"  # where the policy acts: auto | cpu | cuda | cuda:N (mop.devices)
 
     def __post_init__(self) -> None:
         """The one check of evaluation settings (eval_mop, batch_eval, Modal and the notebooks all
@@ -157,6 +167,10 @@ class EvalOptions:
         if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 < t <= 1):
             raise EvalError(f"--knockout_threshold must be a router weight in (0, 1], got {t!r}")
         object.__setattr__(self, "knockout", canonical_knockout(self.knockout))
+        try:  # the spelling here; whether this machine has it, when evaluate() starts
+            object.__setattr__(self, "device", check_device(self.device))
+        except DeviceError as e:
+            raise EvalError(str(e)) from None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **settings: Any) -> EvalOptions:
@@ -170,6 +184,7 @@ class EvalOptions:
             knockout=args.knockout,
             knockout_threshold=args.knockout_threshold,
             distilbert_path=args.distilbert_path,
+            device=args.device,
             **settings,
         )
 
@@ -485,11 +500,20 @@ def compute_metrics(episodes: pd.DataFrame, expert_sizes: list[list[int]]) -> di
 
 def _worker(args: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
     use_one_thread()
-    checkpoint_path, task_id, block, kwargs, knockout, distilbert_path = args
+    checkpoint_path, task_id, block, kwargs, knockout, distilbert_path, device = args
     policy, encoder, config = load_policy(checkpoint_path, distilbert_path=distilbert_path)
     if knockout is not None:
         policy.set_knockout(*knockout)
-    return run_episodes(policy, encoder, config, task_id, block, **kwargs)
+    use_deterministic(device)
+    return run_episodes(policy.to(device), encoder.to(device), config, task_id, block, **kwargs)
+
+
+def eval_device(options: EvalOptions) -> torch.device:
+    """The device an evaluation acts on, on this machine; EvalError in one line when it lacks it."""
+    try:
+        return resolve_device(options.device)
+    except DeviceError as e:
+        raise EvalError(str(e)) from None
 
 
 def evaluate(
@@ -504,6 +528,7 @@ def evaluate(
     extended; None: measured for this evaluation only. num_workers > 1 splits the episodes over
     processes (same numbers)."""
     o = options  # checked when it was built (EvalOptions.__post_init__)
+    device = eval_device(o)
     try:
         policy, encoder, config = load_policy(checkpoint_path, distilbert_path=o.distilbert_path)
         RunId.of(config)  # its task/trial/seed name the cache folder: refuse '../x' before any work
@@ -542,6 +567,10 @@ def evaluate(
     kwargs = dict(
         num_envs=o.num_envs, max_steps=max_steps, sample=o.sample, record=o.record, bot_paths=bot_paths
     )
+    # On a GPU the envs' batch acts in one torch step there (collection.acting_step); on the CPU
+    # the numpy step, as before. Both give the CPU numbers up to float rounding.
+    use_deterministic(device)
+    policy, encoder = policy.to(device), encoder.to(device)
     episodes_all = list(range(o.num_episodes))
     description = f"eval {Path(checkpoint_path).name} on {task_id}"
     with (
@@ -559,7 +588,10 @@ def evaluate(
             with mp.get_context("spawn").Pool(o.num_workers) as pool:
                 parts = pool.map(
                     _worker,
-                    [(str(checkpoint_path), task_id, b, kwargs, ko, o.distilbert_path) for b in blocks],
+                    [
+                        (str(checkpoint_path), task_id, b, kwargs, ko, o.distilbert_path, device)
+                        for b in blocks
+                    ],
                 )
             bar.update(o.num_episodes)
             steps = pd.concat([p[0] for p in parts], ignore_index=True)
@@ -580,6 +612,7 @@ def evaluate(
             "sample": o.sample,
             "max_steps": max_steps,
             "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "device": device_label(device),  # the cache's meta.json keeps it; the CSV has no column
         }
     )
     return EvalResult(metrics, steps, episodes, config)
@@ -642,6 +675,15 @@ def add_distilbert_path_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help=f"{DEVICE_HELP}; on a GPU the envs of a batch act in one step there, on the CPU in "
+        "numpy (the same numbers up to float rounding; default auto)",
+    )
+
+
 def cache_formats(choice: str) -> tuple[str, ...]:
     return ("parquet",) if choice == "parquet" else ("parquet", "json")
 
@@ -682,6 +724,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     add_cache_format_argument(parser)
     add_distilbert_path_argument(parser)
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     if args.cache_format != "parquet" and args.cache_dir is None:
         # Refuse rather than guess a folder: without --cache_dir eval_mop records and writes nothing.
@@ -695,6 +738,7 @@ def main(argv: list[str] | None = None) -> dict:
         options = EvalOptions.from_args(
             args, record=args.cache_dir is not None, num_workers=args.num_workers, progress=True
         )
+        eval_device(options)  # a GPU this machine lacks: one line, nothing written
         if args.cache_dir is not None:  # before the work, not after it
             check_writable_dir(args.cache_dir, "--cache_dir")
         trained = None

@@ -23,7 +23,7 @@ with app.setup:
 
     import generative_analysis
     from mop.experiment import read_metrics
-    from mop.host_cli import refusal
+    from mop.notebook_script import refusal
     from record import RecordingError
     from train_generative import GenerativeError
 

@@ -117,6 +117,7 @@ from mop.imitation import (
     Fork,
     ImitationRun,
     buffer_path,
+    learner_device,
     run_in_lockstep,
     run_status,
     train_to_end,
@@ -145,7 +146,7 @@ EXPERIMENT_KIND, EXPERIMENT_VERSION = "lmc_experiment", 1
 TIMING_FILE, EVAL_DIR = "timing.json", "evaluations"
 FIGURE_DIR, CHECKPOINT_DIR = "fork_analysis", "checkpoints"
 # Run-time settings that --resume may change (they do not change what is computed).
-RESUMABLE = {"num_workers", "log_interval", "wandb_project"}
+RESUMABLE = {"num_workers", "log_interval", "wandb_project", "device"}
 # lmc.py decides these: the folders of the parent and children.
 OWN_KEYS = {"trial": "fork k's children are trial k+1", "checkpoint_dir": "use --results_root"}
 
@@ -650,6 +651,7 @@ def open_experiment(exp: Experiment, resume: bool, given: set[str] | None = None
         if new != old:
             raise LMCError(f"--resume: {key}={new!r} differs from the experiment's {old!r} ({path})")
     train = {**stored.train, **{k: exp.train[k] for k in RESUMABLE & given}}
+    train["device"] = exp.train["device"]  # the machine's (flag, else config.yaml), not the stored one
     return dataclasses.replace(stored, train=train)
 
 
@@ -903,6 +905,7 @@ def _train_main(argv: list[str]) -> dict:
     exp, given = experiment_from_args(args)
     if args.parallel_children < 1:
         raise LMCError(f"--parallel_children must be at least 1, got {args.parallel_children}")
+    learner_device(exp.parent_config())  # a GPU this machine lacks: one line before config.json
     torch.set_num_threads(1)
     summary = run_experiment(
         exp,

@@ -21,7 +21,7 @@ with app.setup:
     import marimo as mo
 
     from mop import connectivity, lmc_plots
-    from mop.host_cli import refusal
+    from mop.notebook_script import refusal
 
 
 @app.cell(hide_code=True)

@@ -24,7 +24,7 @@ with app.setup:
     import plotting_utils as pu
     from mop import routing_analysis as ra
     from mop import routing_cache
-    from mop.host_cli import refusal
+    from mop.notebook_script import refusal
     from mop.runs import run_label
 
 

@@ -1,4 +1,4 @@
-"""Train and evaluate on Modal: the same train_mop/train/batch_eval code as on a workstation, one
+r"""Train and evaluate on Modal: the same train_mop/train/batch_eval code as on a workstation, one
 container per run, checkpoints and results on two Modal volumes.
 
 Volumes (created on first use):
@@ -21,7 +21,10 @@ after a preemption, timeout or crash continues where it stopped.
         --seeds "0,1,2,3" --checkpoint-interval 250 --lpc-alpha 1e-4 --normalize-lpc --num-updates 5000
     modal run --detach modal_app.py::sweep --task-id BabyAI-UnlockPickup-v0 --lpc-alpha "0,1e-5,1e-4" \
         --seeds 0-4 --num-updates 5000
+    modal run --detach modal_app.py::main --task-ids "BabyAI-UnlockPickup-v0" --trials "30" --gpu L4 \
+        --set "expert_hidden_sizes=[[32,64,128],[64,128,256]] intermediate_dim=256"
     modal run modal_app.py::eval_parallel --num-episodes 500 --task BabyAI-UnlockPickup-v0
+    modal run modal_app.py::eval_parallel --gpu=""     # CPU-only containers
     modal volume get rl-mop-eval /evaluation_results.csv ./evaluation_results.csv
 """
 
@@ -32,7 +35,6 @@ import dataclasses
 import importlib
 import inspect
 import json
-import re
 import sys
 import tempfile
 import threading
@@ -42,6 +44,19 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import modal
 
+from mop.launch import (  # the launch's checks; OVERRIDE_FLAGS and parse_set re-exported for callers
+    CHECKPOINT_VOLUME,
+    LAUNCHER_KEYS,
+    OVERRIDE_FLAGS,  # noqa: F401
+    TRAIN_CPUS,
+    LaunchError,
+    check_gpu,
+    parse_set,  # noqa: F401
+    training_device,
+    training_jobs,
+    training_overrides,
+    training_plan,
+)
 from mop.lmc_settings import DEFAULTS as LMC_DEFAULTS
 
 if TYPE_CHECKING:
@@ -88,7 +103,7 @@ image = (
     .add_local_file(ROOT / "config.yaml", "/root/config.yaml")
 )
 
-CHECKPOINT_VOLUME, EVAL_VOLUME = "rl-mop", "rl-mop-eval"
+EVAL_VOLUME = "rl-mop-eval"  # CHECKPOINT_VOLUME, "rl-mop", is mop/launch.py's
 checkpoint_volume = modal.Volume.from_name(CHECKPOINT_VOLUME, create_if_missing=True)
 eval_volume = modal.Volume.from_name(EVAL_VOLUME, create_if_missing=True)
 # The checkpoint volume is mounted at .../modal_checkpoints and evaluation runs from its parent, so a
@@ -99,13 +114,16 @@ EVAL_ROOT = "/vol/eval"
 RESULTS_FILE, CACHE_DIR, PENDING_DIR = "evaluation_results.csv", "evaluation_cache", "pending_rows"
 LOCAL_RESULTS = "evaluation_results.csv"  # the workstation's CSV, when eval_parallel plans
 
-# Training and evaluation are CPU-bound: every step is a minigrid env step plus a BabyAI bot plan
-# (pure Python), and the learner's GRUs are small. So a training container asks for one core per
-# env worker process (num_workers is pinned to it: inside a container os.sched_getaffinity may
-# report the host's cores, not the reservation). --gpu T4 adds a GPU, but the loop never moves the
-# learner to CUDA today, so it would sit idle; evaluation runs one process per checkpoint.
-TRAIN_CPUS = 4.0
+# Collection is CPU-bound (every step is a minigrid env step plus a BabyAI bot plan in pure Python)
+# and always runs on CPUs, so a training container asks for one core per env worker process
+# (num_workers is pinned to it: inside a container os.sched_getaffinity may report the host's
+# cores, not the reservation), with or without a GPU. `main --gpu TYPE` adds a GPU and puts the
+# learner on it (device cuda); bench/learner_throughput.py says when that pays (big students, big
+# unrolls). Evaluation runs one process per checkpoint: eval_parallel gives each a GPU (EVAL_GPU,
+# seed 000's "one GPU job per missing checkpoint"; --gpu "" for CPU only), where the batch of envs
+# acts in one torch step, and EVAL_CPUS cores for its envs either way.
 EVAL_CPUS = 1.0
+EVAL_GPU = "T4"
 # Each env worker process imports torch (~0.25 GB with the CPU wheel, more with the CUDA one).
 TRAIN_MEMORY_MB, EVAL_MEMORY_MB = 4096, 2048
 # 23 h per run (Modal's cap is 24 h): the launcher that waits on the runs gets 24 h, so a run hits
@@ -119,23 +137,6 @@ EVAL_TIMEOUT_S = 3 * 3600
 COMMIT_EVERY_S = 600
 TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=30.0, backoff_coefficient=2.0)
 EVAL_RETRIES = modal.Retries(max_retries=2, initial_delay=10.0)
-
-# The typed shorthands of main: each is the config key of the same name, exactly as if given in
-# --set (they are the earlier system's documented flags). Every other key goes through --set or --config.
-OVERRIDE_FLAGS = ("num_updates", "checkpoint_interval", "lpc_alpha", "normalize_lpc")
-# Keys the launcher decides: --task-ids, --trials and --seeds name the runs, the volume holds them.
-LAUNCHER_KEYS = {
-    "task_id": "--task-ids",
-    "trial": "--trials",
-    "seed": "--seeds",
-    "checkpoint_dir": "the volume",
-}
-SCRIPTS = ("train_mop.py", "train.py")
-
-
-class LaunchError(ValueError):
-    """A bad flag; raised on this machine before anything is started in the cloud."""
-
 
 # ----------------------------------------------------------------------------- bodies (plain Python)
 
@@ -386,137 +387,8 @@ def eval_all(refs: list[dict], options: batch_eval.BatchOptions) -> dict:
 
 # ----------------------------------------------------------------------------- launching (this machine)
 
-
-def _split(text: str, name: str, cast: Callable[[str], Any] = str) -> list:
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    try:
-        values = list(dict.fromkeys(cast(s) for s in items))
-    except ValueError:
-        raise LaunchError(f"--{name} must be a comma-separated list, got {text!r}") from None
-    if not values:
-        raise LaunchError(f"--{name} is empty")
-    return values
-
-
-# One key=value pair starts at each space that is followed by `name=`, so a value may hold spaces
-# inside brackets or quotes: --set "expert_hidden_sizes=[[0, 16], [0, 16]] lr=1e-3".
-_PAIR_START = re.compile(r"\s+(?=[A-Za-z_]\w*=)")
-
-
-def parse_set(text: str) -> dict:
-    """--set "lpc_alpha=1e-4 hidden_size=128" -> {"lpc_alpha": "1e-4", "hidden_size": 128}: space-separated
-    key=value pairs, each value read as YAML (a number, true/false, null, [[0,16,32]], a string).
-    Types are the schema's business (load_config converts "1e-4", which YAML 1.1 reads as a string)."""
-    import yaml
-
-    values: dict = {}
-    for pair in _PAIR_START.split(text.strip()) if text.strip() else []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key or not raw:
-            raise LaunchError(
-                f'--set takes space-separated key=value pairs ("lr=1e-3 hidden_size=128"), got {pair!r}'
-            )
-        if key in values:
-            raise LaunchError(f"--set gives {key} twice")
-        try:
-            values[key] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise LaunchError(f"--set {key}: {raw!r} is not a YAML value") from None
-    return values
-
-
-def parse_extra_args(text: str) -> dict:
-    """--extra-args "--lpc_alpha 1e-4 --num_updates 5000" (the earlier system's way to hand the
-    training script its flags) -> the config keys train_mop.py would read from them (aliases such
-    as --mop_layers resolved); LaunchError for anything that is not a config flag (--config and
-    --resume included: give --config to the entrypoint; a run on the volume resumes by itself)."""
-    import shlex
-
-    from mop import experiment
-
-    try:
-        tokens = shlex.split(text)
-    except ValueError as e:
-        raise LaunchError(f"--extra-args {text!r}: {e}") from None
-    parser = experiment.build_arg_parser("")
-
-    def refuse(message: str) -> NoReturn:
-        raise LaunchError(f"--extra-args: {message}")
-
-    parser.error = refuse  # type: ignore[method-assign]
-    args, unknown = parser.parse_known_args(tokens)
-    if unknown:
-        refuse(f"{' '.join(unknown)} is not a flag of the training scripts")
-    if args.config is not None or args.resume:
-        refuse("--config and --resume are the entrypoint's (--config FILE); runs resume by themselves")
-    keys = set(experiment.CONFIG_KEYS) | set(experiment.CONFIG_ALIASES)
-    return experiment.resolve_aliases({k: v for k, v in vars(args).items() if k in keys}, "--extra-args")
-
-
-def training_overrides(set_text: str, config_file: str, flags: dict, extra_args: str = "") -> dict:
-    """The settings every run gets over config.yaml: the --config file's, then --set's, --extra-args'
-    and the typed flags' (a key given twice among them is refused). Only the keys given, so the rest
-    keep config.yaml's value; the launcher's own keys come from --task-ids/--trials/--seeds."""
-    from mop import experiment
-
-    from_file = experiment.load_yaml(config_file or None)
-    experiment.check_keys(from_file, f"--config {config_file!r}")
-    if "checkpoint_dir" in from_file:
-        print(
-            f"note: checkpoint_dir of {config_file} is ignored; checkpoints go to volume {CHECKPOINT_VOLUME}"
-        )
-        del from_file["checkpoint_dir"]
-    from_set = parse_set(set_text)
-    experiment.check_keys(from_set, "--set")
-    from_extra = parse_extra_args(extra_args) if extra_args else {}
-    typed = {k: v for k, v in flags.items() if v is not None}
-    for source, given in (("--set", from_set), ("--extra-args", from_extra)):
-        for key in given:
-            if key in LAUNCHER_KEYS:
-                raise LaunchError(f"{source} {key}: {key} is set by {LAUNCHER_KEYS[key]}")
-            if key in typed:
-                raise LaunchError(f"{key} is given twice, by {source} and by --{key.replace('_', '-')}")
-    for key in set(from_set) & set(from_extra):
-        raise LaunchError(f"{key} is given twice, by --set and by --extra-args")
-    return {**from_file, **from_set, **from_extra, **typed}
-
-
-def training_jobs(task_ids: str, trials: str, seeds: str, script: str, overrides: dict) -> list[dict]:
-    """One job per (task, trial, seed), each validated against the local schema with the same
-    load_config call the container makes; raises LaunchError or experiment.ConfigError before
-    anything is started. A job carries the given keys with the schema's types."""
-    from mop import experiment
-
-    if script not in SCRIPTS:
-        raise LaunchError(f"--script must be one of {', '.join(SCRIPTS)}, got {script!r}")
-    tasks, trial_list = _split(task_ids, "task-ids"), _split(trials, "trials", int)
-    seed_list = _split(seeds, "seeds", int) if seeds else [None]
-    jobs = []
-    for task in tasks:
-        for trial in trial_list:
-            for seed in seed_list:
-                run = {**overrides, "task_id": task, "trial": trial} | (
-                    {} if seed is None else {"seed": seed}
-                )
-                cfg = experiment.load_config(CONFIG_PATH, run)
-                run = {k: getattr(cfg, k) for k in run}
-                label = f"{task} trial {trial}" + ("" if cfg.seed is None else f" seed {cfg.seed}")
-                jobs.append({"label": label, "overrides": run, "script": script})
-    return jobs
-
-
-def training_plan(flags: dict) -> list[dict]:
-    """The jobs main's flags describe, every one validated (LaunchError/ConfigError before anything
-    starts); main's body and the check at import (check_modal_run) both call it."""
-    gpu = flags["gpu"]
-    if gpu and not re.fullmatch(r"[A-Za-z0-9-]+(:\d+)?", gpu):
-        raise LaunchError(f"--gpu must be a Modal GPU type such as T4 or A10G, got {gpu!r}")
-    overrides = training_overrides(
-        flags["set"], flags["config"], {k: flags[k] for k in OVERRIDE_FLAGS}, flags.get("extra_args", "")
-    )
-    if overrides.get("num_workers") is None:  # null means "the host's cores": pin to the reservation
-        overrides["num_workers"] = int(TRAIN_CPUS)
-    return training_jobs(flags["task_ids"], flags["trials"], flags["seeds"], flags["script"], overrides)
+# Every launch is checked here before anything starts in the cloud, by mop/launch.py (the settings
+# over config.yaml, one job per run, the GPU and the device), which needs no Modal.
 
 
 def _refuse(error: Exception) -> NoReturn:
@@ -529,18 +401,14 @@ def _launch_training(flags: dict) -> None:
     started), then hand the jobs to train_all and report each run."""
     from mop import experiment
 
-    gpu = flags["gpu"]
     try:
-        jobs = training_plan(flags)
+        jobs, gpu = training_plan(flags)
     except (LaunchError, experiment.ConfigError) as e:
         _refuse(e)
     cpu = float(max(1, jobs[0]["overrides"]["num_workers"]))  # a core per env worker (0 or 1: in-process)
-    if gpu:
-        print(f"note: {flags['script']} trains on the CPU; the {gpu} GPU will be allocated but stay idle")
     shown = ", ".join(f"{k}={v}" for k, v in jobs[0]["overrides"].items() if k not in LAUNCHER_KEYS)
-    print(
-        f"launching {len(jobs)} run(s) on Modal ({cpu:g} cores each), checkpoints to volume {CHECKPOINT_VOLUME}"
-    )
+    where = f"{cpu:g} cores for the env workers" + (f", the learner on a {gpu} GPU" if gpu else "")
+    print(f"launching {len(jobs)} run(s) on Modal ({where}), checkpoints to volume {CHECKPOINT_VOLUME}")
     print(f"settings over config.yaml: {shown}")
     for result in train_all.remote(jobs, cpu, gpu):
         if "error" in result:
@@ -572,7 +440,8 @@ def main(
     --set "key=value ..." (YAML values) over --config FILE (read here) over config.yaml; the typed
     flags are shorthands for --set, and --extra-args "--lpc_alpha 1e-4 --num_updates 5000" (the
     earlier system's spelling: the training script's flags) works as --set does. With --seeds,
-    checkpoints go to trial_<N>/seed_<S>/."""
+    checkpoints go to trial_<N>/seed_<S>/. --gpu TYPE (T4, A10G, L40S, A100, H100, ...): each
+    container gets that GPU and its learner runs there (device cuda); the env workers keep their cores."""
     _launch_training(locals())
 
 
@@ -616,6 +485,7 @@ def sweep_plan(
         raise LaunchError("lpc_alpha is set by --lpc-alpha (the sweep's list), not by --set or --config")
     if overrides.get("num_workers") is None:
         overrides["num_workers"] = int(TRAIN_CPUS)
+    overrides = training_device(overrides, "")  # the sweep's containers have CPUs only
     seed_text = ",".join(map(str, seed_list))
     jobs = [
         job
@@ -689,35 +559,53 @@ def _results_table(local_path: str, remote_csv: str | None) -> tuple[pd.DataFram
 
 
 def eval_settings(
-    num_episodes: int = 1000, num_envs: int = 16, task: str = "", skip_routing: bool = False, **_: Any
-) -> Any:
-    """The EvalOptions of eval_parallel's and eval_main's flags, validated (EvalError, or
-    ValueError for an unknown --task); reads nothing remote."""
+    num_episodes: int = 1000,
+    num_envs: int = 16,
+    task: str = "",
+    skip_routing: bool = False,
+    gpu: str = "",
+    **_: Any,
+) -> tuple[Any, str]:
+    """(EvalOptions, GPU spec) of eval_parallel's and eval_main's flags, validated (EvalError,
+    LaunchError, or ValueError for an unknown --task); reads nothing remote. The evaluation's
+    device is 'auto': a container with a GPU acts on it, one without on its CPU."""
     import eval_mop
     from mop.babyai_env import check_task_id
 
-    evaluation = eval_mop.EvalOptions(num_episodes=num_episodes, num_envs=num_envs, record=not skip_routing)
+    gpu = check_gpu(gpu)
+    evaluation = eval_mop.EvalOptions(
+        num_episodes=num_episodes, num_envs=num_envs, record=not skip_routing, device="auto"
+    )
     if task:
         check_task_id(task)
-    return evaluation
+    return evaluation, gpu
 
 
-def _plan_remote(num_episodes: int, num_envs: int, force: bool, task: str, skip_routing: bool) -> tuple:
-    """Validate the flags here, list the volumes remotely, and plan: (todo, pending, options)."""
+def _plan_remote(
+    num_episodes: int, num_envs: int, force: bool, task: str, skip_routing: bool, gpu: str = ""
+) -> tuple:
+    """Validate the flags here, list the volumes remotely, and plan: (todo, pending, options, gpu)."""
     import batch_eval
 
     try:  # ConfigError, ResultsError, EvalError and LaunchError: ValueErrors with one clear line
-        evaluation = eval_settings(num_episodes, num_envs, task, skip_routing)
+        evaluation, gpu = eval_settings(num_episodes, num_envs, task, skip_routing, gpu)
         state = list_checkpoints.remote()
         results, source = _results_table(LOCAL_RESULTS, state["results_csv"])
     except ValueError as e:
         _refuse(e)
     todo = plan_eval(state["refs"], results, state["pending"], task, force)
+    where = f"a {gpu} GPU" if gpu else "CPU only"
     print(
         f"{len(state['refs'])} checkpoints on {CHECKPOINT_VOLUME}, {len(state['pending'])} rows pending, "
-        f"{len(todo)} to evaluate ({num_episodes} episodes each; compared with {source})"
+        f"{len(todo)} to evaluate ({num_episodes} episodes each, {where}; compared with {source})"
     )
-    return todo, state["pending"], batch_eval.BatchOptions(eval=evaluation)
+    return todo, state["pending"], batch_eval.BatchOptions(eval=evaluation), gpu
+
+
+def with_gpu(function: Any, gpu: str) -> Any:
+    """`function` as a container with the GPU `gpu` (checked) gets it, or as decorated for ''.
+    The decorators give no GPU: Modal's with_options can add one but not take one away."""
+    return function.with_options(gpu=gpu) if gpu else function
 
 
 def _report(results: list, merged: dict) -> None:
@@ -741,12 +629,15 @@ def eval_parallel(
     task: str = "",
     num_envs: int = 16,
     skip_routing: bool = False,
+    gpu: str = EVAL_GPU,
 ) -> None:
-    """Evaluate every checkpoint on rl-mop that the results lack, one container each, then merge."""
-    todo, pending, options = _plan_remote(num_episodes, num_envs, force, task, skip_routing)
+    """Evaluate every checkpoint on rl-mop that the results lack, one container each with a GPU
+    (--gpu TYPE, default T4; --gpu "" for CPU only), then merge."""
+    todo, pending, options, gpu = _plan_remote(num_episodes, num_envs, force, task, skip_routing, gpu)
     if not todo and not pending:
         return
-    results = list(eval_checkpoint.map(todo, kwargs={"options": options}, return_exceptions=True))
+    evaluate = with_gpu(eval_checkpoint, gpu)
+    results = list(evaluate.map(todo, kwargs={"options": options}, return_exceptions=True))
     _report(results, reduce_rows.remote())
 
 
@@ -757,12 +648,13 @@ def eval_main(
     task: str = "",
     num_envs: int = 16,
     skip_routing: bool = False,
+    gpu: str = "",
 ) -> None:
-    """As eval_parallel, but every checkpoint in turn in one container."""
-    todo, pending, options = _plan_remote(num_episodes, num_envs, force, task, skip_routing)
+    """As eval_parallel, but every checkpoint in turn in one container (CPU only unless --gpu TYPE)."""
+    todo, pending, options, gpu = _plan_remote(num_episodes, num_envs, force, task, skip_routing, gpu)
     if not todo and not pending:
         return
-    summary = eval_all.remote(todo, options)
+    summary = with_gpu(eval_all, gpu).remote(todo, options)
     _report(summary["results"], summary)
 
 
@@ -899,6 +791,7 @@ def lmc_spec(
     overrides.update(task_id=task_id, seed=seed)
     if overrides.get("num_workers") is None:  # a core per env worker, pinned to the reservation
         overrides["num_workers"] = int(TRAIN_CPUS)
+    overrides = training_device(overrides, "")  # the LMC containers have CPUs only
     exp = lmc.build_experiment(overrides, settings, LMC_ROOT, CONFIG_PATH)
     given = sorted(set(overrides) | (set(settings) - {"fork_buffer_strategy"}))
     return {"overrides": {k: exp.train[k] for k in overrides}, "settings": settings, "given": given}
@@ -958,11 +851,35 @@ def lmc(
     print(f"download: modal volume get {LMC_VOLUME} / ./lmc_results/")
 
 
+# ----------------------------------------------------------------------------- python modal_app.py
+
+
+def entrypoints() -> dict[str, modal.app.LocalEntrypoint]:
+    """This app's `modal run` entrypoints by name, in the order they are defined."""
+    found = {name: value for name, value in globals().items() if isinstance(value, modal.app.LocalEntrypoint)}
+    return dict(sorted(found.items(), key=lambda kv: kv[1].info.raw_f.__code__.co_firstlineno))
+
+
+def usage() -> str:
+    """What `python modal_app.py --help` prints: this docstring and each entrypoint's flags, spelled
+    as `modal run modal_app.py::NAME --help` spells them (underscores become dashes)."""
+    lines = [__doc__.strip(), "", "Entrypoints (modal run modal_app.py::NAME [flags]):"]
+    for name, entry in entrypoints().items():
+        raw = entry.info.raw_f
+        summary = (inspect.getdoc(raw) or "").split("\n\n")[0].replace("\n", " ")
+        lines += ["", f"  {name}: {summary}"]
+        for param in inspect.signature(raw).parameters.values():
+            flag = "--" + param.name.replace("_", "-")
+            default = "required" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
+            lines.append(f"      {flag} ({default})")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- checks before Modal connects
 
 # `modal run modal_app.py::main --flags` imports this file, then connects to Modal (no token: it
 # stops there), builds the image and only then runs the entrypoint's body. So an entrypoint's flags
-# are also checked here, at import, by the functions its body calls (mop/host_cli.py parses them as
+# are also checked here, at import, by the functions its body calls (mop/launch.py parses them as
 # Modal's CLI does): a bad flag is one `error:` line, exit 2, before any login. Without `modal run
 # <this file>::<entrypoint>` in sys.argv (containers, tests, `modal deploy`) this does nothing.
 ENTRYPOINT_CHECKS: dict[str, Callable[..., Any]] = {
@@ -973,20 +890,18 @@ ENTRYPOINT_CHECKS: dict[str, Callable[..., Any]] = {
     "eval_main": eval_settings,
     "lmc": lmc_flags_spec,
 }
-_ENTRYPOINTS = {"main": main, "main_seeds": main_seeds, "sweep": sweep, "eval_parallel": eval_parallel}
-_ENTRYPOINTS |= {"eval_main": eval_main, "lmc": lmc}
 
 
 def check_modal_run(argv: list[str]) -> None:
     """At import under `modal run` (see above): the entrypoint's flags through its check; a bad
     one is `error: ...` on stderr and exit 2, before Modal asks for a token."""
-    from mop.host_cli import entrypoint_flags, modal_run_call
+    from mop.launch import entrypoint_flags, modal_run_call
 
     call = modal_run_call(argv, __file__, __name__, set(ENTRYPOINT_CHECKS))
     if call is None or any(a in ("--help", "-h") for a in call[1]):
         return
     name, args = call
-    flags = entrypoint_flags(_ENTRYPOINTS[name].info.raw_f, args)
+    flags = entrypoint_flags(entrypoints()[name].info.raw_f, args)
     if flags is None:
         return
     try:
@@ -996,3 +911,15 @@ def check_modal_run(argv: list[str]) -> None:
 
 
 check_modal_run(sys.argv)
+
+
+if __name__ == "__main__":
+    # `modal run` imports this file and never runs this block; `python modal_app.py` only explains.
+    if sys.argv[1:] in ([], ["--help"], ["-h"]):
+        print(usage())
+        sys.exit(0)
+    print(
+        "error: run an entrypoint with `modal run modal_app.py::NAME ...` (python modal_app.py --help)",
+        file=sys.stderr,
+    )
+    sys.exit(2)

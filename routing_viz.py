@@ -29,7 +29,7 @@ with app.setup:
     import plotting_utils as pu
     from mop import babyai_env, experiment, routing_cache
     from mop import routing_analysis as ra
-    from mop.host_cli import refusal
+    from mop.notebook_script import refusal
     from mop.results import read_results
     from mop.runs import DEFAULT_CHECKPOINT_DIRS, cache_dir_for, run_label, run_subpath
 

@@ -25,7 +25,7 @@ with app.setup:
 
     import stats
     from mop import inference, stats_plots
-    from mop.host_cli import refusal
+    from mop.notebook_script import refusal
 
 
 @app.cell(hide_code=True)

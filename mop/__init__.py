@@ -5,7 +5,8 @@ package imports nothing from the top but the shared policy module (`mixture_of_e
 stage can be pulled in by a library import. Modules, from the ground up: `runs` (run folders, atomic
 writes, the run lock, path safety; torch-free), `fast_grid` and `babyai_env` (levels, seeds,
 observations, the bot), `bot_paths` (the cache of the bot's path lengths), `language` (mission
-encoders), `experiment` (config schema, checkpoints, metrics), `numpy_policy` and `collection` (the
+encoders), `devices` (the device setting, device-free saved state, CUDA's deterministic mode),
+`experiment` (config schema, checkpoints, metrics), `numpy_policy` and `collection` (the
 acting step and the collector), `replay_buffer`, `bot_demos` and `imitation` (the training loop,
 and where a run stands), `results` (the results table), `routing_cache` and `routing_analysis` (the cache schema
 and its numbers), `phases` and `inference` (phase systems; statistics across runs), `lmc_settings`

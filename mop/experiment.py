@@ -18,14 +18,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import difflib
 import json
 import math
 import os
 import random
-import re
 import sys
 import types
 import warnings
@@ -39,6 +37,7 @@ import torch
 import yaml
 
 from mop import legacy_config
+from mop.devices import DeviceError, check_device, cuda_rng_state, set_cuda_rng_state, to_cpu
 from mop.runs import OutputError, RunId, RunLockedError, atomic_write, atomic_write_text, resume_candidates
 from mop.runs import run_dir as _run_dir
 
@@ -231,6 +230,15 @@ class TrainConfig:
     lpc_epsilon: float = _help("eps in the normalised cost", 1e-8)
     # GRU baseline (train.py)
     hidden_size: int = _help("GRU size of the baseline policy (train.py)", 64)
+    # Where it runs
+    device: str = _help(
+        "where the learner's forward, backward and Adam step run: 'auto' (the first CUDA GPU when "
+        "this machine has one, else the CPU), 'cpu', 'cuda' or 'cuda:N'; the env workers always act "
+        "on CPUs. An execution setting like num_workers, not part of the run's recipe: CPU and CUDA "
+        "run the same algorithm and differ only in float rounding, so --resume may change it and a "
+        "resumed run takes this invocation's value (docs/reference.md 'GPUs')",
+        "auto",
+    )
     # Output
     checkpoint_dir: str = _help("root folder for checkpoints and metrics.jsonl", "checkpoints")
     checkpoint_interval: int | None = _help("save every N updates (null: only the final checkpoint)", 500)
@@ -252,9 +260,11 @@ CONFIG_ALIASES = {
     "mop_router_dim": "router_hidden_size",
 }
 # Keys that may change when a run is resumed; everything else must match the checkpoint.
+# `device` is one of them: an execution setting, so a run's recipe (recipe_keys) leaves it out.
 RESUMABLE_OVERRIDES = {
     "num_updates",
     "num_workers",
+    "device",
     "log_interval",
     "checkpoint_interval",
     "wandb_project",
@@ -456,6 +466,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"input_encoder must be 'linear' or 'bilinear', got {cfg.input_encoder!r}")
     if cfg.input_encoder == "bilinear" and cfg.obs_encoding != "onehot":
         raise ConfigError("input_encoder 'bilinear' needs obs_encoding 'onehot'")
+    try:  # the spelling only: a config may name a GPU that only the machine it runs on has
+        cfg.device = check_device(cfg.device, "device")
+    except DeviceError as e:
+        raise ConfigError(str(e)) from None
     if cfg.lang_encoder not in ("bow", "gru", "distilbert"):
         raise ConfigError(f"lang_encoder must be 'bow', 'gru' or 'distilbert', got {cfg.lang_encoder!r}")
     for key, tp in _TYPES.items():  # also for a TrainConfig built without load_config
@@ -657,17 +671,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    return {
+def rng_state(device: torch.device | None = None) -> dict:
+    """Every generator a run draws from; with a CUDA device also its generator (expert dropout
+    draws there)."""
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": list(np.random.get_state(legacy=True)[1].tolist())
         + [int(np.random.get_state(legacy=True)[2])],
         "python": [list(random.getstate()[1]), random.getstate()[0]],
     }
+    cuda = None if device is None else cuda_rng_state(device)
+    if cuda is not None:
+        state["torch_cuda"] = cuda
+    return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
     torch.set_rng_state(state["torch"])
+    if device is not None:
+        set_cuda_rng_state(state.get("torch_cuda"), device)
     keys = np.array(state["numpy"][:-1], dtype=np.uint32)
     np.random.set_state(("MT19937", keys, int(state["numpy"][-1])))
     internal, version = state["python"]
@@ -682,8 +704,10 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Write a checkpoint dict atomically, stamped with CHECKPOINT_FORMAT."""
-    return atomic_write(path, lambda tmp: torch.save({"format_version": CHECKPOINT_FORMAT, **payload}, tmp))
+    """Write a checkpoint dict atomically, stamped with CHECKPOINT_FORMAT; its tensors are stored
+    on the CPU, whatever device they live on (load_checkpoint maps to the CPU as well)."""
+    payload = to_cpu({"format_version": CHECKPOINT_FORMAT, **payload})
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 # What torch's warnings about a file we refuse say it is (folded into the one error line).
@@ -699,6 +723,8 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            # map_location: tensors a GPU run saved (or a file whose storages name a device this
+            # machine lacks) load on the CPU without a word; the stage then moves them to its device.
             with torch.serialization.safe_globals(CHECKPOINT_SAFE_GLOBALS):
                 loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
@@ -738,78 +764,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return upgrade_checkpoint(ckpt)
 
 
-# The earlier system's train_mop wrote these when its config left them out; its eval fell back to
-# them (and to lang_dim 32) too (reference §1.7, §1.8).
-FORMAT0_DEFAULTS = {
-    "expert_hidden_sizes": [32, 64, 128],
-    "intermediate_dim": 256,
-    "router_hidden_size": 64,
-    "num_actions": 7,
-}
-# The earlier system's parameter names -> ours. Its single-layer version (before moe_layers) had
-# the router and experts at the top level.
-_LEGACY_KEY_RENAMES = [
-    (re.compile(r"^moe_layers\.(\d+)\."), r"layers.\1."),
-    (re.compile(r"^(router|experts)\."), r"layers.0.\1."),
-    (re.compile(r"^(layers\.\d+\.router)\.fc\."), r"\1.out."),
-    (re.compile(r"^(layers\.\d+\.experts\.\d+)\.projection\."), r"\1.out."),
-]
-
-
-def _rename_legacy_key(key: str) -> str:
-    for pattern, replacement in _LEGACY_KEY_RENAMES:
-        key = pattern.sub(replacement, key)
-    return key
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars (anywhere in dicts, lists, tuples) -> Python numbers; tensors untouched."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_plain(v) for v in value)
-    return value
-
-
 def upgrade_checkpoint(ckpt: dict) -> dict:
-    """Bring a checkpoint of any older format to the current one (the one place that knows them).
-
-    Format 0 (the earlier system's): the config predates `policy_type`,
-    `obs_encoding`, `input_encoder` (the earlier system's raw 152 inputs through a linear layer), carries no
-    `update` (it is top-level, if anywhere), and the mission encoder is a bare
-    `lang_proj_state_dict` (DistilBERT). The earlier system also stored `num_actions` as a
-    numpy.int64, named its modules `moe_layers.K.router.fc` / `moe_layers.K.experts.J.projection`
-    (ours: `layers.K.router.out` / `layers.K.experts.J.out`; GRU, input and head names agree) and
-    left out architecture keys it had defaults for (FORMAT0_DEFAULTS)."""
-    ckpt = {k: v if k == "policy_state_dict" else _plain(v) for k, v in ckpt.items()}
-    config = dict(ckpt["config"])
-    if ckpt.get("format_version", 0) == 0:
-        if config.get("policy_type", "mop") == "mop":
-            ckpt["policy_state_dict"] = {
-                _rename_legacy_key(k): v for k, v in ckpt["policy_state_dict"].items()
-            }
-            for key, value in FORMAT0_DEFAULTS.items():
-                config.setdefault(key, copy.deepcopy(value))
-        if "lang_dim" not in config:  # its eval fell back to 32; a saved projection knows better
-            proj = (ckpt.get("lang_proj_state_dict") or {}).get("weight")
-            config["lang_dim"] = int(proj.shape[0]) if proj is not None else 32
-    config.setdefault("policy_type", "mop")
-    config.setdefault("obs_encoding", "raw")
-    config.setdefault("input_encoder", "linear")
-    config.setdefault("num_actions", 7)
-    config.setdefault("update", ckpt.get("update"))
-    if "lang_encoder" not in config:
-        config["lang_encoder"] = "distilbert" if "lang_proj_state_dict" in ckpt else "bow"
-    out = {**ckpt, "config": config, "format_version": CHECKPOINT_FORMAT}
-    if out.get("encoder_state") is None and "lang_proj_state_dict" in ckpt:
-        out["encoder_state"] = {
-            "kind": "distilbert",
-            "lang_dim": config.get("lang_dim"),
-            "lang_proj_state_dict": ckpt["lang_proj_state_dict"],
-        }
-    return out
+    """Bring a checkpoint of any older format to the current one: format 0 (the earlier system's,
+    and this project's before format_version) is mop/legacy_config.py's `upgrade`, the one place
+    that knows it (its config keys, module names, numpy num_actions and architecture defaults)."""
+    return legacy_config.upgrade(ckpt, CHECKPOINT_FORMAT)
 
 
 def load_policy(
@@ -907,6 +866,9 @@ def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfi
     base = load_config(path, overrides)
     saved = newest_checkpoint(run_dir(base), report=False)[1]["config"]
     stored = {k: saved[k] for k in CONFIG_KEYS if k in saved}
+    # The device belongs to the machine, not to the run: a run trained on a GPU resumes on a
+    # laptop with the laptop's setting (--device, else config.yaml's), not with 'cuda'.
+    stored["device"] = base.device
     for key, value in overrides.items():
         if key in RESUMABLE_OVERRIDES:
             stored[key] = value

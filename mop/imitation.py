@@ -8,7 +8,9 @@ One update, as the loop body reads:
     state.record(chunk, parts)    counters, recent success and path ratio
     log / save                    metrics.jsonl (+ tqdm, stdout, wandb) and checkpoints
 The replay equals the acting pass (a test checks the logits), so this is the same algorithm as
-stepping with graph, only faster. The policy and the loss come from the stage script.
+stepping with graph, only faster. The policy and the loss come from the stage script. The learner
+runs on cfg.device (mop/devices.py; chunks, checkpoints and buffers are device-free), the
+collector's acting on CPUs.
 
 Where the labelled steps come from (README "Training"):
 - online DAgger (default): the collector's chunk;
@@ -61,6 +63,7 @@ import torch
 
 from mop.babyai_env import MAX_ROOMS, RoomLayout, check_task_ids, encode_obs, make_env, obs_dim, quiet_reset
 from mop.collection import ParallelCollector
+from mop.devices import DeviceError, device_label, resolve_device, to_cpu, use_deterministic
 from mop.experiment import (
     ConfigError,
     MetricLogger,
@@ -203,6 +206,7 @@ class Learner:
     params: list[torch.nn.Parameter]
     loss_fn: LossFn
     aux_head: torch.nn.Linear | None = None  # --aux_rooms_weight: memory -> rooms visited so far
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where it all lives
 
     @classmethod
     def build(
@@ -230,6 +234,10 @@ class Learner:
         }
         if len(levels) > 1:
             model_config["level_max_steps"] = max_steps
+        device = learner_device(cfg)
+        use_deterministic(device)  # before the first CUDA kernel (cuBLAS reads its setting once)
+        # Built and loaded on the CPU, then moved: the initial weights come from the CPU's
+        # generator, so a run starts from the same weights on every device.
         policy = build_policy_fn(model_config)
         encoder_factory = partial(
             build_mission_encoder, cfg.lang_encoder, cfg.lang_dim, cfg.distilbert_path, None, run_seed(cfg)
@@ -243,12 +251,9 @@ class Learner:
                 else ""
             )
             raise ConfigError(f"{e}{hint}") from None
-        params = list(policy.parameters()) + [p for p in encoder.parameters() if p.requires_grad]
         aux_head = None
         if cfg.aux_rooms_weight > 0:
             aux_head = torch.nn.Linear(policy.memory_size, rooms_of(probes).num_rooms)
-            params += list(aux_head.parameters())
-        optimizer = torch.optim.Adam(params, lr=cfg.lr)
         if ckpt is not None:
             policy.load_state_dict(ckpt["policy_state_dict"])
             encoder.load_encoder_state(ckpt["encoder_state"])
@@ -256,25 +261,35 @@ class Learner:
                 if "aux_head_state_dict" not in ckpt:
                     raise ConfigError("the checkpoint has no aux_head_state_dict for --aux_rooms_weight")
                 aux_head.load_state_dict(ckpt["aux_head_state_dict"])
+        for module in (policy, encoder, aux_head):
+            if module is not None:
+                module.to(device)
+        params = list(policy.parameters()) + [p for p in encoder.parameters() if p.requires_grad]
+        if aux_head is not None:
+            params += list(aux_head.parameters())
+        optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        if ckpt is not None:  # Adam moves its saved state to its parameters' device (a resume may switch)
             optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-        return cls(cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn, aux_head)
+        return cls(
+            cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn, aux_head, device
+        )
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A chunk's numpy column on the learner's device (the CPU: the array's own memory)."""
+        return torch.from_numpy(array).to(self.device)
 
     def step(self, chunk: dict, lr: float | None = None) -> dict:
         """Replay one chunk with gradients and take one optimizer step (at learning rate `lr`;
         None: the optimizer's current one); returns the loss parts."""
         self.policy.train()
         self.encoder.train()
+        t = self._tensor  # chunks are device-free (numpy and CPU tensors): the step moves them
         obs = encode_obs(
-            torch.from_numpy(chunk["image"]),
-            torch.from_numpy(chunk["direction"]),
-            torch.from_numpy(chunk["carrying"]),
-            self.cfg.obs_encoding,
-        )  # (T, N, obs_dim)
-        lang = self.encoder(chunk["missions"])[torch.from_numpy(chunk["mission_index"])]  # (T, N, lang_dim)
-        out = self.policy.forward_sequence(obs, lang, chunk["memory"], torch.from_numpy(chunk["done"]))
-        loss, parts = self.loss_fn(
-            out, torch.from_numpy(chunk["label"]), torch.from_numpy(chunk["label_mask"])
-        )
+            t(chunk["image"]), t(chunk["direction"]), t(chunk["carrying"]), self.cfg.obs_encoding
+        )  # (T, N, obs_dim), one-hot built on the device from the uint8 codes
+        lang = self.encoder(chunk["missions"])[t(chunk["mission_index"])]  # (T, N, lang_dim)
+        out = self.policy.forward_sequence(obs, lang, chunk["memory"].to(self.device), t(chunk["done"]))
+        loss, parts = self.loss_fn(out, t(chunk["label"]), t(chunk["label_mask"]))
         if self.aux_head is not None:
             aux = aux_rooms_loss(self.aux_head, out, chunk["rooms_visited"], parts)
             loss = loss + self.cfg.aux_rooms_weight * aux
@@ -288,7 +303,8 @@ class Learner:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         self.optimizer.step()
-        if not all(bool(torch.isfinite(p).all()) for p in self.params):
+        # One check (one device sync on a GPU, not one per parameter).
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):
             raise TrainingDiverged(
                 f"the weights became non-finite after a finite loss ({_loss_parts(parts)})"
             )
@@ -300,11 +316,11 @@ def aux_rooms_loss(head: torch.nn.Linear, out: Any, rooms_visited: np.ndarray, p
     each step (out.memory_seq, forward_sequence's) against the rooms visited so far (the chunk's
     bitmask; -1 = unknown, e.g. padding, is left out), mean over steps and rooms. Logs
     train/aux_rooms and train/aux_rooms_accuracy (per room and step) into parts."""
-    visited = torch.from_numpy(rooms_visited.astype(np.int64))
+    visited = torch.from_numpy(rooms_visited.astype(np.int64)).to(out.logits.device)
     known = visited >= 0
     if not known.any():
         return out.logits.sum() * 0.0
-    rooms = torch.arange(head.out_features)
+    rooms = torch.arange(head.out_features, device=visited.device)
     target = ((visited[known].unsqueeze(-1) >> rooms) & 1).float()  # (K, R)
     logits = head(out.memory_seq[known])
     aux = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
@@ -325,6 +341,15 @@ def rooms_of(envs: dict[str, Any]) -> RoomLayout:
     if len(set(layouts.values())) > 1:
         raise ConfigError(f"--aux_rooms_weight: the levels have different room grids ({layouts})")
     return next(iter(layouts.values()))
+
+
+def learner_device(cfg: TrainConfig) -> torch.device:
+    """The device of cfg's learner on this machine; ConfigError in one line when it lacks it
+    (train_to_end asks before it touches the run folder)."""
+    try:
+        return resolve_device(cfg.device, "device")
+    except DeviceError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _loss_parts(parts: dict) -> str:
@@ -434,15 +459,17 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
         "optimizer_state_dict": learner.optimizer.state_dict(),
         "config": {**learner.model_config, "update": state.update},
         "update": state.update,
-        "rng": rng_state(),
+        "rng": rng_state(learner.device),
         "collector_state": state.slot_states,
         "stats": dataclasses.asdict(stats),
+        "device": device_label(learner.device),  # where it was trained (a record; loading ignores it)
     }
     if learner.aux_head is not None:
         payload["aux_head_state_dict"] = learner.aux_head.state_dict()
     if "lang_proj_state_dict" in encoder_state:  # the earlier system's key, for its tools
         payload["lang_proj_state_dict"] = encoder_state["lang_proj_state_dict"]
-    return payload
+    # Device-free: on the CPU these are the live tensors (no copy), from a GPU copies on the CPU.
+    return to_cpu(payload)
 
 
 # ----------------------------------------------------------------------------- imitation data
@@ -674,6 +701,7 @@ def train_to_end(
     given); True/False: the caller's choice, checked by checkpoint_to_resume. `fork`: start from
     another run's state (a new run folder); `save_at`: also checkpoint at these updates, each with
     its buffer kept (LMC's fork points; 0: the initial state, before any update)."""
+    learner_device(cfg)  # a device this machine lacks: one line before anything is written
     check_writable_dir(cfg.checkpoint_dir, "checkpoint_dir")
     directory = run_dir(cfg)
     with own_run(directory):
@@ -760,7 +788,7 @@ class ImitationRun:
         seed_everything(run_seed(cfg))
         self.learner = Learner.build(cfg, policy_type, build_policy_fn, loss_fn, ckpt)
         if ckpt is not None:
-            set_rng_state(ckpt["rng"])
+            set_rng_state(ckpt["rng"], self.learner.device)
         self.state = TrainState.start(cfg, ckpt)
         if fork is not None:
             if cfg.seed != fork.checkpoint["config"].get("seed"):

@@ -1103,7 +1103,7 @@ def test_refused_checkpoints_give_no_torch_warning(inputs):
 def test_modal_run_is_checked_at_import(capsys):
     pytest.importorskip("modal")
     import modal_app
-    from mop import host_cli
+    from mop import launch
 
     names = set(modal_app.ENTRYPOINT_CHECKS)
     argv = [
@@ -1114,7 +1114,7 @@ def test_modal_run_is_checked_at_import(capsys):
     ]
 
     def call(args: list[str]):
-        return host_cli.modal_run_call(args, modal_app.__file__, "modal_app", names)
+        return launch.modal_run_call(args, modal_app.__file__, "modal_app", names)
 
     assert call([*argv, "--trials", "0"]) == ("main", ["--trials", "0"])
     assert call([argv[0], "run", "-m", "modal_app::lmc", "--seed", "1"]) == ("lmc", ["--seed", "1"])
@@ -1130,7 +1130,7 @@ def test_modal_run_is_checked_at_import(capsys):
         )
     lines = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and lines == ["error: num_envs must be positive, got 0"]
-    flags = host_cli.entrypoint_flags(
+    flags = launch.entrypoint_flags(
         modal_app.main.info.raw_f, ["--task-ids", "A", "--trials", "0", "--normalize-lpc"]
     )
     assert flags["normalize_lpc"] is True and flags["lpc_alpha"] is None and flags["script"] == "train_mop.py"
@@ -1138,7 +1138,7 @@ def test_modal_run_is_checked_at_import(capsys):
 
 def test_a_notebook_refusal_is_a_callout_in_the_app(monkeypatch):
     """Outside a script run (an app, an export, pytest) the refusal is the callout it was."""
-    from mop.host_cli import refusal, run_as_script
+    from mop.notebook_script import refusal, run_as_script
 
     assert not run_as_script()
     shown = refusal("Cannot read this cache.", ValueError("cache 'x' is corrupt"))
