@@ -25,14 +25,14 @@ from typing import Any
 
 def run_as_script() -> bool:
     """Whether a notebook is being run by `python <notebook>.py`: no marimo kernel runs it (an app,
-    an edit session or an export does), and the program's main file is a marimo notebook (it has
-    `@app.cell`s; marimo runs the cells in a fresh `__main__` module that keeps the notebook's file
-    name; under pytest the main file is pytest's)."""
+    an edit session or an export does), and the program python was started with is a marimo
+    notebook (it has `@app.cell`s). Not `__main__`: marimo's script runner, in-process under pytest
+    too, runs the cells in a fresh `__main__` module named after the notebook."""
     import marimo as mo
 
     if mo.running_in_notebook():
         return False
-    return _is_notebook(getattr(sys.modules.get("__main__"), "__file__", None))
+    return _is_notebook(sys.argv[0] if sys.argv else None)
 
 
 @functools.cache

@@ -1136,10 +1136,20 @@ def test_modal_run_is_checked_at_import(capsys):
     assert flags["normalize_lpc"] is True and flags["lpc_alpha"] is None and flags["script"] == "train_mop.py"
 
 
-def test_a_notebook_refusal_is_a_callout_in_the_app(monkeypatch):
-    """Outside a script run (an app, an export, pytest) the refusal is the callout it was."""
+def test_a_notebook_refusal_is_a_callout_in_the_app(inputs, monkeypatch):
+    """Outside a script run (an app, an export, an in-process app.run() as under pytest, whose
+    script runner names its `__main__` after the notebook) the refusal is the callout it was."""
+    import importlib.util
+
     from mop.notebook_script import refusal, run_as_script
 
     assert not run_as_script()
     shown = refusal("Cannot read this cache.", ValueError("cache 'x' is corrupt"))
     assert "Cannot read this cache." in shown.text and "danger" in shown.text
+    monkeypatch.setenv("STATS_DIR", str(inputs["binary_stats"]))
+    spec = importlib.util.spec_from_file_location("notebook_stats_viz", ROOT / "stats_viz.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    outputs, defs = module.app.run()  # no SystemExit here
+    assert "Cannot use this table." in " ".join(getattr(o, "text", "") for o in outputs if o is not None)
+    assert "table" not in defs
