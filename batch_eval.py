@@ -11,6 +11,7 @@ reused by every checkpoint (evaluation_cache/_bot_paths/).
     python batch_eval.py                              # every checkpoint not yet in the CSV
     python batch_eval.py --num_episodes 200 --task BabyAI-GoToRedBall-v0 --trial 0 --seed 3 --update 1500
     python batch_eval.py --final_only --skip_routing --num_workers 2
+    python batch_eval.py --final-only --task BabyAI-UnlockPickup-v0   # the earlier system's spellings
     python batch_eval.py --device cuda                # each checkpoint's envs act on the GPU
 
 A multi-task checkpoint (checkpoints/multi_<A>+<B>/..., trained on "A,B") gets one row per level it
@@ -32,7 +33,14 @@ import pandas as pd
 
 from eval_mop import EvalOptions
 from mop.bot_paths import BotPaths
-from mop.results import ResultsError, merge_results, read_results, result_row
+from mop.results import (
+    ResultsError,
+    evaluation_identity,
+    merge_results,
+    read_results,
+    result_row,
+    results_identities,
+)
 from mop.runs import (
     DEFAULT_CHECKPOINT_DIRS,
     CheckpointRef,
@@ -56,11 +64,16 @@ def discover(checkpoint_dirs: list[str]) -> list[CheckpointRef]:
     """Every checkpoint under the given roots in the run layout, with the numbered checkpoints
     that hold the same weights as their run's checkpoint_final.pt left out (runs written before
     the final weights were stored once, and the earlier system's, keep both files): the final
-    weights are evaluated once, under the earlier system's checkpoint_final.pt name."""
+    weights are evaluated once, under the earlier system's checkpoint_final.pt name. A final
+    checkpoint's ref carries the update it holds (final_update; None if unreadable)."""
     refs = find_checkpoints(checkpoint_dirs)
     finals = {Path(r.path).parent: r for r in refs if r.update is None}
     aliased = {Path(r.path).parent: final_update(Path(r.path)) for r in finals.values()}
-    return [r for r in refs if r.update is None or aliased.get(Path(r.path).parent) != r.update]
+    return [
+        replace(r, final_update=aliased.get(Path(r.path).parent)) if r.update is None else r
+        for r in refs
+        if r.update is None or aliased.get(Path(r.path).parent) != r.update
+    ]
 
 
 def final_update(path: Path) -> int | None:
@@ -187,18 +200,16 @@ def plan_jobs(
     task: str | None = None,
 ) -> list[tuple[CheckpointRef, str | None]]:
     """(checkpoint, level) evaluations still missing from the results (all of them with force);
-    level None: the checkpoint's training level (single-task runs)."""
-    done = set()
-    if not force and not results.empty:
-        for path, row_task, eval_task, ko in (
-            results[["checkpoint_path", "task_id", "eval_task_id", "knockout"]].astype(str).to_numpy()
-        ):
-            done.add((path, eval_task if eval_task != "nan" else row_task, ko))
+    level None: the checkpoint's training level (single-task runs). An evaluation is in the
+    results when a row has its identity (mop.results.evaluation_identity: the run folder and
+    update of the weights, level and knockout), whichever file name the row gives the weights:
+    the earlier system's checkpoint_<U>.pt row covers our checkpoint_final.pt holding update U."""
+    done = set() if force else results_identities(results)
     return [
         (r, level)
         for r in refs
         for level in evaluation_levels(r, eval_task_id, task)
-        if (r.path, level or r.task_id, knockout) not in done
+        if evaluation_identity(r.path, r.held_update, level or r.task_id, knockout) not in done
     ]
 
 
@@ -254,7 +265,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trial", type=int, default=None, help="only this trial")
     parser.add_argument("--seed", type=int, default=None, help="only this seed folder")
     parser.add_argument("--update", type=int, default=None, help="only checkpoint_<update>.pt")
-    parser.add_argument("--final_only", action="store_true", help="only checkpoint_final.pt")
+    parser.add_argument(
+        "--final_only",
+        "--final-only",
+        dest="final_only",
+        action="store_true",
+        help="only checkpoint_final.pt (--final-only is the earlier system's spelling)",
+    )
     parser.add_argument("--skip_routing", action="store_true", help="metrics only, no routing cache (faster)")
     parser.add_argument(
         "--eval_task_id", default=None, help="evaluate on this level instead of the training one"

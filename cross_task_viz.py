@@ -28,6 +28,7 @@ with app.setup:
     from mop import experiment, routing_cache
     from mop import results_plots as rp
     from mop import routing_analysis as ra
+    from mop.notebook_script import refusal
     from mop.results import ResultsError, read_results
     from mop.runs import DEFAULT_CHECKPOINT_DIRS, run_label
 
@@ -61,7 +62,7 @@ def _(results_csv):
     try:
         results = read_results(results_csv)
     except ResultsError as _e:  # the project's one-line reason, not a traceback
-        mo.stop(True, mo.callout(mo.md(f"**Cannot read the results.** {_e}"), kind="danger"))
+        mo.stop(True, refusal("Cannot read the results.", _e))
     return (results,)
 
 
@@ -204,7 +205,7 @@ def _(cache_root, cache_select, caches):
             run_label(path): routing_cache.load_cache(path) for path in cache_select.value if path is not None
         }
     except routing_cache.CacheError as _e:
-        mo.stop(True, mo.callout(mo.md(f"**Cannot read a cache.** {_e}"), kind="danger"))
+        mo.stop(True, refusal("Cannot read a cache.", _e))
     return (loaded,)
 
 
@@ -260,7 +261,7 @@ def _(checkpoint_dirs, metrics_dropdown):
             else None
         )
     except ValueError as _e:
-        mo.stop(True, mo.callout(mo.md(f"**Cannot read this run.** {_e}"), kind="danger"))
+        mo.stop(True, refusal("Cannot read this run.", _e))
     mo.stop(not _rows, mo.md("*This metrics.jsonl is empty.*"))
     fig_training = rp.plot_training_curves(_rows, _sizes)
     fig_training

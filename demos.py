@@ -16,8 +16,31 @@ from mop.bot_demos import load_or_generate_demos
 from mop.replay_buffer import BufferError
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag, before any demo is generated (ValueError in one line): the same bounds as the
+    config keys of the same names (experiment.LIMITS), an output folder that can be written."""
+    from mop.experiment import LIMITS
+    from mop.runs import check_writable_dir
+
+    if not 1 <= args.demos <= LIMITS["demos"][0]:
+        raise ValueError(f"--demos must be from 1 to {LIMITS['demos'][0]:,}, got {args.demos}")
+    if not 0 <= args.demo_seed <= LIMITS["demo_seed"][0]:
+        raise ValueError(
+            f"--demo_seed must be from 0 to {LIMITS['demo_seed'][0]} (disjoint demo sets), got {args.demo_seed}"
+        )
+    if args.max_steps is not None and not 1 <= args.max_steps <= LIMITS["max_steps"][0]:
+        raise ValueError(f"--max_steps must be from 1 to {LIMITS['max_steps'][0]:,}, got {args.max_steps}")
+    if args.num_workers is not None and not 0 <= args.num_workers <= LIMITS["num_workers"][0]:
+        raise ValueError(
+            f"--num_workers must be from 0 to {LIMITS['num_workers'][0]} (0 or 1: in this process), got {args.num_workers}"
+        )
+    check_writable_dir(args.demos_dir, "--demos_dir")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from mop.experiment import ArgumentParser
+
+    parser = ArgumentParser(
         description="Generate (or check) a cached set of BabyAI bot demos for offline imitation (--demos)."
     )
     parser.add_argument("--task_id", required=True, help="BabyAI level")
@@ -34,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_task_id(args.task_id)
-        if args.demos <= 0:
-            raise ValueError(f"--demos must be positive, got {args.demos}")
+        check_args(args)
         buf, meta, path = load_or_generate_demos(
             args.task_id,
             args.demos,

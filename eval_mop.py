@@ -63,8 +63,10 @@ from mop.runs import (
     OutputError,
     RunId,
     RunPathError,
+    atomic_write,
     cache_dir_for,
     check_writable_dir,
+    check_writable_file,
     inside,
     is_multi_task,
     split_task_ids,
@@ -419,11 +421,21 @@ def played_line(task_id: str, num_episodes: int, sample: bool, success: float) -
     return f"{task_id}: {num_episodes} episodes ({'sampled' if sample else 'greedy'}), success {success:.1%}"
 
 
-def save_table(table: pd.DataFrame, out: str | None) -> None:
-    """An analysis tool's --out: its table as CSV (folders made); nothing when out is None."""
+def check_table_out(out: str | None) -> None:
+    """An analysis tool's --out, checked before it plays anything: a file it can replace (not a
+    folder, nor below a file, in a folder it may write); EvalError in one line otherwise."""
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
+        try:
+            check_writable_file(out, "--out")
+        except OutputError as e:
+            raise EvalError(str(e)) from None
+
+
+def save_table(table: pd.DataFrame, out: str | None) -> None:
+    """An analysis tool's --out: its table as CSV, written atomically (folders made); nothing when
+    out is None. Check it first with check_table_out."""
+    if out:
+        atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def _episode_row(slot: _EvalSlot, reward: float, terminated: bool, truncated: bool) -> dict:

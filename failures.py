@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 
-from eval_mop import EvalError, play_checkpoint, played_line, save_table
+from eval_mop import EvalError, check_table_out, play_checkpoint, played_line, save_table
 from mop.babyai_env import (
     EVAL_SEED_START,
     check_locked_level,
@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if args.num_episodes < 1:
         raise SystemExit(f"error: --num_episodes must be >= 1, got {args.num_episodes}")
     try:
+        check_table_out(args.out)  # before the episodes are played
         steps, episodes, _, config, task_id = play_checkpoint(
             args.checkpoint, args.task_id, args.num_episodes, args.sample, check_level=_check_level
         )

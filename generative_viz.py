@@ -23,6 +23,7 @@ with app.setup:
 
     import generative_analysis
     from mop.experiment import read_metrics
+    from mop.notebook_script import refusal
     from record import RecordingError
     from train_generative import GenerativeError
 
@@ -60,8 +61,10 @@ def _(model_picker):
     mo.stop(model_picker.value is None, mo.md("No generative model found: run train_generative.py first."))
     try:
         metrics = read_metrics(Path(model_picker.value).parent / "metrics.jsonl")
-    except (OSError, ValueError) as _e:  # missing, or not this project's metrics.jsonl
+    except OSError as _e:  # missing: the model is still usable
         mo.stop(True, mo.callout(mo.md(f"**No held-out metrics.** {_e}"), kind="warn"))
+    except ValueError as _e:  # not this project's metrics.jsonl: a file it cannot use
+        mo.stop(True, refusal("Cannot read the held-out metrics.", _e))
     held_out = {k: v for k, v in (metrics[-1] if metrics else {}).items() if k.startswith("held_out/")}
     mo.ui.table([{"metric": k, "value": v} for k, v in held_out.items()], label="held-out metrics")
     return
@@ -78,7 +81,7 @@ def _(analysis_picker, from_start, model_picker, run_button, target):
     try:
         summary = generative_analysis.run(generative_analysis.build_parser().parse_args(argv))
     except (GenerativeError, RecordingError) as _e:  # the project's one-line reason, not a traceback
-        mo.stop(True, mo.callout(mo.md(f"**Cannot run this analysis.** {_e}"), kind="danger"))
+        mo.stop(True, refusal("Cannot run this analysis.", _e))
     # The GIFs are 84-pixel views: a row of them, enlarged with sharp cells (not stretched to the
     # page's width, as a vstack would); the figures at their own size.
     gifs = [

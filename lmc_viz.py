@@ -21,6 +21,7 @@ with app.setup:
     import marimo as mo
 
     from mop import connectivity, lmc_plots
+    from mop.notebook_script import refusal
 
 
 @app.cell(hide_code=True)
@@ -60,7 +61,10 @@ def _(experiment_dropdown, results_root):
             "--seed <S>` (or `python lmc.py analyze --results_dir <folder>`) first."
         ),
     )
-    interp, table = connectivity.load_results(experiment_dropdown.value)
+    try:
+        interp, table = connectivity.load_results(experiment_dropdown.value)
+    except connectivity.LMCError as _e:  # the project's one-line reason, not a traceback
+        mo.stop(True, refusal("Cannot read this experiment.", _e))
     forks = connectivity.fork_names(interp)
     names = {k: name for name, k in forks.items()}
     expert_sizes = connectivity.expert_sizes_of(experiment_dropdown.value)

@@ -24,6 +24,7 @@ with app.setup:
     import plotting_utils as pu
     from mop import routing_analysis as ra
     from mop import routing_cache
+    from mop.notebook_script import refusal
     from mop.runs import run_label
 
 
@@ -64,7 +65,7 @@ def _(cache_dropdown, cache_root):
     try:
         data = routing_cache.load_cache(cache_dropdown.value)
     except routing_cache.CacheError as _e:  # the project's one-line reason, not a traceback
-        mo.stop(True, mo.callout(mo.md(f"**Cannot read this cache.** {_e}"), kind="danger"))
+        mo.stop(True, refusal("Cannot read this cache.", _e))
     return (data,)
 
 

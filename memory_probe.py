@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from scipy.stats import rankdata
 
-from eval_mop import ActedStep, EvalError, play_checkpoint, played_line, save_table
+from eval_mop import ActedStep, EvalError, check_table_out, play_checkpoint, played_line, save_table
 from mixture_of_experts import MixtureOfExpertsPolicy
 from mop.babyai_env import RoomLayout, make_env
 from mop.experiment import ArgumentParser
@@ -306,6 +306,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             f"error: --num_episodes must be >= 4 (two folds of fit and check episodes), got {args.num_episodes}"
         )
     try:
+        try:
+            check_table_out(args.out)  # before the episodes are played
+        except EvalError as e:
+            raise ProbeError(str(e)) from None
         steps, memory, policy, task_id, layout = collect(
             args.checkpoint, args.task_id, args.num_episodes, args.sample
         )

@@ -35,16 +35,28 @@ import dataclasses
 import importlib
 import inspect
 import json
-import re
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import modal
 
+from mop.launch import (  # the launch's checks; OVERRIDE_FLAGS and parse_set re-exported for callers
+    CHECKPOINT_VOLUME,
+    LAUNCHER_KEYS,
+    OVERRIDE_FLAGS,  # noqa: F401
+    TRAIN_CPUS,
+    LaunchError,
+    check_gpu,
+    parse_set,  # noqa: F401
+    training_device,
+    training_jobs,
+    training_overrides,
+    training_plan,
+)
 from mop.lmc_settings import DEFAULTS as LMC_DEFAULTS
 
 if TYPE_CHECKING:
@@ -91,7 +103,7 @@ image = (
     .add_local_file(ROOT / "config.yaml", "/root/config.yaml")
 )
 
-CHECKPOINT_VOLUME, EVAL_VOLUME = "rl-mop", "rl-mop-eval"
+EVAL_VOLUME = "rl-mop-eval"  # CHECKPOINT_VOLUME, "rl-mop", is mop/launch.py's
 checkpoint_volume = modal.Volume.from_name(CHECKPOINT_VOLUME, create_if_missing=True)
 eval_volume = modal.Volume.from_name(EVAL_VOLUME, create_if_missing=True)
 # The checkpoint volume is mounted at .../modal_checkpoints and evaluation runs from its parent, so a
@@ -110,30 +122,8 @@ LOCAL_RESULTS = "evaluation_results.csv"  # the workstation's CSV, when eval_par
 # unrolls). Evaluation runs one process per checkpoint: eval_parallel gives each a GPU (EVAL_GPU,
 # seed 000's "one GPU job per missing checkpoint"; --gpu "" for CPU only), where the batch of envs
 # acts in one torch step, and EVAL_CPUS cores for its envs either way.
-TRAIN_CPUS = 4.0
 EVAL_CPUS = 1.0
 EVAL_GPU = "T4"
-# Modal's GPU types (modal.com/docs/guide/gpu; Modal reads them case-insensitively), optionally
-# ':N' for N GPUs of that type. A type outside this list is refused here, before anything starts;
-# add a new one of Modal's here.
-MODAL_GPU_TYPES = (
-    "T4",
-    "L4",
-    "A10",
-    "A10G",
-    "L40S",
-    "A100",
-    "A100-40GB",
-    "A100-80GB",
-    "RTX-PRO-6000",
-    "H100",
-    "H100!",
-    "H200",
-    "B200",
-    "B200+",
-    "ANY",
-)
-MAX_GPUS_PER_CONTAINER = 8
 # Each env worker process imports torch (~0.25 GB with the CPU wheel, more with the CUDA one).
 TRAIN_MEMORY_MB, EVAL_MEMORY_MB = 4096, 2048
 # 23 h per run (Modal's cap is 24 h): the launcher that waits on the runs gets 24 h, so a run hits
@@ -147,74 +137,6 @@ EVAL_TIMEOUT_S = 3 * 3600
 COMMIT_EVERY_S = 600
 TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=30.0, backoff_coefficient=2.0)
 EVAL_RETRIES = modal.Retries(max_retries=2, initial_delay=10.0)
-
-# The typed shorthands of main: each is the config key of the same name, exactly as if given in
-# --set (they are the earlier system's documented flags). Every other key goes through --set or --config.
-OVERRIDE_FLAGS = ("num_updates", "checkpoint_interval", "lpc_alpha", "normalize_lpc")
-# Keys the launcher decides: --task-ids, --trials and --seeds name the runs, the volume holds them.
-LAUNCHER_KEYS = {
-    "task_id": "--task-ids",
-    "trial": "--trials",
-    "seed": "--seeds",
-    "checkpoint_dir": "the volume",
-}
-SCRIPTS = ("train_mop.py", "train.py")
-
-
-class LaunchError(ValueError):
-    """A bad flag; raised on this machine before anything is started in the cloud."""
-
-
-def check_gpu(text: str, flag: str = "--gpu") -> str:
-    """A Modal GPU spec, 'TYPE' or 'TYPE:N' (e.g. T4, a100-80gb, H100:2), in Modal's spelling; ''
-    (no GPU) stays ''. LaunchError in one line for anything else."""
-    spec = text.strip()
-    if not spec:
-        return ""
-    kind, sep, count = spec.partition(":")
-    if kind.upper() not in MODAL_GPU_TYPES or (
-        sep and not (count.isdigit() and 1 <= int(count) <= MAX_GPUS_PER_CONTAINER)
-    ):
-        raise LaunchError(
-            f"{flag} must be a Modal GPU type, optionally ':N' for 1 to {MAX_GPUS_PER_CONTAINER} of them "
-            f"({', '.join(MODAL_GPU_TYPES)}; e.g. T4 or H100:2), got {text!r}"
-        )
-    return kind.upper() + (f":{int(count)}" if sep else "")
-
-
-def gpu_count(gpu: str) -> int:
-    """GPUs a container gets for a checked spec: 0 for '', N for 'TYPE:N', else 1."""
-    return 0 if not gpu else int(gpu.partition(":")[2] or 1)
-
-
-def training_device(overrides: dict, gpu: str) -> dict:
-    """The overrides with the device each run's learner uses. With --gpu: 'cuda' unless a CUDA
-    device is given (so a container that cannot see its GPU stops in one line rather than training
-    on its CPUs); without: the given device, if any. Refused in one line: a CUDA device without
-    --gpu (the container has none), --gpu with device cpu (the GPU would sit idle), and an index
-    beyond the container's GPUs."""
-    from mop.devices import DeviceError, check_device
-
-    given = overrides.get("device")
-    try:
-        device = None if given is None else check_device(given, "device")
-    except DeviceError as e:
-        raise LaunchError(str(e)) from None
-    if not gpu:
-        if device is not None and device.startswith("cuda"):
-            raise LaunchError(
-                f"device={given}: a training container has no GPU unless --gpu TYPE gives one (e.g. --gpu T4)"
-            )
-        return overrides
-    if device == "cpu":
-        raise LaunchError(f"--gpu {gpu} with device=cpu: the GPU would sit idle; drop one of them")
-    if device is None or device == "auto":
-        return {**overrides, "device": "cuda"}
-    index = int(device.partition(":")[2] or 0)
-    if index >= gpu_count(gpu):
-        raise LaunchError(f"device={given}: --gpu {gpu} gives each container {gpu_count(gpu)} GPU(s)")
-    return overrides
-
 
 # ----------------------------------------------------------------------------- bodies (plain Python)
 
@@ -465,91 +387,13 @@ def eval_all(refs: list[dict], options: batch_eval.BatchOptions) -> dict:
 
 # ----------------------------------------------------------------------------- launching (this machine)
 
-
-def _split(text: str, name: str, cast: Callable[[str], Any] = str) -> list:
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    try:
-        values = list(dict.fromkeys(cast(s) for s in items))
-    except ValueError:
-        raise LaunchError(f"--{name} must be a comma-separated list, got {text!r}") from None
-    if not values:
-        raise LaunchError(f"--{name} is empty")
-    return values
+# Every launch is checked here before anything starts in the cloud, by mop/launch.py (the settings
+# over config.yaml, one job per run, the GPU and the device), which needs no Modal.
 
 
-# One key=value pair starts at each space that is followed by `name=`, so a value may hold spaces
-# inside brackets or quotes: --set "expert_hidden_sizes=[[0, 16], [0, 16]] lr=1e-3".
-_PAIR_START = re.compile(r"\s+(?=[A-Za-z_]\w*=)")
-
-
-def parse_set(text: str) -> dict:
-    """--set "lpc_alpha=1e-4 hidden_size=128" -> {"lpc_alpha": "1e-4", "hidden_size": 128}: space-separated
-    key=value pairs, each value read as YAML (a number, true/false, null, [[0,16,32]], a string).
-    Types are the schema's business (load_config converts "1e-4", which YAML 1.1 reads as a string)."""
-    import yaml
-
-    values: dict = {}
-    for pair in _PAIR_START.split(text.strip()) if text.strip() else []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key or not raw:
-            raise LaunchError(
-                f'--set takes space-separated key=value pairs ("lr=1e-3 hidden_size=128"), got {pair!r}'
-            )
-        if key in values:
-            raise LaunchError(f"--set gives {key} twice")
-        try:
-            values[key] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise LaunchError(f"--set {key}: {raw!r} is not a YAML value") from None
-    return values
-
-
-def training_overrides(set_text: str, config_file: str, flags: dict) -> dict:
-    """The settings every run gets over config.yaml: the --config file's, then --set's and the typed
-    flags' (a key given both by --set and by its flag is refused). Only the keys given, so the rest
-    keep config.yaml's value; the launcher's own keys come from --task-ids/--trials/--seeds."""
-    from mop import experiment
-
-    from_file = experiment.load_yaml(config_file or None)
-    experiment.check_keys(from_file, f"--config {config_file!r}")
-    if "checkpoint_dir" in from_file:
-        print(
-            f"note: checkpoint_dir of {config_file} is ignored; checkpoints go to volume {CHECKPOINT_VOLUME}"
-        )
-        del from_file["checkpoint_dir"]
-    from_set = parse_set(set_text)
-    experiment.check_keys(from_set, "--set")
-    typed = {k: v for k, v in flags.items() if v is not None}
-    for key in from_set:
-        if key in LAUNCHER_KEYS:
-            raise LaunchError(f"--set {key}: {key} is set by {LAUNCHER_KEYS[key]}")
-        if key in typed:
-            raise LaunchError(f"{key} is given twice, by --set and by --{key.replace('_', '-')}")
-    return {**from_file, **from_set, **typed}
-
-
-def training_jobs(task_ids: str, trials: str, seeds: str, script: str, overrides: dict) -> list[dict]:
-    """One job per (task, trial, seed), each validated against the local schema with the same
-    load_config call the container makes; raises LaunchError or experiment.ConfigError before
-    anything is started. A job carries the given keys with the schema's types."""
-    from mop import experiment
-
-    if script not in SCRIPTS:
-        raise LaunchError(f"--script must be one of {', '.join(SCRIPTS)}, got {script!r}")
-    tasks, trial_list = _split(task_ids, "task-ids"), _split(trials, "trials", int)
-    seed_list = _split(seeds, "seeds", int) if seeds else [None]
-    jobs = []
-    for task in tasks:
-        for trial in trial_list:
-            for seed in seed_list:
-                run = {**overrides, "task_id": task, "trial": trial} | (
-                    {} if seed is None else {"seed": seed}
-                )
-                cfg = experiment.load_config(CONFIG_PATH, run)
-                run = {k: getattr(cfg, k) for k in run}
-                label = f"{task} trial {trial}" + ("" if cfg.seed is None else f" seed {cfg.seed}")
-                jobs.append({"label": label, "overrides": run, "script": script})
-    return jobs
+def _refuse(error: Exception) -> NoReturn:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _launch_training(flags: dict) -> None:
@@ -558,15 +402,9 @@ def _launch_training(flags: dict) -> None:
     from mop import experiment
 
     try:
-        gpu = check_gpu(flags["gpu"])
-        overrides = training_overrides(flags["set"], flags["config"], {k: flags[k] for k in OVERRIDE_FLAGS})
-        if overrides.get("num_workers") is None:  # null means "the host's cores": pin to the reservation
-            overrides["num_workers"] = int(TRAIN_CPUS)
-        overrides = training_device(overrides, gpu)
-        jobs = training_jobs(flags["task_ids"], flags["trials"], flags["seeds"], flags["script"], overrides)
+        jobs, gpu = training_plan(flags)
     except (LaunchError, experiment.ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(e)
     cpu = float(max(1, jobs[0]["overrides"]["num_workers"]))  # a core per env worker (0 or 1: in-process)
     shown = ", ".join(f"{k}={v}" for k, v in jobs[0]["overrides"].items() if k not in LAUNCHER_KEYS)
     where = f"{cpu:g} cores for the env workers" + (f", the learner on a {gpu} GPU" if gpu else "")
@@ -596,12 +434,14 @@ def main(
     lpc_alpha: float | None = None,
     normalize_lpc: bool | None = None,
     gpu: str = "",
+    extra_args: str = "",
 ) -> None:
     """Train every task x trial [x seed] (comma-separated lists), one container each. Any config key:
     --set "key=value ..." (YAML values) over --config FILE (read here) over config.yaml; the typed
-    flags are shorthands for --set. With --seeds, checkpoints go to trial_<N>/seed_<S>/. --gpu TYPE
-    (T4, A10G, L40S, A100, H100, ...): each container gets that GPU and its learner runs there
-    (device cuda); the env workers keep their cores."""
+    flags are shorthands for --set, and --extra-args "--lpc_alpha 1e-4 --num_updates 5000" (the
+    earlier system's spelling: the training script's flags) works as --set does. With --seeds,
+    checkpoints go to trial_<N>/seed_<S>/. --gpu TYPE (T4, A10G, L40S, A100, H100, ...): each
+    container gets that GPU and its learner runs there (device cuda); the env workers keep their cores."""
     _launch_training(locals())
 
 
@@ -620,6 +460,41 @@ _main_seeds.__signature__ = inspect.signature(main.info.raw_f).replace(
 )
 _main_seeds.__annotations__ = dict(main.info.raw_f.__annotations__)
 main_seeds = app.local_entrypoint(name="main_seeds")(_main_seeds)
+
+
+def sweep_plan(
+    task_id: str,
+    lpc_alpha: str,
+    seeds: str,
+    first_trial: int = 0,
+    set: str = "",
+    config: str = "",
+    num_updates: int | None = None,
+    checkpoint_interval: int | None = None,
+    normalize_lpc: bool | None = None,
+    **_: Any,
+) -> tuple[list[dict], list[float], list[int], dict]:
+    """(jobs, alphas, seeds, overrides) of sweep's flags, every run validated (LaunchError,
+    SweepError, ConfigError); writes nothing (the body writes the manifest)."""
+    import sweep as grid
+
+    alphas, seed_list = grid.parse_alphas(lpc_alpha), grid.parse_seeds(seeds)
+    flags = {"num_updates": num_updates, "checkpoint_interval": checkpoint_interval, "lpc_alpha": None}
+    overrides = training_overrides(set, config, flags | {"normalize_lpc": normalize_lpc})
+    if "lpc_alpha" in overrides:
+        raise LaunchError("lpc_alpha is set by --lpc-alpha (the sweep's list), not by --set or --config")
+    if overrides.get("num_workers") is None:
+        overrides["num_workers"] = int(TRAIN_CPUS)
+    overrides = training_device(overrides, "")  # the sweep's containers have CPUs only
+    seed_text = ",".join(map(str, seed_list))
+    jobs = [
+        job
+        for i, alpha in enumerate(alphas)
+        for job in training_jobs(
+            task_id, str(first_trial + i), seed_text, "train_mop.py", {**overrides, "lpc_alpha": alpha}
+        )
+    ]
+    return jobs, alphas, seed_list, overrides
 
 
 @app.local_entrypoint()
@@ -642,30 +517,24 @@ def sweep(
     from mop import experiment
 
     try:
-        alphas, seed_list = grid.parse_alphas(lpc_alpha), grid.parse_seeds(seeds)
-        flags = {"num_updates": num_updates, "checkpoint_interval": checkpoint_interval, "lpc_alpha": None}
-        overrides = training_overrides(set, config, flags | {"normalize_lpc": normalize_lpc})
-        if "lpc_alpha" in overrides:
-            raise LaunchError("lpc_alpha is set by --lpc-alpha (the sweep's list), not by --set or --config")
-        if overrides.get("num_workers") is None:
-            overrides["num_workers"] = int(TRAIN_CPUS)
-        overrides = training_device(overrides, "")  # the sweep's containers have CPUs only
-        seed_text = ",".join(map(str, seed_list))
-        jobs = [
-            job
-            for i, alpha in enumerate(alphas)
-            for job in training_jobs(
-                task_id, str(first_trial + i), seed_text, "train_mop.py", {**overrides, "lpc_alpha": alpha}
-            )
-        ]
+        jobs, alphas, seed_list, overrides = sweep_plan(
+            task_id,
+            lpc_alpha,
+            seeds,
+            first_trial,
+            set,
+            config,
+            num_updates,
+            checkpoint_interval,
+            normalize_lpc,
+        )
         runs = [j["overrides"] for j in jobs]
         last = first_trial + len(alphas) - 1
         path = grid.manifest(
             name or f"{task_id}_trial{first_trial}-{last}", runs, ["modal", "run", *sys.argv[1:]]
         )
     except (LaunchError, grid.SweepError, experiment.ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(e)
     print(f"sweep: {len(jobs)} runs ({len(alphas)} α × {len(seed_list)} seeds); manifest {path}")
     for result in train_all.remote(jobs, float(max(1, overrides["num_workers"])), ""):
         status = result.get("error") or result.get("skipped") or result.get("run_dir")
@@ -689,27 +558,41 @@ def _results_table(local_path: str, remote_csv: str | None) -> tuple[pd.DataFram
         return read_results(path), source
 
 
-def _plan_remote(
-    num_episodes: int, num_envs: int, force: bool, task: str, skip_routing: bool, gpu: str = ""
-) -> tuple:
-    """Validate the flags here, list the volumes remotely, and plan: (todo, pending, options, gpu).
-    The evaluation's device is 'auto': a container with a GPU acts on it, one without on its CPU."""
-    import batch_eval
+def eval_settings(
+    num_episodes: int = 1000,
+    num_envs: int = 16,
+    task: str = "",
+    skip_routing: bool = False,
+    gpu: str = "",
+    **_: Any,
+) -> tuple[Any, str]:
+    """(EvalOptions, GPU spec) of eval_parallel's and eval_main's flags, validated (EvalError,
+    LaunchError, or ValueError for an unknown --task); reads nothing remote. The evaluation's
+    device is 'auto': a container with a GPU acts on it, one without on its CPU."""
     import eval_mop
     from mop.babyai_env import check_task_id
 
+    gpu = check_gpu(gpu)
+    evaluation = eval_mop.EvalOptions(
+        num_episodes=num_episodes, num_envs=num_envs, record=not skip_routing, device="auto"
+    )
+    if task:
+        check_task_id(task)
+    return evaluation, gpu
+
+
+def _plan_remote(
+    num_episodes: int, num_envs: int, force: bool, task: str, skip_routing: bool, gpu: str = ""
+) -> tuple:
+    """Validate the flags here, list the volumes remotely, and plan: (todo, pending, options, gpu)."""
+    import batch_eval
+
     try:  # ConfigError, ResultsError, EvalError and LaunchError: ValueErrors with one clear line
-        gpu = check_gpu(gpu)
-        evaluation = eval_mop.EvalOptions(
-            num_episodes=num_episodes, num_envs=num_envs, record=not skip_routing, device="auto"
-        )
-        if task:
-            check_task_id(task)
+        evaluation, gpu = eval_settings(num_episodes, num_envs, task, skip_routing, gpu)
         state = list_checkpoints.remote()
         results, source = _results_table(LOCAL_RESULTS, state["results_csv"])
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(e)
     todo = plan_eval(state["refs"], results, state["pending"], task, force)
     where = f"a {gpu} GPU" if gpu else "CPU only"
     print(
@@ -914,6 +797,29 @@ def lmc_spec(
     return {"overrides": {k: exp.train[k] for k in overrides}, "settings": settings, "given": given}
 
 
+def lmc_flags_spec(
+    task_id: str,
+    seed: int = 0,
+    fork_points: str = LMC_DEFAULTS.fork_points,
+    fork_buffer_strategy: str | None = LMC_DEFAULTS.fork_buffer_strategy,
+    alphas: int = LMC_DEFAULTS.alphas,
+    num_updates: int | None = None,
+    eval_episodes: int = LMC_DEFAULTS.eval_episodes,
+    heldout_episodes: int = LMC_DEFAULTS.heldout_episodes,
+    set: str = "",
+    config: str = "",
+    **_: Any,
+) -> dict:
+    """lmc_spec of the lmc entrypoint's flags (LaunchError/ConfigError before anything starts)."""
+    settings = {
+        "fork_points": fork_points,
+        "alphas": alphas,
+        "eval_episodes": eval_episodes,
+        "heldout_episodes": heldout_episodes,
+    } | ({"fork_buffer_strategy": fork_buffer_strategy} if fork_buffer_strategy else {})
+    return lmc_spec(task_id, seed, settings, set, config, {"num_updates": num_updates})
+
+
 @app.local_entrypoint()
 def lmc(
     task_id: str,
@@ -933,17 +839,10 @@ def lmc(
     | shared | split (default: copy with a buffer, fresh without). Re-run the command to continue."""
     from mop import experiment
 
-    settings = {
-        "fork_points": fork_points,
-        "alphas": alphas,
-        "eval_episodes": eval_episodes,
-        "heldout_episodes": heldout_episodes,
-    } | ({"fork_buffer_strategy": fork_buffer_strategy} if fork_buffer_strategy else {})
     try:
-        spec = lmc_spec(task_id, seed, settings, set, config, {"num_updates": num_updates})
+        spec = lmc_flags_spec(**locals())
     except (LaunchError, experiment.ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(e)
     print(f"launching the LMC experiment {task_id} seed {seed} on Modal ({LMC_VOLUME} volume)")
     result = lmc_experiment.remote(spec)
     for line in result["errors"] + [f"missing: {m}" for m in result["missing"]]:
@@ -974,6 +873,44 @@ def usage() -> str:
             default = "required" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
             lines.append(f"      {flag} ({default})")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- checks before Modal connects
+
+# `modal run modal_app.py::main --flags` imports this file, then connects to Modal (no token: it
+# stops there), builds the image and only then runs the entrypoint's body. So an entrypoint's flags
+# are also checked here, at import, by the functions its body calls (mop/launch.py parses them as
+# Modal's CLI does): a bad flag is one `error:` line, exit 2, before any login. Without `modal run
+# <this file>::<entrypoint>` in sys.argv (containers, tests, `modal deploy`) this does nothing.
+ENTRYPOINT_CHECKS: dict[str, Callable[..., Any]] = {
+    "main": lambda **flags: training_plan(flags),
+    "main_seeds": lambda **flags: training_plan(flags),
+    "sweep": sweep_plan,
+    "eval_parallel": eval_settings,
+    "eval_main": eval_settings,
+    "lmc": lmc_flags_spec,
+}
+
+
+def check_modal_run(argv: list[str]) -> None:
+    """At import under `modal run` (see above): the entrypoint's flags through its check; a bad
+    one is `error: ...` on stderr and exit 2, before Modal asks for a token."""
+    from mop.launch import entrypoint_flags, modal_run_call
+
+    call = modal_run_call(argv, __file__, __name__, set(ENTRYPOINT_CHECKS))
+    if call is None or any(a in ("--help", "-h") for a in call[1]):
+        return
+    name, args = call
+    flags = entrypoint_flags(entrypoints()[name].info.raw_f, args)
+    if flags is None:
+        return
+    try:
+        ENTRYPOINT_CHECKS[name](**flags)
+    except ValueError as e:  # LaunchError, ConfigError, SweepError, EvalError: one line each
+        _refuse(e)
+
+
+check_modal_run(sys.argv)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ with app.setup:
     import plotting_utils as pu
     from mop import babyai_env, experiment, routing_cache
     from mop import routing_analysis as ra
+    from mop.notebook_script import refusal
     from mop.results import read_results
     from mop.runs import DEFAULT_CHECKPOINT_DIRS, cache_dir_for, run_label, run_subpath
 
@@ -148,7 +149,7 @@ def _(
         try:
             data = routing_cache.load_cache(cache_dropdown.value)
         except routing_cache.CacheError as _e:  # the project's one-line reason, not a traceback
-            mo.stop(True, mo.callout(mo.md(f"**Cannot read this cache.** {_e}"), kind="danger"))
+            mo.stop(True, refusal("Cannot read this cache.", _e))
         plot_dir = run_subpath(cache_dropdown.value)  # plots/ mirrors the cache's folder
     else:
         try:
@@ -158,7 +159,7 @@ def _(
                     eval_mop.EvalOptions(num_episodes=episodes_slider.value, num_envs=envs_slider.value),
                 )
         except eval_mop.EvalError as _e:
-            mo.stop(True, mo.callout(mo.md(f"**Cannot evaluate this checkpoint.** {_e}"), kind="danger"))
+            mo.stop(True, refusal("Cannot evaluate this checkpoint.", _e))
         _config = _result.config
         _meta = {"checkpoint_path": checkpoint_dropdown.value, "config": _config, "metrics": _result.metrics}
         data = routing_cache.CacheData(
@@ -439,7 +440,7 @@ def _(
         _rows = experiment.read_metrics(_metrics_file) if _metrics_file.is_file() else None
         _results = read_results(results_csv)
     except ValueError as _e:  # ResultsError, or a metrics.jsonl that is not ours
-        mo.stop(True, mo.callout(mo.md(f"**Nothing saved.** {_e}"), kind="danger"))
+        mo.stop(True, refusal("Nothing saved.", _e))
     _figures = pu.standard_figures(
         data,
         env_image=level_image,

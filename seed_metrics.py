@@ -29,11 +29,15 @@ Definitions, as the earlier system computes them (so its plotting scripts read o
   P_a (lpc_kl_global); NaN with fewer than 3 cells or a constant series. As in its tables, p treats
   cells as independent samples (they are not: neighbouring cells share episodes), so read p as
   descriptive;
-- phases (`phase_system`): UnlockPickup levels the 4 key phases (pre_key: nothing picked up yet;
-  post_key_pre_unlock: picked up, no door opened; with_key_post_unlock: door opened, no drop;
-  post_unlock_post_key: dropped), checked in that order on the timestamps visible at each step as
-  its `key_phase` does; door levels pre_unlock / post_unlock (routing_analysis'
-  by_door_unlocked_phase, the same rule); other levels one phase, "all".
+- phases: by default the earlier system's phase system of the level (mop.phases.
+  legacy_phase_system, its TASK_PHASE_SYSTEM): BabyAI-UnlockPickup-v0 the 4 key phases (pre_key:
+  nothing picked up yet; post_key_pre_unlock: picked up, no door opened; with_key_post_unlock:
+  door opened, no drop; post_unlock_post_key: dropped), checked in that order on the timestamps
+  visible at each step as its `key_phase` does; BabyAI-OpenTwoDoors-v0 pre_unlock / post_unlock
+  (routing_analysis' by_door_unlocked_phase, the same rule); every other level one phase, named
+  "None" as in its files (r_None_lpc_entropy, ...), so its `seed_agg_plots.py --from_csv` finds
+  the columns it looks for. --phase_system picks another (ours for door levels: unlock_phase);
+  stats.py's own tables use mop.phases.phase_system and call the single phase "all".
 Where it is not the same: on our caches t_drop is the first drop after the first pickup, its the
 first drop once a door is open, so a key dropped before the door opens moves our steps to
 post_unlock_post_key as soon as the door opens (its: with_key_post_unlock until the next drop); on
@@ -57,7 +61,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mop.phases import PHASES, SPATIAL, phase_of_steps, phase_system
+from mop.phases import (
+    PHASES,
+    SPATIAL,
+    legacy_columns,
+    legacy_phase_system,
+    phase_of_steps,
+    phase_system,  # noqa: F401  (ours, re-exported: callers use sm.phase_system)
+)
 from mop.routing_cache import CacheData, CacheError, find_caches, load_cache
 from mop.runs import atomic_write
 
@@ -227,8 +238,10 @@ def seed_metrics(
     results_path: str | Path | None = None,
     system: str | None = None,
 ) -> pd.DataFrame:
-    """The seed-metrics table of one task: a row per (trial, seed, update) cache, sorted."""
-    system = system or phase_system(task_id)
+    """The seed-metrics table of one task: a row per (trial, seed, update) cache, sorted, with the
+    earlier system's phases (system None: its default for the level, legacy_phase_system) and
+    column names (legacy_columns: the none system's phase is "None")."""
+    system = system or legacy_phase_system(task_id)
     if system not in PHASES:
         raise ValueError(f"phase system must be one of {list(PHASES)}, not {system!r}")
     root = Path(cache_dir) / task_id
@@ -256,6 +269,7 @@ def seed_metrics(
     table = table.drop_duplicates(["trial", "seed", "update"], keep="first").drop(columns="_final")
     for key in ("trial", "seed", "update"):
         table[key] = pd.array(table[key].tolist(), dtype="Int64")
+    table.columns = legacy_columns(list(table.columns))
     return table.reset_index(drop=True)
 
 
@@ -278,7 +292,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="output CSV (default eval_metrics_<level, lower case>.csv, e.g. eval_metrics_unlockpickup.csv)",
     )
     parser.add_argument(
-        "--phase_system", choices=list(PHASES), default=None, help="default: from the task (phase_system)"
+        "--phase_system",
+        choices=list(PHASES),
+        default=None,
+        help="default: the earlier system's for the task (key_phase for UnlockPickup, unlock_phase for "
+        "OpenTwoDoors, none otherwise: columns r_None_*)",
     )
     args = parser.parse_args(argv)
     name = args.task.removeprefix("BabyAI-").removesuffix("-v0").lower().replace("-", "")

@@ -25,6 +25,7 @@ with app.setup:
 
     import stats
     from mop import inference, stats_plots
+    from mop.notebook_script import refusal
 
 
 @app.cell(hide_code=True)
@@ -69,7 +70,7 @@ def _(stats_root, task_dropdown):
         inference.phases_of(table)  # one level per table (StatsError names the levels)
         updates = sorted(int(u) for u in table["update"].dropna().unique())
     except (OSError, ValueError) as _e:  # unreadable, not stats.py's table, levels mixed
-        mo.stop(True, mo.callout(mo.md(f"**Cannot use this table.** {_e}"), kind="danger"))
+        mo.stop(True, refusal("Cannot use this table.", _e))
     mo.stop(
         table["lpc_alpha"].isna().all(),
         mo.md("No run in this table has an lpc_alpha: evaluate its checkpoints with `batch_eval.py`."),

@@ -487,8 +487,28 @@ def check_locked_level(task_id: str, layouts: int = KEY_CHECK_LAYOUTS) -> None:
         raise ValueError(f"{task_id} has no locked door in its first {layouts} evaluation layouts")
 
 
+def legacy_target_pos(instr: Any) -> list[int] | None:
+    """The earlier system's env_context `target_pos` (its eval's first-target rule, reference §3.4):
+    in the instruction tree's grammatical order (instr_a before instr_b, AfterInstr included, which
+    runs b first), the first description (`desc`, else `desc_move`), and of the objects it matches
+    the first one BabyAI lists (`obj_poss`, a column-major scan made at reset), not the nearest.
+    None when that description matches nothing. Only its JSON export uses it (routing_cache.
+    write_legacy_json); our target_pos is the nearest instance in execution order (env_context)."""
+    desc = getattr(instr, "desc", None) or getattr(instr, "desc_move", None)
+    if desc is not None:
+        found = list(getattr(desc, "obj_poss", None) or [])
+        return [int(found[0][0]), int(found[0][1])] if found else None
+    for part in ("instr_a", "instr_b"):
+        sub = getattr(instr, part, None)
+        if sub is not None and (pos := legacy_target_pos(sub)) is not None:
+            return pos
+    return None
+
+
 def env_context(env: Any, targets: list) -> dict:
-    """The layout at episode start, as the earlier system's env_context plus room bounds and target."""
+    """The layout at episode start, as the earlier system's env_context plus room bounds and target
+    (ours: nearest instance of the first target in execution order; `legacy_target_pos`: its rule,
+    for the JSON export)."""
     ctx: dict[str, Any] = {
         "grid_size": [env.grid.width, env.grid.height],
         "agent_start_pos": [int(v) for v in env.agent_pos],
@@ -511,6 +531,7 @@ def env_context(env: Any, targets: list) -> dict:
         ctx["target_pos"] = [int(v) for v in nearest]
     else:
         ctx["target_pos"] = None
+    ctx["legacy_target_pos"] = legacy_target_pos(env.instrs) if hasattr(env, "instrs") else None
     return ctx
 
 

@@ -57,6 +57,8 @@ from mop.runs import atomic_write
 CONFIG_FILE, HELDOUT_FILE = "config.json", "heldout.npz"
 INTERPOLATION_FILE, INSTABILITY_FILE = "interpolation.csv", "instability.csv"
 COLUMNS = ["fork", "fork_point", "fork_update", "alpha", "metric", "value", "ci_low", "ci_high"]
+# The instability.csv columns every figure reads (load_results refuses a table without them).
+INSTABILITY_COLUMNS = ["fork", "fork_point", "fork_update", "loss_barrier", "success_barrier"]
 # What two checkpoints must share to be interpolated (plus identical parameter names and shapes).
 ARCHITECTURE_KEYS = (
     "policy_type",
@@ -437,12 +439,25 @@ def load_results(directory: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFra
     """(interpolation, instability) tables of an analysed experiment (or compare) folder."""
     directory = Path(directory)
     files = [directory / INTERPOLATION_FILE, directory / INSTABILITY_FILE]
-    for f in files:
+    tables = []
+    for f, needed in zip(files, (COLUMNS, INSTABILITY_COLUMNS)):
         if not f.is_file():
             raise LMCError(
                 f"{str(directory)!r} has no {f.name}: run `python lmc.py analyze --results_dir {directory}`"
             )
-    return pd.read_csv(files[0]), pd.read_csv(files[1])
+        try:
+            table = pd.read_csv(f)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LMCError(f"{str(f)!r} is unreadable ({first}): not a table lmc.py wrote") from None
+        missing = [c for c in needed if c not in table.columns]
+        if missing:
+            raise LMCError(
+                f"{str(f)!r} has no {', '.join(missing)} column: not a table lmc.py wrote "
+                f"(rewrite it with `python lmc.py analyze --results_dir {directory}`)"
+            )
+        tables.append(table)
+    return tables[0], tables[1]
 
 
 def find_experiments(root: str | os.PathLike) -> dict[str, str]:

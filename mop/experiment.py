@@ -18,16 +18,15 @@ Example:
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import difflib
 import json
 import math
 import os
 import random
-import re
 import sys
 import types
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 import yaml
 
+from mop import legacy_config
 from mop.devices import DeviceError, check_device, cuda_rng_state, set_cuda_rng_state, to_cpu
 from mop.runs import OutputError, RunId, RunLockedError, atomic_write, atomic_write_text, resume_candidates
 from mop.runs import run_dir as _run_dir
@@ -179,6 +179,11 @@ class TrainConfig:
         None,
     )
     # Inputs
+    input_dim: int | None = _help(
+        "the earlier system's key, its observation size: 152 selects its network (obs_encoding raw, "
+        "input_encoder linear, lang_encoder distilbert, where not set), 985 onehot (null: from obs_encoding)",
+        None,
+    )
     obs_encoding: str = _help(
         "observation encoding: 'raw' (the earlier system's 152 integer codes) or 'onehot' (per image channel, 985)",
         "onehot",
@@ -453,6 +458,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("lpc_alpha and lpc_exponent must be >= 0 and lpc_epsilon > 0")
     if cfg.obs_encoding not in OBS_ENCODINGS:
         raise ConfigError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {cfg.obs_encoding!r}")
+    if cfg.input_dim is not None and (
+        problem := legacy_config.contradiction(cfg.input_dim, cfg.obs_encoding)
+    ):
+        raise ConfigError(problem)
     if cfg.input_encoder not in ("linear", "bilinear"):
         raise ConfigError(f"input_encoder must be 'linear' or 'bilinear', got {cfg.input_encoder!r}")
     if cfg.input_encoder == "bilinear" and cfg.obs_encoding != "onehot":
@@ -540,15 +549,42 @@ def resolve_aliases(values: dict, source: str) -> dict:
     return out
 
 
+def apply_input_dim(values: dict, source: str, lang_dim: Any = None) -> dict:
+    """`values` (one source's keys) with the settings its `input_dim` (the earlier system's key,
+    mop/legacy_config.py) selects filled in where the source does not give them; ConfigError naming
+    the sizes that work for one no encoding produces."""
+    if values.get("input_dim") is None:
+        return values
+    dim = _coerce("input_dim", values["input_dim"])
+    try:
+        return {
+            **legacy_config.implied_settings(dim, values.get("lang_dim", lang_dim)),
+            **values,
+            "input_dim": dim,
+        }
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
-    """Defaults <- YAML file <- overrides (CLI flags), validated."""
-    data = resolve_aliases(load_yaml(path), f"config {str(path)!r}")
-    check_keys(data, f"config {str(path)!r}")
+    """Defaults <- YAML file <- overrides (CLI flags), validated. An `input_dim` (the earlier
+    system's key) in the file or the overrides selects the settings it implies (apply_input_dim)
+    and prints one note line saying so."""
+    source = f"config {str(path)!r}"
+    data = resolve_aliases(load_yaml(path), source)
+    check_keys(data, source)
     overrides = resolve_aliases(overrides or {}, "overrides")
     check_keys(overrides, "overrides")
-    merged = {**data, **overrides}
+    lang_dim = {**data, **overrides}.get("lang_dim")  # for the hint of a size that counts the mission
+    merged = {
+        **apply_input_dim(data, source, lang_dim),
+        **apply_input_dim(overrides, "the command line", lang_dim),
+    }
     values = {k: _coerce(k, v) for k, v in merged.items()}
-    return validate(TrainConfig(**values))
+    cfg = validate(TrainConfig(**values))
+    if cfg.input_dim is not None:
+        legacy_config.note(cfg.input_dim, cfg.obs_encoding, cfg.input_encoder, cfg.lang_encoder)
+    return cfg
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -674,21 +710,43 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+# What torch's warnings about a file we refuse say it is (folded into the one error line).
+_FOREIGN_KINDS = {"TorchScript": "a TorchScript archive (torch.jit)", "pickle protocol": "a plain pickle"}
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """torch.load(path, weights_only=True) (plus CHECKPOINT_SAFE_GLOBALS) of a file a user hands us,
+    or CheckpointError in one line. torch warns before it fails on some foreign files (a TorchScript
+    archive, a pickle of a newer protocol); those warnings are not printed, their gist goes into the
+    error line, so a refused file gives that line and nothing else. A file that loads gets its
+    warnings re-issued."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            # map_location: tensors a GPU run saved (or a file whose storages name a device this
+            # machine lacks) load on the CPU without a word; the stage then moves them to its device.
+            with torch.serialization.safe_globals(CHECKPOINT_SAFE_GLOBALS):
+                loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            said = " ".join(str(w.message) for w in caught)
+            kind = next((k for marker, k in _FOREIGN_KINDS.items() if marker in said), None)
+            if kind:
+                raise CheckpointError(f"{what} {str(path)!r} is {kind}, not a torch.save file") from None
+            raise CheckpointError(
+                f"{what} {str(path)!r} is unreadable or corrupt ({type(e).__name__})"
+            ) from None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return loaded
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint safely (weights_only), check its format version and upgrade an older one;
     raise CheckpointError with one clear line if it is not a checkpoint this code can read."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        # map_location: tensors a GPU run saved (or a file whose storages name a device this
-        # machine lacks) load on the CPU without a word; the stage then moves them to its device.
-        with torch.serialization.safe_globals(CHECKPOINT_SAFE_GLOBALS):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is unreadable or corrupt ({type(e).__name__})"
-        ) from None
+    ckpt = load_torch_file(path)
     if (
         not isinstance(ckpt, dict)
         or "policy_state_dict" not in ckpt
@@ -706,78 +764,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return upgrade_checkpoint(ckpt)
 
 
-# The earlier system's train_mop wrote these when its config left them out; its eval fell back to
-# them (and to lang_dim 32) too (reference §1.7, §1.8).
-FORMAT0_DEFAULTS = {
-    "expert_hidden_sizes": [32, 64, 128],
-    "intermediate_dim": 256,
-    "router_hidden_size": 64,
-    "num_actions": 7,
-}
-# The earlier system's parameter names -> ours. Its single-layer version (before moe_layers) had
-# the router and experts at the top level.
-_LEGACY_KEY_RENAMES = [
-    (re.compile(r"^moe_layers\.(\d+)\."), r"layers.\1."),
-    (re.compile(r"^(router|experts)\."), r"layers.0.\1."),
-    (re.compile(r"^(layers\.\d+\.router)\.fc\."), r"\1.out."),
-    (re.compile(r"^(layers\.\d+\.experts\.\d+)\.projection\."), r"\1.out."),
-]
-
-
-def _rename_legacy_key(key: str) -> str:
-    for pattern, replacement in _LEGACY_KEY_RENAMES:
-        key = pattern.sub(replacement, key)
-    return key
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars (anywhere in dicts, lists, tuples) -> Python numbers; tensors untouched."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_plain(v) for v in value)
-    return value
-
-
 def upgrade_checkpoint(ckpt: dict) -> dict:
-    """Bring a checkpoint of any older format to the current one (the one place that knows them).
-
-    Format 0 (the earlier system's): the config predates `policy_type`,
-    `obs_encoding`, `input_encoder` (the earlier system's raw 152 inputs through a linear layer), carries no
-    `update` (it is top-level, if anywhere), and the mission encoder is a bare
-    `lang_proj_state_dict` (DistilBERT). The earlier system also stored `num_actions` as a
-    numpy.int64, named its modules `moe_layers.K.router.fc` / `moe_layers.K.experts.J.projection`
-    (ours: `layers.K.router.out` / `layers.K.experts.J.out`; GRU, input and head names agree) and
-    left out architecture keys it had defaults for (FORMAT0_DEFAULTS)."""
-    ckpt = {k: v if k == "policy_state_dict" else _plain(v) for k, v in ckpt.items()}
-    config = dict(ckpt["config"])
-    if ckpt.get("format_version", 0) == 0:
-        if config.get("policy_type", "mop") == "mop":
-            ckpt["policy_state_dict"] = {
-                _rename_legacy_key(k): v for k, v in ckpt["policy_state_dict"].items()
-            }
-            for key, value in FORMAT0_DEFAULTS.items():
-                config.setdefault(key, copy.deepcopy(value))
-        if "lang_dim" not in config:  # its eval fell back to 32; a saved projection knows better
-            proj = (ckpt.get("lang_proj_state_dict") or {}).get("weight")
-            config["lang_dim"] = int(proj.shape[0]) if proj is not None else 32
-    config.setdefault("policy_type", "mop")
-    config.setdefault("obs_encoding", "raw")
-    config.setdefault("input_encoder", "linear")
-    config.setdefault("num_actions", 7)
-    config.setdefault("update", ckpt.get("update"))
-    if "lang_encoder" not in config:
-        config["lang_encoder"] = "distilbert" if "lang_proj_state_dict" in ckpt else "bow"
-    out = {**ckpt, "config": config, "format_version": CHECKPOINT_FORMAT}
-    if out.get("encoder_state") is None and "lang_proj_state_dict" in ckpt:
-        out["encoder_state"] = {
-            "kind": "distilbert",
-            "lang_dim": config.get("lang_dim"),
-            "lang_proj_state_dict": ckpt["lang_proj_state_dict"],
-        }
-    return out
+    """Bring a checkpoint of any older format to the current one: format 0 (the earlier system's,
+    and this project's before format_version) is mop/legacy_config.py's `upgrade`, the one place
+    that knows it (its config keys, module names, numpy num_actions and architecture defaults)."""
+    return legacy_config.upgrade(ckpt, CHECKPOINT_FORMAT)
 
 
 def load_policy(
@@ -855,6 +846,10 @@ def config_changes(old: dict, new: dict) -> list[str]:
     one side lacks counts as its default: a config written before the key existed still matches."""
 
     def value(config: dict, key: str) -> Any:
+        if key == "input_dim" and config.get(key) is None:  # null: the size of the config's encoding
+            from mop.babyai_env import obs_dim
+
+            return obs_dim(value(config, "obs_encoding"))
         if key in config:
             return _coerce(key, config[key])
         return _coerce(key, _DEFAULTS[key]) if key in _DEFAULTS else "(absent)"

@@ -124,12 +124,32 @@ NEW, PARTIAL, DONE = "new", "partial", "done"
 
 @dataclass(frozen=True)
 class RunStatus:
-    """Where a run stands: NEW, PARTIAL or DONE, and its newest readable checkpoint (path and
-    update; None for a new run, or for a partial one whose checkpoints are all unreadable)."""
+    """Where a run stands: NEW, PARTIAL or DONE, and its newest readable checkpoint (path, update
+    and the policy type it holds; None for a new run, or for a partial one whose checkpoints are
+    all unreadable)."""
 
     state: str
     path: Path | None = None
     update: int | None = None
+    policy_type: str | None = None
+
+
+# The stage script that trains each policy type (named when a run folder holds the other type).
+TRAINERS = {"mop": "train_mop.py", "gru": "train.py"}
+
+
+def check_policy_type(status: RunStatus, policy_type: str, directory: Path) -> None:
+    """ConfigError naming both types when the run folder holds checkpoints of another policy type
+    than the trainer's (train.py --resume in a train_mop.py run, and the reverse): its weights could
+    never load into this trainer's policy."""
+    held = status.policy_type
+    if held is None or held == policy_type:
+        return
+    raise ConfigError(
+        f"{str(directory)!r} holds a {held!r} policy ({TRAINERS.get(held, 'another trainer')}), "
+        f"this trainer trains {policy_type!r} ({TRAINERS.get(policy_type, 'this script')}): continue it "
+        f"with {TRAINERS.get(held, 'the trainer that wrote it')}, or choose another --trial/--seed/--checkpoint_dir"
+    )
 
 
 def run_status(cfg: TrainConfig) -> RunStatus:
@@ -145,7 +165,7 @@ def run_status(cfg: TrainConfig) -> RunStatus:
     update = int(ckpt["update"])
     finished = path.name == checkpoint_name(None)
     done = update > cfg.num_updates or (update == cfg.num_updates and finished)
-    return RunStatus(DONE if done else PARTIAL, path, update)
+    return RunStatus(DONE if done else PARTIAL, path, update, ckpt["config"].get("policy_type"))
 
 
 def checkpoint_to_resume(cfg: TrainConfig, resume: bool) -> tuple[Path, dict] | None:
@@ -225,7 +245,12 @@ class Learner:
         try:
             encoder = encoder_factory()
         except MissionEncoderError as e:  # e.g. DistilBERT weights absent: one line, nothing written
-            raise ConfigError(str(e)) from None
+            hint = (
+                " (then --distilbert_path DIR; or --lang_encoder bow: a learned bag of words, offline)"
+                if cfg.lang_encoder == "distilbert"
+                else ""
+            )
+            raise ConfigError(f"{e}{hint}") from None
         aux_head = None
         if cfg.aux_rooms_weight > 0:
             aux_head = torch.nn.Linear(policy.memory_size, rooms_of(probes).num_rooms)
@@ -681,6 +706,7 @@ def train_to_end(
     directory = run_dir(cfg)
     with own_run(directory):
         status = run_status(cfg)
+        check_policy_type(status, policy_type, directory)
         if resume is None:
             if status.state == DONE:
                 return DONE, {"run_dir": str(directory), "checkpoints": [], "update": status.update}

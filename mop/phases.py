@@ -12,8 +12,17 @@ r_<phase>_<correlation>, and mop.inference aggregates them per phase. Reads and 
   (lpc_entropy), its KL to the phase's action marginal (lpc_kl_local) and to the whole cache's
   (lpc_kl_global); seed_metrics.py defines and computes them.
 
+- the earlier system's seed-metrics export (seed_metrics.py's eval_metrics_<task>.csv, which its
+  `seed_agg_plots.py --from_csv` and `metrics_vs_alpha_plots.py` read): its phase system of a level
+  is `legacy_phase_system` (key_phase for BabyAI-UnlockPickup-v0, unlock_phase for
+  BabyAI-OpenTwoDoors-v0, none for every other level: its TASK_PHASE_SYSTEM and default), and its
+  single phase of the none system is named "None" (it formats its phase None into the column
+  names: r_None_lpc_entropy), where ours is "all" (`legacy_columns` renames). Our own tables
+  (stats.py's seed_metrics.csv) keep phase_system and "all".
+
     from mop.phases import PHASES, phase_system
     PHASES[phase_system("BabyAI-UnlockPickup-v0")]  # ('pre_key', 'post_key_pre_unlock', ...)
+    legacy_phase_system("BabyAI-GoToImpUnlock-v0")  # 'none' (ours: 'unlock_phase')
 """
 
 from __future__ import annotations
@@ -42,6 +51,29 @@ def phase_system(task_id: str) -> str:
     if re.match(r"(Open|Unlock|KeyCorridor|KeyInBox|GoToImpUnlock)", name):
         return "unlock_phase"
     return "none"
+
+
+# The earlier system's phase system per level (its corr_plots.TASK_PHASE_SYSTEM; any other level:
+# its default, "none"), and its name of the none system's one phase.
+LEGACY_TASK_PHASE_SYSTEM = {"BabyAI-UnlockPickup-v0": "key_phase", "BabyAI-OpenTwoDoors-v0": "unlock_phase"}
+LEGACY_PHASE_NAMES = {"all": "None"}
+
+
+def legacy_phase_system(task_id: str) -> str:
+    """The phase system the earlier system's tools use for a level unless told otherwise."""
+    return LEGACY_TASK_PHASE_SYSTEM.get(task_id, "none")
+
+
+def legacy_columns(columns: list[str]) -> list[str]:
+    """Column names as the earlier system's seed-metrics CSV spells them: a phase named "all"
+    (ours) becomes "None" (its), in r_<p>_<c>, p_<p>_<c> and <metric>_<p>; others unchanged."""
+    out = []
+    for column in columns:
+        for ours, its in LEGACY_PHASE_NAMES.items():
+            column = re.sub(rf"^([rp])_{ours}_", rf"\1_{its}_", column)
+            column = re.sub(rf"^(policy_complexity|mean_entropy|mean_lpc)_{ours}$", rf"\1_{its}", column)
+        out.append(column)
+    return out
 
 
 def phase_of_steps(steps: pd.DataFrame, episodes: pd.DataFrame, system: str) -> np.ndarray:

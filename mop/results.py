@@ -2,7 +2,14 @@
 a row from an evaluation, reading it and merging rows into it. Every reader and writer of the CSV
 (batch_eval.py, stats.py, render_plots.py, the notebooks, modal_app.py) goes through here.
 
-One row per (checkpoint_path, eval_task_id, knockout) evaluation. Columns, in this order: the
+One row per evaluation. Its identity (`evaluation_identity`): for a checkpoint in the run layout
+whose update is known, (run folder, update, evaluated level, knockout), so checkpoint_<U>.pt and a
+checkpoint_final.pt holding update U in one run folder (the same weights: the earlier system wrote
+both, and keyed its rows by the numbered name; ours store a seeded run's last update only as
+checkpoint_final.pt) are one row; otherwise (checkpoint_path, evaluated level, knockout). A CSV
+mixing both systems' rows therefore never holds one set of weights twice, batch_eval never
+re-evaluates weights a row of either system covers, and a merged row replaces the row of the same
+identity (the last one read wins where an older CSV already holds two). Columns, in this order: the
 earlier system's 20 (LEGACY_COLUMNS, in its batch_eval's order: users' scripts read them by
 position), then ours (EXTRA_COLUMNS), then `trained_tasks` where some row is of a multi-task run,
 then usage_layer_<k>_expert_<j> in layer, expert order. Whole-number columns stay integers through
@@ -22,6 +29,7 @@ previous file. A CSV with columns this project does not write is refused (Result
 from __future__ import annotations
 
 import json
+import math
 import os
 import posixpath
 import re
@@ -30,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from mop.runs import CheckpointRef, atomic_write, is_multi_task, locked
+from mop.runs import CheckpointRef, atomic_write, is_multi_task, locked, parse_run_path
 
 # The earlier system's columns first, in its batch_eval's order (users' scripts read them), then
 # ours; usage_layer_<k>_expert_<j> follow.
@@ -236,7 +244,9 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
 def normalise_keys(df: pd.DataFrame) -> pd.DataFrame:
     """One spelling per row key (KEY): checkpoint paths normalised ('./checkpoints/x.pt' is
     'checkpoints/x.pt'), knockout labels in their one spelling (' layer_0:1' is 'layer_0:1'); of
-    rows that then share a key the last is kept, so one evaluation is one row."""
+    rows that then share a key, or an evaluation identity (evaluation_identity: the earlier
+    system's checkpoint_<U>.pt row and our checkpoint_final.pt row of update U), the last is kept,
+    so one evaluation is one row."""
     if not len(df):
         return df
     df["checkpoint_path"] = [
@@ -244,19 +254,76 @@ def normalise_keys(df: pd.DataFrame) -> pd.DataFrame:
     ]
     if "knockout" in df.columns:
         df["knockout"] = [canonical_knockout_label(k) for k in df["knockout"]]
-    return df.drop_duplicates(subset=[c for c in KEY if c in df.columns], keep="last").reset_index(drop=True)
+    df = df.drop_duplicates(subset=[c for c in KEY if c in df.columns], keep="last").reset_index(drop=True)
+    ids = pd.Series(_identities(df), index=df.index)
+    return df[~ids.duplicated(keep="last")].reset_index(drop=True)
+
+
+def _whole(value: Any) -> int | None:
+    """A CSV cell as a whole number (5000, 5000.0, "5000"), else None (empty, NaN, text)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number.is_integer() else None
+
+
+def evaluation_identity(path: Any, update: Any, eval_task: Any, knockout: Any = "none") -> tuple:
+    """What one evaluation measures (see the module docstring): ("run", run folder, update, level,
+    knockout) for a checkpoint in the run layout whose update is known (from its numbered name,
+    else `update`: the update a checkpoint_final.pt holds), else ("path", checkpoint path, level,
+    knockout)."""
+    path = posixpath.normpath(path) if isinstance(path, str) else str(path)
+    label = canonical_knockout_label(knockout if isinstance(knockout, str) and knockout else "none")
+    parsed = parse_run_path(path)
+    if parsed is not None:
+        held = parsed[1] if parsed[1] is not None else _whole(update)
+        if held is not None:
+            return ("run", posixpath.dirname(path), held, str(eval_task), label)
+    return ("path", path, str(eval_task), label)
+
+
+def _identities(df: pd.DataFrame) -> list[tuple]:
+    """evaluation_identity of every row (level: eval_task_id, else task_id)."""
+
+    def column(name: str) -> list:
+        return df[name].tolist() if name in df.columns else [None] * len(df)
+
+    return [
+        evaluation_identity(path, update, ev if isinstance(ev, str) and ev else task, ko)
+        for path, update, ev, task, ko in zip(
+            column("checkpoint_path"),
+            column("update"),
+            column("eval_task_id"),
+            column("task_id"),
+            column("knockout"),
+        )
+    ]
+
+
+def results_identities(df: pd.DataFrame) -> set[tuple]:
+    """The evaluations a results table holds (evaluation_identity of each row)."""
+    return set(_identities(df)) if len(df) else set()
 
 
 def merge_results(path: str | os.PathLike, rows: list[dict]) -> pd.DataFrame:
-    """Merge rows into the CSV (a new row replaces the one with the same checkpoint, evaluated task
-    and knockout), under a lock and with an atomic replace. The one merge used locally and by Modal."""
+    """Merge rows into the CSV (a new row replaces the one of the same evaluation identity: same
+    checkpoint, evaluated task and knockout, or the same weights under the other file name), under
+    a lock and with an atomic replace. The one merge used locally and by Modal."""
     path = Path(path)
     with locked(path):
         current = read_results(path)
         new = normalise_keys(pd.DataFrame(rows))
         if len(new):
-            keys = set(map(tuple, new[KEY].astype(str).to_numpy()))
-            keep = [tuple(k) not in keys for k in current[KEY].astype(str).to_numpy()] if len(current) else []
+            ids, keys = results_identities(new), set(map(tuple, new[KEY].astype(str).to_numpy()))
+            keep = (
+                [
+                    i not in ids and tuple(k) not in keys
+                    for i, k in zip(_identities(current), current[KEY].astype(str).to_numpy())
+                ]
+                if len(current)
+                else []
+            )
             current = pd.concat([current[keep] if len(current) else current, new], ignore_index=True)
         usage = sorted(
             (c for c in current.columns if _USAGE.match(c)),

@@ -374,7 +374,19 @@ _LEGACY_MEANINGS = {
 }
 
 
+# env_context's copy of the earlier system's target rule (babyai_env.legacy_target_pos): the JSON
+# export's target_pos. Contexts written before it existed export our target_pos.
+LEGACY_TARGET_KEY = "legacy_target_pos"
+
+
+def _legacy_target(ctx: dict) -> Any:
+    return ctx[LEGACY_TARGET_KEY] if LEGACY_TARGET_KEY in ctx else ctx.get("target_pos")
+
+
 def _legacy_context(ctx: dict) -> dict:
+    ctx = {k: v for k, v in ctx.items() if k != LEGACY_TARGET_KEY} | (
+        {"target_pos": ctx[LEGACY_TARGET_KEY]} if LEGACY_TARGET_KEY in ctx else {}
+    )
     out = {k: ctx[k] for k in _LEGACY_CONTEXT_ORDER if k in ctx}
     out.update({k: v for k, v in ctx.items() if k not in out})
     for k in ("agent_start_room", "room_grid_shape"):  # absent, not null, outside RoomGrid levels
@@ -417,7 +429,12 @@ def write_legacy_json(
       it), afterwards the first door (row-major) still locked, null if none (so OpenTwoDoors'
       post-unlock records are null, as in its files); straight lines through walls;
     - `door_unlocked`: its flag, "the first door (row-major) is not locked" (0 without doors);
-    - `entropy` in nats with its +1e-9 inside the log; `action_logits` as floats; `position` (x, y).
+    - `entropy` in nats with its +1e-9 inside the log; `action_logits` as floats; `position` (x, y);
+    - `target_pos` (and `dist_to_target` to it) follow its rule, not ours: the first description
+      in grammatical order (instr_a before instr_b) and the first object BabyAI lists for it
+      (env_context `legacy_target_pos`, babyai_env.legacy_target_pos), where our Parquet keeps the
+      nearest instance of the first target in execution order (17% of GoToLocal's episodes
+      differ; caches evaluated before `legacy_target_pos` was recorded export ours).
     Not reproducible, and what is written instead:
     - `episodes` has one entry per episode (ours), where it deduplicated identical layouts into one
       entry; `episode` is therefore a real episode id here. Records are episode-major (sorted by
@@ -430,9 +447,6 @@ def write_legacy_json(
       record only the first opening): exact unless a second locked door is unlocked later
       (KeyCorridor, UnlockToUnlock, BossLevel). Checked against its rules applied live to
       bot-driven episodes: every field identical on UnlockPickup, OpenTwoDoors and GoTo;
-    - `target_pos` is our env_context's: the first target in *execution* order, nearest instance;
-      its picked grammatical order and the first matching object (differs for AfterInstr
-      missions and for descriptions several objects match);
     - `action` is the action taken: with greedy evaluation (the default) the argmax of the logits,
       as its files have; with --sample the sampled action (its evaluation was greedy only);
     - `lpc` uses the run's lpc_exponent (2, its only value, unless configured otherwise);
@@ -454,7 +468,7 @@ def write_legacy_json(
 
     nan2 = [math.nan, math.nan]
     key_xy = per_episode([c["keys"][0][:2] if c.get("keys") else nan2 for c in contexts])
-    target_xy = per_episode([c["target_pos"] if c.get("target_pos") else nan2 for c in contexts])
+    target_xy = per_episode([_legacy_target(c) or nan2 for c in contexts])
     doors = [c.get("doors") or [] for c in contexts]
     # Its t_unlocked: a door open at the start is "open after the first step" (t = 1).
     ep_unlocked = ep["t_unlocked"].to_numpy(dtype=float, na_value=np.nan)

@@ -7,18 +7,36 @@ A run is (task_id, trial, seed). Its folder is `<root>/<task_id>/trial_<N>/[seed
     metrics.jsonl               one row per log interval
     config.json                 the resolved config, readable without torch
 Evaluation caches mirror the run folder: `<cache_root>/<task_id>/trial_<N>/[seed_<S>/][update_<U>/]
-[eval_<task>/][knockout_<spec>/]` (no `update_<U>/` for checkpoint_final.pt).
+[eval_<task>/][knockout_<spec>/]`. checkpoint_final.pt of a seeded run caches under the update it
+holds, `seed_<S>/update_<U>/`, where the earlier system's tools look for a seeded run's last update
+(they take the largest update_<U>/ as the latest; its batch_eval cached the numbered copy of its
+final weights there); an unseeded run's final cache has no `update_<U>/` (trial_<N>/, where its
+unseeded readers look).
+
+One evaluation, one identity (mop/results.py keys the results CSV by it): the run folder, the
+update the weights hold, the evaluated level and the knockout. checkpoint_<U>.pt and a
+checkpoint_final.pt holding update U in one run folder are the same weights (the earlier system
+wrote both; runs of ours before the final weights were stored once did too), so they are one
+evaluation: evaluated once, one row, one cache folder.
 
 A multi-task run (task_id a comma list of levels, train_mop.py --task_id "A,B,C") lives under one
 folder name for the list, `multi_<short>+<short>+...` (`run_task_name`; BabyAI-GoToLocal-v0 is
 GoToLocal), which `run_task_ids` turns back into the levels; everything else is as above.
 
 Who writes a run folder holds it: `own_run(folder, ...)` (the run lock, `.train.lock`, then the
-temp files a killed writer left removed) is the lock for every writer of a run folder, so two
-processes never write one run; a second one gets RunLockedError naming the holder. Training takes
-it through mop/imitation.py (`train_to_end`, which also decides whether the run is new, partial or
-done: `run_status`), lmc.py's shared pair takes it for its two folders at once; another writer of a
-run folder (generative training, a sweep) holds it the same way: `with own_run(folder): ...`.
+temp files a killed writer left removed) is the one lock for every writer of a run folder, so two
+processes never write one run; a second one gets RunLockedError naming the holder. There is no
+other run lock in the project (no copy of it, no lock of another kind on a run folder). Its takers:
+- training (train_mop.py, train.py, Modal's train_run, sweep.py's runs, lmc.py's parent and
+  single children): mop/imitation.py `train_to_end`, which also decides whether the run is new,
+  partial or done (`run_status`) and refuses a folder holding another policy type;
+- lmc.py's shared-buffer pair: both children's folders at once (`own_run(a, b)`), trained in
+  lockstep by imitation.run_in_lockstep;
+- any other writer of a run folder (generative training's output folder, a sweep's bookkeeping)
+  holds it the same way, `with own_run(folder): ...`, and nothing else.
+Readers (evaluation, statistics, notebooks) take no lock: every file is replaced atomically.
+The results CSV is not a run folder: mop/results.merge_results serialises its writers with
+`locked` (a blocking lock beside the file), the one other lock here.
 
 Everything here is torch-free (notebooks and Modal's local side import it), and every path built
 from a file's contents goes through `safe_name`, so no task id, trial, seed, update or knockout
@@ -203,6 +221,12 @@ class CheckpointRef:
     trial: int
     seed: int | None
     update: int | None  # None for checkpoint_final.pt
+    final_update: int | None = None  # the update checkpoint_final.pt holds, where it was read
+
+    @property
+    def held_update(self) -> int | None:
+        """The update of the weights: the numbered one, or the one the final checkpoint holds."""
+        return self.update if self.update is not None else self.final_update
 
     @property
     def run(self) -> RunId:
@@ -272,11 +296,14 @@ def cache_dir_for(
 ) -> Path:
     """Where the routing cache of one evaluation lives (see the module docstring). Every component
     is checked with safe_name: a checkpoint whose config names '../x' is refused, never followed."""
-    d = Path(cache_root) / RunId.of(config).subpath
+    run = RunId.of(config)
+    d = Path(cache_root) / run.subpath
     update = parse_checkpoint_name(Path(checkpoint_path).name)
     if update is None:  # a checkpoint not named in the layout: use the update it stores
         update = config.get("update")
         update = "unknown" if update is None else _count(update, "update")
+    if update == FINAL and run.seed is not None and config.get("update") is not None:
+        update = _count(config["update"], "update")  # a seeded run's last update: update_<U>/
     if update != FINAL:
         d = d / f"update_{update}"
     if eval_task_id and eval_task_id != config["task_id"]:

@@ -641,14 +641,16 @@ def test_seed_metrics_csv_from_caches(tmp_path):
     )
     assert summary["rows"] == 3  # the final alias of update 200 and the knockout add no rows
     text = out.read_text().splitlines()
-    assert text[0].split(",") == sm.columns_for("none")
+    # its phase naming: the none system's one phase is "None" in its files (issue 35)
+    assert text[0].split(",") == sm.legacy_columns(sm.columns_for("none"))
+    assert "r_None_lpc_entropy" in text[0].split(",") and "r_all_lpc_entropy" not in text[0]
     assert [line.split(",")[1:5] for line in text[1:]] == [
         ["4", "0", "100", "1e-05"],
         ["4", "1", "100", "1e-05"],
         ["4", "1", "200", "1e-05"],
     ]
     table = pd.read_csv(out)
-    assert (table["r_all_lpc_entropy"] > 0.999).all()  # router weights are stored as float16
+    assert (table["r_None_lpc_entropy"] > 0.999).all()  # router weights are stored as float16
 
 
 def test_seed_metrics_reads_its_caches_with_alpha_from_the_csv(tmp_path):

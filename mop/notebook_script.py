@@ -1,0 +1,55 @@
+"""A notebook's refusal of a file, in the app and run as a script.
+
+The marimo notebooks (*_viz.py) run as an app (`marimo run`/`marimo edit`), exported
+(`marimo export html`), and as a script (`python routing_viz.py`). A cell that cannot use a file (a
+corrupt cache, a foreign CSV, a table of another tool) stops with `refusal(title, error)`:
+- in the app and the export: a danger callout, "**title** reason", in the cell;
+- run as a script: the project's one line, `error: title reason`, on stderr and exit code 2, as
+  every CLI answers bad input (before, the script printed nothing and exited 0, or a traceback).
+The refusal happens in the cell (SystemExit leaves marimo's script runner as it is), not in the
+file's closing `__main__` block, which marimo rewrites whenever the notebook is saved.
+
+Reads and writes nothing; imports marimo only when called, so only the notebooks need it.
+
+    mo.stop(True, refusal("Cannot read this cache.", error))      # in a cell
+    python routing_viz.py     # with ROUTING_CACHE_DIR at a corrupt cache: one `error:` line, exit 2
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def run_as_script() -> bool:
+    """Whether a notebook is being run by `python <notebook>.py`: no marimo kernel runs it (an app,
+    an edit session or an export does), and the program python was started with is a marimo
+    notebook (it has `@app.cell`s). Not `__main__`: marimo's script runner, in-process under pytest
+    too, runs the cells in a fresh `__main__` module named after the notebook."""
+    import marimo as mo
+
+    if mo.running_in_notebook():
+        return False
+    return _is_notebook(sys.argv[0] if sys.argv else None)
+
+
+@functools.cache
+def _is_notebook(path: str | None) -> bool:
+    try:
+        return path is not None and "@app.cell" in Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def refusal(title: str, error: Any) -> Any:
+    """A cell's answer to a file it cannot use (see the module docstring): the callout to pass to
+    `mo.stop(True, ...)`, or, run as a script, one `error:` line on stderr and SystemExit(2)."""
+    import marimo as mo
+
+    if run_as_script():
+        reason = " ".join(str(error).split())  # one line, whatever the exception's text holds
+        print(f"error: {title} {reason}", file=sys.stderr)
+        raise SystemExit(2)
+    return mo.callout(mo.md(f"**{title}** {error}"), kind="danger")
