@@ -6,11 +6,13 @@ stage can be pulled in by a library import. Modules, from the ground up: `runs` 
 writes, the run lock, path safety; torch-free), `fast_grid` and `babyai_env` (levels, seeds,
 observations, the bot), `bot_paths` (the cache of the bot's path lengths), `language` (mission
 encoders), `devices` (the device setting, device-free saved state, CUDA's deterministic mode),
-`experiment` (config schema, checkpoints, metrics), `numpy_policy` and `collection` (the
+`experiment` and `legacy_config` (config schema, checkpoints, metrics; the earlier system's
+`input_dim` and checkpoints), `numpy_policy` and `collection` (the
 acting step and the collector), `replay_buffer`, `bot_demos` and `imitation` (the training loop,
 and where a run stands), `results` (the results table), `routing_cache` and `routing_analysis` (the cache schema
 and its numbers), `phases` and `inference` (phase systems; statistics across runs), `lmc_settings`
 and `connectivity` (linear mode connectivity: settings, interpolation, barriers, routing agreement),
 the figure modules (`plot_style`, `results_plots`, `stats_plots`, `lmc_plots`, `generative_plots`)
-and `generative` (the generative model of rollouts).
+`generative` (the generative model of rollouts), `launch` (a Modal launch checked locally) and
+`notebook_script` (a notebook's refusal of a file).
 """
