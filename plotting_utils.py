@@ -68,6 +68,10 @@ from mop.plot_style import (
     sized_figure,
     styled,
 )
+
+# Defined in plot_style; re-exported for users' scripts (plotting_utils.UNVISITED_COLOR ...).
+from mop.plot_style import UNVISITED_COLOR as UNVISITED_COLOR
+from mop.plot_style import UNVISITED_HATCH_COLOR as UNVISITED_HATCH_COLOR
 from mop.results_plots import plot_knockout_comparison, plot_training_curves
 from mop.routing_analysis import (
     EVENT_NAMES,
@@ -387,6 +391,9 @@ def plot_routing_by_expert(
                 f"L{layer} · {_size_name(expert_size(expert_sizes, layer, j), j)}\nmean {steps[col].mean():.2f}"
             )
             ax.set_label(f"expert_layer_{layer}_{j}")
+            if layout == "paper":  # ~1 in panels: every other cell number
+                ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
+                ax.yaxis.set_major_locator(MaxNLocator(4, integer=True))
             if i < len(layers) - 1:
                 ax.set_xlabel("")
             if j > 0:
@@ -557,7 +564,10 @@ def plot_episode_routing(
     fig, axes = panel_grid(
         len(layers) + 1,
         layout,
-        panel=(PANEL * 2, 1.45),
+        panel=(
+            PANEL * 2,
+            2.1 if layout == "paper" else 1.45,
+        ),  # a column halves the width: keep rows readable
         screen_cols=1,
         paper_cols=1,
         extra=(0.0, 1.0),
@@ -688,7 +698,9 @@ def plot_routing_entropy(
     """Per layer, the distribution over steps of the router's weight entropy (nats); dashed: a
     uniform split (log E), solid: the mean."""
     layers = require_routing(steps, "plot_routing_entropy")
-    fig, axes = panel_grid(len(layers), layout, panel=(PANEL * 1.05, PANEL * 0.85), extra=(0.0, 0.7))
+    fig, axes = panel_grid(
+        len(layers), layout, panel=(PANEL * 1.05, PANEL * 0.85), paper_cols=1, extra=(0.0, 0.7)
+    )
     for ax, (layer, cols) in zip(axes, layers.items()):
         h = routing_entropy(steps, layer)
         top = math.log(len(cols))
@@ -834,7 +846,10 @@ def plot_success_vs_failure(
     require_routing(steps, "plot_success_vs_failure")
     outcomes = {"success": episodes[episodes["success"]], "failure": episodes[~episodes["success"]]}
     outcomes = {k: v for k, v in outcomes.items() if len(v)}
-    fig, axes = panel_grid(len(layers) + 1, layout, panel=(PANEL * 0.95, PANEL * 0.95), extra=(0.0, 1.0))
+    n = len(layers) + 1
+    fig, axes = panel_grid(
+        n, layout, panel=(min(PANEL * 0.95, SCREEN_WIDTH / n), PANEL * 0.95), extra=(0.0, 1.0)
+    )
     colors = {"success": "#2ca02c", "failure": "#d62728"}
     width = 0.8 / len(outcomes)
     for ax, (layer, cols) in zip(axes, layers.items()):

@@ -29,28 +29,25 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from mop.results import ResultsError, read_results
 from mop.routing_cache import CacheError, find_caches, load_cache
 from mop.runs import OutputError, RunPathError, check_writable_dir, inside, parse_run_path, run_subpath
 
 
-def render_cache(
-    cache_folder: str | Path,
-    out_root: str | Path = "plots",
-    results_path: str | None = None,
-    dpi: int = 150,
-    layout: str = "screen",
-) -> list[Path]:
-    """Render one cache's standard figures; returns the PNG paths."""
+def cache_figures(
+    cache_folder: str | Path, results_path: str | None = None, layout: str = "screen"
+) -> dict[str, Figure]:
+    """One cache's standard figures by file stem (what render_cache writes): the level picture is
+    the cache's example layout (mop.level_image, as routing_viz shows it)."""
     from mop.babyai_env import check_task_id
     from mop.experiment import read_metrics
     from mop.level_image import cache_task, example_image
-    from plotting_utils import save_figures, standard_figures
+    from plotting_utils import standard_figures
 
     folder = Path(cache_folder)
     data = load_cache(folder)
-    out = inside(out_root, Path(out_root) / run_subpath(folder.resolve()))
     try:
         check_task_id(cache_task(data.meta))
     except ValueError as e:
@@ -70,7 +67,7 @@ def render_cache(
         table = read_results(results_path)  # ResultsError for a CSV that is not ours
         results = table[table["checkpoint_path"] == posixpath.normpath(checkpoint.as_posix())]
         results = results if len(results) else None
-    figures = standard_figures(
+    return standard_figures(
         data,
         env_image=image,
         metrics_rows=rows,
@@ -78,7 +75,21 @@ def render_cache(
         env_mission=example.mission,
         layout=layout,
     )
-    return save_figures(figures, out, dpi)
+
+
+def render_cache(
+    cache_folder: str | Path,
+    out_root: str | Path = "plots",
+    results_path: str | None = None,
+    dpi: int = 150,
+    layout: str = "screen",
+) -> list[Path]:
+    """Render one cache's standard figures (cache_figures); returns the PNG paths."""
+    from plotting_utils import save_figures
+
+    folder = Path(cache_folder)
+    out = inside(out_root, Path(out_root) / run_subpath(folder.resolve()))
+    return save_figures(cache_figures(folder, results_path, layout), out, dpi)
 
 
 def level_episodes(results: pd.DataFrame, results_path: str | Path) -> dict[str, dict[str, pd.DataFrame]]:

@@ -110,9 +110,21 @@ def styled(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         paper = check_layout(kwargs.get("layout", "screen")) == "paper"
         with matplotlib.rc_context(COLUMN_STYLE if paper else PAPER_STYLE):
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
+            if isinstance(out, Figure) and out.get_suptitle():
+                _fit_suptitle(out)
+            return out
 
     return wrapper
+
+
+def _fit_suptitle(fig: Figure) -> None:
+    """Re-wrap a suptitle to the figure's width (a paper column, a one-panel figure): a line
+    longer than the figure runs off both sides."""
+    size = matplotlib.rcParams["figure.titlesize"]
+    width = int(fig.get_figwidth() * 72 / (0.55 * float(size)))
+    lines = [w for line in fig.get_suptitle().split("\n") for w in textwrap.wrap(line, width) or [""]]
+    fig.suptitle("\n".join(lines))
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -144,10 +156,11 @@ def panel_grid(
     """A constrained-layout figure of n panels in a grid (surplus cells of the last row removed);
     returns it and the n axes in reading order. panel: (width, height) in inches of one panel on
     screen; the screen layout fits as many columns as SCREEN_WIDTH holds (or screen_cols); the paper
-    layout is PAPER_WIDTH wide with paper_cols columns, each panel scaled to keep its aspect.
+    layout is PAPER_WIDTH wide with paper_cols columns, each panel scaled to keep its aspect
+    (screen panels shrink by up to a fifth to stay on one row rather than wrap).
     extra: (width, height) in inches for what is not a panel (suptitle, legends, colour bars)."""
     width, height = panel
-    fit = max(1, int((SCREEN_WIDTH - extra[0]) // width))
+    fit = max(1, int((SCREEN_WIDTH - extra[0]) // (0.8 * width)))  # panels may shrink by a fifth
     rows, cols = grid_shape(n, layout, screen_cols or fit, paper_cols)
     if layout == "paper":
         scale = min(1.0, (PAPER_WIDTH - extra[0]) / (cols * width))
@@ -162,15 +175,55 @@ def panel_grid(
     return fig, axes[:n]
 
 
+_LOWER_CENTER = 8  # matplotlib's code for "lower center"
+
+
+def _bottom_legend(fig: Figure) -> Any:
+    """The figure's legend at the outside lower centre, if it has one."""
+    return next(
+        (
+            lg
+            for lg in fig.legends
+            if getattr(lg, "_outside_loc", None) == "lower" and lg._loc == _LOWER_CENTER
+        ),
+        None,
+    )
+
+
 def note(fig: Figure, text: str) -> None:
-    """Small italic text under the figure (its supxlabel, which constrained layout makes room for):
-    what the intervals are and over what, or what is not drawn and why - a figure says so on itself
-    rather than leave a reader to guess at a missing band. A second call adds a line."""
+    """Small italic text under the figure: what the intervals are and over what, or what is not
+    drawn and why - a figure says so on itself rather than leave a reader to guess at a missing
+    band. It is the title of the legend at the outside lower centre (made, with no entries, when
+    the figure has none): constrained layout makes room for that legend, but would draw a
+    supxlabel or a second bottom legend over it. Call it after the figure's legends; a second call
+    adds a line."""
     size = matplotlib.rcParams["font.size"]
     width = max(30, int(fig.get_figwidth() * 72 / (0.5 * size)))  # characters per line, about
-    lines = [fig.get_supxlabel()] if fig.get_supxlabel() else []
-    lines += textwrap.wrap(text, width)
-    fig.supxlabel("\n".join(lines), fontsize=size * 0.9, style="italic")
+    lines = textwrap.wrap(text, width)
+    legend = _bottom_legend(fig)
+    if legend is None:
+        legend = fig.legend(handles=[], loc="outside lower center", frameon=False, title=" ")
+        legend.set_label("note")
+        old: list[str] = []
+    else:
+        old = [t for t in legend.get_title().get_text().split("\n") if t.strip()]
+        notes = getattr(legend, "_mop_note_lines", 0)
+        lines = old[:notes] + lines + old[notes:]  # notes first, then the legend's own title
+        old = []
+    legend._mop_note_lines = getattr(legend, "_mop_note_lines", 0) + len(textwrap.wrap(text, width))
+    legend.set_title("\n".join(lines + old))
+    legend.get_title().set_fontstyle("italic")
+    legend.get_title().set_fontsize(size * 0.9)
+    legend.set_alignment("center")
+
+
+def figure_note(fig: Figure) -> str:
+    """The text note() put under a figure ('' if none), for tests and callers that quote it."""
+    legend = _bottom_legend(fig)
+    if legend is None:
+        return ""
+    lines = legend.get_title().get_text().split("\n")
+    return " ".join(lines[: getattr(legend, "_mop_note_lines", 0)])
 
 
 def heat_size(grid_info: Mapping[str, int], width: float = 2.6) -> tuple[float, float]:

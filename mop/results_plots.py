@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from mop.plot_style import (
     EXPERT_COLORS,
@@ -241,20 +242,26 @@ def plot_training_curves(
             routing.setdefault(int(m.group(1)), {})[int(m.group(2))] = c
     same = _same_series(df, "train/loss", "train/ce")
     loss = (
-        [("train/loss", "total = cross-entropy (no LPC term)")]
+        [("train/loss", "total = cross-entropy")]
         if same
         else [("train/loss", "total"), ("train/ce", "cross-entropy")]
     )
+    paper = layout == "paper"
     window = df["episodes/recent_window"].dropna() if "episodes/recent_window" in df.columns else []
     last = f"last {int(window.iloc[-1])} episodes" if len(window) else "recent episodes"
+    over = "" if paper else f", {last}"  # the note says it too; a column has no room for it
     panels: list[tuple[str, list[tuple[str, str]], str]] = [
         ("loss", loss, "loss (nats)"),
-        ("accuracy vs bot", [("train/accuracy", "accuracy")], "fraction of labelled steps"),
-        ("recent episodes", [("train/success_recent", "success rate")], f"success rate, {last}"),
+        (
+            "accuracy vs bot",
+            [("train/accuracy", "accuracy")],
+            "fraction of steps" if paper else "fraction of labelled steps",
+        ),
+        ("recent episodes", [("train/success_recent", "success rate")], f"success rate{over}"),
     ]
     if "train/path_ratio_recent" in df.columns:
         panels.append(
-            ("path ratio (recent)", [("train/path_ratio_recent", "path ratio")], f"steps / bot steps, {last}")
+            ("path ratio (recent)", [("train/path_ratio_recent", "path ratio")], f"steps / bot steps{over}")
         )
     if "train/lpc" in df.columns:
         panels.append(("LPC", [("train/lpc", "LPC")], "LPC (Σ w·size²)"))
@@ -270,6 +277,9 @@ def plot_training_curves(
         panels.append((f"layer {k} routing", series, "mean router weight"))
     panels = [(t, [(c, n) for c, n in s if c in df.columns], u) for t, s, u in panels]
     panels = [p for p in panels if p[1]]
+    # Every layer with the same experts: one legend under the figure names them, not one per panel.
+    sizes = {tuple(expert_size(expert_sizes, k, j) for j in sorted(e)) for k, e in routing.items()}
+    shared = len(sizes) == 1 and None not in next(iter(sizes))
     fig, axes = panel_grid(
         len(panels), layout, panel=(PANEL * 1.05, PANEL * 0.8), screen_cols=3, extra=(0.0, 0.8)
     )
@@ -286,9 +296,9 @@ def plot_training_curves(
                 label=name,
                 color=color,
                 linestyle=expert_dash(expert) if is_routing else "-",
-                linewidth=1.3,
+                linewidth=1.3 if not paper else 1.0,
                 marker=marker,
-                markersize=3,
+                markersize=3 if not paper else 2,
             )
         if title.startswith("layer") or title in ("accuracy vs bot", "recent episodes", "teacher forcing"):
             ax.set_ylim(-0.02, 1.02)
@@ -297,15 +307,34 @@ def plot_training_curves(
         ax.set_title(title)
         ax.set_xlabel("update")
         ax.set_ylabel(unit)
-        if len(series) > 1 or title == "loss":
+        if title == "loss" or (len(series) > 1 and not (shared and title.startswith("layer"))):
             ax.legend(frameon=False, fontsize="small")
+    if shared:
+        handles = [
+            Line2D(
+                [],
+                [],
+                color=EXPERT_COLORS[j % 6],
+                linestyle=expert_dash(j),
+                label="identity" if size == 0 else f"{size} units",
+            )
+            for j, size in enumerate(next(iter(sizes)))
+        ]
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=len(handles),
+            frameon=False,
+            title="expert (every layer)",
+        )
     fig.suptitle("Training curves")
-    note(
-        fig,
+    text = (
         "One run: no interval. Each point is the value logged at that update: losses, accuracy and "
-        "routing are means over the updates since the previous point; success and path ratio over "
-        f"the {last}.",
+        f"routing are means over the updates since the previous point; success and path ratio over the {last}."
     )
+    if same:
+        text += " The total loss equals the cross-entropy at every update (no LPC term: lpc_alpha 0), so one line shows both."
+    note(fig, text)
     return fig
 
 

@@ -72,6 +72,10 @@ def plot_r_vs_alpha(
             off = (k - 1) * 0.12
             ax.plot(x + off, mean, "o-", color=f"C{k}", ms=3, label=LABELS[c])
             ax.fill_between(x + off, low, high, color=f"C{k}", alpha=0.15, lw=0)
+            # whiskers too: a band between α values is invisible where there is one α
+            ax.errorbar(
+                x + off, mean, yerr=_interval_bars(mean, low, high), fmt="none", color=f"C{k}", lw=0.8
+            )
             for i, a in enumerate(alphas):
                 r = runs.loc[runs["lpc_alpha"] == a, f"r_{p}_{c}"].to_numpy(float)
                 ax.plot(np.full(len(r), x[i] + off), r, ".", color=f"C{k}", alpha=0.4, ms=3)
@@ -88,17 +92,20 @@ def plot_r_vs_alpha(
                     )
         ax.axhline(0, color="0.6", lw=0.6)
         ax.set_xticks(x, [_alpha_label(a) for a in alphas])
+        ax.set_xlim(-0.5, len(alphas) - 0.5)
         ax.set_xlabel("lpc_alpha")
         ax.set_title(p)
     axes[0].set_ylabel("Pearson r over cells (seed mean, 95% CI)")
     axes[0].set_ylim(-1.05, 1.05)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
+    wide = fig.get_figwidth() > 5
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3 if wide else 1)
     fig.suptitle("Spatial LPC correlations vs α (stars: t-test on z, Holm over the figure)")
     note(
         fig,
         _runs_note(
             runs,
-            "Line: tanh of the mean Fisher z over runs; band: 95% t interval of that mean across runs; dots: each run's r.",
+            "Marker: tanh of the mean Fisher z over runs; whisker and band: 95% t interval of that mean "
+            "across runs; dots: each run's r.",
         ),
     )
     return fig
@@ -147,12 +154,14 @@ def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame, layout: str
                 )
             ax.plot(at, v, ".", color="0.5", ms=3)
         ax.set_xticks(x, [_alpha_label(a) for a in alphas])
+        ax.set_xlim(-0.5, len(alphas) - 0.5)
         ax.set_xlabel("lpc_alpha")
         ax.set_ylabel(LABELS[m])
     n = runs.groupby("lpc_alpha").size()
     span = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+    interval = f"95% t CI over {span} runs per α" if n.max() >= 2 else "one run per α: no CI"
     fig.suptitle(
-        f"Metrics vs α (95% t CI over {span} runs per α; success on the logit scale,\n"
+        f"Metrics vs α ({interval}; success on the logit scale,\n"
         "path ratio on the log scale; grey: runs, success with its Wilson interval)"
     )
     if n.max() < 2:
@@ -297,7 +306,7 @@ def plot_correlation_summary(summary: pd.DataFrame, n_runs: int, layout: str = "
     ax.set_xticks(range(len(phases)), phases, rotation=15)
     ax.set_ylabel("mean r (Fisher z), 95% CI")
     ax.set_ylim(-1.05, 1.15)
-    ax.legend(fontsize=7)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=1, frameon=False)
     ax.set_title(f"Spatial correlations,\n{n_runs} runs pooled over α (stars: Holm)")
     note(
         fig,
