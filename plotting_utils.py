@@ -173,15 +173,24 @@ def _draw_expert_key(ax: Axes, num_experts: int, sizes: list[int | None]) -> Axe
     return ax
 
 
-def _add_expert_key(fig: Figure, axes: Axes | list[Axes], num_experts: int, sizes: list[int | None]) -> Axes:
-    """The heatmap's legend (_draw_expert_key) as a colour bar below `axes`."""
+def _add_expert_key(
+    fig: Figure,
+    axes: Axes | list[Axes],
+    num_experts: int,
+    sizes: list[int | None],
+    fraction: float | None = None,
+    aspect: float | None = None,
+) -> Axes:
+    """The heatmap's legend (_draw_expert_key) as a colour bar below `axes`. fraction and aspect as
+    fig.colorbar's (defaults: a key under one panel); a key spanning several panels passes its own,
+    so that its rows stay about 0.18 in tall (room for their labels)."""
     low = 1.0 / num_experts if num_experts > 1 else 0.0
     bar = fig.colorbar(
         ScalarMappable(Normalize(low, 1.0), EXPERT_CMAPS[0]),
         ax=axes,
         location="bottom",
-        fraction=min(0.05, 0.15 / fig.get_figheight()) * num_experts,  # ~0.15 in a row, however tall
-        aspect=24 / num_experts,
+        fraction=0.05 * num_experts if fraction is None else fraction,
+        aspect=24 / num_experts if aspect is None else aspect,
         pad=0.02,
     )
     _draw_expert_key(bar.ax, num_experts, sizes)
@@ -331,7 +340,7 @@ def plot_overall_routing(
         render_routing_heatmap(ax, agg, grid_info, layer, expert_sizes, key=not shared, compact=paper)
     if shared and not slot:
         first = next(iter(sizes.values()))
-        _add_expert_key(fig, axes[: len(layers)], len(first), first)
+        _add_expert_key(fig, axes[: len(layers)], len(first), first, fraction=0.25, aspect=21 / len(first))
     render_lpc_heatmap(axes[-1], agg, grid_info)
     n_ep = steps["episode"].nunique() if "episode" in steps.columns else "?"
     fig.suptitle(f"Routing by position{title_suffix} ({int(agg['visits'].sum())} steps, {n_ep} episodes)")
@@ -516,7 +525,14 @@ def plot_grouped_routing(
     sizes = {k: [expert_size(expert_sizes, k, j) for j in range(len(c))] for k, c in layers.items()}
     if len({tuple(v) for v in sizes.values()}) == 1:  # one key serves every layer
         first = next(iter(sizes.values()))
-        _add_expert_key(fig, list(axes[:, offset : offset + len(layers)].ravel()), len(first), first)
+        _add_expert_key(
+            fig,
+            list(axes[:, offset : offset + len(layers)].ravel()),
+            len(first),
+            first,
+            fraction=min(0.3, 0.24 * len(first) / fig.get_figheight()),
+            aspect=10 / len(first),
+        )
     else:
         for i, lsizes in enumerate(sizes.values()):
             _add_expert_key(fig, list(axes[:, offset + i]), len(lsizes), lsizes)
