@@ -14,7 +14,7 @@ hatched grey cells were never visited. Layers and experts are numbered from 0, a
 
 The numbers behind the figures (groupings, per-cell aggregates, KL, entropy, usage) live in
 routing_analysis.py; this module only draws them (the action figures and the grid drawing are in
-mop/behaviour_plots.py, re-exported here). Every figure takes layout="screen" (at most 10.5 in
+mop/behaviour_plots.py, each expert's map in mop/expert_maps.py, both re-exported here). Every figure takes layout="screen" (at most 10.5 in
 wide: a notebook shows it at 100%) or "paper" (3.3 in, one paper column; mop/plot_style.py), says
 on itself what its error bars or bands are and over what, and what it could not draw. The level
 picture is the cache's example layout (routing_analysis.example_layout, drawn by
@@ -51,6 +51,7 @@ from mop.behaviour_plots import plot_action_frequency as plot_action_frequency
 from mop.behaviour_plots import plot_cell_action_distribution as plot_cell_action_distribution
 from mop.behaviour_plots import plot_entropy_heatmap as plot_entropy_heatmap
 from mop.behaviour_plots import plot_kl_heatmap as plot_kl_heatmap
+from mop.expert_maps import plot_routing_by_expert as plot_routing_by_expert
 from mop.plot_style import (
     EXPERT_CMAPS,
     EXPERT_COLORS,
@@ -65,6 +66,7 @@ from mop.plot_style import (
     note,
     panel_grid,
     short_size,
+    size_name,
     sized_figure,
     styled,
 )
@@ -103,10 +105,6 @@ def _labels(expert_sizes: Sequence[Sequence[int]] | None, layer: int, n: int) ->
     return [expert_label(layer, j, expert_size(expert_sizes, layer, j)) for j in range(n)]
 
 
-def _size_name(size: int | None, expert: int) -> str:
-    return f"expert {expert}" if size is None else ("identity" if int(size) == 0 else f"{int(size)} units")
-
-
 def _expert_legend(
     fig: Figure,
     layers: Mapping[int, list[str]],
@@ -127,7 +125,7 @@ def _expert_legend(
 
     first = next(iter(sizes.values()))
     if len({tuple(v) for v in sizes.values()}) == 1 and None not in first:
-        handles = [handle(j, _size_name(s, j)) for j, s in enumerate(first)]
+        handles = [handle(j, size_name(s, j)) for j, s in enumerate(first)]
         return fig.legend(
             handles=handles,
             loc="outside lower center",
@@ -167,7 +165,7 @@ def _draw_expert_key(ax: Axes, num_experts: int, sizes: list[int | None]) -> Axe
     ax.set_ylim(0, 1)
     ax.yaxis.set_ticks_position("left")
     ax.set_yticks(1 - (np.arange(num_experts) + 0.5) / num_experts)
-    ax.set_yticklabels([_size_name(s, j) for j, s in enumerate(sizes)])
+    ax.set_yticklabels([size_name(s, j) for j, s in enumerate(sizes)])
     ax.set_xlabel("weight of the dominant expert")
     ax.set_label("expert_key")
     return ax
@@ -344,83 +342,6 @@ def plot_overall_routing(
     render_lpc_heatmap(axes[-1], agg, grid_info)
     n_ep = steps["episode"].nunique() if "episode" in steps.columns else "?"
     fig.suptitle(f"Routing by position{title_suffix} ({int(agg['visits'].sum())} steps, {n_ep} episodes)")
-    unvisited_legend(fig)
-    return fig
-
-
-@styled
-def plot_routing_by_expert(
-    steps: pd.DataFrame,
-    expert_sizes: Sequence[Sequence[int]] | None,
-    grid_info: Mapping[str, int] | None = None,
-    layout: str = "screen",
-) -> Figure:
-    """Every expert's own map: a panel per (layer, expert), the cell's mean weight minus that
-    expert's mean weight over all steps (diverging: red where it is used more than on average,
-    blue less, white as on average; its mean in the panel title), one symmetric colour scale for
-    the whole figure.
-
-    Why this view: a layer whose router gives one expert most of the weight everywhere is one flat
-    colour in any absolute scale (on the quickstart's GoToLocal run, layer 0 gives the identity
-    0.996 in every cell, cell-to-cell sd 0.0004, layer 2 0.96, sd 0.006), and the dominant-expert
-    view (plot_overall_routing) also hides the runner-up (layer 1 there: identity 0.50, 32 units
-    0.27, 16 units 0.23, identity first in every cell). The level of each expert is one number, so
-    it goes in the title; the colour shows only where an expert is used more or less than its own
-    average, and one scale for every panel keeps layers comparable (a white layer varies little
-    across cells at this scale - it is not missing data; hatched grey is never visited)."""
-    layers = require_routing(steps, "plot_routing_by_expert")
-    agg = aggregate_routing_by_position(steps)
-    grid_info = grid_info or compute_grid_bounds(steps)
-    most = max(len(c) for c in layers.values())
-    devs = {col: agg[col].to_numpy(float) - steps[col].mean() for cols in layers.values() for col in cols}
-    top = max(float(np.nanmax(np.abs(v))) for v in devs.values()) if devs else 0.0
-    top = max(top, 1e-3)  # a flat cache still gets a readable scale
-    w, h = heat_size(grid_info, 2.0)
-    fig, axes = panel_grid(
-        len(layers) * most,
-        layout,
-        panel=(w, h + 0.45),
-        screen_cols=most,
-        paper_cols=most,
-        extra=(0.6, 0.9),
-        sharex=True,
-        sharey=True,
-    )
-    image = None
-    for i, (layer, cols) in enumerate(layers.items()):
-        for j in range(most):
-            ax = axes[i * most + j]
-            if j >= len(cols):
-                ax.set_axis_off()
-                continue
-            col = cols[j]
-            grid = to_grid(agg, devs[col], grid_info)
-            image = value_heatmap(ax, grid, grid_info, "RdBu_r", "", -top, top, colorbar=False)
-            ax.set_title(
-                f"L{layer} · {_size_name(expert_size(expert_sizes, layer, j), j)}\nmean {steps[col].mean():.2f}"
-            )
-            ax.set_label(f"expert_layer_{layer}_{j}")
-            if layout == "paper":  # ~1 in panels: every other cell number
-                ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
-                ax.yaxis.set_major_locator(MaxNLocator(4, integer=True))
-            if i < len(layers) - 1:
-                ax.set_xlabel("")
-            if j > 0:
-                ax.set_ylabel("")
-    if image is not None:
-        fig.colorbar(
-            image,
-            ax=axes,
-            location="bottom",
-            shrink=0.8,
-            fraction=0.04,
-            pad=0.02,
-            label="cell's mean weight − the expert's mean over all steps",
-        )
-    n_ep = steps["episode"].nunique() if "episode" in steps.columns else "?"
-    fig.suptitle(
-        f"Where each expert is used more or less than on average ({len(steps)} steps, {n_ep} episodes)"
-    )
     unvisited_legend(fig)
     return fig
 
@@ -682,8 +603,9 @@ def plot_weight_histograms(
 ) -> Figure:
     """Distribution over steps of each expert's router weight, a panel per layer."""
     layers = require_routing(steps, "plot_weight_histograms")
+    short = 0.65 if layout == "paper" else 1.0  # stacked in a column: flatter panels
     fig, axes = panel_grid(
-        len(layers), layout, panel=(PANEL * 1.1, PANEL * 0.95), paper_cols=1, extra=(0.0, 0.9)
+        len(layers), layout, panel=(PANEL * 1.1, PANEL * 0.95 * short), paper_cols=1, extra=(0.0, 0.9)
     )
     bins = np.linspace(0, 1, 26)
     for ax, (layer, cols) in zip(axes, layers.items()):
@@ -714,8 +636,9 @@ def plot_routing_entropy(
     """Per layer, the distribution over steps of the router's weight entropy (nats); dashed: a
     uniform split (log E), solid: the mean."""
     layers = require_routing(steps, "plot_routing_entropy")
+    short = 0.65 if layout == "paper" else 1.0  # stacked in a column: flatter panels
     fig, axes = panel_grid(
-        len(layers), layout, panel=(PANEL * 1.05, PANEL * 0.85), paper_cols=1, extra=(0.0, 0.7)
+        len(layers), layout, panel=(PANEL * 1.05, PANEL * 0.85 * short), paper_cols=1, extra=(0.0, 0.7)
     )
     for ax, (layer, cols) in zip(axes, layers.items()):
         h = routing_entropy(steps, layer)
@@ -874,8 +797,9 @@ def plot_success_vs_failure(
             mean, sem = part[cols].mean().to_numpy(), np.nan_to_num(part[cols].sem().to_numpy())
             ax.bar(xs, mean, width, yerr=sem, capsize=2, color=colors[name], label=f"{name} (n={len(part)})")
         sizes = [short_size(expert_size(expert_sizes, layer, j), j) for j in range(len(cols))]
-        ax.set_xticks(range(len(cols)), [s if s == "id" else f"{s} units" for s in sizes])
-        ax.set_xlabel("expert (hidden size)")
+        paper = layout == "paper"  # a narrow panel: sizes alone, the unit in the axis label
+        ax.set_xticks(range(len(cols)), [s if s == "id" or paper else f"{s} units" for s in sizes])
+        ax.set_xlabel("expert (hidden units)" if paper else "expert (hidden size)")
         ax.set_ylabel("episode-mean router weight")
         ax.set_ylim(0, 1.05)
         ax.set_title(f"layer {layer}")

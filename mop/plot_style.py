@@ -241,6 +241,11 @@ def expert_label(layer: int, expert: int, size: int | None) -> str:
     return f"layer {layer} · identity" if int(size) == 0 else f"layer {layer} · {int(size)} units"
 
 
+def size_name(size: int | None, expert: int) -> str:
+    """'identity', '32 units', or 'expert 2' when the size is unknown."""
+    return f"expert {expert}" if size is None else ("identity" if int(size) == 0 else f"{int(size)} units")
+
+
 def short_size(size: int | None, expert: int) -> str:
     return f"e{expert}" if size is None else ("id" if int(size) == 0 else str(int(size)))
 
