@@ -11,6 +11,7 @@ reused by every checkpoint (evaluation_cache/_bot_paths/).
     python batch_eval.py                              # every checkpoint not yet in the CSV
     python batch_eval.py --num_episodes 200 --task BabyAI-GoToRedBall-v0 --trial 0 --seed 3 --update 1500
     python batch_eval.py --final_only --skip_routing --num_workers 2
+    python batch_eval.py --device cuda                # each checkpoint's envs act on the GPU
 
 A multi-task checkpoint (checkpoints/multi_<A>+<B>/..., trained on "A,B") gets one row per level it
 was trained on (those of --task_id, when given): `task_id` is the evaluated level there, and
@@ -20,7 +21,6 @@ was trained on (those of --task_id, when given): `task_id` is the evaluated leve
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing as mp
 import sys
@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from eval_mop import EvalOptions
+from mop.bot_paths import BotPaths
 from mop.results import ResultsError, merge_results, read_results, result_row
 from mop.runs import (
     DEFAULT_CHECKPOINT_DIRS,
@@ -38,14 +39,11 @@ from mop.runs import (
     OutputError,
     RunId,
     RunPathError,
-    atomic_write_text,
     check_writable_dir,
     check_writable_file,
     find_checkpoints,
     is_multi_task,
-    locked,
     run_task_name,
-    safe_name,
     split_task_ids,
 )
 
@@ -111,29 +109,6 @@ def select(
     return out
 
 
-# ----------------------------------------------------------------------------- bot path cache
-
-
-def _bot_path_file(cache_dir: str, task_id: str, max_steps: int | None) -> Path:
-    name = f"{safe_name(task_id, 'task_id')}__max_steps_{int(max_steps) if max_steps else 'default'}.json"
-    return Path(cache_dir) / "_bot_paths" / name
-
-
-def load_bot_paths(cache_dir: str, task_id: str, max_steps: int | None) -> dict[int, int | None]:
-    path = _bot_path_file(cache_dir, task_id, max_steps)
-    try:
-        return {int(k): v for k, v in json.loads(path.read_text()).items()}
-    except (OSError, ValueError):
-        return {}
-
-
-def save_bot_paths(cache_dir: str, task_id: str, max_steps: int | None, paths: dict[int, int | None]) -> None:
-    path = _bot_path_file(cache_dir, task_id, max_steps)
-    with locked(path):
-        merged = {**load_bot_paths(cache_dir, task_id, max_steps), **paths}
-        atomic_write_text(path, json.dumps({str(k): v for k, v in sorted(merged.items())}))
-
-
 # ----------------------------------------------------------------------------- evaluation jobs
 
 
@@ -171,11 +146,9 @@ def evaluate_one(ref: CheckpointRef, options: BatchOptions) -> dict:
             )
         eval_task = options.eval.task_id or config["task_id"]
         max_steps = options.eval.max_steps or config.get("max_steps")
-        bot_paths = load_bot_paths(options.cache_dir, eval_task, max_steps)
-        known = len(bot_paths)
+        bot_paths = BotPaths(eval_task, max_steps, options.cache_dir)  # shared by every checkpoint
         result = evaluate(ref.path, replace(options.eval, task_id=eval_task, max_steps=max_steps), bot_paths)
-        if len(bot_paths) > known:
-            save_bot_paths(options.cache_dir, eval_task, max_steps, bot_paths)
+        bot_paths.save()
         cache = None
         if options.eval.record:
             cache = save_evaluation(result, ref.path, options.cache_dir, options.formats).as_posix()
@@ -290,10 +263,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the argmax")
     parser.add_argument("--knockout", default=None, help="as eval_mop.py: 'largest' or 'layer_<k>:<j>[,...]'")
     parser.add_argument("--knockout_threshold", type=float, default=None, help="as eval_mop.py")
-    from eval_mop import add_cache_format_argument, add_distilbert_path_argument
+    from eval_mop import add_cache_format_argument, add_device_argument, add_distilbert_path_argument
 
     add_cache_format_argument(parser)
     add_distilbert_path_argument(parser)
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)
@@ -303,10 +277,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from eval_mop import EvalError, cache_formats
+    from eval_mop import EvalError, cache_formats, eval_device
 
     try:  # every flag and output is checked before any checkpoint is looked at
         evaluation = EvalOptions.from_args(args, record=not args.skip_routing)
+        eval_device(evaluation)  # a GPU this machine lacks: one line, nothing written
         if args.num_workers < 1:
             raise EvalError(f"--num_workers must be at least 1, got {args.num_workers}")
         check_writable_file(args.results_path, "--results_path")

@@ -8,6 +8,7 @@ fill a quota, and only the counted episodes reach the cache. Greedy actions unle
 
     python eval_mop.py --checkpoint checkpoints/BabyAI-GoToObj-v0/trial_0/checkpoint_final.pt --num_episodes 100
     python eval_mop.py --checkpoint ... --task_id BabyAI-GoToLocal-v0 --knockout largest --cache_dir evaluation_cache
+    python eval_mop.py --checkpoint ... --device cuda     # the batch of envs acts in one step on the GPU
 
 A multi-task checkpoint (trained on "A,B,C") is evaluated on each of its levels in turn (or on the
 levels of --task_id "A,C"), with one result and one routing cache (eval_<level>/) per level.
@@ -38,14 +39,22 @@ from mop import results
 from mop.babyai_env import (
     EVAL_SEED_START,
     PhaseTracker,
-    bot_path_length,
     check_task_id,
     env_context,
     make_env,
     obs_dim,
     quiet_reset,
 )
+from mop.bot_paths import BotPaths
 from mop.collection import MissionCache, ObsBatch, acting_step
+from mop.devices import (
+    DEVICE_HELP,
+    DeviceError,
+    check_device,
+    device_label,
+    resolve_device,
+    use_deterministic,
+)
 from mop.experiment import ArgumentParser, CheckpointError, load_checkpoint, load_policy
 from mop.numpy_policy import one_thread, use_one_thread
 from mop.results import knockout_label
@@ -141,6 +150,7 @@ class EvalOptions:
     num_workers: int = 1  # processes to split the episodes over (same numbers)
     progress: bool = False  # a tqdm bar
     distilbert_path: str | None = None  # DistilBERT weights here (None: the run's distilbert_path)
+    device: str = "auto"  # where the policy acts: auto | cpu | cuda | cuda:N (mop.devices)
 
     def __post_init__(self) -> None:
         """The one check of evaluation settings (eval_mop, batch_eval, Modal and the notebooks all
@@ -155,6 +165,10 @@ class EvalOptions:
         if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 < t <= 1):
             raise EvalError(f"--knockout_threshold must be a router weight in (0, 1], got {t!r}")
         object.__setattr__(self, "knockout", canonical_knockout(self.knockout))
+        try:  # the spelling here; whether this machine has it, when evaluate() starts
+            object.__setattr__(self, "device", check_device(self.device))
+        except DeviceError as e:
+            raise EvalError(str(e)) from None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **settings: Any) -> EvalOptions:
@@ -168,6 +182,7 @@ class EvalOptions:
             knockout=args.knockout,
             knockout_threshold=args.knockout_threshold,
             distilbert_path=args.distilbert_path,
+            device=args.device,
             **settings,
         )
 
@@ -224,7 +239,7 @@ def run_episodes(
     max_steps: int | None = None,
     sample: bool = False,
     record: bool = True,
-    bot_paths: dict[int, int | None] | None = None,
+    bot_paths: BotPaths | None = None,
     progress: Any = None,
     on_step: Callable[[ActedStep], None] | None = None,
     measure_bot_paths: bool = True,
@@ -235,7 +250,9 @@ def run_episodes(
     with knockout). Returns (steps, episodes); steps holds the recorded
     columns plus those routing_cache derives from them (empty when record is False).
     on_step: called after every batched step with what was acted on (record.py keeps it);
-    measure_bot_paths False leaves optimal_length empty (no bot replay of every layout).
+    bot_paths: the level's known bot path lengths at max_steps (mop.bot_paths), read and extended;
+    None: measured for this call only. measure_bot_paths False leaves optimal_length empty (no bot
+    replay of every layout).
     envs: envs of task_id to run in (at least min(num_envs, episodes) of them), reused across calls
     (lmc.py swaps policies, not envs: every reset re-seeds the layout); None builds new ones."""
     expert_sizes = [list(s) for s in getattr(policy, "expert_sizes", ())]
@@ -322,6 +339,9 @@ def run_episodes(
         active = [slot for slot in active if slot.episode is not None]
 
     episodes = pd.DataFrame(episode_rows).sort_values("episode").reset_index(drop=True)
+    if bot_paths is None:
+        bot_paths = BotPaths(task_id, max_steps)
+    bot_paths.check(task_id, max_steps)
     path_env: list = []  # one env for every bot rollout of this call, made on first need
 
     def bot_env() -> Any:
@@ -330,10 +350,7 @@ def run_episodes(
         return path_env[0]
 
     episodes["optimal_length"] = pd.array(
-        [
-            _bot_path(task_id, int(seed), max_steps, bot_paths, bot_env) if measure_bot_paths else None
-            for seed in episodes["seed"]
-        ],
+        [bot_paths.length(int(seed), bot_env) if measure_bot_paths else None for seed in episodes["seed"]],
         dtype="Int64",
     )
     for col in ("t_unlocked", "t_pick", "t_drop", "door_x", "door_y"):
@@ -441,24 +458,6 @@ def _episode_row(slot: _EvalSlot, reward: float, terminated: bool, truncated: bo
     }
 
 
-def _bot_path(
-    task_id: str,
-    seed: int,
-    max_steps: int | None,
-    known: dict[int, int | None] | None,
-    env: Callable[[], Any] | None = None,
-) -> int | None:
-    """Bot path length of an evaluation layout (the path_ratio denominator), shared by every
-    checkpoint evaluated on it through `known`; `env()` gives an env to reuse for the rollout (a
-    reset with the seed lays out the same level as a new env)."""
-    if known is not None and seed in known:
-        return known[seed]
-    steps_needed = bot_path_length(task_id, seed, max_steps, env=env() if env is not None else None)
-    if known is not None:
-        known[seed] = steps_needed
-    return steps_needed
-
-
 def compute_metrics(episodes: pd.DataFrame, expert_sizes: list[list[int]]) -> dict:
     """Summary numbers of one evaluation, from its episodes table (step-weighted where per step)."""
     n = len(episodes)
@@ -489,24 +488,35 @@ def compute_metrics(episodes: pd.DataFrame, expert_sizes: list[list[int]]) -> di
 
 def _worker(args: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
     use_one_thread()
-    checkpoint_path, task_id, block, kwargs, knockout, distilbert_path = args
+    checkpoint_path, task_id, block, kwargs, knockout, distilbert_path, device = args
     policy, encoder, config = load_policy(checkpoint_path, distilbert_path=distilbert_path)
     if knockout is not None:
         policy.set_knockout(*knockout)
-    return run_episodes(policy, encoder, config, task_id, block, **kwargs)
+    use_deterministic(device)
+    return run_episodes(policy.to(device), encoder.to(device), config, task_id, block, **kwargs)
+
+
+def eval_device(options: EvalOptions) -> torch.device:
+    """The device an evaluation acts on, on this machine; EvalError in one line when it lacks it."""
+    try:
+        return resolve_device(options.device)
+    except DeviceError as e:
+        raise EvalError(str(e)) from None
 
 
 def evaluate(
     checkpoint_path: str | os.PathLike,
     options: EvalOptions = EvalOptions(),
-    bot_paths: dict[int, int | None] | None = None,
+    bot_paths: BotPaths | None = None,
 ) -> EvalResult:
     """Evaluate one checkpoint: the function eval_mop, batch_eval, the notebooks and Modal share.
 
-    bot_paths: known bot path lengths of evaluation layouts by seed, read and extended (shared by
-    every checkpoint evaluated on the same level). num_workers > 1 splits the episodes over
+    bot_paths: the known bot path lengths of the evaluated level's layouts at the evaluation's
+    max_steps (mop.bot_paths.BotPaths, shared by every checkpoint evaluated there), read and
+    extended; None: measured for this evaluation only. num_workers > 1 splits the episodes over
     processes (same numbers)."""
     o = options  # checked when it was built (EvalOptions.__post_init__)
+    device = eval_device(o)
     try:
         policy, encoder, config = load_policy(checkpoint_path, distilbert_path=o.distilbert_path)
         RunId.of(config)  # its task/trial/seed name the cache folder: refuse '../x' before any work
@@ -525,6 +535,9 @@ def evaluate(
     except ValueError as e:
         raise EvalError(str(e)) from None
     max_steps = config.get("max_steps") if o.max_steps is None else o.max_steps
+    if bot_paths is None:
+        bot_paths = BotPaths(task_id, max_steps)
+    bot_paths.check(task_id, max_steps)
     expert_sizes = [list(s) for s in getattr(policy, "expert_sizes", ())]
     ko = None
     if o.knockout or o.knockout_threshold is not None:
@@ -542,6 +555,10 @@ def evaluate(
     kwargs = dict(
         num_envs=o.num_envs, max_steps=max_steps, sample=o.sample, record=o.record, bot_paths=bot_paths
     )
+    # On a GPU the envs' batch acts in one torch step there (collection.acting_step); on the CPU
+    # the numpy step, as before. Both give the CPU numbers up to float rounding.
+    use_deterministic(device)
+    policy, encoder = policy.to(device), encoder.to(device)
     episodes_all = list(range(o.num_episodes))
     description = f"eval {Path(checkpoint_path).name} on {task_id}"
     with (
@@ -556,25 +573,24 @@ def evaluate(
             )
         else:  # contiguous blocks of episodes per process; the same numbers either way
             blocks = [b.tolist() for b in np.array_split(episodes_all, o.num_workers)]
-            worker_kwargs = {**kwargs, "bot_paths": dict(bot_paths or {})}
             with mp.get_context("spawn").Pool(o.num_workers) as pool:
                 parts = pool.map(
                     _worker,
                     [
-                        (str(checkpoint_path), task_id, b, worker_kwargs, ko, o.distilbert_path)
+                        (str(checkpoint_path), task_id, b, kwargs, ko, o.distilbert_path, device)
                         for b in blocks
                     ],
                 )
             bar.update(o.num_episodes)
             steps = pd.concat([p[0] for p in parts], ignore_index=True)
             episodes = pd.concat([p[1] for p in parts], ignore_index=True)
-            if bot_paths is not None:
-                bot_paths.update(
-                    {
-                        int(s): (None if pd.isna(n) else int(n))
-                        for s, n in zip(episodes["seed"], episodes["optimal_length"])
-                    }
-                )
+            # each worker extended its own copy of bot_paths: the lengths come back in the episodes
+            bot_paths.update(
+                {
+                    int(s): (None if pd.isna(n) else int(n))
+                    for s, n in zip(episodes["seed"], episodes["optimal_length"])
+                }
+            )
     metrics = compute_metrics(episodes, expert_sizes)
     metrics.update(
         {
@@ -584,6 +600,7 @@ def evaluate(
             "sample": o.sample,
             "max_steps": max_steps,
             "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "device": device_label(device),  # the cache's meta.json keeps it; the CSV has no column
         }
     )
     return EvalResult(metrics, steps, episodes, config)
@@ -646,6 +663,15 @@ def add_distilbert_path_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help=f"{DEVICE_HELP}; on a GPU the envs of a batch act in one step there, on the CPU in "
+        "numpy (the same numbers up to float rounding; default auto)",
+    )
+
+
 def cache_formats(choice: str) -> tuple[str, ...]:
     return ("parquet",) if choice == "parquet" else ("parquet", "json")
 
@@ -686,6 +712,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     add_cache_format_argument(parser)
     add_distilbert_path_argument(parser)
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     if args.cache_format != "parquet" and args.cache_dir is None:
         # Refuse rather than guess a folder: without --cache_dir eval_mop records and writes nothing.
@@ -699,6 +726,7 @@ def main(argv: list[str] | None = None) -> dict:
         options = EvalOptions.from_args(
             args, record=args.cache_dir is not None, num_workers=args.num_workers, progress=True
         )
+        eval_device(options)  # a GPU this machine lacks: one line, nothing written
         if args.cache_dir is not None:  # before the work, not after it
             check_writable_dir(args.cache_dir, "--cache_dir")
         trained = None

@@ -62,10 +62,8 @@ checkpoint_dir itself. Bad input is one `error:` line and exit code 2, with noth
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
-import math
 import os
 import shlex
 import sys
@@ -76,14 +74,28 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from eval_mop import EvalError, compute_metrics, run_episodes
 from mixture_of_experts import build_policy
-from mop.babyai_env import EVAL_SEED_START, check_task_id, encode_obs, make_env
+from mop.babyai_env import check_task_id
+from mop.connectivity import (
+    CONFIG_FILE,
+    HELDOUT_FILE,
+    INSTABILITY_FILE,
+    INTERPOLATION_FILE,
+    Evaluator,
+    LMCError,
+    alpha_values,
+    check_evaluation,
+    check_pair,
+    findings,
+    fork_names,
+    heldout_set,
+    interpolation_table,
+    write_tables,
+)
 from mop.experiment import (
     CONFIG_ALIASES,
     CONFIG_KEYS,
@@ -95,13 +107,23 @@ from mop.experiment import (
     default_num_workers,
     load_checkpoint,
     load_config,
-    load_policy,
     resolve_aliases,
     run_dir,
 )
-from mop.imitation import Fork, ImitationRun, buffer_path
-from mop.numpy_policy import one_thread
-from mop.replay_buffer import BufferError, EpisodeBuffer, StoredEpisode, episodes_as_chunk
+from mop.imitation import (
+    DONE,
+    NEW,
+    PARTIAL,
+    Fork,
+    ImitationRun,
+    buffer_path,
+    learner_device,
+    run_in_lockstep,
+    run_status,
+    train_to_end,
+)
+from mop.lmc_settings import DEFAULTS, EVALUATION_SETTINGS, EXPERIMENT_SETTINGS, STRATEGIES, add_flags
+from mop.replay_buffer import BufferError, EpisodeBuffer
 from mop.runs import (
     OutputError,
     RunId,
@@ -113,42 +135,20 @@ from mop.runs import (
     checkpoint_paths,
     final_checkpoint,
     is_multi_task,
-    remove_stale_temp_files,
-    run_lock,
+    own_run,
     run_task_name,
     safe_name,
 )
+from train_mop import POLICY_TYPE, make_loss
 
-STRATEGIES = ("copy", "fresh", "shared", "split")
 CHILDREN = ("A", "B")
-DEFAULT_FORK_POINTS = "0.01,0.05,0.1,0.2,0.3,0.5,0.7,0.9"
 EXPERIMENT_KIND, EXPERIMENT_VERSION = "lmc_experiment", 1
-CONFIG_FILE, HELDOUT_FILE, TIMING_FILE = "config.json", "heldout.npz", "timing.json"
-INTERPOLATION_FILE, INSTABILITY_FILE = "interpolation.csv", "instability.csv"
-EVAL_DIR, FIGURE_DIR, CHECKPOINT_DIR = "evaluations", "fork_analysis", "checkpoints"
+TIMING_FILE, EVAL_DIR = "timing.json", "evaluations"
+FIGURE_DIR, CHECKPOINT_DIR = "fork_analysis", "checkpoints"
 # Run-time settings that --resume may change (they do not change what is computed).
-RESUMABLE = {"num_workers", "log_interval", "wandb_project"}
+RESUMABLE = {"num_workers", "log_interval", "wandb_project", "device"}
 # lmc.py decides these: the folders of the parent and children.
 OWN_KEYS = {"trial": "fork k's children are trial k+1", "checkpoint_dir": "use --results_root"}
-# What two checkpoints must share to be interpolated (plus identical parameter names and shapes).
-ARCHITECTURE_KEYS = (
-    "policy_type",
-    "input_dim",
-    "num_actions",
-    "obs_encoding",
-    "input_encoder",
-    "lang_encoder",
-    "lang_dim",
-    "expert_hidden_sizes",
-    "intermediate_dim",
-    "router_hidden_size",
-    "hidden_size",
-)
-COLUMNS = ["fork", "fork_point", "fork_update", "alpha", "metric", "value", "ci_low", "ci_high"]
-
-
-class LMCError(ConfigError):
-    """A bad LMC setting, folder or checkpoint pair; the message names it (one line)."""
 
 
 # ----------------------------------------------------------------------------- the experiment
@@ -157,11 +157,15 @@ class LMCError(ConfigError):
 def parse_fork_points(text: str, num_updates: int) -> tuple[list[float], list[int]]:
     """'0.1,0.5' -> ([0.1, 0.5], fork updates [round(p * num_updates)]): each in (0, 1) or exactly 0,
     strictly increasing, each on its own update in 1..num_updates-1 (0 only for p = 0)."""
+    points = _points(text)
+    return points, check_fork_points(points, num_updates)
+
+
+def _points(text: str) -> list[float]:
     try:
-        points = [float(v) for v in str(text).split(",") if v.strip()]
+        return [float(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         raise LMCError(f"--fork_points must be comma-separated fractions, got {text!r}") from None
-    return points, check_fork_points(points, num_updates)
 
 
 def check_fork_points(points: list[float], num_updates: int) -> list[int]:
@@ -193,16 +197,17 @@ def check_fork_points(points: list[float], num_updates: int) -> list[int]:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """One LMC experiment: the parent's config, the forks, the buffer strategy, the evaluation."""
+    """One LMC experiment: the parent's config, the forks, the buffer strategy, the evaluation
+    (build_experiment fills in mop/lmc_settings.py's defaults)."""
 
     directory: Path
     train: dict  # the parent's TrainConfig fields (checkpoint_dir: set from `directory`)
     fork_points: tuple[float, ...]
     strategy: str
-    alphas: int = 11
-    eval_episodes: int = 100
-    eval_envs: int = 16
-    heldout_episodes: int = 100
+    alphas: int
+    eval_episodes: int
+    eval_envs: int
+    heldout_episodes: int
 
     # ------------------------------------------------------------------ identity
 
@@ -219,8 +224,8 @@ class Experiment:
         return check_fork_points(list(self.fork_points), self.train["num_updates"])
 
     @property
-    def alpha_values(self) -> np.ndarray:
-        return np.linspace(0.0, 1.0, self.alphas)  # exactly 0 and 1 at the ends
+    def alpha_values(self) -> Sequence[float]:
+        return alpha_values(self.alphas)
 
     def child_seed(self, fork: int, child: str) -> int:
         return self.seed + 1 + 2 * fork + CHILDREN.index(child)
@@ -265,10 +270,7 @@ class Experiment:
             "seed": self.seed,
             "strategy": self.strategy,
             "fork_points": list(self.fork_points),
-            "alphas": self.alphas,
-            "eval_episodes": self.eval_episodes,
-            "eval_envs": self.eval_envs,
-            "heldout_episodes": self.heldout_episodes,
+            **{k: getattr(self, k) for k in EVALUATION_SETTINGS},
             "parent": self._relative(self.parent_folder()),
             "forks": forks,
             "train": {k: v for k, v in self.train.items() if k != "checkpoint_dir"},
@@ -303,10 +305,7 @@ class Experiment:
                 {**train, "checkpoint_dir": str(directory / CHECKPOINT_DIR)},
                 tuple(float(p) for p in doc["fork_points"]),
                 str(doc["strategy"]),
-                int(doc["alphas"]),
-                int(doc["eval_episodes"]),
-                int(doc["eval_envs"]),
-                int(doc["heldout_episodes"]),
+                **{k: int(doc[k]) for k in EVALUATION_SETTINGS},
             )
         except (KeyError, TypeError, ValueError) as e:
             raise LMCError(f"{str(path)!r} is not a valid experiment: {e}") from None
@@ -339,13 +338,7 @@ class Experiment:
                 f"--fork_buffer_strategy {self.strategy} needs the DAgger buffer (--buffer_episodes N); "
                 "with the buffer off only 'fresh' is meaningful"
             )
-        if self.alphas < 2:
-            raise LMCError(f"--alphas must be at least 2 (the two children), got {self.alphas}")
-        for name in ("eval_episodes", "eval_envs", "heldout_episodes"):
-            if not 1 <= getattr(self, name) <= 1_000_000:
-                raise LMCError(
-                    f"--{name} must be a whole number from 1 to 1,000,000, got {getattr(self, name)}"
-                )
+        check_evaluation(*(getattr(self, k) for k in EVALUATION_SETTINGS), "the two children")
         last = self.child_seed(len(self.fork_points) - 1, "B")
         if last > LIMITS["seed"][0]:
             raise LMCError(f"--seed {self.seed}: the children's seeds (up to {last}) must stay below 2**32")
@@ -362,6 +355,12 @@ class Experiment:
     def evaluation_file(self, fork: int) -> Path:
         return self.directory / EVAL_DIR / f"fork_{fork}.csv"
 
+    def evaluator(self) -> Evaluator:
+        """The evaluation envs and the held-out set (heldout.npz, made on first use)."""
+        max_steps = self.parent_config().max_steps
+        held = heldout_set(self.directory / HELDOUT_FILE, self.task_id, self.heldout_episodes, max_steps)
+        return Evaluator(self.task_id, max_steps, self.eval_episodes, self.eval_envs, held, play)
+
 
 def experiment_dir(results_root: str | os.PathLike, task_id: str, seed: int, strategy: str) -> Path:
     return (
@@ -375,59 +374,20 @@ def experiment_dir(results_root: str | os.PathLike, task_id: str, seed: int, str
 # ----------------------------------------------------------------------------- training
 
 
-def _loss(cfg: TrainConfig):
-    import train_mop
-
-    return train_mop.make_loss(cfg, cfg.expert_hidden_sizes)
-
-
-def _policy_type() -> str:
-    import train_mop
-
-    return train_mop.POLICY_TYPE
+def _trainer(cfg: TrainConfig) -> tuple:
+    """train_to_end's / ImitationRun's first arguments: train_mop's policy and loss for `cfg`."""
+    return cfg, POLICY_TYPE, build_policy, make_loss(cfg, cfg.expert_hidden_sizes)
 
 
-def run_state(cfg: TrainConfig) -> str:
-    """'done' (checkpoint_final.pt at num_updates), 'partial' (some checkpoint) or 'new'."""
-    directory = run_dir(cfg)
-    final = final_checkpoint(directory)
-    if final is not None:
-        try:
-            if int(load_checkpoint(final)["update"]) == cfg.num_updates:
-                return "done"
-        except CheckpointError:
-            pass
-    return "partial" if final is not None or checkpoint_paths(directory) else "new"
+VERBS = {NEW: "trained", PARTIAL: "resumed", DONE: "done"}  # what a trainer did, by the state found
 
 
 def train_parent(exp: Experiment, progress: bool = True, num_workers: int | None = None) -> str:
-    """Train (or finish) the parent, saving its full state at every fork update; its state."""
+    """Train (or finish) the parent, saving its full state at every fork update (fork point 0: the
+    initialisation, before any update); what was done (VERBS)."""
     cfg = exp.parent_config(num_workers)
-    state = run_state(cfg)
-    if state == "done":
-        return "done"
-    directory = run_dir(cfg)
-    with run_lock(directory):
-        remove_stale_temp_files(directory)
-        run = ImitationRun(
-            cfg,
-            _policy_type(),
-            build_policy,
-            _loss(cfg),
-            resume=state == "partial",
-            progress=progress,
-            save_at=tuple(exp.fork_updates),
-        )
-        with run:
-            if (
-                run.state.update == 0
-                and 0 in exp.fork_updates
-                and not (directory / checkpoint_name(0)).exists()
-            ):
-                run.save(checkpoint_name(0))  # fork point 0: the initialisation, before any update
-            while not run.done:
-                run.update()
-    return "trained" if state == "new" else "resumed"
+    state, _ = train_to_end(*_trainer(cfg), progress=progress, save_at=tuple(exp.fork_updates))
+    return VERBS[state]
 
 
 def fork_state(exp: Experiment, fork: int) -> tuple[dict, EpisodeBuffer | None]:
@@ -480,28 +440,9 @@ def train_child(
     cfg: TrainConfig, checkpoint: dict, buffer: EpisodeBuffer | None, progress: bool = True
 ) -> str:
     """Train one child to cfg.num_updates: from the fork (new), from its own newest checkpoint
-    (partial), or not at all (done). Returns the state it was found in, as a verb."""
-    state = run_state(cfg)
-    if state == "done":
-        return "done"
-    directory = run_dir(cfg)
-    with run_lock(directory):
-        remove_stale_temp_files(directory)
-        # A copy per child: Adam's load_state_dict keeps the given tensors and steps them in place.
-        fork = Fork(copy.deepcopy(checkpoint), buffer) if state == "new" else None
-        run = ImitationRun(
-            cfg,
-            _policy_type(),
-            build_policy,
-            _loss(cfg),
-            resume=state == "partial",
-            progress=progress,
-            fork=fork,
-        )
-        with run:
-            while not run.done:
-                run.update()
-    return "trained" if state == "new" else "resumed"
+    (partial), or not at all (done). Returns what was done (VERBS)."""
+    state, _ = train_to_end(*_trainer(cfg), progress=progress, fork=Fork(checkpoint, buffer))
+    return VERBS[state]
 
 
 def train_shared_pair(
@@ -509,32 +450,21 @@ def train_shared_pair(
 ) -> str:
     """Children A and B in lockstep in this process, reading and writing ONE buffer: every round A
     updates, then B. A pair that is not complete restarts from the fork (both children)."""
-    if run_state(cfg_a) == run_state(cfg_b) == "done":
-        return "done"
     dirs = [run_dir(cfg_a), run_dir(cfg_b)]
-    with run_lock(dirs[0]), run_lock(dirs[1]):
+    with own_run(*dirs):
+        if run_status(cfg_a).state == run_status(cfg_b).state == DONE:
+            return "done"
         restarted = any(checkpoint_paths(d) or final_checkpoint(d) for d in dirs)
         for d in dirs:
-            remove_stale_temp_files(d)
             _clear_run(d)
+        # Fork copies the checkpoint for each run: Adam steps its loaded tensors in place.
         runs = [
-            ImitationRun(
-                cfg,
-                _policy_type(),
-                build_policy,
-                _loss(cfg),
-                progress=progress,
-                fork=Fork(copy.deepcopy(checkpoint), buffer),  # Adam steps its loaded tensors in place
-            )
-            for cfg in (cfg_a, cfg_b)
+            ImitationRun(*_trainer(c), progress=progress, fork=Fork(checkpoint, buffer))
+            for c in (cfg_a, cfg_b)
         ]
         for run in runs:  # one object even when it is empty (Fork treats an empty buffer as none)
             run.replay.buffer = buffer
-        with runs[0], runs[1]:
-            while not all(run.done for run in runs):
-                for run in runs:
-                    if not run.done:
-                        run.update()
+        run_in_lockstep(runs)
     return "restarted" if restarted else "trained"
 
 
@@ -547,7 +477,7 @@ def train_fork(
 ) -> dict[str, str]:
     """Train fork `fork`'s children (both, for the shared strategy); {child: what was done}."""
     cfgs = {c: exp.child_config(fork, c, num_workers) for c in CHILDREN}
-    if all(run_state(cfgs[c]) == "done" for c in children):
+    if all(run_status(cfgs[c]).state == DONE for c in children):  # (each trainer checks again, locked)
         return {c: "done" for c in children}
     checkpoint, parent_buffer = fork_state(exp, fork)
     seeds = (cfgs["A"].seed, cfgs["B"].seed)
@@ -581,232 +511,15 @@ def train_children(exp: Experiment, progress: bool = True, parallel: int = 1) ->
     return out
 
 
-# ----------------------------------------------------------------------------- held-out labelled set
+# ----------------------------------------------------------------------------- evaluation
 
 
-def make_heldout(task_id: str, count: int, max_steps: int | None) -> tuple[EpisodeBuffer, int]:
-    """`count` bot-driven labelled episodes on evaluation seeds EVAL_SEED_START + k (layouts the
-    bot fails on or does not solve are skipped and counted); (buffer, skipped)."""
-    from demos import bot_episode
-
-    env = make_env(task_id, max_steps)
-    buffer = EpisodeBuffer(count, task_id)
-    skipped, k = 0, 0
-    while len(buffer) < count:
-        if k >= 10 * count + 100:
-            raise LMCError(f"the bot solved only {len(buffer)} of {k} evaluation layouts of {task_id}")
-        episode, _ = bot_episode(env, EVAL_SEED_START + k)
-        k += 1
-        if episode is None:
-            skipped += 1
-        else:
-            buffer.extend([episode])
-    return buffer, skipped
-
-
-def heldout_set(path: Path, task_id: str, count: int, max_steps: int | None) -> list[StoredEpisode]:
-    """The held-out episodes saved at `path`, generated (and saved) on first use."""
-    if path.is_file():
-        try:
-            buffer, meta = EpisodeBuffer.load(path, task_id)
-        except BufferError as e:
-            raise LMCError(str(e)) from None
-        if len(buffer) == count and meta.get("max_steps") == max_steps:
-            return list(buffer.episodes)
-    buffer, skipped = make_heldout(task_id, count, max_steps)
-    buffer.save(path, heldout=True, skipped=skipped, max_steps=max_steps, eval_seed_start=EVAL_SEED_START)
-    return list(buffer.episodes)
-
-
-@torch.no_grad()
-def heldout_pass(
-    policy: torch.nn.Module,
-    encoder: torch.nn.Module,
-    episodes: Sequence[StoredEpisode],
-    obs_encoding: str,
-    batch_size: int = 64,
-) -> tuple[dict, list[np.ndarray]]:
-    """Teacher-forced pass over the held-out episodes (memory from each reset): ({heldout_ce,
-    heldout_accuracy}, router weights per layer at every labelled state, (N, E) each, states in
-    the same order for every policy)."""
-    ce_sum, correct, count = 0.0, 0, 0
-    weights: list[list[np.ndarray]] = []
-    for start in range(0, len(episodes), batch_size):
-        chunk = episodes_as_chunk(list(episodes[start : start + batch_size]))
-        obs = encode_obs(
-            torch.from_numpy(chunk["image"]),
-            torch.from_numpy(chunk["direction"]),
-            torch.from_numpy(chunk["carrying"]),
-            obs_encoding,
-        )  # (L, B, obs_dim)
-        lang = encoder(chunk["missions"])[torch.from_numpy(chunk["mission_index"])]  # (L, B, lang_dim)
-        memory = policy.init_memory(obs.shape[1])
-        out = policy.forward_sequence(obs, lang, memory, torch.from_numpy(chunk["done"]))
-        mask = torch.from_numpy(chunk["label_mask"])
-        logits, labels = out.logits[mask].double(), torch.from_numpy(chunk["label"])[mask]
-        ce_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(-1) == labels).sum())
-        count += int(mask.sum())
-        for k, w in enumerate(out.router_weights):
-            if len(weights) <= k:
-                weights.append([])
-            weights[k].append(w[mask].double().numpy())  # (n, E)
-    metrics = {"heldout_ce": ce_sum / count, "heldout_accuracy": correct / count}
-    return metrics, [np.concatenate(w) for w in weights]
-
-
-# ----------------------------------------------------------------------------- interpolation
-
-
-def interpolate(a: Any, b: Any, alpha: float, where: str = "") -> Any:
-    """θ(α) = (1−α)·a + α·b over nested dicts of tensors (torch.lerp: exactly a at α = 0, b at
-    α = 1, and a when a = b). Non-float entries must be equal; LMCError names the first that is not."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        if set(a) != set(b):
-            odd = sorted(set(a) ^ set(b), key=str)[0]
-            raise LMCError(f"the checkpoints differ in architecture: {where}{odd} is in one only")
-        return {k: interpolate(a[k], b[k], alpha, f"{where}{k}.") for k in a}
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        if a.shape != b.shape:
-            raise LMCError(
-                f"the checkpoints differ in architecture: {where.rstrip('.')} is {tuple(a.shape)} vs {tuple(b.shape)}"
-            )
-        if a.is_floating_point():
-            return torch.lerp(a, b.to(a.dtype), float(alpha))
-        if not torch.equal(a, b):
-            raise LMCError(
-                f"the checkpoints differ in {where.rstrip('.')} (not a float tensor: cannot interpolate)"
-            )
-        return a
-    if a != b:
-        raise LMCError(f"the checkpoints differ in {where.rstrip('.')}: {a!r} vs {b!r}")
-    return a
-
-
-def check_pair(ckpt_a: dict, ckpt_b: dict, name_a: str = "a", name_b: str = "b") -> None:
-    """Refuse two checkpoints that cannot be interpolated: other levels or architectures."""
-    ca, cb = ckpt_a["config"], ckpt_b["config"]
-    if ca.get("task_id") != cb.get("task_id"):
-        raise LMCError(
-            f"--{name_a} is trained on {ca.get('task_id')}, --{name_b} on {cb.get('task_id')}: compare one level"
-        )
-    for key in ARCHITECTURE_KEYS:
-        if ca.get(key) != cb.get(key):
-            raise LMCError(
-                f"the checkpoints differ in architecture: {key} is {ca.get(key)!r} vs {cb.get(key)!r}"
-            )
-    interpolate(ckpt_a["policy_state_dict"], ckpt_b["policy_state_dict"], 0.0, "policy ")
-    interpolate(ckpt_a.get("encoder_state"), ckpt_b.get("encoder_state"), 0.0, "mission encoder ")
-
-
-class Evaluator:
-    """One set of evaluation envs and layouts, and the held-out labelled set, for every policy
-    evaluated: envs are built once and reused (each reset re-seeds its layout), bot path lengths
-    are measured once per layout."""
-
-    def __init__(
-        self,
-        task_id: str,
-        max_steps: int | None,
-        episodes: int,
-        num_envs: int,
-        heldout: Sequence[StoredEpisode],
-    ):
-        self.task_id, self.max_steps = task_id, max_steps
-        self.episodes = list(range(episodes))
-        self.num_envs = num_envs
-        self.envs = [make_env(task_id, max_steps) for _ in range(min(num_envs, episodes))]
-        self.bot_paths: dict[int, int | None] = {}
-        self.heldout = list(heldout)
-        self.seconds = 0.0
-
-    def __call__(
-        self, policy: torch.nn.Module, encoder: torch.nn.Module, config: dict
-    ) -> tuple[dict, list[np.ndarray]]:
-        """(metrics, held-out router weights per layer) of one policy, as eval_mop.evaluate's."""
-        started = time.perf_counter()
-        with one_thread():  # as eval_mop.evaluate: batches of <= num_envs rows
-            _, episodes = run_episodes(
-                policy,
-                encoder,
-                config,
-                self.task_id,
-                self.episodes,
-                num_envs=self.num_envs,
-                max_steps=self.max_steps,
-                record=False,
-                bot_paths=self.bot_paths,
-                envs=self.envs,
-            )
-            expert_sizes = [list(s) for s in getattr(policy, "expert_sizes", ())]
-            metrics = compute_metrics(episodes, expert_sizes)
-            held, weights = heldout_pass(policy, encoder, self.heldout, config["obs_encoding"])
-        self.seconds += time.perf_counter() - started
-        return {**metrics, **held}, weights
-
-
-def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Jensen–Shannon divergence in bits (0..1) between the rows of two (N, E) distributions."""
-    from scipy.special import rel_entr
-
-    m = 0.5 * (p + q)
-    return 0.5 * (rel_entr(p, m).sum(-1) + rel_entr(q, m).sum(-1)) / math.log(2)
-
-
-def routing_agreement(p: np.ndarray, q: np.ndarray) -> tuple[float, float]:
-    """(mean JS divergence in bits, fraction of states whose dominant expert agrees)."""
-    return float(js_divergence(p, q).mean()), float((p.argmax(-1) == q.argmax(-1)).mean())
-
-
-def interpolation_rows(
-    ckpt_a: dict, ckpt_b: dict, alphas: Sequence[float], evaluator: Evaluator, path_a: str = "a"
-) -> list[dict]:
-    """Evaluate θ(α) for every α: long rows (alpha, metric, value, ci_low, ci_high)."""
-    policy, encoder, config = load_policy(path_a, ckpt=ckpt_a)
-    rows, heldout = [], {}
-    for alpha in alphas:
-        policy = build_policy(config)
-        policy.load_state_dict(interpolate(ckpt_a["policy_state_dict"], ckpt_b["policy_state_dict"], alpha))
-        policy.eval()
-        encoder.load_encoder_state(interpolate(ckpt_a["encoder_state"], ckpt_b["encoder_state"], alpha))
-        encoder.eval()
-        metrics, heldout[alpha] = evaluator(policy, encoder, config)
-        for metric, value in metrics.items():
-            if metric in ("num_episodes", "bot_plan_failures", "success_ci_low", "success_ci_high"):
-                continue
-            ci = (
-                (metrics["success_ci_low"], metrics["success_ci_high"])
-                if metric == "success_rate"
-                else (math.nan,) * 2
-            )
-            rows.append(
-                {
-                    "alpha": round(float(alpha), 12),  # 0.3, not 0.30000000000000004
-                    "metric": metric,
-                    "value": float(value),
-                    "ci_low": ci[0],
-                    "ci_high": ci[1],
-                }
-            )
-    ends = {"a": heldout[alphas[0]], "b": heldout[alphas[-1]]}
-    for alpha in alphas:
-        for layer, w in enumerate(heldout[alpha]):
-            for child, ref in ends.items():
-                js, agree = routing_agreement(w, ref[layer])
-                for metric, value in (
-                    (f"js_to_{child}_layer_{layer}", js),
-                    (f"agree_to_{child}_layer_{layer}", agree),
-                ):
-                    rows.append(
-                        {
-                            "alpha": round(float(alpha), 12),  # 0.3, not 0.30000000000000004
-                            "metric": metric,
-                            "value": value,
-                            "ci_low": math.nan,
-                            "ci_high": math.nan,
-                        }
-                    )
-    return rows
+def play(policy: torch.nn.Module, encoder: torch.nn.Module, config: dict, ev: Evaluator) -> dict:
+    """One policy's episode metrics on the evaluator's envs and layouts, as eval_mop.evaluate's
+    (the connectivity.Evaluator's `play`)."""
+    where = dict(num_envs=ev.num_envs, max_steps=ev.max_steps, bot_paths=ev.bot_paths, envs=ev.envs)
+    _, episodes = run_episodes(policy, encoder, config, ev.task_id, ev.episodes, record=False, **where)
+    return compute_metrics(episodes, [list(s) for s in getattr(policy, "expert_sizes", ())])
 
 
 def evaluate_fork(exp: Experiment, fork: int, evaluator: Evaluator) -> pd.DataFrame:
@@ -814,87 +527,12 @@ def evaluate_fork(exp: Experiment, fork: int, evaluator: Evaluator) -> pd.DataFr
     paths = [exp.child_folder(fork, c) / checkpoint_name(None) for c in CHILDREN]
     ckpts = [load_checkpoint(p) for p in paths]
     check_pair(*ckpts)
-    rows = interpolation_rows(ckpts[0], ckpts[1], exp.alpha_values, evaluator, str(paths[0]))
-    table = pd.DataFrame(rows)
-    table.insert(0, "fork", fork)
-    table.insert(1, "fork_point", exp.fork_points[fork])
-    table.insert(2, "fork_update", exp.fork_updates[fork])
+    point, update = exp.fork_points[fork], exp.fork_updates[fork]
+    table = interpolation_table(*ckpts, exp.alpha_values, evaluator, str(paths[0]), fork, point, update)
     out = exp.evaluation_file(fork)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: table[COLUMNS].to_csv(tmp, index=False))
-    return table[COLUMNS]
-
-
-# ----------------------------------------------------------------------------- instability (numbers)
-
-
-def _line(f0: float, f1: float, alpha: np.ndarray) -> np.ndarray:
-    """(1−α)·f0 + α·f1, exact at the ends and equal to f0 when f0 = f1 (lerp's two-sided form)."""
-    return np.where(alpha < 0.5, f0 + alpha * (f1 - f0), f1 - (1.0 - alpha) * (f1 - f0))
-
-
-def barrier(alpha: Sequence[float], values: Sequence[float], sign: float = 1.0) -> tuple[float, float]:
-    """(height, α) of max over α of sign·[f(α) − ((1−α)·f(0) + α·f(1))] (Frankle et al. 2020):
-    sign 1 for a loss, −1 for success (its drop below the line). 0 at α = 0 when nothing rises."""
-    a, f = np.asarray(alpha, float), np.asarray(values, float)
-    order = np.argsort(a)
-    a, f = a[order], f[order]
-    gap = sign * (f - _line(f[0], f[-1], a))
-    i = int(np.nanargmax(gap))
-    return float(gap[i]) + 0.0, float(a[i])  # + 0.0: no -0.0 for a flat success curve
-
-
-def wide(interp: pd.DataFrame, fork: int) -> pd.DataFrame:
-    """One fork's rows as a table: index alpha, one column per metric (+ success_ci_low/high)."""
-    rows = interp[interp["fork"] == fork]
-    table = rows.pivot_table(index="alpha", columns="metric", values="value", aggfunc="first").sort_index()
-    success = rows[rows["metric"] == "success_rate"].set_index("alpha").sort_index()
-    table["success_ci_low"], table["success_ci_high"] = success["ci_low"], success["ci_high"]
-    table.columns.name = None
+    atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
     return table
-
-
-def layers_of(columns: Sequence[str], prefix: str) -> list[int]:
-    return sorted(int(c.rsplit("_", 1)[1]) for c in columns if c.startswith(prefix))
-
-
-def instability_table(interp: pd.DataFrame) -> pd.DataFrame:
-    """One row per fork: the loss barrier (held-out CE) and the success drop with their α (and
-    the half-width of success's 95% Wilson interval there, the drop's noise scale), the
-    endpoints, and the children's routing agreement per layer (JS in bits, dominant-expert
-    agreement) and its mean over layers."""
-    rows = []
-    for fork, group in interp.groupby("fork", sort=True):
-        t = wide(interp, fork)
-        alpha = t.index.to_numpy(float)
-        loss, loss_at = barrier(alpha, t["heldout_ce"], 1.0)
-        drop, drop_at = barrier(alpha, t["success_rate"], -1.0)
-        row = {
-            "fork": fork,
-            "fork_point": group["fork_point"].iloc[0],
-            "fork_update": group["fork_update"].iloc[0],
-            "loss_barrier": loss,
-            "loss_barrier_alpha": loss_at,
-            "success_barrier": drop,
-            "success_barrier_alpha": drop_at,
-            # the noise scale of that drop: half the 95% Wilson interval of success at its α
-            "success_barrier_ci": float((t["success_ci_high"] - t["success_ci_low"]).loc[drop_at] / 2.0),
-            "heldout_ce_a": t["heldout_ce"].iloc[0],
-            "heldout_ce_b": t["heldout_ce"].iloc[-1],
-            "success_a": t["success_rate"].iloc[0],
-            "success_b": t["success_rate"].iloc[-1],
-        }
-        layers = layers_of(t.columns, "js_to_b_layer_")
-        for layer in layers:  # the children: θ(0) = A against B
-            row[f"routing_js_layer_{layer}"] = t[f"js_to_b_layer_{layer}"].iloc[0]
-            row[f"routing_agreement_layer_{layer}"] = t[f"agree_to_b_layer_{layer}"].iloc[0]
-        if layers:
-            row["routing_js_mean"] = float(np.mean([row[f"routing_js_layer_{k}"] for k in layers]))
-            row["routing_agreement_mean"] = float(
-                np.mean([row[f"routing_agreement_layer_{k}"] for k in layers])
-            )
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -903,17 +541,17 @@ def instability_table(interp: pd.DataFrame) -> pd.DataFrame:
 def missing_children(exp: Experiment) -> list[str]:
     """'fork k (p, update u) child A: <folder>' for every child without its final checkpoint."""
     out = []
-    if run_state(exp.parent_config()) != "done":
+    if run_status(exp.parent_config()).state != DONE:
         out.append(f"the parent ({exp.parent_folder()})")
     for k in range(len(exp.fork_points)):
         for c in CHILDREN:
-            if run_state(exp.child_config(k, c)) != "done":
+            if run_status(exp.child_config(k, c)).state != DONE:
                 out.append(f"{exp.label(k)} child {c} ({exp.child_folder(k, c)})")
     return out
 
 
 def fork_complete(exp: Experiment, fork: int) -> bool:
-    return all(run_state(exp.child_config(fork, c)) == "done" for c in CHILDREN)
+    return all(run_status(exp.child_config(fork, c)).state == DONE for c in CHILDREN)
 
 
 def evaluate_missing(
@@ -928,56 +566,12 @@ def evaluate_missing(
     if not todo:
         return [], 0.0
     if evaluator is None:
-        cfg = exp.parent_config()
-        held = heldout_set(exp.directory / HELDOUT_FILE, exp.task_id, exp.heldout_episodes, cfg.max_steps)
-        evaluator = Evaluator(exp.task_id, cfg.max_steps, exp.eval_episodes, exp.eval_envs, held)
+        evaluator = exp.evaluator()
     started = time.perf_counter()
     for k in todo:
         evaluate_fork(exp, k, evaluator)
         print(f"evaluated {exp.label(k)}: {exp.alphas} α", flush=True)
     return todo, time.perf_counter() - started
-
-
-def load_results(directory: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(interpolation, instability) tables of an analysed experiment (or compare) folder."""
-    directory = Path(directory)
-    files = [directory / INTERPOLATION_FILE, directory / INSTABILITY_FILE]
-    for f in files:
-        if not f.is_file():
-            raise LMCError(
-                f"{str(directory)!r} has no {f.name}: run `python lmc.py analyze --results_dir {directory}`"
-            )
-    return pd.read_csv(files[0]), pd.read_csv(files[1])
-
-
-def find_experiments(root: str | os.PathLike) -> dict[str, str]:
-    """{label: folder} of every analysed experiment (and compare) under `root`, for the notebook:
-    'BabyAI-GoToLocal-v0 · seed 42 · copy'."""
-    root = Path(root)
-    found = {}
-    for table in sorted(root.glob(f"**/{INSTABILITY_FILE}")):
-        folder = table.parent
-        if (folder / INTERPOLATION_FILE).is_file() and (folder / CONFIG_FILE).is_file():
-            found[" · ".join(p.replace("_", " ", 1) for p in folder.relative_to(root).parts)] = str(folder)
-    return found
-
-
-def expert_sizes_of(directory: str | os.PathLike) -> list | None:
-    """The expert sizes of an experiment folder's runs (for figure legends); None if unknown."""
-    try:
-        doc = json.loads((Path(directory) / CONFIG_FILE).read_text(encoding="utf-8"))
-        return doc.get("train", doc).get("expert_hidden_sizes")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def fork_names(interp: pd.DataFrame) -> dict[str, int]:
-    """{'fork 0: 0.05 · update 20': 0, ...} of an interpolation table (a compare: 'compare')."""
-    names = {}
-    for fork, rows in interp.groupby("fork", sort=True):
-        point, update = rows["fork_point"].iloc[0], rows["fork_update"].iloc[0]
-        names["compare" if pd.isna(point) else f"fork {fork}: {point:g} · update {int(update)}"] = int(fork)
-    return names
 
 
 def write_tables_and_figures(
@@ -987,10 +581,7 @@ def write_tables_and_figures(
     from mop import lmc_plots
     from plotting_utils import save_figures
 
-    interp = interp.sort_values(["fork", "metric", "alpha"]).reset_index(drop=True)[COLUMNS]
-    table = instability_table(interp)
-    atomic_write(directory / INTERPOLATION_FILE, lambda tmp: interp.to_csv(tmp, index=False))
-    atomic_write(directory / INSTABILITY_FILE, lambda tmp: table.to_csv(tmp, index=False))
+    interp, table = write_tables(directory, interp)
     figures = lmc_plots.lmc_figures(interp, table, names, expert_sizes)
     paths = save_figures(figures, directory / FIGURE_DIR)
     return {
@@ -1037,21 +628,6 @@ def record_timing(directory: Path, entry: dict) -> None:
     atomic_write_text(path, json.dumps(runs, indent=1) + "\n")
 
 
-def print_findings(table: pd.DataFrame) -> None:
-    for _, r in table.iterrows():
-        routing = (
-            f"  routing JS {r['routing_js_mean']:.3f} bits, dominant agree {r['routing_agreement_mean']:.2f}"
-            if "routing_js_mean" in r and pd.notna(r.get("routing_js_mean"))
-            else ""
-        )
-        print(
-            f"fork {int(r['fork'])} ({r['fork_point']:g}, update {r['fork_update']:g}): loss barrier "
-            f"{r['loss_barrier']:.4f} at α {r['loss_barrier_alpha']:.2f}, success drop "
-            f"{r['success_barrier']:.3f} at α {r['success_barrier_alpha']:.2f} "
-            f"(95% interval ±{r['success_barrier_ci']:.3f}){routing}"
-        )
-
-
 # ----------------------------------------------------------------------------- train (the experiment)
 
 
@@ -1075,6 +651,7 @@ def open_experiment(exp: Experiment, resume: bool, given: set[str] | None = None
         if new != old:
             raise LMCError(f"--resume: {key}={new!r} differs from the experiment's {old!r} ({path})")
     train = {**stored.train, **{k: exp.train[k] for k in RESUMABLE & given}}
+    train["device"] = exp.train["device"]  # the machine's (flag, else config.yaml), not the stored one
     return dataclasses.replace(stored, train=train)
 
 
@@ -1147,23 +724,15 @@ def compare(
     path_a: str,
     path_b: str,
     out: str | os.PathLike | None = None,
-    alphas: int = 11,
-    eval_episodes: int = 100,
-    eval_envs: int = 16,
-    heldout_episodes: int = 100,
-    results_root: str = "lmc_results",
+    alphas: int = DEFAULTS.alphas,
+    eval_episodes: int = DEFAULTS.eval_episodes,
+    eval_envs: int = DEFAULTS.eval_envs,
+    heldout_episodes: int = DEFAULTS.heldout_episodes,
+    results_root: str = DEFAULTS.results_root,
 ) -> dict:
     """Interpolate any two checkpoints of one architecture and level (e.g. two seeds of a trial,
     or runs trained on Modal): interpolation.csv, instability.csv and the figures in `out`."""
-    if alphas < 2:
-        raise LMCError(f"--alphas must be at least 2 (the two checkpoints), got {alphas}")
-    for name, value in (
-        ("eval_episodes", eval_episodes),
-        ("eval_envs", eval_envs),
-        ("heldout_episodes", heldout_episodes),
-    ):
-        if not 1 <= value <= 1_000_000:
-            raise LMCError(f"--{name} must be a whole number from 1 to 1,000,000, got {value}")
+    check_evaluation(alphas, eval_episodes, eval_envs, heldout_episodes, "the two checkpoints")
     ckpts = []
     for name, path in (("a", path_a), ("b", path_b)):
         try:
@@ -1186,13 +755,10 @@ def compare(
     if (directory / INTERPOLATION_FILE).exists():
         raise LMCError(f"{str(directory)!r} already holds a comparison: choose another --out")
     directory.mkdir(parents=True, exist_ok=True)
-    held = heldout_set(directory / HELDOUT_FILE, task_id, heldout_episodes, config.get("max_steps"))
-    evaluator = Evaluator(task_id, config.get("max_steps"), eval_episodes, eval_envs, held)
-    rows = interpolation_rows(ckpts[0], ckpts[1], np.linspace(0.0, 1.0, alphas), evaluator, path_a)
-    interp = pd.DataFrame(rows)
-    interp.insert(0, "fork", 0)
-    interp.insert(1, "fork_point", math.nan)
-    interp.insert(2, "fork_update", math.nan)
+    max_steps = config.get("max_steps")
+    held = heldout_set(directory / HELDOUT_FILE, task_id, heldout_episodes, max_steps)
+    evaluator = Evaluator(task_id, max_steps, eval_episodes, eval_envs, held, play)
+    interp = interpolation_table(*ckpts, alpha_values(alphas), evaluator, path_a)  # fork 0, point NaN
     atomic_write_text(
         directory / CONFIG_FILE,
         json.dumps(
@@ -1200,10 +766,7 @@ def compare(
                 "kind": "lmc_compare",
                 "a": str(path_a),
                 "b": str(path_b),
-                "alphas": alphas,
-                "eval_episodes": eval_episodes,
-                "eval_envs": eval_envs,
-                "heldout_episodes": heldout_episodes,
+                **dict(zip(EVALUATION_SETTINGS, (alphas, eval_episodes, eval_envs, heldout_episodes))),
                 "expert_hidden_sizes": config.get("expert_hidden_sizes"),
             },
             indent=1,
@@ -1220,84 +783,35 @@ def compare(
 
 
 def _train_flags(parser: argparse.ArgumentParser) -> None:
-    S = argparse.SUPPRESS
-    parser.add_argument(
-        "--fork_points",
-        default=S,
-        help=f"fork points, fractions of num_updates in (0, 1), sorted; 0 forks the initialisation (default {DEFAULT_FORK_POINTS})",
-    )
-    parser.add_argument(
-        "--fork_buffer_strategy",
-        default=S,
-        help="children's DAgger buffers: copy | fresh | shared | split (default: copy with --buffer_episodes, fresh without; only fresh without a buffer)",
-    )
-    parser.add_argument(
-        "--alphas",
-        type=int,
-        default=S,
-        help="evenly spaced interpolation points in [0, 1], ends included, at least 2 (default 11)",
-    )
-    parser.add_argument(
-        "--eval_episodes",
-        type=int,
-        default=S,
-        help="evaluation episodes per α, on evaluation seeds 0..N-1 (default 100)",
-    )
-    parser.add_argument(
-        "--eval_envs", type=int, default=S, help="evaluation envs stepped together, built once (default 16)"
-    )
-    parser.add_argument(
-        "--heldout_episodes",
-        type=int,
-        default=S,
-        help="bot-driven labelled episodes for the held-out loss and routing agreement (default 100)",
-    )
-    parser.add_argument(
-        "--results_root",
-        default="lmc_results",
-        help="experiments go to <results_root>/<task>/seed_<S>/<strategy>/ (default lmc_results)",
-    )
-    parser.add_argument(
-        "--parallel_children",
-        type=int,
-        default=1,
-        help="children trained at once, in processes with the env workers split (default 1; shared: always one pair in lockstep)",
-    )
+    # the experiment's settings are absent when not given: --resume compares only those given
+    add_flags(parser, EXPERIMENT_SETTINGS, given_only=True)
+    add_flags(parser, ("results_root", "parallel_children"))
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
-
-
-LMC_DEFAULTS = {
-    "fork_points": DEFAULT_FORK_POINTS,
-    "alphas": 11,
-    "eval_episodes": 100,
-    "eval_envs": 16,
-    "heldout_episodes": 100,
-}
 
 
 def build_experiment(
     overrides: dict,
     settings: dict | None = None,
-    results_root: str | os.PathLike = "lmc_results",
+    results_root: str | os.PathLike = DEFAULTS.results_root,
     config_path: str | os.PathLike | None = None,
     resume: bool = False,
 ) -> Experiment:
     """The experiment that config keys (`overrides`, over `config_path`) and LMC settings
-    (fork_points, fork_buffer_strategy, alphas, eval_episodes, eval_envs, heldout_episodes; absent:
-    the defaults) describe, validated (LMCError/ConfigError). With resume: the folder of the stored
+    (EXPERIMENT_SETTINGS' keys; absent: LmcSettings' defaults) describe, validated
+    (LMCError/ConfigError). With resume: the folder of the stored
     experiment (with no strategy given, the one of this task and seed under results_root), not
     checked: open_experiment continues the stored one."""
     overrides = resolve_aliases(overrides, "the command line")
     for key, why in OWN_KEYS.items():
         if key in overrides:
             raise LMCError(f"--{key} is set by lmc.py ({why})")
-    settings = {**LMC_DEFAULTS, **(settings or {})}
-    unknown = set(settings) - set(LMC_DEFAULTS) - {"fork_buffer_strategy"}
+    unknown = set(settings or {}) - set(EXPERIMENT_SETTINGS)
     if unknown:
         raise LMCError(f"unknown LMC setting {sorted(unknown)[0]!r}")
+    given = dataclasses.replace(DEFAULTS, **(settings or {}))
     cfg = load_config(config_path, overrides)
     seed = 0 if cfg.seed is None else cfg.seed
-    strategy = settings.get("fork_buffer_strategy")
+    strategy = given.fork_buffer_strategy
     if strategy is None and resume:  # the one experiment of this task and seed
         seed_dir = Path(results_root) / run_task_name(cfg.task_id) / f"seed_{seed}"
         found = sorted(p.parent.name for p in seed_dir.glob(f"*/{CONFIG_FILE}"))
@@ -1311,23 +825,10 @@ def build_experiment(
     directory = experiment_dir(results_root, cfg.task_id, seed, strategy)
     if resume and not (directory / CONFIG_FILE).is_file():
         raise LMCError(f"--resume: no experiment in {str(directory)!r} to finish")
-    try:
-        points = [float(v) for v in str(settings["fork_points"]).split(",") if v.strip()]
-    except ValueError:
-        raise LMCError(
-            f"--fork_points must be comma-separated fractions, got {settings['fork_points']!r}"
-        ) from None
+    points = _points(given.fork_points)
     train = {**dataclasses.asdict(cfg), "seed": seed, "checkpoint_dir": str(directory / CHECKPOINT_DIR)}
-    exp = Experiment(
-        directory,
-        train,
-        tuple(points),
-        strategy,
-        settings["alphas"],
-        settings["eval_episodes"],
-        settings["eval_envs"],
-        settings["heldout_episodes"],
-    )
+    evaluation = {k: getattr(given, k) for k in EVALUATION_SETTINGS}
+    exp = Experiment(directory, train, tuple(points), strategy, **evaluation)
     # With resume the stored experiment is the one that runs (open_experiment compares the given
     # settings with it); these defaults need not fit it.
     return exp if resume else exp.check()
@@ -1336,7 +837,7 @@ def build_experiment(
 def experiment_from_args(args: argparse.Namespace) -> tuple[Experiment, set[str]]:
     """The experiment the flags describe (validated), and which settings were given."""
     overrides = {k: v for k, v in vars(args).items() if k in CONFIG_KEYS or k in CONFIG_ALIASES}
-    settings = {k: getattr(args, k) for k in (*LMC_DEFAULTS, "fork_buffer_strategy") if hasattr(args, k)}
+    settings = {k: getattr(args, k) for k in EXPERIMENT_SETTINGS if hasattr(args, k)}
     path = (
         args.config if args.config is not None else ("config.yaml" if Path("config.yaml").exists() else None)
     )
@@ -1361,7 +862,7 @@ def _analyze_main(argv: list[str]) -> dict:
     args = parser.parse_args(argv)
     summary = analyze(args.results_dir)
     if "table" in summary:
-        print_findings(summary["table"])
+        print(*findings(summary["table"]), sep="\n")
         print(
             f"wrote {summary['interpolation']}, {summary['instability']} and {len(summary['figures'])} figures"
         )
@@ -1389,31 +890,11 @@ def _compare_main(argv: list[str]) -> dict:
     parser.add_argument(
         "--out", default=None, help="output folder (default <results_root>/compare/<task>/<a>__<b>)"
     )
-    parser.add_argument("--results_root", default="lmc_results")
-    parser.add_argument(
-        "--alphas", type=int, default=11, help="interpolation points, ends included (default 11)"
-    )
-    parser.add_argument(
-        "--eval_episodes", type=int, default=100, help="evaluation episodes per α (default 100)"
-    )
-    parser.add_argument(
-        "--eval_envs", type=int, default=16, help="evaluation envs stepped together (default 16)"
-    )
-    parser.add_argument(
-        "--heldout_episodes", type=int, default=100, help="held-out bot episodes (default 100)"
-    )
+    add_flags(parser, ("results_root", *EVALUATION_SETTINGS), compare=True)
     args = parser.parse_args(argv)
-    summary = compare(
-        args.a,
-        args.b,
-        args.out,
-        args.alphas,
-        args.eval_episodes,
-        args.eval_envs,
-        args.heldout_episodes,
-        args.results_root,
-    )
-    print_findings(summary["table"])
+    evaluation = {k: getattr(args, k) for k in EVALUATION_SETTINGS}
+    summary = compare(args.a, args.b, args.out, results_root=args.results_root, **evaluation)
+    print(*findings(summary["table"]), sep="\n")
     print(f"wrote {summary['results_dir']}")
     return summary
 
@@ -1424,6 +905,7 @@ def _train_main(argv: list[str]) -> dict:
     exp, given = experiment_from_args(args)
     if args.parallel_children < 1:
         raise LMCError(f"--parallel_children must be at least 1, got {args.parallel_children}")
+    learner_device(exp.parent_config())  # a GPU this machine lacks: one line before config.json
     torch.set_num_threads(1)
     summary = run_experiment(
         exp,
@@ -1434,7 +916,7 @@ def _train_main(argv: list[str]) -> dict:
         shlex.join(["python", "lmc.py", *argv]),
     )
     if "table" in summary:
-        print_findings(summary["table"])
+        print(*findings(summary["table"]), sep="\n")
     t = summary["timing"]
     print(
         f"{summary['results_dir']}: {t['wall_s'] / 60:.1f} min, training {t['train_s'] / 60:.1f} min, "

@@ -3,8 +3,8 @@ experiments, interactively.
 
 A marimo notebook over the analysed LMC experiments under LMC_RESULTS_DIR (default lmc_results):
 each folder's instability.csv (one row per fork: loss barrier, success drop, routing agreement) and
-interpolation.csv (one row per fork × α × metric). The numbers come from lmc.py, the figures from
-lmc_plots.py; this file is wiring.
+interpolation.csv (one row per fork × α × metric). The numbers come from lmc.py (mop/connectivity.py),
+the figures from mop/lmc_plots.py; this file is wiring.
 
     marimo run lmc_viz.py
     python lmc_viz.py
@@ -20,8 +20,7 @@ with app.setup:
 
     import marimo as mo
 
-    import lmc
-    from mop import lmc_plots
+    from mop import connectivity, lmc_plots
 
 
 @app.cell(hide_code=True)
@@ -41,7 +40,7 @@ def _():
 @app.cell
 def _():
     results_root = os.environ.get("LMC_RESULTS_DIR", "lmc_results")
-    experiments = lmc.find_experiments(results_root)
+    experiments = connectivity.find_experiments(results_root)
     return experiments, results_root
 
 
@@ -61,10 +60,10 @@ def _(experiment_dropdown, results_root):
             "--seed <S>` (or `python lmc.py analyze --results_dir <folder>`) first."
         ),
     )
-    interp, table = lmc.load_results(experiment_dropdown.value)
-    forks = lmc.fork_names(interp)
+    interp, table = connectivity.load_results(experiment_dropdown.value)
+    forks = connectivity.fork_names(interp)
     names = {k: name for name, k in forks.items()}
-    expert_sizes = lmc.expert_sizes_of(experiment_dropdown.value)
+    expert_sizes = connectivity.expert_sizes_of(experiment_dropdown.value)
     mo.ui.table(table.round(4), page_size=10, label="instability and routing agreement, one row per fork")
     return expert_sizes, forks, interp, names, table
 

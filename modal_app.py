@@ -1,4 +1,4 @@
-"""Train and evaluate on Modal: the same train_mop/train/batch_eval code as on a workstation, one
+r"""Train and evaluate on Modal: the same train_mop/train/batch_eval code as on a workstation, one
 container per run, checkpoints and results on two Modal volumes.
 
 Volumes (created on first use):
@@ -21,7 +21,10 @@ after a preemption, timeout or crash continues where it stopped.
         --seeds "0,1,2,3" --checkpoint-interval 250 --lpc-alpha 1e-4 --normalize-lpc --num-updates 5000
     modal run --detach modal_app.py::sweep --task-id BabyAI-UnlockPickup-v0 --lpc-alpha "0,1e-5,1e-4" \
         --seeds 0-4 --num-updates 5000
+    modal run --detach modal_app.py::main --task-ids "BabyAI-UnlockPickup-v0" --trials "30" --gpu L4 \
+        --set "expert_hidden_sizes=[[32,64,128],[64,128,256]] intermediate_dim=256"
     modal run modal_app.py::eval_parallel --num-episodes 500 --task BabyAI-UnlockPickup-v0
+    modal run modal_app.py::eval_parallel --gpu=""     # CPU-only containers
     modal volume get rl-mop-eval /evaluation_results.csv ./evaluation_results.csv
 """
 
@@ -41,6 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import modal
+
+from mop.lmc_settings import DEFAULTS as LMC_DEFAULTS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,13 +102,38 @@ EVAL_ROOT = "/vol/eval"
 RESULTS_FILE, CACHE_DIR, PENDING_DIR = "evaluation_results.csv", "evaluation_cache", "pending_rows"
 LOCAL_RESULTS = "evaluation_results.csv"  # the workstation's CSV, when eval_parallel plans
 
-# Training and evaluation are CPU-bound: every step is a minigrid env step plus a BabyAI bot plan
-# (pure Python), and the learner's GRUs are small. So a training container asks for one core per
-# env worker process (num_workers is pinned to it: inside a container os.sched_getaffinity may
-# report the host's cores, not the reservation). --gpu T4 adds a GPU, but the loop never moves the
-# learner to CUDA today, so it would sit idle; evaluation runs one process per checkpoint.
+# Collection is CPU-bound (every step is a minigrid env step plus a BabyAI bot plan in pure Python)
+# and always runs on CPUs, so a training container asks for one core per env worker process
+# (num_workers is pinned to it: inside a container os.sched_getaffinity may report the host's
+# cores, not the reservation), with or without a GPU. `main --gpu TYPE` adds a GPU and puts the
+# learner on it (device cuda); bench/learner_throughput.py says when that pays (big students, big
+# unrolls). Evaluation runs one process per checkpoint: eval_parallel gives each a GPU (EVAL_GPU,
+# seed 000's "one GPU job per missing checkpoint"; --gpu "" for CPU only), where the batch of envs
+# acts in one torch step, and EVAL_CPUS cores for its envs either way.
 TRAIN_CPUS = 4.0
 EVAL_CPUS = 1.0
+EVAL_GPU = "T4"
+# Modal's GPU types (modal.com/docs/guide/gpu; Modal reads them case-insensitively), optionally
+# ':N' for N GPUs of that type. A type outside this list is refused here, before anything starts;
+# add a new one of Modal's here.
+MODAL_GPU_TYPES = (
+    "T4",
+    "L4",
+    "A10",
+    "A10G",
+    "L40S",
+    "A100",
+    "A100-40GB",
+    "A100-80GB",
+    "RTX-PRO-6000",
+    "H100",
+    "H100!",
+    "H200",
+    "B200",
+    "B200+",
+    "ANY",
+)
+MAX_GPUS_PER_CONTAINER = 8
 # Each env worker process imports torch (~0.25 GB with the CPU wheel, more with the CUDA one).
 TRAIN_MEMORY_MB, EVAL_MEMORY_MB = 4096, 2048
 # 23 h per run (Modal's cap is 24 h): the launcher that waits on the runs gets 24 h, so a run hits
@@ -133,6 +163,57 @@ SCRIPTS = ("train_mop.py", "train.py")
 
 class LaunchError(ValueError):
     """A bad flag; raised on this machine before anything is started in the cloud."""
+
+
+def check_gpu(text: str, flag: str = "--gpu") -> str:
+    """A Modal GPU spec, 'TYPE' or 'TYPE:N' (e.g. T4, a100-80gb, H100:2), in Modal's spelling; ''
+    (no GPU) stays ''. LaunchError in one line for anything else."""
+    spec = text.strip()
+    if not spec:
+        return ""
+    kind, sep, count = spec.partition(":")
+    if kind.upper() not in MODAL_GPU_TYPES or (
+        sep and not (count.isdigit() and 1 <= int(count) <= MAX_GPUS_PER_CONTAINER)
+    ):
+        raise LaunchError(
+            f"{flag} must be a Modal GPU type, optionally ':N' for 1 to {MAX_GPUS_PER_CONTAINER} of them "
+            f"({', '.join(MODAL_GPU_TYPES)}; e.g. T4 or H100:2), got {text!r}"
+        )
+    return kind.upper() + (f":{int(count)}" if sep else "")
+
+
+def gpu_count(gpu: str) -> int:
+    """GPUs a container gets for a checked spec: 0 for '', N for 'TYPE:N', else 1."""
+    return 0 if not gpu else int(gpu.partition(":")[2] or 1)
+
+
+def training_device(overrides: dict, gpu: str) -> dict:
+    """The overrides with the device each run's learner uses. With --gpu: 'cuda' unless a CUDA
+    device is given (so a container that cannot see its GPU stops in one line rather than training
+    on its CPUs); without: the given device, if any. Refused in one line: a CUDA device without
+    --gpu (the container has none), --gpu with device cpu (the GPU would sit idle), and an index
+    beyond the container's GPUs."""
+    from mop.devices import DeviceError, check_device
+
+    given = overrides.get("device")
+    try:
+        device = None if given is None else check_device(given, "device")
+    except DeviceError as e:
+        raise LaunchError(str(e)) from None
+    if not gpu:
+        if device is not None and device.startswith("cuda"):
+            raise LaunchError(
+                f"device={given}: a training container has no GPU unless --gpu TYPE gives one (e.g. --gpu T4)"
+            )
+        return overrides
+    if device == "cpu":
+        raise LaunchError(f"--gpu {gpu} with device=cpu: the GPU would sit idle; drop one of them")
+    if device is None or device == "auto":
+        return {**overrides, "device": "cuda"}
+    index = int(device.partition(":")[2] or 0)
+    if index >= gpu_count(gpu):
+        raise LaunchError(f"device={given}: --gpu {gpu} gives each container {gpu_count(gpu)} GPU(s)")
+    return overrides
 
 
 # ----------------------------------------------------------------------------- bodies (plain Python)
@@ -173,29 +254,30 @@ def _train_body(
     commit_every_s: float = COMMIT_EVERY_S,
 ) -> dict:
     """Train one (task, trial, seed) into checkpoint_root: resume from its latest checkpoint, skip it
-    if it already reached num_updates. Returns the trainer's summary, or {"skipped"} / {"error"}."""
-    from mop import experiment, runs
+    if it already reached num_updates (imitation.run_status decides both; the trainer's
+    run_imitation holds the run folder while it trains). Returns the trainer's summary, or
+    {"skipped"} / {"error"}."""
+    from mop import experiment, imitation
 
     trainer = importlib.import_module(script.removesuffix(".py"))  # train_mop or train: same main()
     overrides = {**overrides, "checkpoint_dir": checkpoint_root}
     try:
         cfg = experiment.load_config(CONFIG_PATH, overrides)
-        candidates = runs.resume_candidates(experiment.run_dir(cfg))
-        latest = candidates[0] if candidates else None
-        if latest is not None:  # the run's own config; only RESUMABLE_OVERRIDES may differ
+        status = imitation.run_status(cfg)
+        if status.state != imitation.NEW:  # the run's own config; only RESUMABLE_OVERRIDES may differ
             cfg = experiment.resume_config(CONFIG_PATH, overrides)
-            latest, ckpt = experiment.newest_checkpoint(experiment.run_dir(cfg))  # skips bad files
-            done = ckpt["update"]
+            status = imitation.run_status(cfg)  # against the num_updates it is given now
             # (a numbered checkpoint at num_updates without checkpoint_final.pt: the loop finishes it)
-            if done > cfg.num_updates or (
-                done == cfg.num_updates and latest.name == runs.checkpoint_name(None)
-            ):
-                return {"run_dir": str(experiment.run_dir(cfg)), "skipped": f"already at update {done}"}
+            if status.state == imitation.DONE:
+                return {
+                    "run_dir": str(experiment.run_dir(cfg)),
+                    "skipped": f"already at update {status.update}",
+                }
         with _committing(commit, commit_every_s):
-            summary = trainer.main(cfg, resume=latest is not None)
+            summary = trainer.main(cfg, resume=status.state != imitation.NEW)
     except experiment.ConfigError as e:  # a settings problem: returned, since a retry cannot fix it
         return {"error": str(e)}
-    return {**summary, "resumed_from": None if latest is None else str(latest)}
+    return {**summary, "resumed_from": None if status.path is None else str(status.path)}
 
 
 def _fan_out(spawn: Callable[..., Any], jobs: list[dict]) -> list[dict]:
@@ -475,24 +557,20 @@ def _launch_training(flags: dict) -> None:
     started), then hand the jobs to train_all and report each run."""
     from mop import experiment
 
-    gpu = flags["gpu"]
     try:
-        if gpu and not re.fullmatch(r"[A-Za-z0-9-]+(:\d+)?", gpu):
-            raise LaunchError(f"--gpu must be a Modal GPU type such as T4 or A10G, got {gpu!r}")
+        gpu = check_gpu(flags["gpu"])
         overrides = training_overrides(flags["set"], flags["config"], {k: flags[k] for k in OVERRIDE_FLAGS})
         if overrides.get("num_workers") is None:  # null means "the host's cores": pin to the reservation
             overrides["num_workers"] = int(TRAIN_CPUS)
+        overrides = training_device(overrides, gpu)
         jobs = training_jobs(flags["task_ids"], flags["trials"], flags["seeds"], flags["script"], overrides)
     except (LaunchError, experiment.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     cpu = float(max(1, jobs[0]["overrides"]["num_workers"]))  # a core per env worker (0 or 1: in-process)
-    if gpu:
-        print(f"note: {flags['script']} trains on the CPU; the {gpu} GPU will be allocated but stay idle")
     shown = ", ".join(f"{k}={v}" for k, v in jobs[0]["overrides"].items() if k not in LAUNCHER_KEYS)
-    print(
-        f"launching {len(jobs)} run(s) on Modal ({cpu:g} cores each), checkpoints to volume {CHECKPOINT_VOLUME}"
-    )
+    where = f"{cpu:g} cores for the env workers" + (f", the learner on a {gpu} GPU" if gpu else "")
+    print(f"launching {len(jobs)} run(s) on Modal ({where}), checkpoints to volume {CHECKPOINT_VOLUME}")
     print(f"settings over config.yaml: {shown}")
     for result in train_all.remote(jobs, cpu, gpu):
         if "error" in result:
@@ -521,7 +599,9 @@ def main(
 ) -> None:
     """Train every task x trial [x seed] (comma-separated lists), one container each. Any config key:
     --set "key=value ..." (YAML values) over --config FILE (read here) over config.yaml; the typed
-    flags are shorthands for --set. With --seeds, checkpoints go to trial_<N>/seed_<S>/."""
+    flags are shorthands for --set. With --seeds, checkpoints go to trial_<N>/seed_<S>/. --gpu TYPE
+    (T4, A10G, L40S, A100, H100, ...): each container gets that GPU and its learner runs there
+    (device cuda); the env workers keep their cores."""
     _launch_training(locals())
 
 
@@ -569,6 +649,7 @@ def sweep(
             raise LaunchError("lpc_alpha is set by --lpc-alpha (the sweep's list), not by --set or --config")
         if overrides.get("num_workers") is None:
             overrides["num_workers"] = int(TRAIN_CPUS)
+        overrides = training_device(overrides, "")  # the sweep's containers have CPUs only
         seed_text = ",".join(map(str, seed_list))
         jobs = [
             job
@@ -608,15 +689,19 @@ def _results_table(local_path: str, remote_csv: str | None) -> tuple[pd.DataFram
         return read_results(path), source
 
 
-def _plan_remote(num_episodes: int, num_envs: int, force: bool, task: str, skip_routing: bool) -> tuple:
-    """Validate the flags here, list the volumes remotely, and plan: (todo, pending, options)."""
+def _plan_remote(
+    num_episodes: int, num_envs: int, force: bool, task: str, skip_routing: bool, gpu: str = ""
+) -> tuple:
+    """Validate the flags here, list the volumes remotely, and plan: (todo, pending, options, gpu).
+    The evaluation's device is 'auto': a container with a GPU acts on it, one without on its CPU."""
     import batch_eval
     import eval_mop
     from mop.babyai_env import check_task_id
 
     try:  # ConfigError, ResultsError, EvalError and LaunchError: ValueErrors with one clear line
+        gpu = check_gpu(gpu)
         evaluation = eval_mop.EvalOptions(
-            num_episodes=num_episodes, num_envs=num_envs, record=not skip_routing
+            num_episodes=num_episodes, num_envs=num_envs, record=not skip_routing, device="auto"
         )
         if task:
             check_task_id(task)
@@ -626,11 +711,18 @@ def _plan_remote(num_episodes: int, num_envs: int, force: bool, task: str, skip_
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     todo = plan_eval(state["refs"], results, state["pending"], task, force)
+    where = f"a {gpu} GPU" if gpu else "CPU only"
     print(
         f"{len(state['refs'])} checkpoints on {CHECKPOINT_VOLUME}, {len(state['pending'])} rows pending, "
-        f"{len(todo)} to evaluate ({num_episodes} episodes each; compared with {source})"
+        f"{len(todo)} to evaluate ({num_episodes} episodes each, {where}; compared with {source})"
     )
-    return todo, state["pending"], batch_eval.BatchOptions(eval=evaluation)
+    return todo, state["pending"], batch_eval.BatchOptions(eval=evaluation), gpu
+
+
+def with_gpu(function: Any, gpu: str) -> Any:
+    """`function` as a container with the GPU `gpu` (checked) gets it, or as decorated for ''.
+    The decorators give no GPU: Modal's with_options can add one but not take one away."""
+    return function.with_options(gpu=gpu) if gpu else function
 
 
 def _report(results: list, merged: dict) -> None:
@@ -654,12 +746,15 @@ def eval_parallel(
     task: str = "",
     num_envs: int = 16,
     skip_routing: bool = False,
+    gpu: str = EVAL_GPU,
 ) -> None:
-    """Evaluate every checkpoint on rl-mop that the results lack, one container each, then merge."""
-    todo, pending, options = _plan_remote(num_episodes, num_envs, force, task, skip_routing)
+    """Evaluate every checkpoint on rl-mop that the results lack, one container each with a GPU
+    (--gpu TYPE, default T4; --gpu "" for CPU only), then merge."""
+    todo, pending, options, gpu = _plan_remote(num_episodes, num_envs, force, task, skip_routing, gpu)
     if not todo and not pending:
         return
-    results = list(eval_checkpoint.map(todo, kwargs={"options": options}, return_exceptions=True))
+    evaluate = with_gpu(eval_checkpoint, gpu)
+    results = list(evaluate.map(todo, kwargs={"options": options}, return_exceptions=True))
     _report(results, reduce_rows.remote())
 
 
@@ -670,12 +765,13 @@ def eval_main(
     task: str = "",
     num_envs: int = 16,
     skip_routing: bool = False,
+    gpu: str = "",
 ) -> None:
-    """As eval_parallel, but every checkpoint in turn in one container."""
-    todo, pending, options = _plan_remote(num_episodes, num_envs, force, task, skip_routing)
+    """As eval_parallel, but every checkpoint in turn in one container (CPU only unless --gpu TYPE)."""
+    todo, pending, options, gpu = _plan_remote(num_episodes, num_envs, force, task, skip_routing, gpu)
     if not todo and not pending:
         return
-    summary = eval_all.remote(todo, options)
+    summary = with_gpu(eval_all, gpu).remote(todo, options)
     _report(summary["results"], summary)
 
 
@@ -812,6 +908,7 @@ def lmc_spec(
     overrides.update(task_id=task_id, seed=seed)
     if overrides.get("num_workers") is None:  # a core per env worker, pinned to the reservation
         overrides["num_workers"] = int(TRAIN_CPUS)
+    overrides = training_device(overrides, "")  # the LMC containers have CPUs only
     exp = lmc.build_experiment(overrides, settings, LMC_ROOT, CONFIG_PATH)
     given = sorted(set(overrides) | (set(settings) - {"fork_buffer_strategy"}))
     return {"overrides": {k: exp.train[k] for k in overrides}, "settings": settings, "given": given}
@@ -821,12 +918,12 @@ def lmc_spec(
 def lmc(
     task_id: str,
     seed: int = 0,
-    fork_points: str = "0.01,0.05,0.1,0.2,0.3,0.5,0.7,0.9",
-    fork_buffer_strategy: str = "",
-    alphas: int = 11,
+    fork_points: str = LMC_DEFAULTS.fork_points,
+    fork_buffer_strategy: str | None = LMC_DEFAULTS.fork_buffer_strategy,
+    alphas: int = LMC_DEFAULTS.alphas,
     num_updates: int | None = None,
-    eval_episodes: int = 100,
-    heldout_episodes: int = 100,
+    eval_episodes: int = LMC_DEFAULTS.eval_episodes,
+    heldout_episodes: int = LMC_DEFAULTS.heldout_episodes,
     set: str = "",
     config: str = "",
 ) -> None:
@@ -853,3 +950,39 @@ def lmc(
         print(f"✗ {line}")
     print(f"✓ {result['results_dir']}: analysed forks {result['analysed']}, {len(result['figures'])} figures")
     print(f"download: modal volume get {LMC_VOLUME} / ./lmc_results/")
+
+
+# ----------------------------------------------------------------------------- python modal_app.py
+
+
+def entrypoints() -> dict[str, modal.app.LocalEntrypoint]:
+    """This app's `modal run` entrypoints by name, in the order they are defined."""
+    found = {name: value for name, value in globals().items() if isinstance(value, modal.app.LocalEntrypoint)}
+    return dict(sorted(found.items(), key=lambda kv: kv[1].info.raw_f.__code__.co_firstlineno))
+
+
+def usage() -> str:
+    """What `python modal_app.py --help` prints: this docstring and each entrypoint's flags, spelled
+    as `modal run modal_app.py::NAME --help` spells them (underscores become dashes)."""
+    lines = [__doc__.strip(), "", "Entrypoints (modal run modal_app.py::NAME [flags]):"]
+    for name, entry in entrypoints().items():
+        raw = entry.info.raw_f
+        summary = (inspect.getdoc(raw) or "").split("\n\n")[0].replace("\n", " ")
+        lines += ["", f"  {name}: {summary}"]
+        for param in inspect.signature(raw).parameters.values():
+            flag = "--" + param.name.replace("_", "-")
+            default = "required" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
+            lines.append(f"      {flag} ({default})")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # `modal run` imports this file and never runs this block; `python modal_app.py` only explains.
+    if sys.argv[1:] in ([], ["--help"], ["-h"]):
+        print(usage())
+        sys.exit(0)
+    print(
+        "error: run an entrypoint with `modal run modal_app.py::NAME ...` (python modal_app.py --help)",
+        file=sys.stderr,
+    )
+    sys.exit(2)

@@ -15,6 +15,7 @@ Layout: recordings/<task>/trial_<N>/[seed_<S>/]<update_<U>|final>/ (or --out DIR
 
     python record.py --checkpoint checkpoints/BabyAI-UnlockPickup-v0/trial_0/checkpoint_final.pt --num_episodes 2000
     python record.py --checkpoint ... --num_episodes 50 --out /tmp/rec
+    python record.py --checkpoint ... --num_episodes 2000 --device cuda   # the agent acts on the GPU
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 
 from eval_mop import ActedStep, run_episodes
 from mop.babyai_env import EVAL_SEED_START
+from mop.devices import DEVICE_HELP, DeviceError, device_label, resolve_device, use_deterministic
 from mop.experiment import ArgumentParser, CheckpointError, load_policy
 from mop.numpy_policy import one_thread
 from mop.runs import RunId, RunPathError, atomic_write, atomic_write_text, parse_checkpoint_name
@@ -130,8 +132,15 @@ def record(
     chunk_steps: int = 10_000,
     max_steps: int | None = None,
     progress: bool = False,
+    device: str = "auto",
 ) -> dict:
-    """Record `num_episodes` evaluation episodes of a checkpoint into out_dir; returns the metadata."""
+    """Record `num_episodes` evaluation episodes of a checkpoint into out_dir; returns the metadata.
+    device: where the agent acts (eval_mop's --device; the recorded numbers are the CPU's up to
+    float rounding)."""
+    try:
+        where = resolve_device(device)
+    except DeviceError as e:
+        raise RecordingError(str(e)) from None
     policy, encoder, config = load_policy(checkpoint_path)
     out = Path(out_dir)
     if (out / METADATA_FILE).exists():
@@ -168,11 +177,12 @@ def record(
             if step.done[r]:
                 writer.add_episode(open_episodes.pop(episode))
 
+    use_deterministic(where)
     with one_thread():
         with tqdm(total=num_episodes, desc="record", disable=not progress, dynamic_ncols=True) as bar:
             _, episodes = run_episodes(
-                policy,
-                encoder,
+                policy.to(where),
+                encoder.to(where),
                 config,
                 config["task_id"],
                 list(range(num_episodes)),
@@ -200,6 +210,7 @@ def record(
         "obs_encoding": config["obs_encoding"],
         "chunks": writer.chunks,
         "seconds": round(time.perf_counter() - started, 2),
+        "device": device_label(where),
     }
     atomic_write_text(out / METADATA_FILE, json.dumps(meta, indent=1))
     return meta
@@ -314,17 +325,29 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--out", default=None, help=f"folder (default {RECORDINGS_ROOT}/<task>/trial_<N>/...)"
     )
+    parser.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default auto)")
     args = parser.parse_args(argv)
     try:
         if args.num_episodes < 1 or args.num_envs < 1 or args.chunk_steps < 1:
             raise RecordingError("--num_episodes, --num_envs and --chunk_steps must be >= 1")
+        try:  # before anything is read or written
+            resolve_device(args.device)
+        except DeviceError as e:
+            raise RecordingError(str(e)) from None
         if args.out is None:
             _, _, config = load_policy(args.checkpoint)
             out = recording_dir(RECORDINGS_ROOT, config, args.checkpoint)
         else:
             out = Path(args.out)
         meta = record(
-            args.checkpoint, out, args.num_episodes, args.num_envs, args.chunk_steps, args.max_steps, True
+            args.checkpoint,
+            out,
+            args.num_episodes,
+            args.num_envs,
+            args.chunk_steps,
+            args.max_steps,
+            True,
+            args.device,
         )
     except (RecordingError, CheckpointError, RunPathError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ and action agreement are logged to metrics.jsonl beside the checkpoints:
     python train_generative.py --dataset recordings/BabyAI-UnlockPickup-v0/trial_0/final \
         --num_sim_steps 16 --num_init_steps 3 --num_updates 5000
     python train_generative.py --dataset ... --resume
+    python train_generative.py --dataset ... --device cuda   # the model and the agent on the GPU
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mop.devices import (
+    DEVICE_HELP,
+    DeviceError,
+    cuda_rng_state,
+    resolve_device,
+    set_cuda_rng_state,
+    to_cpu,
+    use_deterministic,
+)
 from mop.experiment import ArgumentParser, CheckpointError, load_policy
 from mop.generative import GenerativeConfig, GenerativeModel, losses, reconstruction_metrics
 from mop.runs import RunPathError, atomic_write, run_subpath
@@ -105,13 +115,16 @@ def scheduled_lr(lr: float, schedule: str, progress: float) -> float:
     return lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0))))
 
 
-def to_tensors(windows: dict[str, np.ndarray], index: np.ndarray) -> dict[str, torch.Tensor]:
+def to_tensors(
+    windows: dict[str, np.ndarray], index: np.ndarray, device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
+    """The windows `index` as tensors (float32 or int64), on `device` (None: the CPU)."""
     out = {}
     for k in ("image", "direction", "carrying", "mission_index", "memory", "logits", "action", "done"):
         v = windows[k][index]
         out[k] = torch.from_numpy(
             v.astype(np.float32) if v.dtype in (np.float32, np.float64) else v.astype(np.int64)
-        )
+        ).to(device or "cpu")
     return out
 
 
@@ -143,7 +156,7 @@ def evaluate(model, agent, windows, index, lang_table, batch_size: int = 256) ->
     totals: dict[str, float] = {}
     n = 0
     for lo in range(0, len(index), batch_size):
-        batch = to_tensors(windows, index[lo : lo + batch_size])
+        batch = to_tensors(windows, index[lo : lo + batch_size], lang_table.device)
         loss, sim = losses(model, agent, batch, lang_table, sample=False)
         m = {
             **{f"loss/{k}": float(v) for k, v in loss.items()},
@@ -213,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_held_out", type=int, default=512, help="held-out windows evaluated per log")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help=f"{DEVICE_HELP}: the model and the frozen agent inside it; a model trained on one "
+        "device resumes and is analysed on any other (default auto)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the newest model_*.pt in --out")
     p.add_argument("--no_progress", action="store_true")
     return p
@@ -238,6 +257,10 @@ def train(args: argparse.Namespace) -> dict:
     if not 0 <= args.action_forcing <= 1:
         raise GenerativeError(f"--action_forcing must be in [0, 1], got {args.action_forcing}")
     try:
+        device = resolve_device(args.device)
+    except DeviceError as e:
+        raise GenerativeError(str(e)) from None
+    try:
         config = GenerativeConfig(
             num_init_steps=args.num_init_steps,
             num_sim_steps=args.num_sim_steps,
@@ -260,14 +283,16 @@ def train(args: argparse.Namespace) -> dict:
         raise GenerativeError(f"{str(out)!r} already holds model_final.pt; use --resume or another --out")
     windows, train_idx, held_idx = training_windows(args.dataset, config, args.max_windows, args.seed)
     held_idx = held_idx[: args.max_held_out]
-    lang_table = mission_table(encoder, meta["missions"])
+    use_deterministic(device)
+    lang_table = mission_table(encoder, meta["missions"]).to(device)
+    agent.to(device)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
+    # built on the CPU (the same initial weights on every device), moved after a resume's load
     model = GenerativeModel(
         config, agent_config["obs_encoding"], agent_config["lang_dim"], agent_config["num_actions"]
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    start = 0
+    start, ckpt = 0, None
     if resume_from is not None:
         ckpt = torch.load(resume_from, map_location="cpu", weights_only=True)
         if ckpt.get("format_version") != MODEL_FORMAT:
@@ -284,9 +309,13 @@ def train(args: argparse.Namespace) -> dict:
                 f"--resume: {str(resume_from)!r} has config {ckpt['generative_config']}, not {config.to_dict()}"
             )
         model.load_state_dict(ckpt["model_state"])
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    if ckpt is not None:  # Adam moves its state to the parameters' device (a resume may switch)
         optimizer.load_state_dict(ckpt["optimizer_state"])
         start = int(ckpt["update"])
         torch.set_rng_state(ckpt["torch_rng"])
+        set_cuda_rng_state(ckpt.get("cuda_rng"), device)
         rng = np.random.default_rng(args.seed + start)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
@@ -297,8 +326,8 @@ def train(args: argparse.Namespace) -> dict:
     def save(update: int, final: bool) -> Path:
         payload = {
             "format_version": MODEL_FORMAT,
-            "model_state": model.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
+            "model_state": to_cpu(model.state_dict()),  # device-free: loads on any machine
+            "optimizer_state": to_cpu(optimizer.state_dict()),
             "generative_config": config.to_dict(),
             "agent_checkpoint": str(agent_path),
             "agent_hash": meta["agent_hash"],
@@ -306,6 +335,7 @@ def train(args: argparse.Namespace) -> dict:
             "missions": meta["missions"],
             "update": update,
             "torch_rng": torch.get_rng_state(),
+            **({"cuda_rng": cuda_rng_state(device)} if device.type == "cuda" else {}),
             "args": {
                 k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))
             },
@@ -327,7 +357,9 @@ def train(args: argparse.Namespace) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = scheduled_lr(args.lr, args.lr_schedule, progress)
         batch = to_tensors(
-            windows, rng.choice(train_idx, size=args.batch_size, replace=len(train_idx) < args.batch_size)
+            windows,
+            rng.choice(train_idx, size=args.batch_size, replace=len(train_idx) < args.batch_size),
+            device,
         )
         loss, _ = losses(model, agent, batch, lang_table, action_forcing=args.action_forcing)
         total = sum(scales[k] * loss[k] for k in LOSS_NAMES)

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train_mop  # noqa: E402
 from eval_mop import EvalOptions, evaluate, save_evaluation  # noqa: E402
-from mop.experiment import default_num_workers, load_config  # noqa: E402
+from mop.bot_paths import BotPaths  # noqa: E402
+from mop.experiment import default_num_workers, load_checkpoint, load_config  # noqa: E402
 from mop.routing_cache import JSON_FILE, load_cache  # noqa: E402
 
 
@@ -63,7 +64,8 @@ def main() -> None:
             )
             checkpoint = train_mop.main(cfg, progress=False)["checkpoints"][-1]
         workers = default_num_workers()
-        bot_paths: dict = {}
+        config = load_checkpoint(checkpoint)["config"]
+        bot_paths = BotPaths(config["task_id"], config.get("max_steps"))  # in memory, shared by every run
         evaluate(
             checkpoint, EvalOptions(num_episodes=args.episodes, record=False), bot_paths
         )  # warm the bot-path cache

@@ -278,6 +278,19 @@ def _frames(n: str) -> str:
 BENCH_FLAGS = {"config", "task_id", "num_updates", "checkpoint_interval", "checkpoint_dir"}
 
 
+def row_flags(row: dict) -> dict[str, str] | None:
+    """The flags of a row's training command ({'config': ..., 'seed': '1', ...}); None where the
+    command cannot be read back."""
+    try:
+        words = shlex.split(row.get("command") or "")
+    except ValueError:
+        return None
+    pairs = list(zip(words[2::2], words[3::2], strict=False))
+    if len(words) < 2 or len(words) % 2 or not all(flag.startswith("--") for flag, _ in pairs):
+        return None
+    return {flag[2:]: value for flag, value in pairs}
+
+
 def recipe_shown(row: dict) -> str:
     """A row's recipe as the README names it: 'default' (config.yaml) or configs/<level>.yaml, and
     the --set overrides read back from the row's command ('configs/X.yaml + unroll_len=128'); the
@@ -286,17 +299,24 @@ def recipe_shown(row: dict) -> str:
     plain = {recipe_of(None, {}): "default", recipe_of(Path(f"{level}.yaml"), {}): f"configs/{level}.yaml"}
     if row["recipe"] in plain:
         return plain[row["recipe"]]
-    try:
-        words = shlex.split(row.get("command") or "")
-    except ValueError:
+    flags = row_flags(row)
+    if flags is None:
         return row["recipe"]
-    pairs = list(zip(words[2::2], words[3::2], strict=False))
-    if len(words) < 2 or len(words) % 2 or not all(flag.startswith("--") for flag, _ in pairs):
-        return row["recipe"]
-    flags = {flag[2:]: value for flag, value in pairs}
     base = flags.get("config", "default")
     sets = [f"{k}={v}" for k, v in flags.items() if k not in BENCH_FLAGS]
     return " + ".join([base, ", ".join(sets)]) if sets else row["recipe"]
+
+
+def bench_command(row: dict) -> str:
+    """The bench command that makes a row (its probes every --probe_every frames, which the CSV
+    does not keep: the 'best probe' column shows where they fell)."""
+    flags = row_flags(row) or {}
+    sets = "".join(f" --set {shlex.quote(f'{k}={v}')}" for k, v in flags.items() if k not in BENCH_FLAGS)
+    command = f"python bench/levels.py --levels {row['level']} --frames {row['frames_budget']}{sets}"
+    if "config" not in flags and level_config(row["level"], REPO / "configs") is not None:
+        # made before the level had its configs/ file: a folder without it gives config.yaml again
+        command += " --configs_dir no_configs   # config.yaml, not the level's configs/ recipe"
+    return command
 
 
 def markdown(rows: list[dict]) -> str:
@@ -334,6 +354,45 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+PAGE_INTRO = """\
+# The level table
+
+`bench/levels.py` trains one recipe per BabyAI level for a fixed frame budget, probes every
+checkpoint on 100 evaluation layouts, evaluates the final one on 500 (Wilson 95% interval) and
+writes a row per level to `bench/results/levels.csv`, beside BabyAI's imitation-learning numbers
+(success after training on 1 M bot demos; demos to reach 99% where published; each number's source
+is in `bench/levels.py`). A level with a `configs/<level>.yaml` is trained with it, any other with
+`config.yaml`. It runs one level at a time (`--levels`), skips a row already in the CSV and
+resumes a run that was cut off; a longer `--frames` continues the shorter budget's run, as
+`--resume` does. Each row stores its resolved recipe: when a config file changed since a row or a
+run folder was made, the level is refused with the keys that differ (exit 2). Every row is one
+seed on a shared 2-core box; "training" is the run's own training time. This page is generated:
+`python bench/levels.py --markdown > docs/levels.md`. What the rows say is in
+[findings.md](findings.md#the-level-table-readings).
+"""
+
+
+def page(rows: list[dict]) -> str:
+    """docs/levels.md: the introduction, the table, and the bench command of every row."""
+    order = {level: i for i, level in enumerate(LEVELS)}
+    commands = []
+    for r in sorted(rows, key=lambda r: (order.get(r["level"], len(order)), recipe_shown(r))):
+        if (command := bench_command(r)) not in commands:
+            commands.append(command)
+    return "\n".join(
+        [
+            PAGE_INTRO,
+            markdown(rows),
+            "",
+            "The rows' commands (a row's exact training command is its CSV `command`):",
+            "",
+            "```bash",
+            *commands,
+            "```",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     from mop.experiment import ArgumentParser, ConfigError
 
@@ -350,14 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results/levels.csv", help="the table (CSV)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
-        "--markdown", action="store_true", help="print the CSV as the README's table; run nothing"
+        "--markdown", action="store_true", help="print docs/levels.md (the CSV as a table); run nothing"
     )
     args = parser.parse_args(argv)
     if args.markdown:
         rows = read_rows(Path(args.out))
         if not rows:
             parser.error(f"{args.out} {'holds no rows' if Path(args.out).exists() else 'does not exist'}")
-        print(markdown(rows))
+        print(page(rows))
         return 0
     sets = parse_sets(args.set, parser)
     levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]

@@ -3,10 +3,14 @@
 Nothing here is run directly; every command a user runs is a file at the top of the repository. The
 package imports nothing from the top but the shared policy module (`mixture_of_experts.py`), so no
 stage can be pulled in by a library import. Modules, from the ground up: `runs` (run folders, atomic
-writes, locks, path safety; torch-free), `fast_grid` and `babyai_env` (levels, seeds, observations,
-the bot), `language` (mission encoders), `experiment` (config schema, checkpoints, metrics),
-`numpy_policy` and `collection` (the acting step and the collector), `replay_buffer` and `imitation`
-(the training loop), `routing_cache` and `routing_analysis` (the cache schema and its numbers), the
-figure modules (`plot_style`, `results_plots`, `stats_plots`, `lmc_plots`, `generative_plots`) and
-`generative` (the generative model of rollouts).
+writes, the run lock, path safety; torch-free), `fast_grid` and `babyai_env` (levels, seeds,
+observations, the bot), `bot_paths` (the cache of the bot's path lengths), `language` (mission
+encoders), `devices` (the device setting, device-free saved state, CUDA's deterministic mode),
+`experiment` (config schema, checkpoints, metrics), `numpy_policy` and `collection` (the
+acting step and the collector), `replay_buffer`, `bot_demos` and `imitation` (the training loop,
+and where a run stands), `results` (the results table), `routing_cache` and `routing_analysis` (the cache schema
+and its numbers), `phases` and `inference` (phase systems; statistics across runs), `lmc_settings`
+and `connectivity` (linear mode connectivity: settings, interpolation, barriers, routing agreement),
+the figure modules (`plot_style`, `results_plots`, `stats_plots`, `lmc_plots`, `generative_plots`)
+and `generative` (the generative model of rollouts).
 """

@@ -3,8 +3,10 @@
 - `act(policy, encoder, batch, memory)`: encode a batch of observations and missions and take one
   policy step in torch. `acting_step(policy, missions, obs_encoding)` gives the same step in numpy
   (numpy_policy.py: equal to float rounding, 2-3x faster) or `act` where numpy does not cover the
-  policy (knockout); training collection, evaluation (eval_mop) and everything built on them act
-  through it, so a policy sees the same inputs wherever it runs.
+  policy (knockout) or the policy is on a GPU (evaluation with --device cuda: the batch acts in
+  one torch step there, handed back in one transfer by `on_cpu`); training collection, evaluation
+  (eval_mop) and everything built on them act through it, so a policy sees the same inputs
+  wherever it runs. Training collection always acts on CPUs, whatever the learner's device.
 - `Collector` / `ParallelCollector`: N training envs, each labelled by its own bot at every step,
   acting with a copy of the current policy; worker processes each own a slice of the envs and
   return whole chunks of steps (numpy arrays) for the learner to replay with gradients. A
@@ -46,6 +48,7 @@ from mop.babyai_env import (
     quiet_reset,
     train_episode_seed,
 )
+from mop.devices import module_device
 from mop.numpy_policy import NumpyPolicy, use_one_thread
 
 # ----------------------------------------------------------------------------- the acting step
@@ -87,25 +90,39 @@ class MissionCache:
 def act(
     policy: torch.nn.Module, missions: MissionCache, batch: ObsBatch, memory: torch.Tensor, obs_encoding: str
 ) -> PolicyOutput:
-    """One policy step for a batch of envs: logits (B, A), new memory (B, M), router weights."""
+    """One policy step for a batch of envs: logits (B, A), new memory (B, M), router weights, on
+    the policy's device (the batch and memory are moved there; a CPU policy reads them in place)."""
+    device = module_device(policy)
     obs = encode_obs(
-        torch.from_numpy(batch.image),
-        torch.from_numpy(batch.direction),
-        torch.from_numpy(batch.carrying),
+        torch.from_numpy(batch.image).to(device),
+        torch.from_numpy(batch.direction).to(device),
+        torch.from_numpy(batch.carrying).to(device),
         obs_encoding,
     )
-    return policy.step(obs, missions(batch.missions), memory)
+    return policy.step(obs, missions(batch.missions), memory.to(device))
+
+
+def on_cpu(out: PolicyOutput) -> PolicyOutput:
+    """A step's output on the CPU in ONE transfer (one device sync per step, not one per tensor):
+    logits, memory and router weights side by side, then split into views."""
+    parts = [out.logits, out.memory, *out.router_weights]
+    flat = torch.cat(parts, dim=-1).cpu()
+    logits, memory, *weights = flat.split([p.shape[-1] for p in parts], dim=-1)
+    return PolicyOutput(logits, memory, list(weights))
 
 
 def acting_step(
     policy: torch.nn.Module, missions: MissionCache, obs_encoding: str
 ) -> Callable[[ObsBatch, torch.Tensor], PolicyOutput]:
-    """`act` with the policy's current weights, as collection takes it: in numpy where
-    numpy_policy covers the policy (2-3x faster per step; equal to float rounding), else in torch.
-    Build it again whenever the weights change (here: once per chunk)."""
-    actor = NumpyPolicy.of(policy, missions, obs_encoding)
+    """`act` with the policy's current weights, as collection and evaluation take it (CPU tensors
+    in and out): in numpy where numpy_policy covers a policy on the CPU (2-3x faster per step;
+    equal to float rounding), else in torch on the policy's device, all envs of the batch in one
+    step (a CUDA policy: evaluation's acting on the GPU). Build it again whenever the weights
+    change (here: once per chunk)."""
+    on_the_cpu = module_device(policy).type == "cpu"
+    actor = NumpyPolicy.of(policy, missions, obs_encoding) if on_the_cpu else None
     if actor is None:
-        return lambda batch, memory: act(policy, missions, batch, memory, obs_encoding)
+        return lambda batch, memory: on_cpu(act(policy, missions, batch, memory, obs_encoding))
 
     def step(batch: ObsBatch, memory: torch.Tensor) -> PolicyOutput:
         logits, memory_after, weights = actor.step(batch, memory.numpy())
@@ -432,6 +449,7 @@ class ParallelCollector:
             key_layout_share=key_layout_share,
         )
         self.local: Collector | None = None
+        self.cpu_actor: tuple[torch.nn.Module, torch.nn.Module] | None = None  # see _actor
         self.workers: list[tuple[Any, Any]] = []
         self.pending: Any = None
         states = slot_states or [None] * num_envs
@@ -506,6 +524,11 @@ class ParallelCollector:
         pending, self.pending = self.pending, None
         if self.local is not None:
             policy_state, encoder_state, policy, encoder, unroll_len, teacher_forcing = pending
+            actor = self._actor(policy, encoder)
+            if actor is not None:  # a learner on a GPU: act on the CPU, as the workers do
+                actor[0].load_state_dict(policy_state)
+                actor[1].load_state_dict(encoder_state)
+                return self.local.collect(*actor, unroll_len, teacher_forcing)
             current = (copy.deepcopy(policy.state_dict()), copy.deepcopy(encoder.state_dict()))
             policy.load_state_dict(policy_state)  # act with the weights given at submit()
             encoder.load_state_dict(encoder_state)
@@ -518,6 +541,19 @@ class ParallelCollector:
         for chunk in chunks:
             chunk["memory"] = torch.from_numpy(chunk["memory"])
         return merge_chunks(chunks)
+
+    def _actor(
+        self, policy: torch.nn.Module, encoder: torch.nn.Module
+    ) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+        """None for a learner on the CPU (in-process collection acts with its own modules, their
+        weights swapped for the chunk); CPU copies of a learner on another device, made once.
+        Acting is one small step per env step, where a GPU's launch and transfer costs outweigh
+        its arithmetic, and the numpy step needs the weights on the CPU (docs/reference.md 'GPUs')."""
+        if module_device(policy).type == "cpu" and module_device(encoder).type == "cpu":
+            return None
+        if self.cpu_actor is None:
+            self.cpu_actor = (copy.deepcopy(policy).cpu(), copy.deepcopy(encoder).cpu())
+        return self.cpu_actor
 
     def collect(
         self,

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import yaml
 
+from mop.devices import DeviceError, check_device, cuda_rng_state, set_cuda_rng_state, to_cpu
 from mop.runs import OutputError, RunId, RunLockedError, atomic_write, atomic_write_text, resume_candidates
 from mop.runs import run_dir as _run_dir
 
@@ -224,6 +225,15 @@ class TrainConfig:
     lpc_epsilon: float = _help("eps in the normalised cost", 1e-8)
     # GRU baseline (train.py)
     hidden_size: int = _help("GRU size of the baseline policy (train.py)", 64)
+    # Where it runs
+    device: str = _help(
+        "where the learner's forward, backward and Adam step run: 'auto' (the first CUDA GPU when "
+        "this machine has one, else the CPU), 'cpu', 'cuda' or 'cuda:N'; the env workers always act "
+        "on CPUs. An execution setting like num_workers, not part of the run's recipe: CPU and CUDA "
+        "run the same algorithm and differ only in float rounding, so --resume may change it and a "
+        "resumed run takes this invocation's value (docs/reference.md 'GPUs')",
+        "auto",
+    )
     # Output
     checkpoint_dir: str = _help("root folder for checkpoints and metrics.jsonl", "checkpoints")
     checkpoint_interval: int | None = _help("save every N updates (null: only the final checkpoint)", 500)
@@ -245,9 +255,11 @@ CONFIG_ALIASES = {
     "mop_router_dim": "router_hidden_size",
 }
 # Keys that may change when a run is resumed; everything else must match the checkpoint.
+# `device` is one of them: an execution setting, so a run's recipe (recipe_keys) leaves it out.
 RESUMABLE_OVERRIDES = {
     "num_updates",
     "num_workers",
+    "device",
     "log_interval",
     "checkpoint_interval",
     "wandb_project",
@@ -445,6 +457,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"input_encoder must be 'linear' or 'bilinear', got {cfg.input_encoder!r}")
     if cfg.input_encoder == "bilinear" and cfg.obs_encoding != "onehot":
         raise ConfigError("input_encoder 'bilinear' needs obs_encoding 'onehot'")
+    try:  # the spelling only: a config may name a GPU that only the machine it runs on has
+        cfg.device = check_device(cfg.device, "device")
+    except DeviceError as e:
+        raise ConfigError(str(e)) from None
     if cfg.lang_encoder not in ("bow", "gru", "distilbert"):
         raise ConfigError(f"lang_encoder must be 'bow', 'gru' or 'distilbert', got {cfg.lang_encoder!r}")
     for key, tp in _TYPES.items():  # also for a TrainConfig built without load_config
@@ -619,17 +635,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    return {
+def rng_state(device: torch.device | None = None) -> dict:
+    """Every generator a run draws from; with a CUDA device also its generator (expert dropout
+    draws there)."""
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": list(np.random.get_state(legacy=True)[1].tolist())
         + [int(np.random.get_state(legacy=True)[2])],
         "python": [list(random.getstate()[1]), random.getstate()[0]],
     }
+    cuda = None if device is None else cuda_rng_state(device)
+    if cuda is not None:
+        state["torch_cuda"] = cuda
+    return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
     torch.set_rng_state(state["torch"])
+    if device is not None:
+        set_cuda_rng_state(state.get("torch_cuda"), device)
     keys = np.array(state["numpy"][:-1], dtype=np.uint32)
     np.random.set_state(("MT19937", keys, int(state["numpy"][-1])))
     internal, version = state["python"]
@@ -644,8 +668,10 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Write a checkpoint dict atomically, stamped with CHECKPOINT_FORMAT."""
-    return atomic_write(path, lambda tmp: torch.save({"format_version": CHECKPOINT_FORMAT, **payload}, tmp))
+    """Write a checkpoint dict atomically, stamped with CHECKPOINT_FORMAT; its tensors are stored
+    on the CPU, whatever device they live on (load_checkpoint maps to the CPU as well)."""
+    payload = to_cpu({"format_version": CHECKPOINT_FORMAT, **payload})
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -655,6 +681,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
+        # map_location: tensors a GPU run saved (or a file whose storages name a device this
+        # machine lacks) load on the CPU without a word; the stage then moves them to its device.
         with torch.serialization.safe_globals(CHECKPOINT_SAFE_GLOBALS):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -843,6 +871,9 @@ def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfi
     base = load_config(path, overrides)
     saved = newest_checkpoint(run_dir(base), report=False)[1]["config"]
     stored = {k: saved[k] for k in CONFIG_KEYS if k in saved}
+    # The device belongs to the machine, not to the run: a run trained on a GPU resumes on a
+    # laptop with the laptop's setting (--device, else config.yaml's), not with 'cuda'.
+    stored["device"] = base.device
     for key, value in overrides.items():
         if key in RESUMABLE_OVERRIDES:
             stored[key] = value

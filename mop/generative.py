@@ -161,7 +161,7 @@ def agent_input(obs: ObsProbs, encoding: str) -> torch.Tensor:
     if encoding == "onehot":
         view = torch.cat(obs.cells, dim=-1).flatten(-3)  # (..., 7, 7, 20) -> (..., 980)
     elif encoding == "raw":
-        codes = [(c * torch.arange(c.shape[-1], dtype=c.dtype)).sum(-1) for c in obs.cells]
+        codes = [(c * torch.arange(c.shape[-1], dtype=c.dtype, device=c.device)).sum(-1) for c in obs.cells]
         view = torch.stack(codes, dim=-3).flatten(-3)  # (..., 3, 7, 7) -> (..., 147)
     else:
         raise ValueError(f"obs_encoding must be 'onehot' or 'raw', got {encoding!r}")
@@ -225,33 +225,38 @@ def start_frame_canvas(image: torch.Tensor, action: torch.Tensor, start: int) ->
     B, T = action.shape
     K, c = CANVAS_SIZE, CANVAS_SIZE // 2
     image, action = image.long(), action.long()
-    obs = exact_obs(image, torch.zeros(B, T), torch.zeros(B, T))
+    dev = image.device  # every tensor made here follows the batch (CPU or GPU)
+    headings = _HEADINGS.to(dev)
+    obs = exact_obs(image, torch.zeros(B, T, device=dev), torch.zeros(B, T, device=dev))
     free = front_free(obs) > 0.5  # (B, T)
-    pos, rot = [torch.zeros(B, 2, dtype=torch.long)] * T, [torch.zeros(B, dtype=torch.long)] * T
-    pos[start] = torch.full((B, 2), c, dtype=torch.long)
+    pos = [torch.zeros(B, 2, dtype=torch.long, device=dev)] * T
+    rot = [torch.zeros(B, dtype=torch.long, device=dev)] * T
+    pos[start] = torch.full((B, 2), c, dtype=torch.long, device=dev)
     for t in range(start + 1, T):
         a = action[:, t - 1]
-        pos[t] = pos[t - 1] + ((a == 2) & free[:, t - 1])[:, None] * _HEADINGS[rot[t - 1]]
+        pos[t] = pos[t - 1] + ((a == 2) & free[:, t - 1])[:, None] * headings[rot[t - 1]]
         rot[t] = (rot[t - 1] + (a == 1).long() - (a == 0).long()) % 4
     for t in reversed(range(start)):
         a = action[:, t]
         rot[t] = (rot[t + 1] - (a == 1).long() + (a == 0).long()) % 4
-        pos[t] = pos[t + 1] - ((a == 2) & free[:, t])[:, None] * _HEADINGS[rot[t]]
-    x, y = torch.meshgrid(torch.arange(VIEW_SIZE), torch.arange(VIEW_SIZE), indexing="ij")
+        pos[t] = pos[t + 1] - ((a == 2) & free[:, t])[:, None] * headings[rot[t]]
+    x, y = torch.meshgrid(
+        torch.arange(VIEW_SIZE, device=dev), torch.arange(VIEW_SIZE, device=dev), indexing="ij"
+    )
     ahead, lateral = (AGENT_CELL[1] - y).reshape(-1), (x - AGENT_CELL[0]).reshape(-1)  # (49,)
     content = torch.cat(obs.cells, -1).reshape(B, T, -1, CELL_DIM)
     visible = (image[..., 0] != 0).reshape(B, T, -1)
     visible[..., AGENT_CELL[0] * VIEW_SIZE + AGENT_CELL[1]] = False  # it shows what is carried
-    canvas = torch.zeros(B * K * K + 1, CANVAS_DIM)  # the last row takes the cells off the canvas
-    rows = torch.arange(B)[:, None] * K * K
+    canvas = torch.zeros(B * K * K + 1, CANVAS_DIM, device=dev)  # the last row: cells off the canvas
+    rows = torch.arange(B, device=dev)[:, None] * K * K
     for t in range(T):
-        forward, right = _HEADINGS[rot[t]], _HEADINGS[(rot[t] + 1) % 4]  # (B, 2)
+        forward, right = headings[rot[t]], headings[(rot[t] + 1) % 4]  # (B, 2)
         wx = pos[t][:, :1] + ahead * forward[:, :1] + lateral * right[:, :1]  # (B, 49)
         wy = pos[t][:, 1:] + ahead * forward[:, 1:] + lateral * right[:, 1:]
         keep = visible[:, t] & (wx >= 0) & (wx < K) & (wy >= 0) & (wy < K)
         index = torch.where(keep, rows + wx * K + wy, torch.full_like(wx, B * K * K))
         canvas[index.reshape(-1)] = torch.cat(
-            [content[:, t], torch.ones(B, content.shape[2], 1)], -1
+            [content[:, t], torch.ones(B, content.shape[2], 1, device=dev)], -1
         ).reshape(-1, CANVAS_DIM)
     return canvas[:-1].reshape(B, K * K, CANVAS_DIM)
 
@@ -315,7 +320,8 @@ def soft_visibility(see: torch.Tensor) -> torch.Tensor:
     W, H = see.shape[-2], see.shape[-1]
     between = _between_mask(W).to(see.device)
     ones = torch.ones((), dtype=see.dtype, device=see.device)
-    seed = F.one_hot(torch.tensor(AGENT_CELL[0]), W).to(see.dtype).expand(*see.shape[:-2], W)
+    seed = F.one_hot(torch.tensor(AGENT_CELL[0], device=see.device), W).to(see.dtype)
+    seed = seed.expand(*see.shape[:-2], W)
     rows = []
     for j in reversed(range(H)):
         s = see[..., j]  # (B, W)
@@ -514,7 +520,10 @@ class GenerativeModel(nn.Module):
         see = see_through(content[0], content[2])
         see = see * (1 - self.agent_cell[:, 0]) + self.agent_cell[:, 0]  # the agent's cell is free
         visible = soft_visibility(see.reshape(B, VIEW_SIZE, VIEW_SIZE)).reshape(B, -1, 1)
-        unseen = [F.one_hot(torch.zeros((), dtype=torch.long), c.shape[-1]).to(c.dtype) for c in content]
+        unseen = [
+            F.one_hot(torch.zeros((), dtype=torch.long, device=c.device), c.shape[-1]).to(c.dtype)
+            for c in content
+        ]
         view = [visible * c + (1 - visible) * u for c, u in zip(content, unseen)]  # unseen: (0, 0, 0)
         cell_probs = [v.reshape(B, VIEW_SIZE, VIEW_SIZE, -1) for v in view]
         # the loss reads the object's probability (unseen included) and what a seen cell holds:
@@ -661,10 +670,12 @@ def losses(
     forced = free = None
     if action_forcing > 0:  # the action before each simulated step, and whether it could move
         recorded = batch["action"][:, n_init - 1 : n_init - 1 + S].long()
-        keep = torch.rand(len(recorded), 1) < action_forcing
+        # drawn on the CPU whatever the device: the same windows are forced on CPU and GPU
+        keep = (torch.rand(len(recorded), 1) < action_forcing).to(recorded.device)
         forced = torch.where(keep, recorded, torch.full_like(recorded, -1))
         before = batch["image"][:, n_init - 1 : n_init - 1 + S]
-        free = front_free(exact_obs(before, torch.zeros(before.shape[:2]), torch.zeros(before.shape[:2])))
+        zeros = torch.zeros(before.shape[:2], device=before.device)
+        free = front_free(exact_obs(before, zeros, zeros))
     sim = model.simulate(
         agent, batch_init(batch, n_init, lang_table), z, forced_actions=forced, forced_free=free
     )
@@ -677,7 +688,7 @@ def losses(
     hx = (
         F.mse_loss(sim.agent.memory[:, : S - 1], batch["memory"][:, n_init + 1 :])
         if S > 1
-        else torch.zeros(())
+        else torch.zeros((), device=mu.device)
     )
     recorded = torch.log_softmax(batch["logits"][:, n_init:], -1)
     simulated = torch.log_softmax(sim.agent.logits, -1)

@@ -8,7 +8,9 @@ One update, as the loop body reads:
     state.record(chunk, parts)    counters, recent success and path ratio
     log / save                    metrics.jsonl (+ tqdm, stdout, wandb) and checkpoints
 The replay equals the acting pass (a test checks the logits), so this is the same algorithm as
-stepping with graph, only faster. The policy and the loss come from the stage script.
+stepping with graph, only faster. The policy and the loss come from the stage script. The learner
+runs on cfg.device (mop/devices.py; chunks, checkpoints and buffers are device-free), the
+collector's acting on CPUs.
 
 Where the labelled steps come from (README "Training"):
 - online DAgger (default): the collector's chunk;
@@ -23,12 +25,28 @@ envs' episodes in progress (minigrid and bot state are not plain tensors): every
 next episode with zeroed memory. So a resumed run is reproducible and equal to the uninterrupted
 one up to the checkpoint, and differs after it (README "Resuming"; tests/test_hardening.py).
 
+Where a run stands, and who drives it (the one owner of a run's state):
+- `run_status(cfg)`: 'new' (no checkpoint), 'partial' (a checkpoint to continue from, or a
+  numbered one at num_updates whose checkpoint_final.pt is missing) or 'done' (its newest readable
+  checkpoint is checkpoint_final.pt at num_updates, or any checkpoint beyond it), with that
+  checkpoint's path and update. Reads only.
+- `train_to_end(cfg, ...)`: holds the run folder (runs.own_run: the run lock, stale temp files
+  removed), decides from run_status under the lock and drives an ImitationRun to num_updates. With
+  resume=None the folder decides (done: nothing, partial: resume, new: start, from a Fork if given:
+  lmc.py's runs); with resume=True/False the caller decided (train_mop.py --resume; a new run over
+  checkpoints, or resuming a finished one, is refused). `run_imitation` (train_mop.py, train.py) is
+  its summary; modal_app.py decides skip/resume with run_status and trains through run_imitation.
+- `run_in_lockstep(runs)`: several ImitationRuns, one update each per round (lmc.py's shared
+  pair, whose folders it holds with runs.own_run).
+
     summary = run_imitation(cfg, "mop", build_policy, loss_fn)   # what train_mop.main does
+    state, summary = train_to_end(cfg, "mop", build_policy, loss_fn, resume=None)  # new|partial|done
     python train_mop.py --task_id BabyAI-GoToLocal-v0 --num_updates 300
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -45,6 +63,7 @@ import torch
 
 from mop.babyai_env import MAX_ROOMS, RoomLayout, check_task_ids, encode_obs, make_env, obs_dim, quiet_reset
 from mop.collection import ParallelCollector
+from mop.devices import DeviceError, device_label, resolve_device, to_cpu, use_deterministic
 from mop.experiment import (
     ConfigError,
     MetricLogger,
@@ -75,8 +94,8 @@ from mop.runs import (
     checkpoint_name,
     checkpoint_paths,
     final_checkpoint,
-    remove_stale_temp_files,
-    run_lock,
+    own_run,
+    resume_candidates,
     write_run_config,
 )
 
@@ -99,6 +118,34 @@ class RunStats:
 
 
 # ----------------------------------------------------------------------------- start or resume
+
+NEW, PARTIAL, DONE = "new", "partial", "done"
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where a run stands: NEW, PARTIAL or DONE, and its newest readable checkpoint (path and
+    update; None for a new run, or for a partial one whose checkpoints are all unreadable)."""
+
+    state: str
+    path: Path | None = None
+    update: int | None = None
+
+
+def run_status(cfg: TrainConfig) -> RunStatus:
+    """Where the run of `cfg` stands against cfg.num_updates (see the module docstring). Reads
+    its checkpoints only; a caller that acts on the answer holds the run folder (train_to_end)."""
+    directory = run_dir(cfg)
+    if not resume_candidates(directory):
+        return RunStatus(NEW)
+    try:
+        path, ckpt = newest_checkpoint(directory, report=False)
+    except ConfigError:  # none readable: resuming names them
+        return RunStatus(PARTIAL)
+    update = int(ckpt["update"])
+    finished = path.name == checkpoint_name(None)
+    done = update > cfg.num_updates or (update == cfg.num_updates and finished)
+    return RunStatus(DONE if done else PARTIAL, path, update)
 
 
 def checkpoint_to_resume(cfg: TrainConfig, resume: bool) -> tuple[Path, dict] | None:
@@ -139,6 +186,7 @@ class Learner:
     params: list[torch.nn.Parameter]
     loss_fn: LossFn
     aux_head: torch.nn.Linear | None = None  # --aux_rooms_weight: memory -> rooms visited so far
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where it all lives
 
     @classmethod
     def build(
@@ -166,6 +214,10 @@ class Learner:
         }
         if len(levels) > 1:
             model_config["level_max_steps"] = max_steps
+        device = learner_device(cfg)
+        use_deterministic(device)  # before the first CUDA kernel (cuBLAS reads its setting once)
+        # Built and loaded on the CPU, then moved: the initial weights come from the CPU's
+        # generator, so a run starts from the same weights on every device.
         policy = build_policy_fn(model_config)
         encoder_factory = partial(
             build_mission_encoder, cfg.lang_encoder, cfg.lang_dim, cfg.distilbert_path, None, run_seed(cfg)
@@ -174,12 +226,9 @@ class Learner:
             encoder = encoder_factory()
         except MissionEncoderError as e:  # e.g. DistilBERT weights absent: one line, nothing written
             raise ConfigError(str(e)) from None
-        params = list(policy.parameters()) + [p for p in encoder.parameters() if p.requires_grad]
         aux_head = None
         if cfg.aux_rooms_weight > 0:
             aux_head = torch.nn.Linear(policy.memory_size, rooms_of(probes).num_rooms)
-            params += list(aux_head.parameters())
-        optimizer = torch.optim.Adam(params, lr=cfg.lr)
         if ckpt is not None:
             policy.load_state_dict(ckpt["policy_state_dict"])
             encoder.load_encoder_state(ckpt["encoder_state"])
@@ -187,25 +236,35 @@ class Learner:
                 if "aux_head_state_dict" not in ckpt:
                     raise ConfigError("the checkpoint has no aux_head_state_dict for --aux_rooms_weight")
                 aux_head.load_state_dict(ckpt["aux_head_state_dict"])
+        for module in (policy, encoder, aux_head):
+            if module is not None:
+                module.to(device)
+        params = list(policy.parameters()) + [p for p in encoder.parameters() if p.requires_grad]
+        if aux_head is not None:
+            params += list(aux_head.parameters())
+        optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        if ckpt is not None:  # Adam moves its saved state to its parameters' device (a resume may switch)
             optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-        return cls(cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn, aux_head)
+        return cls(
+            cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn, aux_head, device
+        )
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A chunk's numpy column on the learner's device (the CPU: the array's own memory)."""
+        return torch.from_numpy(array).to(self.device)
 
     def step(self, chunk: dict, lr: float | None = None) -> dict:
         """Replay one chunk with gradients and take one optimizer step (at learning rate `lr`;
         None: the optimizer's current one); returns the loss parts."""
         self.policy.train()
         self.encoder.train()
+        t = self._tensor  # chunks are device-free (numpy and CPU tensors): the step moves them
         obs = encode_obs(
-            torch.from_numpy(chunk["image"]),
-            torch.from_numpy(chunk["direction"]),
-            torch.from_numpy(chunk["carrying"]),
-            self.cfg.obs_encoding,
-        )  # (T, N, obs_dim)
-        lang = self.encoder(chunk["missions"])[torch.from_numpy(chunk["mission_index"])]  # (T, N, lang_dim)
-        out = self.policy.forward_sequence(obs, lang, chunk["memory"], torch.from_numpy(chunk["done"]))
-        loss, parts = self.loss_fn(
-            out, torch.from_numpy(chunk["label"]), torch.from_numpy(chunk["label_mask"])
-        )
+            t(chunk["image"]), t(chunk["direction"]), t(chunk["carrying"]), self.cfg.obs_encoding
+        )  # (T, N, obs_dim), one-hot built on the device from the uint8 codes
+        lang = self.encoder(chunk["missions"])[t(chunk["mission_index"])]  # (T, N, lang_dim)
+        out = self.policy.forward_sequence(obs, lang, chunk["memory"].to(self.device), t(chunk["done"]))
+        loss, parts = self.loss_fn(out, t(chunk["label"]), t(chunk["label_mask"]))
         if self.aux_head is not None:
             aux = aux_rooms_loss(self.aux_head, out, chunk["rooms_visited"], parts)
             loss = loss + self.cfg.aux_rooms_weight * aux
@@ -219,7 +278,8 @@ class Learner:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         self.optimizer.step()
-        if not all(bool(torch.isfinite(p).all()) for p in self.params):
+        # One check (one device sync on a GPU, not one per parameter).
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):
             raise TrainingDiverged(
                 f"the weights became non-finite after a finite loss ({_loss_parts(parts)})"
             )
@@ -231,11 +291,11 @@ def aux_rooms_loss(head: torch.nn.Linear, out: Any, rooms_visited: np.ndarray, p
     each step (out.memory_seq, forward_sequence's) against the rooms visited so far (the chunk's
     bitmask; -1 = unknown, e.g. padding, is left out), mean over steps and rooms. Logs
     train/aux_rooms and train/aux_rooms_accuracy (per room and step) into parts."""
-    visited = torch.from_numpy(rooms_visited.astype(np.int64))
+    visited = torch.from_numpy(rooms_visited.astype(np.int64)).to(out.logits.device)
     known = visited >= 0
     if not known.any():
         return out.logits.sum() * 0.0
-    rooms = torch.arange(head.out_features)
+    rooms = torch.arange(head.out_features, device=visited.device)
     target = ((visited[known].unsqueeze(-1) >> rooms) & 1).float()  # (K, R)
     logits = head(out.memory_seq[known])
     aux = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
@@ -256,6 +316,15 @@ def rooms_of(envs: dict[str, Any]) -> RoomLayout:
     if len(set(layouts.values())) > 1:
         raise ConfigError(f"--aux_rooms_weight: the levels have different room grids ({layouts})")
     return next(iter(layouts.values()))
+
+
+def learner_device(cfg: TrainConfig) -> torch.device:
+    """The device of cfg's learner on this machine; ConfigError in one line when it lacks it
+    (train_to_end asks before it touches the run folder)."""
+    try:
+        return resolve_device(cfg.device, "device")
+    except DeviceError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _loss_parts(parts: dict) -> str:
@@ -365,15 +434,17 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
         "optimizer_state_dict": learner.optimizer.state_dict(),
         "config": {**learner.model_config, "update": state.update},
         "update": state.update,
-        "rng": rng_state(),
+        "rng": rng_state(learner.device),
         "collector_state": state.slot_states,
         "stats": dataclasses.asdict(stats),
+        "device": device_label(learner.device),  # where it was trained (a record; loading ignores it)
     }
     if learner.aux_head is not None:
         payload["aux_head_state_dict"] = learner.aux_head.state_dict()
     if "lang_proj_state_dict" in encoder_state:  # the earlier system's key, for its tools
         payload["lang_proj_state_dict"] = encoder_state["lang_proj_state_dict"]
-    return payload
+    # Device-free: on the CPU these are the live tensors (no copy), from a GPU copies on the CPU.
+    return to_cpu(payload)
 
 
 # ----------------------------------------------------------------------------- imitation data
@@ -584,19 +655,55 @@ def run_imitation(
     save_at: tuple[int, ...] = (),
 ) -> dict:
     """Online (or offline, --demos) imitation on cfg.task_id; returns a summary (paths written,
-    final metrics). Holds the run folder's lock (runs.run_lock) throughout: a second start of the
-    same run is refused. `fork`: start from another run's state (a new run folder); `save_at`:
-    also checkpoint at these updates, each with its buffer kept (LMC's fork points)."""
+    final metrics). train_to_end with the caller's resume: a second start of the same run is
+    refused (the run lock), and so are a new run over checkpoints and resuming a finished one."""
+    return train_to_end(cfg, policy_type, build_policy_fn, loss_fn, resume, progress, fork, save_at)[1]
+
+
+def train_to_end(
+    cfg: TrainConfig,
+    policy_type: str,
+    build_policy_fn: Callable[[dict], torch.nn.Module],
+    loss_fn: LossFn,
+    resume: bool | None = None,
+    progress: bool = True,
+    fork: Fork | None = None,
+    save_at: tuple[int, ...] = (),
+) -> tuple[str, dict]:
+    """Train the run of `cfg` to cfg.num_updates, holding its folder throughout (runs.own_run):
+    (the state it was found in, NEW/PARTIAL/DONE, and the summary). resume None: run_status
+    decides under the lock (DONE trains nothing, PARTIAL resumes, NEW starts, from `fork` if
+    given); True/False: the caller's choice, checked by checkpoint_to_resume. `fork`: start from
+    another run's state (a new run folder); `save_at`: also checkpoint at these updates, each with
+    its buffer kept (LMC's fork points; 0: the initial state, before any update)."""
+    learner_device(cfg)  # a device this machine lacks: one line before anything is written
     check_writable_dir(cfg.checkpoint_dir, "checkpoint_dir")
-    with run_lock(run_dir(cfg)):
-        remove_stale_temp_files(run_dir(cfg))  # left by a kill mid-write; no one else writes here now
+    directory = run_dir(cfg)
+    with own_run(directory):
+        status = run_status(cfg)
+        if resume is None:
+            if status.state == DONE:
+                return DONE, {"run_dir": str(directory), "checkpoints": [], "update": status.update}
+            resume = status.state == PARTIAL
+            fork = fork if status.state == NEW else None
         finished = _complete_if_only_renaming(cfg, resume)
         if finished is not None:
-            return finished
-        with ImitationRun(cfg, policy_type, build_policy_fn, loss_fn, resume, progress, fork, save_at) as run:
-            while not run.done:
-                run.update()
-        return run.summary()
+            return status.state, finished
+        run = ImitationRun(cfg, policy_type, build_policy_fn, loss_fn, resume, progress, fork, save_at)
+        run_in_lockstep([run])
+        return status.state, run.summary()
+
+
+def run_in_lockstep(runs: list[ImitationRun]) -> None:
+    """Enter the runs and update them in turn, one update each per round, until each is done
+    (one run: the plain loop). The caller holds their folders (runs.own_run)."""
+    with contextlib.ExitStack() as stack:
+        for run in runs:
+            stack.enter_context(run)
+        while not all(run.done for run in runs):
+            for run in runs:
+                if not run.done:
+                    run.update()
 
 
 def _complete_if_only_renaming(cfg: TrainConfig, resume: bool) -> dict | None:
@@ -625,7 +732,7 @@ def _complete_if_only_renaming(cfg: TrainConfig, resume: bool) -> dict | None:
 
 class ImitationRun:
     """One run, steppable: `with ImitationRun(...) as run: while not run.done: run.update()`.
-    run_imitation drives one; lmc.py drives two children in lockstep (its shared-buffer strategy).
+    train_to_end drives one; lmc.py drives two children in lockstep (its shared-buffer strategy).
     The caller holds the run folder's lock. Entering starts the collector (worker processes) and
     only then touches the run folder, so a failed start changes nothing."""
 
@@ -655,7 +762,7 @@ class ImitationRun:
         seed_everything(run_seed(cfg))
         self.learner = Learner.build(cfg, policy_type, build_policy_fn, loss_fn, ckpt)
         if ckpt is not None:
-            set_rng_state(ckpt["rng"])
+            set_rng_state(ckpt["rng"], self.learner.device)
         self.state = TrainState.start(cfg, ckpt)
         if fork is not None:
             if cfg.seed != fork.checkpoint["config"].get("seed"):
@@ -707,6 +814,8 @@ class ImitationRun:
             state.reset_window()
             if not self.done:
                 self._submit(state.update + 1)
+            if state.update == 0 and 0 in self.save_at and not (self.directory / checkpoint_name(0)).exists():
+                self.written.append(self.save(checkpoint_name(0)))  # the initialisation (LMC fork point 0)
         except BaseException:
             self.collector.__exit__(None, None, None)
             raise

@@ -224,10 +224,13 @@ class GRUMissionEncoder(nn.Module):
         if len(missions) == 0:
             return self.embedding.weight.new_zeros((0, self.lang_dim))
         ids = [self._ids(m) for m in missions]
-        lengths = torch.tensor([len(x) for x in ids])
+        lengths = torch.tensor([len(x) for x in ids])  # stays on the CPU, as packing wants it
         padded = nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=PAD_ID)  # (n, L)
         packed = nn.utils.rnn.pack_padded_sequence(
-            self.embedding(padded), lengths, batch_first=True, enforce_sorted=False
+            self.embedding(padded.to(self.embedding.weight.device)),
+            lengths,
+            batch_first=True,
+            enforce_sorted=False,
         )
         _, hidden = self.gru(packed)  # (1, n, lang_dim)
         return hidden[0]

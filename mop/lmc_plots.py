@@ -1,9 +1,9 @@
-"""The figures of lmc.py: linear mode connectivity of MoP children. Data in (lmc's interpolation
-table, one row per fork × α × metric, and its instability table, one row per fork),
+"""The figures of lmc.py: linear mode connectivity of MoP children. Data in (the interpolation
+table, one row per fork × α × metric, and the instability table, one row per fork),
 `matplotlib.figure.Figure` out, drawn with plot_style; every number (barriers, Jensen–Shannon
-divergence, agreement, Wilson intervals) comes from lmc.py and eval_mop.
+divergence, agreement, Wilson intervals) comes from mop/connectivity.py and eval_mop.
 
-    interp, table = lmc.load_results("lmc_results/BabyAI-GoToLocal-v0/seed_42/copy")
+    interp, table = connectivity.load_results("lmc_results/BabyAI-GoToLocal-v0/seed_42/copy")
     figures = lmc_figures(interp, table)   # all_interpolations, interp_fork_<k>, instability_over_time, routing_agreement
 """
 
@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from lmc import layers_of, wide
+from mop.connectivity import layers_of, wide
 from mop.plot_style import EXPERT_COLORS, PANEL, new_figure, styled
 
 METRICS = {

@@ -380,8 +380,13 @@ def replay_columns(
     was_training = (policy.training, encoder.training)
     policy.eval()
     encoder.eval()
+    device = next(policy.parameters()).device  # the pass runs where the learner is
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
     lang_all = encoder(full["missions"])
-    memory = policy.init_memory(len(episodes))
+    memory = policy.init_memory(len(episodes), device)
     starts = []  # memory at each window start, (B, M) per window
     for w in range(n_windows):
         starts.append(memory)
@@ -389,16 +394,10 @@ def replay_columns(
             break
         s = slice(w * window, (w + 1) * window)
         obs = encode_obs(
-            torch.from_numpy(full["image"][s]),
-            torch.from_numpy(full["direction"][s]),
-            torch.from_numpy(full["carrying"][s]),
-            obs_encoding,
+            tensor(full["image"][s]), tensor(full["direction"][s]), tensor(full["carrying"][s]), obs_encoding
         )
         out = policy.forward_sequence(
-            obs,
-            lang_all[torch.from_numpy(full["mission_index"][s])],
-            memory,
-            torch.from_numpy(full["done"][s]),
+            obs, lang_all[tensor(full["mission_index"][s])], memory, tensor(full["done"][s])
         )
         memory = out.memory
     policy.train(was_training[0])
@@ -409,7 +408,8 @@ def replay_columns(
     for key in _COLUMN_KEYS:
         arr = full[key].reshape(n_windows, window, len(episodes), *full[key].shape[2:])
         chunk[key] = np.stack([arr[w, :, b] for w, b in cols], axis=1)
-    chunk["memory"] = torch.stack([starts[w][b] for w, b in cols])
+    # on the CPU, as a collector's chunk: chunks are device-free, the learner moves what it trains on
+    chunk["memory"] = torch.stack([starts[w][b] for w, b in cols]).cpu()
     chunk["frames"] = int(sum(len(ep) for ep in episodes))
     return chunk
 

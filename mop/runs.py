@@ -13,6 +13,13 @@ A multi-task run (task_id a comma list of levels, train_mop.py --task_id "A,B,C"
 folder name for the list, `multi_<short>+<short>+...` (`run_task_name`; BabyAI-GoToLocal-v0 is
 GoToLocal), which `run_task_ids` turns back into the levels; everything else is as above.
 
+Who writes a run folder holds it: `own_run(folder, ...)` (the run lock, `.train.lock`, then the
+temp files a killed writer left removed) is the lock for every writer of a run folder, so two
+processes never write one run; a second one gets RunLockedError naming the holder. Training takes
+it through mop/imitation.py (`train_to_end`, which also decides whether the run is new, partial or
+done: `run_status`), lmc.py's shared pair takes it for its two folders at once; another writer of a
+run folder (generative training, a sweep) holds it the same way: `with own_run(folder): ...`.
+
 Everything here is torch-free (notebooks and Modal's local side import it), and every path built
 from a file's contents goes through `safe_name`, so no task id, trial, seed, update or knockout
 label read from a checkpoint can point a write outside the chosen root.
@@ -24,6 +31,7 @@ label read from a checkpoint can point a write outside the chosen root.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -400,6 +408,19 @@ def run_lock(directory: str | os.PathLike) -> Iterator[Path]:
                 folder.rmdir()
             except OSError:
                 break
+
+
+@contextmanager
+def own_run(*directories: str | os.PathLike) -> Iterator[list[Path]]:
+    """Hold run folders for one writer: run_lock on each, in the order given (RunLockedError if
+    another process holds one; those taken so far are released), then the temp files a killed
+    writer left in each removed, which is safe only now that no one else writes there. Yields
+    the lock files."""
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(run_lock(d)) for d in directories]
+        for d in directories:
+            remove_stale_temp_files(d)
+        yield held
 
 
 class OutputError(ValueError):

@@ -42,9 +42,16 @@ TIER2_FIXTURES = {"tiny_run", "trained", "project", "caches", "mop", "gru", "vol
 
 
 def pytest_collection_modifyitems(config, items):
+    no_cuda = None if torch.cuda.is_available() else pytest.mark.skip(reason=NO_CUDA)
     for item in items:
         if TIER2_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if no_cuda is not None and item.get_closest_marker("gpu") is not None:
+            item.add_marker(no_cuda)
+
+
+# `gpu` tests need torch to see a CUDA device; elsewhere they are skipped, with this reason.
+NO_CUDA = f"no CUDA device (torch {torch.__version__}, CUDA {torch.version.cuda}): a gpu test"
 
 
 # ----------------------------------------------------------------------------- the tiny preset

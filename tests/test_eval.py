@@ -307,6 +307,36 @@ def run_cli(script, *args, cwd):
     )
 
 
+def test_bot_path_lengths_have_one_cache_file_that_evaluations_read_and_merge(trained, tmp_path):
+    """mop.bot_paths: evaluate fills a BotPaths (from worker processes too) with each layout's bot
+    path length, the episodes' optimal_length; saved, it is batch_eval's file
+    <cache>/_bot_paths/<task>__max_steps_<N|default>.json ({"<seed>": length}); a later
+    evaluation reads it instead of replaying the bot, and two writers' lengths merge."""
+    from mop.babyai_env import bot_path_length
+    from mop.bot_paths import BotPaths, cache_file
+
+    ckpt = trained / "checkpoints" / TASK / "trial_0" / "checkpoint_final.pt"
+    options = EvalOptions(num_episodes=6, num_envs=3, num_workers=2, record=False)
+    max_steps = evaluate(ckpt, EvalOptions(num_episodes=1, record=False)).metrics["max_steps"]
+    cache = tmp_path / "cache"
+    paths, other = BotPaths(TASK, max_steps, cache), BotPaths(TASK, max_steps, cache)
+    result = evaluate(ckpt, options, paths)
+    lengths = {int(s): int(n) for s, n in zip(result.episodes["seed"], result.episodes["optimal_length"])}
+    assert dict(paths) == lengths and len(lengths) == 6
+    assert lengths[2] == bot_path_length(TASK, 2, max_steps)
+    path = paths.save()
+    assert path == cache_file(cache, TASK, max_steps) == cache / "_bot_paths" / path.name
+    assert path.name == f"{TASK}__max_steps_{max_steps or 'default'}.json"
+    assert json.loads(path.read_text()) == {str(k): v for k, v in sorted(lengths.items())}
+    assert other.length(7) == bot_path_length(TASK, 7, max_steps) and other.save() == path
+    assert json.loads(path.read_text()) == {str(k): v for k, v in sorted({**lengths, 7: other[7]}.items())}
+    path.write_text(json.dumps({"0": 999}))  # a cached length is used, not measured again
+    again = evaluate(ckpt, EvalOptions(num_episodes=2, record=False), BotPaths(TASK, max_steps, cache))
+    assert again.episodes["optimal_length"].tolist()[0] == 999
+    with pytest.raises(ValueError, match="bot paths of"):
+        evaluate(ckpt, EvalOptions(num_episodes=1, record=False), BotPaths("BabyAI-GoToLocal-v0", max_steps))
+
+
 def test_cli_bad_input(trained, tmp_path):
     ckpt = str(trained / "checkpoints" / TASK / "trial_0" / "checkpoint_final.pt")
     (tmp_path / "bad.pt").write_bytes(b"garbage")

@@ -31,7 +31,7 @@ import train
 import train_mop
 from conftest import TINY_PRESET, tiny_config
 from eval_mop import EvalError, EvalOptions, canonical_knockout, parse_knockout
-from mop import experiment, runs
+from mop import bot_paths, experiment, runs
 from mop.experiment import LIMITS, ConfigError, load_config, read_metrics
 from mop.results import merge_results
 
@@ -131,7 +131,7 @@ def test_path_traversal_from_a_checkpoint_is_refused(tiny_run, tmp_path, capsys)
     assert snapshot(tmp_path) == before
     # the bot-path file name and the plots folder are checked the same way
     with pytest.raises(runs.RunPathError):
-        batch_eval._bot_path_file(str(work), "../../x", None)
+        bot_paths.cache_file(str(work), "../../x", None)
     for given in ("/trial_0/x", "/trial_0", "../../trial_0/x", "a/../../trial_1"):
         assert not runs.run_subpath(given).is_absolute() and ".." not in runs.run_subpath(given).parts
     with pytest.raises(runs.RunPathError):

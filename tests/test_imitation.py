@@ -1,5 +1,6 @@
 """The imitation loop's recipe: why PutNextLocal stalled (the mission encoder), the teacher-forcing
-schedule (DAgger's beta_i), the learning-rate schedule and their logging.
+schedule (DAgger's beta_i), the learning-rate schedule and their logging; where a run stands
+(run_status) and the one driver that trains it (train_to_end).
 
     pytest tests/test_imitation.py -q
 """
@@ -16,8 +17,9 @@ from mixture_of_experts import build_policy
 from mop.babyai_env import SafeBot, make_env, quiet_reset, train_episode_seed
 from mop.collection import Collector
 from mop.experiment import ConfigError, load_config, read_metrics
-from mop.imitation import lr_at, teacher_forcing_at
+from mop.imitation import DONE, NEW, PARTIAL, lr_at, run_status, teacher_forcing_at, train_to_end
 from mop.language import build_mission_encoder
+from mop.runs import RunLockedError, checkpoint_name, run_lock
 
 PUTNEXT = "BabyAI-PutNextLocal-v0"
 # One bag of words, three missions: which object moves, and which colour goes with which type.
@@ -197,3 +199,34 @@ def test_training_start_prints_no_minigrid_sampling_chatter(tmp_path, capfd):
     train_mop.main(cfg, progress=False)
     out, err = capfd.readouterr()
     assert "Sampling rejected" not in out + err
+
+
+# ----------------------------------------------------------------------------- where a run stands
+
+
+def test_run_status_and_train_to_end_decide_and_drive_a_run(tmp_path):
+    """new -> trained; done -> nothing trained and no file touched; more updates -> partial,
+    resumed; a numbered checkpoint at num_updates without checkpoint_final.pt (a kill between the
+    two) -> partial, finished by the rename alone; a folder held by another writer -> refused."""
+    policy = (train_mop.POLICY_TYPE, build_policy)
+
+    def drive(cfg):
+        return train_to_end(cfg, *policy, train_mop.make_loss(cfg, cfg.expert_hidden_sizes), progress=False)
+
+    cfg = tiny_config(tmp_path, num_updates=3, async_collection=False)
+    folder = tmp_path / cfg.task_id / "trial_0"
+    assert run_status(cfg).state == NEW and drive(cfg)[0] == NEW
+    status = run_status(cfg)
+    assert (status.state, status.path.name, status.update) == (DONE, checkpoint_name(None), 3)
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert drive(cfg)[0] == DONE
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+    longer = tiny_config(tmp_path, num_updates=4, async_collection=False)
+    assert run_status(longer).state == PARTIAL and drive(longer)[0] == PARTIAL
+    assert run_status(longer).update == 4 and run_status(cfg).state == DONE  # beyond 3: done for it
+    (folder / checkpoint_name(None)).rename(folder / checkpoint_name(4))
+    state, summary = drive(longer)
+    assert state == PARTIAL and summary["checkpoints"] == [str(folder / checkpoint_name(None))]
+    assert not (folder / checkpoint_name(4)).exists() and run_status(longer).state == DONE
+    with run_lock(folder), pytest.raises(RunLockedError):
+        drive(tiny_config(tmp_path, num_updates=5, async_collection=False))

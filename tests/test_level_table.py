@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -234,3 +235,14 @@ def test_a_rows_command_pastes_into_a_shell_and_gives_the_rows_config():
     assert words[:4] == ["python", "train_mop.py", "--config", "configs/BabyAI-Unlock-v0.yaml"]
     args = build_arg_parser("x").parse_args(["--config", str(config), *words[4:]])
     assert config_from_args(args)[0] == load_config(config, overrides)
+
+
+def test_docs_levels_page_is_generated_from_the_csv():
+    """docs/levels.md is exactly `python bench/levels.py --markdown` of bench/results/levels.csv, so
+    the table a reader sees is the CSV's (regenerate it after adding a row)."""
+    root = Path(levels.__file__).resolve().parents[1]
+    rows = levels.read_rows(root / "bench" / "results" / "levels.csv")
+    assert (root / "docs" / "levels.md").read_text() == levels.page(rows) + "\n"
+    page = levels.page(rows)
+    assert page.count("\n| ") == len(rows) + 1  # the header and one line per row
+    assert all(levels.bench_command(r) in page for r in rows)

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 import lmc
 from conftest import TINY_PRESET, fake_episode
+from mop import connectivity
 from mop.experiment import load_checkpoint, run_dir, save_checkpoint
 from mop.imitation import buffer_path
 from mop.replay_buffer import EpisodeBuffer, StoredEpisode
@@ -98,16 +99,16 @@ def test_fork_points_give_updates_and_refuse_what_cannot_be_forked():
 
 def test_barrier_is_the_largest_rise_above_the_line_and_its_alpha():
     alpha = np.linspace(0, 1, 5)
-    height, at = lmc.barrier(alpha, [1.0, 1.4, 2.5, 2.2, 2.0])  # line: 1, 1.25, 1.5, 1.75, 2
+    height, at = connectivity.barrier(alpha, [1.0, 1.4, 2.5, 2.2, 2.0])  # line: 1, 1.25, 1.5, 1.75, 2
     assert height == pytest.approx(1.0) and at == 0.5
-    assert lmc.barrier(alpha, [1.0, 1.0, 1.0, 1.0, 2.0]) == (0.0, 0.0)  # below the line: the ends
-    assert lmc.barrier(alpha, [1.0, 1.1, 1.2, 1.3, 1.4])[0] == pytest.approx(0.0, abs=1e-12)  # on it
+    assert connectivity.barrier(alpha, [1.0, 1.0, 1.0, 1.0, 2.0]) == (0.0, 0.0)  # below the line: the ends
+    assert connectivity.barrier(alpha, [1.0, 1.1, 1.2, 1.3, 1.4])[0] == pytest.approx(0.0, abs=1e-12)  # on it
     # success: a drop below the line counts (sign -1)
-    assert lmc.barrier(alpha, [0.9, 0.8, 0.3, 0.8, 0.9], -1.0) == (pytest.approx(0.6), 0.5)
+    assert connectivity.barrier(alpha, [0.9, 0.8, 0.3, 0.8, 0.9], -1.0) == (pytest.approx(0.6), 0.5)
     # identical endpoints and a flat curve: exactly 0 (the line is computed exactly), never -0.0
-    flat = lmc.barrier(np.linspace(0, 1, 11), [0.3] * 11)
+    flat = connectivity.barrier(np.linspace(0, 1, 11), [0.3] * 11)
     assert flat == (0.0, 0.0) and math.copysign(1, flat[0]) == 1.0
-    assert math.copysign(1, lmc.barrier(alpha, [1.0] * 5, -1.0)[0]) == 1.0
+    assert math.copysign(1, connectivity.barrier(alpha, [1.0] * 5, -1.0)[0]) == 1.0
 
 
 def synthetic_rows(fork: int, point: float, ce: list, success: list, js: float) -> list[dict]:
@@ -128,8 +129,8 @@ def synthetic_rows(fork: int, point: float, ce: list, success: list, js: float) 
 def test_instability_table_reads_barriers_and_children_routing_from_the_rows():
     rows = synthetic_rows(0, 0.1, [1.0, 2.0, 1.0], [0.9, 0.5, 0.9], 0.4)
     rows += synthetic_rows(1, 0.5, [1.0, 1.0, 1.0], [0.9, 0.9, 0.9], 0.1)
-    interp = pd.DataFrame(rows).reindex(columns=lmc.COLUMNS)
-    table = lmc.instability_table(interp)
+    interp = pd.DataFrame(rows).reindex(columns=connectivity.COLUMNS)
+    table = connectivity.instability_table(interp)
     assert list(table["fork"]) == [0, 1]
     assert table["loss_barrier"].tolist() == [1.0, 0.0] and table["loss_barrier_alpha"].tolist() == [0.5, 0.0]
     assert table["success_barrier"].tolist() == pytest.approx([0.4, 0.0])
@@ -162,29 +163,29 @@ def test_interpolation_is_exact_at_the_ends_and_for_identical_weights():
         "vocab": ["a"],
         "n": torch.arange(3),
     }
-    assert torch.equal(lmc.interpolate(a, b, 0.0)["w"], a["w"])
-    assert torch.equal(lmc.interpolate(a, b, 1.0)["enc"]["e"], b["enc"]["e"])
+    assert torch.equal(connectivity.interpolate(a, b, 0.0)["w"], a["w"])
+    assert torch.equal(connectivity.interpolate(a, b, 1.0)["enc"]["e"], b["enc"]["e"])
     for alpha in np.linspace(0, 1, 11):
-        assert torch.equal(lmc.interpolate(a, a, alpha)["w"], a["w"])
-    mid = lmc.interpolate(a, b, 0.25)["w"]
+        assert torch.equal(connectivity.interpolate(a, a, alpha)["w"], a["w"])
+    mid = connectivity.interpolate(a, b, 0.25)["w"]
     assert torch.allclose(mid, 0.75 * a["w"] + 0.25 * b["w"])
     with pytest.raises(lmc.LMCError, match=r"w is \(50,\) vs \(49,\)"):
-        lmc.interpolate(a, {**b, "w": b["w"][:49]}, 0.5)
+        connectivity.interpolate(a, {**b, "w": b["w"][:49]}, 0.5)
     with pytest.raises(lmc.LMCError, match="in one only"):
-        lmc.interpolate(a, {**b, "extra": b["w"]}, 0.5)
+        connectivity.interpolate(a, {**b, "extra": b["w"]}, 0.5)
     with pytest.raises(lmc.LMCError, match="vocab"):
-        lmc.interpolate(a, {**b, "vocab": ["b"]}, 0.5)
+        connectivity.interpolate(a, {**b, "vocab": ["b"]}, 0.5)
 
 
 def test_js_divergence_and_dominant_agreement():
     p = np.array([[0.7, 0.2, 0.1], [1.0, 0.0, 0.0]])
-    assert lmc.js_divergence(p, p).tolist() == [0.0, 0.0]
+    assert connectivity.js_divergence(p, p).tolist() == [0.0, 0.0]
     q = np.array([[0.1, 0.2, 0.7], [0.0, 1.0, 0.0]])
-    js = lmc.js_divergence(p, q)
+    js = connectivity.js_divergence(p, q)
     assert js[1] == pytest.approx(1.0) and 0 < js[0] < 1  # disjoint supports: 1 bit
-    assert js.tolist() == pytest.approx(lmc.js_divergence(q, p).tolist())  # symmetric
-    assert lmc.routing_agreement(p, q) == (pytest.approx(js.mean()), 0.0)
-    assert lmc.routing_agreement(p, p) == (0.0, 1.0)
+    assert js.tolist() == pytest.approx(connectivity.js_divergence(q, p).tolist())  # symmetric
+    assert connectivity.routing_agreement(p, q) == (pytest.approx(js.mean()), 0.0)
+    assert connectivity.routing_agreement(p, p) == (0.0, 1.0)
 
 
 def test_child_buffers_are_what_each_strategy_claims():
@@ -270,6 +271,39 @@ def test_help_documents_the_lmc_flags_and_commands():
         assert out.returncode == 0 and flag in out.stdout
 
 
+def test_every_lmc_default_is_written_once_in_lmc_settings(tmp_path):
+    """mop/lmc_settings.py's LmcSettings is the one place an LMC default is written: lmc.py's flags
+    (the experiment's, absent unless given, and compare's), its keyword defaults and the experiment
+    it builds when nothing is given, and modal_app's lmc entrypoint all take it from there."""
+    import inspect
+
+    from mop.lmc_settings import DEFAULTS, EVALUATION_SETTINGS, EXPERIMENT_SETTINGS
+
+    args = lmc.build_arg_parser(lmc.__doc__, lmc._train_flags).parse_args([])
+    assert (args.results_root, args.parallel_children) == (DEFAULTS.results_root, DEFAULTS.parallel_children)
+    assert not any(hasattr(args, k) for k in EXPERIMENT_SETTINGS)  # --resume compares the given only
+    exp = lmc.build_experiment({"num_updates": 2000, "seed": 1}, {}, tmp_path)
+    assert exp.fork_points == tuple(float(p) for p in DEFAULTS.fork_points.split(","))
+    assert all(getattr(exp, k) == getattr(DEFAULTS, k) for k in EVALUATION_SETTINGS)
+    assert exp.directory.parents[2] == tmp_path and list(tmp_path.iterdir()) == []  # nothing written
+    defaults = {k: getattr(DEFAULTS, k) for k in (*EVALUATION_SETTINGS, "results_root")}
+    compare = inspect.signature(lmc.compare).parameters
+    assert {k: compare[k].default for k in defaults} == defaults
+    assert inspect.signature(lmc.build_experiment).parameters["results_root"].default == DEFAULTS.results_root
+    out = subprocess.run(
+        [sys.executable, "lmc.py", "compare", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert f"(default {DEFAULTS.alphas})" in out.stdout and f"(default {DEFAULTS.eval_envs})" in out.stdout
+    pytest.importorskip("modal", reason="the Modal client is not installed")
+    from modal.cli.run import _get_click_command_for_local_entrypoint as command
+
+    import modal_app
+
+    params = command(modal_app.app, modal_app.lmc).make_context("modal run", ["--task-id", TASK]).params
+    shared = ("fork_points", "fork_buffer_strategy", "alphas", "eval_episodes", "heldout_episodes")
+    assert {k: params[k] for k in shared} == {k: getattr(DEFAULTS, k) for k in shared}
+
+
 def test_analyze_and_compare_refuse_what_is_not_theirs(capsys, tmp_path):
     (tmp_path / "plain").mkdir()
     assert "not an LMC experiment" in one_line_exit_2(
@@ -334,8 +368,8 @@ def test_end_to_end_writes_every_output(experiment):
     assert [f["update"] for f in doc["forks"]] == [2, 4]
     assert [f["children"]["A"]["seed"] for f in doc["forks"]] == [SEED + 1, SEED + 3]
     assert [f["children"]["B"]["seed"] for f in doc["forks"]] == [SEED + 2, SEED + 4]
-    interp, table = lmc.load_results(d)
-    assert list(interp.columns) == lmc.COLUMNS
+    interp, table = connectivity.load_results(d)
+    assert list(interp.columns) == connectivity.COLUMNS
     metrics = set(interp["metric"])
     assert {
         "success_rate",
@@ -404,7 +438,7 @@ def test_interpolation_endpoints_reproduce_each_childs_own_evaluation(experiment
     from mop.experiment import load_policy
 
     exp, _, _ = experiment
-    interp, _ = lmc.load_results(exp.directory)
+    interp, _ = connectivity.load_results(exp.directory)
     held = list(EpisodeBuffer.load(exp.directory / "heldout.npz", TASK)[0].episodes)
     for fork in (0, 1):
         rows = interp[interp["fork"] == fork]
@@ -426,7 +460,7 @@ def test_interpolation_endpoints_reproduce_each_childs_own_evaluation(experiment
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # as the evaluation: the same matmul reduction order
             try:
-                held_metrics, _ = lmc.heldout_pass(policy, encoder, held, config["obs_encoding"])
+                held_metrics, _ = connectivity.heldout_pass(policy, encoder, held, config["obs_encoding"])
             finally:
                 torch.set_num_threads(threads)
             assert at.loc["heldout_ce", "value"] == held_metrics["heldout_ce"]

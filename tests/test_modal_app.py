@@ -56,7 +56,11 @@ class Fake:
     """Stands in for a Modal Function: records calls, runs `body` here."""
 
     def __init__(self, body=None):
-        self.body, self.calls = body, []
+        self.body, self.calls, self.options = body, [], []
+
+    def with_options(self, **options):  # a Function in a container with other resources
+        self.options.append(options)
+        return self
 
     def remote(self, *args, **kwargs):
         self.calls.append((args, kwargs))
@@ -561,3 +565,153 @@ def test_eval_all_body_evaluates_in_turn_and_merges(volumes, tmp_path):
     )
     assert (out["merged"], out["rows"], len(commits)) == (1, 1, 1)
     assert out["results"][0]["checkpoint_path"] == refs[0]["path"]
+
+
+def test_python_modal_app_help_lists_every_entrypoint_and_its_flags():
+    """`python modal_app.py --help` explains the app offline (it printed nothing before); any other
+    argument points at `modal run` with exit 2."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "modal_app.py"), "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stderr == ""
+    assert set(modal_app.entrypoints()) >= {
+        "main",
+        "main_seeds",
+        "sweep",
+        "eval_parallel",
+        "eval_main",
+        "lmc",
+    }
+    for name, entry in modal_app.entrypoints().items():
+        assert f"  {name}: " in out.stdout
+        for param in inspect.signature(entry.info.raw_f).parameters:
+            assert "--" + param.replace("_", "-") in out.stdout
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "modal_app.py"), "main"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "modal run" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- GPUs (issue 33)
+
+
+def test_functions_gpu_and_cpu_settings():
+    """No decorator gives a GPU (Modal's with_options can add one, never take one away): the
+    entrypoints add it per launch. Cores stay set for the env workers either way."""
+    names = ("train_run", "train_all", "eval_checkpoint", "eval_all", "lmc_train", "lmc_evaluate")
+    spec = {n: getattr(modal_app, n)._spec_ for n in names}
+    assert {n: s.gpus for n, s in spec.items()} == dict.fromkeys(names)
+    assert spec["train_run"].cpu == modal_app.TRAIN_CPUS
+    assert spec["eval_checkpoint"].cpu == spec["eval_all"].cpu == modal_app.EVAL_CPUS
+    defaults = {
+        name: inspect.signature(getattr(modal_app, name).info.raw_f).parameters["gpu"].default
+        for name in ("main", "eval_parallel", "eval_main")
+    }
+    assert defaults == {"main": "", "eval_parallel": modal_app.EVAL_GPU, "eval_main": ""}
+    assert modal_app.check_gpu(modal_app.EVAL_GPU) == modal_app.EVAL_GPU
+
+
+def test_train_all_gives_each_run_the_gpu_and_its_cores(monkeypatch):
+    class Runner(Fake):
+        def spawn(self, *args):
+            self.calls.append(args)
+            return types.SimpleNamespace(get=lambda: {"run_dir": "x"})
+
+    runner = Runner()
+    monkeypatch.setattr(modal_app, "train_run", runner)
+    jobs = [{"label": "a", "overrides": {}, "script": "train_mop.py"}]
+    assert modal_app.train_all.local(jobs, 2.0, "A10G") == [{"label": "a", "run_dir": "x"}]
+    assert runner.options == [{"cpu": 2.0, "gpu": "A10G"}]
+    modal_app.train_all.local(jobs, modal_app.TRAIN_CPUS, "")
+    assert len(runner.options) == 1 and len(runner.calls) == 2  # the decorated CPU function as it is
+
+
+@pytest.mark.parametrize(
+    "text, spec",
+    [
+        ("T4", "T4"),
+        ("t4", "T4"),
+        (" L4 ", "L4"),
+        ("a100-80gb:2", "A100-80GB:2"),
+        ("H100!", "H100!"),
+        ("", ""),
+    ],
+)
+def test_gpu_specs_take_modals_spelling(text, spec):
+    assert modal_app.check_gpu(text) == spec
+
+
+def test_main_with_gpu_puts_each_learner_on_cuda(monkeypatch, capsys):
+    launcher = Fake(lambda jobs, cpu, gpu: [{"label": j["label"], "skipped": "at update 5"} for j in jobs])
+    monkeypatch.setattr(modal_app, "train_all", launcher)
+    modal_app.main(task_ids=TASK, trials="0,1", gpu="t4")
+    (jobs, cpu, gpu), _ = launcher.calls[-1]
+    assert gpu == "T4" and cpu == modal_app.TRAIN_CPUS
+    assert [j["overrides"]["device"] for j in jobs] == ["cuda", "cuda"]
+    out = capsys.readouterr().out
+    assert "the learner on a T4 GPU" in out and "idle" not in out
+    modal_app.main(task_ids=TASK, trials="0", gpu="T4:2", set="device=cuda:1")
+    assert launcher.calls[-1][0][0][0]["overrides"]["device"] == "cuda:1"
+    modal_app.main(task_ids=TASK, trials="0")  # no GPU: config.yaml's device (auto) picks the CPU
+    (jobs, _, gpu), _ = launcher.calls[-1]
+    assert gpu == "" and "device" not in jobs[0]["overrides"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"gpu": "T44"}, "--gpu must be a Modal GPU type"),
+        ({"gpu": "T4:0"}, "--gpu must be a Modal GPU type"),
+        ({"gpu": "T4:x"}, "--gpu must be a Modal GPU type"),
+        ({"set": "device=cuda"}, "has no GPU unless --gpu"),
+        ({"set": "device=cpu", "gpu": "T4"}, "would sit idle"),
+        ({"set": "device=cuda:1", "gpu": "T4"}, "gives each container 1 GPU(s)"),
+        ({"set": "device=gpu"}, "device must be auto, cpu, cuda or cuda:N"),
+    ],
+)
+def test_bad_gpu_and_device_settings_fail_here_in_one_line(monkeypatch, capsys, kwargs, message):
+    launcher = Fake()
+    monkeypatch.setattr(modal_app, "train_all", launcher)
+    with pytest.raises(SystemExit) as exit_info:
+        modal_app.main(task_ids=TASK, trials="0", **kwargs)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert message in err and launcher.calls == []
+
+
+def test_eval_parallel_gives_each_checkpoint_a_gpu_unless_told_not_to(volumes, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    lister = Fake(lambda: modal_app._list_body(str(volumes.checkpoints), str(tmp_path / "eval")))
+    evaluator = Fake(lambda ref, options: {"checkpoint_path": ref["path"], "device": options.eval.device})
+    reducer = Fake(lambda: {"merged": 0, "rows": 0})
+    for name, fake in [
+        ("list_checkpoints", lister),
+        ("eval_checkpoint", evaluator),
+        ("reduce_rows", reducer),
+    ]:
+        monkeypatch.setattr(modal_app, name, fake)
+    modal_app.eval_parallel(num_episodes=4, num_envs=2)
+    assert evaluator.options == [{"gpu": "T4"}] and "a T4 GPU" in capsys.readouterr().out
+    (_, kwargs) = evaluator.calls[-1]
+    assert kwargs["options"].eval.device == "auto"  # the container's GPU, or its CPU without one
+    modal_app.eval_parallel(num_episodes=4, num_envs=2, gpu="")
+    assert len(evaluator.options) == 1 and len(evaluator.calls) == 2 and "CPU only" in capsys.readouterr().out
+    one = Fake(lambda refs, options: {"results": [], "merged": 0, "rows": 0})
+    monkeypatch.setattr(modal_app, "eval_all", one)
+    modal_app.eval_main(num_episodes=4, num_envs=2, gpu="l4")
+    assert one.options == [{"gpu": "L4"}]
+    calls = len(lister.calls)
+    with pytest.raises(SystemExit) as exit_info:
+        modal_app.eval_parallel(gpu="T4 please")
+    assert exit_info.value.code == 2 and len(lister.calls) == calls
+    assert capsys.readouterr().err.startswith("error: --gpu must be a Modal GPU type")
+
+
+def test_sweep_and_lmc_containers_refuse_a_cuda_device(monkeypatch, capsys):
+    """They have CPUs only: device=cuda would stop every run in the cloud; it stops here instead."""
+    with pytest.raises(modal_app.LaunchError, match="has no GPU unless --gpu"):
+        modal_app.lmc_spec(TASK, 0, {}, set_text="device=cuda num_updates=100")
+    monkeypatch.setattr(modal_app, "train_all", Fake())
+    with pytest.raises(SystemExit):
+        modal_app.sweep(task_id=TASK, lpc_alpha="0", seeds="0", set="device=cuda:0")
+    assert "has no GPU unless --gpu" in capsys.readouterr().err
