@@ -13,9 +13,15 @@ hatched grey cells were never visited. Layers and experts are numbered from 0, a
     save_figures(standard_figures(data, metrics_rows=rows), "plots/BabyAI-GoToLocal-v0/trial_0")
 
 The numbers behind the figures (groupings, per-cell aggregates, KL, entropy, usage) live in
-routing_analysis.py; this module only draws them. The headless command is render_plots.py:
+routing_analysis.py; this module only draws them (the action figures and the grid drawing are in
+mop/behaviour_plots.py, each expert's map in mop/expert_maps.py, both re-exported here). Every figure takes layout="screen" (at most 10.5 in
+wide: a notebook shows it at 100%) or "paper" (3.3 in, one paper column; mop/plot_style.py), says
+on itself what its error bars or bands are and over what, and what it could not draw. The level
+picture is the cache's example layout (routing_analysis.example_layout, drawn by
+mop/level_image.py) and is captioned as one layout of N. The headless command is render_plots.py:
 
     python render_plots.py --cache evaluation_cache/BabyAI-GoToLocal-v0/trial_0 --out plots/
+    python render_plots.py --cache evaluation_cache/BabyAI-GoToLocal-v0/trial_0 --layout paper
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -38,32 +43,47 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch, Rectangle
-from matplotlib.ticker import MaxNLocator, MultipleLocator
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
+from mop.behaviour_plots import grid_axes, unvisited_legend, value_heatmap
+from mop.behaviour_plots import plot_action_frequency as plot_action_frequency
+from mop.behaviour_plots import plot_cell_action_distribution as plot_cell_action_distribution
+from mop.behaviour_plots import plot_entropy_heatmap as plot_entropy_heatmap
+from mop.behaviour_plots import plot_kl_heatmap as plot_kl_heatmap
+from mop.expert_maps import plot_routing_by_expert as plot_routing_by_expert
 from mop.plot_style import (
     EXPERT_CMAPS,
     EXPERT_COLORS,
     PANEL,
-    UNVISITED_COLOR,
-    UNVISITED_HATCH_COLOR,
+    PAPER_WIDTH,
+    SCREEN_WIDTH,
+    expert_dash,
     expert_label,
     expert_size,
     heat_size,
     new_figure,
+    note,
+    panel_grid,
     short_size,
+    size_name,
+    sized_figure,
     styled,
 )
+
+# Defined in plot_style; re-exported for users' scripts (plotting_utils.UNVISITED_COLOR ...).
+from mop.plot_style import UNVISITED_COLOR as UNVISITED_COLOR
+from mop.plot_style import UNVISITED_HATCH_COLOR as UNVISITED_HATCH_COLOR
 from mop.results_plots import plot_knockout_comparison, plot_training_curves
 from mop.routing_analysis import (
-    ACTION_NAMES,
     EVENT_NAMES,
+    ExampleLayout,
     action_kl_by_cell,
+    example_layout,
     expert_usage,
     grid_info_for,
     group_labels,
     has_routing,
-    pick_example_episode,
     require_routing,
     routing_entropy,
     routing_layers,
@@ -85,10 +105,6 @@ def _labels(expert_sizes: Sequence[Sequence[int]] | None, layer: int, n: int) ->
     return [expert_label(layer, j, expert_size(expert_sizes, layer, j)) for j in range(n)]
 
 
-def _size_name(size: int | None, expert: int) -> str:
-    return f"expert {expert}" if size is None else ("identity" if int(size) == 0 else f"{int(size)} units")
-
-
 def _expert_legend(
     fig: Figure,
     layers: Mapping[int, list[str]],
@@ -102,14 +118,14 @@ def _expert_legend(
     def handle(j: int, label: str) -> Any:
         color = EXPERT_COLORS[j % len(EXPERT_COLORS)]
         return (
-            Line2D([], [], color=color, linewidth=2, label=label)
+            Line2D([], [], color=color, linewidth=1.6, linestyle=expert_dash(j), label=label)
             if kind == "line"
             else Patch(color=color, label=label)
         )
 
     first = next(iter(sizes.values()))
     if len({tuple(v) for v in sizes.values()}) == 1 and None not in first:
-        handles = [handle(j, _size_name(s, j)) for j, s in enumerate(first)]
+        handles = [handle(j, size_name(s, j)) for j, s in enumerate(first)]
         return fig.legend(
             handles=handles,
             loc="outside lower center",
@@ -128,83 +144,6 @@ def _expert_legend(
     )
 
 
-# ----------------------------------------------------------------------------- grids
-
-
-def _grid_axes(ax: Axes, grid_info: Mapping[str, int]) -> tuple[float, float, float, float]:
-    """Cell-centred extent with row 0 at the top, integer ticks, and a hatched grey backdrop that
-    shows through wherever a cell was never visited."""
-    x0, x1 = grid_info["x_min"] - 0.5, grid_info["x_max"] + 0.5
-    y0, y1 = grid_info["y_min"] - 0.5, grid_info["y_max"] + 0.5
-    ax.add_patch(
-        Rectangle(
-            (x0, y0),
-            x1 - x0,
-            y1 - y0,
-            facecolor=UNVISITED_COLOR,
-            edgecolor=UNVISITED_HATCH_COLOR,
-            hatch="///",
-            linewidth=0,
-            zorder=0,
-        )
-    )
-    step = 1 if grid_info["grid_width"] <= 10 and grid_info["grid_height"] <= 10 else 2
-    if max(grid_info["grid_width"], grid_info["grid_height"]) > 20:
-        step = 5
-    # Locators, not set_ticks: tick artists are then made only when drawn (creation stays cheap).
-    ax.xaxis.set_major_locator(MultipleLocator(step))
-    ax.yaxis.set_major_locator(MultipleLocator(step))
-    ax.set_xlabel("x (cell)")
-    ax.set_ylabel("y (cell)")
-    return (x0, x1, y1, y0)
-
-
-def _unvisited_handle(text: str = "unvisited") -> Patch:
-    return Patch(facecolor=UNVISITED_COLOR, edgecolor=UNVISITED_HATCH_COLOR, hatch="///", label=text)
-
-
-def _unvisited_legend(fig: Figure, text: str = "never visited") -> None:
-    fig.legend(handles=[_unvisited_handle(text)], loc="outside lower right", frameon=False)
-
-
-def _value_heatmap(
-    ax: Axes,
-    grid: np.ndarray,
-    grid_info: Mapping[str, int],
-    cmap: str,
-    label: str,
-    vmin: float | None = None,
-    vmax: float | None = None,
-    colorbar: bool = True,
-    location: str = "right",
-) -> AxesImage:
-    extent = _grid_axes(ax, grid_info)
-    masked = np.ma.masked_invalid(grid)
-    cm = matplotlib.colormaps[cmap].with_extremes(bad=(0, 0, 0, 0))  # masked cells show the hatch
-    image = ax.imshow(
-        masked,
-        cmap=cm,
-        vmin=vmin,
-        vmax=vmax,
-        origin="upper",
-        extent=extent,
-        interpolation="nearest",
-        zorder=1,
-    )
-    if colorbar:
-        bottom = location == "bottom"
-        ax.figure.colorbar(
-            image,
-            ax=ax,
-            label=label,
-            location=location,
-            shrink=0.9,
-            fraction=0.06 if bottom else 0.15,
-            pad=0.02,
-        )
-    return image
-
-
 # ----------------------------------------------------------------------------- routing heatmaps
 
 
@@ -214,27 +153,56 @@ def _shade(expert: int, strength: np.ndarray) -> np.ndarray:
     return EXPERT_CMAPS[expert % len(EXPERT_CMAPS)](0.12 + 0.88 * np.clip(strength, 0.0, 1.0))
 
 
-def _add_expert_key(fig: Figure, axes: Axes | list[Axes], num_experts: int, sizes: list[int | None]) -> Axes:
-    """The heatmap's legend: one row per expert, named by its size, showing its ramp from weight 1/E
-    (a tie) to 1 (all weight on it) - hue names the dominant expert, depth how dominant it is."""
+def _draw_expert_key(ax: Axes, num_experts: int, sizes: list[int | None]) -> Axes:
+    """Draw the heatmap's legend into ax: one row per expert, named by its size, showing its ramp
+    from weight 1/E (a tie) to 1 (all weight on it) - hue names the dominant expert, depth how
+    dominant it is."""
+    low = 1.0 / num_experts if num_experts > 1 else 0.0
+    ramp = np.linspace(0.0, 1.0, 64)
+    image = np.stack([_shade(j, ramp) for j in range(num_experts)], axis=0)  # (E, 64, 4)
+    ax.imshow(image, extent=(low, 1, 0, 1), aspect="auto", origin="upper", zorder=3)
+    ax.set_xlim(low, 1)
+    ax.set_ylim(0, 1)
+    ax.yaxis.set_ticks_position("left")
+    ax.set_yticks(1 - (np.arange(num_experts) + 0.5) / num_experts)
+    ax.set_yticklabels([size_name(s, j) for j, s in enumerate(sizes)])
+    ax.set_xlabel("weight of the dominant expert")
+    ax.set_label("expert_key")
+    return ax
+
+
+def _add_expert_key(
+    fig: Figure,
+    axes: Axes | list[Axes],
+    num_experts: int,
+    sizes: list[int | None],
+    fraction: float | None = None,
+    aspect: float | None = None,
+) -> Axes:
+    """The heatmap's legend (_draw_expert_key) as a colour bar below `axes`. fraction and aspect as
+    fig.colorbar's (defaults: a key under one panel); a key spanning several panels passes its own,
+    so that its rows stay about 0.18 in tall (room for their labels)."""
     low = 1.0 / num_experts if num_experts > 1 else 0.0
     bar = fig.colorbar(
         ScalarMappable(Normalize(low, 1.0), EXPERT_CMAPS[0]),
         ax=axes,
         location="bottom",
-        fraction=0.05 * num_experts,
-        aspect=24 / num_experts,
+        fraction=0.05 * num_experts if fraction is None else fraction,
+        aspect=24 / num_experts if aspect is None else aspect,
         pad=0.02,
     )
-    ramp = np.linspace(0.0, 1.0, 64)
-    image = np.stack([_shade(j, ramp) for j in range(num_experts)], axis=0)  # (E, 64, 4)
-    bar.ax.imshow(image, extent=(low, 1, 0, 1), aspect="auto", origin="upper", zorder=3)
-    bar.ax.yaxis.set_ticks_position("left")
-    bar.ax.set_yticks(1 - (np.arange(num_experts) + 0.5) / num_experts)
-    bar.ax.set_yticklabels([_size_name(s, j) for j, s in enumerate(sizes)])
+    _draw_expert_key(bar.ax, num_experts, sizes)
     bar.set_label("weight of the dominant expert")
-    bar.ax.set_label("expert_key")
     return bar.ax
+
+
+def _usage_line(agg: pd.DataFrame, cols: list[str], layer: int, sizes: Sequence[Sequence[int]] | None) -> str:
+    """'mean id 0.50 · 16 0.23 · 32 0.27': each expert's mean weight over the steps of agg's cells, so
+    a panel one expert floods with its hue still says what the others get."""
+    visits = agg["visits"].to_numpy(float) if "visits" in agg.columns else np.ones(len(agg))
+    means = agg[cols].to_numpy(float).T @ visits / max(visits.sum(), 1.0)
+    names = [short_size(expert_size(sizes, layer, j), j) for j in range(len(cols))]
+    return "mean " + " · ".join(f"{n} {m:.2f}" for n, m in zip(names, means))
 
 
 @styled
@@ -245,11 +213,15 @@ def render_routing_heatmap(
     layer: int,
     expert_sizes: Sequence[Sequence[int]] | None,
     key: bool = True,
+    usage: bool = True,
+    compact: bool = False,
 ) -> AxesImage:
     """One layer on a grid: the dominant expert's hue, deeper the more weight it holds (its max
     weight rescaled from 1/E to 1); hatched grey where never visited. agg comes from
     aggregate_routing_by_position. key: draw the legend below the axes (a ramp per expert, named by
-    its size). Returns the image (RGBA, alpha 0 where unvisited)."""
+    its size); compact: a short title for narrow panels (paper); usage: a second title line with every expert's mean weight (a layer one expert
+    dominates everywhere is one flat hue: the line says what the runner-up gets, and
+    plot_routing_by_expert shows where). Returns the image (RGBA, alpha 0 where unvisited)."""
     cols = require_routing(agg, "render_routing_heatmap").get(layer)
     if cols is None:
         raise ValueError(f"no layer {layer} in this table (layers {list(routing_layers(agg.columns))})")
@@ -263,9 +235,14 @@ def render_routing_heatmap(
         rows = dominant == j
         rgba[rows] = _shade(j, strength[rows])
     grid = np.nan_to_num(to_grid(agg, rgba, grid_info))  # unvisited: alpha 0, shows the hatch
-    extent = _grid_axes(ax, grid_info)
+    extent = grid_axes(ax, grid_info)
     image = ax.imshow(grid, origin="upper", extent=extent, interpolation="nearest", zorder=1)
-    ax.set_title(f"layer {layer}: dominant expert")
+    line = _usage_line(agg, cols, layer, expert_sizes)
+    if compact:
+        line = line.removeprefix("mean ").replace(" 0.", " .")
+        ax.set_title(f"layer {layer}, dominant" + ("\n" + line if usage else ""), fontsize="small")
+    else:
+        ax.set_title(f"layer {layer}: dominant expert" + ("\n" + line if usage else ""))
     ax.set_label(f"routing_layer_{layer}")
     if key:
         _add_expert_key(
@@ -285,19 +262,33 @@ def render_lpc_heatmap(
 ) -> AxesImage:
     """Mean LPC per cell (viridis; hatched grey where never visited)."""
     grid = to_grid(agg, agg["lpc"].to_numpy(dtype=float), grid_info)
-    image = _value_heatmap(ax, grid, grid_info, "viridis", "LPC (Σ w·size²)", vmin, vmax, colorbar, "bottom")
+    image = value_heatmap(ax, grid, grid_info, "viridis", "LPC (Σ w·size²)", vmin, vmax, colorbar, "bottom")
     ax.set_title("mean LPC per cell")
     ax.set_label("lpc")
     return image
 
 
-def _env_panel(ax: Axes, env_image: np.ndarray | None, mission: str | None, title: str = "level") -> None:
+def _env_panel(
+    ax: Axes,
+    env_image: np.ndarray | None,
+    mission: str | None,
+    title: str = "level",
+    example: ExampleLayout | None = None,
+    width: int = 34,
+) -> None:
+    """The level picture. With `example` its title says which layout it is (one of N, its seed and
+    the rule that chose it), so it is not read as a picture of the N layouts the heatmaps average."""
     if env_image is not None:
         ax.imshow(np.asarray(env_image))
     ax.set_axis_off()
     ax.set_label("env_image")
-    text = title if not mission else f"{title}\n" + textwrap.fill(f'"{mission}"', 34)
-    ax.set_title(text)
+    lines = [title]
+    if example is not None:
+        lines = textwrap.wrap(example.caption(), width)
+        mission = mission or example.mission
+    if mission:
+        lines += textwrap.wrap(f'"{mission}"', width)
+    ax.set_title("\n".join(lines))
 
 
 @styled
@@ -309,40 +300,64 @@ def plot_overall_routing(
     filter_fn: Callable[[pd.DataFrame], Any] | None = None,
     title_suffix: str = "",
     grid_info: Mapping[str, int] | None = None,
+    example: ExampleLayout | None = None,
+    layout: str = "screen",
 ) -> Figure:
-    """Level image (when given), one dominant-expert heatmap per layer, and the LPC heatmap."""
+    """Level image (when given; example: which layout it is, routing_analysis.example_layout), one
+    dominant-expert heatmap per layer (with each expert's mean weight), and the LPC heatmap. Screen:
+    one row (at most 10.5 in), with one expert key under the layers when every layer has the same
+    experts (else a key under each); paper: 3.3 in wide, two columns, the shared key in a cell of
+    the grid."""
     layers = require_routing(steps, "plot_overall_routing")
     agg = aggregate_routing_by_position(steps, filter_fn)
     if agg.empty:
         raise ValueError("plot_overall_routing: no steps left after filter_fn")
     grid_info = grid_info or compute_grid_bounds(steps)
+    sizes = {k: [expert_size(expert_sizes, k, j) for j in range(len(c))] for k, c in layers.items()}
+    shared = len({tuple(v) for v in sizes.values()}) == 1  # one key serves every layer
+    paper = layout == "paper"
     panels = len(layers) + 1 + (env_image is not None)
+    slot = paper and shared  # the paper grid's spare cell holds the key
     w, h = heat_size(grid_info)
-    fig = new_figure((w + 0.7) * panels, h + 2.3)
-    axes = list(fig.subplots(1, panels, squeeze=False)[0])
+    fig, axes = panel_grid(
+        panels + slot,
+        layout,
+        panel=(w, h + (0.4 if paper else 1.5)),
+        screen_cols=panels,
+        extra=(0.0, 0.8 if shared else 0.3),
+    )
+    if slot:
+        first = next(iter(sizes.values()))
+        key = axes.pop()
+        _draw_expert_key(key, len(first), first)
+        key.set_box_aspect(0.12 * len(first))
+        key.set_xlabel("dominant expert's weight")
     if env_image is not None:
-        _env_panel(axes.pop(0), env_image, env_mission)
+        _env_panel(axes.pop(0), env_image, env_mission, example=example, width=26 if paper else 24)
     for ax, layer in zip(axes, layers):
-        render_routing_heatmap(ax, agg, grid_info, layer, expert_sizes)
+        render_routing_heatmap(ax, agg, grid_info, layer, expert_sizes, key=not shared, compact=paper)
+    if shared and not slot:
+        first = next(iter(sizes.values()))
+        _add_expert_key(fig, axes[: len(layers)], len(first), first, fraction=0.25, aspect=21 / len(first))
     render_lpc_heatmap(axes[-1], agg, grid_info)
     n_ep = steps["episode"].nunique() if "episode" in steps.columns else "?"
     fig.suptitle(f"Routing by position{title_suffix} ({int(agg['visits'].sum())} steps, {n_ep} episodes)")
-    _unvisited_legend(fig)
+    unvisited_legend(fig)
     return fig
 
 
 @styled
-def plot_lpc_heatmap(steps: pd.DataFrame, grid_info: Mapping[str, int] | None = None) -> Figure:
+def plot_lpc_heatmap(
+    steps: pd.DataFrame, grid_info: Mapping[str, int] | None = None, layout: str = "screen"
+) -> Figure:
     """Mean LPC per cell, on its own (same panel as in plot_overall_routing)."""
     require_routing(steps, "plot_lpc_heatmap")
     grid_info = grid_info or compute_grid_bounds(steps)
     w, h = heat_size(grid_info)
-    fig = new_figure(w + 0.8, h + 1.6)
-    render_lpc_heatmap(
-        fig.subplots(), aggregate_routing_by_position(steps), grid_info or compute_grid_bounds(steps)
-    )
+    fig, (ax,) = panel_grid(1, layout, panel=(w + 0.8, h + 1.6), extra=(0.0, 0.0))
+    render_lpc_heatmap(ax, aggregate_routing_by_position(steps), grid_info)
     fig.suptitle(f"LPC by position ({len(steps)} steps)")
-    _unvisited_legend(fig)
+    unvisited_legend(fig)
     return fig
 
 
@@ -367,12 +382,15 @@ def plot_grouped_routing(
     expert_sizes: Sequence[Sequence[int]] | None,
     env_images: Mapping[str, np.ndarray] | np.ndarray | None = None,
     grid_info: Mapping[str, int] | None = None,
+    layout: str = "screen",
 ) -> Figure:
     """One row per group: level image (env_images[label], or one image for every row), one
-    dominant-expert heatmap per layer, LPC on one colour scale shared by all rows."""
+    dominant-expert heatmap per layer (titled with the group's mean weight of each expert on
+    screen), LPC on one colour scale shared by all rows. Screen: at most 10.5 in wide; paper:
+    3.3 in wide, short titles, tick labels on the outer panels only."""
     layers = require_routing(steps, "plot_grouped_routing")
     if group_by == "overall":
-        return plot_overall_routing(steps, expert_sizes, grid_info=grid_info)
+        return plot_overall_routing(steps, expert_sizes, grid_info=grid_info, layout=layout)
     labels, groups = group_labels(steps, episodes, group_by)
     grid_info = grid_info or grid_info_for(steps, episodes)
     # One groupby over (group, x, y) instead of copying every group's rows out of 10^5 steps.
@@ -385,133 +403,71 @@ def plot_grouped_routing(
     lpc_min = min(a["lpc"].min() for a in aggs.values())
     lpc_max = max(a["lpc"].max() for a in aggs.values())
     show_env = env_images is not None
+    paper = layout == "paper"
     ncols = len(layers) + 1 + show_env
     w, h = heat_size(grid_info, 2.4)
-    fig = new_figure((w + 0.6) * ncols + 0.4, (h + 0.55) * len(groups) + 1.6)
+    width = (w + 0.6) * ncols + 0.4
+    scale = min(1.0, (PAPER_WIDTH if paper else SCREEN_WIDTH) / width)
+    fig = new_figure(PAPER_WIDTH if paper else width * scale, (h + 0.75) * len(groups) * scale + 1.6)
     axes = fig.subplots(len(groups), ncols, squeeze=False)
     for r, (group, agg) in enumerate(aggs.items()):
         row = list(axes[r])
         if show_env:
             image = env_images.get(group) if isinstance(env_images, Mapping) else env_images
             _env_panel(row.pop(0), image, None, title=group)
-        for ax, layer in zip(row, layers):
-            render_routing_heatmap(ax, agg, grid_info, layer, expert_sizes, key=False)
+        for ax, (layer, lcols) in zip(row, layers.items()):
+            render_routing_heatmap(ax, agg, grid_info, layer, expert_sizes, key=False, usage=not paper)
+            if paper:
+                ax.set_title(f"layer {layer}")
+            elif r > 0:
+                ax.set_title(_usage_line(agg, lcols, layer, expert_sizes))
         render_lpc_heatmap(row[-1], agg, grid_info, lpc_min, lpc_max, colorbar=False)
+        if paper or r > 0:
+            row[-1].set_title("LPC" if paper and r == 0 else "")
         n_steps, n_ep = int(agg["visits"].sum()), int(episodes_in[group])
         for ax in row[1:]:
             ax.set_ylabel("")
+            if paper:
+                ax.tick_params(labelleft=False)
         for ax in row if r < len(groups) - 1 else []:
             ax.set_xlabel("")
-        for ax in row if r > 0 else []:
+            if paper:
+                ax.tick_params(labelbottom=False)
+        for ax in row if r > 0 and paper else []:
             ax.set_title("")
-        row[0].set_ylabel(f"{group}\n({n_steps} steps, {n_ep} episodes)\ny (cell)")
+        if paper:  # narrow rows: short lines, fewer ticks
+            row[0].set_ylabel("\n".join([*textwrap.wrap(group, 12), f"{n_steps} steps", f"{n_ep} ep."]))
+            for ax in row:
+                ax.xaxis.set_major_locator(MaxNLocator(3, integer=True))
+                ax.yaxis.set_major_locator(MaxNLocator(3, integer=True))
+        else:
+            row[0].set_ylabel(f"{group}\n({n_steps} steps, {n_ep} episodes)\ny (cell)")
     offset = int(show_env)
-    for i, (layer, cols) in enumerate(layers.items()):
+    sizes = {k: [expert_size(expert_sizes, k, j) for j in range(len(c))] for k, c in layers.items()}
+    if len({tuple(v) for v in sizes.values()}) == 1:  # one key serves every layer
+        first = next(iter(sizes.values()))
         _add_expert_key(
             fig,
-            list(axes[:, offset + i]),
-            len(cols),
-            [expert_size(expert_sizes, layer, j) for j in range(len(cols))],
+            list(axes[:, offset : offset + len(layers)].ravel()),
+            len(first),
+            first,
+            fraction=min(0.3, 0.24 * len(first) / fig.get_figheight()),
+            aspect=10 / len(first),
         )
+    else:
+        for i, lsizes in enumerate(sizes.values()):
+            _add_expert_key(fig, list(axes[:, offset + i]), len(lsizes), lsizes)
     image = axes[0, -1].get_images()[0]
     fig.colorbar(
-        image, ax=list(axes[:, -1]), label="LPC (Σ w·size²)", location="bottom", fraction=0.05, pad=0.02
+        image,
+        ax=list(axes[:, -1]),
+        label="LPC" if paper else "LPC (Σ w·size²)",
+        location="bottom",
+        fraction=0.05,
+        pad=0.02,
     )
     fig.suptitle(f"Routing by {_GROUP_TITLES[group_by]} ({len(steps)} steps)")
-    _unvisited_legend(fig)
-    return fig
-
-
-# ----------------------------------------------------------------------------- behaviour
-
-
-@styled
-def plot_action_frequency(steps: pd.DataFrame, by_carrying: bool = False) -> Figure:
-    """Fraction of steps on each action (bars per carrying state when by_carrying)."""
-    fig = new_figure(PANEL * 1.3, PANEL * 0.9)
-    ax = fig.subplots()
-    num_actions = len(ACTION_NAMES)
-    splits = {"all steps": steps}
-    if by_carrying:
-        carrying = steps["carrying"] == 1
-        splits = {"not carrying": steps[~carrying], "carrying": steps[carrying]}
-        splits = {k: v for k, v in splits.items() if len(v)}
-    width = 0.8 / len(splits)
-    for i, (name, part) in enumerate(splits.items()):
-        freq = part["action"].value_counts(normalize=True).reindex(range(num_actions), fill_value=0.0)
-        xs = np.arange(num_actions) + (i - (len(splits) - 1) / 2) * width
-        ax.bar(xs, freq.to_numpy(), width, label=f"{name} (n={len(part)})", color=EXPERT_COLORS[i])
-    ax.set_xticks(range(num_actions), ACTION_NAMES, rotation=30)
-    ax.set_xlabel("action")
-    ax.set_ylabel("fraction of steps")
-    ax.set_ylim(0, 1)
-    ax.legend(frameon=False)
-    ax.set_title(f"Action frequency ({len(steps)} steps)")
-    return fig
-
-
-@styled
-def plot_entropy_heatmap(steps: pd.DataFrame, grid_info: Mapping[str, int] | None = None) -> Figure:
-    """Mean entropy of the policy's action distribution per cell, in nats."""
-    agg = steps.groupby(["x", "y"])["entropy"].mean().to_frame()
-    grid_info = grid_info or compute_grid_bounds(steps)
-    w, h = heat_size(grid_info)
-    fig = new_figure(w + 1.2, h + 1.1)
-    ax = fig.subplots()
-    grid = to_grid(agg, agg["entropy"].to_numpy(), grid_info)
-    top = f"policy entropy (nats; max ln {len(ACTION_NAMES)} = {math.log(len(ACTION_NAMES)):.2f})"
-    _value_heatmap(ax, grid, grid_info, "magma", top, 0.0, None)
-    ax.set_title(f"Policy entropy per cell ({len(steps)} steps)")
-    ax.set_label("entropy")
-    _unvisited_legend(fig)
-    return fig
-
-
-@styled
-def plot_kl_heatmap(
-    steps: pd.DataFrame,
-    reference: str = "global",
-    min_visits: int = 5,
-    grid_info: Mapping[str, int] | None = None,
-) -> Figure:
-    """Per cell, KL of its action distribution from the global one or from its 4 neighbours'
-    pooled distribution (see action_kl_by_cell for the smoothing)."""
-    kl = action_kl_by_cell(steps, reference, min_visits)
-    grid_info = grid_info or compute_grid_bounds(steps)
-    w, h = heat_size(grid_info)
-    fig = new_figure(w + 1.2, h + 1.3)
-    ax = fig.subplots()
-    grid = to_grid(kl, kl["kl"].to_numpy(), grid_info)
-    _value_heatmap(ax, grid, grid_info, "plasma", "KL (nats)", 0.0, None)
-    against = "all steps' actions" if reference == "global" else "4-neighbour cells' actions"
-    ax.set_title(f"Action KL vs {against}\nJeffreys prior (+½ per action)")
-    ax.set_label(f"kl_{reference}")
-    where = " (cell or its neighbours)" if reference != "global" else ""
-    _unvisited_legend(fig, f"unvisited or < {min_visits} visits{where}")
-    return fig
-
-
-@styled
-def plot_cell_action_distribution(steps: pd.DataFrame, x: int, y: int) -> Figure:
-    """Action distribution at one cell against the global one, with the cell's KL."""
-    here = steps[(steps["x"] == x) & (steps["y"] == y)]
-    if here.empty:
-        raise ValueError(f"cell ({x}, {y}) was never visited")
-    kl = action_kl_by_cell(steps, "global", min_visits=1).loc[(x, y), "kl"]
-    fig = new_figure(PANEL * 1.3, PANEL * 0.9)
-    ax = fig.subplots()
-    num_actions = len(ACTION_NAMES)
-    for i, (name, part) in enumerate({f"cell ({x}, {y}), n={len(here)}": here, "all cells": steps}.items()):
-        freq = part["action"].value_counts(normalize=True).reindex(range(num_actions), fill_value=0.0)
-        ax.bar(
-            np.arange(num_actions) + (i - 0.5) * 0.4, freq.to_numpy(), 0.4, label=name, color=EXPERT_COLORS[i]
-        )
-    ax.set_xticks(range(num_actions), ACTION_NAMES, rotation=30)
-    ax.set_xlabel("action")
-    ax.set_ylabel("fraction of steps")
-    ax.set_ylim(0, 1)
-    ax.legend(frameon=False)
-    ax.set_title(f"Actions at ({x}, {y}): KL vs global = {kl:.3f} nats")
+    unvisited_legend(fig)
     return fig
 
 
@@ -531,16 +487,29 @@ def plot_episode_routing(
     episode: int,
     expert_sizes: Sequence[Sequence[int]] | None,
     mission: str | None = None,
+    example: ExampleLayout | None = None,
+    layout: str = "screen",
 ) -> Figure:
     """Every expert's weight at every step of one episode (a panel per layer, then LPC), with the
-    first pickup / door opening / drop marked where they happened (at the first step after)."""
+    first pickup / door opening / drop marked where they happened (at the first step after).
+    example: when it is this episode, the title says so (the example layout and its rule)."""
     layers = require_routing(steps, "plot_episode_routing")
     ep = steps[steps["episode"] == episode].sort_values("t")
     if ep.empty:
         raise ValueError(f"episode {episode} is not in this table")
     events = {e: float(ep[e].max()) for e in EVENT_NAMES if e in ep.columns}
-    fig = new_figure(PANEL * 2, 1.45 * (len(layers) + 1) + 1.0)
-    axes = fig.subplots(len(layers) + 1, 1, sharex=True, squeeze=False)[:, 0]
+    fig, axes = panel_grid(
+        len(layers) + 1,
+        layout,
+        panel=(
+            PANEL * 2,
+            2.1 if layout == "paper" else 1.45,
+        ),  # a column halves the width: keep rows readable
+        screen_cols=1,
+        paper_cols=1,
+        extra=(0.0, 1.0),
+        sharex=True,
+    )
     t = ep["t"].to_numpy()
     marker = "." if len(t) <= 40 else None  # short episodes: show the individual steps
     for ax, (layer, cols) in zip(axes, layers.items()):
@@ -549,6 +518,7 @@ def plot_episode_routing(
                 t,
                 ep[col].to_numpy(),
                 color=EXPERT_COLORS[j % len(EXPERT_COLORS)],
+                linestyle=expert_dash(j),
                 marker=marker,
                 linewidth=1.2,
             )
@@ -569,7 +539,11 @@ def plot_episode_routing(
         )
     _expert_legend(fig, layers, expert_sizes)
     about = f': "{mission}"' if mission else ""
-    fig.suptitle(f"Routing over episode {episode}{about} ({len(ep)} steps)")
+    head = f"Routing over episode {episode}{about} ({len(ep)} steps)"
+    if example is not None and example.episode == episode:
+        seed = "" if example.seed is None else f", seed {example.seed}"
+        head += f"\nthe example layout of {example.n_layouts}{seed} ({example.rule})"
+    fig.suptitle(head)
     return fig
 
 
@@ -579,6 +553,7 @@ def plot_event_aligned_routing(
     event: str = "t_pick",
     window: int = 10,
     expert_sizes: Sequence[Sequence[int]] | None = None,
+    layout: str = "screen",
 ) -> Figure:
     """Mean ± SEM (over episodes) of every expert's weight from `window` steps before to `window`
     after an event, aligned at the event (0 = first step after the action that caused it)."""
@@ -593,15 +568,16 @@ def plot_event_aligned_routing(
     if near.empty:
         raise ValueError(f"no episode in this table has a {EVENT_NAMES[event]} ({event})")
     n_episodes = near["episode"].nunique()
-    fig = new_figure(PANEL * 1.15 * len(layers), PANEL * 0.95)
-    axes = fig.subplots(1, len(layers), squeeze=False)[0]
+    fig, axes = panel_grid(
+        len(layers), layout, panel=(PANEL * 1.15, PANEL * 0.95), paper_cols=1, extra=(0.0, 1.0)
+    )
     for ax, (layer, cols) in zip(axes, layers.items()):
         stats = near.groupby("rel")[cols].agg(["mean", "sem"])
         xs = stats.index.to_numpy()
         for j, (col, label) in enumerate(zip(cols, _labels(expert_sizes, layer, len(cols)))):
             mean, sem = stats[(col, "mean")].to_numpy(), np.nan_to_num(stats[(col, "sem")].to_numpy())
             color = EXPERT_COLORS[j % len(EXPERT_COLORS)]
-            ax.plot(xs, mean, color=color, label=label)
+            ax.plot(xs, mean, color=color, linestyle=expert_dash(j), label=label)
             ax.fill_between(xs, mean - sem, mean + sem, color=color, alpha=0.25, linewidth=0)
         ax.axvline(0, color="k", linestyle="--", linewidth=1)
         ax.set_ylim(-0.02, 1.02)
@@ -610,6 +586,11 @@ def plot_event_aligned_routing(
         ax.set_title(f"layer {layer}")
     _expert_legend(fig, layers, expert_sizes)
     fig.suptitle(f"Routing around the {EVENT_NAMES[event]} ({n_episodes} episodes; 0 = first step after it)")
+    note(
+        fig,
+        f"Line: mean over the {n_episodes} episodes with a {EVENT_NAMES[event]}; band: ± 1 SEM over those "
+        "episodes (at each offset, the episodes long enough to reach it; no band where only one does).",
+    )
     return fig
 
 
@@ -617,11 +598,15 @@ def plot_event_aligned_routing(
 
 
 @styled
-def plot_weight_histograms(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None) -> Figure:
+def plot_weight_histograms(
+    steps: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None, layout: str = "screen"
+) -> Figure:
     """Distribution over steps of each expert's router weight, a panel per layer."""
     layers = require_routing(steps, "plot_weight_histograms")
-    fig = new_figure(PANEL * 1.1 * len(layers), PANEL * 0.95)
-    axes = fig.subplots(1, len(layers), squeeze=False)[0]
+    short = 0.65 if layout == "paper" else 1.0  # stacked in a column: flatter panels
+    fig, axes = panel_grid(
+        len(layers), layout, panel=(PANEL * 1.1, PANEL * 0.95 * short), paper_cols=1, extra=(0.0, 0.9)
+    )
     bins = np.linspace(0, 1, 26)
     for ax, (layer, cols) in zip(axes, layers.items()):
         for j, (col, label) in enumerate(zip(cols, _labels(expert_sizes, layer, len(cols)))):
@@ -630,6 +615,7 @@ def plot_weight_histograms(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[
                 counts / max(len(steps), 1),
                 bins,
                 color=EXPERT_COLORS[j % len(EXPERT_COLORS)],
+                linestyle=expert_dash(j),
                 label=label,
                 linewidth=1.5,
             )
@@ -644,12 +630,16 @@ def plot_weight_histograms(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[
 
 
 @styled
-def plot_routing_entropy(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None = None) -> Figure:
+def plot_routing_entropy(
+    steps: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None = None, layout: str = "screen"
+) -> Figure:
     """Per layer, the distribution over steps of the router's weight entropy (nats); dashed: a
     uniform split (log E), solid: the mean."""
     layers = require_routing(steps, "plot_routing_entropy")
-    fig = new_figure(PANEL * 1.05 * len(layers), PANEL * 0.85)
-    axes = fig.subplots(1, len(layers), squeeze=False)[0]
+    short = 0.65 if layout == "paper" else 1.0  # stacked in a column: flatter panels
+    fig, axes = panel_grid(
+        len(layers), layout, panel=(PANEL * 1.05, PANEL * 0.85 * short), paper_cols=1, extra=(0.0, 0.7)
+    )
     for ax, (layer, cols) in zip(axes, layers.items()):
         h = routing_entropy(steps, layer)
         top = math.log(len(cols))
@@ -668,10 +658,12 @@ def plot_routing_entropy(steps: pd.DataFrame, expert_sizes: Sequence[Sequence[in
 
 
 @styled
-def plot_expert_usage(source: Any, expert_sizes: Sequence[Sequence[int]] | None = None) -> Figure:
+def plot_expert_usage(
+    source: Any, expert_sizes: Sequence[Sequence[int]] | None = None, layout: str = "screen"
+) -> Figure:
     """Stacked bar per layer of the experts' mean weights (see expert_usage for the sources)."""
     usage = expert_usage(source)
-    fig = new_figure(PANEL * 1.3, PANEL * 0.9)
+    fig = sized_figure(PANEL * 1.3, PANEL * 0.9, layout)
     ax = fig.subplots()
     layers = list(usage)
     bottoms = np.zeros(len(layers))
@@ -702,7 +694,8 @@ def plot_expert_usage(source: Any, expert_sizes: Sequence[Sequence[int]] | None 
     ax.set_xticks(range(len(layers)), [f"layer {k}" for k in layers])
     ax.set_ylabel("mean router weight")
     ax.set_ylim(0, 1.0)
-    ax.set_title("Expert usage per layer")
+    steps_note = f"\nmean over {len(source)} steps" if isinstance(source, pd.DataFrame) else ""
+    ax.set_title(f"Expert usage per layer{steps_note}")
     ax.legend(title="expert", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return fig
 
@@ -739,6 +732,7 @@ def plot_phase_specialisation(
     episodes: pd.DataFrame,
     expert_sizes: Sequence[Sequence[int]] | None,
     group_by: str = "by_key_phase",
+    layout: str = "screen",
 ) -> Figure:
     """Mean weight of every expert in every group (mean over episodes of each episode's mean in
     that group, ± SEM over episodes); ★ marks each group's dominant expert."""
@@ -751,9 +745,16 @@ def plot_phase_specialisation(
     per_episode = steps[cols].groupby([labels.rename("group"), steps["episode"]]).mean()
     stats = per_episode.groupby(level="group").agg(["mean", "sem"]).reindex(order)
     counts = labels.value_counts()
-    names = [f"{g}\n(n={counts[g]})" for g in order]
-    fig = new_figure(max(3.0, 0.75 * len(order)) * len(layers) + 0.4, PANEL * 1.05)
-    axes = fig.subplots(1, len(layers), squeeze=False, sharey=True)[0]
+    episodes_in = per_episode.reset_index().groupby("group")["episode"].nunique()
+    names = [f"{g}\n({episodes_in.get(g, 0)} ep.)" for g in order]
+    fig, axes = panel_grid(
+        len(layers),
+        layout,
+        panel=(max(3.0, 0.75 * len(order)), PANEL * 1.05),
+        paper_cols=1,
+        extra=(0.4, 1.0),
+        sharey=True,
+    )
     for ax, (layer, lcols) in zip(axes, layers.items()):
         means = np.stack([stats[(c, "mean")].to_numpy() for c in lcols], 1)
         errors = np.nan_to_num(np.stack([stats[(c, "sem")].to_numpy() for c in lcols], 1))
@@ -761,22 +762,33 @@ def plot_phase_specialisation(
         ax.set_title(f"layer {layer}")
         ax.set_ylabel("mean router weight")
     _expert_legend(fig, layers, expert_sizes, kind="patch")
-    fig.suptitle(f"Expert weight by {_GROUP_TITLES[group_by]} (★ dominant; ± SEM over episodes; n = steps)")
+    fig.suptitle(f"Expert weight by {_GROUP_TITLES[group_by]} (★ dominant)")
+    steps_in = ", ".join(f"{g} {counts.get(g, 0)}" for g in order)
+    note(
+        fig,
+        "Bar: mean over episodes of each episode's mean weight in the group; error bar: ± 1 SEM over "
+        f"those episodes (ep. = episodes with steps in the group; none where only one). Steps: {steps_in}.",
+    )
     return fig
 
 
 @styled
 def plot_success_vs_failure(
-    steps: pd.DataFrame, episodes: pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None
+    steps: pd.DataFrame,
+    episodes: pd.DataFrame,
+    expert_sizes: Sequence[Sequence[int]] | None,
+    layout: str = "screen",
 ) -> Figure:
     """Per layer, each expert's episode-mean weight in successful vs failed episodes (± SEM over
-    episodes), then mean LPC per episode."""
+    episodes), then mean LPC per episode; a missing outcome is said on the figure."""
     layers = require_routing(episodes, "plot_success_vs_failure")
     require_routing(steps, "plot_success_vs_failure")
     outcomes = {"success": episodes[episodes["success"]], "failure": episodes[~episodes["success"]]}
     outcomes = {k: v for k, v in outcomes.items() if len(v)}
-    fig = new_figure(PANEL * 1.0 * (len(layers) + 1), PANEL * 1.0)
-    axes = fig.subplots(1, len(layers) + 1, squeeze=False)[0]
+    n = len(layers) + 1
+    fig, axes = panel_grid(
+        n, layout, panel=(min(PANEL * 0.95, SCREEN_WIDTH / n), PANEL * 0.95), extra=(0.0, 1.0)
+    )
     colors = {"success": "#2ca02c", "failure": "#d62728"}
     width = 0.8 / len(outcomes)
     for ax, (layer, cols) in zip(axes, layers.items()):
@@ -785,12 +797,12 @@ def plot_success_vs_failure(
             mean, sem = part[cols].mean().to_numpy(), np.nan_to_num(part[cols].sem().to_numpy())
             ax.bar(xs, mean, width, yerr=sem, capsize=2, color=colors[name], label=f"{name} (n={len(part)})")
         sizes = [short_size(expert_size(expert_sizes, layer, j), j) for j in range(len(cols))]
-        ax.set_xticks(range(len(cols)), [s if s == "id" else f"{s} units" for s in sizes])
-        ax.set_xlabel("expert (hidden size)")
+        paper = layout == "paper"  # a narrow panel: sizes alone, the unit in the axis label
+        ax.set_xticks(range(len(cols)), [s if s == "id" or paper else f"{s} units" for s in sizes])
+        ax.set_xlabel("expert (hidden units)" if paper else "expert (hidden size)")
         ax.set_ylabel("episode-mean router weight")
         ax.set_ylim(0, 1.05)
         ax.set_title(f"layer {layer}")
-        ax.legend(frameon=False, loc="upper right")
     ax = axes[-1]
     for i, (name, part) in enumerate(outcomes.items()):
         ax.bar(
@@ -804,9 +816,21 @@ def plot_success_vs_failure(
     ax.set_xticks(range(len(outcomes)), list(outcomes))
     ax.set_ylabel("episode-mean LPC (Σ w·size²)")
     ax.set_title("LPC")
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="outside lower center",
+        ncols=2,
+        frameon=False,
+        title="episodes",
+    )
     missing = [k for k in ("success", "failure") if k not in outcomes]
-    note = f"; no {missing[0]} episodes" if missing else ""
-    fig.suptitle(f"Routing in successful vs failed episodes ({len(episodes)} episodes{note})")
+    fig.suptitle(f"Routing in successful vs failed episodes ({len(episodes)} episodes)")
+    text = "Bar: mean over episodes of the episode's mean weight (LPC: mean LPC per step); error bar: ± 1 SEM over the episodes of that outcome (n)."
+    if missing:
+        text += (
+            f" No {' or '.join(missing)} episodes in this cache: only {next(iter(outcomes))} bars are drawn."
+        )
+    note(fig, text)
     return fig
 
 
@@ -819,39 +843,45 @@ def standard_figures(
     metrics_rows: Sequence[Mapping[str, Any]] | None = None,
     results_df: pd.DataFrame | None = None,
     env_mission: str | None = None,
+    layout: str = "screen",
 ) -> dict[str, Figure]:
     """Every figure this cache supports, keyed by file stem. Routing figures only when the cache
     has router weights; event, phase and knockout figures only when those events / rows exist.
-    env_image: a rendering of one layout (shown beside the overall heatmaps, with env_mission, by
-    default the first episode's mission); metrics_rows: the run's metrics.jsonl rows;
-    results_df: evaluation_results.csv (its rows for this checkpoint, if several knockouts)."""
+    env_image: a rendering of the cache's example layout (routing_analysis.example_layout;
+    level_image.example_image draws it), shown beside the overall heatmaps and captioned as that
+    layout, with env_mission (default: the example's mission); the episode-routing figure draws the
+    same episode. metrics_rows: the run's metrics.jsonl rows; results_df: evaluation_results.csv
+    (its rows for this checkpoint, if several knockouts). layout: "screen" or "paper" (plot_style)."""
     steps, episodes = data.steps, data.episodes
     sizes = data.expert_sizes
     grid_info = grid_info_for(steps, episodes)
     analyses = get_available_analyses(steps, episodes)
     figs: dict[str, Figure] = {}
-    mission = env_mission
-    if mission is None and env_image is not None and len(episodes):
-        mission = episodes["mission"].iloc[0]
+    example = example_layout(episodes) if len(episodes) else None
+    mission = env_mission if env_mission is not None or example is None else example.mission
+    kw = {"layout": layout}
     if has_routing(steps):
-        figs["routing_overall"] = plot_overall_routing(steps, sizes, env_image, mission, grid_info=grid_info)
+        figs["routing_overall"] = plot_overall_routing(
+            steps, sizes, env_image, mission, grid_info=grid_info, example=example, **kw
+        )
+        figs["routing_by_expert"] = plot_routing_by_expert(steps, sizes, grid_info, **kw)
         for analysis in analyses[1:]:
             figs[f"routing_{analysis}"] = plot_grouped_routing(
-                steps, episodes, analysis, sizes, grid_info=grid_info
+                steps, episodes, analysis, sizes, grid_info=grid_info, **kw
             )
-        figs["lpc_overall"] = plot_lpc_heatmap(steps, grid_info)
-    figs["action_frequency"] = plot_action_frequency(steps, by_carrying="by_carrying_phase" in analyses)
-    figs["entropy_heatmap"] = plot_entropy_heatmap(steps, grid_info)
+        figs["lpc_overall"] = plot_lpc_heatmap(steps, grid_info, **kw)
+    figs["action_frequency"] = plot_action_frequency(steps, by_carrying="by_carrying_phase" in analyses, **kw)
+    figs["entropy_heatmap"] = plot_entropy_heatmap(steps, grid_info, **kw)
     for reference in ("global", "neighbours"):
         if action_kl_by_cell(steps, reference)["kl"].notna().any():
-            figs[f"kl_{reference}"] = plot_kl_heatmap(steps, reference, grid_info=grid_info)
+            figs[f"kl_{reference}"] = plot_kl_heatmap(steps, reference, grid_info=grid_info, **kw)
     if has_routing(steps):
-        figs["weights_histograms"] = plot_weight_histograms(steps, sizes)
-        figs["routing_entropy"] = plot_routing_entropy(steps, sizes)
-        figs["expert_usage"] = plot_expert_usage(steps, sizes)
+        figs["weights_histograms"] = plot_weight_histograms(steps, sizes, **kw)
+        figs["routing_entropy"] = plot_routing_entropy(steps, sizes, **kw)
+        figs["expert_usage"] = plot_expert_usage(steps, sizes, **kw)
         for event in ("t_pick", "t_unlocked"):
             if event in steps.columns and steps[event].notna().any():
-                figs[f"event_aligned_{event}"] = plot_event_aligned_routing(steps, event, 10, sizes)
+                figs[f"event_aligned_{event}"] = plot_event_aligned_routing(steps, event, 10, sizes, **kw)
         phase = next(
             (
                 a
@@ -867,20 +897,21 @@ def standard_figures(
             None,
         )
         if phase is not None:
-            figs["phase_specialisation"] = plot_phase_specialisation(steps, episodes, sizes, phase)
+            figs["phase_specialisation"] = plot_phase_specialisation(steps, episodes, sizes, phase, **kw)
         if episodes["success"].notna().all():  # the earlier system's caches record no outcome
-            figs["success_vs_failure"] = plot_success_vs_failure(steps, episodes, sizes)
-        example = pick_example_episode(episodes)
-        mission = (
-            episodes.set_index("episode")["mission"].get(example) if "mission" in episodes.columns else None
-        )
-        figs[f"episode_{example}_routing"] = plot_episode_routing(steps, example, sizes, mission)
+            figs["success_vs_failure"] = plot_success_vs_failure(steps, episodes, sizes, **kw)
+        if example is not None:
+            figs[f"episode_{example.episode}_routing"] = plot_episode_routing(
+                steps, example.episode, sizes, example.mission, example=example, **kw
+            )
     if metrics_rows:
-        figs["training_curves"] = plot_training_curves(metrics_rows, sizes)
+        figs["training_curves"] = plot_training_curves(metrics_rows, sizes, **kw)
     if results_df is not None and not results_df.empty:
         mine = results_df[results_df["checkpoint_path"].astype(str) == str(data.meta.get("checkpoint_path"))]
         if "knockout" in mine.columns and mine["knockout"].fillna("none").nunique() > 1:
-            figs["knockout_comparison"] = plot_knockout_comparison(mine, str(data.meta["checkpoint_path"]))
+            figs["knockout_comparison"] = plot_knockout_comparison(
+                mine, str(data.meta["checkpoint_path"]), **kw
+            )
     return figs
 
 

@@ -1,11 +1,17 @@
 """Render the standard figure set of routing caches to PNG files, headless.
 
-For each cache folder it loads the cache, draws the level with minigrid's own renderer (the start
-layout of a typical episode, recreated from its seed), finds the run's metrics.jsonl beside the
-checkpoint and the rows of evaluation_results.csv for that checkpoint (knockout comparison), and
-writes plotting_utils.standard_figures to plots/<task_id>/trial_<N>/[seed_<S>/][update_<U>/]...
+For each cache folder it loads the cache, draws the level with minigrid's own renderer (the
+cache's example layout, routing_analysis.example_layout: the typical episode, recreated from its
+seed; routing_viz.py shows the same one), finds the run's metrics.jsonl beside the checkpoint and
+the rows of evaluation_results.csv for that checkpoint (knockout comparison), and writes
+plotting_utils.standard_figures to plots/<task_id>/trial_<N>/[seed_<S>/][update_<U>/]...
+
+--layout paper draws every figure one paper column wide (3.3 in, panels in a grid of at most two
+columns, 7-8 pt text) for a paper at 100%; the default, screen, draws them at most 10.5 in wide.
+Both layouts write the same file names: give each its own --out.
 
     python render_plots.py --cache evaluation_cache/BabyAI-UnlockPickup-v0/trial_0 --out plots/
+    python render_plots.py --cache evaluation_cache/BabyAI-UnlockPickup-v0/trial_0 --layout paper --out plots_paper/
     python render_plots.py --all                  # every cache under evaluation_cache/
     python render_plots.py --by_level             # routing by level of each multi-task checkpoint
 
@@ -23,37 +29,33 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from mop.results import ResultsError, read_results
 from mop.routing_cache import CacheError, find_caches, load_cache
 from mop.runs import OutputError, RunPathError, check_writable_dir, inside, parse_run_path, run_subpath
 
 
-def render_cache(
-    cache_folder: str | Path, out_root: str | Path = "plots", results_path: str | None = None, dpi: int = 150
-) -> list[Path]:
-    """Render one cache's standard figures; returns the PNG paths."""
-    from mop.babyai_env import check_task_id, render_layout
+def cache_figures(
+    cache_folder: str | Path, results_path: str | None = None, layout: str = "screen"
+) -> dict[str, Figure]:
+    """One cache's standard figures by file stem (what render_cache writes): the level picture is
+    the cache's example layout (mop.level_image, as routing_viz shows it)."""
+    from mop.babyai_env import check_task_id
     from mop.experiment import read_metrics
-    from mop.routing_analysis import pick_example_episode
-    from plotting_utils import save_figures, standard_figures
+    from mop.level_image import cache_task, example_image
+    from plotting_utils import standard_figures
 
     folder = Path(cache_folder)
     data = load_cache(folder)
-    out = inside(out_root, Path(out_root) / run_subpath(folder.resolve()))
-    metrics = data.meta.get("metrics") if isinstance(data.meta.get("metrics"), dict) else {}
-    task = metrics.get("eval_task_id") or data.meta["config"].get("task_id")
     try:
-        check_task_id(str(task))
+        check_task_id(cache_task(data.meta))
     except ValueError as e:
         raise CacheError(f"cache {str(folder)!r} names no level to draw: {e}") from None
     if data.episodes.empty:
         raise CacheError(f"cache {str(folder)!r} holds no episodes")
-    example = pick_example_episode(data.episodes)
-    seed = data.episodes.loc[data.episodes["episode"] == example, "seed"].iloc[0]
-    image, mission = None, None  # the earlier system's caches record no layout seed: no level picture
-    if pd.notna(seed):
-        image, mission = render_layout(task, int(seed), metrics.get("max_steps"))
+    # the earlier system's caches record no layout seed: no level picture (image None)
+    image, example = example_image(data)
     checkpoint = Path(str(data.meta.get("checkpoint_path", "")))
     metrics_file = checkpoint.parent / "metrics.jsonl"
     try:
@@ -65,10 +67,29 @@ def render_cache(
         table = read_results(results_path)  # ResultsError for a CSV that is not ours
         results = table[table["checkpoint_path"] == posixpath.normpath(checkpoint.as_posix())]
         results = results if len(results) else None
-    figures = standard_figures(
-        data, env_image=image, metrics_rows=rows, results_df=results, env_mission=mission
+    return standard_figures(
+        data,
+        env_image=image,
+        metrics_rows=rows,
+        results_df=results,
+        env_mission=example.mission,
+        layout=layout,
     )
-    return save_figures(figures, out, dpi)
+
+
+def render_cache(
+    cache_folder: str | Path,
+    out_root: str | Path = "plots",
+    results_path: str | None = None,
+    dpi: int = 150,
+    layout: str = "screen",
+) -> list[Path]:
+    """Render one cache's standard figures (cache_figures); returns the PNG paths."""
+    from plotting_utils import save_figures
+
+    folder = Path(cache_folder)
+    out = inside(out_root, Path(out_root) / run_subpath(folder.resolve()))
+    return save_figures(cache_figures(folder, results_path, layout), out, dpi)
 
 
 def level_episodes(results: pd.DataFrame, results_path: str | Path) -> dict[str, dict[str, pd.DataFrame]]:
@@ -92,7 +113,9 @@ def level_episodes(results: pd.DataFrame, results_path: str | Path) -> dict[str,
     return out
 
 
-def render_levels(results_path: str | Path, out_root: str | Path = "plots", dpi: int = 150) -> list[Path]:
+def render_levels(
+    results_path: str | Path, out_root: str | Path = "plots", dpi: int = 150, layout: str = "screen"
+) -> list[Path]:
     """The routing-by-level figure and numbers of every checkpoint level_episodes finds."""
     import json
 
@@ -114,7 +137,7 @@ def render_levels(results_path: str | Path, out_root: str | Path = "plots", dpi:
         if parsed is not None and parsed[1] is not None:
             where = where / f"update_{parsed[1]}"
         out = inside(out_root, Path(out_root) / where)
-        fig = plot_routing_by_level(table, summary, sizes, title=f"Routing by level: {where}")
+        fig = plot_routing_by_level(table, summary, sizes, title=f"Routing by level: {where}", layout=layout)
         written += save_figures({"routing_by_level": fig}, out, dpi)
         atomic_write_text(out / "routing_by_level.csv", table.to_csv(index=False))
         atomic_write_text(
@@ -150,6 +173,12 @@ def main(argv: list[str] | None = None) -> dict:
         "--results_path", default="evaluation_results.csv", help="for the knockout comparison"
     )
     parser.add_argument("--dpi", type=int, default=150)
+    parser.add_argument(
+        "--layout",
+        choices=["screen", "paper"],
+        default="screen",
+        help="figures at most 10.5 in wide (screen, default) or one 3.3 in paper column (paper)",
+    )
     args = parser.parse_args(argv)
     if not DPI_RANGE[0] <= args.dpi <= DPI_RANGE[1]:
         parser.error(f"--dpi must be from {DPI_RANGE[0]} to {DPI_RANGE[1]}, got {args.dpi}")
@@ -163,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     level_paths: list[Path] = []
     if args.by_level:
         try:
-            level_paths = render_levels(args.results_path, args.out, args.dpi)
+            level_paths = render_levels(args.results_path, args.out, args.dpi, args.layout)
         except (CacheError, ResultsError, RunPathError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
@@ -187,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     written = []
     for folder in tqdm(folders, desc="caches", disable=len(folders) < 2):
         try:
-            paths = render_cache(folder, args.out, args.results_path, args.dpi)
+            paths = render_cache(folder, args.out, args.results_path, args.dpi, args.layout)
         except (CacheError, ResultsError, RunPathError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

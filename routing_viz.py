@@ -19,19 +19,20 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="MoP routing")
 
 with app.setup:
+    # Only what reading a cache needs: torch (batch_eval, eval_mop, mop.experiment) is imported in
+    # the cells that evaluate a checkpoint or read metrics.jsonl, minigrid where the level is drawn.
     import os
     from pathlib import Path
 
     import marimo as mo
 
-    import batch_eval
-    import eval_mop
     import plotting_utils as pu
-    from mop import babyai_env, experiment, routing_cache
+    from mop import level_image as levels
     from mop import routing_analysis as ra
+    from mop import routing_cache
     from mop.notebook_script import refusal
     from mop.results import read_results
-    from mop.runs import DEFAULT_CHECKPOINT_DIRS, cache_dir_for, run_label, run_subpath
+    from mop.runs import DEFAULT_CHECKPOINT_DIRS, cache_dir_for, find_checkpoints, run_label, run_subpath
 
 
 @app.cell(hide_code=True)
@@ -41,8 +42,10 @@ def _():
 
     **Which expert does the router pick, where in the level and when in the episode, and what does
     that cost?** Each layer mixes GRU experts of different sizes (*identity* = the free size-0
-    pathway); a cell's hue names its dominant expert and its depth how dominant it is; LPC
-    (Σ weight · size²) is the computation spent.
+    pathway); a cell's hue names its dominant expert and its depth how dominant it is, and each
+    expert's own map below shows where it gets more or less weight than its mean; LPC
+    (Σ weight · size²) is the computation spent. The level picture is one example layout of the
+    evaluation's N (the same one `render_plots.py` draws), not a picture of all of them.
 
     Reads a routing cache written by `batch_eval.py` under `evaluation_cache/` (`ROUTING_CACHE_DIR`),
     or evaluates a checkpoint from `checkpoints/` / `modal_checkpoints/` (`CHECKPOINT_DIRS`) on the
@@ -60,66 +63,86 @@ def _():
     results_csv = Path(os.environ.get("RESULTS_CSV", "evaluation_results.csv"))
     plots_root = Path(os.environ.get("PLOTS_DIR", "plots"))
     caches = {run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
-    checkpoints = {
-        f"{_r.task_id} · trial {_r.trial}"
-        + ("" if _r.seed is None else f" · seed {_r.seed}")
-        + (" · final" if _r.update is None else f" · update {_r.update}"): _r.path
-        for _r in batch_eval.discover(checkpoint_dirs)
-    }
-    return cache_root, caches, checkpoint_dirs, checkpoints, plots_root, results_csv
+    # A path scan (no torch): whether there is anything to evaluate when there is no cache.
+    any_checkpoint = not caches and bool(find_checkpoints(checkpoint_dirs))
+    return any_checkpoint, cache_root, caches, checkpoint_dirs, plots_root, results_csv
 
 
 @app.cell
-def _(caches, checkpoints):
-    use_cache = mo.ui.switch(value=bool(caches) or not checkpoints, label="use cached routing data")
+def _(any_checkpoint, caches):
+    use_cache = mo.ui.switch(value=bool(caches) or not any_checkpoint, label="use cached routing data")
     cache_dropdown = mo.ui.dropdown(caches, value=next(iter(caches), None), label="cache", searchable=True)
-    checkpoint_dropdown = mo.ui.dropdown(
-        checkpoints, value=next(iter(checkpoints), None), label="checkpoint", searchable=True
-    )
-    episodes_slider = mo.ui.slider(10, 1000, step=10, value=100, label="episodes", show_value=True)
-    envs_slider = mo.ui.slider(1, 32, value=16, label="parallel envs", show_value=True)
-    evaluate_button = mo.ui.run_button(label="evaluate")
-    return (
-        cache_dropdown,
-        checkpoint_dropdown,
-        envs_slider,
-        episodes_slider,
-        evaluate_button,
-        use_cache,
-    )
+    # A fresh evaluation reaches `data` through this state, so `data` (and every figure) does not
+    # wait for the checkpoint list, which reads checkpoint files with torch (the last cell).
+    get_evaluated, set_evaluated = mo.state(None)
+    return cache_dropdown, get_evaluated, set_evaluated, use_cache
+
+
+@app.cell(hide_code=True)
+def _(cache_dropdown, use_cache):
+    mo.hstack([use_cache, cache_dropdown] if use_cache.value else [use_cache], justify="start", gap=1.5)
+    return
 
 
 @app.cell(hide_code=True)
 def _(
-    cache_dropdown,
-    checkpoint_dropdown,
-    envs_slider,
-    episodes_slider,
-    evaluate_button,
-    use_cache,
-):
-    mo.hstack(
-        [use_cache, cache_dropdown]
-        if use_cache.value
-        else [use_cache, checkpoint_dropdown, episodes_slider, envs_slider, evaluate_button],
-        justify="start",
-        gap=1.5,
-        wrap=True,
-    )
-    return
-
-
-@app.cell
-def _(
-    cache_dropdown,
-    cache_root,
     checkpoint_dirs,
     checkpoint_dropdown,
     envs_slider,
     episodes_slider,
     evaluate_button,
+    get_evaluated,
+    set_evaluated,
     use_cache,
 ):
+    mo.stop(use_cache.value)
+    _controls = mo.hstack(
+        [checkpoint_dropdown, episodes_slider, envs_slider, evaluate_button],
+        justify="start",
+        gap=1.5,
+        wrap=True,
+    )
+    mo.stop(
+        checkpoint_dropdown.value is None,
+        mo.callout(
+            mo.md(f"""
+            **No checkpoint under {", ".join(f"`{d}`" for d in checkpoint_dirs)}.** Train one:
+            `python train_mop.py --task_id BabyAI-GoToLocal-v0 --trial 0` (or set `CHECKPOINT_DIRS`).
+            """),
+            kind="warn",
+        ),
+    )
+    if not evaluate_button.value:
+        if get_evaluated() is not None:  # another checkpoint or setting: evaluate again first
+            set_evaluated(None)
+        mo.stop(True, _controls)
+    import eval_mop as _eval_mop  # torch: only to evaluate
+
+    try:
+        with mo.status.spinner(title=f"Evaluating {episodes_slider.value} episodes..."):
+            _result = _eval_mop.evaluate(
+                checkpoint_dropdown.value,
+                _eval_mop.EvalOptions(num_episodes=episodes_slider.value, num_envs=envs_slider.value),
+            )
+    except _eval_mop.EvalError as _e:
+        mo.stop(True, refusal("Cannot evaluate this checkpoint.", _e))
+    _meta = {
+        "checkpoint_path": checkpoint_dropdown.value,
+        "config": _result.config,
+        "metrics": _result.metrics,
+    }
+    set_evaluated(
+        (
+            routing_cache.CacheData(_result.steps, _result.episodes, _meta, Path(checkpoint_dropdown.value)),
+            cache_dir_for("", _result.config, checkpoint_dropdown.value),
+        )
+    )
+    _controls
+    return
+
+
+@app.cell
+def _(cache_dropdown, cache_root, get_evaluated, use_cache):
     mo.stop(
         use_cache.value and cache_dropdown.value is None,
         mo.callout(
@@ -131,20 +154,6 @@ def _(
             kind="warn",
         ),
     )
-    mo.stop(
-        not use_cache.value and checkpoint_dropdown.value is None,
-        mo.callout(
-            mo.md(f"""
-            **No checkpoint under {", ".join(f"`{d}`" for d in checkpoint_dirs)}.** Train one:
-            `python train_mop.py --task_id BabyAI-GoToLocal-v0 --trial 0` (or set `CHECKPOINT_DIRS`).
-            """),
-            kind="warn",
-        ),
-    )
-    mo.stop(
-        not use_cache.value and not evaluate_button.value,
-        mo.md("Choose a checkpoint and press **evaluate** (greedy actions, evaluation layouts)."),
-    )
     if use_cache.value:
         try:
             data = routing_cache.load_cache(cache_dropdown.value)
@@ -152,20 +161,11 @@ def _(
             mo.stop(True, refusal("Cannot read this cache.", _e))
         plot_dir = run_subpath(cache_dropdown.value)  # plots/ mirrors the cache's folder
     else:
-        try:
-            with mo.status.spinner(title=f"Evaluating {episodes_slider.value} episodes..."):
-                _result = eval_mop.evaluate(
-                    checkpoint_dropdown.value,
-                    eval_mop.EvalOptions(num_episodes=episodes_slider.value, num_envs=envs_slider.value),
-                )
-        except eval_mop.EvalError as _e:
-            mo.stop(True, refusal("Cannot evaluate this checkpoint.", _e))
-        _config = _result.config
-        _meta = {"checkpoint_path": checkpoint_dropdown.value, "config": _config, "metrics": _result.metrics}
-        data = routing_cache.CacheData(
-            _result.steps, _result.episodes, _meta, Path(checkpoint_dropdown.value)
+        mo.stop(
+            get_evaluated() is None,
+            mo.md("Choose a checkpoint and press **evaluate** (greedy actions, evaluation layouts)."),
         )
-        plot_dir = cache_dir_for("", _config, checkpoint_dropdown.value)
+        data, plot_dir = get_evaluated()
     return data, plot_dir
 
 
@@ -290,39 +290,43 @@ def _(analyses, data, has_routing):
 
 @app.cell
 def _(analysis_dropdown, data, eval_task):
-    # Level images: one episode starting in each room for the starting-room grouping, else episode 0's.
-    _seeds = data.episodes.set_index("episode")["seed"].sort_index()
-    _max_steps = data.meta["metrics"].get("max_steps")
-    level_image, level_mission = None, None  # the earlier system's caches record no layout seed
-    if _seeds.notna().all():
-        level_image, level_mission = babyai_env.render_layout(eval_task, int(_seeds.iloc[0]), _max_steps)
+    # The level picture: the cache's example layout (routing_analysis.example_layout, the one rule
+    # render_plots.py uses too), captioned as one layout of N; for the starting-room grouping, the
+    # first episode starting in each room. Drawn once per server (mop.level_image keeps them).
+    level_image, example = levels.example_image(data)
+    level_mission = example.mission
+    level_images = level_image
     if analysis_dropdown.value == "by_starting_room" and level_image is not None:
+        _seeds = data.episodes.set_index("episode")["seed"]
+        _max_steps = data.meta["metrics"].get("max_steps")
+        _max_steps = None if _max_steps is None else int(_max_steps)
         _labels, _rooms = ra.group_labels(data.steps, data.episodes, "by_starting_room")
         _first = data.steps.groupby(_labels.to_numpy())["episode"].first()
-        level_images = {
-            g: babyai_env.render_layout(eval_task, int(_seeds[_first[g]]), _max_steps)[0] for g in _rooms
-        }
-    else:
-        level_images = level_image
-    return level_image, level_images, level_mission
+        level_images = {g: levels.render(eval_task, int(_seeds[_first[g]]), _max_steps)[0] for g in _rooms}
+    return example, level_image, level_images, level_mission
 
 
 @app.cell
 def _(
     analysis_dropdown,
     data,
+    example,
     family,
     grid_info,
     has_routing,
     level_image,
     level_images,
-    level_mission,
 ):
     mo.stop(family.value != "spatial routing")
     mo.stop(not has_routing, mo.md("*No router weights in this cache: nothing to route.*"))
     fig_routing = (
         pu.plot_overall_routing(
-            data.steps, data.expert_sizes, level_image, level_mission, grid_info=grid_info
+            data.steps,
+            data.expert_sizes,
+            level_image,
+            example.mission,
+            grid_info=grid_info,
+            example=example,
         )
         if analysis_dropdown.value == "overall"
         else pu.plot_grouped_routing(
@@ -339,6 +343,15 @@ def _(
 
 
 @app.cell
+def _(analysis_dropdown, data, family, grid_info, has_routing):
+    # Each expert's own map (its difference from its mean): readable where one expert floods a layer.
+    mo.stop(family.value != "spatial routing" or not has_routing or analysis_dropdown.value != "overall")
+    fig_by_expert = pu.plot_routing_by_expert(data.steps, data.expert_sizes, grid_info)
+    fig_by_expert
+    return
+
+
+@app.cell
 def _(data, family, grid_info, has_routing):
     mo.stop(family.value != "LPC" or not has_routing)
     fig_lpc = pu.plot_lpc_heatmap(data.steps, grid_info)
@@ -347,10 +360,12 @@ def _(data, family, grid_info, has_routing):
 
 
 @app.cell
-def _(data, episode_slider, family, has_routing):
+def _(data, episode_slider, example, family, has_routing):
     mo.stop(family.value != "time" or not has_routing)
     _mission = data.episodes.set_index("episode")["mission"].get(episode_slider.value)
-    fig_episode = pu.plot_episode_routing(data.steps, episode_slider.value, data.expert_sizes, _mission)
+    fig_episode = pu.plot_episode_routing(
+        data.steps, episode_slider.value, data.expert_sizes, _mission, example=example
+    )
     fig_episode
     return
 
@@ -426,25 +441,27 @@ def _(plot_dir, plots_root):
 def _(
     analysis_dropdown,
     data,
+    example,
     level_image,
     level_images,
-    level_mission,
     plot_dir,
     plots_root,
     results_csv,
     save_button,
 ):
     mo.stop(not save_button.value)
+    from mop.experiment import read_metrics as _read_metrics  # torch: only when saving
+
     _metrics_file = Path(str(data.meta.get("checkpoint_path"))).parent / "metrics.jsonl"
     try:
-        _rows = experiment.read_metrics(_metrics_file) if _metrics_file.is_file() else None
+        _rows = _read_metrics(_metrics_file) if _metrics_file.is_file() else None
         _results = read_results(results_csv)
     except ValueError as _e:  # ResultsError, or a metrics.jsonl that is not ours
         mo.stop(True, refusal("Nothing saved.", _e))
     _figures = pu.standard_figures(
         data,
         env_image=level_image,
-        env_mission=level_mission,
+        env_mission=example.mission,
         metrics_rows=_rows,
         results_df=_results,
     )
@@ -455,6 +472,27 @@ def _(
     saved = pu.save_figures(_figures, plots_root / plot_dir)
     mo.md(f"Saved {len(saved)} figures to `{plots_root / plot_dir}/`: " + ", ".join(p.name for p in saved))
     return
+
+
+@app.cell
+def _(checkpoint_dirs):
+    # Last in the file, so the kernel runs it after the figures: discover reads each run's
+    # checkpoint_final.pt (torch) to leave out numbered checkpoints that hold the same weights.
+    import batch_eval as _batch_eval
+
+    checkpoints = {
+        f"{_r.task_id} · trial {_r.trial}"
+        + ("" if _r.seed is None else f" · seed {_r.seed}")
+        + (" · final" if _r.update is None else f" · update {_r.update}"): _r.path
+        for _r in _batch_eval.discover(checkpoint_dirs)
+    }
+    checkpoint_dropdown = mo.ui.dropdown(
+        checkpoints, value=next(iter(checkpoints), None), label="checkpoint", searchable=True
+    )
+    episodes_slider = mo.ui.slider(10, 1000, step=10, value=100, label="episodes", show_value=True)
+    envs_slider = mo.ui.slider(1, 32, value=16, label="parallel envs", show_value=True)
+    evaluate_button = mo.ui.run_button(label="evaluate")
+    return checkpoint_dropdown, checkpoints, envs_slider, episodes_slider, evaluate_button
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ stats/<task>/), all atomically and without asking:
     knockouts.csv         per (α, knockout, metric): paired t-test of knockout vs none across runs
     metrics_by_alpha.csv  success, LPC, policy complexity, path ratio per α: n, mean, 95% CI on
                           the metric's scale and the estimate it is centred on
-    *.png                 the figures of stats_plots.py
+    *.png                 the figures of stats_plots.py (--layout paper: each one 3.3 in paper column
+                          wide; default screen: at most 10.5 in), each saying what its intervals are
 
     python stats.py --task_id BabyAI-UnlockPickup-v0
     python stats.py --task_id BabyAI-GoToLocal-v0 --cache_dir evaluation_cache \\
@@ -314,24 +315,30 @@ def draw_figures(
     cache_dir: str | Path,
     update: int | None,
     notes: list[str],
+    layout: str = "screen",
 ) -> dict[str, Figure]:
     """Every figure stats.py writes, by file stem: the aggregates computed here (mop.inference,
-    pooled_cells), drawn by mop.stats_plots; a figure that cannot be made is a note instead."""
+    pooled_cells), drawn by mop.stats_plots; a figure that cannot be made is a note instead.
+    layout: "screen" or "paper" (one 3.3 in paper column; mop/plot_style.py)."""
     from mop import stats_plots as plots
+
+    kw = {"layout": layout}
 
     def pooled_scatter() -> Figure:
         runs = final_rows(table, update)
-        return plots.plot_pooled_scatter(runs, phase_fits(runs, phases_of(table)))
+        return plots.plot_pooled_scatter(runs, phase_fits(runs, phases_of(table)), **kw)
 
     makers: dict[str, Callable[[], Figure]] = {
         "r_vs_alpha": lambda: plots.plot_r_vs_alpha(
-            runs_with_alpha(table, update), spatial_for_figure(seeds), phases_of(table)
+            runs_with_alpha(table, update), spatial_for_figure(seeds), phases_of(table), **kw
         ),
-        "metrics_vs_alpha": lambda: plots.plot_metrics_vs_alpha(runs_with_alpha(table, update), scalars),
-        "metrics_vs_update": lambda: plots.plot_metrics_vs_update(metrics_by_update(table)),
+        "metrics_vs_alpha": lambda: plots.plot_metrics_vs_alpha(
+            runs_with_alpha(table, update), scalars, **kw
+        ),
+        "metrics_vs_update": lambda: plots.plot_metrics_vs_update(metrics_by_update(table), **kw),
         "pooled_scatter": pooled_scatter,
         "correlation_summary": lambda: plots.plot_correlation_summary(
-            correlation_summary(table, update), len(final_rows(table, update))
+            correlation_summary(table, update), len(final_rows(table, update)), **kw
         ),
     }
     figures: dict[str, Figure] = {}
@@ -343,7 +350,7 @@ def draw_figures(
     try:
         cells = pooled_cells(cache_dir, table, update)
         for q in plots.QUANTITIES:
-            figures[f"phase_alpha_{q}"] = plots.plot_phase_alpha_grid(cells, q)
+            figures[f"phase_alpha_{q}"] = plots.plot_phase_alpha_grid(cells, q, **kw)
     except (ValueError, KeyError, OSError) as e:
         notes.append(f"phase × α heatmaps not drawn: {e}")
     return figures
@@ -374,6 +381,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--force", action="store_true", help="recompute every cache's row")
     parser.add_argument("--no_figures", action="store_true", help="tables only")
+    parser.add_argument(
+        "--layout",
+        choices=["screen", "paper"],
+        default="screen",
+        help="figures at most 10.5 in wide (screen, default) or one 3.3 in paper column (paper)",
+    )
     args = parser.parse_args(argv)
     try:
         return run(args)
@@ -420,7 +433,9 @@ def run(args: argparse.Namespace) -> dict:
     if runs["seed"].nunique(dropna=False) < 2 and runs.groupby("lpc_alpha").size().max() < 2:
         notes.append(f"one run per α: the tables report r only ('{NO_INFERENCE}' where a p would be)")
     if not args.no_figures:
-        figures = draw_figures(table, seeds, scalars, args.cache_dir, args.update, notes)
+        figures = draw_figures(
+            table, seeds, scalars, args.cache_dir, args.update, notes, getattr(args, "layout", "screen")
+        )
         for name, fig in figures.items():
             atomic_write(out / f"{name}.png", lambda p, fig=fig: fig.savefig(p, dpi=150, format="png"))
             written[f"{name}.png"] = out / f"{name}.png"

@@ -32,16 +32,18 @@ import math
 import signal
 import threading
 from collections import deque
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the BabyAI-* ids with gymnasium)
 import numpy as np
-import torch
 from minigrid.utils.baby_ai_bot import BabyAIBot
 
 from mop import fast_grid
 from mop.fast_grid import FastBot
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: drawing a level needs none
+    import torch
 
 # ----------------------------------------------------------------------------- tasks and seeds
 
@@ -227,6 +229,8 @@ def encode_obs(
 
     raw: channel-first flattened integer codes (147) ⊕ direction one-hot (4) ⊕ carrying (1).
     onehot: each of the three channels one-hot per cell (980) ⊕ direction one-hot ⊕ carrying."""
+    import torch  # here, not at the top: the notebooks draw levels without loading torch (~1 s)
+
     image = torch.as_tensor(image)
     lead = image.shape[:-3]
     direction_1h = torch.nn.functional.one_hot(torch.as_tensor(direction).long(), 4).float()

@@ -10,7 +10,6 @@ the figures of one routing cache are plotting_utils.py.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,15 +18,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from mop.plot_style import EXPERT_COLORS, PANEL, expert_label, expert_size, new_figure, styled
+from mop.plot_style import (
+    EXPERT_COLORS,
+    PANEL,
+    expert_dash,
+    expert_label,
+    expert_size,
+    note,
+    panel_grid,
+    sized_figure,
+    styled,
+)
 from mop.routing_analysis import default_runs, routing_layers
 
 # ----------------------------------------------------------------------------- across evaluations
 
 
 @styled
-def plot_success_vs_lpc(results_df: pd.DataFrame) -> Figure:
+def plot_success_vs_lpc(results_df: pd.DataFrame, layout: str = "screen") -> Figure:
     """Success rate (95% Wilson CI) against mean LPC per step, one point per evaluated checkpoint,
     colour = task, one panel per lpc_alpha: the accuracy/computation trade-off across runs."""
     df = default_runs(results_df)
@@ -37,8 +47,7 @@ def plot_success_vs_lpc(results_df: pd.DataFrame) -> Figure:
     alphas = sorted(df["lpc_alpha"].fillna(0.0).unique()) if "lpc_alpha" in df.columns else [0.0]
     tasks = sorted(df["task_id"].unique())
     colors = {t: f"C{i % 10}" for i, t in enumerate(tasks)}
-    fig = new_figure(PANEL * len(alphas) + 0.4, PANEL * 0.95)
-    axes = np.atleast_1d(fig.subplots(1, len(alphas), sharey=True, squeeze=False)[0])
+    fig, axes = panel_grid(len(alphas), layout, panel=(PANEL, PANEL * 0.95), extra=(0.4, 1.0), sharey=True)
     for ax, alpha in zip(axes, alphas):
         sub = df[df.get("lpc_alpha", pd.Series(0.0, index=df.index)).fillna(0.0) == alpha]
         for task in tasks:
@@ -70,11 +79,15 @@ def plot_success_vs_lpc(results_df: pd.DataFrame) -> Figure:
         labels += [y for y in lab if y not in labels]
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), title="task")
     fig.suptitle(f"Success vs routing cost ({len(df)} checkpoints)")
+    note(
+        fig,
+        "Error bar: the 95% Wilson interval of each checkpoint's success rate over its evaluation episodes.",
+    )
     return fig
 
 
 @styled
-def plot_metrics_vs_update(results_df: pd.DataFrame) -> Figure:
+def plot_metrics_vs_update(results_df: pd.DataFrame, layout: str = "screen") -> Figure:
     """Success rate (with its 95% CI band) and mean LPC against training update, one line per run
     (task, trial, seed); checkpoint_final rows are placed at their update."""
     df = default_runs(results_df)
@@ -94,8 +107,7 @@ def plot_metrics_vs_update(results_df: pd.DataFrame) -> Figure:
     # CSVs written before the final weights were stored once (and the earlier system's) hold a
     # numbered row and a checkpoint_final row for the same update: one point per (run, update).
     df = df.sort_values("checkpoint_path").drop_duplicates(["run", "update"], keep="first")
-    fig = new_figure(2 * PANEL + 0.6, PANEL * 0.95)
-    ax_success, ax_lpc = fig.subplots(1, 2)
+    fig, (ax_success, ax_lpc) = panel_grid(2, layout, panel=(PANEL + 0.3, PANEL * 0.95), extra=(0.0, 1.0))
     for i, (run, rows) in enumerate(df.sort_values("update").groupby("run", sort=True)):
         color = f"C{i % 10}"
         x = rows["update"].to_numpy(float)
@@ -116,11 +128,18 @@ def plot_metrics_vs_update(results_df: pd.DataFrame) -> Figure:
     handles, labels = ax_success.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), title="run")
     fig.suptitle("Evaluation over training")
+    note(
+        fig,
+        "Band: the 95% Wilson interval of each evaluation's success rate over its episodes (one run "
+        "per line: no interval across runs); mean LPC: no interval.",
+    )
     return fig
 
 
 @styled
-def plot_knockout_comparison(results_df: pd.DataFrame, checkpoint_path: str | None = None) -> Figure:
+def plot_knockout_comparison(
+    results_df: pd.DataFrame, checkpoint_path: str | None = None, layout: str = "screen"
+) -> Figure:
     """Success rate (95% Wilson CI) of one checkpoint under each knockout condition, from
     evaluation_results.csv rows. Default checkpoint: the one evaluated under most conditions."""
     df = results_df.copy()
@@ -145,7 +164,7 @@ def plot_knockout_comparison(results_df: pd.DataFrame, checkpoint_path: str | No
     rate = df["success_rate"].to_numpy(dtype=float)
     low = df["success_ci_low"].to_numpy(dtype=float) if "success_ci_low" in df.columns else rate
     high = df["success_ci_high"].to_numpy(dtype=float) if "success_ci_high" in df.columns else rate
-    fig = new_figure(max(PANEL, 0.9 * len(df) + 1.2), PANEL * 0.9)
+    fig = sized_figure(max(PANEL, 0.9 * len(df) + 1.2), PANEL * 0.9 + 0.4, layout)
     ax = fig.subplots()
     colors = ["#7f7f7f" if str(k).startswith("none") else "#d62728" for k in df["label"]]
     err = np.clip(np.nan_to_num(np.vstack([rate - low, high - rate])), 0.0, None)  # rounding at 0 and 1
@@ -176,6 +195,9 @@ def plot_knockout_comparison(results_df: pd.DataFrame, checkpoint_path: str | No
     ax.set_title(
         f"Knockouts: {Path(str(checkpoint_path)).parent.name}/{Path(str(checkpoint_path)).stem}\n{task}, {n} episodes"
     )
+    episodes = df["num_episodes"].dropna().astype(int).unique() if "num_episodes" in df.columns else []
+    over = f"{episodes[0]} episodes" if len(episodes) == 1 else "its episodes"
+    note(fig, f"Error bar: the 95% Wilson interval of the success rate over {over} of each condition.")
     return fig
 
 
@@ -189,13 +211,26 @@ def _varies(df: pd.DataFrame, col: str) -> bool:
     return len(values) > 1 and values.max() > values.min()
 
 
+def _same_series(df: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether two logged series coincide at every update that has both (then one line hides the other)."""
+    if a not in df.columns or b not in df.columns:
+        return False
+    x, y = df[a].to_numpy(dtype=float), df[b].to_numpy(dtype=float)
+    both = np.isfinite(x) & np.isfinite(y)
+    return bool(both.any()) and bool(np.allclose(x[both], y[both], rtol=1e-6, atol=1e-9))
+
+
 @styled
 def plot_training_curves(
-    rows: Sequence[Mapping[str, Any]] | pd.DataFrame, expert_sizes: Sequence[Sequence[int]] | None = None
+    rows: Sequence[Mapping[str, Any]] | pd.DataFrame,
+    expert_sizes: Sequence[Sequence[int]] | None = None,
+    layout: str = "screen",
 ) -> Figure:
     """Loss, accuracy against the bot, recent success (and path ratio), for MoP runs LPC, the
     learning-rate and teacher-forcing schedules when they change over the run, and every layer's
-    mean expert weights, against the update (metrics.jsonl rows)."""
+    mean expert weights, against the update (metrics.jsonl rows). Where the total loss equals the
+    cross-entropy at every update (no LPC term: lpc_alpha 0) one line is drawn and labelled so.
+    One run: no interval (said under the figure)."""
     df = pd.DataFrame(list(rows)) if not isinstance(rows, pd.DataFrame) else rows
     if df.empty or "update" not in df.columns:
         raise ValueError("plot_training_curves: no rows with an 'update' column")
@@ -205,14 +240,28 @@ def plot_training_curves(
         m = re.match(r"^routing/layer_(\d+)/expert_(\d+)$", str(c))
         if m:
             routing.setdefault(int(m.group(1)), {})[int(m.group(2))] = c
+    same = _same_series(df, "train/loss", "train/ce")
+    loss = (
+        [("train/loss", "total = cross-entropy")]
+        if same
+        else [("train/loss", "total"), ("train/ce", "cross-entropy")]
+    )
+    paper = layout == "paper"
+    window = df["episodes/recent_window"].dropna() if "episodes/recent_window" in df.columns else []
+    last = f"last {int(window.iloc[-1])} episodes" if len(window) else "recent episodes"
+    over = "" if paper else f", {last}"  # the note says it too; a column has no room for it
     panels: list[tuple[str, list[tuple[str, str]], str]] = [
-        ("loss", [("train/loss", "total"), ("train/ce", "cross-entropy")], "loss (nats)"),
-        ("accuracy vs bot", [("train/accuracy", "accuracy")], "fraction of labelled steps"),
-        ("recent episodes", [("train/success_recent", "success rate")], "success rate"),
+        ("loss", loss, "loss (nats)"),
+        (
+            "accuracy vs bot",
+            [("train/accuracy", "accuracy")],
+            "fraction of steps" if paper else "fraction of labelled steps",
+        ),
+        ("recent episodes", [("train/success_recent", "success rate")], f"success rate{over}"),
     ]
     if "train/path_ratio_recent" in df.columns:
         panels.append(
-            ("path ratio (recent)", [("train/path_ratio_recent", "path ratio")], "steps / bot steps")
+            ("path ratio (recent)", [("train/path_ratio_recent", "path ratio")], f"steps / bot steps{over}")
         )
     if "train/lpc" in df.columns:
         panels.append(("LPC", [("train/lpc", "LPC")], "LPC (Σ w·size²)"))
@@ -228,24 +277,28 @@ def plot_training_curves(
         panels.append((f"layer {k} routing", series, "mean router weight"))
     panels = [(t, [(c, n) for c, n in s if c in df.columns], u) for t, s, u in panels]
     panels = [p for p in panels if p[1]]
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = new_figure(PANEL * 1.05 * ncols, PANEL * 0.8 * nrows + 0.4)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    # Every layer with the same experts: one legend under the figure names them, not one per panel.
+    sizes = {tuple(expert_size(expert_sizes, k, j) for j in sorted(e)) for k, e in routing.items()}
+    shared = len(sizes) == 1 and None not in next(iter(sizes))
+    fig, axes = panel_grid(
+        len(panels), layout, panel=(PANEL * 1.05, PANEL * 0.8), screen_cols=3, extra=(0.0, 0.8)
+    )
     x = df["update"].to_numpy()
     for ax, (title, series, unit) in zip(axes, panels):
         for i, (col, name) in enumerate(series):
             is_routing = col.startswith("routing/")
-            color = EXPERT_COLORS[int(col.rsplit("_", 1)[1]) % 6] if is_routing else f"C{i}"
+            expert = int(col.rsplit("_", 1)[1]) if is_routing else i
+            color = EXPERT_COLORS[expert % 6] if is_routing else f"C{i}"
             marker = "o" if len(x) <= 20 else None  # a few log rows: show the points, not a bare line
             ax.plot(
                 x,
                 df[col].to_numpy(dtype=float),
                 label=name,
                 color=color,
-                linewidth=1.3,
+                linestyle=expert_dash(expert) if is_routing else "-",
+                linewidth=1.3 if not paper else 1.0,
                 marker=marker,
-                markersize=3,
+                markersize=3 if not paper else 2,
             )
         if title.startswith("layer") or title in ("accuracy vs bot", "recent episodes", "teacher forcing"):
             ax.set_ylim(-0.02, 1.02)
@@ -254,11 +307,34 @@ def plot_training_curves(
         ax.set_title(title)
         ax.set_xlabel("update")
         ax.set_ylabel(unit)
-        if len(series) > 1:
-            ax.legend(frameon=False, fontsize=7)
-    for ax in axes[len(panels) :]:
-        ax.set_axis_off()
+        if title == "loss" or (len(series) > 1 and not (shared and title.startswith("layer"))):
+            ax.legend(frameon=False, fontsize="small")
+    if shared:
+        handles = [
+            Line2D(
+                [],
+                [],
+                color=EXPERT_COLORS[j % 6],
+                linestyle=expert_dash(j),
+                label="identity" if size == 0 else f"{size} units",
+            )
+            for j, size in enumerate(next(iter(sizes)))
+        ]
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=len(handles),
+            frameon=False,
+            title="expert (every layer)",
+        )
     fig.suptitle("Training curves")
+    text = (
+        "One run: no interval. Each point is the value logged at that update: losses, accuracy and "
+        f"routing are means over the updates since the previous point; success and path ratio over the {last}."
+    )
+    if same:
+        text += " The total loss equals the cross-entropy at every update (no LPC term: lpc_alpha 0), so one line shows both."
+    note(fig, text)
     return fig
 
 
@@ -271,6 +347,7 @@ def plot_routing_by_level(
     summary: Mapping[str, Any] | None = None,
     expert_sizes: Sequence[Sequence[int]] | None = None,
     title: str | None = None,
+    layout: str = "screen",
 ) -> Figure:
     """Routing of one (multi-task) policy by level, from routing_analysis.routing_by_level: mean
     LPC per step with its 95% CI per level (levels by mean bot path length, the measured
@@ -281,8 +358,9 @@ def plot_routing_by_level(
         raise ValueError("plot_routing_by_level: no levels")
     t = table.reset_index(drop=True)
     x = np.arange(len(t))
-    fig = new_figure(3 * PANEL + 0.8, PANEL * 1.05)
-    ax_lpc, ax_usage, ax_path = fig.subplots(1, 3)
+    fig, (ax_lpc, ax_usage, ax_path) = panel_grid(
+        3, layout, panel=(PANEL + 0.2, PANEL * 1.05), paper_cols=1, extra=(0.2, 1.2)
+    )
 
     def labels() -> list[str]:
         out = []
@@ -406,4 +484,9 @@ def plot_routing_by_level(
         verdict = str(summary.get("verdict", "")).replace("; ", "\n")
         head += f"\n{extra}{verdict}"
     fig.suptitle(head)
+    note(
+        fig,
+        "Intervals: 95% t intervals over each level's episodes (LPC per step, clustered by episode; "
+        "bot path: over the layouts the bot solved); usage: mean per step, no interval.",
+    )
     return fig

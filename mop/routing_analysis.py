@@ -15,6 +15,7 @@ at the top; layers and experts are numbered from 0, as in the `layer_<k>_expert_
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -398,17 +399,62 @@ def default_runs(results_df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _example_pool(episodes: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The episodes pick_example_episode chooses among, and the rule's clauses that applied."""
+    events = sum(episodes[c].notna().astype(int) for c in EVENT_NAMES if c in episodes.columns)
+    pool = episodes[events == events.max()] if len(episodes) else episodes
+    rule = []
+    if len(episodes) and isinstance(events, pd.Series) and events.max() > 0:
+        rule.append(f"{int(events.max())} phase event{'s' if events.max() > 1 else ''}")
+    if "success" in pool.columns and pool["success"].any():
+        pool = pool[pool["success"]]
+        rule.append("successful")
+    return pool, rule + ["median length"]
+
+
 def pick_example_episode(episodes: pd.DataFrame) -> int:
     """A typical episode to draw step by step: among those with the most phase events (pickup,
     door, drop), successful ones first, the one of median length (lowest index on ties)."""
-    events = sum(episodes[c].notna().astype(int) for c in EVENT_NAMES if c in episodes.columns)
-    pool = episodes[events == events.max()] if len(episodes) else episodes
-    if "success" in pool.columns and pool["success"].any():
-        pool = pool[pool["success"]]
+    pool, _ = _example_pool(episodes)
     if pool.empty:
         raise ValueError("pick_example_episode: no episodes")
     gap = (pool["length"] - pool["length"].median()).abs()
     return int(pool.assign(gap=gap).sort_values(["gap", "episode"])["episode"].iloc[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleLayout:
+    """The one evaluation layout a figure shows as the level picture (and whose episode it draws
+    step by step): episode, its layout seed (None in the earlier system's caches), mission, the
+    number of layouts (episodes) in the cache, and the rule that chose it in words."""
+
+    episode: int
+    seed: int | None
+    mission: str | None
+    n_layouts: int
+    rule: str
+
+    def caption(self) -> str:
+        """'one example layout of 200: seed 2 (episode 2: successful, median length)'."""
+        seed = "" if self.seed is None else f"seed {self.seed} "
+        return f"one example layout of {self.n_layouts}: {seed}(episode {self.episode}: {self.rule})"
+
+
+def example_layout(episodes: pd.DataFrame) -> ExampleLayout:
+    """The example layout of a cache: pick_example_episode's episode (the typical one: most phase
+    events, successful first, median length). The one home of this choice: render_plots.py's level
+    picture, routing_viz's and the episode-routing figure all show this layout."""
+    episode = pick_example_episode(episodes)
+    row = episodes.loc[episodes["episode"] == episode].iloc[0]
+    seed = row.get("seed")
+    mission = row.get("mission")
+    return ExampleLayout(
+        episode=episode,
+        seed=None if seed is None or pd.isna(seed) else int(seed),
+        mission=None if mission is None or pd.isna(mission) else str(mission),
+        n_layouts=int(episodes["episode"].nunique()),
+        rule=", ".join(_example_pool(episodes)[1]),
+    )
 
 
 # ----------------------------------------------------------------------------- routing by level

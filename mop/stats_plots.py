@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mop.inference import NO_INFERENCE, SCALARS, SPATIAL, stars
-from mop.plot_style import PANEL, new_figure, styled
+from mop.plot_style import PANEL, note, panel_grid, sized_figure, styled
 from mop.routing_analysis import to_grid
 
 LABELS = {
@@ -46,7 +46,9 @@ def _number(v) -> float:
 
 
 @styled
-def plot_r_vs_alpha(runs: pd.DataFrame, spatial: pd.DataFrame, phases: Sequence[str]) -> Figure:
+def plot_r_vs_alpha(
+    runs: pd.DataFrame, spatial: pd.DataFrame, phases: Sequence[str], layout: str = "screen"
+) -> Figure:
     """Per phase, the seed-aggregated spatial r (tanh of mean z, 95% t band on z) against α
     (categorical), each run's r as a dot; stars: Holm-adjusted p of the t-test on z over every
     point of the figure ('n=1' marks α with a single run: no inference). runs: one row per run
@@ -55,8 +57,7 @@ def plot_r_vs_alpha(runs: pd.DataFrame, spatial: pd.DataFrame, phases: Sequence[
     alphas = sorted(runs["lpc_alpha"].unique())
     if not alphas:
         raise ValueError("no run with an lpc_alpha from the results CSV")
-    fig = new_figure(PANEL * len(phases) + 0.3, PANEL)
-    axes = np.atleast_1d(fig.subplots(1, len(phases), sharey=True, squeeze=False)[0])
+    fig, axes = panel_grid(len(phases), layout, panel=(PANEL, PANEL), extra=(0.3, 1.2), sharey=True)
     x = np.arange(len(alphas))
     for ax, p in zip(axes, phases):
         for k, c in enumerate(SPATIAL):
@@ -71,6 +72,10 @@ def plot_r_vs_alpha(runs: pd.DataFrame, spatial: pd.DataFrame, phases: Sequence[
             off = (k - 1) * 0.12
             ax.plot(x + off, mean, "o-", color=f"C{k}", ms=3, label=LABELS[c])
             ax.fill_between(x + off, low, high, color=f"C{k}", alpha=0.15, lw=0)
+            # whiskers too: a band between α values is invisible where there is one α
+            ax.errorbar(
+                x + off, mean, yerr=_interval_bars(mean, low, high), fmt="none", color=f"C{k}", lw=0.8
+            )
             for i, a in enumerate(alphas):
                 r = runs.loc[runs["lpc_alpha"] == a, f"r_{p}_{c}"].to_numpy(float)
                 ax.plot(np.full(len(r), x[i] + off), r, ".", color=f"C{k}", alpha=0.4, ms=3)
@@ -87,13 +92,34 @@ def plot_r_vs_alpha(runs: pd.DataFrame, spatial: pd.DataFrame, phases: Sequence[
                     )
         ax.axhline(0, color="0.6", lw=0.6)
         ax.set_xticks(x, [_alpha_label(a) for a in alphas])
+        ax.set_xlim(-0.5, len(alphas) - 0.5)
         ax.set_xlabel("lpc_alpha")
         ax.set_title(p)
     axes[0].set_ylabel("Pearson r over cells (seed mean, 95% CI)")
     axes[0].set_ylim(-1.05, 1.05)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
+    wide = fig.get_figwidth() > 5
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3 if wide else 1)
     fig.suptitle("Spatial LPC correlations vs α (stars: t-test on z, Holm over the figure)")
+    note(
+        fig,
+        _runs_note(
+            runs,
+            "Marker: tanh of the mean Fisher z over runs; whisker and band: 95% t interval of that mean "
+            "across runs; dots: each run's r.",
+        ),
+    )
     return fig
+
+
+def _runs_note(runs: pd.DataFrame, what: str) -> str:
+    """what, then the runs per α behind each interval, and the α that have one run (no interval)."""
+    n = runs.groupby("lpc_alpha").size()
+    span = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+    single = [_alpha_label(a) for a, k in n.items() if k < 2]
+    text = f"{what} Runs per α: {span}."
+    if single:
+        text += f" α = {', '.join(single)}: one run, no interval ('n=1')."
+    return text
 
 
 def _interval_bars(estimate: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -102,15 +128,15 @@ def _interval_bars(estimate: np.ndarray, low: np.ndarray, high: np.ndarray) -> n
 
 
 @styled
-def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame) -> Figure:
+def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame, layout: str = "screen") -> Figure:
     """Success, LPC, policy complexity, path ratio against α: the across-run estimate with its 95%
     CI on the metric's scale (inference.metrics_by_alpha: success on logit, path ratio on log), runs
     (inference.runs_with_alpha) as dots (success: with the run's own Wilson interval from its
     episodes)."""
     alphas = sorted(runs["lpc_alpha"].unique())
-    fig = new_figure(PANEL * 2, PANEL * 1.7)
+    fig, axes = panel_grid(len(SCALARS), layout, panel=(PANEL, PANEL * 0.8), screen_cols=2, extra=(0.0, 0.9))
     x = np.arange(len(alphas))
-    for ax, m in zip(fig.subplots(2, 2).ravel(), SCALARS):
+    for ax, m in zip(axes, SCALARS):
         rows = scalars[scalars["metric"] == m].set_index("lpc_alpha").reindex(alphas)
         estimate = rows["estimate"].to_numpy(float)
         low = np.array([_number(v) for v in rows["ci_low"]])
@@ -128,23 +154,27 @@ def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame) -> Figure:
                 )
             ax.plot(at, v, ".", color="0.5", ms=3)
         ax.set_xticks(x, [_alpha_label(a) for a in alphas])
+        ax.set_xlim(-0.5, len(alphas) - 0.5)
         ax.set_xlabel("lpc_alpha")
         ax.set_ylabel(LABELS[m])
     n = runs.groupby("lpc_alpha").size()
     span = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+    interval = f"95% t CI over {span} runs per α" if n.max() >= 2 else "one run per α: no CI"
     fig.suptitle(
-        f"Metrics vs α (95% t CI over {span} runs per α; success on the logit scale,\n"
+        f"Metrics vs α ({interval}; success on the logit scale,\n"
         "path ratio on the log scale; grey: runs, success with its Wilson interval)"
     )
+    if n.max() < 2:
+        note(fig, "One run per α: no interval across runs (the line joins the single runs).")
     return fig
 
 
 @styled
-def plot_metrics_vs_update(by_update: pd.DataFrame) -> Figure:
+def plot_metrics_vs_update(by_update: pd.DataFrame, layout: str = "screen") -> Figure:
     """The four metrics against the checkpoint's update, one line per α (the across-run estimate
-    and its 95% CI band on the metric's scale: inference.metrics_by_update)."""
-    fig = new_figure(PANEL * 2, PANEL * 1.7)
-    axes = fig.subplots(2, 2).ravel()
+    and its 95% CI band on the metric's scale: inference.metrics_by_update); with one run at an
+    update there is no band, and the figure says so."""
+    fig, axes = panel_grid(len(SCALARS), layout, panel=(PANEL, PANEL * 0.8), screen_cols=2, extra=(0.9, 0.9))
     for k, (alpha, group) in enumerate(by_update.groupby("lpc_alpha")):
         for ax, m in zip(axes, SCALARS):
             rows = group[group["metric"] == m].sort_values("update", kind="stable")
@@ -157,17 +187,27 @@ def plot_metrics_vs_update(by_update: pd.DataFrame) -> Figure:
             ax.set_xlabel("update")
             ax.set_ylabel(LABELS[m])
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", title="lpc_alpha")
-    fig.suptitle("Metrics vs training update (95% CI over runs; success: logit, path ratio: log scale)")
+    fig.suptitle("Metrics vs training update")
+    n = pd.to_numeric(by_update["n"], errors="coerce") if "n" in by_update.columns else pd.Series([0])
+    span = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}–{int(n.max())}"
+    if n.max() < 2:
+        note(fig, f"One run per α at every update: no interval (a band needs two runs or more; n = {span}).")
+    else:
+        note(
+            fig,
+            f"Band: 95% t interval across the runs of each α at that update (n = {span} runs; success on "
+            "the logit scale, path ratio on the log scale); no band where an update has one run.",
+        )
     return fig
 
 
 @styled
-def plot_phase_alpha_grid(cells: dict, quantity: str) -> Figure:
+def plot_phase_alpha_grid(cells: dict, quantity: str, layout: str = "screen") -> Figure:
     """Rows = phases, columns = α: per-cell mean LPC, H(A|S) or KL of the steps of every run of that
     α pooled (stats.pooled_cells); one colour scale per figure, unvisited cells grey."""
     alphas = sorted({a for a, _ in cells})
     phases = list(dict.fromkeys(p for _, p in cells))
-    fig = new_figure(1.9 * len(alphas) + 0.8, 1.7 * len(phases) + 0.4)
+    fig = sized_figure(1.9 * len(alphas) + 0.8, 1.7 * len(phases) + 0.7, layout)
     axes = np.atleast_2d(fig.subplots(len(phases), len(alphas), squeeze=False))
     values = [c[quantity].to_numpy(float) for c, _ in cells.values() if len(c)]
     finite = np.concatenate(values) if values else np.array([0.0])
@@ -192,18 +232,20 @@ def plot_phase_alpha_grid(cells: dict, quantity: str) -> Figure:
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label=QUANTITIES[quantity])
     fig.suptitle(f"{QUANTITIES[quantity]} per cell, seeds pooled")
+    note(fig, "The steps of every run of an α pooled, per phase; one value per cell, no interval.")
     return fig
 
 
 @styled
-def plot_pooled_scatter(runs: pd.DataFrame, fits: dict[str, dict[str, Any]]) -> Figure:
+def plot_pooled_scatter(
+    runs: pd.DataFrame, fits: dict[str, dict[str, Any]], layout: str = "screen"
+) -> Figure:
     """Per phase, one point per run: mean LPC against mean H(A|S) of the phase, OLS line with the
     95% confidence band of the mean; r, p, N annotated (runs of every α pooled: the points are
     runs, independent, but α varies along with both axes). runs: one row per run
     (inference.final_rows); fits: per phase in order, inference.phase_fits(runs, phases)."""
     phases = list(fits)
-    fig = new_figure(PANEL * len(phases), PANEL)
-    axes = np.atleast_1d(fig.subplots(1, len(phases), squeeze=False)[0])
+    fig, axes = panel_grid(len(phases), layout, panel=(PANEL, PANEL), extra=(0.8, 1.0))
     for ax, p in zip(axes, phases):
         x = runs[f"mean_entropy_{p}"].to_numpy(float)
         y = runs[f"mean_lpc_{p}"].to_numpy(float)
@@ -231,16 +273,20 @@ def plot_pooled_scatter(runs: pd.DataFrame, fits: dict[str, dict[str, Any]]) -> 
     if len(runs):
         fig.colorbar(sc, ax=axes, label="log10 α (α = 0 at -9)", shrink=0.8)
     fig.suptitle("Runs pooled over seeds and α:\nphase LPC vs phase entropy (OLS, 95% band)")
+    note(
+        fig,
+        f"Line: OLS fit over the {len(runs)} runs (points); band: 95% confidence band of the fitted mean; no fit below 3 runs.",
+    )
     return fig
 
 
 @styled
-def plot_correlation_summary(summary: pd.DataFrame, n_runs: int) -> Figure:
+def plot_correlation_summary(summary: pd.DataFrame, n_runs: int, layout: str = "screen") -> Figure:
     """Per phase × spatial correlation, the Fisher-aggregated r over every run (all α), 95% CI
     whiskers, stars from the t-test on z, Holm over the bars. summary:
     inference.correlation_summary (p_holm: that Holm); n_runs: the runs pooled, for the title."""
     phases = list(dict.fromkeys(summary["phase"]))
-    fig = new_figure(max(PANEL + 0.6, 1.1 * len(phases) + 1), PANEL)
+    fig = sized_figure(max(PANEL + 0.6, 1.1 * len(phases) + 1), PANEL + 0.3, layout)
     ax = fig.subplots()
     width = 0.25
     for agg in summary.to_dict("records"):
@@ -260,6 +306,10 @@ def plot_correlation_summary(summary: pd.DataFrame, n_runs: int) -> Figure:
     ax.set_xticks(range(len(phases)), phases, rotation=15)
     ax.set_ylabel("mean r (Fisher z), 95% CI")
     ax.set_ylim(-1.05, 1.15)
-    ax.legend(fontsize=7)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=1, frameon=False)
     ax.set_title(f"Spatial correlations,\n{n_runs} runs pooled over α (stars: Holm)")
+    note(
+        fig,
+        f"Whisker: 95% t interval of the mean Fisher z across the {n_runs} runs; 'n=1': one run, no interval.",
+    )
     return fig

@@ -251,6 +251,29 @@ def test_routing_viz_builds_the_default_view(project, monkeypatch):
     }
 
 
+def test_routing_viz_shows_the_example_layout_render_plots_draws(project, monkeypatch):
+    """One rule picks the level picture: the notebook and render_plots' PNG of the same cache show
+    the same layout (seed), captioned as one layout of N."""
+    import render_plots
+    from mop import routing_analysis as ra
+
+    defs = run_notebook("routing_viz.py", project["env"], monkeypatch)
+    data = defs["data"]
+    example = ra.example_layout(data.episodes)
+    assert defs["example"] == example and example.n_layouts == EPISODES
+
+    def level(fig):
+        return next(ax for ax in fig.axes if ax.get_label() == "env_image")
+
+    notebook = level(defs["fig_routing"])
+    png = level(render_plots.cache_figures(data.path, project["env"]["RESULTS_CSV"])["routing_overall"])
+    caption = notebook.get_title().replace("\n", " ")
+    assert f"one example layout of {EPISODES}: seed {example.seed}" in caption
+    assert png.get_title() == notebook.get_title()
+    np.testing.assert_array_equal(png.get_images()[0].get_array(), notebook.get_images()[0].get_array())
+    assert isinstance(defs["fig_by_expert"], Figure)  # each expert's map under the overall one
+
+
 def test_logit_viz_builds_every_figure(project, monkeypatch):
     defs = run_notebook("logit_viz.py", project["env"], monkeypatch)
     for name in ("fig_actions", "fig_entropy", "fig_kl_global", "fig_kl_neighbours", "fig_cell"):

@@ -426,3 +426,244 @@ def test_cross_task_figures_from_results_rows():
     }  # final deduplicated
     with pytest.raises(ValueError, match="default evaluations"):
         rp.plot_success_vs_lpc(rows[rows["knockout"] == "largest"])
+
+
+# ----------------------------------------------------------------------------- what a figure says (issue 36)
+
+
+def bottom_note(fig: Figure) -> str:
+    return plot_style.figure_note(fig)
+
+
+def test_note_goes_under_the_figure_and_joins_a_bottom_legend():
+    fig = plot_style.new_figure(4, 3)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], label="a")
+    plot_style.note(fig, "first note.")
+    assert bottom_note(fig) == "first note." and [lg.get_label() for lg in fig.legends] == ["note"]
+    fig = plot_style.new_figure(4, 3)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], label="a")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", title="series")
+    plot_style.note(fig, "bars: mean ± 1 SEM.")
+    plot_style.note(fig, "second line.")
+    # One bottom legend (constrained layout stacks nothing at the bottom): the notes, then its title.
+    assert len(fig.legends) == 1
+    assert fig.legends[0].get_title().get_text().split("\n") == [
+        "bars: mean ± 1 SEM.",
+        "second line.",
+        "series",
+    ]
+    assert bottom_note(fig) == "bars: mean ± 1 SEM. second line."
+
+
+def test_layouts_set_the_width():
+    fig, axes = plot_style.panel_grid(5, "screen", panel=(3.3, 2.6))
+    assert fig.get_figwidth() <= plot_style.SCREEN_WIDTH and len(axes) == 5 == len(fig.axes)
+    fig, axes = plot_style.panel_grid(5, "paper", panel=(3.3, 2.6))
+    assert fig.get_figwidth() == plot_style.PAPER_WIDTH and len(fig.axes) == 5
+    rows = {round(ax.get_position().y0, 3) for ax in axes}
+    assert len(rows) == 3  # two columns: 2 + 2 + 1
+    assert plot_style.sized_figure(4.3, 3.0, "paper").get_figwidth() == plot_style.PAPER_WIDTH
+    with pytest.raises(ValueError, match="layout must be one of"):
+        plot_style.panel_grid(2, "poster")
+
+
+def _metrics_rows(alpha_term: float) -> list[dict]:
+    return [
+        {
+            "update": u,
+            "train/loss": 2.0 / u + alpha_term,
+            "train/ce": 2.0 / u,
+            "train/accuracy": 0.1 * u,
+            "train/success_recent": 0.1 * u,
+            "episodes/recent_window": 50,
+        }
+        for u in range(1, 6)
+    ]
+
+
+def test_training_curves_draw_one_loss_line_when_total_is_the_cross_entropy():
+    fig = rp.plot_training_curves(_metrics_rows(0.0))
+    loss = next(ax for ax in fig.axes if ax.get_title() == "loss")
+    assert [line.get_label() for line in loss.get_lines()] == ["total = cross-entropy"]
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == ["total = cross-entropy"]
+    assert "equals the cross-entropy" in bottom_note(fig) and "One run: no interval" in bottom_note(fig)
+    assert "last 50 episodes" in bottom_note(fig)
+    fig = rp.plot_training_curves(_metrics_rows(0.3))  # an LPC term: both lines, told apart
+    loss = next(ax for ax in fig.axes if ax.get_title() == "loss")
+    assert [line.get_label() for line in loss.get_lines()] == ["total", "cross-entropy"]
+    assert "equals the cross-entropy" not in bottom_note(fig)
+
+
+def test_training_curves_name_the_experts_once_and_dash_them():
+    rows = _metrics_rows(0.0)
+    for r in rows:
+        r.update(
+            {f"routing/layer_{k}/expert_{j}": w for k in (0, 1) for j, w in enumerate((0.98, 0.01, 0.01))}
+        )
+    fig = rp.plot_training_curves(rows, [[0, 8, 16], [0, 8, 16]])
+    routing = [ax for ax in fig.axes if ax.get_title().startswith("layer")]
+    assert len(routing) == 2 and all(ax.get_legend() is None for ax in routing)
+    legend = next(lg for lg in fig.legends if lg.get_title().get_text().endswith("expert (every layer)"))
+    assert [t.get_text() for t in legend.get_texts()] == ["identity", "8 units", "16 units"]
+    styles = [line.get_linestyle() for line in routing[0].get_lines()]
+    assert len(set(styles)) == 3  # the two experts at 0.01 coincide: dashes keep them two lines
+    # Layers with different experts: each panel keeps its own legend.
+    fig = rp.plot_training_curves(rows, [[0, 8, 16], [0, 4, 32]])
+    assert all(ax.get_legend() is not None for ax in fig.axes if ax.get_title().startswith("layer"))
+
+
+def _by_update(n: int) -> pd.DataFrame:
+    from mop.inference import SCALARS
+
+    rows = []
+    for m in SCALARS:
+        for u in (10, 20):
+            ci = (0.2, 0.6) if n > 1 else ("n=1: no inference", "n=1: no inference")
+            rows.append(
+                {"lpc_alpha": 0.0, "metric": m, "update": u, "n": n, "mean": 0.4, "estimate": 0.4,
+                 "ci_low": ci[0], "ci_high": ci[1], "scale": "linear"}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_stats_metrics_vs_update_says_why_there_is_no_band():
+    from mop import stats_plots
+
+    fig = stats_plots.plot_metrics_vs_update(_by_update(1))
+    assert "95%" not in fig.get_suptitle()  # the title no longer promises an interval
+    assert "no interval" in bottom_note(fig) and "n = 1" in bottom_note(fig)
+    assert all(not ax.collections or not ax.collections[0].get_paths() for ax in fig.axes[:4])
+    fig = stats_plots.plot_metrics_vs_update(_by_update(3))
+    assert "95% t interval across the runs" in bottom_note(fig) and "n = 3 runs" in bottom_note(fig)
+    fig = stats_plots.plot_metrics_vs_update(_by_update(3), layout="paper")
+    assert fig.get_figwidth() == plot_style.PAPER_WIDTH
+
+
+def test_stats_r_vs_alpha_draws_its_interval_with_one_alpha_and_names_single_runs():
+    from mop import stats_plots
+    from mop.inference import NO_INFERENCE, SPATIAL
+
+    def frames(n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        runs = pd.DataFrame(
+            {"lpc_alpha": [0.0] * n, **{f"r_all_{c}": np.linspace(-0.2, 0.4, n) for c in SPATIAL}}
+        )
+        spatial = pd.DataFrame(
+            [
+                {"phase": "all", "correlation": c, "lpc_alpha": 0.0, "mean_r": 0.1,
+                 "ci_low": -0.3 if n > 1 else NO_INFERENCE, "ci_high": 0.5 if n > 1 else NO_INFERENCE,
+                 "p": 0.5 if n > 1 else NO_INFERENCE, "p_fig": 0.5 if n > 1 else np.nan}
+                for c in SPATIAL
+            ]
+        )  # fmt: skip
+        return runs, spatial
+
+    fig = stats_plots.plot_r_vs_alpha(*frames(3), ["all"])
+    ax = fig.axes[0]
+    whiskers = [c for c in ax.containers if c.has_yerr]
+    assert len(whiskers) == len(SPATIAL)  # one α: a band has no width, the whisker shows the CI
+    segments = whiskers[0].lines[2][0].get_segments()
+    assert segments[0][:, 1].tolist() == pytest.approx([-0.3, 0.5])
+    assert "95% t interval" in bottom_note(fig) and "Runs per α: 3." in bottom_note(fig)
+    fig = stats_plots.plot_r_vs_alpha(*frames(1), ["all"])
+    assert "α = 0: one run, no interval" in bottom_note(fig)
+    assert "n=1" in [t.get_text() for t in fig.axes[0].texts]
+
+
+def test_intervals_are_named_on_the_results_figures(caches):
+    fig = rp.plot_knockout_comparison(caches["results"])
+    assert fig.axes[0].get_ylabel() == "success rate (95% CI)"
+    assert "95% Wilson interval" in bottom_note(fig) and "episodes" in bottom_note(fig)
+    rows = caches["results"].assign(
+        task_id="BabyAI-UnlockPickup-v0",
+        eval_task_id="BabyAI-UnlockPickup-v0",
+        lpc_alpha=0.0,
+        knockout="none",
+        sample=False,
+    )
+    assert "Wilson" in bottom_note(rp.plot_success_vs_lpc(rows))
+
+
+def test_success_vs_failure_states_its_error_bars_and_a_missing_outcome(mop):
+    fig = pu.plot_success_vs_failure(mop.steps, mop.episodes, mop.expert_sizes)
+    assert "± 1 SEM over the episodes" in bottom_note(fig)
+    outcomes = {"success": mop.episodes["success"].sum(), "failure": (~mop.episodes["success"]).sum()}
+    expected = [f"{k} (n={v})" for k, v in outcomes.items() if v]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == expected
+    all_failed = mop.episodes.assign(success=False)
+    fig = pu.plot_success_vs_failure(mop.steps, all_failed, mop.expert_sizes)
+    assert "No success episodes" in bottom_note(fig)
+    assert len(fig.axes[0].patches) == len(ra.routing_layers(mop.steps.columns)[0])  # failure bars only
+
+
+def test_phase_and_event_figures_state_their_error_bars(mop):
+    fig = pu.plot_phase_specialisation(mop.steps, mop.episodes, mop.expert_sizes)
+    assert "± 1 SEM over those episodes" in bottom_note(fig)
+    fig = pu.plot_event_aligned_routing(mop.steps, "t_pick", 5, mop.expert_sizes)
+    n = mop.steps[mop.steps["t_pick"].notna()]["episode"].nunique()
+    assert f"mean over the {n} episodes" in bottom_note(fig) and "± 1 SEM" in bottom_note(fig)
+
+
+def test_dominant_heatmaps_carry_each_experts_mean(mop):
+    fig = pu.plot_overall_routing(mop.steps, mop.expert_sizes)
+    title = labelled(fig, "routing_layer_1")[0].get_title()
+    usage = ra.expert_usage(mop.steps)[1]
+    assert title.split("\n")[1] == f"mean id {usage[0]:.2f} · 8 {usage[1]:.2f}"
+
+
+def test_routing_by_expert_shows_each_experts_difference_from_its_mean(mop):
+    info = ra.grid_info_for(mop.steps, mop.episodes)
+    fig = pu.plot_routing_by_expert(mop.steps, mop.expert_sizes, info)
+    panels = labelled(fig, "expert_layer_")
+    layers = ra.routing_layers(mop.steps.columns)
+    assert len(panels) == sum(len(c) for c in layers.values())  # 3 + 2: one per (layer, expert)
+    assert panels[0].get_title() == f"L0 · identity\nmean {mop.steps['layer_0_expert_0'].mean():.2f}"
+    limits = {p.get_images()[0].get_clim() for p in panels}
+    assert len(limits) == 1 and next(iter(limits))[0] == -next(iter(limits))[1]  # one symmetric scale
+    x, y = int(mop.steps["x"].iloc[0]), int(mop.steps["y"].iloc[0])
+    here = mop.steps[(mop.steps.x == x) & (mop.steps.y == y)]
+    grid = panels[4].get_images()[0].get_array()  # layer 1, 8 units
+    col = "layer_1_expert_1"
+    assert grid[y, x] == pytest.approx(here[col].mean() - mop.steps[col].mean())
+    assert "cell's mean weight − the expert's mean over all steps" in colorbar_labels(fig)
+
+
+def test_example_layout_is_captioned_and_drawn_step_by_step(mop):
+    example = ra.example_layout(mop.episodes)
+    assert example.episode == ra.pick_example_episode(mop.episodes)
+    assert example.seed == int(mop.episodes.set_index("episode").loc[example.episode, "seed"])
+    assert example.n_layouts == len(mop.episodes) and "median length" in example.rule
+    figs = pu.standard_figures(mop, np.zeros((64, 64, 3), np.uint8))
+    level = labelled(figs["routing_overall"], "env_image")[0].get_title().replace("\n", " ")
+    assert f"one example layout of {len(mop.episodes)}: seed {example.seed}" in level
+    assert f"episode_{example.episode}_routing" in figs
+    assert f"seed {example.seed}" in figs[f"episode_{example.episode}_routing"].get_suptitle()
+
+
+def test_paper_layout_is_one_column_and_screen_fits_a_notebook(caches):
+    mop = caches["mop"]
+    for layout, check in (
+        ("paper", lambda w: w == plot_style.PAPER_WIDTH),
+        ("screen", lambda w: w <= plot_style.SCREEN_WIDTH + 1e-9),
+    ):
+        figs = pu.standard_figures(
+            mop, np.zeros((64, 64, 3), np.uint8), caches["metrics"], caches["results"], layout=layout
+        )
+        widths = {k: f.get_figwidth() for k, f in figs.items()}
+        assert all(check(w) for w in widths.values()), widths
+        # the same figures in both layouts, panels unchanged
+        assert len(labelled(figs["routing_by_expert"], "expert_layer_")) == 5
+
+
+def test_render_plots_paper_layout_writes_column_wide_pngs(caches, tmp_path):
+    import struct
+
+    import render_plots
+
+    summary = render_plots.main(
+        ["--cache", str(caches["gru"].path), "--out", str(tmp_path), "--dpi", "40", "--layout", "paper"]
+    )
+    for path in summary["paths"]:
+        width = struct.unpack(">I", open(path, "rb").read()[16:20])[0]  # the PNG header's width
+        assert width == round(plot_style.PAPER_WIDTH * 40), path
