@@ -208,12 +208,15 @@ def note(fig: Figure, text: str) -> None:
     else:
         old = [t for t in legend.get_title().get_text().split("\n") if t.strip()]
         notes = getattr(legend, "_mop_note_lines", 0)
-        lines = old[:notes] + lines + old[notes:]  # notes first, then the legend's own title
+        # notes first, then (after a blank line, so it reads as the entries' heading and not as the
+        # note's last words) the legend's own title
+        lines = old[:notes] + lines + ([""] + old[notes:] if old[notes:] else [])
         old = []
     legend._mop_note_lines = getattr(legend, "_mop_note_lines", 0) + len(textwrap.wrap(text, width))
     legend.set_title("\n".join(lines + old))
     legend.get_title().set_fontstyle("italic")
     legend.get_title().set_fontsize(size * 0.9)
+    legend.get_title().set_multialignment("center")  # the entries' heading over the entries
     legend.set_alignment("center")
 
 

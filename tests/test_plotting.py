@@ -447,11 +447,13 @@ def test_note_goes_under_the_figure_and_joins_a_bottom_legend():
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", title="series")
     plot_style.note(fig, "bars: mean ± 1 SEM.")
     plot_style.note(fig, "second line.")
-    # One bottom legend (constrained layout stacks nothing at the bottom): the notes, then its title.
+    # One bottom legend (constrained layout stacks nothing at the bottom): the notes, then a blank
+    # line, then its title (so the title reads as the entries' heading, not as the note's end).
     assert len(fig.legends) == 1
     assert fig.legends[0].get_title().get_text().split("\n") == [
         "bars: mean ± 1 SEM.",
         "second line.",
+        "",
         "series",
     ]
     assert bottom_note(fig) == "bars: mean ± 1 SEM. second line."
