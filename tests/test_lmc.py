@@ -132,10 +132,10 @@ def test_instability_table_reads_barriers_and_children_routing_from_the_rows():
     interp = pd.DataFrame(rows).reindex(columns=connectivity.COLUMNS)
     table = connectivity.instability_table(interp)
     assert list(table["fork"]) == [0, 1]
-    assert table["loss_barrier"].tolist() == [1.0, 0.0] and table["loss_barrier_alpha"].tolist() == [0.5, 0.0]
-    assert table["success_barrier"].tolist() == pytest.approx([0.4, 0.0])
+    assert table["ce_barrier_line"].tolist() == [1.0, 0.0] and table["ce_barrier_line_alpha"].tolist() == [0.5, 0.0]
+    assert table["success_barrier_line"].tolist() == pytest.approx([0.4, 0.0])
     # the drop's noise scale: half the success interval at its α (0.5 → [0.4, 0.6]; 0 → [0.8, 1])
-    assert table["success_barrier_ci"].tolist() == pytest.approx([0.1, 0.1])
+    assert table["success_wilson_half_width"].tolist() == pytest.approx([0.1, 0.1])
     assert table["routing_js_layer_0"].tolist() == pytest.approx([0.4, 0.1])  # α = 0: A against B
     assert table["routing_agreement_mean"].tolist() == pytest.approx([0.6, 0.9])
     figures = __import__("mop.lmc_plots", fromlist=["lmc_figures"]).lmc_figures(interp, table)
@@ -390,12 +390,12 @@ def test_end_to_end_writes_every_output(experiment):
         success[["ci_low", "ci_high"]].notna().all().all() and (success["ci_low"] <= success["value"]).all()
     )
     assert len(table) == 2 and {
-        "loss_barrier",
-        "loss_barrier_alpha",
-        "success_barrier",
+        "ce_barrier_line",
+        "ce_barrier_line_alpha",
+        "success_barrier_line",
         "routing_js_mean",
     } <= set(table.columns)
-    assert (table["loss_barrier"] >= 0).all()
+    assert (table["ce_barrier_line"] >= 0).all()
     names = {p.name for p in (d / "fork_analysis").glob("*.png")}
     assert names == {
         "all_interpolations.png",
@@ -588,7 +588,7 @@ def test_shared_pair_is_deterministic_and_identical_children_have_no_barrier(exp
         ]
     )
     row = summary["table"].iloc[0]
-    assert (row["loss_barrier"], row["success_barrier"]) == (0.0, 0.0)
+    assert (row["ce_barrier_line"], row["success_barrier_line"]) == (0.0, 0.0)
     assert (row["routing_js_mean"], row["routing_agreement_mean"]) == (0.0, 1.0)
     assert {p.name for p in (tmp_path / "same" / "fork_analysis").glob("*.png")} >= {"interp_fork_0.png"}
     # two different children of one fork: same call, nonzero routing distance
@@ -881,7 +881,7 @@ def test_browser_lmc_viz_follows_the_chosen_fork(experiment, tmp_path):
             # instability, routing agreement, all interpolations, the chosen fork
             wait_for_pngs(page, [], 4, 4)
             assert min(page.eval_on_selector_all(PNG, "imgs => imgs.map(i => i.naturalWidth)")) > 300
-            page.get_by_text("loss_barrier").first.wait_for(timeout=30_000)
+            page.get_by_text("ce_barrier_line").first.wait_for(timeout=30_000)
             assert marimo_errors(page, log) == []
             old = png_sources(page)
             dropdown(page, "fork 1: 0.67 · update 4").select_option(label="fork 1: 0.67 · update 4")
