@@ -217,9 +217,9 @@ def paired_drop(
 # ----------------------------------------------------------------------------- across pairs, correlations
 
 
-def across_pairs(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """(mean, low, high) over a fork's child pairs: the Student-t interval of the mean (NaN ends
-    with fewer than two finite values)."""
+def mean_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, low, high) of the finite values: the Student-t interval of their mean (NaN ends with
+    fewer than two finite values); e.g. over a fork's child pairs, or over held-out contexts."""
     from scipy import stats
 
     x = np.asarray(values, float)
@@ -231,6 +231,9 @@ def across_pairs(values: Sequence[float], level: float = LEVEL) -> tuple[float, 
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
     return mean, mean - half, mean + half
+
+
+across_pairs = mean_interval  # a fork's child pairs
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
