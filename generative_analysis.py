@@ -561,16 +561,11 @@ def edits(
     mean, components, explained = pca_of(data["memory"])
     size = data["memory"].shape[1]
     if direction_file is not None:
-        u = np.load(direction_file).astype(np.float64).ravel()
-        where = f"--direction {direction_file}"
+        u, where = check_direction(direction_file, size), f"--direction {direction_file}"
     else:
         if not 0 <= component < len(components):
             raise GenerativeError(f"--component {component}: the memory has {len(components)} components")
         u, where = components[component], f"memory PC{component + 1} ({explained[component]:.0%} of variance)"
-    if u.shape != (size,) or not np.isfinite(u).all() or not np.linalg.norm(u) > 0:
-        raise GenerativeError(
-            f"{where}: a direction must be {size} finite numbers, not all 0 (the agent's memory size)"
-        )
     rng = np.random.default_rng(seed)
     directions = {"direction": u / np.linalg.norm(u), "random": rng.standard_normal(size)}
     directions["random"] /= np.linalg.norm(directions["random"])
@@ -799,8 +794,42 @@ def run(args: argparse.Namespace) -> dict:
     if args.analysis in NEEDS_TARGET:  # a bad target is refused before any work
         targets = target_list(args.target, sizes, num_actions)
         target_list(args.control, sizes, num_actions)
+    if args.analysis == "edits" and args.direction is not None:
+        check_direction(args.direction, int(loaded["agent"].memory_size))
     dataset, _ = _dataset(loaded, args.dataset)
+    created = [p for p in [out, *out.parents] if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        summary = _dispatch(args, loaded, dataset, out, targets, alphas)
+    except BaseException:
+        for folder in created:  # a refused analysis leaves no empty folder behind (deepest first)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    summary = {"analysis": args.analysis, "model": str(args.model), **summary}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def check_direction(path: str, size: int) -> np.ndarray:
+    """The unit vector of a --direction .npy file of `size` finite numbers; GenerativeError otherwise."""
+    try:
+        u = np.load(path, allow_pickle=False).astype(np.float64).ravel()
+    except (OSError, ValueError) as e:
+        raise GenerativeError(f"--direction {path!r} is not a .npy array ({type(e).__name__})") from None
+    if u.shape != (size,) or not np.isfinite(u).all() or not np.linalg.norm(u) > 0:
+        raise GenerativeError(
+            f"--direction {path!r} holds {u.size} numbers; a direction must be {size} finite numbers "
+            "(the agent's memory size), not all 0"
+        )
+    return u / np.linalg.norm(u)
+
+
+def _dispatch(
+    args: argparse.Namespace, loaded: dict, dataset: str, out: Path, targets: list[str], alphas: list[float]
+) -> dict:
     if args.analysis == "samples":
         summary = samples(
             loaded, dataset, out, args.num_samples, args.seed, args.prior_scale, args.from_episode_start
@@ -841,8 +870,6 @@ def run(args: argparse.Namespace) -> dict:
         summary = directions(
             loaded, dataset, out, args.component, alphas, args.num_samples, args.max_steps, args.seed
         )
-    summary = {"analysis": args.analysis, "model": str(args.model), **summary}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 

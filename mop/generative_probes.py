@@ -318,9 +318,13 @@ def saliency_maps(
     start = memory.detach().clone().requires_grad_(True)
     trace = run_agent(agent, encoding, leaves, lang, start)
     value = target_value(trace, target, expert_sizes)
-    value.sum().backward()  # contexts are independent: one backward gives each its own gradient
-    cells = torch.stack([sum(c.grad.abs().sum(-1) for c in v.cells) for v in leaves], 1)  # (B, S, 7, 7)
-    return Saliency(cells.numpy(), start.grad.abs().numpy(), value.detach().numpy())
+    inputs = [c for v in leaves for c in v.cells] + [start]
+    # contexts are independent: one backward of the sum gives each context its own gradient
+    grads = torch.autograd.grad(value.sum(), inputs, allow_unused=True)
+    grads = [torch.zeros_like(x) if g is None else g.abs() for x, g in zip(inputs, grads)]  # None: unused
+    n = len(leaves[0].cells)
+    cells = torch.stack([sum(g.sum(-1) for g in grads[i * n : (i + 1) * n]) for i in range(len(leaves))], 1)
+    return Saliency(cells.numpy(), grads[-1].numpy(), value.detach().numpy())
 
 
 def recorded_views(batch: dict[str, torch.Tensor], start: int, steps: int) -> list[ObsProbs]:

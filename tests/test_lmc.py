@@ -133,7 +133,10 @@ def test_instability_table_reads_barriers_and_children_routing_from_the_rows():
     interp = pd.DataFrame(rows).reindex(columns=connectivity.COLUMNS)
     table = connectivity.instability_table(interp)
     assert list(table["fork"]) == [0, 1]
-    assert table["ce_barrier_line"].tolist() == [1.0, 0.0] and table["ce_barrier_line_alpha"].tolist() == [0.5, 0.0]
+    assert table["ce_barrier_line"].tolist() == [1.0, 0.0] and table["ce_barrier_line_alpha"].tolist() == [
+        0.5,
+        0.0,
+    ]
     assert table["success_barrier_line"].tolist() == pytest.approx([0.4, 0.0])
     # the drop's noise scale: half the success interval at its α (0.5 → [0.4, 0.6]; 0 → [0.8, 1])
     assert table["success_wilson_half_width"].tolist() == pytest.approx([0.1, 0.1])
@@ -268,7 +271,10 @@ def test_layers_that_agree_trivially_are_marked_and_left_out_of_the_mean():
     row = table.iloc[0]
     assert row["routing_trivial_layer_1"] and not row["routing_trivial_layer_0"]
     assert row["routing_agreement_mean"] == pytest.approx((0.7 + 1.0) / 2)  # every layer
-    assert row["routing_agreement_mean_nontrivial"] == pytest.approx(0.7) and row["routing_nontrivial_layers"] == 1
+    assert (
+        row["routing_agreement_mean_nontrivial"] == pytest.approx(0.7)
+        and row["routing_nontrivial_layers"] == 1
+    )
 
 
 def test_compare_figures_have_no_fork_legend():
