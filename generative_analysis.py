@@ -899,24 +899,10 @@ def main(argv: list[str] | None = None) -> dict:
         if k in shown:
             shown[k] = {m: shown[k][m] for m in ("cell", "channels", "action_agreement", "agreeing_prefix")}
     print(json.dumps(shown))
-    for line in report_lines(summary):
+    for line in probes.report_lines(summary):
         print(line)
     print("wrote", Path(summary["files"][-1]).parent)
     return summary
-
-
-def report_lines(summary: dict) -> list[str]:
-    """A line per maximise run: the held-out change with its interval beside the control's."""
-    lines = []
-    for r in summary.get("runs", []):
-        low, high = r["soft_change_ci"]
-        hlow, hhigh = r["hard_change_ci"]
-        lines.append(
-            f"{r['role']:7s} {r['target']:18s} {r['mode']:7s} held-out soft change {r['soft_change']:+.4f} "
-            f"[{low:+.4f}, {high:+.4f}], hard {r['hard_change']:+.4f} [{hlow:+.4f}, {hhigh:+.4f}], "
-            f"fidelity {r['fidelity']:.2f}: {r['verdict']}"
-        )
-    return lines
 
 
 if __name__ == "__main__":

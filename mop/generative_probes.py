@@ -35,6 +35,7 @@ Every attribution has a positive control and is reported on held-out contexts, w
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -499,3 +500,75 @@ def cluster_windows(
     others = [kmeans(features[train], k, seed + 1 + r)[0] for r in range(restarts)]
     stability = float(np.mean([adjusted_rand(labels, o) for o in others])) if others else math.nan
     return assign(features, centres), centres, stability
+
+
+# ----------------------------------------------------------------------------- result tables
+
+
+def _rounded(values: list[float]) -> str:
+    return "[" + ", ".join("n/a" if not math.isfinite(v) else f"{v:+.4f}" for v in values) + "]"
+
+
+def result_table(summary: dict) -> list[dict]:
+    """The calibrated results of an analysis as table rows (generative_viz shows them): maximise,
+    one per target and mode; saliency, one per target; edits, one per direction and mode;
+    behaviours, one per cluster. Empty for the other analyses."""
+    analysis = summary.get("analysis")
+    if analysis == "maximise":
+        return [
+            {
+                "target": r["target"],
+                "role": r["role"],
+                "mode": r["mode"],
+                "held-out soft change": round(r["soft_change"], 5),
+                "95% interval": _rounded(r["soft_change_ci"]),
+                "hard change": round(r["hard_change"], 5),
+                "hard 95% interval": _rounded(r["hard_change_ci"]),
+                "fidelity": r["fidelity"],
+                "verdict": r["verdict"],
+            }
+            for r in summary["runs"]
+        ]
+    if analysis == "saliency":
+        return [
+            {
+                "target": r["target"],
+                "role": r["role"],
+                "peak cell (x, y), generated": str(tuple(r["generated"]["peak_cell"])),
+                "peak share": round(r["generated"]["peak_share"], 3),
+                "peak cell, recorded": str(tuple(r["recorded"]["peak_cell"])),
+                "map r generated~recorded": round(r["generated_vs_recorded_r"], 3),
+            }
+            for r in summary["results"]
+        ]
+    if analysis == "edits":
+        return [
+            {
+                "direction": d,
+                "edit": mode,
+                "actions changed": _rounded(summary["results"][d][mode]["action_changed"]),
+                "re-read agrees": _rounded(summary["results"][d][mode]["reread_agreement"]),
+            }
+            for d in summary["results"]
+            for mode in ("collapse", "swap")
+        ]
+    if analysis == "behaviours":
+        return [
+            {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in c.items() if k != "routing"}
+            for c in summary["clusters"]
+        ]
+    return []
+
+
+def report_lines(summary: dict) -> list[str]:
+    """A line per maximise run: the held-out change with its interval beside the control's."""
+    lines = []
+    for r in summary.get("runs", []):
+        low, high = r["soft_change_ci"]
+        hlow, hhigh = r["hard_change_ci"]
+        lines.append(
+            f"{r['role']:7s} {r['target']:18s} {r['mode']:7s} held-out soft change {r['soft_change']:+.4f} "
+            f"[{low:+.4f}, {high:+.4f}], hard {r['hard_change']:+.4f} [{hlow:+.4f}, {hhigh:+.4f}], "
+            f"fidelity {r['fidelity']:.2f}: {r['verdict']}"
+        )
+    return lines
