@@ -731,6 +731,8 @@ def test_shared_pair_is_deterministic_and_identical_children_have_no_barrier(exp
     )
     row = summary["table"].iloc[0]
     assert (row["ce_barrier_line"], row["success_barrier_line"]) == (0.0, 0.0)
+    for key in ("ce_barrier_line", "ce_barrier_mean", "success_barrier_line", "success_barrier_mean"):
+        assert row[key] == 0.0 and row[f"{key}_ci_low"] <= 0.0 <= row[f"{key}_ci_high"], key
     assert (row["routing_js_mean"], row["routing_agreement_mean"]) == (0.0, 1.0)
     assert {p.name for p in (tmp_path / "same" / "fork_analysis").glob("*.png")} >= {"interp_fork_0.png"}
     # two different children of one fork: same call, nonzero routing distance
@@ -814,6 +816,47 @@ def test_parallel_children_train_the_same_children(experiment, tmp_path):
             a, b = (load_checkpoint(e.child_folder(k, c) / "checkpoint_final.pt") for e in (exp, other))
             assert state_equal(a["policy_state_dict"], b["policy_state_dict"]), (k, c)
     assert summary["analysed"] == [0, 1]
+
+
+@pytest.mark.slow
+def test_child_pairs_have_their_own_seeds_evaluations_and_summary(tmp_path):
+    summary = lmc.main([*TINY, "--pairs", "2", "--results_root", str(tmp_path)])
+    exp = lmc.Experiment.load(summary["results_dir"])
+    assert exp.pairs == 2 and summary["analysed"] == [0, 1] and summary["missing"] == []
+    # pair q of fork k: seeds S + 1 + 2(qF + k), S + 2 + 2(qF + k), all distinct, trial k + 1
+    seeds = {(k, q, c): exp.child_seed(k, c, q) for k, q in exp.units() for c in lmc.CHILDREN}
+    assert seeds[(1, 1, "A")] == SEED + 1 + 2 * (2 + 1) and len(set(seeds.values())) == 8
+    assert seeds[(0, 0, "A")] == SEED + 1 and seeds[(1, 0, "B")] == SEED + 4  # pair 0: as before pairs
+    for (k, q, c), seed in seeds.items():
+        assert (exp.child_folder(k, c, q) / "checkpoint_final.pt").is_file()
+        assert (
+            exp.child_folder(k, c, q).parent.name == f"trial_{k + 1}"
+            and exp.child_folder(k, c, q).name == f"seed_{seed}"
+        )
+    assert {job.get("pair", 0) for job in lmc.training_jobs(exp)} == {0, 1}
+    d = exp.directory
+    assert (d / "evaluations" / "fork_1_pair_1.csv").is_file() and (
+        d / "evaluations" / "fork_1_pair_1.npz"
+    ).is_file()
+    interp, table = connectivity.load_results(d)
+    assert sorted(set(zip(table["fork"], table["pair"]))) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert table["ce_barrier_line_ci_low"].notna().all() and table["success_drop_mid_p"].between(0, 1).all()
+    forks, corr = connectivity.load_summaries(d)
+    assert forks["n_pairs"].tolist() == [2, 2] and forks["ce_barrier_line_ci_low"].notna().all()
+    first = table[table["fork"] == 0]["ce_barrier_mean"]
+    assert forks["ce_barrier_mean"].iloc[0] == pytest.approx(first.mean())
+    assert set(corr["unit"]) == {"forks", "pairs"} and set(corr[corr["unit"] == "pairs"]["n"]) == {4}
+    assert {p.name for p in (d / "fork_analysis").glob("interp_fork_*")} == {
+        "interp_fork_0.png",
+        "interp_fork_0_pair_1.png",
+        "interp_fork_1.png",
+        "interp_fork_1_pair_1.png",
+    }
+    assert list(connectivity.pair_names(interp).values()) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    # --resume with another number of pairs is another experiment
+    argv = [*TINY, "--pairs", "3", "--results_root", str(tmp_path), "--resume"]
+    with pytest.raises(SystemExit):
+        lmc.main(argv)
 
 
 @pytest.mark.slow
