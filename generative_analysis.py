@@ -325,6 +325,7 @@ def maximise(
                 )
                 slug = spec.replace(":", "_")
                 files.append(_save_fig(plot_rollout_strips(rows, labels, title), out / f"{word}_{slug}.png"))
+    probes.calibrate_verdicts(runs)
     kl = model_kl(loaded, dataset)
     files.append(_save_fig(plot_maximise(runs, control, word, kl), out / f"{word}_summary.png"))
     files.append(_save_fig(plot_z_sensitivity(sensitivity, d, kl), out / "z_sensitivity.png"))

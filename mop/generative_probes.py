@@ -14,7 +14,9 @@ Every attribution has a positive control and is reported on held-out contexts, w
   mean change with its Student-t 95% interval over report contexts; the target "moved" only when
   that interval excludes 0 in the asked direction and the mean soft change is at least
   MIN_SOFT_CHANGE; fidelity (hard change / soft change) is NaN below MIN_SOFT_CHANGE, where it
-  would be a ratio of noise. The caller runs an action target (the positive control) the same way.
+  would be a ratio of noise. The caller runs an action target (the positive control) the same way;
+  `calibrate_verdicts` turns a target's "did not move" into "not measured" in a mode where the
+  control did not move either (no evidence that z can move anything there).
 - `z_sensitivity`: how far the agent's routing (and action probabilities) move from z = 0 along
   random unit directions of z, at several distances: the scale at which z can matter at all.
 - `saliency_maps`: gradients of a target with respect to the views the agent reads (per view cell,
@@ -165,6 +167,21 @@ def change_summary(soft: np.ndarray, hard: np.ndarray, sign: float = 1.0) -> dic
         "fidelity": h_mean / s_mean if big else math.nan,
         "verdict": "moved" if big and bool(beyond) else "did not move",
     }
+
+
+def calibrate_verdicts(runs: list[dict]) -> list[dict]:
+    """A target that did not move in a mode where the positive control did not move either is
+    "not measured" (nothing shows that z can move anything there), not "did not move"; in place.
+    runs: maximise's rows (role 'target' or 'control', mode, verdict)."""
+    for mode in {r["mode"] for r in runs}:
+        controls = [r for r in runs if r["role"] == "control" and r["mode"] == mode]
+        if any(r["verdict"] == "moved" for r in controls):
+            continue
+        for r in runs:
+            if r["role"] == "target" and r["mode"] == mode and r["verdict"] == "did not move":
+                r["verdict"] = "not measured"
+                r["why"] = "the positive control did not move in this mode either"
+    return runs
 
 
 class Maximised(NamedTuple):

@@ -205,7 +205,7 @@ def test_record_train_and_every_analysis(recording, tiny_run, tmp_path, capsys):
         ("action:2", "leash"),  # the positive control, beside every target
         ("action:2", "typical"),
     ]
-    assert {r["verdict"] for r in maximised["runs"]} <= {"moved", "did not move"}
+    assert {r["verdict"] for r in maximised["runs"]} <= {"moved", "did not move", "not measured"}
     assert maximised["model_kl"]["kl_nats"] >= 0 and (out / "maximise" / "z_sensitivity.png").exists()
     edits = json.loads((out / "edits" / "summary.json").read_text())
     assert (
@@ -712,6 +712,16 @@ def test_verdicts_edits_and_cluster_agreement():
     assert tiny["verdict"] == "did not move" and math.isnan(tiny["fidelity"])  # below MIN_SOFT_CHANGE
     lowered = probes.change_summary(np.full(20, -0.03), np.full(20, -0.03), sign=-1.0)
     assert lowered["verdict"] == "moved"
+    # "did not move" where the positive control moved; "not measured" where it did not move either
+    runs = [
+        {"role": "target", "mode": "leash", "verdict": "did not move"},
+        {"role": "control", "mode": "leash", "verdict": "did not move"},
+        {"role": "target", "mode": "typical", "verdict": "did not move"},
+        {"role": "target", "mode": "typical", "verdict": "moved"},
+        {"role": "control", "mode": "typical", "verdict": "moved"},
+    ]
+    verdicts = [r["verdict"] for r in probes.calibrate_verdicts(runs)]
+    assert verdicts == ["not measured", "did not move", "did not move", "moved", "moved"]
     u, mean = torch.tensor([0.6, 0.8, 0.0]), torch.tensor([1.0, 1.0, 1.0])
     memory = torch.tensor([[2.0, 3.0, 5.0]])
     projection = float((memory - mean) @ u)
