@@ -3,10 +3,23 @@
 --analysis
   samples     decode rollouts from the prior (z ~ N(0, I)) after real init steps; render them with
               minigrid's renderer beside the real recorded rollouts (PNG strip + GIFs)
-  maximise    gradient ascent on z (the KL to the prior as a leash) to raise (or --minimise) a
-              target along the simulated rollout: 'layer_<k>:expert_<j>' router weight, 'lpc' or
-              'action:<a>' probability. Fidelity: the real agent re-run on the argmax (hard)
-              decoded views from the same memory; how far the target still moves
+  maximise    climb one latent z, shared by --num_opt_contexts recorded contexts of training
+              episodes, to raise (or --minimise) each --target ('layer_<k>:expert_<j>' router weight,
+              'lpc', 'action:<a>' probability; 'all': every expert of every layer), in the modes
+              'leash' (from z = 0, the --kl_weight·½|z|² leash) and 'typical' (z on the sphere
+              |z| = √d); the --control action target runs the same way beside them. Reported on
+              --num_contexts held-out contexts: the change of the target (soft views, and the hard
+              argmax views re-read by the real agent) with its 95% interval, "moved" or "did not
+              move", fidelity (NaN below a soft change of 0.01); plus the model's KL and its
+              z-sensitivity (mop/generative_probes.py)
+  saliency    gradients of each target and the control with respect to the views the agent reads
+              (per view cell) and its memory (per memory block), on generated and recorded views
+              of held-out contexts
+  edits       collapse / swap a memory direction (a PCA --component or a --direction .npy) in the
+              simulated rollouts, record the samples and re-read them with the real agent; a random
+              direction is the control
+  behaviours  k-means behaviours of recorded windows (memory trajectory ⊕ actions), fitted on
+              training episodes, described on held-out ones, with their stability
   pca         PCA and k-means of the recorded memory; PC1-PC2 coloured by carrying and by the
               dominant expert, with episode trajectories
   directions  shift the agent's memory along a PCA direction inside the simulated rollout and
@@ -16,16 +29,21 @@
               cells; closed loop (the world moves by the agent's own greedy actions, the
               training metric) and with the recorded actions; agreeing_prefix: the same over
               the steps the simulated agent reaches by taking the recorded actions
-Writes <out>/<analysis>/{summary.json, *.png, *.gif}; default out: the model's folder.
+Writes <out>/<analysis>/{summary.json, *.png, *.gif, *.npz}; default out: the model's folder.
+Bad input (a number out of range or not finite, a target the agent does not have, more contexts
+than the recording holds, a direction of the wrong size, an --out that cannot be written) is one
+`error:` line, exit 2, nothing written.
 
-    python generative_analysis.py --model generative/BabyAI-UnlockPickup-v0/trial_0/final/model_final.pt --analysis samples
-    python generative_analysis.py --model ... --analysis maximise --target layer_0:expert_2
+    python generative_analysis.py --model generative/BabyAI-GoToLocal-v0/trial_0/final/model_final.pt --analysis samples
+    python generative_analysis.py --model ... --analysis maximise --target all
+    python generative_analysis.py --model ... --analysis saliency --target layer_1:expert_2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -33,30 +51,37 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mop.experiment import ArgumentParser
+from mop import generative_probes as probes
+from mop.experiment import ArgumentParser, ConfigError, check_number
 from mop.generative import (
+    ACTIVE_KL,
     Init,
     accuracy_breakdown,
     batch_init,
     decoded_image,
+    kl_per_dimension,
     losses,
     parse_target,
-    run_agent,
-    target_value,
 )
 from mop.generative_plots import (
     frames_to_gif,
     plot_accuracy,
+    plot_behaviours,
     plot_direction_effects,
+    plot_edits,
+    plot_maximise,
     plot_pca,
     plot_rollout_strips,
+    plot_saliency,
+    plot_z_sensitivity,
     render_view,
 )
-from mop.runs import atomic_write, atomic_write_text
+from mop.generative_probes import kmeans, pca_of
+from mop.runs import OutputError, atomic_write, atomic_write_text, check_writable_dir
 from record import RecordingError, iter_chunks, load_windows, read_metadata
 from train_generative import GenerativeError, load_model, split_windows, to_tensors, training_windows
 
-ANALYSES = ("samples", "maximise", "pca", "directions", "accuracy")
+ANALYSES = ("samples", "maximise", "saliency", "edits", "behaviours", "pca", "directions", "accuracy")
 
 
 def _dataset(loaded: dict, dataset: str | None) -> tuple[str, dict]:
@@ -89,6 +114,15 @@ def _contexts(
 
 def _save_fig(fig, path: Path) -> str:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150))
+    return str(path)
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(path, write)
     return str(path)
 
 
@@ -157,94 +191,171 @@ def samples(
     return {"files": files, "num_samples": len(decoded), "simulated_actions": actions.tolist()}
 
 
+def context_split(
+    loaded: dict, dataset: str, num_opt: int, num_report: int, seed: int, from_start: bool = False
+) -> tuple[tuple[dict, Init], tuple[dict, Init]]:
+    """Optimisation contexts (windows of training episodes) and report contexts (windows of held-out
+    episodes, never trained on by the model nor optimised on): ((batch, Init), (batch, Init)).
+    GenerativeError when the recording has fewer windows than asked for."""
+    model = loaded["model"]
+    windows = load_windows(
+        dataset, model.config.window, stride=model.config.window, max_windows=20_000, seed=seed
+    )
+    train, held = split_windows(windows)
+    if from_start:
+        train, held = (i[windows["t"][i, 0] == 0] for i in (train, held))
+    where = " beginning at an episode's first step" if from_start else ""
+    for name, pool, wanted in (("--num_opt_contexts", train, num_opt), ("--num_contexts", held, num_report)):
+        if wanted > len(pool):
+            raise GenerativeError(
+                f"{name} {wanted}: the recording {dataset!r} has {len(pool)} such windows{where} "
+                f"({'training' if pool is train else 'held-out'} episodes); ask for fewer or record more"
+            )
+    rng = np.random.default_rng(seed)
+    out = []
+    for pool, wanted in ((train, num_opt), (held, num_report)):
+        batch = to_tensors(windows, rng.permutation(pool)[:wanted])
+        out.append((batch, batch_init(batch, model.config.num_init_steps, loaded["lang_table"])))
+    return out[0], out[1]
+
+
+@torch.no_grad()
+def model_kl(loaded: dict, dataset: str, max_windows: int = 512) -> dict:
+    """The posterior's KL to the prior on held-out windows (nats per window; global z, spatial z)
+    and the latent dimensions carrying more than ACTIVE_KL nats: how much z says at all."""
+    model = loaded["model"]
+    trained = loaded["ckpt"]["args"]
+    windows, _, held = training_windows(dataset, model.config, trained["max_windows"], trained["seed"])
+    batch = to_tensors(windows, held[:max_windows])
+    lang = loaded["lang_table"][batch["mission_index"][:, 0].long()]
+    mu, logvar = model.encode(batch["image"], batch["direction"], batch["carrying"], batch["action"], lang)
+    kl = kl_per_dimension(mu, logvar)
+    z = model.config.z_dim
+    return {
+        "windows": int(len(mu)),
+        "kl_nats": float(kl.sum()),
+        "kl_global_nats": float(kl[:z].sum()),
+        "kl_spatial_nats": float(kl[z:].sum()),
+        "active_dims": int((kl > ACTIVE_KL).sum()),
+        "latent_size": int(len(kl)),
+        "active_threshold_nats": ACTIVE_KL,
+    }
+
+
+def target_list(spec: str, expert_sizes: list[list[int]], num_actions: int) -> list[str]:
+    """--target as a list: 'all' is every expert of every layer (size-0 identity experts included:
+    their weight is a routing choice like any other); otherwise a comma list, each checked."""
+    if spec.strip() == "all":
+        if not expert_sizes:
+            raise GenerativeError("--target all: the GRU baseline agent has no router")
+        return [f"layer_{k}:expert_{j}" for k, sizes in enumerate(expert_sizes) for j in range(len(sizes))]
+    targets = [t.strip() for t in spec.split(",") if t.strip()]
+    for t in targets:
+        try:
+            parse_target(t, expert_sizes, num_actions)
+        except ValueError as e:
+            raise GenerativeError(str(e)) from None
+    if not targets:
+        raise GenerativeError("--target is empty")
+    return targets
+
+
 def maximise(
     loaded: dict,
     dataset: str,
     out: Path,
-    target_spec: str,
-    num_samples: int,
+    targets: list[str],
+    control: str,
+    modes: list[str],
+    num_opt: int,
+    num_report: int,
     steps: int,
     lr: float,
     kl_weight: float,
     minimise: bool,
     seed: int,
     from_start: bool = False,
+    sensitivity_directions: int = 4,
 ) -> dict:
+    """Every target and the control, in every mode (generative_probes.maximise_target): optimised on
+    training-episode contexts, reported on held-out ones; the model's KL and its z-sensitivity."""
     model, agent = loaded["model"], loaded["agent"]
-    expert_sizes = [list(s) for s in getattr(agent, "expert_sizes", ())]
-    target = parse_target(target_spec, expert_sizes, loaded["agent_config"]["num_actions"])
-    batch, init = _contexts(loaded, dataset, num_samples, seed, from_start)
-    sign = -1.0 if minimise else 1.0
-    enc = model.obs_encoding
-
-    def measure(z: torch.Tensor) -> tuple[float, float, object]:
-        with torch.no_grad():
-            sim = model.simulate(agent, init, z)
-            soft = target_value(sim.agent, target, expert_sizes)
-            hard_trace = run_agent(
-                agent, enc, [o.argmax() for o in sim.obs_probs], init.lang, sim.memory_start
-            )
-            hard = target_value(hard_trace, target, expert_sizes)
-        return float(soft.mean()), float(hard.mean()), sim
-
-    z0 = torch.zeros(len(init.memory), model.config.latent_size)
-    soft_before, hard_before, sim_before = measure(z0)
-    z = z0.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([z], lr=lr)
-    best: tuple[float, torch.Tensor, int] | None = None
-    started = time.perf_counter()
-    for step in range(steps):
-        sim = model.simulate(agent, init, z)
-        value = target_value(sim.agent, target, expert_sizes).mean()
-        objective = sign * value - kl_weight * 0.5 * z.pow(2).sum(-1).mean()
-        if best is None or objective.item() > best[0]:  # Adam on z can overshoot: keep the best z
-            best = (objective.item(), z.detach().clone(), step)
-        optimizer.zero_grad()
-        (-objective).backward()
-        optimizer.step()
-    seconds = time.perf_counter() - started
-    z = best[1] if best is not None else z.detach()
-    best_step = best[2] if best is not None else 0
-    soft_after, hard_after, sim_after = measure(z)
-    moved_soft = soft_after - soft_before
-    fidelity = (hard_after - hard_before) / moved_soft if abs(moved_soft) > 1e-9 else float("nan")
-    n_init = model.config.num_init_steps
-    real = batch["image"].numpy().astype(np.uint8)
-    before, after = _decoded_codes(sim_before), _decoded_codes(sim_after)
-    rows, labels = [], []
-    for b in range(len(before)):
-        rows += [list(real[b, :n_init]) + list(before[b]), list(real[b, :n_init]) + list(after[b])]
-        labels += [f"z=0 {b}", f"optimised {b}"]
-    word = "minimise" if minimise else "maximise"
-    slug = target_spec.replace(":", "_")
-    fig = plot_rollout_strips(
-        rows,
-        labels,
-        f"{word} {target_spec}: soft {soft_before:.3f} → {soft_after:.3f}, hard {hard_before:.3f} → {hard_after:.3f}",
+    sizes = [list(s) for s in getattr(agent, "expert_sizes", ())]
+    num_actions = loaded["agent_config"]["num_actions"]
+    (opt_batch, opt_init), (report_batch, report_init) = context_split(
+        loaded, dataset, num_opt, num_report, seed, from_start
     )
-    files = [_save_fig(fig, out / f"{word}_{slug}.png")]
-    for b in range(len(after)):
-        gif = out / f"{word}_{slug}_{b}.gif"
-        frames_to_gif([render_view(v) for v in list(real[b, :n_init]) + list(after[b])], gif)
-        files.append(str(gif))
-    carrying = torch.stack([o.carrying[..., 1] for o in sim_after.obs_probs], 1)
-    return {
-        "scene_before": scene_stats(sim_before),
-        "scene_after": scene_stats(sim_after),
-        "target": target_spec,
+    sign = -1.0 if minimise else 1.0
+    word = "minimise" if minimise else "maximise"
+    d = model.config.latent_size
+    distances = sorted({0.25, 1.0, 4.0, 0.5 * math.sqrt(d), math.sqrt(d)})
+    sensitivity = probes.z_sensitivity(model, agent, report_init, distances, sensitivity_directions, seed)
+    runs, files = [], []
+    real = report_batch["image"].numpy().astype(np.uint8)
+    n_init = model.config.num_init_steps
+    started = time.perf_counter()
+    for spec in [*targets, control]:
+        target = parse_target(spec, sizes, num_actions)
+        for mode in modes:
+            t0 = time.perf_counter()
+            result = probes.maximise_target(
+                model, agent, opt_init, report_init, target, sizes, mode, steps, lr, kl_weight, sign, seed
+            )
+            run = {
+                "target": spec,
+                "role": "control" if spec == control else "target",
+                **result.summary,
+                "scene_before": scene_stats(result.sim_reference),
+                "scene_after": scene_stats(result.sim_after),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+            runs.append(run)
+            if mode == modes[-1] and len(targets) <= 3:  # the rollouts themselves, for a few targets
+                before, after = _decoded_codes(result.sim_reference), _decoded_codes(result.sim_after)
+                rows, labels = [], []
+                for b in range(min(4, len(before))):
+                    rows += [
+                        list(real[b, :n_init]) + list(before[b]),
+                        list(real[b, :n_init]) + list(after[b]),
+                    ]
+                    labels += [f"reference {b}", f"optimised {b}"]
+                title = (
+                    f"{word} {spec} ({mode}), held-out contexts: soft {run['soft_before']:.3f} → "
+                    f"{run['soft_after']:.3f}, hard {run['hard_before']:.3f} → {run['hard_after']:.3f}: {run['verdict']}"
+                )
+                slug = spec.replace(":", "_")
+                files.append(_save_fig(plot_rollout_strips(rows, labels, title), out / f"{word}_{slug}.png"))
+    probes.calibrate_verdicts(runs)
+    kl = model_kl(loaded, dataset)
+    files.append(_save_fig(plot_maximise(runs, control, word, kl), out / f"{word}_summary.png"))
+    files.append(_save_fig(plot_z_sensitivity(sensitivity, d, kl), out / "z_sensitivity.png"))
+    summary = {
+        "targets": targets,
+        "control": control,
         "direction": word,
-        "soft_before": soft_before,
-        "soft_after": soft_after,
-        "hard_before": hard_before,
-        "hard_after": hard_after,
-        "fidelity": fidelity,
-        "z_norm": float(z.detach().norm(dim=-1).mean()),
-        "best_step": best_step,  # the step on z whose z is kept (0: none beat z = 0)
-        "optimised_mean_carrying": float(carrying.mean()),
-        "optimised_actions": sim_after.agent.logits.argmax(-1).tolist(),
-        "seconds": round(seconds, 2),
+        "modes": modes,
+        "contexts": {"optimised_on": num_opt, "reported_on": num_report, "from_episode_start": from_start},
+        "min_soft_change": probes.MIN_SOFT_CHANGE,
+        "model_kl": kl,
+        "sensitivity": sensitivity,
+        "runs": runs,
+        "seconds": round(time.perf_counter() - started, 1),
         "files": files,
     }
+    first = runs[0]  # one target: its first mode's numbers at the top, as before
+    keys = (
+        "soft_before",
+        "soft_after",
+        "hard_before",
+        "hard_after",
+        "fidelity",
+        "verdict",
+        "z_norm",
+        "best_step",
+    )
+    summary.update({"target": first["target"], **{k: first[k] for k in keys}})
+    summary.update(scene_before=first["scene_before"], scene_after=first["scene_after"])
+    return summary
 
 
 def recorded_memory(dataset: str, max_steps: int) -> dict[str, np.ndarray]:
@@ -260,32 +371,15 @@ def recorded_memory(dataset: str, max_steps: int) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v)[:max_steps] for k, v in parts.items()}
 
 
-def pca_of(memory: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean (M,), components (K, M) unit rows, explained variance ratio (K,))."""
-    mean = memory.mean(0)
-    _, sv, vt = np.linalg.svd(memory - mean, full_matrices=False)
-    var = sv**2
-    return mean, vt, var / var.sum()
-
-
-def kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 50) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = x[rng.choice(len(x), size=min(k, len(x)), replace=False)]
-    for _ in range(iterations):
-        labels = ((x[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
-        centres = np.stack(
-            [x[labels == j].mean(0) if (labels == j).any() else centres[j] for j in range(len(centres))]
-        )
-    return labels
-
-
 def pca(
     loaded: dict, dataset: str, out: Path, max_steps: int, num_clusters: int, layer: int | None, seed: int
 ) -> dict:
     data = recorded_memory(dataset, max_steps)
     mean, components, explained = pca_of(data["memory"])
     pcs = (data["memory"] - mean) @ components[:2].T
-    clusters = kmeans((data["memory"] - mean) @ components[: min(10, len(components))].T, num_clusters, seed)
+    clusters, _ = kmeans(
+        (data["memory"] - mean) @ components[: min(10, len(components))].T, num_clusters, seed
+    )
     routers = sorted(k for k in data if k.startswith("router_"))
     if routers:
         k = len(routers) - 1 if layer is None else layer
@@ -392,6 +486,180 @@ def accuracy(loaded: dict, dataset: str, out: Path, num_windows: int, seed: int)
     return result
 
 
+def saliency(
+    loaded: dict, dataset: str, out: Path, targets: list[str], control: str, num_contexts: int, seed: int
+) -> dict:
+    """Saliency of each target and of the control on held-out contexts (generative_probes.saliency_maps):
+    on the views the simulator generates from z = 0 and on the recorded views of the same steps,
+    per view cell, and on the memory before the first simulated step, per memory block."""
+    model, agent = loaded["model"], loaded["agent"]
+    sizes = [list(s) for s in getattr(agent, "expert_sizes", ())]
+    _, (batch, init) = context_split(loaded, dataset, 0, num_contexts, seed)
+    n_init, steps = model.config.num_init_steps, model.config.num_sim_steps
+    with torch.no_grad():
+        sim = model.simulate(agent, init, torch.zeros(len(init.memory), model.config.latent_size))
+    recorded = probes.recorded_views(batch, n_init, steps)
+    blocks = probes.memory_blocks(agent)
+    maps, results = {}, []
+    for spec in [*targets, control]:
+        target = parse_target(spec, sizes, loaded["agent_config"]["num_actions"])
+        row = {"target": spec, "role": "control" if spec == control else "target"}
+        for name, views in (("generated", sim.obs_probs), ("recorded", recorded)):
+            sal = probes.saliency_maps(
+                agent, model.obs_encoding, views, init.lang, sim.memory_start, target, sizes
+            )
+            cell_map = sal.cells.mean((0, 1))  # (7, 7) over (x, y)
+            maps[(spec, name)] = cell_map
+            share = cell_map / max(float(cell_map.sum()), 1e-30)
+            row[name] = {
+                "peak_cell": list(probes.peak_cell(cell_map)),
+                "peak_share": float(share.max()),
+                "map": cell_map.round(8).tolist(),
+                "memory_share_of_total": float(
+                    sal.memory.mean(0).sum() / max(sal.memory.mean(0).sum() + cell_map.sum() * steps, 1e-30)
+                ),
+                "memory_blocks": _block_means(sal.memory.mean(0), blocks),
+            }
+        g, r = (maps[(spec, n)].ravel() for n in ("generated", "recorded"))
+        row["generated_vs_recorded_r"] = (
+            float(np.corrcoef(g, r)[0, 1]) if g.std() > 0 and r.std() > 0 else math.nan
+        )
+        results.append(row)
+    fig = plot_saliency(results, maps, [b for b, _ in blocks])
+    return {
+        "targets": targets,
+        "control": control,
+        "contexts": num_contexts,
+        "results": results,
+        "files": [_save_fig(fig, out / "saliency.png")],
+    }
+
+
+def _block_means(grad: np.ndarray, blocks: list[tuple[str, int]]) -> dict[str, float]:
+    """Mean |gradient| per unit of each memory block."""
+    out, start = {}, 0
+    for name, width in blocks:
+        out[name] = float(grad[start : start + width].mean()) if width else math.nan
+        start += width
+    return out
+
+
+def edits(
+    loaded: dict,
+    dataset: str,
+    out: Path,
+    component: int,
+    direction_file: str | None,
+    num_contexts: int,
+    max_steps: int,
+    seed: int,
+) -> dict:
+    """Collapse and swap a memory direction inside held-out simulated rollouts (z = 0), record the
+    samples (edit_<mode>_<direction>.npz: hard views, actions, routing) and re-read them with the
+    real agent; a random unit direction is the control (generative_probes.edit_rollouts)."""
+    model, agent = loaded["model"], loaded["agent"]
+    data = recorded_memory(dataset, max_steps)
+    mean, components, explained = pca_of(data["memory"])
+    size = data["memory"].shape[1]
+    if direction_file is not None:
+        u, where = check_direction(direction_file, size), f"--direction {direction_file}"
+    else:
+        if not 0 <= component < len(components):
+            raise GenerativeError(f"--component {component}: the memory has {len(components)} components")
+        u, where = components[component], f"memory PC{component + 1} ({explained[component]:.0%} of variance)"
+    rng = np.random.default_rng(seed)
+    directions = {"direction": u / np.linalg.norm(u), "random": rng.standard_normal(size)}
+    directions["random"] /= np.linalg.norm(directions["random"])
+    _, (_, init) = context_split(loaded, dataset, 0, num_contexts, seed)
+    z = torch.zeros(model.config.latent_size)
+    mu = torch.from_numpy(mean).float()
+    sizes = [list(s) for s in getattr(agent, "expert_sizes", ())]
+    labels = [f"layer_{k}:expert_{j}" for k, s in enumerate(sizes) for j in range(len(s))]
+    results, files = {}, []
+    for dname, vec in directions.items():
+        d = torch.from_numpy(vec).float()
+        base = probes.edit_rollouts(model, agent, init, z, probes.edit_function("none", d, mu), d, mu)
+        results[dname] = {"unedited_projection": list(probes.mean_interval(base.projection.mean(1)))}
+        for mode in ("collapse", "swap"):
+            edited = probes.edit_rollouts(model, agent, init, z, probes.edit_function(mode, d, mu), d, mu)
+            path = out / f"edit_{mode}_{dname}.npz"
+            arrays = {
+                "views": edited.views,
+                "actions": edited.actions,
+                "reread_actions": edited.reread_actions,
+                "projection": edited.projection,
+                **{f"router_{k}": w for k, w in enumerate(edited.routing)},
+            }
+            files.append(_save_npz(path, arrays))
+            results[dname][mode] = probes.edit_effects(edited, base, labels)
+    files.append(_save_fig(plot_edits(results, labels, where), out / "edits.png"))
+    return {"direction": where, "contexts": num_contexts, "results": results, "files": files}
+
+
+def behaviours(
+    loaded: dict, dataset: str, out: Path, num_clusters: int, window: int, max_windows: int, seed: int
+) -> dict:
+    """k-means behaviours of recorded windows (generative_probes.cluster_windows), fitted on training
+    episodes, described on held-out ones: per cluster its share, actions, routing (mean and 95%
+    interval over held-out windows), carrying, time in the episode; examples and stability."""
+    agent = loaded["agent"]
+    windows = load_windows(dataset, window, stride=max(1, window // 2), max_windows=max_windows, seed=seed)
+    train_idx, held_idx = split_windows(windows)
+    train = np.zeros(len(windows["episode"]), bool)
+    train[train_idx] = True
+    mean, components, _ = pca_of(windows["memory"][train].reshape(-1, windows["memory"].shape[-1]))
+    k_comp = min(10, len(components))
+    num_actions = loaded["agent_config"]["num_actions"]
+    features = probes.window_features(
+        windows["memory"], windows["action"], mean, components[:k_comp], num_actions
+    )
+    if num_clusters > int(train.sum()):
+        raise GenerativeError(
+            f"--num_clusters {num_clusters}: only {int(train.sum())} training windows of {window} steps"
+        )
+    labels, centres, stability = probes.cluster_windows(features, train, num_clusters, seed)
+    sizes = [list(s) for s in getattr(agent, "expert_sizes", ())]
+    routers = [f"router_{k}" for k in range(len(sizes))]
+    clusters = []
+    for c in range(num_clusters):
+        held = np.flatnonzero(~train & (labels == c))
+        row = {
+            "cluster": c,
+            "train_share": float((labels[train] == c).mean()),
+            "held_out_windows": int(len(held)),
+            "held_out_share": float(len(held) / max(1, int((~train).sum()))),
+        }
+        if len(held):
+            acts = windows["action"][held].astype(int)
+            row["actions"] = {
+                ACTION_NAMES[a]: float((acts == a).mean()) for a in range(min(num_actions, len(ACTION_NAMES)))
+            }
+            row["carrying"] = float(windows["carrying"][held].mean())
+            row["mean_t"] = float(windows["t"][held].mean())
+            row["routing"] = {
+                f"layer_{k}:expert_{j}": list(probes.mean_interval(windows[r][held][..., j].mean(1)))
+                for k, r in enumerate(routers)
+                for j in range(len(sizes[k]))
+            }
+            nearest = held[np.argmin(((features[held] - centres[c]) ** 2).sum(1))]
+            row["example"] = {
+                "episode": int(windows["episode"][nearest, 0]),
+                "t": int(windows["t"][nearest, 0]),
+            }
+            row["_views"] = windows["image"][nearest]
+        clusters.append(row)
+    fig = plot_behaviours(clusters, stability)
+    for row in clusters:
+        row.pop("_views", None)
+    return {
+        "windows": {"train": int(train.sum()), "held_out": int((~train).sum()), "length": window},
+        "features": f"memory on {k_comp} principal components per step ⊕ one-hot actions",
+        "stability_ari": stability,
+        "clusters": clusters,
+        "files": [_save_fig(fig, out / "behaviours.png")],
+    }
+
+
 # ----------------------------------------------------------------------------- command line
 
 
@@ -401,61 +669,183 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analysis", required=True, choices=ANALYSES)
     p.add_argument("--dataset", default=None, help="recording for contexts (default: the model's)")
     p.add_argument("--out", default=None, help="output folder (default: <model folder>/<analysis>)")
-    p.add_argument("--num_samples", type=int, default=4)
+    p.add_argument("--num_samples", type=int, default=4, help="samples/directions: contexts")
     p.add_argument("--num_windows", type=int, default=512, help="accuracy: held-out windows")
     p.add_argument(
         "--prior_scale", type=float, default=1.0, help="samples: z ~ N(0, s^2 I) (0: the prior mean)"
     )
-    p.add_argument("--target", default=None, help="maximise: layer_<k>:expert_<j> | lpc | action:<a>")
+    p.add_argument(
+        "--target",
+        default=None,
+        help="maximise/saliency: layer_<k>:expert_<j> | lpc | action:<a>, a comma list of them, or "
+        "'all' (every expert of every layer)",
+    )
+    p.add_argument(
+        "--control",
+        default="action:2",
+        help="maximise/saliency: the positive control run beside every target (default action:2, forward)",
+    )
+    p.add_argument(
+        "--modes",
+        default="leash,typical",
+        help="maximise: leash (z from 0, --kl_weight·½|z|² leash) and/or typical (z on the sphere |z| = √d)",
+    )
     p.add_argument("--minimise", action="store_true", help="maximise: lower the target instead")
     p.add_argument(
         "--from_episode_start",
         action="store_true",
         help="samples/maximise: contexts that begin at an episode's first step",
     )
+    p.add_argument(
+        "--num_opt_contexts",
+        type=int,
+        default=16,
+        help="maximise: contexts z is optimised on (training episodes)",
+    )
+    p.add_argument(
+        "--num_contexts",
+        type=int,
+        default=32,
+        help="maximise/saliency/edits: held-out contexts the results are reported on (default 32; "
+        "16 or more for a useful interval)",
+    )
     p.add_argument("--steps", type=int, default=60, help="maximise: gradient steps on z (default 60)")
     p.add_argument("--lr", type=float, default=0.05, help="maximise: Adam step size on z")
-    p.add_argument("--kl_weight", type=float, default=0.01, help="maximise: weight of the 0.5*|z|^2 leash")
-    p.add_argument("--max_steps", type=int, default=20_000, help="pca/directions: recorded steps used")
-    p.add_argument("--num_clusters", type=int, default=6)
+    p.add_argument("--kl_weight", type=float, default=0.01, help="maximise: weight of the leash mode's ½|z|²")
+    p.add_argument("--max_steps", type=int, default=20_000, help="pca/directions/edits: recorded steps used")
+    p.add_argument("--num_clusters", type=int, default=6, help="pca/behaviours: k-means clusters")
+    p.add_argument("--window", type=int, default=8, help="behaviours: steps per window")
+    p.add_argument(
+        "--max_windows", type=int, default=20_000, help="behaviours: windows kept (a random subset)"
+    )
     p.add_argument(
         "--layer", type=int, default=None, help="pca: layer whose dominant expert colours (default last)"
     )
-    p.add_argument("--component", type=int, default=0, help="directions: 0-based PCA component")
+    p.add_argument("--component", type=int, default=0, help="directions/edits: 0-based PCA component")
+    p.add_argument(
+        "--direction",
+        default=None,
+        help="edits: a .npy vector of the agent's memory size instead of a component",
+    )
     p.add_argument("--alphas", default="-3,-1.5,0,1.5,3", help="directions: shifts in std units")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_threads", type=int, default=1)
     return p
 
 
+# Every numeric flag: (low, high, low excluded, whole number); checked before anything is read or
+# written (mop.experiment.check_number: finite and in range).
+NUMBER_FLAGS = {
+    "num_samples": (1, 10_000, False, True),
+    "num_windows": (1, 10**6, False, True),
+    "prior_scale": (0, 100, False, False),
+    "num_opt_contexts": (1, 10_000, False, True),
+    "num_contexts": (1, 10_000, False, True),
+    "steps": (0, 100_000, False, True),
+    "lr": (0, 100, True, False),
+    "kl_weight": (0, 1e6, False, False),
+    "max_steps": (1, 10**8, False, True),
+    "num_clusters": (1, 1000, False, True),
+    "window": (2, 1000, False, True),
+    "max_windows": (1, 10**7, False, True),
+    "layer": (0, 1000, False, True),
+    "component": (0, 100_000, False, True),
+    "seed": (0, 2**32 - 1, False, True),
+    "num_threads": (1, 1024, False, True),
+}
+NEEDS_TARGET = ("maximise", "saliency")
+
+
+def check_args(args: argparse.Namespace) -> list[float]:
+    """Every numeric flag, --alphas and --modes (ConfigError/GenerativeError, one line); the alphas."""
+    for name, (low, high, low_open, whole) in NUMBER_FLAGS.items():
+        if getattr(args, name) is not None:
+            check_number(getattr(args, name), f"--{name}", low, high, low_open, whole)
+    try:
+        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
+    except ValueError:
+        raise GenerativeError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
+    if not alphas:
+        raise GenerativeError("--alphas is empty")
+    for a in alphas:
+        check_number(a, "--alphas", -100, 100)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in probes.MODES for m in modes):
+        raise GenerativeError(
+            f"--modes must be a comma list of {', '.join(probes.MODES)}, got {args.modes!r}"
+        )
+    if args.analysis in NEEDS_TARGET and not args.target:
+        raise GenerativeError(
+            f"--analysis {args.analysis} needs --target (layer_<k>:expert_<j> | lpc | action:<a> | all)"
+        )
+    return alphas
+
+
 def run(args: argparse.Namespace) -> dict:
-    torch.set_num_threads(args.num_threads)
-    if args.analysis == "maximise" and not args.target:
-        raise GenerativeError("--analysis maximise needs --target (layer_<k>:expert_<j> | lpc | action:<a>)")
-    loaded = load_model(args.model)
-    if args.analysis == "maximise":  # a bad target is refused before any work
-        try:
-            parse_target(
-                args.target,
-                [list(s) for s in getattr(loaded["agent"], "expert_sizes", ())],
-                loaded["agent_config"]["num_actions"],
-            )
-        except ValueError as e:
-            raise GenerativeError(str(e)) from None
-    dataset, _ = _dataset(loaded, args.dataset)
+    alphas = check_args(args)
     out = Path(args.out) if args.out else Path(args.model).parent / args.analysis
+    check_writable_dir(out, "--out")
+    if args.direction is not None and not Path(args.direction).is_file():
+        raise GenerativeError(f"--direction {args.direction!r} is not a file")
+    torch.set_num_threads(args.num_threads)
+    loaded = load_model(args.model)
+    sizes = [list(s) for s in getattr(loaded["agent"], "expert_sizes", ())]
+    num_actions = loaded["agent_config"]["num_actions"]
+    targets: list[str] = []
+    if args.analysis in NEEDS_TARGET:  # a bad target is refused before any work
+        targets = target_list(args.target, sizes, num_actions)
+        target_list(args.control, sizes, num_actions)
+    if args.analysis == "edits" and args.direction is not None:
+        check_direction(args.direction, int(loaded["agent"].memory_size))
+    dataset, _ = _dataset(loaded, args.dataset)
+    created = [p for p in [out, *out.parents] if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        summary = _dispatch(args, loaded, dataset, out, targets, alphas)
+    except BaseException:
+        for folder in created:  # a refused analysis leaves no empty folder behind (deepest first)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    summary = {"analysis": args.analysis, "model": str(args.model), **summary}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def check_direction(path: str, size: int) -> np.ndarray:
+    """The unit vector of a --direction .npy file of `size` finite numbers; GenerativeError otherwise."""
+    try:
+        u = np.load(path, allow_pickle=False).astype(np.float64).ravel()
+    except (OSError, ValueError) as e:
+        raise GenerativeError(f"--direction {path!r} is not a .npy array ({type(e).__name__})") from None
+    if u.shape != (size,) or not np.isfinite(u).all() or not np.linalg.norm(u) > 0:
+        raise GenerativeError(
+            f"--direction {path!r} holds {u.size} numbers; a direction must be {size} finite numbers "
+            "(the agent's memory size), not all 0"
+        )
+    return u / np.linalg.norm(u)
+
+
+def _dispatch(
+    args: argparse.Namespace, loaded: dict, dataset: str, out: Path, targets: list[str], alphas: list[float]
+) -> dict:
     if args.analysis == "samples":
         summary = samples(
             loaded, dataset, out, args.num_samples, args.seed, args.prior_scale, args.from_episode_start
         )
     elif args.analysis == "maximise":
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         summary = maximise(
             loaded,
             dataset,
             out,
-            args.target,
-            args.num_samples,
+            targets,
+            args.control,
+            modes,
+            args.num_opt_contexts,
+            args.num_contexts,
             args.steps,
             args.lr,
             args.kl_weight,
@@ -467,29 +857,51 @@ def run(args: argparse.Namespace) -> dict:
         summary = accuracy(loaded, dataset, out, args.num_windows, args.seed)
     elif args.analysis == "pca":
         summary = pca(loaded, dataset, out, args.max_steps, args.num_clusters, args.layer, args.seed)
+    elif args.analysis == "saliency":
+        summary = saliency(loaded, dataset, out, targets, args.control, args.num_contexts, args.seed)
+    elif args.analysis == "edits":
+        summary = edits(
+            loaded, dataset, out, args.component, args.direction, args.num_contexts, args.max_steps, args.seed
+        )
+    elif args.analysis == "behaviours":
+        summary = behaviours(
+            loaded, dataset, out, args.num_clusters, args.window, args.max_windows, args.seed
+        )
     else:
-        alphas = [float(a) for a in args.alphas.split(",")]
         summary = directions(
             loaded, dataset, out, args.component, alphas, args.num_samples, args.max_steps, args.seed
         )
-    summary = {"analysis": args.analysis, "model": str(args.model), **summary}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
+
+
+SHOWN_HIDDEN = (
+    "files",
+    "optimised_actions",
+    "simulated_actions",
+    "routing",
+    "clusters",
+    "runs",
+    "results",
+    "sensitivity",
+    "scene_before",
+    "scene_after",
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     try:
         summary = run(args)
-    except (GenerativeError, RecordingError) as e:
+    except (GenerativeError, RecordingError, ConfigError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    hidden = ("files", "optimised_actions", "simulated_actions", "routing", "clusters")
-    shown = {k: v for k, v in summary.items() if k not in hidden}
+    shown = {k: v for k, v in summary.items() if k not in SHOWN_HIDDEN}
     for k in ("closed_loop", "recorded_actions"):  # the accuracy analysis: the headline numbers
         if k in shown:
             shown[k] = {m: shown[k][m] for m in ("cell", "channels", "action_agreement", "agreeing_prefix")}
     print(json.dumps(shown))
+    for line in probes.report_lines(summary):
+        print(line)
     print("wrote", Path(summary["files"][-1]).parent)
     return summary
 

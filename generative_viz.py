@@ -1,8 +1,12 @@
 """What situations make a MoP agent route to its big experts? The generative model's analyses.
 
 A marimo notebook over one trained generative model (train_generative.py): its held-out
-reconstruction metrics, and each analysis of generative_analysis.py (samples from the prior,
-maximising a routing / LPC / action target, PCA of the memory, memory directions) run on demand.
+reconstruction metrics, and each analysis of generative_analysis.py run on demand: samples from the
+prior; maximising a routing / LPC / action target ('all': every expert) with its positive control,
+reported on held-out contexts with intervals, the model's KL and its z-sensitivity; saliency;
+collapse / swap of a memory direction, re-read by the real agent; behaviour clusters; PCA of the
+memory; memory directions; decoder accuracy. Each analysis shows its figures and a table of its
+calibrated results (mop/generative_probes.result_table).
 All logic lives in generative_analysis.py and generative_plots.py; this file is wiring. Models are
 looked for under GENERATIVE_DIR (default generative/).
 
@@ -22,8 +26,10 @@ with app.setup:
     import marimo as mo
 
     import generative_analysis
-    from mop.experiment import read_metrics
+    from mop import generative_probes
+    from mop.experiment import ConfigError, read_metrics
     from mop.notebook_script import refusal
+    from mop.runs import OutputError
     from record import RecordingError
     from train_generative import GenerativeError
 
@@ -35,8 +41,11 @@ def _():
 
     **Which situations recruit the big experts?** A VAE whose decoder simulates BabyAI views with
     the real, frozen agent inside the loop: decode rollouts from the prior, optimise the latent to
-    raise a router weight, and check the result on hard (argmax) views. Reads `model_final.pt`
-    files under `generative/` (`GENERATIVE_DIR`); analyses write next to the model.
+    raise a router weight (beside an action target, the positive control) and check the change on
+    held-out contexts and on hard (argmax) views; saliency maps, memory-direction edits and behaviour
+    clusters. "did not move" is a measured non-effect (its interval holds 0, or it is below 0.01);
+    a blank interval is "not measured". Reads `model_final.pt` files under `generative/`
+    (`GENERATIVE_DIR`); analyses write next to the model.
     """)
     return
 
@@ -80,7 +89,7 @@ def _(analysis_picker, from_start, model_picker, run_button, target):
         argv += ["--from_episode_start"]
     try:
         summary = generative_analysis.run(generative_analysis.build_parser().parse_args(argv))
-    except (GenerativeError, RecordingError) as _e:  # the project's one-line reason, not a traceback
+    except (GenerativeError, RecordingError, ConfigError, OutputError) as _e:  # one line, not a traceback
         mo.stop(True, refusal("Cannot run this analysis.", _e))
     # The GIFs are 84-pixel views: a row of them, enlarged with sharp cells (not stretched to the
     # page's width, as a vstack would); the figures at their own size.
@@ -91,7 +100,9 @@ def _(analysis_picker, from_start, model_picker, run_button, target):
     ]
     figures = [mo.image(src=f) for f in summary["files"] if f.endswith(".png")]
     shown = mo.json({k: v for k, v in summary.items() if k != "files"})
-    mo.vstack([shown, mo.hstack(gifs, justify="start", wrap=True), *figures], align="start")
+    rows = generative_probes.result_table(summary)  # the calibrated results, one row per run
+    table = [mo.ui.table(rows, label="results", page_size=20)] if rows else []
+    mo.vstack([*table, mo.hstack(gifs, justify="start", wrap=True), *figures, shown], align="start")
     return
 
 

@@ -1,59 +1,51 @@
-"""Linear mode connectivity (LMC) of MoP policies: fork a training run, train two children to the
+"""Linear mode connectivity (LMC) of MoP policies: fork a training run, train child pairs to the
 end, and evaluate the straight line between their weights (Frankle et al. 2020, "Linear Mode
 Connectivity and the Lottery Ticket Hypothesis"; the LMC-RL workflow, on BabyAI imitation).
+docs/reference.md "Linear mode connectivity" is the manual; the numbers are mop/connectivity.py's
+and mop/lmc_stats.py's.
 
 Semantics
 - The parent trains with the normal loop (imitation.ImitationRun, train_mop's policy and loss). At
   each fork point p (a fraction of num_updates; fork update u = round(p * num_updates)) its full
   state is saved: checkpoint_<u>.pt (weights, Adam, RNGs, counters, per-env episode counters) and
   buffer_<u>.npz. Fork point 0 forks the initialisation: two independent runs from one init.
-- Two children A and B start from exactly that state (imitation.Fork) and train to num_updates.
-  They differ only in their data noise: child A of fork k has run seed S + 1 + 2k, child B
-  S + 2 + 2k (parent: S), so each has its own training-layout and teacher-forcing streams
-  (babyai_env.train_episode_seed: disjoint per run seed, all >= 1e9, never an evaluation layout)
-  and its own buffer-sampling stream. The global torch RNG (expert dropout only) is the parent's.
+- --pairs K pairs of children A and B per fork start from exactly that state (imitation.Fork) and
+  train to num_updates. They differ only in their data noise: with F forks, child A of fork k in
+  pair q has run seed S + 1 + 2(qF + k), child B S + 2 + 2(qF + k) (parent: S), so each has its
+  own training-layout and teacher-forcing streams (babyai_env.train_episode_seed: disjoint per run
+  seed, all >= 1e9, never an evaluation layout) and its own buffer-sampling stream. The global
+  torch RNG (expert dropout only) is the parent's.
 - Buffer strategies (--fork_buffer_strategy, as in LMC-RL): `copy`: each child gets its own copy
   of the parent's DAgger buffer; `fresh`: both start empty; `split`: the parent's buffer divided
-  into two disjoint halves (every other episode); `shared`: both children read and write ONE
-  buffer object. Shared is deterministic because the two children run in lockstep in one process:
-  every round A takes its update (samples from the buffer, then adds its finished episodes), then
-  B; a shared pair killed mid-way restarts from its fork point (the two resume only together).
-  With the buffer off (buffer_episodes 0) only `fresh` is meaningful: the others are refused.
+  into two disjoint halves (every other episode); `shared`: both children of a pair read and write
+  ONE buffer object, in lockstep in one process (every round A updates, then B); a shared pair
+  killed mid-way restarts from its fork point. With the buffer off only `fresh` is meaningful.
   Default: `copy` with a buffer, `fresh` without.
-- Interpolation θ(α) = (1−α)·θ_A + α·θ_B (torch.lerp: exact at α = 0 and 1, and θ_A when θ_A = θ_B)
-  over --alphas evenly spaced α in [0, 1], every parameter including the routers and the mission
-  encoder. For each α, on one fixed set of evaluation envs (layouts EVAL_SEED_START + 0..N−1,
-  envs built once and reused, policies swapped): success rate with its 95% Wilson interval, path
-  ratio, mean LPC, per-layer expert usage (eval_mop.run_episodes / compute_metrics, as
-  eval_mop.evaluate), and, on a held-out labelled set (bot-driven episodes on evaluation seeds
-  EVAL_SEED_START + k, generated once per experiment as heldout.npz), mean cross-entropy against
-  the bot's labels and accuracy (teacher-forced pass, memory from each episode's reset).
-- Instability (Frankle et al.): barrier = max over α of [f(α) − ((1−α)·f(0) + α·f(1))] for the
-  held-out loss f; for success the sign is flipped (the drop below the line). Both the height and
-  its α are reported; identical children give exactly 0.
-- Routing agreement, on the held-out labelled states: per layer, the mean Jensen–Shannon
-  divergence (bits, in [0, 1]) between two router distributions, and the fraction of states whose
-  dominant expert agrees, between the children (α = 0 vs 1) and between each child and θ(α).
-  Heterogeneous expert sizes make experts identifiable across children: no permutation matching.
+- Interpolation θ(α) = (1−α)·θ_A + α·θ_B of every parameter (routers and mission encoder too) at
+  --alphas evenly spaced α, each evaluated on one fixed set of evaluation layouts as eval_mop does
+  (success per layout, path ratio, LPC, usage) and teacher-forced on a held-out set of bot
+  episodes (heldout.npz: cross-entropy per episode, accuracy, router weights).
+- Instability: both barrier forms of the held-out loss and of success, barrier_line (Entezari et
+  al. 2022) and barrier_mean (Frankle et al. 2020), with bootstrap intervals over held-out episodes
+  / layouts (--bootstrap), signed interior extremes, and the success drop at the midpoint as a
+  paired per-layout statistic with an exact sign test; per fork, the mean and t interval across
+  pairs; Spearman ρ of routing agreement with the barriers, with a permutation p.
 
 Outputs: <results_root>/<task>/seed_<S>/<strategy>/
     config.json                    the experiment (train config, fork points/updates, children)
     heldout.npz                    the held-out labelled episodes (replay_buffer format)
     checkpoints/<task>/trial_0/seed_<S>/              the parent (standard layout)
-    checkpoints/<task>/trial_<k+1>/seed_<seed>/       fork k's children A and B
-    evaluations/fork_<k>.csv       one fork's interpolation rows (what --resume keeps)
-    interpolation.csv              one row per fork × α × metric (value, ci_low, ci_high)
-    instability.csv                one row per fork: barriers and their α, routing agreement
-    fork_analysis/                 all_interpolations.png, interp_fork_<k>.png,
+    checkpoints/<task>/trial_<k+1>/seed_<seed>/       fork k's children (every pair)
+    evaluations/fork_<k>[_pair_<q>].csv / .npz        one pair's interpolation rows and units
+    interpolation.csv, instability.csv, forks.csv, correlations.csv
+    fork_analysis/                 all_interpolations.png, interp_fork_<k>[_pair_<q>].png,
                                    instability_over_time.png, routing_agreement.png
     timing.json                    wall time of each invocation: training, evaluation, figures
-batch_eval.py --checkpoint_dir <experiment>/checkpoints evaluates every parent and child checkpoint.
 
-    python lmc.py --task_id BabyAI-GoToLocal-v0 --seed 42 --num_updates 2000 --buffer_episodes 2000 \\
-        --fork_points "0.01,0.05,0.1,0.2,0.3,0.5,0.7,0.9" --fork_buffer_strategy copy
-    python lmc.py --task_id BabyAI-UnlockPickup-v0 --seed 42 --fork_buffer_strategy fresh --alphas 21
+    python lmc.py --task_id BabyAI-GoToLocal-v0 --seed 42 --num_updates 400 --pairs 2 \\
+        --fork_points "0.1,0.25,0.5,0.75"
     python lmc.py --task_id BabyAI-GoToLocal-v0 --seed 42 --resume        # finish a killed experiment
-    python lmc.py analyze --results_dir lmc_results/BabyAI-GoToLocal-v0/seed_42/copy
+    python lmc.py analyze --results_dir lmc_results/BabyAI-GoToLocal-v0/seed_42/fresh
     python lmc.py compare --a runs/A/checkpoint_final.pt --b runs/B/checkpoint_final.pt
 Every flag of train_mop.py applies (same config schema); lmc.py sets trial, seed folders and
 checkpoint_dir itself. Bad input is one `error:` line and exit code 2, with nothing written.
@@ -74,11 +66,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from eval_mop import EvalError, compute_metrics, run_episodes
 from mixture_of_experts import build_policy
+from mop import lmc_stats
 from mop.babyai_env import check_task_id
 from mop.connectivity import (
     CONFIG_FILE,
@@ -94,12 +88,13 @@ from mop.connectivity import (
     fork_names,
     heldout_set,
     interpolation_table,
+    load_units,
+    save_units,
     write_tables,
 )
 from mop.experiment import (
     CONFIG_ALIASES,
     CONFIG_KEYS,
-    LIMITS,
     CheckpointError,
     ConfigError,
     TrainConfig,
@@ -122,6 +117,17 @@ from mop.imitation import (
     run_status,
     train_to_end,
 )
+from mop.lmc_experiment import (
+    CHECKPOINT_DIR,
+    CHILDREN,
+    EVAL_DIR,
+    FIGURE_DIR,
+    TIMING_FILE,
+    Experiment,
+    _points,
+    experiment_dir,
+    parse_fork_points,  # noqa: F401  (lmc.parse_fork_points: the fork points' rules, with the experiment)
+)
 from mop.lmc_settings import DEFAULTS, EVALUATION_SETTINGS, EXPERIMENT_SETTINGS, STRATEGIES, add_flags
 from mop.replay_buffer import BufferError, EpisodeBuffer
 from mop.runs import (
@@ -134,241 +140,16 @@ from mop.runs import (
     checkpoint_name,
     checkpoint_paths,
     final_checkpoint,
-    is_multi_task,
     own_run,
     run_task_name,
     safe_name,
 )
 from train_mop import POLICY_TYPE, make_loss
 
-CHILDREN = ("A", "B")
-EXPERIMENT_KIND, EXPERIMENT_VERSION = "lmc_experiment", 1
-TIMING_FILE, EVAL_DIR = "timing.json", "evaluations"
-FIGURE_DIR, CHECKPOINT_DIR = "fork_analysis", "checkpoints"
 # Run-time settings that --resume may change (they do not change what is computed).
 RESUMABLE = {"num_workers", "log_interval", "wandb_project", "device"}
 # lmc.py decides these: the folders of the parent and children.
 OWN_KEYS = {"trial": "fork k's children are trial k+1", "checkpoint_dir": "use --results_root"}
-
-
-# ----------------------------------------------------------------------------- the experiment
-
-
-def parse_fork_points(text: str, num_updates: int) -> tuple[list[float], list[int]]:
-    """'0.1,0.5' -> ([0.1, 0.5], fork updates [round(p * num_updates)]): each in (0, 1) or exactly 0,
-    strictly increasing, each on its own update in 1..num_updates-1 (0 only for p = 0)."""
-    points = _points(text)
-    return points, check_fork_points(points, num_updates)
-
-
-def _points(text: str) -> list[float]:
-    try:
-        return [float(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise LMCError(f"--fork_points must be comma-separated fractions, got {text!r}") from None
-
-
-def check_fork_points(points: list[float], num_updates: int) -> list[int]:
-    """The fork updates of `points` (parse_fork_points' rules), or LMCError."""
-    if not points:
-        raise LMCError("--fork_points is empty")
-    for p in points:
-        if not (p == 0 or 0 < p < 1):
-            raise LMCError(
-                f"--fork_points: {p:g} is outside (0, 1) (fractions of num_updates; 0 alone forks the "
-                "initialisation: two runs from one init)"
-            )
-    if any(b <= a for a, b in zip(points, points[1:])):
-        raise LMCError(f"--fork_points must be sorted and distinct, got {','.join(f'{p:g}' for p in points)}")
-    updates = [int(round(p * num_updates)) for p in points]
-    for p, u in zip(points, updates):
-        if p > 0 and not 1 <= u <= num_updates - 1:
-            raise LMCError(
-                f"--fork_points: {p:g} of {num_updates} updates is update {u}; with --num_updates "
-                f"{num_updates} a fork point must lie in [{0.5 / num_updates:.3g}, {1 - 0.5 / num_updates:.4g})"
-            )
-    for (p, u), (q, v) in zip(zip(points, updates), zip(points[1:], updates[1:])):
-        if u == v:
-            raise LMCError(
-                f"--fork_points: {p:g} and {q:g} are both update {u} of {num_updates}; drop one or raise --num_updates"
-            )
-    return updates
-
-
-@dataclasses.dataclass(frozen=True)
-class Experiment:
-    """One LMC experiment: the parent's config, the forks, the buffer strategy, the evaluation
-    (build_experiment fills in mop/lmc_settings.py's defaults)."""
-
-    directory: Path
-    train: dict  # the parent's TrainConfig fields (checkpoint_dir: set from `directory`)
-    fork_points: tuple[float, ...]
-    strategy: str
-    alphas: int
-    eval_episodes: int
-    eval_envs: int
-    heldout_episodes: int
-
-    # ------------------------------------------------------------------ identity
-
-    @property
-    def seed(self) -> int:
-        return int(self.train["seed"])
-
-    @property
-    def task_id(self) -> str:
-        return self.train["task_id"]
-
-    @property
-    def fork_updates(self) -> list[int]:
-        return check_fork_points(list(self.fork_points), self.train["num_updates"])
-
-    @property
-    def alpha_values(self) -> Sequence[float]:
-        return alpha_values(self.alphas)
-
-    def child_seed(self, fork: int, child: str) -> int:
-        return self.seed + 1 + 2 * fork + CHILDREN.index(child)
-
-    def parent_config(self, num_workers: int | None = None) -> TrainConfig:
-        values = {**self.train, "trial": 0, "checkpoint_dir": str(self.directory / CHECKPOINT_DIR)}
-        if num_workers is not None:
-            values["num_workers"] = num_workers
-        return TrainConfig(**values)
-
-    def child_config(self, fork: int, child: str, num_workers: int | None = None) -> TrainConfig:
-        return dataclasses.replace(
-            self.parent_config(num_workers), trial=fork + 1, seed=self.child_seed(fork, child)
-        )
-
-    def label(self, fork: int) -> str:
-        return f"fork {fork} ({self.fork_points[fork]:g}, update {self.fork_updates[fork]})"
-
-    # ------------------------------------------------------------------ config.json
-
-    def to_json(self) -> dict:
-        forks = [
-            {
-                "fork": k,
-                "point": p,
-                "update": u,
-                "children": {
-                    c: {
-                        "trial": k + 1,
-                        "seed": self.child_seed(k, c),
-                        "run": self._relative(self.child_folder(k, c)),
-                    }
-                    for c in CHILDREN
-                },
-            }
-            for k, (p, u) in enumerate(zip(self.fork_points, self.fork_updates))
-        ]
-        return {
-            "kind": EXPERIMENT_KIND,
-            "version": EXPERIMENT_VERSION,
-            "task_id": self.task_id,
-            "seed": self.seed,
-            "strategy": self.strategy,
-            "fork_points": list(self.fork_points),
-            **{k: getattr(self, k) for k in EVALUATION_SETTINGS},
-            "parent": self._relative(self.parent_folder()),
-            "forks": forks,
-            "train": {k: v for k, v in self.train.items() if k != "checkpoint_dir"},
-        }
-
-    def _relative(self, path: Path) -> str:
-        return path.relative_to(self.directory).as_posix()
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> Experiment:
-        """The experiment in `directory`, or LMCError in one line."""
-        directory = Path(directory)
-        path = directory / CONFIG_FILE
-        if not directory.is_dir():
-            raise LMCError(f"{str(directory)!r} is not a folder")
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise LMCError(f"{str(directory)!r} is not an LMC experiment (no {CONFIG_FILE})") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LMCError(f"{str(path)!r} is unreadable ({type(e).__name__})") from None
-        if not isinstance(doc, dict) or doc.get("kind") != EXPERIMENT_KIND:
-            raise LMCError(f"{str(directory)!r} is not an LMC experiment ({CONFIG_FILE} is another file)")
-        if doc.get("version") != EXPERIMENT_VERSION:
-            raise LMCError(
-                f"{str(path)!r} has version {doc.get('version')!r}; this code reads {EXPERIMENT_VERSION}"
-            )
-        try:
-            train = dataclasses.asdict(load_config(None, doc["train"]))
-            exp = cls(
-                directory,
-                {**train, "checkpoint_dir": str(directory / CHECKPOINT_DIR)},
-                tuple(float(p) for p in doc["fork_points"]),
-                str(doc["strategy"]),
-                **{k: int(doc[k]) for k in EVALUATION_SETTINGS},
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise LMCError(f"{str(path)!r} is not a valid experiment: {e}") from None
-        exp.check()
-        return exp
-
-    def write(self) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        return atomic_write_text(self.directory / CONFIG_FILE, json.dumps(self.to_json(), indent=1) + "\n")
-
-    def check(self) -> Experiment:
-        """Everything parse_fork_points, the strategy and the evaluation need (LMCError)."""
-        cfg = self.parent_config()
-        if cfg.seed is None:
-            raise LMCError("an LMC experiment needs an integer --seed")
-        if is_multi_task(cfg.task_id):
-            raise LMCError("--task_id: LMC runs one level at a time, not a comma list")
-        if cfg.demos:
-            raise LMCError(
-                "--demos: offline children would replay the parent's demo order exactly (no data noise "
-                "to fork on); LMC forks online imitation"
-            )
-        self.fork_updates  # noqa: B018  (validates the points against num_updates)
-        if self.strategy not in STRATEGIES:
-            raise LMCError(
-                f"--fork_buffer_strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
-            )
-        if self.strategy != "fresh" and not cfg.buffer_episodes:
-            raise LMCError(
-                f"--fork_buffer_strategy {self.strategy} needs the DAgger buffer (--buffer_episodes N); "
-                "with the buffer off only 'fresh' is meaningful"
-            )
-        check_evaluation(*(getattr(self, k) for k in EVALUATION_SETTINGS), "the two children")
-        last = self.child_seed(len(self.fork_points) - 1, "B")
-        if last > LIMITS["seed"][0]:
-            raise LMCError(f"--seed {self.seed}: the children's seeds (up to {last}) must stay below 2**32")
-        return self
-
-    # ------------------------------------------------------------------ folders
-
-    def parent_folder(self) -> Path:
-        return run_dir(self.parent_config())
-
-    def child_folder(self, fork: int, child: str) -> Path:
-        return run_dir(self.child_config(fork, child))
-
-    def evaluation_file(self, fork: int) -> Path:
-        return self.directory / EVAL_DIR / f"fork_{fork}.csv"
-
-    def evaluator(self) -> Evaluator:
-        """The evaluation envs and the held-out set (heldout.npz, made on first use)."""
-        max_steps = self.parent_config().max_steps
-        held = heldout_set(self.directory / HELDOUT_FILE, self.task_id, self.heldout_episodes, max_steps)
-        return Evaluator(self.task_id, max_steps, self.eval_episodes, self.eval_envs, held, play)
-
-
-def experiment_dir(results_root: str | os.PathLike, task_id: str, seed: int, strategy: str) -> Path:
-    return (
-        Path(results_root)
-        / safe_name(run_task_name(task_id), "task_id")
-        / f"seed_{int(seed)}"
-        / safe_name(strategy, "--fork_buffer_strategy")
-    )
 
 
 # ----------------------------------------------------------------------------- training
@@ -468,15 +249,21 @@ def train_shared_pair(
     return "restarted" if restarted else "trained"
 
 
+def run_key(fork: int, child: str, pair: int = 0) -> str:
+    """A child's key in what training reports: '0A' (pair 0), '0A_pair1'."""
+    return f"{fork}{child}" + (f"_pair{pair}" if pair else "")
+
+
 def train_fork(
     exp: Experiment,
     fork: int,
     children: Sequence[str] = CHILDREN,
     progress: bool = True,
     num_workers: int | None = None,
+    pair: int = 0,
 ) -> dict[str, str]:
-    """Train fork `fork`'s children (both, for the shared strategy); {child: what was done}."""
-    cfgs = {c: exp.child_config(fork, c, num_workers) for c in CHILDREN}
+    """Train one pair of fork `fork`'s children (both, for the shared strategy); {child: what was done}."""
+    cfgs = {c: exp.child_config(fork, c, num_workers, pair) for c in CHILDREN}
     if all(run_status(cfgs[c]).state == DONE for c in children):  # (each trainer checks again, locked)
         return {c: "done" for c in children}
     checkpoint, parent_buffer = fork_state(exp, fork)
@@ -488,49 +275,62 @@ def train_fork(
     return {c: train_child(cfgs[c], checkpoint, buffers[c], progress) for c in children}
 
 
-def _train_fork_job(directory: str, fork: int, child: str, num_workers: int | None) -> dict[str, str]:
-    return train_fork(Experiment.load(directory), fork, (child,), progress=False, num_workers=num_workers)
+def _train_fork_job(
+    directory: str, fork: int, child: str, num_workers: int | None, pair: int = 0
+) -> dict[str, str]:
+    exp = Experiment.load(directory)
+    return train_fork(exp, fork, (child,), progress=False, num_workers=num_workers, pair=pair)
 
 
 def train_children(exp: Experiment, progress: bool = True, parallel: int = 1) -> dict[str, str]:
     """Every child, one after another, or `parallel` at a time (processes; the env workers split)."""
-    jobs = [(k, c) for k in range(len(exp.fork_points)) for c in CHILDREN]
+    jobs = [(k, c, q) for k, q in exp.units() for c in CHILDREN]
     out: dict[str, str] = {}
     if parallel > 1 and exp.strategy != "shared":
         workers = exp.train["num_workers"]
         workers = default_num_workers() if workers is None else workers
         share = workers if workers <= 1 else max(1, workers // parallel)
         with ProcessPoolExecutor(parallel, mp_context=get_context("spawn")) as pool:
-            futures = {(k, c): pool.submit(_train_fork_job, str(exp.directory), k, c, share) for k, c in jobs}
-            for (k, c), future in futures.items():
-                out[f"{k}{c}"] = future.result()[c]
+            futures = {
+                (k, c, q): pool.submit(_train_fork_job, str(exp.directory), k, c, share, q)
+                for k, c, q in jobs
+            }
+            for (k, c, q), future in futures.items():
+                out[run_key(k, c, q)] = future.result()[c]
         return out
-    for k in range(len(exp.fork_points)):
-        for c, done in train_fork(exp, k, progress=progress).items():
-            out[f"{k}{c}"] = done
+    for k, q in exp.units():
+        for c, done in train_fork(exp, k, progress=progress, pair=q).items():
+            out[run_key(k, c, q)] = done
     return out
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
-def play(policy: torch.nn.Module, encoder: torch.nn.Module, config: dict, ev: Evaluator) -> dict:
-    """One policy's episode metrics on the evaluator's envs and layouts, as eval_mop.evaluate's
-    (the connectivity.Evaluator's `play`)."""
+def play(
+    policy: torch.nn.Module, encoder: torch.nn.Module, config: dict, ev: Evaluator
+) -> tuple[dict, np.ndarray]:
+    """One policy's episode metrics on the evaluator's envs and layouts, as eval_mop.evaluate's,
+    and its success per layout in layout order (the connectivity.Evaluator's `play`)."""
     where = dict(num_envs=ev.num_envs, max_steps=ev.max_steps, bot_paths=ev.bot_paths, envs=ev.envs)
     _, episodes = run_episodes(policy, encoder, config, ev.task_id, ev.episodes, record=False, **where)
-    return compute_metrics(episodes, [list(s) for s in getattr(policy, "expert_sizes", ())])
+    metrics = compute_metrics(episodes, [list(s) for s in getattr(policy, "expert_sizes", ())])
+    return metrics, episodes.sort_values("episode")["success"].to_numpy(bool)
 
 
-def evaluate_fork(exp: Experiment, fork: int, evaluator: Evaluator) -> pd.DataFrame:
-    """Interpolate fork `fork`'s two final children; writes evaluations/fork_<k>.csv."""
-    paths = [exp.child_folder(fork, c) / checkpoint_name(None) for c in CHILDREN]
+def evaluate_fork(exp: Experiment, fork: int, evaluator: Evaluator, pair: int = 0) -> pd.DataFrame:
+    """Interpolate one pair of fork `fork`'s final children; writes its evaluations/ .npz (units),
+    then its .csv (rows: its presence marks the evaluation done)."""
+    paths = [exp.child_folder(fork, c, pair) / checkpoint_name(None) for c in CHILDREN]
     ckpts = [load_checkpoint(p) for p in paths]
     check_pair(*ckpts)
     point, update = exp.fork_points[fork], exp.fork_updates[fork]
-    table = interpolation_table(*ckpts, exp.alpha_values, evaluator, str(paths[0]), fork, point, update)
-    out = exp.evaluation_file(fork)
+    table, units = interpolation_table(
+        *ckpts, exp.alpha_values, evaluator, str(paths[0]), fork, point, update, pair
+    )
+    out = exp.evaluation_file(fork, pair)
     out.parent.mkdir(parents=True, exist_ok=True)
+    save_units(out.with_suffix(".npz"), units)
     atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
     return table
 
@@ -539,83 +339,112 @@ def evaluate_fork(exp: Experiment, fork: int, evaluator: Evaluator) -> pd.DataFr
 
 
 def missing_children(exp: Experiment) -> list[str]:
-    """'fork k (p, update u) child A: <folder>' for every child without its final checkpoint."""
+    """'fork k (p, update u) [pair q] child A: <folder>' for every child without its final checkpoint."""
     out = []
     if run_status(exp.parent_config()).state != DONE:
         out.append(f"the parent ({exp.parent_folder()})")
-    for k in range(len(exp.fork_points)):
+    for k, q in exp.units():
         for c in CHILDREN:
-            if run_status(exp.child_config(k, c)).state != DONE:
-                out.append(f"{exp.label(k)} child {c} ({exp.child_folder(k, c)})")
+            if run_status(exp.child_config(k, c, pair=q)).state != DONE:
+                out.append(f"{exp.label(k, q)} child {c} ({exp.child_folder(k, c, q)})")
     return out
 
 
-def fork_complete(exp: Experiment, fork: int) -> bool:
-    return all(run_status(exp.child_config(fork, c)).state == DONE for c in CHILDREN)
+def fork_complete(exp: Experiment, fork: int, pair: int = 0) -> bool:
+    return all(run_status(exp.child_config(fork, c, pair=pair)).state == DONE for c in CHILDREN)
 
 
 def evaluate_missing(
-    exp: Experiment, forks: Sequence[int] | None = None, evaluator: Evaluator | None = None
+    exp: Experiment,
+    units: Sequence[tuple[int, int]] | None = None,
+    evaluator: Evaluator | None = None,
 ) -> tuple[list[int], float]:
-    """Evaluate every complete fork without its evaluations/fork_<k>.csv; (forks done, seconds)."""
+    """Evaluate every complete fork pair (of `units`, default all) without its evaluation file;
+    (the forks of the pairs evaluated, seconds)."""
     todo = [
-        k
-        for k in (range(len(exp.fork_points)) if forks is None else forks)
-        if not exp.evaluation_file(k).is_file() and fork_complete(exp, k)
+        (k, q)
+        for k, q in (exp.units() if units is None else units)
+        if not evaluated(exp, k, q) and fork_complete(exp, k, q)
     ]
     if not todo:
         return [], 0.0
     if evaluator is None:
-        evaluator = exp.evaluator()
+        evaluator = exp.evaluator(play)
     started = time.perf_counter()
-    for k in todo:
-        evaluate_fork(exp, k, evaluator)
-        print(f"evaluated {exp.label(k)}: {exp.alphas} α", flush=True)
-    return todo, time.perf_counter() - started
+    for k, q in todo:
+        evaluate_fork(exp, k, evaluator, q)
+        print(f"evaluated {exp.label(k, q)}: {exp.alphas} α", flush=True)
+    return sorted({k for k, _ in todo}), time.perf_counter() - started
 
 
 def write_tables_and_figures(
-    directory: Path, interp: pd.DataFrame, names: dict[int, str] | None, expert_sizes: list | None
+    directory: Path,
+    interp: pd.DataFrame,
+    names: dict[int, str] | None,
+    expert_sizes: list | None,
+    units: dict[tuple[int, int], dict | None] | None = None,
+    bootstrap: int = DEFAULTS.bootstrap,
 ) -> dict:
-    """interpolation.csv, instability.csv and fork_analysis/*.png of the given rows."""
+    """interpolation.csv, instability.csv, forks.csv, correlations.csv and fork_analysis/*.png of
+    the given rows (intervals from `units`, where given)."""
     from mop import lmc_plots
     from plotting_utils import save_figures
 
-    interp, table = write_tables(directory, interp)
-    figures = lmc_plots.lmc_figures(interp, table, names, expert_sizes)
+    results = write_tables(directory, interp, units, bootstrap)
+    figures = lmc_plots.lmc_figures(
+        results.interpolation, results.instability, names, expert_sizes, results.forks, results.correlations
+    )
     paths = save_figures(figures, directory / FIGURE_DIR)
     return {
         "interpolation": str(directory / INTERPOLATION_FILE),
         "instability": str(directory / INSTABILITY_FILE),
         "figures": [str(p) for p in paths],
-        "table": table,
+        "table": results.instability,
+        "forks": results.forks,
+        "correlations": results.correlations,
     }
 
 
-def analyze(directory: str | os.PathLike, evaluator: Evaluator | None = None) -> dict:
-    """Evaluate every complete fork not yet evaluated, then write the tables and figures of every
-    evaluated fork. 'missing' names each child (and the parent) that is not finished."""
+def evaluated(exp: Experiment, fork: int, pair: int = 0) -> bool:
+    """The pair's evaluation is on disk with its units (one without them, from before they were
+    kept, is evaluated again: the intervals need them)."""
+    path = exp.evaluation_file(fork, pair)
+    return path.is_file() and path.with_suffix(".npz").is_file()
+
+
+def check_bootstrap(count: int) -> int:
+    try:
+        return lmc_stats.check_bootstrap(count)
+    except ValueError as e:
+        raise LMCError(str(e)) from None
+
+
+def analyze(
+    directory: str | os.PathLike, evaluator: Evaluator | None = None, bootstrap: int = DEFAULTS.bootstrap
+) -> dict:
+    """Evaluate every complete fork pair not yet evaluated, then write the tables and figures of
+    every evaluated pair. 'missing' names each child (and the parent) that is not finished."""
+    check_bootstrap(bootstrap)
     exp = Experiment.load(directory)
     started = time.perf_counter()
     missing = missing_children(exp)
-    evaluated, eval_s = evaluate_missing(exp, evaluator=evaluator)
-    done = [
-        k for k in range(len(exp.fork_points)) if exp.evaluation_file(k).is_file() and fork_complete(exp, k)
-    ]
+    forks, eval_s = evaluate_missing(exp, evaluator=evaluator)
+    done = [(k, q) for k, q in exp.units() if evaluated(exp, k, q) and fork_complete(exp, k, q)]
     summary: dict[str, Any] = {
         "results_dir": str(exp.directory),
-        "evaluated": evaluated,
+        "evaluated": forks,
         "missing": missing,
-        "analysed": done,
+        "analysed": sorted({k for k, _ in done}),
         "eval_s": eval_s,
     }
     if not done:
         return summary
-    interp = pd.concat([pd.read_csv(exp.evaluation_file(k)) for k in done], ignore_index=True)
+    interp = pd.concat([pd.read_csv(exp.evaluation_file(k, q)) for k, q in done], ignore_index=True)
+    units = {(k, q): load_units(exp.evaluation_file(k, q).with_suffix(".npz")) for k, q in done}
     names = {k: name for name, k in fork_names(interp).items()}
     figures_started = time.perf_counter()
     sizes = exp.train["expert_hidden_sizes"]
-    summary.update(write_tables_and_figures(exp.directory, interp, names, sizes))
+    summary.update(write_tables_and_figures(exp.directory, interp, names, sizes, units, bootstrap))
     summary["figures_s"] = time.perf_counter() - figures_started
     summary["analysis_s"] = time.perf_counter() - started
     return summary
@@ -664,18 +493,20 @@ def prepare(exp: Experiment) -> Experiment:
 
 
 def training_jobs(exp: Experiment) -> list[dict]:
-    """The children's training units after the parent: one per child, or one per fork for the
-    shared strategy (its pair runs in lockstep in one process). Modal runs each in a container."""
+    """The children's training units after the parent: one per child, or one per pair for the
+    shared strategy (a pair runs in lockstep in one process). Modal runs each in a container."""
     per_fork = [list(CHILDREN)] if exp.strategy == "shared" else [[c] for c in CHILDREN]
-    return [{"fork": k, "children": c} for k in range(len(exp.fork_points)) for c in per_fork]
+    # pair 0's jobs carry no "pair" key, as before child pairs
+    return [{"fork": k, "children": c} | ({"pair": q} if q else {}) for k, q in exp.units() for c in per_fork]
 
 
 def drop_stale_evaluations(exp: Experiment, trained: dict[str, str]) -> None:
-    """A fork whose children were (re)trained now ({"<k><child>": "trained"|"resumed"|...}) is
-    evaluated anew: its evaluations/fork_<k>.csv goes."""
-    for k in range(len(exp.fork_points)):
-        if any(trained.get(f"{k}{c}", "done") != "done" for c in CHILDREN):
-            exp.evaluation_file(k).unlink(missing_ok=True)
+    """A fork pair whose children were (re)trained now ({run_key: "trained"|"resumed"|...}) is
+    evaluated anew: its evaluation files go."""
+    for k, q in exp.units():
+        if any(trained.get(run_key(k, c, q), "done") != "done" for c in CHILDREN):
+            exp.evaluation_file(k, q).unlink(missing_ok=True)
+            exp.evaluation_file(k, q).with_suffix(".npz").unlink(missing_ok=True)
 
 
 def _setting(exp: Experiment, key: str) -> Any:
@@ -692,9 +523,11 @@ def run_experiment(
     parallel_children: int = 1,
     given: set[str] | None = None,
     command: str = "",
+    bootstrap: int = DEFAULTS.bootstrap,
 ) -> dict:
-    """Train the parent and every child, evaluate every fork, write tables and figures; resumable
-    (every finished run, child and fork evaluation is kept)."""
+    """Train the parent and every child, evaluate every fork pair, write tables and figures;
+    resumable (every finished run, child and pair evaluation is kept)."""
+    check_bootstrap(bootstrap)
     exp = open_experiment(exp, resume, given)
     started = time.perf_counter()
     prepare(exp)
@@ -702,7 +535,7 @@ def run_experiment(
     trained.update(train_children(exp, progress, parallel_children))
     drop_stale_evaluations(exp, trained)
     train_s = time.perf_counter() - started
-    summary = analyze(exp.directory)
+    summary = analyze(exp.directory, bootstrap=bootstrap)
     wall = time.perf_counter() - started
     timing = {
         "command": command,
@@ -729,10 +562,12 @@ def compare(
     eval_envs: int = DEFAULTS.eval_envs,
     heldout_episodes: int = DEFAULTS.heldout_episodes,
     results_root: str = DEFAULTS.results_root,
+    bootstrap: int = DEFAULTS.bootstrap,
 ) -> dict:
     """Interpolate any two checkpoints of one architecture and level (e.g. two seeds of a trial,
-    or runs trained on Modal): interpolation.csv, instability.csv and the figures in `out`."""
+    or runs trained on Modal): the tables, the units (evaluations/fork_0.npz) and the figures in `out`."""
     check_evaluation(alphas, eval_episodes, eval_envs, heldout_episodes, "the two checkpoints")
+    check_bootstrap(bootstrap)
     ckpts = []
     for name, path in (("a", path_a), ("b", path_b)):
         try:
@@ -758,7 +593,9 @@ def compare(
     max_steps = config.get("max_steps")
     held = heldout_set(directory / HELDOUT_FILE, task_id, heldout_episodes, max_steps)
     evaluator = Evaluator(task_id, max_steps, eval_episodes, eval_envs, held, play)
-    interp = interpolation_table(*ckpts, alpha_values(alphas), evaluator, path_a)  # fork 0, point NaN
+    interp, units = interpolation_table(*ckpts, alpha_values(alphas), evaluator, path_a)  # fork 0, point NaN
+    (directory / EVAL_DIR).mkdir(exist_ok=True)
+    save_units(directory / EVAL_DIR / "fork_0.npz", units)
     atomic_write_text(
         directory / CONFIG_FILE,
         json.dumps(
@@ -774,7 +611,9 @@ def compare(
         + "\n",
     )
     names = {0: f"{labels[0]} vs {labels[1]}"}
-    summary = write_tables_and_figures(directory, interp, names, config.get("expert_hidden_sizes"))
+    summary = write_tables_and_figures(
+        directory, interp, names, config.get("expert_hidden_sizes"), {(0, 0): units}, bootstrap
+    )
     summary.update(results_dir=str(directory), eval_s=evaluator.seconds)
     return summary
 
@@ -785,7 +624,7 @@ def compare(
 def _train_flags(parser: argparse.ArgumentParser) -> None:
     # the experiment's settings are absent when not given: --resume compares only those given
     add_flags(parser, EXPERIMENT_SETTINGS, given_only=True)
-    add_flags(parser, ("results_root", "parallel_children"))
+    add_flags(parser, ("results_root", "parallel_children", "bootstrap"))
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
 
 
@@ -828,7 +667,7 @@ def build_experiment(
     points = _points(given.fork_points)
     train = {**dataclasses.asdict(cfg), "seed": seed, "checkpoint_dir": str(directory / CHECKPOINT_DIR)}
     evaluation = {k: getattr(given, k) for k in EVALUATION_SETTINGS}
-    exp = Experiment(directory, train, tuple(points), strategy, **evaluation)
+    exp = Experiment(directory, train, tuple(points), strategy, **evaluation, pairs=given.pairs)
     # With resume the stored experiment is the one that runs (open_experiment compares the given
     # settings with it); these defaults need not fit it.
     return exp if resume else exp.check()
@@ -859,10 +698,11 @@ def _analyze_main(argv: list[str]) -> dict:
         required=True,
         help="the experiment folder (<results_root>/<task>/seed_<S>/<strategy>)",
     )
+    add_flags(parser, ("bootstrap",))
     args = parser.parse_args(argv)
-    summary = analyze(args.results_dir)
+    summary = analyze(args.results_dir, bootstrap=args.bootstrap)
     if "table" in summary:
-        print(*findings(summary["table"]), sep="\n")
+        print(*findings(summary["table"], summary["forks"], summary["correlations"]), sep="\n")
         print(
             f"wrote {summary['interpolation']}, {summary['instability']} and {len(summary['figures'])} figures"
         )
@@ -890,11 +730,13 @@ def _compare_main(argv: list[str]) -> dict:
     parser.add_argument(
         "--out", default=None, help="output folder (default <results_root>/compare/<task>/<a>__<b>)"
     )
-    add_flags(parser, ("results_root", *EVALUATION_SETTINGS), compare=True)
+    add_flags(parser, ("results_root", *EVALUATION_SETTINGS, "bootstrap"), compare=True)
     args = parser.parse_args(argv)
     evaluation = {k: getattr(args, k) for k in EVALUATION_SETTINGS}
-    summary = compare(args.a, args.b, args.out, results_root=args.results_root, **evaluation)
-    print(*findings(summary["table"]), sep="\n")
+    summary = compare(
+        args.a, args.b, args.out, results_root=args.results_root, bootstrap=args.bootstrap, **evaluation
+    )
+    print(*findings(summary["table"], summary["forks"], summary["correlations"]), sep="\n")
     print(f"wrote {summary['results_dir']}")
     return summary
 
@@ -905,6 +747,7 @@ def _train_main(argv: list[str]) -> dict:
     exp, given = experiment_from_args(args)
     if args.parallel_children < 1:
         raise LMCError(f"--parallel_children must be at least 1, got {args.parallel_children}")
+    check_bootstrap(args.bootstrap)
     learner_device(exp.parent_config())  # a GPU this machine lacks: one line before config.json
     torch.set_num_threads(1)
     summary = run_experiment(
@@ -914,9 +757,10 @@ def _train_main(argv: list[str]) -> dict:
         args.parallel_children,
         given,
         shlex.join(["python", "lmc.py", *argv]),
+        args.bootstrap,
     )
     if "table" in summary:
-        print(*findings(summary["table"]), sep="\n")
+        print(*findings(summary["table"], summary["forks"], summary["correlations"]), sep="\n")
     t = summary["timing"]
     print(
         f"{summary['results_dir']}: {t['wall_s'] / 60:.1f} min, training {t['train_s'] / 60:.1f} min, "

@@ -681,23 +681,26 @@ def _lmc_prepare_body(spec: dict, root: str) -> str:
 
 
 def _lmc_train_body(directory: str, job: dict, commit: Callable[[], None] | None = None) -> dict:
-    """One training unit: the parent (fork None) or fork `fork`'s children; {run: what was done}."""
+    """One training unit: the parent (fork None) or one pair of fork `fork`'s children (job "pair",
+    default 0); {run: what was done}."""
     import lmc
 
     exp = lmc.Experiment.load(directory)
+    pair = job.get("pair", 0)
     with _committing(commit):
         if job["fork"] is None:
             return {"parent": lmc.train_parent(exp, progress=False)}
-        done = lmc.train_fork(exp, job["fork"], job["children"], progress=False)
-    return {f"{job['fork']}{c}": v for c, v in done.items()}
+        done = lmc.train_fork(exp, job["fork"], job["children"], progress=False, pair=pair)
+    return {lmc.run_key(job["fork"], c, pair): v for c, v in done.items()}
 
 
-def _lmc_eval_body(directory: str, fork: int) -> dict:
-    """One fork's interpolation evaluation (evaluations/fork_<k>.csv), unless it is there."""
+def _lmc_eval_body(directory: str, fork: int, pair: int = 0) -> dict:
+    """One fork pair's interpolation evaluation (evaluations/fork_<k>[_pair_<q>].csv/.npz), unless
+    it is there."""
     import lmc
 
-    evaluated, seconds = lmc.evaluate_missing(lmc.Experiment.load(directory), [fork])
-    return {"fork": fork, "evaluated": bool(evaluated), "eval_s": seconds}
+    evaluated, seconds = lmc.evaluate_missing(lmc.Experiment.load(directory), [(fork, pair)])
+    return {"fork": fork, "pair": pair, "evaluated": bool(evaluated), "eval_s": seconds}
 
 
 def _lmc_experiment_body(spec: dict, root: str, train: Any, evaluate: Any, volume: Any) -> dict:
@@ -715,12 +718,14 @@ def _lmc_experiment_body(spec: dict, root: str, train: Any, evaluate: Any, volum
         try:
             trained.update(call.get())
         except Exception as e:
-            errors.append(f"fork {job['fork']} {'+'.join(job['children'])}: {type(e).__name__}: {e}")
+            where = f"fork {job['fork']}" + (f" pair {job['pair']}" if job.get("pair") else "")
+            errors.append(f"{where} {'+'.join(job['children'])}: {type(e).__name__}: {e}")
     volume.reload()
     lmc.drop_stale_evaluations(exp, trained)
     volume.commit()
-    forks = list(range(len(exp.fork_points)))
-    for result in evaluate.map([directory] * len(forks), forks, return_exceptions=True):
+    units = exp.units()
+    forks, pairs = [k for k, _ in units], [q for _, q in units]
+    for result in evaluate.map([directory] * len(units), forks, pairs, return_exceptions=True):
         if isinstance(result, BaseException):
             errors.append(f"evaluation: {type(result).__name__}: {result}")
     volume.reload()
@@ -758,10 +763,10 @@ def lmc_train(directory: str, job: dict) -> dict:
     retries=EVAL_RETRIES,
     volumes={LMC_ROOT: lmc_volume},
 )
-def lmc_evaluate(directory: str, fork: int) -> dict:
-    """One fork's interpolation evaluation, in its own container."""
+def lmc_evaluate(directory: str, fork: int, pair: int = 0) -> dict:
+    """One fork pair's interpolation evaluation, in its own container."""
     lmc_volume.reload()
-    result = _lmc_eval_body(directory, fork)
+    result = _lmc_eval_body(directory, fork, pair)
     lmc_volume.commit()
     return result
 
@@ -806,6 +811,7 @@ def lmc_flags_spec(
     num_updates: int | None = None,
     eval_episodes: int = LMC_DEFAULTS.eval_episodes,
     heldout_episodes: int = LMC_DEFAULTS.heldout_episodes,
+    pairs: int = LMC_DEFAULTS.pairs,
     set: str = "",
     config: str = "",
     **_: Any,
@@ -816,6 +822,7 @@ def lmc_flags_spec(
         "alphas": alphas,
         "eval_episodes": eval_episodes,
         "heldout_episodes": heldout_episodes,
+        "pairs": pairs,
     } | ({"fork_buffer_strategy": fork_buffer_strategy} if fork_buffer_strategy else {})
     return lmc_spec(task_id, seed, settings, set, config, {"num_updates": num_updates})
 
@@ -830,6 +837,7 @@ def lmc(
     num_updates: int | None = None,
     eval_episodes: int = LMC_DEFAULTS.eval_episodes,
     heldout_episodes: int = LMC_DEFAULTS.heldout_episodes,
+    pairs: int = LMC_DEFAULTS.pairs,
     set: str = "",
     config: str = "",
 ) -> None:

@@ -39,11 +39,27 @@ from tqdm.auto import tqdm
 from eval_mop import ActedStep, run_episodes
 from mop.babyai_env import EVAL_SEED_START
 from mop.devices import DEVICE_HELP, DeviceError, device_label, resolve_device, use_deterministic
-from mop.experiment import ArgumentParser, CheckpointError, load_policy
+from mop.experiment import LIMITS, ArgumentParser, CheckpointError, ConfigError, check_number, load_policy
 from mop.numpy_policy import one_thread
-from mop.runs import RunId, RunPathError, atomic_write, atomic_write_text, parse_checkpoint_name
+from mop.runs import (
+    OutputError,
+    RunId,
+    RunPathError,
+    atomic_write,
+    atomic_write_text,
+    check_writable_dir,
+    parse_checkpoint_name,
+)
 
 SCHEMA_VERSION = 1
+# The command line's numbers: (low, high), whole numbers (an episode limit of 0 or -5 recorded
+# one-step episodes, 1e11 never ended; LIMITS["max_steps"] is the training config's own bound).
+NUMBER_FLAGS = {
+    "num_episodes": (1, 10**7),
+    "num_envs": (1, LIMITS["num_envs"][0]),
+    "chunk_steps": (1, 10**8),
+    "max_steps": (1, LIMITS["max_steps"][0]),
+}
 METADATA_FILE = "metadata.json"
 RECORDINGS_ROOT = "recordings"
 
@@ -328,8 +344,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default auto)")
     args = parser.parse_args(argv)
     try:
-        if args.num_episodes < 1 or args.num_envs < 1 or args.chunk_steps < 1:
-            raise RecordingError("--num_episodes, --num_envs and --chunk_steps must be >= 1")
+        for name, (low, high) in NUMBER_FLAGS.items():
+            if getattr(args, name) is not None:
+                check_number(getattr(args, name), f"--{name}", low, high, whole=True)
         try:  # before anything is read or written
             resolve_device(args.device)
         except DeviceError as e:
@@ -339,6 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
             out = recording_dir(RECORDINGS_ROOT, config, args.checkpoint)
         else:
             out = Path(args.out)
+        check_writable_dir(out, "--out")
         meta = record(
             args.checkpoint,
             out,
@@ -349,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
             True,
             args.device,
         )
-    except (RecordingError, CheckpointError, RunPathError) as e:
+    except (RecordingError, CheckpointError, RunPathError, ConfigError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(

@@ -7,6 +7,12 @@ episode in ten is held out, and held-out reconstruction accuracy per channel, ag
 and action agreement are logged to metrics.jsonl beside the checkpoints:
     <out>/model_<update>.pt, model_final.pt, metrics.jsonl
 (default out: generative/<task>/trial_<N>/[seed_<S>/]<final|update_U>/, mirroring the recording).
+One process writes an --out folder at a time (mop.runs.own_run, the run lock every writer of a run
+folder takes: a second is refused in one line). --resume continues from the newest model file and
+drops the metrics rows logged after it (a run killed between checkpoints logs those updates again).
+KL: --kl_free_bits λ trains on sum_d max(KL_d, λ) (free bits per latent dimension) and
+--kl_warmup_updates N scales the KL term up from 0 over the first N updates; metrics.jsonl logs the
+true KL (loss/kl, nats per window) and the dimensions above 0.01 nats (loss/kl_active_dims).
 
     python train_generative.py --dataset recordings/BabyAI-UnlockPickup-v0/trial_0/final \
         --num_sim_steps 16 --num_init_steps 3 --num_updates 5000
@@ -36,13 +42,47 @@ from mop.devices import (
     to_cpu,
     use_deterministic,
 )
-from mop.experiment import ArgumentParser, CheckpointError, load_policy
+from mop.experiment import LIMITS, ArgumentParser, CheckpointError, ConfigError, check_number, load_policy
 from mop.generative import GenerativeConfig, GenerativeModel, losses, reconstruction_metrics
-from mop.runs import RunPathError, atomic_write, run_subpath
+from mop.runs import (
+    OutputError,
+    RunLockedError,
+    RunPathError,
+    atomic_write,
+    atomic_write_text,
+    check_writable_dir,
+    own_run,
+    run_subpath,
+)
 from record import RecordingError, load_windows, read_metadata, weights_hash
 
 MODEL_FORMAT = 2  # 2: the canvas decoder (format 1 models have no canvas: retrain them)
-LOSS_NAMES = ("obs", "hx", "act_log_probs", "done", "kl")
+LOSS_NAMES = ("obs", "hx", "act_log_probs", "done", "kl")  # the --loss_scale_<name> terms
+# Every numeric flag: (low, high, low excluded, whole number). Checked before anything is read or
+# written (mop.experiment.check_number: finite, in range).
+NUMBER_FLAGS = {
+    "num_init_steps": (1, 1000, False, True),
+    "num_sim_steps": (1, 1000, False, True),
+    "num_updates": (1, LIMITS["num_updates"][0], False, True),
+    "batch_size": (1, 100_000, False, True),
+    "lr": (0, 1, True, False),
+    "z_dim": (1, 4096, False, True),
+    "hidden_size": (1, 4096, False, True),
+    "obs_temperature": (0, 1000, True, False),
+    "decoder_channels": (1, 1024, False, True),
+    "map_channels": (0, 64, False, True),
+    "action_forcing": (0, 1, False, False),
+    **{f"loss_scale_{k}": (0, 1e6, False, False) for k in LOSS_NAMES},
+    "kl_free_bits": (0, 100, False, False),
+    "kl_warmup_updates": (0, LIMITS["num_updates"][0], False, True),
+    "max_minutes": (0, 1e6, True, False),
+    "log_interval": (1, LIMITS["num_updates"][0], False, True),
+    "checkpoint_interval": (1, LIMITS["num_updates"][0], False, True),
+    "max_windows": (1, 10**8, False, True),
+    "max_held_out": (1, 10**7, False, True),
+    "seed": (0, LIMITS["seed"][0], False, True),
+    "num_threads": (1, 1024, False, True),
+}
 HELD_OUT_EVERY = 10  # episode % 10 == 0 is held out
 LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of --lr
 
@@ -157,7 +197,7 @@ def evaluate(model, agent, windows, index, lang_table, batch_size: int = 256) ->
     n = 0
     for lo in range(0, len(index), batch_size):
         batch = to_tensors(windows, index[lo : lo + batch_size], lang_table.device)
-        loss, sim = losses(model, agent, batch, lang_table, sample=False)
+        loss, sim = losses(model, agent, batch, lang_table, sample=False)  # kl: the plain KL
         m = {
             **{f"loss/{k}": float(v) for k, v in loss.items()},
             **reconstruction_metrics(sim, batch, model.config.num_init_steps),
@@ -209,6 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss_scale_done", type=float, default=0.1)
     p.add_argument("--loss_scale_kl", type=float, default=0.01)
     p.add_argument(
+        "--kl_free_bits",
+        type=float,
+        default=0.0,
+        help="free bits: nats per latent dimension the KL term does not push back to the prior "
+        "(sum_d max(KL_d, λ); 0: the plain KL)",
+    )
+    p.add_argument(
+        "--kl_warmup_updates",
+        type=int,
+        default=0,
+        help="scale the KL term linearly from 0 to --loss_scale_kl over this many updates (0: off)",
+    )
+    p.add_argument(
         "--max_minutes",
         type=float,
         default=None,
@@ -247,15 +300,29 @@ def _newest_model(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def check_numbers(args: argparse.Namespace, rules: dict[str, tuple]) -> None:
+    """ConfigError naming the first flag of `rules` whose value is not a finite number in its range
+    (None: the flag is unset, allowed)."""
+    for name, (low, high, low_open, whole) in rules.items():
+        value = getattr(args, name)
+        if value is not None:
+            check_number(value, f"--{name}", low, high, low_open, whole)
+
+
+def _truncate_metrics(path: Path, last_update: int) -> None:
+    """Drop metrics rows logged after `last_update` (updates a killed run logged after its newest
+    model file: the resumed run logs them again)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("update", 0) <= last_update]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
 def train(args: argparse.Namespace) -> dict:
+    check_numbers(args, NUMBER_FLAGS)
     torch.set_num_threads(args.num_threads)
-    for name in ("num_updates", "batch_size", "log_interval", "checkpoint_interval"):
-        if getattr(args, name) < 1:
-            raise GenerativeError(f"--{name} must be >= 1")
-    if args.max_minutes is not None and not args.max_minutes > 0:
-        raise GenerativeError(f"--max_minutes must be > 0, got {args.max_minutes}")
-    if not 0 <= args.action_forcing <= 1:
-        raise GenerativeError(f"--action_forcing must be in [0, 1], got {args.action_forcing}")
     try:
         device = resolve_device(args.device)
     except DeviceError as e:
@@ -276,6 +343,14 @@ def train(args: argparse.Namespace) -> dict:
     agent_path = args.agent_checkpoint or meta["checkpoint_path"]
     agent, encoder, agent_config = load_agent(agent_path, meta["agent_hash"])
     out = Path(args.out) if args.out else Path("generative") / run_subpath(args.dataset)
+    check_writable_dir(out, "--out")
+    with own_run(out):  # one writer per folder: a second training into it is refused
+        return _train_locked(args, config, meta, agent_path, agent, encoder, agent_config, out, device)
+
+
+def _train_locked(
+    args, config, meta, agent_path, agent, encoder, agent_config, out: Path, device: torch.device
+) -> dict:
     resume_from = _newest_model(out) if args.resume else None
     if args.resume and resume_from is None:
         raise GenerativeError(f"--resume: no model_*.pt in {str(out)!r}")
@@ -321,6 +396,8 @@ def train(args: argparse.Namespace) -> dict:
     metrics_path = out / "metrics.jsonl"
     if resume_from is None:
         metrics_path.unlink(missing_ok=True)
+    else:
+        _truncate_metrics(metrics_path, start)
     scales = {k: getattr(args, f"loss_scale_{k}") for k in LOSS_NAMES}
 
     def save(update: int, final: bool) -> Path:
@@ -361,8 +438,12 @@ def train(args: argparse.Namespace) -> dict:
             rng.choice(train_idx, size=args.batch_size, replace=len(train_idx) < args.batch_size),
             device,
         )
-        loss, _ = losses(model, agent, batch, lang_table, action_forcing=args.action_forcing)
-        total = sum(scales[k] * loss[k] for k in LOSS_NAMES)
+        loss, _ = losses(
+            model, agent, batch, lang_table, action_forcing=args.action_forcing, free_bits=args.kl_free_bits
+        )
+        warmup = min(1.0, (update + 1) / args.kl_warmup_updates) if args.kl_warmup_updates else 1.0
+        total = sum(scales[k] * loss[k] for k in LOSS_NAMES if k != "kl")
+        total = total + warmup * scales["kl"] * loss["kl_objective"]
         optimizer.zero_grad()
         total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -376,6 +457,7 @@ def train(args: argparse.Namespace) -> dict:
                 **{f"train/{k}": v.item() for k, v in loss.items()},
                 "train/grad_norm": float(grad_norm),
                 "train/lr": optimizer.param_groups[0]["lr"],
+                "train/kl_weight": warmup * scales["kl"],
                 **evaluate(model, agent, windows, held_idx, lang_table),
                 "time/elapsed_s": time.perf_counter() - started,
             }
@@ -408,7 +490,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     try:
         summary = train(args)
-    except (GenerativeError, RecordingError, RunPathError) as e:
+    except (GenerativeError, RecordingError, RunPathError, ConfigError, RunLockedError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     m = summary["metrics"]

@@ -11,22 +11,32 @@ experiment (parent, forks, children) and its `compare`; mop/lmc_plots.py draws t
   expert usage) and, on a held-out labelled set (`heldout_set`: bot-driven episodes on evaluation
   seeds EVAL_SEED_START + k, saved once per experiment), the mean cross-entropy against the bot's
   labels and the accuracy (`heldout_pass`: teacher-forced, memory from each episode's reset).
-- Instability (Frankle et al. 2020, `barrier`): max over α of [f(α) − ((1−α)·f(0) + α·f(1))] for
-  the held-out loss f; for success the sign is flipped (the drop below the line). Both the height
-  and its α are reported; identical children give exactly 0.
+- Instability (numbers from mop/lmc_stats.py, `instability_table`): both barrier forms of the
+  held-out loss f and of success (sign flipped: the drop), named barrier_line (Entezari et al.
+  2022: max over α of f(α) − ((1−α)·f(0) + α·f(1))) and barrier_mean (Frankle et al. 2020 and seed
+  003: max over α of f(α) − (f(0) + f(1))/2), each with its α, its signed interior extreme and its
+  percentile bootstrap interval (units: held-out episodes for the loss, layouts for success); the
+  success drop at the midpoint as a paired per-layout statistic with its interval and an exact sign
+  test. Identical children give exactly 0 for both forms.
 - Routing agreement (`routing_agreement`), on the held-out labelled states: per layer, the mean
   Jensen–Shannon divergence (bits, in [0, 1]) between two router distributions and the fraction of
   states whose dominant expert agrees, between the children (α = 0 vs 1) and between each child
-  and θ(α). Heterogeneous expert sizes make experts identifiable: no permutation matching.
+  and θ(α). Heterogeneous expert sizes make experts identifiable: no permutation matching. A layer
+  whose router gives >= 99% of its weight to the same expert in both children agrees trivially: it
+  is marked, and the means are also given over the other layers.
 
-Tables: the interpolation table (COLUMNS: one row per fork × α × metric: value, ci_low, ci_high)
-and the instability table (`instability_table`: one row per fork). An analysed folder holds them as
-interpolation.csv and instability.csv (`write_tables` writes, `load_results` reads them back).
-Reads checkpoints and heldout.npz; writes heldout.npz (first use) and the two CSVs.
+Tables: the interpolation table (COLUMNS: one row per fork × pair × α × metric: value, ci_low,
+ci_high), the units of each fork pair (UNIT_KEYS, an .npz: success per layout and cross-entropy
+per held-out episode at every α, what the intervals resample), the instability table (one row per
+fork pair), the fork summary (one row per fork: means and t intervals across pairs) and the
+correlations (Spearman ρ with permutation p). An analysed folder holds them as interpolation.csv,
+instability.csv, forks.csv and correlations.csv (`write_tables` writes; `load_results`,
+`load_summaries` read them back). Reads checkpoints and heldout.npz; writes heldout.npz (first use),
+the units and the CSVs.
 
     ev = Evaluator(task_id, max_steps, 100, 16, heldout_set(path, task_id, 100, max_steps), play)
-    table = interpolation_table(ckpt_a, ckpt_b, alpha_values(11), ev, "a.pt")
-    instability_table(table)
+    table, units = interpolation_table(ckpt_a, ckpt_b, alpha_values(11), ev, "a.pt")
+    instability_table(table, {(0, 0): units}, bootstrap=1000)
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -45,6 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from mixture_of_experts import build_policy
+from mop import lmc_stats
 from mop.babyai_env import EVAL_SEED_START, encode_obs, make_env
 from mop.bot_demos import bot_episode
 from mop.bot_paths import BotPaths
@@ -56,9 +67,42 @@ from mop.runs import atomic_write
 # The files of an analysed experiment (or compare) folder.
 CONFIG_FILE, HELDOUT_FILE = "config.json", "heldout.npz"
 INTERPOLATION_FILE, INSTABILITY_FILE = "interpolation.csv", "instability.csv"
-COLUMNS = ["fork", "fork_point", "fork_update", "alpha", "metric", "value", "ci_low", "ci_high"]
+FORKS_FILE, CORRELATIONS_FILE = "forks.csv", "correlations.csv"
+COLUMNS = ["fork", "pair", "fork_point", "fork_update", "alpha", "metric", "value", "ci_low", "ci_high"]
+UNIT_KEYS = ("alphas", "success", "ce_sum", "labels")
+DEFAULT_BOOTSTRAP = 1000
+# A layer whose router gives at least this share of its weight to one expert in both children
+# (the same expert) agrees trivially: its agreement says nothing about the children.
+TRIVIAL_SHARE = 0.99
+PAIRED_COLUMNS = (
+    "midpoint_alpha",
+    "success_drop_mid",
+    "success_drop_mid_ci_low",
+    "success_drop_mid_ci_high",
+    "success_drop_mid_n_worse",
+    "success_drop_mid_n_better",
+    "success_drop_mid_p",
+)
+# Averaged over a fork's child pairs (fork_summary), and correlated with the barriers.
+SUMMARY_METRICS = (
+    "ce_barrier_line",
+    "ce_barrier_mean",
+    "success_barrier_line",
+    "success_barrier_mean",
+    "success_drop_mid",
+    "routing_js_mean_nontrivial",
+    "routing_agreement_mean_nontrivial",
+)
+CORRELATED_X = ("routing_agreement_mean_nontrivial", "routing_js_mean_nontrivial", "fork_point")
 # The instability.csv columns every figure reads (load_results refuses a table without them).
-INSTABILITY_COLUMNS = ["fork", "fork_point", "fork_update", "loss_barrier", "success_barrier"]
+INSTABILITY_COLUMNS = [
+    "fork",
+    "fork_point",
+    "fork_update",
+    "ce_barrier_line",
+    "ce_barrier_mean",
+    "success_barrier_line",
+]
 # What two checkpoints must share to be interpolated (plus identical parameter names and shapes).
 ARCHITECTURE_KEYS = (
     "policy_type",
@@ -181,18 +225,27 @@ def heldout_set(path: Path, task_id: str, count: int, max_steps: int | None) -> 
     return list(buffer.episodes)
 
 
+class HeldOut(NamedTuple):
+    """A teacher-forced pass over the held-out episodes."""
+
+    metrics: dict  # heldout_ce (nats per labelled step), heldout_accuracy
+    weights: list[np.ndarray]  # router weights per layer at every labelled state, (N, E) each
+    ce_sum: np.ndarray  # (episodes,) summed cross-entropy of each episode's labelled steps
+    labels: np.ndarray  # (episodes,) labelled steps of each episode
+
+
 @torch.no_grad()
-def heldout_pass(
+def heldout_detail(
     policy: torch.nn.Module,
     encoder: torch.nn.Module,
     episodes: Sequence[StoredEpisode],
     obs_encoding: str,
     batch_size: int = 64,
-) -> tuple[dict, list[np.ndarray]]:
-    """Teacher-forced pass over the held-out episodes (memory from each reset): ({heldout_ce,
-    heldout_accuracy}, router weights per layer at every labelled state, (N, E) each, states in
-    the same order for every policy)."""
-    ce_sum, correct, count = 0.0, 0, 0
+) -> HeldOut:
+    """Teacher-forced pass over the held-out episodes (memory from each reset), states in the same
+    order for every policy; per episode too, for the bootstrap over episodes."""
+    correct = 0
+    ce_parts, label_parts = [], []
     weights: list[list[np.ndarray]] = []
     for start in range(0, len(episodes), batch_size):
         chunk = episodes_as_chunk(list(episodes[start : start + batch_size]))
@@ -205,25 +258,51 @@ def heldout_pass(
         lang = encoder(chunk["missions"])[torch.from_numpy(chunk["mission_index"])]  # (L, B, lang_dim)
         memory = policy.init_memory(obs.shape[1])
         out = policy.forward_sequence(obs, lang, memory, torch.from_numpy(chunk["done"]))
-        mask = torch.from_numpy(chunk["label_mask"])
-        logits, labels = out.logits[mask].double(), torch.from_numpy(chunk["label"])[mask]
-        ce_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(-1) == labels).sum())
-        count += int(mask.sum())
+        mask = torch.from_numpy(chunk["label_mask"])  # (L, B)
+        labels = torch.from_numpy(chunk["label"])
+        logits = out.logits.double()
+        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(mask.shape)
+        ce_parts.append((ce * mask).sum(0).numpy())  # (B,)
+        label_parts.append(mask.sum(0).numpy())
+        correct += int((logits[mask].argmax(-1) == labels[mask]).sum())
         for k, w in enumerate(out.router_weights):
             if len(weights) <= k:
                 weights.append([])
             weights[k].append(w[mask].double().numpy())  # (n, E)
-    metrics = {"heldout_ce": ce_sum / count, "heldout_accuracy": correct / count}
-    return metrics, [np.concatenate(w) for w in weights]
+    ce_sum, counts = np.concatenate(ce_parts), np.concatenate(label_parts).astype(np.int64)
+    count = int(counts.sum())
+    metrics = {"heldout_ce": float(ce_sum.sum()) / count, "heldout_accuracy": correct / count}
+    return HeldOut(metrics, [np.concatenate(w) for w in weights], ce_sum, counts)
+
+
+def heldout_pass(
+    policy: torch.nn.Module,
+    encoder: torch.nn.Module,
+    episodes: Sequence[StoredEpisode],
+    obs_encoding: str,
+    batch_size: int = 64,
+) -> tuple[dict, list[np.ndarray]]:
+    """({heldout_ce, heldout_accuracy}, router weights per layer at every labelled state)."""
+    held = heldout_detail(policy, encoder, episodes, obs_encoding, batch_size)
+    return held.metrics, held.weights
 
 
 # ----------------------------------------------------------------------------- evaluation along the line
 
-# play(policy, encoder, config, evaluator) -> the episode metrics of one policy on the evaluator's
-# envs and layouts (lmc.py passes eval_mop's run_episodes + compute_metrics: the package does not
-# import the evaluation stage).
-Play = Callable[[torch.nn.Module, torch.nn.Module, dict, "Evaluator"], dict]
+# play(policy, encoder, config, evaluator) -> (the episode metrics of one policy on the evaluator's
+# envs and layouts, its success per layout in layout order) (lmc.py passes eval_mop's run_episodes
+# + compute_metrics: the package does not import the evaluation stage).
+Play = Callable[[torch.nn.Module, torch.nn.Module, dict, "Evaluator"], tuple[dict, np.ndarray]]
+
+
+class Evaluation(NamedTuple):
+    """One policy on the evaluator's layouts and held-out set."""
+
+    metrics: dict  # eval_mop's episode metrics + heldout_ce, heldout_accuracy
+    weights: list[np.ndarray]  # held-out router weights per layer, (N, E) each
+    success: np.ndarray  # (layouts,) bool, in layout order
+    ce_sum: np.ndarray  # (held-out episodes,) summed cross-entropy
+    labels: np.ndarray  # (held-out episodes,) labelled steps
 
 
 class Evaluator:
@@ -249,16 +328,14 @@ class Evaluator:
         self.play = play
         self.seconds = 0.0
 
-    def __call__(
-        self, policy: torch.nn.Module, encoder: torch.nn.Module, config: dict
-    ) -> tuple[dict, list[np.ndarray]]:
-        """(metrics, held-out router weights per layer) of one policy, as eval_mop.evaluate's."""
+    def __call__(self, policy: torch.nn.Module, encoder: torch.nn.Module, config: dict) -> Evaluation:
+        """One policy's metrics (as eval_mop.evaluate's), held-out router weights and per-unit results."""
         started = time.perf_counter()
         with one_thread():  # as eval_mop.evaluate: batches of <= num_envs rows
-            metrics = self.play(policy, encoder, config, self)
-            held, weights = heldout_pass(policy, encoder, self.heldout, config["obs_encoding"])
+            metrics, success = self.play(policy, encoder, config, self)
+            held = heldout_detail(policy, encoder, self.heldout, config["obs_encoding"])
         self.seconds += time.perf_counter() - started
-        return {**metrics, **held}, weights
+        return Evaluation({**metrics, **held.metrics}, held.weights, success, held.ce_sum, held.labels)
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -286,23 +363,37 @@ def _row(alpha: float, metric: str, value: float, ci: tuple[float, float] = (mat
 
 def interpolation_rows(
     ckpt_a: dict, ckpt_b: dict, alphas: Sequence[float], evaluator: Evaluator, path_a: str = "a"
-) -> list[dict]:
-    """Evaluate θ(α) for every α: long rows (alpha, metric, value, ci_low, ci_high)."""
+) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Evaluate θ(α) for every α: long rows (alpha, metric, value, ci_low, ci_high), and the units
+    (UNIT_KEYS: success per layout, cross-entropy and labels per held-out episode, per α)."""
     policy, encoder, config = load_policy(path_a, ckpt=ckpt_a)
     rows, heldout = [], {}
+    success, ce_sum, labels = [], [], None
     for alpha in alphas:
         policy = build_policy(config)
         policy.load_state_dict(interpolate(ckpt_a["policy_state_dict"], ckpt_b["policy_state_dict"], alpha))
         policy.eval()
         encoder.load_encoder_state(interpolate(ckpt_a["encoder_state"], ckpt_b["encoder_state"], alpha))
         encoder.eval()
-        metrics, heldout[alpha] = evaluator(policy, encoder, config)
-        for metric, value in metrics.items():
+        ev = evaluator(policy, encoder, config)
+        heldout[alpha] = ev.weights
+        success.append(np.asarray(ev.success, bool))
+        ce_sum.append(ev.ce_sum)
+        labels = ev.labels
+        for metric, value in ev.metrics.items():
             if metric in SKIPPED_METRICS:
                 continue
-            success = metric == "success_rate"
-            ci = (metrics["success_ci_low"], metrics["success_ci_high"]) if success else (math.nan,) * 2
+            is_success = metric == "success_rate"
+            ci = (
+                (ev.metrics["success_ci_low"], ev.metrics["success_ci_high"])
+                if is_success
+                else (math.nan,) * 2
+            )
             rows.append(_row(alpha, metric, float(value), ci))
+        for layer, w in enumerate(ev.weights):  # how much one expert takes: trivially agreeing layers
+            usage = w.mean(0)
+            rows.append(_row(alpha, f"top_weight_layer_{layer}", float(usage.max())))
+            rows.append(_row(alpha, f"top_expert_layer_{layer}", float(usage.argmax())))
     ends = {"a": heldout[alphas[0]], "b": heldout[alphas[-1]]}
     for alpha in alphas:
         for layer, w in enumerate(heldout[alpha]):
@@ -310,7 +401,13 @@ def interpolation_rows(
                 js, agree = routing_agreement(w, ref[layer])
                 rows.append(_row(alpha, f"js_to_{child}_layer_{layer}", js))
                 rows.append(_row(alpha, f"agree_to_{child}_layer_{layer}", agree))
-    return rows
+    units = {
+        "alphas": np.asarray([round(float(a), 12) for a in alphas]),
+        "success": np.stack(success).astype(np.uint8),
+        "ce_sum": np.stack(ce_sum),
+        "labels": np.asarray(labels, np.int64),
+    }
+    return rows, units
 
 
 def interpolation_table(
@@ -322,37 +419,65 @@ def interpolation_table(
     fork: int = 0,
     fork_point: float = math.nan,
     fork_update: float = math.nan,
-) -> pd.DataFrame:
-    """interpolation_rows as one fork's rows of the interpolation table (COLUMNS)."""
-    table = pd.DataFrame(interpolation_rows(ckpt_a, ckpt_b, alphas, evaluator, path_a))
+    pair: int = 0,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """interpolation_rows as one fork pair's rows of the interpolation table (COLUMNS), and its units."""
+    rows, units = interpolation_rows(ckpt_a, ckpt_b, alphas, evaluator, path_a)
+    table = pd.DataFrame(rows)
     table.insert(0, "fork", fork)
-    table.insert(1, "fork_point", fork_point)
-    table.insert(2, "fork_update", fork_update)
-    return table[COLUMNS]
+    table.insert(1, "pair", pair)
+    table.insert(2, "fork_point", fork_point)
+    table.insert(3, "fork_update", fork_update)
+    return table[COLUMNS], units
+
+
+def save_units(path: Path, units: dict[str, np.ndarray]) -> Path:
+    """One fork pair's units (UNIT_KEYS) as .npz, atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **{k: units[k] for k in UNIT_KEYS})
+
+    return atomic_write(path, write)
+
+
+def load_units(path: Path) -> dict[str, np.ndarray] | None:
+    """The units saved at `path`; None when there are none (an evaluation from before they were
+    kept: its intervals are not measured) or the file is unreadable."""
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in UNIT_KEYS}
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- instability (numbers)
 
 
-def _line(f0: float, f1: float, alpha: np.ndarray) -> np.ndarray:
-    """(1−α)·f0 + α·f1, exact at the ends and equal to f0 when f0 = f1 (lerp's two-sided form)."""
-    return np.where(alpha < 0.5, f0 + alpha * (f1 - f0), f1 - (1.0 - alpha) * (f1 - f0))
-
-
 def barrier(alpha: Sequence[float], values: Sequence[float], sign: float = 1.0) -> tuple[float, float]:
-    """(height, α) of max over α of sign·[f(α) − ((1−α)·f(0) + α·f(1))] (Frankle et al. 2020):
-    sign 1 for a loss, −1 for success (its drop below the line). 0 at α = 0 when nothing rises."""
-    a, f = np.asarray(alpha, float), np.asarray(values, float)
-    order = np.argsort(a)
-    a, f = a[order], f[order]
-    gap = sign * (f - _line(f[0], f[-1], a))
-    i = int(np.nanargmax(gap))
-    return float(gap[i]) + 0.0, float(a[i])  # + 0.0: no -0.0 for a flat success curve
+    """(height, α) of the line form, max over α of sign·[f(α) − ((1−α)·f(0) + α·f(1))] (Entezari
+    et al. 2022; lmc_stats.barrier_line): sign 1 for a loss, −1 for success (its drop below the
+    line). 0 at α = 0 when nothing rises."""
+    b = lmc_stats.barrier_line(alpha, values, sign)
+    return b.height, b.alpha
 
 
-def wide(interp: pd.DataFrame, fork: int) -> pd.DataFrame:
-    """One fork's rows as a table: index alpha, one column per metric (+ success_ci_low/high)."""
-    rows = interp[interp["fork"] == fork]
+def with_pairs(interp: pd.DataFrame) -> pd.DataFrame:
+    """The table with its `pair` column (rows from before child pairs, without one or with it
+    empty: pair 0)."""
+    if "pair" in interp.columns and interp["pair"].notna().all():
+        return interp
+    interp = interp.copy()
+    if "pair" not in interp.columns:
+        interp.insert(1, "pair", 0)
+    interp["pair"] = interp["pair"].fillna(0).astype(int)
+    return interp
+
+
+def wide(interp: pd.DataFrame, fork: int, pair: int = 0) -> pd.DataFrame:
+    """One fork pair's rows as a table: index alpha, one column per metric (+ success_ci_low/high)."""
+    interp = with_pairs(interp)
+    rows = interp[(interp["fork"] == fork) & (interp["pair"] == pair)]
     table = rows.pivot_table(index="alpha", columns="metric", values="value", aggfunc="first").sort_index()
     success = rows[rows["metric"] == "success_rate"].set_index("alpha").sort_index()
     table["success_ci_low"], table["success_ci_high"] = success["ci_low"], success["ci_high"]
@@ -365,59 +490,216 @@ def layers_of(columns: Sequence[str], prefix: str) -> list[int]:
     return sorted(int(c.rsplit("_", 1)[1]) for c in columns if c.startswith(prefix))
 
 
-def instability_table(interp: pd.DataFrame) -> pd.DataFrame:
-    """One row per fork: the loss barrier (held-out CE) and the success drop with their α (and
-    the half-width of success's 95% Wilson interval there, the drop's noise scale), the
-    endpoints, and the children's routing agreement per layer (JS in bits, dominant-expert
-    agreement) and its mean over layers."""
-    rows = []
-    for fork, group in interp.groupby("fork", sort=True):
-        t = wide(interp, fork)
-        alpha = t.index.to_numpy(float)
-        loss, loss_at = barrier(alpha, t["heldout_ce"], 1.0)
-        drop, drop_at = barrier(alpha, t["success_rate"], -1.0)
-        row = {
-            "fork": fork,
-            "fork_point": group["fork_point"].iloc[0],
-            "fork_update": group["fork_update"].iloc[0],
-            "loss_barrier": loss,
-            "loss_barrier_alpha": loss_at,
-            "success_barrier": drop,
-            "success_barrier_alpha": drop_at,
-            # the noise scale of that drop: half the 95% Wilson interval of success at its α
-            "success_barrier_ci": float((t["success_ci_high"] - t["success_ci_low"]).loc[drop_at] / 2.0),
-            "heldout_ce_a": t["heldout_ce"].iloc[0],
-            "heldout_ce_b": t["heldout_ce"].iloc[-1],
-            "success_a": t["success_rate"].iloc[0],
-            "success_b": t["success_rate"].iloc[-1],
-        }
-        layers = layers_of(t.columns, "js_to_b_layer_")
-        for layer in layers:  # the children: θ(0) = A against B
-            row[f"routing_js_layer_{layer}"] = t[f"js_to_b_layer_{layer}"].iloc[0]
-            row[f"routing_agreement_layer_{layer}"] = t[f"agree_to_b_layer_{layer}"].iloc[0]
-        if layers:
-            row["routing_js_mean"] = float(np.mean([row[f"routing_js_layer_{k}"] for k in layers]))
-            row["routing_agreement_mean"] = float(
-                np.mean([row[f"routing_agreement_layer_{k}"] for k in layers])
+def units_of(interp: pd.DataFrame) -> list[tuple[int, int]]:
+    """The (fork, pair) of every fork pair in the table, sorted."""
+    interp = with_pairs(interp)
+    return sorted({(int(f), int(p)) for f, p in zip(interp["fork"], interp["pair"])})
+
+
+def _barrier_columns(row: dict, name: str, alpha: np.ndarray, f: np.ndarray, sign: float) -> None:
+    for form, function in (("line", lmc_stats.barrier_line), ("mean", lmc_stats.barrier_mean)):
+        b = function(alpha, f, sign)
+        row[f"{name}_barrier_{form}"] = b.height
+        row[f"{name}_barrier_{form}_alpha"] = b.alpha
+        row[f"{name}_barrier_{form}_ci_low"] = row[f"{name}_barrier_{form}_ci_high"] = math.nan
+        row[f"{name}_extreme_{form}"] = b.extreme
+    row[f"{name}_interior_better"] = lmc_stats.interior_better(alpha, f, sign)
+
+
+def _interval_columns(row: dict, alpha: np.ndarray, units: dict, bootstrap: int) -> None:
+    """The bootstrap intervals of both barriers and the paired midpoint test, from the units."""
+    if not np.allclose(np.sort(units["alphas"]), alpha):
+        raise LMCError("an evaluation's units do not match its interpolation rows (evaluate it again)")
+    order = np.argsort(units["alphas"], kind="stable")
+    success, ce_sum = units["success"][order], units["ce_sum"][order]
+    for name, intervals in (
+        ("ce", lmc_stats.bootstrap_barriers(alpha, ce_sum, units["labels"], bootstrap, 1.0)),
+        ("success", lmc_stats.bootstrap_barriers(alpha, success, None, bootstrap, -1.0)),
+    ):
+        for form in ("line", "mean"):
+            low, high = getattr(intervals, form)
+            row[f"{name}_barrier_{form}_ci_low"], row[f"{name}_barrier_{form}_ci_high"] = low, high
+    drop = lmc_stats.paired_drop(alpha, success, bootstrap)
+    row.update(
+        midpoint_alpha=drop.alpha,
+        success_drop_mid=drop.drop,
+        success_drop_mid_ci_low=drop.ci_low,
+        success_drop_mid_ci_high=drop.ci_high,
+        success_drop_mid_n_worse=drop.n_worse,
+        success_drop_mid_n_better=drop.n_better,
+        success_drop_mid_p=drop.p,
+    )
+
+
+def _routing_columns(row: dict, t: pd.DataFrame) -> None:
+    """Per layer: the children's JS and dominant-expert agreement, and whether the layer agrees
+    trivially (both children give >= TRIVIAL_SHARE of its weight to the same expert); the means
+    over all layers and over the non-trivial ones."""
+    layers = layers_of(t.columns, "js_to_b_layer_")
+    nontrivial = []
+    for layer in layers:  # the children: θ(0) = A against B
+        row[f"routing_js_layer_{layer}"] = t[f"js_to_b_layer_{layer}"].iloc[0]
+        row[f"routing_agreement_layer_{layer}"] = t[f"agree_to_b_layer_{layer}"].iloc[0]
+        top, expert = f"top_weight_layer_{layer}", f"top_expert_layer_{layer}"
+        if top in t:
+            trivial = bool(
+                t[top].iloc[0] >= TRIVIAL_SHARE
+                and t[top].iloc[-1] >= TRIVIAL_SHARE
+                and t[expert].iloc[0] == t[expert].iloc[-1]
             )
+            row[f"routing_trivial_layer_{layer}"] = trivial
+            if not trivial:
+                nontrivial.append(layer)
+        else:  # an evaluation from before the top weight was kept: not measured
+            row[f"routing_trivial_layer_{layer}"] = math.nan
+            nontrivial.append(layer)
+    if not layers:
+        return
+    for what in ("js", "agreement"):
+        row[f"routing_{what}_mean"] = float(np.mean([row[f"routing_{what}_layer_{k}"] for k in layers]))
+        row[f"routing_{what}_mean_nontrivial"] = (
+            float(np.mean([row[f"routing_{what}_layer_{k}"] for k in nontrivial])) if nontrivial else math.nan
+        )
+    row["routing_nontrivial_layers"] = len(nontrivial)
+
+
+def instability_table(
+    interp: pd.DataFrame,
+    units: dict[tuple[int, int], dict | None] | None = None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+) -> pd.DataFrame:
+    """One row per fork pair: both barrier forms (ce_*: held-out cross-entropy, success_*), each
+    with its α, signed interior extreme and (from the units) bootstrap interval; the paired
+    success drop at the midpoint with its interval and exact sign test; the endpoints; the
+    half-width of success's 95% Wilson interval at the line barrier's α (one α's noise, not an
+    interval for the drop); routing agreement per layer, trivial layers marked, and its means.
+    Without units (`units` None, or a pair missing from it) the intervals are NaN: not measured."""
+    interp = with_pairs(interp)
+    lmc_stats.check_bootstrap(bootstrap)
+    rows = []
+    for fork, pair in units_of(interp):
+        t = wide(interp, fork, pair)
+        first = interp[(interp["fork"] == fork) & (interp["pair"] == pair)].iloc[0]
+        alpha = t.index.to_numpy(float)
+        row: dict[str, Any] = {
+            "fork": fork,
+            "pair": pair,
+            "fork_point": first["fork_point"],
+            "fork_update": first["fork_update"],
+        }
+        _barrier_columns(row, "ce", alpha, t["heldout_ce"].to_numpy(float), 1.0)
+        _barrier_columns(row, "success", alpha, t["success_rate"].to_numpy(float), -1.0)
+        at = row["success_barrier_line_alpha"]
+        row["success_wilson_half_width"] = float((t["success_ci_high"] - t["success_ci_low"]).loc[at] / 2.0)
+        for key in PAIRED_COLUMNS:
+            row[key] = math.nan
+        found = (units or {}).get((fork, pair))
+        if found is not None:
+            _interval_columns(row, alpha, found, bootstrap)
+        row.update(
+            heldout_ce_a=t["heldout_ce"].iloc[0],
+            heldout_ce_b=t["heldout_ce"].iloc[-1],
+            success_a=t["success_rate"].iloc[0],
+            success_b=t["success_rate"].iloc[-1],
+        )
+        _routing_columns(row, t)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def findings(table: pd.DataFrame) -> list[str]:
-    """One line per fork of an instability table: its barriers and routing agreement."""
+def fork_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per fork: n_pairs and, for each SUMMARY_METRICS, the mean over its child pairs and
+    the Student-t 95% interval of that mean (NaN with one pair: not measured)."""
+    rows = []
+    for fork, group in table.groupby("fork", sort=True):
+        row = {
+            "fork": fork,
+            "fork_point": group["fork_point"].iloc[0],
+            "fork_update": group["fork_update"].iloc[0],
+            "n_pairs": len(group),
+        }
+        for metric in SUMMARY_METRICS:
+            values = group[metric] if metric in group else [math.nan]
+            row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = lmc_stats.across_pairs(values)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def correlations(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Spearman ρ and its permutation p (lmc_stats.spearman) of each of CORRELATED_X with each
+    CE barrier form: over forks (n forks, the pair means) and, when some fork has several pairs,
+    over pairs (n pairs; pairs of one fork share their fork point, so not independent in it)."""
+    rows = []
+    units = [("forks", summary)] + ([("pairs", table)] if len(table) > len(summary) else [])
+    for unit, frame in units:
+        for x in CORRELATED_X:
+            for y in ("ce_barrier_line", "ce_barrier_mean"):
+                if x not in frame or y not in frame:
+                    continue
+                c = lmc_stats.spearman(frame[x], frame[y])
+                rows.append(
+                    {"x": x, "y": y, "unit": unit, "n": c.n, "rho": c.rho, "p": c.p, "p_method": c.method}
+                )
+    return pd.DataFrame(rows, columns=["x", "y", "unit", "n", "rho", "p", "p_method"])
+
+
+def _interval(value: float, low: float, high: float, digits: int = 4) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return f"{value:.{digits}f} [interval not measured]"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def findings(
+    table: pd.DataFrame, summary: pd.DataFrame | None = None, corr: pd.DataFrame | None = None
+) -> list[str]:
+    """Lines for a terminal: per fork pair its barriers (both forms, intervals), the paired
+    midpoint test and routing agreement; per fork the means across pairs; the correlations."""
     lines = []
     for _, r in table.iterrows():
-        routing = (
-            f"  routing JS {r['routing_js_mean']:.3f} bits, dominant agree {r['routing_agreement_mean']:.2f}"
-            if "routing_js_mean" in r and pd.notna(r.get("routing_js_mean"))
-            else ""
-        )
+        where = f"fork {int(r['fork'])} ({r['fork_point']:g}, update {r['fork_update']:g})"
+        if "pair" in r and (table["pair"] > 0).any():
+            where += f" pair {int(r['pair'])}"
+        parts = []
+        for name in ("ce", "success"):
+            for form in ("line", "mean"):
+                key = f"{name}_barrier_{form}"
+                parts.append(
+                    f"{name} barrier_{form} "
+                    + _interval(r[key], r[f"{key}_ci_low"], r[f"{key}_ci_high"], 4 if name == "ce" else 3)
+                    + f" at α {r[f'{key}_alpha']:.2f} (interior extreme {r[f'{name}_extreme_{form}']:+.4f})"
+                )
+            if r.get(f"{name}_interior_better"):
+                parts.append(f"every interior α beats both ends in {name}")
+        if pd.notna(r.get("success_drop_mid")):
+            parts.append(
+                f"success drop at α {r['midpoint_alpha']:.2f}: "
+                + _interval(
+                    r["success_drop_mid"], r["success_drop_mid_ci_low"], r["success_drop_mid_ci_high"], 3
+                )
+                + f", {int(r['success_drop_mid_n_worse'])} layouts worse / {int(r['success_drop_mid_n_better'])}"
+                f" better, sign test p {r['success_drop_mid_p']:.3g}"
+            )
+        if pd.notna(r.get("routing_agreement_mean_nontrivial", math.nan)):
+            layers = len(layers_of(table.columns, "routing_js_layer_"))
+            parts.append(
+                f"routing agreement {r['routing_agreement_mean_nontrivial']:.2f}, JS "
+                f"{r['routing_js_mean_nontrivial']:.3f} bits over {int(r['routing_nontrivial_layers'])}/{layers}"
+                " non-trivial layers"
+            )
+        lines.append(f"{where}: " + "; ".join(parts))
+    if summary is not None and (summary["n_pairs"] > 1).any():
+        for _, r in summary.iterrows():
+            lines.append(
+                f"fork {int(r['fork'])} over {int(r['n_pairs'])} pairs: ce barrier_line "
+                + _interval(r["ce_barrier_line"], r["ce_barrier_line_ci_low"], r["ce_barrier_line_ci_high"])
+                + ", barrier_mean "
+                + _interval(r["ce_barrier_mean"], r["ce_barrier_mean_ci_low"], r["ce_barrier_mean_ci_high"])
+                + " (mean, t 95% interval across pairs)"
+            )
+    for _, r in (corr if corr is not None else pd.DataFrame()).iterrows():
         lines.append(
-            f"fork {int(r['fork'])} ({r['fork_point']:g}, update {r['fork_update']:g}): loss barrier "
-            f"{r['loss_barrier']:.4f} at α {r['loss_barrier_alpha']:.2f}, success drop "
-            f"{r['success_barrier']:.3f} at α {r['success_barrier_alpha']:.2f} "
-            f"(95% interval ±{r['success_barrier_ci']:.3f}){routing}"
+            f"Spearman {r['x']} vs {r['y']} over {r['unit']} (n {int(r['n'])}): ρ {r['rho']:+.2f}, "
+            f"p {r['p']:.3g} ({r['p_method']})"
         )
     return lines
 
@@ -425,14 +707,35 @@ def findings(table: pd.DataFrame) -> list[str]:
 # ----------------------------------------------------------------------------- result tables
 
 
-def write_tables(directory: Path, interp: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """interpolation.csv (the rows, sorted by fork, metric, α) and instability.csv of `interp` in
-    `directory`, each replaced atomically; (interpolation, instability) as written."""
-    interp = interp.sort_values(["fork", "metric", "alpha"]).reset_index(drop=True)[COLUMNS]
-    table = instability_table(interp)
-    atomic_write(directory / INTERPOLATION_FILE, lambda tmp: interp.to_csv(tmp, index=False))
-    atomic_write(directory / INSTABILITY_FILE, lambda tmp: table.to_csv(tmp, index=False))
-    return interp, table
+class Results(NamedTuple):
+    interpolation: pd.DataFrame
+    instability: pd.DataFrame  # one row per fork pair
+    forks: pd.DataFrame  # one row per fork: means and intervals across pairs
+    correlations: pd.DataFrame
+
+
+def write_tables(
+    directory: Path,
+    interp: pd.DataFrame,
+    units: dict[tuple[int, int], dict | None] | None = None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+) -> Results:
+    """interpolation.csv (the rows, sorted by fork, pair, metric, α), instability.csv, forks.csv
+    and correlations.csv of `interp` in `directory`, each replaced atomically; the tables written."""
+    interp = (
+        with_pairs(interp).sort_values(["fork", "pair", "metric", "alpha"]).reset_index(drop=True)[COLUMNS]
+    )
+    table = instability_table(interp, units, bootstrap)
+    summary = fork_summary(table)
+    corr = correlations(table, summary)
+    for name, frame in (
+        (INTERPOLATION_FILE, interp),
+        (INSTABILITY_FILE, table),
+        (FORKS_FILE, summary),
+        (CORRELATIONS_FILE, corr),
+    ):
+        atomic_write(directory / name, lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
+    return Results(interp, table, summary, corr)
 
 
 def load_results(directory: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -440,7 +743,9 @@ def load_results(directory: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFra
     directory = Path(directory)
     files = [directory / INTERPOLATION_FILE, directory / INSTABILITY_FILE]
     tables = []
-    for f, needed in zip(files, (COLUMNS, INSTABILITY_COLUMNS)):
+    # an interpolation table from before child pairs has no `pair` column (with_pairs: pair 0)
+    needed_interp = [c for c in COLUMNS if c != "pair"]
+    for f, needed in zip(files, (needed_interp, INSTABILITY_COLUMNS)):
         if not f.is_file():
             raise LMCError(
                 f"{str(directory)!r} has no {f.name}: run `python lmc.py analyze --results_dir {directory}`"
@@ -457,7 +762,17 @@ def load_results(directory: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFra
                 f"(rewrite it with `python lmc.py analyze --results_dir {directory}`)"
             )
         tables.append(table)
-    return tables[0], tables[1]
+    return with_pairs(tables[0]), tables[1]
+
+
+def load_summaries(directory: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(forks, correlations) tables of an analysed folder; empty tables for a folder analysed
+    before they were written."""
+    out = []
+    for name in (FORKS_FILE, CORRELATIONS_FILE):
+        path = Path(directory) / name
+        out.append(pd.read_csv(path) if path.is_file() else pd.DataFrame())
+    return out[0], out[1]
 
 
 def find_experiments(root: str | os.PathLike) -> dict[str, str]:
@@ -488,3 +803,12 @@ def fork_names(interp: pd.DataFrame) -> dict[str, int]:
         point, update = rows["fork_point"].iloc[0], rows["fork_update"].iloc[0]
         names["compare" if pd.isna(point) else f"fork {fork}: {point:g} · update {int(update)}"] = int(fork)
     return names
+
+
+def pair_names(interp: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """{label: (fork, pair)} of every fork pair: the fork's name (fork_names) for pair 0 when the
+    table has one pair per fork, '<fork name> · pair <p>' when it has several."""
+    interp = with_pairs(interp)
+    forks = {k: name for name, k in fork_names(interp).items()}
+    several = bool((interp["pair"] > 0).any())
+    return {(f"{forks[f]} · pair {p}" if several else forks[f]): (f, p) for f, p in units_of(interp)}

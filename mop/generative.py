@@ -646,8 +646,21 @@ def view_loss(obs_logits: list[ObsProbs], image: torch.Tensor) -> torch.Tensor:
     return loss
 
 
-def kl_to_prior(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1).mean()
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """(latent_size,) KL(q(z_d) || N(0, 1)) of each latent dimension, nats, averaged over the batch."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean(0)
+
+
+# A latent dimension whose batch-mean KL exceeds this carries information (an "active unit",
+# Burda et al. 2016 use a variance criterion; a KL threshold says the same in nats).
+ACTIVE_KL = 0.01
+
+
+def kl_objective(kl_dims: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """The KL term trained on: sum over dimensions of max(KL_d, free_bits) (free bits, Kingma et
+    al. 2016, per dimension): below free_bits nats a dimension is not pushed back to the prior, so
+    the posterior can carry that much per dimension at no cost. free_bits 0: the plain KL."""
+    return kl_dims.clamp_min(free_bits).sum() if free_bits > 0 else kl_dims.sum()
 
 
 def losses(
@@ -657,12 +670,15 @@ def losses(
     lang_table: torch.Tensor,
     sample: bool = True,
     action_forcing: float = 0.0,
+    free_bits: float = 0.0,
 ) -> tuple[dict[str, torch.Tensor], SimOutput]:
     """Unscaled losses of a batch of recorded windows: obs (CE per cell and channel, direction,
     carrying), hx (agent memory MSE vs recorded), act_log_probs (KL recorded || simulated), done
-    (BCE) and kl (posterior || N(0, I)). action_forcing: the fraction of windows whose world
-    moves by the recorded actions rather than the simulated agent's (the agent still reads the
-    simulated views); 0 is the closed loop of the analyses."""
+    (BCE), kl (posterior || N(0, I), nats per window), kl_objective (kl_objective: with free bits)
+    and kl_active_dims (dimensions whose KL exceeds ACTIVE_KL; a count, not a loss).
+    action_forcing: the fraction of windows whose world moves by the recorded actions rather than
+    the simulated agent's (the agent still reads the simulated views); 0 is the closed loop of the
+    analyses."""
     n_init, S = model.config.num_init_steps, model.config.num_sim_steps
     lang = lang_table[batch["mission_index"][:, 0].long()]
     mu, logvar = model.encode(batch["image"], batch["direction"], batch["carrying"], batch["action"], lang)
@@ -694,7 +710,13 @@ def losses(
     simulated = torch.log_softmax(sim.agent.logits, -1)
     act = (recorded.exp() * (recorded - simulated)).sum(-1).mean()
     done = F.binary_cross_entropy_with_logits(sim.done_logits, batch["done"][:, n_init:].float())
-    return {"obs": obs, "hx": hx, "act_log_probs": act, "done": done, "kl": kl_to_prior(mu, logvar)}, sim
+    kl_dims = kl_per_dimension(mu, logvar)
+    kl = {
+        "kl": kl_dims.sum(),
+        "kl_objective": kl_objective(kl_dims, free_bits),
+        "kl_active_dims": (kl_dims.detach() > ACTIVE_KL).sum().float(),
+    }
+    return {"obs": obs, "hx": hx, "act_log_probs": act, "done": done, **kl}, sim
 
 
 @torch.no_grad()

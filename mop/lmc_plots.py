@@ -1,10 +1,14 @@
 """The figures of lmc.py: linear mode connectivity of MoP children. Data in (the interpolation
-table, one row per fork × α × metric, and the instability table, one row per fork),
-`matplotlib.figure.Figure` out, drawn with plot_style; every number (barriers, Jensen–Shannon
-divergence, agreement, Wilson intervals) comes from mop/connectivity.py and eval_mop.
+table, one row per fork × pair × α × metric; the instability table, one row per fork pair; the
+fork summary and the correlations), `matplotlib.figure.Figure` out, drawn with plot_style; every
+number (both barrier forms and their bootstrap intervals, the paired midpoint test, Jensen–Shannon
+divergence, agreement, Wilson intervals, Spearman ρ and p) comes from mop/connectivity.py,
+mop/lmc_stats.py and eval_mop.
 
-    interp, table = connectivity.load_results("lmc_results/BabyAI-GoToLocal-v0/seed_42/copy")
-    figures = lmc_figures(interp, table)   # all_interpolations, interp_fork_<k>, instability_over_time, routing_agreement
+    interp, table = connectivity.load_results("lmc_results/BabyAI-GoToLocal-v0/seed_42/fresh")
+    forks, corr = connectivity.load_summaries("lmc_results/BabyAI-GoToLocal-v0/seed_42/fresh")
+    figures = lmc_figures(interp, table, forks=forks, corr=corr)
+    # all_interpolations, interp_fork_<k>[_pair_<q>], instability_over_time, routing_agreement
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from mop.connectivity import layers_of, wide
+from mop.connectivity import layers_of, units_of, wide, with_pairs
 from mop.plot_style import EXPERT_COLORS, PANEL, new_figure, styled
 
 METRICS = {
@@ -28,6 +32,8 @@ METRICS = {
     "mean_lpc": "mean LPC per step",
 }
 LAYER_STYLES = ("-", "--", ":", "-.")
+PAIR_STYLES = ("-", "--", ":", "-.")
+BARRIER_FORMS = {"line": ("barrier_line (Entezari 2022)", "o"), "mean": ("barrier_mean (Frankle 2020)", "s")}
 
 
 def _fork_colors(forks: list[int]) -> dict[int, tuple]:
@@ -45,14 +51,24 @@ def _fork_name(interp: pd.DataFrame, fork: int, names: Mapping[int, str] | None)
     return f"fork {fork}: {row['fork_point']:g} · update {int(row['fork_update'])}"
 
 
-def _success_bars(ax: Axes, t: pd.DataFrame, color, label: str | None = None, line: bool = True) -> None:
+def _success_bars(
+    ax: Axes, t: pd.DataFrame, color, label: str | None = None, line: bool = True, style: str = "-"
+) -> None:
     """Success against α with its 95% Wilson interval."""
     y = t["success_rate"].to_numpy(float)
     yerr = np.nan_to_num(
         np.vstack([y - t["success_ci_low"].to_numpy(float), t["success_ci_high"].to_numpy(float) - y])
     )
     ax.errorbar(
-        t.index, y, yerr=yerr, fmt="o-" if line else "o", ms=3, capsize=2, lw=1.2, color=color, label=label
+        t.index,
+        y,
+        yerr=yerr,
+        fmt="o" + style if line else "o",
+        ms=3,
+        capsize=2,
+        lw=1.2,
+        color=color,
+        label=label,
     )
 
 
@@ -74,29 +90,46 @@ def _alpha_axis(ax: Axes) -> None:
     ax.set_xlabel("α  (θ = (1−α)·θ_A + α·θ_B)")
 
 
+def _is_compare(interp: pd.DataFrame) -> bool:
+    """Rows of `lmc.py compare` (no fork point): no fork legend, no fork-point axis."""
+    return bool(interp["fork_point"].isna().all())
+
+
 @styled
 def plot_all_interpolations(interp: pd.DataFrame, names: Mapping[int, str] | None = None) -> Figure:
-    """Every fork's interpolation curve on shared axes: success (95% Wilson bars), held-out loss
-    and mean LPC against α; colour from early (dark) to late (light) fork point."""
+    """Every fork pair's interpolation curve on shared axes: success (95% Wilson bars), held-out
+    loss and mean LPC against α; colour from early (dark) to late (light) fork point, one line
+    style per child pair. A compare (two checkpoints, no fork) has no fork legend."""
+    interp = with_pairs(interp)
     forks = sorted(interp["fork"].unique())
     colors = _fork_colors(forks)
     metrics = [m for m in ("success_rate", "heldout_ce", "mean_lpc") if m in set(interp["metric"])]
-    fig = new_figure(PANEL * len(metrics) + 1.6, PANEL)
+    compare = _is_compare(interp)
+    fig = new_figure(PANEL * len(metrics) + (0 if compare else 1.6), PANEL)
     axes = np.atleast_1d(fig.subplots(1, len(metrics)))
-    for k in forks:
-        t = wide(interp, k)
+    for k, q in units_of(interp):
+        t = wide(interp, k, q)
+        label = _fork_name(interp, k, names) if q == 0 else None
         for ax, m in zip(axes, metrics):
             if m == "success_rate":
-                _success_bars(ax, t, colors[k], _fork_name(interp, k, names))
+                _success_bars(ax, t, colors[k], label, style=PAIR_STYLES[q % 4])
             else:
-                ax.plot(t.index, t[m], "o-", ms=3, lw=1.2, color=colors[k])
+                ax.plot(t.index, t[m], "o" + PAIR_STYLES[q % 4], ms=3, lw=1.2, color=colors[k])
     for ax, m in zip(axes, metrics):
         ax.set_ylabel(METRICS[m])
         _alpha_axis(ax)
     if "success_rate" in metrics:
         axes[0].set_ylim(-0.03, 1.03)
+    pairs = int(interp["pair"].max()) + 1
+    if compare:
+        title = (names or {}).get(forks[0], "two checkpoints")
+        fig.suptitle(f"Interpolation between {title} (success: 95% Wilson intervals)")
+        return fig
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", title="fork point")
-    fig.suptitle("Interpolation between the two children of every fork (success: 95% Wilson intervals)")
+    styles = f"; pairs 0-{pairs - 1}: solid, dashed, ..." if pairs > 1 else ""
+    fig.suptitle(
+        f"Interpolation between the two children of every fork (success: 95% Wilson intervals{styles})"
+    )
     return fig
 
 
@@ -106,11 +139,12 @@ def plot_fork_interpolation(
     fork: int,
     names: Mapping[int, str] | None = None,
     expert_sizes: list[list[int]] | None = None,
+    pair: int = 0,
 ) -> Figure:
-    """One fork: success with 95% Wilson bars, held-out loss and accuracy, path ratio, mean LPC,
+    """One fork pair: success with 95% Wilson bars, held-out loss and accuracy, path ratio, mean LPC,
     expert usage per layer, and routing distance (JS, bits) of θ(α) to each child per layer,
     against α; dashed grey: the straight line between the children (the barrier's baseline)."""
-    t = wide(interp, fork)
+    t = wide(interp, fork, pair)
     fig = new_figure(PANEL * 3, PANEL * 2.1)
     axes = fig.subplots(2, 3).ravel()
     _success_bars(axes[0], t, "C0")
@@ -180,65 +214,149 @@ def plot_fork_interpolation(
         )
     for ax in axes:
         _alpha_axis(ax)
-    fig.suptitle(f"{_fork_name(interp, fork, names)}: along the line between the children")
+    where = _fork_name(interp, fork, names) + (f" · pair {pair}" if pair else "")
+    fig.suptitle(f"{where}: along the line between the children")
     return fig
 
 
+def _fork_axis(ax: Axes, table: pd.DataFrame) -> np.ndarray:
+    """x of each row: its fork point, or (a compare: no fork point) its row number."""
+    if table["fork_point"].isna().all():
+        x = np.arange(len(table), dtype=float)
+        ax.set_xticks(x, ["compare"] * len(x))
+        ax.set_xlim(-0.5, len(x) - 0.5)
+        return x
+    x = table["fork_point"].to_numpy(float)
+    ax.set_xlabel("fork point (fraction of training)")
+    ax.set_xlim(min(0.0, np.nanmin(x)) - 0.03, 1.0)
+    return x
+
+
+def _with_interval(ax: Axes, x: np.ndarray, y, low, high, color, marker: str, label: str, **kw) -> None:
+    y, low, high = (np.asarray(v, float) for v in (y, low, high))
+    err = np.vstack([y - low, high - y])
+    ax.errorbar(
+        x,
+        y,
+        yerr=np.where(np.isfinite(err), err, 0),
+        fmt=marker,
+        color=color,
+        capsize=2,
+        lw=0.9,
+        label=label,
+        **{"ms": 4, **kw},
+    )
+
+
+def _pair_offsets(table: pd.DataFrame) -> np.ndarray:
+    """Small x offsets so a fork's pairs sit side by side."""
+    pairs = table["pair"].to_numpy(int) if "pair" in table else np.zeros(len(table), int)
+    return 0.012 * (pairs - pairs.max() / 2)
+
+
 @styled
-def plot_instability(table: pd.DataFrame) -> Figure:
-    """Barrier height against the fork point, one panel per metric: the held-out loss barrier
-    (nats) and the success drop below the straight line (Frankle et al. 2020), with the α where
-    each peaks; the drop's bars are half the 95% Wilson interval of success at that α."""
-    t = table.sort_values("fork_point")
-    fig = new_figure(PANEL * 2, PANEL)
-    axes = fig.subplots(1, 2)
-    x = t["fork_point"].to_numpy(float)
-    for ax, (metric, label, color) in zip(
-        axes,
-        (
-            ("loss_barrier", "held-out loss barrier (nats)", "C3"),
-            ("success_barrier", "success drop below the line (±95% CI at α)", "C0"),
-        ),
-    ):
-        y = t[metric].to_numpy(float)
-        ax.plot(x, y, "o-", color=color, ms=4)
-        if metric == "success_barrier" and "success_barrier_ci" in t:  # older tables lack it
-            ax.errorbar(
-                x,
-                y,
-                yerr=t["success_barrier_ci"].to_numpy(float),
-                fmt="none",
-                ecolor=color,
-                capsize=2,
-                lw=0.8,
-            )
-        for xi, yi, a in zip(x, y, t[f"{metric}_alpha"]):
-            if yi > 0:
-                ax.annotate(
-                    f"α={a:.2f}",
-                    (xi, yi),
-                    textcoords="offset points",
-                    xytext=(3, 4),
-                    fontsize=6,
-                    color="0.35",
+def plot_instability(table: pd.DataFrame, forks: pd.DataFrame | None = None) -> Figure:
+    """Against the fork point, per fork pair (small markers, side by side) with its 95% bootstrap
+    interval and, with several pairs, the mean over pairs (large hollow markers, t interval):
+    (1) the held-out loss barrier in both forms, barrier_line and barrier_mean, and the line form's
+    signed interior extreme (×: negative when the interior beats the line); (2) the success
+    barrier in both forms; (3) the paired success drop at the midpoint α with its interval and
+    the exact sign test's p. Intervals missing: not measured (an evaluation without units)."""
+    t = table.sort_values(["fork_point", "fork"] + (["pair"] if "pair" in table else []))
+    fig = new_figure(PANEL * 3, PANEL * 1.05)
+    axes = fig.subplots(1, 3)
+    several = forks is not None and len(forks) and (forks["n_pairs"] > 1).any()
+    for ax, name, unit in zip(axes[:2], ("ce", "success"), ("nats", "success rate")):
+        x = _fork_axis(ax, t) + _pair_offsets(t)
+        for form, color in (("line", "C3"), ("mean", "C0")):
+            label, marker = BARRIER_FORMS[form]
+            key = f"{name}_barrier_{form}"
+            _with_interval(ax, x, t[key], t[f"{key}_ci_low"], t[f"{key}_ci_high"], color, marker, label)
+            if several:
+                f = forks.sort_values("fork_point")
+                fx = _fork_axis(ax, f)
+                _with_interval(
+                    ax,
+                    fx,
+                    f[key],
+                    f[f"{key}_ci_low"],
+                    f[f"{key}_ci_high"],
+                    color,
+                    marker,
+                    f"{form}: mean over pairs",
+                    mfc="none",
+                    ms=8,
                 )
+        ax.plot(
+            x,
+            t[f"{name}_extreme_line"],
+            "x",
+            color="0.35",
+            ms=4,
+            label="line form's interior extreme (signed)",
+        )
         ax.axhline(0, color="0.7", lw=0.8)
-        ax.set_xlabel("fork point (fraction of training)")
-        ax.set_ylabel(label)
-        ax.set_xlim(min(0.0, x.min()) - 0.03, 1.0)
-    fig.suptitle("Instability vs fork point: max over α of f(α) − [(1−α)·f(0) + α·f(1)]")
+        ax.set_ylabel(f"{'held-out loss' if name == 'ce' else 'success'} barrier ({unit})")
+        _headroom(ax, 0.6)
+        ax.legend(fontsize=6, loc="upper right")
+    ax = axes[2]
+    x = _fork_axis(ax, t) + _pair_offsets(t)
+    if t["success_drop_mid"].notna().any():
+        _with_interval(
+            ax,
+            x,
+            t["success_drop_mid"],
+            t["success_drop_mid_ci_low"],
+            t["success_drop_mid_ci_high"],
+            "C2",
+            "o",
+            "paired drop (95% bootstrap)",
+        )
+        for xi, r in zip(x, t.itertuples()):
+            if pd.notna(r.success_drop_mid):
+                ax.annotate(
+                    f"p={r.success_drop_mid_p:.2g}\n{int(r.success_drop_mid_n_worse)}/"
+                    f"{int(r.success_drop_mid_n_better)}",
+                    (xi, r.success_drop_mid),
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                    fontsize=5,
+                    color="0.3",
+                )
+        ax.legend(fontsize=6, loc="upper right")
+        alpha = t["midpoint_alpha"].dropna()
+        ax.set_title(f"layouts worse/better at α = {alpha.iloc[0]:.2f}; exact sign test", fontsize=7)
+    else:
+        ax.text(
+            0.5,
+            0.5,
+            "not measured\n(no per-layout results)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="0.5",
+        )
+    ax.axhline(0, color="0.7", lw=0.8)
+    ax.set_ylabel("success drop at the midpoint (endpoint line − midpoint)")
+    fig.suptitle("Instability vs fork point: both barrier forms, 95% percentile bootstrap intervals")
     return fig
 
 
 @styled
 def plot_routing_agreement(
-    table: pd.DataFrame, interp: pd.DataFrame, names: Mapping[int, str] | None = None
+    table: pd.DataFrame,
+    interp: pd.DataFrame,
+    names: Mapping[int, str] | None = None,
+    corr: pd.DataFrame | None = None,
 ) -> Figure:
-    """Do the children route alike? Per layer against the fork point: the mean Jensen–Shannon
-    divergence between the children's router distributions (bits) and the fraction of held-out
-    states whose dominant expert agrees; along the path, θ(α)'s JS to child A (solid) and B
-    (dashed), mean over layers; and the loss barrier against the children's routing JS."""
-    t = table.sort_values("fork_point")
+    """Do the children route alike? Per layer against the fork point: the fraction of held-out
+    states whose dominant expert agrees between the children, and the mean Jensen–Shannon
+    divergence between their router distributions (bits); hollow markers: layers that agree
+    trivially (>= 99% of the weight on the same expert in both children). Along the path, θ(α)'s
+    JS to child A (solid) and B (dashed), mean over layers; and the loss barrier against the
+    agreement over non-trivial layers, with Spearman ρ and its permutation p."""
+    interp = with_pairs(interp)
+    t = table.sort_values(["fork_point", "fork"] + (["pair"] if "pair" in table else []))
     layers = layers_of(t.columns, "routing_js_layer_")
     fig = new_figure(PANEL * 2, PANEL * 2)
     axes = fig.subplots(2, 2).ravel()
@@ -246,50 +364,68 @@ def plot_routing_agreement(
         for ax in axes:
             ax.text(0.5, 0.5, "no routers (GRU baseline)", ha="center", va="center", transform=ax.transAxes)
         return fig
-    x = t["fork_point"].to_numpy(float)
-    for layer in layers:
-        axes[0].plot(
-            x, t[f"routing_js_layer_{layer}"], "o" + LAYER_STYLES[layer % 4], ms=3, label=f"layer {layer}"
-        )
-        axes[1].plot(
-            x,
-            t[f"routing_agreement_layer_{layer}"],
-            "o" + LAYER_STYLES[layer % 4],
-            ms=3,
-            label=f"layer {layer}",
-        )
-    axes[0].set_ylabel("JS(router A ‖ router B) (bits)")
-    axes[1].set_ylabel("dominant expert agrees (fraction of states)")
-    axes[1].set_ylim(-0.03, 1.03)
-    for ax in axes[:2]:
-        ax.set_xlabel("fork point (fraction of training)")
-        ax.set_xlim(min(0.0, x.min()) - 0.03, 1.0)
-        ax.legend(fontsize=7)
-    forks = sorted(interp["fork"].unique())
-    colors = _fork_colors(forks)
-    for k in forks:
-        w = wide(interp, k)
+    for ax, what, label in (
+        (axes[0], "agreement", "dominant expert agrees (fraction of states)"),
+        (axes[1], "js", "JS(router A ‖ router B) (bits)"),
+    ):
+        x = _fork_axis(ax, t) + _pair_offsets(t)
+        for layer in layers:
+            y = t[f"routing_{what}_layer_{layer}"].to_numpy(float)
+            marked = t.get(f"routing_trivial_layer_{layer}", pd.Series(0.0, index=t.index))
+            trivial = marked.astype(object).eq(True).to_numpy()  # NaN (not measured): not marked
+            color = f"C{layer % 10}"
+            ax.plot(x[~trivial], y[~trivial], "o", color=color, ms=4, label=f"layer {layer}")
+            if trivial.any():
+                ax.plot(
+                    x[trivial],
+                    y[trivial],
+                    "o",
+                    mfc="none",
+                    color=color,
+                    ms=6,
+                    label=f"layer {layer}: trivial (≥99% one expert)",
+                )
+        ax.set_ylabel(label)
+        if what == "agreement":
+            ax.set_ylim(-0.03, 1.15)
+        ax.legend(fontsize=6, loc="lower left" if what == "agreement" else "upper right")
+    forks = units_of(interp)
+    colors = _fork_colors(sorted({k for k, _ in forks}))
+    for k, q in forks:
+        w = wide(interp, k, q)
         to_a = w[[f"js_to_a_layer_{layer}" for layer in layers]].mean(axis=1)
         to_b = w[[f"js_to_b_layer_{layer}" for layer in layers]].mean(axis=1)
-        axes[2].plot(w.index, to_a, "-", color=colors[k], lw=1.2, label=_fork_name(interp, k, names))
+        label = _fork_name(interp, k, names) if q == 0 and not _is_compare(interp) else None
+        axes[2].plot(w.index, to_a, "-", color=colors[k], lw=1.2, label=label)
         axes[2].plot(w.index, to_b, "--", color=colors[k], lw=1.2)
     _alpha_axis(axes[2])
     axes[2].set_ylabel("JS of θ(α) to child A (solid) / B (dashed)")
-    _headroom(axes[2])
-    axes[2].legend(fontsize=6, loc="upper center")
-    axes[3].scatter(t["routing_js_mean"], t["loss_barrier"], c=[colors[k] for k in t["fork"]], s=18, zorder=3)
+    if not _is_compare(interp):
+        _headroom(axes[2])
+        axes[2].legend(fontsize=6, loc="upper center")
+    ax = axes[3]
+    xcol = (
+        "routing_agreement_mean_nontrivial"
+        if "routing_agreement_mean_nontrivial" in t
+        else "routing_agreement_mean"
+    )
+    ax.scatter(t[xcol], t["ce_barrier_line"], c=[colors[k] for k in t["fork"]], s=18, zorder=3)
     for _, r in t.iterrows():
-        axes[3].annotate(
-            f"{r['fork_point']:g}",
-            (r["routing_js_mean"], r["loss_barrier"]),
-            textcoords="offset points",
-            xytext=(3, 3),
-            fontsize=6,
+        tag = "compare" if pd.isna(r["fork_point"]) else f"{r['fork_point']:g}"
+        ax.annotate(
+            tag, (r[xcol], r["ce_barrier_line"]), textcoords="offset points", xytext=(3, 3), fontsize=6
         )
-    axes[3].margins(x=0.15, y=0.15)
-    axes[3].set_xlabel("children's routing JS (bits, layer mean)")
-    axes[3].set_ylabel("held-out loss barrier (nats)")
-    axes[3].axhline(0, color="0.7", lw=0.8)
+    ax.margins(x=0.15, y=0.15)
+    ax.set_xlabel("children's dominant-expert agreement (non-trivial layers)")
+    ax.set_ylabel("held-out loss barrier_line (nats)")
+    ax.axhline(0, color="0.7", lw=0.8)
+    if corr is not None and len(corr):
+        lines = []
+        for _, r in corr[(corr["x"] == xcol) & (corr["y"] == "ce_barrier_line")].iterrows():
+            rho = "n/a" if pd.isna(r["rho"]) else f"{r['rho']:+.2f}"
+            p = "n/a" if pd.isna(r["p"]) else f"{r['p']:.2g}"
+            lines.append(f"over {r['unit']} (n={int(r['n'])}): ρ={rho}, p={p}")
+        ax.set_title("Spearman " + "; ".join(lines) if lines else "", fontsize=6)
     fig.suptitle("Routing agreement between the children, on held-out bot states")
     return fig
 
@@ -299,11 +435,16 @@ def lmc_figures(
     table: pd.DataFrame,
     names: Mapping[int, str] | None = None,
     expert_sizes: list[list[int]] | None = None,
+    forks: pd.DataFrame | None = None,
+    corr: pd.DataFrame | None = None,
 ) -> dict[str, Figure]:
-    """The standard LMC figure set: {name: Figure}, named as the PNGs in fork_analysis/."""
+    """The standard LMC figure set: {name: Figure}, named as the PNGs in fork_analysis/
+    (interp_fork_<k> for pair 0, interp_fork_<k>_pair_<q> for the others)."""
+    interp = with_pairs(interp)
     figures = {"all_interpolations": plot_all_interpolations(interp, names)}
-    for k in sorted(interp["fork"].unique()):
-        figures[f"interp_fork_{k}"] = plot_fork_interpolation(interp, k, names, expert_sizes)
-    figures["instability_over_time"] = plot_instability(table)
-    figures["routing_agreement"] = plot_routing_agreement(table, interp, names)
+    for k, q in units_of(interp):
+        name = f"interp_fork_{k}" + (f"_pair_{q}" if q else "")
+        figures[name] = plot_fork_interpolation(interp, k, names, expert_sizes, q)
+    figures["instability_over_time"] = plot_instability(table, forks)
+    figures["routing_agreement"] = plot_routing_agreement(table, interp, names, corr)
     return figures

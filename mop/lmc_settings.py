@@ -65,6 +65,17 @@ class LmcSettings:
         "bot-driven labelled episodes for the held-out loss and routing agreement (default {default})",
         "held-out bot episodes (default {default})",
     )
+    pairs: int = _setting(
+        1,
+        "child pairs per fork, each trained from the fork with its own seeds: barriers are "
+        "reported per pair and as a mean with its t interval across pairs (default {default})",
+    )
+    bootstrap: int = _setting(
+        1000,
+        "bootstrap resamples for the barriers' and the success drop's percentile intervals, at "
+        "least 100 (default {default})",
+        "bootstrap resamples for the intervals, at least 100 (default {default})",
+    )
     results_root: str = _setting(
         "lmc_results", "experiments go to <results_root>/<task>/seed_<S>/<strategy>/ (default {default})"
     )
@@ -82,6 +93,7 @@ DEFAULTS = LmcSettings()
 EXPERIMENT_SETTINGS = (
     "fork_points",
     "fork_buffer_strategy",
+    "pairs",
     "alphas",
     "eval_episodes",
     "eval_envs",

@@ -1,7 +1,14 @@
 """record.py, generative.py, train_generative.py and generative_analysis.py on the tiny run."""
 
 import json
+import math
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -37,6 +44,8 @@ from mop.generative import (
     turn_direction,
     view_loss,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -164,15 +173,19 @@ def test_record_train_and_every_analysis(recording, tiny_run, tmp_path, capsys):
     )
     assert more["metrics"]["update"] == 2
     model = str(out / "model_final.pt")
+    few = ["--num_opt_contexts", "1", "--num_contexts", "1"]  # the tiny recording's held-out windows
     for analysis, extra, produced in (
         ("samples", [], "samples.png"),
         (
             "maximise",
-            ["--target", "layer_0:expert_2", "--steps", "2", "--from_episode_start"],
+            ["--target", "layer_0:expert_2", "--steps", "2", "--from_episode_start", *few],
             "maximise_layer_0_expert_2.png",
         ),
         ("pca", [], "pca.png"),
         ("directions", ["--alphas=-1,0,1"], "direction_pc1.png"),
+        ("saliency", ["--target", "layer_0:expert_2", "--num_contexts", "2"], "saliency.png"),
+        ("edits", ["--num_contexts", "2"], "edits.png"),
+        ("behaviours", ["--window", "3", "--num_clusters", "2"], "behaviours.png"),
         ("accuracy", ["--num_windows", "4"], "accuracy.png"),
     ):
         s = generative_analysis.main(["--model", model, "--analysis", analysis, "--num_samples", "2", *extra])
@@ -185,10 +198,34 @@ def test_record_train_and_every_analysis(recording, tiny_run, tmp_path, capsys):
     assert 0 <= scene["key_in_view"] <= 1 and sum(scene["actions"].values()) == pytest.approx(1, abs=0.01)
     directions = json.loads((out / "directions" / "summary.json").read_text())
     assert np.isfinite(directions["routing"]["layer_0:expert_2 (16)"]).all()
+    maximised = json.loads((out / "maximise" / "summary.json").read_text())
+    assert [(r["target"], r["mode"]) for r in maximised["runs"]] == [
+        ("layer_0:expert_2", "leash"),
+        ("layer_0:expert_2", "typical"),
+        ("action:2", "leash"),  # the positive control, beside every target
+        ("action:2", "typical"),
+    ]
+    assert {r["verdict"] for r in maximised["runs"]} <= {"moved", "did not move", "not measured"}
+    assert maximised["model_kl"]["kl_nats"] >= 0 and (out / "maximise" / "z_sensitivity.png").exists()
+    edits = json.loads((out / "edits" / "summary.json").read_text())
+    assert (
+        set(edits["results"]) == {"direction", "random"}
+        and (out / "edits" / "edit_swap_direction.npz").exists()
+    )
+    recorded = np.load(out / "edits" / "edit_collapse_direction.npz")
+    assert (
+        recorded["views"].shape[1:] == (4, 7, 7, 3)
+        and recorded["actions"].shape == recorded["reread_actions"].shape
+    )
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.ones(3))
     # bad input: one line, exit 2, nothing overwritten
     before = (out / "model_final.pt").read_bytes()
     for argv in (
         ["--model", model, "--analysis", "maximise", "--target", "layer_9:expert_0"],
+        ["--model", model, "--analysis", "saliency", "--target", "layer_0:expert_7"],
+        ["--model", model, "--analysis", "maximise", "--target", "all", "--num_contexts", "1000"],
+        ["--model", model, "--analysis", "edits", "--direction", str(wrong), "--out", str(tmp_path / "e")],
         [*common, "--num_updates", "2", "--agent_checkpoint", str(tiny_run.run_dir / "checkpoint_3.pt")],
         [*common[:-6], "--out", str(tmp_path / "long"), "--num_sim_steps", "500", "--num_updates", "1"],
         [*common, "--num_updates", "2"],
@@ -200,6 +237,7 @@ def test_record_train_and_every_analysis(recording, tiny_run, tmp_path, capsys):
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert (out / "model_final.pt").read_bytes() == before
+    assert not (tmp_path / "e").exists()
 
 
 def _random_walk(task_id: str, seeds: range, steps: int):
@@ -469,3 +507,316 @@ def test_agreeing_prefix_ends_at_the_first_disagreement():
     sim = SimOutput([], [], torch.zeros(2, 3), AgentTrace(F.one_hot(simulated, A).float(), None, []), None)
     batch = {"logits": F.one_hot(recorded, A).float()}
     assert agreeing_prefix(sim, batch, n_init).tolist() == [[True, True, True], [True, False, False]]
+
+
+# ----------------------------------------------------------------------------- bad input (tier 1)
+
+
+def _refused(capsys, main, argv) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--max_steps", "0"], "--max_steps must be a whole number >= 1"),
+        (["--max_steps", "-5"], "--max_steps"),
+        (["--max_steps", "100000000000"], "<= 1e+06"),
+        (["--num_episodes", "0"], "--num_episodes"),
+        (["--num_envs", "5000"], "--num_envs"),
+        (["--chunk_steps", "-1"], "--chunk_steps"),
+    ],
+)
+def test_record_refuses_numbers_out_of_range(capsys, tmp_path, extra, message):
+    argv = ["--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "rec"), *extra]
+    assert message in _refused(capsys, record.main, argv)
+    assert not (tmp_path / "rec").exists()
+
+
+@pytest.mark.parametrize("main", [record.main, generative_analysis.main])
+def test_a_bad_out_is_one_line(capsys, tmp_path, main):
+    (tmp_path / "file").write_text("x")
+    first = (
+        ["--checkpoint", str(tmp_path / "none.pt")]
+        if main is record.main
+        else ["--model", str(tmp_path / "none.pt"), "--analysis", "samples"]
+    )
+    for out, message in (
+        (tmp_path / "file" / "sub", "cannot be a folder"),
+        (tmp_path / "file", "cannot be a folder"),
+        (Path("/proc/rl_mop_no_such_folder"), "not writable"),  # unwritable even for root
+    ):
+        assert message in _refused(capsys, main, [*first, "--out", str(out)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--loss_scale_kl", "nan"], "--loss_scale_kl must be a finite number"),
+        (["--lr", "nan"], "--lr must be a finite number"),
+        (["--lr", "-1"], "--lr must be a number > 0"),
+        (["--lr", "inf"], "--lr must be a finite number"),
+        (["--kl_free_bits", "-0.1"], "--kl_free_bits"),
+        (["--max_minutes", "nan"], "--max_minutes"),
+        (["--action_forcing", "nan"], "--action_forcing"),
+        (["--num_updates", "0"], "--num_updates"),
+        (["--obs_temperature", "0"], "--obs_temperature"),
+        (["--seed", "-1"], "--seed"),
+    ],
+)
+def test_train_generative_refuses_bad_numbers(capsys, tmp_path, extra, message):
+    argv = ["--dataset", str(tmp_path / "none"), "--out", str(tmp_path / "gen"), *extra]
+    assert message in _refused(capsys, train_generative.main, argv)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--steps", "-1"], "--steps"),
+        (["--alphas", "nan"], "--alphas must be a finite number"),
+        (["--alphas", "1,x"], "--alphas must be comma-separated numbers"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "0"], "--lr must be a number > 0"),
+        (["--kl_weight", "-1"], "--kl_weight"),
+        (["--num_samples", "0"], "--num_samples"),
+        (["--num_windows", "-3"], "--num_windows"),
+        (["--num_contexts", "0"], "--num_contexts"),
+        (["--num_opt_contexts", "0"], "--num_opt_contexts"),
+        (["--prior_scale", "inf"], "--prior_scale"),
+        (["--prior_scale", "-1"], "--prior_scale"),
+        (["--max_steps", "0"], "--max_steps"),
+        (["--num_clusters", "0"], "--num_clusters"),
+        (["--window", "1"], "--window"),
+        (["--layer", "-1"], "--layer"),
+        (["--component", "-2"], "--component"),
+        (["--seed", "-1"], "--seed"),
+        (["--num_threads", "0"], "--num_threads"),
+        (["--modes", "leash,wild"], "--modes"),
+        (["--analysis", "maximise"], "needs --target"),
+    ],
+)
+def test_generative_analysis_validates_every_number(capsys, tmp_path, extra, message):
+    argv = [
+        "--model",
+        str(tmp_path / "none.pt"),
+        "--analysis",
+        "samples",
+        "--out",
+        str(tmp_path / "o"),
+        *extra,
+    ]
+    assert message in _refused(capsys, generative_analysis.main, argv)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- a toy agent
+
+
+TOY_CELL, TOY_CODE = (3, 5), 6  # the cell ahead of the agent holds a ball
+
+
+class ToyOut(NamedTuple):
+    logits: torch.Tensor
+    memory: torch.Tensor
+    router_weights: list
+
+
+class ToyAgent(torch.nn.Module):
+    """An agent whose expert 1 weight is exactly the probability that the cell ahead holds a ball
+    (the rest goes to expert 0); it always chooses 'done', so the simulated world stays put."""
+
+    expert_sizes = ((0, 8),)
+    memory_size = 4
+
+    def step(self, x: torch.Tensor, lang: torch.Tensor, memory: torch.Tensor) -> ToyOut:
+        p = x[:, (TOY_CELL[0] * 7 + TOY_CELL[1]) * CELL_DIM + TOY_CODE]
+        logits = torch.zeros(len(x), 7)
+        logits[:, 6] = 5.0
+        return ToyOut(logits, memory, [torch.stack([1 - p, p], -1)])
+
+
+def toy_model_and_contexts(batch: int = 4):
+    torch.manual_seed(0)
+    config = GenerativeConfig(
+        num_init_steps=1, num_sim_steps=1, hidden_size=16, z_dim=4, decoder_channels=8, map_channels=2
+    )
+    model = GenerativeModel(config, "onehot", lang_dim=4, num_actions=7).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def contexts(seed: int) -> generative.Init:  # nothing seen yet: the decoder decides every cell
+        g = torch.Generator().manual_seed(seed)
+        none = torch.zeros(batch, 1, dtype=torch.long)
+        image = torch.zeros(batch, 1, 7, 7, 3, dtype=torch.long)
+        return generative.Init(image, none, none, torch.zeros(batch, 4), torch.randn(batch, 4, generator=g))
+
+    return model, contexts(1), contexts(2)
+
+
+def test_saliency_of_the_toy_agent_peaks_at_its_cell():
+    from mop import generative_probes as probes
+
+    model, init, _ = toy_model_and_contexts()
+    with torch.no_grad():
+        sim = model.simulate(ToyAgent(), init, torch.zeros(4, model.config.latent_size))
+    sal = probes.saliency_maps(
+        ToyAgent(), "onehot", sim.obs_probs, init.lang, sim.memory_start, ("router", 0, 1), [[0, 8]]
+    )
+    cell_map = sal.cells.mean((0, 1))
+    assert probes.peak_cell(cell_map) == TOY_CELL and cell_map.sum() == pytest.approx(cell_map[TOY_CELL])
+    assert sal.memory.sum() == 0  # the toy ignores its memory
+
+
+@pytest.mark.slow
+def test_maximise_finds_the_toy_agents_cell_and_the_leash_does_not_move():
+    """Over the typical set, z raises the toy's expert weight on held-out contexts, and what it
+    changed most in the views is the ball probability of the one cell the weight reads; under the
+    default leash (weight 0.01 over thousands of dimensions) no step pays for itself: 'did not move'."""
+    from mop import generative_probes as probes
+
+    model, opt, report = toy_model_and_contexts()
+    target, runs = ("router", 0, 1), {}
+    for mode in ("typical", "leash"):
+        runs[mode] = probes.maximise_target(
+            model, ToyAgent(), opt, report, target, [[0, 8]], mode, 60, 0.05, 0.01
+        )
+    typical = runs["typical"].summary
+    assert typical["verdict"] == "moved" and typical["soft_change_ci"][0] > 0
+    assert typical["soft_change"] >= probes.MIN_SOFT_CHANGE
+
+    def ball(sim) -> np.ndarray:  # (7, 7) probability of a ball per view cell
+        return torch.stack([o.cells[0][..., TOY_CODE] for o in sim.obs_probs], 1).mean((0, 1)).numpy()
+
+    found = ball(runs["typical"].sim_after) - ball(runs["typical"].sim_reference)
+    assert probes.peak_cell(found) == TOY_CELL
+    leash = runs["leash"].summary
+    assert leash["verdict"] == "did not move" and math.isnan(leash["fidelity"])
+    assert abs(leash["soft_change"]) < probes.MIN_SOFT_CHANGE
+
+
+def test_verdicts_edits_and_cluster_agreement():
+    from mop import generative_probes as probes
+
+    moved = probes.change_summary(np.full(20, 0.05) + np.linspace(-0.01, 0.01, 20), np.full(20, 0.04))
+    assert moved["verdict"] == "moved" and moved["fidelity"] == pytest.approx(0.8)
+    noise = probes.change_summary(np.linspace(-0.05, 0.06, 20), np.zeros(20))
+    assert noise["verdict"] == "did not move"  # its interval holds 0
+    tiny = probes.change_summary(np.full(20, 0.002), np.full(20, 0.002))
+    assert tiny["verdict"] == "did not move" and math.isnan(tiny["fidelity"])  # below MIN_SOFT_CHANGE
+    lowered = probes.change_summary(np.full(20, -0.03), np.full(20, -0.03), sign=-1.0)
+    assert lowered["verdict"] == "moved"
+    # "did not move" where the positive control moved; "not measured" where it did not move either
+    runs = [
+        {"role": "target", "mode": "leash", "verdict": "did not move"},
+        {"role": "control", "mode": "leash", "verdict": "did not move"},
+        {"role": "target", "mode": "typical", "verdict": "did not move"},
+        {"role": "target", "mode": "typical", "verdict": "moved"},
+        {"role": "control", "mode": "typical", "verdict": "moved"},
+    ]
+    verdicts = [r["verdict"] for r in probes.calibrate_verdicts(runs)]
+    assert verdicts == ["not measured", "did not move", "did not move", "moved", "moved"]
+    u, mean = torch.tensor([0.6, 0.8, 0.0]), torch.tensor([1.0, 1.0, 1.0])
+    memory = torch.tensor([[2.0, 3.0, 5.0]])
+    projection = float((memory - mean) @ u)
+    collapsed = probes.edit_function("collapse", u, mean)(0, memory)
+    swapped = probes.edit_function("swap", u, mean)(0, memory)
+    assert float((collapsed - mean) @ u) == pytest.approx(0.0, abs=1e-6)  # float32
+    assert float((swapped - mean) @ u) == pytest.approx(-projection)
+    assert torch.equal(probes.edit_function("none", u, mean)(0, memory), memory)
+    assert collapsed[0, 2] == swapped[0, 2] == 5.0  # orthogonal to u: untouched
+    a = np.array([0, 0, 1, 1, 2, 2])
+    assert probes.adjusted_rand(a, a) == 1.0 and probes.adjusted_rand(a, np.array([5, 5, 0, 0, 9, 9])) == 1.0
+    assert probes.adjusted_rand(a, np.array([0, 1, 0, 1, 0, 1])) < 0.1
+
+
+def test_memory_blocks_cover_the_agents_memory():
+    from mixture_of_experts import MixtureOfExpertsPolicy, MoPConfig
+    from mop import generative_probes as probes
+
+    policy = MixtureOfExpertsPolicy(MoPConfig(expert_hidden_sizes=((0, 16, 32), (0, 8))))
+    blocks = probes.memory_blocks(policy)
+    assert sum(w for _, w in blocks) == policy.memory_size
+    assert [name for name, _ in blocks][:3] == [
+        "layer 0 router",
+        "layer 0 expert 1 (16)",
+        "layer 0 expert 2 (32)",
+    ]
+
+
+# ----------------------------------------------------------------------------- one writer per folder, resume
+
+
+def _training(data, out, updates: int, *extra: str) -> list[str]:
+    return [
+        "--dataset", str(data), "--out", str(out), "--num_init_steps", "2", "--num_sim_steps", "4",
+        "--hidden_size", "32", "--z_dim", "4", "--no_progress", "--max_held_out", "4",
+        "--num_updates", str(updates), *extra,
+    ]  # fmt: skip
+
+
+def _start(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "train_generative.py", *argv],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(condition, process: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_a_second_training_into_one_out_is_refused(recording, tmp_path, capsys):
+    _, data, _ = recording
+    out = tmp_path / "gen"
+    first = _start(_training(data, out, 100_000, "--log_interval", "1"))
+    try:
+        _wait_for(lambda: (out / "metrics.jsonl").is_file(), first)
+        err = _refused(capsys, train_generative.main, _training(data, out, 3))
+        assert "is being trained by pid" in err
+        assert first.poll() is None  # the first goes on
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_resume_after_sigkill_logs_every_update_once(recording, tmp_path):
+    _, data, _ = recording
+    out = tmp_path / "gen"
+    argv = _training(data, out, 100_000, "--log_interval", "1", "--checkpoint_interval", "3")
+
+    def rows() -> list[int]:
+        path = out / "metrics.jsonl"
+        return (
+            [json.loads(line)["update"] for line in path.read_text().splitlines()] if path.is_file() else []
+        )
+
+    run = _start(argv)
+    try:  # killed after a checkpoint with updates logged beyond it
+        _wait_for(lambda: (out / "model_3.pt").is_file() and len(rows()) >= 5 and len(rows()) % 3 != 0, run)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    finally:
+        if run.poll() is None:
+            run.kill()
+    logged = rows()
+    assert logged == list(range(1, len(logged) + 1)) and len(logged) > max(
+        int(p.stem.split("_")[1]) for p in out.glob("model_[0-9]*.pt")
+    )  # updates after the newest checkpoint were logged, then lost with the process
+    final = len(logged) + 2
+    train_generative.main([*argv[: argv.index("--num_updates")], "--num_updates", str(final), "--log_interval",
+                           "1", "--checkpoint_interval", "3", "--resume"])  # fmt: skip
+    assert rows() == list(range(1, final + 1))  # each update once

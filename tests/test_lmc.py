@@ -1,7 +1,7 @@
 """lmc.py (issue 10): linear mode connectivity of MoP children, its figures, notebook and Modal side.
 
-Tier 1: fork points, barriers, interpolation, JS divergence, buffer strategies and bad input, on
-synthetic data. Tier 2 (`experiment`: one tiny real experiment on BabyAI-GoToRedBallGrey-v0, 6
+Tier 1: fork points, buffer strategies and bad input, on synthetic data (barriers, interpolation,
+JS divergence and the issue-31 statistics: tests/test_lmc_stats.py). Tier 2 (`experiment`: one tiny real experiment on BabyAI-GoToRedBallGrey-v0, 6
 updates, forks at updates 2 and 4, 3 α, copy strategy with a DAgger buffer): outputs, the standard
 checkpoint layout, endpoints equal eval_mop.evaluate, a fork with the parent's seed equals the
 resumed parent, each strategy's buffers, shared-pair determinism (identical children: barrier 0),
@@ -19,7 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -97,97 +96,6 @@ def test_fork_points_give_updates_and_refuse_what_cannot_be_forked():
             lmc.parse_fork_points(text, 10)
 
 
-def test_barrier_is_the_largest_rise_above_the_line_and_its_alpha():
-    alpha = np.linspace(0, 1, 5)
-    height, at = connectivity.barrier(alpha, [1.0, 1.4, 2.5, 2.2, 2.0])  # line: 1, 1.25, 1.5, 1.75, 2
-    assert height == pytest.approx(1.0) and at == 0.5
-    assert connectivity.barrier(alpha, [1.0, 1.0, 1.0, 1.0, 2.0]) == (0.0, 0.0)  # below the line: the ends
-    assert connectivity.barrier(alpha, [1.0, 1.1, 1.2, 1.3, 1.4])[0] == pytest.approx(0.0, abs=1e-12)  # on it
-    # success: a drop below the line counts (sign -1)
-    assert connectivity.barrier(alpha, [0.9, 0.8, 0.3, 0.8, 0.9], -1.0) == (pytest.approx(0.6), 0.5)
-    # identical endpoints and a flat curve: exactly 0 (the line is computed exactly), never -0.0
-    flat = connectivity.barrier(np.linspace(0, 1, 11), [0.3] * 11)
-    assert flat == (0.0, 0.0) and math.copysign(1, flat[0]) == 1.0
-    assert math.copysign(1, connectivity.barrier(alpha, [1.0] * 5, -1.0)[0]) == 1.0
-
-
-def synthetic_rows(fork: int, point: float, ce: list, success: list, js: float) -> list[dict]:
-    alphas = np.linspace(0, 1, len(ce))
-    rows = []
-    for a, c, s in zip(alphas, ce, success):
-        rows += [
-            {"alpha": a, "metric": "heldout_ce", "value": c},
-            {"alpha": a, "metric": "success_rate", "value": s, "ci_low": s - 0.1, "ci_high": min(1, s + 0.1)},
-            {"alpha": a, "metric": "js_to_b_layer_0", "value": js * (1 - a)},
-            {"alpha": a, "metric": "agree_to_b_layer_0", "value": 1 - js * (1 - a)},
-            {"alpha": a, "metric": "js_to_a_layer_0", "value": js * a},
-            {"alpha": a, "metric": "agree_to_a_layer_0", "value": 1 - js * a},
-        ]
-    return [{"fork": fork, "fork_point": point, "fork_update": int(point * 100), **r} for r in rows]
-
-
-def test_instability_table_reads_barriers_and_children_routing_from_the_rows():
-    rows = synthetic_rows(0, 0.1, [1.0, 2.0, 1.0], [0.9, 0.5, 0.9], 0.4)
-    rows += synthetic_rows(1, 0.5, [1.0, 1.0, 1.0], [0.9, 0.9, 0.9], 0.1)
-    interp = pd.DataFrame(rows).reindex(columns=connectivity.COLUMNS)
-    table = connectivity.instability_table(interp)
-    assert list(table["fork"]) == [0, 1]
-    assert table["loss_barrier"].tolist() == [1.0, 0.0] and table["loss_barrier_alpha"].tolist() == [0.5, 0.0]
-    assert table["success_barrier"].tolist() == pytest.approx([0.4, 0.0])
-    # the drop's noise scale: half the success interval at its α (0.5 → [0.4, 0.6]; 0 → [0.8, 1])
-    assert table["success_barrier_ci"].tolist() == pytest.approx([0.1, 0.1])
-    assert table["routing_js_layer_0"].tolist() == pytest.approx([0.4, 0.1])  # α = 0: A against B
-    assert table["routing_agreement_mean"].tolist() == pytest.approx([0.6, 0.9])
-    figures = __import__("mop.lmc_plots", fromlist=["lmc_figures"]).lmc_figures(interp, table)
-    assert set(figures) == {
-        "all_interpolations",
-        "interp_fork_0",
-        "interp_fork_1",
-        "instability_over_time",
-        "routing_agreement",
-    }
-    assert all(isinstance(f, Figure) for f in figures.values())
-
-
-def test_interpolation_is_exact_at_the_ends_and_for_identical_weights():
-    g = torch.Generator().manual_seed(0)
-    a = {
-        "w": torch.randn(50, generator=g),
-        "enc": {"e": torch.randn(3, 4, generator=g)},
-        "vocab": ["a"],
-        "n": torch.arange(3),
-    }
-    b = {
-        "w": torch.randn(50, generator=g),
-        "enc": {"e": torch.randn(3, 4, generator=g)},
-        "vocab": ["a"],
-        "n": torch.arange(3),
-    }
-    assert torch.equal(connectivity.interpolate(a, b, 0.0)["w"], a["w"])
-    assert torch.equal(connectivity.interpolate(a, b, 1.0)["enc"]["e"], b["enc"]["e"])
-    for alpha in np.linspace(0, 1, 11):
-        assert torch.equal(connectivity.interpolate(a, a, alpha)["w"], a["w"])
-    mid = connectivity.interpolate(a, b, 0.25)["w"]
-    assert torch.allclose(mid, 0.75 * a["w"] + 0.25 * b["w"])
-    with pytest.raises(lmc.LMCError, match=r"w is \(50,\) vs \(49,\)"):
-        connectivity.interpolate(a, {**b, "w": b["w"][:49]}, 0.5)
-    with pytest.raises(lmc.LMCError, match="in one only"):
-        connectivity.interpolate(a, {**b, "extra": b["w"]}, 0.5)
-    with pytest.raises(lmc.LMCError, match="vocab"):
-        connectivity.interpolate(a, {**b, "vocab": ["b"]}, 0.5)
-
-
-def test_js_divergence_and_dominant_agreement():
-    p = np.array([[0.7, 0.2, 0.1], [1.0, 0.0, 0.0]])
-    assert connectivity.js_divergence(p, p).tolist() == [0.0, 0.0]
-    q = np.array([[0.1, 0.2, 0.7], [0.0, 1.0, 0.0]])
-    js = connectivity.js_divergence(p, q)
-    assert js[1] == pytest.approx(1.0) and 0 < js[0] < 1  # disjoint supports: 1 bit
-    assert js.tolist() == pytest.approx(connectivity.js_divergence(q, p).tolist())  # symmetric
-    assert connectivity.routing_agreement(p, q) == (pytest.approx(js.mean()), 0.0)
-    assert connectivity.routing_agreement(p, p) == (0.0, 1.0)
-
-
 def test_child_buffers_are_what_each_strategy_claims():
     parent = EpisodeBuffer(50, TASK, seed=1)
     parent.extend([episode(s) for s in range(7)])
@@ -229,6 +137,8 @@ def test_child_buffers_are_what_each_strategy_claims():
         (["--task_id", "BabyAI-GoToLocal-v0,BabyAI-PickupLoc-v0"], "one level at a time"),
         (["--lr", "-1"], "lr"),
         (["--seed", str(2**32 - 2)], "below 2**32"),
+        (["--pairs", "0"], "--pairs must be a whole number from 1"),
+        (["--bootstrap", "50"], "--bootstrap must be a whole number >= 100"),
         (["--fork_points"], "expected one argument"),
         (["--resume"], "no experiment"),
     ],
@@ -390,12 +300,12 @@ def test_end_to_end_writes_every_output(experiment):
         success[["ci_low", "ci_high"]].notna().all().all() and (success["ci_low"] <= success["value"]).all()
     )
     assert len(table) == 2 and {
-        "loss_barrier",
-        "loss_barrier_alpha",
-        "success_barrier",
+        "ce_barrier_line",
+        "ce_barrier_line_alpha",
+        "success_barrier_line",
         "routing_js_mean",
     } <= set(table.columns)
-    assert (table["loss_barrier"] >= 0).all()
+    assert (table["ce_barrier_line"] >= 0).all()
     names = {p.name for p in (d / "fork_analysis").glob("*.png")}
     assert names == {
         "all_interpolations.png",
@@ -588,7 +498,9 @@ def test_shared_pair_is_deterministic_and_identical_children_have_no_barrier(exp
         ]
     )
     row = summary["table"].iloc[0]
-    assert (row["loss_barrier"], row["success_barrier"]) == (0.0, 0.0)
+    assert (row["ce_barrier_line"], row["success_barrier_line"]) == (0.0, 0.0)
+    for key in ("ce_barrier_line", "ce_barrier_mean", "success_barrier_line", "success_barrier_mean"):
+        assert row[key] == 0.0 and row[f"{key}_ci_low"] <= 0.0 <= row[f"{key}_ci_high"], key
     assert (row["routing_js_mean"], row["routing_agreement_mean"]) == (0.0, 1.0)
     assert {p.name for p in (tmp_path / "same" / "fork_analysis").glob("*.png")} >= {"interp_fork_0.png"}
     # two different children of one fork: same call, nonzero routing distance
@@ -672,6 +584,47 @@ def test_parallel_children_train_the_same_children(experiment, tmp_path):
             a, b = (load_checkpoint(e.child_folder(k, c) / "checkpoint_final.pt") for e in (exp, other))
             assert state_equal(a["policy_state_dict"], b["policy_state_dict"]), (k, c)
     assert summary["analysed"] == [0, 1]
+
+
+@pytest.mark.slow
+def test_child_pairs_have_their_own_seeds_evaluations_and_summary(tmp_path):
+    summary = lmc.main([*TINY, "--pairs", "2", "--results_root", str(tmp_path)])
+    exp = lmc.Experiment.load(summary["results_dir"])
+    assert exp.pairs == 2 and summary["analysed"] == [0, 1] and summary["missing"] == []
+    # pair q of fork k: seeds S + 1 + 2(qF + k), S + 2 + 2(qF + k), all distinct, trial k + 1
+    seeds = {(k, q, c): exp.child_seed(k, c, q) for k, q in exp.units() for c in lmc.CHILDREN}
+    assert seeds[(1, 1, "A")] == SEED + 1 + 2 * (2 + 1) and len(set(seeds.values())) == 8
+    assert seeds[(0, 0, "A")] == SEED + 1 and seeds[(1, 0, "B")] == SEED + 4  # pair 0: as before pairs
+    for (k, q, c), seed in seeds.items():
+        assert (exp.child_folder(k, c, q) / "checkpoint_final.pt").is_file()
+        assert (
+            exp.child_folder(k, c, q).parent.name == f"trial_{k + 1}"
+            and exp.child_folder(k, c, q).name == f"seed_{seed}"
+        )
+    assert {job.get("pair", 0) for job in lmc.training_jobs(exp)} == {0, 1}
+    d = exp.directory
+    assert (d / "evaluations" / "fork_1_pair_1.csv").is_file() and (
+        d / "evaluations" / "fork_1_pair_1.npz"
+    ).is_file()
+    interp, table = connectivity.load_results(d)
+    assert sorted(set(zip(table["fork"], table["pair"]))) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert table["ce_barrier_line_ci_low"].notna().all() and table["success_drop_mid_p"].between(0, 1).all()
+    forks, corr = connectivity.load_summaries(d)
+    assert forks["n_pairs"].tolist() == [2, 2] and forks["ce_barrier_line_ci_low"].notna().all()
+    first = table[table["fork"] == 0]["ce_barrier_mean"]
+    assert forks["ce_barrier_mean"].iloc[0] == pytest.approx(first.mean())
+    assert set(corr["unit"]) == {"forks", "pairs"} and set(corr[corr["unit"] == "pairs"]["n"]) == {4}
+    assert {p.name for p in (d / "fork_analysis").glob("interp_fork_*")} == {
+        "interp_fork_0.png",
+        "interp_fork_0_pair_1.png",
+        "interp_fork_1.png",
+        "interp_fork_1_pair_1.png",
+    }
+    assert list(connectivity.pair_names(interp).values()) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    # --resume with another number of pairs is another experiment
+    argv = [*TINY, "--pairs", "3", "--results_root", str(tmp_path), "--resume"]
+    with pytest.raises(SystemExit):
+        lmc.main(argv)
 
 
 @pytest.mark.slow
@@ -881,7 +834,7 @@ def test_browser_lmc_viz_follows_the_chosen_fork(experiment, tmp_path):
             # instability, routing agreement, all interpolations, the chosen fork
             wait_for_pngs(page, [], 4, 4)
             assert min(page.eval_on_selector_all(PNG, "imgs => imgs.map(i => i.naturalWidth)")) > 300
-            page.get_by_text("loss_barrier").first.wait_for(timeout=30_000)
+            page.get_by_text("ce_barrier_line").first.wait_for(timeout=30_000)
             assert marimo_errors(page, log) == []
             old = png_sources(page)
             dropdown(page, "fork 1: 0.67 · update 4").select_option(label="fork 1: 0.67 · update 4")

@@ -38,7 +38,9 @@ def test_buffer_refuses_other_levels_versions_and_damage(tmp_path):
     buf = EpisodeBuffer(2, TASK)
     buf.extend([fake_episode(3, 0)])
     path = buf.save(tmp_path / "b.npz")
-    with pytest.raises(BufferError, match="holds episodes of BabyAI-GoToRedBallGrey-v0, not BabyAI-GoToLocal-v0"):
+    with pytest.raises(
+        BufferError, match="holds episodes of BabyAI-GoToRedBallGrey-v0, not BabyAI-GoToLocal-v0"
+    ):
         EpisodeBuffer.load(path, "BabyAI-GoToLocal-v0")
     newer = tmp_path / "newer.npz"
     buf.save(newer, format_version=99)
@@ -112,7 +114,9 @@ def test_assembled_episodes_are_the_collectors_episodes(tmp_path):
     cfg = tiny_config(tmp_path, num_envs=3, unroll_len=16, max_steps=20)
     _, _, episodes, reported = _collect_episodes(cfg, chunks=6)
     assert len(episodes) == len(reported) >= 6
-    assert [(ep.seed, len(ep), ep.mission) for ep in episodes] == [(e.seed, e.length, e.mission) for e in reported]
+    assert [(ep.seed, len(ep), ep.mission) for ep in episodes] == [
+        (e.seed, e.length, e.mission) for e in reported
+    ]
     assert all(ep.seed >= TRAIN_SEED_START for ep in episodes)
 
 
@@ -140,7 +144,12 @@ def test_replayed_windows_give_the_logits_of_acting_through_the_episode(tmp_path
         missions = MissionCache(encoder)
         longest = max(len(e) for e in episodes)
         # replay_columns' column order: window-major, episodes inside, windows with a real step
-        order = [(w, b) for w in range(-(-longest // window)) for b in range(len(episodes)) if w * window < len(episodes[b])]
+        order = [
+            (w, b)
+            for w in range(-(-longest // window))
+            for b in range(len(episodes))
+            if w * window < len(episodes[b])
+        ]
         c = 0
         for b, ep in enumerate(episodes):
             memory = policy.init_memory(1)
@@ -269,7 +278,9 @@ def test_dagger_with_buffer_trains_resumes_and_evaluates(tmp_path):
     assert sorted(p.name for p in run.glob("buffer_*.npz")) == ["buffer_6.npz"]  # only the newest kept
     saved, meta = EpisodeBuffer.load(run / "buffer_6.npz", TASK)
     assert meta["update"] == 6 and len(saved) > 0
-    rows = [r for r in __import__("mop.experiment", fromlist=["read_metrics"]).read_metrics(run / "metrics.jsonl")]
+    rows = [
+        r for r in __import__("mop.experiment", fromlist=["read_metrics"]).read_metrics(run / "metrics.jsonl")
+    ]
     assert rows[-1]["train/replay_frames"] > 0 and rows[-1]["buffer/episodes"] == len(saved)
     # the checkpoint stays weights_only-loadable (the buffer lives beside it)
     torch.load(run / "checkpoint_final.pt", weights_only=True)
@@ -278,11 +289,15 @@ def test_dagger_with_buffer_trains_resumes_and_evaluates(tmp_path):
     resumed = Replay.start(tiny_config(tmp_path, buffer_episodes=20, max_steps=12, num_updates=9), run, ckpt)
     assert all(a.equals(b) for a, b in zip(saved.episodes, resumed.buffer.episodes))
     assert resumed.buffer.rng.bit_generator.state == saved.rng.bit_generator.state
-    train_mop.main(tiny_config(tmp_path, buffer_episodes=20, max_steps=12, num_updates=9), resume=True, progress=False)
+    train_mop.main(
+        tiny_config(tmp_path, buffer_episodes=20, max_steps=12, num_updates=9), resume=True, progress=False
+    )
     assert sorted(p.name for p in run.glob("buffer_*.npz")) == ["buffer_9.npz"]
     after, _ = EpisodeBuffer.load(run / "buffer_9.npz", TASK)
     assert after.added >= saved.added
-    result = evaluate(summary["checkpoints"][-1], EvalOptions(num_episodes=4, num_envs=2, progress=False), None)
+    result = evaluate(
+        summary["checkpoints"][-1], EvalOptions(num_episodes=4, num_envs=2, progress=False), None
+    )
     assert result.metrics["num_episodes"] == 4
 
 
@@ -294,10 +309,18 @@ def test_resume_without_its_buffer_is_refused(tmp_path):
     run = tmp_path / TASK / "trial_0"
     (run / "buffer_3.npz").unlink()
     with pytest.raises(ConfigError, match="replay buffer for update 3 .* is missing"):
-        train_mop.main(tiny_config(tmp_path, buffer_episodes=20, max_steps=12, num_updates=6), resume=True, progress=False)
+        train_mop.main(
+            tiny_config(tmp_path, buffer_episodes=20, max_steps=12, num_updates=6),
+            resume=True,
+            progress=False,
+        )
     (run / "buffer_3.npz").write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="not a readable episode buffer"):
-        train_mop.main(tiny_config(tmp_path, buffer_episodes=20, max_steps=12, num_updates=6), resume=True, progress=False)
+        train_mop.main(
+            tiny_config(tmp_path, buffer_episodes=20, max_steps=12, num_updates=6),
+            resume=True,
+            progress=False,
+        )
 
 
 @pytest.mark.slow
@@ -320,9 +343,13 @@ def test_offline_bc_from_demos_trains_resumes_and_evaluates(tmp_path):
     other = tmp_path / "other"
     full = tiny_config(other, demos=30, demos_dir=str(demos_dir), num_updates=9)
     train_mop.main(full, progress=False)
-    train_mop.main(tiny_config(tmp_path, demos=30, demos_dir=str(demos_dir), num_updates=9), resume=True, progress=False)
+    train_mop.main(
+        tiny_config(tmp_path, demos=30, demos_dir=str(demos_dir), num_updates=9), resume=True, progress=False
+    )
     a = torch.load(run / "checkpoint_final.pt", weights_only=True)["demo_sampler"]
     b = torch.load(other / TASK / "trial_0" / "checkpoint_final.pt", weights_only=True)["demo_sampler"]
     assert a == b
-    result = evaluate(summary["checkpoints"][-1], EvalOptions(num_episodes=4, num_envs=2, progress=False), None)
+    result = evaluate(
+        summary["checkpoints"][-1], EvalOptions(num_episodes=4, num_envs=2, progress=False), None
+    )
     assert result.metrics["num_episodes"] == 4

@@ -1,0 +1,282 @@
+"""The statistics of linear mode connectivity: barrier forms, their bootstrap intervals, the paired
+success test at the midpoint, intervals across child pairs and rank correlations with exact p.
+mop/connectivity.py builds its tables with these; nothing here reads or writes files.
+
+Barrier forms, for a curve f(α) over α in [0, 1] (ends included) and a sign s (+1 for a loss,
+−1 for success, so a worse θ(α) is always positive):
+- line form (Entezari et al. 2022, "The role of permutation invariance in linear mode
+  connectivity"): max over α of s·[f(α) − ((1−α)·f(0) + α·f(1))]; 0 at the ends, so never
+  negative (`barrier_line`).
+- mean form (Frankle et al. 2020; seed 003's instability, "mean of the endpoints minus the worst
+  α"): max over α of s·[f(α) − (f(0) + f(1))/2], ends included, so at least |f(0) − f(1)|/2
+  (`barrier_mean`). The two differ by up to |f(0) − f(1)|/2.
+Each form also gives its signed interior extreme: the same maximum over the interior α only
+(0 < α < 1). It is negative when every interior θ(α) is better than the reference, which the
+clipped barrier cannot show; `interior_better` says when every interior point beats both ends.
+
+Intervals: `bootstrap_barriers` resamples units (held-out episodes for the cross-entropy, layouts
+for success), the same units at every α (every α is evaluated on the same ones), recomputes the
+whole curve and both barriers, and takes the percentile interval (2.5th and 97.5th percentile of
+B resamples, B >= MIN_BOOTSTRAP; a fixed seed, so a table is reproducible).
+
+The paired success test (`paired_drop`) at the pre-specified midpoint α_m (the α nearest 0.5):
+per layout i, d_i = (1−α_m)·s_i(0) + α_m·s_i(1) − s_i(α_m) with s ∈ {0, 1} (the line-form drop of
+that layout; at α_m = 0.5 also the mean form). The statistic is the mean of d_i (the drop of the
+success rate at α_m), its interval the percentile bootstrap over layouts, and its test the exact
+two-sided sign test on the layouts where d_i ≠ 0 (n_worse: d_i > 0, the midpoint fails where the
+ends' average succeeds more; n_better: d_i < 0): p = P(|K − n/2| >= |n_worse − n/2|) for K ~
+Binomial(n_worse + n_better, 1/2), an exact McNemar test against the endpoint average. It tests
+one pre-specified α, not the α of the largest drop (choosing that α after looking would make any
+p too small).
+
+`spearman` gives ρ with an exact permutation p for n <= EXACT_MAX (all n! orderings) and a
+Monte Carlo permutation p ((hits + 1)/(B + 1), B = 20,000, seeded) above; `across_pairs` the
+mean and Student-t 95% interval of a value over a fork's child pairs (NaN with one pair).
+
+    barrier_line(np.linspace(0, 1, 11), ce, 1.0)            # Barrier(height, alpha, extreme)
+    bootstrap_barriers(alphas, ce_sums, label_counts, 1000)  # percentile intervals, both forms
+    paired_drop(alphas, success)                             # PairedDrop(drop, ci, n_worse, n_better, p)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+MIN_BOOTSTRAP = 100  # fewer resamples than this give percentile ends that move from run to run
+BOOTSTRAP_SEED = 0
+EXACT_MAX = 8  # 8! = 40,320 orderings: exact Spearman p up to here
+PERMUTATIONS = 20_000
+LEVEL = 0.95
+
+
+class Barrier(NamedTuple):
+    height: float  # the barrier: max over every α, ends included
+    alpha: float  # where it is reached (the first such α)
+    extreme: float  # the signed maximum over the interior α only (NaN without interior α)
+
+
+def _line(f0: float, f1: float, alpha: np.ndarray) -> np.ndarray:
+    """(1−α)·f0 + α·f1, exact at the ends and equal to f0 when f0 = f1 (lerp's two-sided form)."""
+    return np.where(alpha < 0.5, f0 + alpha * (f1 - f0), f1 - (1.0 - alpha) * (f1 - f0))
+
+
+def _sorted(alpha: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    a, f = np.asarray(alpha, float), np.asarray(values, float)
+    order = np.argsort(a, kind="stable")
+    return a[order], f[order]
+
+
+def _barrier(a: np.ndarray, gap: np.ndarray) -> Barrier:
+    i = int(np.nanargmax(gap))
+    inner = gap[1:-1]
+    extreme = float(np.nanmax(inner)) + 0.0 if len(inner) and not np.isnan(inner).all() else math.nan
+    return Barrier(float(gap[i]) + 0.0, float(a[i]), extreme)  # + 0.0: no -0.0
+
+
+def barrier_line(alpha: Sequence[float], values: Sequence[float], sign: float = 1.0) -> Barrier:
+    """The line form: max over α of sign·[f(α) − ((1−α)·f(0) + α·f(1))] (never negative)."""
+    a, f = _sorted(alpha, values)
+    return _barrier(a, sign * (f - _line(f[0], f[-1], a)))
+
+
+def barrier_mean(alpha: Sequence[float], values: Sequence[float], sign: float = 1.0) -> Barrier:
+    """The mean form: max over α of sign·[f(α) − (f(0) + f(1))/2], ends included."""
+    a, f = _sorted(alpha, values)
+    return _barrier(a, sign * (f - 0.5 * (f[0] + f[-1])))
+
+
+def interior_better(alpha: Sequence[float], values: Sequence[float], sign: float = 1.0) -> bool:
+    """Every interior θ(α) is better than both ends (lower loss, higher success)."""
+    _, f = _sorted(alpha, values)
+    if len(f) < 3:
+        return False
+    return bool(np.all(sign * f[1:-1] < min(sign * f[0], sign * f[-1])))
+
+
+# ----------------------------------------------------------------------------- intervals
+
+
+def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """The percentile interval of bootstrap samples (NaN when none is finite)."""
+    samples = np.asarray(samples, float)
+    samples = samples[np.isfinite(samples)]
+    if not len(samples):
+        return math.nan, math.nan
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def check_bootstrap(count: int) -> int:
+    """`count` if it is a usable number of bootstrap resamples; ValueError otherwise."""
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or not count >= MIN_BOOTSTRAP:
+        raise ValueError(f"--bootstrap must be a whole number >= {MIN_BOOTSTRAP}, got {count!r}")
+    if count > 1_000_000:
+        raise ValueError(f"--bootstrap must be at most 1,000,000 (time), got {count}")
+    return int(count)
+
+
+def _resampled_curves(
+    numerators: np.ndarray, denominators: np.ndarray | None, count: int, seed: int
+) -> np.ndarray:
+    """(count, A) curves of resampled units: numerators (A, U) summed over the drawn units, divided
+    by the drawn denominators (U,) summed (a ratio of sums: the held-out CE per label), or their
+    mean when there are none (success per layout)."""
+    rng = np.random.default_rng(seed)
+    units = numerators.shape[1]
+    draws = rng.integers(0, units, size=(count, units))  # the same units at every α
+    weights = np.stack([np.bincount(d, minlength=units) for d in draws]).astype(float)  # (count, U)
+    totals = weights @ numerators.T  # (count, A)
+    if denominators is None:
+        return totals / units
+    return totals / (weights @ denominators)[:, None]
+
+
+class BarrierIntervals(NamedTuple):
+    line: tuple[float, float]
+    mean: tuple[float, float]
+
+
+def bootstrap_barriers(
+    alpha: Sequence[float],
+    numerators: np.ndarray,
+    denominators: np.ndarray | None,
+    count: int,
+    sign: float = 1.0,
+    seed: int = BOOTSTRAP_SEED,
+) -> BarrierIntervals:
+    """Percentile intervals of both barrier forms, resampling units with replacement: numerators
+    (A, U) per α and unit, denominators (U,) or None (see _resampled_curves)."""
+    count = check_bootstrap(count)
+    a = np.asarray(alpha, float)
+    curves = _resampled_curves(np.asarray(numerators, float), denominators, count, seed)
+    line = [barrier_line(a, c, sign).height for c in curves]
+    mean = [barrier_mean(a, c, sign).height for c in curves]
+    return BarrierIntervals(percentile_interval(np.asarray(line)), percentile_interval(np.asarray(mean)))
+
+
+# ----------------------------------------------------------------------------- the paired success test
+
+
+class PairedDrop(NamedTuple):
+    alpha: float  # α_m, the pre-specified midpoint
+    drop: float  # mean over layouts of d_i (positive: the midpoint solves fewer)
+    ci_low: float
+    ci_high: float
+    n_worse: int  # layouts with d_i > 0
+    n_better: int  # layouts with d_i < 0
+    p: float  # exact two-sided sign test on the n_worse + n_better discordant layouts
+
+
+def sign_test(n_worse: int, n_better: int) -> float:
+    """Exact two-sided sign (McNemar) test: P(|K − n/2| >= |n_worse − n/2|), K ~ Bin(n, 1/2);
+    1.0 when no layout is discordant."""
+    n = n_worse + n_better
+    if n == 0:
+        return 1.0
+    k = min(n_worse, n_better)
+    # both tails of a symmetric binomial: 2·P(K <= k), capped at 1 (k = n/2 covers the middle twice)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
+def midpoint_index(alpha: Sequence[float]) -> int | None:
+    """The interior α nearest 0.5 (the smaller one on a tie); None without interior α."""
+    a = np.sort(np.asarray(alpha, float))
+    inner = np.arange(1, len(a) - 1)
+    if not len(inner):
+        return None
+    return int(inner[np.argmin(np.abs(a[inner] - 0.5))])
+
+
+def paired_drop(
+    alpha: Sequence[float], success: np.ndarray, count: int = 1000, seed: int = BOOTSTRAP_SEED
+) -> PairedDrop:
+    """The success drop at the midpoint, paired per layout: success (A, N) in {0, 1}, one row per
+    α in the order of `alpha`, the same N layouts in every row (see the module docstring)."""
+    a = np.asarray(alpha, float)
+    order = np.argsort(a, kind="stable")
+    a, s = a[order], np.asarray(success, float)[order]
+    m = midpoint_index(a)
+    if m is None or s.shape[1] == 0:
+        return PairedDrop(math.nan, math.nan, math.nan, math.nan, 0, 0, math.nan)
+    am = float(a[m])
+    d = (1 - am) * s[0] + am * s[-1] - s[m]  # (N,)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(d), size=(check_bootstrap(count), len(d)))
+    low, high = percentile_interval(d[draws].mean(1))
+    worse, better = int((d > 0).sum()), int((d < 0).sum())
+    return PairedDrop(am, float(d.mean()) + 0.0, low, high, worse, better, sign_test(worse, better))
+
+
+# ----------------------------------------------------------------------------- across pairs, correlations
+
+
+def mean_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, low, high) of the finite values: the Student-t interval of their mean (NaN ends with
+    fewer than two finite values); e.g. over a fork's child pairs, or over held-out contexts."""
+    from scipy import stats
+
+    x = np.asarray(values, float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+across_pairs = mean_interval  # a fork's child pairs
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(x)  # average ranks for ties
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of x (n,) with each row of y (..., n)."""
+    xc = x - x.mean()
+    yc = y - y.mean(-1, keepdims=True)
+    return (yc @ xc) / np.sqrt((xc @ xc) * (yc * yc).sum(-1))
+
+
+class Correlation(NamedTuple):
+    n: int
+    rho: float
+    p: float
+    method: str  # 'exact permutation' | 'Monte Carlo permutation' | 'too few' | 'constant'
+
+
+def spearman(x: Sequence[float], y: Sequence[float], seed: int = BOOTSTRAP_SEED) -> Correlation:
+    """Spearman ρ of the finite pairs (x_i, y_i) and its two-sided permutation p (module docstring)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = len(x)
+    if n < 3:
+        return Correlation(n, math.nan, math.nan, "too few")
+    rx, ry = _ranks(x), _ranks(y)
+    if np.ptp(rx) == 0 or np.ptp(ry) == 0:
+        return Correlation(n, math.nan, math.nan, "constant")
+    rho = float(_pearson(rx, ry[None])[0])
+    if n <= EXACT_MAX:
+        perms = ry[np.array(list(itertools.permutations(range(n))))]
+        method = "exact permutation"
+        hits, total = int((np.abs(_pearson(rx, perms)) >= abs(rho) - 1e-12).sum()), len(perms)
+        p = hits / total
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.stack([rng.permutation(ry) for _ in range(PERMUTATIONS)])
+        method = "Monte Carlo permutation"
+        hits = int((np.abs(_pearson(rx, perms)) >= abs(rho) - 1e-12).sum())
+        p = (hits + 1) / (PERMUTATIONS + 1)
+    return Correlation(n, rho, float(p), method)

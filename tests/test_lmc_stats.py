@@ -1,0 +1,251 @@
+"""lmc.py's statistics (issue 31), tier 1 on synthetic data: both barrier forms (line, mean) against
+hand computations, identical children give 0 with intervals holding 0, the paired midpoint success
+test and Spearman's permutation p against scipy, trivial layers marked, compare figures without a
+fork legend; and (issue 10) the barrier's α, the instability table, exact interpolation ends, JS
+divergence and dominant-expert agreement. Moved out of tests/test_lmc.py to keep files under 1,000
+lines; the experiment-level tests stay there.
+
+    pytest tests/test_lmc_stats.py
+"""
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import lmc
+from mop import connectivity
+
+
+def test_barrier_is_the_largest_rise_above_the_line_and_its_alpha():
+    alpha = np.linspace(0, 1, 5)
+    height, at = connectivity.barrier(alpha, [1.0, 1.4, 2.5, 2.2, 2.0])  # line: 1, 1.25, 1.5, 1.75, 2
+    assert height == pytest.approx(1.0) and at == 0.5
+    assert connectivity.barrier(alpha, [1.0, 1.0, 1.0, 1.0, 2.0]) == (0.0, 0.0)  # below the line: the ends
+    assert connectivity.barrier(alpha, [1.0, 1.1, 1.2, 1.3, 1.4])[0] == pytest.approx(0.0, abs=1e-12)  # on it
+    # success: a drop below the line counts (sign -1)
+    assert connectivity.barrier(alpha, [0.9, 0.8, 0.3, 0.8, 0.9], -1.0) == (pytest.approx(0.6), 0.5)
+    # identical endpoints and a flat curve: exactly 0 (the line is computed exactly), never -0.0
+    flat = connectivity.barrier(np.linspace(0, 1, 11), [0.3] * 11)
+    assert flat == (0.0, 0.0) and math.copysign(1, flat[0]) == 1.0
+    assert math.copysign(1, connectivity.barrier(alpha, [1.0] * 5, -1.0)[0]) == 1.0
+
+
+def synthetic_rows(fork: int, point: float, ce: list, success: list, js: float) -> list[dict]:
+    alphas = np.linspace(0, 1, len(ce))
+    rows = []
+    for a, c, s in zip(alphas, ce, success):
+        rows += [
+            {"alpha": a, "metric": "heldout_ce", "value": c},
+            {"alpha": a, "metric": "success_rate", "value": s, "ci_low": s - 0.1, "ci_high": min(1, s + 0.1)},
+            {"alpha": a, "metric": "js_to_b_layer_0", "value": js * (1 - a)},
+            {"alpha": a, "metric": "agree_to_b_layer_0", "value": 1 - js * (1 - a)},
+            {"alpha": a, "metric": "js_to_a_layer_0", "value": js * a},
+            {"alpha": a, "metric": "agree_to_a_layer_0", "value": 1 - js * a},
+        ]
+    return [{"fork": fork, "fork_point": point, "fork_update": int(point * 100), **r} for r in rows]
+
+
+def test_instability_table_reads_barriers_and_children_routing_from_the_rows():
+    rows = synthetic_rows(0, 0.1, [1.0, 2.0, 1.0], [0.9, 0.5, 0.9], 0.4)
+    rows += synthetic_rows(1, 0.5, [1.0, 1.0, 1.0], [0.9, 0.9, 0.9], 0.1)
+    interp = pd.DataFrame(rows).reindex(columns=connectivity.COLUMNS)
+    table = connectivity.instability_table(interp)
+    assert list(table["fork"]) == [0, 1]
+    assert table["ce_barrier_line"].tolist() == [1.0, 0.0] and table["ce_barrier_line_alpha"].tolist() == [
+        0.5,
+        0.0,
+    ]
+    assert table["success_barrier_line"].tolist() == pytest.approx([0.4, 0.0])
+    # the drop's noise scale: half the success interval at its α (0.5 → [0.4, 0.6]; 0 → [0.8, 1])
+    assert table["success_wilson_half_width"].tolist() == pytest.approx([0.1, 0.1])
+    assert table["routing_js_layer_0"].tolist() == pytest.approx([0.4, 0.1])  # α = 0: A against B
+    assert table["routing_agreement_mean"].tolist() == pytest.approx([0.6, 0.9])
+    figures = __import__("mop.lmc_plots", fromlist=["lmc_figures"]).lmc_figures(interp, table)
+    assert set(figures) == {
+        "all_interpolations",
+        "interp_fork_0",
+        "interp_fork_1",
+        "instability_over_time",
+        "routing_agreement",
+    }
+    assert all(isinstance(f, Figure) for f in figures.values())
+
+
+def test_barrier_forms_equal_hand_computations_where_they_differ():
+    from mop import lmc_stats
+
+    alpha = [0.0, 0.25, 0.5, 0.75, 1.0]
+    ce = [1.0, 1.3, 1.25, 1.4, 1.6]  # line: 1, 1.15, 1.3, 1.45, 1.6; mean of the ends 1.3
+    line = lmc_stats.barrier_line(alpha, ce)
+    assert line.height == pytest.approx(0.15) and line.alpha == 0.25  # 1.3 - 1.15
+    assert line.extreme == pytest.approx(0.15)
+    mean = lmc_stats.barrier_mean(alpha, ce)
+    assert mean.height == pytest.approx(0.3) and mean.alpha == 1.0  # the worse end: 1.6 - 1.3
+    assert mean.extreme == pytest.approx(0.1)  # interior only: 1.4 - 1.3
+    # they differ by up to |f(0) - f(1)| / 2 (here 0.3): equal ends make them equal
+    flat_ends = [1.0, 1.2, 1.5, 1.1, 1.0]
+    assert lmc_stats.barrier_line(alpha, flat_ends).height == lmc_stats.barrier_mean(alpha, flat_ends).height
+    # success (sign -1): the drop below the line / below the ends' mean
+    success = [0.9, 0.7, 0.6, 0.8, 0.7]  # line 0.9, 0.85, 0.8, 0.75, 0.7; mean 0.8
+    assert lmc_stats.barrier_line(alpha, success, -1.0).height == pytest.approx(0.2)  # 0.8 - 0.6
+    assert lmc_stats.barrier_mean(alpha, success, -1.0).height == pytest.approx(0.2)  # 0.8 - 0.6
+    assert lmc_stats.barrier_mean(alpha, [0.9, 0.9, 0.9, 0.9, 0.5], -1.0).height == pytest.approx(0.2)
+    # a midpoint better than both ends: the clipped line barrier is 0, its signed extreme negative
+    better = [1.0, 0.8, 0.7, 0.8, 1.2]
+    clipped = lmc_stats.barrier_line(alpha, better)
+    assert clipped.height == 0.0 and clipped.alpha == 0.0 and clipped.extreme == pytest.approx(0.8 - 1.05)
+    assert lmc_stats.interior_better(alpha, better) and not lmc_stats.interior_better(alpha, ce)
+    assert math.isnan(lmc_stats.barrier_line([0.0, 1.0], [1.0, 2.0]).extreme)  # no interior α
+
+
+def test_identical_children_give_zero_barriers_with_intervals_containing_zero():
+    rows = synthetic_rows(0, 0.5, [1.0] * 5, [0.8] * 5, 0.0)
+    interp = pd.DataFrame(rows).reindex(columns=connectivity.COLUMNS)
+    rng = np.random.default_rng(0)
+    per_layout = (rng.random(40) < 0.8).astype(np.uint8)
+    ce = rng.random(30) * 5
+    units = {
+        "alphas": np.linspace(0, 1, 5),
+        "success": np.tile(per_layout, (5, 1)),
+        "ce_sum": np.tile(ce, (5, 1)),
+        "labels": rng.integers(1, 9, 30),
+    }
+    row = connectivity.instability_table(interp, {(0, 0): units}, bootstrap=200).iloc[0]
+    for name in ("ce", "success"):
+        for form in ("line", "mean"):
+            key = f"{name}_barrier_{form}"
+            assert row[key] == 0.0 and row[f"{key}_ci_low"] <= 0.0 <= row[f"{key}_ci_high"], key
+    assert row["success_drop_mid"] == 0.0 and row["success_drop_mid_p"] == 1.0
+    assert row["success_drop_mid_ci_low"] <= 0.0 <= row["success_drop_mid_ci_high"]
+    # without units the intervals are not measured (NaN), not zero
+    bare = connectivity.instability_table(interp).iloc[0]
+    assert math.isnan(bare["ce_barrier_line_ci_low"]) and math.isnan(bare["success_drop_mid_p"])
+
+
+def test_the_paired_success_test_equals_scipy():
+    from scipy.stats import binomtest
+
+    from mop import lmc_stats
+
+    # 60 layouts; the midpoint (α = 0.5) fails 9 that both ends solve and solves 2 that both fail
+    end = np.array([1] * 40 + [0] * 20)
+    mid = end.copy()
+    mid[:9] = 0
+    mid[40:42] = 1
+    success = np.stack([end, mid, end])
+    drop = lmc_stats.paired_drop([0.0, 0.5, 1.0], success, count=500)
+    assert (drop.alpha, drop.n_worse, drop.n_better) == (0.5, 9, 2)
+    assert drop.drop == pytest.approx((9 - 2) / 60)
+    assert drop.p == pytest.approx(binomtest(9, 11, 0.5).pvalue, rel=1e-12)
+    assert drop.ci_low < drop.drop < drop.ci_high
+    for worse, better in ((0, 0), (5, 5), (12, 0), (3, 17), (40, 41)):
+        expected = binomtest(worse, worse + better, 0.5).pvalue if worse + better else 1.0
+        assert lmc_stats.sign_test(worse, better) == pytest.approx(expected, rel=1e-12), (worse, better)
+    # a layout solved by one end only counts half (the line at α = 0.5)
+    half = lmc_stats.paired_drop([0.0, 0.5, 1.0], np.array([[1, 1], [0, 1], [0, 1]]), count=100)
+    assert half.drop == pytest.approx(0.25) and (half.n_worse, half.n_better) == (1, 0)
+
+
+def test_spearman_permutation_p_and_the_interval_across_pairs_equal_scipy():
+    from scipy import stats
+
+    from mop import lmc_stats
+
+    x, y = [0.1, 0.3, 0.2, 0.8, 0.5, 0.9], [2.0, 1.5, 1.9, 0.2, 1.0, 0.4]
+    c = lmc_stats.spearman(x, y)
+    rho = stats.spearmanr(x, y).statistic
+    # the reference: scipy's ρ over every ordering of y (scipy's own permutation_test takes minutes here)
+    null = [stats.spearmanr(x, list(perm)).statistic for perm in itertools.permutations(y)]
+    assert c.rho == pytest.approx(rho) and c.method == "exact permutation"
+    assert c.p == pytest.approx(np.mean(np.abs(null) >= abs(rho) - 1e-12))
+    assert c.p == pytest.approx(12 / 720)  # ρ = ±1 (2 orderings) and ±0.943 (one adjacent swap: 10)
+    big = np.random.default_rng(1).random((2, 12))
+    assert lmc_stats.spearman(*big).method == "Monte Carlo permutation"
+    assert lmc_stats.spearman([1, 2], [3, 4]).method == "too few"
+    assert lmc_stats.spearman([1, 2, 3], [3, 3, 3]).method == "constant"
+    values = [0.12, 0.05, 0.09]
+    mean, low, high = lmc_stats.across_pairs(values)
+    t_low, t_high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    assert (mean, low, high) == pytest.approx((np.mean(values), t_low, t_high))
+    assert math.isnan(lmc_stats.across_pairs([0.3])[1])  # one pair: no interval
+
+
+def test_layers_that_agree_trivially_are_marked_and_left_out_of_the_mean():
+    rows = synthetic_rows(0, 0.2, [1.0, 1.2, 1.0], [0.9, 0.9, 0.9], 0.3)
+    alphas = np.linspace(0, 1, 3)
+    for a in alphas:  # layer 1: >= 99% on expert 0 in both children, and agreeing
+        base = {"fork": 0, "fork_point": 0.2, "fork_update": 20, "alpha": a}
+        rows += [
+            {**base, "metric": "js_to_b_layer_1", "value": 0.0},
+            {**base, "metric": "agree_to_b_layer_1", "value": 1.0},
+            {**base, "metric": "js_to_a_layer_1", "value": 0.0},
+            {**base, "metric": "agree_to_a_layer_1", "value": 1.0},
+            {**base, "metric": "top_weight_layer_0", "value": 0.7},
+            {**base, "metric": "top_expert_layer_0", "value": 1.0},
+            {**base, "metric": "top_weight_layer_1", "value": 0.995},
+            {**base, "metric": "top_expert_layer_1", "value": 0.0},
+        ]
+    table = connectivity.instability_table(pd.DataFrame(rows).reindex(columns=connectivity.COLUMNS))
+    row = table.iloc[0]
+    assert row["routing_trivial_layer_1"] and not row["routing_trivial_layer_0"]
+    assert row["routing_agreement_mean"] == pytest.approx((0.7 + 1.0) / 2)  # every layer
+    assert (
+        row["routing_agreement_mean_nontrivial"] == pytest.approx(0.7)
+        and row["routing_nontrivial_layers"] == 1
+    )
+
+
+def test_compare_figures_have_no_fork_legend():
+    from mop import lmc_plots
+
+    rows = synthetic_rows(0, 0.3, [1.0, 1.5, 1.2], [0.9, 0.7, 0.8], 0.2)
+    interp = pd.DataFrame(rows).reindex(columns=connectivity.COLUMNS)
+    interp["fork_point"] = interp["fork_update"] = math.nan  # lmc.py compare: no fork
+    assert not lmc_plots.plot_all_interpolations(interp, {0: "A vs B"}).legends
+    rows = synthetic_rows(0, 0.3, [1.0, 1.5, 1.2], [0.9, 0.7, 0.8], 0.2)
+    forked = pd.DataFrame(rows).reindex(columns=connectivity.COLUMNS)
+    assert lmc_plots.plot_all_interpolations(forked).legends  # an experiment's forks keep theirs
+
+
+def test_interpolation_is_exact_at_the_ends_and_for_identical_weights():
+    g = torch.Generator().manual_seed(0)
+    a = {
+        "w": torch.randn(50, generator=g),
+        "enc": {"e": torch.randn(3, 4, generator=g)},
+        "vocab": ["a"],
+        "n": torch.arange(3),
+    }
+    b = {
+        "w": torch.randn(50, generator=g),
+        "enc": {"e": torch.randn(3, 4, generator=g)},
+        "vocab": ["a"],
+        "n": torch.arange(3),
+    }
+    assert torch.equal(connectivity.interpolate(a, b, 0.0)["w"], a["w"])
+    assert torch.equal(connectivity.interpolate(a, b, 1.0)["enc"]["e"], b["enc"]["e"])
+    for alpha in np.linspace(0, 1, 11):
+        assert torch.equal(connectivity.interpolate(a, a, alpha)["w"], a["w"])
+    mid = connectivity.interpolate(a, b, 0.25)["w"]
+    assert torch.allclose(mid, 0.75 * a["w"] + 0.25 * b["w"])
+    with pytest.raises(lmc.LMCError, match=r"w is \(50,\) vs \(49,\)"):
+        connectivity.interpolate(a, {**b, "w": b["w"][:49]}, 0.5)
+    with pytest.raises(lmc.LMCError, match="in one only"):
+        connectivity.interpolate(a, {**b, "extra": b["w"]}, 0.5)
+    with pytest.raises(lmc.LMCError, match="vocab"):
+        connectivity.interpolate(a, {**b, "vocab": ["b"]}, 0.5)
+
+
+def test_js_divergence_and_dominant_agreement():
+    p = np.array([[0.7, 0.2, 0.1], [1.0, 0.0, 0.0]])
+    assert connectivity.js_divergence(p, p).tolist() == [0.0, 0.0]
+    q = np.array([[0.1, 0.2, 0.7], [0.0, 1.0, 0.0]])
+    js = connectivity.js_divergence(p, q)
+    assert js[1] == pytest.approx(1.0) and 0 < js[0] < 1  # disjoint supports: 1 bit
+    assert js.tolist() == pytest.approx(connectivity.js_divergence(q, p).tolist())  # symmetric
+    assert connectivity.routing_agreement(p, q) == (pytest.approx(js.mean()), 0.0)
+    assert connectivity.routing_agreement(p, p) == (0.0, 1.0)
