@@ -11,9 +11,10 @@ encoders), `devices` (the device setting, device-free saved state, CUDA's determ
 acting step and the collector), `replay_buffer`, `bot_demos` and `imitation` (the training loop,
 and where a run stands), `results` (the results table), `routing_cache` and `routing_analysis` (the cache schema
 and its numbers), `phases` and `inference` (phase systems; statistics across runs), `lmc_settings`
-and `connectivity` (linear mode connectivity: settings, interpolation, barriers, routing agreement),
+`lmc_experiment`, `lmc_stats` and `connectivity` (linear mode connectivity: settings, an
+experiment's identity, its statistics, interpolation, barriers, routing agreement),
 the figure modules (`plot_style`, `results_plots`, `stats_plots`, `lmc_plots`, `generative_plots`,
 `behaviour_plots`, `expert_maps`, and `level_image` for the example layout)
-`generative` (the generative model of rollouts), `launch` (a Modal launch checked locally) and
+`generative` and `generative_probes` (the generative model of rollouts and its calibrated probes), `launch` (a Modal launch checked locally) and
 `notebook_script` (a notebook's refusal of a file).
 """
