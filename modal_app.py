@@ -398,24 +398,23 @@ def _split(text: str, name: str, cast: Callable[[str], Any] = str) -> list:
     return values
 
 
-# One key=value pair starts at each space that is followed by `name=`, so a value may hold spaces
-# inside brackets or quotes: --set "expert_hidden_sizes=[[0, 16], [0, 16]] lr=1e-3".
-_PAIR_START = re.compile(r"\s+(?=[A-Za-z_]\w*=)")
-
-
 def parse_set(text: str) -> dict:
     """--set "lpc_alpha=1e-4 hidden_size=128" -> {"lpc_alpha": "1e-4", "hidden_size": 128}: space-separated
-    key=value pairs, each value read as YAML (a number, true/false, null, [[0,16,32]], a string).
-    Types are the schema's business (load_config converts "1e-4", which YAML 1.1 reads as a string)."""
+    key=value pairs (conditions.split_assignments: a value may hold spaces inside brackets), each
+    value read as YAML (a number, true/false, null, [[0,16,32]], a string). Types are the schema's
+    business (load_config converts "1e-4", which YAML 1.1 reads as a string)."""
     import yaml
 
+    from mop.conditions import split_assignments
+
+    try:
+        pairs = split_assignments(text)
+    except ValueError as e:
+        raise LaunchError(
+            f'--set takes space-separated key=value pairs ("lr=1e-3 hidden_size=128"), got {str(e)!r}'
+        ) from None
     values: dict = {}
-    for pair in _PAIR_START.split(text.strip()) if text.strip() else []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key or not raw:
-            raise LaunchError(
-                f'--set takes space-separated key=value pairs ("lr=1e-3 hidden_size=128"), got {pair!r}'
-            )
+    for key, raw in pairs:
         if key in values:
             raise LaunchError(f"--set gives {key} twice")
         try:
@@ -548,8 +547,10 @@ main_seeds = app.local_entrypoint(name="main_seeds")(_main_seeds)
 @app.local_entrypoint()
 def sweep(
     task_id: str,
-    lpc_alpha: str,
     seeds: str,
+    lpc_alpha: str = "",
+    grid: str = "",
+    recipes: str = "",
     first_trial: int = 0,
     name: str = "",
     set: str = "",
@@ -558,42 +559,59 @@ def sweep(
     checkpoint_interval: int | None = None,
     normalize_lpc: bool | None = None,
 ) -> None:
-    """sweep.py's grid on Modal: trial first_trial + i holds the i-th α, every seed; the manifest
-    sweeps/<name>.json is written here, the runs go through train_all like main's. Then
-    eval_parallel and stats.py (or sweep.py's stages) on the downloaded results."""
-    import sweep as grid
+    """sweep.py's grid on Modal: condition i (grid points, then recipes) trains as trial
+    first_trial + i, every seed, each run through train_all like main's; the manifest
+    sweeps/<name>.json is written here first. --grid "KEY=V1|V2 KEY=V1|V2" (several factors,
+    space-separated), --recipes "KEY=V KEY=V ; KEY=V" (recipes separated by ' ; '), --lpc-alpha
+    "0,1e-4" (the α shorthand). Then eval_parallel and stats.py --manifest on the downloaded results."""
+    import sweep as grid_sweep
     from mop import experiment
+    from mop.runs import run_task_name
 
     try:
-        alphas, seed_list = grid.parse_alphas(lpc_alpha), grid.parse_seeds(seeds)
+        seed_list = grid_sweep.parse_seeds(seeds)
         flags = {"num_updates": num_updates, "checkpoint_interval": checkpoint_interval, "lpc_alpha": None}
         overrides = training_overrides(set, config, flags | {"normalize_lpc": normalize_lpc})
-        if "lpc_alpha" in overrides:
-            raise LaunchError("lpc_alpha is set by --lpc-alpha (the sweep's list), not by --set or --config")
+        factors = grid_sweep.parse_grid([grid] if grid.strip() else [])
+        if lpc_alpha:
+            if "lpc_alpha" in overrides:
+                raise LaunchError(
+                    "lpc_alpha is set by --lpc-alpha (the sweep's list), not by --set or --config"
+                )
+            factors = {"lpc_alpha": grid_sweep.parse_alphas(lpc_alpha), **factors}
+        extra = [grid_sweep.parse_recipe(r) for r in re.split(r"\s+;\s+", recipes.strip()) if r.strip()]
+        if not factors and not extra:
+            raise LaunchError('give the conditions: --grid "KEY=V1|V2", --recipes "KEY=V ..." or --lpc-alpha')
         if overrides.get("num_workers") is None:
             overrides["num_workers"] = int(TRAIN_CPUS)
-        seed_text = ",".join(map(str, seed_list))
+        points = grid_sweep.expand(factors, extra)
+        runs = grid_sweep.plan_runs(task_id, points, seed_list, first_trial, overrides, CONFIG_PATH)
         jobs = [
-            job
-            for i, alpha in enumerate(alphas)
-            for job in training_jobs(
-                task_id, str(first_trial + i), seed_text, "train_mop.py", {**overrides, "lpc_alpha": alpha}
-            )
-        ]
-        runs = [j["overrides"] for j in jobs]
-        last = first_trial + len(alphas) - 1
-        path = grid.manifest(
-            name or f"{task_id}_trial{first_trial}-{last}", runs, ["modal", "run", *sys.argv[1:]]
+            {
+                "label": f"{task_id} trial {r['trial']} seed {r['seed']} ({r['policy']})",
+                "overrides": {k: r["overrides"][k] for k in ("task_id", "trial", "seed", *overrides, *r["set"])
+                              if k in r["overrides"]},
+                "script": f"{grid_sweep.TRAINERS[r['policy']]}.py",
+            }
+            for r in runs
+        ]  # fmt: skip
+        last = first_trial + len(points) - 1
+        path = grid_sweep.manifest(
+            name or f"{run_task_name(task_id)}_trial{first_trial}-{last}",
+            runs,
+            ["modal", "run", *sys.argv[1:]],
+            extra={"factors": grid_sweep.factors_of(factors, extra), "checkpoint_dir": "modal_checkpoints"},
         )
-    except (LaunchError, grid.SweepError, experiment.ConfigError) as e:
+    except (LaunchError, grid_sweep.SweepError, experiment.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(f"sweep: {len(jobs)} runs ({len(alphas)} α × {len(seed_list)} seeds); manifest {path}")
+    print(f"sweep: {len(jobs)} runs ({len(points)} conditions × {len(seed_list)} seeds); manifest {path}")
     for result in train_all.remote(jobs, float(max(1, overrides["num_workers"])), ""):
         status = result.get("error") or result.get("skipped") or result.get("run_dir")
         print(f"{'✗' if 'error' in result else '✓'} {result['label']}: {status}")
     print(
-        f"next: modal run modal_app.py::eval_parallel --task {task_id}; then python stats.py --task_id {task_id}"
+        f"next: modal run modal_app.py::eval_parallel --task {task_id}; then python stats.py --task_id {task_id} "
+        f"--manifest {path} --cache_dir evaluation_cache --contrast <factor>"
     )
 
 

@@ -264,8 +264,8 @@ def load_cache(directory: str | os.PathLike) -> CacheData:
         raise CacheError(f"{str(directory)!r} is not a routing cache (no {META_FILE})")
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CacheError(f"{str(meta_path)!r} is unreadable: {e}") from None
+    except (OSError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: absurdly nested JSON
+        raise CacheError(f"{str(meta_path)!r} is unreadable: {type(e).__name__}") from None
     if not isinstance(meta, dict):
         raise CacheError(f"{str(meta_path)!r} is not a routing cache's metadata (not a JSON object)")
     version = meta.get("schema_version")
@@ -651,8 +651,10 @@ def read_legacy_json(path: str | os.PathLike) -> CacheData:
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CacheError(f"{str(path)!r} is unreadable: {type(e).__name__}: {e}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        # RecursionError: JSON nested deeper than the parser's stack (not a routing_data.json)
+        detail = "nested too deep" if isinstance(e, RecursionError) else e
+        raise CacheError(f"{str(path)!r} is unreadable: {type(e).__name__}: {detail}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("routing_data"), list):
         raise CacheError(f"{str(path)!r} is not a routing_data.json (no routing_data list)")
     records = doc["routing_data"]
