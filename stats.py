@@ -468,10 +468,10 @@ def draw_figures(
         runs = runs_with_alpha(table, update)
         return plots.plot_pooled_scatter(runs, phase_fits(runs, phases_of(table)))
 
-    routed = runs_with_alpha(table, update)
-    routed = routed[routed["policy_type"].fillna("mop") != "gru"]  # a GRU has no LPC to correlate
     makers: dict[str, Callable[[], Figure]] = {
-        "r_vs_alpha": lambda: plots.plot_r_vs_alpha(routed, spatial_for_figure(seeds), phases_of(table)),
+        "r_vs_alpha": lambda: plots.plot_r_vs_alpha(
+            runs_with_alpha(table, update), spatial_for_figure(seeds), phases_of(table)
+        ),
         "metrics_vs_alpha": lambda: plots.plot_metrics_vs_alpha(runs_with_alpha(table, update), scalars),
         "metrics_vs_update": lambda: plots.plot_metrics_vs_update(metrics_by_update(table)),
         "pooled_scatter": pooled_scatter,

@@ -67,7 +67,10 @@ def plot_r_vs_alpha(runs: pd.DataFrame, spatial: pd.DataFrame, phases: Sequence[
     each run's r as a dot; stars: Holm-adjusted p of the t-test on z over every point of the figure
     (each point one condition's runs; 'n=1' marks a condition with a single run: no inference).
     runs: one row per run with a condition (inference.runs_with_alpha); spatial:
-    inference.spatial_for_figure(across_seeds), whose p_fig is that Holm; phases: the level's."""
+    inference.spatial_for_figure(across_seeds), whose p_fig is that Holm; phases: the level's.
+    GRU runs are left out (no router, no LPC to correlate)."""
+    if "policy_type" in runs:
+        runs = runs[runs["policy_type"].fillna("mop") != "gru"]
     conds = _conditions(runs)
     if not conds:
         raise ValueError("no run with a known condition")
