@@ -682,7 +682,7 @@ def run_levels(args: argparse.Namespace) -> dict:
     """A multi-task --task_id: per condition of its runs, routing by level across runs and the
     levels' difficulty (mop.difficulty): by_level.csv, level_pairs.csv, difficulty.json."""
     from mop import difficulty
-    from mop.routing_analysis import routing_by_level
+    from mop.routing_analysis import ranking, routing_by_level
     from mop.runs import run_task_name
 
     name = safe_name(run_task_name(args.task_id), "--task_id")
@@ -738,8 +738,8 @@ def run_levels(args: argparse.Namespace) -> dict:
         verdicts[cid] = {
             "label": labels[cid],
             "runs": len(by_run),
-            "learning_speed": difficulty.ranking(table, "speed_median", "speed_ci_low", "speed_ci_high"),
-            "bot_path_length": difficulty.ranking(
+            "learning_speed": ranking(table, "speed_median", "speed_ci_low", "speed_ci_high"),
+            "bot_path_length": ranking(
                 table, "bot_path_mean", "bot_path_ci_low", "bot_path_ci_high", "bot path length"
             ),
         }
@@ -761,7 +761,7 @@ def run_levels(args: argparse.Namespace) -> dict:
         )
     for r in by_level:
         print(
-            f"  {r['level']}: LPC {r['lpc']:.0f}{_interval(r['lpc_ci_low'], r['lpc_ci_high'])} over {r['runs']} runs; "
+            f"  {r['level']}: LPC {r['lpc']:.0f} {_plain_interval(r['lpc_ci_low'], r['lpc_ci_high'])} over {r['runs']} runs; "
             f"updates to ce<={args.ce_threshold:g}: median {r['speed_median']} [{r['speed_ci_low']}, {r['speed_ci_high']}] "
             f"({r['repeats']} repeats); bot path {r['bot_path_mean']:.1f}"
         )
@@ -782,6 +782,10 @@ def condition_table(table: pd.DataFrame, update: int | None = None) -> pd.DataFr
 
 def _interval(low, high) -> str:
     return "" if isinstance(low, str) or pd.isna(low) else f" [{low:+.2f}, {high:+.2f}]"
+
+
+def _plain_interval(low, high) -> str:
+    return str(low) if isinstance(low, str) else f"[{low:.0f}, {high:.0f}]"
 
 
 def _p(p, adjusted) -> str:

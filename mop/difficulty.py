@@ -15,8 +15,8 @@ run folders); recomputed when the runs or the threshold change (`learning_speed`
 the bot path length of the evaluation layouts (routing_analysis.routing_by_level): a walking
 distance, not a difficulty (GoToRedBallGrey, BabyAI's easiest, has long paths in a big room).
 
-Ranking (`ranking`): a level is named hardest (easiest) only when its interval lies wholly above
-(below) every other level's; otherwise no verdict, and the reason.
+Ranking (routing_analysis.ranking): a level is named hardest (easiest) only when its interval lies
+wholly above (below) every other level's; otherwise no verdict, and the reason.
 
 Routing against difficulty across runs (`routing_across_runs`): the units are multi-task runs
 (trial, seed) of one condition. Per run and level, the mean LPC per step of the level's
@@ -25,7 +25,7 @@ t interval (inference.mean_ci); per pair of levels the paired difference across 
 run on both: contrasts.paired_difference), Holm over the pairs.
 
     speed = learning_speed("BabyAI-GoToLocal-v0", run_dirs, threshold=1.0, cache_root="evaluation_cache")
-    ranking(table, "speed_median", "speed_ci_low", "speed_ci_high")
+    routing_analysis.ranking(table, "speed_median", "speed_ci_low", "speed_ci_high")
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from mop.routing_analysis import ranking  # noqa: F401  (the levels' ranking lives with routing_by_level)
 from mop.runs import METRICS_FILE, atomic_write_text, safe_name
 
 MIN_REPEATS = 3
@@ -165,36 +166,6 @@ def single_task_runs(roots: Sequence[str | Path], level: str, recipe: Mapping[st
             if {k: v for k, v in rec.items() if k not in ("task_id", "task_weights")} == want:
                 found.append(config_path.parent)
     return found
-
-
-# ----------------------------------------------------------------------------- ranking
-
-
-def ranking(
-    table: pd.DataFrame, value: str, low: str, high: str, what: str = "learning speed"
-) -> dict[str, Any]:
-    """Levels ordered by `value` (larger = harder); hardest / easiest named only when that
-    level's [low, high] lies wholly above / below every other level's, else None. Keys: order,
-    hardest, easiest, verdict."""
-    t = table.dropna(subset=[value, low, high]).sort_values(value)
-    out: dict[str, Any] = {"order": list(t["level"]), "hardest": None, "easiest": None}
-    if len(t) < 2:
-        out["verdict"] = f"fewer than 2 levels with a {what} interval: no ranking"
-        return out
-    top, bottom = t.iloc[-1], t.iloc[0]
-    if (t.iloc[:-1][high] < top[low]).all():
-        out["hardest"] = top["level"]
-    if (t.iloc[1:][low] > bottom[high]).all():
-        out["easiest"] = bottom["level"]
-    if out["hardest"] and out["easiest"]:
-        out["verdict"] = f"by {what}: {out['hardest']} hardest, {out['easiest']} easiest (intervals separate)"
-    else:
-        out["verdict"] = (
-            f"by {what}, the intervals overlap: no hardest level"
-            + (f" (hardest: {out['hardest']})" if out["hardest"] else "")
-            + ("" if out["easiest"] is None else f" (easiest: {out['easiest']})")
-        )
-    return out
 
 
 # ----------------------------------------------------------------------------- routing across runs

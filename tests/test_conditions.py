@@ -16,6 +16,7 @@ import stats
 from bench.stats_speed import make_cache, results_rows
 from mop import conditions, contrasts, difficulty, inference
 from mop.experiment import load_config
+from mop.routing_analysis import ranking
 from mop.routing_cache import META_FILE, CacheData
 
 TASK = "BabyAI-GoToLocal-v0"
@@ -394,9 +395,9 @@ def test_a_multi_task_ranking_with_overlapping_intervals_gives_no_verdict():
             "speed_ci_high": [260, 400],
         }
     )
-    assert difficulty.ranking(speeds, "speed_median", "speed_ci_low", "speed_ci_high")["hardest"] is None
+    assert ranking(speeds, "speed_median", "speed_ci_low", "speed_ci_high")["hardest"] is None
     speeds.loc[0, "speed_ci_high"] = 240
-    ranked = difficulty.ranking(speeds, "speed_median", "speed_ci_low", "speed_ci_high")
+    ranked = ranking(speeds, "speed_median", "speed_ci_low", "speed_ci_high")
     assert (ranked["hardest"], ranked["easiest"]) == ("B", "A")
 
 
@@ -414,3 +415,64 @@ def test_routing_across_runs_has_runs_as_units():
     assert (row["lpc_ci_low"], row["lpc_ci_high"]) == pytest.approx((low, high))
     pair = pairs.iloc[0]
     assert pair["p"] == pytest.approx(sps.ttest_rel(b, a).pvalue)
+
+
+def test_learning_speed_reads_the_repeats_and_caches_per_level_and_recipe(tmp_path):
+    from mop.runs import write_run_config
+
+    cfg = vars(load_config(None, {"task_id": TASK})) | {"policy_type": "mop"}
+    dirs = []
+    for seed, reached in enumerate([150, 100, 300]):
+        run = tmp_path / "ck" / TASK / "trial_0" / f"seed_{seed}"
+        run.mkdir(parents=True)
+        write_run_config(run, cfg | {"seed": seed})
+        rows = [{"update": u, "train/ce": 2.0 if u < reached else 0.8} for u in range(50, 400, 50)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        dirs.append(run)
+    other = tmp_path / "ck" / TASK / "trial_1" / "seed_0"  # another recipe: not a repeat
+    other.mkdir(parents=True)
+    write_run_config(other, cfg | {"lr": 1e-4})
+    multi = conditions.recipe(cfg | {"task_id": f"{TASK},BabyAI-PickupLoc-v0"})
+    found = difficulty.single_task_runs([tmp_path / "ck"], TASK, multi)
+    assert sorted(found) == sorted(dirs)
+    speed = difficulty.learning_speed(TASK, found, 1.0, "mop-abc", tmp_path / "cache")
+    assert speed["updates"] == [150, 100, 300] and speed["repeats"] == 3 and speed["censored"] == 0
+    assert (speed["speed_median"], speed["speed_ci_low"], speed["speed_ci_high"]) == (150, 100, 300)
+    cached = tmp_path / "cache" / "_learning_speed" / TASK / "mop-abc.json"
+    assert json.loads(cached.read_text())["updates"] == [150, 100, 300]
+    (dirs[0] / "metrics.jsonl").write_text("")  # the cache answers for the same runs and threshold
+    assert difficulty.learning_speed(TASK, found, 1.0, "mop-abc", tmp_path / "cache")["updates"] == [
+        150,
+        100,
+        300,
+    ]
+    fewer = difficulty.learning_speed(TASK, found[:2], 1.0, "mop-abc", tmp_path / "cache")
+    assert math.isnan(fewer["speed_median"]) and "needs 3" in fewer["note"]
+
+
+@pytest.mark.slow  # trains 2 tiny multi-task runs and 3 single-task repeats per level, evaluates them
+def test_stats_by_level_aggregates_multi_task_runs_across_seeds(tmp_path):
+    import batch_eval
+    import train_mop
+    from conftest import TINY_PRESET
+
+    levels = "BabyAI-GoToRedBallGrey-v0,BabyAI-GoToLocal-v0"
+    ck = tmp_path / "ck"
+    for task, seeds in [(levels, (0, 1)), *[(level, (0, 1, 2)) for level in levels.split(",")]]:
+        for seed in seeds:
+            cfg = load_config(
+                TINY_PRESET, {"task_id": task, "seed": seed, "checkpoint_dir": str(ck), "log_interval": 1}
+            )
+            train_mop.main(cfg, progress=False)
+    results = tmp_path / "results.csv"
+    batch_eval.main(["--checkpoint_dir", str(ck), "--task_id", levels, "--final_only", "--num_episodes", "8",
+                     "--results_path", str(results), "--cache_dir", str(tmp_path / "cache")])  # fmt: skip
+    out = tmp_path / "out"
+    summary = stats.main(["--task_id", levels, "--results_path", str(results), "--single_task_dir", str(ck),
+                          "--out", str(out), "--ce_threshold", "5"])  # fmt: skip
+    by_level = pd.read_csv(out / "by_level.csv")
+    assert sorted(by_level["level"]) == sorted(levels.split(",")) and (by_level["runs"] == 2).all()
+    assert (by_level["repeats"] == 3).all()  # ce <= 5 at the first log: every repeat reaches it
+    verdict = next(iter(summary["verdicts"].values()))
+    assert verdict["learning_speed"]["hardest"] is None  # equal medians: the intervals overlap
+    assert len(pd.read_csv(out / "level_pairs.csv")) == 1
