@@ -234,3 +234,31 @@ def test_manifest_maps_runs_to_conditions_and_refuses_a_changed_condition(tmp_pa
     other = sweep.plan_runs(TASK, [{"lpc_alpha": 0.0}, {"lpc_alpha": 1e-2}], [0], 0, {}, TINY_PRESET)
     with pytest.raises(sweep.SweepError, match="maps trial 1 to condition"):
         sweep.manifest("grid", other, ["python"], tmp_path)
+
+
+def test_modal_sweep_takes_a_grid_and_recipes(monkeypatch, tmp_path):
+    import modal_app
+
+    monkeypatch.chdir(tmp_path)
+    launcher = Launcher()
+    monkeypatch.setattr(modal_app, "train_all", launcher)
+    modal_app.sweep(
+        task_id=TASK,
+        seeds="0-1",
+        grid="lpc_alpha=0|1e-3 expert_hidden_sizes=[[0,16,32]]*3|[[17,17,17]]*3",
+        recipes="policy=gru hidden_size=match ; policy=mop expert_dropout_beta=0.5",
+        first_trial=0,
+    )
+    ((jobs, _, _),) = launcher.calls
+    assert len(jobs) == 6 * 2
+    scripts = {j["overrides"]["trial"]: j["script"] for j in jobs}
+    assert scripts == {0: "train_mop.py", 1: "train_mop.py", 2: "train_mop.py", 3: "train_mop.py", 4: "train.py",
+                       5: "train_mop.py"}  # fmt: skip
+    gru = next(j for j in jobs if j["script"] == "train.py")
+    assert gru["overrides"]["hidden_size"] == 116  # the default recipe's matched size
+    assert [j["overrides"]["expert_hidden_sizes"] for j in jobs[:4:2]] == [
+        [[0, 16, 32]] * 3,
+        [[17, 17, 17]] * 3,
+    ]
+    doc = json.loads((tmp_path / "sweeps" / f"{TASK}_trial0-5.json").read_text())
+    assert doc["factors"] == ["lpc_alpha", "expert_hidden_sizes", "policy_type"] and len(doc["runs"]) == 12
