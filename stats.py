@@ -445,6 +445,8 @@ def pooled_cells(
         for p in phases:
             part = pooled[pooled["_phase"] == p]
             cells = sm.cell_statistics(part, global_pa) if len(part) else pd.DataFrame()
+            if len(cells) and (group["policy_type"] == "gru").all():
+                cells["lpc"] = math.nan  # a GRU has no router: no LPC (its caches record 0)
             out[(label, p)] = (cells[cells["visits"] >= min_visits] if len(cells) else cells, info)
     return out
 
@@ -466,6 +468,7 @@ def draw_figures(
 
     def pooled_scatter() -> Figure:
         runs = runs_with_alpha(table, update)
+        runs = runs[runs["policy_type"].fillna("mop") != "gru"]  # no router: no LPC to plot
         return plots.plot_pooled_scatter(runs, phase_fits(runs, phases_of(table)))
 
     makers: dict[str, Callable[[], Figure]] = {

@@ -308,11 +308,17 @@ def knockout_pairs(
         rows = rows[rows["trained_tasks"].isna()]
     own = rows[rows["knockout"] == "none"]
     by_cache = dict(zip(own["cache_path"].astype(str), own["checkpoint_path"]))
+    # the same run and update, where the cache folder was named with another spelling of the root
+    by_run = {
+        tuple(None if pd.isna(v) else int(v) for v in key): path
+        for key, path in zip(own[["trial", "seed", "update"]].itertuples(index=False), own["checkpoint_path"])
+    }
     knocked = rows[rows["knockout"] != "none"]
     runs = final_rows(with_conditions(table[table["condition"].notna()]), update)
     pairs, exact = [], []
     for r in runs.itertuples(index=False):
-        checkpoint = by_cache.get(str(r.cache_path))
+        key = tuple(None if pd.isna(v) else int(v) for v in (r.trial, r.seed, r.update))
+        checkpoint = by_cache.get(str(r.cache_path), by_run.get(key))
         if checkpoint is None:
             continue
         for ko in knocked[knocked["checkpoint_path"] == checkpoint].itertuples(index=False):

@@ -49,6 +49,12 @@ def _tick(label: str) -> str:
     return str(label).replace(" ", "\n")
 
 
+def _tick_width(labels: Sequence[str]) -> float:
+    """Inches one tick of these labels needs at 6 pt (its longest line), with a gap."""
+    longest = max((len(line) for label in labels for line in _tick(label).split("\n")), default=4)
+    return 0.055 * longest + 0.25
+
+
 def _conditions(runs: pd.DataFrame) -> list[tuple[str, str]]:
     """(condition, label) of the runs in the order of their first trial (inference's order)."""
     first = runs.groupby("condition")["trial"].min().astype("Float64").fillna(-1.0)
@@ -74,7 +80,8 @@ def plot_r_vs_alpha(runs: pd.DataFrame, spatial: pd.DataFrame, phases: Sequence[
     conds = _conditions(runs)
     if not conds:
         raise ValueError("no run with a known condition")
-    fig = new_figure(max(PANEL, 0.9 * len(conds) + 1.0) * len(phases) + 0.3, PANEL + 0.4)
+    width = max(PANEL, _tick_width([t for _, t in conds]) * len(conds) + 0.8)
+    fig = new_figure(width * len(phases) + 0.3, PANEL + 0.6)
     axes = np.atleast_1d(fig.subplots(1, len(phases), sharey=True, squeeze=False)[0])
     x = np.arange(len(conds))
     ids = [c for c, _ in conds]
@@ -131,10 +138,13 @@ def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame) -> Figure:
     runs (inference.runs_with_alpha) as dots (success: with the run's own Wilson interval from its
     episodes). A metric a condition does not measure (a GRU's LPC) is left empty."""
     conds = _conditions(runs)
-    fig = new_figure(max(PANEL * 2, 1.1 * len(conds) + 1.5), PANEL * 1.9)
+    fig = new_figure(
+        max(PANEL * 1.6, _tick_width([t for _, t in conds]) * len(conds) + 1.2), 1.45 * len(SCALARS) + 1.3
+    )
     x = np.arange(len(conds))
     ids = [c for c, _ in conds]
-    for ax, m in zip(fig.subplots(2, 2).ravel(), SCALARS):
+    axes = fig.subplots(len(SCALARS), 1, sharex=True)
+    for ax, m in zip(axes, SCALARS):
         rows = scalars[scalars["metric"] == m].set_index("condition").reindex(ids)
         estimate = rows["estimate"].to_numpy(float)
         low = np.array([_number(v) for v in rows["ci_low"]])
@@ -151,8 +161,8 @@ def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame) -> Figure:
                     at, v, yerr=_interval_bars(v, wilson_low, wilson_high), fmt="none", color="0.7", lw=0.6
                 )
             ax.plot(at, v, ".", color="0.5", ms=3)
-        ax.set_xticks(x, [_tick(label) for _, label in conds], fontsize=6)
-        ax.set_ylabel(LABELS[m])
+        ax.set_ylabel(LABELS[m].replace(" (", "\n("), fontsize=7)
+    axes[-1].set_xticks(x, [_tick(label) for _, label in conds], fontsize=6)
     n = runs.groupby("condition").size()
     span = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
     fig.suptitle(
@@ -228,10 +238,11 @@ def plot_pooled_scatter(runs: pd.DataFrame, fits: dict[str, dict[str, Any]]) -> 
     """Per phase, one point per run: mean LPC against mean H(A|S) of the phase, coloured by
     condition, with the OLS line and its 95% band over all runs. Descriptive: runs of several
     conditions are pooled and the conditions move both axes, so no p-value is shown (r and N only).
-    runs: one row per run (inference.runs_with_alpha); fits: per phase, inference.phase_fits."""
+    runs: one row per run with a router (inference.runs_with_alpha, GRU runs left out: no LPC);
+    fits: per phase, inference.phase_fits of those runs."""
     phases = list(fits)
     conds = _conditions(runs) if len(runs) else []
-    fig = new_figure(PANEL * len(phases), PANEL + 0.5)
+    fig = new_figure(max(PANEL * len(phases), 5.0), PANEL + 0.9)
     axes = np.atleast_1d(fig.subplots(1, len(phases), squeeze=False)[0])
     for ax, p in zip(axes, phases):
         for k, (cid, label) in enumerate(conds):
@@ -251,7 +262,9 @@ def plot_pooled_scatter(runs: pd.DataFrame, fits: dict[str, dict[str, Any]]) -> 
     axes[0].set_ylabel("mean LPC in phase")
     if conds:
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=6)
-    fig.suptitle("Runs of every condition pooled: phase LPC vs phase entropy (OLS, 95% band; descriptive)")
+    fig.suptitle(
+        "Runs of every condition pooled: phase LPC vs phase entropy\n(OLS over runs, 95% band; descriptive, no test)"
+    )
     return fig
 
 
@@ -266,7 +279,8 @@ def plot_correlation_summary(summary: pd.DataFrame, n_runs: int | None = None) -
     ids = list(dict.fromkeys(summary["condition"]))
     names = dict(zip(summary["condition"], summary["condition_label"]))
     shown = ("lpc_entropy", "lpc_kl_global")
-    fig = new_figure(max(PANEL, 1.2 * len(ids) + 0.8) * len(phases), PANEL + 0.6)
+    width = max(PANEL, max(_tick_width([names[c] for c in ids]), 0.9) * len(ids) + 0.8)
+    fig = new_figure(width * len(phases), PANEL + 0.8)
     axes = np.atleast_1d(fig.subplots(1, len(phases), sharey=True, squeeze=False)[0])
     width = 0.2
     for ax, p in zip(axes, phases):
