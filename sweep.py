@@ -211,10 +211,9 @@ def parse_recipe(text: str) -> dict[str, Any]:
 
 def expand(grid: dict[str, list[Any]], recipes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The conditions' settings: every combination of the grid (first factor slowest), then the
-    recipes; an empty grid is one condition of the settings alone."""
+    recipes; an empty grid is one condition, the settings alone (so `--recipe "policy=gru
+    hidden_size=match"` without a grid trains the MoP recipe and its matched GRU)."""
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else [{}]
-    if not grid and recipes:
-        points = []
     return points + [dict(r) for r in recipes]
 
 

@@ -172,6 +172,12 @@ def test_grid_values_are_yaml_with_list_repetition_and_bad_factors_are_refused()
         with pytest.raises((sweep.SweepError, experiment.ConfigError), match=message.replace("|", r"\|")):
             sweep.parse_grid([item])
     assert sweep.parse_recipe("policy=gru hidden_size=match") == {"policy": "gru", "hidden_size": "match"}
+    # without a grid, the settings alone are one condition beside the recipes (MoP and its matched GRU)
+    assert sweep.expand({}, [{"policy": "gru", "hidden_size": "match"}]) == [
+        {},
+        {"policy": "gru", "hidden_size": "match"},
+    ]
+    assert sweep.factors_of({}, [{"policy": "gru"}]) == ["policy_type"]
 
 
 def test_plan_gives_each_condition_a_trial_and_refuses_two_conditions_of_one_recipe():
