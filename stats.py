@@ -1,24 +1,47 @@
-"""Statistics across checkpoints, seeds and lpc_alpha: does the compute the router chooses (LPC)
-track how decision-relevant a state is, per task phase, and what does α trade for it?
+"""Statistics across checkpoints, seeds and conditions: does the compute the router chooses (LPC)
+track how decision-relevant a state is, per task phase, and what does a recipe (α, expert sizes,
+routing dropout, MoP vs GRU...) trade for it?
 
 Reads the routing caches of one task (<cache_dir>/<task>/trial_<N>/[seed_<S>/][update_<U>/], default
-evaluations only) and evaluation_results.csv (the one source of lpc_alpha: its per-row value, from
-the checkpoint's config; never guessed from the trial number). Writes, under --out (default
-stats/<task>/), all atomically and without asking:
-    seed_metrics.csv      one row per (trial, seed, update): α, success (with its episode counts
-                          and 95% Wilson interval), path ratio, LPC, policy complexity, and r/p/n
-                          per phase and correlation (built incrementally: a cache already in it is
-                          skipped unless --force)
-    across_seeds.csv      per (α, phase, correlation): Fisher-z mean r, 95% CI, t-test p, n, share > 0
-    phase_pairs.csv       per (α, correlation, phase pair): paired t-test on z across runs, Holm-adjusted
-    knockouts.csv         per (α, knockout, metric): paired t-test of knockout vs none across runs
-    metrics_by_alpha.csv  success, LPC, policy complexity, path ratio per α: n, mean, 95% CI on
-                          the metric's scale and the estimate it is centred on
-    *.png                 the figures of stats_plots.py
+evaluations only; with --manifest only the sweep's runs) and evaluation_results.csv (lpc_alpha per
+row, knockout rows, and the recipe of older runs whose cache holds no config). Each run's condition
+is its resolved recipe (mop.conditions: its config minus seeds, folders, logging and execution-only
+keys; a GRU is its own condition); runs of different recipes are never pooled. Writes, under --out
+(default stats/<task>/, or stats/<manifest name>/), all atomically, after every check has passed:
+    seed_metrics.csv        one row per (trial, seed, update): α, success (with its episode counts
+                            and 95% Wilson interval), path ratio, LPC, policy complexity, r/p/n per
+                            phase and correlation, the partial r given visits, and the run's
+                            policy_type, condition, recipe (built incrementally: a cache already in
+                            it is skipped unless --force)
+    conditions.csv          per condition: id, label, policy, its runs, the recipe
+    across_seeds.csv        per (condition, phase, correlation): Fisher-z mean r, 95% CI, t-test p, n
+    decision_relevance.csv  per (condition, phase, correlation): the raw r beside the partial r given
+                            log visits and given log visits and step, each with its CI and p (Holm)
+    phase_pairs.csv         per (condition, correlation, phase pair): paired t-test on z, Holm
+    knockouts.csv           per (condition, knockout, metric): knockout - none, one checkpoint per
+                            run, paired across runs: difference, 95% CI, p, Holm
+    knockout_layouts.csv    per (run, knockout): McNemar's exact test on the shared layouts
+    metrics_by_alpha.csv    success, LPC, policy complexity, path ratio per condition: n, mean, 95%
+                            CI on the metric's scale and the estimate it is centred on
+    contrasts.csv           (--contrast) per (pair of conditions, metric): the per-seed paired
+                            difference B - A, 95% t CI, p, Holm over the table (mop.contrasts)
+    contrast_layouts.csv    (--contrast) per (pair, seed): McNemar's exact test of success
+    *.png                   the figures of mop/stats_plots.py (contrasts.png, knockouts.png when any)
+A multi-task --task_id ("A,B,C") instead writes by_level.csv, level_pairs.csv, difficulty.json:
+per condition of its runs, each level's LPC across runs and the levels' paired differences, beside
+their learning speed (single-task repeats under --single_task_dir) and bot path length, and a
+hardest level only where the intervals separate (mop.difficulty).
 
     python stats.py --task_id BabyAI-UnlockPickup-v0
+    python stats.py --task_id BabyAI-GoToLocal-v0 --manifest sweeps/gotolocal.json \\
+        --contrast lpc_alpha --contrast expert_hidden_sizes --contrast policy_type
     python stats.py --task_id BabyAI-GoToLocal-v0 --cache_dir evaluation_cache \\
         --results_path evaluation_results.csv --out stats/gotolocal --update 5000 --force
+
+Bad input (one `error:` line, exit 2, nothing written): a task id that is not one path component,
+--min_visits < 1, --update < 0, an --out that cannot be a writable folder, a contrast factor that is
+not a recipe key or does not vary, a pair that differs in other keys too, fewer than two shared
+seeds, a manifest that is unreadable or names runs without an evaluation.
 
 Per checkpoint (one cache). The spatial numbers are seed_metrics.py's (one home, see its docstring:
 state = cell, π̂ smoothed, bits, cells with >= --min_visits... visits; 5 as there):
@@ -34,6 +57,11 @@ state = cell, π̂ smoothed, bits, cells with >= --min_visits... visits; 5 as th
   enough visits) and that distance. p: scipy.stats.pearsonr with steps as units: steps of one episode
   are autocorrelated, so again descriptive only.
 - policy_complexity (I(S;A), overall and per phase), mean_entropy_<p>, mean_lpc_<p>: seed_metrics'.
+- r_<phase>_<c>_given_visits / _given_visits_step (c: the three spatial correlations): the partial r
+  over the same cells given log visits (and the mean step in the episode): both the cell's mean LPC
+  and its H / KL residualised on the covariates, then Pearson (inference.partial_r). Rarely visited
+  cells have a π̂ smoothed toward uniform and their own LPC, so the raw r partly measures visits.
+  --state cell_dir_carry takes the state as cell × direction × carrying.
 - n_cells_<p> (cells with enough visits), n_steps_<p>: a phase with < 3 cells has no spatial r
   (an empty cell in the table, counted in the printed notes, never dropped silently).
 - num_episodes, successes, success_ci_low/high: the counts behind success_rate (from the cache's
@@ -46,12 +74,14 @@ against 0 (scipy.stats.ttest_1samp) and the 95% CI is its t interval of the mean
 with tanh. Why t on z, not on r: z is close to normal whatever r is (r is bounded and skewed near ±1),
 and why not the fixed-variance 1/(N-3) Fisher interval: that treats cells as independent and
 ignores the seed-to-seed spread, which is the variance that matters for "does this replicate". One run
-(n = 1): no inference, the p and CI cells say "n=1: no inference". Across α: the same, per α.
+(n = 1): no inference, the p and CI cells say "n=1: no inference". Per condition: the same, per
+condition (never across conditions).
 Paired comparisons: phase vs phase, the same runs' z values, scipy.stats.ttest_rel (paired t, for the
 reason above; a Wilcoxon signed-rank test cannot reach p < 0.05 with n <= 5 seeds, two-sided);
-knockout vs none: success rate and mean LPC of the same checkpoint with and without the knockout
-(results CSV), paired t across runs. Holm's step-down correction over every test one figure or one
-table shows (holm(); scipy has Benjamini-Hochberg, not Holm).
+knockout vs none: success rate and mean LPC of each run's one checkpoint with and without the
+knockout (results CSV), paired t across runs; contrasts between conditions: runs paired by seed
+(mop.contrasts). Holm's step-down correction over every test one figure or one table shows (holm();
+scipy has Benjamini-Hochberg, not Holm).
 Metrics across runs (metrics_by_alpha, the metrics-vs-α and vs-update figures): the 95% t interval
 of the mean on a scale where the metric's bounds hold, mapped back (mean_ci, SCALE_OF). Success
 rate: t interval of the mean logit, through expit, so it stays inside [0, 1] at any n (a t
