@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mop.inference import constant
 from mop.phases import PHASES, SPATIAL, phase_of_steps, phase_system
 from mop.results import ResultsError, read_results
 from mop.routing_cache import CacheData, CacheError, find_caches, load_cache
@@ -138,16 +139,10 @@ def cell_statistics(
     return table
 
 
-def constant(values: np.ndarray) -> bool:
-    """Whether finite values are one number up to float rounding (a homogeneous layout's LPC is
-    one constant, recorded with rounding noise that a correlation would only measure)."""
-    return len(values) == 0 or np.ptp(values) <= 1e-9 * max(1.0, float(np.abs(values).max()))
-
-
 def pearson(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]
-    if len(a) < 3 or constant(a) or constant(b):
+    if len(a) < 3 or constant(a) or constant(b):  # constant: up to float rounding
         return math.nan, math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

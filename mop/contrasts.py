@@ -44,7 +44,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from mop import conditions
-from mop.inference import NO_INFERENCE, SCALARS, StatsError, final_rows, holm, with_conditions
+from mop.inference import NO_INFERENCE, ROUNDING, SCALARS, StatsError, final_rows, holm, with_conditions
 
 
 class ContrastError(StatsError):
@@ -198,7 +198,9 @@ def paired_difference(a: Any, b: Any, metric: str) -> dict[str, Any]:
     out["estimate"] = float(back(d.mean()))
     if n == 1:
         return out | {"ci_low": NO_INFERENCE, "ci_high": NO_INFERENCE, "p": NO_INFERENCE}
-    if np.ptp(d) <= 1e-9 * max(1.0, float(np.abs(forward(a)).max()), float(np.abs(forward(b)).max())):
+    if float(np.ptp(d)) <= ROUNDING * max(
+        1.0, float(np.abs(forward(a)).max()), float(np.abs(forward(b)).max())
+    ):
         # every pair the same difference, up to float rounding (a homogeneous layout's LPC is one
         # constant): the t statistic is undefined or would test rounding noise
         return out | {"ci_low": out["estimate"], "ci_high": out["estimate"], "p": "no spread: no test"}

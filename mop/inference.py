@@ -401,9 +401,16 @@ COVARIATES = {
 PARTIAL = tuple(f"{c}_given_{cov}" for c in SPATIAL for cov in COVARIATES)
 
 
-def _constant(values: np.ndarray) -> bool:
-    """One number up to float rounding (seed_metrics.constant's rule)."""
-    return np.ptp(values) <= 1e-9 * max(1.0, float(np.abs(values).max()))
+# Relative spread below which numbers are one number: LPC is recorded in float32 (about 7 digits),
+# so the per-cell and per-run means of a constant LPC (experts of equal sizes) differ in the 7th
+# digit; a correlation or a t-test of that spread would measure rounding.
+ROUNDING = 1e-6
+
+
+def constant(values: Any) -> bool:
+    """Whether finite values are one number up to float rounding (ROUNDING, relative)."""
+    v = np.asarray(values, dtype=float)
+    return len(v) == 0 or float(np.ptp(v)) <= ROUNDING * max(1.0, float(np.abs(v).max()))
 
 
 def partial_r(x: Any, y: Any, covariates: Any) -> float:
@@ -414,7 +421,7 @@ def partial_r(x: Any, y: Any, covariates: Any) -> float:
     z = np.asarray(covariates, dtype=float).reshape(len(x), -1)
     ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z).all(axis=1)
     x, y, z = x[ok], y[ok], z[ok]
-    if len(x) < z.shape[1] + 3 or _constant(x) or _constant(y):
+    if len(x) < z.shape[1] + 3 or constant(x) or constant(y):
         return math.nan
     design = np.column_stack([np.ones(len(x)), z])
     rx = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]

@@ -328,6 +328,24 @@ def test_partial_r_given_visits_removes_the_visit_confound_and_equals_a_hand_com
     assert math.isnan(inference.partial_r([1.0, 2.0, 3.0], [2.0, 1.0, 5.0], [1.0, 2.0, 4.0]))  # too few cells
 
 
+def test_a_float32_rounded_constant_lpc_is_one_number_everywhere():
+    # LPC is recorded in float32: a homogeneous layout's constant LPC, averaged in float32 over cells
+    # (or runs) with different visit counts, differs in the 7th digit; no correlation or test of that
+    import seed_metrics as sm
+
+    lpc = np.array(
+        [np.full(n, np.float32(51.3333), dtype=np.float32).mean() for n in (3, 7, 1000, 12345, 99999)]
+    )
+    lpc = np.concatenate([lpc, lpc]).astype(float)
+    assert np.ptp(lpc) > 1e-9 * lpc.max()  # the spread the old 1e-9 rule took for a real one
+    entropy = np.linspace(0.1, 1.0, len(lpc))
+    assert inference.constant(lpc) and not inference.constant(entropy)
+    assert all(math.isnan(x) for x in sm.pearson(lpc, entropy))
+    assert math.isnan(inference.partial_r(lpc, entropy, np.log(np.arange(1.0, len(lpc) + 1))))
+    flat = contrasts.paired_difference(lpc[:3], lpc[5:8][::-1], "mean_lpc")
+    assert flat["p"] == "no spread: no test"
+
+
 # ----------------------------------------------------------------------------- matched GRU
 
 
