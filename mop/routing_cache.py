@@ -207,6 +207,11 @@ def derive_step_columns(
         names = [weight_column(k, j) for j in range(len(sizes))]
         if all(c in cols for c in names):
             weights = np.stack([cols[c] for c in names], axis=1).astype(np.float64)
+            # the router's weights sum to 1 (softmax, knockouts renormalise), but stored as float16
+            # they sum to 1 +- 3e-4: renormalised, a layout of equal sizes has one LPC, not noise
+            # that a correlation with H or a t-test across runs would measure
+            total = weights.sum(axis=1, keepdims=True)
+            weights = np.divide(weights, total, out=weights.copy(), where=total > 0)
             lpc += weights @ (np.asarray(sizes, dtype=np.float64) ** exponent)
     cols["lpc"] = lpc
     logit_columns = sorted((c for c in cols if c.startswith("logit_")), key=lambda c: int(c[6:]))

@@ -494,3 +494,33 @@ def test_stats_by_level_aggregates_multi_task_runs_across_seeds(tmp_path):
     verdict = next(iter(summary["verdicts"].values()))
     assert verdict["learning_speed"]["hardest"] is None  # equal medians: the intervals overlap
     assert len(pd.read_csv(out / "level_pairs.csv")) == 1
+
+
+def test_a_homogeneous_layouts_lpc_from_float16_weights_is_one_number():
+    # the cache stores router weights as float16, which sum to 1 only to ~3e-4: LPC derived from
+    # them varied by 0.3 around 867 on the sweep's [[17,17,17]]*3 runs, enough for a correlation
+    from mop.routing_cache import derive_step_columns, weight_column
+
+    rng = np.random.default_rng(0)
+    n, sizes = 400, [[17, 17, 17]] * 3
+    cols = {"episode": np.repeat(np.arange(4), n // 4), "t": np.tile(np.arange(n // 4), 4)}
+    cols["x"], cols["y"] = rng.integers(1, 7, n), rng.integers(1, 7, n)
+    for k in range(3):
+        w = rng.dirichlet(np.ones(3), size=n).astype(np.float16).astype(np.float32)
+        for j in range(3):
+            cols[weight_column(k, j)] = w[:, j]
+    assert np.abs(w.sum(1) - 1).max() > 1e-4  # the storage noise this is about
+    none = pd.array([None] * 4, dtype="Int64")
+    episodes = pd.DataFrame(
+        {
+            "episode": range(4),
+            "t_unlocked": none,
+            "t_pick": none,
+            "t_drop": none,
+            "door_x": none,
+            "door_y": none,
+        }
+    )
+    steps = derive_step_columns(cols, episodes, {"expert_hidden_sizes": sizes, "lpc_exponent": 2.0})
+    assert steps["lpc"].to_numpy() == pytest.approx(np.full(n, 3 * 17.0**2), rel=1e-12)
+    assert inference.constant(steps["lpc"].to_numpy())
