@@ -53,7 +53,7 @@ from mop.launch import (  # the launch's checks; OVERRIDE_FLAGS and parse_set re
     check_gpu,
     parse_set,  # noqa: F401
     training_device,
-    training_jobs,
+    training_jobs,  # noqa: F401  (re-exported: callers use modal_app.training_jobs)
     training_overrides,
     training_plan,
 )
@@ -464,8 +464,10 @@ main_seeds = app.local_entrypoint(name="main_seeds")(_main_seeds)
 
 def sweep_plan(
     task_id: str,
-    lpc_alpha: str,
     seeds: str,
+    lpc_alpha: str = "",
+    grid: str = "",
+    recipes: str = "",
     first_trial: int = 0,
     set: str = "",
     config: str = "",
@@ -473,35 +475,49 @@ def sweep_plan(
     checkpoint_interval: int | None = None,
     normalize_lpc: bool | None = None,
     **_: Any,
-) -> tuple[list[dict], list[float], list[int], dict]:
-    """(jobs, alphas, seeds, overrides) of sweep's flags, every run validated (LaunchError,
-    SweepError, ConfigError); writes nothing (the body writes the manifest)."""
-    import sweep as grid
+) -> tuple[list[dict], list[dict], list[int], dict]:
+    """(jobs, runs, seeds, factors) of sweep's flags: the conditions (sweep.py's grid points, then its
+    recipes), every run validated (LaunchError, SweepError, ConfigError); writes nothing (the body
+    writes the manifest). factors: sweep.factors_of, for the manifest."""
+    import re
 
-    alphas, seed_list = grid.parse_alphas(lpc_alpha), grid.parse_seeds(seeds)
+    import sweep as grid_sweep
+
+    seed_list = grid_sweep.parse_seeds(seeds)
     flags = {"num_updates": num_updates, "checkpoint_interval": checkpoint_interval, "lpc_alpha": None}
     overrides = training_overrides(set, config, flags | {"normalize_lpc": normalize_lpc})
-    if "lpc_alpha" in overrides:
-        raise LaunchError("lpc_alpha is set by --lpc-alpha (the sweep's list), not by --set or --config")
+    factors = grid_sweep.parse_grid([grid] if grid.strip() else [])
+    if lpc_alpha:
+        if "lpc_alpha" in overrides:
+            raise LaunchError("lpc_alpha is set by --lpc-alpha (the sweep's list), not by --set or --config")
+        factors = {"lpc_alpha": grid_sweep.parse_alphas(lpc_alpha), **factors}
+    extra = [grid_sweep.parse_recipe(r) for r in re.split(r"\s+;\s+", recipes.strip()) if r.strip()]
+    if not factors and not extra:
+        raise LaunchError('give the conditions: --grid "KEY=V1|V2", --recipes "KEY=V ..." or --lpc-alpha')
     if overrides.get("num_workers") is None:
         overrides["num_workers"] = int(TRAIN_CPUS)
     overrides = training_device(overrides, "")  # the sweep's containers have CPUs only
-    seed_text = ",".join(map(str, seed_list))
+    points = grid_sweep.expand(factors, extra)
+    runs = grid_sweep.plan_runs(task_id, points, seed_list, first_trial, overrides, CONFIG_PATH)
     jobs = [
-        job
-        for i, alpha in enumerate(alphas)
-        for job in training_jobs(
-            task_id, str(first_trial + i), seed_text, "train_mop.py", {**overrides, "lpc_alpha": alpha}
-        )
-    ]
-    return jobs, alphas, seed_list, overrides
+        {
+            "label": f"{task_id} trial {r['trial']} seed {r['seed']} ({r['policy']})",
+            "overrides": {k: r["overrides"][k] for k in ("task_id", "trial", "seed", *overrides, *r["set"])
+                          if k in r["overrides"]},
+            "script": f"{grid_sweep.TRAINERS[r['policy']]}.py",
+        }
+        for r in runs
+    ]  # fmt: skip
+    return jobs, runs, seed_list, grid_sweep.factors_of(factors, extra)
 
 
 @app.local_entrypoint()
 def sweep(
     task_id: str,
-    lpc_alpha: str,
     seeds: str,
+    lpc_alpha: str = "",
+    grid: str = "",
+    recipes: str = "",
     first_trial: int = 0,
     name: str = "",
     set: str = "",
@@ -510,37 +526,38 @@ def sweep(
     checkpoint_interval: int | None = None,
     normalize_lpc: bool | None = None,
 ) -> None:
-    """sweep.py's grid on Modal: trial first_trial + i holds the i-th α, every seed; the manifest
-    sweeps/<name>.json is written here, the runs go through train_all like main's. Then
-    eval_parallel and stats.py (or sweep.py's stages) on the downloaded results."""
-    import sweep as grid
+    """sweep.py's grid on Modal: condition i (grid points, then recipes) trains as trial
+    first_trial + i, every seed, each run through train_all like main's; the manifest
+    sweeps/<name>.json is written here first. --grid "KEY=V1|V2 KEY=V1|V2" (several factors,
+    space-separated), --recipes "KEY=V KEY=V ; KEY=V" (recipes separated by ' ; '), --lpc-alpha
+    "0,1e-4" (the α shorthand). Then eval_parallel and stats.py --manifest on the downloaded results."""
+    import sweep as grid_sweep
     from mop import experiment
+    from mop.runs import run_task_name
 
     try:
-        jobs, alphas, seed_list, overrides = sweep_plan(
-            task_id,
-            lpc_alpha,
-            seeds,
-            first_trial,
-            set,
-            config,
-            num_updates,
-            checkpoint_interval,
-            normalize_lpc,
+        jobs, runs, seed_list, factors = sweep_plan(
+            task_id, seeds, lpc_alpha, grid, recipes, first_trial, set, config,
+            num_updates, checkpoint_interval, normalize_lpc,
+        )  # fmt: skip
+        conditions = len(jobs) // len(seed_list)
+        last = first_trial + conditions - 1
+        path = grid_sweep.manifest(
+            name or f"{run_task_name(task_id)}_trial{first_trial}-{last}",
+            runs,
+            ["modal", "run", *sys.argv[1:]],
+            extra={"factors": factors, "checkpoint_dir": "modal_checkpoints"},
         )
-        runs = [j["overrides"] for j in jobs]
-        last = first_trial + len(alphas) - 1
-        path = grid.manifest(
-            name or f"{task_id}_trial{first_trial}-{last}", runs, ["modal", "run", *sys.argv[1:]]
-        )
-    except (LaunchError, grid.SweepError, experiment.ConfigError) as e:
+    except (LaunchError, grid_sweep.SweepError, experiment.ConfigError) as e:
         _refuse(e)
-    print(f"sweep: {len(jobs)} runs ({len(alphas)} α × {len(seed_list)} seeds); manifest {path}")
-    for result in train_all.remote(jobs, float(max(1, overrides["num_workers"])), ""):
+    print(f"sweep: {len(jobs)} runs ({conditions} conditions × {len(seed_list)} seeds); manifest {path}")
+    cpus = float(max(1, jobs[0]["overrides"].get("num_workers") or TRAIN_CPUS))  # one per env worker
+    for result in train_all.remote(jobs, cpus, ""):
         status = result.get("error") or result.get("skipped") or result.get("run_dir")
         print(f"{'✗' if 'error' in result else '✓'} {result['label']}: {status}")
     print(
-        f"next: modal run modal_app.py::eval_parallel --task {task_id}; then python stats.py --task_id {task_id}"
+        f"next: modal run modal_app.py::eval_parallel --task {task_id}; then python stats.py --task_id {task_id} "
+        f"--manifest {path} --cache_dir evaluation_cache --contrast <factor>"
     )
 
 

@@ -26,7 +26,8 @@ Definitions, as the earlier system computes them (so its plotting scripts read o
   (same unrenormalised P(s) over the phase's records); mean_lpc_<p> = mean LPC of its records;
 - r/p: Pearson (scipy.stats.pearsonr) over the phase's included cells between per-cell mean LPC and
   per-cell H(s) (lpc_entropy), KL to the phase's own P_a (lpc_kl_local) and to the whole cache's
-  P_a (lpc_kl_global); NaN with fewer than 3 cells or a constant series. As in its tables, p treats
+  P_a (lpc_kl_global); NaN with fewer than 3 cells or a constant series (constant up to float
+  rounding: experts of equal sizes give every step the same LPC). As in its tables, p treats
   cells as independent samples (they are not: neighbouring cells share episodes), so read p as
   descriptive;
 - phases: by default the earlier system's phase system of the level (mop.phases.
@@ -61,6 +62,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mop.inference import constant
 from mop.phases import (
     PHASES,
     SPATIAL,
@@ -69,8 +71,9 @@ from mop.phases import (
     phase_of_steps,
     phase_system,  # noqa: F401  (ours, re-exported: callers use sm.phase_system)
 )
+from mop.results import ResultsError, read_results
 from mop.routing_cache import CacheData, CacheError, find_caches, load_cache
-from mop.runs import atomic_write
+from mop.runs import OutputError, RunPathError, atomic_write, check_writable_file, safe_name
 
 MIN_VISITS = 5
 SMOOTHING = 0.5  # Jeffreys prior on each action's count
@@ -106,16 +109,24 @@ def marginal(actions: np.ndarray) -> np.ndarray:
     return (counts + SMOOTHING) / (counts.sum() + SMOOTHING * NUM_ACTIONS)
 
 
-def cell_statistics(steps: pd.DataFrame, reference: np.ndarray | None = None) -> pd.DataFrame:
-    """Per visited cell (index x, y): visits, p_state = visits / all records, entropy and kl (bits,
-    KL to `reference`, default the marginal of these steps), mean lpc, included (visits >= 5)."""
+CELL = ("x", "y")  # the state of these definitions; stats.py --state may refine it (STATES there)
+
+
+def cell_statistics(
+    steps: pd.DataFrame, reference: np.ndarray | None = None, keys: tuple[str, ...] = CELL
+) -> pd.DataFrame:
+    """Per visited state (index `keys`, the (x, y) cell unless given): visits, p_state = visits /
+    all records, entropy and kl (bits, KL to `reference`, default the marginal of these steps),
+    mean lpc, mean_t (the mean step within the episode of its visits, where the steps have t),
+    included (visits >= 5)."""
     steps = steps[steps["action"].notna()]
     actions = steps["action"].to_numpy(dtype=np.int64)
+    keys = list(keys)
     if reference is None:
         reference = marginal(actions)
     counts = (
         steps.assign(action=actions)
-        .groupby(["x", "y", "action"])
+        .groupby([*keys, "action"])
         .size()
         .unstack("action", fill_value=0)
         .reindex(columns=range(NUM_ACTIONS), fill_value=0)
@@ -129,10 +140,12 @@ def cell_statistics(steps: pd.DataFrame, reference: np.ndarray | None = None) ->
             "p_state": visits / max(visits.sum(), 1.0),
             "entropy": -(policy * np.log2(policy)).sum(1),
             "kl": (policy * (np.log2(policy) - np.log2(reference))).sum(1),
-            "lpc": steps.groupby(["x", "y"])["lpc"].mean().reindex(counts.index).to_numpy(),
+            "lpc": steps.groupby(keys)["lpc"].mean().reindex(counts.index).to_numpy(),
         },
         index=counts.index,
     )
+    if "t" in steps:
+        table["mean_t"] = steps.groupby(keys)["t"].mean().reindex(counts.index).to_numpy(dtype=float)
     table["included"] = table["visits"] >= MIN_VISITS
     return table
 
@@ -140,7 +153,7 @@ def cell_statistics(steps: pd.DataFrame, reference: np.ndarray | None = None) ->
 def pearson(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+    if len(a) < 3 or constant(a) or constant(b):  # constant: up to float rounding
         return math.nan, math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -148,8 +161,8 @@ def pearson(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def cache_metrics(data: CacheData, system: str) -> dict[str, float]:
-    """The metric columns of one cache's row (everything after lpc_alpha)."""
+def cache_metrics(data: CacheData, system: str, keys: tuple[str, ...] = CELL) -> dict[str, float]:
+    """The metric columns of one cache's row (everything after lpc_alpha); `keys`: the state."""
     steps = data.steps
     metrics = data.meta.get("metrics") or {}
     row: dict[str, float] = {k: _number(metrics.get(k)) for k in ("success_rate", "path_ratio", "mean_lpc")}
@@ -157,7 +170,7 @@ def cache_metrics(data: CacheData, system: str) -> dict[str, float]:
     if acted.empty:  # its v1/v2 caches record no actions: no action statistics
         return row | {c: math.nan for c in columns_for(system)[len(BASE_COLUMNS) - 1 :]}
     global_pa = marginal(acted["action"].to_numpy(dtype=np.int64))
-    overall = cell_statistics(acted, global_pa)
+    overall = cell_statistics(acted, global_pa, keys)
     inc = overall[overall["included"]]
     row["policy_complexity"] = float((inc["p_state"] * inc["kl"]).sum())
     phase = phase_of_steps(acted, data.episodes, system)
@@ -170,9 +183,9 @@ def cache_metrics(data: CacheData, system: str) -> dict[str, float]:
             per_phase |= {f"policy_complexity_{p}": math.nan, f"mean_entropy_{p}": math.nan}
             per_phase[f"mean_lpc_{p}"] = math.nan
             continue
-        cells = cell_statistics(part, global_pa)
+        cells = cell_statistics(part, global_pa, keys)
         inc = cells[cells["included"]]
-        local = cell_statistics(part)["kl"][cells["included"]].to_numpy()
+        local = cell_statistics(part, None, keys)["kl"][cells["included"]].to_numpy()
         lpc = inc["lpc"].to_numpy()
         for c, values in zip(SPATIAL, (inc["entropy"].to_numpy(), local, inc["kl"].to_numpy())):
             row[f"r_{p}_{c}"], row[f"p_{p}_{c}"] = pearson(lpc, values)
@@ -247,7 +260,7 @@ def seed_metrics(
     root = Path(cache_dir) / task_id
     results = None
     if results_path is not None and Path(results_path).is_file():
-        results = pd.read_csv(results_path)
+        results = read_results(results_path)  # one reader: a foreign or binary CSV is one line
     rows = []
     for folder in find_caches(root) if root.is_dir() else []:
         data = load_cache(folder)
@@ -274,9 +287,9 @@ def seed_metrics(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from mop.experiment import ArgumentParser
+
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, help="gymnasium id, e.g. BabyAI-UnlockPickup-v0")
     parser.add_argument(
         "--cache_dir", default="evaluation_cache", help="cache root (default evaluation_cache)"
@@ -302,8 +315,10 @@ def main(argv: list[str] | None = None) -> dict:
     name = args.task.removeprefix("BabyAI-").removesuffix("-v0").lower().replace("-", "")
     out = Path(args.out or f"eval_metrics_{name}.csv")
     try:
+        safe_name(args.task, "--task")  # it names a folder under --cache_dir
+        check_writable_file(out, "--out")
         table = seed_metrics(args.cache_dir, args.task, args.results, args.phase_system)
-    except CacheError as e:
+    except (CacheError, ResultsError, OutputError, RunPathError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if table.empty:

@@ -1,25 +1,49 @@
-"""Statistics across checkpoints, seeds and lpc_alpha: does the compute the router chooses (LPC)
-track how decision-relevant a state is, per task phase, and what does α trade for it?
+"""Statistics across checkpoints, seeds and conditions: does the compute the router chooses (LPC)
+track how decision-relevant a state is, per task phase, and what does a recipe (α, expert sizes,
+routing dropout, MoP vs GRU...) trade for it?
 
 Reads the routing caches of one task (<cache_dir>/<task>/trial_<N>/[seed_<S>/][update_<U>/], default
-evaluations only) and evaluation_results.csv (the one source of lpc_alpha: its per-row value, from
-the checkpoint's config; never guessed from the trial number). Writes, under --out (default
-stats/<task>/), all atomically and without asking:
-    seed_metrics.csv      one row per (trial, seed, update): α, success (with its episode counts
-                          and 95% Wilson interval), path ratio, LPC, policy complexity, and r/p/n
-                          per phase and correlation (built incrementally: a cache already in it is
-                          skipped unless --force)
-    across_seeds.csv      per (α, phase, correlation): Fisher-z mean r, 95% CI, t-test p, n, share > 0
-    phase_pairs.csv       per (α, correlation, phase pair): paired t-test on z across runs, Holm-adjusted
-    knockouts.csv         per (α, knockout, metric): paired t-test of knockout vs none across runs
-    metrics_by_alpha.csv  success, LPC, policy complexity, path ratio per α: n, mean, 95% CI on
-                          the metric's scale and the estimate it is centred on
-    *.png                 the figures of stats_plots.py (--layout paper: each one 3.3 in paper column
-                          wide; default screen: at most 10.5 in), each saying what its intervals are
+evaluations only; with --manifest only the sweep's runs) and evaluation_results.csv (lpc_alpha per
+row, knockout rows, and the recipe of older runs whose cache holds no config). Each run's condition
+is its resolved recipe (mop.conditions: its config minus seeds, folders, logging and execution-only
+keys; a GRU is its own condition); runs of different recipes are never pooled. Writes, under --out
+(default stats/<task>/, or stats/<manifest name>/), all atomically, after every check has passed:
+    seed_metrics.csv        one row per (trial, seed, update): α, success (with its episode counts
+                            and 95% Wilson interval), path ratio, LPC, policy complexity, r/p/n per
+                            phase and correlation, the partial r given visits, and the run's
+                            policy_type, condition, recipe (built incrementally: a cache already in
+                            it is skipped unless --force)
+    conditions.csv          per condition: id, label, policy, its runs, the recipe
+    across_seeds.csv        per (condition, phase, correlation): Fisher-z mean r, 95% CI, t-test p, n
+    decision_relevance.csv  per (condition, phase, correlation): the raw r beside the partial r given
+                            log visits and given log visits and step, each with its CI and p (Holm)
+    phase_pairs.csv         per (condition, correlation, phase pair): paired t-test on z, Holm
+    knockouts.csv           per (condition, knockout, metric): knockout - none, one checkpoint per
+                            run, paired across runs: difference, 95% CI, p, Holm
+    knockout_layouts.csv    per (run, knockout): McNemar's exact test on the shared layouts
+    metrics_by_alpha.csv    success, LPC, policy complexity, path ratio per condition: n, mean, 95%
+                            CI on the metric's scale and the estimate it is centred on
+    contrasts.csv           (--contrast) per (pair of conditions, metric): the per-seed paired
+                            difference B - A, 95% t CI, p, Holm over the table (mop.contrasts)
+    contrast_layouts.csv    (--contrast) per (pair, seed): McNemar's exact test of success
+    *.png                   the figures of mop/stats_plots.py (contrasts.png, knockouts.png when any;
+                            --layout paper: each one 3.3 in paper column wide; default screen: at
+                            most 10.5 in), each saying what its intervals are
+A multi-task --task_id ("A,B,C") instead writes by_level.csv, level_pairs.csv, difficulty.json:
+per condition of its runs, each level's LPC across runs and the levels' paired differences, beside
+their learning speed (single-task repeats under --single_task_dir) and bot path length, and a
+hardest level only where the intervals separate (mop.difficulty).
 
     python stats.py --task_id BabyAI-UnlockPickup-v0
+    python stats.py --task_id BabyAI-GoToLocal-v0 --manifest sweeps/gotolocal.json \\
+        --contrast lpc_alpha --contrast expert_hidden_sizes --contrast policy_type
     python stats.py --task_id BabyAI-GoToLocal-v0 --cache_dir evaluation_cache \\
         --results_path evaluation_results.csv --out stats/gotolocal --update 5000 --force
+
+Bad input (one `error:` line, exit 2, nothing written): a task id that is not one path component,
+--min_visits < 1, --update < 0, an --out that cannot be a writable folder, a contrast factor that is
+not a recipe key or does not vary, a pair that differs in other keys too, fewer than two shared
+seeds, a manifest that is unreadable or names runs without an evaluation.
 
 Per checkpoint (one cache). The spatial numbers are seed_metrics.py's (one home, see its docstring:
 state = cell, π̂ smoothed, bits, cells with >= --min_visits... visits; 5 as there):
@@ -35,6 +59,11 @@ state = cell, π̂ smoothed, bits, cells with >= --min_visits... visits; 5 as th
   enough visits) and that distance. p: scipy.stats.pearsonr with steps as units: steps of one episode
   are autocorrelated, so again descriptive only.
 - policy_complexity (I(S;A), overall and per phase), mean_entropy_<p>, mean_lpc_<p>: seed_metrics'.
+- r_<phase>_<c>_given_visits / _given_visits_step (c: the three spatial correlations): the partial r
+  over the same cells given log visits (and the mean step in the episode): both the cell's mean LPC
+  and its H / KL residualised on the covariates, then Pearson (inference.partial_r). Rarely visited
+  cells have a π̂ smoothed toward uniform and their own LPC, so the raw r partly measures visits.
+  --state cell_dir_carry takes the state as cell × direction × carrying.
 - n_cells_<p> (cells with enough visits), n_steps_<p>: a phase with < 3 cells has no spatial r
   (an empty cell in the table, counted in the printed notes, never dropped silently).
 - num_episodes, successes, success_ci_low/high: the counts behind success_rate (from the cache's
@@ -47,12 +76,14 @@ against 0 (scipy.stats.ttest_1samp) and the 95% CI is its t interval of the mean
 with tanh. Why t on z, not on r: z is close to normal whatever r is (r is bounded and skewed near ±1),
 and why not the fixed-variance 1/(N-3) Fisher interval: that treats cells as independent and
 ignores the seed-to-seed spread, which is the variance that matters for "does this replicate". One run
-(n = 1): no inference, the p and CI cells say "n=1: no inference". Across α: the same, per α.
+(n = 1): no inference, the p and CI cells say "n=1: no inference". Per condition: the same, per
+condition (never across conditions).
 Paired comparisons: phase vs phase, the same runs' z values, scipy.stats.ttest_rel (paired t, for the
 reason above; a Wilcoxon signed-rank test cannot reach p < 0.05 with n <= 5 seeds, two-sided);
-knockout vs none: success rate and mean LPC of the same checkpoint with and without the knockout
-(results CSV), paired t across runs. Holm's step-down correction over every test one figure or one
-table shows (holm(); scipy has Benjamini-Hochberg, not Holm).
+knockout vs none: success rate and mean LPC of each run's one checkpoint with and without the
+knockout (results CSV), paired t across runs; contrasts between conditions: runs paired by seed
+(mop.contrasts). Holm's step-down correction over every test one figure or one table shows (holm();
+scipy has Benjamini-Hochberg, not Holm).
 Metrics across runs (metrics_by_alpha, the metrics-vs-α and vs-update figures): the 95% t interval
 of the mean on a scale where the metric's bounds hold, mapped back (mean_ci, SCALE_OF). Success
 rate: t interval of the mean logit, through expit, so it stays inside [0, 1] at any n (a t
@@ -70,10 +101,12 @@ as mean_r is tanh of the mean z); `mean` is the runs' arithmetic mean.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import re
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,28 +115,33 @@ import pandas as pd
 from scipy import stats as sps
 
 import seed_metrics as sm
+from mop import conditions
+from mop.contrasts import contrast_pairs, contrasts, knockout_pairs
 from mop.inference import (
     NO_INFERENCE,
+    PARTIAL,
     SPATIAL,
     TEMPORAL,
     StatsError,
     across_seeds,
     correlation_summary,
     final_rows,
-    knockout_pairs,
     metrics_by_alpha,
     metrics_by_update,
+    partial_r,
+    partial_summary,
     phase_fits,
     phase_pairs,
     phases_of,
-    runs_by_alpha,
+    runs_by_condition,
     runs_with_alpha,
     spatial_for_figure,
+    with_conditions,
 )
 from mop.phases import PHASES, phase_of_steps, phase_system
 from mop.results import read_results
 from mop.routing_cache import CacheData, CacheError, find_caches, load_cache
-from mop.runs import atomic_write
+from mop.runs import atomic_write, check_writable_dir, safe_name
 
 if TYPE_CHECKING:  # matplotlib is loaded only when figures are drawn
     from matplotlib.figure import Figure
@@ -119,20 +157,28 @@ PHASE_GOAL = {
 }
 # Per run, from the cache's episodes table: the counts behind success_rate and its Wilson interval.
 COUNT_COLUMNS = ("num_episodes", "successes", "success_ci_low", "success_ci_high")
+# Per run, what it was (mop.conditions): its policy, condition id and recipe (JSON), where the
+# recipe was read from (config / results_csv), and the state definition of the table (--state).
+CONDITION_COLUMNS = ("policy_type", "condition", "recipe", "recipe_source", "state")
 TABLE = "seed_metrics.csv"
+# The state of H(A|S), KL and the per-state LPC: the cell (the earlier system's), or the richer
+# cell × direction × carrying (what the agent's own view depends on besides its cell).
+STATES = {"cell": sm.CELL, "cell_dir_carry": ("x", "y", "direction", "carrying")}
 
 
 # ----------------------------------------------------------------------------- per checkpoint
 
 
 def columns_for(system: str) -> list[str]:
-    """seed_metrics.csv's columns: seed_metrics' own, then the per-timestep r/p and the phase sizes."""
+    """seed_metrics.csv's columns: seed_metrics' own, then per phase the per-timestep r/p, the
+    partial r (PARTIAL) and the phase sizes, then the counts, and what each run was."""
     cols = sm.columns_for(system)
     for p in PHASES[system]:
         for c in TEMPORAL:
             cols += [f"r_{p}_{c}", f"p_{p}_{c}"]
+        cols += [f"r_{p}_{c}" for c in PARTIAL]
         cols += [f"n_cells_{p}", f"n_steps_{p}"]
-    return cols + [*COUNT_COLUMNS, "phase_system", "cache_path"]
+    return cols + [*COUNT_COLUMNS, "phase_system", "cache_path", *CONDITION_COLUMNS]
 
 
 def goal_column(phase: str, steps: pd.DataFrame) -> str | None:
@@ -160,15 +206,43 @@ def success_counts(episodes: pd.DataFrame, success_rate: float) -> dict[str, flo
     return {"num_episodes": n, "successes": k, "success_ci_low": ci.low, "success_ci_high": ci.high}
 
 
-def checkpoint_stats(data: CacheData, system: str, min_visits: int = sm.MIN_VISITS) -> dict[str, float]:
+def partial_correlations(part: pd.DataFrame, cells: pd.DataFrame, keys: tuple[str, ...], phase: str) -> dict:
+    """r_<phase>_<c>_given_visits / _given_visits_step of one phase: over the states seed_metrics
+    correlates (visits >= 5), partial_r of the state's mean LPC and its H(A|S) / KL to the phase's
+    P_a / KL to the cache's P_a, given log visits (and the mean step within the episode)."""
+    out = {f"r_{phase}_{c}": math.nan for c in PARTIAL}
+    inc = cells[cells["included"]]
+    if len(inc) < 3:
+        return out
+    local = sm.cell_statistics(part, None, keys)["kl"].reindex(inc.index).to_numpy()
+    log_visits = np.log(inc["visits"].to_numpy(dtype=float))
+    steps = inc["mean_t"].to_numpy(dtype=float) if "mean_t" in inc else np.full(len(inc), math.nan)
+    lpc = inc["lpc"].to_numpy(dtype=float)
+    for c, values in zip(SPATIAL, (inc["entropy"].to_numpy(), local, inc["kl"].to_numpy())):
+        out[f"r_{phase}_{c}_given_visits"] = partial_r(lpc, values, log_visits)
+        out[f"r_{phase}_{c}_given_visits_step"] = partial_r(lpc, values, np.column_stack([log_visits, steps]))
+    return out
+
+
+def checkpoint_stats(
+    data: CacheData, system: str, min_visits: int = sm.MIN_VISITS, state: str = "cell"
+) -> dict[str, float]:
     """Every number of one cache's row after lpc_alpha: seed_metrics.cache_metrics' (spatial r/p,
-    policy complexity...), plus per phase the per-timestep r/p and n_cells/n_steps, and the
-    success counts (success_counts)."""
-    row = sm.cache_metrics(data, system)
+    policy complexity...), plus per phase the per-timestep r/p, the partial r
+    (partial_correlations) and n_cells/n_steps, and the success counts (success_counts).
+    `state`: STATES' key; StatsError when the steps do not record what it needs."""
+    keys = STATES[state]
+    missing = [k for k in keys if k not in data.steps or data.steps[k].isna().all()]
+    if missing and "action" in data.steps and data.steps["action"].notna().any():
+        raise StatsError(
+            f"--state {state} needs {', '.join(missing)} per step, which this cache does not record"
+        )
+    row = sm.cache_metrics(data, system, keys)
     row |= success_counts(data.episodes, row["success_rate"])
     steps = data.steps
     acted = steps[steps["action"].notna()] if "action" in steps else steps.iloc[:0]
     empty = {f"{k}_{p}_{c}": math.nan for p in PHASES[system] for c in TEMPORAL for k in ("r", "p")}
+    empty |= {f"r_{p}_{c}": math.nan for p in PHASES[system] for c in PARTIAL}
     if acted.empty:
         return row | empty | {f"n_{w}_{p}": 0 for p in PHASES[system] for w in ("cells", "steps")}
     global_pa = sm.marginal(acted["action"].to_numpy(dtype=np.int64))
@@ -176,16 +250,21 @@ def checkpoint_stats(data: CacheData, system: str, min_visits: int = sm.MIN_VISI
     for p in PHASES[system]:
         part = acted[phase == p]
         row[f"n_steps_{p}"] = len(part)
-        cells = sm.cell_statistics(part, global_pa) if len(part) else None
+        cells = sm.cell_statistics(part, global_pa, keys) if len(part) else None
         included = cells[cells["visits"] >= min_visits] if cells is not None else None
         row[f"n_cells_{p}"] = 0 if included is None else len(included)
+        row |= (
+            partial_correlations(part, cells, keys, p)
+            if cells is not None
+            else {f"r_{p}_{c}": math.nan for c in PARTIAL}
+        )
         goal = goal_column(p, part) if len(part) else None
         if goal is None:
-            row |= {k: v for k, v in empty.items() if f"_{p}_" in k}
+            row |= {k: v for k, v in empty.items() if f"_{p}_" in k and k not in row}
             continue
         dist = part[goal].to_numpy(dtype=float)
         row[f"r_{p}_lpc_dist"], row[f"p_{p}_lpc_dist"] = sm.pearson(part["lpc"].to_numpy(dtype=float), dist)
-        looked = part[["x", "y", goal]].join(included[["entropy", "kl"]], on=["x", "y"], how="inner")
+        looked = part[[*keys, goal]].join(included[["entropy", "kl"]], on=list(keys), how="inner")
         d = looked[goal].to_numpy(dtype=float)
         row[f"r_{p}_entropy_dist"], row[f"p_{p}_entropy_dist"] = sm.pearson(looked["entropy"].to_numpy(), d)
         row[f"r_{p}_kl_dist"], row[f"p_{p}_kl_dist"] = sm.pearson(looked["kl"].to_numpy(), d)
@@ -195,9 +274,10 @@ def checkpoint_stats(data: CacheData, system: str, min_visits: int = sm.MIN_VISI
 # ----------------------------------------------------------------------------- the table
 
 
-def alpha_lookup(results: pd.DataFrame, task_id: str) -> dict:
-    """{cache_path: α} and {(trial, seed, update): α} of the task's default-evaluation rows."""
-    if results.empty or "lpc_alpha" not in results.columns:
+def result_lookup(results: pd.DataFrame, task_id: str) -> dict:
+    """{cache_path: row} and {(trial, seed, update): row} of the task's default-evaluation rows
+    of the results CSV (rows as dicts)."""
+    if results.empty:
         return {}
     rows = results[(results["task_id"] == task_id) & (results["knockout"].fillna("none") == "none")]
     if "eval_task_id" in rows.columns:
@@ -205,15 +285,50 @@ def alpha_lookup(results: pd.DataFrame, task_id: str) -> dict:
     if "trained_tasks" in rows.columns:  # a multi-task run's row of this level: another run's trial
         rows = rows[rows["trained_tasks"].isna()]
     found: dict = {}
-    for r in rows.itertuples(index=False):
-        alpha = getattr(r, "lpc_alpha", math.nan)
-        if pd.isna(alpha):
-            continue
-        if isinstance(getattr(r, "cache_path", None), str):
-            found[Path(r.cache_path).as_posix()] = float(alpha)
-        key = tuple(None if pd.isna(v) else int(v) for v in (r.trial, r.seed, r.update))
-        found[key] = float(alpha)
+    for r in rows.to_dict("records"):
+        if isinstance(r.get("cache_path"), str):
+            found[Path(r["cache_path"]).as_posix()] = r
+        key = tuple(None if pd.isna(r.get(k)) else int(r[k]) for k in ("trial", "seed", "update"))
+        found[key] = r
     return found
+
+
+def alpha_lookup(results: pd.DataFrame, task_id: str) -> dict:
+    """{cache_path: α} and {(trial, seed, update): α} of the task's default-evaluation rows."""
+    if "lpc_alpha" not in results.columns:
+        return {}
+    return {
+        k: float(r["lpc_alpha"])
+        for k, r in result_lookup(results, task_id).items()
+        if pd.notna(r["lpc_alpha"])
+    }
+
+
+_RUN_PART = re.compile(r"^(trial|seed)_(\d+)$")
+
+
+def trial_seed(folder: Path, root: Path) -> tuple[int | None, int | None]:
+    """(trial, seed) of a cache folder below root = <cache_dir>/<task>, from its path alone."""
+    found: dict[str, int] = {}
+    for part in folder.relative_to(root).parts:
+        m = _RUN_PART.match(part)
+        if m and m.group(1) not in found:
+            found[m.group(1)] = int(m.group(2))
+    return found.get("trial"), found.get("seed")
+
+
+def describe(data: CacheData, row: dict | None) -> dict:
+    """CONDITION_COLUMNS (but state) of one cache: mop.conditions.run_recipe of its config and
+    its results row."""
+    rec, source = conditions.run_recipe(data.meta.get("config") or {}, row)
+    if rec is None:
+        return {"policy_type": None, "condition": None, "recipe": None, "recipe_source": source}
+    cid = conditions.condition_id(rec)
+    return {
+        "policy_type": rec[conditions.POLICY_KEY],
+        "condition": cid,
+        "recipe": conditions.recipe_json(rec),
+    } | {"recipe_source": source}
 
 
 def build_table(
@@ -224,9 +339,14 @@ def build_table(
     force: bool = False,
     min_visits: int = sm.MIN_VISITS,
     notes: list[str] | None = None,
+    runs: Collection[tuple[int, int]] | None = None,
+    state: str = "cell",
 ) -> pd.DataFrame:
-    """seed_metrics.csv of one task: previous rows kept (their caches not re-read) unless force;
-    α from the results CSV (a cache without a row there: lpc_alpha empty, and a note)."""
+    """seed_metrics.csv of one task: previous rows kept (their caches not re-read) unless force or
+    their condition is unknown; each row's condition from its cache's config (else its results
+    row: mop.conditions.run_recipe); lpc_alpha from the results CSV, else a MoP run's config, and
+    empty for a GRU (a cache without either: lpc_alpha empty, and a note). runs: only these
+    (trial, seed) runs (a sweep manifest's)."""
     notes = notes if notes is not None else []
     system = phase_system(task_id)
     root = Path(cache_dir) / task_id
@@ -236,14 +356,22 @@ def build_table(
     if previous is not None and not previous.empty and not force:
         if set(previous.get("task_id", pd.Series([task_id]))) != {task_id}:
             raise StatsError(f"{TABLE} holds other levels than {task_id}: pass another --out or --force")
+        made = set(previous["state"].dropna()) if "state" in previous else set()
+        if made - {state}:
+            raise StatsError(
+                f"{TABLE} was built with --state {made.pop()}, not {state}: pass another --out or --force"
+            )
         # a table from before a column existed: the column, empty, in its place
         schema = columns_for(system)
         keep = previous.reindex(columns=[*schema, *(c for c in previous.columns if c not in schema)])
+        keep = keep[keep["condition"].notna()]  # rows of unknown condition are read again
+    if runs is not None:
+        keep = keep[[(t, s) in runs for t, s in zip(keep["trial"], keep["seed"])]]
     done = set(keep["cache_path"]) if "cache_path" in keep else set()
-    alphas = alpha_lookup(results, task_id)
+    lookup = result_lookup(results, task_id)
     rows = []
     for folder in find_caches(root):
-        if folder.as_posix() in done:
+        if folder.as_posix() in done or (runs is not None and trial_seed(folder, root) not in runs):
             continue
         try:
             data = load_cache(folder)
@@ -253,19 +381,36 @@ def build_table(
         fields = sm.run_fields(folder, root, data)
         if fields is None:  # knockout_* / eval_* evaluations are not the checkpoint's own numbers
             continue
-        alpha = alphas.get(folder.as_posix(), alphas.get((fields["trial"], fields["seed"], fields["update"])))
+        result = lookup.get(
+            folder.as_posix(), lookup.get((fields["trial"], fields["seed"], fields["update"]))
+        )
+        what = describe(data, result)
         config_alpha = (data.meta.get("config") or {}).get("lpc_alpha")
+        alpha = None if result is None or pd.isna(result.get("lpc_alpha")) else float(result["lpc_alpha"])
+        if what["policy_type"] == "gru":
+            alpha = math.nan  # train.py's rows say 0.0: a GRU has no LPC cost, not an α of 0
+        elif alpha is None and what["recipe_source"] == "config" and config_alpha is not None:
+            alpha = float(config_alpha)
         if alpha is None:
             notes.append(
                 f"lpc_alpha of {folder} is not in the results CSV: row kept with lpc_alpha empty, "
                 "left out of every per-α number (evaluate it with batch_eval.py)"
             )
             alpha = math.nan
-        elif config_alpha is not None and not math.isclose(alpha, float(config_alpha), rel_tol=1e-9):
+        elif (
+            config_alpha is not None
+            and not math.isnan(alpha)
+            and not math.isclose(alpha, float(config_alpha), rel_tol=1e-9)
+        ):
             notes.append(f"{folder}: results CSV says lpc_alpha {alpha:g}, the cache's config {config_alpha}")
+        try:
+            numbers = checkpoint_stats(data, system, min_visits, state)
+        except StatsError as e:
+            notes.append(f"skipped {folder}: {e}")
+            continue
         base = {"task_id": task_id, **{k: fields[k] for k in ("trial", "seed", "update")}, "lpc_alpha": alpha}
         extra = {"phase_system": system, "cache_path": folder.as_posix(), "_final": fields["final"]}
-        rows.append(base | checkpoint_stats(data, system, min_visits) | extra)
+        rows.append(base | numbers | extra | what | {"state": state})
     new = pd.DataFrame(rows, columns=[*columns_for(system), "_final"])
     if not new.empty:  # a final checkpoint's cache beside the numbered one of the same update
         new = new.sort_values(["trial", "seed", "update", "_final"], na_position="first", kind="stable")
@@ -274,7 +419,34 @@ def build_table(
     table = table.drop_duplicates(["trial", "seed", "update"], keep="first")
     for key in ("trial", "seed", "update"):
         table[key] = pd.array(table[key].tolist(), dtype="Int64")
+    unknown = table["condition"].isna().sum()
+    if unknown:
+        notes.append(
+            f"{unknown} checkpoint(s) have no recipe (no config in the cache, no results CSV row): "
+            "in the table, in no condition (evaluate them with batch_eval.py)"
+        )
     return table.sort_values(["trial", "seed", "update"], na_position="first").reset_index(drop=True)
+
+
+def check_manifest(table: pd.DataFrame, wanted: dict[tuple[int, int], str | None], cache_dir: str) -> None:
+    """StatsError unless every run the manifest names has a row, of the condition it names."""
+    present = set(zip(table["trial"], table["seed"]))
+    missing = [k for k in wanted if k not in present]
+    if missing:
+        shown = ", ".join(f"trial {t} seed {s}" for t, s in missing[:4]) + (
+            " ..." if len(missing) > 4 else ""
+        )
+        raise StatsError(
+            f"the manifest names {len(missing)} run(s) with no evaluation under {cache_dir!r}: {shown} "
+            "(run the sweep again to train and evaluate them)"
+        )
+    for r in final_rows(table).itertuples(index=False):
+        said = wanted.get((r.trial, r.seed))
+        if said is not None and r.condition != said:
+            raise StatsError(
+                f"trial {r.trial} seed {r.seed} is condition {r.condition} by its config, {said} by the manifest "
+                "(retrained with another recipe?): re-run the sweep or remove that run"
+            )
 
 
 # ----------------------------------------------------------------------------- pooled cell grids
@@ -282,15 +454,16 @@ def build_table(
 
 def pooled_cells(
     cache_dir: str | Path, table: pd.DataFrame, update: int | None = None, min_visits: int = sm.MIN_VISITS
-) -> dict[tuple[float, str], tuple[pd.DataFrame, dict]]:
-    """{(α, phase): (per-cell table of the pooled steps of every run of that α, grid info)} for the
-    phase × α heatmaps: mean LPC, H(A|S), KL to the pooled P_a, cells with >= min_visits visits."""
+) -> dict[tuple[str, str], tuple[pd.DataFrame, dict]]:
+    """{(condition label, phase): (per-cell table of the pooled steps of every run of that
+    condition, grid info)} for the phase × condition heatmaps: mean LPC, H(A|S), KL to the pooled
+    P_a, cells with >= min_visits visits. Descriptive: the runs' steps pooled, no test."""
     from mop.routing_analysis import grid_info_for
 
     phases = phases_of(table)
     system = next(s for s, ph in PHASES.items() if list(ph) == phases)
     out = {}
-    for alpha, group in runs_by_alpha(table, update):
+    for _, label, group in runs_by_condition(table, update):
         loaded = [load_cache(p) for p in group["cache_path"]]
         steps = [
             d.steps[d.steps["action"].notna()].assign(
@@ -304,7 +477,9 @@ def pooled_cells(
         for p in phases:
             part = pooled[pooled["_phase"] == p]
             cells = sm.cell_statistics(part, global_pa) if len(part) else pd.DataFrame()
-            out[(float(alpha), p)] = (cells[cells["visits"] >= min_visits] if len(cells) else cells, info)
+            if len(cells) and (group["policy_type"] == "gru").all():
+                cells["lpc"] = math.nan  # a GRU has no router: no LPC (its caches record 0)
+            out[(label, p)] = (cells[cells["visits"] >= min_visits] if len(cells) else cells, info)
     return out
 
 
@@ -315,17 +490,20 @@ def draw_figures(
     cache_dir: str | Path,
     update: int | None,
     notes: list[str],
+    compared: pd.DataFrame | None = None,
+    knocked: pd.DataFrame | None = None,
     layout: str = "screen",
 ) -> dict[str, Figure]:
     """Every figure stats.py writes, by file stem: the aggregates computed here (mop.inference,
-    pooled_cells), drawn by mop.stats_plots; a figure that cannot be made is a note instead.
-    layout: "screen" or "paper" (one 3.3 in paper column; mop/plot_style.py)."""
+    mop.contrasts, pooled_cells), drawn by mop.stats_plots; a figure that cannot be made is a note
+    instead. layout: "screen" or "paper" (one 3.3 in paper column; mop/plot_style.py)."""
     from mop import stats_plots as plots
 
     kw = {"layout": layout}
 
     def pooled_scatter() -> Figure:
-        runs = final_rows(table, update)
+        runs = runs_with_alpha(table, update)
+        runs = runs[runs["policy_type"].fillna("mop") != "gru"]  # no router: no LPC to plot
         return plots.plot_pooled_scatter(runs, phase_fits(runs, phases_of(table)), **kw)
 
     makers: dict[str, Callable[[], Figure]] = {
@@ -338,9 +516,13 @@ def draw_figures(
         "metrics_vs_update": lambda: plots.plot_metrics_vs_update(metrics_by_update(table), **kw),
         "pooled_scatter": pooled_scatter,
         "correlation_summary": lambda: plots.plot_correlation_summary(
-            correlation_summary(table, update), len(final_rows(table, update)), **kw
+            correlation_summary(table, update), **kw
         ),
     }
+    if compared is not None and len(compared):
+        makers["contrasts"] = lambda: plots.plot_contrasts(compared, **kw)
+    if knocked is not None and len(knocked):
+        makers["knockouts"] = lambda: plots.plot_knockouts(knocked, **kw)
     figures: dict[str, Figure] = {}
     for name, make in makers.items():
         try:
@@ -351,8 +533,8 @@ def draw_figures(
         cells = pooled_cells(cache_dir, table, update)
         for q in plots.QUANTITIES:
             figures[f"phase_alpha_{q}"] = plots.plot_phase_alpha_grid(cells, q, **kw)
-    except (ValueError, KeyError, OSError) as e:
-        notes.append(f"phase × α heatmaps not drawn: {e}")
+    except (ValueError, KeyError, OSError, CacheError) as e:
+        notes.append(f"phase × condition heatmaps not drawn: {e}")
     return figures
 
 
@@ -370,14 +552,43 @@ def main(argv: list[str] | None = None) -> dict:
         "--cache_dir", default="evaluation_cache", help="routing cache root (default evaluation_cache)"
     )
     parser.add_argument(
-        "--results_path", default="evaluation_results.csv", help="results CSV, the source of lpc_alpha"
+        "--results_path",
+        default="evaluation_results.csv",
+        help="results CSV: lpc_alpha, knockouts, older runs' recipes",
     )
-    parser.add_argument("--out", default=None, help="output folder (default stats/<task_id>)")
+    parser.add_argument(
+        "--out", default=None, help="output folder (default stats/<task_id>, or stats/<manifest name>)"
+    )
     parser.add_argument(
         "--update", type=int, default=None, help="aggregate this update (default: each run's last)"
     )
     parser.add_argument(
         "--min_visits", type=int, default=sm.MIN_VISITS, help="visits for a cell to count (default 5)"
+    )
+    parser.add_argument(
+        "--state", choices=list(STATES), default="cell", help="the state of H(A|S) and KL (default cell)"
+    )
+    parser.add_argument(
+        "--manifest", default=None, help="a sweep manifest: only its runs (sweep.py writes it)"
+    )
+    parser.add_argument(
+        "--contrast",
+        action="append",
+        default=[],
+        help="FACTORS[=A:B]: paired-by-seed contrasts of the conditions that differ in these config keys "
+        "(comma list; policy_type for MoP vs GRU) alone, or of conditions A and B (repeatable)",
+    )
+    parser.add_argument(
+        "--single_task_dir",
+        action="append",
+        default=None,
+        help="multi-task --task_id: where the single-task repeats of the recipe are (repeatable; default checkpoints)",
+    )
+    parser.add_argument(
+        "--ce_threshold",
+        type=float,
+        default=1.0,
+        help="multi-task: learning speed = updates to train/ce <= this (1.0)",
     )
     parser.add_argument("--force", action="store_true", help="recompute every cache's row")
     parser.add_argument("--no_figures", action="store_true", help="tables only")
@@ -395,20 +606,77 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(2)
 
 
+def parse_contrast(text: str) -> tuple[list[str], tuple[str, str] | None]:
+    """--contrast "lpc_alpha" or "lpc_alpha,normalize_lpc=mop-1a2b3c4d:mop-5e6f7a8b"."""
+    factors, sep, pair = text.partition("=")
+    names = conditions.check_factors(factors.split(","))
+    if not sep:
+        return names, None
+    a, colon, b = pair.partition(":")
+    if not colon or not a.strip() or not b.strip():
+        raise StatsError(f"--contrast {text!r}: name the pair as FACTORS=A:B (two condition ids)")
+    return names, (a.strip(), b.strip())
+
+
+def validate(args: argparse.Namespace) -> tuple[Path, dict | None, list]:
+    """(out, manifest, contrasts) after every check a bad command line fails, before anything is
+    read or written."""
+    safe_name(args.task_id, "--task_id")  # it names a folder under --cache_dir and the default --out
+    if args.min_visits < 1:
+        raise StatsError(f"--min_visits must be at least 1, got {args.min_visits}")
+    if args.update is not None and args.update < 0:
+        raise StatsError(f"--update must be >= 0, got {args.update}")
+    contrasts_asked = [parse_contrast(c) for c in args.contrast]
+    manifest = conditions.read_manifest(args.manifest) if args.manifest else None
+    if manifest is not None and manifest["task_id"] != args.task_id:
+        raise StatsError(
+            f"--manifest {args.manifest!r} is a sweep of {manifest['task_id']}, not {args.task_id}"
+        )
+    default = Path("stats") / (
+        safe_name(manifest.get("name", args.task_id), "manifest name") if manifest else args.task_id
+    )
+    out = Path(args.out) if args.out else default
+    check_writable_dir(out, "--out")
+    return out, manifest, contrasts_asked
+
+
 def run(args: argparse.Namespace) -> dict:
-    out = Path(args.out or Path("stats") / args.task_id)
-    out.mkdir(parents=True, exist_ok=True)
+    if "," in args.task_id:
+        return run_levels(args)
+    out, manifest, asked = validate(args)
     results = read_results(args.results_path)
     if "lpc_alpha" not in results.columns:
         raise StatsError(f"results CSV {args.results_path!r} has no lpc_alpha column")
-    previous = pd.read_csv(out / TABLE) if (out / TABLE).is_file() and not args.force else None
+    previous = None
+    if (out / TABLE).is_file() and not args.force:
+        try:
+            previous = pd.read_csv(out / TABLE)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+            raise StatsError(
+                f"{out / TABLE} is not a table of stats.py ({type(e).__name__}): pass --force"
+            ) from None
     notes: list[str] = []
     before = 0 if previous is None else len(previous)
-    table = build_table(args.cache_dir, args.task_id, results, previous, args.force, args.min_visits, notes)
+    wanted = conditions.manifest_runs(manifest) if manifest else None
+    table = build_table(
+        args.cache_dir,
+        args.task_id,
+        results,
+        previous,
+        args.force,
+        args.min_visits,
+        notes,
+        wanted,
+        args.state,
+    )
     if table.empty:
         raise StatsError(f"no default-evaluation caches of {args.task_id} under {args.cache_dir!r}")
-    atomic_write(out / TABLE, lambda p: table.to_csv(p, index=False))
-    print(f"{TABLE}: {len(table)} rows ({len(table) - before} new) -> {out / TABLE}")
+    if wanted is not None:
+        check_manifest(table, wanted, args.cache_dir)
+    table = with_conditions(table)
+    pairs = [p for factors, pair in asked for p in contrast_pairs(table, factors, pair)]
+    compared, layouts = contrasts(table, pairs, args.update) if pairs else (pd.DataFrame(), pd.DataFrame())
+    knock, knock_layouts = knockout_pairs(results, args.task_id, table, args.update)
     phases = phases_of(table)
     for p in phases:
         few = table[table[f"n_cells_{p}"].fillna(0) < 3]
@@ -416,32 +684,39 @@ def run(args: argparse.Namespace) -> dict:
             notes.append(
                 f"phase {p}: {len(few)} of {len(table)} checkpoints have < 3 cells: spatial r left empty"
             )
-    seeds = across_seeds(table, args.update)
-    pairs = phase_pairs(table, args.update)
-    knock = knockout_pairs(results, args.task_id, table)
-    scalars = metrics_by_alpha(table, args.update)
+    tables = {
+        "across_seeds.csv": across_seeds(table, args.update),
+        "decision_relevance.csv": partial_summary(table, args.update),
+        "phase_pairs.csv": phase_pairs(table, args.update),
+        "knockouts.csv": knock,
+        "metrics_by_alpha.csv": metrics_by_alpha(table, args.update),
+        "conditions.csv": condition_table(table, args.update),
+    }
+    if pairs:
+        tables |= {"contrasts.csv": compared, "contrast_layouts.csv": layouts}
+    if len(knock_layouts):
+        tables["knockout_layouts.csv"] = knock_layouts
+    out.mkdir(parents=True, exist_ok=True)
     written = {TABLE: out / TABLE}
-    for name, df in (
-        ("across_seeds.csv", seeds),
-        ("phase_pairs.csv", pairs),
-        ("knockouts.csv", knock),
-        ("metrics_by_alpha.csv", scalars),
-    ):
+    atomic_write(out / TABLE, lambda p: table.drop(columns="condition_label").to_csv(p, index=False))
+    print(f"{TABLE}: {len(table)} rows ({len(table) - before} new) -> {out / TABLE}")
+    for name, df in tables.items():
         atomic_write(out / name, lambda p, df=df: df.to_csv(p, index=False))
         written[name] = out / name
-    runs = final_rows(table, args.update)
-    if runs["seed"].nunique(dropna=False) < 2 and runs.groupby("lpc_alpha").size().max() < 2:
-        notes.append(f"one run per α: the tables report r only ('{NO_INFERENCE}' where a p would be)")
+    runs = runs_with_alpha(table, args.update)
+    if len(runs) and runs.groupby("condition").size().max() < 2:
+        notes.append(f"one run per condition: the tables report r only ('{NO_INFERENCE}' where a p would be)")
     if not args.no_figures:
         figures = draw_figures(
-            table, seeds, scalars, args.cache_dir, args.update, notes, getattr(args, "layout", "screen")
-        )
+            table, tables["across_seeds.csv"], tables["metrics_by_alpha.csv"], args.cache_dir, args.update,
+            notes, compared, knock, getattr(args, "layout", "screen"),
+        )  # fmt: skip
         for name, fig in figures.items():
             atomic_write(out / f"{name}.png", lambda p, fig=fig: fig.savefig(p, dpi=150, format="png"))
             written[f"{name}.png"] = out / f"{name}.png"
     for note in notes:
         print(f"note: {note}")
-    _print_summary(seeds)
+    _print_summary(tables["across_seeds.csv"], tables["decision_relevance.csv"], compared)
     print(f"wrote {len(written)} files to {out}/")
     return {
         "out": str(out),
@@ -451,12 +726,138 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def _print_summary(seeds: pd.DataFrame) -> None:
+def run_levels(args: argparse.Namespace) -> dict:
+    """A multi-task --task_id: per condition of its runs, routing by level across runs and the
+    levels' difficulty (mop.difficulty): by_level.csv, level_pairs.csv, difficulty.json."""
+    from mop import difficulty
+    from mop.routing_analysis import ranking, routing_by_level
+    from mop.runs import run_task_name
+
+    name = safe_name(run_task_name(args.task_id), "--task_id")
+    if args.update is not None and args.update < 0:
+        raise StatsError(f"--update must be >= 0, got {args.update}")
+    if not (args.ce_threshold > 0 and math.isfinite(args.ce_threshold)):
+        raise StatsError(f"--ce_threshold must be a positive number, got {args.ce_threshold}")
+    out = Path(args.out) if args.out else Path("stats") / name
+    check_writable_dir(out, "--out")
+    results = read_results(args.results_path)
+    trained = results.get("trained_tasks", pd.Series(index=results.index, dtype=object))
+    rows = results[
+        (trained == args.task_id) & (results["knockout"] == "none") & results["cache_path"].notna()
+    ]
+    if rows.empty:
+        raise StatsError(
+            f"no evaluated multi-task run of {args.task_id} in {args.results_path!r} (batch_eval.py)"
+        )
+    if args.update is not None:
+        rows = rows[rows["update"] == args.update]
+    last = rows.assign(_u=rows["update"].astype("Float64").fillna(-1.0))
+    last = last[last["_u"] == last.groupby(["trial", "seed"], dropna=False)["_u"].transform("max")]
+    runs: dict[str, dict] = {}
+    recipes: dict[str, dict] = {}
+    for r in last.to_dict("records"):
+        data = load_cache(r["cache_path"])
+        rec, _ = conditions.run_recipe(data.meta.get("config") or {}, r)
+        if rec is None:
+            continue
+        cid = conditions.condition_id(rec)
+        recipes[cid] = rec
+        runs.setdefault(cid, {}).setdefault((r["trial"], r["seed"]), {})[r["eval_task_id"]] = data.episodes
+    labels = conditions.labels(recipes)
+    by_level, pairs, verdicts = [], [], {}
+    roots = args.single_task_dir or ["checkpoints"]
+    for cid, by_run in runs.items():
+        levels, level_pairs = difficulty.routing_across_runs(by_run)
+        first = next(iter(by_run.values()))
+        paths = routing_by_level(first).set_index("level")
+        for row in levels.to_dict("records"):
+            level = row["level"]
+            speed = difficulty.learning_speed(
+                level, difficulty.single_task_runs(roots, level, recipes[cid]), args.ce_threshold, cid, out
+            )
+            row |= {k: paths.loc[level, k] for k in ("bot_path_mean", "bot_path_ci_low", "bot_path_ci_high")}
+            row |= {
+                k: speed.get(k)
+                for k in ("repeats", "censored", "speed_median", "speed_ci_low", "speed_ci_high")
+            }
+            row |= {"speed_coverage": speed.get("speed_coverage"), "speed_note": speed.get("note", "")}
+            by_level.append({"condition": cid, "condition_label": labels[cid]} | row)
+        table = pd.DataFrame([r for r in by_level if r["condition"] == cid])
+        verdicts[cid] = {
+            "label": labels[cid],
+            "runs": len(by_run),
+            "learning_speed": ranking(table, "speed_median", "speed_ci_low", "speed_ci_high"),
+            "bot_path_length": ranking(
+                table, "bot_path_mean", "bot_path_ci_low", "bot_path_ci_high", "bot path length"
+            ),
+        }
+        pairs += [
+            {"condition": cid, "condition_label": labels[cid]} | p for p in level_pairs.to_dict("records")
+        ]
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for file, df in (("by_level.csv", pd.DataFrame(by_level)), ("level_pairs.csv", pd.DataFrame(pairs))):
+        atomic_write(out / file, lambda p, df=df: df.to_csv(p, index=False))
+        written[file] = str(out / file)
+    atomic_write(
+        out / "difficulty.json", lambda p: Path(p).write_text(json.dumps(verdicts, indent=1, default=str))
+    )
+    written["difficulty.json"] = str(out / "difficulty.json")
+    for v in verdicts.values():
+        print(
+            f"{v['label']} ({v['runs']} runs): {v['learning_speed']['verdict']}; {v['bot_path_length']['verdict']}"
+        )
+    for r in by_level:
+        print(
+            f"  {r['level']}: LPC {r['lpc']:.0f} {_plain_interval(r['lpc_ci_low'], r['lpc_ci_high'])} over {r['runs']} runs; "
+            f"updates to ce<={args.ce_threshold:g}: median {r['speed_median']} [{r['speed_ci_low']}, {r['speed_ci_high']}] "
+            f"({r['repeats']} repeats); bot path {r['bot_path_mean']:.1f}"
+        )
+    print(f"wrote {len(written)} files to {out}/")
+    return {"out": str(out), "written": written, "verdicts": verdicts}
+
+
+def condition_table(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
+    """One row per condition: id, label, policy, its runs (trial seed) and seeds, and its recipe."""
+    out = []
+    for cid, label, group in runs_by_condition(table, update):
+        group = group.sort_values(["trial", "seed"])
+        runs = " ".join(f"t{t}s{s}" for t, s in zip(group["trial"], group["seed"]))
+        out.append({"condition": cid, "condition_label": label, "policy_type": group["policy_type"].iloc[0]}
+                   | {"runs": len(group), "run_ids": runs, "recipe": group["recipe"].iloc[0]})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def _interval(low, high) -> str:
+    return "" if isinstance(low, str) or pd.isna(low) else f" [{low:+.2f}, {high:+.2f}]"
+
+
+def _plain_interval(low, high) -> str:
+    return str(low) if isinstance(low, str) else f"[{low:.0f}, {high:.0f}]"
+
+
+def _p(p, adjusted) -> str:
+    return p if isinstance(p, str) else f"p={p:.3g} (Holm {adjusted:.3g})"
+
+
+def _print_summary(seeds: pd.DataFrame, relevance: pd.DataFrame, compared: pd.DataFrame) -> None:
     show = seeds[seeds["correlation"].isin(SPATIAL)]
     for r in show.itertuples(index=False):
-        p = r.p if isinstance(r.p, str) else f"p={r.p:.3g} (Holm {r.p_holm:.3g})"
-        ci = "" if isinstance(r.ci_low, str) or pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
-        print(f"α={r.lpc_alpha:g} {r.phase:22s} {r.correlation:14s} r={r.mean_r:+.2f}{ci} n={r.n} {p}")
+        print(
+            f"{r.condition_label}: {r.phase} {r.correlation} r={r.mean_r:+.2f}{_interval(r.ci_low, r.ci_high)} "
+            f"n={r.n} {_p(r.p, r.p_holm)}"
+        )
+    for r in relevance.itertuples(index=False):
+        print(
+            f"{r.condition_label}: {r.phase} {r.correlation} raw r={r.r:+.2f}{_interval(r.r_ci_low, r.r_ci_high)}, "
+            f"given log visits r={r.r_given_visits:+.2f}{_interval(r.r_given_visits_ci_low, r.r_given_visits_ci_high)}"
+        )
+    for r in compared.itertuples(index=False) if len(compared) else []:
+        what = "ratio" if r.scale == "ratio" else "difference"
+        ci = "" if isinstance(r.ci_low, str) else f" [{r.ci_low:.3g}, {r.ci_high:.3g}]"
+        print(
+            f"{r.metric}: {r.label_b} vs {r.label_a}: {what} {r.estimate:.3g}{ci} n={r.n} seeds, {_p(r.p, r.p_holm)}"
+        )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 and figures, interactively.
 
 A marimo notebook over stats/<task>/seed_metrics.csv (written by `python stats.py --task_id ...`
-or sweep.py): seed-aggregated correlations per phase and α (Fisher z, 95% CI, t-test on z, Holm),
-metrics vs α and vs update, pooled scatter, correlation summary. The numbers live in
+or sweep.py): seed-aggregated correlations per phase and condition (a run's recipe: α, expert
+sizes, policy...; Fisher z, 95% CI, t-test on z, Holm), the raw r beside the partial r given log
+visits (decision_relevance), metrics per condition and vs update, pooled scatter (descriptive),
+correlation summary. The numbers live in
 mop/inference.py, the figures in mop/stats_plots.py; this file is wiring. STATS_DIR (default
 stats) overrides where it looks.
 
@@ -35,9 +37,14 @@ def _():
 
     **Does the compute the router chooses (LPC) follow how decision-relevant a state is (H(A|S),
     KL from the marginal), per task phase, and what does the LPC strength α cost in success?**
-    Units of inference are runs (trial × seed); r is aggregated on Fisher's z with a t interval,
-    success rate and path ratio on the logit and log scales (their intervals stay in bounds); a
-    single run per α is shown, never tested. Reads `stats/<task>/seed_metrics.csv` (`STATS_DIR`).
+    Units of inference are runs (trial × seed); a *condition* is a run's whole recipe (lpc_alpha,
+    expert sizes, policy: MoP or GRU, ...), and runs of different recipes are never pooled. r is
+    aggregated on Fisher's z with a t interval, success rate and path ratio on the logit and log
+    scales (their intervals stay in bounds); a single run per condition is shown, never tested.
+    `r` is the raw r(LPC, H) over cells; `r_given_visits` the partial r given log visits (rarely
+    visited cells have both a smoothed, high H(A|S) and their own LPC: the visit confound), and
+    `r_given_visits_step` also given the mean step in the episode. The pooled scatter pools runs of
+    every condition: descriptive, no p-value. Reads `stats/<task>/seed_metrics.csv` (`STATS_DIR`).
     """)
     return
 
@@ -96,6 +103,17 @@ def _(table, update_dropdown):
 
 
 @app.cell
+def _(table, update_dropdown):
+    relevance = inference.partial_summary(table, update_dropdown.value)
+    mo.ui.table(
+        relevance,
+        page_size=12,
+        label="decision-relevance: raw r beside the partial r given log visits (and the step), 95% CI, Holm",
+    )
+    return (relevance,)
+
+
+@app.cell
 def _(seeds, table, update_dropdown):
     stats_plots.plot_r_vs_alpha(
         inference.runs_with_alpha(table, update_dropdown.value),
@@ -119,7 +137,7 @@ def _(table):
 
 @app.cell
 def _(table, update_dropdown):
-    _runs = inference.final_rows(table, update_dropdown.value)
+    _runs = inference.runs_with_alpha(table, update_dropdown.value)
     stats_plots.plot_pooled_scatter(_runs, inference.phase_fits(_runs, inference.phases_of(table)))
     return
 

@@ -1,39 +1,93 @@
-"""An lpc_alpha × seed grid on one level: train every run, evaluate every checkpoint, build the stats.
+"""A grid of recipes × seeds on one level: train every run, evaluate it, compare the conditions.
 
-Trial numbers hold the α values in the order given, from --first_trial (α index i -> trial
-first_trial + i); the one record of which trial holds which α is the manifest
-sweeps/<name>.json (trial -> α, the seeds, the settings, the command), written before anything
-trains and refused if an earlier manifest of that name maps a trial to another α. Evaluation rows
-carry each checkpoint's own lpc_alpha, which stats.py uses. Resumable: a run that reached
-num_updates is skipped, one with checkpoints resumes from its latest (train_mop's resume), so
-re-running the same command after a kill continues. Every config key is a flag, as for
-train_mop.py (--config FILE for a YAML of defaults); the sweep sets task_id, trial, seed, lpc_alpha.
+The grid is over any config keys; each grid point, and each extra whole recipe, is a *condition*
+(mop.conditions: a run's resolved recipe minus seed, folders and logging), trained once per seed:
 
+    --grid "KEY=V1|V2|..."   one factor: its values separated by '|', each read as YAML (0, 1e-4,
+                             true, null, [[0,16,32],[0,16,32]]); a list followed by *N is that list
+                             repeated N times, as in Python: [[0,16,32]]*3 is three layers of
+                             [0,16,32]. Repeat --grid for more factors (or give several in one
+                             string, separated by spaces: "lpc_alpha=0|1e-3 normalize_lpc=false|true");
+                             the conditions are every combination, in the order given. A factor
+                             needs two or more distinct values.
+    policy=mop|gru           the pseudo-key for the trainer: train_mop.py (MoP, default) or train.py
+                             (the GRU baseline)
+    --recipe "KEY=V KEY=V"   one extra condition beside the grid (repeatable), e.g. the
+                             parameter-matched GRU: --recipe "policy=gru hidden_size=match" (the
+                             size whose policy has as many parameters as the MoP policy of the
+                             sweep's settings: train.py --match_params; the number is resolved
+                             here, printed, and recorded)
+    --lpc_alpha "0,1e-4"     today's shorthand for --grid "lpc_alpha=0|1e-4" (one value: a setting)
+
+Condition i (grid points first, then the recipes) trains as trial --first_trial + i, one run per
+--seeds seed, at <checkpoint_dir>/<task>/trial_<N>/seed_<S>/. Every other config key is a flag,
+as for train_mop.py (--config FILE for a YAML of defaults); the sweep sets task_id, trial, seed.
+
+Before anything trains, every run's config is validated and the manifest sweeps/<name>.json is
+written: the conditions (trial, trainer, the grid values, the condition id and label, the resolved
+recipe's id), and one entry per run (trial, seed, condition, run folder). A manifest of the same
+name is merged with, never overwritten: a trial it maps to another condition is refused (choose
+--first_trial or --name); a manifest that is not this project's JSON is refused in one line.
+Resumable: a run that reached num_updates is skipped, one with checkpoints resumes from its
+latest, so re-running the same command after a kill continues where it stopped. Everything
+(flags, values, output folders) is checked before any run starts.
+
+Then the manifest's runs, and only they, are evaluated (batch_eval.py per run, --num_episodes on
+the evaluation layouts 0..N-1, so every run meets the same layouts; --knockout SPEC, repeatable, on
+the final checkpoints of the MoP runs), and analysed: stats.py --manifest, with one --contrast per
+factor (and policy_type when the recipes add another trainer): per-seed paired differences between
+conditions that differ in that factor alone, with their 95% CI, p and Holm.
+
+    python sweep.py --task_id BabyAI-GoToLocal-v0 --grid "lpc_alpha=0|1e-3" \\
+        --grid "expert_hidden_sizes=[[0,16,32]]*3|[[17,17,17]]*3" \\
+        --recipe "policy=gru hidden_size=match" --seeds 0-2 --num_updates 800 --parallel 2
     python sweep.py --task_id BabyAI-UnlockPickup-v0 --lpc_alpha "0,1e-6,1e-5,1e-4,1e-3" --seeds 0-4 \\
         --num_updates 5000
-    python sweep.py --config configs/tiny.yaml --task_id BabyAI-GoToLocal-v0 --lpc_alpha "0,1e-4,1e-3" \\
-        --seeds 0-2 --parallel 3 --num_episodes 100
-On Modal, the same grid: modal run modal_app.py::sweep --task-id ... --lpc-alpha ... --seeds 0-4.
+On Modal, the same grid: modal run modal_app.py::sweep --task-id ... --grid "..." --recipes "..." --seeds 0-4.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
+import re
 import shlex
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
-from mop import experiment
-from mop.runs import atomic_write_text, resume_candidates, safe_name
+import yaml
 
-SWEEP_KEYS = ("task_id", "trial", "seed", "lpc_alpha")  # the sweep's, not settable as flags
+from mop import conditions, experiment
+from mop.runs import (
+    OutputError,
+    RunPathError,
+    atomic_write_text,
+    check_writable_dir,
+    check_writable_file,
+    resume_candidates,
+    run_task_name,
+    safe_name,
+)
+
+SWEEP_KEYS = ("task_id", "trial", "seed")  # the sweep's, not settable as flags or grid keys
+POLICY = "policy"  # the trainer pseudo-key of --grid and --recipe
+TRAINERS = {"mop": "train_mop", "gru": "train"}
+MATCH = "match"  # hidden_size=match: the parameter-matched GRU
+MAX_SEEDS = 1000  # a larger sweep would not end on any machine this runs on
+MANIFEST_VERSION = 2
+_REPEAT = re.compile(r"^(?P<list>\[.*\])\s*\*\s*(?P<n>\d+)$", re.S)
 
 
 class SweepError(ValueError):
     pass
+
+
+# ----------------------------------------------------------------------------- parsing the grid
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -52,94 +106,320 @@ def parse_alphas(text: str) -> list[float]:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'0-4' -> [0, 1, 2, 3, 4]; '0,2,5' -> [0, 2, 5]; ranges and lists may mix."""
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,2,5' -> [0, 2, 5]; ranges and lists may mix; at most MAX_SEEDS
+    seeds, each a valid run seed (checked before any list is built)."""
     seeds: list[int] = []
+    limit = experiment.LIMITS["seed"][0]
     try:
         for part in (p.strip() for p in str(text).split(",") if p.strip()):
             lo, _, hi = part.partition("-")
-            seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    except ValueError:
+            first, last = int(lo), int(hi) if hi else int(lo)
+            if last - first + 1 + len(seeds) > MAX_SEEDS:
+                raise SweepError(
+                    f"--seeds {text!r} names more than {MAX_SEEDS} seeds; a sweep that size would not end"
+                )
+            if max(first, last) > limit:
+                raise SweepError(f"--seeds must be at most {limit} (numpy's RNG), got {text!r}")
+            seeds += list(range(first, last + 1))
+    except ValueError as e:
+        if isinstance(e, SweepError):
+            raise
         raise SweepError(f"--seeds takes '0-4' or '0,1,2', got {text!r}") from None
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise SweepError(f"--seeds must list distinct seeds >= 0, got {text!r}")
     return seeds
 
 
-def plan(
-    task_id: str, alphas: list[float], seeds: list[int], first_trial: int, overrides: dict, config_path
+def parse_value(text: str, what: str) -> Any:
+    """One value of --grid or --recipe: YAML, or a YAML list followed by *N (the list repeated N
+    times: [[0,16,32]]*3 is [[0,16,32],[0,16,32],[0,16,32]])."""
+    text = text.strip()
+    m = _REPEAT.match(text)
+    try:
+        value = yaml.safe_load(m.group("list") if m else text)
+    except yaml.YAMLError:
+        raise SweepError(f"{what}: {text!r} is not a YAML value") from None
+    if m:
+        if not isinstance(value, list) or not 1 <= int(m.group("n")) <= 64:
+            raise SweepError(f"{what}: {text!r}: LIST*N repeats a list 1 to 64 times")
+        value = value * int(m.group("n"))
+    if value is None and text == "":
+        raise SweepError(f"{what}: an empty value")
+    return value
+
+
+def _check_key(key: str, what: str) -> str:
+    if key in SWEEP_KEYS:
+        raise SweepError(f"{what}: {key} is set by the sweep (--task_id, --seeds, --first_trial)")
+    if key == POLICY:
+        return key
+    key = experiment.CONFIG_ALIASES.get(key, key)
+    if key not in experiment.CONFIG_KEYS:
+        experiment.check_keys({key: None}, what)  # ConfigError: unknown key, with a did-you-mean
+    if key in conditions.NOT_RECIPE:
+        raise SweepError(
+            f"{what}: {key} does not change what a run learns (not part of a condition): pass it as --{key}"
+        )
+    return key
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """--grid strings -> {key: [values]} in the order given (see the module docstring)."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        try:
+            pairs = conditions.split_assignments(item)
+        except ValueError as e:
+            raise SweepError(f'--grid takes "KEY=V1|V2|...", got {str(e)!r}') from None
+        if not pairs:
+            raise SweepError("--grid is empty")
+        for key, raw in pairs:
+            key = _check_key(key, f"--grid {key}")
+            if key in grid:
+                raise SweepError(f"--grid gives {key} twice")
+            values = [parse_value(v, f"--grid {key}") for v in raw.split("|")]
+            if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+                raise SweepError(f"--grid {key} repeats a value: {raw!r}")
+            if len(values) < 2:
+                raise SweepError(
+                    f"--grid {key} has one value ({raw!r}): a factor must vary; give a setting as --{key}"
+                )
+            if key == POLICY and set(values) - set(TRAINERS):
+                raise SweepError(f"--grid policy takes {'|'.join(TRAINERS)}, got {raw!r}")
+            grid[key] = values
+    return grid
+
+
+def parse_recipe(text: str) -> dict[str, Any]:
+    """--recipe "policy=gru hidden_size=match" -> {"policy": "gru", "hidden_size": "match"}."""
+    try:
+        pairs = conditions.split_assignments(text)
+    except ValueError as e:
+        raise SweepError(f'--recipe takes "KEY=V KEY=V", got {str(e)!r}') from None
+    if not pairs:
+        raise SweepError("--recipe is empty")
+    out: dict[str, Any] = {}
+    for key, raw in pairs:
+        key = _check_key(key, f"--recipe {key}")
+        if key in out:
+            raise SweepError(f"--recipe gives {key} twice")
+        out[key] = parse_value(raw, f"--recipe {key}")
+    if out.get(POLICY, "mop") not in TRAINERS:
+        raise SweepError(f"--recipe policy takes {' or '.join(TRAINERS)}, got {out[POLICY]!r}")
+    return out
+
+
+def expand(grid: dict[str, list[Any]], recipes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conditions' settings: every combination of the grid (first factor slowest), then the
+    recipes; an empty grid is one condition, the settings alone (so `--recipe "policy=gru
+    hidden_size=match"` without a grid trains the MoP recipe and its matched GRU)."""
+    points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else [{}]
+    return points + [dict(r) for r in recipes]
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def _resolve(
+    task_id: str, point: dict, seed: int, trial: int, settings: dict, config_path: Any
+) -> tuple[str, experiment.TrainConfig, dict | None]:
+    """(trainer, validated config, parameter match) of one run of one condition."""
+    point = dict(point)
+    policy = point.pop(POLICY, "mop")
+    match = None
+    if point.get("hidden_size") == MATCH:
+        if policy != "gru":
+            raise SweepError("hidden_size=match sizes a GRU: give it with policy=gru")
+        import train
+
+        base = {k: v for k, v in {**settings, **point}.items() if k != "hidden_size"}
+        match = train.matched_hidden_size(experiment.load_config(config_path, {**base, "task_id": task_id}))
+        point["hidden_size"] = match["hidden_size"]
+    run = {**settings, **point, "task_id": task_id, "trial": trial, "seed": seed}
+    return policy, experiment.load_config(config_path, run), match
+
+
+def plan_runs(
+    task_id: str,
+    points: list[dict],
+    seeds: list[int],
+    first_trial: int,
+    settings: dict,
+    config_path: Any,
 ) -> list[dict]:
-    """One validated override dict per (α, seed), in α-major order (ConfigError before anything runs)."""
-    clash = [k for k in SWEEP_KEYS if k in overrides]
+    """One validated entry per (condition, seed), condition-major: trial, seed, policy, condition
+    (mop.conditions id of the resolved recipe), label values (`set`), overrides (every config key,
+    typed: what the trainer gets), match (the matched GRU's numbers, or None). Raises SweepError or
+    experiment.ConfigError before anything runs, also when two conditions are one recipe."""
+    clash = [k for k in SWEEP_KEYS if k in settings]
     if clash:
-        raise SweepError(f"{', '.join(clash)} is set by the sweep (--task_id, --lpc_alpha, --seeds)")
-    runs = []
-    for i, alpha in enumerate(alphas):
+        raise SweepError(f"{', '.join(clash)} is set by the sweep (--task_id, --seeds, --first_trial)")
+    runs, seen = [], {}
+    for i, point in enumerate(points):
+        trial = first_trial + i
         for seed in seeds:
-            run = {
-                **overrides,
-                "task_id": task_id,
-                "trial": first_trial + i,
-                "seed": seed,
-                "lpc_alpha": alpha,
-            }
-            cfg = experiment.load_config(config_path, run)
-            runs.append({k: getattr(cfg, k) for k in run})
+            policy, cfg, match = _resolve(task_id, point, seed, trial, settings, config_path)
+            overrides = dataclasses.asdict(cfg)
+            cid = conditions.condition_id(conditions.recipe({**overrides, conditions.POLICY_KEY: policy}))
+            shown = {k: overrides[experiment.CONFIG_ALIASES.get(k, k)] for k in point if k != POLICY}
+            runs.append(
+                {"trial": trial, "seed": seed, "policy": policy, "condition": cid}
+                | {"set": {POLICY: policy, **shown}, "overrides": overrides, "match": match}
+            )
+        cid = runs[-1]["condition"]
+        if cid in seen and seen[cid] != trial:
+            raise SweepError(
+                f"conditions {seen[cid] - first_trial + 1} and {i + 1} are one recipe ({cid}): "
+                f"{'a GRU ignores the MoP keys; put it in --recipe' if runs[-1]['policy'] == 'gru' else 'drop one'}"
+            )
+        seen[cid] = trial
     return runs
 
 
-def manifest(name: str, runs: list[dict], command: list[str], sweeps_dir: str | Path = "sweeps") -> Path:
-    """Write sweeps/<name>.json: trial -> α, seeds, settings, command; refuse a conflicting one."""
-    path = Path(sweeps_dir) / f"{safe_name(name, '--name')}.json"
-    trials = {str(r["trial"]): r["lpc_alpha"] for r in runs}
+def plan(
+    task_id: str, alphas: list[float], seeds: list[int], first_trial: int, overrides: dict, config_path
+) -> list[dict]:
+    """The α-only grid (--lpc_alpha): one validated override dict (every config key) per (α, seed),
+    α-major; α index i -> trial first_trial + i."""
+    if "lpc_alpha" in overrides:
+        raise SweepError("lpc_alpha is set by the sweep (--lpc_alpha)")
+    points = [{"lpc_alpha": a} for a in alphas]
+    return [r["overrides"] for r in plan_runs(task_id, points, seeds, first_trial, overrides, config_path)]
+
+
+# ----------------------------------------------------------------------------- the manifest
+
+
+def manifest_path(name: str, sweeps_dir: str | Path = "sweeps") -> Path:
+    return Path(sweeps_dir) / f"{safe_name(name, '--name')}.json"
+
+
+def _entries(runs: list[dict]) -> list[dict]:
+    """plan_runs entries, or override dicts of the α-only plan (MoP runs)."""
+    out = []
+    for r in runs:
+        if "overrides" in r:
+            out.append(r)
+            continue
+        cid = conditions.condition_id(conditions.recipe({**r, conditions.POLICY_KEY: "mop"}))
+        out.append({"trial": r["trial"], "seed": r["seed"], "policy": "mop", "condition": cid,
+                    "set": {POLICY: "mop", "lpc_alpha": r.get("lpc_alpha")}, "overrides": r, "match": None})  # fmt: skip
+    return out
+
+
+def manifest(
+    name: str,
+    runs: list[dict],
+    command: list[str],
+    sweeps_dir: str | Path = "sweeps",
+    extra: dict | None = None,
+) -> Path:
+    """Write sweeps/<name>.json (module docstring), merged with an earlier one of that name; a
+    trial it maps to another condition (or α) is refused."""
+    path = manifest_path(name, sweeps_dir)
+    entries = _entries(runs)
+    labels = conditions.labels(
+        {
+            e["condition"]: conditions.recipe({**e["overrides"], conditions.POLICY_KEY: e["policy"]})
+            for e in entries
+        }
+    )
+    conds: dict[str, dict] = {}
+    for e in entries:
+        conds.setdefault(str(e["trial"]), {"condition": e["condition"], "label": labels[e["condition"]]}
+                         | {"policy": e["policy"], "set": e["set"], "match": e["match"]})  # fmt: skip
+    first = entries[0]["overrides"]
     doc = {
+        "version": MANIFEST_VERSION,
         "name": name,
-        "task_id": runs[0]["task_id"],
-        "trials": trials,
-        "seeds": sorted({r["seed"] for r in runs}),
-        "settings": {k: v for k, v in runs[0].items() if k not in SWEEP_KEYS},
+        "task_id": first["task_id"],
+        "trials": {
+            t: (c["set"].get("lpc_alpha", first.get("lpc_alpha")) if c["policy"] == "mop" else None)
+            for t, c in conds.items()
+        },  # fmt: skip
+        "seeds": sorted({e["seed"] for e in entries}),
+        "conditions": conds,
+        "runs": [{"trial": e["trial"], "seed": e["seed"], "condition": e["condition"]} for e in entries],
+        "settings": {k: v for k, v in first.items() if k not in SWEEP_KEYS},
         "command": shlex.join(command),
+        **(extra or {}),
     }
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = conditions.read_manifest(path)
+        if old.get("task_id") != doc["task_id"]:
+            raise SweepError(
+                f"{path} is a sweep of {old.get('task_id')}, not {doc['task_id']}: choose --name"
+            )
+        for trial, before in old.get("conditions", {}).items():
+            now = conds.get(trial)
+            if now is not None and isinstance(before, dict) and before.get("condition") != now["condition"]:
+                raise SweepError(
+                    f"{path} maps trial {trial} to condition {before.get('condition')} ({before.get('label')}); "
+                    f"this sweep would give it {now['condition']} ({now['label']}): choose --first_trial or --name"
+                )
         for trial, alpha in old.get("trials", {}).items():
-            if trial in trials and trials[trial] != alpha or old.get("task_id") != doc["task_id"]:
+            if "conditions" not in old and trial in doc["trials"] and doc["trials"][trial] != alpha:
                 raise SweepError(
                     f"{path} maps trial {trial} of {old.get('task_id')} to lpc_alpha {alpha}; this sweep "
-                    f"would give it {trials.get(trial)}: choose --first_trial or --name"
+                    f"would give it {doc['trials'][trial]}: choose --first_trial or --name"
                 )
-        doc["trials"] = {**old.get("trials", {}), **trials}
+        doc["trials"] = {**old.get("trials", {}), **doc["trials"]}
+        doc["conditions"] = {**old.get("conditions", {}), **conds}
         doc["seeds"] = sorted(set(old.get("seeds", [])) | set(doc["seeds"]))
+        known = {(r["trial"], r["seed"]) for r in doc["runs"]}
+        doc["runs"] = [r for r in old.get("runs", []) if (r["trial"], r["seed"]) not in known] + doc["runs"]
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     return path
 
 
-def train_one(overrides: dict, config_path) -> dict:
-    """Train one run: skip it if it reached num_updates, resume it if it has checkpoints."""
-    import train_mop
+# ----------------------------------------------------------------------------- training
 
+
+def train_one(overrides: dict, config_path, policy: str = "mop") -> dict:
+    """Train one run with its trainer: skip it if it reached num_updates, resume it if it has
+    checkpoints."""
+    import importlib
+
+    trainer = importlib.import_module(TRAINERS[policy])
     cfg = experiment.load_config(config_path, overrides)
-    label = f"trial {cfg.trial} seed {cfg.seed} (lpc_alpha {cfg.lpc_alpha:g})"
+    label = f"trial {cfg.trial} seed {cfg.seed} ({policy}, lpc_alpha {cfg.lpc_alpha:g})"
+    if policy == "gru":
+        label = f"trial {cfg.trial} seed {cfg.seed} (gru, hidden_size {cfg.hidden_size})"
     resume = bool(resume_candidates(experiment.run_dir(cfg)))
     if resume:
         cfg = experiment.resume_config(config_path, overrides)
         done = experiment.newest_checkpoint(experiment.run_dir(cfg), report=False)[1]["update"]
         if done >= cfg.num_updates:
             return {"label": label, "skipped": f"already at update {done}"}
-    summary = train_mop.main(cfg, resume=resume, progress=False)
+    summary = trainer.main(cfg, resume=resume, progress=False)
     return {"label": label, "run_dir": summary["run_dir"], "resumed": resume}
 
 
 def _extra(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", required=True, help="seeds, '0-4' or '0,1,2'")
-    parser.add_argument("--first_trial", type=int, default=0, help="trial of the first α (default 0)")
+    parser.add_argument(
+        "--grid", action="append", default=[], help='a factor, "KEY=V1|V2|..." (repeatable; see above)'
+    )
+    parser.add_argument(
+        "--recipe", action="append", default=[], help='an extra condition, "KEY=V KEY=V" (repeatable)'
+    )
+    parser.add_argument("--first_trial", type=int, default=0, help="trial of the first condition (default 0)")
     parser.add_argument("--name", default=None, help="manifest name (default <task>_trial<first>-<last>)")
     parser.add_argument("--sweeps_dir", default="sweeps", help="where manifests go (default sweeps)")
-    parser.add_argument("--parallel", type=int, default=1, help="runs trained at once (default 1)")
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="runs trained (and evaluated) at once (default 1)"
+    )
     parser.add_argument("--num_episodes", type=int, default=1000, help="evaluation episodes (default 1000)")
+    parser.add_argument(
+        "--knockout",
+        action="append",
+        default=[],
+        help="also evaluate the MoP runs' final checkpoints with this knockout",
+    )
     parser.add_argument("--results_path", default="evaluation_results.csv")
     parser.add_argument("--cache_dir", default="evaluation_cache")
-    parser.add_argument("--stats_dir", default=None, help="stats output (default stats/<task_id>)")
+    parser.add_argument("--stats_dir", default=None, help="stats output (default stats/<name>)")
     parser.add_argument("--skip_eval", action="store_true", help="train only")
 
 
@@ -148,66 +428,147 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     try:
         return run(args, list(sys.argv[1:] if argv is None else argv))
-    except (SweepError, experiment.ConfigError) as e:
+    except (SweepError, conditions.ConditionError, experiment.ConfigError, OutputError, RunPathError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
+def factors_of(grid: dict, recipes: list[dict]) -> list[str]:
+    """The contrasts the analysis runs: each grid factor, and policy_type when a recipe or the grid
+    names another trainer than MoP."""
+    out = [conditions.POLICY_KEY if k == POLICY else k for k in grid]
+    policies = {r.get(POLICY, "mop") for r in recipes} | set(grid.get(POLICY, ["mop"]))
+    if len(policies) > 1 and conditions.POLICY_KEY not in out:
+        out.append(conditions.POLICY_KEY)
+    return out
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> dict:
+    from mop.results import canonical_knockout
+
     given = {
         k: v for k, v in vars(args).items() if k in experiment.CONFIG_KEYS or k in experiment.CONFIG_ALIASES
     }
     given = experiment.resolve_aliases(given, "the command line")
     if args.resume:
         raise SweepError("--resume is implied: a sweep resumes every unfinished run")
-    if "task_id" not in given or "lpc_alpha" not in given:
-        raise SweepError("--task_id and --lpc_alpha are required")
+    if "task_id" not in given:
+        raise SweepError("--task_id is required")
+    grid = parse_grid(args.grid)
+    if "lpc_alpha" in given:
+        if "lpc_alpha" in grid:
+            raise SweepError("lpc_alpha is given by both --lpc_alpha and --grid: keep one")
+        alphas = parse_alphas(given.pop("lpc_alpha"))
+        if len(alphas) > 1:
+            grid = {"lpc_alpha": alphas, **grid}
+        else:
+            given["lpc_alpha"] = alphas[0]
+    recipes = [parse_recipe(r) for r in args.recipe]
+    if not grid and not recipes and "lpc_alpha" not in given:
+        raise SweepError(
+            'give the conditions: --grid "KEY=V1|V2", --recipe "KEY=V ..." or --lpc_alpha "0,1e-4"'
+        )
     if args.parallel < 1:
         raise SweepError(f"--parallel must be at least 1, got {args.parallel}")
-    alphas, seeds = parse_alphas(given.pop("lpc_alpha")), parse_seeds(args.seeds)
+    if args.num_episodes < 1:
+        raise SweepError(f"--num_episodes must be at least 1, got {args.num_episodes}")
+    knockouts = []
+    for spec in args.knockout:
+        try:
+            knockouts.append(canonical_knockout(spec) or "none")
+        except ValueError as e:
+            raise SweepError(str(e)) from None
+    if "none" in knockouts:
+        raise SweepError("--knockout none is the default evaluation; name experts or 'largest'")
+    seeds = parse_seeds(args.seeds)
     task_id = given.pop("task_id")
     config_path = args.config or ("config.yaml" if Path("config.yaml").exists() else None)
-    runs = plan(task_id, alphas, seeds, args.first_trial, given, config_path)
-    last = args.first_trial + len(alphas) - 1
-    name = args.name or f"{task_id}_trial{args.first_trial}-{last}"
-    path = manifest(name, runs, ["python", "sweep.py", *argv], args.sweeps_dir)
+    points = expand(grid, recipes)
+    runs = plan_runs(task_id, points, seeds, args.first_trial, given, config_path)
+    last = args.first_trial + len(points) - 1
+    name = args.name or f"{run_task_name(task_id)}_trial{args.first_trial}-{last}"
+    path = manifest_path(name, args.sweeps_dir)
+    if path.is_file():
+        conditions.read_manifest(path)
+    stats_dir = args.stats_dir or str(Path("stats") / safe_name(name, "--name"))
+    check_writable_file(path, "--sweeps_dir")
+    checkpoint_dir = runs[0]["overrides"]["checkpoint_dir"]
+    check_writable_dir(checkpoint_dir, "--checkpoint_dir")
+    if not args.skip_eval:
+        check_writable_file(args.results_path, "--results_path")
+        check_writable_dir(args.cache_dir, "--cache_dir")
+        check_writable_dir(stats_dir, "--stats_dir")
+    for e in runs:
+        if e["match"] and e["seed"] == seeds[0]:
+            import train
+
+            print(f"trial {e['trial']}: {train.describe_match(e['match'])}")
+    factors = factors_of(grid, recipes)
+    extra = {"factors": factors, "checkpoint_dir": checkpoint_dir, "results_path": args.results_path}
+    extra["cache_dir"] = args.cache_dir
+    path = manifest(name, runs, ["python", "sweep.py", *argv], args.sweeps_dir, extra)
     print(
-        f"{len(runs)} runs ({len(alphas)} α × {len(seeds)} seeds), trials {args.first_trial}-{last}; manifest {path}"
+        f"{len(runs)} runs ({len(points)} conditions × {len(seeds)} seeds), trials {args.first_trial}-{last}; "
+        f"manifest {path}"
     )
+    jobs = [(e["overrides"], config_path, e["policy"]) for e in runs]
     if args.parallel > 1 and len(runs) > 1:
         # spawn: each run in a fresh interpreter; pool processes are not daemons, so a run's own
         # env workers (num_workers > 0) can start
         with ProcessPoolExecutor(min(args.parallel, len(runs)), mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(train_one, runs, [config_path] * len(runs)))
+            results = list(pool.map(train_one, *zip(*jobs)))
     else:
-        results = [train_one(r, config_path) for r in runs]
+        results = [train_one(*job) for job in jobs]
     for r in results:
         print(f"{r['label']}: {r.get('skipped') or ('resumed, done' if r['resumed'] else 'done')}")
-    summary = {"manifest": str(path), "runs": results}
+    summary: dict[str, Any] = {"manifest": str(path), "runs": results}
     if args.skip_eval:
         return summary
-    import batch_eval
+    summary["evaluated"] = evaluate(runs, task_id, checkpoint_dir, knockouts, args)
     import stats
 
-    checkpoint_dir = experiment.load_config(config_path, runs[0]).checkpoint_dir
-    batch_eval.main(
-        ["--checkpoint_dir", checkpoint_dir, "--task_id", task_id, "--num_episodes", str(args.num_episodes)]
-        + ["--results_path", args.results_path, "--cache_dir", args.cache_dir]
-    )
-    out = args.stats_dir or str(Path("stats") / task_id)
+    contrasts = [a for f in factors for a in ("--contrast", f)] if len(seeds) > 1 else []
+    if not contrasts:
+        print("note: one seed per condition: no contrasts (they pair runs by seed)")
     summary["stats"] = stats.main(
-        [
-            "--task_id",
-            task_id,
-            "--cache_dir",
-            args.cache_dir,
-            "--results_path",
-            args.results_path,
-            "--out",
-            out,
-        ]
+        ["--task_id", task_id, "--cache_dir", args.cache_dir, "--results_path", args.results_path]
+        + ["--out", stats_dir, "--manifest", str(path), *contrasts]
     )
     return summary
+
+
+def evaluate(
+    runs: list[dict], task_id: str, checkpoint_dir: str, knockouts: list[str], args: argparse.Namespace
+) -> int:
+    """batch_eval.py on the manifest's runs only (one call per run; evaluations already in the
+    results CSV are skipped), then each knockout on the MoP runs' final checkpoints."""
+    import batch_eval
+
+    common = [
+        "--checkpoint_dir",
+        checkpoint_dir,
+        "--task_id",
+        task_id,
+        "--num_episodes",
+        str(args.num_episodes),
+    ]
+    common += [
+        "--results_path",
+        args.results_path,
+        "--cache_dir",
+        args.cache_dir,
+        "--num_workers",
+        str(args.parallel),
+    ]
+    calls = 0
+    for e in runs:
+        which = ["--trial", str(e["trial"]), "--seed", str(e["seed"])]
+        batch_eval.main(common + which)
+        calls += 1
+        for spec in knockouts if e["policy"] == "mop" else []:
+            batch_eval.main(common + which + ["--final_only", "--knockout", spec])
+            calls += 1
+    return calls
 
 
 if __name__ == "__main__":

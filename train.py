@@ -9,18 +9,29 @@ metrics.jsonl to <checkpoint_dir>/<task_id>/trial_<N>/[seed_<S>/].
 
     python train.py --task_id BabyAI-GoToLocal-v0 --trial 0
     python train.py --task_id BabyAI-GoToObj-v0 --trial 1 --hidden_size 128 --num_updates 500
+    python train.py --task_id BabyAI-GoToLocal-v0 --trial 9 --match_params   # as many weights as the MoP recipe
+
+--match_params sizes the GRU to the MoP policy the same config describes (its expert sizes,
+intermediate and router widths, input encoder, lang_dim): hidden_size is set to the size whose
+policy parameter count is nearest the MoP policy's (the mission encoder is the same in both and is
+not counted), printed with both counts; refused when no size comes within MATCH_TOLERANCE.
+The MoP paper's baseline is a GRU "of equal size": this is that baseline.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
-from mixture_of_experts import PolicyOutput, build_policy
-from mop.experiment import TrainConfig, cli_main
+from mixture_of_experts import NUM_ACTIONS, PolicyOutput, build_policy
+from mop.experiment import LIMITS, ConfigError, TrainConfig, args_overrides, cli_main, load_config
 from mop.imitation import run_imitation
 
 POLICY_TYPE = "gru"
+MATCH_TOLERANCE = 0.05  # |GRU - MoP| / MoP parameters that --match_params accepts
 
 
 # ----------------------------------------------------------------------------- loss
@@ -44,6 +55,75 @@ def make_loss(cfg: TrainConfig):
     return loss_fn
 
 
+# ----------------------------------------------------------------------------- parameter matching
+
+
+def policy_parameters(cfg: TrainConfig, policy_type: str, **changes) -> int:
+    """Trainable parameters of the policy a config builds (policy_type "mop" or "gru"; `changes`
+    override config keys), the mission encoder left out (the same in both)."""
+    from mop.babyai_env import obs_dim
+
+    config = {**dataclasses.asdict(cfg), **changes, "policy_type": policy_type}
+    config |= {"input_dim": obs_dim(cfg.obs_encoding), "num_actions": NUM_ACTIONS}
+    return sum(p.numel() for p in build_policy(config).parameters() if p.requires_grad)
+
+
+def matched_hidden_size(cfg: TrainConfig, tolerance: float = MATCH_TOLERANCE) -> dict:
+    """The GRU hidden_size whose policy has the parameter count nearest the MoP policy of `cfg`:
+    {hidden_size, gru_parameters, mop_parameters, relative (GRU / MoP - 1)}. The count grows with
+    the size, so a bisection finds the first size at or above the target and its neighbour below.
+    ConfigError when even the nearest is further than `tolerance` (a relative difference)."""
+    target = policy_parameters(cfg, "mop")
+    low, high = 1, LIMITS["hidden_size"][0]
+    while low < high:
+        mid = (low + high) // 2
+        if policy_parameters(cfg, POLICY_TYPE, hidden_size=mid) < target:
+            low = mid + 1
+        else:
+            high = mid
+    sizes = {h: policy_parameters(cfg, POLICY_TYPE, hidden_size=h) for h in {max(1, low - 1), low}}
+    best = min(sizes, key=lambda h: (abs(sizes[h] - target), h))
+    relative = sizes[best] / target - 1
+    if abs(relative) > tolerance:
+        raise ConfigError(
+            f"--match_params: the nearest GRU (hidden_size {best}, {sizes[best]:,} parameters) is "
+            f"{relative:+.1%} from the MoP recipe's {target:,}; more than {tolerance:.0%}"
+        )
+    return {
+        "hidden_size": best,
+        "gru_parameters": sizes[best],
+        "mop_parameters": target,
+        "relative": relative,
+    }
+
+
+def describe_match(match: dict) -> str:
+    return (
+        f"matched GRU: hidden_size {match['hidden_size']}, {match['gru_parameters']:,} parameters "
+        f"vs the MoP recipe's {match['mop_parameters']:,} ({match['relative']:+.2%})"
+    )
+
+
+def _match_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--match_params",
+        action="store_true",
+        help="size hidden_size so the GRU has as many parameters as the MoP policy of this config",
+    )
+
+
+def _apply_match(args: argparse.Namespace) -> None:
+    """--match_params: hidden_size from the config's MoP recipe (refused beside --hidden_size)."""
+    if not args.match_params:
+        return
+    if "hidden_size" in vars(args):
+        raise ConfigError("--match_params sets hidden_size: do not give --hidden_size too")
+    path, overrides = args_overrides(args)
+    match = matched_hidden_size(load_config(path, overrides))
+    print(describe_match(match))
+    args.hidden_size = match["hidden_size"]
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -53,4 +133,4 @@ def main(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
 
 
 if __name__ == "__main__":
-    cli_main(main, __doc__)
+    cli_main(main, __doc__, _match_flag, _apply_match)

@@ -661,12 +661,19 @@ def build_arg_parser(
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
+def args_overrides(args: argparse.Namespace) -> tuple[str | None, dict]:
+    """(config file, config keys given as flags) of a parsed command line: --config, else
+    config.yaml when present."""
     given = {k: v for k, v in vars(args).items() if k in CONFIG_KEYS or k in CONFIG_ALIASES}
     overrides = resolve_aliases(given, "the command line")
     path = args.config
     if path is None and Path("config.yaml").exists():
         path = "config.yaml"
+    return path, overrides
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
+    path, overrides = args_overrides(args)
     if args.resume:
         return resume_config(path, overrides), True
     return load_config(path, overrides), False
@@ -868,23 +875,26 @@ def recipe_keys(config: TrainConfig | dict) -> dict:
     )
 
 
+def recipe_value(config: dict, key: str) -> Any:
+    """One config key's value as the schema types it (1e-4 and "1e-4" are one value); a key the
+    config lacks counts as its default (a config written before the key existed), "(absent)"
+    for a key without one; input_dim null is the size of the config's encoding."""
+    if key == "input_dim" and config.get(key) is None:
+        from mop.babyai_env import obs_dim
+
+        return obs_dim(recipe_value(config, "obs_encoding"))
+    if key in config:
+        return _coerce(key, config[key])
+    return _coerce(key, _DEFAULTS[key]) if key in _DEFAULTS else "(absent)"
+
+
 def config_changes(old: dict, new: dict) -> list[str]:
     """'key: old -> new' for each recipe key (recipe_keys) that differs between two configs. A key
     one side lacks counts as its default: a config written before the key existed still matches."""
-
-    def value(config: dict, key: str) -> Any:
-        if key == "input_dim" and config.get(key) is None:  # null: the size of the config's encoding
-            from mop.babyai_env import obs_dim
-
-            return obs_dim(value(config, "obs_encoding"))
-        if key in config:
-            return _coerce(key, config[key])
-        return _coerce(key, _DEFAULTS[key]) if key in _DEFAULTS else "(absent)"
-
     return [
-        f"{key}: {value(old, key)!r} -> {value(new, key)!r}"
+        f"{key}: {recipe_value(old, key)!r} -> {recipe_value(new, key)!r}"
         for key in CONFIG_KEYS
-        if key not in RESUMABLE_OVERRIDES and value(old, key) != value(new, key)
+        if key not in RESUMABLE_OVERRIDES and recipe_value(old, key) != recipe_value(new, key)
     ]
 
 
@@ -973,10 +983,18 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def cli_main(main: Callable[[TrainConfig, bool], dict], description: str) -> None:
-    """Parse flags, run main, and turn expected errors into one line and exit code 2."""
-    args = build_arg_parser(description).parse_args()
+def cli_main(
+    main: Callable[[TrainConfig, bool], dict],
+    description: str,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+    adjust: Callable[[argparse.Namespace], None] | None = None,
+) -> None:
+    """Parse flags, run main, and turn expected errors into one line and exit code 2. extra adds a
+    script's own flags; adjust(args) may turn them into config keys (ConfigError to refuse)."""
+    args = build_arg_parser(description, extra).parse_args()
     try:
+        if adjust is not None:
+            adjust(args)
         cfg, resume = config_from_args(args)
         main(cfg, resume=resume)
     except (ConfigError, RunLockedError, OutputError) as e:

@@ -8,8 +8,11 @@ CSV (mop.results). Its outputs are the tables stats.py writes and the aggregates
 
 Units and choices (stats.py's --help says the same at length):
 - Units are runs (trial, seed) at one update (`final_rows`: the given update, else each run's
-  last); checkpoints of one run are never pooled as replicates. Conditions: lpc_alpha
-  (`runs_by_alpha`).
+  last); checkpoints of one run are never pooled as replicates.
+- Conditions: a run's resolved recipe (mop.conditions; the table's `condition` id and `recipe`
+  JSON columns): every table is per condition, and runs of different recipes are never pooled
+  (`runs_by_condition`; labels name the keys in which the table's conditions differ). A table
+  from before conditions existed groups by lpc_alpha (`with_conditions`).
 - Correlations: r clipped to ±CLIP, z = artanh(r); one-sample t-test of the runs' z against 0 and
   the 95% t interval of mean z, back-transformed with tanh (`aggregate_r`). A t interval over runs,
   not the 1/(N-3) Fisher one, because the spread that matters is seed to seed, not cell to cell.
@@ -17,21 +20,27 @@ Units and choices (stats.py's --help says the same at length):
   the metric's bounds hold (SCALE_OF), mapped back: success rate on the logit (a run's logit is the
   empirical one from its episode counts, finite at 0 and n successes), path ratio on the log, LPC
   and policy complexity as they are. No bootstrap: with 2-5 seeds it covers far less than 95%.
-- Paired comparisons (`phase_pairs`, `knockout_pairs`): paired t-tests on the same runs' values.
+- Paired comparisons (`phase_pairs`): paired t-tests on the same runs' values; contrasts
+  between conditions and knockouts are mop.contrasts'.
+- Decision-relevance without the visit confound (`partial_r`, `partial_summary`): beside each
+  r(LPC, H) and r(LPC, KL) over cells, the partial r given log visits and given log visits and
+  the mean step within the episode (residuals of both on the covariates, then Pearson).
 - Multiplicity: Holm's step-down adjustment (`holm`) over every test one table or figure shows.
 - One run: no inference; the p and CI cells hold NO_INFERENCE, never a NaN that reads as "not
   significant". A cell that cannot be computed holds its reason as text.
 
     from mop import inference
     table = pd.read_csv("stats/BabyAI-UnlockPickup-v0/seed_metrics.csv")
-    inference.across_seeds(table)          # per (α, phase, correlation): mean r, CI, p, Holm
-    inference.metrics_by_alpha(table)      # per (α, metric): n, mean, estimate, CI on its scale
+    inference.across_seeds(table)          # per (condition, phase, correlation): mean r, CI, p, Holm
+    inference.metrics_by_alpha(table)      # per (condition, metric): n, mean, estimate, CI on its scale
+    inference.partial_summary(table)       # per (condition, phase): raw r beside the partial r
     inference.aggregate_r([0.3, 0.5, 0.4])  # one aggregate from bare numbers
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -77,16 +86,58 @@ def final_rows(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
     return order.sort_values("_u").groupby(["trial", "seed"], dropna=False).tail(1).drop(columns="_u")
 
 
+def with_conditions(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with its `condition` and `condition_label` columns: labels from the `recipe`
+    column (mop.conditions.labels: the keys in which this table's conditions differ). A table
+    written before conditions existed (no `condition` column) has one condition per lpc_alpha
+    ("alpha=<α>"), as it was aggregated then."""
+    from mop import conditions
+
+    out = table.copy()
+    if "condition" not in out.columns:
+        alpha = pd.to_numeric(out["lpc_alpha"], errors="coerce")
+        out["condition"] = [f"alpha={a:g}" if pd.notna(a) else None for a in alpha]
+        out["condition_label"] = [f"α={a:g}" if pd.notna(a) else None for a in alpha]
+        return out
+    known = out[out["condition"].notna()]
+    recipes = {}
+    for cid, text in zip(known["condition"], known.get("recipe", pd.Series(index=known.index, dtype=object))):
+        recipes.setdefault(cid, json.loads(text) if isinstance(text, str) else {"condition": cid})
+    names = conditions.labels(recipes) if recipes else {}
+    out["condition_label"] = out["condition"].map(names)
+    return out
+
+
+def _condition_order(runs: pd.DataFrame) -> list[str]:
+    """Conditions in the order of their first trial (a sweep's order), then by id."""
+    first = runs.groupby("condition")["trial"].min().astype("Float64").fillna(-1.0)
+    return sorted(first.index, key=lambda c: (float(first[c]), str(c)))
+
+
+def runs_by_condition(
+    table: pd.DataFrame, update: int | None = None, routed: bool = False
+) -> Iterator[tuple[str, str, pd.DataFrame]]:
+    """(condition, label, its runs) in the order of first trial: final_rows of the runs whose
+    condition is known; routed: only conditions with a router (not the GRU: no LPC to correlate)."""
+    runs = runs_with_alpha(table, update)
+    if routed and "policy_type" in runs:
+        runs = runs[runs["policy_type"].fillna("mop") != "gru"]
+    for cid in _condition_order(runs):
+        group = runs[runs["condition"] == cid]
+        yield cid, str(group["condition_label"].iloc[0]), group
+
+
 def runs_with_alpha(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
-    """final_rows of the runs whose α the results CSV gives."""
-    runs = final_rows(table, update)
-    return runs[runs["lpc_alpha"].notna()]
+    """final_rows of the runs whose condition is known (the name is from when conditions were
+    lpc_alpha alone), with condition_label."""
+    runs = final_rows(with_conditions(table), update)
+    return runs[runs["condition"].notna()]
 
 
-def runs_by_alpha(table: pd.DataFrame, update: int | None = None) -> Iterator[tuple[float, pd.DataFrame]]:
-    """(α, its runs) in α order: final_rows of the runs whose α the results CSV gives."""
-    runs = final_rows(table, update)
-    yield from runs[runs["lpc_alpha"].notna()].groupby("lpc_alpha")
+def condition_alpha(group: pd.DataFrame) -> float:
+    """The lpc_alpha of one condition's runs (NaN for a GRU, or where the table does not say)."""
+    alpha = pd.to_numeric(group["lpc_alpha"], errors="coerce").dropna().unique()
+    return float(alpha[0]) if len(alpha) == 1 else math.nan
 
 
 def phases_of(table: pd.DataFrame) -> list[str]:
@@ -226,50 +277,46 @@ def stars(p: Any) -> str:
 # ----------------------------------------------------------------------------- the tables
 
 
+CONDITION_COLUMNS = ["condition", "condition_label", "lpc_alpha"]
+
+
+def _head(cid: str, label: str, group: pd.DataFrame) -> dict[str, Any]:
+    return {"condition": cid, "condition_label": label, "lpc_alpha": condition_alpha(group)}
+
+
 def across_seeds(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
-    """Per (α, phase, correlation): aggregate_r over the runs at one update, Holm over the table."""
+    """Per (condition, phase, correlation): aggregate_r over the condition's runs at one update,
+    Holm over the table."""
     phases = phases_of(table)
     out = []
-    for alpha, group in runs_by_alpha(table, update):
+    for cid, label, group in runs_by_condition(table, update, routed=True):
         for p in phases:
             for c in CORRELATIONS:
                 col = f"r_{p}_{c}"
                 values = group[col] if col in group else pd.Series(dtype=float)
-                row = {"lpc_alpha": alpha, "phase": p, "correlation": c} | aggregate_r(values)
+                row = _head(cid, label, group) | {"phase": p, "correlation": c} | aggregate_r(values)
                 if row["n"] == 0:
                     row["p"] = "empty: no run has this r (phase not reached or < 3 cells)"
                 out.append(row)
-    df = pd.DataFrame(
-        out,
-        columns=[
-            "lpc_alpha",
-            "phase",
-            "correlation",
-            "n",
-            "mean_r",
-            "ci_low",
-            "ci_high",
-            "p",
-            "share_positive",
-        ],
-    )
+    columns = [*CONDITION_COLUMNS, "phase", "correlation", "n", "mean_r", "ci_low", "ci_high", "p"]
+    df = pd.DataFrame(out, columns=[*columns, "share_positive"])
     df["p_holm"] = holm(df["p"])
     return df
 
 
 def phase_pairs(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
-    """Per (α, correlation, phase pair): paired t-test on the same runs' z (ttest_rel); Holm within
-    each (α, correlation)."""
+    """Per (condition, correlation, phase pair): paired t-test on the same runs' z (ttest_rel);
+    Holm within each (condition, correlation)."""
     phases = phases_of(table)
     out = []
-    for alpha, group in runs_by_alpha(table, update):
+    for cid, label, group in runs_by_condition(table, update, routed=True):
         for c in CORRELATIONS:
             family = []
             for a, b in itertools.combinations(phases, 2):
                 za, zb = fisher_z(group[f"r_{a}_{c}"]), fisher_z(group[f"r_{b}_{c}"])
                 both = np.isfinite(za) & np.isfinite(zb)
                 n = int(both.sum())
-                row = {"lpc_alpha": alpha, "correlation": c, "phase_a": a, "phase_b": b, "n": n}
+                row = _head(cid, label, group) | {"correlation": c, "phase_a": a, "phase_b": b, "n": n}
                 row["mean_r_a"] = float(np.tanh(za[both].mean())) if n else math.nan
                 row["mean_r_b"] = float(np.tanh(zb[both].mean())) if n else math.nan
                 if n < 2:
@@ -285,79 +332,133 @@ def phase_pairs(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def knockout_pairs(results: pd.DataFrame, task_id: str, table: pd.DataFrame) -> pd.DataFrame:
-    """Per (α, knockout, metric): the same checkpoint with and without the knockout (results CSV,
-    checkpoints of `table`'s runs), paired t-test across them; Holm over the whole table."""
-    cols = ["lpc_alpha", "knockout", "metric", "n", "mean_none", "mean_knockout", "p", "p_holm"]
-    if results.empty or "knockout" not in results:
-        return pd.DataFrame(columns=cols)
-    rows = results[(results["task_id"] == task_id) & (results["eval_task_id"].fillna(task_id) == task_id)]
-    if "trained_tasks" in rows.columns:  # single-task runs only (multi-task rows name their level)
-        rows = rows[rows["trained_tasks"].isna()]
-    none = rows[rows["knockout"] == "none"].set_index("checkpoint_path")
-    out = []
-    for label, ko in rows[rows["knockout"] != "none"].groupby("knockout"):
-        ko = ko[ko["checkpoint_path"].isin(none.index)]
-        alpha = none.loc[ko["checkpoint_path"], "lpc_alpha"].to_numpy(dtype=float)
-        for a in sorted(set(alpha[np.isfinite(alpha)])):
-            sub = ko[alpha == a]
-            for metric in ("success_rate", "mean_lpc"):
-                x = none.loc[sub["checkpoint_path"], metric].to_numpy(dtype=float)
-                y = sub[metric].to_numpy(dtype=float)
-                ok = np.isfinite(x) & np.isfinite(y)
-                n = int(ok.sum())
-                row = {"lpc_alpha": a, "knockout": label, "metric": metric, "n": n}
-                row |= {
-                    "mean_none": x[ok].mean() if n else math.nan,
-                    "mean_knockout": y[ok].mean() if n else math.nan,
-                }
-                if n < 2:
-                    row["p"] = NO_INFERENCE if n else "empty"
-                elif np.ptp(x[ok] - y[ok]) == 0:
-                    row["p"] = "no spread: no test"
-                else:
-                    row["p"] = float(sps.ttest_rel(y[ok], x[ok]).pvalue)
-                out.append(row)
-    df = pd.DataFrame(out, columns=cols[:-1])
-    df["p_holm"] = holm(df["p"]) if len(df) else []
-    return df
-
-
 METRIC_COLUMNS = ["n", "mean", "estimate", "ci_low", "ci_high", "scale"]
 
 
 def metrics_by_alpha(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
-    """success, LPC, policy complexity, path ratio per α: n, mean, and the 95% CI over runs with
-    the estimate it is centred on, on the metric's scale (scalar_ci)."""
+    """success, LPC, policy complexity, path ratio per condition: n, mean, and the 95% CI over
+    runs with the estimate it is centred on, on the metric's scale (scalar_ci). A metric a
+    condition does not measure (a GRU's LPC) is left out."""
     out = [
-        {"lpc_alpha": alpha, "metric": m} | scalar_ci(group, m)
-        for alpha, group in runs_by_alpha(table, update)
+        _head(cid, label, group) | {"metric": m} | scalar_ci(group, m)
+        for cid, label, group in runs_by_condition(table, update)
         for m in SCALARS
+        if group[m].notna().any()
     ]
-    return pd.DataFrame(out, columns=["lpc_alpha", "metric", *METRIC_COLUMNS])
+    return pd.DataFrame(out, columns=[*CONDITION_COLUMNS, "metric", *METRIC_COLUMNS])
 
 
 def metrics_by_update(table: pd.DataFrame) -> pd.DataFrame:
-    """metrics_by_alpha at every update: per (α, metric, update) in that order, scalar_ci over the
-    runs' checkpoints of that update (rows without an α or an update left out)."""
-    df = table[table["lpc_alpha"].notna() & table["update"].notna()]
+    """metrics_by_alpha at every update: per (condition, metric, update) in that order,
+    scalar_ci over the runs' checkpoints of that update (rows without a condition or an update
+    left out)."""
+    df = with_conditions(table)
+    df = df[df["condition"].notna() & df["update"].notna()]
     out = [
-        {"lpc_alpha": alpha, "metric": m, "update": u} | scalar_ci(g, m)
-        for alpha, group in df.groupby("lpc_alpha")
+        _head(cid, str(group["condition_label"].iloc[0]), group)
+        | {"metric": m, "update": u}
+        | scalar_ci(g, m)
+        for cid in _condition_order(df)
+        for group in [df[df["condition"] == cid]]
         for m in SCALARS
+        if group[m].notna().any()
         for u, g in group.groupby("update")
     ]
-    return pd.DataFrame(out, columns=["lpc_alpha", "metric", "update", *METRIC_COLUMNS])
+    return pd.DataFrame(out, columns=[*CONDITION_COLUMNS, "metric", "update", *METRIC_COLUMNS])
 
 
 def correlation_summary(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
-    """Per phase × SPATIAL correlation, in that order: aggregate_r over every run (all α pooled),
-    p_holm: Holm over the rows."""
+    """Per condition × phase × SPATIAL correlation, in that order: aggregate_r over the
+    condition's runs of the raw r and of the partial r given log visits (`r_...`, `partial_...`
+    columns); p_holm and partial_p_holm: Holm over every test of the table. Runs of different
+    conditions are never pooled."""
     phases = phases_of(table)
-    runs = final_rows(table, update)
-    out = [{"phase": p, "correlation": c} | aggregate_r(runs[f"r_{p}_{c}"]) for p in phases for c in SPATIAL]
+    out = []
+    for cid, label, group in runs_by_condition(table, update, routed=True):
+        for p in phases:
+            for c in SPATIAL:
+                row = (
+                    _head(cid, label, group)
+                    | {"phase": p, "correlation": c}
+                    | aggregate_r(group[f"r_{p}_{c}"])
+                )
+                column = f"r_{p}_{c}_given_visits"
+                partial = aggregate_r(group[column] if column in group else [])
+                out.append(row | {f"partial_{k}": v for k, v in partial.items() if k != "share_positive"})
     df = pd.DataFrame(out)
-    df["p_holm"] = holm([r["p"] for r in out])
+    if len(df):
+        adjusted = holm(list(df["p"]) + list(df["partial_p"]))
+        df["p_holm"], df["partial_p_holm"] = adjusted[: len(df)], adjusted[len(df) :]
+    return df
+
+
+# ----------------------------------------------------------------------------- partial correlation
+
+COVARIATES = {
+    "visits": "log visits of the state",
+    "visits_step": "log visits and mean step within the episode",
+}
+PARTIAL = tuple(f"{c}_given_{cov}" for c in SPATIAL for cov in COVARIATES)
+
+
+# Relative spread below which numbers are one number: LPC is recorded in float32 (about 7 digits),
+# so the per-cell and per-run means of a constant LPC (experts of equal sizes) differ in the 7th
+# digit; a correlation or a t-test of that spread would measure rounding.
+ROUNDING = 1e-6
+
+
+def constant(values: Any) -> bool:
+    """Whether finite values are one number up to float rounding (ROUNDING, relative)."""
+    v = np.asarray(values, dtype=float)
+    return len(v) == 0 or float(np.ptp(v)) <= ROUNDING * max(1.0, float(np.abs(v).max()))
+
+
+def partial_r(x: Any, y: Any, covariates: Any) -> float:
+    """Pearson r of x and y after removing from each its least-squares fit on the covariates
+    (columns of `covariates`, with an intercept): the partial correlation given them. NaN when
+    fewer than (covariates + 3) finite rows remain, or x, y or a residual is constant."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    z = np.asarray(covariates, dtype=float).reshape(len(x), -1)
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z).all(axis=1)
+    x, y, z = x[ok], y[ok], z[ok]
+    if len(x) < z.shape[1] + 3 or constant(x) or constant(y):
+        return math.nan
+    design = np.column_stack([np.ones(len(x)), z])
+    rx = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
+    ry = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    if np.ptp(rx) < 1e-12 * max(1.0, np.abs(x).max()) or np.ptp(ry) < 1e-12 * max(1.0, np.abs(y).max()):
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def partial_summary(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
+    """The decision-relevance table: per (condition, phase, SPATIAL correlation), the raw r
+    (r, r_ci_low, r_ci_high, r_p) beside the partial r given log visits (r_given_visits...) and
+    given log visits and the mean step (r_given_visits_step...): each Fisher-aggregated over the
+    condition's runs (aggregate_r); *_p_holm: Holm over every p of the table."""
+    phases = phases_of(table)
+    out = []
+    names = {"r": "", "r_given_visits": "_given_visits", "r_given_visits_step": "_given_visits_step"}
+    for cid, label, group in runs_by_condition(table, update, routed=True):
+        for p in phases:
+            for c in SPATIAL:
+                row = _head(cid, label, group) | {"phase": p, "correlation": c}
+                for name, suffix in names.items():
+                    column = f"r_{p}_{c}{suffix}"
+                    agg = aggregate_r(group[column] if column in group else [])
+                    row |= {f"{name}_n" if name != "r" else "n": agg["n"], name: agg["mean_r"]}
+                    row |= {
+                        f"{name}_ci_low": agg["ci_low"],
+                        f"{name}_ci_high": agg["ci_high"],
+                        f"{name}_p": agg["p"],
+                    }
+                out.append(row)
+    df = pd.DataFrame(out)
+    if len(df):
+        columns = [f"{name}_p" for name in names]
+        adjusted = holm([v for c in columns for v in df[c]])
+        for i, c in enumerate(columns):
+            df[f"{c}_holm"] = adjusted[i * len(df) : (i + 1) * len(df)]
     return df
 
 

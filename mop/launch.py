@@ -18,7 +18,6 @@ flags as Modal's CLI will (click, one --dashed-flag per parameter), so the body'
 from __future__ import annotations
 
 import inspect
-import re
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -133,22 +132,25 @@ def _split(text: str, name: str, cast: Callable[[str], Any] = str) -> list:
 
 # One key=value pair starts at each space that is followed by `name=`, so a value may hold spaces
 # inside brackets or quotes: --set "expert_hidden_sizes=[[0, 16], [0, 16]] lr=1e-3".
-_PAIR_START = re.compile(r"\s+(?=[A-Za-z_]\w*=)")
 
 
 def parse_set(text: str) -> dict:
     """--set "lpc_alpha=1e-4 hidden_size=128" -> {"lpc_alpha": "1e-4", "hidden_size": 128}: space-separated
-    key=value pairs, each value read as YAML (a number, true/false, null, [[0,16,32]], a string).
-    Types are the schema's business (load_config converts "1e-4", which YAML 1.1 reads as a string)."""
+    key=value pairs (conditions.split_assignments: a value may hold spaces inside brackets), each
+    value read as YAML (a number, true/false, null, [[0,16,32]], a string). Types are the schema's
+    business (load_config converts "1e-4", which YAML 1.1 reads as a string)."""
     import yaml
 
+    from mop.conditions import split_assignments
+
+    try:
+        pairs = split_assignments(text)
+    except ValueError as e:
+        raise LaunchError(
+            f'--set takes space-separated key=value pairs ("lr=1e-3 hidden_size=128"), got {str(e)!r}'
+        ) from None
     values: dict = {}
-    for pair in _PAIR_START.split(text.strip()) if text.strip() else []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key or not raw:
-            raise LaunchError(
-                f'--set takes space-separated key=value pairs ("lr=1e-3 hidden_size=128"), got {pair!r}'
-            )
+    for key, raw in pairs:
         if key in values:
             raise LaunchError(f"--set gives {key} twice")
         try:

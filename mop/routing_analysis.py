@@ -585,12 +585,42 @@ def routing_by_level(episodes_by_level: Mapping[str, pd.DataFrame], confidence: 
     return table.sort_values(["bot_path_mean", "level"], na_position="last").reset_index(drop=True)
 
 
+def ranking(
+    table: pd.DataFrame, value: str, low: str, high: str, what: str = "learning speed"
+) -> dict[str, Any]:
+    """Levels ordered by `value` (larger = harder); hardest / easiest named only when that
+    level's [low, high] lies wholly above / below every other level's, else None. Keys: order,
+    hardest, easiest, verdict."""
+    t = table.dropna(subset=[value, low, high]).sort_values(value)
+    out: dict[str, Any] = {"order": list(t["level"]), "hardest": None, "easiest": None}
+    if len(t) < 2:
+        out["verdict"] = f"fewer than 2 levels with a {what} interval: no ranking"
+        return out
+    top, bottom = t.iloc[-1], t.iloc[0]
+    if (t.iloc[:-1][high] < top[low]).all():
+        out["hardest"] = top["level"]
+    if (t.iloc[1:][low] > bottom[high]).all():
+        out["easiest"] = bottom["level"]
+    if out["hardest"] and out["easiest"]:
+        out["verdict"] = f"by {what}: {out['hardest']} hardest, {out['easiest']} easiest (intervals separate)"
+    else:
+        out["verdict"] = (
+            f"by {what}, the intervals overlap: no hardest level"
+            + (f" (hardest: {out['hardest']})" if out["hardest"] else "")
+            + ("" if out["easiest"] is None else f" (easiest: {out['easiest']})")
+        )
+    return out
+
+
 def level_difficulty_summary(table: pd.DataFrame, confidence: float = 0.95) -> dict:
     """Does the policy spend more LPC on harder levels? From routing_by_level's table:
     n_levels; spearman_lpc_bot_path (Spearman rho of mean LPC against mean bot path length over
     the levels) and spearman_lpc_curriculum (against BabyAI's curriculum rank, over the n_curriculum
     levels that have one): None under 3 levels, descriptive only (a p-value only from 4 levels on:
-    with 3 the smallest possible p is 0.33); hardest / easiest (by bot path length) and
+    with 3 the smallest possible p is 0.33); hardest / easiest by bot path length, each named only
+    when its 95% interval is separated from every other level's (`ranking`; else None,
+    and the verdict says the lengths do not resolve it: a walking distance is no verdict on
+    difficulty when the layouts overlap), and, when both are named,
     lpc_difference (hardest minus easiest) with its interval from the two clustered standard errors
     (the levels' episodes are independent; Student's t with Welch-Satterthwaite degrees of freedom,
     as a level may have few successful episodes), and the same on successful episodes only
@@ -615,8 +645,18 @@ def level_difficulty_summary(table: pd.DataFrame, confidence: float = 0.95) -> d
     out["spearman_lpc_curriculum"], out["spearman_lpc_curriculum_p"] = spearman(
         ranked["mean_lpc"], ranked["curriculum_rank"]
     )
+    ranked = ranking(t, "bot_path_mean", "bot_path_ci_low", "bot_path_ci_high", "bot path length")
+    out.update(hardest=ranked["hardest"], easiest=ranked["easiest"])
+    if ranked["hardest"] is None or ranked["easiest"] is None:
+        out.update(
+            {f"lpc_difference{s}{k}": None for s in ("", "_success") for k in ("", "_ci_low", "_ci_high")}
+        )
+        out["verdict"] = (
+            "the bot path lengths of the levels overlap (95% intervals): no hardest or easiest level, "
+            "no LPC comparison between them"
+        )
+        return out
     hard, easy = t.iloc[-1], t.iloc[0]
-    out.update(hardest=hard["level"], easiest=easy["level"])
     phrases = []
     for suffix, column, se, n in (
         ("", "mean_lpc", "lpc_se", "episodes"),

@@ -207,6 +207,11 @@ def derive_step_columns(
         names = [weight_column(k, j) for j in range(len(sizes))]
         if all(c in cols for c in names):
             weights = np.stack([cols[c] for c in names], axis=1).astype(np.float64)
+            # the router's weights sum to 1 (softmax, knockouts renormalise), but stored as float16
+            # they sum to 1 +- 3e-4: renormalised, a layout of equal sizes has one LPC, not noise
+            # that a correlation with H or a t-test across runs would measure
+            total = weights.sum(axis=1, keepdims=True)
+            weights = np.divide(weights, total, out=weights.copy(), where=total > 0)
             lpc += weights @ (np.asarray(sizes, dtype=np.float64) ** exponent)
     cols["lpc"] = lpc
     logit_columns = sorted((c for c in cols if c.startswith("logit_")), key=lambda c: int(c[6:]))
@@ -264,8 +269,8 @@ def load_cache(directory: str | os.PathLike) -> CacheData:
         raise CacheError(f"{str(directory)!r} is not a routing cache (no {META_FILE})")
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CacheError(f"{str(meta_path)!r} is unreadable: {e}") from None
+    except (OSError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: absurdly nested JSON
+        raise CacheError(f"{str(meta_path)!r} is unreadable: {type(e).__name__}") from None
     if not isinstance(meta, dict):
         raise CacheError(f"{str(meta_path)!r} is not a routing cache's metadata (not a JSON object)")
     version = meta.get("schema_version")
@@ -665,8 +670,10 @@ def read_legacy_json(path: str | os.PathLike) -> CacheData:
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CacheError(f"{str(path)!r} is unreadable: {type(e).__name__}: {e}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        # RecursionError: JSON nested deeper than the parser's stack (not a routing_data.json)
+        detail = "nested too deep" if isinstance(e, RecursionError) else e
+        raise CacheError(f"{str(path)!r} is unreadable: {type(e).__name__}: {detail}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("routing_data"), list):
         raise CacheError(f"{str(path)!r} is not a routing_data.json (no routing_data list)")
     records = doc["routing_data"]

@@ -1,8 +1,11 @@
-"""The figures of stats.py: correlations and metrics across seeds and lpc_alpha. Data in (runs of
-the seed-metrics table and the aggregates of mop.inference), `matplotlib.figure.Figure` out, drawn
-with plot_style; no statistic is computed here: the numbers (Fisher z, t intervals on each
-metric's scale, Wilson, OLS bands, Holm) all come from mop.inference, the pooled cells from
-stats.pooled_cells. Reads and writes nothing (stats.py saves the figures).
+"""The figures of stats.py: correlations and metrics across seeds, per condition (a run's recipe:
+lpc_alpha, expert sizes, policy...; the x axis names each by the keys in which the conditions
+differ). Data in (runs of the seed-metrics table and the aggregates of mop.inference and
+mop.contrasts), `matplotlib.figure.Figure` out, drawn with plot_style; no statistic is computed
+here: the numbers (Fisher z, t intervals on each metric's scale, Wilson, OLS bands, paired
+differences, Holm) all come from mop.inference / mop.contrasts, the pooled cells from
+stats.pooled_cells. A figure that pools runs or cells of several conditions shows no p-value and
+says it is descriptive. Reads and writes nothing (stats.py saves the figures).
 
     from mop import inference
     table = pd.read_csv("stats/BabyAI-UnlockPickup-v0/seed_metrics.csv")
@@ -22,7 +25,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mop.inference import NO_INFERENCE, SCALARS, SPATIAL, stars
-from mop.plot_style import PANEL, note, panel_grid, sized_figure, styled
+from mop.plot_style import PANEL, note, sized_figure, styled
 from mop.routing_analysis import to_grid
 
 LABELS = {
@@ -41,6 +44,25 @@ def _alpha_label(a: float) -> str:
     return "0" if a == 0 else f"{a:.0e}".replace("e-0", "e-")
 
 
+def _tick(label: str) -> str:
+    """A condition label as a tick: one key=value per line."""
+    return str(label).replace(" ", "\n")
+
+
+def _tick_width(labels: Sequence[str]) -> float:
+    """Inches one tick of these labels needs at 6 pt (its longest line), with a gap."""
+    longest = max((len(line) for label in labels for line in _tick(label).split("\n")), default=4)
+    return 0.055 * longest + 0.25
+
+
+def _conditions(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    """(condition, label) of the runs in the order of their first trial (inference's order)."""
+    first = runs.groupby("condition")["trial"].min().astype("Float64").fillna(-1.0)
+    order = sorted(first.index, key=lambda c: (float(first[c]), str(c)))
+    names = dict(zip(runs["condition"], runs["condition_label"]))
+    return [(c, str(names[c])) for c in order]
+
+
 def _number(v) -> float:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else math.nan
 
@@ -49,35 +71,39 @@ def _number(v) -> float:
 def plot_r_vs_alpha(
     runs: pd.DataFrame, spatial: pd.DataFrame, phases: Sequence[str], layout: str = "screen"
 ) -> Figure:
-    """Per phase, the seed-aggregated spatial r (tanh of mean z, 95% t band on z) against α
-    (categorical), each run's r as a dot; stars: Holm-adjusted p of the t-test on z over every
-    point of the figure ('n=1' marks α with a single run: no inference). runs: one row per run
-    with an α (inference.runs_with_alpha); spatial: inference.spatial_for_figure(across_seeds),
-    whose p_fig is that Holm; phases: the level's (inference.phases_of)."""
-    alphas = sorted(runs["lpc_alpha"].unique())
-    if not alphas:
-        raise ValueError("no run with an lpc_alpha from the results CSV")
-    fig, axes = panel_grid(len(phases), layout, panel=(PANEL, PANEL), extra=(0.3, 1.2), sharey=True)
-    x = np.arange(len(alphas))
+    """Per phase, the seed-aggregated spatial r (tanh of mean z, 95% t band on z) per condition,
+    each run's r as a dot; stars: Holm-adjusted p of the t-test on z over every point of the figure
+    (each point one condition's runs; 'n=1' marks a condition with a single run: no inference).
+    runs: one row per run with a condition (inference.runs_with_alpha); spatial:
+    inference.spatial_for_figure(across_seeds), whose p_fig is that Holm; phases: the level's.
+    GRU runs are left out (no router, no LPC to correlate)."""
+    if "policy_type" in runs:
+        runs = runs[runs["policy_type"].fillna("mop") != "gru"]
+    conds = _conditions(runs)
+    if not conds:
+        raise ValueError("no run with a known condition")
+    width = max(PANEL, _tick_width([t for _, t in conds]) * len(conds) + 0.8)
+    fig = sized_figure(width * len(phases) + 0.3, PANEL + 0.6, layout)
+    axes = np.atleast_1d(fig.subplots(1, len(phases), sharey=True, squeeze=False)[0])
+    x = np.arange(len(conds))
+    ids = [c for c, _ in conds]
     for ax, p in zip(axes, phases):
         for k, c in enumerate(SPATIAL):
             rows = (
                 spatial[(spatial["phase"] == p) & (spatial["correlation"] == c)]
-                .set_index("lpc_alpha")
-                .reindex(alphas)
+                .set_index("condition")
+                .reindex(ids)
             )
             mean = rows["mean_r"].to_numpy(float)
             low = np.array([_number(v) for v in rows["ci_low"]])
             high = np.array([_number(v) for v in rows["ci_high"]])
             off = (k - 1) * 0.12
-            ax.plot(x + off, mean, "o-", color=f"C{k}", ms=3, label=LABELS[c])
-            ax.fill_between(x + off, low, high, color=f"C{k}", alpha=0.15, lw=0)
-            # whiskers too: a band between α values is invisible where there is one α
+            ax.plot(x + off, mean, "o", color=f"C{k}", ms=3, label=LABELS[c])
             ax.errorbar(
                 x + off, mean, yerr=_interval_bars(mean, low, high), fmt="none", color=f"C{k}", lw=0.8
             )
-            for i, a in enumerate(alphas):
-                r = runs.loc[runs["lpc_alpha"] == a, f"r_{p}_{c}"].to_numpy(float)
+            for i, cid in enumerate(ids):
+                r = runs.loc[runs["condition"] == cid, f"r_{p}_{c}"].to_numpy(float)
                 ax.plot(np.full(len(r), x[i] + off), r, ".", color=f"C{k}", alpha=0.4, ms=3)
                 mark = "n=1" if rows["p"].iloc[i] == NO_INFERENCE else stars(rows["p_fig"].iloc[i])
                 if mark and mark != "ns" and np.isfinite(mean[i]):
@@ -91,34 +117,38 @@ def plot_r_vs_alpha(
                         color=f"C{k}",
                     )
         ax.axhline(0, color="0.6", lw=0.6)
-        ax.set_xticks(x, [_alpha_label(a) for a in alphas])
-        ax.set_xlim(-0.5, len(alphas) - 0.5)
-        ax.set_xlabel("lpc_alpha")
+        ax.set_xticks(x, [_tick(label) for _, label in conds], fontsize=6)
         ax.set_title(p)
     axes[0].set_ylabel("Pearson r over cells (seed mean, 95% CI)")
     axes[0].set_ylim(-1.05, 1.05)
-    wide = fig.get_figwidth() > 5
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3 if wide else 1)
-    fig.suptitle("Spatial LPC correlations vs α (stars: t-test on z, Holm over the figure)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
+    fig.suptitle(
+        "Spatial LPC correlations per condition (stars: t-test on z over runs, Holm over the figure)"
+    )
     note(
         fig,
         _runs_note(
             runs,
-            "Marker: tanh of the mean Fisher z over runs; whisker and band: 95% t interval of that mean "
-            "across runs; dots: each run's r.",
+            "Marker: tanh of the mean Fisher z over runs; whisker: 95% t interval of that mean across "
+            "runs; dots: each run's r.",
         ),
     )
     return fig
 
 
 def _runs_note(runs: pd.DataFrame, what: str) -> str:
-    """what, then the runs per α behind each interval, and the α that have one run (no interval)."""
-    n = runs.groupby("lpc_alpha").size()
+    """what, then the runs per condition behind each interval, and the conditions that have one run
+    (no interval)."""
+    key = "condition" if "condition" in runs.columns else "lpc_alpha"
+    n = runs.groupby(key).size()
     span = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
-    single = [_alpha_label(a) for a, k in n.items() if k < 2]
-    text = f"{what} Runs per α: {span}."
+    names = dict(zip(runs[key], runs["condition_label"])) if "condition_label" in runs.columns else {}
+    single = [
+        str(names.get(a, _alpha_label(a) if isinstance(a, float) else a)) for a, k in n.items() if k < 2
+    ]
+    text = f"{what} Runs per condition: {span}."
     if single:
-        text += f" α = {', '.join(single)}: one run, no interval ('n=1')."
+        text += f" {', '.join(single)}: one run, no interval ('n=1')."
     return text
 
 
@@ -129,21 +159,27 @@ def _interval_bars(estimate: np.ndarray, low: np.ndarray, high: np.ndarray) -> n
 
 @styled
 def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame, layout: str = "screen") -> Figure:
-    """Success, LPC, policy complexity, path ratio against α: the across-run estimate with its 95%
-    CI on the metric's scale (inference.metrics_by_alpha: success on logit, path ratio on log), runs
-    (inference.runs_with_alpha) as dots (success: with the run's own Wilson interval from its
-    episodes)."""
-    alphas = sorted(runs["lpc_alpha"].unique())
-    fig, axes = panel_grid(len(SCALARS), layout, panel=(PANEL, PANEL * 0.8), screen_cols=2, extra=(0.0, 0.9))
-    x = np.arange(len(alphas))
+    """Success, LPC, policy complexity, path ratio per condition: the across-run estimate with its
+    95% CI on the metric's scale (inference.metrics_by_alpha: success on logit, path ratio on log),
+    runs (inference.runs_with_alpha) as dots (success: with the run's own Wilson interval from its
+    episodes). A metric a condition does not measure (a GRU's LPC) is left empty."""
+    conds = _conditions(runs)
+    fig = sized_figure(
+        max(PANEL * 1.6, _tick_width([t for _, t in conds]) * len(conds) + 1.2),
+        1.45 * len(SCALARS) + 1.3,
+        layout,
+    )
+    x = np.arange(len(conds))
+    ids = [c for c, _ in conds]
+    axes = fig.subplots(len(SCALARS), 1, sharex=True)
     for ax, m in zip(axes, SCALARS):
-        rows = scalars[scalars["metric"] == m].set_index("lpc_alpha").reindex(alphas)
+        rows = scalars[scalars["metric"] == m].set_index("condition").reindex(ids)
         estimate = rows["estimate"].to_numpy(float)
         low = np.array([_number(v) for v in rows["ci_low"]])
         high = np.array([_number(v) for v in rows["ci_high"]])
-        ax.errorbar(x, estimate, yerr=_interval_bars(estimate, low, high), fmt="o-", capsize=3, ms=4)
-        for i, a in enumerate(alphas):
-            group = runs[runs["lpc_alpha"] == a]
+        ax.errorbar(x, estimate, yerr=_interval_bars(estimate, low, high), fmt="o", capsize=3, ms=4)
+        for i, cid in enumerate(ids):
+            group = runs[runs["condition"] == cid]
             v = group[m].to_numpy(float)
             at = np.full(len(v), x[i]) + np.linspace(-0.08, 0.08, len(v))
             if m == "success_rate" and "success_ci_low" in group:
@@ -153,15 +189,13 @@ def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame, layout: str
                     at, v, yerr=_interval_bars(v, wilson_low, wilson_high), fmt="none", color="0.7", lw=0.6
                 )
             ax.plot(at, v, ".", color="0.5", ms=3)
-        ax.set_xticks(x, [_alpha_label(a) for a in alphas])
-        ax.set_xlim(-0.5, len(alphas) - 0.5)
-        ax.set_xlabel("lpc_alpha")
-        ax.set_ylabel(LABELS[m])
-    n = runs.groupby("lpc_alpha").size()
+        ax.set_ylabel(LABELS[m].replace(" (", "\n("), fontsize=7)
+    axes[-1].set_xticks(x, [_tick(label) for _, label in conds], fontsize=6)
+    n = runs.groupby("condition").size()
     span = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
-    interval = f"95% t CI over {span} runs per α" if n.max() >= 2 else "one run per α: no CI"
+    interval = f"95% t CI over {span} runs each" if n.max() >= 2 else "one run per condition: no CI"
     fig.suptitle(
-        f"Metrics vs α ({interval}; success on the logit scale,\n"
+        f"Metrics per condition ({interval}; success on the logit scale,\n"
         "path ratio on the log scale; grey: runs, success with its Wilson interval)"
     )
     if n.max() < 2:
@@ -171,57 +205,62 @@ def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame, layout: str
 
 @styled
 def plot_metrics_vs_update(by_update: pd.DataFrame, layout: str = "screen") -> Figure:
-    """The four metrics against the checkpoint's update, one line per α (the across-run estimate
-    and its 95% CI band on the metric's scale: inference.metrics_by_update); with one run at an
-    update there is no band, and the figure says so."""
-    fig, axes = panel_grid(len(SCALARS), layout, panel=(PANEL, PANEL * 0.8), screen_cols=2, extra=(0.9, 0.9))
-    for k, (alpha, group) in enumerate(by_update.groupby("lpc_alpha")):
+    """The four metrics against the checkpoint's update, one line per condition (the across-run
+    estimate and its 95% CI band on the metric's scale: inference.metrics_by_update)."""
+    fig = sized_figure(PANEL * 2, PANEL * 1.7, layout)
+    axes = fig.subplots(2, 2).ravel()
+    order = list(dict.fromkeys(by_update["condition"]))
+    for k, cid in enumerate(order):
+        group = by_update[by_update["condition"] == cid]
         for ax, m in zip(axes, SCALARS):
             rows = group[group["metric"] == m].sort_values("update", kind="stable")
+            if rows.empty:
+                continue
             u = rows["update"].to_numpy(dtype=float)
             estimate = rows["estimate"].to_numpy(dtype=float)
-            ax.plot(u, estimate, "o-", ms=3, color=f"C{k}", label=_alpha_label(alpha))
+            ax.plot(u, estimate, "o-", ms=3, color=f"C{k}", label=str(group["condition_label"].iloc[0]))
             low = np.array([_number(v) for v in rows["ci_low"]])
             high = np.array([_number(v) for v in rows["ci_high"]])
             ax.fill_between(u, low, high, color=f"C{k}", alpha=0.15, lw=0)
             ax.set_xlabel("update")
             ax.set_ylabel(LABELS[m])
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", title="lpc_alpha")
-    fig.suptitle("Metrics vs training update")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=6)
+    fig.suptitle("Metrics vs training update (95% CI over runs; success: logit, path ratio: log scale)")
     n = pd.to_numeric(by_update["n"], errors="coerce") if "n" in by_update.columns else pd.Series([0])
     span = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}–{int(n.max())}"
     if n.max() < 2:
-        note(fig, f"One run per α at every update: no interval (a band needs two runs or more; n = {span}).")
+        note(fig, f"One run per condition at every update: no interval (a band needs two runs; n = {span}).")
     else:
         note(
             fig,
-            f"Band: 95% t interval across the runs of each α at that update (n = {span} runs; success on "
-            "the logit scale, path ratio on the log scale); no band where an update has one run.",
+            f"Band: 95% t interval across the runs of each condition at that update (n = {span} runs); "
+            "no band where an update has one run.",
         )
     return fig
 
 
 @styled
 def plot_phase_alpha_grid(cells: dict, quantity: str, layout: str = "screen") -> Figure:
-    """Rows = phases, columns = α: per-cell mean LPC, H(A|S) or KL of the steps of every run of that
-    α pooled (stats.pooled_cells); one colour scale per figure, unvisited cells grey."""
-    alphas = sorted({a for a, _ in cells})
+    """Rows = phases, columns = conditions: per-cell mean LPC, H(A|S) or KL of the steps of every
+    run of that condition pooled (stats.pooled_cells, keyed by (condition label, phase)); one
+    colour scale per figure, unvisited cells grey. Descriptive: no test."""
+    columns = list(dict.fromkeys(a for a, _ in cells))
     phases = list(dict.fromkeys(p for _, p in cells))
-    fig = sized_figure(1.9 * len(alphas) + 0.8, 1.7 * len(phases) + 0.7, layout)
-    axes = np.atleast_2d(fig.subplots(len(phases), len(alphas), squeeze=False))
+    fig = sized_figure(1.9 * len(columns) + 0.8, 1.7 * len(phases) + 0.7, layout)
+    axes = np.atleast_2d(fig.subplots(len(phases), len(columns), squeeze=False))
     values = [c[quantity].to_numpy(float) for c, _ in cells.values() if len(c)]
     finite = np.concatenate(values) if values else np.array([0.0])
     vmin, vmax = (float(np.nanmin(finite)), float(np.nanmax(finite))) if finite.size else (0.0, 1.0)
     image = None
     for i, p in enumerate(phases):
-        for j, a in enumerate(alphas):
+        for j, a in enumerate(columns):
             ax = axes[i, j]
             table, info = cells[(a, p)]
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_facecolor("#d4d4d4")
             if i == 0:
-                ax.set_title(f"α = {_alpha_label(a)}")
+                ax.set_title(_alpha_label(a) if isinstance(a, float) else _tick(a), fontsize=6)
             if j == 0:
                 ax.set_ylabel(p, fontsize=7)
             if not len(table):
@@ -231,8 +270,8 @@ def plot_phase_alpha_grid(cells: dict, quantity: str, layout: str = "screen") ->
             image = ax.imshow(grid, cmap="plasma", vmin=vmin, vmax=vmax)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label=QUANTITIES[quantity])
-    fig.suptitle(f"{QUANTITIES[quantity]} per cell, seeds pooled")
-    note(fig, "The steps of every run of an α pooled, per phase; one value per cell, no interval.")
+    fig.suptitle(f"{QUANTITIES[quantity]} per cell, each condition's runs pooled (descriptive)")
+    note(fig, "The steps of every run of a condition pooled, per phase; one value per cell, no interval.")
     return fig
 
 
@@ -240,76 +279,163 @@ def plot_phase_alpha_grid(cells: dict, quantity: str, layout: str = "screen") ->
 def plot_pooled_scatter(
     runs: pd.DataFrame, fits: dict[str, dict[str, Any]], layout: str = "screen"
 ) -> Figure:
-    """Per phase, one point per run: mean LPC against mean H(A|S) of the phase, OLS line with the
-    95% confidence band of the mean; r, p, N annotated (runs of every α pooled: the points are
-    runs, independent, but α varies along with both axes). runs: one row per run
-    (inference.final_rows); fits: per phase in order, inference.phase_fits(runs, phases)."""
+    """Per phase, one point per run: mean LPC against mean H(A|S) of the phase, coloured by
+    condition, with the OLS line and its 95% band over all runs. Descriptive: runs of several
+    conditions are pooled and the conditions move both axes, so no p-value is shown (r and N only).
+    runs: one row per run with a router (inference.runs_with_alpha, GRU runs left out: no LPC);
+    fits: per phase, inference.phase_fits of those runs."""
     phases = list(fits)
-    fig, axes = panel_grid(len(phases), layout, panel=(PANEL, PANEL), extra=(0.8, 1.0))
+    conds = _conditions(runs) if len(runs) else []
+    fig = sized_figure(max(PANEL * len(phases), 5.0), PANEL + 0.9, layout)
+    axes = np.atleast_1d(fig.subplots(1, len(phases), squeeze=False)[0])
     for ax, p in zip(axes, phases):
-        x = runs[f"mean_entropy_{p}"].to_numpy(float)
-        y = runs[f"mean_lpc_{p}"].to_numpy(float)
-        a = runs["lpc_alpha"].to_numpy(float)
-        ok = np.isfinite(x) & np.isfinite(y)
-        sc = ax.scatter(x[ok], y[ok], c=np.log10(a[ok] + 1e-9), cmap="viridis", s=12)
+        for k, (cid, label) in enumerate(conds):
+            group = runs[runs["condition"] == cid]
+            ax.scatter(group[f"mean_entropy_{p}"], group[f"mean_lpc_{p}"], s=12, color=f"C{k}", label=label)
         ax.set_title(p)
         ax.set_xlabel("mean H(A|S) in phase (bits)")
         fit = fits[p]
         n = fit["n"]
         if "line" in fit:
-            ax.plot(fit["grid"], fit["line"], color="C3")
-            ax.fill_between(fit["grid"], fit["low"], fit["high"], color="C3", alpha=0.2, lw=0)
-            ax.text(
-                0.03,
-                0.95,
-                f"r={fit['r']:+.2f} p={fit['p']:.2g} N={n}",
-                transform=ax.transAxes,
-                va="top",
-                fontsize=7,
-            )
+            ax.plot(fit["grid"], fit["line"], color="0.3", lw=0.8)
+            ax.fill_between(fit["grid"], fit["low"], fit["high"], color="0.3", alpha=0.15, lw=0)
+            text = f"r={fit['r']:+.2f}, N={n} runs pooled\n(descriptive: no test)"
         else:
-            ax.text(0.03, 0.95, f"N={n}: no fit", transform=ax.transAxes, va="top", fontsize=7)
+            text = f"N={n}: no fit"
+        ax.text(0.03, 0.95, text, transform=ax.transAxes, va="top", fontsize=7)
     axes[0].set_ylabel("mean LPC in phase")
-    if len(runs):
-        fig.colorbar(sc, ax=axes, label="log10 α (α = 0 at -9)", shrink=0.8)
-    fig.suptitle("Runs pooled over seeds and α:\nphase LPC vs phase entropy (OLS, 95% band)")
+    if conds:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=6)
+    fig.suptitle(
+        "Runs of every condition pooled: phase LPC vs phase entropy\n(OLS over runs, 95% band; descriptive, no test)"
+    )
     note(
         fig,
-        f"Line: OLS fit over the {len(runs)} runs (points); band: 95% confidence band of the fitted mean; no fit below 3 runs.",
+        f"Line: OLS fit over the {len(runs)} runs (points); band: 95% confidence band of the fitted mean; "
+        "no fit below 3 runs.",
     )
     return fig
 
 
 @styled
-def plot_correlation_summary(summary: pd.DataFrame, n_runs: int, layout: str = "screen") -> Figure:
-    """Per phase × spatial correlation, the Fisher-aggregated r over every run (all α), 95% CI
-    whiskers, stars from the t-test on z, Holm over the bars. summary:
-    inference.correlation_summary (p_holm: that Holm); n_runs: the runs pooled, for the title."""
+def plot_correlation_summary(
+    summary: pd.DataFrame, n_runs: int | None = None, layout: str = "screen"
+) -> Figure:
+    """Decision-relevance with its confound control beside it: per phase (panels) and condition
+    (groups), the Fisher-aggregated r(LPC, H(A|S)) and r(LPC, KL global) over the condition's runs
+    (solid) beside the partial r given log visits (hatched), 95% CI whiskers, stars from Holm over
+    every test of the figure (inference.correlation_summary's p_holm, partial_p_holm; 'n=1': no
+    inference). n_runs: unused (the table says each condition's n)."""
     phases = list(dict.fromkeys(summary["phase"]))
-    fig = sized_figure(max(PANEL + 0.6, 1.1 * len(phases) + 1), PANEL + 0.3, layout)
-    ax = fig.subplots()
-    width = 0.25
-    for agg in summary.to_dict("records"):
-        p, c, adj = agg["phase"], agg["correlation"], agg["p_holm"]
-        i, k = phases.index(p), SPATIAL.index(c)
-        xpos = i + (k - 1) * width
-        mean = agg["mean_r"]
-        low, high = _number(agg["ci_low"]), _number(agg["ci_high"])
-        ax.bar(xpos, mean, width, color=f"C{k}", label=LABELS[c] if i == 0 else None)
-        if np.isfinite(low):
-            ax.errorbar(xpos, mean, yerr=[[mean - low], [high - mean]], color="k", capsize=2, lw=0.8)
-        mark = "n=1" if agg["p"] == NO_INFERENCE else stars(adj)
-        top = high if np.isfinite(high) else mean
-        if np.isfinite(top):
-            ax.text(xpos, top + 0.03 if top >= 0 else top - 0.1, mark, ha="center", fontsize=6)
-    ax.axhline(0, color="0.6", lw=0.6)
-    ax.set_xticks(range(len(phases)), phases, rotation=15)
-    ax.set_ylabel("mean r (Fisher z), 95% CI")
-    ax.set_ylim(-1.05, 1.15)
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=1, frameon=False)
-    ax.set_title(f"Spatial correlations,\n{n_runs} runs pooled over α (stars: Holm)")
+    ids = list(dict.fromkeys(summary["condition"]))
+    names = dict(zip(summary["condition"], summary["condition_label"]))
+    shown = ("lpc_entropy", "lpc_kl_global")
+    width = max(PANEL, max(_tick_width([names[c] for c in ids]), 0.9) * len(ids) + 0.8)
+    fig = sized_figure(width * len(phases), PANEL + 0.8, layout)
+    axes = np.atleast_1d(fig.subplots(1, len(phases), sharey=True, squeeze=False)[0])
+    width = 0.2
+    for ax, p in zip(axes, phases):
+        for i, cid in enumerate(ids):
+            for k, c in enumerate(shown):
+                rows = summary[
+                    (summary["phase"] == p) & (summary["condition"] == cid) & (summary["correlation"] == c)
+                ]
+                if rows.empty:
+                    continue
+                agg = rows.iloc[0]
+                for j, (prefix, hatch) in enumerate((("", None), ("partial_", "////"))):
+                    xpos = i + (2 * k + j - 1.5) * width
+                    mean = _number(agg[f"{prefix}mean_r"])
+                    low, high = _number(agg[f"{prefix}ci_low"]), _number(agg[f"{prefix}ci_high"])
+                    label = (LABELS[c] + (" | log visits" if prefix else "")) if (i == 0) else None
+                    ax.bar(xpos, mean, width, color=f"C{k}", hatch=hatch, edgecolor="white", label=label)
+                    if np.isfinite(low):
+                        ax.errorbar(
+                            xpos, mean, yerr=[[mean - low], [high - mean]], color="k", capsize=2, lw=0.8
+                        )
+                    p_raw = agg[f"{prefix}p"]
+                    mark = "n=1" if p_raw == NO_INFERENCE else stars(agg[f"{prefix}p_holm"])
+                    top = high if np.isfinite(high) else mean
+                    if np.isfinite(top) and mark:
+                        ax.text(xpos, top + 0.03 if top >= 0 else top - 0.1, mark, ha="center", fontsize=5)
+        ax.axhline(0, color="0.6", lw=0.6)
+        ax.set_xticks(range(len(ids)), [_tick(names[c]) for c in ids], fontsize=6)
+        ax.set_title(p)
+    axes[0].set_ylabel("mean r over runs (Fisher z), 95% CI")
+    axes[0].set_ylim(-1.05, 1.15)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=7)
+    fig.suptitle(
+        "LPC vs decision-relevance per condition: raw r (solid) and partial r given log visits (hatched)"
+    )
     note(
         fig,
-        f"Whisker: 95% t interval of the mean Fisher z across the {n_runs} runs; 'n=1': one run, no interval.",
+        "Whisker: 95% t interval of the mean Fisher z across the condition's runs; 'n=1': one run, no "
+        "interval. Partial r: the cells' LPC and the quantity, each with log visits regressed out.",
     )
+    return fig
+
+
+CONTRAST_UNITS = {"success_rate": "difference in success rate", "mean_lpc": "difference in LPC per step",
+                  "policy_complexity": "difference in I(S;A) (bits)", "path_ratio": "ratio of path ratios"}  # fmt: skip
+
+
+@styled
+def plot_contrasts(compared: pd.DataFrame, layout: str = "screen") -> Figure:
+    """One panel per metric: each contrast's per-seed paired estimate (B - A, or B / A for the path
+    ratio) with its 95% t interval over seeds, the no-effect line, and the Holm-adjusted p of the
+    t-test on the differences (mop.contrasts.contrasts). Rows name B vs A."""
+    compared = compared[np.isfinite(compared["estimate"].to_numpy(dtype=float))]  # a GRU has no LPC
+    metrics = [m for m in SCALARS if m in set(compared["metric"])]
+    fig = sized_figure(
+        PANEL * 2.2,
+        0.45 * len(compared) / max(len(metrics), 1) * 2 + 1.6 * ((len(metrics) + 1) // 2),
+        layout,
+    )
+    axes = np.atleast_1d(fig.subplots((len(metrics) + 1) // 2, 2, squeeze=False).ravel())
+    for ax, m in zip(axes, metrics):
+        rows = compared[compared["metric"] == m].reset_index(drop=True)
+        y = np.arange(len(rows))[::-1]
+        est = rows["estimate"].to_numpy(float)
+        low = np.array([_number(v) for v in rows["ci_low"]])
+        high = np.array([_number(v) for v in rows["ci_high"]])
+        ax.errorbar(est, y, xerr=_interval_bars(est, low, high), fmt="o", capsize=2, ms=3)
+        ax.axvline(1.0 if m == "path_ratio" else 0.0, color="0.6", lw=0.6)
+        for yi, r in zip(y, rows.itertuples(index=False)):
+            p = r.p if isinstance(r.p, str) else f"p={r.p_holm:.2g}"
+            ax.annotate(p, (est[len(rows) - 1 - yi], yi), xytext=(0, 5), textcoords="offset points", ha="center",
+                        fontsize=5)  # fmt: skip
+        ax.set_yticks(y, [f"{r.label_b}\nvs {r.label_a}" for r in rows.itertuples(index=False)], fontsize=5)
+        ax.set_xlabel(CONTRAST_UNITS[m] + (" (B/A)" if m == "path_ratio" else " (B − A)"), fontsize=7)
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    fig.suptitle(
+        "Contrasts paired by seed: mean difference, 95% t CI over seeds (p: t-test, Holm over the table)"
+    )
+    return fig
+
+
+@styled
+def plot_knockouts(knocked: pd.DataFrame, layout: str = "screen") -> Figure:
+    """Per condition and knockout: the paired difference knockout - none across runs (one
+    checkpoint per run), 95% t CI, Holm p; one panel per metric (mop.contrasts.knockout_pairs)."""
+    metrics = list(dict.fromkeys(knocked["metric"]))
+    fig = sized_figure(PANEL * len(metrics), 0.5 * len(knocked) / max(len(metrics), 1) + 1.6, layout)
+    axes = np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False)[0])
+    for ax, m in zip(axes, metrics):
+        rows = knocked[knocked["metric"] == m].reset_index(drop=True)
+        y = np.arange(len(rows))[::-1]
+        est = rows["difference"].to_numpy(float)
+        low = np.array([_number(v) for v in rows["ci_low"]])
+        high = np.array([_number(v) for v in rows["ci_high"]])
+        ax.errorbar(est, y, xerr=_interval_bars(est, low, high), fmt="o", capsize=2, ms=3)
+        ax.axvline(0.0, color="0.6", lw=0.6)
+        for yi, r in zip(y, rows.itertuples(index=False)):
+            p = r.p if isinstance(r.p, str) else f"p={r.p_holm:.2g} (n={r.n})"
+            ax.annotate(p, (est[len(rows) - 1 - yi], yi), xytext=(0, 5), textcoords="offset points", ha="center",
+                        fontsize=5)  # fmt: skip
+        ax.set_yticks(
+            y, [f"{r.condition_label}\n{r.knockout}" for r in rows.itertuples(index=False)], fontsize=5
+        )
+        ax.set_xlabel(f"knockout − none: {LABELS.get(m, m)}", fontsize=7)
+    fig.suptitle("Knockouts, runs as units (one checkpoint per run): paired difference, 95% t CI, Holm p")
     return fig

@@ -271,3 +271,77 @@ def test_each_run_has_its_wilson_interval_and_alpha_rows_use_the_counts(grid):
     grown = stats.build_table(base / "cache", TASK, results, previous=old)
     assert list(grown.columns) == stats.columns_for("none") and len(grown) == 12
     assert grown["num_episodes"].isna().sum() == 5
+
+
+# ----------------------------------------------------------------------------- hardening (issue 35)
+
+
+def _snapshot(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_bad_command_lines_are_one_line_and_write_nothing(grid, tmp_path, capsys, monkeypatch):
+    """Each: exit 2, one `error:` line, and the watched folder exactly as it was (a path-escaping
+    task id is refused before any folder is made)."""
+    base, _, _ = grid
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    common = ["--cache_dir", str(base / "cache"), "--results_path", str(base / "results.csv")]
+    before = _snapshot(tmp_path)
+    for argv, message in (
+        (["--task_id", "../../../x"], "cannot be used in a path"),
+        (["--task_id", TASK, "--min_visits", "-1"], "--min_visits"),
+        (["--task_id", TASK, "--update", "-5"], "--update"),
+        (["--task_id", TASK, "--out", str(a_file)], "--out"),
+        (["--task_id", TASK, "--out", str(a_file / "sub")], "--out"),
+        (["--task_id", TASK, "--contrast", "lpc_alfa"], "not a config key"),
+        (["--task_id", TASK, "--state", "room"], "--state"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            stats.main([*argv, *common])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+        assert message in err, (argv, err)
+        assert _snapshot(tmp_path) == before, argv
+    assert not (tmp_path / "a" / "x").exists() and not (tmp_path / "x").exists()
+
+
+def test_deeply_nested_json_is_one_line_in_stats_and_seed_metrics(tmp_path, capsys):
+    """A routing_data.json nested 100,000 deep (json's parser recurses): one line, not a
+    RecursionError traceback."""
+    folder = tmp_path / "cache" / TASK / "trial_0"
+    folder.mkdir(parents=True)
+    (folder / "routing_data.json").write_text("[" * 100_000 + "]" * 100_000)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        stats.main(["--task_id", TASK, "--cache_dir", str(tmp_path / "cache"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and not out.exists(), err
+    with pytest.raises(SystemExit) as e:
+        sm.main(["--task", TASK, "--cache_dir", str(tmp_path / "cache"), "--out", str(tmp_path / "m.csv")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "nested too deep" in err and err.count("\n") == 1
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_seed_metrics_refuses_a_foreign_or_binary_results_csv_and_a_bad_out(grid, tmp_path, capsys):
+    base, _, _ = grid
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("a,b\n1,2\n")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(256)) * 40)
+    for argv, message in (
+        (["--results", str(foreign)], "columns this project does not write"),
+        (["--results", str(binary)], "unreadable"),
+        (["--out", str(tmp_path)], "is a folder"),
+        (["--out", str(foreign / "x.csv")], "--out"),
+    ):
+        out = argv[1] if argv[0] == "--out" else str(tmp_path / "m.csv")
+        with pytest.raises(SystemExit) as e:
+            sm.main(["--task", TASK, "--cache_dir", str(base / "cache"), "--out", out, *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and err.count("\n") == 1, (argv, err)
+    assert not (tmp_path / "m.csv").exists()

@@ -1,0 +1,362 @@
+"""Contrasts between conditions and knockouts, with runs as the units: tables in, tables out.
+
+Input: the seed-metrics table stats.py builds (one row per checkpoint, with its `condition` and
+`recipe`; mop.inference.with_conditions), the results CSV (mop.results) for knockouts, and the
+routing caches' episodes tables (`seed`, `success` per evaluation layout) for the exact tests.
+Nothing is read from disk here but those episodes tables (`layout_outcomes`), nothing written.
+
+Contrasts (`contrast_pairs`, `contrasts`). Two conditions are compared when they differ in the
+factors asked for and in nothing else (mop.conditions.extra_keys; with policy_type among the
+factors, the keys only one policy has go with it); any other pair is refused in one line naming
+the keys it also differs in. Runs are paired by seed: the same seed in both conditions, compared
+at the same update (a pair at different updates is refused: pass --update), on the same
+evaluation layouts (the results' num_episodes N: layouts 0..N-1). Per metric, the per-seed
+difference d = B - A (success rate: in rate; path ratio: of the logs, reported as the ratio B/A;
+LPC and policy complexity: as they are); across seeds the mean d, its 95% t interval and the
+one-sample t-test of d against 0 (scipy.stats.ttest_1samp), Holm over the whole table. Fewer
+than two shared seeds: refused (ContrastError), a mean of one difference has no interval.
+For success, beside it, an exact paired test per seed pair on the shared layouts (`exact_paired`):
+McNemar's exact test, the two-sided binomial test of the discordant layouts (A solved and B not,
+against B solved and A not) at probability ½ (scipy.stats.binomtest); Holm over that table.
+
+Knockouts (`knockout_pairs`): one unit per run, the run's final checkpoint (or --update), never
+every checkpoint of it (checkpoints of one run are not independent replicates): per (condition,
+knockout, metric) the paired difference knockout - none across runs with its 95% t interval and
+p, Holm over the table; per run, the exact paired test of its two evaluations on the shared
+layouts (`knockout_layouts`).
+
+    from mop import contrasts, inference
+    table = inference.with_conditions(pd.read_csv("stats/gotolocal/seed_metrics.csv"))
+    pairs = contrasts.contrast_pairs(table, ["lpc_alpha"])
+    contrasts.contrasts(table, pairs)                         # per (pair, metric): d, CI, p, Holm
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from mop import conditions
+from mop.inference import NO_INFERENCE, ROUNDING, SCALARS, StatsError, final_rows, holm, with_conditions
+
+
+class ContrastError(StatsError):
+    """A contrast that cannot be made as asked (one line)."""
+
+
+# How each metric's per-seed difference is taken, and how it is shown: (to scale, back, name).
+DIFFERENCE = {
+    "success_rate": (lambda v: v, lambda d: d, "difference"),
+    "mean_lpc": (lambda v: v, lambda d: d, "difference"),
+    "policy_complexity": (lambda v: v, lambda d: d, "difference"),
+    "path_ratio": (np.log, np.exp, "ratio"),
+}
+
+
+# ----------------------------------------------------------------------------- which pairs
+
+
+def recipes_of(table: pd.DataFrame) -> dict[str, dict]:
+    """{condition id: recipe} of the table's rows (its `recipe` JSON column)."""
+    if "recipe" not in table.columns:
+        raise ContrastError(
+            "this table has no recipes (built before conditions existed): rebuild it with --force"
+        )
+    known = table[table["condition"].notna() & table["recipe"].notna()]
+    return {cid: json.loads(text) for cid, text in zip(known["condition"], known["recipe"])}
+
+
+def _order(table: pd.DataFrame) -> list[str]:
+    first = (
+        table[table["condition"].notna()].groupby("condition")["trial"].min().astype("Float64").fillna(-1.0)
+    )
+    return sorted(first.index, key=lambda c: (float(first[c]), str(c)))
+
+
+def contrast_pairs(
+    table: pd.DataFrame, factors: Sequence[str], pair: tuple[str, str] | None = None
+) -> list[tuple[str, str, list[str]]]:
+    """(A, B, factors) for every two conditions of the table that differ in `factors` and in
+    nothing else, A the one of the earlier first trial; or the one `pair` asked for, refused when
+    it differs in other keys too (ContrastError naming them) or in none of the factors."""
+    factors = conditions.check_factors(factors)
+    recipes = recipes_of(table)
+    order = [c for c in _order(table) if c in recipes]
+    if pair is not None:
+        a, b = pair
+        for c in (a, b):
+            if c not in recipes:
+                raise ContrastError(f"no condition {c!r} in this table (its conditions: {', '.join(order)})")
+        extra = conditions.extra_keys(recipes[a], recipes[b], factors)
+        if extra:
+            raise ContrastError(
+                f"{a} and {b} differ in {', '.join(extra)} besides {', '.join(factors)}: "
+                "not a contrast of those factors (add them to the factors, or compare other conditions)"
+            )
+        if not conditions.differing_keys([recipes[a], recipes[b]]):
+            raise ContrastError(f"{a} and {b} are one recipe: nothing to contrast")
+        return [(a, b, factors)]
+    out, closest = [], None
+    for i, a in enumerate(order):
+        for b in order[i + 1 :]:
+            diff = conditions.differing_keys([recipes[a], recipes[b]])
+            extra = conditions.extra_keys(recipes[a], recipes[b], factors)
+            if not any(f in diff for f in factors):
+                continue
+            if not extra:
+                out.append((a, b, factors))
+            elif closest is None or len(extra) < len(closest[2]):
+                closest = (a, b, extra)
+    if not out:
+        varies = any(len({json.dumps(r.get(f)) for r in recipes.values()}) > 1 for f in factors)
+        if not varies:
+            raise ContrastError(
+                f"{', '.join(factors)} does not vary between this table's conditions: nothing to contrast"
+            )
+        hint = (
+            f" (the closest pair, {closest[0]} and {closest[1]}, also differs in {', '.join(closest[2])})"
+            if closest
+            else ""
+        )
+        raise ContrastError(f"no two conditions differ in {', '.join(factors)} alone{hint}")
+    return out
+
+
+# ----------------------------------------------------------------------------- exact tests
+
+
+def exact_paired(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
+    """McNemar's exact test of two paired binary outcomes (the same layouts): counts both / a_only
+    / b_only / neither and p = the two-sided binomial test of a_only against a_only + b_only at ½
+    (1 when no layout is discordant)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    out = {
+        "layouts": len(a),
+        "both": int((a & b).sum()),
+        "a_only": int((a & ~b).sum()),
+        "b_only": int((~a & b).sum()),
+        "neither": int((~a & ~b).sum()),
+    }
+    discordant = out["a_only"] + out["b_only"]
+    out["p_exact"] = float(sps.binomtest(out["a_only"], discordant, 0.5).pvalue) if discordant else 1.0
+    return out
+
+
+def layout_outcomes(cache_path: Any) -> pd.Series | None:
+    """success per evaluation layout seed of one cache (its episodes table), None when the cache
+    does not record them (the earlier system's caches) or cannot be read."""
+    from mop.routing_cache import CacheError, load_cache
+
+    if not isinstance(cache_path, str) or not Path(cache_path).exists():
+        return None
+    try:
+        episodes = load_cache(cache_path).episodes
+    except CacheError:
+        return None
+    if not {"seed", "success"} <= set(episodes.columns) or episodes["success"].isna().any():
+        return None
+    return pd.Series(episodes["success"].astype(bool).to_numpy(), index=episodes["seed"].to_numpy())
+
+
+def paired_layouts(a: pd.Series | None, b: pd.Series | None) -> dict[str, Any]:
+    """exact_paired on the layout seeds both evaluations played; why not, where they cannot be
+    paired."""
+    if a is None or b is None:
+        return {"p_exact": "no per-layout outcomes in a cache: no exact test"}
+    shared = a.index.intersection(b.index)
+    if len(shared) == 0:
+        return {"p_exact": "no shared evaluation layouts: no exact test"}
+    return exact_paired(a.loc[shared].to_numpy(), b.loc[shared].to_numpy())
+
+
+# ----------------------------------------------------------------------------- contrasts
+
+
+def paired_difference(a: Any, b: Any, metric: str) -> dict[str, Any]:
+    """Per-pair d = B - A on the metric's difference scale (DIFFERENCE): n, mean_a, mean_b,
+    estimate (mean d, shown back: a difference, or the ratio B/A of geometric means), its 95% t
+    interval, p (t-test of d against 0), scale. n = 1: NO_INFERENCE in the interval and p."""
+    forward, back, scale = DIFFERENCE[metric]
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if scale == "ratio":
+        ok &= (a > 0) & (b > 0)
+    a, b = a[ok], b[ok]
+    n = len(a)
+    out = {"n": n, "mean_a": float(a.mean()) if n else math.nan, "mean_b": float(b.mean()) if n else math.nan}
+    out["scale"] = scale
+    if n == 0:
+        return out | {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": "no pair measured"}
+    d = forward(b) - forward(a)
+    out["estimate"] = float(back(d.mean()))
+    if n == 1:
+        return out | {"ci_low": NO_INFERENCE, "ci_high": NO_INFERENCE, "p": NO_INFERENCE}
+    if float(np.ptp(d)) <= ROUNDING * max(
+        1.0, float(np.abs(forward(a)).max()), float(np.abs(forward(b)).max())
+    ):
+        # every pair the same difference, up to float rounding (a homogeneous layout's LPC is one
+        # constant): the t statistic is undefined or would test rounding noise
+        return out | {"ci_low": out["estimate"], "ci_high": out["estimate"], "p": "no spread: no test"}
+    test = sps.ttest_1samp(d, 0.0)
+    ci = test.confidence_interval(0.95)
+    return out | {"ci_low": float(back(ci.low)), "ci_high": float(back(ci.high)), "p": float(test.pvalue)}
+
+
+def _paired_runs(runs: pd.DataFrame, a: str, b: str, update: int | None) -> pd.DataFrame:
+    """The runs of A and B paired by seed (columns <metric>_a, <metric>_b, ...); ContrastError
+    for runs compared at different updates or fewer than two shared seeds."""
+    left, right = runs[runs["condition"] == a], runs[runs["condition"] == b]
+    both = left.merge(right, on="seed", suffixes=("_a", "_b")).sort_values("seed", kind="stable")
+    late = both[both["update_a"].astype("Float64") != both["update_b"].astype("Float64")]
+    if len(late):
+        s = late.iloc[0]
+        raise ContrastError(
+            f"seed {s['seed']}: {a} is at update {s['update_a']}, {b} at {s['update_b']}: runs are compared "
+            "at one update (pass --update)"
+        )
+    if len(both) < 2:
+        raise ContrastError(
+            f"{a} and {b} share {len(both)} seed(s) ({', '.join(map(str, both['seed']))}): a contrast "
+            "pairs runs by seed and needs two or more"
+        )
+    return both
+
+
+def contrasts(
+    table: pd.DataFrame,
+    pairs: list[tuple[str, str, list[str]]],
+    update: int | None = None,
+    outcomes: Callable[[Any], pd.Series | None] = layout_outcomes,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(contrasts, exact): per (pair, metric) paired_difference across seeds, p_holm over the
+    table; per (pair, seed) the exact paired test of success on the shared layouts (`outcomes`
+    reads a cache's), p_holm over that table."""
+    table = with_conditions(table)
+    runs = final_rows(table[table["condition"].notna()], update)
+    labels = dict(zip(table["condition"], table["condition_label"]))
+    rows, exact = [], []
+    for a, b, factors in pairs:
+        both = _paired_runs(runs, a, b, update)
+        head = {"factors": ",".join(factors), "condition_a": a, "label_a": labels[a], "condition_b": b}
+        head |= {"label_b": labels[b], "seeds": ",".join(str(s) for s in both["seed"])}
+        episodes = both.get("num_episodes_a", pd.Series(dtype=float)).astype("Float64")
+        same = bool((episodes == both.get("num_episodes_b", pd.Series(dtype=float)).astype("Float64")).all())
+        for metric in SCALARS:
+            if both[f"{metric}_a"].isna().all() and both[f"{metric}_b"].isna().all():
+                continue
+            row = (
+                head
+                | {"metric": metric}
+                | paired_difference(both[f"{metric}_a"], both[f"{metric}_b"], metric)
+            )
+            if both[f"{metric}_a"].isna().all() or both[f"{metric}_b"].isna().all():
+                row["p"] = f"{metric} not measured in {a if both[f'{metric}_a'].isna().all() else b}"
+            row["same_layouts"] = same if metric == "success_rate" else None
+            rows.append(row)
+        for r in both.itertuples(index=False):
+            pairing = paired_layouts(outcomes(r.cache_path_a), outcomes(r.cache_path_b))
+            exact.append(head | {"seed": r.seed, "update": r.update_a} | pairing)
+    out = pd.DataFrame(rows)
+    out["p_holm"] = holm(out["p"]) if len(out) else []
+    exact_df = pd.DataFrame(exact)
+    if len(exact_df):
+        exact_df["p_holm"] = holm(exact_df["p_exact"])
+    return out, exact_df
+
+
+# ----------------------------------------------------------------------------- knockouts
+
+KNOCKOUT_COLUMNS = [
+    "condition",
+    "condition_label",
+    "lpc_alpha",
+    "knockout",
+    "metric",
+    "n",
+    "mean_none",
+    "mean_knockout",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p",
+    "units",
+]
+
+
+def knockout_pairs(
+    results: pd.DataFrame,
+    task_id: str,
+    table: pd.DataFrame,
+    update: int | None = None,
+    outcomes: Callable[[Any], pd.Series | None] = layout_outcomes,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(knockouts, per-run exact tests). Units: one checkpoint per run of `table` (final_rows:
+    its last, or `update`), its default evaluation (the table's cache) against the results CSV's
+    knockout rows of the same checkpoint. Per (condition, knockout, metric): the paired
+    difference knockout - none across runs (paired_difference), Holm over the table. Per (run,
+    knockout): the exact paired test of success on the shared layouts, Holm over that table."""
+    empty = pd.DataFrame(columns=[*KNOCKOUT_COLUMNS, "p_holm"])
+    if results.empty or "knockout" not in results or "condition" not in table:
+        return empty, pd.DataFrame()
+    rows = results[(results["task_id"] == task_id) & (results["eval_task_id"].fillna(task_id) == task_id)]
+    if "trained_tasks" in rows.columns:  # single-task runs only (multi-task rows name their level)
+        rows = rows[rows["trained_tasks"].isna()]
+    own = rows[rows["knockout"] == "none"]
+    by_cache = dict(zip(own["cache_path"].astype(str), own["checkpoint_path"]))
+    # the same run and update, where the cache folder was named with another spelling of the root
+    by_run = {
+        tuple(None if pd.isna(v) else int(v) for v in key): path
+        for key, path in zip(own[["trial", "seed", "update"]].itertuples(index=False), own["checkpoint_path"])
+    }
+    knocked = rows[rows["knockout"] != "none"]
+    runs = final_rows(with_conditions(table[table["condition"].notna()]), update)
+    pairs, exact = [], []
+    for r in runs.itertuples(index=False):
+        key = tuple(None if pd.isna(v) else int(v) for v in (r.trial, r.seed, r.update))
+        checkpoint = by_cache.get(str(r.cache_path), by_run.get(key))
+        if checkpoint is None:
+            continue
+        for ko in knocked[knocked["checkpoint_path"] == checkpoint].itertuples(index=False):
+            pairs.append({"condition": r.condition, "condition_label": r.condition_label, "lpc_alpha": r.lpc_alpha,
+                          "knockout": ko.knockout, "run": f"trial {r.trial} seed {r.seed}", "update": r.update,
+                          "success_none": r.success_rate, "success_knockout": ko.success_rate,
+                          "mean_lpc_none": r.mean_lpc, "mean_lpc_knockout": ko.mean_lpc})  # fmt: skip
+            exact.append(
+                {k: pairs[-1][k] for k in ("condition", "condition_label", "knockout", "run", "update")}
+                | paired_layouts(outcomes(r.cache_path), outcomes(getattr(ko, "cache_path", None)))
+            )
+    out = []
+    frame = pd.DataFrame(pairs)
+    for (cid, knockout), group in frame.groupby(["condition", "knockout"], sort=False) if len(frame) else []:
+        for metric in ("success_rate", "mean_lpc"):
+            key = "success" if metric == "success_rate" else metric
+            d = paired_difference(group[f"{key}_none"], group[f"{key}_knockout"], metric)
+            out.append(
+                {"condition": cid, "condition_label": group["condition_label"].iloc[0]}
+                | {
+                    "lpc_alpha": group["lpc_alpha"].iloc[0],
+                    "knockout": knockout,
+                    "metric": metric,
+                    "n": d["n"],
+                }
+                | {"mean_none": d["mean_a"], "mean_knockout": d["mean_b"], "difference": d["estimate"]}
+                | {
+                    "ci_low": d["ci_low"],
+                    "ci_high": d["ci_high"],
+                    "p": d["p"],
+                    "units": "runs (one checkpoint each)",
+                }
+            )
+    df = pd.DataFrame(out, columns=KNOCKOUT_COLUMNS)
+    df["p_holm"] = holm(df["p"]) if len(df) else []
+    exact_df = pd.DataFrame(exact)
+    if len(exact_df) and "p_exact" in exact_df:
+        exact_df["p_holm"] = holm(exact_df["p_exact"])
+    return df, exact_df

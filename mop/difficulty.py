@@ -1,0 +1,210 @@
+"""Multi-task difficulty and routing across runs: which level is harder, and does the policy route
+more compute to it? Tables in, tables out (and one small JSON cache).
+
+Difficulty, as the MoP paper measures it (Cook et al. 2025): the *learning speed* of a level, the
+updates a single-task run of the recipe needs before its training cross-entropy (metrics.jsonl
+`train/ce`, logged every log_interval updates) first falls to a threshold (`updates_to_threshold`).
+Per level, the median over >= MIN_REPEATS single-task repeats (seeds) of that recipe, with the
+distribution-free interval of the median (`median_interval`: order statistics X(k) <= median <=
+X(n+1-k), its exact coverage 1 - 2 P(Binomial(n, ½) < k) stated beside it; with fewer than 6
+repeats no pair reaches 95%, and the range's coverage is given: 75% at 3, 94% at 5). A repeat that
+never reaches the threshold is censored at its last logged update (`censored` counts them; a
+median among censored values is a lower bound and says so). Cached per (level, recipe) as
+`<cache_root>/_learning_speed/<level>/<condition>.json` (each repeat's number, the threshold, the
+run folders); recomputed when the runs or the threshold change (`learning_speed`). Beside it,
+the bot path length of the evaluation layouts (routing_analysis.routing_by_level): a walking
+distance, not a difficulty (GoToRedBallGrey, BabyAI's easiest, has long paths in a big room).
+
+Ranking (routing_analysis.ranking): a level is named hardest (easiest) only when its interval lies
+wholly above (below) every other level's; otherwise no verdict, and the reason.
+
+Routing against difficulty across runs (`routing_across_runs`): the units are multi-task runs
+(trial, seed) of one condition. Per run and level, the mean LPC per step of the level's
+evaluation episodes (routing_analysis.clustered_mean); per level the mean over runs with its 95%
+t interval (inference.mean_ci); per pair of levels the paired difference across runs (the same
+run on both: contrasts.paired_difference), Holm over the pairs.
+
+    speed = learning_speed("BabyAI-GoToLocal-v0", run_dirs, threshold=1.0, cache_root="evaluation_cache")
+    routing_analysis.ranking(table, "speed_median", "speed_ci_low", "speed_ci_high")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from mop.routing_analysis import ranking  # noqa: F401  (the levels' ranking lives with routing_by_level)
+from mop.runs import METRICS_FILE, atomic_write_text, safe_name
+
+MIN_REPEATS = 3
+CE_KEY = "train/ce"
+
+
+# ----------------------------------------------------------------------------- learning speed
+
+
+def updates_to_threshold(
+    rows: Sequence[Mapping[str, Any]], threshold: float, key: str = CE_KEY
+) -> tuple[int, bool]:
+    """(update, reached): the first logged update whose `key` is <= threshold, or the last logged
+    update and False (censored) when it never is. ValueError when no row logs `key`."""
+    logged = [
+        (int(r["update"]), float(r[key])) for r in rows if key in r and "update" in r and r[key] is not None
+    ]
+    if not logged:
+        raise ValueError(f"no {key} logged")
+    for update, value in sorted(logged):
+        if value <= threshold:
+            return update, True
+    return max(u for u, _ in logged), False
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Median and its distribution-free interval (X(k), X(n+1-k)): the largest k whose coverage
+    1 - 2 P(B < k), B ~ Binomial(n, ½), is >= confidence, else k = 1 (the range) with its smaller
+    coverage. Keys: n, median, ci_low, ci_high, coverage."""
+    x = np.sort(np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float))
+    n = len(x)
+    if n == 0:
+        return {"n": 0, "median": math.nan, "ci_low": math.nan, "ci_high": math.nan, "coverage": math.nan}
+    best = 1
+    for k in range(1, (n + 1) // 2 + 1):
+        if 1 - 2 * sps.binom.cdf(k - 1, n, 0.5) >= confidence:
+            best = k
+    coverage = float(1 - 2 * sps.binom.cdf(best - 1, n, 0.5)) if n > 1 else 0.0
+    return {
+        "n": n,
+        "median": float(np.median(x)),
+        "ci_low": float(x[best - 1]),
+        "ci_high": float(x[n - best]),
+    } | {"coverage": coverage}
+
+
+def _read_rows(run_dir: Path) -> list[dict]:
+    from mop.experiment import read_metrics
+
+    return read_metrics(run_dir / METRICS_FILE)
+
+
+def learning_speed(
+    level: str,
+    run_dirs: Sequence[str | Path],
+    threshold: float,
+    condition: str | None = None,
+    cache_root: str | Path | None = None,
+) -> dict[str, Any]:
+    """One level's learning speed from its single-task repeats (run folders with metrics.jsonl):
+    level, repeats, updates (per run), censored, speed_median, speed_ci_low, speed_ci_high,
+    speed_coverage, threshold; cached per (level, condition) under cache_root (see the module
+    docstring). Fewer than MIN_REPEATS repeats: the numbers are NaN and `note` says why."""
+    runs = sorted(Path(d).as_posix() for d in run_dirs)
+    cache = None
+    if cache_root is not None and condition is not None:
+        cache = (
+            Path(cache_root)
+            / "_learning_speed"
+            / safe_name(level, "level")
+            / f"{safe_name(condition, 'condition')}.json"
+        )
+        try:
+            doc = json.loads(cache.read_text())
+            if doc.get("runs") == runs and doc.get("threshold") == threshold:
+                return doc
+        except (OSError, ValueError, RecursionError):
+            pass
+    updates, censored = [], 0
+    for d in runs:
+        try:
+            update, reached = updates_to_threshold(_read_rows(Path(d)), threshold)
+        except (OSError, ValueError):
+            continue
+        updates.append(update)
+        censored += not reached
+    out: dict[str, Any] = {"level": level, "condition": condition, "threshold": threshold, "runs": runs}
+    out |= {"repeats": len(updates), "updates": updates, "censored": censored}
+    if len(updates) < MIN_REPEATS:
+        out |= {"speed_median": math.nan, "speed_ci_low": math.nan, "speed_ci_high": math.nan}
+        out |= {
+            "speed_coverage": math.nan,
+            "note": f"{len(updates)} single-task repeat(s): the median needs {MIN_REPEATS}",
+        }
+    else:
+        m = median_interval(updates)
+        out |= {"speed_median": m["median"], "speed_ci_low": m["ci_low"], "speed_ci_high": m["ci_high"]}
+        out |= {"speed_coverage": m["coverage"]}
+        if censored:
+            out["note"] = (
+                f"{censored} repeat(s) never reached ce <= {threshold:g}: counted at their last update (a lower bound)"
+            )
+    if cache is not None:
+        atomic_write_text(cache, json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def single_task_runs(roots: Sequence[str | Path], level: str, recipe: Mapping[str, Any]) -> list[Path]:
+    """Run folders under the roots, trained on `level` alone, whose recipe (mop.conditions) is
+    `recipe` but for task_id and task_weights (the single-task repeats of a multi-task recipe)."""
+    from mop import conditions
+    from mop.runs import read_run_config
+
+    want = {k: v for k, v in recipe.items() if k not in ("task_id", "task_weights")}
+    found = []
+    for root in roots:
+        base = Path(root) / level
+        for config_path in sorted(base.glob("trial_*/**/config.json")) if base.is_dir() else []:
+            config = read_run_config(config_path.parent)
+            if config is None or config.get("task_id") != level:
+                continue
+            rec = conditions.recipe(config)
+            if {k: v for k, v in rec.items() if k not in ("task_id", "task_weights")} == want:
+                found.append(config_path.parent)
+    return found
+
+
+# ----------------------------------------------------------------------------- routing across runs
+
+
+def routing_across_runs(
+    episodes: Mapping[tuple[Any, Any], Mapping[str, pd.DataFrame]],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per level, per pair of levels) from {run: {level: its evaluation episodes}} of one
+    condition's multi-task runs. Per level: runs, lpc (mean over runs of each run's mean LPC per
+    step), lpc_ci_low/high (95% t over runs), success (mean over runs). Per pair: the paired
+    difference B - A of the runs' LPC (contrasts.paired_difference), p_holm over the pairs."""
+    from mop.contrasts import paired_difference
+    from mop.inference import holm, mean_ci
+    from mop.routing_analysis import clustered_mean
+
+    per_run: dict[str, dict[Any, float]] = {}
+    success: dict[str, list[float]] = {}
+    for run, levels in episodes.items():
+        for level, ep in levels.items():
+            mean, _, _ = clustered_mean(ep["mean_lpc"].to_numpy(float), ep["length"].to_numpy(float))
+            per_run.setdefault(level, {})[run] = mean
+            success.setdefault(level, []).append(float(ep["success"].fillna(False).astype(bool).mean()))
+    rows = []
+    for level, values in per_run.items():
+        ci = mean_ci(list(values.values()))
+        rows.append({"level": level, "runs": ci["n"], "lpc": ci["mean"], "lpc_ci_low": ci["ci_low"]}
+                    | {"lpc_ci_high": ci["ci_high"], "success": float(np.mean(success[level]))})  # fmt: skip
+    levels = list(per_run)
+    pairs = []
+    for i, a in enumerate(levels):
+        for b in levels[i + 1 :]:
+            shared = sorted(set(per_run[a]) & set(per_run[b]), key=str)
+            d = paired_difference(
+                [per_run[a][r] for r in shared], [per_run[b][r] for r in shared], "mean_lpc"
+            )
+            pairs.append({"level_a": a, "level_b": b, "runs": d["n"], "lpc_a": d["mean_a"], "lpc_b": d["mean_b"]}
+                         | {"difference": d["estimate"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "p": d["p"]})  # fmt: skip
+    pair_df = pd.DataFrame(pairs)
+    if len(pair_df):
+        pair_df["p_holm"] = holm(pair_df["p"])
+    return pd.DataFrame(rows), pair_df
