@@ -10,7 +10,8 @@ encoders), `devices` (the device setting, device-free saved state, CUDA's determ
 `input_dim` and checkpoints), `numpy_policy` and `collection` (the
 acting step and the collector), `replay_buffer`, `bot_demos` and `imitation` (the training loop,
 and where a run stands), `results` (the results table), `routing_cache` and `routing_analysis` (the cache schema
-and its numbers), `phases` and `inference` (phase systems; statistics across runs), `lmc_settings`
+and its numbers), `phases`, `conditions`, `inference`, `contrasts` and `difficulty` (phase systems; a run's
+condition; statistics across runs; paired contrasts; multi-task difficulty), `lmc_settings`
 `lmc_experiment`, `lmc_stats` and `connectivity` (linear mode connectivity: settings, an
 experiment's identity, its statistics, interpolation, barriers, routing agreement),
 the figure modules (`plot_style`, `results_plots`, `stats_plots`, `lmc_plots`, `generative_plots`,
