@@ -69,7 +69,7 @@ OUTPUT_KEYS = (
     "recent_window",
     "wandb_project",
 )
-EXECUTION_KEYS = ("num_workers", "fast_env", "num_updates")
+EXECUTION_KEYS = ("num_workers", "fast_env", "num_updates", "device")  # device: same numbers, any device
 NOT_RECIPE = frozenset(REPLICATE_KEYS + OUTPUT_KEYS + EXECUTION_KEYS)
 MOP_ONLY_KEYS = frozenset(
     {
@@ -139,6 +139,16 @@ def recipe(config: Mapping[str, Any], complete: bool = True) -> dict[str, Any]:
             out[key] = _plain(recipe_value(dict(config), key))
         except ConfigError:
             out[key] = str(config[key])
+    if out.get("input_dim") not in (None, UNKNOWN):
+        # the earlier system's input_dim says no more than its encoding's size when the two agree
+        # (train_mop writes 985 for onehot): null, so such a run is the recipe it always was
+        from mop.babyai_env import obs_dim
+
+        try:
+            if out["input_dim"] == obs_dim(out.get("obs_encoding")):
+                out["input_dim"] = None
+        except (KeyError, ValueError, TypeError):
+            pass
     return out
 
 

@@ -58,6 +58,15 @@ def test_a_recipe_leaves_out_replicate_output_and_execution_keys_and_the_other_p
     assert conditions.condition_id(base).startswith("mop-") and conditions.condition_id(gru).startswith(
         "gru-"
     )
+    # the device is execution (same numbers on any device), and input_dim equal to its encoding's
+    # size is no more than the encoding (train_mop writes 985 for onehot): neither moves the id
+    assert "device" not in base
+    written = conditions.recipe({**vars(cfg), "policy_type": "mop", "device": "cpu", "input_dim": 985})
+    assert conditions.condition_id(written) == conditions.condition_id(base)
+    raw = conditions.recipe({**vars(cfg), "policy_type": "mop", "obs_encoding": "raw", "input_dim": 985})
+    assert conditions.condition_id(raw) != conditions.condition_id(
+        conditions.recipe({**vars(cfg), "policy_type": "mop", "obs_encoding": "raw"})
+    )
 
 
 def test_labels_name_the_keys_in_which_conditions_differ_and_extra_keys_refuse_a_pair():
