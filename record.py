@@ -44,10 +44,12 @@ from mop.numpy_policy import one_thread
 from mop.runs import (
     OutputError,
     RunId,
+    RunLockedError,
     RunPathError,
     atomic_write,
     atomic_write_text,
     check_writable_dir,
+    own_run,
     parse_checkpoint_name,
 )
 
@@ -357,17 +359,18 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             out = Path(args.out)
         check_writable_dir(out, "--out")
-        meta = record(
-            args.checkpoint,
-            out,
-            args.num_episodes,
-            args.num_envs,
-            args.chunk_steps,
-            args.max_steps,
-            True,
-            args.device,
-        )
-    except (RecordingError, CheckpointError, RunPathError, ConfigError, OutputError) as e:
+        with own_run(out):  # one recording per folder at a time: a second one is refused
+            meta = record(
+                args.checkpoint,
+                out,
+                args.num_episodes,
+                args.num_envs,
+                args.chunk_steps,
+                args.max_steps,
+                True,
+                args.device,
+            )
+    except (RecordingError, CheckpointError, RunPathError, ConfigError, OutputError, RunLockedError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(

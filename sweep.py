@@ -65,6 +65,7 @@ import yaml
 from mop import conditions, experiment
 from mop.runs import (
     OutputError,
+    RunLockedError,
     RunPathError,
     atomic_write_text,
     check_writable_dir,
@@ -428,7 +429,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     try:
         return run(args, list(sys.argv[1:] if argv is None else argv))
-    except (SweepError, conditions.ConditionError, experiment.ConfigError, OutputError, RunPathError) as e:
+    except (
+        SweepError,
+        conditions.ConditionError,
+        experiment.ConfigError,
+        OutputError,
+        RunPathError,
+        RunLockedError,  # a run of the grid being trained by another sweep or training: one line
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

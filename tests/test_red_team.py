@@ -15,14 +15,13 @@ traceback, and nothing written or changed in the watched folder (the whole tempo
 `main(argv)` (fast); those whose output must be checked exactly as a user sees it (torch's
 warnings, the notebooks, Modal's CLI) run as subprocesses.
 
-Cases in stages the issue-30 helper (stats, seed_metrics and sweep bad input) and issue-31 helper
-(record, train_generative, generative_analysis) own are marked xfail(strict=False) with their
-owner: they count in the sweep, they do not fail the suite, and an XPASS says the owner fixed one.
+Every case must pass (the stages of issues 30 and 31, once xfail while their owners worked, are
+fixed: `owner` records whose stage a case covers).
 Tier 1 (no marker): cases refused before any checkpoint, recording or model is needed; tier 2
 (slow): cases that need the session's tiny run, a recording or a generative model.
 
     pytest tests/test_red_team.py -m "not slow" -q        # tier 1
-    pytest tests/test_red_team.py -q -rxX                  # the whole sweep, with its xfail list
+    pytest tests/test_red_team.py -q                       # the whole sweep
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ OWNERS = {"30": "issue 30 (stats/seed_metrics/sweep bad input)", "31": "issue 31
 @dataclass(frozen=True)
 class Case:
     """One bad command: `stage` (script name) with `args` ({placeholders} filled from the inputs);
-    `kind` one of number/path/content; `owner` the helper issue whose stage it is (xfail);
+    `kind` one of number/path/content; `owner` the issue whose stage it is (OWNERS);
     `needs` the tier-2 inputs it uses; `subprocess` to run it as `python stage args` (with
     `timeout` seconds, for cases that could hang or whose warnings matter); `env` for notebooks."""
 
@@ -623,8 +622,6 @@ def case_ids(cases: list[Case]) -> list[str]:
 
 def param(case: Case, case_id: str):
     marks = []
-    if case.owner:
-        marks.append(pytest.mark.xfail(strict=False, reason=f"owned by {OWNERS[case.owner]}"))
     if case.needs or case.subprocess:  # a trained input, or a fresh interpreter (seconds each)
         marks.append(pytest.mark.slow)
     return pytest.param(case, id=case_id, marks=marks)
@@ -986,7 +983,6 @@ def test_two_batch_evals_into_one_csv_lose_no_row(trained, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=f"owned by {OWNERS['31']}")
 def test_two_recordings_into_one_out(trained, tmp_path):
     args = [
         "--checkpoint",
@@ -1004,7 +1000,6 @@ def test_two_recordings_into_one_out(trained, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=f"owned by {OWNERS['31']}")
 def test_two_generative_trainings_into_one_out(generative, tmp_path):
     args = ["--dataset", str(generative["recording"]), "--out", str(tmp_path / "g"), "--num_init_steps", "2"]
     args += [
@@ -1048,7 +1043,6 @@ def test_two_seed_metrics_exports_to_one_out(trained, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=f"owned by {OWNERS['30']}")
 def test_two_sweeps_of_one_grid_at_once(tmp_path):
     args = [
         "--config",
