@@ -25,7 +25,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mop.inference import NO_INFERENCE, SCALARS, SPATIAL, stars
-from mop.plot_style import PANEL, note, sized_figure, styled
+from mop.plot_style import PANEL, PAPER_WIDTH, new_figure, note, sized_figure, styled
 from mop.routing_analysis import to_grid
 
 LABELS = {
@@ -63,6 +63,26 @@ def _conditions(runs: pd.DataFrame) -> list[tuple[str, str]]:
     return [(c, str(names[c])) for c in order]
 
 
+def _sized(width: float, height: float, layout: str) -> Figure:
+    """A stats figure of (width, height) inches on screen (at most SCREEN_WIDTH, aspect kept); in the
+    paper layout one column wide and taller rather than shrunk (its condition ticks, legend and note
+    need the height a scaled-down figure would lose)."""
+    if layout == "paper" and width > PAPER_WIDTH:
+        return new_figure(PAPER_WIDTH, height * 1.3 + 0.9)
+    return sized_figure(width, height, layout)
+
+
+def _finish(fig: Figure, layout: str) -> Figure:
+    """In the paper layout, condition names along an axis stand upright (side by side they overlap
+    in one column)."""
+    if layout == "paper":
+        for ax in fig.axes:
+            labels = [t.get_text() for t in ax.get_xticklabels()]
+            if any(any(ch.isalpha() for ch in text) for text in labels):
+                ax.tick_params(axis="x", labelrotation=90, labelsize=5)
+    return fig
+
+
 def _number(v) -> float:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else math.nan
 
@@ -83,7 +103,7 @@ def plot_r_vs_alpha(
     if not conds:
         raise ValueError("no run with a known condition")
     width = max(PANEL, _tick_width([t for _, t in conds]) * len(conds) + 0.8)
-    fig = sized_figure(width * len(phases) + 0.3, PANEL + 0.6, layout)
+    fig = _sized(width * len(phases) + 0.3, PANEL + 0.6, layout)
     axes = np.atleast_1d(fig.subplots(1, len(phases), sharey=True, squeeze=False)[0])
     x = np.arange(len(conds))
     ids = [c for c, _ in conds]
@@ -121,7 +141,9 @@ def plot_r_vs_alpha(
         ax.set_title(p)
     axes[0].set_ylabel("Pearson r over cells (seed mean, 95% CI)")
     axes[0].set_ylim(-1.05, 1.05)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
+    fig.legend(
+        *axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=1 if layout == "paper" else 3
+    )
     fig.suptitle(
         "Spatial LPC correlations per condition (stars: t-test on z over runs, Holm over the figure)"
     )
@@ -133,7 +155,7 @@ def plot_r_vs_alpha(
             "runs; dots: each run's r.",
         ),
     )
-    return fig
+    return _finish(fig, layout)
 
 
 def _runs_note(runs: pd.DataFrame, what: str) -> str:
@@ -164,7 +186,7 @@ def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame, layout: str
     runs (inference.runs_with_alpha) as dots (success: with the run's own Wilson interval from its
     episodes). A metric a condition does not measure (a GRU's LPC) is left empty."""
     conds = _conditions(runs)
-    fig = sized_figure(
+    fig = _sized(
         max(PANEL * 1.6, _tick_width([t for _, t in conds]) * len(conds) + 1.2),
         1.45 * len(SCALARS) + 1.3,
         layout,
@@ -200,14 +222,14 @@ def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame, layout: str
     )
     if n.max() < 2:
         note(fig, "One run per α: no interval across runs (the line joins the single runs).")
-    return fig
+    return _finish(fig, layout)
 
 
 @styled
 def plot_metrics_vs_update(by_update: pd.DataFrame, layout: str = "screen") -> Figure:
     """The four metrics against the checkpoint's update, one line per condition (the across-run
     estimate and its 95% CI band on the metric's scale: inference.metrics_by_update)."""
-    fig = sized_figure(PANEL * 2, PANEL * 1.7, layout)
+    fig = _sized(PANEL * 2, PANEL * 1.7, layout)
     axes = fig.subplots(2, 2).ravel()
     order = list(dict.fromkeys(by_update["condition"]))
     for k, cid in enumerate(order):
@@ -224,7 +246,12 @@ def plot_metrics_vs_update(by_update: pd.DataFrame, layout: str = "screen") -> F
             ax.fill_between(u, low, high, color=f"C{k}", alpha=0.15, lw=0)
             ax.set_xlabel("update")
             ax.set_ylabel(LABELS[m])
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=6)
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="outside lower center",
+        ncols=1 if layout == "paper" else 2,
+        fontsize=6,
+    )
     fig.suptitle("Metrics vs training update (95% CI over runs; success: logit, path ratio: log scale)")
     n = pd.to_numeric(by_update["n"], errors="coerce") if "n" in by_update.columns else pd.Series([0])
     span = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}–{int(n.max())}"
@@ -236,7 +263,7 @@ def plot_metrics_vs_update(by_update: pd.DataFrame, layout: str = "screen") -> F
             f"Band: 95% t interval across the runs of each condition at that update (n = {span} runs); "
             "no band where an update has one run.",
         )
-    return fig
+    return _finish(fig, layout)
 
 
 @styled
@@ -246,7 +273,7 @@ def plot_phase_alpha_grid(cells: dict, quantity: str, layout: str = "screen") ->
     colour scale per figure, unvisited cells grey. Descriptive: no test."""
     columns = list(dict.fromkeys(a for a, _ in cells))
     phases = list(dict.fromkeys(p for _, p in cells))
-    fig = sized_figure(1.9 * len(columns) + 0.8, 1.7 * len(phases) + 0.7, layout)
+    fig = _sized(1.9 * len(columns) + 0.8, 1.7 * len(phases) + 0.7, layout)
     axes = np.atleast_2d(fig.subplots(len(phases), len(columns), squeeze=False))
     values = [c[quantity].to_numpy(float) for c, _ in cells.values() if len(c)]
     finite = np.concatenate(values) if values else np.array([0.0])
@@ -272,7 +299,7 @@ def plot_phase_alpha_grid(cells: dict, quantity: str, layout: str = "screen") ->
         fig.colorbar(image, ax=axes, shrink=0.6, label=QUANTITIES[quantity])
     fig.suptitle(f"{QUANTITIES[quantity]} per cell, each condition's runs pooled (descriptive)")
     note(fig, "The steps of every run of a condition pooled, per phase; one value per cell, no interval.")
-    return fig
+    return _finish(fig, layout)
 
 
 @styled
@@ -286,7 +313,7 @@ def plot_pooled_scatter(
     fits: per phase, inference.phase_fits of those runs."""
     phases = list(fits)
     conds = _conditions(runs) if len(runs) else []
-    fig = sized_figure(max(PANEL * len(phases), 5.0), PANEL + 0.9, layout)
+    fig = _sized(max(PANEL * len(phases), 5.0), PANEL + 0.9, layout)
     axes = np.atleast_1d(fig.subplots(1, len(phases), squeeze=False)[0])
     for ax, p in zip(axes, phases):
         for k, (cid, label) in enumerate(conds):
@@ -305,7 +332,12 @@ def plot_pooled_scatter(
         ax.text(0.03, 0.95, text, transform=ax.transAxes, va="top", fontsize=7)
     axes[0].set_ylabel("mean LPC in phase")
     if conds:
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=6)
+        fig.legend(
+            *axes[0].get_legend_handles_labels(),
+            loc="outside lower center",
+            ncols=1 if layout == "paper" else 2,
+            fontsize=6,
+        )
     fig.suptitle(
         "Runs of every condition pooled: phase LPC vs phase entropy\n(OLS over runs, 95% band; descriptive, no test)"
     )
@@ -314,7 +346,7 @@ def plot_pooled_scatter(
         f"Line: OLS fit over the {len(runs)} runs (points); band: 95% confidence band of the fitted mean; "
         "no fit below 3 runs.",
     )
-    return fig
+    return _finish(fig, layout)
 
 
 @styled
@@ -331,7 +363,7 @@ def plot_correlation_summary(
     names = dict(zip(summary["condition"], summary["condition_label"]))
     shown = ("lpc_entropy", "lpc_kl_global")
     width = max(PANEL, max(_tick_width([names[c] for c in ids]), 0.9) * len(ids) + 0.8)
-    fig = sized_figure(width * len(phases), PANEL + 0.8, layout)
+    fig = _sized(width * len(phases), PANEL + 0.8, layout)
     axes = np.atleast_1d(fig.subplots(1, len(phases), sharey=True, squeeze=False)[0])
     width = 0.2
     for ax, p in zip(axes, phases):
@@ -358,12 +390,31 @@ def plot_correlation_summary(
                     top = high if np.isfinite(high) else mean
                     if np.isfinite(top) and mark:
                         ax.text(xpos, top + 0.03 if top >= 0 else top - 0.1, mark, ha="center", fontsize=5)
+            drawn = summary[(summary["phase"] == p) & (summary["condition"] == cid)]
+            if not np.isfinite(
+                pd.to_numeric(drawn.get("mean_r", pd.Series(dtype=float)), errors="coerce")
+            ).any():
+                # no r at all: LPC is one number in every cell (experts of equal size), or no cells
+                ax.text(
+                    i,
+                    0.05,
+                    "no r:\nLPC constant\nor no cells",
+                    ha="center",
+                    va="bottom",
+                    fontsize=5,
+                    color="0.4",
+                )
         ax.axhline(0, color="0.6", lw=0.6)
         ax.set_xticks(range(len(ids)), [_tick(names[c]) for c in ids], fontsize=6)
         ax.set_title(p)
     axes[0].set_ylabel("mean r over runs (Fisher z), 95% CI")
     axes[0].set_ylim(-1.05, 1.15)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=7)
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="outside lower center",
+        ncols=1 if layout == "paper" else 2,
+        fontsize=7,
+    )
     fig.suptitle(
         "LPC vs decision-relevance per condition: raw r (solid) and partial r given log visits (hatched)"
     )
@@ -372,7 +423,7 @@ def plot_correlation_summary(
         "Whisker: 95% t interval of the mean Fisher z across the condition's runs; 'n=1': one run, no "
         "interval. Partial r: the cells' LPC and the quantity, each with log visits regressed out.",
     )
-    return fig
+    return _finish(fig, layout)
 
 
 CONTRAST_UNITS = {"success_rate": "difference in success rate", "mean_lpc": "difference in LPC per step",
@@ -386,12 +437,12 @@ def plot_contrasts(compared: pd.DataFrame, layout: str = "screen") -> Figure:
     t-test on the differences (mop.contrasts.contrasts). Rows name B vs A."""
     compared = compared[np.isfinite(compared["estimate"].to_numpy(dtype=float))]  # a GRU has no LPC
     metrics = [m for m in SCALARS if m in set(compared["metric"])]
-    fig = sized_figure(
-        PANEL * 2.2,
-        0.45 * len(compared) / max(len(metrics), 1) * 2 + 1.6 * ((len(metrics) + 1) // 2),
-        layout,
-    )
-    axes = np.atleast_1d(fig.subplots((len(metrics) + 1) // 2, 2, squeeze=False).ravel())
+    per_panel = len(compared) / max(len(metrics), 1)  # contrasts in each metric's panel
+    if layout == "paper":  # one panel per row: a column holds one panel of long contrast names
+        fig, cols = new_figure(PAPER_WIDTH, (0.3 * per_panel + 0.9) * len(metrics) + 0.6), 1
+    else:
+        fig, cols = _sized(PANEL * 2.2, 0.9 * per_panel + 1.6 * ((len(metrics) + 1) // 2), layout), 2
+    axes = np.atleast_1d(fig.subplots(-(-len(metrics) // cols), cols, squeeze=False).ravel())
     for ax, m in zip(axes, metrics):
         rows = compared[compared["metric"] == m].reset_index(drop=True)
         y = np.arange(len(rows))[::-1]
@@ -411,7 +462,7 @@ def plot_contrasts(compared: pd.DataFrame, layout: str = "screen") -> Figure:
     fig.suptitle(
         "Contrasts paired by seed: mean difference, 95% t CI over seeds (p: t-test, Holm over the table)"
     )
-    return fig
+    return _finish(fig, layout)
 
 
 @styled
@@ -419,8 +470,13 @@ def plot_knockouts(knocked: pd.DataFrame, layout: str = "screen") -> Figure:
     """Per condition and knockout: the paired difference knockout - none across runs (one
     checkpoint per run), 95% t CI, Holm p; one panel per metric (mop.contrasts.knockout_pairs)."""
     metrics = list(dict.fromkeys(knocked["metric"]))
-    fig = sized_figure(PANEL * len(metrics), 0.5 * len(knocked) / max(len(metrics), 1) + 1.6, layout)
-    axes = np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False)[0])
+    per_panel = len(knocked) / max(len(metrics), 1)
+    if layout == "paper":  # panels stacked: a column holds one panel of long condition names
+        fig = new_figure(PAPER_WIDTH, (0.35 * per_panel + 1.0) * len(metrics) + 0.6)
+        axes = np.atleast_1d(fig.subplots(len(metrics), 1, squeeze=False)[:, 0])
+    else:
+        fig = _sized(PANEL * len(metrics), 0.5 * per_panel + 1.6, layout)
+        axes = np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False)[0])
     for ax, m in zip(axes, metrics):
         rows = knocked[knocked["metric"] == m].reset_index(drop=True)
         y = np.arange(len(rows))[::-1]
@@ -438,4 +494,4 @@ def plot_knockouts(knocked: pd.DataFrame, layout: str = "screen") -> Figure:
         )
         ax.set_xlabel(f"knockout − none: {LABELS.get(m, m)}", fontsize=7)
     fig.suptitle("Knockouts, runs as units (one checkpoint per run): paired difference, 95% t CI, Holm p")
-    return fig
+    return _finish(fig, layout)
