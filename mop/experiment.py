@@ -163,6 +163,16 @@ class TrainConfig:
         "updates over which the learning rate goes from --lr to --lr_final (0: constant --lr)", 0
     )
     max_grad_norm: float | None = _help("clip the gradient norm to this (null: no clipping)", 1.0)
+    epochs: int = _help(
+        "optimizer steps per update, each a pass over the same batch (the fresh unroll and its replayed "
+        "episodes), from the memory the batch was collected with; 1: one step per batch",
+        1,
+    )
+    entropy_coef: float = _help(
+        "entropy bonus: the loss minus this times the mean entropy of the policy's action distribution "
+        "on the labelled steps (BabyAI's imitation learning: 0.01; 0: off, the entropy is still logged)",
+        0.0,
+    )
     aux_rooms_weight: float = _help(
         "auxiliary loss on levels of several rooms: a linear head reads, from the memory after each "
         "step, which rooms the agent has stood in so far this episode (binary cross-entropy per "
@@ -183,9 +193,16 @@ class TrainConfig:
         "onehot",
     )
     input_encoder: str = _help(
-        "how obs and mission enter the policy: 'linear' (the earlier system's Linear(obs ⊕ mission)) or 'bilinear' "
-        "(per-cell detectors whose weights the mission sets; needs obs_encoding onehot)",
+        "how obs and mission enter the policy: 'linear' (the earlier system's Linear(obs ⊕ mission)), 'bilinear' "
+        "(per-cell detectors whose weights the mission sets; needs obs_encoding onehot) or 'film' (BabyAI 1.1's "
+        "trunk: per-cell code embedding, two 3x3 convs, two mission-conditioned FiLM blocks with residuals, "
+        "max-pool over the view at the end; needs obs_encoding onehot; see --trunk_channels)",
         "bilinear",
+    )
+    trunk_channels: int = _help(
+        "input_encoder 'film': channels of its embedding and convolutions (BabyAI 1.1: 128; the learner's "
+        "cost grows with its square)",
+        128,
     )
     lang_encoder: str = _help(
         "mission encoder: 'bow' (learned bag of words over the BabyAI vocabulary, offline; blind to "
@@ -210,6 +227,12 @@ class TrainConfig:
         "routing-dependent expert dropout (Cook et al. 2025): max drop probability beta; 0 = off", 0.0
     )
     expert_dropout_gamma: float = _help("... applied to experts whose weight is below gamma", 0.1)
+    layer_norm_residual: bool = _help(
+        "the MoP paper's block (Cook et al. 2025's code): each layer outputs LayerNorm(x + mixture(x)) and "
+        "each expert applies LayerNorm and ReLU after its GRU. false: the earlier system's bare mixture "
+        "(its checkpoints load as they are)",
+        False,
+    )
     # LPC regulariser (train_mop.py)
     lpc_alpha: float = _help("weight of the Learned Pathway Complexity cost (0: logged, not trained on)", 0.0)
     lpc_exponent: float = _help("LPC = sum of w_j * size_j ** lpc_exponent", 2.0)
@@ -346,6 +369,8 @@ LIMITS = {
     "lr_final": (1.0, "Adam diverges at once above it"),
     "lr_decay_updates": (10**9, "no run is longer: num_updates is at most 1e9"),
     "buffer_episodes": (10**7, "memory"),
+    "trunk_channels": (1024, "memory and time: the learner's cost grows with its square"),
+    "epochs": (1000, "an update of more passes would not end"),
     "demos": (10**7, "the layouts of one demo set (babyai_env.DEMO_SET_STRIDE)"),
     "demo_seed": (49, "50 disjoint demo sets lie between the evaluation and training seeds"),
 }
@@ -385,6 +410,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "router_hidden_size",
         "hidden_size",
         "recent_window",
+        "trunk_channels",
     ):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {getattr(cfg, key)}")
@@ -406,6 +432,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("buffer_episodes", "demos", "demo_seed"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: off), got {getattr(cfg, key)}")
+    if cfg.epochs < 1:
+        raise ConfigError(f"epochs must be >= 1 (optimizer steps per batch), got {cfg.epochs}")
+    if cfg.entropy_coef < 0:
+        raise ConfigError(f"entropy_coef must be >= 0 (a bonus; 0: off), got {cfg.entropy_coef}")
     if not 0.0 <= cfg.replay_ratio < 1.0:
         raise ConfigError(f"replay_ratio must be in [0, 1), got {cfg.replay_ratio}")
     if cfg.demos and "," in cfg.task_id:
@@ -441,10 +471,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("lpc_alpha and lpc_exponent must be >= 0 and lpc_epsilon > 0")
     if cfg.obs_encoding not in OBS_ENCODINGS:
         raise ConfigError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {cfg.obs_encoding!r}")
-    if cfg.input_encoder not in ("linear", "bilinear"):
-        raise ConfigError(f"input_encoder must be 'linear' or 'bilinear', got {cfg.input_encoder!r}")
+    if cfg.input_encoder not in ("linear", "bilinear", "film"):
+        raise ConfigError(f"input_encoder must be 'linear', 'bilinear' or 'film', got {cfg.input_encoder!r}")
     if cfg.input_encoder == "bilinear" and cfg.obs_encoding != "onehot":
         raise ConfigError("input_encoder 'bilinear' needs obs_encoding 'onehot'")
+    if cfg.input_encoder == "film" and cfg.obs_encoding != "onehot":
+        raise ConfigError(
+            f"input_encoder 'film' reads each cell's codes from the one-hot view: it needs obs_encoding "
+            f"'onehot', got {cfg.obs_encoding!r}"
+        )
     if cfg.lang_encoder not in ("bow", "gru", "distilbert"):
         raise ConfigError(f"lang_encoder must be 'bow', 'gru' or 'distilbert', got {cfg.lang_encoder!r}")
     for key, tp in _TYPES.items():  # also for a TrainConfig built without load_config
@@ -738,6 +773,9 @@ def upgrade_checkpoint(ckpt: dict) -> dict:
     config.setdefault("policy_type", "mop")
     config.setdefault("obs_encoding", "raw")
     config.setdefault("input_encoder", "linear")
+    # Architecture keys newer than a checkpoint: absent means the layer and encoders it was made with.
+    config.setdefault("layer_norm_residual", False)
+    config.setdefault("trunk_channels", 128)
     config.setdefault("num_actions", 7)
     config.setdefault("update", ckpt.get("update"))
     if "lang_encoder" not in config:

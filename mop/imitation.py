@@ -5,6 +5,7 @@ One update, as the loop body reads:
                                   processes), the bot labels every visited state
     parts = learner.step(chunk)   the learner replays the unroll as whole sequences with gradients
                                   from the memory the workers started from, one Adam step on loss_fn
+                                  (minus --entropy_coef x the policy's entropy), --epochs times
     state.record(chunk, parts)    counters, recent success and path ratio
     log / save                    metrics.jsonl (+ tqdm, stdout, wandb) and checkpoints
 The replay equals the acting pass (a test checks the logits), so this is the same algorithm as
@@ -191,8 +192,9 @@ class Learner:
         return cls(cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn, aux_head)
 
     def step(self, chunk: dict, lr: float | None = None) -> dict:
-        """Replay one chunk with gradients and take one optimizer step (at learning rate `lr`;
-        None: the optimizer's current one); returns the loss parts."""
+        """Replay one chunk with gradients and take cfg.epochs optimizer steps on it (at learning
+        rate `lr`; None: the optimizer's current one); returns the loss parts of the first pass
+        (the batch as the weights found it; with epochs > 1 also train/ce_last_epoch)."""
         self.policy.train()
         self.encoder.train()
         obs = encode_obs(
@@ -201,11 +203,36 @@ class Learner:
             torch.from_numpy(chunk["carrying"]),
             self.cfg.obs_encoding,
         )  # (T, N, obs_dim)
+        labels, mask = torch.from_numpy(chunk["label"]), torch.from_numpy(chunk["label_mask"])
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        first: dict = {}
+        for epoch in range(self.cfg.epochs):
+            # Every pass starts from the memory the chunk was collected with (and replayed episodes
+            # from their reset), as the first does: later passes see weights that moved since.
+            parts = self._pass(chunk, obs, labels, mask)
+            if epoch == 0:
+                first = parts
+            elif "train/ce" in parts:
+                first["train/ce_last_epoch"] = parts["train/ce"]
+        first["train/epochs"] = self.cfg.epochs
+        return first
+
+    def _pass(self, chunk: dict, obs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> dict:
+        """One forward + backward over the chunk and one optimizer step; the loss parts."""
         lang = self.encoder(chunk["missions"])[torch.from_numpy(chunk["mission_index"])]  # (T, N, lang_dim)
         out = self.policy.forward_sequence(obs, lang, chunk["memory"], torch.from_numpy(chunk["done"]))
-        loss, parts = self.loss_fn(
-            out, torch.from_numpy(chunk["label"]), torch.from_numpy(chunk["label_mask"])
-        )
+        loss, parts = self.loss_fn(out, labels, mask)
+        if mask.any():
+            # BabyAI's imitation loss: minus entropy_coef x the policy's mean entropy on the labelled
+            # steps (logged whatever the coefficient, so arms can be compared).
+            with torch.set_grad_enabled(self.cfg.entropy_coef > 0):
+                log_p = torch.log_softmax(out.logits[mask], dim=-1)
+                entropy = -(log_p.exp() * log_p).sum(-1).mean()
+            parts["train/entropy"] = entropy.item()
+            if self.cfg.entropy_coef > 0:
+                loss = loss - self.cfg.entropy_coef * entropy
         if self.aux_head is not None:
             aux = aux_rooms_loss(self.aux_head, out, chunk["rooms_visited"], parts)
             loss = loss + self.cfg.aux_rooms_weight * aux
@@ -215,9 +242,6 @@ class Learner:
         loss.backward()
         if self.cfg.max_grad_norm is not None:
             parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
-        if lr is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
         self.optimizer.step()
         if not all(bool(torch.isfinite(p).all()) for p in self.params):
             raise TrainingDiverged(
