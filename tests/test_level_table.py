@@ -234,3 +234,16 @@ def test_a_rows_command_pastes_into_a_shell_and_gives_the_rows_config():
     assert words[:4] == ["python", "train_mop.py", "--config", "configs/BabyAI-Unlock-v0.yaml"]
     args = build_arg_parser("x").parse_args(["--config", str(config), *words[4:]])
     assert config_from_args(args)[0] == load_config(config, overrides)
+
+
+def test_babyai_reference_numbers_name_their_source():
+    """Each BabyAI number says where it comes from (paper, table, version); GoToImpUnlock's is
+    BabyAI 1.0's published 87.2%, so its "90% of BabyAI" bar is 78.5% (issue 32)."""
+    for level, ref in levels.BABYAI.items():
+        if "success_1m" in ref:
+            assert ref["source"] in levels.BABYAI_SOURCES, level
+            assert 0 < ref["success_1m"] <= 100, level
+    imp = levels.BABYAI["BabyAI-GoToImpUnlock-v0"]
+    assert (imp["success_1m"], imp["success_1m_v11"]) == (87.2, 84.0)
+    assert round(0.9 * imp["success_1m"], 1) == 78.5
+    assert set(levels.BABYAI) == set(levels.LEVELS)
