@@ -11,6 +11,10 @@ router sends its weight tells us how much computation the policy thinks a state 
     MoELayer: router GRU(router_hidden_size) → Linear → softmax over experts (B, E)
               expert j: GRU(intermediate → s_j) → Linear(s_j → intermediate); s_j = 0 is identity
               output = Σ_j w_j · expert_j(x)            (dense soft mixture)
+    layer_norm_residual (the MoP paper's block): output = LayerNorm(x + Σ_j w_j · expert_j(x)),
+              expert j: GRU → LayerNorm(s_j) → ReLU → Linear (see MoELayer)
+    input_encoder 'film' (BabyAI 1.1's trunk, FiLMTrunk): per-cell code embedding → two 3x3 convs
+              → two mission-conditioned FiLM blocks with residuals → max-pool over the view → Linear
 
 Recurrent memory is ONE flat tensor per batch row, (B, memory_size): the hidden states of every
 router and every non-identity expert, concatenated layer by layer. Resetting, detaching, slicing
@@ -94,7 +98,11 @@ class MoPConfig:
     expert_hidden_sizes: tuple[tuple[int, ...], ...] = field(default=((0, 16, 32),) * 3)
     router_hidden_size: int = 64
     num_actions: int = NUM_ACTIONS
-    input_encoder: str = "linear"  # "linear" (earlier system) or "bilinear" (needs one-hot obs)
+    input_encoder: str = "linear"  # "linear" (earlier system), "bilinear" or "film" (both need one-hot obs)
+    trunk_channels: int = 128  # input_encoder "film": channels of its convolutions (BabyAI 1.1: 128)
+    # The MoP paper's block (jackcook/mixture-of-pathways): LayerNorm(x + mixture) per layer, and a
+    # norm and a ReLU after each expert's GRU. False: the earlier system's layer, bare mixture.
+    layer_norm_residual: bool = False
     # Routing-dependent expert dropout (Cook et al. 2025): an expert with weight w < gamma is
     # dropped with probability beta * (1 - w / gamma) during training. beta = 0 turns it off.
     expert_dropout_beta: float = 0.0
@@ -262,14 +270,23 @@ def gru_recurrence(
 
 
 class Expert(nn.Module):
-    """GRU(in -> size) + Linear(size -> in); size 0 is the identity (a free skip pathway)."""
+    """GRU(in -> size) + Linear(size -> in); size 0 is the identity (a free skip pathway).
+    With `norm` (layer_norm_residual) the GRU's state goes through LayerNorm(size) and a ReLU
+    before the Linear, as the MoP paper's expert does (there a BatchNorm1d; see MoELayer)."""
 
-    def __init__(self, dim: int, size: int):
+    def __init__(self, dim: int, size: int, norm: bool = False):
         super().__init__()
         self.size = size
+        self.norm: nn.LayerNorm | None = None
         if size > 0:
             self.gru = nn.GRU(dim, size)
             self.out = nn.Linear(size, dim)
+            if norm:
+                self.norm = nn.LayerNorm(size)
+
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        """The GRU state (..., size) -> what the output Linear reads (..., size)."""
+        return h if self.norm is None else torch.relu(self.norm(h))
 
 
 class Router(nn.Module):
@@ -310,13 +327,33 @@ def apply_knockout(
 
 
 class MoELayer(nn.Module):
-    def __init__(self, dim: int, sizes: Sequence[int], router_hidden_size: int):
+    """One MoP layer: a router and experts reading the same input x (T, B, D).
+
+    layer_norm_residual=False (the earlier system's layer): y = Σ_j w_j · expert_j(x).
+    layer_norm_residual=True, the MoP paper's block as its code builds it (jackcook/
+    mixture-of-pathways, pathways/model.py): `Block.forward` returns `self.ln(x + moe_output)`,
+    i.e. y = LayerNorm(x + Σ_j w_j · expert_j(x)), and `Expert.forward` runs GRU → norm → ReLU →
+    Linear. Taken from it: those two lines' meaning. Not taken: its BatchNorm1d after the expert's
+    GRU (here LayerNorm over the expert's units: batch statistics would make the learner's replay
+    differ from the acting pass and a row's action depend on the other rows of its batch) and its
+    ReLU between the router's GRU and output layer (the router here is unchanged). A size-0 expert
+    is still the identity, so with all the weight on it the layer returns LayerNorm(2x) =
+    LayerNorm(x) up to its eps: the cheap pathway passes its input on, normalised. The memory
+    holds the GRUs' states themselves (the norm only feeds the read-out); LPC is unchanged."""
+
+    def __init__(
+        self, dim: int, sizes: Sequence[int], router_hidden_size: int, layer_norm_residual: bool = False
+    ):
         super().__init__()
         self.sizes = tuple(sizes)
         self.knockout: torch.Tensor | None = None  # (E,) bool: experts disabled at inference
         self.knockout_threshold: float | None = None
         self.router = Router(dim, router_hidden_size, len(sizes))
-        self.experts = nn.ModuleList(Expert(dim, s) for s in sizes)
+        self.experts = nn.ModuleList(Expert(dim, s, layer_norm_residual) for s in sizes)
+        # Registered after the experts, and only when on: the default layer's state dict (and the
+        # earlier system's checkpoints) keep exactly their names.
+        self.norm = nn.LayerNorm(dim) if layer_norm_residual else None
+        self._gru_expert_modules = [e for e in self.experts if e.size > 0]
         self.grus = FusedGRUs([self.router.gru] + [e.gru for e in self.experts if e.size > 0])
         self.memory_sizes = self.grus.sizes
         self.dim = dim
@@ -348,6 +385,8 @@ class MoELayer(nn.Module):
         if self._identity_experts is not None:  # size 0: the input itself
             mixed.append(x * weights[..., self._identity_experts].sum(-1, keepdim=True))
         mixed = mixed[0] if len(mixed) == 1 else mixed[0] + mixed[1]
+        if self.norm is not None:
+            mixed = self.norm(x + mixed)
         return mixed, weights, h_seq
 
     def _read_out(self, h_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -359,11 +398,16 @@ class MoELayer(nn.Module):
         layer's forward + backward: there each Linear reads its own slice."""
         if not torch.is_grad_enabled():
             bias, weight = self._outputs.get()
+            if self.norm is not None:  # the experts' states through their norms (the router's as is)
+                parts = torch.split(h_seq, self.memory_sizes, dim=-1)
+                h_seq = torch.cat(
+                    [parts[0], *(e.features(p) for e, p in zip(self._gru_expert_modules, parts[1:]))], -1
+                )
             y = torch.addmm(bias, h_seq.reshape(-1, h_seq.shape[-1]), weight).view(*h_seq.shape[:-1], -1)
             E = len(self.sizes)
             return y[..., :E], y[..., E:].unflatten(-1, (-1, self.dim))
         parts = torch.split(h_seq, self.memory_sizes, dim=-1)
-        outs = [linear(p) for linear, p in zip(self._outputs_modules[1:], parts[1:])]
+        outs = [e.out(e.features(p)) for e, p in zip(self._gru_expert_modules, parts[1:])]
         return self._outputs_modules[0](parts[0]), torch.stack(outs, dim=-2) if outs else None
 
 
@@ -424,12 +468,89 @@ class BilinearInput(nn.Module):
         return self.proj(torch.cat([h, extra, lang], dim=-1))
 
 
-def make_input_encoder(kind: str, obs_dim: int, lang_dim: int, out_dim: int) -> nn.Module:
+VIEW = 7  # the agent's view is VIEW x VIEW cells
+
+
+class FiLMBlock(nn.Module):
+    """One of BabyAI 1.1's FiLM blocks (its `FiLM` module, after Perez et al. 2018), with the
+    residual its 'res' architectures add: x + relu(norm2(conv2(relu(norm1(conv1(x)))) * γ(m) + β(m))).
+    x (N, C, 7, 7), m the mission embedding (N, lang_dim). GroupNorm(1, C) stands for BabyAI's
+    BatchNorm2d (see FiLMTrunk)."""
+
+    def __init__(self, lang_dim: int, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm1 = nn.GroupNorm(1, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(1, channels)
+        self.gamma = nn.Linear(lang_dim, channels)
+        self.beta = nn.Linear(lang_dim, channels)
+
+    def forward(self, x: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
+        h = self.conv2(torch.relu(self.norm1(self.conv1(x))))
+        h = h * self.gamma(lang)[..., None, None] + self.beta(lang)[..., None, None]
+        return x + torch.relu(self.norm2(h))
+
+
+class FiLMTrunk(nn.Module):
+    """BabyAI 1.1's observation trunk (Hui et al. 2020, "BabyAI 1.1"; mila-iqia/babyai
+    babyai/model.py, arch 'bow_endpool_res'): each cell's object, colour and state codes are
+    embedded and summed (its ImageBOWEmbedding), two 3x3 convolutions with norm and ReLU, two FiLM
+    blocks conditioned on the mission with residuals, and only then a max-pool over the whole
+    7x7 view (its 'endpool'). The pooled features ⊕ direction ⊕ carrying ⊕ mission go through one
+    Linear to out_dim, the MoP layers' (or the GRU baseline's) input.
+
+    It reads the one-hot observation: a cell's one-hot (20) times a (20, C) matrix is exactly
+    the sum of its three codes' embeddings, so the embedding is a bias-free Linear per cell (the
+    'raw' codes are refused by the config). Departures from BabyAI's code, each for a reason:
+    GroupNorm(1, C) (per sample, over channels and cells) where it has BatchNorm2d, whose batch
+    statistics in training would make the learner's replay differ from the acting pass and tie a
+    row's action to its batch; the ReLU after its pool is left out (every block ends in a ReLU and
+    adds to a non-negative input, so it would be the identity); the mission reaches the FiLM
+    blocks as the mission encoder's one vector (no attention over its words).
+    x (..., obs_dim + lang_dim) with obs in the "onehot" layout -> (..., out_dim)."""
+
+    def __init__(self, obs_dim: int, lang_dim: int, out_dim: int, channels: int = 128):
+        super().__init__()
+        self.obs_dim, self.channels = obs_dim, channels
+        self.extra = obs_dim - ONEHOT_CELLS * ONEHOT_CELL_DIM
+        if self.extra < 0:
+            raise ValueError(f"input_encoder 'film' needs the one-hot observation, got obs_dim {obs_dim}")
+        self.embed = nn.Linear(ONEHOT_CELL_DIM, channels, bias=False)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm1 = nn.GroupNorm(1, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(1, channels)
+        self.film = nn.ModuleList(FiLMBlock(lang_dim, channels) for _ in range(2))
+        self.proj = nn.Linear(channels + self.extra + lang_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        cells = x[..., : ONEHOT_CELLS * ONEHOT_CELL_DIM].reshape(-1, VIEW, VIEW, ONEHOT_CELL_DIM)
+        extra, lang = x[..., ONEHOT_CELLS * ONEHOT_CELL_DIM : self.obs_dim], x[..., self.obs_dim :]
+        flat_lang = lang.reshape(-1, lang.shape[-1])
+        h = self.embed(cells).permute(0, 3, 1, 2)  # (N, C, 7, 7)
+        h = torch.relu(self.norm1(self.conv1(h)))
+        h = torch.relu(self.norm2(self.conv2(h)))
+        for block in self.film:
+            h = block(h, flat_lang)
+        pooled = h.amax(dim=(-2, -1)).reshape(*lead, self.channels)  # (..., C)
+        return self.proj(torch.cat([pooled, extra, lang], dim=-1))
+
+
+INPUT_ENCODERS = ("linear", "bilinear", "film")
+
+
+def make_input_encoder(
+    kind: str, obs_dim: int, lang_dim: int, out_dim: int, trunk_channels: int = 128
+) -> nn.Module:
     if kind == "linear":
         return nn.Linear(obs_dim + lang_dim, out_dim)
     if kind == "bilinear":
         return BilinearInput(obs_dim, lang_dim, out_dim)
-    raise ValueError(f"input_encoder must be 'linear' or 'bilinear', got {kind!r}")
+    if kind == "film":
+        return FiLMTrunk(obs_dim, lang_dim, out_dim, trunk_channels)
+    raise ValueError(f"input_encoder must be one of {INPUT_ENCODERS}, got {kind!r}")
 
 
 class MixtureOfExpertsPolicy(RecurrentPolicy):
@@ -438,10 +559,15 @@ class MixtureOfExpertsPolicy(RecurrentPolicy):
         self.config = config
         self.expert_sizes = config.expert_hidden_sizes
         self.input_projection = make_input_encoder(
-            config.input_encoder, config.obs_dim, config.lang_dim, config.intermediate_dim
+            config.input_encoder,
+            config.obs_dim,
+            config.lang_dim,
+            config.intermediate_dim,
+            config.trunk_channels,
         )
         self.layers = nn.ModuleList(
-            MoELayer(config.intermediate_dim, sizes, config.router_hidden_size) for sizes in self.expert_sizes
+            MoELayer(config.intermediate_dim, sizes, config.router_hidden_size, config.layer_norm_residual)
+            for sizes in self.expert_sizes
         )
         self.head = nn.Linear(config.intermediate_dim, config.num_actions)
         self.layer_memory_sizes = [sum(layer.memory_sizes) for layer in self.layers]
@@ -488,7 +614,8 @@ class MixtureOfExpertsPolicy(RecurrentPolicy):
 
 class GRUPolicy(RecurrentPolicy):
     """The baseline of train.py: obs ⊕ mission → one GRU(hidden_size) → Linear(num_actions).
-    With input_encoder 'bilinear' the same mission-conditioned input as the MoP policy feeds the GRU."""
+    With input_encoder 'bilinear' or 'film' the same mission-conditioned input as the MoP policy
+    feeds the GRU."""
 
     def __init__(
         self,
@@ -497,12 +624,15 @@ class GRUPolicy(RecurrentPolicy):
         hidden_size: int,
         num_actions: int = NUM_ACTIONS,
         input_encoder: str = "linear",
+        trunk_channels: int = 128,
     ):
         super().__init__()
         self.input_projection = None
         in_dim = obs_dim + lang_dim
         if input_encoder != "linear":  # the earlier system's baseline feeds obs ⊕ mission straight to the GRU
-            self.input_projection = make_input_encoder(input_encoder, obs_dim, lang_dim, hidden_size)
+            self.input_projection = make_input_encoder(
+                input_encoder, obs_dim, lang_dim, hidden_size, trunk_channels
+            )
             in_dim = hidden_size
         self.gru = nn.GRU(in_dim, hidden_size)
         self.head = nn.Linear(hidden_size, num_actions)
@@ -564,6 +694,7 @@ def build_policy(config: dict) -> RecurrentPolicy:
             config["hidden_size"],
             config["num_actions"],
             config.get("input_encoder", "linear"),
+            config.get("trunk_channels", 128),
         )
     return MixtureOfExpertsPolicy(
         MoPConfig(
@@ -574,6 +705,8 @@ def build_policy(config: dict) -> RecurrentPolicy:
             router_hidden_size=config["router_hidden_size"],
             num_actions=config["num_actions"],
             input_encoder=config.get("input_encoder", "linear"),
+            trunk_channels=config.get("trunk_channels", 128),
+            layer_norm_residual=config.get("layer_norm_residual", False),
             expert_dropout_beta=config.get("expert_dropout_beta", 0.0),
             expert_dropout_gamma=config.get("expert_dropout_gamma", 0.1),
         )

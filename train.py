@@ -4,6 +4,10 @@ Same loop, data, seeds, checkpoint layout and metrics as train_mop.py (so `diff 
 train_mop.py` shows the real difference): the policy is one GRU(hidden_size) and the loss is the
 cross-entropy on the bot's labels, with no routing and no LPC.
 
+The learner (mop/imitation.py) adds what both stages share: --entropy_coef subtracts that times
+the policy's mean entropy on the labelled steps (BabyAI's bonus), and --epochs takes that many
+optimizer steps on each update's batch.
+
 Reads config.yaml (every key is also a flag; the MoP keys are ignored); writes checkpoints and
 metrics.jsonl to <checkpoint_dir>/<task_id>/trial_<N>/[seed_<S>/].
 

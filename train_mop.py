@@ -7,6 +7,10 @@ cross-entropy on those labels plus the Learned Pathway Complexity cost (Cook et 
 CE and LPC are means over the labelled steps of the unroll. With --normalize_lpc the CE in the
 denominator is detached by default (--no-lpc_normalize_detach lets gradients through it).
 
+The learner (mop/imitation.py) adds what both stages share: --entropy_coef subtracts that times
+the policy's mean entropy on the labelled steps (BabyAI's bonus), and --epochs takes that many
+optimizer steps on each update's batch.
+
 Reads config.yaml (every key is also a flag); writes checkpoints and metrics.jsonl to
 <checkpoint_dir>/<task_id>/trial_<N>/[seed_<S>/].
 

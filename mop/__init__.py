@@ -6,10 +6,10 @@ stage can be pulled in by a library import. Modules, from the ground up: `runs` 
 writes, the run lock, path safety; torch-free), `fast_grid` and `babyai_env` (levels, seeds,
 observations, the bot), `bot_paths` (the cache of the bot's path lengths), `language` (mission
 encoders), `devices` (the device setting, device-free saved state, CUDA's deterministic mode),
-`experiment` and `legacy_config` (config schema, checkpoints, metrics; the earlier system's
+`experiment`, `metrics_log` and `legacy_config` (config schema, checkpoints, metrics; the earlier system's
 `input_dim` and checkpoints), `numpy_policy` and `collection` (the
-acting step and the collector), `replay_buffer`, `bot_demos` and `imitation` (the training loop,
-and where a run stands), `results` (the results table), `routing_cache` and `routing_analysis` (the cache schema
+acting step and the collector), `replay_buffer`, `bot_demos`, `imitation_data` and `imitation` (the training loop,
+its data, and where a run stands), `results` (the results table), `routing_cache` and `routing_analysis` (the cache schema
 and its numbers), `phases`, `conditions`, `inference`, `contrasts` and `difficulty` (phase systems; a run's
 condition; statistics across runs; paired contrasts; multi-task difficulty), `lmc_settings`
 `lmc_experiment`, `lmc_stats` and `connectivity` (linear mode connectivity: settings, an

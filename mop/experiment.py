@@ -38,7 +38,8 @@ import yaml
 
 from mop import legacy_config
 from mop.devices import DeviceError, check_device, cuda_rng_state, set_cuda_rng_state, to_cpu
-from mop.runs import OutputError, RunId, RunLockedError, atomic_write, atomic_write_text, resume_candidates
+from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
+from mop.runs import OutputError, RunId, RunLockedError, atomic_write, resume_candidates
 from mop.runs import run_dir as _run_dir
 
 # Version of the checkpoint dict written by save_checkpoint. Checkpoints without `format_version`
@@ -194,6 +195,16 @@ class TrainConfig:
         "updates over which the learning rate goes from --lr to --lr_final (0: constant --lr)", 0
     )
     max_grad_norm: float | None = _help("clip the gradient norm to this (null: no clipping)", 1.0)
+    epochs: int = _help(
+        "optimizer steps per update, each a pass over the same batch (the fresh unroll and its replayed "
+        "episodes), from the memory the batch was collected with; 1: one step per batch",
+        1,
+    )
+    entropy_coef: float = _help(
+        "entropy bonus: the loss minus this times the mean entropy of the policy's action distribution "
+        "on the labelled steps (BabyAI's imitation learning: 0.01; 0: off, the entropy is still logged)",
+        0.0,
+    )
     aux_rooms_weight: float = _help(
         "auxiliary loss on levels of several rooms: a linear head reads, from the memory after each "
         "step, which rooms the agent has stood in so far this episode (binary cross-entropy per "
@@ -219,9 +230,16 @@ class TrainConfig:
         "onehot",
     )
     input_encoder: str = _help(
-        "how obs and mission enter the policy: 'linear' (the earlier system's Linear(obs ⊕ mission)) or 'bilinear' "
-        "(per-cell detectors whose weights the mission sets; needs obs_encoding onehot)",
+        "how obs and mission enter the policy: 'linear' (the earlier system's Linear(obs ⊕ mission)), 'bilinear' "
+        "(per-cell detectors whose weights the mission sets; needs obs_encoding onehot) or 'film' (BabyAI 1.1's "
+        "trunk: per-cell code embedding, two 3x3 convs, two mission-conditioned FiLM blocks with residuals, "
+        "max-pool over the view at the end; needs obs_encoding onehot; see --trunk_channels)",
         "bilinear",
+    )
+    trunk_channels: int = _help(
+        "input_encoder 'film': channels of its embedding and convolutions (BabyAI 1.1: 128; the learner's "
+        "cost grows with its square)",
+        128,
     )
     lang_encoder: str = _help(
         "mission encoder: 'bow' (learned bag of words over the BabyAI vocabulary, offline; blind to "
@@ -246,6 +264,12 @@ class TrainConfig:
         "routing-dependent expert dropout (Cook et al. 2025): max drop probability beta; 0 = off", 0.0
     )
     expert_dropout_gamma: float = _help("... applied to experts whose weight is below gamma", 0.1)
+    layer_norm_residual: bool = _help(
+        "the MoP paper's block (Cook et al. 2025's code): each layer outputs LayerNorm(x + mixture(x)) and "
+        "each expert applies LayerNorm and ReLU after its GRU. false: the earlier system's bare mixture "
+        "(its checkpoints load as they are)",
+        False,
+    )
     # LPC regulariser (train_mop.py)
     lpc_alpha: float = _help("weight of the Learned Pathway Complexity cost (0: logged, not trained on)", 0.0)
     lpc_exponent: float = _help("LPC = sum of w_j * size_j ** lpc_exponent", 2.0)
@@ -390,6 +414,8 @@ LIMITS = {
     "lr_final": (1.0, "Adam diverges at once above it"),
     "lr_decay_updates": (10**9, "no run is longer: num_updates is at most 1e9"),
     "buffer_episodes": (10**7, "memory"),
+    "trunk_channels": (1024, "memory and time: the learner's cost grows with its square"),
+    "epochs": (1000, "an update of more passes would not end"),
     "demos": (10**7, "the layouts of one demo set (babyai_env.DEMO_SET_STRIDE)"),
     "demo_seed": (49, "50 disjoint demo sets lie between the evaluation and training seeds"),
 }
@@ -429,6 +455,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "router_hidden_size",
         "hidden_size",
         "recent_window",
+        "trunk_channels",
     ):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {getattr(cfg, key)}")
@@ -450,6 +477,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("buffer_episodes", "demos", "demo_seed"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: off), got {getattr(cfg, key)}")
+    if cfg.epochs < 1:
+        raise ConfigError(f"epochs must be >= 1 (optimizer steps per batch), got {cfg.epochs}")
+    if cfg.entropy_coef < 0:
+        raise ConfigError(f"entropy_coef must be >= 0 (a bonus; 0: off), got {cfg.entropy_coef}")
     if not 0.0 <= cfg.replay_ratio < 1.0:
         raise ConfigError(f"replay_ratio must be in [0, 1), got {cfg.replay_ratio}")
     if cfg.demos and "," in cfg.task_id:
@@ -489,10 +520,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         problem := legacy_config.contradiction(cfg.input_dim, cfg.obs_encoding)
     ):
         raise ConfigError(problem)
-    if cfg.input_encoder not in ("linear", "bilinear"):
-        raise ConfigError(f"input_encoder must be 'linear' or 'bilinear', got {cfg.input_encoder!r}")
+    if cfg.input_encoder not in ("linear", "bilinear", "film"):
+        raise ConfigError(f"input_encoder must be 'linear', 'bilinear' or 'film', got {cfg.input_encoder!r}")
     if cfg.input_encoder == "bilinear" and cfg.obs_encoding != "onehot":
         raise ConfigError("input_encoder 'bilinear' needs obs_encoding 'onehot'")
+    if cfg.input_encoder == "film" and cfg.obs_encoding != "onehot":
+        raise ConfigError(
+            f"input_encoder 'film' reads each cell's codes from the one-hot view: it needs obs_encoding "
+            f"'onehot', got {cfg.obs_encoding!r}"
+        )
     try:  # the spelling only: a config may name a GPU that only the machine it runs on has
         cfg.device = check_device(cfg.device, "device")
     except DeviceError as e:
@@ -922,72 +958,6 @@ def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfi
                 f"only {', '.join(sorted(RESUMABLE_OVERRIDES))} may change"
             )
     return validate(TrainConfig(**{k: _coerce(k, v) for k, v in stored.items()}))
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-class MetricLogger:
-    """metrics.jsonl in the run folder (slash names), and wandb when a project is given."""
-
-    def __init__(self, directory: Path, cfg: TrainConfig, resume: bool, resume_update: int | None = None):
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "metrics.jsonl"
-        self.wandb = None
-        if cfg.wandb_project:
-            try:
-                import wandb  # lazy: wandb is optional
-            except ImportError:
-                raise ConfigError(
-                    "wandb_project is set but wandb is not installed (pip install wandb)"
-                ) from None
-            name = f"{cfg.task_id}-t{cfg.trial}" + (f"-s{cfg.seed}" if cfg.seed is not None else "")
-            self.wandb = wandb.init(
-                project=cfg.wandb_project, name=name, config=dataclasses.asdict(cfg), resume="allow"
-            )
-        # A new run replaces an old metrics.jsonl with its first row, not before: a start that
-        # fails before logging anything leaves the file of a killed run as it was.
-        self.fresh = not resume
-        if resume and self.path.exists() and resume_update is not None:
-            # Rows logged after the checkpoint we resume from will be logged again: drop them (and
-            # a last line torn by a kill).
-            try:
-                kept = [r for r in read_metrics(self.path) if r.get("update", 0) <= resume_update]
-            except ValueError as e:
-                raise ConfigError(f"--resume: {e}") from None
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-
-    def log(self, row: dict) -> None:
-        with open(self.path, "w" if self.fresh else "a") as f:
-            f.write(json.dumps(row) + "\n")
-        self.fresh = False
-        if self.wandb is not None:
-            self.wandb.log(row, step=row["update"])
-
-    def close(self) -> None:
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The rows of a metrics.jsonl. A last line that is not JSON (torn by a kill mid-write) is
-    dropped; a bad line before it is a ValueError naming the file and line."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
-    rows = []
-    for n, line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if n == lines[-1][0]:
-                break
-            raise ValueError(
-                f"{str(path)!r} line {n} is not JSON: not a metrics.jsonl of this project"
-            ) from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{str(path)!r} line {n} is not a row of metrics")
-        rows.append(row)
-    return rows
 
 
 def cli_main(

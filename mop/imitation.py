@@ -5,6 +5,7 @@ One update, as the loop body reads:
                                   processes), the bot labels every visited state
     parts = learner.step(chunk)   the learner replays the unroll as whole sequences with gradients
                                   from the memory the workers started from, one Adam step on loss_fn
+                                  (minus --entropy_coef x the policy's entropy), --epochs times
     state.record(chunk, parts)    counters, recent success and path ratio
     log / save                    metrics.jsonl (+ tqdm, stdout, wandb) and checkpoints
 The replay equals the acting pass (a test checks the logits), so this is the same algorithm as
@@ -62,13 +63,11 @@ import numpy as np
 import torch
 
 from mop.babyai_env import MAX_ROOMS, RoomLayout, check_task_ids, encode_obs, make_env, obs_dim, quiet_reset
-from mop.collection import ParallelCollector
 from mop.devices import DeviceError, device_label, resolve_device, to_cpu, use_deterministic
 from mop.experiment import (
     ConfigError,
     MetricLogger,
     TrainConfig,
-    default_num_workers,
     newest_checkpoint,
     read_metrics,
     rng_state,
@@ -78,15 +77,18 @@ from mop.experiment import (
     seed_everything,
     set_rng_state,
 )
+from mop.imitation_data import (  # the loop's data; buffer_path re-exported for lmc.py and callers
+    DemoSource,
+    Replay,
+    buffer_path,  # noqa: F401
+    buffer_seed,
+    open_collector,
+)
 from mop.language import MissionEncoderError, build_mission_encoder
 from mop.numpy_policy import use_one_thread
 from mop.replay_buffer import (
-    BufferError,
     EpisodeAssembler,
     EpisodeBuffer,
-    concat_chunks,
-    replay_columns,
-    replay_frames_for,
 )
 from mop.runs import (
     METRICS_FILE,
@@ -279,17 +281,46 @@ class Learner:
         return torch.from_numpy(array).to(self.device)
 
     def step(self, chunk: dict, lr: float | None = None) -> dict:
-        """Replay one chunk with gradients and take one optimizer step (at learning rate `lr`;
-        None: the optimizer's current one); returns the loss parts."""
+        """Replay one chunk with gradients and take cfg.epochs optimizer steps on it (at learning
+        rate `lr`; None: the optimizer's current one); returns the loss parts of the first pass
+        (the batch as the weights found it; with epochs > 1 also train/ce_last_epoch)."""
         self.policy.train()
         self.encoder.train()
         t = self._tensor  # chunks are device-free (numpy and CPU tensors): the step moves them
         obs = encode_obs(
             t(chunk["image"]), t(chunk["direction"]), t(chunk["carrying"]), self.cfg.obs_encoding
         )  # (T, N, obs_dim), one-hot built on the device from the uint8 codes
+        labels, mask = t(chunk["label"]), t(chunk["label_mask"])
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        first: dict = {}
+        for epoch in range(self.cfg.epochs):
+            # Every pass starts from the memory the chunk was collected with (and replayed episodes
+            # from their reset), as the first does: later passes see weights that moved since.
+            parts = self._pass(chunk, obs, labels, mask)
+            if epoch == 0:
+                first = parts
+            elif "train/ce" in parts:
+                first["train/ce_last_epoch"] = parts["train/ce"]
+        first["train/epochs"] = self.cfg.epochs
+        return first
+
+    def _pass(self, chunk: dict, obs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> dict:
+        """One forward + backward over the chunk and one optimizer step; the loss parts."""
+        t = self._tensor
         lang = self.encoder(chunk["missions"])[t(chunk["mission_index"])]  # (T, N, lang_dim)
         out = self.policy.forward_sequence(obs, lang, chunk["memory"].to(self.device), t(chunk["done"]))
-        loss, parts = self.loss_fn(out, t(chunk["label"]), t(chunk["label_mask"]))
+        loss, parts = self.loss_fn(out, labels, mask)
+        if mask.any():
+            # BabyAI's imitation loss: minus entropy_coef x the policy's mean entropy on the labelled
+            # steps (logged whatever the coefficient, so arms can be compared).
+            with torch.set_grad_enabled(self.cfg.entropy_coef > 0):
+                log_p = torch.log_softmax(out.logits[mask], dim=-1)
+                entropy = -(log_p.exp() * log_p).sum(-1).mean()
+            parts["train/entropy"] = entropy.item()
+            if self.cfg.entropy_coef > 0:
+                loss = loss - self.cfg.entropy_coef * entropy
         if self.aux_head is not None:
             aux = aux_rooms_loss(self.aux_head, out, chunk["rooms_visited"], parts)
             loss = loss + self.cfg.aux_rooms_weight * aux
@@ -299,9 +330,6 @@ class Learner:
         loss.backward()
         if self.cfg.max_grad_norm is not None:
             parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
-        if lr is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
         self.optimizer.step()
         # One check (one device sync on a GPU, not one per parameter).
         if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):
@@ -472,165 +500,6 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
     return to_cpu(payload)
 
 
-# ----------------------------------------------------------------------------- imitation data
-
-
-BUFFER_PREFIX = "buffer_"
-
-
-def buffer_path(directory: Path, update: int) -> Path:
-    """The DAgger buffer saved with the checkpoint of `update` (final included)."""
-    return directory / f"{BUFFER_PREFIX}{update}.npz"
-
-
-def _buffer_seed(cfg: TrainConfig) -> list[int]:
-    return [run_seed(cfg), 0xB0FFE7]  # its own stream: sampling never shifts the run's other draws
-
-
-@dataclass
-class Replay:
-    """Online DAgger's aggregation buffer: finished episodes of every chunk go in, and every
-    update trains on the fresh unroll plus replayed episodes making up cfg.replay_ratio of it."""
-
-    cfg: TrainConfig
-    buffer: EpisodeBuffer
-    assembler: EpisodeAssembler
-
-    @classmethod
-    def start(cls, cfg: TrainConfig, directory: Path, ckpt: dict | None) -> Replay | None:
-        if cfg.buffer_episodes == 0:
-            return None
-        if ckpt is None or int(ckpt["update"]) == 0:
-            buffer = EpisodeBuffer(cfg.buffer_episodes, cfg.task_id, _buffer_seed(cfg))
-        else:
-            path = buffer_path(directory, int(ckpt["update"]))
-            try:
-                buffer, _ = EpisodeBuffer.load(path, cfg.task_id)
-            except FileNotFoundError:
-                raise ConfigError(
-                    f"--resume: the run's replay buffer for update {ckpt['update']} ({path.name}) is missing; "
-                    "it is written beside each checkpoint and cannot be rebuilt"
-                ) from None
-            except BufferError as e:
-                raise ConfigError(f"--resume: {e}") from None
-        # The collector starts every env at a fresh episode (a new run, or a resumed one).
-        return cls(cfg, buffer, EpisodeAssembler(cfg.num_envs))
-
-    def training_batch(self, chunk: dict, learner: Learner) -> tuple[dict, dict]:
-        """(the learner's batch: chunk + replayed columns, log parts). Replayed episodes are drawn
-        before this chunk's finished episodes join the buffer, so nothing is trained on twice in
-        one update; their memory comes from the weights this update steps from."""
-        fresh = int(np.prod(chunk["done"].shape))
-        episodes = self.buffer.sample_frames(replay_frames_for(fresh, self.cfg.replay_ratio))
-        columns = replay_columns(
-            episodes, learner.policy, learner.encoder, self.cfg.unroll_len, self.cfg.obs_encoding
-        )
-        self.buffer.extend(self.assembler.add(chunk))
-        parts = {"train/replay_frames": float(columns["frames"]) if columns else 0.0}
-        return concat_chunks(chunk, columns), parts
-
-    def log_fields(self) -> dict:
-        """Where the buffer stands now (metrics.jsonl, beside the per-update averages)."""
-        return {
-            "buffer/episodes": len(self.buffer),
-            "buffer/frames": self.buffer.frames,
-            "buffer/added": self.buffer.added,
-        }
-
-    def save(self, directory: Path, update: int) -> None:
-        self.buffer.save(buffer_path(directory, update), update=update)
-
-    @staticmethod
-    def drop_older(directory: Path, keep: set[int]) -> None:
-        """Only the newest buffer (and those of `keep`, e.g. fork points) stays: each can be tens of MB."""
-        names = {buffer_path(directory, u).name for u in keep}
-        for p in directory.glob(f"{BUFFER_PREFIX}*.npz"):
-            if p.name not in names:
-                p.unlink(missing_ok=True)
-
-
-class DemoSource:
-    """Offline behavioural cloning: serves batches of bot demos in the collector's place. Each
-    update's batch holds about num_envs x unroll_len demo steps, whole episodes from their reset in
-    unroll_len windows (replay_columns), drawn pass after pass over the shuffled demos."""
-
-    def __init__(self, cfg: TrainConfig, ckpt: dict | None, progress: bool):
-        from mop.bot_demos import load_or_generate_demos
-
-        num_workers = cfg.num_workers if cfg.num_workers is not None else default_num_workers()
-        try:
-            self.buffer, self.meta, self.path = load_or_generate_demos(
-                cfg.task_id,
-                cfg.demos,
-                cfg.demo_seed,
-                cfg.demos_dir,
-                cfg.max_steps,
-                num_workers,
-                cfg.fast_env,
-                progress,
-            )
-        except BufferError as e:
-            raise ConfigError(str(e)) from None
-        self.buffer.rng = np.random.default_rng(_buffer_seed(cfg))
-        if ckpt is not None and "demo_sampler" in ckpt:
-            self.load_state(ckpt["demo_sampler"])
-        self.cfg = cfg
-        self.pending: tuple | None = None
-
-    def state(self) -> dict:
-        return {
-            "rng": self.buffer.rng.bit_generator.state,
-            "epoch": self.buffer.epoch,
-            "epoch_order": list(self.buffer._epoch_order),
-        }
-
-    def load_state(self, state: dict) -> None:
-        self.buffer.rng.bit_generator.state = state["rng"]
-        self.buffer.epoch = int(state["epoch"])
-        self.buffer._epoch_order = [int(i) for i in state["epoch_order"]]
-
-    def submit(
-        self, policy: torch.nn.Module, encoder: torch.nn.Module, unroll_len: int, teacher_forcing: Any = None
-    ) -> None:
-        self.pending = (policy, encoder, unroll_len)
-
-    def result(self) -> dict:
-        policy, encoder, unroll_len = self.pending
-        self.pending = None
-        episodes = self.buffer.next_epoch_batch(self.cfg.num_envs * unroll_len)
-        chunk = replay_columns(episodes, policy, encoder, unroll_len, self.cfg.obs_encoding)
-        chunk.update(episodes=[], slot_states=None, teacher_forcing=1.0, demo_episodes=len(episodes))
-        return chunk
-
-    def __enter__(self) -> DemoSource:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        pass
-
-
-def open_collector(
-    cfg: TrainConfig, learner: Learner, build_policy_fn: Callable, state: TrainState
-) -> ParallelCollector:
-    num_workers = cfg.num_workers if cfg.num_workers is not None else default_num_workers()
-    return ParallelCollector(
-        cfg.task_id,
-        cfg.num_envs,
-        num_workers,
-        run_seed=run_seed(cfg),
-        max_steps=cfg.max_steps,
-        obs_encoding=cfg.obs_encoding,
-        policy_factory=partial(build_policy_fn, learner.model_config),
-        encoder_factory=learner.encoder_factory,
-        teacher_forcing=cfg.teacher_forcing,
-        path_ratio_fraction=cfg.path_ratio_fraction,
-        slot_states=state.slot_states,
-        fast_env=cfg.fast_env,
-        task_weights=cfg.task_weights,
-        key_layout_share=cfg.key_layout_share,
-    )
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -799,7 +668,7 @@ class ImitationRun:
             if cfg.buffer_episodes:
                 buffer = fork.buffer
                 if buffer is None:  # (an empty buffer given is kept: the shared strategy's one buffer)
-                    buffer = EpisodeBuffer(cfg.buffer_episodes, cfg.task_id, _buffer_seed(cfg))
+                    buffer = EpisodeBuffer(cfg.buffer_episodes, cfg.task_id, buffer_seed(cfg))
                 self.replay = Replay(cfg, buffer, EpisodeAssembler(cfg.num_envs))
         else:
             self.replay = Replay.start(cfg, directory, ckpt)

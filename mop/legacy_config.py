@@ -149,6 +149,9 @@ def upgrade(ckpt: dict, current: int) -> dict:
     config.setdefault("policy_type", "mop")
     config.setdefault("obs_encoding", "raw")
     config.setdefault("input_encoder", "linear")
+    # Architecture keys newer than a checkpoint: absent means the layer and encoders it was made with.
+    config.setdefault("layer_norm_residual", False)
+    config.setdefault("trunk_channels", 128)
     config.setdefault("num_actions", 7)
     config.setdefault("update", ckpt.get("update"))
     if "lang_encoder" not in config:

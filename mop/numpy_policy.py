@@ -13,9 +13,13 @@ chunk is collected) and steps it in numpy, with two rewrites that are exact in r
   detector's bias) for every (object, colour, state) triple is built once; a step is then one
   table lookup per cell, and the 980-wide one-hot view is never built.
 
-It covers what collection acts with: `MixtureOfExpertsPolicy` and `GRUPolicy`, the 'linear' and
-'bilinear' input encoders, the 'raw' and 'onehot' observation encodings, in eval mode and without
-knockout. `NumpyPolicy.of` returns None for anything else, and callers act with torch then.
+- The 'film' trunk's code embedding is likewise one (object, colour, state) table, built once;
+  its FiLM blocks' scales and shifts are per-mission arrays, and its 3x3 convolutions are one
+  matmul each over the 9 shifted copies of the zero-padded view (im2col).
+
+It covers what collection acts with: `MixtureOfExpertsPolicy` (with or without layer_norm_residual)
+and `GRUPolicy`, the 'linear', 'bilinear' and 'film' input encoders, the 'raw' and 'onehot'
+observation encodings, in eval mode and without knockout. `NumpyPolicy.of` returns None for anything else, and callers act with torch then.
 Logits, memory and router weights equal the torch step's to float rounding
 (tests/test_numpy_policy.py); the learner recomputes every unroll in torch from the chunk's initial
 memory, so the rounding never reaches a gradient.
@@ -38,7 +42,9 @@ from torch import nn
 from mixture_of_experts import (
     ONEHOT_CELL_DIM,
     ONEHOT_CELLS,
+    VIEW,
     BilinearInput,
+    FiLMTrunk,
     GRUPolicy,
     MixtureOfExpertsPolicy,
     MoELayer,
@@ -144,6 +150,23 @@ class _GRUCell:
         return out
 
 
+def _norm_params(norm: nn.LayerNorm | nn.GroupNorm) -> tuple[np.ndarray, np.ndarray, float]:
+    return _np(norm.weight), _np(norm.bias), float(norm.eps)
+
+
+def _normalize(
+    x: np.ndarray, params: tuple[np.ndarray, np.ndarray, float], axes: tuple[int, ...]
+) -> np.ndarray:
+    """(x - mean) / sqrt(var + eps) * weight + bias, statistics over `axes` (LayerNorm over the
+    last axis; GroupNorm(1, C) over cells and channels), weight and bias along the last axis."""
+    weight, bias, eps = params
+    y = x - x.mean(axis=axes, keepdims=True)
+    y /= np.sqrt(np.square(y).mean(axis=axes, keepdims=True) + eps)
+    y *= weight
+    y += bias
+    return y
+
+
 class _MoELayer:
     def __init__(self, layer: MoELayer):
         self.gru = _GRUCell([layer.router.gru] + [e.gru for e in layer.experts if e.size > 0])
@@ -152,12 +175,25 @@ class _MoELayer:
         self.E, self.D = len(layer.sizes), layer.dim
         self.gru_experts = [j for j, s in enumerate(layer.sizes) if s > 0]
         self.identities = [j for j, s in enumerate(layer.sizes) if s == 0]
+        # layer_norm_residual: each expert's (start, end) in the state and its norm, and the layer's
+        self.norm = None if layer.norm is None else _norm_params(layer.norm)
+        bounds = np.cumsum(layer.memory_sizes)
+        self.expert_norms = [
+            (int(bounds[k]), int(bounds[k + 1]), _norm_params(e.norm))
+            for k, e in enumerate(e for e in layer.experts if e.size > 0)
+            if e.norm is not None
+        ]
 
     def __call__(self, x: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         gi = x @ self.gru.w_ih
         gi += self.gru.b_ih
         h = self.gru(gi, h0)
-        y = h @ self.out_w
+        features = h
+        if self.expert_norms:  # the experts' states through their norms and a ReLU; the memory keeps h
+            features = h.copy()
+            for start, end, params in self.expert_norms:
+                features[:, start:end] = np.maximum(_normalize(h[:, start:end], params, (-1,)), 0.0)
+        y = features @ self.out_w
         y += self.out_b
         weights = y[:, : self.E] - y[:, : self.E].max(axis=1, keepdims=True)
         np.exp(weights, out=weights)
@@ -169,7 +205,68 @@ class _MoELayer:
             mixed = np.zeros_like(x)
         for g, j in enumerate(self.gru_experts):
             mixed += y[:, E + g * D : E + (g + 1) * D] * weights[:, j : j + 1]
+        if self.norm is not None:
+            mixed += x
+            mixed = _normalize(mixed, self.norm, (-1,))
         return mixed, weights, h
+
+
+class _Conv3x3:
+    """nn.Conv2d(C, C', 3, padding=1) on channel-last views (B, 7, 7, C): one matmul over the 9
+    shifted copies of the zero-padded view (im2col), patches ordered (row shift, column shift, C)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        w = conv.weight.detach().permute(2, 3, 1, 0)  # (3, 3, C, C')
+        self.w = _np(w.reshape(-1, w.shape[-1]))  # (9C, C')
+        self.b = _np(conv.bias)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        B, H, W, C = x.shape
+        padded = np.zeros((B, H + 2, W + 2, C), np.float32)
+        padded[:, 1:-1, 1:-1] = x
+        cols = np.empty((B, H, W, 9, C), np.float32)
+        for k in range(9):
+            dy, dx = divmod(k, 3)
+            cols[:, :, :, k] = padded[:, dy : dy + H, dx : dx + W]
+        y = cols.reshape(B * H * W, 9 * C) @ self.w
+        y += self.b
+        return y.reshape(B, H, W, -1)
+
+
+class _FiLMTrunk:
+    """FiLMTrunk's image part in numpy: (B, 49, 3) cell codes and each row's FiLM scales and
+    shifts -> the pooled features (B, C)."""
+
+    def __init__(self, trunk: FiLMTrunk):
+        w = _np(trunk.embed.weight).T  # (20, C): a one-hot cell times it is its codes' embedding sum
+        obj, col, state = _TRIPLE_CODES
+        self.table = w[obj] + w[_OFFSETS[1] + col] + w[_OFFSETS[2] + state]  # (198, C)
+        self.stem = [
+            (_Conv3x3(trunk.conv1), _norm_params(trunk.norm1)),
+            (_Conv3x3(trunk.conv2), _norm_params(trunk.norm2)),
+        ]
+        self.blocks = [
+            (_Conv3x3(b.conv1), _norm_params(b.norm1), _Conv3x3(b.conv2), _norm_params(b.norm2))
+            for b in trunk.film
+        ]
+        self.films = [tuple(_linear_t(m) for m in (b.gamma, b.beta)) for b in trunk.film]
+
+    def mission(self, lang: np.ndarray) -> np.ndarray:
+        """(L,) -> the FiLM blocks' (scale, shift) for this mission (blocks, 2, C)."""
+        return np.stack([np.stack([lang @ w + b for w, b in film]) for film in self.films])
+
+    def __call__(self, codes: np.ndarray, film: np.ndarray) -> np.ndarray:
+        B = codes.shape[0]
+        h = self.table.take(codes @ _TRIPLE, axis=0).reshape(B, VIEW, VIEW, -1)  # (B, 7, 7, C)
+        cells = (1, 2, 3)  # GroupNorm(1, C): statistics over the cells and channels of each row
+        for conv, norm in self.stem:
+            h = np.maximum(_normalize(conv(h), norm, cells), 0.0)
+        for k, (conv1, norm1, conv2, norm2) in enumerate(self.blocks):
+            g = conv2(np.maximum(_normalize(conv1(h), norm1, cells), 0.0))
+            g *= film[:, k, 0, None, None, :]
+            g += film[:, k, 1, None, None, :]
+            h = h + np.maximum(_normalize(g, norm2, cells), 0.0)
+        return h.max(axis=(1, 2))
 
 
 class NumpyPolicy:
@@ -181,7 +278,10 @@ class NumpyPolicy:
         self.image_dim = obs_dim(obs_encoding) - EXTRA
         encoder = policy.input_projection
         self.bilinear = isinstance(encoder, BilinearInput)
-        if self.bilinear:
+        self.trunk = _FiLMTrunk(encoder) if isinstance(encoder, FiLMTrunk) else None
+        if self.trunk is not None:
+            self.first = _SplitAffine(*_linear_t(encoder.proj), encoder.channels)
+        elif self.bilinear:
             self.cell_w, self.cell_w_b = _linear_t(encoder.cell_weights)
             self.cell_b, self.cell_b_b = _linear_t(encoder.cell_bias)
             self.cell_dim = encoder.cell_dim
@@ -201,7 +301,8 @@ class NumpyPolicy:
         self._index: dict[str, int] = {}  # mission -> row of the per-mission arrays
         self._terms: list[np.ndarray] = []
         self._tables: list[np.ndarray] = []
-        self._stacked: tuple[np.ndarray, np.ndarray | None] | None = None
+        self._films: list[np.ndarray] = []
+        self._stacked: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
 
     @classmethod
     def of(
@@ -213,18 +314,20 @@ class NumpyPolicy:
             return None
         encoder = getattr(policy, "input_projection", "missing")
         if type(policy) is MixtureOfExpertsPolicy:
-            if type(encoder) not in (nn.Linear, BilinearInput):
+            if type(encoder) not in (nn.Linear, BilinearInput, FiLMTrunk):
                 return None
             if any(
                 layer.knockout is not None or layer.knockout_threshold is not None for layer in policy.layers
             ):
                 return None
         elif type(policy) is GRUPolicy:
-            if not (encoder is None or type(encoder) is BilinearInput):
+            if not (encoder is None or type(encoder) in (BilinearInput, FiLMTrunk)):
                 return None
         else:
             return None
-        if type(encoder) is BilinearInput and (obs_encoding != "onehot" or encoder.extra != EXTRA):
+        if type(encoder) in (BilinearInput, FiLMTrunk) and (
+            obs_encoding != "onehot" or encoder.extra != EXTRA
+        ):
             return None
         return cls(policy, missions, obs_encoding)
 
@@ -244,9 +347,12 @@ class NumpyPolicy:
                     table = w[obj] + w[_OFFSETS[1] + col] + w[_OFFSETS[2] + state]
                     table += lang @ self.cell_b + self.cell_b_b
                     self._tables.append(table)
+                if self.trunk is not None:
+                    self._films.append(self.trunk.mission(lang))
             self._stacked = (
                 np.stack(self._terms),
                 np.concatenate(self._tables) if self.bilinear else None,
+                np.stack(self._films) if self.trunk is not None else None,
             )
         return np.fromiter((self._index[m] for m in missions), np.intp, len(missions))
 
@@ -256,6 +362,8 @@ class NumpyPolicy:
         if self.obs_encoding == "raw":
             return image.transpose(0, 3, 1, 2).reshape(B, self.image_dim).astype(np.float32)
         codes = np.minimum(image.reshape(B, ONEHOT_CELLS, 3), _CODE_MAX)
+        if self.trunk is not None:
+            return self.trunk(codes, self._stacked[2].take(rows, axis=0))
         if self.bilinear:
             triple = codes @ _TRIPLE  # (B, 49)
             triple += (rows * TRIPLES)[:, None]
@@ -277,7 +385,7 @@ class NumpyPolicy:
             self._stacked[0].take(rows, axis=0),
         )
         if self.gru is not None:
-            if self.bilinear:  # the encoder's output feeds the GRU's input gates
+            if self.bilinear or self.trunk is not None:  # the encoder's output feeds the GRU's input gates
                 h = h @ self.gru.w_ih + self.gru.b_ih
             h = self.gru(h, memory)
             return h @ self.head_w + self.head_b, h, []

@@ -54,6 +54,15 @@ def test_every_config_preset_loads(preset):
         ({"teacher_forcing": 1.5}, "teacher_forcing"),
         ({"obs_encoding": "raw", "input_encoder": "bilinear"}, "onehot"),
         ({"num_envz": 4}, "num_envs"),
+        ({"obs_encoding": "raw", "input_encoder": "film"}, "input_encoder 'film' .* obs_encoding 'onehot'"),
+        ({"input_encoder": "cnn"}, "input_encoder"),
+        ({"trunk_channels": 0}, "trunk_channels"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epochs": 1.5}, "epochs"),
+        ({"entropy_coef": -0.01}, "entropy_coef must be >= 0"),
+        ({"entropy_coef": "nan"}, "entropy_coef"),
+        ({"entropy_coef": float("inf")}, "entropy_coef"),
+        ({"layer_norm_residual": "maybe"}, "layer_norm_residual"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message):
@@ -118,6 +127,9 @@ def run_cli(*args, cwd):
         (["--num_envs", "0"], "num_envs"),
         (["--config", "nope.yaml"], "nope.yaml"),
         (["--resume"], "no checkpoint to resume"),
+        (["--epochs", "0"], "epochs"),
+        (["--entropy_coef", "-1"], "entropy_coef"),
+        (["--input_encoder", "film", "--obs_encoding", "raw"], "obs_encoding 'onehot'"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
@@ -307,3 +319,58 @@ def test_the_per_level_recipes_that_build_on_the_maze_recipe_resolve_to_it():
         assert config_changes(maze, recipe_keys(cfg)) == [
             f"task_id: 'BabyAI-GoToObjMaze-v0' -> 'BabyAI-{level}-v0'"
         ]
+
+
+# ----------------------------------------------------------------------------- issue 32
+
+
+ISSUE_32_KEYS = dict(
+    layer_norm_residual=True, input_encoder="film", trunk_channels=8, epochs=2, entropy_coef=0.01
+)
+
+
+@pytest.mark.slow
+def test_papers_block_trunk_epochs_and_entropy_train_round_trip_and_resume(tmp_path):
+    from conftest import TINY_PRESET
+    from mop.experiment import load_policy, resume_config
+
+    train_mop.main(tiny(tmp_path, num_updates=2, **ISSUE_32_KEYS), progress=False)
+    directory = tmp_path / "ck" / "BabyAI-GoToRedBallGrey-v0" / "trial_0"
+    overrides = {"checkpoint_dir": str(tmp_path / "ck"), "num_updates": 4, **ISSUE_32_KEYS}
+    assert resume_config(TINY_PRESET, overrides).epochs == 2  # what --resume reads back
+    with pytest.raises(ConfigError, match="epochs"):  # a recipe key may not change on --resume
+        resume_config(TINY_PRESET, {**overrides, "epochs": 3})
+    train_mop.main(tiny(tmp_path, num_updates=4, **ISSUE_32_KEYS), resume=True, progress=False)
+    ckpt = torch.load(directory / "checkpoint_final.pt", weights_only=True)
+    assert ckpt["update"] == 4
+    for key, value in ISSUE_32_KEYS.items():
+        assert ckpt["config"][key] == value, key
+    # epochs=2: two Adam steps per update
+    assert all(int(state["step"]) == 8 for state in ckpt["optimizer_state_dict"]["state"].values())
+    policy, encoder, _ = load_policy(directory / "checkpoint_final.pt")
+    assert policy.layers[0].norm is not None and policy.input_projection.channels == 8
+    for name, value in policy.state_dict().items():
+        assert torch.equal(value, ckpt["policy_state_dict"][name]), name
+    rows = read_metrics(directory / "metrics.jsonl")
+    assert [r["update"] for r in rows] == [2, 4]
+    for r in rows:
+        assert r["train/epochs"] == 2 and 0 < r["train/entropy"] <= torch.log(torch.tensor(7.0)).item() + 1e-6
+        assert "train/ce_last_epoch" in r
+
+
+@pytest.mark.slow
+def test_the_entropy_bonus_enters_the_loss_and_the_trunk_feeds_the_gru_baseline(tmp_path):
+    def final_weights(name, **kw):
+        summary = train_mop.main(
+            tiny(tmp_path / name, num_updates=1, checkpoint_interval=None, **kw), progress=False
+        )
+        return torch.load(summary["checkpoints"][-1], weights_only=True)["policy_state_dict"]
+
+    a, b, c = final_weights("a"), final_weights("b", entropy_coef=0.0), final_weights("c", entropy_coef=0.5)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # 0 is off: the same run as without the key
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    summary = train.main(tiny(tmp_path / "gru", input_encoder="film", trunk_channels=8), progress=False)
+    ckpt = torch.load(Path(summary["run_dir"]) / "checkpoint_final.pt", weights_only=True)
+    policy = build_policy(ckpt["config"])
+    policy.load_state_dict(ckpt["policy_state_dict"])
+    assert isinstance(policy, GRUPolicy) and policy.input_projection.channels == 8

@@ -246,3 +246,16 @@ def test_docs_levels_page_is_generated_from_the_csv():
     page = levels.page(rows)
     assert page.count("\n| ") == len(rows) + 1  # the header and one line per row
     assert all(levels.bench_command(r) in page for r in rows)
+
+
+def test_babyai_reference_numbers_name_their_source():
+    """Each BabyAI number says where it comes from (paper, table, version); GoToImpUnlock's is
+    BabyAI 1.0's published 87.2%, so its "90% of BabyAI" bar is 78.5% (issue 32)."""
+    for level, ref in levels.BABYAI.items():
+        if "success_1m" in ref:
+            assert ref["source"] in levels.BABYAI_SOURCES, level
+            assert 0 < ref["success_1m"] <= 100, level
+    imp = levels.BABYAI["BabyAI-GoToImpUnlock-v0"]
+    assert (imp["success_1m"], imp["success_1m_v11"]) == (87.2, 84.0)
+    assert round(0.9 * imp["success_1m"], 1) == 78.5
+    assert set(levels.BABYAI) == set(levels.LEVELS)

@@ -15,7 +15,7 @@ from mop.numpy_policy import NumpyPolicy
 LEVEL = "BabyAI-PutNextLocal-v0"  # two objects per mission, carrying: every input part varies
 
 
-def _policy(policy_type, input_encoder, obs_encoding, sizes=((0, 16, 32), (0, 8), (4, 16, 32, 0))):
+def _policy(policy_type, input_encoder, obs_encoding, sizes=((0, 16, 32), (0, 8), (4, 16, 32, 0)), **keys):
     torch.manual_seed(1)
     policy = build_policy(
         {
@@ -28,6 +28,7 @@ def _policy(policy_type, input_encoder, obs_encoding, sizes=((0, 16, 32), (0, 8)
             "router_hidden_size": 10,
             "num_actions": 7,
             "input_encoder": input_encoder,
+            **keys,
         }
     )
     with torch.no_grad():  # larger weights than the init: saturated gates and peaked routing too
@@ -209,3 +210,73 @@ def test_acting_runs_torch_and_numpy_blas_on_one_thread_and_restores_them():
             assert _blas_threads() == 3
         finally:
             torch.set_num_threads(torch_before)
+
+
+# ----------------------------------------------------------------------------- issue 32: the MoP
+# paper's block (layer_norm_residual) and BabyAI 1.1's trunk (input_encoder 'film')
+
+
+@pytest.mark.parametrize(
+    "policy_type,input_encoder,layer_norm_residual,lang",
+    [
+        ("mop", "bilinear", True, "bow"),
+        ("mop", "linear", True, "gru"),
+        ("mop", "film", False, "bow"),
+        ("mop", "film", True, "gru"),
+        ("gru", "film", False, "bow"),
+    ],
+)
+def test_numpy_step_equals_torch_step_for_the_new_layer_and_trunk(
+    policy_type, input_encoder, layer_norm_residual, lang
+):
+    torch.manual_seed(2)
+    encoder = build_mission_encoder(lang, 12).eval()
+    policy = _policy(
+        policy_type, input_encoder, "onehot", layer_norm_residual=layer_norm_residual, trunk_channels=16
+    )
+    _perturb_norms(policy)
+    assert _rollout(policy, encoder, "onehot", steps=25, corrupt=True).max() < 2e-5
+
+
+def _perturb_norms(policy):
+    """Norm weights in [0.5, 1.5] and biases in [-0.5, 0.5]: away from their identity init, so a
+    missed norm shows, and not x3 as _policy scales the rest (a norm's x3 gain on logits of ~14
+    leaves float32 rounding of 2-3e-5, the torch step's own distance from float64 included)."""
+    with torch.no_grad():
+        for module in policy.modules():
+            if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+
+
+@pytest.mark.parametrize("sizes", [((0,),), ((16,),), ((8, 0, 4), (0, 0, 16))])
+def test_numpy_papers_block_for_any_expert_layout(sizes):
+    torch.manual_seed(2)
+    encoder = build_mission_encoder("bow", 12).eval()
+    policy = _policy("mop", "bilinear", "onehot", sizes, layer_norm_residual=True)
+    _perturb_norms(policy)
+    assert _rollout(policy, encoder, "onehot", steps=15).max() < 2e-5
+
+
+def test_collection_takes_the_numpy_step_for_the_trunk_and_equals_torch(monkeypatch):
+    """The trunk and the paper's block are covered in numpy (no torch fallback), and whole chunks
+    collected with them equal those collected with the torch step."""
+    missions = MissionCache(build_mission_encoder("bow", 12).eval())
+    policy = _policy("mop", "film", "onehot", layer_norm_residual=True, trunk_channels=8)
+    assert isinstance(NumpyPolicy.of(policy, missions, "onehot"), NumpyPolicy)
+    assert NumpyPolicy.of(policy, missions, "raw") is None  # (the config refuses film with raw)
+
+    def chunks():
+        torch.manual_seed(3)
+        encoder = build_mission_encoder("bow", 12)
+        policy = _policy("mop", "film", "onehot", layer_norm_residual=True, trunk_channels=8)
+        c = Collector(LEVEL, list(range(3)), run_seed=5, max_steps=24, obs_encoding="onehot")
+        return [c.collect(policy, encoder, unroll_len=12) for _ in range(2)]
+
+    fast = chunks()
+    monkeypatch.setattr(collection.NumpyPolicy, "of", classmethod(lambda cls, *a: None))
+    slow = chunks()
+    for a, b in zip(fast, slow):
+        for key in ("image", "direction", "carrying", "mission_index", "label", "label_mask", "done"):
+            assert np.array_equal(a[key], b[key]), key
+        assert torch.allclose(a["memory"], b["memory"], atol=1e-4)
