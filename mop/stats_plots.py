@@ -72,6 +72,16 @@ def _sized(width: float, height: float, layout: str) -> Figure:
     return sized_figure(width, height, layout)
 
 
+def _legend_below(fig: Figure, ax: Any, layout: str, ncols: int, fontsize: float | None = None) -> None:
+    """The axes' legend under the figure: `ncols` columns on screen, one in a paper column."""
+    fig.legend(
+        *ax.get_legend_handles_labels(),
+        loc="outside lower center",
+        ncols=1 if layout == "paper" else ncols,
+        **({"fontsize": fontsize} if fontsize else {}),
+    )
+
+
 def _finish(fig: Figure, layout: str) -> Figure:
     """In the paper layout, condition names along an axis stand upright (side by side they overlap
     in one column)."""
@@ -141,9 +151,7 @@ def plot_r_vs_alpha(
         ax.set_title(p)
     axes[0].set_ylabel("Pearson r over cells (seed mean, 95% CI)")
     axes[0].set_ylim(-1.05, 1.05)
-    fig.legend(
-        *axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=1 if layout == "paper" else 3
-    )
+    _legend_below(fig, axes[0], layout, 3)
     fig.suptitle(
         "Spatial LPC correlations per condition (stars: t-test on z over runs, Holm over the figure)"
     )
@@ -246,12 +254,7 @@ def plot_metrics_vs_update(by_update: pd.DataFrame, layout: str = "screen") -> F
             ax.fill_between(u, low, high, color=f"C{k}", alpha=0.15, lw=0)
             ax.set_xlabel("update")
             ax.set_ylabel(LABELS[m])
-    fig.legend(
-        *axes[0].get_legend_handles_labels(),
-        loc="outside lower center",
-        ncols=1 if layout == "paper" else 2,
-        fontsize=6,
-    )
+    _legend_below(fig, axes[0], layout, 2, fontsize=6)
     fig.suptitle("Metrics vs training update (95% CI over runs; success: logit, path ratio: log scale)")
     n = pd.to_numeric(by_update["n"], errors="coerce") if "n" in by_update.columns else pd.Series([0])
     span = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}–{int(n.max())}"
@@ -332,12 +335,7 @@ def plot_pooled_scatter(
         ax.text(0.03, 0.95, text, transform=ax.transAxes, va="top", fontsize=7)
     axes[0].set_ylabel("mean LPC in phase")
     if conds:
-        fig.legend(
-            *axes[0].get_legend_handles_labels(),
-            loc="outside lower center",
-            ncols=1 if layout == "paper" else 2,
-            fontsize=6,
-        )
+        _legend_below(fig, axes[0], layout, 2, fontsize=6)
     fig.suptitle(
         "Runs of every condition pooled: phase LPC vs phase entropy\n(OLS over runs, 95% band; descriptive, no test)"
     )
@@ -409,12 +407,7 @@ def plot_correlation_summary(
         ax.set_title(p)
     axes[0].set_ylabel("mean r over runs (Fisher z), 95% CI")
     axes[0].set_ylim(-1.05, 1.15)
-    fig.legend(
-        *axes[0].get_legend_handles_labels(),
-        loc="outside lower center",
-        ncols=1 if layout == "paper" else 2,
-        fontsize=7,
-    )
+    _legend_below(fig, axes[0], layout, 2, fontsize=7)
     fig.suptitle(
         "LPC vs decision-relevance per condition: raw r (solid) and partial r given log visits (hatched)"
     )
