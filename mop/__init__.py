@@ -2,7 +2,7 @@
 
 Nothing here is run directly; every command a user runs is a file at the top of the repository. The
 package imports nothing from the top but the shared policy module (`mixture_of_experts.py`), so no
-stage can be pulled in by a library import. Modules, from the ground up: `runs` (run folders, atomic
+stage can be pulled in by a library import. Modules, from the ground up: `checks` (ConfigError and the number rules), `runs` (run folders, atomic
 writes, the run lock, path safety; torch-free), `fast_grid` and `babyai_env` (levels, seeds,
 observations, the bot), `bot_paths` (the cache of the bot's path lengths), `language` (mission
 encoders), `devices` (the device setting, device-free saved state, CUDA's deterministic mode),

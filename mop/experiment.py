@@ -37,6 +37,7 @@ import torch
 import yaml
 
 from mop import legacy_config
+from mop.checks import ConfigError, check_number, finite_number  # noqa: F401  (re-exported)
 from mop.devices import DeviceError, check_device, cuda_rng_state, set_cuda_rng_state, to_cpu
 from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
 from mop.runs import OutputError, RunId, RunLockedError, atomic_write, resume_candidates
@@ -57,40 +58,6 @@ CHECKPOINT_SAFE_GLOBALS = [
     np.dtype,
     np.dtypes.Int64DType,
 ]
-
-
-class ConfigError(ValueError):
-    """A bad config value, file or command line; the message names the key."""
-
-
-def finite_number(value: float, what: str) -> float:
-    """`value` if it is a finite number; ConfigError "<what> must be a finite number" otherwise.
-    One rule for every float setting, config keys and other stages' flags: nan and inf never are one."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def check_number(
-    value: float,
-    what: str,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    whole: bool = False,
-) -> float:
-    """`value` if it is finite (finite_number), a whole number when `whole`, and within [low, high]
-    ((low, high] with low_open); ConfigError naming `what` and the range otherwise."""
-    number = finite_number(value, what)
-    bad_low = low is not None and (number <= low if low_open else number < low)
-    bad_high = high is not None and number > high
-    if (whole and not float(number).is_integer()) or bad_low or bad_high:
-        kind = "a whole number" if whole else "a number"
-        lower = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
-        upper = "" if high is None else f"<= {high:g}"
-        bounds = " and ".join(b for b in (lower, upper) if b)
-        raise ConfigError(f"{what} must be {kind}{' ' + bounds if bounds else ''}, got {value!r}")
-    return number
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:

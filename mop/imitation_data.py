@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ from mop.replay_buffer import (
     replay_frames_for,
 )
 
-if TYPE_CHECKING:  # annotations only: mop.imitation imports this module
-    from mop.imitation import Learner, TrainState
+# mop.imitation's Learner and TrainState are passed in (typed Any here: that module imports this one)
+Learner = TrainState = Any
 
 
 BUFFER_PREFIX = "buffer_"

@@ -11,18 +11,17 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
+from mop.checks import ConfigError
 from mop.runs import atomic_write_text
-
-if TYPE_CHECKING:
-    from mop.experiment import TrainConfig
 
 
 class MetricLogger:
-    """metrics.jsonl in the run folder (slash names), and wandb when a project is given."""
+    """metrics.jsonl in the run folder (slash names), and wandb when a project is given; cfg: the
+    run's TrainConfig (its wandb_project, task_id, trial, seed and fields)."""
 
-    def __init__(self, directory: Path, cfg: TrainConfig, resume: bool, resume_update: int | None = None):
+    def __init__(self, directory: Path, cfg: Any, resume: bool, resume_update: int | None = None):
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "metrics.jsonl"
         self.wandb = None
@@ -30,8 +29,6 @@ class MetricLogger:
             try:
                 import wandb  # lazy: wandb is optional
             except ImportError:
-                from mop.experiment import ConfigError
-
                 raise ConfigError(
                     "wandb_project is set but wandb is not installed (pip install wandb)"
                 ) from None
@@ -48,8 +45,6 @@ class MetricLogger:
             try:
                 kept = [r for r in read_metrics(self.path) if r.get("update", 0) <= resume_update]
             except ValueError as e:
-                from mop.experiment import ConfigError
-
                 raise ConfigError(f"--resume: {e}") from None
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
