@@ -255,7 +255,7 @@ def plot_metrics_vs_update(by_update: pd.DataFrame, layout: str = "screen") -> F
             ax.set_xlabel("update")
             ax.set_ylabel(LABELS[m])
     _legend_below(fig, axes[0], layout, 2, fontsize=6)
-    fig.suptitle("Metrics vs training update (95% CI over runs; success: logit, path ratio: log scale)")
+    fig.suptitle("Metrics vs training update (success: logit scale, path ratio: log scale)")
     n = pd.to_numeric(by_update["n"], errors="coerce") if "n" in by_update.columns else pd.Series([0])
     span = f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())}–{int(n.max())}"
     if n.max() < 2:

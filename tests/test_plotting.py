@@ -524,7 +524,8 @@ def _by_update(n: int) -> pd.DataFrame:
         for u in (10, 20):
             ci = (0.2, 0.6) if n > 1 else ("n=1: no inference", "n=1: no inference")
             rows.append(
-                {"lpc_alpha": 0.0, "metric": m, "update": u, "n": n, "mean": 0.4, "estimate": 0.4,
+                {"lpc_alpha": 0.0, "condition": "mop-0", "condition_label": "MoP α=0", "metric": m,
+                 "update": u, "n": n, "mean": 0.4, "estimate": 0.4,
                  "ci_low": ci[0], "ci_high": ci[1], "scale": "linear"}
             )  # fmt: skip
     return pd.DataFrame(rows)
@@ -549,11 +550,12 @@ def test_stats_r_vs_alpha_draws_its_interval_with_one_alpha_and_names_single_run
 
     def frames(n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         runs = pd.DataFrame(
-            {"lpc_alpha": [0.0] * n, **{f"r_all_{c}": np.linspace(-0.2, 0.4, n) for c in SPATIAL}}
-        )
+            {"lpc_alpha": [0.0] * n, "condition": "mop-0", "condition_label": "MoP α=0", "trial": 0,
+             **{f"r_all_{c}": np.linspace(-0.2, 0.4, n) for c in SPATIAL}}
+        )  # fmt: skip
         spatial = pd.DataFrame(
             [
-                {"phase": "all", "correlation": c, "lpc_alpha": 0.0, "mean_r": 0.1,
+                {"phase": "all", "correlation": c, "lpc_alpha": 0.0, "condition": "mop-0", "mean_r": 0.1,
                  "ci_low": -0.3 if n > 1 else NO_INFERENCE, "ci_high": 0.5 if n > 1 else NO_INFERENCE,
                  "p": 0.5 if n > 1 else NO_INFERENCE, "p_fig": 0.5 if n > 1 else np.nan}
                 for c in SPATIAL
@@ -567,9 +569,9 @@ def test_stats_r_vs_alpha_draws_its_interval_with_one_alpha_and_names_single_run
     assert len(whiskers) == len(SPATIAL)  # one α: a band has no width, the whisker shows the CI
     segments = whiskers[0].lines[2][0].get_segments()
     assert segments[0][:, 1].tolist() == pytest.approx([-0.3, 0.5])
-    assert "95% t interval" in bottom_note(fig) and "Runs per α: 3." in bottom_note(fig)
+    assert "95% t interval" in bottom_note(fig) and "Runs per condition: 3." in bottom_note(fig)
     fig = stats_plots.plot_r_vs_alpha(*frames(1), ["all"])
-    assert "α = 0: one run, no interval" in bottom_note(fig)
+    assert "MoP α=0: one run, no interval" in bottom_note(fig)
     assert "n=1" in [t.get_text() for t in fig.axes[0].texts]
 
 

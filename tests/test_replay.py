@@ -240,7 +240,8 @@ def test_demos_cli_bad_count(capsys):
     import demos
 
     assert demos.main(["--task_id", TASK, "--demos", "0"]) == 2
-    assert "must be positive" in capsys.readouterr().err
+    # one line naming the flag, the range it must be in and the value given
+    assert "--demos must be from 1 to 10,000,000, got 0" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- config
