@@ -139,16 +139,6 @@ def recipe(config: Mapping[str, Any], complete: bool = True) -> dict[str, Any]:
             out[key] = _plain(recipe_value(dict(config), key))
         except ConfigError:
             out[key] = str(config[key])
-    if out.get("input_dim") not in (None, UNKNOWN):
-        # the earlier system's input_dim says no more than its encoding's size when the two agree
-        # (train_mop writes 985 for onehot): null, so such a run is the recipe it always was
-        from mop.babyai_env import obs_dim
-
-        try:
-            if out["input_dim"] == obs_dim(out.get("obs_encoding")):
-                out["input_dim"] = None
-        except (KeyError, ValueError, TypeError):
-            pass
     return out
 
 

@@ -881,30 +881,33 @@ def recipe_keys(config: TrainConfig | dict) -> dict:
 def recipe_value(config: dict, key: str) -> Any:
     """One config key's value as the schema types it (1e-4 and "1e-4" are one value); a key the
     config lacks counts as its default (a config written before the key existed), "(absent)"
-    for a key without one."""
+    for a key without one. input_dim equal to its encoding's size is null: the earlier system's key
+    then says no more than obs_encoding (train_mop writes 985 for onehot), so a run resumed with
+    --input_dim 985 is the onehot run it was, and neither value splits a condition."""
     if key in config:
-        return _coerce(key, config[key])
-    return _coerce(key, _DEFAULTS[key]) if key in _DEFAULTS else "(absent)"
+        value = _coerce(key, config[key])
+    elif key in _DEFAULTS:
+        value = _coerce(key, _DEFAULTS[key])
+    else:
+        return "(absent)"
+    if key == "input_dim" and value is not None:
+        from mop.babyai_env import obs_dim
+
+        try:
+            if value == obs_dim(recipe_value(config, "obs_encoding")):
+                return None
+        except ValueError:  # an encoding the schema refuses: the value as written
+            pass
+    return value
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
     """'key: old -> new' for each recipe key (recipe_keys) that differs between two configs. A key
     one side lacks counts as its default: a config written before the key existed still matches."""
-
-    def value(config: dict, key: str) -> Any:
-        # input_dim null is the size of the config's encoding: a run resumed with --input_dim 985
-        # is the onehot run it was (conditions keep null as written: a condition id hashes only
-        # keys off their default)
-        if key == "input_dim" and config.get(key) is None:
-            from mop.babyai_env import obs_dim
-
-            return obs_dim(recipe_value(config, "obs_encoding"))
-        return recipe_value(config, key)
-
     return [
-        f"{key}: {value(old, key)!r} -> {value(new, key)!r}"
+        f"{key}: {recipe_value(old, key)!r} -> {recipe_value(new, key)!r}"
         for key in CONFIG_KEYS
-        if key not in RESUMABLE_OVERRIDES and value(old, key) != value(new, key)
+        if key not in RESUMABLE_OVERRIDES and recipe_value(old, key) != recipe_value(new, key)
     ]
 
 
