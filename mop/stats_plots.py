@@ -419,6 +419,22 @@ def plot_correlation_summary(
     return _finish(fig, layout)
 
 
+def _forest(
+    ax: Any, rows: pd.DataFrame, column: str, null: float, marks: Sequence[str], names: Sequence[str]
+) -> None:
+    """One forest panel: each row's estimate (`column`) with its ci_low/ci_high whisker, top row
+    first, the no-effect line at `null`, each row's mark (its p) above its point, its name as tick."""
+    y = np.arange(len(rows))[::-1]
+    est = rows[column].to_numpy(float)
+    low = np.array([_number(v) for v in rows["ci_low"]])
+    high = np.array([_number(v) for v in rows["ci_high"]])
+    ax.errorbar(est, y, xerr=_interval_bars(est, low, high), fmt="o", capsize=2, ms=3)
+    ax.axvline(null, color="0.6", lw=0.6)
+    for yi, e, mark in zip(y, est, marks):
+        ax.annotate(mark, (e, yi), xytext=(0, 5), textcoords="offset points", ha="center", fontsize=5)
+    ax.set_yticks(y, list(names), fontsize=5)
+
+
 CONTRAST_UNITS = {"success_rate": "difference in success rate", "mean_lpc": "difference in LPC per step",
                   "policy_complexity": "difference in I(S;A) (bits)", "path_ratio": "ratio of path ratios"}  # fmt: skip
 
@@ -438,17 +454,14 @@ def plot_contrasts(compared: pd.DataFrame, layout: str = "screen") -> Figure:
     axes = np.atleast_1d(fig.subplots(-(-len(metrics) // cols), cols, squeeze=False).ravel())
     for ax, m in zip(axes, metrics):
         rows = compared[compared["metric"] == m].reset_index(drop=True)
-        y = np.arange(len(rows))[::-1]
-        est = rows["estimate"].to_numpy(float)
-        low = np.array([_number(v) for v in rows["ci_low"]])
-        high = np.array([_number(v) for v in rows["ci_high"]])
-        ax.errorbar(est, y, xerr=_interval_bars(est, low, high), fmt="o", capsize=2, ms=3)
-        ax.axvline(1.0 if m == "path_ratio" else 0.0, color="0.6", lw=0.6)
-        for yi, r in zip(y, rows.itertuples(index=False)):
-            p = r.p if isinstance(r.p, str) else f"p={r.p_holm:.2g}"
-            ax.annotate(p, (est[len(rows) - 1 - yi], yi), xytext=(0, 5), textcoords="offset points", ha="center",
-                        fontsize=5)  # fmt: skip
-        ax.set_yticks(y, [f"{r.label_b}\nvs {r.label_a}" for r in rows.itertuples(index=False)], fontsize=5)
+        _forest(
+            ax,
+            rows,
+            "estimate",
+            1.0 if m == "path_ratio" else 0.0,
+            [r.p if isinstance(r.p, str) else f"p={r.p_holm:.2g}" for r in rows.itertuples(index=False)],
+            [f"{r.label_b}\nvs {r.label_a}" for r in rows.itertuples(index=False)],
+        )
         ax.set_xlabel(CONTRAST_UNITS[m] + (" (B/A)" if m == "path_ratio" else " (B − A)"), fontsize=7)
     for ax in axes[len(metrics) :]:
         ax.set_visible(False)
@@ -472,18 +485,16 @@ def plot_knockouts(knocked: pd.DataFrame, layout: str = "screen") -> Figure:
         axes = np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False)[0])
     for ax, m in zip(axes, metrics):
         rows = knocked[knocked["metric"] == m].reset_index(drop=True)
-        y = np.arange(len(rows))[::-1]
-        est = rows["difference"].to_numpy(float)
-        low = np.array([_number(v) for v in rows["ci_low"]])
-        high = np.array([_number(v) for v in rows["ci_high"]])
-        ax.errorbar(est, y, xerr=_interval_bars(est, low, high), fmt="o", capsize=2, ms=3)
-        ax.axvline(0.0, color="0.6", lw=0.6)
-        for yi, r in zip(y, rows.itertuples(index=False)):
-            p = r.p if isinstance(r.p, str) else f"p={r.p_holm:.2g} (n={r.n})"
-            ax.annotate(p, (est[len(rows) - 1 - yi], yi), xytext=(0, 5), textcoords="offset points", ha="center",
-                        fontsize=5)  # fmt: skip
-        ax.set_yticks(
-            y, [f"{r.condition_label}\n{r.knockout}" for r in rows.itertuples(index=False)], fontsize=5
+        _forest(
+            ax,
+            rows,
+            "difference",
+            0.0,
+            [
+                r.p if isinstance(r.p, str) else f"p={r.p_holm:.2g} (n={r.n})"
+                for r in rows.itertuples(index=False)
+            ],
+            [f"{r.condition_label}\n{r.knockout}" for r in rows.itertuples(index=False)],
         )
         ax.set_xlabel(f"knockout − none: {LABELS.get(m, m)}", fontsize=7)
     fig.suptitle("Knockouts, runs as units (one checkpoint per run): paired difference, 95% t CI, Holm p")
