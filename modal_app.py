@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 import json
 import sys
@@ -41,6 +42,15 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+
+if __name__ == "__main__" and importlib.util.find_spec("modal") is None:
+    # `python modal_app.py --help` on a machine without Modal: say how to run it, not a traceback.
+    print(
+        "modal_app.py runs on Modal: pip install modal==1.6.4, `modal token new`, then "
+        "`modal run modal_app.py::NAME --help` (NAME: main, main_seeds, sweep, eval_parallel, eval_main, lmc)",
+        file=sys.stdout if sys.argv[1:] in ([], ["--help"], ["-h"]) else sys.stderr,
+    )
+    sys.exit(0 if sys.argv[1:] in ([], ["--help"], ["-h"]) else 2)
 
 import modal
 

@@ -715,3 +715,25 @@ def test_sweep_and_lmc_containers_refuse_a_cuda_device(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         modal_app.sweep(task_id=TASK, lpc_alpha="0", seeds="0", set="device=cuda:0")
     assert "has no GPU unless --gpu" in capsys.readouterr().err
+
+
+def test_help_without_modal_says_how_to_run_it_in_one_line(tmp_path):
+    """Without the modal package, `python modal_app.py --help` prints how to run it (exit 0) and any
+    other call is one line on stderr (exit 2), not a ModuleNotFoundError traceback. The names it
+    lists are the file's entrypoints."""
+    hide = tmp_path / "sitecustomize.py"
+    hide.write_text(
+        "import importlib.util as u\n_real = u.find_spec\n"
+        "u.find_spec = lambda name, *a, **k: None if name == 'modal' else _real(name, *a, **k)\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    ok = subprocess.run([sys.executable, "modal_app.py", "--help"], capture_output=True, text=True, env=env,
+                        cwd=ROOT)
+    assert ok.returncode == 0 and "Traceback" not in ok.stderr, ok.stderr
+    line = ok.stdout.strip()
+    assert "\n" not in line and "pip install modal" in line
+    for name in modal_app.ENTRYPOINT_CHECKS:
+        assert name in line
+    bad = subprocess.run([sys.executable, "modal_app.py", "train"], capture_output=True, text=True, env=env,
+                         cwd=ROOT)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
