@@ -19,6 +19,9 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="MoP routing")
 
 with app.setup:
+    from mop.notebook_script import script_help
+
+    script_help(__file__)  # --help: how to run this notebook, before the imports below
     # Only what reading a cache needs: torch (batch_eval, eval_mop, mop.experiment) is imported in
     # the cells that evaluate a checkpoint or read metrics.jsonl, minigrid where the level is drawn.
     import os

@@ -19,6 +19,9 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="MoP statistics")
 
 with app.setup:
+    from mop.notebook_script import script_help
+
+    script_help(__file__)  # --help: how to run this notebook, before the imports below
     import os
     from pathlib import Path
 

@@ -198,6 +198,24 @@ def test_marimo_check_passes(notebook):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.parametrize("notebook", sorted(p.name for p in ROOT.glob("*_viz.py")))
+def test_help_says_how_to_run_it_without_running_it(notebook):
+    """`python <notebook>.py --help` answers in one line (how to run it, its environment variables)
+    and exits 0 before the notebook's imports: no pandas or torch is loaded for it."""
+    probe = (
+        "import runpy, sys; sys.argv = [sys.argv[1], '--help']\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    print('heavy:', sorted(m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules))\n"
+        "    raise\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, notebook], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    line, heavy = out.stdout.strip().split("\n")
+    assert f"marimo run {notebook}" in line and f"python {notebook}" in line
+    assert heavy == "heavy: []"
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_runs_as_a_script(notebook, project):
     out = subprocess.run(
