@@ -380,13 +380,17 @@ def play_checkpoint(
     on_step: Callable[[ActedStep], None] | None = None,
     num_envs: int = 16,
     check_level: Callable[[str], None] | None = None,
+    device: str = "cpu",
 ) -> tuple[pd.DataFrame, pd.DataFrame, torch.nn.Module, dict, str]:
     """The analysis tools' way in (memory_probe, failures): load `checkpoint` and play evaluation
     layouts 0..num_episodes-1 of one level (task_id None: the run's), greedy or sampled, at the
     run's step limit, without measuring bot paths. Returns (steps sorted by episode and t,
     episodes, policy, config, the level played). Raises EvalError (one line) for a checkpoint that
     does not load, an unknown level or several levels. check_level(task_id) runs before any play:
-    a tool refuses a level it cannot analyse there (its exception propagates)."""
+    a tool refuses a level it cannot analyse there (its exception propagates). device: as
+    eval_mop's --device (auto | cpu | cuda | cuda:N); one that this machine lacks is an EvalError
+    before the checkpoint is read."""
+    torch_device = eval_device(EvalOptions(device=device))
     try:
         policy, encoder, config = load_policy(checkpoint)
     except CheckpointError as e:
@@ -400,6 +404,8 @@ def play_checkpoint(
         raise EvalError(str(e)) from None
     if check_level is not None:
         check_level(task_id)
+    use_deterministic(torch_device)
+    policy, encoder = policy.to(torch_device), encoder.to(torch_device)
     with one_thread():
         steps, episodes = run_episodes(
             policy,

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 
-from eval_mop import EvalError, check_table_out, play_checkpoint, played_line, save_table
+from eval_mop import EvalError, add_device_argument, check_table_out, play_checkpoint, played_line, save_table
 from mop.babyai_env import (
     EVAL_SEED_START,
     check_locked_level,
@@ -48,6 +48,7 @@ from mop.babyai_env import (
     quiet_reset,
     reachable_cells,
 )
+from mop.checks import refuse
 from mop.experiment import ArgumentParser
 
 MILESTONES = ("door_seen", "key_seen", "key_held", "unlocked")
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_episodes", type=int, default=200, help="evaluation layouts 0..N-1")
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the greedy argmax")
     parser.add_argument("--out", default=None, help="CSV of the per-episode milestones")
+    add_device_argument(parser)
     return parser
 
 
@@ -206,15 +208,20 @@ def _check_level(task_id: str) -> None:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
     if args.num_episodes < 1:
-        raise SystemExit(f"error: --num_episodes must be >= 1, got {args.num_episodes}")
+        refuse(f"--num_episodes must be >= 1, got {args.num_episodes}")
     try:
         check_table_out(args.out)  # before the episodes are played
         steps, episodes, _, config, task_id = play_checkpoint(
-            args.checkpoint, args.task_id, args.num_episodes, args.sample, check_level=_check_level
+            args.checkpoint,
+            args.task_id,
+            args.num_episodes,
+            args.sample,
+            check_level=_check_level,
+            device=args.device,
         )
         table = anatomy(steps, episodes, task_id, config.get("max_steps"))
     except (EvalError, FailureError) as e:
-        raise SystemExit(f"error: {e}") from None
+        refuse(str(e))
     print(played_line(task_id, args.num_episodes, args.sample, table.success.mean()))
     print(format_report(table))
     save_table(table, args.out)

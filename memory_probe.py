@@ -34,9 +34,18 @@ import pandas as pd
 import torch
 from scipy.stats import rankdata
 
-from eval_mop import ActedStep, EvalError, check_table_out, play_checkpoint, played_line, save_table
+from eval_mop import (
+    ActedStep,
+    EvalError,
+    add_device_argument,
+    check_table_out,
+    play_checkpoint,
+    played_line,
+    save_table,
+)
 from mixture_of_experts import MixtureOfExpertsPolicy
 from mop.babyai_env import RoomLayout, make_env
+from mop.checks import refuse
 from mop.experiment import ArgumentParser
 
 NO_MEMORY = "no memory"
@@ -178,7 +187,14 @@ def mean_room_auc(
     return (float(np.mean(values)) if values else float("nan")), len(values)
 
 
-def collect(checkpoint: str, task_id: str | None, num_episodes: int, sample: bool, num_envs: int = 16):
+def collect(
+    checkpoint: str,
+    task_id: str | None,
+    num_episodes: int,
+    sample: bool,
+    num_envs: int = 16,
+    device: str = "cpu",
+):
     """Play the episodes; returns (steps sorted by episode and t, with x, y and the episode's
     success; the memory before each step (N, M); the policy; the level played; its room layout)."""
     memories: dict[tuple[int, int], np.ndarray] = {}
@@ -198,6 +214,7 @@ def collect(checkpoint: str, task_id: str | None, num_episodes: int, sample: boo
             keep,
             num_envs,
             lambda t: layouts.append(room_layout(t)),
+            device,
         )
     except EvalError as e:
         raise ProbeError(str(e)) from None
@@ -293,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min_count", type=int, default=20, help="a room counts with this many test entries of each class"
     )
     parser.add_argument("--out", default=None, help="also write the table to this CSV")
+    add_device_argument(parser)
     return parser
 
 
@@ -300,22 +318,20 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
     for name in ("num_episodes", "min_age", "min_count"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"error: --{name} must be >= 1, got {getattr(args, name)}")
+            refuse(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.num_episodes < 4:
-        raise SystemExit(
-            f"error: --num_episodes must be >= 4 (two folds of fit and check episodes), got {args.num_episodes}"
-        )
+        refuse(f"--num_episodes must be >= 4 (two folds of fit and check episodes), got {args.num_episodes}")
     try:
         try:
             check_table_out(args.out)  # before the episodes are played
         except EvalError as e:
             raise ProbeError(str(e)) from None
         steps, memory, policy, task_id, layout = collect(
-            args.checkpoint, args.task_id, args.num_episodes, args.sample
+            args.checkpoint, args.task_id, args.num_episodes, args.sample, device=args.device
         )
         table = probe_table(steps, memory, memory_blocks(policy), layout, args.min_age, args.min_count)
     except ProbeError as e:
-        raise SystemExit(f"error: {e}") from None
+        refuse(str(e))
     success = steps.groupby("episode")["success"].first().mean()
     print(
         f"{played_line(task_id, args.num_episodes, args.sample, success)}, {len(steps)} steps; "

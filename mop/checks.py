@@ -10,6 +10,8 @@ and every stage use one rule. Reads and writes nothing.
 from __future__ import annotations
 
 import math
+import sys
+from typing import NoReturn
 
 
 class ConfigError(ValueError):
@@ -44,3 +46,10 @@ def check_number(
         bounds = " and ".join(b for b in (lower, upper) if b)
         raise ConfigError(f"{what} must be {kind}{' ' + bounds if bounds else ''}, got {value!r}")
     return number
+
+
+def refuse(message: str) -> NoReturn:
+    """A command's answer to bad input: one `error:` line on stderr and exit code 2 (the code
+    argparse gives a usage error), nothing written. `raise SystemExit("error: ...")` would exit 1."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)

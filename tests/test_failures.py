@@ -117,11 +117,16 @@ def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_
         (["--task_id", "BabyAI-GoToLocal-v0"], "no locked door"),
         (["--num_episodes", "0"], "--num_episodes must be >= 1"),
         (["--task_id", "BabyAI-Unlock-v0,BabyAI-GoToLocal-v0"], "several levels"),
+        (["--device", "cuda:7"], "--device cuda:7"),
     ):
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises(SystemExit) as refused:
             fl.main(["--checkpoint", checkpoint, *argv])
-    with pytest.raises(SystemExit, match="no-such"):
+        err = capsys.readouterr().err
+        assert refused.value.code == 2 and err.startswith("error: ") and message in err, err
+        assert err.count("\n") == 1
+    with pytest.raises(SystemExit) as refused:
         fl.main(["--checkpoint", str(tmp_path / "no-such.pt")])
+    assert refused.value.code == 2 and "no-such" in capsys.readouterr().err
 
 
 def _played_layouts(share, run_seed=0, steps=60):

@@ -124,8 +124,13 @@ def test_the_cli_probes_a_real_checkpoint_on_a_maze_and_refuses_bad_input(tiny_r
         (["--task_id", "BabyAI-GoToLocal-v0"], "one room"),
         (["--num_episodes", "3"], "--num_episodes must be >= 4"),
         (["--task_id", "BabyAI-Nope-v0"], "BabyAI-Nope-v0"),
+        (["--device", "cuda:7"], "--device cuda:7"),
     ):
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises(SystemExit) as refused:
             mp.main(["--checkpoint", checkpoint, *argv])
-    with pytest.raises(SystemExit, match="no-such"):
+        err = capsys.readouterr().err
+        assert refused.value.code == 2 and err.startswith("error: ") and message in err, err
+        assert err.count("\n") == 1
+    with pytest.raises(SystemExit) as refused:
         mp.main(["--checkpoint", str(tmp_path / "no-such.pt"), "--task_id", "BabyAI-Unlock-v0"])
+    assert refused.value.code == 2 and "no-such" in capsys.readouterr().err
