@@ -114,18 +114,26 @@ def mission_table(encoder: torch.nn.Module, missions: list[str]) -> torch.Tensor
     return encoder(missions).detach() if missions else torch.zeros(0)
 
 
+def read_model_file(path: Path, context: str = "model") -> dict:
+    """The dict a generative model file holds, read without running code (weights_only: a crafted
+    pickle is refused, not unpickled); GenerativeError in one line for a missing, unreadable,
+    corrupt or foreign file. context starts the message (e.g. '--resume: model')."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for a crafted pickle, EOFError/RuntimeError for a torn file
+        raise GenerativeError(
+            f"{context} {str(path)!r} is missing, unreadable or corrupt ({type(e).__name__})"
+        ) from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise GenerativeError(f"{context} {str(path)!r} is not a generative model of this project")
+    return ckpt
+
+
 def load_model(path: str | Path) -> dict:
     """A trained generative model with its agent: {model, agent, encoder, agent_config, lang_table,
     meta (the recording's), ckpt}. GenerativeError in one line for a bad file or agent."""
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise GenerativeError(
-            f"model {str(path)!r} is missing, unreadable or corrupt ({type(e).__name__})"
-        ) from None
-    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        raise GenerativeError(f"{str(path)!r} is not a generative model of this project")
+    ckpt = read_model_file(path)
     if ckpt["format_version"] != MODEL_FORMAT:
         raise GenerativeError(
             f"{str(path)!r} is a format {ckpt['format_version']!r} generative model; this code reads "
@@ -369,7 +377,7 @@ def _train_locked(
     )
     start, ckpt = 0, None
     if resume_from is not None:
-        ckpt = torch.load(resume_from, map_location="cpu", weights_only=True)
+        ckpt = read_model_file(resume_from, "--resume: model")
         if ckpt.get("format_version") != MODEL_FORMAT:
             raise GenerativeError(
                 f"--resume: {str(resume_from)!r} is a format {ckpt.get('format_version')!r} model, "

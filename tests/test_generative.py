@@ -820,3 +820,21 @@ def test_resume_after_sigkill_logs_every_update_once(recording, tmp_path):
     train_generative.main([*argv[: argv.index("--num_updates")], "--num_updates", str(final), "--log_interval",
                            "1", "--checkpoint_interval", "3", "--resume"])  # fmt: skip
     assert rows() == list(range(1, final + 1))  # each update once
+
+
+def test_resume_from_a_crafted_pickle_is_one_line_and_runs_no_code(recording, tmp_path, capsys):
+    """A folder whose newest model file is a pickle that would run code when unpickled: --resume
+    refuses it in one line (torch.load's weights_only refuses the global), and the code never ran."""
+    _, data, _ = recording
+    out = tmp_path / "gen"
+    out.mkdir()
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"format_version": 1, "x": Payload()}, out / "model_5.pt")
+    err = _refused(capsys, train_generative.main, [*_training(data, out, 8), "--resume"])
+    assert "model_5.pt" in err and "UnpicklingError" in err
+    assert not marker.exists()
