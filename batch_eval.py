@@ -33,6 +33,7 @@ import pandas as pd
 
 from eval_mop import EvalOptions
 from mop.bot_paths import BotPaths
+from mop.checks import command_edges
 from mop.results import (
     ResultsError,
     evaluation_identity,
@@ -384,4 +385,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with command_edges(
+        "interrupted: the rows and caches written so far are kept; run batch_eval.py again for the rest"
+    ):
+        main()

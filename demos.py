@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from mop.bot_demos import load_or_generate_demos
+from mop.checks import command_edges
 from mop.replay_buffer import BufferError
 
 
@@ -77,4 +78,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with command_edges():
+        sys.exit(main())

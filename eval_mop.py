@@ -46,6 +46,7 @@ from mop.babyai_env import (
     quiet_reset,
 )
 from mop.bot_paths import BotPaths
+from mop.checks import command_edges
 from mop.collection import MissionCache, ObsBatch, acting_step
 from mop.devices import (
     DEVICE_HELP,
@@ -785,4 +786,5 @@ def _report(args: argparse.Namespace, result: EvalResult) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with command_edges():
+        main()

@@ -48,7 +48,7 @@ from mop.babyai_env import (
     quiet_reset,
     reachable_cells,
 )
-from mop.checks import refuse
+from mop.checks import command_edges, refuse
 from mop.experiment import ArgumentParser
 
 MILESTONES = ("door_seen", "key_seen", "key_held", "unlocked")
@@ -229,4 +229,5 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with command_edges():
+        main(sys.argv[1:])

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from mop import generative_probes as probes
+from mop.checks import command_edges
 from mop.experiment import ArgumentParser, ConfigError, check_number
 from mop.generative import (
     ACTIVE_KL,
@@ -907,4 +908,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with command_edges():
+        main()

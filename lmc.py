@@ -74,6 +74,7 @@ from eval_mop import EvalError, compute_metrics, run_episodes
 from mixture_of_experts import build_policy
 from mop import lmc_stats
 from mop.babyai_env import check_task_id
+from mop.checks import command_edges
 from mop.connectivity import (
     CONFIG_FILE,
     HELDOUT_FILE,
@@ -789,4 +790,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with command_edges("interrupted: run the same lmc.py command again to continue"):
+        main()

@@ -45,7 +45,7 @@ from eval_mop import (
 )
 from mixture_of_experts import MixtureOfExpertsPolicy
 from mop.babyai_env import RoomLayout, make_env
-from mop.checks import refuse
+from mop.checks import command_edges, refuse
 from mop.experiment import ArgumentParser
 
 NO_MEMORY = "no memory"
@@ -343,4 +343,5 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with command_edges():
+        main(sys.argv[1:])

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from eval_mop import ActedStep, run_episodes
 from mop.babyai_env import EVAL_SEED_START
+from mop.checks import command_edges
 from mop.devices import DEVICE_HELP, DeviceError, device_label, resolve_device, use_deterministic
 from mop.experiment import LIMITS, ArgumentParser, CheckpointError, ConfigError, check_number, load_policy
 from mop.numpy_policy import one_thread
@@ -381,4 +382,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with command_edges("interrupted: nothing was half-written; run record.py again"):
+        main()

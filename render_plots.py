@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mop.checks import command_edges
 from mop.results import ResultsError, read_results
 from mop.routing_cache import CacheError, find_caches, load_cache
 from mop.runs import OutputError, RunPathError, check_writable_dir, inside, parse_run_path, run_subpath
@@ -226,4 +227,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with command_edges():
+        main()

@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mop.checks import command_edges
 from mop.inference import constant
 from mop.phases import (
     PHASES,
@@ -333,4 +334,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with command_edges():
+        main()

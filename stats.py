@@ -116,6 +116,7 @@ from scipy import stats as sps
 
 import seed_metrics as sm
 from mop import conditions
+from mop.checks import command_edges
 from mop.contrasts import contrast_pairs, contrasts, knockout_pairs
 from mop.inference import (
     NO_INFERENCE,
@@ -861,6 +862,7 @@ def _print_summary(seeds: pd.DataFrame, relevance: pd.DataFrame, compared: pd.Da
 
 
 if __name__ == "__main__":
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        main()
+    with command_edges():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            main()

@@ -63,6 +63,7 @@ from typing import Any
 import yaml
 
 from mop import conditions, experiment
+from mop.checks import command_edges
 from mop.runs import (
     OutputError,
     RunLockedError,
@@ -580,4 +581,5 @@ def evaluate(
 
 
 if __name__ == "__main__":
-    main()
+    with command_edges("interrupted: run the same sweep.py command again to continue"):
+        main()

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mop.checks import command_edges
 from mop.devices import (
     DEVICE_HELP,
     DeviceError,
@@ -509,4 +510,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with command_edges("interrupted: continue with --resume"):
+        main()

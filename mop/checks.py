@@ -2,15 +2,22 @@
 a notebook's input is a finite number, whole where it counts something, within its range, or one
 line naming it and the range. The lowest of the package's modules (nothing of the project
 imported), so the config schema (mop/experiment.py, which re-exports these names), the metrics log
-and every stage use one rule. Reads and writes nothing.
+and every stage use one rule. Reads and writes nothing. Also the edges every command shares:
+`refuse(message)` (one `error:` line, exit 2) and `command_edges()` around a command's main (a full
+disk or a file-size limit is one `error:` line and exit 2, Ctrl-C one line and exit 130: every
+write of the project is atomic, so what was written before stays whole).
 
     check_number(args.steps, "--steps", 1, 10**6, whole=True)      # ConfigError: --steps must be ...
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
+import os
 import sys
+from collections.abc import Iterator
 from typing import NoReturn
 
 
@@ -53,3 +60,41 @@ def refuse(message: str) -> NoReturn:
     argparse gives a usage error), nothing written. `raise SystemExit("error: ...")` would exit 1."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+# errno values of "the disk cannot take this write": full, over the file-size limit, over quota.
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+# What torch.save's C++ writer raises instead of an OSError when a write fails (RuntimeError text).
+_TORCH_WRITE_FAILED = ("inline_container.cc", "PytorchStreamWriter failed", "file write failed")
+
+
+def no_room(error: BaseException) -> bool:
+    """Whether an exception is a write the disk could not take (OSError ENOSPC/EFBIG/EDQUOT,
+    pyarrow's OSError spelling of them, or torch.save's RuntimeError from its writer)."""
+    if isinstance(error, OSError):
+        text = str(error)
+        return error.errno in _NO_ROOM or "No space left" in text or "File too large" in text
+    return isinstance(error, RuntimeError) and any(t in str(error) for t in _TORCH_WRITE_FAILED)
+
+
+@contextlib.contextmanager
+def command_edges(interrupted: str = "interrupted") -> Iterator[None]:
+    """Around a command's main: a write the disk cannot take is one `error:` line and exit 2, and
+    Ctrl-C is one line (`interrupted` says what to do next) and exit 130, instead of a traceback.
+    Every other exception propagates unchanged."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        raise SystemExit(130) from None
+    except (OSError, RuntimeError) as e:
+        if not no_room(e):
+            raise
+        where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
+        reason = os.strerror(e.errno) if getattr(e, "errno", None) in _NO_ROOM else "a write failed"
+        print(
+            f"error: {reason}{where} (disk full or a file-size limit?); what was written before is "
+            "whole: free space and run the command again",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None

@@ -37,7 +37,7 @@ import torch
 import yaml
 
 from mop import legacy_config
-from mop.checks import ConfigError, check_number, finite_number  # noqa: F401  (re-exported)
+from mop.checks import ConfigError, check_number, command_edges, finite_number  # noqa: F401  (re-exported)
 from mop.devices import DeviceError, check_device, cuda_rng_state, set_cuda_rng_state, to_cpu
 from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
 from mop.runs import OutputError, RunId, RunLockedError, atomic_write, resume_candidates
@@ -939,14 +939,12 @@ def cli_main(
     """Parse flags, run main, and turn expected errors into one line and exit code 2. extra adds a
     script's own flags; adjust(args) may turn them into config keys (ConfigError to refuse)."""
     args = build_arg_parser(description, extra).parse_args()
-    try:
-        if adjust is not None:
-            adjust(args)
-        cfg, resume = config_from_args(args)
-        main(cfg, resume=resume)
-    except (ConfigError, RunLockedError, OutputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted; continue with --resume", file=sys.stderr)
-        sys.exit(130)
+    with command_edges("interrupted; continue with --resume"):  # disk full: one line too
+        try:
+            if adjust is not None:
+                adjust(args)
+            cfg, resume = config_from_args(args)
+            main(cfg, resume=resume)
+        except (ConfigError, RunLockedError, OutputError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
