@@ -255,6 +255,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--force", action="store_true", help="re-evaluate checkpoints already in the CSV")
     parser.add_argument(
+        "--no_progress",
+        action="store_true",
+        help="no progress bars on stderr (default: bars, refreshed every ~10 s in a log or pipe)",
+    )
+    parser.add_argument(
         "--task_id",
         "--task",
         dest="task_id",
@@ -347,11 +352,12 @@ def run(args: argparse.Namespace) -> dict:
     def job_options(level: str | None, **settings: Any) -> BatchOptions:
         return replace(options, eval=replace(options.eval, task_id=level or options.eval.task_id, **settings))
 
-    from tqdm.auto import tqdm
+    from mop.progress import progress_bar
 
     rows, errors = [], []
-    bars = sys.stderr.isatty()  # progress bars for a terminal; a log or a pipe gets the lines below
-    with tqdm(total=len(jobs), desc="evaluations", dynamic_ncols=True, disable=not bars) as bar:
+    # bars in a log too (refreshed every ~10 s): an evaluation of minutes is never silent
+    bars = not args.no_progress
+    with progress_bar(len(jobs), "evaluations", enabled=bars) as bar:
         if args.num_workers > 1 and len(jobs) > 1:
             with mp.get_context("spawn").Pool(min(args.num_workers, len(jobs))) as pool:
                 for out in pool.imap_unordered(_pool_job, [(r, job_options(t)) for r, t in jobs]):

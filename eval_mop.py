@@ -32,7 +32,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from mixture_of_experts import MixtureOfExpertsPolicy, PolicyOutput, compute_lpc
 from mop import results
@@ -58,6 +57,7 @@ from mop.devices import (
 )
 from mop.experiment import ArgumentParser, CheckpointError, load_checkpoint, load_policy
 from mop.numpy_policy import one_thread, use_one_thread
+from mop.progress import progress_bar
 from mop.results import knockout_label
 from mop.routing_cache import RECORDED_STEP_COLUMNS, derive_step_columns, weight_column, write_cache
 from mop.runs import (
@@ -582,9 +582,7 @@ def evaluate(
     description = f"eval {Path(checkpoint_path).name} on {task_id}"
     with (
         one_thread(),
-        tqdm(
-            total=o.num_episodes, desc=description, disable=not o.progress, dynamic_ncols=True, leave=False
-        ) as bar,
+        progress_bar(o.num_episodes, description, enabled=o.progress, leave=False) as bar,
     ):
         if o.num_workers <= 1 or o.num_episodes < 2 * o.num_workers:
             steps, episodes = run_episodes(

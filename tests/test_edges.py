@@ -144,3 +144,19 @@ def test_ctrl_c_during_batch_eval_is_one_line_130_and_the_csv_stays_readable(tmp
     if results.exists():  # a checkpoint finished before the signal: its row is whole, once
         table = pd.read_csv(results)
         assert not table.duplicated(subset=["checkpoint"]).any()
+
+
+@pytest.mark.slow
+def test_batch_eval_shows_its_bars_in_a_captured_stderr_and_no_progress_hides_them(
+    tmp_path, tiny_run, capsys
+):
+    """A log or pipe gets the bars too (count and ETA), so an evaluation of minutes is not silent."""
+    import batch_eval
+
+    shutil.copytree(tiny_run.root / "checkpoints", tmp_path / "checkpoints")
+    common = ["--checkpoint_dir", str(tmp_path / "checkpoints"), "--num_episodes", "3", "--skip_routing"]
+    batch_eval.main([*common, "--results_path", str(tmp_path / "a.csv")])
+    err = capsys.readouterr().err
+    assert "evaluations:" in err and "2/2" in err and "eval checkpoint_3.pt" in err  # the inner bar: episodes
+    batch_eval.main([*common, "--results_path", str(tmp_path / "b.csv"), "--no_progress"])
+    assert "evaluations" not in capsys.readouterr().err
