@@ -47,8 +47,12 @@ def _():
 @app.cell
 def _():
     cache_root = Path(os.environ.get("ROUTING_CACHE_DIR", "evaluation_cache"))
-    caches = {run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
-    cache_dropdown = mo.ui.dropdown(caches, value=next(iter(caches), None), label="cache", searchable=True)
+    _found = routing_cache.find_caches(cache_root)
+    caches = {run_label(_c): str(_c) for _c in _found}
+    _newest = routing_cache.newest_cache(_found)  # the evaluation just run, not the first by name
+    cache_dropdown = mo.ui.dropdown(
+        caches, value=run_label(_newest) if _newest else None, label="cache", searchable=True
+    )
     cache_dropdown
     return cache_dropdown, cache_root
 

@@ -65,16 +65,18 @@ def _():
     )
     results_csv = Path(os.environ.get("RESULTS_CSV", "evaluation_results.csv"))
     plots_root = Path(os.environ.get("PLOTS_DIR", "plots"))
-    caches = {run_label(_c): str(_c) for _c in routing_cache.find_caches(cache_root)}
+    _found = routing_cache.find_caches(cache_root)
+    caches = {run_label(_c): str(_c) for _c in _found}
+    newest = run_label(_c) if (_c := routing_cache.newest_cache(_found)) else None  # the latest evaluation
     # A path scan (no torch): whether there is anything to evaluate when there is no cache.
     any_checkpoint = not caches and bool(find_checkpoints(checkpoint_dirs))
-    return any_checkpoint, cache_root, caches, checkpoint_dirs, plots_root, results_csv
+    return any_checkpoint, cache_root, caches, checkpoint_dirs, newest, plots_root, results_csv
 
 
 @app.cell
-def _(any_checkpoint, caches):
+def _(any_checkpoint, caches, newest):
     use_cache = mo.ui.switch(value=bool(caches) or not any_checkpoint, label="use cached routing data")
-    cache_dropdown = mo.ui.dropdown(caches, value=next(iter(caches), None), label="cache", searchable=True)
+    cache_dropdown = mo.ui.dropdown(caches, value=newest, label="cache", searchable=True)
     # A fresh evaluation reaches `data` through this state, so `data` (and every figure) does not
     # wait for the checkpoint list, which reads checkpoint files with torch (the last cell).
     get_evaluated, set_evaluated = mo.state(None)

@@ -312,6 +312,17 @@ def find_caches(root: str | os.PathLike) -> list[Path]:
     return sorted({p.parent for p in found if p.name == META_FILE or not (p.parent / META_FILE).is_file()})
 
 
+def newest_cache(caches: list[Path]) -> Path | None:
+    """The cache written last (its metadata or JSON file's mtime): the one a notebook opens on, so
+    the evaluation just run is on screen, not the alphabetically first folder."""
+
+    def written(cache: Path) -> float:
+        files = [cache / name for name in (META_FILE, JSON_FILE) if (cache / name).is_file()]
+        return max((f.stat().st_mtime for f in files), default=0.0)
+
+    return max(caches, key=written, default=None)
+
+
 # ----------------------------------------------------------------------------- the earlier system's JSON
 #
 # The earlier system (reference_facts §3.3-3.5) wrote one routing_data.json per evaluation, with no

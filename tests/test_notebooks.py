@@ -94,8 +94,9 @@ def project(tmp_path_factory) -> dict:
         "--cache_dir",
         str(root / "evaluation_cache"),
     ]
-    batch_eval.main([*common, "--num_episodes", str(EPISODES)])
+    # the knockout first: the notebooks open on the newest cache, here the final checkpoint's
     batch_eval.main([*common, "--num_episodes", "8", "--final_only", "--knockout", "largest"])
+    batch_eval.main([*common, "--num_episodes", str(EPISODES)])
     env = {
         "ROUTING_CACHE_DIR": str(root / "evaluation_cache"),
         "CHECKPOINT_DIRS": str(root / "checkpoints"),
@@ -252,13 +253,14 @@ def test_routing_viz_builds_the_default_view(project, monkeypatch):
     defs = run_notebook("routing_viz.py", project["env"], monkeypatch)
     data = defs["data"]
     assert len(data.episodes) == EPISODES and data.meta["config"]["task_id"] == TASK
-    # The dropdown lists every cache folder; the default (first) is the final checkpoint's (update 6,
-    # whose weights are stored once, as checkpoint_final.pt).
+    # The dropdown lists every cache folder; the default (the newest written) is the final
+    # checkpoint's (update 6, whose weights are stored once, as checkpoint_final.pt).
     assert set(defs["caches"]) == {
         f"{TASK} · trial 0",
         f"{TASK} · trial 0 · knockout largest",
         f"{TASK} · trial 0 · update 3",
     }
+    assert defs["cache_dropdown"].value == str(project["root"] / "evaluation_cache" / TASK / "trial_0")
     assert defs["plot_dir"] == Path(TASK, "trial_0")
     assert isinstance(defs["fig_routing"], Figure)
     assert defs["level_image"].ndim == 3 and defs["level_image"].shape[2] == 3
@@ -690,3 +692,17 @@ def test_browser_generative_viz_runs_the_chosen_analysis(generative_models, tmp_
             assert marimo_errors(page, log) == []
         finally:
             browser.close()
+
+
+def test_the_notebooks_open_on_the_newest_cache_not_the_first_by_name(tmp_path):
+    from mop import routing_cache
+
+    caches = []
+    for k, name in enumerate(["a_untrained", "b_just_evaluated", "c_older"]):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / routing_cache.META_FILE).write_text("{}")
+        os.utime(folder / routing_cache.META_FILE, (1000 + [0, 50, 10][k],) * 2)
+        caches.append(folder)
+    assert routing_cache.newest_cache(caches) == tmp_path / "b_just_evaluated"
+    assert routing_cache.newest_cache([]) is None
