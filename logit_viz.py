@@ -70,7 +70,9 @@ def _(cache_dropdown, cache_root):
         ),
     )
     try:
-        data = routing_cache.load_cache(cache_dropdown.value)
+        # a sign that work is under way: the figures below follow once it is read
+        with mo.status.spinner(title=f"Reading {Path(cache_dropdown.value).name} ..."):
+            data = routing_cache.load_cache(cache_dropdown.value)
     except routing_cache.CacheError as _e:  # the project's one-line reason, not a traceback
         mo.stop(True, refusal("Cannot read this cache.", _e))
     return (data,)

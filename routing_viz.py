@@ -161,7 +161,9 @@ def _(cache_dropdown, cache_root, get_evaluated, use_cache):
     )
     if use_cache.value:
         try:
-            data = routing_cache.load_cache(cache_dropdown.value)
+            # a sign that work is under way: the figures below follow once it is read
+            with mo.status.spinner(title=f"Reading {Path(cache_dropdown.value).name} ..."):
+                data = routing_cache.load_cache(cache_dropdown.value)
         except routing_cache.CacheError as _e:  # the project's one-line reason, not a traceback
             mo.stop(True, refusal("Cannot read this cache.", _e))
         plot_dir = run_subpath(cache_dropdown.value)  # plots/ mirrors the cache's folder
