@@ -30,7 +30,7 @@ with app.setup:
 
     import stats
     from mop import inference, stats_plots
-    from mop.notebook_script import refusal
+    from mop.notebook_script import readable, refusal
 
 
 @app.cell(hide_code=True)
@@ -101,7 +101,7 @@ def _(updates):
 def _(table, update_dropdown):
     seeds = inference.across_seeds(table, update_dropdown.value)
     scalars = inference.metrics_by_alpha(table, update_dropdown.value)
-    mo.ui.table(seeds, page_size=12, label="across seeds: mean r, 95% CI, t-test on z, Holm")
+    mo.ui.table(readable(seeds), page_size=12, label="across seeds: mean r, 95% CI, t-test on z, Holm")
     return scalars, seeds
 
 
@@ -109,7 +109,7 @@ def _(table, update_dropdown):
 def _(table, update_dropdown):
     relevance = inference.partial_summary(table, update_dropdown.value)
     mo.ui.table(
-        relevance,
+        readable(relevance),
         page_size=12,
         label="decision-relevance: raw r beside the partial r given log visits (and the step), 95% CI, Holm",
     )

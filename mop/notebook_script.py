@@ -76,3 +76,21 @@ def script_help(path: str) -> None:
         f"`python {name}` (as a script), `marimo export html {name} -o {Path(name).stem}.html`{reads}"
     )
     raise SystemExit(0)
+
+
+def readable(table: Any, digits: int = 4) -> Any:
+    """A table for the eye: every float column to `digits` significant digits (a p of 3e-9 stays
+    3e-9, where round(4) would print 0; an r prints 0.4312, not 0.43119871260981244). The numbers
+    behind it (CSV, figures) are not rounded."""
+    import numpy as np
+
+    out = table.copy()
+    for column in out.columns:
+        if out[column].dtype.kind == "f":
+            values = out[column].to_numpy(dtype=float)
+            finite = np.isfinite(values) & (values != 0)
+            scale = np.zeros_like(values)
+            scale[finite] = np.floor(np.log10(np.abs(values[finite])))
+            factor = 10.0 ** (digits - 1 - scale)
+            out[column] = np.where(finite, np.round(values * factor) / factor, values)
+    return out

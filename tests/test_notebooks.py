@@ -706,3 +706,14 @@ def test_the_notebooks_open_on_the_newest_cache_not_the_first_by_name(tmp_path):
         caches.append(folder)
     assert routing_cache.newest_cache(caches) == tmp_path / "b_just_evaluated"
     assert routing_cache.newest_cache([]) is None
+
+
+def test_notebook_tables_show_four_significant_digits_and_keep_small_p():
+    from mop.notebook_script import readable
+
+    table = pd.DataFrame(
+        {"r": [0.43119871260981244, -0.0012345678, 3.1234567e-9, 0.0, np.nan], "n": [1, 2, 3, 4, 5]}
+    )
+    shown = readable(table)
+    assert shown["r"].tolist()[:4] == [0.4312, -0.001235, 3.123e-09, 0.0] and np.isnan(shown["r"].iloc[4])
+    assert shown["n"].tolist() == [1, 2, 3, 4, 5] and table["r"].iloc[0] == 0.43119871260981244  # a copy
