@@ -54,6 +54,16 @@ def expert_dash(expert: int) -> Any:
     return EXPERT_DASHES[expert % len(EXPERT_DASHES)]
 
 
+def task_colours(tasks: Sequence[str]) -> dict[str, str]:
+    """One colour per task (level), fixed by the task's rank among `tasks` sorted: figures over the
+    same results give a level the same colour (runs of one level differ by line style instead)."""
+    return {t: f"C{i % 10}" for i, t in enumerate(sorted(set(tasks)))}
+
+
+RUN_STYLES: tuple[Any, ...] = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+RUN_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P")
+
+
 UNVISITED_COLOR = "#d4d4d4"
 UNVISITED_HATCH_COLOR = "#8c8c8c"
 # Paper sizes: ~3.3 in per panel and 8-9 pt text stay readable when printed at 1x.

@@ -23,6 +23,8 @@ from matplotlib.lines import Line2D
 from mop.plot_style import (
     EXPERT_COLORS,
     PANEL,
+    RUN_MARKERS,
+    RUN_STYLES,
     expert_dash,
     expert_label,
     expert_size,
@@ -30,6 +32,7 @@ from mop.plot_style import (
     panel_grid,
     sized_figure,
     styled,
+    task_colours,
 )
 from mop.routing_analysis import default_runs, routing_layers
 
@@ -41,12 +44,13 @@ def plot_success_vs_lpc(results_df: pd.DataFrame, layout: str = "screen") -> Fig
     """Success rate (95% Wilson CI) against mean LPC per step, one point per evaluated checkpoint,
     colour = task, one panel per lpc_alpha: the accuracy/computation trade-off across runs."""
     df = default_runs(results_df)
+    without_lpc = int(df["mean_lpc"].isna().sum())
     df = df[df["mean_lpc"].notna()]
     if df.empty:
         raise ValueError("no MoP evaluations with an LPC (the GRU baseline has none)")
     alphas = sorted(df["lpc_alpha"].fillna(0.0).unique()) if "lpc_alpha" in df.columns else [0.0]
     tasks = sorted(df["task_id"].unique())
-    colors = {t: f"C{i % 10}" for i, t in enumerate(tasks)}
+    colors = task_colours(results_df["task_id"].dropna())  # as plot_metrics_vs_update colours them
     fig, axes = panel_grid(len(alphas), layout, panel=(PANEL, PANEL * 0.95), extra=(0.4, 1.0), sharey=True)
     for ax, alpha in zip(axes, alphas):
         sub = df[df.get("lpc_alpha", pd.Series(0.0, index=df.index)).fillna(0.0) == alpha]
@@ -78,7 +82,8 @@ def plot_success_vs_lpc(results_df: pd.DataFrame, layout: str = "screen") -> Fig
         handles += [x for x, y in zip(h, lab) if y not in labels]
         labels += [y for y in lab if y not in labels]
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), title="task")
-    fig.suptitle(f"Success vs routing cost ({len(df)} checkpoints)")
+    left_out = f"; {without_lpc} without an LPC (GRU baseline) not drawn" if without_lpc else ""
+    fig.suptitle(f"Success vs routing cost ({len(df)} evaluations{left_out})")
     note(
         fig,
         "Error bar: the 95% Wilson interval of each checkpoint's success rate over its evaluation episodes.",
@@ -108,10 +113,14 @@ def plot_metrics_vs_update(results_df: pd.DataFrame, layout: str = "screen") -> 
     # numbered row and a checkpoint_final row for the same update: one point per (run, update).
     df = df.sort_values("checkpoint_path").drop_duplicates(["run", "update"], keep="first")
     fig, (ax_success, ax_lpc) = panel_grid(2, layout, panel=(PANEL + 0.3, PANEL * 0.95), extra=(0.0, 1.0))
-    for i, (run, rows) in enumerate(df.sort_values("update").groupby("run", sort=True)):
-        color = f"C{i % 10}"
+    colors = task_colours(results_df["task_id"].dropna())  # a level's colour as in plot_success_vs_lpc
+    of_task: dict[str, int] = {}
+    for run, rows in df.sort_values("update").groupby("run", sort=True):
+        task = rows["task_id"].iloc[0]
+        k = of_task[task] = of_task.get(task, -1) + 1  # the k-th run of its level: its line style
+        color, style = colors[task], {"ls": RUN_STYLES[k % len(RUN_STYLES)], "marker": RUN_MARKERS[k % 6]}
         x = rows["update"].to_numpy(float)
-        ax_success.plot(x, rows["success_rate"], marker="o", ms=3, color=color, label=run)
+        ax_success.plot(x, rows["success_rate"], ms=3, color=color, label=run, **style)
         if {"success_ci_low", "success_ci_high"} <= set(rows.columns):
             ax_success.fill_between(
                 x,
@@ -122,12 +131,12 @@ def plot_metrics_vs_update(results_df: pd.DataFrame, layout: str = "screen") -> 
                 lw=0,
             )
         if rows["mean_lpc"].notna().any():
-            ax_lpc.plot(x, rows["mean_lpc"], marker="o", ms=3, color=color, label=run)
+            ax_lpc.plot(x, rows["mean_lpc"], ms=3, color=color, label=run, **style)
     ax_success.set(title="success rate (95% CI)", xlabel="update", ylabel="success rate", ylim=(-0.03, 1.05))
     ax_lpc.set(title="routing cost", xlabel="update", ylabel="mean LPC per step (Σ w·size²)")
     handles, labels = ax_success.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), title="run")
-    fig.suptitle("Evaluation over training")
+    fig.suptitle("Evaluation over training (colour: level; line style: run)")
     note(
         fig,
         "Band: the 95% Wilson interval of each evaluation's success rate over its episodes (one run "
