@@ -826,6 +826,13 @@ def plot_success_vs_failure(
     missing = [k for k in ("success", "failure") if k not in outcomes]
     fig.suptitle(f"Routing in successful vs failed episodes ({len(episodes)} episodes)")
     text = "Bar: mean over episodes of the episode's mean weight (LPC: mean LPC per step); error bar: ± 1 SEM over the episodes of that outcome (n)."
+    if "length" in episodes.columns and len(outcomes) == 2:
+        lengths = {k: float(v["length"].mean()) for k, v in outcomes.items()}
+        text += (
+            f" Failed episodes are {'longer' if lengths['failure'] > lengths['success'] else 'not longer'}"
+            f" (mean {lengths['failure']:.0f} vs {lengths['success']:.0f} steps) and visit other places:"
+            " a gap here is confounded with episode length and position, not a cause of failure."
+        )
     if missing:
         text += (
             f" No {' or '.join(missing)} episodes in this cache: only {next(iter(outcomes))} bars are drawn."

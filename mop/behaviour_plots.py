@@ -175,7 +175,7 @@ def plot_kl_heatmap(
     grid = to_grid(kl, kl["kl"].to_numpy(), grid_info)
     value_heatmap(ax, grid, grid_info, "plasma", "KL (nats)", 0.0, None)
     against = "all steps' actions" if reference == "global" else "4-neighbour cells' actions"
-    ax.set_title(f"Action KL vs {against}\nJeffreys prior (+½ per action)")
+    ax.set_title(f"KL(cell's actions ‖ {against})\nJeffreys prior (+½ per action)")
     ax.set_label(f"kl_{reference}")
     where = " (cell or its neighbours)" if reference != "global" else ""
     unvisited_legend(fig, f"unvisited or < {min_visits} visits{where}")

@@ -595,6 +595,11 @@ def test_success_vs_failure_states_its_error_bars_and_a_missing_outcome(mop):
     outcomes = {"success": mop.episodes["success"].sum(), "failure": (~mop.episodes["success"]).sum()}
     expected = [f"{k} (n={v})" for k, v in outcomes.items() if v]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == expected
+    # the confound is said with the numbers: failed episodes are longer
+    both = mop.episodes.assign(success=np.arange(len(mop.episodes)) % 2 == 0)
+    both = both.assign(length=np.where(both["success"], 10, 64))
+    note_text = bottom_note(pu.plot_success_vs_failure(mop.steps, both, mop.expert_sizes))
+    assert "Failed episodes are longer (mean 64 vs 10 steps)" in note_text and "confounded" in note_text
     all_failed = mop.episodes.assign(success=False)
     fig = pu.plot_success_vs_failure(mop.steps, all_failed, mop.expert_sizes)
     assert "No success episodes" in bottom_note(fig)
