@@ -141,3 +141,31 @@ def test_the_walker_catches_a_bad_command():  # the checks above can fail
     assert python_script(words("python lmc.py analyze --results_dir d"))[1] == "analyze"
     made = runs_made(["python train_mop.py --task_id BabyAI-GoToObj-v0 --trial 3"])
     assert ("BabyAI-GoToObj-v0", 3) in made and ("BabyAI-GoToObj-v0", 0) not in made
+
+
+def section(text: str, title: str) -> str:
+    start = text.index(f"### {title}")
+    end = text.find("\n## ", start + 1), text.find("\n### ", start + 1)
+    return text[start : min(e for e in end if e > 0)]
+
+
+# What makes a README command small enough for the suite: the tiny preset for training, a few
+# evaluation episodes. Every other word is the README's.
+SMALL = {
+    "train_mop.py": ["--config", str(ROOT / "configs" / "tiny.yaml")],
+    "batch_eval.py": ["--num_episodes", "4"],
+}
+
+
+@pytest.mark.slow
+def test_the_multi_task_block_runs_in_order_as_written(tmp_path):
+    """The multi-task block, in order, each command as written (made small by SMALL only): the last
+    one (render_plots --by_level) needs the line before it to evaluate the run on both levels."""
+    block = [c for c in commands(section(README.read_text(), "Multi-task routing"))]
+    assert [python_script(words(c))[0] for c in block] == ["train_mop.py", "batch_eval.py", "render_plots.py"]
+    for command in block:
+        ws = words(command)
+        script = ws[1]
+        argv = [sys.executable, str(ROOT / script), *ws[2:], *SMALL.get(script, [])]
+        out = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+        assert out.returncode == 0, f"{command}: {out.stderr[-800:]}"
