@@ -152,7 +152,12 @@ def section(text: str, title: str) -> str:
 # What makes a README command small enough for the suite: the tiny preset for training, a few
 # evaluation episodes. Every other word is the README's.
 SMALL = {
-    "train_mop.py": ["--config", str(ROOT / "configs" / "tiny.yaml")],
+    "train_mop.py": [
+        "--config",
+        str(ROOT / "configs" / "tiny.yaml"),
+        "--num_updates",
+        "6",
+    ],  # the last flag wins
     "batch_eval.py": ["--num_episodes", "4"],
 }
 
