@@ -17,5 +17,5 @@ experiment's identity, its statistics, interpolation, barriers, routing agreemen
 the figure modules (`plot_style`, `results_plots`, `stats_plots`, `lmc_plots`, `generative_plots`,
 `behaviour_plots`, `expert_maps`, and `level_image` for the example layout)
 `generative` and `generative_probes` (the generative model of rollouts and its calibrated probes), `launch` (a Modal launch checked locally) and
-`notebook_script` (a notebook's refusal of a file).
+`notebook_script` (a notebook's refusal of a file, its --help), `progress` (the bars of long stages).
 """
