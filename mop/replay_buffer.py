@@ -135,6 +135,29 @@ class EpisodeBuffer:
                 break  # a buffer smaller than one batch: one whole pass per batch
         return chosen
 
+    # ------------------------------------------------------------------ one episode at a time (streams)
+
+    def get(self, episode_id: int) -> StoredEpisode | None:
+        """The episode with this id (ids count every episode ever added, from 0), or None once
+        it has been evicted."""
+        index = int(episode_id) - (self.added - len(self.episodes))
+        return self.episodes[index] if 0 <= index < len(self.episodes) else None
+
+    def draw_uniform(self) -> int:
+        """The id of an episode drawn uniformly (sample_frames' draw, one at a time)."""
+        if not self.episodes:
+            raise ValueError("draw from an empty episode buffer")
+        return self.added - len(self.episodes) + int(self.rng.integers(len(self.episodes)))
+
+    def draw_epoch(self) -> int:
+        """The id of the next episode of a shuffled pass (next_epoch_batch's order, one at a time)."""
+        if not self.episodes:
+            raise ValueError("draw from an empty episode buffer")
+        if not self._epoch_order:
+            self._epoch_order = self.rng.permutation(len(self.episodes)).tolist()[::-1]
+            self.epoch += 1
+        return self.added - len(self.episodes) + self._epoch_order.pop()
+
     # ------------------------------------------------------------------ copies (LMC forks)
 
     def copy(self, seed: int | None = None) -> EpisodeBuffer:
