@@ -28,7 +28,8 @@ wall time), all arms of a recipe interleaved step by step so they share the mach
 The pool: --pool_frames frames of episodes the bot drives in the recipe's level (what DAgger
 replays at first, and what demos hold). Per arm also the share of the matmul peak reached: the
 learner's matmul FLOPs per frame (torch's FlopCounterMode, on one step) times frames per
-CPU-second, over one core's measured float32 matmul peak (a 512 x 512 product, FLOPs per CPU-second).
+CPU-second, over one core's measured float32 matmul peak (the best square product of 256, 512 or
+1024, FLOPs per CPU-second).
 
     python bench/learner_throughput.py
     python bench/learner_throughput.py --recipes default,seed002,configs/BabyAI-GoToObjMaze-v0.yaml --updates 20
@@ -210,15 +211,19 @@ def stream_recipe(recipe: str, overrides: dict) -> TrainConfig:
     return load_config(base, {**keys, "checkpoint_interval": None, "device": "cpu", **overrides})
 
 
-def matmul_peak(seconds: float = 1.0) -> float:
-    """One core's float32 matmul FLOPs per CPU-second (a 512 x 512 product, one torch thread)."""
-    a, b = torch.randn(512, 512), torch.randn(512, 512)
-    a @ b
-    n, started = 0, time.process_time()
-    while time.process_time() - started < seconds:
+def matmul_peak(seconds: float = 0.5) -> float:
+    """One core's float32 matmul FLOPs per CPU-second: the best of square products of 256, 512 and
+    1024 (one torch thread), each repeated for `seconds` of CPU."""
+    best = 0.0
+    for n in (256, 512, 1024):
+        a, b = torch.randn(n, n), torch.randn(n, n)
         a @ b
-        n += 1
-    return n * 2 * 512**3 / (time.process_time() - started)
+        count, started = 0, time.process_time()
+        while time.process_time() - started < seconds:
+            a @ b
+            count += 1
+        best = max(best, count * 2 * n**3 / (time.process_time() - started))
+    return best
 
 
 def episode_pool(cfg: TrainConfig, frames: int) -> list:
@@ -329,7 +334,10 @@ def run_streams(args: argparse.Namespace) -> dict:
     use_one_thread()
     torch.set_num_threads(1)
     peak = matmul_peak()
-    print(f"matmul peak: {peak / 1e9:.1f} GFLOP per CPU-second (one thread, 512 x 512 float32)", flush=True)
+    print(
+        f"matmul peak: {peak / 1e9:.1f} GFLOP per CPU-second (one thread, best of 256/512/1024 square float32 products)",
+        flush=True,
+    )
     results = {"matmul_peak_flops_per_cpu_s": peak, "recipes": {}}
     for recipe in args.recipes.split(","):
         cfg = stream_recipe(recipe, {"num_workers": 0})
