@@ -221,3 +221,20 @@ def test_streamed_dagger_replays_columns_and_resumes_them(tmp_path):
     assert ckpt["replay_stream"]["columns"] == 2 and ckpt["replay_stream"]["memory"].shape[0] == 2
     summary = train_mop.main(tiny_config(tmp_path, num_updates=6, **keys), resume=True, progress=False)
     assert summary["final"]["train/replay_frames"] == 2 * 8
+
+
+def test_frame_gradients_count_labelled_frames_times_passes(tmp_path):
+    from mop.imitation import TrainState
+
+    learner = _learner(tmp_path, epochs=2)
+    episodes = _episodes()
+    episodes[1].label[:] = -1  # a step the bot could not label gets no gradient
+    chunk = EpisodeColumns(2, 4, *_in_order(episodes), learner.policy.memory_size).next_chunk()
+    parts = learner.step(chunk)
+    assert parts["frame_gradients"] == 2 * (8 - 2)
+    state = TrainState.start(learner.cfg, None)
+    chunk.update(episodes=[], slot_states=None)
+    for _ in range(2):
+        state.record(chunk, dict(parts))
+    assert state.log_row()["train/frame_gradients"] == 4 * 6
+    assert "frame_gradients" not in state.window["sums"]  # a counter, not a per-update mean
