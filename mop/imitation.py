@@ -20,6 +20,11 @@ Where the labelled steps come from (README "Training"):
   saved as buffer_<update>.npz beside each checkpoint and restored by --resume;
 - with `--demos N` (`DemoSource`, in the collector's place): bot demos only (mop/bot_demos.py), offline
   behavioural cloning in passes over the cached demos.
+With `--learner_stream streamed` replayed and demo episodes arrive as persistent columns
+(mop/streams.py's EpisodeColumns, the one producer of stored-episode streams) beside or instead of
+the live chunk's; after each step the loop hands every stream the memory its columns ended with
+(`carry_memory`), and the streams' state goes into the checkpoint. `train/frame_gradients` counts
+the labelled frames that received a gradient (times --epochs), across --resume.
 
 --resume restores weights, Adam, RNGs, counters and each env's episode counter and RNG, but not the
 envs' episodes in progress (minigrid and bot state are not plain tensors): every env starts its

@@ -16,6 +16,9 @@ memory at every `window`-step boundary, then cuts the episode into windows, each
 training batch starting from that memory, so truncated BPTT over windows sees the same memory the
 policy would have had acting through the episode (BabyAI's IL does the same). A label of -1 marks
 a step the bot could not label (its failure ends the episode); label_mask = label >= 0.
+That is --learner_stream padded; with streamed, mop/streams.py's EpisodeColumns plays the buffer's
+episodes (`get`, `draw_uniform`, `draw_epoch`: one id at a time) in persistent columns instead,
+memory carried from the previous update, with no padding and no rebuild pass.
 
 On disk (`save` / `load`, one .npz written atomically) the buffer is part of a run's state:
 training writes `buffer_<update>.npz` beside each checkpoint (the checkpoint itself stays

@@ -144,6 +144,43 @@ class EpisodeColumns:
         self.memory = state["memory"].detach().to("cpu", torch.float32).clone()
 
 
+class ShuffledPasses:
+    """Draws for a fixed sequence of n episodes (a demo store): shuffled pass after pass, as
+    EpisodeBuffer.draw_epoch does for a buffer. `draw` is EpisodeColumns' source of ids; the state
+    (RNG, passes started, what is left of this pass) is plain types, for a checkpoint.
+
+        passes = ShuffledPasses(len(store), seed=[run_seed, 7])
+        stream = EpisodeColumns(64, 80, passes.draw, store.__getitem__, memory_size=480)
+    """
+
+    def __init__(self, n: int, seed: Any = 0):
+        if n < 1:
+            raise ValueError(f"no episodes to draw from (n = {n})")
+        self.n, self.rng = int(n), np.random.default_rng(seed)
+        self.order: list[int] = []
+        self.epoch = 0
+
+    def draw(self) -> int:
+        if not self.order:
+            self.order = self.rng.permutation(self.n).tolist()[::-1]
+            self.epoch += 1
+        return self.order.pop()
+
+    def state(self) -> dict:
+        return {
+            "n": self.n,
+            "rng": self.rng.bit_generator.state,
+            "epoch": self.epoch,
+            "order": list(self.order),
+        }
+
+    def load_state(self, state: dict) -> None:
+        if int(state["n"]) != self.n:
+            raise ValueError(f"draw state of {state['n']} episodes, this source has {self.n}")
+        self.rng.bit_generator.state = state["rng"]
+        self.epoch, self.order = int(state["epoch"]), [int(i) for i in state["order"]]
+
+
 def _episode_tensors(episode: StoredEpisode) -> dict:
     out = {k: torch.from_numpy(np.ascontiguousarray(getattr(episode, k))) for k in _EPISODE_ARRAYS}
     out.update(mission=episode.mission, seed=int(episode.seed))

@@ -238,3 +238,18 @@ def test_frame_gradients_count_labelled_frames_times_passes(tmp_path):
         state.record(chunk, dict(parts))
     assert state.log_row()["train/frame_gradients"] == 4 * 6
     assert "frame_gradients" not in state.window["sums"]  # a counter, not a per-update mean
+
+
+def test_shuffled_passes_visit_every_episode_once_per_pass_and_resume(tmp_path):
+    from mop.streams import ShuffledPasses
+
+    passes = ShuffledPasses(5, seed=3)
+    first = [passes.draw() for _ in range(5)]
+    assert sorted(first) == list(range(5)) and passes.epoch == 1
+    passes.draw()
+    torch.save(passes.state(), tmp_path / "s.pt")
+    again = ShuffledPasses(5, seed=99)
+    again.load_state(torch.load(tmp_path / "s.pt", weights_only=True))
+    assert [again.draw() for _ in range(7)] == [passes.draw() for _ in range(7)]
+    with pytest.raises(ValueError, match="5 episodes"):
+        ShuffledPasses(6).load_state(passes.state())
