@@ -16,9 +16,25 @@ this one run so the ratios compare like with like on a noisy machine:
   (cores, or Modal containers' cpu) speed training up and a GPU does not.
 Without CUDA the device columns say "no CUDA device: CPU only" and only the CPU is measured.
 
+With --streams it measures instead the padded learner against the streamed one (issue 41,
+mop/streams.py), in frame-gradients per CPU-second (labelled frames that received a gradient, per
+second of this process's CPU time, time.process_time: load from other jobs matters less than for
+wall time), all arms of a recipe interleaved step by step so they share the machine's state:
+- padded: --learner_stream padded's replay path: episodes drawn from a pool until they hold the
+  recipe's num_envs x unroll_len frames, cut into unroll_len windows (the last padded) whose memory
+  a no-grad pass rebuilds (replay_columns), then Learner.step;
+- streamed C: EpisodeColumns with C columns of the same pool, memory carried, then Learner.step;
+  C = the recipe's num_envs (the padded batch's real frames, paired) and each of --columns.
+The pool: --pool_frames frames of episodes the bot drives in the recipe's level (what DAgger
+replays at first, and what demos hold). Per arm also the share of the matmul peak reached: the
+learner's matmul FLOPs per frame (torch's FlopCounterMode, on one step) times frames per
+CPU-second, over one core's measured float32 matmul peak (the best square product of 256, 512 or
+1024, FLOPs per CPU-second).
+
     python bench/learner_throughput.py
     python bench/learner_throughput.py --recipes default,seed002,configs/BabyAI-GoToObjMaze-v0.yaml --updates 20
     python bench/learner_throughput.py --num_envs 16 --unroll_len 32 --e2e_updates 0   # learner only
+    python bench/learner_throughput.py --streams --recipes default,configs/BabyAI-Unlock-v0.yaml,film
 Writes nothing but --out (JSON of every number, if given).
 """
 
@@ -41,7 +57,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import train_mop  # noqa: E402
 from mixture_of_experts import build_policy  # noqa: E402
 from mop.devices import DeviceError, device_label, resolve_device  # noqa: E402
-from mop.experiment import ArgumentParser, TrainConfig, default_num_workers, load_config, read_metrics  # noqa: E402
+from mop.experiment import (  # noqa: E402
+    ArgumentParser,
+    ConfigError,
+    TrainConfig,
+    default_num_workers,
+    load_config,
+    read_metrics,
+)
 from mop.imitation import Learner, TrainState, open_collector  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +78,8 @@ RECIPES = {
         "router_hidden_size": 64,
     },
 }
+# The FiLM arm of issue 32 (docs/findings.md): the Unlock recipe with BabyAI 1.1's trunk at 64 channels
+FILM = (ROOT / "configs" / "BabyAI-Unlock-v0.yaml", {"input_encoder": "film", "trunk_channels": 64})
 
 
 def recipe_config(recipe: str, args: argparse.Namespace, **overrides) -> TrainConfig:
@@ -172,6 +197,173 @@ def report(results: list[dict], device_text: str) -> None:
             print(f"{r['recipe']:<28}device / CPU end to end: {r['e2e_ratio']:.2f}x")
 
 
+# ----------------------------------------------------------------------------- padded vs streamed
+
+
+def stream_recipe(recipe: str, overrides: dict) -> TrainConfig:
+    """A recipe at its own batch shape (num_envs, unroll_len): config.yaml's named ones, film, or a YAML."""
+    if recipe == "film":
+        base, keys = FILM
+    elif recipe in RECIPES:
+        base, keys = ROOT / "config.yaml", RECIPES[recipe]
+    else:
+        base, keys = Path(recipe), {}
+    return load_config(base, {**keys, "checkpoint_interval": None, "device": "cpu", **overrides})
+
+
+def matmul_peak(seconds: float = 0.5) -> float:
+    """One core's float32 matmul FLOPs per CPU-second: the best of square products of 256, 512 and
+    1024 (one torch thread), each repeated for `seconds` of CPU."""
+    best = 0.0
+    for n in (256, 512, 1024):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        count, started = 0, time.process_time()
+        while time.process_time() - started < seconds:
+            a @ b
+            count += 1
+        best = max(best, count * 2 * n**3 / (time.process_time() - started))
+    return best
+
+
+def episode_pool(cfg: TrainConfig, frames: int) -> list:
+    """Whole episodes the bot drives (teacher forcing 1) in cfg's level, at least `frames` steps."""
+    from mop.replay_buffer import EpisodeAssembler
+
+    cfg = dataclasses.replace(
+        cfg, teacher_forcing=1.0, teacher_forcing_final=None, teacher_forcing_decay_updates=0
+    )
+    learner = Learner.build(cfg, "mop", build_policy, train_mop.make_loss(cfg, cfg.expert_hidden_sizes), None)
+    assembler, episodes = EpisodeAssembler(cfg.num_envs), []
+    with open_collector(cfg, learner, build_policy, TrainState.start(cfg, None)) as collector:
+        while sum(len(ep) for ep in episodes) < frames:
+            episodes += assembler.add(collector.collect(learner.policy, learner.encoder, cfg.unroll_len))
+    return episodes
+
+
+def stream_arms(cfg: TrainConfig, episodes: list, columns: list[int], steps: int, peak: float) -> dict:
+    """frame-gradients per CPU-second of each arm (interleaved, `steps` timed steps after one warm-up
+    each), the padded arm's padding share, and each arm's share of the matmul peak."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mop.replay_buffer import EpisodeBuffer, replay_columns
+    from mop.streams import EpisodeColumns
+
+    loss = train_mop.make_loss(cfg, cfg.expert_hidden_sizes)
+    arms: dict[str, dict] = {}
+
+    def arm(name: str, batch_fn, after=None) -> None:
+        torch.manual_seed(0)
+        learner = Learner.build(cfg, "mop", build_policy, loss, None)
+        arms[name] = {
+            "learner": learner,
+            "batch": batch_fn,
+            "after": after,
+            "cpu_s": 0.0,
+            "frames": 0,
+            "steps": 0,
+        }
+
+    pad_buffer = EpisodeBuffer(len(episodes), cfg.task_id, 0)
+    pad_buffer.extend(episodes)
+
+    def padded_batch(learner: Learner) -> dict:
+        chosen = pad_buffer.sample_frames(cfg.num_envs * cfg.unroll_len)
+        return replay_columns(chosen, learner.policy, learner.encoder, cfg.unroll_len, cfg.obs_encoding)
+
+    arm("padded", padded_batch)
+    for c in dict.fromkeys([cfg.num_envs, *columns]):
+        buffer = EpisodeBuffer(len(episodes), cfg.task_id, c)
+        buffer.extend(episodes)
+        streams: dict = {}
+
+        def streamed_batch(
+            learner: Learner, c: int = c, buffer: EpisodeBuffer = buffer, streams: dict = streams
+        ) -> dict:
+            if "s" not in streams:
+                streams["s"] = EpisodeColumns(
+                    c, cfg.unroll_len, buffer.draw_uniform, buffer.get, learner.policy.memory_size
+                )
+            return streams["s"].next_chunk()
+
+        def carry(learner: Learner, streams: dict = streams) -> None:
+            streams["s"].carry(learner.end_memory)
+
+        arm(f"streamed {c}", streamed_batch, carry)
+    padded_frames = padded_steps = 0
+    for step in range(steps + 1):
+        for name, a in arms.items():
+            learner = a["learner"]
+            started = time.process_time()
+            chunk = a["batch"](learner)
+            learner.step(chunk)
+            if a["after"]:
+                a["after"](learner)
+            spent = time.process_time() - started
+            if step == 0:
+                continue  # warm-up
+            a["cpu_s"] += spent
+            a["frames"] += int(chunk["label_mask"].sum())
+            a["steps"] += 1
+            if name == "padded":
+                padded_frames += int(chunk["done"].size)
+                padded_steps += int(chunk["label_mask"].sum())
+    out: dict = {"padding_share": 1 - padded_steps / max(padded_frames, 1)}
+    for name, a in arms.items():
+        learner = a["learner"]
+        with FlopCounterMode(display=False) as counter:
+            chunk = a["batch"](learner)
+            learner.step(chunk)
+            if a["after"]:
+                a["after"](learner)
+        per_frame = counter.get_total_flops() / max(int(chunk["label_mask"].sum()), 1)
+        rate = a["frames"] / a["cpu_s"]
+        out[name] = {
+            "frame_gradients_per_cpu_s": rate,
+            "cpu_s": a["cpu_s"],
+            "steps": a["steps"],
+            "flops_per_frame": per_frame,
+            "peak_share": per_frame * rate / peak,
+        }
+    return out
+
+
+def run_streams(args: argparse.Namespace) -> dict:
+    from mop.numpy_policy import use_one_thread
+
+    use_one_thread()
+    torch.set_num_threads(1)
+    peak = matmul_peak()
+    print(
+        f"matmul peak: {peak / 1e9:.1f} GFLOP per CPU-second (one thread, best of 256/512/1024 square float32 products)",
+        flush=True,
+    )
+    results = {"matmul_peak_flops_per_cpu_s": peak, "recipes": {}}
+    for recipe in args.recipes.split(","):
+        cfg = stream_recipe(recipe, {"num_workers": 0})
+        started = time.process_time()
+        pool = episode_pool(cfg, args.pool_frames)
+        print(
+            f"{recipe}: {len(pool)} bot-driven episodes ({sum(map(len, pool))} frames, {time.process_time() - started:.1f} "
+            f"CPU s); batch {cfg.num_envs} x {cfg.unroll_len}",
+            flush=True,
+        )
+        result = stream_arms(cfg, pool, args.columns, args.updates, peak)
+        result["episode_lengths"] = [len(ep) for ep in pool]
+        results["recipes"][recipe] = result
+        base = result["padded"]["frame_gradients_per_cpu_s"]
+        print(f"  padded batches: {result['padding_share']:.0%} of their steps are padding")
+        for name, r in result.items():
+            if isinstance(r, dict):
+                print(
+                    f"  {name:<14}{r['frame_gradients_per_cpu_s']:9.0f} frame-gradients/CPU-s  "
+                    f"{r['frame_gradients_per_cpu_s'] / base:5.2f}x padded  {r['peak_share']:6.1%} of the matmul peak  "
+                    f"({r['steps']} steps, {r['cpu_s']:.1f} CPU s)",
+                    flush=True,
+                )
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -194,7 +386,45 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--device", default="auto", help="the device to compare with the CPU (default auto)")
     parser.add_argument("--out", default=None, help="also write the numbers as JSON here")
+    parser.add_argument(
+        "--streams",
+        action="store_true",
+        help="measure the padded learner against the streamed one instead (frame-gradients per CPU-second)",
+    )
+    parser.add_argument(
+        "--columns",
+        default="16,32,64,128",
+        help="--streams: streamed column counts measured (default 16,32,64,128)",
+    )
+    parser.add_argument(
+        "--pool_frames",
+        type=int,
+        default=6000,
+        help="--streams: frames of bot-driven episodes to replay (default 6000)",
+    )
     args = parser.parse_args(argv)
+    if args.streams:
+        try:
+            args.columns = [int(c) for c in args.columns.split(",")]
+            if min(args.columns) < 1:
+                raise ValueError
+            for recipe in args.recipes.split(","):
+                stream_recipe(recipe, {})
+        except (ValueError, ConfigError) as e:
+            print(
+                f"error: --columns/--recipes: {e or 'column counts must be integers >= 1'}", file=sys.stderr
+            )
+            sys.exit(2)
+        load = os.getloadavg()
+        results = run_streams(args)
+        load_end = os.getloadavg()
+        print(
+            f"load average {load[0]:.2f} at the start, {load_end[0]:.2f} at the end ({os.cpu_count()} cores)"
+        )
+        results["load_average"] = [load[0], load_end[0]]
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=1))
+        return results
     try:
         text, args.cpu_threads = (
             args.cpu_threads,

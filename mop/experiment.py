@@ -150,6 +150,21 @@ class TrainConfig:
         0,
     )
     demos_dir: str = _help("root of the demo cache", "demos")
+    learner_stream: str = _help(
+        "how replayed and demo episodes reach the learner: 'padded' (each episode cut into "
+        "unroll_len windows, the last padded, each window's starting memory rebuilt by a no-grad pass "
+        "of the current weights) or 'streamed' (persistent columns playing episodes back to back, "
+        "memory carried from the previous update: no padding, no rebuild, the memory one update "
+        "old; docs/speed.md). Live collection is streamed either way",
+        "padded",
+    )
+    batch_columns: int | None = _help(
+        "with --learner_stream streamed: the columns of stored episodes in each Adam step (demos: "
+        "the whole batch; --buffer_episodes: the replayed columns beside the num_envs live ones, "
+        "in place of --replay_ratio); null: as many as the padded path's frames (demos: num_envs; "
+        "a buffer: num_envs x replay_ratio / (1 - replay_ratio))",
+        None,
+    )
     # Optimisation
     num_updates: int = _help("optimizer steps; each uses num_envs x unroll_len labelled steps", 2000)
     lr: float = _help("Adam learning rate (at update 1, when --lr_final gives a schedule)", 3e-3)
@@ -450,6 +465,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"entropy_coef must be >= 0 (a bonus; 0: off), got {cfg.entropy_coef}")
     if not 0.0 <= cfg.replay_ratio < 1.0:
         raise ConfigError(f"replay_ratio must be in [0, 1), got {cfg.replay_ratio}")
+    if cfg.learner_stream not in ("padded", "streamed"):
+        raise ConfigError(f"learner_stream must be 'padded' or 'streamed', got {cfg.learner_stream!r}")
+    if cfg.batch_columns is not None:
+        if cfg.batch_columns < 1:
+            raise ConfigError(f"batch_columns must be an integer >= 1 or null, got {cfg.batch_columns}")
+        if cfg.batch_columns * cfg.unroll_len > MAX_STEPS_PER_UPDATE:
+            raise ConfigError(
+                f"batch_columns x unroll_len must be at most {MAX_STEPS_PER_UPDATE} steps per update "
+                f"(memory), got {cfg.batch_columns} x {cfg.unroll_len}"
+            )
     if cfg.demos and "," in cfg.task_id:
         raise ConfigError("--demos takes one level (demo caches are per level), not a multi-task task_id")
     if cfg.demos and cfg.buffer_episodes:

@@ -20,6 +20,11 @@ Where the labelled steps come from (README "Training"):
   saved as buffer_<update>.npz beside each checkpoint and restored by --resume;
 - with `--demos N` (`DemoSource`, in the collector's place): bot demos only (mop/bot_demos.py), offline
   behavioural cloning in passes over the cached demos.
+With `--learner_stream streamed` replayed and demo episodes arrive as persistent columns
+(mop/streams.py's EpisodeColumns, the one producer of stored-episode streams) beside or instead of
+the live chunk's; after each step the loop hands every stream the memory its columns ended with
+(`carry_memory`), and the streams' state goes into the checkpoint. `train/frame_gradients` counts
+the labelled frames that received a gradient (times --epochs), across --resume.
 
 --resume restores weights, Adam, RNGs, counters and each env's episode counter and RNG, but not the
 envs' episodes in progress (minigrid and bot state are not plain tensors): every env starts its
@@ -82,6 +87,7 @@ from mop.imitation_data import (  # the loop's data; buffer_path re-exported for
     Replay,
     buffer_path,  # noqa: F401
     buffer_seed,
+    carry_memory,
     open_collector,
 )
 from mop.language import MissionEncoderError, build_mission_encoder
@@ -115,6 +121,7 @@ class RunStats:
     recent_success: list = field(default_factory=list)
     recent_path_ratio: list = field(default_factory=list)
     elapsed_s: float = 0.0
+    frame_gradients: int = 0  # labelled frames that received a gradient, summed over passes (epochs)
     # multi-task runs: {level: {"episodes": n, "success": [recent], "path_ratio": [recent]}}
     recent_by_level: dict = field(default_factory=dict)
 
@@ -209,6 +216,7 @@ class Learner:
     loss_fn: LossFn
     aux_head: torch.nn.Linear | None = None  # --aux_rooms_weight: memory -> rooms visited so far
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where it all lives
+    end_memory: torch.Tensor | None = None  # (N, M) after the last pass's final step, for streams to carry
 
     @classmethod
     def build(
@@ -304,6 +312,7 @@ class Learner:
             elif "train/ce" in parts:
                 first["train/ce_last_epoch"] = parts["train/ce"]
         first["train/epochs"] = self.cfg.epochs
+        first["frame_gradients"] = int(mask.sum()) * self.cfg.epochs  # TrainState.record sums it
         return first
 
     def _pass(self, chunk: dict, obs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -312,6 +321,9 @@ class Learner:
         lang = self.encoder(chunk["missions"])[t(chunk["mission_index"])]  # (T, N, lang_dim)
         out = self.policy.forward_sequence(obs, lang, chunk["memory"].to(self.device), t(chunk["done"]))
         loss, parts = self.loss_fn(out, labels, mask)
+        # A stream's columns go on from here next update (computed with the weights before this
+        # pass's step: the memory a streamed column carries is one optimizer step old).
+        self.end_memory = out.memory.detach()
         if mask.any():
             # BabyAI's imitation loss: minus entropy_coef x the policy's mean entropy on the labelled
             # steps (logged whatever the coefficient, so arms can be compared).
@@ -423,6 +435,7 @@ class TrainState:
     def record(self, chunk: dict, parts: dict) -> None:
         """Count the chunk's frames and finished episodes, and sum the loss parts for the log."""
         self.slot_states = chunk["slot_states"]
+        self.stats.frame_gradients += int(parts.pop("frame_gradients", 0))
         frames = int(chunk["frames"]) if "frames" in chunk else int(np.prod(chunk["done"].shape))
         self.stats.frames += frames
         self.window["frames"] += frames
@@ -457,6 +470,7 @@ class TrainState:
         """The metrics.jsonl row for the updates since the last one."""
         now = time.perf_counter()
         row = {"update": self.update, "frames": self.stats.frames}
+        row["train/frame_gradients"] = self.stats.frame_gradients
         row.update({k: v / self.window["n"] for k, v in self.window["sums"].items()})
         recent, ratio = self.recent_success, self.recent_ratio
         row["train/success_recent"] = float(np.mean(recent)) if recent else float("nan")
@@ -748,6 +762,7 @@ class ImitationRun:
         batch, extra = self.replay.training_batch(chunk, learner) if self.replay is not None else (chunk, {})
         try:
             parts = learner.step(batch, lr_at(cfg, update))
+            carry_memory(batch, learner.end_memory)  # streamed columns go on from where this step ended
         except TrainingDiverged as e:
             saved = Path(self.written[-1]).name if self.written else "none yet"
             raise TrainingDiverged(
@@ -799,6 +814,8 @@ class ImitationRun:
         payload = checkpoint_payload(self.learner, self.state)
         if isinstance(self.collector, DemoSource):
             payload["demo_sampler"] = self.collector.state()
+        if self.replay is not None and self.replay.state() is not None:
+            payload["replay_stream"] = self.replay.state()  # --learner_stream streamed: columns and memory
         return payload
 
     def save(self, name: str) -> str:

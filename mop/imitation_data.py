@@ -1,7 +1,10 @@
 """The imitation loop's data: where labelled steps come from and where they are kept between
 updates. `Replay` holds the DAgger buffer of whole labelled episodes (mop/replay_buffer.py) and its
 file beside each checkpoint (`buffer_path`); `DemoSource` serves `--demos N` bot demonstrations
-(mop/bot_demos.py) in epochs; `open_collector` starts the parallel collector of a config. Used by
+(mop/bot_demos.py) in epochs; `open_collector` starts the parallel collector of a config. With
+--learner_stream streamed both serve their episodes as persistent columns (mop/streams.py's
+EpisodeColumns, the producer of every stored-episode stream), whose memory the learner's step hands
+back (`carry_memory`) and whose state goes into the checkpoint. Used by
 mop/imitation.py's ImitationRun, which re-exports these names (lmc.py's forks import them there).
 Reads and writes buffer_<update>.npz beside a run's checkpoints.
 
@@ -29,6 +32,7 @@ from mop.replay_buffer import (
     replay_columns,
     replay_frames_for,
 )
+from mop.streams import EpisodeColumns
 
 # mop.imitation's Learner and TrainState are passed in (typed Any here: that module imports this one)
 Learner = TrainState = Any
@@ -46,6 +50,22 @@ def buffer_seed(cfg: TrainConfig) -> list[int]:
     return [run_seed(cfg), 0xB0FFE7]  # its own stream: sampling never shifts the run's other draws
 
 
+def stored_columns(cfg: TrainConfig) -> int:
+    """--learner_stream streamed: the columns of stored episodes per Adam step (cfg.batch_columns;
+    null: the padded path's frames, num_envs for demos, num_envs x r / (1 - r) beside a buffer)."""
+    if cfg.batch_columns is not None:
+        return cfg.batch_columns
+    if cfg.demos:
+        return cfg.num_envs
+    return replay_frames_for(cfg.num_envs, cfg.replay_ratio)
+
+
+def carry_memory(batch: dict, end_memory: Any) -> None:
+    """After the learner's step: each stream of the batch gets the memory its columns ended with."""
+    for stream, columns in batch.get("carry", ()):
+        stream.carry(end_memory[columns])
+
+
 @dataclass
 class Replay:
     """Online DAgger's aggregation buffer: finished episodes of every chunk go in, and every
@@ -54,6 +74,8 @@ class Replay:
     cfg: TrainConfig
     buffer: EpisodeBuffer
     assembler: EpisodeAssembler
+    stream: EpisodeColumns | None = None  # --learner_stream streamed: made at the first replay
+    stream_state: dict | None = None  # a resumed stream's, loaded when it is made
 
     @classmethod
     def start(cls, cfg: TrainConfig, directory: Path, ckpt: dict | None) -> Replay | None:
@@ -73,12 +95,15 @@ class Replay:
             except BufferError as e:
                 raise ConfigError(f"--resume: {e}") from None
         # The collector starts every env at a fresh episode (a new run, or a resumed one).
-        return cls(cfg, buffer, EpisodeAssembler(cfg.num_envs))
+        state = None if ckpt is None else ckpt.get("replay_stream")
+        return cls(cfg, buffer, EpisodeAssembler(cfg.num_envs), stream_state=state)
 
     def training_batch(self, chunk: dict, learner: Learner) -> tuple[dict, dict]:
         """(the learner's batch: chunk + replayed columns, log parts). Replayed episodes are drawn
         before this chunk's finished episodes join the buffer, so nothing is trained on twice in
         one update; their memory comes from the weights this update steps from."""
+        if self.cfg.learner_stream == "streamed":
+            return self._streamed_batch(chunk, learner)
         fresh = int(np.prod(chunk["done"].shape))
         episodes = self.buffer.sample_frames(replay_frames_for(fresh, self.cfg.replay_ratio))
         columns = replay_columns(
@@ -87,6 +112,36 @@ class Replay:
         self.buffer.extend(self.assembler.add(chunk))
         parts = {"train/replay_frames": float(columns["frames"]) if columns else 0.0}
         return concat_chunks(chunk, columns), parts
+
+    def _streamed_batch(self, chunk: dict, learner: Learner) -> tuple[dict, dict]:
+        """The chunk beside stored_columns(cfg) persistent replay columns (EpisodeColumns, drawing
+        uniformly from the buffer); none while the buffer is empty."""
+        columns = None
+        if len(self.buffer) and stored_columns(self.cfg) > 0:
+            if self.stream is None:
+                self.stream = EpisodeColumns(
+                    stored_columns(self.cfg),
+                    self.cfg.unroll_len,
+                    self.buffer.draw_uniform,
+                    self.buffer.get,
+                    learner.policy.memory_size,
+                )
+                if self.stream_state is not None:
+                    self.stream.load_state(self.stream_state)
+                    self.stream_state = None
+            columns = self.stream.next_chunk()
+        self.buffer.extend(self.assembler.add(chunk))
+        batch = concat_chunks(chunk, columns)
+        if columns is not None:
+            live = chunk["done"].shape[1]
+            batch["carry"] = [(self.stream, slice(live, live + self.stream.columns))]
+        return batch, {"train/replay_frames": float(columns["frames"]) if columns else 0.0}
+
+    def state(self) -> dict | None:
+        """The replay stream's state for the checkpoint (None: padded, or not started)."""
+        if self.stream is not None:
+            return self.stream.state()
+        return self.stream_state
 
     def log_fields(self) -> dict:
         """Where the buffer stands now (metrics.jsonl, beside the per-update averages)."""
@@ -135,13 +190,19 @@ class DemoSource:
             self.load_state(ckpt["demo_sampler"])
         self.cfg = cfg
         self.pending: tuple | None = None
+        self.stream: EpisodeColumns | None = None  # --learner_stream streamed: made at the first batch
+        self.stream_state = None if ckpt is None else ckpt.get("demo_sampler", {}).get("stream")
 
     def state(self) -> dict:
-        return {
+        state = {
             "rng": self.buffer.rng.bit_generator.state,
             "epoch": self.buffer.epoch,
             "epoch_order": list(self.buffer._epoch_order),
         }
+        stream = self.stream.state() if self.stream is not None else self.stream_state
+        if stream is not None:
+            state["stream"] = stream
+        return state
 
     def load_state(self, state: dict) -> None:
         self.buffer.rng.bit_generator.state = state["rng"]
@@ -156,6 +217,27 @@ class DemoSource:
     def result(self) -> dict:
         policy, encoder, unroll_len = self.pending
         self.pending = None
+        if self.cfg.learner_stream == "streamed":
+            if self.stream is None:
+                self.stream = EpisodeColumns(
+                    stored_columns(self.cfg),
+                    unroll_len,
+                    self.buffer.draw_epoch,
+                    self.buffer.get,
+                    policy.memory_size,
+                )
+                if self.stream_state is not None:
+                    self.stream.load_state(self.stream_state)
+                    self.stream_state = None
+            chunk = self.stream.next_chunk()
+            chunk.update(
+                episodes=[],
+                slot_states=None,
+                teacher_forcing=1.0,
+                demo_episodes=int(chunk["done"].sum()),  # demos finished in this batch
+                carry=[(self.stream, slice(0, self.stream.columns))],
+            )
+            return chunk
         episodes = self.buffer.next_epoch_batch(self.cfg.num_envs * unroll_len)
         chunk = replay_columns(episodes, policy, encoder, unroll_len, self.cfg.obs_encoding)
         chunk.update(episodes=[], slot_states=None, teacher_forcing=1.0, demo_episodes=len(episodes))

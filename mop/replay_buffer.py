@@ -16,6 +16,9 @@ memory at every `window`-step boundary, then cuts the episode into windows, each
 training batch starting from that memory, so truncated BPTT over windows sees the same memory the
 policy would have had acting through the episode (BabyAI's IL does the same). A label of -1 marks
 a step the bot could not label (its failure ends the episode); label_mask = label >= 0.
+That is --learner_stream padded; with streamed, mop/streams.py's EpisodeColumns plays the buffer's
+episodes (`get`, `draw_uniform`, `draw_epoch`: one id at a time) in persistent columns instead,
+memory carried from the previous update, with no padding and no rebuild pass.
 
 On disk (`save` / `load`, one .npz written atomically) the buffer is part of a run's state:
 training writes `buffer_<update>.npz` beside each checkpoint (the checkpoint itself stays
@@ -134,6 +137,29 @@ class EpisodeBuffer:
             if len(chosen) >= len(self.episodes) and not self._epoch_order:
                 break  # a buffer smaller than one batch: one whole pass per batch
         return chosen
+
+    # ------------------------------------------------------------------ one episode at a time (streams)
+
+    def get(self, episode_id: int) -> StoredEpisode | None:
+        """The episode with this id (ids count every episode ever added, from 0), or None once
+        it has been evicted."""
+        index = int(episode_id) - (self.added - len(self.episodes))
+        return self.episodes[index] if 0 <= index < len(self.episodes) else None
+
+    def draw_uniform(self) -> int:
+        """The id of an episode drawn uniformly (sample_frames' draw, one at a time)."""
+        if not self.episodes:
+            raise ValueError("draw from an empty episode buffer")
+        return self.added - len(self.episodes) + int(self.rng.integers(len(self.episodes)))
+
+    def draw_epoch(self) -> int:
+        """The id of the next episode of a shuffled pass (next_epoch_batch's order, one at a time)."""
+        if not self.episodes:
+            raise ValueError("draw from an empty episode buffer")
+        if not self._epoch_order:
+            self._epoch_order = self.rng.permutation(len(self.episodes)).tolist()[::-1]
+            self.epoch += 1
+        return self.added - len(self.episodes) + self._epoch_order.pop()
 
     # ------------------------------------------------------------------ copies (LMC forks)
 
