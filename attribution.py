@@ -61,12 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n")[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint", required=True, help="a train_mop.py (or train.py: --target action) checkpoint")
     parser.add_argument(
-        "--task_id", "--task", dest="task_id", default=None, help="the level to play (default: the checkpoint's)"
+        "--checkpoint", required=True, help="a train_mop.py (or train.py: --target action) checkpoint"
     )
-    parser.add_argument("--episode", type=int, default=0, help="evaluation episode (layout seed) to attribute (default 0)")
-    parser.add_argument("--step", type=int, default=None, help="the step t attributed (required without --aggregate)")
+    parser.add_argument(
+        "--task_id",
+        "--task",
+        dest="task_id",
+        default=None,
+        help="the level to play (default: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--episode", type=int, default=0, help="evaluation episode (layout seed) to attribute (default 0)"
+    )
+    parser.add_argument(
+        "--step", type=int, default=None, help="the step t attributed (required without --aggregate)"
+    )
     parser.add_argument("--window", type=int, default=8, help="k: attribute to the steps t-k..t (default 8)")
     parser.add_argument(
         "--target",
@@ -81,13 +91,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="for steps t-k..t: zero (the all-zero encoded observation) or mean (the episode's mean "
         "encoded observation) (default zero)",
     )
-    parser.add_argument("--ig_steps", type=int, default=64, help="trapezoid intervals along the path (default 64)")
-    parser.add_argument("--aggregate", action="store_true", help="many steps of many episodes: the mean profile")
-    parser.add_argument("--num_episodes", type=int, default=20, help="--aggregate: episodes 0..N-1 (default 20)")
-    parser.add_argument("--stride", type=int, default=2, help="--aggregate: every stride-th step t >= k (default 2)")
-    parser.add_argument("--randomize_seed", type=int, default=0, help="seed of the randomised-weights check (default 0)")
-    parser.add_argument("--layout", choices=("screen", "paper"), default="screen", help="figure layout (default screen)")
-    parser.add_argument("--out_dir", default="attribution", help="folder for the CSVs and figures (default attribution/)")
+    parser.add_argument(
+        "--ig_steps", type=int, default=64, help="trapezoid intervals along the path (default 64)"
+    )
+    parser.add_argument(
+        "--max_ig_steps",
+        type=int,
+        default=1024,
+        help="double --ig_steps while completeness misses 1%%, up to this many (default 1024)",
+    )
+    parser.add_argument(
+        "--aggregate", action="store_true", help="many steps of many episodes: the mean profile"
+    )
+    parser.add_argument(
+        "--num_episodes", type=int, default=20, help="--aggregate: episodes 0..N-1 (default 20)"
+    )
+    parser.add_argument(
+        "--stride", type=int, default=2, help="--aggregate: every stride-th step t >= k (default 2)"
+    )
+    parser.add_argument(
+        "--randomize_seed", type=int, default=0, help="seed of the randomised-weights check (default 0)"
+    )
+    parser.add_argument(
+        "--layout", choices=("screen", "paper"), default="screen", help="figure layout (default screen)"
+    )
+    parser.add_argument(
+        "--out_dir", default="attribution", help="folder for the CSVs and figures (default attribution/)"
+    )
     return parser
 
 
@@ -97,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 def record_episodes(policy, encoder, config: dict, task_id: str, episodes: list[int]) -> dict[int, dict]:
     """Play evaluation episodes with eval_mop's runner and keep what the policy read: per episode
     image (T, 7, 7, 3), direction (T,), carrying (T,), actions (T,), mission, seed."""
-    kept: dict[int, dict] = {e: {"image": [], "direction": [], "carrying": [], "actions": []} for e in episodes}
+    kept: dict[int, dict] = {
+        e: {"image": [], "direction": [], "carrying": [], "actions": []} for e in episodes
+    }
 
     def keep(step: ActedStep) -> None:
         for r, (e, t) in enumerate(zip(step.episode, step.t)):
@@ -138,7 +170,16 @@ def record_episodes(policy, encoder, config: dict, task_id: str, episodes: list[
 def attribute(policy, record: dict, step: int, args: argparse.Namespace, target) -> object:
     baseline = baseline_vector(record["obs"], args.baseline)
     return integrated_gradients(
-        policy, record["obs"], record["lang"], step, args.window, target, record["actions"][step], baseline, args.ig_steps
+        policy,
+        record["obs"],
+        record["lang"],
+        step,
+        args.window,
+        target,
+        record["actions"][step],
+        baseline,
+        args.ig_steps,
+        args.max_ig_steps,
     )
 
 
@@ -149,6 +190,8 @@ def check_args(args: argparse.Namespace) -> None:
     """Flag values that need no checkpoint; AttributionError naming the flag."""
     if args.ig_steps < 1:
         raise AttributionError(f"--ig_steps {args.ig_steps}: must be >= 1")
+    if not args.ig_steps <= args.max_ig_steps <= 65536:
+        raise AttributionError(f"--max_ig_steps {args.max_ig_steps}: must be from --ig_steps to 65,536")
     if args.window < 0:
         raise AttributionError(f"--window {args.window}: the window k must be >= 0")
     if args.aggregate:
@@ -223,6 +266,7 @@ def run_example(args, policy, encoder, config, target, task_id, out_dir: Path) -
         "baseline_output": result.baseline_output,
         "attribution_sum": result.total,
         "completeness_error": result.completeness_error,
+        "ig_steps_used": result.ig_steps,
         "profile": result.profile.tolist(),
         "randomized_rank_correlation": rho,
         "randomized_completeness_error": shuffled.completeness_error,
@@ -236,10 +280,10 @@ def run_example(args, policy, encoder, config, target, task_id, out_dir: Path) -
     )
     print(
         f"sum of attributions {result.total:.4f}, completeness error {100 * result.completeness_error:.3f}% "
-        f"({args.ig_steps} trapezoid intervals); largest |step attribution| at offset {peak}; rank correlation "
+        f"({result.ig_steps} trapezoid intervals); largest |step attribution| at offset {peak}; rank correlation "
         f"of |map| with the randomised-weights map (Spearman) {rho:.3f}"
     )
-    _warn_completeness([result.completeness_error], args.ig_steps)
+    _warn_completeness([result.completeness_error], args.max_ig_steps)
     print(f"wrote {csv_path}\nwrote {png_path}")
     return summary
 
@@ -249,7 +293,7 @@ def _warn_completeness(errors: list[float], ig_steps: int) -> None:
     if bad:
         print(
             f"warning: {bad} of {len(errors)} examples miss completeness by more than "
-            f"{100 * COMPLETENESS_TOLERANCE:.0f}%: raise --ig_steps (now {ig_steps})",
+            f"{100 * COMPLETENESS_TOLERANCE:.0f}% at --max_ig_steps {ig_steps} intervals: raise it",
             file=sys.stderr,
         )
 
@@ -274,8 +318,15 @@ def summarise(profiles: pd.DataFrame) -> pd.DataFrame:
         per_episode = part.groupby("episode")["abs_share"].mean().to_numpy()
         mean, lo, hi = t_interval(per_episode)
         rows.append(
-            dict(subgoal=group, step_offset=int(offset), mean_abs_share=mean, ci_low=lo, ci_high=hi,
-                 episodes=len(per_episode), examples=len(part))
+            dict(
+                subgoal=group,
+                step_offset=int(offset),
+                mean_abs_share=mean,
+                ci_low=lo,
+                ci_high=hi,
+                episodes=len(per_episode),
+                examples=len(part),
+            )
         )
     return pd.DataFrame(rows)
 
@@ -285,7 +336,7 @@ def run_aggregate(args, policy, encoder, config, target, task_id, out_dir: Path)
 
     episodes = list(range(args.num_episodes))
     records = record_episodes(policy, encoder, config, task_id, episodes)
-    rows, errors = [], []
+    rows, errors, used = [], [], []
     for e in episodes:
         record = records[e]
         steps = list(range(args.window, len(record["actions"]), args.stride))
@@ -295,10 +346,18 @@ def run_aggregate(args, policy, encoder, config, target, task_id, out_dir: Path)
         for t in steps:
             result = attribute(policy, record, t, args, target)
             errors.append(result.completeness_error)
+            used.append(result.ig_steps)
             for w, share in enumerate(abs_share_profile(result)):
                 rows.append(
-                    dict(episode=e, t=t, subgoal=subgoals[t], step_offset=w - args.window, abs_share=share,
-                         signed=float(result.profile[w]), completeness_error=result.completeness_error)
+                    dict(
+                        episode=e,
+                        t=t,
+                        subgoal=subgoals[t],
+                        step_offset=w - args.window,
+                        abs_share=share,
+                        signed=float(result.profile[w]),
+                        completeness_error=result.completeness_error,
+                    )
                 )
     if not rows:
         raise AttributionError(
@@ -314,20 +373,23 @@ def run_aggregate(args, policy, encoder, config, target, task_id, out_dir: Path)
         layout=args.layout,
     )
     paths = {
-        "profiles_csv": atomic_write(out_dir / f"{name}_examples.csv", lambda tmp: profiles.to_csv(tmp, index=False)),
+        "profiles_csv": atomic_write(
+            out_dir / f"{name}_examples.csv", lambda tmp: profiles.to_csv(tmp, index=False)
+        ),
         "summary_csv": atomic_write(out_dir / f"{name}.csv", lambda tmp: summary.to_csv(tmp, index=False)),
         "figure": atomic_write(out_dir / f"{name}.png", lambda tmp: fig.savefig(tmp, dpi=200, format="png")),
     }
     errors_arr = np.array(errors)
     print(
         f"{task_id}: {len(errors)} steps of {profiles['episode'].nunique()} episodes, {target.label}; "
-        f"completeness error median {100 * np.median(errors_arr):.3f}%, max {100 * errors_arr.max():.3f}%"
+        f"completeness error median {100 * np.median(errors_arr):.3f}%, max {100 * errors_arr.max():.3f}% "
+        f"(trapezoid intervals {min(used)}..{max(used)})"
     )
     pooled = summary[summary["subgoal"] == "all"]
     print("mean share of |attribution| per step offset (95% t over episodes):")
     for row in pooled.itertuples():
         print(f"  {row.step_offset:>4}  {row.mean_abs_share:.3f}  [{row.ci_low:.3f}, {row.ci_high:.3f}]")
-    _warn_completeness(errors, args.ig_steps)
+    _warn_completeness(errors, args.max_ig_steps)
     for p in paths.values():
         print(f"wrote {p}")
     return {
@@ -348,7 +410,8 @@ def main(argv: list[str] | None = None) -> dict:
         run = run_aggregate if args.aggregate else run_example
         return run(args, policy, encoder, config, target, task_id, out_dir)
     except (AttributionError, OutputError) as e:
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

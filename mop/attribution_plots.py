@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib import colormaps
 
 from mop.plot_style import PAPER_WIDTH, SCREEN_WIDTH, new_figure, note, styled
 
@@ -67,27 +67,30 @@ def plot_example(
     profile = result.profile
     mass = np.abs(result.attributions).sum(-1)
     shown = sorted(np.argsort(-mass, kind="stable")[: min(maps, k + 1)].tolist())
+    cols = min(2, len(shown)) if layout == "paper" else len(shown)
+    rows = -(-len(shown) // cols)
     width = PAPER_WIDTH if layout == "paper" else min(SCREEN_WIDTH, 1.9 * len(shown) + 0.9)
-    fig = new_figure(width, width * (0.42 + 0.95 / max(len(shown), 1)) + 0.3)
-    grid = fig.add_gridspec(2, len(shown), height_ratios=[1.0, 1.15])
+    map_height = 0.9 * width / cols
+    fig = new_figure(width, 0.32 * width + 0.4 + rows * map_height + 0.8)
+    grid = fig.add_gridspec(1 + rows, cols, height_ratios=[0.32 * width + 0.4] + [map_height] * rows)
     top = fig.add_subplot(grid[0, :])
     colors = ["#b2182b" if v >= 0 else "#2166ac" for v in profile]
-    top.bar(offsets, profile, color=colors, width=0.75)
+    edges = ["black" if w in shown else "none" for w in range(k + 1)]
+    top.bar(offsets, profile, color=colors, width=0.75, edgecolor=edges, linewidth=0.9)
     top.axhline(0, color="0.3", lw=0.6)
-    for w in shown:
-        top.annotate("▼", (offsets[w], 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom",
-                     fontsize=6, color="0.35", annotation_clip=False)
     top.set_xticks(offsets)
     top.set_xticklabels([f"t{o}" if o else "t" for o in offsets] if k <= 12 else [str(o) for o in offsets])
     top.set_xlabel("observation of step")
     top.set_ylabel("attribution (sum)")
     top.set_xlim(-k - 0.6, 0.6)
     top.spines[["top", "right"]].set_visible(False)
-    top.set_title(f"Δy = {result.delta:+.3f}, Σ attribution = {result.total:+.3f}", loc="left", fontsize="small")
+    top.set_title(
+        f"Δy = {result.delta:+.3f}, Σ attribution = {result.total:+.3f}", loc="left", fontsize="small"
+    )
     per_cell = cells.sum(-1)  # (k+1, 7, 7)
     vmax = float(np.abs(per_cell[shown]).max()) or 1.0
     for i, w in enumerate(shown):
-        ax = fig.add_subplot(grid[1, i])
+        ax = fig.add_subplot(grid[1 + i // cols, i % cols])
         faded = 0.45 * render_view(views[w]) / 255.0 + 0.55  # the view under the map, lightened
         ax.imshow(faded, extent=(0, VIEW, VIEW, 0), interpolation="nearest")
         ax.imshow(_overlay(per_cell[w], vmax), extent=(0, VIEW, VIEW, 0), interpolation="nearest")
@@ -107,7 +110,11 @@ def plot_example(
     )
     if randomized_rho is not None and np.isfinite(randomized_rho):
         text += f" Rank correlation with the randomised-weights map: {randomized_rho:.2f}."
-    note(fig, text + " Maps: red raises the target, blue lowers it (summed over object, colour, state).")
+    note(
+        fig,
+        text
+        + " Outlined bars: the steps mapped below; maps: red raises the target, blue lowers it (summed over object, colour, state).",
+    )
     return fig
 
 
@@ -128,8 +135,15 @@ def plot_aggregate(summary: pd.DataFrame, title: str, baseline: str, layout: str
             continue
         color = "black" if group == "all" else palette(i - 1)
         n = int(part["episodes"].max())
-        ax.plot(part["step_offset"], part["mean_abs_share"], marker="o", color=color,
-                lw=1.8 if group == "all" else 1.0, label=f"{group} ({n} ep.)", zorder=3 if group == "all" else 2)
+        ax.plot(
+            part["step_offset"],
+            part["mean_abs_share"],
+            marker="o",
+            color=color,
+            lw=1.8 if group == "all" else 1.0,
+            label=f"{group} ({n} ep.)",
+            zorder=3 if group == "all" else 2,
+        )
         ax.fill_between(part["step_offset"], part["ci_low"], part["ci_high"], color=color, alpha=0.15, lw=0)
     ax.set_xlabel("step offset from t")
     ax.set_ylabel("share of |attribution|")
