@@ -125,7 +125,8 @@ def plot_aggregate(summary: pd.DataFrame, title: str, baseline: str, layout: str
     width = PAPER_WIDTH if layout == "paper" else 6.0
     fig = new_figure(width, 0.62 * width + 0.5)
     ax = fig.add_subplot()
-    groups = ["all"] + sorted(g for g in summary["subgoal"].unique() if g != "all")
+    subgoals = sorted(g for g in summary["subgoal"].unique() if g != "all")
+    groups = ["all"] + (subgoals if len(subgoals) > 1 else [])  # one subgoal: the same line as 'all'
     palette = colormaps["tab10"]
     dropped = []
     for i, group in enumerate(groups):
@@ -139,6 +140,7 @@ def plot_aggregate(summary: pd.DataFrame, title: str, baseline: str, layout: str
             part["step_offset"],
             part["mean_abs_share"],
             marker="o",
+            ms=3.5,
             color=color,
             lw=1.8 if group == "all" else 1.0,
             label=f"{group} ({n} ep.)",
@@ -155,6 +157,8 @@ def plot_aggregate(summary: pd.DataFrame, title: str, baseline: str, layout: str
         f"Integrated gradients, baseline {baseline}; per example the share of its |attribution| on each "
         "step, averaged within each episode; bands: 95% t intervals over episodes."
     )
+    if len(subgoals) == 1:
+        text += f" The bot's subgoal was {subgoals[0]} at every step attributed."
     if dropped:
         text += f" Not drawn (fewer than 2 episodes): {', '.join(dropped)}."
     note(fig, text)
