@@ -126,6 +126,7 @@ class Attribution:
     output: float  # y(x)
     baseline_output: float  # y(b)
     ig_steps: int
+    difference: np.ndarray | None = None  # x - b (k+1, D)
 
     @property
     def total(self) -> float:
@@ -234,7 +235,7 @@ def _integrated_gradients(
     mean_grad = (grads * weights.view(1, n, 1)).sum(1)  # (W, D)
     attributions = ((x - b) * mean_grad).numpy().astype(np.float64)
     y = y.detach()
-    return Attribution(attributions, step, window, float(y[-1]), float(y[0]), ig_steps)
+    return Attribution(attributions, step, window, float(y[-1]), float(y[0]), ig_steps, (x - b).numpy())
 
 
 # ----------------------------------------------------------------------------- cells and channels
@@ -306,13 +307,29 @@ def randomized_copy(policy: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return twin.eval()
 
 
-def map_rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+def map_rank_correlation(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
     """Spearman rank correlation of |a| and |b| over every entry (Adebayo et al.'s comparison of
-    absolute maps); NaN when either is constant."""
+    absolute maps), or over the entries `where` is true; NaN when either is constant there.
+
+    Entries whose input equals the baseline are 0 in every map of any model (IG multiplies by
+    x - b), so their shared ties raise the correlation for reasons that are the input's, not the
+    model's: `input_differs` gives the mask that leaves them out."""
     x, y = np.abs(np.ravel(a)), np.abs(np.ravel(b))
+    if where is not None:
+        keep = np.ravel(where).astype(bool)
+        x, y = x[keep], y[keep]
+    if len(x) < 2:
+        return float("nan")
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     return float(spearmanr(x, y).statistic)
+
+
+def input_differs(difference: np.ndarray, encoding: str) -> np.ndarray:
+    """(W, 7, 7, 3) bool: cell channels where the window's input differs from the baseline, from
+    x - b (W, D) (the entries an attribution can be non-zero on)."""
+    cells, _ = split_by_cell(np.abs(difference), encoding)
+    return cells > 0
 
 
 def delay_toy_policy(

@@ -56,7 +56,7 @@ def plot_example(
     title: str,
     mission: str,
     baseline: str,
-    randomized_rho: float | None = None,
+    randomized_rho: tuple[float, float] | None = None,
     maps: int = 4,
     layout: str = "screen",
 ) -> Figure:
@@ -108,8 +108,12 @@ def plot_example(
         f"Integrated gradients, {result.ig_steps} trapezoid intervals, baseline {baseline}; "
         f"completeness error {100 * result.completeness_error:.2f}%."
     )
-    if randomized_rho is not None and np.isfinite(randomized_rho):
-        text += f" Rank correlation with the randomised-weights map: {randomized_rho:.2f}."
+    if randomized_rho is not None:
+        every, moved = randomized_rho
+        text += (
+            f" Rank correlation of |map| with the randomised-weights map: {every:.2f} "
+            f"({moved:.2f} over the cells whose input differs from the baseline)."
+        )
     note(
         fig,
         text

@@ -250,3 +250,13 @@ def test_bad_input_that_needs_the_checkpoint(tiny_checkpoint, tmp_path, capsys, 
     message = capsys.readouterr().err
     assert e.value.code == 2 and message.startswith("error:") and flag in message
     assert not out.exists()
+
+
+def test_rank_correlation_can_leave_out_the_entries_every_map_shares():
+    """Entries where the input equals the baseline are 0 in any model's map: their ties alone
+    correlate two unrelated maps; `where` leaves them out."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=200), rng.normal(size=200)
+    a[:150] = b[:150] = 0.0  # 150 shared zeros, 50 unrelated entries
+    assert map_rank_correlation(a, b) > 0.5
+    assert abs(map_rank_correlation(a, b, np.arange(200) >= 150)) < 0.3
