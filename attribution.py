@@ -340,11 +340,12 @@ def run_aggregate(args, policy, encoder, config, target, task_id, out_dir: Path)
 
     episodes = list(range(args.num_episodes))
     records = record_episodes(policy, encoder, config, task_id, episodes)
-    rows, errors, used = [], [], []
+    rows, errors, used, short = [], [], [], 0
     for e in episodes:
         record = records[e]
         steps = list(range(args.window, len(record["actions"]), args.stride))
         if not steps:
+            short += 1
             continue
         subgoals = replay_subgoals(task_id, record["seed"], record["actions"], config.get("max_steps"))
         for t in steps:
@@ -388,6 +389,7 @@ def run_aggregate(args, policy, encoder, config, target, task_id, out_dir: Path)
         f"{task_id}: {len(errors)} steps of {profiles['episode'].nunique()} episodes, {target.label}; "
         f"completeness error median {100 * np.median(errors_arr):.3f}%, max {100 * errors_arr.max():.3f}% "
         f"(trapezoid intervals {min(used)}..{max(used)})"
+        + (f"; {short} episodes no longer than the window left out" if short else "")
     )
     pooled = summary[summary["subgoal"] == "all"]
     print("mean share of |attribution| per step offset (95% t over episodes):")
@@ -399,6 +401,7 @@ def run_aggregate(args, policy, encoder, config, target, task_id, out_dir: Path)
     return {
         **{k: str(v) for k, v in paths.items()},
         "examples": len(errors),
+        "episodes_too_short": short,
         "completeness_error_max": float(errors_arr.max()),
         "completeness_error_median": float(np.median(errors_arr)),
         "subgoals": sorted(profiles["subgoal"].unique().tolist()),

@@ -151,6 +151,8 @@ def plot_aggregate(summary: pd.DataFrame, title: str, baseline: str, layout: str
             zorder=3 if group == "all" else 2,
         )
         ax.fill_between(part["step_offset"], part["ci_low"], part["ci_high"], color=color, alpha=0.15, lw=0)
+    offsets = summary["step_offset"].nunique()
+    ax.axhline(1 / offsets, color="0.5", ls=":", lw=0.8, label="uniform")
     ax.set_xlabel("step offset from t")
     ax.set_ylabel("share of |attribution|")
     ax.set_ylim(0, None)
