@@ -260,3 +260,22 @@ def test_rank_correlation_can_leave_out_the_entries_every_map_shares():
     a[:150] = b[:150] = 0.0  # 150 shared zeros, 50 unrelated entries
     assert map_rank_correlation(a, b) > 0.5
     assert abs(map_rank_correlation(a, b, np.arange(200) >= 150)) < 0.3
+
+
+def test_replayed_subgoals_equal_the_bots_own_stack():
+    """replay_subgoals (the aggregate's grouping) on the bot's own episode gives the top of the
+    stack the bot had at each step as it acted."""
+    from mop.attribution import replay_subgoals, subgoal_name
+    from mop.babyai_env import SafeBot, make_env, quiet_reset
+
+    env = make_env("BabyAI-Unlock-v0")
+    quiet_reset(env, 0)
+    bot, actions, tops = SafeBot(env), [], []
+    for _ in range(300):
+        actions.append(bot.label(actions[-1] if actions else None))
+        tops.append(subgoal_name(bot.bot.stack[-1]))
+        _, _, terminated, truncated, _ = env.step(actions[-1])
+        if terminated or truncated:
+            break
+    assert replay_subgoals("BabyAI-Unlock-v0", 0, actions) == tops
+    assert {"GoNextTo", "Pickup", "Open"} <= set(tops)
