@@ -45,6 +45,7 @@ CHANNELS = ("object", "color", "state")
 EXTRAS = ("direction", "carrying")
 BASELINES = ("zero", "mean")
 COMPLETENESS_TOLERANCE = 0.01  # |Σ IG - Δy| / |Δy| the issue requires
+PATH_NUMBERS = 2**23  # inputs of one batched pass along the path (~32 MB of floats, a few 100 MB of graph)
 
 
 class AttributionError(ValueError):
@@ -217,24 +218,31 @@ def _integrated_gradients(
             )
             memory = out.memory
         memory = memory.detach()
-        n = ig_steps + 1
-        alphas = torch.linspace(0.0, 1.0, n)
-        path = (b.unsqueeze(1) + alphas.view(1, n, 1) * (x - b).unsqueeze(1)).requires_grad_(
-            True
-        )  # (W, n, D)
-        out = policy.forward_sequence(
-            path,
-            _lang_rows(lang, len(x), n),
-            memory.expand(n, -1),
-            torch.zeros(len(x), n, dtype=torch.bool),
-        )
-        y = target.value(out.logits, out.router_weights, action)  # (n,)
-        (grads,) = torch.autograd.grad(y.sum(), path)
+    n = ig_steps + 1
+    alphas = torch.linspace(0.0, 1.0, n)
     weights = torch.full((n,), 1.0 / ig_steps)
     weights[0] = weights[-1] = 0.5 / ig_steps  # trapezoid rule
-    mean_grad = (grads * weights.view(1, n, 1)).sum(1)  # (W, D)
+    mean_grad = torch.zeros_like(x)  # (W, D)
+    chunk = max(1, PATH_NUMBERS // (len(x) * x.shape[-1]))  # path points per pass: bounded memory
+    ys = []
+    for lo in range(0, n, chunk):
+        a = alphas[lo : lo + chunk]
+        with torch.enable_grad():
+            path = (b.unsqueeze(1) + a.view(1, -1, 1) * (x - b).unsqueeze(1)).requires_grad_(
+                True
+            )  # (W, c, D)
+            out = policy.forward_sequence(
+                path,
+                _lang_rows(lang, len(x), len(a)),
+                memory.expand(len(a), -1),
+                torch.zeros(len(x), len(a), dtype=torch.bool),
+            )
+            y = target.value(out.logits, out.router_weights, action)  # (c,)
+            (grads,) = torch.autograd.grad(y.sum(), path)
+        mean_grad += (grads * weights[lo : lo + chunk].view(1, -1, 1)).sum(1)
+        ys.append(y.detach())
+    y = torch.cat(ys)
     attributions = ((x - b) * mean_grad).numpy().astype(np.float64)
-    y = y.detach()
     return Attribution(attributions, step, window, float(y[-1]), float(y[0]), ig_steps, (x - b).numpy())
 
 

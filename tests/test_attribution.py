@@ -279,3 +279,14 @@ def test_replayed_subgoals_equal_the_bots_own_stack():
             break
     assert replay_subgoals("BabyAI-Unlock-v0", 0, actions) == tops
     assert {"GoNextTo", "Pickup", "Open"} <= set(tops)
+
+
+def test_path_in_chunks_equals_one_pass(toy, monkeypatch):
+    import mop.attribution as attribution_numbers
+
+    obs = toy_episode()
+    whole = integrated_gradients(toy, obs, torch.zeros(2), 11, 6, ROUTER, ig_steps=16)
+    monkeypatch.setattr(attribution_numbers, "PATH_NUMBERS", 7 * 152 * 3)  # 3 path points a pass
+    parts = integrated_gradients(toy, obs, torch.zeros(2), 11, 6, ROUTER, ig_steps=16)
+    np.testing.assert_allclose(parts.attributions, whole.attributions, rtol=1e-5, atol=1e-9)
+    assert (parts.output, parts.baseline_output) == pytest.approx((whole.output, whole.baseline_output))
