@@ -189,8 +189,8 @@ def attribute(policy, record: dict, step: int, args: argparse.Namespace, target)
 
 def check_args(args: argparse.Namespace) -> None:
     """Flag values that need no checkpoint; AttributionError naming the flag."""
-    if args.ig_steps < 1:
-        raise AttributionError(f"--ig_steps {args.ig_steps}: must be >= 1")
+    if not 1 <= args.ig_steps <= 65536:
+        raise AttributionError(f"--ig_steps {args.ig_steps}: must be from 1 to 65,536")
     if not args.ig_steps <= args.max_ig_steps <= 65536:
         raise AttributionError(f"--max_ig_steps {args.max_ig_steps}: must be from --ig_steps to 65,536")
     if args.window < 0:
@@ -210,7 +210,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 def load(args: argparse.Namespace):
     if not Path(args.checkpoint).is_file():
-        raise AttributionError(f"--checkpoint {args.checkpoint!r}: no such file")
+        what = "a folder, not a checkpoint file" if Path(args.checkpoint).is_dir() else "no such file"
+        raise AttributionError(f"--checkpoint {args.checkpoint!r}: {what}")
     try:
         policy, encoder, config = load_policy(args.checkpoint)
     except CheckpointError as e:

@@ -290,3 +290,16 @@ def test_path_in_chunks_equals_one_pass(toy, monkeypatch):
     parts = integrated_gradients(toy, obs, torch.zeros(2), 11, 6, ROUTER, ig_steps=16)
     np.testing.assert_allclose(parts.attributions, whole.attributions, rtol=1e-5, atol=1e-9)
     assert (parts.output, parts.baseline_output) == pytest.approx((whole.output, whole.baseline_output))
+
+
+def test_gru_baseline_has_action_targets_only():
+    from mixture_of_experts import GRUPolicy
+
+    torch.manual_seed(0)
+    policy = GRUPolicy(152, 2, 8).eval()
+    with pytest.raises(AttributionError, match="--target.*no routers"):
+        parse_target("router:layer0:expert0", policy)
+    result = integrated_gradients(
+        policy, toy_episode(), torch.zeros(2), 6, 3, parse_target("action", policy), 1
+    )
+    assert result.completeness_error < 0.01
