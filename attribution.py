@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--layout", choices=("screen", "paper"), default="screen", help="figure layout (default screen)"
     )
     parser.add_argument(
-        "--out_dir", default="attribution", help="folder for the CSVs and figures (default attribution/)"
+        "--out_dir",
+        default="attribution_results",
+        help="folder for the CSVs and figures (default attribution_results/)",
     )
     return parser
 
