@@ -303,3 +303,18 @@ def test_gru_baseline_has_action_targets_only():
         policy, toy_episode(), torch.zeros(2), 6, 3, parse_target("action", policy), 1
     )
     assert result.completeness_error < 0.01
+
+
+@pytest.mark.slow
+def test_the_attributed_episode_is_evaluations_episode(tiny_checkpoint):
+    """record_episodes plays episode N alone; evaluation plays it among others: same actions."""
+    from eval_mop import run_episodes
+    from mop.experiment import load_policy
+
+    policy, encoder, config = load_policy(tiny_checkpoint)
+    steps, _ = run_episodes(
+        policy, encoder, config, config["task_id"], [0, 1, 2], num_envs=3, measure_bot_paths=False
+    )
+    record = attribution.record_episodes(policy, encoder, config, config["task_id"], [1])[1]
+    assert steps[steps["episode"] == 1].sort_values("t")["action"].tolist() == record["actions"]
+    assert record["obs"].shape == (len(record["actions"]), 985)
