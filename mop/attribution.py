@@ -10,7 +10,7 @@ recorded episode with encoded observations x_0..x_T, a step t, a window k and a 
 with the memory carried from the episode start: steps 0..t-k-1 keep their recorded observations
 (their memory at t-k is a constant of the path), the mission embedding is held fixed, and the
 path runs through the recurrence (every router and expert GRU). The integral is a trapezoid rule
-on `ig_steps` intervals, all points of the path in one batched forward and backward pass.
+on `ig_steps` intervals, the points of the path as one batch (in chunks of bounded size).
 Completeness (Σ IG = y(x) - y(b)) is checked on every example and reported.
 
 Baselines (for the steps t-k..t only): "zero", the all-zero encoded observation (no cell codes,
