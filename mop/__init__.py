@@ -15,7 +15,8 @@ condition; statistics across runs; paired contrasts; multi-task difficulty), `lm
 `lmc_experiment`, `lmc_stats` and `connectivity` (linear mode connectivity: settings, an
 experiment's identity, its statistics, interpolation, barriers, routing agreement),
 the figure modules (`plot_style`, `results_plots`, `stats_plots`, `lmc_plots`, `generative_plots`,
-`behaviour_plots`, `expert_maps`, and `level_image` for the example layout)
-`generative` and `generative_probes` (the generative model of rollouts and its calibrated probes), `launch` (a Modal launch checked locally) and
-`notebook_script` (a notebook's refusal of a file, its --help), `progress` (the bars of long stages).
+`behaviour_plots`, `expert_maps`, `attribution_plots`, and `level_image` for the example layout)
+`generative` and `generative_probes` (the generative model of rollouts and its calibrated probes),
+`attribution` (integrated gradients through the recurrence, its toy and checks), `launch` (a Modal launch checked locally),
+`notebook_script` (a notebook's refusal of a file, its --help) and `progress` (the bars of long stages).
 """
