@@ -29,13 +29,33 @@ Binomial(n_worse + n_better, 1/2), an exact McNemar test against the endpoint av
 one pre-specified α, not the α of the largest drop (choosing that α after looking would make any
 p too small).
 
+The barrier test (`barrier_test`), beside the percentile interval: the percentile bootstrap
+under-covers when the true barrier is 0 (a max over α is biased up; docs/calibration.md measures
+it), so each form also gets a one-sided test of "barrier > 0" on the paired per-unit gaps and a
+simultaneous t interval. Per unit u and α, d_u(α) = s·[f_u(α) − ref_u(α)] (ref: the line
+(1−α)f_u(0) + αf_u(1) for the line form, (f_u(0) + f_u(1))/2 for the mean form), so the curve's
+gap at α is Σ_u d_u(α) / Σ_u w_u (w: labels per episode for the loss, 1 per layout for success).
+H0: every gap <= 0 (no barrier); p = Bonferroni over the k α tested (the interior α for the line
+form, whose ends are 0 by definition; every α for the mean form) of the one-sided t-tests of
+mean d(α) > 0. The interval: per α a two-sided t interval of the gap (a ratio of means, its
+standard error by the delta method) at level 1 − 0.05/k, so all k cover together with >= 95%;
+[max of the lows, max of the highs] then covers the barrier (the max of the gaps), clipped
+below at 0 (both forms are >= 0 by their definition: max over α includes an end).
+
 `spearman` gives ρ with an exact permutation p for n <= EXACT_MAX (all n! orderings) and a
-Monte Carlo permutation p ((hits + 1)/(B + 1), B = 20,000, seeded) above; `across_pairs` the
-mean and Student-t 95% interval of a value over a fork's child pairs (NaN with one pair).
+Monte Carlo permutation p ((hits + 1)/(B + 1), B = 20,000, seeded) above; `fork_spearman` the
+same with the fork as the unit: ρ over the rows (child pairs) and a permutation that moves whole
+forks (each fork's block of y values, in pair order, goes to another fork's x values: F!
+orderings, exact for F <= EXACT_MAX), so pairs of one fork are never counted as independent,
+with the smallest p that the F! orderings can give (`p_min`: with 4 forks 2/24 = 0.083 for
+distinct ranks, so 0.05 cannot be reached). `across_pairs` the mean and Student-t 95% interval of
+a value over a fork's child pairs (NaN with one pair).
 
     barrier_line(np.linspace(0, 1, 11), ce, 1.0)            # Barrier(height, alpha, extreme)
     bootstrap_barriers(alphas, ce_sums, label_counts, 1000)  # percentile intervals, both forms
     paired_drop(alphas, success)                             # PairedDrop(drop, ci, n_worse, n_better, p)
+    barrier_test(alphas, ce_sums, label_counts, "line")      # BarrierTest(p, low, high, tested)
+    fork_spearman(x, y, forks)                               # ForkCorrelation(n, forks, rho, p, p_min, ...)
 """
 
 from __future__ import annotations
@@ -280,3 +300,123 @@ def spearman(x: Sequence[float], y: Sequence[float], seed: int = BOOTSTRAP_SEED)
         hits = int((np.abs(_pearson(rx, perms)) >= abs(rho) - 1e-12).sum())
         p = (hits + 1) / (PERMUTATIONS + 1)
     return Correlation(n, rho, float(p), method)
+
+
+class ForkCorrelation(NamedTuple):
+    n: int  # rows (child pairs) with finite x and y
+    n_forks: int  # forks among them: the unit of the test
+    rho: float  # Spearman ρ over the rows
+    p: float  # two-sided permutation p, whole forks moved
+    p_min: float  # the smallest p the fork permutations can give (NaN without a test)
+    method: str  # 'exact fork permutation (F!)' | 'Monte Carlo fork permutation' | why none
+
+
+def _block_stats(rx: np.ndarray, ry: np.ndarray, blocks: np.ndarray, perms: np.ndarray) -> np.ndarray:
+    """|ρ| of x's ranks (n,) with y's ranks moved block by block: perms (P, F) sends fork f's
+    block to fork perms[:, f]'s rows (blocks (F, K): row indices of each fork, in pair order)."""
+    moved = np.empty((len(perms), len(rx)))
+    for f in range(blocks.shape[0]):
+        moved[:, blocks[f]] = ry[blocks[perms[:, f]]]  # (P, K)
+    return np.abs(_pearson(rx, moved))
+
+
+def fork_spearman(
+    x: Sequence[float], y: Sequence[float], forks: Sequence[int], seed: int = BOOTSTRAP_SEED
+) -> ForkCorrelation:
+    """Spearman ρ of (x_i, y_i) over rows grouped by fork, tested by permuting whole forks (module
+    docstring). A fork keeps only rows with finite x and y; every fork must keep the same number of
+    rows (else no test: the blocks cannot be exchanged). One row per fork: the ordinary exact
+    permutation p (spearman's)."""
+    x, y, g = np.asarray(x, float), np.asarray(y, float), np.asarray(forks)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y, g = x[keep], y[keep], g[keep]
+    n, labels = len(x), np.unique(g)
+    nan = math.nan
+    if len(labels) < 3:
+        return ForkCorrelation(n, len(labels), nan, nan, nan, "too few forks")
+    rx, ry = _ranks(x), _ranks(y)
+    if np.ptp(rx) == 0 or np.ptp(ry) == 0:
+        return ForkCorrelation(n, len(labels), nan, nan, nan, "constant")
+    rho = float(_pearson(rx, ry[None])[0])
+    sizes = {int((g == f).sum()) for f in labels}
+    if len(sizes) != 1:
+        return ForkCorrelation(n, len(labels), rho, nan, nan, "unequal pairs per fork: no fork test")
+    blocks = np.stack([np.flatnonzero(g == f) for f in labels])  # (F, K)
+    count = len(labels)
+    if count <= EXACT_MAX:
+        perms = np.array(list(itertools.permutations(range(count))))
+        method = f"exact fork permutation ({len(perms)})"
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.stack([np.arange(count)] + [rng.permutation(count) for _ in range(PERMUTATIONS)])
+        method = "Monte Carlo fork permutation"
+    null = _block_stats(rx, ry, blocks, perms)
+    tol = 1e-12
+    hits = int((null >= abs(rho) - tol).sum())
+    best = int((null >= null.max() - tol).sum())
+    if count <= EXACT_MAX:
+        p, p_min = hits / len(perms), best / len(perms)
+    else:  # the identity is among the draws: (hits + 1)/(B + 1) with the observed counted once
+        p, p_min = hits / len(perms), 1 / len(perms)
+    return ForkCorrelation(n, count, rho, float(p), float(p_min), method)
+
+
+# ----------------------------------------------------------------------------- the barrier test
+
+FORMS = ("line", "mean")
+
+
+class BarrierTest(NamedTuple):
+    p: float  # one-sided p of "barrier > 0" (Bonferroni over the α tested)
+    low: float  # simultaneous t interval of the barrier, clipped below at 0
+    high: float
+    tested: int  # α tested (k)
+
+
+def _gaps(alpha: np.ndarray, values: np.ndarray, form: str, sign: float) -> np.ndarray:
+    """(A, U) per-unit gaps d_u(α) = sign·(f_u(α) − ref_u(α)) of values (A, U) sorted by α."""
+    if form == "line":
+        ref = _line(values[0][None, :], values[-1][None, :], alpha[:, None])
+    elif form == "mean":
+        ref = 0.5 * (values[0] + values[-1])[None, :]
+    else:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    return sign * (values - ref)
+
+
+def barrier_test(
+    alpha: Sequence[float],
+    numerators: np.ndarray,
+    denominators: np.ndarray | None,
+    form: str,
+    sign: float = 1.0,
+    level: float = LEVEL,
+) -> BarrierTest:
+    """The one-sided test of "barrier > 0" and the simultaneous t interval of one barrier form
+    (module docstring) from numerators (A, U) per α and unit and denominators (U,) (None: 1 per
+    unit). NaN with fewer than two units or no α to test."""
+    from scipy import stats
+
+    a, f = np.asarray(alpha, float), np.asarray(numerators, float)
+    order = np.argsort(a, kind="stable")
+    a, f = a[order], f[order]
+    units = f.shape[1]
+    w = np.ones(units) if denominators is None else np.asarray(denominators, float)
+    d = _gaps(a, f, form, sign)
+    if form == "line":
+        d = d[1:-1]  # the ends' gaps are 0 by definition: nothing to test
+    k = d.shape[0]
+    if units < 2 or k == 0 or w.sum() <= 0:
+        return BarrierTest(math.nan, math.nan, math.nan, k)
+    mean_w = w.mean()
+    gap = d.mean(1) / mean_w  # (k,) the curve's gap at each α: Σd / Σw
+    resid = (d - gap[:, None] * w[None, :]) / mean_w  # delta-method linearisation of the ratio
+    se = resid.std(1, ddof=1) / math.sqrt(units)
+    se_mean = d.std(1, ddof=1) / math.sqrt(units)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se_mean > 0, d.mean(1) / se_mean, np.where(d.mean(1) > 0, np.inf, -np.inf))
+    p_each = stats.t.sf(t, units - 1)
+    p = float(min(1.0, k * np.min(p_each)))
+    half = stats.t.ppf(1 - (1 - level) / (2 * k), units - 1) * se
+    low, high = float(np.max(gap - half)), float(np.max(gap + half))
+    return BarrierTest(p, max(0.0, low) + 0.0, max(0.0, high) + 0.0, k)

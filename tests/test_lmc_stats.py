@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 import torch
 from matplotlib.figure import Figure
+from scipy import stats
 
 import lmc
-from mop import connectivity
+from mop import connectivity, lmc_stats
 
 
 def test_barrier_is_the_largest_rise_above_the_line_and_its_alpha():
@@ -249,3 +250,56 @@ def test_js_divergence_and_dominant_agreement():
     assert js.tolist() == pytest.approx(connectivity.js_divergence(q, p).tolist())  # symmetric
     assert connectivity.routing_agreement(p, q) == (pytest.approx(js.mean()), 0.0)
     assert connectivity.routing_agreement(p, p) == (0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- forks as units (issue 40)
+
+
+def test_fork_permutation_p_equals_a_hand_enumeration_of_4_forks_by_2_pairs():
+    """Pairs of one fork share its fork point: the test moves whole forks (4! = 24 orderings),
+    never single pairs. The hand enumeration: every assignment of the forks' y blocks to the 4
+    fork points, Spearman over the 8 rows, |ρ| at least the observed."""
+    x = [0.1, 0.1, 0.25, 0.25, 0.5, 0.5, 0.75, 0.75]
+    y = [0.04, 0.002, 0.013, 0.001, 0.0005, 0.003, 0.0, 0.0002]
+    forks = [0, 0, 1, 1, 2, 2, 3, 3]
+    c = lmc_stats.fork_spearman(x, y, forks)
+    rho = stats.spearmanr(x, y).statistic
+    blocks = [y[0:2], y[2:4], y[4:6], y[6:8]]
+    null = [
+        stats.spearmanr(x, [v for f in perm for v in blocks[f]]).statistic
+        for perm in itertools.permutations(range(4))
+    ]
+    hand = sum(abs(r) >= abs(rho) - 1e-12 for r in null) / 24
+    assert c.rho == pytest.approx(rho) and c.p == pytest.approx(hand) and c.n_forks == 4
+    assert c.p_min == pytest.approx(sum(abs(r) >= max(map(abs, null)) - 1e-12 for r in null) / 24)
+    assert c.p_min > 0.05  # 4 forks cannot reach 0.05
+    # the pair-level p (pairs as if independent: 8! orderings) is smaller: the pseudo-replication
+    assert lmc_stats.spearman(x, y).p < 0.05 < c.p
+
+
+def test_fork_permutation_with_one_row_per_fork_is_the_exact_spearman_p():
+    x, y = [1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 1.0, 4.0, 3.0, 5.0]
+    c = lmc_stats.fork_spearman(x, y, range(5))
+    assert c.p == pytest.approx(lmc_stats.spearman(x, y).p) and c.p_min == pytest.approx(2 / 120)
+    assert math.isnan(lmc_stats.fork_spearman([1, 2, 3], [1, 2, 3], [0, 0, 1]).p)  # 2 forks: no test
+    assert "unequal" in lmc_stats.fork_spearman([1, 2, 3, 4], [1, 3, 2, 4], [0, 0, 1, 2]).method
+
+
+def test_barrier_test_rejects_a_real_barrier_and_not_a_flat_line():
+    rng = np.random.default_rng(1)
+    alpha = np.linspace(0, 1, 11)
+    bump = 0.3 * np.sin(np.pi * alpha)[:, None]
+    noise = rng.normal(0, 1, (1, 200)) + rng.normal(0, 0.2, (11, 200))  # per-episode level + α noise
+    weights = np.full(200, 1.0)
+    hill = lmc_stats.barrier_test(alpha, 2 + noise + bump, weights, "line")
+    flat = lmc_stats.barrier_test(alpha, 2 + noise, weights, "line")
+    assert hill.p < 0.001 and hill.low > 0 and hill.tested == 9
+    assert flat.p > 0.05 and flat.low == 0.0  # clipped at the barrier's floor
+    assert hill.low <= lmc_stats.barrier_line(alpha, (2 + noise + bump).mean(1)).height <= hill.high
+
+
+def test_barrier_test_of_the_mean_form_tests_every_alpha():
+    alpha = np.linspace(0, 1, 5)
+    values = np.tile(np.arange(20.0), (5, 1)) % 3
+    t = lmc_stats.barrier_test(alpha, values, None, "mean")
+    assert t.tested == 5 and t.p == 1.0 and t.low == 0.0 and t.high == 0.0
