@@ -303,3 +303,29 @@ def test_barrier_test_of_the_mean_form_tests_every_alpha():
     values = np.tile(np.arange(20.0), (5, 1)) % 3
     t = lmc_stats.barrier_test(alpha, values, None, "mean")
     assert t.tested == 5 and t.p == 1.0 and t.low == 0.0 and t.high == 0.0
+
+
+def test_correlations_table_tests_at_the_fork_with_a_declared_holm_family():
+    table = pd.DataFrame(
+        {
+            "fork": [0, 0, 1, 1, 2, 2, 3, 3],
+            "fork_point": [0.1, 0.1, 0.25, 0.25, 0.5, 0.5, 0.75, 0.75],
+            "ce_barrier_line": [0.04, 0.002, 0.013, 0.001, 0.0005, 0.003, 0.0, 0.0002],
+            "ce_barrier_mean": [0.05, 0.03, 0.02, 0.01, 0.004, 0.006, 0.005, 0.006],
+            "routing_agreement_mean_nontrivial": [0.7, 0.72, 0.8, 0.78, 0.85, 0.83, 0.9, 0.88],
+            "routing_js_mean_nontrivial": [0.07, 0.06, 0.05, 0.04, 0.03, 0.035, 0.02, 0.025],
+        }
+    )
+    summary = table.groupby("fork", as_index=False).mean()
+    corr = connectivity.correlations(table, summary)
+    assert len(corr) == 12 and corr["family"].str.contains("12 tested of 12").all()
+    pairs = corr[
+        (corr["unit"] == "pairs") & (corr["x"] == "fork_point") & (corr["y"] == "ce_barrier_line")
+    ].iloc[0]
+    assert pairs["p"] == pytest.approx(
+        lmc_stats.fork_spearman(table["fork_point"], table["ce_barrier_line"], table["fork"]).p
+    )
+    assert pairs["p"] >= pairs["p_min"] > 0.05 and "cannot reach 0.05" in pairs["note"]
+    assert (corr["p_holm"] >= corr["p"]).all() and corr["p_holm"].max() <= 1.0
+    lines = connectivity.findings(table.assign(pair=[0, 1] * 4).iloc[:0], None, corr)
+    assert any("family: Holm over the 12" in line for line in lines)
