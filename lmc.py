@@ -28,7 +28,7 @@ Semantics
 - Instability: both barrier forms of the held-out loss and of success, barrier_line (Entezari et
   al. 2022) and barrier_mean (Frankle et al. 2020), with bootstrap intervals over held-out episodes
   / layouts (--bootstrap), signed interior extremes, and the success drop at the midpoint as a
-  paired per-layout statistic with an exact sign test; per fork, the mean and t interval across
+  paired per-layout statistic with a t-test over layouts; per fork, the mean and t interval across
   pairs; Spearman ρ of routing agreement with the barriers, with a permutation p.
 
 Outputs: <results_root>/<task>/seed_<S>/<strategy>/

@@ -586,7 +586,7 @@ def instability_table(
 ) -> pd.DataFrame:
     """One row per fork pair: both barrier forms (ce_*: held-out cross-entropy, success_*), each
     with its α, signed interior extreme and (from the units) bootstrap interval; the paired
-    success drop at the midpoint with its interval and exact sign test; the endpoints; the
+    success drop at the midpoint with its interval and t-test over layouts; the endpoints; the
     half-width of success's 95% Wilson interval at the line barrier's α (one α's noise, not an
     interval for the drop); routing agreement per layer, trivial layers marked, and its means.
     Without units (`units` None, or a pair missing from it) the intervals are NaN: not measured."""
@@ -716,7 +716,7 @@ def findings(
                     r["success_drop_mid"], r["success_drop_mid_ci_low"], r["success_drop_mid_ci_high"], 3
                 )
                 + f", {int(r['success_drop_mid_n_worse'])} layouts worse / {int(r['success_drop_mid_n_better'])}"
-                f" better, sign test p {r['success_drop_mid_p']:.3g}"
+                f" better, t-test p {r['success_drop_mid_p']:.3g}"
             )
         if pd.notna(r.get("routing_agreement_mean_nontrivial", math.nan)):
             layers = len(layers_of(table.columns, "routing_js_layer_"))

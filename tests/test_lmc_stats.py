@@ -142,7 +142,19 @@ def test_the_paired_success_test_equals_scipy():
     drop = lmc_stats.paired_drop([0.0, 0.5, 1.0], success, count=500)
     assert (drop.alpha, drop.n_worse, drop.n_better) == (0.5, 9, 2)
     assert drop.drop == pytest.approx((9 - 2) / 60)
-    assert drop.p == pytest.approx(binomtest(9, 11, 0.5).pvalue, rel=1e-12)
+    # issue 40: the sign test is withdrawn (miscalibrated, docs/calibration.md): a randomisation
+    # test, each layout's three outcomes shuffled; with 11 discordant layouts a hand enumeration
+    v = np.stack([end, mid, end], 1)[end != mid].astype(float)
+    d = (v[:, list(itertools.permutations(range(3)))] * [0.5, -1.0, 0.5]).sum(-1)  # (11, 6)
+    law = {0.0: 1.0}  # the exact law of the sum over the 6^11 arrangements, by convolution
+    for row in d:
+        step: dict[float, float] = {}
+        for total, prob in law.items():
+            for value in row:
+                step[total + value] = step.get(total + value, 0.0) + prob / 6
+        law = step
+    exact = sum(prob for total, prob in law.items() if abs(total) >= abs(d[:, 0].sum()) - 1e-9)
+    assert drop.p == pytest.approx(exact, abs=0.01) and drop.p != pytest.approx(binomtest(9, 11, 0.5).pvalue)
     assert drop.ci_low < drop.drop < drop.ci_high
     for worse, better in ((0, 0), (5, 5), (12, 0), (3, 17), (40, 41)):
         expected = binomtest(worse, worse + better, 0.5).pvalue if worse + better else 1.0
