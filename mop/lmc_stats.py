@@ -30,7 +30,7 @@ three places (6 arrangements, RANDOMISATIONS draws, seeded) and p = (1 + #{|Σd*
 success of 0.97, skewed d; docs/calibration.md.) n_worse (d_i > 0: the midpoint fails where the ends' average succeeds more) and
 n_better (d_i < 0) are counts only: the exact sign test on them (`sign_test`), printed before
 issue 40, is withdrawn, because d_i is ±½ or ±1 and under no drop P(d_i > 0) ≠ P(d_i < 0)
-unless the layout's rate is ½ (at a mean success of 0.9 it rejected 12% at nominal 5%;
+unless the layout's rate is ½ (at a mean success of 0.8-0.98 it rejected 14% at nominal 5%;
 docs/calibration.md). It tests one pre-specified α, not the α of the largest drop (choosing that
 α after looking would make any p too small).
 
