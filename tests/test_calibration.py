@@ -13,12 +13,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import calibration  # noqa: E402
+
 from eval_mop import wilson_interval  # noqa: E402
 
 DRAWS = 300
 SEED = 0
 # the withdrawn tests, measured on the same draws: each must land above the band (so this test can fail)
-WITHDRAWN = ("lmc_correlation_pairs_as_units", "duplicated_seeds_counted", "mcnemar_same_recipe_different_networks")
+WITHDRAWN = (
+    "lmc_correlation_pairs_as_units",
+    "duplicated_seeds_counted",
+    "mcnemar_same_recipe_different_networks",
+)
 
 
 def band(draws: int) -> tuple[float, float]:
@@ -52,4 +57,7 @@ def test_an_entry_is_reproducible_and_bad_flags_are_refused(tmp_path, capsys):
             calibration.main([*argv, "--out", str(out)])
         assert e.value.code == 2 and capsys.readouterr().err.startswith("error: ") and not out.exists()
     summary = calibration.main(["--draws", "50", "--only", "wilson_success_interval", "--out", str(out)])
-    assert "wilson_success_interval" in out.read_text() and summary["results"]["wilson_success_interval"][3] == 50
+    assert (
+        "wilson_success_interval" in out.read_text()
+        and summary["results"]["wilson_success_interval"][3] == 50
+    )
