@@ -49,6 +49,7 @@ ALPHA = 0.05
 DEFAULT_DRAWS = 2000
 BOOTSTRAP = 200  # resamples per percentile interval in the simulation (the tool's default is 1000)
 PERCENTILE_RETIRED = "withdrawn as the barrier's interval: the table keeps it, labelled, beside <barrier>_t_ci_low/high and <barrier>_p, which decide"
+FIX_FORKS = "03556e4"  # the commit that made the LMC correlations test at the fork
 FIX_MIDPOINT = "962ccf2"  # the commit that replaced the midpoint sign test
 FIX_GENERATIVE = "962ccf2"  # ... and gave generative verdicts a Holm family
 
@@ -402,6 +403,7 @@ ENTRIES: list[Entry] = [
         duplicated,
         paired_t_rejects,
         "identical recipes; each seed's run trained twice (the same numbers)",
+        outcome="withdrawn: one replicate per (condition, seed) (issue 40 item 1; next row)",
     ),
     Entry(
         "duplicated_seeds_one_per_identity",
@@ -462,6 +464,7 @@ ENTRIES: list[Entry] = [
         layouts_same_recipe,
         mcnemar_rejects,
         "two seeds of one recipe: networks differ per layout (sd 1.0 logit) and overall (sd 0.3)",
+        outcome="withdrawn as a recipe test: it tests two networks (issue 40 item 2: its own table, never beside a recipe contrast)",
     ),
     Entry(
         "barrier_line_percentile_at_0",
@@ -655,6 +658,7 @@ ENTRIES: list[Entry] = [
         pairs_as_units_rejects,
         "the same data as lmc_correlation_forks_as_units",
         cost=10,
+        outcome=f"fixed in {FIX_FORKS}: whole forks permuted (lmc_correlation_forks_as_units)",
     ),
     Entry(
         "lmc_correlation_family_holm",
@@ -841,7 +845,12 @@ def report(results: list[Measured], command: str, seed: int) -> str:
             f"{m.rate:.3f} [{m.low:.3f}, {m.high:.3f}] | {m.draws} | {m.verdict} |"
         )
     total = sum(m.seconds for m in results)
-    lines += ["", f"Total {total:.0f} s of CPU on the machine that generated it.", ""]
+    if not hasattr(inference, "tost_paired"):
+        lines += [
+            "",
+            "`tost_at_the_margin` (the paired TOST behind 'alike') runs once mop.inference has `tost_paired`.",
+        ]
+    lines += ["", f"Total {total:.0f} s (wall, on a shared 2-core machine) for the entries above.", ""]
     return "\n".join(lines)
 
 

@@ -623,9 +623,23 @@ def instability_table(
     return pd.DataFrame(rows)
 
 
+# What each summarised metric can be: forks.csv's intervals are clipped to it (a barrier is >= 0
+# by its definition; success's drop and the routing numbers are rates or bits in [0, 1]).
+SUMMARY_RANGES = {
+    "ce_barrier_line": (0.0, math.inf),
+    "ce_barrier_mean": (0.0, math.inf),
+    "success_barrier_line": (0.0, 1.0),
+    "success_barrier_mean": (0.0, 1.0),
+    "success_drop_mid": (-1.0, 1.0),
+    "routing_js_mean_nontrivial": (0.0, 1.0),
+    "routing_agreement_mean_nontrivial": (0.0, 1.0),
+}
+
+
 def fork_summary(table: pd.DataFrame) -> pd.DataFrame:
     """One row per fork: n_pairs and, for each SUMMARY_METRICS, the mean over its child pairs and
-    the Student-t 95% interval of that mean (NaN with one pair: not measured)."""
+    the Student-t 95% interval of that mean, clipped to the metric's range (SUMMARY_RANGES; NaN
+    with one pair: not measured)."""
     rows = []
     for fork, group in table.groupby("fork", sort=True):
         row = {
@@ -636,7 +650,11 @@ def fork_summary(table: pd.DataFrame) -> pd.DataFrame:
         }
         for metric in SUMMARY_METRICS:
             values = group[metric] if metric in group else [math.nan]
-            row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = lmc_stats.across_pairs(values)
+            mean, low, high = lmc_stats.across_pairs(values)
+            floor, ceiling = SUMMARY_RANGES.get(metric, (-math.inf, math.inf))
+            row[metric] = mean
+            row[f"{metric}_ci_low"] = max(low, floor) if math.isfinite(low) else low
+            row[f"{metric}_ci_high"] = min(high, ceiling) if math.isfinite(high) else high
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -733,7 +751,7 @@ def findings(
                 + _interval(r["ce_barrier_line"], r["ce_barrier_line_ci_low"], r["ce_barrier_line_ci_high"])
                 + ", barrier_mean "
                 + _interval(r["ce_barrier_mean"], r["ce_barrier_mean_ci_low"], r["ce_barrier_mean_ci_high"])
-                + " (mean, t 95% interval across pairs)"
+                + " (mean, t 95% interval across pairs, clipped at 0)"
             )
     corr = corr if corr is not None else pd.DataFrame()
     for _, r in corr.iterrows():

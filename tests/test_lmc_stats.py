@@ -341,3 +341,18 @@ def test_correlations_table_tests_at_the_fork_with_a_declared_holm_family():
     assert (corr["p_holm"] >= corr["p"]).all() and corr["p_holm"].max() <= 1.0
     lines = connectivity.findings(table.assign(pair=[0, 1] * 4).iloc[:0], None, corr)
     assert any("family: Holm over the 12" in line for line in lines)
+
+
+def test_fork_summary_intervals_are_clipped_to_the_metrics_range():
+    table = pd.DataFrame(
+        {
+            "fork": [0, 0],
+            "fork_point": [0.1, 0.1],
+            "fork_update": [40, 40],
+            "ce_barrier_line": [0.0015, 0.0374],
+        }
+    )
+    row = connectivity.fork_summary(table).iloc[0]
+    assert (
+        row["ce_barrier_line_ci_low"] == 0.0 and row["ce_barrier_line_ci_high"] > 0.2
+    )  # t, 1 df: was −0.2083
