@@ -16,11 +16,11 @@ import calibration  # noqa: E402
 
 from eval_mop import wilson_interval  # noqa: E402
 
-DRAWS = 300
+DRAWS = 200
 SEED = 0
 # the withdrawn tests, measured on the same draws: each must land above the band (so this test can fail)
 WITHDRAWN = (
-    "lmc_correlation_pairs_as_units",
+    "generative_any_of_9_targets_unadjusted",
     "duplicated_seeds_counted",
     "mcnemar_same_recipe_different_networks",
 )
