@@ -277,6 +277,7 @@ def maximise(
     seed: int,
     from_start: bool = False,
     sensitivity_directions: int = 4,
+    margin: float | None = None,
 ) -> dict:
     """Every target and the control, in every mode (generative_probes.maximise_target): optimised on
     training-episode contexts, reported on held-out ones; the model's KL and its z-sensitivity."""
@@ -326,7 +327,7 @@ def maximise(
                 )
                 slug = spec.replace(":", "_")
                 files.append(_save_fig(plot_rollout_strips(rows, labels, title), out / f"{word}_{slug}.png"))
-    probes.calibrate_verdicts(runs)
+    probes.verdicts(runs, margin)
     kl = model_kl(loaded, dataset)
     files.append(_save_fig(plot_maximise(runs, control, word, kl), out / f"{word}_summary.png"))
     files.append(_save_fig(plot_z_sensitivity(sensitivity, d, kl), out / "z_sensitivity.png"))
@@ -337,6 +338,7 @@ def maximise(
         "modes": modes,
         "contexts": {"optimised_on": num_opt, "reported_on": num_report, "from_episode_start": from_start},
         "min_soft_change": probes.MIN_SOFT_CHANGE,
+        "margin": margin,
         "model_kl": kl,
         "sensitivity": sensitivity,
         "runs": runs,
@@ -713,6 +715,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=60, help="maximise: gradient steps on z (default 60)")
     p.add_argument("--lr", type=float, default=0.05, help="maximise: Adam step size on z")
     p.add_argument("--kl_weight", type=float, default=0.01, help="maximise: weight of the leash mode's ½|z|²")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="maximise: equivalence margin (target units, > 0): 'did not move' only when the TOST at "
+        "±margin passes (Holm over the targets); without it a target that did not move is 'not resolved'",
+    )
     p.add_argument("--max_steps", type=int, default=20_000, help="pca/directions/edits: recorded steps used")
     p.add_argument("--num_clusters", type=int, default=6, help="pca/behaviours: k-means clusters")
     p.add_argument("--window", type=int, default=8, help="behaviours: steps per window")
@@ -745,6 +754,7 @@ NUMBER_FLAGS = {
     "steps": (0, 100_000, False, True),
     "lr": (0, 100, True, False),
     "kl_weight": (0, 1e6, False, False),
+    "margin": (0, 1e6, True, False),
     "max_steps": (1, 10**8, False, True),
     "num_clusters": (1, 1000, False, True),
     "window": (2, 1000, False, True),
@@ -853,6 +863,7 @@ def _dispatch(
             args.minimise,
             args.seed,
             args.from_episode_start,
+            margin=args.margin,
         )
     elif args.analysis == "accuracy":
         summary = accuracy(loaded, dataset, out, args.num_windows, args.seed)

@@ -46,8 +46,9 @@ def _():
     the real, frozen agent inside the loop: decode rollouts from the prior, optimise the latent to
     raise a router weight (beside an action target, the positive control) and check the change on
     held-out contexts and on hard (argmax) views; saliency maps, memory-direction edits and behaviour
-    clusters. "did not move" is a measured non-effect (its interval holds 0, or it is below 0.01);
-    a blank interval is "not measured". Reads `model_final.pt` files under `generative/`
+    clusters. "moved" is decided with Holm over the mode's targets; "did not move" only by an
+    equivalence test at a stated margin; otherwise "not resolved" (a blank interval: not
+    measured). Reads `model_final.pt` files under `generative/`
     (`GENERATIVE_DIR`); analyses write next to the model.
     """)
     return

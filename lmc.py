@@ -26,10 +26,13 @@ Semantics
   (success per layout, path ratio, LPC, usage) and teacher-forced on a held-out set of bot
   episodes (heldout.npz: cross-entropy per episode, accuracy, router weights).
 - Instability: both barrier forms of the held-out loss and of success, barrier_line (Entezari et
-  al. 2022) and barrier_mean (Frankle et al. 2020), with bootstrap intervals over held-out episodes
-  / layouts (--bootstrap), signed interior extremes, and the success drop at the midpoint as a
-  paired per-layout statistic with an exact sign test; per fork, the mean and t interval across
-  pairs; Spearman ρ of routing agreement with the barriers, with a permutation p.
+  al. 2022) and barrier_mean (Frankle et al. 2020), each with a one-sided test of "barrier > 0"
+  and a simultaneous t interval (clipped at 0) beside the percentile bootstrap interval over
+  held-out episodes / layouts (--bootstrap; withdrawn as the barrier's interval, it under-covers
+  near 0: docs/calibration.md), signed interior extremes, and the success drop at the midpoint as a
+  paired per-layout statistic with a t-test over layouts; per fork, the mean and t interval across
+  pairs; Spearman ρ of routing agreement (and the fork point) with the barriers, the fork as the
+  unit (whole forks permuted; the smallest attainable p printed), Holm over the table's family.
 
 Outputs: <results_root>/<task>/seed_<S>/<strategy>/
     config.json                    the experiment (train config, fork points/updates, children)

@@ -60,6 +60,7 @@ from mop.babyai_env import EVAL_SEED_START, encode_obs, make_env
 from mop.bot_demos import bot_episode
 from mop.bot_paths import BotPaths
 from mop.experiment import ConfigError, load_policy
+from mop.inference import holm
 from mop.numpy_policy import one_thread
 from mop.replay_buffer import BufferError, EpisodeBuffer, StoredEpisode, episodes_as_chunk
 from mop.runs import atomic_write
@@ -94,6 +95,13 @@ SUMMARY_METRICS = (
     "routing_agreement_mean_nontrivial",
 )
 CORRELATED_X = ("routing_agreement_mean_nontrivial", "routing_js_mean_nontrivial", "fork_point")
+CORRELATED_Y = ("ce_barrier_line", "ce_barrier_mean")
+CORRELATION_COLUMNS = [
+    "x", "y", "unit", "n", "n_forks", "rho", "p", "p_min", "p_method", "p_holm", "family", "note"
+]  # fmt: skip
+# Beside each barrier's percentile interval (_ci_low, _ci_high): lmc_stats.barrier_test's one-sided
+# p of "barrier > 0" and its simultaneous t interval (clipped below at 0).
+BARRIER_TEST_SUFFIXES = ("_p", "_t_ci_low", "_t_ci_high")
 # The instability.csv columns every figure reads (load_results refuses a table without them).
 INSTABILITY_COLUMNS = [
     "fork",
@@ -502,6 +510,8 @@ def _barrier_columns(row: dict, name: str, alpha: np.ndarray, f: np.ndarray, sig
         row[f"{name}_barrier_{form}"] = b.height
         row[f"{name}_barrier_{form}_alpha"] = b.alpha
         row[f"{name}_barrier_{form}_ci_low"] = row[f"{name}_barrier_{form}_ci_high"] = math.nan
+        for suffix in BARRIER_TEST_SUFFIXES:
+            row[f"{name}_barrier_{form}{suffix}"] = math.nan
         row[f"{name}_extreme_{form}"] = b.extreme
     row[f"{name}_interior_better"] = lmc_stats.interior_better(alpha, f, sign)
 
@@ -516,9 +526,15 @@ def _interval_columns(row: dict, alpha: np.ndarray, units: dict, bootstrap: int)
         ("ce", lmc_stats.bootstrap_barriers(alpha, ce_sum, units["labels"], bootstrap, 1.0)),
         ("success", lmc_stats.bootstrap_barriers(alpha, success, None, bootstrap, -1.0)),
     ):
+        numerators, denominators, sign = (
+            (ce_sum, units["labels"], 1.0) if name == "ce" else (success, None, -1.0)
+        )
         for form in ("line", "mean"):
             low, high = getattr(intervals, form)
             row[f"{name}_barrier_{form}_ci_low"], row[f"{name}_barrier_{form}_ci_high"] = low, high
+            test = lmc_stats.barrier_test(alpha, numerators, denominators, form, sign)
+            key = f"{name}_barrier_{form}"
+            row[f"{key}_p"], row[f"{key}_t_ci_low"], row[f"{key}_t_ci_high"] = test.p, test.low, test.high
     drop = lmc_stats.paired_drop(alpha, success, bootstrap)
     row.update(
         midpoint_alpha=drop.alpha,
@@ -570,7 +586,7 @@ def instability_table(
 ) -> pd.DataFrame:
     """One row per fork pair: both barrier forms (ce_*: held-out cross-entropy, success_*), each
     with its α, signed interior extreme and (from the units) bootstrap interval; the paired
-    success drop at the midpoint with its interval and exact sign test; the endpoints; the
+    success drop at the midpoint with its interval and t-test over layouts; the endpoints; the
     half-width of success's 95% Wilson interval at the line barrier's α (one α's noise, not an
     interval for the drop); routing agreement per layer, trivial layers marked, and its means.
     Without units (`units` None, or a pair missing from it) the intervals are NaN: not measured."""
@@ -607,9 +623,23 @@ def instability_table(
     return pd.DataFrame(rows)
 
 
+# What each summarised metric can be: forks.csv's intervals are clipped to it (a barrier is >= 0
+# by its definition; success's drop and the routing numbers are rates or bits in [0, 1]).
+SUMMARY_RANGES = {
+    "ce_barrier_line": (0.0, math.inf),
+    "ce_barrier_mean": (0.0, math.inf),
+    "success_barrier_line": (0.0, 1.0),
+    "success_barrier_mean": (0.0, 1.0),
+    "success_drop_mid": (-1.0, 1.0),
+    "routing_js_mean_nontrivial": (0.0, 1.0),
+    "routing_agreement_mean_nontrivial": (0.0, 1.0),
+}
+
+
 def fork_summary(table: pd.DataFrame) -> pd.DataFrame:
     """One row per fork: n_pairs and, for each SUMMARY_METRICS, the mean over its child pairs and
-    the Student-t 95% interval of that mean (NaN with one pair: not measured)."""
+    the Student-t 95% interval of that mean, clipped to the metric's range (SUMMARY_RANGES; NaN
+    with one pair: not measured)."""
     rows = []
     for fork, group in table.groupby("fork", sort=True):
         row = {
@@ -620,27 +650,47 @@ def fork_summary(table: pd.DataFrame) -> pd.DataFrame:
         }
         for metric in SUMMARY_METRICS:
             values = group[metric] if metric in group else [math.nan]
-            row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = lmc_stats.across_pairs(values)
+            mean, low, high = lmc_stats.across_pairs(values)
+            floor, ceiling = SUMMARY_RANGES.get(metric, (-math.inf, math.inf))
+            row[metric] = mean
+            row[f"{metric}_ci_low"] = max(low, floor) if math.isfinite(low) else low
+            row[f"{metric}_ci_high"] = min(high, ceiling) if math.isfinite(high) else high
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def correlations(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    """Spearman ρ and its permutation p (lmc_stats.spearman) of each of CORRELATED_X with each
-    CE barrier form: over forks (n forks, the pair means) and, when some fork has several pairs,
-    over pairs (n pairs; pairs of one fork share their fork point, so not independent in it)."""
+    """Spearman ρ of each of CORRELATED_X with each CORRELATED_Y, the fork as the unit of every
+    test (lmc_stats.fork_spearman): over forks (n forks, the pair means) and, when some fork has
+    several pairs, over pairs (ρ over the n pairs, p from permuting whole forks: pairs of one
+    fork are not independent). p_min: the smallest p the fork permutations can reach. Holm
+    (p_holm) over the family declared in `family`: every x × y × unit row of this table (12 with
+    several pairs per fork, 6 with one); a row without a test (NaN p) says why in `note` and is
+    not counted."""
     rows = []
     units = [("forks", summary)] + ([("pairs", table)] if len(table) > len(summary) else [])
     for unit, frame in units:
         for x in CORRELATED_X:
-            for y in ("ce_barrier_line", "ce_barrier_mean"):
+            for y in CORRELATED_Y:
                 if x not in frame or y not in frame:
                     continue
-                c = lmc_stats.spearman(frame[x], frame[y])
+                c = lmc_stats.fork_spearman(frame[x], frame[y], frame["fork"])
+                note = "" if math.isfinite(c.p) else f"no test: {c.method}"
+                if math.isfinite(c.p_min) and c.p_min > 0.05:
+                    note = f"p cannot reach 0.05 with {c.n_forks} forks (smallest possible {c.p_min:.3g})"
                 rows.append(
-                    {"x": x, "y": y, "unit": unit, "n": c.n, "rho": c.rho, "p": c.p, "p_method": c.method}
+                    {"x": x, "y": y, "unit": unit, "n": c.n, "n_forks": c.n_forks, "rho": c.rho, "p": c.p}
+                    | {"p_min": c.p_min, "p_method": c.method, "note": note}
                 )
-    return pd.DataFrame(rows, columns=["x", "y", "unit", "n", "rho", "p", "p_method"])
+    out = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+    if len(out):
+        out["p_holm"] = holm(list(out["p"].astype(float)))
+        tested = int(np.isfinite(out["p"].to_numpy(float)).sum())
+        out["family"] = (
+            f"Holm over the {tested} tested of {len(out)} correlations: "
+            f"{len(CORRELATED_X)} x × {len(CORRELATED_Y)} barrier forms × {len(units)} unit(s)"
+        )
+    return out
 
 
 def _interval(value: float, low: float, high: float, digits: int = 4) -> str:
@@ -663,11 +713,18 @@ def findings(
         for name in ("ce", "success"):
             for form in ("line", "mean"):
                 key = f"{name}_barrier_{form}"
-                parts.append(
+                digits = 4 if name == "ce" else 3
+                text = (
                     f"{name} barrier_{form} "
-                    + _interval(r[key], r[f"{key}_ci_low"], r[f"{key}_ci_high"], 4 if name == "ce" else 3)
-                    + f" at α {r[f'{key}_alpha']:.2f} (interior extreme {r[f'{name}_extreme_{form}']:+.4f})"
+                    + _interval(r[key], r[f"{key}_ci_low"], r[f"{key}_ci_high"], digits)
+                    + f" (percentile bootstrap) at α {r[f'{key}_alpha']:.2f}"
                 )
+                if pd.notna(r.get(f"{key}_p", math.nan)):
+                    text += (
+                        f", simultaneous t [{r[f'{key}_t_ci_low']:.{digits}f}, {r[f'{key}_t_ci_high']:.{digits}f}]"
+                        f", barrier > 0 p {r[f'{key}_p']:.3g}"
+                    )
+                parts.append(text + f" (interior extreme {r[f'{name}_extreme_{form}']:+.4f})")
             if r.get(f"{name}_interior_better"):
                 parts.append(f"every interior α beats both ends in {name}")
         if pd.notna(r.get("success_drop_mid")):
@@ -677,7 +734,7 @@ def findings(
                     r["success_drop_mid"], r["success_drop_mid_ci_low"], r["success_drop_mid_ci_high"], 3
                 )
                 + f", {int(r['success_drop_mid_n_worse'])} layouts worse / {int(r['success_drop_mid_n_better'])}"
-                f" better, sign test p {r['success_drop_mid_p']:.3g}"
+                f" better, t-test p {r['success_drop_mid_p']:.3g}"
             )
         if pd.notna(r.get("routing_agreement_mean_nontrivial", math.nan)):
             layers = len(layers_of(table.columns, "routing_js_layer_"))
@@ -694,13 +751,21 @@ def findings(
                 + _interval(r["ce_barrier_line"], r["ce_barrier_line_ci_low"], r["ce_barrier_line_ci_high"])
                 + ", barrier_mean "
                 + _interval(r["ce_barrier_mean"], r["ce_barrier_mean_ci_low"], r["ce_barrier_mean_ci_high"])
-                + " (mean, t 95% interval across pairs)"
+                + " (mean, t 95% interval across pairs, clipped at 0)"
             )
-    for _, r in (corr if corr is not None else pd.DataFrame()).iterrows():
-        lines.append(
-            f"Spearman {r['x']} vs {r['y']} over {r['unit']} (n {int(r['n'])}): ρ {r['rho']:+.2f}, "
-            f"p {r['p']:.3g} ({r['p_method']})"
-        )
+    corr = corr if corr is not None else pd.DataFrame()
+    for _, r in corr.iterrows():
+        forks = f", {int(r['n_forks'])} forks" if "n_forks" in r and pd.notna(r["n_forks"]) else ""
+        line = f"Spearman {r['x']} vs {r['y']} over {r['unit']} (n {int(r['n'])}{forks}): ρ {r['rho']:+.2f}"
+        if pd.notna(r["p"]):
+            line += f", p {r['p']:.3g} ({r['p_method']})"
+            if "p_holm" in r and pd.notna(r["p_holm"]):
+                line += f", Holm {r['p_holm']:.3g}"
+        if isinstance(r.get("note"), str) and r["note"]:
+            line += f"; {r['note']}"
+        lines.append(line)
+    if len(corr) and "family" in corr and isinstance(corr["family"].iloc[0], str):
+        lines.append(f"correlations' family: {corr['family'].iloc[0]}; the unit of every test is the fork")
     return lines
 
 

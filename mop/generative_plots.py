@@ -194,8 +194,8 @@ def plot_maximise(runs: Sequence[dict], control: str, word: str, kl: dict) -> Fi
     """Per target (and the control, last), one panel per mode: the held-out change of the target
     from the reference, on the soft views (the simulated agent) and the hard views (the real
     agent re-reading the argmax views), each with its 95% interval over held-out contexts; "did not
-    move" targets are greyed and marked ✗, "not measured" ones (the control did not move in that
-    mode either) ?. The model's KL is in the title: a posterior that says
+    move" targets (TOST at the stated margin passed) are greyed and marked ✗, "not resolved" (and
+    older summaries' "not measured") ones ?. The model's KL is in the title: a posterior that says
     nothing (KL near 0) leaves z little to move."""
     modes = list(dict.fromkeys(r["mode"] for r in runs))
     targets = list(dict.fromkeys(r["target"] for r in runs))
@@ -213,7 +213,7 @@ def plot_maximise(runs: Sequence[dict], control: str, word: str, kl: dict) -> Fi
                 ax, i + 0.2, r["hard_change"], r["hard_change_ci"], color, "////", "hard" if i == 0 else None
             )
             if not moved:
-                mark = "?" if r["verdict"] == "not measured" else "✗"
+                mark = "✗" if r["verdict"] == "did not move" else "?"
                 ax.annotate(
                     mark,
                     (i, 0),
@@ -235,7 +235,7 @@ def plot_maximise(runs: Sequence[dict], control: str, word: str, kl: dict) -> Fi
     axes[0].set_ylabel(f"held-out change of the target ({word}d)")
     fig.suptitle(
         f"{word} each target on training contexts, measured on held-out ones (95% t intervals;\n"
-        f"green: control {control}; ✗ did not move; ? not measured: the control did not move either). KL {kl['kl_nats']:.3g} nats, "
+        f"green: control {control}; moved: Holm over the targets; ✗ did not move (TOST); ? not resolved). KL {kl['kl_nats']:.3g} nats, "
         f"{kl['active_dims']}/{kl['latent_size']} active dims"
     )
     return fig

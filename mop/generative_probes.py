@@ -14,9 +14,17 @@ Every attribution has a positive control and is reported on held-out contexts, w
   mean change with its Student-t 95% interval over report contexts; the target "moved" only when
   that interval excludes 0 in the asked direction and the mean soft change is at least
   MIN_SOFT_CHANGE; fidelity (hard change / soft change) is NaN below MIN_SOFT_CHANGE, where it
-  would be a ratio of noise. The caller runs an action target (the positive control) the same way;
-  `calibrate_verdicts` turns a target's "did not move" into "not measured" in a mode where the
-  control did not move either (no evidence that z can move anything there).
+  would be a ratio of noise. The caller runs an action target (the positive control) the same way.
+  `verdicts` (issue 40) then decides every row with multiplicity control: per mode, the family is
+  the targets asked (the control is its own family of one); each target's p (two-sided t over
+  report contexts) is Holm-adjusted over the family and "moved" needs p_holm < 0.05 in the asked
+  direction and a mean soft change >= MIN_SOFT_CHANGE; "did not move" needs an equivalence test
+  (TOST at the stated --margin, Holm over the family) to pass; anything else is "not resolved".
+  Each target is also tested against the control on the same report contexts (`vs_control`:
+  paired t of sign·target change − sign·control change, Holm over the family): a target that
+  moved less than the control did. The control's own result no longer rewrites any target's
+  verdict (`calibrate_verdicts`, which let one test of the control decide every target, is
+  withdrawn; kept for old summaries).
 - `z_sensitivity`: how far the agent's routing (and action probabilities) move from z = 0 along
   random unit directions of z, at several distances: the scale at which z can matter at all.
 - `saliency_maps`: gradients of a target with respect to the views the agent reads (per view cell,
@@ -166,11 +174,93 @@ def change_summary(soft: np.ndarray, hard: np.ndarray, sign: float = 1.0) -> dic
         "contexts_moved": int((sign * soft > 0).sum()),
         "fidelity": h_mean / s_mean if big else math.nan,
         "verdict": "moved" if big and bool(beyond) else "did not move",
+        "soft_changes": [float(v) for v in np.asarray(soft, float)],  # per report context
+        "sign": float(sign),
     }
 
 
+FAMILY_ALPHA = 0.05
+
+
+def _t_p(d: np.ndarray) -> float:
+    """Two-sided one-sample t p of d against 0 (NaN with < 2 values; 1 / 0 without spread)."""
+    from scipy import stats
+
+    d = np.asarray(d, float)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        return math.nan
+    if np.ptp(d) == 0:
+        return 1.0 if d[0] == 0 else 0.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def tost_p(d: np.ndarray, margin: float) -> float:
+    """TOST p of |mean d| < margin: the larger of the two one-sided t p's (NaN with < 2 values)."""
+    from scipy import stats
+
+    d = np.asarray(d, float)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        return math.nan
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    if se == 0:
+        return 0.0 if abs(d.mean()) < margin else 1.0
+    lower = stats.t.sf((d.mean() + margin) / se, len(d) - 1)  # H0: mean <= -margin
+    upper = stats.t.cdf((d.mean() - margin) / se, len(d) - 1)  # H0: mean >= +margin
+    return float(max(lower, upper))
+
+
+def verdicts(runs: list[dict], margin: float | None = None) -> list[dict]:
+    """Every maximise row's verdict with its family (module docstring), in place: p, p_holm,
+    family, (with a margin) tost_p and tost_p_holm, and for targets vs_control (mean, p, p_holm).
+    runs: maximise's rows (target, role, mode, soft_changes, sign, soft_change)."""
+    from mop.inference import holm
+
+    if margin is not None and not margin > 0:
+        raise ValueError(f"margin must be > 0, got {margin!r}")
+    for mode in dict.fromkeys(r["mode"] for r in runs):
+        for role in ("target", "control"):
+            rows = [r for r in runs if r["mode"] == mode and r["role"] == role]
+            if not rows:
+                continue
+            controls = [r for r in runs if r["mode"] == mode and r["role"] == "control"]
+            family = (
+                f"Holm over the {len(rows)} target(s) of mode {mode} (the control apart)"
+                if role == "target"
+                else f"the control alone in mode {mode}"
+            )
+            ps = [_t_p(r["soft_changes"]) for r in rows]
+            tosts = [tost_p(r["soft_changes"], margin) if margin else math.nan for r in rows]
+            for r, p, ph, t, th in zip(rows, ps, holm(ps), tosts, holm(tosts)):
+                sign = r.get("sign", 1.0)
+                big = abs(r["soft_change"]) >= MIN_SOFT_CHANGE
+                r.update(p=p, p_holm=float(ph), family=family, margin=margin, tost_p=t, tost_p_holm=float(th))
+                if big and ph < FAMILY_ALPHA and sign * r["soft_change"] > 0:
+                    r["verdict"], r["why"] = "moved", ""
+                elif margin and th < FAMILY_ALPHA:
+                    r["verdict"], r["why"] = "did not move", f"TOST within ±{margin:g}, Holm"
+                else:
+                    r["verdict"] = "not resolved"
+                    r["why"] = (
+                        "no equivalence test (no --margin)" if not margin else f"TOST at ±{margin:g} failed"
+                    )
+            if role == "target" and controls:
+                control = np.asarray(controls[0]["soft_changes"], float)
+                diffs = [
+                    r.get("sign", 1.0) * np.asarray(r["soft_changes"], float)
+                    - controls[0].get("sign", 1.0) * control
+                    for r in rows
+                ]
+                vs = [_t_p(d) for d in diffs]
+                for r, d, p, ph in zip(rows, diffs, vs, holm(vs)):
+                    r.update(vs_control=float(np.mean(d)), vs_control_p=p, vs_control_p_holm=float(ph))
+    return runs
+
+
 def calibrate_verdicts(runs: list[dict]) -> list[dict]:
-    """A target that did not move in a mode where the positive control did not move either is
+    """Withdrawn (issue 40: one test of the control decided every target's verdict); `verdicts`
+    replaces it. Kept to re-read summaries written before it. A target that did not move in a mode where the positive control did not move either is
     "not measured" (nothing shows that z can move anything there), not "did not move"; in place.
     runs: maximise's rows (role 'target' or 'control', mode, verdict)."""
     for mode in {r["mode"] for r in runs}:
@@ -542,7 +632,12 @@ def result_table(summary: dict) -> list[dict]:
                 "hard change": round(r["hard_change"], 5),
                 "hard 95% interval": _rounded(r["hard_change_ci"]),
                 "fidelity": r["fidelity"],
+                "p": r.get("p", math.nan),
+                "p_holm": r.get("p_holm", math.nan),
+                "vs control": r.get("vs_control", math.nan),
+                "vs control p_holm": r.get("vs_control_p_holm", math.nan),
                 "verdict": r["verdict"],
+                "family": r.get("family", ""),
             }
             for r in summary["runs"]
         ]
@@ -586,6 +681,17 @@ def report_lines(summary: dict) -> list[str]:
         lines.append(
             f"{r['role']:7s} {r['target']:18s} {r['mode']:7s} held-out soft change {r['soft_change']:+.4f} "
             f"[{low:+.4f}, {high:+.4f}], hard {r['hard_change']:+.4f} [{hlow:+.4f}, {hhigh:+.4f}], "
-            f"fidelity {r['fidelity']:.2f}: {r['verdict']}"
+            f"fidelity {r['fidelity']:.2f}"
+            + (f", p {r['p']:.3g} (Holm {r['p_holm']:.3g})" if "p_holm" in r else "")
+            + (
+                f", vs control {r['vs_control']:+.4f} (Holm p {r['vs_control_p_holm']:.3g})"
+                if "vs_control" in r
+                else ""
+            )
+            + f": {r['verdict']}"
+            + (f" ({r['why']})" if r.get("why") else "")
         )
+    families = list(dict.fromkeys(r["family"] for r in summary.get("runs", []) if r.get("family")))
+    if families:
+        lines.append("families: " + "; ".join(families))
     return lines

@@ -423,9 +423,13 @@ def plot_routing_agreement(
         lines = []
         for _, r in corr[(corr["x"] == xcol) & (corr["y"] == "ce_barrier_line")].iterrows():
             rho = "n/a" if pd.isna(r["rho"]) else f"{r['rho']:+.2f}"
-            p = "n/a" if pd.isna(r["p"]) else f"{r['p']:.2g}"
-            lines.append(f"over {r['unit']} (n={int(r['n'])}): ρ={rho}, p={p}")
-        ax.set_title("Spearman " + "; ".join(lines) if lines else "", fontsize=6)
+            p = "no test" if pd.isna(r["p"]) else f"p={r['p']:.2g}"
+            if "p_holm" in r and pd.notna(r["p_holm"]):
+                p += f" (Holm {r['p_holm']:.2g})"
+            forks = f", {int(r['n_forks'])} forks" if "n_forks" in r and pd.notna(r["n_forks"]) else ""
+            lines.append(f"over {r['unit']} (n={int(r['n'])}{forks}): ρ={rho}, {p}")
+        title = "Spearman " + "; ".join(lines) + "; p: whole forks permuted" if lines else ""
+        ax.set_title(title, fontsize=6)
     fig.suptitle("Routing agreement between the children, on held-out bot states")
     return fig
 

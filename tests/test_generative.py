@@ -205,7 +205,8 @@ def test_record_train_and_every_analysis(recording, tiny_run, tmp_path, capsys):
         ("action:2", "leash"),  # the positive control, beside every target
         ("action:2", "typical"),
     ]
-    assert {r["verdict"] for r in maximised["runs"]} <= {"moved", "did not move", "not measured"}
+    assert {r["verdict"] for r in maximised["runs"]} <= {"moved", "not resolved"}  # no --margin
+    assert all("Holm" in r["family"] or "alone" in r["family"] for r in maximised["runs"])
     assert maximised["model_kl"]["kl_nats"] >= 0 and (out / "maximise" / "z_sensitivity.png").exists()
     edits = json.loads((out / "edits" / "summary.json").read_text())
     assert (
@@ -838,3 +839,40 @@ def test_resume_from_a_crafted_pickle_is_one_line_and_runs_no_code(recording, tm
     err = _refused(capsys, train_generative.main, [*_training(data, out, 8), "--resume"])
     assert "model_5.pt" in err and "UnpicklingError" in err
     assert not marker.exists()
+
+
+def test_generative_verdicts_have_a_family_and_the_control_decides_none():
+    """Issue 40: Holm over the targets of a mode; 'did not move' only from a TOST at a margin; the
+    control's own test no longer rewrites any target's verdict; each target against the control."""
+    from mop import generative_probes as probes
+
+    rng = np.random.default_rng(0)
+    strong = 0.05 + rng.normal(0, 0.01, 16)
+    weak = 0.012 + rng.normal(0, 0.01, 16)  # p about 0.001 alone; Holm over 9 targets decides
+    null = [rng.normal(0, 0.002, 16) for _ in range(7)]
+
+    def rows(control: np.ndarray) -> list[dict]:
+        out = [
+            {"target": f"t{i}", "role": "target", "mode": "typical"} | probes.change_summary(c, c)
+            for i, c in enumerate([strong, weak, *null])
+        ]
+        return out + [
+            {"target": "action:2", "role": "control", "mode": "typical"}
+            | probes.change_summary(control, control)
+        ]
+
+    flat = probes.verdicts(rows(rng.normal(0, 0.002, 16)))
+    moving = probes.verdicts(rows(0.1 + rng.normal(0, 0.01, 16)))
+    assert [r["verdict"] for r in flat[:9]] == [
+        r["verdict"] for r in moving[:9]
+    ]  # the control decides nothing
+    assert flat[0]["verdict"] == "moved" and all(r["verdict"] == "not resolved" for r in flat[2:9])
+    assert flat[1]["p_holm"] == pytest.approx(min(1.0, 8 * flat[1]["p"])) or flat[1]["p_holm"] >= flat[1]["p"]
+    assert "9 target(s)" in flat[0]["family"] and "control alone" in flat[-1]["family"]
+    assert (
+        moving[2]["vs_control"] < 0 and moving[2]["vs_control_p_holm"] < 0.05
+    )  # moved less than the control
+    equivalent = probes.verdicts(rows(rng.normal(0, 0.002, 16)), margin=0.01)
+    assert all(r["verdict"] == "did not move" and r["tost_p_holm"] < 0.05 for r in equivalent[2:9])
+    with pytest.raises(ValueError):
+        probes.verdicts(rows(strong), margin=0.0)

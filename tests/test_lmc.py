@@ -614,6 +614,9 @@ def test_child_pairs_have_their_own_seeds_evaluations_and_summary(tmp_path):
     first = table[table["fork"] == 0]["ce_barrier_mean"]
     assert forks["ce_barrier_mean"].iloc[0] == pytest.approx(first.mean())
     assert set(corr["unit"]) == {"forks", "pairs"} and set(corr[corr["unit"] == "pairs"]["n"]) == {4}
+    # issue 40: the barrier test beside the percentile interval; 2 forks give no correlation test
+    assert table["ce_barrier_line_p"].between(0, 1).all() and (table["ce_barrier_mean_t_ci_low"] >= 0).all()
+    assert corr["p"].isna().all() and corr["note"].str.startswith("no test").all()
     assert {p.name for p in (d / "fork_analysis").glob("interp_fork_*")} == {
         "interp_fork_0.png",
         "interp_fork_0_pair_1.png",
