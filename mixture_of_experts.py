@@ -352,7 +352,9 @@ class Intervention:
         return f"{self.kind} layer_{self.layer}:{self.expert}{swap}"
 
 
-def intervene_weights(weights: torch.Tensor, kind: str, expert: int, target: int | None = None) -> torch.Tensor:
+def intervene_weights(
+    weights: torch.Tensor, kind: str, expert: int, target: int | None = None
+) -> torch.Tensor:
     """Effective weights (..., E) of one intervention on `expert`: the intervened mixture is
     Σ_j w'_j · expert_j(x). zero: w'_e = 0. route_around: w'_e = 0 and the rest renormalised (the
     knockout of apply_knockout). swap: w'_target = w_target + w_e and w'_e = 0, i.e. expert e's
