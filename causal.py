@@ -54,8 +54,8 @@ from mop.runs import (
     check_writable_dir,
     checkpoint_paths,
     final_checkpoint,
-    find_checkpoints,
     is_multi_task,
+    parse_checkpoint_name,
     run_task_name,
 )
 
@@ -102,11 +102,17 @@ def find_runs(patterns: tuple[str, ...]) -> list[Path]:
                 if own is not None:
                     found.append(own)
                     continue
-                by_run: dict[Path, list[Path]] = {}
-                for ref in find_checkpoints([path]):
-                    by_run.setdefault(Path(ref.path).parent, []).append(Path(ref.path))
-                for run in sorted(by_run):
-                    found.append(final_checkpoint(run) or checkpoint_paths(run)[-1][1])
+                runs = {
+                    p.parent
+                    for p in path.rglob("checkpoint_*.pt")
+                    if parse_checkpoint_name(p.name) is not None
+                }
+                for run in sorted(runs):
+                    own = final_checkpoint(run) or next(
+                        iter(p for _, p in reversed(checkpoint_paths(run))), None
+                    )
+                    if own is not None:
+                        found.append(own)
     return list(dict.fromkeys(found))
 
 
