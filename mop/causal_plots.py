@@ -26,7 +26,7 @@ from mop.plot_style import EXPERT_COLORS, PANEL, note, panel_grid, styled
 
 STATISTIC_LABELS = {
     "mean_weight": "mean weight",
-    "weight_entropy": "weight entropy over steps\n(normalised)",
+    "weight_entropy": "weight entropy\nover steps (normalised)",
     "dominance_share": "share of steps\nit dominates its layer",
     "lpc_share": "share of\nthe run's LPC",
     "subgoal_selectivity": "selectivity by subgoal\n(max − mean weight)",
@@ -46,12 +46,12 @@ def _fmt(v: float, digits: int = 2) -> str:
 
 
 def _panel_title(row: pd.Series | None) -> str:
-    """'ρ = 0.31 [−0.10, 0.62] · p_Holm = 0.42' (the interval only where causal_predict has one)."""
+    """'ρ = 0.31 [−0.10, 0.62]' over 'p_Holm = 0.42' (the interval only where causal_predict has one)."""
     if row is None or not math.isfinite(row["rho"]):
         return "no test"
     ci = f" [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]" if math.isfinite(row["ci_low"]) else ""
     p = row["p_holm"]
-    return f"ρ = {_fmt(row['rho'])}{ci}, p$_{{Holm}}$ = {'<0.001' if p < 0.001 else _fmt(p, 2)}"
+    return f"ρ = {_fmt(row['rho'])}{ci}\np$_{{Holm}}$ = {'<0.001' if p < 0.001 else _fmt(p, 2)}"
 
 
 MISSING = {"subgoal_selectivity": "no subgoal column\nin the routing record"}
@@ -68,11 +68,13 @@ def plot_causal_predict(
     if rows.empty:
         raise ValueError(f"plot_causal_predict: no effects on {metric!r}")
     kinds = list(dict.fromkeys(rows["intervention"]))
-    stats = list(STATISTICS)
+    measured = [s for s in STATISTICS if np.isfinite(rows[s].to_numpy(dtype=float)).any()]
+    # a paper column has no room for empty panels: a statistic never measured is named in the note
+    stats = list(STATISTICS) if layout == "screen" or not measured else measured
     n = len(kinds) * len(stats)
     if layout == "screen":
         fig, axes = panel_grid(
-            n, layout, panel=(2.05, 1.75), screen_cols=len(stats), extra=(0.0, 1.0), sharey="row"
+            n, layout, panel=(2.05, 1.9), screen_cols=len(stats), extra=(0.0, 1.0), sharey="row"
         )
     else:
         fig, axes = panel_grid(n, layout, panel=(PANEL / 2, 0.5 * PANEL), paper_cols=2, extra=(0.0, 1.2))
@@ -139,5 +141,8 @@ def plot_causal_predict(
         f"p: permutation of the statistic within runs, Holm over {int(family.iloc[0]) if len(family) else 0} "
         "tests (statistics × interventions × metrics).",
     )
+    left_out = [STATISTIC_LABELS[s].split("\n")[0] for s in STATISTICS if s not in stats]
+    if left_out:
+        note(fig, f"Not drawn, never measured in these runs: {', '.join(left_out)}.")
     fig.suptitle(f"Does routing predict an expert's causal effect? ({EFFECT_LABELS.get(metric, metric)})")
     return fig
