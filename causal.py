@@ -20,9 +20,9 @@ for success), about that network on those layouts, not about its recipe.
 
 Beside each expert, its routing in the intact evaluation (mean weight, entropy of its weight over
 steps, share of steps it dominates its layer, its LPC share, selectivity by subgoal where the
-routing record has a `subgoal` column), and whether each statistic predicts the effect: Spearman's
-rho over (run, expert) points, p from permutations of the statistic within each run, Holm over
-statistics x interventions x metrics (mop/causal.py).
+routing record has a `subgoal` column), and whether each statistic orders the effects among a
+run's experts: the mean within-run Spearman rho, p from permutations of the statistic within each
+run, Holm over statistics x interventions x metrics (mop/causal.py).
 
 Writes to --out (default causal/<task>/): causal_effects.csv, causal_summary.csv,
 causal_predict.csv and causal_<metric>.png (statistic vs effect, one point per expert per run).
@@ -402,8 +402,8 @@ def report(effects: pd.DataFrame, summary: pd.DataFrame, predicted: pd.DataFrame
             )
     family = int(predicted["family_size"].iloc[0]) if len(predicted) else 0
     lines.append(
-        f"does routing predict the effect? Spearman rho over (run, expert) points, p by permutation "
-        f"within runs, Holm over {family} tests (statistics x interventions x metrics):"
+        f"does routing predict the effect? rho = mean within-run Spearman rho [95% t over runs, Fisher z], "
+        f"p by permutation within runs, Holm over {family} tests (statistics x interventions x metrics):"
     )
     for r in predicted.itertuples(index=False):
         lines.append(

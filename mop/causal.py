@@ -20,11 +20,11 @@ effective weights, LPC of the router's own weights), and from them:
   the normalised entropy of its weight over steps, the share of steps it dominates its layer, its
   share of the LPC, and selectivity by subgoal (max over subgoals of its mean weight there minus
   its overall mean; needs the cache's `subgoal` column, else NaN with a note).
-- `predict` (causal_predict.csv): per (statistic, intervention, metric), Spearman's rho between
-  the statistic and the effect over every (run, layer, expert) point; p from a permutation test
-  that shuffles the statistic among the experts *within* each run (runs stay the units: a run's
-  level differences are never permuted away); the interval a percentile bootstrap over runs;
-  Holm over statistics x interventions x metrics.
+- `predict` (causal_predict.csv): per (statistic, intervention, metric), whether the statistic
+  orders the effects among a run's experts: rho = the mean over runs of each run's Spearman rho
+  (a between-run association cannot make it), p from permutations of the statistic within each
+  run, the interval a 95% t interval over runs (Fisher z), Holm over statistics x interventions x
+  metrics; rho_pooled (Spearman over every point) beside it, descriptive only.
 
     from mop import causal
     stats = causal.observational_stats(steps, [[0, 16, 32]] * 3, 2.0)
@@ -43,7 +43,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from mop.contrasts import exact_paired
-from mop.inference import NO_INFERENCE, holm
+from mop.inference import NO_INFERENCE, aggregate_r, holm
 
 METRICS = ("success_rate", "path_ratio", "mean_lpc", "router_lpc")
 METRIC_HELP = {
@@ -53,7 +53,7 @@ METRIC_HELP = {
     "router_lpc": "LPC per step of the router's own weights (before it)",
 }
 STATISTICS = ("mean_weight", "weight_entropy", "dominance_share", "lpc_share", "subgoal_selectivity")
-BOOTSTRAP = 2000  # resamples of the per-layout and per-run intervals
+BOOTSTRAP = 2000  # resamples of the per-layout intervals
 PERMUTATIONS = 2000  # within-run permutations of predict's test
 LAYOUT_INTERVAL = "95% percentile bootstrap over {n} shared layouts: this network on these layouts"
 
@@ -107,6 +107,7 @@ PREDICT_COLUMNS = [
     "n_points",
     "n_runs",
     "rho",
+    "rho_pooled",
     "ci_low",
     "ci_high",
     "p",
@@ -369,38 +370,38 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def within_run_spearman(
     stat: np.ndarray, effect: np.ndarray, runs: np.ndarray, permutations: int = PERMUTATIONS, seed: int = 0
 ) -> dict[str, Any]:
-    """Spearman's rho of stat and effect pooled over points, p = (1 + #|rho*| >= |rho|) / (1 +
-    permutations) with the statistic shuffled among each run's points only, and a 95% percentile
-    bootstrap interval over runs (runs resampled with replacement; needs >= 3 runs)."""
-    out = {"n_points": len(stat), "n_runs": len(set(runs.tolist())), "rho": math.nan}
+    """Does the statistic order the effects *within* runs? rho = the mean over runs of each run's
+    Spearman rho (runs with >= 3 points and some spread in both), so a between-run association (a
+    run with heavier routing everywhere that also loses more) cannot make it; p = (1 + #|rho*| >=
+    |rho|) / (1 + permutations) with the statistic shuffled among each run's own points; the
+    interval the 95% t interval over runs of Fisher's z (inference.aggregate_r). rho_pooled: Spearman over all the
+    points, descriptive only (it mixes in the between-run association)."""
+    out = {"n_points": len(stat), "n_runs": len(set(runs.tolist())), "rho": math.nan, "rho_pooled": math.nan}
     out |= {"ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "permutations": 0, "note": ""}
-    if len(stat) < 3:
-        return out | {"note": "fewer than 3 points: no test"}
-    if np.ptp(stat) == 0 or np.ptp(effect) == 0:
-        return out | {"note": "no variation in the statistic or the effect: no test"}
-    rx, ry = _ranks(stat), _ranks(effect)
-    rho = float(_pearson(rx[None, :], ry)[0])
+    if len(stat) >= 3 and np.ptp(stat) > 0 and np.ptp(effect) > 0:
+        out["rho_pooled"] = float(sps.spearmanr(stat, effect).statistic)
+    groups = []
+    for r in dict.fromkeys(runs.tolist()):
+        idx = np.flatnonzero(runs == r)
+        if len(idx) >= 3 and np.ptp(stat[idx]) > 0 and np.ptp(effect[idx]) > 0:
+            groups.append(idx)
+    if not groups:
+        return out | {"note": "no run with 3 or more experts varying in both: no test"}
     rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(runs == r) for r in dict.fromkeys(runs.tolist())]
-    perm = np.tile(rx, (permutations, 1))
+    per_run, null = [], np.zeros(permutations)
     for idx in groups:
-        if len(idx) > 1:
-            perm[:, idx] = rng.permuted(np.tile(rx[idx], (permutations, 1)), axis=1)
-    null = _pearson(perm, ry)
+        rx, ry = _ranks(stat[idx]), _ranks(effect[idx])
+        per_run.append(float(_pearson(rx[None, :], ry)[0]))
+        null += _pearson(rng.permuted(np.tile(rx, (permutations, 1)), axis=1), ry)
+    null /= len(groups)
+    rho = float(np.mean(per_run))
     p = float((1 + (np.abs(null) >= abs(rho) - 1e-12).sum()) / (1 + permutations))
-    out |= {"rho": rho, "p": p, "permutations": permutations}
-    if out["n_runs"] >= 3:
-        boots = []
-        for _ in range(BOOTSTRAP // 4):
-            pick = rng.integers(0, len(groups), len(groups))
-            idx = np.concatenate([groups[i] for i in pick])
-            x, y = stat[idx], effect[idx]
-            if np.ptp(x) > 0 and np.ptp(y) > 0:
-                boots.append(sps.spearmanr(x, y).statistic)
-        if len(boots) >= 100:
-            out["ci_low"], out["ci_high"] = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
+    out |= {"rho": rho, "p": p, "permutations": permutations, "n_runs": len(groups)}
+    agg = aggregate_r(per_run)  # the 95% t interval over runs of Fisher's z, back-transformed
+    if isinstance(agg["ci_low"], float) and math.isfinite(agg["ci_low"]):
+        out["ci_low"], out["ci_high"] = agg["ci_low"], agg["ci_high"]
     else:
-        out["note"] = f"{out['n_runs']} run(s): no interval over runs (it needs 3)"
+        out["note"] = f"{len(groups)} run(s) tested: no interval over runs"
     return out
 
 
@@ -436,7 +437,7 @@ def predict(
     df["family_size"] = int(df["p"].notna().sum()) if len(df) else []
     for c in ("n_points", "n_runs", "permutations", "family_size"):
         df[c] = pd.to_numeric(df[c]).astype("Int64")
-    floats = ["rho", "ci_low", "ci_high", "p", "p_holm"]
+    floats = ["rho", "rho_pooled", "ci_low", "ci_high", "p", "p_holm"]
     df[floats] = df[floats].apply(pd.to_numeric, errors="coerce").astype(float)
     df["note"] = df["note"].fillna("")
     df["test"] = df["test"].fillna("")

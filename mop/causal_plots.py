@@ -4,7 +4,8 @@ Data in (causal.py's causal_effects.csv and causal_predict.csv tables, mop/causa
 matplotlib Figure out, drawn with mop/plot_style.py: one panel per observational statistic (columns)
 and intervention (rows), the statistic on x, the run's paired effect (intervened - intact) on y,
 one point per expert per run (colour: the expert's index in its layer, as every routing figure;
-marker: its layer), with Spearman's rho, its interval and the Holm-corrected permutation p of
+marker: its layer), with the mean within-run Spearman rho, its interval and the Holm-corrected
+permutation p of
 causal_predict.csv in the panel.
 
     from mop.causal_plots import plot_causal_predict
@@ -51,7 +52,7 @@ def _panel_title(row: pd.Series | None) -> str:
         return "no test"
     ci = f" [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]" if math.isfinite(row["ci_low"]) else ""
     p = row["p_holm"]
-    return f"ρ = {_fmt(row['rho'])}{ci}\np$_{{Holm}}$ = {'<0.001' if p < 0.001 else _fmt(p, 2)}"
+    return f"ρ within runs = {_fmt(row['rho'])}{ci}\np$_{{Holm}}$ = {'<0.001' if p < 0.001 else _fmt(p, 2)}"
 
 
 MISSING = {"subgoal_selectivity": "no subgoal column\nin the routing record"}
@@ -136,8 +137,8 @@ def plot_causal_predict(
     note(
         fig,
         f"One point per expert per run ({n_runs} run{'s' if n_runs != 1 else ''}); effect = intervened − intact "
-        f"on the same {layouts} evaluation layouts. ρ: Spearman over the points [95% percentile bootstrap over "
-        "runs, where there are 3 or more], "
+        f"on the same {layouts} evaluation layouts. ρ within runs: the mean of each run's Spearman ρ [95% "
+        "t interval over runs of Fisher's z, where there are 2 or more]; "
         f"p: permutation of the statistic within runs, Holm over {int(family.iloc[0]) if len(family) else 0} "
         "tests (statistics × interventions × metrics).",
     )
