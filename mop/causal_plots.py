@@ -52,7 +52,9 @@ def _panel_title(row: pd.Series | None) -> str:
         return "no test"
     ci = f" [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]" if math.isfinite(row["ci_low"]) else ""
     p = row["p_holm"]
-    return f"ρ within runs = {_fmt(row['rho'])}{ci}\np$_{{Holm}}$ = {'<0.001' if p < 0.001 else _fmt(p, 2)}"
+    return (
+        f"$\\bar{{\\rho}}$ = {_fmt(row['rho'])}{ci}\np$_{{Holm}}$ = {'<0.001' if p < 0.001 else _fmt(p, 2)}"
+    )
 
 
 MISSING = {"subgoal_selectivity": "no subgoal column\nin the routing record"}
@@ -137,7 +139,7 @@ def plot_causal_predict(
     note(
         fig,
         f"One point per expert per run ({n_runs} run{'s' if n_runs != 1 else ''}); effect = intervened − intact "
-        f"on the same {layouts} evaluation layouts. ρ within runs: the mean of each run's Spearman ρ [95% "
+        f"on the same {layouts} evaluation layouts. ρ̄: the mean over runs of each run's Spearman ρ [95% "
         "t interval over runs of Fisher's z, where there are 2 or more]; "
         f"p: permutation of the statistic within runs, Holm over {int(family.iloc[0]) if len(family) else 0} "
         "tests (statistics × interventions × metrics).",
