@@ -28,6 +28,9 @@ Two forward paths share the same `nn.GRU` weights:
   once, and each layer's router and experts run as one fused recurrence that zeroes the memory
   where an episode starts; tests check both paths agree.
 
+At inference an expert can be knocked out (`set_knockout`: zeroed, survivors renormalised) or
+intervened on (`set_interventions`: zero, route_around, swap; causal.py measures their effects).
+
 Example:
     policy = MixtureOfExpertsPolicy(MoPConfig(expert_hidden_sizes=((0, 16, 32),) * 3))
     out = policy.step(obs, lang, policy.init_memory(16))   # out.logits, out.memory, out.router_weights
@@ -326,6 +329,53 @@ def apply_knockout(
     return kept / kept.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
+INTERVENTIONS = ("zero", "route_around", "swap")
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """What one expert's output becomes at inference (causal.py; docs/reference.md):
+    - zero: removed from the mixture, the other weights NOT renormalised (the mixture shrinks);
+    - route_around: today's knockout, the survivors renormalised (apply_knockout);
+    - swap: replaced by expert `target`'s output at the same routed weight (target != expert).
+    Every one is a linear map of the routed weights (intervene_weights), so the layer's router
+    weights after it are the *effective* weights: how much each expert's output is in the mixture."""
+
+    layer: int
+    expert: int
+    kind: str
+    target: int | None = None  # swap only: the expert whose output stands in
+
+    @property
+    def label(self) -> str:
+        swap = f">{self.target}" if self.kind == "swap" else ""
+        return f"{self.kind} layer_{self.layer}:{self.expert}{swap}"
+
+
+def intervene_weights(
+    weights: torch.Tensor, kind: str, expert: int, target: int | None = None
+) -> torch.Tensor:
+    """Effective weights (..., E) of one intervention on `expert`: the intervened mixture is
+    Σ_j w'_j · expert_j(x). zero: w'_e = 0. route_around: w'_e = 0 and the rest renormalised (the
+    knockout of apply_knockout). swap: w'_target = w_target + w_e and w'_e = 0, i.e. expert e's
+    output replaced by the target's at e's routed weight. weights (..., E) -> (..., E)."""
+    E = weights.shape[-1]
+    mask = torch.zeros(E, dtype=torch.bool, device=weights.device)
+    mask[expert] = True
+    if kind == "route_around":
+        return apply_knockout(weights, mask, None)
+    removed = weights.masked_fill(mask, 0.0)
+    if kind == "zero":
+        return removed
+    if kind == "swap":
+        if target is None or target == expert:
+            raise ValueError(f"a swap of expert {expert} needs another expert as its target, got {target}")
+        moved = torch.zeros_like(weights)
+        moved[..., target] = weights[..., expert]
+        return removed + moved
+    raise ValueError(f"intervention must be one of {INTERVENTIONS}, got {kind!r}")
+
+
 class MoELayer(nn.Module):
     """One MoP layer: a router and experts reading the same input x (T, B, D).
 
@@ -348,6 +398,10 @@ class MoELayer(nn.Module):
         self.sizes = tuple(sizes)
         self.knockout: torch.Tensor | None = None  # (E,) bool: experts disabled at inference
         self.knockout_threshold: float | None = None
+        self.interventions: tuple[Intervention, ...] = ()  # applied in turn, after the knockout
+        # With a knockout or an intervention on: the router's own weights (T, B, E) of the last
+        # forward, before either (causal.py reports the LPC of both).
+        self.last_router_weights: torch.Tensor | None = None
         self.router = Router(dim, router_hidden_size, len(sizes))
         self.experts = nn.ModuleList(Expert(dim, s, layer_norm_residual) for s in sizes)
         # Registered after the experts, and only when on: the default layer's state dict (and the
@@ -377,8 +431,12 @@ class MoELayer(nn.Module):
         weights = torch.softmax(logits, dim=-1)  # (L, S, E)
         if dropout is not None:
             weights = routing_dependent_dropout(weights, *dropout)
-        if self.knockout is not None or self.knockout_threshold is not None:
-            weights = apply_knockout(weights, self.knockout, self.knockout_threshold)
+        if self.intervened:
+            self.last_router_weights = weights
+            if self.knockout is not None or self.knockout_threshold is not None:
+                weights = apply_knockout(weights, self.knockout, self.knockout_threshold)
+            for iv in self.interventions:
+                weights = intervene_weights(weights, iv.kind, iv.expert, iv.target)
         mixed = []  # sum_j weight_j * output_j, the GRU experts' outputs, then the identities'
         if self._gru_experts is not None:
             mixed.append((outs * weights[..., self._gru_experts].unsqueeze(-1)).sum(-2))
@@ -388,6 +446,11 @@ class MoELayer(nn.Module):
         if self.norm is not None:
             mixed = self.norm(x + mixed)
         return mixed, weights, h_seq
+
+    @property
+    def intervened(self) -> bool:
+        """Whether inference changes this layer's routing (a knockout or an intervention)."""
+        return self.knockout is not None or self.knockout_threshold is not None or bool(self.interventions)
 
     def _read_out(self, h_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """h_seq (L, S, R + sum s_j) -> router logits (L, S, E), GRU experts' outputs (L, S, G, D).
@@ -578,7 +641,9 @@ class MixtureOfExpertsPolicy(RecurrentPolicy):
     ) -> None:
         """Disable experts at inference: disabled[k][j] for layer k, expert j, and/or every expert
         whose router weight is below `threshold`; the remaining weights are renormalised.
-        set_knockout() restores the full model."""
+        set_knockout() restores the full model (interventions too)."""
+        if disabled is None and threshold is None:
+            self.set_interventions(None)
         if disabled is not None and len(disabled) != len(self.layers):
             raise ValueError(f"knockout lists {len(disabled)} layers, the policy has {len(self.layers)}")
         for k, layer in enumerate(self.layers):
@@ -589,6 +654,36 @@ class MixtureOfExpertsPolicy(RecurrentPolicy):
                 )
             layer.knockout = mask if mask is not None and bool(mask.any()) else None
             layer.knockout_threshold = threshold
+
+    def set_interventions(self, interventions: Sequence[Intervention] | None = None) -> None:
+        """Intervene on experts at inference (Intervention: zero, route_around or swap), each
+        expert at most once, applied in the order given after any knockout; None or [] removes
+        them (the knockout stays). Raises ValueError naming what this policy lacks."""
+        chosen = list(interventions or ())
+        seen = set()
+        for iv in chosen:
+            if iv.kind not in INTERVENTIONS:
+                raise ValueError(f"intervention must be one of {INTERVENTIONS}, got {iv.kind!r}")
+            if not 0 <= iv.layer < len(self.layers):
+                raise ValueError(f"{iv.label}: the policy has layers 0..{len(self.layers) - 1}")
+            E = len(self.layers[iv.layer].sizes)
+            if not 0 <= iv.expert < E:
+                raise ValueError(f"{iv.label}: layer {iv.layer} has experts 0..{E - 1}")
+            if (iv.layer, iv.expert) in seen:
+                raise ValueError(f"{iv.label}: one intervention per expert")
+            seen.add((iv.layer, iv.expert))
+            if iv.kind == "swap" and (iv.target is None or not 0 <= iv.target < E or iv.target == iv.expert):
+                raise ValueError(
+                    f"{iv.label}: a swap needs another expert of layer {iv.layer} (0..{E - 1}) as its "
+                    "target; a swap onto the same expert is refused"
+                )
+            if iv.kind != "swap" and iv.target is not None:
+                raise ValueError(f"{iv.label}: only a swap has a target")
+            if iv.kind == "route_around" and E == 1:
+                raise ValueError(f"{iv.label}: routing around the only expert of a layer leaves none")
+        for k, layer in enumerate(self.layers):
+            layer.interventions = tuple(iv for iv in chosen if iv.layer == k)
+            layer.last_router_weights = None
 
     def _input(self, x):
         return self.input_projection(x)  # (..., intermediate_dim)

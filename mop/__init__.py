@@ -11,11 +11,12 @@ encoders), `devices` (the device setting, device-free saved state, CUDA's determ
 acting step and the collector), `replay_buffer`, `bot_demos`, `imitation_data` and `imitation` (the training loop,
 its data, and where a run stands), `results` (the results table), `routing_cache` and `routing_analysis` (the cache schema
 and its numbers), `phases`, `conditions`, `inference`, `contrasts` and `difficulty` (phase systems; a run's
-condition; statistics across runs; paired contrasts; multi-task difficulty), `lmc_settings`
+condition; statistics across runs; paired contrasts; multi-task difficulty), `causal` (interventions' effects
+beside routing, runs as units), `lmc_settings`
 `lmc_experiment`, `lmc_stats` and `connectivity` (linear mode connectivity: settings, an
 experiment's identity, its statistics, interpolation, barriers, routing agreement),
 the figure modules (`plot_style`, `results_plots`, `stats_plots`, `lmc_plots`, `generative_plots`,
-`behaviour_plots`, `expert_maps`, `attribution_plots`, and `level_image` for the example layout)
+`behaviour_plots`, `expert_maps`, `attribution_plots`, `causal_plots`, and `level_image` for the example layout)
 `generative` and `generative_probes` (the generative model of rollouts and its calibrated probes),
 `attribution` (integrated gradients through the recurrence, its toy and checks), `launch` (a Modal launch checked locally),
 `notebook_script` (a notebook's refusal of a file, its --help) and `progress` (the bars of long stages).

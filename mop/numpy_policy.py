@@ -309,16 +309,14 @@ class NumpyPolicy:
         cls, policy: nn.Module, missions: Callable[[list[str]], torch.Tensor], obs_encoding: str
     ) -> NumpyPolicy | None:
         """The numpy actor of `policy`, or None where it does not cover the policy (training mode,
-        knockout, an encoder or class it does not know): act with torch then."""
+        knockout or intervention, an encoder or class it does not know): act with torch then."""
         if policy.training or obs_encoding not in OBS_ENCODINGS:
             return None
         encoder = getattr(policy, "input_projection", "missing")
         if type(policy) is MixtureOfExpertsPolicy:
             if type(encoder) not in (nn.Linear, BilinearInput, FiLMTrunk):
                 return None
-            if any(
-                layer.knockout is not None or layer.knockout_threshold is not None for layer in policy.layers
-            ):
+            if any(layer.intervened for layer in policy.layers):  # knockouts and interventions
                 return None
         elif type(policy) is GRUPolicy:
             if not (encoder is None or type(encoder) in (BilinearInput, FiLMTrunk)):
