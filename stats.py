@@ -134,8 +134,10 @@ from mop.inference import (
     phase_pairs,
     phases_of,
     runs_by_condition,
+    run_folder,
     runs_with_alpha,
     spatial_for_figure,
+    tidy,
     with_conditions,
 )
 from mop.phases import PHASES, phase_of_steps, phase_system
@@ -416,7 +418,11 @@ def build_table(
         new = new.sort_values(["trial", "seed", "update", "_final"], na_position="first", kind="stable")
     new = new.drop(columns="_final")
     table = pd.concat([keep, new], ignore_index=True) if len(keep) else new
-    table = table.drop_duplicates(["trial", "seed", "update"], keep="first")
+    # one row per (run folder, update): trial_<N>/ and trial_<N>/seed_0/ are two runs of seed 0
+    # (final_rows then refuses them as one replicate trained twice), never one silently dropped
+    folder = [run_folder(p) for p in table.get("cache_path", pd.Series([None] * len(table)))]
+    table = table.assign(_run=folder).drop_duplicates(["trial", "seed", "update", "_run"], keep="first")
+    table = table.drop(columns="_run")
     for key in ("trial", "seed", "update"):
         table[key] = pd.array(table[key].tolist(), dtype="Int64")
     unknown = table["condition"].isna().sum()
@@ -590,6 +596,14 @@ def main(argv: list[str] | None = None) -> dict:
         default=1.0,
         help="multi-task: learning speed = updates to train/ce <= this (1.0)",
     )
+    parser.add_argument(
+        "--margin",
+        action="append",
+        default=[],
+        help="[METRIC=]M: the equivalence margin of contrasts (paired TOST, 90%% CI inside ±M on the "
+        "difference scale; a bare M is success_rate's; repeatable). Without one, a non-significant "
+        "contrast is 'not resolved', never 'alike'",
+    )
     parser.add_argument("--force", action="store_true", help="recompute every cache's row")
     parser.add_argument("--no_figures", action="store_true", help="tables only")
     parser.add_argument(
@@ -618,6 +632,27 @@ def parse_contrast(text: str) -> tuple[list[str], tuple[str, str] | None]:
     return names, (a.strip(), b.strip())
 
 
+def parse_margins(items: list[str]) -> dict[str, float]:
+    """--margin "0.05" / "mean_lpc=2" -> {metric: margin}; StatsError for a margin <= 0 (or not a
+    number) or a metric the contrasts do not test."""
+    from mop.contrasts import DIFFERENCE
+
+    out: dict[str, float] = {}
+    for item in items:
+        metric, sep, value = item.rpartition("=")
+        metric = metric.strip() if sep else "success_rate"
+        if metric not in DIFFERENCE:
+            raise StatsError(f"--margin {item!r}: {metric!r} is not a contrast metric ({', '.join(DIFFERENCE)})")
+        try:
+            m = float(value)
+        except ValueError:
+            m = math.nan
+        if not (math.isfinite(m) and m > 0):
+            raise StatsError(f"--margin {item!r}: a margin must be a number > 0")
+        out[metric] = m
+    return out
+
+
 def validate(args: argparse.Namespace) -> tuple[Path, dict | None, list]:
     """(out, manifest, contrasts) after every check a bad command line fails, before anything is
     read or written."""
@@ -627,6 +662,9 @@ def validate(args: argparse.Namespace) -> tuple[Path, dict | None, list]:
     if args.update is not None and args.update < 0:
         raise StatsError(f"--update must be >= 0, got {args.update}")
     contrasts_asked = [parse_contrast(c) for c in args.contrast]
+    args.margins = parse_margins(getattr(args, "margin", None) or [])
+    if args.margins and not contrasts_asked:
+        raise StatsError("--margin is the equivalence margin of a contrast: give --contrast too")
     manifest = conditions.read_manifest(args.manifest) if args.manifest else None
     if manifest is not None and manifest["task_id"] != args.task_id:
         raise StatsError(
@@ -675,7 +713,11 @@ def run(args: argparse.Namespace) -> dict:
         check_manifest(table, wanted, args.cache_dir)
     table = with_conditions(table)
     pairs = [p for factors, pair in asked for p in contrast_pairs(table, factors, pair)]
-    compared, layouts = contrasts(table, pairs, args.update) if pairs else (pd.DataFrame(), pd.DataFrame())
+    compared, layouts = (
+        contrasts(table, pairs, args.update, margins=args.margins, notes=notes)
+        if pairs
+        else (pd.DataFrame(), pd.DataFrame())
+    )
     knock, knock_layouts = knockout_pairs(results, args.task_id, table, args.update)
     phases = phases_of(table)
     for p in phases:
@@ -693,7 +735,7 @@ def run(args: argparse.Namespace) -> dict:
         "conditions.csv": condition_table(table, args.update),
     }
     if pairs:
-        tables |= {"contrasts.csv": compared, "contrast_layouts.csv": layouts}
+        tables |= {"contrasts.csv": compared, "network_pairs.csv": layouts}
     if len(knock_layouts):
         tables["knockout_layouts.csv"] = knock_layouts
     out.mkdir(parents=True, exist_ok=True)
@@ -701,7 +743,7 @@ def run(args: argparse.Namespace) -> dict:
     atomic_write(out / TABLE, lambda p: table.drop(columns="condition_label").to_csv(p, index=False))
     print(f"{TABLE}: {len(table)} rows ({len(table) - before} new) -> {out / TABLE}")
     for name, df in tables.items():
-        atomic_write(out / name, lambda p, df=df: df.to_csv(p, index=False))
+        atomic_write(out / name, lambda p, df=df: tidy(df).to_csv(p, index=False))
         written[name] = out / name
     runs = runs_with_alpha(table, args.update)
     if len(runs) and runs.groupby("condition").size().max() < 2:
@@ -716,6 +758,9 @@ def run(args: argparse.Namespace) -> dict:
             written[f"{name}.png"] = out / f"{name}.png"
     for note in notes:
         print(f"note: {note}")
+    for name, df in tables.items():
+        if "family" in df.columns and len(df):
+            print(f"{name}: {df['family'].iloc[0]}")
     _print_summary(tables["across_seeds.csv"], tables["decision_relevance.csv"], compared)
     print(f"wrote {len(written)} files to {out}/")
     return {
@@ -825,7 +870,8 @@ def condition_table(table: pd.DataFrame, update: int | None = None) -> pd.DataFr
         runs = " ".join(f"t{t}s{s}" for t, s in zip(group["trial"], group["seed"]))
         out.append({"condition": cid, "condition_label": label, "policy_type": group["policy_type"].iloc[0]}
                    | {"runs": len(group), "run_ids": runs, "recipe": group["recipe"].iloc[0]})  # fmt: skip
-    return pd.DataFrame(out)
+    columns = ["condition", "condition_label", "policy_type", "runs", "run_ids", "recipe"]
+    return pd.DataFrame(out, columns=columns)
 
 
 def _interval(low, high) -> str:
@@ -854,9 +900,11 @@ def _print_summary(seeds: pd.DataFrame, relevance: pd.DataFrame, compared: pd.Da
         )
     for r in compared.itertuples(index=False) if len(compared) else []:
         what = "ratio" if r.scale == "ratio" else "difference"
-        ci = "" if isinstance(r.ci_low, str) else f" [{r.ci_low:.3g}, {r.ci_high:.3g}]"
+        shown = isinstance(r.ci_low, float) and math.isfinite(r.ci_low) and isinstance(r.p, float)
+        ci = f" [{r.ci_low:.3g}, {r.ci_high:.3g}] (95% t over seeds, within {r.bounds})" if shown else ""
         print(
-            f"{r.metric}: {r.label_b} vs {r.label_a}: {what} {r.estimate:.3g}{ci} n={r.n} seeds, {_p(r.p, r.p_holm)}"
+            f"{r.metric}: {r.label_b} vs {r.label_a} at update {r.update}: {what} {r.estimate:.3g}{ci} "
+            f"n={r.n} seeds, {_p(r.p, r.p_holm)}: {r.verdict}"
         )
 
 
