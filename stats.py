@@ -831,7 +831,9 @@ def run_levels(args: argparse.Namespace) -> dict:
         verdicts[cid] = {
             "label": labels[cid],
             "runs": len(by_run),
-            "learning_speed": ranking(table, "speed_median", "speed_ci_low", "speed_ci_high"),
+            "learning_speed": difficulty.hardest_level(
+                table, "speed_median", "speed_ci_low", "speed_ci_high", "speed_coverage", "learning speed"
+            ),
             "bot_path_length": ranking(
                 table, "bot_path_mean", "bot_path_ci_low", "bot_path_ci_high", "bot path length"
             ),

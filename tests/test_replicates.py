@@ -272,3 +272,22 @@ def test_a_sweep_run_twice_trains_nothing_the_second_time(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert e.value.code == 2 and "trial_9" in err and err.count("\n") == 1
     assert not (tmp_path / "sweeps" / "u.json").exists()
+
+
+def test_a_hardest_level_needs_the_repeats_that_keep_its_error_at_5_percent():
+    from mop import difficulty
+
+    def levels(n):
+        rows = []
+        for level, base in (("A", 100), ("B", 1000)):
+            m = difficulty.median_interval([base + i for i in range(n)])
+            rows.append({"level": level, "speed_median": m["median"], "speed_ci_low": m["ci_low"],
+                         "speed_ci_high": m["ci_high"], "speed_coverage": m["coverage"]})  # fmt: skip
+        return pd.DataFrame(rows)
+
+    args = ("speed_median", "speed_ci_low", "speed_ci_high", "speed_coverage", "learning speed")
+    three = difficulty.hardest_level(levels(3), *args)  # ranges separate, but each covers 75%
+    assert three["hardest"] is None and "not resolved" in three["verdict"] and three["error_bound"] == 0.25
+    assert "needs 6 repeats" in three["verdict"]
+    six = difficulty.hardest_level(levels(6), *args)
+    assert six["hardest"] == "B" and six["error_bound"] == pytest.approx(1 / 32) and "<= 3.1%" in six["verdict"]
