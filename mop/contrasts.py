@@ -401,7 +401,7 @@ def knockout_pairs(
     knockout rows of the same checkpoint. Per (condition, knockout, metric): the paired
     difference knockout - none across runs (paired_difference), Holm over the table. Per (run,
     knockout): the exact paired test of success on the shared layouts, Holm over that table."""
-    empty = pd.DataFrame(columns=[*KNOCKOUT_COLUMNS, "p_holm"])
+    empty = pd.DataFrame(columns=[*KNOCKOUT_COLUMNS, "p_holm", "family"])
     if results.empty or "knockout" not in results or "condition" not in table:
         return empty, pd.DataFrame()
     rows = results[(results["task_id"] == task_id) & (results["eval_task_id"].fillna(task_id) == task_id)]
@@ -455,6 +455,7 @@ def knockout_pairs(
             )
     df = pd.DataFrame(out, columns=KNOCKOUT_COLUMNS)
     df["p_holm"] = holm(df["p"]) if len(df) else []
+    df["family"] = f"Holm over this table: {len(df)} (condition, knockout, metric) tests"
     exact_df = pd.DataFrame(exact)
     if len(exact_df) and "p_exact" in exact_df:
         exact_df["p_holm"] = holm(exact_df["p_exact"])

@@ -291,3 +291,14 @@ def test_a_hardest_level_needs_the_repeats_that_keep_its_error_at_5_percent():
     assert "needs 6 repeats" in three["verdict"]
     six = difficulty.hardest_level(levels(6), *args)
     assert six["hardest"] == "B" and six["error_bound"] == pytest.approx(1 / 32) and "<= 3.1%" in six["verdict"]
+
+
+def test_the_contrasts_figure_gives_n(two_recipes):
+    from mop import stats_plots
+
+    base, _ = two_recipes
+    table = inference.with_conditions(_table(base))
+    compared, _ = contrasts.contrasts(table, contrasts.contrast_pairs(table, ["lpc_alpha"]))
+    fig = stats_plots.plot_contrasts(compared)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts and all("n=3" in t for t in texts)
