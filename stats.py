@@ -24,8 +24,13 @@ keys; a GRU is its own condition); runs of different recipes are never pooled. W
     metrics_by_alpha.csv    success, LPC, policy complexity, path ratio per condition: n, mean, 95%
                             CI on the metric's scale and the estimate it is centred on
     contrasts.csv           (--contrast) per (pair of conditions, metric): the per-seed paired
-                            difference B - A, 95% t CI, p, Holm over the table (mop.contrasts)
-    contrast_layouts.csv    (--contrast) per (pair, seed): McNemar's exact test of success
+                            difference B - A, 95% t CI (clipped to its range: bounds), p, Holm
+                            over the table, the seeds only one arm has (missing), and a verdict:
+                            "differs", "equivalent within ±m" (only from the paired TOST at
+                            --margin: margin, tost_p), else "not resolved" (mop.contrasts)
+    network_pairs.csv       (--contrast) per (pair, seed): McNemar's exact test of success of the
+                            two trained networks on their shared layouts: a test of two networks,
+                            not of the recipes (two runs of one recipe differ by it too)
     *.png                   the figures of mop/stats_plots.py (contrasts.png, knockouts.png when any;
                             --layout paper: each one 3.3 in paper column wide; default screen: at
                             most 10.5 in), each saying what its intervals are
@@ -40,10 +45,20 @@ hardest level only where the intervals separate (mop.difficulty).
     python stats.py --task_id BabyAI-GoToLocal-v0 --cache_dir evaluation_cache \\
         --results_path evaluation_results.csv --out stats/gotolocal --update 5000 --force
 
+Every table is tidy: numeric columns hold numbers (NaN where none) and a `note` column says why;
+an empty table is written with its header. Every table names its `update`, and its Holm `family`
+(printed too): per condition for across_seeds / decision_relevance (phases × correlations; what is
+asked of a condition, whatever other conditions are present), per (condition, correlation) for
+phase_pairs, the whole table for contrasts and knockouts. r(LPC, KL global) that equals r(LPC, KL
+local) run for run (one-phase levels) is reported once.
+
 Bad input (one `error:` line, exit 2, nothing written): a task id that is not one path component,
 --min_visits < 1, --update < 0, an --out that cannot be a writable folder, a contrast factor that is
 not a recipe key or does not vary, a pair that differs in other keys too, fewer than two shared
-seeds, a manifest that is unreadable or names runs without an evaluation.
+seeds, a manifest that is unreadable or names runs without an evaluation, a --margin <= 0 (or
+without --contrast), one (condition, seed) trained twice (both folders named: a replicate is
+(condition, seed); a run trained without --seed is seed 0), a condition whose runs share no
+evaluated update (pass --update).
 
 Per checkpoint (one cache). The spatial numbers are seed_metrics.py's (one home, see its docstring:
 state = cell, π̂ smoothed, bits, cells with >= --min_visits... visits; 5 as there):
@@ -70,13 +85,14 @@ state = cell, π̂ smoothed, bits, cells with >= --min_visits... visits; 5 as th
   episodes table) and their 95% Wilson interval (scipy.stats.binomtest(k, n).proportion_ci), the
   interval of that one run; NaN where the episodes do not give the counts.
 
-Across seeds (the inference). Units: runs (trial, seed) at one update (--update, default each run's
-last evaluated one). r is clipped to ±0.9999 and z = artanh(r); the test is a one-sample t-test on z
+Across seeds (the inference). Units: runs (condition, seed) at one update (--update, default the
+newest update every run of the condition has). r is clipped to ±0.9999 and z = artanh(r); the test is a one-sample t-test on z
 against 0 (scipy.stats.ttest_1samp) and the 95% CI is its t interval of the mean z, back-transformed
 with tanh. Why t on z, not on r: z is close to normal whatever r is (r is bounded and skewed near ±1),
 and why not the fixed-variance 1/(N-3) Fisher interval: that treats cells as independent and
 ignores the seed-to-seed spread, which is the variance that matters for "does this replicate". One run
-(n = 1): no inference, the p and CI cells say "n=1: no inference". Per condition: the same, per
+(n = 1): no inference, the p and CI cells are NaN and the note says "n=1: no inference"; runs that
+all give one value: no test and no interval ("no spread"). Per condition: the same, per
 condition (never across conditions).
 Paired comparisons: phase vs phase, the same runs' z values, scipy.stats.ttest_rel (paired t, for the
 reason above; a Wilcoxon signed-rank test cannot reach p < 0.05 with n <= 5 seeds, two-sided);
@@ -133,8 +149,8 @@ from mop.inference import (
     phase_fits,
     phase_pairs,
     phases_of,
-    runs_by_condition,
     run_folder,
+    runs_by_condition,
     runs_with_alpha,
     spatial_for_figure,
     tidy,

@@ -29,8 +29,14 @@ recipe's id), and one entry per run (trial, seed, condition, run folder). A mani
 name is merged with, never overwritten: a trial it maps to another condition is refused (choose
 --first_trial or --name); a manifest that is not this project's JSON is refused in one line.
 Resumable: a run that reached num_updates is skipped, one with checkpoints resumes from its
-latest, so re-running the same command after a kill continues where it stopped. Everything
-(flags, values, output folders) is checked before any run starts.
+latest (its checkpoint's config compared by recipe value: input_dim null and 985 are one onehot
+setting), so re-running the same command continues where it stopped and trains nothing twice; run
+with more seeds or conditions under its --name it adds only those. Everything (flags, values,
+output folders, the device, the resume of each existing run) is checked before the manifest is
+written or any run starts: a grid of more than --max_conditions conditions (counted, never built),
+a --device this machine lacks, a manifest field of the wrong type, and a trial folder made outside
+the sweep (a run trained without --seed directly in trial_<N>/, where seed_<S>/ would nest, or a
+trial_<N>/seed_<S>/ the manifest does not name) are refused in one line.
 
 Then the manifest's runs, and only they, are evaluated (batch_eval.py per run, --num_episodes on
 the evaluation layouts 0..N-1, so every run meets the same layouts; --knockout SPEC, repeatable, on

@@ -290,7 +290,9 @@ def test_a_hardest_level_needs_the_repeats_that_keep_its_error_at_5_percent():
     assert three["hardest"] is None and "not resolved" in three["verdict"] and three["error_bound"] == 0.25
     assert "needs 6 repeats" in three["verdict"]
     six = difficulty.hardest_level(levels(6), *args)
-    assert six["hardest"] == "B" and six["error_bound"] == pytest.approx(1 / 32) and "<= 3.1%" in six["verdict"]
+    assert (
+        six["hardest"] == "B" and six["error_bound"] == pytest.approx(1 / 32) and "<= 3.1%" in six["verdict"]
+    )
 
 
 def test_the_contrasts_figure_gives_n(two_recipes):
