@@ -304,3 +304,20 @@ def test_the_contrasts_figure_gives_n(two_recipes):
     fig = stats_plots.plot_contrasts(compared)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts and all("n=3" in t for t in texts)
+
+
+def test_runs_at_different_updates_are_refused_with_nothing_written(two_recipes, tmp_path, capsys):
+    base, _ = two_recipes
+    copy = tmp_path / "copy"
+    shutil.copytree(base, copy)
+    seed2 = next((copy / "cache" / TASK / "trial_1" / "seed_2").glob("update_*"))
+    seed2.rename(seed2.with_name("update_20"))  # 10, 10 and 20: no update all three have
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        stats.main(_argv(copy, out))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "share no evaluated update" in err
+    assert not out.exists()
+    stats.main(_argv(copy, out, "--update", "10"))  # the update named: the two runs that have it
+    scalars = pd.read_csv(out / "metrics_by_alpha.csv")
+    assert sorted(scalars.loc[scalars["metric"] == "success_rate", "n"]) == [2, 3]
