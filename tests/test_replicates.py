@@ -163,6 +163,7 @@ def test_a_margin_that_is_not_positive_is_refused(two_recipes, tmp_path, capsys,
         stats.main(_argv(base, out, "--contrast", "lpc_alpha", "--margin", margin))
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "--margin" in err and not out.exists()
+    assert "a margin must be a number > 0" in err or "is not a contrast metric" in err
 
 
 def test_a_contrast_says_equivalent_only_from_tost(two_recipes, tmp_path, capsys):
