@@ -582,7 +582,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--out", default=None, help="output folder (default stats/<task_id>, or stats/<manifest name>)"
     )
     parser.add_argument(
-        "--update", type=int, default=None, help="aggregate this update (default: each run's last)"
+        "--update", type=int, default=None, help="compare the runs at this update (default: per condition, the newest update all its runs have)"
     )
     parser.add_argument(
         "--min_visits", type=int, default=sm.MIN_VISITS, help="visits for a cell to count (default 5)"
