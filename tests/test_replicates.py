@@ -255,10 +255,22 @@ def test_a_sweep_run_twice_trains_nothing_the_second_time(tmp_path, monkeypatch,
     assert all("skipped" not in r for r in first["runs"])
     manifest = (tmp_path / "sweeps" / "t.json").read_text()
     called = []
-    monkeypatch.setattr("train_mop.main", lambda *a, **k: called.append(a))
+    monkeypatch.setattr("train_mop.main", lambda cfg, **k: called.append(cfg) or {"run_dir": "x"})
     again = sweep.main(argv)  # the input_dim=None vs 985 refusal of issue 40 happened here
     assert called == [] and all("already at update 2" in r["skipped"] for r in again["runs"])
     assert json.loads((tmp_path / "sweeps" / "t.json").read_text())["runs"] == json.loads(manifest)["runs"]
+    # the grid extended by a value in the middle: the trained conditions keep their trials, only
+    # the new one trains, at a fresh trial
+    wider = [*argv[:5], "0,1e-4,1e-3", *argv[6:]]
+    sweep.main(wider)
+    assert [(c.trial, c.lpc_alpha) for c in called] == [(2, 1e-4)]
+    doc = json.loads((tmp_path / "sweeps" / "t.json").read_text())
+    assert {t: c["set"]["lpc_alpha"] for t, c in doc["conditions"].items()} == {
+        "0": 0.0,
+        "1": 1e-3,
+        "2": 1e-4,
+    }
+    called.clear()
     # a device this machine lacks: one line, the manifest untouched
     before = (tmp_path / "sweeps" / "t.json").read_text()
     with pytest.raises(SystemExit) as e:
