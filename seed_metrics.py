@@ -45,7 +45,8 @@ post_unlock_post_key as soon as the door opens (its: with_key_post_unlock until 
 its own caches read back, its timestamps and so its phases are used exactly. lpc_alpha comes from
 the cache's run config (its caches have none: then the results CSV row of (trial, seed, update),
 else the first row of the trial, as it did). One row per (trial, seed, update): a final
-checkpoint's cache that repeats a numbered checkpoint's update is not written twice.
+checkpoint's cache that repeats a numbered checkpoint's update is not written twice. A run trained
+without --seed (no seed_<S>/ folder) is seed 0, as training seeds it, and its row says 0.
 """
 
 from __future__ import annotations
@@ -220,6 +221,8 @@ def run_fields(folder: Path, root: Path, data: CacheData) -> dict | None:
         elif p != "update_unknown":  # eval_<task>/, knockout_<spec>/
             return None
     config = data.meta.get("config") or {}
+    if fields["seed"] is None:  # a run trained without --seed is seed 0 (experiment.run_seed)
+        fields["seed"] = 0
     fields["final"] = fields["update"] is None
     if fields["update"] is None and config.get("update") is not None:
         fields["update"] = int(config["update"])
@@ -262,7 +265,7 @@ def seed_metrics(
     results = None
     if results_path is not None and Path(results_path).is_file():
         results = read_results(results_path)  # one reader: a foreign or binary CSV is one line
-    rows = []
+    rows, folders = [], []
     for folder in find_caches(root) if root.is_dir() else []:
         data = load_cache(folder)
         fields = run_fields(folder, root, data)
@@ -277,10 +280,14 @@ def seed_metrics(
             "_final": fields["final"],
         }
         rows.append(row | cache_metrics(data, system))
+        folders.append(folder.parent if folder.name.startswith("update_") else folder)
     table = pd.DataFrame(rows, columns=[*columns_for(system), "_final"])
     # A final checkpoint evaluated beside the numbered one of the same update: keep the numbered.
+    # Two runs of one trial (trial_<N>/ and trial_<N>/seed_0/) are both seed 0: both rows stay.
+    table["_run"] = [str(f) for f in folders]
     table = table.sort_values(["trial", "seed", "update", "_final"], na_position="first", kind="stable")
-    table = table.drop_duplicates(["trial", "seed", "update"], keep="first").drop(columns="_final")
+    table = table.drop_duplicates(["trial", "seed", "update", "_run"], keep="first")
+    table = table.drop(columns=["_final", "_run"])
     for key in ("trial", "seed", "update"):
         table[key] = pd.array(table[key].tolist(), dtype="Int64")
     table.columns = legacy_columns(list(table.columns))

@@ -24,8 +24,13 @@ keys; a GRU is its own condition); runs of different recipes are never pooled. W
     metrics_by_alpha.csv    success, LPC, policy complexity, path ratio per condition: n, mean, 95%
                             CI on the metric's scale and the estimate it is centred on
     contrasts.csv           (--contrast) per (pair of conditions, metric): the per-seed paired
-                            difference B - A, 95% t CI, p, Holm over the table (mop.contrasts)
-    contrast_layouts.csv    (--contrast) per (pair, seed): McNemar's exact test of success
+                            difference B - A, 95% t CI (clipped to its range: bounds), p, Holm
+                            over the table, the seeds only one arm has (missing), and a verdict:
+                            "differs", "equivalent within ±m" (only from the paired TOST at
+                            --margin: margin, tost_p), else "not resolved" (mop.contrasts)
+    network_pairs.csv       (--contrast) per (pair, seed): McNemar's exact test of success of the
+                            two trained networks on their shared layouts: a test of two networks,
+                            not of the recipes (two runs of one recipe differ by it too)
     *.png                   the figures of mop/stats_plots.py (contrasts.png, knockouts.png when any;
                             --layout paper: each one 3.3 in paper column wide; default screen: at
                             most 10.5 in), each saying what its intervals are
@@ -40,10 +45,20 @@ hardest level only where the intervals separate (mop.difficulty).
     python stats.py --task_id BabyAI-GoToLocal-v0 --cache_dir evaluation_cache \\
         --results_path evaluation_results.csv --out stats/gotolocal --update 5000 --force
 
+Every table is tidy: numeric columns hold numbers (NaN where none) and a `note` column says why;
+an empty table is written with its header. Every table names its `update`, and its Holm `family`
+(printed too): per condition for across_seeds / decision_relevance (phases × correlations; what is
+asked of a condition, whatever other conditions are present), per (condition, correlation) for
+phase_pairs, the whole table for contrasts and knockouts. r(LPC, KL global) that equals r(LPC, KL
+local) run for run (one-phase levels) is reported once.
+
 Bad input (one `error:` line, exit 2, nothing written): a task id that is not one path component,
 --min_visits < 1, --update < 0, an --out that cannot be a writable folder, a contrast factor that is
 not a recipe key or does not vary, a pair that differs in other keys too, fewer than two shared
-seeds, a manifest that is unreadable or names runs without an evaluation.
+seeds, a manifest that is unreadable or names runs without an evaluation, a --margin <= 0 (or
+without --contrast), one (condition, seed) trained twice (both folders named: a replicate is
+(condition, seed); a run trained without --seed is seed 0), a condition whose runs share no
+evaluated update (pass --update).
 
 Per checkpoint (one cache). The spatial numbers are seed_metrics.py's (one home, see its docstring:
 state = cell, π̂ smoothed, bits, cells with >= --min_visits... visits; 5 as there):
@@ -70,13 +85,14 @@ state = cell, π̂ smoothed, bits, cells with >= --min_visits... visits; 5 as th
   episodes table) and their 95% Wilson interval (scipy.stats.binomtest(k, n).proportion_ci), the
   interval of that one run; NaN where the episodes do not give the counts.
 
-Across seeds (the inference). Units: runs (trial, seed) at one update (--update, default each run's
-last evaluated one). r is clipped to ±0.9999 and z = artanh(r); the test is a one-sample t-test on z
+Across seeds (the inference). Units: runs (condition, seed) at one update (--update, default the
+newest update every run of the condition has). r is clipped to ±0.9999 and z = artanh(r); the test is a one-sample t-test on z
 against 0 (scipy.stats.ttest_1samp) and the 95% CI is its t interval of the mean z, back-transformed
 with tanh. Why t on z, not on r: z is close to normal whatever r is (r is bounded and skewed near ±1),
 and why not the fixed-variance 1/(N-3) Fisher interval: that treats cells as independent and
 ignores the seed-to-seed spread, which is the variance that matters for "does this replicate". One run
-(n = 1): no inference, the p and CI cells say "n=1: no inference". Per condition: the same, per
+(n = 1): no inference, the p and CI cells are NaN and the note says "n=1: no inference"; runs that
+all give one value: no test and no interval ("no spread"). Per condition: the same, per
 condition (never across conditions).
 Paired comparisons: phase vs phase, the same runs' z values, scipy.stats.ttest_rel (paired t, for the
 reason above; a Wilcoxon signed-rank test cannot reach p < 0.05 with n <= 5 seeds, two-sided);
@@ -134,9 +150,11 @@ from mop.inference import (
     phase_fits,
     phase_pairs,
     phases_of,
+    run_folder,
     runs_by_condition,
     runs_with_alpha,
     spatial_for_figure,
+    tidy,
     with_conditions,
 )
 from mop.phases import PHASES, phase_of_steps, phase_system
@@ -417,7 +435,11 @@ def build_table(
         new = new.sort_values(["trial", "seed", "update", "_final"], na_position="first", kind="stable")
     new = new.drop(columns="_final")
     table = pd.concat([keep, new], ignore_index=True) if len(keep) else new
-    table = table.drop_duplicates(["trial", "seed", "update"], keep="first")
+    # one row per (run folder, update): trial_<N>/ and trial_<N>/seed_0/ are two runs of seed 0
+    # (final_rows then refuses them as one replicate trained twice), never one silently dropped
+    folder = [run_folder(p) for p in table.get("cache_path", pd.Series([None] * len(table)))]
+    table = table.assign(_run=folder).drop_duplicates(["trial", "seed", "update", "_run"], keep="first")
+    table = table.drop(columns="_run")
     for key in ("trial", "seed", "update"):
         table[key] = pd.array(table[key].tolist(), dtype="Int64")
     unknown = table["condition"].isna().sum()
@@ -561,7 +583,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--out", default=None, help="output folder (default stats/<task_id>, or stats/<manifest name>)"
     )
     parser.add_argument(
-        "--update", type=int, default=None, help="aggregate this update (default: each run's last)"
+        "--update", type=int, default=None, help="compare the runs at this update (default: per condition, the newest update all its runs have)"
     )
     parser.add_argument(
         "--min_visits", type=int, default=sm.MIN_VISITS, help="visits for a cell to count (default 5)"
@@ -591,6 +613,14 @@ def main(argv: list[str] | None = None) -> dict:
         default=1.0,
         help="multi-task: learning speed = updates to train/ce <= this (1.0)",
     )
+    parser.add_argument(
+        "--margin",
+        action="append",
+        default=[],
+        help="[METRIC=]M: the equivalence margin of contrasts (paired TOST, 90%% CI inside ±M on the "
+        "difference scale; a bare M is success_rate's; repeatable). Without one, a non-significant "
+        "contrast is 'not resolved', never 'alike'",
+    )
     parser.add_argument("--force", action="store_true", help="recompute every cache's row")
     parser.add_argument("--no_figures", action="store_true", help="tables only")
     parser.add_argument(
@@ -619,6 +649,27 @@ def parse_contrast(text: str) -> tuple[list[str], tuple[str, str] | None]:
     return names, (a.strip(), b.strip())
 
 
+def parse_margins(items: list[str]) -> dict[str, float]:
+    """--margin "0.05" / "mean_lpc=2" -> {metric: margin}; StatsError for a margin <= 0 (or not a
+    number) or a metric the contrasts do not test."""
+    from mop.contrasts import DIFFERENCE
+
+    out: dict[str, float] = {}
+    for item in items:
+        metric, sep, value = item.rpartition("=")
+        metric = metric.strip() if sep else "success_rate"
+        if metric not in DIFFERENCE:
+            raise StatsError(f"--margin {item!r}: {metric!r} is not a contrast metric ({', '.join(DIFFERENCE)})")
+        try:
+            m = float(value)
+        except ValueError:
+            m = math.nan
+        if not (math.isfinite(m) and m > 0):
+            raise StatsError(f"--margin {item!r}: a margin must be a number > 0")
+        out[metric] = m
+    return out
+
+
 def validate(args: argparse.Namespace) -> tuple[Path, dict | None, list]:
     """(out, manifest, contrasts) after every check a bad command line fails, before anything is
     read or written."""
@@ -628,6 +679,9 @@ def validate(args: argparse.Namespace) -> tuple[Path, dict | None, list]:
     if args.update is not None and args.update < 0:
         raise StatsError(f"--update must be >= 0, got {args.update}")
     contrasts_asked = [parse_contrast(c) for c in args.contrast]
+    args.margins = parse_margins(getattr(args, "margin", None) or [])
+    if args.margins and not contrasts_asked:
+        raise StatsError("--margin is the equivalence margin of a contrast: give --contrast too")
     manifest = conditions.read_manifest(args.manifest) if args.manifest else None
     if manifest is not None and manifest["task_id"] != args.task_id:
         raise StatsError(
@@ -676,7 +730,11 @@ def run(args: argparse.Namespace) -> dict:
         check_manifest(table, wanted, args.cache_dir)
     table = with_conditions(table)
     pairs = [p for factors, pair in asked for p in contrast_pairs(table, factors, pair)]
-    compared, layouts = contrasts(table, pairs, args.update) if pairs else (pd.DataFrame(), pd.DataFrame())
+    compared, layouts = (
+        contrasts(table, pairs, args.update, margins=args.margins, notes=notes)
+        if pairs
+        else (pd.DataFrame(), pd.DataFrame())
+    )
     knock, knock_layouts = knockout_pairs(results, args.task_id, table, args.update)
     phases = phases_of(table)
     for p in phases:
@@ -694,7 +752,7 @@ def run(args: argparse.Namespace) -> dict:
         "conditions.csv": condition_table(table, args.update),
     }
     if pairs:
-        tables |= {"contrasts.csv": compared, "contrast_layouts.csv": layouts}
+        tables |= {"contrasts.csv": compared, "network_pairs.csv": layouts}
     if len(knock_layouts):
         tables["knockout_layouts.csv"] = knock_layouts
     out.mkdir(parents=True, exist_ok=True)
@@ -702,7 +760,7 @@ def run(args: argparse.Namespace) -> dict:
     atomic_write(out / TABLE, lambda p: table.drop(columns="condition_label").to_csv(p, index=False))
     print(f"{TABLE}: {len(table)} rows ({len(table) - before} new) -> {out / TABLE}")
     for name, df in tables.items():
-        atomic_write(out / name, lambda p, df=df: df.to_csv(p, index=False))
+        atomic_write(out / name, lambda p, df=df: tidy(df).to_csv(p, index=False))
         written[name] = out / name
     runs = runs_with_alpha(table, args.update)
     if len(runs) and runs.groupby("condition").size().max() < 2:
@@ -717,6 +775,9 @@ def run(args: argparse.Namespace) -> dict:
             written[f"{name}.png"] = out / f"{name}.png"
     for note in notes:
         print(f"note: {note}")
+    for name, df in tables.items():
+        if "family" in df.columns and len(df):
+            print(f"{name}: {df['family'].iloc[0]}")
     _print_summary(tables["across_seeds.csv"], tables["decision_relevance.csv"], compared)
     print(f"wrote {len(written)} files to {out}/")
     return {
@@ -787,7 +848,9 @@ def run_levels(args: argparse.Namespace) -> dict:
         verdicts[cid] = {
             "label": labels[cid],
             "runs": len(by_run),
-            "learning_speed": ranking(table, "speed_median", "speed_ci_low", "speed_ci_high"),
+            "learning_speed": difficulty.hardest_level(
+                table, "speed_median", "speed_ci_low", "speed_ci_high", "speed_coverage", "learning speed"
+            ),
             "bot_path_length": ranking(
                 table, "bot_path_mean", "bot_path_ci_low", "bot_path_ci_high", "bot path length"
             ),
@@ -826,7 +889,8 @@ def condition_table(table: pd.DataFrame, update: int | None = None) -> pd.DataFr
         runs = " ".join(f"t{t}s{s}" for t, s in zip(group["trial"], group["seed"]))
         out.append({"condition": cid, "condition_label": label, "policy_type": group["policy_type"].iloc[0]}
                    | {"runs": len(group), "run_ids": runs, "recipe": group["recipe"].iloc[0]})  # fmt: skip
-    return pd.DataFrame(out)
+    columns = ["condition", "condition_label", "policy_type", "runs", "run_ids", "recipe"]
+    return pd.DataFrame(out, columns=columns)
 
 
 def _interval(low, high) -> str:
@@ -855,9 +919,11 @@ def _print_summary(seeds: pd.DataFrame, relevance: pd.DataFrame, compared: pd.Da
         )
     for r in compared.itertuples(index=False) if len(compared) else []:
         what = "ratio" if r.scale == "ratio" else "difference"
-        ci = "" if isinstance(r.ci_low, str) else f" [{r.ci_low:.3g}, {r.ci_high:.3g}]"
+        shown = isinstance(r.ci_low, float) and math.isfinite(r.ci_low) and isinstance(r.p, float)
+        ci = f" [{r.ci_low:.3g}, {r.ci_high:.3g}] (95% t over seeds, within {r.bounds})" if shown else ""
         print(
-            f"{r.metric}: {r.label_b} vs {r.label_a}: {what} {r.estimate:.3g}{ci} n={r.n} seeds, {_p(r.p, r.p_holm)}"
+            f"{r.metric}: {r.label_b} vs {r.label_a} at update {r.update}: {what} {r.estimate:.3g}{ci} "
+            f"n={r.n} seeds, {_p(r.p, r.p_holm)}: {r.verdict}"
         )
 
 

@@ -91,7 +91,9 @@ def _(stats_root, task_dropdown):
 @app.cell
 def _(updates):
     update_dropdown = mo.ui.dropdown(
-        {"each run's last": None} | {str(u): u for u in updates}, value="each run's last", label="update"
+        {"newest all runs of a condition have": None} | {str(u): u for u in updates},
+        value="newest all runs of a condition have",
+        label="update",
     )
     update_dropdown
     return (update_dropdown,)
@@ -99,9 +101,15 @@ def _(updates):
 
 @app.cell
 def _(table, update_dropdown):
+    try:  # a seed trained twice, or runs of a condition that share no update: refused, named
+        inference.final_rows(table, update_dropdown.value)
+    except inference.StatsError as _e:
+        mo.stop(True, refusal("Cannot compare these runs.", _e))
     seeds = inference.across_seeds(table, update_dropdown.value)
     scalars = inference.metrics_by_alpha(table, update_dropdown.value)
-    mo.ui.table(readable(seeds), page_size=12, label="across seeds: mean r, 95% CI, t-test on z, Holm")
+    mo.ui.table(
+        readable(seeds), page_size=12, label="across seeds: mean r, 95% CI, t-test on z, Holm per condition"
+    )
     return scalars, seeds
 
 

@@ -29,8 +29,14 @@ recipe's id), and one entry per run (trial, seed, condition, run folder). A mani
 name is merged with, never overwritten: a trial it maps to another condition is refused (choose
 --first_trial or --name); a manifest that is not this project's JSON is refused in one line.
 Resumable: a run that reached num_updates is skipped, one with checkpoints resumes from its
-latest, so re-running the same command after a kill continues where it stopped. Everything
-(flags, values, output folders) is checked before any run starts.
+latest (its checkpoint's config compared by recipe value: input_dim null and 985 are one onehot
+setting), so re-running the same command continues where it stopped and trains nothing twice; run
+with more seeds or conditions under its --name it adds only those. Everything (flags, values,
+output folders, the device, the resume of each existing run) is checked before the manifest is
+written or any run starts: a grid of more than --max_conditions conditions (counted, never built),
+a --device this machine lacks, a manifest field of the wrong type, and a trial folder made outside
+the sweep (a run trained without --seed directly in trial_<N>/, where seed_<S>/ would nest, or a
+trial_<N>/seed_<S>/ the manifest does not name) are refused in one line.
 
 Then the manifest's runs, and only they, are evaluated (batch_eval.py per run, --num_episodes on
 the evaluation layouts 0..N-1, so every run meets the same layouts; --knockout SPEC, repeatable, on
@@ -81,6 +87,7 @@ POLICY = "policy"  # the trainer pseudo-key of --grid and --recipe
 TRAINERS = {"mop": "train_mop", "gru": "train"}
 MATCH = "match"  # hidden_size=match: the parameter-matched GRU
 MAX_SEEDS = 1000  # a larger sweep would not end on any machine this runs on
+MAX_CONDITIONS = 256  # --max_conditions' default: a grid larger than this is refused unbuilt
 MANIFEST_VERSION = 2
 _REPEAT = re.compile(r"^(?P<list>\[.*\])\s*\*\s*(?P<n>\d+)$", re.S)
 
@@ -378,6 +385,29 @@ def manifest(
 # ----------------------------------------------------------------------------- training
 
 
+def resume_overrides(overrides: dict, saved: dict) -> dict:
+    """The sweep's overrides of a run that has checkpoints, less the keys that say the same as the
+    checkpoint's config (experiment.recipe_value: input_dim None and 985 are one onehot setting),
+    so a re-run resumes or skips it and only a real change of recipe is refused."""
+    return {
+        k: v
+        for k, v in overrides.items()
+        if k in experiment.RESUMABLE_OVERRIDES
+        or k in SWEEP_KEYS
+        or experiment.recipe_value(dict(overrides), k) != experiment.recipe_value(dict(saved), k)
+    }
+
+
+def existing_config(overrides: dict, config_path) -> experiment.TrainConfig | None:
+    """The config a run of the sweep resumes with (None: it has no checkpoint yet); ConfigError
+    in one line when its checkpoint is of another recipe."""
+    cfg = experiment.load_config(config_path, overrides)
+    if not resume_candidates(experiment.run_dir(cfg)):
+        return None
+    saved = experiment.newest_checkpoint(experiment.run_dir(cfg), report=False)[1]["config"]
+    return experiment.resume_config(config_path, resume_overrides(overrides, saved))
+
+
 def train_one(overrides: dict, config_path, policy: str = "mop") -> dict:
     """Train one run with its trainer: skip it if it reached num_updates, resume it if it has
     checkpoints."""
@@ -388,9 +418,10 @@ def train_one(overrides: dict, config_path, policy: str = "mop") -> dict:
     label = f"trial {cfg.trial} seed {cfg.seed} ({policy}, lpc_alpha {cfg.lpc_alpha:g})"
     if policy == "gru":
         label = f"trial {cfg.trial} seed {cfg.seed} (gru, hidden_size {cfg.hidden_size})"
-    resume = bool(resume_candidates(experiment.run_dir(cfg)))
+    resumed = existing_config(overrides, config_path)
+    resume = resumed is not None
     if resume:
-        cfg = experiment.resume_config(config_path, overrides)
+        cfg = resumed
         done = experiment.newest_checkpoint(experiment.run_dir(cfg), report=False)[1]["update"]
         if done >= cfg.num_updates:
             return {"label": label, "skipped": f"already at update {done}"}
@@ -423,6 +454,12 @@ def _extra(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache_dir", default="evaluation_cache")
     parser.add_argument("--stats_dir", default=None, help="stats output (default stats/<name>)")
     parser.add_argument("--skip_eval", action="store_true", help="train only")
+    parser.add_argument(
+        "--max_conditions",
+        type=int,
+        default=MAX_CONDITIONS,
+        help=f"refuse a grid of more conditions than this (default {MAX_CONDITIONS}; counted, never built)",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -440,6 +477,71 @@ def main(argv: list[str] | None = None) -> dict:
     ) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def keep_trials(runs: list[dict], old: dict | None, seeds: list[int], points: list[dict], replan) -> list[dict]:
+    """The runs with each condition at the trial the manifest of this name already gives it, and
+    a condition it does not know at a fresh trial past every trial it names: so a sweep run again
+    with a grid extended by new values (in any position) keeps its trained runs and adds only the
+    new conditions. replan(point, trial): plan_runs of one point at another trial. Without an
+    earlier manifest (or one without conditions): the runs as planned."""
+    known = {c.get("condition"): int(t) for t, c in (old or {}).get("conditions", {}).items() if isinstance(c, dict)}
+    if not known:
+        return runs
+    used = set(known.values()) | {int(t) for t in (old or {}).get("trials", {})}
+    planned = [runs[i * len(seeds) : (i + 1) * len(seeds)] for i in range(len(points))]
+    out = []
+    for point, chunk in zip(points, planned):
+        cid, trial = chunk[0]["condition"], chunk[0]["trial"]
+        want = known.get(cid)
+        if want is None:
+            want = trial if trial not in used else max(used) + 1
+            used.add(want)
+        out += chunk if want == trial else replan(point, want)
+    return out
+
+
+def count_conditions(grid: dict[str, list[Any]], recipes: list[dict], cap: int) -> int:
+    """The number of conditions (the grid's product plus the recipes), multiplied out factor by
+    factor and refused as soon as it passes `cap` (so a grid of 10^6 is refused, never built)."""
+    if cap < 1:
+        raise SweepError(f"--max_conditions must be at least 1, got {cap}")
+    total = 1  # expand: an empty grid is one condition, the settings alone
+    for key, values in grid.items():
+        total *= len(values)
+        if total + len(recipes) > cap:
+            raise SweepError(
+                f"--grid: {' × '.join(str(len(v)) for v in grid.values())} = more than {cap} conditions "
+                f"(at {key}): split the sweep or raise --max_conditions"
+            )
+    total += len(recipes)
+    if total > cap:
+        raise SweepError(f"{total} conditions is more than --max_conditions {cap}")
+    return total
+
+
+def check_folders(runs: list[dict], old: dict | None) -> None:
+    """SweepError naming the folder when a run of the sweep would land in a trial made outside
+    it: a trial folder holding a run trained without --seed (train_mop.py / train.py: checkpoints
+    directly in trial_<N>/, where seed_<S>/ would nest inside it), or a trial_<N>/seed_<S>/ with
+    checkpoints that this sweep's manifest does not name (another command's run)."""
+    known = {(r["trial"], r["seed"]) for r in (old or {}).get("runs", [])}
+    if old and not old.get("runs"):
+        known = {(int(t), int(sd)) for t in old.get("trials", {}) for sd in old.get("seeds", [])}
+    for e in runs:
+        o = e["overrides"]
+        seeded = Path(experiment.run_dir(experiment.TrainConfig(**o)))
+        trial_dir = seeded.parent
+        if resume_candidates(trial_dir):
+            raise SweepError(
+                f"{trial_dir} holds a run trained without --seed; the sweep's seed_<S>/ would nest inside "
+                "it: choose --first_trial past the trials in use"
+            )
+        if resume_candidates(seeded) and (e["trial"], e["seed"]) not in known:
+            raise SweepError(
+                f"{seeded} holds a run this sweep's manifest does not name (trained by another command): "
+                "choose --first_trial past the trials in use, or --name of the sweep that made it"
+            )
 
 
 def factors_of(grid: dict, recipes: list[dict]) -> list[str]:
@@ -492,13 +594,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     seeds = parse_seeds(args.seeds)
     task_id = given.pop("task_id")
     config_path = args.config or ("config.yaml" if Path("config.yaml").exists() else None)
+    count_conditions(grid, recipes, args.max_conditions)
     points = expand(grid, recipes)
     runs = plan_runs(task_id, points, seeds, args.first_trial, given, config_path)
     last = args.first_trial + len(points) - 1
     name = args.name or f"{run_task_name(task_id)}_trial{args.first_trial}-{last}"
     path = manifest_path(name, args.sweeps_dir)
-    if path.is_file():
-        conditions.read_manifest(path)
+    old = conditions.read_manifest(path) if path.is_file() else None
+    runs = keep_trials(runs, old, seeds, points, lambda pt, t: plan_runs(task_id, [pt], seeds, t, given, config_path))
     stats_dir = args.stats_dir or str(Path("stats") / safe_name(name, "--name"))
     check_writable_file(path, "--sweeps_dir")
     checkpoint_dir = runs[0]["overrides"]["checkpoint_dir"]
@@ -507,6 +610,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         check_writable_file(args.results_path, "--results_path")
         check_writable_dir(args.cache_dir, "--cache_dir")
         check_writable_dir(stats_dir, "--stats_dir")
+    from mop.devices import DeviceError, resolve_device
+
+    try:
+        resolve_device(runs[0]["overrides"]["device"])
+    except DeviceError as e:
+        raise SweepError(str(e)) from None
+    check_folders(runs, old)
+    for e in runs:  # a run that has checkpoints must resume as the recipe it is, before any write
+        existing_config(e["overrides"], config_path)
     for e in runs:
         if e["match"] and e["seed"] == seeds[0]:
             import train

@@ -308,7 +308,41 @@ def read_manifest(path: str | Path) -> dict:
         raise ConditionError(f"{str(path)!r}: its runs are not (trial, seed) entries")
     if not isinstance(doc.get("conditions", {}), dict):
         raise ConditionError(f"{str(path)!r}: its conditions are not a mapping")
+    check_manifest_types(doc, str(path))
     return doc
+
+
+# The type each manifest field must have where present (sweep.py writes them so).
+MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "version": (int,),
+    "name": (str,),
+    "task_id": (str,),
+    "seeds": (list,),
+    "settings": (dict,),
+    "factors": (list,),
+    "command": (str,),
+    "checkpoint_dir": (str,),
+    "results_path": (str,),
+    "cache_dir": (str,),
+}
+
+
+def check_manifest_types(doc: dict, where: str) -> None:
+    """ConditionError naming the field when a manifest field has the wrong type: seeds not a list
+    of integers, a trial key that is not a number, a condition entry that is not a mapping..."""
+    for key, types in MANIFEST_TYPES.items():
+        if key in doc and (not isinstance(doc[key], types) or isinstance(doc[key], bool)):
+            raise ConditionError(
+                f"{where!r}: its {key} is {type(doc[key]).__name__}, not {' or '.join(t.__name__ for t in types)}"
+            )
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in doc.get("seeds", [])):
+        raise ConditionError(f"{where!r}: its seeds are not a list of integers >= 0")
+    if not all(isinstance(f, str) for f in doc.get("factors", [])):
+        raise ConditionError(f"{where!r}: its factors are not a list of names")
+    if not all(re.fullmatch(r"\d+", str(t)) for t in doc["trials"]):
+        raise ConditionError(f"{where!r}: its trials are not keyed by trial numbers")
+    if not all(isinstance(c, dict) for c in doc.get("conditions", {}).values()):
+        raise ConditionError(f"{where!r}: a condition entry is not a mapping")
 
 
 def manifest_runs(doc: dict) -> dict[tuple[int, int], str | None]:

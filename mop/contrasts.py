@@ -44,7 +44,17 @@ import pandas as pd
 from scipy import stats as sps
 
 from mop import conditions
-from mop.inference import NO_INFERENCE, ROUNDING, SCALARS, StatsError, final_rows, holm, with_conditions
+from mop.inference import (
+    NO_INFERENCE,
+    ROUNDING,
+    SCALARS,
+    StatsError,
+    equivalence_verdict,
+    final_rows,
+    holm,
+    tost_paired,
+    with_conditions,
+)
 
 
 class ContrastError(StatsError):
@@ -58,6 +68,19 @@ DIFFERENCE = {
     "policy_complexity": (lambda v: v, lambda d: d, "difference"),
     "path_ratio": (np.log, np.exp, "ratio"),
 }
+
+
+# The range the difference B - A of each metric can take (its interval is clipped to it; the
+# table's `bounds` column says so): a success rate is in [0, 1], so its difference in [-1, 1].
+DIFFERENCE_BOUNDS = {"success_rate": (-1.0, 1.0), "mean_lpc": (-math.inf, math.inf)}
+DIFFERENCE_BOUNDS |= {"policy_complexity": (-math.inf, math.inf), "path_ratio": (0.0, math.inf)}
+
+
+def bounds_text(low: float, high: float) -> str:
+    """'[-1, 1]', '[0, inf)', '(-inf, inf)': the range an interval is clipped to."""
+    left = "(-inf" if low == -math.inf else f"[{low:g}"
+    right = "inf)" if high == math.inf else f"{high:g}]"
+    return f"{left}, {right}"
 
 
 # ----------------------------------------------------------------------------- which pairs
@@ -179,10 +202,32 @@ def paired_layouts(a: pd.Series | None, b: pd.Series | None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- contrasts
 
 
-def paired_difference(a: Any, b: Any, metric: str) -> dict[str, Any]:
+def paired_difference(a: Any, b: Any, metric: str, margin: float | None = None) -> dict[str, Any]:
     """Per-pair d = B - A on the metric's difference scale (DIFFERENCE): n, mean_a, mean_b,
     estimate (mean d, shown back: a difference, or the ratio B/A of geometric means), its 95% t
-    interval, p (t-test of d against 0), scale. n = 1: NO_INFERENCE in the interval and p."""
+    interval clipped to what the difference can be (DIFFERENCE_BOUNDS; `bounds`, and `clipped`
+    when it was), p (t-test of d against 0), scale. n = 1: NO_INFERENCE in the interval and p.
+    margin: also the paired TOST of d at ±margin (on the difference scale: the log ratio for
+    path_ratio): tost_p, and `verdict` ("equivalent within ±m" only when TOST rejects)."""
+    out = _paired_difference(a, b, metric)
+    low, high = DIFFERENCE_BOUNDS[metric]
+    out["bounds"] = bounds_text(low, high)
+    out["clipped"] = False
+    if isinstance(out.get("ci_low"), float) and math.isfinite(out["ci_low"]):
+        clipped = (max(out["ci_low"], low), min(out["ci_high"], high))
+        out["clipped"] = clipped != (out["ci_low"], out["ci_high"])
+        out["ci_low"], out["ci_high"] = clipped
+    if margin is not None:
+        forward, _, _ = DIFFERENCE[metric]
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        ok = np.isfinite(a) & np.isfinite(b) & (((a > 0) & (b > 0)) if metric == "path_ratio" else True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            test = tost_paired(forward(b[ok]) - forward(a[ok]), margin)
+        out |= {"margin": margin, "tost_p": test["p"], "verdict": equivalence_verdict(test)}
+    return out
+
+
+def _paired_difference(a: Any, b: Any, metric: str) -> dict[str, Any]:
     forward, back, scale = DIFFERENCE[metric]
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     ok = np.isfinite(a) & np.isfinite(b)
@@ -203,10 +248,19 @@ def paired_difference(a: Any, b: Any, metric: str) -> dict[str, Any]:
     ):
         # every pair the same difference, up to float rounding (a homogeneous layout's LPC is one
         # constant): the t statistic is undefined or would test rounding noise
-        return out | {"ci_low": out["estimate"], "ci_high": out["estimate"], "p": "no spread: no test"}
+        return out | {"ci_low": "no spread: no test", "ci_high": "no spread: no test", "p": "no spread: no test"}
     test = sps.ttest_1samp(d, 0.0)
     ci = test.confidence_interval(0.95)
     return out | {"ci_low": float(back(ci.low)), "ci_high": float(back(ci.high)), "p": float(test.pvalue)}
+
+
+def missing_seeds(runs: pd.DataFrame, a: str, b: str) -> str:
+    """One line naming the seeds only one arm has ('' when both have the same seeds): those runs
+    have no partner and are left out of the paired contrast."""
+    sa = set(runs.loc[runs["condition"] == a, "seed"].dropna().astype(int))
+    sb = set(runs.loc[runs["condition"] == b, "seed"].dropna().astype(int))
+    parts = [f"seed {', '.join(map(str, sorted(x - y)))} only in {c}" for c, x, y in ((a, sa, sb), (b, sb, sa)) if x - y]
+    return "; ".join(parts) + " (unpaired: left out)" if parts else ""
 
 
 def _paired_runs(runs: pd.DataFrame, a: str, b: str, update: int | None) -> pd.DataFrame:
@@ -215,7 +269,7 @@ def _paired_runs(runs: pd.DataFrame, a: str, b: str, update: int | None) -> pd.D
     left, right = runs[runs["condition"] == a], runs[runs["condition"] == b]
     both = left.merge(right, on="seed", suffixes=("_a", "_b")).sort_values("seed", kind="stable")
     late = both[both["update_a"].astype("Float64") != both["update_b"].astype("Float64")]
-    if len(late):
+    if len(late) and update is not None:
         s = late.iloc[0]
         raise ContrastError(
             f"seed {s['seed']}: {a} is at update {s['update_a']}, {b} at {s['update_b']}: runs are compared "
@@ -229,46 +283,91 @@ def _paired_runs(runs: pd.DataFrame, a: str, b: str, update: int | None) -> pd.D
     return both
 
 
+def _same_update(runs: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """The runs of A and B at the newest update all of them have (each condition alone may be
+    at a later one: a contrast compares both at one update); ContrastError when they share none."""
+    from mop.inference import common_update
+
+    two = runs[runs["condition"].isin([a, b])]
+    u, why = common_update(two)
+    if why:
+        raise ContrastError(f"{a} and {b}: {why}: runs are compared at one update (pass --update)")
+    return two[two["update"].astype("Float64").fillna(-1.0) == u]
+
+
 def contrasts(
     table: pd.DataFrame,
     pairs: list[tuple[str, str, list[str]]],
     update: int | None = None,
     outcomes: Callable[[Any], pd.Series | None] = layout_outcomes,
+    margins: dict[str, float] | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(contrasts, exact): per (pair, metric) paired_difference across seeds, p_holm over the
-    table; per (pair, seed) the exact paired test of success on the shared layouts (`outcomes`
-    reads a cache's), p_holm over that table."""
+    """(contrasts, network_pairs). contrasts: per (pair, metric) paired_difference across seeds
+    (the unit: a seed, one run per arm), at one `update` (a column: the given one, else the newest
+    both conditions' runs have), p_holm over the table; a seed only one arm has is named in the
+    row's `note` (and in `notes`); margins {metric: m}: the TOST verdict at ±m. network_pairs: per
+    (pair, seed) McNemar's exact test of the two trained networks on their shared layouts: a test
+    of two networks, not of the recipes (two runs of one recipe differ by it too), p_holm over
+    that table alone."""
     table = with_conditions(table)
-    runs = final_rows(table[table["condition"].notna()], update)
+    margins = margins or {}
+    notes = notes if notes is not None else []
+    known = table[table["condition"].notna()]
     labels = dict(zip(table["condition"], table["condition_label"]))
     rows, exact = [], []
     for a, b, factors in pairs:
+        if update is None:
+            runs = _same_update(known, a, b)
+        else:
+            runs = known[known["update"] == update]
+        from mop.inference import check_replicates
+
+        check_replicates(runs)
         both = _paired_runs(runs, a, b, update)
+        note = missing_seeds(runs, a, b)
+        if note:
+            notes.append(f"contrast {a} vs {b}: {note}")
         head = {"factors": ",".join(factors), "condition_a": a, "label_a": labels[a], "condition_b": b}
         head |= {"label_b": labels[b], "seeds": ",".join(str(s) for s in both["seed"])}
+        head["update"] = both["update_a"].iloc[0]
         episodes = both.get("num_episodes_a", pd.Series(dtype=float)).astype("Float64")
         same = bool((episodes == both.get("num_episodes_b", pd.Series(dtype=float)).astype("Float64")).all())
         for metric in SCALARS:
             if both[f"{metric}_a"].isna().all() and both[f"{metric}_b"].isna().all():
                 continue
-            row = (
-                head
-                | {"metric": metric}
-                | paired_difference(both[f"{metric}_a"], both[f"{metric}_b"], metric)
-            )
+            row = head | {"metric": metric}
+            row |= paired_difference(both[f"{metric}_a"], both[f"{metric}_b"], metric, margins.get(metric))
             if both[f"{metric}_a"].isna().all() or both[f"{metric}_b"].isna().all():
                 row["p"] = f"{metric} not measured in {a if both[f'{metric}_a'].isna().all() else b}"
             row["same_layouts"] = same if metric == "success_rate" else None
+            row["unit"] = "seed (one run per arm)"
+            row["missing"] = note
             rows.append(row)
         for r in both.itertuples(index=False):
             pairing = paired_layouts(outcomes(r.cache_path_a), outcomes(r.cache_path_b))
             exact.append(head | {"seed": r.seed, "update": r.update_a} | pairing)
     out = pd.DataFrame(rows)
     out["p_holm"] = holm(out["p"]) if len(out) else []
+    if len(out):
+        out["family"] = f"Holm over this table: {len(out)} contrasts ({', '.join(dict.fromkeys(out['metric']))})"
+        for i, r in out.iterrows():
+            if "verdict" not in out or not isinstance(r.get("verdict"), str):
+                out.loc[i, "verdict"] = _verdict_without_margin(r)
+            elif isinstance(r["p_holm"], float) and r["p_holm"] < 0.05:
+                out.loc[i, "verdict"] = "differs (Holm p < 0.05)"
     exact_df = pd.DataFrame(exact)
     if len(exact_df):
         exact_df["p_holm"] = holm(exact_df["p_exact"])
+        exact_df["test"] = "McNemar exact: two trained networks on their shared layouts (not a recipe test)"
     return out, exact_df
+
+
+def _verdict_without_margin(row: pd.Series) -> str:
+    p = row.get("p_holm")
+    if isinstance(p, float) and math.isfinite(p) and p < 0.05:
+        return "differs (Holm p < 0.05)"
+    return "not resolved (no --margin: no equivalence test)"
 
 
 # ----------------------------------------------------------------------------- knockouts
@@ -302,7 +401,7 @@ def knockout_pairs(
     knockout rows of the same checkpoint. Per (condition, knockout, metric): the paired
     difference knockout - none across runs (paired_difference), Holm over the table. Per (run,
     knockout): the exact paired test of success on the shared layouts, Holm over that table."""
-    empty = pd.DataFrame(columns=[*KNOCKOUT_COLUMNS, "p_holm"])
+    empty = pd.DataFrame(columns=[*KNOCKOUT_COLUMNS, "p_holm", "family"])
     if results.empty or "knockout" not in results or "condition" not in table:
         return empty, pd.DataFrame()
     rows = results[(results["task_id"] == task_id) & (results["eval_task_id"].fillna(task_id) == task_id)]
@@ -356,6 +455,7 @@ def knockout_pairs(
             )
     df = pd.DataFrame(out, columns=KNOCKOUT_COLUMNS)
     df["p_holm"] = holm(df["p"]) if len(df) else []
+    df["family"] = f"Holm over this table: {len(df)} (condition, knockout, metric) tests"
     exact_df = pd.DataFrame(exact)
     if len(exact_df) and "p_exact" in exact_df:
         exact_df["p_holm"] = holm(exact_df["p_exact"])

@@ -16,7 +16,11 @@ the bot path length of the evaluation layouts (routing_analysis.routing_by_level
 distance, not a difficulty (GoToRedBallGrey, BabyAI's easiest, has long paths in a big room).
 
 Ranking (routing_analysis.ranking): a level is named hardest (easiest) only when its interval lies
-wholly above (below) every other level's; otherwise no verdict, and the reason.
+wholly above (below) every other level's; otherwise no verdict, and the reason. The learning-speed
+"hardest" also states its error rate (`hardest_level`, `verdict_error`: a union bound on the
+probability that the named level is not the hardest, from the intervals' coverages) and stands
+only when that is <= 5%; with fewer repeats it is "not resolved" and names the repeats needed
+(`repeats_needed`: 6 per level for two levels).
 
 Routing against difficulty across runs (`routing_across_runs`): the units are multi-task runs
 (trial, seed) of one condition. Per run and level, the mean LPC per step of the level's
@@ -45,6 +49,58 @@ from mop.runs import METRICS_FILE, atomic_write_text, safe_name
 
 MIN_REPEATS = 3
 CE_KEY = "train/ce"
+
+
+MAX_ERROR = 0.05  # the largest probability of a wrong "hardest level" a verdict may carry
+
+
+def verdict_error(coverages: Sequence[float]) -> float:
+    """An upper bound on the probability that a "hardest" verdict is wrong, from the coverages of
+    the levels' intervals (the named level's first). If another level is as hard (equal true
+    medians m), the two intervals can separate only when the named level's lies wholly above m
+    or the other's wholly below it; each of an interval's two tails holds at most half its
+    non-coverage (the order-statistic interval of the median is symmetric in its ranks), so per
+    other level the chance is at most (1 - c_named)/2 + (1 - c_other)/2, summed over the other
+    levels (a union bound). 3 repeats per level (the range, 75%): 25% for two levels; 6 (96.9%):
+    3.1%."""
+    c = [float(v) for v in coverages]
+    if len(c) < 2 or not all(math.isfinite(v) for v in c):
+        return math.nan
+    return float(sum((1 - c[0]) / 2 + (1 - o) / 2 for o in c[1:]))
+
+
+def hardest_level(table: pd.DataFrame, value: str, low: str, high: str, coverage: str, what: str) -> dict[str, Any]:
+    """ranking(...) whose "hardest" stands only when its error bound (verdict_error over the
+    levels' interval coverages, column `coverage`) is <= MAX_ERROR; otherwise the hardest is
+    withdrawn and the verdict says "not resolved" with the bound and the repeats it needs. Keys
+    as ranking's, plus error_bound."""
+    out = ranking(table, value, low, high, what)
+    out["error_bound"] = math.nan
+    if out["hardest"] is None:
+        return out
+    t = table.dropna(subset=[value, low, high])
+    named = t[t["level"] == out["hardest"]]
+    rest = t[t["level"] != out["hardest"]]
+    bound = verdict_error([*named[coverage], *rest[coverage]])
+    out["error_bound"] = bound
+    if not (bound <= MAX_ERROR):
+        out["verdict"] = (
+            f"by {what}: hardest not resolved ({out['hardest']}'s interval separates, but with these "
+            f"repeats a wrong 'hardest' has probability up to {bound:.0%} > {MAX_ERROR:.0%}: "
+            f"needs {repeats_needed(len(t))} repeats per level)"
+        )
+        out["hardest"] = None
+    else:
+        out["verdict"] += f"; a wrong 'hardest' has probability <= {bound:.1%}"
+    return out
+
+
+def repeats_needed(levels: int) -> int:
+    """The fewest repeats per level whose median intervals keep verdict_error <= MAX_ERROR."""
+    for n in range(2, 200):
+        if verdict_error([median_interval(list(range(n)))["coverage"]] * max(levels, 2)) <= MAX_ERROR:
+            return n
+    return 200
 
 
 # ----------------------------------------------------------------------------- learning speed

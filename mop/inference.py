@@ -42,6 +42,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -78,12 +79,74 @@ class StatsError(ValueError):
 # ----------------------------------------------------------------------------- the units: runs
 
 
+def run_folder(cache_path: Any) -> str:
+    """The run part of a cache folder (its path without a trailing update_<U>/): two caches of one
+    run share it; two runs of one trial (trial_<N>/ and trial_<N>/seed_<S>/) do not."""
+    if not isinstance(cache_path, str):
+        return ""
+    parts = cache_path.rstrip("/").split("/")
+    return "/".join(parts[:-1] if parts and parts[-1].startswith("update_") else parts)
+
+
+def check_replicates(runs: pd.DataFrame) -> None:
+    """StatsError naming both folders when two runs of one condition have one seed: a replicate
+    is (condition, seed), so a seed trained twice (two trials, or a sweep run beside a trial
+    made by hand) is one replicate, never two. Runs whose condition is unknown are not checked."""
+    if "condition" not in runs.columns or runs.empty:
+        return
+    known = runs[runs["condition"].notna()]
+    where = known["cache_path"] if "cache_path" in known else pd.Series("", index=known.index)
+    seen: dict[tuple, str] = {}
+    for cid, seed, trial, path in zip(known["condition"], known["seed"], known["trial"], where):
+        key = (cid, -1 if pd.isna(seed) else int(seed))
+        here = run_folder(path) or f"trial {trial}"
+        if key in seen and seen[key] != here:
+            raise StatsError(
+                f"condition {cid} seed {key[1]} is trained twice ({seen[key]} and {here}): a replicate is "
+                "(condition, seed), one run each; remove one run's caches or pass a --manifest naming one"
+            )
+        seen[key] = here
+
+
+def common_update(runs: pd.DataFrame) -> tuple[float, str]:
+    """(update, note) of one condition's checkpoints: the newest update every run of it has
+    (NaN and a note naming the runs when they share none)."""
+    updates = runs.assign(_u=runs["update"].astype("Float64").fillna(-1.0))
+    per_run = updates.groupby(["trial", "seed"], dropna=False)["_u"].apply(set)
+    shared = set.intersection(*per_run.tolist()) if len(per_run) else set()
+    if shared:
+        return max(shared), ""
+    last = updates.groupby(["trial", "seed"], dropna=False)["_u"].max()
+    shown = ", ".join(f"trial {t} seed {s} at {u:g}" for (t, s), u in last.items())
+    return math.nan, f"its runs share no evaluated update ({shown})"
+
+
 def final_rows(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
-    """One row per run (trial, seed): the given update, else each run's last."""
+    """One row per run (trial, seed), every run of one condition at one update: the given update,
+    else the newest update all the condition's runs have (common_update; a table without
+    conditions: each run's last). StatsError when a condition's runs share no update (mixed
+    updates are never pooled: pass --update) or when one (condition, seed) is two runs
+    (check_replicates)."""
     if update is not None:
-        return table[table["update"] == update]
+        out = table[table["update"] == update]
+        check_replicates(out)
+        return out
     order = table.assign(_u=table["update"].astype("Float64").fillna(-1.0))
-    return order.sort_values("_u").groupby(["trial", "seed"], dropna=False).tail(1).drop(columns="_u")
+    if "condition" in table.columns and table["condition"].notna().any():
+        keep = order["condition"].isna()
+        for cid, group in order[order["condition"].notna()].groupby("condition", sort=False):
+            u, why = common_update(group)
+            if why:
+                raise StatsError(f"condition {cid}: {why}: runs are compared at one update (pass --update)")
+            keep |= (order["condition"] == cid) & (order["_u"] == u)
+        unknown = order[order["condition"].isna()].sort_values("_u", kind="stable")
+        known = order[keep & order["condition"].notna()]
+        tail = unknown.groupby(["trial", "seed"], dropna=False).tail(1)
+        out = pd.concat([known, tail]).sort_values("_u", kind="stable").drop(columns="_u")
+    else:
+        out = order.sort_values("_u").groupby(["trial", "seed"], dropna=False).tail(1).drop(columns="_u")
+    check_replicates(out)
+    return out
 
 
 def with_conditions(table: pd.DataFrame) -> pd.DataFrame:
@@ -183,7 +246,7 @@ def aggregate_r(r: Any) -> dict[str, Any]:
     if n == 1:
         return out | {"ci_low": NO_INFERENCE, "ci_high": NO_INFERENCE, "p": NO_INFERENCE}
     if np.ptp(z) == 0:  # every run the same r: the t statistic is undefined
-        return out | {"ci_low": out["mean_r"], "ci_high": out["mean_r"], "p": "no spread: no test"}
+        return out | {"ci_low": "no spread: no test", "ci_high": "no spread: no test", "p": "no spread: no test"}
     test = sps.ttest_1samp(z, 0.0)
     ci = test.confidence_interval(0.95)
     return out | {
@@ -239,18 +302,34 @@ def _interval(t: np.ndarray, back: Callable[[Any], Any]) -> dict[str, Any]:
         return {"estimate": float(back(t[0])) if len(t) else math.nan, "ci_low": mark, "ci_high": mark}
     estimate = float(back(t.mean()))
     if np.ptp(t) == 0:  # every run the same: the t statistic is undefined
-        return {"estimate": estimate, "ci_low": estimate, "ci_high": estimate}
+        return {"estimate": estimate, "ci_low": "no spread: no interval", "ci_high": "no spread: no interval"}
     ci = sps.ttest_1samp(t, 0.0).confidence_interval(0.95)
     return {"estimate": estimate, "ci_low": float(back(ci.low)), "ci_high": float(back(ci.high))}
 
 
+# What each metric can be: its interval stays inside (the scale keeps success and path ratio in;
+# LPC and policy complexity, on the plain t interval, are clipped at 0). The `bounds` column.
+BOUNDS = {"success_rate": (0.0, 1.0), "path_ratio": (0.0, math.inf)}
+BOUNDS |= {"mean_lpc": (0.0, math.inf), "policy_complexity": (0.0, math.inf)}
+
+
 def scalar_ci(runs: pd.DataFrame, metric: str) -> dict[str, Any]:
     """The across-run interval of one SCALARS metric on its scale (SCALE_OF): success_ci with the
-    runs' episode counts where the table has them, else mean_ci."""
+    runs' episode counts where the table has them, else mean_ci; clipped to BOUNDS (`bounds`
+    says the range, `clipped` whether the interval was cut)."""
     if metric == "success_rate":
         counts = [runs[c] if c in runs else None for c in ("successes", "num_episodes")]
-        return success_ci(runs[metric], *counts)
-    return mean_ci(runs[metric], SCALE_OF[metric])
+        out = success_ci(runs[metric], *counts)
+    else:
+        out = mean_ci(runs[metric], SCALE_OF[metric])
+    low, high = BOUNDS[metric]
+    out["bounds"] = f"[{low:g}, {'inf)' if high == math.inf else f'{high:g}]'}"
+    out["clipped"] = False
+    if isinstance(out["ci_low"], float) and math.isfinite(out["ci_low"]):
+        clipped = (max(out["ci_low"], low), min(out["ci_high"], high))
+        out["clipped"] = clipped != (out["ci_low"], out["ci_high"])
+        out["ci_low"], out["ci_high"] = clipped
+    return out
 
 
 def holm(pvalues: Any) -> np.ndarray:
@@ -267,6 +346,60 @@ def holm(pvalues: Any) -> np.ndarray:
     return adjusted
 
 
+def tost_paired(diffs: Any, margin: float, alpha: float = 0.05) -> dict[str, Any]:
+    """Paired equivalence test (TOST: two one-sided t tests) of the mean of per-pair differences
+    against ±margin. H0: |mean d| >= margin; rejected at `alpha` when both one-sided t tests
+    (mean d > -margin, mean d < +margin; df = n - 1) reject, which is the same as the
+    (1 - 2·alpha) t interval of mean d (90% at alpha 0.05) lying inside (-margin, +margin).
+    Keys: n, mean, se, df, margin, alpha, t_lower, t_upper, p_lower, p_upper, p (the larger of the
+    two one-sided p: the TOST p), ci_low, ci_high (that 1 - 2·alpha interval), equivalent (bool),
+    note. Fewer than two finite differences or no spread: p, intervals NaN, equivalent False, and
+    the note says why. ValueError for margin <= 0 or alpha outside (0, 0.5)."""
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin > 0):
+        raise ValueError(f"margin must be a positive number, got {margin!r}")
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
+    d = np.asarray(diffs, dtype=float)
+    d = d[np.isfinite(d)]
+    n = len(d)
+    out: dict[str, Any] = {"n": n, "mean": float(d.mean()) if n else math.nan, "margin": float(margin)}
+    out |= {"alpha": alpha, "df": n - 1 if n else math.nan}
+    blank = {k: math.nan for k in ("se", "t_lower", "t_upper", "p_lower", "p_upper", "p", "ci_low", "ci_high")}
+    if n < 2:
+        return out | blank | {"equivalent": False, "note": f"n={n}: no equivalence test"}
+    se = float(d.std(ddof=1) / math.sqrt(n))
+    if not se > 0:
+        return out | blank | {"equivalent": False, "note": "no spread: no equivalence test"}
+    t_lower = (out["mean"] + margin) / se
+    t_upper = (out["mean"] - margin) / se
+    p_lower = float(sps.t.sf(t_lower, n - 1))
+    p_upper = float(sps.t.cdf(t_upper, n - 1))
+    half = float(sps.t.ppf(1 - alpha, n - 1)) * se
+    p = max(p_lower, p_upper)
+    return out | {
+        "se": se,
+        "t_lower": float(t_lower),
+        "t_upper": float(t_upper),
+        "p_lower": p_lower,
+        "p_upper": p_upper,
+        "p": p,
+        "ci_low": out["mean"] - half,
+        "ci_high": out["mean"] + half,
+        "equivalent": bool(p < alpha),
+        "note": "",
+    }
+
+
+def equivalence_verdict(test: dict[str, Any], what: str = "difference") -> str:
+    """The words a table prints for a tost_paired result: 'equivalent within ±m (TOST p ...)' only
+    when it rejects; otherwise 'not resolved at ±m' (never 'alike' from a non-significant test)."""
+    m = f"±{test['margin']:g}"
+    if test.get("equivalent"):
+        return f"equivalent within {m} (TOST p={test['p']:.3g}, {100 * (1 - 2 * test['alpha']):g}% CI inside)"
+    why = f": {test['note']}" if test.get("note") else f" (TOST p={test['p']:.3g})"
+    return f"{what} not resolved at {m}{why}"
+
+
 def stars(p: Any) -> str:
     """'***' / '**' / '*' / 'ns' at 0.001 / 0.01 / 0.05; '' for a p that is not a number."""
     if not isinstance(p, (int, float)) or not math.isfinite(p):
@@ -274,22 +407,79 @@ def stars(p: Any) -> str:
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "ns"
 
 
+# ----------------------------------------------------------------------------- tidy tables
+
+# Columns that hold numbers (a number, or NaN where there is none): the names the tables use.
+NUMERIC = re.compile(
+    r"^(n|r|p|mean|estimate|difference|margin|update|lpc_alpha|layouts|both|a_only|b_only|neither)$"
+    r"|(^|_)(n|p|p_holm|p_exact|tost_p|ci_low|ci_high|mean_r|mean_a|mean_b|mean_none|mean_knockout"
+    r"|share_positive|r_given_visits|r_given_visits_step)$"
+)
+
+
+def tidy(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as written: every numeric column (NUMERIC) holds numbers, NaN where there is
+    none; the text a cell held instead (n=1: no inference, no spread: no test...) moves to the
+    row's `note` column (joined with '; ', each reason once). A table without rows keeps its
+    header (pandas reads it back)."""
+    out = df.copy()
+    notes = [[] for _ in range(len(out))]
+    if "note" in out.columns:
+        notes = [[str(v)] if isinstance(v, str) and v else [] for v in out["note"]]
+    for col in out.columns:
+        if col == "note" or not NUMERIC.search(str(col)) or out[col].dtype.kind in "biufc":
+            continue
+        values = []
+        for i, v in enumerate(out[col].tolist()):
+            if isinstance(v, str):
+                if v not in notes[i]:
+                    notes[i].append(v)
+                values.append(math.nan)
+            elif isinstance(v, bool) or v is None:
+                values.append(math.nan if v is None else float(v))
+            else:
+                values.append(v)
+        out[col] = pd.to_numeric(pd.Series(values, index=out.index, dtype=object), errors="coerce")
+    out["note"] = ["; ".join(n) for n in notes]
+    return out
+
+
 # ----------------------------------------------------------------------------- the tables
 
 
-CONDITION_COLUMNS = ["condition", "condition_label", "lpc_alpha"]
+CONDITION_COLUMNS = ["condition", "condition_label", "lpc_alpha", "update"]
 
 
 def _head(cid: str, label: str, group: pd.DataFrame) -> dict[str, Any]:
-    return {"condition": cid, "condition_label": label, "lpc_alpha": condition_alpha(group)}
+    """The columns that say which runs a row is of: the condition, and the one update its runs
+    are compared at (final_rows)."""
+    updates = group["update"].dropna().unique() if "update" in group else []
+    update = float(updates[0]) if len(updates) == 1 else math.nan
+    return {"condition": cid, "condition_label": label, "lpc_alpha": condition_alpha(group), "update": update}
+
+
+IDENTICAL = "identical to lpc_kl_local (the phase's action marginal is the cache's): reported once"
+
+
+def same_test(group: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether two columns of per-run numbers are one test: present in both and exactly equal in
+    every run (r(LPC, KL local) = r(LPC, KL global) on a one-phase level)."""
+    if a not in group or b not in group:
+        return False
+    x, y = group[a].to_numpy(dtype=float), group[b].to_numpy(dtype=float)
+    return bool(np.isfinite(x).any() and np.array_equal(x, y, equal_nan=True))
 
 
 def across_seeds(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
-    """Per (condition, phase, correlation): aggregate_r over the condition's runs at one update,
-    Holm over the table."""
+    """Per (condition, phase, correlation): aggregate_r over the condition's runs at one update.
+    Holm per condition (`family`): its phases × CORRELATIONS, the question this table asks of a
+    condition, whatever other conditions the table holds. A correlation whose per-run values equal
+    another's exactly (KL global = KL local on a one-phase level) is reported once: the row stays,
+    its p is NaN and its note says so, and it is not counted in the family."""
     phases = phases_of(table)
     out = []
     for cid, label, group in runs_by_condition(table, update, routed=True):
+        family = []
         for p in phases:
             for c in CORRELATIONS:
                 col = f"r_{p}_{c}"
@@ -297,11 +487,16 @@ def across_seeds(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame
                 row = _head(cid, label, group) | {"phase": p, "correlation": c} | aggregate_r(values)
                 if row["n"] == 0:
                     row["p"] = "empty: no run has this r (phase not reached or < 3 cells)"
-                out.append(row)
+                if c == "lpc_kl_global" and same_test(group, f"r_{p}_lpc_kl_local", col):
+                    row["p"] = IDENTICAL
+                family.append(row)
+        tested = sum(isinstance(r["p"], float) and math.isfinite(r["p"]) for r in family)
+        for row, adj in zip(family, holm([r["p"] for r in family])):
+            row["p_holm"] = adj
+            row["family"] = f"Holm per condition: {tested} tests ({len(phases)} phases × {len(CORRELATIONS)} correlations, tested ones)"
+        out += family
     columns = [*CONDITION_COLUMNS, "phase", "correlation", "n", "mean_r", "ci_low", "ci_high", "p"]
-    df = pd.DataFrame(out, columns=[*columns, "share_positive"])
-    df["p_holm"] = holm(df["p"])
-    return df
+    return pd.DataFrame(out, columns=[*columns, "share_positive", "p_holm", "family"])
 
 
 def phase_pairs(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
@@ -328,11 +523,13 @@ def phase_pairs(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
                 family.append(row)
             for row, adj in zip(family, holm([r["p"] for r in family])):
                 row["p_holm"] = adj
+                row["family"] = f"Holm per (condition, correlation): the {len(family)} phase pairs"
             out += family
-    return pd.DataFrame(out)
+    columns = [*CONDITION_COLUMNS, "correlation", "phase_a", "phase_b", "n", "mean_r_a", "mean_r_b", "p"]
+    return pd.DataFrame(out, columns=[*columns, "p_holm", "family"])
 
 
-METRIC_COLUMNS = ["n", "mean", "estimate", "ci_low", "ci_high", "scale"]
+METRIC_COLUMNS = ["n", "mean", "estimate", "ci_low", "ci_high", "scale", "bounds", "clipped"]
 
 
 def metrics_by_alpha(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
@@ -364,7 +561,7 @@ def metrics_by_update(table: pd.DataFrame) -> pd.DataFrame:
         if group[m].notna().any()
         for u, g in group.groupby("update")
     ]
-    return pd.DataFrame(out, columns=[*CONDITION_COLUMNS, "metric", "update", *METRIC_COLUMNS])
+    return pd.DataFrame(out, columns=[*CONDITION_COLUMNS, "metric", *METRIC_COLUMNS])
 
 
 def correlation_summary(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
@@ -452,13 +649,25 @@ def partial_summary(table: pd.DataFrame, update: int | None = None) -> pd.DataFr
                         f"{name}_ci_high": agg["ci_high"],
                         f"{name}_p": agg["p"],
                     }
+                    if c == "lpc_kl_global" and same_test(group, f"r_{p}_lpc_kl_local{suffix}", column):
+                        row[f"{name}_p"] = IDENTICAL
                 out.append(row)
-    df = pd.DataFrame(out)
-    if len(df):
-        columns = [f"{name}_p" for name in names]
-        adjusted = holm([v for c in columns for v in df[c]])
-        for i, c in enumerate(columns):
-            df[f"{c}_holm"] = adjusted[i * len(df) : (i + 1) * len(df)]
+    columns = [f"{name}_p" for name in names]
+    head = [*CONDITION_COLUMNS, "phase", "correlation", "n", "r", "r_ci_low", "r_ci_high", "r_p"]
+    for name in list(names)[1:]:
+        head += [f"{name}_n", name, f"{name}_ci_low", f"{name}_ci_high", f"{name}_p"]
+    df = pd.DataFrame(out, columns=head)
+    for c in columns:
+        df[f"{c}_holm"] = math.nan
+    df["family"] = ""
+    for cid in df["condition"].unique():
+        rows = df.index[df["condition"] == cid]
+        part = df.loc[rows]
+        adjusted = holm([v for c in columns for v in part[c]])
+        tested = int(np.isfinite(adjusted).sum())
+        for k, c in enumerate(columns):
+            df.loc[rows, f"{c}_holm"] = adjusted[k * len(rows) : (k + 1) * len(rows)]
+        df.loc[rows, "family"] = f"Holm per condition: {tested} tests (raw and partial r, phases × spatial correlations)"
     return df
 
 

@@ -443,7 +443,7 @@ CONTRAST_UNITS = {"success_rate": "difference in success rate", "mean_lpc": "dif
 def plot_contrasts(compared: pd.DataFrame, layout: str = "screen") -> Figure:
     """One panel per metric: each contrast's per-seed paired estimate (B - A, or B / A for the path
     ratio) with its 95% t interval over seeds, the no-effect line, and the Holm-adjusted p of the
-    t-test on the differences (mop.contrasts.contrasts). Rows name B vs A."""
+    t-test on the differences (mop.contrasts.contrasts) with n, the seeds paired. Rows name B vs A."""
     compared = compared[np.isfinite(compared["estimate"].to_numpy(dtype=float))]  # a GRU has no LPC
     metrics = [m for m in SCALARS if m in set(compared["metric"])]
     per_panel = len(compared) / max(len(metrics), 1)  # contrasts in each metric's panel
@@ -459,14 +459,15 @@ def plot_contrasts(compared: pd.DataFrame, layout: str = "screen") -> Figure:
             rows,
             "estimate",
             1.0 if m == "path_ratio" else 0.0,
-            [r.p if isinstance(r.p, str) else f"p={r.p_holm:.2g}" for r in rows.itertuples(index=False)],
+            [(r.p if isinstance(r.p, str) else f"p={r.p_holm:.2g}") + f", n={r.n}" for r in rows.itertuples(index=False)],
             [f"{r.label_b}\nvs {r.label_a}" for r in rows.itertuples(index=False)],
         )
         ax.set_xlabel(CONTRAST_UNITS[m] + (" (B/A)" if m == "path_ratio" else " (B − A)"), fontsize=7)
     for ax in axes[len(metrics) :]:
         ax.set_visible(False)
     fig.suptitle(
-        "Contrasts paired by seed: mean difference, 95% t CI over seeds (p: t-test, Holm over the table)"
+        "Contrasts paired by seed: mean difference, 95% t CI over n seeds (clipped to the metric's range; "
+        "p: t-test, Holm over the table)"
     )
     return _finish(fig, layout)
 

@@ -618,7 +618,7 @@ def test_browser_stats_viz_follows_its_task_and_update(stats_tables, tmp_path):
             assert marimo_errors(page, log) == []
             # Another update: the four figures of one update are redrawn; metrics vs update is not.
             old = png_sources(page)
-            dropdown(page, "each run's last").select_option(label="10")
+            dropdown(page, "newest all runs of a condition have").select_option(label="10")
             wait_for_pngs(page, old, 5, 4)
             assert png_sources(page)[2] == old[2]
             # Another task: every figure, the table (four phases) and the update choices follow.
@@ -627,8 +627,8 @@ def test_browser_stats_viz_follows_its_task_and_update(stats_tables, tmp_path):
             wait_for_pngs(page, old, 5, 5)
             page.get_by_text(f"{rows['BabyAI-UnlockPickup-v0']} rows").first.wait_for(timeout=30_000)
             page.get_by_text("pre_key", exact=True).first.wait_for(timeout=30_000)
-            options = dropdown(page, "each run's last").locator("option").all_inner_texts()
-            assert options == ["each run's last", "20"]
+            options = dropdown(page, "newest all runs of a condition have").locator("option").all_inner_texts()
+            assert options == ["newest all runs of a condition have", "20"]
             page.screenshot(path=str(tmp_path / "stats_viz.png"), full_page=True)
             assert marimo_errors(page, log) == []
         finally:

@@ -185,14 +185,18 @@ def test_cli_writes_tables_and_figures_and_is_incremental(grid, tmp_path, capsys
     stats.main(args + ["--out", str(tmp_path), "--no_figures"])
     assert "(0 new)" in capsys.readouterr().out
     seeds = pd.read_csv(tmp_path / "across_seeds.csv")
-    assert seeds["p"].notna().all()  # a number, or a marked reason, never an empty p
+    # a number, or NaN with its reason in `note`, never an empty p without a word (issue 40: tidy)
+    assert seeds["p"].dtype.kind == "f"
+    assert (seeds["p"].notna() | seeds["note"].fillna("").str.len().gt(0)).all()
 
 
 def test_one_seed_per_alpha_is_marked_in_the_table(grid):
     base, _, results = grid
     table = stats.build_table(base / "cache", TASK, results)
     agg = inference.across_seeds(table[table["seed"] == 0])
-    assert (agg["n"] == 1).all() and (agg["p"] == inference.NO_INFERENCE).all()
+    # on this one-phase level r(LPC, KL global) is r(LPC, KL local): reported once (issue 40)
+    assert (agg["n"] == 1).all() and agg["p"].isin([inference.NO_INFERENCE, inference.IDENTICAL]).all()
+    assert (agg["p"] == inference.IDENTICAL).sum() == (agg["correlation"] == "lpc_kl_global").sum()
     assert agg["mean_r"].notna().all() and np.isnan(agg["p_holm"]).all()
 
 
@@ -265,7 +269,9 @@ def test_each_run_has_its_wilson_interval_and_alpha_rows_use_the_counts(grid):
         )
         assert 0 <= row["ci_low"] <= row["ci_high"] <= 1
         ratio = scalars[(scalars["lpc_alpha"] == alpha) & (scalars["metric"] == "path_ratio")].iloc[0]
-        assert ratio["scale"] == "log" and ratio["ci_low"] == ratio["ci_high"] == pytest.approx(1.2)
+        # every run 1.2: no spread, so no interval (never a zero-width [1.2, 1.2]; issue 40)
+        assert ratio["scale"] == "log" and ratio["estimate"] == pytest.approx(1.2)
+        assert ratio["ci_low"] == ratio["ci_high"] == "no spread: no interval"
     # a table written before the counts existed: its rows keep empty counts, in the schema's order
     old = table.drop(columns=list(stats.COUNT_COLUMNS)).iloc[:5]
     grown = stats.build_table(base / "cache", TASK, results, previous=old)
