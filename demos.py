@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--num_workers", type=int, default=None, help="worker processes (default: CPU cores)")
     parser.add_argument(
-        "--check", action="store_true", help="generate nothing: verify the store's checksums and that it holds --demos"
+        "--check",
+        action="store_true",
+        help="generate nothing: verify the store's checksums and that it holds --demos",
     )
     args = parser.parse_args(argv)
     from mop.babyai_env import check_task_id

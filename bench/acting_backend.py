@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> dict:
              "intermediate_dim": 64, "expert_hidden_sizes": [[0, 16, 32]] * 3, "router_hidden_size": 64,
              "num_actions": 7, "input_encoder": trunk, "trunk_channels": 128}
         ).eval()  # fmt: skip
-        r = measure_acting(policy, MissionCache(build_mission_encoder("bow", 32)), "onehot", batch, args.repeats)
+        r = measure_acting(
+            policy, MissionCache(build_mission_encoder("bow", 32)), "onehot", batch, args.repeats
+        )
         per = {k: r[k] / args.envs * 1e3 for k in ("torch", "numpy")}
         rows[trunk] = {**per, "torch_over_numpy": r["torch"] / r["numpy"], "chosen": acting_backend(policy)}
         print(

@@ -218,13 +218,17 @@ def extend_store(
     skipped = {"bot_failure": 0, "unsolved": 0}
     total_skipped = sum(m["skipped"].values())
     started = time.perf_counter()
-    bar = tqdm(total=num_demos, initial=len(store), desc=f"demos {task_id}", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=num_demos, initial=len(store), desc=f"demos {task_id}", disable=not progress, dynamic_ncols=True
+    )
     stream = candidates(task_id, demo_seed, m["next_candidate"], max_steps, num_workers, fast)
     try:
         for k, ep, why in stream:
             if ep is None:
                 skipped[why] += 1
-                _too_many_skips(task_id, len(store) + len(pending), total_skipped + sum(skipped.values()), num_demos)
+                _too_many_skips(
+                    task_id, len(store) + len(pending), total_skipped + sum(skipped.values()), num_demos
+                )
             else:
                 pending.append(ep)
                 bar.update(1)
@@ -282,7 +286,9 @@ def load_or_generate_demos(
     if num_demos <= 0:
         raise ValueError(f"the number of demos must be positive, got {num_demos}")
     try:
-        return _from_store(task_id, num_demos, demo_seed, root, max_steps, num_workers, fast, progress, generate)
+        return _from_store(
+            task_id, num_demos, demo_seed, root, max_steps, num_workers, fast, progress, generate
+        )
     except DemoStoreError as e:
         raise BufferError(str(e)) from None  # what DemoSource turns into a ConfigError
 

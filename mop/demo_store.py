@@ -120,7 +120,9 @@ class DemoStore(Sequence):
         except (OSError, ValueError) as e:
             raise DemoStoreError(f"{str(path)!r} is not a readable demo store manifest ({e})") from None
         if not isinstance(manifest, dict) or manifest.get("kind") != STORE_KIND:
-            raise DemoStoreError(f"{str(path)!r} is not a demo store manifest (kind {manifest.get('kind')!r})")
+            raise DemoStoreError(
+                f"{str(path)!r} is not a demo store manifest (kind {manifest.get('kind')!r})"
+            )
         version = manifest.get("format_version")
         if version != STORE_FORMAT_VERSION:
             older = isinstance(version, int) and version < STORE_FORMAT_VERSION
@@ -142,8 +144,8 @@ class DemoStore(Sequence):
 
     def _check_sizes(self) -> None:
         total_e = total_s = 0
-        for k, chunk in enumerate(self.manifest["chunks"]):
-            for name, info in chunk["files"].items():
+        for chunk in self.manifest["chunks"]:
+            for info in chunk["files"].values():
                 f = self.root / info["name"]
                 size = f.stat().st_size if f.exists() else None
                 if size != info["bytes"]:
@@ -195,10 +197,17 @@ class DemoStore(Sequence):
         i %= n
         k = int(np.searchsorted(self._ends, i, side="right"))
         a = self._chunk(k)
-        offset, length, seed, mission = (int(v) for v in a["episodes"][i - (int(self._ends[k - 1]) if k else 0)])
+        offset, length, seed, mission = (
+            int(v) for v in a["episodes"][i - (int(self._ends[k - 1]) if k else 0)]
+        )
         s = slice(offset, offset + length)
         return StoredEpisode(
-            a["image"][s], a["direction"][s], a["carrying"][s], a["label"][s], self.manifest["missions"][mission], seed
+            a["image"][s],
+            a["direction"][s],
+            a["carrying"][s],
+            a["label"][s],
+            self.manifest["missions"][mission],
+            seed,
         )
 
     def __getitem__(self, i: int):  # type: ignore[override]
@@ -223,11 +232,18 @@ class DemoStore(Sequence):
             a = self._chunk(k)
             files += len(a)
             eps = a["episodes"]
-            if eps.shape != (chunk["episodes"], len(EPISODE_COLUMNS)) or int(eps[:, 1].sum()) != chunk["frames"]:
-                raise DemoStoreError(f"{str(self.root / chunk['files']['episodes']['name'])!r} disagrees with the manifest")
+            if (
+                eps.shape != (chunk["episodes"], len(EPISODE_COLUMNS))
+                or int(eps[:, 1].sum()) != chunk["frames"]
+            ):
+                raise DemoStoreError(
+                    f"{str(self.root / chunk['files']['episodes']['name'])!r} disagrees with the manifest"
+                )
             for name, (dtype, shape) in STEP_ARRAYS.items():
                 if a[name].dtype != dtype or a[name].shape != (chunk["frames"], *shape):
-                    raise DemoStoreError(f"{str(self.root / chunk['files'][name]['name'])!r} has the wrong dtype or shape")
+                    raise DemoStoreError(
+                        f"{str(self.root / chunk['files'][name]['name'])!r} has the wrong dtype or shape"
+                    )
         return files
 
     # ------------------------------------------------------------------ writing
@@ -249,10 +265,17 @@ class DemoStore(Sequence):
                 missions[ep.mission] = len(manifest["missions"])
                 manifest["missions"].append(ep.mission)
         lengths = np.array([len(ep) for ep in episodes], np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(episodes) else lengths
+        offsets = (
+            np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(episodes) else lengths
+        )
         table = np.stack(
-            [offsets, lengths, np.array([ep.seed for ep in episodes], np.int64),
-             np.array([missions[ep.mission] for ep in episodes], np.int64)], axis=1
+            [
+                offsets,
+                lengths,
+                np.array([ep.seed for ep in episodes], np.int64),
+                np.array([missions[ep.mission] for ep in episodes], np.int64),
+            ],
+            axis=1,
         ).reshape(len(episodes), len(EPISODE_COLUMNS))
         arrays = {
             name: (

@@ -86,7 +86,11 @@ def test_a_damaged_file_is_refused_on_read(tmp_path):
 @pytest.mark.parametrize(
     "key, value, match",
     [
-        ("task_id", "BabyAI-GoToLocal-v0", "holds task_id 'BabyAI-GoToLocal-v0', not 'BabyAI-GoToRedBallGrey-v0'"),
+        (
+            "task_id",
+            "BabyAI-GoToLocal-v0",
+            "holds task_id 'BabyAI-GoToLocal-v0', not 'BabyAI-GoToRedBallGrey-v0'",
+        ),
         ("observation", "rgb_image", "holds observation 'rgb_image'"),
         ("format_version", 1, "format_version 1, this code reads 2; it was written by an older format"),
         ("kind", "episode_buffer", "is not a demo store manifest"),
@@ -131,7 +135,9 @@ def test_generation_is_appendable_and_a_kill_loses_or_duplicates_nothing(tmp_pat
     store = bot_demos.open_store(tmp_path / "b", TASK, 0)
     assert len(store) == 6
     bot_demos.extend_store(store, 11, progress=False, chunk_episodes=3)
-    bot_demos.extend_store(bot_demos.open_store(tmp_path / "b", TASK, 0), 20, progress=False, chunk_episodes=3)
+    bot_demos.extend_store(
+        bot_demos.open_store(tmp_path / "b", TASK, 0), 20, progress=False, chunk_episodes=3
+    )
     store = bot_demos.open_store(tmp_path / "b", TASK, 0)
     assert len(store) == 20 and all(store[i].equals(whole[i]) for i in range(20))
     unsolved = sum(demo_episode_seed(0, k) % 5 == 0 for k in range(whole.manifest["next_candidate"]))
@@ -174,6 +180,9 @@ def test_demos_cli_refuses_a_count_the_store_does_not_hold(tmp_path, capsys, fak
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "set_0/manifest.json' does not exist" in err[0]
     assert not (tmp_path / TASK / "set_0").exists()
-    assert demos.main(["--task_id", TASK, "--demos", "5", "--demos_dir", str(tmp_path), "--num_workers", "1"]) == 0
+    assert (
+        demos.main(["--task_id", TASK, "--demos", "5", "--demos_dir", str(tmp_path), "--num_workers", "1"])
+        == 0
+    )
     assert demos.main(["--task_id", TASK, "--demos", "6", "--check", "--demos_dir", str(tmp_path)]) == 2
     assert "holds 5 demos, not the 6 asked" in capsys.readouterr().err

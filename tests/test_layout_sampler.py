@@ -10,7 +10,12 @@ from mop.babyai_env import make_env, quiet_reset
 
 
 def layout(env) -> tuple:
-    return (env.grid.encode().tobytes(), tuple(int(v) for v in env.agent_pos), int(env.agent_dir), env.mission)
+    return (
+        env.grid.encode().tobytes(),
+        tuple(int(v) for v in env.agent_pos),
+        int(env.agent_dir),
+        env.mission,
+    )
 
 
 @pytest.mark.parametrize(

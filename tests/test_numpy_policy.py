@@ -295,7 +295,7 @@ def test_the_film_trunk_acts_in_torch_and_both_backends_give_the_same_logits():
         assert r["max_logit_diff"] < 1e-5
         used = []
         real = NumpyPolicy.of
-        collection.NumpyPolicy.of = lambda *a: used.append(1) or real(*a)
+        collection.NumpyPolicy.of = lambda *a, used=used, real=real: used.append(1) or real(*a)
         try:
             out = acting_step(policy, missions, "onehot")(batch, policy.init_memory(3))
         finally:
