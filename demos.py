@@ -1,10 +1,15 @@
-"""Generate (or check) a cached set of BabyAI bot demos for offline behavioural cloning (--demos).
+"""Generate (or check) a level's store of BabyAI bot demos for offline behavioural cloning (--demos).
 
-The demos, their layouts and the cache format are mop/bot_demos.py's; this is its command line.
-`--demos N` on train_mop.py / train.py generates the same cache on first use.
+The demos and their layouts are mop/bot_demos.py's, the store format mop/demo_store.py's; this is
+their command line. Generation runs in --num_workers processes and appends to the level's store
+(`<demos_dir>/<task>/set_<demo_seed>/`), committing chunk by chunk: run it again with a larger
+--demos to add demos, or after a kill to resume. `--demos N` on train_mop.py / train.py generates
+the same store on first use. --check generates nothing: it verifies every file's checksum and that
+the store holds N demos.
 
-    python demos.py --task_id BabyAI-GoToLocal-v0 --demos 1000      # generate (or check) the cache
+    python demos.py --task_id BabyAI-GoToLocal-v0 --demos 1000      # generate (or extend) the store
     python demos.py --task_id BabyAI-GoToLocal-v0 --demos 1000 --demo_seed 1 --num_workers 2
+    python demos.py --task_id BabyAI-GoToLocal-v0 --demos 1000 --check
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import sys
 
 from mop.bot_demos import load_or_generate_demos
 from mop.checks import command_edges
+from mop.demo_store import STORE_KIND, DemoStore
 from mop.replay_buffer import BufferError
 
 
@@ -35,7 +41,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(
             f"--num_workers must be from 0 to {LIMITS['num_workers'][0]} (0 or 1: in this process), got {args.num_workers}"
         )
-    check_writable_dir(args.demos_dir, "--demos_dir")
+    if not getattr(args, "check", False):
+        check_writable_dir(args.demos_dir, "--demos_dir")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         "--max_steps", type=int, default=None, help="episode step limit (default: the level's)"
     )
     parser.add_argument("--num_workers", type=int, default=None, help="worker processes (default: CPU cores)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="generate nothing: verify the store's checksums and that it holds --demos",
+    )
     args = parser.parse_args(argv)
     from mop.babyai_env import check_task_id
     from mop.experiment import default_num_workers
@@ -66,12 +78,16 @@ def main(argv: list[str] | None = None) -> int:
             args.demos_dir,
             args.max_steps,
             args.num_workers if args.num_workers is not None else default_num_workers(),
+            generate=not args.check,
         )
+        if args.check and meta.get("kind") == STORE_KIND:
+            DemoStore.open(path).verify()
     except (ValueError, BufferError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    held = f" of the {meta['store_episodes']} stored" if "store_episodes" in meta else ""
     print(
-        f"{path}: {len(buf)} demos, {buf.frames} steps (skipped: {meta['skipped_bot_failure']} bot failures, "
+        f"{path}: {len(buf)} demos{held}, {buf.frames} steps (skipped: {meta['skipped_bot_failure']} bot failures, "
         f"{meta['skipped_unsolved']} unsolved; generated in {meta['generation_s']} s)"
     )
     return 0

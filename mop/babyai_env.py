@@ -4,7 +4,8 @@ handling, and the layout/phase knowledge of a level (targets, doors, phase times
 Everything that training, evaluation and the analyses must agree on about the env lives here, once.
 It knows nothing of the policy (the acting loop is collection.py):
 - `make_env(task_id, max_steps, fast)`: a minigrid level, with the UnlockPickup episode-limit typo
-  fixed; fast (the default) serves its observations from fast_grid.FastView (identical, ~10x faster);
+  fixed; fast (the default) serves its observations from fast_grid.FastView (identical, ~10x faster)
+  and generates levels with layout_sampler (the same layout per seed, ~1.25x cheaper on Unlock);
 - seed ranges: training episodes draw layouts from `train_episode_seed(...)` (>= 10**9), evaluation
   from `EVAL_SEED_START + k` (< 10**6), bot demos from `demo_episode_seed(...)` (5*10**8 .. 10**9),
   so no evaluation layout is ever trained on and demos never overlap either;
@@ -39,7 +40,7 @@ import minigrid  # noqa: F401  (registers the BabyAI-* ids with gymnasium)
 import numpy as np
 from minigrid.utils.baby_ai_bot import BabyAIBot
 
-from mop import fast_grid
+from mop import fast_grid, layout_sampler
 from mop.fast_grid import FastBot
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: drawing a level needs none
@@ -141,7 +142,8 @@ def make_env(task_id: str, max_steps: int | None = None, fast: bool = True) -> A
     """A minigrid BabyAI level (unwrapped: we call the bot and read the grid directly).
 
     max_steps None means the level's own limit (with the UnlockPickup typo fixed). fast: observations
-    from fast_grid.FastView (equal to minigrid's own gen_obs); False: minigrid's own code."""
+    from fast_grid.FastView (equal to minigrid's own gen_obs) and level generation by layout_sampler
+    (the same layout per seed); False: minigrid's own code."""
     check_task_id(task_id)
     if max_steps is None:
         max_steps = _UPSTREAM_MAX_STEPS_FIX.get(task_id)
@@ -149,6 +151,7 @@ def make_env(task_id: str, max_steps: int | None = None, fast: bool = True) -> A
     env = gym.make(task_id, **kwargs).unwrapped
     if fast:
         fast_grid.install(env)
+        layout_sampler.install(env)  # cheaper level generation, the same layout per seed
     return env
 
 

@@ -1,8 +1,11 @@
-"""Bot demos for offline behavioural cloning (BabyAI's imitation learning), cached on disk.
+"""Bot demos for offline behavioural cloning (BabyAI's imitation learning), stored on disk.
 
 `--demos N` (train_mop.py / train.py, through mop.imitation.DemoSource) trains on N bot-driven
-episodes only. They are generated once and cached as `<demos_dir>/<task>/<N>_<demo_seed>.npz` (an
-EpisodeBuffer file of kind "demos"); later runs with the same level, N and demo seed reuse the file.
+episodes only: the first N of the level's demo store `<demos_dir>/<task>/set_<demo_seed>[_max<m>]/`
+(mop/demo_store.py: memory-mapped chunks, a checked manifest), generated there in worker processes
+if the store holds fewer, and appended to, never rewritten. A run that asks for more demos extends
+the same store. An older single-file cache `<demos_dir>/<task>/<N>_<demo_seed>.npz` (an
+EpisodeBuffer file of kind "demos", format 1) is still read when it exists for exactly that request.
 The command line is demos.py at the top.
 
 - Layouts: candidate k of demo set s is `babyai_env.demo_episode_seed(s, k)`, a range disjoint from
@@ -11,8 +14,9 @@ The command line is demos.py at the top.
   counted (`skipped_bot_failure`, `skipped_unsolved` in the file's metadata), never stored as a
   dummy demo. So the set depends only on (level, N, s, max_steps), not on the number of workers.
 - Generation runs in worker processes (blocks of candidates in order, merged in order).
-- A cache of another level, count, demo set or format version is refused in one line; the file
-  is written atomically, so a full disk or a kill never leaves half a cache to be read back.
+- A store (or old cache) of another level, observation encoding, demo set or format version is
+  refused in one line; a store commits every CHUNK_EPISODES demos atomically, so a kill loses at
+  most the uncommitted chunk, regenerated from the same layout seeds when generation resumes.
 
     buf, info, path = load_or_generate_demos("BabyAI-GoToLocal-v0", 1000, demo_seed=0, root="demos")
     python demos.py --task_id BabyAI-GoToLocal-v0 --demos 1000      # generate (or check) the cache
@@ -22,16 +26,19 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mop.babyai_env import SafeBot, demo_episode_seed, make_env, quiet_reset
+from mop.demo_store import MANIFEST, STORE_KIND, DemoStore, DemoStoreError
 from mop.replay_buffer import BufferError, EpisodeBuffer, StoredEpisode
-from mop.runs import safe_name
+from mop.runs import remove_stale_temp_files, safe_name
 
 BLOCK = 64  # candidate layouts per work item
+CHUNK_EPISODES = 1024  # solved demos per committed store chunk
 
 
 def demo_path(root: str | Path, task_id: str, num_demos: int, demo_seed: int) -> Path:
@@ -85,6 +92,44 @@ def _worker_init() -> None:
     use_one_thread()
 
 
+def candidates(
+    task_id: str, demo_seed: int, start: int, max_steps: int | None, num_workers: int, fast: bool = True
+) -> Iterator[tuple[int, StoredEpisode | None, str | None]]:
+    """(k, episode or None, why not) for candidates k = start, start + 1, ... in order, played by
+    `num_workers` processes (blocks of BLOCK candidates; workers run ahead a few blocks)."""
+
+    def blocks() -> Any:
+        k = start
+        while True:
+            yield (task_id, demo_seed, k, k + BLOCK, max_steps, fast)
+            k += BLOCK
+
+    pool = None
+    try:
+        if num_workers > 1:
+            pool = mp.get_context("spawn").Pool(num_workers, initializer=_worker_init)
+            results = pool.imap(_block, blocks())
+        else:
+            results = map(_block, blocks())
+        k = start
+        for block in results:
+            for ep, why in block:
+                yield k, ep, why
+                k += 1
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def _too_many_skips(task_id: str, solved: int, skipped: int, asked: int) -> None:
+    if skipped > 10 * asked + 1000:
+        raise RuntimeError(
+            f"the bot solved only {solved} of {solved + skipped} {task_id} layouts; "
+            "this level cannot be imitated from its demos"
+        )
+
+
 def generate_demos(
     task_id: str,
     num_demos: int,
@@ -94,7 +139,7 @@ def generate_demos(
     fast: bool = True,
     progress: bool = True,
 ) -> tuple[EpisodeBuffer, dict]:
-    """(buffer of the first `num_demos` solved candidates, info with skip counts)."""
+    """(buffer of the first `num_demos` solved candidates, info with skip counts), in RAM."""
     if num_demos <= 0:
         raise ValueError(f"the number of demos must be positive, got {num_demos}")
     from tqdm.auto import tqdm
@@ -102,44 +147,20 @@ def generate_demos(
     started = time.perf_counter()
     demos: list[StoredEpisode] = []
     skipped = {"bot_failure": 0, "unsolved": 0}
-    next_k = 0
-
-    def blocks() -> Any:
-        nonlocal next_k
-        while True:
-            start = next_k
-            next_k += BLOCK
-            yield (task_id, demo_seed, start, start + BLOCK, max_steps, fast)
-
-    bar = tqdm(total=num_demos, desc=f"demos {task_id}", disable=not progress, dynamic_ncols=True)
-    pool = None
-    try:
-        if num_workers > 1:
-            pool = mp.get_context("spawn").Pool(num_workers, initializer=_worker_init)
-            results = pool.imap(_block, blocks())  # in order; workers run ahead a few blocks
-        else:
-            results = map(_block, blocks())
-        for block in results:
-            for ep, why in block:
-                if len(demos) == num_demos:
-                    break
+    with tqdm(total=num_demos, desc=f"demos {task_id}", disable=not progress, dynamic_ncols=True) as bar:
+        stream = candidates(task_id, demo_seed, 0, max_steps, num_workers, fast)
+        try:
+            for _, ep, why in stream:
                 if ep is None:
                     skipped[why] += 1
-                else:
-                    demos.append(ep)
-                    bar.update(1)
-            if len(demos) == num_demos:
-                break
-            if sum(skipped.values()) > 10 * num_demos + 1000:
-                raise RuntimeError(
-                    f"the bot solved only {len(demos)} of {len(demos) + sum(skipped.values())} {task_id} layouts; "
-                    "this level cannot be imitated from its demos"
-                )
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+                    _too_many_skips(task_id, len(demos), sum(skipped.values()), num_demos)
+                    continue
+                demos.append(ep)
+                bar.update(1)
+                if len(demos) == num_demos:
+                    break
+        finally:
+            stream.close()
     buf = EpisodeBuffer(num_demos, task_id)
     buf.extend(demos)
     info = {
@@ -154,6 +175,87 @@ def generate_demos(
     return buf, info
 
 
+# ----------------------------------------------------------------------------- the demo store
+
+
+def store_path(root: str | Path, task_id: str, demo_seed: int, max_steps: int | None = None) -> Path:
+    """The store folder of (level, demo set, step limit): `<root>/<task>/set_<s>[_max<m>]`."""
+    limit = "" if max_steps is None else f"_max{int(max_steps)}"
+    return Path(root) / safe_name(task_id, "task_id") / f"set_{int(demo_seed)}{limit}"
+
+
+def open_store(
+    root: str | Path, task_id: str, demo_seed: int, max_steps: int | None = None, create: bool = False
+) -> DemoStore:
+    """The level's store for that demo set (checked: level, encoding, format, sizes); a new empty
+    one if `create` and none exists; DemoStoreError otherwise."""
+    path = store_path(root, task_id, demo_seed, max_steps)
+    if create and not (path / MANIFEST).exists():
+        return DemoStore.create(path, task_id, demo_seed, max_steps)
+    return DemoStore.open(path, task_id=task_id, demo_seed=demo_seed, max_steps=max_steps)
+
+
+def extend_store(
+    store: DemoStore,
+    num_demos: int,
+    num_workers: int = 1,
+    fast: bool = True,
+    progress: bool = True,
+    chunk_episodes: int = CHUNK_EPISODES,
+    on_commit: Callable[[int], None] | None = None,
+) -> DemoStore:
+    """Generate demos into `store` until it holds `num_demos`, from its `next_candidate` on,
+    committing every `chunk_episodes` solved demos (a kill loses at most the uncommitted chunk,
+    regenerated from the same layout seeds next time). `on_commit(chunks)` runs after each commit."""
+    from tqdm.auto import tqdm
+
+    m = store.manifest
+    task_id, demo_seed, max_steps = m["task_id"], m["demo_seed"], m["max_steps"]
+    remove_stale_temp_files(store.root)
+    if len(store) >= num_demos:
+        return store
+    pending: list[StoredEpisode] = []
+    skipped = {"bot_failure": 0, "unsolved": 0}
+    total_skipped = sum(m["skipped"].values())
+    started = time.perf_counter()
+    bar = tqdm(
+        total=num_demos, initial=len(store), desc=f"demos {task_id}", disable=not progress, dynamic_ncols=True
+    )
+    stream = candidates(task_id, demo_seed, m["next_candidate"], max_steps, num_workers, fast)
+    try:
+        for k, ep, why in stream:
+            if ep is None:
+                skipped[why] += 1
+                _too_many_skips(
+                    task_id, len(store) + len(pending), total_skipped + sum(skipped.values()), num_demos
+                )
+            else:
+                pending.append(ep)
+                bar.update(1)
+            if pending and (len(pending) == chunk_episodes or len(store) + len(pending) == num_demos):
+                store.append(pending, k + 1, skipped, time.perf_counter() - started)
+                total_skipped += sum(skipped.values())
+                pending, skipped, started = [], {"bot_failure": 0, "unsolved": 0}, time.perf_counter()
+                if on_commit is not None:
+                    on_commit(len(store.manifest["chunks"]))
+                if len(store) >= num_demos:
+                    break
+    finally:
+        stream.close()
+        bar.close()
+    return store
+
+
+def store_buffer(store: DemoStore, num_demos: int) -> EpisodeBuffer:
+    """An EpisodeBuffer over the store's first `num_demos` episodes, read lazily (memory-mapped):
+    what DemoSource samples epoch by epoch."""
+    buf = EpisodeBuffer(max(1, num_demos), store.manifest["task_id"])
+    buf.episodes = store.head(num_demos)  # a lazy Sequence: indexing reads one episode's views
+    buf.frames = store.frames_of(num_demos)
+    buf.added = num_demos
+    return buf
+
+
 def load_or_generate_demos(
     task_id: str,
     num_demos: int,
@@ -163,8 +265,12 @@ def load_or_generate_demos(
     num_workers: int = 1,
     fast: bool = True,
     progress: bool = True,
+    generate: bool = True,
 ) -> tuple[EpisodeBuffer, dict, Path]:
-    """The cached demo set (checked against what is asked), or a new one generated and cached."""
+    """(buffer of the first `num_demos` demos, metadata, path). An older single-file cache
+    (`demo_path`, format 1) is read if one exists for exactly this request; otherwise the level's
+    store (`store_path`) is opened, checked and, if `generate`, extended to `num_demos` (created if
+    missing). DemoStoreError (a BufferError) for a store that cannot be used or holds too few."""
     path = demo_path(root, task_id, num_demos, demo_seed)
     if path.exists():
         buf, meta = EpisodeBuffer.load(path, task_id)
@@ -177,7 +283,48 @@ def load_or_generate_demos(
                     f"{str(path)!r} holds demos with {key} {meta.get(key)!r}, not {value!r}; move it or use another --demos_dir"
                 )
         return buf, meta, path
-    buf, info = generate_demos(task_id, num_demos, demo_seed, max_steps, num_workers, fast, progress)
-    buf.save(path, kind="demos", **info)
-    _, meta = EpisodeBuffer.load(path, task_id)
-    return buf, meta, path
+    if num_demos <= 0:
+        raise ValueError(f"the number of demos must be positive, got {num_demos}")
+    try:
+        return _from_store(
+            task_id, num_demos, demo_seed, root, max_steps, num_workers, fast, progress, generate
+        )
+    except DemoStoreError as e:
+        raise BufferError(str(e)) from None  # what DemoSource turns into a ConfigError
+
+
+def _from_store(
+    task_id: str,
+    num_demos: int,
+    demo_seed: int,
+    root: str | Path,
+    max_steps: int | None,
+    num_workers: int,
+    fast: bool,
+    progress: bool,
+    generate: bool,
+) -> tuple[EpisodeBuffer, dict, Path]:
+    try:
+        store = open_store(root, task_id, demo_seed, max_steps, create=False)
+    except DemoStoreError:
+        if not generate or (store_path(root, task_id, demo_seed, max_steps) / MANIFEST).exists():
+            raise
+        store = open_store(root, task_id, demo_seed, max_steps, create=True)
+    if generate:
+        extend_store(store, num_demos, num_workers, fast, progress)
+    buf = store_buffer(store, num_demos)  # DemoStoreError if it holds fewer
+    m = store.manifest
+    meta = {
+        "kind": STORE_KIND,
+        "format_version": m["format_version"],
+        "task_id": task_id,
+        "num_demos": num_demos,
+        "store_episodes": len(store),
+        "demo_seed": demo_seed,
+        "max_steps": max_steps,
+        "skipped_bot_failure": m["skipped"]["bot_failure"],
+        "skipped_unsolved": m["skipped"]["unsolved"],
+        "frames": buf.frames,
+        "generation_s": m["generation_s"],
+    }
+    return buf, meta, store.root

@@ -111,16 +111,52 @@ def on_cpu(out: PolicyOutput) -> PolicyOutput:
     return PolicyOutput(logits, memory, list(weights))
 
 
+def acting_backend(policy: torch.nn.Module) -> str:
+    """'torch' or 'numpy': which acting step is cheaper on the CPU for this policy's trunk, a rule
+    from `measure_acting` (docs/speed.md, "Acting backend"): the 'film' trunk's convolutions are
+    cheaper in torch (~1.8x), every other trunk's small matmuls in numpy (2-3x). A fixed rule, not a
+    per-run timing, so that a run's actions never depend on how busy the box was."""
+    trunk = getattr(policy, "input_projection", None)
+    return "torch" if type(trunk).__name__ == "FiLMTrunk" else "numpy"
+
+
+def measure_acting(
+    policy: torch.nn.Module, missions: MissionCache, obs_encoding: str, batch: ObsBatch, repeats: int = 20
+) -> dict[str, float]:
+    """Seconds per acting step of `batch` in torch and in numpy (None: numpy does not cover the
+    policy), the median of `repeats` after one warm-up step each; and their largest logit difference."""
+
+    memory = policy.init_memory(len(batch.missions))
+    actor = NumpyPolicy.of(policy, missions, obs_encoding)
+    steps = {"torch": lambda: on_cpu(act(policy, missions, batch, memory, obs_encoding)).logits.numpy()}
+    if actor is not None:
+        steps["numpy"] = lambda: actor.step(batch, memory.numpy())[0]
+    out: dict[str, Any] = {"numpy": None}
+    logits = {}
+    for name, step in steps.items():
+        logits[name] = step()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+        out[name] = float(np.median(times))
+    if actor is not None:
+        out["max_logit_diff"] = float(np.abs(logits["torch"] - logits["numpy"]).max())
+    return out
+
+
 def acting_step(
     policy: torch.nn.Module, missions: MissionCache, obs_encoding: str
 ) -> Callable[[ObsBatch, torch.Tensor], PolicyOutput]:
     """`act` with the policy's current weights, as collection and evaluation take it (CPU tensors
-    in and out): in numpy where numpy_policy covers a policy on the CPU (2-3x faster per step;
-    equal to float rounding), else in torch on the policy's device, all envs of the batch in one
+    in and out): in numpy where numpy_policy covers a policy on the CPU and `acting_backend` says
+    numpy is the cheaper (2-3x faster per step for the MLP trunks; equal to float rounding), else in torch on the policy's device, all envs of the batch in one
     step (a CUDA policy: evaluation's acting on the GPU). Build it again whenever the weights
     change (here: once per chunk)."""
     on_the_cpu = module_device(policy).type == "cpu"
-    actor = NumpyPolicy.of(policy, missions, obs_encoding) if on_the_cpu else None
+    numpy_wins = on_the_cpu and acting_backend(policy) == "numpy"
+    actor = NumpyPolicy.of(policy, missions, obs_encoding) if numpy_wins else None
     if actor is None:
         return lambda batch, memory: on_cpu(act(policy, missions, batch, memory, obs_encoding))
 

@@ -280,3 +280,24 @@ def test_collection_takes_the_numpy_step_for_the_trunk_and_equals_torch(monkeypa
         for key in ("image", "direction", "carrying", "mission_index", "label", "label_mask", "done"):
             assert np.array_equal(a[key], b[key]), key
         assert torch.allclose(a["memory"], b["memory"], atol=1e-4)
+
+
+def test_the_film_trunk_acts_in_torch_and_both_backends_give_the_same_logits():
+    """acting_backend's rule: the 'film' trunk acts in torch (its convolutions are cheaper there),
+    the MLP trunks in numpy; both steps give the same logits (so the same actions) within 1e-5."""
+    envs = [make_env(LEVEL) for _ in range(3)]
+    batch = ObsBatch.of(envs, [env.reset(seed=7 + i)[0] for i, env in enumerate(envs)])
+    for trunk, backend in (("film", "torch"), ("bilinear", "numpy")):
+        policy = _policy("mop", trunk, "onehot", trunk_channels=8)
+        missions = MissionCache(build_mission_encoder("bow", 12))
+        assert collection.acting_backend(policy) == backend
+        r = collection.measure_acting(policy, missions, "onehot", batch, repeats=1)
+        assert r["max_logit_diff"] < 1e-5
+        used = []
+        real = NumpyPolicy.of
+        collection.NumpyPolicy.of = lambda *a, used=used, real=real: used.append(1) or real(*a)
+        try:
+            out = acting_step(policy, missions, "onehot")(batch, policy.init_memory(3))
+        finally:
+            collection.NumpyPolicy.of = real
+        assert bool(used) == (backend == "numpy") and out.logits.shape == (3, 7)

@@ -201,14 +201,14 @@ def test_demos_are_reproducible_cached_and_skip_what_the_bot_cannot_solve(tmp_pa
     from mop import bot_demos as demos
 
     a, info, path = demos.load_or_generate_demos(TASK, 12, 3, tmp_path, progress=False)
-    assert path == tmp_path / TASK / "12_3.npz" and len(a) == 12
+    assert path == tmp_path / TASK / "set_3" and len(a) == 12  # the level's demo store (mop/demo_store.py)
     seeds = [ep.seed for ep in a.episodes]
     assert seeds == [demo_episode_seed(3, k) for k in range(12)]  # this level's bot solves every layout
     assert all((ep.label >= 0).all() for ep in a.episodes)
     b, _ = demos.generate_demos(TASK, 12, 3, progress=False)
     assert all(x.equals(y) for x, y in zip(a.episodes, b.episodes))
     again, meta, _ = demos.load_or_generate_demos(TASK, 12, 3, tmp_path, progress=False)  # from the cache
-    assert meta["kind"] == "demos" and all(x.equals(y) for x, y in zip(a.episodes, again.episodes))
+    assert meta["kind"] == "demo_store" and all(x.equals(y) for x, y in zip(a.episodes, again.episodes))
     # a layout the bot fails on is skipped and counted, never stored
     real = demos.bot_episode
     failing = {demo_episode_seed(0, 1), demo_episode_seed(0, 4)}
@@ -332,7 +332,7 @@ def test_offline_bc_from_demos_trains_resumes_and_evaluates(tmp_path):
     demos_dir = tmp_path / "demos"
     cfg = tiny_config(tmp_path, demos=30, demos_dir=str(demos_dir), num_updates=6)
     summary = train_mop.main(cfg, progress=False)
-    assert (demos_dir / TASK / "30_0.npz").exists()
+    assert (demos_dir / TASK / "set_0" / "manifest.json").exists()  # the level's demo store
     run = tmp_path / TASK / "trial_0"
     rows = __import__("mop.experiment", fromlist=["read_metrics"]).read_metrics(run / "metrics.jsonl")
     assert rows[-1]["episodes/total"] > 30  # more than one pass over 30 short demos
