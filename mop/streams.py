@@ -181,11 +181,18 @@ class ShuffledPasses:
         self.epoch, self.order = int(state["epoch"]), [int(i) for i in state["order"]]
 
 
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor of its own: the demo store's episodes are read-only memory maps, which torch will
+    not wrap (and must never write through), so those are copied; in-memory arrays are shared."""
+    array = np.ascontiguousarray(array)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 def _episode_tensors(episode: StoredEpisode) -> dict:
-    out = {k: torch.from_numpy(np.ascontiguousarray(getattr(episode, k))) for k in _EPISODE_ARRAYS}
+    out = {k: _tensor(getattr(episode, k)) for k in _EPISODE_ARRAYS}
     out.update(mission=episode.mission, seed=int(episode.seed))
     if episode.rooms_visited is not None:
-        out["rooms_visited"] = torch.from_numpy(np.ascontiguousarray(episode.rooms_visited))
+        out["rooms_visited"] = _tensor(episode.rooms_visited)
     return out
 
 
