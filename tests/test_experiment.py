@@ -179,10 +179,12 @@ def test_tiny_real_training_run_writes_loadable_checkpoints(tmp_path):
     summary = train_mop.main(cfg, progress=False)
     directory = tmp_path / "ck" / "BabyAI-GoToRedBallGrey-v0" / "trial_0" / "seed_1"
     assert Path(summary["run_dir"]) == directory == run_dir(cfg)
-    assert sorted(p.name for p in directory.glob("*.pt")) == [  # the final weights are stored once
+    assert sorted(p.name for p in directory.glob("*.pt")) == [  # the last update: numbered + final link
         "checkpoint_2.pt",
+        "checkpoint_4.pt",
         "checkpoint_final.pt",
     ]
+    assert (directory / "checkpoint_4.pt").samefile(directory / "checkpoint_final.pt")
     assert json.loads((directory / "config.json").read_text())["task_id"] == "BabyAI-GoToRedBallGrey-v0"
     ckpt = torch.load(directory / "checkpoint_final.pt", weights_only=True)
     for key in (
