@@ -234,20 +234,20 @@ def test_routing_viz_builds_the_default_view(project, monkeypatch):
     defs = run_notebook("routing_viz.py", project["env"], monkeypatch)
     data = defs["data"]
     assert len(data.episodes) == EPISODES and data.meta["config"]["task_id"] == TASK
-    # The dropdown lists every cache folder; the default (first) is the final checkpoint's (update 6,
-    # whose weights are stored once, as checkpoint_final.pt).
+    # The dropdown lists every cache folder, each keyed by the update its weights hold (the final
+    # checkpoint's is update 6's); the default is the first.
     assert set(defs["caches"]) == {
-        f"{TASK} · trial 0",
-        f"{TASK} · trial 0 · knockout largest",
         f"{TASK} · trial 0 · update 3",
+        f"{TASK} · trial 0 · update 6",
+        f"{TASK} · trial 0 · update 6 · knockout largest",
     }
-    assert defs["plot_dir"] == Path(TASK, "trial_0")
+    assert defs["plot_dir"] == Path(TASK, "trial_0", "update_3")
     assert isinstance(defs["fig_routing"], Figure)
     assert defs["level_image"].ndim == 3 and defs["level_image"].shape[2] == 3
     assert defs["analysis_dropdown"].value == "overall" and defs["family"].value == "spatial routing"
-    assert set(defs["checkpoints"]) == {
+    assert set(defs["checkpoints"]) == {  # update 6: the last, checkpoint_final.pt links it
         f"{TASK} · trial 0 · update 3",
-        f"{TASK} · trial 0 · final",
+        f"{TASK} · trial 0 · update 6",
     }
 
 
@@ -292,7 +292,7 @@ def test_cross_task_viz_reads_results_caches_and_metrics(project, monkeypatch):
     assert len(defs["results"]) == 3
     assert isinstance(defs["fig_knockout"], Figure)
     assert isinstance(defs["fig_training"], Figure)
-    assert list(defs["loaded"]) == [f"{TASK} · trial 0"]
+    assert list(defs["loaded"]) == [f"{TASK} · trial 0 · update 3"]  # the first cache of the run
 
 
 def test_stats_viz_aggregates_the_first_table_and_names_an_unusable_one(stats_tables, tmp_path, monkeypatch):
