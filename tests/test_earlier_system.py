@@ -56,9 +56,12 @@ def test_a_seeded_final_checkpoint_caches_under_its_update():
     )
     # the numbered copy of those weights (the earlier system's) caches in the same folder
     assert cache_dir_for("c", config, f"{RUN}/checkpoint_5000.pt") == cache_dir_for("c", config, final)
-    # unseeded runs keep trial_N/ (where its unseeded readers look); a config without its update too
+    # unseeded runs too (its batch_eval wrote update_<U>/ for every run: a later final never
+    # overwrites this one); a config without its update keeps the run's own folder
     unseeded = {**config, "seed": None}
-    assert cache_dir_for("c", unseeded, "x/checkpoint_final.pt") == Path("c", UNLOCK, "trial_20")
+    assert cache_dir_for("c", unseeded, "x/checkpoint_final.pt") == Path(
+        "c", UNLOCK, "trial_20", "update_5000"
+    )
     assert cache_dir_for("c", {**config, "update": None}, final) == Path("c", UNLOCK, "trial_20", "seed_3")
 
 
@@ -163,8 +166,9 @@ def test_its_tools_find_a_seeded_runs_last_update_and_nothing_is_evaluated_twice
     batch_eval.main(common)
     assert its_latest_caches(cache, cfg.task_id, 0) == {1: cfg.num_updates}  # not update 3, the one before
     doc = json.loads((cache / cfg.task_id / "trial_0" / "seed_1" / "update_6" / JSON_FILE).read_text())
-    assert doc["checkpoint_path"].endswith("checkpoint_final.pt")
-    # its layout of the same run (the final weights also as checkpoint_6.pt) and its CSV row for them
+    assert doc["checkpoint_path"].endswith("checkpoint_6.pt")  # the name its batch_eval skips by
+    # its layout of the same run (the final weights as two copies) and its CSV row for them
+    (run / "checkpoint_6.pt").unlink()
     shutil.copy(run / "checkpoint_final.pt", run / "checkpoint_6.pt")
     table = pd.read_csv(csv)
     its = table[table["update"] == 6].assign(
