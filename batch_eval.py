@@ -2,8 +2,11 @@
 
 Scans checkpoints/ and modal_checkpoints/ (or --checkpoint_dir, repeatable) for
 <task_id>/trial_<N>/[seed_<S>/]checkpoint_<update|final>.pt, evaluates each with eval_mop.evaluate,
-merges one row per (checkpoint, evaluated task, knockout) into the results CSV and writes the routing
-cache under evaluation_cache/. Rows are merged under a file lock and the CSV is replaced atomically,
+merges one row per evaluation (the weights' run and update, evaluated task, knockout) into the
+results CSV and writes the routing cache under evaluation_cache/. Every update that has weights and
+no row is evaluated: a run's last update is checkpoint_<U>.pt (its checkpoint_final.pt is a link to
+it and is not evaluated twice), so resuming a run to more updates leaves the earlier last update's
+row and cache as they were. Rows are merged under a file lock and the CSV is replaced atomically,
 so several batch_eval processes (or Modal jobs) never lose or duplicate a row, and a crash leaves
 the previous file intact. Bot path lengths of the evaluation layouts are computed once per task and
 reused by every checkpoint (evaluation_cache/_bot_paths/).
@@ -48,6 +51,7 @@ from mop.runs import (
     OutputError,
     RunId,
     RunPathError,
+    canonical_checkpoints,
     check_writable_dir,
     check_writable_file,
     find_checkpoints,
@@ -62,19 +66,12 @@ class BatchEvalError(ValueError):
 
 
 def discover(checkpoint_dirs: list[str]) -> list[CheckpointRef]:
-    """Every checkpoint under the given roots in the run layout, with the numbered checkpoints
-    that hold the same weights as their run's checkpoint_final.pt left out (runs written before
-    the final weights were stored once, and the earlier system's, keep both files): the final
-    weights are evaluated once, under the earlier system's checkpoint_final.pt name. A final
-    checkpoint's ref carries the update it holds (final_update; None if unreadable)."""
-    refs = find_checkpoints(checkpoint_dirs)
-    finals = {Path(r.path).parent: r for r in refs if r.update is None}
-    aliased = {Path(r.path).parent: final_update(Path(r.path)) for r in finals.values()}
-    return [
-        replace(r, final_update=aliased.get(Path(r.path).parent)) if r.update is None else r
-        for r in refs
-        if r.update is None or aliased.get(Path(r.path).parent) != r.update
-    ]
+    """Every set of weights under the given roots in the run layout, once
+    (mop.runs.canonical_checkpoints): a checkpoint_final.pt whose numbered twin
+    checkpoint_<U>.pt is there is left out (rows name the numbered file, as the earlier system's
+    did); one without a twin (runs written before the last update was stored twice) is kept,
+    carrying the update it holds (final_update; None if unreadable)."""
+    return canonical_checkpoints(find_checkpoints(checkpoint_dirs), final_update)
 
 
 def final_update(path: Path) -> int | None:
@@ -117,7 +114,7 @@ def select(
             continue
         if seed is not None and r.seed != seed:
             continue
-        if final_only and r.update is not None or update is not None and r.update != update:
+        if final_only and not r.is_final or update is not None and r.held_update != update:
             continue
         out.append(r)
     return out
@@ -276,7 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--final-only",
         dest="final_only",
         action="store_true",
-        help="only checkpoint_final.pt (--final-only is the earlier system's spelling)",
+        help="only each run's last update (checkpoint_final.pt and the checkpoint_<U>.pt it links; "
+        "--final-only is the earlier system's spelling)",
     )
     parser.add_argument("--skip_routing", action="store_true", help="metrics only, no routing cache (faster)")
     parser.add_argument(

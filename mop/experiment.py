@@ -280,10 +280,21 @@ class TrainConfig:
     checkpoint_interval: int | None = _help("save every N updates (null: only the final checkpoint)", 500)
     log_interval: int = _help("updates between log lines / metrics.jsonl rows", 25)
     recent_window: int = _help("episodes in the 'recent' success and path-ratio averages", 100)
-    wandb_project: str | None = _help("also log to this Weights & Biases project (null: off)", None)
+    wandb_project: str | None = _help(
+        "also log to this Weights & Biases project (null: off); without the wandb package one note line "
+        "and metrics.jsonl only",
+        None,
+    )
+    logger: str | None = _help(
+        "where the metrics also go: none, wandb (to wandb_project, default 'rl-mop'), tensorboard "
+        "(event files in <run>/tensorboard/); null: wandb when wandb_project is set, else none. "
+        "metrics.jsonl is always written",
+        None,
+    )
 
 
 CONFIG_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
+LOGGERS = ("none", "wandb", "tensorboard")
 _DEFAULTS = {
     f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
 }
@@ -304,6 +315,7 @@ RESUMABLE_OVERRIDES = {
     "log_interval",
     "checkpoint_interval",
     "wandb_project",
+    "logger",
     "checkpoint_dir",
     "demos_dir",
 }
@@ -506,6 +518,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"expert_dropout_gamma must be in (0, 1], got {cfg.expert_dropout_gamma}")
     if cfg.lpc_alpha < 0 or cfg.lpc_epsilon <= 0 or cfg.lpc_exponent < 0:
         raise ConfigError("lpc_alpha and lpc_exponent must be >= 0 and lpc_epsilon > 0")
+    if cfg.logger is not None and cfg.logger not in LOGGERS:
+        raise ConfigError(f"logger must be one of {', '.join(LOGGERS)} (or null), got {cfg.logger!r}")
     if cfg.obs_encoding not in OBS_ENCODINGS:
         raise ConfigError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {cfg.obs_encoding!r}")
     if cfg.input_dim is not None and (
@@ -636,9 +650,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         **apply_input_dim(overrides, "the command line", lang_dim),
     }
     values = {k: _coerce(k, v) for k, v in merged.items()}
-    cfg = validate(TrainConfig(**values))
+    network = legacy_config.earlier_network(values.get("input_dim"), set(data) | set(overrides))
+    cfg = validate(TrainConfig(**{**values, **network}))
     if cfg.input_dim is not None:
-        legacy_config.note(cfg.input_dim, cfg.obs_encoding, cfg.input_encoder, cfg.lang_encoder)
+        legacy_config.note(cfg.input_dim, cfg.obs_encoding, cfg.input_encoder, cfg.lang_encoder, network)
     return cfg
 
 

@@ -55,7 +55,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -97,13 +96,20 @@ from mop.replay_buffer import (
     EpisodeBuffer,
 )
 from mop.runs import (
+    DONE,
     METRICS_FILE,
+    NEW,
+    PARTIAL,
     check_writable_dir,
     checkpoint_name,
     checkpoint_paths,
     final_checkpoint,
+    link_or_copy,
     own_run,
     resume_candidates,
+    retire_final,
+    run_stands,
+    store_last_update,
     write_run_config,
 )
 
@@ -128,7 +134,7 @@ class RunStats:
 
 # ----------------------------------------------------------------------------- start or resume
 
-NEW, PARTIAL, DONE = "new", "partial", "done"
+# The states of a run and the rule deciding them live in mop/runs.py (run_stands); re-exported here.
 
 
 @dataclass(frozen=True)
@@ -172,9 +178,9 @@ def run_status(cfg: TrainConfig) -> RunStatus:
     except ConfigError:  # none readable: resuming names them
         return RunStatus(PARTIAL)
     update = int(ckpt["update"])
-    finished = path.name == checkpoint_name(None)
-    done = update > cfg.num_updates or (update == cfg.num_updates and finished)
-    return RunStatus(DONE if done else PARTIAL, path, update, ckpt["config"].get("policy_type"))
+    return RunStatus(
+        run_stands(path, update, cfg.num_updates), path, update, ckpt["config"].get("policy_type")
+    )
 
 
 def checkpoint_to_resume(cfg: TrainConfig, resume: bool) -> tuple[Path, dict] | None:
@@ -190,8 +196,7 @@ def checkpoint_to_resume(cfg: TrainConfig, resume: bool) -> tuple[Path, dict] | 
             )
         return None
     path, ckpt = newest_checkpoint(directory)
-    finished = path.name == checkpoint_name(None)
-    if ckpt["update"] > cfg.num_updates or (finished and ckpt["update"] == cfg.num_updates):
+    if run_stands(path, int(ckpt["update"]), cfg.num_updates) == DONE:
         raise ConfigError(
             f"--resume: the run in {str(directory)!r} already reached update {ckpt['update']}; raise --num_updates to continue"
         )
@@ -625,9 +630,8 @@ def _complete_if_only_renaming(cfg: TrainConfig, resume: bool) -> dict | None:
     if resumed is None or resumed[1]["update"] != cfg.num_updates:
         return None
     path, ckpt = resumed
-    final = directory / checkpoint_name(None)
-    os.replace(path, final)
-    print(f"{str(directory)!r} had reached update {cfg.num_updates}: {path.name} is now {final.name}")
+    final = link_or_copy(path, directory / checkpoint_name(None))  # mop/runs.py: store_last_update's link
+    print(f"{str(directory)!r} had reached update {cfg.num_updates}: {final.name} now links {path.name}")
     rows = read_metrics(directory / METRICS_FILE) if (directory / METRICS_FILE).exists() else []
     return {
         "run_dir": str(directory),
@@ -709,10 +713,13 @@ class ImitationRun:
             continuing = self.resume_flag
             self.logger = MetricLogger(self.directory, cfg, continuing, state.update if continuing else None)
             write_run_config(self.directory, learner.model_config)
-            if self.resumed is not None and self.resumed[0].name == checkpoint_name(None):
-                # A finished run goes on: its final weights keep their update. (A bad
-                # checkpoint_final.pt skipped by newest_checkpoint stays until this run writes a new one.)
-                os.replace(self.resumed[0], self.directory / checkpoint_name(state.update))
+            if self.resumed is not None:
+                path = self.resumed[0]
+                print(f"resuming from {path} (update {state.update}, training to {cfg.num_updates})")
+                if path.name == checkpoint_name(None):
+                    # A finished run goes on: its final weights keep only their numbered name (a bad
+                    # checkpoint_final.pt skipped by newest_checkpoint stays until this run writes a new one).
+                    retire_final(self.directory, state.update)
             self.bar = tqdm(
                 initial=state.update,
                 total=cfg.num_updates,
@@ -804,8 +811,10 @@ class ImitationRun:
         interval = cfg.checkpoint_interval and update % cfg.checkpoint_interval == 0
         if (interval or update in self.save_at) and not last:
             self.written.append(self.save(checkpoint_name(update)))
-        if last:
-            self.written.append(self.save(checkpoint_name(None)))  # the final weights, stored once
+        if last:  # checkpoint_<U>.pt, and checkpoint_final.pt linking it (mop/runs.py store_last_update)
+            self.written += [
+                str(p) for p in store_last_update(self.directory, update, lambda p: self.save(p.name))
+            ]
         return logged
 
     def payload(self) -> dict:
@@ -838,12 +847,24 @@ class ImitationRun:
         }
 
 
+def success_label(row: dict) -> str:
+    """What the training line's success measures: the collected episodes, whose actions were the
+    bot's with probability teacher_forcing (per step) and the student's otherwise. So only at
+    teacher_forcing 0 is it the student's own success ('succ(student)'); otherwise it is labelled
+    bot-driven with the share of bot actions ('succ(bot-driven 50%)'), and an evaluation
+    (eval_mop.py) gives the student's own."""
+    forcing = row.get("train/teacher_forcing", 0.0)
+    if forcing is None or forcing != forcing or forcing <= 0:
+        return "succ(student)"
+    return "succ(bot-driven)" if forcing >= 1 else f"succ(bot-driven {forcing:.0%})"
+
+
 def format_log_line(row: dict) -> str:
     parts = [
         f"upd {row['update']:>5}",
         f"loss {row.get('train/loss', float('nan')):.3f}",
         f"acc {row.get('train/accuracy', float('nan')):.3f}",
-        f"succ {row['train/success_recent']:.3f} ({row['episodes/recent_window']} ep)",
+        f"{success_label(row)} {row['train/success_recent']:.3f} ({row['episodes/recent_window']} ep)",
         f"path {row['train/path_ratio_recent']:.2f}",
     ]
     if "train/lpc" in row:

@@ -9,7 +9,8 @@ the size of the observation vector without the mission. Here it is a config key 
 - 985: obs_encoding onehot (ours);
 - null (our default): whatever obs_encoding gives.
 Each implied key is set only where the source that gives input_dim (a file, the command line) does
-not set it; experiment.load_config applies this per source and experiment.validate refuses an
+not set it; with 152, the layer sizes no source gives (expert_hidden_sizes, intermediate_dim,
+router_hidden_size) are the earlier system's train_mop.py defaults (EARLIER_NETWORK), not ours; experiment.load_config applies this per source and experiment.validate refuses an
 obs_encoding that contradicts input_dim. Any other size is refused naming the ones that work.
 
 Its checkpoints (format 0, as this project's were before `format_version`) are brought to the
@@ -17,6 +18,7 @@ current format by `upgrade` (experiment.load_checkpoint calls it through upgrade
 Reads and writes nothing.
 
     python train_mop.py --config its_config.yaml      # input_dim: 152 -> its network, one note line
+                                                      # (no expert keys: its [32,64,128] / 256 / 64)
     python train_mop.py --input_dim 985               # = --obs_encoding onehot
 """
 
@@ -36,6 +38,22 @@ INPUT_DIM_SETTINGS = {
     985: {"obs_encoding": "onehot"},
 }
 _NOTED: set[str] = set()
+# The network the earlier system's train_mop.py built when its config left these keys out (its
+# code defaults, reference §1.8: one layer of experts [32, 64, 128], intermediate 256, router 64).
+# Its configs with input_dim 152 and no expert keys (quick_test.yaml, large_scale.yaml) train it.
+EARLIER_NETWORK = {
+    "expert_hidden_sizes": [[32, 64, 128]],
+    "intermediate_dim": 256,
+    "router_hidden_size": 64,
+}
+
+
+def earlier_network(input_dim: Any, given: set[str]) -> dict:
+    """The earlier system's network keys that no config source gives (`given`: the keys of the
+    file and the command line) when input_dim is 152; {} otherwise (ours are config.yaml's)."""
+    if input_dim is None or int(input_dim) != 152:
+        return {}
+    return {k: copy.deepcopy(v) for k, v in EARLIER_NETWORK.items() if k not in given}
 
 
 def implied_settings(dim: int, lang_dim: Any = None) -> dict:
@@ -75,13 +93,19 @@ def contradiction(input_dim: int, obs_encoding: str) -> str | None:
     return input_dim_problem(input_dim)
 
 
-def note(input_dim: int, obs_encoding: str, input_encoder: str, lang_encoder: str) -> None:
-    """The one line that says what an input_dim selected (printed once per process and setting)."""
+def note(
+    input_dim: int, obs_encoding: str, input_encoder: str, lang_encoder: str, network: dict | None = None
+) -> None:
+    """The one line that says what an input_dim selected (printed once per process and setting),
+    with the earlier system's layer sizes where they were filled in (earlier_network)."""
     what = "the earlier system's network: " if obs_encoding == "raw" else ""
     line = (
         f"note: input_dim {input_dim} trains {what}obs_encoding {obs_encoding}, "
         f"input_encoder {input_encoder}, lang_encoder {lang_encoder}"
     )
+    if network:
+        sizes = ", ".join(f"{k} {v}" for k, v in network.items())
+        line += f"; no {'/'.join(network)} given: its train_mop.py defaults {sizes}"
     if line not in _NOTED:
         _NOTED.add(line)
         print(line)

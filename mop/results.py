@@ -3,10 +3,12 @@ a row from an evaluation, reading it and merging rows into it. Every reader and 
 (batch_eval.py, stats.py, render_plots.py, the notebooks, modal_app.py) goes through here.
 
 One row per evaluation. Its identity (`evaluation_identity`): for a checkpoint in the run layout
-whose update is known, (run folder, update, evaluated level, knockout), so checkpoint_<U>.pt and a
-checkpoint_final.pt holding update U in one run folder (the same weights: the earlier system wrote
-both, and keyed its rows by the numbered name; ours store a seeded run's last update only as
-checkpoint_final.pt) are one row; otherwise (checkpoint_path, evaluated level, knockout). A CSV
+whose update is known, (run folder, update, evaluated level, knockout) (the weights' part is
+mop/runs.py's weights_identity), so checkpoint_<U>.pt and a checkpoint_final.pt holding update U
+in one run folder (the same weights: both systems store the last update under both names) are one
+row, which names checkpoint_<U>.pt (the name the earlier system's batch_eval skips by), and a
+checkpoint_final.pt row stays its update's after a resumed run moves the final name on;
+otherwise (checkpoint_path, evaluated level, knockout). A CSV
 mixing both systems' rows therefore never holds one set of weights twice, batch_eval never
 re-evaluates weights a row of either system covers, and a merged row replaces the row of the same
 identity (the last one read wins where an older CSV already holds two). Columns, in this order: the
@@ -29,7 +31,6 @@ previous file. A CSV with columns this project does not write is refused (Result
 from __future__ import annotations
 
 import json
-import math
 import os
 import posixpath
 import re
@@ -38,7 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from mop.runs import CheckpointRef, atomic_write, is_multi_task, locked, parse_run_path
+from mop.runs import CheckpointRef, atomic_write, is_multi_task, locked, weights_identity
 
 # The earlier system's columns first, in its batch_eval's order (users' scripts read them), then
 # ours; usage_layer_<k>_expert_<j> follow.
@@ -254,18 +255,10 @@ def normalise_keys(df: pd.DataFrame) -> pd.DataFrame:
     ]
     if "knockout" in df.columns:
         df["knockout"] = [canonical_knockout_label(k) for k in df["knockout"]]
-    df = df.drop_duplicates(subset=[c for c in KEY if c in df.columns], keep="last").reset_index(drop=True)
+    # Not by KEY alone: two rows naming checkpoint_final.pt at different updates (a run resumed
+    # between two evaluations) are two evaluations; the identity tells them apart.
     ids = pd.Series(_identities(df), index=df.index)
     return df[~ids.duplicated(keep="last")].reset_index(drop=True)
-
-
-def _whole(value: Any) -> int | None:
-    """A CSV cell as a whole number (5000, 5000.0, "5000"), else None (empty, NaN, text)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(number) if math.isfinite(number) and number.is_integer() else None
 
 
 def evaluation_identity(path: Any, update: Any, eval_task: Any, knockout: Any = "none") -> tuple:
@@ -275,11 +268,9 @@ def evaluation_identity(path: Any, update: Any, eval_task: Any, knockout: Any = 
     knockout)."""
     path = posixpath.normpath(path) if isinstance(path, str) else str(path)
     label = canonical_knockout_label(knockout if isinstance(knockout, str) and knockout else "none")
-    parsed = parse_run_path(path)
-    if parsed is not None:
-        held = parsed[1] if parsed[1] is not None else _whole(update)
-        if held is not None:
-            return ("run", posixpath.dirname(path), held, str(eval_task), label)
+    weights = weights_identity(path, update)  # mop/runs.py: the one rule for the weights' identity
+    if weights is not None:
+        return ("run", *weights, str(eval_task), label)
     return ("path", path, str(eval_task), label)
 
 
@@ -315,15 +306,8 @@ def merge_results(path: str | os.PathLike, rows: list[dict]) -> pd.DataFrame:
         current = read_results(path)
         new = normalise_keys(pd.DataFrame(rows))
         if len(new):
-            ids, keys = results_identities(new), set(map(tuple, new[KEY].astype(str).to_numpy()))
-            keep = (
-                [
-                    i not in ids and tuple(k) not in keys
-                    for i, k in zip(_identities(current), current[KEY].astype(str).to_numpy())
-                ]
-                if len(current)
-                else []
-            )
+            ids = results_identities(new)
+            keep = [i not in ids for i in _identities(current)] if len(current) else []
             current = pd.concat([current[keep] if len(current) else current, new], ignore_index=True)
         usage = sorted(
             (c for c in current.columns if _USAGE.match(c)),

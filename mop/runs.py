@@ -2,22 +2,27 @@
 
 A run is (task_id, trial, seed). Its folder is `<root>/<task_id>/trial_<N>/[seed_<S>/]` (no
 `seed_<S>/` when the run was started without --seed), and holds
-    checkpoint_<update>.pt ...  every --checkpoint_interval updates
-    checkpoint_final.pt         the end of training (the only copy of the final weights)
+    checkpoint_<update>.pt ...  every --checkpoint_interval updates, and the last update
+    checkpoint_final.pt         the last update again: a hard link to its checkpoint_<U>.pt (a copy
+                                where the filesystem has no hard links), as the earlier system wrote
     metrics.jsonl               one row per log interval
     config.json                 the resolved config, readable without torch
-Evaluation caches mirror the run folder: `<cache_root>/<task_id>/trial_<N>/[seed_<S>/][update_<U>/]
-[eval_<task>/][knockout_<spec>/]`. checkpoint_final.pt of a seeded run caches under the update it
-holds, `seed_<S>/update_<U>/`, where the earlier system's tools look for a seeded run's last update
-(they take the largest update_<U>/ as the latest; its batch_eval cached the numbered copy of its
-final weights there); an unseeded run's final cache has no `update_<U>/` (trial_<N>/, where its
-unseeded readers look).
+Evaluation caches mirror the run folder: `<cache_root>/<task_id>/trial_<N>/[seed_<S>/]update_<U>/
+[eval_<task>/][knockout_<spec>/]`, keyed by the update the weights hold (checkpoint_final.pt caches
+under its update too, as the earlier system's batch_eval did), so a resumed run, whose
+checkpoint_final.pt then names a later update, never overwrites an earlier update's cache. Only a
+checkpoint_final.pt whose update is unknown caches in the run's folder itself.
 
-One evaluation, one identity (mop/results.py keys the results CSV by it): the run folder, the
-update the weights hold, the evaluated level and the knockout. checkpoint_<U>.pt and a
-checkpoint_final.pt holding update U in one run folder are the same weights (the earlier system
-wrote both; runs of ours before the final weights were stored once did too), so they are one
-evaluation: evaluated once, one row, one cache folder.
+One evaluation, one identity (`evaluation_identity`; mop/results.py keys the results CSV by it):
+the run folder, the update the weights hold, the evaluated level and the knockout.
+checkpoint_<U>.pt and a checkpoint_final.pt holding update U in one run folder are the same
+weights, so they are one evaluation: evaluated once (`canonical_checkpoints` keeps the numbered
+file), one row naming checkpoint_<U>.pt (the name the earlier system's batch_eval skips by), one
+cache folder. The update a checkpoint_final.pt holds is read from the file (torch) by the caller.
+
+What a run holds and continues from is decided here too: `store_last_update` (the last update's
+numbered file and its checkpoint_final.pt link), `retire_final` (a finished run going on: its
+final weights keep only their numbered name) and `resume_candidates` (newest first).
 
 A multi-task run (task_id a comma list of levels, train_mop.py --task_id "A,B,C") lives under one
 folder name for the list, `multi_<short>+<short>+...` (`run_task_name`; BabyAI-GoToLocal-v0 is
@@ -212,6 +217,86 @@ def resume_candidates(directory: str | os.PathLike) -> list[Path]:
     return ([final] if final else []) + numbered
 
 
+NEW, PARTIAL, DONE = "new", "partial", "done"
+
+
+def run_stands(newest: Path | None, update: int | None, num_updates: int) -> str:
+    """Where a run stands against num_updates, from its newest readable checkpoint (path and the
+    update it holds; None: no checkpoint): NEW without one; DONE when that is checkpoint_final.pt
+    at num_updates, or any checkpoint beyond it; PARTIAL otherwise (a checkpoint to continue from,
+    or a numbered one at num_updates whose checkpoint_final.pt link is missing: only the link is
+    left to make). mop/imitation.py's run_status and --resume's refusal both ask this."""
+    if newest is None or update is None:
+        return NEW if newest is None else PARTIAL
+    finished = newest.name == checkpoint_name(None)
+    return DONE if update > num_updates or (update == num_updates and finished) else PARTIAL
+
+
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """`target` as a hard link to `source` (no extra disk), or a copy where the filesystem has no
+    hard links (some network volumes: the checkpoint's size again); replaced atomically."""
+    import shutil
+
+    source, target = Path(source), Path(target)
+
+    def write(tmp: str) -> None:
+        os.unlink(tmp)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+    return atomic_write(target, write, mode=source.stat().st_mode & 0o777)
+
+
+def store_last_update(directory: str | os.PathLike, update: int, save: Callable[[Path], Any]) -> list[Path]:
+    """The last update of a run: `save(path)` writes checkpoint_<update>.pt, then
+    checkpoint_final.pt becomes a link to it (link_or_copy). The numbered name is the weights'
+    identity (results rows and caches are keyed by it); the final name is where users and the
+    earlier system's tools look for the end of a run. Returns both paths."""
+    numbered = Path(directory) / checkpoint_name(update)
+    save(numbered)
+    return [numbered, link_or_copy(numbered, Path(directory) / checkpoint_name(None))]
+
+
+def retire_final(directory: str | os.PathLike, update: int) -> Path:
+    """A finished run that goes on (--resume to more updates): its checkpoint_final.pt, holding
+    `update`, keeps only its numbered name checkpoint_<update>.pt (made from it if a run written
+    before the last update was stored twice lacks it), so the final name moves on with the run
+    and every evaluation of update `update` (its row, its cache) stays that update's."""
+    final, numbered = Path(directory) / checkpoint_name(None), Path(directory) / checkpoint_name(update)
+    if final.is_file():
+        if not numbered.is_file():
+            link_or_copy(final, numbered)
+        final.unlink()
+    return numbered
+
+
+def canonical_checkpoints(
+    refs: list[CheckpointRef], held: Callable[[Path], int | None]
+) -> list[CheckpointRef]:
+    """One ref per set of weights: a checkpoint_final.pt whose run folder has the numbered file of
+    the update it holds (`held(path)`: that update, None if unreadable) is left out (the numbered
+    name is the identity); one without its numbered twin (runs written before the last update was
+    stored twice) is kept, carrying the update it holds (final_update). A numbered ref that
+    checkpoint_final.pt links carries final_update == update (`is_final`)."""
+    from dataclasses import replace
+
+    numbered = {(Path(r.path).parent, r.update) for r in refs if r.update is not None}
+    twins = set()
+    out = []
+    for r in refs:
+        if r.update is None:
+            update = held(Path(r.path))
+            if update is not None and (Path(r.path).parent, update) in numbered:
+                twins.add((Path(r.path).parent, update))
+                continue
+            r = replace(r, final_update=update)
+        out.append(r)
+    return [replace(r, final_update=r.update) if (Path(r.path).parent, r.update) in twins else r for r in out]
+    return out
+
+
 @dataclass(frozen=True)
 class CheckpointRef:
     """A checkpoint found in the run layout under some root."""
@@ -231,6 +316,11 @@ class CheckpointRef:
     @property
     def run(self) -> RunId:
         return RunId(self.task_id, self.trial, self.seed)
+
+    @property
+    def is_final(self) -> bool:
+        """checkpoint_final.pt, or the numbered file it links (canonical_checkpoints)."""
+        return self.update is None or self.final_update == self.update
 
 
 def parse_run_path(path: str | os.PathLike) -> tuple[RunId, int | None] | None:
@@ -252,6 +342,29 @@ def parse_run_path(path: str | os.PathLike) -> tuple[RunId, int | None] | None:
     except RunPathError:
         return None
     return run, None if update == FINAL else int(update)
+
+
+def weights_identity(path: str | os.PathLike, update: Any = None) -> tuple[str, int] | None:
+    """(run folder, update) of the weights a checkpoint path holds: the update from a numbered
+    name, else `update` (what a checkpoint_final.pt holds, or a results row's update column);
+    None outside the run layout or when the update is unknown. Paths are normalised
+    ('./checkpoints/x' is 'checkpoints/x'), so one set of weights has one identity."""
+    import posixpath
+
+    text = posixpath.normpath(Path(path).as_posix())
+    parsed = parse_run_path(text)
+    if parsed is None:
+        return None
+    held = parsed[1]
+    if held is None:
+        try:
+            number = float(update)
+        except (TypeError, ValueError):
+            return None
+        if not (number == number and number.is_integer() and number >= 0):  # NaN, 2.5, -1
+            return None
+        held = int(number)
+    return posixpath.dirname(text), held
 
 
 # Where checkpoints are looked for by default: local training's root and the folder
@@ -302,9 +415,11 @@ def cache_dir_for(
     if update is None:  # a checkpoint not named in the layout: use the update it stores
         update = config.get("update")
         update = "unknown" if update is None else _count(update, "update")
-    if update == FINAL and run.seed is not None and config.get("update") is not None:
-        update = _count(config["update"], "update")  # a seeded run's last update: update_<U>/
-    if update != FINAL:
+    if update == FINAL and config.get("update") is not None:
+        update = _count(
+            config["update"], "update"
+        )  # the last update, as that update: a resume moves the name
+    if update != FINAL:  # (a final whose update is unknown: the run folder itself, keyed by its name)
         d = d / f"update_{update}"
     if eval_task_id and eval_task_id != config["task_id"]:
         d = d / f"eval_{safe_name(eval_task_id, 'eval_task_id')}"

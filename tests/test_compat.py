@@ -521,10 +521,10 @@ def test_batch_eval_evaluates_earlier_checkpoints_once(tiny_distilbert, earlier_
     earlier_csv(results, with_lang_dim=False)  # its CSV, to merge into
     common = ["--checkpoint_dir", "modal_checkpoints", "--num_episodes", "3", "--num_envs", "2"]
     out = batch_eval.main([*common, "--distilbert_path", tiny_distilbert])
-    assert out["errors"] == [] and len(out["evaluated"]) == 1  # checkpoint_250 is final's alias
+    assert out["errors"] == [] and len(out["evaluated"]) == 1  # final is checkpoint_250's alias
     text = pd.read_csv(results, dtype=str, keep_default_na=False)
     assert list(text.columns[:20]) == LEGACY_COLUMNS and len(text) == 3
-    row = text[text["checkpoint_path"].str.endswith("seed_0/checkpoint_final.pt")].iloc[0]
+    row = text[text["checkpoint_path"].str.endswith("seed_0/checkpoint_250.pt")].iloc[0]  # its skip name
     assert (row["trial"], row["seed"], row["update"], row["lang_dim"]) == ("0", "0", "250", "8")
     assert row["expert_hidden_sizes"] == "[[0, 8, 16], [0, 8, 16]]" and row["num_episodes"] == "3"
     assert (tmp_path / "evaluation_cache" / TASK / "trial_0" / "seed_0").is_dir()

@@ -56,9 +56,12 @@ def test_a_seeded_final_checkpoint_caches_under_its_update():
     )
     # the numbered copy of those weights (the earlier system's) caches in the same folder
     assert cache_dir_for("c", config, f"{RUN}/checkpoint_5000.pt") == cache_dir_for("c", config, final)
-    # unseeded runs keep trial_N/ (where its unseeded readers look); a config without its update too
+    # unseeded runs too (its batch_eval wrote update_<U>/ for every run: a later final never
+    # overwrites this one); a config without its update keeps the run's own folder
     unseeded = {**config, "seed": None}
-    assert cache_dir_for("c", unseeded, "x/checkpoint_final.pt") == Path("c", UNLOCK, "trial_20")
+    assert cache_dir_for("c", unseeded, "x/checkpoint_final.pt") == Path(
+        "c", UNLOCK, "trial_20", "update_5000"
+    )
     assert cache_dir_for("c", {**config, "update": None}, final) == Path("c", UNLOCK, "trial_20", "seed_3")
 
 
@@ -163,8 +166,9 @@ def test_its_tools_find_a_seeded_runs_last_update_and_nothing_is_evaluated_twice
     batch_eval.main(common)
     assert its_latest_caches(cache, cfg.task_id, 0) == {1: cfg.num_updates}  # not update 3, the one before
     doc = json.loads((cache / cfg.task_id / "trial_0" / "seed_1" / "update_6" / JSON_FILE).read_text())
-    assert doc["checkpoint_path"].endswith("checkpoint_final.pt")
-    # its layout of the same run (the final weights also as checkpoint_6.pt) and its CSV row for them
+    assert doc["checkpoint_path"].endswith("checkpoint_6.pt")  # the name its batch_eval skips by
+    # its layout of the same run (the final weights as two copies) and its CSV row for them
+    (run / "checkpoint_6.pt").unlink()
     shutil.copy(run / "checkpoint_final.pt", run / "checkpoint_6.pt")
     table = pd.read_csv(csv)
     its = table[table["update"] == 6].assign(
@@ -224,11 +228,24 @@ def test_its_configs_select_its_network_and_say_so(tmp_path, capsys):
         )
         assert cfg.lang_dim == 128
     assert load_config(guide).expert_hidden_sizes == [[32, 64, 128], [64, 128, 256]]
+    # no expert keys (quick_test.yaml, large_scale.yaml): its train_mop.py's layer sizes, not ours
+    quick_cfg = load_config(quick)
+    assert (quick_cfg.expert_hidden_sizes, quick_cfg.intermediate_dim, quick_cfg.router_hidden_size) == (
+        [[32, 64, 128]],
+        256,
+        64,
+    )
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: input_dim")]
-    assert notes == [
+    network = (
         "note: input_dim 152 trains the earlier system's network: obs_encoding raw, input_encoder linear, "
         "lang_encoder distilbert"
-    ]  # one line, once
+    )
+    assert notes == [
+        network,
+        network + "; no expert_hidden_sizes/intermediate_dim/router_hidden_size given: its train_mop.py "
+        "defaults expert_hidden_sizes [[32, 64, 128]], intermediate_dim 256, router_hidden_size 64",
+    ]  # one line per config, once
+    assert load_config(quick, {"intermediate_dim": 32}).intermediate_dim == 32  # a key given wins
     # a key the same source gives wins over what input_dim selects; the command line over the file
     assert load_config(guide, {"lang_encoder": "bow"}).lang_encoder == "bow"
     assert load_config(guide, {"input_dim": 985}).obs_encoding == "onehot"
@@ -277,6 +294,73 @@ def test_its_config_offline_is_one_line_naming_the_way_out(tmp_path, capsys, mon
     assert exit_info.value.code == 2 and len(err) == 1
     assert "--distilbert_path DIR" in err[0] and "--lang_encoder bow" in err[0]
     assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.slow
+def test_its_quick_test_config_trains_its_layer_sizes_and_notes_missing_wandb(
+    tmp_path, tiny_distilbert, capsys, monkeypatch
+):
+    """Its quick_test.yaml (input_dim 152, no expert keys) with its large_scale.yaml's
+    wandb_project: the run trains its train_mop.py network ([32, 64, 128] experts, intermediate
+    256, router 64), and without the wandb package says so in one note line and logs to
+    metrics.jsonl as always."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` fails as if not installed
+    quick = tmp_path / "quick_test.yaml"
+    quick.write_text(
+        QUICK_TEST_YAML.replace("BabyAI-GoToObj-v0", "BabyAI-GoToRedBallGrey-v0")
+        + "wandb_project: babyai-gru\n"
+    )
+    small = {"num_envs": 2, "unroll_len": 4, "num_updates": 2, "log_interval": 1, "num_workers": 0}
+    cfg = load_config(
+        quick, {**small, "distilbert_path": tiny_distilbert, "checkpoint_dir": str(tmp_path / "ck")}
+    )
+    summary = train_mop.main(cfg, progress=False)
+    notes = [line for line in capsys.readouterr().out.splitlines() if "wandb" in line]
+    assert notes == [
+        "note: wandb_project 'babyai-gru': wandb is not installed, so the metrics go to metrics.jsonl only"
+    ]
+    assert [r["update"] for r in experiment.read_metrics(summary["metrics_path"])] == [1, 2]
+    weights = torch.load(Path(summary["run_dir"]) / "checkpoint_final.pt", weights_only=True)[
+        "policy_state_dict"
+    ]
+    assert weights["input_projection.weight"].shape == (256, 152 + 128)
+    assert weights["layers.0.router.gru.weight_hh_l0"].shape[1] == 64
+    assert [weights[f"layers.0.experts.{j}.gru.weight_hh_l0"].shape[1] for j in range(3)] == [32, 64, 128]
+    assert not any(k.startswith("layers.1.") for k in weights)  # one layer
+
+
+@pytest.mark.slow
+def test_its_batch_eval_skip_rule_finds_our_last_update_row(tmp_path, monkeypatch):
+    """Its batch_eval skips a checkpoint whose path relative to the checkpoint folder's parent is a
+    checkpoint_path of the CSV, and evaluates 4-part (seeded) checkpoint_final.pt aliases never:
+    after ours, it finds nothing left, whether the last update's two names are one file (ours)
+    or two copies (its runs, and ours on a filesystem without hard links)."""
+    monkeypatch.chdir(tmp_path)
+    train_mop.main(
+        tiny_config("checkpoints", seed=0, num_updates=3, checkpoint_interval=None), progress=False
+    )
+    run = Path("checkpoints") / "BabyAI-GoToRedBallGrey-v0" / "trial_0" / "seed_0"
+    assert sorted(p.name for p in run.glob("checkpoint_*.pt")) == ["checkpoint_3.pt", "checkpoint_final.pt"]
+
+    def its_plan(results: str) -> list[str]:
+        done = set(pd.read_csv(results)["checkpoint_path"])
+        found = sorted(Path("checkpoints").rglob("checkpoint_*.pt"))  # relative to the folder's parent
+        rel = [p.as_posix() for p in found]
+        return [
+            p
+            for p in rel
+            if not (len(Path(p).parts) == 5 and p.endswith("checkpoint_final.pt")) and p not in done
+        ]
+
+    common = ["--num_episodes", "2", "--num_envs", "2", "--skip_routing"]
+    batch_eval.main([*common, "--results_path", "linked.csv"])
+    assert its_plan("linked.csv") == []
+    (run / "checkpoint_3.pt").unlink()
+    shutil.copy(run / "checkpoint_final.pt", run / "checkpoint_3.pt")  # two copies, as it wrote them
+    batch_eval.main([*common, "--results_path", "copies.csv"])
+    assert its_plan("copies.csv") == [] and len(pd.read_csv("copies.csv")) == 1
 
 
 @pytest.mark.slow

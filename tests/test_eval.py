@@ -270,13 +270,14 @@ def test_batch_eval_end_to_end_and_planning(trained, tmp_path, monkeypatch):
     results, cache = tmp_path / "res.csv", tmp_path / "cache"
     common = ["--num_episodes", "4", "--results_path", str(results), "--cache_dir", str(cache)]
     out = batch_eval.main(common)
-    assert len(out["evaluated"]) == 2  # checkpoint_3, checkpoint_final (update 6, stored once)
+    assert len(out["evaluated"]) == 2  # checkpoint_3, checkpoint_6 (checkpoint_final.pt links it)
     df = pd.read_csv(results)
     assert list(df.columns[:20]) == LEGACY_COLUMNS and len(df) == 2
     assert list(df.columns[3:5]) == ["seed", "update"]  # the earlier batch_eval's positions 4-5
     assert set(df["update"]) == {3, 6} and df["checkpoint_path"].str.startswith("checkpoints/").all()
     assert (cache / TASK / "trial_0" / "update_3" / "steps.parquet").exists()
-    assert (cache / TASK / "trial_0" / "steps.parquet").exists()  # checkpoint_final
+    assert (cache / TASK / "trial_0" / "update_6" / "steps.parquet").exists()  # the last update
+    assert df["checkpoint_path"].str.endswith(("checkpoint_3.pt", "checkpoint_6.pt")).all()
     assert batch_eval.main(common)["evaluated"] == []  # nothing new
     again = batch_eval.main([*common, "--force", "--final_only", "--skip_routing"])
     assert len(again["evaluated"]) == 1 and len(pd.read_csv(results)) == 2
@@ -285,15 +286,20 @@ def test_batch_eval_end_to_end_and_planning(trained, tmp_path, monkeypatch):
 
 
 def test_a_numbered_alias_of_the_final_checkpoint_is_evaluated_once(trained, tmp_path):
-    """Runs written before the final weights were stored once (and the earlier system's) hold
-    checkpoint_<N>.pt and checkpoint_final.pt with the same weights: one row, named final."""
+    """A run's last update is checkpoint_<N>.pt and checkpoint_final.pt (a link, or a copy as the
+    earlier system wrote): one evaluation, named by the numbered file; a run of ours written before
+    the last update was stored twice (final only) is evaluated under the final name."""
     import shutil
 
     run = tmp_path / "ck" / TASK / "trial_0"
     shutil.copytree(trained / "checkpoints" / TASK / "trial_0", run)
-    shutil.copy(run / "checkpoint_final.pt", run / "checkpoint_6.pt")
-    names = sorted(Path(r.path).name for r in batch_eval.discover([str(tmp_path / "ck")]))
-    assert names == ["checkpoint_3.pt", "checkpoint_final.pt"]
+    refs = batch_eval.discover([str(tmp_path / "ck")])
+    assert sorted(Path(r.path).name for r in refs) == ["checkpoint_3.pt", "checkpoint_6.pt"]
+    assert [Path(r.path).name for r in refs if r.is_final] == ["checkpoint_6.pt"]
+    (run / "checkpoint_6.pt").unlink()
+    refs = batch_eval.discover([str(tmp_path / "ck")])
+    assert sorted(Path(r.path).name for r in refs) == ["checkpoint_3.pt", "checkpoint_final.pt"]
+    assert [r.held_update for r in refs if r.is_final] == [6]
 
 
 def run_cli(script, *args, cwd):
@@ -434,3 +440,39 @@ def test_run_paths_and_labels_from_any_root():
         "BabyAI-GoToObj-v0 · trial 3 · checkpoint 250"
     )
     assert run_label("evaluation_cache/BabyAI-GoToObj-v0/trial_3") == "BabyAI-GoToObj-v0 · trial 3"
+
+
+def test_resume_then_evaluate_keeps_the_earlier_final_row_and_cache(tmp_path, monkeypatch, capsys):
+    """Issue 43: train, batch_eval, --resume to more updates, batch_eval. The earlier last
+    update's row and cache stay that update's (the resumed run's final must not replace them), the
+    resume names what it continues from, and every update with weights has a row."""
+    from conftest import tiny_config
+
+    monkeypatch.chdir(tmp_path)
+    train_mop.main(tiny_config("checkpoints", num_updates=4, checkpoint_interval=None), progress=False)
+    run = Path("checkpoints") / TASK / "trial_0"
+    assert (run / "checkpoint_4.pt").samefile(run / "checkpoint_final.pt")  # stored twice, one inode
+    common = ["--num_episodes", "3", "--num_envs", "3", "--results_path", "res.csv", "--cache_dir", "cache"]
+    batch_eval.main(common)
+    first = pd.read_csv("res.csv")
+    assert first["checkpoint_path"].tolist() == [
+        f"{run.as_posix()}/checkpoint_4.pt"
+    ]  # the earlier system's name
+    cache_4 = Path(first["cache_path"][0])
+    assert cache_4 == Path("cache") / TASK / "trial_0" / "update_4"
+    written = {p.name: p.read_bytes() for p in cache_4.iterdir() if p.is_file()}
+    capsys.readouterr()
+    train_mop.main(
+        tiny_config("checkpoints", num_updates=7, checkpoint_interval=None), resume=True, progress=False
+    )
+    assert f"resuming from {run / 'checkpoint_final.pt'} (update 4" in capsys.readouterr().out
+    assert (run / "checkpoint_7.pt").samefile(run / "checkpoint_final.pt") and (
+        run / "checkpoint_4.pt"
+    ).is_file()
+    assert len(batch_eval.main(common)["evaluated"]) == 1  # update 7 only: 4 has its row
+    df = pd.read_csv("res.csv").sort_values("update")
+    assert df["update"].tolist() == [4, 7]
+    kept = df[df["update"] == 4].iloc[0]
+    assert kept["checkpoint_path"] == first["checkpoint_path"][0]
+    assert kept["evaluated_at"] == first["evaluated_at"][0] and kept["cache_path"] == first["cache_path"][0]
+    assert {p.name: p.read_bytes() for p in cache_4.iterdir() if p.is_file()} == written

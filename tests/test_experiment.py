@@ -179,10 +179,12 @@ def test_tiny_real_training_run_writes_loadable_checkpoints(tmp_path):
     summary = train_mop.main(cfg, progress=False)
     directory = tmp_path / "ck" / "BabyAI-GoToRedBallGrey-v0" / "trial_0" / "seed_1"
     assert Path(summary["run_dir"]) == directory == run_dir(cfg)
-    assert sorted(p.name for p in directory.glob("*.pt")) == [  # the final weights are stored once
+    assert sorted(p.name for p in directory.glob("*.pt")) == [  # the last update: numbered + final link
         "checkpoint_2.pt",
+        "checkpoint_4.pt",
         "checkpoint_final.pt",
     ]
+    assert (directory / "checkpoint_4.pt").samefile(directory / "checkpoint_final.pt")
     assert json.loads((directory / "config.json").read_text())["task_id"] == "BabyAI-GoToRedBallGrey-v0"
     ckpt = torch.load(directory / "checkpoint_final.pt", weights_only=True)
     for key in (
@@ -374,3 +376,55 @@ def test_the_entropy_bonus_enters_the_loss_and_the_trunk_feeds_the_gru_baseline(
     policy = build_policy(ckpt["config"])
     policy.load_state_dict(ckpt["policy_state_dict"])
     assert isinstance(policy, GRUPolicy) and policy.input_projection.channels == 8
+
+
+@pytest.mark.slow
+def test_tensorboard_logger_writes_the_metrics_scalars(tmp_path):
+    """--logger tensorboard: every finite number of every metrics.jsonl row is a scalar of the event
+    file at its update, read back by our reader and by protobuf itself (an Event message built
+    from TensorBoard's field numbers), framed with valid CRCs."""
+    from mop.event_file import read_events, read_scalars
+
+    summary = train_mop.main(tiny(tmp_path, logger="tensorboard"), progress=False)
+    rows = read_metrics(summary["metrics_path"])
+    events_dir = Path(summary["run_dir"]) / "tensorboard"
+    scalars = read_scalars(events_dir)
+    assert [u for u, _ in scalars["train/loss"]] == [r["update"] for r in rows] == [2, 4]
+    for row in rows:
+        for key, value in row.items():
+            if key != "update" and isinstance(value, float) and value == value:
+                assert (row["update"], pytest.approx(value, rel=1e-6, abs=1e-30)) in scalars[key]
+    (path,) = events_dir.glob("events.out.tfevents.*")
+    assert read_events(path)[0]["file_version"] == "brain.Event:2"
+    pb = pytest.importorskip("google.protobuf.descriptor_pb2")
+    from google.protobuf import descriptor_pool, message_factory
+
+    field = pb.FieldDescriptorProto
+    proto = pb.FileDescriptorProto(name="event.proto", package="tb", syntax="proto3")
+    value = proto.message_type.add(name="Value")
+    value.field.add(name="tag", number=1, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    value.field.add(name="simple_value", number=2, type=field.TYPE_FLOAT, label=field.LABEL_OPTIONAL)
+    summ = proto.message_type.add(name="Summary")
+    summ.field.add(
+        name="value", number=1, type=field.TYPE_MESSAGE, type_name=".tb.Value", label=field.LABEL_REPEATED
+    )
+    event = proto.message_type.add(name="Event")
+    event.field.add(name="wall_time", number=1, type=field.TYPE_DOUBLE, label=field.LABEL_OPTIONAL)
+    event.field.add(name="step", number=2, type=field.TYPE_INT64, label=field.LABEL_OPTIONAL)
+    event.field.add(
+        name="summary", number=5, type=field.TYPE_MESSAGE, type_name=".tb.Summary", label=field.LABEL_OPTIONAL
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    message = message_factory.GetMessageClass(pool.FindMessageTypeByName("tb.Event"))
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    second = data[16 + size :]  # the first scalar record
+    parsed = message.FromString(second[12 : 12 + int.from_bytes(second[:8], "little")])
+    assert parsed.step == 2 and {v.tag for v in parsed.summary.value} >= {"train/loss", "train/lpc"}
+
+
+def test_logger_values_are_checked(tmp_path):
+    assert tiny(tmp_path, logger="tensorboard").logger == "tensorboard"
+    with pytest.raises(ConfigError, match="logger must be one of none, wandb, tensorboard"):
+        tiny(tmp_path, logger="mlflow")

@@ -206,19 +206,21 @@ def test_a_run_killed_before_its_final_checkpoint_finishes_with_resume(tmp_path)
     train_mop.main(cfg, progress=False)
     folder = run_dir_of(tmp_path / "ck")
     final = folder / "checkpoint_final.pt"
-    # Runs that stored the final weights twice, killed between checkpoint_6.pt and the final one.
-    os.replace(final, folder / "checkpoint_6.pt")
-    (folder / ".checkpoint_final.pt.x1y2.tmp").write_bytes(b"half a checkpoint")  # killed mid-write
+    # Killed between checkpoint_6.pt and its checkpoint_final.pt link (mop/runs.py store_last_update).
+    final.unlink()
+    (folder / ".checkpoint_final.pt.x1y2.tmp").write_bytes(b"half a link")  # killed mid-write
     summary = train_mop.main(cfg, resume=True, progress=False)
     assert sorted(p.name for p in folder.iterdir()) == [
         "checkpoint_3.pt",
+        "checkpoint_6.pt",
         "checkpoint_final.pt",
         "config.json",
         "metrics.jsonl",
     ]
     assert torch.load(final, weights_only=True)["update"] == 6 and summary["final"]["update"] == 6
-    # Killed after update 6 was logged but before checkpoint_final.pt: updates 4-6 are redone once.
+    # Killed after update 6 was logged but before checkpoint_6.pt: updates 4-6 are redone once.
     final.unlink()
+    (folder / "checkpoint_6.pt").unlink()
     train_mop.main(cfg, resume=True, progress=False)
     assert torch.load(final, weights_only=True)["update"] == 6
     assert [r["update"] for r in read_metrics(folder / "metrics.jsonl")] == [3, 6]

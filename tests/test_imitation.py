@@ -207,7 +207,7 @@ def test_training_start_prints_no_minigrid_sampling_chatter(tmp_path, capfd):
 def test_run_status_and_train_to_end_decide_and_drive_a_run(tmp_path):
     """new -> trained; done -> nothing trained and no file touched; more updates -> partial,
     resumed; a numbered checkpoint at num_updates without checkpoint_final.pt (a kill between the
-    two) -> partial, finished by the rename alone; a folder held by another writer -> refused."""
+    two) -> partial, finished by the link alone; a folder held by another writer -> refused."""
     policy = (train_mop.POLICY_TYPE, build_policy)
 
     def drive(cfg):
@@ -224,9 +224,10 @@ def test_run_status_and_train_to_end_decide_and_drive_a_run(tmp_path):
     longer = tiny_config(tmp_path, num_updates=4, async_collection=False)
     assert run_status(longer).state == PARTIAL and drive(longer)[0] == PARTIAL
     assert run_status(longer).update == 4 and run_status(cfg).state == DONE  # beyond 3: done for it
-    (folder / checkpoint_name(None)).rename(folder / checkpoint_name(4))
+    (folder / checkpoint_name(None)).unlink()  # killed between checkpoint_4.pt and its final link
     state, summary = drive(longer)
     assert state == PARTIAL and summary["checkpoints"] == [str(folder / checkpoint_name(None))]
-    assert not (folder / checkpoint_name(4)).exists() and run_status(longer).state == DONE
+    assert (folder / checkpoint_name(4)).samefile(folder / checkpoint_name(None))
+    assert run_status(longer).state == DONE
     with run_lock(folder), pytest.raises(RunLockedError):
         drive(tiny_config(tmp_path, num_updates=5, async_collection=False))

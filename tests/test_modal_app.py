@@ -423,7 +423,8 @@ def test_training_writes_the_volume_layout_and_commits(volumes):
     assert sorted(p.name for p in run.glob("checkpoint_*.pt")) == [
         "checkpoint_1.pt",
         "checkpoint_2.pt",
-        "checkpoint_final.pt",
+        "checkpoint_3.pt",
+        "checkpoint_final.pt",  # a link to checkpoint_3.pt (mop/runs.py store_last_update)
     ]
     assert (run / "metrics.jsonl").exists() and volumes.summary["resumed_from"] is None
     assert len(volumes.commits) >= 1
@@ -474,7 +475,9 @@ def test_listing_and_planning(volumes, tmp_path):
     state = modal_app._list_body(str(volumes.checkpoints), str(tmp_path))
     paths = [r["path"] for r in state["refs"]]
     prefix = f"modal_checkpoints/{RUN.as_posix()}/"
-    assert paths == [prefix + n for n in ("checkpoint_1.pt", "checkpoint_2.pt", "checkpoint_final.pt")]
+    assert paths == [
+        prefix + n for n in ("checkpoint_1.pt", "checkpoint_2.pt", "checkpoint_3.pt")
+    ]  # 3: the final
     assert state["results_csv"] is None and state["pending"] == []
 
     done = pd.DataFrame(

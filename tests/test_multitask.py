@@ -311,6 +311,6 @@ def test_tiny_multi_task_run_evaluates_and_plots_per_level(tmp_path, monkeypatch
     for cache in table["cache_path"]:
         assert (Path(cache) / "episodes.parquet").is_file() and "/eval_BabyAI-" in cache
     paths = render_plots.render_levels("evaluation_results.csv", "plots")
-    assert paths == [Path("plots/multi_GoToRedBallGrey+GoToLocal/trial_0/routing_by_level.png")]
+    assert paths == [Path("plots/multi_GoToRedBallGrey+GoToLocal/trial_0/update_9/routing_by_level.png")]
     numbers = pd.read_csv(paths[0].with_suffix(".csv"))
     assert sorted(numbers["level"]) == sorted(levels) and (numbers["episodes"] == 4).all()

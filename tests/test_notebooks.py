@@ -253,21 +253,23 @@ def test_routing_viz_builds_the_default_view(project, monkeypatch):
     defs = run_notebook("routing_viz.py", project["env"], monkeypatch)
     data = defs["data"]
     assert len(data.episodes) == EPISODES and data.meta["config"]["task_id"] == TASK
-    # The dropdown lists every cache folder; the default (the newest written) is the final
-    # checkpoint's (update 6, whose weights are stored once, as checkpoint_final.pt).
+    # The dropdown lists every cache folder, each keyed by the update its weights hold (the final
+    # checkpoint's is update 6's); the default is the newest written, the final checkpoint's.
     assert set(defs["caches"]) == {
-        f"{TASK} · trial 0",
-        f"{TASK} · trial 0 · knockout largest",
         f"{TASK} · trial 0 · update 3",
+        f"{TASK} · trial 0 · update 6",
+        f"{TASK} · trial 0 · update 6 · knockout largest",
     }
-    assert defs["cache_dropdown"].value == str(project["root"] / "evaluation_cache" / TASK / "trial_0")
-    assert defs["plot_dir"] == Path(TASK, "trial_0")
+    assert defs["cache_dropdown"].value == str(
+        project["root"] / "evaluation_cache" / TASK / "trial_0" / "update_6"
+    )
+    assert defs["plot_dir"] == Path(TASK, "trial_0", "update_6")
     assert isinstance(defs["fig_routing"], Figure)
     assert defs["level_image"].ndim == 3 and defs["level_image"].shape[2] == 3
     assert defs["analysis_dropdown"].value == "overall" and defs["family"].value == "spatial routing"
-    assert set(defs["checkpoints"]) == {
+    assert set(defs["checkpoints"]) == {  # update 6: the last, checkpoint_final.pt links it
         f"{TASK} · trial 0 · update 3",
-        f"{TASK} · trial 0 · final",
+        f"{TASK} · trial 0 · update 6",
     }
 
 
@@ -312,7 +314,7 @@ def test_cross_task_viz_reads_results_caches_and_metrics(project, monkeypatch):
     assert len(defs["results"]) == 3
     assert isinstance(defs["fig_knockout"], Figure)
     assert isinstance(defs["fig_training"], Figure)
-    assert list(defs["loaded"]) == [f"{TASK} · trial 0"]
+    assert list(defs["loaded"]) == [f"{TASK} · trial 0 · update 3"]  # the first cache of the run
 
 
 def test_stats_viz_aggregates_the_first_table_and_names_an_unusable_one(stats_tables, tmp_path, monkeypatch):
@@ -627,7 +629,9 @@ def test_browser_stats_viz_follows_its_task_and_update(stats_tables, tmp_path):
             wait_for_pngs(page, old, 5, 5)
             page.get_by_text(f"{rows['BabyAI-UnlockPickup-v0']} rows").first.wait_for(timeout=30_000)
             page.get_by_text("pre_key", exact=True).first.wait_for(timeout=30_000)
-            options = dropdown(page, "newest all runs of a condition have").locator("option").all_inner_texts()
+            options = (
+                dropdown(page, "newest all runs of a condition have").locator("option").all_inner_texts()
+            )
             assert options == ["newest all runs of a condition have", "20"]
             page.screenshot(path=str(tmp_path / "stats_viz.png"), full_page=True)
             assert marimo_errors(page, log) == []
