@@ -49,6 +49,7 @@ from mop.attribution import (
     split_by_cell,
 )
 from mop.babyai_env import EVAL_SEED_START, check_task_id, encode_obs
+from mop.checks import command_edges
 from mop.experiment import ArgumentParser, CheckpointError, load_policy
 from mop.runs import OutputError, atomic_write, check_writable_dir, is_multi_task
 
@@ -425,4 +426,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with command_edges():
+        main(sys.argv[1:])

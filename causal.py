@@ -45,6 +45,7 @@ import pandas as pd
 
 from mixture_of_experts import INTERVENTIONS, Intervention, MixtureOfExpertsPolicy, compute_lpc, max_lpc
 from mop import causal, conditions
+from mop.checks import command_edges
 from mop.experiment import ArgumentParser, CheckpointError, load_policy
 from mop.plot_style import LAYOUTS
 from mop.results import KNOCKOUT_PART
@@ -474,4 +475,5 @@ def parse_args(argv: list[str] | None = None) -> CausalConfig:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    with command_edges():
+        main(parse_args())
