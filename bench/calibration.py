@@ -72,8 +72,11 @@ def rejects(p: Any) -> bool:
     return isinstance(p, (int, float)) and np.isfinite(p) and p < ALPHA
 
 
-def covers(low: float, high: float, truth: float) -> bool:
-    return bool(np.isfinite(low) and np.isfinite(high) and low - 1e-12 <= truth <= high + 1e-12)
+def covers(low: Any, high: Any, truth: float) -> bool:
+    """Whether an interval holds the truth; no interval (NaN, or the reason the tool gives in its
+    place, e.g. "no spread: no interval") counts as a miss, so coverage is never flattered."""
+    numbers = all(isinstance(v, (int, float, np.floating)) for v in (low, high))
+    return bool(numbers and np.isfinite(low) and np.isfinite(high) and low - 1e-12 <= truth <= high + 1e-12)
 
 
 # ----------------------------------------------------------------------------- recipes across seeds
