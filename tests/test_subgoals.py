@@ -1,0 +1,225 @@
+"""Subgoal and event recording (mop/subgoals.py), their cache columns (schema 2), the analyses
+(mop/subgoal_analysis.py), the figures and render_plots' refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_legacy_cache import our_meta, our_tables
+
+from mop.babyai_env import PhaseTracker, SafeBot, make_env, quiet_reset
+from mop.routing_cache import (
+    EVENT_COLUMNS,
+    JSON_FILE,
+    META_FILE,
+    SCHEMA_VERSION,
+    SUBGOAL_STEP_COLUMNS,
+    load_cache,
+    write_cache,
+)
+from mop.subgoal_analysis import (
+    SubgoalAnalysisError,
+    event_locked,
+    routing_by_subgoal,
+    steps_per_subgoal,
+)
+from mop.subgoals import SubgoalRecorder, bot_subgoal
+
+UNLOCK = "BabyAI-UnlockPickup-v0"  # pick up the key, open the locked door, drop it, pick up the box
+
+
+def bot_episode(task_id: str, seed: int) -> tuple[list[dict], list[tuple[str, str]], list[int], dict]:
+    """The bot plays a layout while a SubgoalRecorder watches: (recorded rows, the acting bot's
+    own subgoal at each step, its actions, PhaseTracker's event times)."""
+    env = make_env(task_id)
+    obs = quiet_reset(env, seed)
+    actor, recorder, tracker = SafeBot(env), SubgoalRecorder(env), PhaseTracker(env)
+    rows, own, actions, previous = [], [], [], None
+    for t in range(env.max_steps):
+        tracker.observe(t)
+        rows.append(recorder.observe(obs, previous))
+        action = actor.label(previous)
+        own.append(bot_subgoal(actor.bot, env))
+        actions.append(action)
+        obs, _, terminated, truncated, _ = env.step(action)
+        previous = action
+        if terminated or truncated:
+            break
+    times = {"t_pick": tracker.t_pick, "t_unlocked": tracker.t_unlocked, "t_drop": tracker.t_drop}
+    return rows, own, actions, times
+
+
+def test_recorded_subgoal_equals_the_bots_own_stack_when_it_plays():
+    rows, own, _, _ = bot_episode(UNLOCK, 0)
+    recorded = [(r["subgoal"], r["subgoal_target"]) for r in rows]
+    assert recorded == own
+    names = {s for s, _ in recorded}
+    assert {"Pickup", "Open"} <= names and "Failed" not in names
+    assert any(t.endswith(" key") for s, t in recorded if s == "Pickup")
+    assert any(" door (" in t for s, t in recorded if s == "Open")
+
+
+def test_event_times_are_the_steps_at_which_the_state_changed():
+    rows, _, actions, times = bot_episode(UNLOCK, 0)
+    events = {e: [t for t, r in enumerate(rows) if r[e]] for e in EVENT_COLUMNS}
+    assert events["event_pickup"] == [times["t_pick"]] and actions[times["t_pick"] - 1] == 3  # pickup
+    assert events["event_unlock"] == [times["t_unlocked"]] == events["event_open"]
+    assert actions[times["t_unlocked"] - 1] == 5  # toggle
+    assert events["event_drop"] == [times["t_drop"]] and actions[times["t_drop"] - 1] == 4  # drop
+    assert events["event_close"] == []
+    # the box (the mission's target) behind the door comes into view when the door opens
+    assert events["event_target_in_view"][0] == times["t_unlocked"]
+    assert rows[0]["event_target_in_view"] == 0  # step 0 has no event by definition
+
+
+def test_events_of_a_constructed_pickup_drop_and_door():
+    """Pick the key, open a door, close it and drop the key by hand: each event at the step after
+    the action that caused it, and nowhere else."""
+    env = make_env(UNLOCK)
+    obs = quiet_reset(env, 3)
+    recorder = SubgoalRecorder(env)
+    rows = [recorder.observe(obs, None)]
+    key = next(o for o in env.grid.grid if o is not None and o.type == "key")
+    door = next(o for o in env.grid.grid if o is not None and o.type == "door")
+
+    def seen(action: int) -> None:
+        env._fast_view.refresh()  # the grid changed by hand, not by env.step
+        rows.append(recorder.observe(env.gen_obs(), action))
+
+    env.grid.set(*key.cur_pos, None)  # what a pickup does
+    env.carrying, key.cur_pos = key, np.array([-1, -1])
+    seen(3)
+    door.is_locked, door.is_open = False, True
+    seen(5)
+    door.is_open = False
+    seen(5)
+    env.carrying = None
+    seen(4)
+    fired = [[e for e in EVENT_COLUMNS if r[e] and e != "event_target_in_view"] for r in rows]
+    assert fired == [[], ["event_pickup"], ["event_open", "event_unlock"], ["event_close"], ["event_drop"]]
+
+
+def with_subgoals(steps: pd.DataFrame) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    out = steps.copy()
+    out["subgoal"] = rng.choice(["GoNextTo", "Explore", "Pickup"], size=len(out))
+    out["subgoal_target"] = np.where(out["subgoal"] == "Explore", "(1,2)", "red key")
+    for e in EVENT_COLUMNS:
+        out[e] = (rng.random(len(out)) < 0.15).astype(np.int64)
+    return out
+
+
+def test_cache_round_trip_with_subgoal_columns(tmp_path):
+    steps, episodes, config = our_tables()
+    steps = with_subgoals(steps)
+    write_cache(tmp_path / "c", steps, episodes, our_meta(config))
+    back = load_cache(tmp_path / "c")
+    for c in SUBGOAL_STEP_COLUMNS:
+        assert c in back.steps.columns
+    assert back.steps["subgoal"].tolist() == steps["subgoal"].tolist()
+    assert back.steps["subgoal_target"].tolist() == steps["subgoal_target"].tolist()
+    for e in EVENT_COLUMNS:
+        assert back.steps[e].tolist() == steps[e].tolist()
+    assert json.loads((tmp_path / "c" / META_FILE).read_text())["schema_version"] == SCHEMA_VERSION == 2
+
+
+def test_a_version_1_cache_reads_with_the_columns_absent(tmp_path):
+    steps, episodes, config = our_tables()
+    write_cache(tmp_path / "c", steps, episodes, our_meta(config))
+    meta_path = tmp_path / "c" / META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["schema_version"] = 1
+    meta_path.write_text(json.dumps(meta))
+    back = load_cache(tmp_path / "c")
+    assert not set(SUBGOAL_STEP_COLUMNS) & set(back.steps.columns)
+    assert len(back.steps) == len(steps)
+    with pytest.raises(SubgoalAnalysisError, match="--cache .*no subgoal columns"):
+        routing_by_subgoal({"old": back.steps})
+
+
+def test_the_earlier_systems_json_export_is_unchanged(tmp_path):
+    steps, episodes, config = our_tables()
+    write_cache(tmp_path / "a", steps, episodes, our_meta(config), ("parquet", "json"))
+    write_cache(tmp_path / "b", with_subgoals(steps), episodes, our_meta(config), ("parquet", "json"))
+    assert (tmp_path / "a" / JSON_FILE).read_bytes() == (tmp_path / "b" / JSON_FILE).read_bytes()
+
+
+def toy_run(shift: float, rng: np.random.Generator, episodes: int = 6, length: int = 12) -> pd.DataFrame:
+    """Expert 1's weight is 0.2 + shift under Pickup and 0.2 elsewhere, wherever the agent stands;
+    one pickup per episode at t = 6, after which expert 1 weighs 0.7."""
+    rows = []
+    for e in range(episodes):
+        for t in range(length):
+            subgoal = "Pickup" if t in (4, 5) else ("GoNextTo" if t < 6 else "Drop")
+            w1 = 0.2 + (shift if subgoal == "Pickup" else 0.0) + rng.normal(0, 0.01)
+            w1 = 0.7 if t >= 6 else w1
+            rows.append(
+                {"episode": e, "t": t, "x": t % 3, "y": e % 2, "subgoal": subgoal, "subgoal_target": "",
+                 "layer_0_expert_0": 1 - w1, "layer_0_expert_1": w1, "lpc": 16 * w1,
+                 **{ev: int(ev == "event_pickup" and t == 6) for ev in EVENT_COLUMNS}}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_routing_by_subgoal_runs_as_units_and_one_run_labelled():
+    rng = np.random.default_rng(0)
+    runs = {f"seed_{s}": toy_run(0.3 + 0.05 * s, rng) for s in range(3)}
+    table = routing_by_subgoal(runs, expert_sizes=[[0, 4]])
+    row = table.query("subgoal == 'Pickup' and quantity == 'layer_0_expert_1' and adjustment == 'none'").iloc[
+        0
+    ]
+    assert row["n_units"] == 3 and row["unit"] == "runs" and row["mean"] == pytest.approx(0.55, abs=0.01)
+    assert row["ci_low"] < 0.55 < row["ci_high"] <= 1.0 and "over 3 runs" in row["interval"]
+    assert row["steps"] == 3 * 6 * 2
+    one = routing_by_subgoal({"seed_0": runs["seed_0"]}, expert_sizes=[[0, 4]])
+    assert set(one["unit"]) == {"episodes of one run"}
+    counts = steps_per_subgoal(runs)
+    assert counts.query("run == 'seed_0' and subgoal == 'Pickup'")["steps"].item() == 12
+
+
+def test_within_cell_adjustment_removes_routing_that_follows_the_cell():
+    """Routing set by the cell alone, with a subgoal held in some cells more than others: the
+    raw means differ by subgoal, the within-cell ones do not."""
+    rng = np.random.default_rng(2)
+    n = 600
+    x = rng.integers(0, 4, n)
+    subgoal = np.where(rng.random(n) < 0.2 + 0.2 * x, "Explore", "GoNextTo")
+    w1 = 0.1 + 0.2 * x
+    steps = pd.DataFrame(
+        {"episode": np.arange(n) // 20, "t": np.arange(n) % 20, "x": x, "y": 0, "subgoal": subgoal,
+         "subgoal_target": "", "layer_0_expert_0": 1 - w1, "layer_0_expert_1": w1, "lpc": 16 * w1,
+         **{e: 0 for e in EVENT_COLUMNS}}
+    )  # fmt: skip
+    table = routing_by_subgoal({"a": steps, "b": steps.copy()}).set_index(
+        ["adjustment", "subgoal", "quantity"]
+    )
+    raw = (
+        table.loc[("none", "Explore", "layer_0_expert_1"), "mean"]
+        - table.loc[("none", "GoNextTo", "layer_0_expert_1"), "mean"]
+    )
+    adjusted = table.loc[("within_cell", "Explore", "layer_0_expert_1"), "mean"]
+    assert raw > 0.05 and abs(adjusted) < 1e-9
+
+
+def test_event_locked_routing_steps_at_the_event():
+    rng = np.random.default_rng(0)
+    runs = {f"seed_{s}": toy_run(0.0, rng) for s in range(3)}
+    table = event_locked(runs, "event_pickup", k=3)
+    w = table[table["quantity"] == "layer_0_expert_1"].set_index("offset")["mean"]
+    assert list(w.index) == [-3, -2, -1, 0, 1, 2, 3]
+    assert w[-1] == pytest.approx(0.2, abs=0.02) and w[0] == pytest.approx(0.7)
+    assert set(table["unit"]) == {"runs"} and table["events"].iloc[0] == 18
+    one = event_locked({"seed_0": runs["seed_0"]}, "event_pickup", k=3)
+    assert set(one["unit"]) == {"events of one run"} and one["n_units"].max() == 6
+
+
+@pytest.mark.parametrize("k", [-1, 12, 1.5, True])
+def test_a_bad_window_names_the_flag(k):
+    runs = {"a": toy_run(0.0, np.random.default_rng(0))}
+    with pytest.raises(SubgoalAnalysisError, match="--event_k"):
+        event_locked(runs, "event_pickup", k=k)
+    with pytest.raises(SubgoalAnalysisError, match="--event "):
+        event_locked(runs, "event_jump", k=1)
