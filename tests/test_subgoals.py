@@ -223,3 +223,76 @@ def test_a_bad_window_names_the_flag(k):
         event_locked(runs, "event_pickup", k=k)
     with pytest.raises(SubgoalAnalysisError, match="--event "):
         event_locked(runs, "event_jump", k=1)
+
+
+def subgoal_caches(tmp_path, seeds=(0, 1), subgoals=True) -> list[str]:
+    steps, episodes, config = our_tables()
+    folders = []
+    for seed in seeds:
+        meta = our_meta({**config, "seed": seed})
+        folder = tmp_path / "cache" / f"seed_{seed}"
+        write_cache(folder, with_subgoals(steps) if subgoals else steps, episodes, meta)
+        folders.append(str(folder))
+    return folders
+
+
+def test_render_plots_subgoals_writes_figures_and_tables(tmp_path):
+    import render_plots
+
+    folders = subgoal_caches(tmp_path)
+    out = render_plots.main(
+        ["--subgoals", *sum((["--cache", f] for f in folders), []), "--out", str(tmp_path / "p")]
+    )
+    names = sorted(p.rsplit("/", 1)[1] for p in out["paths"])
+    assert names == [
+        "event_locked_routing.csv", "event_locked_routing.png", "routing_by_subgoal.csv",
+        "routing_by_subgoal.png", "routing_by_subgoal_within_cell.png", "steps_per_subgoal.csv",
+    ]  # fmt: skip
+    table = pd.read_csv(tmp_path / "p" / "subgoals" / "BabyAI-UnlockPickup-v0" / "routing_by_subgoal.csv")
+    assert set(table["unit"]) == {"runs"} and {"subgoal", "mean", "ci_low", "ci_high", "steps"} <= set(
+        table.columns
+    )
+
+
+@pytest.mark.parametrize(
+    "case, flag",
+    [("old", "--cache"), ("negative", "--event_k"), ("too_wide", "--event_k"), ("same_run", "--cache")],
+)
+def test_render_plots_subgoals_refuses_bad_input(tmp_path, capsys, case, flag):
+    import render_plots
+
+    folders = subgoal_caches(tmp_path, subgoals=case != "old", seeds=(0, 0) if case == "same_run" else (0, 1))
+    if case == "same_run":
+        folders = [folders[0], folders[0] + "/../seed_0"]
+    k = {"negative": "-1", "too_wide": "10"}.get(case, "2")  # the longest episode has 10 steps
+    out = tmp_path / "p"
+    with pytest.raises(SystemExit) as exit_info:
+        render_plots.main(
+            ["--subgoals", "--event_k", k, *sum((["--cache", f] for f in folders), []), "--out", str(out)]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and flag in err[0]
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_recording_subgoals_leaves_the_actions_unchanged(tiny_run, tmp_path):
+    """The bot only watches: the same actions, logits and routing with and without it; eval_mop
+    --record_subgoals writes the columns into the cache."""
+    import eval_mop
+    from eval_mop import EvalOptions, evaluate
+
+    checkpoint = str(tiny_run.checkpoints[-1])
+    plain = evaluate(checkpoint, EvalOptions(num_episodes=4, num_envs=2))
+    watched = evaluate(checkpoint, EvalOptions(num_episodes=4, num_envs=2, record_subgoals=True))
+    assert not set(SUBGOAL_STEP_COLUMNS) & set(plain.steps.columns)
+    assert set(SUBGOAL_STEP_COLUMNS) <= set(watched.steps.columns)
+    shared = list(plain.steps.columns)
+    pd.testing.assert_frame_equal(plain.steps[shared], watched.steps[shared])
+    assert watched.steps["subgoal"].isin(["GoNextTo", "Explore", "Done", "Failed"]).all()
+    summary = eval_mop.main(
+        ["--checkpoint", checkpoint, "--num_episodes", "2", "--cache_dir", str(tmp_path), "--record_subgoals"]
+    )
+    data = load_cache(summary["cache"])
+    assert set(SUBGOAL_STEP_COLUMNS) <= set(data.steps.columns)
