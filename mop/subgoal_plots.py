@@ -58,7 +58,9 @@ def plot_routing_by_subgoal(
     rows = table[(table["adjustment"] == adjustment) & table["layer"].notna()]
     layers = _layers(rows)
     subgoals = list(dict.fromkeys(rows["subgoal"]))
-    steps = rows.drop_duplicates("subgoal").set_index("subgoal")["steps"]
+    first = rows.drop_duplicates("subgoal").set_index("subgoal")
+    steps, n_units = first["steps"], first["n_units"]
+    by_runs = bool(len(rows)) and rows["unit"].iloc[0] == "runs"
     width = max(PANEL, 0.75 * len(subgoals) + 1.0)
     fig, axes = panel_grid(len(layers), layout, panel=(width, 0.7 * PANEL), paper_cols=1, extra=(0.0, 0.7))
     paper = layout == "paper"
@@ -82,10 +84,18 @@ def plot_routing_by_subgoal(
                 label=size_name(expert_size(expert_sizes, layer, expert), expert),
             )
         if paper:  # a column is too narrow for two-line labels side by side
-            labels = [f"{s} ({int(steps.get(s, 0)):,})" for s in subgoals]
+            labels = [
+                f"{s} ({int(steps.get(s, 0)):,}" + (f"; {int(n_units.get(s, 0))}" if by_runs else "") + ")"
+                for s in subgoals
+            ]
             ax.set_xticks(x, labels, fontsize="small", rotation=30, ha="right", rotation_mode="anchor")
         else:
-            ax.set_xticks(x, [f"{s}\n{int(steps.get(s, 0)):,} steps" for s in subgoals], fontsize="small")
+            labels = [
+                f"{s}\n{int(steps.get(s, 0)):,} steps"
+                + (f"\n{int(n_units.get(s, 0))} runs" if by_runs else "")
+                for s in subgoals
+            ]
+            ax.set_xticks(x, labels, fontsize="small")
         if adjustment == "within_cell":
             ax.axhline(0, color="#555555", lw=0.7)
             ax.set_ylabel("weight − cell mean")
@@ -98,8 +108,12 @@ def plot_routing_by_subgoal(
         ax.set_title(f"layer {layer}", loc="right")
     if title:
         fig.suptitle(title)
-    units = rows["interval"].iloc[0] if len(rows) else ""
-    counts = "(n): steps" if paper else "steps: with the subgoal, over all runs"
+    if by_runs:
+        units = "95% t interval over the runs that have the subgoal, clipped to the range"
+        counts = "(steps; runs)" if paper else "steps with the subgoal (all runs) and runs under each name"
+    else:
+        units = "95% t interval over the episodes of one run that have the subgoal (not across runs)"
+        counts = "(steps)" if paper else "steps with the subgoal under each name"
     note(fig, f"Bars: mean weight per step with the bot's subgoal; whiskers: {units}; {counts}.")
     return fig
 
