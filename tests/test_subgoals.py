@@ -26,7 +26,7 @@ from mop.subgoal_analysis import (
     routing_by_subgoal,
     steps_per_subgoal,
 )
-from mop.subgoals import SubgoalRecorder, bot_subgoal
+from mop.subgoals import SubgoalRecorder
 
 UNLOCK = "BabyAI-UnlockPickup-v0"  # pick up the key, open the locked door, drop it, pick up the box
 
@@ -42,7 +42,8 @@ def bot_episode(task_id: str, seed: int) -> tuple[list[dict], list[tuple[str, st
         tracker.observe(t)
         rows.append(recorder.observe(obs, previous))
         action = actor.label(previous)
-        own.append(bot_subgoal(actor.bot, env))
+        top = actor.bot.stack[-1] if actor.bot.stack else None
+        own.append((type(top).__name__, getattr(top, "reason", None), getattr(top, "datum", None)))
         actions.append(action)
         obs, _, terminated, truncated, _ = env.step(action)
         previous = action
@@ -52,10 +53,21 @@ def bot_episode(task_id: str, seed: int) -> tuple[list[dict], list[tuple[str, st
     return rows, own, actions, times
 
 
+# The vocabulary by hand, from the acting bot's raw stack (class name, reason).
+EXPECTED = {"GoNextToSubgoal": "GoNextTo", "OpenSubgoal": "Open", "PickupSubgoal": "Pickup",
+            "DropSubgoal": "Drop", "CloseSubgoal": "Close", "ExploreSubgoal": "Explore", "NoneType": "Done"}  # fmt: skip
+
+
 def test_recorded_subgoal_equals_the_bots_own_stack_when_it_plays():
     rows, own, _, _ = bot_episode(UNLOCK, 0)
     recorded = [(r["subgoal"], r["subgoal_target"]) for r in rows]
-    assert recorded == own
+    expected = ["Explore" if reason == "Explore" else EXPECTED[cls] for cls, reason, _ in own]
+    assert [s for s, _ in recorded] == expected
+    for (_, target), (_, _, datum) in zip(recorded, own):
+        if isinstance(datum, tuple):
+            assert target == f"({datum[0]},{datum[1]})"
+        elif datum is not None and hasattr(datum, "obj_set"):  # the mission's description
+            assert target == " ".join(p for p in (datum.color, datum.type) if p)
     names = {s for s, _ in recorded}
     assert {"Pickup", "Open"} <= names and "Failed" not in names
     assert any(t.endswith(" key") for s, t in recorded if s == "Pickup")
