@@ -766,6 +766,11 @@ def main(argv: list[str] | None = None) -> dict:
             file=sys.stderr,
         )
         sys.exit(2)
+    if args.record_subgoals and args.cache_dir is None:  # it records into the cache: nothing to keep
+        print(
+            "error: --record_subgoals records into the routing cache and needs --cache_dir", file=sys.stderr
+        )
+        sys.exit(2)
     try:
         options = EvalOptions.from_args(
             args, record=args.cache_dir is not None, num_workers=args.num_workers, progress=True

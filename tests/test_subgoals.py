@@ -308,3 +308,13 @@ def test_recording_subgoals_leaves_the_actions_unchanged(tiny_run, tmp_path):
     )
     data = load_cache(summary["cache"])
     assert set(SUBGOAL_STEP_COLUMNS) <= set(data.steps.columns)
+
+
+def test_eval_mop_record_subgoals_without_a_cache_refuses(capsys):
+    import eval_mop
+
+    with pytest.raises(SystemExit) as exit_info:
+        eval_mop.main(["--checkpoint", "nowhere.pt", "--record_subgoals"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --record_subgoals")
