@@ -72,6 +72,7 @@ from mop.runs import (
     is_multi_task,
     split_task_ids,
 )
+from mop.subgoals import SUBGOAL_COLUMNS, SubgoalRecorder
 
 
 class EvalError(ValueError):
@@ -150,6 +151,9 @@ class EvalOptions:
     knockout: str | None = None  # 'largest' or 'layer_<k>:<j>[,...]'
     knockout_threshold: float | None = None  # also disable experts below this weight
     record: bool = True  # keep the per-step routing record (the cache)
+    record_subgoals: bool = (
+        False  # with record: the bot's subgoal and level's events (bot replan: ~2x slower)
+    )
     num_workers: int = 1  # processes to split the episodes over (same numbers)
     progress: bool = False  # a tqdm bar
     distilbert_path: str | None = None  # DistilBERT weights here (None: the run's distilbert_path)
@@ -186,6 +190,7 @@ class EvalOptions:
             knockout_threshold=args.knockout_threshold,
             distilbert_path=args.distilbert_path,
             device=args.device,
+            **({"record_subgoals": args.record_subgoals} if hasattr(args, "record_subgoals") else {}),
             **settings,
         )
 
@@ -206,7 +211,9 @@ class _EvalSlot:
         self.env, self.index = env, index
         self.episode: int | None = None
 
-    def start(self, episode: int, sample: bool, num_layers_sizes: list[list[int]]) -> None:
+    def start(
+        self, episode: int, sample: bool, num_layers_sizes: list[list[int]], subgoals: bool = False
+    ) -> None:
         self.episode, self.t = episode, 0
         self.seed = EVAL_SEED_START + episode
         self.obs = quiet_reset(self.env, self.seed)
@@ -216,6 +223,8 @@ class _EvalSlot:
         self.mission = self.obs["mission"]
         self.lpc_sum = self.entropy_sum = 0.0
         self.weight_sums = [np.zeros(len(s)) for s in num_layers_sizes]
+        self.subgoals = SubgoalRecorder(self.env) if subgoals else None  # watches, never acts
+        self.previous_action: int | None = None
 
 
 class ActedStep(NamedTuple):
@@ -247,6 +256,7 @@ def run_episodes(
     on_step: Callable[[ActedStep], None] | None = None,
     measure_bot_paths: bool = True,
     envs: list[Any] | None = None,
+    record_subgoals: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run exactly the given evaluation episodes (layout seed EVAL_SEED_START + index), acting
     through collection.acting_step like training does (numpy where it covers the policy; torch
@@ -257,7 +267,9 @@ def run_episodes(
     None: measured for this call only. measure_bot_paths False leaves optimal_length empty (no bot
     replay of every layout).
     envs: envs of task_id to run in (at least min(num_envs, episodes) of them), reused across calls
-    (lmc.py swaps policies, not envs: every reset re-seeds the layout); None builds new ones."""
+    (lmc.py swaps policies, not envs: every reset re-seeds the layout); None builds new ones.
+    record_subgoals (with record): also the columns of mop.subgoals (the bot's subgoal on the
+    student's states, the level's events); the bot only watches, the actions are the same."""
     expert_sizes = [list(s) for s in getattr(policy, "expert_sizes", ())]
     is_mop = isinstance(policy, MixtureOfExpertsPolicy)
     queue = list(episode_indices)[::-1]
@@ -268,14 +280,17 @@ def run_episodes(
     missions = MissionCache(encoder)
     step = acting_step(policy, missions, config["obs_encoding"])  # the weights are fixed from here on
     episode_rows: list[dict] = []
-    recorded: dict[str, list] = {k: [] for k in RECORDED_STEP_COLUMNS}
+    record_subgoals = record and record_subgoals
+    recorded: dict[str, list] = {
+        k: [] for k in (*RECORDED_STEP_COLUMNS, *(SUBGOAL_COLUMNS if record_subgoals else ()))
+    }
     step_arrays: dict[str, list[np.ndarray]] = {
         "logits": [],
         **{f"w{k}": [] for k in range(len(expert_sizes))},
     }
 
     def start(slot: _EvalSlot) -> None:
-        slot.start(queue.pop(), sample, expert_sizes)
+        slot.start(queue.pop(), sample, expert_sizes, record_subgoals)
         memory[slot.index] = 0.0
 
     for slot in slots:
@@ -325,6 +340,10 @@ def run_episodes(
                     *phase.items(),
                 ):
                     recorded[key].append(value)
+                if record_subgoals:
+                    for key, value in slot.subgoals.observe(slot.obs, slot.previous_action).items():
+                        recorded[key].append(value)
+                    slot.previous_action = actions[r]
             slot.obs, reward, terminated, truncated, _ = env.step(actions[r])
             rewards.append(float(reward))
             dones.append(bool(terminated or truncated))
@@ -572,7 +591,12 @@ def evaluate(
             f"checkpoint {str(checkpoint_path)!r}: input_dim {config.get('input_dim')} does not match obs_encoding"
         )
     kwargs = dict(
-        num_envs=o.num_envs, max_steps=max_steps, sample=o.sample, record=o.record, bot_paths=bot_paths
+        num_envs=o.num_envs,
+        max_steps=max_steps,
+        sample=o.sample,
+        record=o.record,
+        bot_paths=bot_paths,
+        record_subgoals=o.record_subgoals,
     )
     # On a GPU the envs' batch acts in one torch step there (collection.acting_step); on the CPU
     # the numpy step, as before. Both give the CPU numbers up to float rounding.
@@ -728,6 +752,14 @@ def main(argv: list[str] | None = None) -> dict:
         "--cache_dir", default=None, help="write the routing cache under this folder (e.g. evaluation_cache)"
     )
     add_cache_format_argument(parser)
+    parser.add_argument(
+        "--record_subgoals",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="with --cache_dir: also record the bot's subgoal and the level's events at every step "
+        "(mop/subgoals.py; the bot watches the student's states, the actions are the same; off by "
+        "default: the bot's replan at every step about doubles evaluation time, bench/eval_throughput.py)",
+    )
     add_distilbert_path_argument(parser)
     add_device_argument(parser)
     args = parser.parse_args(argv)
@@ -737,6 +769,11 @@ def main(argv: list[str] | None = None) -> dict:
             f"error: --cache_format {args.cache_format} writes a cache and needs --cache_dir "
             "(e.g. --cache_dir evaluation_cache)",
             file=sys.stderr,
+        )
+        sys.exit(2)
+    if args.record_subgoals and args.cache_dir is None:  # it records into the cache: nothing to keep
+        print(
+            "error: --record_subgoals records into the routing cache and needs --cache_dir", file=sys.stderr
         )
         sys.exit(2)
     try:

@@ -14,6 +14,14 @@ Both layouts write the same file names: give each its own --out.
     python render_plots.py --cache evaluation_cache/BabyAI-UnlockPickup-v0/trial_0 --layout paper --out plots_paper/
     python render_plots.py --all                  # every cache under evaluation_cache/
     python render_plots.py --by_level             # routing by level of each multi-task checkpoint
+    python render_plots.py --subgoals --cache A --cache B --cache C --event_k 5 --out plots/
+
+A cache recorded with `eval_mop.py --record_subgoals` also gets routing_by_subgoal.png,
+routing_by_subgoal_within_cell.png and event_locked_routing.png (mop/subgoal_plots; one run:
+intervals over its episodes / events); one without those columns gets a one-line note instead.
+--subgoals pools the given caches (one per run: a replicate is (recipe, seed)) with runs as units
+(mop/subgoal_analysis) into plots/subgoals/<task>/: the three figures and routing_by_subgoal.csv,
+event_locked_routing.csv, steps_per_subgoal.csv.
 
 --by_level: every checkpoint evaluated on two or more levels (a multi-task one: batch_eval.py writes
 a row and a cache per level) gets plots/<task>/trial_<N>/[seed_<S>/][update_<U>/]routing_by_level.png,
@@ -38,10 +46,11 @@ from mop.runs import OutputError, RunPathError, check_writable_dir, inside, pars
 
 
 def cache_figures(
-    cache_folder: str | Path, results_path: str | None = None, layout: str = "screen"
+    cache_folder: str | Path, results_path: str | None = None, layout: str = "screen", event_k: int = 5
 ) -> dict[str, Figure]:
     """One cache's standard figures by file stem (what render_cache writes): the level picture is
-    the cache's example layout (mop.level_image, as routing_viz shows it)."""
+    the cache's example layout (mop.level_image, as routing_viz shows it); with subgoal columns,
+    the subgoal figures too (event_k steps either side of each event)."""
     from mop.babyai_env import check_task_id
     from mop.experiment import read_metrics
     from mop.level_image import cache_task, example_image
@@ -68,7 +77,7 @@ def cache_figures(
         table = read_results(results_path)  # ResultsError for a CSV that is not ours
         results = table[table["checkpoint_path"] == posixpath.normpath(checkpoint.as_posix())]
         results = results if len(results) else None
-    return standard_figures(
+    figures = standard_figures(
         data,
         env_image=image,
         metrics_rows=rows,
@@ -76,6 +85,108 @@ def cache_figures(
         env_mission=example.mission,
         layout=layout,
     )
+    from mop.subgoal_analysis import has_subgoals
+
+    if has_subgoals(data.steps):
+        name = str(data.meta.get("config", {}).get("task_id") or folder.name)
+        k = min(event_k, int(data.steps["t"].max()))  # this cache's widest window
+        figures.update(subgoal_figures({name: data.steps}, data.expert_sizes, k, layout, data.meta))
+    return figures
+
+
+def subgoal_figures(
+    runs: dict[str, pd.DataFrame],
+    expert_sizes: list,
+    event_k: int,
+    layout: str = "screen",
+    meta: dict | None = None,
+) -> dict[str, Figure]:
+    """Routing by subgoal (raw and within-cell) and event-locked routing of these runs' steps."""
+    from mop.subgoal_analysis import event_locked, events_present, routing_by_subgoal
+    from mop.subgoal_plots import plot_event_locked, plot_routing_by_subgoal
+
+    exponent = float((meta or {}).get("config", {}).get("lpc_exponent", 2.0))
+    table = routing_by_subgoal(runs, expert_sizes, exponent)
+    locked = {e: event_locked(runs, e, event_k) for e in events_present(runs)}
+    unit = "runs" if len(runs) > 1 else "one run"
+    return {
+        "routing_by_subgoal": plot_routing_by_subgoal(
+            table, expert_sizes, title=f"Routing by the bot's subgoal ({len(runs)} {unit})", layout=layout
+        ),
+        "routing_by_subgoal_within_cell": plot_routing_by_subgoal(
+            table, expert_sizes, "within_cell", title="Routing by subgoal, within cell", layout=layout
+        ),
+        "event_locked_routing": plot_event_locked(
+            locked, expert_sizes, title=f"Routing around events, ±{event_k} steps", layout=layout
+        ),
+    }
+
+
+def longest_episode(folder: str | Path) -> int | None:
+    """The longest episode of a cache, from its episodes.parquet alone (None: none there)."""
+    import pyarrow.parquet as pq
+
+    from mop.routing_cache import EPISODES_FILE
+
+    path = Path(folder) / EPISODES_FILE
+    try:
+        lengths = pq.read_table(path, columns=["length"]).column("length").to_pylist()
+    except Exception:  # noqa: BLE001  (load_cache reports a bad cache itself)
+        return None
+    return max((int(v) for v in lengths if v is not None), default=None)
+
+
+def render_subgoals(
+    folders: list[Path], out_root: str | Path, event_k: int, dpi: int = 150, layout: str = "screen"
+) -> list[Path]:
+    """--subgoals: the given caches as runs (module docstring); SubgoalAnalysisError (naming the
+    flag) for a cache without the columns, two caches of one run, several levels, or a bad k,
+    before anything is written."""
+    from mop.runs import atomic_write_text
+    from mop.subgoal_analysis import (
+        SubgoalAnalysisError,
+        check_window,
+        event_locked,
+        events_present,
+        require_subgoals,
+        routing_by_subgoal,
+        steps_per_subgoal,
+    )
+    from plotting_utils import save_figures
+
+    runs: dict[str, pd.DataFrame] = {}
+    tasks, sizes, meta = set(), None, {}
+    for folder in folders:
+        data = load_cache(folder)
+        require_subgoals(data.steps, str(folder))
+        config = data.meta.get("config", {})
+        name = f"trial_{config.get('trial')}/seed_{config.get('seed')}"
+        if name in runs:
+            raise SubgoalAnalysisError(f"--cache {str(folder)!r}: a second cache of run {name} (one per run)")
+        runs[name], sizes, meta = data.steps, data.expert_sizes, data.meta
+        tasks.add(str(data.meta.get("metrics", {}).get("eval_task_id") or config.get("task_id")))
+    if len(tasks) > 1:
+        raise SubgoalAnalysisError(
+            f"--cache: caches of several levels ({', '.join(sorted(tasks))}): one at a time"
+        )
+    longest = max(int(s.groupby("episode")["t"].max().max()) + 1 for s in runs.values())
+    event_k = check_window(event_k, longest)
+    exponent = float(meta.get("config", {}).get("lpc_exponent", 2.0))
+    table = routing_by_subgoal(runs, sizes, exponent)
+    locked = pd.concat(
+        [event_locked(runs, e, event_k) for e in events_present(runs)] or [pd.DataFrame()], ignore_index=True
+    )
+    figures = subgoal_figures(runs, sizes, event_k, layout, meta)
+    out = inside(out_root, Path(out_root) / "subgoals" / next(iter(tasks)))
+    written = save_figures(figures, out, dpi)
+    for name, frame in (
+        ("routing_by_subgoal", table),
+        ("event_locked_routing", locked),
+        ("steps_per_subgoal", steps_per_subgoal(runs)),
+    ):
+        atomic_write_text(out / f"{name}.csv", frame.to_csv(index=False))
+        written.append(out / f"{name}.csv")
+    return written
 
 
 def render_cache(
@@ -84,13 +195,17 @@ def render_cache(
     results_path: str | None = None,
     dpi: int = 150,
     layout: str = "screen",
+    event_k: int = 5,
 ) -> list[Path]:
     """Render one cache's standard figures (cache_figures); returns the PNG paths."""
     from plotting_utils import save_figures
 
     folder = Path(cache_folder)
     out = inside(out_root, Path(out_root) / run_subpath(folder.resolve()))
-    return save_figures(cache_figures(folder, results_path, layout), out, dpi)
+    figures = cache_figures(folder, results_path, layout, event_k)
+    if "routing_by_subgoal" not in figures:
+        print(f"note: {folder}: no subgoal columns (recorded without --record_subgoals): no subgoal figures")
+    return save_figures(figures, out, dpi)
 
 
 def level_episodes(results: pd.DataFrame, results_path: str | Path) -> dict[str, dict[str, pd.DataFrame]]:
@@ -180,6 +295,19 @@ def main(argv: list[str] | None = None) -> dict:
         default="screen",
         help="figures at most 10.5 in wide (screen, default) or one 3.3 in paper column (paper)",
     )
+    parser.add_argument(
+        "--subgoals",
+        action="store_true",
+        help="routing by subgoal and around events across the given caches, one per run (needs caches "
+        "recorded with eval_mop.py --record_subgoals)",
+    )
+    parser.add_argument(
+        "--event_k",
+        type=int,
+        default=5,
+        help="steps before and after each event in the event-locked figure (default 5; at most the "
+        "longest episode's last step)",
+    )
     args = parser.parse_args(argv)
     if not DPI_RANGE[0] <= args.dpi <= DPI_RANGE[1]:
         parser.error(f"--dpi must be from {DPI_RANGE[0]} to {DPI_RANGE[1]}, got {args.dpi}")
@@ -212,13 +340,25 @@ def main(argv: list[str] | None = None) -> dict:
             file=sys.stderr,
         )
         sys.exit(2)
+    from mop.subgoal_analysis import SubgoalAnalysisError, check_window
+
+    try:  # the window against every cache before anything is drawn
+        longest = [n for n in map(longest_episode, folders) if n is not None]
+        check_window(args.event_k, max(longest) if longest else args.event_k + 1)
+        if args.subgoals:
+            paths = render_subgoals(folders, args.out, args.event_k, args.dpi, args.layout)
+            print(f"subgoals of {len(folders)} run(s): {len(paths)} files -> {paths[0].parent}")
+            return {"paths": [str(p) for p in level_paths + paths]}
+    except (SubgoalAnalysisError, CacheError, RunPathError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     from tqdm.auto import tqdm
 
     written = []
     for folder in tqdm(folders, desc="caches", disable=len(folders) < 2):
         try:
-            paths = render_cache(folder, args.out, args.results_path, args.dpi, args.layout)
-        except (CacheError, ResultsError, RunPathError) as e:
+            paths = render_cache(folder, args.out, args.results_path, args.dpi, args.layout, args.event_k)
+        except (CacheError, ResultsError, RunPathError, SubgoalAnalysisError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         written += paths

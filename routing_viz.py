@@ -33,6 +33,8 @@ with app.setup:
     from mop import level_image as levels
     from mop import routing_analysis as ra
     from mop import routing_cache
+    from mop import subgoal_analysis as sga
+    from mop import subgoal_plots as sgp
     from mop.notebook_script import refusal
     from mop.results import read_results
     from mop.runs import DEFAULT_CHECKPOINT_DIRS, cache_dir_for, find_checkpoints, run_label, run_subpath
@@ -431,6 +433,32 @@ def _(data, family, has_routing):
     mo.stop(family.value != "specialisation" or not has_routing)
     fig_outcome = pu.plot_success_vs_failure(data.steps, data.episodes, data.expert_sizes)
     fig_outcome
+    return
+
+
+@app.cell
+def _(data, family, has_routing):
+    # Routing by the BabyAI bot's subgoal and around the level's events (mop/subgoal_analysis):
+    # one cache is one run, so the intervals are over its episodes / events, as the figures say.
+    mo.stop(family.value != "specialisation" or not has_routing)
+    mo.stop(
+        not sga.has_subgoals(data.steps),
+        mo.md("*No subgoal columns in this cache: evaluate with `eval_mop.py --record_subgoals` to see "
+              "routing by the bot's subgoal and around events.*"),
+    )  # fmt: skip
+    _runs = {"this run": data.steps}
+    _k = min(5, int(data.steps["t"].max()))
+    _locked = {_e: sga.event_locked(_runs, _e, _k) for _e in sga.events_present(_runs)}
+    fig_subgoals = mo.vstack(
+        [
+            sgp.plot_routing_by_subgoal(
+                sga.routing_by_subgoal(_runs, data.expert_sizes), data.expert_sizes,
+                title="Routing by the bot's subgoal",
+            ),
+            sgp.plot_event_locked(_locked, data.expert_sizes, title=f"Routing around events, ±{_k} steps"),
+        ]
+    )  # fmt: skip
+    fig_subgoals
     return
 
 

@@ -2,7 +2,9 @@
 
 1. episodes/s of eval_mop.evaluate on BabyAI-GoToLocal-v0 with routing recording off and on
    (1 process and all cores): the recording overhead is the ratio of the two.
-2. A 1,000-episode evaluation written as the Parquet cache and as the earlier system's routing_data.json:
+2. The same with the bot's subgoals and the level's events recorded too (eval_mop --record_subgoals,
+   1 process): its cost as the ratio of episodes/s with recording to episodes/s with subgoals too.
+3. A 1,000-episode evaluation written as the Parquet cache and as the earlier system's routing_data.json:
    size on disk and time to load each back (load_cache vs json.loads; best of 5 reads each).
 
 Needs a checkpoint; without --checkpoint it trains a small one first (about a minute).
@@ -77,6 +79,9 @@ def main() -> None:
                 rates[record, n] = args.episodes / seconds
                 if record and n == 1:
                     recorded = result
+        options = EvalOptions(num_episodes=args.episodes, record=True, record_subgoals=True)
+        _, seconds = timed(partial(evaluate, checkpoint, options, bot_paths))
+        subgoal_rate = args.episodes / seconds
         print(
             f"{args.episodes} episodes of BabyAI-GoToLocal-v0, success {recorded.metrics['success_rate']:.3f}, "
             f"{len(recorded.steps)} steps"
@@ -87,6 +92,10 @@ def main() -> None:
                 f"{n} worker(s): {rates[False, n]:6.1f} episodes/s without recording, {rates[True, n]:6.1f} with "
                 f"-> recording costs {overhead:+.0%}"
             )
+        print(
+            f"1 worker: {rates[True, 1]:6.1f} episodes/s recording, {subgoal_rate:6.1f} with subgoals too "
+            f"-> time ratio {rates[True, 1] / subgoal_rate:.2f} (--record_subgoals is off by default)"
+        )
         directory = save_evaluation(recorded, checkpoint, Path(tmp) / "cache", ("parquet", "json"))
         parquet_bytes = sum(
             (directory / f).stat().st_size for f in ("steps.parquet", "episodes.parquet", "metadata.json")

@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 
 from mop.runs import atomic_write, parse_run_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the optional subgoal and event columns (SUBGOAL_STEP_COLUMNS)
+READABLE_SCHEMA_VERSIONS = (1, 2)  # a version-1 cache reads the same, without those columns
 STEPS_FILE, EPISODES_FILE, META_FILE, JSON_FILE = (
     "steps.parquet",
     "episodes.parquet",
@@ -64,7 +65,31 @@ STEP_COLUMNS = {
     "dist_to_key": "straight-line distance to the key's current position (0 while carried; NaN: no key)",
     "dist_to_target": "straight-line distance to the current position of the mission's first target "
     "in execution order (0 while carried; NaN: no object target)",
+    # recorded only with eval_mop --record_subgoals (mop/subgoals.py defines each precisely)
+    "subgoal": "the BabyAI bot's subgoal on the student's state before acting (top of its stack): "
+    "GoNextTo, Explore, Open, Pickup, Drop, Close, Done, Failed or Other",
+    "subgoal_target": "what that subgoal is about: 'red key', 'yellow door (3,5)', a position '(x,y)', or ''",
+    "event_pickup": "1 if the agent carries something at this step and carried nothing at the one before",
+    "event_drop": "1 if the agent carried something at the step before and carries nothing now",
+    "event_open": "1 if a door opened between the step before and this one",
+    "event_unlock": "1 if a door was unlocked between the step before and this one (it opens too)",
+    "event_close": "1 if a door closed between the step before and this one",
+    "event_target_in_view": "1 if one of the mission's first-target objects is in the agent's view now "
+    "and none was at the step before",
 }
+# The columns of eval_mop --record_subgoals (schema version 2; absent from older caches and from
+# evaluations without the flag). Other analyses read `subgoal` and `subgoal_target` by these names.
+EVENT_COLUMNS = (
+    "event_pickup",
+    "event_drop",
+    "event_open",
+    "event_unlock",
+    "event_close",
+    "event_target_in_view",
+)
+SUBGOAL_STEP_COLUMNS = ("subgoal", "subgoal_target", *EVENT_COLUMNS)
+# The values of `subgoal`, in the order tables and figures list them (mop/subgoals.py: meanings).
+SUBGOAL_VOCABULARY = ("GoNextTo", "Explore", "Open", "Pickup", "Drop", "Close", "Done", "Failed", "Other")
 
 
 class CacheError(ValueError):
@@ -125,7 +150,7 @@ RECORDED_STEP_COLUMNS = (
     "carrying",
     "dist_to_key",
     "dist_to_target",
-)  # besides the router weights layer_<k>_expert_<j> and the logits logit_<a>
+)  # besides the router weights layer_<k>_expert_<j>, the logits logit_<a> and SUBGOAL_STEP_COLUMNS
 DERIVED_STEP_COLUMNS = ("door_unlocked", "t_unlocked", "t_pick", "t_drop", "dist_to_door", "lpc", "entropy")
 
 
@@ -274,10 +299,11 @@ def load_cache(directory: str | os.PathLike) -> CacheData:
     if not isinstance(meta, dict):
         raise CacheError(f"{str(meta_path)!r} is not a routing cache's metadata (not a JSON object)")
     version = meta.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS or isinstance(version, bool):
         newer = isinstance(version, int) and version > SCHEMA_VERSION
         raise CacheError(
-            f"cache {str(directory)!r} has schema version {version!r}; this code reads version {SCHEMA_VERSION}"
+            f"cache {str(directory)!r} has schema version {version!r}; this code reads versions "
+            f"{READABLE_SCHEMA_VERSIONS[0]} to {SCHEMA_VERSION}"
             + ("; update this project to read it" if newer else "; re-evaluate with batch_eval.py --force")
         )
     if not (directory / STEPS_FILE).is_file():
