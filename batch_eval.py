@@ -284,11 +284,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the argmax")
     parser.add_argument("--knockout", default=None, help="as eval_mop.py: 'largest' or 'layer_<k>:<j>[,...]'")
     parser.add_argument("--knockout_threshold", type=float, default=None, help="as eval_mop.py")
-    from eval_mop import add_cache_format_argument, add_device_argument, add_distilbert_path_argument
+    from eval_mop import (
+        add_cache_format_argument,
+        add_device_argument,
+        add_distilbert_path_argument,
+        add_record_subgoals_argument,
+    )
 
     add_cache_format_argument(parser)
     add_distilbert_path_argument(parser)
     add_device_argument(parser)
+    add_record_subgoals_argument(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)
@@ -305,6 +311,10 @@ def run(args: argparse.Namespace) -> dict:
         eval_device(evaluation)  # a GPU this machine lacks: one line, nothing written
         if args.num_workers < 1:
             raise EvalError(f"--num_workers must be at least 1, got {args.num_workers}")
+        if args.record_subgoals and args.skip_routing:
+            raise EvalError(
+                "--record_subgoals records into the routing cache, which --skip_routing leaves out"
+            )
         check_writable_file(args.results_path, "--results_path")
         if not args.skip_routing:
             check_writable_dir(args.cache_dir, "--cache_dir")

@@ -704,6 +704,18 @@ def add_distilbert_path_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_record_subgoals_argument(parser: argparse.ArgumentParser) -> None:
+    """--record_subgoals, as eval_mop.py and batch_eval.py spell it."""
+    parser.add_argument(
+        "--record_subgoals",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="with a routing cache: also record the bot's subgoal and the level's events at every step "
+        "(mop/subgoals.py; the bot watches the student's states, the actions are the same; off by "
+        "default: the bot's replan at every step about doubles evaluation time, bench/eval_throughput.py)",
+    )
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
@@ -752,14 +764,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--cache_dir", default=None, help="write the routing cache under this folder (e.g. evaluation_cache)"
     )
     add_cache_format_argument(parser)
-    parser.add_argument(
-        "--record_subgoals",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="with --cache_dir: also record the bot's subgoal and the level's events at every step "
-        "(mop/subgoals.py; the bot watches the student's states, the actions are the same; off by "
-        "default: the bot's replan at every step about doubles evaluation time, bench/eval_throughput.py)",
-    )
+    add_record_subgoals_argument(parser)
     add_distilbert_path_argument(parser)
     add_device_argument(parser)
     args = parser.parse_args(argv)

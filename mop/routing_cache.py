@@ -10,7 +10,8 @@ folder holding only its routing_data.json (v1, v2 or v3; `read_legacy_json`), an
 lists them: its JSON, both ways, lives here.
 
 Folder layout (`cache_dir_for`): <cache_dir>/<task_id>/trial_<N>/[seed_<S>/][update_<U>/][<variant>/]
-where update_<U> is left out for checkpoint_final.pt and <variant> is `eval_<task>` and/or
+where update_<U> is the update the weights hold (left out only for a final checkpoint whose update
+is unknown, an earlier system's) and <variant> is `eval_<task>` and/or
 `knockout_<spec>` when the evaluation was not the default one.
 
     data = load_cache("evaluation_cache/BabyAI-GoToLocal-v0/trial_0")
