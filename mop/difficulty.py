@@ -232,7 +232,8 @@ def routing_across_runs(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per level, per pair of levels) from {run: {level: its evaluation episodes}} of one
     condition's multi-task runs. Per level: runs, lpc (mean over runs of each run's mean LPC per
-    step), lpc_ci_low/high (95% t over runs), success (mean over runs). Per pair: the paired
+    step), lpc_ci_low/high (95% t over runs, clipped at 0: lpc_clipped says where), success
+    (mean over runs). Per pair: the paired
     difference B - A of the runs' LPC (contrasts.paired_difference), p_holm over the pairs."""
     from mop.contrasts import paired_difference
     from mop.inference import holm, mean_ci
@@ -248,8 +249,13 @@ def routing_across_runs(
     rows = []
     for level, values in per_run.items():
         ci = mean_ci(list(values.values()))
-        rows.append({"level": level, "runs": ci["n"], "lpc": ci["mean"], "lpc_ci_low": ci["ci_low"]}
-                    | {"lpc_ci_high": ci["ci_high"], "success": float(np.mean(success[level]))})  # fmt: skip
+        low, high = ci["ci_low"], ci["ci_high"]
+        clipped = isinstance(low, float) and math.isfinite(low) and low < 0.0
+        if clipped:  # LPC is >= 0: the t interval is cut there and says so
+            low = 0.0
+        rows.append({"level": level, "runs": ci["n"], "lpc": ci["mean"], "lpc_ci_low": low}
+                    | {"lpc_ci_high": high, "lpc_bounds": "[0, inf)", "lpc_clipped": clipped}
+                    | {"success": float(np.mean(success[level]))})  # fmt: skip
     levels = list(per_run)
     pairs = []
     for i, a in enumerate(levels):

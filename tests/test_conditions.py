@@ -445,6 +445,11 @@ def test_routing_across_runs_has_runs_as_units():
     assert (row["lpc_ci_low"], row["lpc_ci_high"]) == pytest.approx((low, high))
     pair = pairs.iloc[0]
     assert pair["p"] == pytest.approx(sps.ttest_rel(b, a).pvalue)
+    assert not row["lpc_clipped"] and row["lpc_bounds"] == "[0, inf)"
+    # runs far apart: the t interval would go below 0, and LPC cannot; it is cut there and says so
+    spread = {(0, s): {"A": ep([v, v])} for s, v in enumerate([1.0, 2.0, 200.0])}
+    row = difficulty.routing_across_runs(spread)[0].set_index("level").loc["A"]
+    assert row["lpc_ci_low"] == 0.0 and row["lpc_clipped"] and row["lpc_ci_high"] > 200
 
 
 def test_learning_speed_reads_the_repeats_and_caches_per_level_and_recipe(tmp_path):
