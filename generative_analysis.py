@@ -296,9 +296,14 @@ def maximise(
     real = report_batch["image"].numpy().astype(np.uint8)
     n_init = model.config.num_init_steps
     started = time.perf_counter()
+    from mop.progress import progress_bar
+
+    bar = progress_bar((len(targets) + 1) * len(modes), f"{word} (target x mode, {steps} steps each)")
     for spec in [*targets, control]:
         target = parse_target(spec, sizes, num_actions)
         for mode in modes:
+            bar.set_postfix_str(f"{spec} {mode}")
+            bar.update(0)
             t0 = time.perf_counter()
             result = probes.maximise_target(
                 model, agent, opt_init, report_init, target, sizes, mode, steps, lr, kl_weight, sign, seed
@@ -312,6 +317,7 @@ def maximise(
                 "seconds": round(time.perf_counter() - t0, 1),
             }
             runs.append(run)
+            bar.update(1)
             if mode == modes[-1] and len(targets) <= 3:  # the rollouts themselves, for a few targets
                 before, after = _decoded_codes(result.sim_reference), _decoded_codes(result.sim_after)
                 rows, labels = [], []
@@ -327,6 +333,7 @@ def maximise(
                 )
                 slug = spec.replace(":", "_")
                 files.append(_save_fig(plot_rollout_strips(rows, labels, title), out / f"{word}_{slug}.png"))
+    bar.close()
     probes.verdicts(runs, margin)
     kl = model_kl(loaded, dataset)
     files.append(_save_fig(plot_maximise(runs, control, word, kl), out / f"{word}_summary.png"))

@@ -34,7 +34,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from tqdm.auto import tqdm
 
 from eval_mop import ActedStep, run_episodes
 from mop.babyai_env import EVAL_SEED_START
@@ -42,6 +41,7 @@ from mop.checks import command_edges
 from mop.devices import DEVICE_HELP, DeviceError, device_label, resolve_device, use_deterministic
 from mop.experiment import LIMITS, ArgumentParser, CheckpointError, ConfigError, check_number, load_policy
 from mop.numpy_policy import one_thread
+from mop.progress import progress_bar
 from mop.runs import (
     OutputError,
     RunId,
@@ -198,7 +198,7 @@ def record(
 
     use_deterministic(where)
     with one_thread():
-        with tqdm(total=num_episodes, desc="record", disable=not progress, dynamic_ncols=True) as bar:
+        with progress_bar(num_episodes, "record", enabled=progress) as bar:
             _, episodes = run_episodes(
                 policy.to(where),
                 encoder.to(where),

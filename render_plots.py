@@ -352,10 +352,10 @@ def main(argv: list[str] | None = None) -> dict:
     except (SubgoalAnalysisError, CacheError, RunPathError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    from tqdm.auto import tqdm
+    from mop.progress import progress_bar
 
     written = []
-    for folder in tqdm(folders, desc="caches", disable=len(folders) < 2):
+    for folder in progress_bar(len(folders), "caches", enabled=len(folders) > 1, iterable=folders):
         try:
             paths = render_cache(folder, args.out, args.results_path, args.dpi, args.layout, args.event_k)
         except (CacheError, ResultsError, RunPathError, SubgoalAnalysisError) as e:

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mop.checks import command_edges
 from mop.devices import (
@@ -45,6 +44,7 @@ from mop.devices import (
 )
 from mop.experiment import LIMITS, ArgumentParser, CheckpointError, ConfigError, check_number, load_policy
 from mop.generative import GenerativeConfig, GenerativeModel, losses, reconstruction_metrics
+from mop.progress import progress_bar
 from mop.runs import (
     OutputError,
     RunLockedError,
@@ -432,8 +432,11 @@ def _train_locked(
     model.train()
     started = time.perf_counter()
     last: dict = {}
-    bar = tqdm(
-        range(start, args.num_updates), desc="train_generative", disable=args.no_progress, dynamic_ncols=True
+    bar = progress_bar(
+        args.num_updates - start,
+        "train_generative",
+        enabled=not args.no_progress,
+        iterable=range(start, args.num_updates),
     )
     u = start
     for update in bar:

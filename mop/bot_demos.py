@@ -142,12 +142,12 @@ def generate_demos(
     """(buffer of the first `num_demos` solved candidates, info with skip counts), in RAM."""
     if num_demos <= 0:
         raise ValueError(f"the number of demos must be positive, got {num_demos}")
-    from tqdm.auto import tqdm
+    from mop.progress import progress_bar
 
     started = time.perf_counter()
     demos: list[StoredEpisode] = []
     skipped = {"bot_failure": 0, "unsolved": 0}
-    with tqdm(total=num_demos, desc=f"demos {task_id}", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(num_demos, f"demos {task_id}", enabled=progress) as bar:
         stream = candidates(task_id, demo_seed, 0, max_steps, num_workers, fast)
         try:
             for _, ep, why in stream:
@@ -207,7 +207,7 @@ def extend_store(
     """Generate demos into `store` until it holds `num_demos`, from its `next_candidate` on,
     committing every `chunk_episodes` solved demos (a kill loses at most the uncommitted chunk,
     regenerated from the same layout seeds next time). `on_commit(chunks)` runs after each commit."""
-    from tqdm.auto import tqdm
+    from mop.progress import progress_bar
 
     m = store.manifest
     task_id, demo_seed, max_steps = m["task_id"], m["demo_seed"], m["max_steps"]
@@ -218,9 +218,7 @@ def extend_store(
     skipped = {"bot_failure": 0, "unsolved": 0}
     total_skipped = sum(m["skipped"].values())
     started = time.perf_counter()
-    bar = tqdm(
-        total=num_demos, initial=len(store), desc=f"demos {task_id}", disable=not progress, dynamic_ncols=True
-    )
+    bar = progress_bar(num_demos, f"demos {task_id}", enabled=progress, initial=len(store))
     stream = candidates(task_id, demo_seed, m["next_candidate"], max_steps, num_workers, fast)
     try:
         for k, ep, why in stream:

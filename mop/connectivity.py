@@ -377,7 +377,9 @@ def interpolation_rows(
     policy, encoder, config = load_policy(path_a, ckpt=ckpt_a)
     rows, heldout = [], {}
     success, ce_sum, labels = [], [], None
-    for alpha in alphas:
+    from mop.progress import progress_bar
+
+    for alpha in progress_bar(len(alphas), "θ(α) points", iterable=alphas, leave=False):
         policy = build_policy(config)
         policy.load_state_dict(interpolate(ckpt_a["policy_state_dict"], ckpt_b["policy_state_dict"], alpha))
         policy.eval()

@@ -702,7 +702,7 @@ class ImitationRun:
         return self.state.update >= self.cfg.num_updates
 
     def __enter__(self) -> ImitationRun:
-        from tqdm.auto import tqdm
+        from mop.progress import progress_bar
 
         cfg, state, learner = self.cfg, self.state, self.learner
         if cfg.demos:
@@ -720,12 +720,11 @@ class ImitationRun:
                     # A finished run goes on: its final weights keep only their numbered name (a bad
                     # checkpoint_final.pt skipped by newest_checkpoint stays until this run writes a new one).
                     retire_final(self.directory, state.update)
-            self.bar = tqdm(
+            self.bar = progress_bar(
+                cfg.num_updates,
+                f"{cfg.task_id} t{cfg.trial}" + (f" s{cfg.seed}" if cfg.seed is not None else ""),
+                enabled=self.progress,
                 initial=state.update,
-                total=cfg.num_updates,
-                desc=f"{cfg.task_id} t{cfg.trial}" + (f" s{cfg.seed}" if cfg.seed is not None else ""),
-                disable=not self.progress,
-                dynamic_ncols=True,
             )
             state.reset_window()
             if not self.done:
