@@ -30,13 +30,11 @@ import multiprocessing as mp
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from eval_mop import EvalOptions
-from mop.bot_paths import BotPaths
 from mop.checks import command_edges
+from mop.eval_options import EvalError, EvalOptions, cache_formats
+from mop.level_names import check_task_id
 from mop.results import (
     ResultsError,
     evaluation_identity,
@@ -59,6 +57,9 @@ from mop.runs import (
     run_task_name,
     split_task_ids,
 )
+
+if TYPE_CHECKING:  # the evaluator (torch, minigrid) and pandas load after the flags are checked
+    import pandas as pd
 
 
 class BatchEvalError(ValueError):
@@ -157,6 +158,8 @@ def evaluate_one(ref: CheckpointRef, options: BatchOptions) -> dict:
             )
         eval_task = options.eval.task_id or config["task_id"]
         max_steps = options.eval.max_steps or config.get("max_steps")
+        from mop.bot_paths import BotPaths
+
         bot_paths = BotPaths(eval_task, max_steps, options.cache_dir)  # shared by every checkpoint
         result = evaluate(ref.path, replace(options.eval, task_id=eval_task, max_steps=max_steps), bot_paths)
         bot_paths.save()
@@ -284,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the argmax")
     parser.add_argument("--knockout", default=None, help="as eval_mop.py: 'largest' or 'layer_<k>:<j>[,...]'")
     parser.add_argument("--knockout_threshold", type=float, default=None, help="as eval_mop.py")
-    from eval_mop import (
+    from mop.eval_options import (
         add_cache_format_argument,
         add_device_argument,
         add_distilbert_path_argument,
@@ -304,11 +307,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from eval_mop import EvalError, cache_formats, eval_device
-
-    try:  # every flag and output is checked before any checkpoint is looked at
+    try:  # every flag and output is checked before the evaluator (torch) is imported
         evaluation = EvalOptions.from_args(args, record=not args.skip_routing)
-        eval_device(evaluation)  # a GPU this machine lacks: one line, nothing written
         if args.num_workers < 1:
             raise EvalError(f"--num_workers must be at least 1, got {args.num_workers}")
         if args.record_subgoals and args.skip_routing:
@@ -318,15 +318,13 @@ def run(args: argparse.Namespace) -> dict:
         check_writable_file(args.results_path, "--results_path")
         if not args.skip_routing:
             check_writable_dir(args.cache_dir, "--cache_dir")
-    except (EvalError, OutputError) as e:
-        raise BatchEvalError(str(e)) from None
-    if args.eval_task_id:
-        from mop.babyai_env import check_task_id
-
-        try:
+        if args.eval_task_id:
             check_task_id(args.eval_task_id)
-        except ValueError as e:
-            raise BatchEvalError(str(e)) from None
+        from eval_mop import eval_device
+
+        eval_device(evaluation)  # a GPU this machine lacks: one line, nothing written
+    except (EvalError, OutputError, ValueError) as e:
+        raise BatchEvalError(str(e)) from None
     dirs = args.checkpoint_dir or list(DEFAULT_CHECKPOINT_DIRS)
     refs = discover(dirs)
     if not refs:

@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import multiprocessing as mp
-import numbers
 import os
 import sys
 from collections.abc import Callable
@@ -48,17 +47,25 @@ from mop.bot_paths import BotPaths
 from mop.checks import command_edges
 from mop.collection import MissionCache, ObsBatch, acting_step
 from mop.devices import (
-    DEVICE_HELP,
     DeviceError,
-    check_device,
     device_label,
     resolve_device,
     use_deterministic,
 )
+from mop.eval_options import (  # noqa: F401  (re-exported: eval_mop's options are its public API)
+    EVAL_LIMITS,
+    EvalError,
+    EvalOptions,
+    add_cache_format_argument,
+    add_device_argument,
+    add_distilbert_path_argument,
+    add_record_subgoals_argument,
+    cache_formats,
+    canonical_knockout,
+)
 from mop.experiment import ArgumentParser, CheckpointError, load_checkpoint, load_policy
 from mop.numpy_policy import one_thread, use_one_thread
 from mop.progress import progress_bar
-from mop.results import knockout_label
 from mop.routing_cache import RECORDED_STEP_COLUMNS, derive_step_columns, weight_column, write_cache
 from mop.runs import (
     OutputError,
@@ -74,21 +81,7 @@ from mop.runs import (
 )
 from mop.subgoals import SUBGOAL_COLUMNS, SubgoalRecorder
 
-
-class EvalError(ValueError):
-    """A bad checkpoint, task or option; the message names it."""
-
-
 # ----------------------------------------------------------------------------- knockout
-
-
-def canonical_knockout(spec: str | None) -> str | None:
-    """mop.results.canonical_knockout (the one spelling of a knockout spec, None for none), a spec
-    it refuses as EvalError: --knockout is an evaluation option."""
-    try:
-        return results.canonical_knockout(spec)
-    except ValueError as e:
-        raise EvalError(str(e)) from None
 
 
 def parse_knockout(spec: str | None, expert_sizes: list[list[int]]) -> list[list[bool]] | None:
@@ -139,71 +132,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return low, high
 
 
-@dataclass(frozen=True)
-class EvalOptions:
-    """How to evaluate a checkpoint (eval_mop's flags; batch_eval, Modal and the notebooks pass one)."""
-
-    task_id: str | None = None  # level to evaluate on (None: the training level)
-    num_episodes: int = 100  # on evaluation seeds EVAL_SEED_START + 0..N-1
-    num_envs: int = 16  # envs stepped together
-    max_steps: int | None = None  # episode limit (None: the training run's)
-    sample: bool = False  # sample actions (seeded per episode) instead of the argmax
-    knockout: str | None = None  # 'largest' or 'layer_<k>:<j>[,...]'
-    knockout_threshold: float | None = None  # also disable experts below this weight
-    record: bool = True  # keep the per-step routing record (the cache)
-    record_subgoals: bool = (
-        False  # with record: the bot's subgoal and level's events (bot replan: ~2x slower)
-    )
-    num_workers: int = 1  # processes to split the episodes over (same numbers)
-    progress: bool = False  # a tqdm bar
-    distilbert_path: str | None = None  # DistilBERT weights here (None: the run's distilbert_path)
-    device: str = "auto"  # where the policy acts: auto | cpu | cuda | cuda:N (mop.devices)
-
-    def __post_init__(self) -> None:
-        """The one check of evaluation settings (eval_mop, batch_eval, Modal and the notebooks all
-        build one): EvalError naming the flag. The knockout spec is stored in its one spelling."""
-        for name, limit in EVAL_LIMITS.items():
-            value = getattr(self, name)
-            if value is None and name == "max_steps":
-                continue
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= limit:
-                raise EvalError(f"--{name} must be a whole number from 1 to {limit:,}, got {value!r}")
-        t = self.knockout_threshold
-        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 < t <= 1):
-            raise EvalError(f"--knockout_threshold must be a router weight in (0, 1], got {t!r}")
-        object.__setattr__(self, "knockout", canonical_knockout(self.knockout))
-        try:  # the spelling here; whether this machine has it, when evaluate() starts
-            object.__setattr__(self, "device", check_device(self.device))
-        except DeviceError as e:
-            raise EvalError(str(e)) from None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, **settings: Any) -> EvalOptions:
-        """The options eval_mop's and batch_eval's command lines share, plus `settings`."""
-        return cls(
-            task_id=args.eval_task_id,
-            num_episodes=args.num_episodes,
-            num_envs=args.num_envs,
-            max_steps=args.max_steps,
-            sample=args.sample,
-            knockout=args.knockout,
-            knockout_threshold=args.knockout_threshold,
-            distilbert_path=args.distilbert_path,
-            device=args.device,
-            **({"record_subgoals": args.record_subgoals} if hasattr(args, "record_subgoals") else {}),
-            **settings,
-        )
-
-    @property
-    def knockout_label(self) -> str:
-        return knockout_label(self.knockout, self.knockout_threshold)
-
-
-# Upper bounds of EvalOptions: episodes and envs are held in memory (the per-step record), and an
-# episode limit above the training one's bound never ends.
-EVAL_LIMITS = {"num_episodes": 1_000_000, "num_envs": 1000, "num_workers": 256, "max_steps": 10**6}
-
-
+@dataclass
 class _EvalSlot:
     """One env of the evaluation batch and the episode it is running."""
 
@@ -682,51 +611,6 @@ def save_evaluation(
         "eval_seed_start": EVAL_SEED_START,
     }
     return write_cache(directory, result.steps, result.episodes, meta, formats)
-
-
-def add_cache_format_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--cache_format",
-        choices=["parquet", "json", "both"],
-        default="parquet",
-        help="json (or both) also writes the earlier system's routing_data.json shape beside the Parquet files",
-    )
-
-
-def add_distilbert_path_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--distilbert_path",
-        default=None,
-        metavar="DIR",
-        help="DistilBERT weights for checkpoints with the DistilBERT mission encoder (the earlier "
-        "system's all have it): a directory saved with save_pretrained, or a Hugging Face id in the "
-        "local cache (default: the path the run was trained with)",
-    )
-
-
-def add_record_subgoals_argument(parser: argparse.ArgumentParser) -> None:
-    """--record_subgoals, as eval_mop.py and batch_eval.py spell it."""
-    parser.add_argument(
-        "--record_subgoals",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="with a routing cache: also record the bot's subgoal and the level's events at every step "
-        "(mop/subgoals.py; the bot watches the student's states, the actions are the same; off by "
-        "default: the bot's replan at every step about doubles evaluation time, bench/eval_throughput.py)",
-    )
-
-
-def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help=f"{DEVICE_HELP}; on a GPU the envs of a batch act in one step there, on the CPU in "
-        "numpy (the same numbers up to float rounding; default auto)",
-    )
-
-
-def cache_formats(choice: str) -> tuple[str, ...]:
-    return ("parquet",) if choice == "parquet" else ("parquet", "json")
 
 
 def main(argv: list[str] | None = None) -> dict:

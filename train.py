@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-
-from mixture_of_experts import NUM_ACTIONS, PolicyOutput, build_policy
 from mop.experiment import LIMITS, ConfigError, TrainConfig, args_overrides, cli_main, load_config
-from mop.imitation import run_imitation
+
+if TYPE_CHECKING:  # torch and the loop are imported by what runs: flags and config are checked first
+    import torch
+
+    from mixture_of_experts import PolicyOutput
 
 POLICY_TYPE = "gru"
 MATCH_TOLERANCE = 0.05  # |GRU - MoP| / MoP parameters that --match_params accepts
@@ -42,6 +43,8 @@ MATCH_TOLERANCE = 0.05  # |GRU - MoP| / MoP parameters that --match_params accep
 
 
 def make_loss(cfg: TrainConfig):
+    import torch.nn.functional as F
+
     def loss_fn(out: PolicyOutput, labels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """out.logits (T, N, A), labels (T, N), mask (T, N): steps the bot labelled."""
         if not mask.any():  # every bot failed this unroll: nothing to learn from
@@ -65,7 +68,8 @@ def make_loss(cfg: TrainConfig):
 def policy_parameters(cfg: TrainConfig, policy_type: str, **changes) -> int:
     """Trainable parameters of the policy a config builds (policy_type "mop" or "gru"; `changes`
     override config keys), the mission encoder left out (the same in both)."""
-    from mop.babyai_env import obs_dim
+    from mixture_of_experts import NUM_ACTIONS, build_policy
+    from mop.level_names import obs_dim
 
     config = {**dataclasses.asdict(cfg), **changes, "policy_type": policy_type}
     config |= {"input_dim": obs_dim(cfg.obs_encoding), "num_actions": NUM_ACTIONS}
@@ -133,6 +137,9 @@ def _apply_match(args: argparse.Namespace) -> None:
 
 def main(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train; returns {run_dir, checkpoints, metrics_path, final, ...}."""
+    from mixture_of_experts import build_policy
+    from mop.imitation import run_imitation
+
     return run_imitation(cfg, POLICY_TYPE, build_policy, make_loss(cfg), resume=resume, progress=progress)
 
 

@@ -20,12 +20,14 @@ Reads config.yaml (every key is also a flag); writes checkpoints and metrics.jso
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
-from mixture_of_experts import PolicyOutput, build_policy, compute_lpc
 from mop.experiment import TrainConfig, cli_main
-from mop.imitation import run_imitation
+
+if TYPE_CHECKING:  # torch and the loop are imported by what runs: flags and config are checked first
+    import torch
+
+    from mixture_of_experts import PolicyOutput
 
 POLICY_TYPE = "mop"
 
@@ -34,6 +36,10 @@ POLICY_TYPE = "mop"
 
 
 def make_loss(cfg: TrainConfig, expert_sizes: list[list[int]]):
+    import torch.nn.functional as F
+
+    from mixture_of_experts import compute_lpc
+
     def loss_fn(out: PolicyOutput, labels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """out.logits (T, N, A), labels (T, N), mask (T, N): steps the bot labelled."""
         if not mask.any():  # every bot failed this unroll: nothing to learn from
@@ -67,6 +73,9 @@ def make_loss(cfg: TrainConfig, expert_sizes: list[list[int]]):
 
 def main(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train; returns {run_dir, checkpoints, metrics_path, final, ...}."""
+    from mixture_of_experts import build_policy
+    from mop.imitation import run_imitation
+
     return run_imitation(
         cfg,
         POLICY_TYPE,

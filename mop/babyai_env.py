@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
 import math
 import signal
@@ -42,6 +41,16 @@ from minigrid.utils.baby_ai_bot import BabyAIBot
 
 from mop import fast_grid, layout_sampler
 from mop.fast_grid import FastBot
+from mop.level_names import (  # noqa: F401  (re-exported: the env's callers import them from here)
+    CHANNEL_SIZES,
+    LEVEL_TABLE,
+    OBS_ENCODINGS,
+    babyai_task_ids,
+    check_task_id,
+    check_task_ids,
+    env_levels,
+    obs_dim,
+)
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: drawing a level needs none
     import torch
@@ -61,81 +70,6 @@ DEMO_SETS = (TRAIN_SEED_START - DEMO_SEED_START) // DEMO_SET_STRIDE  # 50 disjoi
 # minigrid 3.2.0 UnlockPickup tests `if max is None` instead of `max_steps`, so its intended default
 # (8 * room_size**2 = 288) is never set and RoomGridLevel falls back to 72 steps.
 _UPSTREAM_MAX_STEPS_FIX = {"BabyAI-UnlockPickup-v0": 288, "BabyAI-UnlockPickupDist-v0": 288}
-
-
-# The levels of the level table (bench/levels.py) and of the fast env's equality check.
-LEVEL_TABLE = [
-    "BabyAI-GoToObj-v0",
-    "BabyAI-GoToLocal-v0",
-    "BabyAI-PickupLoc-v0",
-    "BabyAI-PutNextLocal-v0",
-    "BabyAI-UnlockPickup-v0",
-    "BabyAI-GoToObjMaze-v0",
-    "BabyAI-GoTo-v0",
-    "BabyAI-Pickup-v0",
-    "BabyAI-Unlock-v0",
-    "BabyAI-Synth-v0",
-    "BabyAI-GoToImpUnlock-v0",
-]
-
-
-def babyai_task_ids() -> list[str]:
-    return sorted(k for k in gym.registry if k.startswith("BabyAI-"))
-
-
-def check_task_id(task_id: str) -> str:
-    """Return task_id if it is a registered BabyAI level, else raise ValueError with close matches."""
-    ids = babyai_task_ids()
-    if task_id in ids:
-        return task_id
-    close = difflib.get_close_matches(task_id, ids, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see babyai_env.babyai_task_ids()"
-    raise ValueError(f"unknown task_id {task_id!r}{hint}")
-
-
-def check_task_ids(task_id: str) -> list[str]:
-    """The levels of a task_id: one level, or a comma list of distinct levels (a multi-task run),
-    each checked by check_task_id; ValueError naming the bad one."""
-    if "," not in task_id:
-        return [check_task_id(task_id)]
-    levels = [t.strip() for t in task_id.split(",")]
-    if not all(levels):
-        raise ValueError(f"{task_id!r} has an empty level between its commas")
-    for level in levels:
-        check_task_id(level)
-    repeated = sorted({t for t in levels if levels.count(t) > 1})
-    if repeated:
-        raise ValueError(f"{task_id!r} names {', '.join(repeated)} more than once (use --task_weights)")
-    return levels
-
-
-def env_levels(levels: list[str], num_envs: int, weights: list[float] | None = None) -> list[str]:
-    """The level of each training env index of a multi-task run: each level gets a share of the
-    envs proportional to its weight (largest remainder, ties to the earlier level; default equal
-    weights), and the levels are interleaved over the env indices, so the consecutive env slices
-    of the workers each hold a mix. Deterministic: the same arguments give the same list.
-    ValueError if the weights do not fit the levels or a level would get no env."""
-    weights = [1.0] * len(levels) if weights is None else [float(w) for w in weights]
-    if len(weights) != len(levels):
-        raise ValueError(
-            f"{len(weights)} task_weights for {len(levels)} level(s) in task_id: give one weight per level"
-        )
-    if not all(math.isfinite(w) and w > 0 for w in weights):
-        raise ValueError(f"task_weights must be positive finite numbers, got {weights}")
-    quotas = [num_envs * w / sum(weights) for w in weights]
-    counts = [math.floor(q) for q in quotas]
-    by_remainder = sorted(range(len(levels)), key=lambda k: (-(quotas[k] - counts[k]), k))
-    for k in by_remainder[: num_envs - sum(counts)]:
-        counts[k] += 1
-    empty = [levels[k] for k in range(len(levels)) if counts[k] == 0]
-    if empty:
-        raise ValueError(
-            f"num_envs {num_envs} leaves {', '.join(empty)} without an env at these weights: "
-            "raise num_envs or that level's weight"
-        )
-    # Env j of level k sits at (j + 0.5) / count_k of the index range: evenly spread, interleaved.
-    slots = sorted(((j + 0.5) / counts[k], k) for k in range(len(levels)) for j in range(counts[k]))
-    return [levels[k] for _, k in slots]
 
 
 def make_env(task_id: str, max_steps: int | None = None, fast: bool = True) -> Any:
@@ -212,18 +146,6 @@ def render_layout(
 
 # ----------------------------------------------------------------------------- observations
 
-OBS_ENCODINGS = ("raw", "onehot")
-_CHANNEL_SIZES = (11, 6, 3)  # minigrid OBJECT_TO_IDX, COLOR_TO_IDX, STATE_TO_IDX
-CHANNEL_SIZES = _CHANNEL_SIZES  # public: the generative model decodes these categories
-
-
-def obs_dim(encoding: str) -> int:
-    if encoding == "raw":
-        return 3 * 7 * 7 + 4 + 1  # 152, the earlier system's input_dim
-    if encoding == "onehot":
-        return sum(_CHANNEL_SIZES) * 7 * 7 + 4 + 1  # 985
-    raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {encoding!r}")
-
 
 def encode_obs(
     image: torch.Tensor, direction: torch.Tensor, carrying: torch.Tensor, encoding: str
@@ -244,9 +166,9 @@ def encode_obs(
         img = image.long()
         parts = [
             torch.nn.functional.one_hot(img[..., c].clamp(0, n - 1), n).float()
-            for c, n in enumerate(_CHANNEL_SIZES)
+            for c, n in enumerate(CHANNEL_SIZES)
         ]
-        img = torch.cat(parts, dim=-1).reshape(*lead, 7 * 7 * sum(_CHANNEL_SIZES))
+        img = torch.cat(parts, dim=-1).reshape(*lead, 7 * 7 * sum(CHANNEL_SIZES))
     else:
         raise ValueError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {encoding!r}")
     return torch.cat([img, direction_1h, carry], dim=-1)

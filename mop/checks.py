@@ -12,9 +12,11 @@ write of the project is atomic, so what was written before stays whole).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import errno
 import math
+import numbers
 import os
 import sys
 from collections.abc import Iterator
@@ -98,3 +100,41 @@ def command_edges(interrupted: str = "interrupted") -> Iterator[None]:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
+
+
+def normalize_expert_sizes(sizes: object) -> tuple[tuple[int, ...], ...]:
+    """Expert sizes as one tuple per layer. A flat list means one layer; raises ValueError.
+
+    Accepts a nested/flat list, or a string: "[[0,16,32],[0,16,32]]", "[32,64,128]" or the
+    integration guide's layer syntax "16,32,64;32,64,128" (layers separated by ';').
+    """
+    original = sizes
+    if isinstance(sizes, str):
+        text = sizes.strip()
+        try:
+            if text.startswith("["):
+                sizes = ast.literal_eval(text)
+            else:
+                sizes = [[int(s) for s in layer.split(",") if s.strip()] for layer in text.split(";")]
+        except (ValueError, SyntaxError):
+            raise ValueError(
+                f"expert sizes {original!r} are malformed: use '[[0,16,32],[0,16,32]]', "
+                "'[32,64,128]' or '16,32,64;32,64,128'"
+            ) from None
+    if (
+        isinstance(sizes, (list, tuple))
+        and sizes
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in sizes)
+    ):
+        sizes = [sizes]
+    if not isinstance(sizes, (list, tuple)) or not sizes:
+        raise ValueError(f"expert sizes {original!r} must be a non-empty list of layers")
+    layers = []
+    for i, layer in enumerate(sizes):
+        if not isinstance(layer, (list, tuple)) or not layer:
+            raise ValueError(f"expert sizes {original!r}: layer {i} must be a non-empty list of ints")
+        for s in layer:
+            if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
+                raise ValueError(f"expert sizes {original!r}: layer {i} has {s!r}; sizes are integers >= 0")
+        layers.append(tuple(int(s) for s in layer))
+    return tuple(layers)

@@ -248,7 +248,11 @@ def _paired_difference(a: Any, b: Any, metric: str) -> dict[str, Any]:
     ):
         # every pair the same difference, up to float rounding (a homogeneous layout's LPC is one
         # constant): the t statistic is undefined or would test rounding noise
-        return out | {"ci_low": "no spread: no test", "ci_high": "no spread: no test", "p": "no spread: no test"}
+        return out | {
+            "ci_low": "no spread: no test",
+            "ci_high": "no spread: no test",
+            "p": "no spread: no test",
+        }
     test = sps.ttest_1samp(d, 0.0)
     ci = test.confidence_interval(0.95)
     return out | {"ci_low": float(back(ci.low)), "ci_high": float(back(ci.high)), "p": float(test.pvalue)}
@@ -259,7 +263,11 @@ def missing_seeds(runs: pd.DataFrame, a: str, b: str) -> str:
     have no partner and are left out of the paired contrast."""
     sa = set(runs.loc[runs["condition"] == a, "seed"].dropna().astype(int))
     sb = set(runs.loc[runs["condition"] == b, "seed"].dropna().astype(int))
-    parts = [f"seed {', '.join(map(str, sorted(x - y)))} only in {c}" for c, x, y in ((a, sa, sb), (b, sb, sa)) if x - y]
+    parts = [
+        f"seed {', '.join(map(str, sorted(x - y)))} only in {c}"
+        for c, x, y in ((a, sa, sb), (b, sb, sa))
+        if x - y
+    ]
     return "; ".join(parts) + " (unpaired: left out)" if parts else ""
 
 
@@ -350,7 +358,9 @@ def contrasts(
     out = pd.DataFrame(rows)
     out["p_holm"] = holm(out["p"]) if len(out) else []
     if len(out):
-        out["family"] = f"Holm over this table: {len(out)} contrasts ({', '.join(dict.fromkeys(out['metric']))})"
+        out["family"] = (
+            f"Holm over this table: {len(out)} contrasts ({', '.join(dict.fromkeys(out['metric']))})"
+        )
         for i, r in out.iterrows():
             if "verdict" not in out or not isinstance(r.get("verdict"), str):
                 out.loc[i, "verdict"] = _verdict_without_margin(r)

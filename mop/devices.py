@@ -14,6 +14,10 @@ deterministic mode.
 - `use_deterministic(device)`: on CUDA, deterministic kernels where torch has them, full float32
   precision (no TF32), and the cuBLAS workspace torch documents; the CPU is left as it is (its
   kernels are deterministic for a fixed thread count, which every stage fixes).
+- `seed_everything(seed)`, `rng_state(device)`, `set_rng_state(state, device)`: every generator a
+  run draws from (Python, numpy, torch, and the device's), seeded, saved into a checkpoint, restored.
+
+torch is imported inside the functions that use it, so a command line checks its flags first.
 
     device = resolve_device("auto")          # cuda:0 on a GPU workstation, cpu elsewhere
     policy.to(device)
@@ -23,10 +27,15 @@ deterministic mode.
 from __future__ import annotations
 
 import os
+import random
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
+
+if TYPE_CHECKING:  # torch is imported where it is used: a command checks its flags without it
+    import torch
+
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 DEVICE_HELP = (
@@ -54,6 +63,8 @@ def check_device(spec: Any, flag: str = "--device") -> str:
 
 def resolve_device(spec: Any, flag: str = "--device") -> torch.device:
     """The torch.device `spec` means on this machine; DeviceError in one line when it has none."""
+    import torch
+
     text = check_device(spec, flag)
     if text == "cpu":
         return torch.device("cpu")
@@ -78,6 +89,8 @@ def resolve_device(spec: Any, flag: str = "--device") -> torch.device:
 
 def device_label(device: torch.device) -> str:
     """'cpu', or 'cuda:0 (NVIDIA H100 80GB HBM3)': what a run or a bench reports."""
+    import torch
+
     if device.type != "cuda":
         return str(device)
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -86,6 +99,8 @@ def device_label(device: torch.device) -> str:
 
 def module_device(module: torch.nn.Module) -> torch.device:
     """The device of a module's first parameter (the CPU for a module without any)."""
+    import torch
+
     for p in module.parameters():
         return p.device
     return torch.device("cpu")
@@ -94,6 +109,8 @@ def module_device(module: torch.nn.Module) -> torch.device:
 def to_cpu(obj: Any) -> Any:
     """obj with every tensor inside dicts, lists and tuples moved to the CPU (detached). A tensor
     already on the CPU is returned as it is, not copied: saving a CPU run costs nothing extra."""
+    import torch
+
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu() if obj.device.type != "cpu" else obj
     if isinstance(obj, dict):
@@ -109,6 +126,8 @@ def use_deterministic(device: torch.device) -> None:
     cuDNN's deterministic algorithms, no TF32 (full float32, so the numbers stay within the
     documented tolerance of the CPU's) and the cuBLAS workspace torch's notes ask for. Nothing
     changes on the CPU."""
+    import torch
+
     if device.type != "cuda":
         return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
@@ -121,11 +140,52 @@ def use_deterministic(device: torch.device) -> None:
 
 def cuda_rng_state(device: torch.device) -> torch.Tensor | None:
     """The CUDA generator's state of `device` (a CPU tensor, saved beside the CPU's), None on the CPU."""
+    import torch
+
     return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
 def set_cuda_rng_state(state: torch.Tensor | None, device: torch.device) -> None:
     """Restore cuda_rng_state's value; nothing on the CPU or for a state saved on the CPU (a run
     resumed on another device continues its CPU streams; the GPU's own draws start anew)."""
+    import torch
+
     if state is not None and device.type == "cuda":
         torch.cuda.set_rng_state(state, device)
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state(device: torch.device | None = None) -> dict:
+    """Every generator a run draws from; with a CUDA device also its generator (expert dropout
+    draws there)."""
+    import torch
+
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": list(np.random.get_state(legacy=True)[1].tolist())
+        + [int(np.random.get_state(legacy=True)[2])],
+        "python": [list(random.getstate()[1]), random.getstate()[0]],
+    }
+    cuda = None if device is None else cuda_rng_state(device)
+    if cuda is not None:
+        state["torch_cuda"] = cuda
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if device is not None:
+        set_cuda_rng_state(state.get("torch_cuda"), device)
+    keys = np.array(state["numpy"][:-1], dtype=np.uint32)
+    np.random.set_state(("MT19937", keys, int(state["numpy"][-1])))
+    internal, version = state["python"]
+    random.setstate((version, tuple(internal), None))

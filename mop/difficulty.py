@@ -69,7 +69,9 @@ def verdict_error(coverages: Sequence[float]) -> float:
     return float(sum((1 - c[0]) / 2 + (1 - o) / 2 for o in c[1:]))
 
 
-def hardest_level(table: pd.DataFrame, value: str, low: str, high: str, coverage: str, what: str) -> dict[str, Any]:
+def hardest_level(
+    table: pd.DataFrame, value: str, low: str, high: str, coverage: str, what: str
+) -> dict[str, Any]:
     """ranking(...) whose "hardest" stands only when its error bound (verdict_error over the
     levels' interval coverages, column `coverage`) is <= MAX_ERROR; otherwise the hardest is
     withdrawn and the verdict says "not resolved" with the bound and the repeats it needs. Keys

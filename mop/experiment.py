@@ -1,4 +1,4 @@
-"""The experiment's plumbing, shared by every stage: the config schema and its loading, seeding,
+"""The experiment's plumbing, shared by every stage: the config schema and its loading,
 checkpoint save/load (one place, with its format version and the upgrade of older formats), and
 metric logging. The imitation loop that uses them is imitation.py; run folders are runs.py.
 
@@ -23,26 +23,26 @@ import difflib
 import json
 import math
 import os
-import random
 import sys
 import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, NoReturn, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
-import torch
 import yaml
 
 from mop import legacy_config
 from mop.checks import ConfigError, check_number, command_edges, finite_number  # noqa: F401  (re-exported)
-from mop.devices import DeviceError, check_device, cuda_rng_state, set_cuda_rng_state, to_cpu
+from mop.devices import DeviceError, check_device, to_cpu
 from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
 from mop.runs import OutputError, RunId, RunLockedError, atomic_write, resume_candidates
 from mop.runs import run_dir as _run_dir
 
+if TYPE_CHECKING:  # torch is imported where it is used: a command checks its flags and config without it
+    import torch
 # Version of the checkpoint dict written by save_checkpoint. Checkpoints without `format_version`
 # (the earlier system's, and this project's before it was checked) are format 0.
 CHECKPOINT_FORMAT = 1
@@ -349,7 +349,7 @@ def _coerce(key: str, value: Any) -> Any:
             raise ConfigError(f"task_weights must be positive finite numbers, got {value!r}")
         return weights
     if key == "expert_hidden_sizes":
-        from mixture_of_experts import normalize_expert_sizes
+        from mop.checks import normalize_expert_sizes
 
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             value = ";".join(value)  # the integration guide's YAML: one "16,32,64" string per layer
@@ -433,7 +433,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ConfigError on impossible values (each message names the key): negative or zero
     counts, probabilities outside [0, 1], and values above LIMITS (non-finite floats never get
     here: `_coerce` refuses them for every float key)."""
-    from mop.babyai_env import KEY_CHECK_LAYOUTS, OBS_ENCODINGS, check_task_ids, env_levels, key_layout_counts
+    from mop.level_names import OBS_ENCODINGS, check_task_ids, env_levels
 
     try:
         levels = check_task_ids(cfg.task_id)
@@ -507,6 +507,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                 "--key_layout_share chooses the layouts the student acts in; bot demos have none"
             )
         for level in levels:
+            from mop.babyai_env import KEY_CHECK_LAYOUTS, key_layout_counts  # builds layouts: only here
+
             _, key = key_layout_counts(level)
             if cfg.key_layout_share > 0 and key == 0:
                 raise ConfigError(
@@ -742,37 +744,6 @@ def default_num_workers() -> int:
         return os.cpu_count() or 1
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state(device: torch.device | None = None) -> dict:
-    """Every generator a run draws from; with a CUDA device also its generator (expert dropout
-    draws there)."""
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": list(np.random.get_state(legacy=True)[1].tolist())
-        + [int(np.random.get_state(legacy=True)[2])],
-        "python": [list(random.getstate()[1]), random.getstate()[0]],
-    }
-    cuda = None if device is None else cuda_rng_state(device)
-    if cuda is not None:
-        state["torch_cuda"] = cuda
-    return state
-
-
-def set_rng_state(state: dict, device: torch.device | None = None) -> None:
-    torch.set_rng_state(state["torch"])
-    if device is not None:
-        set_cuda_rng_state(state.get("torch_cuda"), device)
-    keys = np.array(state["numpy"][:-1], dtype=np.uint32)
-    np.random.set_state(("MT19937", keys, int(state["numpy"][-1])))
-    internal, version = state["python"]
-    random.setstate((version, tuple(internal), None))
-
-
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -783,6 +754,8 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """Write a checkpoint dict atomically, stamped with CHECKPOINT_FORMAT; its tensors are stored
     on the CPU, whatever device they live on (load_checkpoint maps to the CPU as well)."""
+    import torch
+
     payload = to_cpu({"format_version": CHECKPOINT_FORMAT, **payload})
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
@@ -797,6 +770,8 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     archive, a pickle of a newer protocol); those warnings are not printed, their gist goes into the
     error line, so a refused file gives that line and nothing else. A file that loads gets its
     warnings re-issued."""
+    import torch
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -67,19 +67,25 @@ import numpy as np
 import torch
 
 from mop.babyai_env import MAX_ROOMS, RoomLayout, check_task_ids, encode_obs, make_env, obs_dim, quiet_reset
-from mop.devices import DeviceError, device_label, resolve_device, to_cpu, use_deterministic
+from mop.devices import (
+    DeviceError,
+    device_label,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    to_cpu,
+    use_deterministic,
+)
 from mop.experiment import (
     ConfigError,
     MetricLogger,
     TrainConfig,
     newest_checkpoint,
     read_metrics,
-    rng_state,
     run_dir,
     run_seed,
     save_checkpoint,
-    seed_everything,
-    set_rng_state,
 )
 from mop.imitation_data import (  # the loop's data; buffer_path re-exported for lmc.py and callers
     DemoSource,

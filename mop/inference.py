@@ -246,7 +246,11 @@ def aggregate_r(r: Any) -> dict[str, Any]:
     if n == 1:
         return out | {"ci_low": NO_INFERENCE, "ci_high": NO_INFERENCE, "p": NO_INFERENCE}
     if np.ptp(z) == 0:  # every run the same r: the t statistic is undefined
-        return out | {"ci_low": "no spread: no test", "ci_high": "no spread: no test", "p": "no spread: no test"}
+        return out | {
+            "ci_low": "no spread: no test",
+            "ci_high": "no spread: no test",
+            "p": "no spread: no test",
+        }
     test = sps.ttest_1samp(z, 0.0)
     ci = test.confidence_interval(0.95)
     return out | {
@@ -364,7 +368,9 @@ def tost_paired(diffs: Any, margin: float, alpha: float = 0.05) -> dict[str, Any
     n = len(d)
     out: dict[str, Any] = {"n": n, "mean": float(d.mean()) if n else math.nan, "margin": float(margin)}
     out |= {"alpha": alpha, "df": n - 1 if n else math.nan}
-    blank = {k: math.nan for k in ("se", "t_lower", "t_upper", "p_lower", "p_upper", "p", "ci_low", "ci_high")}
+    blank = {
+        k: math.nan for k in ("se", "t_lower", "t_upper", "p_lower", "p_upper", "p", "ci_low", "ci_high")
+    }
     if n < 2:
         return out | blank | {"equivalent": False, "note": f"n={n}: no equivalence test"}
     se = float(d.std(ddof=1) / math.sqrt(n))
@@ -493,7 +499,9 @@ def across_seeds(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame
         tested = sum(isinstance(r["p"], float) and math.isfinite(r["p"]) for r in family)
         for row, adj in zip(family, holm([r["p"] for r in family])):
             row["p_holm"] = adj
-            row["family"] = f"Holm per condition: {tested} tests ({len(phases)} phases × {len(CORRELATIONS)} correlations, tested ones)"
+            row["family"] = (
+                f"Holm per condition: {tested} tests ({len(phases)} phases × {len(CORRELATIONS)} correlations, tested ones)"
+            )
         out += family
     columns = [*CONDITION_COLUMNS, "phase", "correlation", "n", "mean_r", "ci_low", "ci_high", "p"]
     return pd.DataFrame(out, columns=[*columns, "share_positive", "p_holm", "family"])
@@ -667,7 +675,9 @@ def partial_summary(table: pd.DataFrame, update: int | None = None) -> pd.DataFr
         tested = int(np.isfinite(adjusted).sum())
         for k, c in enumerate(columns):
             df.loc[rows, f"{c}_holm"] = adjusted[k * len(rows) : (k + 1) * len(rows)]
-        df.loc[rows, "family"] = f"Holm per condition: {tested} tests (raw and partial r, phases × spatial correlations)"
+        df.loc[rows, "family"] = (
+            f"Holm per condition: {tested} tests (raw and partial r, phases × spatial correlations)"
+        )
     return df
 
 

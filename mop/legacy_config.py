@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mop.babyai_env import obs_dim
+from mop.level_names import obs_dim
 
 # Each size an observation encoding produces, and the settings it selects.
 INPUT_DIM_SETTINGS = {

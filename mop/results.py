@@ -35,11 +35,12 @@ import os
 import posixpath
 import re
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mop.runs import CheckpointRef, atomic_write, is_multi_task, locked, weights_identity
+
+if TYPE_CHECKING:  # pandas is imported where a table is read or written: flags are checked without it
+    import pandas as pd
 
 # The earlier system's columns first, in its batch_eval's order (users' scripts read them), then
 # ours; usage_layer_<k>_expert_<j> follow.
@@ -204,6 +205,8 @@ def result_row(ref: CheckpointRef, config: dict, metrics: dict, cache_path: str 
 
 def _integers(df: pd.DataFrame) -> pd.DataFrame:
     """INTEGER_COLUMNS as Int64 where every value is a whole number (left alone otherwise)."""
+    import pandas as pd
+
     for col in INTEGER_COLUMNS:
         if col in df.columns:
             values = pd.to_numeric(df[col], errors="coerce")
@@ -214,6 +217,8 @@ def _integers(df: pd.DataFrame) -> pd.DataFrame:
 
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
     """The results CSV (empty if absent); refuses a CSV with columns this project does not write."""
+    import pandas as pd
+
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=LEGACY_COLUMNS + EXTRA_COLUMNS)
@@ -248,6 +253,8 @@ def normalise_keys(df: pd.DataFrame) -> pd.DataFrame:
     rows that then share a key, or an evaluation identity (evaluation_identity: the earlier
     system's checkpoint_<U>.pt row and our checkpoint_final.pt row of update U), the last is kept,
     so one evaluation is one row."""
+    import pandas as pd
+
     if not len(df):
         return df
     df["checkpoint_path"] = [
@@ -301,6 +308,8 @@ def merge_results(path: str | os.PathLike, rows: list[dict]) -> pd.DataFrame:
     """Merge rows into the CSV (a new row replaces the one of the same evaluation identity: same
     checkpoint, evaluated task and knockout, or the same weights under the other file name), under
     a lock and with an atomic replace. The one merge used locally and by Modal."""
+    import pandas as pd
+
     path = Path(path)
     with locked(path):
         current = read_results(path)

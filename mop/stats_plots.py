@@ -459,7 +459,10 @@ def plot_contrasts(compared: pd.DataFrame, layout: str = "screen") -> Figure:
             rows,
             "estimate",
             1.0 if m == "path_ratio" else 0.0,
-            [(r.p if isinstance(r.p, str) else f"p={r.p_holm:.2g}") + f", n={r.n}" for r in rows.itertuples(index=False)],
+            [
+                (r.p if isinstance(r.p, str) else f"p={r.p_holm:.2g}") + f", n={r.n}"
+                for r in rows.itertuples(index=False)
+            ],
             [f"{r.label_b}\nvs {r.label_a}" for r in rows.itertuples(index=False)],
         )
         ax.set_xlabel(CONTRAST_UNITS[m] + (" (B/A)" if m == "path_ratio" else " (B − A)"), fontsize=7)

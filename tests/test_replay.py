@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import mixture_of_experts
 from conftest import fake_episode, tiny_config
 from mop.babyai_env import DEMO_SEED_START, EVAL_SEED_START, TRAIN_SEED_START, demo_episode_seed
 from mop.experiment import ConfigError, load_checkpoint
@@ -83,7 +84,6 @@ def test_replay_frames_for_ratio():
 
 def _collect_episodes(cfg, chunks: int, window_policy=None):
     """Real collector chunks of a tiny policy acting (no teacher forcing), cut into episodes."""
-    import train_mop
     from mop.collection import Collector
     from mop.experiment import run_seed
     from mop.language import build_mission_encoder
@@ -98,7 +98,7 @@ def _collect_episodes(cfg, chunks: int, window_policy=None):
         "input_dim": obs_dim(cfg.obs_encoding),
         "num_actions": int(env.action_space.n),
     }
-    policy = train_mop.build_policy(model_config)
+    policy = mixture_of_experts.build_policy(model_config)
     encoder = build_mission_encoder(cfg.lang_encoder, cfg.lang_dim, None, None, run_seed(cfg))
     collector = Collector(cfg.task_id, list(range(cfg.num_envs)), 0, cfg.max_steps, cfg.obs_encoding)
     assembler = EpisodeAssembler(cfg.num_envs)

@@ -1,0 +1,70 @@
+"""A command line refuses a bad flag, a bad config value or an unknown level, and prints --help,
+before it imports torch, pandas, matplotlib or minigrid (issue 43: 37-44 s on a loaded box before a
+one-line error). Each case runs the script as `python <script> ...` would, in a fresh interpreter,
+and reads which heavy modules it had imported when it exited."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "pandas", "matplotlib", "minigrid", "gymnasium", "scipy")
+
+PROBE = """
+import json, runpy, sys
+sys.argv = {argv!r}
+code = 0
+try:
+    runpy.run_path({script!r}, run_name="__main__")
+except SystemExit as e:
+    code = e.code
+print(json.dumps({{"code": code, "heavy": [m for m in {heavy!r} if m in sys.modules]}}), file=sys.__stderr__)
+"""
+
+CASES = [
+    ("train_mop.py", ["--help"], 0, None),
+    ("train_mop.py", ["--bogus"], 2, "unrecognized arguments"),
+    ("train_mop.py", ["--task_id", "BabyAI-GoTooLocal-v0"], 2, "did you mean BabyAI-GoToLocal-v0"),
+    ("train_mop.py", ["--num_envs", "0"], 2, "num_envs must be positive"),
+    ("train_mop.py", ["--expert_hidden_sizes", "[[0,x]]"], 2, "expert"),
+    ("train.py", ["--help"], 0, None),
+    ("train.py", ["--lr", "-1"], 2, "lr must be a positive number"),
+    ("batch_eval.py", ["--help"], 0, None),
+    ("batch_eval.py", ["--num_episodes", "0"], 2, "--num_episodes must be"),
+    ("batch_eval.py", ["--eval_task_id", "BabyAI-Nope-v0"], 2, "unknown task_id"),
+    ("batch_eval.py", ["--knockout", "layer_x"], 2, "--knockout"),
+]
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "code", "message"), CASES, ids=[f"{c[0]} {' '.join(c[1])}" for c in CASES]
+)
+def test_a_command_answers_before_its_heavy_imports(script, argv, code, message, tmp_path):
+    probe = PROBE.format(argv=[script, *argv], script=str(ROOT / script), heavy=HEAVY)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report["code"] == code, done.stderr
+    assert report["heavy"] == [], f"{script} {argv} imported {report['heavy']} before answering"
+    if message is None:
+        assert "usage:" in done.stdout
+    else:
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], done.stderr
+
+
+def test_the_level_names_are_the_installed_minigrids():
+    """mop.level_names lists BabyAI's ids without importing minigrid; an upgrade that adds or drops
+    a level fails here, not in a run."""
+    import gymnasium as gym
+    import minigrid  # noqa: F401  (registers the BabyAI-* ids)
+
+    from mop.level_names import BABYAI_LEVELS
+
+    assert sorted(BABYAI_LEVELS) == sorted(k for k in gym.registry if k.startswith("BabyAI-"))
