@@ -25,7 +25,7 @@ keys; a GRU is its own condition); runs of different recipes are never pooled. W
                             CI on the metric's scale and the estimate it is centred on
     contrasts.csv           (--contrast) per (pair of conditions, metric): the per-seed paired
                             difference B - A, 95% t CI (clipped to its range: bounds), p, Holm
-                            over the table, the seeds only one arm has (missing), and a verdict:
+                            over the pairs asked x --metrics, the seeds only one arm has (missing), and a verdict:
                             "differs", "equivalent within ±m" (only from the paired TOST at
                             --margin: margin, tost_p), else "not resolved" (mop.contrasts)
     network_pairs.csv       (--contrast) per (pair, seed): McNemar's exact test of success of the
@@ -49,7 +49,8 @@ Every table is tidy: numeric columns hold numbers (NaN where none) and a `note` 
 an empty table is written with its header. Every table names its `update`, and its Holm `family`
 (printed too): per condition for across_seeds / decision_relevance (phases × correlations; what is
 asked of a condition, whatever other conditions are present), per (condition, correlation) for
-phase_pairs, the whole table for contrasts and knockouts. r(LPC, KL global) that equals r(LPC, KL
+phase_pairs, the pairs asked x --metrics for contrasts (a factor alone asks for every pair
+present that differs only in it; FACTORS=A:B names them), the whole table for knockouts. r(LPC, KL global) that equals r(LPC, KL
 local) run for run (one-phase levels) is reported once.
 
 Bad input (one `error:` line, exit 2, nothing written): a task id that is not one path component,
@@ -133,7 +134,7 @@ from scipy import stats as sps
 import seed_metrics as sm
 from mop import conditions
 from mop.checks import command_edges
-from mop.contrasts import contrast_pairs, contrasts, knockout_pairs
+from mop.contrasts import ContrastError, check_metrics, contrast_pairs, contrasts, knockout_pairs
 from mop.inference import (
     NO_INFERENCE,
     PARTIAL,
@@ -583,7 +584,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--out", default=None, help="output folder (default stats/<task_id>, or stats/<manifest name>)"
     )
     parser.add_argument(
-        "--update", type=int, default=None, help="compare the runs at this update (default: per condition, the newest update all its runs have)"
+        "--update",
+        type=int,
+        default=None,
+        help="compare the runs at this update (default: per condition, the newest update all its runs have)",
     )
     parser.add_argument(
         "--min_visits", type=int, default=sm.MIN_VISITS, help="visits for a cell to count (default 5)"
@@ -600,6 +604,13 @@ def main(argv: list[str] | None = None) -> dict:
         default=[],
         help="FACTORS[=A:B]: paired-by-seed contrasts of the conditions that differ in these config keys "
         "(comma list; policy_type for MoP vs GRU) alone, or of conditions A and B (repeatable)",
+    )
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help="comma list: the metrics of the contrasts' Holm family (default every contrast metric: "
+        "success_rate, mean_lpc, policy_complexity, path_ratio); the family is the pairs asked by "
+        "--contrast x these metrics, whatever else the table holds",
     )
     parser.add_argument(
         "--single_task_dir",
@@ -649,6 +660,18 @@ def parse_contrast(text: str) -> tuple[list[str], tuple[str, str] | None]:
     return names, (a.strip(), b.strip())
 
 
+def asked_text(items: list[str]) -> str:
+    """How the contrasts' pairs were asked for, for the family statement: a named pair is fixed by
+    the question; a factor alone takes every pair of the conditions present that differs only in
+    it (name the pairs as FACTORS=A:B to fix the family before the runs exist)."""
+    named = [c for c in items if "=" in c]
+    factors = [c for c in items if "=" not in c]
+    parts = [f"named: {', '.join(named)}"] if named else []
+    if factors:
+        parts.append(f"every pair present differing only in {' / '.join(factors)}")
+    return "; ".join(parts)
+
+
 def parse_margins(items: list[str]) -> dict[str, float]:
     """--margin "0.05" / "mean_lpc=2" -> {metric: margin}; StatsError for a margin <= 0 (or not a
     number) or a metric the contrasts do not test."""
@@ -659,7 +682,9 @@ def parse_margins(items: list[str]) -> dict[str, float]:
         metric, sep, value = item.rpartition("=")
         metric = metric.strip() if sep else "success_rate"
         if metric not in DIFFERENCE:
-            raise StatsError(f"--margin {item!r}: {metric!r} is not a contrast metric ({', '.join(DIFFERENCE)})")
+            raise StatsError(
+                f"--margin {item!r}: {metric!r} is not a contrast metric ({', '.join(DIFFERENCE)})"
+            )
         try:
             m = float(value)
         except ValueError:
@@ -682,6 +707,16 @@ def validate(args: argparse.Namespace) -> tuple[Path, dict | None, list]:
     args.margins = parse_margins(getattr(args, "margin", None) or [])
     if args.margins and not contrasts_asked:
         raise StatsError("--margin is the equivalence margin of a contrast: give --contrast too")
+    metrics = getattr(args, "metrics", None)
+    if metrics is not None and not contrasts_asked:
+        raise StatsError("--metrics names the contrasts' family: give --contrast too")
+    try:
+        args.family_metrics = check_metrics(None if metrics is None else metrics.split(","))
+    except ContrastError as e:
+        raise StatsError(str(e)) from None
+    unmeasured = [m for m in args.margins if m not in args.family_metrics]
+    if unmeasured:
+        raise StatsError(f"--margin {unmeasured[0]}: not one of --metrics ({', '.join(args.family_metrics)})")
     manifest = conditions.read_manifest(args.manifest) if args.manifest else None
     if manifest is not None and manifest["task_id"] != args.task_id:
         raise StatsError(
@@ -731,7 +766,15 @@ def run(args: argparse.Namespace) -> dict:
     table = with_conditions(table)
     pairs = [p for factors, pair in asked for p in contrast_pairs(table, factors, pair)]
     compared, layouts = (
-        contrasts(table, pairs, args.update, margins=args.margins, notes=notes)
+        contrasts(
+            table,
+            pairs,
+            args.update,
+            margins=args.margins,
+            notes=notes,
+            metrics=args.family_metrics,
+            asked=asked_text(args.contrast),
+        )
         if pairs
         else (pd.DataFrame(), pd.DataFrame())
     )

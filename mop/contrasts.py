@@ -13,7 +13,7 @@ at the same update (a pair at different updates is refused: pass --update), on t
 evaluation layouts (the results' num_episodes N: layouts 0..N-1). Per metric, the per-seed
 difference d = B - A (success rate: in rate; path ratio: of the logs, reported as the ratio B/A;
 LPC and policy complexity: as they are); across seeds the mean d, its 95% t interval and the
-one-sample t-test of d against 0 (scipy.stats.ttest_1samp), Holm over the whole table. Fewer
+one-sample t-test of d against 0 (scipy.stats.ttest_1samp), Holm over the pairs x metrics asked. Fewer
 than two shared seeds: refused (ContrastError), a mean of one difference has no interval.
 For success, beside it, an exact paired test per seed pair on the shared layouts (`exact_paired`):
 McNemar's exact test, the two-sided binomial test of the discordant layouts (A solved and B not,
@@ -47,7 +47,6 @@ from mop import conditions
 from mop.inference import (
     NO_INFERENCE,
     ROUNDING,
-    SCALARS,
     StatsError,
     equivalence_verdict,
     final_rows,
@@ -310,10 +309,16 @@ def contrasts(
     outcomes: Callable[[Any], pd.Series | None] = layout_outcomes,
     margins: dict[str, float] | None = None,
     notes: list[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    asked: str = "",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(contrasts, network_pairs). contrasts: per (pair, metric) paired_difference across seeds
     (the unit: a seed, one run per arm), at one `update` (a column: the given one, else the newest
-    both conditions' runs have), p_holm over the table; a seed only one arm has is named in the
+    both conditions' runs have); Holm over ONE family fixed by the question: the pairs asked for
+    (`asked` says how they were asked: named pairs, or every pair of the conditions present that
+    differs only in the factors) x `metrics` (default every contrast metric, DIFFERENCE), a
+    metric a run did not measure included (its test counts, its p stays text, as unmeasured). The
+    `family` column says which. A seed only one arm has is named in the
     row's `note` (and in `notes`); margins {metric: m}: the TOST verdict at ±m. network_pairs: per
     (pair, seed) McNemar's exact test of the two trained networks on their shared layouts: a test
     of two networks, not of the recipes (two runs of one recipe differ by it too), p_holm over
@@ -321,6 +326,7 @@ def contrasts(
     table = with_conditions(table)
     margins = margins or {}
     notes = notes if notes is not None else []
+    family_metrics = check_metrics(metrics)
     known = table[table["condition"].notna()]
     labels = dict(zip(table["condition"], table["condition_label"]))
     rows, exact = [], []
@@ -341,9 +347,7 @@ def contrasts(
         head["update"] = both["update_a"].iloc[0]
         episodes = both.get("num_episodes_a", pd.Series(dtype=float)).astype("Float64")
         same = bool((episodes == both.get("num_episodes_b", pd.Series(dtype=float)).astype("Float64")).all())
-        for metric in SCALARS:
-            if both[f"{metric}_a"].isna().all() and both[f"{metric}_b"].isna().all():
-                continue
+        for metric in family_metrics:
             row = head | {"metric": metric}
             row |= paired_difference(both[f"{metric}_a"], both[f"{metric}_b"], metric, margins.get(metric))
             if both[f"{metric}_a"].isna().all() or both[f"{metric}_b"].isna().all():
@@ -356,10 +360,12 @@ def contrasts(
             pairing = paired_layouts(outcomes(r.cache_path_a), outcomes(r.cache_path_b))
             exact.append(head | {"seed": r.seed, "update": r.update_a} | pairing)
     out = pd.DataFrame(rows)
-    out["p_holm"] = holm(out["p"]) if len(out) else []
+    out["p_holm"] = _holm_over_asked(out["p"]) if len(out) else []
     if len(out):
+        how = f" ({asked})" if asked else ""
         out["family"] = (
-            f"Holm over this table: {len(out)} contrasts ({', '.join(dict.fromkeys(out['metric']))})"
+            f"Holm over the contrasts asked: {len(pairs)} pair(s){how} x {len(family_metrics)} metric(s) "
+            f"({', '.join(family_metrics)}) = {len(out)} tests"
         )
         for i, r in out.iterrows():
             if "verdict" not in out or not isinstance(r.get("verdict"), str):
@@ -371,6 +377,33 @@ def contrasts(
         exact_df["p_holm"] = holm(exact_df["p_exact"])
         exact_df["test"] = "McNemar exact: two trained networks on their shared layouts (not a recipe test)"
     return out, exact_df
+
+
+def _holm_over_asked(pvalues: pd.Series) -> np.ndarray:
+    """Holm over every test asked: one that could not run (a metric not measured, no spread) counts
+    in the family as p = 1 (it cannot reject, and leaving it out would shrink the family with the
+    data), and gets no adjusted p of its own."""
+    ran = np.array([isinstance(v, (int, float)) and math.isfinite(v) for v in pvalues])
+    adjusted = holm([v if ok else 1.0 for v, ok in zip(pvalues, ran)])
+    adjusted[~ran] = math.nan
+    return adjusted
+
+
+def check_metrics(metrics: Sequence[str] | None) -> list[str]:
+    """The contrast family's metrics (default every one of DIFFERENCE, in its order); ContrastError
+    naming a metric contrasts do not test, or an empty or repeated list."""
+    if metrics is None:
+        return list(DIFFERENCE)
+    names = [str(m).strip() for m in metrics]
+    unknown = [m for m in names if m not in DIFFERENCE]
+    if unknown or not names:
+        raise ContrastError(
+            f"--metrics: {', '.join(map(repr, unknown)) or 'no metric'} is not a contrast metric "
+            f"(one or more of {', '.join(DIFFERENCE)})"
+        )
+    if len(set(names)) < len(names):
+        raise ContrastError(f"--metrics names a metric twice: {', '.join(names)}")
+    return names
 
 
 def _verdict_without_margin(row: pd.Series) -> str:

@@ -334,3 +334,63 @@ def test_runs_at_different_updates_are_refused_with_nothing_written(two_recipes,
     stats.main(_argv(copy, out, "--update", "10"))  # the update named: the two runs that have it
     scalars = pd.read_csv(out / "metrics_by_alpha.csv")
     assert sorted(scalars.loc[scalars["metric"] == "success_rate", "n"]) == [2, 3]
+
+
+# ----------------------------------------------------------------------------- families by the question
+
+
+def test_a_named_contrasts_family_does_not_grow_with_the_conditions_present(two_recipes, tmp_path):
+    """Holm's family is the pairs asked x the metrics asked: a third recipe in the table leaves a
+    named pair's adjusted p as it was (issue 40: 0.0046 became 0.005, 0.046 or 0.128 with 2, 4 or
+    6 conditions present)."""
+    base, _ = two_recipes
+    table = inference.with_conditions(_table(base))
+    a, b = sorted(set(table["condition"]), key=lambda c: table.loc[table["condition"] == c, "trial"].min())
+    named = f"lpc_alpha={a}:{b}"
+    stats.main(_argv(base, tmp_path / "two", "--contrast", named, "--metrics", "success_rate,mean_lpc"))
+    two = pd.read_csv(tmp_path / "two" / "contrasts.csv")
+    copy = tmp_path / "copy"
+    shutil.copytree(base, copy)
+    rng = np.random.default_rng(5)
+    made = [
+        make_cache(copy / "cache", TASK, 2, seed, 10, 1e-3, rng, episodes=30, length=15) for seed in range(3)
+    ]
+    for m in made:
+        _complete(m["folder"], hidden_size=64)
+    pd.concat([pd.read_csv(copy / "results.csv"), results_rows(made)]).to_csv(
+        copy / "results.csv", index=False
+    )
+    stats.main(_argv(copy, tmp_path / "three", "--contrast", named, "--metrics", "success_rate,mean_lpc"))
+    three = pd.read_csv(tmp_path / "three" / "contrasts.csv")
+    assert list(three["metric"]) == ["success_rate", "mean_lpc"]
+    assert np.allclose(two["p_holm"], three["p_holm"], equal_nan=True)
+    assert three["family"].iloc[0].startswith("Holm over the contrasts asked: 1 pair(s) (named: ")
+    assert "x 2 metric(s) (success_rate, mean_lpc) = 2 tests" in three["family"].iloc[0]
+    # the factor form asks for every pair present: its family says so, and grows with them
+    stats.main(_argv(copy, tmp_path / "factor", "--contrast", "lpc_alpha", "--metrics", "success_rate"))
+    factor = pd.read_csv(tmp_path / "factor" / "contrasts.csv")
+    assert len(factor) == 3 and "every pair present differing only in lpc_alpha" in factor["family"].iloc[0]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--contrast", "lpc_alpha", "--metrics", "success_rate,bogus"], "'bogus' is not a contrast metric"),
+        (["--contrast", "lpc_alpha", "--metrics", "success_rate,success_rate"], "names a metric twice"),
+        (["--metrics", "success_rate"], "give --contrast too"),
+        (
+            ["--contrast", "lpc_alpha", "--metrics", "success_rate", "--margin", "mean_lpc=2"],
+            "not one of --metrics",
+        ),
+    ],
+)
+def test_a_family_naming_an_unknown_metric_is_one_line_and_writes_nothing(
+    two_recipes, tmp_path, capsys, extra, message
+):
+    base, _ = two_recipes
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        stats.main(_argv(base, out, *extra))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and message in err, err
+    assert not out.exists()
