@@ -484,14 +484,19 @@ def sweep_plan(
     num_updates: int | None = None,
     checkpoint_interval: int | None = None,
     normalize_lpc: bool | None = None,
+    name: str = "",
     **_: Any,
 ) -> tuple[list[dict], list[dict], list[int], dict]:
     """(jobs, runs, seeds, factors) of sweep's flags: the conditions (sweep.py's grid points, then its
     recipes), every run validated (LaunchError, SweepError, ConfigError); writes nothing (the body
-    writes the manifest). factors: sweep.factors_of, for the manifest."""
+    writes the manifest). factors: sweep.factors_of, for the manifest. As sweep.py: the grid is
+    counted before it is built (sweep.count_conditions, refused past sweep.MAX_CONDITIONS), and a
+    sweep run again under its name keeps each known condition at the trial its manifest gives it
+    and puts a new one at a fresh trial (sweep.keep_trials): nothing is trained twice."""
     import re
 
     import sweep as grid_sweep
+    from mop import conditions
 
     seed_list = grid_sweep.parse_seeds(seeds)
     flags = {"num_updates": num_updates, "checkpoint_interval": checkpoint_interval, "lpc_alpha": None}
@@ -507,8 +512,15 @@ def sweep_plan(
     if overrides.get("num_workers") is None:
         overrides["num_workers"] = int(TRAIN_CPUS)
     overrides = training_device(overrides, "")  # the sweep's containers have CPUs only
+    grid_sweep.count_conditions(factors, extra, grid_sweep.MAX_CONDITIONS)
     points = grid_sweep.expand(factors, extra)
     runs = grid_sweep.plan_runs(task_id, points, seed_list, first_trial, overrides, CONFIG_PATH)
+    path = grid_sweep.manifest_path(sweep_name(task_id, first_trial, len(points), name))
+    old = conditions.read_manifest(path) if path.is_file() else None
+    runs = grid_sweep.keep_trials(
+        runs, old, seed_list, points,
+        lambda pt, t: grid_sweep.plan_runs(task_id, [pt], seed_list, t, overrides, CONFIG_PATH),
+    )  # fmt: skip
     jobs = [
         {
             "label": f"{task_id} trial {r['trial']} seed {r['seed']} ({r['policy']})",
@@ -519,6 +531,13 @@ def sweep_plan(
         for r in runs
     ]  # fmt: skip
     return jobs, runs, seed_list, grid_sweep.factors_of(factors, extra)
+
+
+def sweep_name(task_id: str, first_trial: int, conditions: int, name: str = "") -> str:
+    """The manifest name of a sweep: --name, else sweep.py's default for these trials."""
+    from mop.runs import run_task_name
+
+    return name or f"{run_task_name(task_id)}_trial{first_trial}-{first_trial + conditions - 1}"
 
 
 @app.local_entrypoint()
@@ -543,22 +562,20 @@ def sweep(
     "0,1e-4" (the α shorthand). Then eval_parallel and stats.py --manifest on the downloaded results."""
     import sweep as grid_sweep
     from mop import experiment
-    from mop.runs import run_task_name
 
     try:
         jobs, runs, seed_list, factors = sweep_plan(
             task_id, seeds, lpc_alpha, grid, recipes, first_trial, set, config,
-            num_updates, checkpoint_interval, normalize_lpc,
+            num_updates, checkpoint_interval, normalize_lpc, name,
         )  # fmt: skip
         conditions = len(jobs) // len(seed_list)
-        last = first_trial + conditions - 1
         path = grid_sweep.manifest(
-            name or f"{run_task_name(task_id)}_trial{first_trial}-{last}",
+            sweep_name(task_id, first_trial, conditions, name),
             runs,
             ["modal", "run", *sys.argv[1:]],
             extra={"factors": factors, "checkpoint_dir": "modal_checkpoints"},
         )
-    except (LaunchError, grid_sweep.SweepError, experiment.ConfigError) as e:
+    except (LaunchError, grid_sweep.SweepError, experiment.ConfigError, ValueError) as e:  # ConditionError too
         _refuse(e)
     print(f"sweep: {len(jobs)} runs ({conditions} conditions × {len(seed_list)} seeds); manifest {path}")
     cpus = float(max(1, jobs[0]["overrides"].get("num_workers") or TRAIN_CPUS))  # one per env worker

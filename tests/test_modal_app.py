@@ -730,13 +730,32 @@ def test_help_without_modal_says_how_to_run_it_in_one_line(tmp_path):
         "u.find_spec = lambda name, *a, **k: None if name == 'modal' else _real(name, *a, **k)\n"
     )
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
-    ok = subprocess.run([sys.executable, "modal_app.py", "--help"], capture_output=True, text=True, env=env,
-                        cwd=ROOT)
+    ok = subprocess.run(
+        [sys.executable, "modal_app.py", "--help"], capture_output=True, text=True, env=env, cwd=ROOT
+    )
     assert ok.returncode == 0 and "Traceback" not in ok.stderr, ok.stderr
     line = ok.stdout.strip()
     assert "\n" not in line and "pip install modal" in line
     for name in modal_app.ENTRYPOINT_CHECKS:
         assert name in line
-    bad = subprocess.run([sys.executable, "modal_app.py", "train"], capture_output=True, text=True, env=env,
-                         cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, "modal_app.py", "train"], capture_output=True, text=True, env=env, cwd=ROOT
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_the_modal_sweep_counts_its_grid_and_keeps_a_known_conditions_trial(monkeypatch, tmp_path):
+    """As sweep.py: a grid past sweep.MAX_CONDITIONS is refused before it is built, and the same
+    sweep run again with a value added in front keeps the trained condition at its trial (a new
+    trial for the new one) instead of renumbering, so nothing is trained twice."""
+    import sweep as grid_sweep
+
+    monkeypatch.chdir(tmp_path)
+    values = "|".join(str(v) for v in range(40))
+    with pytest.raises(grid_sweep.SweepError, match="max_conditions"):
+        modal_app.sweep_plan(TASK, "0", grid=f"lpc_alpha={values} lpc_exponent={values}")
+    jobs, runs, seeds, _ = modal_app.sweep_plan(TASK, "0,1", lpc_alpha="0.001", name="s")
+    grid_sweep.manifest("s", runs, ["modal", "run"])
+    _, again, _, _ = modal_app.sweep_plan(TASK, "0,1", lpc_alpha="0.0001,0.001", name="s")
+    by_alpha = {r["overrides"]["lpc_alpha"]: r["trial"] for r in again}
+    assert by_alpha[0.001] == runs[0]["trial"] == 0 and by_alpha[0.0001] == 1
