@@ -708,7 +708,11 @@ def findings(
     midpoint test and routing agreement; per fork the means across pairs; the correlations."""
     lines = []
     for _, r in table.iterrows():
-        where = f"fork {int(r['fork'])} ({r['fork_point']:g}, update {r['fork_update']:g})"
+        where = f"fork {int(r['fork'])}" + (
+            f" ({r['fork_point']:g}, update {r['fork_update']:g})"
+            if pd.notna(r["fork_point"])
+            else " (two checkpoints compared: no fork)"
+        )
         if "pair" in r and (table["pair"] > 0).any():
             where += f" pair {int(r['pair'])}"
         parts = []
@@ -756,6 +760,12 @@ def findings(
                 + " (mean, t 95% interval across pairs, clipped at 0)"
             )
     corr = corr if corr is not None else pd.DataFrame()
+    if len(corr):  # a correlation with no ρ (too few forks or pairs) is one line for all, not a nan each
+        missing = corr[corr["rho"].isna()]
+        if len(missing):
+            why = next((n for n in missing.get("note", []) if isinstance(n, str) and n), "too few units")
+            lines.append(f"{len(missing)} of {len(corr)} Spearman correlations not computed: {why}")
+        corr = corr[corr["rho"].notna()]
     for _, r in corr.iterrows():
         forks = f", {int(r['n_forks'])} forks" if "n_forks" in r and pd.notna(r["n_forks"]) else ""
         line = f"Spearman {r['x']} vs {r['y']} over {r['unit']} (n {int(r['n'])}{forks}): ρ {r['rho']:+.2f}"

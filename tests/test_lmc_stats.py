@@ -225,6 +225,24 @@ def test_compare_figures_have_no_fork_legend():
     assert lmc_plots.plot_all_interpolations(forked).legends  # an experiment's forks keep theirs
 
 
+def test_compare_findings_say_no_fork_and_one_line_for_correlations_without_rho():
+    """lmc.py compare printed 'fork 0 (nan, update nan)' and six 'ρ nan' lines (issue 43)."""
+    rows = synthetic_rows(0, 0.3, [1.0, 1.5, 1.2], [0.9, 0.7, 0.8], 0.2)
+    interp = pd.DataFrame(rows).reindex(columns=connectivity.COLUMNS)
+    interp["fork_point"] = interp["fork_update"] = math.nan
+    table = connectivity.instability_table(connectivity.with_pairs(interp))
+    summary = connectivity.fork_summary(table)
+    corr = connectivity.correlations(table, summary)
+    lines = connectivity.findings(table, summary, corr)
+    text = "\n".join(lines)
+    assert "nan" not in text.replace("nontrivial", ""), text
+    assert lines[0].startswith("fork 0 (two checkpoints compared: no fork)")
+    assert (
+        corr["rho"].isna().all() and f"{len(corr)} of {len(corr)} Spearman correlations not computed" in text
+    )
+    assert not any(line.startswith("Spearman") for line in lines)
+
+
 def test_interpolation_is_exact_at_the_ends_and_for_identical_weights():
     g = torch.Generator().manual_seed(0)
     a = {
