@@ -632,6 +632,12 @@ def main(argv: list[str] | None = None) -> dict:
         "difference scale; a bare M is success_rate's; repeatable). Without one, a non-significant "
         "contrast is 'not resolved', never 'alike'",
     )
+    parser.add_argument(
+        "--time_course",
+        action="store_true",
+        help="multi-task --task_id: routing by level at every update the runs were evaluated at "
+        "(time_course.csv, time_course_pairs.csv with Holm over updates x pairs, a figure per condition)",
+    )
     parser.add_argument("--force", action="store_true", help="recompute every cache's row")
     parser.add_argument("--no_figures", action="store_true", help="tables only")
     parser.add_argument(
@@ -703,6 +709,8 @@ def validate(args: argparse.Namespace) -> tuple[Path, dict | None, list]:
         raise StatsError(f"--min_visits must be at least 1, got {args.min_visits}")
     if args.update is not None and args.update < 0:
         raise StatsError(f"--update must be >= 0, got {args.update}")
+    if getattr(args, "time_course", False):
+        raise StatsError("--time_course follows the levels of a multi-task --task_id (\"A,B,C\") over training")
     contrasts_asked = [parse_contrast(c) for c in args.contrast]
     args.margins = parse_margins(getattr(args, "margin", None) or [])
     if args.margins and not contrasts_asked:
@@ -901,9 +909,14 @@ def run_levels(args: argparse.Namespace) -> dict:
         pairs += [
             {"condition": cid, "condition_label": labels[cid]} | p for p in level_pairs.to_dict("records")
         ]
+    course = time_course(rows, args) if getattr(args, "time_course", False) else {}
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for file, df in (("by_level.csv", pd.DataFrame(by_level)), ("level_pairs.csv", pd.DataFrame(pairs))):
+    for file, df in (
+        ("by_level.csv", pd.DataFrame(by_level)),
+        ("level_pairs.csv", pd.DataFrame(pairs)),
+        *course.get("tables", {}).items(),
+    ):
         atomic_write(out / file, lambda p, df=df: df.to_csv(p, index=False))
         written[file] = str(out / file)
     atomic_write(
@@ -920,8 +933,55 @@ def run_levels(args: argparse.Namespace) -> dict:
             f"updates to ce<={args.ce_threshold:g}: median {r['speed_median']} [{r['speed_ci_low']}, {r['speed_ci_high']}] "
             f"({r['repeats']} repeats); bot path {r['bot_path_mean']:.1f}"
         )
+    for cid, fig in course.get("figures", {}).items():
+        path = out / f"time_course_{cid}.png"
+        atomic_write(path, lambda p, fig=fig: fig.savefig(p, dpi=150, format="png"))
+        written[path.name] = str(path)
+    for line in course.get("lines", []):
+        print(line)
     print(f"wrote {len(written)} files to {out}/")
     return {"out": str(out), "written": written, "verdicts": verdicts}
+
+
+def time_course(rows: pd.DataFrame, args: argparse.Namespace) -> dict:
+    """--time_course: routing by level at every update the runs were evaluated at, per condition
+    (mop.difficulty.routing_time_course): tables time_course.csv (per update and level) and
+    time_course_pairs.csv (per update and pair of levels, Holm over the whole course), a figure per
+    condition, and the lines to print (the family, the updates left out)."""
+    from mop import difficulty
+
+    by_update: dict[str, dict] = {}
+    recipes: dict[str, dict] = {}
+    for r in rows.to_dict("records"):
+        data = load_cache(r["cache_path"])
+        rec, _ = conditions.run_recipe(data.meta.get("config") or {}, r)
+        if rec is None:
+            continue
+        cid = conditions.condition_id(rec)
+        recipes[cid] = rec
+        runs = by_update.setdefault(cid, {}).setdefault(int(r["update"]), {})
+        runs.setdefault((r["trial"], r["seed"]), {})[r["eval_task_id"]] = data.episodes
+    labels = conditions.labels(recipes)
+    levels, pairs, figures, lines = [], [], {}, []
+    for cid, episodes in by_update.items():
+        lv, pr, notes = difficulty.routing_time_course(episodes)
+        lines += [f"time course of {labels[cid]}: {n}" for n in notes]
+        if lv.empty:
+            continue
+        head = {"condition": cid, "condition_label": labels[cid]}
+        levels.append(lv.assign(**head))
+        if len(pr):
+            pairs.append(pr.assign(**head))
+            lines.append(f"time course of {labels[cid]}: {pr['family'].iloc[0]}")
+        if not args.no_figures:
+            from mop import stats_plots
+
+            figures[cid] = stats_plots.plot_time_course(lv, labels[cid], layout=args.layout)
+    tables = {
+        "time_course.csv": pd.concat(levels, ignore_index=True) if levels else pd.DataFrame(),
+        "time_course_pairs.csv": pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(),
+    }
+    return {"tables": tables, "figures": figures, "lines": lines}
 
 
 def condition_table(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:

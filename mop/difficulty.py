@@ -272,3 +272,40 @@ def routing_across_runs(
     if len(pair_df):
         pair_df["p_holm"] = holm(pair_df["p"])
     return pd.DataFrame(rows), pair_df
+
+
+def routing_time_course(
+    episodes: Mapping[Any, Mapping[tuple[Any, Any], Mapping[str, pd.DataFrame]]],
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(per (update, level), per (update, pair of levels), notes) from {update: {run: {level:
+    episodes}}} of one condition's multi-task runs: routing_across_runs at each update that every
+    run of the condition has (an update some run lacks is left out, and a note names it: runs at
+    different updates are never pooled). The pairs' Holm family is the whole time course (updates
+    x pairs of levels), since looking at several updates is several tests; `family` says so."""
+    from mop.inference import holm
+
+    runs = set().union(*(set(by_run) for by_run in episodes.values())) if episodes else set()
+    levels_rows, pair_rows, notes = [], [], []
+    for update in sorted(episodes, key=float):
+        by_run = episodes[update]
+        if set(by_run) != runs:
+            missing = sorted(runs - set(by_run), key=str)
+            notes.append(f"update {update}: left out, not evaluated for run(s) {missing}")
+            continue
+        levels, pairs = routing_across_runs(by_run)
+        levels_rows.append(levels.assign(update=update))
+        if len(pairs):
+            pair_rows.append(pairs.drop(columns="p_holm").assign(update=update))
+    levels_df = pd.concat(levels_rows, ignore_index=True) if levels_rows else pd.DataFrame()
+    pairs_df = pd.concat(pair_rows, ignore_index=True) if pair_rows else pd.DataFrame()
+    if len(pairs_df):
+        pairs_df["p_holm"] = holm(pairs_df["p"])
+        n_updates = pairs_df["update"].nunique()
+        pairs_df["family"] = (
+            f"Holm over the time course: {n_updates} update(s) x "
+            f"{len(pairs_df) // max(n_updates, 1)} pair(s) of levels = {len(pairs_df)} tests"
+        )
+    for df in (levels_df, pairs_df):
+        if len(df):
+            df.insert(0, "update", df.pop("update"))
+    return levels_df, pairs_df, notes

@@ -470,7 +470,7 @@ def plot_contrasts(compared: pd.DataFrame, layout: str = "screen") -> Figure:
         ax.set_visible(False)
     fig.suptitle(
         "Contrasts paired by seed: mean difference, 95% t CI over n seeds (clipped to the metric's range; "
-        "p: t-test, Holm over the table)"
+        "p: t-test, Holm over the contrasts asked)"
     )
     return _finish(fig, layout)
 
@@ -502,4 +502,40 @@ def plot_knockouts(knocked: pd.DataFrame, layout: str = "screen") -> Figure:
         )
         ax.set_xlabel(f"knockout − none: {LABELS.get(m, m)}", fontsize=7)
     fig.suptitle("Knockouts, runs as units (one checkpoint per run): paired difference, 95% t CI, Holm p")
+    return _finish(fig, layout)
+
+
+@styled
+def plot_time_course(levels: pd.DataFrame, label: str = "", layout: str = "screen") -> Figure:
+    """A multi-task condition's routing by level over training (mop.difficulty.routing_time_course):
+    per level the mean LPC per step across runs at each evaluated update, its 95% t band over runs
+    (clipped at 0), and the success beside it; one colour per level (plot_style.task_colours)."""
+    from mop.plot_style import task_colours
+
+    fig = _sized(PANEL * 2.2, PANEL * 0.9, layout)
+    ax_lpc, ax_success = fig.subplots(1, 2)
+    colours = task_colours(list(levels["level"]))
+    for level, rows in levels.groupby("level", sort=True):
+        rows = rows.sort_values("update")
+        x = rows["update"].to_numpy(float)
+        name = level.removeprefix("BabyAI-").removesuffix("-v0")
+        ax_lpc.plot(x, rows["lpc"].to_numpy(float), marker="o", color=colours[level], label=name)
+        ax_lpc.fill_between(
+            x,
+            rows["lpc_ci_low"].to_numpy(float),
+            rows["lpc_ci_high"].to_numpy(float),
+            color=colours[level],
+            alpha=0.2,
+        )
+        ax_success.plot(x, rows["success"].to_numpy(float), marker="o", color=colours[level], label=name)
+    ax_lpc.set(xlabel="update", ylabel="LPC per step (mean over runs)")
+    ax_success.set(xlabel="update", ylabel="success (mean over runs)", ylim=(-0.02, 1.02))
+    ax_lpc.legend(fontsize=7, frameon=False)
+    runs = int(levels["runs"].max()) if len(levels) else 0
+    fig.suptitle(f"Routing by level over training{': ' + label if label else ''} ({runs} runs)")
+    note(
+        fig,
+        f"LPC: mean over the {runs} runs of each run's mean LPC per step on that level's evaluation "
+        "episodes; band: 95% t interval over runs, clipped at 0. Only updates every run was evaluated at.",
+    )
     return _finish(fig, layout)

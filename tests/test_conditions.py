@@ -508,13 +508,53 @@ def test_stats_by_level_aggregates_multi_task_runs_across_seeds(tmp_path):
                      "--results_path", str(results), "--cache_dir", str(tmp_path / "cache")])  # fmt: skip
     out = tmp_path / "out"
     summary = stats.main(["--task_id", levels, "--results_path", str(results), "--single_task_dir", str(ck),
-                          "--out", str(out), "--ce_threshold", "5"])  # fmt: skip
+                          "--out", str(out), "--ce_threshold", "5", "--time_course"])  # fmt: skip
     by_level = pd.read_csv(out / "by_level.csv")
+    course = pd.read_csv(out / "time_course.csv")  # one evaluated update here: the final one
+    assert len(course) == 2 and set(course["update"]) == {by_level_update(results)}
+    assert np.allclose(course.sort_values("level")["lpc"], by_level.sort_values("level")["lpc"])
+    assert any(name.startswith("time_course_") and name.endswith(".png") for name in summary["written"])
     assert sorted(by_level["level"]) == sorted(levels.split(",")) and (by_level["runs"] == 2).all()
     assert (by_level["repeats"] == 3).all()  # ce <= 5 at the first log: every repeat reaches it
     verdict = next(iter(summary["verdicts"].values()))
     assert verdict["learning_speed"]["hardest"] is None  # equal medians: the intervals overlap
     assert len(pd.read_csv(out / "level_pairs.csv")) == 1
+
+
+def by_level_update(results_path) -> int:
+    return int(pd.read_csv(results_path)["update"].max())
+
+
+def _episodes(rng, lpc: float, n: int = 6) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "mean_lpc": rng.normal(lpc, 5.0, n),
+            "length": rng.integers(5, 20, n),
+            "success": rng.random(n) < 0.8,
+        }
+    )
+
+
+def test_the_time_course_pools_no_update_some_run_lacks_and_holms_over_the_course():
+    rng = np.random.default_rng(3)
+    a, b = "BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0"
+    runs = [(0, s) for s in range(3)]
+    course = {
+        u: {run: {a: _episodes(rng, 100.0), b: _episodes(rng, 100.0 + shift)} for run in runs}
+        for u, shift in ((100, 0.0), (200, 40.0))
+    }
+    course[300] = {run: {a: _episodes(rng, 90.0), b: _episodes(rng, 150.0)} for run in runs[:2]}
+    levels, pairs, notes = difficulty.routing_time_course(course)
+    assert sorted(set(levels["update"])) == [100, 200] and len(levels) == 4
+    assert len(notes) == 1 and "update 300" in notes[0] and "(0, 2)" in notes[0]
+    single = [difficulty.routing_across_runs(course[u])[1]["p"].iloc[0] for u in (100, 200)]
+    assert np.allclose(pairs["p"], single)
+    assert np.allclose(pairs["p_holm"], inference.holm(single))  # the family: 2 updates x 1 pair
+    assert pairs["family"].iloc[0].endswith("2 update(s) x 1 pair(s) of levels = 2 tests")
+    for u in (100, 200):  # each update's level rows are routing_across_runs' own
+        own = difficulty.routing_across_runs(course[u])[0].set_index("level")
+        mine = levels[levels["update"] == u].set_index("level")
+        assert np.allclose(mine.loc[[a, b], "lpc"], own.loc[[a, b], "lpc"])
 
 
 def test_a_homogeneous_layouts_lpc_from_float16_weights_is_one_number():
