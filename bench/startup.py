@@ -29,6 +29,7 @@ SCRIPTS = {
     "sweep.py": ["--bogus"],
     "lmc.py": ["--bogus"],
     "causal.py": ["--bogus"],
+    "headline.py": ["--episodes", "0"],
     "attribution.py": ["--bogus"],
     "demos.py": ["--bogus"],
     "record.py": ["--bogus"],

@@ -159,6 +159,22 @@ SMALL = {
         "6",
     ],  # the last flag wins
     "batch_eval.py": ["--num_episodes", "4"],
+    "headline.py": [
+        "--config",
+        str(ROOT / "configs" / "tiny.yaml"),
+        "--seeds",
+        "0-1",
+        "--num_updates",
+        "4",
+        "--checkpoint_interval",
+        "2",
+        "--single_task_updates",
+        "2",
+        "--episodes",
+        "4",
+        "--causal_episodes",
+        "4",
+    ],  # fmt: skip
 }
 
 
@@ -167,7 +183,12 @@ def test_the_multi_task_block_runs_in_order_as_written(tmp_path):
     """The multi-task block, in order, each command as written (made small by SMALL only): the last
     one (render_plots --by_level) needs the line before it to evaluate the run on both levels."""
     block = [c for c in commands(section(README.read_text(), "Multi-task routing"))]
-    assert [python_script(words(c))[0] for c in block] == ["train_mop.py", "batch_eval.py", "render_plots.py"]
+    assert [python_script(words(c))[0] for c in block] == [
+        "train_mop.py",
+        "batch_eval.py",
+        "render_plots.py",
+        "headline.py",
+    ]
     for command in block:
         ws = words(command)
         script = ws[1]
