@@ -19,8 +19,8 @@ a per-layout paired interval (percentile bootstrap over the shared layouts; McNe
 for success), about that network on those layouts, not about its recipe.
 
 Beside each expert, its routing in the intact evaluation (mean weight, entropy of its weight over
-steps, share of steps it dominates its layer, its LPC share, selectivity by subgoal where the
-routing record has a `subgoal` column), and whether each statistic orders the effects among a
+steps, share of steps it dominates its layer, its LPC share, selectivity by subgoal: the intact
+arm records the bot's subgoal at every step), and whether each statistic orders the effects among a
 run's experts: the mean within-run Spearman rho, p from permutations of the statistic within each
 run, Holm over statistics x interventions x metrics (mop/causal.py).
 
@@ -280,7 +280,11 @@ def evaluate_run(
     }
     rows = []
     with one_thread():
-        steps, episodes = run_episodes(run.policy, run.encoder, config, run.task_id, idx, record=True, **play)
+        # the intact arm records the bot's subgoal per step (one arm of many: ~2x on it alone), for
+        # each expert's selectivity by subgoal; the actions are the same (mop/subgoals.py)
+        steps, episodes = run_episodes(
+            run.policy, run.encoder, config, run.task_id, idx, record=True, record_subgoals=True, **play
+        )
         intact = causal.layouts(episodes)
         stats = causal.observational_stats(steps, sizes, exponent).set_index(["layer", "expert"])
         for n, (k, j) in enumerate(run.experts):

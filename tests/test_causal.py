@@ -402,6 +402,7 @@ def test_end_to_end_two_runs_write_three_tables_and_figures(tmp_path, capsys):
     assert len(effects) == 2 * 3 * 3 * 2  # runs x experts x interventions x metrics
     assert list(effects.columns) == causal.EFFECT_COLUMNS
     assert effects["effect"].dtype == float and effects["layouts"].eq(4).all()
+    assert effects["subgoal_selectivity"].notna().all()  # the intact arm recorded the bot's subgoal
     swaps = effects[effects["intervention"] == "swap"]
     assert (swaps["swap_target"] == (swaps["expert"] + 1) % swaps["layer"].map({0: 3, 1: 2})).all()
     summary = pd.read_csv(out / "causal_summary.csv")
