@@ -408,11 +408,13 @@ def report(effects: pd.DataFrame, summary: pd.DataFrame, predicted: pd.DataFrame
     family = int(predicted["family_size"].iloc[0]) if len(predicted) else 0
     lines.append(
         f"does routing predict the effect? rho = mean within-run Spearman rho [95% t over runs, Fisher z], "
-        f"p by permutation within runs, Holm over {family} tests (statistics x interventions x metrics):"
+        f"p by permutation within runs, Holm over {family} tests (statistics x interventions x metrics x "
+        "expert sets: all, and the sized experts alone, the identity left out as a control):"
     )
     for r in predicted.itertuples(index=False):
         lines.append(
-            f"  {r.statistic:<20} {r.intervention:<12} {r.metric:<12} rho {_num(r.rho, 2)} "
+            f"  {r.statistic:<20} {r.intervention:<12} {r.metric:<12} {'sized' if r.experts != 'all' else 'all':<5} "
+            f"rho {_num(r.rho, 2)} "
             f"[{_num(r.ci_low, 2)}, {_num(r.ci_high, 2)}]  p {_num(r.p)}  p_holm {_num(r.p_holm)}  {r.note}"
         )
     return "\n".join(lines)

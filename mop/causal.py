@@ -100,10 +100,13 @@ SUMMARY_COLUMNS = [
     "interval",
     "note",
 ]
+SIZED = "sized (identity left out)"  # causal_predict.csv's control set of experts
+
 PREDICT_COLUMNS = [
     "statistic",
     "intervention",
     "metric",
+    "experts",
     "n_points",
     "n_runs",
     "rho",
@@ -411,17 +414,23 @@ def predict(
     permutations: int = PERMUTATIONS,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """causal_predict.csv: per (statistic, intervention, metric), within_run_spearman over the
-    (run, layer, expert) points with a finite statistic and effect; Holm over statistics x
-    interventions x metrics (every test of the table; family_size)."""
+    """causal_predict.csv: per (statistic, intervention, metric, expert set), within_run_spearman
+    over the (run, layer, expert) points with a finite statistic and effect; Holm over statistics x
+    interventions x metrics x expert sets (every test of the table; family_size). The expert sets:
+    "all", and, when some expert is the identity (size 0), its control "sized (identity left
+    out)": the identity pathway is a layer's skip connection, often its heaviest expert and the one
+    whose removal hurts most, so a prediction carried by it alone is not one about experts."""
     rows = []
     combos = effects[["intervention", "metric"]].drop_duplicates() if len(effects) else pd.DataFrame()
-    for stat in statistics:
+    sets = [("all", effects)]
+    if len(effects) and "expert_size" in effects and (effects["expert_size"] == 0).any():
+        sets.append((SIZED, effects[effects["expert_size"] != 0]))
+    for stat, (experts, chosen) in ((s, e) for s in statistics for e in sets):
         for kind, metric in combos.itertuples(index=False):
-            g = effects[(effects["intervention"] == kind) & (effects["metric"] == metric)]
+            g = chosen[(chosen["intervention"] == kind) & (chosen["metric"] == metric)]
             x, y = g[stat].to_numpy(dtype=float), g["effect"].to_numpy(dtype=float)
             ok = np.isfinite(x) & np.isfinite(y)
-            head = {"statistic": stat, "intervention": kind, "metric": metric}
+            head = {"statistic": stat, "intervention": kind, "metric": metric, "experts": experts}
             if not ok.any() and np.isfinite(y).any():
                 reason = f"{stat} is NaN at every point (causal_effects.csv's note says why): no test"
                 rows.append(head | {"n_points": 0, "n_runs": 0, "permutations": 0, "note": reason})

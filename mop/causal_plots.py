@@ -103,6 +103,7 @@ def plot_causal_predict(
                 (predicted["statistic"] == stat)
                 & (predicted["intervention"] == kind)
                 & (predicted["metric"] == metric)
+                & (predicted["experts"] == "all" if "experts" in predicted else True)
             ]
             ax.set_title(_panel_title(match.iloc[0] if len(match) else None), fontsize="small")
             if not np.isfinite(x).any():

@@ -251,6 +251,24 @@ def test_predict_permutes_within_runs():
     assert res["n_runs"] == 4 and res["ci_low"] < res["rho"] < res["ci_high"]
 
 
+def test_predict_has_a_control_without_the_identity_expert():
+    """The identity pathway (size 0) is a layer's skip connection, heaviest and the one whose
+    removal hurts most: a prediction it carries alone shows in "all" and vanishes in the sized set."""
+    rng = np.random.default_rng(2)
+    stat, values = [], {}
+    for r in range(6):  # expert 0 is the identity (_effects: size 8 * j)
+        stat.append([0.9, *rng.uniform(0.01, 0.05, 5)])
+        values[f"s{r}"] = [-0.8, *rng.uniform(-0.02, 0.0, 5)]
+    out = causal.predict(_effects(values, stat), ["mean_weight"]).set_index("experts")
+    assert set(out.index) == {"all", causal.SIZED}
+    assert out.loc["all", "n_points"] == 36 and out.loc[causal.SIZED, "n_points"] == 30
+    assert out.loc["all", "rho"] < -0.3 and abs(out.loc[causal.SIZED, "rho"]) < abs(out.loc["all", "rho"])
+    assert (out["family_size"] == 2).all()  # one family: both expert sets
+    no_identity = _effects(values, stat)
+    no_identity = no_identity[no_identity["expert_size"] > 0]
+    assert list(causal.predict(no_identity, ["mean_weight"])["experts"]) == ["all"]
+
+
 def test_predict_says_why_without_a_statistic_and_empty_tables_keep_headers():
     effects = _effects({"s0": [-0.1, -0.5, 0.0]})
     effects["subgoal_selectivity"] = np.nan
