@@ -120,7 +120,7 @@ def train(args: argparse.Namespace, checkpoints: Path) -> None:
     for k, overrides in enumerate(jobs, 1):
         what = "multi-task" if "," in overrides["task_id"] else overrides["task_id"]
         print(f"[train {k}/{len(jobs)}] {what} seed {overrides['seed']}", flush=True)
-        done = sweep.train_one(overrides, config)
+        done = sweep.train_one(overrides, config, progress=True)  # a bar: minutes are never silent
         if done.get("skipped"):
             print(f"  {done['skipped']}")
 

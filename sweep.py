@@ -408,9 +408,9 @@ def existing_config(overrides: dict, config_path) -> experiment.TrainConfig | No
     return experiment.resume_config(config_path, resume_overrides(overrides, saved))
 
 
-def train_one(overrides: dict, config_path, policy: str = "mop") -> dict:
+def train_one(overrides: dict, config_path, policy: str = "mop", progress: bool = False) -> dict:
     """Train one run with its trainer: skip it if it reached num_updates, resume it if it has
-    checkpoints."""
+    checkpoints. progress: its training bar on stderr (off in a sweep's parallel runs)."""
     import importlib
 
     trainer = importlib.import_module(TRAINERS[policy])
@@ -425,7 +425,7 @@ def train_one(overrides: dict, config_path, policy: str = "mop") -> dict:
         done = experiment.newest_checkpoint(experiment.run_dir(cfg), report=False)[1]["update"]
         if done >= cfg.num_updates:
             return {"label": label, "skipped": f"already at update {done}"}
-    summary = trainer.main(cfg, resume=resume, progress=False)
+    summary = trainer.main(cfg, resume=resume, progress=progress)
     return {"label": label, "run_dir": summary["run_dir"], "resumed": resume}
 
 
@@ -639,7 +639,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         with ProcessPoolExecutor(min(args.parallel, len(runs)), mp_context=get_context("spawn")) as pool:
             results = list(pool.map(train_one, *zip(*jobs)))
     else:
-        results = [train_one(*job) for job in jobs]
+        results = [train_one(*job, progress=True) for job in jobs]  # one run at a time: its bar
     for r in results:
         print(f"{r['label']}: {r.get('skipped') or ('resumed, done' if r['resumed'] else 'done')}")
     summary: dict[str, Any] = {"manifest": str(path), "runs": results}
