@@ -16,6 +16,11 @@ levels of --task_id "A,C"), with one result and one routing cache (eval_<level>/
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # flags answered before torch, pandas and minigrid load (bench/startup.py)
+    from mop.eval_options import parse_eval_args
+
+    parse_eval_args(None, __doc__)
+
 import argparse
 import json
 import math
@@ -62,8 +67,9 @@ from mop.eval_options import (  # noqa: F401  (re-exported: eval_mop's options a
     add_record_subgoals_argument,
     cache_formats,
     canonical_knockout,
+    parse_eval_args,
 )
-from mop.experiment import ArgumentParser, CheckpointError, load_checkpoint, load_policy
+from mop.experiment import CheckpointError, load_checkpoint, load_policy
 from mop.numpy_policy import one_thread, use_one_thread
 from mop.progress import progress_bar
 from mop.routing_cache import RECORDED_STEP_COLUMNS, derive_step_columns, weight_column, write_cache
@@ -73,7 +79,6 @@ from mop.runs import (
     RunPathError,
     atomic_write,
     cache_dir_for,
-    check_writable_dir,
     check_writable_file,
     inside,
     is_multi_task,
@@ -614,64 +619,9 @@ def save_evaluation(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt file (MoP or GRU baseline)")
-    parser.add_argument(
-        "--eval_task_id",
-        "--task_id",
-        dest="eval_task_id",
-        default=None,
-        help="level to evaluate on, or a comma list of levels (default: the training level, or every "
-        "level of a multi-task checkpoint); --task_id is an alias",
-    )
-    parser.add_argument(
-        "--num_episodes", type=int, default=100, help="episodes, on evaluation seeds 0..N-1 (default 100)"
-    )
-    parser.add_argument("--num_envs", type=int, default=16, help="envs stepped together (default 16)")
-    parser.add_argument(
-        "--num_workers", type=int, default=1, help="processes to split the episodes over (default 1)"
-    )
-    parser.add_argument(
-        "--max_steps", type=int, default=None, help="episode limit (default: the training run's)"
-    )
-    parser.add_argument("--sample", action="store_true", help="sample actions instead of taking the argmax")
-    parser.add_argument(
-        "--knockout", default=None, help="'largest' or 'layer_<k>:<j>[,...]' (0-based): disable experts"
-    )
-    parser.add_argument(
-        "--knockout_threshold",
-        type=float,
-        default=None,
-        help="also disable experts whose weight is below this",
-    )
-    parser.add_argument(
-        "--cache_dir", default=None, help="write the routing cache under this folder (e.g. evaluation_cache)"
-    )
-    add_cache_format_argument(parser)
-    add_record_subgoals_argument(parser)
-    add_distilbert_path_argument(parser)
-    add_device_argument(parser)
-    args = parser.parse_args(argv)
-    if args.cache_format != "parquet" and args.cache_dir is None:
-        # Refuse rather than guess a folder: without --cache_dir eval_mop records and writes nothing.
-        print(
-            f"error: --cache_format {args.cache_format} writes a cache and needs --cache_dir "
-            "(e.g. --cache_dir evaluation_cache)",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    if args.record_subgoals and args.cache_dir is None:  # it records into the cache: nothing to keep
-        print(
-            "error: --record_subgoals records into the routing cache and needs --cache_dir", file=sys.stderr
-        )
-        sys.exit(2)
+    args, options = parse_eval_args(argv, __doc__)  # every flag, before a checkpoint is read
     try:
-        options = EvalOptions.from_args(
-            args, record=args.cache_dir is not None, num_workers=args.num_workers, progress=True
-        )
         eval_device(options)  # a GPU this machine lacks: one line, nothing written
-        if args.cache_dir is not None:  # before the work, not after it
-            check_writable_dir(args.cache_dir, "--cache_dir")
         trained = None
         if options.task_id is None:
             try:

@@ -139,3 +139,81 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 def cache_formats(choice: str) -> tuple[str, ...]:
     return ("parquet",) if choice == "parquet" else ("parquet", "json")
+
+
+def parse_eval_args(
+    argv: list[str] | None, description: str | None
+) -> tuple[argparse.Namespace, EvalOptions]:
+    """eval_mop.py's command line: (args, EvalOptions), or one `error:` line and exit 2 for a bad
+    flag, a bad option value, an unknown level or an unwritable --cache_dir. Light (no torch,
+    pandas or minigrid), so eval_mop.py calls it before its own imports: --help and a refusal
+    answer at once."""
+    import sys
+
+    from mop.experiment import ArgumentParser
+    from mop.level_names import check_task_ids
+    from mop.runs import OutputError, check_writable_dir
+
+    parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt file (MoP or GRU baseline)")
+    parser.add_argument(
+        "--eval_task_id",
+        "--task_id",
+        dest="eval_task_id",
+        default=None,
+        help="level to evaluate on, or a comma list of levels (default: the training level, or every "
+        "level of a multi-task checkpoint); --task_id is an alias",
+    )
+    parser.add_argument(
+        "--num_episodes", type=int, default=100, help="episodes, on evaluation seeds 0..N-1 (default 100)"
+    )
+    parser.add_argument("--num_envs", type=int, default=16, help="envs stepped together (default 16)")
+    parser.add_argument(
+        "--num_workers", type=int, default=1, help="processes to split the episodes over (default 1)"
+    )
+    parser.add_argument(
+        "--max_steps", type=int, default=None, help="episode limit (default: the training run's)"
+    )
+    parser.add_argument("--sample", action="store_true", help="sample actions instead of taking the argmax")
+    parser.add_argument(
+        "--knockout", default=None, help="'largest' or 'layer_<k>:<j>[,...]' (0-based): disable experts"
+    )
+    parser.add_argument(
+        "--knockout_threshold",
+        type=float,
+        default=None,
+        help="also disable experts whose weight is below this",
+    )
+    parser.add_argument(
+        "--cache_dir", default=None, help="write the routing cache under this folder (e.g. evaluation_cache)"
+    )
+    add_cache_format_argument(parser)
+    add_record_subgoals_argument(parser)
+    add_distilbert_path_argument(parser)
+    add_device_argument(parser)
+    args = parser.parse_args(argv)
+    if args.cache_format != "parquet" and args.cache_dir is None:
+        # Refuse rather than guess a folder: without --cache_dir eval_mop records and writes nothing.
+        print(
+            f"error: --cache_format {args.cache_format} writes a cache and needs --cache_dir "
+            "(e.g. --cache_dir evaluation_cache)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    if args.record_subgoals and args.cache_dir is None:  # it records into the cache: nothing to keep
+        print(
+            "error: --record_subgoals records into the routing cache and needs --cache_dir", file=sys.stderr
+        )
+        sys.exit(2)
+    try:
+        options = EvalOptions.from_args(
+            args, record=args.cache_dir is not None, num_workers=args.num_workers, progress=True
+        )
+        if options.task_id is not None:
+            check_task_ids(options.task_id)
+        if args.cache_dir is not None:  # before the work, not after it
+            check_writable_dir(args.cache_dir, "--cache_dir")
+    except (EvalError, OutputError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return args, options

@@ -38,7 +38,7 @@ from mop import legacy_config
 from mop.checks import ConfigError, check_number, command_edges, finite_number  # noqa: F401  (re-exported)
 from mop.devices import DeviceError, check_device, to_cpu
 from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
-from mop.runs import OutputError, RunId, RunLockedError, atomic_write, resume_candidates
+from mop.runs import OutputError, RunId, RunLockedError, atomic_write, lock_owner, resume_candidates
 from mop.runs import run_dir as _run_dir
 
 if TYPE_CHECKING:  # torch is imported where it is used: a command checks its flags and config without it
@@ -870,6 +870,11 @@ def newest_checkpoint(directory: str | os.PathLike, report: bool = True) -> tupl
     line if there is none."""
     candidates = resume_candidates(directory)
     if not candidates:
+        owner = lock_owner(directory)
+        if owner is not None:  # a run starting there has not written its first checkpoint yet
+            raise RunLockedError(
+                f"{str(directory)!r} is being trained by {owner}; wait for it to end, or stop it first"
+            )
         raise ConfigError(f"--resume: no checkpoint to resume in {str(directory)!r}")
     bad = []
     for path in candidates:

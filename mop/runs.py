@@ -552,6 +552,26 @@ def run_lock(directory: str | os.PathLike) -> Iterator[Path]:
                 break
 
 
+def lock_owner(directory: str | os.PathLike) -> str | None:
+    """Who holds the run folder's training lock now (its pid, host, start), or None when nobody
+    does (no lock file, or one nobody holds). Creates nothing; what `--resume` says of a run that is
+    starting and has no checkpoint yet."""
+    path = Path(directory) / RUN_LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EACCES):
+            return None
+        return os.read(fd, 1000).decode("utf-8", "replace").strip() or "another process (starting)"
+    finally:
+        os.close(fd)  # closing drops a lock we took
+    return None
+
+
 @contextmanager
 def own_run(*directories: str | os.PathLike) -> Iterator[list[Path]]:
     """Hold run folders for one writer: run_lock on each, in the order given (RunLockedError if

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny DistilBERT, the tiny preset and one tiny run shared by the modules."""
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,6 +59,16 @@ NO_CUDA = f"no CUDA device (torch {torch.__version__}, CUDA {torch.version.cuda}
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_PRESET = ROOT / "configs" / "tiny.yaml"
+# a tqdm bar's line ("evaluations:  50%|#####     | 1/2 [00:01<...]"): progress, not an error line
+BAR_LINE = re.compile(r"^\S[^|]*:\s+\d+%\|.*\|\s*\d+/\d+ \[")
+
+
+def stderr_lines(err: str) -> list[str]:
+    """The non-empty lines of a captured stderr, a progress bar's redraws left out (a bar that had
+    started before a bad input surfaced, as batch_eval's does when a checkpoint's turn comes)."""
+    return [
+        line for line in err.replace("\r", "\n").splitlines() if line.strip() and not BAR_LINE.match(line)
+    ]
 
 
 def tiny_config(checkpoint_dir, **overrides):

@@ -29,7 +29,7 @@ import eval_mop
 import render_plots
 import train
 import train_mop
-from conftest import TINY_PRESET, tiny_config
+from conftest import TINY_PRESET, stderr_lines, tiny_config
 from eval_mop import EvalError, EvalOptions, canonical_knockout, parse_knockout
 from mop import bot_paths, experiment, runs
 from mop.experiment import LIMITS, ConfigError, load_config, read_metrics
@@ -57,7 +57,7 @@ def one_error_line(capsys, call) -> str:
     with pytest.raises(SystemExit) as exit_info:
         call()
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = stderr_lines(err)  # a bar that had started before the bad input surfaced is not an error line
     assert exit_info.value.code not in (0, None), err
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert "Traceback" not in err

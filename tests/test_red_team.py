@@ -40,7 +40,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_PRESET
+from conftest import TINY_PRESET, stderr_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNERS = {"30": "issue 30 (stats/seed_metrics/sweep bad input)", "31": "issue 31 (record/generative)"}
@@ -866,7 +866,7 @@ def check_refused(case: Case, values: dict, root: Path) -> str:
         if ro is not None:
             ro.chmod(0o755)
     after = snapshot(root)
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = stderr_lines(err)  # a bar that had started before the bad input surfaced is not an error line
     assert code not in (0, None), f"exit {code}; stderr: {err[-600:]}"
     assert "Traceback" not in err, err[-1500:]
     assert len(lines) == 1 and lines[0].startswith("error:"), f"stderr is not one error line: {err[-1500:]}"
