@@ -31,7 +31,11 @@ and level_difficulty_summary) and a printed table.
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # flags answered before pandas, scipy and matplotlib load (bench/startup.py)
+    from mop.cli_specs import render_plots_parser
+
+    render_plots_parser(__doc__).parse_args()
+
 import posixpath
 import sys
 from pathlib import Path
@@ -271,43 +275,9 @@ DPI_RANGE = (10, 1200)  # a 1200-dpi figure set is already ~100 MB of PNGs
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from mop.experiment import ArgumentParser
+    from mop.cli_specs import render_plots_parser
 
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", action="append", default=None, help="a routing cache folder (repeatable)")
-    parser.add_argument("--all", action="store_true", help="every cache under --cache_dir")
-    parser.add_argument(
-        "--by_level",
-        action="store_true",
-        help="routing by level of every checkpoint evaluated on several levels (from --results_path)",
-    )
-    parser.add_argument(
-        "--cache_dir", default="evaluation_cache", help="cache root for --all (default evaluation_cache)"
-    )
-    parser.add_argument("--out", default="plots", help="output root (default plots/)")
-    parser.add_argument(
-        "--results_path", default="evaluation_results.csv", help="for the knockout comparison"
-    )
-    parser.add_argument("--dpi", type=int, default=150)
-    parser.add_argument(
-        "--layout",
-        choices=["screen", "paper"],
-        default="screen",
-        help="figures at most 10.5 in wide (screen, default) or one 3.3 in paper column (paper)",
-    )
-    parser.add_argument(
-        "--subgoals",
-        action="store_true",
-        help="routing by subgoal and around events across the given caches, one per run (needs caches "
-        "recorded with eval_mop.py --record_subgoals)",
-    )
-    parser.add_argument(
-        "--event_k",
-        type=int,
-        default=5,
-        help="steps before and after each event in the event-locked figure (default 5; at most the "
-        "longest episode's last step)",
-    )
+    parser = render_plots_parser(__doc__)
     args = parser.parse_args(argv)
     if not DPI_RANGE[0] <= args.dpi <= DPI_RANGE[1]:
         parser.error(f"--dpi must be from {DPI_RANGE[0]} to {DPI_RANGE[1]}, got {args.dpi}")

@@ -117,6 +117,11 @@ as mean_r is tanh of the mean z); `mean` is the runs' arithmetic mean.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # flags answered before pandas, scipy and matplotlib load (bench/startup.py)
+    from mop.cli_specs import stats_parser
+
+    stats_parser(__doc__).parse_args()
+
 import argparse
 import math
 import re
@@ -565,86 +570,9 @@ def draw_figures(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from mop.experiment import ArgumentParser
+    from mop.cli_specs import stats_parser
 
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--task_id", "--task", dest="task_id", required=True, help="gymnasium id of the level"
-    )
-    parser.add_argument(
-        "--cache_dir", default="evaluation_cache", help="routing cache root (default evaluation_cache)"
-    )
-    parser.add_argument(
-        "--results_path",
-        default="evaluation_results.csv",
-        help="results CSV: lpc_alpha, knockouts, older runs' recipes",
-    )
-    parser.add_argument(
-        "--out", default=None, help="output folder (default stats/<task_id>, or stats/<manifest name>)"
-    )
-    parser.add_argument(
-        "--update",
-        type=int,
-        default=None,
-        help="compare the runs at this update (default: per condition, the newest update all its runs have)",
-    )
-    parser.add_argument(
-        "--min_visits", type=int, default=sm.MIN_VISITS, help="visits for a cell to count (default 5)"
-    )
-    parser.add_argument(
-        "--state", choices=list(STATES), default="cell", help="the state of H(A|S) and KL (default cell)"
-    )
-    parser.add_argument(
-        "--manifest", default=None, help="a sweep manifest: only its runs (sweep.py writes it)"
-    )
-    parser.add_argument(
-        "--contrast",
-        action="append",
-        default=[],
-        help="FACTORS[=A:B]: paired-by-seed contrasts of the conditions that differ in these config keys "
-        "(comma list; policy_type for MoP vs GRU) alone, or of conditions A and B (repeatable)",
-    )
-    parser.add_argument(
-        "--metrics",
-        default=None,
-        help="comma list: the metrics of the contrasts' Holm family (default every contrast metric: "
-        "success_rate, mean_lpc, policy_complexity, path_ratio); the family is the pairs asked by "
-        "--contrast x these metrics, whatever else the table holds",
-    )
-    parser.add_argument(
-        "--single_task_dir",
-        action="append",
-        default=None,
-        help="multi-task --task_id: where the single-task repeats of the recipe are (repeatable; default checkpoints)",
-    )
-    parser.add_argument(
-        "--ce_threshold",
-        type=float,
-        default=1.0,
-        help="multi-task: learning speed = updates to train/ce <= this (1.0)",
-    )
-    parser.add_argument(
-        "--margin",
-        action="append",
-        default=[],
-        help="[METRIC=]M: the equivalence margin of contrasts (paired TOST, 90%% CI inside ±M on the "
-        "difference scale; a bare M is success_rate's; repeatable). Without one, a non-significant "
-        "contrast is 'not resolved', never 'alike'",
-    )
-    parser.add_argument(
-        "--time_course",
-        action="store_true",
-        help="multi-task --task_id: routing by level at every update the runs were evaluated at "
-        "(time_course.csv, time_course_pairs.csv with Holm over updates x pairs, a figure per condition)",
-    )
-    parser.add_argument("--force", action="store_true", help="recompute every cache's row")
-    parser.add_argument("--no_figures", action="store_true", help="tables only")
-    parser.add_argument(
-        "--layout",
-        choices=["screen", "paper"],
-        default="screen",
-        help="figures at most 10.5 in wide (screen, default) or one 3.3 in paper column (paper)",
-    )
+    parser = stats_parser(__doc__)
     args = parser.parse_args(argv)
     try:
         return run(args)

@@ -368,10 +368,8 @@ def generative_one_moved(changes: np.ndarray, truth: Any) -> bool:
 
 
 def causal_experts(rng: np.random.Generator, identity_effect: float = 0.0) -> tuple:
-    """causal.py's prediction test: 3 runs x 3 layers x 3 experts (expert 0 of each layer the
-    identity), a routing statistic and a closed-loop effect per expert, independent among the sized
-    experts. identity_effect > 0: the identity is the heaviest expert and the one whose removal
-    hurts most (a confound that makes "all experts" predict), no link among the sized ones."""
+    """3 runs x 3 layers x 3 experts (expert 0 the identity): a statistic and an effect, independent
+    among the sized ones; identity_effect > 0: the identity is heaviest and most costly to remove."""
     runs = np.repeat(np.arange(3), 9)
     identity = np.tile(np.arange(9) % 3 == 0, 3)
     stat = rng.uniform(0.0, 0.3, 27)
@@ -380,6 +378,10 @@ def causal_experts(rng: np.random.Generator, identity_effect: float = 0.0) -> tu
         stat[identity] += 0.6
         effect[identity] -= identity_effect
     return (stat, effect, runs, identity, int(rng.integers(2**31))), 0.0
+
+
+def causal_confounded(rng: np.random.Generator) -> tuple:
+    return causal_experts(rng, identity_effect=0.5)
 
 
 def causal_all_rejects(inputs: tuple, truth: Any) -> bool:
@@ -406,8 +408,7 @@ def causal_interval_covers(inputs: tuple, truth: float) -> bool:
 
 
 def time_course_null(rng: np.random.Generator) -> tuple:
-    """stats.py --time_course: 3 runs x 3 levels x 4 evaluated updates, every level's LPC the same
-    in truth (per run a level effect of 0, run-to-run spread, per-episode noise)."""
+    """3 runs x 3 levels x 4 updates, every level's LPC the same in truth (run spread, episode noise)."""
     import pandas as pd
 
     course = {}
@@ -823,74 +824,31 @@ ENTRIES: list[Entry] = [
         "every target's true change = the margin (0.01): 'did not move' is false",
         cost=3,
     ),
-    Entry(
-        "causal_predict_within_run_null",
-        "causal_predict.csv p (does a routing statistic order the experts' effects? mean within-run "
-        "Spearman, statistic permuted within runs)",
-        "rejection",
-        ALPHA,
-        "null",
-        causal_experts,
-        causal_all_rejects,
-        "3 runs x 9 experts, statistic and effect independent",
-        cost=1,
-    ),
-    Entry(
-        "causal_predict_interval_at_0",
-        "causal_predict.csv ci_low/high (95% t over runs of Fisher's z)",
-        "coverage",
-        0.95,
-        "coverage",
-        causal_experts,
-        causal_interval_covers,
-        "3 runs x 9 experts, true within-run rho 0",
-        cost=1,
-    ),
-    Entry(
-        "causal_predict_identity_confound",
-        "causal_predict.csv p over all experts when the identity is heaviest and most harmful to remove",
-        "rejection",
-        ALPHA,
-        "confound",
-        lambda rng: causal_experts(rng, identity_effect=0.5),
-        causal_all_rejects,
-        "no link among the sized experts; each layer's identity expert heavy and costly to remove",
-        cost=1,
-    ),
-    Entry(
-        "causal_predict_sized_control",
-        "causal_predict.csv p, experts 'sized (identity left out)': the control of the row above",
-        "rejection",
-        ALPHA,
-        "null",
-        lambda rng: causal_experts(rng, identity_effect=0.5),
-        causal_sized_rejects,
-        "the same data: no link among the sized experts",
-        cost=1,
-    ),
-    Entry(
-        "time_course_holm_familywise",
-        "time_course_pairs.csv p_holm: any of 4 updates x 3 pairs of levels below 0.05 (stats.py --time_course)",
-        "rejection",
-        ALPHA,
-        "null",
-        time_course_null,
-        time_course_any,
-        "3 runs, 3 levels of equal LPC, 4 evaluated updates",
-        cost=8,
-    ),
-    Entry(
-        "time_course_any_unadjusted",
-        "the same 12 tests, each at its own p (what looking at every update without a family does)",
-        "rejection",
-        ALPHA,
-        "pseudo",
-        time_course_null,
-        time_course_any_unadjusted,
-        "3 runs, 3 levels of equal LPC, 4 evaluated updates",
-        cost=8,
-    ),
+    # causal.py's prediction test and its identity control; stats.py --time_course's family
 ]
+
+# causal.py's prediction test and its identity control; stats.py --time_course's family
+# fmt: off
+ENTRIES += [
+    Entry("causal_predict_within_run_null", "causal_predict.csv p (does a routing statistic order the experts' "
+          "effects? mean within-run Spearman, statistic permuted within runs)", "rejection", ALPHA, "null",
+          causal_experts, causal_all_rejects, "3 runs x 9 experts, statistic and effect independent"),
+    Entry("causal_predict_interval_at_0", "causal_predict.csv ci_low/high (95% t over runs of Fisher's z)",
+          "coverage", 0.95, "coverage", causal_experts, causal_interval_covers, "3 runs x 9 experts, true rho 0"),
+    Entry("causal_predict_identity_confound", "causal_predict.csv p over all experts when the identity is "
+          "heaviest and most harmful to remove", "rejection", ALPHA, "confound", causal_confounded,
+          causal_all_rejects, "no link among the sized experts; each layer's identity heavy and costly to remove"),
+    Entry("causal_predict_sized_control", "causal_predict.csv p, experts 'sized (identity left out)': the "
+          "control of the row above", "rejection", ALPHA, "null", causal_confounded, causal_sized_rejects,
+          "the same data: no link among the sized experts"),
+    Entry("time_course_holm_familywise", "time_course_pairs.csv p_holm: any of 4 updates x 3 pairs of levels "
+          "below 0.05 (stats.py --time_course)", "rejection", ALPHA, "null", time_course_null, time_course_any,
+          "3 runs, 3 levels of equal LPC, 4 evaluated updates", cost=8),
+    Entry("time_course_any_unadjusted", "the same 12 tests, each at its own p (every update looked at without "
+          "a family)", "rejection", ALPHA, "pseudo", time_course_null, time_course_any_unadjusted,
+          "3 runs, 3 levels of equal LPC, 4 evaluated updates", cost=8),
+]
+# fmt: on
 
 if hasattr(inference, "tost_paired"):  # mop.inference's paired TOST (issue 40, item 5)
 

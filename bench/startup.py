@@ -18,14 +18,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Every stage's entry point, with a refusal it gives (a flag out of range, an unknown name).
+# Every stage's entry point, with a refusal it gives (a flag out of range, an unknown name, a bad
+# flag's type; stats.py checks values that need its tables after its imports).
 SCRIPTS = {
     "train_mop.py": ["--num_envs", "0"],
     "train.py": ["--lr", "-1"],
     "batch_eval.py": ["--num_episodes", "0"],
     "eval_mop.py": ["--checkpoint", "missing.pt", "--num_episodes", "0"],
-    "stats.py": ["--margin", "-1"],
-    "render_plots.py": ["--dpi", "0"],
+    "stats.py": ["--task_id", "BabyAI-GoToLocal-v0", "--min_visits", "x"],
+    "render_plots.py": ["--layout", "poster"],
     "sweep.py": ["--bogus"],
     "lmc.py": ["--bogus"],
     "causal.py": ["--bogus"],

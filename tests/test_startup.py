@@ -38,6 +38,15 @@ CASES = [
     ("batch_eval.py", ["--num_episodes", "0"], 2, "--num_episodes must be"),
     ("batch_eval.py", ["--eval_task_id", "BabyAI-Nope-v0"], 2, "unknown task_id"),
     ("batch_eval.py", ["--knockout", "layer_x"], 2, "--knockout"),
+    ("eval_mop.py", ["--help"], 0, None),
+    ("eval_mop.py", ["--checkpoint", "x.pt", "--num_episodes", "0"], 2, "--num_episodes must be"),
+    ("eval_mop.py", ["--checkpoint", "x.pt", "--task_id", "BabyAI-Nope-v0"], 2, "unknown task_id"),
+    ("stats.py", ["--help"], 0, None),
+    ("stats.py", ["--task_id", "BabyAI-GoToLocal-v0", "--min_visits", "x"], 2, "--min_visits"),
+    ("render_plots.py", ["--help"], 0, None),
+    ("render_plots.py", ["--layout", "poster"], 2, "--layout"),
+    ("headline.py", ["--help"], 0, None),
+    ("headline.py", ["--episodes", "0"], 2, "--episodes"),
 ]
 
 
@@ -68,3 +77,15 @@ def test_the_level_names_are_the_installed_minigrids():
     from mop.level_names import BABYAI_LEVELS
 
     assert sorted(BABYAI_LEVELS) == sorted(k for k in gym.registry if k.startswith("BabyAI-"))
+
+
+def test_the_light_parsers_name_what_the_heavy_modules_define():
+    """mop.cli_specs spells stats.py's --state choices, --min_visits default and the figure layouts
+    without importing them; they must stay the modules' own."""
+    import seed_metrics
+    import stats
+    from mop import cli_specs, plot_style
+
+    assert list(cli_specs.STATS_STATES) == list(stats.STATES)
+    assert cli_specs.STATS_MIN_VISITS == seed_metrics.MIN_VISITS
+    assert set(cli_specs.LAYOUTS) == set(plot_style.LAYOUTS)
