@@ -17,7 +17,7 @@ Both layouts write the same file names: give each its own --out.
     python render_plots.py --subgoals --cache A --cache B --cache C --event_k 5 --out plots/
 
 A cache recorded with `eval_mop.py --record_subgoals` also gets routing_by_subgoal.png,
-routing_by_subgoal_within_cell.png and event_locked_routing.png (mop/subgoal_plots; one run:
+routing_by_subgoal_within_cell.png, routing_by_subgoal_within_step.png and event_locked_routing.png (mop/subgoal_plots; one run:
 intervals over its episodes / events); one without those columns gets a one-line note instead.
 --subgoals pools the given caches (one per run: a replicate is (recipe, seed)) with runs as units
 (mop/subgoal_analysis) into plots/subgoals/<task>/: the three figures and routing_by_subgoal.csv,
@@ -119,6 +119,13 @@ def subgoal_figures(
         ),
         "routing_by_subgoal_within_cell": plot_routing_by_subgoal(
             table, expert_sizes, "within_cell", title="Routing by subgoal, within cell", layout=layout
+        ),
+        "routing_by_subgoal_within_step": plot_routing_by_subgoal(
+            table,
+            expert_sizes,
+            "within_step",
+            title="Routing by subgoal, within the same step of the episode",
+            layout=layout,
         ),
         "event_locked_routing": plot_event_locked(
             locked, expert_sizes, title=f"Routing around events, ±{event_k} steps", layout=layout

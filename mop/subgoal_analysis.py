@@ -14,10 +14,15 @@ tables, `render_plots.py --subgoals` writes both.
   Position: a subgoal is held in particular cells (Explore far from the target, Pickup next to
   it), and routing can follow the cell. `adjustment == "within_cell"` rows remove that: each
   step's value minus the mean of its run's steps in the same cell (x, y), averaged per subgoal
-  (a fixed effect of the cell, as a difference from the cell's mean). Not controlled: the
-  agent's direction, the time within the episode, what it carries, the layout around the cell
-  (cells are pooled over layouts) and the policy's memory. `steps_mixed_cells` counts the steps
-  in cells visited under two or more subgoals, the only ones that carry within-cell information.
+  (a fixed effect of the cell, as a difference from the cell's mean).
+  Time: a subgoal is held at particular steps of an episode (Explore is the bot's first one or
+  two steps on UnlockPickup, when the policy's memory has just been reset), and routing can
+  follow the step. `adjustment == "within_step"` rows remove that the same way: each value minus
+  the mean of its run's steps at the same step t of their episodes. Not controlled by either: the
+  agent's direction, what it carries, the layout around the cell (cells are pooled over layouts)
+  and the policy's memory beyond its age. `steps_mixed_cells` / `steps_mixed_t` count the steps in
+  cells / at step indices held under two or more subgoals, the only ones that carry information
+  within a cell / within a step.
 - `event_locked(runs, event, k)`: mean routing weight from k steps before to k steps after each
   occurrence of `event` (offset 0: the step at which the event is first visible, mop/subgoals).
   Per run, the mean over its events at each offset (an offset outside the event's episode is
@@ -112,28 +117,33 @@ def max_lpc(expert_sizes: Sequence[Sequence[int]] | None, exponent: float = 2.0)
     return float(sum(max(s) ** exponent for s in expert_sizes if len(s)))
 
 
+ADJUSTMENTS = {"within_cell": ["x", "y"], "within_step": ["t"]}  # the fixed effect each removes
+
+
 def _bounds(quantity: str, adjustment: str, lpc_max: float) -> tuple[float, float]:
     top = lpc_max if quantity == "lpc" else 1.0
-    return (-top, top) if adjustment == "within_cell" else (0.0, top)
+    return (-top, top) if adjustment in ADJUSTMENTS else (0.0, top)
 
 
-def _within_cell(steps: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Each value minus the mean of the steps in the same cell (x, y)."""
-    cell_mean = steps.groupby(["x", "y"], sort=False)[columns].transform("mean")
-    return steps[columns] - cell_mean
+def _within(steps: pd.DataFrame, columns: list[str], keys: list[str]) -> pd.DataFrame:
+    """Each value minus the mean of the run's steps with the same `keys` (a cell, a step index)."""
+    group_mean = steps.groupby(keys, sort=False)[columns].transform("mean")
+    return steps[columns] - group_mean
 
 
 def per_run_by_subgoal(steps: pd.DataFrame) -> pd.DataFrame:
     """One run's steps: per (subgoal, quantity, adjustment) its mean over steps (`value`), and
     the per-episode means (`episode_values`, for one-run intervals), with steps and episodes."""
     columns = [*weight_columns(steps), "lpc"]
-    adjusted = _within_cell(steps, columns)
+    tables = {"none": steps} | {a: _within(steps, columns, keys) for a, keys in ADJUSTMENTS.items()}
     subgoal_cells = steps.groupby(["x", "y"], sort=False)["subgoal"].transform("nunique")
+    subgoal_ts = steps.groupby("t", sort=False)["subgoal"].transform("nunique")
     rows = []
     for subgoal, index in steps.groupby("subgoal", sort=True).groups.items():
         part = steps.loc[index]
         mixed = int((subgoal_cells.loc[index] > 1).sum())
-        for adjustment, table in (("none", steps), ("within_cell", adjusted)):
+        mixed_t = int((subgoal_ts.loc[index] > 1).sum())
+        for adjustment, table in tables.items():
             values = table.loc[index, columns]
             per_episode = values.groupby(part["episode"].to_numpy()).mean()
             for q in columns:
@@ -147,6 +157,7 @@ def per_run_by_subgoal(steps: pd.DataFrame) -> pd.DataFrame:
                         "steps": len(part),
                         "episodes": int(part["episode"].nunique()),
                         "steps_mixed_cells": mixed,
+                        "steps_mixed_t": mixed_t,
                     }
                 )
     return pd.DataFrame(rows)
@@ -168,7 +179,7 @@ def routing_by_subgoal(
     """Per (subgoal, quantity, adjustment) across runs (module docstring); quantity is a weight
     column layer_<k>_expert_<j> or "lpc", with `layer` and `expert` split out (NaN for lpc).
     Columns: subgoal, quantity, layer, expert, adjustment, mean, ci_low, ci_high, n_units, unit,
-    interval, steps, episodes, steps_mixed_cells, runs_with_subgoal."""
+    interval, steps, episodes, steps_mixed_cells, steps_mixed_t, runs_with_subgoal."""
     _check_runs(runs)
     per_run = pd.concat(
         [per_run_by_subgoal(steps).assign(run=name) for name, steps in runs.items()], ignore_index=True
@@ -205,6 +216,7 @@ def routing_by_subgoal(
                 "steps": int(part["steps"].sum()),
                 "episodes": int(part["episodes"].sum()),
                 "steps_mixed_cells": int(part["steps_mixed_cells"].sum()),
+                "steps_mixed_t": int(part["steps_mixed_t"].sum()),
                 "runs_with_subgoal": len(part),
             }
         )

@@ -53,7 +53,8 @@ def plot_routing_by_subgoal(
     layout: str = "screen",
 ) -> Figure:
     """Mean routing weight per subgoal and expert, one panel per layer (subgoal_analysis
-    .routing_by_subgoal's rows of `adjustment`: "none", or "within_cell" for the difference from
+    .routing_by_subgoal's rows of `adjustment`: "none", "within_step" (the difference from the mean
+    at the same step of the episode), or "within_cell" for the difference from
     the cell's mean)."""
     rows = table[(table["adjustment"] == adjustment) & table["layer"].notna()]
     layers = _layers(rows)
@@ -96,9 +97,9 @@ def plot_routing_by_subgoal(
                 for s in subgoals
             ]
             ax.set_xticks(x, labels, fontsize="small")
-        if adjustment == "within_cell":
+        if adjustment in ("within_cell", "within_step"):
             ax.axhline(0, color="#555555", lw=0.7)
-            ax.set_ylabel("weight − cell mean")
+            ax.set_ylabel("weight − " + ("cell" if adjustment == "within_cell" else "same-step") + " mean")
         else:
             ax.set_ylim(0, 1)
             ax.set_ylabel("mean routing weight")

@@ -216,6 +216,29 @@ def test_within_cell_adjustment_removes_routing_that_follows_the_cell():
     assert raw > 0.05 and abs(adjusted) < 1e-9
 
 
+def test_within_step_adjustment_removes_routing_that_follows_the_step_of_the_episode():
+    """Routing set by the step index alone (high right after the reset), with Explore held at the
+    first steps (as the bot does on UnlockPickup): the raw means differ by subgoal, the within-step
+    ones do not, and only the steps at indices held under both subgoals inform them."""
+    rng = np.random.default_rng(4)
+    episodes, length = 40, 12
+    t = np.tile(np.arange(length), episodes)
+    explore = (t == 0) | ((t == 1) & (rng.random(t.size) < 0.8))
+    w1 = np.where(t < 2, 0.8, 0.2)
+    steps = pd.DataFrame(
+        {"episode": np.repeat(np.arange(episodes), length), "t": t, "x": rng.integers(0, 5, t.size), "y": 0,
+         "subgoal": np.where(explore, "Explore", "GoNextTo"), "subgoal_target": "",
+         "layer_0_expert_0": 1 - w1, "layer_0_expert_1": w1, "lpc": 16 * w1, **{e: 0 for e in EVENT_COLUMNS}}
+    )  # fmt: skip
+    table = routing_by_subgoal({"a": steps, "b": steps.copy()}).set_index(
+        ["adjustment", "subgoal", "quantity"]
+    )
+    raw = table.loc[("none", "Explore", "lpc"), "mean"] - table.loc[("none", "GoNextTo", "lpc"), "mean"]
+    assert raw > 5 and abs(table.loc[("within_step", "Explore", "lpc"), "mean"]) < 1e-9
+    mixed = table.loc[("within_step", "Explore", "lpc"), "steps_mixed_t"]
+    assert mixed == 2 * int((explore & (t == 1)).sum())  # t = 0 is Explore only: it informs nothing
+
+
 def test_event_locked_routing_steps_at_the_event():
     rng = np.random.default_rng(0)
     runs = {f"seed_{s}": toy_run(0.0, rng) for s in range(3)}
@@ -258,7 +281,8 @@ def test_render_plots_subgoals_writes_figures_and_tables(tmp_path):
     names = sorted(p.rsplit("/", 1)[1] for p in out["paths"])
     assert names == [
         "event_locked_routing.csv", "event_locked_routing.png", "routing_by_subgoal.csv",
-        "routing_by_subgoal.png", "routing_by_subgoal_within_cell.png", "steps_per_subgoal.csv",
+        "routing_by_subgoal.png", "routing_by_subgoal_within_cell.png", "routing_by_subgoal_within_step.png",
+        "steps_per_subgoal.csv",
     ]  # fmt: skip
     table = pd.read_csv(tmp_path / "p" / "subgoals" / "BabyAI-UnlockPickup-v0" / "routing_by_subgoal.csv")
     assert set(table["unit"]) == {"runs"} and {"subgoal", "mean", "ci_low", "ci_high", "steps"} <= set(
