@@ -77,7 +77,7 @@ class CausalConfig:
     num_envs: int = 16
     out: str | None = None  # default causal/<task>/
     layout: str = "screen"
-    permutations: int = causal.PERMUTATIONS
+    permutations: int | None = None  # None: 100 per test of the family, at least causal.PERMUTATIONS
     seed: int = 0  # of the bootstraps and permutations
     progress: bool = True
 
@@ -188,6 +188,8 @@ def plan(cfg: CausalConfig) -> tuple[list[Run], Path]:
     parse_list(cfg.metrics, causal.METRICS, "--metrics")
     for name in ("episodes", "num_envs", "permutations"):
         value = getattr(cfg, name)
+        if name == "permutations" and value is None:  # 100 per test of the family (causal.predict)
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CausalError(f"--{name} must be a whole number >= 1, got {value!r}")
     if cfg.layout not in LAYOUTS:
@@ -406,6 +408,13 @@ def report(effects: pd.DataFrame, summary: pd.DataFrame, predicted: pd.DataFrame
                 f"p {_num(r.p)}  p_holm {_num(r.p_holm)}  {r.note}"
             )
     family = int(predicted["family_size"].iloc[0]) if len(predicted) else 0
+    tested = predicted["permutations"].dropna()
+    if family and len(tested) and int(tested.max()):
+        floor = family / (int(tested.max()) + 1)
+        lines.append(
+            f"smallest attainable Holm p: {family} tests / ({int(tested.max())} permutations + 1) = {floor:.3g}"
+            + ("" if floor < 0.05 else ": no result can pass; raise --permutations")
+        )
     lines.append(
         f"does routing predict the effect? rho = mean within-run Spearman rho [95% t over runs, Fisher z], "
         f"p by permutation within runs, Holm over {family} tests (statistics x interventions x metrics x "

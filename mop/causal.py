@@ -408,10 +408,17 @@ def within_run_spearman(
     return out
 
 
+def enough_permutations(tests: int) -> int:
+    """Within-run permutations for a family of `tests`: at least PERMUTATIONS, and 100 per test, so
+    the smallest attainable Holm p, tests / (permutations + 1), is below 0.01 (with 2,000 and 120
+    tests it was 0.06: no result could pass, whatever the data)."""
+    return max(PERMUTATIONS, 100 * int(tests))
+
+
 def predict(
     effects: pd.DataFrame,
     statistics: Sequence[str] = STATISTICS,
-    permutations: int = PERMUTATIONS,
+    permutations: int | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
     """causal_predict.csv: per (statistic, intervention, metric, expert set), within_run_spearman
@@ -419,12 +426,16 @@ def predict(
     interventions x metrics x expert sets (every test of the table; family_size). The expert sets:
     "all", and, when some expert is the identity (size 0), its control "sized (identity left
     out)": the identity pathway is a layer's skip connection, often its heaviest expert and the one
-    whose removal hurts most, so a prediction carried by it alone is not one about experts."""
+    whose removal hurts most, so a prediction carried by it alone is not one about experts.
+    permutations None: enough_permutations(the number of tests), so the family can reach Holm
+    p < 0.05 at all (a permutation p is at least 1 / (permutations + 1))."""
     rows = []
     combos = effects[["intervention", "metric"]].drop_duplicates() if len(effects) else pd.DataFrame()
     sets = [("all", effects)]
     if len(effects) and "expert_size" in effects and (effects["expert_size"] == 0).any():
         sets.append((SIZED, effects[effects["expert_size"] != 0]))
+    if permutations is None:
+        permutations = enough_permutations(len(statistics) * len(combos) * len(sets))
     for stat, (experts, chosen) in ((s, e) for s in statistics for e in sets):
         for kind, metric in combos.itertuples(index=False):
             g = chosen[(chosen["intervention"] == kind) & (chosen["metric"] == metric)]
