@@ -1,20 +1,38 @@
-"""The command lines of stats.py and render_plots.py, without their heavy imports (pandas,
-scipy, matplotlib, pyarrow): each script parses its flags with these before it imports them, so
-`--help`, a misspelt flag or a bad value answers at once (bench/startup.py), and parses them again
-with the same parser in its main.
+"""The command lines of stats.py, render_plots.py and lmc.py (and its analyze and compare
+commands), without their heavy imports (torch, pandas, scipy, matplotlib, pyarrow, minigrid): each
+script parses its flags with these, and checks the values that need nothing heavy, before it
+imports the rest, so `--help`, a misspelt flag or a bad value answers at once (bench/startup.py,
+tests/test_startup.py); its main parses them again with the same parser and runs the same checks.
+A constant that lives in a heavy module is spelled here as a literal, and tests/test_startup.py
+checks it is that module's own.
 
     args = stats_parser(stats.__doc__).parse_args(["--task_id", "BabyAI-GoToLocal-v0"])
+    answer_early(lambda: lmc_early(sys.argv[1:], __doc__))   # a script's first lines
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 
-from mop.experiment import ArgumentParser
+from mop.checks import ConfigError, refuse
+from mop.experiment import ArgumentParser, args_overrides, build_arg_parser, load_config
+from mop.lmc_settings import EVALUATION_SETTINGS, EXPERIMENT_SETTINGS, add_flags, check_bootstrap
 
 STATS_STATES = ("cell", "cell_dir_carry")  # stats.STATES' keys (tests/test_startup.py checks)
 STATS_MIN_VISITS = 5  # seed_metrics.MIN_VISITS (tests/test_startup.py checks)
-LAYOUTS = ("screen", "paper")  # mop.plot_style's figure layouts
+LAYOUTS = ("screen", "paper")  # mop.plot_style's figure layouts (tests/test_startup.py checks)
+
+
+def answer_early(check: Callable[[], object]) -> None:
+    """A script's first lines: `check` parses its flags (argparse answers --help and a usage error
+    itself) and checks their values with this module's light checks; a bad value (ValueError:
+    ConfigError, DeviceError, an unknown level) is the one `error:` line and exit 2 the script's
+    main gives for it, before the heavy imports."""
+    try:
+        check()
+    except ValueError as e:
+        refuse(str(e))
 
 
 def stats_parser(description: str | None) -> argparse.ArgumentParser:
@@ -139,3 +157,89 @@ def render_plots_parser(description: str | None) -> argparse.ArgumentParser:
         "longest episode's last step)",
     )
     return parser
+
+
+# ----------------------------------------------------------------------------- lmc.py
+
+LMC_COMMANDS = ("analyze", "compare", "train")  # `python lmc.py [command]`; no command: train
+# lmc.py decides these: the folders of the parent and children.
+LMC_OWN_KEYS = {"trial": "fork k's children are trial k+1", "checkpoint_dir": "use --results_root"}
+
+
+def lmc_train_flags(parser: argparse.ArgumentParser) -> None:
+    """lmc.py's own flags beside train_mop.py's (mop.experiment.build_arg_parser)."""
+    # the experiment's settings are absent when not given: --resume compares only those given
+    add_flags(parser, EXPERIMENT_SETTINGS, given_only=True)
+    add_flags(parser, ("results_root", "parallel_children", "bootstrap"))
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+
+def lmc_parser(command: str, description: str | None = None) -> argparse.ArgumentParser:
+    """The parser of `python lmc.py <command>` (`description`: train's, lmc.py's docstring)."""
+    if command == "analyze":
+        parser = ArgumentParser(
+            prog="lmc.py analyze",
+            description="Evaluate every complete fork of an LMC experiment "
+            "that is not evaluated yet, then write interpolation.csv, instability.csv and fork_analysis/*.png.",
+        )
+        parser.add_argument(
+            "--results_dir",
+            required=True,
+            help="the experiment folder (<results_root>/<task>/seed_<S>/<strategy>)",
+        )
+        add_flags(parser, ("bootstrap",))
+        return parser
+    if command == "compare":
+        parser = ArgumentParser(
+            prog="lmc.py compare",
+            description="Interpolate two checkpoints of the same architecture and level "
+            "(e.g. two seeds of one trial, or runs downloaded from Modal).",
+        )
+        parser.add_argument("--a", required=True, help="checkpoint at α = 0")
+        parser.add_argument("--b", required=True, help="checkpoint at α = 1")
+        parser.add_argument(
+            "--out", default=None, help="output folder (default <results_root>/compare/<task>/<a>__<b>)"
+        )
+        add_flags(parser, ("results_root", *EVALUATION_SETTINGS, "bootstrap"), compare=True)
+        return parser
+    return build_arg_parser(description or "", lmc_train_flags)
+
+
+def lmc_command(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """(command, its flags) of lmc.py's command line."""
+    argv = list(argv)
+    return (argv.pop(0) if argv and argv[0] in LMC_COMMANDS else "train"), argv
+
+
+def check_lmc_own_keys(overrides: dict) -> None:
+    """ConfigError for a config key lmc.py sets itself (`overrides`: aliases resolved)."""
+    for key, why in LMC_OWN_KEYS.items():
+        if key in overrides:
+            raise ConfigError(f"--{key} is set by lmc.py ({why})")
+
+
+def check_lmc_settings(args: argparse.Namespace) -> None:
+    """The flags of any lmc.py command that need nothing but themselves: --parallel_children and
+    --bootstrap; ConfigError naming the flag."""
+    if getattr(args, "parallel_children", 1) < 1:
+        raise ConfigError(f"--parallel_children must be at least 1, got {args.parallel_children}")
+    try:
+        check_bootstrap(args.bootstrap)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def check_lmc_args(command: str, args: argparse.Namespace) -> None:
+    """What lmc.py checks before its heavy imports: train's config (the keys lmc.py sets, then every
+    key as train_mop.py checks it: level, ranges, config file), and check_lmc_settings."""
+    if command == "train":
+        path, overrides = args_overrides(args)
+        check_lmc_own_keys(overrides)
+        load_config(path, overrides)
+    check_lmc_settings(args)
+
+
+def lmc_early(argv: Sequence[str], description: str | None) -> None:
+    """lmc.py's first lines: parse `argv` as the command it names and check_lmc_args."""
+    command, rest = lmc_command(argv)
+    check_lmc_args(command, lmc_parser(command, description).parse_args(rest))

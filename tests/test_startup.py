@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "pandas", "matplotlib", "minigrid", "gymnasium", "scipy")
+HEAVY = ("torch", "pandas", "matplotlib", "minigrid", "gymnasium", "scipy", "pyarrow")
 
 PROBE = """
 import json, runpy, sys
@@ -47,6 +47,15 @@ CASES = [
     ("render_plots.py", ["--layout", "poster"], 2, "--layout"),
     ("headline.py", ["--help"], 0, None),
     ("headline.py", ["--episodes", "0"], 2, "--episodes"),
+    ("lmc.py", ["--help"], 0, None),
+    ("lmc.py", ["analyze", "--help"], 0, None),
+    ("lmc.py", ["compare", "--help"], 0, None),
+    ("lmc.py", ["--bogus"], 2, "unrecognized arguments"),
+    ("lmc.py", ["--task_id", "BabyAI-Nope-v0"], 2, "unknown task_id"),
+    ("lmc.py", ["--trial", "2"], 2, "--trial is set by lmc.py"),
+    ("lmc.py", ["--parallel_children", "0"], 2, "--parallel_children must be at least 1"),
+    ("lmc.py", ["analyze", "--results_dir", "x", "--bootstrap", "5"], 2, "--bootstrap must be"),
+    ("lmc.py", ["compare", "--a", "x"], 2, "--b"),
 ]
 
 
@@ -80,12 +89,15 @@ def test_the_level_names_are_the_installed_minigrids():
 
 
 def test_the_light_parsers_name_what_the_heavy_modules_define():
-    """mop.cli_specs spells stats.py's --state choices, --min_visits default and the figure layouts
-    without importing them; they must stay the modules' own."""
+    """mop.cli_specs spells the constants of heavy modules its parsers use (stats.py's --state
+    choices and --min_visits default, the figure layouts, lmc.py's commands) without importing
+    them; they must stay the modules' own."""
+    import lmc
     import seed_metrics
     import stats
     from mop import cli_specs, plot_style
 
     assert list(cli_specs.STATS_STATES) == list(stats.STATES)
     assert cli_specs.STATS_MIN_VISITS == seed_metrics.MIN_VISITS
-    assert set(cli_specs.LAYOUTS) == set(plot_style.LAYOUTS)
+    assert tuple(cli_specs.LAYOUTS) == tuple(plot_style.LAYOUTS)
+    assert set(cli_specs.LMC_COMMANDS) == set(lmc.COMMANDS)
