@@ -1,22 +1,26 @@
-"""The command lines of stats.py, render_plots.py and lmc.py (and its analyze and compare
-commands), without their heavy imports (torch, pandas, scipy, matplotlib, pyarrow, minigrid): each
-script parses its flags with these, and checks the values that need nothing heavy, before it
-imports the rest, so `--help`, a misspelt flag or a bad value answers at once (bench/startup.py,
+"""The command lines of the analysis scripts, without their heavy imports (torch, pandas, scipy,
+matplotlib, pyarrow, minigrid): stats.py, render_plots.py, lmc.py (and its analyze and compare
+commands), causal.py, attribution.py, demos.py, failures.py and memory_probe.py. Each script
+parses its flags with these, and checks the values that need nothing heavy, before it imports the
+rest, so `--help`, a misspelt flag or a bad value answers at once (bench/startup.py,
 tests/test_startup.py); its main parses them again with the same parser and runs the same checks.
 A constant that lives in a heavy module is spelled here as a literal, and tests/test_startup.py
 checks it is that module's own.
 
     args = stats_parser(stats.__doc__).parse_args(["--task_id", "BabyAI-GoToLocal-v0"])
-    answer_early(lambda: lmc_early(sys.argv[1:], __doc__))   # a script's first lines
+    answer_early(lambda: check_causal(causal_parser(__doc__).parse_args()))   # a script's first lines
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from mop.checks import ConfigError, refuse
-from mop.experiment import ArgumentParser, args_overrides, build_arg_parser, load_config
+from mop.eval_options import add_device_argument
+from mop.experiment import LIMITS, ArgumentParser, args_overrides, build_arg_parser, load_config
+from mop.level_names import check_task_id
 from mop.lmc_settings import EVALUATION_SETTINGS, EXPERIMENT_SETTINGS, add_flags, check_bootstrap
 
 STATS_STATES = ("cell", "cell_dir_carry")  # stats.STATES' keys (tests/test_startup.py checks)
@@ -243,3 +247,282 @@ def lmc_early(argv: Sequence[str], description: str | None) -> None:
     """lmc.py's first lines: parse `argv` as the command it names and check_lmc_args."""
     command, rest = lmc_command(argv)
     check_lmc_args(command, lmc_parser(command, description).parse_args(rest))
+
+
+# ----------------------------------------------------------------------------- causal.py
+
+CAUSAL_INTERVENTIONS = ("zero", "route_around", "swap")  # mixture_of_experts.INTERVENTIONS (checked)
+CAUSAL_METRICS = ("success_rate", "path_ratio", "mean_lpc", "router_lpc")  # mop.causal.METRICS (checked)
+CAUSAL_PERMUTATIONS = 2000  # mop.causal.PERMUTATIONS (checked)
+
+
+def causal_parser(description: str | None) -> argparse.ArgumentParser:
+    parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        required=True,
+        help="checkpoint files, run folders (their checkpoint_final.pt, else the latest), folders "
+        "of runs, or globs of them (quote a glob to let causal.py expand it)",
+    )
+    parser.add_argument(
+        "--task_id", "--task", dest="task_id", default=None, help="level to play (default: each run's own)"
+    )
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=200,
+        help="evaluation layouts 0..N-1, shared by every arm (default 200)",
+    )
+    parser.add_argument(
+        "--interventions",
+        default=",".join(CAUSAL_INTERVENTIONS),
+        help=f"comma list of {', '.join(CAUSAL_INTERVENTIONS)} (default all)",
+    )
+    parser.add_argument(
+        "--experts", default=None, help="'layer_<k>:<j>[,...]' (0-based; default every expert)"
+    )
+    parser.add_argument(
+        "--swap_target",
+        default="next",
+        help="swap: the expert whose output stands in: 'next' (j+1, cyclic; default) or an index",
+    )
+    parser.add_argument(
+        "--metrics",
+        default=",".join(CAUSAL_METRICS),
+        help=f"comma list of {', '.join(CAUSAL_METRICS)} (default all)",
+    )
+    parser.add_argument("--num_envs", type=int, default=16, help="envs stepped together (default 16)")
+    parser.add_argument("--out", default=None, help="output folder (default causal/<task>/)")
+    parser.add_argument("--layout", default="screen", help="figure layout: screen or paper")
+    parser.add_argument(
+        "--permutations", type=int, default=CAUSAL_PERMUTATIONS, help="within-run permutations"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstraps and permutations")
+    return parser
+
+
+def parse_list(text: str | tuple | list, allowed: Sequence[str], flag: str) -> tuple[str, ...]:
+    """A comma list (or a sequence) of distinct names from `allowed`; ConfigError naming `flag`."""
+    items = tuple(text.split(",")) if isinstance(text, str) else tuple(text)
+    items = tuple(i.strip() for i in items if i.strip())
+    bad = [i for i in items if i not in allowed]
+    if bad or not items or len(set(items)) != len(items):
+        raise ConfigError(f"{flag} {','.join(items)!r}: give distinct names from {', '.join(allowed)}")
+    return items
+
+
+def check_causal(cfg: Any) -> tuple[str, ...]:
+    """causal.py's flags that need no run (its CausalConfig or parsed args): the interventions (returned)
+    and metrics, the counts and the layout; ConfigError naming the flag."""
+    kinds = parse_list(cfg.interventions, CAUSAL_INTERVENTIONS, "--interventions")
+    parse_list(cfg.metrics, CAUSAL_METRICS, "--metrics")
+    for name in ("episodes", "num_envs", "permutations"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"--{name} must be a whole number >= 1, got {value!r}")
+    if cfg.layout not in LAYOUTS:
+        raise ConfigError(f"--layout must be one of {', '.join(LAYOUTS)}, got {cfg.layout!r}")
+    return kinds
+
+
+# ----------------------------------------------------------------------------- attribution.py
+
+ATTRIBUTION_BASELINES = ("zero", "mean")  # mop.attribution.BASELINES (checked)
+MAX_EPISODE = 10**6 - 1  # attribution.py: evaluation seeds stay below the demo and training seeds
+
+
+def attribution_parser(doc: str | None) -> argparse.ArgumentParser:
+    """attribution.py's parser; its docstring's examples (third paragraph) are the epilog."""
+    parser = ArgumentParser(
+        description="Integrated gradients through a recurrent policy: which past observations a "
+        "router weight or an action logit at step t depends on.",
+        epilog=doc.split("\n\n")[2] if doc else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="a train_mop.py (or train.py: --target action) checkpoint"
+    )
+    parser.add_argument(
+        "--task_id",
+        "--task",
+        dest="task_id",
+        default=None,
+        help="the level to play (default: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--episode", type=int, default=0, help="evaluation episode (layout seed) to attribute (default 0)"
+    )
+    parser.add_argument(
+        "--step", type=int, default=None, help="the step t attributed (required without --aggregate)"
+    )
+    parser.add_argument("--window", type=int, default=8, help="k: attribute to the steps t-k..t (default 8)")
+    parser.add_argument(
+        "--target",
+        default="action",
+        help="router:layer<k>:expert<j> (that layer's routing weight of expert j), action (the logit "
+        "of the action taken at t) or action:<a> (default action)",
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=ATTRIBUTION_BASELINES,
+        default="zero",
+        help="for steps t-k..t: zero (the all-zero encoded observation) or mean (the episode's mean "
+        "encoded observation) (default zero)",
+    )
+    parser.add_argument(
+        "--ig_steps", type=int, default=64, help="trapezoid intervals along the path (default 64)"
+    )
+    parser.add_argument(
+        "--max_ig_steps",
+        type=int,
+        default=1024,
+        help="double --ig_steps while completeness misses 1%%, up to this many (default 1024)",
+    )
+    parser.add_argument(
+        "--aggregate", action="store_true", help="many steps of many episodes: the mean profile"
+    )
+    parser.add_argument(
+        "--num_episodes", type=int, default=20, help="--aggregate: episodes 0..N-1 (default 20)"
+    )
+    parser.add_argument(
+        "--stride", type=int, default=2, help="--aggregate: every stride-th step t >= k (default 2)"
+    )
+    parser.add_argument(
+        "--randomize_seed", type=int, default=0, help="seed of the randomised-weights check (default 0)"
+    )
+    parser.add_argument("--layout", choices=LAYOUTS, default="screen", help="figure layout (default screen)")
+    parser.add_argument(
+        "--out_dir",
+        default="attribution_results",
+        help="folder for the CSVs and figures (default attribution_results/)",
+    )
+    return parser
+
+
+def check_step_window(step: int, window: int, length: int | None = None) -> None:
+    """ConfigError naming the flag: a negative step or window, a window reaching before the
+    episode start, a step past its end (length: the episode's steps, when known)."""
+    if step < 0:
+        raise ConfigError(f"--step {step}: steps count from 0")
+    if window < 0:
+        raise ConfigError(f"--window {window}: the window k must be >= 0")
+    if window > step:
+        raise ConfigError(f"--window {window}: larger than --step {step} allows (k <= t)")
+    if length is not None and step >= length:
+        raise ConfigError(f"--step {step}: outside the episode (steps 0..{length - 1})")
+
+
+def check_attribution_args(args: argparse.Namespace) -> None:
+    """attribution.py's flag values that need no checkpoint; ConfigError naming the flag."""
+    if not 1 <= args.ig_steps <= 65536:
+        raise ConfigError(f"--ig_steps {args.ig_steps}: must be from 1 to 65,536")
+    if not args.ig_steps <= args.max_ig_steps <= 65536:
+        raise ConfigError(f"--max_ig_steps {args.max_ig_steps}: must be from --ig_steps to 65,536")
+    if args.window < 0:
+        raise ConfigError(f"--window {args.window}: the window k must be >= 0")
+    if args.aggregate:
+        if not 1 <= args.num_episodes <= 10_000:
+            raise ConfigError(f"--num_episodes {args.num_episodes}: must be from 1 to 10,000")
+        if args.stride < 1:
+            raise ConfigError(f"--stride {args.stride}: must be >= 1")
+        return
+    if args.step is None:
+        raise ConfigError("--step is required without --aggregate")
+    if not 0 <= args.episode <= MAX_EPISODE:
+        raise ConfigError(f"--episode {args.episode}: evaluation episodes are 0..{MAX_EPISODE:,}")
+    check_step_window(args.step, args.window)
+
+
+# ----------------------------------------------------------------------------- demos.py
+
+
+def demos_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        description="Generate (or check) a cached set of BabyAI bot demos for offline imitation (--demos)."
+    )
+    parser.add_argument("--task_id", required=True, help="BabyAI level")
+    parser.add_argument("--demos", type=int, required=True, help="number of solved demos")
+    parser.add_argument("--demo_seed", type=int, default=0, help="demo set (0..49), disjoint layouts per set")
+    parser.add_argument("--demos_dir", default="demos", help="cache root (default demos/)")
+    parser.add_argument(
+        "--max_steps", type=int, default=None, help="episode step limit (default: the level's)"
+    )
+    parser.add_argument("--num_workers", type=int, default=None, help="worker processes (default: CPU cores)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="generate nothing: verify the store's checksums and that it holds --demos",
+    )
+    return parser
+
+
+def check_demos_args(args: argparse.Namespace) -> None:
+    """demos.py's level and numbers (ValueError in one line): the same bounds as the config keys of
+    the same names (experiment.LIMITS)."""
+    check_task_id(args.task_id)
+    if not 1 <= args.demos <= LIMITS["demos"][0]:
+        raise ConfigError(f"--demos must be from 1 to {LIMITS['demos'][0]:,}, got {args.demos}")
+    if not 0 <= args.demo_seed <= LIMITS["demo_seed"][0]:
+        raise ConfigError(
+            f"--demo_seed must be from 0 to {LIMITS['demo_seed'][0]} (disjoint demo sets), got {args.demo_seed}"
+        )
+    if args.max_steps is not None and not 1 <= args.max_steps <= LIMITS["max_steps"][0]:
+        raise ConfigError(f"--max_steps must be from 1 to {LIMITS['max_steps'][0]:,}, got {args.max_steps}")
+    if args.num_workers is not None and not 0 <= args.num_workers <= LIMITS["num_workers"][0]:
+        raise ConfigError(
+            f"--num_workers must be from 0 to {LIMITS['num_workers'][0]} (0 or 1: in this process), got {args.num_workers}"
+        )
+
+
+# ----------------------------------------------------------------------------- failures.py, memory_probe.py
+
+
+def failures_parser(description: str | None) -> argparse.ArgumentParser:
+    parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt (MoP or GRU baseline)")
+    parser.add_argument("--task_id", default=None, help="level to play (default: the run's; one level)")
+    parser.add_argument("--num_episodes", type=int, default=200, help="evaluation layouts 0..N-1")
+    parser.add_argument("--sample", action="store_true", help="sample actions instead of the greedy argmax")
+    parser.add_argument("--out", default=None, help="CSV of the per-episode milestones")
+    add_device_argument(parser)
+    return parser
+
+
+def check_failures_args(args: argparse.Namespace) -> None:
+    if args.num_episodes < 1:
+        raise ConfigError(f"--num_episodes must be >= 1, got {args.num_episodes}")
+
+
+def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:
+    """memory_probe.py's parser; its docstring's last paragraph (the examples) is the epilog."""
+    parser = ArgumentParser(
+        description="Linear probes: which rooms has the agent visited, read from each block of its memory.",
+        epilog=doc.split("\n\n")[-1] if doc else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", required=True, help="a train_mop.py or train.py checkpoint")
+    parser.add_argument("--task_id", default=None, help="a level of several rooms; default: the checkpoint's")
+    parser.add_argument(
+        "--num_episodes", type=int, default=200, help="evaluation layouts played (default 200)"
+    )
+    parser.add_argument("--sample", action="store_true", help="sample actions instead of the greedy one")
+    parser.add_argument(
+        "--min_age", type=int, default=32, help="auc_old: visits at least this many steps ago (default 32)"
+    )
+    parser.add_argument(
+        "--min_count", type=int, default=20, help="a room counts with this many test entries of each class"
+    )
+    parser.add_argument("--out", default=None, help="also write the table to this CSV")
+    add_device_argument(parser)
+    return parser
+
+
+def check_memory_probe_args(args: argparse.Namespace) -> None:
+    for name in ("num_episodes", "min_age", "min_count"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.num_episodes < 4:
+        raise ConfigError(
+            f"--num_episodes must be >= 4 (two folds of fit and check episodes), got {args.num_episodes}"
+        )

@@ -56,6 +56,18 @@ CASES = [
     ("lmc.py", ["--parallel_children", "0"], 2, "--parallel_children must be at least 1"),
     ("lmc.py", ["analyze", "--results_dir", "x", "--bootstrap", "5"], 2, "--bootstrap must be"),
     ("lmc.py", ["compare", "--a", "x"], 2, "--b"),
+    ("causal.py", ["--help"], 0, None),
+    ("causal.py", ["--runs", "x", "--interventions", "zap"], 2, "--interventions 'zap'"),
+    ("causal.py", ["--runs", "x", "--episodes", "0"], 2, "--episodes must be"),
+    ("attribution.py", ["--help"], 0, None),
+    ("attribution.py", ["--checkpoint", "x", "--step", "3", "--window", "5"], 2, "--window 5"),
+    ("demos.py", ["--help"], 0, None),
+    ("demos.py", ["--task_id", "BabyAI-Nope-v0", "--demos", "3"], 2, "unknown task_id"),
+    ("demos.py", ["--task_id", "BabyAI-GoToLocal-v0", "--demos", "0"], 2, "--demos must be"),
+    ("failures.py", ["--help"], 0, None),
+    ("failures.py", ["--checkpoint", "x", "--num_episodes", "0"], 2, "--num_episodes must be"),
+    ("memory_probe.py", ["--help"], 0, None),
+    ("memory_probe.py", ["--checkpoint", "x", "--num_episodes", "3"], 2, "--num_episodes must be >= 4"),
 ]
 
 
@@ -89,15 +101,21 @@ def test_the_level_names_are_the_installed_minigrids():
 
 
 def test_the_light_parsers_name_what_the_heavy_modules_define():
-    """mop.cli_specs spells the constants of heavy modules its parsers use (stats.py's --state
-    choices and --min_visits default, the figure layouts, lmc.py's commands) without importing
+    """mop.cli_specs spells the constants of heavy modules its parsers and checks use (stats.py's
+    --state choices and --min_visits default, the figure layouts, causal.py's interventions,
+    metrics and permutations, attribution.py's baselines, lmc.py's commands) without importing
     them; they must stay the modules' own."""
     import lmc
+    import mixture_of_experts
     import seed_metrics
     import stats
-    from mop import cli_specs, plot_style
+    from mop import attribution, causal, cli_specs, plot_style
 
     assert list(cli_specs.STATS_STATES) == list(stats.STATES)
     assert cli_specs.STATS_MIN_VISITS == seed_metrics.MIN_VISITS
     assert tuple(cli_specs.LAYOUTS) == tuple(plot_style.LAYOUTS)
+    assert tuple(cli_specs.CAUSAL_INTERVENTIONS) == tuple(mixture_of_experts.INTERVENTIONS)
+    assert tuple(cli_specs.CAUSAL_METRICS) == tuple(causal.METRICS)
+    assert cli_specs.CAUSAL_PERMUTATIONS == causal.PERMUTATIONS
+    assert tuple(cli_specs.ATTRIBUTION_BASELINES) == tuple(attribution.BASELINES)
     assert set(cli_specs.LMC_COMMANDS) == set(lmc.COMMANDS)
