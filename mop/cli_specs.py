@@ -1,11 +1,11 @@
 """The command lines of the analysis scripts, without their heavy imports (torch, pandas, scipy,
 matplotlib, pyarrow, minigrid): stats.py, render_plots.py, lmc.py (and its analyze and compare
-commands), causal.py, attribution.py, demos.py, failures.py and memory_probe.py. Each script
-parses its flags with these, and checks the values that need nothing heavy, before it imports the
-rest, so `--help`, a misspelt flag or a bad value answers at once (bench/startup.py,
-tests/test_startup.py); its main parses them again with the same parser and runs the same checks.
-A constant that lives in a heavy module is spelled here as a literal, and tests/test_startup.py
-checks it is that module's own.
+commands), causal.py, attribution.py, demos.py, failures.py, memory_probe.py, record.py,
+train_generative.py and generative_analysis.py. Each script parses its flags with these, and
+checks the values that need nothing heavy, before it imports the rest, so `--help`, a misspelt
+flag or a bad value answers at once (bench/startup.py, tests/test_startup.py); its main parses
+them again with the same parser and runs the same checks. A constant that lives in a heavy module
+is spelled here as a literal, and tests/test_startup.py checks it is that module's own.
 
     args = stats_parser(stats.__doc__).parse_args(["--task_id", "BabyAI-GoToLocal-v0"])
     answer_early(lambda: check_causal(causal_parser(__doc__).parse_args()))   # a script's first lines
@@ -17,7 +17,8 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mop.checks import ConfigError, refuse
+from mop.checks import ConfigError, check_number, refuse
+from mop.devices import DEVICE_HELP, DeviceError, check_device
 from mop.eval_options import add_device_argument
 from mop.experiment import LIMITS, ArgumentParser, args_overrides, build_arg_parser, load_config
 from mop.level_names import check_task_id
@@ -526,3 +527,302 @@ def check_memory_probe_args(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"--num_episodes must be >= 4 (two folds of fit and check episodes), got {args.num_episodes}"
         )
+
+
+# ----------------------------------------------------------------------------- generative stages
+
+
+def check_numbers(args: argparse.Namespace, rules: dict[str, tuple]) -> None:
+    """ConfigError naming the first flag of `rules` ({name: (low, high, low excluded, whole
+    number)}) whose value is not a finite number in its range (None: the flag is unset, allowed)."""
+    for name, (low, high, low_open, whole) in rules.items():
+        value = getattr(args, name)
+        if value is not None:
+            check_number(value, f"--{name}", low, high, low_open, whole)
+
+
+def check_device_flag(spec: str) -> None:
+    """--device's spelling (mop.devices.check_device; whether this machine has it is the script's
+    to say), as ConfigError."""
+    try:
+        check_device(spec)
+    except DeviceError as e:
+        raise ConfigError(str(e)) from None
+
+
+# ----------------------------------------------------------------------------- record.py
+
+RECORDINGS_ROOT = "recordings"  # record.py's default root: recordings/<task>/trial_<N>/...
+# The command line's numbers: (low, high, low excluded, whole number) (an episode limit of 0 or -5
+# recorded one-step episodes, 1e11 never ended; LIMITS["max_steps"] is the training config's own bound).
+RECORD_NUMBER_FLAGS = {
+    "num_episodes": (1, 10**7, False, True),
+    "num_envs": (1, LIMITS["num_envs"][0], False, True),
+    "chunk_steps": (1, 10**8, False, True),
+    "max_steps": (1, LIMITS["max_steps"][0], False, True),
+}
+
+
+def record_parser(description: str | None) -> argparse.ArgumentParser:
+    parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt (MoP or GRU baseline)")
+    parser.add_argument("--num_episodes", type=int, default=2000, help="evaluation layouts 0..N-1")
+    parser.add_argument("--num_envs", type=int, default=16, help="envs stepped together")
+    parser.add_argument("--chunk_steps", type=int, default=10_000, help="about this many steps per chunk")
+    parser.add_argument("--max_steps", type=int, default=None, help="episode limit (default: the run's)")
+    parser.add_argument(
+        "--out", default=None, help=f"folder (default {RECORDINGS_ROOT}/<task>/trial_<N>/...)"
+    )
+    parser.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default auto)")
+    return parser
+
+
+def check_record_args(args: argparse.Namespace) -> None:
+    """record.py's numbers and --device's spelling; ConfigError naming the flag."""
+    check_numbers(args, RECORD_NUMBER_FLAGS)
+    check_device_flag(args.device)
+
+
+# ----------------------------------------------------------------------------- train_generative.py
+
+LOSS_NAMES = ("obs", "hx", "act_log_probs", "done", "kl")  # the --loss_scale_<name> terms
+# Every numeric flag: (low, high, low excluded, whole number). Checked before anything is read or
+# written (mop.checks.check_number: finite, in range).
+TRAIN_GENERATIVE_NUMBER_FLAGS = {
+    "num_init_steps": (1, 1000, False, True),
+    "num_sim_steps": (1, 1000, False, True),
+    "num_updates": (1, LIMITS["num_updates"][0], False, True),
+    "batch_size": (1, 100_000, False, True),
+    "lr": (0, 1, True, False),
+    "z_dim": (1, 4096, False, True),
+    "hidden_size": (1, 4096, False, True),
+    "obs_temperature": (0, 1000, True, False),
+    "decoder_channels": (1, 1024, False, True),
+    "map_channels": (0, 64, False, True),
+    "action_forcing": (0, 1, False, False),
+    **{f"loss_scale_{k}": (0, 1e6, False, False) for k in LOSS_NAMES},
+    "kl_free_bits": (0, 100, False, False),
+    "kl_warmup_updates": (0, LIMITS["num_updates"][0], False, True),
+    "max_minutes": (0, 1e6, True, False),
+    "log_interval": (1, LIMITS["num_updates"][0], False, True),
+    "checkpoint_interval": (1, LIMITS["num_updates"][0], False, True),
+    "max_windows": (1, 10**8, False, True),
+    "max_held_out": (1, 10**7, False, True),
+    "seed": (0, LIMITS["seed"][0], False, True),
+    "num_threads": (1, 1024, False, True),
+}
+
+
+def train_generative_parser(description: str | None) -> argparse.ArgumentParser:
+    p = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="a recording folder (record.py)")
+    p.add_argument(
+        "--agent_checkpoint", default=None, help="the agent (default: the one the recording names)"
+    )
+    p.add_argument("--out", default=None, help="output folder (default generative/<task>/trial_<N>/...)")
+    p.add_argument("--num_init_steps", type=int, default=3)
+    p.add_argument("--num_sim_steps", type=int, default=16)
+    p.add_argument("--num_updates", type=int, default=5000)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument(
+        "--lr_schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="cosine: from --lr down to 5%% of it as training progresses (the larger of the updates "
+        "done / --num_updates and, with --max_minutes, the time used / the time budget)",
+    )
+    p.add_argument("--z_dim", type=int, default=32)
+    p.add_argument("--hidden_size", type=int, default=256)
+    p.add_argument("--obs_temperature", type=float, default=1.0)
+    p.add_argument("--decoder_channels", type=int, default=32, help="width of the per-cell view decoder")
+    p.add_argument(
+        "--map_channels", type=int, default=4, help="spatial latent: channels per canvas cell (0: none)"
+    )
+    p.add_argument(
+        "--action_forcing",
+        type=float,
+        default=1.0,
+        help="fraction of training windows whose world moves by the recorded actions (held-out "
+        "metrics always use the agent's own: the closed loop)",
+    )
+    p.add_argument("--loss_scale_obs", type=float, default=1.0)
+    p.add_argument("--loss_scale_hx", type=float, default=1.0)
+    p.add_argument("--loss_scale_act_log_probs", type=float, default=1.0)
+    p.add_argument("--loss_scale_done", type=float, default=0.1)
+    p.add_argument("--loss_scale_kl", type=float, default=0.01)
+    p.add_argument(
+        "--kl_free_bits",
+        type=float,
+        default=0.0,
+        help="free bits: nats per latent dimension the KL term does not push back to the prior "
+        "(sum_d max(KL_d, λ); 0: the plain KL)",
+    )
+    p.add_argument(
+        "--kl_warmup_updates",
+        type=int,
+        default=0,
+        help="scale the KL term linearly from 0 to --loss_scale_kl over this many updates (0: off)",
+    )
+    p.add_argument(
+        "--max_minutes",
+        type=float,
+        default=None,
+        help="stop after this many minutes of this process (held-out metrics logged, model_final.pt "
+        "saved at the update reached; --resume with more --num_updates continues)",
+    )
+    p.add_argument("--log_interval", type=int, default=100)
+    p.add_argument("--checkpoint_interval", type=int, default=1000)
+    p.add_argument(
+        "--max_windows",
+        type=int,
+        default=50_000,
+        help="windows kept (a random subset); about 1.2 windows per UnlockPickup episode, ~30 KB each",
+    )
+    p.add_argument("--max_held_out", type=int, default=512, help="held-out windows evaluated per log")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help=f"{DEVICE_HELP}: the model and the frozen agent inside it; a model trained on one "
+        "device resumes and is analysed on any other (default auto)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the newest model_*.pt in --out")
+    p.add_argument("--no_progress", action="store_true")
+    return p
+
+
+def check_train_generative_args(args: argparse.Namespace) -> None:
+    """train_generative.py's numbers and --device's spelling; ConfigError naming the flag."""
+    check_numbers(args, TRAIN_GENERATIVE_NUMBER_FLAGS)
+    check_device_flag(args.device)
+
+
+# ----------------------------------------------------------------------------- generative_analysis.py
+
+ANALYSES = ("samples", "maximise", "saliency", "edits", "behaviours", "pca", "directions", "accuracy")
+NEEDS_TARGET = ("maximise", "saliency")  # the analyses that need --target
+GENERATIVE_MODES = ("leash", "typical")  # mop.generative_probes.MODES (tests/test_startup.py checks)
+# Every numeric flag: (low, high, low excluded, whole number); checked before anything is read or
+# written (mop.checks.check_number: finite and in range).
+ANALYSIS_NUMBER_FLAGS = {
+    "num_samples": (1, 10_000, False, True),
+    "num_windows": (1, 10**6, False, True),
+    "prior_scale": (0, 100, False, False),
+    "num_opt_contexts": (1, 10_000, False, True),
+    "num_contexts": (1, 10_000, False, True),
+    "steps": (0, 100_000, False, True),
+    "lr": (0, 100, True, False),
+    "kl_weight": (0, 1e6, False, False),
+    "margin": (0, 1e6, True, False),
+    "max_steps": (1, 10**8, False, True),
+    "num_clusters": (1, 1000, False, True),
+    "window": (2, 1000, False, True),
+    "max_windows": (1, 10**7, False, True),
+    "layer": (0, 1000, False, True),
+    "component": (0, 100_000, False, True),
+    "seed": (0, 2**32 - 1, False, True),
+    "num_threads": (1, 1024, False, True),
+}
+
+
+def generative_analysis_parser(description: str | None) -> argparse.ArgumentParser:
+    p = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model_final.pt of train_generative.py")
+    p.add_argument("--analysis", required=True, choices=ANALYSES)
+    p.add_argument("--dataset", default=None, help="recording for contexts (default: the model's)")
+    p.add_argument("--out", default=None, help="output folder (default: <model folder>/<analysis>)")
+    p.add_argument("--num_samples", type=int, default=4, help="samples/directions: contexts")
+    p.add_argument("--num_windows", type=int, default=512, help="accuracy: held-out windows")
+    p.add_argument(
+        "--prior_scale", type=float, default=1.0, help="samples: z ~ N(0, s^2 I) (0: the prior mean)"
+    )
+    p.add_argument(
+        "--target",
+        default=None,
+        help="maximise/saliency: layer_<k>:expert_<j> | lpc | action:<a>, a comma list of them, or "
+        "'all' (every expert of every layer)",
+    )
+    p.add_argument(
+        "--control",
+        default="action:2",
+        help="maximise/saliency: the positive control run beside every target (default action:2, forward)",
+    )
+    p.add_argument(
+        "--modes",
+        default="leash,typical",
+        help="maximise: leash (z from 0, --kl_weight·½|z|² leash) and/or typical (z on the sphere |z| = √d)",
+    )
+    p.add_argument("--minimise", action="store_true", help="maximise: lower the target instead")
+    p.add_argument(
+        "--from_episode_start",
+        action="store_true",
+        help="samples/maximise: contexts that begin at an episode's first step",
+    )
+    p.add_argument(
+        "--num_opt_contexts",
+        type=int,
+        default=16,
+        help="maximise: contexts z is optimised on (training episodes)",
+    )
+    p.add_argument(
+        "--num_contexts",
+        type=int,
+        default=32,
+        help="maximise/saliency/edits: held-out contexts the results are reported on (default 32; "
+        "16 or more for a useful interval)",
+    )
+    p.add_argument("--steps", type=int, default=60, help="maximise: gradient steps on z (default 60)")
+    p.add_argument("--lr", type=float, default=0.05, help="maximise: Adam step size on z")
+    p.add_argument("--kl_weight", type=float, default=0.01, help="maximise: weight of the leash mode's ½|z|²")
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="maximise: equivalence margin (target units, > 0): 'did not move' only when the TOST at "
+        "±margin passes (Holm over the targets); without it a target that did not move is 'not resolved'",
+    )
+    p.add_argument("--max_steps", type=int, default=20_000, help="pca/directions/edits: recorded steps used")
+    p.add_argument("--num_clusters", type=int, default=6, help="pca/behaviours: k-means clusters")
+    p.add_argument("--window", type=int, default=8, help="behaviours: steps per window")
+    p.add_argument(
+        "--max_windows", type=int, default=20_000, help="behaviours: windows kept (a random subset)"
+    )
+    p.add_argument(
+        "--layer", type=int, default=None, help="pca: layer whose dominant expert colours (default last)"
+    )
+    p.add_argument("--component", type=int, default=0, help="directions/edits: 0-based PCA component")
+    p.add_argument(
+        "--direction",
+        default=None,
+        help="edits: a .npy vector of the agent's memory size instead of a component",
+    )
+    p.add_argument("--alphas", default="-3,-1.5,0,1.5,3", help="directions: shifts in std units")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_threads", type=int, default=1)
+    return p
+
+
+def check_generative_analysis_args(args: argparse.Namespace) -> list[float]:
+    """Every numeric flag, --alphas, --modes and --target's presence (ConfigError, one line); the
+    alphas."""
+    check_numbers(args, ANALYSIS_NUMBER_FLAGS)
+    try:
+        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
+    except ValueError:
+        raise ConfigError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
+    if not alphas:
+        raise ConfigError("--alphas is empty")
+    for a in alphas:
+        check_number(a, "--alphas", -100, 100)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in GENERATIVE_MODES for m in modes):
+        raise ConfigError(
+            f"--modes must be a comma list of {', '.join(GENERATIVE_MODES)}, got {args.modes!r}"
+        )
+    if args.analysis in NEEDS_TARGET and not args.target:
+        raise ConfigError(
+            f"--analysis {args.analysis} needs --target (layer_<k>:expert_<j> | lpc | action:<a> | all)"
+        )
+    return alphas

@@ -64,6 +64,14 @@ CASES = [
     ("demos.py", ["--help"], 0, None),
     ("demos.py", ["--task_id", "BabyAI-Nope-v0", "--demos", "3"], 2, "unknown task_id"),
     ("demos.py", ["--task_id", "BabyAI-GoToLocal-v0", "--demos", "0"], 2, "--demos must be"),
+    ("record.py", ["--help"], 0, None),
+    ("record.py", ["--checkpoint", "x", "--num_envs", "0"], 2, "--num_envs must be"),
+    ("record.py", ["--checkpoint", "x", "--device", "gpu"], 2, "--device must be"),
+    ("train_generative.py", ["--help"], 0, None),
+    ("train_generative.py", ["--dataset", "x", "--lr", "0"], 2, "--lr must be"),
+    ("generative_analysis.py", ["--help"], 0, None),
+    ("generative_analysis.py", ["--model", "x", "--analysis", "maximise"], 2, "needs --target"),
+    ("generative_analysis.py", ["--model", "x", "--analysis", "pca", "--modes", "x"], 2, "--modes"),
     ("failures.py", ["--help"], 0, None),
     ("failures.py", ["--checkpoint", "x", "--num_episodes", "0"], 2, "--num_episodes must be"),
     ("memory_probe.py", ["--help"], 0, None),
@@ -101,15 +109,15 @@ def test_the_level_names_are_the_installed_minigrids():
 
 
 def test_the_light_parsers_name_what_the_heavy_modules_define():
-    """mop.cli_specs spells the constants of heavy modules its parsers and checks use (stats.py's
-    --state choices and --min_visits default, the figure layouts, causal.py's interventions,
-    metrics and permutations, attribution.py's baselines, lmc.py's commands) without importing
-    them; they must stay the modules' own."""
+    """mop.cli_specs and mop.cli_specs spell the constants of heavy modules their parsers and
+    checks use (stats.py's --state choices and --min_visits default, the figure layouts, causal.py's
+    interventions, metrics and permutations, attribution.py's baselines, generative_analysis.py's
+    maximise modes, lmc.py's commands) without importing them; they must stay the modules' own."""
     import lmc
     import mixture_of_experts
     import seed_metrics
     import stats
-    from mop import attribution, causal, cli_specs, plot_style
+    from mop import attribution, causal, cli_specs, generative_probes, plot_style
 
     assert list(cli_specs.STATS_STATES) == list(stats.STATES)
     assert cli_specs.STATS_MIN_VISITS == seed_metrics.MIN_VISITS
@@ -118,4 +126,5 @@ def test_the_light_parsers_name_what_the_heavy_modules_define():
     assert tuple(cli_specs.CAUSAL_METRICS) == tuple(causal.METRICS)
     assert cli_specs.CAUSAL_PERMUTATIONS == causal.PERMUTATIONS
     assert tuple(cli_specs.ATTRIBUTION_BASELINES) == tuple(attribution.BASELINES)
+    assert tuple(cli_specs.GENERATIVE_MODES) == tuple(generative_probes.MODES)
     assert set(cli_specs.LMC_COMMANDS) == set(lmc.COMMANDS)
