@@ -22,6 +22,11 @@ share of |attribution| per step offset, by the bot's subgoal at t (replayed: mop
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # flags answered before torch, pandas and scipy load (bench/startup.py)
+    from mop.cli_specs import answer_early, attribution_parser, check_attribution_args
+
+    answer_early(lambda: check_attribution_args(attribution_parser(__doc__).parse_args()))
+
 import argparse
 import sys
 from pathlib import Path
@@ -33,7 +38,6 @@ from scipy import stats as scipy_stats
 
 from eval_mop import ActedStep, run_episodes
 from mop.attribution import (
-    BASELINES,
     COMPLETENESS_TOLERANCE,
     AttributionError,
     abs_share_profile,
@@ -49,80 +53,14 @@ from mop.attribution import (
     split_by_cell,
 )
 from mop.babyai_env import EVAL_SEED_START, check_task_id, encode_obs
-from mop.checks import command_edges
-from mop.experiment import ArgumentParser, CheckpointError, load_policy
+from mop.checks import ConfigError, command_edges
+from mop.cli_specs import attribution_parser, check_attribution_args
+from mop.experiment import CheckpointError, load_policy
 from mop.runs import OutputError, atomic_write, check_writable_dir, is_multi_task
-
-MAX_EPISODE = 10**6 - 1  # evaluation seeds stay below the demo and training seeds
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        description="Integrated gradients through a recurrent policy: which past observations a "
-        "router weight or an action logit at step t depends on.",
-        epilog=__doc__.split("\n\n")[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--checkpoint", required=True, help="a train_mop.py (or train.py: --target action) checkpoint"
-    )
-    parser.add_argument(
-        "--task_id",
-        "--task",
-        dest="task_id",
-        default=None,
-        help="the level to play (default: the checkpoint's)",
-    )
-    parser.add_argument(
-        "--episode", type=int, default=0, help="evaluation episode (layout seed) to attribute (default 0)"
-    )
-    parser.add_argument(
-        "--step", type=int, default=None, help="the step t attributed (required without --aggregate)"
-    )
-    parser.add_argument("--window", type=int, default=8, help="k: attribute to the steps t-k..t (default 8)")
-    parser.add_argument(
-        "--target",
-        default="action",
-        help="router:layer<k>:expert<j> (that layer's routing weight of expert j), action (the logit "
-        "of the action taken at t) or action:<a> (default action)",
-    )
-    parser.add_argument(
-        "--baseline",
-        choices=BASELINES,
-        default="zero",
-        help="for steps t-k..t: zero (the all-zero encoded observation) or mean (the episode's mean "
-        "encoded observation) (default zero)",
-    )
-    parser.add_argument(
-        "--ig_steps", type=int, default=64, help="trapezoid intervals along the path (default 64)"
-    )
-    parser.add_argument(
-        "--max_ig_steps",
-        type=int,
-        default=1024,
-        help="double --ig_steps while completeness misses 1%%, up to this many (default 1024)",
-    )
-    parser.add_argument(
-        "--aggregate", action="store_true", help="many steps of many episodes: the mean profile"
-    )
-    parser.add_argument(
-        "--num_episodes", type=int, default=20, help="--aggregate: episodes 0..N-1 (default 20)"
-    )
-    parser.add_argument(
-        "--stride", type=int, default=2, help="--aggregate: every stride-th step t >= k (default 2)"
-    )
-    parser.add_argument(
-        "--randomize_seed", type=int, default=0, help="seed of the randomised-weights check (default 0)"
-    )
-    parser.add_argument(
-        "--layout", choices=("screen", "paper"), default="screen", help="figure layout (default screen)"
-    )
-    parser.add_argument(
-        "--out_dir",
-        default="attribution_results",
-        help="folder for the CSVs and figures (default attribution_results/)",
-    )
-    return parser
+    return attribution_parser(__doc__)
 
 
 # ----------------------------------------------------------------------------- episodes
@@ -191,24 +129,12 @@ def attribute(policy, record: dict, step: int, args: argparse.Namespace, target)
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Flag values that need no checkpoint; AttributionError naming the flag."""
-    if not 1 <= args.ig_steps <= 65536:
-        raise AttributionError(f"--ig_steps {args.ig_steps}: must be from 1 to 65,536")
-    if not args.ig_steps <= args.max_ig_steps <= 65536:
-        raise AttributionError(f"--max_ig_steps {args.max_ig_steps}: must be from --ig_steps to 65,536")
-    if args.window < 0:
-        raise AttributionError(f"--window {args.window}: the window k must be >= 0")
-    if args.aggregate:
-        if not 1 <= args.num_episodes <= 10_000:
-            raise AttributionError(f"--num_episodes {args.num_episodes}: must be from 1 to 10,000")
-        if args.stride < 1:
-            raise AttributionError(f"--stride {args.stride}: must be >= 1")
-        return
-    if args.step is None:
-        raise AttributionError("--step is required without --aggregate")
-    if not 0 <= args.episode <= MAX_EPISODE:
-        raise AttributionError(f"--episode {args.episode}: evaluation episodes are 0..{MAX_EPISODE:,}")
-    check_window(args.step, args.window)
+    """Flag values that need no checkpoint (mop.cli_specs.check_attribution_args, checked before
+    the imports too when run as a script); AttributionError naming the flag."""
+    try:
+        check_attribution_args(args)
+    except ConfigError as e:
+        raise AttributionError(str(e)) from None
 
 
 def load(args: argparse.Namespace):

@@ -33,7 +33,11 @@ causal_predict.csv and causal_<metric>.png (statistic vs effect, one point per e
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # flags answered before torch, pandas and minigrid load (bench/startup.py)
+    from mop.cli_specs import answer_early, causal_parser, check_causal
+
+    answer_early(lambda: check_causal(causal_parser(__doc__).parse_args()))
+
 import glob
 import sys
 from dataclasses import dataclass
@@ -44,10 +48,9 @@ import numpy as np
 import pandas as pd
 
 from mixture_of_experts import INTERVENTIONS, Intervention, MixtureOfExpertsPolicy, compute_lpc, max_lpc
-from mop import causal, conditions
-from mop.checks import command_edges
-from mop.experiment import ArgumentParser, CheckpointError, load_policy
-from mop.plot_style import LAYOUTS
+from mop import causal, cli_specs, conditions
+from mop.checks import ConfigError, command_edges
+from mop.experiment import CheckpointError, load_policy
 from mop.results import KNOCKOUT_PART
 from mop.runs import (
     OutputError,
@@ -118,12 +121,11 @@ def find_runs(patterns: tuple[str, ...]) -> list[Path]:
 
 
 def parse_list(text: str | tuple | list, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
-    items = tuple(text.split(",")) if isinstance(text, str) else tuple(text)
-    items = tuple(i.strip() for i in items if i.strip())
-    bad = [i for i in items if i not in allowed]
-    if bad or not items or len(set(items)) != len(items):
-        raise CausalError(f"{flag} {','.join(items)!r}: give distinct names from {', '.join(allowed)}")
-    return items
+    """mop.cli_specs.parse_list, a bad list as CausalError."""
+    try:
+        return cli_specs.parse_list(text, allowed, flag)
+    except ConfigError as e:
+        raise CausalError(str(e)) from None
 
 
 def chosen_experts(spec: str | None, sizes: list[list[int]], path: Path) -> list[tuple[int, int]]:
@@ -184,16 +186,10 @@ def plan(cfg: CausalConfig) -> tuple[list[Run], Path]:
     """Every flag, run and output checked before anything is played or written."""
     from mop.babyai_env import check_task_id
 
-    kinds = parse_list(cfg.interventions, INTERVENTIONS, "--interventions")
-    parse_list(cfg.metrics, causal.METRICS, "--metrics")
-    for name in ("episodes", "num_envs", "permutations"):
-        value = getattr(cfg, name)
-        if name == "permutations" and value is None:  # 100 per test of the family (causal.predict)
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise CausalError(f"--{name} must be a whole number >= 1, got {value!r}")
-    if cfg.layout not in LAYOUTS:
-        raise CausalError(f"--layout must be one of {', '.join(LAYOUTS)}, got {cfg.layout!r}")
+    try:  # the flags that need no run (checked before the imports too, when run as a script)
+        kinds = cli_specs.check_causal(cfg)
+    except ConfigError as e:
+        raise CausalError(str(e)) from None
     paths = find_runs(tuple(cfg.runs))
     if not paths:
         raise CausalError(f"--runs {' '.join(cfg.runs)}: no checkpoints found")
@@ -430,48 +426,7 @@ def report(effects: pd.DataFrame, summary: pd.DataFrame, predicted: pd.DataFrame
 
 
 def parse_args(argv: list[str] | None = None) -> CausalConfig:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--runs",
-        nargs="+",
-        required=True,
-        help="checkpoint files, run folders (their checkpoint_final.pt, else the latest), folders "
-        "of runs, or globs of them (quote a glob to let causal.py expand it)",
-    )
-    parser.add_argument(
-        "--task_id", "--task", dest="task_id", default=None, help="level to play (default: each run's own)"
-    )
-    parser.add_argument(
-        "--episodes",
-        type=int,
-        default=200,
-        help="evaluation layouts 0..N-1, shared by every arm (default 200)",
-    )
-    parser.add_argument(
-        "--interventions",
-        default=",".join(INTERVENTIONS),
-        help=f"comma list of {', '.join(INTERVENTIONS)} (default all)",
-    )
-    parser.add_argument(
-        "--experts", default=None, help="'layer_<k>:<j>[,...]' (0-based; default every expert)"
-    )
-    parser.add_argument(
-        "--swap_target",
-        default="next",
-        help="swap: the expert whose output stands in: 'next' (j+1, cyclic; default) or an index",
-    )
-    parser.add_argument(
-        "--metrics",
-        default=",".join(causal.METRICS),
-        help=f"comma list of {', '.join(causal.METRICS)} (default all)",
-    )
-    parser.add_argument("--num_envs", type=int, default=16, help="envs stepped together (default 16)")
-    parser.add_argument("--out", default=None, help="output folder (default causal/<task>/)")
-    parser.add_argument("--layout", default="screen", help="figure layout: screen or paper")
-    parser.add_argument(
-        "--permutations", type=int, default=causal.PERMUTATIONS, help="within-run permutations"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstraps and permutations")
+    parser = cli_specs.causal_parser(__doc__)
     a = parser.parse_args(argv)
     return CausalConfig(
         runs=tuple(a.runs),

@@ -14,62 +14,38 @@ the store holds N demos.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # flags answered before numpy and minigrid load (bench/startup.py)
+    from mop.cli_specs import answer_early, check_demos_args, demos_parser
+
+    answer_early(lambda: check_demos_args(demos_parser().parse_args()))
+
 import argparse
 import sys
 
 from mop.bot_demos import load_or_generate_demos
 from mop.checks import command_edges
+from mop.cli_specs import check_demos_args, demos_parser
 from mop.demo_store import STORE_KIND, DemoStore
 from mop.replay_buffer import BufferError
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Every flag, before any demo is generated (ValueError in one line): the same bounds as the
-    config keys of the same names (experiment.LIMITS), an output folder that can be written."""
-    from mop.experiment import LIMITS
+    """Every flag, before any demo is generated (ValueError in one line): the level and the numbers
+    (mop.cli_specs.check_demos_args: the bounds of the config keys of the same names, checked
+    before the imports too when run as a script), an output folder that can be written."""
     from mop.runs import check_writable_dir
 
-    if not 1 <= args.demos <= LIMITS["demos"][0]:
-        raise ValueError(f"--demos must be from 1 to {LIMITS['demos'][0]:,}, got {args.demos}")
-    if not 0 <= args.demo_seed <= LIMITS["demo_seed"][0]:
-        raise ValueError(
-            f"--demo_seed must be from 0 to {LIMITS['demo_seed'][0]} (disjoint demo sets), got {args.demo_seed}"
-        )
-    if args.max_steps is not None and not 1 <= args.max_steps <= LIMITS["max_steps"][0]:
-        raise ValueError(f"--max_steps must be from 1 to {LIMITS['max_steps'][0]:,}, got {args.max_steps}")
-    if args.num_workers is not None and not 0 <= args.num_workers <= LIMITS["num_workers"][0]:
-        raise ValueError(
-            f"--num_workers must be from 0 to {LIMITS['num_workers'][0]} (0 or 1: in this process), got {args.num_workers}"
-        )
+    check_demos_args(args)
     if not getattr(args, "check", False):
         check_writable_dir(args.demos_dir, "--demos_dir")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mop.experiment import ArgumentParser
-
-    parser = ArgumentParser(
-        description="Generate (or check) a cached set of BabyAI bot demos for offline imitation (--demos)."
-    )
-    parser.add_argument("--task_id", required=True, help="BabyAI level")
-    parser.add_argument("--demos", type=int, required=True, help="number of solved demos")
-    parser.add_argument("--demo_seed", type=int, default=0, help="demo set (0..49), disjoint layouts per set")
-    parser.add_argument("--demos_dir", default="demos", help="cache root (default demos/)")
-    parser.add_argument(
-        "--max_steps", type=int, default=None, help="episode step limit (default: the level's)"
-    )
-    parser.add_argument("--num_workers", type=int, default=None, help="worker processes (default: CPU cores)")
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="generate nothing: verify the store's checksums and that it holds --demos",
-    )
+    parser = demos_parser()
     args = parser.parse_args(argv)
-    from mop.babyai_env import check_task_id
     from mop.experiment import default_num_workers
 
     try:
-        check_task_id(args.task_id)
         check_args(args)
         buf, meta, path = load_or_generate_demos(
             args.task_id,

@@ -30,6 +30,11 @@ episodes'. Any level with a locked door in its first 40 layouts can be dissected
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # flags answered before torch, pandas and minigrid load (bench/startup.py)
+    from mop.cli_specs import answer_early, check_failures_args, failures_parser
+
+    answer_early(lambda: check_failures_args(failures_parser(__doc__).parse_args()))
+
 import argparse
 import sys
 from typing import Any
@@ -38,7 +43,7 @@ import numpy as np
 import pandas as pd
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 
-from eval_mop import EvalError, add_device_argument, check_table_out, play_checkpoint, played_line, save_table
+from eval_mop import EvalError, check_table_out, play_checkpoint, played_line, save_table
 from mop.babyai_env import (
     EVAL_SEED_START,
     check_locked_level,
@@ -48,8 +53,8 @@ from mop.babyai_env import (
     quiet_reset,
     reachable_cells,
 )
-from mop.checks import command_edges, refuse
-from mop.experiment import ArgumentParser
+from mop.checks import ConfigError, command_edges, refuse
+from mop.cli_specs import check_failures_args, failures_parser
 
 MILESTONES = ("door_seen", "key_seen", "key_held", "unlocked")
 STAGES = (  # the furthest step of the chain a failed episode reached, furthest first
@@ -187,14 +192,7 @@ def format_report(table: pd.DataFrame) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt (MoP or GRU baseline)")
-    parser.add_argument("--task_id", default=None, help="level to play (default: the run's; one level)")
-    parser.add_argument("--num_episodes", type=int, default=200, help="evaluation layouts 0..N-1")
-    parser.add_argument("--sample", action="store_true", help="sample actions instead of the greedy argmax")
-    parser.add_argument("--out", default=None, help="CSV of the per-episode milestones")
-    add_device_argument(parser)
-    return parser
+    return failures_parser(__doc__)
 
 
 def _check_level(task_id: str) -> None:
@@ -207,9 +205,8 @@ def _check_level(task_id: str) -> None:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
-    if args.num_episodes < 1:
-        refuse(f"--num_episodes must be >= 1, got {args.num_episodes}")
     try:
+        check_failures_args(args)
         check_table_out(args.out)  # before the episodes are played
         steps, episodes, _, config, task_id = play_checkpoint(
             args.checkpoint,
@@ -220,7 +217,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             device=args.device,
         )
         table = anatomy(steps, episodes, task_id, config.get("max_steps"))
-    except (EvalError, FailureError) as e:
+    except (ConfigError, EvalError, FailureError) as e:
         refuse(str(e))
     print(played_line(task_id, args.num_episodes, args.sample, table.success.mean()))
     print(format_report(table))

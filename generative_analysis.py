@@ -41,6 +41,11 @@ than the recording holds, a direction of the wrong size, an --out that cannot be
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # flags answered before torch and matplotlib load (bench/startup.py)
+    from mop.cli_specs import answer_early, check_generative_analysis_args, generative_analysis_parser
+
+    answer_early(lambda: check_generative_analysis_args(generative_analysis_parser(__doc__).parse_args()))
+
 import argparse
 import json
 import math
@@ -53,7 +58,13 @@ import torch
 
 from mop import generative_probes as probes
 from mop.checks import command_edges
-from mop.experiment import ArgumentParser, ConfigError, check_number
+from mop.cli_specs import (
+    ANALYSES,  # noqa: F401  (generative_analysis.ANALYSES: the notebook's choices)
+    NEEDS_TARGET,
+    check_generative_analysis_args,
+    generative_analysis_parser,
+)
+from mop.experiment import ConfigError
 from mop.generative import (
     ACTIVE_KL,
     Init,
@@ -81,8 +92,6 @@ from mop.generative_probes import kmeans, pca_of
 from mop.runs import OutputError, atomic_write, atomic_write_text, check_writable_dir
 from record import RecordingError, iter_chunks, load_windows, read_metadata
 from train_generative import GenerativeError, load_model, split_windows, to_tensors, training_windows
-
-ANALYSES = ("samples", "maximise", "saliency", "edits", "behaviours", "pca", "directions", "accuracy")
 
 
 def _dataset(loaded: dict, dataset: str | None) -> tuple[str, dict]:
@@ -674,129 +683,13 @@ def behaviours(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model_final.pt of train_generative.py")
-    p.add_argument("--analysis", required=True, choices=ANALYSES)
-    p.add_argument("--dataset", default=None, help="recording for contexts (default: the model's)")
-    p.add_argument("--out", default=None, help="output folder (default: <model folder>/<analysis>)")
-    p.add_argument("--num_samples", type=int, default=4, help="samples/directions: contexts")
-    p.add_argument("--num_windows", type=int, default=512, help="accuracy: held-out windows")
-    p.add_argument(
-        "--prior_scale", type=float, default=1.0, help="samples: z ~ N(0, s^2 I) (0: the prior mean)"
-    )
-    p.add_argument(
-        "--target",
-        default=None,
-        help="maximise/saliency: layer_<k>:expert_<j> | lpc | action:<a>, a comma list of them, or "
-        "'all' (every expert of every layer)",
-    )
-    p.add_argument(
-        "--control",
-        default="action:2",
-        help="maximise/saliency: the positive control run beside every target (default action:2, forward)",
-    )
-    p.add_argument(
-        "--modes",
-        default="leash,typical",
-        help="maximise: leash (z from 0, --kl_weight·½|z|² leash) and/or typical (z on the sphere |z| = √d)",
-    )
-    p.add_argument("--minimise", action="store_true", help="maximise: lower the target instead")
-    p.add_argument(
-        "--from_episode_start",
-        action="store_true",
-        help="samples/maximise: contexts that begin at an episode's first step",
-    )
-    p.add_argument(
-        "--num_opt_contexts",
-        type=int,
-        default=16,
-        help="maximise: contexts z is optimised on (training episodes)",
-    )
-    p.add_argument(
-        "--num_contexts",
-        type=int,
-        default=32,
-        help="maximise/saliency/edits: held-out contexts the results are reported on (default 32; "
-        "16 or more for a useful interval)",
-    )
-    p.add_argument("--steps", type=int, default=60, help="maximise: gradient steps on z (default 60)")
-    p.add_argument("--lr", type=float, default=0.05, help="maximise: Adam step size on z")
-    p.add_argument("--kl_weight", type=float, default=0.01, help="maximise: weight of the leash mode's ½|z|²")
-    p.add_argument(
-        "--margin",
-        type=float,
-        default=None,
-        help="maximise: equivalence margin (target units, > 0): 'did not move' only when the TOST at "
-        "±margin passes (Holm over the targets); without it a target that did not move is 'not resolved'",
-    )
-    p.add_argument("--max_steps", type=int, default=20_000, help="pca/directions/edits: recorded steps used")
-    p.add_argument("--num_clusters", type=int, default=6, help="pca/behaviours: k-means clusters")
-    p.add_argument("--window", type=int, default=8, help="behaviours: steps per window")
-    p.add_argument(
-        "--max_windows", type=int, default=20_000, help="behaviours: windows kept (a random subset)"
-    )
-    p.add_argument(
-        "--layer", type=int, default=None, help="pca: layer whose dominant expert colours (default last)"
-    )
-    p.add_argument("--component", type=int, default=0, help="directions/edits: 0-based PCA component")
-    p.add_argument(
-        "--direction",
-        default=None,
-        help="edits: a .npy vector of the agent's memory size instead of a component",
-    )
-    p.add_argument("--alphas", default="-3,-1.5,0,1.5,3", help="directions: shifts in std units")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num_threads", type=int, default=1)
-    return p
-
-
-# Every numeric flag: (low, high, low excluded, whole number); checked before anything is read or
-# written (mop.experiment.check_number: finite and in range).
-NUMBER_FLAGS = {
-    "num_samples": (1, 10_000, False, True),
-    "num_windows": (1, 10**6, False, True),
-    "prior_scale": (0, 100, False, False),
-    "num_opt_contexts": (1, 10_000, False, True),
-    "num_contexts": (1, 10_000, False, True),
-    "steps": (0, 100_000, False, True),
-    "lr": (0, 100, True, False),
-    "kl_weight": (0, 1e6, False, False),
-    "margin": (0, 1e6, True, False),
-    "max_steps": (1, 10**8, False, True),
-    "num_clusters": (1, 1000, False, True),
-    "window": (2, 1000, False, True),
-    "max_windows": (1, 10**7, False, True),
-    "layer": (0, 1000, False, True),
-    "component": (0, 100_000, False, True),
-    "seed": (0, 2**32 - 1, False, True),
-    "num_threads": (1, 1024, False, True),
-}
-NEEDS_TARGET = ("maximise", "saliency")
+    return generative_analysis_parser(__doc__)
 
 
 def check_args(args: argparse.Namespace) -> list[float]:
-    """Every numeric flag, --alphas and --modes (ConfigError/GenerativeError, one line); the alphas."""
-    for name, (low, high, low_open, whole) in NUMBER_FLAGS.items():
-        if getattr(args, name) is not None:
-            check_number(getattr(args, name), f"--{name}", low, high, low_open, whole)
-    try:
-        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
-    except ValueError:
-        raise GenerativeError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
-    if not alphas:
-        raise GenerativeError("--alphas is empty")
-    for a in alphas:
-        check_number(a, "--alphas", -100, 100)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or any(m not in probes.MODES for m in modes):
-        raise GenerativeError(
-            f"--modes must be a comma list of {', '.join(probes.MODES)}, got {args.modes!r}"
-        )
-    if args.analysis in NEEDS_TARGET and not args.target:
-        raise GenerativeError(
-            f"--analysis {args.analysis} needs --target (layer_<k>:expert_<j> | lpc | action:<a> | all)"
-        )
-    return alphas
+    """Every numeric flag, --alphas, --modes and --target's presence (ConfigError, one line;
+    mop.cli_specs, checked before the imports too when run as a script); the alphas."""
+    return check_generative_analysis_args(args)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -56,6 +56,13 @@ checkpoint_dir itself. Bad input is one `error:` line and exit code 2, with noth
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # flags answered before torch, pandas and minigrid load (bench/startup.py)
+    import sys
+
+    from mop.cli_specs import answer_early, lmc_early
+
+    answer_early(lambda: lmc_early(sys.argv[1:], __doc__))
+
 import argparse
 import dataclasses
 import json
@@ -78,6 +85,13 @@ from mixture_of_experts import build_policy
 from mop import lmc_stats
 from mop.babyai_env import check_task_id
 from mop.checks import command_edges
+from mop.cli_specs import (
+    check_lmc_own_keys,
+    check_lmc_settings,
+    lmc_command,
+    lmc_parser,
+    lmc_train_flags,
+)
 from mop.connectivity import (
     CONFIG_FILE,
     HELDOUT_FILE,
@@ -102,7 +116,7 @@ from mop.experiment import (
     CheckpointError,
     ConfigError,
     TrainConfig,
-    build_arg_parser,
+    build_arg_parser,  # noqa: F401  (lmc.build_arg_parser(doc, lmc._train_flags): train's parser)
     default_num_workers,
     load_checkpoint,
     load_config,
@@ -132,7 +146,7 @@ from mop.lmc_experiment import (
     experiment_dir,
     parse_fork_points,  # noqa: F401  (lmc.parse_fork_points: the fork points' rules, with the experiment)
 )
-from mop.lmc_settings import DEFAULTS, EVALUATION_SETTINGS, EXPERIMENT_SETTINGS, STRATEGIES, add_flags
+from mop.lmc_settings import DEFAULTS, EVALUATION_SETTINGS, EXPERIMENT_SETTINGS, STRATEGIES
 from mop.replay_buffer import BufferError, EpisodeBuffer
 from mop.runs import (
     OutputError,
@@ -152,8 +166,6 @@ from train_mop import POLICY_TYPE, make_loss
 
 # Run-time settings that --resume may change (they do not change what is computed).
 RESUMABLE = {"num_workers", "log_interval", "wandb_project", "device"}
-# lmc.py decides these: the folders of the parent and children.
-OWN_KEYS = {"trial": "fork k's children are trial k+1", "checkpoint_dir": "use --results_root"}
 
 
 # ----------------------------------------------------------------------------- training
@@ -625,11 +637,7 @@ def compare(
 # ----------------------------------------------------------------------------- command line
 
 
-def _train_flags(parser: argparse.ArgumentParser) -> None:
-    # the experiment's settings are absent when not given: --resume compares only those given
-    add_flags(parser, EXPERIMENT_SETTINGS, given_only=True)
-    add_flags(parser, ("results_root", "parallel_children", "bootstrap"))
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+_train_flags = lmc_train_flags  # lmc.py's own flags beside train_mop.py's (mop.cli_specs)
 
 
 def build_experiment(
@@ -645,9 +653,10 @@ def build_experiment(
     experiment (with no strategy given, the one of this task and seed under results_root), not
     checked: open_experiment continues the stored one."""
     overrides = resolve_aliases(overrides, "the command line")
-    for key, why in OWN_KEYS.items():
-        if key in overrides:
-            raise LMCError(f"--{key} is set by lmc.py ({why})")
+    try:
+        check_lmc_own_keys(overrides)
+    except ConfigError as e:
+        raise LMCError(str(e)) from None
     unknown = set(settings or {}) - set(EXPERIMENT_SETTINGS)
     if unknown:
         raise LMCError(f"unknown LMC setting {sorted(unknown)[0]!r}")
@@ -690,20 +699,7 @@ def experiment_from_args(args: argparse.Namespace) -> tuple[Experiment, set[str]
 
 
 def _analyze_main(argv: list[str]) -> dict:
-    from mop.experiment import ArgumentParser
-
-    parser = ArgumentParser(
-        prog="lmc.py analyze",
-        description="Evaluate every complete fork of an LMC experiment "
-        "that is not evaluated yet, then write interpolation.csv, instability.csv and fork_analysis/*.png.",
-    )
-    parser.add_argument(
-        "--results_dir",
-        required=True,
-        help="the experiment folder (<results_root>/<task>/seed_<S>/<strategy>)",
-    )
-    add_flags(parser, ("bootstrap",))
-    args = parser.parse_args(argv)
+    args = lmc_parser("analyze").parse_args(argv)
     summary = analyze(args.results_dir, bootstrap=args.bootstrap)
     if "table" in summary:
         print(*findings(summary["table"], summary["forks"], summary["correlations"]), sep="\n")
@@ -722,20 +718,7 @@ def _analyze_main(argv: list[str]) -> dict:
 
 
 def _compare_main(argv: list[str]) -> dict:
-    from mop.experiment import ArgumentParser
-
-    parser = ArgumentParser(
-        prog="lmc.py compare",
-        description="Interpolate two checkpoints of the same architecture and level "
-        "(e.g. two seeds of one trial, or runs downloaded from Modal).",
-    )
-    parser.add_argument("--a", required=True, help="checkpoint at α = 0")
-    parser.add_argument("--b", required=True, help="checkpoint at α = 1")
-    parser.add_argument(
-        "--out", default=None, help="output folder (default <results_root>/compare/<task>/<a>__<b>)"
-    )
-    add_flags(parser, ("results_root", *EVALUATION_SETTINGS, "bootstrap"), compare=True)
-    args = parser.parse_args(argv)
+    args = lmc_parser("compare").parse_args(argv)
     evaluation = {k: getattr(args, k) for k in EVALUATION_SETTINGS}
     summary = compare(
         args.a, args.b, args.out, results_root=args.results_root, bootstrap=args.bootstrap, **evaluation
@@ -746,12 +729,9 @@ def _compare_main(argv: list[str]) -> dict:
 
 
 def _train_main(argv: list[str]) -> dict:
-    parser = build_arg_parser(__doc__, _train_flags)
-    args = parser.parse_args(argv)
+    args = lmc_parser("train", __doc__).parse_args(argv)
     exp, given = experiment_from_args(args)
-    if args.parallel_children < 1:
-        raise LMCError(f"--parallel_children must be at least 1, got {args.parallel_children}")
-    check_bootstrap(args.bootstrap)
+    check_lmc_settings(args)
     learner_device(exp.parent_config())  # a GPU this machine lacks: one line before config.json
     torch.set_num_threads(1)
     summary = run_experiment(
@@ -780,8 +760,7 @@ COMMANDS = {"analyze": _analyze_main, "compare": _compare_main, "train": _train_
 
 def main(argv: list[str] | None = None) -> dict:
     """`python lmc.py [train] ...`, `python lmc.py analyze ...`, `python lmc.py compare ...`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
+    command, argv = lmc_command(sys.argv[1:] if argv is None else argv)
     try:
         return COMMANDS[command](argv)
     except (ConfigError, RunLockedError, OutputError, EvalError, RunPathError) as e:

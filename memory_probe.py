@@ -26,6 +26,11 @@ unvisited rooms): what the memory keeps; `auc_solved` / `auc_failed` on the epis
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # flags answered before torch, pandas and scipy load (bench/startup.py)
+    from mop.cli_specs import answer_early, check_memory_probe_args, memory_probe_parser
+
+    answer_early(lambda: check_memory_probe_args(memory_probe_parser(__doc__).parse_args()))
+
 import argparse
 import sys
 
@@ -37,7 +42,6 @@ from scipy.stats import rankdata
 from eval_mop import (
     ActedStep,
     EvalError,
-    add_device_argument,
     check_table_out,
     play_checkpoint,
     played_line,
@@ -45,8 +49,8 @@ from eval_mop import (
 )
 from mixture_of_experts import MixtureOfExpertsPolicy
 from mop.babyai_env import RoomLayout, make_env
-from mop.checks import command_edges, refuse
-from mop.experiment import ArgumentParser
+from mop.checks import ConfigError, command_edges, refuse
+from mop.cli_specs import check_memory_probe_args, memory_probe_parser
 
 NO_MEMORY = "no memory"
 
@@ -292,36 +296,13 @@ def format_table(table: pd.DataFrame, min_age: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        description="Linear probes: which rooms has the agent visited, read from each block of its memory.",
-        epilog=__doc__.split("\n\n")[-1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--checkpoint", required=True, help="a train_mop.py or train.py checkpoint")
-    parser.add_argument("--task_id", default=None, help="a level of several rooms; default: the checkpoint's")
-    parser.add_argument(
-        "--num_episodes", type=int, default=200, help="evaluation layouts played (default 200)"
-    )
-    parser.add_argument("--sample", action="store_true", help="sample actions instead of the greedy one")
-    parser.add_argument(
-        "--min_age", type=int, default=32, help="auc_old: visits at least this many steps ago (default 32)"
-    )
-    parser.add_argument(
-        "--min_count", type=int, default=20, help="a room counts with this many test entries of each class"
-    )
-    parser.add_argument("--out", default=None, help="also write the table to this CSV")
-    add_device_argument(parser)
-    return parser
+    return memory_probe_parser(__doc__)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
-    for name in ("num_episodes", "min_age", "min_count"):
-        if getattr(args, name) < 1:
-            refuse(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.num_episodes < 4:
-        refuse(f"--num_episodes must be >= 4 (two folds of fit and check episodes), got {args.num_episodes}")
     try:
+        check_memory_probe_args(args)
         try:
             check_table_out(args.out)  # before the episodes are played
         except EvalError as e:
@@ -330,7 +311,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             args.checkpoint, args.task_id, args.num_episodes, args.sample, device=args.device
         )
         table = probe_table(steps, memory, memory_blocks(policy), layout, args.min_age, args.min_count)
-    except ProbeError as e:
+    except (ConfigError, ProbeError) as e:
         refuse(str(e))
     success = steps.groupby("episode")["success"].first().mean()
     print(

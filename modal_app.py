@@ -575,7 +575,12 @@ def sweep(
             ["modal", "run", *sys.argv[1:]],
             extra={"factors": factors, "checkpoint_dir": "modal_checkpoints"},
         )
-    except (LaunchError, grid_sweep.SweepError, experiment.ConfigError, ValueError) as e:  # ConditionError too
+    except (
+        LaunchError,
+        grid_sweep.SweepError,
+        experiment.ConfigError,
+        ValueError,
+    ) as e:  # ConditionError too
         _refuse(e)
     print(f"sweep: {len(jobs)} runs ({conditions} conditions × {len(seed_list)} seeds); manifest {path}")
     cpus = float(max(1, jobs[0]["overrides"].get("num_workers") or TRAIN_CPUS))  # one per env worker

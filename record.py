@@ -20,7 +20,11 @@ Layout: recordings/<task>/trial_<N>/[seed_<S>/]<update_<U>|final>/ (or --out DIR
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # flags answered before torch and pyarrow load (bench/startup.py)
+    from mop.cli_specs import answer_early, check_record_args, record_parser
+
+    answer_early(lambda: check_record_args(record_parser(__doc__).parse_args()))
+
 import hashlib
 import json
 import os
@@ -38,8 +42,9 @@ import torch
 from eval_mop import ActedStep, run_episodes
 from mop.babyai_env import EVAL_SEED_START
 from mop.checks import command_edges
-from mop.devices import DEVICE_HELP, DeviceError, device_label, resolve_device, use_deterministic
-from mop.experiment import LIMITS, ArgumentParser, CheckpointError, ConfigError, check_number, load_policy
+from mop.cli_specs import RECORDINGS_ROOT, check_record_args, record_parser
+from mop.devices import DeviceError, device_label, resolve_device, use_deterministic
+from mop.experiment import CheckpointError, ConfigError, load_policy
 from mop.numpy_policy import one_thread
 from mop.progress import progress_bar
 from mop.runs import (
@@ -55,16 +60,7 @@ from mop.runs import (
 )
 
 SCHEMA_VERSION = 1
-# The command line's numbers: (low, high), whole numbers (an episode limit of 0 or -5 recorded
-# one-step episodes, 1e11 never ended; LIMITS["max_steps"] is the training config's own bound).
-NUMBER_FLAGS = {
-    "num_episodes": (1, 10**7),
-    "num_envs": (1, LIMITS["num_envs"][0]),
-    "chunk_steps": (1, 10**8),
-    "max_steps": (1, LIMITS["max_steps"][0]),
-}
 METADATA_FILE = "metadata.json"
-RECORDINGS_ROOT = "recordings"
 
 
 class RecordingError(ValueError):
@@ -335,21 +331,9 @@ def load_windows(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt (MoP or GRU baseline)")
-    parser.add_argument("--num_episodes", type=int, default=2000, help="evaluation layouts 0..N-1")
-    parser.add_argument("--num_envs", type=int, default=16, help="envs stepped together")
-    parser.add_argument("--chunk_steps", type=int, default=10_000, help="about this many steps per chunk")
-    parser.add_argument("--max_steps", type=int, default=None, help="episode limit (default: the run's)")
-    parser.add_argument(
-        "--out", default=None, help=f"folder (default {RECORDINGS_ROOT}/<task>/trial_<N>/...)"
-    )
-    parser.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default auto)")
-    args = parser.parse_args(argv)
+    args = record_parser(__doc__).parse_args(argv)
     try:
-        for name, (low, high) in NUMBER_FLAGS.items():
-            if getattr(args, name) is not None:
-                check_number(getattr(args, name), f"--{name}", low, high, whole=True)
+        check_record_args(args)  # numbers, --device's spelling (as a script: before the imports)
         try:  # before anything is read or written
             resolve_device(args.device)
         except DeviceError as e:

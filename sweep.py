@@ -479,13 +479,19 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(2)
 
 
-def keep_trials(runs: list[dict], old: dict | None, seeds: list[int], points: list[dict], replan) -> list[dict]:
+def keep_trials(
+    runs: list[dict], old: dict | None, seeds: list[int], points: list[dict], replan
+) -> list[dict]:
     """The runs with each condition at the trial the manifest of this name already gives it, and
     a condition it does not know at a fresh trial past every trial it names: so a sweep run again
     with a grid extended by new values (in any position) keeps its trained runs and adds only the
     new conditions. replan(point, trial): plan_runs of one point at another trial. Without an
     earlier manifest (or one without conditions): the runs as planned."""
-    known = {c.get("condition"): int(t) for t, c in (old or {}).get("conditions", {}).items() if isinstance(c, dict)}
+    known = {
+        c.get("condition"): int(t)
+        for t, c in (old or {}).get("conditions", {}).items()
+        if isinstance(c, dict)
+    }
     if not known:
         return runs
     used = set(known.values()) | {int(t) for t in (old or {}).get("trials", {})}
@@ -601,7 +607,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     name = args.name or f"{run_task_name(task_id)}_trial{args.first_trial}-{last}"
     path = manifest_path(name, args.sweeps_dir)
     old = conditions.read_manifest(path) if path.is_file() else None
-    runs = keep_trials(runs, old, seeds, points, lambda pt, t: plan_runs(task_id, [pt], seeds, t, given, config_path))
+    runs = keep_trials(
+        runs, old, seeds, points, lambda pt, t: plan_runs(task_id, [pt], seeds, t, given, config_path)
+    )
     stats_dir = args.stats_dir or str(Path("stats") / safe_name(name, "--name"))
     check_writable_file(path, "--sweeps_dir")
     checkpoint_dir = runs[0]["overrides"]["checkpoint_dir"]

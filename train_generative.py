@@ -22,6 +22,11 @@ true KL (loss/kl, nats per window) and the dimensions above 0.01 nats (loss/kl_a
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # flags answered before torch and pyarrow load (bench/startup.py)
+    from mop.cli_specs import answer_early, check_train_generative_args, train_generative_parser
+
+    answer_early(lambda: check_train_generative_args(train_generative_parser(__doc__).parse_args()))
+
 import argparse
 import json
 import math
@@ -33,8 +38,8 @@ import numpy as np
 import torch
 
 from mop.checks import command_edges
+from mop.cli_specs import LOSS_NAMES, check_train_generative_args, train_generative_parser
 from mop.devices import (
-    DEVICE_HELP,
     DeviceError,
     cuda_rng_state,
     resolve_device,
@@ -42,7 +47,7 @@ from mop.devices import (
     to_cpu,
     use_deterministic,
 )
-from mop.experiment import LIMITS, ArgumentParser, CheckpointError, ConfigError, check_number, load_policy
+from mop.experiment import CheckpointError, ConfigError, load_policy
 from mop.generative import GenerativeConfig, GenerativeModel, losses, reconstruction_metrics
 from mop.progress import progress_bar
 from mop.runs import (
@@ -58,32 +63,6 @@ from mop.runs import (
 from record import RecordingError, load_windows, read_metadata, weights_hash
 
 MODEL_FORMAT = 2  # 2: the canvas decoder (format 1 models have no canvas: retrain them)
-LOSS_NAMES = ("obs", "hx", "act_log_probs", "done", "kl")  # the --loss_scale_<name> terms
-# Every numeric flag: (low, high, low excluded, whole number). Checked before anything is read or
-# written (mop.experiment.check_number: finite, in range).
-NUMBER_FLAGS = {
-    "num_init_steps": (1, 1000, False, True),
-    "num_sim_steps": (1, 1000, False, True),
-    "num_updates": (1, LIMITS["num_updates"][0], False, True),
-    "batch_size": (1, 100_000, False, True),
-    "lr": (0, 1, True, False),
-    "z_dim": (1, 4096, False, True),
-    "hidden_size": (1, 4096, False, True),
-    "obs_temperature": (0, 1000, True, False),
-    "decoder_channels": (1, 1024, False, True),
-    "map_channels": (0, 64, False, True),
-    "action_forcing": (0, 1, False, False),
-    **{f"loss_scale_{k}": (0, 1e6, False, False) for k in LOSS_NAMES},
-    "kl_free_bits": (0, 100, False, False),
-    "kl_warmup_updates": (0, LIMITS["num_updates"][0], False, True),
-    "max_minutes": (0, 1e6, True, False),
-    "log_interval": (1, LIMITS["num_updates"][0], False, True),
-    "checkpoint_interval": (1, LIMITS["num_updates"][0], False, True),
-    "max_windows": (1, 10**8, False, True),
-    "max_held_out": (1, 10**7, False, True),
-    "seed": (0, LIMITS["seed"][0], False, True),
-    "num_threads": (1, 1024, False, True),
-}
 HELD_OUT_EVERY = 10  # episode % 10 == 0 is held out
 LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of --lr
 
@@ -220,83 +199,7 @@ def evaluate(model, agent, windows, index, lang_table, batch_size: int = 256) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="a recording folder (record.py)")
-    p.add_argument(
-        "--agent_checkpoint", default=None, help="the agent (default: the one the recording names)"
-    )
-    p.add_argument("--out", default=None, help="output folder (default generative/<task>/trial_<N>/...)")
-    p.add_argument("--num_init_steps", type=int, default=3)
-    p.add_argument("--num_sim_steps", type=int, default=16)
-    p.add_argument("--num_updates", type=int, default=5000)
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument(
-        "--lr_schedule",
-        choices=("constant", "cosine"),
-        default="constant",
-        help="cosine: from --lr down to 5%% of it as training progresses (the larger of the updates "
-        "done / --num_updates and, with --max_minutes, the time used / the time budget)",
-    )
-    p.add_argument("--z_dim", type=int, default=32)
-    p.add_argument("--hidden_size", type=int, default=256)
-    p.add_argument("--obs_temperature", type=float, default=1.0)
-    p.add_argument("--decoder_channels", type=int, default=32, help="width of the per-cell view decoder")
-    p.add_argument(
-        "--map_channels", type=int, default=4, help="spatial latent: channels per canvas cell (0: none)"
-    )
-    p.add_argument(
-        "--action_forcing",
-        type=float,
-        default=1.0,
-        help="fraction of training windows whose world moves by the recorded actions (held-out "
-        "metrics always use the agent's own: the closed loop)",
-    )
-    p.add_argument("--loss_scale_obs", type=float, default=1.0)
-    p.add_argument("--loss_scale_hx", type=float, default=1.0)
-    p.add_argument("--loss_scale_act_log_probs", type=float, default=1.0)
-    p.add_argument("--loss_scale_done", type=float, default=0.1)
-    p.add_argument("--loss_scale_kl", type=float, default=0.01)
-    p.add_argument(
-        "--kl_free_bits",
-        type=float,
-        default=0.0,
-        help="free bits: nats per latent dimension the KL term does not push back to the prior "
-        "(sum_d max(KL_d, λ); 0: the plain KL)",
-    )
-    p.add_argument(
-        "--kl_warmup_updates",
-        type=int,
-        default=0,
-        help="scale the KL term linearly from 0 to --loss_scale_kl over this many updates (0: off)",
-    )
-    p.add_argument(
-        "--max_minutes",
-        type=float,
-        default=None,
-        help="stop after this many minutes of this process (held-out metrics logged, model_final.pt "
-        "saved at the update reached; --resume with more --num_updates continues)",
-    )
-    p.add_argument("--log_interval", type=int, default=100)
-    p.add_argument("--checkpoint_interval", type=int, default=1000)
-    p.add_argument(
-        "--max_windows",
-        type=int,
-        default=50_000,
-        help="windows kept (a random subset); about 1.2 windows per UnlockPickup episode, ~30 KB each",
-    )
-    p.add_argument("--max_held_out", type=int, default=512, help="held-out windows evaluated per log")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num_threads", type=int, default=1, help="torch threads (the machine is shared)")
-    p.add_argument(
-        "--device",
-        default="auto",
-        help=f"{DEVICE_HELP}: the model and the frozen agent inside it; a model trained on one "
-        "device resumes and is analysed on any other (default auto)",
-    )
-    p.add_argument("--resume", action="store_true", help="continue from the newest model_*.pt in --out")
-    p.add_argument("--no_progress", action="store_true")
-    return p
+    return train_generative_parser(__doc__)
 
 
 def _newest_model(out: Path) -> Path | None:
@@ -307,15 +210,6 @@ def _newest_model(out: Path) -> Path | None:
         key=lambda p: int(p.stem.split("_")[1]) if p.stem.split("_")[1].isdigit() else -1,
     )
     return found[-1] if found else None
-
-
-def check_numbers(args: argparse.Namespace, rules: dict[str, tuple]) -> None:
-    """ConfigError naming the first flag of `rules` whose value is not a finite number in its range
-    (None: the flag is unset, allowed)."""
-    for name, (low, high, low_open, whole) in rules.items():
-        value = getattr(args, name)
-        if value is not None:
-            check_number(value, f"--{name}", low, high, low_open, whole)
 
 
 def _truncate_metrics(path: Path, last_update: int) -> None:
@@ -330,7 +224,7 @@ def _truncate_metrics(path: Path, last_update: int) -> None:
 
 
 def train(args: argparse.Namespace) -> dict:
-    check_numbers(args, NUMBER_FLAGS)
+    check_train_generative_args(args)  # numbers, --device's spelling (as a script: before the imports)
     torch.set_num_threads(args.num_threads)
     try:
         device = resolve_device(args.device)

@@ -39,6 +39,8 @@ from scipy.stats import spearmanr
 
 from mixture_of_experts import MixtureOfExpertsPolicy, MoPConfig
 from mop.babyai_env import CHANNEL_SIZES, SafeBot, make_env, quiet_reset
+from mop.checks import ConfigError
+from mop.cli_specs import check_step_window
 
 VIEW = 7
 CHANNELS = ("object", "color", "state")
@@ -102,15 +104,13 @@ def parse_target(spec: str, policy: torch.nn.Module) -> Target:
 
 def check_window(step: int, window: int, length: int | None = None) -> None:
     """AttributionError naming the flag: a negative step or window, a window reaching before the
-    episode start, a step past its end (length: the episode's steps, when known)."""
-    if step < 0:
-        raise AttributionError(f"--step {step}: steps count from 0")
-    if window < 0:
-        raise AttributionError(f"--window {window}: the window k must be >= 0")
-    if window > step:
-        raise AttributionError(f"--window {window}: larger than --step {step} allows (k <= t)")
-    if length is not None and step >= length:
-        raise AttributionError(f"--step {step}: outside the episode (steps 0..{length - 1})")
+    episode start, a step past its end (length: the episode's steps, when known). The rule is
+    mop.cli_specs.check_step_window's (attribution.py checks its flags with it before it imports
+    torch)."""
+    try:
+        check_step_window(step, window, length)
+    except ConfigError as e:
+        raise AttributionError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- integrated gradients

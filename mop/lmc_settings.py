@@ -6,8 +6,9 @@ and its --help text, as TrainConfig's do: lmc.py's flags and its `compare` subco
 from them (`add_flags`), its functions' keyword defaults read `DEFAULTS`, and modal_app.py's `lmc`
 entrypoint takes its parameters' defaults from `DEFAULTS` (tests/test_lmc.py checks all three).
 
-Torch-free (plain values and argparse only), so modal_app.py can import it on the launching machine
-without torch. Reads and writes nothing.
+--bootstrap's bounds are here too (`check_bootstrap`, mop/lmc_stats.py's rule), so lmc.py refuses a
+bad count before its heavy imports. Torch-free (plain values and argparse only), so modal_app.py
+can import it on the launching machine without torch. Reads and writes nothing.
 
     from mop.lmc_settings import DEFAULTS, LmcSettings
     DEFAULTS.alphas                          # 11
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
 # The children's DAgger buffers at a fork (lmc.py's module docstring says what each means).
 STRATEGIES = ("copy", "fresh", "shared", "split")
+MIN_BOOTSTRAP = 100  # fewer resamples than this give percentile ends that move from run to run
 
 
 def _setting(default: Any, help: str, compare: str | None = None) -> Any:
@@ -119,3 +122,13 @@ def add_flags(
             default=argparse.SUPPRESS if given_only else default,
             help=None if text is None else text.format(default=default),
         )
+
+
+def check_bootstrap(count: int) -> int:
+    """`count` if it is a usable number of bootstrap resamples; ValueError otherwise (mop.lmc_stats
+    uses it; lmc.py checks --bootstrap with it before its heavy imports)."""
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not count >= MIN_BOOTSTRAP:
+        raise ValueError(f"--bootstrap must be a whole number >= {MIN_BOOTSTRAP}, got {count!r}")
+    if count > 1_000_000:
+        raise ValueError(f"--bootstrap must be at most 1,000,000 (time), got {count}")
+    return int(count)

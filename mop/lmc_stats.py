@@ -72,7 +72,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-MIN_BOOTSTRAP = 100  # fewer resamples than this give percentile ends that move from run to run
+from mop.lmc_settings import MIN_BOOTSTRAP, check_bootstrap  # noqa: F401  (lmc_stats' rules, written once)
+
 BOOTSTRAP_SEED = 0
 EXACT_MAX = 8  # 8! = 40,320 orderings: exact Spearman p up to here
 PERMUTATIONS = 20_000
@@ -135,15 +136,6 @@ def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> tuple[floa
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(samples, [tail, 100 - tail])
     return float(low), float(high)
-
-
-def check_bootstrap(count: int) -> int:
-    """`count` if it is a usable number of bootstrap resamples; ValueError otherwise."""
-    if isinstance(count, bool) or not isinstance(count, int | np.integer) or not count >= MIN_BOOTSTRAP:
-        raise ValueError(f"--bootstrap must be a whole number >= {MIN_BOOTSTRAP}, got {count!r}")
-    if count > 1_000_000:
-        raise ValueError(f"--bootstrap must be at most 1,000,000 (time), got {count}")
-    return int(count)
 
 
 def _resampled_curves(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "pandas", "matplotlib", "minigrid", "gymnasium", "scipy")
+HEAVY = ("torch", "pandas", "matplotlib", "minigrid", "gymnasium", "scipy", "pyarrow")
 
 PROBE = """
 import json, runpy, sys
@@ -47,6 +47,35 @@ CASES = [
     ("render_plots.py", ["--layout", "poster"], 2, "--layout"),
     ("headline.py", ["--help"], 0, None),
     ("headline.py", ["--episodes", "0"], 2, "--episodes"),
+    ("lmc.py", ["--help"], 0, None),
+    ("lmc.py", ["analyze", "--help"], 0, None),
+    ("lmc.py", ["compare", "--help"], 0, None),
+    ("lmc.py", ["--bogus"], 2, "unrecognized arguments"),
+    ("lmc.py", ["--task_id", "BabyAI-Nope-v0"], 2, "unknown task_id"),
+    ("lmc.py", ["--trial", "2"], 2, "--trial is set by lmc.py"),
+    ("lmc.py", ["--parallel_children", "0"], 2, "--parallel_children must be at least 1"),
+    ("lmc.py", ["analyze", "--results_dir", "x", "--bootstrap", "5"], 2, "--bootstrap must be"),
+    ("lmc.py", ["compare", "--a", "x"], 2, "--b"),
+    ("causal.py", ["--help"], 0, None),
+    ("causal.py", ["--runs", "x", "--interventions", "zap"], 2, "--interventions 'zap'"),
+    ("causal.py", ["--runs", "x", "--episodes", "0"], 2, "--episodes must be"),
+    ("attribution.py", ["--help"], 0, None),
+    ("attribution.py", ["--checkpoint", "x", "--step", "3", "--window", "5"], 2, "--window 5"),
+    ("demos.py", ["--help"], 0, None),
+    ("demos.py", ["--task_id", "BabyAI-Nope-v0", "--demos", "3"], 2, "unknown task_id"),
+    ("demos.py", ["--task_id", "BabyAI-GoToLocal-v0", "--demos", "0"], 2, "--demos must be"),
+    ("record.py", ["--help"], 0, None),
+    ("record.py", ["--checkpoint", "x", "--num_envs", "0"], 2, "--num_envs must be"),
+    ("record.py", ["--checkpoint", "x", "--device", "gpu"], 2, "--device must be"),
+    ("train_generative.py", ["--help"], 0, None),
+    ("train_generative.py", ["--dataset", "x", "--lr", "0"], 2, "--lr must be"),
+    ("generative_analysis.py", ["--help"], 0, None),
+    ("generative_analysis.py", ["--model", "x", "--analysis", "maximise"], 2, "needs --target"),
+    ("generative_analysis.py", ["--model", "x", "--analysis", "pca", "--modes", "x"], 2, "--modes"),
+    ("failures.py", ["--help"], 0, None),
+    ("failures.py", ["--checkpoint", "x", "--num_episodes", "0"], 2, "--num_episodes must be"),
+    ("memory_probe.py", ["--help"], 0, None),
+    ("memory_probe.py", ["--checkpoint", "x", "--num_episodes", "3"], 2, "--num_episodes must be >= 4"),
 ]
 
 
@@ -80,12 +109,22 @@ def test_the_level_names_are_the_installed_minigrids():
 
 
 def test_the_light_parsers_name_what_the_heavy_modules_define():
-    """mop.cli_specs spells stats.py's --state choices, --min_visits default and the figure layouts
-    without importing them; they must stay the modules' own."""
+    """mop.cli_specs and mop.cli_specs spell the constants of heavy modules their parsers and
+    checks use (stats.py's --state choices and --min_visits default, the figure layouts, causal.py's
+    interventions, metrics and permutations, attribution.py's baselines, generative_analysis.py's
+    maximise modes, lmc.py's commands) without importing them; they must stay the modules' own."""
+    import lmc
+    import mixture_of_experts
     import seed_metrics
     import stats
-    from mop import cli_specs, plot_style
+    from mop import attribution, causal, cli_specs, generative_probes, plot_style
 
     assert list(cli_specs.STATS_STATES) == list(stats.STATES)
     assert cli_specs.STATS_MIN_VISITS == seed_metrics.MIN_VISITS
-    assert set(cli_specs.LAYOUTS) == set(plot_style.LAYOUTS)
+    assert tuple(cli_specs.LAYOUTS) == tuple(plot_style.LAYOUTS)
+    assert tuple(cli_specs.CAUSAL_INTERVENTIONS) == tuple(mixture_of_experts.INTERVENTIONS)
+    assert tuple(cli_specs.CAUSAL_METRICS) == tuple(causal.METRICS)
+    assert cli_specs.CAUSAL_PERMUTATIONS == causal.PERMUTATIONS
+    assert tuple(cli_specs.ATTRIBUTION_BASELINES) == tuple(attribution.BASELINES)
+    assert tuple(cli_specs.GENERATIVE_MODES) == tuple(generative_probes.MODES)
+    assert set(cli_specs.LMC_COMMANDS) == set(lmc.COMMANDS)
