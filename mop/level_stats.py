@@ -52,15 +52,9 @@ def run_levels(args: argparse.Namespace) -> dict:
     last = rows.assign(_u=rows["update"].astype("Float64").fillna(-1.0))
     last = last[last["_u"] == last.groupby(["trial", "seed"], dropna=False)["_u"].transform("max")]
     runs: dict[str, dict] = {}
-    recipes: dict[str, dict] = {}
-    for r in last.to_dict("records"):
-        data = load_cache(r["cache_path"])
-        rec, _ = conditions.run_recipe(data.meta.get("config") or {}, r)
-        if rec is None:
-            continue
-        cid = conditions.condition_id(rec)
-        recipes[cid] = rec
-        runs.setdefault(cid, {}).setdefault((r["trial"], r["seed"]), {})[r["eval_task_id"]] = data.episodes
+    recipes, evaluations = condition_episodes(last)
+    for cid, _, run, level, episodes in evaluations:
+        runs.setdefault(cid, {}).setdefault(run, {})[level] = episodes
     labels = conditions.labels(recipes)
     by_level, pairs, verdicts = [], [], {}
     roots = args.single_task_dir or ["checkpoints"]
@@ -136,16 +130,9 @@ def time_course(rows: pd.DataFrame, args: argparse.Namespace) -> dict:
     from mop import difficulty
 
     by_update: dict[str, dict] = {}
-    recipes: dict[str, dict] = {}
-    for r in rows.to_dict("records"):
-        data = load_cache(r["cache_path"])
-        rec, _ = conditions.run_recipe(data.meta.get("config") or {}, r)
-        if rec is None:
-            continue
-        cid = conditions.condition_id(rec)
-        recipes[cid] = rec
-        runs = by_update.setdefault(cid, {}).setdefault(int(r["update"]), {})
-        runs.setdefault((r["trial"], r["seed"]), {})[r["eval_task_id"]] = data.episodes
+    recipes, evaluations = condition_episodes(rows)
+    for cid, update, run, level, episodes in evaluations:
+        by_update.setdefault(cid, {}).setdefault(int(update), {}).setdefault(run, {})[level] = episodes
     labels = conditions.labels(recipes)
     levels, pairs, figures, lines = [], [], {}, []
     for cid, episodes in by_update.items():
@@ -171,3 +158,19 @@ def time_course(rows: pd.DataFrame, args: argparse.Namespace) -> dict:
 
 def _plain_interval(low, high) -> str:
     return str(low) if isinstance(low, str) else f"[{low:.0f}, {high:.0f}]"
+
+
+def condition_episodes(rows: pd.DataFrame) -> tuple[dict[str, dict], list[tuple]]:
+    """(recipes by condition id, [(condition, update, (trial, seed), level, episodes)]) of results
+    rows' routing caches; a row whose recipe is unknown (mop.conditions.run_recipe) is left out."""
+    recipes: dict[str, dict] = {}
+    out = []
+    for r in rows.to_dict("records"):
+        data = load_cache(r["cache_path"])
+        rec, _ = conditions.run_recipe(data.meta.get("config") or {}, r)
+        if rec is None:
+            continue
+        cid = conditions.condition_id(rec)
+        recipes[cid] = rec
+        out.append((cid, r["update"], (r["trial"], r["seed"]), r["eval_task_id"], data.episodes))
+    return recipes, out
