@@ -41,6 +41,7 @@ import train_mop
 from conftest import tiny_config
 from mop import inference, routing_cache
 from mop.experiment import read_metrics
+from mop.runs import run_subpath
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["routing_viz.py", "logit_viz.py", "cross_task_viz.py"]  # over the `project` chain
@@ -520,9 +521,10 @@ def test_browser_renders_the_app(notebook, project, tmp_path):
             if notebook == "routing_viz.py":
                 # Each tab shows its own figures (the other tabs' cells stop): wait until the page
                 # holds exactly that many PNGs, none of them left over from the previous tab.
-                steps = routing_cache.load_cache(
-                    Path(project["env"]["ROUTING_CACHE_DIR"], TASK, "trial_0")
-                ).steps
+                run = Path(project["env"]["ROUTING_CACHE_DIR"], TASK, "trial_0")
+                # the notebook opens on the newest cache of the run (its update_<U>/ folder)
+                newest = routing_cache.newest_cache(sorted(run.glob("update_*")))
+                steps = routing_cache.load_cache(newest).steps
                 events = any(steps[e].notna().any() for e in ("t_pick", "t_unlocked", "t_drop"))
                 tabs = {"distributions": 3, "time": 1 + events, "specialisation": 2, "LPC": 1}
                 for tab, count in tabs.items():
@@ -539,7 +541,7 @@ def test_browser_renders_the_app(notebook, project, tmp_path):
                 page.get_by_role("tab", name="spatial routing").click()
                 page.get_by_role("button", name="save figures").click()
                 page.get_by_text("Saved ").wait_for(timeout=120_000)
-                saved = Path(project["env"]["PLOTS_DIR"], TASK, "trial_0")
+                saved = Path(project["env"]["PLOTS_DIR"]) / run_subpath(newest)  # plots/ mirrors the cache
                 assert (saved / "routing_overall.png").is_file()
                 assert (saved / "knockout_comparison.png").is_file()  # the CSV holds a knockout row
                 assert marimo_errors(page, log) == []
