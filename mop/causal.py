@@ -43,7 +43,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from mop.contrasts import exact_paired
-from mop.inference import NO_INFERENCE, aggregate_r, holm
+from mop.inference import NO_INFERENCE, aggregate_r, holm, holm_over_asked
 
 METRICS = ("success_rate", "path_ratio", "mean_lpc", "router_lpc")
 METRIC_HELP = {
@@ -297,7 +297,8 @@ def summarize(effects: pd.DataFrame, max_lpc: float) -> pd.DataFrame:
     """causal_summary.csv: per (condition, layer, expert, intervention, metric), the runs'
     effects: mean, 95% t interval over runs clipped to [range_low, range_high] (the metric's range
     minus the mean intact value), p (t-test against 0), Holm over every test of the table (the
-    declared family; its size in family_size)."""
+    declared family, its size in family_size: a test that could not run, one run or no spread,
+    counts as p = 1, so the family is the question's, not the data's)."""
     rows = []
     keys = ["condition", "layer", "expert", "intervention", "metric"]
     groups = effects.groupby(keys, sort=False, dropna=False) if len(effects) else []
@@ -340,8 +341,8 @@ def summarize(effects: pd.DataFrame, max_lpc: float) -> pd.DataFrame:
             }
         )
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    df["p_holm"] = holm(df["p"]) if len(df) else []
-    df["family_size"] = int(df["p"].notna().sum()) if len(df) else []
+    df["p_holm"] = holm_over_asked(df["p"]) if len(df) else []  # a test that cannot run counts as p = 1
+    df["family_size"] = len(df)
     for c in ("layer", "expert", "expert_size", "n_runs", "family_size"):
         df[c] = pd.to_numeric(df[c]).astype("Int64")
     floats = [
@@ -423,7 +424,8 @@ def predict(
 ) -> pd.DataFrame:
     """causal_predict.csv: per (statistic, intervention, metric, expert set), within_run_spearman
     over the (run, layer, expert) points with a finite statistic and effect; Holm over statistics x
-    interventions x metrics x expert sets (every test of the table; family_size). The expert sets:
+    interventions x metrics x expert sets (every test of the table, one that could not run as p = 1;
+    family_size). The expert sets:
     "all", and, when some expert is the identity (size 0), its control "sized (identity left
     out)": the identity pathway is a layer's skip connection, often its heaviest expert and the one
     whose removal hurts most, so a prediction carried by it alone is not one about experts.
@@ -453,8 +455,8 @@ def predict(
                 | {"test": "Spearman rho; p: permutation within runs" if res["permutations"] else ""}
             )
     df = pd.DataFrame(rows, columns=PREDICT_COLUMNS)
-    df["p_holm"] = holm(df["p"]) if len(df) else []
-    df["family_size"] = int(df["p"].notna().sum()) if len(df) else []
+    df["p_holm"] = holm_over_asked(df["p"]) if len(df) else []  # a test that cannot run counts as p = 1
+    df["family_size"] = len(df)
     for c in ("n_points", "n_runs", "permutations", "family_size"):
         df[c] = pd.to_numeric(df[c]).astype("Int64")
     floats = ["rho", "rho_pooled", "ci_low", "ci_high", "p", "p_holm"]

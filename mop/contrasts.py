@@ -51,6 +51,7 @@ from mop.inference import (
     equivalence_verdict,
     final_rows,
     holm,
+    holm_over_asked,
     tost_paired,
     with_conditions,
 )
@@ -360,7 +361,7 @@ def contrasts(
             pairing = paired_layouts(outcomes(r.cache_path_a), outcomes(r.cache_path_b))
             exact.append(head | {"seed": r.seed, "update": r.update_a} | pairing)
     out = pd.DataFrame(rows)
-    out["p_holm"] = _holm_over_asked(out["p"]) if len(out) else []
+    out["p_holm"] = holm_over_asked(out["p"]) if len(out) else []
     if len(out):
         how = f" ({asked})" if asked else ""
         out["family"] = (
@@ -377,16 +378,6 @@ def contrasts(
         exact_df["p_holm"] = holm(exact_df["p_exact"])
         exact_df["test"] = "McNemar exact: two trained networks on their shared layouts (not a recipe test)"
     return out, exact_df
-
-
-def _holm_over_asked(pvalues: pd.Series) -> np.ndarray:
-    """Holm over every test asked: one that could not run (a metric not measured, no spread) counts
-    in the family as p = 1 (it cannot reject, and leaving it out would shrink the family with the
-    data), and gets no adjusted p of its own."""
-    ran = np.array([isinstance(v, (int, float)) and math.isfinite(v) for v in pvalues])
-    adjusted = holm([v if ok else 1.0 for v, ok in zip(pvalues, ran)])
-    adjusted[~ran] = math.nan
-    return adjusted
 
 
 def check_metrics(metrics: Sequence[str] | None) -> list[str]:

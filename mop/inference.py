@@ -350,6 +350,17 @@ def holm(pvalues: Any) -> np.ndarray:
     return adjusted
 
 
+def holm_over_asked(pvalues: Any) -> np.ndarray:
+    """Holm over every test asked: one that could not run (NaN, or a reason in place of its p)
+    counts in the family as p = 1 (it cannot reject, and leaving it out would shrink the family
+    with the data) and gets no adjusted p of its own."""
+    values = list(pvalues)
+    ran = np.array([isinstance(v, (int, float)) and math.isfinite(v) for v in values], dtype=bool)
+    adjusted = holm([v if ok else 1.0 for v, ok in zip(values, ran)])
+    adjusted[~ran] = math.nan
+    return adjusted
+
+
 def tost_paired(diffs: Any, margin: float, alpha: float = 0.05) -> dict[str, Any]:
     """Paired equivalence test (TOST: two one-sided t tests) of the mean of per-pair differences
     against ±margin. H0: |mean d| >= margin; rejected at `alpha` when both one-sided t tests

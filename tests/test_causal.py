@@ -232,6 +232,11 @@ def test_summary_t_over_runs_clipped_with_one_family():
     assert summary["p_holm"].tolist() == pytest.approx(list(causal.holm(summary["p"])))
     one = causal.summarize(_effects({"s0": [-0.1, -0.5]}), 10.0)
     assert one["note"].eq(causal.NO_INFERENCE).all() and one["p"].isna().all()
+    # an effect with no spread over runs is not tested, yet stays in the family as p = 1
+    still = causal.summarize(_effects({"s0": [-0.1, -1.0], "s1": [-0.3, -1.0], "s2": [-0.2, -1.0]}), 10.0)
+    assert math.isnan(still.loc[1, "p"]) and math.isnan(still.loc[1, "p_holm"])
+    assert list(still["family_size"]) == [2, 2]
+    assert still.loc[0, "p_holm"] == pytest.approx(min(1.0, 2 * still.loc[0, "p"]))
 
 
 def test_predict_permutes_within_runs():
@@ -275,7 +280,7 @@ def test_predict_says_why_without_a_statistic_and_empty_tables_keep_headers():
     out = causal.predict(effects)
     row = out[out["statistic"] == "subgoal_selectivity"].iloc[0]
     assert math.isnan(row["p"]) and "NaN at every point" in row["note"]
-    assert out["family_size"].iloc[0] == (out["p"].notna()).sum()
+    assert out["family_size"].iloc[0] == len(out)  # the untested count too, as p = 1 (holm_over_asked)
     empty = causal.effects_table([])
     assert list(empty.columns) == causal.EFFECT_COLUMNS
     assert list(causal.summarize(empty, 1.0).columns) == causal.SUMMARY_COLUMNS
