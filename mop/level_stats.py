@@ -148,7 +148,7 @@ def time_course(rows: pd.DataFrame, args: argparse.Namespace) -> dict:
         if not args.no_figures:
             from mop import stats_plots
 
-            figures[cid] = stats_plots.plot_time_course(lv, labels[cid], layout=args.layout)
+            figures[cid] = stats_plots.plot_time_course(lv, labels[cid], layout=args.layout, pairs=pr)
     tables = {
         "time_course.csv": pd.concat(levels, ignore_index=True) if levels else pd.DataFrame(),
         "time_course_pairs.csv": pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(),

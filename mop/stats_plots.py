@@ -505,21 +505,33 @@ def plot_knockouts(knocked: pd.DataFrame, layout: str = "screen") -> Figure:
     return _finish(fig, layout)
 
 
+PAIR_STYLES = (("#222222", "o"), ("#777777", "s"), ("#aaaaaa", "^"), ("#444444", "D"), ("#999999", "v"))
+
+
 @styled
-def plot_time_course(levels: pd.DataFrame, label: str = "", layout: str = "screen") -> Figure:
+def plot_time_course(
+    levels: pd.DataFrame, label: str = "", layout: str = "screen", pairs: pd.DataFrame | None = None
+) -> Figure:
     """A multi-task condition's routing by level over training (mop.difficulty.routing_time_course):
     per level the mean LPC per step across runs at each evaluated update, its 95% t band over runs
-    (clipped at 0), and the success beside it; one colour per level (plot_style.task_colours)."""
+    (clipped at 0), and the success beside it; one colour per level (plot_style.task_colours). With
+    `pairs` (time_course_pairs.csv) a third panel: each pair's paired difference B - A over updates
+    with its 95% t interval over runs, what the test is about (runs differ far more than levels)."""
     from mop.plot_style import task_colours
 
-    fig = _sized(PANEL * 2.2, PANEL * 0.9, layout)
-    ax_lpc, ax_success = fig.subplots(1, 2)
+    panels = 3 if pairs is not None and len(pairs) else 2
+    fig = _sized(PANEL * (1.1 * panels), PANEL * 0.9, layout)
+    axes = fig.subplots(1, panels)
+    ax_lpc, ax_success = axes[0], axes[1]
     colours = task_colours(list(levels["level"]))
+
+    def short(level: str) -> str:
+        return level.removeprefix("BabyAI-").removesuffix("-v0")
+
     for level, rows in levels.groupby("level", sort=True):
         rows = rows.sort_values("update")
         x = rows["update"].to_numpy(float)
-        name = level.removeprefix("BabyAI-").removesuffix("-v0")
-        ax_lpc.plot(x, rows["lpc"].to_numpy(float), marker="o", color=colours[level], label=name)
+        ax_lpc.plot(x, rows["lpc"].to_numpy(float), marker="o", color=colours[level], label=short(level))
         ax_lpc.fill_between(
             x,
             rows["lpc_ci_low"].to_numpy(float),
@@ -527,15 +539,39 @@ def plot_time_course(levels: pd.DataFrame, label: str = "", layout: str = "scree
             color=colours[level],
             alpha=0.2,
         )
-        ax_success.plot(x, rows["success"].to_numpy(float), marker="o", color=colours[level], label=name)
+        ax_success.plot(
+            x, rows["success"].to_numpy(float), marker="o", color=colours[level], label=short(level)
+        )
     ax_lpc.set(xlabel="update", ylabel="LPC per step (mean over runs)")
     ax_success.set(xlabel="update", ylabel="success (mean over runs)", ylim=(-0.02, 1.02))
     ax_lpc.legend(fontsize=7, frameon=False)
+    if panels == 3:
+        ax = axes[2]
+        for k, ((a, b), rows) in enumerate(pairs.groupby(["level_a", "level_b"], sort=True)):
+            rows = rows.sort_values("update")
+            x = rows["update"].to_numpy(float) + (k - 1) * 8.0  # side by side at each update
+            d = rows["difference"].to_numpy(float)
+            err = [d - rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float) - d]
+            shade, marker = PAIR_STYLES[k % len(PAIR_STYLES)]  # not the levels' colours: a pair is two levels
+            ax.errorbar(
+                x, d, yerr=err, marker=marker, color=shade, capsize=2, label=f"{short(b)} − {short(a)}"
+            )
+        ax.axhline(0, color="#555555", lw=0.7)
+        ax.set(xlabel="update", ylabel="paired LPC difference (B − A)")
+        ax.legend(fontsize=6, frameon=False)
+        best = float(pd.to_numeric(pairs["p_holm"], errors="coerce").min())
+        ax.set_title(f"smallest Holm p over the course: {best:.2g}", fontsize=7)
     runs = int(levels["runs"].max()) if len(levels) else 0
     fig.suptitle(f"Routing by level over training{': ' + label if label else ''} ({runs} runs)")
     note(
         fig,
         f"LPC: mean over the {runs} runs of each run's mean LPC per step on that level's evaluation "
-        "episodes; band: 95% t interval over runs, clipped at 0. Only updates every run was evaluated at.",
+        "episodes; band: 95% t interval over runs, clipped at 0. Only updates every run was evaluated at."
+        + (
+            " Right: the paired difference between levels (runs as units), 95% t interval over runs; Holm over "
+            "updates x pairs (time_course_pairs.csv)."
+            if panels == 3
+            else ""
+        ),
     )
     return _finish(fig, layout)
