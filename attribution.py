@@ -28,13 +28,13 @@ if __name__ == "__main__":  # flags answered before torch, pandas and scipy load
     answer_early(lambda: check_attribution_args(attribution_parser(__doc__).parse_args()))
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats as scipy_stats
 
 from eval_mop import ActedStep, run_episodes
 from mop.attribution import (
@@ -234,12 +234,12 @@ def _warn_completeness(errors: list[float], ig_steps: int) -> None:
 
 def t_interval(values: np.ndarray) -> tuple[float, float, float]:
     """Mean and 95% t interval over the values (one per episode); NaN bounds for fewer than 2."""
-    values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = scipy_stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return mean, max(0.0, mean - half), min(1.0, mean + half)
+    from mop.lmc_stats import mean_interval  # the Student-t interval of a mean, one home
+
+    mean, low, high = mean_interval(values)
+    if math.isnan(low):
+        return mean, low, high
+    return mean, max(0.0, low), min(1.0, high)  # a share of |attribution| lies in [0, 1]
 
 
 def summarise(profiles: pd.DataFrame) -> pd.DataFrame:

@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from mop.lmc_stats import mean_interval as t_interval  # the Student-t interval of a mean, one home
 from mop.routing_cache import EVENT_COLUMNS, SUBGOAL_STEP_COLUMNS, SUBGOAL_VOCABULARY
 
 LEVEL = 0.95
@@ -93,21 +94,6 @@ def _layer_expert(quantity: str) -> tuple[float, float]:
         return math.nan, math.nan
     layer, expert = quantity.removeprefix("layer_").split("_expert_")
     return int(layer), int(expert)
-
-
-def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """(mean, low, high): Student's t interval of the mean of the finite values (NaN ends: < 2)."""
-    from scipy import stats
-
-    x = np.asarray(values, float)
-    x = x[np.isfinite(x)]
-    if not len(x):
-        return math.nan, math.nan, math.nan
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, mean - half, mean + half
 
 
 def max_lpc(expert_sizes: Sequence[Sequence[int]] | None, exponent: float = 2.0) -> float:
