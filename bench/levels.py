@@ -90,6 +90,9 @@ COLUMNS = [
     "updates",
     "frames",
     "episodes",
+    "frame_gradients",
+    "demos",
+    "demo_s",
     "eval_episodes",
     "eval_success",
     "eval_ci_low",
@@ -255,6 +258,7 @@ def run_level(
     m = result.metrics
     eval_s = time.perf_counter() - started
     babyai = BABYAI.get(level, {})
+    demo_s = demo_generation_s(cfg) if cfg.demos else ""
     return {
         "level": level,
         "recipe": recipe_of(config, sets),
@@ -262,6 +266,10 @@ def run_level(
         "updates": updates,
         "frames": probes[-1][0],
         "episodes": probes[-1][1],
+        # labelled frames that received a gradient, summed over passes (learning volume, issue 41)
+        "frame_gradients": stats_of[final][1].get("frame_gradients", ""),
+        "demos": cfg.demos,
+        "demo_s": demo_s,
         "eval_episodes": m["num_episodes"],
         "eval_success": round(m["success_rate"], 4),
         "eval_ci_low": round(m["success_ci_low"], 4),
@@ -279,6 +287,15 @@ def run_level(
         "command": command,
         "config": json.dumps(recipe_keys(cfg), sort_keys=True),
     }
+
+
+def demo_generation_s(cfg: TrainConfig) -> float:
+    """Wall seconds the run's demo store spent generating its demos (summed over sessions; the
+    store's manifest), part of what a BC row cost beside its training time."""
+    from mop.bot_demos import MANIFEST, store_path
+
+    path = store_path(cfg.demos_dir, cfg.task_id, cfg.demo_seed, cfg.max_steps) / MANIFEST
+    return round(float(json.loads(path.read_text()).get("generation_s", 0.0)), 1) if path.exists() else ""
 
 
 def _frames(n: str) -> str:
@@ -337,10 +354,10 @@ def markdown(rows: list[dict]) -> str:
     "≥ 90% of BabyAI": whether the final success is at least 90% of BabyAI's 1 M-demo success."""
     order = {level: i for i, level in enumerate(LEVELS)}
     lines = [
-        "| level | recipe | frames | eval success (500 layouts, 95% CI) | first probe ≥ 99% "
+        "| level | recipe | frames | frame-gradients | demos | eval success (500 layouts, 95% CI) | first probe ≥ 99% "
         "(frames · student episodes) | best probe | training | BabyAI IL, 1 M demos | "
         "BabyAI demos to 99% | ≥ 90% of BabyAI |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(
         rows, key=lambda r: (order.get(r["level"], len(order)), recipe_shown(r), int(r["frames_budget"]))
@@ -359,9 +376,14 @@ def markdown(rows: list[dict]) -> str:
         best = f"{float(r['best_probe_success']) * 100:.0f}% at {_frames(r['best_probe_frames'])}"
         baby = r["babyai_success_1m"]
         ratio = "n/a" if baby == "" else ("yes" if success >= 0.9 * float(baby) else "no")
+        volume = _frames(r["frame_gradients"]) if r.get("frame_gradients") else "not counted"
+        demos = f"{int(r['demos']) / 1e3:.0f} K" if r.get("demos") not in (None, "", "0") else "online"
+        training = f"{float(r['train_s']) / 60:.0f} min"
+        if r.get("demo_s"):
+            training += f" + {float(r['demo_s']) / 60:.0f} min demos"
         lines.append(
             f"| {r['level'].removeprefix('BabyAI-').removesuffix('-v0')} | {recipe_shown(r)} | {_frames(r['frames'])} | "
-            f"{eval_cell} | {reached} | {best} | {float(r['train_s']) / 60:.0f} min | "
+            f"{volume} | {demos} | {eval_cell} | {reached} | {best} | {training} | "
             f"{baby + '%' if baby else 'n/a'} | {r['babyai_demos_to_99'] or 'n/a'} | {ratio} |"
         )
     return "\n".join(lines)
@@ -379,7 +401,12 @@ is in `bench/levels.py`). A level with a `configs/<level>.yaml` is trained with 
 resumes a run that was cut off; a longer `--frames` continues the shorter budget's run, as
 `--resume` does. Each row stores its resolved recipe: when a config file changed since a row or a
 run folder was made, the level is refused with the keys that differ (exit 2). Every row is one
-seed on a shared 2-core box; "training" is the run's own training time. This page is generated:
+seed on a shared 2-core box; "training" is the run's own training time (with `--demos`, plus the
+wall its demo store spent generating them). "frame-gradients" is the learning volume: labelled
+frames that received a gradient, summed over passes (replayed and demo frames included, padding
+not; BabyAI's IL gives ~1-2 G on the hard levels); "not counted" marks rows trained before runs
+counted it. "demos": the bot demos an offline (BC) row trained on; "online" is DAgger on the
+student's own episodes. This page is generated:
 `python bench/levels.py --markdown > docs/levels.md`. What the rows say is in
 [findings.md](findings.md#the-level-table-readings).
 """

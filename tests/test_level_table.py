@@ -61,8 +61,10 @@ def test_level_table_rows_skip_and_resume(tmp_path, capsys):
 
     (line,) = levels.markdown([row]).splitlines()[2:]
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[:3] == ["GoToObj", f"configs/{LEVEL}.yaml", "192"]
-    assert cells[3].startswith(f"{float(row['eval_success']) * 100:.1f}% [") and cells[3].endswith(
+    # online: every collected frame got one gradient (no replay, one epoch), no demos
+    assert int(row["frame_gradients"]) == final["stats"]["frame_gradients"] > 0 and row["demos"] == "0"
+    assert cells[:5] == ["GoToObj", f"configs/{LEVEL}.yaml", "192", str(row["frame_gradients"]), "online"]
+    assert cells[5].startswith(f"{float(row['eval_success']) * 100:.1f}% [") and cells[5].endswith(
         "(8 layouts)"
     )
     assert cells[-3:] == ["100.0%", "n/a", "yes" if float(row["eval_success"]) >= 0.9 else "no"]
@@ -95,14 +97,16 @@ def test_markdown_table_orders_levels_and_judges_against_babyai():
         {**base, "level": "BabyAI-UnlockPickup-v0", "eval_success": "0.5", "babyai_success_1m": "",
          "recipe": levels.recipe_of(None, {"lr_final": 3e-4})},
         {**base, "level": "BabyAI-GoToLocal-v0", "eval_success": "0.9", "babyai_success_1m": "99.8",
-         "frames_to_target": "896000", "episodes_to_target": "102427"},
+         "frames_to_target": "896000", "episodes_to_target": "102427", "frame_gradients": "5120000",
+         "demos": "50000", "demo_s": "1800"},
     ]  # fmt: skip
     lines = levels.markdown(rows).splitlines()[2:]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     assert [c[0] for c in cells] == ["GoToLocal", "UnlockPickup", "GoTo"]  # the table's order
-    assert cells[0][4] == "896 K · 102.4 K" and cells[2][4] == "not reached"
+    assert cells[0][6] == "896 K · 102.4 K" and cells[2][6] == "not reached"
     assert [c[-1] for c in cells] == ["yes", "n/a", "no"]  # 89.4 < 0.9 x 99.4; 90.0 >= 0.9 x 99.8
-    assert cells[0][2] == "1.02 M" and cells[0][6] == "10 min"
+    assert cells[0][2:5] == ["1.02 M", "5.12 M", "50 K"] and cells[0][8] == "10 min + 30 min demos"
+    assert cells[2][3:5] == ["not counted", "online"] and cells[2][8] == "10 min"  # a row before the count
     assert [c[1] for c in cells] == ["default", levels.recipe_of(None, {"lr_final": 3e-4}), "default"]
 
     # A --set recipe is named by its config and the overrides its (quoted) command carries.
