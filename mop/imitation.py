@@ -252,6 +252,10 @@ class Learner:
             "input_dim": obs_dim(cfg.obs_encoding),
             "num_actions": actions.pop(),
             "effective_max_steps": max(max_steps.values()),
+            # The replicate's seed, explicit: a run trained without --seed is seed 0 in every
+            # table (`seed` stays null there: it decides the run folder, trial_<N>/ not seed_0/).
+            # Not a config key, so never part of a recipe.
+            "replicate_seed": 0 if cfg.seed is None else cfg.seed,
         }
         if len(levels) > 1:
             model_config["level_max_steps"] = max_steps

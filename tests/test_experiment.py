@@ -21,6 +21,7 @@ from mop.experiment import (
     load_config,
     read_metrics,
     run_dir,
+    recipe_keys,
     save_checkpoint,
 )
 
@@ -185,7 +186,8 @@ def test_tiny_real_training_run_writes_loadable_checkpoints(tmp_path):
         "checkpoint_final.pt",
     ]
     assert (directory / "checkpoint_4.pt").samefile(directory / "checkpoint_final.pt")
-    assert json.loads((directory / "config.json").read_text())["task_id"] == "BabyAI-GoToRedBallGrey-v0"
+    written = json.loads((directory / "config.json").read_text())
+    assert written["task_id"] == "BabyAI-GoToRedBallGrey-v0" and (written["seed"], written["replicate_seed"]) == (1, 1)
     ckpt = torch.load(directory / "checkpoint_final.pt", weights_only=True)
     for key in (
         "task_id",
@@ -220,6 +222,17 @@ def test_tiny_real_training_run_writes_loadable_checkpoints(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_without_seed_records_seed_0_explicitly_and_keeps_its_folder(tmp_path):
+    """Issue 40: every run records its seed; one trained without --seed is seed 0 (replicate_seed)
+    while `seed` stays null, the key that keeps it in trial_<N>/ (not seed_0/) on --resume."""
+    cfg = tiny(tmp_path)
+    directory = Path(train_mop.main(cfg, progress=False)["run_dir"])
+    assert directory == tmp_path / "ck" / "BabyAI-GoToRedBallGrey-v0" / "trial_0"
+    written = json.loads((directory / "config.json").read_text())
+    assert (written["seed"], written["replicate_seed"]) == (None, 0)
+    assert "replicate_seed" not in recipe_keys(written)  # not a recipe key: never splits a condition
+
+
 def test_same_seed_same_loss_curve(tmp_path):
     a = train_mop.main(tiny(tmp_path / "a", seed=3), progress=False)
     b = train_mop.main(tiny(tmp_path / "b", seed=3), progress=False)
