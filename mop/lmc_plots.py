@@ -312,14 +312,19 @@ def plot_instability(table: pd.DataFrame, forks: pd.DataFrame | None = None) -> 
             "o",
             "paired drop (95% bootstrap)",
         )
-        for xi, r in zip(x, t.itertuples()):
+        pairs = t["pair"].to_numpy(int) if "pair" in t else np.zeros(len(t), int)
+        for xi, pair, r in zip(x, pairs, t.itertuples()):
             if pd.notna(r.success_drop_mid):
+                # A fork's pairs sit 0.012 apart: even pairs are labelled to the left, odd ones to
+                # the right, and further pairs a line higher each, so no two labels overlap.
+                left = pair % 2 == 0
                 ax.annotate(
                     f"p={r.success_drop_mid_p:.2g}\n{int(r.success_drop_mid_n_worse)}/"
                     f"{int(r.success_drop_mid_n_better)}",
                     (xi, r.success_drop_mid),
                     textcoords="offset points",
-                    xytext=(3, 3),
+                    xytext=(-3 if left else 3, 3 + 15 * (pair // 2)),
+                    ha="right" if left else "left",
                     fontsize=5,
                     color="0.3",
                 )
@@ -337,7 +342,7 @@ def plot_instability(table: pd.DataFrame, forks: pd.DataFrame | None = None) -> 
             color="0.5",
         )
     ax.axhline(0, color="0.7", lw=0.8)
-    ax.set_ylabel("success drop at the midpoint (endpoint line − midpoint)")
+    ax.set_ylabel("success drop at the midpoint\n(endpoint line − midpoint)")
     fig.suptitle("Instability vs fork point: both barrier forms, 95% percentile bootstrap intervals")
     return fig
 

@@ -676,3 +676,36 @@ def test_render_plots_paper_layout_writes_column_wide_pngs(caches, tmp_path):
     for path in summary["paths"]:
         width = struct.unpack(">I", open(path, "rb").read()[16:20])[0]  # the PNG header's width
         assert width == round(plot_style.PAPER_WIDTH * 40), path
+
+
+def test_lmc_midpoint_labels_of_a_forks_pairs_do_not_overlap():
+    """The instability figure labels each pair's midpoint drop with its sign test (p, worse/better);
+    two pairs of one fork sit 0.012 apart in x, so their labels used to print over each other."""
+    from mop.lmc_plots import plot_instability
+
+    rows = []
+    for fork, point in enumerate([0.25, 0.5]):
+        for pair in range(3):
+            row = {"fork": fork, "pair": pair, "fork_point": point, "fork_update": 10 * (fork + 1)}
+            for name in ("ce", "success"):
+                for form in ("line", "mean"):
+                    key = f"{name}_barrier_{form}"
+                    row |= {key: 0.01, f"{key}_ci_low": 0.0, f"{key}_ci_high": 0.02}
+                row[f"{name}_extreme_line"] = 0.0
+            row |= {"midpoint_alpha": 0.5, "success_drop_mid": 0.0, "success_drop_mid_ci_low": 0.0,
+                    "success_drop_mid_ci_high": 0.0, "success_drop_mid_n_worse": 0,
+                    "success_drop_mid_n_better": 0, "success_drop_mid_p": 1.0}  # fmt: skip
+            rows.append(row)
+    fig = plot_instability(pd.DataFrame(rows))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    labels = [t for t in fig.axes[2].texts if t.get_text().startswith("p=")]
+    assert len(labels) == 6
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    overlapping = [(i, j) for i in range(6) for j in range(i + 1, 6) if boxes[i].overlaps(boxes[j])]
+    assert overlapping == []
+    ylabel = fig.axes[2].yaxis.label.get_window_extent(renderer)
+    assert ylabel.y1 <= fig.axes[2].get_window_extent(renderer).y1  # not up into the title
