@@ -20,8 +20,8 @@ from mop.experiment import (
     load_checkpoint,
     load_config,
     read_metrics,
-    run_dir,
     recipe_keys,
+    run_dir,
     save_checkpoint,
 )
 
@@ -187,7 +187,10 @@ def test_tiny_real_training_run_writes_loadable_checkpoints(tmp_path):
     ]
     assert (directory / "checkpoint_4.pt").samefile(directory / "checkpoint_final.pt")
     written = json.loads((directory / "config.json").read_text())
-    assert written["task_id"] == "BabyAI-GoToRedBallGrey-v0" and (written["seed"], written["replicate_seed"]) == (1, 1)
+    assert written["task_id"] == "BabyAI-GoToRedBallGrey-v0" and (
+        written["seed"],
+        written["replicate_seed"],
+    ) == (1, 1)
     ckpt = torch.load(directory / "checkpoint_final.pt", weights_only=True)
     for key in (
         "task_id",
