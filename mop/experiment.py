@@ -145,6 +145,15 @@ class TrainConfig:
         "(0: online imitation)",
         0,
     )
+    demo_updates: int = _help(
+        "K > 0 with --demos N: BabyAI's recipe, behavioural cloning then DAgger. Updates 1..K train "
+        "offline on the N demos (as --demos alone), updates K+1..num_updates online as a run without "
+        "--demos (live collection, --buffer_episodes/--replay_ratio/--batch_columns as set). The teacher "
+        "forcing schedule starts at the switch (--teacher_forcing at update K+1), the lr schedule at "
+        "update 1 (one Adam throughout); metrics.jsonl rows of the BC phase carry demos/epoch, one is "
+        "logged at update K, and frames and episodes/total count on. 0: --demos trains offline throughout",
+        0,
+    )
     demo_seed: int = _help(
         "demo set: its layouts are seeds 5e8 + demo_seed x 1e7 + k, disjoint from training and evaluation (0..49)",
         0,
@@ -468,7 +477,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("teacher_forcing", "path_ratio_fraction", "expert_dropout_beta"):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise ConfigError(f"{key} must be in [0, 1], got {getattr(cfg, key)}")
-    for key in ("buffer_episodes", "demos", "demo_seed"):
+    for key in ("buffer_episodes", "demos", "demo_seed", "demo_updates"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: off), got {getattr(cfg, key)}")
     if cfg.epochs < 1:
@@ -487,11 +496,24 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                 f"batch_columns x unroll_len must be at most {MAX_STEPS_PER_UPDATE} steps per update "
                 f"(memory), got {cfg.batch_columns} x {cfg.unroll_len}"
             )
-    if cfg.demos and "," in cfg.task_id:
-        raise ConfigError("--demos takes one level (demo caches are per level), not a multi-task task_id")
-    if cfg.demos and cfg.buffer_episodes:
+    if cfg.demo_updates and not cfg.demos:
         raise ConfigError(
-            "--demos trains offline on bot demos only; --buffer_episodes is online DAgger's buffer: give one of them"
+            "demo_updates counts the offline updates on --demos N before DAgger: give --demos too"
+        )
+    if cfg.demo_updates >= cfg.num_updates:
+        raise ConfigError(
+            f"demo_updates ({cfg.demo_updates}) must be below num_updates ({cfg.num_updates}): no online "
+            "update would be left (for offline behavioural cloning only, leave demo_updates at 0)"
+        )
+    if cfg.demos and "," in cfg.task_id:
+        raise ConfigError(
+            f"--demos{' (and demo_updates, its offline phase)' if cfg.demo_updates else ''} takes one "
+            "level (demo caches are per level), not a multi-task task_id"
+        )
+    if cfg.demos and cfg.buffer_episodes and not cfg.demo_updates:
+        raise ConfigError(
+            "--demos trains offline on bot demos only; --buffer_episodes is online DAgger's buffer: give "
+            "one of them (or --demo_updates K: the demos for K updates, then DAgger with the buffer)"
         )
     if cfg.aux_rooms_weight < 0:
         raise ConfigError(f"aux_rooms_weight must be >= 0 (0: off), got {cfg.aux_rooms_weight}")
@@ -932,15 +954,16 @@ def config_changes(old: dict, new: dict) -> list[str]:
 
 
 def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfig:
-    """The config of the run to resume: the checkpoint's, with only RESUMABLE_OVERRIDES changed."""
-    base = load_config(path, overrides)
+    """The config of the run to resume: the checkpoint's, with only RESUMABLE_OVERRIDES changed, and
+    demo_updates (mop/imitation.py's checkpoint_to_resume checks it against the updates done)."""
+    base = load_config(path, {k: v for k, v in overrides.items() if k != "demo_updates"})  # the run's --demos
     saved = newest_checkpoint(run_dir(base), report=False)[1]["config"]
     stored = {k: saved[k] for k in CONFIG_KEYS if k in saved}
     # The device belongs to the machine, not to the run: a run trained on a GPU resumes on a
     # laptop with the laptop's setting (--device, else config.yaml's), not with 'cuda'.
     stored["device"] = base.device
     for key, value in overrides.items():
-        if key in RESUMABLE_OVERRIDES:
+        if key in RESUMABLE_OVERRIDES or key == "demo_updates":
             stored[key] = value
         elif _coerce(key, value) != _coerce(key, stored.get(key, _DEFAULTS.get(key))):
             raise ConfigError(

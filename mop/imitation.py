@@ -19,7 +19,9 @@ Where the labelled steps come from (README "Training"):
   aggregation buffer (replay_buffer.py), `--replay_ratio` of the update's frames; the buffer is
   saved as buffer_<update>.npz beside each checkpoint and restored by --resume;
 - with `--demos N` (`DemoSource`, in the collector's place): bot demos only (mop/bot_demos.py), offline
-  behavioural cloning in passes over the cached demos.
+  behavioural cloning in passes over the cached demos; with `--demo_updates K` too, for updates
+  1..K only: after update K the collector starts and the run goes on as online DAgger
+  (`offline_update` says which an update is; teacher forcing's schedule starts at K + 1).
 With `--learner_stream streamed` replayed and demo episodes arrive as persistent columns
 (mop/streams.py's EpisodeColumns, the one producer of stored-episode streams) beside or instead of
 the live chunk's; after each step the loop hands every stream the memory its columns ended with
@@ -83,6 +85,7 @@ from mop.experiment import (
     TrainConfig,
     newest_checkpoint,
     read_metrics,
+    recipe_value,
     run_dir,
     run_seed,
     save_checkpoint,
@@ -206,7 +209,34 @@ def checkpoint_to_resume(cfg: TrainConfig, resume: bool) -> tuple[Path, dict] | 
         raise ConfigError(
             f"--resume: the run in {str(directory)!r} already reached update {ckpt['update']}; raise --num_updates to continue"
         )
+    check_demo_switch(ckpt["config"], int(ckpt["update"]), cfg)
     return path, ckpt
+
+
+def check_demo_switch(saved: dict, update: int, cfg: TrainConfig) -> None:
+    """A resume may move demo_updates (the switch from the demos to DAgger) only where the updates
+    done were offline under both values: a finished BC run (--demos N, no demo_updates) goes on
+    into DAgger with --demo_updates at or after its last update, and a BC phase not yet over may
+    end elsewhere. ConfigError in one line when the new value would rewrite what was trained."""
+    old = recipe_value(saved, "demo_updates")
+    if old == cfg.demo_updates:
+        return
+
+    def offline_through(demos: int, demo_updates: int) -> int:  # the last offline update done
+        return min(update, demo_updates or update) if demos else 0
+
+    done_offline = offline_through(recipe_value(saved, "demos"), old)
+    if done_offline != offline_through(cfg.demos, cfg.demo_updates):
+        if done_offline == update:
+            past, keep = (
+                f"trained offline on its demos through update {update}",
+                f"give demo_updates >= {update}",
+            )
+        else:
+            past, keep = f"trained online after update {done_offline}", f"keep demo_updates {old}"
+        raise ConfigError(
+            f"--resume: demo_updates {cfg.demo_updates} contradicts the run's checkpoint, which {past}: {keep}"
+        )
 
 
 class TrainingDiverged(ConfigError):
@@ -543,10 +573,21 @@ def linear_schedule(start: float, final: float | None, decay_updates: int, updat
 
 def teacher_forcing_at(cfg: TrainConfig, update: int) -> float:
     """DAgger's beta_i: the probability that the bot's label, rather than the
-    student's action, is executed, on cfg's schedule (linear_schedule)."""
+    student's action, is executed, on cfg's schedule (linear_schedule). i counts DAgger's
+    updates: after --demo_updates of behavioural cloning the schedule starts at update
+    demo_updates + 1 (the demos' updates never act)."""
     return linear_schedule(
-        cfg.teacher_forcing, cfg.teacher_forcing_final, cfg.teacher_forcing_decay_updates, update
+        cfg.teacher_forcing,
+        cfg.teacher_forcing_final,
+        cfg.teacher_forcing_decay_updates,
+        update - cfg.demo_updates,
     )
+
+
+def offline_update(cfg: TrainConfig, update: int) -> bool:
+    """Whether `update` trains on the bot demos rather than on live collection: every update of a
+    --demos run, the first demo_updates of one that turns to DAgger after them."""
+    return bool(cfg.demos) and (not cfg.demo_updates or update <= cfg.demo_updates)
 
 
 def lr_at(cfg: TrainConfig, update: int) -> float:
@@ -715,7 +756,7 @@ class ImitationRun:
         from mop.progress import progress_bar
 
         cfg, state, learner = self.cfg, self.state, self.learner
-        if cfg.demos:
+        if offline_update(cfg, state.update + 1):
             self.collector = DemoSource(cfg, self.ckpt, self.progress)
         else:
             self.collector = open_collector(cfg, learner, self.build_policy_fn, state)
@@ -768,14 +809,19 @@ class ImitationRun:
         cfg, state, learner = self.cfg, self.state, self.learner
         update = state.update + 1
         state.update, last = update, update == cfg.num_updates
+        # The last update on the demos before DAgger (--demo_updates): the live collector starts
+        # after it, and its first unroll acts with this update's weights (as when resumed here).
+        switching = offline_update(cfg, update) and not offline_update(cfg, update + 1) and not last
+        online = not offline_update(cfg, update)
         waited = time.perf_counter()
         chunk = self.collector.result()
         waited = time.perf_counter() - waited
         submitted = 0.0
-        if cfg.async_collection and not last:  # the next unroll overlaps with this update
+        if cfg.async_collection and not last and not switching:  # the next unroll overlaps with this update
             submitted = self._submit(update + 1)
         learning = time.perf_counter()
-        batch, extra = self.replay.training_batch(chunk, learner) if self.replay is not None else (chunk, {})
+        replaying = self.replay is not None and online  # the DAgger buffer holds live episodes only
+        batch, extra = self.replay.training_batch(chunk, learner) if replaying else (chunk, {})
         try:
             parts = learner.step(batch, lr_at(cfg, update))
             carry_memory(batch, learner.end_memory)  # streamed columns go on from where this step ended
@@ -786,7 +832,7 @@ class ImitationRun:
                 f"{saved}); lower --lr or --lpc_alpha"
             ) from None
         learning = time.perf_counter() - learning
-        if not cfg.async_collection and not last:
+        if not cfg.async_collection and not last and not switching:
             submitted = self._submit(update + 1)
         # Where the update's time went (means over the logged window): the learner waiting for the
         # chunk, sending the weights for the next one, its own replay + step, and the slowest
@@ -803,9 +849,9 @@ class ImitationRun:
         state.record(chunk, parts)
         self.bar.update(1)
         logged = None
-        if update % cfg.log_interval == 0 or last:
+        if update % cfg.log_interval == 0 or last or switching:  # no row mixes the two phases
             logged = self.row = state.log_row()
-            if self.replay is not None:
+            if replaying:
                 self.row.update(self.replay.log_fields())
             if isinstance(self.collector, DemoSource):
                 self.row["demos/epoch"] = self.collector.buffer.epoch  # passes over the demos started
@@ -824,6 +870,11 @@ class ImitationRun:
             self.written += [
                 str(p) for p in store_last_update(self.directory, update, lambda p: self.save(p.name))
             ]
+        if switching:
+            self.collector.__exit__(None, None, None)
+            self.collector = None  # (a failed start leaves nothing for __exit__ to close twice)
+            self.collector = open_collector(cfg, learner, self.build_policy_fn, state)
+            self._submit(update + 1)
         return logged
 
     def payload(self) -> dict:
@@ -838,10 +889,13 @@ class ImitationRun:
 
     def save(self, name: str) -> str:
         update = self.state.update
-        if self.replay is not None:  # the buffer first: a checkpoint on disk always has its buffer
+        # The buffer first: a checkpoint on disk always has its buffer (none while the run is on its
+        # demos: it is empty until the first DAgger update, and Replay.start makes it so).
+        buffered = self.replay is not None and not offline_update(self.cfg, update)
+        if buffered:
             self.replay.save(self.directory, update)
         path = str(save_checkpoint(self.directory / name, self.payload()))
-        if self.replay is not None:
+        if buffered:
             Replay.drop_older(self.directory, keep={update, *self.save_at})
         return path
 

@@ -50,12 +50,12 @@ def buffer_seed(cfg: TrainConfig) -> list[int]:
     return [run_seed(cfg), 0xB0FFE7]  # its own stream: sampling never shifts the run's other draws
 
 
-def stored_columns(cfg: TrainConfig) -> int:
+def stored_columns(cfg: TrainConfig, demos: bool) -> int:
     """--learner_stream streamed: the columns of stored episodes per Adam step (cfg.batch_columns;
     null: the padded path's frames, num_envs for demos, num_envs x r / (1 - r) beside a buffer)."""
     if cfg.batch_columns is not None:
         return cfg.batch_columns
-    if cfg.demos:
+    if demos:
         return cfg.num_envs
     return replay_frames_for(cfg.num_envs, cfg.replay_ratio)
 
@@ -81,7 +81,7 @@ class Replay:
     def start(cls, cfg: TrainConfig, directory: Path, ckpt: dict | None) -> Replay | None:
         if cfg.buffer_episodes == 0:
             return None
-        if ckpt is None or int(ckpt["update"]) == 0:
+        if ckpt is None or int(ckpt["update"]) <= cfg.demo_updates:  # no DAgger update yet: empty
             buffer = EpisodeBuffer(cfg.buffer_episodes, cfg.task_id, buffer_seed(cfg))
         else:
             path = buffer_path(directory, int(ckpt["update"]))
@@ -117,10 +117,10 @@ class Replay:
         """The chunk beside stored_columns(cfg) persistent replay columns (EpisodeColumns, drawing
         uniformly from the buffer); none while the buffer is empty."""
         columns = None
-        if len(self.buffer) and stored_columns(self.cfg) > 0:
+        if len(self.buffer) and stored_columns(self.cfg, demos=False) > 0:
             if self.stream is None:
                 self.stream = EpisodeColumns(
-                    stored_columns(self.cfg),
+                    stored_columns(self.cfg, demos=False),
                     self.cfg.unroll_len,
                     self.buffer.draw_uniform,
                     self.buffer.get,
@@ -220,7 +220,7 @@ class DemoSource:
         if self.cfg.learner_stream == "streamed":
             if self.stream is None:
                 self.stream = EpisodeColumns(
-                    stored_columns(self.cfg),
+                    stored_columns(self.cfg, demos=True),
                     unroll_len,
                     self.buffer.draw_epoch,
                     self.buffer.get,

@@ -1,0 +1,216 @@
+"""BabyAI's recipe in one run (issue 41): `--demos N --demo_updates K` clones the bot's demos for
+updates 1..K, then trains online by DAgger for K+1..num_updates; its schedules, its metrics rows,
+--resume on both sides of the switch (and a finished BC run continued into DAgger), bad input."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+import torch
+
+import train_mop
+from conftest import TINY_PRESET, stderr_lines, tiny_config
+from mop import experiment
+from mop.experiment import ConfigError, read_metrics
+from mop.imitation import ImitationRun, lr_at, offline_update, teacher_forcing_at
+
+TASK = "BabyAI-GoToRedBallGrey-v0"
+# Four updates on 10 demos, then four of DAgger with a buffer and teacher forcing 1 -> 0 over two.
+RECIPE = dict(
+    demos=10,
+    demo_updates=4,
+    num_updates=8,
+    buffer_episodes=20,
+    max_steps=12,
+    teacher_forcing=1.0,
+    teacher_forcing_final=0.0,
+    teacher_forcing_decay_updates=2,
+    log_interval=3,
+    checkpoint_interval=3,
+)
+
+
+def recipe(checkpoint_dir, demos_dir, **changes):
+    return tiny_config(checkpoint_dir, **{**RECIPE, "demos_dir": str(demos_dir), **changes})
+
+
+def run_folder(checkpoint_dir):
+    return checkpoint_dir / TASK / "trial_0"
+
+
+def cli(monkeypatch, *args):
+    """train_mop.py's command line, in this process: its exit code (None: it trained to the end)."""
+    monkeypatch.setattr(sys, "argv", ["train_mop.py", "--config", str(TINY_PRESET), *args])
+    try:
+        experiment.cli_main(train_mop.main, train_mop.__doc__)
+    except SystemExit as e:
+        return e.code
+    return None
+
+
+def files(folder):
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- tier 1
+
+
+def test_the_schedules_count_as_documented(tmp_path):
+    cfg = recipe(tmp_path, tmp_path / "demos")
+    assert [offline_update(cfg, u) for u in range(1, 9)] == [True] * 4 + [False] * 4
+    # teacher forcing is DAgger's beta_i: it starts at the switch, 1 -> 0.5 -> 0 from update 5 on
+    assert [teacher_forcing_at(cfg, u) for u in (5, 6, 7, 8)] == [1.0, 0.5, 0.0, 0.0]
+    # the learning rate is the run's: a function of the update since update 1, whatever the phase
+    scheduled = recipe(tmp_path, tmp_path / "demos", lr_final=1e-3, lr_decay_updates=4)
+    assert [lr_at(scheduled, u) for u in (1, 5)] == pytest.approx([3e-3, 1e-3])
+    # demo_updates 0 (absent): the demos throughout, as before the key existed
+    alone = tiny_config(tmp_path, demos=10)
+    assert alone.demo_updates == 0 and all(offline_update(alone, u) for u in range(1, 7))
+    assert not any(offline_update(tiny_config(tmp_path), u) for u in range(1, 7))
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--demos", "10", "--demo_updates", "-1"], r"demo_updates must be >= 0"),
+        (["--demo_updates", "3"], r"demo_updates counts the offline updates on --demos N .* give --demos"),
+        (["--demos", "10", "--demo_updates", "6"], r"demo_updates \(6\) must be below num_updates \(6\)"),
+        (["--demos", "10", "--demo_updates", "9"], r"no online update would be left"),
+        (
+            ["--demos", "10", "--demo_updates", "2", "--task_id", "BabyAI-GoToLocal-v0,BabyAI-PickupLoc-v0"],
+            r"--demos \(and demo_updates, its offline phase\) takes one level",
+        ),
+    ],
+)
+def test_bad_demo_updates_are_one_error_line_and_write_nothing(tmp_path, monkeypatch, capsys, flags, match):
+    monkeypatch.chdir(tmp_path)
+    assert cli(monkeypatch, "--checkpoint_dir", str(tmp_path / "ck"), *flags) == 2
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert re.search(match, lines[0]), lines[0]
+    assert files(tmp_path) == {}
+
+
+def test_the_buffer_combines_with_demos_only_through_demo_updates(tmp_path):
+    with pytest.raises(ConfigError, match="give one of them .*--demo_updates K"):
+        tiny_config(tmp_path, demos=10, buffer_episodes=20)
+    assert tiny_config(tmp_path, demos=10, buffer_episodes=20, demo_updates=3).buffer_episodes == 20
+
+
+# ----------------------------------------------------------------------------- tier 2
+
+
+@pytest.mark.slow
+def test_demos_then_dagger_logs_bc_rows_then_online_rows(tmp_path):
+    ck = tmp_path / "ck"
+    summary = train_mop.main(recipe(ck, tmp_path / "demos"), progress=False)
+    rows = read_metrics(summary["metrics_path"])
+    # a row at the switch (update 4) besides every third update: no row mixes the two phases
+    assert [r["update"] for r in rows] == [3, 4, 6, 8]
+    bc, online = rows[:2], rows[2:]
+    for row in bc:  # the demos: bot-driven, demos/epoch, no student episode, the buffer not in play
+        assert row["demos/epoch"] >= 1 and row["train/teacher_forcing"] == 1.0
+        assert row["episodes/recent_window"] == 0 and "buffer/episodes" not in row
+    for row in online:  # DAgger: live collection, the student's episodes, the buffer replayed
+        assert "demos/epoch" not in row and "perf/collect_s" in row
+        assert row["episodes/recent_window"] > 0 and row["buffer/episodes"] > 0
+        assert row["train/replay_frames"] > 0
+    # teacher forcing as configured from the switch: the mean of updates 5-6 (1, 0.5), then 0
+    assert [r["train/teacher_forcing"] for r in online] == [0.75, 0.0]
+    # the counters go on across the switch: demos trained on, then the episodes collected
+    assert bc[1]["episodes/total"] >= 10 and online[1]["episodes/total"] > bc[1]["episodes/total"]
+    assert (
+        online[1]["frames"] > bc[1]["frames"]
+        and online[1]["train/frame_gradients"] > bc[1]["train/frame_gradients"]
+    )
+    folder = run_folder(ck)
+    assert "demo_sampler" in torch.load(folder / "checkpoint_3.pt", weights_only=True)
+    final = torch.load(folder / "checkpoint_final.pt", weights_only=True)
+    assert "demo_sampler" not in final and final["config"]["demo_updates"] == 4
+    assert sorted(p.name for p in folder.glob("buffer_*.npz")) == ["buffer_8.npz"]
+
+
+@pytest.mark.slow
+def test_resume_inside_the_bc_phase_and_after_the_switch(tmp_path, monkeypatch):
+    demos = tmp_path / "demos"
+    exact = dict(log_interval=1, async_collection=False)
+    whole = train_mop.main(recipe(tmp_path / "whole", demos, **exact), progress=False)
+    uninterrupted = read_metrics(whole["metrics_path"])
+
+    # Killed in update 4, after checkpoint_3.pt: the BC phase resumes with its demo sampler.
+    real_update = ImitationRun.update
+
+    def killed(run):
+        if run.state.update == 3:
+            raise KeyboardInterrupt
+        return real_update(run)
+
+    monkeypatch.setattr(ImitationRun, "update", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_mop.main(recipe(tmp_path / "bc", demos, **exact), progress=False)
+    monkeypatch.undo()
+    assert not (run_folder(tmp_path / "bc") / "buffer_3.npz").exists()  # no buffer while on demos
+    resumed = train_mop.main(recipe(tmp_path / "bc", demos, **exact), resume=True, progress=False)
+    rows = read_metrics(resumed["metrics_path"])
+    assert [r["update"] for r in rows] == list(range(1, 9))
+    assert ["demos/epoch" in r for r in rows] == [True] * 4 + [False] * 4
+    # cut before the switch, the whole run is the uninterrupted one: the demos go on where they
+    # were, and the collector starts at the switch from the same weights either way
+    assert [r["train/loss"] for r in rows] == [r["train/loss"] for r in uninterrupted]
+
+    # Cut after the switch (at update 6): DAgger resumes with its collector and buffer.
+    train_mop.main(recipe(tmp_path / "online", demos, num_updates=6, **exact), progress=False)
+    assert (run_folder(tmp_path / "online") / "buffer_6.npz").exists()
+    resumed = train_mop.main(recipe(tmp_path / "online", demos, **exact), resume=True, progress=False)
+    rows = read_metrics(resumed["metrics_path"])
+    assert [r["update"] for r in rows] == list(range(1, 9))
+    assert ["demos/epoch" in r for r in rows] == [True] * 4 + [False] * 4
+    assert [r["train/loss"] for r in rows[:6]] == [r["train/loss"] for r in uninterrupted[:6]]
+    assert (
+        rows[-1]["episodes/total"] > rows[5]["episodes/total"]
+        and rows[-1]["buffer/added"] > rows[5]["buffer/added"]
+    )
+    assert (
+        torch.load(run_folder(tmp_path / "online") / "checkpoint_final.pt", weights_only=True)["update"] == 8
+    )
+
+
+@pytest.mark.slow
+def test_a_finished_bc_run_goes_on_into_dagger_and_its_past_is_kept(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    ck, demos = tmp_path / "ck", tmp_path / "demos"
+    where = ["--checkpoint_dir", str(ck), "--demos_dir", str(demos)]
+    train_mop.main(tiny_config(ck, demos=10, demos_dir=str(demos), num_updates=4), progress=False)
+    folder = run_folder(ck)
+    for path in folder.glob("checkpoint_*.pt"):  # written before the key existed: no demo_updates
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["config"].pop("demo_updates", None)  # (checkpoint_final.pt is a link to one of them)
+        torch.save(ckpt, path)
+    before = files(tmp_path)
+    # moving the switch before updates already done on the demos is refused, nothing written
+    assert cli(monkeypatch, *where, "--resume", "--num_updates", "8", "--demo_updates", "2") == 2
+    lines = stderr_lines(capsys.readouterr().err)
+    assert lines == [
+        "error: --resume: demo_updates 2 contradicts the run's checkpoint, which trained offline on "
+        "its demos through update 4: give demo_updates >= 4"
+    ]
+    assert files(tmp_path) == before
+    # at (or after) its last update: the BC run goes on as DAgger
+    assert cli(monkeypatch, *where, "--resume", "--num_updates", "8", "--demo_updates", "4") is None
+    rows = read_metrics(folder / "metrics.jsonl")
+    assert [r["update"] for r in rows] == [3, 4, 6, 8]
+    assert ["demos/epoch" in r for r in rows] == [True, True, False, False]
+    assert "perf/collect_s" in rows[-1] and "perf/collect_s" not in rows[1]  # live collection after update 4
+    assert torch.load(folder / "checkpoint_final.pt", weights_only=True)["config"]["demo_updates"] == 4
+    # ... and is the run that had --demo_updates 4 from the start (the collector starts from the
+    # same weights at the switch either way)
+    whole = tiny_config(tmp_path / "whole", demos=10, demos_dir=str(demos), num_updates=8, demo_updates=4)
+    whole_rows = read_metrics(train_mop.main(whole, progress=False)["metrics_path"])
+    assert [r["train/loss"] for r in rows] == [r["train/loss"] for r in whole_rows]
+    # once it has turned to DAgger, the switch stays where it was
+    capsys.readouterr()
+    assert cli(monkeypatch, *where, "--resume", "--num_updates", "10", "--demo_updates", "6") == 2
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].endswith("trained online after update 4: keep demo_updates 4")
