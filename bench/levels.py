@@ -378,6 +378,9 @@ def markdown(rows: list[dict]) -> str:
         ratio = "n/a" if baby == "" else ("yes" if success >= 0.9 * float(baby) else "no")
         volume = _frames(r["frame_gradients"]) if r.get("frame_gradients") else "not counted"
         demos = f"{int(r['demos']) / 1e3:.0f} K" if r.get("demos") not in (None, "", "0") else "online"
+        switch = json.loads(r["config"]).get("demo_updates") if r.get("config") else None
+        if switch and demos != "online":
+            demos += f", then DAgger from update {int(switch) + 1}"  # --demo_updates: BC, then online
         training = f"{float(r['train_s']) / 60:.0f} min"
         if r.get("demo_s"):
             training += f" + {float(r['demo_s']) / 60:.0f} min demos"
@@ -405,8 +408,8 @@ seed on a shared 2-core box; "training" is the run's own training time (with `--
 wall its demo store spent generating them). "frame-gradients" is the learning volume: labelled
 frames that received a gradient, summed over passes (replayed and demo frames included, padding
 not; BabyAI's IL gives ~1-2 G on the hard levels); "not counted" marks rows trained before runs
-counted it. "demos": the bot demos an offline (BC) row trained on; "online" is DAgger on the
-student's own episodes. This page is generated:
+counted it. "demos": the bot demos an offline (BC) row trained on ("then DAgger": `--demo_updates`,
+BC first, then online); "online" is DAgger on the student's own episodes. This page is generated:
 `python bench/levels.py --markdown > docs/levels.md`. What the rows say is in
 [findings.md](findings.md#the-level-table-readings).
 """

@@ -107,6 +107,9 @@ def test_markdown_table_orders_levels_and_judges_against_babyai():
     assert [c[-1] for c in cells] == ["yes", "n/a", "no"]  # 89.4 < 0.9 x 99.4; 90.0 >= 0.9 x 99.8
     assert cells[0][2:5] == ["1.02 M", "5.12 M", "50 K"] and cells[0][8] == "10 min + 30 min demos"
     assert cells[2][3:5] == ["not counted", "online"] and cells[2][8] == "10 min"  # a row before the count
+    switched = {**rows[2], "config": json.dumps({"demos": 50000, "demo_updates": 400})}
+    (line,) = levels.markdown([switched]).splitlines()[2:]
+    assert line.split("|")[5].strip() == "50 K, then DAgger from update 401"
     assert [c[1] for c in cells] == ["default", levels.recipe_of(None, {"lr_final": 3e-4}), "default"]
 
     # A --set recipe is named by its config and the overrides its (quoted) command carries.
