@@ -8,13 +8,14 @@ own CLI in tests/test_modal_app.py, and the imports of every command by tests/te
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
 import sys
 from functools import cache
 from pathlib import Path
 
 import pytest
+
+from mop.readme_commands import located_commands, python_script, words
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -23,36 +24,8 @@ QUICKSTART_RUN = ("BabyAI-GoToLocal-v0", 0)  # scripts/quickstart.sh: --task_id 
 MAX_LINES = 380  # a guide: this phase's four new stages (causal, attribution, subgoals, the demo store) took it past 360
 
 
-def located_commands(text: str) -> list[tuple[int, str]]:
-    """(offset of its block, command) for every command line of the text's fenced shell blocks,
-    continuation lines joined."""
-    found = []
-    for block in re.finditer(r"```(?:bash|sh|console)?\n(.*?)```", text, re.S):
-        for line in block.group(1).replace("\\\n", " ").splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                found.append((block.start(), line))
-    return found
-
-
 def commands(text: str) -> list[str]:
     return [command for _, command in located_commands(text)]
-
-
-def words(command: str) -> list[str]:
-    """The command's words without its trailing comment; `[--flag value]` marks optional flags."""
-    lexer = shlex.shlex(command, posix=True, punctuation_chars=False)
-    lexer.whitespace_split, lexer.commenters = True, "#"
-    return [w.strip("[]") for w in lexer if w.strip("[]")]
-
-
-def python_script(ws: list[str]) -> tuple[str, str | None, list[str]] | None:
-    """(script, subcommand, flags) of a `python X.py [sub] --flag ...` command."""
-    if len(ws) < 2 or ws[0] not in ("python", "python3") or not ws[1].endswith(".py"):
-        return None
-    sub = ws[2] if len(ws) > 2 and re.fullmatch(r"[a-z_]+", ws[2]) and not ws[2].endswith(".py") else None
-    flags = [w.split("=")[0] for w in ws[2:] if w.startswith("--")]
-    return ws[1], sub, flags
 
 
 @cache
@@ -130,6 +103,25 @@ def test_every_checkpoint_a_command_reads_is_made_by_the_quickstart_or_an_earlie
     for command in cmds:
         for task, trial in re.findall(r"checkpoints/(BabyAI-[\w-]+)/trial_(\d+)", command):
             assert (task, int(trial)) in made, f"{command}: no README command makes {task} trial {trial}"
+
+
+def test_no_training_command_lands_in_a_run_folder_an_earlier_one_made():
+    """Walked in order, a second training command on the same (level, trial, seed) without --resume
+    is refused ("already holds checkpoints"): each trains its own run, or says --resume."""
+    from mop.experiment import load_config
+
+    made = {(*QUICKSTART_RUN, None)}
+    for command in commands(README.read_text()):
+        ws = words(command)
+        parsed = python_script(ws)
+        if not parsed or Path(parsed[0]).name not in ("train_mop.py", "train.py") or "--resume" in ws:
+            continue
+        value = {flag: ws[i + 1] for i, flag in enumerate(ws[:-1]) if flag.startswith("--")}
+        config = load_config(ROOT / value.get("--config", "config.yaml"))
+        seed = value.get("--seed", config.seed)
+        run = (value.get("--task_id", config.task_id), int(value.get("--trial", config.trial)), seed)
+        assert run not in made, f"{command}: an earlier README command already trained {run}"
+        made.add(run)
 
 
 def test_the_walker_catches_a_bad_command():  # the checks above can fail
