@@ -57,6 +57,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -531,7 +532,18 @@ class TrainState:
         row["episodes/bot_failures"] = self.stats.bot_failures
         row["perf/frames_per_s"] = self.window["frames"] / max(now - self.window["time"], 1e-9)
         row["time/elapsed_s"] = now - self.started
+        row["perf/rss_mb"] = resident_mb()
         return row
+
+
+def resident_mb() -> float:
+    """The learner process's resident memory now, in MB (Linux /proc; NaN elsewhere): logged with
+    every metrics row, so a run whose memory climbs says when it did."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
