@@ -1,0 +1,115 @@
+"""Calibration entries for the analyses across runs of the routing and its causes, registered in
+bench/calibration.py's ENTRIES (which runs and reports them; see its docstring): causal.py's
+prediction test and stats.py --time_course's family. Each simulator's unit of replication is a run
+(a seed); each entry calls the function the tool calls.
+
+    python bench/calibration.py --draws 200 --only causal_predict_within_run_null --out /tmp/c.md
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from calibration_entry import ALPHA, Entry, covers, rejects
+
+# ----------------------------------------------------------------------------- causal.py, time course
+
+
+def causal_experts(rng: np.random.Generator, identity_effect: float = 0.0) -> tuple:
+    """3 runs x 3 layers x 3 experts (expert 0 the identity): a statistic and an effect, independent
+    among the sized ones; identity_effect > 0: the identity is heaviest and most costly to remove."""
+    runs = np.repeat(np.arange(3), 9)
+    identity = np.tile(np.arange(9) % 3 == 0, 3)
+    stat = rng.uniform(0.0, 0.3, 27)
+    effect = rng.normal(0.0, 0.05, 27)
+    if identity_effect:
+        stat[identity] += 0.6
+        effect[identity] -= identity_effect
+    return (stat, effect, runs, identity, int(rng.integers(2**31))), 0.0
+
+
+def causal_confounded(rng: np.random.Generator) -> tuple:
+    return causal_experts(rng, identity_effect=0.5)
+
+
+def causal_all_rejects(inputs: tuple, truth: Any) -> bool:
+    from mop import causal
+
+    stat, effect, runs, _, seed = inputs
+    return rejects(causal.within_run_spearman(stat, effect, runs, 199, seed)["p"])
+
+
+def causal_sized_rejects(inputs: tuple, truth: Any) -> bool:
+    from mop import causal
+
+    stat, effect, runs, identity, seed = inputs
+    keep = ~identity
+    return rejects(causal.within_run_spearman(stat[keep], effect[keep], runs[keep], 199, seed)["p"])
+
+
+def causal_interval_covers(inputs: tuple, truth: float) -> bool:
+    from mop import causal
+
+    stat, effect, runs, _, seed = inputs
+    r = causal.within_run_spearman(stat, effect, runs, 19, seed)
+    return covers(r["ci_low"], r["ci_high"], truth)
+
+
+def time_course_null(rng: np.random.Generator) -> tuple:
+    """3 runs x 3 levels x 4 updates, every level's LPC the same in truth (run spread, episode noise)."""
+    course = {}
+    for update in (250, 500, 750, 1000):
+        course[update] = {}
+        for run in range(3):
+            base = rng.normal(500.0, 60.0)
+            course[update][(0, run)] = {
+                level: pd.DataFrame(
+                    {
+                        "mean_lpc": base + rng.normal(0.0, 40.0, 20),
+                        "length": np.full(20, 10),
+                        "success": np.ones(20),
+                    }
+                )
+                for level in ("A", "B", "C")
+            }
+    return course, None
+
+
+def time_course_any(course: dict, truth: Any) -> bool:
+    from mop import difficulty
+
+    _, pairs, _ = difficulty.routing_time_course(course)
+    return bool((pairs["p_holm"] < ALPHA).any())
+
+
+def time_course_any_unadjusted(course: dict, truth: Any) -> bool:
+    from mop import difficulty
+
+    _, pairs, _ = difficulty.routing_time_course(course)
+    return bool((pairs["p"].astype(float) < ALPHA).any())
+
+
+# causal.py's prediction test and its identity control; stats.py --time_course's family
+# fmt: off
+ENTRIES: list[Entry] = [
+    Entry("causal_predict_within_run_null", "causal_predict.csv p (does a routing statistic order the experts' "
+          "effects? mean within-run Spearman, statistic permuted within runs)", "rejection", ALPHA, "null",
+          causal_experts, causal_all_rejects, "3 runs x 9 experts, statistic and effect independent"),
+    Entry("causal_predict_interval_at_0", "causal_predict.csv ci_low/high (95% t over runs of Fisher's z)",
+          "coverage", 0.95, "coverage", causal_experts, causal_interval_covers, "3 runs x 9 experts, true rho 0"),
+    Entry("causal_predict_identity_confound", "causal_predict.csv p over all experts when the identity is "
+          "heaviest and most harmful to remove", "rejection", ALPHA, "confound", causal_confounded,
+          causal_all_rejects, "no link among the sized experts; each layer's identity heavy and costly to remove"),
+    Entry("causal_predict_sized_control", "causal_predict.csv p, experts 'sized (identity left out)': the "
+          "control of the row above", "rejection", ALPHA, "null", causal_confounded, causal_sized_rejects,
+          "the same data: no link among the sized experts"),
+    Entry("time_course_holm_familywise", "time_course_pairs.csv p_holm: any of 4 updates x 3 pairs of levels "
+          "below 0.05 (stats.py --time_course)", "rejection", ALPHA, "null", time_course_null, time_course_any,
+          "3 runs, 3 levels of equal LPC, 4 evaluated updates", cost=8),
+    Entry("time_course_any_unadjusted", "the same 12 tests, each at its own p (every update looked at without "
+          "a family)", "rejection", ALPHA, "pseudo", time_course_null, time_course_any_unadjusted,
+          "3 runs, 3 levels of equal LPC, 4 evaluated updates", cost=8),
+]
+# fmt: on
