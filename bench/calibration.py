@@ -7,6 +7,11 @@ Wilson interval, the draws, the command and a verdict.
 
     python bench/calibration.py                               # every entry, docs/calibration.md
     python bench/calibration.py --draws 200 --only barrier_line_percentile_at_0 --out /tmp/c.md
+    python bench/calibration.py --draws 3000 --only wilson_success_interval --merge   # one row replaced
+
+--merge (with --only) puts the measured rows into the existing --out in registry order and keeps
+every other row as it was, adding the command to the header; without it --out is rewritten with
+the measured rows alone.
 
 The registry (ENTRIES) is the suite: an entry is a name, what the tool prints it as, its kind
 ('rejection': the rate of p < 0.05 or of a verdict; 'coverage': the rate at which an interval
@@ -28,6 +33,7 @@ seeded stream (--seed and its name), so --only reproduces an entry's number exac
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import zlib
@@ -819,12 +825,7 @@ def report(results: list[Measured], command: str, seed: int) -> str:
         "| entry | what the tool prints | truth simulated | kind | nominal | measured [MC 95%] | draws | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for m in results:
-        e = m.entry
-        lines.append(
-            f"| `{e.name}` | {e.printed_as} | {e.truth} | {e.kind} | {e.nominal:.2f} | "
-            f"{m.rate:.3f} [{m.low:.3f}, {m.high:.3f}] | {m.draws} | {m.verdict} |"
-        )
+    lines += [row(m) for m in results]
     total = sum(m.seconds for m in results)
     if not hasattr(inference, "tost_paired"):
         lines += [
@@ -833,6 +834,45 @@ def report(results: list[Measured], command: str, seed: int) -> str:
         ]
     lines += ["", f"Total {total:.0f} s (wall, on a shared 2-core machine) for the entries above.", ""]
     return "\n".join(lines)
+
+
+def row(m: Measured) -> str:
+    e = m.entry
+    return (
+        f"| `{e.name}` | {e.printed_as} | {e.truth} | {e.kind} | {e.nominal:.3g} | "
+        f"{m.rate:.3f} [{m.low:.3f}, {m.high:.3f}] | {m.draws} | {m.verdict} |"
+    )
+
+
+ROW = re.compile(r"^\| `([^`]+)` \|")
+SEED_LINE = re.compile(r"^Seed (-?\d+);")
+
+
+def merged(old: str, results: list[Measured], command: str, seed: int) -> str:
+    """The report `old` with the measured entries' rows put in (replacing theirs, or inserted in
+    registry order) and every other row kept; the command is listed under the first one, with
+    its rows and seconds. ValueError when `old` has no table or was measured with another seed."""
+    lines = old.rstrip("\n").split("\n")
+    at = [i for i, line in enumerate(lines) if ROW.match(line)]
+    seeds = [int(m.group(1)) for line in lines if (m := SEED_LINE.match(line))]
+    if not at or not seeds:
+        raise ValueError("no calibration table in it")
+    if seeds[0] != seed:
+        raise ValueError(f"its rows were measured with --seed {seeds[0]}, not {seed}")
+    kept = {ROW.match(lines[i]).group(1): lines[i] for i in at}
+    new = {m.entry.name: row(m) for m in results}
+    registry = [e.name for e in ENTRIES]
+    order = [n for n in registry if n in kept or n in new] + [n for n in kept if n not in registry]
+    head, tail = lines[: at[0]], lines[at[-1] + 1 :]
+    commands = [i for i, line in enumerate(head) if line.startswith("    python bench/calibration.py")]
+    seconds = sum(m.seconds for m in results)
+    note = f"    {command}  # merged: {', '.join(new)} ({seconds:.0f} s)"
+    head = head[: commands[-1] + 1] + [note] + head[commands[-1] + 1 :] if commands else head
+    tail = [
+        line.replace("for the entries above.", "for the first command's entries (a merged one's: beside it).")
+        for line in tail
+    ]
+    return "\n".join([*head, *(new.get(n) or kept[n] for n in order), *tail, ""])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -860,6 +900,17 @@ def main(argv: list[str] | None = None) -> dict:
     if args.draws < 50:
         print(f"error: --draws must be at least 50, got {args.draws}", file=sys.stderr)
         raise SystemExit(2)
+    if args.merge and not only:
+        print("error: --merge needs --only (every entry rewrites the report)", file=sys.stderr)
+        raise SystemExit(2)
+    out = Path(args.out)
+    old = out.read_text() if args.merge and out.exists() else None
+    if old is not None:
+        try:
+            merged(old, [], "", args.seed)  # refuse before measuring, not after
+        except ValueError as e:
+            print(f"error: --merge into {args.out}: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     results = []
     for entry in ENTRIES:
         if only and entry.name not in only:
@@ -869,8 +920,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{entry.name}: {m.rate:.3f} [{m.low:.3f}, {m.high:.3f}] of {m.draws} ({m.seconds:.1f} s): {m.verdict}"
         )
         results.append(m)
-    command = "python bench/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    atomic_write_text(Path(args.out), report(results, command.strip(), args.seed))
+    command = ("python bench/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    text = report(results, command, args.seed) if old is None else merged(old, results, command, args.seed)
+    atomic_write_text(out, text)
     return {
         "out": args.out,
         "results": {m.entry.name: (m.rate, m.low, m.high, m.draws, m.verdict) for m in results},
