@@ -1,9 +1,10 @@
 """Calibration entries for the analyses across runs of the routing and its causes, registered in
 bench/calibration.py's ENTRIES (which runs and reports them; see its docstring): causal.py's
-prediction test and stats.py --time_course's family. Each simulator's unit of replication is a run
-(a seed); each entry calls the function the tool calls.
+prediction test, stats.py --time_course's family and stats.py's knockouts across runs. Each
+simulator's unit of replication is a run (a seed); each entry calls the function the tool calls.
 
-    python bench/calibration.py --draws 200 --only causal_predict_within_run_null --out /tmp/c.md
+    python bench/calibration.py --draws 3000 --only knockout_one_test_null,knockout_holm_familywise --merge
+    python bench/calibration.py --draws 200 --only knockout_any_unadjusted --out /tmp/c.md
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from calibration_entry import ALPHA, Entry, covers, rejects
+from calibration_entry import ALPHA, EPISODES, SEEDS, Entry, covers, rejects
+
+
+def expit(x: Any) -> Any:
+    return 1 / (1 + np.exp(-x))
+
 
 # ----------------------------------------------------------------------------- causal.py, time course
 
@@ -91,6 +97,65 @@ def time_course_any_unadjusted(course: dict, truth: Any) -> bool:
     return bool((pairs["p"].astype(float) < ALPHA).any())
 
 
+# ----------------------------------------------------------------------------- knockouts across runs
+
+KNOCKOUT_TASK = "BabyAI-GoToLocal-v0"
+KNOCKOUT_CONDITIONS = {"alpha_0": 0.0, "alpha_1e-4": 1e-4}  # condition: its lpc_alpha
+KNOCKOUTS = ("layer_0:1", "layer_1:2")  # per run and condition: 2 knockouts x 2 metrics = 8 tests
+
+
+def knockout_runs(rng: np.random.Generator, effect: float = 0.0) -> tuple:
+    """stats.py's knockout inputs: 2 conditions x SEEDS runs, each run's final checkpoint evaluated
+    on EPISODES layouts without a knockout (the seed-metrics table) and with each of 2 knockouts
+    (the results CSV). A run's success logit is N(1.5, 0.4) and its LPC N(400, 50); a knockout
+    moves a run's logit by N(effect, 0.3) (the expert helps in one run and hurts in another) and
+    its LPC by N(0, 15): with effect 0 the recipe's knockout changes nothing on average over runs."""
+    table, results = [], []
+    for trial, (condition, alpha) in enumerate(KNOCKOUT_CONDITIONS.items()):
+        for seed in range(SEEDS):
+            cache = f"cache/trial_{trial}/seed_{seed}"
+            run = {"task_id": KNOCKOUT_TASK, "trial": trial, "seed": seed, "update": 1000}
+            logit, lpc = rng.normal(1.5, 0.4), rng.normal(400.0, 50.0)
+            success = rng.binomial(EPISODES, expit(logit)) / EPISODES
+            table.append(run | {"condition": condition, "lpc_alpha": alpha, "cache_path": cache}
+                         | {"success_rate": success, "mean_lpc": lpc})  # fmt: skip
+            evaluation = run | {"eval_task_id": KNOCKOUT_TASK, "checkpoint_path": f"{cache}.pt"}
+            results.append(evaluation | {"knockout": "none", "cache_path": cache}
+                           | {"success_rate": success, "mean_lpc": lpc})  # fmt: skip
+            for knockout in KNOCKOUTS:
+                knocked = rng.binomial(EPISODES, expit(logit + rng.normal(effect, 0.3))) / EPISODES
+                results.append(evaluation | {"knockout": knockout, "cache_path": f"{cache}_{knockout}"}
+                               | {"success_rate": knocked, "mean_lpc": lpc + rng.normal(0.0, 15.0)})  # fmt: skip
+    return (pd.DataFrame(results), pd.DataFrame(table)), effect
+
+
+def knockout_table(inputs: tuple) -> pd.DataFrame:
+    """knockouts.csv as stats.py builds it (contrasts.knockout_pairs; no per-layout outcomes, so no
+    exact tests). RuntimeError unless it holds every (condition, knockout, metric) over SEEDS runs:
+    a table the code path silently shrank would read as 'nothing rejected'."""
+    from mop.contrasts import knockout_pairs
+
+    results, table = inputs
+    knock, _ = knockout_pairs(results, KNOCKOUT_TASK, table, outcomes=lambda path: None)
+    if len(knock) != len(KNOCKOUT_CONDITIONS) * len(KNOCKOUTS) * 2 or set(knock["n"]) != {SEEDS}:
+        raise RuntimeError(f"knockout_pairs returned {len(knock)} rows (n {sorted(set(knock['n']))})")
+    return knock
+
+
+def knockout_one_rejects(inputs: tuple, truth: Any) -> bool:
+    knock = knockout_table(inputs)
+    first = knock[(knock["condition"] == "alpha_0") & (knock["knockout"] == KNOCKOUTS[0])]
+    return rejects(first.loc[first["metric"] == "success_rate", "p"].iloc[0])
+
+
+def knockout_any_holm(inputs: tuple, truth: Any) -> bool:
+    return bool((knockout_table(inputs)["p_holm"] < ALPHA).any())
+
+
+def knockout_any_unadjusted(inputs: tuple, truth: Any) -> bool:
+    return bool((knockout_table(inputs)["p"].astype(float) < ALPHA).any())
+
+
 # causal.py's prediction test and its identity control; stats.py --time_course's family
 # fmt: off
 ENTRIES: list[Entry] = [
@@ -111,5 +176,20 @@ ENTRIES: list[Entry] = [
     Entry("time_course_any_unadjusted", "the same 12 tests, each at its own p (every update looked at without "
           "a family)", "rejection", ALPHA, "pseudo", time_course_null, time_course_any_unadjusted,
           "3 runs, 3 levels of equal LPC, 4 evaluated updates", cost=8),
+]
+# fmt: on
+
+# stats.py's knockouts across runs (contrasts.knockout_pairs)
+# fmt: off
+ENTRIES += [
+    Entry("knockout_one_test_null", "knockouts.csv p (paired t of knockout - none across runs; stats.py, "
+          "contrasts.knockout_pairs): one (condition, knockout, metric)", "rejection", ALPHA, "null", knockout_runs,
+          knockout_one_rejects, "2 conditions x 3 runs; a knockout moves a run's logit by N(0, 0.3): no effect on average"),
+    Entry("knockout_holm_familywise", "knockouts.csv p_holm: any of 2 conditions x 2 knockouts x 2 metrics "
+          "below 0.05 (Holm over the table)", "rejection", ALPHA, "null", knockout_runs, knockout_any_holm,
+          "every knockout: no effect on success or LPC on average over runs"),
+    Entry("knockout_any_unadjusted", "the same 8 knockout tests, each at its own p (without the table's Holm)",
+          "rejection", ALPHA, "pseudo", knockout_runs, knockout_any_unadjusted,
+          "every knockout: no effect on average over runs"),
 ]
 # fmt: on

@@ -1,0 +1,101 @@
+"""bench/calibration_analyses.py (issue 40): the knockouts' paired t across runs is measured through
+the code stats.py runs, on a simulator whose stated truth is checked here; on a small fixed-seed
+draw every null row holds its rate and the unadjusted family lands above it, so a wrong simulator
+or a wrong code path fails.
+
+    pytest tests/test_calibration_analyses.py
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import calibration  # noqa: E402
+import calibration_analyses as analyses  # noqa: E402
+
+from eval_mop import wilson_interval  # noqa: E402
+
+SEED = 0
+NEW = {
+    "knockout": ("knockout_one_test_null", "knockout_holm_familywise", "knockout_any_unadjusted"),
+}
+
+
+def entry(name: str) -> calibration.Entry:
+    return next(e for e in calibration.ENTRIES if e.name == name)
+
+
+def upper(nominal: float, draws: int) -> float:
+    """The top of the Monte-Carlo 95% interval of a rate of exactly `nominal` over `draws`."""
+    return wilson_interval(round(nominal * draws), draws)[1]
+
+
+def holds(name: str, draws: int) -> calibration.Measured:
+    """Measure an entry; assert it holds its nominal rate (a rejection rate not above the MC band,
+    a coverage not below it) and return the measurement."""
+    e = entry(name)
+    m = calibration.measure(e, draws, SEED)
+    if e.kind == "rejection":
+        assert m.rate <= upper(e.nominal, m.draws), (name, m.rate, e.nominal)
+    else:
+        assert m.rate >= wilson_interval(round(e.nominal * m.draws), m.draws)[0], (name, m.rate)
+    return m
+
+
+def fails(name: str, draws: int) -> calibration.Measured:
+    """Measure a confound / withdrawn entry: its rate lands above the nominal's MC band."""
+    e = entry(name)
+    m = calibration.measure(e, draws, SEED)
+    assert m.rate > upper(e.nominal, m.draws), (name, m.rate)
+    return m
+
+
+def test_the_new_entries_are_registered_once_and_the_moved_ones_kept():
+    names = [e.name for e in calibration.ENTRIES]
+    assert len(names) == len(set(names))
+    assert {n for group in NEW.values() for n in group} <= set(names)
+    assert {"causal_predict_within_run_null", "time_course_holm_familywise"} <= set(names)  # moved, not lost
+    for path in Path(calibration.__file__).parent.glob("calibration*.py"):
+        assert len(path.read_text().splitlines()) <= 1000, path
+
+
+# ----------------------------------------------------------------------------- knockouts
+
+
+def test_the_knockout_rows_read_stats_py_s_knockout_table():
+    (results, table), _ = analyses.knockout_runs(np.random.default_rng(SEED))
+    knock = analyses.knockout_table((results, table))
+    assert (
+        len(knock) == 8
+        and set(knock["n"]) == {3}
+        and knock["family"].iloc[0].endswith("8 (condition, knockout, metric) tests")
+    )
+    # the first test by hand: the 3 runs' success with layer_0:1 knocked out minus without, a t-test
+    runs = table[table["condition"] == "alpha_0"].sort_values("seed")
+    knocked = results[(results["knockout"] == "layer_0:1") & (results["trial"] == 0)].sort_values("seed")
+    d = knocked["success_rate"].to_numpy() - runs["success_rate"].to_numpy()
+    row = knock[(knock["condition"] == "alpha_0") & (knock["knockout"] == "layer_0:1")]
+    row = row[row["metric"] == "success_rate"].iloc[0]
+    assert row["difference"] == pytest.approx(d.mean()) and row["p"] == pytest.approx(
+        sps.ttest_1samp(d, 0).pvalue
+    )
+    assert analyses.knockout_one_rejects((results, table), None) == (row["p"] < 0.05)
+    # a knockout that costs every run 2 logits is found: the row read is the knockout's
+    rng = np.random.default_rng(1)
+    assert (
+        sum(analyses.knockout_one_rejects(*analyses.knockout_runs(rng, effect=-2.0)) for _ in range(30)) >= 20
+    )
+    with pytest.raises(RuntimeError, match="knockout_pairs returned"):
+        analyses.knockout_table((results[results["seed"] != 2], table))  # a run lost: not 3 runs per test
+
+
+@pytest.mark.slow
+def test_knockout_rows_on_a_small_draw():
+    holds("knockout_one_test_null", 150)
+    holds("knockout_holm_familywise", 150)
+    fails("knockout_any_unadjusted", 150)
