@@ -1,19 +1,27 @@
 """Calibration entries for the analyses across runs of the routing and its causes, registered in
 bench/calibration.py's ENTRIES (which runs and reports them; see its docstring): causal.py's
-prediction test, stats.py --time_course's family and stats.py's knockouts across runs. Each
-simulator's unit of replication is a run (a seed); each entry calls the function the tool calls.
+prediction test, stats.py --time_course's family, stats.py's knockouts across runs and the
+learning-speed "hardest level" verdict (mop.difficulty). Each simulator's unit of replication is a
+run (a seed); each entry calls the function the tool calls.
 
-    python bench/calibration.py --draws 3000 --only knockout_one_test_null,knockout_holm_familywise --merge
-    python bench/calibration.py --draws 200 --only knockout_any_unadjusted --out /tmp/c.md
+    python bench/calibration.py --draws 3000 --only knockout_one_test_null,hardest_two_tied_7_repeats --merge
+    python bench/calibration.py --draws 200 --only hardest_two_tied_3_repeats --out /tmp/c.md
 """
 
 from __future__ import annotations
 
+import atexit
+import math
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from calibration_entry import ALPHA, EPISODES, SEEDS, Entry, covers, rejects
+
+FIX_HARDEST = "19bc558"  # the commit that gave the learning-speed 'hardest' its error bound
 
 
 def expit(x: Any) -> Any:
@@ -156,6 +164,104 @@ def knockout_any_unadjusted(inputs: tuple, truth: Any) -> bool:
     return bool((knockout_table(inputs)["p"].astype(float) < ALPHA).any())
 
 
+# ----------------------------------------------------------------------------- the hardest level
+
+LEVELS = ("level_a", "level_b", "level_c")
+SPEED_SD = 0.35  # a repeat's updates to the threshold: the level's median x exp(N(0, SPEED_SD))
+HEADLINE_SPEED = {"median": 200.0, "log_interval": 25, "updates": 400}  # headline.py's repeats
+FINE_SPEED = {"median": 2000.0, "log_interval": 25, "updates": 6000}  # ties between repeats rare
+_speed_root: list[Path] = []
+
+
+def speed_root() -> Path:
+    """One scratch folder per process for the repeats' metrics.jsonl, rewritten at every draw."""
+    if not _speed_root:
+        _speed_root.append(Path(tempfile.mkdtemp(prefix="calibration_speed_")))
+        atexit.register(shutil.rmtree, _speed_root[0], True)
+    return _speed_root[0]
+
+
+def speed_repeats(
+    rng: np.random.Generator,
+    repeats: int,
+    factors: tuple[float, ...],
+    setting: dict,
+    spreads: tuple[float, ...] = (SPEED_SD,) * len(LEVELS),
+) -> tuple:
+    """Single-task repeats of 3 levels: level i's median updates to ce <= 1 is setting's median
+    x factors[i]; a repeat's own crossing is that x exp(N(0, spreads[i])). Truth: the hardest
+    level's name, or None when two levels tie at the top (any 'hardest' is then wrong)."""
+    crossing = [
+        setting["median"] * f * np.exp(rng.normal(0.0, sd, repeats)) for f, sd in zip(factors, spreads)
+    ]
+    top = [i for i, f in enumerate(factors) if f == max(factors)]
+    return (crossing, setting), (LEVELS[top[0]] if len(top) == 1 else None)
+
+
+def speed_table(inputs: tuple) -> pd.DataFrame:
+    """stats.py's by_level.csv speed columns: each repeat's metrics.jsonl written (train/ce every
+    log_interval updates, ce = crossing / update, so ce <= 1 from the first logged update past the
+    crossing; a repeat that never gets there is censored at `updates`), then learning_speed."""
+    from mop import difficulty
+    from mop.runs import METRICS_FILE
+
+    crossing, setting = inputs
+    step, last, rows = setting["log_interval"], setting["updates"], []
+    for level, times in zip(LEVELS, crossing):
+        folders = []
+        for i, when in enumerate(times):
+            folder = speed_root() / level / f"repeat_{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            # the rows up to the first logged crossing: later ones change nothing learning_speed reads
+            stop = min(last, int(math.ceil(when / step)) * step)
+            lines = [
+                f'{{"update": {u}, "train/ce": {float(when) / u!r}}}' for u in range(step, stop + 1, step)
+            ]
+            (folder / METRICS_FILE).write_text("\n".join(lines) + "\n")
+            folders.append(folder)
+        rows.append(difficulty.learning_speed(level, folders, threshold=1.0))
+    return pd.DataFrame(rows)
+
+
+def hardest_wrong(inputs: tuple, truth: Any) -> bool:
+    """hardest_level (the verdict stats.py prints) names a level that is not the hardest."""
+    from mop import difficulty
+
+    named = difficulty.hardest_level(
+        speed_table(inputs),
+        "speed_median",
+        "speed_ci_low",
+        "speed_ci_high",
+        "speed_coverage",
+        "learning speed",
+    )["hardest"]
+    return named is not None and named != truth
+
+
+def ranking_wrong(inputs: tuple, truth: Any) -> bool:
+    """The same intervals' ranking without hardest_level's error bound (the verdict before it)."""
+    from mop.routing_analysis import ranking
+
+    named = ranking(speed_table(inputs), "speed_median", "speed_ci_low", "speed_ci_high")["hardest"]
+    return named is not None and named != truth
+
+
+def bound_at(repeats: int) -> float:
+    """The error bound hardest_level prints for 3 levels of `repeats` each."""
+    from mop import difficulty
+
+    coverage = difficulty.median_interval(list(range(repeats)))["coverage"]
+    return difficulty.verdict_error([coverage] * len(LEVELS))
+
+
+def claimed_at(repeats: int) -> float:
+    """What a standing verdict claims: its printed bound when that is <= MAX_ERROR, else
+    MAX_ERROR (the verdict is withheld, so no wrong 'hardest' beyond 5% is ever printed)."""
+    from mop import difficulty
+
+    return min(bound_at(repeats), difficulty.MAX_ERROR)
+
+
 # causal.py's prediction test and its identity control; stats.py --time_course's family
 # fmt: off
 ENTRIES: list[Entry] = [
@@ -191,5 +297,39 @@ ENTRIES += [
     Entry("knockout_any_unadjusted", "the same 8 knockout tests, each at its own p (without the table's Holm)",
           "rejection", ALPHA, "pseudo", knockout_runs, knockout_any_unadjusted,
           "every knockout: no effect on average over runs"),
+]
+# fmt: on
+
+# the learning-speed 'hardest level' (difficulty.hardest_level), at headline.py's repeats and at 7
+HEADLINE_3 = (
+    "3 levels x 3 repeats (headline.py's counts), ce logged every 25 updates, median 2000 (ties rare)"
+)
+HEADLINE_GRID = "(headline.py: ce logged every 25 of 400 updates; median 200 to ce <= 1)"
+TIED = "the two slowest levels tie, the third's median 0.4x theirs (repeat sd 0.35 in log)"
+MARGIN = "level A truly hardest by a small margin: its median 1.2x B's and C's (repeat sd 0.35 in log)"
+# fmt: off
+ENTRIES += [
+    Entry("hardest_two_tied_3_repeats", "difficulty.json learning_speed 'hardest' (hardest_level: stands only "
+          "when its bound is <= 5%) names a level that is not the hardest", "rejection", claimed_at(3), "null",
+          lambda rng: speed_repeats(rng, 3, (1.0, 1.0, 0.4), FINE_SPEED), hardest_wrong, f"{HEADLINE_3}; {TIED}"),
+    Entry("hardest_unbounded_ranking_3_repeats", "the former 'hardest' (ranking: the intervals separate, no "
+          "error bound) on the same data", "rejection", claimed_at(3), "null",
+          lambda rng: speed_repeats(rng, 3, (1.0, 1.0, 0.4), FINE_SPEED), ranking_wrong,
+          f"{HEADLINE_3}; {TIED}", outcome=f"fixed in {FIX_HARDEST}: hardest_level withholds it (row above)"),
+    Entry("hardest_margin_3_repeats", "difficulty.json 'hardest' names a level other than the truly hardest",
+          "rejection", claimed_at(3), "null", lambda rng: speed_repeats(rng, 3, (1.2, 1.0, 1.0), HEADLINE_SPEED),
+          hardest_wrong, f"3 levels x 3 repeats {HEADLINE_GRID}; {MARGIN}"),
+    Entry("hardest_two_tied_7_repeats", f"difficulty.json 'hardest' at 7 repeats (the repeats it asks for: "
+          f"prints 'a wrong hardest has probability <= {bound_at(7):.1%}')", "rejection", claimed_at(7), "null",
+          lambda rng: speed_repeats(rng, 7, (1.0, 1.0, 0.4), FINE_SPEED), hardest_wrong,
+          "3 levels x 7 repeats, ce logged every 25 updates, median 2000 (ties rare); " + TIED),
+    Entry("hardest_tied_unequal_spread_7_repeats", "difficulty.json 'hardest' at 7 repeats when the tied "
+          "levels differ in spread (the shape the bound is built for)", "rejection", claimed_at(7), "null",
+          lambda rng: speed_repeats(rng, 7, (1.0, 1.0, 0.4), FINE_SPEED, (0.35, 0.02, 0.35)), hardest_wrong,
+          "as the row above, but one of the tied levels' repeats all alike (sd 0.02 in log)"),
+    Entry("hardest_margin_7_repeats", "difficulty.json 'hardest' at 7 repeats names a level other than the "
+          "truly hardest", "rejection", claimed_at(7), "null",
+          lambda rng: speed_repeats(rng, 7, (1.2, 1.0, 1.0), HEADLINE_SPEED), hardest_wrong,
+          f"3 levels x 7 repeats {HEADLINE_GRID}; {MARGIN}"),
 ]
 # fmt: on
