@@ -1,11 +1,12 @@
 """Calibration entries for the analyses across runs of the routing and its causes, registered in
 bench/calibration.py's ENTRIES (which runs and reports them; see its docstring): causal.py's
-prediction test, stats.py --time_course's family, stats.py's knockouts across runs and the
-learning-speed "hardest level" verdict (mop.difficulty). Each simulator's unit of replication is a
-run (a seed); each entry calls the function the tool calls.
+prediction test, stats.py --time_course's family, stats.py's knockouts across runs, the
+learning-speed "hardest level" verdict (mop.difficulty) and the routing intervals by the bot's
+subgoal and around events (mop.subgoal_analysis). Each simulator's unit of replication is a run
+(a seed); each entry calls the function the tool calls.
 
     python bench/calibration.py --draws 3000 --only knockout_one_test_null,hardest_two_tied_7_repeats --merge
-    python bench/calibration.py --draws 200 --only hardest_two_tied_3_repeats --out /tmp/c.md
+    python bench/calibration.py --draws 200 --only subgoal_within_cell_null --out /tmp/c.md
 """
 
 from __future__ import annotations
@@ -262,6 +263,141 @@ def claimed_at(repeats: int) -> float:
     return min(bound_at(repeats), difficulty.MAX_ERROR)
 
 
+# ----------------------------------------------------------------------------- routing by subgoal
+
+SUBGOAL_EPISODES = 30  # evaluation episodes per run, 8-20 steps each
+SIZES = [[0, 8]]  # one layer: the identity and an expert of size 8 (LPC = 64 x its weight)
+WEIGHT = "layer_0_expert_1"
+BASE, CELL_SLOPE, STEP_BUMP = 0.45, 0.1, 0.3  # expert 1's weight: the cell's and the step's effects
+
+
+def _cell_subgoals(x: np.ndarray, t: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Explore far from the target (x small), Pickup next to it (x large), GoNextTo 0.3 throughout."""
+    explore = 0.6 - 0.1 * x
+    return np.where(u < explore, "Explore", np.where(u < explore + 0.3, "GoNextTo", "Pickup"))
+
+
+def _step_subgoals(x: np.ndarray, t: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Explore at an episode's first two steps (0.8), rarely later (0.1); then GoNextTo or Pickup."""
+    explore = np.where(t < 2, 0.8, 0.1)
+    return np.where(u < explore, "Explore", np.where(u < explore + (1 - explore) / 2, "GoNextTo", "Pickup"))
+
+
+CONFOUNDS = {"cell": _cell_subgoals, "step": _step_subgoals}
+
+
+def subgoal_run(rng: np.random.Generator, confound: str) -> pd.DataFrame:
+    """One run's steps as a routing cache records them. Routing does not depend on the subgoal:
+    the weight of expert 1 is BASE + a run effect N(0, 0.04) + an episode effect N(0, 0.03) +
+    U(-0.1, 0.1) per step, plus CELL_SLOPE (x - 2.5) with confound 'cell' (x in 0..5: the cell,
+    which also sets the subgoal) or STEP_BUMP at the first two steps with confound 'step' (the
+    policy's memory just reset, when the bot explores). The weight stays inside [0, 1] but for
+    noise beyond 3 sd, so the clip leaves the truth as stated."""
+    from mop.routing_cache import EVENT_COLUMNS
+
+    lengths = rng.integers(8, 21, SUBGOAL_EPISODES)
+    episode = np.repeat(np.arange(SUBGOAL_EPISODES), lengths)
+    t = np.concatenate([np.arange(n) for n in lengths])
+    x, y = rng.integers(0, 6, len(t)), rng.integers(0, 4, len(t))
+    weight = BASE + rng.normal(0, 0.04) + rng.normal(0, 0.03, SUBGOAL_EPISODES)[episode]
+    weight += rng.uniform(-0.1, 0.1, len(t))
+    weight += CELL_SLOPE * (x - 2.5) if confound == "cell" else STEP_BUMP * (t < 2)
+    weight = np.clip(weight, 0.0, 1.0)
+    steps = pd.DataFrame({"episode": episode, "t": t, "x": x, "y": y})
+    steps["subgoal"] = CONFOUNDS[confound](x, t, rng.random(len(t)))
+    steps["subgoal_target"] = ""
+    steps = steps.assign(**{e: 0 for e in EVENT_COLUMNS})
+    return steps.assign(layer_0_expert_0=1 - weight, layer_0_expert_1=weight, lpc=64 * weight)
+
+
+def explore_truth() -> float:
+    """Explore's expected weight of expert 1 under the cell confound: BASE + CELL_SLOPE (E[x |
+    Explore] - 2.5), x uniform on 0..5 and P(Explore | x) = 0.6 - 0.1 x (_cell_subgoals)."""
+    x = np.arange(6)
+    explore = 0.6 - 0.1 * x
+    return BASE + CELL_SLOPE * (float((explore * x).sum() / explore.sum()) - 2.5)
+
+
+def subgoal_runs(rng: np.random.Generator, confound: str) -> tuple:
+    """SEEDS runs; truth (confound 'cell'): Explore's expected weight, the 'none' rows' target."""
+    runs = {f"trial_0/seed_{s}": subgoal_run(rng, confound) for s in range(SEEDS)}
+    return runs, explore_truth() if confound == "cell" else None
+
+
+def subgoal_table(runs: dict) -> pd.DataFrame:
+    """routing_by_subgoal.csv as render_plots.py --subgoals writes it, over the SEEDS runs."""
+    from mop.subgoal_analysis import routing_by_subgoal
+
+    return routing_by_subgoal(runs, SIZES)
+
+
+def subgoal_row(table: pd.DataFrame, subgoal: str, adjustment: str) -> pd.Series:
+    """The table's row of a subgoal's weight of expert 1 under an adjustment; RuntimeError unless
+    it is over SEEDS runs (a row over fewer, or over one run's episodes, is another interval)."""
+    row = table[
+        (table["subgoal"] == subgoal) & (table["quantity"] == WEIGHT) & (table["adjustment"] == adjustment)
+    ]
+    if len(row) != 1 or row["n_units"].iloc[0] != SEEDS or row["unit"].iloc[0] != "runs":
+        raise RuntimeError(f"routing_by_subgoal: no row over {SEEDS} runs for {subgoal} / {adjustment}")
+    return row.iloc[0]
+
+
+def subgoal_covers(runs: dict, truth: float) -> bool:
+    row = subgoal_row(subgoal_table(runs), "Explore", "none")
+    return covers(row["ci_low"], row["ci_high"], truth)
+
+
+def subgoal_excludes_zero(adjustment: str) -> Any:
+    """An adjusted row read against the figure's zero line: Explore's interval excludes 0."""
+
+    def run(runs: dict, truth: Any) -> bool:
+        row = subgoal_row(subgoal_table(runs), "Explore", adjustment)
+        return not covers(row["ci_low"], row["ci_high"], 0.0)
+
+    return run
+
+
+def subgoal_pair_separates(adjustment: str, other: str = "Pickup") -> Any:
+    """The figure read as a comparison: Explore's and another subgoal's intervals do not overlap."""
+
+    def run(runs: dict, truth: Any) -> bool:
+        table = subgoal_table(runs)
+        a, b = subgoal_row(table, "Explore", adjustment), subgoal_row(table, other, adjustment)
+        return bool(a["ci_low"] > b["ci_high"] or b["ci_low"] > a["ci_high"])
+
+    return run
+
+
+def event_runs(rng: np.random.Generator) -> tuple:
+    """SEEDS runs, one pickup per episode at step k ~ U(3, L - 4): expert 1's weight 0.4 +
+    0.15 exp(-|t - k|) + run, episode and step noise as subgoal_run's. Truth at offset 0: 0.55."""
+    from mop.routing_cache import EVENT_COLUMNS
+
+    runs = {}
+    for s in range(SEEDS):
+        lengths = rng.integers(10, 21, SUBGOAL_EPISODES)
+        episode = np.repeat(np.arange(SUBGOAL_EPISODES), lengths)
+        t = np.concatenate([np.arange(n) for n in lengths])
+        at = np.array([rng.integers(3, n - 3) for n in lengths])[episode]
+        weight = 0.4 + 0.15 * np.exp(-np.abs(t - at)) + rng.normal(0, 0.04)
+        weight += rng.normal(0, 0.03, SUBGOAL_EPISODES)[episode] + rng.uniform(-0.1, 0.1, len(t))
+        steps = pd.DataFrame({"episode": episode, "t": t, "x": 0, "y": 0, "subgoal": "Pickup"})
+        steps["subgoal_target"] = ""
+        steps = steps.assign(
+            **{e: (t == at).astype(int) if e == "event_pickup" else 0 for e in EVENT_COLUMNS}
+        )
+        runs[f"trial_0/seed_{s}"] = steps.assign(layer_0_expert_0=1 - weight, layer_0_expert_1=weight)
+    return runs, 0.55
+
+
+def event_covers(runs: dict, truth: float) -> bool:
+    from mop.subgoal_analysis import event_locked
+
+    table = event_locked(runs, "event_pickup", k=2)
+    row = table[(table["offset"] == 0) & (table["quantity"] == WEIGHT)].iloc[0]
+    return covers(row["ci_low"], row["ci_high"], truth)
+
+
 # causal.py's prediction test and its identity control; stats.py --time_course's family
 # fmt: off
 ENTRIES: list[Entry] = [
@@ -331,5 +467,39 @@ ENTRIES += [
           "truly hardest", "rejection", claimed_at(7), "null",
           lambda rng: speed_repeats(rng, 7, (1.2, 1.0, 1.0), HEADLINE_SPEED), hardest_wrong,
           f"3 levels x 7 repeats {HEADLINE_GRID}; {MARGIN}"),
+]
+# fmt: on
+
+# routing by the bot's subgoal and around events (subgoal_analysis), confounded by the cell or the step
+CELL = (
+    "3 runs x 30 episodes; routing follows the cell (+0.1 per column), so does the subgoal; no subgoal effect"
+)
+STEP = "3 runs x 30 episodes; routing +0.3 at an episode's first 2 steps, when the bot mostly explores"
+# fmt: off
+ENTRIES += [
+    Entry("subgoal_interval_coverage", "routing_by_subgoal.csv ci_low/high, adjustment none (95% t over 3 runs, "
+          "clipped to [0, 1]; render_plots.py --subgoals)", "coverage", 0.95, "coverage",
+          lambda rng: subgoal_runs(rng, "cell"), subgoal_covers, f"{CELL}; truth: Explore's expected weight"),
+    Entry("subgoal_within_cell_null", "routing_by_subgoal.csv within_cell: Explore's interval excludes 0 (the "
+          "figure's zero line)", "rejection", ALPHA, "null", lambda rng: subgoal_runs(rng, "cell"),
+          subgoal_excludes_zero("within_cell"), CELL),
+    Entry("subgoal_within_cell_pair_null", "within_cell rows: Explore's and Pickup's intervals do not overlap",
+          "rejection", ALPHA, "null", lambda rng: subgoal_runs(rng, "cell"),
+          subgoal_pair_separates("within_cell"), CELL),
+    Entry("subgoal_unadjusted_cell_confound", "unadjusted rows (none): Explore's and Pickup's intervals do not "
+          "overlap, the same data", "rejection", ALPHA, "confound", lambda rng: subgoal_runs(rng, "cell"),
+          subgoal_pair_separates("none"), CELL),
+    Entry("subgoal_within_step_null", "routing_by_subgoal.csv within_step: Explore's interval excludes 0",
+          "rejection", ALPHA, "null", lambda rng: subgoal_runs(rng, "step"), subgoal_excludes_zero("within_step"),
+          f"{STEP}; no subgoal effect"),
+    Entry("subgoal_within_step_pair_null", "within_step rows: Explore's and Pickup's intervals do not overlap",
+          "rejection", ALPHA, "null", lambda rng: subgoal_runs(rng, "step"), subgoal_pair_separates("within_step"),
+          f"{STEP}; no subgoal effect"),
+    Entry("subgoal_unadjusted_step_confound", "unadjusted rows (none): Explore's and Pickup's intervals do not "
+          "overlap, the same data", "rejection", ALPHA, "confound", lambda rng: subgoal_runs(rng, "step"),
+          subgoal_pair_separates("none"), f"{STEP}; no subgoal effect"),
+    Entry("event_locked_coverage", "event_locked_routing.csv ci_low/high at offset 0 (95% t over 3 runs, "
+          "clipped to [0, 1])", "coverage", 0.95, "coverage", event_runs, event_covers,
+          "3 runs x 30 episodes, one pickup each; weight 0.4 + 0.15 exp(-|offset|) + noise; truth 0.55"),
 ]
 # fmt: on

@@ -1,7 +1,8 @@
-"""bench/calibration_analyses.py (issue 40): the knockouts' paired t across runs and the
-learning-speed 'hardest level' verdict are measured through the code stats.py runs, on simulators
-whose stated truth is checked here; on a small fixed-seed draw every null row holds its rate and
-every unadjusted or withdrawn row lands above it, so a wrong simulator or a wrong code path fails.
+"""bench/calibration_analyses.py (issue 40): the knockouts' paired t across runs, the learning-speed
+'hardest level' verdict and the routing intervals by subgoal and around events are measured
+through the code the tool runs, on simulators whose stated truth is checked here; on a small
+fixed-seed draw every null row holds its rate and every confound or withdrawn row lands above it,
+so a wrong simulator or a wrong code path fails.
 
     pytest tests/test_calibration_analyses.py
 """
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sps
 
@@ -31,6 +33,16 @@ NEW = {
         "hardest_two_tied_7_repeats",
         "hardest_tied_unequal_spread_7_repeats",
         "hardest_margin_7_repeats",
+    ),
+    "subgoal": (
+        "subgoal_interval_coverage",
+        "subgoal_within_cell_null",
+        "subgoal_within_cell_pair_null",
+        "subgoal_unadjusted_cell_confound",
+        "subgoal_within_step_null",
+        "subgoal_within_step_pair_null",
+        "subgoal_unadjusted_step_confound",
+        "event_locked_coverage",
     ),
 }
 
@@ -151,3 +163,40 @@ def test_hardest_rows_on_a_small_draw():
             m = holds(name, 150)
             assert m.hits == 0 or "7_repeats" in name  # at 3 repeats no 'hardest' is ever printed
     fails("hardest_unbounded_ranking_3_repeats", 400)  # why 19bc558 gave the verdict its bound
+
+
+# ----------------------------------------------------------------------------- subgoals and events
+
+
+def test_the_subgoal_simulators_hold_the_truth_they_state():
+    rng = np.random.default_rng(SEED)
+    runs = [analyses.subgoal_run(rng, "cell") for _ in range(40)]
+    explore = np.array([r.loc[r["subgoal"] == "Explore", analyses.WEIGHT].mean() for r in runs])
+    pickup = np.array([r.loc[r["subgoal"] == "Pickup", analyses.WEIGHT].mean() for r in runs])
+    assert abs(explore.mean() - analyses.explore_truth()) < 4 * explore.std(ddof=1) / np.sqrt(len(runs))
+    assert (pickup - explore).mean() > 0.15  # the confound is there: Pickup is held where routing is high
+    steps = [analyses.subgoal_run(rng, "step") for _ in range(10)]
+    first = pd.concat(steps)
+    assert first.loc[first["t"] < 2, "subgoal"].eq("Explore").mean() > 0.7  # the bot explores first
+    runs, truth = analyses.event_runs(rng)
+    at = pd.concat(runs.values())
+    assert abs(at.loc[at["event_pickup"] == 1, analyses.WEIGHT].mean() - truth) < 0.05
+
+
+def test_the_subgoal_rows_are_routing_by_subgoal_over_runs():
+    runs, truth = analyses.subgoal_runs(np.random.default_rng(SEED), "cell")
+    table = analyses.subgoal_table(runs)
+    row = analyses.subgoal_row(table, "Explore", "within_cell")
+    assert row["interval"] == "95% t over 3 runs, clipped to the range"
+    with pytest.raises(RuntimeError, match="no row over 3 runs"):  # one run: an interval over episodes
+        analyses.subgoal_row(analyses.subgoal_table(dict(list(runs.items())[:1])), "Explore", "none")
+    assert analyses.subgoal_covers(runs, truth) != analyses.subgoal_covers(runs, truth + 1.0)
+
+
+@pytest.mark.slow
+def test_subgoal_rows_on_a_small_draw():
+    for name in NEW["subgoal"]:
+        if "confound" not in name:
+            holds(name, 60)
+    fails("subgoal_unadjusted_cell_confound", 60)
+    fails("subgoal_unadjusted_step_confound", 60)
