@@ -111,6 +111,16 @@ def test_the_knockout_rows_read_stats_py_s_knockout_table():
     assert (
         sum(analyses.knockout_one_rejects(*analyses.knockout_runs(rng, effect=-2.0)) for _ in range(30)) >= 20
     )
+    # three runs with one and the same difference: no test, a reason in place of its p, which rejects nothing
+    same = results.copy()
+    none = same["knockout"] == "none"
+    first = (same["knockout"] == "layer_0:1") & (same["trial"] == 0)
+    same.loc[first, "success_rate"] = same.loc[none & (same["trial"] == 0), "success_rate"].to_numpy() - 0.01
+    knock = analyses.knockout_table((same, table))
+    assert (knock["p"] == "no spread: no test").sum() == 1
+    assert analyses.knockout_any_unadjusted((same, table), None) == any(
+        isinstance(p, float) and p < 0.05 for p in knock["p"]
+    )
     with pytest.raises(RuntimeError, match="knockout_pairs returned"):
         analyses.knockout_table((results[results["seed"] != 2], table))  # a run lost: not 3 runs per test
 
