@@ -866,7 +866,7 @@ def merged(old: str, results: list[Measured], command: str, seed: int) -> str:
     head, tail = lines[: at[0]], lines[at[-1] + 1 :]
     commands = [i for i, line in enumerate(head) if line.startswith("    python bench/calibration.py")]
     seconds = sum(m.seconds for m in results)
-    note = f"    {command}  # merged: {', '.join(new)} ({seconds:.0f} s)"
+    note = f"    {command}  # merged: {len(new)} row{'s' * (len(new) != 1)}, {seconds:.0f} s"
     head = head[: commands[-1] + 1] + [note] + head[commands[-1] + 1 :] if commands else head
     tail = [
         line.replace("for the entries above.", "for the first command's entries (a merged one's: beside it).")

@@ -82,7 +82,7 @@ def test_merge_replaces_only_the_rows_asked_and_records_the_command(tmp_path, ca
     kept = next(line for line in before.splitlines() if line.startswith("| `paired_t_identical_recipes`"))
     assert kept in rows  # untouched
     assert rows[2].endswith("| 60 | within MC error |") and rows[2] not in before  # replaced
-    assert "--merge  # merged: missing_seed_dropped, wilson_success_interval (" in after
+    assert "--only missing_seed_dropped,wilson_success_interval --merge  # merged: 2 rows, " in after
     assert after.count("python bench/calibration.py") == 2 and "first command's entries" in after
     for bad in (["--only", "wilson_success_interval", "--merge", "--seed", "1"], ["--merge"]):
         with pytest.raises(SystemExit) as e:
