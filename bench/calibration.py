@@ -1,11 +1,17 @@
 """Calibration, measured: every test and interval the tool prints, run by simulation on data whose
 truth is known, with the project's own functions (mop/inference.py, mop/contrasts.py,
-mop/lmc_stats.py, mop/connectivity.py, mop/generative_probes.py, eval_mop's Wilson interval).
+mop/lmc_stats.py, mop/connectivity.py, mop/generative_probes.py, eval_mop's Wilson interval; the
+analyses across runs of routing and its causes are bench/calibration_analyses.py's entries).
 Writes docs/calibration.md: per entry the nominal rate, the measured rate with its Monte-Carlo 95%
 Wilson interval, the draws, the command and a verdict.
 
     python bench/calibration.py                               # every entry, docs/calibration.md
     python bench/calibration.py --draws 200 --only barrier_line_percentile_at_0 --out /tmp/c.md
+    python bench/calibration.py --draws 3000 --only wilson_success_interval --merge   # one row replaced
+
+--merge (with --only) puts the measured rows into the existing --out in registry order and keeps
+every other row as it was, adding the command to the header; without it --out is rewritten with
+the measured rows alone.
 
 The registry (ENTRIES) is the suite: an entry is a name, what the tool prints it as, its kind
 ('rejection': the rate of p < 0.05 or of a verdict; 'coverage': the rate at which an interval
@@ -27,6 +33,7 @@ seeded stream (--seed and its name), so --only reproduces an entry's number exac
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import zlib
@@ -38,6 +45,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # the registry's other modules, beside this one
+
+import calibration_analyses as analyses  # noqa: E402
+from calibration_entry import ALPHA, EPISODES, SEEDS, Entry, covers, rejects  # noqa: E402, F401
 
 from eval_mop import wilson_interval  # noqa: E402
 from mop import contrasts, inference, lmc_stats  # noqa: E402
@@ -45,7 +56,6 @@ from mop import generative_probes as probes  # noqa: E402
 from mop.connectivity import correlations  # noqa: E402
 from mop.runs import atomic_write_text  # noqa: E402
 
-ALPHA = 0.05
 DEFAULT_DRAWS = 2000
 BOOTSTRAP = 200  # resamples per percentile interval in the simulation (the tool's default is 1000)
 PERCENTILE_RETIRED = "withdrawn as the barrier's interval: the table keeps it, labelled, beside <barrier>_t_ci_low/high and <barrier>_p, which decide"
@@ -54,35 +64,7 @@ FIX_MIDPOINT = "962ccf2"  # the commit that replaced the midpoint sign test
 FIX_GENERATIVE = "962ccf2"  # ... and gave generative verdicts a Holm family
 
 
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    printed_as: str  # what the tool prints, and where
-    kind: str  # 'rejection' | 'coverage'
-    nominal: float
-    role: str  # 'null' | 'coverage' | 'power' | 'confound' | 'pseudo'
-    simulate: Callable[[np.random.Generator], tuple[Any, Any]]
-    run: Callable[[Any, Any], bool]
-    truth: str  # the simulated truth, in words
-    cost: float = 1.0  # draws = max(50, round(--draws / cost)): bootstrap entries are slower
-    outcome: str = ""  # verdict when outside on the unsafe side: 'fixed in ...' / 'withdrawn: ...'
-
-
-def rejects(p: Any) -> bool:
-    return isinstance(p, (int, float)) and np.isfinite(p) and p < ALPHA
-
-
-def covers(low: Any, high: Any, truth: float) -> bool:
-    """Whether an interval holds the truth; no interval (NaN, or the reason the tool gives in its
-    place, e.g. "no spread: no interval") counts as a miss, so coverage is never flattered."""
-    numbers = all(isinstance(v, (int, float, np.floating)) for v in (low, high))
-    return bool(numbers and np.isfinite(low) and np.isfinite(high) and low - 1e-12 <= truth <= high + 1e-12)
-
-
 # ----------------------------------------------------------------------------- recipes across seeds
-
-SEEDS = 3  # the GoToLocal sweep's seeds per recipe
-EPISODES = 500  # evaluation layouts per run
 
 
 def runs_success(rng: np.random.Generator, seeds: int, shift: float = 0.0) -> np.ndarray:
@@ -365,83 +347,6 @@ def generative_one_moved(changes: np.ndarray, truth: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------- the registry
-
-
-def causal_experts(rng: np.random.Generator, identity_effect: float = 0.0) -> tuple:
-    """3 runs x 3 layers x 3 experts (expert 0 the identity): a statistic and an effect, independent
-    among the sized ones; identity_effect > 0: the identity is heaviest and most costly to remove."""
-    runs = np.repeat(np.arange(3), 9)
-    identity = np.tile(np.arange(9) % 3 == 0, 3)
-    stat = rng.uniform(0.0, 0.3, 27)
-    effect = rng.normal(0.0, 0.05, 27)
-    if identity_effect:
-        stat[identity] += 0.6
-        effect[identity] -= identity_effect
-    return (stat, effect, runs, identity, int(rng.integers(2**31))), 0.0
-
-
-def causal_confounded(rng: np.random.Generator) -> tuple:
-    return causal_experts(rng, identity_effect=0.5)
-
-
-def causal_all_rejects(inputs: tuple, truth: Any) -> bool:
-    from mop import causal
-
-    stat, effect, runs, _, seed = inputs
-    return rejects(causal.within_run_spearman(stat, effect, runs, 199, seed)["p"])
-
-
-def causal_sized_rejects(inputs: tuple, truth: Any) -> bool:
-    from mop import causal
-
-    stat, effect, runs, identity, seed = inputs
-    keep = ~identity
-    return rejects(causal.within_run_spearman(stat[keep], effect[keep], runs[keep], 199, seed)["p"])
-
-
-def causal_interval_covers(inputs: tuple, truth: float) -> bool:
-    from mop import causal
-
-    stat, effect, runs, _, seed = inputs
-    r = causal.within_run_spearman(stat, effect, runs, 19, seed)
-    return covers(r["ci_low"], r["ci_high"], truth)
-
-
-def time_course_null(rng: np.random.Generator) -> tuple:
-    """3 runs x 3 levels x 4 updates, every level's LPC the same in truth (run spread, episode noise)."""
-    import pandas as pd
-
-    course = {}
-    for update in (250, 500, 750, 1000):
-        course[update] = {}
-        for run in range(3):
-            base = rng.normal(500.0, 60.0)
-            course[update][(0, run)] = {
-                level: pd.DataFrame(
-                    {
-                        "mean_lpc": base + rng.normal(0.0, 40.0, 20),
-                        "length": np.full(20, 10),
-                        "success": np.ones(20),
-                    }
-                )
-                for level in ("A", "B", "C")
-            }
-    return course, None
-
-
-def time_course_any(course: dict, truth: Any) -> bool:
-    from mop import difficulty
-
-    _, pairs, _ = difficulty.routing_time_course(course)
-    return bool((pairs["p_holm"] < ALPHA).any())
-
-
-def time_course_any_unadjusted(course: dict, truth: Any) -> bool:
-    from mop import difficulty
-
-    _, pairs, _ = difficulty.routing_time_course(course)
-    return bool((pairs["p"].astype(float) < ALPHA).any())
-
 
 ENTRIES: list[Entry] = [
     Entry(
@@ -824,31 +729,9 @@ ENTRIES: list[Entry] = [
         "every target's true change = the margin (0.01): 'did not move' is false",
         cost=3,
     ),
-    # causal.py's prediction test and its identity control; stats.py --time_course's family
 ]
 
-# causal.py's prediction test and its identity control; stats.py --time_course's family
-# fmt: off
-ENTRIES += [
-    Entry("causal_predict_within_run_null", "causal_predict.csv p (does a routing statistic order the experts' "
-          "effects? mean within-run Spearman, statistic permuted within runs)", "rejection", ALPHA, "null",
-          causal_experts, causal_all_rejects, "3 runs x 9 experts, statistic and effect independent"),
-    Entry("causal_predict_interval_at_0", "causal_predict.csv ci_low/high (95% t over runs of Fisher's z)",
-          "coverage", 0.95, "coverage", causal_experts, causal_interval_covers, "3 runs x 9 experts, true rho 0"),
-    Entry("causal_predict_identity_confound", "causal_predict.csv p over all experts when the identity is "
-          "heaviest and most harmful to remove", "rejection", ALPHA, "confound", causal_confounded,
-          causal_all_rejects, "no link among the sized experts; each layer's identity heavy and costly to remove"),
-    Entry("causal_predict_sized_control", "causal_predict.csv p, experts 'sized (identity left out)': the "
-          "control of the row above", "rejection", ALPHA, "null", causal_confounded, causal_sized_rejects,
-          "the same data: no link among the sized experts"),
-    Entry("time_course_holm_familywise", "time_course_pairs.csv p_holm: any of 4 updates x 3 pairs of levels "
-          "below 0.05 (stats.py --time_course)", "rejection", ALPHA, "null", time_course_null, time_course_any,
-          "3 runs, 3 levels of equal LPC, 4 evaluated updates", cost=8),
-    Entry("time_course_any_unadjusted", "the same 12 tests, each at its own p (every update looked at without "
-          "a family)", "rejection", ALPHA, "pseudo", time_course_null, time_course_any_unadjusted,
-          "3 runs, 3 levels of equal LPC, 4 evaluated updates", cost=8),
-]
-# fmt: on
+ENTRIES += analyses.ENTRIES  # causal.py, stats.py --time_course, knockouts, the hardest level, subgoals
 
 if hasattr(inference, "tost_paired"):  # mop.inference's paired TOST (issue 40, item 5)
 
@@ -942,12 +825,7 @@ def report(results: list[Measured], command: str, seed: int) -> str:
         "| entry | what the tool prints | truth simulated | kind | nominal | measured [MC 95%] | draws | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for m in results:
-        e = m.entry
-        lines.append(
-            f"| `{e.name}` | {e.printed_as} | {e.truth} | {e.kind} | {e.nominal:.2f} | "
-            f"{m.rate:.3f} [{m.low:.3f}, {m.high:.3f}] | {m.draws} | {m.verdict} |"
-        )
+    lines += [row(m) for m in results]
     total = sum(m.seconds for m in results)
     if not hasattr(inference, "tost_paired"):
         lines += [
@@ -958,12 +836,56 @@ def report(results: list[Measured], command: str, seed: int) -> str:
     return "\n".join(lines)
 
 
+def row(m: Measured) -> str:
+    e = m.entry
+    return (
+        f"| `{e.name}` | {e.printed_as} | {e.truth} | {e.kind} | {e.nominal:.3g} | "
+        f"{m.rate:.3f} [{m.low:.3f}, {m.high:.3f}] | {m.draws} | {m.verdict} |"
+    )
+
+
+ROW = re.compile(r"^\| `([^`]+)` \|")
+SEED_LINE = re.compile(r"^Seed (-?\d+);")
+
+
+def merged(old: str, results: list[Measured], command: str, seed: int) -> str:
+    """The report `old` with the measured entries' rows put in (replacing theirs, or inserted in
+    registry order) and every other row kept; the command is listed under the first one, with
+    its rows and seconds. ValueError when `old` has no table or was measured with another seed."""
+    lines = old.rstrip("\n").split("\n")
+    at = [i for i, line in enumerate(lines) if ROW.match(line)]
+    seeds = [int(m.group(1)) for line in lines if (m := SEED_LINE.match(line))]
+    if not at or not seeds:
+        raise ValueError("no calibration table in it")
+    if seeds[0] != seed:
+        raise ValueError(f"its rows were measured with --seed {seeds[0]}, not {seed}")
+    kept = {ROW.match(lines[i]).group(1): lines[i] for i in at}
+    new = {m.entry.name: row(m) for m in results}
+    registry = [e.name for e in ENTRIES]
+    order = [n for n in registry if n in kept or n in new] + [n for n in kept if n not in registry]
+    head, tail = lines[: at[0]], lines[at[-1] + 1 :]
+    commands = [i for i, line in enumerate(head) if line.startswith("    python bench/calibration.py")]
+    seconds = sum(m.seconds for m in results)
+    note = f"    {command}  # merged: {len(new)} row{'s' * (len(new) != 1)}, {seconds:.0f} s"
+    head = head[: commands[-1] + 1] + [note] + head[commands[-1] + 1 :] if commands else head
+    tail = [
+        line.replace("for the entries above.", "for the first command's entries (a merged one's: beside it).")
+        for line in tail
+    ]
+    return "\n".join([*head, *(new.get(n) or kept[n] for n in order), *tail, ""])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS, help="draws per cheap entry")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="docs/calibration.md", help="the report (markdown)")
     parser.add_argument("--only", default=None, help="comma list of entry names")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: put its rows into the existing --out, keep the rest",
+    )
     return parser
 
 
@@ -978,6 +900,17 @@ def main(argv: list[str] | None = None) -> dict:
     if args.draws < 50:
         print(f"error: --draws must be at least 50, got {args.draws}", file=sys.stderr)
         raise SystemExit(2)
+    if args.merge and not only:
+        print("error: --merge needs --only (every entry rewrites the report)", file=sys.stderr)
+        raise SystemExit(2)
+    out = Path(args.out)
+    old = out.read_text() if args.merge and out.exists() else None
+    if old is not None:
+        try:
+            merged(old, [], "", args.seed)  # refuse before measuring, not after
+        except ValueError as e:
+            print(f"error: --merge into {args.out}: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     results = []
     for entry in ENTRIES:
         if only and entry.name not in only:
@@ -987,8 +920,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{entry.name}: {m.rate:.3f} [{m.low:.3f}, {m.high:.3f}] of {m.draws} ({m.seconds:.1f} s): {m.verdict}"
         )
         results.append(m)
-    command = "python bench/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    atomic_write_text(Path(args.out), report(results, command.strip(), args.seed))
+    command = ("python bench/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    text = report(results, command, args.seed) if old is None else merged(old, results, command, args.seed)
+    atomic_write_text(out, text)
     return {
         "out": args.out,
         "results": {m.entry.name: (m.rate, m.low, m.high, m.draws, m.verdict) for m in results},

@@ -13,11 +13,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import calibration  # noqa: E402
+from test_calibration_analyses import NEW  # noqa: E402  (their draws are that file's tests)
 
 from eval_mop import wilson_interval  # noqa: E402
 
 DRAWS = 200
 SEED = 0
+OWN = {n for names in NEW.values() for n in names}  # measured in tests/test_calibration_analyses.py
 # the withdrawn tests, measured on the same draws: each must land above the band (so this test can fail)
 WITHDRAWN = (
     "generative_any_of_9_targets_unadjusted",
@@ -36,7 +38,7 @@ def test_every_null_test_holds_its_rate_on_a_small_draw():
     cheap = [
         e
         for e in calibration.ENTRIES
-        if e.role == "null" and e.kind == "rejection" and e.cost <= 1 and not e.outcome
+        if e.role == "null" and e.kind == "rejection" and e.cost <= 1 and not e.outcome and e.name not in OWN
     ]
     assert len(cheap) >= 10
     for entry in cheap:
@@ -61,3 +63,29 @@ def test_an_entry_is_reproducible_and_bad_flags_are_refused(tmp_path, capsys):
         "wilson_success_interval" in out.read_text()
         and summary["results"]["wilson_success_interval"][3] == 50
     )
+
+
+def test_merge_replaces_only_the_rows_asked_and_records_the_command(tmp_path, capsys):
+    out = tmp_path / "c.md"
+    argv = ["--draws", "50", "--out", str(out)]
+    calibration.main([*argv, "--only", "wilson_success_interval,paired_t_identical_recipes"])
+    before = out.read_text()
+    merge = ["--draws", "60", "--out", str(out), "--only", "missing_seed_dropped,wilson_success_interval"]
+    calibration.main([*merge, "--merge"])
+    after = out.read_text()
+    rows = [line for line in after.splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == [  # registry order
+        "paired_t_identical_recipes",
+        "missing_seed_dropped",
+        "wilson_success_interval",
+    ]
+    kept = next(line for line in before.splitlines() if line.startswith("| `paired_t_identical_recipes`"))
+    assert kept in rows  # untouched
+    assert rows[2].endswith("| 60 | within MC error |") and rows[2] not in before  # replaced
+    assert "--only missing_seed_dropped,wilson_success_interval --merge  # merged: 2 rows, " in after
+    assert after.count("python bench/calibration.py") == 2 and "first command's entries" in after
+    for bad in (["--only", "wilson_success_interval", "--merge", "--seed", "1"], ["--merge"]):
+        with pytest.raises(SystemExit) as e:
+            calibration.main([*argv, *bad])
+        assert e.value.code == 2 and capsys.readouterr().err.startswith("error: ")
+    assert out.read_text() == after  # a refused merge writes nothing
