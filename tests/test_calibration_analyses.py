@@ -1,4 +1,4 @@
-"""bench/calibration_analyses.py (issue 40): the knockouts' paired t across runs, the learning-speed
+"""bench/calibration_lib/analyses.py (issue 40): the knockouts' paired t across runs, the learning-speed
 'hardest level' verdict and the routing intervals by subgoal and around events are measured
 through the code the tool runs, on simulators whose stated truth is checked here; on a small
 fixed-seed draw every null row holds its rate and every confound or withdrawn row lands above it,
@@ -18,7 +18,7 @@ from scipy import stats as sps
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import calibration  # noqa: E402
-import calibration_analyses as analyses  # noqa: E402
+from calibration_lib import analyses  # noqa: E402
 
 from eval_mop import wilson_interval  # noqa: E402
 from mop import difficulty  # noqa: E402

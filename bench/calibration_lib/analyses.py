@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from calibration_entry import ALPHA, EPISODES, SEEDS, Entry, covers, rejects
+from calibration_lib.entry import ALPHA, EPISODES, SEEDS, Entry, covers, rejects
 
 FIX_HARDEST = "19bc558"  # the commit that gave the learning-speed 'hardest' its error bound
 

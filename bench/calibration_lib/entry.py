@@ -1,7 +1,7 @@
 """The row type of bench/calibration.py's registry and the two ways a draw is judged, shared by the
-registry's modules (bench/calibration.py, bench/calibration_analyses.py) so each imports only this.
+registry's modules (bench/calibration.py, bench/calibration_lib/analyses.py) so each imports only this.
 
-    from calibration_entry import ALPHA, Entry, covers, rejects
+    from calibration_lib.entry import ALPHA, Entry, covers, rejects
     Entry("name", "what the tool prints", "rejection", ALPHA, "null", simulate, run, "the truth")
 """
 
