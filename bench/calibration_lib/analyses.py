@@ -370,7 +370,7 @@ def subgoal_pair_separates(adjustment: str, other: str = "Pickup") -> Any:
 
 def event_runs(rng: np.random.Generator) -> tuple:
     """SEEDS runs, one pickup per episode at step k ~ U(3, L - 4): expert 1's weight 0.4 +
-    0.15 exp(-|t - k|) + run, episode and step noise as subgoal_run's. Truth at offset 0: 0.55."""
+    0.15 exp(-abs(t - k)) + run, episode and step noise as subgoal_run's. Truth at offset 0: 0.55."""
     from mop.routing_cache import EVENT_COLUMNS
 
     runs = {}
@@ -500,6 +500,6 @@ ENTRIES += [
           subgoal_pair_separates("none"), f"{STEP}; no subgoal effect"),
     Entry("event_locked_coverage", "event_locked_routing.csv ci_low/high at offset 0 (95% t over 3 runs, "
           "clipped to [0, 1])", "coverage", 0.95, "coverage", event_runs, event_covers,
-          "3 runs x 30 episodes, one pickup each; weight 0.4 + 0.15 exp(-|offset|) + noise; truth 0.55"),
+          "3 runs x 30 episodes, one pickup each; weight 0.4 + 0.15 exp(-abs(offset)) + noise; truth 0.55"),
 ]
 # fmt: on
