@@ -289,9 +289,9 @@ def run_level(
     }
 
 
-def demo_generation_s(cfg: TrainConfig) -> float:
+def demo_generation_s(cfg: TrainConfig) -> float | str:
     """Wall seconds the run's demo store spent generating its demos (summed over sessions; the
-    store's manifest), part of what a BC row cost beside its training time."""
+    store's manifest), part of what a BC row cost beside its training time; "" without a store."""
     from mop.bot_demos import MANIFEST, store_path
 
     path = store_path(cfg.demos_dir, cfg.task_id, cfg.demo_seed, cfg.max_steps) / MANIFEST

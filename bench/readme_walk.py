@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mop.readme_commands import Command, readme_commands, words  # noqa: E402
+from mop.runs import atomic_write_text  # noqa: E402
 
 ACTIVATE = "source .venv/bin/activate"
 COLUMNS = [
@@ -156,9 +157,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(sorted(rows, key=lambda r: int(r["number"])))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(buf.getvalue())
-    tmp.replace(path)  # a walk killed mid-write keeps the previous table
+    atomic_write_text(path, buf.getvalue())  # a walk killed mid-write keeps the previous table
 
 
 def walk(args: argparse.Namespace, commands: list[Command]) -> int:
