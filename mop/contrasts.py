@@ -434,7 +434,8 @@ def knockout_pairs(
     its last, or `update`), its default evaluation (the table's cache) against the results CSV's
     knockout rows of the same checkpoint. Per (condition, knockout, metric): the paired
     difference knockout - none across runs (paired_difference), Holm over the table. Per (run,
-    knockout): the exact paired test of success on the shared layouts, Holm over that table."""
+    knockout): the exact paired test of success on the shared layouts, Holm over that table.
+    A knockout test that cannot run counts in the family as p = 1 (inference.holm_over_asked)."""
     empty = pd.DataFrame(columns=[*KNOCKOUT_COLUMNS, "p_holm", "family"])
     if results.empty or "knockout" not in results or "condition" not in table:
         return empty, pd.DataFrame()
@@ -488,8 +489,13 @@ def knockout_pairs(
                 }
             )
     df = pd.DataFrame(out, columns=KNOCKOUT_COLUMNS)
-    df["p_holm"] = holm(df["p"]) if len(df) else []
-    df["family"] = f"Holm over this table: {len(df)} (condition, knockout, metric) tests"
+    # one rule for every family (inference.holm_over_asked, as the contrasts and causal.py): a test
+    # that cannot run (one run, no spread) counts as p = 1 and gets no adjusted p of its own
+    df["p_holm"] = holm_over_asked(df["p"]) if len(df) else []
+    df["family"] = (
+        f"Holm over this table: {len(df)} (condition, knockout, metric) tests asked, "
+        f"{int(df['p_holm'].notna().sum()) if len(df) else 0} of them run (the others count as p = 1)"
+    )
     exact_df = pd.DataFrame(exact)
     if len(exact_df) and "p_exact" in exact_df:
         exact_df["p_holm"] = holm(exact_df["p_exact"])

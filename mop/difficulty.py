@@ -19,8 +19,10 @@ Ranking (routing_analysis.ranking): a level is named hardest (easiest) only when
 wholly above (below) every other level's; otherwise no verdict, and the reason. The learning-speed
 "hardest" also states its error rate (`hardest_level`, `verdict_error`: a union bound on the
 probability that the named level is not the hardest, from the intervals' coverages) and stands
-only when that is <= 5%; with fewer repeats it is "not resolved" and names the repeats needed
-(`repeats_needed`: 6 per level for two levels).
+only when that is <= 5%. The verdict's intervals are each level's median interval at
+1 - 5%/(levels - 1) (`verdict_confidence`: 97.5% for three levels), so the bound holds at any
+number of repeats; with fewer repeats it is "not resolved" and names the repeats needed
+(`repeats_needed`: 6 per level for two levels, 7 for three).
 
 Routing against difficulty across runs (`routing_across_runs`): the units are multi-task runs
 (trial, seed) of one condition. Per run and level, the mean LPC per step of the level's
@@ -69,18 +71,44 @@ def verdict_error(coverages: Sequence[float]) -> float:
     return float(sum((1 - c[0]) / 2 + (1 - o) / 2 for o in c[1:]))
 
 
+def verdict_confidence(levels: int) -> float:
+    """The coverage each level's interval needs for a "hardest" verdict among `levels` levels to
+    keep verdict_error <= MAX_ERROR: the union bound spends (1 - c) per other level, so
+    c = 1 - MAX_ERROR / (levels - 1) (95% for two levels, 97.5% for three). Intervals fixed at 95%
+    whatever the number of levels made the verdict stricter as repeats grew (at 9 repeats the
+    narrowest 95% interval covers 96.1%, a bound of 7.8% for three levels: withheld)."""
+    return 1.0 - MAX_ERROR / max(int(levels) - 1, 1)
+
+
 def hardest_level(
-    table: pd.DataFrame, value: str, low: str, high: str, coverage: str, what: str
+    table: pd.DataFrame,
+    value: str,
+    low: str,
+    high: str,
+    coverage: str,
+    what: str,
+    repeats: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, Any]:
     """ranking(...) whose "hardest" stands only when its error bound (verdict_error over the
-    levels' interval coverages, column `coverage`) is <= MAX_ERROR; otherwise the hardest is
-    withdrawn and the verdict says "not resolved" with the bound and the repeats it needs. Keys
-    as ranking's, plus error_bound."""
-    out = ranking(table, value, low, high, what)
+    levels' interval coverages) is <= MAX_ERROR; otherwise the hardest is withdrawn and the
+    verdict says "not resolved" with the bound and the repeats it needs. With `repeats` (level ->
+    its repeats' values, learning_speed's `updates`) the verdict ranks each level's median interval
+    at verdict_confidence(levels) (the family is the levels compared), not the table's 95%
+    columns, which stay as printed; without it the table's [low, high] and `coverage` decide.
+    Keys as ranking's, plus error_bound and confidence (the intervals' level the verdict used)."""
+    t = table.dropna(subset=[value, low, high])
+    confidence = verdict_confidence(len(t))
+    if repeats is not None and len(t) >= 2:
+        t = t.copy()
+        for i, level in zip(t.index, t["level"]):
+            m = median_interval(list(repeats.get(level, ())), confidence)
+            t.loc[i, [low, high, coverage]] = [m["ci_low"], m["ci_high"], m["coverage"]]
+        t = t.dropna(subset=[value, low, high])
+    out = ranking(t, value, low, high, what)
     out["error_bound"] = math.nan
+    out["confidence"] = confidence if repeats is not None else math.nan
     if out["hardest"] is None:
         return out
-    t = table.dropna(subset=[value, low, high])
     named = t[t["level"] == out["hardest"]]
     rest = t[t["level"] != out["hardest"]]
     bound = verdict_error([*named[coverage], *rest[coverage]])
@@ -93,14 +121,18 @@ def hardest_level(
         )
         out["hardest"] = None
     else:
-        out["verdict"] += f"; a wrong 'hardest' has probability <= {bound:.1%}"
+        shown = "" if repeats is None else f" (each level's {confidence:.1%} interval of the median)"
+        out["verdict"] += f"{shown}; a wrong 'hardest' has probability <= {bound:.1%}"
     return out
 
 
 def repeats_needed(levels: int) -> int:
-    """The fewest repeats per level whose median intervals keep verdict_error <= MAX_ERROR."""
+    """The fewest repeats per level whose median intervals, at verdict_confidence(levels), keep
+    verdict_error <= MAX_ERROR (6 for two levels, 7 for three)."""
+    levels = max(levels, 2)
     for n in range(2, 200):
-        if verdict_error([median_interval(list(range(n)))["coverage"]] * max(levels, 2)) <= MAX_ERROR:
+        c = median_interval(list(range(n)), verdict_confidence(levels))["coverage"]
+        if verdict_error([c] * levels) <= MAX_ERROR:
             return n
     return 200
 

@@ -56,7 +56,7 @@ def run_levels(args: argparse.Namespace) -> dict:
     for cid, _, run, level, episodes in evaluations:
         runs.setdefault(cid, {}).setdefault(run, {})[level] = episodes
     labels = conditions.labels(recipes)
-    by_level, pairs, verdicts = [], [], {}
+    by_level, pairs, verdicts, repeats = [], [], {}, {}
     roots = args.single_task_dir or ["checkpoints"]
     for cid, by_run in runs.items():
         levels, level_pairs = difficulty.routing_across_runs(by_run)
@@ -73,13 +73,20 @@ def run_levels(args: argparse.Namespace) -> dict:
                 for k in ("repeats", "censored", "speed_median", "speed_ci_low", "speed_ci_high")
             }
             row |= {"speed_coverage": speed.get("speed_coverage"), "speed_note": speed.get("note", "")}
+            repeats.setdefault(cid, {})[level] = speed.get("updates", [])
             by_level.append({"condition": cid, "condition_label": labels[cid]} | row)
         table = pd.DataFrame([r for r in by_level if r["condition"] == cid])
         verdicts[cid] = {
             "label": labels[cid],
             "runs": len(by_run),
             "learning_speed": difficulty.hardest_level(
-                table, "speed_median", "speed_ci_low", "speed_ci_high", "speed_coverage", "learning speed"
+                table,
+                "speed_median",
+                "speed_ci_low",
+                "speed_ci_high",
+                "speed_coverage",
+                "learning speed",
+                repeats=repeats[cid],
             ),
             "bot_path_length": ranking(
                 table, "bot_path_mean", "bot_path_ci_low", "bot_path_ci_high", "bot path length"

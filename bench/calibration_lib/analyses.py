@@ -226,17 +226,29 @@ def speed_table(inputs: tuple) -> pd.DataFrame:
 
 def hardest_wrong(inputs: tuple, truth: Any) -> bool:
     """hardest_level (the verdict stats.py prints) names a level that is not the hardest."""
+    named = _hardest(inputs)
+    return named is not None and named != truth
+
+
+def _hardest(inputs: tuple) -> str | None:
+    """The level hardest_level names from the repeats' written metrics (None: no verdict)."""
     from mop import difficulty
 
-    named = difficulty.hardest_level(
-        speed_table(inputs),
+    table = speed_table(inputs)
+    return difficulty.hardest_level(
+        table,
         "speed_median",
         "speed_ci_low",
         "speed_ci_high",
         "speed_coverage",
         "learning speed",
+        repeats=dict(zip(table["level"], table["updates"])),
     )["hardest"]
-    return named is not None and named != truth
+
+
+def hardest_right(inputs: tuple, truth: Any) -> bool:
+    """hardest_level names the truly hardest level (power)."""
+    return _hardest(inputs) == truth
 
 
 def ranking_wrong(inputs: tuple, truth: Any) -> bool:
@@ -251,7 +263,8 @@ def bound_at(repeats: int) -> float:
     """The error bound hardest_level prints for 3 levels of `repeats` each."""
     from mop import difficulty
 
-    coverage = difficulty.median_interval(list(range(repeats)))["coverage"]
+    confidence = difficulty.verdict_confidence(len(LEVELS))
+    coverage = difficulty.median_interval(list(range(repeats)), confidence)["coverage"]
     return difficulty.verdict_error([coverage] * len(LEVELS))
 
 
@@ -467,6 +480,16 @@ ENTRIES += [
           "truly hardest", "rejection", claimed_at(7), "null",
           lambda rng: speed_repeats(rng, 7, (1.2, 1.0, 1.0), HEADLINE_SPEED), hardest_wrong,
           f"3 levels x 7 repeats {HEADLINE_GRID}; {MARGIN}"),
+    Entry("hardest_two_tied_9_repeats", f"difficulty.json 'hardest' at 9 repeats (intervals at 97.5% for 3 "
+          f"levels: prints 'a wrong hardest has probability <= {bound_at(9):.1%}')", "rejection", claimed_at(9),
+          "null", lambda rng: speed_repeats(rng, 9, (1.0, 1.0, 0.4), FINE_SPEED), hardest_wrong,
+          "3 levels x 9 repeats, ce logged every 25 updates, median 2000 (ties rare); " + TIED),
+    Entry("hardest_named_9_repeats", "difficulty.json names the truly hardest level at 9 repeats (before the "
+          "verdict's intervals were set by the levels compared, 9 repeats gave 95% intervals covering 96.1%, "
+          "a bound of 7.8%, and no verdict at all)", "rejection", ALPHA, "power",
+          lambda rng: speed_repeats(rng, 9, (3.0, 1.0, 1.0), FINE_SPEED), hardest_right,
+          "3 levels x 9 repeats, ce logged every 25 updates, median 2000; level A truly hardest, its median "
+          "3x B's and C's (repeat sd 0.35 in log)"),
 ]
 # fmt: on
 
