@@ -472,13 +472,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+DEMO_KEYS = ("demos", "demo_updates")  # checked against each other and the length: not for the frame count
+
+
+def bench_config(level: str, config: Path | None, sets: dict, frames: int) -> TrainConfig:
+    """The recipe resolved at the bench's length: num_updates from --frames, so a key checked
+    against the run's length (demo_updates < num_updates) is checked against the bench's, not the
+    recipe file's. The frames per update come from the recipe with its demo keys left out."""
+    from mop.experiment import load_config
+
+    base = load_config(config, {"task_id": level, **{k: v for k, v in sets.items() if k not in DEMO_KEYS}})
+    updates = max(1, round(frames / (base.num_envs * base.unroll_len)))
+    return load_config(config, {"task_id": level, **sets, "num_updates": updates})
+
+
 def run_or_skip(level: str, args: argparse.Namespace, sets: dict) -> None:
-    from mop.experiment import ConfigError, load_config, recipe_keys
+    from mop.experiment import ConfigError, recipe_keys
 
     out = Path(args.out)
     config = level_config(level, Path(args.configs_dir))
     recipe = recipe_of(config, sets)
-    cfg = load_config(config, {"task_id": level, **sets})
+    cfg = bench_config(level, config, sets, args.frames)
     done = [r for r in read_rows(out) if same_row(r, level, recipe, args.frames)]
     changes = stale_row(done[0], recipe_keys(cfg)) if done else []
     if changes:

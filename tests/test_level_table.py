@@ -268,3 +268,17 @@ def test_babyai_reference_numbers_name_their_source():
     assert (imp["success_1m"], imp["success_1m_v11"]) == (87.2, 84.0)
     assert round(0.9 * imp["success_1m"], 1) == 78.5
     assert set(levels.BABYAI) == set(levels.LEVELS)
+
+
+def test_demo_updates_are_checked_against_the_bench_length_not_the_recipe_files(tmp_path):
+    """--set demo_updates=K with K past the recipe file's num_updates but inside --frames' length:
+    the bench resolves the recipe at its own length (bench_config), where it used to refuse K >=
+    the file's num_updates before setting the length (issue 41's Unlock BC-then-DAgger run)."""
+    _, configs, _, _, preset = tiny_level(tmp_path, 3200, 320, 5, 5, num_updates=20)
+    sets = {"demos": 50, "demo_updates": 60}
+    cfg = levels.bench_config(LEVEL, configs / f"{LEVEL}.yaml", sets, frames=3200)
+    assert cfg.num_updates == 100 and cfg.demo_updates == 60  # 3200 frames / (4 envs x 8 steps)
+    from mop.experiment import ConfigError
+
+    with pytest.raises(ConfigError, match="demo_updates"):
+        levels.bench_config(LEVEL, configs / f"{LEVEL}.yaml", sets, frames=1600)  # 50 updates: none online
