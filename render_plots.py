@@ -112,10 +112,10 @@ def subgoal_figures(
     exponent = float((meta or {}).get("config", {}).get("lpc_exponent", 2.0))
     table = routing_by_subgoal(runs, expert_sizes, exponent)
     locked = {e: event_locked(runs, e, event_k) for e in events_present(runs)}
-    unit = "runs" if len(runs) > 1 else "one run"
+    unit = f"{len(runs)} runs" if len(runs) > 1 else "one run"
     return {
         "routing_by_subgoal": plot_routing_by_subgoal(
-            table, expert_sizes, title=f"Routing by the bot's subgoal ({len(runs)} {unit})", layout=layout
+            table, expert_sizes, title=f"Routing by the bot's subgoal ({unit})", layout=layout
         ),
         "routing_by_subgoal_within_cell": plot_routing_by_subgoal(
             table, expert_sizes, "within_cell", title="Routing by subgoal, within cell", layout=layout

@@ -106,7 +106,7 @@ def plot_routing_by_subgoal(
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize="x-small", frameon=False, ncols=min(len(experts), 3), loc="lower left",
                   bbox_to_anchor=(0, 1.0), borderaxespad=0.1)  # fmt: skip
-        ax.set_title(f"layer {layer}", loc="right")
+        ax.set_title(f"layer {layer}", pad=16)  # above the legend's row, never beside it
     if title:
         fig.suptitle(title)
     if by_runs:
