@@ -255,3 +255,27 @@ def test_the_attribution_rows_read_attribution_summarise():
 
 def test_attribution_rows_on_a_small_draw():
     holds("attribution_share_now_coverage", 150)
+
+
+def test_the_share_interval_follows_a_skewed_sample_and_is_never_narrower_than_the_t():
+    from attribution import share_interval
+    from mop.lmc_stats import bootstrap_t_interval, mean_interval
+
+    # a small share that three of 20 episodes carry: the t interval is symmetric about the mean,
+    # the bootstrap-t reaches further up (where the missed truth lies) and stays at 0 below
+    skewed = np.array([0.0] * 16 + [0.02, 0.05, 0.3, 0.4])
+    mean, t_low, t_high = mean_interval(skewed)
+    _, low, high = share_interval(skewed)
+    assert high > t_high + 0.1 and low == 0.0 and t_low < 0  # clipped at 0
+    for values in (np.random.default_rng(SEED).normal(0.5, 0.1, 20), np.array([0.2, 0.3, 0.25])):
+        _, t_low, t_high = mean_interval(values)
+        _, low, high = share_interval(values)
+        assert low <= t_low and high >= t_high
+    assert np.isnan(bootstrap_t_interval([0.1, 0.2])[0]) and np.isnan(bootstrap_t_interval([0.3] * 5)[1])
+    assert bootstrap_t_interval(skewed) == bootstrap_t_interval(skewed)  # seeded: a table is reproducible
+
+
+@pytest.mark.slow
+def test_attribution_small_share_on_a_small_draw():
+    """The Student-t alone covered 91.5% here (400 draws), below the band's 92.4%."""
+    holds("attribution_share_oldest_coverage", 400)
