@@ -391,8 +391,8 @@ ENTRIES: list[Entry] = [
     Entry("causal_layout_interval_coverage", "causal_effects.csv layout_ci_low/high for success (percentile "
           "bootstrap over 100 shared layouts: this network)", "coverage", 0.95, "coverage", layout_arms,
           layout_interval_covers, "a layout's success q ~ U(0.3, 1), intervened q - 0.1; truth -0.1", cost=2),
-    Entry("attribution_share_now_coverage", "attribution.py --aggregate's ci_low/high at offset 0 (95% t over "
-          "20 episodes, clipped to [0, 1])", "coverage", 0.95, "coverage", attribution_profiles, share_covers(0),
+    Entry("attribution_share_now_coverage", "attribution.py --aggregate's ci_low/high at offset 0 (95% over 20 "
+          "episodes: t widened to the bootstrap-t, clipped to [0, 1])", "coverage", 0.95, "coverage", attribution_profiles, share_covers(0),
           f"20 episodes, Dirichlet shares alike within an episode; truth {SHARE_TRUTH[-1]:.3f}"),
     Entry("attribution_share_oldest_coverage", f"the same at offset -{WINDOW} (a small, skewed share)",
           "coverage", 0.95, "coverage", attribution_profiles, share_covers(-WINDOW),
