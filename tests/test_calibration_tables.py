@@ -257,6 +257,7 @@ def test_the_attribution_rows_read_attribution_summarise():
     assert not tables.share_covers(0)(profiles, inside)
 
 
+@pytest.mark.slow
 def test_attribution_rows_on_a_small_draw():
     holds("attribution_share_now_coverage", 150)
 
