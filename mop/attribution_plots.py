@@ -5,7 +5,7 @@
   steps with the most |attribution|, drawn over the agent's own 7x7 view at that step (the agent
   at the bottom centre, facing up; red raises the target, blue lowers it; one colour scale for all).
 - `plot_aggregate`: the mean share of |attribution| on each step offset, one line per subgoal of
-  the bot at t, with 95% t intervals over episodes.
+  the bot at t, with 95% intervals over episodes (t, widened to the bootstrap-t: attribution.share_interval).
 
     fig = plot_example(result, cells, views, title="...", mission="go to the red ball", baseline="zero")
     fig = plot_aggregate(summary, title="...", baseline="zero")
@@ -161,7 +161,7 @@ def plot_aggregate(summary: pd.DataFrame, title: str, baseline: str, layout: str
     fig.suptitle(title)
     text = (
         f"Integrated gradients, baseline {baseline}; per example the share of its |attribution| on each "
-        "step, averaged within each episode; bands: 95% t intervals over episodes."
+        "step, averaged within each episode; bands: 95% intervals over episodes (t, widened to the bootstrap-t)."
     )
     if len(subgoals) == 1:
         text += f" The bot's subgoal was {subgoals[0]} at every step attributed."

@@ -217,14 +217,25 @@ def _episodes(mean_lpc, lengths, bot, w0=0.5):
     )
 
 
-def test_clustered_mean_is_the_per_step_mean_with_the_ratio_estimator_error():
+def test_clustered_mean_is_the_per_step_mean_with_the_jackknife_error():
     v, w = np.array([1.0, 2.0, 4.0]), np.array([1.0, 1.0, 2.0])
     mean, se, half = clustered_mean(v, w)
     assert mean == pytest.approx((1 + 2 + 8) / 4)  # per step, not per episode (7/3)
-    by_hand = math.sqrt(3 / 2 * ((w * (v - mean)) ** 2).sum()) / w.sum()
+    left_out = np.array([(2 + 8) / 3, (1 + 8) / 3, (1 + 2) / 2])  # each episode left out in turn
+    by_hand = math.sqrt(2 / 3 * ((left_out - left_out.mean()) ** 2).sum())
     assert se == pytest.approx(by_hand)
     assert half == pytest.approx(by_hand * 4.302652729749464)  # t(0.975, 2 df)
     assert math.isnan(clustered_mean([3.0], [2.0])[1])
+    # equal weights: the plain mean's s / sqrt(n)
+    x = np.array([3.0, 5.0, 4.0, 10.0])
+    assert clustered_mean(x, np.ones(4))[1] == pytest.approx(x.std(ddof=1) / 2)
+    # a few long episodes carry most of the steps (failures at the step limit): the linearised
+    # (sandwich) error of the ratio shrank there and its interval under-covered (docs/calibration.md)
+    v = np.array([400.0] * 18 + [470.0, 460.0])
+    w = np.array([8.0] * 18 + [64.0, 64.0])
+    mean, se, _ = clustered_mean(v, w)
+    sandwich = math.sqrt(20 / 19 * ((w * (v - mean)) ** 2).sum()) / w.sum()
+    assert se > 1.2 * sandwich
 
 
 def test_routing_by_level_on_a_hand_made_input():
