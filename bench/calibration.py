@@ -923,6 +923,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         results.append(m)
     command = ("python bench/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    if old is not None:  # read again: a report merged into while this one measured keeps those rows
+        old = out.read_text() if out.exists() else old
     text = report(results, command, args.seed) if old is None else merged(old, results, command, args.seed)
     atomic_write_text(out, text)
     return {

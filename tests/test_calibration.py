@@ -90,3 +90,24 @@ def test_merge_replaces_only_the_rows_asked_and_records_the_command(tmp_path, ca
             calibration.main([*argv, *bad])
         assert e.value.code == 2 and capsys.readouterr().err.startswith("error: ")
     assert out.read_text() == after  # a refused merge writes nothing
+
+
+def test_a_merge_keeps_rows_merged_by_another_run_while_it_measured(tmp_path, monkeypatch):
+    """Two merges at once (a long entry measured in the background while another is merged): the
+    report is read again before writing, so the first to finish does not drop the other's rows."""
+    out = tmp_path / "c.md"
+    calibration.main(["--draws", "50", "--out", str(out), "--only", "wilson_success_interval"])
+    measure = calibration.measure
+
+    def measure_while_another_merges(entry, draws, seed):
+        if entry.name == "paired_t_identical_recipes":  # the other run lands its row meanwhile
+            monkeypatch.setattr(calibration, "measure", measure)
+            calibration.main(
+                ["--draws", "50", "--out", str(out), "--only", "missing_seed_dropped", "--merge"]
+            )
+        return measure(entry, draws, seed)
+
+    monkeypatch.setattr(calibration, "measure", measure_while_another_merges)
+    calibration.main(["--draws", "50", "--out", str(out), "--only", "paired_t_identical_recipes", "--merge"])
+    names = [line.split("`")[1] for line in out.read_text().splitlines() if line.startswith("| `")]
+    assert names == ["paired_t_identical_recipes", "missing_seed_dropped", "wilson_success_interval"]
