@@ -60,7 +60,7 @@ from mop.babyai_env import EVAL_SEED_START, encode_obs, make_env
 from mop.bot_demos import bot_episode
 from mop.bot_paths import BotPaths
 from mop.experiment import ConfigError, load_policy
-from mop.inference import holm
+from mop.inference import holm_over_asked
 from mop.numpy_policy import one_thread
 from mop.replay_buffer import BufferError, EpisodeBuffer, StoredEpisode, episodes_as_chunk
 from mop.runs import atomic_write
@@ -667,8 +667,9 @@ def correlations(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     several pairs, over pairs (ρ over the n pairs, p from permuting whole forks: pairs of one
     fork are not independent). p_min: the smallest p the fork permutations can reach. Holm
     (p_holm) over the family declared in `family`: every x × y × unit row of this table (12 with
-    several pairs per fork, 6 with one); a row without a test (NaN p) says why in `note` and is
-    not counted."""
+    several pairs per fork, 6 with one); a row without a test (NaN p) says why in `note` and
+    counts in the family as p = 1 (inference.holm_over_asked: the family is the correlations
+    asked, not the ones the data let run), with no adjusted p of its own."""
     rows = []
     units = [("forks", summary)] + ([("pairs", table)] if len(table) > len(summary) else [])
     for unit, frame in units:
@@ -686,10 +687,10 @@ def correlations(table: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
                 )
     out = pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
     if len(out):
-        out["p_holm"] = holm(list(out["p"].astype(float)))
+        out["p_holm"] = holm_over_asked(list(out["p"].astype(float)))
         tested = int(np.isfinite(out["p"].to_numpy(float)).sum())
         out["family"] = (
-            f"Holm over the {tested} tested of {len(out)} correlations: "
+            f"Holm over the {len(out)} correlations asked ({tested} tested; an untested one counts as p = 1): "
             f"{len(CORRELATED_X)} x × {len(CORRELATED_Y)} barrier forms × {len(units)} unit(s)"
         )
     return out

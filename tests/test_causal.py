@@ -229,7 +229,7 @@ def test_summary_t_over_runs_clipped_with_one_family():
     clipped = summary[summary["expert"] == 1].iloc[0]  # the t interval reaches below -0.8
     assert clipped["range_low"] == pytest.approx(-0.8) and clipped["ci_low"] == pytest.approx(-0.8)
     assert list(summary["family_size"]) == [2, 2]
-    assert summary["p_holm"].tolist() == pytest.approx(list(causal.holm(summary["p"])))
+    assert summary["p_holm"].tolist() == pytest.approx(list(causal.holm_over_asked(summary["p"])))
     one = causal.summarize(_effects({"s0": [-0.1, -0.5]}), 10.0)
     assert one["note"].eq(causal.NO_INFERENCE).all() and one["p"].isna().all()
     # an effect with no spread over runs is not tested, yet stays in the family as p = 1

@@ -879,3 +879,11 @@ def test_generative_verdicts_have_a_family_and_the_control_decides_none():
     assert all(r["verdict"] == "did not move" and r["tost_p_holm"] < 0.05 for r in equivalent[2:9])
     with pytest.raises(ValueError):
         probes.verdicts(rows(strong), margin=0.0)
+    # a target that cannot be tested (one context) stays in the family as p = 1: the weak target's
+    # Holm p is over the 9 targets asked, not the 8 the data let run (inference.holm_over_asked)
+    short = rows(rng.normal(0, 0.002, 16))
+    short[-2] |= probes.change_summary(null[-1][:1], null[-1][:1])
+    one = probes.verdicts(short)
+    ps = sorted(r["p"] for r in one[:8])
+    assert math.isnan(one[8]["p"]) and math.isnan(one[8]["p_holm"])
+    assert one[0]["p_holm"] == pytest.approx(min(1.0, 9 * ps[0]))

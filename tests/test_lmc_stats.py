@@ -348,7 +348,7 @@ def test_correlations_table_tests_at_the_fork_with_a_declared_holm_family():
     )
     summary = table.groupby("fork", as_index=False).mean()
     corr = connectivity.correlations(table, summary)
-    assert len(corr) == 12 and corr["family"].str.contains("12 tested of 12").all()
+    assert len(corr) == 12 and corr["family"].str.contains("12 correlations asked \\(12 tested").all()
     pairs = corr[
         (corr["unit"] == "pairs") & (corr["x"] == "fork_point") & (corr["y"] == "ce_barrier_line")
     ].iloc[0]
@@ -359,6 +359,15 @@ def test_correlations_table_tests_at_the_fork_with_a_declared_holm_family():
     assert (corr["p_holm"] >= corr["p"]).all() and corr["p_holm"].max() <= 1.0
     lines = connectivity.findings(table.assign(pair=[0, 1] * 4).iloc[:0], None, corr)
     assert any("family: Holm over the 12" in line for line in lines)
+    # a correlation the data cannot test (a constant column) stays in the family as p = 1: the
+    # family is the 12 asked, so the others' Holm p's do not shrink when a column goes flat
+    flat = table.assign(routing_js_mean_nontrivial=0.05)
+    corr_flat = connectivity.correlations(flat, flat.groupby("fork", as_index=False).mean())
+    untested = ~np.isfinite(corr_flat["p"].to_numpy(float))
+    assert untested.sum() == 4 and corr_flat.loc[untested, "p_holm"].isna().all()
+    assert corr_flat["family"].str.contains("12 correlations asked \\(8 tested").all()
+    same = corr_flat[~untested].merge(corr, on=["x", "y", "unit"], suffixes=("", "_full"))
+    assert np.allclose(same["p_holm"], same["p_holm_full"])  # as adjusted over all 12
 
 
 def test_fork_summary_intervals_are_clipped_to_the_metrics_range():
