@@ -741,7 +741,7 @@ def findings(
                     r["success_drop_mid"], r["success_drop_mid_ci_low"], r["success_drop_mid_ci_high"], 3
                 )
                 + f", {int(r['success_drop_mid_n_worse'])} layouts worse / {int(r['success_drop_mid_n_better'])}"
-                f" better, t-test p {r['success_drop_mid_p']:.3g}"
+                f" better, randomisation p {r['success_drop_mid_p']:.3g}"
             )
         if pd.notna(r.get("routing_agreement_mean_nontrivial", math.nan)):
             layers = len(layers_of(table.columns, "routing_js_layer_"))

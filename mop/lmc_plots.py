@@ -248,6 +248,14 @@ def _with_interval(ax: Axes, x: np.ndarray, y, low, high, color, marker: str, la
     )
 
 
+def _barrier_interval(table: pd.DataFrame, key: str) -> tuple[pd.Series, pd.Series]:
+    """A pair's barrier interval to draw: the simultaneous t interval that decides (calibrated at a
+    true barrier of 0, docs/calibration.md), never the percentile bootstrap it replaced, which
+    under-covers there; NaN (no bar) for an evaluation from before the units were kept."""
+    nan = pd.Series(np.nan, index=table.index)
+    return table.get(f"{key}_t_ci_low", nan), table.get(f"{key}_t_ci_high", nan)
+
+
 def _pair_offsets(table: pd.DataFrame) -> np.ndarray:
     """Small x offsets so a fork's pairs sit side by side."""
     pairs = table["pair"].to_numpy(int) if "pair" in table else np.zeros(len(table), int)
@@ -256,12 +264,14 @@ def _pair_offsets(table: pd.DataFrame) -> np.ndarray:
 
 @styled
 def plot_instability(table: pd.DataFrame, forks: pd.DataFrame | None = None) -> Figure:
-    """Against the fork point, per fork pair (small markers, side by side) with its 95% bootstrap
-    interval and, with several pairs, the mean over pairs (large hollow markers, t interval):
+    """Against the fork point, per fork pair (small markers, side by side) with its simultaneous
+    95% t interval (the one that decides; the withdrawn percentile bootstrap is not drawn) and,
+    with several pairs, the mean over pairs (large hollow markers, t interval across pairs):
     (1) the held-out loss barrier in both forms, barrier_line and barrier_mean, and the line form's
     signed interior extreme (×: negative when the interior beats the line); (2) the success
-    barrier in both forms; (3) the paired success drop at the midpoint α with its interval and
-    the exact sign test's p. Intervals missing: not measured (an evaluation without units)."""
+    barrier in both forms; (3) the paired success drop at the midpoint α with its bootstrap
+    interval and the randomisation test's p. Intervals missing: not measured (an evaluation
+    without units)."""
     t = table.sort_values(["fork_point", "fork"] + (["pair"] if "pair" in table else []))
     fig = new_figure(PANEL * 3, PANEL * 1.05)
     axes = fig.subplots(1, 3)
@@ -271,7 +281,8 @@ def plot_instability(table: pd.DataFrame, forks: pd.DataFrame | None = None) -> 
         for form, color in (("line", "C3"), ("mean", "C0")):
             label, marker = BARRIER_FORMS[form]
             key = f"{name}_barrier_{form}"
-            _with_interval(ax, x, t[key], t[f"{key}_ci_low"], t[f"{key}_ci_high"], color, marker, label)
+            low, high = _barrier_interval(t, key)
+            _with_interval(ax, x, t[key], low, high, color, marker, label)
             if several:
                 f = forks.sort_values("fork_point")
                 fx = _fork_axis(ax, f)
@@ -330,7 +341,7 @@ def plot_instability(table: pd.DataFrame, forks: pd.DataFrame | None = None) -> 
                 )
         ax.legend(fontsize=6, loc="upper right")
         alpha = t["midpoint_alpha"].dropna()
-        ax.set_title(f"layouts worse/better at α = {alpha.iloc[0]:.2f}; exact sign test", fontsize=7)
+        ax.set_title(f"α = {alpha.iloc[0]:.2f}: layouts worse/better, randomisation p", fontsize=7)
     else:
         ax.text(
             0.5,
@@ -343,7 +354,10 @@ def plot_instability(table: pd.DataFrame, forks: pd.DataFrame | None = None) -> 
         )
     ax.axhline(0, color="0.7", lw=0.8)
     ax.set_ylabel("success drop at the midpoint\n(endpoint line − midpoint)")
-    fig.suptitle("Instability vs fork point: both barrier forms, 95% percentile bootstrap intervals")
+    fig.suptitle(
+        "Instability vs fork point: both barrier forms; per pair the simultaneous 95% t interval, "
+        "over pairs the t interval across pairs"
+    )
     return fig
 
 

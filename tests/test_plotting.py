@@ -709,3 +709,28 @@ def test_lmc_midpoint_labels_of_a_forks_pairs_do_not_overlap():
     assert overlapping == []
     ylabel = fig.axes[2].yaxis.label.get_window_extent(renderer)
     assert ylabel.y1 <= fig.axes[2].get_window_extent(renderer).y1  # not up into the title
+
+
+def test_lmc_instability_draws_the_barriers_deciding_interval_not_the_withdrawn_bootstrap():
+    """Issue 40: a pair's barrier bar is its simultaneous t interval (calibrated at a true 0), not
+    the percentile bootstrap that covered 34% there; the midpoint p is named as the randomisation
+    test it is (it was labelled an exact sign test)."""
+    from mop.lmc_plots import plot_instability
+
+    row = {"fork": 0, "pair": 0, "fork_point": 0.5, "fork_update": 10, "midpoint_alpha": 0.5}
+    for name in ("ce", "success"):
+        for form in ("line", "mean"):
+            key = f"{name}_barrier_{form}"
+            row |= {key: 0.01, f"{key}_ci_low": 0.005, f"{key}_ci_high": 0.015}  # the percentile one
+            row |= {f"{key}_t_ci_low": 0.0, f"{key}_t_ci_high": 0.3}  # the one that decides
+        row[f"{name}_extreme_line"] = 0.0
+    row |= {"success_drop_mid": 0.0, "success_drop_mid_ci_low": -0.1, "success_drop_mid_ci_high": 0.1,
+            "success_drop_mid_n_worse": 1, "success_drop_mid_n_better": 1, "success_drop_mid_p": 1.0}  # fmt: skip
+    fig = plot_instability(pd.DataFrame([row]))
+    for ax in fig.axes[:2]:
+        tops = [
+            seg[:, 1].max() for c in ax.collections if hasattr(c, "get_segments") for seg in c.get_segments()
+        ]
+        assert tops and max(tops) == pytest.approx(0.3)  # the t interval's top, not 0.015
+    assert "randomisation" in fig.axes[2].get_title() and "sign test" not in fig.axes[2].get_title()
+    assert "bootstrap" not in fig._suptitle.get_text()
