@@ -622,7 +622,37 @@ def instability_table(
         )
         _routing_columns(row, t)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return with_pair_family(pd.DataFrame(rows))
+
+
+# The tests instability.csv prints per fork pair: one family for the table (issue 40: the family is
+# the questions asked of the experiment, every pair x test, not whatever a reader scans).
+PAIR_TESTS = (
+    "ce_barrier_line_p",
+    "ce_barrier_mean_p",
+    "success_barrier_line_p",
+    "success_barrier_mean_p",
+    "success_drop_mid_p",
+)
+
+
+def with_pair_family(table: pd.DataFrame) -> pd.DataFrame:
+    """`<test>_holm` beside each of PAIR_TESTS: Holm over every pair x test of the table (a test
+    that could not run, e.g. an evaluation without units, counts as p = 1 and gets no adjusted p:
+    inference.holm_over_asked), and `family` naming it."""
+    if table.empty:
+        return table
+    tests = [c for c in PAIR_TESTS if c in table]
+    flat = table[tests].to_numpy(float).ravel()  # row-major: pair by pair
+    adjusted = holm_over_asked(list(flat)).reshape(len(table), len(tests))
+    for k, c in enumerate(tests):
+        table[f"{c}_holm"] = adjusted[:, k]
+    tested = int(np.isfinite(flat).sum())
+    table["family"] = (
+        f"Holm over the {flat.size} tests of this table ({tested} run): {len(table)} pair(s) x "
+        f"{len(tests)} (barrier > 0 for ce and success in both forms, the midpoint drop)"
+    )
+    return table
 
 
 # What each summarised metric can be: forks.csv's intervals are clipped to it (a barrier is >= 0
@@ -702,6 +732,11 @@ def _interval(value: float, low: float, high: float, digits: int = 4) -> str:
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def _holm_text(row: pd.Series, test: str) -> str:
+    value = row.get(f"{test}_holm", math.nan)
+    return f" (Holm {value:.3g})" if pd.notna(value) else ""
+
+
 def findings(
     table: pd.DataFrame, summary: pd.DataFrame | None = None, corr: pd.DataFrame | None = None
 ) -> list[str]:
@@ -729,7 +764,7 @@ def findings(
                 if pd.notna(r.get(f"{key}_p", math.nan)):
                     text += (
                         f", simultaneous t [{r[f'{key}_t_ci_low']:.{digits}f}, {r[f'{key}_t_ci_high']:.{digits}f}]"
-                        f", barrier > 0 p {r[f'{key}_p']:.3g}"
+                        f", barrier > 0 p {r[f'{key}_p']:.3g}" + _holm_text(r, f"{key}_p")
                     )
                 parts.append(text + f" (interior extreme {r[f'{name}_extreme_{form}']:+.4f})")
             if r.get(f"{name}_interior_better"):
@@ -742,6 +777,7 @@ def findings(
                 )
                 + f", {int(r['success_drop_mid_n_worse'])} layouts worse / {int(r['success_drop_mid_n_better'])}"
                 f" better, randomisation p {r['success_drop_mid_p']:.3g}"
+                + _holm_text(r, "success_drop_mid_p")
             )
         if pd.notna(r.get("routing_agreement_mean_nontrivial", math.nan)):
             layers = len(layers_of(table.columns, "routing_js_layer_"))
@@ -751,6 +787,8 @@ def findings(
                 " non-trivial layers"
             )
         lines.append(f"{where}: " + "; ".join(parts))
+    if "family" in table and len(table) and table[[c for c in PAIR_TESTS if c in table]].notna().any().any():
+        lines.append(f"the fork pairs' tests: {table['family'].iloc[0]}")
     if summary is not None and (summary["n_pairs"] > 1).any():
         for _, r in summary.iterrows():
             lines.append(

@@ -383,3 +383,25 @@ def test_fork_summary_intervals_are_clipped_to_the_metrics_range():
     assert (
         row["ce_barrier_line_ci_low"] == 0.0 and row["ce_barrier_line_ci_high"] > 0.2
     )  # t, 1 df: was −0.2083
+
+
+def test_instability_tests_share_one_declared_holm_family():
+    """Issue 40: instability.csv prints 5 tests per fork pair (barrier > 0 for ce and success in
+    both forms, the midpoint drop); one Holm family covers every pair x test of the table, an
+    untestable one counting as p = 1, and the printout names it."""
+    table = pd.DataFrame(
+        {
+            "fork": [0, 1],
+            "ce_barrier_line_p": [0.001, 0.5],
+            "ce_barrier_mean_p": [0.004, float("nan")],  # one that could not run
+            "success_barrier_line_p": [1.0, 1.0],
+            "success_barrier_mean_p": [0.2, 0.9],
+            "success_drop_mid_p": [0.03, 0.6],
+        }
+    )
+    out = connectivity.with_pair_family(table.copy())
+    assert out.loc[0, "ce_barrier_line_p_holm"] == pytest.approx(10 * 0.001)  # 10 asked, not 9 run
+    assert out.loc[0, "ce_barrier_mean_p_holm"] == pytest.approx(9 * 0.004)
+    assert out.loc[0, "success_drop_mid_p_holm"] == pytest.approx(8 * 0.03)
+    assert math.isnan(out.loc[1, "ce_barrier_mean_p_holm"])
+    assert out["family"].iloc[0].startswith("Holm over the 10 tests of this table (9 run)")
