@@ -122,8 +122,9 @@ def test_the_level_rows_read_routing_by_level_and_its_summary():
     from mop.routing_analysis import level_difficulty_summary, routing_by_level
 
     drawn, truth = tables.by_level(np.random.default_rng(SEED))
-    table = routing_by_level({name: ep for name, (ep, _) in drawn.items()})
-    summary = level_difficulty_summary(table)
+    episodes = {name: ep for name, (ep, _) in drawn.items()}
+    table = routing_by_level(episodes)
+    summary = level_difficulty_summary(table, episodes)
     assert (summary["hardest"], summary["easiest"]) == (tables.HARDEST, tables.EASIEST)
     row = table.set_index("level").loc[tables.HARDEST]
     assert tables.level_lpc_covers(drawn, truth) == (row["lpc_ci_low"] <= truth <= row["lpc_ci_high"])

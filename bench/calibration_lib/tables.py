@@ -126,8 +126,8 @@ def difference_covers(suffix: str) -> Any:
     def run(drawn: dict, truth: float) -> bool:
         from mop.routing_analysis import level_difficulty_summary, routing_by_level
 
-        table = routing_by_level({name: episodes for name, (episodes, _) in drawn.items()})
-        summary = level_difficulty_summary(table)
+        episodes = {name: episodes for name, (episodes, _) in drawn.items()}
+        summary = level_difficulty_summary(routing_by_level(episodes), episodes)
         if (summary.get("hardest"), summary.get("easiest")) != (HARDEST, EASIEST):
             return False
         return covers(
