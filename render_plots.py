@@ -255,7 +255,7 @@ def render_levels(
     written = []
     for checkpoint, episodes in level_episodes(results, results_path).items():
         table = routing_by_level(episodes)
-        summary = level_difficulty_summary(table)
+        summary = level_difficulty_summary(table, episodes)
         rows = results[results["checkpoint_path"] == checkpoint]
         sizes = rows["expert_hidden_sizes"].dropna()
         sizes = json.loads(sizes.iloc[0]) if len(sizes) else None

@@ -504,28 +504,99 @@ def _t_quantile(df: int, confidence: float) -> float:
     return float(stats.t.ppf(0.5 + confidence / 2, df))
 
 
+def _jackknife_se(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The jackknife standard error over clusters (last axis) of Σ w v / Σ w: each cluster left
+    out in turn. Broadcasts over the leading axes (a batch of bootstrap resamples)."""
+    n = values.shape[-1]
+    total, weight = (weights * values).sum(-1, keepdims=True), weights.sum(-1, keepdims=True)
+    left_out = (total - weights * values) / (weight - weights)  # the mean without cluster i
+    return np.sqrt((n - 1) / n * ((left_out - left_out.mean(-1, keepdims=True)) ** 2).sum(-1))
+
+
+def _clusters(values: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
+    v, w = np.asarray(values, float), np.asarray(weights, float)
+    keep = np.isfinite(v) & np.isfinite(w) & (w > 0)
+    return v[keep], w[keep]
+
+
 def clustered_mean(values: Any, weights: Any, confidence: float = 0.95) -> tuple[float, float, float]:
     """(mean, standard error, half-width of the confidence interval) of the weighted mean
     Σ w_i v_i / Σ w_i over independent clusters i (episodes: v = the episode's mean per step,
     w = its length, so the mean is per step, as evaluation_results.csv's mean_lpc). The standard
     error is the jackknife's over clusters (each episode left out in turn; steps within an
     episode are not independent): unlike the ratio estimator's linearised error it does not shrink
-    when a few long episodes carry most of the steps (a level's failures at the step limit: the
-    hardest-minus-easiest interval covered 93% with it, docs/calibration.md); with equal weights
-    it is the usual s / sqrt(n). The interval uses Student's t with n - 1 degrees of freedom.
-    n < 2: NaN error."""
-    v, w = np.asarray(values, float), np.asarray(weights, float)
-    keep = np.isfinite(v) & np.isfinite(w) & (w > 0)
-    v, w = v[keep], w[keep]
+    when a few long episodes carry most of the steps (a level's failures at the step limit,
+    docs/calibration.md); with equal weights it is the usual s / sqrt(n). The interval uses
+    Student's t with n - 1 degrees of freedom. n < 2: NaN error."""
+    v, w = _clusters(values, weights)
     n = len(v)
     if n == 0:
         return math.nan, math.nan, math.nan
     mean = float((w * v).sum() / w.sum())
     if n < 2:
         return mean, math.nan, math.nan
-    left_out = ((w * v).sum() - w * v) / (w.sum() - w)  # the mean without episode i
-    se = float(math.sqrt((n - 1) / n * ((left_out - left_out.mean()) ** 2).sum()))
+    se = float(_jackknife_se(v, w))
     return mean, se, se * _t_quantile(n - 1, confidence)
+
+
+DIFFERENCE_RESAMPLES = 2000  # bootstrap resamples of clustered_difference
+DIFFERENCE_SEED = 0  # its default seed: a summary is reproducible
+
+
+def clustered_difference(
+    values_a: Any,
+    weights_a: Any,
+    values_b: Any,
+    weights_b: Any,
+    confidence: float = 0.95,
+    resamples: int = DIFFERENCE_RESAMPLES,
+    seed: int = DIFFERENCE_SEED,
+) -> tuple[float, float, float]:
+    """(difference, low, high): clustered_mean of a minus clustered_mean of b, with the
+    studentized bootstrap (bootstrap-t) interval over clusters of two independent samples (two
+    levels' episodes). Each resample draws a's clusters with replacement and, independently, b's;
+    its t* = (difference* - difference) / se*, se* = sqrt(se_a*^2 + se_b*^2) from the jackknife
+    errors (clustered_mean's) of that resample (resamples with se* = 0 dropped); the interval is
+    difference - q_high se, difference - q_low se for t*'s quantiles q. A ratio mean whose few
+    long episodes (failures at the step limit) carry half the steps is skewed and its error
+    varies with them: the t with Welch-Satterthwaite degrees of freedom on the two jackknife
+    errors covered 93-94% where this holds 95% (docs/calibration.md). NaN difference when a
+    sample is empty; NaN ends with fewer than 2 clusters in either sample, no spread (se = 0) or
+    no resample with spread. Seeded: the same input gives the same interval."""
+    va, wa = _clusters(values_a, weights_a)
+    vb, wb = _clusters(values_b, weights_b)
+    if len(va) == 0 or len(vb) == 0:
+        return math.nan, math.nan, math.nan
+    difference = float((wa * va).sum() / wa.sum() - (wb * vb).sum() / wb.sum())
+    if min(len(va), len(vb)) < 2:
+        return difference, math.nan, math.nan
+    se = math.sqrt(float(_jackknife_se(va, wa)) ** 2 + float(_jackknife_se(vb, wb)) ** 2)
+    if not se > 0:
+        return difference, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    t = []
+    for start in range(0, resamples, 250):  # chunks: (chunk, n) index arrays stay small
+        chunk = min(250, resamples - start)
+        ia, ib = rng.integers(0, len(va), (chunk, len(va))), rng.integers(0, len(vb), (chunk, len(vb)))
+        a = ((wa[ia] * va[ia]).sum(1) / wa[ia].sum(1), _jackknife_se(va[ia], wa[ia]))
+        b = ((wb[ib] * vb[ib]).sum(1) / wb[ib].sum(1), _jackknife_se(vb[ib], wb[ib]))
+        spread = np.sqrt(a[1] ** 2 + b[1] ** 2)
+        ok = spread > 0
+        t.append((a[0][ok] - b[0][ok] - difference) / spread[ok])
+    t = np.concatenate(t)
+    if len(t) == 0:
+        return difference, math.nan, math.nan
+    q_low, q_high = np.quantile(t, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return difference, difference - float(q_high) * se, difference - float(q_low) * se
+
+
+def _level_columns(episodes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean LPC per step, length, success) per episode of a level's cache episodes table."""
+    return (
+        episodes["mean_lpc"].to_numpy(float),
+        episodes["length"].to_numpy(float),
+        episodes["success"].fillna(False).to_numpy(bool),
+    )
 
 
 def routing_by_level(episodes_by_level: Mapping[str, pd.DataFrame], confidence: float = 0.95) -> pd.DataFrame:
@@ -546,9 +617,7 @@ def routing_by_level(episodes_by_level: Mapping[str, pd.DataFrame], confidence: 
     for task_id, episodes in episodes_by_level.items():
         if episodes.empty:
             raise ValueError(f"routing_by_level: no episodes of {task_id}")
-        lengths = episodes["length"].to_numpy(float)
-        lpc = episodes["mean_lpc"].to_numpy(float)
-        success = episodes["success"].fillna(False).to_numpy(bool)
+        lpc, lengths, success = _level_columns(episodes)
         mean, se, half = clustered_mean(lpc, lengths, confidence)
         ok_mean, ok_se, ok_half = clustered_mean(lpc[success], lengths[success], confidence)
         bot = pd.to_numeric(episodes["optimal_length"], errors="coerce").to_numpy(float)
@@ -617,8 +686,16 @@ def ranking(
     return out
 
 
-def level_difficulty_summary(table: pd.DataFrame, confidence: float = 0.95) -> dict:
-    """Does the policy spend more LPC on harder levels? From routing_by_level's table:
+DIFFERENCE_INTERVAL = (
+    "{confidence:.0%} bootstrap-t over episodes, resampled within each level ({resamples} resamples)"
+)
+
+
+def level_difficulty_summary(
+    table: pd.DataFrame, episodes_by_level: Mapping[str, pd.DataFrame], confidence: float = 0.95
+) -> dict:
+    """Does the policy spend more LPC on harder levels? From routing_by_level's table and the
+    episodes tables it was made from (for the difference's interval):
     n_levels; spearman_lpc_bot_path (Spearman rho of mean LPC against mean bot path length over
     the levels) and spearman_lpc_curriculum (against BabyAI's curriculum rank, over the n_curriculum
     levels that have one): None under 3 levels, descriptive only (a p-value only from 4 levels on:
@@ -626,10 +703,12 @@ def level_difficulty_summary(table: pd.DataFrame, confidence: float = 0.95) -> d
     when its 95% interval is separated from every other level's (`ranking`; else None,
     and the verdict says the lengths do not resolve it: a walking distance is no verdict on
     difficulty when the layouts overlap), and, when both are named,
-    lpc_difference (hardest minus easiest) with its interval from the two clustered standard errors
-    (the levels' episodes are independent; Student's t with Welch-Satterthwaite degrees of freedom,
-    as a level may have few successful episodes), and the same on successful episodes only
-    (lpc_difference_success...; None without two successes on each); verdict, one line."""
+    lpc_difference (hardest minus easiest, LPC per step) with its interval from
+    clustered_difference (the studentized bootstrap over episodes, each level's resampled on its
+    own: the levels' episodes are independent; seeded, so the summary is reproducible), and the
+    same on successful episodes only (lpc_difference_success...; None without two successes on
+    each, or without spread); lpc_difference_interval says what the interval is (in
+    routing_by_level_summary.json); verdict, one line."""
     from scipy import stats
 
     t = table.dropna(subset=["mean_lpc", "bot_path_mean"]).sort_values("bot_path_mean")
@@ -662,27 +741,32 @@ def level_difficulty_summary(table: pd.DataFrame, confidence: float = 0.95) -> d
         )
         return out
     hard, easy = t.iloc[-1], t.iloc[0]
+    hard_lpc, hard_length, hard_success = _level_columns(episodes_by_level[hard["level"]])
+    easy_lpc, easy_length, easy_success = _level_columns(episodes_by_level[easy["level"]])
+    out["lpc_difference_interval"] = DIFFERENCE_INTERVAL.format(
+        confidence=confidence, resamples=DIFFERENCE_RESAMPLES
+    )
     phrases = []
-    for suffix, column, se, n in (
-        ("", "mean_lpc", "lpc_se", "episodes"),
-        ("_success", "lpc_success", "lpc_success_se", "successes"),
+    for suffix, hard_keep, easy_keep in (
+        ("", np.ones(len(hard_lpc), bool), np.ones(len(easy_lpc), bool)),
+        ("_success", hard_success, easy_success),
     ):
-        diff = float(hard[column] - easy[column])
-        v1, v2 = float(hard[se]) ** 2, float(easy[se]) ** 2
-        welch = (v1 + v2) ** 2 / (v1**2 / max(hard[n] - 1, 1) + v2**2 / max(easy[n] - 1, 1)) if v1 + v2 else 1
-        half = math.sqrt(v1 + v2) * _t_quantile(welch, confidence) if math.isfinite(v1 + v2) else math.nan
-        if not (math.isfinite(diff) and math.isfinite(half)):
+        diff, low, high = clustered_difference(
+            hard_lpc[hard_keep],
+            hard_length[hard_keep],
+            easy_lpc[easy_keep],
+            easy_length[easy_keep],
+            confidence,
+        )
+        if not (math.isfinite(low) and math.isfinite(high)):
             out.update({f"lpc_difference{suffix}{k}": None for k in ("", "_ci_low", "_ci_high")})
-            phrases.append("too few episodes to tell")
+            phrases.append("too few episodes, or no spread, to tell")
             continue
         out[f"lpc_difference{suffix}"] = diff
-        out[f"lpc_difference{suffix}_ci_low"], out[f"lpc_difference{suffix}_ci_high"] = (
-            diff - half,
-            diff + half,
-        )
-        if diff - half > 0:
+        out[f"lpc_difference{suffix}_ci_low"], out[f"lpc_difference{suffix}_ci_high"] = low, high
+        if low > 0:
             phrases.append(f"more LPC on the hardest level ({level_name(hard['level'])}) than on the easiest")
-        elif diff + half < 0:
+        elif high < 0:
             phrases.append(f"less LPC on the hardest level ({level_name(hard['level'])}) than on the easiest")
         else:
             phrases.append("no clear LPC difference between the hardest and the easiest level")

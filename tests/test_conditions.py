@@ -411,13 +411,12 @@ def test_a_multi_task_ranking_with_overlapping_intervals_gives_no_verdict():
                              "optimal_length": pd.array(bot, dtype="Int64"), "layer_0_expert_0": 0.5})  # fmt: skip
 
     # bot path lengths 5-9 and 6-10: the longer is not resolved as the harder
-    table = routing_by_level(
-        {
-            "BabyAI-GoToRedBallGrey-v0": episodes([10, 11, 12, 13, 14], [6, 8, 10, 7, 9]),
-            "BabyAI-GoToLocal-v0": episodes([12, 13, 14, 15, 16], [5, 7, 9, 6, 8]),
-        }  # fmt: skip
-    )
-    summary = level_difficulty_summary(table)
+    levels = {
+        "BabyAI-GoToRedBallGrey-v0": episodes([10, 11, 12, 13, 14], [6, 8, 10, 7, 9]),
+        "BabyAI-GoToLocal-v0": episodes([12, 13, 14, 15, 16], [5, 7, 9, 6, 8]),
+    }
+    table = routing_by_level(levels)
+    summary = level_difficulty_summary(table, levels)
     assert summary["hardest"] is None and summary["easiest"] is None
     assert "overlap" in summary["verdict"] and summary["lpc_difference"] is None
     # learning speed: medians 200 vs 300 with overlapping ranges: no hardest; separated: named

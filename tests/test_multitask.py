@@ -13,14 +13,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats as scipy_stats
 
 import batch_eval
 from mop.babyai_env import check_task_ids, env_levels
 from mop.collection import Episode, ParallelCollector
 from mop.experiment import ConfigError, load_config
 from mop.results import EXTRA_COLUMNS, LEGACY_COLUMNS, merge_results, read_results, result_row
-from mop.routing_analysis import clustered_mean, curriculum_rank, level_difficulty_summary, routing_by_level
+from mop.routing_analysis import (
+    clustered_difference,
+    clustered_mean,
+    curriculum_rank,
+    level_difficulty_summary,
+    routing_by_level,
+)
 from mop.runs import CheckpointRef, RunId, find_checkpoints, parse_run_path, run_task_ids, run_task_name
 
 LEVELS = ["BabyAI-GoToLocal-v0", "BabyAI-PickupLoc-v0", "BabyAI-UnlockPickup-v0"]
@@ -238,10 +243,52 @@ def test_clustered_mean_is_the_per_step_mean_with_the_jackknife_error():
     assert se > 1.2 * sandwich
 
 
+def test_clustered_difference_is_the_bootstrap_t_over_each_samples_clusters():
+    a_v, a_w = np.array([30.0, 34.0, 32.0, 40.0, 31.0]), np.array([20.0, 64.0, 10.0, 64.0, 12.0])
+    b_v, b_w = np.array([10.0, 12.0, 14.0, 11.0]), np.array([5.0, 5.0, 64.0, 6.0])
+    diff, low, high = clustered_difference(a_v, a_w, b_v, b_w, resamples=200, seed=3)
+    assert diff == pytest.approx(clustered_mean(a_v, a_w)[0] - clustered_mean(b_v, b_w)[0])
+    # by hand: each sample resampled on its own (a's draws, then b's), t* over clustered_mean's errors
+    rng = np.random.default_rng(3)
+    ia, ib = rng.integers(0, 5, (200, 5)), rng.integers(0, 4, (200, 4))
+    se = math.hypot(clustered_mean(a_v, a_w)[1], clustered_mean(b_v, b_w)[1])
+    t = []
+    for i, j in zip(ia, ib):
+        (ma, sa, _), (mb, sb, _) = clustered_mean(a_v[i], a_w[i]), clustered_mean(b_v[j], b_w[j])
+        if math.hypot(sa, sb) > 0:
+            t.append((ma - mb - diff) / math.hypot(sa, sb))
+    q_low, q_high = np.quantile(t, [0.025, 0.975])
+    assert (low, high) == pytest.approx((diff - q_high * se, diff - q_low * se))
+    assert low < diff < high
+    # seeded: the same input gives the same interval; chunks of resamples do not change the draws
+    assert clustered_difference(a_v, a_w, b_v, b_w, resamples=200, seed=3) == (diff, low, high)
+    assert (
+        clustered_difference(a_v, a_w, b_v, b_w, resamples=600)[1:]
+        != clustered_difference(a_v, a_w, b_v, b_w, resamples=600, seed=1)[1:]
+    )
+
+
+def test_clustered_difference_edge_cases():
+    v, w = np.array([3.0, 5.0, 4.0]), np.array([2.0, 2.0, 4.0])
+    # fewer than 2 episodes in a sample: the difference, no interval; none: nothing
+    diff, low, high = clustered_difference(v, w, [7.0], [3.0])
+    assert diff == pytest.approx(4.0 - 7.0) and math.isnan(low) and math.isnan(high)
+    assert all(math.isnan(x) for x in clustered_difference(v, w, [], []))
+    # episodes without steps or without an LPC are not clusters
+    diff, low, high = clustered_difference(v, w, [7.0, np.nan, 9.0, 8.0], [3.0, 3.0, 0.0, 3.0])
+    assert diff == pytest.approx(4.0 - 7.5) and low < diff < high
+    # no spread in either sample: no interval (a t* needs an error); spread in one is enough
+    diff, low, high = clustered_difference([5.0] * 4, [1.0, 2.0, 3.0, 4.0], [2.0] * 3, [5.0] * 3)
+    assert diff == 3.0 and math.isnan(low) and math.isnan(high)
+    diff, low, high = clustered_difference(v, w, [2.0] * 3, [5.0] * 3)
+    assert diff == pytest.approx(2.0) and low < diff < high
+
+
 def test_routing_by_level_on_a_hand_made_input():
     easy = _episodes([10.0, 12.0, 14.0, 12.0], [5, 5, 5, 5], [4, 5, 6, None], w0=0.8)
     hard = _episodes([30.0, 34.0, 32.0, 32.0], [20, 20, 20, 20], [20, 22, 24, 22], w0=0.2)
-    table = routing_by_level({"BabyAI-UnlockPickup-v0": hard, "BabyAI-GoToLocal-v0": easy})
+    levels = {"BabyAI-UnlockPickup-v0": hard, "BabyAI-GoToLocal-v0": easy}
+    table = routing_by_level(levels)
     assert table["level"].tolist() == ["BabyAI-GoToLocal-v0", "BabyAI-UnlockPickup-v0"]  # by bot path
     first = table.iloc[0]
     assert first["mean_lpc"] == pytest.approx(12.0) and first["bot_path_mean"] == pytest.approx(5.0)
@@ -250,22 +297,26 @@ def test_routing_by_level_on_a_hand_made_input():
     assert first["r_lpc_bot_path"] == pytest.approx(1.0)  # 10, 12, 14 on 4, 5, 6
     assert first["usage_layer_0_expert_0"] == pytest.approx(0.8)
     assert table["curriculum_rank"].tolist()[0] == 4 and pd.isna(table["curriculum_rank"].iloc[1])
-    summary = level_difficulty_summary(table)
+    summary = level_difficulty_summary(table, levels)
     assert summary["hardest"] == "BabyAI-UnlockPickup-v0" and summary["lpc_difference"] == pytest.approx(20.0)
     assert summary["lpc_difference_ci_low"] > 0 and summary["verdict"].startswith("more LPC")
-    v1, v2 = table["lpc_se"].iloc[1] ** 2, table["lpc_se"].iloc[0] ** 2
-    welch = (v1 + v2) ** 2 / (v1**2 / 3 + v2**2 / 3)  # 4 episodes each
-    half = math.sqrt(v1 + v2) * scipy_stats.t.ppf(0.975, welch)
-    assert summary["lpc_difference_ci_low"] == pytest.approx(20.0 - half)
+    # the interval is clustered_difference's over the two levels' episodes (hardest first), and says so
+    _, low, high = clustered_difference(hard["mean_lpc"], hard["length"], easy["mean_lpc"], easy["length"])
+    assert (summary["lpc_difference_ci_low"], summary["lpc_difference_ci_high"]) == pytest.approx((low, high))
+    assert summary["lpc_difference_interval"].startswith("95% bootstrap-t over episodes")
     # successful episodes only: the last episode of each level failed
     assert first["successes"] == 3 and first["lpc_success"] == pytest.approx(12.0)
     assert table.iloc[1]["lpc_success"] == pytest.approx(32.0)
     assert summary["lpc_difference_success"] == pytest.approx(20.0)
-    same = routing_by_level(
-        {"BabyAI-GoToLocal-v0": easy, "BabyAI-PickupLoc-v0": easy.assign(optimal_length=9)}
-    )
-    assert level_difficulty_summary(same)["verdict"].startswith("no clear")
-    assert level_difficulty_summary(same)["spearman_lpc_bot_path"] is None  # two levels: no rho
+    levels = {"BabyAI-GoToLocal-v0": easy, "BabyAI-PickupLoc-v0": easy.assign(optimal_length=9)}
+    same = level_difficulty_summary(routing_by_level(levels), levels)
+    assert same["verdict"].startswith("no clear")
+    assert same["spearman_lpc_bot_path"] is None  # two levels: no rho
+    # one successful episode on a level: the difference on successes has no interval, and says why
+    levels["BabyAI-PickupLoc-v0"] = levels["BabyAI-PickupLoc-v0"].assign(success=[True, False, False, False])
+    few = level_difficulty_summary(routing_by_level(levels), levels)
+    assert few["lpc_difference_success"] is None and few["lpc_difference_success_ci_low"] is None
+    assert few["verdict"].endswith("on successful episodes only: too few episodes, or no spread, to tell")
     assert curriculum_rank("BabyAI-GoToObj-v0") == 1 and curriculum_rank("BabyAI-BossLevel-v0") == 19
 
 
@@ -275,7 +326,7 @@ def test_three_levels_give_a_rho_but_no_p_value():
         "BabyAI-PickupLoc-v0": _episodes([20.0, 21.0, 22.0], [5, 5, 5], [7, 8, 9]),
         "BabyAI-UnlockPickup-v0": _episodes([15.0, 16.0, 17.0], [5, 5, 5], [20, 21, 22]),
     }
-    summary = level_difficulty_summary(routing_by_level(levels))
+    summary = level_difficulty_summary(routing_by_level(levels), levels)
     assert (
         summary["spearman_lpc_bot_path"] == pytest.approx(0.5) and summary["spearman_lpc_bot_path_p"] is None
     )
