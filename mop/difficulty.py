@@ -126,6 +126,23 @@ def hardest_level(
     return out
 
 
+def learning_speed_verdict(
+    table: pd.DataFrame, repeats: Mapping[str, Sequence[float]] | None
+) -> dict[str, Any]:
+    """hardest_level on stats.py's by_level.csv speed columns (speed_median, speed_ci_low/high,
+    speed_coverage), each level's repeats (learning_speed's `updates`) setting the verdict's
+    intervals: difficulty.json's `learning_speed`."""
+    return hardest_level(
+        table,
+        "speed_median",
+        "speed_ci_low",
+        "speed_ci_high",
+        "speed_coverage",
+        "learning speed",
+        repeats=repeats,
+    )
+
+
 def repeats_needed(levels: int) -> int:
     """The fewest repeats per level whose median intervals, at verdict_confidence(levels), keep
     verdict_error <= MAX_ERROR (6 for two levels, 7 for three)."""

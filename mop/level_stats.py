@@ -79,15 +79,7 @@ def run_levels(args: argparse.Namespace) -> dict:
         verdicts[cid] = {
             "label": labels[cid],
             "runs": len(by_run),
-            "learning_speed": difficulty.hardest_level(
-                table,
-                "speed_median",
-                "speed_ci_low",
-                "speed_ci_high",
-                "speed_coverage",
-                "learning speed",
-                repeats=repeats[cid],
-            ),
+            "learning_speed": difficulty.learning_speed_verdict(table, repeats[cid]),
             "bot_path_length": ranking(
                 table, "bot_path_mean", "bot_path_ci_low", "bot_path_ci_high", "bot path length"
             ),

@@ -235,15 +235,7 @@ def _hardest(inputs: tuple) -> str | None:
     from mop import difficulty
 
     table = speed_table(inputs)
-    return difficulty.hardest_level(
-        table,
-        "speed_median",
-        "speed_ci_low",
-        "speed_ci_high",
-        "speed_coverage",
-        "learning speed",
-        repeats=dict(zip(table["level"], table["updates"])),
-    )["hardest"]
+    return difficulty.learning_speed_verdict(table, dict(zip(table["level"], table["updates"])))["hardest"]
 
 
 def hardest_right(inputs: tuple, truth: Any) -> bool:
