@@ -133,8 +133,10 @@ def test_the_fork_rows_read_fork_summary():
 
 @pytest.mark.slow
 def test_fork_rows_on_a_small_draw():
-    holds("fork_barrier_coverage_2_pairs", 200)
-    misses("fork_barrier_at_0_2_pairs", 200)  # the measured barrier's lift at 0: short of 95%
+    # 2 pairs of a skewed barrier: short of 95% (0.931 over 1000 draws); at 0 the measured
+    # barrier's lift (a max over α of noise) leaves the truth below the interval (0.838)
+    assert calibration.measure(entry("fork_barrier_coverage_2_pairs"), 200, SEED).rate < 0.95
+    misses("fork_barrier_at_0_2_pairs", 200)
 
 
 # ----------------------------------------------------------------------------- generative vs control
