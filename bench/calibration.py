@@ -2,7 +2,9 @@
 truth is known, with the project's own functions (mop/inference.py, mop/contrasts.py,
 mop/lmc_stats.py, mop/connectivity.py, mop/generative_probes.py, eval_mop's Wilson interval; the
 analyses across runs of routing and its causes are bench/calibration_lib/analyses.py's entries;
-LPC by level, level pairs, causal.py's summary and attribution shares bench/calibration_lib/tables.py's).
+LPC by level, level pairs, causal.py's summary and attribution shares bench/calibration_lib/tables.py's;
+metrics across runs, path-ratio contrasts, LMC forks, generative vs_control and causal.py's
+per-layout Holm bench/calibration_lib/metrics.py's).
 Writes docs/calibration.md: per entry the nominal rate, the measured rate with its Monte-Carlo 95%
 Wilson interval, the draws, the command and a verdict.
 
@@ -48,7 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.append(str(Path(__file__).resolve().parent))  # the registry's other modules, beside this one
 
-from calibration_lib import analyses, tables  # noqa: E402
+from calibration_lib import analyses, metrics, tables  # noqa: E402
 from calibration_lib.entry import ALPHA, EPISODES, SEEDS, Entry, covers, rejects  # noqa: E402, F401
 
 from eval_mop import wilson_interval  # noqa: E402
@@ -734,6 +736,9 @@ ENTRIES: list[Entry] = [
 
 ENTRIES += analyses.ENTRIES  # causal.py, stats.py --time_course, knockouts, the hardest level, subgoals
 ENTRIES += tables.ENTRIES  # LPC by level and its difference, level pairs, causal.py's summary, attribution
+ENTRIES += (
+    metrics.ENTRIES
+)  # metrics across runs, path-ratio contrasts, LMC forks, vs_control, causal layout Holm
 
 if hasattr(inference, "tost_paired"):  # mop.inference's paired TOST (issue 40, item 5)
 
