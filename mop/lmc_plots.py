@@ -266,7 +266,7 @@ def _pair_offsets(table: pd.DataFrame) -> np.ndarray:
 def plot_instability(table: pd.DataFrame, forks: pd.DataFrame | None = None) -> Figure:
     """Against the fork point, per fork pair (small markers, side by side) with its simultaneous
     95% t interval (the one that decides; the withdrawn percentile bootstrap is not drawn) and,
-    with several pairs, the mean over pairs (large hollow markers, t interval across pairs):
+    with several pairs, the mean over pairs (large hollow markers; no interval, forks.csv's note):
     (1) the held-out loss barrier in both forms, barrier_line and barrier_mean, and the line form's
     signed interior extreme (×: negative when the interior beats the line); (2) the success
     barrier in both forms; (3) the paired success drop at the midpoint α with its bootstrap
@@ -356,7 +356,7 @@ def plot_instability(table: pd.DataFrame, forks: pd.DataFrame | None = None) -> 
     ax.set_ylabel("success drop at the midpoint\n(endpoint line − midpoint)")
     fig.suptitle(
         "Instability vs fork point: both barrier forms; per pair the simultaneous 95% t interval, "
-        "over pairs the t interval across pairs"
+        "over pairs their mean (no interval: withdrawn)"
     )
     return fig
 

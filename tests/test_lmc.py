@@ -610,7 +610,8 @@ def test_child_pairs_have_their_own_seeds_evaluations_and_summary(tmp_path):
     assert sorted(set(zip(table["fork"], table["pair"]))) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert table["ce_barrier_line_ci_low"].notna().all() and table["success_drop_mid_p"].between(0, 1).all()
     forks, corr = connectivity.load_summaries(d)
-    assert forks["n_pairs"].tolist() == [2, 2] and forks["ce_barrier_line_ci_low"].notna().all()
+    assert forks["n_pairs"].tolist() == [2, 2] and forks["success_drop_mid_ci_low"].notna().all()
+    assert forks["ce_barrier_line_ci_low"].isna().all() and forks["note"].str.contains("withdrawn").all()
     first = table[table["fork"] == 0]["ce_barrier_mean"]
     assert forks["ce_barrier_mean"].iloc[0] == pytest.approx(first.mean())
     assert set(corr["unit"]) == {"forks", "pairs"} and set(corr[corr["unit"] == "pairs"]["n"]) == {4}

@@ -370,19 +370,21 @@ def test_correlations_table_tests_at_the_fork_with_a_declared_holm_family():
     assert np.allclose(same["p_holm"], same["p_holm_full"])  # as adjusted over all 12
 
 
-def test_fork_summary_intervals_are_clipped_to_the_metrics_range():
+def test_fork_summary_intervals_are_clipped_to_the_metrics_range_and_the_barriers_withdrawn():
     table = pd.DataFrame(
         {
             "fork": [0, 0],
             "fork_point": [0.1, 0.1],
             "fork_update": [40, 40],
             "ce_barrier_line": [0.0015, 0.0374],
+            "success_drop_mid": [0.9, 0.95],
         }
     )
     row = connectivity.fork_summary(table).iloc[0]
-    assert (
-        row["ce_barrier_line_ci_low"] == 0.0 and row["ce_barrier_line_ci_high"] > 0.2
-    )  # t, 1 df: was −0.2083
+    assert row["success_drop_mid_ci_high"] == 1.0  # t, 1 df, clipped to the drop's range
+    # a barrier's interval across pairs is withdrawn (issue 40: it covered a true 0 in 84%): the mean alone
+    assert row["ce_barrier_line"] == pytest.approx(0.01945) and np.isnan(row["ce_barrier_line_ci_low"])
+    assert "withdrawn" in row["note"]
 
 
 def test_instability_tests_share_one_declared_holm_family():
