@@ -432,3 +432,15 @@ def test_end_to_end_two_runs_write_three_tables_and_figures(tmp_path, capsys):
     assert summary["n_runs"].max() == 2 and len(summary) == 3 * 3 * 2
     assert "family for Holm" in capsys.readouterr().out
     assert result["predict"]["family_size"].nunique() <= 1
+
+
+def test_the_per_layout_family_counts_a_test_that_could_not_run():
+    """causal_effects.csv's layout_p_holm: Holm over every per-layout test asked (issue 40); one
+    that could not run (NaN layout_p) counts as p = 1 and gets no adjusted p, so the family does
+    not shrink with the data (it used to drop it: 2 tests here, not 3)."""
+    rows = [
+        {"layer": 0, "expert": e, "expert_size": 16, "layouts": 50, "layout_p": p, "metric": "success_rate"}
+        for e, p in enumerate([0.01, float("nan"), 0.5])
+    ]
+    df = causal.effects_table(rows)
+    assert df["layout_p_holm"].iloc[0] == pytest.approx(0.03) and np.isnan(df["layout_p_holm"].iloc[1])
