@@ -205,13 +205,13 @@ def run_level(
     level: str, config: Path | None, probe_cfg: TrainConfig, args: argparse.Namespace, sets: dict
 ) -> dict:
     """Train (or resume) and evaluate one level under `config` + `sets`; probe_cfg is that recipe
-    resolved (load_config of it), before the bench's own length and folder overrides."""
+    resolved at the bench's length (bench_config), before its checkpoint and folder overrides."""
     import train_mop
     from eval_mop import EvalOptions, evaluate
     from mop.experiment import ConfigError, load_config, recipe_keys, run_dir
 
     frames_per_update = probe_cfg.num_envs * probe_cfg.unroll_len
-    updates = max(1, round(args.frames / frames_per_update))
+    updates = probe_cfg.num_updates  # bench_config's: --frames / frames_per_update
     probe = max(1, round(args.probe_every / frames_per_update))
     overrides = {
         "task_id": level,

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import calibration  # noqa: E402
 from calibration_lib import metrics  # noqa: E402
-from test_calibration_tables import band, holds, misses  # noqa: E402
+from test_calibration_analyses import entry, holds  # noqa: E402
+from test_calibration_tables import band, misses  # noqa: E402
 
 from mop import causal, connectivity, contrasts, inference  # noqa: E402
 
@@ -41,10 +42,6 @@ NEW = {
     ),
     "causal_layouts": ("causal_layout_holm_familywise",),
 }
-
-
-def entry(name: str) -> calibration.Entry:
-    return next(e for e in calibration.ENTRIES if e.name == name)
 
 
 def test_the_entries_are_registered_once():

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import calibration  # noqa: E402
 from calibration_lib import tables  # noqa: E402
+from test_calibration_analyses import entry, holds  # noqa: E402  (one copy of the checks)
 
 from eval_mop import wilson_interval  # noqa: E402
 from mop import causal  # noqa: E402
@@ -55,25 +56,9 @@ NEW = {
 }
 
 
-def entry(name: str) -> calibration.Entry:
-    return next(e for e in calibration.ENTRIES if e.name == name)
-
-
 def band(nominal: float, draws: int) -> tuple[float, float]:
     """The Monte-Carlo 95% interval of a rate of exactly `nominal` over `draws` draws."""
     return wilson_interval(round(nominal * draws), draws)
-
-
-def holds(name: str, draws: int) -> calibration.Measured:
-    """Measure an entry; assert it holds its nominal rate (a rejection rate not above the MC band,
-    a coverage not below it)."""
-    e = entry(name)
-    m = calibration.measure(e, draws, SEED)
-    if e.kind == "rejection":
-        assert m.rate <= band(e.nominal, m.draws)[1], (name, m.rate, e.nominal)
-    else:
-        assert m.rate >= band(e.nominal, m.draws)[0], (name, m.rate)
-    return m
 
 
 def misses(name: str, draws: int) -> calibration.Measured:
