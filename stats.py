@@ -22,7 +22,8 @@ keys; a GRU is its own condition); runs of different recipes are never pooled. W
                             run, paired across runs: difference, 95% CI, p, Holm
     knockout_layouts.csv    per (run, knockout): McNemar's exact test on the shared layouts
     metrics_by_alpha.csv    success, LPC, policy complexity, path ratio per condition: n, mean, 95%
-                            CI on the metric's scale and the estimate it is centred on
+                            CI on the metric's scale, the estimate it is centred on and what the
+                            CI assumes (the runs spread normally on that scale)
     contrasts.csv           (--contrast) per (pair of conditions, metric): the per-seed paired
                             difference B - A, 95% t CI (clipped to its range: bounds), p, Holm
                             over the pairs asked x --metrics, the seeds only one arm has (missing), and a verdict:
@@ -112,7 +113,10 @@ percentile interval never reaches beyond the runs' range, so it covers far less 
 ratio: t interval of the mean log (the geometric mean), so it stays > 0; not forced >= 1, as the
 bot is no shortest-path planner and an agent can beat it. LPC and policy complexity: the plain t
 interval. The `estimate` column is the back-transformed mean the interval is centred on (for r,
-as mean_r is tanh of the mean z); `mean` is the runs' arithmetic mean.
+as mean_r is tanh of the mean z); `mean` is the runs' arithmetic mean. `assumes` says what the
+95% rests on: the runs spread normally on the interval's scale. It holds then; at 3 runs whose
+values are skewed it covers less (0.90-0.93 measured, docs/calibration.md's across_runs rows), and
+no interval of a mean holds under every shape at 3 runs, so the column states it.
 """
 
 from __future__ import annotations

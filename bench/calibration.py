@@ -22,8 +22,10 @@ holds the truth), its nominal rate, its role and two functions: simulate(rng) ->
 and run(inputs, truth) -> bool (rejected / covered). Roles: 'null' and 'coverage' are checked
 against the nominal rate (a test holds its rate when the measured rejection rate is not above it
 beyond the Monte-Carlo error; an interval when its coverage is not below it); 'power',
-'confound' and 'pseudo' are reported, not checked (what a known difference, a confounder or
-counting non-independent units does). A new entry is a few lines: see `tost` at the end, which
+'confound', 'pseudo' and 'assumption' are reported, not checked (what a known difference, a
+confounder, counting non-independent units, or data that break the assumption the table prints
+beside the interval do; an 'assumption' row's null or coverage twin, where the assumption holds,
+is checked). A new entry is a few lines: see `tost` at the end, which
 runs once mop.inference has `tost_paired(diffs, margin, alpha)`.
 
 Verdicts: 'within MC error' (the nominal rate is inside the measured rate's interval),
@@ -784,11 +786,12 @@ class Measured:
     @property
     def verdict(self) -> str:
         e = self.entry
-        if e.role in ("power", "confound", "pseudo"):
+        if e.role in ("power", "confound", "pseudo", "assumption"):
             return {
                 "power": "power (no nominal)",
                 "confound": "what the confound does",
                 "pseudo": "pseudo-replication",
+                "assumption": "its stated assumption broken",
             }[e.role] + (f"; {e.outcome}" if e.outcome else "")
         if self.low <= e.nominal <= self.high:
             return "within MC error"
@@ -826,8 +829,10 @@ def report(results: list[Measured], command: str, seed: int) -> str:
         "'within MC error' when the nominal rate is inside it; 'conservative' when outside on the safe",
         "side; otherwise the entry is fixed (a new test, also listed) or withdrawn as that claim. Rows",
         "marked power, confound or pseudo-replication have no nominal rate to hold: they show what a known",
-        f"difference, a confounder or counting non-independent units does. Percentile bootstraps use {BOOTSTRAP}",
-        "resamples here (the tool's default is 1000).",
+        "difference, a confounder or counting non-independent units does; rows marked 'its stated",
+        "assumption broken' show what data that break the assumption the table prints beside the",
+        "interval (its `assumes` column) do, beside a checked row where the assumption holds.",
+        f"Percentile bootstraps use {BOOTSTRAP} resamples here (the tool's default is 1000).",
         "",
         "| entry | what the tool prints | truth simulated | kind | nominal | measured [MC 95%] | draws | verdict |",
         "|---|---|---|---|---|---|---|---|",

@@ -317,10 +317,22 @@ BOUNDS = {"success_rate": (0.0, 1.0), "path_ratio": (0.0, math.inf)}
 BOUNDS |= {"mean_lpc": (0.0, math.inf), "policy_complexity": (0.0, math.inf)}
 
 
+# What a t interval over runs assumes (the `assumes` column): the runs' values spread normally on
+# the interval's scale. It covers 95% when they do (docs/calibration.md: across_runs_lpc_coverage
+# 0.952, complexity 0.954, lognormal path ratio 0.944); at 3 skewed runs it covers less (Gamma(2)
+# 0.911, exponential 0.902, the path ratio's 1 + Gamma 0.933: the rows beside them). No interval of a mean holds 95% under every distribution at
+# any n (Bahadur & Savage 1956), and 3 runs cannot check the shape, so the table states it.
+ASSUMES = {
+    "linear": "t over runs: the runs' values spread normally",
+    "log": "t over runs: the runs' log values spread normally",
+    "logit": "t over runs: the runs' logits spread normally",
+}
+
+
 def scalar_ci(runs: pd.DataFrame, metric: str) -> dict[str, Any]:
     """The across-run interval of one SCALARS metric on its scale (SCALE_OF): success_ci with the
     runs' episode counts where the table has them, else mean_ci; clipped to BOUNDS (`bounds`
-    says the range, `clipped` whether the interval was cut)."""
+    says the range, `clipped` whether the interval was cut, `assumes` what its 95% rests on)."""
     if metric == "success_rate":
         counts = [runs[c] if c in runs else None for c in ("successes", "num_episodes")]
         out = success_ci(runs[metric], *counts)
@@ -333,6 +345,8 @@ def scalar_ci(runs: pd.DataFrame, metric: str) -> dict[str, Any]:
         clipped = (max(out["ci_low"], low), min(out["ci_high"], high))
         out["clipped"] = clipped != (out["ci_low"], out["ci_high"])
         out["ci_low"], out["ci_high"] = clipped
+    interval = isinstance(out["ci_low"], float) and math.isfinite(out["ci_low"])
+    out["assumes"] = ASSUMES[out["scale"]] if interval else ""
     return out
 
 
@@ -548,7 +562,7 @@ def phase_pairs(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:
     return pd.DataFrame(out, columns=[*columns, "p_holm", "family"])
 
 
-METRIC_COLUMNS = ["n", "mean", "estimate", "ci_low", "ci_high", "scale", "bounds", "clipped"]
+METRIC_COLUMNS = ["n", "mean", "estimate", "ci_low", "ci_high", "scale", "bounds", "clipped", "assumes"]
 
 
 def metrics_by_alpha(table: pd.DataFrame, update: int | None = None) -> pd.DataFrame:

@@ -225,8 +225,8 @@ def plot_metrics_vs_alpha(runs: pd.DataFrame, scalars: pd.DataFrame, layout: str
     span = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
     interval = f"95% t CI over {span} runs each" if n.max() >= 2 else "one run per condition: no CI"
     fig.suptitle(
-        f"Metrics per condition ({interval}; success on the logit scale,\n"
-        "path ratio on the log scale; grey: runs, success with its Wilson interval)"
+        f"Metrics per condition ({interval}, runs assumed normal on the scale; success on the\n"
+        "logit scale, path ratio on the log scale; grey: runs, success with its Wilson interval)"
     )
     if n.max() < 2:
         note(fig, "One run per α: no interval across runs (the line joins the single runs).")

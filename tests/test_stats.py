@@ -107,6 +107,17 @@ def test_single_seed_is_marked_never_a_nan_p():
     assert inference.mean_ci([3.0])["ci_low"] == inference.NO_INFERENCE
 
 
+def test_an_across_run_interval_states_what_it_assumes_and_no_interval_states_nothing():
+    runs = pd.DataFrame({"mean_lpc": [300.0, 420.0, 380.0], "path_ratio": [1.2, 1.5, 1.3]})
+    assert inference.scalar_ci(runs, "mean_lpc")["assumes"] == inference.ASSUMES["linear"]
+    assert inference.scalar_ci(runs, "path_ratio")["assumes"] == inference.ASSUMES["log"]
+    assert "normal" in inference.ASSUMES["logit"]
+    one = inference.scalar_ci(runs.head(1), "mean_lpc")
+    assert one["ci_low"] == inference.NO_INFERENCE and one["assumes"] == ""
+    flat = inference.scalar_ci(pd.DataFrame({"mean_lpc": [5.0, 5.0]}), "mean_lpc")
+    assert flat["assumes"] == ""  # "no spread: no interval" rests on nothing
+
+
 def test_phase_pairs_use_a_paired_t_test_on_z():
     table = pd.DataFrame(
         {

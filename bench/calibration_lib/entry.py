@@ -24,7 +24,7 @@ class Entry:
     printed_as: str  # what the tool prints, and where
     kind: str  # 'rejection' | 'coverage'
     nominal: float
-    role: str  # 'null' | 'coverage' | 'power' | 'confound' | 'pseudo'
+    role: str  # 'null' | 'coverage' | 'power' | 'confound' | 'pseudo' | 'assumption'
     simulate: Callable[[np.random.Generator], tuple[Any, Any]]
     run: Callable[[Any, Any], bool]
     truth: str  # the simulated truth, in words
