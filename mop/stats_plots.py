@@ -430,9 +430,26 @@ def _forest(
     high = np.array([_number(v) for v in rows["ci_high"]])
     ax.errorbar(est, y, xerr=_interval_bars(est, low, high), fmt="o", capsize=2, ms=3)
     ax.axvline(null, color="0.6", lw=0.6)
+    # a mark near a panel's edge is anchored inward, so it never runs off the axes into the next panel
+    span = np.array([v for v in (*est, *low, *high, null) if np.isfinite(v)])
+    lo, hi = (span.min(), span.max()) if len(span) else (0.0, 1.0)
     for yi, e, mark in zip(y, est, marks):
-        ax.annotate(mark, (e, yi), xytext=(0, 5), textcoords="offset points", ha="center", fontsize=5)
+        at = (e - lo) / (hi - lo) if hi > lo and np.isfinite(e) else 0.5
+        ha = "right" if at > 0.75 else "left" if at < 0.25 else "center"
+        dx = {"right": 4, "left": -4, "center": 0}[ha]
+        ax.annotate(mark, (e, yi), xytext=(dx, 5), textcoords="offset points", ha=ha, fontsize=5)
     ax.set_yticks(y, list(names), fontsize=5)
+
+
+def _p_mark(row: Any, tested: str) -> str:
+    """A forest row's mark: `tested` (its Holm p) where a test ran, else why not: the reason the
+    table holds in place of p (in memory) or, read back from the tidy CSV, its `note`."""
+    if isinstance(row.p, str):
+        return row.p
+    if isinstance(row.p, (int, float)) and np.isfinite(row.p):
+        return tested
+    note = getattr(row, "note", "")
+    return note if isinstance(note, str) and note else "no test"
 
 
 CONTRAST_UNITS = {"success_rate": "difference in success rate", "mean_lpc": "difference in LPC per step",
@@ -459,10 +476,7 @@ def plot_contrasts(compared: pd.DataFrame, layout: str = "screen") -> Figure:
             rows,
             "estimate",
             1.0 if m == "path_ratio" else 0.0,
-            [
-                (r.p if isinstance(r.p, str) else f"p={r.p_holm:.2g}") + f", n={r.n}"
-                for r in rows.itertuples(index=False)
-            ],
+            [_p_mark(r, f"p={r.p_holm:.2g}") + f", n={r.n}" for r in rows.itertuples(index=False)],
             [f"{r.label_b}\nvs {r.label_a}" for r in rows.itertuples(index=False)],
         )
         ax.set_xlabel(CONTRAST_UNITS[m] + (" (B/A)" if m == "path_ratio" else " (B − A)"), fontsize=7)
@@ -494,10 +508,7 @@ def plot_knockouts(knocked: pd.DataFrame, layout: str = "screen") -> Figure:
             rows,
             "difference",
             0.0,
-            [
-                r.p if isinstance(r.p, str) else f"p={r.p_holm:.2g} (n={r.n})"
-                for r in rows.itertuples(index=False)
-            ],
+            [_p_mark(r, f"p={r.p_holm:.2g} (n={r.n})") for r in rows.itertuples(index=False)],
             [f"{r.condition_label}\n{r.knockout}" for r in rows.itertuples(index=False)],
         )
         ax.set_xlabel(f"knockout − none: {LABELS.get(m, m)}", fontsize=7)

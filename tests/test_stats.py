@@ -362,3 +362,29 @@ def test_seed_metrics_refuses_a_foreign_or_binary_results_csv_and_a_bad_out(grid
         err = capsys.readouterr().err
         assert e.value.code == 2 and message in err and err.count("\n") == 1, (argv, err)
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_knockout_marks_stay_inside_their_panel_and_read_a_tidy_table():
+    from mop import stats_plots
+
+    labels = [f"MoP experts=[[0,16,32]]*3 α={a}" for a in (0, 0.001)]
+    rows = [
+        {"condition": f"c{i}", "condition_label": label, "knockout": "largest", "metric": m, "n": 3}
+        | ({"difference": -300.0, "ci_low": -650.0, "ci_high": 60.0, "p": 0.2, "p_holm": 0.54, "note": ""}
+           if i == 0 else {"difference": 0.0, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan,
+                           "p_holm": math.nan, "note": "no spread: no test"})
+        for i, label in enumerate(labels)
+        for m in ("success_rate", "mean_lpc")
+    ]  # fmt: skip
+    fig = stats_plots.plot_knockouts(pd.DataFrame(rows))  # as read back from knockouts.csv
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    marks = [t for ax in fig.axes for t in ax.texts]
+    assert sorted(t.get_text() for t in marks) == sorted(["p=0.54 (n=3)", "no spread: no test"] * 2)
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        for t in ax.texts:  # the untested rows sit at the right edge of the LPC panel: drawn inward
+            text = t.get_window_extent(renderer)
+            assert box.x0 - 1 <= text.x0 and text.x1 <= box.x1 + 1, t.get_text()
