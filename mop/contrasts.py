@@ -202,6 +202,14 @@ def paired_layouts(a: pd.Series | None, b: pd.Series | None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- contrasts
 
 
+# What the paired t interval and test rest on (the `assumes` column; inference.ASSUMES for one arm):
+# the pairs' differences spread normally on the difference scale.
+PAIRED_ASSUMES = {
+    "difference": "paired t: the pairs' differences spread normally",
+    "ratio": "paired t: the pairs' log ratios spread normally",
+}
+
+
 def paired_difference(a: Any, b: Any, metric: str, margin: float | None = None) -> dict[str, Any]:
     """Per-pair d = B - A on the metric's difference scale (DIFFERENCE): n, mean_a, mean_b,
     estimate (mean d, shown back: a difference, or the ratio B/A of geometric means), its 95% t
@@ -213,10 +221,12 @@ def paired_difference(a: Any, b: Any, metric: str, margin: float | None = None) 
     low, high = DIFFERENCE_BOUNDS[metric]
     out["bounds"] = bounds_text(low, high)
     out["clipped"] = False
+    out["assumes"] = ""
     if isinstance(out.get("ci_low"), float) and math.isfinite(out["ci_low"]):
         clipped = (max(out["ci_low"], low), min(out["ci_high"], high))
         out["clipped"] = clipped != (out["ci_low"], out["ci_high"])
         out["ci_low"], out["ci_high"] = clipped
+        out["assumes"] = PAIRED_ASSUMES[out["scale"]]
     if margin is not None:
         forward, _, _ = DIFFERENCE[metric]
         a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -420,6 +430,7 @@ KNOCKOUT_COLUMNS = [
     "ci_high",
     "p",
     "units",
+    "assumes",
 ]
 
 
@@ -486,6 +497,7 @@ def knockout_pairs(
                     "ci_high": d["ci_high"],
                     "p": d["p"],
                     "units": "runs (one checkpoint each)",
+                    "assumes": d["assumes"],
                 }
             )
     df = pd.DataFrame(out, columns=KNOCKOUT_COLUMNS)

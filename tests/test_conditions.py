@@ -449,6 +449,9 @@ def test_routing_across_runs_has_runs_as_units():
     pair = pairs.iloc[0]
     assert pair["p"] == pytest.approx(sps.ttest_rel(b, a).pvalue)
     assert not row["lpc_clipped"] and row["lpc_bounds"] == "[0, inf)"
+    assert "normally" in row["lpc_assumes"] and "differences spread normally" in pair["assumes"]
+    one = difficulty.routing_across_runs({(0, 0): {"A": ep([1.0, 2.0]), "B": ep([3.0, 4.0])}})
+    assert one[0]["lpc_assumes"].eq("").all() and one[1]["assumes"].eq("").all()  # no interval: no claim
     # runs far apart: the t interval would go below 0, and LPC cannot; it is cut there and says so
     spread = {(0, s): {"A": ep([v, v])} for s, v in enumerate([1.0, 2.0, 200.0])}
     row = difficulty.routing_across_runs(spread)[0].set_index("level").loc["A"]

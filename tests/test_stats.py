@@ -116,6 +116,12 @@ def test_an_across_run_interval_states_what_it_assumes_and_no_interval_states_no
     assert one["ci_low"] == inference.NO_INFERENCE and one["assumes"] == ""
     flat = inference.scalar_ci(pd.DataFrame({"mean_lpc": [5.0, 5.0]}), "mean_lpc")
     assert flat["assumes"] == ""  # "no spread: no interval" rests on nothing
+    from mop import contrasts
+
+    paired = contrasts.paired_difference([1.2, 1.4, 1.3], [1.5, 1.6, 1.9], "path_ratio")
+    assert paired["assumes"] == contrasts.PAIRED_ASSUMES["ratio"] and "log ratios" in paired["assumes"]
+    assert contrasts.paired_difference([0.5], [0.7], "success_rate")["assumes"] == ""
+    assert "assumes" in contrasts.KNOCKOUT_COLUMNS
 
 
 def test_phase_pairs_use_a_paired_t_test_on_z():
