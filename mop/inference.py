@@ -305,7 +305,9 @@ def _interval(t: np.ndarray, back: Callable[[Any], Any]) -> dict[str, Any]:
         mark = NO_INFERENCE if len(t) else math.nan
         return {"estimate": float(back(t[0])) if len(t) else math.nan, "ci_low": mark, "ci_high": mark}
     estimate = float(back(t.mean()))
-    if np.ptp(t) == 0:  # every run the same: the t statistic is undefined
+    # every run the same, up to float32 rounding (a homogeneous layout's LPC is one constant): the t
+    # statistic is undefined, or would give an interval of rounding noise
+    if float(np.ptp(t)) <= ROUNDING * max(1.0, float(np.abs(t).max())):
         return {"estimate": estimate, "ci_low": "no spread: no interval", "ci_high": "no spread: no interval"}
     ci = sps.ttest_1samp(t, 0.0).confidence_interval(0.95)
     return {"estimate": estimate, "ci_low": float(back(ci.low)), "ci_high": float(back(ci.high))}

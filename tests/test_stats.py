@@ -116,6 +116,9 @@ def test_an_across_run_interval_states_what_it_assumes_and_no_interval_states_no
     assert one["ci_low"] == inference.NO_INFERENCE and one["assumes"] == ""
     flat = inference.scalar_ci(pd.DataFrame({"mean_lpc": [5.0, 5.0]}), "mean_lpc")
     assert flat["assumes"] == ""  # "no spread: no interval" rests on nothing
+    # equal-size experts: LPC is one constant, its per-run means differ in float32's 7th digit
+    rounding = inference.scalar_ci(pd.DataFrame({"mean_lpc": [867.0, 866.9999994, 867.0000003]}), "mean_lpc")
+    assert rounding["ci_low"] == "no spread: no interval" and rounding["assumes"] == ""
     from mop import contrasts
 
     paired = contrasts.paired_difference([1.2, 1.4, 1.3], [1.5, 1.6, 1.9], "path_ratio")
