@@ -377,8 +377,13 @@ def play_checkpoint(
 
 
 def played_line(task_id: str, num_episodes: int, sample: bool, success: float) -> str:
-    """The first line an analysis tool prints about what play_checkpoint played."""
-    return f"{task_id}: {num_episodes} episodes ({'sampled' if sample else 'greedy'}), success {success:.1%}"
+    """The first line an analysis tool prints about what play_checkpoint played, success with its
+    95% Wilson interval over the episodes."""
+    low, high = wilson_interval(round(success * num_episodes), num_episodes)
+    return (
+        f"{task_id}: {num_episodes} episodes ({'sampled' if sample else 'greedy'}), "
+        f"success {success:.1%} [{low:.1%}, {high:.1%}] (95% Wilson)"
+    )
 
 
 def check_table_out(out: str | None) -> None:

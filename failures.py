@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 
-from eval_mop import EvalError, check_table_out, play_checkpoint, played_line, save_table
+from eval_mop import EvalError, check_table_out, play_checkpoint, played_line, save_table, wilson_interval
 from mop.babyai_env import (
     EVAL_SEED_START,
     check_locked_level,
@@ -156,21 +156,28 @@ def anatomy(steps: pd.DataFrame, episodes: pd.DataFrame, task_id: str, max_steps
     return table
 
 
+def _rate(success: pd.Series) -> str:
+    """A success column's rate and its 95% Wilson interval over the episodes, as a report cell."""
+    if not len(success):
+        return f"{'-':>9}"
+    low, high = wilson_interval(int(success.sum()), len(success))
+    return f"{success.mean():>9.1%}  [{low:.1%}, {high:.1%}]"
+
+
 def format_report(table: pd.DataFrame) -> str:
     """The summary a researcher reads: success by layout kind; the failed key layouts by stage."""
-    lines = [f"{'layouts':<34}{'episodes':>9}{'success':>9}"]
+    lines = [f"{'layouts':<34}{'episodes':>9}{'success':>9}  95% Wilson"]
     for label, part in (
         ("need the key", table[table.needs_key]),
         ("met without the key", table[~table.needs_key]),
     ):
-        rate = f"{part.success.mean():.1%}" if len(part) else "-"
-        lines.append(f"{label:<34}{len(part):>9}{rate:>9}")
-    kinds = table.groupby("instruction", sort=False)["success"].agg(["size", "mean"])
-    if len(kinds) > 1:
+        lines.append(f"{label:<34}{len(part):>9}{_rate(part.success)}")
+    kinds = table.groupby("instruction", sort=False)["success"]
+    if kinds.ngroups > 1:
         lines.append("")
-        lines.append(f"{'instruction':<34}{'episodes':>9}{'success':>9}")
-        for kind in kinds.sort_values("mean").itertuples():
-            lines.append(f"{kind.Index:<34}{int(kind.size):>9}{kind.mean:>9.1%}")
+        lines.append(f"{'instruction':<34}{'episodes':>9}{'success':>9}  95% Wilson")
+        for kind, part in sorted(kinds, key=lambda kv: kv[1].mean()):
+            lines.append(f"{kind:<34}{len(part):>9}{_rate(part)}")
     failed = table[table.needs_key & ~table.success]
     if not len(failed):
         return "\n".join([*lines, "", "no failed episode needed the key"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+import eval_mop as em
 import failures as fl
 from conftest import tiny_config
 from mop.babyai_env import (
@@ -111,6 +112,14 @@ def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_
     )
     printed = capsys.readouterr().out
     assert "BabyAI-Unlock-v0: 3 episodes (greedy)" in printed and "never saw a matching key" in printed
+    # every success rate it prints comes with its 95% Wilson interval over the episodes it counts
+    k = int(table["success"].sum())
+    low, high = em.wilson_interval(k, 3)
+    assert f"success {k / 3:.1%} [{low:.1%}, {high:.1%}] (95% Wilson)" in printed
+    key = table[table["needs_key"]]
+    if len(key):
+        low, high = em.wilson_interval(int(key["success"].sum()), len(key))
+        assert f"[{low:.1%}, {high:.1%}]" in printed.split("need the key")[1].splitlines()[0]
     assert len(table) == 3 and list(pd.read_csv(out)["episode"]) == [0, 1, 2]
     assert set(table["stage"]) <= {key for key, _ in fl.STAGES}
     for argv, message in (
