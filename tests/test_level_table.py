@@ -70,6 +70,15 @@ def test_level_table_rows_skip_and_resume(tmp_path, capsys):
     assert cells[-3:] == ["100.0%", "n/a", "yes" if float(row["eval_success"]) >= 0.9 else "no"]
 
     assert "(BabyAI 1 M demos: 100.0%)" in capsys.readouterr().out
+    # every numbered checkpoint's probe is kept beside the table: the learning curve
+    probes = rows_of(levels.probes_path(out))
+    assert [p["checkpoint"] for p in probes] == ["checkpoint_3.pt", "checkpoint_6.pt"]
+    last = probes[-1]
+    assert last["recipe"] == recipe and int(last["update"]) == 6 and int(last["probe_episodes"]) == 4
+    assert int(last["frame_gradients"]) == final["stats"]["frame_gradients"]
+    assert float(last["ci_low"]) <= float(last["success"]) <= float(last["ci_high"])
+    assert levels.main([*argv, "--curves", str(tmp_path / "curves.png")]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 0 and "2 probes of 1 level" in capsys.readouterr().out
     assert levels.main(argv) == 0  # in the table: skipped, the table untouched
     assert "already in" in capsys.readouterr().out and rows_of(out) == [row]
 
@@ -123,6 +132,14 @@ def test_markdown_table_orders_levels_and_judges_against_babyai():
     shown = "configs/BabyAI-Unlock-v0.yaml + unroll_len=128, expert_hidden_sizes=[[0, 64], [0, 64]]"
     assert line.split("|")[2].strip() == shown
     assert levels.recipe_shown({**row, "command": "python train_mop.py --unroll_len"}) == row["recipe"]
+    # judged against issue 41's bar: 90% of BabyAI 1.1's 100% on Unlock, not of 1.0's 98.4%
+    cells = [
+        c.strip()
+        for c in levels.markdown([{**row, "eval_success": "0.89"}]).splitlines()[2].strip("|").split("|")
+    ]
+    assert cells[-3] == "98.4% (1.1: 100%)" and cells[-1] == "no"  # 89.0 >= 0.9 x 98.4, < 90
+    assert levels.bar_of("BabyAI-GoToImpUnlock-v0", "87.2") == pytest.approx(78.48)
+    assert levels.bar_of("BabyAI-UnlockPickup-v0", "") is None
 
 
 def test_a_changed_recipe_is_refused_not_skipped_or_resumed(tmp_path, capsys):
