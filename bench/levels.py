@@ -264,29 +264,9 @@ def run_level(
     wall_s = time.perf_counter() - started
 
     started = time.perf_counter()
-    # Each checkpoint's stats, read once: ordered by update, they give the probes and train_s.
-    stats_of = {path: _update_and_stats(path) for path in run_dir(cfg).glob("checkpoint_*.pt")}
-    probes, curve = [], []
-    for path in sorted(stats_of, key=lambda p: stats_of[p][0]):
-        update, stats = stats_of[path]
-        result = evaluate(
-            path, EvalOptions(num_episodes=args.probe_episodes, num_envs=16, record=False), None
-        )
-        m = result.metrics
-        probes.append((stats["frames"], stats["episodes"], m["success_rate"], path))
-        print(
-            f"[{level}] {path.name}: frames {probes[-1][0]:,} success {probes[-1][2]:.3f} "
-            f"[{m['success_ci_low']:.3f}, {m['success_ci_high']:.3f}]",
-            flush=True,
-        )
-        if path.name != "checkpoint_final.pt":  # the last update's own file is the same weights
-            curve.append(
-                {"level": level, "recipe": recipe_of(config, sets), "frames_budget": args.frames}
-                | {"checkpoint": path.name, "update": update, "frames": stats["frames"]}
-                | {"frame_gradients": stats.get("frame_gradients", ""), "episodes": stats["episodes"]}
-                | {"probe_episodes": m["num_episodes"], "success": round(m["success_rate"], 4)}
-                | {"ci_low": round(m["success_ci_low"], 4), "ci_high": round(m["success_ci_high"], 4)}
-            )
+    stats_of, probes, curve = probe_checkpoints(
+        level, recipe_of(config, sets), args.frames, run_dir(cfg), args.probe_episodes
+    )
     reached = next((p for p in probes if p[2] >= args.target), None)
     best = max(probes, key=lambda p: (p[2], -p[0]))
     final = probes[-1][3]
@@ -326,6 +306,37 @@ def run_level(
         "command": command,
         "config": json.dumps(recipe_keys(cfg), sort_keys=True),
     }, curve
+
+
+def probe_checkpoints(
+    level: str, recipe: str, frames_budget: int, directory: Path, probe_episodes: int
+) -> tuple[dict, list[tuple], list[dict]]:
+    """Evaluate every checkpoint of a run folder on `probe_episodes` layouts, in update order:
+    ({path: (update, stats)}, [(frames, episodes, success, path)], the probes table's rows (one
+    per numbered checkpoint: checkpoint_final.pt is the last update's weights again))."""
+    from eval_mop import EvalOptions, evaluate
+
+    # Each checkpoint's stats, read once: ordered by update, they give the probes and train_s.
+    stats_of = {path: _update_and_stats(path) for path in directory.glob("checkpoint_*.pt")}
+    probes, curve = [], []
+    for path in sorted(stats_of, key=lambda p: stats_of[p][0]):
+        update, stats = stats_of[path]
+        m = evaluate(path, EvalOptions(num_episodes=probe_episodes, num_envs=16, record=False), None).metrics
+        probes.append((stats["frames"], stats["episodes"], m["success_rate"], path))
+        print(
+            f"[{level}] {path.name}: frames {stats['frames']:,} success {m['success_rate']:.3f} "
+            f"[{m['success_ci_low']:.3f}, {m['success_ci_high']:.3f}]",
+            flush=True,
+        )
+        if path.name != "checkpoint_final.pt":
+            curve.append(
+                {"level": level, "recipe": recipe, "frames_budget": frames_budget}
+                | {"checkpoint": path.name, "update": update, "frames": stats["frames"]}
+                | {"frame_gradients": stats.get("frame_gradients", ""), "episodes": stats["episodes"]}
+                | {"probe_episodes": m["num_episodes"], "success": round(m["success_rate"], 4)}
+                | {"ci_low": round(m["success_ci_low"], 4), "ci_high": round(m["success_ci_high"], 4)}
+            )
+    return stats_of, probes, curve
 
 
 def demo_generation_s(cfg: TrainConfig) -> float | str:
