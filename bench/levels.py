@@ -548,8 +548,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """--curves: one panel per level asked, one line per recipe (its --set overrides as the
-    legend), success of each probed checkpoint with its 95% Wilson interval against the run's
-    frame-gradients, and the level's bar (90% of BabyAI's 1 M-demo success) where published."""
+    legend): success of each probed checkpoint with its 95% Wilson interval against the run's
+    frame-gradients, the row's final evaluation (its own layouts, open square) and the level's
+    bar (bar_of) where published."""
     wanted = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
     probes = [
         r for r in read_rows(probes_path(Path(args.out))) if r["level"] in wanted and r["frame_gradients"]
@@ -561,11 +562,9 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     matplotlib.use("Agg")
     from mop.plot_style import new_figure
 
-    names = {
-        (r["level"], r["recipe"], r["frames_budget"]): recipe_shown(r) for r in read_rows(Path(args.out))
-    }
+    table = {(r["level"], r["recipe"], r["frames_budget"]): r for r in read_rows(Path(args.out))}
     levels_drawn = [lv for lv in wanted if any(r["level"] == lv for r in probes)]
-    fig = new_figure(4.8 * len(levels_drawn), 3.4)
+    fig = new_figure(4.8 * len(levels_drawn), 3.8)
     axes = fig.subplots(1, len(levels_drawn), squeeze=False)[0]
     for ax, level in zip(axes, levels_drawn):
         runs: dict[tuple, list[dict]] = {}
@@ -576,28 +575,29 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             rs.sort(key=lambda r: int(r["update"]))
             x = [float(r["frame_gradients"]) / 1e6 for r in rs]
             y = [float(r["success"]) * 100 for r in rs]
-            err = [
-                [v - float(r["ci_low"]) * 100 for v, r in zip(y, rs)],
-                [float(r["ci_high"]) * 100 - v for v, r in zip(y, rs)],
-            ]
-            label = names.get((level, recipe, budget), recipe).split(" + ", 1)[-1]
-            ax.errorbar(
-                x,
-                y,
-                yerr=err,
-                marker="o",
-                ms=3,
-                capsize=2,
-                lw=1,
-                label=f"{label} ({rs[0]['probe_episodes']} layouts)",
-            )
+            low = [v - float(r["ci_low"]) * 100 for v, r in zip(y, rs)]
+            high = [float(r["ci_high"]) * 100 - v for v, r in zip(y, rs)]
+            row = table.get((level, recipe, budget))
+            label = (recipe_shown(row) if row else recipe).split(" + ", 1)[-1]
+            probes_per = rs[0]["probe_episodes"]
+            line = ax.errorbar(x, y, yerr=[low, high], marker="o", ms=3, capsize=2, lw=1,
+                               label=f"{label}: probes, {probes_per} layouts")  # fmt: skip
+            if row and row.get("frame_gradients"):  # the row's final evaluation, on its own layouts
+                final = float(row["eval_success"]) * 100
+                spread = [
+                    [final - float(row["eval_ci_low"]) * 100],
+                    [float(row["eval_ci_high"]) * 100 - final],
+                ]
+                ax.errorbar([float(row["frame_gradients"]) / 1e6], [final], yerr=spread, fmt="s", ms=4,
+                            capsize=2, color=line[0].get_color(), mfc="white",
+                            label=f"{label}: final, {row['eval_episodes']} layouts")  # fmt: skip
         bar = bar_of(level, BABYAI.get(level, {}).get("success_1m", ""))
         if bar is not None:
             ax.axhline(bar, color="0.4", ls="--", lw=0.8, label=f"bar: {bar:.1f}% (90% of BabyAI's best IL)")
         ax.set_title(level.removeprefix("BabyAI-").removesuffix("-v0"), fontsize=8)
         ax.set_xlabel("frame-gradients (M)", fontsize=7)
-        ax.set_ylabel("probe success (%), 95% Wilson", fontsize=7)
-        ax.legend(fontsize=5, loc="lower right")
+        ax.set_ylabel("success (%), 95% Wilson", fontsize=7)
+        ax.legend(fontsize=5, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.suptitle("Learning curves: each probed checkpoint of a level-table run (one seed each)", fontsize=8)
     fig.savefig(args.curves, dpi=200, bbox_inches="tight")
     print(f"wrote {args.curves}: {len(probes)} probes of {len(levels_drawn)} level(s)")
