@@ -35,6 +35,7 @@ import io
 import json
 import shlex
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -564,8 +565,9 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
     table = {(r["level"], r["recipe"], r["frames_budget"]): r for r in read_rows(Path(args.out))}
     levels_drawn = [lv for lv in wanted if any(r["level"] == lv for r in probes)]
-    fig = new_figure(4.8 * len(levels_drawn), 3.8)
+    fig = new_figure(4.0 * len(levels_drawn) + 3.0, 3.4)  # + the legend's column on the right
     axes = fig.subplots(1, len(levels_drawn), squeeze=False)[0]
+    legend: dict[str, object] = {}
     for ax, level in zip(axes, levels_drawn):
         runs: dict[tuple, list[dict]] = {}
         for r in probes:
@@ -578,7 +580,7 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             low = [v - float(r["ci_low"]) * 100 for v, r in zip(y, rs)]
             high = [float(r["ci_high"]) * 100 - v for v, r in zip(y, rs)]
             row = table.get((level, recipe, budget))
-            label = (recipe_shown(row) if row else recipe).split(" + ", 1)[-1]
+            label = textwrap.fill((recipe_shown(row) if row else recipe).split(" + ", 1)[-1], 48)
             probes_per = rs[0]["probe_episodes"]
             line = ax.errorbar(x, y, yerr=[low, high], marker="o", ms=3, capsize=2, lw=1,
                                label=f"{label}: probes, {probes_per} layouts")  # fmt: skip
@@ -597,7 +599,9 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         ax.set_title(level.removeprefix("BabyAI-").removesuffix("-v0"), fontsize=8)
         ax.set_xlabel("frame-gradients (M)", fontsize=7)
         ax.set_ylabel("success (%), 95% Wilson", fontsize=7)
-        ax.legend(fontsize=5, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(text, handle)
+    fig.legend(list(legend.values()), list(legend), loc="outside right center", fontsize=5)
     fig.suptitle("Learning curves: each probed checkpoint of a level-table run (one seed each)", fontsize=8)
     fig.savefig(args.curves, dpi=200, bbox_inches="tight")
     print(f"wrote {args.curves}: {len(probes)} probes of {len(levels_drawn)} level(s)")
