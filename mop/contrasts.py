@@ -221,12 +221,10 @@ def paired_difference(a: Any, b: Any, metric: str, margin: float | None = None) 
     low, high = DIFFERENCE_BOUNDS[metric]
     out["bounds"] = bounds_text(low, high)
     out["clipped"] = False
-    out["assumes"] = ""
     if isinstance(out.get("ci_low"), float) and math.isfinite(out["ci_low"]):
         clipped = (max(out["ci_low"], low), min(out["ci_high"], high))
         out["clipped"] = clipped != (out["ci_low"], out["ci_high"])
         out["ci_low"], out["ci_high"] = clipped
-        out["assumes"] = PAIRED_ASSUMES[out["scale"]]
     if margin is not None:
         forward, _, _ = DIFFERENCE[metric]
         a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -246,7 +244,7 @@ def _paired_difference(a: Any, b: Any, metric: str) -> dict[str, Any]:
     a, b = a[ok], b[ok]
     n = len(a)
     out = {"n": n, "mean_a": float(a.mean()) if n else math.nan, "mean_b": float(b.mean()) if n else math.nan}
-    out["scale"] = scale
+    out |= {"scale": scale, "assumes": ""}  # what the t interval rests on, where one is given
     if n == 0:
         return out | {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": "no pair measured"}
     d = forward(b) - forward(a)
@@ -265,7 +263,11 @@ def _paired_difference(a: Any, b: Any, metric: str) -> dict[str, Any]:
         }
     test = sps.ttest_1samp(d, 0.0)
     ci = test.confidence_interval(0.95)
-    return out | {"ci_low": float(back(ci.low)), "ci_high": float(back(ci.high)), "p": float(test.pvalue)}
+    return (
+        out
+        | {"ci_low": float(back(ci.low)), "ci_high": float(back(ci.high)), "p": float(test.pvalue)}
+        | {"assumes": PAIRED_ASSUMES[scale]}
+    )
 
 
 def missing_seeds(runs: pd.DataFrame, a: str, b: str) -> str:

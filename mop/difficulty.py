@@ -287,7 +287,7 @@ def routing_across_runs(
     (mean over runs). Per pair: the paired
     difference B - A of the runs' LPC (contrasts.paired_difference), p_holm over the pairs."""
     from mop.contrasts import paired_difference
-    from mop.inference import ASSUMES, holm, mean_ci
+    from mop.inference import holm, mean_ci
     from mop.routing_analysis import clustered_mean
 
     per_run: dict[str, dict[Any, float]] = {}
@@ -304,10 +304,9 @@ def routing_across_runs(
         clipped = isinstance(low, float) and math.isfinite(low) and low < 0.0
         if clipped:  # LPC is >= 0: the t interval is cut there and says so
             low = 0.0
-        interval = isinstance(low, float) and math.isfinite(low)
         rows.append({"level": level, "runs": ci["n"], "lpc": ci["mean"], "lpc_ci_low": low}
                     | {"lpc_ci_high": high, "lpc_bounds": "[0, inf)", "lpc_clipped": clipped}
-                    | {"lpc_assumes": ASSUMES["linear"] if interval else ""}
+                    | {"lpc_assumes": ci["assumes"]}
                     | {"success": float(np.mean(success[level]))})  # fmt: skip
     levels = list(per_run)
     pairs = []

@@ -266,7 +266,8 @@ def mean_ci(values: Any, scale: str = "linear") -> dict[str, Any]:
     "logit" (of the mean logit: stays inside (0, 1); needs every value strictly inside, see
     success_ci for rates of exactly 0 or 1). Keys: n, mean (arithmetic, of the runs), estimate
     (the back-transformed mean the interval is centred on; the mean on "linear"), ci_low, ci_high,
-    scale. NO_INFERENCE with one run; NaN without any."""
+    scale, assumes (ASSUMES[scale] where an interval was given, else ""). NO_INFERENCE with one
+    run; NaN without any."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     forward, back = SCALES[scale]
@@ -275,8 +276,8 @@ def mean_ci(values: Any, scale: str = "linear") -> dict[str, Any]:
     out = {"n": len(v), "mean": float(v.mean()) if len(v) else math.nan, "scale": scale}
     if not np.isfinite(t).all():
         reason = f"a value outside {DOMAIN[scale]}: no {scale}-scale interval"
-        return out | {"estimate": math.nan, "ci_low": reason, "ci_high": reason}
-    return out | _interval(t, back)
+        return out | {"estimate": math.nan, "ci_low": reason, "ci_high": reason, "assumes": ""}
+    return out | _interval(t, back, scale)
 
 
 def success_ci(rates: Any, successes: Any = None, episodes: Any = None) -> dict[str, Any]:
@@ -295,22 +296,26 @@ def success_ci(rates: Any, successes: Any = None, episodes: Any = None) -> dict[
     out = {"n": len(r), "mean": float(r.mean()) if len(r) else math.nan, "scale": "logit"}
     if not np.isfinite(logits).all():
         reason = "a rate of 0 or 1 without episode counts: no interval (stats.py --force adds them)"
-        return out | {"estimate": math.nan, "ci_low": reason, "ci_high": reason}
-    return out | _interval(logits, special.expit)
+        return out | {"estimate": math.nan, "ci_low": reason, "ci_high": reason, "assumes": ""}
+    return out | _interval(logits, special.expit, "logit")
 
 
-def _interval(t: np.ndarray, back: Callable[[Any], Any]) -> dict[str, Any]:
-    """estimate = back(mean t) and back() of the 95% t interval of mean t (finite t)."""
+def _interval(t: np.ndarray, back: Callable[[Any], Any], scale: str) -> dict[str, Any]:
+    """estimate = back(mean t) and back() of the 95% t interval of mean t (finite t), and what
+    that interval assumes (ASSUMES[scale]; "" where none was given)."""
     if len(t) < 2:
         mark = NO_INFERENCE if len(t) else math.nan
-        return {"estimate": float(back(t[0])) if len(t) else math.nan, "ci_low": mark, "ci_high": mark}
+        estimate = float(back(t[0])) if len(t) else math.nan
+        return {"estimate": estimate, "ci_low": mark, "ci_high": mark, "assumes": ""}
     estimate = float(back(t.mean()))
     # every run the same, up to float32 rounding (a homogeneous layout's LPC is one constant): the t
     # statistic is undefined, or would give an interval of rounding noise
     if float(np.ptp(t)) <= ROUNDING * max(1.0, float(np.abs(t).max())):
-        return {"estimate": estimate, "ci_low": "no spread: no interval", "ci_high": "no spread: no interval"}
+        none = "no spread: no interval"
+        return {"estimate": estimate, "ci_low": none, "ci_high": none, "assumes": ""}
     ci = sps.ttest_1samp(t, 0.0).confidence_interval(0.95)
-    return {"estimate": estimate, "ci_low": float(back(ci.low)), "ci_high": float(back(ci.high))}
+    low, high = float(back(ci.low)), float(back(ci.high))
+    return {"estimate": estimate, "ci_low": low, "ci_high": high, "assumes": ASSUMES[scale]}
 
 
 # What each metric can be: its interval stays inside (the scale keeps success and path ratio in;
@@ -347,8 +352,6 @@ def scalar_ci(runs: pd.DataFrame, metric: str) -> dict[str, Any]:
         clipped = (max(out["ci_low"], low), min(out["ci_high"], high))
         out["clipped"] = clipped != (out["ci_low"], out["ci_high"])
         out["ci_low"], out["ci_high"] = clipped
-    interval = isinstance(out["ci_low"], float) and math.isfinite(out["ci_low"])
-    out["assumes"] = ASSUMES[out["scale"]] if interval else ""
     return out
 
 
