@@ -100,6 +100,7 @@ from mop.imitation_data import (  # the loop's data; buffer_path re-exported for
     open_collector,
 )
 from mop.language import MissionEncoderError, build_mission_encoder
+from mop.malloc_arenas import cap_malloc_arenas
 from mop.numpy_policy import use_one_thread
 from mop.replay_buffer import (
     EpisodeAssembler,
@@ -652,6 +653,7 @@ def train_to_end(
     given); True/False: the caller's choice, checked by checkpoint_to_resume. `fork`: start from
     another run's state (a new run folder); `save_at`: also checkpoint at these updates, each with
     its buffer kept (LMC's fork points; 0: the initial state, before any update)."""
+    cap_malloc_arenas()  # before workers and the learner: a long DAgger run's memory stays flat
     learner_device(cfg)  # a device this machine lacks: one line before anything is written
     check_writable_dir(cfg.checkpoint_dir, "checkpoint_dir")
     directory = run_dir(cfg)
