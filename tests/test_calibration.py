@@ -5,19 +5,13 @@ conservative test), and the tests it withdrew show why (they land above it on th
     pytest tests/test_calibration.py
 """
 
-import sys
-from pathlib import Path
-
+import calibration
 import pytest
+from test_calibration_analyses import NEW  # their draws are that file's tests
+from test_calibration_metrics import NEW as METRICS  # and that file's
+from test_calibration_tables import NEW as TABLES  # and that file's
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-import calibration  # noqa: E402
-from test_calibration_analyses import NEW  # noqa: E402  (their draws are that file's tests)
-from test_calibration_metrics import NEW as METRICS  # noqa: E402  (and that file's)
-from test_calibration_tables import NEW as TABLES  # noqa: E402  (and that file's)
-
-from eval_mop import wilson_interval  # noqa: E402
+from eval_mop import wilson_interval
 
 DRAWS = 200
 SEED = 0

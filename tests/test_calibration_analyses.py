@@ -7,21 +7,17 @@ so a wrong simulator or a wrong code path fails.
     pytest tests/test_calibration_analyses.py
 """
 
-import sys
 from pathlib import Path
 
+import calibration
 import numpy as np
 import pandas as pd
 import pytest
+from calibration_lib import analyses
 from scipy import stats as sps
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-import calibration  # noqa: E402
-from calibration_lib import analyses  # noqa: E402
-
-from eval_mop import wilson_interval  # noqa: E402
-from mop import difficulty  # noqa: E402
+from eval_mop import wilson_interval
+from mop import difficulty
 
 SEED = 0
 NEW = {

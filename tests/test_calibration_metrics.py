@@ -9,21 +9,17 @@ it, so a wrong simulator or a wrong code path fails.
 """
 
 import math
-import sys
 from pathlib import Path
 
+import calibration
 import numpy as np
 import pytest
+from calibration_lib import metrics
 from scipy import stats as sps
+from test_calibration_analyses import entry, holds
+from test_calibration_tables import band, misses
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-import calibration  # noqa: E402
-from calibration_lib import metrics  # noqa: E402
-from test_calibration_analyses import entry, holds  # noqa: E402
-from test_calibration_tables import band, misses  # noqa: E402
-
-from mop import causal, connectivity, contrasts, inference  # noqa: E402
+from mop import causal, connectivity, contrasts, inference
 
 SEED = 0
 NEW = {

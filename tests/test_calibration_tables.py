@@ -9,24 +9,20 @@ path fails.
     pytest tests/test_calibration_tables.py
 """
 
-import sys
 from pathlib import Path
 
+import calibration
 import numpy as np
 import pandas as pd
 import pytest
+from calibration_lib import tables
 from scipy import stats as sps
+from test_calibration_analyses import entry, holds  # one copy of the checks
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-import calibration  # noqa: E402
-from calibration_lib import tables  # noqa: E402
-from test_calibration_analyses import entry, holds  # noqa: E402  (one copy of the checks)
-
-from eval_mop import wilson_interval  # noqa: E402
-from mop import causal  # noqa: E402
-from mop.inference import holm  # noqa: E402
-from mop.routing_analysis import clustered_mean  # noqa: E402
+from eval_mop import wilson_interval
+from mop import causal
+from mop.inference import holm
+from mop.routing_analysis import clustered_mean
 
 SEED = 0
 NEW = {
