@@ -6,7 +6,7 @@ stage can be pulled in by a library import. Modules, from the ground up: `checks
 writes, the run lock, path safety; torch-free), `fast_grid` and `babyai_env` (levels, seeds,
 observations, the bot), `bot_paths` (the cache of the bot's path lengths), `language` (mission
 encoders), `devices` (the device setting, device-free saved state, CUDA's deterministic mode),
-`malloc_arenas` (the cap on glibc's malloc arenas that keeps a long run's memory flat),
+`heap` (the process's resident memory; glibc's free pages handed back, so a long run stays flat),
 `experiment`, `metrics_log` and `legacy_config` (config schema, checkpoints, metrics; the earlier system's
 `input_dim` and checkpoints), `numpy_policy` and `collection` (the
 acting step and the collector), `replay_buffer`, `bot_demos`, `imitation_data` and `imitation` (the training loop,

@@ -57,7 +57,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -91,6 +90,7 @@ from mop.experiment import (
     run_seed,
     save_checkpoint,
 )
+from mop.heap import TRIM_EVERY, resident_mb, trim_heap
 from mop.imitation_data import (  # the loop's data; buffer_path re-exported for lmc.py and callers
     DemoSource,
     Replay,
@@ -100,7 +100,6 @@ from mop.imitation_data import (  # the loop's data; buffer_path re-exported for
     open_collector,
 )
 from mop.language import MissionEncoderError, build_mission_encoder
-from mop.malloc_arenas import cap_malloc_arenas
 from mop.numpy_policy import use_one_thread
 from mop.replay_buffer import (
     EpisodeAssembler,
@@ -537,16 +536,6 @@ class TrainState:
         return row
 
 
-def resident_mb() -> float:
-    """The learner process's resident memory now, in MB (Linux /proc; NaN elsewhere): logged with
-    every metrics row, so a run whose memory climbs says when it did."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
     """Everything --resume needs, as plain dicts of tensors and plain types."""
     stats = state.stats
@@ -653,7 +642,6 @@ def train_to_end(
     given); True/False: the caller's choice, checked by checkpoint_to_resume. `fork`: start from
     another run's state (a new run folder); `save_at`: also checkpoint at these updates, each with
     its buffer kept (LMC's fork points; 0: the initial state, before any update)."""
-    cap_malloc_arenas()  # before workers and the learner: a long DAgger run's memory stays flat
     learner_device(cfg)  # a device this machine lacks: one line before anything is written
     check_writable_dir(cfg.checkpoint_dir, "checkpoint_dir")
     directory = run_dir(cfg)
@@ -861,6 +849,8 @@ class ImitationRun:
         parts["train/lr"] = lr_at(cfg, update)
         parts.update(extra)
         state.record(chunk, parts)
+        if update % TRIM_EVERY == 0:
+            trim_heap()  # the batches' free pages back to the system (mop/heap.py): memory stays flat
         self.bar.update(1)
         logged = None
         if update % cfg.log_interval == 0 or last or switching:  # no row mixes the two phases
