@@ -547,10 +547,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def curve_series(
+    level: str, probes: list[dict], table: list[dict]
+) -> list[tuple[str, list[dict], list[dict]]]:
+    """A level's learning curves: (recipe, its probes by update, its rows with frame-gradients,
+    shortest budget first) per recipe. A recipe is one run folder: a longer budget continues the
+    shorter one's run, so their probes form one curve (a checkpoint probed by both: once)."""
+    runs: dict[str, dict[int, dict]] = {}
+    for r in probes:
+        if r["level"] == level:
+            runs.setdefault(r["recipe"], {})[int(r["update"])] = r
+    rows = sorted(
+        (r for r in table if r["level"] == level and r.get("frame_gradients")),
+        key=lambda r: int(r["frames_budget"]),
+    )
+    return [
+        (recipe, [by_update[u] for u in sorted(by_update)], [r for r in rows if r["recipe"] == recipe])
+        for recipe, by_update in runs.items()
+    ]
+
+
 def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """--curves: one panel per level asked, one line per recipe (its --set overrides as the
-    legend): success of each probed checkpoint with its 95% Wilson interval against the run's
-    frame-gradients, the row's final evaluation (its own layouts, open square) and the level's
+    legend; a longer budget continues the same run, so its probes join the shorter one's line):
+    success of each probed checkpoint with its 95% Wilson interval against the run's
+    frame-gradients, each row's final evaluation (its own layouts, open square) and the level's
     bar (bar_of) where published."""
     wanted = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
     probes = [
@@ -563,28 +584,23 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     matplotlib.use("Agg")
     from mop.plot_style import new_figure
 
-    table = {(r["level"], r["recipe"], r["frames_budget"]): r for r in read_rows(Path(args.out))}
+    table = read_rows(Path(args.out))
     levels_drawn = [lv for lv in wanted if any(r["level"] == lv for r in probes)]
     fig = new_figure(4.0 * len(levels_drawn) + 3.0, 3.4)  # + the legend's column on the right
     axes = fig.subplots(1, len(levels_drawn), squeeze=False)[0]
     legend: dict[str, object] = {}
     for ax, level in zip(axes, levels_drawn):
-        runs: dict[tuple, list[dict]] = {}
-        for r in probes:
-            if r["level"] == level:
-                runs.setdefault((r["recipe"], r["frames_budget"]), []).append(r)
-        for (recipe, budget), rs in runs.items():
-            rs.sort(key=lambda r: int(r["update"]))
+        for recipe, rs, rows in curve_series(level, probes, table):
             x = [float(r["frame_gradients"]) / 1e6 for r in rs]
             y = [float(r["success"]) * 100 for r in rs]
             low = [v - float(r["ci_low"]) * 100 for v, r in zip(y, rs)]
             high = [float(r["ci_high"]) * 100 - v for v, r in zip(y, rs)]
-            row = table.get((level, recipe, budget))
+            row = rows[-1] if rows else None
             label = textwrap.fill((recipe_shown(row) if row else recipe).split(" + ", 1)[-1], 48)
             probes_per = rs[0]["probe_episodes"]
             line = ax.errorbar(x, y, yerr=[low, high], marker="o", ms=3, capsize=2, lw=1,
                                label=f"{label}: probes, {probes_per} layouts")  # fmt: skip
-            if row and row.get("frame_gradients"):  # the row's final evaluation, on its own layouts
+            for row in rows:  # each budget's final evaluation, on its own layouts
                 final = float(row["eval_success"]) * 100
                 spread = [
                     [final - float(row["eval_ci_low"]) * 100],

@@ -299,3 +299,29 @@ def test_demo_updates_are_checked_against_the_bench_length_not_the_recipe_files(
 
     with pytest.raises(ConfigError, match="demo_updates"):
         levels.bench_config(LEVEL, configs / f"{LEVEL}.yaml", sets, frames=1600)  # 50 updates: none online
+
+
+def test_a_longer_budget_continues_the_same_curve():
+    """Two budgets of one recipe are one run: one curve whose shared checkpoint appears once, with
+    both budgets' final evaluations; another recipe is its own curve. Fails when curves are keyed
+    by (recipe, budget), as they were (the continued run drew a second, unlabelled line)."""
+
+    def probe(recipe, budget, update, success):
+        return dict(level=LEVEL, recipe=recipe, frames_budget=str(budget), update=str(update),
+                    success=str(success), frame_gradients=str(update * 100))  # fmt: skip
+
+    probes = [
+        probe("wide", 100, 1, 0.7), probe("wide", 100, 2, 0.8),
+        probe("wide", 200, 2, 0.8), probe("wide", 200, 3, 0.85), probe("base", 100, 2, 0.6),
+    ]  # fmt: skip
+    table = [
+        dict(level=LEVEL, recipe="wide", frames_budget="200", frame_gradients="300"),
+        dict(level=LEVEL, recipe="wide", frames_budget="100", frame_gradients="200"),
+        dict(level=LEVEL, recipe="base", frames_budget="100", frame_gradients=""),  # not counted: no square
+    ]
+    series = {recipe: (rs, rows) for recipe, rs, rows in levels.curve_series(LEVEL, probes, table)}
+    assert set(series) == {"wide", "base"}
+    wide, wide_rows = series["wide"]
+    assert [int(r["update"]) for r in wide] == [1, 2, 3]
+    assert [r["frames_budget"] for r in wide_rows] == ["100", "200"]
+    assert series["base"][1] == []
