@@ -161,7 +161,11 @@ def train_command(config: Path | None, overrides: dict) -> str:
 
 
 def recipe_of(config: Path | None, sets: dict) -> str:
-    """A short, stable name of the recipe: the config file and the --set overrides."""
+    """A short, stable name of the recipe: the config file and the --set overrides, execution
+    settings left out (--set num_workers or demo_threads continues the same run's folder)."""
+    from mop.experiment import RESUMABLE_OVERRIDES
+
+    sets = {k: v for k, v in sets.items() if k not in RESUMABLE_OVERRIDES}
     text = json.dumps({"config": config.name if config else "config.yaml", "set": sets}, sort_keys=True)
     return f"{config.stem if config else 'default'}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 

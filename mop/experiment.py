@@ -95,6 +95,11 @@ class TrainConfig:
         "env worker processes (null: the CPU cores available; 0 or 1: everything in this process)", None
     )
     unroll_len: int = _help("steps per env per update (truncated BPTT length)", 32)
+    demo_threads: int = _help(
+        "torch threads of the learner while it trains on --demos (no env workers then; 1 while "
+        "collecting). An execution setting; more help only on an idle box (docs/speed.md)",
+        1,
+    )
     async_collection: bool = _help(
         "collect the next unroll while the learner updates on this one, i.e. with the weights from "
         "one update earlier (faster with workers; still reproducible). --no-async_collection acts "
@@ -320,6 +325,7 @@ CONFIG_ALIASES = {
 RESUMABLE_OVERRIDES = {
     "num_updates",
     "num_workers",
+    "demo_threads",
     "device",
     "log_interval",
     "checkpoint_interval",
@@ -450,6 +456,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"task_id: {e}") from None
     for key in (
         "num_envs",
+        "demo_threads",
         "unroll_len",
         "num_updates",
         "log_interval",

@@ -760,6 +760,7 @@ class ImitationRun:
         cfg, state, learner = self.cfg, self.state, self.learner
         if offline_update(cfg, state.update + 1):
             self.collector = DemoSource(cfg, self.ckpt, self.progress)
+            torch.set_num_threads(cfg.demo_threads)  # no env workers on the other cores until DAgger
         else:
             self.collector = open_collector(cfg, learner, self.build_policy_fn, state)
         try:
@@ -877,6 +878,7 @@ class ImitationRun:
         if switching:
             self.collector.__exit__(None, None, None)
             self.collector = None  # (a failed start leaves nothing for __exit__ to close twice)
+            use_one_thread()  # the env workers take the other cores from here
             self.collector = open_collector(cfg, learner, self.build_policy_fn, state)
             self._submit(update + 1)
         return logged

@@ -132,6 +132,33 @@ def test_demos_then_dagger_logs_bc_rows_then_online_rows(tmp_path):
     assert sorted(p.name for p in folder.glob("buffer_*.npz")) == ["buffer_8.npz"]
 
 
+def test_the_learner_takes_demo_threads_on_the_demos_and_one_thread_from_the_switch(tmp_path, monkeypatch):
+    """--demo_threads: no env workers run while the learner trains on demos, so it may use more
+    torch threads; from the first DAgger update the workers take the other cores again."""
+    from mop.imitation import Learner
+
+    seen, step = [], Learner.step
+
+    def counting(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Learner, "step", counting)
+    before = torch.get_num_threads()
+    try:
+        train_mop.main(recipe(tmp_path / "ck", tmp_path / "demos", demo_threads=2), progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2] * 4 + [1] * 4
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_demo_threads_below_one_is_refused(tmp_path, monkeypatch, capsys, value):
+    assert cli(monkeypatch, "--checkpoint_dir", str(tmp_path), "--demo_threads", value) == 2
+    assert stderr_lines(capsys.readouterr().err) == [f"error: demo_threads must be positive, got {value}"]
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_resume_inside_the_bc_phase_and_after_the_switch(tmp_path, monkeypatch):
     demos = tmp_path / "demos"

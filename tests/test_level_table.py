@@ -325,3 +325,13 @@ def test_a_longer_budget_continues_the_same_curve():
     assert [int(r["update"]) for r in wide] == [1, 2, 3]
     assert [r["frames_budget"] for r in wide_rows] == ["100", "200"]
     assert series["base"][1] == []
+
+
+def test_an_execution_setting_leaves_the_recipe_and_its_folder_alone():
+    """--set demo_threads=2 (or num_workers) changes how fast a run trains, not what it learns:
+    the same recipe name, so it continues the same run folder and joins the same curve."""
+    wide = {"intermediate_dim": 256}
+    assert levels.recipe_of(None, {**wide, "demo_threads": 2, "num_workers": 1}) == levels.recipe_of(
+        None, wide
+    )
+    assert levels.recipe_of(None, {**wide, "lr": 1e-3}) != levels.recipe_of(None, wide)
