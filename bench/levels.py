@@ -575,8 +575,9 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     """--curves: one panel per level asked, one line per recipe (its --set overrides as the
     legend; a longer budget continues the same run, so its probes join the shorter one's line):
     success of each probed checkpoint with its 95% Wilson interval against the run's
-    frame-gradients, each row's final evaluation (its own layouts, open square) and the level's
-    bar (bar_of) where published."""
+    frame-gradients, each row's final evaluation (open square) and the level's bar (bar_of) where
+    published. Both evaluate layouts 0..N-1: a probe's 100 are the first 100 of the final's 500, so a
+    probe and the final of one checkpoint are not independent samples."""
     wanted = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
     probes = [
         r for r in read_rows(probes_path(Path(args.out))) if r["level"] in wanted and r["frame_gradients"]
@@ -599,8 +600,8 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             y = [float(r["success"]) * 100 for r in rs]
             low = [v - float(r["ci_low"]) * 100 for v, r in zip(y, rs)]
             high = [float(r["ci_high"]) * 100 - v for v, r in zip(y, rs)]
-            row = rows[-1] if rows else None
-            label = textwrap.fill((recipe_shown(row) if row else recipe).split(" + ", 1)[-1], 48)
+            newest = rows[-1] if rows else None
+            label = textwrap.fill((recipe_shown(newest) if newest else recipe).split(" + ", 1)[-1], 48)
             probes_per = rs[0]["probe_episodes"]
             line = ax.errorbar(x, y, yerr=[low, high], marker="o", ms=3, capsize=2, lw=1,
                                label=f"{label}: probes, {probes_per} layouts")  # fmt: skip
