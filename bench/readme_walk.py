@@ -15,7 +15,11 @@ run again). The walk stops at the first failure, as a reader would (`--keep_goin
 What cannot run here is said, not faked: `modal ...` needs Modal and an account (skipped); `marimo
 run NB` serves a page until stopped, so the walk runs the notebook as a script (`python NB`,
 every cell once; bench/notebook_render.py times the page itself); `bash scripts/test.sh` is the
-suite (skipped unless `--with_suite`; CI times it). A result is an evaluation identity of
+suite (skipped unless `--with_suite`; CI times it). A command an earlier walk started and never
+finished (a log, no row: the walk was cut off inside it) that now refuses its folder because the cut
+run left checkpoints there ("use --resume") runs once more with `--resume`, as its refusal tells a
+reader, and says so in `ran_as`; a command the walk never started gets no such second try (a README
+line that collides with an earlier one's folder is the README's failure). A result is an evaluation identity of
 `<workdir>/evaluation_results.csv` (mop.results): one present before a command and gone after it
 is counted in `dropped_results`. The box's load average is recorded at each command's start and
 end: times from a shared box are not an idle box's."""
@@ -58,6 +62,7 @@ COLUMNS = [
     "finished_at",
 ]
 SUITE = ["bash", "scripts/test.sh"]
+RESUME_HINT = "already holds checkpoints; use --resume"  # train_mop's refusal (mop/imitation.py)
 
 
 def plan(command: Command, with_suite: bool) -> tuple[str | None, str]:
@@ -192,9 +197,17 @@ def walk(args: argparse.Namespace, commands: list[Command]) -> int:
         else:
             before = results_identities(workdir)
             load_start = load_average()
-            code, wall, silence, lines = run_timed(
-                line, workdir, out_dir / f"{command.number}.log", args.timeout
-            )
+            log = out_dir / f"{command.number}.log"
+            cut = done is None and log.exists()  # an earlier walk was cut off inside this command
+            code, wall, silence, lines = run_timed(line, workdir, log, args.timeout)
+            if cut and code != 0 and RESUME_HINT in log.read_text(errors="replace"):
+                line, ran_as = (
+                    f"{line} --resume",
+                    f"{ran_as}; cut off by an earlier walk: continued with --resume",
+                )
+                print(f"  {ran_as}", flush=True)
+                row["ran_as"] = ran_as
+                code, wall, silence, lines = run_timed(line, workdir, log, args.timeout)
             dropped = len(before - results_identities(workdir))
             row |= {
                 "status": "ok" if code == 0 else "failed",

@@ -116,3 +116,37 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         assert e.code == 2
     assert "run `bash scripts/quickstart.sh` there first" in capsys.readouterr().err
     assert not (work / "readme_walk").exists()  # nothing written by a refusal
+
+
+TRAIN = """import pathlib, sys
+ck = pathlib.Path("ck") / "checkpoint_1.pt"
+if ck.exists() and "--resume" not in sys.argv:
+    sys.exit("error: 'ck' already holds checkpoints; use --resume, or another --trial/--seed/--checkpoint_dir")
+ck.parent.mkdir(exist_ok=True)
+ck.write_text("weights")
+print("resumed" if "--resume" in sys.argv else "trained")
+"""
+
+
+def test_a_training_command_cut_off_by_an_earlier_walk_continues_with_resume(tmp_path, capsys):
+    """A walk killed inside a training command leaves the run's checkpoints and the command's log but
+    no row; the next walk's first try is refused ("use --resume") and it continues the run, as a
+    reader would. A command the walk never started gets no second try: its refusal is the README's."""
+    for cut in (True, False):
+        work = workdir(tmp_path / str(cut))
+        (work / "README.md").write_text("# P\n\n```bash\nsource .venv/bin/activate\npython train.py\n```\n")
+        (work / "train.py").write_text(TRAIN)
+        (work / "ck").mkdir()
+        (work / "ck" / "checkpoint_1.pt").write_text("weights of the cut run")
+        if cut:
+            (work / "readme_walk").mkdir()
+            (work / "readme_walk" / "2.log").write_text("[the walk was killed here]\n")
+        assert readme_walk.main(["--workdir", str(work)]) == (0 if cut else 1)
+        got = rows(work)[2]
+        log = (work / "readme_walk" / "2.log").read_text()
+        if cut:
+            assert got["status"] == "ok" and got["ran_as"].endswith("continued with --resume")
+            assert log.strip() == "resumed"
+        else:
+            assert got["status"] == "failed" and got["ran_as"] == "as written" and "use --resume" in log
+    capsys.readouterr()
