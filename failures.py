@@ -12,14 +12,21 @@ layout, recording the first step at which
     key_seen    a key of a locked door's colour is in view
     key_held    the agent carries such a key
     unlocked    a door locked at the start is no longer locked
-(steps count from 0; empty: never), and the kind of the mission's instruction. A layout `needs the
+(steps count from 0; empty: never), and the kind of the mission's instruction. On "put X next to Y"
+missions also
+    move_held   the agent carries an object the mission moves (X)
+    fixed_held  it carries an object that only the fixed description (Y) matches
+and whether the mission is `reversible`: some object Y describes can move too, so "put Y next to
+X" is another possible mission with the same words; a bag-of-words mission encoder cannot tell the
+two apart (only word order can), and a student that confuses them carries Y. A layout `needs the
 key` when no target of the mission's first instruction can be reached with the locked doors as
 walls: Unlock gives the locked door's colour to another, unlocked door in about 40% of its
 layouts (opening that one succeeds too), and GoToImpUnlock's target has a twin outside the locked
 room in about 60%.
 
 The report: success on the layouts that need the key and on those that do not; by instruction
-kind where a level mixes them (Synth); the failed episodes that needed the key by the furthest
+kind where a level mixes them (Synth); put-next success by reversible or not, and what its failed
+episodes carried; the failed episodes that needed the key by the furthest
 step of the chain they reached (unlocked, held a key, saw a key, saw none), split by whether they
 saw the locked door; and the share of the reachable cells they stood on, against the solved
 episodes'. Any level with a locked door in its first 40 layouts can be dissected.
@@ -57,6 +64,12 @@ from mop.checks import ConfigError, command_edges, refuse
 from mop.cli_specs import check_failures_args, failures_parser
 
 MILESTONES = ("door_seen", "key_seen", "key_held", "unlocked")
+PUT_NEXT_MILESTONES = ("move_held", "fixed_held")
+CARRIED = (  # what a failed put-next episode carried, first match wins
+    ("move_held", "held an object to move"),
+    ("fixed_held", "held only the fixed one (the words swapped)"),
+    ("neither", "held neither"),
+)
 STAGES = (  # the furthest step of the chain a failed episode reached, furthest first
     ("unlocked", "unlocked a locked door"),
     ("key_held", "held a matching key, never unlocked"),
@@ -96,7 +109,11 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
         "needs_key": needs_key(env),
     }
     reach = reachable_cells(env, set())
-    first: dict[str, int | None] = dict.fromkeys(MILESTONES)
+    first: dict[str, int | None] = dict.fromkeys(MILESTONES + PUT_NEXT_MILESTONES)
+    put_next = row["instruction"] == "put next"
+    move = env.instrs.desc_move.obj_set if put_next else []
+    fixed = env.instrs.desc_fixed.obj_set if put_next else []
+    row["reversible"] = any(o.type != "door" for o in fixed) if put_next else None
     stood = {tuple(env.agent_pos)}
     success = False
     for t, action in enumerate(actions):
@@ -118,6 +135,15 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
             and COLOR_TO_IDX[held.color] in colours
         ):
             first["key_held"] = t
+        if put_next and held is not None:  # (the objects are the verifier's own, matched by identity)
+            if first["move_held"] is None and any(held is o for o in move):
+                first["move_held"] = t
+            elif (
+                first["fixed_held"] is None
+                and any(held is o for o in fixed)
+                and not any(held is o for o in move)
+            ):
+                first["fixed_held"] = t
         if first["unlocked"] is None and any(not env.grid.get(*p).is_locked for p in locked):
             first["unlocked"] = t
         if terminated or truncated:
@@ -150,8 +176,9 @@ def anatomy(steps: pd.DataFrame, episodes: pd.DataFrame, task_id: str, max_steps
             raise FailureError(f"episode {ep.episode} replays to a different outcome than it was played")
         rows.append(row)
     table = pd.DataFrame(rows).drop(columns="replay_success")
-    for k in MILESTONES:
+    for k in MILESTONES + PUT_NEXT_MILESTONES:
         table[f"t_{k}"] = table[f"t_{k}"].astype("Int64")
+    table["reversible"] = table["reversible"].astype("boolean")
     table["stage"] = table.apply(stage, axis=1)
     return table
 
@@ -162,6 +189,35 @@ def _rate(success: pd.Series) -> str:
         return f"{'-':>9}"
     low, high = wilson_interval(int(success.sum()), len(success))
     return f"{success.mean():>9.1%}  [{low:.1%}, {high:.1%}]"
+
+
+def carried(row: pd.Series) -> str:
+    """What a put-next episode carried (CARRIED's key)."""
+    for key, _ in CARRIED[:-1]:
+        if pd.notna(row[f"t_{key}"]):
+            return key
+    return "neither"
+
+
+def put_next_report(table: pd.DataFrame) -> list[str]:
+    """Put-next success by whether the mission is reversible, and what its failures carried."""
+    part = table[table.instruction == "put next"]
+    if not len(part):
+        return []
+    lines = ["", f"{'put next':<34}{'episodes':>9}{'success':>9}  95% Wilson"]
+    for label, rows in (
+        ("the fixed object can move too", part[part.reversible.fillna(False)]),
+        ("the fixed object is a door", part[~part.reversible.fillna(False)]),
+    ):
+        lines.append(f"  {label:<32}{len(rows):>9}{_rate(rows.success)}")
+    failed = part[~part.success]
+    if len(failed):
+        kinds = failed.apply(carried, axis=1)
+        lines.append(
+            f"  {len(failed)} failed: "
+            + ", ".join(f"{label} {int((kinds == k).sum())}" for k, label in CARRIED)
+        )
+    return lines
 
 
 def format_report(table: pd.DataFrame) -> str:
@@ -178,6 +234,7 @@ def format_report(table: pd.DataFrame) -> str:
         lines.append(f"{'instruction':<34}{'episodes':>9}{'success':>9}  95% Wilson")
         for kind, part in sorted(kinds, key=lambda kv: kv[1].mean()):
             lines.append(f"{kind:<34}{len(part):>9}{_rate(part)}")
+    lines += put_next_report(table)
     failed = table[table.needs_key & ~table.success]
     if not len(failed):
         return "\n".join([*lines, "", "no failed episode needed the key"])

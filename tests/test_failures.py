@@ -196,3 +196,63 @@ def test_instruction_kinds_follow_the_missions_verb():
     assert any(
         kind == "two instructions" and (" and " in m or "then" in m or "after" in m) for m, kind in missions
     )
+
+
+def test_put_next_records_which_object_was_carried_and_a_swapped_mission_shows_as_the_fixed_one():
+    """The bot on "put X next to Y" carries an X; the bot on "put Y next to X" in the same layout
+    (what a student that cannot read word order may do) carries a Y, which the replay of the
+    original mission records as fixed_held, never move_held, and the report counts."""
+    from minigrid.envs.babyai.core.verifier import PutNextInstr
+
+    env = make_env("BabyAI-PutNextLocal-v0")
+    for k in range(40):  # a layout whose two descriptions match disjoint objects
+        seed = EVAL_SEED_START + k
+        quiet_reset(env, seed)
+        move, fixed = env.instrs.desc_move, env.instrs.desc_fixed
+        if not {id(o) for o in move.obj_set} & {id(o) for o in fixed.obj_set}:
+            break
+    right = fl.replay_milestones(env, seed, _bot_actions(env, seed))
+    assert right["instruction"] == "put next" and right["reversible"] and right["replay_success"]
+    assert right["t_move_held"] is not None and right["t_fixed_held"] is None
+
+    quiet_reset(env, seed)
+    env.instrs = PutNextInstr(fixed, move)  # the same words in the other order
+    env.instrs.reset_verifier(env)
+    bot, swapped = SafeBot(env), []
+    for _ in range(200):
+        swapped.append(bot.label(None))
+        _, reward, terminated, truncated, _ = env.step(swapped[-1])
+        if terminated or truncated:
+            break
+    assert reward > 0  # the bot solved the swapped mission
+    wrong = fl.replay_milestones(env, seed, swapped)  # replayed under the layout's own mission
+    assert wrong["t_fixed_held"] is not None and wrong["t_move_held"] is None and not wrong["replay_success"]
+
+    table = pd.DataFrame(
+        [
+            {
+                "success": True,
+                "instruction": "put next",
+                "reversible": True,
+                "t_move_held": 3,
+                "t_fixed_held": None,
+            },
+            {
+                "success": False,
+                "instruction": "put next",
+                "reversible": True,
+                "t_move_held": None,
+                "t_fixed_held": 4,
+            },
+            {
+                "success": False,
+                "instruction": "put next",
+                "reversible": False,
+                "t_move_held": None,
+                "t_fixed_held": None,
+            },
+        ]
+    )
+    report = "\n".join(fl.put_next_report(table))
+    assert "the fixed object can move too" in report and "2 failed: held an object to move 0" in report
+    assert "held only the fixed one (the words swapped) 1, held neither 1" in report
