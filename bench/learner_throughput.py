@@ -21,7 +21,8 @@ mop/streams.py), in frame-gradients per CPU-second (labelled frames that receive
 second of this process's CPU time, time.process_time: load from other jobs matters less than for
 wall time), all arms of a recipe interleaved step by step so they share the machine's state:
 - padded: --learner_stream padded's replay path: episodes drawn from a pool until they hold the
-  recipe's num_envs x unroll_len frames, cut into unroll_len windows (the last padded) whose memory
+  recipe's num_envs x unroll_len frames (--num_envs / --unroll_len, when given, override every
+  recipe's), cut into unroll_len windows (the last padded) whose memory
   a no-grad pass rebuilds (replay_columns), then Learner.step;
 - streamed C: EpisodeColumns with C columns of the same pool, memory carried, then Learner.step;
   C = the recipe's num_envs (the padded batch's real frames, paired) and each of --columns.
@@ -211,6 +212,12 @@ def stream_recipe(recipe: str, overrides: dict) -> TrainConfig:
     return load_config(base, {**keys, "checkpoint_interval": None, "device": "cpu", **overrides})
 
 
+def shape_overrides(args: argparse.Namespace) -> dict:
+    """--streams: the batch shape flags given, as config overrides of every recipe (once they were
+    silently ignored there: `--unroll_len 256` measured the recipe's 64)."""
+    return {k: getattr(args, k) for k in ("num_envs", "unroll_len") if getattr(args, k) is not None}
+
+
 def matmul_peak(seconds: float = 0.5) -> float:
     """One core's float32 matmul FLOPs per CPU-second: the best of square products of 256, 512 and
     1024 (one torch thread), each repeated for `seconds` of CPU."""
@@ -340,7 +347,7 @@ def run_streams(args: argparse.Namespace) -> dict:
     )
     results = {"matmul_peak_flops_per_cpu_s": peak, "recipes": {}}
     for recipe in args.recipes.split(","):
-        cfg = stream_recipe(recipe, {"num_workers": 0})
+        cfg = stream_recipe(recipe, {"num_workers": 0, **shape_overrides(args)})
         started = time.process_time()
         pool = episode_pool(cfg, args.pool_frames)
         print(
@@ -370,8 +377,15 @@ def main(argv: list[str] | None = None) -> dict:
         "--recipes", default="default,seed002", help="comma list: default, seed002 or YAML files"
     )
     parser.add_argument("--task", default=None, help="level (default: each recipe's own)")
-    parser.add_argument("--num_envs", type=int, default=64, help="envs per batch (default 64)")
-    parser.add_argument("--unroll_len", type=int, default=64, help="steps per env per batch (default 64)")
+    parser.add_argument(
+        "--num_envs", type=int, default=None, help="envs per batch (default 64; --streams: the recipe's)"
+    )
+    parser.add_argument(
+        "--unroll_len",
+        type=int,
+        default=None,
+        help="steps per env per batch (default 64; --streams: the recipe's, which this overrides)",
+    )
     parser.add_argument(
         "--updates", type=int, default=10, help="timed learner steps per setting (default 10)"
     )
@@ -409,7 +423,7 @@ def main(argv: list[str] | None = None) -> dict:
             if min(args.columns) < 1:
                 raise ValueError
             for recipe in args.recipes.split(","):
-                stream_recipe(recipe, {})
+                stream_recipe(recipe, shape_overrides(args))
         except (ValueError, ConfigError) as e:
             print(
                 f"error: --columns/--recipes: {e or 'column counts must be integers >= 1'}", file=sys.stderr
@@ -425,6 +439,8 @@ def main(argv: list[str] | None = None) -> dict:
         if args.out:
             Path(args.out).write_text(json.dumps(results, indent=1))
         return results
+    args.num_envs = 64 if args.num_envs is None else args.num_envs
+    args.unroll_len = 64 if args.unroll_len is None else args.unroll_len
     try:
         text, args.cpu_threads = (
             args.cpu_threads,

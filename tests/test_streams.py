@@ -253,3 +253,16 @@ def test_shuffled_passes_visit_every_episode_once_per_pass_and_resume(tmp_path):
     assert [again.draw() for _ in range(7)] == [passes.draw() for _ in range(7)]
     with pytest.raises(ValueError, match="5 episodes"):
         ShuffledPasses(6).load_state(passes.state())
+
+
+def test_the_streams_bench_takes_the_batch_shape_flags_given():
+    """bench/learner_throughput.py --streams measured each recipe at its own unroll_len and silently
+    ignored `--unroll_len 256`; given flags now override every recipe's shape, absent ones leave it."""
+    import argparse
+
+    import learner_throughput as lt
+
+    given = lt.shape_overrides(argparse.Namespace(num_envs=None, unroll_len=256))
+    assert given == {"unroll_len": 256}
+    cfg = lt.stream_recipe("default", given)
+    assert (cfg.unroll_len, cfg.num_envs) == (256, lt.stream_recipe("default", {}).num_envs)
