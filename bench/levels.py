@@ -388,7 +388,10 @@ def row_flags(row: dict) -> dict[str, str] | None:
 def recipe_shown(row: dict) -> str:
     """A row's recipe as the README names it: 'default' (config.yaml) or configs/<level>.yaml, and
     the --set overrides read back from the row's command ('configs/X.yaml + unroll_len=128'); the
-    recipe id where the command cannot be read."""
+    recipe id where the command cannot be read. Execution settings (demo_threads, num_workers) are
+    not the recipe (recipe_of) and are left out."""
+    from mop.experiment import RESUMABLE_OVERRIDES
+
     level = row["level"]
     plain = {recipe_of(None, {}): "default", recipe_of(Path(f"{level}.yaml"), {}): f"configs/{level}.yaml"}
     if row["recipe"] in plain:
@@ -397,7 +400,7 @@ def recipe_shown(row: dict) -> str:
     if flags is None:
         return row["recipe"]
     base = flags.get("config", "default")
-    sets = [f"{k}={v}" for k, v in flags.items() if k not in BENCH_FLAGS]
+    sets = [f"{k}={v}" for k, v in flags.items() if k not in BENCH_FLAGS and k not in RESUMABLE_OVERRIDES]
     return " + ".join([base, ", ".join(sets)]) if sets else row["recipe"]
 
 

@@ -335,3 +335,6 @@ def test_an_execution_setting_leaves_the_recipe_and_its_folder_alone():
         None, wide
     )
     assert levels.recipe_of(None, {**wide, "lr": 1e-3}) != levels.recipe_of(None, wide)
+    row = {"level": LEVEL, "recipe": levels.recipe_of(None, wide),
+           "command": "python train_mop.py --intermediate_dim 256 --demo_threads 2 --num_updates 10"}  # fmt: skip
+    assert levels.recipe_shown(row) == "default + intermediate_dim=256"  # the legend and the table
