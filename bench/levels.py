@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mop.babyai_env import LEVEL_TABLE  # noqa: E402
-from mop.runs import atomic_write_text  # noqa: E402
+from mop.runs import HOLDS_CHECKPOINTS, atomic_write_text  # noqa: E402
 
 if TYPE_CHECKING:
     from mop.experiment import TrainConfig
@@ -259,7 +259,7 @@ def run_level(
     try:
         train_mop.main(cfg, resume=False, progress=not args.quiet)
     except ConfigError as e:
-        if "already holds checkpoints" not in str(e) and "use --resume" not in str(e):
+        if HOLDS_CHECKPOINTS not in str(e):
             raise
         try:
             train_mop.main(cfg, resume=True, progress=not args.quiet)

@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mop.readme_commands import Command, readme_commands, words  # noqa: E402
-from mop.runs import atomic_write_text  # noqa: E402
+from mop.runs import HOLDS_CHECKPOINTS, atomic_write_text  # noqa: E402
 
 ACTIVATE = "source .venv/bin/activate"
 COLUMNS = [
@@ -62,7 +62,6 @@ COLUMNS = [
     "finished_at",
 ]
 SUITE = ["bash", "scripts/test.sh"]
-RESUME_HINT = "already holds checkpoints; use --resume"  # train_mop's refusal (mop/imitation.py)
 
 
 def plan(command: Command, with_suite: bool) -> tuple[str | None, str]:
@@ -200,7 +199,7 @@ def walk(args: argparse.Namespace, commands: list[Command]) -> int:
             log = out_dir / f"{command.number}.log"
             cut = done is None and log.exists()  # an earlier walk was cut off inside this command
             code, wall, silence, lines = run_timed(line, workdir, log, args.timeout)
-            if cut and code != 0 and RESUME_HINT in log.read_text(errors="replace"):
+            if cut and code != 0 and HOLDS_CHECKPOINTS in log.read_text(errors="replace"):
                 line, ran_as = (
                     f"{line} --resume",
                     f"{ran_as}; cut off by an earlier walk: continued with --resume",

@@ -107,6 +107,7 @@ from mop.replay_buffer import (
 )
 from mop.runs import (
     DONE,
+    HOLDS_CHECKPOINTS,
     METRICS_FILE,
     NEW,
     PARTIAL,
@@ -202,7 +203,7 @@ def checkpoint_to_resume(cfg: TrainConfig, resume: bool) -> tuple[Path, dict] | 
     if not resume:
         if checkpoint_paths(directory) or final_checkpoint(directory):
             raise ConfigError(
-                f"{str(directory)!r} already holds checkpoints; use --resume, or another --trial/--seed/--checkpoint_dir"
+                f"{str(directory)!r} {HOLDS_CHECKPOINTS}, or another --trial/--seed/--checkpoint_dir"
             )
         return None
     path, ckpt = newest_checkpoint(directory)

@@ -72,6 +72,9 @@ from typing import Any
 FINAL = "final"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+# How training refuses a folder that holds a run (mop/imitation.py); bench/levels.py and
+# bench/readme_walk.py recognise the refusal by it and continue with --resume.
+HOLDS_CHECKPOINTS = "already holds checkpoints; use --resume"
 _CHECKPOINT = re.compile(r"^checkpoint_(\d+|final)\.pt$")
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 

@@ -251,9 +251,9 @@ def test_existing_run_is_not_overwritten_and_resume_continues(tmp_path):
     train_mop.main(tiny(tmp_path, num_updates=2), progress=False)
     directory = tmp_path / "ck" / "BabyAI-GoToRedBallGrey-v0" / "trial_0"
     before = (directory / "checkpoint_final.pt").read_bytes()
-    from bench.readme_walk import RESUME_HINT  # the walk continues a cut command on this refusal
+    from mop.runs import HOLDS_CHECKPOINTS  # levels.py and the README walk continue on this refusal
 
-    with pytest.raises(ConfigError, match=re.escape(RESUME_HINT)):
+    with pytest.raises(ConfigError, match=re.escape(HOLDS_CHECKPOINTS)):
         train_mop.main(tiny(tmp_path, num_updates=4), progress=False)
     assert (directory / "checkpoint_final.pt").read_bytes() == before
     with open(directory / "metrics.jsonl", "a") as f:  # a row logged after the last checkpoint, then killed
