@@ -155,12 +155,18 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
     return row
 
 
-def stage(row: pd.Series) -> str:
-    """The furthest step of the chain an episode reached (STAGES' key)."""
-    for key, _ in STAGES[:-1]:
+def first_reached(row: pd.Series, chain: tuple) -> str:
+    """The first key of `chain` whose milestone t_<key> the episode reached; the last key (a
+    milestone-less fallback) when none was."""
+    for key, _ in chain[:-1]:
         if pd.notna(row[f"t_{key}"]):
             return key
-    return "none"
+    return chain[-1][0]
+
+
+def stage(row: pd.Series) -> str:
+    """The furthest step of the chain an episode reached (STAGES' key)."""
+    return first_reached(row, STAGES)
 
 
 def anatomy(steps: pd.DataFrame, episodes: pd.DataFrame, task_id: str, max_steps: int | None) -> pd.DataFrame:
@@ -193,10 +199,7 @@ def _rate(success: pd.Series) -> str:
 
 def carried(row: pd.Series) -> str:
     """What a put-next episode carried (CARRIED's key)."""
-    for key, _ in CARRIED[:-1]:
-        if pd.notna(row[f"t_{key}"]):
-            return key
-    return "neither"
+    return first_reached(row, CARRIED)
 
 
 def put_next_report(table: pd.DataFrame) -> list[str]:
