@@ -390,8 +390,6 @@ def recipe_shown(row: dict) -> str:
     the --set overrides read back from the row's command ('configs/X.yaml + unroll_len=128'); the
     recipe id where the command cannot be read. Execution settings (demo_threads, num_workers) are
     not the recipe (recipe_of) and are left out."""
-    from mop.experiment import RESUMABLE_OVERRIDES
-
     level = row["level"]
     plain = {recipe_of(None, {}): "default", recipe_of(Path(f"{level}.yaml"), {}): f"configs/{level}.yaml"}
     if row["recipe"] in plain:
@@ -399,9 +397,34 @@ def recipe_shown(row: dict) -> str:
     flags = row_flags(row)
     if flags is None:
         return row["recipe"]
-    base = flags.get("config", "default")
-    sets = [f"{k}={v}" for k, v in flags.items() if k not in BENCH_FLAGS and k not in RESUMABLE_OVERRIDES]
-    return " + ".join([base, ", ".join(sets)]) if sets else row["recipe"]
+    sets = [f"{k}={v}" for k, v in recipe_settings(flags).items()]
+    return " + ".join([flags.get("config", "default"), ", ".join(sets)]) if sets else row["recipe"]
+
+
+def recipe_settings(flags: dict[str, str]) -> dict[str, str]:
+    """A row's --set overrides of the recipe, from its command's flags (row_flags): not the flags
+    the bench sets for every row, not execution settings (RESUMABLE_OVERRIDES)."""
+    from mop.experiment import RESUMABLE_OVERRIDES
+
+    return {k: v for k, v in flags.items() if k not in BENCH_FLAGS and k not in RESUMABLE_OVERRIDES}
+
+
+def legend_labels(settings: dict[str, dict[str, str] | None]) -> tuple[dict[str, str], str]:
+    """The curves' legend: each recipe named by the settings that tell it apart from the other
+    recipes drawn, and one line of the settings they all share (the figure says it once). A
+    recipe whose settings cannot be read (None) keeps its id; a recipe with nothing of its own:
+    'the shared settings only'."""
+    known = [s for s in settings.values() if s is not None]
+    shared = dict(set.intersection(*(set(s.items()) for s in known))) if len(known) > 1 else {}
+    labels = {}
+    for recipe, own in settings.items():
+        if own is None:
+            labels[recipe] = recipe
+            continue
+        rest = [f"{k}={v}" for k, v in own.items() if k not in shared]
+        labels[recipe] = ", ".join(rest) or "the shared settings only"
+    first = next(iter(known), {})
+    return labels, ", ".join(f"{k}={v}" for k, v in first.items() if k in shared)
 
 
 def bench_command(row: dict) -> str:
@@ -575,8 +598,9 @@ def curve_series(
 
 
 def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """--curves: one panel per level asked, one line per recipe (its --set overrides as the
-    legend; a longer budget continues the same run, so its probes join the shorter one's line):
+    """--curves: one panel per level asked, one line per recipe (the --set overrides that set it
+    apart as its legend, the ones every line shares once in the title, legend_labels; a longer
+    budget continues the same run, so its probes join the shorter one's line):
     success of each probed checkpoint with its 95% Wilson interval against the run's
     frame-gradients, each row's final evaluation (open square) and the level's bar (bar_of) where
     published. Both evaluate layouts 0..N-1: a probe's 100 are the first 100 of the final's 500, so a
@@ -597,14 +621,20 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     fig = new_figure(4.0 * len(levels_drawn) + 3.0, 3.4)  # + the legend's column on the right
     axes = fig.subplots(1, len(levels_drawn), squeeze=False)[0]
     legend: dict[str, object] = {}
+    series = {level: curve_series(level, probes, table) for level in levels_drawn}
+    named = {}
+    for level in levels_drawn:
+        for recipe, _, rows in series[level]:
+            flags = row_flags(rows[-1]) if rows else None
+            named[recipe] = None if flags is None else recipe_settings(flags)
+    labels, shared = legend_labels(named)
     for ax, level in zip(axes, levels_drawn):
-        for recipe, rs, rows in curve_series(level, probes, table):
+        for recipe, rs, rows in series[level]:
             x = [float(r["frame_gradients"]) / 1e6 for r in rs]
             y = [float(r["success"]) * 100 for r in rs]
             low = [v - float(r["ci_low"]) * 100 for v, r in zip(y, rs)]
             high = [float(r["ci_high"]) * 100 - v for v, r in zip(y, rs)]
-            newest = rows[-1] if rows else None
-            label = textwrap.fill((recipe_shown(newest) if newest else recipe).split(" + ", 1)[-1], 48)
+            label = textwrap.fill(labels[recipe], 48)
             probes_per = rs[0]["probe_episodes"]
             line = ax.errorbar(x, y, yerr=[low, high], marker="o", ms=3, capsize=2, lw=1,
                                label=f"{label}: probes, {probes_per} layouts")  # fmt: skip
@@ -626,7 +656,10 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         for handle, text in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(text, handle)
     fig.legend(list(legend.values()), list(legend), loc="outside right center", fontsize=5)
-    fig.suptitle("Learning curves: each probed checkpoint of a level-table run (one seed each)", fontsize=8)
+    title = "Learning curves: each probed checkpoint of a level-table run (one seed each)"
+    if shared:
+        title += "\n" + textwrap.fill(f"every line: {shared}", 140)
+    fig.suptitle(title, fontsize=8 if not shared else 7)
     fig.savefig(args.curves, dpi=200, bbox_inches="tight")
     print(f"wrote {args.curves}: {len(probes)} probes of {len(levels_drawn)} level(s)")
     return 0

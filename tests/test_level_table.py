@@ -338,3 +338,26 @@ def test_an_execution_setting_leaves_the_recipe_and_its_folder_alone():
     row = {"level": LEVEL, "recipe": levels.recipe_of(None, wide),
            "command": "python train_mop.py --intermediate_dim 256 --demo_threads 2 --num_updates 10"}  # fmt: skip
     assert levels.recipe_shown(row) == "default + intermediate_dim=256"  # the legend and the table
+
+
+def test_the_curves_legend_names_each_recipe_by_what_sets_it_apart():
+    """Two runs of one recipe family: the legend names each by its own settings and the shared
+    ones go once into the title (they were repeated in every entry, and two entries differed
+    only in their last words); an unreadable command keeps its id; one recipe shares nothing."""
+    wide = {"demos": "100000", "expert_hidden_sizes": "[[0, 128, 256]]", "intermediate_dim": "256"}
+    labels, shared = levels.legend_labels(
+        {"w64": wide, "w256": {**wide, "unroll_len": "256", "batch_columns": "16"}, "old": None}
+    )
+    assert labels == {
+        "w64": "the shared settings only",
+        "w256": "unroll_len=256, batch_columns=16",
+        "old": "old",
+    }
+    assert shared == "demos=100000, expert_hidden_sizes=[[0, 128, 256]], intermediate_dim=256"
+    assert levels.legend_labels({"one": {"lr": "0.001"}}) == ({"one": "lr=0.001"}, "")
+    assert levels.legend_labels({"a": {"lr": "0.001"}, "b": {"lr": "0.01"}}) == (
+        {"a": "lr=0.001", "b": "lr=0.01"},
+        "",
+    )
+    row = {"command": "python train_mop.py --lr 0.001 --demo_threads 2 --num_updates 10 --checkpoint_dir d"}
+    assert levels.recipe_settings(levels.row_flags(row)) == {"lr": "0.001"}
