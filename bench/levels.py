@@ -318,14 +318,18 @@ def probe_checkpoints(
 ) -> tuple[dict, list[tuple], list[dict]]:
     """Evaluate every checkpoint of a run folder on `probe_episodes` layouts, in update order:
     ({path: (update, stats)}, [(frames, episodes, success, path)], the probes table's rows (one
-    per numbered checkpoint: checkpoint_final.pt is the last update's weights again))."""
+    per numbered checkpoint: checkpoint_final.pt is the last update's weights again, evaluated only
+    where a run from before checkpoint_<U>.pt was kept has no numbered twin of it))."""
     from eval_mop import EvalOptions, evaluate
 
     # Each checkpoint's stats, read once: ordered by update, they give the probes and train_s.
     stats_of = {path: _update_and_stats(path) for path in directory.glob("checkpoint_*.pt")}
+    numbered = {update for path, (update, _) in stats_of.items() if path.name != "checkpoint_final.pt"}
     probes, curve = [], []
     for path in sorted(stats_of, key=lambda p: stats_of[p][0]):
         update, stats = stats_of[path]
+        if path.name == "checkpoint_final.pt" and update in numbered:
+            continue  # checkpoint_<U>.pt holds the same weights (mop/runs.py store_last_update): probed once
         m = evaluate(path, EvalOptions(num_episodes=probe_episodes, num_envs=16, record=False), None).metrics
         probes.append((stats["frames"], stats["episodes"], m["success_rate"], path))
         print(

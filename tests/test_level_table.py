@@ -69,7 +69,10 @@ def test_level_table_rows_skip_and_resume(tmp_path, capsys):
     )
     assert cells[-3:] == ["100.0%", "n/a", "yes" if float(row["eval_success"]) >= 0.9 else "no"]
 
-    assert "(BabyAI 1 M demos: 100.0%)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(BabyAI 1 M demos: 100.0%)" in printed
+    # the last update is probed once: checkpoint_final.pt is checkpoint_6.pt's weights again
+    assert "checkpoint_6.pt: frames" in printed and "checkpoint_final.pt: frames" not in printed
     # every numbered checkpoint's probe is kept beside the table: the learning curve
     probes = rows_of(levels.probes_path(out))
     assert [p["checkpoint"] for p in probes] == ["checkpoint_3.pt", "checkpoint_6.pt"]
