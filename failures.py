@@ -33,6 +33,7 @@ episodes'. Any level with a locked door in its first 40 layouts can be dissected
 
     python failures.py --checkpoint checkpoints/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt
     python failures.py --checkpoint CK --num_episodes 500 --out failures.csv
+    python failures.py --checkpoint CK2 --num_episodes 500 --against failures.csv   # layout by layout
 """
 
 from __future__ import annotations
@@ -258,6 +259,53 @@ def format_report(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+AGAINST_COLUMNS = ("episode", "success", "instruction")
+
+
+def read_against(path: str) -> pd.DataFrame:
+    """--against: another run's table (this tool's --out), checked before anything is played."""
+    try:
+        other = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise FailureError(f"--against {path!r} cannot be read as CSV: {e}") from None
+    missing = [c for c in AGAINST_COLUMNS if c not in other.columns]
+    if missing:
+        raise FailureError(f"--against {path!r} is not a failures.py --out table (no {', '.join(missing)})")
+    if other.episode.duplicated().any() or other.success.dtype != bool:
+        raise FailureError(f"--against {path!r}: its episodes are not one row each with a true/false success")
+    return other
+
+
+def paired_report(table: pd.DataFrame, other: pd.DataFrame, name: str) -> list[str]:
+    """This table against another on the layouts both played (the same layout seeds give the same
+    mission; a layout whose instruction differs means another level and is refused): per layout,
+    solved by both, by this only, by the other only, by neither, and McNemar's exact p (the layouts
+    one solved and the other did not, against ½), overall and per instruction kind (Holm over the
+    kinds, the overall test on its own)."""
+    from mop.contrasts import exact_paired
+    from mop.inference import holm
+
+    both = table.merge(other[list(AGAINST_COLUMNS)], on="episode", suffixes=("", "_other"))
+    if not len(both):
+        raise FailureError(f"--against {name!r} shares no evaluation layout with this run")
+    if (both.instruction != both.instruction_other).any():
+        raise FailureError(f"--against {name!r}: another level or other layouts (its missions differ)")
+    groups = [("all", both), *sorted(both.groupby("instruction"), key=lambda kv: kv[0])]
+    groups = groups if len(groups) > 2 else groups[:1]
+    tests = [exact_paired(part.success, part.success_other) for _, part in groups]
+    adjusted = [tests[0]["p_exact"], *holm([t["p_exact"] for t in tests[1:]])]
+    lines = [
+        "",
+        f"against {name}: {len(both)} shared layouts (McNemar exact p; per instruction kind, Holm)",
+        f"{'':<34}{'layouts':>8}{'both':>7}{'this only':>11}{'other only':>12}{'neither':>9}{'p':>9}",
+    ]
+    for (label, _), t, p in zip(groups, tests, adjusted):
+        lines.append(
+            f"{label:<34}{t['layouts']:>8}{t['both']:>7}{t['a_only']:>11}{t['b_only']:>12}{t['neither']:>9}{p:>9.3g}"
+        )
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     return failures_parser(__doc__)
 
@@ -275,6 +323,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     try:
         check_failures_args(args)
         check_table_out(args.out)  # before the episodes are played
+        other = read_against(args.against) if args.against else None
         steps, episodes, _, config, task_id = play_checkpoint(
             args.checkpoint,
             args.task_id,
@@ -284,10 +333,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             device=args.device,
         )
         table = anatomy(steps, episodes, task_id, config.get("max_steps"))
+        paired = [] if other is None else paired_report(table, other, args.against)
     except (ConfigError, EvalError, FailureError) as e:
         refuse(str(e))
     print(played_line(task_id, args.num_episodes, args.sample, table.success.mean()))
-    print(format_report(table))
+    print("\n".join([format_report(table), *paired]))
     save_table(table, args.out)
     return table
 

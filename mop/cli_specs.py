@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from mop.checks import ConfigError, check_number, refuse
@@ -492,6 +493,12 @@ def failures_parser(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--num_episodes", type=int, default=200, help="evaluation layouts 0..N-1")
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the greedy argmax")
     parser.add_argument("--out", default=None, help="CSV of the per-episode milestones")
+    parser.add_argument(
+        "--against",
+        default=None,
+        help="another checkpoint's --out CSV on the same level: both compared layout by layout "
+        "(McNemar exact; per instruction kind with Holm)",
+    )
     add_device_argument(parser)
     return parser
 
@@ -499,6 +506,8 @@ def failures_parser(description: str | None) -> argparse.ArgumentParser:
 def check_failures_args(args: argparse.Namespace) -> None:
     if args.num_episodes < 1:
         raise ConfigError(f"--num_episodes must be >= 1, got {args.num_episodes}")
+    if args.against is not None and not Path(args.against).is_file():
+        raise ConfigError(f"--against {args.against!r} is not a file (a failures.py --out CSV)")
 
 
 def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:

@@ -121,6 +121,21 @@ def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_
         low, high = em.wilson_interval(int(key["success"].sum()), len(key))
         assert f"[{low:.1%}, {high:.1%}]" in printed.split("need the key")[1].splitlines()[0]
     assert len(table) == 3 and list(pd.read_csv(out)["episode"]) == [0, 1, 2]
+    # the same checkpoint against its own table: every layout agrees with itself, p 1
+    fl.main(
+        [
+            "--checkpoint",
+            checkpoint,
+            "--task_id",
+            "BabyAI-Unlock-v0",
+            "--num_episodes",
+            "3",
+            "--against",
+            str(out),
+        ]
+    )
+    (row,) = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("all ")]
+    assert row[1:] == ["3", str(k), "0", "0", str(3 - k), "1"]
     assert set(table["stage"]) <= {key for key, _ in fl.STAGES}
     for argv, message in (
         (["--task_id", "BabyAI-GoToLocal-v0"], "no locked door"),
@@ -256,3 +271,44 @@ def test_put_next_records_which_object_was_carried_and_a_swapped_mission_shows_a
     report = "\n".join(fl.put_next_report(table))
     assert "the fixed object can move too" in report and "2 failed: held an object to move 0" in report
     assert "held only the fixed one (the words swapped) 1, held neither 1" in report
+
+
+def _table(successes, instructions):
+    return pd.DataFrame({"episode": range(len(successes)), "success": successes, "instruction": instructions})
+
+
+def test_against_pairs_two_runs_layout_by_layout_and_refuses_what_cannot_be_paired(tmp_path):
+    kinds = ["go to"] * 6 + ["put next"] * 6
+    this = _table([True] * 6 + [True, True, True, True, False, False], kinds)
+    other = _table([True] * 5 + [False] + [False, False, False, True, True, False], kinds)
+    lines = fl.paired_report(this, other, "b.csv")
+    rows = {line.split()[0] + (" next" if line.startswith("put") else ""): line.split() for line in lines[3:]}
+    # all: both 6, this only 4 (layouts 5, 6, 7, 8), other only 1 (10), neither 1 (11)
+    assert rows["all"][1:6] == ["12", "6", "4", "1", "1"]
+    assert float(rows["all"][6]) == pytest.approx(0.375)  # binomial(4 of 5, 1/2), two-sided
+    # per kind, Holm over the two kinds: put next 3 vs 1 (p 0.625), go to 1 vs 0 (p 1)
+    assert rows["put next"][2:7] == ["6", "1", "3", "1", "1"] and rows["go"][2:6] == ["6", "5", "1", "0"]
+    assert "12 shared layouts" in lines[1]
+    swapped = _table(this.success, ["pick up"] * 12)
+    with pytest.raises(fl.FailureError, match="missions differ"):
+        fl.paired_report(this, swapped, "c.csv")
+    with pytest.raises(fl.FailureError, match="shares no evaluation layout"):
+        fl.paired_report(this, other.assign(episode=other.episode + 100), "d.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("episode,outcome\n0,1\n")
+    with pytest.raises(fl.FailureError, match="no success, instruction"):
+        fl.read_against(str(bad))
+    twice = tmp_path / "twice.csv"
+    pd.concat([other, other]).to_csv(twice, index=False)
+    with pytest.raises(fl.FailureError, match="one row each"):
+        fl.read_against(str(twice))
+    good = tmp_path / "good.csv"
+    other.to_csv(good, index=False)
+    assert fl.read_against(str(good)).equals(other)
+
+
+def test_against_a_missing_file_is_refused_before_anything_is_played(tmp_path, capsys):
+    with pytest.raises(SystemExit) as refused:
+        fl.main(["--checkpoint", str(tmp_path / "none.pt"), "--against", str(tmp_path / "no.csv")])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "--against" in err and "no.csv" in err and err.count("\n") == 1
