@@ -98,18 +98,8 @@ def test_a_level_without_a_locked_door_is_refused():
 def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_path, capsys):
     checkpoint = str(tiny_run.checkpoints[-1])
     out = tmp_path / "failures.csv"
-    table = fl.main(
-        [
-            "--checkpoint",
-            checkpoint,
-            "--task_id",
-            "BabyAI-Unlock-v0",
-            "--num_episodes",
-            "3",
-            "--out",
-            str(out),
-        ]
-    )
+    played = ["--checkpoint", checkpoint, "--task_id", "BabyAI-Unlock-v0", "--num_episodes", "3"]
+    table = fl.main([*played, "--out", str(out)])
     printed = capsys.readouterr().out
     assert "BabyAI-Unlock-v0: 3 episodes (greedy)" in printed and "never saw a matching key" in printed
     # every success rate it prints comes with its 95% Wilson interval over the episodes it counts
@@ -122,18 +112,7 @@ def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_
         assert f"[{low:.1%}, {high:.1%}]" in printed.split("need the key")[1].splitlines()[0]
     assert len(table) == 3 and list(pd.read_csv(out)["episode"]) == [0, 1, 2]
     # the same checkpoint against its own table: every layout agrees with itself, p 1
-    fl.main(
-        [
-            "--checkpoint",
-            checkpoint,
-            "--task_id",
-            "BabyAI-Unlock-v0",
-            "--num_episodes",
-            "3",
-            "--against",
-            str(out),
-        ]
-    )
+    fl.main([*played, "--against", str(out)])
     (row,) = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("all ")]
     assert row[1:] == ["3", str(k), "0", "0", str(3 - k), "1"]
     assert set(table["stage"]) <= {key for key, _ in fl.STAGES}
