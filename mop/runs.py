@@ -297,7 +297,6 @@ def canonical_checkpoints(
             r = replace(r, final_update=update)
         out.append(r)
     return [replace(r, final_update=r.update) if (Path(r.path).parent, r.update) in twins else r for r in out]
-    return out
 
 
 @dataclass(frozen=True)
