@@ -36,6 +36,7 @@ import torch
 
 from mixture_of_experts import PolicyOutput, reset_memory
 from mop.babyai_env import (
+    EVAL_SEED_START,
     MAX_ROOMS,
     RoomLayout,
     SafeBot,
@@ -219,9 +220,10 @@ class _Slot:
         rng_seed: int,
         fast: bool,
         key_layout_share: float | None = None,
+        eval_stride: int | None = None,
     ):
         self.task_id, self.env_index, self.run_seed, self.max_steps = task_id, env_index, run_seed, max_steps
-        self.fast, self.key_layout_share = fast, key_layout_share
+        self.fast, self.key_layout_share, self.eval_stride = fast, key_layout_share, eval_stride
         self.env = make_env(task_id, max_steps, fast)
         layout = RoomLayout.of(self.env)
         self.layout = layout if layout.num_rooms <= MAX_ROOMS else None  # None: rooms_visited stays -1
@@ -234,7 +236,11 @@ class _Slot:
         # of that kind (the seeds skipped are never used; at most KEY_LAYOUT_TRIES of them).
         want = None if self.key_layout_share is None else bool(self.rng.random() < self.key_layout_share)
         for _ in range(KEY_LAYOUT_TRIES):
-            self.seed = train_episode_seed(self.run_seed, self.env_index, self.episode_index)
+            self.seed = (
+                train_episode_seed(self.run_seed, self.env_index, self.episode_index)
+                if self.eval_stride is None
+                else EVAL_SEED_START + self.env_index + self.eval_stride * self.episode_index
+            )
             self.episode_index += 1
             self.obs = quiet_reset(self.env, self.seed)
             if want is None or needs_key(self.env) == want:
@@ -276,6 +282,9 @@ class Collector:
     Each env's layouts, teacher-forcing draws and path-ratio samples depend only on (run_seed,
     env_index), so a run is reproducible and does not depend on how envs are split over workers.
     task_id: one level for every env, or a list with the level of each of env_indices.
+    eval_stride: None (training) or the evaluation layouts instead of training ones, env i playing
+    EVAL_SEED_START + i, i + eval_stride, i + 2 eval_stride, ... (bench/demo_fit.py: the student's
+    own states on the layouts evaluation plays, each labelled by the bot).
     """
 
     def __init__(
@@ -290,6 +299,7 @@ class Collector:
         slot_states: list[dict] | None = None,
         fast_env: bool = True,
         key_layout_share: float | None = None,
+        eval_stride: int | None = None,
     ):
         self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
         self.path_ratio_fraction = path_ratio_fraction
@@ -297,7 +307,16 @@ class Collector:
         if len(levels) != len(env_indices):
             raise ValueError(f"{len(levels)} levels for {len(env_indices)} envs")
         self.slots = [
-            _Slot(level, i, run_seed, max_steps, run_seed * 1_000_003 + i, fast_env, key_layout_share)
+            _Slot(
+                level,
+                i,
+                run_seed,
+                max_steps,
+                run_seed * 1_000_003 + i,
+                fast_env,
+                key_layout_share,
+                eval_stride,
+            )
             for level, i in zip(levels, env_indices)
         ]
         for k, slot in enumerate(self.slots):

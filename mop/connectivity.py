@@ -240,6 +240,7 @@ class HeldOut(NamedTuple):
     weights: list[np.ndarray]  # router weights per layer at every labelled state, (N, E) each
     ce_sum: np.ndarray  # (episodes,) summed cross-entropy of each episode's labelled steps
     labels: np.ndarray  # (episodes,) labelled steps of each episode
+    correct: np.ndarray  # (episodes,) labelled steps whose argmax is the label
 
 
 @torch.no_grad()
@@ -252,8 +253,7 @@ def heldout_detail(
 ) -> HeldOut:
     """Teacher-forced pass over the held-out episodes (memory from each reset), states in the same
     order for every policy; per episode too, for the bootstrap over episodes."""
-    correct = 0
-    ce_parts, label_parts = [], []
+    ce_parts, label_parts, correct_parts = [], [], []
     weights: list[list[np.ndarray]] = []
     for start in range(0, len(episodes), batch_size):
         chunk = episodes_as_chunk(list(episodes[start : start + batch_size]))
@@ -272,15 +272,16 @@ def heldout_detail(
         ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(mask.shape)
         ce_parts.append((ce * mask).sum(0).numpy())  # (B,)
         label_parts.append(mask.sum(0).numpy())
-        correct += int((logits[mask].argmax(-1) == labels[mask]).sum())
+        correct_parts.append(((logits.argmax(-1) == labels) & mask).sum(0).numpy())
         for k, w in enumerate(out.router_weights):
             if len(weights) <= k:
                 weights.append([])
             weights[k].append(w[mask].double().numpy())  # (n, E)
     ce_sum, counts = np.concatenate(ce_parts), np.concatenate(label_parts).astype(np.int64)
+    correct = np.concatenate(correct_parts).astype(np.int64)
     count = int(counts.sum())
-    metrics = {"heldout_ce": float(ce_sum.sum()) / count, "heldout_accuracy": correct / count}
-    return HeldOut(metrics, [np.concatenate(w) for w in weights], ce_sum, counts)
+    metrics = {"heldout_ce": float(ce_sum.sum()) / count, "heldout_accuracy": int(correct.sum()) / count}
+    return HeldOut(metrics, [np.concatenate(w) for w in weights], ce_sum, counts, correct)
 
 
 def heldout_pass(

@@ -284,6 +284,28 @@ def test_clustered_difference_edge_cases():
     assert diff == pytest.approx(2.0) and low < diff < high
 
 
+def test_clustered_interval_is_the_one_sample_bootstrap_t():
+    from mop.routing_analysis import clustered_interval
+
+    v, w = np.array([30.0, 34.0, 32.0, 40.0, 31.0]), np.array([20.0, 64.0, 10.0, 64.0, 12.0])
+    mean, low, high = clustered_interval(v, w, resamples=200, seed=3)
+    m, se, _ = clustered_mean(v, w)
+    assert mean == pytest.approx(m)
+    rng = np.random.default_rng(3)
+    t = []
+    for i in rng.integers(0, 5, (200, 5)):  # by hand: clusters resampled, t* over clustered_mean's error
+        mi, si, _ = clustered_mean(v[i], w[i])
+        if si > 0:
+            t.append((mi - m) / si)
+    q_low, q_high = np.quantile(t, [0.025, 0.975])
+    assert (low, high) == pytest.approx((m - q_high * se, m - q_low * se))
+    assert low < mean < high and clustered_interval(v, w, resamples=200, seed=3) == (mean, low, high)
+    # one cluster or no spread: the mean, no interval; nothing: nothing
+    assert clustered_interval([5.0], [3.0])[0] == 5.0 and math.isnan(clustered_interval([5.0], [3.0])[1])
+    assert math.isnan(clustered_interval([2.0] * 4, [1.0, 2.0, 3.0, 4.0])[2])
+    assert all(math.isnan(x) for x in clustered_interval([], []))
+
+
 def test_routing_by_level_on_a_hand_made_input():
     easy = _episodes([10.0, 12.0, 14.0, 12.0], [5, 5, 5, 5], [4, 5, 6, None], w0=0.8)
     hard = _episodes([30.0, 34.0, 32.0, 32.0], [20, 20, 20, 20], [20, 22, 24, 22], w0=0.2)

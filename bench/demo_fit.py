@@ -1,0 +1,134 @@
+"""Does a student trained on bot demos fit them, generalise them, or err on its own states?
+
+For each checkpoint, teacher-forced cross-entropy per labelled step and accuracy (95% intervals
+clustered by episode) on three sets of `--episodes` episodes: demos it trained on (drawn from its
+demo store), the bot's episodes on evaluation layouts (held out), and the student's own greedy
+episodes on those layouts labelled by the bot (its success is the evaluation's); then held out −
+trained and own − held out, with bootstrap-t intervals. How to read it, and the statistics:
+mop/demo_fit.py. An online run (no demo store) gets no trained row.
+
+    python bench/demo_fit.py --checkpoint RUN/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt
+    python bench/demo_fit.py --checkpoint RUN/.../checkpoint_4096.pt RUN/.../checkpoint_final.pt --out fit.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from mop.checks import ConfigError, check_number, command_edges, refuse  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", nargs="+", required=True, help="checkpoints of one level")
+    p.add_argument("--episodes", type=int, default=500, help="episodes per set (default 500)")
+    p.add_argument("--envs", type=int, default=16, help="envs the student's own episodes are played in")
+    p.add_argument(
+        "--demos_dir",
+        default=None,
+        help="where the runs' demo stores are (default: each run's demos_dir, from the current folder)",
+    )
+    p.add_argument("--out", default=None, help="write every row to this CSV (its folder must exist)")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything that can be refused before torch is imported."""
+    check_number(args.episodes, "--episodes", 2, 100_000, whole=True)
+    check_number(args.envs, "--envs", 1, 256, whole=True)
+    for path in args.checkpoint:
+        if not Path(path).is_file():
+            raise ConfigError(f"--checkpoint {path!r} is not a file")
+    if args.out is not None:
+        out = Path(args.out)
+        if out.suffix != ".csv" or not out.parent.is_dir():
+            raise ConfigError(f"--out {args.out!r} must be a .csv file in an existing folder")
+    if args.demos_dir is not None and not Path(args.demos_dir).is_dir():
+        raise ConfigError(f"--demos_dir {args.demos_dir!r} is not a folder")
+
+
+def interval(row, metric: str, scale: float, sign: bool = False) -> str:
+    v, lo, hi = (row[metric] * scale, row[f"{metric}_ci_low"] * scale, row[f"{metric}_ci_high"] * scale)
+    fmt = "+.3f" if sign and scale == 1 else ("+.1f" if sign else (".3f" if scale == 1 else ".1f"))
+    return f"{v:{fmt}} [{lo:{'.3f' if scale == 1 else '.1f'}}, {hi:{'.3f' if scale == 1 else '.1f'}}]"
+
+
+def table_text(rows) -> str:
+    lines = [
+        f"{'set':<22}{'episodes':>9}{'steps':>9}  {'CE nats/step [95% CI]':<26}{'accuracy % [95% CI]':<24}{'whole':>7}{'success':>9}"
+    ]
+    for _, r in rows.iterrows():
+        gap = "−" in r["set"]
+        steps = "" if gap else f"{int(r['labelled_steps']):,}"
+        whole = "" if gap else f"{100 * r['whole_episodes']:.0f}%"
+        success = "" if gap or r["success"] != r["success"] else f"{100 * r['success']:.1f}%"
+        lines.append(
+            f"{r['set']:<22}{int(r['episodes']):>9}{steps:>9}  {interval(r, 'ce', 1, gap):<26}"
+            f"{interval(r, 'accuracy', 100, gap):<24}{whole:>7}{success:>9}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None):
+    args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+    except ConfigError as e:
+        refuse(str(e))
+    import pandas as pd
+
+    from mop.bot_demos import open_store
+    from mop.demo_fit import demo_source, fit_rows, heldout_episodes, score_sets, trained_sample
+    from mop.demo_store import DemoStoreError
+    from mop.experiment import CheckpointError, load_checkpoint, load_policy
+    from mop.runs import atomic_write_text
+
+    tables, heldout, level = [], None, None
+    for path in args.checkpoint:
+        try:
+            ckpt = load_checkpoint(path)
+            policy, encoder, config = load_policy(path, ckpt=ckpt)
+        except CheckpointError as e:
+            refuse(str(e))
+        key = (config["task_id"], config.get("max_steps"))
+        if level is not None and key != level:
+            refuse(
+                f"--checkpoint {path!r} is of {key[0]} (step limit {key[1]}), the first of {level[0]} ({level[1]})"
+            )
+        trained, note = None, "an online run: no trained demos"
+        source = demo_source(config, args.demos_dir)
+        if source is not None:
+            root, trained_on = source
+            try:
+                store = open_store(root, config["task_id"], int(config.get("demo_seed", 0)), key[1])
+            except DemoStoreError as e:
+                refuse(f"{e} (the demos {path!r} trained on; --demos_dir DIR)")
+            trained = trained_sample(store, trained_on, args.episodes)
+            note = f"trained: {len(trained)} of the {min(trained_on, len(store)):,} demos in {store.root}"
+        if heldout is None:
+            level = key
+            heldout, skipped = heldout_episodes(key[0], args.episodes, key[1])
+            print(
+                f"held out: the bot's episodes on evaluation layouts (skipped {skipped} the bot did not solve)"
+            )
+        sets, cut = score_sets(policy, encoder, config, args.episodes, trained, heldout, args.envs)
+        rows = fit_rows(sets)
+        cut_note = f"; {cut} own episodes cut by a bot failure, left out" if cut else ""
+        print(f"\n{path} (update {ckpt.get('update')}, {key[0]}); {note}{cut_note}")
+        print(table_text(rows))
+        tables.append(rows.assign(checkpoint=str(path), update=ckpt.get("update")))
+    table = pd.concat(tables, ignore_index=True)
+    if args.out is not None:
+        atomic_write_text(args.out, table.to_csv(index=False))
+        print(f"\nwrote {args.out}")
+    return table
+
+
+if __name__ == "__main__":
+    with command_edges():
+        main(sys.argv[1:])
