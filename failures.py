@@ -282,26 +282,22 @@ def paired_report(table: pd.DataFrame, other: pd.DataFrame, name: str) -> list[s
     solved by both, by this only, by the other only, by neither, and McNemar's exact p (the layouts
     one solved and the other did not, against ½), overall and per instruction kind (Holm over the
     kinds, the overall test on its own)."""
-    from mop.contrasts import exact_paired
-    from mop.inference import holm
+    from mop.contrasts import exact_paired_by_group
 
     both = table.merge(other[list(AGAINST_COLUMNS)], on="episode", suffixes=("", "_other"))
     if not len(both):
         raise FailureError(f"--against {name!r} shares no evaluation layout with this run")
     if (both.instruction != both.instruction_other).any():
         raise FailureError(f"--against {name!r}: another level or other layouts (its missions differ)")
-    groups = [("all", both), *sorted(both.groupby("instruction"), key=lambda kv: kv[0])]
-    groups = groups if len(groups) > 2 else groups[:1]
-    tests = [exact_paired(part.success, part.success_other) for _, part in groups]
-    adjusted = [tests[0]["p_exact"], *holm([t["p_exact"] for t in tests[1:]])]
+    tests = exact_paired_by_group(both.success, both.success_other, both.instruction)
     lines = [
         "",
         f"against {name}: {len(both)} shared layouts (McNemar exact p; per instruction kind, Holm)",
         f"{'':<34}{'layouts':>8}{'both':>7}{'this only':>11}{'other only':>12}{'neither':>9}{'p':>9}",
     ]
-    for (label, _), t, p in zip(groups, tests, adjusted):
+    for t in tests:
         lines.append(
-            f"{label:<34}{t['layouts']:>8}{t['both']:>7}{t['a_only']:>11}{t['b_only']:>12}{t['neither']:>9}{p:>9.3g}"
+            f"{t['group']:<34}{t['layouts']:>8}{t['both']:>7}{t['a_only']:>11}{t['b_only']:>12}{t['neither']:>9}{t['p']:>9.3g}"
         )
     return lines
 

@@ -172,6 +172,19 @@ def exact_paired(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
     return out
 
 
+def exact_paired_by_group(
+    a: Sequence[bool], b: Sequence[bool], groups: Sequence[str]
+) -> list[dict[str, Any]]:
+    """exact_paired overall ("all", its p on its own) and, with two or more groups, per group in
+    sorted order, Holm over the groups' p; each dict gains `group` and `p` (the p to print)."""
+    a, b, groups = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool), np.asarray(groups)
+    names = sorted(set(groups.tolist()))
+    parts = [("all", np.ones(len(a), bool))] + ([(g, groups == g) for g in names] if len(names) > 1 else [])
+    tests = [exact_paired(a[m], b[m]) | {"group": g} for g, m in parts]
+    adjusted = [tests[0]["p_exact"], *holm([t["p_exact"] for t in tests[1:]])]
+    return [t | {"p": float(p)} for t, p in zip(tests, adjusted)]
+
+
 def layout_outcomes(cache_path: Any) -> pd.Series | None:
     """success per evaluation layout seed of one cache (its episodes table), None when the cache
     does not record them (the earlier system's caches) or cannot be read."""
