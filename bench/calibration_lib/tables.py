@@ -5,7 +5,9 @@ routing_analysis.routing_by_level and level_difficulty_summary, episodes as the 
 levels' LPC across runs and their paired differences at one update (stats.py's by_level.csv and
 level_pairs.csv: difficulty.routing_across_runs), causal.py's summary across runs
 (causal.summarize) and its per-layout interval of one run (causal.paired_layout_effect), and
-attribution.py --aggregate's share of |attribution| per step offset (attribution.summarise). Each
+attribution.py --aggregate's share of |attribution| per step offset (attribution.summarise),
+failures.py --against's per-kind McNemar tests with Holm (contrasts.exact_paired_by_group) and
+bench/demo_fit.py's per-step CE and its own − held out gap (clustered_mean, clustered_difference). Each
 entry calls the function the tool calls, on the table the tool hands it. Two of them moved the
 tool: clustered_mean's error is the jackknife's (FIX_CLUSTERED), the share's interval is
 widened to the bootstrap-t (FIX_SHARE) and the hardest-minus-easiest difference's is the
@@ -369,6 +371,90 @@ def share_t_only_covers(profiles: pd.DataFrame, truth: np.ndarray) -> bool:
     return covers(max(0.0, low), min(1.0, high), float(truth[0]))
 
 
+# ----------------------------------------------------------------------------- failures.py --against
+
+# Synth's instruction kinds, their share of layouts and a base logit of success (go to and pick up
+# easy, put next hard), as failures.py --against groups them; a layout's logit adds N(0, 1.5).
+KINDS = {"go to": (0.3, 2.5), "open": (0.2, 3.0), "pick up": (0.3, 2.5), "put next": (0.2, 0.0)}
+
+
+def against_null(rng: np.random.Generator) -> tuple:
+    """Two checkpoints alike on every layout (each outcome its own draw of the layout's success
+    probability: McNemar's null in every kind): (success a, success b, kind per layout)."""
+    names = np.array(list(KINDS))
+    kind = rng.choice(names, size=500, p=[KINDS[k][0] for k in names])
+    base = np.array([KINDS[k][1] for k in kind])
+    q = 1 / (1 + np.exp(-(base + rng.normal(0, 1.5, len(kind)))))
+    return (rng.random(len(q)) < q, rng.random(len(q)) < q, kind), None
+
+
+def against_any_holm(inputs: tuple, truth: Any) -> bool:
+    from mop.contrasts import exact_paired_by_group
+
+    return any(rejects(t["p"]) for t in exact_paired_by_group(*inputs)[1:])
+
+
+def against_any_unadjusted(inputs: tuple, truth: Any) -> bool:
+    from mop.contrasts import exact_paired_by_group
+
+    return any(rejects(t["p_exact"]) for t in exact_paired_by_group(*inputs)[1:])
+
+
+# ----------------------------------------------------------------------------- bench/demo_fit.py
+
+# Cross-entropy per labelled step: an episode's mean m·LogNormal(-0.125, 0.5) (mean m), its steps
+# m_e·Exponential(1) (skewed, as per-step CE is). Held out (the bot's episodes): 10-200 steps, m
+# 0.15. Own (the student's): success 0.87 with 10-200 steps, m 0.6; a failure runs 576 steps, m 1.6,
+# so the 13% failures carry ~2/3 of the steps.
+FIT_LENGTHS, FIT_FAIL_STEPS, FIT_SUCCESS = (10, 200), 576, 0.87
+FIT_MEANS = {"held out": (0.15, 0.15), "own": (0.6, 1.6)}  # (solved, failed) episode mean
+
+
+def fit_truth(name: str) -> float:
+    solved, failed = FIT_MEANS[name]
+    p = FIT_SUCCESS if name == "own" else 1.0
+    mean_length = sum(FIT_LENGTHS) / 2
+    steps = p * mean_length + (1 - p) * FIT_FAIL_STEPS
+    return (p * mean_length * solved + (1 - p) * FIT_FAIL_STEPS * failed) / steps
+
+
+def fit_set(rng: np.random.Generator, name: str, episodes: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """(per-episode mean CE, labelled steps) of one simulated set."""
+    solved_mean, failed_mean = FIT_MEANS[name]
+    fail = rng.random(episodes) >= (FIT_SUCCESS if name == "own" else 1.0)
+    length = np.where(fail, FIT_FAIL_STEPS, rng.integers(FIT_LENGTHS[0], FIT_LENGTHS[1] + 1, episodes))
+    m = np.where(fail, failed_mean, solved_mean) * rng.lognormal(-0.125, 0.5, episodes)
+    ce = np.array([rng.exponential(mi, n).mean() for mi, n in zip(m, length)])
+    return ce, length.astype(float)
+
+
+def fit_draw(rng: np.random.Generator) -> tuple:
+    return (fit_set(rng, "own"), fit_set(rng, "held out")), fit_truth("own") - fit_truth("held out")
+
+
+def fit_own_covers(inputs: tuple, truth: float) -> bool:
+    from mop.routing_analysis import clustered_interval
+
+    _, low, high = clustered_interval(*inputs[0])
+    return covers(low, high, fit_truth("own"))
+
+
+def fit_own_t_covers(inputs: tuple, truth: float) -> bool:
+    """The t interval demo_fit first printed: clustered_mean's jackknife error, Student's t."""
+    from mop.routing_analysis import clustered_mean
+
+    mean, _, half = clustered_mean(*inputs[0])
+    return covers(mean - half, mean + half, fit_truth("own"))
+
+
+def fit_gap_covers(inputs: tuple, truth: float) -> bool:
+    from mop.routing_analysis import clustered_difference
+
+    (own_ce, own_len), (held_ce, held_len) = inputs
+    _, low, high = clustered_difference(own_ce, own_len, held_ce, held_len)
+    return covers(low, high, truth)
+
+
 # fmt: off
 BY_LEVEL = (f"3 levels x {LEVEL_EPISODES} episodes (success 0.9 / 0.7 / 0.3; a failure runs {MAX_STEPS} steps "
             "with +60 LPC); per-step LPC AR(1), rho 0.8, plus an episode effect")
@@ -421,5 +507,21 @@ ENTRIES: list[Entry] = [
           "episodes alone, clipped", "coverage", 0.95, "coverage", attribution_profiles, share_t_only_covers,
           f"the same data; truth {SHARE_TRUTH[0]:.4f}",
           outcome=f"fixed in {FIX_SHARE}: widened to the bootstrap-t (row above)"),
+    Entry("against_kinds_holm_familywise", "failures.py --against p per instruction kind (McNemar exact, "
+          "Holm over the kinds; contrasts.exact_paired_by_group): any kind below 0.05", "rejection", ALPHA, "null",
+          against_null, against_any_holm, "500 layouts of 4 kinds (30/20/30/20%); two checkpoints alike on every layout"),
+    Entry("against_kinds_any_unadjusted", "the same 4 kind tests, each at its own p", "rejection", ALPHA, "pseudo",
+          against_null, against_any_unadjusted, "the same null"),
+    Entry("demo_fit_own_ce_coverage", "bench/demo_fit.py own ce_ci_low/high (per step, bootstrap-t over "
+          "episodes: routing_analysis.clustered_interval)", "coverage", 0.95, "coverage", fit_draw, fit_own_covers,
+          f"500 episodes; 13% failures of 576 steps carry ~2/3 of the steps, per-step CE skewed; truth {fit_truth('own'):.3f}",
+          cost=10),
+    Entry("demo_fit_own_ce_t_only", "the interval it first printed: clustered_mean's jackknife error, "
+          "Student's t", "coverage", 0.95, "coverage", fit_draw, fit_own_t_covers,
+          f"the same data; truth {fit_truth('own'):.3f}", cost=2,
+          outcome="fixed before it was reported: demo_fit prints the bootstrap-t (row above)"),
+    Entry("demo_fit_gap_coverage", "bench/demo_fit.py own − held out ce_ci_low/high (bootstrap-t over the "
+          "two sets' episodes: clustered_difference)", "coverage", 0.95, "coverage", fit_draw, fit_gap_covers,
+          f"500 + 500 episodes, the same sets; truth {fit_truth('own') - fit_truth('held out'):.3f}", cost=20),
 ]
 # fmt: on
