@@ -206,30 +206,18 @@ def score_sets(
     """Every set of one checkpoint: ({name: Scored}, own episodes cut by a bot failure). On one
     thread, as evaluation (numpy_policy.one_thread: batches of <= 64 rows only synchronise)."""
     with one_thread():
-        return _score_sets(policy, encoder, config, episodes, trained, heldout, envs)
-
-
-def _score_sets(
-    policy: Any,
-    encoder: Any,
-    config: dict,
-    episodes: int,
-    trained: Sequence[StoredEpisode] | None,
-    heldout: Sequence[StoredEpisode],
-    envs: int,
-) -> tuple[dict[str, Scored], int]:
-    encoding = config["obs_encoding"]
-    sets: dict[str, Scored] = {}
-    if trained:
-        sets["trained"] = score("trained", policy, encoder, trained, encoding)
-    sets["held out"] = score("held out", policy, encoder, heldout, encoding)
-    own, solved, cut = own_episodes(policy, encoder, config, episodes, envs)
-    scored = score("own", policy, encoder, own, encoding)
-    scored.success = solved
-    sets["own"] = scored
-    sets["own, solved"] = split(scored, solved, "own, solved")
-    sets["own, failed"] = split(scored, ~solved, "own, failed")
-    return sets, cut
+        encoding = config["obs_encoding"]
+        sets: dict[str, Scored] = {}
+        if trained:
+            sets["trained"] = score("trained", policy, encoder, trained, encoding)
+        sets["held out"] = score("held out", policy, encoder, heldout, encoding)
+        own, solved, cut = own_episodes(policy, encoder, config, episodes, envs)
+        scored = score("own", policy, encoder, own, encoding)
+        scored.success = solved
+        sets["own"] = scored
+        sets["own, solved"] = split(scored, solved, "own, solved")
+        sets["own, failed"] = split(scored, ~solved, "own, failed")
+        return sets, cut
 
 
 def heldout_episodes(task_id: str, count: int, max_steps: int | None) -> tuple[list[StoredEpisode], int]:
