@@ -53,12 +53,16 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def interval(row, metric: str, scale: float, sign: bool = False) -> str:
+    """`value [low, high]` times `scale`: 3 decimals for CE (scale 1), 1 for percentages; a
+    difference (`sign`) shows its sign."""
     v, lo, hi = (row[metric] * scale, row[f"{metric}_ci_low"] * scale, row[f"{metric}_ci_high"] * scale)
-    fmt = "+.3f" if sign and scale == 1 else ("+.1f" if sign else (".3f" if scale == 1 else ".1f"))
-    return f"{v:{fmt}} [{lo:{'.3f' if scale == 1 else '.1f'}}, {hi:{'.3f' if scale == 1 else '.1f'}}]"
+    d = 3 if scale == 1 else 1
+    return f"{v:{'+' if sign else ''}.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
 
 
 def table_text(rows) -> str:
+    import pandas as pd
+
     lines = [
         f"{'set':<22}{'episodes':>9}{'steps':>9}  {'CE nats/step [95% CI]':<26}{'accuracy % [95% CI]':<24}{'whole':>7}{'success':>9}"
     ]
@@ -66,7 +70,7 @@ def table_text(rows) -> str:
         gap = "−" in r["set"]
         steps = "" if gap else f"{int(r['labelled_steps']):,}"
         whole = "" if gap else f"{100 * r['whole_episodes']:.0f}%"
-        success = "" if gap or r["success"] != r["success"] else f"{100 * r['success']:.1f}%"
+        success = "" if gap or pd.isna(r["success"]) else f"{100 * r['success']:.1f}%"
         lines.append(
             f"{r['set']:<22}{int(r['episodes']):>9}{steps:>9}  {interval(r, 'ce', 1, gap):<26}"
             f"{interval(r, 'accuracy', 100, gap):<24}{whole:>7}{success:>9}"

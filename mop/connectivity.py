@@ -203,19 +203,23 @@ def check_pair(ckpt_a: dict, ckpt_b: dict, name_a: str = "a", name_b: str = "b")
 
 def make_heldout(task_id: str, count: int, max_steps: int | None) -> tuple[EpisodeBuffer, int]:
     """`count` bot-driven labelled episodes on evaluation seeds EVAL_SEED_START + k (layouts the
-    bot fails on or does not solve are skipped and counted); (buffer, skipped)."""
+    bot fails on or does not solve are skipped and counted); (buffer, skipped), counted by a progress bar."""
+    from mop.progress import progress_bar
+
     env = make_env(task_id, max_steps)
     buffer = EpisodeBuffer(count, task_id)
     skipped, k = 0, 0
-    while len(buffer) < count:
-        if k >= 10 * count + 100:
-            raise LMCError(f"the bot solved only {len(buffer)} of {k} evaluation layouts of {task_id}")
-        episode, _ = bot_episode(env, EVAL_SEED_START + k)
-        k += 1
-        if episode is None:
-            skipped += 1
-        else:
-            buffer.extend([episode])
+    with progress_bar(count, "held-out bot episodes", leave=False) as bar:
+        while len(buffer) < count:
+            if k >= 10 * count + 100:
+                raise LMCError(f"the bot solved only {len(buffer)} of {k} evaluation layouts of {task_id}")
+            episode, _ = bot_episode(env, EVAL_SEED_START + k)
+            k += 1
+            if episode is None:
+                skipped += 1
+            else:
+                buffer.extend([episode])
+                bar.update(1)
     return buffer, skipped
 
 

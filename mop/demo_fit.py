@@ -18,7 +18,7 @@ the bot could not label is left out):
 
 Per set the cross-entropy per labelled step (nats) and the accuracy (argmax = label), clustered by
 episode (routing_analysis.clustered_interval: bootstrap-t over episodes with the jackknife's error;
-Student's t covered 93.9% on CE-like data, docs/calibration.md `demo_fit_own_ce_*`), and "whole":
+Student's t covered 93.7% on CE-like data, docs/calibration.md `demo_fit_own_ce_*`), and "whole":
 the share of episodes with every labelled step right. Two differences, with
 routing_analysis.clustered_difference (bootstrap-t over the episodes of two independent samples;
 `demo_fit_gap_coverage`): held out − trained (what the demos did not teach: large → more
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,6 @@ class Scored:
     ce_sum: np.ndarray
     correct: np.ndarray
     success: np.ndarray | None = None  # own episodes: solved or not
-    seeds: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def trained_sample(store: Any, trained_on: int, count: int, seed: int = SAMPLE_SEED) -> list[StoredEpisode]:
@@ -149,7 +148,7 @@ def score(
     name: str, policy: Any, encoder: Any, episodes: Sequence[StoredEpisode], obs_encoding: str
 ) -> Scored:
     held = heldout_detail(policy, encoder, episodes, obs_encoding)
-    return Scored(name, held.labels, held.ce_sum, held.correct, seeds=np.array([e.seed for e in episodes]))
+    return Scored(name, held.labels, held.ce_sum, held.correct)
 
 
 def split(scored: Scored, keep: np.ndarray, name: str) -> Scored:
@@ -159,7 +158,6 @@ def split(scored: Scored, keep: np.ndarray, name: str) -> Scored:
         scored.ce_sum[keep],
         scored.correct[keep],
         scored.success[keep],
-        scored.seeds[keep],
     )
 
 

@@ -619,7 +619,7 @@ def clustered_interval(
     """(mean, low, high): clustered_mean with the studentized bootstrap (bootstrap-t) interval over
     clusters instead of Student's t, for a mean whose few long clusters carry most of the steps
     and whose values are skewed (bench/demo_fit.py's cross-entropy: failed episodes at the step
-    limit; the t interval covered 93.9% there, docs/calibration.md). Seeded; NaN ends with fewer
+    limit; the t interval covered 93.7% there, this 94.5%, docs/calibration.md). Seeded; NaN ends with fewer
     than 2 clusters or no spread."""
     v, w = _clusters(values, weights)
     if len(v) == 0:
