@@ -5,10 +5,13 @@ clustered by episode) on three sets of `--episodes` episodes: demos it trained o
 demo store), the bot's episodes on evaluation layouts (held out), and the student's own greedy
 episodes on those layouts labelled by the bot (its success is the evaluation's); then held out −
 trained and own − held out, with bootstrap-t intervals. How to read it, and the statistics:
-mop/demo_fit.py. An online run (no demo store) gets no trained row.
+mop/demo_fit.py. An online run (no demo store) gets no trained row. --breakdown: where the trained
+and held-out sets' unfit labels are (the bot's subgoal, the action, the subgoal's target in view or
+only remembered), and what each error costs in the bot's steps.
 
     python bench/demo_fit.py --checkpoint RUN/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt
     python bench/demo_fit.py --checkpoint RUN/.../checkpoint_4096.pt RUN/.../checkpoint_final.pt --out fit.csv
+    python bench/demo_fit.py --checkpoint RUN/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt --breakdown parts.csv
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the runs' demo stores are (default: each run's demos_dir, from the current folder)",
     )
     p.add_argument("--out", default=None, help="write every row to this CSV (its folder must exist)")
+    p.add_argument(
+        "--breakdown",
+        default=None,
+        metavar="FILE.csv",
+        help="also break the trained and held-out sets' unfit labels down by what the bot was doing "
+        "(its subgoal, the action, whether the subgoal's target is in view) with each error's cost in "
+        "the bot's steps, print it and write it to this CSV (mop/demo_fit.py breakdown_rows)",
+    )
     return p
 
 
@@ -44,10 +55,11 @@ def check_args(args: argparse.Namespace) -> None:
     for path in args.checkpoint:
         if not Path(path).is_file():
             raise ConfigError(f"--checkpoint {path!r} is not a file")
-    if args.out is not None:
-        out = Path(args.out)
-        if out.suffix != ".csv" or not out.parent.is_dir():
-            raise ConfigError(f"--out {args.out!r} must be a .csv file in an existing folder")
+    for flag, value in (("--out", args.out), ("--breakdown", args.breakdown)):
+        if value is not None and (Path(value).suffix != ".csv" or not Path(value).parent.is_dir()):
+            raise ConfigError(f"{flag} {value!r} must be a .csv file in an existing folder")
+    if args.out is not None and args.out == args.breakdown:
+        raise ConfigError("--out and --breakdown name the same file")
     if args.demos_dir is not None and not Path(args.demos_dir).is_dir():
         raise ConfigError(f"--demos_dir {args.demos_dir!r} is not a folder")
 
@@ -78,6 +90,27 @@ def table_text(rows) -> str:
     return "\n".join(lines)
 
 
+def breakdown_text(rows) -> str:
+    """One set's breakdown: per grouping and value, steps, errors, accuracy and the errors' cost."""
+    lines = []
+    for by, group in rows.groupby("by", sort=False):
+        lines.append(
+            f"  by {by:<30}{'steps':>8}{'share':>7}{'errors':>8}{'share':>7}  {'accuracy % [95% CI]':<22}"
+            f"{'costly':>7}{'median':>7}"
+        )
+        for _, r in group.iterrows():
+            median = (
+                ""
+                if r["costly_median_steps"] != r["costly_median_steps"]
+                else f"{r['costly_median_steps']:.0f}"
+            )
+            lines.append(
+                f"  {r['group']:<33}{int(r['steps']):>8,}{100 * r['step_share']:>6.1f}%{int(r['errors']):>8}"
+                f"{100 * r['error_share']:>6.1f}%  {interval(r, 'accuracy', 100):<22}{int(r['costly_errors']):>7}{median:>7}"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None):
     args = build_parser().parse_args(argv)
     try:
@@ -87,12 +120,20 @@ def main(argv: list[str] | None = None):
     import pandas as pd
 
     from mop.bot_demos import open_store
-    from mop.demo_fit import demo_source, fit_rows, heldout_episodes, score_sets, trained_sample
+    from mop.demo_fit import (
+        bot_subgoals,
+        breakdown_rows,
+        demo_source,
+        fit_rows,
+        heldout_episodes,
+        score_sets,
+        trained_sample,
+    )
     from mop.demo_store import DemoStoreError
     from mop.experiment import CheckpointError, load_checkpoint, load_policy
     from mop.runs import atomic_write_text
 
-    tables, heldout, level = [], None, None
+    tables, breakdowns, heldout, level = [], [], None, None
     for path in args.checkpoint:
         try:
             ckpt = load_checkpoint(path)
@@ -126,7 +167,26 @@ def main(argv: list[str] | None = None):
         print(f"\n{path} (update {ckpt.get('update')}, {key[0]}); {note}{cut_note}")
         print(table_text(rows))
         tables.append(rows.assign(checkpoint=str(path), update=ckpt.get("update")))
+        if args.breakdown is not None:
+            for name, episodes in (("trained", trained), ("held out", heldout)):
+                if name not in sets:
+                    continue
+                groups, left = bot_subgoals(key[0], episodes, key[1], sets[name].step_argmax)
+                parts = breakdown_rows(sets[name], groups)
+                dropped = (
+                    f"; {left} episodes left out: the replayed bot did not take their labels" if left else ""
+                )
+                errors = int(parts.loc[parts["by"] == "action", "errors"].sum())  # each step has one action
+                print(
+                    f"\n{name}: where its {errors} unfit labels are (costly: the student's action leaves the "
+                    f"bot more steps to finish; median: its extra steps){dropped}"
+                )
+                print(breakdown_text(parts))
+                breakdowns.append(parts.assign(checkpoint=str(path), update=ckpt.get("update")))
     table = pd.concat(tables, ignore_index=True)
+    if breakdowns:
+        atomic_write_text(args.breakdown, pd.concat(breakdowns, ignore_index=True).to_csv(index=False))
+        print(f"\nwrote {args.breakdown}")
     if args.out is not None:
         atomic_write_text(args.out, table.to_csv(index=False))
         print(f"\nwrote {args.out}")

@@ -245,6 +245,9 @@ class HeldOut(NamedTuple):
     ce_sum: np.ndarray  # (episodes,) summed cross-entropy of each episode's labelled steps
     labels: np.ndarray  # (episodes,) labelled steps of each episode
     correct: np.ndarray  # (episodes,) labelled steps whose argmax is the label
+    step_ce: list[np.ndarray]  # per episode, the cross-entropy of each labelled step, in order
+    step_correct: list[np.ndarray]  # per episode, whether each labelled step's argmax is its label
+    step_argmax: list[np.ndarray]  # per episode, the policy's argmax action at each labelled step
 
 
 @torch.no_grad()
@@ -258,6 +261,9 @@ def heldout_detail(
     """Teacher-forced pass over the held-out episodes (memory from each reset), states in the same
     order for every policy; per episode too, for the bootstrap over episodes."""
     ce_parts, label_parts, correct_parts = [], [], []
+    step_ce: list[np.ndarray] = []
+    step_correct: list[np.ndarray] = []
+    step_argmax: list[np.ndarray] = []
     weights: list[list[np.ndarray]] = []
     for start in range(0, len(episodes), batch_size):
         chunk = episodes_as_chunk(list(episodes[start : start + batch_size]))
@@ -276,7 +282,13 @@ def heldout_detail(
         ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(mask.shape)
         ce_parts.append((ce * mask).sum(0).numpy())  # (B,)
         label_parts.append(mask.sum(0).numpy())
-        correct_parts.append(((logits.argmax(-1) == labels) & mask).sum(0).numpy())
+        argmax = logits.argmax(-1)
+        right = (argmax == labels) & mask
+        correct_parts.append(right.sum(0).numpy())
+        for b in range(mask.shape[1]):
+            step_ce.append(ce[:, b][mask[:, b]].numpy())
+            step_correct.append(right[:, b][mask[:, b]].numpy())
+            step_argmax.append(argmax[:, b][mask[:, b]].numpy())
         for k, w in enumerate(out.router_weights):
             if len(weights) <= k:
                 weights.append([])
@@ -285,7 +297,16 @@ def heldout_detail(
     correct = np.concatenate(correct_parts).astype(np.int64)
     count = int(counts.sum())
     metrics = {"heldout_ce": float(ce_sum.sum()) / count, "heldout_accuracy": int(correct.sum()) / count}
-    return HeldOut(metrics, [np.concatenate(w) for w in weights], ce_sum, counts, correct)
+    return HeldOut(
+        metrics,
+        [np.concatenate(w) for w in weights],
+        ce_sum,
+        counts,
+        correct,
+        step_ce,
+        step_correct,
+        step_argmax,
+    )
 
 
 def heldout_pass(

@@ -26,10 +26,17 @@ demos) and own − held out (the states only the student visits, read with the
 caveat above). Trained and held out alike and well short of 100%: the network does not fit the
 bot's policy even on the bot's own states (capacity, memory, the input, the optimisation).
 
+Where the unfit labels are (bot_subgoals, breakdown_rows; bench/demo_fit.py --breakdown): the
+bot-driven sets replayed with the bot, each step grouped by what the bot was doing (its subgoal,
+the action, whether the subgoal's target is in view or only remembered) and each error costed in
+the bot's own steps (the bot forked at the error, finishing after the student's action).
+
     from mop.demo_fit import fit_rows, heldout_episodes, score_sets, trained_sample
     heldout, skipped = heldout_episodes(config["task_id"], 500, config.get("max_steps"))
     sets, cut = score_sets(policy, encoder, config, 500, trained_sample(store, 100_000, 500), heldout)
     table = fit_rows(sets)   # one row per set, then the two differences
+    groups, left_out = bot_subgoals(config["task_id"], heldout, config.get("max_steps"), sets["held out"].step_argmax)
+    parts = breakdown_rows(sets["held out"], groups)
 """
 
 from __future__ import annotations
@@ -43,13 +50,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
 from mop.babyai_env import EVAL_SEED_START
 from mop.collection import Collector
 from mop.connectivity import heldout_detail, make_heldout
 from mop.numpy_policy import one_thread
 from mop.replay_buffer import StoredEpisode
-from mop.routing_analysis import clustered_difference, clustered_interval
+from mop.routing_analysis import clustered_difference, clustered_interval, clustered_proportion
 
 SAMPLE_SEED = 0  # which trained demos are drawn
 CHUNK = 64  # steps per collect call for the student's own episodes
@@ -66,6 +74,9 @@ class Scored:
     ce_sum: np.ndarray
     correct: np.ndarray
     success: np.ndarray | None = None  # own episodes: solved or not
+    step_ce: list[np.ndarray] | None = None  # per episode, each labelled step's CE (breakdown)
+    step_correct: list[np.ndarray] | None = None  # per episode, each labelled step right or not
+    step_argmax: list[np.ndarray] | None = None  # per episode, the student's argmax at each step
 
 
 def trained_sample(store: Any, trained_on: int, count: int, seed: int = SAMPLE_SEED) -> list[StoredEpisode]:
@@ -148,16 +159,24 @@ def score(
     name: str, policy: Any, encoder: Any, episodes: Sequence[StoredEpisode], obs_encoding: str
 ) -> Scored:
     held = heldout_detail(policy, encoder, episodes, obs_encoding)
-    return Scored(name, held.labels, held.ce_sum, held.correct)
+    return Scored(
+        name, held.labels, held.ce_sum, held.correct, None, held.step_ce, held.step_correct, held.step_argmax
+    )
 
 
 def split(scored: Scored, keep: np.ndarray, name: str) -> Scored:
+    def pick(steps: list[np.ndarray] | None) -> list[np.ndarray] | None:
+        return None if steps is None else [x for x, k in zip(steps, keep) if k]
+
     return Scored(
         name,
         scored.labels[keep],
         scored.ce_sum[keep],
         scored.correct[keep],
         scored.success[keep],
+        pick(scored.step_ce),
+        pick(scored.step_correct),
+        pick(scored.step_argmax),
     )
 
 
@@ -230,3 +249,212 @@ def demo_source(config: dict, demos_root: str | Path | None) -> tuple[Path, int]
     if demos <= 0:
         return None
     return Path(demos_root if demos_root is not None else config.get("demos_dir", "demos")), demos
+
+
+# ----------------------------------------------------------------------------- the unfit labels, by what the bot was doing
+
+BREAKDOWNS = ("subgoal", "action", "moment", "view", "view, action", "view, steps to go")  # breakdown_rows'
+TO_GO_BINS = ((1, 3), (4, 7), (8, 1_000_000))  # a GoNextTo step's steps left to its subgoal's end
+_KIND = {0: "turn", 1: "turn", 2: "forward"} | {a: "other" for a in range(3, 7)}  # by action index
+_NO_KIND = ("Explore", "Done", "Drop", "Failed", "Other")  # subgoals named without their target
+
+
+def target_kind(target: str) -> str:
+    """A subgoal target's kind (subgoals.describe's spelling): "red key" -> "key", "yellow door
+    (3,5)" -> "door", "(4,2)" -> "position", "" -> ""."""
+    if not target:
+        return ""
+    if target.startswith("("):
+        return "position"
+    return target.split(" (")[0].split()[-1]
+
+
+def target_in_view(env: Any, image: np.ndarray, datum: Any) -> bool:
+    """Whether a GoNextTo subgoal's datum is visible in the agent's observation `image`: an object
+    (its cell shows it), an instruction's object description (any object it matches does), or a
+    position (its cell is in view and not hidden: minigrid zeroes unseen cells)."""
+    if hasattr(datum, "obj_set"):  # ObjDesc
+        return any(target_in_view(env, image, o) for o in datum.obj_set)
+    if hasattr(datum, "type") and hasattr(datum, "cur_pos"):  # WorldObj
+        pos = datum.cur_pos
+        if pos is None or env.carrying is datum or pos[0] < 0:
+            return False
+        cell = _view_cell(env, image, pos)
+        return (
+            cell is not None and cell[0] == OBJECT_TO_IDX[datum.type] and cell[1] == COLOR_TO_IDX[datum.color]
+        )
+    cell = _view_cell(env, image, datum)
+    return cell is not None and bool(cell.any())
+
+
+def _view_cell(env: Any, image: np.ndarray, pos: Any) -> np.ndarray | None:
+    view = env.relative_coords(int(pos[0]), int(pos[1]))
+    return None if view is None else image[view[0], view[1]]
+
+
+def _view_group(name: str, in_view: bool) -> str:
+    if name.startswith("GoNextTo"):
+        return "target in view" if in_view else "target out of view"
+    return "exploring" if name == "Explore" else "at the object"
+
+
+def _to_go_group(view: str, to_go: int) -> str:
+    if not view.startswith("target"):
+        return view
+    low, high = next(b for b in TO_GO_BINS if b[0] <= to_go <= b[1])
+    return f"{view} · {low}+ to go" if high >= 1_000_000 else f"{view} · {low}-{high} to go"
+
+
+def bot_subgoals(
+    task_id: str,
+    episodes: Sequence[StoredEpisode],
+    max_steps: int | None,
+    student: Sequence[np.ndarray] | None = None,
+) -> tuple[list[dict[str, np.ndarray] | None], int]:
+    """What the bot was doing at every step of bot-driven episodes (demos, held-out episodes),
+    replayed from each episode's layout seed: per episode {"subgoal": the top of the bot's stack
+    after its replan (subgoals.bot_subgoal) named with its target's kind ("GoNextTo key", "Open
+    door", "Explore"), "action": the label's name, "moment": "starts a subgoal" where the subgoal
+    or its target differs from the step before's (step 0 does), else "continues", "view": for a
+    GoNextTo step whether its target is visible in the observation ("target in view") or only in
+    the bot's memory ("target out of view"), else "exploring" or "at the object" (Open, Pickup,
+    Drop, Done), "view, action": the view with the action's kind (turn, forward, other),
+    because turns are where the labels go unfit and their share differs between the views, and
+    "view, steps to go": a GoNextTo step's view with the steps left on the bot's route until that
+    subgoal ends (TO_GO_BINS), because a target out of view is on average further away: within a
+    bin, in view and out of view are compared at the same remaining distance}.
+
+    With `student` (per episode, the student's teacher-forced argmax at each step), also "cost":
+    at each step where the student's action differs from the label, the steps the bot then needs to
+    finish from the state the student's action leads to (the env and bot forked, the bot replanning
+    with the student's action, as in DAgger) minus the steps it needed from the same state on its
+    own route; 0 where the two actions are as good as each other by the bot's own measure (a turn
+    either way round), NaN where there is no error, inf where the bot does not finish (fails, or
+    meets the step limit) after the student's action.
+
+    Control: the replayed bot must take the stored label at every step; an episode where it does
+    not (or with an unlabelled step) is None, and counted: (per episode, episodes left out)."""
+    from mop.babyai_env import SafeBot, make_env, quiet_reset
+    from mop.progress import progress_bar
+    from mop.routing_analysis import ACTION_NAMES
+    from mop.subgoals import bot_subgoal
+
+    env, fork = make_env(task_id, max_steps), make_env(task_id, max_steps)
+    out: list[dict[str, np.ndarray] | None] = []
+    with progress_bar(len(episodes), "bot subgoals (replayed)", leave=False) as bar:
+        for ep in episodes:
+            obs = quiet_reset(env, int(ep.seed))
+            bot, previous = SafeBot(env), None
+            names, full, views = [], [], []
+            length = len(ep.label)
+            cost = np.full(length, math.nan)
+            for t, label in enumerate(ep.label.tolist()):
+                if label < 0 or bot.label(previous) != label:
+                    break
+                if student is not None and int(student[len(out)][t]) != label:
+                    cost[t] = _steps_to_finish(fork, ep, t, int(student[len(out)][t])) - (length - t)
+                name, target = bot_subgoal(bot.bot, env)
+                kind = target_kind(target)
+                names.append(name if name in _NO_KIND or not kind else f"{name} {kind}")
+                full.append(f"{name} {target}")
+                top = bot.bot.stack[-1] if bot.bot.stack else None
+                seen = (
+                    top is not None and top.datum is not None and target_in_view(env, obs["image"], top.datum)
+                )
+                views.append(_view_group(name, seen))
+                obs = env.step(label)[0]
+                previous = label
+            bar.update(1)
+            if len(names) != len(ep.label):
+                out.append(None)
+                continue
+            starts = np.array([i == 0 or full[i] != full[i - 1] for i in range(len(full))])
+            to_go = np.empty(len(full), int)  # steps until the subgoal (with its target) changes
+            for i in range(len(full) - 1, -1, -1):
+                to_go[i] = 1 if i == len(full) - 1 or full[i + 1] != full[i] else to_go[i + 1] + 1
+            out.append(
+                {
+                    "subgoal": np.array(names),
+                    "action": np.array([ACTION_NAMES[a] for a in ep.label.tolist()]),
+                    "moment": np.where(starts, "starts a subgoal", "continues"),
+                    "view": np.array(views),
+                    "view, action": np.array([f"{v} · {_KIND[a]}" for v, a in zip(views, ep.label.tolist())]),
+                    "view, steps to go": np.array([_to_go_group(v, g) for v, g in zip(views, to_go)]),
+                    "cost": cost,
+                }
+            )
+    return out, sum(g is None for g in out)
+
+
+def _steps_to_finish(env: Any, episode: StoredEpisode, t: int, action: int) -> float:
+    """Steps from step t of a bot-driven episode to its end when `action` is taken at t and the bot
+    drives after it, replanning with that action; inf if the bot does not finish. `env` is a second
+    env of the level: it and a new bot replay the episode's first t steps (a copy.deepcopy of env
+    and bot would not do: FastBot's and FastView's arrays are views of one buffer, which a deep
+    copy splits, and the copied bot stops seeing)."""
+    from mop.babyai_env import SafeBot, quiet_reset
+
+    quiet_reset(env, int(episode.seed))
+    bot, previous = SafeBot(env), None
+    for label in episode.label[:t].tolist():
+        bot.label(previous)
+        env.step(label)
+        previous = label
+    bot.label(previous)  # the replan at step t, as on the bot's own route
+    steps = 0
+    while True:
+        _, reward, terminated, truncated, _ = env.step(action)
+        steps += 1
+        if terminated or truncated:
+            return float(steps) if terminated and reward > 0 else math.inf
+        action = bot.label(action)
+        if action is None:
+            return math.inf
+
+
+def breakdown_rows(scored: Scored, groups: Sequence[dict[str, np.ndarray] | None]) -> pd.DataFrame:
+    """Where one set's unfit labels are: per grouping (BREAKDOWNS) and value, its labelled steps
+    and their share, errors (argmax != label) and their share of the set's errors, the mean CE,
+    and the per-step accuracy with a 95% interval clustered by episode (routing_analysis.
+    clustered_proportion: Wilson's at the effective sample size, which holds for a handful of
+    errors where the bootstrap-t does not; docs/calibration.md `demo_fit_breakdown_*`).
+    Where bot_subgoals measured each error's cost: costly errors (cost > 0: the student's action
+    leaves the bot a longer way to finish), their rate per labelled step with the same interval,
+    the median extra steps of a costly one, and the errors after which the bot did not finish.
+    Episodes whose groups are None (bot_subgoals' control) are left out of every number."""
+    keep = [i for i, g in enumerate(groups) if g is not None]
+    correct = [scored.step_correct[i].astype(bool) for i in keep]
+    ce = [scored.step_ce[i] for i in keep]
+    costs = [groups[i]["cost"] for i in keep]
+    costed = any(np.isfinite(c).any() or np.isinf(c).any() for c in costs)
+    total_steps = sum(len(c) for c in correct)
+    total_errors = sum(int((~c).sum()) for c in correct)
+    rows = []
+    for by in BREAKDOWNS:
+        values = [groups[i][by] for i in keep]
+        names = pd.Series(np.concatenate(values)).value_counts().index if values else []
+        for name in names:
+            n = np.array([int((v == name).sum()) for v in values], float)
+            right = np.array([int(c[v == name].sum()) for c, v in zip(correct, values)], float)
+            nats = np.array([float(x[v == name].sum()) for x, v in zip(ce, values)])
+            has = n > 0
+            row: dict[str, Any] = {"set": scored.name, "by": by, "group": name, "episodes": int(has.sum())}
+            row |= {"steps": int(n.sum()), "step_share": n.sum() / total_steps}
+            errors = int((n - right).sum())
+            row |= {"errors": errors, "error_share": errors / total_errors if total_errors else math.nan}
+            row["ce"] = float(nats.sum() / n.sum())
+            metrics = [("accuracy", right)]
+            if costed:
+                cost = np.concatenate([c[v == name] for c, v in zip(costs, values)])
+                costly = np.array([int((c[v == name] > 0).sum()) for c, v in zip(costs, values)], float)
+                row |= {
+                    "costly_errors": int(costly.sum()),
+                    "costly_median_steps": float(np.median(cost[cost > 0])) if (cost > 0).any() else math.nan,
+                    "unfinished": int(np.isinf(cost).sum()),
+                }
+                metrics.append(("costly_rate", costly))
+            for metric, num in metrics:
+                mean, low, high = clustered_proportion(num[has] / n[has], n[has])
+                row |= {metric: mean, f"{metric}_ci_low": low, f"{metric}_ci_high": high}
+            rows.append(row)
+    return pd.DataFrame(rows)

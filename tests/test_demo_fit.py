@@ -59,6 +59,12 @@ def test_trained_demos_are_drawn_from_the_ones_the_run_trained_on():
         (["--envs", "0"], r"--envs must be a whole number >= 1"),
         (["--out", "/no/such/folder/fit.csv"], r"--out '/no/such/folder/fit.csv' must be a \.csv file"),
         (["--demos_dir", "/no/such/demos"], r"--demos_dir '/no/such/demos' is not a folder"),
+        (
+            ["--breakdown", "/no/such/folder/b.csv"],
+            r"--breakdown '/no/such/folder/b.csv' must be a \.csv file",
+        ),
+        (["--breakdown", "b.txt"], r"--breakdown 'b.txt' must be a \.csv file in an existing folder"),
+        (["--out", "x.csv", "--breakdown", "x.csv"], r"--out and --breakdown name the same file"),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2_before_torch_is_imported(tmp_path, args, message):
@@ -88,6 +94,75 @@ def test_a_missing_checkpoint_is_refused(tmp_path, capsys):
     assert stderr_lines(capsys.readouterr().err) == [
         f"error: --checkpoint {str(tmp_path / 'nope.pt')!r} is not a file"
     ]
+
+
+def test_a_targets_kind_is_read_from_its_spelling():
+    from mop.demo_fit import target_kind
+
+    assert [target_kind(t) for t in ("red key", "key", "yellow door (3,5)", "(4,2)", "")] == [
+        "key",
+        "key",
+        "door",
+        "position",
+        "",
+    ]
+
+
+def test_the_proportions_interval_is_wilsons_at_the_effective_size():
+    """Equal clusters: no design effect, Wilson's interval for the pooled steps (by hand); clusters
+    that differ widen it; all right: the upper end is 1 and the lower Wilson's, never NaN."""
+    from mop.routing_analysis import clustered_proportion
+
+    p, low, high = clustered_proportion(np.full(50, 0.9), np.full(50, 10))
+    n, z = 500, 1.959963984540054
+    centre = (0.9 + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(0.9 * 0.1 / n + z * z / (4 * n * n))
+    assert p == pytest.approx(0.9) and (low, high) == pytest.approx((centre - half, centre + half))
+    p2, low2, high2 = clustered_proportion(np.tile([0.8, 1.0], 25), np.full(50, 10))
+    assert p2 == pytest.approx(0.9) and low2 < low and high2 > high
+    p3, low3, high3 = clustered_proportion(np.ones(20), np.full(20, 3))
+    assert p3 == 1.0 and high3 == pytest.approx(1.0) and low3 == pytest.approx(60 / (60 + z * z))
+
+
+def test_the_breakdown_counts_each_groups_steps_errors_and_their_cost():
+    """Two episodes, hand-counted: steps and errors per group, shares of the set's, costly errors
+    (cost > 0), their median, the errors after which the bot did not finish; an episode whose
+    replay failed its control (None) counts nowhere."""
+    from mop.demo_fit import BREAKDOWNS, Scored, breakdown_rows
+
+    correct = [np.array([1, 0, 1, 0]), np.array([0, 1]), np.array([0, 0, 0])]
+    scored = Scored("held out", np.array([4, 2, 3]), np.zeros(3), np.array([2, 1, 0]))
+    scored.step_correct, scored.step_ce = (
+        correct,
+        [np.array([0.1, 2.0, 0.1, 1.0]), np.array([3.0, 0.2]), np.ones(3)],
+    )
+
+    def episode(subgoal, cost):
+        n = len(subgoal)
+        return (
+            {by: np.array(subgoal) for by in BREAKDOWNS}
+            | {"cost": np.array(cost, float)}
+            | {"action": np.array(["forward"] * n)}
+        )
+
+    groups = [
+        episode(["A", "A", "B", "B"], [np.nan, 2.0, np.nan, 0.0]),
+        episode(["B", "A"], [np.inf, np.nan]),
+        None,
+    ]
+    rows = breakdown_rows(scored, groups)
+    sub = rows[rows["by"] == "subgoal"].set_index("group")
+    assert sub.loc["A", "steps"] == 3 and sub.loc["B", "steps"] == 3
+    assert sub.loc["A", "errors"] == 1 and sub.loc["B", "errors"] == 2
+    assert sub.loc["B", "error_share"] == pytest.approx(2 / 3) and sub.loc[
+        "A", "step_share"
+    ] == pytest.approx(0.5)
+    assert sub.loc["A", "costly_errors"] == 1 and sub.loc["A", "costly_median_steps"] == 2.0
+    assert sub.loc["B", "costly_errors"] == 1 and sub.loc["B", "unfinished"] == 1  # cost 0: not costly
+    assert sub.loc["A", "accuracy"] == pytest.approx(2 / 3) and sub.loc["B", "ce"] == pytest.approx(4.1 / 3)
+    assert sub.loc["A", "episodes"] == 2
+    action = rows[rows["by"] == "action"].set_index("group")
+    assert action.loc["forward", "errors"] == 3 and action.loc["forward", "steps"] == 6
 
 
 # ----------------------------------------------------------------------------- tier 2: real episodes
@@ -206,3 +281,62 @@ def test_an_online_run_has_no_trained_row(tiny_run, capsys):
     table = demo_fit.main(["--checkpoint", str(tiny_run.checkpoints[-1]), "--episodes", "3", "--envs", "3"])
     assert "an online run: no trained demos" in capsys.readouterr().out
     assert "trained" not in set(table.set) and "own − held out" in set(table.set)
+
+
+@pytest.mark.slow
+def test_the_bots_replay_is_its_own_route_and_an_errors_cost_is_measured_from_a_fork():
+    """On Unlock: the replayed bot takes every stored label; taking the bot's own action at step t
+    and letting it finish costs exactly the rest of its route (the fork control: a deep copy of
+    env and bot fails it, the copied bot stops seeing); turning away from the door it should open
+    costs 2 steps (turn back, then open); a stored
+    label changed by hand fails the replay's control and the episode is left out."""
+    from mop.babyai_env import make_env
+    from mop.demo_fit import _steps_to_finish, bot_subgoals, heldout_episodes
+
+    task = "BabyAI-Unlock-v0"
+    held, _ = heldout_episodes(task, 3, None)
+    env = make_env(task, None)
+    for ep in held:
+        for t in range(0, len(ep.label), max(1, len(ep.label) // 6)):
+            assert _steps_to_finish(env, ep, t, int(ep.label[t])) == len(ep.label) - t
+    student = [ep.label.copy() for ep in held]
+    t = len(held[0].label) - 1  # the last step toggles the locked door: turn left instead
+    assert held[0].label[t] == 5
+    student[0][t] = 0
+    groups, left = bot_subgoals(task, held, None, student)
+    assert left == 0 and all(g is not None for g in groups)
+    assert np.isnan(groups[1]["cost"]).all() and groups[0]["cost"][t] == 2  # turn back, then toggle
+    assert np.isnan(np.delete(groups[0]["cost"], t)).all()
+    for ep, g in zip(held, groups):
+        assert len(g["subgoal"]) == len(ep.label) and g["moment"][0] == "starts a subgoal"
+        assert set(g["view"]) <= {"target in view", "target out of view", "exploring", "at the object"}
+        assert g["subgoal"][-1] == "Open door"  # Unlock ends by opening the locked door
+    tampered = held[2]
+    label = tampered.label.copy()
+    label[len(label) // 2] = (label[len(label) // 2] + 1) % 3
+    tampered = type(tampered)(
+        tampered.image, tampered.direction, tampered.carrying, label, tampered.mission, tampered.seed
+    )
+    groups, left = bot_subgoals(task, [held[0], tampered], None)
+    assert left == 1 and groups[1] is None and groups[0] is not None
+
+
+@pytest.mark.slow
+def test_the_breakdown_accounts_for_every_unfit_label_of_the_fit_table(demo_run, tmp_path, capsys):
+    import demo_fit
+
+    checkpoint, demos = demo_run
+    out, parts = tmp_path / "fit.csv", tmp_path / "breakdown.csv"
+    demo_fit.main(
+        ["--checkpoint", checkpoint, "--episodes", "4", "--envs", "2", "--demos_dir", str(demos)]
+        + ["--out", str(out), "--breakdown", str(parts)]
+    )
+    assert "held out: where its" in capsys.readouterr().out
+    fit, breakdown = pd.read_csv(out).set_index("set"), pd.read_csv(parts)
+    assert set(breakdown.set) == {"trained", "held out"}
+    for name in ("trained", "held out"):
+        rows = breakdown[breakdown.set == name]
+        unfit = round(fit.loc[name, "labelled_steps"] * (1 - fit.loc[name, "accuracy"]))
+        for by, group in rows.groupby("by"):
+            assert group.steps.sum() == fit.loc[name, "labelled_steps"], by
+            assert group.errors.sum() == unfit, by

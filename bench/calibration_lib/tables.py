@@ -455,6 +455,40 @@ def fit_gap_covers(inputs: tuple, truth: float) -> bool:
     return covers(low, high, truth)
 
 
+# Where a set's unfit labels are (demo_fit --breakdown): one group's steps per episode
+# Poisson(lam) (episodes without one drop out), an episode's error rate Beta with mean p and
+# concentration 20 (episodes differ), its errors Binomial; 500 episodes. Rare: lam 0.7, p 0.02 (a
+# group like "Pickup key": ~7 errors); common: lam 10, p 0.05 (like "GoNextTo door": ~250).
+BREAKDOWN_CELLS = {"rare": (0.7, 0.02), "common": (10.0, 0.05)}
+
+
+def breakdown_draw(cell: str):
+    lam, p = BREAKDOWN_CELLS[cell]
+
+    def draw(rng: np.random.Generator) -> tuple:
+        n = rng.poisson(lam, 500)
+        errors = rng.binomial(n, rng.beta(p * 20, (1 - p) * 20, 500))
+        has = n > 0
+        return ((n - errors)[has] / n[has], n[has]), 1 - p
+
+    return draw
+
+
+def breakdown_covers(inputs: tuple, truth: float) -> bool:
+    from mop.routing_analysis import clustered_proportion
+
+    _, low, high = clustered_proportion(*inputs)
+    return covers(low, high, truth)
+
+
+def breakdown_bootstrap_t_covers(inputs: tuple, truth: float) -> bool:
+    """The interval the breakdown first printed: demo_fit's bootstrap-t (clustered_interval)."""
+    from mop.routing_analysis import clustered_interval
+
+    _, low, high = clustered_interval(*inputs)
+    return covers(low, high, truth)
+
+
 # fmt: off
 BY_LEVEL = (f"3 levels x {LEVEL_EPISODES} episodes (success 0.9 / 0.7 / 0.3; a failure runs {MAX_STEPS} steps "
             "with +60 LPC); per-step LPC AR(1), rho 0.8, plus an episode effect")
@@ -523,5 +557,14 @@ ENTRIES: list[Entry] = [
     Entry("demo_fit_gap_coverage", "bench/demo_fit.py own − held out ce_ci_low/high (bootstrap-t over the "
           "two sets' episodes: clustered_difference)", "coverage", 0.95, "coverage", fit_draw, fit_gap_covers,
           f"500 + 500 episodes, the same sets; truth {fit_truth('own') - fit_truth('held out'):.3f}", cost=20),
+    *[Entry(f"demo_fit_breakdown_{cell}_coverage", "bench/demo_fit.py --breakdown accuracy_ci_low/high (and "
+            "costly_rate's: per step, Wilson at the effective sample size, routing_analysis.clustered_proportion)",
+            "coverage", 0.95, "coverage", breakdown_draw(cell), breakdown_covers,
+            f"500 episodes; a group's steps per episode Poisson({lam}), its error rate Beta(mean {p}, "
+            f"concentration 20); truth {1 - p}") for cell, (lam, p) in BREAKDOWN_CELLS.items()],
+    Entry("demo_fit_breakdown_rare_bootstrap_t", "the interval the breakdown first printed: the bootstrap-t "
+          "(clustered_interval)", "coverage", 0.95, "coverage", breakdown_draw("rare"), breakdown_bootstrap_t_covers,
+          "the rare group's data; truth 0.98", cost=5,
+          outcome="fixed before it was reported: the breakdown prints Wilson at the effective size (row above)"),
 ]
 # fmt: on
