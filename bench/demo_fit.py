@@ -92,10 +92,10 @@ def table_text(rows) -> str:
 
 def breakdown_text(rows) -> str:
     """One set's breakdown: per grouping and value, steps, errors, accuracy and the errors' cost."""
-    lines = []
+    lines, width = [], max(33, 2 + max(len(g) for g in rows["group"]))
     for by, group in rows.groupby("by", sort=False):
         lines.append(
-            f"  by {by:<30}{'steps':>8}{'share':>7}{'errors':>8}{'share':>7}  {'accuracy % [95% CI]':<22}"
+            f"  by {by:<{width - 3}}{'steps':>8}{'share':>7}{'errors':>8}{'share':>7}  {'accuracy % [95% CI]':<22}"
             f"{'costly':>7}{'median':>7}"
         )
         for _, r in group.iterrows():
@@ -105,7 +105,7 @@ def breakdown_text(rows) -> str:
                 else f"{r['costly_median_steps']:.0f}"
             )
             lines.append(
-                f"  {r['group']:<33}{int(r['steps']):>8,}{100 * r['step_share']:>6.1f}%{int(r['errors']):>8}"
+                f"  {r['group']:<{width}}{int(r['steps']):>8,}{100 * r['step_share']:>6.1f}%{int(r['errors']):>8}"
                 f"{100 * r['error_share']:>6.1f}%  {interval(r, 'accuracy', 100):<22}{int(r['costly_errors']):>7}{median:>7}"
             )
     return "\n".join(lines)

@@ -253,8 +253,10 @@ def demo_source(config: dict, demos_root: str | Path | None) -> tuple[Path, int]
 
 # ----------------------------------------------------------------------------- the unfit labels, by what the bot was doing
 
-BREAKDOWNS = ("subgoal", "action", "moment", "view", "view, action", "view, steps to go")  # breakdown_rows'
+BREAKDOWNS = ("subgoal", "action", "moment", "view", "view, action", "view, steps to go", "last seen")
 TO_GO_BINS = ((1, 3), (4, 7), (8, 1_000_000))  # a GoNextTo step's steps left to its subgoal's end
+AGE_BINS = ((1, 10), (11, 40), (41, 1_000_000))  # steps since an out-of-view target was last in view
+_THINGS = ("door", "key", "ball", "box")  # the objects whose last sight is tracked
 _KIND = {0: "turn", 1: "turn", 2: "forward"} | {a: "other" for a in range(3, 7)}  # by action index
 _NO_KIND = ("Explore", "Done", "Drop", "Failed", "Other")  # subgoals named without their target
 
@@ -305,6 +307,24 @@ def _to_go_group(view: str, to_go: int) -> str:
     return f"{view} · {low}+ to go" if high >= 1_000_000 else f"{view} · {low}-{high} to go"
 
 
+def _age(datum: Any, t: int, last_seen: dict[int, int]) -> int | None:
+    """Steps since the datum (an object, or any object an instruction's description matches) was
+    last in view; None for a position, or an object not yet in view."""
+    objects = datum.obj_set if hasattr(datum, "obj_set") else [datum] if hasattr(datum, "type") else []
+    seen = [last_seen[id(o)] for o in objects if id(o) in last_seen]
+    return t - max(seen) if seen else None
+
+
+def _seen_group(view: str, to_go: int, age: int | None) -> str:
+    group = _to_go_group(view, to_go)
+    if view != "target out of view":
+        return group
+    if age is None:
+        return f"{group} · never seen"
+    low, high = next(b for b in AGE_BINS if b[0] <= age <= b[1])
+    return f"{group} · seen {low}+ ago" if high >= 1_000_000 else f"{group} · seen {low}-{high} ago"
+
+
 def bot_subgoals(
     task_id: str,
     episodes: Sequence[StoredEpisode],
@@ -322,7 +342,10 @@ def bot_subgoals(
     because turns are where the labels go unfit and their share differs between the views, and
     "view, steps to go": a GoNextTo step's view with the steps left on the bot's route until that
     subgoal ends (TO_GO_BINS), because a target out of view is on average further away: within a
-    bin, in view and out of view are compared at the same remaining distance}.
+    bin, in view and out of view are compared at the same remaining distance, and "last seen": an
+    out-of-view target's steps to go with the steps since it was last in view (AGE_BINS; "never"
+    for a position, or an object the agent has not had in view), so that memory's age is compared
+    at the same remaining distance}.
 
     With `student` (per episode, the student's teacher-forced argmax at each step), also "cost":
     at each step where the student's action differs from the label, the steps the bot then needs to
@@ -345,7 +368,9 @@ def bot_subgoals(
         for ep in episodes:
             obs = quiet_reset(env, int(ep.seed))
             bot, previous = SafeBot(env), None
-            names, full, views = [], [], []
+            names, full, views, ages = [], [], [], []
+            things = [o for o in env.grid.grid if o is not None and o.type in _THINGS]
+            last_seen: dict[int, int] = {}
             length = len(ep.label)
             cost = np.full(length, math.nan)
             for t, label in enumerate(ep.label.tolist()):
@@ -362,6 +387,10 @@ def bot_subgoals(
                     top is not None and top.datum is not None and target_in_view(env, obs["image"], top.datum)
                 )
                 views.append(_view_group(name, seen))
+                for o in things:
+                    if target_in_view(env, obs["image"], o):
+                        last_seen[id(o)] = t
+                ages.append(_age(top.datum, t, last_seen) if top is not None else None)
                 obs = env.step(label)[0]
                 previous = label
             bar.update(1)
@@ -380,6 +409,7 @@ def bot_subgoals(
                     "view": np.array(views),
                     "view, action": np.array([f"{v} · {_KIND[a]}" for v, a in zip(views, ep.label.tolist())]),
                     "view, steps to go": np.array([_to_go_group(v, g) for v, g in zip(views, to_go)]),
+                    "last seen": np.array([_seen_group(v, g, a) for v, g, a in zip(views, to_go, ages)]),
                     "cost": cost,
                 }
             )

@@ -108,6 +108,25 @@ def test_a_targets_kind_is_read_from_its_spelling():
     ]
 
 
+def test_a_remembered_targets_age_is_the_steps_since_any_matching_object_was_in_view():
+    """An instruction's description matches several objects: the most recent sight counts; a
+    position, or an object never in view, has no age; the group names the distance and the age."""
+    from types import SimpleNamespace
+
+    from mop.demo_fit import _age, _seen_group
+
+    red, blue = SimpleNamespace(type="key"), SimpleNamespace(type="key")
+    seen = {id(red): 3, id(blue): 20}
+    assert _age(SimpleNamespace(obj_set=[red, blue]), 25, seen) == 5
+    assert _age(red, 25, seen) == 22 and _age((4, 2), 25, seen) is None
+    assert _age(SimpleNamespace(type="door"), 25, seen) is None
+    assert _seen_group("target out of view", 9, 12) == "target out of view · 8+ to go · seen 11-40 ago"
+    assert _seen_group("target out of view", 5, 41) == "target out of view · 4-7 to go · seen 41+ ago"
+    assert _seen_group("target out of view", 2, None) == "target out of view · 1-3 to go · never seen"
+    assert _seen_group("target in view", 2, 0) == "target in view · 1-3 to go"
+    assert _seen_group("exploring", 2, None) == "exploring"
+
+
 def test_the_proportions_interval_is_wilsons_at_the_effective_size():
     """Equal clusters: no design effect, Wilson's interval for the pooled steps (by hand); clusters
     that differ widen it; all right: the upper end is 1 and the lower Wilson's, never NaN."""
