@@ -410,7 +410,7 @@ def bot_subgoals(
                     "view, action": np.array([f"{v} · {_KIND[a]}" for v, a in zip(views, ep.label.tolist())]),
                     "view, steps to go": np.array([_to_go_group(v, g) for v, g in zip(views, to_go)]),
                     "last seen": np.array([_seen_group(v, g, a) for v, g, a in zip(views, to_go, ages)]),
-                    "cost": cost,
+                    "cost": cost if student is not None else None,
                 }
             )
     return out, sum(g is None for g in out)
@@ -456,7 +456,7 @@ def breakdown_rows(scored: Scored, groups: Sequence[dict[str, np.ndarray] | None
     correct = [scored.step_correct[i].astype(bool) for i in keep]
     ce = [scored.step_ce[i] for i in keep]
     costs = [groups[i]["cost"] for i in keep]
-    costed = any(np.isfinite(c).any() or np.isinf(c).any() for c in costs)
+    costed = bool(keep) and all(c is not None for c in costs)  # bot_subgoals was given the student
     total_steps = sum(len(c) for c in correct)
     total_errors = sum(int((~c).sum()) for c in correct)
     rows = []

@@ -182,6 +182,13 @@ def test_the_breakdown_counts_each_groups_steps_errors_and_their_cost():
     assert sub.loc["A", "episodes"] == 2
     action = rows[rows["by"] == "action"].set_index("group")
     assert action.loc["forward", "errors"] == 3 and action.loc["forward", "steps"] == 6
+    for g in groups[:2]:
+        g["cost"] = None  # not costed (bot_subgoals without the student): no cost columns
+    assert "costly_errors" not in breakdown_rows(scored, groups).columns
+    perfect = Scored("held out", np.array([2]), np.zeros(1), np.array([2]))
+    perfect.step_correct, perfect.step_ce = [np.array([1, 1])], [np.zeros(2)]
+    rows = breakdown_rows(perfect, [episode(["A", "A"], [np.nan, np.nan])])  # no error: still costed
+    assert rows.loc[0, "costly_errors"] == 0 and rows.loc[0, "accuracy"] == 1.0
 
 
 # ----------------------------------------------------------------------------- tier 2: real episodes
