@@ -111,6 +111,27 @@ def breakdown_text(rows) -> str:
     return "\n".join(lines)
 
 
+def breakdown_figures(breakdowns: list, out: Path, level: str) -> list[Path]:
+    """Per checkpoint, the held-out set's figure (subgoal_plots.plot_unfit_labels) beside the
+    breakdown's CSV: parts.csv -> parts_update<U>.png."""
+    import pandas as pd
+
+    from mop.runs import atomic_write
+    from mop.subgoal_plots import plot_unfit_labels
+
+    paths = []
+    table = pd.concat(breakdowns, ignore_index=True)  # one frame per (checkpoint, set)
+    for (_, update), parts in table.groupby(["checkpoint", "update"], sort=False, dropna=False):
+        held = parts[parts["set"] == "held out"]
+        path = out.with_name(f"{out.stem}_update{update}.png")
+        fig = plot_unfit_labels(
+            held, title=f"{level}, update {update}: the bot's labels the student does not fit"
+        )
+        atomic_write(path, lambda tmp, fig=fig: fig.savefig(tmp, dpi=150, format="png"))
+        paths.append(path)
+    return paths
+
+
 def main(argv: list[str] | None = None):
     args = build_parser().parse_args(argv)
     try:
@@ -187,6 +208,8 @@ def main(argv: list[str] | None = None):
     if breakdowns:
         atomic_write_text(args.breakdown, pd.concat(breakdowns, ignore_index=True).to_csv(index=False))
         print(f"\nwrote {args.breakdown}")
+        for path in breakdown_figures(breakdowns, Path(args.breakdown), level[0]):
+            print(f"wrote {path}")
     if args.out is not None:
         atomic_write_text(args.out, table.to_csv(index=False))
         print(f"\nwrote {args.out}")

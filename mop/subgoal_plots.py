@@ -183,3 +183,81 @@ def plot_event_locked(
         "offsets beyond an episode's ends).",
     )
     return fig
+
+
+VIEW_COLORS = {"target in view": "#4477aa", "target out of view": "#ee6677"}
+
+
+@styled
+def plot_unfit_labels(breakdown: pd.DataFrame, title: str | None = None, layout: str = "screen") -> Figure:
+    """Where a demo-trained student's unfit labels are (mop/demo_fit.breakdown_rows of one set):
+    left, accuracy on the bot's way to a target in view and out of view at the same remaining
+    distance (its "view, steps to go" rows), exploring as a dashed line; right, each view's share
+    of the labelled steps and of the errors. Whiskers: the table's 95% intervals."""
+    paper = layout == "paper"
+    fig, (left, right) = panel_grid(
+        2, layout, panel=(1.25 * PANEL, 0.8 * PANEL), screen_cols=2, paper_cols=1, extra=(0.0, 0.8)
+    )
+    dist = breakdown[breakdown["by"] == "view, steps to go"].set_index("group")
+    bins = [b for b in ("1-3", "4-7", "8+") if any(f"· {b} to go" in g for g in dist.index)]
+    width = 0.38
+    for k, view in enumerate(VIEW_COLORS):
+        rows = [
+            dist.loc[f"{view} · {b} to go"] if f"{view} · {b} to go" in dist.index else None for b in bins
+        ]
+        x = np.arange(len(bins)) + (k - 0.5) * width
+        acc = np.array([np.nan if r is None else 100 * r["accuracy"] for r in rows])
+        low = np.array([np.nan if r is None else 100 * r["accuracy_ci_low"] for r in rows])
+        high = np.array([np.nan if r is None else 100 * r["accuracy_ci_high"] for r in rows])
+        left.bar(x, acc, width, color=VIEW_COLORS[view], label=view.replace("target ", "target "))
+        left.errorbar(x, acc, yerr=[acc - low, high - acc], fmt="none", ecolor="#333333", lw=0.8, capsize=2)
+        for xi, r in zip(x, rows):
+            if r is not None:
+                left.annotate(f"{int(r['steps']):,}", (xi, 0), xytext=(0, 2), textcoords="offset points",
+                              xycoords=("data", "axes fraction"), ha="center", fontsize="xx-small", rotation=90)  # fmt: skip
+    view = breakdown[breakdown["by"] == "view"].set_index("group")
+    if "exploring" in view.index:
+        left.axhline(
+            100 * view.loc["exploring", "accuracy"], color="#555555", ls="--", lw=0.9, label="exploring"
+        )
+    floor = np.nanmin([100 * dist["accuracy_ci_low"].min(), 100 * view["accuracy_ci_low"].min()])
+    left.set_ylim(max(0.0, 5 * np.floor((floor - 2) / 5)), 100)
+    left.set_xticks(np.arange(len(bins)), [f"{b}" for b in bins])
+    left.set_xlabel("steps to go on the bot's route")
+    left.set_ylabel("accuracy (%)" if paper else "accuracy on the bot's labels (%)")
+    left.set_title("heading for a door, key or object")
+    left.legend(frameon=False, fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=3)
+    left.grid(axis="y", alpha=0.3)
+    order = [
+        g for g in ("target in view", "target out of view", "exploring", "at the object") if g in view.index
+    ]
+    x = np.arange(len(order))
+    right.bar(
+        x - width / 2, [100 * view.loc[g, "step_share"] for g in order], width, color="#bbbbbb", label="steps"
+    )
+    right.bar(
+        x + width / 2,
+        [100 * view.loc[g, "error_share"] for g in order],
+        width,
+        color="#222222",
+        label="errors",
+    )
+    right.set_xticks(x, [g.replace("target ", "") for g in order])
+    right.set_xlabel("the bot's target")
+    right.set_ylabel("share of the set (%)")
+    right.set_title("where the errors are")
+    right.legend(frameon=False, fontsize="x-small")
+    right.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    errors = int(breakdown.loc[breakdown["by"] == "action", "errors"].sum())
+    steps = int(breakdown.loc[breakdown["by"] == "action", "steps"].sum())
+    note(
+        fig,
+        f"{breakdown['set'].iloc[0]}: {steps:,} labelled steps, {errors:,} errors. {'Top' if paper else 'Left'}: "
+        "per-step accuracy "
+        "(argmax = the bot's label), whiskers 95% Wilson at the effective sample size (clustered by "
+        "episode); numbers in the bars: steps. Target: the bot's GoNextTo target, in view = visible "
+        "in the agent's observation.",
+    )
+    return fig

@@ -127,6 +127,37 @@ def test_a_remembered_targets_age_is_the_steps_since_any_matching_object_was_in_
     assert _seen_group("exploring", 2, None) == "exploring"
 
 
+def test_the_unfit_labels_figure_draws_both_views_at_each_distance_and_says_what_its_whiskers_are():
+    from mop.plot_style import figure_note
+    from mop.subgoal_plots import plot_unfit_labels
+
+    def row(by, group, steps, errors):
+        acc = 1 - errors / steps
+        return {"set": "held out", "by": by, "group": group, "steps": steps, "errors": errors,
+                "step_share": steps / 400, "error_share": errors / 20, "accuracy": acc,
+                "accuracy_ci_low": acc - 0.01, "accuracy_ci_high": min(1.0, acc + 0.01)}  # fmt: skip
+
+    table = pd.DataFrame(
+        [
+            row("action", "forward", 400, 20),
+            row("view", "exploring", 100, 1),
+            row("view", "target in view", 150, 2),
+        ]
+        + [row("view", "target out of view", 150, 17)]
+        + [
+            row("view, steps to go", f"target {v} · {b} to go", 50, e)
+            for v, e in (("in view", 1), ("out of view", 6))
+            for b in ("1-3", "4-7", "8+")
+        ]
+    )
+    for layout in ("screen", "paper"):
+        fig = plot_unfit_labels(table, layout=layout)
+        left, right = fig.axes
+        assert len(left.patches) == 6 and len(right.patches) == 6  # 3 distances x 2 views; 3 views x 2 shares
+        assert [t.get_text() for t in left.get_xticklabels()] == ["1-3", "4-7", "8+"]
+        assert "400 labelled steps, 20 errors" in figure_note(fig) and "95% Wilson" in figure_note(fig)
+
+
 def test_the_proportions_interval_is_wilsons_at_the_effective_size():
     """Equal clusters: no design effect, Wilson's interval for the pooled steps (by hand); clusters
     that differ widen it; all right: the upper end is 1 and the lower Wilson's, never NaN."""
@@ -357,7 +388,11 @@ def test_the_breakdown_accounts_for_every_unfit_label_of_the_fit_table(demo_run,
         ["--checkpoint", checkpoint, "--episodes", "4", "--envs", "2", "--demos_dir", str(demos)]
         + ["--out", str(out), "--breakdown", str(parts)]
     )
-    assert "held out: where its" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "held out: where its" in text
+    update = pd.read_csv(out)["update"].iloc[0]
+    figure = tmp_path / f"breakdown_update{update}.png"
+    assert f"wrote {figure}" in text and figure.read_bytes()[:4] == b"\x89PNG"
     fit, breakdown = pd.read_csv(out).set_index("set"), pd.read_csv(parts)
     assert set(breakdown.set) == {"trained", "held out"}
     for name in ("trained", "held out"):
