@@ -91,24 +91,44 @@ def table_text(rows) -> str:
 
 
 def breakdown_text(rows) -> str:
-    """One set's breakdown: per grouping and value, steps, errors, accuracy and the errors' cost."""
+    """One set's breakdown: per grouping and value, steps, errors, accuracy and the errors' cost
+    (blank where no cost was measured: the student's own episodes)."""
+    import pandas as pd
+
+    costed = "costly_errors" in rows and rows["costly_errors"].notna().any()
     lines, width = [], max(33, 2 + max(len(g) for g in rows["group"]))
     for by, group in rows.groupby("by", sort=False):
         lines.append(
             f"  by {by:<{width - 3}}{'steps':>8}{'share':>7}{'errors':>8}{'share':>7}  {'accuracy % [95% CI]':<22}"
-            f"{'costly':>7}{'median':>7}"
+            + (f"{'costly':>7}{'median':>7}" if costed else "")
         )
         for _, r in group.iterrows():
-            median = (
-                ""
-                if r["costly_median_steps"] != r["costly_median_steps"]
-                else f"{r['costly_median_steps']:.0f}"
-            )
+            cost = ""
+            if costed:
+                median = r["costly_median_steps"]
+                cost = f"{int(r['costly_errors']):>7}{'' if pd.isna(median) else f'{median:.0f}':>7}"
             lines.append(
                 f"  {r['group']:<{width}}{int(r['steps']):>8,}{100 * r['step_share']:>6.1f}%{int(r['errors']):>8}"
-                f"{100 * r['error_share']:>6.1f}%  {interval(r, 'accuracy', 100):<22}{int(r['costly_errors']):>7}{median:>7}"
+                f"{100 * r['error_share']:>6.1f}%  {interval(r, 'accuracy', 100):<22}{cost}"
             )
     return "\n".join(lines)
+
+
+def set_breakdowns(sets: dict, key: tuple):
+    """(set, breakdown_rows, episodes left out) for the bot-driven sets (with each error's cost)
+    and the student's own, solved and failed (the bot labelling the student's states)."""
+    from mop.demo_fit import bot_subgoals, breakdown_rows
+
+    for name in ("trained", "held out"):
+        if name in sets:
+            groups, left = bot_subgoals(key[0], sets[name].episodes, key[1], sets[name].step_argmax)
+            yield name, breakdown_rows(sets[name], groups), left
+    own = sets["own"]
+    groups, left = bot_subgoals(key[0], own.episodes, key[1], taken=own.step_argmax)
+    for name, outcome in (("own, solved", True), ("own, failed", False)):
+        part = [g for g, solved in zip(groups, own.success) if solved == outcome]
+        if part:
+            yield name, breakdown_rows(sets[name], part), sum(g is None for g in part)
 
 
 def breakdown_figures(breakdowns: list, out: Path, level: str) -> list[Path]:
@@ -141,15 +161,7 @@ def main(argv: list[str] | None = None):
     import pandas as pd
 
     from mop.bot_demos import open_store
-    from mop.demo_fit import (
-        bot_subgoals,
-        breakdown_rows,
-        demo_source,
-        fit_rows,
-        heldout_episodes,
-        score_sets,
-        trained_sample,
-    )
+    from mop.demo_fit import demo_source, fit_rows, heldout_episodes, score_sets, trained_sample
     from mop.demo_store import DemoStoreError
     from mop.experiment import CheckpointError, load_checkpoint, load_policy
     from mop.runs import atomic_write_text
@@ -189,21 +201,24 @@ def main(argv: list[str] | None = None):
         print(table_text(rows))
         tables.append(rows.assign(checkpoint=str(path), update=ckpt.get("update")))
         if args.breakdown is not None:
-            for name, episodes in (("trained", trained), ("held out", heldout)):
-                if name not in sets:
-                    continue
-                groups, left = bot_subgoals(key[0], episodes, key[1], sets[name].step_argmax)
-                parts = breakdown_rows(sets[name], groups)
+            for name, parts, left in set_breakdowns(sets, key):
+                breakdowns.append(parts.assign(checkpoint=str(path), update=ckpt.get("update")))
                 dropped = (
-                    f"; {left} episodes left out: the replayed bot did not take their labels" if left else ""
+                    f"; {left} episodes left out: the replayed bot did not give their labels" if left else ""
                 )
                 errors = int(parts.loc[parts["by"] == "action", "errors"].sum())  # each step has one action
-                print(
-                    f"\n{name}: where its {errors} unfit labels are (costly: the student's action leaves the "
-                    f"bot more steps to finish; median: its extra steps){dropped}"
-                )
+                if name.startswith("own"):
+                    print(
+                        f"\n{name}: where it disagrees with the bot on its own states ({errors} steps; the bot "
+                        f"labels its own route there, so these are DAgger's labels, not errors of the student's){dropped}"
+                    )
+                    parts = parts[parts["by"].isin(("subgoal", "view"))]
+                else:
+                    print(
+                        f"\n{name}: where its {errors} unfit labels are (costly: the student's action leaves "
+                        f"the bot more steps to finish; median: its extra steps){dropped}"
+                    )
                 print(breakdown_text(parts))
-                breakdowns.append(parts.assign(checkpoint=str(path), update=ckpt.get("update")))
     table = pd.concat(tables, ignore_index=True)
     if breakdowns:
         atomic_write_text(args.breakdown, pd.concat(breakdowns, ignore_index=True).to_csv(index=False))

@@ -77,6 +77,7 @@ class Scored:
     step_ce: list[np.ndarray] | None = None  # per episode, each labelled step's CE (breakdown)
     step_correct: list[np.ndarray] | None = None  # per episode, each labelled step right or not
     step_argmax: list[np.ndarray] | None = None  # per episode, the student's argmax at each step
+    episodes: Sequence[StoredEpisode] | None = None  # the set's episodes (the breakdown replays them)
 
 
 def trained_sample(store: Any, trained_on: int, count: int, seed: int = SAMPLE_SEED) -> list[StoredEpisode]:
@@ -159,9 +160,8 @@ def score(
     name: str, policy: Any, encoder: Any, episodes: Sequence[StoredEpisode], obs_encoding: str
 ) -> Scored:
     held = heldout_detail(policy, encoder, episodes, obs_encoding)
-    return Scored(
-        name, held.labels, held.ce_sum, held.correct, None, held.step_ce, held.step_correct, held.step_argmax
-    )
+    steps = (held.step_ce, held.step_correct, held.step_argmax)
+    return Scored(name, held.labels, held.ce_sum, held.correct, None, *steps, list(episodes))
 
 
 def split(scored: Scored, keep: np.ndarray, name: str) -> Scored:
@@ -177,6 +177,7 @@ def split(scored: Scored, keep: np.ndarray, name: str) -> Scored:
         pick(scored.step_ce),
         pick(scored.step_correct),
         pick(scored.step_argmax),
+        pick(scored.episodes),
     )
 
 
@@ -330,9 +331,13 @@ def bot_subgoals(
     episodes: Sequence[StoredEpisode],
     max_steps: int | None,
     student: Sequence[np.ndarray] | None = None,
+    taken: Sequence[np.ndarray] | None = None,
 ) -> tuple[list[dict[str, np.ndarray] | None], int]:
     """What the bot was doing at every step of bot-driven episodes (demos, held-out episodes),
-    replayed from each episode's layout seed: per episode {"subgoal": the top of the bot's stack
+    replayed from each episode's layout seed, or with `taken` (per episode, the actions played:
+    the student's own episodes, where the bot labels states it did not choose; "steps to go" then
+    counts the student's steps until the bot's subgoal changes, and no cost is measured): per
+    episode {"subgoal": the top of the bot's stack
     after its replan (subgoals.bot_subgoal) named with its target's kind ("GoNextTo key", "Open
     door", "Explore"), "action": the label's name, "moment": "starts a subgoal" where the subgoal
     or its target differs from the step before's (step 0 does), else "continues", "view": for a
@@ -355,8 +360,11 @@ def bot_subgoals(
     either way round), NaN where there is no error, inf where the bot does not finish (fails, or
     meets the step limit) after the student's action.
 
-    Control: the replayed bot must take the stored label at every step; an episode where it does
-    not (or with an unlabelled step) is None, and counted: (per episode, episodes left out)."""
+    Control: the replayed bot must give the stored label at every step (and, with `taken`, the
+    episode must end where it was stored); an episode where it does not (or with an unlabelled
+    step) is None, and counted: (per episode, episodes left out)."""
+    if student is not None and taken is not None:
+        raise ValueError("an error's cost is measured on bot-driven episodes only: give student or taken")
     from mop.babyai_env import SafeBot, make_env, quiet_reset
     from mop.progress import progress_bar
     from mop.routing_analysis import ACTION_NAMES
@@ -373,8 +381,10 @@ def bot_subgoals(
             last_seen: dict[int, int] = {}
             length = len(ep.label)
             cost = np.full(length, math.nan)
+            played = ep.label.tolist() if taken is None else [int(a) for a in taken[len(out)]]
+            finished = False
             for t, label in enumerate(ep.label.tolist()):
-                if label < 0 or bot.label(previous) != label:
+                if label < 0 or finished or bot.label(previous) != label:
                     break
                 if student is not None and int(student[len(out)][t]) != label:
                     cost[t] = _steps_to_finish(fork, ep, t, int(student[len(out)][t])) - (length - t)
@@ -391,10 +401,11 @@ def bot_subgoals(
                     if target_in_view(env, obs["image"], o):
                         last_seen[id(o)] = t
                 ages.append(_age(top.datum, t, last_seen) if top is not None else None)
-                obs = env.step(label)[0]
-                previous = label
+                obs, _, terminated, truncated, _ = env.step(played[t])
+                finished = terminated or truncated
+                previous = played[t]
             bar.update(1)
-            if len(names) != len(ep.label):
+            if len(names) != len(ep.label) or not finished:
                 out.append(None)
                 continue
             starts = np.array([i == 0 or full[i] != full[i - 1] for i in range(len(full))])

@@ -368,6 +368,10 @@ def test_the_bots_replay_is_its_own_route_and_an_errors_cost_is_measured_from_a_
         assert len(g["subgoal"]) == len(ep.label) and g["moment"][0] == "starts a subgoal"
         assert set(g["view"]) <= {"target in view", "target out of view", "exploring", "at the object"}
         assert g["subgoal"][-1] == "Open door"  # Unlock ends by opening the locked door
+    with pytest.raises(ValueError, match="bot-driven episodes only"):
+        bot_subgoals(task, held, None, student, taken=student)
+    taken, _ = bot_subgoals(task, held, None, taken=[ep.label for ep in held])  # the bot's own actions
+    assert all(g["subgoal"].tolist() == h["subgoal"].tolist() for g, h in zip(taken, groups))
     tampered = held[2]
     label = tampered.label.copy()
     label[len(label) // 2] = (label[len(label) // 2] + 1) % 3
@@ -394,7 +398,12 @@ def test_the_breakdown_accounts_for_every_unfit_label_of_the_fit_table(demo_run,
     figure = tmp_path / f"breakdown_update{update}.png"
     assert f"wrote {figure}" in text and figure.read_bytes()[:4] == b"\x89PNG"
     fit, breakdown = pd.read_csv(out).set_index("set"), pd.read_csv(parts)
-    assert set(breakdown.set) == {"trained", "held out"}
+    assert (
+        {"trained", "held out"} <= set(breakdown.set) <= {"trained", "held out", "own, solved", "own, failed"}
+    )
+    own = breakdown[breakdown.set.str.startswith("own") & (breakdown.by == "action")]
+    assert own.steps.sum() == fit.loc["own", "labelled_steps"]  # the student's replay reproduced every step
+    assert own.costly_errors.isna().all()  # no cost on the student's own states
     for name in ("trained", "held out"):
         rows = breakdown[breakdown.set == name]
         unfit = round(fit.loc[name, "labelled_steps"] * (1 - fit.loc[name, "accuracy"]))
