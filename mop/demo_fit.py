@@ -29,7 +29,8 @@ bot's policy even on the bot's own states (capacity, memory, the input, the opti
 Where the unfit labels are (bot_subgoals, breakdown_rows; bench/demo_fit.py --breakdown): the
 bot-driven sets replayed with the bot, each step grouped by what the bot was doing (its subgoal,
 the action, whether the subgoal's target is in view or only remembered) and each error costed in
-the bot's own steps (the bot forked at the error, finishing after the student's action).
+the bot's own steps (the bot forked at the error, finishing after the student's action); the
+student's own episodes grouped the same way (bot_subgoals' `taken`), without a cost.
 
     from mop.demo_fit import fit_rows, heldout_episodes, score_sets, trained_sample
     heldout, skipped = heldout_episodes(config["task_id"], 500, config.get("max_steps"))
