@@ -131,21 +131,22 @@ def set_breakdowns(sets: dict, key: tuple):
             yield name, breakdown_rows(sets[name], part), sum(g is None for g in part)
 
 
-def breakdown_figures(breakdowns: list, out: Path, level: str) -> list[Path]:
-    """Per checkpoint, the held-out set's figure (subgoal_plots.plot_unfit_labels) beside the
-    breakdown's CSV: parts.csv -> parts_update<U>.png."""
-    import pandas as pd
-
+def breakdown_figures(held: list, out: Path, level: str) -> list[Path]:
+    """Per checkpoint (held: its update and held-out breakdown, in --checkpoint order), the figure
+    (subgoal_plots.plot_unfit_labels) beside the breakdown's CSV: parts.csv -> parts_update<U>.png,
+    or parts_<k>_update<U>.png (k: the checkpoint's place in --checkpoint) where two checkpoints
+    share an update (two runs)."""
     from mop.runs import atomic_write
     from mop.subgoal_plots import plot_unfit_labels
 
+    shared = len({update for update, _ in held}) < len(held)
     paths = []
-    table = pd.concat(breakdowns, ignore_index=True)  # one frame per (checkpoint, set)
-    for (_, update), parts in table.groupby(["checkpoint", "update"], sort=False, dropna=False):
-        held = parts[parts["set"] == "held out"]
-        path = out.with_name(f"{out.stem}_update{update}.png")
+    for k, (update, parts) in enumerate(held):
+        path = out.with_name(
+            f"{out.stem}_{k}_update{update}.png" if shared else f"{out.stem}_update{update}.png"
+        )
         fig = plot_unfit_labels(
-            held, title=f"{level}, update {update}: the bot's labels the student does not fit"
+            parts, title=f"{level}, update {update}: the bot's labels the student does not fit"
         )
         atomic_write(path, lambda tmp, fig=fig: fig.savefig(tmp, dpi=150, format="png"))
         paths.append(path)
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None):
     from mop.experiment import CheckpointError, load_checkpoint, load_policy
     from mop.runs import atomic_write_text
 
-    tables, breakdowns, heldout, level = [], [], None, None
+    tables, breakdowns, held, heldout, level = [], [], [], None, None
     for path in args.checkpoint:
         try:
             ckpt = load_checkpoint(path)
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None):
         if args.breakdown is not None:
             for name, parts, left in set_breakdowns(sets, key):
                 breakdowns.append(parts.assign(checkpoint=str(path), update=ckpt.get("update")))
+                if name == "held out":
+                    held.append((ckpt.get("update"), parts))
                 dropped = (
                     f"; {left} episodes left out: the replayed bot did not give their labels" if left else ""
                 )
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None):
     if breakdowns:
         atomic_write_text(args.breakdown, pd.concat(breakdowns, ignore_index=True).to_csv(index=False))
         print(f"\nwrote {args.breakdown}")
-        for path in breakdown_figures(breakdowns, Path(args.breakdown), level[0]):
+        for path in breakdown_figures(held, Path(args.breakdown), level[0]):
             print(f"wrote {path}")
     if args.out is not None:
         atomic_write_text(args.out, table.to_csv(index=False))

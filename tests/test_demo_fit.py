@@ -404,9 +404,29 @@ def test_the_breakdown_accounts_for_every_unfit_label_of_the_fit_table(demo_run,
     own = breakdown[breakdown.set.str.startswith("own") & (breakdown.by == "action")]
     assert own.steps.sum() == fit.loc["own", "labelled_steps"]  # the student's replay reproduced every step
     assert own.costly_errors.isna().all()  # no cost on the student's own states
+
     for name in ("trained", "held out"):
         rows = breakdown[breakdown.set == name]
         unfit = round(fit.loc[name, "labelled_steps"] * (1 - fit.loc[name, "accuracy"]))
         for by, group in rows.groupby("by"):
             assert group.steps.sum() == fit.loc[name, "labelled_steps"], by
             assert group.errors.sum() == unfit, by
+
+
+@pytest.mark.slow
+def test_two_checkpoints_of_one_update_get_a_figure_each(demo_run, tmp_path, capsys):
+    """Two runs' checkpoints at the same update (a recipe against another): neither figure
+    overwrites the other."""
+    import demo_fit
+
+    checkpoint, demos = demo_run
+    parts = tmp_path / "parts.csv"
+    demo_fit.main(
+        ["--checkpoint", checkpoint, checkpoint, "--episodes", "3", "--envs", "2", "--demos_dir", str(demos)]
+        + ["--breakdown", str(parts)]
+    )
+    update = pd.read_csv(parts)["update"].iloc[0]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        f"parts_0_update{update}.png",
+        f"parts_1_update{update}.png",
+    ]
