@@ -32,7 +32,7 @@ the action, whether the subgoal's target is in view or only remembered) and each
 the bot's own steps (the bot forked at the error, finishing after the student's action); the
 student's own episodes grouped the same way (bot_subgoals' `taken`), without a cost.
 
-    from mop.demo_fit import fit_rows, heldout_episodes, score_sets, trained_sample
+    from mop.demo_fit import bot_subgoals, breakdown_rows, fit_rows, heldout_episodes, score_sets, trained_sample
     heldout, skipped = heldout_episodes(config["task_id"], 500, config.get("max_steps"))
     sets, cut = score_sets(policy, encoder, config, 500, trained_sample(store, 100_000, 500), heldout)
     table = fit_rows(sets)   # one row per set, then the two differences
@@ -51,7 +51,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
 from mop.babyai_env import EVAL_SEED_START
 from mop.collection import Collector
@@ -277,23 +276,14 @@ def target_in_view(env: Any, image: np.ndarray, datum: Any) -> bool:
     """Whether a GoNextTo subgoal's datum is visible in the agent's observation `image`: an object
     (its cell shows it), an instruction's object description (any object it matches does), or a
     position (its cell is in view and not hidden: minigrid zeroes unseen cells)."""
+    from mop.subgoals import object_in_view
+
     if hasattr(datum, "obj_set"):  # ObjDesc
-        return any(target_in_view(env, image, o) for o in datum.obj_set)
+        return any(object_in_view(env, image, o) for o in datum.obj_set)
     if hasattr(datum, "type") and hasattr(datum, "cur_pos"):  # WorldObj
-        pos = datum.cur_pos
-        if pos is None or env.carrying is datum or pos[0] < 0:
-            return False
-        cell = _view_cell(env, image, pos)
-        return (
-            cell is not None and cell[0] == OBJECT_TO_IDX[datum.type] and cell[1] == COLOR_TO_IDX[datum.color]
-        )
-    cell = _view_cell(env, image, datum)
-    return cell is not None and bool(cell.any())
-
-
-def _view_cell(env: Any, image: np.ndarray, pos: Any) -> np.ndarray | None:
-    view = env.relative_coords(int(pos[0]), int(pos[1]))
-    return None if view is None else image[view[0], view[1]]
+        return object_in_view(env, image, datum)
+    view = env.relative_coords(int(datum[0]), int(datum[1]))
+    return view is not None and bool(image[view[0], view[1]].any())
 
 
 def _view_group(name: str, in_view: bool) -> str:
@@ -302,11 +292,14 @@ def _view_group(name: str, in_view: bool) -> str:
     return "exploring" if name == "Explore" else "at the object"
 
 
+def _bin_label(value: int, bins: tuple[tuple[int, int], ...]) -> str:
+    """The bin holding `value`, spelled "4-7", or "8+" for the open last one."""
+    low, high = next(b for b in bins if b[0] <= value <= b[1])
+    return f"{low}+" if high >= 1_000_000 else f"{low}-{high}"
+
+
 def _to_go_group(view: str, to_go: int) -> str:
-    if not view.startswith("target"):
-        return view
-    low, high = next(b for b in TO_GO_BINS if b[0] <= to_go <= b[1])
-    return f"{view} · {low}+ to go" if high >= 1_000_000 else f"{view} · {low}-{high} to go"
+    return f"{view} · {_bin_label(to_go, TO_GO_BINS)} to go" if view.startswith("target") else view
 
 
 def _age(datum: Any, t: int, last_seen: dict[int, int]) -> int | None:
@@ -321,10 +314,7 @@ def _seen_group(view: str, to_go: int, age: int | None) -> str:
     group = _to_go_group(view, to_go)
     if view != "target out of view":
         return group
-    if age is None:
-        return f"{group} · never seen"
-    low, high = next(b for b in AGE_BINS if b[0] <= age <= b[1])
-    return f"{group} · seen {low}+ ago" if high >= 1_000_000 else f"{group} · seen {low}-{high} ago"
+    return f"{group} · never seen" if age is None else f"{group} · seen {_bin_label(age, AGE_BINS)} ago"
 
 
 def bot_subgoals(
@@ -476,9 +466,10 @@ def breakdown_rows(scored: Scored, groups: Sequence[dict[str, np.ndarray] | None
         values = [groups[i][by] for i in keep]
         names = pd.Series(np.concatenate(values)).value_counts().index if values else []
         for name in names:
-            n = np.array([int((v == name).sum()) for v in values], float)
-            right = np.array([int(c[v == name].sum()) for c, v in zip(correct, values)], float)
-            nats = np.array([float(x[v == name].sum()) for x, v in zip(ce, values)])
+            masks = [v == name for v in values]
+            n = np.array([int(m.sum()) for m in masks], float)
+            right = np.array([int(c[m].sum()) for c, m in zip(correct, masks)], float)
+            nats = np.array([float(x[m].sum()) for x, m in zip(ce, masks)])
             has = n > 0
             row: dict[str, Any] = {"set": scored.name, "by": by, "group": name, "episodes": int(has.sum())}
             row |= {"steps": int(n.sum()), "step_share": n.sum() / total_steps}
@@ -487,8 +478,8 @@ def breakdown_rows(scored: Scored, groups: Sequence[dict[str, np.ndarray] | None
             row["ce"] = float(nats.sum() / n.sum())
             metrics = [("accuracy", right)]
             if costed:
-                cost = np.concatenate([c[v == name] for c, v in zip(costs, values)])
-                costly = np.array([int((c[v == name] > 0).sum()) for c, v in zip(costs, values)], float)
+                cost = np.concatenate([c[m] for c, m in zip(costs, masks)])
+                costly = np.array([int((c[m] > 0).sum()) for c, m in zip(costs, masks)], float)
                 row |= {
                     "costly_errors": int(costly.sum()),
                     "costly_median_steps": float(np.median(cost[cost > 0])) if (cost > 0).any() else math.nan,

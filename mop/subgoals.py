@@ -108,6 +108,19 @@ def bot_subgoal(bot: Any, env: Any) -> tuple[str, str]:
     return name, ""
 
 
+def object_in_view(env: Any, image: Any, obj: Any) -> bool:
+    """Whether the object's cell, in the agent's egocentric observation `image`, shows that object
+    (its type and colour): not when carried, off the grid, outside the view or hidden."""
+    pos = obj.cur_pos
+    if env.carrying is obj or pos is None or pos[0] < 0:
+        return False
+    view = env.relative_coords(int(pos[0]), int(pos[1]))
+    if view is None:
+        return False
+    cell = image[view[0], view[1]]
+    return bool(cell[0] == OBJECT_TO_IDX[obj.type] and cell[1] == COLOR_TO_IDX[obj.color])
+
+
 class SubgoalRecorder:
     """The bot's subgoal and the level's events at every step of one episode in `env` (module
     docstring); make one after each reset."""
@@ -131,18 +144,7 @@ class SubgoalRecorder:
         )
 
     def _target_in_view(self, obs: dict) -> bool:
-        image = obs["image"]
-        for o in self.targets:
-            pos = o.cur_pos
-            if self.env.carrying is o or pos is None or pos[0] < 0:
-                continue
-            view = self.env.relative_coords(int(pos[0]), int(pos[1]))
-            if view is None:
-                continue
-            cell = image[view[0], view[1]]
-            if cell[0] == OBJECT_TO_IDX[o.type] and cell[1] == COLOR_TO_IDX[o.color]:
-                return True
-        return False
+        return any(object_in_view(self.env, obs["image"], o) for o in self.targets)
 
     def observe(self, obs: dict, previous_action: int | None) -> dict:
         """The step's columns (SUBGOAL_COLUMNS), from the state before its action; `obs` is the
