@@ -239,6 +239,10 @@ class _BotAlarm:
 _ALARM = _BotAlarm()
 
 
+TARGET_RANGE = 31  # |ahead|, |right| a target code holds (BabyAI grids are at most 25 cells)
+NO_TARGET = -128  # `target` of a step where the bot heads for no position (SafeBot.target None)
+
+
 class SafeBot:
     """BabyAIBot that never crashes, hangs or leaks a thread: `label()` returns an action or None.
 
@@ -269,6 +273,39 @@ class SafeBot:
         finally:
             if timed:
                 _ALARM.disarm()
+
+    def target(self) -> tuple[int, int] | None:
+        """Where the bot is heading after its last replan, in the agent's frame: (cells ahead,
+        cells to the right) of the position of the GoNextTo subgoal on top of its stack (an object
+        named by the mission: the closest one the bot has seen, as the bot itself picks it; a
+        door; a position, exploring included). None when the top is not a GoNextTo (open, pick
+        up, drop: the object is in front), the bot failed, or it knows no such object (it is about
+        to explore). What --aux_target_weight's head learns to read from the memory."""
+        if self.bot is None or not self.bot.stack:
+            return None
+        top = self.bot.stack[-1]
+        if type(top).__name__ != "GoNextToSubgoal" or top.datum is None:
+            return None
+        datum = top.datum
+        if hasattr(datum, "obj_set"):  # ObjDesc: the bot's own choice among the matching objects
+            pos = self.bot._find_obj_pos(datum, getattr(top, "reason", None) == "PutNext")[1]
+        elif hasattr(datum, "cur_pos"):  # WorldObj
+            pos = datum.cur_pos
+        else:
+            pos = datum
+        if pos is None or int(pos[0]) < 0:
+            return None
+        env = self.bot.mission.unwrapped
+        dx, dy = int(pos[0]) - int(env.agent_pos[0]), int(pos[1]) - int(env.agent_pos[1])
+        fx, fy = (int(v) for v in env.dir_vec)
+        return dx * fx + dy * fy, dx * -fy + dy * fx  # right_vec = (-dir_y, dir_x)
+
+
+def target_code(target: tuple[int, int] | None) -> tuple[int, int]:
+    """SafeBot.target as a chunk's int8 pair: NO_TARGET for none, else clipped to +-TARGET_RANGE."""
+    if target is None:
+        return NO_TARGET, NO_TARGET
+    return tuple(max(-TARGET_RANGE, min(TARGET_RANGE, int(v))) for v in target)  # type: ignore[return-value]
 
 
 def bot_path_length(

@@ -32,12 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from mop.babyai_env import SafeBot, demo_episode_seed, make_env, quiet_reset
+from mop.babyai_env import SafeBot, demo_episode_seed, make_env, quiet_reset, target_code
 from mop.demo_store import MANIFEST, STORE_KIND, DemoStore, DemoStoreError
 from mop.replay_buffer import BufferError, EpisodeBuffer, StoredEpisode
 from mop.runs import remove_stale_temp_files, safe_name
 
 BLOCK = 64  # candidate layouts per work item
+NO_TARGETS = (
+    "made before demos recorded where the bot heads; --aux_target_weight needs them: "
+    "move the store away to regenerate it, or give another --demos_dir"
+)
 CHUNK_EPISODES = 1024  # solved demos per committed store chunk
 
 
@@ -49,12 +53,13 @@ def bot_episode(env: Any, seed: int, fast: bool = True) -> tuple[StoredEpisode |
     """The bot plays the layout of `seed`: (episode, None) if it solves it, else (None, why)."""
     obs = quiet_reset(env, seed)
     bot = SafeBot(env, fast)
-    images, dirs, carrying, labels = [], [], [], []
+    images, dirs, carrying, labels, targets = [], [], [], [], []
     prev = None
     while True:
         label = bot.label(prev)
         if label is None:
             return None, "bot_failure"
+        targets.append(target_code(bot.target()))
         images.append(obs["image"])
         dirs.append(obs["direction"])
         carrying.append(env.carrying is not None)
@@ -71,6 +76,7 @@ def bot_episode(env: Any, seed: int, fast: bool = True) -> tuple[StoredEpisode |
                         np.array(labels, np.int8),
                         obs["mission"],
                         int(seed),
+                        target=np.array(targets, np.int8),
                     ),
                     None,
                 )
@@ -264,16 +270,20 @@ def load_or_generate_demos(
     fast: bool = True,
     progress: bool = True,
     generate: bool = True,
+    need_targets: bool = False,
 ) -> tuple[EpisodeBuffer, dict, Path]:
     """(buffer of the first `num_demos` demos, metadata, path). An older single-file cache
     (`demo_path`, format 1) is read if one exists for exactly this request; otherwise the level's
     store (`store_path`) is opened, checked and, if `generate`, extended to `num_demos` (created if
-    missing). DemoStoreError (a BufferError) for a store that cannot be used or holds too few."""
+    missing). DemoStoreError (a BufferError) for a store that cannot be used or holds too few, or,
+    with `need_targets` (--aux_target_weight), one made before the bot's targets were stored."""
     path = demo_path(root, task_id, num_demos, demo_seed)
     if path.exists():
         buf, meta = EpisodeBuffer.load(path, task_id)
         if meta.get("kind") != "demos":
             raise BufferError(f"{str(path)!r} is a replay buffer, not a demo cache")
+        if need_targets:
+            raise BufferError(f"{str(path)!r} is an older demo cache: it holds no bot targets ({NO_TARGETS})")
         asked = {"num_demos": num_demos, "demo_seed": demo_seed, "max_steps": max_steps}
         for key, value in asked.items():
             if meta.get(key) != value:
@@ -285,7 +295,16 @@ def load_or_generate_demos(
         raise ValueError(f"the number of demos must be positive, got {num_demos}")
     try:
         return _from_store(
-            task_id, num_demos, demo_seed, root, max_steps, num_workers, fast, progress, generate
+            task_id,
+            num_demos,
+            demo_seed,
+            root,
+            max_steps,
+            num_workers,
+            fast,
+            progress,
+            generate,
+            need_targets,
         )
     except DemoStoreError as e:
         raise BufferError(str(e)) from None  # what DemoSource turns into a ConfigError
@@ -301,6 +320,7 @@ def _from_store(
     fast: bool,
     progress: bool,
     generate: bool,
+    need_targets: bool = False,
 ) -> tuple[EpisodeBuffer, dict, Path]:
     try:
         store = open_store(root, task_id, demo_seed, max_steps, create=False)
@@ -308,6 +328,8 @@ def _from_store(
         if not generate or (store_path(root, task_id, demo_seed, max_steps) / MANIFEST).exists():
             raise
         store = open_store(root, task_id, demo_seed, max_steps, create=True)
+    if need_targets and not store.targets:
+        raise DemoStoreError(f"{str(store.root / MANIFEST)!r} holds no bot targets ({NO_TARGETS})")
     if generate:
         extend_store(store, num_demos, num_workers, fast, progress)
     buf = store_buffer(store, num_demos)  # DemoStoreError if it holds fewer
@@ -324,5 +346,6 @@ def _from_store(
         "skipped_unsolved": m["skipped"]["unsolved"],
         "frames": buf.frames,
         "generation_s": m["generation_s"],
+        "targets": store.targets,
     }
     return buf, meta, store.root

@@ -13,7 +13,9 @@
   multi-task run (task_id "A,B,C") gives each env index its own level (babyai_env.env_levels);
   its layouts still come from train_episode_seed(run_seed, env_index, episode_index). Besides
   the bot's labels a chunk records `rooms_visited`, a bitmask of the rooms (babyai_env.RoomLayout)
-  the agent has stood in so far in its episode, the target of `--aux_rooms_weight`.
+  the agent has stood in so far in its episode, the target of `--aux_rooms_weight`, and, when
+  asked (`record_targets`: `--aux_target_weight`), `target`: where the bot heads (SafeBot.target,
+  as bot demos record it); else NO_TARGET, because SafeBot.target repeats a search of the bot's.
 
 Example:
     with ParallelCollector("BabyAI-GoToLocal-v0", num_envs=16, num_workers=2, run_seed=0, ...) as c:
@@ -38,6 +40,7 @@ from mixture_of_experts import PolicyOutput, reset_memory
 from mop.babyai_env import (
     EVAL_SEED_START,
     MAX_ROOMS,
+    NO_TARGET,
     RoomLayout,
     SafeBot,
     bot_path_length,
@@ -47,6 +50,7 @@ from mop.babyai_env import (
     make_env,
     needs_key,
     quiet_reset,
+    target_code,
     train_episode_seed,
 )
 from mop.devices import module_device
@@ -176,7 +180,7 @@ def acting_step(
 KEY_LAYOUT_TRIES = 200  # --key_layout_share: seeds tried for a layout of the drawn kind (~2 on Unlock)
 
 # The per-step arrays a chunk holds besides mission_index (which is re-indexed when chunks join).
-STEP_KEYS = ("image", "direction", "carrying", "label", "label_mask", "done", "rooms_visited")
+STEP_KEYS = ("image", "direction", "carrying", "label", "label_mask", "done", "rooms_visited", "target")
 
 
 def empty_chunk(T: int, n: int, done: bool = False) -> dict[str, np.ndarray]:
@@ -191,6 +195,7 @@ def empty_chunk(T: int, n: int, done: bool = False) -> dict[str, np.ndarray]:
         "label_mask": np.zeros((T, n), bool),
         "done": np.full((T, n), done, bool),
         "rooms_visited": np.full((T, n), -1, np.int32),
+        "target": np.full((T, n, 2), NO_TARGET, np.int8),  # the bot's goal (ahead, right): SafeBot.target
     }
 
 
@@ -300,8 +305,10 @@ class Collector:
         fast_env: bool = True,
         key_layout_share: float | None = None,
         eval_stride: int | None = None,
+        record_targets: bool = False,
     ):
         self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
+        self.record_targets = record_targets  # --aux_target_weight: each step's SafeBot.target
         self.path_ratio_fraction = path_ratio_fraction
         levels = [task_id] * len(env_indices) if isinstance(task_id, str) else list(task_id)
         if len(levels) != len(env_indices):
@@ -371,6 +378,8 @@ class Collector:
                 label = slot.bot.label(slot.prev_action)
                 chunk["label_mask"][t, k] = label is not None
                 chunk["label"][t, k] = -1 if label is None else label
+                if self.record_targets and label is not None:
+                    chunk["target"][t, k] = target_code(slot.bot.target())
             out = step(batch, self.memory)
             actions = out.logits.argmax(-1).tolist()
             for k, slot in enumerate(self.slots):
@@ -488,6 +497,7 @@ class ParallelCollector:
         fast_env: bool = True,
         task_weights: list[float] | None = None,
         key_layout_share: float | None = None,
+        record_targets: bool = False,
     ):
         levels = check_task_ids(task_id)
         self.env_levels = env_levels(levels, num_envs, task_weights) if len(levels) > 1 else None
@@ -502,6 +512,7 @@ class ParallelCollector:
             path_ratio_fraction=path_ratio_fraction,
             fast_env=fast_env,
             key_layout_share=key_layout_share,
+            record_targets=record_targets,
         )
         self.local: Collector | None = None
         self.cpu_actor: tuple[torch.nn.Module, torch.nn.Module] | None = None  # see _actor

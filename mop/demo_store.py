@@ -4,7 +4,11 @@ One folder per (level, demo set, step limit) holds the solved demos in candidate
 of fixed-width .npy arrays (no pickles) and one `manifest.json`:
 
 - per step (`c<NNNNN>.image.npy` (S, 7, 7, 3) uint8, `.direction.npy` (S,) uint8, `.carrying.npy`
-  (S,) uint8, `.label.npy` (S,) int8): what `replay_buffer.StoredEpisode` holds per step;
+  (S,) uint8, `.label.npy` (S,) int8): what `replay_buffer.StoredEpisode` holds per step; in a
+  store whose manifest says `"targets": true` (every store made since they were recorded) also
+  `.target.npy` (S, 2) int8, where the bot was heading (babyai_env.SafeBot.target, ahead and right
+  of the agent; collection.NO_TARGET: nowhere), which `--aux_target_weight` trains on. A store
+  without it (made before) stays readable and is extended without it;
 - per episode (`c<NNNNN>.episodes.npy` (E, 4) int64): offset in the chunk, length, layout seed,
   mission index into the manifest's `missions` list;
 - the manifest: format version, kind, level (`task_id`), observation encoding, demo set, step
@@ -58,8 +62,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _chunk_files(index: int) -> dict[str, str]:
-    return {name: f"c{index:05d}.{name}.npy" for name in (*STEP_ARRAYS, "episodes")}
+TARGET_ARRAY = (np.int8, (2,))  # c<N>.target.npy of a store with "targets": true
+
+
+def _chunk_files(index: int, targets: bool) -> dict[str, str]:
+    names = (*STEP_ARRAYS, *(("target",) if targets else ()), "episodes")
+    return {name: f"c{index:05d}.{name}.npy" for name in names}
 
 
 class DemoStore(Sequence):
@@ -75,9 +83,15 @@ class DemoStore(Sequence):
 
     @classmethod
     def create(
-        cls, root: str | Path, task_id: str, demo_seed: int = 0, max_steps: int | None = None
+        cls,
+        root: str | Path,
+        task_id: str,
+        demo_seed: int = 0,
+        max_steps: int | None = None,
+        targets: bool = True,
     ) -> DemoStore:
-        """A new empty store (its manifest written now); DemoStoreError if `root` holds one."""
+        """A new empty store (its manifest written now); DemoStoreError if `root` holds one.
+        targets: it stores each step's bot target (False: a store as made before they were)."""
         root = Path(root)
         if (root / MANIFEST).exists():
             raise DemoStoreError(f"{str(root / MANIFEST)!r} exists: open it (DemoStore.open) or move it")
@@ -88,6 +102,7 @@ class DemoStore(Sequence):
             "observation": OBSERVATION,
             "demo_seed": int(demo_seed),
             "max_steps": None if max_steps is None else int(max_steps),
+            "targets": bool(targets),
             "episodes": 0,
             "frames": 0,
             "next_candidate": 0,
@@ -163,6 +178,11 @@ class DemoStore(Sequence):
         return int(self.manifest["episodes"])
 
     @property
+    def targets(self) -> bool:
+        """Whether each step's bot target is stored (stores made before they were: False)."""
+        return bool(self.manifest.get("targets", False))
+
+    @property
     def frames(self) -> int:
         return int(self.manifest["frames"])
 
@@ -208,6 +228,7 @@ class DemoStore(Sequence):
             a["label"][s],
             self.manifest["missions"][mission],
             seed,
+            target=a["target"][s] if "target" in a else None,
         )
 
     def __getitem__(self, i: int):  # type: ignore[override]
@@ -239,12 +260,15 @@ class DemoStore(Sequence):
                 raise DemoStoreError(
                     f"{str(self.root / chunk['files']['episodes']['name'])!r} disagrees with the manifest"
                 )
-            for name, (dtype, shape) in STEP_ARRAYS.items():
-                if a[name].dtype != dtype or a[name].shape != (chunk["frames"], *shape):
+            for name, (dtype, shape) in {**STEP_ARRAYS, **self._extras()}.items():
+                if name not in a or a[name].dtype != dtype or a[name].shape != (chunk["frames"], *shape):
                     raise DemoStoreError(
                         f"{str(self.root / chunk['files'][name]['name'])!r} has the wrong dtype or shape"
                     )
         return files
+
+    def _extras(self) -> dict[str, tuple]:
+        return {"target": TARGET_ARRAY} if self.targets else {}
 
     # ------------------------------------------------------------------ writing
 
@@ -285,9 +309,18 @@ class DemoStore(Sequence):
             )
             for name, (dtype, shape) in STEP_ARRAYS.items()
         }
+        if self.targets:
+            if any(ep.target is None for ep in episodes):
+                raise DemoStoreError(f"{str(self.root / MANIFEST)!r} stores bot targets: an episode has none")
+            dtype, shape = TARGET_ARRAY
+            arrays["target"] = (
+                np.concatenate([np.asarray(ep.target) for ep in episodes]).astype(dtype)
+                if episodes
+                else np.zeros((0, *shape), dtype)
+            )
         arrays["episodes"] = table
         files = {}
-        for name, fname in _chunk_files(index).items():
+        for name, fname in _chunk_files(index, self.targets).items():
             path = self.root / fname
             atomic_write(path, lambda tmp, a=arrays[name]: _save_npy(tmp, a))
             files[name] = {"name": fname, "bytes": path.stat().st_size, "sha256": _sha256(path)}

@@ -208,6 +208,11 @@ class TrainConfig:
         "the rooms (0: off; memory_probe.py measures what the memory holds)",
         0.0,
     )
+    aux_target_weight: float = _help(
+        "auxiliary loss: a linear head reads where the bot heads (its GoNextTo target: cells ahead, "
+        "cells right; a softmax each) from the memory after each step, times this weight (0: off)",
+        0.0,
+    )
     key_layout_share: float | None = _help(
         "locked-door levels: share of the training episodes played on layouts where the mission "
         "needs the key (no target reachable without unlocking), the rest on layouts with a way "
@@ -322,18 +327,10 @@ CONFIG_ALIASES = {
 }
 # Keys that may change when a run is resumed; everything else must match the checkpoint.
 # `device` is one of them: an execution setting, so a run's recipe (recipe_keys) leaves it out.
-RESUMABLE_OVERRIDES = {
-    "num_updates",
-    "num_workers",
-    "demo_threads",
-    "device",
-    "log_interval",
-    "checkpoint_interval",
-    "wandb_project",
-    "logger",
-    "checkpoint_dir",
-    "demos_dir",
-}
+RESUMABLE_OVERRIDES = set(
+    "num_updates num_workers demo_threads device log_interval checkpoint_interval wandb_project "
+    "logger checkpoint_dir demos_dir".split()
+)
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -522,8 +519,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             "--demos trains offline on bot demos only; --buffer_episodes is online DAgger's buffer: give "
             "one of them (or --demo_updates K: the demos for K updates, then DAgger with the buffer)"
         )
-    if cfg.aux_rooms_weight < 0:
-        raise ConfigError(f"aux_rooms_weight must be >= 0 (0: off), got {cfg.aux_rooms_weight}")
+    for key in ("aux_rooms_weight", "aux_target_weight"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0 (0: off), got {getattr(cfg, key)}")
     if cfg.aux_rooms_weight and cfg.demos:
         raise ConfigError(
             "--aux_rooms_weight needs online imitation: bot demos do not record the rooms visited"

@@ -68,7 +68,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from mop.babyai_env import MAX_ROOMS, RoomLayout, check_task_ids, encode_obs, make_env, obs_dim, quiet_reset
+from mop.aux_losses import aux_rooms_loss, aux_target_loss, rooms_of
+from mop.babyai_env import (
+    TARGET_RANGE,
+    check_task_ids,
+    encode_obs,
+    make_env,
+    obs_dim,
+    quiet_reset,
+)
 from mop.devices import (
     DeviceError,
     device_label,
@@ -258,6 +266,7 @@ class Learner:
     params: list[torch.nn.Parameter]
     loss_fn: LossFn
     aux_head: torch.nn.Linear | None = None  # --aux_rooms_weight: memory -> rooms visited so far
+    target_head: torch.nn.Linear | None = None  # --aux_target_weight: memory -> where the bot heads
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where it all lives
     end_memory: torch.Tensor | None = None  # (N, M) after the last pass's final step, for streams to carry
 
@@ -311,24 +320,40 @@ class Learner:
         aux_head = None
         if cfg.aux_rooms_weight > 0:
             aux_head = torch.nn.Linear(policy.memory_size, rooms_of(probes).num_rooms)
+        target_head = None
+        if cfg.aux_target_weight > 0:  # a softmax over -R..R per axis (ahead, right)
+            target_head = torch.nn.Linear(policy.memory_size, 2 * (2 * TARGET_RANGE + 1))
+        heads = {"aux_head_state_dict": aux_head, "target_head_state_dict": target_head}
         if ckpt is not None:
             policy.load_state_dict(ckpt["policy_state_dict"])
             encoder.load_encoder_state(ckpt["encoder_state"])
-            if aux_head is not None:
-                if "aux_head_state_dict" not in ckpt:
-                    raise ConfigError("the checkpoint has no aux_head_state_dict for --aux_rooms_weight")
-                aux_head.load_state_dict(ckpt["aux_head_state_dict"])
-        for module in (policy, encoder, aux_head):
+            for key, head in heads.items():
+                if head is not None:
+                    if key not in ckpt:
+                        raise ConfigError(f"the checkpoint has no {key} for its auxiliary loss")
+                    head.load_state_dict(ckpt[key])
+        for module in (policy, encoder, aux_head, target_head):
             if module is not None:
                 module.to(device)
         params = list(policy.parameters()) + [p for p in encoder.parameters() if p.requires_grad]
-        if aux_head is not None:
-            params += list(aux_head.parameters())
+        for head in heads.values():
+            if head is not None:
+                params += list(head.parameters())
         optimizer = torch.optim.Adam(params, lr=cfg.lr)
         if ckpt is not None:  # Adam moves its saved state to its parameters' device (a resume may switch)
             optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         return cls(
-            cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn, aux_head, device
+            cfg,
+            model_config,
+            policy,
+            encoder,
+            encoder_factory,
+            optimizer,
+            params,
+            loss_fn,
+            aux_head,
+            target_head,
+            device,
         )
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
@@ -383,6 +408,9 @@ class Learner:
         if self.aux_head is not None:
             aux = aux_rooms_loss(self.aux_head, out, chunk["rooms_visited"], parts)
             loss = loss + self.cfg.aux_rooms_weight * aux
+        if self.target_head is not None:
+            aux = aux_target_loss(self.target_head, out, chunk["target"], parts)
+            loss = loss + self.cfg.aux_target_weight * aux
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss.item()} ({_loss_parts(parts)})")
         self.optimizer.zero_grad(set_to_none=True)
@@ -396,38 +424,6 @@ class Learner:
                 f"the weights became non-finite after a finite loss ({_loss_parts(parts)})"
             )
         return parts
-
-
-def aux_rooms_loss(head: torch.nn.Linear, out: Any, rooms_visited: np.ndarray, parts: dict) -> torch.Tensor:
-    """--aux_rooms_weight's term: binary cross-entropy of the head's reading of the memory after
-    each step (out.memory_seq, forward_sequence's) against the rooms visited so far (the chunk's
-    bitmask; -1 = unknown, e.g. padding, is left out), mean over steps and rooms. Logs
-    train/aux_rooms and train/aux_rooms_accuracy (per room and step) into parts."""
-    visited = torch.from_numpy(rooms_visited.astype(np.int64)).to(out.logits.device)
-    known = visited >= 0
-    if not known.any():
-        return out.logits.sum() * 0.0
-    rooms = torch.arange(head.out_features, device=visited.device)
-    target = ((visited[known].unsqueeze(-1) >> rooms) & 1).float()  # (K, R)
-    logits = head(out.memory_seq[known])
-    aux = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-    parts["train/aux_rooms"] = aux.item()
-    parts["train/aux_rooms_accuracy"] = ((logits > 0).float() == target).float().mean().item()
-    return aux
-
-
-def rooms_of(envs: dict[str, Any]) -> RoomLayout:
-    """The room grid that every level of a run shares, for --aux_rooms_weight; ConfigError when one
-    has a single room, more than MAX_ROOMS, or the levels differ."""
-    layouts = {level: RoomLayout.of(env) for level, env in envs.items()}
-    for level, layout in layouts.items():
-        if not 2 <= layout.num_rooms <= MAX_ROOMS:
-            raise ConfigError(
-                f"--aux_rooms_weight needs levels of 2 to {MAX_ROOMS} rooms; {level} has {layout.num_rooms}"
-            )
-    if len(set(layouts.values())) > 1:
-        raise ConfigError(f"--aux_rooms_weight: the levels have different room grids ({layouts})")
-    return next(iter(layouts.values()))
 
 
 def learner_device(cfg: TrainConfig) -> torch.device:
@@ -556,6 +552,8 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
     }
     if learner.aux_head is not None:
         payload["aux_head_state_dict"] = learner.aux_head.state_dict()
+    if learner.target_head is not None:
+        payload["target_head_state_dict"] = learner.target_head.state_dict()
     if "lang_proj_state_dict" in encoder_state:  # the earlier system's key, for its tools
         payload["lang_proj_state_dict"] = encoder_state["lang_proj_state_dict"]
     # Device-free: on the CPU these are the live tensors (no copy), from a GPU copies on the CPU.

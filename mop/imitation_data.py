@@ -182,6 +182,7 @@ class DemoSource:
                 num_workers,
                 cfg.fast_env,
                 progress,
+                need_targets=cfg.aux_target_weight > 0,
             )
         except BufferError as e:
             raise ConfigError(str(e)) from None
@@ -269,4 +270,5 @@ def open_collector(
         fast_env=cfg.fast_env,
         task_weights=cfg.task_weights,
         key_layout_share=cfg.key_layout_share,
+        record_targets=cfg.aux_target_weight > 0,
     )

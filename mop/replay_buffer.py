@@ -43,10 +43,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from mop.babyai_env import NO_TARGET
 from mop.collection import STEP_KEYS, empty_chunk
 from mop.runs import atomic_write
 
 BUFFER_FORMAT_VERSION = 1
+
+
+# Per-step arrays an episode may lack (None): dtype and per-step shape, as a buffer file stores them.
+OPTIONAL_STEP_ARRAYS = {"rooms_visited": (np.int32, ()), "target": (np.int8, (2,))}
 
 
 class BufferError(ValueError):
@@ -64,6 +69,7 @@ class StoredEpisode:
     mission: str
     seed: int  # the layout seed it was played on
     rooms_visited: np.ndarray | None = None  # (T,) int32 bitmask of rooms stood in so far; None: not recorded
+    target: np.ndarray | None = None  # (T, 2) int8 the bot's goal (ahead, right), collection.NO_TARGET: none
 
     def __len__(self) -> int:
         return len(self.label)
@@ -76,8 +82,11 @@ class StoredEpisode:
                 np.array_equal(getattr(self, k), getattr(other, k))
                 for k in ("image", "direction", "carrying", "label")
             )
-            and (self.rooms_visited is None) == (other.rooms_visited is None)
-            and (self.rooms_visited is None or np.array_equal(self.rooms_visited, other.rooms_visited))
+            and all(
+                (getattr(self, k) is None) == (getattr(other, k) is None)
+                and (getattr(self, k) is None or np.array_equal(getattr(self, k), getattr(other, k)))
+                for k in OPTIONAL_STEP_ARRAYS
+            )
         )
 
 
@@ -219,11 +228,11 @@ class EpisodeBuffer:
             "direction": cat("direction", np.uint8, (0,)),
             "carrying": cat("carrying", np.uint8, (0,)),
             "label": cat("label", np.int8, (0,)),
-            **(
-                {"rooms_visited": cat("rooms_visited", np.int32, (0,))}
-                if eps and all(ep.rooms_visited is not None for ep in eps)
-                else {}
-            ),
+            **{
+                key: cat(key, dtype, (0, *shape))
+                for key, (dtype, shape) in OPTIONAL_STEP_ARRAYS.items()
+                if eps and all(getattr(ep, key) is not None for ep in eps)
+            },
         }
 
     def save(self, path: str | os.PathLike, **extra_meta: Any) -> Path:
@@ -277,7 +286,7 @@ class EpisodeBuffer:
                     arrays["label"][a:b],
                     missions[int(arrays["mission_index"][k])],
                     int(arrays["seeds"][k]),
-                    arrays["rooms_visited"][a:b] if "rooms_visited" in arrays else None,
+                    **{k: arrays[k][a:b] if k in arrays else None for k in OPTIONAL_STEP_ARRAYS},
                 )
             )
         buf.frames = int(arrays["lengths"].sum())
@@ -324,6 +333,7 @@ class EpisodeAssembler:
                             ),
                             "mission": chunk["missions"][int(chunk["mission_index"][start, k])],
                             "rooms_visited": chunk["rooms_visited"][start:stop, k],
+                            "target": chunk["target"][start:stop, k],
                         }
                     )
                 if finishes:
@@ -336,6 +346,7 @@ class EpisodeAssembler:
 
 def _join(pieces: list[dict], seed: int) -> StoredEpisode:
     rooms = np.concatenate([p["rooms_visited"] for p in pieces]).astype(np.int32)
+    target = np.concatenate([p["target"] for p in pieces]).astype(np.int8)
     return StoredEpisode(
         np.concatenate([p["image"] for p in pieces]).astype(np.uint8),
         np.concatenate([p["direction"] for p in pieces]).astype(np.uint8),
@@ -344,6 +355,7 @@ def _join(pieces: list[dict], seed: int) -> StoredEpisode:
         pieces[0]["mission"],
         int(seed),
         rooms if rooms.min(initial=0) >= 0 else None,  # -1: not recorded (more rooms than a bitmask holds)
+        target if (target != NO_TARGET).any() else None,  # live collection records none (collection.py)
     )
 
 
@@ -367,8 +379,9 @@ def episodes_as_chunk(episodes: list[StoredEpisode], length: int | None = None) 
         chunk["label"][:n, b] = np.maximum(ep.label, 0)
         chunk["label_mask"][:n, b] = ep.label >= 0
         chunk["done"][: n - 1, b] = False
-        if ep.rooms_visited is not None:
-            chunk["rooms_visited"][:n, b] = ep.rooms_visited
+        for key in OPTIONAL_STEP_ARRAYS:
+            if getattr(ep, key) is not None:
+                chunk[key][:n, b] = getattr(ep, key)
     return chunk
 
 
@@ -381,6 +394,7 @@ _COLUMN_KEYS = (
     "label_mask",
     "done",
     "rooms_visited",
+    "target",
 )
 
 

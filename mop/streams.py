@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mop.collection import empty_chunk
-from mop.replay_buffer import StoredEpisode
+from mop.replay_buffer import OPTIONAL_STEP_ARRAYS, StoredEpisode
 
 _EPISODE_ARRAYS = ("image", "direction", "carrying", "label")
 
@@ -65,7 +65,7 @@ class EpisodeColumns:
 
     def next_chunk(self) -> dict:
         """The next unroll_len steps of every column as a chunk: image, direction, carrying,
-        mission_index, label, label_mask, done, rooms_visited (T, C), missions, memory (C, M),
+        mission_index, label, label_mask, done, rooms_visited (T, C), target (T, C, 2), missions, memory (C, M),
         frames (T x C: every step is real). `done` is set at each episode's last step, so the
         memory restarts at the next episode's first."""
         T, C = self.unroll_len, self.columns
@@ -87,8 +87,9 @@ class EpisodeColumns:
                 chunk["label"][rows, c] = np.maximum(label, 0)
                 chunk["label_mask"][rows, c] = label >= 0
                 chunk["mission_index"][rows, c] = missions.setdefault(episode.mission, len(missions))
-                if episode.rooms_visited is not None:
-                    chunk["rooms_visited"][rows, c] = episode.rooms_visited[a : a + n]
+                for key in OPTIONAL_STEP_ARRAYS:
+                    if getattr(episode, key) is not None:
+                        chunk[key][rows, c] = getattr(episode, key)[a : a + n]
                 self.offsets[c] = a + n
                 if self.offsets[c] == len(episode):
                     chunk["done"][t + n - 1, c] = True  # the episode ends: the next starts from zero memory
@@ -191,16 +192,16 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 def _episode_tensors(episode: StoredEpisode) -> dict:
     out = {k: _tensor(getattr(episode, k)) for k in _EPISODE_ARRAYS}
     out.update(mission=episode.mission, seed=int(episode.seed))
-    if episode.rooms_visited is not None:
-        out["rooms_visited"] = _tensor(episode.rooms_visited)
+    for key in OPTIONAL_STEP_ARRAYS:
+        if getattr(episode, key) is not None:
+            out[key] = _tensor(getattr(episode, key))
     return out
 
 
 def _episode_from_tensors(d: dict) -> StoredEpisode:
-    rooms = d.get("rooms_visited")
     return StoredEpisode(
         *(d[k].numpy() for k in _EPISODE_ARRAYS),
         mission=str(d["mission"]),
         seed=int(d["seed"]),
-        rooms_visited=None if rooms is None else rooms.numpy(),
+        **{k: d[k].numpy() if k in d else None for k in OPTIONAL_STEP_ARRAYS},
     )

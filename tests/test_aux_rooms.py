@@ -90,8 +90,8 @@ def test_assembled_episodes_carry_the_chunks_rooms():
 
 
 def test_the_aux_loss_reaches_every_recurrent_weight_and_skips_unknown_steps():
+    from mop.aux_losses import aux_rooms_loss
     from mop.babyai_env import encode_obs
-    from mop.imitation import aux_rooms_loss
 
     policy, encoder = small_agent()
     chunk = Collector(MAZE, [0, 1], 0, None, "raw", teacher_forcing=1.0).collect(policy, encoder, 12)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mop import bot_demos
-from mop.babyai_env import demo_episode_seed
+from mop.babyai_env import NO_TARGET, demo_episode_seed
 from mop.demo_store import MANIFEST, DemoStore, DemoStoreError
 from mop.replay_buffer import BufferError, StoredEpisode
 
@@ -26,6 +26,7 @@ def fake_episode(seed: int) -> StoredEpisode:
         rng.integers(-1, 7, T).astype(np.int8),
         f"go to the {['red', 'blue', 'green'][seed % 3]} ball",
         int(seed),
+        target=np.where(rng.random((T, 1)) < 0.2, NO_TARGET, rng.integers(-9, 10, (T, 2))).astype(np.int8),
     )
 
 
@@ -60,7 +61,7 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert isinstance(again.episode(3).image, np.memmap)  # read from the map, not copied into RAM
     assert again[-1].equals(eps[-1]) and [e.seed for e in again[2:4]] == [3, 4]
     assert again.frames_of(5) == sum(len(e) for e in eps[:5])
-    assert again.verify() == 10  # 2 chunks x 5 files
+    assert again.targets and again.verify() == 12  # 2 chunks x 6 files
 
 
 def test_a_truncated_file_is_refused(tmp_path):
@@ -186,6 +187,84 @@ def test_demos_cli_refuses_a_count_the_store_does_not_hold(tmp_path, capsys, fak
     )
     assert demos.main(["--task_id", TASK, "--demos", "6", "--check", "--demos_dir", str(tmp_path)]) == 2
     assert "holds 5 demos, not the 6 asked" in capsys.readouterr().err
+
+
+def test_a_store_made_before_targets_stays_readable_and_aux_target_refuses_it(tmp_path, fake_bot):
+    """A store whose manifest has no "targets" (made before they were recorded): its episodes read
+    with target None, it is extended without them, and --aux_target_weight's request refuses it
+    (and an older single-file cache) in one line naming the file, before generating anything."""
+    old = DemoStore.create(bot_demos.store_path(tmp_path, TASK, 0), TASK, demo_seed=0, targets=False)
+    manifest = json.loads((old.root / MANIFEST).read_text())
+    del manifest["targets"]  # exactly as the earlier code wrote it
+    (old.root / MANIFEST).write_text(json.dumps(manifest))
+    old = DemoStore.open(old.root, task_id=TASK)
+    old.append([fake_episode(s) for s in (1, 2, 3)], next_candidate=3)
+    assert not old.targets and old.verify() == 5 and old[0].target is None
+    buf, meta, _ = bot_demos.load_or_generate_demos(TASK, 5, 0, tmp_path, progress=False)
+    assert meta["targets"] is False and len(buf) == 5 and buf.episodes[4].target is None
+    chunks = len(json.loads((old.root / MANIFEST).read_text())["chunks"])
+    with pytest.raises(BufferError, match="manifest.json' holds no bot targets .*--aux_target_weight"):
+        bot_demos.load_or_generate_demos(TASK, 9, 0, tmp_path, progress=False, need_targets=True)
+    assert len(json.loads((old.root / MANIFEST).read_text())["chunks"]) == chunks  # nothing generated
+    cache, info = bot_demos.generate_demos(TASK, 2, 1, progress=False)
+    cache.save(bot_demos.demo_path(tmp_path, TASK, 2, 1), kind="demos", **info)
+    with pytest.raises(BufferError, match="older demo cache: it holds no bot targets"):
+        bot_demos.load_or_generate_demos(TASK, 2, 1, tmp_path, progress=False, need_targets=True)
+
+
+def test_a_target_store_refuses_an_episode_without_targets_and_a_bad_target_file(tmp_path):
+    store, eps = small_store(tmp_path)
+    bare = fake_episode(9)
+    bare.target = None
+    with pytest.raises(DemoStoreError, match="stores bot targets: an episode has none"):
+        store.append([bare], next_candidate=9)
+    assert len(DemoStore.open(tmp_path / "s")) == 7  # the failed append committed nothing
+    f = tmp_path / "s" / "c00000.target.npy"
+    np.save(f, np.zeros((store.manifest["chunks"][0]["frames"], 2), np.int16))  # wrong dtype
+    manifest = json.loads((tmp_path / "s" / MANIFEST).read_text())
+    manifest["chunks"][0]["files"]["target"].update(bytes=f.stat().st_size, sha256=_sha(f))
+    (tmp_path / "s" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DemoStoreError, match="c00000.target.npy' has the wrong dtype or shape"):
+        DemoStore.open(tmp_path / "s").verify()
+
+
+def test_real_bot_targets_are_where_the_bot_heads():
+    """A real bot demo's targets, mapped back from the agent's frame (agent + ahead x dir_vec +
+    right x right_vec), are the cell of the bot's GoNextTo subgoal at that step: its object's, its
+    position, or one of the objects its description matches; NO_TARGET on every other step."""
+    from mop.babyai_env import SafeBot, make_env, quiet_reset
+
+    buf, _ = bot_demos.generate_demos("BabyAI-Unlock-v0", 4, 0, progress=False)
+    env, checked = make_env("BabyAI-Unlock-v0"), 0
+    for ep in buf.episodes:
+        assert ep.target is not None and ep.target.shape == (len(ep), 2) and ep.target.dtype == np.int8
+        quiet_reset(env, ep.seed)
+        bot, previous = SafeBot(env), None
+        for t, label in enumerate(ep.label.tolist()):
+            assert bot.label(previous) == label
+            top = bot.bot.stack[-1]
+            if type(top).__name__ != "GoNextToSubgoal":
+                assert ep.target[t].tolist() == [NO_TARGET, NO_TARGET]
+            else:
+                ahead, right = ep.target[t].tolist()
+                cell = (
+                    env.unwrapped.agent_pos + ahead * env.unwrapped.dir_vec + right * env.unwrapped.right_vec
+                )
+                datum = top.datum
+                if hasattr(datum, "obj_set"):
+                    assert tuple(cell) in [tuple(p) for p in datum.obj_poss]
+                else:
+                    assert tuple(cell) == tuple(getattr(datum, "cur_pos", datum))
+                checked += 1
+            env.step(label)
+            previous = label
+    assert checked > 100
+
+
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.slow
