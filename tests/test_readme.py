@@ -185,5 +185,5 @@ def test_the_multi_task_block_runs_in_order_as_written(tmp_path):
         ws = words(command)
         script = ws[1]
         argv = [sys.executable, str(ROOT / script), *ws[2:], *SMALL.get(script, [])]
-        out = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+        out = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
         assert out.returncode == 0, f"{command}: {out.stderr[-800:]}"
