@@ -349,12 +349,18 @@ def probe_checkpoints(
 
 
 def demo_generation_s(cfg: TrainConfig) -> float | str:
-    """Wall seconds the run's demo store spent generating its demos (summed over sessions; the
-    store's manifest), part of what a BC row cost beside its training time; "" without a store."""
+    """Wall seconds the run's demo store spent generating the demos the run trained on (the
+    manifest's generation_s, summed over sessions, times demos / episodes held: a store extended
+    past --demos charges a row only its share), part of what a BC row cost beside its training
+    time; "" without a store."""
     from mop.bot_demos import MANIFEST, store_path
 
     path = store_path(cfg.demos_dir, cfg.task_id, cfg.demo_seed, cfg.max_steps) / MANIFEST
-    return round(float(json.loads(path.read_text()).get("generation_s", 0.0)), 1) if path.exists() else ""
+    if not path.exists():
+        return ""
+    manifest = json.loads(path.read_text())
+    share = min(1.0, cfg.demos / max(1, int(manifest.get("episodes", cfg.demos))))
+    return round(float(manifest.get("generation_s", 0.0)) * share, 1)
 
 
 def bar_of(level: str, success_1m: str | float) -> float | None:

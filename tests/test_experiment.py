@@ -447,3 +447,22 @@ def test_logger_values_are_checked(tmp_path):
     assert tiny(tmp_path, logger="tensorboard").logger == "tensorboard"
     with pytest.raises(ConfigError, match="logger must be one of none, wandb, tensorboard"):
         tiny(tmp_path, logger="mlflow")
+
+
+def test_the_unlock_bc_preset_is_the_level_tables_bc_recipe():
+    """configs/Unlock-bc.yaml is what its comment says: the level-table rows' recipe (Unlock's
+    level config plus the bench's --set keys) at their 5,120 updates, key for key."""
+    from mop.experiment import recipe_keys
+
+    table = load_config(
+        ROOT / "configs" / "BabyAI-Unlock-v0.yaml",
+        {
+            "demos": 100000,
+            "buffer_episodes": 0,
+            "expert_hidden_sizes": [[0, 128, 256], [0, 128, 256], [0, 128, 256]],
+            "intermediate_dim": 256,
+            "aux_target_weight": 0.5,
+            "num_updates": 5120,
+        },
+    )
+    assert recipe_keys(load_config(ROOT / "configs" / "Unlock-bc.yaml")) == recipe_keys(table)

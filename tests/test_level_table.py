@@ -364,3 +364,17 @@ def test_the_curves_legend_names_each_recipe_by_what_sets_it_apart():
     )
     row = {"command": "python train_mop.py --lr 0.001 --demo_threads 2 --num_updates 10 --checkpoint_dir d"}
     assert levels.recipe_settings(levels.row_flags(row)) == {"lr": "0.001"}
+
+
+def test_a_bc_row_is_charged_its_share_of_an_extended_demo_stores_generation(tmp_path):
+    from mop.bot_demos import MANIFEST, store_path
+    from mop.experiment import load_config
+
+    cfg = load_config(None, {"task_id": LEVEL, "demos": 100, "demos_dir": str(tmp_path)})
+    assert levels.demo_generation_s(cfg) == ""  # no store: nothing to charge
+    store = store_path(cfg.demos_dir, cfg.task_id, cfg.demo_seed, cfg.max_steps)
+    store.mkdir(parents=True)
+    (store / MANIFEST).write_text(json.dumps({"episodes": 400, "generation_s": 80.0}))
+    assert levels.demo_generation_s(cfg) == 20.0  # 100 of the 400 episodes it generated
+    (store / MANIFEST).write_text(json.dumps({"episodes": 100, "generation_s": 80.0}))
+    assert levels.demo_generation_s(cfg) == 80.0  # exactly the run's demos: the whole wall
