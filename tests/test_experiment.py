@@ -449,13 +449,16 @@ def test_logger_values_are_checked(tmp_path):
         tiny(tmp_path, logger="mlflow")
 
 
-def test_the_unlock_bc_preset_is_the_level_tables_bc_recipe():
-    """configs/Unlock-bc.yaml is what its comment says: the level-table rows' recipe (Unlock's
-    level config plus the bench's --set keys) at their 5,120 updates, key for key."""
+@pytest.mark.parametrize(
+    "preset, level", [("Unlock-bc", "BabyAI-Unlock-v0"), ("Synth-bc", "BabyAI-Synth-v0")]
+)
+def test_the_bc_presets_are_the_level_tables_bc_recipe(preset, level):
+    """configs/Unlock-bc.yaml and Synth-bc.yaml are what their comments say: the level-table rows'
+    recipe (the level's config plus the bench's --set keys) at their 5,120 updates, key for key."""
     from mop.experiment import recipe_keys
 
     table = load_config(
-        ROOT / "configs" / "BabyAI-Unlock-v0.yaml",
+        ROOT / "configs" / f"{level}.yaml",
         {
             "demos": 100000,
             "buffer_episodes": 0,
@@ -465,4 +468,4 @@ def test_the_unlock_bc_preset_is_the_level_tables_bc_recipe():
             "num_updates": 5120,
         },
     )
-    assert recipe_keys(load_config(ROOT / "configs" / "Unlock-bc.yaml")) == recipe_keys(table)
+    assert recipe_keys(load_config(ROOT / "configs" / f"{preset}.yaml")) == recipe_keys(table)
