@@ -450,10 +450,15 @@ def test_logger_values_are_checked(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "preset, level", [("Unlock-bc", "BabyAI-Unlock-v0"), ("Synth-bc", "BabyAI-Synth-v0")]
+    "preset, level",
+    [
+        ("Unlock-bc", "BabyAI-Unlock-v0"),
+        ("Synth-bc", "BabyAI-Synth-v0"),
+        ("GoToImpUnlock-bc", "BabyAI-GoToImpUnlock-v0"),
+    ],
 )
 def test_the_bc_presets_are_the_level_tables_bc_recipe(preset, level):
-    """configs/Unlock-bc.yaml and Synth-bc.yaml are what their comments say: the level-table rows'
+    """configs/{Unlock,Synth,GoToImpUnlock}-bc.yaml are what their comments say: the level-table rows'
     recipe (the level's config plus the bench's --set keys) at their 5,120 updates, key for key."""
     from mop.experiment import recipe_keys
 
