@@ -37,6 +37,7 @@ import yaml
 from mop import legacy_config
 from mop.checks import ConfigError, check_number, command_edges, finite_number  # noqa: F401  (re-exported)
 from mop.devices import DeviceError, check_device, to_cpu
+from mop.level_names import checked_levels
 from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
 from mop.runs import OutputError, RunId, RunLockedError, atomic_write, lock_owner, resume_candidates
 from mop.runs import run_dir as _run_dir
@@ -445,12 +446,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ConfigError on impossible values (each message names the key): negative or zero
     counts, probabilities outside [0, 1], and values above LIMITS (non-finite floats never get
     here: `_coerce` refuses them for every float key)."""
-    from mop.level_names import OBS_ENCODINGS, check_task_ids, env_levels
+    from mop.level_names import OBS_ENCODINGS, env_levels
 
-    try:
-        levels = check_task_ids(cfg.task_id)
-    except ValueError as e:
-        raise ConfigError(f"task_id: {e}") from None
+    levels = checked_levels(cfg.task_id)
     for key in (
         "num_envs",
         "demo_threads",
@@ -664,10 +662,11 @@ def apply_input_dim(values: dict, source: str, lang_dim: Any = None) -> dict:
         raise ConfigError(f"{source}: {e}") from None
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
-    """Defaults <- YAML file <- overrides (CLI flags), validated. An `input_dim` (the earlier
-    system's key) in the file or the overrides selects the settings it implies (apply_input_dim)
-    and prints one note line saying so."""
+def load_config(
+    path: str | os.PathLike | None = None, overrides: dict | None = None, check=True
+) -> TrainConfig:
+    """Defaults <- YAML file <- overrides (CLI flags), validated unless not `check`. An `input_dim`
+    (the earlier system's key) selects the settings it implies and prints one note line saying so."""
     source = f"config {str(path)!r}"
     data = resolve_aliases(load_yaml(path), source)
     check_keys(data, source)
@@ -680,7 +679,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
     }
     values = {k: _coerce(k, v) for k, v in merged.items()}
     network = legacy_config.earlier_network(values.get("input_dim"), set(data) | set(overrides))
-    cfg = validate(TrainConfig(**{**values, **network}))
+    cfg = TrainConfig(**{**values, **network})
+    cfg = validate(cfg) if check else cfg
     if cfg.input_dim is not None:
         legacy_config.note(cfg.input_dim, cfg.obs_encoding, cfg.input_encoder, cfg.lang_encoder, network)
     return cfg
@@ -960,8 +960,10 @@ def config_changes(old: dict, new: dict) -> list[str]:
 
 def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfig:
     """The config of the run to resume: the checkpoint's, with only RESUMABLE_OVERRIDES changed, and
-    demo_updates (mop/imitation.py's checkpoint_to_resume checks it against the updates done)."""
-    base = load_config(path, {k: v for k, v in overrides.items() if k != "demo_updates"})  # the run's --demos
+    demo_updates (checked by imitation.checkpoint_to_resume). File + flags only locate the run:
+    the merged config is validated, not their mix (a BC run's --demos, the file's buffer_episodes)."""
+    base = load_config(path, {k: v for k, v in overrides.items() if k != "demo_updates"}, check=False)
+    checked_levels(base.task_id)  # the level names the run folder: refused as a new run refuses it
     saved = newest_checkpoint(run_dir(base), report=False)[1]["config"]
     stored = {k: saved[k] for k in CONFIG_KEYS if k in saved}
     # The device belongs to the machine, not to the run: a run trained on a GPU resumes on a

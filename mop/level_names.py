@@ -118,3 +118,13 @@ def env_levels(levels: list[str], num_envs: int, weights: list[float] | None = N
     # Env j of level k sits at (j + 0.5) / count_k of the index range: evenly spread, interleaved.
     slots = sorted(((j + 0.5) / counts[k], k) for k in range(len(levels)) for j in range(counts[k]))
     return [levels[k] for _, k in slots]
+
+
+def checked_levels(task_id: str) -> list[str]:
+    """check_task_ids for a config: ConfigError naming the key (one `error:` line) instead."""
+    from mop.checks import ConfigError
+
+    try:
+        return check_task_ids(task_id)
+    except ValueError as e:
+        raise ConfigError(f"task_id: {e}") from None

@@ -342,6 +342,30 @@ def test_the_per_level_recipes_that_build_on_the_maze_recipe_resolve_to_it():
         ]
 
 
+def test_a_bc_run_resumes_into_dagger_under_a_config_file_with_a_buffer(tmp_path):
+    """--resume --demo_updates K continues a BC run (--demos, buffer 0) under a config file that
+    sets buffer_episodes: the file and flags only locate the run, so their mix (--demos beside a
+    buffer, refused for a new run) is not refused; the run's recipe is. Failed before the fix
+    with the new-run message that asked for the --demo_updates that was given."""
+    from mop.experiment import resume_config
+
+    preset = tmp_path / "maze.yaml"
+    preset.write_text("task_id: BabyAI-GoToRedBallGrey-v0\nbuffer_episodes: 50\n")
+    flags = {"checkpoint_dir": str(tmp_path / "ck"), "demos": 10}
+    with pytest.raises(ConfigError, match="give one of them"):  # a new run with this mix: refused
+        load_config(preset, flags)
+    bc = load_config(preset, {**flags, "buffer_episodes": 0, "num_updates": 4})
+    save_checkpoint(
+        run_dir(bc) / "checkpoint_4.pt", {"update": 4, "config": vars(bc), "policy_state_dict": {}}
+    )
+    resumed = resume_config(preset, {**flags, "num_updates": 8, "demo_updates": 4})
+    assert (resumed.demos, resumed.buffer_episodes, resumed.demo_updates) == (10, 0, 4)
+    with pytest.raises(ConfigError, match="buffer_episodes"):  # a recipe key given: compared as always
+        resume_config(preset, {**flags, "num_updates": 8, "demo_updates": 4, "buffer_episodes": 50})
+    with pytest.raises(ConfigError, match="task_id"):  # a bad level is still the level's one line
+        resume_config(preset, {**flags, "task_id": "BabyAI-Nope-v0"})
+
+
 # ----------------------------------------------------------------------------- issue 32
 
 
