@@ -37,7 +37,7 @@ import yaml
 from mop import legacy_config
 from mop.checks import ConfigError, check_number, command_edges, finite_number  # noqa: F401  (re-exported)
 from mop.devices import DeviceError, check_device, to_cpu
-from mop.level_names import checked_levels
+from mop.level_names import OBS_ENCODINGS, checked_levels, env_levels
 from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
 from mop.runs import OutputError, RunId, RunLockedError, atomic_write, lock_owner, resume_candidates
 from mop.runs import run_dir as _run_dir
@@ -446,8 +446,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ConfigError on impossible values (each message names the key): negative or zero
     counts, probabilities outside [0, 1], and values above LIMITS (non-finite floats never get
     here: `_coerce` refuses them for every float key)."""
-    from mop.level_names import OBS_ENCODINGS, env_levels
-
     levels = checked_levels(cfg.task_id)
     for key in (
         "num_envs",
@@ -663,7 +661,7 @@ def apply_input_dim(values: dict, source: str, lang_dim: Any = None) -> dict:
 
 
 def load_config(
-    path: str | os.PathLike | None = None, overrides: dict | None = None, check=True
+    path: str | os.PathLike | None = None, overrides: dict | None = None, check: bool = True
 ) -> TrainConfig:
     """Defaults <- YAML file <- overrides (CLI flags), validated unless not `check`. An `input_dim`
     (the earlier system's key) selects the settings it implies and prints one note line saying so."""
@@ -962,7 +960,7 @@ def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfi
     """The config of the run to resume: the checkpoint's, with only RESUMABLE_OVERRIDES changed, and
     demo_updates (checked by imitation.checkpoint_to_resume). File + flags only locate the run:
     the merged config is validated, not their mix (a BC run's --demos, the file's buffer_episodes)."""
-    base = load_config(path, {k: v for k, v in overrides.items() if k != "demo_updates"}, check=False)
+    base = load_config(path, overrides, check=False)
     checked_levels(base.task_id)  # the level names the run folder: refused as a new run refuses it
     saved = newest_checkpoint(run_dir(base), report=False)[1]["config"]
     stored = {k: saved[k] for k in CONFIG_KEYS if k in saved}

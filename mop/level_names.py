@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import math
 
+from mop.checks import ConfigError
+
 _NAMES = """
     ActionObjDoor-v0 BlockedUnlockPickup-v0 BossLevel-v0 BossLevelNoUnlock-v0 FindObjS5-v0
     FindObjS6-v0 FindObjS7-v0 GoTo-v0 GoToDoor-v0 GoToImpUnlock-v0 GoToLocal-v0 GoToLocalS5N2-v0
@@ -122,8 +124,6 @@ def env_levels(levels: list[str], num_envs: int, weights: list[float] | None = N
 
 def checked_levels(task_id: str) -> list[str]:
     """check_task_ids for a config: ConfigError naming the key (one `error:` line) instead."""
-    from mop.checks import ConfigError
-
     try:
         return check_task_ids(task_id)
     except ValueError as e:
