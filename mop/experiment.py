@@ -218,7 +218,8 @@ class TrainConfig:
         "locked-door levels: share of the training episodes played on layouts where the mission "
         "needs the key (no target reachable without unlocking), the rest on layouts with a way "
         "around (null: the level's own mix, about 0.6 on Unlock and 0.4 on GoToImpUnlock). "
-        "Evaluation always plays the level's own mix; failures.py scores the two kinds apart",
+        "With --demos and --demo_updates K it chooses the DAgger phase's layouts. Evaluation always "
+        "plays the level's own mix; failures.py scores the two kinds apart",
         None,
     )
     # Inputs
@@ -525,7 +526,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.key_layout_share is not None:
         if not 0.0 <= cfg.key_layout_share <= 1.0:
             raise ConfigError(f"key_layout_share must be in [0, 1] or null, got {cfg.key_layout_share}")
-        if cfg.demos:
+        if cfg.demos and not cfg.demo_updates:  # with demo_updates: the DAgger phase's layouts
             raise ConfigError(
                 "--key_layout_share chooses the layouts the student acts in; bot demos have none"
             )

@@ -291,3 +291,31 @@ def test_against_a_missing_file_is_refused_before_anything_is_played(tmp_path, c
         fl.main(["--checkpoint", str(tmp_path / "none.pt"), "--against", str(tmp_path / "no.csv")])
     err = capsys.readouterr().err
     assert refused.value.code == 2 and "--against" in err and "no.csv" in err and err.count("\n") == 1
+
+
+def test_key_layout_share_chooses_the_layouts_of_a_demos_runs_dagger_phase(tmp_path, monkeypatch):
+    """With --demo_updates K the student acts from update K+1: the share is accepted and reaches
+    the DAgger phase's collector (a run on demos alone is still refused, above)."""
+    import train_mop
+    from mop import imitation_data
+
+    shares = []
+    real = imitation_data.ParallelCollector
+
+    def recording(*args, **kwargs):
+        shares.append(kwargs["key_layout_share"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(imitation_data, "ParallelCollector", recording)
+    cfg = tiny_config(
+        tmp_path,
+        task_id="BabyAI-Unlock-v0",
+        demos=4,
+        demos_dir=str(tmp_path / "demos"),
+        demo_updates=2,
+        num_updates=3,
+        max_steps=16,
+        key_layout_share=1.0,
+    )
+    train_mop.main(cfg, resume=False, progress=False)
+    assert shares == [1.0]
