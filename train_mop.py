@@ -16,13 +16,19 @@ Reads config.yaml (every key is also a flag); writes checkpoints and metrics.jso
 
     python train_mop.py --task_id BabyAI-GoToLocal-v0 --trial 0
     python train_mop.py --task_id BabyAI-UnlockPickup-v0 --trial 3 --seed 2 --lpc_alpha 1e-4 --normalize_lpc
+
+--fork_from CHECKPOINT starts a new run (its own folder, from this config) at that checkpoint's
+weights, optimizer, counters and update, and trains it to --num_updates under this recipe: a BC run
+continued into another DAgger phase, say. The keys that shape the weights must match the
+checkpoint's; with its seed the fork continues its layout streams, with another its own. Continue a
+fork with --resume alone.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mop.experiment import TrainConfig, cli_main
+from mop.experiment import ConfigError, TrainConfig, cli_main
 
 if TYPE_CHECKING:  # torch and the loop are imported by what runs: flags and config are checked first
     import torch
@@ -71,11 +77,54 @@ def make_loss(cfg: TrainConfig, expert_sizes: list[list[int]]):
 # ----------------------------------------------------------------------------- main
 
 
-def main(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train; returns {run_dir, checkpoints, metrics_path, final, ...}."""
-    from mixture_of_experts import build_policy
-    from mop.imitation import run_imitation
+# The keys that shape a policy's weights (and its heads'): a fork's recipe may change any other.
+WEIGHT_KEYS = (
+    "obs_encoding input_dim input_encoder trunk_channels lang_encoder lang_dim expert_hidden_sizes "
+    "intermediate_dim router_hidden_size"
+).split()
 
+
+def fork_checkpoint(cfg: TrainConfig, path: str) -> dict:
+    """--fork_from's checkpoint, refused in one line (ConfigError) unless cfg's model can load it."""
+    import dataclasses
+
+    from mop.experiment import CheckpointError, load_checkpoint, recipe_value
+
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as e:
+        raise ConfigError(f"--fork_from: {e}") from None
+    stored, new = ckpt["config"], dataclasses.asdict(cfg)
+    if stored.get("policy_type", POLICY_TYPE) != POLICY_TYPE:
+        raise ConfigError(f"--fork_from {path!r} is a {stored['policy_type']} checkpoint, not a MoP one")
+    differ = [
+        f"{k}: {recipe_value(stored, k)!r} -> {recipe_value(new, k)!r}"
+        for k in WEIGHT_KEYS
+        if recipe_value(stored, k) != recipe_value(new, k)
+    ]
+    for key in ("aux_rooms_weight", "aux_target_weight"):  # a head the fork trains must be there
+        if new[key] > 0 and not recipe_value(stored, key) > 0:
+            differ.append(f"{key}: {recipe_value(stored, key)!r} -> {new[key]!r} (no head to continue)")
+    if differ:
+        raise ConfigError(
+            f"--fork_from {path!r}: its weights were built with other keys ({'; '.join(differ)})"
+        )
+    if int(ckpt["update"]) >= cfg.num_updates:
+        raise ConfigError(
+            f"--fork_from {path!r} is at update {ckpt['update']}: num_updates ({cfg.num_updates}) leaves nothing to train"
+        )
+    return ckpt
+
+
+def main(cfg: TrainConfig, resume: bool = False, progress: bool = True, fork_from: str | None = None) -> dict:
+    """Train (from `fork_from`'s checkpoint when given: a new run); returns {run_dir, checkpoints,
+    metrics_path, final, ...}."""
+    from mixture_of_experts import build_policy
+    from mop.imitation import Fork, run_imitation
+
+    if fork_from is not None and resume:
+        raise ConfigError("--fork_from starts a new run; continue one with --resume alone")
+    fork = None if fork_from is None else Fork(fork_checkpoint(cfg, fork_from))
     return run_imitation(
         cfg,
         POLICY_TYPE,
@@ -83,8 +132,27 @@ def main(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
         make_loss(cfg, cfg.expert_hidden_sizes),
         resume=resume,
         progress=progress,
+        fork=fork,
     )
 
 
+def cli() -> None:
+    flags: dict = {}
+
+    def add(parser) -> None:
+        parser.add_argument(
+            "--fork_from",
+            metavar="CHECKPOINT",
+            help="start a new run from this checkpoint's state under this config (see the top of --help)",
+        )
+
+    def keep(args) -> None:
+        if args.fork_from is not None and args.resume:
+            raise ConfigError("--fork_from starts a new run; continue one with --resume alone")
+        flags["fork_from"] = args.fork_from
+
+    cli_main(lambda cfg, resume: main(cfg, resume, fork_from=flags["fork_from"]), __doc__, add, keep)
+
+
 if __name__ == "__main__":
-    cli_main(main, __doc__)
+    cli()

@@ -12,7 +12,6 @@ import torch
 
 import train_mop
 from conftest import TINY_PRESET, stderr_lines, tiny_config
-from mop import experiment
 from mop.experiment import ConfigError, read_metrics
 from mop.imitation import ImitationRun, lr_at, offline_update, teacher_forcing_at
 
@@ -44,7 +43,7 @@ def cli(monkeypatch, *args):
     """train_mop.py's command line, in this process: its exit code (None: it trained to the end)."""
     monkeypatch.setattr(sys, "argv", ["train_mop.py", "--config", str(TINY_PRESET), *args])
     try:
-        experiment.cli_main(train_mop.main, train_mop.__doc__)
+        train_mop.cli()
     except SystemExit as e:
         return e.code
     return None
@@ -241,3 +240,87 @@ def test_a_finished_bc_run_goes_on_into_dagger_and_its_past_is_kept(tmp_path, mo
     assert cli(monkeypatch, *where, "--resume", "--num_updates", "10", "--demo_updates", "6") == 2
     lines = stderr_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].endswith("trained online after update 4: keep demo_updates 4")
+
+
+# ----------------------------------------------------------------------------- --fork_from
+
+
+def bc_checkpoint(tmp_path, demos):
+    """A finished 4-update BC run on RECIPE's demos (no DAgger phase): its checkpoint_4.pt."""
+    exact = dict(log_interval=1, async_collection=False)
+    bc = {**RECIPE, "demo_updates": 0, "buffer_episodes": 0, "num_updates": 4, **exact}
+    train_mop.main(tiny_config(tmp_path / "bc", **bc, demos_dir=str(demos)), progress=False)
+    return run_folder(tmp_path / "bc") / "checkpoint_4.pt"
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--expert_hidden_sizes", "[[0, 8], [0, 8]]"], r"other keys \(expert_hidden_sizes: "),
+        (["--aux_target_weight", "0.5"], r"aux_target_weight: 0.0 -> 0.5 \(no head to continue\)"),
+        (["--num_updates", "4"], r"is at update 4: num_updates \(4\) leaves nothing to train"),
+        (["--resume"], r"--fork_from starts a new run; continue one with --resume alone"),
+        (["--fork_from", "missing.pt"], r"--fork_from: checkpoint 'missing.pt' does not exist"),
+    ],
+)
+def test_a_bad_fork_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys, flags, match):
+    parent = bc_checkpoint(tmp_path, tmp_path / "demos")
+    monkeypatch.chdir(tmp_path)
+    before = files(tmp_path)
+    fork = ["--fork_from", str(parent)] if "--fork_from" not in flags else []
+    argv = ["--checkpoint_dir", "fork", "--demos", "10", "--demos_dir", "demos", *fork, *flags]
+    assert cli(monkeypatch, *argv) == 2
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and re.search(match, lines[0]), lines
+    assert files(tmp_path) == before
+
+
+def test_a_bc_checkpoint_forked_into_dagger_is_the_recipe_trained_from_the_start(tmp_path, monkeypatch):
+    """--fork_from a BC run's last checkpoint under RECIPE (its 4 BC updates, then DAgger with a
+    buffer) trains updates 5-8 exactly as RECIPE run whole does: the BC phase of the two recipes is
+    one computation, so a fork stands for the whole run (the findings' GoToImpUnlock forks)."""
+    demos = tmp_path / "demos"
+    exact = dict(log_interval=1, async_collection=False)
+    whole = read_metrics(
+        train_mop.main(recipe(tmp_path / "whole", demos, **exact), progress=False)["metrics_path"]
+    )
+    parent = bc_checkpoint(tmp_path, demos)
+    parent_files = files(parent.parent)
+    monkeypatch.chdir(tmp_path)
+    flags = [f"--{k}={v}" for k, v in RECIPE.items()] + ["--log_interval=1", "--no-async_collection"]
+    assert (
+        cli(
+            monkeypatch,
+            *flags,
+            "--demos_dir",
+            str(demos),
+            "--checkpoint_dir",
+            "fork",
+            "--fork_from",
+            str(parent),
+        )
+        is None
+    )
+    folder = run_folder(tmp_path / "fork")
+    rows = read_metrics(folder / "metrics.jsonl")
+    assert [r["update"] for r in rows] == [5, 6, 7, 8] and not any("demos/epoch" in r for r in rows)
+    assert [r["train/loss"] for r in rows] == [r["train/loss"] for r in whole[4:]]
+    final = torch.load(folder / "checkpoint_final.pt", weights_only=True)
+    assert final["config"]["buffer_episodes"] == 20 and final["config"]["demo_updates"] == 4
+    assert files(parent.parent) == parent_files  # the parent run is read, never written
+    # the fork is a run like any other: --resume alone continues it
+    assert (
+        cli(
+            monkeypatch,
+            *flags,
+            "--demos_dir",
+            str(demos),
+            "--checkpoint_dir",
+            "fork",
+            "--num_updates",
+            "9",
+            "--resume",
+        )
+        is None
+    )
+    assert read_metrics(folder / "metrics.jsonl")[-1]["update"] == 9
