@@ -287,20 +287,16 @@ def test_a_bc_checkpoint_forked_into_dagger_is_the_recipe_trained_from_the_start
     parent = bc_checkpoint(tmp_path, demos)
     parent_files = files(parent.parent)
     monkeypatch.chdir(tmp_path)
-    flags = [f"--{k}={v}" for k, v in RECIPE.items()] + ["--log_interval=1", "--no-async_collection"]
-    assert (
-        cli(
-            monkeypatch,
-            *flags,
-            "--demos_dir",
-            str(demos),
-            "--checkpoint_dir",
-            "fork",
-            "--fork_from",
-            str(parent),
-        )
-        is None
-    )
+    flags = [f"--{k}={v}" for k, v in RECIPE.items()]
+    flags += [
+        "--log_interval=1",
+        "--no-async_collection",
+        "--demos_dir",
+        str(demos),
+        "--checkpoint_dir",
+        "fork",
+    ]
+    assert cli(monkeypatch, *flags, "--fork_from", str(parent)) is None
     folder = run_folder(tmp_path / "fork")
     rows = read_metrics(folder / "metrics.jsonl")
     assert [r["update"] for r in rows] == [5, 6, 7, 8] and not any("demos/epoch" in r for r in rows)
@@ -309,18 +305,5 @@ def test_a_bc_checkpoint_forked_into_dagger_is_the_recipe_trained_from_the_start
     assert final["config"]["buffer_episodes"] == 20 and final["config"]["demo_updates"] == 4
     assert files(parent.parent) == parent_files  # the parent run is read, never written
     # the fork is a run like any other: --resume alone continues it
-    assert (
-        cli(
-            monkeypatch,
-            *flags,
-            "--demos_dir",
-            str(demos),
-            "--checkpoint_dir",
-            "fork",
-            "--num_updates",
-            "9",
-            "--resume",
-        )
-        is None
-    )
+    assert cli(monkeypatch, *flags, "--num_updates", "9", "--resume") is None
     assert read_metrics(folder / "metrics.jsonl")[-1]["update"] == 9
