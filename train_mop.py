@@ -94,6 +94,12 @@ def fork_checkpoint(cfg: TrainConfig, path: str) -> dict:
         ckpt = load_checkpoint(path)
     except CheckpointError as e:
         raise ConfigError(f"--fork_from: {e}") from None
+    missing = [k for k in ("optimizer_state_dict", "rng", "stats") if k not in ckpt]
+    if missing:  # the earlier system's checkpoints, say: weights without the state a run goes on from
+        raise ConfigError(
+            f"--fork_from {path!r} holds weights without a training state (no {', '.join(missing)}); "
+            "a fork continues a run of this project"
+        )
     stored, new = ckpt["config"], dataclasses.asdict(cfg)
     if stored.get("policy_type", POLICY_TYPE) != POLICY_TYPE:
         raise ConfigError(f"--fork_from {path!r} is a {stored['policy_type']} checkpoint, not a MoP one")

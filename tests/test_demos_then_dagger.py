@@ -253,6 +253,19 @@ def bc_checkpoint(tmp_path, demos):
     return run_folder(tmp_path / "bc") / "checkpoint_4.pt"
 
 
+def test_an_earlier_system_checkpoint_is_not_forked(tmp_path, monkeypatch, capsys):
+    """Its checkpoints hold weights and config only: one line, exit 2, nothing written."""
+    from tests.test_compat import make_earlier
+
+    path, _, _ = make_earlier(tmp_path, with_architecture=True)
+    monkeypatch.chdir(tmp_path)
+    before = files(tmp_path)
+    assert cli(monkeypatch, "--checkpoint_dir", "fork", "--fork_from", str(path)) == 2
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "holds weights without a training state (no rng, stats)" in lines[0]
+    assert files(tmp_path) == before
+
+
 @pytest.mark.parametrize(
     "flags, match",
     [
