@@ -84,6 +84,11 @@ WEIGHT_KEYS = (
 ).split()
 
 
+# The keys the parent's place in its demos (order, pass, streamed columns) belongs to: a fork that
+# changes one samples its own demos from the start of a pass.
+DEMO_STATE_KEYS = "task_id demos demo_seed max_steps learner_stream batch_columns unroll_len".split()
+
+
 def fork_checkpoint(cfg: TrainConfig, path: str) -> dict:
     """--fork_from's checkpoint, refused in one line (ConfigError) unless cfg's model can load it."""
     import dataclasses
@@ -115,6 +120,10 @@ def fork_checkpoint(cfg: TrainConfig, path: str) -> dict:
         raise ConfigError(
             f"--fork_from {path!r}: its weights were built with other keys ({'; '.join(differ)})"
         )
+    if "demo_sampler" in ckpt and any(
+        recipe_value(stored, k) != recipe_value(new, k) for k in DEMO_STATE_KEYS
+    ):
+        ckpt = {k: v for k, v in ckpt.items() if k != "demo_sampler"}  # other demos: sampled afresh
     if int(ckpt["update"]) >= cfg.num_updates:
         raise ConfigError(
             f"--fork_from {path!r} is at update {ckpt['update']}: num_updates ({cfg.num_updates}) leaves nothing to train"

@@ -4,6 +4,7 @@ updates 1..K, then trains online by DAgger for K+1..num_updates; its schedules, 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 
@@ -251,6 +252,22 @@ def bc_checkpoint(tmp_path, demos):
     bc = {**RECIPE, "demo_updates": 0, "buffer_episodes": 0, "num_updates": 4, **exact}
     train_mop.main(tiny_config(tmp_path / "bc", **bc, demos_dir=str(demos)), progress=False)
     return run_folder(tmp_path / "bc") / "checkpoint_4.pt"
+
+
+def test_a_fork_on_other_demos_samples_them_afresh(tmp_path, monkeypatch):
+    """The parent's place in its 10 demos means nothing in 8: the fork starts its own pass."""
+    parent = bc_checkpoint(tmp_path, tmp_path / "demos")
+    monkeypatch.chdir(tmp_path)
+    flags = ["--demos", "8", "--max_steps", "12", "--num_updates", "6", "--demos_dir", "demos"]
+    assert cli(monkeypatch, *flags, "--checkpoint_dir", "fork", "--fork_from", str(parent)) is None
+    sampler = torch.load(run_folder(tmp_path / "fork") / "checkpoint_6.pt", weights_only=True)["demo_sampler"]
+    assert sampler["epoch_order"] and max(sampler["epoch_order"]) < 8
+    same = tiny_config(
+        tmp_path / "x", **{**RECIPE, "demo_updates": 0, "buffer_episodes": 0, "num_updates": 6}
+    )
+    assert "demo_sampler" in train_mop.fork_checkpoint(same, str(parent))  # the same demos: its place kept
+    other = dataclasses.replace(same, demos=8)
+    assert "demo_sampler" not in train_mop.fork_checkpoint(other, str(parent))
 
 
 def test_an_earlier_system_checkpoint_is_not_forked(tmp_path, monkeypatch, capsys):
