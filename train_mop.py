@@ -77,13 +77,6 @@ def make_loss(cfg: TrainConfig, expert_sizes: list[list[int]]):
 # ----------------------------------------------------------------------------- main
 
 
-# The keys that shape a policy's weights (and its heads'): a fork's recipe may change any other.
-WEIGHT_KEYS = (
-    "obs_encoding input_dim input_encoder trunk_channels lang_encoder lang_dim expert_hidden_sizes "
-    "intermediate_dim router_hidden_size"
-).split()
-
-
 # The keys the parent's place in its demos (order, pass, streamed columns) belongs to: a fork that
 # changes one samples its own demos from the start of a pass.
 DEMO_STATE_KEYS = "task_id demos demo_seed max_steps learner_stream batch_columns unroll_len".split()
@@ -93,6 +86,7 @@ def fork_checkpoint(cfg: TrainConfig, path: str) -> dict:
     """--fork_from's checkpoint, refused in one line (ConfigError) unless cfg's model can load it."""
     import dataclasses
 
+    from mop.conditions import WEIGHT_KEYS  # a fork's recipe may change any other key
     from mop.experiment import CheckpointError, load_checkpoint, recipe_value
 
     try:
@@ -137,8 +131,6 @@ def main(cfg: TrainConfig, resume: bool = False, progress: bool = True, fork_fro
     from mixture_of_experts import build_policy
     from mop.imitation import Fork, run_imitation
 
-    if fork_from is not None and resume:
-        raise ConfigError("--fork_from starts a new run; continue one with --resume alone")
     fork = None if fork_from is None else Fork(fork_checkpoint(cfg, fork_from))
     return run_imitation(
         cfg,

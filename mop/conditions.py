@@ -86,6 +86,19 @@ MOP_ONLY_KEYS = frozenset(
     }
 )
 GRU_ONLY_KEYS = frozenset({"hidden_size"})
+# The config keys that shape a MoP policy's weights: `train_mop.py --fork_from` may change any other,
+# and LMC's pair check (connectivity.ARCHITECTURE_KEYS) compares these and a checkpoint's own.
+WEIGHT_KEYS = (
+    "input_dim",
+    "obs_encoding",
+    "input_encoder",
+    "trunk_channels",
+    "lang_encoder",
+    "lang_dim",
+    "expert_hidden_sizes",
+    "intermediate_dim",
+    "router_hidden_size",
+)
 UNKNOWN = "(unknown)"
 # How a key is written in labels (figures and tables show them); other keys by their own name.
 SHORT = {

@@ -59,6 +59,7 @@ from mop import lmc_stats
 from mop.babyai_env import EVAL_SEED_START, encode_obs, make_env
 from mop.bot_demos import bot_episode
 from mop.bot_paths import BotPaths
+from mop.conditions import WEIGHT_KEYS
 from mop.experiment import ConfigError, load_policy
 from mop.inference import holm_over_asked
 from mop.numpy_policy import one_thread
@@ -111,20 +112,9 @@ INSTABILITY_COLUMNS = [
     "ce_barrier_mean",
     "success_barrier_line",
 ]
-# What two checkpoints must share to be interpolated (plus identical parameter names and shapes).
-ARCHITECTURE_KEYS = (
-    "policy_type",
-    "input_dim",
-    "num_actions",
-    "obs_encoding",
-    "input_encoder",
-    "lang_encoder",
-    "lang_dim",
-    "expert_hidden_sizes",
-    "intermediate_dim",
-    "router_hidden_size",
-    "hidden_size",
-)
+# What two checkpoints must share to be interpolated (plus identical parameter names and shapes):
+# the keys that shape the weights, and those a checkpoint's config adds to a recipe's.
+ARCHITECTURE_KEYS = ("policy_type", "num_actions", *WEIGHT_KEYS, "hidden_size")
 # Episode metrics of eval_mop's that are not drawn along the line (counts, or success's interval,
 # which goes into success_rate's ci_low/ci_high).
 SKIPPED_METRICS = ("num_episodes", "bot_plan_failures", "success_ci_low", "success_ci_high")
