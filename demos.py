@@ -43,7 +43,7 @@ def check_args(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = demos_parser()
     args = parser.parse_args(argv)
-    from mop.experiment import default_num_workers
+    from mop.devices import default_num_workers
 
     try:
         check_args(args)

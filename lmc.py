@@ -110,6 +110,7 @@ from mop.connectivity import (
     save_units,
     write_tables,
 )
+from mop.devices import default_num_workers
 from mop.experiment import (
     CONFIG_ALIASES,
     CONFIG_KEYS,
@@ -117,7 +118,6 @@ from mop.experiment import (
     ConfigError,
     TrainConfig,
     build_arg_parser,  # noqa: F401  (lmc.build_arg_parser(doc, lmc._train_flags): train's parser)
-    default_num_workers,
     load_checkpoint,
     load_config,
     resolve_aliases,

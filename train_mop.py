@@ -86,6 +86,7 @@ def fork_checkpoint(cfg: TrainConfig, path: str) -> dict:
     """--fork_from's checkpoint, refused in one line (ConfigError) unless cfg's model can load it."""
     import dataclasses
 
+    from mop.aux_losses import AUX_HEADS, FRESH_HEADS
     from mop.conditions import WEIGHT_KEYS  # a fork's recipe may change any other key
     from mop.experiment import CheckpointError, load_checkpoint, recipe_value
 
@@ -107,13 +108,14 @@ def fork_checkpoint(cfg: TrainConfig, path: str) -> dict:
         for k in WEIGHT_KEYS
         if recipe_value(stored, k) != recipe_value(new, k)
     ]
-    for key in ("aux_rooms_weight", "aux_target_weight"):  # a head the fork trains must be there
-        if new[key] > 0 and not recipe_value(stored, key) > 0:
-            differ.append(f"{key}: {recipe_value(stored, key)!r} -> {new[key]!r} (no head to continue)")
     if differ:
         raise ConfigError(
             f"--fork_from {path!r}: its weights were built with other keys ({'; '.join(differ)})"
         )
+    # A head the fork trains and the parent did not starts from its initialisation (aux_losses).
+    fresh = [head for key, head in AUX_HEADS.items() if new[key] > 0 and head not in ckpt]
+    if fresh:
+        ckpt = {**ckpt, FRESH_HEADS: fresh}
     if "demo_sampler" in ckpt and any(
         recipe_value(stored, k) != recipe_value(new, k) for k in DEMO_STATE_KEYS
     ):

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import train_mop  # noqa: E402
 from eval_mop import EvalOptions, evaluate, save_evaluation  # noqa: E402
 from mop.bot_paths import BotPaths  # noqa: E402
-from mop.experiment import default_num_workers, load_checkpoint, load_config  # noqa: E402
+from mop.devices import default_num_workers  # noqa: E402
+from mop.experiment import load_checkpoint, load_config  # noqa: E402
 from mop.routing_cache import JSON_FILE, load_cache  # noqa: E402
 
 

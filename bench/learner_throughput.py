@@ -57,12 +57,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train_mop  # noqa: E402
 from mixture_of_experts import build_policy  # noqa: E402
-from mop.devices import DeviceError, device_label, resolve_device  # noqa: E402
+from mop.devices import DeviceError, default_num_workers, device_label, resolve_device  # noqa: E402
 from mop.experiment import (  # noqa: E402
     ArgumentParser,
     ConfigError,
     TrainConfig,
-    default_num_workers,
     load_config,
     read_metrics,
 )

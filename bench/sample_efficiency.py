@@ -54,7 +54,8 @@ def run_count(counted: dict, base: TrainConfig, args: argparse.Namespace, recipe
     import train_mop
     from eval_mop import EvalOptions, evaluate
     from mop.bot_demos import load_or_generate_demos
-    from mop.experiment import default_num_workers, load_config, recipe_keys
+    from mop.devices import default_num_workers
+    from mop.experiment import load_config, recipe_keys
 
     task, demos = base.task_id, base.demos
     buf, _, _ = load_or_generate_demos(

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import train_mop  # noqa: E402
 from mixture_of_experts import build_policy, compute_lpc, reset_memory  # noqa: E402
 from mop.babyai_env import encode_obs, make_env, obs_dim, quiet_reset, train_episode_seed  # noqa: E402
-from mop.experiment import default_num_workers, load_config, read_metrics  # noqa: E402
+from mop.devices import default_num_workers  # noqa: E402
+from mop.experiment import load_config, read_metrics  # noqa: E402
 from mop.language import build_mission_encoder  # noqa: E402
 
 PARTS = ("wait", "submit", "learn", "collect")

@@ -5,7 +5,9 @@ step, what the memory should hold. Training only: the policy never sees their ta
   `rooms_of` checks the levels' room grid first.
 - `aux_target_loss` (--aux_target_weight, bot demos): where the bot is heading
   (babyai_env.SafeBot.target), the quantity demo_fit's breakdown found the unfit labels hinge on
-  (docs/findings.md, "where the unfit labels are").
+  (docs/findings.md, "where the unfit labels are");
+- `aux_subgoal_loss` (--aux_subgoal_weight, bot demos or online imitation): what the bot is doing
+  (babyai_env.SafeBot.subgoal: exploring, going to the key, to a locked door, opening it, ...).
 
     head = torch.nn.Linear(policy.memory_size, 2 * (2 * TARGET_RANGE + 1))
     loss = loss + cfg.aux_target_weight * aux_target_loss(head, out, chunk["target"], parts)
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mop.babyai_env import MAX_ROOMS, NO_TARGET, TARGET_RANGE, RoomLayout
+from mop.babyai_env import MAX_ROOMS, NO_SUBGOAL, NO_TARGET, SUBGOAL_KINDS, TARGET_RANGE, RoomLayout
 from mop.checks import ConfigError
 
 
@@ -56,6 +58,67 @@ def aux_target_loss(head: torch.nn.Linear, out: Any, target: np.ndarray, parts: 
     parts["train/aux_target"] = aux.item()
     parts["train/aux_target_accuracy"] = (logits.argmax(-1) == classes).all(-1).float().mean().item()
     return aux
+
+
+def aux_subgoal_loss(head: torch.nn.Linear, out: Any, subgoal: np.ndarray, parts: dict) -> torch.Tensor:
+    """--aux_subgoal_weight's term: the head's reading of the memory after each step against what
+    the bot is doing at that step (the chunk's (T, N) subgoal, an index into SUBGOAL_KINDS): a
+    cross-entropy over the kinds, mean over the steps with one (NO_SUBGOAL: none, e.g. padding, a
+    failed bot). Logs train/aux_subgoal and train/aux_subgoal_accuracy into parts."""
+    code = torch.from_numpy(np.ascontiguousarray(subgoal).astype(np.int64)).to(out.logits.device)
+    known = code != NO_SUBGOAL
+    if not known.any():
+        return out.logits.sum() * 0.0
+    logits = head(out.memory_seq[known])
+    classes = code[known].clamp(0, len(SUBGOAL_KINDS) - 1)
+    aux = torch.nn.functional.cross_entropy(logits, classes)
+    parts["train/aux_subgoal"] = aux.item()
+    parts["train/aux_subgoal_accuracy"] = (logits.argmax(-1) == classes).float().mean().item()
+    return aux
+
+
+# A fork's checkpoint lists here the heads its recipe trains and its parent did not (train_mop.py
+# --fork_from): they start from their initialisation, with no Adam state.
+FRESH_HEADS = "fresh_heads"
+# Each auxiliary loss's weight key and the checkpoint key of its head.
+AUX_HEADS = {
+    "aux_rooms_weight": "aux_head_state_dict",
+    "aux_target_weight": "target_head_state_dict",
+    "aux_subgoal_weight": "subgoal_head_state_dict",
+}
+
+
+def head_optimizer_state(ckpt: dict, base: int, heads: dict[str, torch.nn.Module | None]) -> dict:
+    """The checkpoint's Adam state for a learner whose parameters are `base` of the policy and the
+    encoder, then each head of `heads` that is not None, in order (keyed by its checkpoint key).
+    As saved when the checkpoint trained the same heads; for a fork that adds heads (FRESH_HEADS)
+    or drops some, the state of the base and of the heads both train is kept, a new head starts
+    without any (Adam's first step on it is its first), a dropped head's is left out."""
+    state = ckpt["optimizer_state_dict"]
+    old = [k for k in heads if k in ckpt]
+    new = [k for k, head in heads.items() if head is not None]
+    if old == new:
+        return state
+    mapping = {i: i for i in range(base)}  # new parameter index -> the checkpoint's
+    at_old, at_new = base, base
+    for key, head in heads.items():
+        n_old = len(ckpt[key]) if key in ckpt else 0  # a Linear head: weight and bias
+        n_new = 0 if head is None else len(list(head.parameters()))
+        if n_old and n_new:
+            mapping.update({at_new + j: at_old + j for j in range(n_new)})
+        at_old, at_new = at_old + n_old, at_new + n_new
+    (group,) = state["param_groups"]
+    if len(group["params"]) != at_old:
+        raise ConfigError(
+            f"the checkpoint's optimizer holds {len(group['params'])} parameters, its weights {at_old}"
+        )
+    old_ids = list(group["params"])
+    kept = {
+        new_i: state["state"][old_ids[old_i]]
+        for new_i, old_i in mapping.items()
+        if old_ids[old_i] in state["state"]
+    }
+    return {"state": kept, "param_groups": [{**group, "params": list(range(at_new))}]}
 
 
 def rooms_of(envs: dict[str, Any]) -> RoomLayout:

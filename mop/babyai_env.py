@@ -300,6 +300,61 @@ class SafeBot:
         fx, fy = (int(v) for v in env.dir_vec)
         return dx * fx + dy * fy, dx * -fy + dy * fx  # right_vec = (-dir_y, dir_x)
 
+    def subgoal(self) -> int | None:
+        """What the bot is doing after its last replan, as an index into SUBGOAL_KINDS: the kind of
+        the subgoal on top of its stack, a GoNextTo told apart by what it goes to (a cell it explores
+        towards; an object the mission names; another object, such as the key of a locked door; a
+        door it will open, locked or not; any other cell). None when the bot failed or its stack is empty. What
+        --aux_subgoal_weight's head learns to read from the memory."""
+        if self.bot is None or not self.bot.stack:
+            return None
+        top = self.bot.stack[-1]
+        kind = type(top).__name__.removesuffix("Subgoal")
+        if kind != "GoNextTo":
+            return SUBGOAL_KINDS.index(_SUBGOAL_OF.get(kind, "explore"))
+        if top.reason == "Explore":
+            return SUBGOAL_KINDS.index("explore")
+        if top.reason == "Open" or getattr(top.datum, "type", None) == "door":
+            locked = getattr(top.datum, "is_locked", False)
+            return SUBGOAL_KINDS.index("go to locked door" if locked else "go to door")
+        if hasattr(top.datum, "obj_set"):  # an ObjDesc: the mission's own, or the key of a door
+            named = any(top.datum is desc for desc in mission_descs(self.bot.mission.instrs))
+            return SUBGOAL_KINDS.index("go to mission object" if named else "go to other object")
+        if hasattr(top.datum, "cur_pos"):  # a WorldObj other than a door: an object in the way
+            return SUBGOAL_KINDS.index("go to other object")
+        return SUBGOAL_KINDS.index("go to cell")
+
+
+# SafeBot.subgoal's classes, in the order --aux_subgoal_weight's head and the chunks' `subgoal` use.
+SUBGOAL_KINDS = (
+    "explore",
+    "go to mission object",
+    "go to other object",
+    "go to door",
+    "go to locked door",
+    "go to cell",
+    "open",
+    "pick up",
+    "drop",
+    "close",
+)
+_SUBGOAL_OF = {"Open": "open", "Pickup": "pick up", "Drop": "drop", "Close": "close", "Explore": "explore"}
+NO_SUBGOAL = -1  # `subgoal` of a step without one (the bot failed, padding, a store without them)
+
+
+def mission_descs(instr: Any) -> list[Any]:
+    """The object descriptions (ObjDesc) a BabyAI instruction names, through And/Before/After."""
+    descs = [getattr(instr, k) for k in ("desc", "desc_move", "desc_fixed") if hasattr(instr, k)]
+    for k in ("instr_a", "instr_b"):
+        if hasattr(instr, k):
+            descs += mission_descs(getattr(instr, k))
+    return descs
+
+
+def subgoal_code(subgoal: int | None) -> int:
+    """SafeBot.subgoal as a chunk's int8: NO_SUBGOAL for none."""
+    return NO_SUBGOAL if subgoal is None else int(subgoal)
+
 
 def target_code(target: tuple[int, int] | None) -> tuple[int, int]:
     """SafeBot.target as a chunk's int8 pair: NO_TARGET for none, else clipped to +-TARGET_RANGE."""

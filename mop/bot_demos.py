@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from mop.babyai_env import SafeBot, demo_episode_seed, make_env, quiet_reset, target_code
+from mop.babyai_env import SafeBot, demo_episode_seed, make_env, quiet_reset, subgoal_code, target_code
 from mop.demo_store import MANIFEST, STORE_KIND, DemoStore, DemoStoreError
 from mop.replay_buffer import BufferError, EpisodeBuffer, StoredEpisode
 from mop.runs import remove_stale_temp_files, safe_name
@@ -40,6 +40,10 @@ from mop.runs import remove_stale_temp_files, safe_name
 BLOCK = 64  # candidate layouts per work item
 NO_TARGETS = (
     "made before demos recorded where the bot heads; --aux_target_weight needs them: "
+    "move the store away to regenerate it, or give another --demos_dir"
+)
+NO_SUBGOALS = (
+    "made before demos recorded what the bot is doing; --aux_subgoal_weight needs them: "
     "move the store away to regenerate it, or give another --demos_dir"
 )
 CHUNK_EPISODES = 1024  # solved demos per committed store chunk
@@ -53,13 +57,14 @@ def bot_episode(env: Any, seed: int, fast: bool = True) -> tuple[StoredEpisode |
     """The bot plays the layout of `seed`: (episode, None) if it solves it, else (None, why)."""
     obs = quiet_reset(env, seed)
     bot = SafeBot(env, fast)
-    images, dirs, carrying, labels, targets = [], [], [], [], []
+    images, dirs, carrying, labels, targets, subgoals = [], [], [], [], [], []
     prev = None
     while True:
         label = bot.label(prev)
         if label is None:
             return None, "bot_failure"
         targets.append(target_code(bot.target()))
+        subgoals.append(subgoal_code(bot.subgoal()))
         images.append(obs["image"])
         dirs.append(obs["direction"])
         carrying.append(env.carrying is not None)
@@ -77,6 +82,7 @@ def bot_episode(env: Any, seed: int, fast: bool = True) -> tuple[StoredEpisode |
                         obs["mission"],
                         int(seed),
                         target=np.array(targets, np.int8),
+                        subgoal=np.array(subgoals, np.int8),
                     ),
                     None,
                 )
@@ -271,19 +277,22 @@ def load_or_generate_demos(
     progress: bool = True,
     generate: bool = True,
     need_targets: bool = False,
+    need_subgoals: bool = False,
 ) -> tuple[EpisodeBuffer, dict, Path]:
     """(buffer of the first `num_demos` demos, metadata, path). An older single-file cache
     (`demo_path`, format 1) is read if one exists for exactly this request; otherwise the level's
     store (`store_path`) is opened, checked and, if `generate`, extended to `num_demos` (created if
     missing). DemoStoreError (a BufferError) for a store that cannot be used or holds too few, or,
-    with `need_targets` (--aux_target_weight), one made before the bot's targets were stored."""
+    with `need_targets` (--aux_target_weight) or `need_subgoals` (--aux_subgoal_weight), one made
+    before the bot's targets or subgoals were stored."""
     path = demo_path(root, task_id, num_demos, demo_seed)
     if path.exists():
         buf, meta = EpisodeBuffer.load(path, task_id)
         if meta.get("kind") != "demos":
             raise BufferError(f"{str(path)!r} is a replay buffer, not a demo cache")
-        if need_targets:
-            raise BufferError(f"{str(path)!r} is an older demo cache: it holds no bot targets ({NO_TARGETS})")
+        if need_targets or need_subgoals:
+            why = f"targets ({NO_TARGETS})" if need_targets else f"subgoals ({NO_SUBGOALS})"
+            raise BufferError(f"{str(path)!r} is an older demo cache: it holds no bot {why}")
         asked = {"num_demos": num_demos, "demo_seed": demo_seed, "max_steps": max_steps}
         for key, value in asked.items():
             if meta.get(key) != value:
@@ -305,6 +314,7 @@ def load_or_generate_demos(
             progress,
             generate,
             need_targets,
+            need_subgoals,
         )
     except DemoStoreError as e:
         raise BufferError(str(e)) from None  # what DemoSource turns into a ConfigError
@@ -321,6 +331,7 @@ def _from_store(
     progress: bool,
     generate: bool,
     need_targets: bool = False,
+    need_subgoals: bool = False,
 ) -> tuple[EpisodeBuffer, dict, Path]:
     try:
         store = open_store(root, task_id, demo_seed, max_steps, create=False)
@@ -330,6 +341,8 @@ def _from_store(
         store = open_store(root, task_id, demo_seed, max_steps, create=True)
     if need_targets and not store.targets:
         raise DemoStoreError(f"{str(store.root / MANIFEST)!r} holds no bot targets ({NO_TARGETS})")
+    if need_subgoals and not store.subgoals:
+        raise DemoStoreError(f"{str(store.root / MANIFEST)!r} holds no bot subgoals ({NO_SUBGOALS})")
     if generate:
         extend_store(store, num_demos, num_workers, fast, progress)
     buf = store_buffer(store, num_demos)  # DemoStoreError if it holds fewer
@@ -347,5 +360,6 @@ def _from_store(
         "frames": buf.frames,
         "generation_s": m["generation_s"],
         "targets": store.targets,
+        "subgoals": store.subgoals,
     }
     return buf, meta, store.root

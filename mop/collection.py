@@ -15,7 +15,9 @@
   the bot's labels a chunk records `rooms_visited`, a bitmask of the rooms (babyai_env.RoomLayout)
   the agent has stood in so far in its episode, the target of `--aux_rooms_weight`, and, when
   asked (`record_targets`: `--aux_target_weight`), `target`: where the bot heads (SafeBot.target,
-  as bot demos record it); else NO_TARGET, because SafeBot.target repeats a search of the bot's.
+  as bot demos record it); else NO_TARGET, because SafeBot.target repeats a search of the bot's;
+  and when asked (`record_subgoals`: `--aux_subgoal_weight`), `subgoal`: what the bot is doing
+  (SafeBot.subgoal, an index into SUBGOAL_KINDS); else NO_SUBGOAL.
 
 Example:
     with ParallelCollector("BabyAI-GoToLocal-v0", num_envs=16, num_workers=2, run_seed=0, ...) as c:
@@ -40,6 +42,7 @@ from mixture_of_experts import PolicyOutput, reset_memory
 from mop.babyai_env import (
     EVAL_SEED_START,
     MAX_ROOMS,
+    NO_SUBGOAL,
     NO_TARGET,
     RoomLayout,
     SafeBot,
@@ -50,6 +53,7 @@ from mop.babyai_env import (
     make_env,
     needs_key,
     quiet_reset,
+    subgoal_code,
     target_code,
     train_episode_seed,
 )
@@ -180,7 +184,17 @@ def acting_step(
 KEY_LAYOUT_TRIES = 200  # --key_layout_share: seeds tried for a layout of the drawn kind (~2 on Unlock)
 
 # The per-step arrays a chunk holds besides mission_index (which is re-indexed when chunks join).
-STEP_KEYS = ("image", "direction", "carrying", "label", "label_mask", "done", "rooms_visited", "target")
+STEP_KEYS = (
+    "image",
+    "direction",
+    "carrying",
+    "label",
+    "label_mask",
+    "done",
+    "rooms_visited",
+    "target",
+    "subgoal",
+)
 
 
 def empty_chunk(T: int, n: int, done: bool = False) -> dict[str, np.ndarray]:
@@ -196,6 +210,7 @@ def empty_chunk(T: int, n: int, done: bool = False) -> dict[str, np.ndarray]:
         "done": np.full((T, n), done, bool),
         "rooms_visited": np.full((T, n), -1, np.int32),
         "target": np.full((T, n, 2), NO_TARGET, np.int8),  # the bot's goal (ahead, right): SafeBot.target
+        "subgoal": np.full((T, n), NO_SUBGOAL, np.int8),  # what the bot is doing: SafeBot.subgoal
     }
 
 
@@ -306,9 +321,11 @@ class Collector:
         key_layout_share: float | None = None,
         eval_stride: int | None = None,
         record_targets: bool = False,
+        record_subgoals: bool = False,
     ):
         self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
         self.record_targets = record_targets  # --aux_target_weight: each step's SafeBot.target
+        self.record_subgoals = record_subgoals  # --aux_subgoal_weight: each step's SafeBot.subgoal
         self.path_ratio_fraction = path_ratio_fraction
         levels = [task_id] * len(env_indices) if isinstance(task_id, str) else list(task_id)
         if len(levels) != len(env_indices):
@@ -380,6 +397,8 @@ class Collector:
                 chunk["label"][t, k] = -1 if label is None else label
                 if self.record_targets and label is not None:
                     chunk["target"][t, k] = target_code(slot.bot.target())
+                if self.record_subgoals and label is not None:
+                    chunk["subgoal"][t, k] = subgoal_code(slot.bot.subgoal())
             out = step(batch, self.memory)
             actions = out.logits.argmax(-1).tolist()
             for k, slot in enumerate(self.slots):
@@ -498,6 +517,7 @@ class ParallelCollector:
         task_weights: list[float] | None = None,
         key_layout_share: float | None = None,
         record_targets: bool = False,
+        record_subgoals: bool = False,
     ):
         levels = check_task_ids(task_id)
         self.env_levels = env_levels(levels, num_envs, task_weights) if len(levels) > 1 else None
@@ -513,6 +533,7 @@ class ParallelCollector:
             fast_env=fast_env,
             key_layout_share=key_layout_share,
             record_targets=record_targets,
+            record_subgoals=record_subgoals,
         )
         self.local: Collector | None = None
         self.cpu_actor: tuple[torch.nn.Module, torch.nn.Module] | None = None  # see _actor

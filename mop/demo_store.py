@@ -7,8 +7,10 @@ of fixed-width .npy arrays (no pickles) and one `manifest.json`:
   (S,) uint8, `.label.npy` (S,) int8): what `replay_buffer.StoredEpisode` holds per step; in a
   store whose manifest says `"targets": true` (every store made since they were recorded) also
   `.target.npy` (S, 2) int8, where the bot was heading (babyai_env.SafeBot.target, ahead and right
-  of the agent; collection.NO_TARGET: nowhere), which `--aux_target_weight` trains on. A store
-  without it (made before) stays readable and is extended without it;
+  of the agent; collection.NO_TARGET: nowhere), which `--aux_target_weight` trains on; in one whose
+  manifest says `"subgoals": true` also `.subgoal.npy` (S,) int8, what the bot was doing
+  (babyai_env.SafeBot.subgoal, an index into SUBGOAL_KINDS), which `--aux_subgoal_weight` trains
+  on. A store without one (made before it was recorded) stays readable and is extended without it;
 - per episode (`c<NNNNN>.episodes.npy` (E, 4) int64): offset in the chunk, length, layout seed,
   mission index into the manifest's `missions` list;
 - the manifest: format version, kind, level (`task_id`), observation encoding, demo set, step
@@ -62,11 +64,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-TARGET_ARRAY = (np.int8, (2,))  # c<N>.target.npy of a store with "targets": true
+# Per-step arrays a store holds when its manifest's flag says so: name -> (flag, dtype, step shape).
+EXTRA_ARRAYS = {"target": ("targets", np.int8, (2,)), "subgoal": ("subgoals", np.int8, ())}
 
 
-def _chunk_files(index: int, targets: bool) -> dict[str, str]:
-    names = (*STEP_ARRAYS, *(("target",) if targets else ()), "episodes")
+def _chunk_files(index: int, extras: dict) -> dict[str, str]:
+    names = (*STEP_ARRAYS, *extras, "episodes")
     return {name: f"c{index:05d}.{name}.npy" for name in names}
 
 
@@ -89,9 +92,11 @@ class DemoStore(Sequence):
         demo_seed: int = 0,
         max_steps: int | None = None,
         targets: bool = True,
+        subgoals: bool = True,
     ) -> DemoStore:
         """A new empty store (its manifest written now); DemoStoreError if `root` holds one.
-        targets: it stores each step's bot target (False: a store as made before they were)."""
+        targets, subgoals: it stores each step's bot target, subgoal (False: a store as made before
+        they were)."""
         root = Path(root)
         if (root / MANIFEST).exists():
             raise DemoStoreError(f"{str(root / MANIFEST)!r} exists: open it (DemoStore.open) or move it")
@@ -103,6 +108,7 @@ class DemoStore(Sequence):
             "demo_seed": int(demo_seed),
             "max_steps": None if max_steps is None else int(max_steps),
             "targets": bool(targets),
+            "subgoals": bool(subgoals),
             "episodes": 0,
             "frames": 0,
             "next_candidate": 0,
@@ -183,6 +189,11 @@ class DemoStore(Sequence):
         return bool(self.manifest.get("targets", False))
 
     @property
+    def subgoals(self) -> bool:
+        """Whether each step's bot subgoal is stored (stores made before they were: False)."""
+        return bool(self.manifest.get("subgoals", False))
+
+    @property
     def frames(self) -> int:
         return int(self.manifest["frames"])
 
@@ -228,7 +239,7 @@ class DemoStore(Sequence):
             a["label"][s],
             self.manifest["missions"][mission],
             seed,
-            target=a["target"][s] if "target" in a else None,
+            **{name: a[name][s] if name in a else None for name in EXTRA_ARRAYS},
         )
 
     def __getitem__(self, i: int):  # type: ignore[override]
@@ -268,7 +279,12 @@ class DemoStore(Sequence):
         return files
 
     def _extras(self) -> dict[str, tuple]:
-        return {"target": TARGET_ARRAY} if self.targets else {}
+        """The extra per-step arrays this store holds: name -> (dtype, step shape)."""
+        return {
+            name: (dtype, shape)
+            for name, (flag, dtype, shape) in EXTRA_ARRAYS.items()
+            if self.manifest.get(flag, False)
+        }
 
     # ------------------------------------------------------------------ writing
 
@@ -288,6 +304,9 @@ class DemoStore(Sequence):
             if ep.mission not in missions:
                 missions[ep.mission] = len(manifest["missions"])
                 manifest["missions"].append(ep.mission)
+        for name in self._extras():
+            if any(getattr(ep, name) is None for ep in episodes):
+                raise DemoStoreError(f"{str(self.root / MANIFEST)!r} stores bot {name}s: an episode has none")
         lengths = np.array([len(ep) for ep in episodes], np.int64)
         offsets = (
             np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(episodes) else lengths
@@ -307,20 +326,11 @@ class DemoStore(Sequence):
                 if episodes
                 else np.zeros((0, *shape), dtype)
             )
-            for name, (dtype, shape) in STEP_ARRAYS.items()
+            for name, (dtype, shape) in {**STEP_ARRAYS, **self._extras()}.items()
         }
-        if self.targets:
-            if any(ep.target is None for ep in episodes):
-                raise DemoStoreError(f"{str(self.root / MANIFEST)!r} stores bot targets: an episode has none")
-            dtype, shape = TARGET_ARRAY
-            arrays["target"] = (
-                np.concatenate([np.asarray(ep.target) for ep in episodes]).astype(dtype)
-                if episodes
-                else np.zeros((0, *shape), dtype)
-            )
         arrays["episodes"] = table
         files = {}
-        for name, fname in _chunk_files(index, self.targets).items():
+        for name, fname in _chunk_files(index, self._extras()).items():
             path = self.root / fname
             atomic_write(path, lambda tmp, a=arrays[name]: _save_npy(tmp, a))
             files[name] = {"name": fname, "bytes": path.stat().st_size, "sha256": _sha256(path)}

@@ -14,6 +14,7 @@ deterministic mode.
 - `use_deterministic(device)`: on CUDA, deterministic kernels where torch has them, full float32
   precision (no TF32), and the cuBLAS workspace torch documents; the CPU is left as it is (its
   kernels are deterministic for a fixed thread count, which every stage fixes).
+- `default_num_workers()`: the CPU cores this process may use (what num_workers null means).
 - `seed_everything(seed)`, `rng_state(device)`, `set_rng_state(state, device)`: every generator a
   run draws from (Python, numpy, torch, and the device's), seeded, saved into a checkpoint, restored.
 
@@ -189,3 +190,11 @@ def set_rng_state(state: dict, device: torch.device | None = None) -> None:
     np.random.set_state(("MT19937", keys, int(state["numpy"][-1])))
     internal, version = state["python"]
     random.setstate((version, tuple(internal), None))
+
+
+def default_num_workers() -> int:
+    """The CPU cores this process may use (what num_workers null means)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -214,6 +214,12 @@ class TrainConfig:
         "cells right; a softmax each) from the memory after each step, times this weight (0: off)",
         0.0,
     )
+    aux_subgoal_weight: float = _help(
+        "auxiliary loss: a linear head reads what the bot is doing (exploring, going to the key, to a "
+        "locked door, opening it, ...: babyai_env.SUBGOAL_KINDS; a softmax) from the memory after each "
+        "step, times this weight (0: off; --demos needs a demo store made with them)",
+        0.0,
+    )
     key_layout_share: float | None = _help(
         "locked-door levels: share of the training episodes played on layouts where the mission "
         "needs the key (no target reachable without unlocking), the rest on layouts with a way "
@@ -516,7 +522,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             "--demos trains offline on bot demos only; --buffer_episodes is online DAgger's buffer: give "
             "one of them (or --demo_updates K: the demos for K updates, then DAgger with the buffer)"
         )
-    for key in ("aux_rooms_weight", "aux_target_weight"):
+    for key in ("aux_rooms_weight", "aux_target_weight", "aux_subgoal_weight"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: off), got {getattr(cfg, key)}")
     if cfg.aux_rooms_weight and cfg.demos:
@@ -760,14 +766,6 @@ def run_dir(cfg: TrainConfig) -> Path:
 
 def run_seed(cfg: TrainConfig) -> int:
     return cfg.seed if cfg.seed is not None else 0
-
-
-def default_num_workers() -> int:
-    """The CPU cores this process may use (what num_workers null means)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------- checkpoints

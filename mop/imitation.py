@@ -68,8 +68,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from mop.aux_losses import aux_rooms_loss, aux_target_loss, rooms_of
+from mop.aux_losses import (
+    FRESH_HEADS,
+    aux_rooms_loss,
+    aux_subgoal_loss,
+    aux_target_loss,
+    head_optimizer_state,
+    rooms_of,
+)
 from mop.babyai_env import (
+    SUBGOAL_KINDS,
     TARGET_RANGE,
     check_task_ids,
     encode_obs,
@@ -267,6 +275,7 @@ class Learner:
     loss_fn: LossFn
     aux_head: torch.nn.Linear | None = None  # --aux_rooms_weight: memory -> rooms visited so far
     target_head: torch.nn.Linear | None = None  # --aux_target_weight: memory -> where the bot heads
+    subgoal_head: torch.nn.Linear | None = None  # --aux_subgoal_weight: memory -> what the bot is doing
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where it all lives
     end_memory: torch.Tensor | None = None  # (N, M) after the last pass's final step, for streams to carry
 
@@ -323,25 +332,34 @@ class Learner:
         target_head = None
         if cfg.aux_target_weight > 0:  # a softmax over -R..R per axis (ahead, right)
             target_head = torch.nn.Linear(policy.memory_size, 2 * (2 * TARGET_RANGE + 1))
-        heads = {"aux_head_state_dict": aux_head, "target_head_state_dict": target_head}
+        subgoal_head = None
+        if cfg.aux_subgoal_weight > 0:  # a softmax over the bot's subgoal kinds
+            subgoal_head = torch.nn.Linear(policy.memory_size, len(SUBGOAL_KINDS))
+        heads = {
+            "aux_head_state_dict": aux_head,
+            "target_head_state_dict": target_head,
+            "subgoal_head_state_dict": subgoal_head,
+        }
+        fresh = set(ckpt.get(FRESH_HEADS, ())) if ckpt is not None else set()  # a fork's new heads
         if ckpt is not None:
             policy.load_state_dict(ckpt["policy_state_dict"])
             encoder.load_encoder_state(ckpt["encoder_state"])
             for key, head in heads.items():
-                if head is not None:
+                if head is not None and key not in fresh:
                     if key not in ckpt:
                         raise ConfigError(f"the checkpoint has no {key} for its auxiliary loss")
                     head.load_state_dict(ckpt[key])
-        for module in (policy, encoder, aux_head, target_head):
+        for module in (policy, encoder, *heads.values()):
             if module is not None:
                 module.to(device)
         params = list(policy.parameters()) + [p for p in encoder.parameters() if p.requires_grad]
+        base = len(params)
         for head in heads.values():
             if head is not None:
                 params += list(head.parameters())
         optimizer = torch.optim.Adam(params, lr=cfg.lr)
         if ckpt is not None:  # Adam moves its saved state to its parameters' device (a resume may switch)
-            optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+            optimizer.load_state_dict(head_optimizer_state(ckpt, base, heads))
         return cls(
             cfg,
             model_config,
@@ -353,6 +371,7 @@ class Learner:
             loss_fn,
             aux_head,
             target_head,
+            subgoal_head,
             device,
         )
 
@@ -411,6 +430,9 @@ class Learner:
         if self.target_head is not None:
             aux = aux_target_loss(self.target_head, out, chunk["target"], parts)
             loss = loss + self.cfg.aux_target_weight * aux
+        if self.subgoal_head is not None:
+            aux = aux_subgoal_loss(self.subgoal_head, out, chunk["subgoal"], parts)
+            loss = loss + self.cfg.aux_subgoal_weight * aux
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss.item()} ({_loss_parts(parts)})")
         self.optimizer.zero_grad(set_to_none=True)
@@ -554,6 +576,8 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
         payload["aux_head_state_dict"] = learner.aux_head.state_dict()
     if learner.target_head is not None:
         payload["target_head_state_dict"] = learner.target_head.state_dict()
+    if learner.subgoal_head is not None:
+        payload["subgoal_head_state_dict"] = learner.subgoal_head.state_dict()
     if "lang_proj_state_dict" in encoder_state:  # the earlier system's key, for its tools
         payload["lang_proj_state_dict"] = encoder_state["lang_proj_state_dict"]
     # Device-free: on the CPU these are the live tensors (no copy), from a GPU copies on the CPU.

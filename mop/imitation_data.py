@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from mop.collection import ParallelCollector
-from mop.experiment import ConfigError, TrainConfig, default_num_workers, run_seed
+from mop.devices import default_num_workers
+from mop.experiment import ConfigError, TrainConfig, run_seed
 from mop.replay_buffer import (
     BufferError,
     EpisodeAssembler,
@@ -183,6 +184,7 @@ class DemoSource:
                 cfg.fast_env,
                 progress,
                 need_targets=cfg.aux_target_weight > 0,
+                need_subgoals=cfg.aux_subgoal_weight > 0,
             )
         except BufferError as e:
             raise ConfigError(str(e)) from None
@@ -271,4 +273,5 @@ def open_collector(
         task_weights=cfg.task_weights,
         key_layout_share=cfg.key_layout_share,
         record_targets=cfg.aux_target_weight > 0,
+        record_subgoals=cfg.aux_subgoal_weight > 0,
     )

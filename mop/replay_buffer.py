@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mop.babyai_env import NO_TARGET
+from mop.babyai_env import NO_SUBGOAL, NO_TARGET
 from mop.collection import STEP_KEYS, empty_chunk
 from mop.runs import atomic_write
 
@@ -51,7 +51,7 @@ BUFFER_FORMAT_VERSION = 1
 
 
 # Per-step arrays an episode may lack (None): dtype and per-step shape, as a buffer file stores them.
-OPTIONAL_STEP_ARRAYS = {"rooms_visited": (np.int32, ()), "target": (np.int8, (2,))}
+OPTIONAL_STEP_ARRAYS = {"rooms_visited": (np.int32, ()), "target": (np.int8, (2,)), "subgoal": (np.int8, ())}
 
 
 class BufferError(ValueError):
@@ -70,6 +70,7 @@ class StoredEpisode:
     seed: int  # the layout seed it was played on
     rooms_visited: np.ndarray | None = None  # (T,) int32 bitmask of rooms stood in so far; None: not recorded
     target: np.ndarray | None = None  # (T, 2) int8 the bot's goal (ahead, right), collection.NO_TARGET: none
+    subgoal: np.ndarray | None = None  # (T,) int8 what the bot is doing (SafeBot.subgoal), NO_SUBGOAL: none
 
     def __len__(self) -> int:
         return len(self.label)
@@ -334,6 +335,7 @@ class EpisodeAssembler:
                             "mission": chunk["missions"][int(chunk["mission_index"][start, k])],
                             "rooms_visited": chunk["rooms_visited"][start:stop, k],
                             "target": chunk["target"][start:stop, k],
+                            "subgoal": chunk["subgoal"][start:stop, k],
                         }
                     )
                 if finishes:
@@ -347,6 +349,7 @@ class EpisodeAssembler:
 def _join(pieces: list[dict], seed: int) -> StoredEpisode:
     rooms = np.concatenate([p["rooms_visited"] for p in pieces]).astype(np.int32)
     target = np.concatenate([p["target"] for p in pieces]).astype(np.int8)
+    subgoal = np.concatenate([p["subgoal"] for p in pieces]).astype(np.int8)
     return StoredEpisode(
         np.concatenate([p["image"] for p in pieces]).astype(np.uint8),
         np.concatenate([p["direction"] for p in pieces]).astype(np.uint8),
@@ -356,6 +359,7 @@ def _join(pieces: list[dict], seed: int) -> StoredEpisode:
         int(seed),
         rooms if rooms.min(initial=0) >= 0 else None,  # -1: not recorded (more rooms than a bitmask holds)
         target if (target != NO_TARGET).any() else None,  # live collection records none (collection.py)
+        subgoal if (subgoal != NO_SUBGOAL).any() else None,  # recorded only for --aux_subgoal_weight
     )
 
 
@@ -385,17 +389,7 @@ def episodes_as_chunk(episodes: list[StoredEpisode], length: int | None = None) 
     return chunk
 
 
-_COLUMN_KEYS = (
-    "image",
-    "direction",
-    "carrying",
-    "mission_index",
-    "label",
-    "label_mask",
-    "done",
-    "rooms_visited",
-    "target",
-)
+_COLUMN_KEYS = ("mission_index", *STEP_KEYS)
 
 
 @torch.no_grad()

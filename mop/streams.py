@@ -65,8 +65,8 @@ class EpisodeColumns:
 
     def next_chunk(self) -> dict:
         """The next unroll_len steps of every column as a chunk: image, direction, carrying,
-        mission_index, label, label_mask, done, rooms_visited (T, C), target (T, C, 2), missions, memory (C, M),
-        frames (T x C: every step is real). `done` is set at each episode's last step, so the
+        mission_index, label, label_mask, done, rooms_visited (T, C), target (T, C, 2), subgoal (T, C),
+        missions, memory (C, M), frames (T x C: every step is real). `done` is set at each episode's last step, so the
         memory restarts at the next episode's first."""
         T, C = self.unroll_len, self.columns
         chunk: dict[str, Any] = empty_chunk(T, C)

@@ -153,32 +153,6 @@ def test_streamed_columns_carry_each_episodes_targets_and_keep_them_across_a_res
     assert np.array_equal(again.next_chunk()["target"][:5], stream.next_chunk()["target"][:5])
 
 
-def test_live_collection_records_targets_only_when_asked_and_they_are_the_bots():
-    """With the bot at the wheel, a collector asked for targets records, at every step, what
-    SafeBot.target gives on the same layout replayed; one not asked records NO_TARGET throughout."""
-    from mop.babyai_env import SafeBot, make_env, quiet_reset, target_code, train_episode_seed
-    from mop.collection import Collector
-
-    policy, encoder = small_agent()
-    plain = Collector(LEVEL, [0], 3, None, "raw", teacher_forcing=1.0).collect(policy, encoder, 20)
-    assert (plain["target"] == NO_TARGET).all()
-    chunk = Collector(LEVEL, [0, 1], 3, None, "raw", teacher_forcing=1.0, record_targets=True).collect(
-        policy, encoder, 60
-    )
-    for k in (0, 1):
-        env = make_env(LEVEL)
-        quiet_reset(env, train_episode_seed(3, k, 0))
-        bot, previous = SafeBot(env), None
-        end = min([t for t, ep in chunk["episodes"] if ep.env_index == k] or [59])
-        for t in range(end + 1):
-            label = bot.label(previous)
-            assert label == chunk["label"][t, k]
-            assert tuple(chunk["target"][t, k]) == target_code(bot.target()), (k, t)
-            env.step(label)
-            previous = label
-    assert (chunk["target"][..., 0] != NO_TARGET).mean() > 0.5
-
-
 def test_online_dagger_trains_the_target_head(tmp_path):
     import train_mop
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mop import bot_demos
-from mop.babyai_env import NO_TARGET, demo_episode_seed
+from mop.babyai_env import NO_SUBGOAL, NO_TARGET, SUBGOAL_KINDS, demo_episode_seed
 from mop.demo_store import MANIFEST, DemoStore, DemoStoreError
 from mop.replay_buffer import BufferError, StoredEpisode
 
@@ -27,6 +27,9 @@ def fake_episode(seed: int) -> StoredEpisode:
         f"go to the {['red', 'blue', 'green'][seed % 3]} ball",
         int(seed),
         target=np.where(rng.random((T, 1)) < 0.2, NO_TARGET, rng.integers(-9, 10, (T, 2))).astype(np.int8),
+        subgoal=np.where(rng.random(T) < 0.1, NO_SUBGOAL, rng.integers(0, len(SUBGOAL_KINDS), T)).astype(
+            np.int8
+        ),
     )
 
 
@@ -61,7 +64,7 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert isinstance(again.episode(3).image, np.memmap)  # read from the map, not copied into RAM
     assert again[-1].equals(eps[-1]) and [e.seed for e in again[2:4]] == [3, 4]
     assert again.frames_of(5) == sum(len(e) for e in eps[:5])
-    assert again.targets and again.verify() == 12  # 2 chunks x 6 files
+    assert again.targets and again.subgoals and again.verify() == 14  # 2 chunks x 7 files
 
 
 def test_a_truncated_file_is_refused(tmp_path):
@@ -190,26 +193,34 @@ def test_demos_cli_refuses_a_count_the_store_does_not_hold(tmp_path, capsys, fak
 
 
 def test_a_store_made_before_targets_stays_readable_and_aux_target_refuses_it(tmp_path, fake_bot):
-    """A store whose manifest has no "targets" (made before they were recorded): its episodes read
-    with target None, it is extended without them, and --aux_target_weight's request refuses it
-    (and an older single-file cache) in one line naming the file, before generating anything."""
-    old = DemoStore.create(bot_demos.store_path(tmp_path, TASK, 0), TASK, demo_seed=0, targets=False)
+    """A store whose manifest has no "targets" nor "subgoals" (made before they were recorded): its
+    episodes read with target and subgoal None, it is extended without them, and the requests of
+    --aux_target_weight and --aux_subgoal_weight refuse it (and an older single-file cache) in one
+    line naming the file, before generating anything."""
+    old = DemoStore.create(
+        bot_demos.store_path(tmp_path, TASK, 0), TASK, demo_seed=0, targets=False, subgoals=False
+    )
     manifest = json.loads((old.root / MANIFEST).read_text())
-    del manifest["targets"]  # exactly as the earlier code wrote it
+    del manifest["targets"], manifest["subgoals"]  # exactly as the earlier code wrote it
     (old.root / MANIFEST).write_text(json.dumps(manifest))
     old = DemoStore.open(old.root, task_id=TASK)
     old.append([fake_episode(s) for s in (1, 2, 3)], next_candidate=3)
-    assert not old.targets and old.verify() == 5 and old[0].target is None
+    assert not old.targets and not old.subgoals and old.verify() == 5
+    assert old[0].target is None and old[0].subgoal is None
     buf, meta, _ = bot_demos.load_or_generate_demos(TASK, 5, 0, tmp_path, progress=False)
     assert meta["targets"] is False and len(buf) == 5 and buf.episodes[4].target is None
     chunks = len(json.loads((old.root / MANIFEST).read_text())["chunks"])
     with pytest.raises(BufferError, match="manifest.json' holds no bot targets .*--aux_target_weight"):
         bot_demos.load_or_generate_demos(TASK, 9, 0, tmp_path, progress=False, need_targets=True)
+    with pytest.raises(BufferError, match="manifest.json' holds no bot subgoals .*--aux_subgoal_weight"):
+        bot_demos.load_or_generate_demos(TASK, 9, 0, tmp_path, progress=False, need_subgoals=True)
     assert len(json.loads((old.root / MANIFEST).read_text())["chunks"]) == chunks  # nothing generated
     cache, info = bot_demos.generate_demos(TASK, 2, 1, progress=False)
     cache.save(bot_demos.demo_path(tmp_path, TASK, 2, 1), kind="demos", **info)
     with pytest.raises(BufferError, match="older demo cache: it holds no bot targets"):
         bot_demos.load_or_generate_demos(TASK, 2, 1, tmp_path, progress=False, need_targets=True)
+    with pytest.raises(BufferError, match="older demo cache: it holds no bot subgoals"):
+        bot_demos.load_or_generate_demos(TASK, 2, 1, tmp_path, progress=False, need_subgoals=True)
 
 
 def test_a_target_store_refuses_an_episode_without_targets_and_a_bad_target_file(tmp_path):

@@ -287,7 +287,6 @@ def test_an_earlier_system_checkpoint_is_not_forked(tmp_path, monkeypatch, capsy
     "flags, match",
     [
         (["--expert_hidden_sizes", "[[0, 8], [0, 8]]"], r"other keys \(expert_hidden_sizes: "),
-        (["--aux_target_weight", "0.5"], r"aux_target_weight: 0.0 -> 0.5 \(no head to continue\)"),
         (["--num_updates", "4"], r"is at update 4: num_updates \(4\) leaves nothing to train"),
         (["--resume"], r"--fork_from starts a new run; continue one with --resume alone"),
         (["--fork_from", "missing.pt"], r"--fork_from: checkpoint 'missing.pt' does not exist"),
