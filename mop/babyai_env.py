@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the BabyAI-* ids with gymnasium)
 import numpy as np
-from minigrid.utils.baby_ai_bot import BabyAIBot
+from minigrid.utils.baby_ai_bot import BabyAIBot, Subgoal
 
 from mop import fast_grid, layout_sampler
 from mop.fast_grid import FastBot
@@ -243,16 +243,36 @@ TARGET_RANGE = 31  # |ahead|, |right| a target code holds (BabyAI grids are at m
 NO_TARGET = -128  # `target` of a step where the bot heads for no position (SafeBot.target None)
 
 
+_minigrid_undo = Subgoal._plan_undo_action
+WORLD_CHANGES = (3, 4, 5)  # pickup, drop, toggle: the actions that change the grid or what is carried
+
+
+def _plan_undo_action(self: Any, action_taken: Any) -> None:
+    """minigrid's undo plan, unless the bot keeps the agent's changes (SafeBot undo=False): then a
+    pickup, drop or toggle it did not suggest is the new state of the world, not a step to revert
+    (a move it did not suggest is still walked back, to face what the subgoal acts on)."""
+    if getattr(self.bot, "keep_changes", False) and int(action_taken) in WORLD_CHANGES:
+        return
+    _minigrid_undo(self, action_taken)
+
+
+Subgoal._plan_undo_action = _plan_undo_action  # the same as minigrid's for every bot with undo
+
+
 class SafeBot:
     """BabyAIBot that never crashes, hangs or leaks a thread: `label()` returns an action or None.
 
-    fast: fast_grid.FastBot (minigrid's labels, its view and searches on arrays); False: BabyAIBot."""
+    fast: fast_grid.FastBot (minigrid's labels, its view and searches on arrays); False: BabyAIBot.
+    undo: minigrid's labels on an agent that did not take the bot's action: it plans to revert a
+    pickup, drop or door toggle it did not suggest (drop the object where it was found, close the
+    door); False: it keeps them and plans from the world as the agent left it (--no-bot_undo)."""
 
-    def __init__(self, env: Any, fast: bool = True):
+    def __init__(self, env: Any, fast: bool = True, undo: bool = True):
         self.failure: str | None = None
         self.timed = _ALARM.install()
         try:
             self.bot = FastBot(env) if fast else BabyAIBot(env)
+            self.bot.keep_changes = not undo
             self.bot.stack = _BoundedStack(self.bot.stack)
         except Exception as e:  # an instruction the bot cannot parse: a layout it cannot solve
             self.bot = None

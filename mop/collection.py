@@ -241,7 +241,9 @@ class _Slot:
         fast: bool,
         key_layout_share: float | None = None,
         eval_stride: int | None = None,
+        bot_undo: bool = True,
     ):
+        self.bot_undo = bot_undo  # --bot_undo: the labelling bot reverts the student's changes
         self.task_id, self.env_index, self.run_seed, self.max_steps = task_id, env_index, run_seed, max_steps
         self.fast, self.key_layout_share, self.eval_stride = fast, key_layout_share, eval_stride
         self.env = make_env(task_id, max_steps, fast)
@@ -265,7 +267,7 @@ class _Slot:
             self.obs = quiet_reset(self.env, self.seed)
             if want is None or needs_key(self.env) == want:
                 break
-        self.bot = SafeBot(self.env, self.fast)
+        self.bot = SafeBot(self.env, self.fast, self.bot_undo)
         self.prev_action: int | None = None
         self.steps = 0
         self.visited = 0  # bitmask of the rooms the agent has stood in this episode
@@ -322,6 +324,7 @@ class Collector:
         eval_stride: int | None = None,
         record_targets: bool = False,
         record_subgoals: bool = False,
+        bot_undo: bool = True,
     ):
         self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
         self.record_targets = record_targets  # --aux_target_weight: each step's SafeBot.target
@@ -340,6 +343,7 @@ class Collector:
                 fast_env,
                 key_layout_share,
                 eval_stride,
+                bot_undo,
             )
             for level, i in zip(levels, env_indices)
         ]
@@ -518,6 +522,7 @@ class ParallelCollector:
         key_layout_share: float | None = None,
         record_targets: bool = False,
         record_subgoals: bool = False,
+        bot_undo: bool = True,
     ):
         levels = check_task_ids(task_id)
         self.env_levels = env_levels(levels, num_envs, task_weights) if len(levels) > 1 else None
@@ -534,6 +539,7 @@ class ParallelCollector:
             key_layout_share=key_layout_share,
             record_targets=record_targets,
             record_subgoals=record_subgoals,
+            bot_undo=bot_undo,
         )
         self.local: Collector | None = None
         self.cpu_actor: tuple[torch.nn.Module, torch.nn.Module] | None = None  # see _actor

@@ -1,13 +1,13 @@
-"""The experiment's plumbing, shared by every stage: the config schema and its loading,
-checkpoint save/load (one place, with its format version and the upgrade of older formats), and
-metric logging. The imitation loop that uses them is imitation.py; run folders are runs.py.
+"""The experiment's plumbing, shared by every stage: the config schema and its loading, checkpoint
+save/load (one place, with its format version and the upgrade of older formats), and metric logging.
 
 - `TrainConfig`: every key of config.yaml, typed and documented; `load_config` merges YAML and CLI
   flags and rejects unknown keys, wrong types and impossible values with a message naming the key.
-- checkpoints: plain dicts of tensors and plain types, written atomically, loadable with
-  `torch.load(weights_only=True)`; `load_checkpoint` checks `format_version` and brings older
-  checkpoints (the earlier system's included) to the current form in `upgrade_checkpoint`;
-  `load_policy` rebuilds the policy and mission encoder of any checkpoint.
+  The imitation loop that uses them is imitation.py; run folders are runs.py.
+- checkpoints: plain dicts of tensors and plain types, written atomically, loadable with `torch.load(
+  weights_only=True)`; `load_checkpoint` checks `format_version` and brings older checkpoints (the
+  earlier system's included) to the current form in `upgrade_checkpoint`; `load_policy` rebuilds
+  the policy and mission encoder of any checkpoint.
 - `MetricLogger`: metrics.jsonl in the run folder (slash names), and wandb when asked.
 
 Example:
@@ -219,6 +219,11 @@ class TrainConfig:
         "locked door, opening it, ...: babyai_env.SUBGOAL_KINDS; a softmax) from the memory after each "
         "step, times this weight (0: off; --demos needs a demo store made with them)",
         0.0,
+    )
+    bot_undo: bool = _help(
+        "DAgger's labels: the bot plans to revert a pickup, drop or door toggle the student did without "
+        "it (minigrid's bot; --no-bot_undo: it keeps them and plans from the world the student left)",
+        True,
     )
     key_layout_share: float | None = _help(
         "locked-door levels: share of the training episodes played on layouts where the mission "
@@ -914,8 +919,7 @@ def newest_checkpoint(directory: str | os.PathLike, report: bool = True) -> tupl
 
 
 def recipe_keys(config: TrainConfig | dict) -> dict:
-    """The keys that decide what a run learns: every config key but RESUMABLE_OVERRIDES (length,
-    logging, workers and folders), as plain JSON values."""
+    """The keys that decide what a run learns: every config key but RESUMABLE_OVERRIDES, as JSON values."""
     values = dataclasses.asdict(config) if isinstance(config, TrainConfig) else config
     return json.loads(
         json.dumps({k: values[k] for k in CONFIG_KEYS if k in values and k not in RESUMABLE_OVERRIDES})
@@ -923,11 +927,10 @@ def recipe_keys(config: TrainConfig | dict) -> dict:
 
 
 def recipe_value(config: dict, key: str) -> Any:
-    """One config key's value as the schema types it (1e-4 and "1e-4" are one value); a key the
-    config lacks counts as its default (a config written before the key existed), "(absent)"
-    for a key without one. input_dim equal to its encoding's size is null: the earlier system's key
-    then says no more than obs_encoding (train_mop writes 985 for onehot), so a run resumed with
-    --input_dim 985 is the onehot run it was, and neither value splits a condition."""
+    """One config key's value as the schema types it (1e-4 and "1e-4" are one value); a key the config
+    lacks counts as its default (written before the key existed), "(absent)" for one without. input_dim
+    equal to its encoding's size is null: the earlier system's key then says no more than obs_encoding
+    (train_mop writes 985 for onehot), so --input_dim 985 never splits a condition or a resume."""
     if key in config:
         value = _coerce(key, config[key])
     elif key in _DEFAULTS:
@@ -946,8 +949,8 @@ def recipe_value(config: dict, key: str) -> Any:
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
-    """'key: old -> new' for each recipe key (recipe_keys) that differs between two configs. A key
-    one side lacks counts as its default: a config written before the key existed still matches."""
+    """'key: old -> new' for each recipe key (recipe_keys) that differs between two configs (a key one
+    side lacks counts as its default)."""
     return [
         f"{key}: {recipe_value(old, key)!r} -> {recipe_value(new, key)!r}"
         for key in CONFIG_KEYS

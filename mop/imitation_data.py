@@ -274,4 +274,5 @@ def open_collector(
         key_layout_share=cfg.key_layout_share,
         record_targets=cfg.aux_target_weight > 0,
         record_subgoals=cfg.aux_subgoal_weight > 0,
+        bot_undo=cfg.bot_undo,
     )

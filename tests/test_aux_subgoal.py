@@ -235,3 +235,58 @@ def test_a_fork_that_adds_the_subgoal_head_trains_it_from_its_initialisation(tmp
     assert [r for r in read_metrics(folder / "metrics.jsonl") if r.get("train/aux_subgoal", 0.0) > 0]
     assert "subgoal_head_state_dict" in load_checkpoint(folder / "checkpoint_3.pt")
     assert FRESH_HEADS not in load_checkpoint(folder / "checkpoint_3.pt")
+
+
+# ----------------------------------------------------------------------------- --no-bot_undo
+
+
+def deviate_by_pickup(level: str, undo: bool) -> tuple[list[str], int]:
+    """The bot drives an evaluation layout until it faces an object it does not pick up; there the
+    agent picks it up. The bot's subgoal kinds over the next 6 steps (the agent then follows it)."""
+    for k in range(40):
+        env = make_env(level)
+        quiet_reset(env, EVAL_SEED_START + k)
+        bot, previous = SafeBot(env, undo=undo), None
+        for _ in range(env.max_steps):
+            label = bot.label(previous)
+            front = env.unwrapped.grid.get(*env.unwrapped.front_pos)
+            if label is None:
+                break
+            if (
+                front is not None
+                and front.type in ("ball", "box", "key")
+                and label != 3
+                and not env.unwrapped.carrying
+            ):
+                env.step(3)
+                assert env.unwrapped.carrying is not None
+                kinds, previous = [], 3
+                for _ in range(6):
+                    label = bot.label(previous)
+                    kinds.append(SUBGOAL_KINDS[bot.subgoal()])
+                    env.step(label)
+                    previous = label
+                return kinds, k
+            env.step(label)
+            previous = label
+    raise AssertionError("no layout where the bot passes an object by")
+
+
+def test_without_undo_the_bot_keeps_what_the_student_picked_up():
+    """minigrid's bot answers an unasked pickup by planning to put the object back (a drop, and
+    the walk to where it was found); with undo=False it plans on from the world as it is."""
+    with_undo, k = deviate_by_pickup("BabyAI-GoToImpUnlock-v0", True)
+    without, k2 = deviate_by_pickup("BabyAI-GoToImpUnlock-v0", False)
+    assert k == k2
+    assert with_undo[0] == "drop", with_undo  # put it down, here, at once
+    assert "drop" not in without and "go to cell" not in without, without
+
+
+def test_bot_undo_reaches_the_collectors_bots(tmp_path):
+    from mop.collection import Collector
+
+    cfg = tiny_config(tmp_path, bot_undo=False)
+    assert cfg.bot_undo is False
+    collector = Collector(LEVEL, [0, 1], 3, None, "raw", bot_undo=False)
+    assert all(slot.bot.bot.keep_changes for slot in collector.slots)
+    assert not any(s.bot.bot.keep_changes for s in Collector(LEVEL, [0], 3, None, "raw").slots)
