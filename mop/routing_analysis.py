@@ -653,7 +653,8 @@ def clustered_proportion(values: Any, weights: Any, confidence: float = 0.95) ->
     n, z = total / deff, float(stats.norm.ppf(0.5 + confidence / 2))
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 and 1 Wilson's interval ends exactly at the point (not a rounding error away from it).
+    return p, 0.0 if p == 0 else max(0.0, centre - half), 1.0 if p == 1 else min(1.0, centre + half)
 
 
 def _level_columns(episodes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -210,7 +210,8 @@ def plot_unfit_labels(breakdown: pd.DataFrame, title: str | None = None, layout:
         low = np.array([np.nan if r is None else 100 * r["accuracy_ci_low"] for r in rows])
         high = np.array([np.nan if r is None else 100 * r["accuracy_ci_high"] for r in rows])
         left.bar(x, acc, width, color=VIEW_COLORS[view], label=view)
-        left.errorbar(x, acc, yerr=[acc - low, high - acc], fmt="none", ecolor="#333333", lw=0.8, capsize=2)
+        whiskers = np.clip([acc - low, high - acc], 0.0, None)  # an end a rounding error inside the point
+        left.errorbar(x, acc, yerr=whiskers, fmt="none", ecolor="#333333", lw=0.8, capsize=2)
         for xi, r in zip(x, rows):
             if r is not None:
                 left.annotate(f"{int(r['steps']):,}", (xi, 0), xytext=(0, 2), textcoords="offset points",

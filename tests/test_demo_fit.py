@@ -157,6 +157,10 @@ def test_the_unfit_labels_figure_draws_both_views_at_each_distance_and_says_what
         assert len(left.patches) == 6 and len(right.patches) == 6  # 3 distances x 2 views; 3 views x 2 shares
         assert [t.get_text() for t in left.get_xticklabels()] == ["1-3", "4-7", "8+"]
         assert "400 labelled steps, 20 errors" in figure_note(fig) and "95% Wilson" in figure_note(fig)
+    # an interval end a rounding error inside its point (a table written before the fix) still draws
+    perfect = table["group"] == "target in view · 1-3 to go"
+    table.loc[perfect, ["errors", "accuracy", "accuracy_ci_high"]] = [0, 1.0, 1.0 - 1e-16]
+    assert len(plot_unfit_labels(table).axes[0].patches) == 6
 
 
 def test_the_proportions_interval_is_wilsons_at_the_effective_size():
@@ -172,7 +176,11 @@ def test_the_proportions_interval_is_wilsons_at_the_effective_size():
     p2, low2, high2 = clustered_proportion(np.tile([0.8, 1.0], 25), np.full(50, 10))
     assert p2 == pytest.approx(0.9) and low2 < low and high2 > high
     p3, low3, high3 = clustered_proportion(np.ones(20), np.full(20, 3))
-    assert p3 == 1.0 and high3 == pytest.approx(1.0) and low3 == pytest.approx(60 / (60 + z * z))
+    assert p3 == 1.0 and high3 == 1.0 and low3 == pytest.approx(60 / (60 + z * z))
+    # exactly, at both ends (a plot's whiskers, high - p and p - low, must not go below 0)
+    for steps in (1, 3, 7, 27, 405):
+        assert clustered_proportion(np.ones(5), np.full(5, steps))[2] == 1.0
+        assert clustered_proportion(np.zeros(5), np.full(5, steps))[1] == 0.0
 
 
 def test_the_breakdown_counts_each_groups_steps_errors_and_their_cost():
