@@ -324,8 +324,8 @@ class SafeBot:
         """What the bot is doing after its last replan, as an index into SUBGOAL_KINDS: the kind of
         the subgoal on top of its stack, a GoNextTo told apart by what it goes to (a cell it explores
         towards; an object the mission names; another object, such as the key of a locked door; a
-        door it will open, locked or not; any other cell). None when the bot failed or its stack is empty. What
-        --aux_subgoal_weight's head learns to read from the memory."""
+        door it will open, locked or not; any other cell). None when the bot failed or its stack is
+        empty. What --aux_subgoal_weight's head learns to read from the memory."""
         if self.bot is None or not self.bot.stack:
             return None
         top = self.bot.stack[-1]
