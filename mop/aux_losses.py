@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mop.babyai_env import MAX_ROOMS, NO_SUBGOAL, NO_TARGET, SUBGOAL_KINDS, TARGET_RANGE, RoomLayout
+from mop.babyai_env import MAX_ROOMS, NO_SUBGOAL, NO_TARGET, TARGET_RANGE, RoomLayout
 from mop.checks import ConfigError
 
 
@@ -70,7 +70,7 @@ def aux_subgoal_loss(head: torch.nn.Linear, out: Any, subgoal: np.ndarray, parts
     if not known.any():
         return out.logits.sum() * 0.0
     logits = head(out.memory_seq[known])
-    classes = code[known].clamp(0, len(SUBGOAL_KINDS) - 1)
+    classes = code[known]
     aux = torch.nn.functional.cross_entropy(logits, classes)
     parts["train/aux_subgoal"] = aux.item()
     parts["train/aux_subgoal_accuracy"] = (logits.argmax(-1) == classes).float().mean().item()

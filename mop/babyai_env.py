@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import gymnasium as gym
 import minigrid  # noqa: F401  (registers the BabyAI-* ids with gymnasium)
 import numpy as np
+from minigrid.core.actions import Actions
 from minigrid.utils.baby_ai_bot import BabyAIBot, Subgoal
 
 from mop import fast_grid, layout_sampler
@@ -244,7 +245,7 @@ NO_TARGET = -128  # `target` of a step where the bot heads for no position (Safe
 
 
 _minigrid_undo = Subgoal._plan_undo_action
-WORLD_CHANGES = (3, 4, 5)  # pickup, drop, toggle: the actions that change the grid or what is carried
+WORLD_CHANGES = (Actions.pickup, Actions.drop, Actions.toggle)  # they change the grid or what is carried
 
 
 def _plan_undo_action(self: Any, action_taken: Any) -> None:
@@ -324,14 +325,15 @@ class SafeBot:
         """What the bot is doing after its last replan, as an index into SUBGOAL_KINDS: the kind of
         the subgoal on top of its stack, a GoNextTo told apart by what it goes to (a cell it explores
         towards; an object the mission names; another object, such as the key of a locked door; a
-        door it will open, locked or not; any other cell). None when the bot failed or its stack is
-        empty. What --aux_subgoal_weight's head learns to read from the memory."""
+        door it will open, locked or not; any other cell). None when the bot failed, its stack is
+        empty or its top is of a kind minigrid did not have. What --aux_subgoal_weight's head learns
+        to read from the memory."""
         if self.bot is None or not self.bot.stack:
             return None
         top = self.bot.stack[-1]
         kind = type(top).__name__.removesuffix("Subgoal")
-        if kind != "GoNextTo":
-            return SUBGOAL_KINDS.index(_SUBGOAL_OF.get(kind, "explore"))
+        if kind != "GoNextTo":  # a subgoal minigrid may add later: none (left out of the loss)
+            return SUBGOAL_KINDS.index(_SUBGOAL_OF[kind]) if kind in _SUBGOAL_OF else None
         if top.reason == "Explore":
             return SUBGOAL_KINDS.index("explore")
         if top.reason == "Open" or getattr(top.datum, "type", None) == "door":

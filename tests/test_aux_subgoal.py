@@ -30,7 +30,7 @@ from mop.babyai_env import (
 from mop.bot_demos import bot_episode
 from mop.experiment import ConfigError, load_checkpoint, read_metrics
 from mop.replay_buffer import episodes_as_chunk
-from tests.test_aux_target import _forward
+from tests.test_aux_target import check_reaches_the_memory
 from tests.test_env import small_agent
 
 LEVEL = "BabyAI-Unlock-v0"
@@ -89,17 +89,8 @@ def test_the_subgoal_loss_reaches_the_memory_and_skips_steps_without_one():
     n = len(episodes[0])
     assert np.array_equal(chunk["subgoal"][:n, 0], episodes[0].subgoal)  # the demos' kinds reach the chunk
     assert (chunk["subgoal"][n:, 0] == NO_SUBGOAL).all()  # padding has none
-    out = _forward(policy, encoder, chunk)
     head = torch.nn.Linear(policy.memory_size, len(SUBGOAL_KINDS))
-    parts: dict = {}
-    aux_subgoal_loss(head, out, chunk["subgoal"], parts).backward()
-    assert 0.0 < parts["train/aux_subgoal"] and 0.0 <= parts["train/aux_subgoal_accuracy"] <= 1.0
-    grus = [name for name, p in policy.named_parameters() if "gru" in name]
-    assert grus and all(policy.get_parameter(n).grad.abs().sum() > 0 for n in grus)
-    assert policy.head.weight.grad is None  # the action head is not touched
-    none: dict = {}
-    blank = np.full_like(chunk["subgoal"], NO_SUBGOAL)
-    assert aux_subgoal_loss(head, out, blank, none).item() == 0.0 and none == {}
+    check_reaches_the_memory(policy, encoder, chunk, aux_subgoal_loss, head, "subgoal", NO_SUBGOAL)
 
 
 def test_a_head_that_reads_the_subgoal_exactly_has_no_loss_and_full_accuracy():

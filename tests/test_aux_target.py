@@ -36,17 +36,24 @@ def test_the_target_loss_reaches_the_memory_and_skips_steps_without_a_target():
     chunk = episodes_as_chunk(list(buf.episodes))
     assert (chunk["target"][:, :, 0] != NO_TARGET).sum() > 20  # the demos' targets reach the chunk
     assert (chunk["target"][len(buf.episodes[0]) :, 0] == NO_TARGET).all()  # padding has none
-    out = _forward(policy, encoder, chunk)
     head = torch.nn.Linear(policy.memory_size, 2 * CLASSES)
+    check_reaches_the_memory(policy, encoder, chunk, aux_target_loss, head, "target", NO_TARGET)
+
+
+def check_reaches_the_memory(policy, encoder, chunk, loss_fn, head, key, none_code):
+    """An auxiliary loss on chunk[key]: it logs train/aux_<key> and its accuracy, its gradient
+    reaches every GRU of the policy and not the action head, and a chunk with none_code at every
+    step gives a zero loss and logs nothing."""
+    out = _forward(policy, encoder, chunk)
     parts: dict = {}
-    aux_target_loss(head, out, chunk["target"], parts).backward()
-    assert 0.0 < parts["train/aux_target"] and 0.0 <= parts["train/aux_target_accuracy"] <= 1.0
+    loss_fn(head, out, chunk[key], parts).backward()
+    assert 0.0 < parts[f"train/aux_{key}"] and 0.0 <= parts[f"train/aux_{key}_accuracy"] <= 1.0
     grus = [name for name, p in policy.named_parameters() if "gru" in name]
     assert grus and all(policy.get_parameter(n).grad.abs().sum() > 0 for n in grus)
     assert policy.head.weight.grad is None  # the action head is not touched
     none: dict = {}
-    blank = np.full_like(chunk["target"], NO_TARGET)
-    assert aux_target_loss(head, out, blank, none).item() == 0.0 and none == {}
+    blank = np.full_like(chunk[key], none_code)
+    assert loss_fn(head, out, blank, none).item() == 0.0 and none == {}
 
 
 def test_a_head_that_reads_the_target_exactly_has_no_loss_and_full_accuracy():
