@@ -131,7 +131,10 @@ def test_ctrl_c_during_batch_eval_is_one_line_130_and_the_csv_stays_readable(tmp
         text=True,
     )
     try:
-        assert "to evaluate" in proc.stdout.readline()  # evaluation under way
+        line = proc.stdout.readline()
+        if "to evaluate" not in line:  # evaluation under way, or say why not
+            proc.kill()
+            pytest.fail(f"first stdout line {line!r}; stderr: {proc.communicate()[1][-3000:]}")
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
