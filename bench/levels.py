@@ -548,8 +548,18 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default=",".join(LEVELS), help="comma list (default: all eleven)")
-    parser.add_argument("--frames", type=int, default=3_000_000, help="training frame budget per level")
-    parser.add_argument("--probe_every", type=int, default=250_000, help="frames between probed checkpoints")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=3_000_000,
+        help="training frame budget per level, in collection frames: the run trains frames / (num_envs x "
+        "unroll_len) updates. An offline (BC) update learns from batch_columns x unroll_len demo frames "
+        "instead (the table's frame-gradients), so a recipe with a longer unroll_len needs a --frames "
+        "as much longer to train as many updates",
+    )
+    parser.add_argument(
+        "--probe_every", type=int, default=250_000, help="frames between probed checkpoints (as --frames)"
+    )
     parser.add_argument("--probe_episodes", type=int, default=100, help="evaluation layouts per probe")
     parser.add_argument("--eval_episodes", type=int, default=500, help="evaluation layouts for the final row")
     parser.add_argument("--target", type=float, default=0.99, help="success to reach (default 0.99)")
