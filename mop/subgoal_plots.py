@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from mop.plot_style import (
     EXPERT_COLORS,
@@ -223,9 +224,12 @@ def plot_unfit_labels(breakdown: pd.DataFrame, title: str | None = None, layout:
         )
     floor = np.nanmin([100 * dist["accuracy_ci_low"].min(), 100 * view["accuracy_ci_low"].min()])
     left.set_ylim(max(0.0, 5 * np.floor((floor - 2) / 5)), 100)
+    # whole-number ticks: with 2.5-point steps ("87.5", "100.0") the labels widen after constrained
+    # layout has sized the margin from the first ticks, and the y label ran off the figure's edge
+    left.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     left.set_xticks(np.arange(len(bins)), [f"{b}" for b in bins])
     left.set_xlabel("steps to go on the bot's route")
-    left.set_ylabel("accuracy (%)" if paper else "accuracy on the bot's labels (%)")
+    left.set_ylabel("accuracy (%)")  # the title says whose labels; a longer one overran the panel
     left.set_title("heading for a door, key or object")
     left.legend(frameon=False, fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=3)
     left.grid(axis="y", alpha=0.3)
