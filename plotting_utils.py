@@ -178,21 +178,29 @@ def _add_expert_key(
     sizes: list[int | None],
     fraction: float | None = None,
     aspect: float | None = None,
+    compact: bool = False,
 ) -> Axes:
     """The heatmap's legend (_draw_expert_key) as a colour bar below `axes`. fraction and aspect as
     fig.colorbar's (defaults: a key under one panel); a key spanning several panels passes its own,
-    so that its rows stay about 0.18 in tall (room for their labels)."""
+    so that its rows stay about 0.18 in tall (room for their labels). compact: a key under a narrow
+    (paper) panel, its text smaller and its label short enough for the panel's width."""
     low = 1.0 / num_experts if num_experts > 1 else 0.0
     bar = fig.colorbar(
         ScalarMappable(Normalize(low, 1.0), EXPERT_CMAPS[0]),
         ax=axes,
         location="bottom",
-        fraction=0.05 * num_experts if fraction is None else fraction,
-        aspect=24 / num_experts if aspect is None else aspect,
+        # under one panel: rows ~0.1 in thick whatever the level's aspect (0.05 and 24 squeezed a
+        # flat two-room level's three rows into one line of overlapping names)
+        fraction=0.14 * num_experts if fraction is None else fraction,
+        aspect=10 / num_experts if aspect is None else aspect,
         pad=0.02,
     )
     _draw_expert_key(bar.ax, num_experts, sizes)
-    bar.set_label("weight of the dominant expert")
+    if compact:
+        bar.set_label("dominant weight", fontsize="x-small")
+        bar.ax.tick_params(labelsize="xx-small")
+    else:
+        bar.set_label("weight of the dominant expert")
     return bar.ax
 
 
@@ -245,9 +253,8 @@ def render_routing_heatmap(
         ax.set_title(f"layer {layer}: dominant expert" + ("\n" + line if usage else ""))
     ax.set_label(f"routing_layer_{layer}")
     if key:
-        _add_expert_key(
-            ax.figure, ax, num_experts, [expert_size(expert_sizes, layer, j) for j in range(num_experts)]
-        )
+        sizes = [expert_size(expert_sizes, layer, j) for j in range(num_experts)]
+        _add_expert_key(ax.figure, ax, num_experts, sizes, compact=compact)
     return image
 
 
@@ -322,7 +329,9 @@ def plot_overall_routing(
     fig, axes = panel_grid(
         panels + slot,
         layout,
-        panel=(w, h + (0.4 if paper else 1.5)),
+        # paper: room under each shrunk panel for its two-line title, ticks and the layout's caption
+        # (0.4 in left rows of ~1 in that the text overran, labels drawn over the next row)
+        panel=(w, h + 1.5),
         screen_cols=panels,
         extra=(0.0, 0.8 if shared else 0.3),
     )

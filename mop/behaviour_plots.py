@@ -149,7 +149,8 @@ def plot_entropy_heatmap(
     fig = sized_figure(w + 1.2, h + 1.1, layout)
     ax = fig.subplots()
     grid = to_grid(agg, agg["entropy"].to_numpy(), grid_info)
-    top = f"policy entropy (nats; max ln {len(ACTION_NAMES)} = {math.log(len(ACTION_NAMES)):.2f})"
+    # two lines: on one, the label was taller than the colour bar and ran off the figure
+    top = f"policy entropy (nats)\nmax ln {len(ACTION_NAMES)} = {math.log(len(ACTION_NAMES)):.2f}"
     value_heatmap(ax, grid, grid_info, "magma", top, 0.0, None)
     ax.set_title(f"Policy entropy per cell ({len(steps)} steps)")
     ax.set_label("entropy")

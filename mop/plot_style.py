@@ -112,18 +112,29 @@ def check_layout(layout: str) -> str:
     return layout
 
 
+_STYLED_DEPTH = [0]  # how many styled calls are drawing right now (the outermost set the style)
+
+
 def styled(fn: Callable) -> Callable:
     """Create every artist under the figure's text style (font sizes are fixed when an artist is
-    made): PAPER_STYLE, or COLUMN_STYLE when called with layout="paper"."""
+    made): PAPER_STYLE, or COLUMN_STYLE when called with layout="paper". A styled helper called
+    without `layout` inside another styled call (a panel drawn into its figure) keeps that call's
+    style: it used to reset a paper figure's panels to the screen's larger text."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _STYLED_DEPTH[0] and "layout" not in kwargs:
+            return fn(*args, **kwargs)
         paper = check_layout(kwargs.get("layout", "screen")) == "paper"
-        with matplotlib.rc_context(COLUMN_STYLE if paper else PAPER_STYLE):
-            out = fn(*args, **kwargs)
-            if isinstance(out, Figure) and out.get_suptitle():
-                _fit_suptitle(out)
-            return out
+        _STYLED_DEPTH[0] += 1
+        try:
+            with matplotlib.rc_context(COLUMN_STYLE if paper else PAPER_STYLE):
+                out = fn(*args, **kwargs)
+                if isinstance(out, Figure) and out.get_suptitle():
+                    _fit_suptitle(out)
+                return out
+        finally:
+            _STYLED_DEPTH[0] -= 1
 
     return wrapper
 

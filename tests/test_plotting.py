@@ -650,6 +650,20 @@ def test_example_layout_is_captioned_and_drawn_step_by_step(mop):
     assert f"seed {example.seed}" in figs[f"episode_{example.episode}_routing"].get_suptitle()
 
 
+def _runs_off(fig: Figure) -> list:
+    """The panels whose drawn labels, titles or ticks reach past the figure's edge (saved PNGs are
+    not cropped to their contents, so those would be cut off)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    boxes = [(ax, ax.get_tightbbox(canvas.get_renderer())) for ax in fig.axes if ax.get_visible()]
+    w, h = fig.bbox.width, fig.bbox.height
+    return [
+        ax for ax, b in boxes if b is not None and (b.x0 < -1 or b.y0 < -1 or b.x1 > w + 1 or b.y1 > h + 1)
+    ]
+
+
 def test_paper_layout_is_one_column_and_screen_fits_a_notebook(caches):
     mop = caches["mop"]
     for layout, check in (
@@ -661,6 +675,8 @@ def test_paper_layout_is_one_column_and_screen_fits_a_notebook(caches):
         )
         widths = {k: f.get_figwidth() for k, f in figs.items()}
         assert all(check(w) for w in widths.values()), widths
+        off = {k: [a.get_title() or a.get_label() for a in _runs_off(f)] for k, f in figs.items()}
+        assert not {k: v for k, v in off.items() if v}, layout  # no label cut off at an edge
         # the same figures in both layouts, panels unchanged
         assert len(labelled(figs["routing_by_expert"], "expert_layer_")) == 5
 
