@@ -13,6 +13,7 @@ mop/lmc_stats.py and eval_mop.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 
 import matplotlib
@@ -435,7 +436,7 @@ def plot_routing_agreement(
             tag, (r[xcol], r["ce_barrier_line"]), textcoords="offset points", xytext=(3, 3), fontsize=6
         )
     ax.margins(x=0.15, y=0.15)
-    ax.set_xlabel("children's dominant-expert agreement (non-trivial layers)")
+    ax.set_xlabel("children's dominant-expert agreement\n(non-trivial layers)")  # one line ran off
     ax.set_ylabel("held-out loss barrier_line (nats)")
     ax.axhline(0, color="0.7", lw=0.8)
     if corr is not None and len(corr):
@@ -448,7 +449,7 @@ def plot_routing_agreement(
             forks = f", {int(r['n_forks'])} forks" if "n_forks" in r and pd.notna(r["n_forks"]) else ""
             lines.append(f"over {r['unit']} (n={int(r['n'])}{forks}): ρ={rho}, {p}")
         title = "Spearman " + "; ".join(lines) + "; p: whole forks permuted" if lines else ""
-        ax.set_title(title, fontsize=6)
+        ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=6)  # one line ran past the figure
     fig.suptitle("Routing agreement between the children, on held-out bot states")
     return fig
 
