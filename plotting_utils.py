@@ -329,9 +329,9 @@ def plot_overall_routing(
     fig, axes = panel_grid(
         panels + slot,
         layout,
-        # paper: room under each shrunk panel for its two-line title, ticks and the layout's caption
-        # (0.4 in left rows of ~1 in that the text overran, labels drawn over the next row)
-        panel=(w, h + 1.5),
+        # paper: a key under every panel (layers with different experts) needs the room the screen
+        # gives (0.4 in left ~1 in rows whose keys were drawn over the next row's titles)
+        panel=(w, h + (0.4 if paper and shared else 1.5)),
         screen_cols=panels,
         extra=(0.0, 0.8 if shared else 0.3),
     )
