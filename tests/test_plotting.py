@@ -664,6 +664,32 @@ def _runs_off(fig: Figure) -> list:
     ]
 
 
+def test_overall_routing_fits_its_figure_with_one_shared_key_or_a_key_per_layer():
+    """config.yaml's experts (one key for every layer: the paper grid's spare cell) and per-layer
+    experts (a key under each panel), on synthetic steps: nothing runs off either layout, and the
+    shared paper figure keeps compact rows (a per-panel allowance there left empty bands)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    steps = pd.DataFrame(
+        {"x": rng.integers(1, 7, n), "y": rng.integers(1, 7, n), "episode": rng.integers(0, 9, n)}
+    )
+    steps["lpc"] = rng.uniform(200, 400, n)
+    for sizes in ([[0, 16, 32]] * 3, [[0, 8, 16], [0, 8]]):
+        for k, layer in enumerate(sizes):
+            w = rng.dirichlet(np.ones(len(layer)), n)
+            for j in range(len(layer)):
+                steps[f"layer_{k}_expert_{j}"] = w[:, j]
+        table = steps[[c for c in steps if not c.startswith("layer_") or int(c.split("_")[1]) < len(sizes)]]
+        for layout in ("screen", "paper"):
+            fig = pu.plot_overall_routing(
+                table, sizes, np.zeros((64, 64, 3), np.uint8), "go to the ball", layout=layout
+            )
+            assert not _runs_off(fig), (sizes, layout)
+            if layout == "paper" and len(sizes) == 3:
+                assert fig.get_figheight() < 2.2 * fig.get_figwidth()  # 3 rows of square panels, no bands
+        steps = steps[[c for c in steps if not c.startswith("layer_")]]
+
+
 def test_paper_layout_is_one_column_and_screen_fits_a_notebook(caches):
     mop = caches["mop"]
     for layout, check in (
