@@ -127,3 +127,17 @@ def fake_episode(length: int, seed: int, mission: str = "go to the red ball"):
         mission,
         seed,
     )
+
+
+def runs_off(fig, slack: float = 1.0) -> list:
+    """The panels of a Matplotlib figure whose drawn labels, titles or ticks reach more than `slack`
+    pixels past its edge (saved PNGs are not cropped to their contents, so those would be cut off)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    boxes = [(ax, ax.get_tightbbox(canvas.get_renderer())) for ax in fig.axes if ax.get_visible()]
+    w, h = fig.bbox.width + slack, fig.bbox.height + slack
+    return [
+        ax for ax, b in boxes if b is not None and (b.x0 < -slack or b.y0 < -slack or b.x1 > w or b.y1 > h)
+    ]

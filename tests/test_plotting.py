@@ -18,7 +18,7 @@ import eval_mop
 import plotting_utils as pu
 import train
 import train_mop
-from conftest import tiny_config
+from conftest import runs_off, tiny_config
 from mop import plot_style, routing_cache
 from mop import results_plots as rp
 from mop import routing_analysis as ra
@@ -650,20 +650,6 @@ def test_example_layout_is_captioned_and_drawn_step_by_step(mop):
     assert f"seed {example.seed}" in figs[f"episode_{example.episode}_routing"].get_suptitle()
 
 
-def _runs_off(fig: Figure) -> list:
-    """The panels whose drawn labels, titles or ticks reach past the figure's edge (saved PNGs are
-    not cropped to their contents, so those would be cut off)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    boxes = [(ax, ax.get_tightbbox(canvas.get_renderer())) for ax in fig.axes if ax.get_visible()]
-    w, h = fig.bbox.width, fig.bbox.height
-    return [
-        ax for ax, b in boxes if b is not None and (b.x0 < -1 or b.y0 < -1 or b.x1 > w + 1 or b.y1 > h + 1)
-    ]
-
-
 def test_overall_routing_fits_its_figure_with_one_shared_key_or_a_key_per_layer():
     """config.yaml's experts (one key for every layer: the paper grid's spare cell) and per-layer
     experts (a key under each panel), on synthetic steps: nothing runs off either layout, and the
@@ -675,19 +661,18 @@ def test_overall_routing_fits_its_figure_with_one_shared_key_or_a_key_per_layer(
     )
     steps["lpc"] = rng.uniform(200, 400, n)
     for sizes in ([[0, 16, 32]] * 3, [[0, 8, 16], [0, 8]]):
+        weights = {}
         for k, layer in enumerate(sizes):
             w = rng.dirichlet(np.ones(len(layer)), n)
-            for j in range(len(layer)):
-                steps[f"layer_{k}_expert_{j}"] = w[:, j]
-        table = steps[[c for c in steps if not c.startswith("layer_") or int(c.split("_")[1]) < len(sizes)]]
+            weights |= {f"layer_{k}_expert_{j}": w[:, j] for j in range(len(layer))}
+        table = steps.assign(**weights)
         for layout in ("screen", "paper"):
             fig = pu.plot_overall_routing(
                 table, sizes, np.zeros((64, 64, 3), np.uint8), "go to the ball", layout=layout
             )
-            assert not _runs_off(fig), (sizes, layout)
+            assert not runs_off(fig), (sizes, layout)
             if layout == "paper" and len(sizes) == 3:
                 assert fig.get_figheight() < 2.2 * fig.get_figwidth()  # 3 rows of square panels, no bands
-        steps = steps[[c for c in steps if not c.startswith("layer_")]]
 
 
 def test_paper_layout_is_one_column_and_screen_fits_a_notebook(caches):
@@ -701,7 +686,7 @@ def test_paper_layout_is_one_column_and_screen_fits_a_notebook(caches):
         )
         widths = {k: f.get_figwidth() for k, f in figs.items()}
         assert all(check(w) for w in widths.values()), widths
-        off = {k: [a.get_title() or a.get_label() for a in _runs_off(f)] for k, f in figs.items()}
+        off = {k: [a.get_title() or a.get_label() for a in runs_off(f)] for k, f in figs.items()}
         assert not {k: v for k, v in off.items() if v}, layout  # no label cut off at an edge
         # the same figures in both layouts, panels unchanged
         assert len(labelled(figs["routing_by_expert"], "expert_layer_")) == 5
