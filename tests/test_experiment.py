@@ -498,3 +498,26 @@ def test_the_bc_presets_are_the_level_tables_bc_recipe(preset, level):
         },
     )
     assert recipe_keys(load_config(ROOT / "configs" / f"{preset}.yaml")) == recipe_keys(table)
+
+
+def test_the_wide_dagger_preset_is_its_bench_command():
+    """configs/GoToImpUnlock-wide-dagger.yaml is the recipe its comment's bench command runs, key for key:
+    512-unit experts, 3,072 BC updates, then DAgger to 5,120 with bot_undo off."""
+    from mop.experiment import recipe_keys
+
+    table = load_config(
+        ROOT / "configs" / "BabyAI-GoToImpUnlock-v0.yaml",
+        {
+            "demos": 100000,
+            "demo_updates": 3072,
+            "buffer_episodes": 0,
+            "bot_undo": False,
+            "expert_hidden_sizes": [[0, 128, 512], [0, 128, 512], [0, 128, 512]],
+            "intermediate_dim": 256,
+            "aux_target_weight": 0.5,
+            "num_updates": 5120,
+        },
+    )
+    preset = load_config(ROOT / "configs" / "GoToImpUnlock-wide-dagger.yaml")
+    assert recipe_keys(preset) == recipe_keys(table)
+    assert (preset.demo_updates, preset.num_updates, preset.bot_undo) == (3072, 5120, False)
