@@ -138,6 +138,39 @@ def probes_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}_probes.csv")
 
 
+# A row's final evaluation layout by layout (levels_episodes/ beside the table), in the columns
+# failures.py --against pairs on (episode, success, instruction): two rows of a level compare on the
+# same layouts (McNemar) after their run folders are gone.
+EPISODE_COLUMNS = ["episode", "seed", "success", "instruction", "length"]
+
+
+def episodes_path(out: Path, recipe: str, frames: int) -> Path:
+    """bench/results/levels.csv -> levels_episodes/<recipe>-<frames budget>.csv: one file per row."""
+    return out.with_name(f"{out.stem}_episodes") / f"{recipe}-{frames}.csv"
+
+
+def layout_rows(level: str, episodes) -> list[dict]:
+    """The final evaluation's episodes as EPISODE_COLUMNS rows, in episode order; each layout's
+    instruction kind is failures.py's, read off the level regenerated from the episode's seed."""
+    from failures import instruction_kind
+    from mop.babyai_env import make_env, quiet_reset
+
+    env = make_env(level)
+    rows = []
+    for e in episodes.sort_values("episode").itertuples():
+        quiet_reset(env, int(e.seed))
+        rows.append(
+            {
+                "episode": int(e.episode),
+                "seed": int(e.seed),
+                "success": bool(e.success),
+                "instruction": instruction_kind(env.instrs),
+                "length": int(e.length),
+            }
+        )
+    return rows
+
+
 def level_config(level: str, configs_dir: Path) -> Path | None:
     """configs/<level>.yaml (e.g. configs/BabyAI-PutNextLocal-v0.yaml) when the level has one."""
     path = configs_dir / f"{level}.yaml"
@@ -233,10 +266,11 @@ def check_run_folder(directory: Path, recipe: dict) -> None:
 
 def run_level(
     level: str, config: Path | None, probe_cfg: TrainConfig, args: argparse.Namespace, sets: dict
-) -> tuple[dict, list[dict]]:
+) -> tuple[dict, list[dict], list[dict]]:
     """Train (or resume) and evaluate one level under `config` + `sets`; probe_cfg is that recipe
     resolved at the bench's length (bench_config), before its checkpoint and folder overrides.
-    (the table's row, the probes' rows: PROBE_COLUMNS, one per numbered checkpoint)."""
+    (the table's row, the probes' rows: PROBE_COLUMNS, one per numbered checkpoint, the final
+    evaluation's layouts: EPISODE_COLUMNS)."""
     import train_mop
     from eval_mop import EvalOptions, evaluate
     from mop.experiment import ConfigError, load_config, recipe_keys, run_dir
@@ -283,7 +317,7 @@ def run_level(
     eval_s = time.perf_counter() - started
     babyai = BABYAI.get(level, {})
     demo_s = demo_generation_s(cfg) if cfg.demos else ""
-    return {
+    row = {
         "level": level,
         "recipe": recipe_of(config, sets),
         "frames_budget": args.frames,
@@ -310,7 +344,8 @@ def run_level(
         "eval_s": round(eval_s, 1),
         "command": command,
         "config": json.dumps(recipe_keys(cfg), sort_keys=True),
-    }, curve
+    }
+    return row, curve, layout_rows(level, result.episodes)
 
 
 def probe_checkpoints(
@@ -506,10 +541,13 @@ issue quotes it; demos to reach 99% where published; each number's source is in 
 "≥ 90% of BabyAI" asks whether a row reaches 90% of the better of the two. Every probe (success
 on 100 layouts with its Wilson interval, frames, frame-gradients) is kept in
 `bench/results/levels_probes.csv`; `python bench/levels.py --levels L --curves FILE.png` draws a
-level's learning curves from it. A level with a `configs/<level>.yaml` is trained with it, any other with
-`config.yaml`. It runs one level at a time (`--levels`), skips a row already in the CSV and
-resumes a run that was cut off; a longer `--frames` continues the shorter budget's run, as
-`--resume` does. Each row stores its resolved recipe: when a config file changed since a row or a
+level's learning curves from it. Each row's final evaluation, layout by layout (episode, seed,
+success, instruction, length), is kept in `bench/results/levels_episodes/<recipe>-<frames>.csv`,
+where `python failures.py --checkpoint CK --num_episodes 500 --against FILE` pairs another
+checkpoint with the row on the same layouts (McNemar; rows from before 2026-11-28 have none).
+A level with a `configs/<level>.yaml` is trained with it, any other with `config.yaml`. It runs
+one level at a time (`--levels`), skips a row already in the CSV and resumes a run that was cut
+off; a longer `--frames` continues the shorter budget's run, as `--resume` does. Each row stores its resolved recipe: when a config file changed since a row or a
 run folder was made, the level is refused with the keys that differ (exit 2). Every row is one
 seed on a shared 2-core box; "training" is the run's own training time (with `--demos`, plus the
 wall its demo store spent generating them). "frame-gradients" is the learning volume: labelled
@@ -716,7 +754,8 @@ def run_or_skip(level: str, args: argparse.Namespace, sets: dict) -> None:
     if done:
         print(f"[{level}] already in {out}: skipped")
         return
-    row, curve = run_level(level, config, cfg, args, sets)
+    row, curve, layouts = run_level(level, config, cfg, args, sets)
+    write_rows(episodes_path(out, recipe, args.frames), layouts, EPISODE_COLUMNS)
     probes = probes_path(out)
     kept = [r for r in read_rows(probes) if not same_row(r, level, recipe, args.frames)]
     write_rows(probes, kept + curve, PROBE_COLUMNS)

@@ -80,6 +80,15 @@ def test_level_table_rows_skip_and_resume(tmp_path, capsys):
     assert last["recipe"] == recipe and int(last["update"]) == 6 and int(last["probe_episodes"]) == 4
     assert int(last["frame_gradients"]) == final["stats"]["frame_gradients"]
     assert float(last["ci_low"]) <= float(last["success"]) <= float(last["ci_high"])
+    # the final evaluation layout by layout beside the table, a table failures.py --against pairs on
+    layouts = levels.episodes_path(out, recipe, 192)
+    assert layouts == tmp_path / "levels_episodes" / f"{recipe}-192.csv"
+    import failures
+
+    played = failures.read_against(str(layouts))
+    assert list(played.columns) == levels.EPISODE_COLUMNS and list(played.episode) == list(range(8))
+    assert set(played.instruction) == {"go to"} and (played.seed - played.episode).nunique() == 1
+    assert played.success.mean() == pytest.approx(float(row["eval_success"]))
     assert levels.main([*argv, "--curves", str(tmp_path / "curves.png")]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 0 and "2 probes of 1 level" in capsys.readouterr().out
     assert levels.main(argv) == 0  # in the table: skipped, the table untouched
