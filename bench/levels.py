@@ -547,8 +547,9 @@ where `python failures.py --checkpoint CK --num_episodes 500 --against FILE` pai
 checkpoint with the row on the same layouts (McNemar; rows from before 2026-11-28 have none).
 A level with a `configs/<level>.yaml` is trained with it, any other with `config.yaml`. It runs
 one level at a time (`--levels`), skips a row already in the CSV and resumes a run that was cut
-off; a longer `--frames` continues the shorter budget's run, as `--resume` does. Each row stores its resolved recipe: when a config file changed since a row or a
-run folder was made, the level is refused with the keys that differ (exit 2). Every row is one
+off; a longer `--frames` continues the shorter budget's run, as `--resume` does. Each row stores
+its resolved recipe: when a config file changed since a row or a run folder was made, the level is
+refused with the keys that differ (exit 2). Every row is one
 seed on a shared 2-core box; "training" is the run's own training time (with `--demos`, plus the
 wall its demo store spent generating them). "frame-gradients" is the learning volume: labelled
 frames that received a gradient, summed over passes (replayed and demo frames included, padding

@@ -473,17 +473,27 @@ def test_logger_values_are_checked(tmp_path):
         tiny(tmp_path, logger="mlflow")
 
 
+WIDE_DAGGER = {
+    "demo_updates": 3072,
+    "bot_undo": False,
+    "expert_hidden_sizes": [[0, 128, 512], [0, 128, 512], [0, 128, 512]],
+}
+
+
 @pytest.mark.parametrize(
-    "preset, level",
+    "preset, level, sets",
     [
-        ("Unlock-bc", "BabyAI-Unlock-v0"),
-        ("Synth-bc", "BabyAI-Synth-v0"),
-        ("GoToImpUnlock-bc", "BabyAI-GoToImpUnlock-v0"),
+        ("Unlock-bc", "BabyAI-Unlock-v0", {}),
+        ("Synth-bc", "BabyAI-Synth-v0", {}),
+        ("GoToImpUnlock-bc", "BabyAI-GoToImpUnlock-v0", {}),
+        ("GoToImpUnlock-wide-dagger", "BabyAI-GoToImpUnlock-v0", WIDE_DAGGER),
     ],
 )
-def test_the_bc_presets_are_the_level_tables_bc_recipe(preset, level):
+def test_the_bc_presets_are_the_level_tables_bc_recipe(preset, level, sets):
     """configs/{Unlock,Synth,GoToImpUnlock}-bc.yaml are what their comments say: the level-table rows'
-    recipe (the level's config plus the bench's --set keys) at their 5,120 updates, key for key."""
+    recipe (the level's config plus the bench's --set keys) at their 5,120 updates, key for key;
+    GoToImpUnlock-wide-dagger.yaml is the same with its own --set keys (512-unit experts, 3,072 BC
+    updates, then DAgger to 5,120 with bot_undo off)."""
     from mop.experiment import recipe_keys
 
     table = load_config(
@@ -495,29 +505,10 @@ def test_the_bc_presets_are_the_level_tables_bc_recipe(preset, level):
             "intermediate_dim": 256,
             "aux_target_weight": 0.5,
             "num_updates": 5120,
+            **sets,
         },
     )
-    assert recipe_keys(load_config(ROOT / "configs" / f"{preset}.yaml")) == recipe_keys(table)
-
-
-def test_the_wide_dagger_preset_is_its_bench_command():
-    """configs/GoToImpUnlock-wide-dagger.yaml is the recipe its comment's bench command runs, key for key:
-    512-unit experts, 3,072 BC updates, then DAgger to 5,120 with bot_undo off."""
-    from mop.experiment import recipe_keys
-
-    table = load_config(
-        ROOT / "configs" / "BabyAI-GoToImpUnlock-v0.yaml",
-        {
-            "demos": 100000,
-            "demo_updates": 3072,
-            "buffer_episodes": 0,
-            "bot_undo": False,
-            "expert_hidden_sizes": [[0, 128, 512], [0, 128, 512], [0, 128, 512]],
-            "intermediate_dim": 256,
-            "aux_target_weight": 0.5,
-            "num_updates": 5120,
-        },
-    )
-    preset = load_config(ROOT / "configs" / "GoToImpUnlock-wide-dagger.yaml")
-    assert recipe_keys(preset) == recipe_keys(table)
-    assert (preset.demo_updates, preset.num_updates, preset.bot_undo) == (3072, 5120, False)
+    loaded = load_config(ROOT / "configs" / f"{preset}.yaml")
+    assert recipe_keys(loaded) == recipe_keys(table)
+    schedule = ("demo_updates", "num_updates", "bot_undo")
+    assert [getattr(loaded, k) for k in schedule] == [getattr(table, k) for k in schedule]
