@@ -184,6 +184,27 @@ class FusionCache:
         return self._cache[1]
 
 
+# With grad (the learner: 64 x 64 rows and more per op) a GRU of at least this many units runs
+# its own recurrent matmul: the block-diagonal one's zero blocks then cost more than the ops saved
+# (the router + [128, 512] experts: their recurrence's forward + backward 1.3-1.6x faster split
+# that way, [128, 256] 1.4-1.8x, on 1 thread at 64 columns x 64 steps; docs/speed.md).
+SPLIT_UNITS = 128
+
+
+def gru_groups(sizes: Sequence[int], split_units: int | None = None) -> list[list[int]]:
+    """Contiguous groups of GRU indices that share one block-diagonal recurrence: each GRU of
+    >= split_units (default SPLIT_UNITS, read when called) alone, the smaller ones between them
+    together, in order (the memory's layout)."""
+    split_units = SPLIT_UNITS if split_units is None else split_units
+    groups: list[list[int]] = []
+    for i, size in enumerate(sizes):
+        if size < split_units and groups and sizes[groups[-1][-1]] < split_units:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 class FusedGRUs(nn.Module):
     """Several single-layer GRUs that read the same input, run as ONE recurrence.
 
@@ -191,20 +212,38 @@ class FusedGRUs(nn.Module):
     and the experts of a layer (input projections of all steps in one matmul, one block-diagonal
     matmul per step) cuts the learner's op count about threefold. The weights stay in the
     `nn.GRU` modules (gate order r, z, n), so checkpoints keep the standard names; a test checks
-    this equals calling each `nn.GRU` on its own.
+    this equals calling each `nn.GRU` on its own. With grad, a GRU of SPLIT_UNITS or more runs as
+    its own recurrence (gru_groups): the same equations without the zero blocks' arithmetic.
     """
 
     def __init__(self, grus: Sequence[nn.GRU]):
         super().__init__()
         self.sizes = [g.hidden_size for g in grus]
         self._fused = FusionCache(grus, partial(fuse_gru_weights, list(grus)))
+        groups = gru_groups(self.sizes)
+        self._groups = (
+            None
+            if len(groups) == 1
+            else [
+                (
+                    sum(self.sizes[i] for i in g),
+                    FusionCache([grus[i] for i in g], partial(fuse_gru_weights, [grus[i] for i in g])),
+                )
+                for g in groups
+            ]
+        )
 
     def weights(self) -> FusedWeights:
         return self._fused.get()
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor, starts: torch.Tensor | None = None) -> torch.Tensor:
         """x (T, B, D), h0 (B, H) with H = sum of hidden sizes -> hidden sequence (T, B, H)."""
-        return gru_recurrence(x, h0, self.weights(), starts)
+        if self._groups is None or not torch.is_grad_enabled():
+            return gru_recurrence(x, h0, self.weights(), starts)
+        parts = h0.split([size for size, _ in self._groups], dim=-1)
+        return torch.cat(
+            [gru_recurrence(x, h, fused.get(), starts) for h, (_, fused) in zip(parts, self._groups)], -1
+        )
 
 
 def gru_recurrence(

@@ -25,7 +25,10 @@ wall time), all arms of a recipe interleaved step by step so they share the mach
   recipe's), cut into unroll_len windows (the last padded) whose memory
   a no-grad pass rebuilds (replay_columns), then Learner.step;
 - streamed C: EpisodeColumns with C columns of the same pool, memory carried, then Learner.step;
-  C = the recipe's num_envs (the padded batch's real frames, paired) and each of --columns.
+  C = the recipe's num_envs (the padded batch's real frames, paired) and each of --columns;
+- with --one_recurrence, "streamed C fused": C = the recipe's num_envs on the same batches, each
+  layer's router and experts in one block-diagonal recurrence, the learner before GRUs of
+  mixture_of_experts.SPLIT_UNITS units or more got their own (its ratio to "streamed C" is printed).
 The pool: --pool_frames frames of episodes the bot drives in the recipe's level (what DAgger
 replays at first, and what demos hold). Per arm also the share of the matmul peak reached: the
 learner's matmul FLOPs per frame (torch's FlopCounterMode, on one step) times frames per
@@ -36,6 +39,8 @@ CPU-second, over one core's measured float32 matmul peak (the best square produc
     python bench/learner_throughput.py --recipes default,seed002,configs/BabyAI-GoToObjMaze-v0.yaml --updates 20
     python bench/learner_throughput.py --num_envs 16 --unroll_len 32 --e2e_updates 0   # learner only
     python bench/learner_throughput.py --streams --recipes default,configs/BabyAI-Unlock-v0.yaml,film
+    python bench/learner_throughput.py --streams --one_recurrence --recipes configs/Unlock-bc.yaml,configs/GoToImpUnlock-wide-dagger.yaml \
+        --num_envs 64 --unroll_len 64 --columns 64 --updates 6
 Writes nothing but --out (JSON of every number, if given).
 """
 
@@ -55,6 +60,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import mixture_of_experts as moe  # noqa: E402
 import train_mop  # noqa: E402
 from mixture_of_experts import build_policy  # noqa: E402
 from mop.devices import DeviceError, default_num_workers, device_label, resolve_device  # noqa: E402
@@ -247,9 +253,19 @@ def episode_pool(cfg: TrainConfig, frames: int) -> list:
     return episodes
 
 
-def stream_arms(cfg: TrainConfig, episodes: list, columns: list[int], steps: int, peak: float) -> dict:
+def stream_arms(
+    cfg: TrainConfig,
+    episodes: list,
+    columns: list[int],
+    steps: int,
+    peak: float,
+    one_recurrence: bool = False,
+) -> dict:
     """frame-gradients per CPU-second of each arm (interleaved, `steps` timed steps after one warm-up
-    each), the padded arm's padding share, and each arm's share of the matmul peak."""
+    each), the padded arm's padding share, and each arm's share of the matmul peak. one_recurrence:
+    also the recipe's own column count with each layer's GRUs in one block-diagonal recurrence
+    (mixture_of_experts.SPLIT_UNITS out of reach: the learner before the split), on the same
+    batches as its split arm."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from mop.replay_buffer import EpisodeBuffer, replay_columns
@@ -258,9 +274,14 @@ def stream_arms(cfg: TrainConfig, episodes: list, columns: list[int], steps: int
     loss = train_mop.make_loss(cfg, cfg.expert_hidden_sizes)
     arms: dict[str, dict] = {}
 
-    def arm(name: str, batch_fn, after=None) -> None:
+    def arm(name: str, batch_fn, after=None, split_units: int | None = None) -> None:
         torch.manual_seed(0)
-        learner = Learner.build(cfg, "mop", build_policy, loss, None)
+        shipped = moe.SPLIT_UNITS
+        moe.SPLIT_UNITS = shipped if split_units is None else split_units
+        try:
+            learner = Learner.build(cfg, "mop", build_policy, loss, None)
+        finally:
+            moe.SPLIT_UNITS = shipped
         arms[name] = {
             "learner": learner,
             "batch": batch_fn,
@@ -278,24 +299,29 @@ def stream_arms(cfg: TrainConfig, episodes: list, columns: list[int], steps: int
         return replay_columns(chosen, learner.policy, learner.encoder, cfg.unroll_len, cfg.obs_encoding)
 
     arm("padded", padded_batch)
-    for c in dict.fromkeys([cfg.num_envs, *columns]):
+
+    def streamed(c: int) -> tuple:
+        """A streamed arm's batch and carry functions: its own columns over the pool (seed c)."""
         buffer = EpisodeBuffer(len(episodes), cfg.task_id, c)
         buffer.extend(episodes)
         streams: dict = {}
 
-        def streamed_batch(
-            learner: Learner, c: int = c, buffer: EpisodeBuffer = buffer, streams: dict = streams
-        ) -> dict:
+        def streamed_batch(learner: Learner) -> dict:
             if "s" not in streams:
                 streams["s"] = EpisodeColumns(
                     c, cfg.unroll_len, buffer.draw_uniform, buffer.get, learner.policy.memory_size
                 )
             return streams["s"].next_chunk()
 
-        def carry(learner: Learner, streams: dict = streams) -> None:
+        def carry(learner: Learner) -> None:
             streams["s"].carry(learner.end_memory)
 
-        arm(f"streamed {c}", streamed_batch, carry)
+        return streamed_batch, carry
+
+    for c in dict.fromkeys([cfg.num_envs, *columns]):
+        arm(f"streamed {c}", *streamed(c))
+        if one_recurrence and c == cfg.num_envs:  # the same batches, each layer's GRUs as one recurrence
+            arm(f"streamed {c} fused", *streamed(c), split_units=10**9)
     padded_frames = padded_steps = 0
     for step in range(steps + 1):
         for name, a in arms.items():
@@ -354,7 +380,7 @@ def run_streams(args: argparse.Namespace) -> dict:
             f"CPU s); batch {cfg.num_envs} x {cfg.unroll_len}",
             flush=True,
         )
-        result = stream_arms(cfg, pool, args.columns, args.updates, peak)
+        result = stream_arms(cfg, pool, args.columns, args.updates, peak, args.one_recurrence)
         result["episode_lengths"] = [len(ep) for ep in pool]
         results["recipes"][recipe] = result
         base = result["padded"]["frame_gradients_per_cpu_s"]
@@ -362,11 +388,18 @@ def run_streams(args: argparse.Namespace) -> dict:
         for name, r in result.items():
             if isinstance(r, dict):
                 print(
-                    f"  {name:<14}{r['frame_gradients_per_cpu_s']:9.0f} frame-gradients/CPU-s  "
+                    f"  {name:<20}{r['frame_gradients_per_cpu_s']:9.0f} frame-gradients/CPU-s  "
                     f"{r['frame_gradients_per_cpu_s'] / base:5.2f}x padded  {r['peak_share']:6.1%} of the matmul peak  "
                     f"({r['steps']} steps, {r['cpu_s']:.1f} CPU s)",
                     flush=True,
                 )
+        fused = result.get(f"streamed {cfg.num_envs} fused")
+        if fused:
+            split = result[f"streamed {cfg.num_envs}"]["frame_gradients_per_cpu_s"]
+            print(
+                f"  GRUs of >= {moe.SPLIT_UNITS} units in their own recurrence: "
+                f"{split / fused['frame_gradients_per_cpu_s']:.2f}x one recurrence per layer (same batches)"
+            )
     return results
 
 
@@ -414,6 +447,13 @@ def main(argv: list[str] | None = None) -> dict:
         type=int,
         default=6000,
         help="--streams: frames of bot-driven episodes to replay (default 6000)",
+    )
+    parser.add_argument(
+        "--one_recurrence",
+        action="store_true",
+        help="--streams: also time the recipe's own columns with each layer's router and experts in one "
+        "block-diagonal recurrence, the learner before GRUs of mixture_of_experts.SPLIT_UNITS units ran "
+        "their own (arm 'streamed C fused')",
     )
     args = parser.parse_args(argv)
     if args.streams:

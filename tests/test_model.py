@@ -14,6 +14,9 @@ from mixture_of_experts import (
     MoPConfig,
     build_policy,
     compute_lpc,
+    fuse_gru_weights,
+    gru_groups,
+    gru_recurrence,
     max_lpc,
     normalize_expert_sizes,
     reset_memory,
@@ -103,6 +106,45 @@ def test_fused_grus_equal_separate_nn_gru():
         grus[1].weight_hh_l0.add_(0.5)
         b = first(x, h0)
         assert not torch.allclose(a, b)
+
+
+def test_gru_groups_split_the_large_grus_off_in_order():
+    assert gru_groups([64, 16, 32]) == [[0, 1, 2]]  # the default recipe's layer: one recurrence
+    assert gru_groups([64, 128, 512]) == [[0], [1], [2]]
+    assert gru_groups([64, 16, 256, 32, 8]) == [[0, 1], [2], [3, 4]]  # contiguous: the memory's layout
+    assert gru_groups([300]) == [[0]]
+
+
+@pytest.mark.parametrize("sizes", [(10, 140, 6), (12, 5, 130, 7)])
+def test_split_recurrences_equal_separate_nn_gru_with_episode_starts(sizes):
+    """With grad, GRUs of SPLIT_UNITS or more run their own recurrence: hidden states and every
+    parameter's gradient equal each nn.GRU run alone (the memory zeroed where an episode starts)
+    and the one block-diagonal recurrence of the no-grad path."""
+    torch.manual_seed(2)
+    assert len(gru_groups(sizes)) > 1
+    grus = [nn.GRU(9, h) for h in sizes]
+    x, h0 = torch.randn(6, 3, 9), torch.randn(3, sum(sizes))
+    starts = torch.zeros(6, 3, dtype=torch.bool)
+    starts[3, 1] = True
+    fused = FusedGRUs(grus)
+    assert len(fused._groups) == len(gru_groups(sizes))  # the grad path runs one recurrence per group
+    out = fused(x, h0, starts)
+    expected = []
+    for g, h in zip(grus, h0.split(list(sizes), -1)):
+        first = g(x[:3], h.unsqueeze(0).contiguous())[0]
+        h3 = first[-1].clone()
+        h3[1] = 0  # row 1's episode starts at step 3
+        expected.append(torch.cat([first, g(x[3:], h3.unsqueeze(0))[0]]))
+    expected = torch.cat(expected, -1)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x, h0, starts), out.detach(), atol=1e-6, rtol=1e-5)
+    loss_weights = torch.randn_like(out)
+    split_grads = torch.autograd.grad((out * loss_weights).sum(), [p for g in grus for p in g.parameters()])
+    one = gru_recurrence(x, h0, fuse_gru_weights(grus), starts)
+    fused_grads = torch.autograd.grad((one * loss_weights).sum(), [p for g in grus for p in g.parameters()])
+    for a, b in zip(split_grads, fused_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("sizes", [(0, 16, 32), (16, 0, 8, 0), (8, 4), (0,)])

@@ -266,3 +266,23 @@ def test_the_streams_bench_takes_the_batch_shape_flags_given():
     assert given == {"unroll_len": 256}
     cfg = lt.stream_recipe("default", given)
     assert (cfg.unroll_len, cfg.num_envs) == (256, lt.stream_recipe("default", {}).num_envs)
+
+
+def test_the_streams_bench_times_one_recurrence_on_the_same_batches():
+    """--one_recurrence adds the recipe's own column count with each layer's GRUs in one
+    block-diagonal recurrence: its matmuls carry the zero blocks the split learner skips (more
+    FLOPs per frame on the same batches), and the shipped SPLIT_UNITS is left as it was."""
+    import learner_throughput as lt
+
+    import mixture_of_experts as moe
+
+    cfg = lt.stream_recipe(
+        "default",
+        {"num_envs": 2, "unroll_len": 4, "num_workers": 0, "expert_hidden_sizes": [[0, 8, 130]]},
+    )
+    pool = lt.episode_pool(cfg, 40)
+    out = lt.stream_arms(cfg, pool, [2], 1, 1e9, one_recurrence=True)
+    assert {"padded", "streamed 2", "streamed 2 fused"} <= set(out)
+    assert out["streamed 2 fused"]["flops_per_frame"] > out["streamed 2"]["flops_per_frame"]
+    assert moe.SPLIT_UNITS == 128
+    assert "streamed 2 fused" not in lt.stream_arms(cfg, pool, [2], 1, 1e9)
