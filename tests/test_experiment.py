@@ -487,13 +487,19 @@ WIDE_DAGGER = {
         ("Synth-bc", "BabyAI-Synth-v0", {}),
         ("GoToImpUnlock-bc", "BabyAI-GoToImpUnlock-v0", {}),
         ("GoToImpUnlock-wide-dagger", "BabyAI-GoToImpUnlock-v0", WIDE_DAGGER),
+        (
+            "GoToImpUnlock-wide-sg-dagger",
+            "BabyAI-GoToImpUnlock-v0",
+            {**WIDE_DAGGER, "aux_subgoal_weight": 0.5},
+        ),
     ],
 )
 def test_the_bc_presets_are_the_level_tables_bc_recipe(preset, level, sets):
     """configs/{Unlock,Synth,GoToImpUnlock}-bc.yaml are what their comments say: the level-table rows'
     recipe (the level's config plus the bench's --set keys) at their 5,120 updates, key for key;
     GoToImpUnlock-wide-dagger.yaml is the same with its own --set keys (512-unit experts, 3,072 BC
-    updates, then DAgger to 5,120 with bot_undo off)."""
+    updates, then DAgger to 5,120 with bot_undo off), and GoToImpUnlock-wide-sg-dagger.yaml that
+    recipe with the subgoal head."""
     from mop.experiment import recipe_keys
 
     table = load_config(
