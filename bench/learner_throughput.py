@@ -456,6 +456,8 @@ def main(argv: list[str] | None = None) -> dict:
         "their own (arm 'streamed C fused')",
     )
     args = parser.parse_args(argv)
+    if args.one_recurrence and not args.streams:
+        parser.error("--one_recurrence times a --streams arm: give --streams too")
     if args.streams:
         try:
             args.columns = [int(c) for c in args.columns.split(",")]

@@ -286,3 +286,12 @@ def test_the_streams_bench_times_one_recurrence_on_the_same_batches():
     assert out["streamed 2 fused"]["flops_per_frame"] > out["streamed 2"]["flops_per_frame"]
     assert moe.SPLIT_UNITS == 128
     assert "streamed 2 fused" not in lt.stream_arms(cfg, pool, [2], 1, 1e9)
+
+
+def test_the_streams_bench_refuses_one_recurrence_without_streams(capsys):
+    import learner_throughput as lt
+
+    with pytest.raises(SystemExit) as stopped:
+        lt.main(["--one_recurrence"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith("error: --one_recurrence")
