@@ -8,7 +8,9 @@ this one run so the ratios compare like with like on a noisy machine:
   batch of --num_envs x --unroll_len labelled steps (default 64 x 64) collected once from the
   level, on the CPU with each of --cpu_threads torch threads (default 1 and 2: "two CPU cores" is
   the better of the two, since on a busy machine a second thread can cost more than it gives) and
-  on the device, after warm-up steps; the ratio device / best CPU;
+  on the device, after warm-up steps; the ratio device / best CPU; with --one_recurrence also on
+  the CPU with each layer's router and experts in one block-diagonal recurrence (the learner
+  before GRUs of mixture_of_experts.SPLIT_UNITS units or more got their own), same batch;
 - end to end: train_mop's own loop (the same batch size, --workers env workers, async collection)
   for --e2e_updates updates, on the CPU and on the device: frames/s from metrics.jsonl, and per
   update the slowest worker's acting time (perf/collect_s) and the learner's (perf/learn_s). Their
@@ -41,12 +43,15 @@ CPU-second, over one core's measured float32 matmul peak (the best square produc
     python bench/learner_throughput.py --streams --recipes default,configs/BabyAI-Unlock-v0.yaml,film
     python bench/learner_throughput.py --streams --one_recurrence --recipes configs/Unlock-bc.yaml,configs/GoToImpUnlock-wide-dagger.yaml \
         --num_envs 64 --unroll_len 64 --columns 64 --updates 6
+    python bench/learner_throughput.py --one_recurrence --recipes configs/GoToImpUnlock-wide-dagger.yaml \
+        --num_envs 64 --unroll_len 64 --e2e_updates 0 --updates 5 --cpu_threads 1,2   # wall, per thread count
 Writes nothing but --out (JSON of every number, if given).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -86,6 +91,19 @@ RECIPES = {
 }
 # The FiLM arm of issue 32 (docs/findings.md): the Unlock recipe with BabyAI 1.1's trunk at 64 channels
 FILM = (ROOT / "configs" / "BabyAI-Unlock-v0.yaml", {"input_encoder": "film", "trunk_channels": 64})
+
+
+@contextlib.contextmanager
+def one_recurrence_per_layer(on: bool = True):
+    """Policies built inside run each layer's router and experts as one block-diagonal recurrence
+    (mixture_of_experts.SPLIT_UNITS out of reach): the learner before GRUs of SPLIT_UNITS units or
+    more got their own. The shipped value is back on exit."""
+    shipped = moe.SPLIT_UNITS
+    moe.SPLIT_UNITS = 10**9 if on else shipped
+    try:
+        yield
+    finally:
+        moe.SPLIT_UNITS = shipped
 
 
 def recipe_config(recipe: str, args: argparse.Namespace, **overrides) -> TrainConfig:
@@ -153,6 +171,12 @@ def measure(recipe: str, args: argparse.Namespace, device: torch.device | None) 
         torch.set_num_threads(threads)
         result["learner_cpu_threads"][threads] = learner_updates_per_s(cfg, chunk, args.updates)
     result["learner_cpu"] = max(result["learner_cpu_threads"].values())
+    if args.one_recurrence:  # the same batch, thread counts and warm-up, each layer as one recurrence
+        result["learner_cpu_threads_fused"] = {}
+        for threads in args.cpu_threads:
+            torch.set_num_threads(threads)
+            with one_recurrence_per_layer():
+                result["learner_cpu_threads_fused"][threads] = learner_updates_per_s(cfg, chunk, args.updates)
     torch.set_num_threads(1)
     if device is not None:
         result["learner_device"] = learner_updates_per_s(
@@ -182,6 +206,11 @@ def report(results: list[dict], device_text: str) -> None:
             else f"{'-':>10}{'-':>9}"
         )
         print(f"{r['recipe']:<44}{r['params']:>10,}{cpu}{dev}")
+        if "learner_cpu_threads_fused" in r:
+            fused = r["learner_cpu_threads_fused"]
+            cpu = "".join(f"{fused[t]:11.2f}" for t in threads)
+            ratios = ", ".join(f"{r['learner_cpu_threads'][t] / fused[t]:.2f}x on {t}" for t in threads)
+            print(f"{'  one recurrence per layer':<44}{'':>10}{cpu}   (split / one: {ratios})")
     if not any("e2e_cpu" in r for r in results):
         return
     print(
@@ -274,14 +303,10 @@ def stream_arms(
     loss = train_mop.make_loss(cfg, cfg.expert_hidden_sizes)
     arms: dict[str, dict] = {}
 
-    def arm(name: str, batch_fn, after=None, split_units: int | None = None) -> None:
+    def arm(name: str, batch_fn, after=None, fused: bool = False) -> None:
         torch.manual_seed(0)
-        shipped = moe.SPLIT_UNITS
-        moe.SPLIT_UNITS = shipped if split_units is None else split_units
-        try:
+        with one_recurrence_per_layer(fused):
             learner = Learner.build(cfg, "mop", build_policy, loss, None)
-        finally:
-            moe.SPLIT_UNITS = shipped
         arms[name] = {
             "learner": learner,
             "batch": batch_fn,
@@ -321,7 +346,7 @@ def stream_arms(
     for c in dict.fromkeys([cfg.num_envs, *columns]):
         arm(f"streamed {c}", *streamed(c))
         if one_recurrence and c == cfg.num_envs:  # the same batches, each layer's GRUs as one recurrence
-            arm(f"streamed {c} fused", *streamed(c), split_units=10**9)
+            arm(f"streamed {c} fused", *streamed(c), fused=True)
     padded_frames = padded_steps = 0
     for step in range(steps + 1):
         for name, a in arms.items():
@@ -451,13 +476,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--one_recurrence",
         action="store_true",
-        help="--streams: also time the recipe's own columns with each layer's router and experts in one "
-        "block-diagonal recurrence, the learner before GRUs of mixture_of_experts.SPLIT_UNITS units ran "
-        "their own (arm 'streamed C fused')",
+        help="also time the learner with each layer's router and experts in one block-diagonal recurrence, "
+        "as before GRUs of mixture_of_experts.SPLIT_UNITS units ran their own: per --cpu_threads on the "
+        "same batch; with --streams, the recipe's own columns on the same batches (arm 'streamed C fused')",
     )
     args = parser.parse_args(argv)
-    if args.one_recurrence and not args.streams:
-        parser.error("--one_recurrence times a --streams arm: give --streams too")
     if args.streams:
         try:
             args.columns = [int(c) for c in args.columns.split(",")]

@@ -288,10 +288,31 @@ def test_the_streams_bench_times_one_recurrence_on_the_same_batches():
     assert "streamed 2 fused" not in lt.stream_arms(cfg, pool, [2], 1, 1e9)
 
 
-def test_the_streams_bench_refuses_one_recurrence_without_streams(capsys):
+def test_the_learner_bench_times_one_recurrence_per_thread_count(tmp_path, capsys):
+    """bench/learner_throughput.py --one_recurrence without --streams: each --cpu_threads count is
+    timed for the split learner and for one recurrence per layer on the same batch, and the ratio
+    printed; the shipped SPLIT_UNITS is left as it was."""
     import learner_throughput as lt
+    import yaml
 
-    with pytest.raises(SystemExit) as stopped:
-        lt.main(["--one_recurrence"])
-    assert stopped.value.code == 2
-    assert capsys.readouterr().err.startswith("error: --one_recurrence")
+    import mixture_of_experts as moe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"expert_hidden_sizes": [[0, 8, 130]], "num_workers": 0}))
+    out = lt.main(
+        ["--recipes", str(recipe), "--num_envs", "2", "--unroll_len", "4", "--updates", "1"]
+        + [
+            "--e2e_updates",
+            "0",
+            "--cpu_threads",
+            "1",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--one_recurrence",
+        ]
+    )
+    assert "split / one: " in capsys.readouterr().out
+    assert set(out["results"][0]["learner_cpu_threads_fused"]) == {1}
+    assert moe.SPLIT_UNITS == 128
