@@ -664,12 +664,23 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     frame-gradients, each row's final evaluation (open square) and the level's bar (bar_of) where
     published. Both evaluate layouts 0..N-1: a probe's 100 are the first 100 of the final's 500, so a
     probe and the final of one checkpoint are not independent samples."""
+    from mop.level_names import check_task_id
+
     wanted = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
+    try:
+        for level in wanted:
+            check_task_id(level)
+    except ValueError as e:
+        parser.error(f"--levels: {e}")
     probes = [
         r for r in read_rows(probes_path(Path(args.out))) if r["level"] in wanted and r["frame_gradients"]
     ]
-    if not probes:
-        parser.error(f"{probes_path(Path(args.out))} holds no probes with frame-gradients for {args.levels}")
+    bare = [lv for lv in wanted if not any(r["level"] == lv for r in probes)]
+    if bare:  # every level asked for is drawn, or none: a panel silently left out reads as a result
+        parser.error(
+            f"{probes_path(Path(args.out))} holds no probes with frame-gradients for {', '.join(bare)} "
+            "(rows trained before runs counted them have none)"
+        )
     import matplotlib
 
     matplotlib.use("Agg")

@@ -387,3 +387,24 @@ def test_a_bc_row_is_charged_its_share_of_an_extended_demo_stores_generation(tmp
     assert levels.demo_generation_s(cfg) == 20.0  # 100 of the 400 episodes it generated
     (store / MANIFEST).write_text(json.dumps({"episodes": 100, "generation_s": 80.0}))
     assert levels.demo_generation_s(cfg) == 80.0  # exactly the run's demos: the whole wall
+
+
+def test_curves_refuse_an_unknown_level_and_one_without_probes(tmp_path, capsys):
+    """--curves draws every level asked for or refuses (exit 2, one error line): an unknown name
+    with its close matches, a known level with no counted probes by name. Fails when a level
+    without probes is dropped from a figure that other levels fill (it was, silently)."""
+    out = tmp_path / "levels.csv"
+    row = dict(level=LEVEL, recipe="wide", frames_budget="100", update="1", success="0.7",
+               ci_low="0.6", ci_high="0.8", frame_gradients="100", probe_episodes="100")  # fmt: skip
+    levels.probes_path(out).write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n")
+    png = tmp_path / "c.png"
+    for asked, said in [
+        (
+            f"{LEVEL},BabyAI-GoToObjj-v0",
+            "unknown task_id 'BabyAI-GoToObjj-v0'; did you mean BabyAI-GoToObj-v0",
+        ),
+        (f"{LEVEL},BabyAI-Unlock-v0", "no probes with frame-gradients for BabyAI-Unlock-v0 "),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            levels.main(["--levels", asked, "--out", str(out), "--curves", str(png)])
+        assert e.value.code == 2 and said in capsys.readouterr().err and not png.exists()
