@@ -34,6 +34,10 @@ episodes'. Any level with a locked door in its first 40 layouts can be dissected
     python failures.py --checkpoint checkpoints/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt
     python failures.py --checkpoint CK --num_episodes 500 --out failures.csv
     python failures.py --checkpoint CK2 --num_episodes 500 --against failures.csv   # layout by layout
+
+--against's McNemar p tests two trained policies on the same layouts (the layouts are the sample):
+two runs of one recipe from different seeds can differ as well, so a recipe is compared
+over its seeds, not by one pair of runs.
 """
 
 from __future__ import annotations
@@ -276,6 +280,14 @@ def read_against(path: str) -> pd.DataFrame:
     return other
 
 
+# What --against's p is about, printed under its table: the layouts are the sample, the two trained
+# policies fixed. Two recipes differ by more than that (each run of one is one draw of its seed).
+SCOPE = (
+    "p: these two trained policies on these layouts, not their recipes "
+    "(a run is the replicate: recipes are compared over their seeds)"
+)
+
+
 def paired_report(table: pd.DataFrame, other: pd.DataFrame, name: str) -> list[str]:
     """This table against another on the layouts both played (the same layout seeds give the same
     mission; a layout whose instruction differs means another level and is refused): per layout,
@@ -299,6 +311,7 @@ def paired_report(table: pd.DataFrame, other: pd.DataFrame, name: str) -> list[s
         lines.append(
             f"{t['group']:<34}{t['layouts']:>8}{t['both']:>7}{t['a_only']:>11}{t['b_only']:>12}{t['neither']:>9}{t['p']:>9.3g}"
         )
+    lines.append(SCOPE)
     return lines
 
 

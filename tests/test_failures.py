@@ -267,7 +267,7 @@ def test_against_pairs_two_runs_layout_by_layout_and_refuses_what_cannot_be_pair
     assert float(rows["all"][6]) == pytest.approx(0.375)  # binomial(4 of 5, 1/2), two-sided
     # per kind, Holm over the two kinds: put next 3 vs 1 (p 0.625), go to 1 vs 0 (p 1)
     assert rows["put next"][2:7] == ["6", "1", "3", "1", "1"] and rows["go"][2:6] == ["6", "5", "1", "0"]
-    assert "12 shared layouts" in lines[1]
+    assert "12 shared layouts" in lines[1] and lines[-1] == fl.SCOPE and "not their recipes" in fl.SCOPE
     swapped = _table(this.success, ["pick up"] * 12)
     with pytest.raises(fl.FailureError, match="missions differ"):
         fl.paired_report(this, swapped, "c.csv")
