@@ -466,10 +466,39 @@ def legend_labels(settings: dict[str, dict[str, str] | None]) -> tuple[dict[str,
         if own is None:
             labels[recipe] = recipe
             continue
-        rest = [f"{k}={v}" for k, v in own.items() if k not in shared]
+        rest = [f"{k}={short_value(v)}" for k, v in own.items() if k not in shared]
         labels[recipe] = ", ".join(rest) or "the shared settings only"
     first = next(iter(known), {})
-    return labels, ", ".join(f"{k}={v}" for k, v in first.items() if k in shared)
+    return labels, ", ".join(f"{k}={short_value(v)}" for k, v in first.items() if k in shared)
+
+
+def curve_labels(runs: list[tuple[str, list[dict]]]) -> tuple[dict[str, str], str, dict[str, str]]:
+    """The curves' labels from each drawn run (its recipe id and rows, curve_series): legend_labels
+    over the runs' recipe settings without their seed, and each run's seed ('0' when its command
+    sets none). A seed is a replicate of its recipe, not another recipe: its runs share a colour
+    and entry and differ by line style. A run without a readable row keeps its id (legend_labels)."""
+    named, seed_of = {}, {}
+    for recipe, rows in runs:
+        flags = row_flags(rows[-1]) if rows else None
+        settings = None if flags is None else recipe_settings(flags)
+        seed_of[recipe] = "0" if settings is None else str(settings.pop("seed", "0"))
+        named[recipe] = settings
+    labels, shared = legend_labels(named)
+    return labels, shared, seed_of
+
+
+def short_value(value: str) -> str:
+    """A setting as a legend shows it: a list without spaces, and a list of identical per-layer
+    lists as 'n×[...]' ('[[0, 128, 512], [0, 128, 512]]' -> '2×[0,128,512]'); anything else as is."""
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if not isinstance(parsed, list):
+        return value
+    if len(parsed) > 1 and isinstance(parsed[0], list) and all(x == parsed[0] for x in parsed):
+        return f"{len(parsed)}×{json.dumps(parsed[0], separators=(',', ':'))}"
+    return json.dumps(parsed, separators=(",", ":"))
 
 
 def bench_command(row: dict) -> str:
@@ -614,7 +643,8 @@ def main(argv: list[str] | None = None) -> int:
         "--curves",
         metavar="PNG",
         help="draw the --levels' learning curves (probe success, 95%% Wilson, against frame-gradients) "
-        "from the probes table beside --out into this file; run nothing",
+        "from the probes table beside --out into this file, one colour per recipe (the same in every "
+        "panel) and one line style per seed; run nothing",
     )
     args = parser.parse_args(argv)
     if args.curves:
@@ -657,9 +687,10 @@ def curve_series(
 
 
 def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """--curves: one panel per level asked, one line per recipe (the --set overrides that set it
-    apart as its legend, the ones every line shares once in the title, legend_labels; a longer
-    budget continues the same run, so its probes join the shorter one's line):
+    """--curves: one panel per level asked, one line per run (a recipe's colour and legend entry
+    are the --set overrides that set it apart, the ones every line shares once in the title,
+    curve_labels; its seeds differ by line style; a longer budget continues the same run, so its
+    probes join the shorter one's line):
     success of each probed checkpoint with its 95% Wilson interval against the run's
     frame-gradients, each row's final evaluation (open square) and the level's bar (bar_of) where
     published. Both evaluate layouts 0..N-1: a probe's 100 are the first 100 of the final's 500, so a
@@ -691,23 +722,26 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     fig = new_figure(4.0 * len(levels_drawn) + 3.0, 3.4)  # + the legend's column on the right
     axes = fig.subplots(1, len(levels_drawn), squeeze=False)[0]
     legend: dict[str, object] = {}
+    sizes: dict[str, set[str]] = {"probe": set(), "final": set()}  # layouts per probe / final row
     series = {level: curve_series(level, probes, table) for level in levels_drawn}
-    named = {}
-    for level in levels_drawn:
-        for recipe, _, rows in series[level]:
-            flags = row_flags(rows[-1]) if rows else None
-            named[recipe] = None if flags is None else recipe_settings(flags)
-    labels, shared = legend_labels(named)
+    labels, shared, seed_of = curve_labels(
+        [(recipe, rows) for lv in levels_drawn for recipe, _, rows in series[lv]]
+    )
+    seeds = sorted(set(seed_of.values()), key=int)
+    style = {seed: ("-", "--", ":", "-.")[i % 4] for i, seed in enumerate(seeds)}
+    # one colour per legend entry, the same in every panel (a recipe run on two levels is one entry)
+    palette = matplotlib.colormaps["tab10" if len(set(labels.values())) <= 10 else "tab20"].colors
+    colour = {text: palette[i % len(palette)] for i, text in enumerate(dict.fromkeys(labels.values()))}
     for ax, level in zip(axes, levels_drawn):
         for recipe, rs, rows in series[level]:
             x = [float(r["frame_gradients"]) / 1e6 for r in rs]
             y = [float(r["success"]) * 100 for r in rs]
             low = [v - float(r["ci_low"]) * 100 for v, r in zip(y, rs)]
             high = [float(r["ci_high"]) * 100 - v for v, r in zip(y, rs)]
-            label = textwrap.fill(labels[recipe], 48)
-            probes_per = rs[0]["probe_episodes"]
             line = ax.errorbar(x, y, yerr=[low, high], marker="o", ms=3, capsize=2, lw=1,
-                               label=f"{label}: probes, {probes_per} layouts")  # fmt: skip
+                               color=colour[labels[recipe]], ls=style[seed_of[recipe]],
+                               label=textwrap.fill(labels[recipe], 48))  # fmt: skip
+            sizes["probe"].add(rs[0]["probe_episodes"])
             for row in rows:  # each budget's final evaluation, on its own layouts
                 final = float(row["eval_success"]) * 100
                 spread = [
@@ -715,18 +749,37 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
                     [float(row["eval_ci_high"]) * 100 - final],
                 ]
                 ax.errorbar([float(row["frame_gradients"]) / 1e6], [final], yerr=spread, fmt="s", ms=4,
-                            capsize=2, color=line[0].get_color(), mfc="white",
-                            label=f"{label}: final, {row['eval_episodes']} layouts")  # fmt: skip
+                            capsize=2, color=line[0].get_color(), mfc="white")  # fmt: skip
+                sizes["final"].add(row["eval_episodes"])
         bar = bar_of(level, BABYAI.get(level, {}).get("success_1m", ""))
         if bar is not None:
-            ax.axhline(bar, color="0.4", ls="--", lw=0.8, label=f"bar: {bar:.1f}% (90% of BabyAI's best IL)")
+            ax.axhline(bar, color="0.4", ls="--", lw=0.8, label="bar: 90% of BabyAI's best IL")
+            ax.annotate(f"{bar:.1f}%", (1.0, bar), xycoords=("axes fraction", "data"), xytext=(2, 0),
+                        textcoords="offset points", va="center", fontsize=5, color="0.4")  # fmt: skip
         ax.set_title(level.removeprefix("BabyAI-").removesuffix("-v0"), fontsize=8)
         ax.set_xlabel("frame-gradients (M)", fontsize=7)
         ax.set_ylabel("success (%), 95% Wilson", fontsize=7)
         for handle, text in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(text, handle)
+    from matplotlib.lines import Line2D
+
+    for text in set(labels.values()):  # a recipe's entry: its colour, solid whichever seed came first
+        wrapped = textwrap.fill(text, 48)
+        if wrapped in legend:
+            legend[wrapped] = Line2D([], [], color=colour[text], marker="o", ms=3, lw=1)
+    # what each line style and marker is, once
+    if len(seeds) > 1:  # each seed's line style, once (the recipes' entries show their first seed's)
+        for seed in seeds:
+            legend[f"seed {seed}"] = Line2D([], [], color="0.3", ls=style[seed], lw=1)
+    for kind, marker, face, ms in (("probe", "o", "0.3", 3), ("final", "s", "white", 4)):
+        if sizes[kind]:
+            text = "probed checkpoint" if kind == "probe" else "final evaluation"
+            n = "/".join(sorted(sizes[kind], key=int))
+            legend[f"{text}, {n} layouts"] = Line2D(
+                [], [], color="0.3", marker=marker, mfc=face, ms=ms, ls=""
+            )
     fig.legend(list(legend.values()), list(legend), loc="outside right center", fontsize=5)
-    title = "Learning curves: each probed checkpoint of a level-table run (one seed each)"
+    title = "Learning curves: each probed checkpoint of a level-table run"
     if shared:
         title += "\n" + textwrap.fill(f"every line: {shared}", 140)
     fig.suptitle(title, fontsize=8 if not shared else 7)

@@ -352,6 +352,21 @@ def test_an_execution_setting_leaves_the_recipe_and_its_folder_alone():
     assert levels.recipe_shown(row) == "default + intermediate_dim=256"  # the legend and the table
 
 
+def test_a_seed_is_drawn_as_a_replicate_of_its_recipe_not_as_another_recipe():
+    """Two seeds of one recipe get one legend label (their colour) and their own seeds (line
+    styles); another recipe its own label. Fails when the seed is part of the label (each seed was
+    its own colour and entry, '..., seed=1')."""
+
+    def row(recipe, flags):
+        return {"level": LEVEL, "recipe": recipe, "command": f"python train_mop.py {flags} --num_updates 10"}
+
+    runs = [("s0", [row("s0", "--lr 0.001")]), ("s1", [row("s1", "--lr 0.001 --seed 1")]),
+            ("fast", [row("fast", "--lr 0.01")]), ("old", [])]  # fmt: skip
+    labels, shared, seed_of = levels.curve_labels(runs)
+    assert labels == {"s0": "lr=0.001", "s1": "lr=0.001", "fast": "lr=0.01", "old": "old"} and shared == ""
+    assert seed_of == {"s0": "0", "s1": "1", "fast": "0", "old": "0"}
+
+
 def test_the_curves_legend_names_each_recipe_by_what_sets_it_apart():
     """Two runs of one recipe family: the legend names each by its own settings and the shared
     ones go once into the title (they were repeated in every entry, and two entries differed
@@ -365,7 +380,16 @@ def test_the_curves_legend_names_each_recipe_by_what_sets_it_apart():
         "w256": "unroll_len=256, batch_columns=16",
         "old": "old",
     }
-    assert shared == "demos=100000, expert_hidden_sizes=[[0, 128, 256]], intermediate_dim=256"
+    assert shared == "demos=100000, expert_hidden_sizes=[[0,128,256]], intermediate_dim=256"
+    # per-layer lists said once with their count; anything that is not a list as it is
+    assert levels.short_value("[[0, 128, 512], [0, 128, 512], [0, 128, 512]]") == "3×[0,128,512]"
+    assert levels.short_value("[[0, 64], [0, 128]]") == "[[0,64],[0,128]]"
+    assert [levels.short_value(v) for v in ("0.5", "False", "a: [b", "[1, 2]")] == [
+        "0.5",
+        "False",
+        "a: [b",
+        "[1,2]",
+    ]
     assert levels.legend_labels({"one": {"lr": "0.001"}}) == ({"one": "lr=0.001"}, "")
     assert levels.legend_labels({"a": {"lr": "0.001"}, "b": {"lr": "0.01"}}) == (
         {"a": "lr=0.001", "b": "lr=0.01"},
