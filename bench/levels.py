@@ -721,7 +721,6 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     levels_drawn = [lv for lv in wanted if any(r["level"] == lv for r in probes)]
     fig = new_figure(4.0 * len(levels_drawn) + 3.0, 3.4)  # + the legend's column on the right
     axes = fig.subplots(1, len(levels_drawn), squeeze=False)[0]
-    legend: dict[str, object] = {}
     sizes: dict[str, set[str]] = {"probe": set(), "final": set()}  # layouts per probe / final row
     series = {level: curve_series(level, probes, table) for level in levels_drawn}
     labels, shared, seed_of = curve_labels(
@@ -730,8 +729,10 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     seeds = sorted(set(seed_of.values()), key=int)
     style = {seed: ("-", "--", ":", "-.")[i % 4] for i, seed in enumerate(seeds)}
     # one colour per legend entry, the same in every panel (a recipe run on two levels is one entry)
-    palette = matplotlib.colormaps["tab10" if len(set(labels.values())) <= 10 else "tab20"].colors
-    colour = {text: palette[i % len(palette)] for i, text in enumerate(dict.fromkeys(labels.values()))}
+    entries = list(dict.fromkeys(labels.values()))
+    palette = matplotlib.colormaps["tab10" if len(entries) <= 10 else "tab20"].colors
+    colour = {text: palette[i % len(palette)] for i, text in enumerate(entries)}
+    barred = False
     for ax, level in zip(axes, levels_drawn):
         for recipe, rs, rows in series[level]:
             x = [float(r["frame_gradients"]) / 1e6 for r in rs]
@@ -739,8 +740,7 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             low = [v - float(r["ci_low"]) * 100 for v, r in zip(y, rs)]
             high = [float(r["ci_high"]) * 100 - v for v, r in zip(y, rs)]
             line = ax.errorbar(x, y, yerr=[low, high], marker="o", ms=3, capsize=2, lw=1,
-                               color=colour[labels[recipe]], ls=style[seed_of[recipe]],
-                               label=textwrap.fill(labels[recipe], 48))  # fmt: skip
+                               color=colour[labels[recipe]], ls=style[seed_of[recipe]])  # fmt: skip
             sizes["probe"].add(rs[0]["probe_episodes"])
             for row in rows:  # each budget's final evaluation, on its own layouts
                 final = float(row["eval_success"]) * 100
@@ -753,22 +753,23 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
                 sizes["final"].add(row["eval_episodes"])
         bar = bar_of(level, BABYAI.get(level, {}).get("success_1m", ""))
         if bar is not None:
-            ax.axhline(bar, color="0.4", ls="--", lw=0.8, label="bar: 90% of BabyAI's best IL")
+            ax.axhline(bar, color="0.4", ls="--", lw=0.8)
+            barred = True
             ax.annotate(f"{bar:.1f}%", (1.0, bar), xycoords=("axes fraction", "data"), xytext=(2, 0),
                         textcoords="offset points", va="center", fontsize=5, color="0.4")  # fmt: skip
         ax.set_title(level.removeprefix("BabyAI-").removesuffix("-v0"), fontsize=8)
         ax.set_xlabel("frame-gradients (M)", fontsize=7)
         ax.set_ylabel("success (%), 95% Wilson", fontsize=7)
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(text, handle)
     from matplotlib.lines import Line2D
 
-    for text in set(labels.values()):  # a recipe's entry: its colour, solid whichever seed came first
-        wrapped = textwrap.fill(text, 48)
-        if wrapped in legend:
-            legend[wrapped] = Line2D([], [], color=colour[text], marker="o", ms=3, lw=1)
-    # what each line style and marker is, once
-    if len(seeds) > 1:  # each seed's line style, once (the recipes' entries show their first seed's)
+    # the legend, each thing once: the bar, each recipe's colour (solid, whichever its seeds), each
+    # seed's line style, each marker
+    legend: dict[str, object] = {}
+    if barred:
+        legend["bar: 90% of BabyAI's best IL"] = Line2D([], [], color="0.4", ls="--", lw=0.8)
+    for text in entries:
+        legend[textwrap.fill(text, 48)] = Line2D([], [], color=colour[text], marker="o", ms=3, lw=1)
+    if len(seeds) > 1:
         for seed in seeds:
             legend[f"seed {seed}"] = Line2D([], [], color="0.3", ls=style[seed], lw=1)
     for kind, marker, face, ms in (("probe", "o", "0.3", 3), ("final", "s", "white", 4)):
