@@ -44,6 +44,7 @@ from scipy import stats as sps
 
 from mop.contrasts import exact_paired
 from mop.inference import NO_INFERENCE, aggregate_r, holm_over_asked
+from mop.lmc_stats import t_test
 
 METRICS = ("success_rate", "path_ratio", "mean_lpc", "router_lpc")
 METRIC_HELP = {
@@ -129,7 +130,7 @@ def layouts(episodes: pd.DataFrame, router_lpc: Mapping[int, float] | None = Non
     """One row per evaluation layout (index: its seed): success, length, ratio (length / bot
     length where solved and the bot's length is known, else NaN), mean_lpc and router_lpc (the
     per-step means of one episode; router_lpc: by episode index, default the effective one)."""
-    e = episodes.sort_values("seed")
+    e = episodes if episodes["seed"].is_monotonic_increasing else episodes.sort_values("seed")
     optimal = pd.to_numeric(e["optimal_length"], errors="coerce").to_numpy(dtype=float)
     length = e["length"].to_numpy(dtype=float)
     success = e["success"].to_numpy(dtype=bool)
@@ -173,8 +174,11 @@ def paired_layout_effect(
     """One run's effect of one intervention on one metric, on the layouts both evaluations
     played: intact, intervened, effect, and the per-layout paired interval (LAYOUT_INTERVAL,
     clipped to what the effect can be) and, for success, McNemar's exact p."""
-    shared = intact.index.intersection(intervened.index)
-    a, b = intact.loc[shared], intervened.loc[shared]
+    if intact.index.equals(intervened.index):  # the usual case: both played the same layouts
+        shared, a, b = intact.index, intact, intervened
+    else:
+        shared = intact.index.intersection(intervened.index)
+        a, b = intact.loc[shared], intervened.loc[shared]
     out: dict[str, Any] = {"layouts": len(shared), "note": ""}
     with np.errstate(invalid="ignore", divide="ignore"):
         va, vb = float(metric_of(a, metric)[0]), float(metric_of(b, metric)[0])
@@ -288,9 +292,8 @@ def _t_over_runs(d: np.ndarray) -> tuple[float, float, float, str]:
         return math.nan, math.nan, math.nan, NO_INFERENCE if len(d) else "no run measured"
     if float(np.ptp(d)) <= 1e-12 * max(1.0, float(np.abs(d).max())):
         return float(d[0]), float(d[0]), math.nan, "no spread over runs: no test"
-    test = sps.ttest_1samp(d, 0.0)
-    ci = test.confidence_interval(0.95)
-    return float(ci.low), float(ci.high), float(test.pvalue), ""
+    low, high, p = t_test(d)
+    return low, high, p, ""
 
 
 def summarize(effects: pd.DataFrame, max_lpc: float) -> pd.DataFrame:

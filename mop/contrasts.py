@@ -55,6 +55,7 @@ from mop.inference import (
     tost_paired,
     with_conditions,
 )
+from mop.lmc_stats import t_test
 
 
 class ContrastError(StatsError):
@@ -167,9 +168,19 @@ def exact_paired(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
         "b_only": int((~a & b).sum()),
         "neither": int((~a & ~b).sum()),
     }
-    discordant = out["a_only"] + out["b_only"]
-    out["p_exact"] = float(sps.binomtest(out["a_only"], discordant, 0.5).pvalue) if discordant else 1.0
+    out["p_exact"] = sign_test_p(out["a_only"], out["b_only"])
     return out
+
+
+def sign_test_p(a_only: int, b_only: int) -> float:
+    """Two-sided exact binomial p of a_only out of a_only + b_only at ½ (McNemar's exact test; 1
+    with no discordant pair): scipy.stats.binomtest's sum for p = ½, the two tails of the symmetric
+    distribution, with the same functions (binom.cdf, binom.sf), so the same float, ~5x faster."""
+    n = a_only + b_only
+    low = min(a_only, b_only)
+    if n == 0 or 2 * low == n:
+        return 1.0
+    return float(min(1.0, sps.binom.cdf(low, n, 0.5) + sps.binom.sf(n - low - 1, n, 0.5)))
 
 
 def exact_paired_by_group(
@@ -274,11 +285,10 @@ def _paired_difference(a: Any, b: Any, metric: str) -> dict[str, Any]:
             "ci_high": "no spread: no test",
             "p": "no spread: no test",
         }
-    test = sps.ttest_1samp(d, 0.0)
-    ci = test.confidence_interval(0.95)
+    low, high, p = t_test(d)
     return (
         out
-        | {"ci_low": float(back(ci.low)), "ci_high": float(back(ci.high)), "p": float(test.pvalue)}
+        | {"ci_low": float(back(low)), "ci_high": float(back(high)), "p": p}
         | {"assumes": PAIRED_ASSUMES[scale]}
     )
 

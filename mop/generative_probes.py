@@ -64,7 +64,7 @@ from mop.generative import (
     run_agent,
     target_value,
 )
-from mop.lmc_stats import mean_interval
+from mop.lmc_stats import mean_interval, t_test
 
 MIN_SOFT_CHANGE = 0.01  # target units (router weight, probability; LPC: its own units)
 REFERENCE_POINTS = 4  # random typical z averaged as the 'typical' mode's reference
@@ -184,15 +184,13 @@ FAMILY_ALPHA = 0.05
 
 def _t_p(d: np.ndarray) -> float:
     """Two-sided one-sample t p of d against 0 (NaN with < 2 values; 1 / 0 without spread)."""
-    from scipy import stats
-
     d = np.asarray(d, float)
     d = d[np.isfinite(d)]
     if len(d) < 2:
         return math.nan
     if np.ptp(d) == 0:
         return 1.0 if d[0] == 0 else 0.0
-    return float(stats.ttest_1samp(d, 0.0).pvalue)
+    return t_test(d)[2]
 
 
 def tost_p(d: np.ndarray, margin: float) -> float:

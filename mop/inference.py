@@ -51,6 +51,7 @@ import pandas as pd
 from scipy import special
 from scipy import stats as sps
 
+from mop.lmc_stats import t_test
 from mop.phases import PHASES, SPATIAL, phase_system
 
 # SPATIAL (per cell: lpc_entropy, lpc_kl_local, lpc_kl_global) and, per timestep, LPC / H(A|S) /
@@ -251,13 +252,8 @@ def aggregate_r(r: Any) -> dict[str, Any]:
             "ci_high": "no spread: no test",
             "p": "no spread: no test",
         }
-    test = sps.ttest_1samp(z, 0.0)
-    ci = test.confidence_interval(0.95)
-    return out | {
-        "ci_low": float(np.tanh(ci.low)),
-        "ci_high": float(np.tanh(ci.high)),
-        "p": float(test.pvalue),
-    }
+    low, high, p = t_test(z)
+    return out | {"ci_low": float(np.tanh(low)), "ci_high": float(np.tanh(high)), "p": p}
 
 
 def mean_ci(values: Any, scale: str = "linear") -> dict[str, Any]:
@@ -313,8 +309,8 @@ def _interval(t: np.ndarray, back: Callable[[Any], Any], scale: str) -> dict[str
     if float(np.ptp(t)) <= ROUNDING * max(1.0, float(np.abs(t).max())):
         none = "no spread: no interval"
         return {"estimate": estimate, "ci_low": none, "ci_high": none, "assumes": ""}
-    ci = sps.ttest_1samp(t, 0.0).confidence_interval(0.95)
-    low, high = float(back(ci.low)), float(back(ci.high))
+    low, high, _ = t_test(t)
+    low, high = float(back(low)), float(back(high))
     return {"estimate": estimate, "ci_low": low, "ci_high": high, "assumes": ASSUMES[scale]}
 
 

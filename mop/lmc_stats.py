@@ -276,6 +276,24 @@ def mean_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float,
 across_pairs = mean_interval  # a fork's child pairs
 
 
+def t_test(d: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """(low, high, p) of d's mean: its Student-t interval and the two-sided one-sample t-test of
+    mean 0. scipy.stats.ttest_1samp's arithmetic (the same special functions, the same order of
+    operations) without its ~1 ms of per-call overhead, which was most of a causal summary's
+    time. The caller checks what a t-test needs: at least two values with some spread."""
+    from scipy import special
+
+    x = np.asarray(d, float)
+    n = len(x)
+    mean = x.mean()
+    se = np.sqrt(((x - mean) ** 2).mean() * (n / (n - 1)) / n)
+    t = mean / se
+    p = 2 * special.stdtr(n - 1, -np.abs(t))
+    tail = (1 - level) / 2
+    low, high = special.stdtrit(n - 1, np.array([tail, 1 - tail]))
+    return float(low * se + mean), float(high * se + mean), float(p)
+
+
 STUDENTIZED_RESAMPLES = 2000
 
 

@@ -22,6 +22,20 @@ import lmc
 from mop import connectivity, lmc_stats
 
 
+def test_t_test_is_scipys_ttest_1samp_bit_for_bit():
+    """lmc_stats.t_test (causal, contrasts, inference and the probes use it for speed) gives
+    scipy's interval and p as the same floats, over sizes, scales and offsets."""
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        n = int(rng.integers(2, 40))
+        d = rng.standard_normal(n) * rng.uniform(0.01, 100) + rng.uniform(-3, 3)
+        test = stats.ttest_1samp(d, 0.0)
+        ci = test.confidence_interval(0.95)
+        assert lmc_stats.t_test(d) == (ci.low, ci.high, test.pvalue)
+    ci = stats.ttest_1samp(d, 0.0).confidence_interval(0.9)
+    assert lmc_stats.t_test(d, 0.9)[:2] == (ci.low, ci.high)
+
+
 def test_barrier_is_the_largest_rise_above_the_line_and_its_alpha():
     alpha = np.linspace(0, 1, 5)
     height, at = connectivity.barrier(alpha, [1.0, 1.4, 2.5, 2.2, 2.0])  # line: 1, 1.25, 1.5, 1.75, 2

@@ -211,9 +211,10 @@ def played(rng: np.random.Generator, q: np.ndarray) -> pd.DataFrame:
 
     n = len(q)
     success = rng.random(n) < q
-    episodes = pd.DataFrame({"seed": np.arange(n), "episode": np.arange(n), "success": success})
-    episodes = episodes.assign(length=np.where(success, rng.integers(5, 30, n), 64), optimal_length=5.0)
-    return causal.layouts(episodes.assign(mean_lpc=rng.normal(400.0, 50.0, n)))
+    length = np.where(success, rng.integers(5, 30, n), 64)
+    episodes = {"seed": np.arange(n), "episode": np.arange(n), "success": success, "length": length}
+    episodes |= {"optimal_length": np.full(n, 5.0), "mean_lpc": rng.normal(400.0, 50.0, n)}
+    return causal.layouts(pd.DataFrame(episodes))  # one frame: the same draws in the same order
 
 
 def causal_null(rng: np.random.Generator) -> tuple:
