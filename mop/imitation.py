@@ -127,13 +127,15 @@ from mop.runs import (
     METRICS_FILE,
     NEW,
     PARTIAL,
+    RESUME_POINT_MINUTES,
     check_writable_dir,
     checkpoint_name,
     checkpoint_paths,
-    final_checkpoint,
+    drop_resume_points,
     link_or_copy,
     own_run,
     resume_candidates,
+    resume_point_name,
     retire_final,
     run_stands,
     store_last_update,
@@ -217,7 +219,7 @@ def checkpoint_to_resume(cfg: TrainConfig, resume: bool) -> tuple[Path, dict] | 
     loop then only completes what is missing."""
     directory = run_dir(cfg)
     if not resume:
-        if checkpoint_paths(directory) or final_checkpoint(directory):
+        if resume_candidates(directory):  # numbered, final or a resume point: a run is there
             raise ConfigError(
                 f"{str(directory)!r} {HOLDS_CHECKPOINTS}, or another --trial/--seed/--checkpoint_dir"
             )
@@ -769,6 +771,8 @@ class ImitationRun:
         use_one_thread()  # small matrices: one thread is faster, and workers use the other cores
         self.build_policy_fn, self.ckpt = build_policy_fn, ckpt
         self.written: list[str] = []
+        self.saved_at = time.monotonic()  # the wall clock of the last file saved (resume points)
+        self.last_numbered = max((u for u, _ in checkpoint_paths(self.directory)), default=None)
         self.row: dict = {}
         self.collector: Any = None
         self.logger: MetricLogger | None = None
@@ -898,6 +902,13 @@ class ImitationRun:
             self.written += [
                 str(p) for p in store_last_update(self.directory, update, lambda p: self.save(p.name))
             ]
+        if interval or update in self.save_at or last:
+            self.last_numbered, self.saved_at = update, time.monotonic()
+            drop_resume_points(self.directory)  # a numbered checkpoint passes them
+        elif time.monotonic() - self.saved_at >= RESUME_POINT_MINUTES * 60:
+            self.save(resume_point_name(update), point=True)  # not in `written`: not a checkpoint
+            drop_resume_points(self.directory, keep=update)
+            self.saved_at = time.monotonic()
         if switching:
             self.collector.__exit__(None, None, None)
             self.collector = None  # (a failed start leaves nothing for __exit__ to close twice)
@@ -916,7 +927,10 @@ class ImitationRun:
             payload["replay_stream"] = self.replay.state()  # --learner_stream streamed: columns and memory
         return payload
 
-    def save(self, name: str) -> str:
+    def save(self, name: str, point: bool = False) -> str:
+        """Save the run as it stands to `name` in its folder (a numbered checkpoint, or with `point`
+        a resume point, beside which the newest numbered checkpoint's buffer is kept: the run goes
+        back to it if the resume point is unreadable)."""
         update = self.state.update
         # The buffer first: a checkpoint on disk always has its buffer (none while the run is on its
         # demos: it is empty until the first DAgger update, and Replay.start makes it so).
@@ -925,7 +939,8 @@ class ImitationRun:
             self.replay.save(self.directory, update)
         path = str(save_checkpoint(self.directory / name, self.payload()))
         if buffered:
-            Replay.drop_older(self.directory, keep={update, *self.save_at})
+            numbered = {self.last_numbered} - {None} if point else set()
+            Replay.drop_older(self.directory, keep={update, *self.save_at} | numbered)
         return path
 
     def summary(self) -> dict:

@@ -5,6 +5,10 @@ A run is (task_id, trial, seed). Its folder is `<root>/<task_id>/trial_<N>/[seed
     checkpoint_<update>.pt ...  every --checkpoint_interval updates, and the last update
     checkpoint_final.pt         the last update again: a hard link to its checkpoint_<U>.pt (a copy
                                 where the filesystem has no hard links), as the earlier system wrote
+    resume_<update>.pt          while a run trains, its state every RESUME_POINT_MINUTES of wall since
+                                the last file it saved: a cut-off run loses at most that, not a whole
+                                --checkpoint_interval; one at a time, removed once a numbered checkpoint
+                                or the run's end passes it; not a checkpoint (nothing evaluates it)
     metrics.jsonl               one row per log interval
     config.json                 the resolved config, readable without torch
 Evaluation caches mirror the run folder: `<cache_root>/<task_id>/trial_<N>/[seed_<S>/]update_<U>/
@@ -76,6 +80,8 @@ METRICS_FILE = "metrics.jsonl"
 # bench/readme_walk.py recognise the refusal by it and continue with --resume.
 HOLDS_CHECKPOINTS = "already holds checkpoints; use --resume"
 _CHECKPOINT = re.compile(r"^checkpoint_(\d+|final)\.pt$")
+_RESUME_POINT = re.compile(r"^resume_(\d+)\.pt$")
+RESUME_POINT_MINUTES = 10.0  # wall between resume points (a 4 s update: 150 updates, not 1,024)
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
 
@@ -212,12 +218,33 @@ def final_checkpoint(directory: str | os.PathLike) -> Path | None:
     return path if path.is_file() else None
 
 
+def resume_point_name(update: int) -> str:
+    return f"resume_{_count(update, 'update')}.pt"
+
+
+def resume_points(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """resume_<update>.pt files in a run folder, sorted by update."""
+    found = ((_RESUME_POINT.match(p.name), p) for p in Path(directory).glob("resume_*.pt"))
+    return sorted((int(m.group(1)), p) for m, p in found if m)
+
+
+def drop_resume_points(directory: str | os.PathLike, keep: int | None = None) -> None:
+    """Remove the run's resume points but the one of update `keep`."""
+    for update, path in resume_points(directory):
+        if update != keep:
+            path.unlink(missing_ok=True)
+
+
 def resume_candidates(directory: str | os.PathLike) -> list[Path]:
     """Checkpoints to resume from, newest first: the final one (written last), then the numbered
-    ones by update."""
+    ones and the resume points by update (a resume point only where it is newer than every
+    numbered one; at one update the numbered file first)."""
     final = final_checkpoint(directory)
-    numbered = [p for _, p in reversed(checkpoint_paths(directory))]
-    return ([final] if final else []) + numbered
+    numbered = checkpoint_paths(directory)
+    newest = numbered[-1][0] if numbered else -1
+    points = [(u, p) for u, p in resume_points(directory) if u > newest]
+    ordered = sorted(numbered + points, key=lambda item: item[0], reverse=True)
+    return ([final] if final else []) + [p for _, p in ordered]
 
 
 NEW, PARTIAL, DONE = "new", "partial", "done"

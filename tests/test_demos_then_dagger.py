@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 import sys
 
 import pytest
@@ -202,6 +203,86 @@ def test_resume_inside_the_bc_phase_and_after_the_switch(tmp_path, monkeypatch):
     assert (
         torch.load(run_folder(tmp_path / "online") / "checkpoint_final.pt", weights_only=True)["update"] == 8
     )
+
+
+def cut_at(monkeypatch, update):
+    """ImitationRun.update raises KeyboardInterrupt once `update` updates are done (a kill there)."""
+    real_update = ImitationRun.update
+
+    def killed(run):
+        if run.state.update == update:
+            raise KeyboardInterrupt
+        return real_update(run)
+
+    monkeypatch.setattr(ImitationRun, "update", killed)
+
+
+@pytest.mark.slow
+def test_a_run_cut_between_checkpoints_resumes_from_its_resume_point(tmp_path, monkeypatch, capsys):
+    """A resume point every RESUME_POINT_MINUTES (0 here: every update): one at a time, passed by
+    numbered checkpoints, gone at the end; a cut run resumes from it, not from its last numbered
+    checkpoint, and with an unreadable one from that checkpoint, whose buffer was kept."""
+    import mop.imitation
+
+    demos = tmp_path / "demos"
+    exact = dict(log_interval=1, async_collection=False)
+    uninterrupted = read_metrics(
+        train_mop.main(recipe(tmp_path / "whole", demos, **exact), progress=False)["metrics_path"]
+    )
+    monkeypatch.setattr(mop.imitation, "RESUME_POINT_MINUTES", 0.0)
+    real_update = ImitationRun.update
+
+    # Cut in the BC phase with no numbered checkpoint yet: the whole run is the uninterrupted one.
+    cut_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_mop.main(recipe(tmp_path / "bc", demos, checkpoint_interval=None, **exact), progress=False)
+    monkeypatch.setattr(ImitationRun, "update", real_update)
+    folder = run_folder(tmp_path / "bc")
+    assert sorted(p.name for p in folder.glob("*.pt")) == ["resume_3.pt"]
+    with pytest.raises(ConfigError, match="already holds checkpoints"):  # a new run does not start over it
+        train_mop.main(recipe(tmp_path / "bc", demos, checkpoint_interval=None, **exact), progress=False)
+    resumed = train_mop.main(
+        recipe(tmp_path / "bc", demos, checkpoint_interval=None, **exact), resume=True, progress=False
+    )
+    assert "resuming from" in capsys.readouterr().out
+    rows = read_metrics(resumed["metrics_path"])
+    assert [r["update"] for r in rows] == list(range(1, 9))
+    assert [r["train/loss"] for r in rows] == [r["train/loss"] for r in uninterrupted]
+    assert sorted(p.name for p in folder.iterdir() if p.suffix in (".pt", ".npz")) == [
+        "buffer_8.npz",
+        "checkpoint_8.pt",
+        "checkpoint_final.pt",
+    ]
+
+    # Cut in DAgger after checkpoint_5.pt: resume_7.pt beside it, and both buffers.
+    cut_at(monkeypatch, 7)
+    with pytest.raises(KeyboardInterrupt):
+        train_mop.main(recipe(tmp_path / "dagger", demos, checkpoint_interval=5, **exact), progress=False)
+    monkeypatch.undo()
+    folder = run_folder(tmp_path / "dagger")
+    assert sorted(p.name for p in folder.iterdir() if p.suffix in (".pt", ".npz")) == [
+        "buffer_5.npz",
+        "buffer_7.npz",
+        "checkpoint_5.pt",
+        "resume_7.pt",
+    ]
+    spare = tmp_path / "spare"
+    shutil.copytree(tmp_path / "dagger", spare)
+    resumed = train_mop.main(
+        recipe(tmp_path / "dagger", demos, checkpoint_interval=5, **exact), resume=True, progress=False
+    )
+    rows = read_metrics(resumed["metrics_path"])
+    assert [r["update"] for r in rows] == list(range(1, 9))
+    assert [r["train/loss"] for r in rows[:7]] == [r["train/loss"] for r in uninterrupted[:7]]
+    assert not list(folder.glob("resume_*.pt"))
+    # The resume point unreadable (a full disk): back to checkpoint_5.pt and its buffer.
+    (run_folder(spare) / "resume_7.pt").write_bytes(b"not a checkpoint")
+    resumed = train_mop.main(
+        recipe(spare, demos, checkpoint_interval=5, **exact), resume=True, progress=False
+    )
+    assert "resuming from checkpoint_5.pt" in capsys.readouterr().err
+    rows = read_metrics(resumed["metrics_path"])
+    assert [r["update"] for r in rows][:5] == [1, 2, 3, 4, 5] and rows[-1]["update"] == 8
 
 
 @pytest.mark.slow
