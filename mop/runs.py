@@ -237,8 +237,8 @@ def drop_resume_points(directory: str | os.PathLike, keep: int | None = None) ->
 
 def resume_candidates(directory: str | os.PathLike) -> list[Path]:
     """Checkpoints to resume from, newest first: the final one (written last), then the numbered
-    ones and the resume points by update (a resume point only where it is newer than every
-    numbered one; at one update the numbered file first)."""
+    ones and a resume point by update (a resume point only where it is newer than every numbered
+    one: a numbered checkpoint passes it)."""
     final = final_checkpoint(directory)
     numbered = checkpoint_paths(directory)
     newest = numbered[-1][0] if numbered else -1

@@ -143,17 +143,14 @@ def per_run_by_subgoal(steps: pd.DataFrame) -> pd.DataFrame:
     the same cell / at the same step index (module docstring). Computed with integer group codes
     and bincount: pandas' per-group overhead was ~85% of a calibration draw on small caches."""
     columns = [*weight_columns(steps), "lpc"]
-    values = steps[columns].to_numpy(float)
-    cells, ts = _codes(steps["x"], steps["y"]), _codes(steps["t"])
-    tables = {
-        "none": values,
-        "within_cell": values - _group_mean(cells, values)[cells],
-        "within_step": values - _group_mean(ts, values)[ts],
-    }
-    assert set(tables) == {"none", *ADJUSTMENTS}
     subgoal_codes, names = pd.factorize(steps["subgoal"], sort=True)
     keep = subgoal_codes >= 0  # a step without a subgoal counts in its cell's mean, in no subgoal's
-    subgoal_codes, cells, ts = subgoal_codes[keep], cells[keep], ts[keep]
+    if not keep.any():
+        return pd.DataFrame()
+    values = steps[columns].to_numpy(float)
+    fixed = {a: _codes(*(steps[k] for k in keys)) for a, keys in ADJUSTMENTS.items()}  # cell, step index
+    tables = {"none": values} | {a: values - _group_mean(c, values)[c] for a, c in fixed.items()}
+    subgoal_codes, cells, ts = subgoal_codes[keep], fixed["within_cell"][keep], fixed["within_step"][keep]
     tables = {a: table[keep] for a, table in tables.items()}
     episode_codes, _ = pd.factorize(steps["episode"][keep], sort=True)
     pair = _codes(pd.Series(subgoal_codes), pd.Series(episode_codes))  # (subgoal, episode), sorted
