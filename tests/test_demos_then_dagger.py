@@ -160,6 +160,20 @@ def test_demo_threads_below_one_is_refused(tmp_path, monkeypatch, capsys, value)
     assert not any(tmp_path.iterdir())
 
 
+def cut_at(monkeypatch, update):
+    """ImitationRun.update raises KeyboardInterrupt once `update` updates are done (a kill there);
+    returns the real one."""
+    real_update = ImitationRun.update
+
+    def killed(run):
+        if run.state.update == update:
+            raise KeyboardInterrupt
+        return real_update(run)
+
+    monkeypatch.setattr(ImitationRun, "update", killed)
+    return real_update
+
+
 @pytest.mark.slow
 def test_resume_inside_the_bc_phase_and_after_the_switch(tmp_path, monkeypatch):
     demos = tmp_path / "demos"
@@ -168,14 +182,7 @@ def test_resume_inside_the_bc_phase_and_after_the_switch(tmp_path, monkeypatch):
     uninterrupted = read_metrics(whole["metrics_path"])
 
     # Killed in update 4, after checkpoint_3.pt: the BC phase resumes with its demo sampler.
-    real_update = ImitationRun.update
-
-    def killed(run):
-        if run.state.update == 3:
-            raise KeyboardInterrupt
-        return real_update(run)
-
-    monkeypatch.setattr(ImitationRun, "update", killed)
+    cut_at(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train_mop.main(recipe(tmp_path / "bc", demos, **exact), progress=False)
     monkeypatch.undo()
@@ -205,18 +212,6 @@ def test_resume_inside_the_bc_phase_and_after_the_switch(tmp_path, monkeypatch):
     )
 
 
-def cut_at(monkeypatch, update):
-    """ImitationRun.update raises KeyboardInterrupt once `update` updates are done (a kill there)."""
-    real_update = ImitationRun.update
-
-    def killed(run):
-        if run.state.update == update:
-            raise KeyboardInterrupt
-        return real_update(run)
-
-    monkeypatch.setattr(ImitationRun, "update", killed)
-
-
 @pytest.mark.slow
 def test_a_run_cut_between_checkpoints_resumes_from_its_resume_point(tmp_path, monkeypatch, capsys):
     """A resume point every RESUME_POINT_MINUTES (0 here: every update): one at a time, passed by
@@ -230,10 +225,9 @@ def test_a_run_cut_between_checkpoints_resumes_from_its_resume_point(tmp_path, m
         train_mop.main(recipe(tmp_path / "whole", demos, **exact), progress=False)["metrics_path"]
     )
     monkeypatch.setattr(mop.imitation, "RESUME_POINT_MINUTES", 0.0)
-    real_update = ImitationRun.update
 
     # Cut in the BC phase with no numbered checkpoint yet: the whole run is the uninterrupted one.
-    cut_at(monkeypatch, 3)
+    real_update = cut_at(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train_mop.main(recipe(tmp_path / "bc", demos, checkpoint_interval=None, **exact), progress=False)
     monkeypatch.setattr(ImitationRun, "update", real_update)
