@@ -39,15 +39,7 @@ from mop.checks import ConfigError, check_number, command_edges, finite_number  
 from mop.devices import DeviceError, check_device, to_cpu
 from mop.level_names import OBS_ENCODINGS, checked_levels, env_levels
 from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
-from mop.runs import (
-    RESUME_POINT_MINUTES,
-    OutputError,
-    RunId,
-    RunLockedError,
-    atomic_write,
-    lock_owner,
-    resume_candidates,
-)
+from mop.runs import OutputError, RunId, RunLockedError, atomic_write, lock_owner, resume_candidates
 from mop.runs import run_dir as _run_dir
 
 if TYPE_CHECKING:  # torch is imported where it is used: a command checks its flags and config without it
@@ -726,9 +718,7 @@ def build_arg_parser(
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in the checkpoint folder from its newest readable checkpoint, or from the "
-        f"resume_<update>.pt it saves every {RESUME_POINT_MINUTES:g} minutes of wall between checkpoints "
-        "when that is newer",
+        help="continue the run from its newest readable checkpoint, or from its resume_<update>.pt if newer",
     )
     for f in dataclasses.fields(TrainConfig):
         tp, optional = _base_type(_TYPES[f.name])
