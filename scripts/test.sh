@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set everything up (venv, pinned packages, Debian's chromium), then run the test suite
-# (tier 1, tier 2 and the browser tests: a few minutes on 2 cores).
-# Extra arguments go to pytest, e.g. scripts/test.sh -k model
+# (tier 1, tier 2 and the browser tests: 9 min on 2 idle cores, 16 min one test at a time).
+# The tests run in one pytest-xdist worker per core (PYTEST_WORKERS=N sets another count; 0 runs
+# them in this process). Extra arguments go to pytest, e.g. scripts/test.sh -k model
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh requirements-dev.txt
@@ -12,4 +13,4 @@ if [ "${CI:-}" = "true" ]; then
 else
     bash scripts/install_browser.sh || echo "warning: no chromium; the browser tests will be skipped"
 fi
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-$(nproc)}" "$@"
