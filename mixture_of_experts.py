@@ -137,7 +137,8 @@ class RecurrentPolicy(nn.Module):
         starts = torch.zeros_like(done, dtype=torch.bool)
         starts[1:] = done[:-1]  # memory restarts at t + 1 after an episode ends at t
         features, weights, mem_seq = self._recurrent(h, memory, starts)
-        return PolicyOutput(self._output(features), reset_memory(mem_seq[-1], done[-1]), weights, mem_seq)
+        logits = self._output(features).float()  # float32 under the learner's bfloat16 autocast too
+        return PolicyOutput(logits, reset_memory(mem_seq[-1], done[-1]), weights, mem_seq)
 
 
 # ----------------------------------------------------------------------------- MoP modules
@@ -254,18 +255,23 @@ def gru_recurrence(
     starts (T, B) bool marks steps where an episode begins: the memory is zeroed before them, so
     a whole unroll with episode ends inside runs as one recurrence."""
     w_ih, b_ih, w_hh, b_hh = weights
+    if torch.is_autocast_enabled(x.device.type):  # the learner's bfloat16 (learner_precision)
+        # Fused weights are not leaves, which autocast's cache skips: cast them once, not per step.
+        # The matmuls' results come back to float32 (.float()), so the memory h stays float32.
+        dtype = torch.get_autocast_dtype(x.device.type)
+        w_ih, b_ih, w_hh, b_hh = (w.to(dtype) for w in weights)
     H = w_hh.shape[0]
     # Input gates of every step in one matmul (on 2-D rows: no batched-matmul detour); unbind (not
     # indexing) so backward does not allocate a full (L, S, 3H) gradient per step.
     gi = (
-        torch.addmm(b_ih, x.reshape(-1, x.shape[-1]), w_ih).view(*x.shape[:-1], 3 * H).unbind(0)
+        torch.addmm(b_ih, x.reshape(-1, x.shape[-1]), w_ih).float().view(*x.shape[:-1], 3 * H).unbind(0)
     )  # L x (S, 3H)
     keep = None if starts is None else (~starts).to(x.dtype).unsqueeze(-1).unbind(0)  # T x (B, 1)
     h, out = h0, []
     for t in range(x.shape[0]):
         if keep is not None:
             h = h * keep[t]
-        gh = torch.addmm(b_hh, h, w_hh)  # (S, 3H): all three gates' recurrent terms in one matmul
+        gh = torch.addmm(b_hh, h, w_hh).float()  # (S, 3H): the three gates' recurrent terms in one matmul
         r, z = torch.sigmoid(gi[t][:, : 2 * H] + gh[:, : 2 * H]).chunk(2, dim=-1)
         n = torch.tanh(gi[t][:, 2 * H :] + r * gh[:, 2 * H :])  # (S, H)
         h = n + z * (h - n)  # (1 - z) * n + z * h
@@ -429,7 +435,7 @@ class MoELayer(nn.Module):
         Returns output (T, B, D), router weights (T, B, E), hidden sequence (T, B, R + sum s_j)."""
         h_seq = self.grus(x, h0, starts)
         logits, outs = self._read_out(h_seq)
-        weights = torch.softmax(logits, dim=-1)  # (L, S, E)
+        weights = torch.softmax(logits.float(), dim=-1)  # (L, S, E); float32 under bfloat16 autocast too
         if dropout is not None:
             weights = routing_dependent_dropout(weights, *dropout)
         if self.intervened:

@@ -35,7 +35,7 @@ def aux_rooms_loss(head: torch.nn.Linear, out: Any, rooms_visited: np.ndarray, p
         return out.logits.sum() * 0.0
     rooms = torch.arange(head.out_features, device=visited.device)
     target = ((visited[known].unsqueeze(-1) >> rooms) & 1).float()  # (K, R)
-    logits = head(out.memory_seq[known])
+    logits = head(out.memory_seq[known]).float()  # float32 under bfloat16 autocast too
     aux = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
     parts["train/aux_rooms"] = aux.item()
     parts["train/aux_rooms_accuracy"] = ((logits > 0).float() == target).float().mean().item()
@@ -53,7 +53,7 @@ def aux_target_loss(head: torch.nn.Linear, out: Any, target: np.ndarray, parts: 
     if not known.any():
         return out.logits.sum() * 0.0
     classes = code[known] + TARGET_RANGE  # (K, 2) in 0..2R
-    logits = head(out.memory_seq[known]).view(-1, 2, 2 * TARGET_RANGE + 1)
+    logits = head(out.memory_seq[known]).float().view(-1, 2, 2 * TARGET_RANGE + 1)
     aux = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), classes.reshape(-1))
     parts["train/aux_target"] = aux.item()
     parts["train/aux_target_accuracy"] = (logits.argmax(-1) == classes).all(-1).float().mean().item()
@@ -69,7 +69,7 @@ def aux_subgoal_loss(head: torch.nn.Linear, out: Any, subgoal: np.ndarray, parts
     known = code != NO_SUBGOAL
     if not known.any():
         return out.logits.sum() * 0.0
-    logits = head(out.memory_seq[known])
+    logits = head(out.memory_seq[known]).float()  # float32 under bfloat16 autocast too
     classes = code[known]
     aux = torch.nn.functional.cross_entropy(logits, classes)
     parts["train/aux_subgoal"] = aux.item()

@@ -138,3 +138,34 @@ def normalize_expert_sizes(sizes: object) -> tuple[tuple[int, ...], ...]:
                 raise ValueError(f"expert sizes {original!r}: layer {i} has {s!r}; sizes are integers >= 0")
         layers.append(tuple(int(s) for s in layer))
     return tuple(layers)
+
+
+# Upper bounds where a larger value cannot work (each says why); mop.experiment's `validate`
+# applies them and README "Bad input" lists them. Memory: one update holds num_envs x unroll_len labelled steps
+# (<= MAX_STEPS_PER_UPDATE) and GRUs of the given sizes; seeds: numpy's legacy seeding takes < 2**32,
+# and babyai_env's training layout seeds leave room for 1000 envs per run seed.
+LIMITS = {
+    "seed": (2**32 - 1, "numpy's RNG takes seeds below 2**32"),
+    "num_envs": (1000, "training layout seeds leave room for 1000 envs per run"),
+    "num_workers": (1000, "more worker processes than envs only idle"),
+    "unroll_len": (10_000, "memory"),
+    "num_updates": (10**9, "a run of more updates would not end"),
+    "max_steps": (10**6, "an episode longer than this would not end"),
+    "log_interval": (10**9, "at most num_updates"),
+    "checkpoint_interval": (10**9, "at most num_updates"),
+    "recent_window": (10**6, "memory (the window is stored in every checkpoint)"),
+    "lang_dim": (4096, "memory"),
+    "intermediate_dim": (4096, "memory"),
+    "router_hidden_size": (4096, "memory"),
+    "hidden_size": (4096, "memory"),
+    "expert_hidden_sizes": (4096, "memory (each expert's GRU size)"),
+    "lr": (1.0, "Adam diverges at once above it"),
+    "lr_final": (1.0, "Adam diverges at once above it"),
+    "lr_decay_updates": (10**9, "no run is longer: num_updates is at most 1e9"),
+    "buffer_episodes": (10**7, "memory"),
+    "trunk_channels": (1024, "memory and time: the learner's cost grows with its square"),
+    "epochs": (1000, "an update of more passes would not end"),
+    "demos": (10**7, "the layouts of one demo set (babyai_env.DEMO_SET_STRIDE)"),
+    "demo_seed": (49, "50 disjoint demo sets lie between the evaluation and training seeds"),
+}
+MAX_STEPS_PER_UPDATE = 2**20

@@ -35,7 +35,14 @@ import numpy as np
 import yaml
 
 from mop import legacy_config
-from mop.checks import ConfigError, check_number, command_edges, finite_number  # noqa: F401  (re-exported)
+from mop.checks import (  # noqa: F401  (re-exported)
+    LIMITS,
+    MAX_STEPS_PER_UPDATE,
+    ConfigError,
+    check_number,
+    command_edges,
+    finite_number,
+)
 from mop.devices import DeviceError, check_device, to_cpu
 from mop.level_names import OBS_ENCODINGS, checked_levels, env_levels
 from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
@@ -192,6 +199,11 @@ class TrainConfig:
         "updates over which the learning rate goes from --lr to --lr_final (0: constant --lr)", 0
     )
     max_grad_norm: float | None = _help("clip the gradient norm to this (null: no clipping)", 1.0)
+    learner_precision: str = _help(
+        "the learner's matmuls: 'float32' or 'bfloat16' (autocast; the weights, Adam, memory, routing "
+        "weights and losses stay float32; faster where the CPU has bf16 instructions, docs/speed.md)",
+        "float32",
+    )
     epochs: int = _help(
         "optimizer steps per update, each a pass over the same batch (the fresh unroll and its replayed "
         "episodes), from the memory the batch was collected with; 1: one step per batch",
@@ -327,6 +339,12 @@ class TrainConfig:
 
 CONFIG_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
 LOGGERS = ("none", "wandb", "tensorboard")
+CHOICES = {  # keys with a fixed set of values (obs_encoding's: mop.level_names)
+    "obs_encoding": OBS_ENCODINGS,
+    "input_encoder": ("linear", "bilinear", "film"),
+    "lang_encoder": ("bow", "gru", "distilbert"),
+    "learner_precision": ("float32", "bfloat16"),
+}
 _DEFAULTS = {
     f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
 }
@@ -408,37 +426,6 @@ def _coerce(key: str, value: Any) -> Any:
     raise ConfigError(
         f"config key {key!r} must be {tp.__name__}{' or null' if optional else ''}, got {value!r}"
     )
-
-
-# Upper bounds where a larger value cannot work (each says why); `validate` applies them and
-# README "Bad input" lists them. Memory: one update holds num_envs x unroll_len labelled steps
-# (<= MAX_STEPS_PER_UPDATE) and GRUs of the given sizes; seeds: numpy's legacy seeding takes < 2**32,
-# and babyai_env's training layout seeds leave room for 1000 envs per run seed.
-LIMITS = {
-    "seed": (2**32 - 1, "numpy's RNG takes seeds below 2**32"),
-    "num_envs": (1000, "training layout seeds leave room for 1000 envs per run"),
-    "num_workers": (1000, "more worker processes than envs only idle"),
-    "unroll_len": (10_000, "memory"),
-    "num_updates": (10**9, "a run of more updates would not end"),
-    "max_steps": (10**6, "an episode longer than this would not end"),
-    "log_interval": (10**9, "at most num_updates"),
-    "checkpoint_interval": (10**9, "at most num_updates"),
-    "recent_window": (10**6, "memory (the window is stored in every checkpoint)"),
-    "lang_dim": (4096, "memory"),
-    "intermediate_dim": (4096, "memory"),
-    "router_hidden_size": (4096, "memory"),
-    "hidden_size": (4096, "memory"),
-    "expert_hidden_sizes": (4096, "memory (each expert's GRU size)"),
-    "lr": (1.0, "Adam diverges at once above it"),
-    "lr_final": (1.0, "Adam diverges at once above it"),
-    "lr_decay_updates": (10**9, "no run is longer: num_updates is at most 1e9"),
-    "buffer_episodes": (10**7, "memory"),
-    "trunk_channels": (1024, "memory and time: the learner's cost grows with its square"),
-    "epochs": (1000, "an update of more passes would not end"),
-    "demos": (10**7, "the layouts of one demo set (babyai_env.DEMO_SET_STRIDE)"),
-    "demo_seed": (49, "50 disjoint demo sets lie between the evaluation and training seeds"),
-}
-MAX_STEPS_PER_UPDATE = 2**20
 
 
 def _check_limits(cfg: TrainConfig) -> None:
@@ -557,27 +544,19 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("lpc_alpha and lpc_exponent must be >= 0 and lpc_epsilon > 0")
     if cfg.logger is not None and cfg.logger not in LOGGERS:
         raise ConfigError(f"logger must be one of {', '.join(LOGGERS)} (or null), got {cfg.logger!r}")
-    if cfg.obs_encoding not in OBS_ENCODINGS:
-        raise ConfigError(f"obs_encoding must be one of {OBS_ENCODINGS}, got {cfg.obs_encoding!r}")
+    for key, options in CHOICES.items():
+        if getattr(cfg, key) not in options:
+            raise ConfigError(f"{key} must be one of {', '.join(options)}, got {getattr(cfg, key)!r}")
     if cfg.input_dim is not None and (
         problem := legacy_config.contradiction(cfg.input_dim, cfg.obs_encoding)
     ):
         raise ConfigError(problem)
-    if cfg.input_encoder not in ("linear", "bilinear", "film"):
-        raise ConfigError(f"input_encoder must be 'linear', 'bilinear' or 'film', got {cfg.input_encoder!r}")
-    if cfg.input_encoder == "bilinear" and cfg.obs_encoding != "onehot":
-        raise ConfigError("input_encoder 'bilinear' needs obs_encoding 'onehot'")
-    if cfg.input_encoder == "film" and cfg.obs_encoding != "onehot":
-        raise ConfigError(
-            f"input_encoder 'film' reads each cell's codes from the one-hot view: it needs obs_encoding "
-            f"'onehot', got {cfg.obs_encoding!r}"
-        )
+    if cfg.input_encoder != "linear" and cfg.obs_encoding != "onehot":
+        raise ConfigError(f"input_encoder {cfg.input_encoder!r} needs obs_encoding 'onehot' (per-cell codes)")
     try:  # the spelling only: a config may name a GPU that only the machine it runs on has
         cfg.device = check_device(cfg.device, "device")
     except DeviceError as e:
         raise ConfigError(str(e)) from None
-    if cfg.lang_encoder not in ("bow", "gru", "distilbert"):
-        raise ConfigError(f"lang_encoder must be 'bow', 'gru' or 'distilbert', got {cfg.lang_encoder!r}")
     for key, tp in _TYPES.items():  # also for a TrainConfig built without load_config
         if _base_type(tp)[0] is float:
             _coerce(key, getattr(cfg, key))

@@ -410,6 +410,25 @@ class Learner:
 
     def _pass(self, chunk: dict, obs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> dict:
         """One forward + backward over the chunk and one optimizer step; the loss parts."""
+        # learner_precision bfloat16: the forward's matmuls in bf16 (autocast), backward after it
+        with torch.autocast(self.device.type, torch.bfloat16, self.cfg.learner_precision == "bfloat16"):
+            loss, parts, out = self._forward(chunk, obs, labels, mask)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the loss became {loss.item()} ({_loss_parts(parts)})")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.max_grad_norm is not None:
+            parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+        self.optimizer.step()
+        # One check (one device sync on a GPU, not one per parameter).
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):
+            raise TrainingDiverged(
+                f"the weights became non-finite after a finite loss ({_loss_parts(parts)})"
+            )
+        return parts
+
+    def _forward(self, chunk: dict, obs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tuple:
+        """The chunk's loss (a float32 scalar), its parts and the policy's output."""
         t = self._tensor
         lang = self.encoder(chunk["missions"])[t(chunk["mission_index"])]  # (T, N, lang_dim)
         out = self.policy.forward_sequence(obs, lang, chunk["memory"].to(self.device), t(chunk["done"]))
@@ -435,19 +454,7 @@ class Learner:
         if self.subgoal_head is not None:
             aux = aux_subgoal_loss(self.subgoal_head, out, chunk["subgoal"], parts)
             loss = loss + self.cfg.aux_subgoal_weight * aux
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"the loss became {loss.item()} ({_loss_parts(parts)})")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.max_grad_norm is not None:
-            parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
-        self.optimizer.step()
-        # One check (one device sync on a GPU, not one per parameter).
-        if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):
-            raise TrainingDiverged(
-                f"the weights became non-finite after a finite loss ({_loss_parts(parts)})"
-            )
-        return parts
+        return loss, parts, out
 
 
 def learner_device(cfg: TrainConfig) -> torch.device:

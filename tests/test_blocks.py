@@ -207,3 +207,28 @@ def test_a_checkpoint_without_the_new_keys_loads_as_the_plain_layer_and_equal_lo
             a, b = reference.step(obs, lang, m_ref), policy.step(obs, lang, m)
             m_ref, m = a.memory, b.memory
             assert torch.equal(a.logits, b.logits)
+
+
+@pytest.mark.parametrize("sizes", [None, [[0, 8, 128], [0, 8, 128]]])  # one fused recurrence; split (>= 128)
+def test_a_bfloat16_learner_takes_the_float32_step_to_bf16_precision(tmp_path, sizes):
+    """learner_precision bfloat16: the same batch from the same weights gives the float32 loss and
+    gradient within bf16's rounding (not bit for bit: the matmuls did run in bf16), and the
+    memory a stream carries, the weights and Adam stay float32."""
+    keys = {} if sizes is None else {"expert_hidden_sizes": sizes}
+    torch.manual_seed(0)  # Learner.build draws the initial weights from the global generator
+    f32, chunk = learner_and_chunk(tmp_path / "f32", **keys)
+    torch.manual_seed(0)
+    bf, _ = learner_and_chunk(tmp_path / "bf16", learner_precision="bfloat16", **keys)
+    assert all(torch.equal(a, b) for a, b in zip(f32.params, bf.params))  # the same start
+    runs = {}
+    for learner in (f32, bf):
+        parts = learner.step(chunk)
+        grad = torch.cat([p.grad.flatten() for p in learner.params if p.grad is not None])
+        runs[learner.cfg.learner_precision] = (parts["train/ce"], grad)
+    (ce32, g32), (ce16, g16) = runs["float32"], runs["bfloat16"]
+    assert ce16 != ce32 and ce16 == pytest.approx(ce32, rel=1e-2)
+    assert F.cosine_similarity(g16, g32, dim=0) > 0.99
+    assert (g16.norm() / g32.norm()).item() == pytest.approx(1.0, abs=0.05)
+    assert bf.end_memory.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in bf.params)
+    assert all(v.dtype == torch.float32 for s in bf.optimizer.state.values() for v in s.values() if v.dim())

@@ -473,6 +473,21 @@ def test_logger_values_are_checked(tmp_path):
         tiny(tmp_path, logger="mlflow")
 
 
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("learner_precision", "float16"),
+        ("input_encoder", "cnn"),
+        ("lang_encoder", "bert"),
+        ("obs_encoding", "rgb"),
+    ],
+)
+def test_keys_with_a_fixed_set_of_values_refuse_another_in_one_line_naming_them(tmp_path, key, value):
+    with pytest.raises(ConfigError, match=f"^{key} must be one of .*, got '{value}'$"):
+        tiny(tmp_path, **{key: value})
+    assert tiny(tmp_path, learner_precision="bfloat16").learner_precision == "bfloat16"
+
+
 WIDE_DAGGER = {
     "demo_updates": 3072,
     "bot_undo": False,
