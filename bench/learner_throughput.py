@@ -35,7 +35,8 @@ The pool: --pool_frames frames of episodes the bot drives in the recipe's level 
 replays at first, and what demos hold). Per arm also the share of the matmul peak reached: the
 learner's matmul FLOPs per frame (torch's FlopCounterMode, on one step) times frames per
 CPU-second, over one core's measured float32 matmul peak (the best square product of 256, 512 or
-1024, FLOPs per CPU-second).
+1024, FLOPs per CPU-second); a recipe with `learner_precision: bfloat16` is measured against that
+float32 peak too, so its share can pass 100% where the CPU has bf16 instructions.
 
     python bench/learner_throughput.py
     python bench/learner_throughput.py --recipes default,seed002,configs/BabyAI-GoToObjMaze-v0.yaml --updates 20
