@@ -765,7 +765,7 @@ def level_difficulty_summary(
     episodes tables it was made from (for the difference's interval):
     n_levels; spearman_lpc_bot_path (Spearman rho of mean LPC against mean bot path length over
     the levels) and spearman_lpc_curriculum (against BabyAI's curriculum rank, over the n_curriculum
-    levels that have one): None under 3 levels, descriptive only (a p-value only from 4 levels on:
+    levels that have one): None under 3 levels or when either side is constant, descriptive only (a p-value only from 4 levels on:
     with 3 the smallest possible p is 0.33); hardest / easiest by bot path length, each named only
     when its 95% interval is separated from every other level's (`ranking`; else None,
     and the verdict says the lengths do not resolve it: a walking distance is no verdict on
@@ -785,7 +785,7 @@ def level_difficulty_summary(
         return out
 
     def spearman(x: pd.Series, y: pd.Series) -> tuple[float | None, float | None]:
-        if len(x) < 3:
+        if len(x) < 3 or x.nunique() < 2 or y.nunique() < 2:  # a constant side: rho is undefined
             return None, None
         rho, p = stats.spearmanr(x.astype(float), y.astype(float))
         return float(rho), float(p) if len(x) >= 4 else None

@@ -423,6 +423,11 @@ def test_a_multi_task_ranking_with_overlapping_intervals_gives_no_verdict():
     summary = level_difficulty_summary(table, levels)
     assert summary["hardest"] is None and summary["easiest"] is None
     assert "overlap" in summary["verdict"] and summary["lpc_difference"] is None
+    # three levels spending the same LPC: Spearman's rho is undefined, so None (not NaN in the JSON)
+    same = {level: episodes([10] * 5, [4 + k, 5 + k, 6 + k, 7 + k, 8 + k]) for k, level in enumerate(levels)}
+    same["BabyAI-GoTo-v0"] = episodes([10] * 5, [30, 31, 32, 33, 34])
+    flat = level_difficulty_summary(routing_by_level(same), same)
+    assert flat["n_levels"] == 3 and flat["spearman_lpc_bot_path"] is None
     # learning speed: medians 200 vs 300 with overlapping ranges: no hardest; separated: named
     speeds = pd.DataFrame(
         {
