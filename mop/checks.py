@@ -141,9 +141,9 @@ def normalize_expert_sizes(sizes: object) -> tuple[tuple[int, ...], ...]:
 
 
 # Upper bounds where a larger value cannot work (each says why); mop.experiment's `validate`
-# applies them and README "Bad input" lists them. Memory: one update holds num_envs x unroll_len labelled steps
-# (<= MAX_STEPS_PER_UPDATE) and GRUs of the given sizes; seeds: numpy's legacy seeding takes < 2**32,
-# and babyai_env's training layout seeds leave room for 1000 envs per run seed.
+# applies them and README "Bad input" lists them. Memory: one update holds num_envs x unroll_len
+# labelled steps (<= MAX_STEPS_PER_UPDATE) and GRUs of the given sizes; seeds: numpy's legacy
+# seeding takes < 2**32, and babyai_env's training layout seeds leave room for 1000 envs per run seed.
 LIMITS = {
     "seed": (2**32 - 1, "numpy's RNG takes seeds below 2**32"),
     "num_envs": (1000, "training layout seeds leave room for 1000 envs per run"),
