@@ -8,6 +8,8 @@ step, what the memory should hold. Training only: the policy never sees their ta
   (docs/findings.md, "where the unfit labels are");
 - `aux_subgoal_loss` (--aux_subgoal_weight, bot demos or online imitation): what the bot is doing
   (babyai_env.SafeBot.subgoal: exploring, going to the key, to a locked door, opening it, ...).
+- `subgoal_ce_shift` (--subgoal_ce_weights): not a head: the action loss weighted by the same
+  subgoals, the steps of some kinds (the key chain's) counted as if they were more common.
 
     head = torch.nn.Linear(policy.memory_size, 2 * (2 * TARGET_RANGE + 1))
     loss = loss + cfg.aux_target_weight * aux_target_loss(head, out, chunk["target"], parts)
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mop.babyai_env import MAX_ROOMS, NO_SUBGOAL, NO_TARGET, TARGET_RANGE, RoomLayout
+from mop.babyai_env import MAX_ROOMS, NO_SUBGOAL, NO_TARGET, SUBGOAL_KINDS, TARGET_RANGE, RoomLayout
 from mop.checks import ConfigError
 
 
@@ -75,6 +77,29 @@ def aux_subgoal_loss(head: torch.nn.Linear, out: Any, subgoal: np.ndarray, parts
     parts["train/aux_subgoal"] = aux.item()
     parts["train/aux_subgoal_accuracy"] = (logits.argmax(-1) == classes).float().mean().item()
     return aux
+
+
+def subgoal_ce_shift(
+    out: Any, labels: torch.Tensor, mask: torch.Tensor, subgoal: np.ndarray, weights: dict, parts: dict
+) -> torch.Tensor:
+    """--subgoal_ce_weights's term: the labelled steps' action cross-entropy weighted by the bot's
+    subgoal at each step (`weights` {kind: w}; 1 for the kinds not listed and for steps without
+    one, NO_SUBGOAL), sum(w ce) / sum(w), minus the plain mean that the policy's loss_fn already
+    holds, so the loss's CE term becomes the weighted one (the same gradient as a loss_fn that
+    weighted it; train/ce stays the plain mean, comparable across recipes). Logs train/ce_weighted
+    and train/ce_weighted_share (the labelled steps whose weight is not 1)."""
+    if not mask.any():
+        return out.logits.sum() * 0.0
+    table = torch.ones(len(SUBGOAL_KINDS) + 1, device=out.logits.device)  # the last: NO_SUBGOAL (-1)
+    for kind, weight in weights.items():
+        table[SUBGOAL_KINDS.index(kind)] = float(weight)
+    code = torch.from_numpy(np.ascontiguousarray(subgoal).astype(np.int64)).to(out.logits.device)
+    w = table[code[mask] % table.numel()]  # NO_SUBGOAL (-1) -> the last entry
+    ce = torch.nn.functional.cross_entropy(out.logits[mask].float(), labels[mask], reduction="none")
+    weighted = (w * ce).sum() / w.sum()
+    parts["train/ce_weighted"] = weighted.item()
+    parts["train/ce_weighted_share"] = (w != 1.0).float().mean().item()
+    return weighted - ce.mean()
 
 
 # A fork's checkpoint lists here the heads its recipe trains and its parent did not (train_mop.py

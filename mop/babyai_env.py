@@ -46,6 +46,7 @@ from mop.level_names import (  # noqa: F401  (re-exported: the env's callers imp
     CHANNEL_SIZES,
     LEVEL_TABLE,
     OBS_ENCODINGS,
+    SUBGOAL_KINDS,
     babyai_task_ids,
     check_task_id,
     check_task_ids,
@@ -347,19 +348,6 @@ class SafeBot:
         return SUBGOAL_KINDS.index("go to cell")
 
 
-# SafeBot.subgoal's classes, in the order --aux_subgoal_weight's head and the chunks' `subgoal` use.
-SUBGOAL_KINDS = (
-    "explore",
-    "go to mission object",
-    "go to other object",
-    "go to door",
-    "go to locked door",
-    "go to cell",
-    "open",
-    "pick up",
-    "drop",
-    "close",
-)
 _SUBGOAL_OF = {"Open": "open", "Pickup": "pick up", "Drop": "drop", "Close": "close", "Explore": "explore"}
 NO_SUBGOAL = -1  # `subgoal` of a step without one (the bot failed, padding, a store without them)
 

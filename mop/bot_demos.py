@@ -43,7 +43,7 @@ NO_TARGETS = (
     "move the store away to regenerate it, or give another --demos_dir"
 )
 NO_SUBGOALS = (
-    "made before demos recorded what the bot is doing; --aux_subgoal_weight needs them: "
+    "made before demos recorded what the bot is doing; --aux_subgoal_weight and --subgoal_ce_weights need them: "
     "move the store away to regenerate it, or give another --demos_dir"
 )
 CHUNK_EPISODES = 1024  # solved demos per committed store chunk
@@ -283,8 +283,8 @@ def load_or_generate_demos(
     (`demo_path`, format 1) is read if one exists for exactly this request; otherwise the level's
     store (`store_path`) is opened, checked and, if `generate`, extended to `num_demos` (created if
     missing). DemoStoreError (a BufferError) for a store that cannot be used or holds too few, or,
-    with `need_targets` (--aux_target_weight) or `need_subgoals` (--aux_subgoal_weight), one made
-    before the bot's targets or subgoals were stored."""
+    with `need_targets` (--aux_target_weight) or `need_subgoals` (--aux_subgoal_weight,
+    --subgoal_ce_weights), one made before the bot's targets or subgoals were stored."""
     path = demo_path(root, task_id, num_demos, demo_seed)
     if path.exists():
         buf, meta = EpisodeBuffer.load(path, task_id)

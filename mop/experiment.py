@@ -44,7 +44,7 @@ from mop.checks import (  # noqa: F401  (re-exported)
     finite_number,
 )
 from mop.devices import DeviceError, check_device, to_cpu
-from mop.level_names import OBS_ENCODINGS, checked_levels, env_levels
+from mop.level_names import OBS_ENCODINGS, checked_levels, env_levels, subgoal_weights
 from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
 from mop.runs import OutputError, RunId, RunLockedError, atomic_write, lock_owner, resume_candidates
 from mop.runs import run_dir as _run_dir
@@ -232,6 +232,12 @@ class TrainConfig:
         "step, times this weight (0: off; --demos needs a demo store made with them)",
         0.0,
     )
+    subgoal_ce_weights: dict | None = _help(
+        "the action loss weighted by what the bot is doing at each step: {kind: weight > 0} over "
+        "babyai_env.SUBGOAL_KINDS (command line: 'go to other object=4,open=4'), other kinds and steps "
+        "without one 1; the loss's CE is sum(w ce) / sum(w). null: plain CE (--demos: a store with them)",
+        None,
+    )
     bot_undo: bool = _help(
         "DAgger's labels: the bot plans to revert a pickup, drop or door toggle the student did without "
         "it (minigrid's bot; --no-bot_undo: it keeps them and plans from the world the student left)",
@@ -391,6 +397,8 @@ def _coerce(key: str, value: Any) -> Any:
         if not all(math.isfinite(w) and w > 0 for w in weights):
             raise ConfigError(f"task_weights must be positive finite numbers, got {value!r}")
         return weights
+    if key == "subgoal_ce_weights":
+        return subgoal_weights(value)
     if key == "expert_hidden_sizes":
         from mop.checks import normalize_expert_sizes
 

@@ -75,6 +75,7 @@ from mop.aux_losses import (
     aux_target_loss,
     head_optimizer_state,
     rooms_of,
+    subgoal_ce_shift,
 )
 from mop.babyai_env import (
     SUBGOAL_KINDS,
@@ -362,20 +363,8 @@ class Learner:
         optimizer = torch.optim.Adam(params, lr=cfg.lr)
         if ckpt is not None:  # Adam moves its saved state to its parameters' device (a resume may switch)
             optimizer.load_state_dict(head_optimizer_state(ckpt, base, heads))
-        return cls(
-            cfg,
-            model_config,
-            policy,
-            encoder,
-            encoder_factory,
-            optimizer,
-            params,
-            loss_fn,
-            aux_head,
-            target_head,
-            subgoal_head,
-            device,
-        )
+        made = (cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn)
+        return cls(*made, *heads.values(), device)  # the heads in the fields' order: aux, target, subgoal
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         """A chunk's numpy column on the learner's device (the CPU: the array's own memory)."""
@@ -454,6 +443,10 @@ class Learner:
         if self.subgoal_head is not None:
             aux = aux_subgoal_loss(self.subgoal_head, out, chunk["subgoal"], parts)
             loss = loss + self.cfg.aux_subgoal_weight * aux
+        if self.cfg.subgoal_ce_weights:
+            loss = loss + subgoal_ce_shift(
+                out, labels, mask, chunk["subgoal"], self.cfg.subgoal_ce_weights, parts
+            )
         return loss, parts, out
 
 

@@ -184,7 +184,7 @@ class DemoSource:
                 cfg.fast_env,
                 progress,
                 need_targets=cfg.aux_target_weight > 0,
-                need_subgoals=cfg.aux_subgoal_weight > 0,
+                need_subgoals=cfg.aux_subgoal_weight > 0 or bool(cfg.subgoal_ce_weights),
             )
         except BufferError as e:
             raise ConfigError(str(e)) from None
@@ -273,6 +273,6 @@ def open_collector(
         task_weights=cfg.task_weights,
         key_layout_share=cfg.key_layout_share,
         record_targets=cfg.aux_target_weight > 0,
-        record_subgoals=cfg.aux_subgoal_weight > 0,
+        record_subgoals=cfg.aux_subgoal_weight > 0 or bool(cfg.subgoal_ce_weights),
         bot_undo=cfg.bot_undo,
     )

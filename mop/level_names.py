@@ -53,6 +53,44 @@ LEVEL_TABLE = [
 
 OBS_ENCODINGS = ("raw", "onehot")
 CHANNEL_SIZES = (11, 6, 3)  # minigrid OBJECT_TO_IDX, COLOR_TO_IDX, STATE_TO_IDX
+# babyai_env.SafeBot.subgoal's classes, in the order --aux_subgoal_weight's head and the chunks'
+# `subgoal` use (here, without minigrid, so that a config naming them is checked before it loads).
+SUBGOAL_KINDS = (
+    "explore",
+    "go to mission object",
+    "go to other object",
+    "go to door",
+    "go to locked door",
+    "go to cell",
+    "open",
+    "pick up",
+    "drop",
+    "close",
+)
+
+
+def subgoal_weights(value: object, what: str = "subgoal_ce_weights") -> dict[str, float]:
+    """{kind: weight} from a mapping (YAML) or "kind=w,kind=w" (a command line), each kind one of
+    SUBGOAL_KINDS and each weight a finite number > 0; ConfigError naming `what` otherwise."""
+    if isinstance(value, str):
+        pairs = [item.rpartition("=") for item in value.split(",")]
+        if not all(eq for _, eq, _ in pairs):
+            raise ConfigError(f"{what} must be 'kind=weight,...' or a mapping, got {value!r}")
+        value = {kind.strip(): weight.strip() for kind, _, weight in pairs}
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{what} must be a mapping of subgoal kinds to weights, got {value!r}")
+    out = {}
+    for kind, weight in value.items():
+        if kind not in SUBGOAL_KINDS:
+            raise ConfigError(f"{what}: {kind!r} is not a subgoal kind (one of {', '.join(SUBGOAL_KINDS)})")
+        try:
+            number = float(weight) if not isinstance(weight, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and number > 0):
+            raise ConfigError(f"{what}: the weight of {kind!r} must be a finite number > 0, got {weight!r}")
+        out[kind] = number
+    return out
 
 
 def obs_dim(encoding: str) -> int:
