@@ -335,15 +335,17 @@ def play_checkpoint(
     num_envs: int = 16,
     check_level: Callable[[str], None] | None = None,
     device: str = "cpu",
+    first_episode: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, torch.nn.Module, dict, str]:
     """The analysis tools' way in (memory_probe, failures): load `checkpoint` and play evaluation
-    layouts 0..num_episodes-1 of one level (task_id None: the run's), greedy or sampled, at the
-    run's step limit, without measuring bot paths. Returns (steps sorted by episode and t,
-    episodes, policy, config, the level played). Raises EvalError (one line) for a checkpoint that
-    does not load, an unknown level or several levels. check_level(task_id) runs before any play:
-    a tool refuses a level it cannot analyse there (its exception propagates). device: as
+    layouts first_episode + 0..num_episodes-1 of one level (task_id None: the run's), greedy or
+    sampled, at the run's step limit, without measuring bot paths. Returns (steps sorted by episode
+    and t, episodes, policy, config, the level played). Raises EvalError (one line) for a checkpoint
+    that does not load, an unknown level or several levels. check_level(task_id) runs before any
+    play: a tool refuses a level it cannot analyse there (its exception propagates). device: as
     eval_mop's --device (auto | cpu | cuda | cuda:N); one that this machine lacks is an EvalError
-    before the checkpoint is read."""
+    before the checkpoint is read. first_episode: bench/levels.py's model selection plays
+    babyai_env.VALIDATION_START + k, layouts no reported evaluation plays."""
     torch_device = eval_device(EvalOptions(device=device))
     try:
         policy, encoder, config = load_policy(checkpoint)
@@ -366,7 +368,7 @@ def play_checkpoint(
             encoder,
             config,
             task_id,
-            list(range(num_episodes)),
+            list(range(first_episode, first_episode + num_episodes)),
             num_envs=num_envs,
             max_steps=config.get("max_steps"),
             sample=sample,

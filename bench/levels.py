@@ -106,6 +106,10 @@ COLUMNS = [
     "episodes_to_target",
     "best_probe_success",
     "best_probe_frames",
+    "select_episodes",
+    "selected_update",
+    "select_success",
+    "select_s",
     "babyai_success_1m",
     "babyai_demos_to_99",
     "train_s",
@@ -144,9 +148,12 @@ def probes_path(out: Path) -> Path:
 EPISODE_COLUMNS = ["episode", "seed", "success", "instruction", "length"]
 
 
-def episodes_path(out: Path, recipe: str, frames: int) -> Path:
-    """bench/results/levels.csv -> levels_episodes/<recipe>-<frames budget>.csv: one file per row."""
-    return out.with_name(f"{out.stem}_episodes") / f"{recipe}-{frames}.csv"
+def episodes_path(out: Path, recipe: str, frames: int, select: int = 0) -> Path:
+    """bench/results/levels.csv -> levels_episodes/<recipe>-<frames budget>[-select<N>].csv: one
+    file per row (a row whose checkpoint was chosen on N validation layouts: -select<N>)."""
+    return (
+        out.with_name(f"{out.stem}_episodes") / f"{recipe}-{frames}{f'-select{select}' if select else ''}.csv"
+    )
 
 
 def layout_rows(level: str, episodes) -> list[dict]:
@@ -203,9 +210,13 @@ def recipe_of(config: Path | None, sets: dict) -> str:
     return f"{config.stem if config else 'default'}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-def same_row(row: dict, level: str, recipe: str, frames: int) -> bool:
-    """Whether a table row is this level's, under this recipe and frame budget."""
-    return row["level"] == level and row["recipe"] == recipe and int(row["frames_budget"]) == frames
+def same_row(row: dict, level: str, recipe: str, frames: int, select: int | None = None) -> bool:
+    """Whether a table row is this level's, under this recipe and frame budget (and, unless None,
+    this --select_episodes: 0 is the last checkpoint's row, as every row before selection)."""
+    chosen = select is None or int(row.get("select_episodes") or 0) == select
+    return (
+        row["level"] == level and row["recipe"] == recipe and int(row["frames_budget"]) == frames and chosen
+    )
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -312,7 +323,12 @@ def run_level(
     # The run's own training time, summed over every session that trained it (a resumed or adopted
     # run included), not this call's wall clock.
     train_s = stats_of[final][1].get("elapsed_s", wall_s)
-    result = evaluate(final, EvalOptions(num_episodes=args.eval_episodes, num_envs=16, record=False), None)
+    chosen = select_checkpoint(level, [p[3] for p in probes], stats_of, args.select_episodes)
+    result = evaluate(
+        chosen["path"] if chosen else final,
+        EvalOptions(num_episodes=args.eval_episodes, num_envs=16, record=False),
+        None,
+    )
     m = result.metrics
     eval_s = time.perf_counter() - started
     babyai = BABYAI.get(level, {})
@@ -338,6 +354,10 @@ def run_level(
         "episodes_to_target": reached[1] if reached else "",
         "best_probe_success": round(best[2], 4),
         "best_probe_frames": best[0],
+        "select_episodes": args.select_episodes or "",
+        "selected_update": chosen["update"] if chosen else "",
+        "select_success": round(chosen["success"], 4) if chosen else "",
+        "select_s": round(chosen["seconds"], 1) if chosen else "",
         "babyai_success_1m": babyai.get("success_1m", ""),
         "babyai_demos_to_99": babyai.get("demos_to_99", ""),
         "train_s": round(train_s, 1),
@@ -381,6 +401,29 @@ def probe_checkpoints(
                 | {"ci_low": round(m["success_ci_low"], 4), "ci_high": round(m["success_ci_high"], 4)}
             )
     return stats_of, probes, curve
+
+
+def select_checkpoint(level: str, paths: list[Path], stats_of: dict, episodes: int) -> dict | None:
+    """BabyAI's model selection (--select_episodes N; None when 0): every probed checkpoint plays
+    the N validation layouts (evaluation episodes babyai_env.VALIDATION_START + 0..N-1, disjoint from
+    the 0..M-1 that probes and the row's evaluation play) and the one solving most is kept, the
+    earliest on a tie (BabyAI keeps a model only when it beats the best so far). {path, update,
+    success, curve: {update: success}, seconds: the validation's wall, charged to the row}."""
+    if not episodes:
+        return None
+    from eval_mop import play_checkpoint
+    from mop.babyai_env import VALIDATION_START
+
+    started, curve, best = time.perf_counter(), {}, None
+    for path in paths:
+        update = stats_of[path][0]
+        _, played, *_ = play_checkpoint(str(path), None, episodes, first_episode=VALIDATION_START)
+        curve[update] = success = float(played["success"].mean())
+        print(f"[{level}] {path.name}: validation success {success:.3f} on {episodes} layouts", flush=True)
+        if best is None or success > best["success"]:
+            best = {"path": path, "update": update, "success": success}
+    print(f"[{level}] selected {best['path'].name} (validation {best['success']:.3f})", flush=True)
+    return {**best, "curve": curve, "seconds": time.perf_counter() - started}
 
 
 def demo_generation_s(cfg: TrainConfig) -> float | str:
@@ -507,6 +550,8 @@ def bench_command(row: dict) -> str:
     flags = row_flags(row) or {}
     sets = "".join(f" --set {shlex.quote(f'{k}={v}')}" for k, v in flags.items() if k not in BENCH_FLAGS)
     command = f"python bench/levels.py --levels {row['level']} --frames {row['frames_budget']}{sets}"
+    if row.get("select_episodes"):
+        command += f" --select_episodes {row['select_episodes']}"
     if "config" not in flags and level_config(row["level"], REPO / "configs") is not None:
         # made before the level had its configs/ file: a folder without it gives config.yaml again
         command += " --configs_dir no_configs   # config.yaml, not the level's configs/ recipe"
@@ -525,7 +570,13 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(
-        rows, key=lambda r: (order.get(r["level"], len(order)), recipe_shown(r), int(r["frames_budget"]))
+        rows,
+        key=lambda r: (
+            order.get(r["level"], len(order)),
+            recipe_shown(r),
+            int(r["frames_budget"]),
+            int(r.get("select_episodes") or 0),
+        ),
     ):
         success = float(r["eval_success"]) * 100
         eval_cell = (
@@ -551,8 +602,15 @@ def markdown(rows: list[dict]) -> str:
         training = f"{float(r['train_s']) / 60:.0f} min"
         if r.get("demo_s"):
             training += f" + {float(r['demo_s']) / 60:.0f} min demos"
+        recipe = recipe_shown(r)
+        if r.get("select_episodes"):  # BabyAI's model selection: the row is the chosen checkpoint's
+            recipe += (
+                f"; the checkpoint of update {r['selected_update']}, best of the probed ones on "
+                f"{r['select_episodes']} validation layouts ({float(r['select_success']) * 100:.1f}%)"
+            )
+            training += f" + {float(r['select_s']) / 60:.0f} min selection"
         lines.append(
-            f"| {r['level'].removeprefix('BabyAI-').removesuffix('-v0')} | {recipe_shown(r)} | {_frames(r['frames'])} | "
+            f"| {r['level'].removeprefix('BabyAI-').removesuffix('-v0')} | {recipe} | {_frames(r['frames'])} | "
             f"{volume} | {demos} | {eval_cell} | {reached} | {best} | {training} | "
             f"{shown_baby} | {r['babyai_demos_to_99'] or 'n/a'} | {ratio} |"
         )
@@ -576,7 +634,11 @@ where `python failures.py --checkpoint CK --num_episodes 500 --against FILE` pai
 checkpoint with the row on the same layouts (McNemar; rows from before 2026-11-28 have none).
 A level with a `configs/<level>.yaml` is trained with it, any other with `config.yaml`. It runs
 one level at a time (`--levels`), skips a row already in the CSV and resumes a run that was cut
-off; a longer `--frames` continues the shorter budget's run, as `--resume` does. Each row stores
+off; a longer `--frames` continues the shorter budget's run, as `--resume` does. With
+`--select_episodes N` (BabyAI's model selection) every probed checkpoint also plays N validation
+layouts that no reported evaluation plays, and the row is the best of them on those, evaluated on
+the 500; it is its own row beside the last checkpoint's, its recipe cell names the checkpoint and
+its "training" adds the validation's wall. Each row stores
 its resolved recipe: when a config file changed since a row or a run folder was made, the level is
 refused with the keys that differ (exit 2). Every row is one
 seed on a shared 2-core box; "training" is the run's own training time (with `--demos`, plus the
@@ -630,6 +692,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--probe_episodes", type=int, default=100, help="evaluation layouts per probe")
     parser.add_argument("--eval_episodes", type=int, default=500, help="evaluation layouts for the final row")
+    parser.add_argument(
+        "--select_episodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="BabyAI's model selection: every probed checkpoint also plays N validation layouts (never "
+        "a reported one) and the row is the one that solves most (the earliest on a tie), evaluated on "
+        "--eval_episodes; its own row beside the last checkpoint's, the validation's wall charged to it "
+        "(0: the last checkpoint, as BabyAI's numbers without selection)",
+    )
     parser.add_argument("--target", type=float, default=0.99, help="success to reach (default 0.99)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--configs_dir", default=str(REPO / "configs"), help="where configs/<level>.yaml are")
@@ -655,6 +727,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{args.out} {'holds no rows' if Path(args.out).exists() else 'does not exist'}")
         print(page(rows))
         return 0
+    if not 0 <= args.select_episodes <= 100_000:
+        parser.error(
+            f"--select_episodes must be a whole number from 0 to 100,000, got {args.select_episodes}"
+        )
     sets = parse_sets(args.set, parser)
     levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
     try:
@@ -810,7 +886,8 @@ def run_or_skip(level: str, args: argparse.Namespace, sets: dict) -> None:
     config = level_config(level, Path(args.configs_dir))
     recipe = recipe_of(config, sets)
     cfg = bench_config(level, config, sets, args.frames)
-    done = [r for r in read_rows(out) if same_row(r, level, recipe, args.frames)]
+    select = args.select_episodes
+    done = [r for r in read_rows(out) if same_row(r, level, recipe, args.frames, select)]
     changes = stale_row(done[0], recipe_keys(cfg)) if done else []
     if changes:
         raise ConfigError(
@@ -821,11 +898,11 @@ def run_or_skip(level: str, args: argparse.Namespace, sets: dict) -> None:
         print(f"[{level}] already in {out}: skipped")
         return
     row, curve, layouts = run_level(level, config, cfg, args, sets)
-    write_rows(episodes_path(out, recipe, args.frames), layouts, EPISODE_COLUMNS)
+    write_rows(episodes_path(out, recipe, args.frames, select), layouts, EPISODE_COLUMNS)
     probes = probes_path(out)
     kept = [r for r in read_rows(probes) if not same_row(r, level, recipe, args.frames)]
     write_rows(probes, kept + curve, PROBE_COLUMNS)
-    rows = [r for r in read_rows(out) if not same_row(r, level, recipe, args.frames)]
+    rows = [r for r in read_rows(out) if not same_row(r, level, recipe, args.frames, select)]
     write_rows(out, rows + [row])
     print(
         f"[{level}] success {row['eval_success']:.3f} [{row['eval_ci_low']:.3f}, {row['eval_ci_high']:.3f}] "

@@ -61,6 +61,10 @@ if TYPE_CHECKING:  # torch is imported where a tensor is made: drawing a level n
 
 EVAL_SEED_START = 0  # evaluation layouts: EVAL_SEED_START + episode index, always < TRAIN_SEED_START
 TRAIN_SEED_START = 10**9
+# Validation layouts (bench/levels.py --select_episodes, BabyAI's model selection): evaluation
+# episodes VALIDATION_START + k, far above any reported evaluation's 0..N-1, so the checkpoint a run
+# keeps is chosen on layouts its reported success never plays.
+VALIDATION_START = 900_000
 _TRAIN_ENV_STRIDE = 10**7  # episodes one training env may run before colliding with the next env
 _TRAIN_RUN_STRIDE = 10**10  # per run seed: room for 1000 envs
 # Bot demos for offline imitation (demos.py): DEMO_SEED_START + demo_seed * DEMO_SET_STRIDE + k,

@@ -432,3 +432,50 @@ def test_curves_refuse_an_unknown_level_and_one_without_probes(tmp_path, capsys)
         with pytest.raises(SystemExit) as e:
             levels.main(["--levels", asked, "--out", str(out), "--curves", str(png)])
         assert e.value.code == 2 and said in capsys.readouterr().err and not png.exists()
+
+
+def test_model_selection_keeps_the_best_checkpoint_on_validation_layouts_in_a_row_of_its_own(
+    tmp_path, capsys, monkeypatch
+):
+    """--select_episodes N: every probed checkpoint plays N validation layouts (evaluation episodes
+    VALIDATION_START + 0..N-1, none of the reported 0..M-1), the best of them (the earliest on a
+    tie) is the row's, evaluated on the row's layouts; the row sits beside the last checkpoint's
+    row of the same run, and the markdown names the checkpoint and charges the validation."""
+    import eval_mop
+    from mop.babyai_env import VALIDATION_START
+
+    argv, configs, out, root, _ = tiny_level(tmp_path, 192, 64, 2, 4)  # 6 updates, probes at 2, 4, 6
+    assert levels.main(argv) == 0
+    (plain,) = rows_of(out)
+    played, real = [], eval_mop.play_checkpoint
+    solved = {"checkpoint_2.pt": 0.0, "checkpoint_4.pt": 1.0, "checkpoint_6.pt": 1.0}
+
+    def fake_play(checkpoint, task_id, num_episodes, **kw):  # the real play, success set per checkpoint
+        steps, episodes, *rest = real(checkpoint, task_id, num_episodes, **kw)
+        played.append((Path(checkpoint).name, list(episodes["episode"])))
+        return (steps, episodes.assign(success=bool(solved[Path(checkpoint).name])), *rest)
+
+    monkeypatch.setattr(eval_mop, "play_checkpoint", fake_play)
+    assert levels.main([*argv, "--select_episodes", "3"]) == 0
+    assert [name for name, _ in played] == ["checkpoint_2.pt", "checkpoint_4.pt", "checkpoint_6.pt"]
+    assert all(eps == [VALIDATION_START + k for k in range(3)] for _, eps in played)
+    first, chosen = rows_of(out)
+    assert first == plain and plain["select_episodes"] == "" and plain["selected_update"] == ""
+    assert (chosen["select_episodes"], chosen["selected_update"], chosen["select_success"]) == (
+        "3",
+        "4",
+        "1.0",
+    )
+    assert float(chosen["select_s"]) > 0 and chosen["train_s"] == plain["train_s"]
+    assert levels.episodes_path(out, chosen["recipe"], 192, 3).exists()
+    assert "selected checkpoint_4.pt (validation 1.000)" in capsys.readouterr().out
+    cells = [c.strip() for c in levels.markdown([chosen]).splitlines()[2].strip("|").split("|")]
+    assert cells[1].endswith(
+        "; the checkpoint of update 4, best of the probed ones on 3 validation layouts (100.0%)"
+    )
+    assert " min selection" in cells[8]
+    assert levels.bench_command(chosen).endswith(" --select_episodes 3")
+    assert levels.main([*argv, "--select_episodes", "3"]) == 0 and "already in" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        levels.main([*argv, "--select_episodes", "-1"])
+    assert e.value.code == 2 and "--select_episodes must be a whole number from 0" in capsys.readouterr().err
