@@ -408,22 +408,23 @@ def select_checkpoint(level: str, paths: list[Path], stats_of: dict, episodes: i
     the N validation layouts (evaluation episodes babyai_env.VALIDATION_START + 0..N-1, disjoint from
     the 0..M-1 that probes and the row's evaluation play) and the one solving most is kept, the
     earliest on a tie (BabyAI keeps a model only when it beats the best so far). {path, update,
-    success, curve: {update: success}, seconds: the validation's wall, charged to the row}."""
+    success, seconds: the validation's wall, charged to the row}; each checkpoint's validation
+    success is printed."""
     if not episodes:
         return None
     from eval_mop import play_checkpoint
     from mop.babyai_env import VALIDATION_START
 
-    started, curve, best = time.perf_counter(), {}, None
+    started, best = time.perf_counter(), None
     for path in paths:
         update = stats_of[path][0]
         _, played, *_ = play_checkpoint(str(path), None, episodes, first_episode=VALIDATION_START)
-        curve[update] = success = float(played["success"].mean())
+        success = float(played["success"].mean())
         print(f"[{level}] {path.name}: validation success {success:.3f} on {episodes} layouts", flush=True)
         if best is None or success > best["success"]:
             best = {"path": path, "update": update, "success": success}
     print(f"[{level}] selected {best['path'].name} (validation {best['success']:.3f})", flush=True)
-    return {**best, "curve": curve, "seconds": time.perf_counter() - started}
+    return {**best, "seconds": time.perf_counter() - started}
 
 
 def demo_generation_s(cfg: TrainConfig) -> float | str:

@@ -26,6 +26,11 @@ from mop.babyai_env import MAX_ROOMS, NO_SUBGOAL, NO_TARGET, SUBGOAL_KINDS, TARG
 from mop.checks import ConfigError
 
 
+def codes(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A chunk's int8 code column (target, subgoal) as an int64 index tensor on `device`."""
+    return torch.from_numpy(np.ascontiguousarray(array).astype(np.int64)).to(device)
+
+
 def aux_rooms_loss(head: torch.nn.Linear, out: Any, rooms_visited: np.ndarray, parts: dict) -> torch.Tensor:
     """--aux_rooms_weight's term: binary cross-entropy of the head's reading of the memory after
     each step (out.memory_seq, forward_sequence's) against the rooms visited so far (the chunk's
@@ -50,7 +55,7 @@ def aux_target_loss(head: torch.nn.Linear, out: Any, target: np.ndarray, parts: 
     cells ahead and to the right, babyai_env.SafeBot.target): a cross-entropy over -R..R per axis,
     the mean of the two, over the steps with a target (NO_TARGET: none, e.g. Open, padding, live
     collection). Logs train/aux_target and train/aux_target_accuracy (both axes right) into parts."""
-    code = torch.from_numpy(np.ascontiguousarray(target).astype(np.int64)).to(out.logits.device)
+    code = codes(target, out.logits.device)
     known = code[..., 0] != NO_TARGET
     if not known.any():
         return out.logits.sum() * 0.0
@@ -67,7 +72,7 @@ def aux_subgoal_loss(head: torch.nn.Linear, out: Any, subgoal: np.ndarray, parts
     the bot is doing at that step (the chunk's (T, N) subgoal, an index into SUBGOAL_KINDS): a
     cross-entropy over the kinds, mean over the steps with one (NO_SUBGOAL: none, e.g. padding, a
     failed bot). Logs train/aux_subgoal and train/aux_subgoal_accuracy into parts."""
-    code = torch.from_numpy(np.ascontiguousarray(subgoal).astype(np.int64)).to(out.logits.device)
+    code = codes(subgoal, out.logits.device)
     known = code != NO_SUBGOAL
     if not known.any():
         return out.logits.sum() * 0.0
@@ -93,7 +98,7 @@ def subgoal_ce_shift(
     table = torch.ones(len(SUBGOAL_KINDS) + 1, device=out.logits.device)  # the last: NO_SUBGOAL (-1)
     for kind, weight in weights.items():
         table[SUBGOAL_KINDS.index(kind)] = float(weight)
-    code = torch.from_numpy(np.ascontiguousarray(subgoal).astype(np.int64)).to(out.logits.device)
+    code = codes(subgoal, out.logits.device)
     w = table[code[mask] % table.numel()]  # NO_SUBGOAL (-1) -> the last entry
     ce = torch.nn.functional.cross_entropy(out.logits[mask].float(), labels[mask], reduction="none")
     weighted = (w * ce).sum() / w.sum()

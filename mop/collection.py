@@ -16,8 +16,8 @@
   the agent has stood in so far in its episode, the target of `--aux_rooms_weight`, and, when
   asked (`record_targets`: `--aux_target_weight`), `target`: where the bot heads (SafeBot.target,
   as bot demos record it); else NO_TARGET, because SafeBot.target repeats a search of the bot's;
-  and when asked (`record_subgoals`: `--aux_subgoal_weight`), `subgoal`: what the bot is doing
-  (SafeBot.subgoal, an index into SUBGOAL_KINDS); else NO_SUBGOAL.
+  and when asked (`record_subgoals`: `--aux_subgoal_weight` or `--subgoal_ce_weights`), `subgoal`:
+  what the bot is doing (SafeBot.subgoal, an index into SUBGOAL_KINDS); else NO_SUBGOAL.
 
 Example:
     with ParallelCollector("BabyAI-GoToLocal-v0", num_envs=16, num_workers=2, run_seed=0, ...) as c:
@@ -328,7 +328,7 @@ class Collector:
     ):
         self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
         self.record_targets = record_targets  # --aux_target_weight: each step's SafeBot.target
-        self.record_subgoals = record_subgoals  # --aux_subgoal_weight: each step's SafeBot.subgoal
+        self.record_subgoals = record_subgoals  # imitation_data.uses_subgoals: each step's SafeBot.subgoal
         self.path_ratio_fraction = path_ratio_fraction
         levels = [task_id] * len(env_indices) if isinstance(task_id, str) else list(task_id)
         if len(levels) != len(env_indices):

@@ -61,6 +61,12 @@ def stored_columns(cfg: TrainConfig, demos: bool) -> int:
     return replay_frames_for(cfg.num_envs, cfg.replay_ratio)
 
 
+def uses_subgoals(cfg: TrainConfig) -> bool:
+    """Whether the recipe trains on the bot's subgoal per step (--aux_subgoal_weight's head or
+    --subgoal_ce_weights): demo stores must hold them, and live collection records them."""
+    return cfg.aux_subgoal_weight > 0 or bool(cfg.subgoal_ce_weights)
+
+
 def carry_memory(batch: dict, end_memory: Any) -> None:
     """After the learner's step: each stream of the batch gets the memory its columns ended with."""
     for stream, columns in batch.get("carry", ()):
@@ -184,7 +190,7 @@ class DemoSource:
                 cfg.fast_env,
                 progress,
                 need_targets=cfg.aux_target_weight > 0,
-                need_subgoals=cfg.aux_subgoal_weight > 0 or bool(cfg.subgoal_ce_weights),
+                need_subgoals=uses_subgoals(cfg),
             )
         except BufferError as e:
             raise ConfigError(str(e)) from None
@@ -273,6 +279,6 @@ def open_collector(
         task_weights=cfg.task_weights,
         key_layout_share=cfg.key_layout_share,
         record_targets=cfg.aux_target_weight > 0,
-        record_subgoals=cfg.aux_subgoal_weight > 0 or bool(cfg.subgoal_ce_weights),
+        record_subgoals=uses_subgoals(cfg),
         bot_undo=cfg.bot_undo,
     )

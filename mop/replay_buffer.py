@@ -359,7 +359,7 @@ def _join(pieces: list[dict], seed: int) -> StoredEpisode:
         int(seed),
         rooms if rooms.min(initial=0) >= 0 else None,  # -1: not recorded (more rooms than a bitmask holds)
         target if (target != NO_TARGET).any() else None,  # live collection records none (collection.py)
-        subgoal if (subgoal != NO_SUBGOAL).any() else None,  # recorded only for --aux_subgoal_weight
+        subgoal if (subgoal != NO_SUBGOAL).any() else None,  # recorded only when used (uses_subgoals)
     )
 
 
