@@ -50,6 +50,7 @@ from torch import nn
 from mop.checks import normalize_expert_sizes  # noqa: F401  (re-exported; checked before torch is needed)
 
 NUM_ACTIONS = 7  # minigrid Actions: left, right, forward, pickup, drop, toggle, done
+EXPERT_CELLS = ("gru", "lstm")
 
 
 # ----------------------------------------------------------------------------- config
@@ -68,6 +69,10 @@ class MoPConfig:
     # The MoP paper's block (jackcook/mixture-of-pathways): LayerNorm(x + mixture) per layer, and a
     # norm and a ReLU after each expert's GRU. False: the earlier system's layer, bare mixture.
     layer_norm_residual: bool = False
+    # The experts' memory cell: "gru" (the MoP paper's and the earlier system's) or "lstm" (BabyAI's
+    # IL model's cell): an LSTM expert's memory holds its h and then its c (2 x size); its output
+    # Linear reads h. The router stays a GRU; LPC still charges size squared.
+    expert_cell: str = "gru"
     # Routing-dependent expert dropout (Cook et al. 2025): an expert with weight w < gamma is
     # dropped with probability beta * (1 - w / gamma) during training. beta = 0 turns it off.
     expert_dropout_beta: float = 0.0
@@ -75,6 +80,8 @@ class MoPConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expert_hidden_sizes", normalize_expert_sizes(self.expert_hidden_sizes))
+        if self.expert_cell not in EXPERT_CELLS:
+            raise ValueError(f"expert_cell must be one of {EXPERT_CELLS}, got {self.expert_cell!r}")
 
 
 class PolicyOutput(NamedTuple):
@@ -151,10 +158,21 @@ def fuse_gru_weights(grus: Sequence[nn.GRU]) -> FusedWeights:
     """(w_ih (D, 3H), b_ih (3H,), w_hh (H, 3H) block-diagonal per gate, b_hh) of GRUs sharing one
     input, gates r, z, n of every GRU in turn. The weights are stored transposed and contiguous,
     the layout a small matmul reads fastest (`torch.addmm(b, x, w)`)."""
-    sizes = [g.hidden_size for g in grus]
+    return fuse_rnn_weights(grus, 3)
 
-    def gates(name: str) -> list[list[torch.Tensor]]:  # [gate][gru] blocks, each (h_k, ...)
-        return [[getattr(g, name)[i * h : (i + 1) * h] for g, h in zip(grus, sizes)] for i in range(3)]
+
+def fuse_lstm_weights(lstms: Sequence[nn.LSTM]) -> FusedWeights:
+    """As fuse_gru_weights for LSTMs (gates i, f, g, o, PyTorch's order): w_ih (D, 4H), ..."""
+    return fuse_rnn_weights(lstms, 4)
+
+
+def fuse_rnn_weights(rnns: Sequence[nn.RNNBase], num_gates: int) -> FusedWeights:
+    sizes = [g.hidden_size for g in rnns]
+
+    def gates(name: str) -> list[list[torch.Tensor]]:  # [gate][rnn] blocks, each (h_k, ...)
+        return [
+            [getattr(g, name)[i * h : (i + 1) * h] for g, h in zip(rnns, sizes)] for i in range(num_gates)
+        ]
 
     return (
         torch.cat([torch.cat(blocks) for blocks in gates("weight_ih_l0")]).t().contiguous(),
@@ -247,6 +265,24 @@ class FusedGRUs(nn.Module):
         )
 
 
+def _recurrence_inputs(
+    x: torch.Tensor, weights: FusedWeights, starts: torch.Tensor | None
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """What gru_recurrence and lstm_recurrence share: every step's input gates (T x (B, G)), the
+    recurrent weight and bias, and the keep mask of each step (T x (B, 1); None without starts)."""
+    w_ih, b_ih, w_hh, b_hh = weights
+    if torch.is_autocast_enabled(x.device.type):  # the learner's bfloat16 (learner_precision)
+        # Fused weights are not leaves, which autocast's cache skips: cast them once, not per step.
+        # The matmuls' results come back to float32 (.float()), so the memory stays float32.
+        dtype = torch.get_autocast_dtype(x.device.type)
+        w_ih, b_ih, w_hh, b_hh = (w.to(dtype) for w in weights)
+    # Input gates of every step in one matmul (on 2-D rows: no batched-matmul detour); unbind (not
+    # indexing) so backward does not allocate a full (L, S, G) gradient per step.
+    gi = torch.addmm(b_ih, x.reshape(-1, x.shape[-1]), w_ih).float().view(*x.shape[:-1], -1).unbind(0)
+    keep = None if starts is None else (~starts).to(x.dtype).unsqueeze(-1).unbind(0)  # T x (B, 1)
+    return gi, w_hh, b_hh, keep
+
+
 def gru_recurrence(
     x: torch.Tensor, h0: torch.Tensor, weights: FusedWeights, starts: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -254,19 +290,8 @@ def gru_recurrence(
 
     starts (T, B) bool marks steps where an episode begins: the memory is zeroed before them, so
     a whole unroll with episode ends inside runs as one recurrence."""
-    w_ih, b_ih, w_hh, b_hh = weights
-    if torch.is_autocast_enabled(x.device.type):  # the learner's bfloat16 (learner_precision)
-        # Fused weights are not leaves, which autocast's cache skips: cast them once, not per step.
-        # The matmuls' results come back to float32 (.float()), so the memory h stays float32.
-        dtype = torch.get_autocast_dtype(x.device.type)
-        w_ih, b_ih, w_hh, b_hh = (w.to(dtype) for w in weights)
+    gi, w_hh, b_hh, keep = _recurrence_inputs(x, weights, starts)
     H = w_hh.shape[0]
-    # Input gates of every step in one matmul (on 2-D rows: no batched-matmul detour); unbind (not
-    # indexing) so backward does not allocate a full (L, S, 3H) gradient per step.
-    gi = (
-        torch.addmm(b_ih, x.reshape(-1, x.shape[-1]), w_ih).float().view(*x.shape[:-1], 3 * H).unbind(0)
-    )  # L x (S, 3H)
-    keep = None if starts is None else (~starts).to(x.dtype).unsqueeze(-1).unbind(0)  # T x (B, 1)
     h, out = h0, []
     for t in range(x.shape[0]):
         if keep is not None:
@@ -279,23 +304,53 @@ def gru_recurrence(
     return torch.stack(out)  # (L, S, H)
 
 
+def lstm_recurrence(
+    x: torch.Tensor, state0: torch.Tensor, weights: FusedWeights, starts: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The LSTM equations (PyTorch's convention, gates i, f, g, o) over x (T, B, D) from
+    state0 (B, 2H) = [h, c] -> the states after each step (T, B, 2H); starts as in gru_recurrence
+    (h and c both zeroed)."""
+    gi, w_hh, b_hh, keep = _recurrence_inputs(x, weights, starts)
+    H = w_hh.shape[0]
+    h, c = state0[:, :H], state0[:, H:]
+    out = []
+    for t in range(x.shape[0]):
+        if keep is not None:
+            h, c = h * keep[t], c * keep[t]
+        gates = gi[t] + torch.addmm(b_hh, h, w_hh).float()  # (S, 4H)
+        i, f = torch.sigmoid(gates[:, : 2 * H]).chunk(2, dim=-1)
+        c = f * c + i * torch.tanh(gates[:, 2 * H : 3 * H])
+        h = torch.sigmoid(gates[:, 3 * H :]) * torch.tanh(c)
+        out.append(torch.cat([h, c], -1))
+    return torch.stack(out)  # (L, S, 2H)
+
+
 class Expert(nn.Module):
     """GRU(in -> size) + Linear(size -> in); size 0 is the identity (a free skip pathway).
     With `norm` (layer_norm_residual) the GRU's state goes through LayerNorm(size) and a ReLU
-    before the Linear, as the MoP paper's expert does (there a BatchNorm1d; see MoELayer)."""
+    before the Linear, as the MoP paper's expert does (there a BatchNorm1d; see MoELayer).
+    With cell "lstm" an LSTM(in -> size) (`self.lstm`) holds the memory: its state is [h, c]
+    (state_size = 2 x size) and the Linear reads h."""
 
-    def __init__(self, dim: int, size: int, norm: bool = False):
+    def __init__(self, dim: int, size: int, norm: bool = False, cell: str = "gru"):
         super().__init__()
         self.size = size
+        self.lstm_cell = cell == "lstm" and size > 0
+        self.state_size = size * (2 if self.lstm_cell else 1)
         self.norm: nn.LayerNorm | None = None
         if size > 0:
-            self.gru = nn.GRU(dim, size)
+            if self.lstm_cell:
+                self.lstm = nn.LSTM(dim, size)
+            else:
+                self.gru = nn.GRU(dim, size)
             self.out = nn.Linear(size, dim)
             if norm:
                 self.norm = nn.LayerNorm(size)
 
     def features(self, h: torch.Tensor) -> torch.Tensor:
-        """The GRU state (..., size) -> what the output Linear reads (..., size)."""
+        """The expert's state (..., state_size) -> what the output Linear reads (..., size)."""
+        if self.lstm_cell:
+            h = h[..., : self.size]
         return h if self.norm is None else torch.relu(self.norm(h))
 
 
@@ -399,7 +454,12 @@ class MoELayer(nn.Module):
     holds the GRUs' states themselves (the norm only feeds the read-out); LPC is unchanged."""
 
     def __init__(
-        self, dim: int, sizes: Sequence[int], router_hidden_size: int, layer_norm_residual: bool = False
+        self,
+        dim: int,
+        sizes: Sequence[int],
+        router_hidden_size: int,
+        layer_norm_residual: bool = False,
+        expert_cell: str = "gru",
     ):
         super().__init__()
         self.sizes = tuple(sizes)
@@ -410,13 +470,23 @@ class MoELayer(nn.Module):
         # forward, before either (causal.py reports the LPC of both).
         self.last_router_weights: torch.Tensor | None = None
         self.router = Router(dim, router_hidden_size, len(sizes))
-        self.experts = nn.ModuleList(Expert(dim, s, layer_norm_residual) for s in sizes)
+        self.experts = nn.ModuleList(Expert(dim, s, layer_norm_residual, expert_cell) for s in sizes)
         # Registered after the experts, and only when on: the default layer's state dict (and the
         # earlier system's checkpoints) keep exactly their names.
         self.norm = nn.LayerNorm(dim) if layer_norm_residual else None
-        self._gru_expert_modules = [e for e in self.experts if e.size > 0]
-        self.grus = FusedGRUs([self.router.gru] + [e.gru for e in self.experts if e.size > 0])
-        self.memory_sizes = self.grus.sizes
+        self._gru_expert_modules = [e for e in self.experts if e.size > 0]  # every non-identity expert
+        self.lstm_experts = expert_cell == "lstm" and bool(self._gru_expert_modules)
+        if self.lstm_experts:  # the router's GRU alone, each LSTM expert its own recurrence
+            self.grus = FusedGRUs([self.router.gru])
+            self._lstms = [
+                FusionCache([e.lstm], partial(fuse_lstm_weights, [e.lstm])) for e in self._gru_expert_modules
+            ]
+        else:
+            self.grus = FusedGRUs([self.router.gru] + [e.gru for e in self._gru_expert_modules])
+        # Widths of the layer's memory blocks: the router's, then each non-identity expert's state
+        self.memory_sizes = [router_hidden_size] + [e.state_size for e in self._gru_expert_modules]
+        # The read-out needs the states mapped first (norms, or an LSTM's h out of [h, c])
+        self._mapped_read_out = layer_norm_residual or self.lstm_experts
         self.dim = dim
         outputs = [self.router.out] + [e.out for e in self.experts if e.size > 0]
         self._outputs_modules = outputs  # a plain list: the router and experts register them
@@ -433,7 +503,7 @@ class MoELayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (T, B, D), h0 (B, R + sum s_j) = [router, experts with s_j > 0].
         Returns output (T, B, D), router weights (T, B, E), hidden sequence (T, B, R + sum s_j)."""
-        h_seq = self.grus(x, h0, starts)
+        h_seq = self.recurrence(x, h0, starts)
         logits, outs = self._read_out(h_seq)
         weights = torch.softmax(logits.float(), dim=-1)  # (L, S, E); float32 under bfloat16 autocast too
         if dropout is not None:
@@ -454,6 +524,17 @@ class MoELayer(nn.Module):
             mixed = self.norm(x + mixed)
         return mixed, weights, h_seq
 
+    def recurrence(
+        self, x: torch.Tensor, h0: torch.Tensor, starts: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The router's and the experts' states after each step (T, B, sum of memory_sizes)."""
+        if not self.lstm_experts:
+            return self.grus(x, h0, starts)
+        parts = h0.split(self.memory_sizes, dim=-1)
+        seqs = [self.grus(x, parts[0], starts)]
+        seqs += [lstm_recurrence(x, p, fused.get(), starts) for p, fused in zip(parts[1:], self._lstms)]
+        return torch.cat(seqs, -1)
+
     @property
     def intervened(self) -> bool:
         """Whether inference changes this layer's routing (a knockout or an intervention)."""
@@ -468,7 +549,9 @@ class MoELayer(nn.Module):
         layer's forward + backward: there each Linear reads its own slice."""
         if not torch.is_grad_enabled():
             bias, weight = self._outputs.get()
-            if self.norm is not None:  # the experts' states through their norms (the router's as is)
+            if (
+                self._mapped_read_out
+            ):  # the experts' states through their norms / h of [h, c] (the router's as is)
                 parts = torch.split(h_seq, self.memory_sizes, dim=-1)
                 h_seq = torch.cat(
                     [parts[0], *(e.features(p) for e, p in zip(self._gru_expert_modules, parts[1:]))], -1
@@ -636,7 +719,13 @@ class MixtureOfExpertsPolicy(RecurrentPolicy):
             config.trunk_channels,
         )
         self.layers = nn.ModuleList(
-            MoELayer(config.intermediate_dim, sizes, config.router_hidden_size, config.layer_norm_residual)
+            MoELayer(
+                config.intermediate_dim,
+                sizes,
+                config.router_hidden_size,
+                config.layer_norm_residual,
+                config.expert_cell,
+            )
             for sizes in self.expert_sizes
         )
         self.head = nn.Linear(config.intermediate_dim, config.num_actions)
@@ -809,6 +898,7 @@ def build_policy(config: dict) -> RecurrentPolicy:
             input_encoder=config.get("input_encoder", "linear"),
             trunk_channels=config.get("trunk_channels", 128),
             layer_norm_residual=config.get("layer_norm_residual", False),
+            expert_cell=config.get("expert_cell", "gru"),
             expert_dropout_beta=config.get("expert_dropout_beta", 0.0),
             expert_dropout_gamma=config.get("expert_dropout_gamma", 0.1),
         )

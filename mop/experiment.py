@@ -302,6 +302,11 @@ class TrainConfig:
         "(its checkpoints load as they are)",
         False,
     )
+    expert_cell: str = _help(
+        "the experts' memory cell: 'gru' (the MoP paper's) or 'lstm' (BabyAI's IL model's: memory "
+        "[h, c], twice the GRU's width; the router stays a GRU)",
+        "gru",
+    )
     # LPC regulariser (train_mop.py)
     lpc_alpha: float = _help("weight of the Learned Pathway Complexity cost (0: logged, not trained on)", 0.0)
     lpc_exponent: float = _help("LPC = sum of w_j * size_j ** lpc_exponent", 2.0)
@@ -348,6 +353,7 @@ LOGGERS = ("none", "wandb", "tensorboard")
 CHOICES = {  # keys with a fixed set of values (obs_encoding's: mop.level_names)
     "obs_encoding": OBS_ENCODINGS,
     "input_encoder": ("linear", "bilinear", "film"),
+    "expert_cell": ("gru", "lstm"),
     "lang_encoder": ("bow", "gru", "distilbert"),
     "learner_precision": ("float32", "bfloat16"),
 }

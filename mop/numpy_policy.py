@@ -17,7 +17,8 @@ chunk is collected) and steps it in numpy, with two rewrites that are exact in r
   its FiLM blocks' scales and shifts are per-mission arrays, and its 3x3 convolutions are one
   matmul each over the 9 shifted copies of the zero-padded view (im2col).
 
-It covers what collection acts with: `MixtureOfExpertsPolicy` (with or without layer_norm_residual)
+It covers what collection acts with: `MixtureOfExpertsPolicy` (with or without layer_norm_residual,
+GRU or LSTM experts)
 and `GRUPolicy`, the 'linear', 'bilinear' and 'film' input encoders, the 'raw' and 'onehot'
 observation encodings, in eval mode and without knockout. `NumpyPolicy.of` returns None for anything else, and callers act with torch then.
 Logits, memory and router weights equal the torch step's to float rounding
@@ -50,6 +51,7 @@ from mixture_of_experts import (
     MoELayer,
     fuse_gru_weights,
     fuse_linear_blocks,
+    fuse_lstm_weights,
 )
 from mop.babyai_env import CHANNEL_SIZES, OBS_ENCODINGS, obs_dim
 
@@ -150,6 +152,30 @@ class _GRUCell:
         return out
 
 
+class _LSTMCell:
+    """One LSTM (gates i, f, g, o) for one step: x (B, D), state [h, c] (B, 2H) -> [h, c] after it."""
+
+    def __init__(self, lstm: nn.LSTM):
+        self.w_ih, self.b_ih, self.w_hh, self.b_hh = (_np(t) for t in fuse_lstm_weights([lstm]))
+        self.H = self.w_hh.shape[0]
+
+    def __call__(self, x: np.ndarray, state: np.ndarray) -> np.ndarray:
+        H = self.H
+        gates = x @ self.w_ih
+        gates += self.b_ih
+        gates += state[:, :H] @ self.w_hh
+        gates += self.b_hh
+        ifo = np.concatenate([gates[:, : 2 * H], gates[:, 3 * H :]], axis=1)
+        np.negative(ifo, out=ifo)
+        np.minimum(ifo, 80.0, out=ifo)  # as _GRUCell's sigmoid
+        np.exp(ifo, out=ifo)
+        ifo += 1.0
+        np.reciprocal(ifo, out=ifo)
+        c = state[:, H:] * ifo[:, H : 2 * H]
+        c += ifo[:, :H] * np.tanh(gates[:, 2 * H : 3 * H])
+        return np.concatenate([ifo[:, 2 * H :] * np.tanh(c), c], axis=1)
+
+
 def _norm_params(norm: nn.LayerNorm | nn.GroupNorm) -> tuple[np.ndarray, np.ndarray, float]:
     return _np(norm.weight), _np(norm.bias), float(norm.eps)
 
@@ -169,30 +195,55 @@ def _normalize(
 
 class _MoELayer:
     def __init__(self, layer: MoELayer):
-        self.gru = _GRUCell([layer.router.gru] + [e.gru for e in layer.experts if e.size > 0])
+        experts = [e for e in layer.experts if e.size > 0]
+        # LSTM experts (expert_cell 'lstm'): the router's GRU alone, then each expert's LSTM
+        self.lstms = [_LSTMCell(e.lstm) for e in experts] if layer.lstm_experts else []
+        self.gru = _GRUCell([layer.router.gru] + ([] if self.lstms else [e.gru for e in experts]))
         bias, weight = fuse_linear_blocks(layer._outputs_modules)
         self.out_b, self.out_w = _np(bias), _np(weight)
         self.E, self.D = len(layer.sizes), layer.dim
         self.gru_experts = [j for j, s in enumerate(layer.sizes) if s > 0]
         self.identities = [j for j, s in enumerate(layer.sizes) if s == 0]
-        # layer_norm_residual: each expert's (start, end) in the state and its norm, and the layer's
+        # The layer's norm (layer_norm_residual); each expert's (start, width) in the state, its
+        # read width (h of an LSTM's [h, c]) and its norm, when the read-out maps the states
         self.norm = None if layer.norm is None else _norm_params(layer.norm)
+        self.router_size = layer.memory_sizes[0]
         bounds = np.cumsum(layer.memory_sizes)
-        self.expert_norms = [
-            (int(bounds[k]), int(bounds[k + 1]), _norm_params(e.norm))
-            for k, e in enumerate(e for e in layer.experts if e.size > 0)
-            if e.norm is not None
+        self.expert_blocks = [
+            (
+                int(bounds[k]),
+                int(layer.memory_sizes[k + 1]),
+                e.size,
+                None if e.norm is None else _norm_params(e.norm),
+            )
+            for k, e in enumerate(experts)
         ]
+        self.mapped = bool(self.lstms) or any(b[3] is not None for b in self.expert_blocks)
 
     def __call__(self, x: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         gi = x @ self.gru.w_ih
         gi += self.gru.b_ih
-        h = self.gru(gi, h0)
+        if self.lstms:
+            R = self.router_size
+            h = np.concatenate(
+                [self.gru(gi, h0[:, :R])]
+                + [
+                    cell(x, h0[:, start : start + width])
+                    for cell, (start, width, _, _) in zip(self.lstms, self.expert_blocks)
+                ],
+                axis=1,
+            )
+        else:
+            h = self.gru(gi, h0)
         features = h
-        if self.expert_norms:  # the experts' states through their norms and a ReLU; the memory keeps h
-            features = h.copy()
-            for start, end, params in self.expert_norms:
-                features[:, start:end] = np.maximum(_normalize(h[:, start:end], params, (-1,)), 0.0)
+        if (
+            self.mapped
+        ):  # the experts' states through their norms and a ReLU (h of [h, c]); the memory keeps h
+            features = [h[:, : self.router_size]]
+            for start, _, size, params in self.expert_blocks:
+                f = h[:, start : start + size]
+                features.append(f if params is None else np.maximum(_normalize(f, params, (-1,)), 0.0))
+            features = np.concatenate(features, axis=1)
         y = features @ self.out_w
         y += self.out_b
         weights = y[:, : self.E] - y[:, : self.E].max(axis=1, keepdims=True)

@@ -102,6 +102,20 @@ def test_numpy_step_equals_torch_step_for_any_expert_layout(sizes):
     assert _rollout(policy, encoder, "onehot", steps=15, corrupt=True).max() < 2e-5
 
 
+@pytest.mark.parametrize("layer_norm_residual", [False, True])
+@pytest.mark.parametrize("sizes", [((0, 16, 32), (0, 8), (4, 16, 32, 0)), ((0,), (8, 0, 4))])
+def test_numpy_step_equals_torch_step_with_lstm_experts(sizes, layer_norm_residual):
+    """expert_cell 'lstm': the router's GRU then each expert's [h, c]; an identity-only layer too."""
+    torch.manual_seed(2)
+    encoder = build_mission_encoder("bow", 12).eval()
+    policy = _policy(
+        "mop", "bilinear", "onehot", sizes, expert_cell="lstm", layer_norm_residual=layer_norm_residual
+    )
+    _perturb_norms(policy)
+    assert policy.memory_size == len(sizes) * 10 + 2 * sum(s for layer in sizes for s in layer)
+    assert _rollout(policy, encoder, "onehot", steps=25, corrupt=True).max() < 2e-5
+
+
 def test_numpy_policy_declines_what_it_does_not_cover():
     missions = MissionCache(build_mission_encoder("bow", 12).eval())
     policy = _policy("mop", "bilinear", "onehot")
