@@ -194,19 +194,11 @@ def _t_p(d: np.ndarray) -> float:
 
 
 def tost_p(d: np.ndarray, margin: float) -> float:
-    """TOST p of |mean d| < margin: the larger of the two one-sided t p's (NaN with < 2 values)."""
-    from scipy import stats
+    """TOST p of |mean d| < margin (inference.tost_paired's, the project's one equivalence test):
+    NaN with fewer than two finite values or none of them apart, where there is no test."""
+    from mop.inference import tost_paired
 
-    d = np.asarray(d, float)
-    d = d[np.isfinite(d)]
-    if len(d) < 2:
-        return math.nan
-    se = d.std(ddof=1) / math.sqrt(len(d))
-    if se == 0:
-        return 0.0 if abs(d.mean()) < margin else 1.0
-    lower = stats.t.sf((d.mean() + margin) / se, len(d) - 1)  # H0: mean <= -margin
-    upper = stats.t.cdf((d.mean() - margin) / se, len(d) - 1)  # H0: mean >= +margin
-    return float(max(lower, upper))
+    return float(tost_paired(d, margin)["p"])
 
 
 def verdicts(runs: list[dict], margin: float | None = None) -> list[dict]:
@@ -241,7 +233,11 @@ def verdicts(runs: list[dict], margin: float | None = None) -> list[dict]:
                 else:
                     r["verdict"] = "not resolved"
                     r["why"] = (
-                        "no equivalence test (no --margin)" if not margin else f"TOST at ±{margin:g} failed"
+                        "no equivalence test (no --margin)"
+                        if not margin
+                        else f"no TOST at ±{margin:g}: under two contexts or no spread"
+                        if math.isnan(t)
+                        else f"TOST at ±{margin:g} failed"
                     )
             if role == "target" and controls:
                 control = np.asarray(controls[0]["soft_changes"], float)

@@ -844,6 +844,20 @@ def test_resume_from_a_crafted_pickle_is_one_line_and_runs_no_code(recording, tm
     assert not marker.exists()
 
 
+def test_tost_p_is_the_projects_tost_and_there_is_none_without_spread():
+    """One equivalence test in the project (inference.tost_paired): identical changes over the
+    contexts are no test (NaN, verdict 'not resolved' saying so), not an equivalence at p = 0."""
+    from mop import generative_probes as probes
+    from mop.inference import tost_paired
+
+    d = np.random.default_rng(0).normal(0.01, 0.02, 12)
+    assert probes.tost_p(d, 0.05) == tost_paired(d, 0.05)["p"]
+    assert math.isnan(probes.tost_p(np.zeros(8), 0.05)) and math.isnan(probes.tost_p(np.ones(1), 0.05))
+    row = {"target": "action:2", "role": "target", "mode": "typical", "soft_changes": [0.0] * 8}
+    (out,) = probes.verdicts([row | {"soft_change": 0.0}], margin=0.05)
+    assert out["verdict"] == "not resolved" and "no spread" in out["why"]
+
+
 def test_generative_verdicts_have_a_family_and_the_control_decides_none():
     """Issue 40: Holm over the targets of a mode; 'did not move' only from a TOST at a margin; the
     control's own test no longer rewrites any target's verdict; each target against the control."""
