@@ -153,29 +153,15 @@ def test_config_key_builds_lstm_experts_and_a_config_without_it_builds_grus():
 def make_gru_names():
     """The GRU layer's state-dict names as the earlier system wrote them."""
     names = ["input_projection.weight", "input_projection.bias", "head.weight", "head.bias"]
-    names += [
-        f"layers.0.router.{m}"
-        for m in (
-            "gru.weight_ih_l0",
-            "gru.weight_hh_l0",
-            "gru.bias_ih_l0",
-            "gru.bias_hh_l0",
-            "out.weight",
-            "out.bias",
-        )
-    ]
-    names += [
-        f"layers.0.experts.1.{m}"
-        for m in (
-            "gru.weight_ih_l0",
-            "gru.weight_hh_l0",
-            "gru.bias_ih_l0",
-            "gru.bias_hh_l0",
-            "out.weight",
-            "out.bias",
-        )
-    ]
-    return names
+    params = (
+        "gru.weight_ih_l0",
+        "gru.weight_hh_l0",
+        "gru.bias_ih_l0",
+        "gru.bias_hh_l0",
+        "out.weight",
+        "out.bias",
+    )
+    return names + [f"layers.0.{module}.{m}" for module in ("router", "experts.1") for m in params]
 
 
 def test_yaml_and_overrides_set_the_cell_and_a_bad_one_is_refused(tmp_path):
