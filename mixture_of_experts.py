@@ -474,24 +474,24 @@ class MoELayer(nn.Module):
         # Registered after the experts, and only when on: the default layer's state dict (and the
         # earlier system's checkpoints) keep exactly their names.
         self.norm = nn.LayerNorm(dim) if layer_norm_residual else None
-        self._gru_expert_modules = [e for e in self.experts if e.size > 0]  # every non-identity expert
-        self.lstm_experts = expert_cell == "lstm" and bool(self._gru_expert_modules)
+        self._recurrent_experts = [e for e in self.experts if e.size > 0]  # GRU or LSTM: all but identities
+        self.lstm_experts = expert_cell == "lstm" and bool(self._recurrent_experts)
         if self.lstm_experts:  # the router's GRU alone, each LSTM expert its own recurrence
             self.grus = FusedGRUs([self.router.gru])
             self._lstms = [
-                FusionCache([e.lstm], partial(fuse_lstm_weights, [e.lstm])) for e in self._gru_expert_modules
+                FusionCache([e.lstm], partial(fuse_lstm_weights, [e.lstm])) for e in self._recurrent_experts
             ]
         else:
-            self.grus = FusedGRUs([self.router.gru] + [e.gru for e in self._gru_expert_modules])
+            self.grus = FusedGRUs([self.router.gru] + [e.gru for e in self._recurrent_experts])
         # Widths of the layer's memory blocks: the router's, then each non-identity expert's state
-        self.memory_sizes = [router_hidden_size] + [e.state_size for e in self._gru_expert_modules]
+        self.memory_sizes = [router_hidden_size] + [e.state_size for e in self._recurrent_experts]
         # The read-out needs the states mapped first (norms, or an LSTM's h out of [h, c])
         self._mapped_read_out = layer_norm_residual or self.lstm_experts
         self.dim = dim
-        outputs = [self.router.out] + [e.out for e in self.experts if e.size > 0]
+        outputs = [self.router.out] + [e.out for e in self._recurrent_experts]
         self._outputs_modules = outputs  # a plain list: the router and experts register them
         self._outputs = FusionCache(outputs, partial(fuse_linear_blocks, outputs))
-        self._gru_experts = _selector([j for j, s in enumerate(self.sizes) if s > 0])
+        self._recurrent_expert_index = _selector([j for j, s in enumerate(self.sizes) if s > 0])
         self._identity_experts = _selector([j for j, s in enumerate(self.sizes) if s == 0])
 
     def forward(
@@ -514,9 +514,9 @@ class MoELayer(nn.Module):
                 weights = apply_knockout(weights, self.knockout, self.knockout_threshold)
             for iv in self.interventions:
                 weights = intervene_weights(weights, iv.kind, iv.expert, iv.target)
-        mixed = []  # sum_j weight_j * output_j, the GRU experts' outputs, then the identities'
-        if self._gru_experts is not None:
-            mixed.append((outs * weights[..., self._gru_experts].unsqueeze(-1)).sum(-2))
+        mixed = []  # sum_j weight_j * output_j, the recurrent experts' outputs, then the identities'
+        if self._recurrent_expert_index is not None:
+            mixed.append((outs * weights[..., self._recurrent_expert_index].unsqueeze(-1)).sum(-2))
         if self._identity_experts is not None:  # size 0: the input itself
             mixed.append(x * weights[..., self._identity_experts].sum(-1, keepdim=True))
         mixed = mixed[0] if len(mixed) == 1 else mixed[0] + mixed[1]
@@ -541,7 +541,7 @@ class MoELayer(nn.Module):
         return self.knockout is not None or self.knockout_threshold is not None or bool(self.interventions)
 
     def _read_out(self, h_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """h_seq (L, S, R + sum s_j) -> router logits (L, S, E), GRU experts' outputs (L, S, G, D).
+        """h_seq (L, S, R + sum s_j) -> router logits (L, S, E), recurrent experts' outputs (L, S, G, D).
 
         Acting and evaluation (no grad, a few rows per call) are bound by per-op overhead: one
         block-diagonal matmul does the router and every expert (~20% faster steps). Training
@@ -554,13 +554,13 @@ class MoELayer(nn.Module):
             ):  # the experts' states through their norms / h of [h, c] (the router's as is)
                 parts = torch.split(h_seq, self.memory_sizes, dim=-1)
                 h_seq = torch.cat(
-                    [parts[0], *(e.features(p) for e, p in zip(self._gru_expert_modules, parts[1:]))], -1
+                    [parts[0], *(e.features(p) for e, p in zip(self._recurrent_experts, parts[1:]))], -1
                 )
             y = torch.addmm(bias, h_seq.reshape(-1, h_seq.shape[-1]), weight).view(*h_seq.shape[:-1], -1)
             E = len(self.sizes)
             return y[..., :E], y[..., E:].unflatten(-1, (-1, self.dim))
         parts = torch.split(h_seq, self.memory_sizes, dim=-1)
-        outs = [e.out(e.features(p)) for e, p in zip(self._gru_expert_modules, parts[1:])]
+        outs = [e.out(e.features(p)) for e, p in zip(self._recurrent_experts, parts[1:])]
         return self._outputs_modules[0](parts[0]), torch.stack(outs, dim=-2) if outs else None
 
 

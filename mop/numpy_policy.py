@@ -202,7 +202,7 @@ class _MoELayer:
         bias, weight = fuse_linear_blocks(layer._outputs_modules)
         self.out_b, self.out_w = _np(bias), _np(weight)
         self.E, self.D = len(layer.sizes), layer.dim
-        self.gru_experts = [j for j, s in enumerate(layer.sizes) if s > 0]
+        self.recurrent_experts = [j for j, s in enumerate(layer.sizes) if s > 0]
         self.identities = [j for j, s in enumerate(layer.sizes) if s == 0]
         # The layer's norm (layer_norm_residual); each expert's (start, width) in the state, its
         # read width (h of an LSTM's [h, c]) and its norm, when the read-out maps the states
@@ -218,7 +218,7 @@ class _MoELayer:
             )
             for k, e in enumerate(experts)
         ]
-        self.mapped = bool(self.lstms) or any(b[3] is not None for b in self.expert_blocks)
+        self.mapped = layer._mapped_read_out  # the torch read-out's rule: norms, or LSTM experts
 
     def __call__(self, x: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         gi = x @ self.gru.w_ih
@@ -236,9 +236,8 @@ class _MoELayer:
         else:
             h = self.gru(gi, h0)
         features = h
-        if (
-            self.mapped
-        ):  # the experts' states through their norms and a ReLU (h of [h, c]); the memory keeps h
+        # The experts' states through their norms and a ReLU (an LSTM's h of [h, c]); the memory keeps h
+        if self.mapped:
             features = [h[:, : self.router_size]]
             for start, _, size, params in self.expert_blocks:
                 f = h[:, start : start + size]
@@ -254,7 +253,7 @@ class _MoELayer:
             mixed = x * weights[:, self.identities].sum(axis=1, keepdims=True)
         else:
             mixed = np.zeros_like(x)
-        for g, j in enumerate(self.gru_experts):
+        for g, j in enumerate(self.recurrent_experts):
             mixed += y[:, E + g * D : E + (g + 1) * D] * weights[:, j : j + 1]
         if self.norm is not None:
             mixed += x

@@ -24,10 +24,17 @@ SIZES = ((0, 16, 32), (0, 8), (4, 16, 32, 0))
 
 def make_policy(cell="lstm", **kw) -> MixtureOfExpertsPolicy:
     torch.manual_seed(0)
-    config = MoPConfig(
-        obs_dim=20, lang_dim=6, intermediate_dim=12, router_hidden_size=10, expert_hidden_sizes=SIZES, **kw
+    return MixtureOfExpertsPolicy(
+        MoPConfig(
+            obs_dim=20,
+            lang_dim=6,
+            intermediate_dim=12,
+            router_hidden_size=10,
+            expert_hidden_sizes=SIZES,
+            expert_cell=cell,
+            **kw,
+        )
     )
-    return MixtureOfExpertsPolicy(MoPConfig(**{**config.__dict__, "expert_cell": cell}))
 
 
 def test_lstm_recurrence_equals_torch_lstm_and_restarts_where_episodes_start():
