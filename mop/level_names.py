@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 
-from mop.checks import ConfigError
+from mop.checks import ConfigError, check_number
 
 _NAMES = """
     ActionObjDoor-v0 BlockedUnlockPickup-v0 BossLevel-v0 BossLevelNoUnlock-v0 FindObjS5-v0
@@ -71,7 +71,7 @@ SUBGOAL_KINDS = (
 
 def subgoal_weights(value: object, what: str = "subgoal_ce_weights") -> dict[str, float]:
     """{kind: weight} from a mapping (YAML) or "kind=w,kind=w" (a command line), each kind one of
-    SUBGOAL_KINDS and each weight a finite number > 0; ConfigError naming `what` otherwise."""
+    SUBGOAL_KINDS and each weight a finite number > 0 (checks.check_number); ConfigError naming `what` otherwise."""
     if isinstance(value, str):
         pairs = [item.rpartition("=") for item in value.split(",")]
         if not all(eq for _, eq, _ in pairs):
@@ -83,13 +83,11 @@ def subgoal_weights(value: object, what: str = "subgoal_ce_weights") -> dict[str
     for kind, weight in value.items():
         if kind not in SUBGOAL_KINDS:
             raise ConfigError(f"{what}: {kind!r} is not a subgoal kind (one of {', '.join(SUBGOAL_KINDS)})")
-        try:
-            number = float(weight) if not isinstance(weight, bool) else math.nan
-        except (TypeError, ValueError):
-            number = math.nan
-        if not (math.isfinite(number) and number > 0):
-            raise ConfigError(f"{what}: the weight of {kind!r} must be a finite number > 0, got {weight!r}")
-        out[kind] = number
+        try:  # a command line's weights are text; check_number refuses what is not a number by name
+            number = float(weight) if isinstance(weight, str) else weight
+        except ValueError:
+            number = weight
+        out[kind] = check_number(number, f"{what}: the weight of {kind!r}", low=0, low_open=True)
     return out
 
 
