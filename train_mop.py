@@ -21,7 +21,8 @@ Reads config.yaml (every key is also a flag); writes checkpoints and metrics.jso
 weights, optimizer, counters and update, and trains it to --num_updates under this recipe: a BC run
 continued into another DAgger phase, say. The keys that shape the weights must match the
 checkpoint's; with its seed the fork continues its layout streams, with another its own. Continue a
-fork with --resume alone.
+fork with --resume alone. Its checkpoints keep `forked_from`: the parent checkpoint, its update and
+the keys the fork changed.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def fork_checkpoint(cfg: TrainConfig, path: str) -> dict:
     from mop.aux_losses import AUX_HEADS, FRESH_HEADS
     from mop.conditions import WEIGHT_KEYS  # a fork's recipe may change any other key
     from mop.experiment import CheckpointError, load_checkpoint, recipe_value
+    from mop.imitation import FORKED_FROM
 
     try:
         ckpt = load_checkpoint(path)
@@ -124,16 +126,35 @@ def fork_checkpoint(cfg: TrainConfig, path: str) -> dict:
         raise ConfigError(
             f"--fork_from {path!r} is at update {ckpt['update']}: num_updates ({cfg.num_updates}) leaves nothing to train"
         )
-    return ckpt
+    return {**ckpt, FORKED_FROM: [*ckpt.get(FORKED_FROM, []), fork_record(stored, new, path, ckpt["update"])]}
+
+
+def fork_record(parent: dict, child: dict, path: str, update: int) -> dict:
+    """What a fork's checkpoints keep of where it came from (FORKED_FROM, one entry per fork, the
+    oldest first): the parent checkpoint's path, its update, and each recipe key (and the seed) the
+    fork changed, as [parent's value, fork's value]: its BC phase may have run under another
+    precision or seed, which its own config.json cannot say."""
+    from pathlib import Path
+
+    from mop.conditions import differing_keys, recipe
+
+    before, after = recipe(parent), recipe(child)
+    before["seed"], after["seed"] = parent.get("seed"), child.get("seed")
+    changed = {k: [before.get(k), after.get(k)] for k in differing_keys([before, after])}
+    return {"checkpoint": str(Path(path).resolve()), "update": int(update), "changed": changed}
 
 
 def main(cfg: TrainConfig, resume: bool = False, progress: bool = True, fork_from: str | None = None) -> dict:
     """Train (from `fork_from`'s checkpoint when given: a new run); returns {run_dir, checkpoints,
     metrics_path, final, ...}."""
     from mixture_of_experts import build_policy
-    from mop.imitation import Fork, run_imitation
+    from mop.imitation import FORKED_FROM, Fork, run_imitation
 
     fork = None if fork_from is None else Fork(fork_checkpoint(cfg, fork_from))
+    if fork is not None:
+        record = fork.checkpoint[FORKED_FROM][-1]
+        changed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in record["changed"].items())
+        print(f"forked from {record['checkpoint']} at update {record['update']} ({changed or 'same recipe'})")
     return run_imitation(
         cfg,
         POLICY_TYPE,

@@ -465,6 +465,9 @@ def _loss_parts(parts: dict) -> str:
     )
 
 
+FORKED_FROM = "forked_from"  # a forked run's checkpoints: its parents (train_mop.fork_record)
+
+
 @dataclass
 class TrainState:
     """Where the run stands: the update, counters, recent windows and the collector's env state."""
@@ -477,6 +480,7 @@ class TrainState:
     started: float  # perf_counter() at the (virtual) start of the run, resumed time included
     window: dict = field(default_factory=dict)
     levels: list = field(default_factory=list)  # a multi-task run's levels (logged one by one)
+    forked_from: list = field(default_factory=list)  # FORKED_FROM: a forked run's parents
 
     @classmethod
     def start(cls, cfg: TrainConfig, ckpt: dict | None) -> TrainState:
@@ -488,6 +492,7 @@ class TrainState:
             recent_ratio=deque(stats.recent_path_ratio, maxlen=cfg.recent_window),
             slot_states=ckpt["collector_state"] if ckpt is not None else None,
             started=time.perf_counter() - stats.elapsed_s,
+            forked_from=list(ckpt.get(FORKED_FROM, [])) if ckpt is not None else [],
         )
         levels = check_task_ids(cfg.task_id)
         state.levels = levels if len(levels) > 1 else []
@@ -580,6 +585,8 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
         payload["target_head_state_dict"] = learner.target_head.state_dict()
     if learner.subgoal_head is not None:
         payload["subgoal_head_state_dict"] = learner.subgoal_head.state_dict()
+    if state.forked_from:
+        payload[FORKED_FROM] = state.forked_from
     if "lang_proj_state_dict" in encoder_state:  # the earlier system's key, for its tools
         payload["lang_proj_state_dict"] = encoder_state["lang_proj_state_dict"]
     # Device-free: on the CPU these are the live tensors (no copy), from a GPU copies on the CPU.

@@ -379,7 +379,9 @@ def test_a_bad_fork_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, 
     assert files(tmp_path) == before
 
 
-def test_a_bc_checkpoint_forked_into_dagger_is_the_recipe_trained_from_the_start(tmp_path, monkeypatch):
+def test_a_bc_checkpoint_forked_into_dagger_is_the_recipe_trained_from_the_start(
+    tmp_path, monkeypatch, capsys
+):
     """--fork_from a BC run's last checkpoint under RECIPE (its 4 BC updates, then DAgger with a
     buffer) trains updates 5-8 exactly as RECIPE run whole does: the BC phase of the two recipes is
     one computation, so a fork stands for the whole run (the findings' GoToImpUnlock forks)."""
@@ -400,7 +402,9 @@ def test_a_bc_checkpoint_forked_into_dagger_is_the_recipe_trained_from_the_start
         "--checkpoint_dir",
         "fork",
     ]
+    capsys.readouterr()
     assert cli(monkeypatch, *flags, "--fork_from", str(parent)) is None
+    assert f"forked from {parent.resolve()} at update 4 (" in capsys.readouterr().out
     folder = run_folder(tmp_path / "fork")
     rows = read_metrics(folder / "metrics.jsonl")
     assert [r["update"] for r in rows] == [5, 6, 7, 8] and not any("demos/epoch" in r for r in rows)
@@ -408,6 +412,12 @@ def test_a_bc_checkpoint_forked_into_dagger_is_the_recipe_trained_from_the_start
     final = torch.load(folder / "checkpoint_final.pt", weights_only=True)
     assert final["config"]["buffer_episodes"] == 20 and final["config"]["demo_updates"] == 4
     assert files(parent.parent) == parent_files  # the parent run is read, never written
-    # the fork is a run like any other: --resume alone continues it
+    # its checkpoints say where it came from and what the fork changed (the parent's say nothing)
+    [record] = final["forked_from"]
+    assert record["checkpoint"] == str(parent.resolve()) and record["update"] == 4
+    assert record["changed"]["demo_updates"] == [0, 4] and record["changed"]["buffer_episodes"] == [0, 20]
+    assert "seed" not in record["changed"] and "forked_from" not in torch.load(parent, weights_only=True)
+    # the fork is a run like any other: --resume alone continues it, and keeps the record
     assert cli(monkeypatch, *flags, "--num_updates", "9", "--resume") is None
     assert read_metrics(folder / "metrics.jsonl")[-1]["update"] == 9
+    assert torch.load(folder / "checkpoint_final.pt", weights_only=True)["forked_from"] == [record]
