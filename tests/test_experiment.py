@@ -507,14 +507,20 @@ WIDE_DAGGER = {
             "BabyAI-GoToImpUnlock-v0",
             {**WIDE_DAGGER, "aux_subgoal_weight": 0.5},
         ),
+        (
+            "GoToImpUnlock-long-dagger",
+            "BabyAI-GoToImpUnlock-v0",
+            {**WIDE_DAGGER, "demo_updates": 2048, "num_updates": 6144, "learner_precision": "bfloat16"},
+        ),
     ],
 )
 def test_the_bc_presets_are_the_level_tables_bc_recipe(preset, level, sets):
     """configs/{Unlock,Synth,GoToImpUnlock}-bc.yaml are what their comments say: the level-table rows'
     recipe (the level's config plus the bench's --set keys) at their 5,120 updates, key for key;
     GoToImpUnlock-wide-dagger.yaml is the same with its own --set keys (512-unit experts, 3,072 BC
-    updates, then DAgger to 5,120 with bot_undo off), and GoToImpUnlock-wide-sg-dagger.yaml that
-    recipe with the subgoal head."""
+    updates, then DAgger to 5,120 with bot_undo off), GoToImpUnlock-wide-sg-dagger.yaml that
+    recipe with the subgoal head, and GoToImpUnlock-long-dagger.yaml that recipe with 2,048 BC and
+    4,096 DAgger updates in bf16 (its bench command's --frames 6291456)."""
     from mop.experiment import recipe_keys
 
     table = load_config(
@@ -531,5 +537,5 @@ def test_the_bc_presets_are_the_level_tables_bc_recipe(preset, level, sets):
     )
     loaded = load_config(ROOT / "configs" / f"{preset}.yaml")
     assert recipe_keys(loaded) == recipe_keys(table)
-    schedule = ("demo_updates", "num_updates", "bot_undo")
+    schedule = ("demo_updates", "num_updates", "bot_undo", "learner_precision")
     assert [getattr(loaded, k) for k in schedule] == [getattr(table, k) for k in schedule]
