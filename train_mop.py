@@ -126,7 +126,8 @@ def fork_checkpoint(cfg: TrainConfig, path: str) -> dict:
         raise ConfigError(
             f"--fork_from {path!r} is at update {ckpt['update']}: num_updates ({cfg.num_updates}) leaves nothing to train"
         )
-    return {**ckpt, FORKED_FROM: [*ckpt.get(FORKED_FROM, []), fork_record(stored, new, path, ckpt["update"])]}
+    record = fork_record(stored, new, path, ckpt["update"])
+    return {**ckpt, FORKED_FROM: [*ckpt.get(FORKED_FROM, []), record]}
 
 
 def fork_record(parent: dict, child: dict, path: str, update: int) -> dict:

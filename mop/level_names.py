@@ -71,7 +71,8 @@ SUBGOAL_KINDS = (
 
 def subgoal_weights(value: object, what: str = "subgoal_ce_weights") -> dict[str, float]:
     """{kind: weight} from a mapping (YAML) or "kind=w,kind=w" (a command line), each kind one of
-    SUBGOAL_KINDS and each weight a finite number > 0 (checks.check_number); ConfigError naming `what` otherwise."""
+    SUBGOAL_KINDS and each weight a finite number > 0 (checks.check_number); ConfigError naming
+    `what` otherwise."""
     if isinstance(value, str):
         pairs = [item.rpartition("=") for item in value.split(",")]
         if not all(eq for _, eq, _ in pairs):
