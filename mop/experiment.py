@@ -167,6 +167,11 @@ class TrainConfig:
         "logged at update K, and frames and episodes/total count on. 0: --demos trains offline throughout",
         0,
     )
+    demos_in_dagger: bool = _help(
+        "with --demo_updates K: every DAgger update trains on the BC phase's next demo batch too (its "
+        "streamed columns or padded windows beside the live ones): the demos stay in DAgger's aggregate",
+        False,
+    )
     demo_seed: int = _help(
         "demo set: its layouts are seeds 5e8 + demo_seed x 1e7 + k, disjoint from training and evaluation (0..49)",
         0,
@@ -509,10 +514,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                 f"batch_columns x unroll_len must be at most {MAX_STEPS_PER_UPDATE} steps per update "
                 f"(memory), got {cfg.batch_columns} x {cfg.unroll_len}"
             )
-    if cfg.demo_updates and not cfg.demos:
-        raise ConfigError(
-            "demo_updates counts the offline updates on --demos N before DAgger: give --demos too"
-        )
+    for key, needs, said in (
+        ("demo_updates", "demos", "counts the offline updates on --demos N before DAgger"),
+        ("demos_in_dagger", "demo_updates", "keeps the demos in the DAgger phase"),
+    ):
+        if getattr(cfg, key) and not getattr(cfg, needs):
+            raise ConfigError(f"{key} {said}: give --{needs} too")
     if cfg.demo_updates >= cfg.num_updates:
         raise ConfigError(
             f"demo_updates ({cfg.demo_updates}) must be below num_updates ({cfg.num_updates}): no online "

@@ -21,7 +21,8 @@ Where the labelled steps come from (README "Training"):
 - with `--demos N` (`DemoSource`, in the collector's place): bot demos only (mop/bot_demos.py), offline
   behavioural cloning in passes over the cached demos; with `--demo_updates K` too, for updates
   1..K only: after update K the collector starts and the run goes on as online DAgger
-  (`offline_update` says which an update is; teacher forcing's schedule starts at K + 1).
+  (`offline_update` says which an update is; teacher forcing's schedule starts at K + 1), with
+  `--demos_in_dagger` the demo batch BC would draw next beside each DAgger update's (`self.demos`).
 With `--learner_stream streamed` replayed and demo episodes arrive as persistent columns
 (mop/streams.py's EpisodeColumns, the one producer of stored-episode streams) beside or instead of
 the live chunk's; after each step the loop hands every stream the memory its columns ended with
@@ -118,6 +119,7 @@ from mop.imitation_data import (  # the loop's data; buffer_path re-exported for
 )
 from mop.language import MissionEncoderError, build_mission_encoder
 from mop.numpy_policy import use_one_thread
+from mop.progress import format_log_line
 from mop.replay_buffer import (
     EpisodeAssembler,
     EpisodeBuffer,
@@ -782,6 +784,7 @@ class ImitationRun:
         self.last_numbered = max((u for u, _ in checkpoint_paths(self.directory)), default=None)
         self.row: dict = {}
         self.collector: Any = None
+        self.demos: DemoSource | None = None  # --demos_in_dagger, in the DAgger phase
         self.logger: MetricLogger | None = None
 
     @property
@@ -796,6 +799,7 @@ class ImitationRun:
             self.collector = DemoSource(cfg, self.ckpt, self.progress)
             torch.set_num_threads(cfg.demo_threads)  # no env workers on the other cores until DAgger
         else:
+            self.demos = DemoSource(cfg, self.ckpt, self.progress) if cfg.demos_in_dagger else None
             self.collector = open_collector(cfg, learner, self.build_policy_fn, state)
         try:
             continuing = self.resume_flag
@@ -859,6 +863,8 @@ class ImitationRun:
         learning = time.perf_counter()
         replaying = self.replay is not None and online  # the DAgger buffer holds live episodes only
         batch, extra = self.replay.training_batch(chunk, learner) if replaying else (chunk, {})
+        if online and self.demos is not None:  # --demos_in_dagger: the next demo batch beside them
+            batch, extra = self.demos.beside(batch, extra, learner)
         try:
             parts = learner.step(batch, lr_at(cfg, update))
             carry_memory(batch, learner.end_memory)  # streamed columns go on from where this step ended
@@ -917,6 +923,7 @@ class ImitationRun:
             drop_resume_points(self.directory, keep=update)
             self.saved_at = time.monotonic()
         if switching:
+            self.demos = self.collector if cfg.demos_in_dagger else None  # its demo stream goes on
             self.collector.__exit__(None, None, None)
             self.collector = None  # (a failed start leaves nothing for __exit__ to close twice)
             use_one_thread()  # the env workers take the other cores from here
@@ -928,8 +935,9 @@ class ImitationRun:
         """The checkpoint payload of the run as it stands (what a fork starts from). Its tensors
         are the live ones (Fork copies what it is given)."""
         payload = checkpoint_payload(self.learner, self.state)
-        if isinstance(self.collector, DemoSource):
-            payload["demo_sampler"] = self.collector.state()
+        demos = self.collector if isinstance(self.collector, DemoSource) else self.demos
+        if demos is not None:
+            payload["demo_sampler"] = demos.state()
         if self.replay is not None and self.replay.state() is not None:
             payload["replay_stream"] = self.replay.state()  # --learner_stream streamed: columns and memory
         return payload
@@ -959,41 +967,3 @@ class ImitationRun:
             "episodes": self.state.stats.episodes,
             "bot_failures": self.state.stats.bot_failures,
         }
-
-
-def success_label(row: dict) -> str:
-    """What the training line's success measures: the collected episodes, whose actions were the
-    bot's with probability teacher_forcing (per step) and the student's otherwise. So only at
-    teacher_forcing 0 is it the student's own success ('succ(student)'); otherwise it is labelled
-    bot-driven with the share of bot actions ('succ(bot-driven 50%)'), and an evaluation
-    (eval_mop.py) gives the student's own."""
-    forcing = row.get("train/teacher_forcing", 0.0)
-    if forcing is None or forcing != forcing or forcing <= 0:
-        return "succ(student)"
-    return "succ(bot-driven)" if forcing >= 1 else f"succ(bot-driven {forcing:.0%})"
-
-
-def format_log_line(row: dict) -> str:
-    parts = [
-        f"upd {row['update']:>5}",
-        f"loss {row.get('train/loss', float('nan')):.3f}",
-        f"acc {row.get('train/accuracy', float('nan')):.3f}",
-        f"{success_label(row)} {row['train/success_recent']:.3f} ({row['episodes/recent_window']} ep)",
-        f"path {row['train/path_ratio_recent']:.2f}",
-    ]
-    if "train/lpc" in row:
-        parts.append(f"lpc {row['train/lpc']:.0f}")
-        layers = sorted({k.split("/")[1] for k in row if k.startswith("routing/")})
-        for layer in layers:
-            ws = [row[k] for k in sorted(k for k in row if k.startswith(f"routing/{layer}/"))]
-            parts.append(f"{layer.replace('layer_', 'L')} " + "/".join(f"{w:.2f}" for w in ws))
-    if "buffer/episodes" in row:
-        parts.append(f"buf {row['buffer/episodes']} ep")
-    if "demos/epoch" in row:
-        parts.append(f"demo pass {row['demos/epoch']}")
-    parts += [
-        f"{row['perf/frames_per_s']:.0f} f/s",
-        f"ep {row['episodes/total']}",
-        f"botfail {row['episodes/bot_failures']}",
-    ]
-    return " | ".join(parts)

@@ -252,6 +252,20 @@ class DemoSource:
         chunk.update(episodes=[], slot_states=None, teacher_forcing=1.0, demo_episodes=len(episodes))
         return chunk
 
+    def beside(self, batch: dict, extra: dict, learner: Learner) -> tuple[dict, dict]:
+        """--demos_in_dagger: a DAgger update's batch (live columns, replayed ones) with the demo
+        batch BC would have drawn next beside it; streamed demo columns carry their memory on."""
+        self.submit(learner.policy, learner.encoder, self.cfg.unroll_len)
+        demos = self.result()
+        out, offset = concat_chunks(batch, demos), batch["done"].shape[1]
+        carry = [
+            *batch.get("carry", ()),
+            *((s, slice(offset + c.start, offset + c.stop)) for s, c in demos.get("carry", ())),
+        ]
+        if carry:
+            out["carry"] = carry
+        return out, {**extra, "train/demo_frames": float(demos["frames"])}
+
     def __enter__(self) -> DemoSource:
         return self
 

@@ -77,6 +77,10 @@ def test_the_schedules_count_as_documented(tmp_path):
     [
         (["--demos", "10", "--demo_updates", "-1"], r"demo_updates must be >= 0"),
         (["--demo_updates", "3"], r"demo_updates counts the offline updates on --demos N .* give --demos"),
+        (
+            ["--demos", "10", "--demos_in_dagger"],
+            r"demos_in_dagger keeps the demos in the DAgger phase: give --demo_",
+        ),
         (["--demos", "10", "--demo_updates", "6"], r"demo_updates \(6\) must be below num_updates \(6\)"),
         (["--demos", "10", "--demo_updates", "9"], r"no online update would be left"),
         (
@@ -151,6 +155,81 @@ def test_the_learner_takes_demo_threads_on_the_demos_and_one_thread_from_the_swi
     finally:
         torch.set_num_threads(before)
     assert seen == [2] * 4 + [1] * 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", ["streamed", "padded"])
+def test_demos_in_dagger_train_the_next_demo_batch_beside_each_dagger_update(tmp_path, monkeypatch, stream):
+    """--demos_in_dagger: every DAgger update's batch is its live (and replayed) columns plus the
+    demo batch that BC would have drawn next, the same demos in the same order; the streamed demo
+    columns get back the memory they ended with (their slice of the batch, not the live one's); a
+    run resumed after the switch continues the demo stream exactly."""
+    from mop.imitation import Learner
+    from mop.imitation_data import DemoSource
+    from mop.streams import EpisodeColumns
+
+    demos, columns = tmp_path / "demos", 3
+    exact = dict(log_interval=1, async_collection=False, learner_stream=stream, batch_columns=None)
+    if stream == "streamed":
+        exact["batch_columns"] = columns
+    drawn, widths, carried, ended, streams, demo_widths = [], [], [], [], set(), []
+    result, step, carry = DemoSource.result, Learner.step, EpisodeColumns.carry
+
+    def recording_result(self):
+        chunk = result(self)
+        streams.add(id(self.stream))
+        drawn.append((chunk["image"].tobytes(), chunk["label"].tobytes(), chunk["done"].tobytes()))
+        demo_widths.append(chunk["done"].shape[1])
+        return chunk
+
+    def recording_step(self, batch, lr):
+        widths.append(batch["done"].shape[1])
+        parts = step(self, batch, lr)
+        ended.append(self.end_memory.clone())
+        return parts
+
+    def recording_carry(self, memory):
+        carried.append((id(self), memory.clone()))
+        return carry(self, memory)
+
+    monkeypatch.setattr(DemoSource, "result", recording_result)
+    monkeypatch.setattr(Learner, "step", recording_step)
+    monkeypatch.setattr(EpisodeColumns, "carry", recording_carry)
+    # BC on the demos for all 8 updates: the demo batches a BC run draws
+    bc = {**RECIPE, "demo_updates": 0, "buffer_episodes": 0, **exact}
+    train_mop.main(tiny_config(tmp_path / "bc", **bc, demos_dir=str(demos)), progress=False)
+    bc_drawn = list(drawn)
+    drawn.clear(), widths.clear(), carried.clear(), ended.clear(), demo_widths.clear()
+    whole = train_mop.main(recipe(tmp_path / "whole", demos, demos_in_dagger=True, **exact), progress=False)
+    assert drawn == bc_drawn  # updates 5-8 train on the demos BC would have drawn next
+    assert widths[:4] == demo_widths[:4]  # BC: the demo batch alone
+    live = [w - d for w, d in zip(widths[4:], demo_widths[4:])]  # DAgger: live (+ replayed), then demos
+    assert all(w >= 4 for w in live)  # tiny.yaml's 4 envs at least
+    plain_widths = list(widths)
+    if stream == "streamed":
+        # every update hands the demo stream its own columns' end memory: the batch's last ones
+        demo_carries = [memory for stream, memory in carried if stream in streams]
+        assert len(demo_carries) == 8
+        for memory, end in zip(demo_carries, ended):
+            assert torch.equal(memory, end[-columns:])
+    rows = read_metrics(whole["metrics_path"])
+    assert all(r["train/demo_frames"] > 0 for r in rows[4:]) and not any(
+        "train/demo_frames" in r for r in rows[:4]
+    )
+    final = torch.load(run_folder(tmp_path / "whole") / "checkpoint_final.pt", weights_only=True)
+    assert "demo_sampler" in final  # the demo stream's place, for --resume
+
+    # Cut after the switch (at update 6): the resumed run draws the same demos and trains the same.
+    drawn.clear(), widths.clear()
+    cut = recipe(tmp_path / "cut", demos, demos_in_dagger=True, **{**exact, "num_updates": 6})
+    train_mop.main(cut, progress=False)
+    resumed = train_mop.main(
+        recipe(tmp_path / "cut", demos, demos_in_dagger=True, **exact), resume=True, progress=False
+    )
+    assert drawn == bc_drawn  # the demos go on where the checkpoint left them
+    assert widths[:6] == plain_widths[:6]  # (the live episodes restart at a resume: README "Resuming")
+    again = read_metrics(resumed["metrics_path"])
+    assert [r["train/loss"] for r in again[:6]] == [r["train/loss"] for r in rows[:6]]
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])
