@@ -898,8 +898,9 @@ class ImitationRun:
             logged = self.row = state.log_row()
             if replaying:
                 self.row.update(self.replay.log_fields())
-            if isinstance(self.collector, DemoSource):
-                self.row["demos/epoch"] = self.collector.buffer.epoch  # passes over the demos started
+            demos = self.collector if isinstance(self.collector, DemoSource) else self.demos
+            if demos is not None:
+                self.row["demos/epoch"] = demos.buffer.epoch  # passes over the demos started
             self.logger.log(self.row)
             if self.progress:
                 self.bar.write(format_log_line(self.row))

@@ -213,7 +213,7 @@ def test_demos_in_dagger_train_the_next_demo_batch_beside_each_dagger_update(tmp
         for memory, end in zip(demo_carries, ended):
             assert torch.equal(memory, end[-columns:])
     rows = read_metrics(whole["metrics_path"])
-    assert all(r["train/demo_frames"] > 0 for r in rows[4:]) and not any(
+    assert all(r["train/demo_frames"] > 0 and r["demos/epoch"] >= 1 for r in rows[4:]) and not any(
         "train/demo_frames" in r for r in rows[:4]
     )
     final = torch.load(run_folder(tmp_path / "whole") / "checkpoint_final.pt", weights_only=True)
