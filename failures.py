@@ -34,6 +34,7 @@ episodes'. Any level with a locked door in its first 40 layouts can be dissected
     python failures.py --checkpoint checkpoints/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt
     python failures.py --checkpoint CK --num_episodes 500 --out failures.csv
     python failures.py --checkpoint CK2 --num_episodes 500 --against failures.csv   # layout by layout
+    python failures.py --table failures.csv --against other.csv   # two saved tables, nothing played
 
 --against's McNemar p tests two trained policies on the same layouts (the layouts are the sample):
 two runs of one recipe from different seeds can differ as well, so a recipe is compared
@@ -68,6 +69,7 @@ from mop.babyai_env import (
 from mop.checks import ConfigError, command_edges, refuse
 from mop.cli_specs import check_failures_args, failures_parser
 
+DEFAULT_EPISODES = 200  # --num_episodes when not given
 MILESTONES = ("door_seen", "key_seen", "key_held", "unlocked")
 PUT_NEXT_MILESTONES = ("move_held", "fixed_held")
 CARRIED = (  # what a failed put-next episode carried, first match wins
@@ -264,20 +266,46 @@ def format_report(table: pd.DataFrame) -> str:
 
 
 AGAINST_COLUMNS = ("episode", "success", "instruction")
+# What --table reads back: every column anatomy writes (format_report uses them).
+TABLE_COLUMNS = (
+    *AGAINST_COLUMNS,
+    "needs_key",
+    "reversible",
+    *(f"t_{k}" for k in MILESTONES + PUT_NEXT_MILESTONES),
+    "cells_stood_on",
+    "stage",
+)
 
 
-def read_against(path: str) -> pd.DataFrame:
-    """--against: another run's table (this tool's --out), checked before anything is played."""
+def read_against(path: str, flag: str = "--against") -> pd.DataFrame:
+    """A table this tool wrote with --out, checked before anything is played: --against's other
+    run (its layouts, outcomes and instructions), or with flag "--table" a whole table to report
+    again, its columns typed as anatomy types them."""
     try:
         other = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise FailureError(f"--against {path!r} cannot be read as CSV: {e}") from None
-    missing = [c for c in AGAINST_COLUMNS if c not in other.columns]
+        raise FailureError(f"{flag} {path!r} cannot be read as CSV: {e}") from None
+    missing = [c for c in (TABLE_COLUMNS if flag == "--table" else AGAINST_COLUMNS) if c not in other.columns]
     if missing:
-        raise FailureError(f"--against {path!r} is not a failures.py --out table (no {', '.join(missing)})")
+        raise FailureError(f"{flag} {path!r} is not a failures.py --out table (no {', '.join(missing)})")
     if other.episode.duplicated().any() or other.success.dtype != bool:
-        raise FailureError(f"--against {path!r}: its episodes are not one row each with a true/false success")
+        raise FailureError(f"{flag} {path!r}: its episodes are not one row each with a true/false success")
+    if flag == "--table":
+        if other.needs_key.dtype != bool or not set(other.stage) <= {k for k, _ in STAGES}:
+            raise FailureError(f"{flag} {path!r}: its needs_key or stage column is not one this tool writes")
+        for k in MILESTONES + PUT_NEXT_MILESTONES:
+            other[f"t_{k}"] = other[f"t_{k}"].astype("Int64")
+        other["reversible"] = other["reversible"].astype("boolean")
     return other
+
+
+def table_line(path: str, table: pd.DataFrame) -> str:
+    """--table's first line: the saved table's success with its 95% Wilson interval (played_line's)."""
+    low, high = wilson_interval(int(table.success.sum()), len(table))
+    return (
+        f"{path}: {len(table)} episodes (a saved table), "
+        f"success {table.success.mean():.1%} [{low:.1%}, {high:.1%}] (95% Wilson)"
+    )
 
 
 # What --against's p is about, printed under its table: the layouts are the sample, the two trained
@@ -333,21 +361,28 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         check_failures_args(args)
         check_table_out(args.out)  # before the episodes are played
         other = read_against(args.against) if args.against else None
-        steps, episodes, _, config, task_id = play_checkpoint(
-            args.checkpoint,
-            args.task_id,
-            args.num_episodes,
-            args.sample,
-            check_level=_check_level,
-            device=args.device,
-        )
-        table = anatomy(steps, episodes, task_id, config.get("max_steps"))
+        if args.table is not None:
+            table = read_against(args.table, "--table")
+            head = table_line(args.table, table)
+        else:
+            num_episodes = args.num_episodes or DEFAULT_EPISODES
+            steps, episodes, _, config, task_id = play_checkpoint(
+                args.checkpoint,
+                args.task_id,
+                num_episodes,
+                args.sample,
+                check_level=_check_level,
+                device=args.device,
+            )
+            table = anatomy(steps, episodes, task_id, config.get("max_steps"))
+            head = played_line(task_id, num_episodes, args.sample, table.success.mean())
         paired = [] if other is None else paired_report(table, other, args.against)
     except (ConfigError, EvalError, FailureError) as e:
         refuse(str(e))
-    print(played_line(task_id, args.num_episodes, args.sample, table.success.mean()))
+    print(head)
     print("\n".join([format_report(table), *paired]))
-    save_table(table, args.out)
+    if args.table is None:
+        save_table(table, args.out)
     return table
 
 

@@ -488,15 +488,22 @@ def check_demos_args(args: argparse.Namespace) -> None:
 
 def failures_parser(description: str | None) -> argparse.ArgumentParser:
     parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt (MoP or GRU baseline)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint .pt (MoP or GRU baseline) to play")
+    source.add_argument(
+        "--table",
+        help="a saved --out CSV instead: its report (and --against's pairing) again, nothing played",
+    )
     parser.add_argument("--task_id", default=None, help="level to play (default: the run's; one level)")
-    parser.add_argument("--num_episodes", type=int, default=200, help="evaluation layouts 0..N-1")
+    parser.add_argument(
+        "--num_episodes", type=int, default=None, help="evaluation layouts 0..N-1 (default 200)"
+    )
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the greedy argmax")
     parser.add_argument("--out", default=None, help="CSV of the per-episode milestones")
     parser.add_argument(
         "--against",
         default=None,
-        help="another checkpoint's --out CSV on the same level: both compared layout by layout "
+        help="another --out CSV on the same level: both compared layout by layout "
         "(McNemar exact; per instruction kind with Holm)",
     )
     add_device_argument(parser)
@@ -504,10 +511,16 @@ def failures_parser(description: str | None) -> argparse.ArgumentParser:
 
 
 def check_failures_args(args: argparse.Namespace) -> None:
-    if args.num_episodes < 1:
+    if args.table is not None:
+        playing = {"--task_id": args.task_id, "--num_episodes": args.num_episodes, "--out": args.out}
+        given = [flag for flag, value in playing.items() if value is not None] + ["--sample"] * args.sample
+        if given:
+            raise ConfigError(f"--table reports a saved table, nothing is played: drop {', '.join(given)}")
+    if args.num_episodes is not None and args.num_episodes < 1:
         raise ConfigError(f"--num_episodes must be >= 1, got {args.num_episodes}")
-    if args.against is not None and not Path(args.against).is_file():
-        raise ConfigError(f"--against {args.against!r} is not a file (a failures.py --out CSV)")
+    for flag, path in (("--table", args.table), ("--against", args.against)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{flag} {path!r} is not a file (a failures.py --out CSV)")
 
 
 def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:

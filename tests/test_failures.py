@@ -116,6 +116,30 @@ def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_
     (row,) = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("all ")]
     assert row[1:] == ["3", str(k), "0", "0", str(3 - k), "1"]
     assert set(table["stage"]) <= {key for key, _ in fl.STAGES}
+    # the saved table reports the same again with nothing played (--table), and pairs with itself
+    fl.main(["--table", str(out), "--against", str(out)])
+    again = capsys.readouterr().out.splitlines()
+    low, high = em.wilson_interval(k, 3)
+    assert (
+        again[0]
+        == f"{out}: 3 episodes (a saved table), success {k / 3:.1%} [{low:.1%}, {high:.1%}] (95% Wilson)"
+    )
+    report = printed.splitlines()[1:]
+    assert again[1 : 1 + len(report)] == report
+    assert [line.split() for line in again if line.startswith("all ")][0][1:] == row[1:]
+    for argv, message in (
+        (["--table", str(out), "--num_episodes", "3"], "nothing is played: drop --num_episodes"),
+        (["--table", str(out), "--out", str(tmp_path / "x.csv")], "drop --out"),
+        (["--table", str(tmp_path / "none.csv")], "--table"),
+        (["--table", str(out), "--checkpoint", checkpoint], "not allowed with"),
+    ):
+        with pytest.raises(SystemExit) as refused:
+            fl.main(argv)
+        err = capsys.readouterr().err
+        assert (
+            refused.value.code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1
+        )
+    assert not (tmp_path / "x.csv").exists()
     for argv, message in (
         (["--task_id", "BabyAI-GoToLocal-v0"], "no locked door"),
         (["--num_episodes", "0"], "--num_episodes must be >= 1"),
@@ -250,6 +274,52 @@ def test_put_next_records_which_object_was_carried_and_a_swapped_mission_shows_a
     report = "\n".join(fl.put_next_report(table))
     assert "the fixed object can move too" in report and "2 failed: held an object to move 0" in report
     assert "held only the fixed one (the words swapped) 1, held neither 1" in report
+
+
+def test_a_saved_table_reads_back_to_the_same_report_and_a_foreign_one_is_refused(tmp_path):
+    """--table: what --out wrote (missing milestones, a put-next mission's reversible flag, NaN
+    elsewhere) reads back typed as anatomy types it, so format_report prints the same lines."""
+    milestones = {
+        f"t_{k}": pd.array(v, dtype="Int64")
+        for k, v in zip(
+            fl.MILESTONES + fl.PUT_NEXT_MILESTONES,
+            (
+                [3, None, 5, None],
+                [4, None, None, 2],
+                [9, None, None, None],
+                [None] * 4,
+                [None, None, None, 1],
+                [None] * 4,
+            ),
+        )
+    }
+    table = pd.DataFrame(
+        {
+            "episode": range(4),
+            "success": [True, False, False, False],
+            "length": [20, 64, 64, 64],
+            "instruction": ["go to", "go to", "go to", "put next"],
+            "locked_doors": [1, 1, 1, 0],
+            "needs_key": [True, True, True, False],
+            "reversible": pd.array([None, None, None, True], dtype="boolean"),
+            **milestones,
+            "cells_stood_on": [0.2, 0.5, 0.4, 0.1],
+        }
+    )
+    table["stage"] = table.apply(fl.stage, axis=1)
+    path = tmp_path / "t.csv"
+    em.save_table(table, str(path))
+    back = fl.read_against(str(path), "--table")
+    assert fl.format_report(back) == fl.format_report(table)
+    assert "saw a matching key, never held one" in fl.format_report(back)
+    assert back["t_key_held"].dtype == "Int64" and back["reversible"].dtype == "boolean"
+    foreign = tmp_path / "f.csv"
+    table.assign(stage="lost").to_csv(foreign, index=False)
+    with pytest.raises(fl.FailureError, match="needs_key or stage column"):
+        fl.read_against(str(foreign), "--table")
+    table.drop(columns="cells_stood_on").to_csv(foreign, index=False)
+    with pytest.raises(fl.FailureError, match=r"--table .* \(no cells_stood_on\)"):
+        fl.read_against(str(foreign), "--table")
 
 
 def _table(successes, instructions):
