@@ -544,26 +544,29 @@ def run_experiment(
     """Train the parent and every child, evaluate every fork pair, write tables and figures;
     resumable (every finished run, child and pair evaluation is kept)."""
     check_bootstrap(bootstrap)
-    exp = open_experiment(exp, resume, given)
-    started = time.perf_counter()
-    prepare(exp)
-    trained = {"parent": train_parent(exp, progress)}
-    trained.update(train_children(exp, progress, parallel_children))
-    drop_stale_evaluations(exp, trained)
-    train_s = time.perf_counter() - started
-    summary = analyze(exp.directory, bootstrap=bootstrap)
-    wall = time.perf_counter() - started
-    timing = {
-        "command": command,
-        "wall_s": wall,
-        "train_s": train_s,
-        "eval_s": summary["eval_s"],
-        "figures_s": summary.get("figures_s", 0.0),
-        "trained": trained,
-    }
-    record_timing(exp.directory, timing)
-    summary.update(trained=trained, timing=timing)
-    return summary
+    # One process per experiment folder: a second start of the same command is refused here, in one
+    # line, before it writes config.json or plays the held-out set (the parent's own lock comes later).
+    with own_run(exp.directory):
+        exp = open_experiment(exp, resume, given)
+        started = time.perf_counter()
+        prepare(exp)
+        trained = {"parent": train_parent(exp, progress)}
+        trained.update(train_children(exp, progress, parallel_children))
+        drop_stale_evaluations(exp, trained)
+        train_s = time.perf_counter() - started
+        summary = analyze(exp.directory, bootstrap=bootstrap)
+        wall = time.perf_counter() - started
+        timing = {
+            "command": command,
+            "wall_s": wall,
+            "train_s": train_s,
+            "eval_s": summary["eval_s"],
+            "figures_s": summary.get("figures_s", 0.0),
+            "trained": trained,
+        }
+        record_timing(exp.directory, timing)
+        summary.update(trained=trained, timing=timing)
+        return summary
 
 
 # ----------------------------------------------------------------------------- compare

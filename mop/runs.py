@@ -41,6 +41,8 @@ other run lock in the project (no copy of it, no lock of another kind on a run f
   partial or done (`run_status`) and refuses a folder holding another policy type;
 - lmc.py's shared-buffer pair: both children's folders at once (`own_run(a, b)`), trained in
   lockstep by imitation.run_in_lockstep;
+- lmc.py train's experiment folder, for the whole command (`run_experiment`): the same experiment
+  started twice is refused before it writes anything;
 - any other writer of a run folder (generative training's output folder, a sweep's bookkeeping)
   holds it the same way, `with own_run(folder): ...`, and nothing else.
 Readers (evaluation, statistics, notebooks) take no lock: every file is replaced atomically.

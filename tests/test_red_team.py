@@ -961,6 +961,26 @@ def test_two_lmc_experiments_of_one_folder_at_once(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:"), refused[0]
 
 
+def test_an_lmc_experiment_being_run_refuses_a_second_start_before_any_work(tmp_path, capsys):
+    """While one lmc.py holds its experiment folder, the same command is refused in one line at
+    once: no config.json, no held-out set played (its progress bar once leaked into the refusal,
+    when the second start ran up to the parent's run lock before it was refused)."""
+    import lmc
+    from mop.runs import run_lock
+
+    root = tmp_path / "lmc"
+    args = ["--config", str(TINY_PRESET), "--task_id", "BabyAI-GoToRedBallGrey-v0", "--seed", "1"]
+    args += ["--num_updates", "6", "--fork_points", "0.5", "--alphas", "2", "--eval_episodes", "2"]
+    args += ["--heldout_episodes", "2", "--results_root", str(root), "--no_progress"]
+    folder = root / "BabyAI-GoToRedBallGrey-v0" / "seed_1" / "fresh"
+    with run_lock(folder), pytest.raises(SystemExit) as refused:
+        lmc.main(["train", *args])
+    lines = stderr_lines(capsys.readouterr().err)
+    assert refused.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and "is being trained by pid" in lines[0]
+    assert not any(p.is_file() for p in root.rglob("*"))
+
+
 @pytest.mark.slow
 def test_two_batch_evals_into_one_csv_lose_no_row(trained, tmp_path):
     csv, cache = tmp_path / "r.csv", tmp_path / "cache"
