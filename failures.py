@@ -278,25 +278,29 @@ TABLE_COLUMNS = (
 
 
 def read_against(path: str, flag: str = "--against") -> pd.DataFrame:
-    """A table this tool wrote with --out, checked before anything is played: --against's other
-    run (its layouts, outcomes and instructions), or with flag "--table" a whole table to report
-    again, its columns typed as anatomy types them."""
+    """A table of one policy's layouts, outcomes and instructions, checked before anything is
+    played: this tool's --out or a level-table row's (bench/results/levels_episodes/). For
+    --against the other run; with flag "--table" the table to report again, a whole --out table
+    typed as anatomy types it."""
     try:
         other = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise FailureError(f"{flag} {path!r} cannot be read as CSV: {e}") from None
-    missing = [c for c in (TABLE_COLUMNS if flag == "--table" else AGAINST_COLUMNS) if c not in other.columns]
+    missing = [c for c in AGAINST_COLUMNS if c not in other.columns]
     if missing:
         raise FailureError(f"{flag} {path!r} is not a failures.py --out table (no {', '.join(missing)})")
     if other.episode.duplicated().any() or other.success.dtype != bool:
         raise FailureError(f"{flag} {path!r}: its episodes are not one row each with a true/false success")
-    if flag == "--table":
+    if flag == "--table" and set(TABLE_COLUMNS) <= set(other.columns):  # typed for format_report
         if other.needs_key.dtype != bool or not set(other.stage) <= {k for k, _ in STAGES}:
             raise FailureError(f"{flag} {path!r}: its needs_key or stage column is not one this tool writes")
         for k in MILESTONES + PUT_NEXT_MILESTONES:
             other[f"t_{k}"] = other[f"t_{k}"].astype("Int64")
         other["reversible"] = other["reversible"].astype("boolean")
     return other
+
+
+OUTCOMES_ONLY = "(a table of outcomes only, as bench/levels.py keeps them: no milestones to dissect)"
 
 
 def table_line(path: str, table: pd.DataFrame) -> str:
@@ -380,7 +384,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     except (ConfigError, EvalError, FailureError) as e:
         refuse(str(e))
     print(head)
-    print("\n".join([format_report(table), *paired]))
+    whole = set(TABLE_COLUMNS) <= set(table.columns)  # a --table of outcomes only has no milestones
+    print("\n".join([format_report(table) if whole else OUTCOMES_ONLY, *paired]))
     if args.table is None:
         save_table(table, args.out)
     return table

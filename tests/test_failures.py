@@ -317,9 +317,27 @@ def test_a_saved_table_reads_back_to_the_same_report_and_a_foreign_one_is_refuse
     table.assign(stage="lost").to_csv(foreign, index=False)
     with pytest.raises(fl.FailureError, match="needs_key or stage column"):
         fl.read_against(str(foreign), "--table")
-    table.drop(columns="cells_stood_on").to_csv(foreign, index=False)
-    with pytest.raises(fl.FailureError, match=r"--table .* \(no cells_stood_on\)"):
+    table.drop(columns="success").to_csv(foreign, index=False)
+    with pytest.raises(fl.FailureError, match=r"--table .* \(no success\)"):
         fl.read_against(str(foreign), "--table")
+
+
+def test_a_level_table_row_of_outcomes_only_is_reported_and_paired(tmp_path, capsys):
+    """bench/levels.py keeps each row's layouts as episode, seed, success, instruction, length:
+    --table reports its success and pairs it, and says there is nothing to dissect."""
+    kinds = ["go to"] * 4
+    for name, successes in (("a.csv", [True, True, False, True]), ("b.csv", [True, False, False, False])):
+        pd.DataFrame(
+            {"episode": range(4), "seed": range(4), "success": successes, "instruction": kinds, "length": 9}
+        ).to_csv(tmp_path / name, index=False)
+    fl.main(["--table", str(tmp_path / "a.csv"), "--against", str(tmp_path / "b.csv")])
+    lines = capsys.readouterr().out.splitlines()
+    low, high = em.wilson_interval(3, 4)
+    head = f"4 episodes (a saved table), success 75.0% [{low:.1%}, {high:.1%}] (95% Wilson)"
+    assert lines[0] == f"{tmp_path / 'a.csv'}: {head}"
+    assert lines[1] == fl.OUTCOMES_ONLY
+    (row,) = [line.split() for line in lines if line.startswith("all ")]
+    assert row[1:6] == ["4", "1", "2", "0", "1"]  # both, this only, other only, neither
 
 
 def _table(successes, instructions):
