@@ -277,6 +277,11 @@ TABLE_COLUMNS = (
 )
 
 
+def whole_table(table: pd.DataFrame) -> bool:
+    """Whether a table has every column --out writes (a level-table row's has outcomes only)."""
+    return set(TABLE_COLUMNS) <= set(table.columns)
+
+
 def read_against(path: str, flag: str = "--against") -> pd.DataFrame:
     """A table of one policy's layouts, outcomes and instructions, checked before anything is
     played: this tool's --out or a level-table row's (bench/results/levels_episodes/). For
@@ -291,7 +296,7 @@ def read_against(path: str, flag: str = "--against") -> pd.DataFrame:
         raise FailureError(f"{flag} {path!r} is not a failures.py --out table (no {', '.join(missing)})")
     if other.episode.duplicated().any() or other.success.dtype != bool:
         raise FailureError(f"{flag} {path!r}: its episodes are not one row each with a true/false success")
-    if flag == "--table" and set(TABLE_COLUMNS) <= set(other.columns):  # typed for format_report
+    if flag == "--table" and whole_table(other):  # typed for format_report
         if other.needs_key.dtype != bool or not set(other.stage) <= {k for k, _ in STAGES}:
             raise FailureError(f"{flag} {path!r}: its needs_key or stage column is not one this tool writes")
         for k in MILESTONES + PUT_NEXT_MILESTONES:
@@ -384,8 +389,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     except (ConfigError, EvalError, FailureError) as e:
         refuse(str(e))
     print(head)
-    whole = set(TABLE_COLUMNS) <= set(table.columns)  # a --table of outcomes only has no milestones
-    print("\n".join([format_report(table) if whole else OUTCOMES_ONLY, *paired]))
+    print("\n".join([format_report(table) if whole_table(table) else OUTCOMES_ONLY, *paired]))
     if args.table is None:
         save_table(table, args.out)
     return table

@@ -788,6 +788,12 @@ class ImitationRun:
         self.logger: MetricLogger | None = None
 
     @property
+    def demo_source(self) -> DemoSource | None:
+        """Where the run's demos come from now: the BC phase's collector, or --demos_in_dagger's
+        source beside the live collector in the DAgger phase (None: no demos in play)."""
+        return self.collector if isinstance(self.collector, DemoSource) else self.demos
+
+    @property
     def done(self) -> bool:
         return self.state.update >= self.cfg.num_updates
 
@@ -898,9 +904,8 @@ class ImitationRun:
             logged = self.row = state.log_row()
             if replaying:
                 self.row.update(self.replay.log_fields())
-            demos = self.collector if isinstance(self.collector, DemoSource) else self.demos
-            if demos is not None:
-                self.row["demos/epoch"] = demos.buffer.epoch  # passes over the demos started
+            if self.demo_source is not None:
+                self.row["demos/epoch"] = self.demo_source.buffer.epoch  # passes over the demos started
             self.logger.log(self.row)
             if self.progress:
                 self.bar.write(format_log_line(self.row))
@@ -936,9 +941,8 @@ class ImitationRun:
         """The checkpoint payload of the run as it stands (what a fork starts from). Its tensors
         are the live ones (Fork copies what it is given)."""
         payload = checkpoint_payload(self.learner, self.state)
-        demos = self.collector if isinstance(self.collector, DemoSource) else self.demos
-        if demos is not None:
-            payload["demo_sampler"] = demos.state()
+        if self.demo_source is not None:
+            payload["demo_sampler"] = self.demo_source.state()
         if self.replay is not None and self.replay.state() is not None:
             payload["replay_stream"] = self.replay.state()  # --learner_stream streamed: columns and memory
         return payload

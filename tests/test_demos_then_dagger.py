@@ -208,7 +208,7 @@ def test_demos_in_dagger_train_the_next_demo_batch_beside_each_dagger_update(tmp
     plain_widths = list(widths)
     if stream == "streamed":
         # every update hands the demo stream its own columns' end memory: the batch's last ones
-        demo_carries = [memory for stream, memory in carried if stream in streams]
+        demo_carries = [memory for source, memory in carried if source in streams]
         assert len(demo_carries) == 8
         for memory, end in zip(demo_carries, ended):
             assert torch.equal(memory, end[-columns:])
