@@ -161,6 +161,7 @@ LIMITS = {
     "expert_hidden_sizes": (4096, "memory (each expert's GRU size)"),
     "lr": (1.0, "Adam diverges at once above it"),
     "lr_final": (1.0, "Adam diverges at once above it"),
+    "dagger_lr": (1.0, "Adam diverges at once above it"),
     "lr_decay_updates": (10**9, "no run is longer: num_updates is at most 1e9"),
     "buffer_episodes": (10**7, "memory"),
     "trunk_channels": (1024, "memory and time: the learner's cost grows with its square"),

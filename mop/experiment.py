@@ -4,10 +4,8 @@ save/load (one place, with its format version and the upgrade of older formats),
 - `TrainConfig`: every key of config.yaml, typed and documented; `load_config` merges YAML and CLI
   flags and rejects unknown keys, wrong types and impossible values with a message naming the key.
   The imitation loop that uses them is imitation.py; run folders are runs.py.
-- checkpoints: plain dicts of tensors and plain types, written atomically, loadable with `torch.load(
-  weights_only=True)`; `load_checkpoint` checks `format_version` and brings older checkpoints (the
-  earlier system's included) to the current form in `upgrade_checkpoint`; `load_policy` rebuilds
-  the policy and mission encoder of any checkpoint.
+- checkpoints (mop/checkpoints.py, re-exported here): `save_checkpoint`, `load_checkpoint` (format
+  version checked, older formats upgraded), `load_policy`, `newest_checkpoint`.
 - `MetricLogger`: metrics.jsonl in the run folder (slash names), and wandb when asked.
 
 Example:
@@ -25,16 +23,25 @@ import math
 import os
 import sys
 import types
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Union, get_args, get_origin, get_type_hints
 
-import numpy as np
 import yaml
 
 from mop import legacy_config
+from mop.checkpoints import (  # noqa: F401  (re-exported: callers import them from here)
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_SAFE_GLOBALS,
+    CheckpointError,
+    load_checkpoint,
+    load_policy,
+    load_torch_file,
+    newest_checkpoint,
+    save_checkpoint,
+    upgrade_checkpoint,
+)
 from mop.checks import (  # noqa: F401  (re-exported)
     LIMITS,
     MAX_STEPS_PER_UPDATE,
@@ -43,29 +50,14 @@ from mop.checks import (  # noqa: F401  (re-exported)
     command_edges,
     finite_number,
 )
-from mop.devices import DeviceError, check_device, to_cpu
+from mop.devices import DeviceError, check_device
 from mop.level_names import OBS_ENCODINGS, checked_levels, env_levels, subgoal_weights
 from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
-from mop.runs import OutputError, RunId, RunLockedError, atomic_write, lock_owner, resume_candidates
+from mop.runs import OutputError, RunId, RunLockedError
 from mop.runs import run_dir as _run_dir
 
 if TYPE_CHECKING:  # torch is imported where it is used: a command checks its flags and config without it
-    import torch
-# Version of the checkpoint dict written by save_checkpoint. Checkpoints without `format_version`
-# (the earlier system's, and this project's before it was checked) are format 0.
-CHECKPOINT_FORMAT = 1
-
-# What torch.load(weights_only=True) may build beyond tensors and plain types: the earlier system
-# stored config["num_actions"] as gymnasium's numpy.int64, pickled as scalar(dtype('i8'), bytes).
-# numpy 1.x writers name the reconstructor numpy.core.multiarray.scalar, numpy 2 numpy._core....
-# Nothing else is allowed; upgrade_checkpoint turns the scalars into Python ints.
-_NUMPY_SCALAR = np._core.multiarray.scalar
-CHECKPOINT_SAFE_GLOBALS = [
-    _NUMPY_SCALAR,
-    (_NUMPY_SCALAR, "numpy.core.multiarray.scalar"),
-    np.dtype,
-    np.dtypes.Int64DType,
-]
+    pass
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
@@ -202,6 +194,11 @@ class TrainConfig:
     )
     lr_decay_updates: int = _help(
         "updates over which the learning rate goes from --lr to --lr_final (0: constant --lr)", 0
+    )
+    dagger_lr: float | None = _help(
+        "with --demo_updates K: the learning rate of the DAgger updates K+1.. (constant; Adam's "
+        "moments carry over). null: the --lr schedule runs on through the switch",
+        None,
     )
     max_grad_norm: float | None = _help("clip the gradient norm to this (null: no clipping)", 1.0)
     learner_precision: str = _help(
@@ -486,7 +483,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("trial", "seed", "num_workers"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(cfg, key)}")
-    for key in ("lr", "lr_final"):
+    for key in ("lr", "lr_final", "dagger_lr"):
         value = getattr(cfg, key)
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"{key} must be a positive number, got {value}")
@@ -517,6 +514,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key, needs, said in (
         ("demo_updates", "demos", "counts the offline updates on --demos N before DAgger"),
         ("demos_in_dagger", "demo_updates", "keeps the demos in the DAgger phase"),
+        ("dagger_lr", "demo_updates", "is the DAgger phase's learning rate"),
     ):
         if getattr(cfg, key) and not getattr(cfg, needs):
             raise ConfigError(f"{key} {said}: give --{needs} too")
@@ -771,151 +769,6 @@ def run_dir(cfg: TrainConfig) -> Path:
 
 def run_seed(cfg: TrainConfig) -> int:
     return cfg.seed if cfg.seed is not None else 0
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-class CheckpointError(ValueError):
-    """A file that is not a loadable checkpoint of this project (or of the earlier system)."""
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Write a checkpoint dict atomically, stamped with CHECKPOINT_FORMAT; its tensors are stored
-    on the CPU, whatever device they live on (load_checkpoint maps to the CPU as well)."""
-    import torch
-
-    payload = to_cpu({"format_version": CHECKPOINT_FORMAT, **payload})
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
-
-
-# What torch's warnings about a file we refuse say it is (folded into the one error line).
-_FOREIGN_KINDS = {"TorchScript": "a TorchScript archive (torch.jit)", "pickle protocol": "a plain pickle"}
-
-
-def load_torch_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:
-    """torch.load(path, weights_only=True) (plus CHECKPOINT_SAFE_GLOBALS) of a file a user hands us,
-    or CheckpointError in one line. torch warns before it fails on some foreign files (a TorchScript
-    archive, a pickle of a newer protocol); those warnings are not printed, their gist goes into the
-    error line, so a refused file gives that line and nothing else. A file that loads gets its
-    warnings re-issued."""
-    import torch
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            # map_location: tensors a GPU run saved (or a file whose storages name a device this
-            # machine lacks) load on the CPU without a word; the stage then moves them to its device.
-            with torch.serialization.safe_globals(CHECKPOINT_SAFE_GLOBALS):
-                loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            said = " ".join(str(w.message) for w in caught)
-            kind = next((k for marker, k in _FOREIGN_KINDS.items() if marker in said), None)
-            if kind:
-                raise CheckpointError(f"{what} {str(path)!r} is {kind}, not a torch.save file") from None
-            raise CheckpointError(
-                f"{what} {str(path)!r} is unreadable or corrupt ({type(e).__name__})"
-            ) from None
-    for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return loaded
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint safely (weights_only), check its format version and upgrade an older one;
-    raise CheckpointError with one clear line if it is not a checkpoint this code can read."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    ckpt = load_torch_file(path)
-    if (
-        not isinstance(ckpt, dict)
-        or "policy_state_dict" not in ckpt
-        or not isinstance(ckpt.get("config"), dict)
-    ):
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} has no policy_state_dict/config: not a checkpoint of this project"
-        )
-    version = ckpt.get("format_version", 0)
-    if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} has format version {version!r}; this code reads up to "
-            f"{CHECKPOINT_FORMAT}: update this project to read it"
-        )
-    return upgrade_checkpoint(ckpt)
-
-
-def upgrade_checkpoint(ckpt: dict) -> dict:
-    """Bring a checkpoint of any older format to the current one: format 0 (the earlier system's,
-    and this project's before format_version) is mop/legacy_config.py's `upgrade`, the one place
-    that knows it (its config keys, module names, numpy num_actions and architecture defaults)."""
-    return legacy_config.upgrade(ckpt, CHECKPOINT_FORMAT)
-
-
-def load_policy(
-    checkpoint_path: str | os.PathLike, ckpt: dict | None = None, distilbert_path: str | None = None
-) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
-    """(policy, mission encoder, config) of a checkpoint, in eval mode. Raises CheckpointError.
-
-    distilbert_path: where this machine keeps the DistilBERT weights of a DistilBERT checkpoint
-    (a directory or a Hugging Face id in the local cache); None: the run's `distilbert_path`."""
-    from mixture_of_experts import build_policy
-    from mop.language import MissionEncoderError, build_mission_encoder
-
-    ckpt = load_checkpoint(checkpoint_path) if ckpt is None else ckpt
-    config = ckpt["config"]
-    missing = [k for k in ("task_id", "input_dim", "lang_dim") if k not in config]
-    if missing:
-        raise CheckpointError(
-            f"checkpoint {str(checkpoint_path)!r} has no {', '.join(missing)} in its config"
-        )
-    try:
-        policy = build_policy(config)
-        policy.load_state_dict(ckpt["policy_state_dict"])
-    except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(
-            f"checkpoint {str(checkpoint_path)!r} does not match its config: {first}"
-        ) from None
-    try:
-        encoder = build_mission_encoder(
-            config["lang_encoder"],
-            config["lang_dim"],
-            distilbert_path or config.get("distilbert_path", "distilbert-base-uncased"),
-            state=ckpt.get("encoder_state"),
-        )
-    except (MissionEncoderError, ValueError) as e:
-        hint = " (eval_mop.py and batch_eval.py: --distilbert_path DIR)" if distilbert_path is None else ""
-        raise CheckpointError(f"checkpoint {str(checkpoint_path)!r}: {e}{hint}") from None
-    policy.eval()
-    encoder.eval()
-    return policy, encoder, config
-
-
-def newest_checkpoint(directory: str | os.PathLike, report: bool = True) -> tuple[Path, dict]:
-    """(path, checkpoint) of the newest readable checkpoint of a run folder (runs.resume_candidates'
-    order). A bad one (truncated, not a checkpoint, a refused pickle) is skipped, named on stderr
-    when `report`, and left in place (the run overwrites it when it gets there). ConfigError in one
-    line if there is none."""
-    candidates = resume_candidates(directory)
-    if not candidates:
-        owner = lock_owner(directory)
-        if owner is not None:  # a run starting there has not written its first checkpoint yet
-            raise RunLockedError(
-                f"{str(directory)!r} is being trained by {owner}; wait for it to end, or stop it first"
-            )
-        raise ConfigError(f"--resume: no checkpoint to resume in {str(directory)!r}")
-    bad = []
-    for path in candidates:
-        try:
-            ckpt = load_checkpoint(path)
-        except CheckpointError as e:
-            bad.append(str(e))
-            continue
-        if bad and report:
-            print(f"warning: {'; '.join(bad)}; resuming from {path.name}", file=sys.stderr)
-        return path, ckpt
-    raise ConfigError(f"--resume: no readable checkpoint in {str(directory)!r} ({'; '.join(bad)})")
 
 
 def recipe_keys(config: TrainConfig | dict) -> dict:

@@ -627,8 +627,11 @@ def offline_update(cfg: TrainConfig, update: int) -> bool:
 
 
 def lr_at(cfg: TrainConfig, update: int) -> float:
-    """The learning rate of `update`'s optimizer step, on cfg's schedule (linear_schedule). A
-    function of the update alone, so --resume and LMC forks continue it exactly."""
+    """The learning rate of `update`'s optimizer step, on cfg's schedule (linear_schedule), or
+    --dagger_lr for the DAgger updates after --demo_updates. A function of the update alone, so
+    --resume and LMC forks continue it exactly."""
+    if cfg.dagger_lr is not None and cfg.demo_updates and update > cfg.demo_updates:
+        return cfg.dagger_lr
     return linear_schedule(cfg.lr, cfg.lr_final, cfg.lr_decay_updates, update)
 
 

@@ -66,6 +66,11 @@ def test_the_schedules_count_as_documented(tmp_path):
     # the learning rate is the run's: a function of the update since update 1, whatever the phase
     scheduled = recipe(tmp_path, tmp_path / "demos", lr_final=1e-3, lr_decay_updates=4)
     assert [lr_at(scheduled, u) for u in (1, 5)] == pytest.approx([3e-3, 1e-3])
+    # --dagger_lr: the schedule through the BC updates 1-4, then that rate for every DAgger update
+    bumped = recipe(tmp_path, tmp_path / "demos", lr_final=1e-4, lr_decay_updates=4, dagger_lr=2e-3)
+    assert [lr_at(bumped, u) for u in (1, 4, 5, 8)] == pytest.approx(
+        [3e-3, 3e-3 - 2.9e-3 * 3 / 4, 2e-3, 2e-3]
+    )
     # demo_updates 0 (absent): the demos throughout, as before the key existed
     alone = tiny_config(tmp_path, demos=10)
     assert alone.demo_updates == 0 and all(offline_update(alone, u) for u in range(1, 7))
@@ -81,6 +86,15 @@ def test_the_schedules_count_as_documented(tmp_path):
             ["--demos", "10", "--demos_in_dagger"],
             r"demos_in_dagger keeps the demos in the DAgger phase: give --demo_",
         ),
+        (
+            ["--demos", "10", "--dagger_lr", "1e-3"],
+            r"dagger_lr is the DAgger phase's learning rate: give --demo_",
+        ),
+        (
+            ["--demos", "10", "--demo_updates", "2", "--dagger_lr", "0"],
+            r"dagger_lr must be a positive number",
+        ),
+        (["--demos", "10", "--demo_updates", "2", "--dagger_lr", "3"], r"dagger_lr must be at most 1"),
         (["--demos", "10", "--demo_updates", "6"], r"demo_updates \(6\) must be below num_updates \(6\)"),
         (["--demos", "10", "--demo_updates", "9"], r"no online update would be left"),
         (
@@ -155,6 +169,25 @@ def test_the_learner_takes_demo_threads_on_the_demos_and_one_thread_from_the_swi
     finally:
         torch.set_num_threads(before)
     assert seen == [2] * 4 + [1] * 4
+
+
+def test_dagger_lr_is_the_rate_of_every_dagger_step_and_the_schedule_holds_through_bc(tmp_path, monkeypatch):
+    """--dagger_lr: Adam steps at the schedule's rate through the BC updates, at dagger_lr from the
+    first DAgger update on (a test that fails if lr_at ignores the key or the phase)."""
+    from mop.imitation import Learner
+
+    seen, step = [], Learner.step
+
+    def recording(self, *args, **kwargs):
+        parts = step(self, *args, **kwargs)
+        seen.append(self.optimizer.param_groups[0]["lr"])
+        return parts
+
+    monkeypatch.setattr(Learner, "step", recording)
+    cfg = recipe(tmp_path / "ck", tmp_path / "demos", lr_final=1e-4, lr_decay_updates=100, dagger_lr=5e-4)
+    rows = read_metrics(train_mop.main(cfg, progress=False)["metrics_path"])
+    assert seen == pytest.approx([3e-3 - 2.9e-5 * u for u in range(4)] + [5e-4] * 4)
+    assert [r["train/lr"] for r in rows if r["update"] > 4] == pytest.approx([5e-4, 5e-4])
 
 
 @pytest.mark.slow
