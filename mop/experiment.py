@@ -26,7 +26,7 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Union, get_args, get_origin, get_type_hints
+from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -55,9 +55,6 @@ from mop.level_names import OBS_ENCODINGS, checked_levels, env_levels, subgoal_w
 from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
 from mop.runs import OutputError, RunId, RunLockedError
 from mop.runs import run_dir as _run_dir
-
-if TYPE_CHECKING:  # torch is imported where it is used: a command checks its flags and config without it
-    pass
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
