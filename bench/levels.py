@@ -866,16 +866,14 @@ def draw_curves(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     return 0
 
 
-DEMO_KEYS = ("demos", "demo_updates")  # checked against each other and the length: not for the frame count
-
-
 def bench_config(level: str, config: Path | None, sets: dict, frames: int) -> TrainConfig:
     """The recipe resolved at the bench's length: num_updates from --frames, so a key checked
     against the run's length (demo_updates < num_updates) is checked against the bench's, not the
     recipe file's. The frames per update come from the recipe with its demo keys left out."""
-    from mop.experiment import load_config
+    from mop.experiment import keys_needing, load_config
 
-    base = load_config(config, {"task_id": level, **{k: v for k, v in sets.items() if k not in DEMO_KEYS}})
+    demo_keys = keys_needing("demos")  # checked against each other and the length: not for the frame count
+    base = load_config(config, {"task_id": level, **{k: v for k, v in sets.items() if k not in demo_keys}})
     updates = max(1, round(frames / (base.num_envs * base.unroll_len)))
     return load_config(config, {"task_id": level, **sets, "num_updates": updates})
 

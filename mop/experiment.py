@@ -454,6 +454,23 @@ def _check_limits(cfg: TrainConfig) -> None:
         )
 
 
+KEY_NEEDS = (  # (key, the key it is refused without, what it does): validate's prerequisites
+    ("demo_updates", "demos", "counts the offline updates on --demos N before DAgger"),
+    ("demos_in_dagger", "demo_updates", "keeps the demos in the DAgger phase"),
+    ("dagger_lr", "demo_updates", "is the DAgger phase's learning rate"),
+)
+
+
+def keys_needing(key: str) -> set[str]:
+    """`key` and every key refused without it, directly or through another (KEY_NEEDS)."""
+    found = {key}
+    while True:
+        more = {k for k, needs, _ in KEY_NEEDS if needs in found} - found
+        if not more:
+            return found
+        found |= more
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise ConfigError on impossible values (each message names the key): negative or zero
     counts, probabilities outside [0, 1], and values above LIMITS (non-finite floats never get
@@ -508,11 +525,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                 f"batch_columns x unroll_len must be at most {MAX_STEPS_PER_UPDATE} steps per update "
                 f"(memory), got {cfg.batch_columns} x {cfg.unroll_len}"
             )
-    for key, needs, said in (
-        ("demo_updates", "demos", "counts the offline updates on --demos N before DAgger"),
-        ("demos_in_dagger", "demo_updates", "keeps the demos in the DAgger phase"),
-        ("dagger_lr", "demo_updates", "is the DAgger phase's learning rate"),
-    ):
+    for key, needs, said in KEY_NEEDS:
         if getattr(cfg, key) and not getattr(cfg, needs):
             raise ConfigError(f"{key} {said}: give --{needs} too")
     if cfg.demo_updates >= cfg.num_updates:

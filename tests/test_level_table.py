@@ -313,6 +313,25 @@ def test_demo_updates_are_checked_against_the_bench_length_not_the_recipe_files(
         levels.bench_config(LEVEL, configs / f"{LEVEL}.yaml", sets, frames=1600)  # 50 updates: none online
 
 
+@pytest.mark.parametrize("key, value", [("dagger_lr", 1e-3), ("demos_in_dagger", True)])
+def test_keys_of_the_dagger_phase_pass_through_the_bench(tmp_path, key, value):
+    """--set dagger_lr / demos_in_dagger beside --set demo_updates: the bench's frame count is read
+    off the recipe without its demo keys, and these need demo_updates; they used to stay in and be
+    refused ("give --demo_updates too", exit 2) before any run started (GoToImpUnlock-wide-dagger-lr)."""
+    _, configs, _, _, _ = tiny_level(tmp_path, 3200, 320, 5, 5, num_updates=20)
+    sets = {"demos": 50, "demo_updates": 60, key: value}
+    cfg = levels.bench_config(LEVEL, configs / f"{LEVEL}.yaml", sets, frames=3200)
+    assert (cfg.num_updates, cfg.demo_updates, getattr(cfg, key)) == (100, 60, value)
+
+
+def test_keys_needing_follows_prerequisites_through_other_keys():
+    from mop.experiment import KEY_NEEDS, keys_needing
+
+    assert keys_needing("demos") == {"demos", "demo_updates", "demos_in_dagger", "dagger_lr"}
+    assert keys_needing("dagger_lr") == {"dagger_lr"}
+    assert {k for k, _, _ in KEY_NEEDS} <= keys_needing("demos")
+
+
 def test_a_longer_budget_continues_the_same_curve():
     """Two budgets of one recipe are one run: one curve whose shared checkpoint appears once, with
     both budgets' final evaluations; another recipe is its own curve. Fails when curves are keyed
