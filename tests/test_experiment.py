@@ -512,6 +512,17 @@ WIDE_DAGGER = {
             "BabyAI-GoToImpUnlock-v0",
             {**WIDE_DAGGER, "demo_updates": 2048, "num_updates": 6144, "learner_precision": "bfloat16"},
         ),
+        (
+            "GoToImpUnlock-200k",
+            "BabyAI-GoToImpUnlock-v0",
+            {
+                **WIDE_DAGGER,
+                "demos": 200000,
+                "demo_updates": 5120,
+                "num_updates": 7168,
+                "learner_precision": "bfloat16",
+            },
+        ),
     ],
 )
 def test_the_bc_presets_are_the_level_tables_bc_recipe(preset, level, sets):
@@ -520,7 +531,8 @@ def test_the_bc_presets_are_the_level_tables_bc_recipe(preset, level, sets):
     GoToImpUnlock-wide-dagger.yaml is the same with its own --set keys (512-unit experts, 3,072 BC
     updates, then DAgger to 5,120 with bot_undo off), GoToImpUnlock-wide-sg-dagger.yaml that
     recipe with the subgoal head, and GoToImpUnlock-long-dagger.yaml that recipe with 2,048 BC and
-    4,096 DAgger updates in bf16 (its bench command's --frames 6291456)."""
+    4,096 DAgger updates in bf16 (its bench command's --frames 6291456), GoToImpUnlock-200k.yaml that
+    recipe on 200 K demos with 5,120 BC and 2,048 DAgger updates in bf16 (--frames 7340032)."""
     from mop.experiment import recipe_keys
 
     table = load_config(
