@@ -513,13 +513,12 @@ WIDE_DAGGER = {
             {**WIDE_DAGGER, "demo_updates": 2048, "num_updates": 6144, "learner_precision": "bfloat16"},
         ),
         (
-            "GoToImpUnlock-200k",
+            "GoToImpUnlock-wide-bc-200k",
             "BabyAI-GoToImpUnlock-v0",
             {
-                **WIDE_DAGGER,
                 "demos": 200000,
-                "demo_updates": 5120,
-                "num_updates": 7168,
+                "expert_hidden_sizes": WIDE_DAGGER["expert_hidden_sizes"],
+                "num_updates": 6144,
                 "learner_precision": "bfloat16",
             },
         ),
@@ -531,8 +530,8 @@ def test_the_bc_presets_are_the_level_tables_bc_recipe(preset, level, sets):
     GoToImpUnlock-wide-dagger.yaml is the same with its own --set keys (512-unit experts, 3,072 BC
     updates, then DAgger to 5,120 with bot_undo off), GoToImpUnlock-wide-sg-dagger.yaml that
     recipe with the subgoal head, and GoToImpUnlock-long-dagger.yaml that recipe with 2,048 BC and
-    4,096 DAgger updates in bf16 (its bench command's --frames 6291456), GoToImpUnlock-200k.yaml that
-    recipe on 200 K demos with 5,120 BC and 2,048 DAgger updates in bf16 (--frames 7340032)."""
+    4,096 DAgger updates in bf16 (its bench command's --frames 6291456), GoToImpUnlock-wide-bc-200k.yaml
+    the BC recipe with 512-unit experts on 200 K demos for 6,144 updates in bf16 (--frames 6291456)."""
     from mop.experiment import recipe_keys
 
     table = load_config(
