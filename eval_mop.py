@@ -336,6 +336,7 @@ def play_checkpoint(
     check_level: Callable[[str], None] | None = None,
     device: str = "cpu",
     first_episode: int = 0,
+    progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame, torch.nn.Module, dict, str]:
     """The analysis tools' way in (memory_probe, failures): load `checkpoint` and play evaluation
     layouts first_episode + 0..num_episodes-1 of one level (task_id None: the run's), greedy or
@@ -345,7 +346,8 @@ def play_checkpoint(
     play: a tool refuses a level it cannot analyse there (its exception propagates). device: as
     eval_mop's --device (auto | cpu | cuda | cuda:N); one that this machine lacks is an EvalError
     before the checkpoint is read. first_episode: bench/levels.py's model selection plays
-    babyai_env.VALIDATION_START + k, layouts no reported evaluation plays."""
+    babyai_env.VALIDATION_START + k, layouts no reported evaluation plays. progress: a bar on stderr
+    over the episodes as they finish (a few hundred take minutes on a hard level)."""
     torch_device = eval_device(EvalOptions(device=device))
     try:
         policy, encoder, config = load_policy(checkpoint)
@@ -362,7 +364,8 @@ def play_checkpoint(
         check_level(task_id)
     use_deterministic(torch_device)
     policy, encoder = policy.to(torch_device), encoder.to(torch_device)
-    with one_thread():
+    description = f"play {Path(checkpoint).name} on {task_id}"
+    with one_thread(), progress_bar(num_episodes, description, enabled=progress, leave=False) as bar:
         steps, episodes = run_episodes(
             policy,
             encoder,
@@ -372,6 +375,7 @@ def play_checkpoint(
             num_envs=num_envs,
             max_steps=config.get("max_steps"),
             sample=sample,
+            progress=bar,
             on_step=on_step,
             measure_bot_paths=False,
         )

@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 args.sample,
                 check_level=_check_level,
                 device=args.device,
+                progress=not args.no_progress,
             )
             table = anatomy(steps, episodes, task_id, config.get("max_steps"))
             head = played_line(task_id, num_episodes, args.sample, table.success.mean())

@@ -198,6 +198,7 @@ def collect(
     sample: bool,
     num_envs: int = 16,
     device: str = "cpu",
+    progress: bool = True,
 ):
     """Play the episodes; returns (steps sorted by episode and t, with x, y and the episode's
     success; the memory before each step (N, M); the policy; the level played; its room layout)."""
@@ -219,6 +220,7 @@ def collect(
             num_envs,
             lambda t: layouts.append(room_layout(t)),
             device,
+            progress=progress,
         )
     except EvalError as e:
         raise ProbeError(str(e)) from None
@@ -308,7 +310,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         except EvalError as e:
             raise ProbeError(str(e)) from None
         steps, memory, policy, task_id, layout = collect(
-            args.checkpoint, args.task_id, args.num_episodes, args.sample, device=args.device
+            args.checkpoint,
+            args.task_id,
+            args.num_episodes,
+            args.sample,
+            device=args.device,
+            progress=not args.no_progress,
         )
         table = probe_table(steps, memory, memory_blocks(policy), layout, args.min_age, args.min_count)
     except (ConfigError, ProbeError) as e:

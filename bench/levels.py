@@ -323,7 +323,7 @@ def run_level(
     # The run's own training time, summed over every session that trained it (a resumed or adopted
     # run included), not this call's wall clock.
     train_s = stats_of[final][1].get("elapsed_s", wall_s)
-    chosen = select_checkpoint(level, [p[3] for p in probes], stats_of, args.select_episodes)
+    chosen = select_checkpoint(level, [p[3] for p in probes], stats_of, args.select_episodes, not args.quiet)
     result = evaluate(
         chosen["path"] if chosen else final,
         EvalOptions(num_episodes=args.eval_episodes, num_envs=16, record=False),
@@ -403,7 +403,9 @@ def probe_checkpoints(
     return stats_of, probes, curve
 
 
-def select_checkpoint(level: str, paths: list[Path], stats_of: dict, episodes: int) -> dict | None:
+def select_checkpoint(
+    level: str, paths: list[Path], stats_of: dict, episodes: int, progress: bool = True
+) -> dict | None:
     """BabyAI's model selection (--select_episodes N; None when 0): every probed checkpoint plays
     the N validation layouts (evaluation episodes babyai_env.VALIDATION_START + 0..N-1, disjoint from
     the 0..M-1 that probes and the row's evaluation play) and the one solving most is kept, the
@@ -418,7 +420,9 @@ def select_checkpoint(level: str, paths: list[Path], stats_of: dict, episodes: i
     started, best = time.perf_counter(), None
     for path in paths:
         update = stats_of[path][0]
-        _, played, *_ = play_checkpoint(str(path), None, episodes, first_episode=VALIDATION_START)
+        _, played, *_ = play_checkpoint(
+            str(path), None, episodes, first_episode=VALIDATION_START, progress=progress
+        )
         success = float(played["success"].mean())
         print(f"[{level}] {path.name}: validation success {success:.3f} on {episodes} layouts", flush=True)
         if best is None or success > best["success"]:

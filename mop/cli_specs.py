@@ -507,6 +507,7 @@ def failures_parser(description: str | None) -> argparse.ArgumentParser:
         "(McNemar exact; per instruction kind with Holm)",
     )
     add_device_argument(parser)
+    parser.add_argument("--no_progress", action="store_true", help="no bar while the episodes play")
     return parser
 
 
@@ -544,6 +545,7 @@ def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", default=None, help="also write the table to this CSV")
     add_device_argument(parser)
+    parser.add_argument("--no_progress", action="store_true", help="no bar while the episodes play")
     return parser
 
 

@@ -6,6 +6,8 @@ pytest tests/test_failures.py
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -100,7 +102,9 @@ def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_
     out = tmp_path / "failures.csv"
     played = ["--checkpoint", checkpoint, "--task_id", "BabyAI-Unlock-v0", "--num_episodes", "3"]
     table = fl.main([*played, "--out", str(out)])
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
+    # the episodes play under a bar on stderr (minutes on a hard level); --no_progress drops it
+    assert f"play {Path(checkpoint).name} on BabyAI-Unlock-v0" in err
     assert "BabyAI-Unlock-v0: 3 episodes (greedy)" in printed and "never saw a matching key" in printed
     # every success rate it prints comes with its 95% Wilson interval over the episodes it counts
     k = int(table["success"].sum())
@@ -112,8 +116,10 @@ def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_
         assert f"[{low:.1%}, {high:.1%}]" in printed.split("need the key")[1].splitlines()[0]
     assert len(table) == 3 and list(pd.read_csv(out)["episode"]) == [0, 1, 2]
     # the same checkpoint against its own table: every layout agrees with itself, p 1
-    fl.main([*played, "--against", str(out)])
-    (row,) = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("all ")]
+    fl.main([*played, "--against", str(out), "--no_progress"])
+    paired, err = capsys.readouterr()
+    assert "play " not in err
+    (row,) = [line.split() for line in paired.splitlines() if line.startswith("all ")]
     assert row[1:] == ["3", str(k), "0", "0", str(3 - k), "1"]
     assert set(table["stage"]) <= {key for key, _ in fl.STAGES}
     # the saved table reports the same again with nothing played (--table), and pairs with itself

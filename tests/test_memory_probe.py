@@ -6,6 +6,8 @@ nothing in one that does not, and the CLI refuses what it cannot read.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -115,8 +117,9 @@ def test_the_cli_probes_a_real_checkpoint_on_a_maze_and_refuses_bad_input(tiny_r
             str(out),
         ]
     )
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
     assert "BabyAI-Unlock-v0: 4 episodes (greedy)" in printed and mp.NO_MEMORY in printed
+    assert f"play {Path(checkpoint).name} on BabyAI-Unlock-v0" in err  # the bar
     assert list(pd.read_csv(out)["features"]) == list(table["features"])
     # no memory, all, then the tiny preset's layers [[0, 8, 16], [0, 8]]: a router and 2 + 1 experts
     assert list(table["features"])[:2] == [mp.NO_MEMORY, "all"] and len(table) == 2 + 3 + 2
