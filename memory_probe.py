@@ -1,4 +1,5 @@
-"""Does a policy's recurrent memory hold which rooms it has visited? Linear probes per memory block.
+"""Does a policy's recurrent memory hold which rooms it has visited, or where the key it needs lies?
+Linear probes per memory block.
 
 On the maze levels (3x3 rooms) a student that fails runs to the step limit in a loop of rooms that
 never enters the room with the key or the door, while the bot it imitates explores what it has not
@@ -18,10 +19,29 @@ over the rooms with enough of both classes:
   memory probe reads the no-memory features too, so what it gains over that row is what the
   memory adds (a memory that held the visited rooms exactly would score near 1).
 Columns: `auc` over every target; `auc_old` over visits at least --min_age steps ago (against the
-unvisited rooms): what the memory keeps; `auc_solved` / `auc_failed` on the episodes each ended so.
+unvisited rooms): what the memory keeps; `auc_recent` over the visits since (against the same):
+what it has just seen; `auc_solved` / `auc_failed` on the episodes each ended so.
+
+`--target key` (a level with a locked door: Unlock, GoToImpUnlock) asks instead "which room holds a
+key of the locked door's colour", on the steps after one has been in view and before the agent first
+holds one (each episode is replayed in a fresh env of its layout to find them); every room is a
+target, the one the agent stands in too. `auc_old`: the steps at least --min_age steps after a
+matching key was last in view, the ones a memory must keep it for. `--target key_offset` asks the
+same in the agent's own frame, the one it would walk back by: how many cells ahead and to its right
+the key lies, each axis in five bins about a room wide (the no-memory row then knows the agent's
+room and heading, which bound the offsets). A memory could hold either frame. The failing GoToImpUnlock
+students see a key of the door's colour and never fetch it; this says whether they still hold where
+it was, and on which episodes.
+
+Every memory row's gain over the no-memory row comes with a 95% interval: within each fold of
+episodes the probe that scores it was fitted on the other fold, so each fold's gain has a bootstrap
+sd over its own episodes (--bootstrap resamples of whole episodes); the interval is the gain +-
+1.96 times the mean of the two sds, which holds whatever the two folds' errors share
+(docs/calibration.md, memory_probe_* rows; taken as independent they covered 0.895).
 
     python memory_probe.py --checkpoint checkpoints/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt
     python memory_probe.py --checkpoint CK --num_episodes 300 --min_age 64 --out probe.csv
+    python memory_probe.py --checkpoint CK --task_id BabyAI-GoToImpUnlock-v0 --target key --num_episodes 300
 """
 
 from __future__ import annotations
@@ -33,10 +53,14 @@ if __name__ == "__main__":  # flags answered before torch, pandas and scipy load
 
 import argparse
 import sys
+import warnings
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
+from scipy import sparse
 from scipy.stats import rankdata
 
 from eval_mop import (
@@ -48,22 +72,48 @@ from eval_mop import (
     save_table,
 )
 from mixture_of_experts import MixtureOfExpertsPolicy
-from mop.babyai_env import RoomLayout, make_env
+from mop.babyai_env import (
+    EVAL_SEED_START,
+    RoomLayout,
+    check_locked_level,
+    locked_doors,
+    make_env,
+    quiet_reset,
+)
 from mop.checks import ConfigError, command_edges, refuse
 from mop.cli_specs import check_memory_probe_args, memory_probe_parser
 
 NO_MEMORY = "no memory"
+TARGETS = ("rooms", "key")  # --target
+SUBSETS = ("auc", "auc_recent", "auc_old", "auc_solved", "auc_failed")
+_KEY = OBJECT_TO_IDX["key"]
+
+
+class Targets(NamedTuple):
+    """What the probes read, per step (rows: the steps sorted by episode and t) and target column."""
+
+    labels: np.ndarray  # (N, R) bool: the target holds
+    mask: np.ndarray  # (N, R) bool: the entries a probe is fitted on and scored on
+    recent: np.ndarray  # (N, R) bool: the entries of mask fresh in the memory (under --min_age)
+    old: np.ndarray  # (N, R) bool: the entries of mask that test what the memory keeps (--min_age)
+    free: np.ndarray  # (N, F) the no-memory features (every memory probe reads them too)
 
 
 class ProbeError(ValueError):
     """A checkpoint or level the probe cannot read; one line."""
 
 
-def room_layout(task_id: str) -> RoomLayout:
-    """The room grid of a level; ProbeError for a level of one room (nothing to remember)."""
+def room_layout(task_id: str, target: str = "rooms") -> RoomLayout:
+    """The room grid of a level; ProbeError for a level of one room (nothing to remember) and, for
+    the key targets, for a level without a locked door in its first layouts."""
     layout = RoomLayout.of(make_env(task_id))
     if layout.num_rooms < 2:
         raise ProbeError(f"{task_id} has one room: there are no visited rooms to remember")
+    if target != "rooms":
+        try:
+            check_locked_level(task_id)
+        except ValueError as e:
+            raise ProbeError(f"--target {target}: {e}") from None
     return layout
 
 
@@ -106,9 +156,9 @@ RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # l2 per fitted row, on standardised
 def _ridge(
     x: np.ndarray, y: np.ndarray, free: int, penalties: tuple[float, ...]
 ) -> list[tuple[np.ndarray, float]]:
-    """Ridge regressions of y on x with an intercept, one per penalty (times rows); the first
-    `free` columns are not penalised."""
-    mean_x, mean_y = x.mean(0), y.mean()
+    """Ridge regressions of each column of y (N, K) on x with an intercept, one (W (D, K), b (K,))
+    per penalty (times rows); the first `free` columns of x are not penalised."""
+    mean_x, mean_y = x.mean(0), y.mean(0)
     xc = x - mean_x
     gram, moment = xc.T @ xc, xc.T @ (y - mean_y)
     scale = np.ones(x.shape[1])
@@ -117,7 +167,7 @@ def _ridge(
     for penalty in penalties:
         regularised = gram + np.diag(scale * penalty * len(x) + 1e-9 * len(x))
         w = np.linalg.solve(regularised, moment)
-        fits.append((w, float(mean_y - mean_x @ w)))
+        fits.append((w, mean_y - mean_x @ w))
     return fits
 
 
@@ -127,25 +177,35 @@ def fit_probe(x: np.ndarray, y: np.ndarray, mask: np.ndarray, episode: np.ndarra
     columns (the no-memory features) are not penalised, so the memory's columns are shrunk towards
     the no-memory probe. Each column's penalty is picked from RIDGE_GRID by AUC on the last quarter
     of these episodes (fitted on the rest), then refitted on all of them: with hundreds of features
-    and a few hundred episodes an unpenalised probe fits the noise of the episodes it saw.
+    and a few hundred episodes an unpenalised probe fits the noise of the episodes it saw. Columns
+    with the same mask (--target key: all of them) share one Gram matrix.
     Returns (mean, std, W (D, R), b (R,)); a column with one class predicts its mean."""
     mean, std = x.mean(0), x.std(0) + 1e-6
     z = (x - mean) / std
     ids = np.unique(episode)
     held = np.isin(episode, ids[(3 * len(ids)) // 4 :])
     w_all, b_all = np.zeros((x.shape[1], y.shape[1])), np.zeros(y.shape[1])
+    groups: dict[bytes, list[int]] = {}
     for r in range(y.shape[1]):
         rows, target = mask[:, r], y[:, r]
         if not rows.any() or target[rows].min() == target[rows].max():
             b_all[r] = float(target[rows].mean()) if rows.any() else 0.0
             continue
+        groups.setdefault(np.packbits(rows).tobytes(), []).append(r)
+    for columns in groups.values():
+        rows = mask[:, columns[0]]
         fit, check = rows & ~held, rows & held
-        best = RIDGE_GRID[-1]
-        if fit.sum() > 1 and len(set(target[fit])) == 2 and len(set(target[check])) == 2:
-            fits = _ridge(z[fit], target[fit], free, RIDGE_GRID)
-            scores = [auc(z[check] @ w + b, target[check] > 0.5) for w, b in fits]
-            best = RIDGE_GRID[int(np.argmax(scores))]
-        w_all[:, r], b_all[r] = _ridge(z[rows], target[rows], free, (best,))[0]
+        best = {r: RIDGE_GRID[-1] for r in columns}
+        usable = [r for r in columns if len(set(y[fit, r])) == 2 and len(set(y[check, r])) == 2]
+        if fit.sum() > 1 and usable:
+            fits = _ridge(z[fit], y[fit][:, usable], free, RIDGE_GRID)
+            for k, r in enumerate(usable):
+                scores = [auc(z[check] @ w[:, k] + b[k], y[check, r] > 0.5) for w, b in fits]
+                best[r] = RIDGE_GRID[int(np.argmax(scores))]
+        for penalty in sorted(set(best.values())):
+            chosen = [r for r in columns if best[r] == penalty]
+            w, b = _ridge(z[rows], y[rows][:, chosen], free, (penalty,))[0]
+            w_all[:, chosen], b_all[chosen] = w, b
     return mean, std, w_all, b_all
 
 
@@ -154,18 +214,31 @@ def probe_scores(probe: tuple, x: np.ndarray) -> np.ndarray:
     return ((x - mean) / std) @ w + b
 
 
+def second_fold(episode: np.ndarray) -> np.ndarray:
+    """The rows of the second half of the episodes (by id): the probes' two folds."""
+    ids = np.unique(episode)
+    return np.isin(episode, ids[len(ids) // 2 :])
+
+
 def cross_fitted_scores(
     x: np.ndarray, y: np.ndarray, mask: np.ndarray, episode: np.ndarray, free: int = 0
 ) -> np.ndarray:
     """Every row's probe score from the probe fitted on the other half of the episodes (two folds,
-    split by episode): each step is scored by a probe that never saw its episode."""
-    ids = np.unique(episode)
-    second = np.isin(episode, ids[len(ids) // 2 :])
+    split by episode, second_fold): each step is scored by a probe that never saw its episode."""
+    second = second_fold(episode)
     scores = np.zeros(y.shape)
-    for test in (second, ~second):
-        probe = fit_probe(x[~test], y[~test], mask[~test], episode[~test], free)
+    for test, probe in zip((~second, second), fold_probes(x, y, mask, episode, free)):
         scores[test] = probe_scores(probe, x[test])
     return scores
+
+
+def fold_probes(x: np.ndarray, y: np.ndarray, mask: np.ndarray, episode: np.ndarray, free: int = 0) -> tuple:
+    """The two probes cross_fitted_scores scores with: the one that scores the first fold (fitted on
+    the second) and the one that scores the second."""
+    second = second_fold(episode)
+    return tuple(
+        fit_probe(x[train], y[train], mask[train], episode[train], free) for train in (second, ~second)
+    )
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -177,20 +250,6 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def mean_room_auc(
-    scores: np.ndarray, labels: np.ndarray, mask: np.ndarray, min_count: int
-) -> tuple[float, int]:
-    """AUC per room over its masked entries, averaged over the rooms with >= min_count of each
-    class: (mean AUC, rooms counted)."""
-    values = []
-    for r in range(labels.shape[1]):
-        m = mask[:, r]
-        lab = labels[m, r]
-        if lab.sum() >= min_count and (~lab).sum() >= min_count:
-            values.append(auc(scores[m, r], lab))
-    return (float(np.mean(values)) if values else float("nan")), len(values)
-
-
 def collect(
     checkpoint: str,
     task_id: str | None,
@@ -199,9 +258,11 @@ def collect(
     num_envs: int = 16,
     device: str = "cpu",
     progress: bool = True,
+    target: str = "rooms",
 ):
     """Play the episodes; returns (steps sorted by episode and t, with x, y and the episode's
-    success; the memory before each step (N, M); the policy; the level played; its room layout)."""
+    success; the memory before each step (N, M); the policy; the level played; its room layout; the
+    run's config). The key targets refuse, before any play, a level without a locked door."""
     memories: dict[tuple[int, int], np.ndarray] = {}
 
     def keep(step: ActedStep) -> None:
@@ -211,14 +272,14 @@ def collect(
 
     layouts: list[RoomLayout] = []  # room_layout refuses a one-room level before any play
     try:
-        steps, episodes, policy, _, task_id = play_checkpoint(
+        steps, episodes, policy, config, task_id = play_checkpoint(
             checkpoint,
             task_id,
             num_episodes,
             sample,
             keep,
             num_envs,
-            lambda t: layouts.append(room_layout(t)),
+            lambda t: layouts.append(room_layout(t, target)),
             device,
             progress=progress,
         )
@@ -228,7 +289,7 @@ def collect(
     success = episodes.set_index("episode")["success"].astype(bool)
     steps["success"] = success.loc[steps["episode"]].to_numpy()
     memory = np.stack([memories[(int(e), int(t))] for e, t in zip(steps["episode"], steps["t"])])
-    return steps, memory, policy, task_id, layout
+    return steps, memory, policy, task_id, layout, config
 
 
 def visit_targets(steps: pd.DataFrame, layout: RoomLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -248,52 +309,271 @@ def no_memory_features(rooms: np.ndarray, t: np.ndarray, num_rooms: int) -> np.n
     return np.concatenate([np.eye(num_rooms)[rooms], scaled[:, None], scaled[:, None] ** 2], axis=1)
 
 
+def room_targets(steps: pd.DataFrame, layout: RoomLayout, min_age: int) -> Targets:
+    """--target rooms: "the agent stood in room r before this step", for every room but the one it
+    stands in; old: visits at least min_age steps ago (against the rooms never visited), recent:
+    the visits since."""
+    rooms, ages, elsewhere = visit_targets(steps, layout)
+    visited = ages > 0
+    return Targets(
+        labels=visited,
+        mask=elsewhere,
+        recent=elsewhere & (~visited | (ages < min_age)),
+        old=elsewhere & (~visited | (ages >= min_age)),
+        free=no_memory_features(rooms, steps["t"].to_numpy(), layout.num_rooms),
+    )
+
+
+def key_sightings(env: Any, seed: int, actions: list[int], layout: RoomLayout) -> tuple:
+    """Replay one episode from layout `seed`: for each step t, (the agent's cell, the step a key of
+    a locked door's colour was last in view before t (-1: never), whether one was held before t),
+    and the cells the matching keys lay in at the start."""
+    obs = quiet_reset(env, seed)
+    colours = {COLOR_TO_IDX[env.grid.get(*p).color] for p in locked_doors(env)}
+    key_cells = [
+        (x, y)
+        for y in range(env.grid.height)
+        for x in range(env.grid.width)
+        if (o := env.grid.get(x, y)) is not None and o.type == "key" and COLOR_TO_IDX[o.color] in colours
+    ]
+    cells, last_seen, held = [], [], []
+    seen, holding = -1, False
+    for t, action in enumerate(actions):
+        cells.append(tuple(int(v) for v in env.agent_pos))
+        last_seen.append(seen)
+        held.append(holding)
+        image = obs["image"]
+        if ((image[..., 0] == _KEY) & np.isin(image[..., 1], list(colours))).any():
+            seen = t
+        obs, *_ = env.step(int(action))
+        carrying = env.carrying
+        holding = holding or (
+            carrying is not None and carrying.type == "key" and COLOR_TO_IDX[carrying.color] in colours
+        )
+    return cells, np.array(last_seen), np.array(held), key_cells
+
+
+# --target key_offset: the key's offset from the agent in its own frame (cells ahead, cells to its
+# right), each axis cut into five bins about a room wide: <= -11, -10..-4, -3..3, 4..10, >= 11.
+OFFSET_EDGES = (-10.5, -3.5, 3.5, 10.5)
+OFFSET_BINS = ("<=-11", "-10..-4", "-3..3", "4..10", ">=11")
+_DIRECTIONS = np.array([(1, 0), (0, 1), (-1, 0), (0, -1)])  # minigrid's agent_dir 0..3 as (dx, dy)
+
+
+def offset_bins(cells: np.ndarray, direction: np.ndarray, key: tuple[int, int]) -> np.ndarray:
+    """(N, 10) bool: the bin of the key's cells ahead (columns 0-4) and to the right (5-9) of an
+    agent at `cells` (N, 2) facing `direction` (N,)."""
+    forward = _DIRECTIONS[direction]
+    right = np.stack([-forward[:, 1], forward[:, 0]], axis=1)
+    offset = np.asarray(key)[None, :] - cells
+    out = np.zeros((len(cells), 2 * len(OFFSET_BINS)), dtype=bool)
+    for axis, unit in enumerate((forward, right)):
+        bins = np.digitize((offset * unit).sum(1), OFFSET_EDGES)
+        out[np.arange(len(cells)), axis * len(OFFSET_BINS) + bins] = True
+    return out
+
+
+def key_targets(
+    steps: pd.DataFrame,
+    task_id: str,
+    max_steps: int | None,
+    layout: RoomLayout,
+    min_age: int,
+    frame: str = "room",
+) -> Targets:
+    """--target key (frame "room"): "a key of the locked door's colour lies in room r" (where it lay
+    at the start), for every room; --target key_offset (frame "agent"): "it lies in this bin of
+    cells ahead of / to the right of the agent" (offset_bins; the no-memory features add the agent's
+    heading within its room, which bound the offsets a room allows). Both on the steps after such a
+    key was in view and before the agent first held one; old: at least min_age steps since one was
+    last in view, recent: fewer (the view that showed it is fresh in the memory: a positive
+    control, since a memory that holds anything of its views holds the key's place there). Each episode is replayed from its layout (EVAL_SEED_START + episode); ProbeError
+    if the replay walks elsewhere than the play did."""
+    env = make_env(task_id, max_steps)
+    num = len(steps)
+    width = layout.num_rooms if frame == "room" else 2 * len(OFFSET_BINS)
+    labels = np.zeros((num, width), dtype=bool)
+    eligible, age = np.zeros(num, dtype=bool), np.zeros(num, dtype=np.int64)
+    start = 0
+    for episode, group in steps.groupby("episode", sort=True):
+        stop = start + len(group)
+        cells, last_seen, held, key_cells = key_sightings(
+            env, EVAL_SEED_START + int(episode), group["action"].tolist(), layout
+        )
+        if cells != list(zip(group["x"].astype(int), group["y"].astype(int))):
+            raise ProbeError(f"episode {episode} replays to other cells than it was played in")
+        for key in key_cells:
+            if frame == "room":
+                labels[start:stop, layout.room_of(*key)] = True
+            else:
+                labels[start:stop] |= offset_bins(np.array(cells), group["direction"].to_numpy(), key)
+        eligible[start:stop] = (last_seen >= 0) & ~held & bool(key_cells)
+        age[start:stop] = group["t"].to_numpy() - last_seen
+        start = stop
+    mask = np.repeat(eligible[:, None], width, axis=1)
+    rooms = np.array([layout.room_of(x, y) for x, y in zip(steps["x"], steps["y"])], dtype=np.int64)
+    free = no_memory_features(rooms, steps["t"].to_numpy(), layout.num_rooms)
+    if frame != "room":  # the room x heading cells: what the agent's place says about the offsets
+        place = rooms * 4 + steps["direction"].to_numpy()
+        free = np.concatenate([np.eye(4 * layout.num_rooms)[place], free[:, layout.num_rooms :]], axis=1)
+    young, old = mask & (age < min_age)[:, None], mask & (age >= min_age)[:, None]
+    return Targets(labels=labels, mask=mask, recent=young, old=old, free=free)
+
+
+def resampled_auc(
+    scores: np.ndarray, labels: np.ndarray, episode: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """ROC AUC (ties count half) of scores against labels when every row of episode e counts
+    weights[b, e] times: one AUC per row b of weights (NaN where a class is empty). episode: 0..E-1."""
+    _, group = np.unique(scores, return_inverse=True)
+    shape = (int(group.max()) + 1, weights.shape[1])
+    out = np.empty(len(weights))
+    for start in range(0, len(weights), 100):  # (groups x resamples) dense blocks stay ~100 MB
+        w = weights[start : start + 100].T.astype(np.float64)
+        pos = sparse.csr_matrix((labels.astype(np.float64), (group, episode)), shape=shape) @ w
+        neg = sparse.csr_matrix(((~labels).astype(np.float64), (group, episode)), shape=shape) @ w
+        below = np.cumsum(neg, axis=0) - neg
+        numerator = (pos * (below + 0.5 * neg)).sum(0)
+        denominator = pos.sum(0) * neg.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + 100] = np.where(denominator > 0, numerator / denominator, np.nan)
+    return out
+
+
+def counted_rooms(labels: np.ndarray, mask: np.ndarray, min_count: int) -> list[int]:
+    """The target columns with >= min_count masked entries of each class."""
+    return [
+        r
+        for r in range(labels.shape[1])
+        if labels[mask[:, r], r].sum() >= min_count and (~labels[mask[:, r], r]).sum() >= min_count
+    ]
+
+
+def fold_aucs(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    mask: np.ndarray,
+    rooms: list[int],
+    episode: np.ndarray,
+    weights: np.ndarray,
+) -> np.ndarray:
+    """Within each fold (second_fold: the first, then the second), the AUC of every target column in
+    `rooms`, averaged over them; one pair per resample (row of weights: how often each episode
+    0..E-1 counts), (B, 2). Within a fold every score comes from one probe: pooling the two folds'
+    scores would rank one probe's intercept against the other's, and a probe fitted on the other
+    half of a few hundred episodes leans away from this half's rates, which pulls a pooled AUC
+    below 0.5 where there is nothing to read and credits any noise that dilutes that lean."""
+    second = second_fold(episode)
+    folds = []
+    for fold in (~second, second):
+        per_room = []
+        for r in rooms:
+            m = mask[:, r] & fold
+            per_room.append(resampled_auc(scores[m, r], labels[m, r], episode[m], weights))
+        folds.append(_nanmean(np.array(per_room)) if per_room else np.full(len(weights), np.nan))
+    return np.stack(folds, axis=1)
+
+
+Z95 = 1.959963984540054
+
+
+def gain_interval(gain: float, draws: np.ndarray) -> tuple[float, float]:
+    """The 95% interval of a cross-fitted gain (the mean of its two folds' gains) from each fold's
+    resampled gains (B, 2): gain +- 1.96 (sd_1 + sd_2) / 2. Each fold's bootstrap sd is its own
+    probe's (fitted on the other fold, so fixed while this fold's episodes are resampled); the two
+    folds' errors are not independent (each fold's episodes both fit one probe and score the other),
+    so their sds are added, the bound that holds whatever their correlation (docs/calibration.md,
+    memory_probe_*: treating them as independent gave 0.895 coverage)."""
+    sds = [float(np.nanstd(draws[:, k], ddof=1)) for k in range(2)]
+    if not all(np.isfinite(sds)):
+        return np.nan, np.nan
+    half = Z95 * (sds[0] + sds[1]) / 2
+    return gain - half, gain + half
+
+
+def _nanmean(values: np.ndarray) -> np.ndarray:
+    """Mean over axis 0, NaN only where every value is (a resample without both classes)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=0)
+
+
 def probe_table(
     steps: pd.DataFrame,
     memory: np.ndarray,
     blocks: list[tuple[str, slice]],
-    layout: RoomLayout,
-    min_age: int = 32,
+    targets: Targets,
     min_count: int = 20,
+    bootstrap: int = 1000,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per feature set: its size and mean per-room AUCs of cross-fitted probe scores
-    (`auc`, `auc_old`, `auc_solved`, `auc_failed`), with the rooms each average counts."""
+    """One row per feature set: its size and mean per-target AUCs of cross-fitted probe scores
+    (`auc`, `auc_recent`, `auc_old`, `auc_solved`, `auc_failed`: fold_aucs over the targets with
+    >= min_count entries of each class, the two folds averaged), with the targets each average
+    counts; memory rows add each AUC's gain over the no-memory row and its 95% interval
+    (gain_interval) from `bootstrap` resamples of whole episodes (the same resamples for every row
+    and column)."""
     episode = steps["episode"].to_numpy()
-    if len(np.unique(episode)) < 4:
-        raise ProbeError(
-            f"{len(np.unique(episode))} episodes cannot be split into probe folds; play at least 4"
-        )
-    rooms, ages, elsewhere = visit_targets(steps, layout)
-    visited = ages > 0
-    baseline = no_memory_features(rooms, steps["t"].to_numpy(), layout.num_rooms)
-    free = baseline.shape[1]
+    ids, episode_index = np.unique(episode, return_inverse=True)
+    if len(ids) < 4:
+        raise ProbeError(f"{len(ids)} episodes cannot be split into probe folds; play at least 4")
+    labels, baseline, free = targets.labels, targets.free, targets.free.shape[1]
     solved = steps["success"].to_numpy(dtype=bool)[:, None]
     subsets = {
-        "auc": elsewhere,
-        "auc_old": elsewhere & (~visited | (ages >= min_age)),
-        "auc_solved": elsewhere & solved,
-        "auc_failed": elsewhere & ~solved,
+        "auc": targets.mask,
+        "auc_recent": targets.recent,
+        "auc_old": targets.old,
+        "auc_solved": targets.mask & solved,
+        "auc_failed": targets.mask & ~solved,
     }
-    rows = []
+    counted = {c: counted_rooms(labels, m, min_count) for c, m in subsets.items()}
+    ones = np.ones((1, len(ids)))
+    weights = np.random.default_rng(seed).multinomial(
+        len(ids), np.full(len(ids), 1.0 / len(ids)), size=bootstrap
+    )
+    rows, base_draws = [], {}
     sets = [(NO_MEMORY, baseline)] + [(n, np.concatenate([baseline, memory[:, s]], 1)) for n, s in blocks]
     for name, features in sets:
-        scores = cross_fitted_scores(features, visited.astype(np.float64), elsewhere, episode, free)
-        row = {"features": name, "size": features.shape[1] - free if name != NO_MEMORY else free}
+        scores = cross_fitted_scores(features, labels.astype(np.float64), targets.mask, episode, free)
+        row: dict[str, Any] = {
+            "features": name,
+            "size": features.shape[1] - free if name != NO_MEMORY else free,
+        }
         for column, mask in subsets.items():
-            row[column], row[f"rooms_{column}"] = mean_room_auc(scores, visited, mask, min_count)
+            rooms = counted[column]
+            full = fold_aucs(scores, labels, mask, rooms, episode_index, ones)[0]
+            row[column] = float(_nanmean(full))
+            row[f"rooms_{column}"] = len(rooms)
+            draws = fold_aucs(scores, labels, mask, rooms, episode_index, weights)
+            if name == NO_MEMORY:
+                base_draws[column] = draws
+                continue
+            gain = f"gain{column[3:]}"
+            row[gain] = row[column] - rows[0][column]
+            low, high = gain_interval(row[gain], draws - base_draws[column]) if rooms else (np.nan, np.nan)
+            row[f"{gain}_low"], row[f"{gain}_high"] = float(low), float(high)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def format_table(table: pd.DataFrame, min_age: int) -> str:
-    head = f"{'features':<28} {'size':>5} {'auc':>6} {'old>=' + str(min_age):>8} {'solved':>7} {'failed':>7}"
-    lines = [head]
-    for row in table.itertuples():
-        values = [row.auc, row.auc_old, row.auc_solved, row.auc_failed]
-        cells = ["     -" if np.isnan(v) else f"{v:6.3f}" for v in values]
-        lines.append(
-            f"{row.features:<28} {row.size:>5} {cells[0]:>6} {cells[1]:>8} {cells[2]:>7} {cells[3]:>7}"
-        )
+def format_table(table: pd.DataFrame, min_age: int, bootstrap: int) -> str:
+    names = ("auc", f"recent<{min_age}", f"old>={min_age}", "solved", "failed")
+    lines = [f"{'features':<28} {'size':>5}" + "".join(f" {n:>9}" for n in names)]
+    for row in table.to_dict("records"):
+        cells = ["-" if np.isnan(row[c]) else f"{row[c]:.3f}" for c in SUBSETS]
+        lines.append(f"{row['features']:<28} {row['size']:>5}" + "".join(f" {c:>9}" for c in cells))
+    lines += [
+        "",
+        f"gain over {NO_MEMORY}, 95% interval (each fold's sd over {bootstrap} resamples of the episodes, added):",
+        f"{'features':<28}" + "".join(f" {n:>24}" for n in names),
+    ]
+    for row in table.iloc[1:].to_dict("records"):
+        cells = []
+        for column in SUBSETS:
+            gain = f"gain{column[3:]}"
+            low, high = row[f"{gain}_low"], row[f"{gain}_high"]
+            cells.append("-" if np.isnan(low) else f"{row[gain]:+.3f} [{low:+.3f}, {high:+.3f}]")
+        lines.append(f"{row['features']:<28}" + "".join(f" {c:>24}" for c in cells))
     return "\n".join(lines)
 
 
@@ -309,23 +589,38 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             check_table_out(args.out)  # before the episodes are played
         except EvalError as e:
             raise ProbeError(str(e)) from None
-        steps, memory, policy, task_id, layout = collect(
+        steps, memory, policy, task_id, layout, config = collect(
             args.checkpoint,
             args.task_id,
             args.num_episodes,
             args.sample,
             device=args.device,
             progress=not args.no_progress,
+            target=args.target,
         )
-        table = probe_table(steps, memory, memory_blocks(policy), layout, args.min_age, args.min_count)
+        if args.target in ("key", "key_offset"):
+            frame = "room" if args.target == "key" else "agent"
+            targets = key_targets(steps, task_id, config.get("max_steps"), layout, args.min_age, frame)
+        else:
+            targets = room_targets(steps, layout, args.min_age)
+        table = probe_table(
+            steps, memory, memory_blocks(policy), targets, args.min_count, args.bootstrap, args.seed
+        )
     except (ConfigError, ProbeError) as e:
         refuse(str(e))
     success = steps.groupby("episode")["success"].first().mean()
+    after = f"on {int(targets.mask[:, 0].sum())} steps after one was seen, before one was held"
+    what = {
+        "rooms": "mean per-room AUC of 'stood in room r before'",
+        "key": f"mean per-room AUC of 'a key of the locked door's colour lies in room r' {after}",
+        "key_offset": "mean AUC over the 10 bins of 'a key of the locked door's colour lies this many "
+        f"cells ahead / to the right' ({', '.join(OFFSET_BINS)}) {after}",
+    }[args.target]
     print(
         f"{played_line(task_id, args.num_episodes, args.sample, success)}, {len(steps)} steps; "
-        "mean per-room AUC, probes cross-fitted over two halves of the episodes"
+        f"{what}, probes cross-fitted over two halves of the episodes"
     )
-    print(format_table(table, args.min_age))
+    print(format_table(table, args.min_age, args.bootstrap))
     save_table(table, args.out)
     return table
 

@@ -4,7 +4,8 @@ mop/lmc_stats.py, mop/connectivity.py, mop/generative_probes.py, eval_mop's Wils
 analyses across runs of routing and its causes are bench/calibration_lib/analyses.py's entries;
 LPC by level, level pairs, causal.py's summary and attribution shares bench/calibration_lib/tables.py's;
 metrics across runs, path-ratio contrasts, LMC forks, generative vs_control and causal.py's
-per-layout Holm bench/calibration_lib/metrics.py's).
+per-layout Holm bench/calibration_lib/metrics.py's; memory_probe.py's gains
+bench/calibration_lib/memory_probes.py's).
 Writes docs/calibration.md: per entry the nominal rate, the measured rate with its Monte-Carlo 95%
 Wilson interval, the draws, the command and a verdict.
 
@@ -52,7 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.append(str(Path(__file__).resolve().parent))  # the registry's other modules, beside this one
 
-from calibration_lib import analyses, metrics, tables  # noqa: E402
+from calibration_lib import analyses, memory_probes, metrics, tables  # noqa: E402
 from calibration_lib.entry import ALPHA, EPISODES, SEEDS, Entry, covers, rejects  # noqa: E402, F401
 
 from eval_mop import wilson_interval  # noqa: E402
@@ -741,6 +742,7 @@ ENTRIES += tables.ENTRIES  # LPC by level and its difference, level pairs, causa
 ENTRIES += (
     metrics.ENTRIES
 )  # metrics across runs, path-ratio contrasts, LMC forks, vs_control, causal layout Holm
+ENTRIES += memory_probes.ENTRIES  # memory_probe.py's gain over no memory and its interval
 
 if hasattr(inference, "tost_paired"):  # mop.inference's paired TOST (issue 40, item 5)
 

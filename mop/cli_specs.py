@@ -527,7 +527,8 @@ def check_failures_args(args: argparse.Namespace) -> None:
 def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:
     """memory_probe.py's parser; its docstring's last paragraph (the examples) is the epilog."""
     parser = ArgumentParser(
-        description="Linear probes: which rooms has the agent visited, read from each block of its memory.",
+        description="Linear probes: which rooms has the agent visited (or, --target key, where lies the key "
+        "it needs), read from each block of its memory.",
         epilog=doc.split("\n\n")[-1] if doc else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -538,11 +539,29 @@ def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the greedy one")
     parser.add_argument(
-        "--min_age", type=int, default=32, help="auc_old: visits at least this many steps ago (default 32)"
+        "--target",
+        choices=("rooms", "key", "key_offset"),
+        default="rooms",
+        help="rooms: the rooms stood in before each step (default); key: the room of a key of the "
+        "locked door's colour, after one was seen (a level with a locked door); key_offset: that key's "
+        "cells ahead of and to the right of the agent, binned",
+    )
+    parser.add_argument(
+        "--min_age",
+        type=int,
+        default=32,
+        help="auc_old: visits (--target key: the key's last sighting) at least this many steps ago (default 32)",
     )
     parser.add_argument(
         "--min_count", type=int, default=20, help="a room counts with this many test entries of each class"
     )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="episode resamples behind each gain's 95%% interval (default 1000)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the resamples' seed (default 0)")
     parser.add_argument("--out", default=None, help="also write the table to this CSV")
     add_device_argument(parser)
     parser.add_argument("--no_progress", action="store_true", help="no bar while the episodes play")
@@ -553,6 +572,10 @@ def check_memory_probe_args(args: argparse.Namespace) -> None:
     for name in ("num_episodes", "min_age", "min_count"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    try:
+        check_bootstrap(args.bootstrap)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if args.num_episodes < 4:
         raise ConfigError(
             f"--num_episodes must be >= 4 (two folds of fit and check episodes), got {args.num_episodes}"

@@ -71,14 +71,112 @@ def test_a_probe_reads_visits_a_memory_holds_and_nothing_from_noise():
         [visited + rng.normal(0.0, 0.5, visited.shape), rng.normal(size=(len(steps), 40))], 1
     )
     blocks = [("all", slice(0, 49)), ("signal", slice(0, 9)), ("noise", slice(9, 49))]
-    table = mp.probe_table(steps, memory, blocks, LAYOUT, min_age=10).set_index("features")
+    targets = mp.room_targets(steps, LAYOUT, min_age=10)
+    table = mp.probe_table(steps, memory, blocks, targets, bootstrap=200).set_index("features")
     base = table.loc[mp.NO_MEMORY]
     assert table.loc["signal", "size"] == 9 and base["size"] == LAYOUT.num_rooms + 2
-    for column in ("auc", "auc_old", "auc_solved", "auc_failed"):
+    for column in mp.SUBSETS:
+        gain = f"gain{column[3:]}"
         assert table.loc["signal", column] > max(base[column] + 0.1, 0.9), column
         assert table.loc["all", column] > base[column] + 0.1, column
         assert abs(table.loc["noise", column] - base[column]) < 0.03, column
-    assert (table["rooms_auc"] >= 1).all()
+        assert table.loc["signal", f"{gain}_low"] > 0.05, column  # the interval excludes no gain
+        assert table.loc["noise", f"{gain}_low"] < 0 < table.loc["noise", f"{gain}_high"] + 0.01, column
+        assert np.isclose(table.loc["signal", gain], table.loc["signal", column] - base[column])
+    assert (table["rooms_auc"] >= 1).all() and np.isnan(base.get("gain_low", np.nan))
+
+
+def test_resampled_auc_is_the_auc_of_the_episodes_counted_that_often():
+    rng = np.random.default_rng(0)
+    episode = np.repeat(np.arange(6), 5)
+    scores = np.round(rng.normal(size=30), 1)  # ties, counted half
+    labels = rng.random(30) < 0.4
+    weights = np.array([[1, 1, 1, 1, 1, 1], [2, 0, 1, 0, 3, 0], [0, 0, 0, 0, 0, 6]])
+    got = mp.resampled_auc(scores, labels, episode, weights)
+    assert np.isclose(got[0], mp.auc(scores, labels))
+    rows = np.repeat(np.arange(30), weights[1][episode])  # episodes 0 twice, 2 once, 4 three times
+    assert np.isclose(got[1], mp.auc(scores[rows], labels[rows]))
+    assert np.isnan(got[2]) == (labels[episode == 5].all() or (~labels[episode == 5]).all())
+
+
+def key_walks(num_episodes: int, length: int, seed: int = 0) -> tuple[pd.DataFrame, mp.Targets, np.ndarray]:
+    """Random room walks whose key lies in a random room and is first seen at a random step; the
+    key targets as key_targets builds them, and the key's room per step."""
+    steps = random_walks(num_episodes, length, seed)
+    rng = np.random.default_rng(seed + 1)
+    key_room = np.repeat(rng.integers(LAYOUT.num_rooms, size=num_episodes), length)
+    seen_at = np.repeat(rng.integers(0, length // 2, size=num_episodes), length)
+    t = steps["t"].to_numpy()
+    eligible = t > seen_at
+    labels = np.eye(LAYOUT.num_rooms, dtype=bool)[key_room]
+    mask = np.repeat(eligible[:, None], LAYOUT.num_rooms, 1)
+    rooms = mp.visit_targets(steps, LAYOUT)[0]
+    young = (t - seen_at < 20)[:, None]
+    free = mp.no_memory_features(rooms, t, LAYOUT.num_rooms)
+    return steps, mp.Targets(labels, mask, mask & young, mask & ~young, free), key_room
+
+
+def test_a_key_probe_finds_a_key_room_the_memory_holds_and_nothing_from_noise():
+    steps, targets, key_room = key_walks(80, 60)
+    rng = np.random.default_rng(2)
+    held = np.eye(LAYOUT.num_rooms)[key_room] * targets.mask[:, :1]  # held once seen
+    memory = np.concatenate([held + rng.normal(0.0, 0.5, held.shape), rng.normal(size=(len(steps), 30))], 1)
+    blocks = [("signal", slice(0, 9)), ("noise", slice(9, 39))]
+    table = mp.probe_table(steps, memory, blocks, targets, bootstrap=200).set_index("features")
+    assert table.loc["signal", "auc"] > 0.8 and table.loc["signal", "gain_low"] > 0.2
+    assert table.loc["noise", "gain_low"] < 0.02 and table.loc["noise", "gain_high"] > -0.05
+    assert table.loc["signal", "rooms_auc"] == LAYOUT.num_rooms
+
+
+def test_offset_bins_put_the_key_ahead_or_to_the_right_in_the_agent_s_own_frame():
+    cells, key = np.array([[5, 5], [5, 5], [5, 5]]), (9, 3)  # 4 cells east, 2 north of the agent
+    bins = mp.offset_bins(cells, np.array([0, 3, 2]), key)  # facing east, north, west
+    names = [f"ahead {b}" for b in mp.OFFSET_BINS] + [f"right {b}" for b in mp.OFFSET_BINS]
+    assert [[names[i] for i in np.flatnonzero(row)] for row in bins] == [
+        ["ahead 4..10", "right -3..3"],  # east: 4 ahead, 2 to the left
+        ["ahead -3..3", "right 4..10"],  # north: 2 ahead, 4 to the right
+        ["ahead -10..-4", "right -3..3"],  # west: 4 behind, 2 to the right
+    ]
+
+
+def test_key_targets_follow_a_replayed_episode_and_refuse_another_path():
+    env = make_env("BabyAI-GoToImpUnlock-v0")
+    layout = mp.room_layout("BabyAI-GoToImpUnlock-v0", "key")
+    rng = np.random.default_rng(0)
+    for episode in range(40):  # the first layout whose random walk sees the key after step 0
+        actions = rng.integers(0, 3, size=150).tolist()  # turn left / right, forward
+        cells, last_seen, held, key_cells = mp.key_sightings(env, episode, actions, layout)
+        if (last_seen > 0).any():
+            break
+    else:
+        pytest.fail("no random walk saw a matching key")
+    assert len(key_cells) >= 1 and not held.any()
+    mp.quiet_reset(env, episode)
+    directions = []
+    for action in actions:
+        directions.append(int(env.agent_dir))
+        env.step(action)
+    steps = pd.DataFrame(
+        {"episode": episode, "t": range(150), "x": [c[0] for c in cells], "y": [c[1] for c in cells]}
+    ).assign(action=actions, direction=directions)
+    targets = mp.key_targets(steps, "BabyAI-GoToImpUnlock-v0", None, layout, min_age=10)
+    first = int(np.flatnonzero(last_seen >= 0)[0])  # the step after the first sighting
+    assert not targets.mask[:first].any() and targets.mask[first:].all()
+    key_rooms = {layout.room_of(*k) for k in key_cells}
+    assert set(np.flatnonzero(targets.labels[0])) == key_rooms and (targets.labels == targets.labels[0]).all()
+    age = np.arange(150) - last_seen
+    assert (targets.old[:, 0] == (targets.mask[:, 0] & (age >= 10))).all()
+    assert (targets.recent[:, 0] == (targets.mask[:, 0] & (age < 10))).all()
+    offsets = mp.key_targets(steps, "BabyAI-GoToImpUnlock-v0", None, layout, min_age=10, frame="agent")
+    assert offsets.labels.shape == (150, 10) and (offsets.mask == targets.mask[:, :1]).all()
+    expected = np.zeros((150, 10), dtype=bool)
+    for key in key_cells:
+        expected |= mp.offset_bins(np.array(cells), np.array(directions), key)
+    assert (offsets.labels == expected).all() and (offsets.labels[:, :5].sum(1) >= 1).all()
+    assert offsets.free.shape[1] == 4 * layout.num_rooms + 2  # room x heading, t, t^2
+    steps.loc[5, "x"] += 1
+    with pytest.raises(mp.ProbeError, match=f"episode {episode} replays"):
+        mp.key_targets(steps, "BabyAI-GoToImpUnlock-v0", None, layout, min_age=10)
 
 
 def test_memory_blocks_name_each_router_and_expert_of_a_mop():
@@ -123,7 +221,24 @@ def test_the_cli_probes_a_real_checkpoint_on_a_maze_and_refuses_bad_input(tiny_r
     assert list(pd.read_csv(out)["features"]) == list(table["features"])
     # no memory, all, then the tiny preset's layers [[0, 8, 16], [0, 8]]: a router and 2 + 1 experts
     assert list(table["features"])[:2] == [mp.NO_MEMORY, "all"] and len(table) == 2 + 3 + 2
+    table = mp.main(
+        ["--checkpoint", checkpoint, "--task_id", "BabyAI-Unlock-v0", "--num_episodes", "4"]
+        + ["--min_count", "1", "--target", "key", "--bootstrap", "100", "--no_progress"]
+    )
+    printed = capsys.readouterr().out
+    assert "a key of the locked door's colour lies in room r" in printed and "gain over no memory" in printed
+    assert {"gain", "gain_low", "gain_high", "gain_old_low"} <= set(table.columns)
+    mp.main(
+        ["--checkpoint", checkpoint, "--task_id", "BabyAI-Unlock-v0", "--num_episodes", "4"]
+        + ["--min_count", "1", "--target", "key_offset", "--bootstrap", "100", "--no_progress"]
+    )
+    assert "cells ahead / to the right" in capsys.readouterr().out
     for argv, message in (
+        (
+            ["--task_id", "BabyAI-GoToObjMaze-v0", "--target", "key"],
+            "--target key: BabyAI-GoToObjMaze-v0 has no",
+        ),
+        (["--bootstrap", "10"], "--bootstrap must be"),
         (["--task_id", "BabyAI-GoToLocal-v0"], "one room"),
         (["--num_episodes", "3"], "--num_episodes must be >= 4"),
         (["--task_id", "BabyAI-Nope-v0"], "BabyAI-Nope-v0"),

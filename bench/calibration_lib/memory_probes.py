@@ -1,0 +1,181 @@
+"""Calibration entries for memory_probe.py's gain over the no-memory probe and its 95% interval (each
+fold's bootstrap sd over its episodes, its probe held fixed, the two sds added: gain_interval), registered
+in bench/calibration.py's ENTRIES (which runs and reports them; see its docstring).
+
+The simulated episodes walk a 3 x 3 maze of rooms (a move to a neighbouring room with chance 0.15
+per step). --target key: each episode's key lies in a random room and is first seen at a random
+step of its first half; the probe's entries are the steps after that. --target rooms: "stood in
+room r before", every room but the current one. The memory is 24 columns of noise, and where it
+holds the target, 9 of them carry it (key: the key room's one-hot times `strength`, from the first
+sighting on; rooms: the visited rooms times `strength`). The truth is what the printed gain stands
+for: the two fold probes' AUC on fresh episodes (2,000 of them, drawn the same way), averaged over
+the two probes and the target columns, minus the no-memory probes' on the same fresh episodes.
+
+    python bench/calibration.py --draws 1000 --only memory_probe_key_null_coverage,memory_probe_key_null_percentile,memory_probe_key_null_claims,memory_probe_key_weak_coverage,memory_probe_key_failed_coverage,memory_probe_rooms_null_coverage --merge
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from calibration_lib.entry import Entry, covers
+
+EPISODES, STEPS, MEMORY, FRESH = 200, 60, 24, 2000
+RESAMPLES = 200  # bootstrap resamples per draw (the tool's default is 1000)
+FAIL_SHARE = 0.25  # episodes marked failed (auc_failed: a quarter of the episodes)
+
+
+def walks(rng: np.random.Generator, episodes: int) -> pd.DataFrame:
+    """Room walks of `episodes` x STEPS steps on the 3 x 3 maze (cells at each room's centre)."""
+    moves = np.array([(0, 1), (0, -1), (1, 0), (-1, 0)])
+    pos = np.zeros((episodes, STEPS, 2), dtype=np.int64)
+    pos[:, 0] = rng.integers(3, size=(episodes, 2))
+    for t in range(1, STEPS):
+        step = moves[rng.integers(4, size=episodes)] * (rng.random(episodes) < 0.15)[:, None]
+        pos[:, t] = np.clip(pos[:, t - 1] + step, 0, 2)
+    return pd.DataFrame(
+        {
+            "episode": np.repeat(np.arange(episodes), STEPS),
+            "t": np.tile(np.arange(STEPS), episodes),
+            "x": pos[..., 1].ravel() * 7 + 3,
+            "y": pos[..., 0].ravel() * 7 + 3,
+            "success": np.repeat(rng.random(episodes) >= FAIL_SHARE, STEPS),
+        }
+    )
+
+
+def episodes_of(rng: np.random.Generator, target: str, strength: float, episodes: int) -> tuple:
+    """(steps, memory, Targets) of one simulated set of episodes."""
+    import memory_probe as mp
+    from mop.babyai_env import RoomLayout
+
+    layout = RoomLayout(room_size=8, num_rows=3, num_cols=3)
+    steps = walks(rng, episodes)
+    if target == "key":
+        key_room = np.repeat(rng.integers(9, size=episodes), STEPS)
+        seen_at = np.repeat(rng.integers(0, STEPS // 2, size=episodes), STEPS)
+        t = steps["t"].to_numpy()
+        eligible = t > seen_at
+        rooms = mp.visit_targets(steps, layout)[0]
+        labels = np.eye(9, dtype=bool)[key_room]
+        mask = np.repeat(eligible[:, None], 9, axis=1)
+        young = (t - seen_at < 20)[:, None]
+        targets = mp.Targets(labels, mask, mask & young, mask & ~young, mp.no_memory_features(rooms, t, 9))
+        held = labels * eligible[:, None]
+    else:
+        targets = mp.room_targets(steps, layout, min_age=20)
+        held = targets.labels
+    memory = rng.normal(size=(len(steps), MEMORY))
+    memory[:, :9] += strength * held
+    return steps, memory, targets
+
+
+def probe_draw(target: str, strength: float):
+    def draw(rng: np.random.Generator) -> tuple:
+        return (episodes_of(rng, target, strength, EPISODES), episodes_of(rng, target, strength, FRESH)), None
+
+    return draw
+
+
+def truth_of(sample: tuple, fresh: tuple, column: str) -> float:
+    """The fold probes' mean AUC on the fresh episodes minus the no-memory probes' (subset `column`)."""
+    import memory_probe as mp
+
+    (steps, memory, targets), (f_steps, f_memory, f_targets) = sample, fresh
+    episode, labels = steps["episode"].to_numpy(), targets.labels.astype(np.float64)
+    gains = []
+    for features, fresh_features in (
+        (targets.free, f_targets.free),
+        (np.concatenate([targets.free, memory], 1), np.concatenate([f_targets.free, f_memory], 1)),
+    ):
+        probes = mp.fold_probes(features, labels, targets.mask, episode, targets.free.shape[1])
+        mask = subset(f_steps, f_targets, column)
+        values = []
+        for r in range(9):
+            if f_targets.labels[mask[:, r], r].any() and not f_targets.labels[mask[:, r], r].all():
+                for probe in probes:
+                    scores = mp.probe_scores(probe, fresh_features[mask[:, r]])[:, r]
+                    values.append(mp.auc(scores, f_targets.labels[mask[:, r], r]))
+        gains.append(float(np.mean(values)))
+    return gains[1] - gains[0]
+
+
+def subset(steps: pd.DataFrame, targets: Any, column: str) -> np.ndarray:
+    solved = steps["success"].to_numpy(dtype=bool)[:, None]
+    return {"auc": targets.mask, "auc_old": targets.old, "auc_failed": targets.mask & ~solved}[column]
+
+
+def table_of(sample: tuple) -> pd.DataFrame:
+    import memory_probe as mp
+
+    steps, memory, targets = sample
+    return mp.probe_table(steps, memory, [("memory", slice(0, MEMORY))], targets, bootstrap=RESAMPLES).iloc[1]
+
+
+def gain_covers(column: str):
+    gain = f"gain{column[3:]}"
+
+    def run(inputs: tuple, _: Any) -> bool:
+        row = table_of(inputs[0])
+        return covers(row[f"{gain}_low"], row[f"{gain}_high"], truth_of(*inputs, column))
+
+    return run
+
+
+def percentile_covers(inputs: tuple, _: Any) -> bool:
+    """The interval first written (never released): the 2.5-97.5 percentiles of the resampled gain
+    (both folds' episodes resampled together, the two fold probes held fixed), auc column."""
+    import memory_probe as mp
+
+    (steps, memory, targets), _fresh = inputs
+    episode = steps["episode"].to_numpy()
+    ids, index = np.unique(episode, return_inverse=True)
+    weights = np.random.default_rng(0).multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=RESAMPLES)
+    rooms = mp.counted_rooms(targets.labels, targets.mask, 20)
+    draws = []
+    for features in (targets.free, np.concatenate([targets.free, memory], 1)):
+        scores = mp.cross_fitted_scores(
+            features, targets.labels.astype(np.float64), targets.mask, episode, targets.free.shape[1]
+        )
+        draws.append(mp.fold_aucs(scores, targets.labels, targets.mask, rooms, index, weights).mean(1))
+    low, high = np.nanpercentile(draws[1] - draws[0], [2.5, 97.5])
+    return covers(low, high, truth_of(*inputs, "auc"))
+
+
+def gain_claims(inputs: tuple, _: Any) -> bool:
+    """The claim a researcher reads off the table: the gain's interval lies above 0 ("the memory
+    holds it")."""
+    return bool(table_of(inputs[0])["gain_low"] > 0)
+
+
+# fmt: off
+SETUP = f"{EPISODES} episodes x {STEPS} steps of room walks on a 3 x 3 maze, a {MEMORY}-column memory"
+PRINTED = (
+    "memory_probe.py gain_low/high ({}: the gain of the cross-fitted memory probe's mean per-room AUC "
+    "over the no-memory probe's; gain +- 1.96 x the mean of the two folds' bootstrap sds)"
+)
+ENTRIES: list[Entry] = [
+    Entry("memory_probe_key_null_coverage", PRINTED.format("--target key, auc"), "coverage", 0.95, "coverage",
+          probe_draw("key", 0.0), gain_covers("auc"),
+          f"{SETUP} of noise (holds nothing); truth: the fold probes' gain on {FRESH} fresh episodes", cost=3.33),
+    Entry("memory_probe_key_null_percentile", "the interval first written: percentiles of the resampled gain, "
+          "both folds resampled together with their probes held fixed (as if the folds' errors were "
+          "independent)", "coverage", 0.95, "coverage", probe_draw("key", 0.0), percentile_covers,
+          "the first row's data", cost=3.33,
+          outcome="fixed before it was reported: the two folds' bootstrap sds are added (gain_interval, first row)"),
+    Entry("memory_probe_key_null_claims", "the same interval above 0 (read as 'the memory holds where the key "
+          "lies'; one-sided, so nominal 0.025)", "rejection", 0.025, "null", probe_draw("key", 0.0), gain_claims,
+          f"{SETUP} of noise: the memory holds nothing"),
+    Entry("memory_probe_key_weak_coverage", PRINTED.format("--target key, auc"), "coverage", 0.95, "coverage",
+          probe_draw("key", 0.3), gain_covers("auc"),
+          f"{SETUP}; 9 columns hold the key room's one-hot x 0.3 from its first sighting", cost=3.33),
+    Entry("memory_probe_key_failed_coverage", PRINTED.format("--target key, auc_failed: a quarter of the "
+          "episodes"), "coverage", 0.95, "coverage", probe_draw("key", 0.3), gain_covers("auc_failed"),
+          f"the same data; {FAIL_SHARE:.0%} of the episodes marked failed", cost=3.33),
+    Entry("memory_probe_rooms_null_coverage", PRINTED.format("--target rooms, auc"), "coverage", 0.95,
+          "coverage", probe_draw("rooms", 0.0), gain_covers("auc"),
+          f"{SETUP} of noise; truth as above", cost=3.33),
+]
+# fmt: on
