@@ -8,6 +8,9 @@ step, what the memory should hold. Training only: the policy never sees their ta
   (docs/findings.md, "where the unfit labels are");
 - `aux_subgoal_loss` (--aux_subgoal_weight, bot demos or online imitation): what the bot is doing
   (babyai_env.SafeBot.subgoal: exploring, going to the key, to a locked door, opening it, ...).
+- `aux_target_loss` again, as --aux_key_weight's term (bot demos or online imitation, `name` "key"):
+  where the nearest key of a locked door's colour that the agent has seen lies
+  (babyai_env.KeyTracker), which memory_probe.py --target key_offset found the memory not to hold.
 - `subgoal_ce_shift` (--subgoal_ce_weights): not a head: the action loss weighted by the same
   subgoals, the steps of some kinds (the key chain's) counted as if they were more common.
 
@@ -49,12 +52,15 @@ def aux_rooms_loss(head: torch.nn.Linear, out: Any, rooms_visited: np.ndarray, p
     return aux
 
 
-def aux_target_loss(head: torch.nn.Linear, out: Any, target: np.ndarray, parts: dict) -> torch.Tensor:
+def aux_target_loss(
+    head: torch.nn.Linear, out: Any, target: np.ndarray, parts: dict, name: str = "target"
+) -> torch.Tensor:
     """--aux_target_weight's term: the head's reading of the memory after each step
     (out.memory_seq) against where the bot heads at that step (the chunk's (T, N, 2) target,
     cells ahead and to the right, babyai_env.SafeBot.target): a cross-entropy over -R..R per axis,
     the mean of the two, over the steps with a target (NO_TARGET: none, e.g. Open, padding, live
-    collection). Logs train/aux_target and train/aux_target_accuracy (both axes right) into parts."""
+    collection). Logs train/aux_<name> and train/aux_<name>_accuracy (both axes right) into parts.
+    --aux_key_weight's term is the same with the chunk's `key` column (name "key")."""
     code = codes(target, out.logits.device)
     known = code[..., 0] != NO_TARGET
     if not known.any():
@@ -62,8 +68,8 @@ def aux_target_loss(head: torch.nn.Linear, out: Any, target: np.ndarray, parts: 
     classes = code[known] + TARGET_RANGE  # (K, 2) in 0..2R
     logits = head(out.memory_seq[known]).float().view(-1, 2, 2 * TARGET_RANGE + 1)
     aux = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), classes.reshape(-1))
-    parts["train/aux_target"] = aux.item()
-    parts["train/aux_target_accuracy"] = (logits.argmax(-1) == classes).all(-1).float().mean().item()
+    parts[f"train/aux_{name}"] = aux.item()
+    parts[f"train/aux_{name}_accuracy"] = (logits.argmax(-1) == classes).all(-1).float().mean().item()
     return aux
 
 
@@ -115,6 +121,7 @@ AUX_HEADS = {
     "aux_rooms_weight": "aux_head_state_dict",
     "aux_target_weight": "target_head_state_dict",
     "aux_subgoal_weight": "subgoal_head_state_dict",
+    "aux_key_weight": "key_head_state_dict",
 }
 
 

@@ -321,10 +321,7 @@ class SafeBot:
             pos = datum
         if pos is None or int(pos[0]) < 0:
             return None
-        env = self.bot.mission.unwrapped
-        dx, dy = int(pos[0]) - int(env.agent_pos[0]), int(pos[1]) - int(env.agent_pos[1])
-        fx, fy = (int(v) for v in env.dir_vec)
-        return dx * fx + dy * fy, dx * -fy + dy * fx  # right_vec = (-dir_y, dir_x)
+        return agent_frame(self.bot.mission.unwrapped, pos)
 
     def subgoal(self) -> int | None:
         """What the bot is doing after its last replan, as an index into SUBGOAL_KINDS: the kind of
@@ -368,6 +365,60 @@ def mission_descs(instr: Any) -> list[Any]:
 def subgoal_code(subgoal: int | None) -> int:
     """SafeBot.subgoal as a chunk's int8: NO_SUBGOAL for none."""
     return NO_SUBGOAL if subgoal is None else int(subgoal)
+
+
+def agent_frame(env: Any, pos: Any) -> tuple[int, int]:
+    """Cell `pos` in the agent's frame: (cells ahead, cells to the right)."""
+    dx, dy = int(pos[0]) - int(env.agent_pos[0]), int(pos[1]) - int(env.agent_pos[1])
+    fx, fy = (int(v) for v in env.dir_vec)
+    return dx * fx + dy * fy, dx * -fy + dy * fx  # right_vec = (-dir_y, dir_x)
+
+
+_KEY_IDX = 5  # minigrid's OBJECT_TO_IDX["key"]
+
+
+class KeyTracker:
+    """The keys of a locked door's colour the agent has seen this episode, and where the nearest of
+    them lies in its frame: what --aux_key_weight's head learns to read from the memory.
+
+    reset(env) after each env.reset; label(env, image) each step with the image the policy reads,
+    before the step: a key whose cell the agent sees in that view (env.agent_sees) counts as seen
+    from then on. The label is the nearest seen key still lying where it was (Manhattan), in the
+    agent's frame (agent_frame); None before any is seen, from the step the agent first holds a
+    key of that colour on (dropped again or not: the chain has moved on), once none is left where
+    it was, or on a level without a locked door (memory_probe.py --target key asks about the same
+    steps)."""
+
+    def reset(self, env: Any) -> None:
+        grid = env.grid
+        doors = (grid.get(x, y) for y in range(grid.height) for x in range(grid.width))
+        self.colours = {o.color for o in doors if o is not None and o.type == "door" and o.is_locked}
+        self.keys = [
+            (x, y)
+            for y in range(grid.height)
+            for x in range(grid.width)
+            if (o := grid.get(x, y)) is not None and o.type == "key" and o.color in self.colours
+        ]
+        self.seen: set[tuple[int, int]] = set()
+        self.held = False  # a key of that colour has been held this episode
+
+    def _lies(self, env: Any, cell: tuple[int, int]) -> bool:
+        o = env.grid.get(*cell)
+        return o is not None and o.type == "key" and o.color in self.colours
+
+    def label(self, env: Any, image: np.ndarray) -> tuple[int, int] | None:
+        if len(self.seen) < len(self.keys) and (image[..., 0] == _KEY_IDX).any():
+            self.seen.update(k for k in self.keys if k not in self.seen and env.agent_sees(*k))
+        held = env.carrying
+        self.held = self.held or (held is not None and held.type == "key" and held.color in self.colours)
+        if self.held:
+            return None
+        lying = [k for k in self.seen if self._lies(env, k)]
+        if not lying:
+            return None
+        ax, ay = (int(v) for v in env.agent_pos)
+        nearest = min(lying, key=lambda k: (abs(k[0] - ax) + abs(k[1] - ay), k))
+        return agent_frame(env, nearest)
 
 
 def target_code(target: tuple[int, int] | None) -> tuple[int, int]:

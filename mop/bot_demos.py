@@ -32,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from mop.babyai_env import SafeBot, demo_episode_seed, make_env, quiet_reset, subgoal_code, target_code
+from mop.babyai_env import (
+    KeyTracker,
+    SafeBot,
+    demo_episode_seed,
+    make_env,
+    quiet_reset,
+    subgoal_code,
+    target_code,
+)
 from mop.demo_store import MANIFEST, STORE_KIND, DemoStore, DemoStoreError
 from mop.replay_buffer import BufferError, EpisodeBuffer, StoredEpisode
 from mop.runs import remove_stale_temp_files, safe_name
@@ -46,6 +54,10 @@ NO_SUBGOALS = (
     "made before demos recorded what the bot is doing; --aux_subgoal_weight and --subgoal_ce_weights need them: "
     "move the store away to regenerate it, or give another --demos_dir"
 )
+NO_KEYS = (
+    "made before demos recorded where the seen key lies; --aux_key_weight needs them: "
+    "move the store away to regenerate it, or give another --demos_dir"
+)
 CHUNK_EPISODES = 1024  # solved demos per committed store chunk
 
 
@@ -57,7 +69,9 @@ def bot_episode(env: Any, seed: int, fast: bool = True) -> tuple[StoredEpisode |
     """The bot plays the layout of `seed`: (episode, None) if it solves it, else (None, why)."""
     obs = quiet_reset(env, seed)
     bot = SafeBot(env, fast)
-    images, dirs, carrying, labels, targets, subgoals = [], [], [], [], [], []
+    tracker = KeyTracker()
+    tracker.reset(env)
+    images, dirs, carrying, labels, targets, subgoals, keys = [], [], [], [], [], [], []
     prev = None
     while True:
         label = bot.label(prev)
@@ -65,6 +79,7 @@ def bot_episode(env: Any, seed: int, fast: bool = True) -> tuple[StoredEpisode |
             return None, "bot_failure"
         targets.append(target_code(bot.target()))
         subgoals.append(subgoal_code(bot.subgoal()))
+        keys.append(target_code(tracker.label(env, obs["image"])))
         images.append(obs["image"])
         dirs.append(obs["direction"])
         carrying.append(env.carrying is not None)
@@ -83,6 +98,7 @@ def bot_episode(env: Any, seed: int, fast: bool = True) -> tuple[StoredEpisode |
                         int(seed),
                         target=np.array(targets, np.int8),
                         subgoal=np.array(subgoals, np.int8),
+                        key=np.array(keys, np.int8).reshape(-1, 2),
                     ),
                     None,
                 )
@@ -278,20 +294,28 @@ def load_or_generate_demos(
     generate: bool = True,
     need_targets: bool = False,
     need_subgoals: bool = False,
+    need_keys: bool = False,
 ) -> tuple[EpisodeBuffer, dict, Path]:
     """(buffer of the first `num_demos` demos, metadata, path). An older single-file cache
     (`demo_path`, format 1) is read if one exists for exactly this request; otherwise the level's
     store (`store_path`) is opened, checked and, if `generate`, extended to `num_demos` (created if
     missing). DemoStoreError (a BufferError) for a store that cannot be used or holds too few, or,
-    with `need_targets` (--aux_target_weight) or `need_subgoals` (--aux_subgoal_weight,
-    --subgoal_ce_weights), one made before the bot's targets or subgoals were stored."""
+    with `need_targets` (--aux_target_weight), `need_subgoals` (--aux_subgoal_weight,
+    --subgoal_ce_weights) or `need_keys` (--aux_key_weight), one made before the bot's targets,
+    subgoals or seen-key places were stored."""
     path = demo_path(root, task_id, num_demos, demo_seed)
     if path.exists():
         buf, meta = EpisodeBuffer.load(path, task_id)
         if meta.get("kind") != "demos":
             raise BufferError(f"{str(path)!r} is a replay buffer, not a demo cache")
-        if need_targets or need_subgoals:
-            why = f"targets ({NO_TARGETS})" if need_targets else f"subgoals ({NO_SUBGOALS})"
+        if need_targets or need_subgoals or need_keys:
+            why = (
+                f"targets ({NO_TARGETS})"
+                if need_targets
+                else f"subgoals ({NO_SUBGOALS})"
+                if need_subgoals
+                else f"seen-key places ({NO_KEYS})"
+            )
             raise BufferError(f"{str(path)!r} is an older demo cache: it holds no bot {why}")
         asked = {"num_demos": num_demos, "demo_seed": demo_seed, "max_steps": max_steps}
         for key, value in asked.items():
@@ -315,6 +339,7 @@ def load_or_generate_demos(
             generate,
             need_targets,
             need_subgoals,
+            need_keys,
         )
     except DemoStoreError as e:
         raise BufferError(str(e)) from None  # what DemoSource turns into a ConfigError
@@ -332,6 +357,7 @@ def _from_store(
     generate: bool,
     need_targets: bool = False,
     need_subgoals: bool = False,
+    need_keys: bool = False,
 ) -> tuple[EpisodeBuffer, dict, Path]:
     try:
         store = open_store(root, task_id, demo_seed, max_steps, create=False)
@@ -343,6 +369,8 @@ def _from_store(
         raise DemoStoreError(f"{str(store.root / MANIFEST)!r} holds no bot targets ({NO_TARGETS})")
     if need_subgoals and not store.subgoals:
         raise DemoStoreError(f"{str(store.root / MANIFEST)!r} holds no bot subgoals ({NO_SUBGOALS})")
+    if need_keys and not store.keys:
+        raise DemoStoreError(f"{str(store.root / MANIFEST)!r} holds no seen-key places ({NO_KEYS})")
     if generate:
         extend_store(store, num_demos, num_workers, fast, progress)
     buf = store_buffer(store, num_demos)  # DemoStoreError if it holds fewer
@@ -361,5 +389,6 @@ def _from_store(
         "generation_s": m["generation_s"],
         "targets": store.targets,
         "subgoals": store.subgoals,
+        "keys": store.keys,
     }
     return buf, meta, store.root

@@ -17,7 +17,9 @@
   asked (`record_targets`: `--aux_target_weight`), `target`: where the bot heads (SafeBot.target,
   as bot demos record it); else NO_TARGET, because SafeBot.target repeats a search of the bot's;
   and when asked (`record_subgoals`: `--aux_subgoal_weight` or `--subgoal_ce_weights`), `subgoal`:
-  what the bot is doing (SafeBot.subgoal, an index into SUBGOAL_KINDS); else NO_SUBGOAL.
+  what the bot is doing (SafeBot.subgoal, an index into SUBGOAL_KINDS); else NO_SUBGOAL; and when
+  asked (`record_keys`: `--aux_key_weight`), `key`: where the nearest key of a locked door's colour
+  the agent has seen lies (babyai_env.KeyTracker, on every step, labelled or not); else NO_TARGET.
 
 Example:
     with ParallelCollector("BabyAI-GoToLocal-v0", num_envs=16, num_workers=2, run_seed=0, ...) as c:
@@ -44,6 +46,7 @@ from mop.babyai_env import (
     MAX_ROOMS,
     NO_SUBGOAL,
     NO_TARGET,
+    KeyTracker,
     RoomLayout,
     SafeBot,
     bot_path_length,
@@ -194,6 +197,7 @@ STEP_KEYS = (
     "rooms_visited",
     "target",
     "subgoal",
+    "key",
 )
 
 
@@ -211,6 +215,7 @@ def empty_chunk(T: int, n: int, done: bool = False) -> dict[str, np.ndarray]:
         "rooms_visited": np.full((T, n), -1, np.int32),
         "target": np.full((T, n, 2), NO_TARGET, np.int8),  # the bot's goal (ahead, right): SafeBot.target
         "subgoal": np.full((T, n), NO_SUBGOAL, np.int8),  # what the bot is doing: SafeBot.subgoal
+        "key": np.full((T, n, 2), NO_TARGET, np.int8),  # where the seen key lies (ahead, right): KeyTracker
     }
 
 
@@ -252,6 +257,7 @@ class _Slot:
         self.path_env: Any = None  # made on first use: the bot's own rollouts for path_ratio
         self.episode_index = 0
         self.rng = np.random.default_rng(rng_seed)  # teacher forcing and path-ratio sampling
+        self.keys = KeyTracker()
 
     def start_episode(self, path_ratio_fraction: float) -> None:
         # --key_layout_share: draw the kind of layout, then take the env's next seeds until one is
@@ -271,6 +277,7 @@ class _Slot:
         self.prev_action: int | None = None
         self.steps = 0
         self.visited = 0  # bitmask of the rooms the agent has stood in this episode
+        self.keys.reset(self.env)  # the keys of a locked door's colour seen this episode
         self.measure_bot_path = path_ratio_fraction > 0 and self.rng.random() < path_ratio_fraction
 
     def finish(self, success: bool, failure: str | None) -> Episode:
@@ -325,8 +332,10 @@ class Collector:
         record_targets: bool = False,
         record_subgoals: bool = False,
         bot_undo: bool = True,
+        record_keys: bool = False,
     ):
         self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
+        self.record_keys = record_keys  # --aux_key_weight: each step's KeyTracker label
         self.record_targets = record_targets  # --aux_target_weight: each step's SafeBot.target
         self.record_subgoals = record_subgoals  # imitation_data.uses_subgoals: each step's SafeBot.subgoal
         self.path_ratio_fraction = path_ratio_fraction
@@ -403,6 +412,8 @@ class Collector:
                     chunk["target"][t, k] = target_code(slot.bot.target())
                 if self.record_subgoals and label is not None:
                     chunk["subgoal"][t, k] = subgoal_code(slot.bot.subgoal())
+                if self.record_keys:  # every step: a sighting counts whether or not the bot labels it
+                    chunk["key"][t, k] = target_code(slot.keys.label(slot.env, slot.obs["image"]))
             out = step(batch, self.memory)
             actions = out.logits.argmax(-1).tolist()
             for k, slot in enumerate(self.slots):
@@ -523,6 +534,7 @@ class ParallelCollector:
         record_targets: bool = False,
         record_subgoals: bool = False,
         bot_undo: bool = True,
+        record_keys: bool = False,
     ):
         levels = check_task_ids(task_id)
         self.env_levels = env_levels(levels, num_envs, task_weights) if len(levels) > 1 else None
@@ -540,6 +552,7 @@ class ParallelCollector:
             record_targets=record_targets,
             record_subgoals=record_subgoals,
             bot_undo=bot_undo,
+            record_keys=record_keys,
         )
         self.local: Collector | None = None
         self.cpu_actor: tuple[torch.nn.Module, torch.nn.Module] | None = None  # see _actor

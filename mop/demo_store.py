@@ -10,7 +10,10 @@ of fixed-width .npy arrays (no pickles) and one `manifest.json`:
   of the agent; collection.NO_TARGET: nowhere), which `--aux_target_weight` trains on; in one whose
   manifest says `"subgoals": true` also `.subgoal.npy` (S,) int8, what the bot was doing
   (babyai_env.SafeBot.subgoal, an index into SUBGOAL_KINDS), which `--aux_subgoal_weight` trains
-  on. A store without one (made before it was recorded) stays readable and is extended without it;
+  on; in one whose manifest says `"keys": true` also `.key.npy` (S, 2) int8, where the nearest key
+  of a locked door's colour the agent had seen lay (babyai_env.KeyTracker, ahead and right;
+  NO_TARGET: none), which `--aux_key_weight` trains on. A store without one (made before it was
+  recorded) stays readable and is extended without it;
 - per episode (`c<NNNNN>.episodes.npy` (E, 4) int64): offset in the chunk, length, layout seed,
   mission index into the manifest's `missions` list;
 - the manifest: format version, kind, level (`task_id`), observation encoding, demo set, step
@@ -65,7 +68,11 @@ def _sha256(path: Path) -> str:
 
 
 # Per-step arrays a store holds when its manifest's flag says so: name -> (flag, dtype, step shape).
-EXTRA_ARRAYS = {"target": ("targets", np.int8, (2,)), "subgoal": ("subgoals", np.int8, ())}
+EXTRA_ARRAYS = {
+    "target": ("targets", np.int8, (2,)),
+    "subgoal": ("subgoals", np.int8, ()),
+    "key": ("keys", np.int8, (2,)),
+}
 
 
 def _chunk_files(index: int, extras: dict) -> dict[str, str]:
@@ -93,10 +100,11 @@ class DemoStore(Sequence):
         max_steps: int | None = None,
         targets: bool = True,
         subgoals: bool = True,
+        keys: bool = True,
     ) -> DemoStore:
         """A new empty store (its manifest written now); DemoStoreError if `root` holds one.
-        targets, subgoals: it stores each step's bot target, subgoal (False: a store as made before
-        they were)."""
+        targets, subgoals, keys: it stores each step's bot target, subgoal, seen-key place (False: a
+        store as made before they were)."""
         root = Path(root)
         if (root / MANIFEST).exists():
             raise DemoStoreError(f"{str(root / MANIFEST)!r} exists: open it (DemoStore.open) or move it")
@@ -109,6 +117,7 @@ class DemoStore(Sequence):
             "max_steps": None if max_steps is None else int(max_steps),
             "targets": bool(targets),
             "subgoals": bool(subgoals),
+            "keys": bool(keys),
             "episodes": 0,
             "frames": 0,
             "next_candidate": 0,
@@ -192,6 +201,11 @@ class DemoStore(Sequence):
     def subgoals(self) -> bool:
         """Whether each step's bot subgoal is stored (stores made before they were: False)."""
         return bool(self.manifest.get("subgoals", False))
+
+    @property
+    def keys(self) -> bool:
+        """Whether each step's seen-key place is stored (stores made before they were: False)."""
+        return bool(self.manifest.get("keys", False))
 
     @property
     def frames(self) -> int:

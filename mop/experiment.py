@@ -231,6 +231,13 @@ class TrainConfig:
         "step, times this weight (0: off; --demos needs a demo store made with them)",
         0.0,
     )
+    aux_key_weight: float = _help(
+        "auxiliary loss: a linear head reads where the nearest key of a locked door's colour that the "
+        "agent has seen lies (cells ahead, cells right; a softmax each; babyai_env.KeyTracker) from the "
+        "memory after each step, until it holds one, times this weight (0: off; --demos needs a demo "
+        "store made with them; memory_probe.py --target key_offset measures what the memory holds)",
+        0.0,
+    )
     subgoal_ce_weights: dict | None = _help(
         "the action loss weighted by what the bot is doing at each step: {kind: weight > 0} over "
         "babyai_env.SUBGOAL_KINDS (command line: 'go to other object=4,open=4'), other kinds and steps "
@@ -543,7 +550,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             "--demos trains offline on bot demos only; --buffer_episodes is online DAgger's buffer: give "
             "one of them (or --demo_updates K: the demos for K updates, then DAgger with the buffer)"
         )
-    for key in ("aux_rooms_weight", "aux_target_weight", "aux_subgoal_weight"):
+    for key in ("aux_rooms_weight", "aux_target_weight", "aux_subgoal_weight", "aux_key_weight"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: off), got {getattr(cfg, key)}")
     if cfg.aux_rooms_weight and cfg.demos:

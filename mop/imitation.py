@@ -281,6 +281,7 @@ class Learner:
     aux_head: torch.nn.Linear | None = None  # --aux_rooms_weight: memory -> rooms visited so far
     target_head: torch.nn.Linear | None = None  # --aux_target_weight: memory -> where the bot heads
     subgoal_head: torch.nn.Linear | None = None  # --aux_subgoal_weight: memory -> what the bot is doing
+    key_head: torch.nn.Linear | None = None  # --aux_key_weight: memory -> where the seen key lies
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where it all lives
     end_memory: torch.Tensor | None = None  # (N, M) after the last pass's final step, for streams to carry
 
@@ -340,10 +341,14 @@ class Learner:
         subgoal_head = None
         if cfg.aux_subgoal_weight > 0:  # a softmax over the bot's subgoal kinds
             subgoal_head = torch.nn.Linear(policy.memory_size, len(SUBGOAL_KINDS))
+        key_head = None
+        if cfg.aux_key_weight > 0:  # a softmax over -R..R per axis (ahead, right), as the target's
+            key_head = torch.nn.Linear(policy.memory_size, 2 * (2 * TARGET_RANGE + 1))
         heads = {
             "aux_head_state_dict": aux_head,
             "target_head_state_dict": target_head,
             "subgoal_head_state_dict": subgoal_head,
+            "key_head_state_dict": key_head,
         }
         fresh = set(ckpt.get(FRESH_HEADS, ())) if ckpt is not None else set()  # a fork's new heads
         if ckpt is not None:
@@ -366,7 +371,9 @@ class Learner:
         if ckpt is not None:  # Adam moves its saved state to its parameters' device (a resume may switch)
             optimizer.load_state_dict(head_optimizer_state(ckpt, base, heads))
         made = (cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn)
-        return cls(*made, *heads.values(), device)  # the heads in the fields' order: aux, target, subgoal
+        return cls(
+            *made, *heads.values(), device
+        )  # the heads in the fields' order: aux, target, subgoal, key
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         """A chunk's numpy column on the learner's device (the CPU: the array's own memory)."""
@@ -445,6 +452,9 @@ class Learner:
         if self.subgoal_head is not None:
             aux = aux_subgoal_loss(self.subgoal_head, out, chunk["subgoal"], parts)
             loss = loss + self.cfg.aux_subgoal_weight * aux
+        if self.key_head is not None:
+            aux = aux_target_loss(self.key_head, out, chunk["key"], parts, name="key")
+            loss = loss + self.cfg.aux_key_weight * aux
         if self.cfg.subgoal_ce_weights:
             loss = loss + subgoal_ce_shift(
                 out, labels, mask, chunk["subgoal"], self.cfg.subgoal_ce_weights, parts
@@ -587,6 +597,8 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
         payload["target_head_state_dict"] = learner.target_head.state_dict()
     if learner.subgoal_head is not None:
         payload["subgoal_head_state_dict"] = learner.subgoal_head.state_dict()
+    if learner.key_head is not None:
+        payload["key_head_state_dict"] = learner.key_head.state_dict()
     if state.forked_from:
         payload[FORKED_FROM] = state.forked_from
     if "lang_proj_state_dict" in encoder_state:  # the earlier system's key, for its tools

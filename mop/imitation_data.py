@@ -191,6 +191,7 @@ class DemoSource:
                 progress,
                 need_targets=cfg.aux_target_weight > 0,
                 need_subgoals=uses_subgoals(cfg),
+                need_keys=cfg.aux_key_weight > 0,
             )
         except BufferError as e:
             raise ConfigError(str(e)) from None
@@ -295,4 +296,5 @@ def open_collector(
         record_targets=cfg.aux_target_weight > 0,
         record_subgoals=uses_subgoals(cfg),
         bot_undo=cfg.bot_undo,
+        record_keys=cfg.aux_key_weight > 0,
     )

@@ -51,7 +51,12 @@ BUFFER_FORMAT_VERSION = 1
 
 
 # Per-step arrays an episode may lack (None): dtype and per-step shape, as a buffer file stores them.
-OPTIONAL_STEP_ARRAYS = {"rooms_visited": (np.int32, ()), "target": (np.int8, (2,)), "subgoal": (np.int8, ())}
+OPTIONAL_STEP_ARRAYS = {
+    "rooms_visited": (np.int32, ()),
+    "target": (np.int8, (2,)),
+    "subgoal": (np.int8, ()),
+    "key": (np.int8, (2,)),
+}
 
 
 class BufferError(ValueError):
@@ -71,6 +76,7 @@ class StoredEpisode:
     rooms_visited: np.ndarray | None = None  # (T,) int32 bitmask of rooms stood in so far; None: not recorded
     target: np.ndarray | None = None  # (T, 2) int8 the bot's goal (ahead, right), collection.NO_TARGET: none
     subgoal: np.ndarray | None = None  # (T,) int8 what the bot is doing (SafeBot.subgoal), NO_SUBGOAL: none
+    key: np.ndarray | None = None  # (T, 2) int8 where the seen key lies (KeyTracker), NO_TARGET: none
 
     def __len__(self) -> int:
         return len(self.label)
@@ -336,6 +342,7 @@ class EpisodeAssembler:
                             "rooms_visited": chunk["rooms_visited"][start:stop, k],
                             "target": chunk["target"][start:stop, k],
                             "subgoal": chunk["subgoal"][start:stop, k],
+                            "key": chunk["key"][start:stop, k],
                         }
                     )
                 if finishes:
@@ -350,6 +357,7 @@ def _join(pieces: list[dict], seed: int) -> StoredEpisode:
     rooms = np.concatenate([p["rooms_visited"] for p in pieces]).astype(np.int32)
     target = np.concatenate([p["target"] for p in pieces]).astype(np.int8)
     subgoal = np.concatenate([p["subgoal"] for p in pieces]).astype(np.int8)
+    key = np.concatenate([p["key"] for p in pieces]).astype(np.int8)
     return StoredEpisode(
         np.concatenate([p["image"] for p in pieces]).astype(np.uint8),
         np.concatenate([p["direction"] for p in pieces]).astype(np.uint8),
@@ -360,6 +368,7 @@ def _join(pieces: list[dict], seed: int) -> StoredEpisode:
         rooms if rooms.min(initial=0) >= 0 else None,  # -1: not recorded (more rooms than a bitmask holds)
         target if (target != NO_TARGET).any() else None,  # live collection records none (collection.py)
         subgoal if (subgoal != NO_SUBGOAL).any() else None,  # recorded only when used (uses_subgoals)
+        key if (key != NO_TARGET).any() else None,  # recorded only when used (--aux_key_weight)
     )
 
 

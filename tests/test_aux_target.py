@@ -95,6 +95,13 @@ def test_bad_target_settings_are_refused(tmp_path, overrides, match):
 
 
 def test_the_target_head_trains_from_demos_and_resumes(tmp_path):
+    check_head_trains_from_demos_and_resumes(tmp_path, "target")
+
+
+def check_head_trains_from_demos_and_resumes(tmp_path, name: str) -> None:
+    """The head of --aux_<name>_weight (a cells-ahead / cells-right head: target, key) trains from a
+    demo store (train/aux_<name> logged), is saved as <name>_head_state_dict and moves on after a
+    --resume; without the loss the checkpoint has no head and the same policy weights."""
     import train_mop
 
     def cfg(updates, weight=1.0, folder="aux"):
@@ -103,27 +110,26 @@ def test_the_target_head_trains_from_demos_and_resumes(tmp_path):
             task_id=LEVEL,
             demos=6,
             demos_dir=str(tmp_path / "demos"),
-            aux_target_weight=weight,
             num_updates=updates,
+            **{f"aux_{name}_weight": weight},
         )
 
+    key = f"{name}_head_state_dict"
     train_mop.main(cfg(3), progress=False)
     run = tmp_path / "aux" / LEVEL / "trial_0"
-    rows = [r for r in read_metrics(run / "metrics.jsonl") if "train/aux_target" in r]
-    assert rows and all(0.0 < r["train/aux_target"] < 10.0 for r in rows)
+    rows = [r for r in read_metrics(run / "metrics.jsonl") if f"train/aux_{name}" in r]
+    assert rows and all(0.0 < r[f"train/aux_{name}"] < 10.0 for r in rows)
     ckpt = torch.load(run / "checkpoint_final.pt", weights_only=True)
-    head = ckpt["target_head_state_dict"]
+    head = ckpt[key]
     assert head["weight"].shape[0] == 2 * CLASSES
     train_mop.main(cfg(5), resume=True, progress=False)
     resumed = load_checkpoint(run / "checkpoint_final.pt")
-    assert resumed["update"] == 5 and not torch.equal(
-        resumed["target_head_state_dict"]["weight"], head["weight"]
-    )
+    assert resumed["update"] == 5 and not torch.equal(resumed[key]["weight"], head["weight"])
     # without the loss the checkpoint has no head, and the policy's weights are the same set
     plain = load_checkpoint(
         train_mop.main(cfg(2, weight=0.0, folder="plain"), progress=False)["checkpoints"][-1]
     )
-    assert "target_head_state_dict" not in plain
+    assert key not in plain
     assert set(plain["policy_state_dict"]) == set(ckpt["policy_state_dict"])
 
 

@@ -1,0 +1,136 @@
+"""--aux_key_weight: a head reads, from the memory after each step, where the nearest key of a locked
+door's colour that the agent has seen lies (babyai_env.KeyTracker, recorded in bot demos and by live
+collection); the labels follow the env, the loss trains from a demo store and online, resumes, and a
+store made before the labels is refused.
+
+    pytest tests/test_aux_key.py
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from minigrid.core.world_object import Key
+
+from conftest import tiny_config
+from mop.babyai_env import NO_TARGET, KeyTracker, agent_frame, locked_doors, make_env, quiet_reset
+from mop.bot_demos import bot_episode, generate_demos
+from mop.experiment import ConfigError, read_metrics
+from tests.test_aux_target import check_head_trains_from_demos_and_resumes
+
+LEVEL = "BabyAI-Unlock-v0"
+
+
+def matching_keys(env) -> list[tuple[int, int]]:
+    colours = {env.grid.get(*p).color for p in locked_doors(env)}
+    return [
+        (x, y)
+        for y in range(env.grid.height)
+        for x in range(env.grid.width)
+        if (o := env.grid.get(x, y)) is not None and o.type == "key" and o.color in colours
+    ]
+
+
+def test_the_label_is_the_nearest_seen_key_in_the_agents_frame_until_one_is_held():
+    env = make_env("BabyAI-GoToImpUnlock-v0")
+    seen_at_start = unseen_at_start = None
+    for seed in range(60):
+        obs = quiet_reset(env, seed)
+        keys = matching_keys(env)
+        visible = [k for k in keys if env.agent_sees(*k)]
+        if visible and seen_at_start is None:
+            seen_at_start = seed
+            tracker = KeyTracker()
+            tracker.reset(env)
+            nearest = min(visible, key=lambda k: abs(k[0] - env.agent_pos[0]) + abs(k[1] - env.agent_pos[1]))
+            assert tracker.label(env, obs["image"]) == agent_frame(env, nearest)
+            env.step(env.actions.left)  # turned away: still remembered, now in the new frame
+            assert tracker.label(env, np.zeros_like(obs["image"])) == agent_frame(env, nearest)
+            env.carrying = Key(env.grid.get(*nearest).color)  # holding one: nothing to remember
+            assert tracker.label(env, obs["image"]) is None
+        if not visible and unseen_at_start is None:
+            unseen_at_start = seed
+            tracker = KeyTracker()
+            tracker.reset(env)
+            assert tracker.label(env, obs["image"]) is None  # nothing seen yet
+        if seen_at_start is not None and unseen_at_start is not None:
+            break
+    assert seen_at_start is not None and unseen_at_start is not None
+
+
+def test_bot_demos_record_the_key_labels_the_env_gives():
+    env = make_env("BabyAI-GoToImpUnlock-v0")
+    for seed in range(40):  # the first layout whose bot sees a matching key
+        episode, _ = bot_episode(env, seed)
+        if episode is not None and (episode.key[:, 0] != NO_TARGET).any():
+            break
+    assert episode.key.shape == (len(episode), 2)
+    # replay the bot's actions: the recorded label is NO_TARGET exactly until a matching key is in
+    # view, and again from when the agent holds one
+    quiet_reset(env, seed)
+    keys, seen, held = matching_keys(env), False, False
+    colours = {env.grid.get(*k).color for k in keys}
+    for t, action in enumerate(episode.label.tolist()):
+        seen = seen or any(env.agent_sees(*k) for k in keys)
+        known = episode.key[t, 0] != NO_TARGET
+        assert known == (seen and not held), t
+        env.step(action)
+        carried = env.carrying  # the bot also carries other objects out of its way
+        held = held or (carried is not None and carried.type == "key" and carried.color in colours)
+
+
+def test_the_key_head_trains_from_demos_and_resumes(tmp_path):
+    check_head_trains_from_demos_and_resumes(tmp_path, "key")  # test_aux_target's, for this head
+
+
+def test_a_store_without_key_labels_is_refused_before_anything_is_written(tmp_path):
+    import train_mop
+    from mop import bot_demos
+
+    store = bot_demos.DemoStore.create(bot_demos.store_path(tmp_path / "demos", LEVEL, 0), LEVEL, keys=False)
+    bot_demos.extend_store(store, 3, progress=False)
+    assert store.targets and not store.keys
+    cfg = tiny_config(
+        tmp_path / "ck", task_id=LEVEL, demos=3, demos_dir=str(tmp_path / "demos"), aux_key_weight=1.0
+    )
+    with pytest.raises(ConfigError, match="holds no seen-key places"):
+        train_mop.main(cfg, progress=False)
+    assert not list((tmp_path / "ck").rglob("checkpoint_*.pt"))
+
+
+def test_demos_store_their_key_labels_and_read_them_back(tmp_path):
+    from mop.bot_demos import load_or_generate_demos
+
+    made, _ = generate_demos(LEVEL, 3, 0, progress=False)  # in RAM, as the store's generator plays them
+    stored, meta = load_or_generate_demos(LEVEL, 3, 0, tmp_path, progress=False, need_keys=True)[:2]
+    assert meta["keys"] and all(ep.key is not None for ep in stored.episodes)
+    for a, b in zip(made.episodes, stored.episodes):
+        assert np.array_equal(np.asarray(a.key), np.asarray(b.key)) and a.equals(b)
+
+
+def test_online_dagger_trains_the_key_head(tmp_path):
+    import train_mop
+
+    cfg = tiny_config(  # one room: its key comes into view within a few steps
+        tmp_path,
+        task_id="BabyAI-UnlockLocal-v0",
+        aux_key_weight=1.0,
+        buffer_episodes=6,
+        max_steps=30,
+        num_updates=3,
+    )
+    train_mop.main(cfg, progress=False)
+    rows = read_metrics(tmp_path / "BabyAI-UnlockLocal-v0" / "trial_0" / "metrics.jsonl")
+    assert [r for r in rows if 0.0 < r.get("train/aux_key", 0.0)]
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"aux_key_weight": -1.0}, "aux_key_weight must be >= 0"),
+        ({"aux_key_weight": float("nan")}, "'aux_key_weight' must be a finite number"),
+    ],
+)
+def test_bad_key_settings_are_refused(tmp_path, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_config(tmp_path, **overrides)
