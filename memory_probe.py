@@ -425,6 +425,8 @@ def resampled_auc(
 ) -> np.ndarray:
     """ROC AUC (ties count half) of scores against labels when every row of episode e counts
     weights[b, e] times: one AUC per row b of weights (NaN where a class is empty). episode: 0..E-1."""
+    if len(scores) == 0:  # e.g. a fold without any step of a column's subset
+        return np.full(len(weights), np.nan)
     _, group = np.unique(scores, return_inverse=True)
     shape = (int(group.max()) + 1, weights.shape[1])
     out = np.empty(len(weights))

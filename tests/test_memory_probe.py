@@ -97,6 +97,7 @@ def test_resampled_auc_is_the_auc_of_the_episodes_counted_that_often():
     rows = np.repeat(np.arange(30), weights[1][episode])  # episodes 0 twice, 2 once, 4 three times
     assert np.isclose(got[1], mp.auc(scores[rows], labels[rows]))
     assert np.isnan(got[2]) == (labels[episode == 5].all() or (~labels[episode == 5]).all())
+    assert np.isnan(mp.resampled_auc(scores[:0], labels[:0], episode[:0], weights)).all()  # nothing to rank
 
 
 def key_walks(num_episodes: int, length: int, seed: int = 0) -> tuple[pd.DataFrame, mp.Targets, np.ndarray]:
