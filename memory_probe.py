@@ -74,9 +74,9 @@ from eval_mop import (
 from mixture_of_experts import MixtureOfExpertsPolicy
 from mop.babyai_env import (
     EVAL_SEED_START,
+    KeyTracker,
     RoomLayout,
     check_locked_level,
-    locked_doors,
     make_env,
     quiet_reset,
 )
@@ -327,30 +327,24 @@ def room_targets(steps: pd.DataFrame, layout: RoomLayout, min_age: int) -> Targe
 def key_sightings(env: Any, seed: int, actions: list[int], layout: RoomLayout) -> tuple:
     """Replay one episode from layout `seed`: for each step t, (the agent's cell, the step a key of
     a locked door's colour was last in view before t (-1: never), whether one was held before t),
-    and the cells the matching keys lay in at the start."""
+    and the cells the matching keys lay in at the start. The keys, their colours and the held flag
+    are KeyTracker's (the --aux_key_weight head's); a sighting here is any such key in the view."""
     obs = quiet_reset(env, seed)
-    colours = {COLOR_TO_IDX[env.grid.get(*p).color] for p in locked_doors(env)}
-    key_cells = [
-        (x, y)
-        for y in range(env.grid.height)
-        for x in range(env.grid.width)
-        if (o := env.grid.get(x, y)) is not None and o.type == "key" and COLOR_TO_IDX[o.color] in colours
-    ]
+    tracker = KeyTracker()
+    tracker.reset(env)
+    colours = [COLOR_TO_IDX[c] for c in tracker.colours]
     cells, last_seen, held = [], [], []
-    seen, holding = -1, False
+    seen = -1
     for t, action in enumerate(actions):
         cells.append(tuple(int(v) for v in env.agent_pos))
         last_seen.append(seen)
-        held.append(holding)
         image = obs["image"]
-        if ((image[..., 0] == _KEY) & np.isin(image[..., 1], list(colours))).any():
+        tracker.label(env, image)  # updates tracker.held from what the agent carries before step t
+        held.append(tracker.held)
+        if ((image[..., 0] == _KEY) & np.isin(image[..., 1], colours)).any():
             seen = t
         obs, *_ = env.step(int(action))
-        carrying = env.carrying
-        holding = holding or (
-            carrying is not None and carrying.type == "key" and COLOR_TO_IDX[carrying.color] in colours
-        )
-    return cells, np.array(last_seen), np.array(held), key_cells
+    return cells, np.array(last_seen), np.array(held), tracker.keys
 
 
 # --target key_offset: the key's offset from the agent in its own frame (cells ahead, cells to its
@@ -529,10 +523,10 @@ def probe_table(
         "auc_failed": targets.mask & ~solved,
     }
     counted = {c: counted_rooms(labels, m, min_count) for c, m in subsets.items()}
-    ones = np.ones((1, len(ids)))
     weights = np.random.default_rng(seed).multinomial(
         len(ids), np.full(len(ids), 1.0 / len(ids)), size=bootstrap
     )
+    weights = np.concatenate([np.ones((1, len(ids)), dtype=weights.dtype), weights])  # row 0: the data
     rows, base_draws = [], {}
     sets = [(NO_MEMORY, baseline)] + [(n, np.concatenate([baseline, memory[:, s]], 1)) for n, s in blocks]
     for name, features in sets:
@@ -543,10 +537,9 @@ def probe_table(
         }
         for column, mask in subsets.items():
             rooms = counted[column]
-            full = fold_aucs(scores, labels, mask, rooms, episode_index, ones)[0]
-            row[column] = float(_nanmean(full))
+            full, draws = np.split(fold_aucs(scores, labels, mask, rooms, episode_index, weights), [1])
+            row[column] = float(_nanmean(full[0]))
             row[f"rooms_{column}"] = len(rooms)
-            draws = fold_aucs(scores, labels, mask, rooms, episode_index, weights)
             if name == NO_MEMORY:
                 base_draws[column] = draws
                 continue

@@ -391,8 +391,7 @@ class KeyTracker:
 
     def reset(self, env: Any) -> None:
         grid = env.grid
-        doors = (grid.get(x, y) for y in range(grid.height) for x in range(grid.width))
-        self.colours = {o.color for o in doors if o is not None and o.type == "door" and o.is_locked}
+        self.colours = {grid.get(*p).color for p in locked_doors(env)}
         self.keys = [
             (x, y)
             for y in range(grid.height)
