@@ -480,6 +480,8 @@ def gain_interval(gain: float, draws: np.ndarray) -> tuple[float, float]:
     folds' errors are not independent (each fold's episodes both fit one probe and score the other),
     so their sds are added, the bound that holds whatever their correlation (docs/calibration.md,
     memory_probe_*: treating them as independent gave 0.900 coverage)."""
+    if (np.isfinite(draws).sum(0) < 2).any():  # a fold without this subset: its spread is unknown
+        return np.nan, np.nan
     sds = [float(np.nanstd(draws[:, k], ddof=1)) for k in range(2)]
     if not all(np.isfinite(sds)):
         return np.nan, np.nan
@@ -562,13 +564,25 @@ def format_table(table: pd.DataFrame, min_age: int, bootstrap: int) -> str:
         f"gain over {NO_MEMORY}, 95% interval (each fold's sd over {bootstrap} resamples of the episodes, added):",
         f"{'features':<28}" + "".join(f" {n:>24}" for n in names),
     ]
+    unbounded = False
     for row in table.iloc[1:].to_dict("records"):
         cells = []
         for column in SUBSETS:
             gain = f"gain{column[3:]}"
             low, high = row[f"{gain}_low"], row[f"{gain}_high"]
-            cells.append("-" if np.isnan(low) else f"{row[gain]:+.3f} [{low:+.3f}, {high:+.3f}]")
+            if np.isnan(row[gain]):
+                cells.append("-")
+            elif np.isnan(low):  # a fold holds no step of this subset, or its resamples lack a class
+                cells.append(f"{row[gain]:+.3f} [no interval]*")
+                unbounded = True
+            else:
+                cells.append(f"{row[gain]:+.3f} [{low:+.3f}, {high:+.3f}]")
         lines.append(f"{row['features']:<28}" + "".join(f" {c:>24}" for c in cells))
+    if unbounded:
+        lines.append(
+            "* one of the two folds has no step of this subset (or none of a class), so its spread"
+            " is unknown: play more episodes (--num_episodes)"
+        )
     return "\n".join(lines)
 
 

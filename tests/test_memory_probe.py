@@ -129,6 +129,23 @@ def test_a_key_probe_finds_a_key_room_the_memory_holds_and_nothing_from_noise():
     assert table.loc["signal", "rooms_auc"] == LAYOUT.num_rooms
 
 
+def test_a_subset_one_fold_lacks_gets_its_gain_without_an_interval_and_the_table_says_why():
+    steps, targets, key_room = key_walks(40, 60)
+    steps["success"] = (steps["episode"] < 20) | (steps["episode"] % 2 == 0)
+    rng = np.random.default_rng(3)
+    held = np.eye(LAYOUT.num_rooms)[key_room] * targets.mask[:, :1]
+    memory = held + rng.normal(0.0, 0.5, held.shape)
+    table = mp.probe_table(steps, memory, [("signal", slice(0, 9))], targets, bootstrap=50)
+    row = table.iloc[1]
+    assert np.isfinite(row["gain_failed"]) and np.isnan(row["gain_failed_low"])
+    assert np.isfinite(row["gain_solved_low"])
+    text = mp.format_table(table, 20, 50)
+    assert f"{row['gain_failed']:+.3f} [no interval]*" in text and "one of the two folds" in text
+    assert "no interval" not in mp.format_table(
+        table.assign(gain_failed_low=0.0, gain_failed_high=0.1), 20, 50
+    )
+
+
 def test_offset_bins_put_the_key_ahead_or_to_the_right_in_the_agent_s_own_frame():
     cells, key = np.array([[5, 5], [5, 5], [5, 5]]), (9, 3)  # 4 cells east, 2 north of the agent
     bins = mp.offset_bins(cells, np.array([0, 3, 2]), key)  # facing east, north, west
