@@ -28,8 +28,15 @@ The report: success on the layouts that need the key and on those that do not; b
 kind where a level mixes them (Synth); put-next success by reversible or not, and what its failed
 episodes carried; the failed episodes that needed the key by the furthest
 step of the chain they reached (unlocked, held a key, saw a key, saw none), split by whether they
-saw the locked door; and the share of the reachable cells they stood on, against the solved
-episodes'. Any level with a locked door in its first 40 layouts can be dissected.
+saw the locked door; the share of the reachable cells they stood on, against the solved
+episodes'; and whether they stopped exploring: the share of the cells reachable without a key
+that came into view (`open_cells_seen`; on GoToImpUnlock the bot has seen every one of them when
+it picks up the key on 40 of 41 layouts that need it), the step the last of them first did
+(`t_last_new_cell`), and how many separate times a matching key came into view (`key_sightings`;
+the bot's own episodes pass it 2-10 times before the pickup; `key_sightings_late`: those after
+the last new cell), on the layouts a policy can solve:
+`key_reachable` is false where every key of the locked door's colour lies behind it (GoToImpUnlock
+lays out 17 of its first 500 evaluation layouts so; the bot fails them and so does every student). Any level with a locked door in its first 40 layouts can be dissected.
 
     python failures.py --checkpoint checkpoints/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt
     python failures.py --checkpoint CK --num_episodes 500 --out failures.csv
@@ -59,6 +66,8 @@ from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 from eval_mop import EvalError, check_table_out, play_checkpoint, played_line, save_table, wilson_interval
 from mop.babyai_env import (
     EVAL_SEED_START,
+    KeyTracker,
+    cells_in_view,
     check_locked_level,
     locked_doors,
     make_env,
@@ -116,6 +125,12 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
         "needs_key": needs_key(env),
     }
     reach = reachable_cells(env, set())
+    open_reach = reachable_cells(env, set(locked))  # what the agent can explore without a key
+    keys = KeyTracker()
+    keys.reset(env)
+    row["key_reachable"] = any(k in open_reach for k in keys.keys)
+    seen_open: set[tuple[int, int]] = set()
+    last_new, sightings, in_view = 0, [], False
     first: dict[str, int | None] = dict.fromkeys(MILESTONES + PUT_NEXT_MILESTONES)
     put_next = row["instruction"] == "put next"
     move = env.instrs.desc_move.obj_set if put_next else []
@@ -127,11 +142,16 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
         image = obs["image"]
         if first["door_seen"] is None and ((image[..., 0] == _DOOR) & (image[..., 2] == _LOCKED)).any():
             first["door_seen"] = t
-        if (
-            first["key_seen"] is None
-            and ((image[..., 0] == _KEY) & np.isin(image[..., 1], list(colours))).any()
-        ):
+        key_in_view = bool(((image[..., 0] == _KEY) & np.isin(image[..., 1], list(colours))).any())
+        if first["key_seen"] is None and key_in_view:
             first["key_seen"] = t
+        if key_in_view and not in_view:
+            sightings.append(t)
+        in_view = key_in_view
+        new_cells = (cells_in_view(env, image) & open_reach) - seen_open
+        if new_cells:
+            seen_open |= new_cells
+            last_new = t
         obs, reward, terminated, truncated, _ = env.step(int(action))
         stood.add(tuple(env.agent_pos))
         held = env.carrying
@@ -158,6 +178,10 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
             break
     row.update({f"t_{k}": v for k, v in first.items()})
     row["cells_stood_on"] = len(stood & reach) / len(reach)
+    row["open_cells_seen"] = len(seen_open) / len(open_reach)
+    row["t_last_new_cell"] = last_new
+    row["key_sightings"] = len(sightings)
+    row["key_sightings_late"] = sum(t > last_new for t in sightings)  # after exploring stopped
     row["replay_success"] = success
     return row
 
@@ -255,6 +279,13 @@ def format_report(table: pd.DataFrame) -> str:
     for key, label in STAGES:
         at = failed.stage == key
         lines.append(f"  {label:<36}{int((at & seen).sum()):>14}{int((at & ~seen).sum()):>14}")
+    if "key_reachable" in failed.columns:
+        lost = failed[~failed.key_reachable.astype(bool)]
+        played = int((table.needs_key & ~table.key_reachable.astype(bool)).sum())
+        lines.append(
+            f"  every matching key behind the locked door (unsolvable, the bot fails too): "
+            f"{len(lost)} failed of {played} such layouts"
+        )
     solved = table[table.needs_key & table.success]
     if len(solved):
         lines.append("")
@@ -262,7 +293,36 @@ def format_report(table: pd.DataFrame) -> str:
             f"reachable cells stood on (median): failed {failed.cells_stood_on.median():.0%}, "
             f"solved {solved.cells_stood_on.median():.0%} (solved episodes are shorter)"
         )
+    if "key_reachable" in failed.columns:  # the layouts no policy solves say nothing of how it explores
+        failed = failed[failed.key_reachable.astype(bool)]
+    lines += exploration_report(failed, solved)
     return "\n".join(lines)
+
+
+def exploration_report(failed: pd.DataFrame, solved: pd.DataFrame) -> list[str]:
+    """Did the failed key layouts stop exploring, and did they keep seeing a key? (tables written
+    before these columns existed have nothing to say here)."""
+    if not {"open_cells_seen", "t_last_new_cell", "key_sightings", "length"} <= set(failed.columns):
+        return []
+    if not len(failed):
+        return []
+    whole = int((failed.open_cells_seen >= 1.0).sum())
+    lines = [
+        f"cells reachable without a key seen (median): failed {failed.open_cells_seen.median():.0%}"
+        + (f", solved {solved.open_cells_seen.median():.0%}" if len(solved) else "")
+        + f"; {whole} of the {len(failed)} failed with a key to reach saw every one",
+        f"failed: the last such cell first seen at step {failed.t_last_new_cell.median():.0f} (median)"
+        f" of {failed.length.median():.0f}",
+    ]
+    saw = failed[failed.key_sightings > 0]
+    if len(saw):
+        late = saw.get("key_sightings_late")
+        lines.append(
+            f"failed that saw a matching key: it came into view {saw.key_sightings.median():.0f} separate"
+            f" times (median; quartiles {saw.key_sightings.quantile(0.25):.0f}-{saw.key_sightings.quantile(0.75):.0f})"
+            + ("" if late is None else f", {late.median():.0f} of them after the last new cell")
+        )
+    return lines
 
 
 AGAINST_COLUMNS = ("episode", "success", "instruction")

@@ -374,6 +374,20 @@ def agent_frame(env: Any, pos: Any) -> tuple[int, int]:
     return dx * fx + dy * fy, dx * -fy + dy * fx  # right_vec = (-dir_y, dir_x)
 
 
+def cells_in_view(env: Any, image: np.ndarray) -> set[tuple[int, int]]:
+    """The world cells the agent sees in `image`, the view it observes where it stands now (every
+    cell minigrid's visibility mask lets through, encoded as anything but "unseen"): the view's
+    cell (vx, vy) lies at top_left + vx * right - vy * forward, the inverse of get_view_coords."""
+    env = getattr(env, "unwrapped", env)
+    vx, vy = np.nonzero(image[..., 0] != _UNSEEN_IDX)
+    forward, right = np.asarray(env.dir_vec), np.asarray(env.right_vec)
+    size = image.shape[0]
+    top_left = np.asarray(env.agent_pos) + forward * (size - 1) - right * (size // 2)
+    cells = top_left[None, :] + vx[:, None] * right[None, :] - vy[:, None] * forward[None, :]
+    return {(int(x), int(y)) for x, y in cells}
+
+
+_UNSEEN_IDX = 0  # minigrid's OBJECT_TO_IDX["unseen"]
 _KEY_IDX = 5  # minigrid's OBJECT_TO_IDX["key"]
 
 

@@ -74,6 +74,21 @@ def test_same_seed_same_layout():
     assert oa["mission"] == ob["mission"] and np.array_equal(oa["image"], ob["image"])
 
 
+def test_cells_in_view_are_the_cells_minigrid_says_the_agent_sees():
+    env = make_env("BabyAI-GoToImpUnlock-v0")
+    rng = np.random.default_rng(0)
+    for seed in range(2):
+        obs, grid = quiet_reset(env, EVAL_SEED_START + seed), env.unwrapped.grid
+        for _ in range(25):
+            seen = babyai_env.cells_in_view(env, obs["image"])
+            assert len(seen) == int((obs["image"][..., 0] != 0).sum())
+            for y in range(grid.height):
+                for x in range(grid.width):
+                    if grid.get(x, y) is not None:  # agent_sees answers for objects and walls only
+                        assert env.unwrapped.agent_sees(x, y) == ((x, y) in seen)
+            obs, *_ = env.step(int(rng.choice([0, 1, 2, 2, 2])))
+
+
 def test_encode_obs_raw_and_onehot():
     env = make_env(TASK)
     obs = quiet_reset(env, 1)

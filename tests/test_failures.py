@@ -17,6 +17,7 @@ from conftest import tiny_config
 from mop.babyai_env import (
     EVAL_SEED_START,
     SafeBot,
+    bot_path_length,
     check_locked_level,
     make_env,
     needs_key,
@@ -83,11 +84,36 @@ def test_replaying_the_bot_reaches_every_milestone_in_order_and_a_cut_episode_st
     assert full["needs_key"] and full["locked_doors"] == 1 and full["replay_success"]
     assert full["t_key_seen"] <= full["t_key_held"] < full["t_unlocked"] == len(actions) - 1
     assert full["t_door_seen"] is not None and 0 < full["cells_stood_on"] < 1
+    assert 0 < full["open_cells_seen"] <= 1 and full["key_sightings"] >= 1 and full["key_reachable"]
+    assert full["t_last_new_cell"] < len(actions)
     cut = fl.replay_milestones(env, seed, actions[: full["t_key_held"]])  # stops before the pickup
     assert cut["t_key_held"] is None and cut["t_unlocked"] is None and not cut["replay_success"]
-    assert cut["t_key_seen"] == full["t_key_seen"]
+    assert cut["t_key_seen"] == full["t_key_seen"] and cut["open_cells_seen"] <= full["open_cells_seen"]
+    # facing the key before the pickup, two turns on the spot lose it from view and two more bring
+    # it back: one sighting more, nothing new seen
+    turned = fl.replay_milestones(env, seed, actions[: full["t_key_held"]] + [0] * 4)
+    assert turned["key_sightings"] == cut["key_sightings"] + 1
+    assert turned["key_sightings_late"] == cut["key_sightings_late"] + (
+        turned["t_last_new_cell"] == cut["t_last_new_cell"]
+    )
+    assert (
+        turned["t_last_new_cell"] == cut["t_last_new_cell"]
+        or turned["open_cells_seen"] > cut["open_cells_seen"]
+    )
     row = pd.Series({f"t_{k}": cut[f"t_{k}"] for k in fl.MILESTONES})
     assert fl.stage(row) == "key_seen"
+
+
+def test_a_layout_whose_every_key_lies_behind_the_locked_door_is_marked_and_the_bot_fails_it():
+    """GoToImpUnlock's generator puts the key in any room but the one it locks, and connect_all may
+    reach that room only through the locked one: evaluation layout 6 is such a layout."""
+    env = make_env("BabyAI-GoToImpUnlock-v0")
+    seed = EVAL_SEED_START + 6
+    row = fl.replay_milestones(env, seed, [0] * 8)
+    assert row["needs_key"] and not row["key_reachable"]
+    assert bot_path_length("BabyAI-GoToImpUnlock-v0", seed) is None
+    solvable = fl.replay_milestones(env, EVAL_SEED_START + 294, [0] * 8)
+    assert solvable["needs_key"] and solvable["key_reachable"]
 
 
 def test_a_level_without_a_locked_door_is_refused():
@@ -319,6 +345,23 @@ def test_a_saved_table_reads_back_to_the_same_report_and_a_foreign_one_is_refuse
     assert fl.format_report(back) == fl.format_report(table)
     assert "saw a matching key, never held one" in fl.format_report(back)
     assert back["t_key_held"].dtype == "Int64" and back["reversible"].dtype == "boolean"
+    assert "reachable without a key" not in fl.format_report(back)  # a table from before those columns
+    explored = table.assign(
+        open_cells_seen=[0.9, 1.0, 0.5, 1.0],
+        t_last_new_cell=[10, 30, 50, 5],
+        key_sightings=[1, 4, 0, 0],
+        key_sightings_late=[0, 3, 0, 0],
+        key_reachable=[True, True, True, False],
+    )
+    report = fl.format_report(explored).splitlines()
+    assert "failed 75%, solved 90%; 1 of the 2 failed with a key to reach saw every one" in report[-3]
+    assert report[-2].endswith("step 40 (median) of 64") and " 4 separate times" in report[-1]
+    assert report[-1].endswith("3 of them after the last new cell")
+    (behind,) = [line for line in report if "every matching key behind" in line]
+    assert behind.endswith("0 failed of 0 such layouts")
+    lost = fl.format_report(explored.assign(key_reachable=[True, True, False, False])).splitlines()
+    assert any(line.endswith("1 failed of 1 such layouts") for line in lost)
+    assert "1 of the 1 failed with a key to reach" in lost[-3]  # the lost layout is left out there
     foreign = tmp_path / "f.csv"
     table.assign(stage="lost").to_csv(foreign, index=False)
     with pytest.raises(fl.FailureError, match="needs_key or stage column"):
