@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from minigrid.utils.baby_ai_bot import PickupSubgoal
 
 import train_mop
 from conftest import tiny_config
+from mop import babyai_env
 from mop.aux_losses import AUX_HEADS, FRESH_HEADS, aux_subgoal_loss, head_optimizer_state
 from mop.babyai_env import (
     EVAL_SEED_START,
@@ -21,7 +23,10 @@ from mop.babyai_env import (
     NO_TARGET,
     SUBGOAL_KINDS,
     SafeBot,
+    bot_path_length,
+    locked_doors,
     make_env,
+    needs_key,
     quiet_reset,
     subgoal_code,
     target_code,
@@ -271,6 +276,52 @@ def test_without_undo_the_bot_keeps_what_the_student_picked_up():
     assert k == k2
     assert with_undo[0] == "drop", with_undo  # put it down, here, at once
     assert "drop" not in without and "go to cell" not in without, without
+
+
+def carry_a_wrong_key_to_the_end(undo: bool) -> tuple[bool, list[int], str | None]:
+    """The bot drives a GoToImpUnlock layout that needs the key until, on its way to fetch the
+    right key, it faces a key of another colour than the locked door's; the agent picks that one up (a student's mistake: 82 of 106
+    failing episodes of the recipe's student hold one), then follows the bot to the end. Whether it
+    succeeds, the labels after the pickup, and the bot's failure if it gave up."""
+    env = make_env("BabyAI-GoToImpUnlock-v0")
+    for k in range(60):
+        if bot_path_length("BabyAI-GoToImpUnlock-v0", EVAL_SEED_START + k) is None:
+            continue  # every key of the door's colour lies behind it: no one solves this layout
+        quiet_reset(env, EVAL_SEED_START + k)
+        if not needs_key(env):
+            continue
+        colours = {env.unwrapped.grid.get(*p).color for p in locked_doors(env)}
+        bot, previous, after = SafeBot(env, undo=undo), None, None
+        for _ in range(env.unwrapped.max_steps):
+            label = bot.label(previous)
+            if label is None:
+                return False, after or [], bot.failure
+            front = env.unwrapped.grid.get(*env.unwrapped.front_pos)
+            if after is None and front is not None and front.type == "key" and front.color not in colours:
+                planned = any(type(g).__name__ == "PickupSubgoal" for g in bot.bot.stack)
+                if env.unwrapped.carrying is None and label != 3 and planned:  # on its way to the key
+                    label, after = 3, []
+            elif after is not None:
+                after.append(label)
+            _, reward, terminated, truncated, _ = env.step(label)
+            previous = label
+            if terminated or truncated:
+                if after is None:
+                    break  # this layout offered no wrong key on the way
+                return bool(terminated and reward > 0), after, bot.failure
+    raise AssertionError("no layout where the bot passes a key of another colour by")
+
+
+def test_a_bot_whose_agent_holds_a_wrong_key_puts_it_down_and_fetches_the_right_one(monkeypatch):
+    """With undo=False the bot keeps the agent's pickup; minigrid's bot then reaches its own pickup
+    of the right key with full hands and asserts, and DAgger lost the episode's labels. The
+    patched bot drops what it holds first, then fetches the key and solves the layout."""
+    solved, labels, failure = carry_a_wrong_key_to_the_end(undo=False)
+    assert solved and failure is None
+    assert 4 in labels and labels.index(4) < len(labels) - labels[::-1].index(3) - 1  # a drop, then a pickup
+    monkeypatch.setattr(PickupSubgoal, "replan_before_action", babyai_env._minigrid_pickup)
+    solved, _, failure = carry_a_wrong_key_to_the_end(undo=False)
+    assert not solved and failure.startswith("AssertionError")
 
 
 def test_bot_undo_reaches_the_collectors_bots(tmp_path):
