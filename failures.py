@@ -29,14 +29,17 @@ kind where a level mixes them (Synth); put-next success by reversible or not, an
 episodes carried; the failed episodes that needed the key by the furthest
 step of the chain they reached (unlocked, held a key, saw a key, saw none), split by whether they
 saw the locked door; the share of the reachable cells they stood on, against the solved
-episodes'; and whether they stopped exploring: the share of the cells reachable without a key
-that came into view (`open_cells_seen`; on GoToImpUnlock the bot has seen every one of them when
-it picks up the key on 40 of 41 layouts that need it), the step the last of them first did
-(`t_last_new_cell`), and how many separate times a matching key came into view (`key_sightings`;
-the bot's own episodes pass it 2-10 times before the pickup; `key_sightings_late`: those after
-the last new cell), on the layouts a policy can solve:
-`key_reachable` is false where every key of the locked door's colour lies behind it (GoToImpUnlock
-lays out 17 of its first 500 evaluation layouts so; the bot fails them and so does every student). Any level with a locked door in its first 40 layouts can be dissected.
+episodes'. Then, on the failed layouts a policy can solve (`key_reachable`: false where every key
+of the locked door's colour lies behind it; GoToImpUnlock lays out 17 of its first 500 evaluation
+layouts so, and the bot fails them as every student does), whether they stopped exploring and what
+they held: the share of the cells reachable without a key that came into view (`open_cells_seen`;
+on GoToImpUnlock's first 500 layouts the bot has seen every one when it picks up the key on 186 of
+the 189 it solves that need it), the step the last of them first did (`t_last_new_cell`), how many
+separate times a matching key came into view (`key_sightings`, the bot's median 5 before its
+pickup; `key_sightings_late`: those after the last new cell), and what it picked up that is not a
+key of the door's colour (`t_other_held`, the first step it carried one; `held_at_end`;
+`wrong_key_held`: a key of another colour at the end, which keeps it from picking up the right one).
+Any level with a locked door in its first 40 layouts can be dissected.
 
     python failures.py --checkpoint checkpoints/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt
     python failures.py --checkpoint CK --num_episodes 500 --out failures.csv
@@ -131,6 +134,7 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
     row["key_reachable"] = any(k in open_reach for k in keys.keys)
     seen_open: set[tuple[int, int]] = set()
     last_new, sightings, in_view = 0, [], False
+    other_held: int | None = None  # the first step it carried anything but a key of a locked door's colour
     first: dict[str, int | None] = dict.fromkeys(MILESTONES + PUT_NEXT_MILESTONES)
     put_next = row["instruction"] == "put next"
     move = env.instrs.desc_move.obj_set if put_next else []
@@ -162,6 +166,12 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
             and COLOR_TO_IDX[held.color] in colours
         ):
             first["key_held"] = t
+        if (
+            other_held is None
+            and held is not None
+            and not (held.type == "key" and COLOR_TO_IDX[held.color] in colours)
+        ):
+            other_held = t
         if put_next and held is not None:  # (the objects are the verifier's own, matched by identity)
             if first["move_held"] is None and any(held is o for o in move):
                 first["move_held"] = t
@@ -182,6 +192,10 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
     row["t_last_new_cell"] = last_new
     row["key_sightings"] = len(sightings)
     row["key_sightings_late"] = sum(t > last_new for t in sightings)  # after exploring stopped
+    row["t_other_held"] = other_held
+    end = env.carrying
+    row["held_at_end"] = None if end is None else f"{end.color} {end.type}"
+    row["wrong_key_held"] = end is not None and end.type == "key" and COLOR_TO_IDX[end.color] not in colours
     row["replay_success"] = success
     return row
 
@@ -314,6 +328,14 @@ def exploration_report(failed: pd.DataFrame, solved: pd.DataFrame) -> list[str]:
         f"failed: the last such cell first seen at step {failed.t_last_new_cell.median():.0f} (median)"
         f" of {failed.length.median():.0f}",
     ]
+    if "t_other_held" in failed.columns:
+        other = failed.t_other_held.notna()
+        lines.append(
+            f"failed with a key to reach that picked up something else: {int(other.sum())} of {len(failed)}"
+            f" (first at step {failed.t_other_held.median():.0f}, median), still holding a key of another"
+            f" colour at the end: {int(failed.wrong_key_held.astype(bool).sum())}"
+            + (f"; solved: {int(solved.t_other_held.notna().sum())} of {len(solved)}" if len(solved) else "")
+        )
     saw = failed[failed.key_sightings > 0]
     if len(saw):
         late = saw.get("key_sightings_late")
