@@ -45,6 +45,11 @@ Any level with a locked door in its first 40 layouts can be dissected.
     python failures.py --checkpoint CK --num_episodes 500 --out failures.csv
     python failures.py --checkpoint CK2 --num_episodes 500 --against failures.csv   # layout by layout
     python failures.py --table failures.csv --against other.csv   # two saved tables, nothing played
+    python failures.py --checkpoint CK --num_episodes 500 --takeover 150,300   # the bot finishes them?
+
+--takeover T hands each failed episode a policy can solve to the bot after T of the student's steps:
+the bot watches those steps as it does when it labels DAgger's states, then drives. Where it cannot
+finish from there (it gives up: the reasons are counted), its labels on those states teach nothing.
 
 --against's McNemar p tests two trained policies on the same layouts (the layouts are the sample):
 two runs of one recipe from different seeds can differ as well, so a recipe is compared
@@ -70,6 +75,7 @@ from eval_mop import EvalError, check_table_out, play_checkpoint, played_line, s
 from mop.babyai_env import (
     EVAL_SEED_START,
     KeyTracker,
+    SafeBot,
     cells_in_view,
     check_locked_level,
     locked_doors,
@@ -79,7 +85,7 @@ from mop.babyai_env import (
     reachable_cells,
 )
 from mop.checks import ConfigError, command_edges, refuse
-from mop.cli_specs import check_failures_args, failures_parser
+from mop.cli_specs import check_failures_args, failures_parser, takeover_steps
 
 DEFAULT_EPISODES = 200  # --num_episodes when not given
 MILESTONES = ("door_seen", "key_seen", "key_held", "unlocked")
@@ -198,6 +204,53 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
     row["wrong_key_held"] = end is not None and end.type == "key" and COLOR_TO_IDX[end.color] not in colours
     row["replay_success"] = success
     return row
+
+
+def bot_takeover(env: Any, seed: int, actions: list[int], start: int, undo: bool) -> tuple[bool, str | None]:
+    """Replay the first `start` actions of an episode with the bot watching (labelling each state
+    and told the action taken, as DAgger's collector does), then let the bot drive to the episode's
+    end. (solved, why the bot gave up if it did)."""
+    quiet_reset(env, seed)
+    bot, previous = SafeBot(env, undo=undo), None
+    for action in actions[:start]:
+        bot.label(previous)
+        _, reward, terminated, truncated, _ = env.step(int(action))
+        previous = int(action)
+        if terminated or truncated:
+            return bool(terminated and reward > 0), None
+    while True:
+        action = bot.label(previous)
+        if action is None:
+            return False, bot.failure
+        _, reward, terminated, truncated, _ = env.step(action)
+        previous = action
+        if terminated or truncated:
+            return bool(terminated and reward > 0), None
+
+
+def takeover_report(
+    table: pd.DataFrame, steps: pd.DataFrame, task_id: str, config: dict, starts: list[int]
+) -> list[str]:
+    """--takeover: the bot driving each failed episode a policy can solve from step T on."""
+    failed = table[table.needs_key & ~table.success & table.key_reachable.astype(bool)]
+    if not len(failed) or not starts:
+        return []
+    env = make_env(task_id, config.get("max_steps"))
+    actions = steps.groupby("episode")["action"].apply(list)
+    undo = bool(config.get("bot_undo", True))
+    lines = [
+        "",
+        f"the bot driving the {len(failed)} failed episodes with a key to reach from step T (bot_undo {undo}):",
+    ]
+    for start in starts:
+        results = [
+            bot_takeover(env, EVAL_SEED_START + int(e), actions[e], start, undo) for e in failed.episode
+        ]
+        solved = sum(ok for ok, _ in results)
+        reasons = pd.Series([why.split(":")[0] for ok, why in results if why]).value_counts()
+        gave_up = ", ".join(f"{n} {kind}" for kind, n in reasons.items()) or "none"
+        lines.append(f"  T = {start:<5} solved {solved} of {len(failed)}; the bot gave up: {gave_up}")
+    return lines
 
 
 def first_reached(row: pd.Series, chain: tuple) -> str:
@@ -468,11 +521,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             )
             table = anatomy(steps, episodes, task_id, config.get("max_steps"))
             head = played_line(task_id, num_episodes, args.sample, table.success.mean())
+            takeover = takeover_report(table, steps, task_id, config, takeover_steps(args.takeover))
         paired = [] if other is None else paired_report(table, other, args.against)
     except (ConfigError, EvalError, FailureError) as e:
         refuse(str(e))
     print(head)
-    print("\n".join([format_report(table) if whole_table(table) else OUTCOMES_ONLY, *paired]))
+    report = [format_report(table) if whole_table(table) else OUTCOMES_ONLY]
+    print("\n".join([*report, *(takeover if args.table is None else []), *paired]))
     if args.table is None:
         save_table(table, args.out)
     return table

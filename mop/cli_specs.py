@@ -506,14 +506,37 @@ def failures_parser(description: str | None) -> argparse.ArgumentParser:
         help="another --out CSV on the same level: both compared layout by layout "
         "(McNemar exact; per instruction kind with Holm)",
     )
+    parser.add_argument(
+        "--takeover",
+        default=None,
+        metavar="T[,T...]",
+        help="hand each failed episode that a policy can solve to the bot after T of the student's "
+        "steps (it watches them, as when it labels DAgger's states, then drives): can the labels there "
+        "lead anywhere?",
+    )
     add_device_argument(parser)
     parser.add_argument("--no_progress", action="store_true", help="no bar while the episodes play")
     return parser
 
 
+def takeover_steps(text: str | None) -> list[int]:
+    """--takeover's steps (ConfigError for anything but comma-separated integers >= 0)."""
+    if text is None:
+        return []
+    try:
+        steps = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--takeover takes steps such as 150,300, got {text!r}") from None
+    if any(t < 0 for t in steps):
+        raise ConfigError(f"--takeover steps must be >= 0, got {text!r}")
+    return steps
+
+
 def check_failures_args(args: argparse.Namespace) -> None:
+    takeover_steps(args.takeover)
     if args.table is not None:
         playing = {"--task_id": args.task_id, "--num_episodes": args.num_episodes, "--out": args.out}
+        playing["--takeover"] = args.takeover
         given = [flag for flag, value in playing.items() if value is not None] + ["--sample"] * args.sample
         if given:
             raise ConfigError(f"--table reports a saved table, nothing is played: drop {', '.join(given)}")

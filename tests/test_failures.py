@@ -156,6 +156,22 @@ def test_an_episode_that_picks_up_a_key_of_another_colour_is_marked_holding_it()
     raise AssertionError("no layout where the bot faces a key of another colour")
 
 
+def test_the_bot_takes_over_a_replayed_episode_and_finishes_it():
+    env = make_env("BabyAI-Unlock-v0")
+    seed = next(
+        EVAL_SEED_START + k for k in range(50) if (quiet_reset(env, EVAL_SEED_START + k), needs_key(env))[1]
+    )
+    actions = _bot_actions(env, seed)
+    for start in (0, len(actions) // 2, len(actions)):
+        assert fl.bot_takeover(env, seed, actions, start, undo=False) == (True, None)
+    wander = [0, 2, 1, 2] * 10  # forty steps of the student's own
+    assert fl.bot_takeover(env, seed, wander, 40, undo=True) == (True, None)
+    assert fl.takeover_steps("150,300") == [150, 300] and fl.takeover_steps(None) == []
+    for bad in ("150;300", "-5", ""):
+        with pytest.raises(ConfigError, match="--takeover"):
+            fl.takeover_steps(bad)
+
+
 def test_a_level_without_a_locked_door_is_refused():
     with pytest.raises(ValueError, match="no locked door"):
         check_locked_level("BabyAI-GoToObjMaze-v0")
@@ -181,6 +197,13 @@ def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_
         low, high = em.wilson_interval(int(key["success"].sum()), len(key))
         assert f"[{low:.1%}, {high:.1%}]" in printed.split("need the key")[1].splitlines()[0]
     assert len(table) == 3 and list(pd.read_csv(out)["episode"]) == [0, 1, 2]
+    # --takeover: the bot drives the failed layouts from step T; from the start it solves them all
+    fl.main([*played, "--takeover", "0,5", "--no_progress"])
+    taken = capsys.readouterr().out
+    failed = table[table.needs_key & ~table.success & table.key_reachable]
+    if len(failed):
+        assert f"T = 0     solved {len(failed)} of {len(failed)}; the bot gave up: none" in taken
+        assert "T = 5 " in taken
     # the same checkpoint against its own table: every layout agrees with itself, p 1
     fl.main([*played, "--against", str(out), "--no_progress"])
     paired, err = capsys.readouterr()
@@ -204,6 +227,7 @@ def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_
         (["--table", str(out), "--out", str(tmp_path / "x.csv")], "drop --out"),
         (["--table", str(tmp_path / "none.csv")], "--table"),
         (["--table", str(out), "--checkpoint", checkpoint], "not allowed with"),
+        (["--table", str(out), "--takeover", "10"], "drop --takeover"),
     ):
         with pytest.raises(SystemExit) as refused:
             fl.main(argv)
@@ -215,6 +239,7 @@ def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_
     for argv, message in (
         (["--task_id", "BabyAI-GoToLocal-v0"], "no locked door"),
         (["--num_episodes", "0"], "--num_episodes must be >= 1"),
+        (["--takeover", "ten"], "--takeover takes steps"),
         (["--task_id", "BabyAI-Unlock-v0,BabyAI-GoToLocal-v0"], "several levels"),
         (["--device", "cuda:7"], "--device cuda:7"),
     ):
