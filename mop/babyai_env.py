@@ -277,8 +277,9 @@ def _pickup_before_action(self: Any) -> Any:
     pick up. Its own episodes never reach this branch: demos and labels elsewhere are minigrid's."""
     if self.carrying is None:
         return _minigrid_pickup(self)
-    target = self.fwd_cell if self.fwd_cell is not None else tuple(self.fwd_pos)
-    self.bot.stack.append(GoNextToSubgoal(self.bot, target))
+    # back to face this cell: a position, not the object (one the agent once dropped has a numpy
+    # cur_pos, which minigrid's own path search compares with == and fails on)
+    self.bot.stack.append(GoNextToSubgoal(self.bot, tuple(int(v) for v in self.fwd_pos)))
     self.bot.stack.append(DropSubgoal(self.bot))
     self.bot.stack.append(GoNextToSubgoal(self.bot, self.bot._find_drop_pos()))
     return None
