@@ -127,7 +127,9 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
     and whether the replay succeeded (it must, where the recorded episode did)."""
     obs = quiet_reset(env, seed)
     locked = locked_doors(env)
-    colours = {COLOR_TO_IDX[env.grid.get(*p).color] for p in locked}
+    keys = KeyTracker()  # the keys of a locked door's colour, and what counts as one
+    keys.reset(env)
+    colours = [COLOR_TO_IDX[c] for c in keys.colours]
     row: dict[str, Any] = {
         "instruction": instruction_kind(env.instrs),
         "locked_doors": len(locked),
@@ -135,8 +137,6 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
     }
     reach = reachable_cells(env, set())
     open_reach = reachable_cells(env, set(locked))  # what the agent can explore without a key
-    keys = KeyTracker()
-    keys.reset(env)
     row["key_reachable"] = any(k in open_reach for k in keys.keys)
     seen_open: set[tuple[int, int]] = set()
     last_new, sightings, in_view = 0, [], False
@@ -152,7 +152,7 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
         image = obs["image"]
         if first["door_seen"] is None and ((image[..., 0] == _DOOR) & (image[..., 2] == _LOCKED)).any():
             first["door_seen"] = t
-        key_in_view = bool(((image[..., 0] == _KEY) & np.isin(image[..., 1], list(colours))).any())
+        key_in_view = bool(((image[..., 0] == _KEY) & np.isin(image[..., 1], colours)).any())
         if first["key_seen"] is None and key_in_view:
             first["key_seen"] = t
         if key_in_view and not in_view:
@@ -165,18 +165,9 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
         obs, reward, terminated, truncated, _ = env.step(int(action))
         stood.add(tuple(env.agent_pos))
         held = env.carrying
-        if (
-            first["key_held"] is None
-            and held is not None
-            and held.type == "key"
-            and COLOR_TO_IDX[held.color] in colours
-        ):
+        if first["key_held"] is None and keys.opens(held):
             first["key_held"] = t
-        if (
-            other_held is None
-            and held is not None
-            and not (held.type == "key" and COLOR_TO_IDX[held.color] in colours)
-        ):
+        if other_held is None and held is not None and not keys.opens(held):
             other_held = t
         if put_next and held is not None:  # (the objects are the verifier's own, matched by identity)
             if first["move_held"] is None and any(held is o for o in move):
@@ -201,7 +192,7 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
     row["t_other_held"] = other_held
     end = env.carrying
     row["held_at_end"] = None if end is None else f"{end.color} {end.type}"
-    row["wrong_key_held"] = end is not None and end.type == "key" and COLOR_TO_IDX[end.color] not in colours
+    row["wrong_key_held"] = end is not None and end.type == "key" and not keys.opens(end)
     row["replay_success"] = success
     return row
 

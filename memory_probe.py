@@ -339,8 +339,7 @@ def key_sightings(env: Any, seed: int, actions: list[int], layout: RoomLayout) -
         cells.append(tuple(int(v) for v in env.agent_pos))
         last_seen.append(seen)
         image = obs["image"]
-        tracker.label(env, image)  # updates tracker.held from what the agent carries before step t
-        held.append(tracker.held)
+        held.append(tracker.update_held(env))  # what the agent carries before step t included
         if ((image[..., 0] == _KEY) & np.isin(image[..., 1], colours)).any():
             seen = t
         obs, *_ = env.step(int(action))

@@ -444,26 +444,27 @@ class KeyTracker:
         grid = env.grid
         self.colours = {grid.get(*p).color for p in locked_doors(env)}
         self.keys = [
-            (x, y)
-            for y in range(grid.height)
-            for x in range(grid.width)
-            if (o := grid.get(x, y)) is not None and o.type == "key" and o.color in self.colours
+            (x, y) for y in range(grid.height) for x in range(grid.width) if self.opens(grid.get(x, y))
         ]
         self.seen: set[tuple[int, int]] = set()
         self.held = False  # a key of that colour has been held this episode
 
-    def _lies(self, env: Any, cell: tuple[int, int]) -> bool:
-        o = env.grid.get(*cell)
-        return o is not None and o.type == "key" and o.color in self.colours
+    def opens(self, obj: Any) -> bool:
+        """Whether `obj` (a grid cell's object, what the agent carries; None) is a key of a locked
+        door's colour."""
+        return obj is not None and obj.type == "key" and obj.color in self.colours
+
+    def update_held(self, env: Any) -> bool:
+        """Whether such a key has been held this episode, what the agent carries now included."""
+        self.held = self.held or self.opens(env.carrying)
+        return self.held
 
     def label(self, env: Any, image: np.ndarray) -> tuple[int, int] | None:
         if len(self.seen) < len(self.keys) and (image[..., 0] == _KEY_IDX).any():
             self.seen.update(k for k in self.keys if k not in self.seen and env.agent_sees(*k))
-        held = env.carrying
-        self.held = self.held or (held is not None and held.type == "key" and held.color in self.colours)
-        if self.held:
+        if self.update_held(env):
             return None
-        lying = [k for k in self.seen if self._lies(env, k)]
+        lying = [k for k in self.seen if self.opens(env.grid.get(*k))]
         if not lying:
             return None
         ax, ay = (int(v) for v in env.agent_pos)

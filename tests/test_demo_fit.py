@@ -265,9 +265,8 @@ def test_with_the_bot_driving_the_own_episodes_are_the_heldout_ones_across_chunk
     held, _ = demo_fit.heldout_episodes(TASK, len(solved_seeds), config["max_steps"])
     assert solved_seeds and [e.seed for e in held] == solved_seeds  # the first layouts the bot solves
     by_seed = {e.seed: e for e in own}
-    for (
-        episode
-    ) in held:  # the bot's episodes also record its targets, subgoals and key places; the student's do not
+    # the bot's episodes also record its targets, subgoals and key places; the student's do not
+    for episode in held:
         assert episode.target is not None and by_seed[episode.seed].target is None
         assert episode.subgoal is not None and by_seed[episode.seed].subgoal is None
         assert episode.key is not None and by_seed[episode.seed].key is None
