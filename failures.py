@@ -86,6 +86,7 @@ from mop.babyai_env import (
 )
 from mop.checks import ConfigError, command_edges, refuse
 from mop.cli_specs import check_failures_args, failures_parser, takeover_steps
+from mop.progress import progress_bar
 
 DEFAULT_EPISODES = 200  # --num_episodes when not given
 MILESTONES = ("door_seen", "key_seen", "key_held", "unlocked")
@@ -220,9 +221,15 @@ def bot_takeover(env: Any, seed: int, actions: list[int], start: int, undo: bool
 
 
 def takeover_report(
-    table: pd.DataFrame, steps: pd.DataFrame, task_id: str, config: dict, starts: list[int]
+    table: pd.DataFrame,
+    steps: pd.DataFrame,
+    task_id: str,
+    config: dict,
+    starts: list[int],
+    progress: bool = True,
 ) -> list[str]:
-    """--takeover: the bot driving each failed episode a policy can solve from step T on."""
+    """--takeover: the bot driving each failed episode a policy can solve from step T on (a bar on
+    stderr over the takeovers: a few hundred bot episodes take a minute or two)."""
     failed = table[table.needs_key & ~table.success & table.key_reachable.astype(bool)]
     if not len(failed) or not starts:
         return []
@@ -233,14 +240,17 @@ def takeover_report(
         "",
         f"the bot driving the {len(failed)} failed episodes with a key to reach from step T (bot_undo {undo}):",
     ]
+    bar = progress_bar(len(starts) * len(failed), "the bot takes over", enabled=progress, leave=False)
     for start in starts:
-        results = [
-            bot_takeover(env, EVAL_SEED_START + int(e), actions[e], start, undo) for e in failed.episode
-        ]
+        results = []
+        for e in failed.episode:
+            results.append(bot_takeover(env, EVAL_SEED_START + int(e), actions[e], start, undo))
+            bar.update(1)
         solved = sum(ok for ok, _ in results)
         reasons = pd.Series([why.split(":")[0] for ok, why in results if why]).value_counts()
         gave_up = ", ".join(f"{n} {kind}" for kind, n in reasons.items()) or "none"
         lines.append(f"  T = {start:<5} solved {solved} of {len(failed)}; the bot gave up: {gave_up}")
+    bar.close()
     return lines
 
 
@@ -512,7 +522,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             )
             table = anatomy(steps, episodes, task_id, config.get("max_steps"))
             head = played_line(task_id, num_episodes, args.sample, table.success.mean())
-            takeover = takeover_report(table, steps, task_id, config, takeover_steps(args.takeover))
+            starts = takeover_steps(args.takeover)
+            takeover = takeover_report(table, steps, task_id, config, starts, not args.no_progress)
         paired = [] if other is None else paired_report(table, other, args.against)
     except (ConfigError, EvalError, FailureError) as e:
         refuse(str(e))
