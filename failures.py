@@ -103,6 +103,12 @@ STAGES = (  # the furthest step of the chain a failed episode reached, furthest 
     ("none", "never saw a matching key"),
 )
 _DOOR, _KEY, _LOCKED = OBJECT_TO_IDX["door"], OBJECT_TO_IDX["key"], STATE_TO_IDX["locked"]
+_PICKUP = 3  # minigrid's Actions.pickup
+# The keys an agent can face with free hands: one of a locked door's colour, or one of another colour.
+FACED = ("match", "other")
+# Where the locked door was at that step: in the view the policy reads, out of it but seen earlier
+# in the episode (its colour must come from the memory), never seen yet.
+DOOR_PLACES = ("in view", "seen", "not seen")
 
 
 class FailureError(ValueError):
@@ -148,11 +154,19 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
     fixed = env.instrs.desc_fixed.obj_set if put_next else []
     row["reversible"] = any(o.type != "door" for o in fixed) if put_next else None
     stood = {tuple(env.agent_pos)}
+    faced: dict[str, tuple[bool, str]] = {}  # "match"/"other": (picked it up, where the door was)
     success = False
     for t, action in enumerate(actions):
         image = obs["image"]
-        if first["door_seen"] is None and ((image[..., 0] == _DOOR) & (image[..., 2] == _LOCKED)).any():
+        door_in_view = bool(((image[..., 0] == _DOOR) & (image[..., 2] == _LOCKED)).any())
+        if first["door_seen"] is None and door_in_view:
             first["door_seen"] = t
+        front = env.grid.get(*env.front_pos)
+        if front is not None and front.type == "key" and env.carrying is None:
+            kind = "match" if keys.opens(front) else "other"
+            if kind not in faced:  # the first time it faces such a key with its hands free
+                door = "in view" if door_in_view else "not seen" if first["door_seen"] is None else "seen"
+                faced[kind] = (int(action) == _PICKUP, door)
         key_in_view = bool(((image[..., 0] == _KEY) & np.isin(image[..., 1], colours)).any())
         if first["key_seen"] is None and key_in_view:
             first["key_seen"] = t
@@ -194,6 +208,9 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
     end = env.carrying
     row["held_at_end"] = None if end is None else f"{end.color} {end.type}"
     row["wrong_key_held"] = end is not None and end.type == "key" and not keys.opens(end)
+    for kind in FACED:  # the first step it faced a key of each kind with free hands: picked it up?
+        picked, door = faced.get(kind, (None, None))
+        row[f"faced_{kind}_picked"], row[f"faced_{kind}_door"] = picked, door
     row["replay_success"] = success
     return row
 
@@ -364,7 +381,39 @@ def format_report(table: pd.DataFrame) -> str:
     if "key_reachable" in failed.columns:  # the layouts no policy solves say nothing of how it explores
         failed = failed[failed.key_reachable.astype(bool)]
     lines += exploration_report(failed, solved)
+    lines += facing_report(table)
     return "\n".join(lines)
+
+
+def facing_report(table: pd.DataFrame) -> list[str]:
+    """Does it tell the keys apart? At the first step each episode faced a key of the locked door's
+    colour, and the first it faced one of another colour, its hands free: the share that picked it
+    up, by where the locked door was (DOOR_PLACES). One event per episode and kind, so the episodes
+    are the independent units of each 95% Wilson interval. Tables written before these columns have
+    nothing to say here."""
+    if "faced_other_picked" not in table.columns:
+        return []
+    part = table[table.needs_key & table.key_reachable.astype(bool)]
+    if not len(part):
+        return []
+    lines = [
+        "",
+        f"the first time it faced a key with free hands, it picked it up ({len(part)} layouts that need a"
+        " key it can reach; 95% Wilson over episodes):",
+        f"{'the locked door':<20}{'a key of its colour':>32}{'a key of another colour':>32}",
+    ]
+    for place in DOOR_PLACES:
+        cells = []
+        for kind in FACED:
+            events = part[part[f"faced_{kind}_door"] == place][f"faced_{kind}_picked"].astype(bool)
+            if not len(events):
+                cells.append(f"{'-':>32}")
+                continue
+            low, high = wilson_interval(int(events.sum()), len(events))
+            text = f"{int(events.sum())}/{len(events)} {events.mean():.0%} [{low:.0%}, {high:.0%}]"
+            cells.append(f"{text:>32}")
+        lines.append(f"  {place:<18}" + "".join(cells))
+    return lines
 
 
 def exploration_report(failed: pd.DataFrame, solved: pd.DataFrame) -> list[str]:

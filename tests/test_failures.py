@@ -138,16 +138,21 @@ def test_an_episode_that_picks_up_a_key_of_another_colour_is_marked_holding_it()
             if label is None:
                 break
             free = env.unwrapped.carrying is None
-            if (
-                front is not None
-                and front.type == "key"
-                and front.color not in colours
-                and label != 3
-                and free
-            ):
+            if front is not None and front.type == "key" and front.color not in colours and free:
+                if label == 3:  # the bot moves it out of its way: not the first refusal the test needs
+                    break
                 row = fl.replay_milestones(env, seed, [*actions, 3, 0])
                 assert row["t_other_held"] <= len(actions) and row["wrong_key_held"]
                 assert row["held_at_end"] == f"{front.color} key" and row["t_key_held"] is None
+                # the first time it faced that key with free hands it picked it up; turning away
+                # instead is a refusal at the same step, with the door where it was then
+                assert row["faced_other_picked"] is True and not row["faced_match_picked"]
+                turned = fl.replay_milestones(env, seed, [*actions, 0, 0])
+                assert turned["faced_other_picked"] is False and not turned["wrong_key_held"]
+                image = env.unwrapped.gen_obs()["image"]
+                in_view = ((image[..., 0] == 4) & (image[..., 2] == 2)).any()  # a locked door
+                place = "in view" if in_view else "not seen" if row["t_door_seen"] is None else "seen"
+                assert row["faced_other_door"] == turned["faced_other_door"] == place
                 return
             actions.append(label)
             _, _, terminated, truncated, _ = env.step(label)
@@ -420,6 +425,19 @@ def test_a_saved_table_reads_back_to_the_same_report_and_a_foreign_one_is_refuse
         t_other_held=pd.array([None, 40, 70, None], dtype="Int64"),
         wrong_key_held=[False, True, False, False],
     )
+    assert fl.facing_report(explored) == []  # a table from before the facing columns
+    explored = explored.assign(
+        faced_match_picked=[True, False, None, None],
+        faced_match_door=["in view", "seen", None, None],
+        faced_other_picked=[False, True, True, None],
+        faced_other_door=["seen", "seen", "not seen", None],
+    )
+    facing = fl.facing_report(explored)
+    assert "(3 layouts that need a key it can reach" in facing[1]
+    assert facing[3].split()[:4] == ["in", "view", "1/1", "100%"] and facing[3].rstrip().endswith("-")
+    assert facing[4].split()[1:3] == ["0/1", "0%"] and facing[4].split()[5:7] == ["1/2", "50%"]
+    assert facing[5].split()[2:4] == ["-", "1/1"]
+    explored = explored.drop(columns=[c for c in explored.columns if c.startswith("faced_")])
     report = fl.format_report(explored).splitlines()
     assert "failed 75%, solved 90%; 1 of the 2 failed with a key to reach saw every one" in report[-4]
     assert report[-3].endswith("step 40 (median) of 64") and " 4 separate times" in report[-1]
