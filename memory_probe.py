@@ -31,7 +31,10 @@ same in the agent's own frame, the one it would walk back by: how many cells ahe
 the key lies, each axis in five bins about a room wide (the no-memory row then knows the agent's
 room and heading, which bound the offsets). A memory could hold either frame. The failing GoToImpUnlock
 students see a key of the door's colour and never fetch it; this says whether they still hold where
-it was, and on which episodes.
+it was, and on which episodes. `--target door` asks "the locked door's colour is c" (a column per
+colour) on the steps after the door was in view and before the agent first carried anything, where
+it chooses which key to take: `auc_old` counts the steps at least --min_age after the door was last
+in view. The failing GoToImpUnlock students take a key of another colour (failures.py).
 
 Every memory row's gain over the no-memory row comes with a 95% interval: within each fold of
 episodes the probe that scores it was fitted on the other fold, so each fold's gain has a bootstrap
@@ -42,6 +45,7 @@ sd over its own episodes (--bootstrap resamples of whole episodes); the interval
     python memory_probe.py --checkpoint checkpoints/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt
     python memory_probe.py --checkpoint CK --num_episodes 300 --min_age 64 --out probe.csv
     python memory_probe.py --checkpoint CK --task_id BabyAI-GoToImpUnlock-v0 --target key --num_episodes 300
+    python memory_probe.py --checkpoint CK --task_id BabyAI-GoToImpUnlock-v0 --target door --num_episodes 300
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 from scipy import sparse
 from scipy.stats import rankdata
 
@@ -84,9 +88,10 @@ from mop.checks import ConfigError, command_edges, refuse
 from mop.cli_specs import check_memory_probe_args, memory_probe_parser
 
 NO_MEMORY = "no memory"
-TARGETS = ("rooms", "key")  # --target
+TARGETS = ("rooms", "key", "key_offset", "door")  # --target
 SUBSETS = ("auc", "auc_recent", "auc_old", "auc_solved", "auc_failed")
-_KEY = OBJECT_TO_IDX["key"]
+_KEY, _DOOR, _LOCKED = OBJECT_TO_IDX["key"], OBJECT_TO_IDX["door"], STATE_TO_IDX["locked"]
+COLOURS = tuple(COLOR_TO_IDX)  # --target door's columns, minigrid's colour order
 
 
 class Targets(NamedTuple):
@@ -324,26 +329,53 @@ def room_targets(steps: pd.DataFrame, layout: RoomLayout, min_age: int) -> Targe
     )
 
 
-def key_sightings(env: Any, seed: int, actions: list[int], layout: RoomLayout) -> tuple:
-    """Replay one episode from layout `seed`: for each step t, (the agent's cell, the step a key of
-    a locked door's colour was last in view before t (-1: never), whether one was held before t),
-    and the cells the matching keys lay in at the start. The keys, their colours and the held flag
-    are KeyTracker's (the --aux_key_weight head's); a sighting here is any such key in the view."""
+class Sightings(NamedTuple):
+    """One replayed episode, per step t (before its action): what the agent had seen and held."""
+
+    cells: list[tuple[int, int]]  # the agent's cell
+    key_last_seen: (
+        np.ndarray
+    )  # the step a key of a locked door's colour was last in view before t (-1: never)
+    key_held: np.ndarray  # bool: such a key was held before t (KeyTracker.update_held)
+    keys: list[tuple[int, int]]  # the cells those keys lay in at the start
+    door_last_seen: np.ndarray  # the step a locked door was last in view before t (-1: never)
+    carried: np.ndarray  # bool: the agent has carried anything (any key, ball, box) before t
+    door_colours: set[str]  # the locked doors' colours
+
+
+def key_sightings(env: Any, seed: int, actions: list[int]) -> Sightings:
+    """Replay one episode from layout `seed` (Sightings). The keys, their colours and the held flag
+    are KeyTracker's (the --aux_key_weight head's); a sighting here is any such key, or any locked
+    door, in the view the policy read."""
     obs = quiet_reset(env, seed)
     tracker = KeyTracker()
     tracker.reset(env)
     colours = [COLOR_TO_IDX[c] for c in tracker.colours]
-    cells, last_seen, held = [], [], []
-    seen = -1
+    cells, last_seen, held, door_seen, carried = [], [], [], [], []
+    seen = door = -1
+    anything = False
     for t, action in enumerate(actions):
         cells.append(tuple(int(v) for v in env.agent_pos))
         last_seen.append(seen)
+        door_seen.append(door)
         image = obs["image"]
         held.append(tracker.update_held(env))  # what the agent carries before step t included
+        anything = anything or env.carrying is not None
+        carried.append(anything)
         if ((image[..., 0] == _KEY) & np.isin(image[..., 1], colours)).any():
             seen = t
+        if ((image[..., 0] == _DOOR) & (image[..., 2] == _LOCKED)).any():
+            door = t
         obs, *_ = env.step(int(action))
-    return cells, np.array(last_seen), np.array(held), tracker.keys
+    return Sightings(
+        cells,
+        np.array(last_seen),
+        np.array(held),
+        tracker.keys,
+        np.array(door_seen),
+        np.array(carried),
+        set(tracker.colours),
+    )
 
 
 # --target key_offset: the key's offset from the agent in its own frame (cells ahead, cells to its
@@ -390,11 +422,8 @@ def key_targets(
     start = 0
     for episode, group in steps.groupby("episode", sort=True):
         stop = start + len(group)
-        cells, last_seen, held, key_cells = key_sightings(
-            env, EVAL_SEED_START + int(episode), group["action"].tolist(), layout
-        )
-        if cells != list(zip(group["x"].astype(int), group["y"].astype(int))):
-            raise ProbeError(f"episode {episode} replays to other cells than it was played in")
+        seen = replayed(env, int(episode), group)
+        cells, last_seen, held, key_cells = seen.cells, seen.key_last_seen, seen.key_held, seen.keys
         for key in key_cells:
             if frame == "room":
                 labels[start:stop, layout.room_of(*key)] = True
@@ -409,6 +438,43 @@ def key_targets(
     if frame != "room":  # the room x heading cells: what the agent's place says about the offsets
         place = rooms * 4 + steps["direction"].to_numpy()
         free = np.concatenate([np.eye(4 * layout.num_rooms)[place], free[:, layout.num_rooms :]], axis=1)
+    young, old = mask & (age < min_age)[:, None], mask & (age >= min_age)[:, None]
+    return Targets(labels=labels, mask=mask, recent=young, old=old, free=free)
+
+
+def replayed(env: Any, episode: int, group: pd.DataFrame) -> Sightings:
+    """key_sightings of one played episode (its rows of steps) from its layout; ProbeError if the
+    replay walks elsewhere than the play did."""
+    seen = key_sightings(env, EVAL_SEED_START + episode, group["action"].tolist())
+    if seen.cells != list(zip(group["x"].astype(int), group["y"].astype(int))):
+        raise ProbeError(f"episode {episode} replays to other cells than it was played in")
+    return seen
+
+
+def door_targets(
+    steps: pd.DataFrame, task_id: str, max_steps: int | None, layout: RoomLayout, min_age: int
+) -> Targets:
+    """--target door: "the locked door's colour is c", one column per minigrid colour (COLOURS), on
+    the steps after a locked door was in view and before the agent first carried anything: the
+    steps where it chooses which key to take, and the colour it must match is out of its view
+    unless the door is still in it (recent: fewer than min_age steps since the door was last in
+    view; old: at least min_age, what the memory must keep). The no-memory features are the agent's
+    room and the step count, as for the other targets. Each episode is replayed from its layout."""
+    env = make_env(task_id, max_steps)
+    num = len(steps)
+    labels = np.zeros((num, len(COLOURS)), dtype=bool)
+    eligible, age = np.zeros(num, dtype=bool), np.zeros(num, dtype=np.int64)
+    start = 0
+    for episode, group in steps.groupby("episode", sort=True):
+        stop = start + len(group)
+        seen = replayed(env, int(episode), group)
+        labels[start:stop, [COLOURS.index(c) for c in seen.door_colours]] = True
+        eligible[start:stop] = (seen.door_last_seen >= 0) & ~seen.carried
+        age[start:stop] = group["t"].to_numpy() - seen.door_last_seen
+        start = stop
+    mask = np.repeat(eligible[:, None], len(COLOURS), axis=1)
+    rooms = np.array([layout.room_of(x, y) for x, y in zip(steps["x"], steps["y"])], dtype=np.int64)
+    free = no_memory_features(rooms, steps["t"].to_numpy(), layout.num_rooms)
     young, old = mask & (age < min_age)[:, None], mask & (age >= min_age)[:, None]
     return Targets(labels=labels, mask=mask, recent=young, old=old, free=free)
 
@@ -609,6 +675,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         if args.target in ("key", "key_offset"):
             frame = "room" if args.target == "key" else "agent"
             targets = key_targets(steps, task_id, config.get("max_steps"), layout, args.min_age, frame)
+        elif args.target == "door":
+            targets = door_targets(steps, task_id, config.get("max_steps"), layout, args.min_age)
         else:
             targets = room_targets(steps, layout, args.min_age)
         table = probe_table(
@@ -623,6 +691,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         "key": f"mean per-room AUC of 'a key of the locked door's colour lies in room r' {after}",
         "key_offset": "mean AUC over the 10 bins of 'a key of the locked door's colour lies this many "
         f"cells ahead / to the right' ({', '.join(OFFSET_BINS)}) {after}",
+        "door": "mean per-colour AUC of 'the locked door's colour is c' on "
+        f"{int(targets.mask[:, 0].sum())} steps after one was seen, before anything was carried",
     }[args.target]
     print(
         f"{played_line(task_id, args.num_episodes, args.sample, success)}, {len(steps)} steps; "

@@ -563,17 +563,19 @@ def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the greedy one")
     parser.add_argument(
         "--target",
-        choices=("rooms", "key", "key_offset"),
+        choices=("rooms", "key", "key_offset", "door"),
         default="rooms",
         help="rooms: the rooms stood in before each step (default); key: the room of a key of the "
         "locked door's colour, after one was seen (a level with a locked door); key_offset: that key's "
-        "cells ahead of and to the right of the agent, binned",
+        "cells ahead of and to the right of the agent, binned; door: the locked door's colour, after it "
+        "was seen and before anything was carried",
     )
     parser.add_argument(
         "--min_age",
         type=int,
         default=32,
-        help="auc_old: visits (--target key: the key's last sighting) at least this many steps ago (default 32)",
+        help="auc_old: visits (--target key / key_offset / door: the key's or the door's last sighting) "
+        "at least this many steps ago (default 32)",
     )
     parser.add_argument(
         "--min_count", type=int, default=20, help="a room counts with this many test entries of each class"

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import memory_probe as mp
-from mop.babyai_env import RoomLayout, make_env
+from mop.babyai_env import RoomLayout, SafeBot, bot_path_length, locked_doors, make_env, needs_key
 
 LAYOUT = RoomLayout(room_size=8, num_rows=3, num_cols=3)
 
@@ -163,7 +163,8 @@ def test_key_targets_follow_a_replayed_episode_and_refuse_another_path():
     rng = np.random.default_rng(0)
     for episode in range(40):  # the first layout whose random walk sees the key after step 0
         actions = rng.integers(0, 3, size=150).tolist()  # turn left / right, forward
-        cells, last_seen, held, key_cells = mp.key_sightings(env, episode, actions, layout)
+        seen = mp.key_sightings(env, episode, actions)
+        cells, last_seen, held, key_cells = seen.cells, seen.key_last_seen, seen.key_held, seen.keys
         if (last_seen > 0).any():
             break
     else:
@@ -195,6 +196,45 @@ def test_key_targets_follow_a_replayed_episode_and_refuse_another_path():
     steps.loc[5, "x"] += 1
     with pytest.raises(mp.ProbeError, match=f"episode {episode} replays"):
         mp.key_targets(steps, "BabyAI-GoToImpUnlock-v0", None, layout, min_age=10)
+
+
+def test_door_targets_hold_the_door_s_colour_from_its_sighting_until_anything_is_carried():
+    """The bot's own GoToImpUnlock episode on a layout that needs the key: the door colour's column
+    is on, the others off; the steps count from the one after the door first came into view to the
+    one of the pickup (its memory before the pickup included), and split by the door's age."""
+    task = "BabyAI-GoToImpUnlock-v0"
+    env, layout = make_env(task), mp.room_layout(task, "door")
+    for episode in range(40):
+        mp.quiet_reset(env, mp.EVAL_SEED_START + episode)
+        if needs_key(env) and bot_path_length(task, mp.EVAL_SEED_START + episode) is not None:
+            break
+    mp.quiet_reset(env, mp.EVAL_SEED_START + episode)
+    (door,) = locked_doors(env)
+    colour = env.unwrapped.grid.get(*door).color
+    bot, rows, pickup = SafeBot(env), [], None
+    while True:
+        action = bot.label(None)
+        rows.append((*env.unwrapped.agent_pos, int(env.unwrapped.agent_dir), action))
+        _, _, terminated, truncated, _ = env.step(action)
+        if pickup is None and env.unwrapped.carrying is not None:
+            pickup = len(rows) - 1
+        if terminated or truncated:
+            break
+    steps = pd.DataFrame(rows, columns=["x", "y", "direction", "action"]).assign(
+        episode=episode, t=range(len(rows))
+    )
+    seen = mp.key_sightings(env, mp.EVAL_SEED_START + episode, steps["action"].tolist())
+    first = int(np.flatnonzero(seen.door_last_seen >= 0)[0])
+    targets = mp.door_targets(steps, task, None, layout, min_age=5)
+    assert targets.labels.shape == (len(steps), len(mp.COLOURS))
+    assert (np.flatnonzero(targets.labels[0]) == [mp.COLOURS.index(colour)]).all()
+    on = np.flatnonzero(targets.mask[:, 0])
+    assert on[0] == first and on[-1] == pickup and len(on) == pickup - first + 1  # carried from pickup + 1
+    age = steps["t"].to_numpy() - seen.door_last_seen
+    assert (targets.old[:, 0] == (targets.mask[:, 0] & (age >= 5))).all()
+    assert (targets.recent | targets.old == targets.mask).all() and targets.free.shape[
+        1
+    ] == layout.num_rooms + 2
 
 
 def test_memory_blocks_name_each_router_and_expert_of_a_mop():

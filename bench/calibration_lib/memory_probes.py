@@ -4,16 +4,19 @@ in bench/calibration.py's ENTRIES (which runs and reports them; see its docstrin
 
 The simulated episodes walk a 3 x 3 maze of rooms (a move to a neighbouring room with chance 0.15
 per step). --target key: each episode's key lies in a random room and is first seen at a random
-step of its first half; the probe's entries are the steps after that. --target rooms: "stood in
+step of its first half; the probe's entries are the steps after that. --target door: each
+episode's door has one of six colours, first seen at a random step of its first half; the entries
+are the steps after that until a pickup at a random step of the second half. --target rooms: "stood in
 room r before", every room but the current one (the simulator draws it; no entry measures that target
 yet). The memory is 24 columns of noise, and where it
 holds the target, 9 of them carry it (key: the key room's one-hot times `strength`, from the first
-sighting on; rooms: the visited rooms times `strength`). The truth is what the printed gain stands
+sighting on; door: 6 of them, the colour's one-hot likewise; rooms: the visited rooms times `strength`). The truth is what the printed gain stands
 for: the two fold probes' AUC on fresh episodes (2,000 of them, drawn the same way), averaged over
 the two probes and the target columns, minus the no-memory probes' on the same fresh episodes.
 
     python bench/calibration.py --draws 1000 --only memory_probe_key_null_coverage,memory_probe_key_null_percentile,memory_probe_key_weak_coverage,memory_probe_key_failed_coverage --merge
     python bench/calibration.py --draws 2500 --only memory_probe_key_null_claims --merge
+    python bench/calibration.py --draws 1000 --only memory_probe_door_null_coverage,memory_probe_door_weak_coverage,memory_probe_door_null_claims --merge
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pandas as pd
 from calibration_lib.entry import Entry, covers
 
 EPISODES, STEPS, MEMORY, FRESH = 200, 60, 24, 2000
+COLOURS = 6  # --target door: minigrid's six colours
 RESAMPLES = 200  # bootstrap resamples per draw (the tool's default is 1000)
 FAIL_SHARE = 0.25  # episodes marked failed (auc_failed: a quarter of the episodes)
 
@@ -55,7 +59,20 @@ def episodes_of(rng: np.random.Generator, target: str, strength: float, episodes
 
     layout = RoomLayout(room_size=8, num_rows=3, num_cols=3)
     steps = walks(rng, episodes)
-    if target == "key":
+    if target == "door":  # a colour of six; seen in the first half, the steps until a pickup
+        colour = np.repeat(rng.integers(COLOURS, size=episodes), STEPS)
+        seen_at = np.repeat(rng.integers(0, STEPS // 2, size=episodes), STEPS)
+        carried_at = np.repeat(rng.integers(STEPS // 2, STEPS + 1, size=episodes), STEPS)
+        t = steps["t"].to_numpy()
+        eligible = (t > seen_at) & (t <= carried_at)
+        rooms = mp.visit_targets(steps, layout)[0]
+        labels = np.eye(COLOURS, dtype=bool)[colour]
+        mask = np.repeat(eligible[:, None], COLOURS, axis=1)
+        young = (t - seen_at < 20)[:, None]
+        targets = mp.Targets(labels, mask, mask & young, mask & ~young, mp.no_memory_features(rooms, t, 9))
+        held = np.zeros((len(steps), 9))
+        held[:, :COLOURS] = labels * (t > seen_at)[:, None]
+    elif target == "key":
         key_room = np.repeat(rng.integers(9, size=episodes), STEPS)
         seen_at = np.repeat(rng.integers(0, STEPS // 2, size=episodes), STEPS)
         t = steps["t"].to_numpy()
@@ -95,7 +112,7 @@ def truth_of(sample: tuple, fresh: tuple, column: str) -> float:
         probes = mp.fold_probes(features, labels, targets.mask, episode, targets.free.shape[1])
         mask = subset(f_steps, f_targets, column)
         values = []
-        for r in range(9):
+        for r in range(f_targets.labels.shape[1]):
             if f_targets.labels[mask[:, r], r].any() and not f_targets.labels[mask[:, r], r].all():
                 for probe in probes:
                     scores = mp.probe_scores(probe, fresh_features[mask[:, r]])[:, r]
@@ -176,5 +193,15 @@ ENTRIES: list[Entry] = [
     Entry("memory_probe_key_failed_coverage", PRINTED.format("--target key, auc_failed: a quarter of the "
           "episodes"), "coverage", 0.95, "coverage", probe_draw("key", 0.3), gain_covers("auc_failed"),
           f"the same data; {FAIL_SHARE:.0%} of the episodes marked failed", cost=3.33),
+    Entry("memory_probe_door_null_coverage", PRINTED.format("--target door, auc"), "coverage", 0.95, "coverage",
+          probe_draw("door", 0.0), gain_covers("auc"),
+          f"{SETUP} of noise; the door's colour one of {COLOURS}, seen in the first half, the steps until a "
+          f"pickup in the second; truth: the fold probes' gain on {FRESH} fresh episodes", cost=3.33),
+    Entry("memory_probe_door_null_claims", "the same interval above 0 (--target door: read as 'the memory "
+          "holds the door's colour'; one-sided, so nominal 0.025)", "rejection", 0.025, "null",
+          probe_draw("door", 0.0), gain_claims, "the first door row's data: the memory holds nothing", cost=1.0),
+    Entry("memory_probe_door_weak_coverage", PRINTED.format("--target door, auc"), "coverage", 0.95, "coverage",
+          probe_draw("door", 0.3), gain_covers("auc"),
+          f"{SETUP}; 6 columns hold the door colour's one-hot x 0.3 from its first sighting", cost=3.33),
 ]
 # fmt: on
