@@ -11,8 +11,10 @@ step, what the memory should hold. Training only: the policy never sees their ta
 - `aux_target_loss` again, as --aux_key_weight's term (bot demos or online imitation, `name` "key"):
   where the nearest key of a locked door's colour that the agent has seen lies
   (babyai_env.KeyTracker), which memory_probe.py --target key_offset found the memory not to hold.
-- `subgoal_ce_shift` (--subgoal_ce_weights): not a head: the action loss weighted by the same
-  subgoals, the steps of some kinds (the key chain's) counted as if they were more common.
+- `ce_weight_shift` (--subgoal_ce_weights, --key_ahead_ce_weight): not a head: the action loss
+  weighted per step, by the same subgoals (the steps of some kinds, the key chain's, counted as if
+  they were more common) or on the steps that face a key with free hands (`key_ahead`: where the
+  agent takes a key or passes it by, the choice the failing GoToImpUnlock students get wrong).
 
     head = torch.nn.Linear(policy.memory_size, 2 * (2 * TARGET_RANGE + 1))
     loss = loss + cfg.aux_target_weight * aux_target_loss(head, out, chunk["target"], parts)
@@ -90,22 +92,37 @@ def aux_subgoal_loss(head: torch.nn.Linear, out: Any, subgoal: np.ndarray, parts
     return aux
 
 
-def subgoal_ce_shift(
-    out: Any, labels: torch.Tensor, mask: torch.Tensor, subgoal: np.ndarray, weights: dict, parts: dict
-) -> torch.Tensor:
-    """--subgoal_ce_weights's term: the labelled steps' action cross-entropy weighted by the bot's
-    subgoal at each step (`weights` {kind: w}; 1 for the kinds not listed and for steps without
-    one, NO_SUBGOAL), sum(w ce) / sum(w), minus the plain mean that the policy's loss_fn already
-    holds, so the loss's CE term becomes the weighted one (the same gradient as a loss_fn that
-    weighted it; train/ce stays the plain mean, comparable across recipes). Logs train/ce_weighted
-    and train/ce_weighted_share (the labelled steps whose weight is not 1)."""
-    if not mask.any():
-        return out.logits.sum() * 0.0
-    table = torch.ones(len(SUBGOAL_KINDS) + 1, device=out.logits.device)  # the last: NO_SUBGOAL (-1)
+def subgoal_ce_weights(subgoal: np.ndarray, weights: dict, device: torch.device) -> torch.Tensor:
+    """--subgoal_ce_weights: each step's weight (T, N) by the bot's subgoal at it (`weights`
+    {kind: w}; 1 for the kinds not listed and for steps without one, NO_SUBGOAL)."""
+    table = torch.ones(len(SUBGOAL_KINDS) + 1, device=device)  # the last: NO_SUBGOAL (-1)
     for kind, weight in weights.items():
         table[SUBGOAL_KINDS.index(kind)] = float(weight)
-    code = codes(subgoal, out.logits.device)
-    w = table[code[mask] % table.numel()]  # NO_SUBGOAL (-1) -> the last entry
+    return table[codes(subgoal, device) % table.numel()]  # NO_SUBGOAL (-1) -> the last entry
+
+
+_KEY_IDX = 5  # minigrid's OBJECT_TO_IDX["key"]
+
+
+def key_ahead(image: torch.Tensor, carrying: torch.Tensor) -> torch.Tensor:
+    """(T, N) bool: the view (T, N, V, V, 3) shows a key in the cell ahead of the agent (view cell
+    (V // 2, V - 2): the agent stands at (V // 2, V - 1) facing up the view) and its hands are free,
+    the steps where it decides whether to take that key."""
+    size = image.shape[-2]
+    return (image[..., size // 2, size - 2, 0] == _KEY_IDX) & (carrying == 0)
+
+
+def ce_weight_shift(
+    out: Any, labels: torch.Tensor, mask: torch.Tensor, w: torch.Tensor, parts: dict
+) -> torch.Tensor:
+    """--subgoal_ce_weights's and --key_ahead_ce_weight's term: the labelled steps' action
+    cross-entropy weighted by w (T, N), sum(w ce) / sum(w), minus the plain mean that the policy's
+    loss_fn already holds, so the loss's CE term becomes the weighted one (the same gradient as a
+    loss_fn that weighted it; train/ce stays the plain mean, comparable across recipes). Logs
+    train/ce_weighted and train/ce_weighted_share (the labelled steps whose weight is not 1)."""
+    if not mask.any():
+        return out.logits.sum() * 0.0
+    w = w[mask]
     ce = torch.nn.functional.cross_entropy(out.logits[mask].float(), labels[mask], reduction="none")
     weighted = (w * ce).sum() / w.sum()
     parts["train/ce_weighted"] = weighted.item()

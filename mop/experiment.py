@@ -244,6 +244,13 @@ class TrainConfig:
         "without one 1; the loss's CE is sum(w ce) / sum(w). null: plain CE (--demos: a store with them)",
         None,
     )
+    key_ahead_ce_weight: float = _help(
+        "the action loss weighted on the steps whose view shows a key in the cell ahead while the agent's "
+        "hands are free (where it takes a key or passes it by: the bot takes one of the locked door's "
+        "colour, failures.py shows a student that takes any), other steps 1; the loss's CE is "
+        "sum(w ce) / sum(w), times --subgoal_ce_weights' weight where both are given. 1: plain CE",
+        1.0,
+    )
     bot_undo: bool = _help(
         "DAgger's labels: the bot plans to revert a pickup, drop or door toggle the student did without "
         "it (minigrid's bot; --no-bot_undo: it keeps them and plans from the world the student left)",
@@ -553,6 +560,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("aux_rooms_weight", "aux_target_weight", "aux_subgoal_weight", "aux_key_weight"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: off), got {getattr(cfg, key)}")
+    if not (math.isfinite(cfg.key_ahead_ce_weight) and cfg.key_ahead_ce_weight > 0):
+        raise ConfigError(
+            f"key_ahead_ce_weight must be a finite number > 0 (1: plain CE), got {cfg.key_ahead_ce_weight}"
+        )
     if cfg.aux_rooms_weight and cfg.demos:
         raise ConfigError(
             "--aux_rooms_weight needs online imitation: bot demos do not record the rooms visited"

@@ -74,9 +74,11 @@ from mop.aux_losses import (
     aux_rooms_loss,
     aux_subgoal_loss,
     aux_target_loss,
+    ce_weight_shift,
     head_optimizer_state,
+    key_ahead,
     rooms_of,
-    subgoal_ce_shift,
+    subgoal_ce_weights,
 )
 from mop.babyai_env import (
     SUBGOAL_KINDS,
@@ -455,10 +457,14 @@ class Learner:
         if self.key_head is not None:
             aux = aux_target_loss(self.key_head, out, chunk["key"], parts, name="key")
             loss = loss + self.cfg.aux_key_weight * aux
-        if self.cfg.subgoal_ce_weights:
-            loss = loss + subgoal_ce_shift(
-                out, labels, mask, chunk["subgoal"], self.cfg.subgoal_ce_weights, parts
-            )
+        if self.cfg.subgoal_ce_weights or self.cfg.key_ahead_ce_weight != 1.0:
+            w = torch.ones(labels.shape, device=labels.device)
+            if self.cfg.subgoal_ce_weights:
+                w = w * subgoal_ce_weights(chunk["subgoal"], self.cfg.subgoal_ce_weights, labels.device)
+            if self.cfg.key_ahead_ce_weight != 1.0:
+                ahead = key_ahead(t(chunk["image"]), t(chunk["carrying"]))
+                w = torch.where(ahead, w * self.cfg.key_ahead_ce_weight, w)
+            loss = loss + ce_weight_shift(out, labels, mask, w, parts)
         return loss, parts, out
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import train_mop
 from conftest import TINY_PRESET, tiny_config
-from mop.aux_losses import subgoal_ce_shift
+from mop.aux_losses import ce_weight_shift, key_ahead, subgoal_ce_weights
 from mop.babyai_env import NO_SUBGOAL, SUBGOAL_KINDS
 from mop.experiment import ConfigError, load_config, read_metrics, resume_config
 
@@ -43,7 +43,8 @@ def test_the_loss_becomes_the_weighted_mean_with_its_gradient():
     assert (subgoal[mask.numpy()] == NO_SUBGOAL).any() and (subgoal[mask.numpy()] == KIND["pick up"]).any()
     parts: dict = {}
     plain = F.cross_entropy(logits[mask], labels[mask])
-    total = plain + subgoal_ce_shift(SimpleNamespace(logits=logits), labels, mask, subgoal, weights, parts)
+    w_of = subgoal_ce_weights(subgoal, weights, logits.device)
+    total = plain + ce_weight_shift(SimpleNamespace(logits=logits), labels, mask, w_of, parts)
     (got,) = torch.autograd.grad(total, logits)
 
     w = torch.ones(subgoal.shape)
@@ -65,10 +66,11 @@ def test_the_loss_becomes_the_weighted_mean_with_its_gradient():
 def test_weights_of_one_change_nothing_and_an_unlabelled_batch_gives_zero():
     logits, labels, mask, subgoal = batch(1)
     out = SimpleNamespace(logits=logits)
-    shift = subgoal_ce_shift(out, labels, mask, subgoal, {"explore": 1.0, "open": 1.0}, {})
-    assert shift.abs().item() < 1e-6
+    ones = subgoal_ce_weights(subgoal, {"explore": 1.0, "open": 1.0}, logits.device)
+    assert ce_weight_shift(out, labels, mask, ones, {}).abs().item() < 1e-6
     none = torch.zeros_like(mask)
-    assert subgoal_ce_shift(out, labels, none, subgoal, {"open": 3.0}, {}).item() == 0.0
+    threes = subgoal_ce_weights(subgoal, {"open": 3.0}, logits.device)
+    assert ce_weight_shift(out, labels, none, threes, {}).item() == 0.0
 
 
 def test_a_mapping_and_a_command_line_give_one_config(tmp_path):
@@ -119,3 +121,39 @@ def test_online_dagger_records_subgoals_and_logs_the_weighted_ce_and_resumes(tmp
     assert resume_config(TINY_PRESET, {**located, "subgoal_ce_weights": line}).subgoal_ce_weights == weights
     with pytest.raises(ConfigError, match="subgoal_ce_weights"):
         resume_config(TINY_PRESET, {**located, "subgoal_ce_weights": "open=2"})
+
+
+def test_key_ahead_marks_the_steps_that_face_a_key_with_free_hands():
+    """Against minigrid's own front cell and carried object on random walks of GoToImpUnlock: the
+    view's cell (3, 5) of a 7 x 7 view is the cell ahead; a key carried turns the mark off."""
+    from mop.babyai_env import make_env, quiet_reset
+
+    env = make_env("BabyAI-GoToImpUnlock-v0")
+    rng = np.random.default_rng(0)
+    marked = carried = 0
+    for seed in range(40):
+        obs = quiet_reset(env, seed)
+        for _ in range(60):
+            front = env.unwrapped.grid.get(*env.unwrapped.front_pos)
+            holding = env.unwrapped.carrying is not None
+            want = front is not None and front.type == "key" and not holding
+            image = torch.from_numpy(obs["image"])[None, None]
+            got = key_ahead(image, torch.tensor([[int(holding)]], dtype=torch.uint8))
+            assert bool(got) == want
+            marked += want
+            carried += holding and front is not None and front.type == "key"
+            action = 3 if want and rng.random() < 0.5 else int(rng.integers(3))
+            obs, *_ = env.step(action)
+    assert marked > 20 and carried > 0
+
+
+def test_a_key_ahead_weight_trains_logs_and_a_bad_one_is_refused(tmp_path):
+    online = dict(task_id=LEVEL, buffer_episodes=0, max_steps=30, log_interval=1)
+    train_mop.main(tiny_config(tmp_path, **online, num_updates=2, key_ahead_ce_weight=5.0), progress=False)
+    rows = read_metrics(tmp_path / LEVEL / "trial_0" / "metrics.jsonl")
+    assert rows and all("train/ce_weighted" in r for r in rows)
+    assert tiny_config(tmp_path).key_ahead_ce_weight == 1.0  # the default: plain CE
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="key_ahead_ce_weight'? must be a finite number") as info:
+            tiny_config(tmp_path, key_ahead_ce_weight=bad)
+        assert "\n" not in str(info.value)
