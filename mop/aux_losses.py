@@ -11,6 +11,9 @@ step, what the memory should hold. Training only: the policy never sees their ta
 - `aux_target_loss` again, as --aux_key_weight's term (bot demos or online imitation, `name` "key"):
   where the nearest key of a locked door's colour that the agent has seen lies
   (babyai_env.KeyTracker), which memory_probe.py --target key_offset found the memory not to hold.
+- `aux_subgoal_loss` again, as --aux_door_weight's term (any imitation, `name` "door"): the colour
+  of the locked door last in view (babyai_env.door_labels, read from the episode's own views), which
+  memory_probe.py --target door found the memory not to hold where the student picks a key.
 - `ce_weight_shift` (--subgoal_ce_weights, --key_ahead_ce_weight): not a head: the action loss
   weighted per step, by the same subgoals (the steps of some kinds, the key chain's, counted as if
   they were more common) or on the steps that face a key with free hands (`key_ahead`: where the
@@ -75,11 +78,15 @@ def aux_target_loss(
     return aux
 
 
-def aux_subgoal_loss(head: torch.nn.Linear, out: Any, subgoal: np.ndarray, parts: dict) -> torch.Tensor:
+def aux_subgoal_loss(
+    head: torch.nn.Linear, out: Any, subgoal: np.ndarray, parts: dict, name: str = "subgoal"
+) -> torch.Tensor:
     """--aux_subgoal_weight's term: the head's reading of the memory after each step against what
     the bot is doing at that step (the chunk's (T, N) subgoal, an index into SUBGOAL_KINDS): a
     cross-entropy over the kinds, mean over the steps with one (NO_SUBGOAL: none, e.g. padding, a
-    failed bot). Logs train/aux_subgoal and train/aux_subgoal_accuracy into parts."""
+    failed bot). Logs train/aux_<name> and train/aux_<name>_accuracy into parts.
+    --aux_door_weight's term is the same with the chunk's `door` column (name "door": the colour of
+    the locked door seen so far, NO_DOOR = NO_SUBGOAL = -1 before any)."""
     code = codes(subgoal, out.logits.device)
     known = code != NO_SUBGOAL
     if not known.any():
@@ -87,8 +94,8 @@ def aux_subgoal_loss(head: torch.nn.Linear, out: Any, subgoal: np.ndarray, parts
     logits = head(out.memory_seq[known]).float()  # float32 under bfloat16 autocast too
     classes = code[known]
     aux = torch.nn.functional.cross_entropy(logits, classes)
-    parts["train/aux_subgoal"] = aux.item()
-    parts["train/aux_subgoal_accuracy"] = (logits.argmax(-1) == classes).float().mean().item()
+    parts[f"train/aux_{name}"] = aux.item()
+    parts[f"train/aux_{name}_accuracy"] = (logits.argmax(-1) == classes).float().mean().item()
     return aux
 
 
@@ -139,6 +146,7 @@ AUX_HEADS = {
     "aux_target_weight": "target_head_state_dict",
     "aux_subgoal_weight": "subgoal_head_state_dict",
     "aux_key_weight": "key_head_state_dict",
+    "aux_door_weight": "door_head_state_dict",
 }
 
 

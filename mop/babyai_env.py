@@ -38,11 +38,14 @@ import gymnasium as gym
 import minigrid  # noqa: F401  (registers the BabyAI-* ids with gymnasium)
 import numpy as np
 from minigrid.core.actions import Actions
+from minigrid.core.constants import COLOR_TO_IDX
 from minigrid.utils.baby_ai_bot import BabyAIBot, DropSubgoal, GoNextToSubgoal, PickupSubgoal, Subgoal
 
 from mop import fast_grid, layout_sampler
 from mop.fast_grid import FastBot
 from mop.level_names import (  # noqa: F401  (re-exported: the env's callers import them from here)
+    BOT_REVISION,
+    BOT_REVISIONS,
     CHANNEL_SIZES,
     LEVEL_TABLE,
     OBS_ENCODINGS,
@@ -275,7 +278,7 @@ def _pickup_before_action(self: Any) -> Any:
     failing student's episodes 300 steps in). Then the bot puts what it holds down at a free cell
     it has seen, as its own plans do before an unlock, and comes back to face what it meant to
     pick up. Its own episodes never reach this branch: demos and labels elsewhere are minigrid's."""
-    if self.carrying is None:
+    if self.carrying is None or getattr(self.bot, "revision", BOT_REVISION) < 1:
         return _minigrid_pickup(self)
     # back to face this cell: a position, not the object (one the agent once dropped has a numpy
     # cur_pos, which minigrid's own path search compares with == and fails on)
@@ -289,6 +292,8 @@ def _drop_before_action(self: Any) -> Any:
     """minigrid's, unless there is nothing to drop (the student dropped it already: the subgoal is
     done) or the cell ahead was filled since the bot chose it (drop at another free cell); minigrid's
     bot asserts in both."""
+    if getattr(self.bot, "revision", BOT_REVISION) < 1:
+        return _minigrid_drop(self)
     if self.carrying is None:
         self.bot.stack.pop()
         return None
@@ -308,14 +313,16 @@ class SafeBot:
     fast: fast_grid.FastBot (minigrid's labels, its view and searches on arrays); False: BabyAIBot.
     undo: minigrid's labels on an agent that did not take the bot's action: it plans to revert a
     pickup, drop or door toggle it did not suggest (drop the object where it was found, close the
-    door); False: it keeps them and plans from the world as the agent left it (--no-bot_undo)."""
+    door); False: it keeps them and plans from the world as the agent left it (--no-bot_undo).
+    revision: BOT_REVISION's (0: minigrid's bot where it asserts, as runs before --bot_revision had)."""
 
-    def __init__(self, env: Any, fast: bool = True, undo: bool = True):
+    def __init__(self, env: Any, fast: bool = True, undo: bool = True, revision: int = BOT_REVISION):
         self.failure: str | None = None
         self.timed = _ALARM.install()
         try:
             self.bot = FastBot(env) if fast else BabyAIBot(env)
             self.bot.keep_changes = not undo
+            self.bot.revision = revision
             self.bot.stack = _BoundedStack(self.bot.stack)
         except Exception as e:  # an instruction the bot cannot parse: a layout it cannot solve
             self.bot = None
@@ -426,6 +433,29 @@ def cells_in_view(env: Any, image: np.ndarray) -> set[tuple[int, int]]:
 
 _UNSEEN_IDX = 0  # minigrid's OBJECT_TO_IDX["unseen"]
 _KEY_IDX = 5  # minigrid's OBJECT_TO_IDX["key"]
+_DOOR_IDX, _LOCKED_STATE = 4, 2  # minigrid's OBJECT_TO_IDX["door"], STATE_TO_IDX["locked"]
+NO_DOOR = -1  # `door` of a step before any locked door was in view (--aux_door_weight)
+NUM_COLOURS = len(COLOR_TO_IDX)  # minigrid's six: --aux_door_weight's classes
+_NO_COLOUR = 127
+
+
+def locked_door_colour(image: np.ndarray) -> np.ndarray:
+    """(...) int8: the colour index (minigrid's COLOR_TO_IDX) of a locked door in each view
+    (..., V, V, 3), the lowest where several are; NO_DOOR where none is."""
+    locked = (image[..., 0] == _DOOR_IDX) & (image[..., 2] == _LOCKED_STATE)
+    colour = np.where(locked, image[..., 1], _NO_COLOUR).min(axis=(-2, -1))
+    return np.where(colour == _NO_COLOUR, NO_DOOR, colour).astype(np.int8)
+
+
+def door_labels(image: np.ndarray, start: int = NO_DOOR) -> np.ndarray:
+    """(T,) int8 for an episode's views (T, V, V, 3) in order: the colour of the locked door last
+    in view at or before each step (the view the policy reads there), `start` before any (a live
+    episode's state from an earlier chunk): what --aux_door_weight's head reads from the memory.
+    The door stays the one seen once it is unlocked (it is the door the key was for)."""
+    seen = locked_door_colour(image).astype(np.int64)
+    index = np.where(seen != NO_DOOR, np.arange(len(seen)), -1)
+    last = np.maximum.accumulate(index) if len(index) else index
+    return np.where(last >= 0, seen[np.maximum(last, 0)], start).astype(np.int8)
 
 
 class KeyTracker:

@@ -42,8 +42,10 @@ import torch
 
 from mixture_of_experts import PolicyOutput, reset_memory
 from mop.babyai_env import (
+    BOT_REVISION,
     EVAL_SEED_START,
     MAX_ROOMS,
+    NO_DOOR,
     NO_SUBGOAL,
     NO_TARGET,
     KeyTracker,
@@ -51,6 +53,7 @@ from mop.babyai_env import (
     SafeBot,
     bot_path_length,
     check_task_ids,
+    door_labels,
     encode_obs,
     env_levels,
     make_env,
@@ -198,6 +201,7 @@ STEP_KEYS = (
     "target",
     "subgoal",
     "key",
+    "door",
 )
 
 
@@ -216,6 +220,7 @@ def empty_chunk(T: int, n: int, done: bool = False) -> dict[str, np.ndarray]:
         "target": np.full((T, n, 2), NO_TARGET, np.int8),  # the bot's goal (ahead, right): SafeBot.target
         "subgoal": np.full((T, n), NO_SUBGOAL, np.int8),  # what the bot is doing: SafeBot.subgoal
         "key": np.full((T, n, 2), NO_TARGET, np.int8),  # where the seen key lies (ahead, right): KeyTracker
+        "door": np.full((T, n), NO_DOOR, np.int8),  # the colour of the locked door seen: door_labels
     }
 
 
@@ -247,8 +252,10 @@ class _Slot:
         key_layout_share: float | None = None,
         eval_stride: int | None = None,
         bot_undo: bool = True,
+        bot_revision: int = BOT_REVISION,
     ):
         self.bot_undo = bot_undo  # --bot_undo: the labelling bot reverts the student's changes
+        self.bot_revision = bot_revision  # --bot_revision: which labelling bot
         self.task_id, self.env_index, self.run_seed, self.max_steps = task_id, env_index, run_seed, max_steps
         self.fast, self.key_layout_share, self.eval_stride = fast, key_layout_share, eval_stride
         self.env = make_env(task_id, max_steps, fast)
@@ -273,11 +280,12 @@ class _Slot:
             self.obs = quiet_reset(self.env, self.seed)
             if want is None or needs_key(self.env) == want:
                 break
-        self.bot = SafeBot(self.env, self.fast, self.bot_undo)
+        self.bot = SafeBot(self.env, self.fast, self.bot_undo, self.bot_revision)
         self.prev_action: int | None = None
         self.steps = 0
         self.visited = 0  # bitmask of the rooms the agent has stood in this episode
         self.keys.reset(self.env)  # the keys of a locked door's colour seen this episode
+        self.door = NO_DOOR  # the colour of the locked door last in view this episode (door_labels)
         self.measure_bot_path = path_ratio_fraction > 0 and self.rng.random() < path_ratio_fraction
 
     def finish(self, success: bool, failure: str | None) -> Episode:
@@ -333,9 +341,12 @@ class Collector:
         record_subgoals: bool = False,
         bot_undo: bool = True,
         record_keys: bool = False,
+        bot_revision: int = BOT_REVISION,
+        record_doors: bool = False,
     ):
         self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
         self.record_keys = record_keys  # --aux_key_weight: each step's KeyTracker label
+        self.record_doors = record_doors  # --aux_door_weight: each step's door_labels
         self.record_targets = record_targets  # --aux_target_weight: each step's SafeBot.target
         self.record_subgoals = record_subgoals  # imitation_data.uses_subgoals: each step's SafeBot.subgoal
         self.path_ratio_fraction = path_ratio_fraction
@@ -353,6 +364,7 @@ class Collector:
                 key_layout_share,
                 eval_stride,
                 bot_undo,
+                bot_revision,
             )
             for level, i in zip(levels, env_indices)
         ]
@@ -414,6 +426,9 @@ class Collector:
                     chunk["subgoal"][t, k] = subgoal_code(slot.bot.subgoal())
                 if self.record_keys:  # every step: a sighting counts whether or not the bot labels it
                     chunk["key"][t, k] = target_code(slot.keys.label(slot.env, slot.obs["image"]))
+                if self.record_doors:
+                    slot.door = int(door_labels(slot.obs["image"][None], slot.door)[0])
+                    chunk["door"][t, k] = slot.door
             out = step(batch, self.memory)
             actions = out.logits.argmax(-1).tolist()
             for k, slot in enumerate(self.slots):
@@ -535,6 +550,8 @@ class ParallelCollector:
         record_subgoals: bool = False,
         bot_undo: bool = True,
         record_keys: bool = False,
+        bot_revision: int = BOT_REVISION,
+        record_doors: bool = False,
     ):
         levels = check_task_ids(task_id)
         self.env_levels = env_levels(levels, num_envs, task_weights) if len(levels) > 1 else None
@@ -553,6 +570,8 @@ class ParallelCollector:
             record_subgoals=record_subgoals,
             bot_undo=bot_undo,
             record_keys=record_keys,
+            bot_revision=bot_revision,
+            record_doors=record_doors,
         )
         self.local: Collector | None = None
         self.cpu_actor: tuple[torch.nn.Module, torch.nn.Module] | None = None  # see _actor

@@ -51,7 +51,7 @@ from mop.checks import (  # noqa: F401  (re-exported)
     finite_number,
 )
 from mop.devices import DeviceError, check_device
-from mop.level_names import OBS_ENCODINGS, checked_levels, env_levels, subgoal_weights
+from mop.level_names import BOT_REVISIONS, OBS_ENCODINGS, checked_levels, env_levels, subgoal_weights
 from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-exported: callers use experiment.read_metrics)
 from mop.runs import OutputError, RunId, RunLockedError
 from mop.runs import run_dir as _run_dir
@@ -238,6 +238,13 @@ class TrainConfig:
         "store made with them; memory_probe.py --target key_offset measures what the memory holds)",
         0.0,
     )
+    aux_door_weight: float = _help(
+        "auxiliary loss: a linear head reads the colour of the locked door last in view (a softmax over "
+        "minigrid's six colours; babyai_env.door_labels, from the episode's own views, so any demo store "
+        "serves) from the memory after each step from its first sighting on, times this weight (0: off; "
+        "memory_probe.py --target door measures what the memory holds)",
+        0.0,
+    )
     subgoal_ce_weights: dict | None = _help(
         "the action loss weighted by what the bot is doing at each step: {kind: weight > 0} over "
         "babyai_env.SUBGOAL_KINDS (command line: 'go to other object=4,open=4'), other kinds and steps "
@@ -255,6 +262,13 @@ class TrainConfig:
         "DAgger's labels: the bot plans to revert a pickup, drop or door toggle the student did without "
         "it (minigrid's bot; --no-bot_undo: it keeps them and plans from the world the student left)",
         True,
+    )
+    bot_revision: int = _help(
+        "which labelling bot: 1 (from 2026-11-30): where it means to pick something up with its hands "
+        "full (a student kept its own pickup, --no-bot_undo) it puts what it holds down first; 0: "
+        "minigrid's, which gives up there and DAgger loses the episode's labels. A run's config written "
+        "before this key had 0: such a run resumes with it, and its recipe differs from today's",
+        1,
     )
     key_layout_share: float | None = _help(
         "locked-door levels: share of the training episodes played on layouts where the mission "
@@ -557,9 +571,19 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             "--demos trains offline on bot demos only; --buffer_episodes is online DAgger's buffer: give "
             "one of them (or --demo_updates K: the demos for K updates, then DAgger with the buffer)"
         )
-    for key in ("aux_rooms_weight", "aux_target_weight", "aux_subgoal_weight", "aux_key_weight"):
+    for key in (
+        "aux_rooms_weight",
+        "aux_target_weight",
+        "aux_subgoal_weight",
+        "aux_key_weight",
+        "aux_door_weight",
+    ):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: off), got {getattr(cfg, key)}")
+    if cfg.bot_revision not in BOT_REVISIONS:
+        raise ConfigError(
+            f"bot_revision must be one of {', '.join(map(str, BOT_REVISIONS))}, got {cfg.bot_revision}"
+        )
     if not (math.isfinite(cfg.key_ahead_ce_weight) and cfg.key_ahead_ce_weight > 0):
         raise ConfigError(
             f"key_ahead_ce_weight must be a finite number > 0 (1: plain CE), got {cfg.key_ahead_ce_weight}"
@@ -807,6 +831,11 @@ def recipe_keys(config: TrainConfig | dict) -> dict:
     )
 
 
+# Keys whose absence from a stored config means other than today's default: the value the code had
+# before the key existed (a run config, a level-table row, a checkpoint written then).
+ABSENT_MEANS = {"bot_revision": 0}
+
+
 def recipe_value(config: dict, key: str) -> Any:
     """One config key's value as the schema types it (1e-4 and "1e-4" are one value); a key the config
     lacks counts as its default (written before the key existed), "(absent)" for one without. input_dim
@@ -814,6 +843,8 @@ def recipe_value(config: dict, key: str) -> Any:
     (train_mop writes 985 for onehot), so --input_dim 985 never splits a condition or a resume."""
     if key in config:
         value = _coerce(key, config[key])
+    elif key in ABSENT_MEANS:
+        value = ABSENT_MEANS[key]
     elif key in _DEFAULTS:
         value = _coerce(key, _DEFAULTS[key])
     else:
@@ -847,6 +878,7 @@ def resume_config(path: str | os.PathLike | None, overrides: dict) -> TrainConfi
     checked_levels(base.task_id)  # the level names the run folder: refused as a new run refuses it
     saved = newest_checkpoint(run_dir(base), report=False)[1]["config"]
     stored = {k: saved[k] for k in CONFIG_KEYS if k in saved}
+    stored.update({k: v for k, v in ABSENT_MEANS.items() if k not in saved})  # as it was trained
     # The device belongs to the machine, not to the run: a run trained on a GPU resumes on a
     # laptop with the laptop's setting (--device, else config.yaml's), not with 'cuda'.
     stored["device"] = base.device

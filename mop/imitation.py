@@ -81,6 +81,7 @@ from mop.aux_losses import (
     subgoal_ce_weights,
 )
 from mop.babyai_env import (
+    NUM_COLOURS,
     SUBGOAL_KINDS,
     TARGET_RANGE,
     check_task_ids,
@@ -284,6 +285,7 @@ class Learner:
     target_head: torch.nn.Linear | None = None  # --aux_target_weight: memory -> where the bot heads
     subgoal_head: torch.nn.Linear | None = None  # --aux_subgoal_weight: memory -> what the bot is doing
     key_head: torch.nn.Linear | None = None  # --aux_key_weight: memory -> where the seen key lies
+    door_head: torch.nn.Linear | None = None  # --aux_door_weight: memory -> the locked door's colour
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where it all lives
     end_memory: torch.Tensor | None = None  # (N, M) after the last pass's final step, for streams to carry
 
@@ -346,11 +348,15 @@ class Learner:
         key_head = None
         if cfg.aux_key_weight > 0:  # a softmax over -R..R per axis (ahead, right), as the target's
             key_head = torch.nn.Linear(policy.memory_size, 2 * (2 * TARGET_RANGE + 1))
+        door_head = None
+        if cfg.aux_door_weight > 0:  # a softmax over minigrid's colours
+            door_head = torch.nn.Linear(policy.memory_size, NUM_COLOURS)
         heads = {
             "aux_head_state_dict": aux_head,
             "target_head_state_dict": target_head,
             "subgoal_head_state_dict": subgoal_head,
             "key_head_state_dict": key_head,
+            "door_head_state_dict": door_head,
         }
         fresh = set(ckpt.get(FRESH_HEADS, ())) if ckpt is not None else set()  # a fork's new heads
         if ckpt is not None:
@@ -375,7 +381,7 @@ class Learner:
         made = (cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn)
         return cls(
             *made, *heads.values(), device
-        )  # the heads in the fields' order: aux, target, subgoal, key
+        )  # the heads in the fields' order: aux, target, subgoal, key, door
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         """A chunk's numpy column on the learner's device (the CPU: the array's own memory)."""
@@ -457,6 +463,9 @@ class Learner:
         if self.key_head is not None:
             aux = aux_target_loss(self.key_head, out, chunk["key"], parts, name="key")
             loss = loss + self.cfg.aux_key_weight * aux
+        if self.door_head is not None:
+            aux = aux_subgoal_loss(self.door_head, out, chunk["door"], parts, name="door")
+            loss = loss + self.cfg.aux_door_weight * aux
         if self.cfg.subgoal_ce_weights or self.cfg.key_ahead_ce_weight != 1.0:
             w = torch.ones(labels.shape, device=labels.device)
             if self.cfg.subgoal_ce_weights:
@@ -605,6 +614,8 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
         payload["subgoal_head_state_dict"] = learner.subgoal_head.state_dict()
     if learner.key_head is not None:
         payload["key_head_state_dict"] = learner.key_head.state_dict()
+    if learner.door_head is not None:
+        payload["door_head_state_dict"] = learner.door_head.state_dict()
     if state.forked_from:
         payload[FORKED_FROM] = state.forked_from
     if "lang_proj_state_dict" in encoder_state:  # the earlier system's key, for its tools

@@ -297,4 +297,6 @@ def open_collector(
         record_subgoals=uses_subgoals(cfg),
         bot_undo=cfg.bot_undo,
         record_keys=cfg.aux_key_weight > 0,
+        bot_revision=cfg.bot_revision,
+        record_doors=cfg.aux_door_weight > 0,
     )

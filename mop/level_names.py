@@ -13,6 +13,13 @@ import math
 
 from mop.checks import ConfigError, check_number
 
+# --bot_revision: which labelling bot (babyai_env.SafeBot). 1 (2026-11-30): with its hands full
+# where it means to pick something up it puts what it holds down first, and a drop with nothing held
+# or a filled cell ahead replans; 0: minigrid's, which asserts there (SafeBot gives up: DAgger loses
+# the episode's labels), the bot of every run before the key existed.
+BOT_REVISION = 1
+BOT_REVISIONS = (0, 1)
+
 _NAMES = """
     ActionObjDoor-v0 BlockedUnlockPickup-v0 BossLevel-v0 BossLevelNoUnlock-v0 FindObjS5-v0
     FindObjS6-v0 FindObjS7-v0 GoTo-v0 GoToDoor-v0 GoToImpUnlock-v0 GoToLocal-v0 GoToLocalS5N2-v0

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mop.babyai_env import NO_SUBGOAL, NO_TARGET
+from mop.babyai_env import NO_SUBGOAL, NO_TARGET, door_labels
 from mop.collection import STEP_KEYS, empty_chunk
 from mop.runs import atomic_write
 
@@ -395,6 +395,7 @@ def episodes_as_chunk(episodes: list[StoredEpisode], length: int | None = None) 
         for key in OPTIONAL_STEP_ARRAYS:
             if getattr(ep, key) is not None:
                 chunk[key][:n, b] = getattr(ep, key)
+        chunk["door"][:n, b] = door_labels(ep.image)  # from its views: every episode has them
     return chunk
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mop.babyai_env import door_labels
 from mop.collection import empty_chunk
 from mop.replay_buffer import OPTIONAL_STEP_ARRAYS, StoredEpisode
 
@@ -90,6 +91,7 @@ class EpisodeColumns:
                 for key in OPTIONAL_STEP_ARRAYS:
                     if getattr(episode, key) is not None:
                         chunk[key][rows, c] = getattr(episode, key)[a : a + n]
+                chunk["door"][rows, c] = door_labels(episode.image[: a + n])[a:]  # from its views
                 self.offsets[c] = a + n
                 if self.offsets[c] == len(episode):
                     chunk["done"][t + n - 1, c] = True  # the episode ends: the next starts from zero memory

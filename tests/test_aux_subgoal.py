@@ -192,7 +192,7 @@ def adam_after_steps(heads: dict[str, bool], steps: int = 2) -> tuple[dict, dict
 
 
 def test_a_forks_new_head_starts_without_adam_state_and_the_rest_keeps_theirs():
-    rooms, target, subgoal, _key = AUX_HEADS.values()
+    rooms, target, subgoal, _key, _door = AUX_HEADS.values()
     parent, parent_heads, base = adam_after_steps({rooms: True, target: False, subgoal: True})
     heads = {rooms: torch.nn.Linear(2, 2), target: torch.nn.Linear(2, 2), subgoal: torch.nn.Linear(2, 2)}
     state = head_optimizer_state(parent, base, heads)
@@ -278,7 +278,7 @@ def test_without_undo_the_bot_keeps_what_the_student_picked_up():
     assert "drop" not in without and "go to cell" not in without, without
 
 
-def carry_a_wrong_key_to_the_end(undo: bool) -> tuple[bool, list[int], str | None]:
+def carry_a_wrong_key_to_the_end(undo: bool, revision: int = 1) -> tuple[bool, list[int], str | None]:
     """The bot drives a GoToImpUnlock layout that needs the key until, on its way to fetch the
     right key, it faces a key of another colour than the locked door's; the agent picks that one up (a student's mistake: 82 of 106
     failing episodes of the recipe's student hold one), then follows the bot to the end. Whether it
@@ -291,7 +291,7 @@ def carry_a_wrong_key_to_the_end(undo: bool) -> tuple[bool, list[int], str | Non
         if not needs_key(env):
             continue
         colours = {env.unwrapped.grid.get(*p).color for p in locked_doors(env)}
-        bot, previous, after = SafeBot(env, undo=undo), None, None
+        bot, previous, after = SafeBot(env, undo=undo, revision=revision), None, None
         for _ in range(env.unwrapped.max_steps):
             label = bot.label(previous)
             if label is None:
@@ -322,6 +322,17 @@ def test_a_bot_whose_agent_holds_a_wrong_key_puts_it_down_and_fetches_the_right_
     monkeypatch.setattr(PickupSubgoal, "replan_before_action", babyai_env._minigrid_pickup)
     solved, _, failure = carry_a_wrong_key_to_the_end(undo=False)
     assert not solved and failure.startswith("AssertionError")
+
+
+def test_bot_revision_0_is_minigrid_s_bot_that_gives_up_there(tmp_path):
+    """--bot_revision 0, the bot of the runs before the fix, asserts where the agent holds a wrong
+    key; the Collectors' bots get the run's revision."""
+    from mop.collection import Collector
+
+    solved, _, failure = carry_a_wrong_key_to_the_end(undo=False, revision=0)
+    assert not solved and failure.startswith("AssertionError")
+    assert all(s.bot.bot.revision == 0 for s in Collector(LEVEL, [0, 1], 3, None, "raw", bot_revision=0).slots)
+    assert all(s.bot.bot.revision == 1 for s in Collector(LEVEL, [0], 3, None, "raw").slots)
 
 
 def test_bot_undo_reaches_the_collectors_bots(tmp_path):

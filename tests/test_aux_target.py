@@ -98,7 +98,7 @@ def test_the_target_head_trains_from_demos_and_resumes(tmp_path):
     check_head_trains_from_demos_and_resumes(tmp_path, "target")
 
 
-def check_head_trains_from_demos_and_resumes(tmp_path, name: str) -> None:
+def check_head_trains_from_demos_and_resumes(tmp_path, name: str, outputs: int = 2 * CLASSES) -> None:
     """The head of --aux_<name>_weight (a cells-ahead / cells-right head: target, key) trains from a
     demo store (train/aux_<name> logged), is saved as <name>_head_state_dict and moves on after a
     --resume; without the loss the checkpoint has no head and the same policy weights."""
@@ -121,7 +121,7 @@ def check_head_trains_from_demos_and_resumes(tmp_path, name: str) -> None:
     assert rows and all(0.0 < r[f"train/aux_{name}"] < 10.0 for r in rows)
     ckpt = torch.load(run / "checkpoint_final.pt", weights_only=True)
     head = ckpt[key]
-    assert head["weight"].shape[0] == 2 * CLASSES
+    assert head["weight"].shape[0] == outputs
     train_mop.main(cfg(5), resume=True, progress=False)
     resumed = load_checkpoint(run / "checkpoint_final.pt")
     assert resumed["update"] == 5 and not torch.equal(resumed[key]["weight"], head["weight"])

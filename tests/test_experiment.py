@@ -305,6 +305,30 @@ def test_config_changes_names_recipe_keys_and_reads_missing_keys_as_defaults():
     assert config_changes(sizes, {**cfg, "expert_hidden_sizes": ["0,16"]}) == []
 
 
+def test_a_run_from_before_bot_revision_resumes_with_the_bot_it_had(tmp_path):
+    """A config without bot_revision was written when the labelling bot was minigrid's (revision
+    0): its recipe differs from today's, a resume continues with that bot, and a resume that asks
+    for another is refused; a new config gets today's, and an unknown revision is refused."""
+    from mop.experiment import config_changes, recipe_keys, recipe_value, resume_config
+
+    cfg = recipe_keys(load_config(None, {}))
+    assert cfg["bot_revision"] == 1 and recipe_value({}, "bot_revision") == 0
+    older = {k: v for k, v in cfg.items() if k != "bot_revision"}
+    assert config_changes(older, cfg) == ["bot_revision: 0 -> 1"]
+    train_mop.main(tiny(tmp_path, num_updates=2), progress=False)
+    directory = tmp_path / "ck" / "BabyAI-GoToRedBallGrey-v0" / "trial_0"
+    for path in directory.glob("checkpoint_*.pt"):  # as a run of 2026-11-29 wrote it
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["config"].pop("bot_revision", None)  # (final may be a link to the last numbered one)
+        torch.save(ckpt, path)
+    located = {"checkpoint_dir": str(tmp_path / "ck"), "task_id": "BabyAI-GoToRedBallGrey-v0"}
+    assert resume_config(None, located).bot_revision == 0
+    with pytest.raises(ConfigError, match="bot_revision=1 differs"):
+        resume_config(None, {**located, "bot_revision": 1})
+    with pytest.raises(ConfigError, match="^bot_revision must be one of 0, 1, got 2$"):
+        load_config(None, {"bot_revision": 2})
+
+
 def test_a_config_may_build_on_a_base_file(tmp_path):
     (tmp_path / "maze.yaml").write_text("unroll_len: 64\nlr: 0.002\nmop_intermediate_dim: 96\n")
     (tmp_path / "sub").mkdir()
