@@ -53,6 +53,7 @@ class EpisodeColumns:
         self.episode_ids = [-1] * self.columns  # -1: the column starts a new episode next
         self.offsets = [0] * self.columns
         self.playing: list[StoredEpisode | None] = [None] * self.columns
+        self.doors: list[np.ndarray] = [np.zeros(0, np.int8)] * self.columns  # door_labels of `playing`
         self.memory = torch.zeros(self.columns, memory_size)  # (C, M) at the next chunk's first step
 
     def _next_episode(self, c: int) -> StoredEpisode:
@@ -62,6 +63,7 @@ class EpisodeColumns:
             if episode is not None and len(episode) > 0:
                 break
         self.episode_ids[c], self.offsets[c], self.playing[c] = episode_id, 0, episode
+        self.doors[c] = door_labels(episode.image)  # once per episode, from its views
         return episode
 
     def next_chunk(self) -> dict:
@@ -91,7 +93,7 @@ class EpisodeColumns:
                 for key in OPTIONAL_STEP_ARRAYS:
                     if getattr(episode, key) is not None:
                         chunk[key][rows, c] = getattr(episode, key)[a : a + n]
-                chunk["door"][rows, c] = door_labels(episode.image[: a + n])[a:]  # from its views
+                chunk["door"][rows, c] = self.doors[c][a : a + n]
                 self.offsets[c] = a + n
                 if self.offsets[c] == len(episode):
                     chunk["done"][t + n - 1, c] = True  # the episode ends: the next starts from zero memory
@@ -144,6 +146,7 @@ class EpisodeColumns:
         self.playing = [None if i < 0 else held[i] if i in held else self.get(i) for i in self.episode_ids]
         if any(p is None and i >= 0 for p, i in zip(self.playing, self.episode_ids)):
             raise ValueError("stream state names an episode its source does not hold")
+        self.doors = [np.zeros(0, np.int8) if p is None else door_labels(p.image) for p in self.playing]
         self.memory = state["memory"].detach().to("cpu", torch.float32).clone()
 
 

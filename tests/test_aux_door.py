@@ -8,6 +8,8 @@ loss trains from a demo store and online, resumes, and bad weights are refused.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from minigrid.core.constants import COLOR_TO_IDX
@@ -101,11 +103,17 @@ def test_live_collection_carries_the_label_across_chunks_and_streams_read_it_fro
             carried += sum(doors[t - 1, k] != NO_DOOR for t in (12, 24, 36) if a + 1 < t <= b)
     assert carried, "no label went on from one chunk into the next"
     assert (Collector(LEVEL, [0], 0, 40, "raw").collect(policy, encoder, 12)["door"] == NO_DOOR).all()
-    ordered = iter(range(len(episodes)))
+    ordered = itertools.cycle(range(len(episodes)))
     stream = EpisodeColumns(1, 16, lambda: next(ordered), lambda i: episodes[i], policy.memory_size)
     played = np.concatenate([stream.next_chunk()["door"][:, 0] for _ in range(3)])
     want = np.concatenate([door_labels(ep.image) for ep in episodes])[: len(played)]
     assert played.tolist() == want.tolist() and (played != NO_DOOR).any()
+    # a stream restored from its state (a --resume) goes on with the same labels mid-episode
+    state, (ahead, fresh) = stream.state(), itertools.tee(ordered)
+    stream.draw = ahead.__next__
+    restored = EpisodeColumns(1, 16, lambda: next(fresh), lambda i: episodes[i], policy.memory_size)
+    restored.load_state(state)
+    assert restored.next_chunk()["door"].tolist() == stream.next_chunk()["door"].tolist()
     window = episodes_as_chunk(episodes[:2])
     assert window["door"][: len(episodes[1]), 1].tolist() == door_labels(episodes[1].image).tolist()
 
