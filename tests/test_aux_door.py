@@ -11,10 +11,8 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import pytest
 from minigrid.core.constants import COLOR_TO_IDX
 
-from conftest import tiny_config
 from mop.babyai_env import (
     NO_DOOR,
     NUM_COLOURS,
@@ -25,7 +23,6 @@ from mop.babyai_env import (
     make_env,
     quiet_reset,
 )
-from mop.experiment import ConfigError, read_metrics
 from tests.test_aux_target import check_head_trains_from_demos_and_resumes
 
 LEVEL = "BabyAI-Unlock-v0"
@@ -122,29 +119,4 @@ def test_the_door_head_trains_from_demos_and_resumes(tmp_path):
     check_head_trains_from_demos_and_resumes(tmp_path, "door", outputs=NUM_COLOURS)
 
 
-def test_online_dagger_trains_the_door_head(tmp_path):
-    import train_mop
-
-    cfg = tiny_config(
-        tmp_path,
-        task_id="BabyAI-UnlockLocal-v0",
-        aux_door_weight=1.0,
-        buffer_episodes=0,
-        max_steps=30,
-        num_updates=3,
-    )
-    train_mop.main(cfg, progress=False)
-    rows = read_metrics(tmp_path / "BabyAI-UnlockLocal-v0" / "trial_0" / "metrics.jsonl")
-    assert [r for r in rows if 0.0 < r.get("train/aux_door", 0.0)]
-
-
-@pytest.mark.parametrize(
-    "overrides, match",
-    [
-        ({"aux_door_weight": -1.0}, "aux_door_weight must be >= 0"),
-        ({"aux_door_weight": float("nan")}, "'aux_door_weight' must be a finite number"),
-    ],
-)
-def test_bad_door_settings_are_refused(tmp_path, overrides, match):
-    with pytest.raises(ConfigError, match=match):
-        tiny_config(tmp_path, **overrides)
+# online DAgger and the bad weights: tests/test_aux_key.py, for both heads

@@ -108,29 +108,28 @@ def test_demos_store_their_key_labels_and_read_them_back(tmp_path):
         assert np.array_equal(np.asarray(a.key), np.asarray(b.key)) and a.equals(b)
 
 
-def test_online_dagger_trains_the_key_head(tmp_path):
+@pytest.mark.parametrize("name, buffer", [("key", 6), ("door", 0)])  # the door: live chunks only too
+def test_online_dagger_trains_the_key_and_door_heads(tmp_path, name, buffer):
     import train_mop
 
-    cfg = tiny_config(  # one room: its key comes into view within a few steps
+    cfg = tiny_config(  # one room: its key and door come into view within a few steps
         tmp_path,
         task_id="BabyAI-UnlockLocal-v0",
-        aux_key_weight=1.0,
-        buffer_episodes=6,
+        buffer_episodes=buffer,
         max_steps=30,
         num_updates=3,
+        **{f"aux_{name}_weight": 1.0},
     )
     train_mop.main(cfg, progress=False)
     rows = read_metrics(tmp_path / "BabyAI-UnlockLocal-v0" / "trial_0" / "metrics.jsonl")
-    assert [r for r in rows if 0.0 < r.get("train/aux_key", 0.0)]
+    assert [r for r in rows if 0.0 < r.get(f"train/aux_{name}", 0.0)]
 
 
+@pytest.mark.parametrize("name", ["key", "door"])
 @pytest.mark.parametrize(
-    "overrides, match",
-    [
-        ({"aux_key_weight": -1.0}, "aux_key_weight must be >= 0"),
-        ({"aux_key_weight": float("nan")}, "'aux_key_weight' must be a finite number"),
-    ],
+    "value, match", [(-1.0, "{} must be >= 0"), (float("nan"), "'{}' must be a finite number")]
 )
-def test_bad_key_settings_are_refused(tmp_path, overrides, match):
-    with pytest.raises(ConfigError, match=match):
-        tiny_config(tmp_path, **overrides)
+def test_bad_key_and_door_weights_are_refused(tmp_path, name, value, match):
+    key = f"aux_{name}_weight"
+    with pytest.raises(ConfigError, match=match.format(key)):
+        tiny_config(tmp_path, **{key: value})
