@@ -46,6 +46,7 @@ Any level with a locked door in its first 40 layouts can be dissected.
     python failures.py --checkpoint CK2 --num_episodes 500 --against failures.csv   # layout by layout
     python failures.py --table failures.csv --against other.csv   # two saved tables, nothing played
     python failures.py --checkpoint CK --num_episodes 500 --takeover 150,300   # the bot finishes them?
+    python failures.py --bot --task_id BabyAI-GoToImpUnlock-v0 --num_episodes 500 --out bot.csv   # the control
 
 --takeover T hands each failed episode a policy can solve to the bot after T of the student's steps:
 the bot watches those steps as it does when it labels DAgger's states, then drives. Where it cannot
@@ -269,6 +270,36 @@ def takeover_report(
         lines.append(f"  T = {start:<5} solved {solved} of {len(failed)}; the bot gave up: {gave_up}")
     bar.close()
     return lines
+
+
+def bot_episodes(task_id: str, num_episodes: int, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """--bot: the bot itself plays evaluation layouts 0..N-1 (it acts, so bot_undo does not arise;
+    the level's own step limit), as the control a student's table is read against: (steps: episode,
+    action; episodes: episode, success, length), the shapes play_checkpoint gives anatomy. An
+    episode the bot gives up in ends there, failed."""
+    env = make_env(task_id)
+    steps, episodes = [], []
+    bar = progress_bar(num_episodes, "the bot plays", enabled=progress, leave=False)
+    for e in range(num_episodes):
+        quiet_reset(env, EVAL_SEED_START + e)
+        bot, success, length = SafeBot(env), False, 0
+        while True:
+            action = bot.label(None)
+            if action is None:
+                break
+            steps.append((e, action))
+            length += 1
+            _, reward, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                success = bool(terminated and reward > 0)
+                break
+        episodes.append((e, success, length))
+        bar.update(1)
+    bar.close()
+    return (
+        pd.DataFrame(steps, columns=["episode", "action"]),
+        pd.DataFrame(episodes, columns=["episode", "success", "length"]),
+    )
 
 
 def first_reached(row: pd.Series, chain: tuple) -> str:
@@ -558,6 +589,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         if args.table is not None:
             table = read_against(args.table, "--table")
             head = table_line(args.table, table)
+        elif args.bot:
+            num_episodes = args.num_episodes or DEFAULT_EPISODES
+            _check_level(args.task_id)
+            steps, episodes = bot_episodes(args.task_id, num_episodes, not args.no_progress)
+            table = anatomy(steps, episodes, args.task_id, None)
+            head = played_line(args.task_id, num_episodes, False, table.success.mean()).replace(
+                "(greedy)", "(the bot)"
+            )
+            takeover = []
         else:
             num_episodes = args.num_episodes or DEFAULT_EPISODES
             steps, episodes, _, config, task_id = play_checkpoint(

@@ -494,6 +494,12 @@ def failures_parser(description: str | None) -> argparse.ArgumentParser:
         "--table",
         help="a saved --out CSV instead: its report (and --against's pairing) again, nothing played",
     )
+    source.add_argument(
+        "--bot",
+        action="store_true",
+        help="the bot plays the layouts instead of a checkpoint (needs --task_id): the control a "
+        "student's table is read against",
+    )
     parser.add_argument("--task_id", default=None, help="level to play (default: the run's; one level)")
     parser.add_argument(
         "--num_episodes", type=int, default=None, help="evaluation layouts 0..N-1 (default 200)"
@@ -534,6 +540,12 @@ def takeover_steps(text: str | None) -> list[int]:
 
 def check_failures_args(args: argparse.Namespace) -> None:
     takeover_steps(args.takeover)
+    if args.bot:
+        if args.task_id is None:
+            raise ConfigError("--bot plays a level the bot is given: add --task_id")
+        given = ["--takeover"] * (args.takeover is not None) + ["--sample"] * args.sample
+        if given:
+            raise ConfigError(f"--bot: the bot plays its own episodes, drop {', '.join(given)}")
     if args.table is not None:
         playing = {"--task_id": args.task_id, "--num_episodes": args.num_episodes, "--out": args.out}
         playing["--takeover"] = args.takeover

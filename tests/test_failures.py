@@ -233,6 +233,10 @@ def test_the_cli_dissects_a_real_checkpoint_and_refuses_bad_input(tiny_run, tmp_
         (["--table", str(tmp_path / "none.csv")], "--table"),
         (["--table", str(out), "--checkpoint", checkpoint], "not allowed with"),
         (["--table", str(out), "--takeover", "10"], "drop --takeover"),
+        (["--bot", "--num_episodes", "2"], "--bot plays a level the bot is given: add --task_id"),
+        (["--bot", "--task_id", "BabyAI-Unlock-v0", "--takeover", "5"], "--bot: the bot plays its own"),
+        (["--bot", "--task_id", "BabyAI-GoToLocal-v0"], "no locked door"),
+        (["--bot", "--checkpoint", checkpoint], "not allowed with"),
     ):
         with pytest.raises(SystemExit) as refused:
             fl.main(argv)
@@ -545,3 +549,16 @@ def test_key_layout_share_chooses_the_layouts_of_a_demos_runs_dagger_phase(tmp_p
     )
     train_mop.main(cfg, resume=False, progress=False)
     assert shares == [1.0]
+
+
+def test_the_bot_plays_the_control_table_it_solves_what_can_be_solved_and_takes_no_wrong_key(tmp_path, capsys):
+    """--bot: the bot's own episodes on the first GoToImpUnlock layouts, dissected as a student's
+    are: it fails exactly the layouts whose every matching key lies behind the door (layout 6 among
+    them) and never ends holding a key of another colour."""
+    out = tmp_path / "bot.csv"
+    table = fl.main(["--bot", "--task_id", "BabyAI-GoToImpUnlock-v0", "--num_episodes", "12", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert printed.startswith("BabyAI-GoToImpUnlock-v0: 12 episodes (the bot)")
+    assert (table.success == (~table.needs_key | table.key_reachable)).all() and not table.loc[6, "success"]
+    assert not table.wrong_key_held.any() and out.exists()
+    assert "the first time it faced a key with free hands" in printed
