@@ -36,6 +36,13 @@ colour) on the steps after the door was in view and before the agent first carri
 it chooses which key to take: `auc_old` counts the steps at least --min_age after the door was last
 in view. The failing GoToImpUnlock students take a key of another colour (failures.py).
 
+The last row, `last view (control)`, probes the view the memory read last (the observation of step
+t - 1, encoded as the policy reads it; zeros at t = 0) instead of a memory block: a positive
+control, what a memory that kept its last input exactly would give. With --min_age 2 its recent
+column covers the steps just after a sighting, where that view shows what the target asks about:
+an interval above 0 there says the probe can find the target in a view that holds it, so a memory
+row near 0 there is the memory's, not the probe's, shortfall.
+
 Every memory row's gain over the no-memory row comes with a 95% interval: within each fold of
 episodes the probe that scores it was fitted on the other fold, so each fold's gain has a bootstrap
 sd over its own episodes (--bootstrap resamples of whole episodes); the interval is the gain +-
@@ -81,6 +88,7 @@ from mop.babyai_env import (
     KeyTracker,
     RoomLayout,
     check_locked_level,
+    encode_obs,
     make_env,
     quiet_reset,
 )
@@ -267,13 +275,17 @@ def collect(
 ):
     """Play the episodes; returns (steps sorted by episode and t, with x, y and the episode's
     success; the memory before each step (N, M); the policy; the level played; its room layout; the
-    run's config). The key targets refuse, before any play, a level without a locked door."""
+    run's config; the view the policy read at each step, encoded as it reads it (N, obs_dim)). The
+    key targets refuse, before any play, a level without a locked door."""
     memories: dict[tuple[int, int], np.ndarray] = {}
+    reads: dict[tuple[int, int], tuple] = {}
 
     def keep(step: ActedStep) -> None:
         mem = step.memory.numpy()
+        b = step.batch
         for r, (e, t) in enumerate(zip(step.episode, step.t)):
             memories[(e, t)] = mem[r].copy()
+            reads[(e, t)] = (b.image[r].copy(), int(b.direction[r]), int(b.carrying[r]))
 
     layouts: list[RoomLayout] = []  # room_layout refuses a one-room level before any play
     try:
@@ -293,8 +305,31 @@ def collect(
     layout = layouts[0]
     success = episodes.set_index("episode")["success"].astype(bool)
     steps["success"] = success.loc[steps["episode"]].to_numpy()
-    memory = np.stack([memories[(int(e), int(t))] for e, t in zip(steps["episode"], steps["t"])])
-    return steps, memory, policy, task_id, layout, config
+    keys = list(zip(steps["episode"].astype(int), steps["t"].astype(int)))
+    memory = np.stack([memories[k] for k in keys])
+    image, direction, carrying = (np.stack(column) for column in zip(*(reads[k] for k in keys)))
+    views = encode_obs(
+        torch.from_numpy(image),
+        torch.from_numpy(direction),
+        torch.from_numpy(carrying),
+        config["obs_encoding"],
+    ).numpy()
+    return steps, memory, policy, task_id, layout, config, views
+
+
+CONTROL = "last view (control)"
+
+
+def last_views(steps: pd.DataFrame, views: np.ndarray) -> np.ndarray:
+    """(N, D) the view each step's memory read last: the one encoded at step t - 1 of its episode
+    (zeros at t = 0). A probe on it is the positive control of a memory probe: what a memory that
+    kept its last input exactly would give, and on the steps just after a sighting (--min_age 2:
+    the recent column), whether the probe can find the target in a view that holds it."""
+    out = np.zeros_like(views, dtype=np.float32)
+    follows = np.zeros(len(steps), dtype=bool)
+    follows[1:] = steps["episode"].to_numpy()[1:] == steps["episode"].to_numpy()[:-1]
+    out[1:][follows[1:]] = views[:-1][follows[1:]]
+    return out
 
 
 def visit_targets(steps: pd.DataFrame, layout: RoomLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -663,7 +698,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             check_table_out(args.out)  # before the episodes are played
         except EvalError as e:
             raise ProbeError(str(e)) from None
-        steps, memory, policy, task_id, layout, config = collect(
+        steps, memory, policy, task_id, layout, config, views = collect(
             args.checkpoint,
             args.task_id,
             args.num_episodes,
@@ -679,9 +714,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             targets = door_targets(steps, task_id, config.get("max_steps"), layout, args.min_age)
         else:
             targets = room_targets(steps, layout, args.min_age)
-        table = probe_table(
-            steps, memory, memory_blocks(policy), targets, args.min_count, args.bootstrap, args.seed
-        )
+        blocks = [*memory_blocks(policy), (CONTROL, slice(memory.shape[1], memory.shape[1] + views.shape[1]))]
+        features = np.concatenate([memory, last_views(steps, views)], axis=1)
+        table = probe_table(steps, features, blocks, targets, args.min_count, args.bootstrap, args.seed)
     except (ConfigError, ProbeError) as e:
         refuse(str(e))
     success = steps.groupby("episode")["success"].first().mean()

@@ -277,8 +277,10 @@ def test_the_cli_probes_a_real_checkpoint_on_a_maze_and_refuses_bad_input(tiny_r
     assert "BabyAI-Unlock-v0: 4 episodes (greedy)" in printed and mp.NO_MEMORY in printed
     assert f"play {Path(checkpoint).name} on BabyAI-Unlock-v0" in err  # the bar
     assert list(pd.read_csv(out)["features"]) == list(table["features"])
-    # no memory, all, then the tiny preset's layers [[0, 8, 16], [0, 8]]: a router and 2 + 1 experts
-    assert list(table["features"])[:2] == [mp.NO_MEMORY, "all"] and len(table) == 2 + 3 + 2
+    # no memory, all, then the tiny preset's layers [[0, 8, 16], [0, 8]]: a router and 2 + 1 experts,
+    # then the control: the view the memory read last
+    assert list(table["features"])[:2] == [mp.NO_MEMORY, "all"] and len(table) == 2 + 3 + 2 + 1
+    assert table["features"].iloc[-1] == mp.CONTROL and table["size"].iloc[-1] == 985  # onehot
     table = mp.main(
         ["--checkpoint", checkpoint, "--task_id", "BabyAI-Unlock-v0", "--num_episodes", "4"]
         + ["--min_count", "1", "--target", "key", "--bootstrap", "100", "--no_progress"]
@@ -310,3 +312,10 @@ def test_the_cli_probes_a_real_checkpoint_on_a_maze_and_refuses_bad_input(tiny_r
     with pytest.raises(SystemExit) as refused:
         mp.main(["--checkpoint", str(tmp_path / "no-such.pt"), "--task_id", "BabyAI-Unlock-v0"])
     assert refused.value.code == 2 and "no-such" in capsys.readouterr().err
+
+
+def test_the_control_row_reads_the_view_the_memory_read_last():
+    steps = pd.DataFrame({"episode": [0, 0, 0, 1, 1], "t": [0, 1, 2, 0, 1]})
+    views = np.arange(10, dtype=np.float32).reshape(5, 2) + 1
+    last = mp.last_views(steps, views)
+    assert last.tolist() == [[0, 0], [1, 2], [3, 4], [0, 0], [7, 8]]  # zeros where an episode starts
