@@ -39,6 +39,11 @@ separate times a matching key came into view (`key_sightings`, the bot's median 
 pickup; `key_sightings_late`: those after the last new cell), and what it picked up that is not a
 key of the door's colour (`t_other_held`, the first step it carried one; `held_at_end`;
 `wrong_key_held`: a key of another colour at the end, which keeps it from picking up the right one).
+Whether it tells the keys apart: at the first step it faced a key of the door's colour with free
+hands, and the first it faced one of another colour, whether it picked it up and where the locked
+door was (`faced_*`; the report tabulates them, one event per episode, with Wilson intervals; on
+GoToImpUnlock the bot takes 2% of the other colour's after seeing the door, the students about half).
+`--bot` plays the bot itself on the same layouts: the control a student's table is read against.
 Any level with a locked door in its first 40 layouts can be dissected.
 
     python failures.py --checkpoint checkpoints/BabyAI-Unlock-v0/trial_0/checkpoint_final.pt

@@ -562,8 +562,9 @@ def check_failures_args(args: argparse.Namespace) -> None:
 def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:
     """memory_probe.py's parser; its docstring's last paragraph (the examples) is the epilog."""
     parser = ArgumentParser(
-        description="Linear probes: which rooms has the agent visited (or, --target key, where lies the key "
-        "it needs), read from each block of its memory.",
+        description="Linear probes: which rooms has the agent visited (or, --target key / key_offset, where "
+        "lies the key it needs; --target door, the locked door's colour), read from each block of its memory "
+        "and, as a positive control, from the view it read last.",
         epilog=doc.split("\n\n")[-1] if doc else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
