@@ -119,6 +119,20 @@ def key_ahead(image: torch.Tensor, carrying: torch.Tensor) -> torch.Tensor:
     return (image[..., size // 2, size - 2, 0] == _KEY_IDX) & (carrying == 0)
 
 
+def action_ce_weights(cfg: Any, chunk: dict, device: torch.device) -> torch.Tensor | None:
+    """Each step's action-loss weight (T, N) under --subgoal_ce_weights (by the bot's subgoal) and
+    --key_ahead_ce_weight (on the steps key_ahead marks), the two multiplied; None when both are off."""
+    if not cfg.subgoal_ce_weights and cfg.key_ahead_ce_weight == 1.0:
+        return None
+    w = torch.ones(chunk["label"].shape, device=device)
+    if cfg.subgoal_ce_weights:
+        w = w * subgoal_ce_weights(chunk["subgoal"], cfg.subgoal_ce_weights, device)
+    if cfg.key_ahead_ce_weight != 1.0:
+        ahead = key_ahead(*(torch.from_numpy(chunk[k]).to(device) for k in ("image", "carrying")))
+        w = torch.where(ahead, w * cfg.key_ahead_ce_weight, w)
+    return w
+
+
 def ce_weight_shift(
     out: Any, labels: torch.Tensor, mask: torch.Tensor, w: torch.Tensor, parts: dict
 ) -> torch.Tensor:

@@ -71,14 +71,13 @@ import torch
 
 from mop.aux_losses import (
     FRESH_HEADS,
+    action_ce_weights,
     aux_rooms_loss,
     aux_subgoal_loss,
     aux_target_loss,
     ce_weight_shift,
     head_optimizer_state,
-    key_ahead,
     rooms_of,
-    subgoal_ce_weights,
 )
 from mop.babyai_env import (
     NUM_COLOURS,
@@ -348,9 +347,7 @@ class Learner:
         key_head = None
         if cfg.aux_key_weight > 0:  # a softmax over -R..R per axis (ahead, right), as the target's
             key_head = torch.nn.Linear(policy.memory_size, 2 * (2 * TARGET_RANGE + 1))
-        door_head = None
-        if cfg.aux_door_weight > 0:  # a softmax over minigrid's colours
-            door_head = torch.nn.Linear(policy.memory_size, NUM_COLOURS)
+        door_head = torch.nn.Linear(policy.memory_size, NUM_COLOURS) if cfg.aux_door_weight > 0 else None
         heads = {
             "aux_head_state_dict": aux_head,
             "target_head_state_dict": target_head,
@@ -466,13 +463,8 @@ class Learner:
         if self.door_head is not None:
             aux = aux_subgoal_loss(self.door_head, out, chunk["door"], parts, name="door")
             loss = loss + self.cfg.aux_door_weight * aux
-        if self.cfg.subgoal_ce_weights or self.cfg.key_ahead_ce_weight != 1.0:
-            w = torch.ones(labels.shape, device=labels.device)
-            if self.cfg.subgoal_ce_weights:
-                w = w * subgoal_ce_weights(chunk["subgoal"], self.cfg.subgoal_ce_weights, labels.device)
-            if self.cfg.key_ahead_ce_weight != 1.0:
-                ahead = key_ahead(t(chunk["image"]), t(chunk["carrying"]))
-                w = torch.where(ahead, w * self.cfg.key_ahead_ce_weight, w)
+        w = action_ce_weights(self.cfg, chunk, labels.device)
+        if w is not None:
             loss = loss + ce_weight_shift(out, labels, mask, w, parts)
         return loss, parts, out
 
