@@ -175,6 +175,7 @@ PRINTED = (
     "memory_probe.py gain_low/high ({}: the gain of the cross-fitted memory probe's mean per-room AUC "
     "over the no-memory probe's; gain +- 1.96 x the mean of the two folds' bootstrap sds)"
 )
+DOOR_PRINTED = PRINTED.format("--target door, auc").replace("per-room", "per-colour")
 ENTRIES: list[Entry] = [
     Entry("memory_probe_key_null_coverage", PRINTED.format("--target key, auc"), "coverage", 0.95, "coverage",
           probe_draw("key", 0.0), gain_covers("auc"),
@@ -193,14 +194,14 @@ ENTRIES: list[Entry] = [
     Entry("memory_probe_key_failed_coverage", PRINTED.format("--target key, auc_failed: a quarter of the "
           "episodes"), "coverage", 0.95, "coverage", probe_draw("key", 0.3), gain_covers("auc_failed"),
           f"the same data; {FAIL_SHARE:.0%} of the episodes marked failed", cost=3.33),
-    Entry("memory_probe_door_null_coverage", PRINTED.format("--target door, auc"), "coverage", 0.95, "coverage",
+    Entry("memory_probe_door_null_coverage", DOOR_PRINTED, "coverage", 0.95, "coverage",
           probe_draw("door", 0.0), gain_covers("auc"),
           f"{SETUP} of noise; the door's colour one of {COLOURS}, seen in the first half, the steps until a "
           f"pickup in the second; truth: the fold probes' gain on {FRESH} fresh episodes", cost=3.33),
     Entry("memory_probe_door_null_claims", "the same interval above 0 (--target door: read as 'the memory "
           "holds the door's colour'; one-sided, so nominal 0.025)", "rejection", 0.025, "null",
           probe_draw("door", 0.0), gain_claims, "the first door row's data: the memory holds nothing", cost=1.0),
-    Entry("memory_probe_door_weak_coverage", PRINTED.format("--target door, auc"), "coverage", 0.95, "coverage",
+    Entry("memory_probe_door_weak_coverage", DOOR_PRINTED, "coverage", 0.95, "coverage",
           probe_draw("door", 0.3), gain_covers("auc"),
           f"{SETUP}; 6 columns hold the door colour's one-hot x 0.3 from its first sighting", cost=3.33),
 ]
