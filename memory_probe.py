@@ -368,9 +368,7 @@ class Sightings(NamedTuple):
     """One replayed episode, per step t (before its action): what the agent had seen and held."""
 
     cells: list[tuple[int, int]]  # the agent's cell
-    key_last_seen: (
-        np.ndarray
-    )  # the step a key of a locked door's colour was last in view before t (-1: never)
+    key_last_seen: np.ndarray  # the step a matching key was last in view before t (-1: never)
     key_held: np.ndarray  # bool: such a key was held before t (KeyTracker.update_held)
     keys: list[tuple[int, int]]  # the cells those keys lay in at the start
     door_last_seen: np.ndarray  # the step a locked door was last in view before t (-1: never)
