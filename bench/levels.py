@@ -640,7 +640,8 @@ checkpoint with the row on the same layouts (McNemar; rows from before 2026-11-2
 DAgger rows trained before 2026-11-30 (commit c991a22) were labelled by a bot that gave up where a
 student's own pickup left its hands full at the bot's pickup (the episode was cut); their configs
 lack `bot_revision`, which reads as 0 (that bot), so rerunning such a recipe today is refused as
-another config rather than skipped, and its run folder resumes with the bot it had (docs/reference.md).
+another config rather than skipped, and its run folder resumes with the bot it had; BC rows (the
+bot drives every demo, where the two bots are one) are skipped as before (docs/reference.md).
 A level with a `configs/<level>.yaml` is trained with it, any other with `config.yaml`. It runs
 one level at a time (`--levels`), skips a row already in the CSV and resumes a run that was cut
 off; a longer `--frames` continues the shorter budget's run, as `--resume` does. With

@@ -840,7 +840,11 @@ def recipe_value(config: dict, key: str) -> Any:
     """One config key's value as the schema types it (1e-4 and "1e-4" are one value); a key the config
     lacks counts as its default (written before the key existed), "(absent)" for one without. input_dim
     equal to its encoding's size is null: the earlier system's key then says no more than obs_encoding
-    (train_mop writes 985 for onehot), so --input_dim 985 never splits a condition or a resume."""
+    (train_mop writes 985 for onehot), so --input_dim 985 never splits a condition or a resume;
+    likewise bot_revision is null for BC alone (demos without a DAgger phase), whose labels the
+    bot's revisions share."""
+    if key == "bot_revision" and recipe_value(config, "demos") and not recipe_value(config, "demo_updates"):
+        return None  # BC alone: the bot drives every demo, where the two revisions are the same bot
     if key in config:
         value = _coerce(key, config[key])
     elif key in ABSENT_MEANS:

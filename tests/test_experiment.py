@@ -315,6 +315,12 @@ def test_a_run_from_before_bot_revision_resumes_with_the_bot_it_had(tmp_path):
     assert cfg["bot_revision"] == 1 and recipe_value({}, "bot_revision") == 0
     older = {k: v for k, v in cfg.items() if k != "bot_revision"}
     assert config_changes(older, cfg) == ["bot_revision: 0 -> 1"]
+    # BC alone: the bot drives every demo, where both revisions act alike: no split, no refusal
+    bc = {**cfg, "demos": 100, "demo_updates": 0}
+    before = {k: v for k, v in bc.items() if k != "bot_revision"}
+    assert recipe_value(bc, "bot_revision") is None and config_changes(before, bc) == []
+    dagger = {"demo_updates": 50}  # BC, then DAgger on the student's states: the revisions differ
+    assert config_changes(before | dagger, bc | dagger) == ["bot_revision: 0 -> 1"]
     train_mop.main(tiny(tmp_path, num_updates=2), progress=False)
     directory = tmp_path / "ck" / "BabyAI-GoToRedBallGrey-v0" / "trial_0"
     for path in directory.glob("checkpoint_*.pt"):  # as a run of 2026-11-29 wrote it
