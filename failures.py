@@ -75,15 +75,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
 from eval_mop import EvalError, check_table_out, play_checkpoint, played_line, save_table, wilson_interval
 from mop.babyai_env import (
     EVAL_SEED_START,
+    NO_DOOR,
     KeyTracker,
     SafeBot,
     cells_in_view,
     check_locked_level,
+    locked_door_colour,
     locked_doors,
     make_env,
     needs_key,
@@ -108,7 +110,7 @@ STAGES = (  # the furthest step of the chain a failed episode reached, furthest 
     ("key_seen", "saw a matching key, never held one"),
     ("none", "never saw a matching key"),
 )
-_DOOR, _KEY, _LOCKED = OBJECT_TO_IDX["door"], OBJECT_TO_IDX["key"], STATE_TO_IDX["locked"]
+_KEY = OBJECT_TO_IDX["key"]
 _PICKUP = 3  # minigrid's Actions.pickup
 # The keys an agent can face with free hands: one of a locked door's colour, or one of another colour.
 FACED = ("match", "other")
@@ -164,7 +166,7 @@ def replay_milestones(env: Any, seed: int, actions: list[int]) -> dict:
     success = False
     for t, action in enumerate(actions):
         image = obs["image"]
-        door_in_view = bool(((image[..., 0] == _DOOR) & (image[..., 2] == _LOCKED)).any())
+        door_in_view = bool(locked_door_colour(image) != NO_DOOR)
         if first["door_seen"] is None and door_in_view:
             first["door_seen"] = t
         front = env.grid.get(*env.front_pos)

@@ -70,7 +70,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 from scipy import sparse
 from scipy.stats import rankdata
 
@@ -85,10 +85,12 @@ from eval_mop import (
 from mixture_of_experts import MixtureOfExpertsPolicy
 from mop.babyai_env import (
     EVAL_SEED_START,
+    NO_DOOR,
     KeyTracker,
     RoomLayout,
     check_locked_level,
     encode_obs,
+    locked_door_colour,
     make_env,
     quiet_reset,
 )
@@ -98,7 +100,7 @@ from mop.cli_specs import check_memory_probe_args, memory_probe_parser
 NO_MEMORY = "no memory"
 TARGETS = ("rooms", "key", "key_offset", "door")  # --target
 SUBSETS = ("auc", "auc_recent", "auc_old", "auc_solved", "auc_failed")
-_KEY, _DOOR, _LOCKED = OBJECT_TO_IDX["key"], OBJECT_TO_IDX["door"], STATE_TO_IDX["locked"]
+_KEY = OBJECT_TO_IDX["key"]
 COLOURS = tuple(COLOR_TO_IDX)  # --target door's columns, minigrid's colour order
 
 
@@ -397,7 +399,7 @@ def key_sightings(env: Any, seed: int, actions: list[int]) -> Sightings:
         carried.append(anything)
         if ((image[..., 0] == _KEY) & np.isin(image[..., 1], colours)).any():
             seen = t
-        if ((image[..., 0] == _DOOR) & (image[..., 2] == _LOCKED)).any():
+        if locked_door_colour(image) != NO_DOOR:
             door = t
         obs, *_ = env.step(int(action))
     return Sightings(
