@@ -83,6 +83,7 @@ from mop.babyai_env import (
     NO_DOOR,
     KeyTracker,
     SafeBot,
+    bot_play,
     cells_in_view,
     check_locked_level,
     locked_door_colour,
@@ -288,19 +289,9 @@ def bot_episodes(task_id: str, num_episodes: int, progress: bool = True) -> tupl
     steps, episodes = [], []
     bar = progress_bar(num_episodes, "the bot plays", enabled=progress, leave=False)
     for e in range(num_episodes):
-        quiet_reset(env, EVAL_SEED_START + e)
-        bot, success, length = SafeBot(env), False, 0
-        while True:
-            action = bot.label(None)
-            if action is None:
-                break
-            steps.append((e, action))
-            length += 1
-            _, reward, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                success = bool(terminated and reward > 0)
-                break
-        episodes.append((e, success, length))
+        actions, success = bot_play(env, EVAL_SEED_START + e)
+        steps += [(e, a) for a in actions]
+        episodes.append((e, success, len(actions)))
         bar.update(1)
     bar.close()
     return (

@@ -519,16 +519,24 @@ def bot_path_length(
     make_env(task_id, max_steps, fast) to reuse (making one costs more than a GoToLocal rollout);
     reset with the seed, it lays out the same level as a new one."""
     env = make_env(task_id, max_steps, fast) if env is None else env
+    actions, solved = bot_play(env, seed, fast)
+    return len(actions) if solved else None
+
+
+def bot_play(env: Any, seed: int, fast: bool = True) -> tuple[list[int], bool]:
+    """The bot plays the layout of `seed` in `env` (at most env.max_steps steps): the actions it
+    took, and whether it finished with reward > 0 (False where it gave up: its actions stop there)."""
     quiet_reset(env, seed)
-    bot = SafeBot(env, fast)
-    for steps in range(1, env.max_steps + 1):
+    bot, actions = SafeBot(env, fast), []
+    for _ in range(env.max_steps):
         action = bot.label(None)
         if action is None:
-            return None
+            return actions, False
+        actions.append(action)
         _, reward, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
-            return steps if terminated and reward > 0 else None
-    return None
+            return actions, bool(terminated and reward > 0)
+    return actions, False
 
 
 # ----------------------------------------------------------------------------- stepping
