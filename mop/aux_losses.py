@@ -16,7 +16,7 @@ step, what the memory should hold. Training only: the policy never sees their ta
   memory_probe.py --target door found the memory not to hold where the student picks a key.
 - `ce_weight_shift` (--subgoal_ce_weights, --key_ahead_ce_weight): not a head: the action loss
   weighted per step, by the same subgoals (the steps of some kinds, the key chain's, counted as if
-  they were more common) or on the steps that face a key with free hands (`key_ahead`: where the
+  they were more common) or on the steps that face a key with free hands (`babyai_env.key_ahead`: where the
   agent takes a key or passes it by, the choice the failing GoToImpUnlock students get wrong).
 
     head = torch.nn.Linear(policy.memory_size, 2 * (2 * TARGET_RANGE + 1))
@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from mop.babyai_env import MAX_ROOMS, NO_SUBGOAL, NO_TARGET, SUBGOAL_KINDS, TARGET_RANGE, RoomLayout
+from mop.babyai_env import (
+    MAX_ROOMS,
+    NO_SUBGOAL,
+    NO_TARGET,
+    SUBGOAL_KINDS,
+    TARGET_RANGE,
+    RoomLayout,
+    key_ahead,
+)
 from mop.checks import ConfigError
 
 
@@ -106,17 +114,6 @@ def subgoal_ce_weights(subgoal: np.ndarray, weights: dict, device: torch.device)
     for kind, weight in weights.items():
         table[SUBGOAL_KINDS.index(kind)] = float(weight)
     return table[codes(subgoal, device) % table.numel()]  # NO_SUBGOAL (-1) -> the last entry
-
-
-_KEY_IDX = 5  # minigrid's OBJECT_TO_IDX["key"]
-
-
-def key_ahead(image: torch.Tensor, carrying: torch.Tensor) -> torch.Tensor:
-    """(T, N) bool: the view (T, N, V, V, 3) shows a key in the cell ahead of the agent (view cell
-    (V // 2, V - 2): the agent stands at (V // 2, V - 1) facing up the view) and its hands are free,
-    the steps where it decides whether to take that key."""
-    size = image.shape[-2]
-    return (image[..., size // 2, size - 2, 0] == _KEY_IDX) & (carrying == 0)
 
 
 def action_ce_weights(cfg: Any, chunk: dict, device: torch.device) -> torch.Tensor | None:

@@ -447,6 +447,14 @@ def locked_door_colour(image: np.ndarray) -> np.ndarray:
     return np.where(colour == _NO_COLOUR, NO_DOOR, colour).astype(np.int8)
 
 
+def key_ahead(image: torch.Tensor, carrying: torch.Tensor) -> torch.Tensor:
+    """(...) bool: the view (..., V, V, 3) shows a key in the cell ahead of the agent (view cell
+    (V // 2, V - 2): the agent stands at (V // 2, V - 1) facing up the view) and its hands are free,
+    the steps where it decides whether to take that key (torch or numpy; --key_ahead_ce_weight)."""
+    size = image.shape[-2]
+    return (image[..., size // 2, size - 2, 0] == _KEY_IDX) & (carrying == 0)
+
+
 def door_labels(image: np.ndarray, start: int = NO_DOOR) -> np.ndarray:
     """(T,) int8 for an episode's views (T, V, V, 3) in order: the colour of the locked door last
     in view at or before each step (the view the policy reads there), `start` before any (a live

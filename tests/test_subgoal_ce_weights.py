@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 import train_mop
 from conftest import TINY_PRESET, tiny_config
-from mop.aux_losses import ce_weight_shift, key_ahead, subgoal_ce_weights
-from mop.babyai_env import NO_SUBGOAL, SUBGOAL_KINDS
+from mop.aux_losses import ce_weight_shift, subgoal_ce_weights
+from mop.babyai_env import NO_SUBGOAL, SUBGOAL_KINDS, key_ahead
 from mop.experiment import ConfigError, load_config, read_metrics, resume_config
 
 KIND = {name: i for i, name in enumerate(SUBGOAL_KINDS)}
