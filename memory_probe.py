@@ -334,10 +334,25 @@ def last_views(steps: pd.DataFrame, views: np.ndarray) -> np.ndarray:
     return out
 
 
+def step_rooms(steps: pd.DataFrame, layout: RoomLayout) -> np.ndarray:
+    """(N,) the room each step's agent stands in."""
+    return np.array([layout.room_of(x, y) for x, y in zip(steps["x"], steps["y"])], dtype=np.int64)
+
+
+def after_sightings(
+    labels: np.ndarray, eligible: np.ndarray, age: np.ndarray, min_age: int, free: np.ndarray
+) -> Targets:
+    """The key and door targets: every column on the `eligible` steps (N,), recent where fewer than
+    min_age steps have passed since the last sighting (`age`), old where at least min_age."""
+    mask = np.repeat(eligible[:, None], labels.shape[1], axis=1)
+    young, old = mask & (age < min_age)[:, None], mask & (age >= min_age)[:, None]
+    return Targets(labels=labels, mask=mask, recent=young, old=old, free=free)
+
+
 def visit_targets(steps: pd.DataFrame, layout: RoomLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(room of each step (N,), visit ages (N, R), elsewhere (N, R)): elsewhere is False for the
     room the agent stands in, which its view shows and is no test of memory."""
-    rooms = np.array([layout.room_of(x, y) for x, y in zip(steps["x"], steps["y"])], dtype=np.int64)
+    rooms = step_rooms(steps, layout)
     ages = visit_ages(rooms, steps["episode"].to_numpy(), layout.num_rooms)
     elsewhere = np.ones_like(ages, dtype=bool)
     elsewhere[np.arange(len(rooms)), rooms] = False
@@ -467,14 +482,12 @@ def key_targets(
         eligible[start:stop] = (last_seen >= 0) & ~held & bool(key_cells)
         age[start:stop] = group["t"].to_numpy() - last_seen
         start = stop
-    mask = np.repeat(eligible[:, None], width, axis=1)
-    rooms = np.array([layout.room_of(x, y) for x, y in zip(steps["x"], steps["y"])], dtype=np.int64)
+    rooms = step_rooms(steps, layout)
     free = no_memory_features(rooms, steps["t"].to_numpy(), layout.num_rooms)
     if frame != "room":  # the room x heading cells: what the agent's place says about the offsets
         place = rooms * 4 + steps["direction"].to_numpy()
         free = np.concatenate([np.eye(4 * layout.num_rooms)[place], free[:, layout.num_rooms :]], axis=1)
-    young, old = mask & (age < min_age)[:, None], mask & (age >= min_age)[:, None]
-    return Targets(labels=labels, mask=mask, recent=young, old=old, free=free)
+    return after_sightings(labels, eligible, age, min_age, free)
 
 
 def replayed(env: Any, episode: int, group: pd.DataFrame) -> Sightings:
@@ -507,11 +520,8 @@ def door_targets(
         eligible[start:stop] = (seen.door_last_seen >= 0) & ~seen.carried
         age[start:stop] = group["t"].to_numpy() - seen.door_last_seen
         start = stop
-    mask = np.repeat(eligible[:, None], len(COLOURS), axis=1)
-    rooms = np.array([layout.room_of(x, y) for x, y in zip(steps["x"], steps["y"])], dtype=np.int64)
-    free = no_memory_features(rooms, steps["t"].to_numpy(), layout.num_rooms)
-    young, old = mask & (age < min_age)[:, None], mask & (age >= min_age)[:, None]
-    return Targets(labels=labels, mask=mask, recent=young, old=old, free=free)
+    free = no_memory_features(step_rooms(steps, layout), steps["t"].to_numpy(), layout.num_rooms)
+    return after_sightings(labels, eligible, age, min_age, free)
 
 
 def resampled_auc(
