@@ -382,12 +382,15 @@ def play_checkpoint(
     return steps.sort_values(["episode", "t"]).reset_index(drop=True), episodes, policy, config, task_id
 
 
-def played_line(task_id: str, num_episodes: int, sample: bool, success: float) -> str:
+def played_line(
+    task_id: str, num_episodes: int, sample: bool, success: float, player: str | None = None
+) -> str:
     """The first line an analysis tool prints about what play_checkpoint played, success with its
-    95% Wilson interval over the episodes."""
+    95% Wilson interval over the episodes; `player` names who played where no policy did ("the bot")."""
     low, high = wilson_interval(round(success * num_episodes), num_episodes)
+    how = player or ("sampled" if sample else "greedy")
     return (
-        f"{task_id}: {num_episodes} episodes ({'sampled' if sample else 'greedy'}), "
+        f"{task_id}: {num_episodes} episodes ({how}), "
         f"success {success:.1%} [{low:.1%}, {high:.1%}] (95% Wilson)"
     )
 

@@ -592,9 +592,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             _check_level(args.task_id)
             steps, episodes = bot_episodes(args.task_id, num_episodes, not args.no_progress)
             table = anatomy(steps, episodes, args.task_id, None)
-            head = played_line(args.task_id, num_episodes, False, table.success.mean()).replace(
-                "(greedy)", "(the bot)"
-            )
+            head = played_line(args.task_id, num_episodes, False, table.success.mean(), "the bot")
             takeover = []
         else:
             num_episodes = args.num_episodes or DEFAULT_EPISODES
