@@ -79,17 +79,33 @@ def no_room(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(t in str(error) for t in _TORCH_WRITE_FAILED)
 
 
+def during_interrupt(error: BaseException) -> bool:
+    """Whether an exception was raised while a KeyboardInterrupt was being handled: cleanup code
+    that Ctrl-C cut short (tqdm releasing a lock its interrupted acquire never took) raises its own
+    error with the interrupt as its context, and the command was still interrupted."""
+    seen = error.__context__
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__context__
+    return False
+
+
 @contextlib.contextmanager
 def command_edges(interrupted: str = "interrupted") -> Iterator[None]:
     """Around a command's main: a write the disk cannot take is one `error:` line and exit 2, and
-    Ctrl-C is one line (`interrupted` says what to do next) and exit 130, instead of a traceback.
-    Every other exception propagates unchanged."""
+    Ctrl-C is one line (`interrupted` says what to do next) and exit 130, instead of a traceback,
+    also when cleanup that Ctrl-C cut short raised its own error. Every other exception propagates
+    unchanged."""
     try:
         yield
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         raise SystemExit(130) from None
-    except (OSError, RuntimeError) as e:
+    except Exception as e:
+        if during_interrupt(e):  # e.g. tqdm's lock, cut by Ctrl-C mid-acquire, fails its release
+            print(interrupted, file=sys.stderr)
+            raise SystemExit(130) from None
         if not no_room(e):
             raise
         where = f" writing {e.filename}" if getattr(e, "filename", None) else ""

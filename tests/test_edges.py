@@ -58,6 +58,23 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys):
     assert capsys.readouterr().err == "interrupted: run it again\n"
 
 
+def test_an_error_from_cleanup_that_ctrl_c_cut_short_is_still_ctrl_c(capsys):
+    """tqdm's bar.write, interrupted inside its lock's acquire, releases the lock it never took and
+    raises RuntimeError with the KeyboardInterrupt as context (seen in CI): still exit 130, one line."""
+
+    def call():
+        try:
+            try:
+                raise KeyboardInterrupt
+            finally:
+                raise RuntimeError("cannot release un-acquired lock")
+        except RuntimeError as e:
+            raise ValueError("a wrapper's own error") from e  # the interrupt two links back
+
+    assert _refused(call) == 130
+    assert capsys.readouterr().err == "interrupted: run it again\n"
+
+
 @pytest.mark.parametrize(
     "error",
     [OSError(errno.ENOENT, "No such file"), RuntimeError("a bug"), ValueError("x"), PermissionError()],
