@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mop.babyai_env import LEVEL_TABLE  # noqa: E402
+from mop.checks import command_edges  # noqa: E402
 from mop.runs import HOLDS_CHECKPOINTS, atomic_write_text  # noqa: E402
 
 if TYPE_CHECKING:
@@ -922,4 +923,5 @@ def run_or_skip(level: str, args: argparse.Namespace, sets: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with command_edges("interrupted; rerun the same command: it resumes the level's run"):
+        sys.exit(main())

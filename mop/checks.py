@@ -5,7 +5,8 @@ imported), so the config schema (mop/experiment.py, which re-exports these names
 and every stage use one rule. Reads and writes nothing. Also the edges every command shares:
 `refuse(message)` (one `error:` line, exit 2) and `command_edges()` around a command's main (a full
 disk or a file-size limit is one `error:` line and exit 2, Ctrl-C one line and exit 130: every
-write of the project is atomic, so what was written before stays whole).
+write of the project is atomic, so what was written before stays whole; `| head` ends the output,
+not the command).
 
     check_number(args.steps, "--steps", 1, 10**6, whole=True)      # ConfigError: --steps must be ...
 """
@@ -91,14 +92,46 @@ def during_interrupt(error: BaseException) -> bool:
     return False
 
 
+class _ClosedPipeQuiet:
+    """stdout that, once its reader has gone (`| head` read what it wanted), sends the rest to
+    /dev/null: the command goes on and writes its files, where a print would have raised
+    BrokenPipeError with a traceback and left them unwritten."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 @contextlib.contextmanager
 def command_edges(interrupted: str = "interrupted") -> Iterator[None]:
     """Around a command's main: a write the disk cannot take is one `error:` line and exit 2, and
     Ctrl-C is one line (`interrupted` says what to do next) and exit 130, instead of a traceback,
-    also when cleanup that Ctrl-C cut short raised its own error. Every other exception propagates
-    unchanged."""
+    also when cleanup that Ctrl-C cut short raised its own error. A reader that closes stdout early
+    (`| head`) ends the output, not the command. Every other exception propagates unchanged."""
+    stdout, sys.stdout = sys.stdout, _ClosedPipeQuiet(sys.stdout)
     try:
         yield
+        sys.stdout.flush()  # a pipe closed after the last print: quiet here, not at exit
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         raise SystemExit(130) from None
@@ -116,6 +149,8 @@ def command_edges(interrupted: str = "interrupted") -> Iterator[None]:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
+    finally:
+        sys.stdout = stdout
 
 
 def normalize_expert_sizes(sizes: object) -> tuple[tuple[int, ...], ...]:

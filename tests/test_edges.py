@@ -1,6 +1,6 @@
 """The edges every command shares (mop.checks.command_edges): a full disk or a file-size limit is one
-`error:` line and exit 2 with nothing torn, Ctrl-C is one line and exit 130, and every other error
-is left alone. The commands run as a user runs them (subprocesses), the disk limit set by
+`error:` line and exit 2 with nothing torn, Ctrl-C is one line and exit 130, a reader that closes
+stdout early (`| head`) ends the output and not the command, and every other error is left alone. The commands run as a user runs them (subprocesses), the disk limit set by
 RLIMIT_FSIZE (what `prlimit --fsize` sets): Python ignores SIGXFSZ, so a write past it fails
 with EFBIG."""
 
@@ -180,3 +180,34 @@ def test_batch_eval_shows_its_bars_in_a_captured_stderr_and_no_progress_hides_th
     assert "evaluations:" in err and "2/2" in err and "eval checkpoint_3.pt" in err  # the inner bar: episodes
     batch_eval.main([*common, "--results_path", str(tmp_path / "b.csv"), "--no_progress"])
     assert "evaluations" not in capsys.readouterr().err
+
+
+def _read_one_line_then_close(argv: list[str], cwd: Path) -> tuple[int, str]:
+    """What `command | head -1` does to a command: its reader goes after the first line."""
+    proc = subprocess.Popen(
+        [sys.executable, *argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    return proc.wait(timeout=120), err
+
+
+def test_a_reader_that_closes_stdout_early_ends_the_output_not_the_command(tmp_path):
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from mop.checks import command_edges\n"
+        "with command_edges():\n"
+        "    for i in range(200_000):\n"
+        "        print('a line of the report', i)\n"
+        "    open('written.txt', 'w').write('after the report')\n"
+        "    print('the last line')\n"
+    )
+    rc, err = _read_one_line_then_close(["-c", script, str(ROOT)], tmp_path)
+    assert rc == 0 and err == "", err
+    assert (tmp_path / "written.txt").read_text() == "after the report"
+
+
+def test_levels_markdown_into_head_is_quiet():
+    rc, err = _read_one_line_then_close([str(ROOT / "bench/levels.py"), "--markdown"], ROOT)
+    assert rc == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
