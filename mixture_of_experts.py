@@ -77,6 +77,10 @@ class MoPConfig:
     # dropped with probability beta * (1 - w / gamma) during training. beta = 0 turns it off.
     expert_dropout_beta: float = 0.0
     expert_dropout_gamma: float = 0.1
+    # The action head: 0 is one Linear on the last layer's output (the MoP paper's); H > 0 is
+    # Linear(H) -> Tanh -> Linear, BabyAI's actor (its model.py: H = 64), which can combine features
+    # (the key ahead's colour against a remembered door's) that one Linear can only add.
+    head_hidden_size: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expert_hidden_sizes", normalize_expert_sizes(self.expert_hidden_sizes))
@@ -728,7 +732,9 @@ class MixtureOfExpertsPolicy(RecurrentPolicy):
             )
             for sizes in self.expert_sizes
         )
-        self.head = nn.Linear(config.intermediate_dim, config.num_actions)
+        hidden = config.head_hidden_size
+        self.head_hidden = nn.Linear(config.intermediate_dim, hidden) if hidden > 0 else None
+        self.head = nn.Linear(hidden or config.intermediate_dim, config.num_actions)
         self.layer_memory_sizes = [sum(layer.memory_sizes) for layer in self.layers]
         self.memory_sizes = [s for layer in self.layers for s in layer.memory_sizes]
 
@@ -785,6 +791,8 @@ class MixtureOfExpertsPolicy(RecurrentPolicy):
         return self.input_projection(x)  # (..., intermediate_dim)
 
     def _output(self, features):
+        if self.head_hidden is not None:
+            features = torch.tanh(self.head_hidden(features))
         return self.head(features)
 
     def _recurrent(self, h, memory, starts=None):
@@ -901,5 +909,6 @@ def build_policy(config: dict) -> RecurrentPolicy:
             expert_cell=config.get("expert_cell", "gru"),
             expert_dropout_beta=config.get("expert_dropout_beta", 0.0),
             expert_dropout_gamma=config.get("expert_dropout_gamma", 0.1),
+            head_hidden_size=config.get("head_hidden_size", 0),
         )
     )

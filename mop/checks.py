@@ -208,6 +208,7 @@ LIMITS = {
     "lang_dim": (4096, "memory"),
     "intermediate_dim": (4096, "memory"),
     "router_hidden_size": (4096, "memory"),
+    "head_hidden_size": (4096, "memory"),
     "hidden_size": (4096, "memory"),
     "expert_hidden_sizes": (4096, "memory (each expert's GRU size)"),
     "lr": (1.0, "Adam diverges at once above it"),

@@ -76,6 +76,7 @@ MOP_ONLY_KEYS = frozenset(
         "expert_hidden_sizes",
         "intermediate_dim",
         "router_hidden_size",
+        "head_hidden_size",
         "expert_dropout_beta",
         "expert_dropout_gamma",
         "lpc_alpha",
@@ -98,6 +99,7 @@ WEIGHT_KEYS = (
     "expert_hidden_sizes",
     "intermediate_dim",
     "router_hidden_size",
+    "head_hidden_size",
 )
 UNKNOWN = "(unknown)"
 # How a key is written in labels (figures and tables show them); other keys by their own name.

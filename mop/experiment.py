@@ -334,6 +334,11 @@ class TrainConfig:
         "[h, c], twice the GRU's width; the router stays a GRU)",
         "gru",
     )
+    head_hidden_size: int = _help(
+        "the action head: 0 = one Linear on the last layer's output (the MoP paper's); H > 0 = "
+        "Linear(H) -> Tanh -> Linear, BabyAI's actor (H 64 there)",
+        0,
+    )
     # LPC regulariser (train_mop.py)
     lpc_alpha: float = _help("weight of the Learned Pathway Complexity cost (0: logged, not trained on)", 0.0)
     lpc_exponent: float = _help("LPC = sum of w_j * size_j ** lpc_exponent", 2.0)
@@ -522,7 +527,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key in ("checkpoint_interval", "max_steps"):
         if getattr(cfg, key) is not None and getattr(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive or null, got {getattr(cfg, key)}")
-    for key in ("trial", "seed", "num_workers"):
+    for key in ("trial", "seed", "num_workers", "head_hidden_size"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(cfg, key)}")
     for key in ("lr", "lr_final", "dagger_lr"):

@@ -347,6 +347,8 @@ class NumpyPolicy:
             self.gru = _GRUCell([policy.gru])
             if encoder is None:  # obs ⊕ mission feeds the GRU: its input gates are the first map
                 self.first = _SplitAffine(self.gru.w_ih, self.gru.b_ih, self.image_dim)
+        hidden = getattr(policy, "head_hidden", None)  # --head_hidden_size: Linear -> Tanh first
+        self.head_hidden = None if hidden is None else _linear_t(hidden)
         self.head_w, self.head_b = _linear_t(policy.head)
         self._index: dict[str, int] = {}  # mission -> row of the per-mission arrays
         self._terms: list[np.ndarray] = []
@@ -443,4 +445,6 @@ class NumpyPolicy:
             start += size
             weights.append(w)
             states.append(state)
+        if self.head_hidden is not None:
+            h = np.tanh(h @ self.head_hidden[0] + self.head_hidden[1])
         return h @ self.head_w + self.head_b, np.concatenate(states, axis=1), weights

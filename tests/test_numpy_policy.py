@@ -116,6 +116,16 @@ def test_numpy_step_equals_torch_step_with_lstm_experts(sizes, layer_norm_residu
     assert _rollout(policy, encoder, "onehot", steps=25, corrupt=True).max() < 2e-5
 
 
+@pytest.mark.parametrize("input_encoder,obs_encoding", [("bilinear", "onehot"), ("linear", "raw")])
+def test_numpy_step_equals_torch_step_with_babyais_actor_head(input_encoder, obs_encoding):
+    """--head_hidden_size: Linear -> Tanh -> Linear on the last layer's output, in both actors."""
+    torch.manual_seed(2)
+    encoder = build_mission_encoder("bow", 12).eval()
+    policy = _policy("mop", input_encoder, obs_encoding, head_hidden_size=24)
+    assert policy.head_hidden.out_features == 24 and policy.head.in_features == 24
+    assert _rollout(policy, encoder, obs_encoding, steps=25).max() < 2e-5
+
+
 def test_numpy_policy_declines_what_it_does_not_cover():
     missions = MissionCache(build_mission_encoder("bow", 12).eval())
     policy = _policy("mop", "bilinear", "onehot")
