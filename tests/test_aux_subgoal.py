@@ -331,7 +331,9 @@ def test_bot_revision_0_is_minigrid_s_bot_that_gives_up_there(tmp_path):
 
     solved, _, failure = carry_a_wrong_key_to_the_end(undo=False, revision=0)
     assert not solved and failure.startswith("AssertionError")
-    assert all(s.bot.bot.revision == 0 for s in Collector(LEVEL, [0, 1], 3, None, "raw", bot_revision=0).slots)
+    assert all(
+        s.bot.bot.revision == 0 for s in Collector(LEVEL, [0, 1], 3, None, "raw", bot_revision=0).slots
+    )
     assert all(s.bot.bot.revision == 1 for s in Collector(LEVEL, [0], 3, None, "raw").slots)
 
 

@@ -551,12 +551,16 @@ def test_key_layout_share_chooses_the_layouts_of_a_demos_runs_dagger_phase(tmp_p
     assert shares == [1.0]
 
 
-def test_the_bot_plays_the_control_table_it_solves_what_can_be_solved_and_takes_no_wrong_key(tmp_path, capsys):
+def test_the_bot_plays_the_control_table_it_solves_what_can_be_solved_and_takes_no_wrong_key(
+    tmp_path, capsys
+):
     """--bot: the bot's own episodes on the first GoToImpUnlock layouts, dissected as a student's
     are: it fails exactly the layouts whose every matching key lies behind the door (layout 6 among
     them) and never ends holding a key of another colour."""
     out = tmp_path / "bot.csv"
-    table = fl.main(["--bot", "--task_id", "BabyAI-GoToImpUnlock-v0", "--num_episodes", "12", "--out", str(out)])
+    table = fl.main(
+        ["--bot", "--task_id", "BabyAI-GoToImpUnlock-v0", "--num_episodes", "12", "--out", str(out)]
+    )
     printed = capsys.readouterr().out
     assert printed.startswith("BabyAI-GoToImpUnlock-v0: 12 episodes (the bot)")
     assert (table.success == (~table.needs_key | table.key_reachable)).all() and not table.loc[6, "success"]
