@@ -132,11 +132,9 @@ def command_edges(interrupted: str = "interrupted") -> Iterator[None]:
     try:
         yield
         sys.stdout.flush()  # a pipe closed after the last print: quiet here, not at exit
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
-        raise SystemExit(130) from None
-    except Exception as e:
-        if during_interrupt(e):  # e.g. tqdm's lock, cut by Ctrl-C mid-acquire, fails its release
+    except (KeyboardInterrupt, Exception) as e:
+        # during_interrupt: e.g. tqdm's lock, cut by Ctrl-C mid-acquire, fails its release
+        if isinstance(e, KeyboardInterrupt) or during_interrupt(e):
             print(interrupted, file=sys.stderr)
             raise SystemExit(130) from None
         if not no_room(e):

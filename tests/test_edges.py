@@ -1,8 +1,8 @@
 """The edges every command shares (mop.checks.command_edges): a full disk or a file-size limit is one
 `error:` line and exit 2 with nothing torn, Ctrl-C is one line and exit 130, a reader that closes
-stdout early (`| head`) ends the output and not the command, and every other error is left alone. The commands run as a user runs them (subprocesses), the disk limit set by
-RLIMIT_FSIZE (what `prlimit --fsize` sets): Python ignores SIGXFSZ, so a write past it fails
-with EFBIG."""
+stdout early (`| head`) ends the output and not the command, and every other error is left alone.
+The commands run as a user runs them (subprocesses), the disk limit set by RLIMIT_FSIZE (what
+`prlimit --fsize` sets): Python ignores SIGXFSZ, so a write past it fails with EFBIG."""
 
 from __future__ import annotations
 
