@@ -36,6 +36,20 @@ colour) on the steps after the door was in view and before the agent first carri
 it chooses which key to take: `auc_old` counts the steps at least --min_age after the door was last
 in view. The failing GoToImpUnlock students take a key of another colour (failures.py).
 
+`--target key_match` asks the question those answers leave: at the steps where a key lies in the cell
+ahead, the agent's hands are free and the locked door has been in view, "the key ahead has the
+locked door's colour" (the steps where it chooses to pick up or walk on; the bot picks up only the
+key that matches). The no-memory features add the colour of the key ahead. No linear probe of the
+memory before the step can answer it (the match is a product of the door's colour the memory holds
+and the key's colour the view shows), so the row to read is the next one.
+
+Two rows read what the action head reads at step t, after the layers have read its view: `head
+input`, the last layer's output (the residual stream: the features the MoP paper's one Linear head,
+or BabyAI's actor, is fed), and, for a policy with --head_hidden_size H, `actor hidden` (the H Tanh
+units its last Linear reads). They are not memory (they saw step t's view); what they hold bounds
+what the head can act on linearly: a key match the head input holds is one a linear head can read,
+one only the actor hidden holds was computed by the actor itself.
+
 The last row, `last view (control)`, probes the view the memory read last (the observation of step
 t - 1, encoded as the policy reads it; zeros at t = 0) instead of a memory block: a positive
 control, what a memory that kept its last input exactly would give. With --min_age 2 its recent
@@ -53,6 +67,7 @@ sd over its own episodes (--bootstrap resamples of whole episodes); the interval
     python memory_probe.py --checkpoint CK --num_episodes 300 --min_age 64 --out probe.csv
     python memory_probe.py --checkpoint CK --task_id BabyAI-GoToImpUnlock-v0 --target key --num_episodes 300
     python memory_probe.py --checkpoint CK --task_id BabyAI-GoToImpUnlock-v0 --target door --num_episodes 300
+    python memory_probe.py --checkpoint CK --task_id BabyAI-GoToImpUnlock-v0 --target key_match --num_episodes 500
 """
 
 from __future__ import annotations
@@ -96,12 +111,18 @@ from mop.babyai_env import (
 )
 from mop.checks import ConfigError, command_edges, refuse
 from mop.cli_specs import check_memory_probe_args, memory_probe_parser
+from mop.collection import MissionCache, ObsBatch, act
+from mop.devices import module_device
+from mop.checkpoints import load_policy
 
 NO_MEMORY = "no memory"
-TARGETS = ("rooms", "key", "key_offset", "door")  # --target
+TARGETS = ("rooms", "key", "key_offset", "door", "key_match")  # --target
 SUBSETS = ("auc", "auc_recent", "auc_old", "auc_solved", "auc_failed")
 _KEY = OBJECT_TO_IDX["key"]
 COLOURS = tuple(COLOR_TO_IDX)  # --target door's columns, minigrid's colour order
+AHEAD = (3, 5)  # the cell in front of the agent in its 7 x 7 view (indexed [x, y]; it stands at (3, 6))
+HEAD_INPUT = "head input (last layer's output)"
+ACTOR_HIDDEN = "actor hidden (Tanh)"
 
 
 class Targets(NamedTuple):
@@ -265,6 +286,21 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+class Played(NamedTuple):
+    """What collect played and kept, per step (rows: the steps sorted by episode and t)."""
+
+    steps: pd.DataFrame  # x, y, action, ... and the episode's success
+    memory: np.ndarray  # (N, M) the memory before each step
+    policy: torch.nn.Module
+    task_id: str
+    layout: RoomLayout
+    config: dict
+    views: np.ndarray  # (N, obs_dim) the view each step read, encoded as the policy reads it
+    images: np.ndarray  # (N, 7, 7, 3) the raw view (object, colour, state codes)
+    carrying: np.ndarray  # (N,) the agent's hands were full
+    heads: list[tuple[str, np.ndarray]]  # head_features: what the action head read at each step
+
+
 def collect(
     checkpoint: str,
     task_id: str | None,
@@ -274,11 +310,9 @@ def collect(
     device: str = "cpu",
     progress: bool = True,
     target: str = "rooms",
-):
-    """Play the episodes; returns (steps sorted by episode and t, with x, y and the episode's
-    success; the memory before each step (N, M); the policy; the level played; its room layout; the
-    run's config; the view the policy read at each step, encoded as it reads it (N, obs_dim)). The
-    key targets refuse, before any play, a level without a locked door."""
+) -> Played:
+    """Play the episodes and keep what the probes read (Played). The key targets refuse, before any
+    play, a level without a locked door."""
     memories: dict[tuple[int, int], np.ndarray] = {}
     reads: dict[tuple[int, int], tuple] = {}
 
@@ -287,7 +321,7 @@ def collect(
         b = step.batch
         for r, (e, t) in enumerate(zip(step.episode, step.t)):
             memories[(e, t)] = mem[r].copy()
-            reads[(e, t)] = (b.image[r].copy(), int(b.direction[r]), int(b.carrying[r]))
+            reads[(e, t)] = (b.image[r].copy(), int(b.direction[r]), int(b.carrying[r]), b.missions[r])
 
     layouts: list[RoomLayout] = []  # room_layout refuses a one-room level before any play
     try:
@@ -309,14 +343,58 @@ def collect(
     steps["success"] = success.loc[steps["episode"]].to_numpy()
     keys = list(zip(steps["episode"].astype(int), steps["t"].astype(int)))
     memory = np.stack([memories[k] for k in keys])
-    image, direction, carrying = (np.stack(column) for column in zip(*(reads[k] for k in keys)))
+    image, direction, carrying, missions = zip(*(reads[k] for k in keys))
+    batch = ObsBatch(np.stack(image), np.array(direction, np.int64), np.array(carrying), list(missions))
     views = encode_obs(
-        torch.from_numpy(image),
-        torch.from_numpy(direction),
-        torch.from_numpy(carrying),
+        torch.from_numpy(batch.image),
+        torch.from_numpy(batch.direction),
+        torch.from_numpy(batch.carrying),
         config["obs_encoding"],
     ).numpy()
-    return steps, memory, policy, task_id, layout, config, views
+    _, encoder, _ = load_policy(checkpoint)  # the mission encoder play_checkpoint used (it keeps it)
+    heads = head_features(policy, MissionCache(encoder.to(module_device(policy))), config, batch, memory)
+    return Played(
+        steps, memory, policy, task_id, layout, config, views, batch.image, batch.carrying > 0, heads
+    )
+
+
+@torch.no_grad()
+def head_features(
+    policy: torch.nn.Module,
+    missions: MissionCache,
+    config: dict,
+    batch: ObsBatch,
+    memory: np.ndarray,
+    chunk: int = 2048,
+) -> list[tuple[str, np.ndarray]]:
+    """What the action head read at each step: each step played again in torch from the view and the
+    memory before it (the play itself may have acted in numpy, which equals torch to float rounding),
+    with the input of the head's Linear layers caught on the way. [(HEAD_INPUT, (N, D))], and
+    (ACTOR_HIDDEN, (N, H)) after it for a policy with an actor (--head_hidden_size H)."""
+    layers = [getattr(policy, "head_hidden", None), policy.head]
+    names = (
+        [(HEAD_INPUT, layers[0]), (ACTOR_HIDDEN, layers[1])]
+        if layers[0] is not None
+        else [(HEAD_INPUT, layers[1])]
+    )
+    caught: dict[str, list[np.ndarray]] = {name: [] for name, _ in names}
+    hooks = [
+        layer.register_forward_pre_hook(
+            lambda _m, args, name=name: caught[name].append(args[0].float().cpu().numpy())
+        )
+        for name, layer in names
+    ]
+    try:
+        for start in range(0, len(memory), chunk):
+            part = slice(start, start + chunk)
+            rows = ObsBatch(
+                batch.image[part], batch.direction[part], batch.carrying[part], batch.missions[part]
+            )
+            act(policy, missions, rows, torch.from_numpy(memory[part]), config["obs_encoding"])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [(name, np.concatenate(caught[name]) if caught[name] else np.zeros((0, 0))) for name, _ in names]
 
 
 CONTROL = "last view (control)"
@@ -524,6 +602,43 @@ def door_targets(
     return after_sightings(labels, eligible, age, min_age, free)
 
 
+def key_match_targets(
+    steps: pd.DataFrame,
+    images: np.ndarray,
+    carrying: np.ndarray,
+    task_id: str,
+    max_steps: int | None,
+    layout: RoomLayout,
+    min_age: int,
+) -> Targets:
+    """--target key_match: "the key in the cell ahead has the locked door's colour" (one column), on
+    the steps where a key lies ahead (AHEAD in the raw view `images` (N, 7, 7, 3)), the hands are free
+    (`carrying` (N,)) and a locked door was in view before: the steps where the agent chooses to pick
+    a key up or walk on. recent: fewer than min_age steps since the door was last in view; old: at
+    least min_age. The no-memory features are the agent's room, the step count and the colour of
+    the key ahead (one-hot over COLOURS). Each episode is replayed from its layout."""
+    env = make_env(task_id, max_steps)
+    num = len(steps)
+    ahead = images[:, AHEAD[0], AHEAD[1]]
+    key_ahead = (ahead[:, 0] == _KEY) & ~carrying.astype(bool)
+    colour = np.where(key_ahead, ahead[:, 1], -1)
+    labels = np.zeros((num, 1), dtype=bool)
+    eligible, age = np.zeros(num, dtype=bool), np.zeros(num, dtype=np.int64)
+    start = 0
+    for episode, group in steps.groupby("episode", sort=True):
+        stop = start + len(group)
+        seen = replayed(env, int(episode), group)
+        door = [COLOR_TO_IDX[c] for c in seen.door_colours]
+        labels[start:stop, 0] = np.isin(colour[start:stop], door) & key_ahead[start:stop]
+        eligible[start:stop] = key_ahead[start:stop] & (seen.door_last_seen >= 0) & bool(door)
+        age[start:stop] = group["t"].to_numpy() - seen.door_last_seen
+        start = stop
+    hue = np.zeros((num, len(COLOURS)))
+    hue[key_ahead, colour[key_ahead]] = 1.0
+    free = no_memory_features(step_rooms(steps, layout), steps["t"].to_numpy(), layout.num_rooms)
+    return after_sightings(labels, eligible, age, min_age, np.concatenate([free, hue], axis=1))
+
+
 def resampled_auc(
     scores: np.ndarray, labels: np.ndarray, episode: np.ndarray, weights: np.ndarray
 ) -> np.ndarray:
@@ -696,6 +811,17 @@ def format_table(table: pd.DataFrame, min_age: int, bootstrap: int) -> str:
     return "\n".join(lines)
 
 
+def probe_features(played: Played) -> tuple[np.ndarray, list[tuple[str, slice]]]:
+    """The feature matrix the probes read and its named blocks: the memory's (memory_blocks), the
+    head's (head_features: HEAD_INPUT, ACTOR_HIDDEN), then the control (CONTROL: the last view)."""
+    parts = [played.memory, *(x for _, x in played.heads), last_views(played.steps, played.views)]
+    names = [name for name, _ in played.heads] + [CONTROL]
+    edges = np.cumsum([0, *(x.shape[1] for x in parts)])
+    blocks = memory_blocks(played.policy)
+    blocks += [(name, slice(int(a), int(b))) for name, a, b in zip(names, edges[1:-1], edges[2:])]
+    return np.concatenate(parts, axis=1), blocks
+
+
 def build_parser() -> argparse.ArgumentParser:
     return memory_probe_parser(__doc__)
 
@@ -708,7 +834,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             check_table_out(args.out)  # before the episodes are played
         except EvalError as e:
             raise ProbeError(str(e)) from None
-        steps, memory, policy, task_id, layout, config, views = collect(
+        played = collect(
             args.checkpoint,
             args.task_id,
             args.num_episodes,
@@ -717,15 +843,24 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             progress=not args.no_progress,
             target=args.target,
         )
+        steps, layout, task_id, max_steps = (
+            played.steps,
+            played.layout,
+            played.task_id,
+            played.config.get("max_steps"),
+        )
         if args.target in ("key", "key_offset"):
             frame = "room" if args.target == "key" else "agent"
-            targets = key_targets(steps, task_id, config.get("max_steps"), layout, args.min_age, frame)
+            targets = key_targets(steps, task_id, max_steps, layout, args.min_age, frame)
         elif args.target == "door":
-            targets = door_targets(steps, task_id, config.get("max_steps"), layout, args.min_age)
+            targets = door_targets(steps, task_id, max_steps, layout, args.min_age)
+        elif args.target == "key_match":
+            targets = key_match_targets(
+                steps, played.images, played.carrying, task_id, max_steps, layout, args.min_age
+            )
         else:
             targets = room_targets(steps, layout, args.min_age)
-        blocks = [*memory_blocks(policy), (CONTROL, slice(memory.shape[1], memory.shape[1] + views.shape[1]))]
-        features = np.concatenate([memory, last_views(steps, views)], axis=1)
+        features, blocks = probe_features(played)
         table = probe_table(steps, features, blocks, targets, args.min_count, args.bootstrap, args.seed)
     except (ConfigError, ProbeError) as e:
         refuse(str(e))
@@ -738,6 +873,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"cells ahead / to the right' ({', '.join(OFFSET_BINS)}) {after}",
         "door": "mean per-colour AUC of 'the locked door's colour is c' on "
         f"{int(targets.mask[:, 0].sum())} steps after one was seen, before anything was carried",
+        "key_match": "AUC of 'the key ahead has the locked door's colour' on "
+        f"{int(targets.mask[:, 0].sum())} steps facing a key with free hands after the door was seen "
+        f"({int(targets.labels[targets.mask[:, 0], 0].sum())} of them its colour)",
     }[args.target]
     print(
         f"{played_line(task_id, args.num_episodes, args.sample, success)}, {len(steps)} steps; "

@@ -237,6 +237,92 @@ def test_door_targets_hold_the_door_s_colour_from_its_sighting_until_anything_is
     ] == layout.num_rooms + 2
 
 
+def test_key_match_targets_are_the_steps_facing_a_key_with_free_hands_after_the_door_was_seen():
+    """The bot's own episode on a layout that needs the key, checked against the env itself: the
+    steps whose front cell (minigrid's front_pos) holds a key while the hands are free and after the
+    door was seen, the label its colour against the door's; a step with full hands is no entry."""
+    task = "BabyAI-GoToImpUnlock-v0"
+    env, layout = make_env(task), mp.room_layout(task, "key_match")
+    for episode in range(60):
+        seed = mp.EVAL_SEED_START + episode
+        mp.quiet_reset(env, seed)
+        if needs_key(env) and bot_path_length(task, seed) is not None:
+            (door,) = locked_doors(env)
+            colour = env.unwrapped.grid.get(*door).color
+            obs, bot, rows, images, carrying, truth = mp.quiet_reset(env, seed), SafeBot(env), [], [], [], []
+            while True:
+                u = env.unwrapped
+                front = u.grid.get(*u.front_pos)
+                truth.append(
+                    None if front is None or front.type != "key" or u.carrying else front.color == colour
+                )
+                images.append(obs["image"])
+                carrying.append(u.carrying is not None)
+                action = bot.label(None)
+                rows.append((*u.agent_pos, int(u.agent_dir), action))
+                obs, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    break
+            steps = pd.DataFrame(rows, columns=["x", "y", "direction", "action"]).assign(
+                episode=episode, t=range(len(rows))
+            )
+            seen = mp.key_sightings(env, seed, steps["action"].tolist())
+            expected_mask = np.array([v is not None for v in truth]) & (seen.door_last_seen >= 0)
+            if expected_mask.any():
+                break
+    else:
+        pytest.fail("no bot episode faced a key after seeing the door")
+    images, carrying = np.stack(images), np.array(carrying)
+    targets = mp.key_match_targets(steps, images, carrying, task, None, layout, min_age=3)
+    assert targets.labels.shape == (len(steps), 1) and (targets.mask[:, 0] == expected_mask).all()
+    on = np.flatnonzero(expected_mask)
+    assert (targets.labels[on, 0] == np.array([truth[i] for i in on])).all()
+    assert targets.labels[on, 0].any()  # the bot faces the key it picks up
+    age = steps["t"].to_numpy() - seen.door_last_seen
+    assert (targets.old[:, 0] == (expected_mask & (age >= 3))).all()
+    hue = targets.free[:, layout.num_rooms + 2 :]
+    assert hue.shape[1] == len(mp.COLOURS) and (hue[on].sum(1) == 1).all()
+    full = carrying.copy()
+    full[on[0]] = True  # the same view with full hands: no choice of key to make
+    assert not mp.key_match_targets(steps, images, full, task, None, layout, min_age=3).mask[on[0], 0]
+
+
+def test_head_features_are_what_the_actor_reads_and_give_the_played_logits():
+    """A policy with BabyAI's actor: the head input is the last layer's output, the actor hidden its
+    Tanh units; the head applied to them gives the logits of a step played from the same memory."""
+    import torch
+
+    from mixture_of_experts import build_policy
+    from mop.collection import MissionCache, ObsBatch, act
+    from mop.language import build_mission_encoder
+
+    torch.manual_seed(0)
+    env = make_env("BabyAI-GoToImpUnlock-v0")
+    config = {"obs_encoding": "onehot", "input_dim": 985, "lang_dim": 8, "num_actions": 7}
+    policy = build_policy(
+        {**config, "intermediate_dim": 12, "router_hidden_size": 6, "expert_hidden_sizes": [[0, 4], [0, 8]]}
+        | {"head_hidden_size": 5}
+    ).eval()
+    missions = MissionCache(build_mission_encoder("bow", 8).eval())
+    obs = [mp.quiet_reset(env, seed) for seed in range(5)]
+    batch = ObsBatch(
+        np.stack([o["image"] for o in obs]),
+        np.array([o["direction"] for o in obs], np.int64),
+        np.zeros(5, np.int64),
+        [o["mission"] for o in obs],
+    )
+    memory = torch.randn(5, sum(policy.memory_sizes)).numpy()
+    heads = dict(mp.head_features(policy, missions, config, batch, memory, chunk=2))
+    assert list(heads) == [mp.HEAD_INPUT, mp.ACTOR_HIDDEN]
+    assert heads[mp.HEAD_INPUT].shape == (5, 12) and heads[mp.ACTOR_HIDDEN].shape == (5, 5)
+    with torch.no_grad():
+        hidden = torch.tanh(policy.head_hidden(torch.from_numpy(heads[mp.HEAD_INPUT])))
+        logits = policy.head(torch.from_numpy(heads[mp.ACTOR_HIDDEN]))
+    played = act(policy, missions, batch, torch.from_numpy(memory), "onehot").logits
+    torch.testing.assert_close(hidden, torch.from_numpy(heads[mp.ACTOR_HIDDEN]))
+    torch.testing.assert_close(logits, played)
+
+
 def test_memory_blocks_name_each_router_and_expert_of_a_mop():
     from mixture_of_experts import MixtureOfExpertsPolicy, MoPConfig
 
@@ -278,8 +364,12 @@ def test_the_cli_probes_a_real_checkpoint_on_a_maze_and_refuses_bad_input(tiny_r
     assert f"play {Path(checkpoint).name} on BabyAI-Unlock-v0" in err  # the bar
     assert list(pd.read_csv(out)["features"]) == list(table["features"])
     # no memory, all, then the tiny preset's layers [[0, 8, 16], [0, 8]]: a router and 2 + 1 experts,
-    # then the control: the view the memory read last
-    assert list(table["features"])[:2] == [mp.NO_MEMORY, "all"] and len(table) == 2 + 3 + 2 + 1
+    # the head's input (one Linear head: no actor hidden), then the control: the view the memory read last
+    assert list(table["features"])[:2] == [mp.NO_MEMORY, "all"] and len(table) == 2 + 3 + 2 + 1 + 1
+    assert (
+        table["features"].iloc[-2] == mp.HEAD_INPUT
+        and table["size"].iloc[-2] == tiny_run.config.intermediate_dim
+    )
     assert table["features"].iloc[-1] == mp.CONTROL and table["size"].iloc[-1] == 985  # onehot
     table = mp.main(
         ["--checkpoint", checkpoint, "--task_id", "BabyAI-Unlock-v0", "--num_episodes", "4"]
@@ -293,6 +383,12 @@ def test_the_cli_probes_a_real_checkpoint_on_a_maze_and_refuses_bad_input(tiny_r
         + ["--min_count", "1", "--target", "key_offset", "--bootstrap", "100", "--no_progress"]
     )
     assert "cells ahead / to the right" in capsys.readouterr().out
+    table = mp.main(
+        ["--checkpoint", checkpoint, "--task_id", "BabyAI-Unlock-v0", "--num_episodes", "8"]
+        + ["--min_count", "1", "--target", "key_match", "--bootstrap", "100", "--no_progress"]
+    )
+    assert "the key ahead has the locked door's colour" in capsys.readouterr().out
+    assert mp.HEAD_INPUT in set(table["features"])
     for argv, message in (
         (
             ["--task_id", "BabyAI-GoToObjMaze-v0", "--target", "key"],

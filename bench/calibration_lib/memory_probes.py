@@ -6,17 +6,22 @@ The simulated episodes walk a 3 x 3 maze of rooms (a move to a neighbouring room
 per step). --target key: each episode's key lies in a random room and is first seen at a random
 step of its first half; the probe's entries are the steps after that. --target door: each
 episode's door has one of six colours, first seen at a random step of its first half; the entries
-are the steps after that until a pickup at a random step of the second half. --target rooms: "stood in
+are the steps after that until a pickup at a random step of the second half. --target key_match: a
+key lies ahead at 6% of the steps, of the door's colour (one of six) at 40% of them; the entries are
+those after the door was first seen (a random step of the first half), the no-memory features add the
+key's colour, and the feature set probed stands for the head's input. --target rooms: "stood in
 room r before", every room but the current one (the simulator draws it; no entry measures that target
 yet). The memory is 24 columns of noise, and where it
 holds the target, 9 of them carry it (key: the key room's one-hot times `strength`, from the first
-sighting on; door: 6 of them, the colour's one-hot likewise; rooms: the visited rooms times `strength`). The truth is what the printed gain stands
+sighting on; door: 6 of them, the colour's one-hot likewise; key_match: one of them, the match times
+`strength` at each entry; rooms: the visited rooms times `strength`). The truth is what the printed gain stands
 for: the two fold probes' AUC on fresh episodes (2,000 of them, drawn the same way), averaged over
 the two probes and the target columns, minus the no-memory probes' on the same fresh episodes.
 
     python bench/calibration.py --draws 1000 --only memory_probe_key_null_coverage,memory_probe_key_null_percentile,memory_probe_key_weak_coverage,memory_probe_key_failed_coverage --merge
     python bench/calibration.py --draws 2500 --only memory_probe_key_null_claims --merge
     python bench/calibration.py --draws 1000 --only memory_probe_door_null_coverage,memory_probe_door_weak_coverage,memory_probe_door_null_claims --merge
+    python bench/calibration.py --draws 1000 --only memory_probe_key_match_null_coverage,memory_probe_key_match_weak_coverage,memory_probe_key_match_null_claims --merge
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from calibration_lib.entry import Entry, covers
 
 EPISODES, STEPS, MEMORY, FRESH = 200, 60, 24, 2000
 COLOURS = 6  # --target door: minigrid's six colours
+# --target key_match: the share of steps facing a key (~3.6 an episode), and of those keys of the door's colour
+FACING, MATCH = 0.06, 0.4
 RESAMPLES = 200  # bootstrap resamples per draw (the tool's default is 1000)
 FAIL_SHARE = 0.25  # episodes marked failed (auc_failed: a quarter of the episodes)
 
@@ -83,6 +90,22 @@ def episodes_of(rng: np.random.Generator, target: str, strength: float, episodes
         young = (t - seen_at < 20)[:, None]
         targets = mp.Targets(labels, mask, mask & young, mask & ~young, mp.no_memory_features(rooms, t, 9))
         held = labels * eligible[:, None]
+    elif target == "key_match":  # a key ahead at FACING of the steps, its colour the door's at MATCH
+        door = np.repeat(rng.integers(COLOURS, size=episodes), STEPS)
+        seen_at = np.repeat(rng.integers(0, STEPS // 2, size=episodes), STEPS)
+        t = steps["t"].to_numpy()
+        facing = rng.random(len(steps)) < FACING
+        match = rng.random(len(steps)) < MATCH
+        other = (door + rng.integers(1, COLOURS, size=len(steps))) % COLOURS
+        hue = np.eye(COLOURS)[np.where(match, door, other)] * facing[:, None]
+        eligible = facing & (t > seen_at)
+        rooms = mp.visit_targets(steps, layout)[0]
+        labels, mask = (match & facing)[:, None], eligible[:, None]
+        young = (t - seen_at < 20)[:, None]
+        free = np.concatenate([mp.no_memory_features(rooms, t, 9), hue], axis=1)
+        targets = mp.Targets(labels, mask, mask & young, mask & ~young, free)
+        held = np.zeros((len(steps), 9))
+        held[:, 0] = labels[:, 0] & eligible  # the head's input holds the match where there is one to make
     else:
         targets = mp.room_targets(steps, layout, min_age=20)
         held = targets.labels
@@ -176,6 +199,9 @@ PRINTED = (
     "over the no-memory probe's; gain +- 1.96 x the mean of the two folds' bootstrap sds)"
 )
 DOOR_PRINTED = PRINTED.format("--target door, auc").replace("per-room", "per-colour")
+MATCH_PRINTED = PRINTED.format("--target key_match, auc: the head input's row").replace("mean per-room ", "")
+MATCH_SETUP = (f"{SETUP} standing for the head's input; a key ahead at {FACING:.0%} of the steps, of the door's "
+               f"colour at {MATCH:.0%}, the entries after the door's sighting")
 ENTRIES: list[Entry] = [
     Entry("memory_probe_key_null_coverage", PRINTED.format("--target key, auc"), "coverage", 0.95, "coverage",
           probe_draw("key", 0.0), gain_covers("auc"),
@@ -204,5 +230,15 @@ ENTRIES: list[Entry] = [
     Entry("memory_probe_door_weak_coverage", DOOR_PRINTED, "coverage", 0.95, "coverage",
           probe_draw("door", 0.3), gain_covers("auc"),
           f"{SETUP}; 6 columns hold the door colour's one-hot x 0.3 from its first sighting", cost=3.33),
+    Entry("memory_probe_key_match_null_coverage", MATCH_PRINTED, "coverage", 0.95, "coverage",
+          probe_draw("key_match", 0.0), gain_covers("auc"),
+          f"{MATCH_SETUP}; it holds nothing; truth: the fold probes' gain on {FRESH} fresh episodes", cost=1.0),
+    Entry("memory_probe_key_match_null_claims", "the same interval above 0 (--target key_match: read as 'the "
+          "head's input holds whether the key ahead matches the door'; one-sided, so nominal 0.025)", "rejection",
+          0.025, "null", probe_draw("key_match", 0.0), gain_claims, "the first key_match row's data: it holds "
+          "nothing", cost=1.0),
+    Entry("memory_probe_key_match_weak_coverage", MATCH_PRINTED, "coverage", 0.95, "coverage",
+          probe_draw("key_match", 0.5), gain_covers("auc"),
+          f"{MATCH_SETUP}; one column holds the match x 0.5 at each entry", cost=1.0),
 ]
 # fmt: on
