@@ -337,11 +337,11 @@ def play_checkpoint(
     device: str = "cpu",
     first_episode: int = 0,
     progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame, torch.nn.Module, dict, str]:
+) -> tuple[pd.DataFrame, pd.DataFrame, torch.nn.Module, dict, str, torch.nn.Module]:
     """The analysis tools' way in (memory_probe, failures): load `checkpoint` and play evaluation
     layouts first_episode + 0..num_episodes-1 of one level (task_id None: the run's), greedy or
     sampled, at the run's step limit, without measuring bot paths. Returns (steps sorted by episode
-    and t, episodes, policy, config, the level played). Raises EvalError (one line) for a checkpoint
+    and t, episodes, policy, config, the level played, the mission encoder it played with). Raises EvalError (one line) for a checkpoint
     that does not load, an unknown level or several levels. check_level(task_id) runs before any
     play: a tool refuses a level it cannot analyse there (its exception propagates). device: as
     eval_mop's --device (auto | cpu | cuda | cuda:N); one that this machine lacks is an EvalError
@@ -379,7 +379,8 @@ def play_checkpoint(
             on_step=on_step,
             measure_bot_paths=False,
         )
-    return steps.sort_values(["episode", "t"]).reset_index(drop=True), episodes, policy, config, task_id
+    steps = steps.sort_values(["episode", "t"]).reset_index(drop=True)
+    return steps, episodes, policy, config, task_id, encoder
 
 
 def played_line(

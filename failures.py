@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             takeover = []
         else:
             num_episodes = args.num_episodes or DEFAULT_EPISODES
-            steps, episodes, _, config, task_id = play_checkpoint(
+            steps, episodes, _, config, task_id, _ = play_checkpoint(
                 args.checkpoint,
                 args.task_id,
                 num_episodes,

@@ -112,8 +112,6 @@ from mop.babyai_env import (
 from mop.checks import ConfigError, command_edges, refuse
 from mop.cli_specs import check_memory_probe_args, memory_probe_parser
 from mop.collection import MissionCache, ObsBatch, act
-from mop.devices import module_device
-from mop.checkpoints import load_policy
 
 NO_MEMORY = "no memory"
 TARGETS = ("rooms", "key", "key_offset", "door", "key_match")  # --target
@@ -325,7 +323,7 @@ def collect(
 
     layouts: list[RoomLayout] = []  # room_layout refuses a one-room level before any play
     try:
-        steps, episodes, policy, config, task_id = play_checkpoint(
+        steps, episodes, policy, config, task_id, encoder = play_checkpoint(
             checkpoint,
             task_id,
             num_episodes,
@@ -351,8 +349,7 @@ def collect(
         torch.from_numpy(batch.carrying),
         config["obs_encoding"],
     ).numpy()
-    _, encoder, _ = load_policy(checkpoint)  # the mission encoder play_checkpoint used (it keeps it)
-    heads = head_features(policy, MissionCache(encoder.to(module_device(policy))), config, batch, memory)
+    heads = head_features(policy, MissionCache(encoder), config, batch, memory)
     return Played(
         steps, memory, policy, task_id, layout, config, views, batch.image, batch.carrying > 0, heads
     )
@@ -542,24 +539,19 @@ def key_targets(
     last in view, recent: fewer (the view that showed it is fresh in the memory: a positive
     control, since a memory that holds anything of its views holds the key's place there). Each episode is replayed from its layout (EVAL_SEED_START + episode); ProbeError
     if the replay walks elsewhere than the play did."""
-    env = make_env(task_id, max_steps)
     num = len(steps)
     width = layout.num_rooms if frame == "room" else 2 * len(OFFSET_BINS)
     labels = np.zeros((num, width), dtype=bool)
     eligible, age = np.zeros(num, dtype=bool), np.zeros(num, dtype=np.int64)
-    start = 0
-    for episode, group in steps.groupby("episode", sort=True):
-        stop = start + len(group)
-        seen = replayed(env, int(episode), group)
+    for rows, group, seen in replays(steps, task_id, max_steps):
         cells, last_seen, held, key_cells = seen.cells, seen.key_last_seen, seen.key_held, seen.keys
         for key in key_cells:
             if frame == "room":
-                labels[start:stop, layout.room_of(*key)] = True
+                labels[rows, layout.room_of(*key)] = True
             else:
-                labels[start:stop] |= offset_bins(np.array(cells), group["direction"].to_numpy(), key)
-        eligible[start:stop] = (last_seen >= 0) & ~held & bool(key_cells)
-        age[start:stop] = group["t"].to_numpy() - last_seen
-        start = stop
+                labels[rows] |= offset_bins(np.array(cells), group["direction"].to_numpy(), key)
+        eligible[rows] = (last_seen >= 0) & ~held & bool(key_cells)
+        age[rows] = group["t"].to_numpy() - last_seen
     rooms = step_rooms(steps, layout)
     free = no_memory_features(rooms, steps["t"].to_numpy(), layout.num_rooms)
     if frame != "room":  # the room x heading cells: what the agent's place says about the offsets
@@ -577,6 +569,17 @@ def replayed(env: Any, episode: int, group: pd.DataFrame) -> Sightings:
     return seen
 
 
+def replays(steps: pd.DataFrame, task_id: str, max_steps: int | None):
+    """Each played episode in turn: (its rows of `steps`, sorted by episode and t, as a slice; those
+    rows; its replay, `replayed`), all replayed in one env of the level."""
+    env = make_env(task_id, max_steps)
+    start = 0
+    for episode, group in steps.groupby("episode", sort=True):
+        rows = slice(start, start + len(group))
+        yield rows, group, replayed(env, int(episode), group)
+        start = rows.stop
+
+
 def door_targets(
     steps: pd.DataFrame, task_id: str, max_steps: int | None, layout: RoomLayout, min_age: int
 ) -> Targets:
@@ -586,18 +589,13 @@ def door_targets(
     unless the door is still in it (recent: fewer than min_age steps since the door was last in
     view; old: at least min_age, what the memory must keep). The no-memory features are the agent's
     room and the step count, as for the other targets. Each episode is replayed from its layout."""
-    env = make_env(task_id, max_steps)
     num = len(steps)
     labels = np.zeros((num, len(COLOURS)), dtype=bool)
     eligible, age = np.zeros(num, dtype=bool), np.zeros(num, dtype=np.int64)
-    start = 0
-    for episode, group in steps.groupby("episode", sort=True):
-        stop = start + len(group)
-        seen = replayed(env, int(episode), group)
-        labels[start:stop, [COLOURS.index(c) for c in seen.door_colours]] = True
-        eligible[start:stop] = (seen.door_last_seen >= 0) & ~seen.carried
-        age[start:stop] = group["t"].to_numpy() - seen.door_last_seen
-        start = stop
+    for rows, group, seen in replays(steps, task_id, max_steps):
+        labels[rows, [COLOURS.index(c) for c in seen.door_colours]] = True
+        eligible[rows] = (seen.door_last_seen >= 0) & ~seen.carried
+        age[rows] = group["t"].to_numpy() - seen.door_last_seen
     free = no_memory_features(step_rooms(steps, layout), steps["t"].to_numpy(), layout.num_rooms)
     return after_sightings(labels, eligible, age, min_age, free)
 
@@ -617,22 +615,17 @@ def key_match_targets(
     a key up or walk on. recent: fewer than min_age steps since the door was last in view; old: at
     least min_age. The no-memory features are the agent's room, the step count and the colour of
     the key ahead (one-hot over COLOURS). Each episode is replayed from its layout."""
-    env = make_env(task_id, max_steps)
     num = len(steps)
     ahead = images[:, AHEAD[0], AHEAD[1]]
     key_ahead = (ahead[:, 0] == _KEY) & ~carrying.astype(bool)
     colour = np.where(key_ahead, ahead[:, 1], -1)
     labels = np.zeros((num, 1), dtype=bool)
     eligible, age = np.zeros(num, dtype=bool), np.zeros(num, dtype=np.int64)
-    start = 0
-    for episode, group in steps.groupby("episode", sort=True):
-        stop = start + len(group)
-        seen = replayed(env, int(episode), group)
+    for rows, group, seen in replays(steps, task_id, max_steps):
         door = [COLOR_TO_IDX[c] for c in seen.door_colours]
-        labels[start:stop, 0] = np.isin(colour[start:stop], door) & key_ahead[start:stop]
-        eligible[start:stop] = key_ahead[start:stop] & (seen.door_last_seen >= 0) & bool(door)
-        age[start:stop] = group["t"].to_numpy() - seen.door_last_seen
-        start = stop
+        labels[rows, 0] = np.isin(colour[rows], door) & key_ahead[rows]
+        eligible[rows] = key_ahead[rows] & (seen.door_last_seen >= 0) & bool(door)
+        age[rows] = group["t"].to_numpy() - seen.door_last_seen
     hue = np.zeros((num, len(COLOURS)))
     hue[key_ahead, colour[key_ahead]] = 1.0
     free = no_memory_features(step_rooms(steps, layout), steps["t"].to_numpy(), layout.num_rooms)
