@@ -589,8 +589,8 @@ def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:
         "--min_age",
         type=int,
         default=32,
-        help="auc_old: visits (--target key / key_offset / door / key_match: the key's or the door's last sighting) "
-        "at least this many steps ago (default 32)",
+        help="auc_old: visits (--target key / key_offset / door / key_match: the key's or the door's last "
+        "sighting) at least this many steps ago (default 32)",
     )
     parser.add_argument(
         "--min_count", type=int, default=20, help="a room counts with this many test entries of each class"
