@@ -120,6 +120,7 @@ _KEY = OBJECT_TO_IDX["key"]
 COLOURS = tuple(COLOR_TO_IDX)  # --target door's columns, minigrid's colour order
 AHEAD = (3, 5)  # the cell in front of the agent in its 7 x 7 view (indexed [x, y]; it stands at (3, 6))
 HEAD_INPUT = "head input (last layer's output)"
+HEAD_READ = "head input (output + routed experts)"  # --head_reads_experts: all the head reads
 ACTOR_HIDDEN = "actor hidden (Tanh)"
 
 
@@ -367,7 +368,9 @@ def head_features(
     """What the action head read at each step: each step played again in torch from the view and the
     memory before it (the play itself may have acted in numpy, which equals torch to float rounding),
     with the input of the head's Linear layers caught on the way. [(HEAD_INPUT, (N, D))], and
-    (ACTOR_HIDDEN, (N, H)) after it for a policy with an actor (--head_hidden_size H)."""
+    (ACTOR_HIDDEN, (N, H)) after it for a policy with an actor (--head_hidden_size H). A head that
+    reads the experts (--head_reads_experts) gives its last layer's output as HEAD_INPUT and all it
+    reads (that and the routed experts' states) as HEAD_READ after it."""
     layers = [getattr(policy, "head_hidden", None), policy.head]
     names = (
         [(HEAD_INPUT, layers[0]), (ACTOR_HIDDEN, layers[1])]
@@ -391,7 +394,11 @@ def head_features(
     finally:
         for hook in hooks:
             hook.remove()
-    return [(name, np.concatenate(caught[name]) if caught[name] else np.zeros((0, 0))) for name, _ in names]
+    out = [(name, np.concatenate(caught[name]) if caught[name] else np.zeros((0, 0))) for name, _ in names]
+    if getattr(getattr(policy, "config", None), "head_reads_experts", False):
+        full = out[0][1]
+        out[:1] = [(HEAD_INPUT, full[:, : policy.config.intermediate_dim]), (HEAD_READ, full)]
+    return out
 
 
 CONTROL = "last view (control)"

@@ -81,6 +81,11 @@ class MoPConfig:
     # Linear(H) -> Tanh -> Linear, BabyAI's actor (its model.py: H = 64), which can combine features
     # (the key ahead's colour against a remembered door's) that one Linear can only add.
     head_hidden_size: int = 0
+    # The head's input: False is the last layer's output alone; True adds every layer's experts'
+    # states (what each output Linear reads, the memory where a door's colour is held), each scaled
+    # by its router weight, so routing still gates all an expert does (a knocked-out expert is
+    # read as 0) and LPC keeps its meaning.
+    head_reads_experts: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expert_hidden_sizes", normalize_expert_sizes(self.expert_hidden_sizes))
@@ -540,6 +545,27 @@ class MoELayer(nn.Module):
         return torch.cat(seqs, -1)
 
     @property
+    def read_size(self) -> int:
+        """Width of routed_features: every recurrent expert's read-out width (its size)."""
+        return sum(e.size for e in self._recurrent_experts)
+
+    def routed_features(self, h_seq: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """h_seq (..., R + sum of state sizes), weights (..., E) as forward returns them (after any
+        knockout or intervention) -> each recurrent expert's features scaled by its weight,
+        concatenated (..., read_size): what a head that reads the experts sees (head_reads_experts)."""
+        if not self._recurrent_experts:  # identities only: nothing to read
+            return h_seq[..., :0]
+        parts = torch.split(h_seq, self.memory_sizes, dim=-1)[1:]
+        index = [j for j, s in enumerate(self.sizes) if s > 0]
+        return torch.cat(
+            [
+                e.features(p) * weights[..., j : j + 1]
+                for j, e, p in zip(index, self._recurrent_experts, parts)
+            ],
+            dim=-1,
+        )
+
+    @property
     def intervened(self) -> bool:
         """Whether inference changes this layer's routing (a knockout or an intervention)."""
         return self.knockout is not None or self.knockout_threshold is not None or bool(self.interventions)
@@ -732,9 +758,12 @@ class MixtureOfExpertsPolicy(RecurrentPolicy):
             )
             for sizes in self.expert_sizes
         )
+        head_in = config.intermediate_dim
+        if config.head_reads_experts:
+            head_in += sum(layer.read_size for layer in self.layers)
         hidden = config.head_hidden_size
-        self.head_hidden = nn.Linear(config.intermediate_dim, hidden) if hidden > 0 else None
-        self.head = nn.Linear(hidden or config.intermediate_dim, config.num_actions)
+        self.head_hidden = nn.Linear(head_in, hidden) if hidden > 0 else None
+        self.head = nn.Linear(hidden or head_in, config.num_actions)
         self.layer_memory_sizes = [sum(layer.memory_sizes) for layer in self.layers]
         self.memory_sizes = [s for layer in self.layers for s in layer.memory_sizes]
 
@@ -800,11 +829,15 @@ class MixtureOfExpertsPolicy(RecurrentPolicy):
         dropout = None
         if self.training and self.config.expert_dropout_beta > 0:
             dropout = (self.config.expert_dropout_beta, self.config.expert_dropout_gamma)
-        weights, seqs = [], []
+        weights, seqs, reads = [], [], []
         for layer, h0 in zip(self.layers, states):
             h, w, h_seq = layer(h, h0, dropout, starts)
             weights.append(w)
             seqs.append(h_seq)
+            if self.config.head_reads_experts:
+                reads.append(layer.routed_features(h_seq, w))
+        if reads:  # the head reads the last layer's output and the routed experts' states
+            h = torch.cat([h, *(r.to(h.dtype) for r in reads)], dim=-1)
         return h, weights, torch.cat(seqs, dim=-1)
 
 
@@ -910,5 +943,6 @@ def build_policy(config: dict) -> RecurrentPolicy:
             expert_dropout_beta=config.get("expert_dropout_beta", 0.0),
             expert_dropout_gamma=config.get("expert_dropout_gamma", 0.1),
             head_hidden_size=config.get("head_hidden_size", 0),
+            head_reads_experts=config.get("head_reads_experts", False),
         )
     )

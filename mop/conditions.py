@@ -77,6 +77,7 @@ MOP_ONLY_KEYS = frozenset(
         "intermediate_dim",
         "router_hidden_size",
         "head_hidden_size",
+        "head_reads_experts",
         "expert_dropout_beta",
         "expert_dropout_gamma",
         "lpc_alpha",
@@ -100,6 +101,7 @@ WEIGHT_KEYS = (
     "intermediate_dim",
     "router_hidden_size",
     "head_hidden_size",
+    "head_reads_experts",
 )
 UNKNOWN = "(unknown)"
 # How a key is written in labels (figures and tables show them); other keys by their own name.

@@ -339,6 +339,12 @@ class TrainConfig:
         "Linear(H) -> Tanh -> Linear, BabyAI's actor (H 64 there)",
         0,
     )
+    head_reads_experts: bool = _help(
+        "the action head also reads every layer's experts' states (the memory), each scaled by its "
+        "router weight (routing still gates them; a knocked-out expert reads as 0). false: the last "
+        "layer's output alone (the MoP paper's)",
+        False,
+    )
     # LPC regulariser (train_mop.py)
     lpc_alpha: float = _help("weight of the Learned Pathway Complexity cost (0: logged, not trained on)", 0.0)
     lpc_exponent: float = _help("LPC = sum of w_j * size_j ** lpc_exponent", 2.0)

@@ -176,6 +176,7 @@ def upgrade(ckpt: dict, current: int) -> dict:
     # Architecture keys newer than a checkpoint: absent means the layer and encoders it was made with.
     config.setdefault("layer_norm_residual", False)
     config.setdefault("head_hidden_size", 0)
+    config.setdefault("head_reads_experts", False)
     config.setdefault("trunk_channels", 128)
     config.setdefault("num_actions", 7)
     config.setdefault("update", ckpt.get("update"))

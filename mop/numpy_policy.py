@@ -219,6 +219,8 @@ class _MoELayer:
             for k, e in enumerate(experts)
         ]
         self.mapped = layer._mapped_read_out  # the torch read-out's rule: norms, or LSTM experts
+        self.read: np.ndarray | None = None  # routed_features of the last call, when `reads`
+        self.reads = False
 
     def __call__(self, x: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         gi = x @ self.gru.w_ih
@@ -258,6 +260,12 @@ class _MoELayer:
         if self.norm is not None:
             mixed += x
             mixed = _normalize(mixed, self.norm, (-1,))
+        if self.reads:  # MoELayer.routed_features: each expert's read-out input times its weight
+            reads, offset = [], self.router_size  # features: the router's, then each expert's `size`
+            for (_, _, size, _), j in zip(self.expert_blocks, self.recurrent_experts):
+                reads.append(features[:, offset : offset + size] * weights[:, j : j + 1])
+                offset += size
+            self.read = np.concatenate(reads, axis=1) if reads else np.zeros((len(h), 0), np.float32)
         return mixed, weights, h
 
 
@@ -347,6 +355,9 @@ class NumpyPolicy:
             self.gru = _GRUCell([policy.gru])
             if encoder is None:  # obs ⊕ mission feeds the GRU: its input gates are the first map
                 self.first = _SplitAffine(self.gru.w_ih, self.gru.b_ih, self.image_dim)
+        self.reads_experts = bool(getattr(getattr(policy, "config", None), "head_reads_experts", False))
+        for layer in self.layers:
+            layer.reads = self.reads_experts
         hidden = getattr(policy, "head_hidden", None)  # --head_hidden_size: Linear -> Tanh first
         self.head_hidden = None if hidden is None else _linear_t(hidden)
         self.head_w, self.head_b = _linear_t(policy.head)
@@ -445,6 +456,8 @@ class NumpyPolicy:
             start += size
             weights.append(w)
             states.append(state)
+        if self.reads_experts:  # --head_reads_experts: the routed experts' states beside the output
+            h = np.concatenate([h, *(layer.read for layer in self.layers)], axis=1)
         if self.head_hidden is not None:
             h = np.tanh(h @ self.head_hidden[0] + self.head_hidden[1])
         return h @ self.head_w + self.head_b, np.concatenate(states, axis=1), weights

@@ -323,6 +323,41 @@ def test_head_features_are_what_the_actor_reads_and_give_the_played_logits():
     torch.testing.assert_close(logits, played)
 
 
+def test_a_head_that_reads_the_experts_gives_its_output_and_all_it_reads():
+    """--head_reads_experts: the last layer's output first, then all the head reads, which the head
+    turns into the played step's logits."""
+    import torch
+
+    from mixture_of_experts import build_policy
+    from mop.collection import MissionCache, ObsBatch, act
+    from mop.language import build_mission_encoder
+
+    torch.manual_seed(0)
+    env = make_env("BabyAI-GoToImpUnlock-v0")
+    config = {"obs_encoding": "onehot", "input_dim": 985, "lang_dim": 8, "num_actions": 7}
+    policy = build_policy(
+        {**config, "intermediate_dim": 12, "router_hidden_size": 6, "expert_hidden_sizes": [[0, 4], [0, 8]]}
+        | {"head_reads_experts": True}
+    ).eval()
+    missions = MissionCache(build_mission_encoder("bow", 8).eval())
+    obs = [mp.quiet_reset(env, seed) for seed in range(5)]
+    batch = ObsBatch(
+        np.stack([o["image"] for o in obs]),
+        np.array([o["direction"] for o in obs], np.int64),
+        np.zeros(5, np.int64),
+        [o["mission"] for o in obs],
+    )
+    memory = torch.randn(5, sum(policy.memory_sizes)).numpy()
+    heads = dict(mp.head_features(policy, missions, config, batch, memory, chunk=2))
+    assert list(heads) == [mp.HEAD_INPUT, mp.HEAD_READ]
+    assert heads[mp.HEAD_INPUT].shape == (5, 12) and heads[mp.HEAD_READ].shape == (5, 12 + 4 + 8)
+    np.testing.assert_array_equal(heads[mp.HEAD_INPUT], heads[mp.HEAD_READ][:, :12])
+    with torch.no_grad():
+        logits = policy.head(torch.from_numpy(heads[mp.HEAD_READ]))
+    played = act(policy, missions, batch, torch.from_numpy(memory), "onehot").logits
+    torch.testing.assert_close(logits, played)
+
+
 def test_memory_blocks_name_each_router_and_expert_of_a_mop():
     from mixture_of_experts import MixtureOfExpertsPolicy, MoPConfig
 

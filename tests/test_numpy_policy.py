@@ -126,6 +126,28 @@ def test_numpy_step_equals_torch_step_with_babyais_actor_head(input_encoder, obs
     assert _rollout(policy, encoder, obs_encoding, steps=25).max() < 2e-5
 
 
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {},
+        {"layer_norm_residual": True},
+        {"expert_cell": "lstm", "head_hidden_size": 12},
+        {"expert_cell": "lstm", "layer_norm_residual": True},
+    ],
+)
+@pytest.mark.parametrize("sizes", [((0, 16, 32), (0, 8), (4, 16, 32, 0)), ((0,), (8, 0, 4))])
+def test_numpy_step_equals_torch_step_with_a_head_that_reads_the_experts(sizes, keys):
+    """--head_reads_experts: every expert's read-out input times its weight beside the output, in
+    both actors; GRU and LSTM experts, with and without norms, an identity-only layer too."""
+    torch.manual_seed(2)
+    encoder = build_mission_encoder("bow", 12).eval()
+    policy = _policy("mop", "bilinear", "onehot", sizes, head_reads_experts=True, **keys)
+    _perturb_norms(policy)
+    head_in = (policy.head_hidden or policy.head).in_features
+    assert head_in == 20 + sum(s for layer in sizes for s in layer)
+    assert _rollout(policy, encoder, "onehot", steps=25, corrupt=True).max() < 2e-5
+
+
 def test_numpy_policy_declines_what_it_does_not_cover():
     missions = MissionCache(build_mission_encoder("bow", 12).eval())
     policy = _policy("mop", "bilinear", "onehot")
