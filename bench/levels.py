@@ -114,6 +114,7 @@ COLUMNS = [
     "babyai_success_1m",
     "babyai_demos_to_99",
     "train_s",
+    "train_cpu_s",
     "eval_s",
     "command",
     "config",
@@ -362,6 +363,8 @@ def run_level(
         "babyai_success_1m": babyai.get("success_1m", ""),
         "babyai_demos_to_99": babyai.get("demos_to_99", ""),
         "train_s": round(train_s, 1),
+        # CPU seconds of its processes (heap.cpu_seconds), the load-free cost; "" before runs counted it
+        "train_cpu_s": round(stats_of[final][1]["cpu_s"], 1) if "cpu_s" in stats_of[final][1] else "",
         "eval_s": round(eval_s, 1),
         "command": command,
         "config": json.dumps(recipe_keys(cfg), sort_keys=True),
@@ -606,6 +609,8 @@ def markdown(rows: list[dict]) -> str:
         if switch and demos != "online":
             demos += f", then DAgger from update {int(switch) + 1}"  # --demo_updates: BC, then online
         training = f"{float(r['train_s']) / 60:.0f} min"
+        if r.get("train_cpu_s"):
+            training += f" ({float(r['train_cpu_s']) / 3600:.1f} CPU-h)"
         if r.get("demo_s"):
             training += f" + {float(r['demo_s']) / 60:.0f} min demos"
         recipe = recipe_shown(r)
@@ -653,7 +658,10 @@ its "training" adds the validation's wall. Each row stores
 its resolved recipe: when a config file changed since a row or a run folder was made, the level is
 refused with the keys that differ (exit 2). Every row is one
 seed on a shared 2-core box; "training" is the run's own training time (with `--demos`, plus the
-wall its demo store spent generating them). "frame-gradients" is the learning volume: labelled
+wall its demo store spent generating them): wall, which grows with whatever else ran beside it, and,
+for runs that counted it (stats.cpu_s, since 2026-11-30), the CPU-hours its processes spent (the learner and its env workers;
+the box has 2 cores, so a run alone takes at least half that in wall). Runs before then that made
+their demo store themselves counted its generation in both (050e1ece: 18 of its 133 min). "frame-gradients" is the learning volume: labelled
 frames that received a gradient, summed over passes (replayed and demo frames included, padding
 not; BabyAI's IL gives ~1-2 G on the hard levels); "not counted" marks rows trained before runs
 counted it. "demos": the bot demos an offline (BC) row trained on ("then DAgger": `--demo_updates`,

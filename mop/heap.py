@@ -1,5 +1,7 @@
-"""The training process's heap: what it holds (`resident_mb`, logged with every metrics row) and
-handing glibc's free pages back to the system (`trim_heap`, every TRIM_EVERY updates).
+"""The training process's resources: the CPU time it and its children have spent (`cpu_seconds`,
+a run's load-free cost: its checkpoints' stats.cpu_s), what its heap holds (`resident_mb`, logged
+with every metrics row) and handing glibc's free pages back to the system (`trim_heap`, every
+TRIM_EVERY updates).
 
 Why: a resumed DAgger run of the wide Unlock recipe grew its resident memory by 7-37 MB per update
 (1.1 -> 3.3 GB in 270 updates; an earlier resume reached 4.1 GB before it was stopped) while the
@@ -21,6 +23,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import resource
 
 TRIM_EVERY = 10  # updates between trims: each returns the free pages of ~10 updates' batches
 
@@ -56,3 +59,36 @@ def resident_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return float("nan")
+
+
+def _live_children_cpu() -> float:
+    """User + system seconds of this process's live children (Linux /proc; 0 elsewhere)."""
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids = f.read().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()  # after the command's (name)
+                total += int(fields[11]) + int(fields[12])  # utime, stime: the stat's 14th and 15th
+            except (OSError, IndexError, ValueError):
+                continue  # a child that ended in between: its time is in RUSAGE_CHILDREN once reaped
+    return total / ticks
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) spent so far by this process (all its threads) and its children:
+    the ones that ended and were waited for (getrusage) and the live ones (/proc: a run's env
+    workers). What a run costs on a box whatever else runs beside it, where its wall clock grows
+    with the load; the difference of two readings is what happened between them."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime + _live_children_cpu()

@@ -21,7 +21,7 @@ Where the labelled steps come from (README "Training"):
 - with `--demos N` (`DemoSource`, in the collector's place): bot demos only (mop/bot_demos.py), offline
   behavioural cloning in passes over the cached demos; with `--demo_updates K` too, for updates
   1..K only: after update K the collector starts and the run goes on as online DAgger
-  (`offline_update` says which an update is; teacher forcing's schedule starts at K + 1), with
+  (mop/schedules.py: `offline_update` says which an update is; teacher forcing starts at K + 1), with
   `--demos_in_dagger` the demo batch BC would draw next beside each DAgger update's (`self.demos`).
 With `--learner_stream streamed` replayed and demo episodes arrive as persistent columns
 (mop/streams.py's EpisodeColumns, the one producer of stored-episode streams) beside or instead of
@@ -110,7 +110,7 @@ from mop.experiment import (
     run_seed,
     save_checkpoint,
 )
-from mop.heap import TRIM_EVERY, resident_mb, trim_heap
+from mop.heap import TRIM_EVERY, cpu_seconds, resident_mb, trim_heap
 from mop.imitation_data import (  # the loop's data; buffer_path re-exported for lmc.py and callers
     DemoSource,
     Replay,
@@ -146,6 +146,7 @@ from mop.runs import (
     store_last_update,
     write_run_config,
 )
+from mop.schedules import lr_at, offline_update, teacher_forcing_at
 
 LossFn = Callable[..., tuple[torch.Tensor, dict]]
 
@@ -160,7 +161,8 @@ class RunStats:
     bot_failures: int = 0
     recent_success: list = field(default_factory=list)
     recent_path_ratio: list = field(default_factory=list)
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # wall seconds of training, summed over sittings (the demos' making not)
+    cpu_s: float = 0.0  # heap.cpu_seconds of the run's processes, likewise: its cost whatever the load
     frame_gradients: int = 0  # labelled frames that received a gradient, summed over passes (epochs)
     # multi-task runs: {level: {"episodes": n, "success": [recent], "path_ratio": [recent]}}
     recent_by_level: dict = field(default_factory=dict)
@@ -497,6 +499,7 @@ class TrainState:
     recent_ratio: deque
     slot_states: list | None
     started: float  # perf_counter() at the (virtual) start of the run, resumed time included
+    cpu_started: float  # cpu_seconds() at that start, likewise
     window: dict = field(default_factory=dict)
     levels: list = field(default_factory=list)  # a multi-task run's levels (logged one by one)
     forked_from: list = field(default_factory=list)  # FORKED_FROM: a forked run's parents
@@ -511,6 +514,7 @@ class TrainState:
             recent_ratio=deque(stats.recent_path_ratio, maxlen=cfg.recent_window),
             slot_states=ckpt["collector_state"] if ckpt is not None else None,
             started=time.perf_counter() - stats.elapsed_s,
+            cpu_started=cpu_seconds() - stats.cpu_s,
             forked_from=list(ckpt.get(FORKED_FROM, [])) if ckpt is not None else [],
         )
         levels = check_task_ids(cfg.task_id)
@@ -577,6 +581,7 @@ class TrainState:
         row["episodes/bot_failures"] = self.stats.bot_failures
         row["perf/frames_per_s"] = self.window["frames"] / max(now - self.window["time"], 1e-9)
         row["time/elapsed_s"] = now - self.started
+        row["time/cpu_s"] = cpu_seconds() - self.cpu_started
         row["perf/rss_mb"] = resident_mb()
         return row
 
@@ -586,6 +591,7 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
     stats = state.stats
     stats.recent_success, stats.recent_path_ratio = list(state.recent_success), list(state.recent_ratio)
     stats.elapsed_s = time.perf_counter() - state.started
+    stats.cpu_s = cpu_seconds() - state.cpu_started
     encoder_state = learner.encoder.encoder_state()
     payload = {
         "policy_state_dict": learner.policy.state_dict(),
@@ -617,43 +623,6 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
 
 
 # ----------------------------------------------------------------------------- the loop
-
-
-def linear_schedule(start: float, final: float | None, decay_updates: int, update: int) -> float:
-    """A value at `update` (1-based): linear from `start` at update 1 to `final` at update
-    1 + decay_updates, constant after; decay_updates 0 (or final None): `start` throughout."""
-    if decay_updates == 0 or final is None:
-        return start
-    progress = min(max(update - 1, 0) / decay_updates, 1.0)
-    return start + (final - start) * progress
-
-
-def teacher_forcing_at(cfg: TrainConfig, update: int) -> float:
-    """DAgger's beta_i: the probability that the bot's label, rather than the
-    student's action, is executed, on cfg's schedule (linear_schedule). i counts DAgger's
-    updates: after --demo_updates of behavioural cloning the schedule starts at update
-    demo_updates + 1 (the demos' updates never act)."""
-    return linear_schedule(
-        cfg.teacher_forcing,
-        cfg.teacher_forcing_final,
-        cfg.teacher_forcing_decay_updates,
-        update - cfg.demo_updates,
-    )
-
-
-def offline_update(cfg: TrainConfig, update: int) -> bool:
-    """Whether `update` trains on the bot demos rather than on live collection: every update of a
-    --demos run, the first demo_updates of one that turns to DAgger after them."""
-    return bool(cfg.demos) and (not cfg.demo_updates or update <= cfg.demo_updates)
-
-
-def lr_at(cfg: TrainConfig, update: int) -> float:
-    """The learning rate of `update`'s optimizer step, on cfg's schedule (linear_schedule), or
-    --dagger_lr for the DAgger updates after --demo_updates. A function of the update alone, so
-    --resume and LMC forks continue it exactly."""
-    if cfg.dagger_lr is not None and cfg.demo_updates and update > cfg.demo_updates:
-        return cfg.dagger_lr
-    return linear_schedule(cfg.lr, cfg.lr_final, cfg.lr_decay_updates, update)
 
 
 @dataclass
@@ -826,10 +795,10 @@ class ImitationRun:
 
         cfg, state, learner = self.cfg, self.state, self.learner
         if offline_update(cfg, state.update + 1):
-            self.collector = DemoSource(cfg, self.ckpt, self.progress)
+            self.collector = self._demo_source()
             torch.set_num_threads(cfg.demo_threads)  # no env workers on the other cores until DAgger
         else:
-            self.demos = DemoSource(cfg, self.ckpt, self.progress) if cfg.demos_in_dagger else None
+            self.demos = self._demo_source() if cfg.demos_in_dagger else None
             self.collector = open_collector(cfg, learner, self.build_policy_fn, state)
         try:
             continuing = self.resume_flag
@@ -857,6 +826,15 @@ class ImitationRun:
             self.collector.__exit__(None, None, None)
             raise
         return self
+
+    def _demo_source(self) -> DemoSource:
+        """The run's demos. The wall and CPU spent making (or loading) their store are not training
+        time: bench/levels.py charges a store's generation to a row once, as its demo_s."""
+        wall, cpu = time.perf_counter(), cpu_seconds()
+        source = DemoSource(self.cfg, self.ckpt, self.progress)
+        self.state.started += time.perf_counter() - wall
+        self.state.cpu_started += cpu_seconds() - cpu
+        return source
 
     def __exit__(self, *exc: Any) -> None:
         if self.collector is not None:

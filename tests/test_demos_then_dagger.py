@@ -15,7 +15,8 @@ import torch
 import train_mop
 from conftest import TINY_PRESET, stderr_lines, tiny_config
 from mop.experiment import ConfigError, read_metrics
-from mop.imitation import ImitationRun, lr_at, offline_update, teacher_forcing_at
+from mop.imitation import ImitationRun
+from mop.schedules import lr_at, offline_update, teacher_forcing_at
 
 TASK = "BabyAI-GoToRedBallGrey-v0"
 # Four updates on 10 demos, then four of DAgger with a buffer and teacher forcing 1 -> 0 over two.
@@ -533,3 +534,36 @@ def test_a_bc_checkpoint_forked_into_dagger_is_the_recipe_trained_from_the_start
     assert cli(monkeypatch, *flags, "--num_updates", "9", "--resume") is None
     assert read_metrics(folder / "metrics.jsonl")[-1]["update"] == 9
     assert torch.load(folder / "checkpoint_final.pt", weights_only=True)["forked_from"] == [record]
+
+
+def test_making_the_demo_store_is_not_training_time(tmp_path, monkeypatch):
+    """The wall and CPU spent making (or loading) the demos stay out of the run's elapsed_s and
+    cpu_s (bench/levels.py charges a store's generation once, as its demo_s). The run's clocks are
+    the real ones plus an offset that a store taking 1,000 s of each to make moves on: the run's
+    totals stay far under 1,000 s. Fails if ImitationRun stops taking the store's time out."""
+    import time
+    import types
+
+    from mop import imitation
+
+    offset = {"wall": 0.0, "cpu": 0.0}
+    clock = types.SimpleNamespace(
+        perf_counter=lambda: time.perf_counter() + offset["wall"], monotonic=time.monotonic
+    )
+    monkeypatch.setattr(imitation, "time", clock)
+    monkeypatch.setattr(imitation, "cpu_seconds", lambda: time.process_time() + offset["cpu"])
+
+    class SlowDemoSource(imitation.DemoSource):
+        def __init__(self, *args, **kwargs):
+            offset["wall"] += 1000.0
+            offset["cpu"] += 1000.0
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(imitation, "DemoSource", SlowDemoSource)
+    config = recipe(tmp_path / "ck", tmp_path / "demos", num_updates=3, demo_updates=0, buffer_episodes=0)
+    train_mop.main(config, progress=False)
+    stats = torch.load(
+        next((tmp_path / "ck").rglob("checkpoint_final.pt")), map_location="cpu", weights_only=True
+    )["stats"]
+    assert offset["wall"] == 1000.0  # the store was made (or loaded) once, inside the run
+    assert 0 < stats["elapsed_s"] < 500 and 0 < stats["cpu_s"] < 500

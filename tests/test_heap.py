@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -64,6 +65,35 @@ def test_trim_heap_hands_the_free_pages_back():
 
 def test_resident_mb_is_this_process():
     assert heap.resident_mb() > 10 or sys.platform != "linux"
+
+
+def _burn_cpu(seconds, then_idle=0.0):
+    started = time.process_time()
+    while time.process_time() - started < seconds:
+        pass
+    time.sleep(then_idle)  # a child stays alive, idle, until the test ends it
+
+
+def test_cpu_seconds_counts_this_process_and_its_live_and_ended_children():
+    """A child that spent 0.4 CPU-s shows in the reading while it lives (/proc) and after it was
+    waited for (getrusage); this process's own work shows too."""
+    import multiprocessing as mp
+
+    if sys.platform != "linux":
+        pytest.skip("live children are read from /proc")
+    before = heap.cpu_seconds()
+    _burn_cpu(0.2)
+    assert heap.cpu_seconds() - before >= 0.19
+    child = mp.get_context("spawn").Process(target=_burn_cpu, args=(0.4, 60.0), daemon=True)
+    child.start()
+    started = heap.cpu_seconds()
+    deadline = time.monotonic() + 50
+    while heap.cpu_seconds() - started < 0.35 and time.monotonic() < deadline:  # the child is burning
+        time.sleep(0.05)
+    live = heap.cpu_seconds() - started
+    child.terminate()
+    child.join()
+    assert live >= 0.35 and heap.cpu_seconds() - started >= live - 0.01  # reaped: still counted
 
 
 def test_training_trims_every_trim_every_updates(tmp_path, monkeypatch):

@@ -17,9 +17,10 @@ from mixture_of_experts import build_policy
 from mop.babyai_env import SafeBot, make_env, quiet_reset, train_episode_seed
 from mop.collection import Collector
 from mop.experiment import ConfigError, load_config, read_metrics
-from mop.imitation import DONE, NEW, PARTIAL, lr_at, run_status, teacher_forcing_at, train_to_end
+from mop.imitation import DONE, NEW, PARTIAL, run_status, train_to_end
 from mop.language import build_mission_encoder
 from mop.runs import RunLockedError, checkpoint_name, run_lock
+from mop.schedules import lr_at, teacher_forcing_at
 
 PUTNEXT = "BabyAI-PutNextLocal-v0"
 # One bag of words, three missions: which object moves, and which colour goes with which type.

@@ -56,6 +56,9 @@ def test_level_table_rows_skip_and_resume(tmp_path, capsys):
     run = root / recipe / LEVEL / "trial_0"
     final = torch.load(run / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     assert float(row["train_s"]) == pytest.approx(final["stats"]["elapsed_s"], abs=0.06)
+    # its processes' CPU seconds beside the wall, shown as CPU-hours in the "training" cell
+    assert float(row["train_cpu_s"]) == pytest.approx(final["stats"]["cpu_s"], abs=0.06)
+    assert final["stats"]["cpu_s"] > 0
     assert row["command"].startswith(f"python train_mop.py --config {configs / LEVEL}.yaml --task_id {LEVEL}")
     assert "--num_updates 6 --checkpoint_interval 3" in row["command"]
 
@@ -105,6 +108,7 @@ def test_level_table_rows_skip_and_resume(tmp_path, capsys):
     resumed = torch.load(run / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     assert resumed["update"] == 6 and resumed["stats"]["elapsed_s"] > first["stats"]["elapsed_s"]
     assert float(again["train_s"]) == pytest.approx(resumed["stats"]["elapsed_s"], abs=0.06)
+    assert resumed["stats"]["cpu_s"] > first["stats"]["cpu_s"]  # summed over the two sittings
 
 
 def test_markdown_table_orders_levels_and_judges_against_babyai():
@@ -119,14 +123,16 @@ def test_markdown_table_orders_levels_and_judges_against_babyai():
          "recipe": levels.recipe_of(None, {"lr_final": 3e-4})},
         {**base, "level": "BabyAI-GoToLocal-v0", "eval_success": "0.9", "babyai_success_1m": "99.8",
          "frames_to_target": "896000", "episodes_to_target": "102427", "frame_gradients": "5120000",
-         "demos": "50000", "demo_s": "1800"},
+         "demos": "50000", "demo_s": "1800", "train_cpu_s": "1080"},
     ]  # fmt: skip
     lines = levels.markdown(rows).splitlines()[2:]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     assert [c[0] for c in cells] == ["GoToLocal", "UnlockPickup", "GoTo"]  # the table's order
     assert cells[0][6] == "896 K · 102.4 K" and cells[2][6] == "not reached"
     assert [c[-1] for c in cells] == ["yes", "n/a", "no"]  # 89.4 < 0.9 x 99.4; 90.0 >= 0.9 x 99.8
-    assert cells[0][2:5] == ["1.02 M", "5.12 M", "50 K"] and cells[0][8] == "10 min + 30 min demos"
+    assert (
+        cells[0][2:5] == ["1.02 M", "5.12 M", "50 K"] and cells[0][8] == "10 min (0.3 CPU-h) + 30 min demos"
+    )
     assert cells[2][3:5] == ["not counted", "online"] and cells[2][8] == "10 min"  # a row before the count
     switched = {**rows[2], "config": json.dumps({"demos": 50000, "demo_updates": 400})}
     (line,) = levels.markdown([switched]).splitlines()[2:]
