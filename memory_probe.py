@@ -46,7 +46,9 @@ and the key's colour the view shows), so the row to read is the next one.
 Two rows read what the action head reads at step t, after the layers have read its view: `head
 input`, the last layer's output (the residual stream: the features the MoP paper's one Linear head,
 or BabyAI's actor, is fed), and, for a policy with --head_hidden_size H, `actor hidden` (the H Tanh
-units its last Linear reads). They are not memory (they saw step t's view); what they hold bounds
+units its last Linear reads); for a policy with --head_reads_experts, `head input (output + routed
+experts)` after the first: all the head reads, the experts' states times their router weights
+included. They are not memory (they saw step t's view); what they hold bounds
 what the head can act on linearly: a key match the head input holds is one a linear head can read,
 one only the actor hidden holds was computed by the actor itself.
 
