@@ -141,3 +141,20 @@ def runs_off(fig, slack: float = 1.0) -> list:
     return [
         ax for ax, b in boxes if b is not None and (b.x0 < -slack or b.y0 < -slack or b.x1 > w or b.y1 > h)
     ]
+
+
+def sequence_against_steps(policy, obs_dim: int, lang_dim: int, T: int = 9, B: int = 3):
+    """A T-step unroll of B envs (random inputs, env 1's episode ending at step 4) through
+    forward_sequence, checked equal to T calls of step with the memory reset where an episode
+    ended; returns the sequence's output (its logits keep their graph, for a backward)."""
+    obs, lang = torch.randn(T, B, obs_dim), torch.randn(T, B, lang_dim)
+    done = torch.zeros(T, B, dtype=torch.bool)
+    done[4, 1] = True
+    seq = policy.forward_sequence(obs, lang, policy.init_memory(B), done)
+    memory, logits = policy.init_memory(B), []
+    for t in range(T):
+        out = policy.step(obs[t], lang[t], memory)
+        logits.append(out.logits)
+        memory = out.memory * (~done[t]).float().unsqueeze(-1)
+    torch.testing.assert_close(seq.logits, torch.stack(logits), atol=1e-5, rtol=1e-5)
+    return seq

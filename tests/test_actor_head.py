@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import train_mop
-from conftest import TINY_PRESET, tiny_config
+from conftest import TINY_PRESET, sequence_against_steps, tiny_config
 from mixture_of_experts import build_policy
 from mop.checkpoints import load_policy
 from mop.experiment import ConfigError, resume_config
@@ -34,16 +34,7 @@ def test_the_hidden_head_is_tanh_between_two_linears_on_both_paths():
     by_hand = torch.tanh(features @ policy.head_hidden.weight.T + policy.head_hidden.bias)
     by_hand = by_hand @ policy.head.weight.T + policy.head.bias
     torch.testing.assert_close(policy._output(features), by_hand)
-    obs, lang = torch.randn(9, 3, 20), torch.randn(9, 3, 6)
-    done = torch.zeros(9, 3, dtype=torch.bool)
-    done[4, 1] = True
-    seq = policy.forward_sequence(obs, lang, policy.init_memory(3), done)
-    memory, logits = policy.init_memory(3), []
-    for t in range(9):
-        out = policy.step(obs[t], lang[t], memory)
-        logits.append(out.logits)
-        memory = out.memory * (~done[t]).float().unsqueeze(-1)
-    torch.testing.assert_close(seq.logits, torch.stack(logits), atol=1e-5, rtol=1e-5)
+    seq = sequence_against_steps(policy, 20, 6)
     seq.logits.sum().backward()
     assert policy.head_hidden.weight.grad.abs().sum() > 0
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import train_mop
-from conftest import TINY_PRESET, tiny_config
+from conftest import TINY_PRESET, sequence_against_steps, tiny_config
 from mixture_of_experts import build_policy
 from mop.checkpoints import load_policy
 from mop.experiment import ConfigError, resume_config
@@ -66,16 +66,7 @@ def test_on_the_head_reads_each_expert_state_times_its_router_weight():
 def test_the_sequence_path_equals_the_steps_and_trains_the_experts_through_the_head(keys):
     torch.manual_seed(1)
     policy = build_policy({**BASE, "head_reads_experts": True, **keys})
-    obs, lang = torch.randn(9, 3, 20), torch.randn(9, 3, 6)
-    done = torch.zeros(9, 3, dtype=torch.bool)
-    done[4, 1] = True
-    seq = policy.forward_sequence(obs, lang, policy.init_memory(3), done)
-    memory, logits = policy.init_memory(3), []
-    for t in range(9):
-        out = policy.step(obs[t], lang[t], memory)
-        logits.append(out.logits)
-        memory = out.memory * (~done[t]).float().unsqueeze(-1)
-    torch.testing.assert_close(seq.logits, torch.stack(logits), atol=1e-5, rtol=1e-5)
+    seq = sequence_against_steps(policy, 20, 6)
     # the head's columns on the experts' block get a gradient: the head does read them
     seq.logits.sum().backward()
     head = policy.head_hidden or policy.head

@@ -287,13 +287,13 @@ def test_key_match_targets_are_the_steps_facing_a_key_with_free_hands_after_the_
     assert not mp.key_match_targets(steps, images, full, task, None, layout, min_age=3).mask[on[0], 0]
 
 
-def test_head_features_are_what_the_actor_reads_and_give_the_played_logits():
-    """A policy with BabyAI's actor: the head input is the last layer's output, the actor hidden its
-    Tanh units; the head applied to them gives the logits of a step played from the same memory."""
+def _head_case(**head_keys):
+    """A small GoToImpUnlock policy with the given head keys, five first views as a batch, a random
+    memory before them, and what head_features catches: (policy, missions, batch, memory, heads)."""
     import torch
 
     from mixture_of_experts import build_policy
-    from mop.collection import MissionCache, ObsBatch, act
+    from mop.collection import MissionCache, ObsBatch
     from mop.language import build_mission_encoder
 
     torch.manual_seed(0)
@@ -301,7 +301,7 @@ def test_head_features_are_what_the_actor_reads_and_give_the_played_logits():
     config = {"obs_encoding": "onehot", "input_dim": 985, "lang_dim": 8, "num_actions": 7}
     policy = build_policy(
         {**config, "intermediate_dim": 12, "router_hidden_size": 6, "expert_hidden_sizes": [[0, 4], [0, 8]]}
-        | {"head_hidden_size": 5}
+        | head_keys
     ).eval()
     missions = MissionCache(build_mission_encoder("bow", 8).eval())
     obs = [mp.quiet_reset(env, seed) for seed in range(5)]
@@ -313,6 +313,17 @@ def test_head_features_are_what_the_actor_reads_and_give_the_played_logits():
     )
     memory = torch.randn(5, sum(policy.memory_sizes)).numpy()
     heads = dict(mp.head_features(policy, missions, config, batch, memory, chunk=2))
+    return policy, missions, batch, memory, heads
+
+
+def test_head_features_are_what_the_actor_reads_and_give_the_played_logits():
+    """A policy with BabyAI's actor: the head input is the last layer's output, the actor hidden its
+    Tanh units; the head applied to them gives the logits of a step played from the same memory."""
+    import torch
+
+    from mop.collection import act
+
+    policy, missions, batch, memory, heads = _head_case(head_hidden_size=5)
     assert list(heads) == [mp.HEAD_INPUT, mp.ACTOR_HIDDEN]
     assert heads[mp.HEAD_INPUT].shape == (5, 12) and heads[mp.ACTOR_HIDDEN].shape == (5, 5)
     with torch.no_grad():
@@ -328,27 +339,9 @@ def test_a_head_that_reads_the_experts_gives_its_output_and_all_it_reads():
     turns into the played step's logits."""
     import torch
 
-    from mixture_of_experts import build_policy
-    from mop.collection import MissionCache, ObsBatch, act
-    from mop.language import build_mission_encoder
+    from mop.collection import act
 
-    torch.manual_seed(0)
-    env = make_env("BabyAI-GoToImpUnlock-v0")
-    config = {"obs_encoding": "onehot", "input_dim": 985, "lang_dim": 8, "num_actions": 7}
-    policy = build_policy(
-        {**config, "intermediate_dim": 12, "router_hidden_size": 6, "expert_hidden_sizes": [[0, 4], [0, 8]]}
-        | {"head_reads_experts": True}
-    ).eval()
-    missions = MissionCache(build_mission_encoder("bow", 8).eval())
-    obs = [mp.quiet_reset(env, seed) for seed in range(5)]
-    batch = ObsBatch(
-        np.stack([o["image"] for o in obs]),
-        np.array([o["direction"] for o in obs], np.int64),
-        np.zeros(5, np.int64),
-        [o["mission"] for o in obs],
-    )
-    memory = torch.randn(5, sum(policy.memory_sizes)).numpy()
-    heads = dict(mp.head_features(policy, missions, config, batch, memory, chunk=2))
+    policy, missions, batch, memory, heads = _head_case(head_reads_experts=True)
     assert list(heads) == [mp.HEAD_INPUT, mp.HEAD_READ]
     assert heads[mp.HEAD_INPUT].shape == (5, 12) and heads[mp.HEAD_READ].shape == (5, 12 + 4 + 8)
     np.testing.assert_array_equal(heads[mp.HEAD_INPUT], heads[mp.HEAD_READ][:, :12])
