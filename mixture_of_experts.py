@@ -556,11 +556,11 @@ class MoELayer(nn.Module):
         if not self._recurrent_experts:  # identities only: nothing to read
             return h_seq[..., :0]
         parts = torch.split(h_seq, self.memory_sizes, dim=-1)[1:]
-        index = [j for j, s in enumerate(self.sizes) if s > 0]
+        routed = weights[..., self._recurrent_expert_index]  # (..., G): the recurrent experts' weights
         return torch.cat(
             [
-                e.features(p) * weights[..., j : j + 1]
-                for j, e, p in zip(index, self._recurrent_experts, parts)
+                e.features(p) * routed[..., g : g + 1]
+                for g, (e, p) in enumerate(zip(self._recurrent_experts, parts))
             ],
             dim=-1,
         )

@@ -194,7 +194,7 @@ def _normalize(
 
 
 class _MoELayer:
-    def __init__(self, layer: MoELayer):
+    def __init__(self, layer: MoELayer, reads: bool = False):
         experts = [e for e in layer.experts if e.size > 0]
         # LSTM experts (expert_cell 'lstm'): the router's GRU alone, then each expert's LSTM
         self.lstms = [_LSTMCell(e.lstm) for e in experts] if layer.lstm_experts else []
@@ -219,10 +219,13 @@ class _MoELayer:
             for k, e in enumerate(experts)
         ]
         self.mapped = layer._mapped_read_out  # the torch read-out's rule: norms, or LSTM experts
-        self.read: np.ndarray | None = None  # routed_features of the last call, when `reads`
-        self.reads = False
+        self.reads = reads  # --head_reads_experts: also return MoELayer.routed_features
 
-    def __call__(self, x: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(
+        self, x: np.ndarray, h0: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """-> the layer's output, router weights, memory after the step and, with `reads`, the
+        routed experts' features (None without)."""
         gi = x @ self.gru.w_ih
         gi += self.gru.b_ih
         if self.lstms:
@@ -260,13 +263,14 @@ class _MoELayer:
         if self.norm is not None:
             mixed += x
             mixed = _normalize(mixed, self.norm, (-1,))
+        read = None
         if self.reads:  # MoELayer.routed_features: each expert's read-out input times its weight
             reads, offset = [], self.router_size  # features: the router's, then each expert's `size`
             for (_, _, size, _), j in zip(self.expert_blocks, self.recurrent_experts):
                 reads.append(features[:, offset : offset + size] * weights[:, j : j + 1])
                 offset += size
-            self.read = np.concatenate(reads, axis=1) if reads else np.zeros((len(h), 0), np.float32)
-        return mixed, weights, h
+            read = np.concatenate(reads, axis=1) if reads else np.zeros((len(h), 0), np.float32)
+        return mixed, weights, h, read
 
 
 class _Conv3x3:
@@ -347,17 +351,15 @@ class NumpyPolicy:
         elif isinstance(encoder, nn.Linear):
             self.first = _SplitAffine(*_linear_t(encoder), self.image_dim)
         if isinstance(policy, MixtureOfExpertsPolicy):
-            self.layers = [_MoELayer(layer) for layer in policy.layers]
+            self.reads_experts = policy.config.head_reads_experts  # the routed experts beside the output
+            self.layers = [_MoELayer(layer, self.reads_experts) for layer in policy.layers]
             self.layer_sizes = list(policy.layer_memory_sizes)
             self.gru = None
         else:
-            self.layers, self.layer_sizes = [], []
+            self.layers, self.layer_sizes, self.reads_experts = [], [], False
             self.gru = _GRUCell([policy.gru])
             if encoder is None:  # obs ⊕ mission feeds the GRU: its input gates are the first map
                 self.first = _SplitAffine(self.gru.w_ih, self.gru.b_ih, self.image_dim)
-        self.reads_experts = bool(getattr(getattr(policy, "config", None), "head_reads_experts", False))
-        for layer in self.layers:
-            layer.reads = self.reads_experts
         hidden = getattr(policy, "head_hidden", None)  # --head_hidden_size: Linear -> Tanh first
         self.head_hidden = None if hidden is None else _linear_t(hidden)
         self.head_w, self.head_b = _linear_t(policy.head)
@@ -450,14 +452,15 @@ class NumpyPolicy:
                 h = h @ self.gru.w_ih + self.gru.b_ih
             h = self.gru(h, memory)
             return h @ self.head_w + self.head_b, h, []
-        weights, states, start = [], [], 0
+        weights, states, reads, start = [], [], [], 0
         for layer, size in zip(self.layers, self.layer_sizes):
-            h, w, state = layer(h, memory[:, start : start + size])
+            h, w, state, read = layer(h, memory[:, start : start + size])
             start += size
             weights.append(w)
             states.append(state)
+            reads.append(read)
         if self.reads_experts:  # --head_reads_experts: the routed experts' states beside the output
-            h = np.concatenate([h, *(layer.read for layer in self.layers)], axis=1)
+            h = np.concatenate([h, *reads], axis=1)
         if self.head_hidden is not None:
             h = np.tanh(h @ self.head_hidden[0] + self.head_hidden[1])
         return h @ self.head_w + self.head_b, np.concatenate(states, axis=1), weights
