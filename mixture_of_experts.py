@@ -98,6 +98,8 @@ class PolicyOutput(NamedTuple):
     memory: torch.Tensor  # (B, memory_size): memory after the last step
     router_weights: list[torch.Tensor]  # per layer (B, E) or (T, B, E); empty for the GRU baseline
     memory_seq: torch.Tensor | None = None  # forward_sequence: (T, B, M) memory after each step
+    # forward_sequence: (T, B, F) what the action head reads at each step (head_input_size wide)
+    head_input_seq: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- memory
@@ -119,6 +121,12 @@ class RecurrentPolicy(nn.Module):
     @property
     def memory_size(self) -> int:
         return sum(self.memory_sizes)
+
+    @property
+    def head_input_size(self) -> int:
+        """The width of what the action head reads at a step (PolicyOutput.head_input_seq)."""
+        first = getattr(self, "head_hidden", None) or self.head
+        return first.in_features
 
     def init_memory(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
         return torch.zeros(batch_size, self.memory_size, device=device)
@@ -154,7 +162,7 @@ class RecurrentPolicy(nn.Module):
         starts[1:] = done[:-1]  # memory restarts at t + 1 after an episode ends at t
         features, weights, mem_seq = self._recurrent(h, memory, starts)
         logits = self._output(features).float()  # float32 under the learner's bfloat16 autocast too
-        return PolicyOutput(logits, reset_memory(mem_seq[-1], done[-1]), weights, mem_seq)
+        return PolicyOutput(logits, reset_memory(mem_seq[-1], done[-1]), weights, mem_seq, features)
 
 
 # ----------------------------------------------------------------------------- MoP modules

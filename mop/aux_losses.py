@@ -14,6 +14,11 @@ step, what the memory should hold. Training only: the policy never sees their ta
 - `aux_subgoal_loss` again, as --aux_door_weight's term (any imitation, `name` "door"): the colour
   of the locked door last in view (babyai_env.door_labels, read from the episode's own views), which
   memory_probe.py --target door found the memory not to hold where the student picks a key.
+- `aux_match_loss` (--aux_match_weight, any imitation): on the steps facing a key with free hands
+  after a locked door was in view (babyai_env.key_match), whether that key has the door's colour,
+  read from what the action head reads (out.head_input_seq), not the memory: the door head made the
+  memory hold the colour (AUC 0.999) and the students still took the wrong keys; the match itself
+  was computed nowhere the head reads (memory_probe.py --target key_match).
 - `ce_weight_shift` (--subgoal_ce_weights, --key_ahead_ce_weight): not a head: the action loss
   weighted per step, by the same subgoals (the steps of some kinds, the key chain's, counted as if
   they were more common) or on the steps that face a key with free hands (`babyai_env.key_ahead`: where the
@@ -38,6 +43,7 @@ from mop.babyai_env import (
     TARGET_RANGE,
     RoomLayout,
     key_ahead,
+    key_match,
 )
 from mop.checks import ConfigError
 
@@ -107,6 +113,31 @@ def aux_subgoal_loss(
     return aux
 
 
+def aux_match_loss(
+    head: torch.nn.Linear,
+    out: Any,
+    image: torch.Tensor,
+    carrying: torch.Tensor,
+    door: np.ndarray,
+    parts: dict,
+) -> torch.Tensor:
+    """--aux_match_weight's term: a binary cross-entropy of the head's reading of the action head's
+    input (out.head_input_seq) against "the key ahead has the locked door's colour", mean over the
+    eligible steps (babyai_env.key_match: a key ahead, hands free, a locked door seen; the chunk's
+    `door` column). Logs train/aux_match, train/aux_match_accuracy and train/aux_match_share (the
+    eligible steps' share that match) into parts; none where no step is eligible."""
+    eligible, match = key_match(image, carrying, codes(door, image.device))
+    if not eligible.any():
+        return out.logits.sum() * 0.0
+    logits = head(out.head_input_seq[eligible]).float().squeeze(-1)  # float32 under bfloat16 autocast
+    target = match[eligible].float()
+    aux = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    parts["train/aux_match"] = aux.item()
+    parts["train/aux_match_accuracy"] = ((logits > 0).float() == target).float().mean().item()
+    parts["train/aux_match_share"] = target.mean().item()
+    return aux
+
+
 def subgoal_ce_weights(subgoal: np.ndarray, weights: dict, device: torch.device) -> torch.Tensor:
     """--subgoal_ce_weights: each step's weight (T, N) by the bot's subgoal at it (`weights`
     {kind: w}; 1 for the kinds not listed and for steps without one, NO_SUBGOAL)."""
@@ -158,6 +189,7 @@ AUX_HEADS = {
     "aux_subgoal_weight": "subgoal_head_state_dict",
     "aux_key_weight": "key_head_state_dict",
     "aux_door_weight": "door_head_state_dict",
+    "aux_match_weight": "match_head_state_dict",
 }
 
 

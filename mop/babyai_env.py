@@ -455,6 +455,17 @@ def key_ahead(image: torch.Tensor, carrying: torch.Tensor) -> torch.Tensor:
     return (image[..., size // 2, size - 2, 0] == _KEY_IDX) & (carrying == 0)
 
 
+def key_match(image: Any, carrying: Any, door: Any) -> tuple[Any, Any]:
+    """(eligible, match), each (...) bool, for views (..., V, V, 3), carrying (...) and door labels
+    (...) (door_labels: the locked door last in view, NO_DOOR before any), torch or numpy: eligible
+    where a key lies in the cell ahead with the hands free (key_ahead) after a locked door was in
+    view; match where that key has the door's colour. What --aux_match_weight's head predicts, the
+    choice memory_probe.py --target key_match asks about (take this key or walk on)."""
+    size = image.shape[-2]
+    eligible = key_ahead(image, carrying) & (door != NO_DOOR)
+    return eligible, eligible & (image[..., size // 2, size - 2, 1] == door)
+
+
 def door_labels(image: np.ndarray, start: int = NO_DOOR) -> np.ndarray:
     """(T,) int8 for an episode's views (T, V, V, 3) in order: the colour of the locked door last
     in view at or before each step (the view the policy reads there), `start` before any (a live

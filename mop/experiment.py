@@ -245,6 +245,13 @@ class TrainConfig:
         "memory_probe.py --target door measures what the memory holds)",
         0.0,
     )
+    aux_match_weight: float = _help(
+        "auxiliary loss: on the steps facing a key with free hands after a locked door was in view, a "
+        "linear head reads whether that key has the door's colour (a sigmoid; babyai_env.key_match, from "
+        "the episode's own views, so any demo store serves) from what the action head reads, times this "
+        "weight (0: off; memory_probe.py --target key_match measures where the match is held)",
+        0.0,
+    )
     subgoal_ce_weights: dict | None = _help(
         "the action loss weighted by what the bot is doing at each step: {kind: weight > 0} over "
         "babyai_env.SUBGOAL_KINDS (command line: 'go to other object=4,open=4'), other kinds and steps "
@@ -588,6 +595,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "aux_subgoal_weight",
         "aux_key_weight",
         "aux_door_weight",
+        "aux_match_weight",
     ):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: off), got {getattr(cfg, key)}")

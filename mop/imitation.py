@@ -70,8 +70,10 @@ import numpy as np
 import torch
 
 from mop.aux_losses import (
+    AUX_HEADS,
     FRESH_HEADS,
     action_ce_weights,
+    aux_match_loss,
     aux_rooms_loss,
     aux_subgoal_loss,
     aux_target_loss,
@@ -270,6 +272,10 @@ class TrainingDiverged(ConfigError):
     """The loss or the weights became non-finite; nothing is saved over the last good checkpoint."""
 
 
+# The Learner's auxiliary heads' fields, in AUX_HEADS' order (the fields'); each saved as <field>_state_dict.
+HEAD_FIELDS = tuple(key.removesuffix("_state_dict") for key in AUX_HEADS.values())
+
+
 @dataclass
 class Learner:
     """The policy, its mission encoder and the optimizer over both, and the loss."""
@@ -287,6 +293,7 @@ class Learner:
     subgoal_head: torch.nn.Linear | None = None  # --aux_subgoal_weight: memory -> what the bot is doing
     key_head: torch.nn.Linear | None = None  # --aux_key_weight: memory -> where the seen key lies
     door_head: torch.nn.Linear | None = None  # --aux_door_weight: memory -> the locked door's colour
+    match_head: torch.nn.Linear | None = None  # --aux_match_weight: head input -> the key ahead opens it
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where it all lives
     end_memory: torch.Tensor | None = None  # (N, M) after the last pass's final step, for streams to carry
 
@@ -350,13 +357,9 @@ class Learner:
         if cfg.aux_key_weight > 0:  # a softmax over -R..R per axis (ahead, right), as the target's
             key_head = torch.nn.Linear(policy.memory_size, 2 * (2 * TARGET_RANGE + 1))
         door_head = torch.nn.Linear(policy.memory_size, NUM_COLOURS) if cfg.aux_door_weight > 0 else None
-        heads = {
-            "aux_head_state_dict": aux_head,
-            "target_head_state_dict": target_head,
-            "subgoal_head_state_dict": subgoal_head,
-            "key_head_state_dict": key_head,
-            "door_head_state_dict": door_head,
-        }
+        match_head = torch.nn.Linear(policy.head_input_size, 1) if cfg.aux_match_weight > 0 else None
+        made_heads = (aux_head, target_head, subgoal_head, key_head, door_head, match_head)
+        heads = {f"{name}_state_dict": head for name, head in zip(HEAD_FIELDS, made_heads)}
         fresh = set(ckpt.get(FRESH_HEADS, ())) if ckpt is not None else set()  # a fork's new heads
         if ckpt is not None:
             policy.load_state_dict(ckpt["policy_state_dict"])
@@ -378,9 +381,7 @@ class Learner:
         if ckpt is not None:  # Adam moves its saved state to its parameters' device (a resume may switch)
             optimizer.load_state_dict(head_optimizer_state(ckpt, base, heads))
         made = (cfg, model_config, policy, encoder, encoder_factory, optimizer, params, loss_fn)
-        return cls(
-            *made, *heads.values(), device
-        )  # the heads in the fields' order: aux, target, subgoal, key, door
+        return cls(*made, *heads.values(), device)  # the heads in the fields' order, HEAD_FIELDS'
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         """A chunk's numpy column on the learner's device (the CPU: the array's own memory)."""
@@ -465,6 +466,10 @@ class Learner:
         if self.door_head is not None:
             aux = aux_subgoal_loss(self.door_head, out, chunk["door"], parts, name="door")
             loss = loss + self.cfg.aux_door_weight * aux
+        if self.match_head is not None:
+            image, carrying = t(chunk["image"]), t(chunk["carrying"])
+            aux = aux_match_loss(self.match_head, out, image, carrying, chunk["door"], parts)
+            loss = loss + self.cfg.aux_match_weight * aux
         w = action_ce_weights(self.cfg, chunk, labels.device)
         if w is not None:
             loss = loss + ce_weight_shift(out, labels, mask, w, parts)
@@ -604,16 +609,9 @@ def checkpoint_payload(learner: Learner, state: TrainState) -> dict:
         "stats": dataclasses.asdict(stats),
         "device": device_label(learner.device),  # where it was trained (a record; loading ignores it)
     }
-    if learner.aux_head is not None:
-        payload["aux_head_state_dict"] = learner.aux_head.state_dict()
-    if learner.target_head is not None:
-        payload["target_head_state_dict"] = learner.target_head.state_dict()
-    if learner.subgoal_head is not None:
-        payload["subgoal_head_state_dict"] = learner.subgoal_head.state_dict()
-    if learner.key_head is not None:
-        payload["key_head_state_dict"] = learner.key_head.state_dict()
-    if learner.door_head is not None:
-        payload["door_head_state_dict"] = learner.door_head.state_dict()
+    for name in HEAD_FIELDS:  # each auxiliary loss's head that the run trains
+        if (head := getattr(learner, name)) is not None:
+            payload[f"{name}_state_dict"] = head.state_dict()
     if state.forked_from:
         payload[FORKED_FROM] = state.forked_from
     if "lang_proj_state_dict" in encoder_state:  # the earlier system's key, for its tools

@@ -298,5 +298,5 @@ def open_collector(
         bot_undo=cfg.bot_undo,
         record_keys=cfg.aux_key_weight > 0,
         bot_revision=cfg.bot_revision,
-        record_doors=cfg.aux_door_weight > 0,
+        record_doors=cfg.aux_door_weight > 0 or cfg.aux_match_weight > 0,
     )

@@ -108,8 +108,9 @@ def test_demos_store_their_key_labels_and_read_them_back(tmp_path):
         assert np.array_equal(np.asarray(a.key), np.asarray(b.key)) and a.equals(b)
 
 
-@pytest.mark.parametrize("name, buffer", [("key", 6), ("door", 0)])  # the door: live chunks only too
-def test_online_dagger_trains_the_key_and_door_heads(tmp_path, name, buffer):
+# the door and the match: live chunks only too (they record the door labels when either loss is on)
+@pytest.mark.parametrize("name, buffer", [("key", 6), ("door", 0), ("match", 0)])
+def test_online_dagger_trains_the_key_door_and_match_heads(tmp_path, name, buffer):
     import train_mop
 
     cfg = tiny_config(  # one room: its key and door come into view within a few steps
@@ -119,17 +120,18 @@ def test_online_dagger_trains_the_key_and_door_heads(tmp_path, name, buffer):
         max_steps=30,
         num_updates=3,
         **{f"aux_{name}_weight": 1.0},
+        **({"teacher_forcing": 1.0} if name == "match" else {}),  # the bot acts: it faces its key
     )
     train_mop.main(cfg, progress=False)
     rows = read_metrics(tmp_path / "BabyAI-UnlockLocal-v0" / "trial_0" / "metrics.jsonl")
     assert [r for r in rows if 0.0 < r.get(f"train/aux_{name}", 0.0)]
 
 
-@pytest.mark.parametrize("name", ["key", "door"])
+@pytest.mark.parametrize("name", ["key", "door", "match"])
 @pytest.mark.parametrize(
     "value, match", [(-1.0, "{} must be >= 0"), (float("nan"), "'{}' must be a finite number")]
 )
-def test_bad_key_and_door_weights_are_refused(tmp_path, name, value, match):
+def test_bad_key_door_and_match_weights_are_refused(tmp_path, name, value, match):
     key = f"aux_{name}_weight"
     with pytest.raises(ConfigError, match=match.format(key)):
         tiny_config(tmp_path, **{key: value})

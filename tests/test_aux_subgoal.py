@@ -192,7 +192,7 @@ def adam_after_steps(heads: dict[str, bool], steps: int = 2) -> tuple[dict, dict
 
 
 def test_a_forks_new_head_starts_without_adam_state_and_the_rest_keeps_theirs():
-    rooms, target, subgoal, _key, _door = AUX_HEADS.values()
+    rooms, target, subgoal, *_later = AUX_HEADS.values()
     parent, parent_heads, base = adam_after_steps({rooms: True, target: False, subgoal: True})
     heads = {rooms: torch.nn.Linear(2, 2), target: torch.nn.Linear(2, 2), subgoal: torch.nn.Linear(2, 2)}
     state = head_optimizer_state(parent, base, heads)
