@@ -16,6 +16,7 @@ from minigrid.core.constants import COLOR_TO_IDX
 from mixture_of_experts import build_policy
 from mop.aux_losses import aux_match_loss
 from mop.babyai_env import NO_DOOR, SafeBot, door_labels, key_match, locked_doors, make_env, quiet_reset
+from tests.test_actor_head import BASE
 from tests.test_aux_target import check_head_trains_from_demos_and_resumes
 
 KEY, DOOR, LOCKED = 5, 4, 2
@@ -99,8 +100,7 @@ def test_the_loss_counts_the_eligible_steps_alone_and_reads_the_heads_input():
 
 @pytest.mark.parametrize("extra", [{}, {"head_hidden_size": 4}, {"head_reads_experts": True}])
 def test_the_head_input_is_what_the_action_head_reads(extra):
-    cfg = dict(input_dim=20, lang_dim=6, num_actions=7, intermediate_dim=12, router_hidden_size=10)
-    policy = build_policy({**cfg, "expert_hidden_sizes": [[0, 8], [0, 5]], **extra})
+    policy = build_policy({**BASE, **extra})
     T, B = 5, 3
     out = policy.forward_sequence(
         torch.randn(T, B, 20),

@@ -11,15 +11,9 @@ from conftest import TINY_PRESET, sequence_against_steps, tiny_config
 from mixture_of_experts import build_policy
 from mop.checkpoints import load_policy
 from mop.experiment import ConfigError, resume_config
+from tests.test_actor_head import BASE as ACTOR_BASE
 
-BASE = dict(
-    input_dim=20,
-    lang_dim=6,
-    num_actions=7,
-    intermediate_dim=12,
-    router_hidden_size=10,
-    expert_hidden_sizes=[[0, 8, 5], [0], [3, 0]],
-)
+BASE = {**ACTOR_BASE, "expert_hidden_sizes": [[0, 8, 5], [0], [3, 0]]}  # an identity-only layer
 
 
 def _head_input(policy, obs, lang, memory):
