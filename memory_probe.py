@@ -107,6 +107,7 @@ from mop.babyai_env import (
     RoomLayout,
     check_locked_level,
     encode_obs,
+    key_ahead,
     locked_door_colour,
     make_env,
     quiet_reset,
@@ -626,17 +627,17 @@ def key_match_targets(
     the key ahead (one-hot over COLOURS). Each episode is replayed from its layout."""
     num = len(steps)
     ahead = images[:, AHEAD[0], AHEAD[1]]
-    key_ahead = (ahead[:, 0] == _KEY) & ~carrying.astype(bool)
-    colour = np.where(key_ahead, ahead[:, 1], -1)
+    facing = key_ahead(images, carrying)  # the learner's --key_ahead_ce_weight / --aux_match_weight steps
+    colour = np.where(facing, ahead[:, 1], -1)
     labels = np.zeros((num, 1), dtype=bool)
     eligible, age = np.zeros(num, dtype=bool), np.zeros(num, dtype=np.int64)
     for rows, group, seen in replays(steps, task_id, max_steps):
         door = [COLOR_TO_IDX[c] for c in seen.door_colours]
-        labels[rows, 0] = np.isin(colour[rows], door) & key_ahead[rows]
-        eligible[rows] = key_ahead[rows] & (seen.door_last_seen >= 0) & bool(door)
+        labels[rows, 0] = np.isin(colour[rows], door) & facing[rows]
+        eligible[rows] = facing[rows] & (seen.door_last_seen >= 0) & bool(door)
         age[rows] = group["t"].to_numpy() - seen.door_last_seen
     hue = np.zeros((num, len(COLOURS)))
-    hue[key_ahead, colour[key_ahead]] = 1.0
+    hue[facing, colour[facing]] = 1.0
     free = no_memory_features(step_rooms(steps, layout), steps["t"].to_numpy(), layout.num_rooms)
     return after_sightings(labels, eligible, age, min_age, np.concatenate([free, hue], axis=1))
 
