@@ -72,20 +72,28 @@ def aux_rooms_loss(head: torch.nn.Linear, out: Any, rooms_visited: np.ndarray, p
 
 
 def aux_target_loss(
-    head: torch.nn.Linear, out: Any, target: np.ndarray, parts: dict, name: str = "target"
+    head: torch.nn.Linear,
+    out: Any,
+    target: np.ndarray,
+    parts: dict,
+    name: str = "target",
+    reads: str = "memory",
 ) -> torch.Tensor:
     """--aux_target_weight's term: the head's reading of the memory after each step
     (out.memory_seq) against where the bot heads at that step (the chunk's (T, N, 2) target,
     cells ahead and to the right, babyai_env.SafeBot.target): a cross-entropy over -R..R per axis,
     the mean of the two, over the steps with a target (NO_TARGET: none, e.g. Open, padding, live
     collection). Logs train/aux_<name> and train/aux_<name>_accuracy (both axes right) into parts.
-    --aux_key_weight's term is the same with the chunk's `key` column (name "key")."""
+    --aux_key_weight's term is the same with the chunk's `key` column (name "key"); with
+    --aux_key_reads head_input (`reads`) the head reads what the action head reads
+    (out.head_input_seq) instead of the memory."""
     code = codes(target, out.logits.device)
     known = code[..., 0] != NO_TARGET
     if not known.any():
         return out.logits.sum() * 0.0
     classes = code[known] + TARGET_RANGE  # (K, 2) in 0..2R
-    logits = head(out.memory_seq[known]).float().view(-1, 2, 2 * TARGET_RANGE + 1)
+    features = out.head_input_seq if reads == "head_input" else out.memory_seq
+    logits = head(features[known]).float().view(-1, 2, 2 * TARGET_RANGE + 1)
     aux = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), classes.reshape(-1))
     parts[f"train/aux_{name}"] = aux.item()
     parts[f"train/aux_{name}_accuracy"] = (logits.argmax(-1) == classes).all(-1).float().mean().item()

@@ -56,6 +56,9 @@ from mop.metrics_log import MetricLogger, read_metrics  # noqa: F401  (re-export
 from mop.runs import OutputError, RunId, RunLockedError
 from mop.runs import run_dir as _run_dir
 
+# What --aux_key_weight's head may read (aux_losses.aux_target_loss's `reads`).
+AUX_KEY_READS = ("memory", "head_input")
+
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
     if isinstance(default, list):
@@ -237,6 +240,12 @@ class TrainConfig:
         "memory after each step, until it holds one, times this weight (0: off; --demos needs a demo "
         "store made with them; memory_probe.py --target key_offset measures what the memory holds)",
         0.0,
+    )
+    aux_key_reads: str = _help(
+        "what --aux_key_weight's head reads: memory (every layer's states after the step) or head_input "
+        "(what the action head reads, as --aux_match_weight's head does: the place asked for where the "
+        "action is chosen)",
+        "memory",
     )
     aux_door_weight: float = _help(
         "auxiliary loss: a linear head reads the colour of the locked door last in view (a softmax over "
@@ -599,6 +608,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     ):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: off), got {getattr(cfg, key)}")
+    if cfg.aux_key_reads not in AUX_KEY_READS:
+        raise ConfigError(
+            f"aux_key_reads must be one of {', '.join(AUX_KEY_READS)}, got {cfg.aux_key_reads!r}"
+        )
     if cfg.bot_revision not in BOT_REVISIONS:
         raise ConfigError(
             f"bot_revision must be one of {', '.join(map(str, BOT_REVISIONS))}, got {cfg.bot_revision}"

@@ -291,7 +291,9 @@ class Learner:
     aux_head: torch.nn.Linear | None = None  # --aux_rooms_weight: memory -> rooms visited so far
     target_head: torch.nn.Linear | None = None  # --aux_target_weight: memory -> where the bot heads
     subgoal_head: torch.nn.Linear | None = None  # --aux_subgoal_weight: memory -> what the bot is doing
-    key_head: torch.nn.Linear | None = None  # --aux_key_weight: memory -> where the seen key lies
+    key_head: torch.nn.Linear | None = (
+        None  # --aux_key_weight: memory or head input -> where the seen key lies
+    )
     door_head: torch.nn.Linear | None = None  # --aux_door_weight: memory -> the locked door's colour
     match_head: torch.nn.Linear | None = None  # --aux_match_weight: head input -> the key ahead opens it
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where it all lives
@@ -355,7 +357,8 @@ class Learner:
             subgoal_head = torch.nn.Linear(policy.memory_size, len(SUBGOAL_KINDS))
         key_head = None
         if cfg.aux_key_weight > 0:  # a softmax over -R..R per axis (ahead, right), as the target's
-            key_head = torch.nn.Linear(policy.memory_size, 2 * (2 * TARGET_RANGE + 1))
+            reads = policy.head_input_size if cfg.aux_key_reads == "head_input" else policy.memory_size
+            key_head = torch.nn.Linear(reads, 2 * (2 * TARGET_RANGE + 1))
         door_head = torch.nn.Linear(policy.memory_size, NUM_COLOURS) if cfg.aux_door_weight > 0 else None
         match_head = torch.nn.Linear(policy.head_input_size, 1) if cfg.aux_match_weight > 0 else None
         made_heads = (aux_head, target_head, subgoal_head, key_head, door_head, match_head)
@@ -368,6 +371,11 @@ class Learner:
                 if head is not None and key not in fresh:
                     if key not in ckpt:
                         raise ConfigError(f"the checkpoint has no {key} for its auxiliary loss")
+                    if ckpt[key]["weight"].shape != head.weight.shape:  # e.g. another --aux_key_reads
+                        raise ConfigError(
+                            f"the checkpoint's {key} reads {ckpt[key]['weight'].shape[1]} features, this "
+                            f"recipe's head {head.weight.shape[1]} (another --aux_key_reads?)"
+                        )
                     head.load_state_dict(ckpt[key])
         for module in (policy, encoder, *heads.values()):
             if module is not None:
@@ -461,7 +469,7 @@ class Learner:
             aux = aux_subgoal_loss(self.subgoal_head, out, chunk["subgoal"], parts)
             loss = loss + self.cfg.aux_subgoal_weight * aux
         if self.key_head is not None:
-            aux = aux_target_loss(self.key_head, out, chunk["key"], parts, name="key")
+            aux = aux_target_loss(self.key_head, out, chunk["key"], parts, "key", self.cfg.aux_key_reads)
             loss = loss + self.cfg.aux_key_weight * aux
         if self.door_head is not None:
             aux = aux_subgoal_loss(self.door_head, out, chunk["door"], parts, name="door")

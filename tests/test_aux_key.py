@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from minigrid.core.world_object import Key
 
 from conftest import tiny_config
@@ -135,3 +136,61 @@ def test_bad_key_door_and_match_weights_are_refused(tmp_path, name, value, match
     key = f"aux_{name}_weight"
     with pytest.raises(ConfigError, match=match.format(key)):
         tiny_config(tmp_path, **{key: value})
+
+
+def test_the_key_loss_reads_the_action_heads_input_when_asked():
+    """--aux_key_reads head_input: aux_target_loss reads out.head_input_seq, not the memory; the
+    same labels give the same cross-entropy by hand, and steps without a label get no gradient."""
+    from mop.aux_losses import aux_target_loss
+    from mop.babyai_env import TARGET_RANGE
+
+    torch.manual_seed(0)
+    classes = 2 * TARGET_RANGE + 1
+    head_input = torch.randn(3, 1, 5, requires_grad=True)
+    memory = torch.randn(3, 1, 9)  # another width: reading it would not fit the head
+    out = type(
+        "Out", (), {"logits": torch.zeros(3, 1, 7), "head_input_seq": head_input, "memory_seq": memory}
+    )()
+    key = np.array([[[2, -1]], [[NO_TARGET, NO_TARGET]], [[0, 3]]], np.int8)
+    head = torch.nn.Linear(5, 2 * classes)
+    parts: dict = {}
+    loss = aux_target_loss(head, out, key, parts, "key", "head_input")
+    logits = head(head_input[[0, 2], 0]).view(2, 2, classes)
+    by_hand = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, classes), torch.tensor([[2, -1], [0, 3]]).reshape(-1) + TARGET_RANGE
+    )
+    assert torch.allclose(loss, by_hand) and "train/aux_key" in parts
+    loss.backward()
+    assert (head_input.grad[1] == 0).all() and (head_input.grad[[0, 2]] != 0).any()
+    with pytest.raises(RuntimeError):  # the default reads the memory (9 wide)
+        aux_target_loss(head, out, key, {}, "key")
+
+
+def test_a_key_head_on_the_head_input_trains_saves_and_is_refused_by_a_memory_fork(tmp_path):
+    """A run with --aux_key_reads head_input: the saved key head reads the action head's input
+    (policy.head_input_size features, not memory_size); a fork of it whose key head reads the
+    memory is refused in one line naming the head, before anything is written."""
+    import train_mop
+    from mop.checkpoints import load_checkpoint, load_policy
+
+    online = dict(task_id="BabyAI-UnlockLocal-v0", buffer_episodes=6, max_steps=30, aux_key_weight=1.0)
+    train_mop.main(
+        tiny_config(tmp_path / "run", **online, num_updates=2, aux_key_reads="head_input"), progress=False
+    )
+    parent = tmp_path / "run" / "BabyAI-UnlockLocal-v0" / "trial_0" / "checkpoint_final.pt"
+    rows = read_metrics(parent.parent / "metrics.jsonl")
+    assert [r for r in rows if 0.0 < r.get("train/aux_key", 0.0)]
+    policy, _, _ = load_policy(parent)
+    assert policy.head_input_size != policy.memory_size
+    assert load_checkpoint(parent)["key_head_state_dict"]["weight"].shape[1] == policy.head_input_size
+    child = tiny_config(tmp_path / "fork", **online, num_updates=3)  # aux_key_reads: memory
+    with pytest.raises(
+        ConfigError, match=rf"key_head_state_dict reads {policy.head_input_size} .*\(another --aux_key_reads"
+    ):
+        train_mop.main(child, progress=False, fork_from=str(parent))
+    assert not list((tmp_path / "fork").rglob("*"))  # refused before anything is written
+
+
+def test_an_unknown_aux_key_reads_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="aux_key_reads must be one of memory, head_input, got 'router'"):
+        tiny_config(tmp_path, aux_key_reads="router")
