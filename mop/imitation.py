@@ -291,9 +291,7 @@ class Learner:
     aux_head: torch.nn.Linear | None = None  # --aux_rooms_weight: memory -> rooms visited so far
     target_head: torch.nn.Linear | None = None  # --aux_target_weight: memory -> where the bot heads
     subgoal_head: torch.nn.Linear | None = None  # --aux_subgoal_weight: memory -> what the bot is doing
-    key_head: torch.nn.Linear | None = (
-        None  # --aux_key_weight: memory or head input -> where the seen key lies
-    )
+    key_head: torch.nn.Linear | None = None  # --aux_key_weight: memory / head input -> the seen key's place
     door_head: torch.nn.Linear | None = None  # --aux_door_weight: memory -> the locked door's colour
     match_head: torch.nn.Linear | None = None  # --aux_match_weight: head input -> the key ahead opens it
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where it all lives
@@ -371,10 +369,11 @@ class Learner:
                 if head is not None and key not in fresh:
                     if key not in ckpt:
                         raise ConfigError(f"the checkpoint has no {key} for its auxiliary loss")
-                    if ckpt[key]["weight"].shape != head.weight.shape:  # e.g. another --aux_key_reads
+                    (outs, ins), (want_outs, want_ins) = ckpt[key]["weight"].shape, head.weight.shape
+                    if (outs, ins) != (want_outs, want_ins):  # e.g. another --aux_key_reads
                         raise ConfigError(
-                            f"the checkpoint's {key} reads {ckpt[key]['weight'].shape[1]} features, this "
-                            f"recipe's head {head.weight.shape[1]} (another --aux_key_reads?)"
+                            f"the checkpoint's {key} reads {ins} features into {outs}, this recipe's head "
+                            f"{want_ins} into {want_outs} (another --aux_key_reads?)"
                         )
                     head.load_state_dict(ckpt[key])
         for module in (policy, encoder, *heads.values()):
