@@ -43,6 +43,13 @@ key that matches). The no-memory features add the colour of the key ahead. No li
 memory before the step can answer it (the match is a product of the door's colour the memory holds
 and the key's colour the view shows), so the row to read is the next one.
 
+`--target door_offset` asks the step after: on the steps holding a key of the locked door's colour
+while the door is still locked (after it was in view), where the door lies in the agent's frame, in
+key_offset's bins (the no-memory row again knows the agent's room and heading). `auc_old` counts
+the steps at least --min_age after the door was last in view. The GoToImpUnlock students that hold
+the right key and never unlock have seen the door, most of them long before (failures.py's
+key_held stage); this says whether their memory still holds the way back to it.
+
 Two rows read what the action head reads at step t, after the layers have read its view: `head
 input`, the last layer's output (the residual stream: the features the MoP paper's one Linear head,
 or BabyAI's actor, is fed), and, for a policy with --head_hidden_size H, `actor hidden` (the H Tanh
@@ -70,6 +77,7 @@ sd over its own episodes (--bootstrap resamples of whole episodes); the interval
     python memory_probe.py --checkpoint CK --task_id BabyAI-GoToImpUnlock-v0 --target key --num_episodes 300
     python memory_probe.py --checkpoint CK --task_id BabyAI-GoToImpUnlock-v0 --target door --num_episodes 300
     python memory_probe.py --checkpoint CK --task_id BabyAI-GoToImpUnlock-v0 --target key_match --num_episodes 500
+    python memory_probe.py --checkpoint CK --task_id BabyAI-GoToImpUnlock-v0 --target door_offset --num_episodes 500
 """
 
 from __future__ import annotations
@@ -109,6 +117,7 @@ from mop.babyai_env import (
     encode_obs,
     key_ahead,
     locked_door_colour,
+    locked_doors,
     make_env,
     quiet_reset,
 )
@@ -117,7 +126,7 @@ from mop.cli_specs import check_memory_probe_args, memory_probe_parser
 from mop.collection import MissionCache, ObsBatch, act
 
 NO_MEMORY = "no memory"
-TARGETS = ("rooms", "key", "key_offset", "door", "key_match")  # --target
+TARGETS = ("rooms", "key", "key_offset", "door", "key_match", "door_offset")  # --target
 SUBSETS = ("auc", "auc_recent", "auc_old", "auc_solved", "auc_failed")
 _KEY = OBJECT_TO_IDX["key"]
 COLOURS = tuple(COLOR_TO_IDX)  # --target door's columns, minigrid's colour order
@@ -476,6 +485,8 @@ class Sightings(NamedTuple):
     door_last_seen: np.ndarray  # the step a locked door was last in view before t (-1: never)
     carried: np.ndarray  # bool: the agent has carried anything (any key, ball, box) before t
     door_colours: set[str]  # the locked doors' colours
+    doors: list[tuple[int, int]]  # the cells of the doors locked at the start
+    door_locked: np.ndarray  # bool: one of them is still locked at t (before its action)
 
 
 def key_sightings(env: Any, seed: int, actions: list[int]) -> Sightings:
@@ -486,7 +497,8 @@ def key_sightings(env: Any, seed: int, actions: list[int]) -> Sightings:
     tracker = KeyTracker()
     tracker.reset(env)
     colours = [COLOR_TO_IDX[c] for c in tracker.colours]
-    cells, last_seen, held, door_seen, carried = [], [], [], [], []
+    doors = [tuple(int(v) for v in d) for d in locked_doors(env)]
+    cells, last_seen, held, door_seen, carried, locked = [], [], [], [], [], []
     seen = door = -1
     anything = False
     for t, action in enumerate(actions):
@@ -497,6 +509,7 @@ def key_sightings(env: Any, seed: int, actions: list[int]) -> Sightings:
         held.append(tracker.update_held(env))  # what the agent carries before step t included
         anything = anything or env.carrying is not None
         carried.append(anything)
+        locked.append(any(env.grid.get(*d).is_locked for d in doors))
         if ((image[..., 0] == _KEY) & np.isin(image[..., 1], colours)).any():
             seen = t
         if locked_door_colour(image) != NO_DOOR:
@@ -510,6 +523,8 @@ def key_sightings(env: Any, seed: int, actions: list[int]) -> Sightings:
         np.array(door_seen),
         np.array(carried),
         set(tracker.colours),
+        doors,
+        np.array(locked, dtype=bool),
     )
 
 
@@ -564,10 +579,18 @@ def key_targets(
         age[rows] = group["t"].to_numpy() - last_seen
     rooms = step_rooms(steps, layout)
     free = no_memory_features(rooms, steps["t"].to_numpy(), layout.num_rooms)
-    if frame != "room":  # the room x heading cells: what the agent's place says about the offsets
-        place = rooms * 4 + steps["direction"].to_numpy()
-        free = np.concatenate([np.eye(4 * layout.num_rooms)[place], free[:, layout.num_rooms :]], axis=1)
+    if frame != "room":
+        free = heading_features(steps, layout)
     return after_sightings(labels, eligible, age, min_age, free)
+
+
+def heading_features(steps: pd.DataFrame, layout: RoomLayout) -> np.ndarray:
+    """The no-memory features of an offset target: the agent's room x heading (one-hot: what its
+    place says about the offsets a room allows) and the step count's."""
+    rooms = step_rooms(steps, layout)
+    free = no_memory_features(rooms, steps["t"].to_numpy(), layout.num_rooms)
+    place = rooms * 4 + steps["direction"].to_numpy()
+    return np.concatenate([np.eye(4 * layout.num_rooms)[place], free[:, layout.num_rooms :]], axis=1)
 
 
 def replayed(env: Any, episode: int, group: pd.DataFrame) -> Sightings:
@@ -608,6 +631,27 @@ def door_targets(
         age[rows] = group["t"].to_numpy() - seen.door_last_seen
     free = no_memory_features(step_rooms(steps, layout), steps["t"].to_numpy(), layout.num_rooms)
     return after_sightings(labels, eligible, age, min_age, free)
+
+
+def door_offset_targets(
+    steps: pd.DataFrame, task_id: str, max_steps: int | None, layout: RoomLayout, min_age: int
+) -> Targets:
+    """--target door_offset: "the locked door lies in this bin of cells ahead of / to the right of
+    the agent" (offset_bins, ten columns), on the steps from the one a key of its colour is first
+    held (KeyTracker's held flag: carried before the step's action) while the door is still locked,
+    after it was in view: the steps where the agent must bring the key back to a door it may have
+    seen hundreds of steps before. recent: fewer than min_age steps since a locked door was last in
+    view; old: at least min_age. The no-memory features are the agent's room x heading and the step
+    count (heading_features), as for key_offset. Each episode is replayed from its layout."""
+    num = len(steps)
+    labels = np.zeros((num, 2 * len(OFFSET_BINS)), dtype=bool)
+    eligible, age = np.zeros(num, dtype=bool), np.zeros(num, dtype=np.int64)
+    for rows, group, seen in replays(steps, task_id, max_steps):
+        for door in seen.doors:
+            labels[rows] |= offset_bins(np.array(seen.cells), group["direction"].to_numpy(), door)
+        eligible[rows] = seen.key_held & seen.door_locked & (seen.door_last_seen >= 0) & bool(seen.doors)
+        age[rows] = group["t"].to_numpy() - seen.door_last_seen
+    return after_sightings(labels, eligible, age, min_age, heading_features(steps, layout))
 
 
 def key_match_targets(
@@ -857,6 +901,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             targets = key_targets(steps, task_id, max_steps, layout, args.min_age, frame)
         elif args.target == "door":
             targets = door_targets(steps, task_id, max_steps, layout, args.min_age)
+        elif args.target == "door_offset":
+            targets = door_offset_targets(steps, task_id, max_steps, layout, args.min_age)
         elif args.target == "key_match":
             targets = key_match_targets(
                 steps, played.images, played.carrying, task_id, max_steps, layout, args.min_age
@@ -879,6 +925,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         "key_match": "AUC of 'the key ahead has the locked door's colour' on "
         f"{int(targets.mask[:, 0].sum())} steps facing a key with free hands after the door was seen "
         f"({int(targets.labels[targets.mask[:, 0], 0].sum())} of them its colour)",
+        "door_offset": "mean AUC over the 10 bins of 'the locked door lies this many cells ahead / to the "
+        f"right' ({', '.join(OFFSET_BINS)}) on {int(targets.mask[:, 0].sum())} steps holding a key of its "
+        "colour while it is still locked, after it was seen",
     }[args.target]
     print(
         f"{played_line(task_id, args.num_episodes, args.sample, success)}, {len(steps)} steps; "

@@ -564,7 +564,7 @@ def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:
     parser = ArgumentParser(
         description="Linear probes: which rooms has the agent visited (or, --target key / key_offset, where "
         "lies the key it needs; --target door, the locked door's colour; --target key_match, whether the key "
-        "ahead has the door's colour), read from each block of its memory, from what its action head reads, "
+        "ahead has the door's colour; --target door_offset, where the locked door lies while its key is held), read from each block of its memory, from what its action head reads, "
         "and, as a positive control, from the view it read last.",
         epilog=doc.split("\n\n")[-1] if doc else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -577,19 +577,21 @@ def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the greedy one")
     parser.add_argument(
         "--target",
-        choices=("rooms", "key", "key_offset", "door", "key_match"),
+        choices=("rooms", "key", "key_offset", "door", "key_match", "door_offset"),
         default="rooms",
         help="rooms: the rooms stood in before each step (default); key: the room of a key of the "
         "locked door's colour, after one was seen (a level with a locked door); key_offset: that key's "
         "cells ahead of and to the right of the agent, binned; door: the locked door's colour, after it "
         "was seen and before anything was carried; key_match: the key in the cell ahead has the door's "
-        "colour, on the steps facing a key with free hands after the door was seen",
+        "colour, on the steps facing a key with free hands after the door was seen; door_offset: the "
+        "locked door's cells ahead of and to the right of the agent, binned, on the steps holding a key of "
+        "its colour while it is still locked, after it was seen",
     )
     parser.add_argument(
         "--min_age",
         type=int,
         default=32,
-        help="auc_old: visits (--target key / key_offset / door / key_match: the key's or the door's last "
+        help="auc_old: visits (--target key / key_offset / door / key_match / door_offset: the key's or the door's last "
         "sighting) at least this many steps ago (default 32)",
     )
     parser.add_argument(

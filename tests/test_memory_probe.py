@@ -237,6 +237,58 @@ def test_door_targets_hold_the_door_s_colour_from_its_sighting_until_anything_is
     ] == layout.num_rooms + 2
 
 
+def test_door_offset_targets_hold_the_door_s_place_from_the_key_s_pickup_until_it_is_unlocked():
+    """The bot's own GoToImpUnlock episode on a layout that needs the key: the steps run from the one
+    after a key of the door's colour is picked up (held before the step's action) to the step of the
+    toggle that unlocks it, the labels are the door's bins in the agent's frame, split by the door's
+    age; a probe-less walk that never holds the key has none."""
+    task = "BabyAI-GoToImpUnlock-v0"
+    env, layout = make_env(task), mp.room_layout(task, "door_offset")
+    for episode in range(40):
+        mp.quiet_reset(env, mp.EVAL_SEED_START + episode)
+        if needs_key(env) and bot_path_length(task, mp.EVAL_SEED_START + episode) is not None:
+            break
+    mp.quiet_reset(env, mp.EVAL_SEED_START + episode)
+    (door,) = locked_doors(env)
+    colour = env.unwrapped.grid.get(*door).color
+    bot, rows, pickup, unlock = SafeBot(env), [], None, None
+    while True:
+        action = bot.label(None)
+        rows.append((*env.unwrapped.agent_pos, int(env.unwrapped.agent_dir), action))
+        _, _, terminated, truncated, _ = env.step(action)
+        carried = env.unwrapped.carrying
+        if pickup is None and carried is not None and carried.type == "key" and carried.color == colour:
+            pickup = len(rows) - 1
+        if unlock is None and not env.unwrapped.grid.get(*door).is_locked:
+            unlock = len(rows) - 1
+        if terminated or truncated:
+            break
+    assert pickup is not None and unlock is not None and pickup < unlock
+    steps = pd.DataFrame(rows, columns=["x", "y", "direction", "action"]).assign(
+        episode=episode, t=range(len(rows))
+    )
+    seen = mp.key_sightings(env, mp.EVAL_SEED_START + episode, steps["action"].tolist())
+    assert (
+        seen.doors == [door]
+        and seen.door_locked[: unlock + 1].all()
+        and not seen.door_locked[unlock + 1 :].any()
+    )
+    targets = mp.door_offset_targets(steps, task, None, layout, min_age=5)
+    assert targets.labels.shape == (len(steps), 10)
+    on = np.flatnonzero(targets.mask[:, 0])
+    assert (
+        on[0] == pickup + 1 and on[-1] == unlock and len(on) == unlock - pickup
+    )  # the door seen before the key
+    cells = steps[["x", "y"]].to_numpy()
+    assert (targets.labels == mp.offset_bins(cells, steps["direction"].to_numpy(), door)).all()
+    age = steps["t"].to_numpy() - seen.door_last_seen
+    assert (targets.old[:, 0] == (targets.mask[:, 0] & (age >= 5))).all()
+    assert (targets.recent | targets.old == targets.mask).all()
+    assert targets.free.shape[1] == 4 * layout.num_rooms + 2  # room x heading, t, t^2
+    walk = steps.iloc[:1].assign(action=0)  # one turn: no key held, no steps
+    assert not mp.door_offset_targets(walk, task, None, layout, min_age=5).mask.any()
+
+
 def test_key_match_targets_are_the_steps_facing_a_key_with_free_hands_after_the_door_was_seen():
     """The bot's own episode on a layout that needs the key, checked against the env itself: the
     steps whose front cell (minigrid's front_pos) holds a key while the hands are free and after the
