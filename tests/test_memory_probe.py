@@ -198,19 +198,25 @@ def test_key_targets_follow_a_replayed_episode_and_refuse_another_path():
         mp.key_targets(steps, "BabyAI-GoToImpUnlock-v0", None, layout, min_age=10)
 
 
-def test_door_targets_hold_the_door_s_colour_from_its_sighting_until_anything_is_carried():
-    """The bot's own GoToImpUnlock episode on a layout that needs the key: the door colour's column
-    is on, the others off; the steps count from the one after the door first came into view to the
-    one of the pickup (its memory before the pickup included), and split by the door's age."""
-    task = "BabyAI-GoToImpUnlock-v0"
-    env, layout = make_env(task), mp.room_layout(task, "door")
+def reset_to_a_solvable_need_key_layout(env, task: str) -> tuple[int, tuple[int, int], str]:
+    """Reset `env` to the first evaluation layout that needs the key and the bot solves: (its episode
+    number, its locked door's cell, the door's colour)."""
     for episode in range(40):
         mp.quiet_reset(env, mp.EVAL_SEED_START + episode)
         if needs_key(env) and bot_path_length(task, mp.EVAL_SEED_START + episode) is not None:
             break
     mp.quiet_reset(env, mp.EVAL_SEED_START + episode)
     (door,) = locked_doors(env)
-    colour = env.unwrapped.grid.get(*door).color
+    return episode, door, env.unwrapped.grid.get(*door).color
+
+
+def test_door_targets_hold_the_door_s_colour_from_its_sighting_until_anything_is_carried():
+    """The bot's own GoToImpUnlock episode on a layout that needs the key: the door colour's column
+    is on, the others off; the steps count from the one after the door first came into view to the
+    one of the pickup (its memory before the pickup included), and split by the door's age."""
+    task = "BabyAI-GoToImpUnlock-v0"
+    env, layout = make_env(task), mp.room_layout(task, "door")
+    episode, door, colour = reset_to_a_solvable_need_key_layout(env, task)
     bot, rows, pickup = SafeBot(env), [], None
     while True:
         action = bot.label(None)
@@ -244,13 +250,7 @@ def test_door_offset_targets_hold_the_door_s_place_from_the_key_s_pickup_until_i
     age; a probe-less walk that never holds the key has none."""
     task = "BabyAI-GoToImpUnlock-v0"
     env, layout = make_env(task), mp.room_layout(task, "door_offset")
-    for episode in range(40):
-        mp.quiet_reset(env, mp.EVAL_SEED_START + episode)
-        if needs_key(env) and bot_path_length(task, mp.EVAL_SEED_START + episode) is not None:
-            break
-    mp.quiet_reset(env, mp.EVAL_SEED_START + episode)
-    (door,) = locked_doors(env)
-    colour = env.unwrapped.grid.get(*door).color
+    episode, door, colour = reset_to_a_solvable_need_key_layout(env, task)
     bot, rows, pickup, unlock = SafeBot(env), [], None, None
     while True:
         action = bot.label(None)
