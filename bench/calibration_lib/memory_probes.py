@@ -6,7 +6,11 @@ The simulated episodes walk a 3 x 3 maze of rooms (a move to a neighbouring room
 per step). --target key: each episode's key lies in a random room and is first seen at a random
 step of its first half; the probe's entries are the steps after that. --target door: each
 episode's door has one of six colours, first seen at a random step of its first half; the entries
-are the steps after that until a pickup at a random step of the second half. --target key_match: a
+are the steps after that until a pickup at a random step of the second half. --target door_offset:
+a door at a random cell, the agent's heading a walk of its own (a turn at 30% of the steps); the
+entries are the steps after a pickup in the first half, labelled with the door's ten bins ahead of
+and to the right of the agent (offset_bins), the no-memory features the room x heading and the step
+count (heading_features); where the memory holds it, 10 columns carry the bins. --target key_match: a
 key lies ahead at 6% of the steps, of the door's colour (one of six) at 40% of them; the entries are
 those after the door was first seen (a random step of the first half), the no-memory features add the
 key's colour, and the feature set probed stands for the head's input. --target rooms: "stood in
@@ -22,6 +26,8 @@ the two probes and the target columns, minus the no-memory probes' on the same f
     python bench/calibration.py --draws 2500 --only memory_probe_key_null_claims --merge
     python bench/calibration.py --draws 1000 --only memory_probe_door_null_coverage,memory_probe_door_weak_coverage,memory_probe_door_null_claims --merge
     python bench/calibration.py --draws 1000 --only memory_probe_key_match_null_coverage,memory_probe_key_match_weak_coverage,memory_probe_key_match_null_claims --merge
+    python bench/calibration.py --draws 1000 --only memory_probe_door_offset_null_coverage,memory_probe_door_offset_weak_coverage --merge
+    python bench/calibration.py --draws 2500 --only memory_probe_door_offset_null_claims --merge
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ COLOURS = 6  # --target door: minigrid's six colours
 FACING, MATCH = 0.06, 0.4
 RESAMPLES = 200  # bootstrap resamples per draw (the tool's default is 1000)
 FAIL_SHARE = 0.25  # episodes marked failed (auc_failed: a quarter of the episodes)
+TURN = 0.3  # --target door_offset: the chance per step that the agent turns (left or right)
 
 
 def walks(rng: np.random.Generator, episodes: int) -> pd.DataFrame:
@@ -106,11 +113,31 @@ def episodes_of(rng: np.random.Generator, target: str, strength: float, episodes
         targets = mp.Targets(labels, mask, mask & young, mask & ~young, free)
         held = np.zeros((len(steps), 9))
         held[:, 0] = labels[:, 0] & eligible  # the head's input holds the match where there is one to make
+    elif target == "door_offset":  # the door's bins in the agent's frame, from a pickup until the end
+        door = rng.integers(3 * 7, size=(episodes, 2))  # a cell anywhere in the maze
+        turns = rng.random((episodes, STEPS)) < TURN
+        heading = (
+            rng.integers(4, size=(episodes, 1)) + np.cumsum(turns * rng.choice([-1, 1], size=turns.shape), 1)
+        ) % 4
+        steps["direction"] = heading.ravel()
+        seen_at = rng.integers(0, STEPS // 4, size=episodes)
+        held_at = np.repeat(seen_at + rng.integers(1, STEPS // 4, size=episodes), STEPS)
+        t = steps["t"].to_numpy()
+        cells = steps[["x", "y"]].to_numpy()
+        labels = mp.offset_bins(cells, steps["direction"].to_numpy(), (0, 0))  # replaced per episode below
+        for e in range(episodes):
+            rows = slice(e * STEPS, (e + 1) * STEPS)
+            labels[rows] = mp.offset_bins(cells[rows], steps["direction"].to_numpy()[rows], tuple(door[e]))
+        eligible = t > held_at
+        mask = np.repeat(eligible[:, None], labels.shape[1], axis=1)
+        young = (t - np.repeat(seen_at, STEPS) < 20)[:, None]
+        targets = mp.Targets(labels, mask, mask & young, mask & ~young, mp.heading_features(steps, layout))
+        held = labels * eligible[:, None]
     else:
         targets = mp.room_targets(steps, layout, min_age=20)
         held = targets.labels
     memory = rng.normal(size=(len(steps), MEMORY))
-    memory[:, :9] += strength * held
+    memory[:, : held.shape[1]] += strength * held
     return steps, memory, targets
 
 
@@ -205,6 +232,9 @@ PRINTED = (
 )
 DOOR_PRINTED = PRINTED.format("--target door, auc").replace("per-room", "per-colour")
 MATCH_PRINTED = PRINTED.format("--target key_match, auc: the head input's row").replace("mean per-room ", "")
+OFFSET_PRINTED = PRINTED.format("--target door_offset, auc").replace("per-room", "per-bin")
+OFFSET_SETUP = (f"{SETUP}; the agent turns at {TURN:.0%} of the steps, a door at a random cell, its 10 bins "
+                "ahead / right of the agent the entries from a pickup in the first half on")
 MATCH_SETUP = (f"{SETUP} standing for the head's input; a key ahead at {FACING:.0%} of the steps, of the door's "
                f"colour at {MATCH:.0%}, the entries after the door's sighting")
 ENTRIES: list[Entry] = [
@@ -246,5 +276,16 @@ ENTRIES: list[Entry] = [
     Entry("memory_probe_key_match_weak_coverage", MATCH_PRINTED, "coverage", 0.95, "coverage",
           probe_draw("key_match", 0.5), gain_covers("auc"),
           f"{MATCH_SETUP}; one column holds the match x 0.5 at each entry", cost=1.0),
+    Entry("memory_probe_door_offset_null_coverage", OFFSET_PRINTED, "coverage", 0.95, "coverage",
+          probe_draw("door_offset", 0.0), gain_covers("auc"),
+          f"{OFFSET_SETUP}; it holds nothing; truth: the fold probes' gain on {FRESH} fresh episodes", cost=3.33),
+    Entry("memory_probe_door_offset_null_claims", "the same interval above 0 (--target door_offset: read as 'the "
+          "memory holds where the door lies'; one-sided, so nominal 0.025)", "rejection", 0.025, "null",
+          probe_draw("door_offset", 0.0, fresh=False), gain_claims,
+          "the first door_offset row's setup, without the fresh episodes (no truth needed): it holds nothing",
+          cost=2.5),
+    Entry("memory_probe_door_offset_weak_coverage", OFFSET_PRINTED, "coverage", 0.95, "coverage",
+          probe_draw("door_offset", 0.3), gain_covers("auc"),
+          f"{OFFSET_SETUP}; 10 columns hold the door's bins x 0.3 at each entry", cost=3.33),
 ]
 # fmt: on
