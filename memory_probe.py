@@ -497,7 +497,7 @@ def key_sightings(env: Any, seed: int, actions: list[int]) -> Sightings:
     tracker = KeyTracker()
     tracker.reset(env)
     colours = [COLOR_TO_IDX[c] for c in tracker.colours]
-    doors = [tuple(int(v) for v in d) for d in locked_doors(env)]
+    doors = locked_doors(env)
     cells, last_seen, held, door_seen, carried, locked = [], [], [], [], [], []
     seen = door = -1
     anything = False
@@ -577,9 +577,9 @@ def key_targets(
                 labels[rows] |= offset_bins(np.array(cells), group["direction"].to_numpy(), key)
         eligible[rows] = (last_seen >= 0) & ~held & bool(key_cells)
         age[rows] = group["t"].to_numpy() - last_seen
-    rooms = step_rooms(steps, layout)
-    free = no_memory_features(rooms, steps["t"].to_numpy(), layout.num_rooms)
-    if frame != "room":
+    if frame == "room":
+        free = no_memory_features(step_rooms(steps, layout), steps["t"].to_numpy(), layout.num_rooms)
+    else:
         free = heading_features(steps, layout)
     return after_sightings(labels, eligible, age, min_age, free)
 

@@ -564,8 +564,9 @@ def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:
     parser = ArgumentParser(
         description="Linear probes: which rooms has the agent visited (or, --target key / key_offset, where "
         "lies the key it needs; --target door, the locked door's colour; --target key_match, whether the key "
-        "ahead has the door's colour; --target door_offset, where the locked door lies while its key is held), read from each block of its memory, from what its action head reads, "
-        "and, as a positive control, from the view it read last.",
+        "ahead has the door's colour; --target door_offset, where the locked door lies while its key is "
+        "held), read from each block of its memory, from what its action head reads, and, as a positive "
+        "control, from the view it read last.",
         epilog=doc.split("\n\n")[-1] if doc else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -591,8 +592,8 @@ def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:
         "--min_age",
         type=int,
         default=32,
-        help="auc_old: visits (--target key / key_offset / door / key_match / door_offset: the key's or the door's last "
-        "sighting) at least this many steps ago (default 32)",
+        help="auc_old: visits (--target key / key_offset / door / key_match / door_offset: the key's or the "
+        "door's last sighting) at least this many steps ago (default 32)",
     )
     parser.add_argument(
         "--min_count", type=int, default=20, help="a room counts with this many test entries of each class"

@@ -123,11 +123,11 @@ def episodes_of(rng: np.random.Generator, target: str, strength: float, episodes
         seen_at = rng.integers(0, STEPS // 4, size=episodes)
         held_at = np.repeat(seen_at + rng.integers(1, STEPS // 4, size=episodes), STEPS)
         t = steps["t"].to_numpy()
-        cells = steps[["x", "y"]].to_numpy()
-        labels = mp.offset_bins(cells, steps["direction"].to_numpy(), (0, 0))  # replaced per episode below
+        cells, direction = steps[["x", "y"]].to_numpy(), steps["direction"].to_numpy()
+        labels = np.zeros((len(steps), 2 * len(mp.OFFSET_BINS)), dtype=bool)
         for e in range(episodes):
             rows = slice(e * STEPS, (e + 1) * STEPS)
-            labels[rows] = mp.offset_bins(cells[rows], steps["direction"].to_numpy()[rows], tuple(door[e]))
+            labels[rows] = mp.offset_bins(cells[rows], direction[rows], tuple(door[e]))
         eligible = t > held_at
         mask = np.repeat(eligible[:, None], labels.shape[1], axis=1)
         young = (t - np.repeat(seen_at, STEPS) < 20)[:, None]
