@@ -19,6 +19,10 @@ step, what the memory should hold. Training only: the policy never sees their ta
   read from what the action head reads (out.head_input_seq), not the memory: the door head made the
   memory hold the colour (AUC 0.999) and the students still took the wrong keys; the match itself
   was computed nowhere the head reads (memory_probe.py --target key_match).
+- `aux_target_loss` again, as --aux_door_place_weight's term (bot demos or online imitation, `name`
+  "door_place"): where the nearest locked door the agent has seen lies, until it is unlocked
+  (babyai_env.DoorTracker), which memory_probe.py --target door_offset found the memory to hold
+  barely above the agent's room and heading while it carried the key back.
 - `ce_weight_shift` (--subgoal_ce_weights, --key_ahead_ce_weight): not a head: the action loss
   weighted per step, by the same subgoals (the steps of some kinds, the key chain's, counted as if
   they were more common) or on the steps that face a key with free hands (`babyai_env.key_ahead`: where the
@@ -86,7 +90,8 @@ def aux_target_loss(
     collection). Logs train/aux_<name> and train/aux_<name>_accuracy (both axes right) into parts.
     --aux_key_weight's term is the same with the chunk's `key` column (name "key"); with
     --aux_key_reads head_input (`reads`) the head reads what the action head reads
-    (out.head_input_seq) instead of the memory."""
+    (out.head_input_seq) instead of the memory. --aux_door_place_weight's is the same with the
+    chunk's `door_place` column (name "door_place"), read from the memory."""
     code = codes(target, out.logits.device)
     known = code[..., 0] != NO_TARGET
     if not known.any():
@@ -198,6 +203,7 @@ AUX_HEADS = {
     "aux_key_weight": "key_head_state_dict",
     "aux_door_weight": "door_head_state_dict",
     "aux_match_weight": "match_head_state_dict",
+    "aux_door_place_weight": "door_place_head_state_dict",
 }
 
 

@@ -514,11 +514,38 @@ class KeyTracker:
         if self.update_held(env):
             return None
         lying = [k for k in self.seen if self.opens(env.grid.get(*k))]
-        if not lying:
-            return None
-        ax, ay = (int(v) for v in env.agent_pos)
-        nearest = min(lying, key=lambda k: (abs(k[0] - ax) + abs(k[1] - ay), k))
-        return agent_frame(env, nearest)
+        return agent_frame(env, nearest_cell(env, lying)) if lying else None
+
+
+def nearest_cell(env: Any, cells: list[tuple[int, int]]) -> tuple[int, int]:
+    """The cell of `cells` nearest the agent (Manhattan; ties: the lowest (x, y))."""
+    ax, ay = (int(v) for v in env.agent_pos)
+    return min(cells, key=lambda c: (abs(c[0] - ax) + abs(c[1] - ay), c))
+
+
+class DoorTracker:
+    """The locked doors the agent has seen this episode, and where the nearest of them still
+    locked lies in its frame: what --aux_door_place_weight's head learns to read from the memory.
+
+    reset(env) after each env.reset; label(env, image) each step with the image the policy reads,
+    before the step: a locked door whose cell the agent sees in that view (env.agent_sees) counts
+    as seen from then on. The label is the nearest seen door that is still locked (Manhattan), in
+    the agent's frame (agent_frame); None before any is seen, once every seen one is unlocked (the
+    toggle that unlocks it is the last step labelled), or on a level without a locked door. Wider
+    than memory_probe.py --target door_offset, which asks about the same place on the steps that
+    hold a key of its colour."""
+
+    def reset(self, env: Any) -> None:
+        self.doors = locked_doors(env)
+        self.seen: set[tuple[int, int]] = set()
+
+    def label(self, env: Any, image: np.ndarray) -> tuple[int, int] | None:
+        if len(self.seen) < len(self.doors) and (locked_door_colour(image) != NO_DOOR).any():
+            self.seen.update(d for d in self.doors if d not in self.seen and env.agent_sees(*d))
+        locked = [
+            d for d in self.seen if (o := env.grid.get(*d)) is not None and o.type == "door" and o.is_locked
+        ]
+        return agent_frame(env, nearest_cell(env, locked)) if locked else None
 
 
 def target_code(target: tuple[int, int] | None) -> tuple[int, int]:

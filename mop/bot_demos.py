@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from mop.babyai_env import (
+    DoorTracker,
     KeyTracker,
     SafeBot,
     demo_episode_seed,
@@ -58,6 +59,17 @@ NO_KEYS = (
     "made before demos recorded where the seen key lies; --aux_key_weight needs them: "
     "move the store away to regenerate it, or give another --demos_dir"
 )
+NO_DOOR_PLACES = (
+    "made before demos recorded where the seen locked door lies; --aux_door_place_weight needs them: "
+    "move the store away to regenerate it, or give another --demos_dir"
+)
+# What a store's manifest flag holds and why a run needs it: flag -> (what, why), in the order asked.
+NEEDS = {
+    "targets": ("bot targets", NO_TARGETS),
+    "subgoals": ("bot subgoals", NO_SUBGOALS),
+    "keys": ("seen-key places", NO_KEYS),
+    "door_places": ("seen-door places", NO_DOOR_PLACES),
+}
 CHUNK_EPISODES = 1024  # solved demos per committed store chunk
 
 
@@ -69,9 +81,10 @@ def bot_episode(env: Any, seed: int, fast: bool = True) -> tuple[StoredEpisode |
     """The bot plays the layout of `seed`: (episode, None) if it solves it, else (None, why)."""
     obs = quiet_reset(env, seed)
     bot = SafeBot(env, fast)
-    tracker = KeyTracker()
+    tracker, doors = KeyTracker(), DoorTracker()
     tracker.reset(env)
-    images, dirs, carrying, labels, targets, subgoals, keys = [], [], [], [], [], [], []
+    doors.reset(env)
+    images, dirs, carrying, labels, targets, subgoals, keys, places = [], [], [], [], [], [], [], []
     prev = None
     while True:
         label = bot.label(prev)
@@ -80,6 +93,7 @@ def bot_episode(env: Any, seed: int, fast: bool = True) -> tuple[StoredEpisode |
         targets.append(target_code(bot.target()))
         subgoals.append(subgoal_code(bot.subgoal()))
         keys.append(target_code(tracker.label(env, obs["image"])))
+        places.append(target_code(doors.label(env, obs["image"])))
         images.append(obs["image"])
         dirs.append(obs["direction"])
         carrying.append(env.carrying is not None)
@@ -99,6 +113,7 @@ def bot_episode(env: Any, seed: int, fast: bool = True) -> tuple[StoredEpisode |
                         target=np.array(targets, np.int8),
                         subgoal=np.array(subgoals, np.int8),
                         key=np.array(keys, np.int8).reshape(-1, 2),
+                        door_place=np.array(places, np.int8).reshape(-1, 2),
                     ),
                     None,
                 )
@@ -295,28 +310,26 @@ def load_or_generate_demos(
     need_targets: bool = False,
     need_subgoals: bool = False,
     need_keys: bool = False,
+    need_door_places: bool = False,
 ) -> tuple[EpisodeBuffer, dict, Path]:
     """(buffer of the first `num_demos` demos, metadata, path). An older single-file cache
     (`demo_path`, format 1) is read if one exists for exactly this request; otherwise the level's
     store (`store_path`) is opened, checked and, if `generate`, extended to `num_demos` (created if
     missing). DemoStoreError (a BufferError) for a store that cannot be used or holds too few, or,
     with `need_targets` (--aux_target_weight), `need_subgoals` (--aux_subgoal_weight,
-    --subgoal_ce_weights) or `need_keys` (--aux_key_weight), one made before the bot's targets,
-    subgoals or seen-key places were stored."""
+    --subgoal_ce_weights), `need_keys` (--aux_key_weight) or `need_door_places`
+    (--aux_door_place_weight), one made before the bot's targets, subgoals, seen-key or seen-door
+    places were stored."""
+    asked = (need_targets, need_subgoals, need_keys, need_door_places)
+    needs = [flag for flag, wanted in zip(NEEDS, asked) if wanted]  # NEEDS' order
     path = demo_path(root, task_id, num_demos, demo_seed)
     if path.exists():
         buf, meta = EpisodeBuffer.load(path, task_id)
         if meta.get("kind") != "demos":
             raise BufferError(f"{str(path)!r} is a replay buffer, not a demo cache")
-        if need_targets or need_subgoals or need_keys:
-            why = (
-                f"targets ({NO_TARGETS})"
-                if need_targets
-                else f"subgoals ({NO_SUBGOALS})"
-                if need_subgoals
-                else f"seen-key places ({NO_KEYS})"
-            )
-            raise BufferError(f"{str(path)!r} is an older demo cache: it holds no bot {why}")
+        if needs:
+            what, why = NEEDS[needs[0]]
+            raise BufferError(f"{str(path)!r} is an older demo cache: it holds no {what} ({why})")
         asked = {"num_demos": num_demos, "demo_seed": demo_seed, "max_steps": max_steps}
         for key, value in asked.items():
             if meta.get(key) != value:
@@ -337,9 +350,7 @@ def load_or_generate_demos(
             fast,
             progress,
             generate,
-            need_targets,
-            need_subgoals,
-            need_keys,
+            needs,
         )
     except DemoStoreError as e:
         raise BufferError(str(e)) from None  # what DemoSource turns into a ConfigError
@@ -355,9 +366,7 @@ def _from_store(
     fast: bool,
     progress: bool,
     generate: bool,
-    need_targets: bool = False,
-    need_subgoals: bool = False,
-    need_keys: bool = False,
+    needs: list[str] = (),
 ) -> tuple[EpisodeBuffer, dict, Path]:
     try:
         store = open_store(root, task_id, demo_seed, max_steps, create=False)
@@ -365,12 +374,10 @@ def _from_store(
         if not generate or (store_path(root, task_id, demo_seed, max_steps) / MANIFEST).exists():
             raise
         store = open_store(root, task_id, demo_seed, max_steps, create=True)
-    if need_targets and not store.targets:
-        raise DemoStoreError(f"{str(store.root / MANIFEST)!r} holds no bot targets ({NO_TARGETS})")
-    if need_subgoals and not store.subgoals:
-        raise DemoStoreError(f"{str(store.root / MANIFEST)!r} holds no bot subgoals ({NO_SUBGOALS})")
-    if need_keys and not store.keys:
-        raise DemoStoreError(f"{str(store.root / MANIFEST)!r} holds no seen-key places ({NO_KEYS})")
+    for flag in needs:  # NEEDS' flags the run asks for, in its order
+        if not store.manifest.get(flag, False):
+            what, why = NEEDS[flag]
+            raise DemoStoreError(f"{str(store.root / MANIFEST)!r} holds no {what} ({why})")
     if generate:
         extend_store(store, num_demos, num_workers, fast, progress)
     buf = store_buffer(store, num_demos)  # DemoStoreError if it holds fewer
@@ -389,6 +396,6 @@ def _from_store(
         "generation_s": m["generation_s"],
         "targets": store.targets,
         "subgoals": store.subgoals,
-        "keys": store.keys,
+        **{flag: bool(m.get(flag, False)) for flag in NEEDS},
     }
     return buf, meta, store.root

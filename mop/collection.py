@@ -19,7 +19,9 @@
   and when asked (`record_subgoals`: `--aux_subgoal_weight` or `--subgoal_ce_weights`), `subgoal`:
   what the bot is doing (SafeBot.subgoal, an index into SUBGOAL_KINDS); else NO_SUBGOAL; and when
   asked (`record_keys`: `--aux_key_weight`), `key`: where the nearest key of a locked door's colour
-  the agent has seen lies (babyai_env.KeyTracker, on every step, labelled or not); else NO_TARGET.
+  the agent has seen lies (babyai_env.KeyTracker, on every step, labelled or not); else NO_TARGET;
+  and when asked (`record_door_places`: `--aux_door_place_weight`), `door_place`: where the nearest
+  still-locked door the agent has seen lies (babyai_env.DoorTracker, every step); else NO_TARGET.
 
 Example:
     with ParallelCollector("BabyAI-GoToLocal-v0", num_envs=16, num_workers=2, run_seed=0, ...) as c:
@@ -48,6 +50,7 @@ from mop.babyai_env import (
     NO_DOOR,
     NO_SUBGOAL,
     NO_TARGET,
+    DoorTracker,
     KeyTracker,
     RoomLayout,
     SafeBot,
@@ -202,6 +205,7 @@ STEP_KEYS = (
     "subgoal",
     "key",
     "door",
+    "door_place",
 )
 
 
@@ -221,6 +225,7 @@ def empty_chunk(T: int, n: int, done: bool = False) -> dict[str, np.ndarray]:
         "subgoal": np.full((T, n), NO_SUBGOAL, np.int8),  # what the bot is doing: SafeBot.subgoal
         "key": np.full((T, n, 2), NO_TARGET, np.int8),  # where the seen key lies (ahead, right): KeyTracker
         "door": np.full((T, n), NO_DOOR, np.int8),  # the colour of the locked door seen: door_labels
+        "door_place": np.full((T, n, 2), NO_TARGET, np.int8),  # where the seen locked door lies: DoorTracker
     }
 
 
@@ -265,6 +270,7 @@ class _Slot:
         self.episode_index = 0
         self.rng = np.random.default_rng(rng_seed)  # teacher forcing and path-ratio sampling
         self.keys = KeyTracker()
+        self.door_places = DoorTracker()
 
     def start_episode(self, path_ratio_fraction: float) -> None:
         # --key_layout_share: draw the kind of layout, then take the env's next seeds until one is
@@ -285,6 +291,7 @@ class _Slot:
         self.steps = 0
         self.visited = 0  # bitmask of the rooms the agent has stood in this episode
         self.keys.reset(self.env)  # the keys of a locked door's colour seen this episode
+        self.door_places.reset(self.env)  # the locked doors seen this episode
         self.door = NO_DOOR  # the colour of the locked door last in view this episode (door_labels)
         self.measure_bot_path = path_ratio_fraction > 0 and self.rng.random() < path_ratio_fraction
 
@@ -343,8 +350,10 @@ class Collector:
         record_keys: bool = False,
         bot_revision: int = BOT_REVISION,
         record_doors: bool = False,
+        record_door_places: bool = False,
     ):
         self.obs_encoding, self.teacher_forcing = obs_encoding, teacher_forcing
+        self.record_door_places = record_door_places  # --aux_door_place_weight: each step's DoorTracker label
         self.record_keys = record_keys  # --aux_key_weight: each step's KeyTracker label
         self.record_doors = record_doors  # --aux_door_weight: each step's door_labels
         self.record_targets = record_targets  # --aux_target_weight: each step's SafeBot.target
@@ -429,6 +438,9 @@ class Collector:
                 if self.record_doors:
                     slot.door = int(door_labels(slot.obs["image"][None], slot.door)[0])
                     chunk["door"][t, k] = slot.door
+                if self.record_door_places:  # every step, as the key's
+                    place = slot.door_places.label(slot.env, slot.obs["image"])
+                    chunk["door_place"][t, k] = target_code(place)
             out = step(batch, self.memory)
             actions = out.logits.argmax(-1).tolist()
             for k, slot in enumerate(self.slots):
@@ -552,6 +564,7 @@ class ParallelCollector:
         record_keys: bool = False,
         bot_revision: int = BOT_REVISION,
         record_doors: bool = False,
+        record_door_places: bool = False,
     ):
         levels = check_task_ids(task_id)
         self.env_levels = env_levels(levels, num_envs, task_weights) if len(levels) > 1 else None
@@ -572,6 +585,7 @@ class ParallelCollector:
             record_keys=record_keys,
             bot_revision=bot_revision,
             record_doors=record_doors,
+            record_door_places=record_door_places,
         )
         self.local: Collector | None = None
         self.cpu_actor: tuple[torch.nn.Module, torch.nn.Module] | None = None  # see _actor

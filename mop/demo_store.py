@@ -12,8 +12,10 @@ of fixed-width .npy arrays (no pickles) and one `manifest.json`:
   (babyai_env.SafeBot.subgoal, an index into SUBGOAL_KINDS), which `--aux_subgoal_weight` trains
   on; in one whose manifest says `"keys": true` also `.key.npy` (S, 2) int8, where the nearest key
   of a locked door's colour the agent had seen lay (babyai_env.KeyTracker, ahead and right;
-  NO_TARGET: none), which `--aux_key_weight` trains on. A store without one (made before it was
-  recorded) stays readable and is extended without it;
+  NO_TARGET: none), which `--aux_key_weight` trains on; in one whose manifest says
+  `"door_places": true` also `.door_place.npy` (S, 2) int8, where the nearest still-locked door the
+  agent had seen lay (babyai_env.DoorTracker), which `--aux_door_place_weight` trains on. A store
+  without one (made before it was recorded) stays readable and is extended without it;
 - per episode (`c<NNNNN>.episodes.npy` (E, 4) int64): offset in the chunk, length, layout seed,
   mission index into the manifest's `missions` list;
 - the manifest: format version, kind, level (`task_id`), observation encoding, demo set, step
@@ -72,6 +74,7 @@ EXTRA_ARRAYS = {
     "target": ("targets", np.int8, (2,)),
     "subgoal": ("subgoals", np.int8, ()),
     "key": ("keys", np.int8, (2,)),
+    "door_place": ("door_places", np.int8, (2,)),
 }
 
 
@@ -101,10 +104,11 @@ class DemoStore(Sequence):
         targets: bool = True,
         subgoals: bool = True,
         keys: bool = True,
+        door_places: bool = True,
     ) -> DemoStore:
         """A new empty store (its manifest written now); DemoStoreError if `root` holds one.
-        targets, subgoals, keys: it stores each step's bot target, subgoal, seen-key place (False: a
-        store as made before they were)."""
+        targets, subgoals, keys, door_places: it stores each step's bot target, subgoal, seen-key
+        place, seen-door place (False: a store as made before they were)."""
         root = Path(root)
         if (root / MANIFEST).exists():
             raise DemoStoreError(f"{str(root / MANIFEST)!r} exists: open it (DemoStore.open) or move it")
@@ -118,6 +122,7 @@ class DemoStore(Sequence):
             "targets": bool(targets),
             "subgoals": bool(subgoals),
             "keys": bool(keys),
+            "door_places": bool(door_places),
             "episodes": 0,
             "frames": 0,
             "next_candidate": 0,
@@ -206,6 +211,11 @@ class DemoStore(Sequence):
     def keys(self) -> bool:
         """Whether each step's seen-key place is stored (stores made before they were: False)."""
         return bool(self.manifest.get("keys", False))
+
+    @property
+    def door_places(self) -> bool:
+        """Whether each step's seen-door place is stored (stores made before they were: False)."""
+        return bool(self.manifest.get("door_places", False))
 
     @property
     def frames(self) -> int:

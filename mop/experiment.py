@@ -261,6 +261,13 @@ class TrainConfig:
         "weight (0: off; memory_probe.py --target key_match measures where the match is held)",
         0.0,
     )
+    aux_door_place_weight: float = _help(
+        "auxiliary loss: a linear head reads where the nearest locked door the agent has seen lies "
+        "(cells ahead, cells right; a softmax each; babyai_env.DoorTracker) from the memory after each "
+        "step, from its first sighting until it is unlocked, times this weight (0: off; --demos needs a "
+        "demo store made with them; memory_probe.py --target door_offset measures what the memory holds)",
+        0.0,
+    )
     subgoal_ce_weights: dict | None = _help(
         "the action loss weighted by what the bot is doing at each step: {kind: weight > 0} over "
         "babyai_env.SUBGOAL_KINDS (command line: 'go to other object=4,open=4'), other kinds and steps "
@@ -605,6 +612,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         "aux_key_weight",
         "aux_door_weight",
         "aux_match_weight",
+        "aux_door_place_weight",
     ):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0: off), got {getattr(cfg, key)}")

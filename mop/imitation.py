@@ -294,6 +294,7 @@ class Learner:
     key_head: torch.nn.Linear | None = None  # --aux_key_weight: memory / head input -> the seen key's place
     door_head: torch.nn.Linear | None = None  # --aux_door_weight: memory -> the locked door's colour
     match_head: torch.nn.Linear | None = None  # --aux_match_weight: head input -> the key ahead opens it
+    door_place_head: torch.nn.Linear | None = None  # --aux_door_place_weight: memory -> the seen door's place
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where it all lives
     end_memory: torch.Tensor | None = None  # (N, M) after the last pass's final step, for streams to carry
 
@@ -359,7 +360,10 @@ class Learner:
             key_head = torch.nn.Linear(reads, 2 * (2 * TARGET_RANGE + 1))
         door_head = torch.nn.Linear(policy.memory_size, NUM_COLOURS) if cfg.aux_door_weight > 0 else None
         match_head = torch.nn.Linear(policy.head_input_size, 1) if cfg.aux_match_weight > 0 else None
-        made_heads = (aux_head, target_head, subgoal_head, key_head, door_head, match_head)
+        door_place_head = None
+        if cfg.aux_door_place_weight > 0:  # a softmax over -R..R per axis (ahead, right), as the target's
+            door_place_head = torch.nn.Linear(policy.memory_size, 2 * (2 * TARGET_RANGE + 1))
+        made_heads = (aux_head, target_head, subgoal_head, key_head, door_head, match_head, door_place_head)
         heads = {f"{name}_state_dict": head for name, head in zip(HEAD_FIELDS, made_heads)}
         fresh = set(ckpt.get(FRESH_HEADS, ())) if ckpt is not None else set()  # a fork's new heads
         if ckpt is not None:
@@ -477,6 +481,9 @@ class Learner:
             image, carrying = t(chunk["image"]), t(chunk["carrying"])
             aux = aux_match_loss(self.match_head, out, image, carrying, chunk["door"], parts)
             loss = loss + self.cfg.aux_match_weight * aux
+        if self.door_place_head is not None:
+            aux = aux_target_loss(self.door_place_head, out, chunk["door_place"], parts, "door_place")
+            loss = loss + self.cfg.aux_door_place_weight * aux
         w = action_ce_weights(self.cfg, chunk, labels.device)
         if w is not None:
             loss = loss + ce_weight_shift(out, labels, mask, w, parts)

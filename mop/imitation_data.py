@@ -192,6 +192,7 @@ class DemoSource:
                 need_targets=cfg.aux_target_weight > 0,
                 need_subgoals=uses_subgoals(cfg),
                 need_keys=cfg.aux_key_weight > 0,
+                need_door_places=cfg.aux_door_place_weight > 0,
             )
         except BufferError as e:
             raise ConfigError(str(e)) from None
@@ -299,4 +300,5 @@ def open_collector(
         record_keys=cfg.aux_key_weight > 0,
         bot_revision=cfg.bot_revision,
         record_doors=cfg.aux_door_weight > 0 or cfg.aux_match_weight > 0,
+        record_door_places=cfg.aux_door_place_weight > 0,
     )

@@ -56,6 +56,7 @@ OPTIONAL_STEP_ARRAYS = {
     "target": (np.int8, (2,)),
     "subgoal": (np.int8, ()),
     "key": (np.int8, (2,)),
+    "door_place": (np.int8, (2,)),
 }
 
 
@@ -77,6 +78,7 @@ class StoredEpisode:
     target: np.ndarray | None = None  # (T, 2) int8 the bot's goal (ahead, right), collection.NO_TARGET: none
     subgoal: np.ndarray | None = None  # (T,) int8 what the bot is doing (SafeBot.subgoal), NO_SUBGOAL: none
     key: np.ndarray | None = None  # (T, 2) int8 where the seen key lies (KeyTracker), NO_TARGET: none
+    door_place: np.ndarray | None = None  # (T, 2) int8 where the seen locked door lies (DoorTracker)
 
     def __len__(self) -> int:
         return len(self.label)
@@ -343,6 +345,7 @@ class EpisodeAssembler:
                             "target": chunk["target"][start:stop, k],
                             "subgoal": chunk["subgoal"][start:stop, k],
                             "key": chunk["key"][start:stop, k],
+                            "door_place": chunk["door_place"][start:stop, k],
                         }
                     )
                 if finishes:
@@ -358,6 +361,7 @@ def _join(pieces: list[dict], seed: int) -> StoredEpisode:
     target = np.concatenate([p["target"] for p in pieces]).astype(np.int8)
     subgoal = np.concatenate([p["subgoal"] for p in pieces]).astype(np.int8)
     key = np.concatenate([p["key"] for p in pieces]).astype(np.int8)
+    door_place = np.concatenate([p["door_place"] for p in pieces]).astype(np.int8)
     return StoredEpisode(
         np.concatenate([p["image"] for p in pieces]).astype(np.uint8),
         np.concatenate([p["direction"] for p in pieces]).astype(np.uint8),
@@ -369,6 +373,7 @@ def _join(pieces: list[dict], seed: int) -> StoredEpisode:
         target if (target != NO_TARGET).any() else None,  # live collection records none (collection.py)
         subgoal if (subgoal != NO_SUBGOAL).any() else None,  # recorded only when used (uses_subgoals)
         key if (key != NO_TARGET).any() else None,  # recorded only when used (--aux_key_weight)
+        door_place if (door_place != NO_TARGET).any() else None,  # only when used (--aux_door_place_weight)
     )
 
 

@@ -31,6 +31,9 @@ def fake_episode(seed: int) -> StoredEpisode:
             np.int8
         ),
         key=np.where(rng.random((T, 1)) < 0.5, NO_TARGET, rng.integers(-9, 10, (T, 2))).astype(np.int8),
+        door_place=np.where(rng.random((T, 1)) < 0.5, NO_TARGET, rng.integers(-9, 10, (T, 2))).astype(
+            np.int8
+        ),
     )
 
 
@@ -65,7 +68,8 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert isinstance(again.episode(3).image, np.memmap)  # read from the map, not copied into RAM
     assert again[-1].equals(eps[-1]) and [e.seed for e in again[2:4]] == [3, 4]
     assert again.frames_of(5) == sum(len(e) for e in eps[:5])
-    assert again.targets and again.subgoals and again.keys and again.verify() == 16  # 2 chunks x 8 files
+    assert again.targets and again.subgoals and again.keys and again.door_places
+    assert again.verify() == 18  # 2 chunks x 9 files
 
 
 def test_a_truncated_file_is_refused(tmp_path):
@@ -202,12 +206,19 @@ def test_a_store_made_before_targets_stays_readable_and_aux_target_refuses_it(tm
         bot_demos.store_path(tmp_path, TASK, 0), TASK, demo_seed=0, targets=False, subgoals=False, keys=False
     )
     manifest = json.loads((old.root / MANIFEST).read_text())
-    del manifest["targets"], manifest["subgoals"], manifest["keys"]  # exactly as the earlier code wrote it
+    del (
+        manifest["targets"],
+        manifest["subgoals"],
+        manifest["keys"],
+        manifest["door_places"],
+    )  # as earlier code wrote it
     (old.root / MANIFEST).write_text(json.dumps(manifest))
     old = DemoStore.open(old.root, task_id=TASK)
     old.append([fake_episode(s) for s in (1, 2, 3)], next_candidate=3)
-    assert not old.targets and not old.subgoals and not old.keys and old.verify() == 5
-    assert old[0].target is None and old[0].subgoal is None and old[0].key is None
+    assert not old.targets and not old.subgoals and not old.keys and not old.door_places and old.verify() == 5
+    assert (
+        old[0].target is None and old[0].subgoal is None and old[0].key is None and old[0].door_place is None
+    )
     buf, meta, _ = bot_demos.load_or_generate_demos(TASK, 5, 0, tmp_path, progress=False)
     assert meta["targets"] is False and len(buf) == 5 and buf.episodes[4].target is None
     chunks = len(json.loads((old.root / MANIFEST).read_text())["chunks"])
@@ -217,6 +228,10 @@ def test_a_store_made_before_targets_stays_readable_and_aux_target_refuses_it(tm
         bot_demos.load_or_generate_demos(TASK, 9, 0, tmp_path, progress=False, need_subgoals=True)
     with pytest.raises(BufferError, match="manifest.json' holds no seen-key places .*--aux_key_weight"):
         bot_demos.load_or_generate_demos(TASK, 9, 0, tmp_path, progress=False, need_keys=True)
+    with pytest.raises(
+        BufferError, match="manifest.json' holds no seen-door places .*--aux_door_place_weight"
+    ):
+        bot_demos.load_or_generate_demos(TASK, 9, 0, tmp_path, progress=False, need_door_places=True)
     assert len(json.loads((old.root / MANIFEST).read_text())["chunks"]) == chunks  # nothing generated
     cache, info = bot_demos.generate_demos(TASK, 2, 1, progress=False)
     cache.save(bot_demos.demo_path(tmp_path, TASK, 2, 1), kind="demos", **info)
@@ -224,8 +239,10 @@ def test_a_store_made_before_targets_stays_readable_and_aux_target_refuses_it(tm
         bot_demos.load_or_generate_demos(TASK, 2, 1, tmp_path, progress=False, need_targets=True)
     with pytest.raises(BufferError, match="older demo cache: it holds no bot subgoals"):
         bot_demos.load_or_generate_demos(TASK, 2, 1, tmp_path, progress=False, need_subgoals=True)
-    with pytest.raises(BufferError, match="older demo cache: it holds no bot seen-key places"):
+    with pytest.raises(BufferError, match="older demo cache: it holds no seen-key places"):
         bot_demos.load_or_generate_demos(TASK, 2, 1, tmp_path, progress=False, need_keys=True)
+    with pytest.raises(BufferError, match="older demo cache: it holds no seen-door places"):
+        bot_demos.load_or_generate_demos(TASK, 2, 1, tmp_path, progress=False, need_door_places=True)
 
 
 def test_a_target_store_refuses_an_episode_without_targets_and_a_bad_target_file(tmp_path):
