@@ -320,8 +320,8 @@ def load_or_generate_demos(
     --subgoal_ce_weights), `need_keys` (--aux_key_weight) or `need_door_places`
     (--aux_door_place_weight), one made before the bot's targets, subgoals, seen-key or seen-door
     places were stored."""
-    asked = (need_targets, need_subgoals, need_keys, need_door_places)
-    needs = [flag for flag, wanted in zip(NEEDS, asked) if wanted]  # NEEDS' order
+    wanted = (need_targets, need_subgoals, need_keys, need_door_places)
+    needs = tuple(flag for flag, want in zip(NEEDS, wanted) if want)  # NEEDS' order
     path = demo_path(root, task_id, num_demos, demo_seed)
     if path.exists():
         buf, meta = EpisodeBuffer.load(path, task_id)
@@ -366,7 +366,7 @@ def _from_store(
     fast: bool,
     progress: bool,
     generate: bool,
-    needs: list[str] = (),
+    needs: tuple[str, ...] = (),
 ) -> tuple[EpisodeBuffer, dict, Path]:
     try:
         store = open_store(root, task_id, demo_seed, max_steps, create=False)
@@ -394,8 +394,6 @@ def _from_store(
         "skipped_unsolved": m["skipped"]["unsolved"],
         "frames": buf.frames,
         "generation_s": m["generation_s"],
-        "targets": store.targets,
-        "subgoals": store.subgoals,
         **{flag: bool(m.get(flag, False)) for flag in NEEDS},
     }
     return buf, meta, store.root
