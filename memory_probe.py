@@ -122,11 +122,11 @@ from mop.babyai_env import (
     quiet_reset,
 )
 from mop.checks import ConfigError, command_edges, refuse
-from mop.cli_specs import check_memory_probe_args, memory_probe_parser
+from mop.cli_specs import MEMORY_PROBE_TARGETS, check_memory_probe_args, memory_probe_parser
 from mop.collection import MissionCache, ObsBatch, act
 
 NO_MEMORY = "no memory"
-TARGETS = ("rooms", "key", "key_offset", "door", "key_match", "door_offset")  # --target
+TARGETS = MEMORY_PROBE_TARGETS  # --target: its parser answers --help before torch is imported
 SUBSETS = ("auc", "auc_recent", "auc_old", "auc_solved", "auc_failed")
 _KEY = OBJECT_TO_IDX["key"]
 COLOURS = tuple(COLOR_TO_IDX)  # --target door's columns, minigrid's colour order

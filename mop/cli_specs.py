@@ -26,6 +26,7 @@ from mop.level_names import check_task_id
 from mop.lmc_settings import EVALUATION_SETTINGS, EXPERIMENT_SETTINGS, add_flags, check_bootstrap
 
 STATS_STATES = ("cell", "cell_dir_carry")  # stats.STATES' keys (tests/test_startup.py checks)
+MEMORY_PROBE_TARGETS = ("rooms", "key", "key_offset", "door", "key_match", "door_offset")  # --target
 STATS_MIN_VISITS = 5  # seed_metrics.MIN_VISITS (tests/test_startup.py checks)
 LAYOUTS = ("screen", "paper")  # mop.plot_style's figure layouts (tests/test_startup.py checks)
 
@@ -578,7 +579,7 @@ def memory_probe_parser(doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--sample", action="store_true", help="sample actions instead of the greedy one")
     parser.add_argument(
         "--target",
-        choices=("rooms", "key", "key_offset", "door", "key_match", "door_offset"),
+        choices=MEMORY_PROBE_TARGETS,
         default="rooms",
         help="rooms: the rooms stood in before each step (default); key: the room of a key of the "
         "locked door's colour, after one was seen (a level with a locked door); key_offset: that key's "
