@@ -13,36 +13,21 @@ import pytest
 
 from conftest import tiny_config
 from mop.babyai_env import NO_TARGET, DoorTracker, agent_frame, locked_doors, make_env, quiet_reset
-from mop.bot_demos import bot_episode, generate_demos
+from mop.bot_demos import bot_episode
 from mop.experiment import ConfigError, read_metrics
+from tests.test_aux_key import (
+    check_place_tracker,
+    check_store_round_trips_labels,
+    check_store_without_labels_is_refused,
+)
 from tests.test_aux_target import check_head_trains_from_demos_and_resumes
-
-LEVEL = "BabyAI-Unlock-v0"
 
 
 def test_the_label_is_the_seen_locked_door_in_the_agents_frame_until_it_is_unlocked():
-    env = make_env("BabyAI-GoToImpUnlock-v0")
-    seen_at_start = unseen_at_start = None
-    for seed in range(80):
-        obs = quiet_reset(env, seed)
-        doors = locked_doors(env)
-        visible = [d for d in doors if env.agent_sees(*d)]
-        tracker = DoorTracker()
-        tracker.reset(env)
-        if visible and seen_at_start is None:
-            seen_at_start = seed
-            (door,) = visible  # GoToImpUnlock: one locked door
-            assert tracker.label(env, obs["image"]) == agent_frame(env, door)
-            env.step(env.actions.left)  # turned away: still remembered, now in the new frame
-            assert tracker.label(env, np.zeros_like(obs["image"])) == agent_frame(env, door)
-            env.grid.get(*door).is_locked = False  # unlocked: nothing left to find
-            assert tracker.label(env, obs["image"]) is None
-        if doors and not visible and unseen_at_start is None:
-            unseen_at_start = seed
-            assert tracker.label(env, obs["image"]) is None  # nothing seen yet
-        if seen_at_start is not None and unseen_at_start is not None:
-            break
-    assert seen_at_start is not None and unseen_at_start is not None
+    def unlock(env, door):  # unlocked: nothing left to find
+        env.grid.get(*door).is_locked = False
+
+    check_place_tracker(DoorTracker(), locked_doors, unlock)  # test_aux_key's, for this tracker
 
 
 def test_bot_demos_record_the_door_place_labels_the_env_gives():
@@ -81,29 +66,11 @@ def test_the_door_place_head_trains_from_demos_and_resumes(tmp_path):
 
 
 def test_a_store_without_door_places_is_refused_before_anything_is_written(tmp_path):
-    import train_mop
-    from mop import bot_demos
-
-    root = bot_demos.store_path(tmp_path / "demos", LEVEL, 0)
-    store = bot_demos.DemoStore.create(root, LEVEL, door_places=False)
-    bot_demos.extend_store(store, 3, progress=False)
-    assert store.keys and not store.door_places
-    cfg = tiny_config(
-        tmp_path / "ck", task_id=LEVEL, demos=3, demos_dir=str(tmp_path / "demos"), aux_door_place_weight=1.0
-    )
-    with pytest.raises(ConfigError, match="holds no seen-door places .*--aux_door_place_weight"):
-        train_mop.main(cfg, progress=False)
-    assert not list((tmp_path / "ck").rglob("checkpoint_*.pt"))
+    check_store_without_labels_is_refused(tmp_path, "door_place")  # test_aux_key's, for this label
 
 
 def test_demos_store_their_door_place_labels_and_read_them_back(tmp_path):
-    from mop.bot_demos import load_or_generate_demos
-
-    made, _ = generate_demos(LEVEL, 3, 0, progress=False)  # in RAM, as the store's generator plays them
-    stored, meta = load_or_generate_demos(LEVEL, 3, 0, tmp_path, progress=False, need_door_places=True)[:2]
-    assert meta["door_places"] and all(ep.door_place is not None for ep in stored.episodes)
-    for a, b in zip(made.episodes, stored.episodes):
-        assert np.array_equal(np.asarray(a.door_place), np.asarray(b.door_place)) and a.equals(b)
+    check_store_round_trips_labels(tmp_path, "door_place")
 
 
 @pytest.mark.parametrize("buffer", [0, 6])  # live chunks only, and a replay buffer of them

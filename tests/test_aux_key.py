@@ -32,31 +32,48 @@ def matching_keys(env) -> list[tuple[int, int]]:
     ]
 
 
-def test_the_label_is_the_nearest_seen_key_in_the_agents_frame_until_one_is_held():
+def start_layouts(env, cells_of, seeds: int = 80) -> tuple[int, int]:
+    """(a layout seed whose agent sees one of cells_of(env) at the start, one whose agent sees none
+    of them though there are some): the two starts a place tracker's first label tells apart."""
+    seen = unseen = None
+    for seed in range(seeds):
+        quiet_reset(env, seed)
+        cells = cells_of(env)
+        visible = any(env.agent_sees(*c) for c in cells)
+        if visible and seen is None:
+            seen = seed
+        if cells and not visible and unseen is None:
+            unseen = seed
+    assert seen is not None and unseen is not None
+    return seen, unseen
+
+
+def check_place_tracker(tracker, cells_of, forget) -> None:
+    """A place tracker (KeyTracker, DoorTracker) on GoToImpUnlock: where the agent sees one of
+    cells_of(env) at the start, the label is the nearest seen one in its frame, still after it turns
+    away (a view without it), and None once forget(env, cell) has made it moot; where it sees none,
+    None."""
     env = make_env("BabyAI-GoToImpUnlock-v0")
-    seen_at_start = unseen_at_start = None
-    for seed in range(60):
-        obs = quiet_reset(env, seed)
-        keys = matching_keys(env)
-        visible = [k for k in keys if env.agent_sees(*k)]
-        if visible and seen_at_start is None:
-            seen_at_start = seed
-            tracker = KeyTracker()
-            tracker.reset(env)
-            nearest = min(visible, key=lambda k: abs(k[0] - env.agent_pos[0]) + abs(k[1] - env.agent_pos[1]))
-            assert tracker.label(env, obs["image"]) == agent_frame(env, nearest)
-            env.step(env.actions.left)  # turned away: still remembered, now in the new frame
-            assert tracker.label(env, np.zeros_like(obs["image"])) == agent_frame(env, nearest)
-            env.carrying = Key(env.grid.get(*nearest).color)  # holding one: nothing to remember
-            assert tracker.label(env, obs["image"]) is None
-        if not visible and unseen_at_start is None:
-            unseen_at_start = seed
-            tracker = KeyTracker()
-            tracker.reset(env)
-            assert tracker.label(env, obs["image"]) is None  # nothing seen yet
-        if seen_at_start is not None and unseen_at_start is not None:
-            break
-    assert seen_at_start is not None and unseen_at_start is not None
+    seen, unseen = start_layouts(env, cells_of)
+    obs = quiet_reset(env, seen)
+    tracker.reset(env)
+    visible = [c for c in cells_of(env) if env.agent_sees(*c)]
+    nearest = min(visible, key=lambda c: abs(c[0] - env.agent_pos[0]) + abs(c[1] - env.agent_pos[1]))
+    assert tracker.label(env, obs["image"]) == agent_frame(env, nearest)
+    env.step(env.actions.left)  # turned away: still remembered, now in the new frame
+    assert tracker.label(env, np.zeros_like(obs["image"])) == agent_frame(env, nearest)
+    forget(env, nearest)
+    assert tracker.label(env, obs["image"]) is None
+    obs = quiet_reset(env, unseen)
+    tracker.reset(env)
+    assert tracker.label(env, obs["image"]) is None  # nothing seen yet
+
+
+def test_the_label_is_the_nearest_seen_key_in_the_agents_frame_until_one_is_held():
+    def hold(env, key):  # holding one of its colour: nothing left to remember
+        env.carrying = Key(env.grid.get(*key).color)
+
+    check_place_tracker(KeyTracker(), matching_keys, hold)
 
 
 def test_bot_demos_record_the_key_labels_the_env_gives():
@@ -84,29 +101,51 @@ def test_the_key_head_trains_from_demos_and_resumes(tmp_path):
     check_head_trains_from_demos_and_resumes(tmp_path, "key")  # test_aux_target's, for this head
 
 
-def test_a_store_without_key_labels_is_refused_before_anything_is_written(tmp_path):
+# Each per-step place label a demo store may hold: its manifest flag, the StoredEpisode field, the
+# loss that needs it, and what the refusal calls it (test_aux_door_place.py uses the door's).
+PLACE_LABELS = {
+    "key": ("keys", "key", "aux_key_weight", "seen-key places"),
+    "door_place": ("door_places", "door_place", "aux_door_place_weight", "seen-door places"),
+}
+
+
+def check_store_without_labels_is_refused(tmp_path, name: str) -> None:
+    """A store made without the labels (its flag False) is refused for the loss that needs them
+    in one ConfigError naming them and the loss, before any checkpoint is written."""
     import train_mop
     from mop import bot_demos
 
-    store = bot_demos.DemoStore.create(bot_demos.store_path(tmp_path / "demos", LEVEL, 0), LEVEL, keys=False)
+    flag, _, weight, what = PLACE_LABELS[name]
+    root = bot_demos.store_path(tmp_path / "demos", LEVEL, 0)
+    store = bot_demos.DemoStore.create(root, LEVEL, **{flag: False})
     bot_demos.extend_store(store, 3, progress=False)
-    assert store.targets and not store.keys
+    assert store.targets and not store.manifest[flag]
     cfg = tiny_config(
-        tmp_path / "ck", task_id=LEVEL, demos=3, demos_dir=str(tmp_path / "demos"), aux_key_weight=1.0
+        tmp_path / "ck", task_id=LEVEL, demos=3, demos_dir=str(tmp_path / "demos"), **{weight: 1.0}
     )
-    with pytest.raises(ConfigError, match="holds no seen-key places"):
+    with pytest.raises(ConfigError, match=f"holds no {what} .*--{weight}"):
         train_mop.main(cfg, progress=False)
     assert not list((tmp_path / "ck").rglob("checkpoint_*.pt"))
 
 
-def test_demos_store_their_key_labels_and_read_them_back(tmp_path):
+def check_store_round_trips_labels(tmp_path, name: str) -> None:
+    """The labels the generator plays are the ones a store gives back, bit-exact."""
     from mop.bot_demos import load_or_generate_demos
 
+    flag, field, _, _ = PLACE_LABELS[name]
     made, _ = generate_demos(LEVEL, 3, 0, progress=False)  # in RAM, as the store's generator plays them
-    stored, meta = load_or_generate_demos(LEVEL, 3, 0, tmp_path, progress=False, need_keys=True)[:2]
-    assert meta["keys"] and all(ep.key is not None for ep in stored.episodes)
+    stored, meta = load_or_generate_demos(LEVEL, 3, 0, tmp_path, progress=False, **{f"need_{flag}": True})[:2]
+    assert meta[flag] and all(getattr(ep, field) is not None for ep in stored.episodes)
     for a, b in zip(made.episodes, stored.episodes):
-        assert np.array_equal(np.asarray(a.key), np.asarray(b.key)) and a.equals(b)
+        assert np.array_equal(np.asarray(getattr(a, field)), np.asarray(getattr(b, field))) and a.equals(b)
+
+
+def test_a_store_without_key_labels_is_refused_before_anything_is_written(tmp_path):
+    check_store_without_labels_is_refused(tmp_path, "key")
+
+
+def test_demos_store_their_key_labels_and_read_them_back(tmp_path):
+    check_store_round_trips_labels(tmp_path, "key")
 
 
 # the door and the match: live chunks only too (they record the door labels when either loss is on)
