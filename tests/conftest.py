@@ -71,6 +71,16 @@ def stderr_lines(err: str) -> list[str]:
     ]
 
 
+def interruptible() -> None:
+    """Popen's preexec_fn for a program a test interrupts with SIGINT: Ctrl-C's default action in
+    the child. A shell that starts pytest in the background without job control (`cmd &` in a
+    script) hands every child SIGINT ignored, and Python then installs no KeyboardInterrupt handler:
+    the test would measure how it was started, not the program."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def tiny_config(checkpoint_dir, **overrides):
     """configs/tiny.yaml (seconds to train) with a checkpoint folder and any overrides."""
     from mop.experiment import load_config

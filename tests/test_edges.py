@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import interruptible
 from mop.checks import command_edges, no_room
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,6 +147,7 @@ def test_ctrl_c_during_batch_eval_is_one_line_130_and_the_csv_stays_readable(tmp
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         line = proc.stdout.readline()

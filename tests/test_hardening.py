@@ -29,7 +29,7 @@ import eval_mop
 import render_plots
 import train
 import train_mop
-from conftest import TINY_PRESET, stderr_lines, tiny_config
+from conftest import TINY_PRESET, interruptible, stderr_lines, tiny_config
 from eval_mop import EvalError, EvalOptions, canonical_knockout, parse_knockout
 from mop import bot_paths, experiment, runs
 from mop.experiment import LIMITS, ConfigError, load_config, read_metrics
@@ -307,6 +307,7 @@ def test_ctrl_c_on_a_two_worker_run_prints_one_line(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            preexec_fn=interruptible,
         )
         metrics = run_dir_of(tmp_path / "ck", trial=attempt) / "metrics.jsonl"
         deadline = time.monotonic() + 120
