@@ -15,6 +15,8 @@ deterministic mode.
   precision (no TF32), and the cuBLAS workspace torch documents; the CPU is left as it is (its
   kernels are deterministic for a fixed thread count, which every stage fixes).
 - `default_num_workers()`: the CPU cores this process may use (what num_workers null means).
+- `bf16_warning(device)`: a line to print before a bf16 learner starts where the device has no fast
+  bf16 matmul (a CPU without AVX-512, whose bf16 kernels are ~14x slower than float32); None where it has.
 - `seed_everything(seed)`, `rng_state(device)`, `set_rng_state(state, device)`: every generator a
   run draws from (Python, numpy, torch, and the device's), seeded, saved into a checkpoint, restored.
 
@@ -137,6 +139,47 @@ def use_deterministic(device: torch.device) -> None:
     torch.backends.cudnn.benchmark = False
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+
+
+# learner_precision bfloat16 on a CPU whose oneDNN has no bf16 kernels: updates/s measured against
+# float32 on the wide GoToImpUnlock recipe, one run, 2 threads (AMD EPYC without AVX-512, 2026-12-01;
+# bench/learner_throughput.py, docs/speed.md)
+SLOW_BF16_RATIO = 14
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` has fast bf16 matmuls: a CUDA GPU that says so, a CPU whose oneDNN has bf16
+    kernels (AVX-512 or AMX on x86, bf16 on Arm: torch's own test); other devices are trusted."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN: autocast's fallback is slow too
+        return False
+
+
+def bf16_warning(device: torch.device) -> str | None:
+    """The line a bf16 learner prints before it starts on a device without fast bf16 matmuls (a run
+    of hours that would otherwise find out from its s/update); None where the device has them."""
+    import torch
+
+    if native_bf16(device):
+        return None
+    what = (
+        f"a CPU without bf16 kernels (torch sees {torch.backends.cpu.get_cpu_capability()}; they need "
+        "AVX-512 or AMX)"
+        if device.type == "cpu"
+        else f"{device}, which has no bf16 matmul"
+    )
+    return (
+        f"warning: learner_precision bfloat16 on {what}: autocast falls back to slow kernels, measured "
+        f"~{SLOW_BF16_RATIO}x slower than float32 (docs/speed.md); --learner_precision float32 trains the "
+        "same recipe at full speed here (another draw of it, not the same numbers)"
+    )
 
 
 def cuda_rng_state(device: torch.device) -> torch.Tensor | None:

@@ -203,7 +203,8 @@ class TrainConfig:
     max_grad_norm: float | None = _help("clip the gradient norm to this (null: no clipping)", 1.0)
     learner_precision: str = _help(
         "the learner's matmuls: 'float32' or 'bfloat16' (autocast; the weights, Adam, memory, routing "
-        "weights and losses stay float32; faster where the CPU has bf16 instructions, docs/speed.md)",
+        "weights and losses stay float32; faster where the CPU has bf16 kernels (AVX-512 or AMX), ~14x "
+        "slower where it has not, which a warning says at the start: docs/speed.md)",
         "float32",
     )
     epochs: int = _help(

@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -93,6 +94,7 @@ from mop.babyai_env import (
 )
 from mop.devices import (
     DeviceError,
+    bf16_warning,
     device_label,
     resolve_device,
     rng_state,
@@ -329,6 +331,8 @@ class Learner:
         if len(levels) > 1:
             model_config["level_max_steps"] = max_steps
         device = learner_device(cfg)
+        if cfg.learner_precision == "bfloat16" and (slow := bf16_warning(device)):
+            print(slow, file=sys.stderr)  # before hours of a run that would find out from its s/update
         use_deterministic(device)  # before the first CUDA kernel (cuBLAS reads its setting once)
         # Built and loaded on the CPU, then moved: the initial weights come from the CPU's
         # generator, so a run starts from the same weights on every device.

@@ -22,7 +22,7 @@ import train_generative
 import train_mop
 from conftest import TINY_PRESET, tiny_config
 from mixture_of_experts import build_policy
-from mop import collection
+from mop import collection, devices
 from mop.babyai_env import encode_obs
 from mop.collection import MissionCache, ObsBatch, ParallelCollector, act, acting_step, on_cpu
 from mop.devices import DeviceError, check_device, resolve_device, to_cpu
@@ -185,6 +185,32 @@ def test_the_learner_lives_on_its_device_and_its_payload_is_device_free(tmp_path
     assert payload["device"] == "cpu"
     # on the CPU the payload holds the live tensors, not copies (as before devices existed)
     assert payload["policy_state_dict"]["head.weight"].data_ptr() == learner.policy.head.weight.data_ptr()
+
+
+@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("precision", ["bfloat16", "float32"])
+def test_a_bf16_learner_says_so_before_it_starts_where_bf16_is_slow(
+    tmp_path, monkeypatch, capsys, native, precision
+):
+    # an AVX2-only CPU runs autocast's bf16 ~14x slower than float32: a run of hours says so at its start
+    monkeypatch.setattr(devices, "native_bf16", lambda device: native)
+    cfg = tiny_config(tmp_path, device="cpu", learner_precision=precision)
+    Learner.build(cfg, "mop", build_policy, train_mop.make_loss(cfg, cfg.expert_hidden_sizes), None)
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("warning: learner_precision bfloat16")]
+    assert len(warned) == (precision == "bfloat16" and not native)
+    if warned:
+        assert "--learner_precision float32" in warned[0] and "slower than float32" in warned[0]
+        assert torch.backends.cpu.get_cpu_capability() in warned[0]
+
+
+def test_native_bf16_is_torchs_own_test_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
+    assert devices.native_bf16(torch.device("cpu")) is False
+    assert devices.bf16_warning(torch.device("cpu")).startswith("warning: ")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    assert devices.native_bf16(torch.device("cpu")) is True
+    assert devices.bf16_warning(torch.device("cpu")) is None
 
 
 def _policy_and_encoder(seed: int = 0):
