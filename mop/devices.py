@@ -152,8 +152,8 @@ def native_bf16(device: torch.device) -> bool:
     kernels (AVX-512 or AMX on x86, bf16 on Arm: torch's own test); other devices are trusted."""
     import torch
 
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cuda":  # Ampere on (or ROCm); torch.cuda.is_bf16_supported() counts emulation
+        return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
     if device.type != "cpu":
         return True
     try:
@@ -169,16 +169,17 @@ def bf16_warning(device: torch.device) -> str | None:
 
     if native_bf16(device):
         return None
-    what = (
-        f"a CPU without bf16 kernels (torch sees {torch.backends.cpu.get_cpu_capability()}; they need "
-        "AVX-512 or AMX)"
-        if device.type == "cpu"
-        else f"{device}, which has no bf16 matmul"
-    )
+    if device.type == "cpu":
+        what = (
+            f"a CPU without bf16 kernels (torch sees {torch.backends.cpu.get_cpu_capability()}; they need "
+            f"AVX-512 or AMX): autocast falls back to slow kernels, measured ~{SLOW_BF16_RATIO}x slower than "
+            "float32 (docs/speed.md)"
+        )
+    else:  # not measured on a GPU: no ratio claimed
+        what = f"{device}, a GPU older than Ampere: autocast emulates bf16 there, slower than float32"
     return (
-        f"warning: learner_precision bfloat16 on {what}: autocast falls back to slow kernels, measured "
-        f"~{SLOW_BF16_RATIO}x slower than float32 (docs/speed.md); --learner_precision float32 trains the "
-        "same recipe at full speed here (another draw of it, not the same numbers)"
+        f"warning: learner_precision bfloat16 on {what}; --learner_precision float32 trains the same "
+        "recipe at full speed here (another draw of it, not the same numbers)"
     )
 
 

@@ -213,6 +213,18 @@ def test_native_bf16_is_torchs_own_test_on_the_cpu(monkeypatch):
     assert devices.bf16_warning(torch.device("cpu")) is None
 
 
+@pytest.mark.parametrize("major", [7, 8])
+def test_native_bf16_on_cuda_is_the_devices_own_architecture_not_emulation(monkeypatch, major):
+    # torch.cuda.is_bf16_supported() says True on a V100 too (emulated, slow): the learner's device decides
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major))
+    assert devices.native_bf16(torch.device("cuda:1")) is (major >= 8)
+    warning = devices.bf16_warning(torch.device("cuda:1"))
+    assert (warning is None) is (major >= 8)
+    if warning:
+        assert "cuda:1" in warning and "--learner_precision float32" in warning
+
+
 def _policy_and_encoder(seed: int = 0):
     torch.manual_seed(seed)
     config = {
