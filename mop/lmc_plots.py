@@ -73,10 +73,19 @@ def _success_bars(
     )
 
 
-def _chord(ax: Axes, t: pd.DataFrame, metric: str) -> None:
+def _ends(compare: bool) -> dict[str, str]:
+    """What the two endpoints are called: a fork's children, or `lmc.py compare`'s two checkpoints
+    (which may be two checkpoints of one run, so not "children")."""
+    if compare:
+        return {"a": "A", "b": "B", "tick_a": "A: --a", "tick_b": "B: --b", "both": "the two checkpoints"}
+    return {"a": "child A", "b": "child B", "tick_a": "child A", "tick_b": "child B", "both": "the children"}
+
+
+def _chord(ax: Axes, t: pd.DataFrame, metric: str, compare: bool = False) -> None:
     """The straight line between the endpoints (what the barrier is measured from)."""
     a, y = t.index.to_numpy(float), t[metric].to_numpy(float)
-    ax.plot([a[0], a[-1]], [y[0], y[-1]], ls="--", color="0.55", lw=0.9, label="linear between children")
+    label = f"linear between {_ends(compare)['both']}"
+    ax.plot([a[0], a[-1]], [y[0], y[-1]], ls="--", color="0.55", lw=0.9, label=label)
 
 
 def _headroom(ax: Axes, fraction: float = 0.45) -> None:
@@ -85,9 +94,12 @@ def _headroom(ax: Axes, fraction: float = 0.45) -> None:
     ax.set_ylim(low, high + fraction * (high - low))
 
 
-def _alpha_axis(ax: Axes) -> None:
+def _alpha_axis(ax: Axes, compare: bool = False) -> None:
+    ends = _ends(compare)
     ax.set_xlim(-0.03, 1.03)
-    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0\n(child A)", "0.25", "0.5", "0.75", "1\n(child B)"])
+    ax.set_xticks(
+        [0, 0.25, 0.5, 0.75, 1.0], [f"0\n({ends['tick_a']})", "0.25", "0.5", "0.75", f"1\n({ends['tick_b']})"]
+    )
     ax.set_xlabel("α  (θ = (1−α)·θ_A + α·θ_B)")
 
 
@@ -118,7 +130,7 @@ def plot_all_interpolations(interp: pd.DataFrame, names: Mapping[int, str] | Non
                 ax.plot(t.index, t[m], "o" + PAIR_STYLES[q % 4], ms=3, lw=1.2, color=colors[k])
     for ax, m in zip(axes, metrics):
         ax.set_ylabel(METRICS[m])
-        _alpha_axis(ax)
+        _alpha_axis(ax, compare)
     if "success_rate" in metrics:
         axes[0].set_ylim(-0.03, 1.03)
     pairs = int(interp["pair"].max()) + 1
@@ -144,17 +156,19 @@ def plot_fork_interpolation(
 ) -> Figure:
     """One fork pair: success with 95% Wilson bars, held-out loss and accuracy, path ratio, mean LPC,
     expert usage per layer, and routing distance (JS, bits) of θ(α) to each child per layer,
-    against α; dashed grey: the straight line between the children (the barrier's baseline)."""
+    against α; dashed grey: the straight line between the children (the barrier's baseline). A
+    compare's endpoints are named A (--a) and B (--b), not children."""
     t = wide(interp, fork, pair)
+    compare = _is_compare(interp)
     fig = new_figure(PANEL * 3, PANEL * 2.1)
     axes = fig.subplots(2, 3).ravel()
     _success_bars(axes[0], t, "C0")
-    _chord(axes[0], t, "success_rate")
+    _chord(axes[0], t, "success_rate", compare)
     axes[0].set_ylim(-0.03, 1.03)
     axes[0].set_ylabel(METRICS["success_rate"])
     axes[0].legend(loc="lower left")
     axes[1].plot(t.index, t["heldout_ce"], "o-", ms=3, color="C3", label="loss")
-    _chord(axes[1], t, "heldout_ce")
+    _chord(axes[1], t, "heldout_ce", compare)
     axes[1].set_ylabel(METRICS["heldout_ce"])
     if "heldout_accuracy" in t:
         twin = axes[1].twinx()
@@ -163,7 +177,7 @@ def plot_fork_interpolation(
     for ax, m, c in ((axes[2], "path_ratio", "C2"), (axes[3], "mean_lpc", "C4")):
         if m in t and t[m].notna().any():
             ax.plot(t.index, t[m], "o-", ms=3, color=c)
-            _chord(ax, t, m)
+            _chord(ax, t, m, compare)
         else:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="0.5")
         ax.set_ylabel(METRICS[m])
@@ -214,9 +228,9 @@ def plot_fork_interpolation(
             color="0.5",
         )
     for ax in axes:
-        _alpha_axis(ax)
+        _alpha_axis(ax, compare)
     where = _fork_name(interp, fork, names) + (f" · pair {pair}" if pair else "")
-    fig.suptitle(f"{where}: along the line between the children")
+    fig.suptitle(f"{where}: along the line between {_ends(compare)['both']}")
     return fig
 
 
@@ -374,8 +388,11 @@ def plot_routing_agreement(
     divergence between their router distributions (bits); hollow markers: layers that agree
     trivially (>= 99% of the weight on the same expert in both children). Along the path, θ(α)'s
     JS to child A (solid) and B (dashed), mean over layers; and the loss barrier against the
-    agreement over non-trivial layers, with Spearman ρ and its permutation p."""
+    agreement over non-trivial layers, with Spearman ρ and its permutation p. A compare's
+    endpoints are named A (--a) and B (--b), not children."""
     interp = with_pairs(interp)
+    compare = _is_compare(interp)
+    ends = _ends(compare)
     t = table.sort_values(["fork_point", "fork"] + (["pair"] if "pair" in table else []))
     layers = layers_of(t.columns, "routing_js_layer_")
     fig = new_figure(PANEL * 2, PANEL * 2)
@@ -415,12 +432,12 @@ def plot_routing_agreement(
         w = wide(interp, k, q)
         to_a = w[[f"js_to_a_layer_{layer}" for layer in layers]].mean(axis=1)
         to_b = w[[f"js_to_b_layer_{layer}" for layer in layers]].mean(axis=1)
-        label = _fork_name(interp, k, names) if q == 0 and not _is_compare(interp) else None
+        label = _fork_name(interp, k, names) if q == 0 and not compare else None
         axes[2].plot(w.index, to_a, "-", color=colors[k], lw=1.2, label=label)
         axes[2].plot(w.index, to_b, "--", color=colors[k], lw=1.2)
-    _alpha_axis(axes[2])
-    axes[2].set_ylabel("JS of θ(α) to child A (solid) / B (dashed)")
-    if not _is_compare(interp):
+    _alpha_axis(axes[2], compare)
+    axes[2].set_ylabel(f"JS of θ(α) to {ends['a']} (solid) / {ends['b']} (dashed)")
+    if not compare:
         _headroom(axes[2])
         axes[2].legend(fontsize=6, loc="upper center")
     ax = axes[3]
@@ -436,7 +453,8 @@ def plot_routing_agreement(
             tag, (r[xcol], r["ce_barrier_line"]), textcoords="offset points", xytext=(3, 3), fontsize=6
         )
     ax.margins(x=0.15, y=0.15)
-    ax.set_xlabel("children's dominant-expert agreement\n(non-trivial layers)")  # one line ran off
+    who = "A's and B's" if compare else "children's"
+    ax.set_xlabel(f"{who} dominant-expert agreement\n(non-trivial layers)")  # one line ran off
     ax.set_ylabel("held-out loss barrier_line (nats)")
     ax.axhline(0, color="0.7", lw=0.8)
     if corr is not None and len(corr):
@@ -450,7 +468,7 @@ def plot_routing_agreement(
             lines.append(f"over {r['unit']} (n={int(r['n'])}{forks}): ρ={rho}, {p}")
         title = "Spearman " + "; ".join(lines) + "; p: whole forks permuted" if lines else ""
         ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=6)  # one line ran past the figure
-    fig.suptitle("Routing agreement between the children, on held-out bot states")
+    fig.suptitle(f"Routing agreement between {ends['both']}, on held-out bot states")
     return fig
 
 

@@ -239,6 +239,30 @@ def test_compare_figures_have_no_fork_legend():
     assert lmc_plots.plot_all_interpolations(forked).legends  # an experiment's forks keep theirs
 
 
+def _figure_texts(fig: Figure) -> str:
+    from matplotlib.text import Text
+
+    return " ".join(t.get_text() for t in fig.findobj(Text))
+
+
+def test_compare_figures_name_their_ends_a_and_b_not_children():
+    """Two checkpoints of one run are not a fork's children (lmc.py compare's figures said so)."""
+    from mop import lmc_plots
+
+    def figures(compare: bool) -> dict[str, Figure]:
+        interp = pd.DataFrame(synthetic_rows(0, 0.3, [1.0, 1.5, 1.2], [0.9, 0.7, 0.8], 0.2))
+        interp = interp.reindex(columns=connectivity.COLUMNS)
+        if compare:
+            interp["fork_point"] = interp["fork_update"] = math.nan
+        table = connectivity.instability_table(interp)
+        return lmc_plots.lmc_figures(interp, table, {0: "A vs B"} if compare else None)
+
+    for name in ("interp_fork_0", "routing_agreement", "all_interpolations"):
+        compared, forked = _figure_texts(figures(True)[name]), _figure_texts(figures(False)[name])
+        assert "child" not in compared and "--a" in compared and "--b" in compared, name
+        assert "child A" in forked and "--a" not in forked, name
+
+
 def test_compare_findings_say_no_fork_and_one_line_for_correlations_without_rho():
     """lmc.py compare printed 'fork 0 (nan, update nan)' and six 'ρ nan' lines (issue 43)."""
     rows = synthetic_rows(0, 0.3, [1.0, 1.5, 1.2], [0.9, 0.7, 0.8], 0.2)
