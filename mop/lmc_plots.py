@@ -77,8 +77,12 @@ def _ends(compare: bool) -> dict[str, str]:
     """What the two endpoints are called: a fork's children, or `lmc.py compare`'s two checkpoints
     (which may be two checkpoints of one run, so not "children")."""
     if compare:
-        return {"a": "A", "b": "B", "tick_a": "A: --a", "tick_b": "B: --b", "both": "the two checkpoints"}
-    return {"a": "child A", "b": "child B", "tick_a": "child A", "tick_b": "child B", "both": "the children"}
+        return dict(
+            a="A", b="B", tick_a="A: --a", tick_b="B: --b", both="the two checkpoints", whose="A's and B's"
+        )
+    return dict(
+        a="child A", b="child B", tick_a="child A", tick_b="child B", both="the children", whose="children's"
+    )
 
 
 def _chord(ax: Axes, t: pd.DataFrame, metric: str, compare: bool = False) -> None:
@@ -453,8 +457,7 @@ def plot_routing_agreement(
             tag, (r[xcol], r["ce_barrier_line"]), textcoords="offset points", xytext=(3, 3), fontsize=6
         )
     ax.margins(x=0.15, y=0.15)
-    who = "A's and B's" if compare else "children's"
-    ax.set_xlabel(f"{who} dominant-expert agreement\n(non-trivial layers)")  # one line ran off
+    ax.set_xlabel(f"{ends['whose']} dominant-expert agreement\n(non-trivial layers)")  # one line ran off
     ax.set_ylabel("held-out loss barrier_line (nats)")
     ax.axhline(0, color="0.7", lw=0.8)
     if corr is not None and len(corr):
