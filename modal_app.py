@@ -68,6 +68,7 @@ from mop.launch import (  # the launch's checks; OVERRIDE_FLAGS and parse_set re
     training_plan,
 )
 from mop.lmc_settings import DEFAULTS as LMC_DEFAULTS
+from mop.runs import RESUME_POINT_MINUTES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -139,12 +140,14 @@ TRAIN_MEMORY_MB, EVAL_MEMORY_MB = 4096, 2048
 # 23 h per run (Modal's cap is 24 h): the launcher that waits on the runs gets 24 h, so a run hits
 # its own limit first. Retries are safe because every attempt resumes from the latest checkpoint on
 # the volume, committed every COMMIT_EVERY_S while training runs and at the end: a preemption or
-# crash loses only the updates since the last committed checkpoint. A run longer than 23 h: re-run
-# the same command; it resumes.
+# crash loses only the updates since the last committed checkpoint or resume point. The commits
+# follow the trainer's resume points (one every RESUME_POINT_MINUTES, mop/runs.py), so at most two
+# intervals are lost (a point written just after a commit), not a commit interval on top of them.
+# A run longer than 23 h: re-run the same command; it resumes.
 TRAIN_TIMEOUT_S = 23 * 3600
 LAUNCH_TIMEOUT_S = 24 * 3600
 EVAL_TIMEOUT_S = 3 * 3600
-COMMIT_EVERY_S = 600
+COMMIT_EVERY_S = RESUME_POINT_MINUTES * 60
 TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=30.0, backoff_coefficient=2.0)
 EVAL_RETRIES = modal.Retries(max_retries=2, initial_delay=10.0)
 

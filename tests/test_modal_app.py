@@ -29,6 +29,7 @@ import modal_app  # noqa: E402
 from eval_mop import EvalOptions  # noqa: E402
 from mop import experiment  # noqa: E402
 from mop.results import read_results  # noqa: E402
+from mop.runs import RESUME_POINT_MINUTES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "BabyAI-GoToRedBallGrey-v0"
@@ -759,3 +760,9 @@ def test_the_modal_sweep_counts_its_grid_and_keeps_a_known_conditions_trial(monk
     _, again, _, _ = modal_app.sweep_plan(TASK, "0,1", lpc_alpha="0.0001,0.001", name="s")
     by_alpha = {r["overrides"]["lpc_alpha"]: r["trial"] for r in again}
     assert by_alpha[0.001] == runs[0]["trial"] == 0 and by_alpha[0.0001] == 1
+
+
+def test_volume_commits_follow_the_trainers_resume_points():
+    # A commit interval longer than the resume points' lets a preemption lose resume points the
+    # trainer already wrote (the earlier 600 s beside 5-minute points: up to 15 min lost, now 10).
+    assert modal_app.COMMIT_EVERY_S == RESUME_POINT_MINUTES * 60
