@@ -160,16 +160,20 @@ def subgoal_ce_weights(subgoal: np.ndarray, weights: dict, device: torch.device)
     return table[codes(subgoal, device) % table.numel()]  # NO_SUBGOAL (-1) -> the last entry
 
 
-def action_ce_weights(cfg: Any, chunk: dict, device: torch.device) -> torch.Tensor | None:
+def action_ce_weights(
+    cfg: Any, chunk: dict, image: torch.Tensor, carrying: torch.Tensor
+) -> torch.Tensor | None:
     """Each step's action-loss weight (T, N) under --subgoal_ce_weights (by the bot's subgoal) and
-    --key_ahead_ce_weight (on the steps key_ahead marks), the two multiplied; None when both are off."""
+    --key_ahead_ce_weight (on the steps key_ahead marks), the two multiplied; None when both are off.
+    image (T, N, 7, 7, 3) and carrying (T, N): the chunk's, already on the learner's device."""
     if not cfg.subgoal_ce_weights and cfg.key_ahead_ce_weight == 1.0:
         return None
+    device = image.device
     w = torch.ones(chunk["label"].shape, device=device)
     if cfg.subgoal_ce_weights:
         w = w * subgoal_ce_weights(chunk["subgoal"], cfg.subgoal_ce_weights, device)
     if cfg.key_ahead_ce_weight != 1.0:
-        ahead = key_ahead(*(torch.from_numpy(chunk[k]).to(device) for k in ("image", "carrying")))
+        ahead = key_ahead(image, carrying)
         w = torch.where(ahead, w * cfg.key_ahead_ce_weight, w)
     return w
 

@@ -408,11 +408,16 @@ class Learner:
         (the batch as the weights found it; with epochs > 1 also train/ce_last_epoch)."""
         self.policy.train()
         self.encoder.train()
-        t = self._tensor  # chunks are device-free (numpy and CPU tensors): the step moves them
-        obs = encode_obs(
-            t(chunk["image"]), t(chunk["direction"]), t(chunk["carrying"]), self.cfg.obs_encoding
-        )  # (T, N, obs_dim), one-hot built on the device from the uint8 codes
-        labels, mask = t(chunk["label"]), t(chunk["label_mask"])
+        t = self._tensor  # chunks are device-free (numpy and CPU tensors): the step moves them, once
+        image, carrying = t(chunk["image"]), t(chunk["carrying"])  # also read by the match head
+        moved = {
+            "obs": encode_obs(image, t(chunk["direction"]), carrying, self.cfg.obs_encoding),
+            "image": image,  # (T, N, 7, 7, 3) uint8 codes; obs is their one-hot (T, N, obs_dim)
+            "carrying": carrying,
+            "labels": t(chunk["label"]),
+            "mask": t(chunk["label_mask"]),
+        }
+        moved["ce_weights"] = action_ce_weights(self.cfg, chunk, image, carrying)  # None: plain CE
         if lr is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -420,20 +425,21 @@ class Learner:
         for epoch in range(self.cfg.epochs):
             # Every pass starts from the memory the chunk was collected with (and replayed episodes
             # from their reset), as the first does: later passes see weights that moved since.
-            parts = self._pass(chunk, obs, labels, mask)
+            parts = self._pass(chunk, moved)
             if epoch == 0:
                 first = parts
             elif "train/ce" in parts:
                 first["train/ce_last_epoch"] = parts["train/ce"]
         first["train/epochs"] = self.cfg.epochs
-        first["frame_gradients"] = int(mask.sum()) * self.cfg.epochs  # TrainState.record sums it
+        first["frame_gradients"] = int(moved["mask"].sum()) * self.cfg.epochs  # TrainState.record sums it
         return first
 
-    def _pass(self, chunk: dict, obs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> dict:
-        """One forward + backward over the chunk and one optimizer step; the loss parts."""
+    def _pass(self, chunk: dict, moved: dict) -> dict:
+        """One forward + backward over the chunk (`moved`: its arrays step put on the device) and
+        one optimizer step; the loss parts."""
         # learner_precision bfloat16: the forward's matmuls in bf16 (autocast), backward after it
         with torch.autocast(self.device.type, torch.bfloat16, self.cfg.learner_precision == "bfloat16"):
-            loss, parts, out = self._forward(chunk, obs, labels, mask)
+            loss, parts, out = self._forward(chunk, moved)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss.item()} ({_loss_parts(parts)})")
         self.optimizer.zero_grad(set_to_none=True)
@@ -448,9 +454,10 @@ class Learner:
             )
         return parts
 
-    def _forward(self, chunk: dict, obs: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tuple:
+    def _forward(self, chunk: dict, moved: dict) -> tuple:
         """The chunk's loss (a float32 scalar), its parts and the policy's output."""
         t = self._tensor
+        obs, labels, mask = moved["obs"], moved["labels"], moved["mask"]
         lang = self.encoder(chunk["missions"])[t(chunk["mission_index"])]  # (T, N, lang_dim)
         out = self.policy.forward_sequence(obs, lang, chunk["memory"].to(self.device), t(chunk["done"]))
         loss, parts = self.loss_fn(out, labels, mask)
@@ -482,15 +489,14 @@ class Learner:
             aux = aux_subgoal_loss(self.door_head, out, chunk["door"], parts, name="door")
             loss = loss + self.cfg.aux_door_weight * aux
         if self.match_head is not None:
-            image, carrying = t(chunk["image"]), t(chunk["carrying"])
+            image, carrying = moved["image"], moved["carrying"]
             aux = aux_match_loss(self.match_head, out, image, carrying, chunk["door"], parts)
             loss = loss + self.cfg.aux_match_weight * aux
         if self.door_place_head is not None:
             aux = aux_target_loss(self.door_place_head, out, chunk["door_place"], parts, "door_place")
             loss = loss + self.cfg.aux_door_place_weight * aux
-        w = action_ce_weights(self.cfg, chunk, labels.device)
-        if w is not None:
-            loss = loss + ce_weight_shift(out, labels, mask, w, parts)
+        if moved["ce_weights"] is not None:
+            loss = loss + ce_weight_shift(out, labels, mask, moved["ce_weights"], parts)
         return loss, parts, out
 
 
