@@ -665,6 +665,8 @@ def build_experiment(
         raise LMCError(f"unknown LMC setting {sorted(unknown)[0]!r}")
     given = dataclasses.replace(DEFAULTS, **(settings or {}))
     cfg = load_config(config_path, overrides)
+    if cfg.stop_unless:  # its children must reach the end the interpolation compares
+        raise LMCError("stop_unless stops a single run at its gate; lmc.py trains its runs to num_updates")
     seed = 0 if cfg.seed is None else cfg.seed
     strategy = given.fork_buffer_strategy
     if strategy is None and resume:  # the one experiment of this task and seed

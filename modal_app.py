@@ -192,7 +192,7 @@ def _train_body(
     if it already reached num_updates (imitation.run_status decides both; the trainer's
     run_imitation holds the run folder while it trains). Returns the trainer's summary, or
     {"skipped"} / {"error"}."""
-    from mop import experiment, imitation
+    from mop import experiment, gate, imitation
 
     trainer = importlib.import_module(script.removesuffix(".py"))  # train_mop or train: same main()
     overrides = {**overrides, "checkpoint_dir": checkpoint_root}
@@ -208,6 +208,9 @@ def _train_body(
                     "run_dir": str(experiment.run_dir(cfg)),
                     "skipped": f"already at update {status.update}",
                 }
+            stopped = gate.stopped(cfg.stop_unless, experiment.run_dir(cfg))
+            if stopped is not None:  # its gate failed: final (mop/gate.py)
+                return {"run_dir": str(experiment.run_dir(cfg)), "skipped": gate.describe(stopped)}
         with _committing(commit, commit_every_s):
             summary = trainer.main(cfg, resume=status.state != imitation.NEW)
     except experiment.ConfigError as e:  # a settings problem: returned, since a retry cannot fix it

@@ -68,7 +68,7 @@ from typing import Any
 
 import yaml
 
-from mop import conditions, experiment
+from mop import conditions, experiment, gate
 from mop.checks import command_edges
 from mop.runs import (
     OutputError,
@@ -425,6 +425,9 @@ def train_one(overrides: dict, config_path, policy: str = "mop", progress: bool 
         done = experiment.newest_checkpoint(experiment.run_dir(cfg), report=False)[1]["update"]
         if done >= cfg.num_updates:
             return {"label": label, "skipped": f"already at update {done}"}
+        stopped = gate.stopped(cfg.stop_unless, experiment.run_dir(cfg))
+        if stopped is not None:  # its gate failed: final (mop/gate.py)
+            return {"label": label, "skipped": gate.describe(stopped)}
     summary = trainer.main(cfg, resume=resume, progress=progress)
     return {"label": label, "run_dir": summary["run_dir"], "resumed": resume}
 

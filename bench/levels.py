@@ -277,13 +277,29 @@ def check_run_folder(directory: Path, recipe: dict) -> None:
         )
 
 
+def gate_stopped(level: str, cfg: TrainConfig) -> bool:
+    """Whether the level's run stopped at its --set stop_unless gate (mop/gate.py): then it has no
+    row (the recipe did not reach the end it was fixed to), which one line says."""
+    from mop import gate
+    from mop.experiment import run_dir
+
+    verdict = gate.stopped(cfg.stop_unless, run_dir(cfg))
+    if verdict is not None:
+        print(
+            f"[{level}] {gate.describe(verdict)}: stopped at checkpoint_{verdict['window'][1]}.pt in "
+            f"{run_dir(cfg)}, no row (gate.json)",
+            flush=True,
+        )
+    return verdict is not None
+
+
 def run_level(
     level: str, config: Path | None, probe_cfg: TrainConfig, args: argparse.Namespace, sets: dict
-) -> tuple[dict, list[dict], list[dict]]:
+) -> tuple[dict, list[dict], list[dict]] | None:
     """Train (or resume) and evaluate one level under `config` + `sets`; probe_cfg is that recipe
     resolved at the bench's length (bench_config), before its checkpoint and folder overrides.
     (the table's row, the probes' rows: PROBE_COLUMNS, one per numbered checkpoint, the final
-    evaluation's layouts: EPISODE_COLUMNS)."""
+    evaluation's layouts: EPISODE_COLUMNS); None when a --set stop_unless gate stopped the run."""
     import train_mop
     from eval_mop import EvalOptions, evaluate
     from mop.experiment import ConfigError, load_config, recipe_keys, run_dir
@@ -301,6 +317,8 @@ def run_level(
     cfg = load_config(config, overrides)
     command = train_command(config, overrides)
     check_run_folder(run_dir(cfg), recipe_keys(cfg))
+    if gate_stopped(level, cfg):
+        return None
     print(f"[{level}] {command}", flush=True)
     started = time.perf_counter()
     try:
@@ -314,6 +332,8 @@ def run_level(
             if "already reached update" not in str(e2):
                 raise
     wall_s = time.perf_counter() - started
+    if gate_stopped(level, cfg):
+        return None
 
     started = time.perf_counter()
     stats_of, probes, curve = probe_checkpoints(
@@ -914,7 +934,10 @@ def run_or_skip(level: str, args: argparse.Namespace, sets: dict) -> None:
     if done:
         print(f"[{level}] already in {out}: skipped")
         return
-    row, curve, layouts = run_level(level, config, cfg, args, sets)
+    ran = run_level(level, config, cfg, args, sets)
+    if ran is None:  # stopped at its gate: no row
+        return
+    row, curve, layouts = ran
     write_rows(episodes_path(out, recipe, args.frames, select), layouts, EPISODE_COLUMNS)
     probes = probes_path(out)
     kept = [r for r in read_rows(probes) if not same_row(r, level, recipe, args.frames)]

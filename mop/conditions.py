@@ -15,7 +15,9 @@ Keys that are not part of the recipe, and why (NOT_RECIPE):
   the same observations and bot labels as minigrid, only faster; tests/test_fast_env.py),
   `num_updates` (how long, not how: the schedules are functions of the update alone, so a
   run's checkpoint at update U does not depend on num_updates; the update compared is the
-  tables' own `update` column, and contrasts refuse runs compared at different updates).
+  tables' own `update` column, and contrasts refuse runs compared at different updates),
+  `stop_unless` (where a run may stop, not how it learns: up to its window's end a run with a gate
+  is update for update the run without one; mop/gate.py).
 Every other key is part of the recipe, including `async_collection` (acting with weights one
 update old changes what is learned) and `path_ratio_fraction` (it draws from the RNG that teacher
 forcing uses). A key added to the schema later is part of the recipe by default: the safe error
@@ -69,7 +71,8 @@ OUTPUT_KEYS = (
     "recent_window",
     "wandb_project",
 )
-EXECUTION_KEYS = ("num_workers", "fast_env", "num_updates", "device")  # device: same numbers, any device
+# device: same numbers, any device; stop_unless: where a run may stop, not how it learns
+EXECUTION_KEYS = ("num_workers", "fast_env", "num_updates", "device", "stop_unless")
 NOT_RECIPE = frozenset(REPLICATE_KEYS + OUTPUT_KEYS + EXECUTION_KEYS)
 MOP_ONLY_KEYS = frozenset(
     {

@@ -30,7 +30,7 @@ from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from mop import legacy_config
+from mop import gate, legacy_config
 from mop.checkpoints import (  # noqa: F401  (re-exported: callers import them from here)
     CHECKPOINT_FORMAT,
     CHECKPOINT_SAFE_GLOBALS,
@@ -397,6 +397,14 @@ class TrainConfig:
     checkpoint_interval: int | None = _help("save every N updates (null: only the final checkpoint)", 500)
     log_interval: int = _help("updates between log lines / metrics.jsonl rows", 25)
     recent_window: int = _help("episodes in the 'recent' success and path-ratio averages", 100)
+    stop_unless: str | None = _help(
+        "a stopping rule fixed before the run: 'A-B: metric < x, metric >= y' (e.g. '3000-3072: "
+        "train/aux_match < 0.05'): at update B, unless each metric's mean over the metrics.jsonl rows "
+        "of updates A..B holds, the run saves checkpoint_B.pt and stops. The verdict goes to gate.json "
+        "either way; a failed gate does not resume (--resume --stop_unless '' trains on). Not part of "
+        "the recipe (mop/gate.py). null: no gate",
+        None,
+    )
     wandb_project: str | None = _help(
         "also log to this Weights & Biases project (null: off); without the wandb package one note line "
         "and metrics.jsonl only",
@@ -434,7 +442,7 @@ CONFIG_ALIASES = {
 # `device` is one of them: an execution setting, so a run's recipe (recipe_keys) leaves it out.
 RESUMABLE_OVERRIDES = set(
     "num_updates num_workers demo_threads device log_interval checkpoint_interval wandb_project "
-    "logger checkpoint_dir demos_dir".split()
+    "logger checkpoint_dir demos_dir stop_unless".split()
 )
 
 
@@ -467,6 +475,13 @@ def _coerce(key: str, value: Any) -> Any:
         return weights
     if key == "subgoal_ce_weights":
         return subgoal_weights(value)
+    if key == "stop_unless":
+        if isinstance(value, dict) and len(value) == 1:  # YAML read "A-B: ..." unquoted as a mapping
+            ((window, conditions),) = value.items()
+            value = f"{window}: {conditions}"
+        if not isinstance(value, str):
+            raise ConfigError(f"stop_unless must be a text such as {gate.EXAMPLE}, got {value!r}")
+        return None if value.strip().lower() in ("", "null", "none") else gate.parse(value).spec
     if key == "expert_hidden_sizes":
         from mop.checks import normalize_expert_sizes
 
@@ -591,6 +606,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for key, needs, said in KEY_NEEDS:
         if getattr(cfg, key) and not getattr(cfg, needs):
             raise ConfigError(f"{key} {said}: give --{needs} too")
+    if cfg.stop_unless is not None:
+        gate.check(cfg.stop_unless, cfg.num_updates, cfg.log_interval, cfg.demo_updates if cfg.demos else 0)
     if cfg.demo_updates >= cfg.num_updates:
         raise ConfigError(
             f"demo_updates ({cfg.demo_updates}) must be below num_updates ({cfg.num_updates}): no online "

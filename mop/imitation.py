@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mop import gate
 from mop.aux_losses import (
     AUX_HEADS,
     FRESH_HEADS,
@@ -109,7 +110,6 @@ from mop.experiment import (
     TrainConfig,
     newest_checkpoint,
     read_metrics,
-    recipe_value,
     run_dir,
     run_seed,
     save_checkpoint,
@@ -150,7 +150,7 @@ from mop.runs import (
     store_last_update,
     write_run_config,
 )
-from mop.schedules import lr_at, offline_update, teacher_forcing_at
+from mop.schedules import check_demo_switch, lr_at, offline_update, teacher_forcing_at
 
 LossFn = Callable[..., tuple[torch.Tensor, dict]]
 
@@ -241,33 +241,8 @@ def checkpoint_to_resume(cfg: TrainConfig, resume: bool) -> tuple[Path, dict] | 
             f"--resume: the run in {str(directory)!r} already reached update {ckpt['update']}; raise --num_updates to continue"
         )
     check_demo_switch(ckpt["config"], int(ckpt["update"]), cfg)
+    gate.refuse(cfg.stop_unless, directory, int(ckpt["update"]), "--resume")
     return path, ckpt
-
-
-def check_demo_switch(saved: dict, update: int, cfg: TrainConfig) -> None:
-    """A resume may move demo_updates (the switch from the demos to DAgger) only where the updates
-    done were offline under both values: a finished BC run (--demos N, no demo_updates) goes on
-    into DAgger with --demo_updates at or after its last update, and a BC phase not yet over may
-    end elsewhere. ConfigError in one line when the new value would rewrite what was trained."""
-    old = recipe_value(saved, "demo_updates")
-    if old == cfg.demo_updates:
-        return
-
-    def offline_through(demos: int, demo_updates: int) -> int:  # the last offline update done
-        return min(update, demo_updates or update) if demos else 0
-
-    done_offline = offline_through(recipe_value(saved, "demos"), old)
-    if done_offline != offline_through(cfg.demos, cfg.demo_updates):
-        if done_offline == update:
-            past, keep = (
-                f"trained offline on its demos through update {update}",
-                f"give demo_updates >= {update}",
-            )
-        else:
-            past, keep = f"trained online after update {done_offline}", f"keep demo_updates {old}"
-        raise ConfigError(
-            f"--resume: demo_updates {cfg.demo_updates} contradicts the run's checkpoint, which {past}: {keep}"
-        )
 
 
 class TrainingDiverged(ConfigError):
@@ -766,6 +741,9 @@ class ImitationRun:
             raise ValueError("a forked run starts new; resume it as a normal run")
         self.cfg, self.progress, self.save_at = cfg, progress, set(int(u) for u in save_at)
         self.directory = directory = run_dir(cfg)
+        self.gate = gate.Watch(cfg)  # --stop_unless (mop/gate.py)
+        if fork is not None:
+            gate.refuse(cfg.stop_unless, directory, int(fork.checkpoint["update"]), "--fork_from")
         self.resumed = checkpoint_to_resume(cfg, resume)
         if fork is not None:
             # Its own copy: Adam's load_state_dict keeps the given tensors and updates them in place,
@@ -810,7 +788,7 @@ class ImitationRun:
 
     @property
     def done(self) -> bool:
-        return self.state.update >= self.cfg.num_updates
+        return self.state.update >= self.cfg.num_updates or self.gate.stopped
 
     def __enter__(self) -> ImitationRun:
         from mop.progress import progress_bar
@@ -938,7 +916,12 @@ class ImitationRun:
                 loss=f"{self.row.get('train/loss', float('nan')):.3f}",
             )
             state.reset_window()
-        interval = cfg.checkpoint_interval and update % cfg.checkpoint_interval == 0
+        said = self.gate.after(update, logged, last, self.directory)  # stopped: checkpoint_<update>.pt
+        if said and self.progress:
+            self.bar.write(said)
+        elif said:
+            print(said, flush=True)
+        interval = (cfg.checkpoint_interval and update % cfg.checkpoint_interval == 0) or self.gate.stopped
         if (interval or update in self.save_at) and not last:
             self.written.append(self.save(checkpoint_name(update)))
         if last:  # checkpoint_<U>.pt, and checkpoint_final.pt linking it (mop/runs.py store_last_update)
@@ -952,7 +935,7 @@ class ImitationRun:
             self.save(resume_point_name(update), point=True)  # not in `written`: not a checkpoint
             drop_resume_points(self.directory, keep=update)
             self.saved_at = time.monotonic()
-        if switching:
+        if switching and not self.gate.stopped:
             self.demos = self.collector if cfg.demos_in_dagger else None  # its demo stream goes on
             self.collector.__exit__(None, None, None)
             self.collector = None  # (a failed start leaves nothing for __exit__ to close twice)
@@ -995,4 +978,5 @@ class ImitationRun:
             "final": self.row,
             "episodes": self.state.stats.episodes,
             "bot_failures": self.state.stats.bot_failures,
+            "stopped_at_gate": self.state.update if self.gate.stopped else None,
         }

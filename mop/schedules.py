@@ -1,10 +1,11 @@
 """The schedules of an imitation run, each a function of the config and the update alone, so
 --resume and LMC forks continue them exactly: the learning rate (lr_at), DAgger's teacher forcing
-(teacher_forcing_at) and whether an update trains on the bot demos (offline_update)."""
+(teacher_forcing_at) and whether an update trains on the bot demos (offline_update); and where a
+--resume may move that switch (check_demo_switch)."""
 
 from __future__ import annotations
 
-from mop.experiment import TrainConfig
+from mop.experiment import ConfigError, TrainConfig, recipe_value
 
 
 def linear_schedule(start: float, final: float | None, decay_updates: int, update: int) -> float:
@@ -42,3 +43,29 @@ def lr_at(cfg: TrainConfig, update: int) -> float:
     if cfg.dagger_lr is not None and cfg.demo_updates and update > cfg.demo_updates:
         return cfg.dagger_lr
     return linear_schedule(cfg.lr, cfg.lr_final, cfg.lr_decay_updates, update)
+
+
+def check_demo_switch(saved: dict, update: int, cfg: TrainConfig) -> None:
+    """A resume may move demo_updates (the switch from the demos to DAgger) only where the updates
+    done were offline under both values: a finished BC run (--demos N, no demo_updates) goes on
+    into DAgger with --demo_updates at or after its last update, and a BC phase not yet over may
+    end elsewhere. ConfigError in one line when the new value would rewrite what was trained."""
+    old = recipe_value(saved, "demo_updates")
+    if old == cfg.demo_updates:
+        return
+
+    def offline_through(demos: int, demo_updates: int) -> int:  # the last offline update done
+        return min(update, demo_updates or update) if demos else 0
+
+    done_offline = offline_through(recipe_value(saved, "demos"), old)
+    if done_offline != offline_through(cfg.demos, cfg.demo_updates):
+        if done_offline == update:
+            past, keep = (
+                f"trained offline on its demos through update {update}",
+                f"give demo_updates >= {update}",
+            )
+        else:
+            past, keep = f"trained online after update {done_offline}", f"keep demo_updates {old}"
+        raise ConfigError(
+            f"--resume: demo_updates {cfg.demo_updates} contradicts the run's checkpoint, which {past}: {keep}"
+        )

@@ -1,0 +1,242 @@
+"""--stop_unless (mop/gate.py): a stopping rule fixed before the run. Its text and its refusals,
+its verdict on rows where the means are known, a tiny run that stops at its gate (and one that
+passes), the refusal to resume a failed gate, training on past it with --stop_unless '', the key
+left out of the recipe, and the callers that skip a stopped run (bench/levels.py, sweep.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+
+import pytest
+import yaml
+
+import train_mop
+from conftest import TINY_PRESET, stderr_lines, tiny_config
+from mop import gate
+from mop.experiment import ConfigError, load_config, read_metrics, recipe_keys, resume_config
+
+TASK = "BabyAI-GoToRedBallGrey-v0"
+FAILS = "1-3: train/ce < 0"  # a cross-entropy is never below 0
+PASSES = "1-3: train/ce < 1000, train/loss >= -1000"
+
+
+def run_folder(checkpoint_dir):
+    return checkpoint_dir / TASK / "trial_0"
+
+
+def cli(monkeypatch, *args):
+    """train_mop.py's command line, in this process: its exit code (None: it returned)."""
+    monkeypatch.setattr(sys, "argv", ["train_mop.py", "--config", str(TINY_PRESET), *args])
+    try:
+        train_mop.cli()
+    except SystemExit as e:
+        return e.code
+    return None
+
+
+# ----------------------------------------------------------------------------- the text
+
+
+@pytest.mark.parametrize(
+    "spec, canonical",
+    [
+        ("3000-3072: train/aux_match < 0.05, train/aux_door_place < 0.5", None),
+        (
+            "3000 - 3072 :train/aux_match<0.05 and train/aux_door_place<0.5",
+            "3000-3072: train/aux_match < 0.05, train/aux_door_place < 0.5",
+        ),
+        ("5-5: probe/success >= 0.9", None),
+        ("1-10: train/ce <= 1e-3", "1-10: train/ce <= 0.001"),
+    ],
+)
+def test_a_gate_reads_back_as_its_canonical_text(spec, canonical):
+    parsed = gate.parse(spec)
+    assert parsed.spec == (canonical or spec)
+    assert gate.parse(parsed.spec) == parsed
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("train/ce < 1", r"must read 'A-B: metric < x, \.\.\.'"),
+        ("10-5: train/ce < 1", r"the window 10-5 must have 1 <= A <= B"),
+        ("0-5: train/ce < 1", r"the window 0-5 must have 1 <= A <= B"),
+        ("1-5:", r"no condition after the window"),
+        ("1-5: train/ce = 1", r"'train/ce = 1' is not 'metric <\|<=\|>\|>= number'"),
+        ("1-5: train/ce < one", r"'train/ce < one' must compare with a finite number"),
+        ("1-5: train/ce < nan", r"must compare with a finite number"),
+        ("1-5: train/ce < inf", r"must compare with a finite number"),
+        ("1-5: train/ce < 1,", r"'' is not 'metric"),
+    ],
+)
+def test_a_bad_gate_is_refused_naming_what_is_wrong(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        gate.parse(spec)
+
+
+def test_the_config_checks_the_window_against_the_run_and_its_logging(tmp_path):
+    assert tiny_config(tmp_path, stop_unless="1-3: train/ce < 1").stop_unless == "1-3: train/ce < 1"
+    assert tiny_config(tmp_path, stop_unless="").stop_unless is None  # '' and null: no gate
+    assert tiny_config(tmp_path, stop_unless="null").stop_unless is None
+    # YAML (a config file, bench/levels.py's --set) reads "A-B: ..." unquoted as a one-key mapping
+    assert tiny_config(tmp_path, stop_unless={"1-3": "train/ce < 1"}).stop_unless == "1-3: train/ce < 1"
+    with pytest.raises(ConfigError, match=r"the window ends at update 9, after num_updates \(6\)"):
+        tiny_config(tmp_path, stop_unless="1-9: train/ce < 1")
+    with pytest.raises(ConfigError, match=r"must end on a logged update .* got 4"):
+        tiny_config(tmp_path, stop_unless="1-4: train/ce < 1")  # tiny logs every 3 updates
+    assert tiny_config(tmp_path, stop_unless="1-6: train/ce < 1").stop_unless  # num_updates logs
+    bc = dict(demos=10, demo_updates=4, num_updates=8, max_steps=12)
+    assert tiny_config(tmp_path, stop_unless="1-4: train/ce < 1", **bc).stop_unless  # BC's last update logs
+    with pytest.raises(ConfigError, match=r"stop_unless must be a text"):
+        tiny_config(tmp_path, stop_unless=3)
+
+
+def test_the_gate_is_not_part_of_the_recipe(tmp_path):
+    with_gate = tiny_config(tmp_path, stop_unless=FAILS)
+    assert recipe_keys(with_gate) == recipe_keys(tiny_config(tmp_path))
+
+
+# ----------------------------------------------------------------------------- the verdict
+
+
+def test_the_verdict_is_each_metrics_mean_over_the_window_inclusive():
+    rows = [{"update": u, "train/a": float(u), "train/b": 1.0} for u in range(25, 201, 25)]
+    rule = gate.parse("50-100: train/a < 76, train/b >= 1")
+    verdict = rule.verdict(rows)
+    assert verdict["rows"] == 3 and verdict["window"] == [50, 100]  # updates 50, 75, 100
+    first, second = verdict["conditions"]
+    assert first["mean"] == pytest.approx(75.0) and first["holds"] and first["rows"] == 3
+    assert second["mean"] == 1.0 and second["holds"]
+    assert verdict["passed"]
+    assert not gate.parse("50-100: train/a < 75").verdict(rows)["passed"]  # 75 < 75 is false
+    assert gate.parse("50-100: train/a <= 75").verdict(rows)["passed"]
+
+
+def test_a_metric_not_logged_or_nan_fails_its_condition():
+    rows = [{"update": 3, "train/a": math.nan, "train/b": 0.5}]
+    verdict = gate.parse("1-3: train/a < 1, train/c < 1, train/b < 1").verdict(rows)
+    holds = [c["holds"] for c in verdict["conditions"]]
+    assert holds == [False, False, True] and not verdict["passed"]
+    assert verdict["conditions"][1]["mean"] is None
+    line = gate.describe(verdict)
+    assert line.startswith("gate failed over updates 1-3: ") and "train/c not logged (fails < 1)" in line
+
+
+# ----------------------------------------------------------------------------- a run
+
+
+def test_a_failed_gate_stops_the_run_at_its_end_with_a_checkpoint_and_its_verdict(tmp_path, capsys):
+    cfg = tiny_config(tmp_path / "ck", stop_unless=FAILS)
+    summary = train_mop.main(cfg, progress=False)
+    folder = run_folder(tmp_path / "ck")
+    assert summary["stopped_at_gate"] == 3
+    assert (folder / "checkpoint_3.pt").exists()
+    assert not (folder / "checkpoint_6.pt").exists() and not (folder / "checkpoint_final.pt").exists()
+    assert [r["update"] for r in read_metrics(folder / "metrics.jsonl")] == [3]
+    verdict = json.loads((folder / gate.GATE_FILE).read_text())
+    assert verdict["passed"] is False and verdict["update"] == 3 and verdict["stop_unless"] == FAILS
+    assert verdict["conditions"][0]["mean"] > 0
+    out = capsys.readouterr().out
+    assert re.search(r"gate failed over updates 1-3: train/ce [0-9.]+ \(fails < 0\); the run stops here", out)
+
+
+def test_a_passed_gate_trains_on_to_the_end(tmp_path):
+    cfg = tiny_config(tmp_path / "ck", stop_unless=PASSES)
+    summary = train_mop.main(cfg, progress=False)
+    folder = run_folder(tmp_path / "ck")
+    assert summary["stopped_at_gate"] is None and (folder / "checkpoint_final.pt").exists()
+    verdict = gate.read_verdict(folder)
+    assert verdict["passed"] and [c["holds"] for c in verdict["conditions"]] == [True, True]
+
+
+def test_a_failed_gate_does_not_resume_and_trains_on_without_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli(monkeypatch, "--checkpoint_dir", "ck", "--stop_unless", FAILS) is None
+    capsys.readouterr()
+    assert cli(monkeypatch, "--checkpoint_dir", "ck", "--resume") == 2  # the checkpoint's gate
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "--resume: " in lines[0] and "stopped at its gate: gate failed" in lines[0]
+    assert "resume with --stop_unless ''" in lines[0]
+    folder = tmp_path / "ck" / TASK / "trial_0"
+    assert not (folder / "checkpoint_final.pt").exists()
+    # '' lifts it (the key may change on --resume): the run goes on to num_updates
+    located = {"checkpoint_dir": "ck", "stop_unless": ""}
+    assert resume_config(TINY_PRESET, located).stop_unless is None
+    assert cli(monkeypatch, "--checkpoint_dir", "ck", "--resume", "--stop_unless", "") is None
+    assert (folder / "checkpoint_final.pt").exists()
+    assert [r["update"] for r in read_metrics(folder / "metrics.jsonl")] == [3, 6]
+
+
+def test_a_gate_set_after_its_window_is_refused_on_resume_and_fork(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli(monkeypatch, "--checkpoint_dir", "ck", "--num_updates", "3") is None
+    capsys.readouterr()
+    late = ["--stop_unless", "1-3: train/ce < 1"]
+    assert cli(monkeypatch, "--checkpoint_dir", "ck", "--resume", "--num_updates", "6", *late) == 2
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "a gate is set before its window ends" in lines[0]
+    parent = tmp_path / "ck" / TASK / "trial_0" / "checkpoint_3.pt"
+    assert cli(monkeypatch, "--checkpoint_dir", "fork", "--fork_from", str(parent), *late) == 2
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: --fork_from: stop_unless's window ends at update 3"
+    )
+
+
+def test_a_misspelt_metric_is_refused_at_the_first_row(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli(monkeypatch, "--checkpoint_dir", "ck", "--stop_unless", "1-6: train/cee < 1") == 2
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "stop_unless names 'train/cee' (did you mean train/ce" in lines[0]
+    assert "which update 3's metrics row does not log" in lines[0]
+
+
+# ----------------------------------------------------------------------------- callers
+
+
+def test_levels_and_sweep_skip_a_run_stopped_at_its_gate(tmp_path, capsys):
+    sys.path.insert(0, str(TINY_PRESET.parent.parent / "bench"))
+    import levels
+
+    import sweep
+
+    cfg = tiny_config(tmp_path / "ck", stop_unless=FAILS)
+    train_mop.main(cfg, progress=False)
+    capsys.readouterr()
+    assert levels.gate_stopped(TASK, cfg)
+    out = capsys.readouterr().out
+    assert out.startswith(f"[{TASK}] gate failed over updates 1-3") and "no row (gate.json)" in out
+    assert not levels.gate_stopped(TASK, tiny_config(tmp_path / "ck"))  # no gate asked: not stopped
+    done = sweep.train_one({"checkpoint_dir": str(tmp_path / "ck"), "stop_unless": FAILS}, TINY_PRESET)
+    assert done["skipped"].startswith("gate failed over updates 1-3")
+    assert load_config(TINY_PRESET, {"stop_unless": FAILS}).stop_unless == FAILS
+
+
+def test_a_gate_at_the_end_of_bc_stops_before_dagger_starts(tmp_path):
+    """The doorplace recipes' gate: judged on BC's last update, a failure leaves DAgger unstarted."""
+    bc = dict(demos=10, demo_updates=4, num_updates=8, max_steps=12, buffer_episodes=20)
+    cfg = tiny_config(
+        tmp_path / "ck", demos_dir=str(tmp_path / "demos"), stop_unless="1-4: train/ce < 0", **bc
+    )
+    summary = train_mop.main(cfg, progress=False)
+    folder = run_folder(tmp_path / "ck")
+    assert summary["stopped_at_gate"] == 4 and (folder / "checkpoint_4.pt").exists()
+    rows = read_metrics(folder / "metrics.jsonl")
+    assert [r["update"] for r in rows] == [3, 4] and all(r.get("demos/epoch") is not None for r in rows)
+    assert not list(folder.glob("buffer_*"))  # no DAgger update ran, none saved its buffer
+
+
+def test_lmc_refuses_a_gate_and_modal_skips_a_run_stopped_at_one(tmp_path):
+    import lmc
+    import modal_app
+
+    with pytest.raises(lmc.LMCError, match="stop_unless stops a single run at its gate"):
+        lmc.build_experiment({"stop_unless": FAILS}, config_path=TINY_PRESET, results_root=tmp_path)
+    root = tmp_path / "modal"
+    train_mop.main(tiny_config(root, stop_unless=FAILS), progress=False)
+    overrides = yaml.safe_load(TINY_PRESET.read_text())  # modal_app's jobs are keys over config.yaml
+    out = modal_app._train_body({**overrides, "stop_unless": FAILS}, str(root))
+    assert out["skipped"].startswith("gate failed over updates 1-3") and "error" not in out
