@@ -910,8 +910,9 @@ def bench_config(level: str, config: Path | None, sets: dict, frames: int) -> Tr
     recipe file's. The frames per update come from the recipe with its demo keys left out."""
     from mop.experiment import keys_needing, load_config
 
-    demo_keys = keys_needing("demos")  # checked against each other and the length: not for the frame count
-    base = load_config(config, {"task_id": level, **{k: v for k, v in sets.items() if k not in demo_keys}})
+    # checked against each other and the length (a gate's window too): not for the frame count
+    later = keys_needing("demos") | {"stop_unless"}
+    base = load_config(config, {"task_id": level, **{k: v for k, v in sets.items() if k not in later}})
     updates = max(1, round(frames / (base.num_envs * base.unroll_len)))
     return load_config(config, {"task_id": level, **sets, "num_updates": updates})
 

@@ -210,6 +210,9 @@ def test_levels_and_sweep_skip_a_run_stopped_at_its_gate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"[{TASK}] gate failed over updates 1-3") and "no row (gate.json)" in out
     assert not levels.gate_stopped(TASK, tiny_config(tmp_path / "ck"))  # no gate asked: not stopped
+    # the window is checked against the bench's length (--frames), not the recipe file's num_updates
+    bench = levels.bench_config(TASK, TINY_PRESET, {"stop_unless": "1-9: train/ce < 1"}, frames=320)
+    assert (bench.num_updates, bench.stop_unless) == (10, "1-9: train/ce < 1")
     done = sweep.train_one({"checkpoint_dir": str(tmp_path / "ck"), "stop_unless": FAILS}, TINY_PRESET)
     assert done["skipped"].startswith("gate failed over updates 1-3")
     assert load_config(TINY_PRESET, {"stop_unless": FAILS}).stop_unless == FAILS
