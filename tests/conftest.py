@@ -88,6 +88,21 @@ def tiny_config(checkpoint_dir, **overrides):
     return load_config(TINY_PRESET, {"checkpoint_dir": str(checkpoint_dir), **overrides})
 
 
+def tiny_cli(monkeypatch, *args):
+    """train_mop.py's command line over configs/tiny.yaml, in this process: its exit code (None:
+    it returned, trained to the end or stopped at its gate)."""
+    import sys
+
+    import train_mop
+
+    monkeypatch.setattr(sys, "argv", ["train_mop.py", "--config", str(TINY_PRESET), *args])
+    try:
+        train_mop.cli()
+    except SystemExit as e:
+        return e.code
+    return None
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One tiny MoP run trained for real, batch-evaluated and cached, shared by every test module

@@ -7,13 +7,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-import sys
 
 import pytest
 import torch
 
 import train_mop
-from conftest import TINY_PRESET, stderr_lines, tiny_config
+from conftest import stderr_lines, tiny_cli, tiny_config
 from mop.experiment import ConfigError, read_metrics
 from mop.imitation import ImitationRun
 from mop.schedules import lr_at, offline_update, teacher_forcing_at
@@ -40,16 +39,6 @@ def recipe(checkpoint_dir, demos_dir, **changes):
 
 def run_folder(checkpoint_dir):
     return checkpoint_dir / TASK / "trial_0"
-
-
-def cli(monkeypatch, *args):
-    """train_mop.py's command line, in this process: its exit code (None: it trained to the end)."""
-    monkeypatch.setattr(sys, "argv", ["train_mop.py", "--config", str(TINY_PRESET), *args])
-    try:
-        train_mop.cli()
-    except SystemExit as e:
-        return e.code
-    return None
 
 
 def files(folder):
@@ -106,7 +95,7 @@ def test_the_schedules_count_as_documented(tmp_path):
 )
 def test_bad_demo_updates_are_one_error_line_and_write_nothing(tmp_path, monkeypatch, capsys, flags, match):
     monkeypatch.chdir(tmp_path)
-    assert cli(monkeypatch, "--checkpoint_dir", str(tmp_path / "ck"), *flags) == 2
+    assert tiny_cli(monkeypatch, "--checkpoint_dir", str(tmp_path / "ck"), *flags) == 2
     lines = stderr_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert re.search(match, lines[0]), lines[0]
@@ -268,7 +257,7 @@ def test_demos_in_dagger_train_the_next_demo_batch_beside_each_dagger_update(tmp
 
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_demo_threads_below_one_is_refused(tmp_path, monkeypatch, capsys, value):
-    assert cli(monkeypatch, "--checkpoint_dir", str(tmp_path), "--demo_threads", value) == 2
+    assert tiny_cli(monkeypatch, "--checkpoint_dir", str(tmp_path), "--demo_threads", value) == 2
     assert stderr_lines(capsys.readouterr().err) == [f"error: demo_threads must be positive, got {value}"]
     assert not any(tmp_path.iterdir())
 
@@ -405,7 +394,7 @@ def test_a_finished_bc_run_goes_on_into_dagger_and_its_past_is_kept(tmp_path, mo
         torch.save(ckpt, path)
     before = files(tmp_path)
     # moving the switch before updates already done on the demos is refused, nothing written
-    assert cli(monkeypatch, *where, "--resume", "--num_updates", "8", "--demo_updates", "2") == 2
+    assert tiny_cli(monkeypatch, *where, "--resume", "--num_updates", "8", "--demo_updates", "2") == 2
     lines = stderr_lines(capsys.readouterr().err)
     assert lines == [
         "error: --resume: demo_updates 2 contradicts the run's checkpoint, which trained offline on "
@@ -413,7 +402,7 @@ def test_a_finished_bc_run_goes_on_into_dagger_and_its_past_is_kept(tmp_path, mo
     ]
     assert files(tmp_path) == before
     # at (or after) its last update: the BC run goes on as DAgger
-    assert cli(monkeypatch, *where, "--resume", "--num_updates", "8", "--demo_updates", "4") is None
+    assert tiny_cli(monkeypatch, *where, "--resume", "--num_updates", "8", "--demo_updates", "4") is None
     rows = read_metrics(folder / "metrics.jsonl")
     assert [r["update"] for r in rows] == [3, 4, 6, 8]
     assert ["demos/epoch" in r for r in rows] == [True, True, False, False]
@@ -426,7 +415,7 @@ def test_a_finished_bc_run_goes_on_into_dagger_and_its_past_is_kept(tmp_path, mo
     assert [r["train/loss"] for r in rows] == [r["train/loss"] for r in whole_rows]
     # once it has turned to DAgger, the switch stays where it was
     capsys.readouterr()
-    assert cli(monkeypatch, *where, "--resume", "--num_updates", "10", "--demo_updates", "6") == 2
+    assert tiny_cli(monkeypatch, *where, "--resume", "--num_updates", "10", "--demo_updates", "6") == 2
     lines = stderr_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].endswith("trained online after update 4: keep demo_updates 4")
 
@@ -447,7 +436,7 @@ def test_a_fork_on_other_demos_samples_them_afresh(tmp_path, monkeypatch):
     parent = bc_checkpoint(tmp_path, tmp_path / "demos")
     monkeypatch.chdir(tmp_path)
     flags = ["--demos", "8", "--max_steps", "12", "--num_updates", "6", "--demos_dir", "demos"]
-    assert cli(monkeypatch, *flags, "--checkpoint_dir", "fork", "--fork_from", str(parent)) is None
+    assert tiny_cli(monkeypatch, *flags, "--checkpoint_dir", "fork", "--fork_from", str(parent)) is None
     sampler = torch.load(run_folder(tmp_path / "fork") / "checkpoint_6.pt", weights_only=True)["demo_sampler"]
     assert sampler["epoch_order"] and max(sampler["epoch_order"]) < 8
     same = tiny_config(
@@ -465,7 +454,7 @@ def test_an_earlier_system_checkpoint_is_not_forked(tmp_path, monkeypatch, capsy
     path, _, _ = make_earlier(tmp_path, with_architecture=True)
     monkeypatch.chdir(tmp_path)
     before = files(tmp_path)
-    assert cli(monkeypatch, "--checkpoint_dir", "fork", "--fork_from", str(path)) == 2
+    assert tiny_cli(monkeypatch, "--checkpoint_dir", "fork", "--fork_from", str(path)) == 2
     lines = stderr_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "holds weights without a training state (no rng, stats)" in lines[0]
     assert files(tmp_path) == before
@@ -486,7 +475,7 @@ def test_a_bad_fork_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, 
     before = files(tmp_path)
     fork = ["--fork_from", str(parent)] if "--fork_from" not in flags else []
     argv = ["--checkpoint_dir", "fork", "--demos", "10", "--demos_dir", "demos", *fork, *flags]
-    assert cli(monkeypatch, *argv) == 2
+    assert tiny_cli(monkeypatch, *argv) == 2
     lines = stderr_lines(capsys.readouterr().err)
     assert len(lines) == 1 and re.search(match, lines[0]), lines
     assert files(tmp_path) == before
@@ -516,7 +505,7 @@ def test_a_bc_checkpoint_forked_into_dagger_is_the_recipe_trained_from_the_start
         "fork",
     ]
     capsys.readouterr()
-    assert cli(monkeypatch, *flags, "--fork_from", str(parent)) is None
+    assert tiny_cli(monkeypatch, *flags, "--fork_from", str(parent)) is None
     assert f"forked from {parent.resolve()} at update 4 (" in capsys.readouterr().out
     folder = run_folder(tmp_path / "fork")
     rows = read_metrics(folder / "metrics.jsonl")
@@ -531,7 +520,7 @@ def test_a_bc_checkpoint_forked_into_dagger_is_the_recipe_trained_from_the_start
     assert record["changed"]["demo_updates"] == [0, 4] and record["changed"]["buffer_episodes"] == [0, 20]
     assert "seed" not in record["changed"] and "forked_from" not in torch.load(parent, weights_only=True)
     # the fork is a run like any other: --resume alone continues it, and keeps the record
-    assert cli(monkeypatch, *flags, "--num_updates", "9", "--resume") is None
+    assert tiny_cli(monkeypatch, *flags, "--num_updates", "9", "--resume") is None
     assert read_metrics(folder / "metrics.jsonl")[-1]["update"] == 9
     assert torch.load(folder / "checkpoint_final.pt", weights_only=True)["forked_from"] == [record]
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import train_mop
-from conftest import TINY_PRESET, stderr_lines, tiny_config
+from conftest import TINY_PRESET, stderr_lines, tiny_cli, tiny_config
 from mop import gate
 from mop.experiment import ConfigError, load_config, read_metrics, recipe_keys, resume_config
 
@@ -25,16 +25,6 @@ PASSES = "1-3: train/ce < 1000, train/loss >= -1000"
 
 def run_folder(checkpoint_dir):
     return checkpoint_dir / TASK / "trial_0"
-
-
-def cli(monkeypatch, *args):
-    """train_mop.py's command line, in this process: its exit code (None: it returned)."""
-    monkeypatch.setattr(sys, "argv", ["train_mop.py", "--config", str(TINY_PRESET), *args])
-    try:
-        train_mop.cli()
-    except SystemExit as e:
-        return e.code
-    return None
 
 
 # ----------------------------------------------------------------------------- the text
@@ -154,9 +144,9 @@ def test_a_passed_gate_trains_on_to_the_end(tmp_path):
 
 def test_a_failed_gate_does_not_resume_and_trains_on_without_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert cli(monkeypatch, "--checkpoint_dir", "ck", "--stop_unless", FAILS) is None
+    assert tiny_cli(monkeypatch, "--checkpoint_dir", "ck", "--stop_unless", FAILS) is None
     capsys.readouterr()
-    assert cli(monkeypatch, "--checkpoint_dir", "ck", "--resume") == 2  # the checkpoint's gate
+    assert tiny_cli(monkeypatch, "--checkpoint_dir", "ck", "--resume") == 2  # the checkpoint's gate
     lines = stderr_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "--resume: " in lines[0] and "stopped at its gate: gate failed" in lines[0]
     assert "resume with --stop_unless ''" in lines[0]
@@ -165,21 +155,21 @@ def test_a_failed_gate_does_not_resume_and_trains_on_without_it(tmp_path, monkey
     # '' lifts it (the key may change on --resume): the run goes on to num_updates
     located = {"checkpoint_dir": "ck", "stop_unless": ""}
     assert resume_config(TINY_PRESET, located).stop_unless is None
-    assert cli(monkeypatch, "--checkpoint_dir", "ck", "--resume", "--stop_unless", "") is None
+    assert tiny_cli(monkeypatch, "--checkpoint_dir", "ck", "--resume", "--stop_unless", "") is None
     assert (folder / "checkpoint_final.pt").exists()
     assert [r["update"] for r in read_metrics(folder / "metrics.jsonl")] == [3, 6]
 
 
 def test_a_gate_set_after_its_window_is_refused_on_resume_and_fork(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert cli(monkeypatch, "--checkpoint_dir", "ck", "--num_updates", "3") is None
+    assert tiny_cli(monkeypatch, "--checkpoint_dir", "ck", "--num_updates", "3") is None
     capsys.readouterr()
     late = ["--stop_unless", "1-3: train/ce < 1"]
-    assert cli(monkeypatch, "--checkpoint_dir", "ck", "--resume", "--num_updates", "6", *late) == 2
+    assert tiny_cli(monkeypatch, "--checkpoint_dir", "ck", "--resume", "--num_updates", "6", *late) == 2
     lines = stderr_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "a gate is set before its window ends" in lines[0]
     parent = tmp_path / "ck" / TASK / "trial_0" / "checkpoint_3.pt"
-    assert cli(monkeypatch, "--checkpoint_dir", "fork", "--fork_from", str(parent), *late) == 2
+    assert tiny_cli(monkeypatch, "--checkpoint_dir", "fork", "--fork_from", str(parent), *late) == 2
     lines = stderr_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith(
         "error: --fork_from: stop_unless's window ends at update 3"
@@ -188,7 +178,7 @@ def test_a_gate_set_after_its_window_is_refused_on_resume_and_fork(tmp_path, mon
 
 def test_a_misspelt_metric_is_refused_at_the_first_row(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert cli(monkeypatch, "--checkpoint_dir", "ck", "--stop_unless", "1-6: train/cee < 1") == 2
+    assert tiny_cli(monkeypatch, "--checkpoint_dir", "ck", "--stop_unless", "1-6: train/cee < 1") == 2
     lines = stderr_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "stop_unless names 'train/cee' (did you mean train/ce" in lines[0]
     assert "which update 3's metrics row does not log" in lines[0]
