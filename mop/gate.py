@@ -28,6 +28,7 @@ import json
 import math
 import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,15 +174,14 @@ class Watch:
     the names on the first row of the window's phase and judges at the window's end; `stopped`
     says the run ends there. With no --stop_unless it does nothing."""
 
-    def __init__(self, cfg):
-        self.cfg, self.rule = cfg, parse(cfg.stop_unless) if cfg.stop_unless else None
+    def __init__(self, spec: str | None, offline: Callable[[int], bool]):
+        self.rule = parse(spec) if spec else None
+        self.offline = offline  # update -> whether it trains on the demos (schedules.offline_update)
         self.names_checked = self.stopped = False
 
     def in_phase(self, update: int) -> bool:
         """Whether `update` trains as the window's end does (on the demos, or online)."""
-        from mop.schedules import offline_update  # (schedules reads the config, which reads this)
-
-        return offline_update(self.cfg, update) == offline_update(self.cfg, self.rule.end)
+        return self.offline(update) == self.offline(self.rule.end)
 
     def after(self, update: int, logged: dict | None, last: bool, directory: Path) -> str | None:
         """After update `update` was logged (its row, or None): ConfigError (unlogged) at the

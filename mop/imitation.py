@@ -741,7 +741,7 @@ class ImitationRun:
             raise ValueError("a forked run starts new; resume it as a normal run")
         self.cfg, self.progress, self.save_at = cfg, progress, set(int(u) for u in save_at)
         self.directory = directory = run_dir(cfg)
-        self.gate = gate.Watch(cfg)  # --stop_unless (mop/gate.py)
+        self.gate = gate.Watch(cfg.stop_unless, partial(offline_update, cfg))  # --stop_unless (mop/gate.py)
         if fork is not None:
             gate.refuse(cfg.stop_unless, directory, int(fork.checkpoint["update"]), "--fork_from")
         self.resumed = checkpoint_to_resume(cfg, resume)
