@@ -53,8 +53,9 @@ class Condition:
     def holds(self, mean: float | None) -> bool:
         return mean is not None and not math.isnan(mean) and OPS[self.op](mean, self.value)
 
-    def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.value:g}"
+    def __str__(self) -> str:  # the number as short as it reads back exactly (0.05, 1, 0.0512345678)
+        short = format(self.value, "g")
+        return f"{self.metric} {self.op} {short if float(short) == self.value else repr(self.value)}"
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,10 @@ class Gate:
         """gate.json's record from a run's metrics rows: the window's mean of each metric (None
         where no row in the window logs it) and whether each comparison holds."""
         window = [r for r in rows if self.start <= r.get("update", -1) <= self.end]
-        conditions, means = [], {}
+        conditions = []
         for c in self.conditions:
             values = [float(r[c.metric]) for r in window if isinstance(r.get(c.metric), (int, float))]
             mean = sum(values) / len(values) if values else None
-            means[c.metric] = mean
             conditions.append(
                 {
                     "metric": c.metric,

@@ -40,6 +40,7 @@ def run_folder(checkpoint_dir):
         ),
         ("5-5: probe/success >= 0.9", None),
         ("1-10: train/ce <= 1e-3", "1-10: train/ce <= 0.001"),
+        ("1-10: train/ce < 0.0512345678", None),  # no digit lost to the canonical text
     ],
 )
 def test_a_gate_reads_back_as_its_canonical_text(spec, canonical):
