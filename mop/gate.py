@@ -229,14 +229,16 @@ def describe(verdict: dict) -> str:
 
 
 def stopped(spec: str | None, directory: Path) -> dict | None:
-    """The failed verdict of gate `spec` in the run folder (None: no gate, not this gate, or it passed):
-    a run that stopped at its gate, which sweeps and bench/levels.py skip rather than resume."""
+    """The failed verdict of gate `spec` in the run folder (None: no gate, not this gate, it passed,
+    or its checkpoint_B.pt is missing: a run killed between the verdict and that checkpoint goes
+    back to an earlier one and is judged again at B): a run that stopped at its gate, which
+    --resume refuses and sweeps and bench/levels.py skip."""
     if not spec:
         return None
     verdict = read_verdict(directory)
     if verdict is None or verdict.get("stop_unless") != parse(spec).spec or verdict["passed"]:
         return None
-    return verdict
+    return verdict if (Path(directory) / f"checkpoint_{verdict['window'][1]}.pt").exists() else None
 
 
 def refuse(spec: str | None, directory: Path, update: int, flag: str) -> None:

@@ -5,6 +5,7 @@ left out of the recipe, and the callers that skip a stopped run (bench/levels.py
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -159,6 +160,20 @@ def test_a_failed_gate_does_not_resume_and_trains_on_without_it(tmp_path, monkey
     assert tiny_cli(monkeypatch, "--checkpoint_dir", "ck", "--resume", "--stop_unless", "") is None
     assert (folder / "checkpoint_final.pt").exists()
     assert [r["update"] for r in read_metrics(folder / "metrics.jsonl")] == [3, 6]
+
+
+def test_a_verdict_without_its_checkpoint_is_judged_again(tmp_path):
+    """Killed between gate.json and checkpoint_B.pt: the run resumes from an earlier checkpoint and
+    judges its gate again at B, rather than being refused on a verdict its files do not back."""
+    rule = gate.parse("1-6: train/ce < 0")
+    cfg = tiny_config(tmp_path / "ck", stop_unless=rule.spec, checkpoint_interval=3, num_updates=6)
+    train_mop.main(dataclasses.replace(cfg, num_updates=3, stop_unless=None), progress=False)
+    folder = run_folder(tmp_path / "ck")
+    gate.judge(rule, folder, 6)  # a failed verdict at 6 with no checkpoint_6.pt beside it
+    assert gate.stopped(rule.spec, folder) is None and gate.refusal(rule.spec, folder, 3) is None
+    summary = train_mop.main(cfg, resume=True, progress=False)
+    assert summary["stopped_at_gate"] is None and (folder / "checkpoint_final.pt").exists()
+    assert gate.read_verdict(folder)["update"] == 6 and gate.stopped(rule.spec, folder) is not None
 
 
 def test_a_gate_set_after_its_window_is_refused_on_resume_and_fork(tmp_path, monkeypatch, capsys):
