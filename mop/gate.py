@@ -127,9 +127,9 @@ def parse(spec: str) -> Gate:
     return Gate(start, end, tuple(conditions))
 
 
-def check(spec: str, num_updates: int, log_interval: int, demo_updates: int) -> str:
-    """validate()'s check of --stop_unless against the run's length and logging; its canonical
-    text. demo_updates: the last update of a BC phase that DAgger follows (0: none), which logs."""
+def check(spec: str, num_updates: int, log_interval: int, demo_updates: int) -> None:
+    """validate()'s check of --stop_unless against the run's length and logging (ConfigError).
+    demo_updates: the last update of a BC phase that DAgger follows (0: none), which logs."""
     gate = parse(spec)
     if gate.end > num_updates:
         raise ConfigError(
@@ -141,7 +141,6 @@ def check(spec: str, num_updates: int, log_interval: int, demo_updates: int) -> 
             f"stop_unless: the window must end on a logged update (a multiple of log_interval "
             f"{log_interval}, demo_updates or num_updates), got {gate.end}"
         )
-    return gate.spec
 
 
 def unlogged(rule: Gate, row: dict, update: int) -> str | None:
@@ -233,12 +232,14 @@ def stopped(spec: str | None, directory: Path) -> dict | None:
     or its checkpoint_B.pt is missing: a run killed between the verdict and that checkpoint goes
     back to an earlier one and is judged again at B): a run that stopped at its gate, which
     --resume refuses and sweeps and bench/levels.py skip."""
-    if not spec:
+    return _failed(parse(spec), directory, read_verdict(directory)) if spec else None
+
+
+def _failed(rule: Gate, directory: Path, verdict: dict | None) -> dict | None:
+    """`stopped` on a verdict already read."""
+    if verdict is None or verdict.get("stop_unless") != rule.spec or verdict["passed"]:
         return None
-    verdict = read_verdict(directory)
-    if verdict is None or verdict.get("stop_unless") != parse(spec).spec or verdict["passed"]:
-        return None
-    return verdict if (Path(directory) / f"checkpoint_{verdict['window'][1]}.pt").exists() else None
+    return verdict if (Path(directory) / f"checkpoint_{rule.end}.pt").exists() else None
 
 
 def refuse(spec: str | None, directory: Path, update: int, flag: str) -> None:
@@ -255,7 +256,7 @@ def refusal(spec: str | None, directory: Path, update: int) -> str | None:
         return None
     gate = parse(spec)
     verdict = read_verdict(directory)
-    if stopped(spec, directory) is not None:
+    if _failed(gate, directory, verdict) is not None:
         return (
             f"{str(directory)!r} stopped at its gate: {describe(verdict)} (gate.json). To train on anyway "
             f"resume with --stop_unless '' (not part of the recipe), or fork from checkpoint_{gate.end}.pt"
