@@ -400,9 +400,9 @@ class TrainConfig:
     stop_unless: str | None = _help(
         "a stopping rule fixed before the run: 'A-B: metric < x, metric >= y' (e.g. '3000-3072: "
         "train/aux_match < 0.05'): at update B, unless each metric's mean over the metrics.jsonl rows "
-        "of updates A..B holds, the run saves checkpoint_B.pt and stops. The verdict goes to gate.json "
-        "either way; a failed gate does not resume (--resume --stop_unless '' trains on). Not part of "
-        "the recipe (mop/gate.py). null: no gate",
+        "of updates A..B holds, the run saves checkpoint_B.pt and stops. Stages, each judged at its own "
+        "B: 'A-B: ...; C-D: ...'. The verdict goes to gate.json either way; a failed gate does not "
+        "resume (--resume --stop_unless '' trains on). Not part of the recipe (mop/gate.py). null: no gate",
         None,
     )
     wandb_project: str | None = _help(
@@ -476,9 +476,8 @@ def _coerce(key: str, value: Any) -> Any:
     if key == "subgoal_ce_weights":
         return subgoal_weights(value)
     if key == "stop_unless":
-        if isinstance(value, dict) and len(value) == 1:  # YAML read "A-B: ..." unquoted as a mapping
-            ((window, conditions),) = value.items()
-            value = f"{window}: {conditions}"
+        if isinstance(value, dict) and value:  # YAML read "A-B: ..." unquoted as a mapping (a stage a key)
+            value = f"{gate.STAGES} ".join(f"{window}: {conditions}" for window, conditions in value.items())
         if not isinstance(value, str):
             raise ConfigError(f"stop_unless must be a text such as {gate.EXAMPLE}, got {value!r}")
         return None if value.strip().lower() in ("", "null", "none") else gate.parse(value).spec

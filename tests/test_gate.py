@@ -91,6 +91,27 @@ def test_the_gate_is_not_part_of_the_recipe(tmp_path):
     assert recipe_keys(with_gate) == recipe_keys(tiny_config(tmp_path))
 
 
+def test_a_gate_of_stages_reads_back_and_its_windows_must_end_in_order(tmp_path):
+    parsed = gate.parse("1-3: train/ce<1;2-6: train/loss >= 0 and train/ce < 2")
+    assert parsed.spec == "1-3: train/ce < 1; 2-6: train/loss >= 0, train/ce < 2"
+    assert [(s.start, s.end) for s in parsed.stages] == [(1, 3), (2, 6)] and gate.parse(parsed.spec) == parsed
+    with pytest.raises(
+        ConfigError, match=r"each stage's window must end after the one before, got 1-6 then 1-3"
+    ):
+        gate.parse("1-6: train/ce < 1; 1-3: train/ce < 1")
+    with pytest.raises(
+        ConfigError, match=r"got '1-3: train/ce < 1; train/ce < 2' \(the stage 'train/ce < 2'\)"
+    ):
+        gate.parse("1-3: train/ce < 1; train/ce < 2")
+    # a config file's mapping, one window a key, is the same gate
+    staged = {"1-3": "train/ce < 1", "4-6": "train/ce < 2"}
+    assert tiny_config(tmp_path, stop_unless=staged).stop_unless == "1-3: train/ce < 1; 4-6: train/ce < 2"
+    with pytest.raises(ConfigError, match=r"the window ends at update 9, after num_updates \(6\)"):
+        tiny_config(tmp_path, stop_unless="1-3: train/ce < 1; 4-9: train/ce < 1")
+    with pytest.raises(ConfigError, match=r"must end on a logged update .* got 5"):
+        tiny_config(tmp_path, stop_unless="1-3: train/ce < 1; 4-5: train/ce < 1")
+
+
 # ----------------------------------------------------------------------------- the verdict
 
 
@@ -115,6 +136,20 @@ def test_a_metric_not_logged_or_nan_fails_its_condition():
     assert verdict["conditions"][1]["mean"] is None
     line = gate.describe(verdict)
     assert line.startswith("gate failed over updates 1-3: ") and "train/c not logged (fails < 1)" in line
+
+
+def test_a_staged_verdict_is_its_last_ended_stage_with_every_stage_so_far():
+    rows = [{"update": u, "train/a": float(u)} for u in range(25, 201, 25)]
+    rule = gate.parse("25-50: train/a < 100; 150-200: train/a < 100")
+    early = rule.verdict(rows, 100)
+    assert early["window"] == [25, 50] and early["passed"] and len(early["stages"]) == 1
+    assert early["stop_unless"] == rule.spec  # the whole gate's text, which resume compares
+    late = rule.verdict(rows)
+    assert late["window"] == [150, 200] and not late["passed"]
+    assert [s["passed"] for s in late["stages"]] == [True, False]
+    assert late["conditions"][0]["mean"] == pytest.approx(175.0)
+    with pytest.raises(ValueError, match="no stage"):
+        rule.verdict(rows, 49)
 
 
 # ----------------------------------------------------------------------------- a run
@@ -160,6 +195,47 @@ def test_a_failed_gate_does_not_resume_and_trains_on_without_it(tmp_path, monkey
     assert tiny_cli(monkeypatch, "--checkpoint_dir", "ck", "--resume", "--stop_unless", "") is None
     assert (folder / "checkpoint_final.pt").exists()
     assert [r["update"] for r in read_metrics(folder / "metrics.jsonl")] == [3, 6]
+
+
+@pytest.mark.parametrize(
+    "spec, stop, judged",
+    [
+        ("1-3: train/ce < 1000; 4-6: train/ce < 0", 6, [True, False]),  # the second stage stops it
+        ("1-3: train/ce < 0; 4-6: train/ce < 1000", 3, [False]),  # the first: the second never judged
+    ],
+)
+def test_a_staged_gate_judges_each_stage_at_its_end_and_stops_at_the_first_failed(
+    tmp_path, monkeypatch, capsys, spec, stop, judged
+):
+    monkeypatch.chdir(tmp_path)
+    assert (
+        tiny_cli(monkeypatch, "--checkpoint_dir", "ck", "--num_updates", "9", "--stop_unless", spec) is None
+    )
+    out = capsys.readouterr().out
+    folder = tmp_path / "ck" / TASK / "trial_0"
+    assert (folder / f"checkpoint_{stop}.pt").exists() and not (folder / "checkpoint_final.pt").exists()
+    assert [r["update"] for r in read_metrics(folder / "metrics.jsonl")] == list(range(3, stop + 1, 3))
+    verdict = gate.read_verdict(folder)
+    assert verdict["window"][1] == stop and verdict["update"] == stop and verdict["stop_unless"] == spec
+    assert [s["passed"] for s in verdict["stages"]] == judged
+    assert out.count("gate passed over updates") == judged.count(True)
+    assert f"gate failed over updates {stop - 2}-{stop}: " in out and "the run stops here" in out
+    assert gate.stopped(spec, folder) is not None
+    assert tiny_cli(monkeypatch, "--checkpoint_dir", "ck", "--resume") == 2
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and f"or fork from checkpoint_{stop}.pt" in lines[0]
+
+
+def test_a_run_past_a_passed_stage_resumes_under_that_gate_and_not_under_a_changed_one(tmp_path):
+    spec = "1-3: train/ce < 1000; 7-9: train/ce < 1000"
+    cfg = tiny_config(tmp_path / "ck", stop_unless=spec, num_updates=9, checkpoint_interval=3)
+    train_mop.main(cfg, progress=False)
+    folder = run_folder(tmp_path / "ck")
+    assert [s["passed"] for s in gate.read_verdict(folder)["stages"]] == [True, True]
+    assert gate.refusal(spec, folder, 6) is None  # its first stage was judged at 3 under this gate
+    changed = "1-3: train/ce < 1000; 7-9: train/ce < 1"  # a second stage edited after the first ended
+    assert "a gate is set before its window ends" in gate.refusal(changed, folder, 6)
+    assert gate.refusal("7-9: train/ce < 1", folder, 6) is None  # no window ended by 6: not late
 
 
 def test_a_verdict_without_its_checkpoint_is_judged_again(tmp_path):
