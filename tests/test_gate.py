@@ -5,6 +5,7 @@ left out of the recipe, and the callers that skip a stopped run (bench/levels.py
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -295,6 +296,11 @@ def test_levels_and_sweep_skip_a_run_stopped_at_its_gate(tmp_path, capsys):
     # the window is checked against the bench's length (--frames), not the recipe file's num_updates
     bench = levels.bench_config(TASK, TINY_PRESET, {"stop_unless": "1-9: train/ce < 1"}, frames=320)
     assert (bench.num_updates, bench.stop_unless) == (10, "1-9: train/ce < 1")
+    staged = (
+        "1-3: train/ce < 1; 4-9: train/ce < 1"  # the l1x2 command's shape: --set 'stop_unless="...; ..."'
+    )
+    sets = levels.parse_sets([f'stop_unless="{staged}"'], argparse.ArgumentParser())
+    assert levels.bench_config(TASK, TINY_PRESET, sets, frames=320).stop_unless == staged
     done = sweep.train_one({"checkpoint_dir": str(tmp_path / "ck"), "stop_unless": FAILS}, TINY_PRESET)
     assert done["skipped"].startswith("gate failed over updates 1-3")
     assert load_config(TINY_PRESET, {"stop_unless": FAILS}).stop_unless == FAILS
