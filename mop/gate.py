@@ -118,7 +118,7 @@ class Gate:
         """The canonical text (what config.json and gate.json hold; parse(spec) gives it back)."""
         return f"{STAGES} ".join(stage.spec for stage in self.stages)
 
-    def judged_by(self, update: int) -> list[Stage]:
+    def ended_by(self, update: int) -> list[Stage]:
         """The stages whose windows have ended by `update`."""
         return [stage for stage in self.stages if stage.end <= update]
 
@@ -126,7 +126,7 @@ class Gate:
         """gate.json's record at `update` (default: the last stage's end): the verdict of the last
         stage ended by then at the top level (what a single-stage gate's record always was), the
         whole gate's text, and every ended stage's verdict under "stages"."""
-        ended = self.judged_by(self.stages[-1].end if update is None else update)
+        ended = self.ended_by(self.stages[-1].end if update is None else update)
         if not ended:
             raise ValueError(f"no stage of {self.spec!r} has ended by update {update}")
         stages = [stage.verdict(rows) for stage in ended]
@@ -311,7 +311,7 @@ def refusal(spec: str | None, directory: Path, update: int) -> str | None:
             f"resume with --stop_unless '' (not part of the recipe), or fork from "
             f"checkpoint_{verdict['window'][1]}.pt"
         )
-    ended = rule.judged_by(update)
+    ended = rule.ended_by(update)
     judged_to = verdict["window"][1] if verdict is not None and verdict.get("stop_unless") == rule.spec else 0
     if ended and ended[-1].end > judged_to:
         return (
