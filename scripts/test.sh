@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up (venv, pinned packages, Debian's chromium), then run the test suite
-# (tier 1, tier 2 and the browser tests: 9 min on 2 idle cores, 16 min one test at a time).
+# (tier 1, tier 2 and the browser tests: 18 min on 2 idle cores, 2026-12-02; ~39 min one at a time).
 # The tests run in one pytest-xdist worker per core (PYTEST_WORKERS=N sets another count; 0 runs
 # them in this process). Extra arguments go to pytest, e.g. scripts/test.sh -k model
 set -euo pipefail
